@@ -1,0 +1,60 @@
+//! The result of `sync_apply_changes`: what the uploader must record so that
+//! its next round builds on the server's versions.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::conflict::{ConflictKind, Decision};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyResult {
+    /// Rows written as sent.
+    pub applied: u64,
+    /// The version stamped on every row this call wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// New versions of the rows applied as sent.
+    #[serde(default)]
+    pub versions: Vec<AppliedRow>,
+    /// Conflicts and how they ended; the uploader takes `row` as the row's
+    /// new state.
+    #[serde(default)]
+    pub conflicts: Vec<ConflictReport>,
+    /// Changes the server had already applied from an earlier upload of the
+    /// same change (same client, same `seq`): the row as the server has it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub current: Vec<CurrentRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppliedRow {
+    pub table: String,
+    pub key: Vec<Value>,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConflictReport {
+    pub table: String,
+    pub key: Vec<Value>,
+    pub kind: ConflictKind,
+    pub decision: Decision,
+    /// The server's row before the conflict (NULL: deleted).
+    pub server_row: Option<Map<String, Value>>,
+    /// The uploaded row (NULL: the client deleted it).
+    pub client_row: Option<Map<String, Value>>,
+    /// The row the server holds now (NULL: deleted).
+    pub row: Option<Map<String, Value>>,
+    /// Version of `row`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurrentRow {
+    pub table: String,
+    pub key: Vec<Value>,
+    pub row: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}

@@ -1,0 +1,214 @@
+//! The changeset: the JSON document that carries row changes between the two
+//! sides, in either direction.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+pub const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Changeset {
+    pub format: u32,
+    pub scope: String,
+    /// The server's id for server changesets, the client id for uploads.
+    pub origin: String,
+    pub tables: Vec<TableChanges>,
+    /// Pass this to the next `sync_select_changes` (server changesets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// More changes wait in the same pull: call again with `watermark`.
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableChanges {
+    pub name: String,
+    /// Columns of `values`, in order; any subset of the table's synced
+    /// columns that includes the primary key.
+    pub columns: Vec<String>,
+    pub rows: Vec<RowChange>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowChange {
+    pub op: Op,
+    /// The row's version on the side that produced the changeset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The server version a local change was made on; absent when the
+    /// local side never saw the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The local change counter, for idempotent re-upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    /// Upserts: the values of `columns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<Value>>,
+    /// Deletes: the primary key values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Vec<Value>>,
+}
+
+impl Changeset {
+    /// Parses changeset text, with errors that point at the problem.
+    pub fn parse(text: &str) -> Result<Self> {
+        let changeset: Changeset = serde_json::from_str(text)
+            .map_err(|e| Error::Malformed { what: "changeset", reason: e.to_string() })?;
+        if changeset.format != FORMAT {
+            return Err(Error::UnsupportedFormat(changeset.format));
+        }
+        Ok(changeset)
+    }
+
+    pub fn from_value(value: Value) -> Result<Self> {
+        let changeset: Changeset = serde_json::from_value(value)
+            .map_err(|e| Error::Malformed { what: "changeset", reason: e.to_string() })?;
+        if changeset.format != FORMAT {
+            return Err(Error::UnsupportedFormat(changeset.format));
+        }
+        Ok(changeset)
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.tables.iter().map(|t| t.rows.len()).sum()
+    }
+}
+
+/// Writes changeset JSON straight into a string, so a large batch is never
+/// held twice (as values and as text).
+pub struct ChangesetWriter {
+    out: String,
+    tables: usize,
+    rows_in_table: usize,
+    rows: usize,
+}
+
+impl ChangesetWriter {
+    pub fn new(scope: &str, origin: &str) -> Self {
+        let mut out = String::with_capacity(4096);
+        out.push_str("{\"format\":1,\"scope\":");
+        crate::types::push_json_string(&mut out, scope);
+        out.push_str(",\"origin\":");
+        crate::types::push_json_string(&mut out, origin);
+        out.push_str(",\"tables\":[");
+        ChangesetWriter { out, tables: 0, rows_in_table: 0, rows: 0 }
+    }
+
+    pub fn begin_table(&mut self, name: &str, columns: &[String]) {
+        if self.tables > 0 {
+            self.out.push_str("]},");
+        }
+        self.tables += 1;
+        self.rows_in_table = 0;
+        self.out.push_str("{\"name\":");
+        crate::types::push_json_string(&mut self.out, name);
+        self.out.push_str(",\"columns\":[");
+        for (i, c) in columns.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            crate::types::push_json_string(&mut self.out, c);
+        }
+        self.out.push_str("],\"rows\":[");
+    }
+
+    /// Starts an upsert row; the caller writes the values (comma-separated
+    /// JSON) into the returned buffer, then calls [`Self::end_row`].
+    pub fn begin_upsert(&mut self, version: &str) -> &mut String {
+        self.begin_row("upsert", version);
+        self.out.push_str(",\"values\":[");
+        &mut self.out
+    }
+
+    /// Starts a delete row; the caller writes the key values.
+    pub fn begin_delete(&mut self, version: &str) -> &mut String {
+        self.begin_row("delete", version);
+        self.out.push_str(",\"key\":[");
+        &mut self.out
+    }
+
+    fn begin_row(&mut self, op: &str, version: &str) {
+        if self.rows_in_table > 0 {
+            self.out.push(',');
+        }
+        self.rows_in_table += 1;
+        self.rows += 1;
+        self.out.push_str("{\"op\":\"");
+        self.out.push_str(op);
+        self.out.push_str("\",\"version\":");
+        crate::types::push_json_string(&mut self.out, version);
+    }
+
+    pub fn end_row(&mut self) {
+        self.out.push_str("]}");
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn finish(mut self, watermark: &str, has_more: bool) -> String {
+        if self.tables > 0 {
+            self.out.push_str("]}");
+        }
+        self.out.push_str("],\"watermark\":");
+        crate::types::push_json_string(&mut self.out, watermark);
+        self.out.push_str(if has_more { ",\"has_more\":true}" } else { ",\"has_more\":false}" });
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn writer_output_parses_as_a_changeset() {
+        let mut w = ChangesetWriter::new("crm", "srv");
+        w.begin_table("public.customers", &["id".into(), "name".into()]);
+        w.begin_upsert("812").push_str("7,\"Ada\"");
+        w.end_row();
+        w.begin_delete("815").push_str("9");
+        w.end_row();
+        w.begin_table("public.empty", &["id".into()]);
+        let text = w.finish("900:905:", true);
+        let cs = Changeset::parse(&text).unwrap();
+        assert_eq!(cs.row_count(), 2);
+        assert!(cs.has_more);
+        assert_eq!(cs.tables[0].rows[0].values, Some(vec![json!(7), json!("Ada")]));
+        assert_eq!(cs.tables[0].rows[1].key, Some(vec![json!(9)]));
+        assert_eq!(cs.tables[1].rows, vec![]);
+        let empty = ChangesetWriter::new("crm", "srv").finish("1:1:", false);
+        assert_eq!(Changeset::parse(&empty).unwrap().tables, vec![]);
+    }
+
+    #[test]
+    fn malformed_changesets_say_what_is_wrong() {
+        let cases = [
+            ("{", "EOF"),
+            (r#"{"format":1,"scope":"crm","origin":"x"}"#, "missing field `tables`"),
+            (r#"{"format":2,"scope":"crm","origin":"x","tables":[]}"#, "format 2"),
+            (r#"{"format":1,"scope":"crm","origin":"x","tables":[],"surprise":1}"#, "unknown field `surprise`"),
+            (r#"{"format":1,"scope":"crm","origin":"x","tables":[{"name":"t","columns":[],"rows":[{"op":"merge"}]}]}"#, "unknown variant `merge`"),
+        ];
+        for (text, needle) in cases {
+            let err = Changeset::parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Errors both sides raise, each with the SQLSTATE PostgreSQL reports it under
+//! and a message that says what to do next.
+
+use serde::{Deserialize, Serialize};
+
+/// One uploaded row the server refuses, and why. A changeset with any of these
+/// is applied not at all; the local side sets these rows aside
+/// (`tandem_rejected`) and uploads the rest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub table: String,
+    pub key: Vec<serde_json::Value>,
+    /// Local change counter of the row, when the changeset carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("\"{0}\" is not a valid table name: write it as table, schema.table or schema.\"Quoted Name\"")]
+    InvalidName(String),
+
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+
+    #[error("invalid scope setup: {0}")]
+    InvalidSetup(String),
+
+    #[error("unknown scope \"{0}\": create it first with sync_provision")]
+    UnknownScope(String),
+
+    #[error("table {table} is not part of scope \"{scope}\"; its tables are: {known}")]
+    UnknownTable { scope: String, table: String, known: String },
+
+    #[error("table {table} of scope \"{scope}\" has no synced column \"{column}\"")]
+    UnknownColumn { scope: String, table: String, column: String },
+
+    #[error("table {0} does not exist")]
+    MissingTable(String),
+
+    #[error("table {0} has no primary key; Tandem identifies rows by it: add one (ALTER TABLE {0} ADD PRIMARY KEY (...)) and provision again")]
+    NoPrimaryKey(String),
+
+    #[error("changeset is for scope \"{found}\", not \"{expected}\"")]
+    ScopeMismatch { expected: String, found: String },
+
+    #[error("changeset claims origin \"{origin}\" but the caller is client \"{client}\"")]
+    IdentityMismatch { origin: String, client: String },
+
+    #[error("unsupported changeset format {0}; this Tandem reads format 1")]
+    UnsupportedFormat(u32),
+
+    #[error("invalid watermark \"{0}\": pass a watermark returned by sync_select_changes, or NULL for everything")]
+    InvalidWatermark(String),
+
+    #[error("watermark is older than the last sync_cleanup of scope \"{0}\": changes since then were purged; sync again from NULL")]
+    WatermarkTooOld(String),
+
+    #[error("parameter problem: {0}")]
+    Params(String),
+
+    #[error("unknown client \"{0}\": register it with sync_register_client")]
+    UnknownClient(String),
+
+    #[error("{} uploaded row(s) refused, nothing applied: {}", .0.len(), summarize(.0))]
+    Rejected(Vec<Rejection>),
+
+    #[error("conflict resolver {name}: {reason}")]
+    Resolver { name: String, reason: String },
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn summarize(rejections: &[Rejection]) -> String {
+    let mut parts: Vec<String> = rejections
+        .iter()
+        .take(3)
+        .map(|r| format!("{} {}: {}", r.table, serde_json::Value::Array(r.key.clone()), r.reason))
+        .collect();
+    if rejections.len() > 3 {
+        parts.push(format!("and {} more (see DETAIL)", rejections.len() - 3));
+    }
+    parts.join("; ")
+}
+
+impl Error {
+    /// The SQLSTATE this error is raised with on PostgreSQL.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::InvalidName(_) => "42602",        // invalid_name
+            Error::Malformed { .. } => "22P02",      // invalid_text_representation
+            Error::InvalidOptions(_) => "22023",     // invalid_parameter_value
+            Error::InvalidSetup(_) => "22023",
+            Error::UnknownScope(_) => "42704",       // undefined_object
+            Error::UnknownTable { .. } => "42P01",   // undefined_table
+            Error::UnknownColumn { .. } => "42703",  // undefined_column
+            Error::MissingTable(_) => "42P01",
+            Error::NoPrimaryKey(_) => "42P16",       // invalid_table_definition
+            Error::ScopeMismatch { .. } => "22023",
+            Error::IdentityMismatch { .. } => "42501", // insufficient_privilege
+            Error::UnsupportedFormat(_) => "22023",
+            Error::InvalidWatermark(_) => "22023",
+            Error::WatermarkTooOld(_) => "55000",    // object_not_in_prerequisite_state
+            Error::Params(_) => "22023",
+            Error::UnknownClient(_) => "42704",
+            Error::Rejected(_) => "42501",
+            Error::Resolver { .. } => "39000",       // external_routine_invocation_exception
+            Error::Internal(_) => "XX000",
+        }
+    }
+
+    /// Machine-readable detail: for rejections, `{"rejected": [...]}`, which
+    /// the local side reads to set those rows aside.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Error::Rejected(rows) => Some(serde_json::json!({ "rejected": rows }).to_string()),
+            _ => None,
+        }
+    }
+
+    /// Reads back the rejections from an error's detail text.
+    pub fn rejections_from_detail(detail: &str) -> Option<Vec<Rejection>> {
+        #[derive(Deserialize)]
+        struct Detail {
+            rejected: Vec<Rejection>,
+        }
+        serde_json::from_str::<Detail>(detail).ok().map(|d| d.rejected)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_travel_in_the_detail() {
+        let rows = vec![Rejection {
+            table: "public.orders".into(),
+            key: vec![serde_json::json!(7)],
+            seq: Some(3),
+            reason: "outside the client's partition".into(),
+        }];
+        let err = Error::Rejected(rows.clone());
+        assert_eq!(err.sqlstate(), "42501");
+        assert!(err.to_string().contains("public.orders [7]: outside the client's partition"));
+        assert_eq!(Error::rejections_from_detail(&err.detail().unwrap()).unwrap(), rows);
+        assert!(Error::rejections_from_detail("Key (id)=(1) already exists.").is_none());
+    }
+}

@@ -1,0 +1,19 @@
+//! Tandem's shared core: everything the PostgreSQL extension and the SQLite
+//! side must agree on, with no database dependency. Changesets, schemas and
+//! setups (serde), the value model, conflict rules, watermarks, identifier
+//! quoting, and the SQL both sides run, generated per dialect.
+
+pub mod apply_result;
+pub mod changeset;
+pub mod conflict;
+pub mod error;
+pub mod ident;
+pub mod options;
+pub mod schema;
+pub mod setup;
+pub mod sql;
+pub mod types;
+pub mod validate;
+pub mod watermark;
+
+pub use error::{Error, Rejection, Result};

@@ -1,0 +1,167 @@
+//! Options of `sync_select_changes` and `sync_apply_changes`, and the filter
+//! parameters a client is bound to. Unknown keys are errors, never ignored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Filter parameter values by name: a scalar, or a list meaning `IN`.
+pub type Params = BTreeMap<String, Value>;
+
+pub const DEFAULT_MAX_ROWS: u64 = 10_000;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Params>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Params>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupOptions {
+    /// Clients not seen for this many days no longer hold tombstones back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_after_days: Option<u32>,
+}
+
+/// How the server settles a conflict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Policy {
+    ServerWins,
+    ClientWins,
+    /// A SQL function `(conflict jsonb) -> jsonb` on the server.
+    Resolver(String),
+}
+
+impl Policy {
+    pub fn parse(text: Option<&str>) -> Result<Self> {
+        match text {
+            None | Some("server_wins") => Ok(Policy::ServerWins),
+            Some("client_wins") => Ok(Policy::ClientWins),
+            Some(name) if name.contains('.') && !name.contains('(') => Ok(Policy::Resolver(name.to_string())),
+            Some(other) => Err(Error::InvalidOptions(format!(
+                "unknown policy \"{other}\": use server_wins, client_wins or a resolver function as schema.function"
+            ))),
+        }
+    }
+}
+
+fn parse_options<T: for<'de> Deserialize<'de> + Default>(value: Option<&Value>) -> Result<T> {
+    match value {
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(v @ Value::Object(_)) => {
+            serde_json::from_value(v.clone()).map_err(|e| Error::InvalidOptions(e.to_string()))
+        }
+        Some(other) => Err(Error::InvalidOptions(format!("options must be a JSON object, got {other}"))),
+    }
+}
+
+impl SelectOptions {
+    pub fn parse(value: Option<&Value>) -> Result<Self> {
+        let options: SelectOptions = parse_options(value)?;
+        if options.max_rows == Some(0) {
+            return Err(Error::InvalidOptions("max_rows must be at least 1".into()));
+        }
+        if let Some(params) = &options.params {
+            check_params(params)?;
+        }
+        Ok(options)
+    }
+
+    pub fn max_rows(&self) -> u64 {
+        self.max_rows.unwrap_or(DEFAULT_MAX_ROWS)
+    }
+}
+
+impl ApplyOptions {
+    pub fn parse(value: Option<&Value>) -> Result<Self> {
+        let options: ApplyOptions = parse_options(value)?;
+        Policy::parse(options.policy.as_deref())?;
+        if let Some(params) = &options.params {
+            check_params(params)?;
+        }
+        Ok(options)
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy::parse(self.policy.as_deref()).unwrap_or(Policy::ServerWins)
+    }
+}
+
+impl CleanupOptions {
+    pub fn parse(value: Option<&Value>) -> Result<Self> {
+        parse_options(value)
+    }
+}
+
+/// Parameter values are scalars or non-empty lists of scalars.
+pub fn check_params(params: &Params) -> Result<()> {
+    for (name, value) in params {
+        let scalar = |v: &Value| matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_));
+        let ok = match value {
+            Value::Array(items) => !items.is_empty() && items.iter().all(scalar),
+            v => scalar(v),
+        };
+        if !ok {
+            return Err(Error::Params(format!(
+                "parameter \"{name}\" is {value}; use a string, number or boolean, or a non-empty list of them"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The values of a parameter as a list (a scalar is a list of one).
+pub fn param_values(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        v => vec![v],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_options_are_errors() {
+        let err = SelectOptions::parse(Some(&json!({"max_row": 5}))).unwrap_err().to_string();
+        assert!(err.contains("unknown field `max_row`"), "{err}");
+        let err = ApplyOptions::parse(Some(&json!({"policy": "newest_wins"}))).unwrap_err().to_string();
+        assert!(err.contains("unknown policy"), "{err}");
+        assert!(SelectOptions::parse(Some(&json!([1]))).is_err());
+        assert!(SelectOptions::parse(Some(&json!({"params": {"t": {"a": 1}}}))).is_err());
+        assert!(SelectOptions::parse(Some(&json!({"params": {"t": []}}))).is_err());
+    }
+
+    #[test]
+    fn reads_options_and_policies() {
+        let o = SelectOptions::parse(Some(&json!({"client_id": "c1", "params": {"tenant": [1, 2]}, "max_rows": 5}))).unwrap();
+        assert_eq!(o.max_rows(), 5);
+        assert_eq!(param_values(&o.params.unwrap()["tenant"]).len(), 2);
+        assert_eq!(SelectOptions::parse(None).unwrap().max_rows(), DEFAULT_MAX_ROWS);
+        let a = ApplyOptions::parse(Some(&json!({"policy": "app.merge_rows"}))).unwrap();
+        assert_eq!(a.policy(), Policy::Resolver("app.merge_rows".into()));
+        assert_eq!(ApplyOptions::parse(None).unwrap().policy(), Policy::ServerWins);
+    }
+}

@@ -1,0 +1,354 @@
+//! The schema of a scope: what `sync_schema` returns and what the local side
+//! provisions from. Built from the setup and the server's catalog.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ident::TableName;
+use crate::setup::{Direction, Filter, ScopeSetup};
+use crate::types::LogicalType;
+
+/// Column names Tandem keeps beside the primary key in tracking tables; a
+/// primary key column may not use the prefix.
+pub const RESERVED_PREFIX: &str = "tandem_";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    pub scope: String,
+    /// Grows by one each time provisioning changes the schema.
+    pub version: i64,
+    /// Parents before children, so applying in this order satisfies foreign
+    /// keys (and deleting in reverse order does too).
+    pub tables: Vec<TableSchema>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableSchema {
+    pub name: String,
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: LogicalType,
+    /// The declared PostgreSQL type (`numeric(12,2)`, `public.mood`), which
+    /// values are cast back to.
+    pub pg_type: String,
+    pub nullable: bool,
+}
+
+impl Schema {
+    /// Finds a table by any spelling of its name (`orders`, `public.orders`).
+    pub fn table(&self, name: &str) -> Result<&TableSchema> {
+        let wanted = TableName::parse(name)?;
+        self.tables
+            .iter()
+            .find(|t| t.table_name() == wanted)
+            .ok_or_else(|| Error::UnknownTable {
+                scope: self.scope.clone(),
+                table: name.to_string(),
+                known: self.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    pub fn position(&self, table: &TableSchema) -> usize {
+        self.tables.iter().position(|t| t.name == table.name).unwrap_or(usize::MAX)
+    }
+
+    /// Same tables and columns, ignoring the version number.
+    pub fn same_shape(&self, other: &Schema) -> bool {
+        self.scope == other.scope && self.tables == other.tables
+    }
+}
+
+impl TableSchema {
+    pub fn table_name(&self) -> TableName {
+        TableName::parse(&self.name).unwrap_or_else(|_| TableName::new("public", self.name.clone()))
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// Positions of the primary key columns in `columns`.
+    pub fn key_indexes(&self) -> Vec<usize> {
+        self.primary_key.iter().filter_map(|k| self.column_index(k)).collect()
+    }
+
+    pub fn key_columns(&self) -> Vec<&Column> {
+        self.key_indexes().into_iter().map(|i| &self.columns[i]).collect()
+    }
+
+    pub fn column_names(&self) -> Vec<String> {
+        self.columns.iter().map(|c| c.name.clone()).collect()
+    }
+}
+
+/// What the server's catalog says about one table.
+#[derive(Clone, Debug)]
+pub struct CatalogTable {
+    pub name: TableName,
+    pub columns: Vec<CatalogColumn>,
+    pub primary_key: Vec<String>,
+    /// Tables this one references by foreign key.
+    pub references: Vec<TableName>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CatalogColumn {
+    pub name: String,
+    /// `pg_type.typname` of the base type (domains resolved).
+    pub typname: String,
+    /// `format_type()` of the declared type.
+    pub pg_type: String,
+    pub nullable: bool,
+    /// Generated columns cannot be written, so they are not synced.
+    pub generated: bool,
+}
+
+/// Checks a setup against the catalog and builds the schema, ordering tables
+/// so parents come before children.
+pub fn build_schema(
+    scope: &str,
+    version: i64,
+    setup: &ScopeSetup,
+    mut lookup: impl FnMut(&TableName) -> Result<CatalogTable>,
+) -> Result<Schema> {
+    let mut tables = Vec::new();
+    let mut parents: Vec<Vec<TableName>> = Vec::new();
+    let names: Vec<TableName> =
+        setup.tables.iter().map(|t| TableName::parse(&t.name)).collect::<Result<_>>()?;
+    for (table, name) in setup.tables.iter().zip(&names) {
+        let catalog = lookup(name)?;
+        if catalog.primary_key.is_empty() {
+            return Err(Error::NoPrimaryKey(name.to_string()));
+        }
+        if let Some(bad) = catalog.primary_key.iter().find(|k| k.starts_with(RESERVED_PREFIX)) {
+            return Err(Error::InvalidSetup(format!(
+                "primary key column \"{bad}\" of {name} starts with \"{RESERVED_PREFIX}\", which Tandem reserves for its tracking columns"
+            )));
+        }
+        let wanted = |c: &CatalogColumn| match &table.columns {
+            None => !c.generated,
+            Some(list) => list.contains(&c.name) || catalog.primary_key.contains(&c.name),
+        };
+        if let Some(list) = &table.columns {
+            for col in list {
+                match catalog.columns.iter().find(|c| &c.name == col) {
+                    None => {
+                        return Err(Error::InvalidSetup(format!("table {name} has no column \"{col}\"")))
+                    }
+                    Some(c) if c.generated => {
+                        return Err(Error::InvalidSetup(format!(
+                            "column \"{col}\" of {name} is generated and cannot be written by sync; leave it out"
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let columns: Vec<Column> = catalog
+            .columns
+            .iter()
+            .filter(|c| wanted(c))
+            .map(|c| Column {
+                name: c.name.clone(),
+                ty: LogicalType::from_pg_typname(&c.typname),
+                pg_type: c.pg_type.clone(),
+                nullable: c.nullable,
+            })
+            .collect();
+        let synced = |col: &str| columns.iter().any(|c| c.name == col);
+        let mut table_parents: Vec<TableName> =
+            catalog.references.iter().filter(|r| *r != name && names.contains(r)).cloned().collect();
+        match &table.filter {
+            Some(Filter::Columns(map)) => {
+                for col in map.keys() {
+                    if !synced(col) {
+                        return Err(Error::InvalidSetup(format!(
+                            "filter column \"{col}\" of {name} is not a synced column of the table"
+                        )));
+                    }
+                }
+            }
+            Some(Filter::Via { parent, on }) => {
+                let parent_name = TableName::parse(parent)?;
+                let Some(index) = names.iter().position(|n| *n == parent_name) else {
+                    return Err(Error::InvalidSetup(format!(
+                        "{name} is filtered via {parent_name}, which is not a table of this scope"
+                    )));
+                };
+                if setup.tables[index].filter.is_none() {
+                    return Err(Error::InvalidSetup(format!(
+                        "{name} is filtered via {parent_name}, which has no filter itself"
+                    )));
+                }
+                for col in on.keys() {
+                    if !synced(col) {
+                        return Err(Error::InvalidSetup(format!(
+                            "column \"{col}\" in the \"via\" filter of {name} is not a synced column of the table"
+                        )));
+                    }
+                }
+                let parent_catalog = lookup(&parent_name)?;
+                let mut parent_cols: Vec<&String> = on.values().collect();
+                let mut parent_key: Vec<&String> = parent_catalog.primary_key.iter().collect();
+                parent_cols.sort();
+                parent_key.sort();
+                if parent_cols != parent_key {
+                    return Err(Error::InvalidSetup(format!(
+                        "the \"via\" filter of {name} must map onto the primary key of {parent_name} ({})",
+                        parent_catalog.primary_key.join(", ")
+                    )));
+                }
+                if !table_parents.contains(&parent_name) {
+                    table_parents.push(parent_name);
+                }
+            }
+            None => {}
+        }
+        parents.push(table_parents);
+        tables.push(TableSchema {
+            name: name.to_string(),
+            columns,
+            primary_key: catalog.primary_key.clone(),
+            filter: table.filter.as_ref().map(|f| canonical_filter(f)).transpose()?,
+            direction: table.direction,
+        });
+    }
+    check_via_cycles(&tables)?;
+    let order = parents_first(&names, &parents);
+    let tables = order.into_iter().map(|i| tables[i].clone()).collect();
+    Ok(Schema { scope: scope.to_string(), version, tables })
+}
+
+fn canonical_filter(filter: &Filter) -> Result<Filter> {
+    Ok(match filter {
+        Filter::Via { parent, on } => Filter::Via { parent: TableName::parse(parent)?.to_string(), on: on.clone() },
+        other => other.clone(),
+    })
+}
+
+fn check_via_cycles(tables: &[TableSchema]) -> Result<()> {
+    for table in tables {
+        let mut seen = vec![table.name.clone()];
+        let mut current = table;
+        while let Some(Filter::Via { parent, .. }) = &current.filter {
+            if seen.contains(parent) {
+                return Err(Error::InvalidSetup(format!("\"via\" filters form a cycle through {parent}")));
+            }
+            seen.push(parent.clone());
+            match tables.iter().find(|t| &t.name == parent) {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Orders tables so each comes after the tables it references, keeping the
+/// setup's order where foreign keys do not decide (cycles keep setup order).
+fn parents_first(names: &[TableName], parents: &[Vec<TableName>]) -> Vec<usize> {
+    let index: BTreeMap<&TableName, usize> = names.iter().enumerate().map(|(i, n)| (n, i)).collect();
+    let mut placed = vec![false; names.len()];
+    let mut order = Vec::with_capacity(names.len());
+    fn visit(
+        i: usize,
+        parents: &[Vec<TableName>],
+        index: &BTreeMap<&TableName, usize>,
+        placed: &mut [bool],
+        visiting: &mut Vec<usize>,
+        order: &mut Vec<usize>,
+    ) {
+        if placed[i] || visiting.contains(&i) {
+            return;
+        }
+        visiting.push(i);
+        for parent in &parents[i] {
+            if let Some(&p) = index.get(parent) {
+                visit(p, parents, index, placed, visiting, order);
+            }
+        }
+        visiting.pop();
+        placed[i] = true;
+        order.push(i);
+    }
+    for i in 0..names.len() {
+        visit(i, parents, &index, &mut placed, &mut Vec::new(), &mut order);
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn col(name: &str, typname: &str) -> CatalogColumn {
+        CatalogColumn { name: name.into(), typname: typname.into(), pg_type: typname.into(), nullable: true, generated: false }
+    }
+
+    fn catalog(name: &TableName) -> Result<CatalogTable> {
+        let t = |cols: Vec<CatalogColumn>, pk: &[&str], refs: &[&str]| CatalogTable {
+            name: name.clone(),
+            columns: cols,
+            primary_key: pk.iter().map(|s| s.to_string()).collect(),
+            references: refs.iter().map(|r| TableName::parse(r).unwrap()).collect(),
+        };
+        match name.name.as_str() {
+            "orders" => Ok(t(vec![col("id", "int8"), col("tenant_id", "int4"), col("total", "numeric"), col("note", "text")], &["id"], &[])),
+            "order_items" => Ok(t(vec![col("order_id", "int8"), col("line", "int4"), col("sku", "text")], &["order_id", "line"], &["orders"])),
+            "nokey" => Ok(t(vec![col("a", "int4")], &[], &[])),
+            _ => Err(Error::MissingTable(name.to_string())),
+        }
+    }
+
+    fn build(setup: serde_json::Value) -> Result<Schema> {
+        build_schema("crm", 1, &ScopeSetup::parse("crm", &setup)?, catalog)
+    }
+
+    #[test]
+    fn orders_parents_first_and_keeps_chosen_columns() {
+        let schema = build(json!({"tables": [
+            {"name": "order_items", "filter": {"via": "orders", "on": {"order_id": "id"}}},
+            {"name": "orders", "columns": ["tenant_id", "total"], "filter": {"tenant_id": "tenant"}}]}))
+        .unwrap();
+        let names: Vec<&str> = schema.tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["public.orders", "public.order_items"]);
+        assert_eq!(schema.tables[0].column_names(), ["id", "tenant_id", "total"]);
+        assert_eq!(schema.tables[0].columns[2].ty, LogicalType::Numeric);
+        assert_eq!(
+            schema.tables[1].filter,
+            Some(Filter::Via { parent: "public.orders".into(), on: [("order_id".into(), "id".into())].into() })
+        );
+        assert_eq!(schema.table("orders").unwrap().name, "public.orders");
+        assert!(matches!(schema.table("nope"), Err(Error::UnknownTable { .. })));
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_synced() {
+        let cases = [
+            (json!({"tables": [{"name": "nokey"}]}), "has no primary key"),
+            (json!({"tables": [{"name": "missing"}]}), "does not exist"),
+            (json!({"tables": [{"name": "orders", "columns": ["nope"]}]}), "no column \"nope\""),
+            (json!({"tables": [{"name": "orders", "columns": ["total"], "filter": {"tenant_id": "t"}}]}), "not a synced column"),
+            (json!({"tables": [{"name": "order_items", "filter": {"via": "orders", "on": {"order_id": "id"}}}]}), "not a table of this scope"),
+            (json!({"tables": [{"name": "orders"}, {"name": "order_items", "filter": {"via": "orders", "on": {"order_id": "id"}}}]}), "has no filter"),
+            (json!({"tables": [{"name": "orders", "filter": {"tenant_id": "t"}}, {"name": "order_items", "filter": {"via": "orders", "on": {"line": "tenant_id"}}}]}), "primary key"),
+        ];
+        for (setup, needle) in cases {
+            let err = build(setup.clone()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{setup}: {err}");
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! The value model: which logical type each column has, how its values look
+//! in a changeset, and how they are stored on each side. Every conversion
+//! lives here so that PostgreSQL -> JSON -> SQLite -> JSON -> PostgreSQL gives
+//! back the same value.
+//!
+//! PostgreSQL values are read and written as text (the select functions run
+//! with DateStyle ISO, TimeZone UTC, extra_float_digits 1, bytea_output hex),
+//! so the server side needs no per-type datum code.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Column types Tandem distinguishes. Anything else (arrays, enums, ranges,
+/// intervals, ...) travels as `other`: PostgreSQL's text form, cast back with
+/// the column's declared type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogicalType {
+    Int2,
+    Int4,
+    Int8,
+    Bool,
+    Float4,
+    Float8,
+    Numeric,
+    Text,
+    Uuid,
+    Date,
+    Time,
+    Timestamp,
+    Timestamptz,
+    Bytea,
+    Json,
+    Jsonb,
+    Other,
+}
+
+impl LogicalType {
+    /// Maps PostgreSQL's `pg_type.typname` of a column's base type.
+    pub fn from_pg_typname(typname: &str) -> Self {
+        match typname {
+            "int2" => LogicalType::Int2,
+            "int4" => LogicalType::Int4,
+            "int8" => LogicalType::Int8,
+            "bool" => LogicalType::Bool,
+            "float4" => LogicalType::Float4,
+            "float8" => LogicalType::Float8,
+            "numeric" => LogicalType::Numeric,
+            "text" | "varchar" | "bpchar" | "name" | "citext" => LogicalType::Text,
+            "uuid" => LogicalType::Uuid,
+            "date" => LogicalType::Date,
+            "time" => LogicalType::Time,
+            "timestamp" => LogicalType::Timestamp,
+            "timestamptz" => LogicalType::Timestamptz,
+            "bytea" => LogicalType::Bytea,
+            "json" => LogicalType::Json,
+            "jsonb" => LogicalType::Jsonb,
+            _ => LogicalType::Other,
+        }
+    }
+
+    /// The declared column type in SQLite. TEXT (not NUMERIC) for numeric, so
+    /// SQLite's type affinity never turns exact digits into a float.
+    pub fn sqlite_decl(self) -> &'static str {
+        match self {
+            LogicalType::Int2 | LogicalType::Int4 | LogicalType::Int8 | LogicalType::Bool => "INTEGER",
+            LogicalType::Float4 | LogicalType::Float8 => "REAL",
+            LogicalType::Bytea => "BLOB",
+            _ => "TEXT",
+        }
+    }
+}
+
+/// A value as SQLite stores it (its five storage classes), free of rusqlite.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LocalValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// Appends the changeset JSON for a PostgreSQL value given in text form
+/// (`None` is SQL NULL).
+pub fn write_pg_text_as_json(out: &mut String, ty: LogicalType, text: Option<&str>) {
+    let Some(text) = text else {
+        out.push_str("null");
+        return;
+    };
+    match ty {
+        LogicalType::Int2 | LogicalType::Int4 | LogicalType::Int8 => out.push_str(text),
+        LogicalType::Bool => out.push_str(if text == "t" || text == "true" { "true" } else { "false" }),
+        LogicalType::Float4 | LogicalType::Float8 => match text {
+            "NaN" | "Infinity" | "-Infinity" => push_json_string(out, text),
+            // JSON readers take `-0` for the integer 0; `-0.0` keeps the sign.
+            "-0" => out.push_str("-0.0"),
+            _ => out.push_str(text),
+        },
+        LogicalType::Timestamp => push_json_string(out, &iso_timestamp(text, false)),
+        LogicalType::Timestamptz => push_json_string(out, &iso_timestamp(text, true)),
+        LogicalType::Bytea => {
+            let bytes = decode_pg_hex(text).unwrap_or_default();
+            push_json_string(out, &BASE64.encode(bytes));
+        }
+        _ => push_json_string(out, text),
+    }
+}
+
+/// Same as [`write_pg_text_as_json`], as a `serde_json::Value`.
+pub fn pg_text_to_json(ty: LogicalType, text: Option<&str>) -> Value {
+    let mut out = String::new();
+    write_pg_text_as_json(&mut out, ty, text);
+    serde_json::from_str(&out).unwrap_or(Value::Null)
+}
+
+/// Checks a changeset value against its column type and gives the text that
+/// PostgreSQL's input function for the column's type reads (`None` for NULL).
+/// The error says what was expected.
+pub fn json_to_pg_text(ty: LogicalType, value: &Value) -> Result<Option<String>, String> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let text = match ty {
+        LogicalType::Int2 | LogicalType::Int4 | LogicalType::Int8 => integer(ty, value)?.to_string(),
+        LogicalType::Bool => match value {
+            Value::Bool(b) => if *b { "true" } else { "false" }.to_string(),
+            _ => return Err(expected("true or false", value)),
+        },
+        LogicalType::Float4 | LogicalType::Float8 => float_text(value)?,
+        LogicalType::Numeric => numeric_text(value)?,
+        LogicalType::Bytea => format!("\\x{}", encode_hex(&bytea(value)?)),
+        _ => checked_string(ty, value)?.to_string(),
+    };
+    Ok(Some(text))
+}
+
+/// Checks a changeset value and gives what SQLite stores for it.
+pub fn json_to_local(ty: LogicalType, value: &Value) -> Result<LocalValue, String> {
+    if value.is_null() {
+        return Ok(LocalValue::Null);
+    }
+    Ok(match ty {
+        LogicalType::Int2 | LogicalType::Int4 | LogicalType::Int8 => LocalValue::Integer(integer(ty, value)?),
+        LogicalType::Bool => match value {
+            Value::Bool(b) => LocalValue::Integer(i64::from(*b)),
+            _ => return Err(expected("true or false", value)),
+        },
+        LogicalType::Float4 | LogicalType::Float8 => match value {
+            Value::Number(n) => LocalValue::Real(n.as_f64().ok_or_else(|| expected("a number", value))?),
+            Value::String(s) if s == "Infinity" => LocalValue::Real(f64::INFINITY),
+            Value::String(s) if s == "-Infinity" => LocalValue::Real(f64::NEG_INFINITY),
+            // SQLite turns a NaN REAL into NULL, so NaN is kept as text.
+            Value::String(s) if s == "NaN" => LocalValue::Text("NaN".into()),
+            _ => return Err(expected("a number, \"NaN\", \"Infinity\" or \"-Infinity\"", value)),
+        },
+        LogicalType::Numeric => LocalValue::Text(numeric_text(value)?),
+        LogicalType::Bytea => LocalValue::Blob(bytea(value)?),
+        _ => LocalValue::Text(checked_string(ty, value)?.to_string()),
+    })
+}
+
+/// The changeset JSON for a value read from SQLite. Values of the wrong
+/// storage class pass through as they are; the server then refuses them with
+/// a clear reason instead of the local side guessing.
+pub fn local_to_json(ty: LogicalType, value: &LocalValue) -> Value {
+    match (ty, value) {
+        (_, LocalValue::Null) => Value::Null,
+        (LogicalType::Bool, LocalValue::Integer(0)) => Value::Bool(false),
+        (LogicalType::Bool, LocalValue::Integer(1)) => Value::Bool(true),
+        (LogicalType::Float4 | LogicalType::Float8, LocalValue::Real(f)) => float_json(*f),
+        (LogicalType::Float4 | LogicalType::Float8, LocalValue::Integer(i)) => float_json(*i as f64),
+        (LogicalType::Numeric, LocalValue::Integer(i)) => Value::String(i.to_string()),
+        (LogicalType::Numeric, LocalValue::Real(f)) => Value::String(f.to_string()),
+        (_, LocalValue::Integer(i)) => Value::from(*i),
+        (_, LocalValue::Real(f)) => float_json(*f),
+        (_, LocalValue::Text(s)) => Value::String(s.clone()),
+        (_, LocalValue::Blob(b)) => Value::String(BASE64.encode(b)),
+    }
+}
+
+fn float_json(f: f64) -> Value {
+    if f.is_nan() {
+        Value::String("NaN".into())
+    } else if f == f64::INFINITY {
+        Value::String("Infinity".into())
+    } else if f == f64::NEG_INFINITY {
+        Value::String("-Infinity".into())
+    } else {
+        serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+    }
+}
+
+fn expected(what: &str, value: &Value) -> String {
+    let mut shown = value.to_string();
+    if shown.len() > 60 {
+        let mut cut = 57;
+        while !shown.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        shown.truncate(cut);
+        shown.push_str("...");
+    }
+    format!("expected {what}, got {shown}")
+}
+
+fn integer(ty: LogicalType, value: &Value) -> Result<i64, String> {
+    let (what, min, max) = match ty {
+        LogicalType::Int2 => ("an integer from -32768 to 32767", i16::MIN as i64, i16::MAX as i64),
+        LogicalType::Int4 => ("a 32-bit integer", i32::MIN as i64, i32::MAX as i64),
+        _ => ("a 64-bit integer", i64::MIN, i64::MAX),
+    };
+    match value.as_i64() {
+        Some(i) if (min..=max).contains(&i) => Ok(i),
+        _ => Err(expected(what, value)),
+    }
+}
+
+fn float_text(value: &Value) -> Result<String, String> {
+    match value {
+        Value::Number(n) if n.as_f64().is_some() => Ok(n.to_string()),
+        Value::String(s) if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") => Ok(s.clone()),
+        _ => Err(expected("a number, \"NaN\", \"Infinity\" or \"-Infinity\"", value)),
+    }
+}
+
+/// Numeric travels as a string so every digit survives; a JSON integer is
+/// accepted too, a JSON fraction is not (it may already have lost digits).
+fn numeric_text(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(s) if is_decimal(s) || matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") => {
+            Ok(s.clone())
+        }
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        _ => Err(expected("a decimal number in a string, like \"12.50\"", value)),
+    }
+}
+
+fn bytea(value: &Value) -> Result<Vec<u8>, String> {
+    match value {
+        Value::String(s) => BASE64.decode(s).map_err(|_| expected("base64 bytes", value)),
+        _ => Err(expected("base64 bytes in a string", value)),
+    }
+}
+
+fn checked_string(ty: LogicalType, value: &Value) -> Result<&str, String> {
+    let Value::String(s) = value else {
+        let what = match ty {
+            LogicalType::Json | LogicalType::Jsonb => "a string holding JSON text",
+            _ => "a string",
+        };
+        return Err(expected(what, value));
+    };
+    let ok = match ty {
+        LogicalType::Uuid => is_uuid(s),
+        LogicalType::Date => is_date(s),
+        LogicalType::Time => is_time(s),
+        LogicalType::Timestamp | LogicalType::Timestamptz => is_timestamp(s),
+        LogicalType::Json | LogicalType::Jsonb => serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok(),
+        _ => !s.contains('\0'),
+    };
+    if ok {
+        Ok(s)
+    } else {
+        let what = match ty {
+            LogicalType::Uuid => "a UUID like \"0b7e1f7a-5d1c-4b2e-9a55-6f1f0c2d9e11\"",
+            LogicalType::Date => "an ISO date like \"2024-05-01\"",
+            LogicalType::Time => "an ISO time like \"13:45:00.25\"",
+            LogicalType::Timestamp => "an ISO timestamp like \"2024-05-01T13:45:00.25\"",
+            LogicalType::Timestamptz => "an ISO timestamp like \"2024-05-01T13:45:00.25Z\"",
+            LogicalType::Json | LogicalType::Jsonb => "a string holding valid JSON text",
+            _ => "text without NUL characters",
+        };
+        Err(expected(what, value))
+    }
+}
+
+/// `2024-05-01 13:45:00.25+00` (PostgreSQL ISO output in UTC) becomes
+/// `2024-05-01T13:45:00.25Z`; infinities pass through.
+fn iso_timestamp(text: &str, utc: bool) -> String {
+    let (body, era) = match text.strip_suffix(" BC") {
+        Some(body) => (body, " BC"),
+        None => (text, ""),
+    };
+    let mut out = body.replacen(' ', "T", 1);
+    if utc {
+        if let Some(stripped) = out.strip_suffix("+00") {
+            out = format!("{stripped}Z");
+        }
+    }
+    out.push_str(era);
+    out
+}
+
+fn is_decimal(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        i += 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let mut digits = i - int_start;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let frac_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        digits += i - frac_start;
+    }
+    if digits == 0 {
+        return false;
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        let exp_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == exp_start {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+fn is_uuid(s: &str) -> bool {
+    let s = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or(s);
+    let hex: Vec<char> = s.chars().filter(|c| *c != '-').collect();
+    hex.len() == 32 && hex.iter().all(|c| c.is_ascii_hexdigit()) && s.len() <= 36 + 4
+}
+
+fn digits(s: &str, n: usize) -> Option<(u32, &str)> {
+    if s.len() < n || !s.as_bytes()[..n].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((s[..n].parse().ok()?, &s[n..]))
+}
+
+fn strip_era(s: &str) -> &str {
+    s.strip_suffix(" BC").unwrap_or(s)
+}
+
+fn date_prefix(s: &str) -> Option<&str> {
+    let (year, rest) = digits(s, 4)?;
+    let rest = rest.strip_prefix('-')?;
+    let (month, rest) = digits(rest, 2)?;
+    let rest = rest.strip_prefix('-')?;
+    let (day, rest) = digits(rest, 2)?;
+    (year >= 1 && (1..=12).contains(&month) && (1..=31).contains(&day)).then_some(rest)
+}
+
+fn time_prefix(s: &str) -> Option<&str> {
+    let (hour, rest) = digits(s, 2)?;
+    let rest = rest.strip_prefix(':')?;
+    let (minute, mut rest) = digits(rest, 2)?;
+    if let Some(r) = rest.strip_prefix(':') {
+        let (second, r) = digits(r, 2)?;
+        if second > 60 {
+            return None;
+        }
+        rest = r;
+        if let Some(r) = rest.strip_prefix('.') {
+            let n = r.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return None;
+            }
+            rest = &r[n..];
+        }
+    }
+    (hour <= 24 && minute <= 59).then_some(rest)
+}
+
+fn zone_suffix(s: &str) -> bool {
+    if s.is_empty() || s == "Z" || s == "z" {
+        return true;
+    }
+    let Some(rest) = s.strip_prefix('+').or_else(|| s.strip_prefix('-')) else {
+        return false;
+    };
+    let Some((_, rest)) = digits(rest, 2) else { return false };
+    let rest = rest.strip_prefix(':').unwrap_or(rest);
+    rest.is_empty() || digits(rest, 2).is_some_and(|(_, r)| r.is_empty() || r.strip_prefix(':').and_then(|r| digits(r, 2)).is_some_and(|(_, r)| r.is_empty()))
+}
+
+fn is_infinity(s: &str) -> bool {
+    matches!(s, "infinity" | "-infinity")
+}
+
+fn is_date(s: &str) -> bool {
+    is_infinity(s) || date_prefix(strip_era(s)).is_some_and(str::is_empty)
+}
+
+fn is_time(s: &str) -> bool {
+    time_prefix(s).is_some_and(str::is_empty)
+}
+
+fn is_timestamp(s: &str) -> bool {
+    if is_infinity(s) {
+        return true;
+    }
+    let Some(rest) = date_prefix(strip_era(s)) else { return false };
+    let Some(rest) = rest.strip_prefix('T').or_else(|| rest.strip_prefix(' ')) else {
+        return rest.is_empty();
+    };
+    time_prefix(rest).is_some_and(zone_suffix)
+}
+
+fn decode_pg_hex(text: &str) -> Option<Vec<u8>> {
+    let hex = text.strip_prefix("\\x")?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|pair| {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            Some((hi * 16 + lo) as u8)
+        })
+        .collect()
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + c.len_utf8();
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn via_json(ty: LogicalType, pg: &str) -> Value {
+        pg_text_to_json(ty, Some(pg))
+    }
+
+    #[test]
+    fn postgres_text_becomes_changeset_json() {
+        assert_eq!(via_json(LogicalType::Int8, "-9223372036854775808"), json!(i64::MIN));
+        assert_eq!(via_json(LogicalType::Bool, "t"), json!(true));
+        assert_eq!(via_json(LogicalType::Float8, "NaN"), json!("NaN"));
+        assert_eq!(via_json(LogicalType::Float8, "1e+100"), json!(1e100));
+        assert_eq!(
+            via_json(LogicalType::Numeric, "123456789012345678901234567890.000000001"),
+            json!("123456789012345678901234567890.000000001")
+        );
+        assert_eq!(
+            via_json(LogicalType::Timestamptz, "2024-05-01 13:45:00.123456+00"),
+            json!("2024-05-01T13:45:00.123456Z")
+        );
+        assert_eq!(via_json(LogicalType::Timestamp, "2024-05-01 13:45:00"), json!("2024-05-01T13:45:00"));
+        assert_eq!(via_json(LogicalType::Timestamptz, "infinity"), json!("infinity"));
+        assert_eq!(via_json(LogicalType::Bytea, "\\x00ff00"), json!("AP8A"));
+        assert_eq!(via_json(LogicalType::Jsonb, "{\"a\": null}"), json!("{\"a\": null}"));
+        assert_eq!(via_json(LogicalType::Text, "quote \" and \\ and \n and é"), json!("quote \" and \\ and \n and é"));
+        assert_eq!(pg_text_to_json(LogicalType::Text, None), Value::Null);
+    }
+
+    #[test]
+    fn changeset_json_becomes_postgres_input() {
+        assert_eq!(json_to_pg_text(LogicalType::Bytea, &json!("AP8A")).unwrap().unwrap(), "\\x00ff00");
+        assert_eq!(json_to_pg_text(LogicalType::Bool, &json!(false)).unwrap().unwrap(), "false");
+        assert_eq!(json_to_pg_text(LogicalType::Float4, &json!("-Infinity")).unwrap().unwrap(), "-Infinity");
+        assert_eq!(json_to_pg_text(LogicalType::Numeric, &json!(12)).unwrap().unwrap(), "12");
+        assert_eq!(json_to_pg_text(LogicalType::Int4, &Value::Null).unwrap(), None);
+        assert_eq!(
+            json_to_pg_text(LogicalType::Timestamptz, &json!("2024-05-01T13:45:00.5+02:00")).unwrap().unwrap(),
+            "2024-05-01T13:45:00.5+02:00"
+        );
+    }
+
+    #[test]
+    fn ill_typed_values_are_refused_with_a_reason() {
+        let cases = [
+            (LogicalType::Int4, json!("7")),
+            (LogicalType::Int4, json!(1u64 << 40)),
+            (LogicalType::Int2, json!(40000)),
+            (LogicalType::Int8, json!(1.5)),
+            (LogicalType::Bool, json!(1)),
+            (LogicalType::Float8, json!("nan")),
+            (LogicalType::Numeric, json!(1.25)),
+            (LogicalType::Numeric, json!("12,5")),
+            (LogicalType::Uuid, json!("not-a-uuid")),
+            (LogicalType::Date, json!("2024-13-01")),
+            (LogicalType::Timestamptz, json!("yesterday")),
+            (LogicalType::Timestamptz, json!("2024-05-01T25:00:00Z")),
+            (LogicalType::Bytea, json!("***")),
+            (LogicalType::Jsonb, json!({"a": 1})),
+            (LogicalType::Jsonb, json!("{not json")),
+            (LogicalType::Text, json!(5)),
+            (LogicalType::Text, json!("nul\u{0}byte")),
+        ];
+        for (ty, value) in cases {
+            let err = json_to_pg_text(ty, &value).expect_err(&format!("{ty:?} {value} should be refused"));
+            assert!(err.starts_with("expected "), "{err}");
+            assert!(json_to_local(ty, &value).is_err());
+        }
+    }
+
+    #[test]
+    fn values_round_trip_through_sqlite_storage() {
+        let cases = [
+            (LogicalType::Int8, json!(i64::MAX)),
+            (LogicalType::Bool, json!(true)),
+            (LogicalType::Float8, json!(0.1)),
+            (LogicalType::Float8, json!("NaN")),
+            (LogicalType::Float8, json!("Infinity")),
+            (LogicalType::Float4, json!(3.4028235e38)),
+            (LogicalType::Numeric, json!("-0.000000000000000000000000000001")),
+            (LogicalType::Bytea, json!("AAEC")),
+            (LogicalType::Timestamptz, json!("2024-05-01T13:45:00.123456Z")),
+            (LogicalType::Jsonb, json!("null")),
+            (LogicalType::Uuid, json!("0b7e1f7a-5d1c-4b2e-9a55-6f1f0c2d9e11")),
+            (LogicalType::Other, json!("{1,2,3}")),
+            (LogicalType::Text, Value::Null),
+        ];
+        for (ty, value) in cases {
+            let local = json_to_local(ty, &value).unwrap();
+            assert_eq!(local_to_json(ty, &local), value, "{ty:?}");
+        }
+    }
+
+    #[test]
+    fn float_output_round_trips_through_json() {
+        for pg in ["0.1", "1e+100", "-0", "3.4028235e+38", "5e-324", "1.7976931348623157e+308"] {
+            let v = via_json(LogicalType::Float8, pg);
+            let back = json_to_pg_text(LogicalType::Float8, &v).unwrap().unwrap();
+            assert_eq!(back.parse::<f64>().unwrap().to_bits(), pg.parse::<f64>().unwrap().to_bits(), "{pg}");
+        }
+    }
+}

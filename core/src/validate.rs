@@ -1,0 +1,273 @@
+//! Checks a changeset against a scope's schema before anything is written:
+//! structure problems fail the whole changeset, ill-typed rows are collected
+//! as rejections so the caller can name each one.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::changeset::{Changeset, Op, RowChange};
+use crate::error::{Error, Rejection, Result};
+use crate::schema::{Schema, TableSchema};
+use crate::types::LogicalType;
+
+/// A changeset table whose rows passed the checks, values converted for the
+/// side that applies them.
+#[derive(Debug)]
+pub struct CheckedTable<'s, V> {
+    pub schema: &'s TableSchema,
+    /// For each changeset column, its position in the schema's columns.
+    pub columns: Vec<usize>,
+    pub rows: Vec<CheckedRow<V>>,
+}
+
+#[derive(Debug)]
+pub struct CheckedRow<V> {
+    pub op: Op,
+    /// Primary key values as JSON, in primary key order.
+    pub key: Vec<Value>,
+    /// Upserts: converted values in changeset column order. Deletes:
+    /// converted key values in primary key order.
+    pub values: Vec<V>,
+    /// The JSON the values came from (same order as `values`).
+    pub raw: Vec<Value>,
+    pub base: Option<String>,
+    pub version: Option<String>,
+    pub seq: Option<i64>,
+}
+
+impl<'s, V> CheckedTable<'s, V> {
+    /// Position in `columns` of each primary key column.
+    pub fn key_positions(&self) -> Vec<usize> {
+        self.schema
+            .key_indexes()
+            .into_iter()
+            .map(|k| self.columns.iter().position(|c| *c == k).unwrap_or(0))
+            .collect()
+    }
+}
+
+/// Checks `changeset` against `schema`, converting each value with `convert`.
+/// Tables come back in schema order (parents first).
+pub fn check_changeset<'s, V>(
+    schema: &'s Schema,
+    changeset: &Changeset,
+    convert: impl Fn(LogicalType, &Value) -> std::result::Result<V, String>,
+) -> Result<(Vec<CheckedTable<'s, V>>, Vec<Rejection>)> {
+    if changeset.scope != schema.scope {
+        return Err(Error::ScopeMismatch { expected: schema.scope.clone(), found: changeset.scope.clone() });
+    }
+    let mut tables: Vec<CheckedTable<'s, V>> = Vec::new();
+    let mut rejections = Vec::new();
+    for changes in &changeset.tables {
+        let table = schema.table(&changes.name)?;
+        if tables.iter().any(|t| t.schema.name == table.name) {
+            return Err(malformed(format!("table {} appears twice", table.name)));
+        }
+        let mut columns = Vec::with_capacity(changes.columns.len());
+        for name in &changes.columns {
+            let index = table.column_index(name).ok_or_else(|| Error::UnknownColumn {
+                scope: schema.scope.clone(),
+                table: table.name.clone(),
+                column: name.clone(),
+            })?;
+            if columns.contains(&index) {
+                return Err(malformed(format!("column \"{name}\" of {} is listed twice", table.name)));
+            }
+            columns.push(index);
+        }
+        let mut checked = CheckedTable { schema: table, columns, rows: Vec::with_capacity(changes.rows.len()) };
+        if !changes.rows.is_empty() {
+            if let Some(missing) = table.primary_key.iter().find(|k| !changes.columns.contains(k)) {
+                return Err(malformed(format!("{} lacks primary key column \"{missing}\" in \"columns\"", table.name)));
+            }
+        }
+        let key_positions = checked.key_positions();
+        let mut seen_keys = HashSet::with_capacity(changes.rows.len());
+        for (n, row) in changes.rows.iter().enumerate() {
+            check_version_text(&row.base, "base", &table.name, n)?;
+            check_version_text(&row.version, "version", &table.name, n)?;
+            let (raw, types): (Vec<Value>, Vec<LogicalType>) = match row.op {
+                Op::Upsert => {
+                    let values = row_values(row, &table.name, n)?;
+                    if values.len() != checked.columns.len() {
+                        return Err(malformed(format!(
+                            "row {n} of {} has {} values for {} columns",
+                            table.name,
+                            values.len(),
+                            checked.columns.len()
+                        )));
+                    }
+                    (values.clone(), checked.columns.iter().map(|&c| table.columns[c].ty).collect())
+                }
+                Op::Delete => {
+                    let key = row.key.as_ref().ok_or_else(|| {
+                        malformed(format!("delete row {n} of {} has no \"key\"", table.name))
+                    })?;
+                    if row.values.is_some() {
+                        return Err(malformed(format!("delete row {n} of {} carries \"values\"", table.name)));
+                    }
+                    if key.len() != table.primary_key.len() {
+                        return Err(malformed(format!(
+                            "delete row {n} of {} has {} key values; the primary key has {}",
+                            table.name,
+                            key.len(),
+                            table.primary_key.len()
+                        )));
+                    }
+                    (key.clone(), table.key_columns().iter().map(|c| c.ty).collect())
+                }
+            };
+            let key: Vec<Value> = match row.op {
+                Op::Upsert => key_positions.iter().map(|&p| raw[p].clone()).collect(),
+                Op::Delete => raw.clone(),
+            };
+            if !seen_keys.insert(Value::Array(key.clone()).to_string()) {
+                return Err(malformed(format!(
+                    "key {} appears twice in {}; send each row once",
+                    Value::Array(key),
+                    table.name
+                )));
+            }
+            let mut values = Vec::with_capacity(raw.len());
+            let mut problem = None;
+            for (i, value) in raw.iter().enumerate() {
+                let column = match row.op {
+                    Op::Upsert => &table.columns[checked.columns[i]],
+                    Op::Delete => table.key_columns()[i],
+                };
+                if value.is_null() && (!column.nullable || table.primary_key.contains(&column.name)) {
+                    problem = Some(format!("column {} may not be NULL", column.name));
+                    break;
+                }
+                match convert(types[i], value) {
+                    Ok(v) => values.push(v),
+                    Err(reason) => {
+                        problem = Some(format!("column {}: {reason}", column.name));
+                        break;
+                    }
+                }
+            }
+            match problem {
+                Some(reason) => rejections.push(Rejection { table: table.name.clone(), key, seq: row.seq, reason }),
+                None => checked.rows.push(CheckedRow {
+                    op: row.op,
+                    key,
+                    values,
+                    raw,
+                    base: row.base.clone(),
+                    version: row.version.clone(),
+                    seq: row.seq,
+                }),
+            }
+        }
+        tables.push(checked);
+    }
+    tables.sort_by_key(|t| schema.position(t.schema));
+    Ok((tables, rejections))
+}
+
+fn row_values<'r>(row: &'r RowChange, table: &str, n: usize) -> Result<&'r Vec<Value>> {
+    if row.key.is_some() {
+        return Err(malformed(format!("upsert row {n} of {table} carries \"key\"; the key is in \"values\"")));
+    }
+    row.values.as_ref().ok_or_else(|| malformed(format!("upsert row {n} of {table} has no \"values\"")))
+}
+
+fn check_version_text(version: &Option<String>, field: &str, table: &str, n: usize) -> Result<()> {
+    match version {
+        Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 20 => Err(malformed(format!(
+            "row {n} of {table}: \"{field}\" is \"{v}\", expected a version returned by the server"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn malformed(reason: String) -> Error {
+    Error::Malformed { what: "changeset", reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Column;
+    use crate::setup::Direction;
+    use crate::types::json_to_pg_text;
+    use serde_json::json;
+
+    fn schema() -> Schema {
+        let col = |name: &str, ty, nullable| Column { name: name.into(), ty, pg_type: String::new(), nullable };
+        Schema {
+            scope: "crm".into(),
+            version: 1,
+            tables: vec![TableSchema {
+                name: "public.orders".into(),
+                columns: vec![
+                    col("id", LogicalType::Int8, false),
+                    col("total", LogicalType::Numeric, true),
+                    col("note", LogicalType::Text, false),
+                ],
+                primary_key: vec!["id".into()],
+                filter: None,
+                direction: Direction::Bidirectional,
+            }],
+        }
+    }
+
+    fn check(cs: Value) -> Result<(usize, Vec<Rejection>)> {
+        let schema = schema();
+        let cs = Changeset::from_value(cs)?;
+        let (tables, rejections) = check_changeset(&schema, &cs, json_to_pg_text)?;
+        Ok((tables.iter().map(|t| t.rows.len()).sum(), rejections))
+    }
+
+    fn cs(columns: Value, rows: Value) -> Value {
+        json!({"format": 1, "scope": "crm", "origin": "c1",
+               "tables": [{"name": "orders", "columns": columns, "rows": rows}]})
+    }
+
+    #[test]
+    fn accepts_good_rows_and_a_column_subset() {
+        let (n, rejected) = check(cs(
+            json!(["id", "note"]),
+            json!([{"op": "upsert", "base": "12", "seq": 3, "values": [1, "a"]},
+                   {"op": "delete", "key": [2]}]),
+        ))
+        .unwrap();
+        assert_eq!((n, rejected.len()), (2, 0));
+    }
+
+    #[test]
+    fn ill_typed_rows_are_rejected_by_name() {
+        let (n, rejected) = check(cs(
+            json!(["id", "total", "note"]),
+            json!([{"op": "upsert", "seq": 1, "values": [1, 2.5, "a"]},
+                   {"op": "upsert", "values": [2, "3.10", null]},
+                   {"op": "upsert", "values": [3, "3.10", "ok"]}]),
+        ))
+        .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(rejected[0].key, vec![json!(1)]);
+        assert_eq!(rejected[0].seq, Some(1));
+        assert!(rejected[0].reason.starts_with("column total: expected a decimal"), "{}", rejected[0].reason);
+        assert_eq!(rejected[1].reason, "column note may not be NULL");
+    }
+
+    #[test]
+    fn structural_problems_fail_the_whole_changeset() {
+        let cases = [
+            (cs(json!(["id", "nope"]), json!([])), "no synced column \"nope\""),
+            (cs(json!(["note"]), json!([{"op": "upsert", "values": ["a"]}])), "lacks primary key"),
+            (cs(json!(["id"]), json!([{"op": "upsert", "values": [1, 2]}])), "2 values for 1 columns"),
+            (cs(json!(["id"]), json!([{"op": "delete"}])), "has no \"key\""),
+            (cs(json!(["id"]), json!([{"op": "upsert", "values": [1]}, {"op": "delete", "key": [1]}])), "appears twice"),
+            (cs(json!(["id"]), json!([{"op": "upsert", "base": "x1", "values": [1]}])), "expected a version"),
+            (json!({"format": 1, "scope": "other", "origin": "c", "tables": []}), "for scope \"other\""),
+            (json!({"format": 1, "scope": "crm", "origin": "c", "tables": [{"name": "nope", "columns": [], "rows": []}]}), "not part of scope"),
+        ];
+        for (cs, needle) in cases {
+            let err = check(cs.clone()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{cs}: {err}");
+        }
+    }
+}
