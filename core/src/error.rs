@@ -3,6 +3,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Why an uploaded row is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionKind {
+    /// A value does not fit its column (type, NULL).
+    InvalidValue,
+    /// The row is, or would be, in another client's partition.
+    OutsidePartition,
+    /// The table does not take uploads.
+    DownloadOnly,
+}
+
 /// One uploaded row the server refuses, and why. A changeset with any of these
 /// is applied not at all; the local side sets these rows aside
 /// (`tandem_rejected`) and uploads the rest.
@@ -13,6 +25,7 @@ pub struct Rejection {
     /// Local change counter of the row, when the changeset carried one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<i64>,
+    pub kind: RejectionKind,
     pub reason: String,
 }
 
@@ -72,6 +85,10 @@ pub enum Error {
     #[error("conflict resolver {name}: {reason}")]
     Resolver { name: String, reason: String },
 
+    /// An error PostgreSQL raised, passed on with its own SQLSTATE.
+    #[error("{message}")]
+    Database { sqlstate: String, message: String },
+
     #[error("{0}")]
     Internal(String),
 }
@@ -90,7 +107,7 @@ fn summarize(rejections: &[Rejection]) -> String {
 
 impl Error {
     /// The SQLSTATE this error is raised with on PostgreSQL.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> &str {
         match self {
             Error::InvalidName(_) => "42602",        // invalid_name
             Error::Malformed { .. } => "22P02",      // invalid_text_representation
@@ -108,8 +125,12 @@ impl Error {
             Error::WatermarkTooOld(_) => "55000",    // object_not_in_prerequisite_state
             Error::Params(_) => "22023",
             Error::UnknownClient(_) => "42704",
-            Error::Rejected(_) => "42501",
+            // Refusals over access outrank refusals over values.
+            Error::Rejected(rows) if rows.iter().any(|r| r.kind != RejectionKind::InvalidValue) => "42501",
+            Error::Rejected(_) => "22P02",
             Error::Resolver { .. } => "39000",       // external_routine_invocation_exception
+            Error::Database { sqlstate, .. } if sqlstate.len() == 5 && sqlstate.is_ascii() => sqlstate,
+            Error::Database { .. } => "XX000",
             Error::Internal(_) => "XX000",
         }
     }
@@ -145,6 +166,7 @@ mod tests {
             table: "public.orders".into(),
             key: vec![serde_json::json!(7)],
             seq: Some(3),
+            kind: RejectionKind::OutsidePartition,
             reason: "outside the client's partition".into(),
         }];
         let err = Error::Rejected(rows.clone());
@@ -152,5 +174,7 @@ mod tests {
         assert!(err.to_string().contains("public.orders [7]: outside the client's partition"));
         assert_eq!(Error::rejections_from_detail(&err.detail().unwrap()).unwrap(), rows);
         assert!(Error::rejections_from_detail("Key (id)=(1) already exists.").is_none());
+        let typed = vec![Rejection { kind: RejectionKind::InvalidValue, ..rows[0].clone() }];
+        assert_eq!(Error::Rejected(typed).sqlstate(), "22P02");
     }
 }

@@ -16,4 +16,4 @@ pub mod types;
 pub mod validate;
 pub mod watermark;
 
-pub use error::{Error, Rejection, Result};
+pub use error::{Error, Rejection, RejectionKind, Result};

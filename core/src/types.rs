@@ -94,9 +94,8 @@ pub fn write_pg_text_as_json(out: &mut String, ty: LogicalType, text: Option<&st
         LogicalType::Int2 | LogicalType::Int4 | LogicalType::Int8 => out.push_str(text),
         LogicalType::Bool => out.push_str(if text == "t" || text == "true" { "true" } else { "false" }),
         LogicalType::Float4 | LogicalType::Float8 => match text {
-            "NaN" | "Infinity" | "-Infinity" => push_json_string(out, text),
-            // JSON readers take `-0` for the integer 0; `-0.0` keeps the sign.
-            "-0" => out.push_str("-0.0"),
+            // jsonb stores numbers as numeric, which has no negative zero.
+            "NaN" | "Infinity" | "-Infinity" | "-0" => push_json_string(out, text),
             _ => out.push_str(text),
         },
         LogicalType::Timestamp => push_json_string(out, &iso_timestamp(text, false)),
@@ -154,7 +153,8 @@ pub fn json_to_local(ty: LogicalType, value: &Value) -> Result<LocalValue, Strin
             Value::String(s) if s == "-Infinity" => LocalValue::Real(f64::NEG_INFINITY),
             // SQLite turns a NaN REAL into NULL, so NaN is kept as text.
             Value::String(s) if s == "NaN" => LocalValue::Text("NaN".into()),
-            _ => return Err(expected("a number, \"NaN\", \"Infinity\" or \"-Infinity\"", value)),
+            Value::String(s) if s == "-0" => LocalValue::Real(-0.0),
+            _ => return Err(expected(FLOAT_EXPECTED, value)),
         },
         LogicalType::Numeric => LocalValue::Text(numeric_text(value)?),
         LogicalType::Bytea => LocalValue::Blob(bytea(value)?),
@@ -181,8 +181,12 @@ pub fn local_to_json(ty: LogicalType, value: &LocalValue) -> Value {
     }
 }
 
+const FLOAT_EXPECTED: &str = "a number, \"NaN\", \"Infinity\", \"-Infinity\" or \"-0\"";
+
 fn float_json(f: f64) -> Value {
-    if f.is_nan() {
+    if f == 0.0 && f.is_sign_negative() {
+        Value::String("-0".into())
+    } else if f.is_nan() {
         Value::String("NaN".into())
     } else if f == f64::INFINITY {
         Value::String("Infinity".into())
@@ -221,8 +225,8 @@ fn integer(ty: LogicalType, value: &Value) -> Result<i64, String> {
 fn float_text(value: &Value) -> Result<String, String> {
     match value {
         Value::Number(n) if n.as_f64().is_some() => Ok(n.to_string()),
-        Value::String(s) if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") => Ok(s.clone()),
-        _ => Err(expected("a number, \"NaN\", \"Infinity\" or \"-Infinity\"", value)),
+        Value::String(s) if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity" | "-0") => Ok(s.clone()),
+        _ => Err(expected(FLOAT_EXPECTED, value)),
     }
 }
 
@@ -545,6 +549,7 @@ mod tests {
             (LogicalType::Float8, json!(0.1)),
             (LogicalType::Float8, json!("NaN")),
             (LogicalType::Float8, json!("Infinity")),
+            (LogicalType::Float8, json!("-0")),
             (LogicalType::Float4, json!(3.4028235e38)),
             (LogicalType::Numeric, json!("-0.000000000000000000000000000001")),
             (LogicalType::Bytea, json!("AAEC")),

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use crate::changeset::{Changeset, Op, RowChange};
-use crate::error::{Error, Rejection, Result};
+use crate::error::{Error, Rejection, RejectionKind, Result};
 use crate::schema::{Schema, TableSchema};
 use crate::types::LogicalType;
 
@@ -149,7 +149,13 @@ pub fn check_changeset<'s, V>(
                 }
             }
             match problem {
-                Some(reason) => rejections.push(Rejection { table: table.name.clone(), key, seq: row.seq, reason }),
+                Some(reason) => rejections.push(Rejection {
+                    table: table.name.clone(),
+                    key,
+                    seq: row.seq,
+                    kind: RejectionKind::InvalidValue,
+                    reason,
+                }),
                 None => checked.rows.push(CheckedRow {
                     op: row.op,
                     key,

@@ -1,11 +1,26 @@
+//! Tandem's PostgreSQL side: `CREATE EXTENSION tandem` installs the `tandem`
+//! schema and the `sync_*` functions. Change tracking is generated per scope
+//! table by `tandem_core::sql` and installed by `sync_provision`.
+
 use pgrx::prelude::*;
+
+mod apply;
+mod catalog;
+mod clients;
+mod jsonb_text;
+mod provision;
+mod pull;
+mod registry;
+mod report;
+mod spi;
+mod status;
 
 ::pgrx::pg_module_magic!(name, version);
 
-#[pg_extern]
-fn tandem_version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
-}
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
 
 #[cfg(test)]
 pub mod pg_test {

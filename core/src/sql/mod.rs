@@ -1,3 +1,154 @@
-//! SQL generation for both sides. Every statement Tandem runs on a user's
-//! tables is built here, with identifiers quoted by [`crate::ident`], and
-//! values left as bound parameters.
+//! SQL generation for both sides. Every statement Tandem runs against user
+//! tables is built here: identifiers are quoted by [`crate::ident`], values
+//! are always bound parameters.
+//!
+//! - [`tracking`]: the server's tracking tables and statement triggers;
+//! - [`partition`]: which client partition a row belongs to (filters);
+//! - [`pull`]: the server's change selection, in batches;
+//! - [`apply`]: the server's set-based apply of an upload;
+
+pub mod apply;
+pub mod partition;
+pub mod pull;
+pub mod tracking;
+
+use crate::ident::quote_ident;
+use crate::schema::{Schema, TableSchema};
+
+/// Which database a statement is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// The n-th (1-based) bound parameter.
+    pub fn param(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => format!("?{n}"),
+        }
+    }
+}
+
+/// Schema of the server's tracking objects.
+pub const TRACKING_SCHEMA: &str = "tandem";
+
+/// A scope's tables together with the ids of their tracking objects, which
+/// name `tandem.track_<id>`, `tandem.exit_<id>` and the triggers.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    pub schema: &'a Schema,
+    /// Tracking id of each table, parallel to `schema.tables`.
+    pub ids: &'a [i64],
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(schema: &'a Schema, ids: &'a [i64]) -> Self {
+        assert_eq!(schema.tables.len(), ids.len(), "one tracking id per table");
+        Scope { schema, ids }
+    }
+
+    pub fn table(&self, index: usize) -> &'a TableSchema {
+        &self.schema.tables[index]
+    }
+
+    pub fn id(&self, index: usize) -> i64 {
+        self.ids[index]
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.schema.tables.iter().position(|t| t.name == name)
+    }
+
+    pub fn track(&self, index: usize) -> String {
+        format!("{}.{}", quote_ident(TRACKING_SCHEMA), quote_ident(&format!("track_{}", self.ids[index])))
+    }
+
+    pub fn exits(&self, index: usize) -> String {
+        format!("{}.{}", quote_ident(TRACKING_SCHEMA), quote_ident(&format!("exit_{}", self.ids[index])))
+    }
+
+    pub fn stage(&self, index: usize) -> String {
+        format!("pg_temp.{}", quote_ident(&format!("tandem_stage_{}", self.ids[index])))
+    }
+}
+
+/// `"a", "b"` with an optional alias prefix.
+pub fn column_list<S: AsRef<str>>(alias: Option<&str>, columns: &[S]) -> String {
+    columns
+        .iter()
+        .map(|c| match alias {
+            Some(a) => format!("{a}.{}", quote_ident(c.as_ref())),
+            None => quote_ident(c.as_ref()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `l."a" = r."a" AND l."b" = r."b"` over the primary key (or any columns).
+pub fn columns_equal<S: AsRef<str>>(left: &str, left_cols: &[S], right: &str, right_cols: &[S]) -> String {
+    left_cols
+        .iter()
+        .zip(right_cols)
+        .map(|(l, r)| format!("{left}.{} = {right}.{}", quote_ident(l.as_ref()), quote_ident(r.as_ref())))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// `INSERT ... ON CONFLICT (key) DO UPDATE` of one row from bound parameters
+/// `1..=columns.len()` (both dialects read this the same way).
+pub fn upsert_row(dialect: Dialect, table: &str, columns: &[String], key: &[String], casts: Option<&[String]>) -> String {
+    let values: Vec<String> = (1..=columns.len())
+        .map(|n| match casts {
+            Some(types) => format!("{}::text::{}", dialect.param(n), types[n - 1]),
+            None => dialect.param(n),
+        })
+        .collect();
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|c| !key.contains(c))
+        .map(|c| format!("{0} = excluded.{0}", quote_ident(c)))
+        .collect();
+    let action = if updates.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", updates.join(", ")) };
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+        column_list(None, columns),
+        values.join(", "),
+        column_list(None, key)
+    )
+}
+
+/// `DELETE` of one row by its key from bound parameters `1..=key.len()`.
+pub fn delete_row(dialect: Dialect, table: &str, key: &[String], casts: Option<&[String]>) -> String {
+    let conditions: Vec<String> = key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| match casts {
+            Some(types) => format!("{} = {}::text::{}", quote_ident(k), dialect.param(i + 1), types[i]),
+            None => format!("{} = {}", quote_ident(k), dialect.param(i + 1)),
+        })
+        .collect();
+    format!("DELETE FROM {table} WHERE {}", conditions.join(" AND "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_row_statements_quote_everything() {
+        let cols = vec!["id".to_string(), "Full Name".to_string()];
+        let key = vec!["id".to_string()];
+        assert_eq!(
+            upsert_row(Dialect::Sqlite, "\"t\"", &cols, &key, None),
+            "INSERT INTO \"t\" (\"id\", \"Full Name\") VALUES (?1, ?2) ON CONFLICT (\"id\") DO UPDATE SET \"Full Name\" = excluded.\"Full Name\""
+        );
+        assert_eq!(
+            delete_row(Dialect::Postgres, "\"s\".\"t\"", &key, Some(&["bigint".to_string()])),
+            "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1::text::bigint"
+        );
+        assert!(upsert_row(Dialect::Sqlite, "\"t\"", &key, &key, None).ends_with("DO NOTHING"));
+    }
+}

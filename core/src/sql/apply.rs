@@ -1,0 +1,257 @@
+//! The server's apply of an upload (PostgreSQL), set-based: the rows of each
+//! table are staged once in a temporary table (typed by the column casts),
+//! classified against tracking in one join, and written with one statement
+//! per kind of write. Writes compare the row's `xmin` with the one seen at
+//! classification, so a row changed concurrently is never overwritten
+//! blindly: it is classified again.
+//!
+//! A staged table has `idx` (the row's position in the upload), `op`, `base`
+//! and `c0, c1, ...`: the uploaded columns in the changeset's order.
+
+use crate::ident::quote_ident;
+use crate::setup::Filter;
+use crate::sql::partition::{row_filter, row_filter_with, ParamSlots};
+use crate::sql::{column_list, Scope};
+
+/// For each table of the scope, the columns its upload carries (positions in
+/// the schema's columns, in changeset order), or `None` when the upload has
+/// no rows for it.
+pub type Staged<'a> = &'a [Option<Vec<usize>>];
+
+/// Name of the staged column holding table `t`'s column `name`.
+fn staged_column(scope: &Scope<'_>, staged: Staged<'_>, t: usize, name: &str) -> Option<String> {
+    let column = scope.table(t).column_index(name)?;
+    let position = staged[t].as_ref()?.iter().position(|c| *c == column)?;
+    Some(format!("c{position}"))
+}
+
+fn staged_key_equal(scope: &Scope<'_>, staged: Staged<'_>, t: usize, alias: &str, stage_alias: &str) -> String {
+    scope
+        .table(t)
+        .primary_key
+        .iter()
+        .map(|k| {
+            let c = staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into());
+            format!("{alias}.{} = {stage_alias}.{c}", quote_ident(k))
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Drops a stage left by an earlier apply in the same transaction.
+pub fn drop_stage(scope: &Scope<'_>, t: usize) -> String {
+    format!("DROP TABLE IF EXISTS {}", scope.stage(t))
+}
+
+/// Stages table `t`'s rows from arrays: `$1` idx int4[], `$2` op text[],
+/// `$3` base text[], then one text[] per uploaded column, cast to its type.
+pub fn stage(scope: &Scope<'_>, t: usize, columns: &[usize]) -> String {
+    let table = scope.table(t);
+    let mut names = vec!["idx".to_string(), "op".to_string(), "base".to_string()];
+    let mut arrays = vec!["$1::int4[]".to_string(), "$2::text[]".to_string(), "$3::text[]".to_string()];
+    let mut selects = vec!["u.idx".to_string(), "u.op".to_string(), "u.base::xid8 AS base".to_string()];
+    for (i, &c) in columns.iter().enumerate() {
+        names.push(format!("c{i}"));
+        arrays.push(format!("${}::text[]", i + 4));
+        selects.push(format!("u.c{i}::{} AS c{i}", table.columns[c].pg_type));
+    }
+    format!(
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM unnest({}) AS u({})",
+        scope.stage(t),
+        selects.join(", "),
+        arrays.join(", "),
+        names.join(", ")
+    )
+}
+
+/// A condition true when an uploaded row (stage alias `alias`) would be in
+/// the client's partition. A `via` parent may be on the server already or
+/// arrive in the same upload.
+fn staged_filter(scope: &Scope<'_>, staged: Staged<'_>, t: usize, alias: &str, slots: &mut ParamSlots, depth: usize) -> Option<String> {
+    let column = |name: &str| staged_column(scope, staged, t, name).unwrap_or_else(|| "NULL".into());
+    match &scope.table(t).filter {
+        None => None,
+        Some(Filter::Columns(_)) => row_filter_with(scope, t, alias, &column, slots, depth),
+        Some(Filter::Via { parent, on }) => {
+            let parent_index = scope.index_of(parent)?;
+            let on_server = row_filter_with(scope, t, alias, &column, slots, depth)?;
+            if staged[parent_index].is_none() {
+                return Some(on_server);
+            }
+            let sp = format!("sp{}", depth + 1);
+            let join: Vec<String> = on
+                .iter()
+                .map(|(c, p)| {
+                    let parent_col = staged_column(scope, staged, parent_index, p).unwrap_or_else(|| "NULL".into());
+                    format!("{sp}.{parent_col} = {alias}.{}", column(c))
+                })
+                .collect();
+            let inner = staged_filter(scope, staged, parent_index, &sp, slots, depth + 1).unwrap_or_else(|| "true".into());
+            Some(format!(
+                "({on_server} OR EXISTS (SELECT 1 FROM {} {sp} WHERE {sp}.op = 'upsert' AND {} AND {inner}))",
+                scope.stage(parent_index),
+                join.join(" AND ")
+            ))
+        }
+    }
+}
+
+/// Classifies the staged rows of table `t` against the server: for each
+/// `idx`, the current version, whether the last write came from this client
+/// (`$1`), whether the row exists and its `xmin`, whether the server row is
+/// in the client's partition, and whether the uploaded row would be. The
+/// filter parameters follow from `$2` in the order of the returned names;
+/// the last parameter lists the idx to classify (int4[]).
+pub fn classify(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> (String, Vec<String>) {
+    let table = scope.table(t);
+    let mut slots = ParamSlots::new(2);
+    let server_in = row_filter(scope, t, "r", &mut slots).unwrap_or_else(|| "true".into());
+    let new_in = staged_filter(scope, staged, t, "s", &mut slots, 0).unwrap_or_else(|| "true".into());
+    let first_key = quote_ident(&table.primary_key[0]);
+    let sql = format!(
+        "SELECT s.idx, tr.tandem_version::text, coalesce(tr.tandem_origin = $1::text, false), \
+         r.{first_key} IS NOT NULL, r.xmin::text, coalesce({server_in}, false), \
+         CASE WHEN s.op = 'upsert' THEN coalesce({new_in}, false) ELSE true END \
+         FROM {stage} s LEFT JOIN {track} tr ON {track_key} LEFT JOIN {user} r ON {user_key} \
+         WHERE s.idx = ANY(${last}::int4[]) ORDER BY s.idx",
+        last = 2 + slots.names().len(),
+        stage = scope.stage(t),
+        track = scope.track(t),
+        user = table.table_name().quoted(),
+        track_key = staged_key_equal(scope, staged, t, "tr", "s"),
+        user_key = staged_key_equal(scope, staged, t, "r", "s"),
+    );
+    (sql, slots.names().to_vec())
+}
+
+/// The server's current rows for staged rows `$1` (idx int4[]): idx,
+/// version, then every synced column as text.
+pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+    let table = scope.table(t);
+    let columns: Vec<String> = table.columns.iter().map(|c| format!("r.{}::text", quote_ident(&c.name))).collect();
+    format!(
+        "SELECT s.idx, tr.tandem_version::text, {} FROM {} s JOIN {} r ON {} LEFT JOIN {} tr ON {} \
+         WHERE s.idx = ANY($1::int4[])",
+        columns.join(", "),
+        scope.stage(t),
+        table.table_name().quoted(),
+        staged_key_equal(scope, staged, t, "r", "s"),
+        scope.track(t),
+        staged_key_equal(scope, staged, t, "tr", "s"),
+    )
+}
+
+/// Tombstone versions for staged rows `$1` (idx int4[]) the server deleted.
+pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+    format!(
+        "SELECT s.idx, tr.tandem_version::text FROM {} s JOIN {} tr ON {} WHERE s.idx = ANY($1::int4[]) AND tr.tandem_deleted",
+        scope.stage(t),
+        scope.track(t),
+        staged_key_equal(scope, staged, t, "tr", "s"),
+    )
+}
+
+/// Updates existing rows `$1` (idx int4[]) whose `xmin` still equals `$2`
+/// (text[]); returns the idx of each row written.
+pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+    let table = scope.table(t);
+    let columns = staged[t].as_deref().unwrap_or_default();
+    let mut sets: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| !table.primary_key.contains(&table.columns[c].name))
+        .map(|(i, &c)| format!("{} = s.c{i}", quote_ident(&table.columns[c].name)))
+        .collect();
+    if sets.is_empty() {
+        // Only key columns were sent: still a write, so the row's version moves.
+        let k = quote_ident(&table.primary_key[0]);
+        sets.push(format!("{k} = r.{k}"));
+    }
+    format!(
+        "UPDATE {} AS r SET {} FROM {} s, unnest($1::int4[], $2::text[]) AS u(idx, seen) \
+         WHERE s.idx = u.idx AND {} AND r.xmin = u.seen::xid RETURNING s.idx",
+        table.table_name().quoted(),
+        sets.join(", "),
+        scope.stage(t),
+        staged_key_equal(scope, staged, t, "r", "s"),
+    )
+}
+
+/// Inserts rows `$1` (idx int4[]) unless their key (or another unique
+/// value) is taken by now; returns the idx of each row written.
+pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+    let table = scope.table(t);
+    let columns = staged[t].as_deref().unwrap_or_default();
+    let names: Vec<&str> = columns.iter().map(|&c| table.columns[c].name.as_str()).collect();
+    let values: Vec<String> = (0..columns.len()).map(|i| format!("s.c{i}")).collect();
+    format!(
+        "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} s WHERE s.idx = ANY($1::int4[]) \
+         ON CONFLICT DO NOTHING RETURNING {}) SELECT s.idx FROM {} s JOIN written w ON {}",
+        table.table_name().quoted(),
+        column_list(None, &names),
+        values.join(", "),
+        scope.stage(t),
+        column_list(None, &table.primary_key),
+        scope.stage(t),
+        staged_key_equal(scope, staged, t, "w", "s"),
+    )
+}
+
+/// Deletes rows `$1` (idx int4[]) whose `xmin` still equals `$2` (text[]);
+/// returns the idx of each row deleted.
+pub fn delete_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+    format!(
+        "DELETE FROM {} AS r USING {} s, unnest($1::int4[], $2::text[]) AS u(idx, seen) \
+         WHERE s.idx = u.idx AND {} AND r.xmin = u.seen::xid RETURNING s.idx",
+        scope.table(t).table_name().quoted(),
+        scope.stage(t),
+        staged_key_equal(scope, staged, t, "r", "s"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::partition::tests::crm;
+
+    #[test]
+    fn stages_typed_columns_from_arrays() {
+        let schema = crm();
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        assert_eq!(
+            stage(&scope, 0, &[1, 0]),
+            "CREATE TEMP TABLE pg_temp.\"tandem_stage_1\" ON COMMIT DROP AS SELECT u.idx, u.op, u.base::xid8 AS base, \
+             u.c0::integer AS c0, u.c1::bigint AS c1 FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+             AS u(idx, op, base, c0, c1)"
+        );
+    }
+
+    #[test]
+    fn a_child_may_come_with_its_parent() {
+        let schema = crm();
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        let staged = vec![Some(vec![0, 1]), Some(vec![0, 1]), None];
+        let (sql, params) = classify(&scope, &staged, 1);
+        assert_eq!(params, ["tenant"]);
+        assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($2::text[]::integer[]))"), "{sql}");
+        assert!(sql.contains("LEFT JOIN \"tandem\".\"track_2\" tr ON tr.\"order_id\" = s.c0 AND tr.\"line\" = s.c1"), "{sql}");
+        let staged = vec![None, Some(vec![0, 1]), None];
+        let (sql, _) = classify(&scope, &staged, 1);
+        assert!(!sql.contains("sp1"), "{sql}");
+    }
+
+    #[test]
+    fn writes_compare_xmin() {
+        let schema = crm();
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        let staged = vec![Some(vec![0, 1]), None, None];
+        let update = update_rows(&scope, &staged, 0);
+        assert!(update.starts_with("UPDATE \"public\".\"orders\" AS r SET \"tenant_id\" = s.c1 FROM"), "{update}");
+        assert!(update.contains("r.xmin = u.seen::xid"), "{update}");
+        let insert = insert_rows(&scope, &staged, 0);
+        assert!(insert.contains("ON CONFLICT DO NOTHING RETURNING \"id\""), "{insert}");
+    }
+}

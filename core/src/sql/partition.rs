@@ -1,0 +1,272 @@
+//! Which client partition a row belongs to, as SQL (PostgreSQL).
+//!
+//! A table filter binds columns to parameters; a `via` filter defers to the
+//! parent row. Three questions are asked of rows, each generated here:
+//! - is this row in the client's partition now ([`row_filter`]);
+//! - which partition did a row leave ([`part_expr`], stored in exits);
+//! - did a recorded exit leave the client's partition ([`part_match`]).
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::ident::{quote_ident, quote_literal};
+use crate::options::{param_values, Params};
+use crate::schema::Column;
+use crate::setup::Filter;
+use crate::sql::Scope;
+use crate::types::json_to_pg_text;
+
+/// Hands out bound-parameter numbers for filter parameters as a query uses
+/// them; each parameter is bound once, as `text[]` (a scalar is a list of one).
+#[derive(Clone, Debug)]
+pub struct ParamSlots {
+    first: usize,
+    names: Vec<String>,
+}
+
+impl ParamSlots {
+    /// Parameters will be numbered from `first` (1-based).
+    pub fn new(first: usize) -> Self {
+        ParamSlots { first, names: Vec::new() }
+    }
+
+    pub fn slot(&mut self, name: &str) -> String {
+        let index = match self.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push(name.to_string());
+                self.names.len() - 1
+            }
+        };
+        format!("${}", self.first + index)
+    }
+
+    /// Parameter names in the order of their numbers.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// The table whose column filter decides `table`'s partition (itself, or its
+/// ancestor through `via` filters), with that filter.
+pub fn root_filter<'a>(scope: &Scope<'a>, table: usize) -> Option<(usize, &'a BTreeMap<String, String>)> {
+    let mut current = table;
+    for _ in 0..=scope.schema.tables.len() {
+        match &scope.table(current).filter {
+            None => return None,
+            Some(Filter::Columns(map)) => return Some((current, map)),
+            Some(Filter::Via { parent, .. }) => current = scope.index_of(parent)?,
+        }
+    }
+    None
+}
+
+/// Parameters a table's filter needs, with the column each binds to.
+pub fn filter_params<'a>(scope: &Scope<'a>, table: usize) -> Vec<(String, &'a Column)> {
+    let Some((root, map)) = root_filter(scope, table) else { return Vec::new() };
+    let root_table = scope.table(root);
+    map.iter()
+        .filter_map(|(col, param)| root_table.columns.iter().find(|c| &c.name == col).map(|c| (param.clone(), c)))
+        .collect()
+}
+
+/// The text values to bind for each parameter the given tables' filters use
+/// (a scalar becomes a list of one), checked against the column types.
+pub fn bind_params(
+    scope: &Scope<'_>,
+    params: &Params,
+    tables: impl IntoIterator<Item = usize>,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut bound = BTreeMap::new();
+    for table in tables {
+        for (name, column) in filter_params(scope, table) {
+            let value = params.get(&name).ok_or_else(|| {
+                Error::Params(format!(
+                    "table {} is filtered by parameter \"{name}\": pass it in the options' \"params\", or use a client registered with it",
+                    scope.table(table).name
+                ))
+            })?;
+            let texts = param_values(value)
+                .into_iter()
+                .map(|v| match json_to_pg_text(column.ty, v) {
+                    Ok(Some(text)) => Ok(text),
+                    Ok(None) => Err(format!("parameter \"{name}\" may not be null")),
+                    Err(reason) => Err(format!("parameter \"{name}\" (column {}): {reason}", column.name)),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::Params)?;
+            bound.insert(name, texts);
+        }
+    }
+    Ok(bound)
+}
+
+fn column_type(scope: &Scope<'_>, table: usize, column: &str) -> String {
+    scope.table(table).columns.iter().find(|c| c.name == column).map(|c| c.pg_type.clone()).unwrap_or_else(|| "text".into())
+}
+
+fn via_join(parent_alias: &str, on: &BTreeMap<String, String>, child_alias: &str, child_column: &dyn Fn(&str) -> String) -> String {
+    on.iter()
+        .map(|(child_col, parent_col)| {
+            format!("{parent_alias}.{} = {child_alias}.{}", quote_ident(parent_col), child_column(child_col))
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// A condition that is true when the row `alias` of `table` (columns named
+/// as in the table) is in the client's partition; `None` when the table has
+/// no filter (every client holds every row).
+pub fn row_filter(scope: &Scope<'_>, table: usize, alias: &str, slots: &mut ParamSlots) -> Option<String> {
+    row_filter_with(scope, table, alias, &|c| quote_ident(c), slots, 0)
+}
+
+/// Same as [`row_filter`] for a row whose columns are named by `column`
+/// (staged uploads name columns by position).
+pub fn row_filter_with(
+    scope: &Scope<'_>,
+    table: usize,
+    alias: &str,
+    column: &dyn Fn(&str) -> String,
+    slots: &mut ParamSlots,
+    depth: usize,
+) -> Option<String> {
+    match &scope.table(table).filter {
+        None => None,
+        Some(Filter::Columns(map)) => Some(
+            map.iter()
+                .map(|(col, param)| {
+                    let ty = column_type(scope, table, col);
+                    format!("{alias}.{} = ANY({}::text[]::{ty}[])", column(col), slots.slot(param))
+                })
+                .collect::<Vec<_>>()
+                .join(" AND "),
+        ),
+        Some(Filter::Via { parent, on }) => {
+            let parent_index = scope.index_of(parent)?;
+            let p = format!("p{}", depth + 1);
+            let parent_table = scope.table(parent_index).table_name().quoted();
+            let inner = row_filter_with(scope, parent_index, &p, &|c| quote_ident(c), slots, depth + 1)
+                .unwrap_or_else(|| "true".into());
+            Some(format!(
+                "EXISTS (SELECT 1 FROM {parent_table} {p} WHERE {} AND {inner})",
+                via_join(&p, on, alias, column)
+            ))
+        }
+    }
+}
+
+/// The partition values of row `alias` as jsonb (`{"tenant": 3}`), recorded
+/// when a row leaves a partition. For `via` tables the parent row decides;
+/// when the parent is already gone (deleted in the same statement), its last
+/// recorded exit does.
+pub fn part_expr(scope: &Scope<'_>, table: usize, alias: &str, depth: usize) -> String {
+    match &scope.table(table).filter {
+        None => "'{}'::jsonb".into(),
+        Some(Filter::Columns(map)) => {
+            let pairs: Vec<String> = map
+                .iter()
+                .map(|(col, param)| format!("{}, {alias}.{}", quote_literal(param), quote_ident(col)))
+                .collect();
+            format!("jsonb_build_object({})", pairs.join(", "))
+        }
+        Some(Filter::Via { parent, on }) => {
+            let Some(parent_index) = scope.index_of(parent) else { return "NULL::jsonb".into() };
+            let p = format!("p{}", depth + 1);
+            let parent_table = scope.table(parent_index).table_name().quoted();
+            let join = via_join(&p, on, alias, &|c| quote_ident(c));
+            let inner = part_expr(scope, parent_index, &p, depth + 1);
+            format!(
+                "coalesce((SELECT {inner} FROM {parent_table} {p} WHERE {join}), \
+                 (SELECT {p}.tandem_part FROM {} {p} WHERE {join} ORDER BY {p}.tandem_stamp DESC LIMIT 1))",
+                scope.exits(parent_index)
+            )
+        }
+    }
+}
+
+/// A condition on a recorded partition (`part`, jsonb) that is true when it
+/// was the client's partition; `None` for unfiltered tables.
+pub fn part_match(scope: &Scope<'_>, table: usize, part: &str, slots: &mut ParamSlots) -> Option<String> {
+    let (root, map) = root_filter(scope, table)?;
+    Some(
+        map.iter()
+            .map(|(col, param)| {
+                let ty = column_type(scope, root, col);
+                format!("({part}->>{})::{ty} = ANY({}::text[]::{ty}[])", quote_literal(param), slots.slot(param))
+            })
+            .collect::<Vec<_>>()
+            .join(" AND "),
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::schema::{Column, Schema, TableSchema};
+    use crate::setup::Direction;
+    use crate::types::LogicalType;
+
+    pub(crate) fn crm() -> Schema {
+        let col = |name: &str, pg: &str| Column { name: name.into(), ty: LogicalType::Int8, pg_type: pg.into(), nullable: false };
+        let table = |name: &str, cols: Vec<Column>, pk: &[&str], filter: Option<Filter>| TableSchema {
+            name: name.into(),
+            columns: cols,
+            primary_key: pk.iter().map(|s| s.to_string()).collect(),
+            filter,
+            direction: Direction::Bidirectional,
+        };
+        Schema {
+            scope: "crm".into(),
+            version: 1,
+            tables: vec![
+                table("public.orders", vec![col("id", "bigint"), col("tenant_id", "integer")], &["id"],
+                      Some(Filter::Columns([("tenant_id".into(), "tenant".into())].into()))),
+                table("public.items", vec![col("order_id", "bigint"), col("line", "integer")], &["order_id", "line"],
+                      Some(Filter::Via { parent: "public.orders".into(), on: [("order_id".into(), "id".into())].into() })),
+                table("public.currencies", vec![col("code", "text")], &["code"], None),
+            ],
+        }
+    }
+
+    #[test]
+    fn column_filters_bind_each_parameter_once() {
+        let schema = crm();
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        let mut slots = ParamSlots::new(5);
+        let direct = row_filter(&scope, 0, "t", &mut slots).unwrap();
+        assert_eq!(direct, "t.\"tenant_id\" = ANY($5::text[]::integer[])");
+        let via = row_filter(&scope, 1, "t", &mut slots).unwrap();
+        assert_eq!(
+            via,
+            "EXISTS (SELECT 1 FROM \"public\".\"orders\" p1 WHERE p1.\"id\" = t.\"order_id\" AND p1.\"tenant_id\" = ANY($5::text[]::integer[]))"
+        );
+        assert_eq!(slots.names(), ["tenant"]);
+        assert!(row_filter(&scope, 2, "t", &mut slots).is_none());
+        assert_eq!(filter_params(&scope, 1)[0].1.name, "tenant_id");
+        let params: Params = [("tenant".to_string(), serde_json::json!([3, 4]))].into();
+        assert_eq!(bind_params(&scope, &params, [0, 1, 2]).unwrap()["tenant"], ["3", "4"]);
+        let err = bind_params(&scope, &Params::new(), [1]).unwrap_err().to_string();
+        assert!(err.contains("filtered by parameter \"tenant\""), "{err}");
+        let bad: Params = [("tenant".to_string(), serde_json::json!("three"))].into();
+        assert!(bind_params(&scope, &bad, [0]).unwrap_err().to_string().contains("expected a 64-bit integer"));
+    }
+
+    #[test]
+    fn exits_record_the_partition_through_parents() {
+        let schema = crm();
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        assert_eq!(part_expr(&scope, 0, "o", 0), "jsonb_build_object('tenant', o.\"tenant_id\")");
+        let via = part_expr(&scope, 1, "o", 0);
+        assert!(via.starts_with("coalesce((SELECT jsonb_build_object('tenant', p1.\"tenant_id\") FROM \"public\".\"orders\" p1 WHERE p1.\"id\" = o.\"order_id\")"), "{via}");
+        assert!(via.contains("FROM \"tandem\".\"exit_1\" p1"), "{via}");
+        let mut slots = ParamSlots::new(1);
+        assert_eq!(
+            part_match(&scope, 1, "e.tandem_part", &mut slots).unwrap(),
+            "(e.tandem_part->>'tenant')::integer = ANY($1::text[]::integer[])"
+        );
+        assert_eq!(part_expr(&scope, 2, "o", 0), "'{}'::jsonb");
+    }
+}

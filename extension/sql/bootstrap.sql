@@ -1,0 +1,75 @@
+-- Tandem's own tables. Per-table tracking (tandem.track_<id>, tandem.exit_<id>)
+-- is created by sync_provision.
+CREATE SCHEMA tandem;
+COMMENT ON SCHEMA tandem IS 'Tandem sync engine: scopes, clients, conflict log and change tracking';
+
+CREATE TABLE tandem.server (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    server_id uuid NOT NULL DEFAULT gen_random_uuid()
+);
+INSERT INTO tandem.server DEFAULT VALUES;
+
+CREATE TABLE tandem.scopes (
+    name text PRIMARY KEY,
+    setup jsonb NOT NULL,
+    schema jsonb NOT NULL,
+    -- Changes older than this were purged by sync_cleanup.
+    purged_before xid8,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE tandem.scope_tables (
+    id bigserial PRIMARY KEY,
+    scope text NOT NULL REFERENCES tandem.scopes (name) ON DELETE CASCADE,
+    relid oid NOT NULL,
+    name text NOT NULL,
+    UNIQUE (scope, name)
+);
+
+CREATE TABLE tandem.clients (
+    client_id text PRIMARY KEY,
+    scope text NOT NULL REFERENCES tandem.scopes (name) ON DELETE CASCADE,
+    -- The filter parameters this client is bound to, for good.
+    params jsonb NOT NULL DEFAULT '{}',
+    -- sha256 of the bearer token; NULL for clients that connect directly.
+    token_hash bytea UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz,
+    -- Snapshot after which this client still needs changes (from its last
+    -- pull); sync_cleanup keeps what any active client needs.
+    last_since text
+);
+
+CREATE TABLE tandem.client_seqs (
+    client_id text NOT NULL REFERENCES tandem.clients (client_id) ON DELETE CASCADE,
+    table_id bigint NOT NULL REFERENCES tandem.scope_tables (id) ON DELETE CASCADE,
+    seq bigint NOT NULL,
+    PRIMARY KEY (client_id, table_id)
+);
+
+CREATE TABLE tandem.conflicts (
+    id bigserial PRIMARY KEY,
+    scope text NOT NULL,
+    table_name text NOT NULL,
+    key jsonb NOT NULL,
+    kind text NOT NULL,
+    decision text NOT NULL,
+    server_row jsonb,
+    client_row jsonb,
+    resolved_row jsonb,
+    reason text,
+    client_id text,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON tandem.conflicts (scope, at);
+
+-- pg_dump keeps the contents of these tables.
+SELECT pg_catalog.pg_extension_config_dump('tandem.server', '');
+SELECT pg_catalog.pg_extension_config_dump('tandem.scopes', '');
+SELECT pg_catalog.pg_extension_config_dump('tandem.scope_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('tandem.scope_tables_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('tandem.clients', '');
+SELECT pg_catalog.pg_extension_config_dump('tandem.client_seqs', '');
+SELECT pg_catalog.pg_extension_config_dump('tandem.conflicts', '');
+SELECT pg_catalog.pg_extension_config_dump('tandem.conflicts_id_seq', '');

@@ -1,0 +1,77 @@
+//! Reads what the PostgreSQL catalog says about a table: columns with their
+//! types, primary key, and the tables it references.
+
+use tandem_core::ident::TableName;
+use tandem_core::schema::{CatalogColumn, CatalogTable};
+use tandem_core::{Error, Result};
+
+use crate::spi::{self, Client};
+
+/// Looks up `name`. Types are formatted with only `pg_catalog` on the
+/// search path, so user types come out schema-qualified and casts to them
+/// work whatever the caller's search path is.
+pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTable> {
+    let found = spi::query(
+        client,
+        "SELECT c.oid::int8, c.relkind::text FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+        &[name.schema.as_str().into(), name.name.as_str().into()],
+        |row| Ok((spi::get::<i64>(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
+    )?;
+    let Some((oid, kind)) = found.into_iter().next() else {
+        return Err(Error::MissingTable(name.to_string()));
+    };
+    if kind != "r" && kind != "p" {
+        return Err(Error::InvalidSetup(format!("{name} is not a table (views and other relations cannot be synced)")));
+    }
+    let previous_path: Option<String> = spi::one(
+        client,
+        "SELECT current_setting('search_path'), set_config('search_path', 'pg_catalog', true)",
+        &[],
+    )?;
+    let columns = spi::query(
+        client,
+        "SELECT a.attname::text, \
+                CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END::text, \
+                format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, a.attgenerated <> '' \
+         FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+         LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
+         WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        &[oid.into()],
+        |row| {
+            Ok(CatalogColumn {
+                name: spi::text(row, 1)?.unwrap_or_default(),
+                typname: spi::text(row, 2)?.unwrap_or_default(),
+                pg_type: spi::text(row, 3)?.unwrap_or_default(),
+                nullable: spi::get::<bool>(row, 4)?.unwrap_or(true),
+                generated: spi::get::<bool>(row, 5)?.unwrap_or(false),
+            })
+        },
+    );
+    spi::exec(client, "SELECT set_config('search_path', $1, true)", &[previous_path.unwrap_or_default().into()])?;
+    let columns = columns?;
+    let primary_key = spi::query(
+        client,
+        "SELECT a.attname::text FROM pg_catalog.pg_index i \
+         CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+         WHERE i.indrelid = $1::int8::oid AND i.indisprimary ORDER BY k.ord",
+        &[oid.into()],
+        |row| Ok(spi::text(row, 1)?.unwrap_or_default()),
+    )?;
+    let references = spi::query(
+        client,
+        "SELECT DISTINCT n.nspname::text, c.relname::text FROM pg_catalog.pg_constraint k \
+         JOIN pg_catalog.pg_class c ON c.oid = k.confrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE k.conrelid = $1::int8::oid AND k.contype = 'f'",
+        &[oid.into()],
+        |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
+    )?;
+    Ok(CatalogTable { name: name.clone(), columns, primary_key, references })
+}
+
+/// The table's oid, for recording which relation a scope table is.
+pub fn table_oid(client: &mut Client<'_>, name: &TableName) -> Result<i64> {
+    spi::one::<i64>(client, "SELECT to_regclass($1)::oid::int8", &[name.quoted().into()])?
+        .ok_or_else(|| Error::MissingTable(name.to_string()))
+}

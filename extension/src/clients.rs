@@ -1,0 +1,51 @@
+//! `sync_register_client`: a client identity bound to one scope and one set
+//! of filter parameters, with a bearer token of which only a hash is kept.
+
+use pgrx::prelude::*;
+use serde_json::{json, Value};
+use tandem_core::options::{check_params, Params};
+use tandem_core::sql::partition::bind_params;
+use tandem_core::{Error, Result};
+
+use crate::jsonb_text::JsonbText;
+use crate::registry;
+use crate::report::run;
+use crate::spi::{self, Client};
+
+/// Issues `{client_id, token}` for `scope` and `params`. The token is shown
+/// once; the server stores only its SHA-256, and every call made with this
+/// identity runs with exactly these parameters.
+#[pg_extern(volatile)]
+fn sync_register_client(scope: &str, params: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
+    run("sync_register_client", || {
+        let params: Params = match params.map(|p| p.parse()) {
+            None | Some(Value::Null) => Params::new(),
+            Some(Value::Object(map)) => map.into_iter().collect(),
+            Some(other) => return Err(Error::Params(format!("params must be a JSON object, got {other}"))),
+        };
+        Spi::connect_mut(|client| register(client, scope, &params)).map(|v| JsonbText::from_value(&v))
+    })
+}
+
+pub fn register(client: &mut Client<'_>, scope_name: &str, params: &Params) -> Result<Value> {
+    check_params(params)?;
+    let stored = registry::load_scope(client, scope_name)?;
+    let scope = stored.scope();
+    // Every parameter the scope's filters use must be given, and typed right.
+    bind_params(&scope, params, 0..scope.schema.tables.len())?;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| Error::Internal(format!("no randomness for a token: {e}")))?;
+    let token = format!("tdm_{}", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let client_id = spi::one::<String>(
+        client,
+        "INSERT INTO tandem.clients (client_id, scope, params, token_hash) \
+         VALUES (gen_random_uuid()::text, $1, $2::jsonb, sha256(convert_to($3, 'UTF8'))) RETURNING client_id",
+        &[
+            scope_name.into(),
+            Value::Object(params.clone().into_iter().collect()).to_string().into(),
+            token.as_str().into(),
+        ],
+    )?
+    .ok_or_else(|| Error::Internal("client was not registered".into()))?;
+    Ok(json!({ "client_id": client_id, "token": token }))
+}

@@ -1,0 +1,167 @@
+//! `sync_provision`, `sync_deprovision` and `sync_schema`: defining a scope
+//! over existing tables, changing it, and removing its tracking.
+
+use pgrx::prelude::*;
+use serde_json::Value;
+use tandem_core::ident::TableName;
+use tandem_core::schema::{build_schema, Schema, TableSchema};
+use tandem_core::setup::{check_scope_name, ScopeSetup};
+use tandem_core::sql::{tracking, Scope};
+use tandem_core::{Error, Result};
+
+use crate::jsonb_text::JsonbText;
+use crate::registry::{self, StoredScope};
+use crate::report::run;
+use crate::spi::{self, Client};
+use crate::catalog;
+
+/// Defines or changes a scope over existing tables and creates their change
+/// tracking. Calling it again with the same setup changes nothing; with a
+/// changed setup it adds or drops tables, and re-sends a table whose columns
+/// grew, without making clients download anything else again.
+#[pg_extern(volatile)]
+fn sync_provision(scope: &str, setup: JsonbText) -> JsonbText {
+    run("sync_provision", || {
+        Spi::connect_mut(|client| {
+            let schema = provision(client, scope, &setup.parse())?;
+            Ok(JsonbText::from_value(&schema))
+        })
+    })
+}
+
+/// Drops a scope's triggers and tracking; user tables and their rows stay.
+#[pg_extern(volatile)]
+fn sync_deprovision(scope: &str) {
+    run("sync_deprovision", || Spi::connect_mut(|client| deprovision(client, scope)))
+}
+
+/// The scope's schema: tables, columns with logical types, keys, filters and
+/// directions. The local side provisions from it.
+#[pg_extern(stable)]
+fn sync_schema(scope: &str) -> JsonbText {
+    run("sync_schema", || {
+        Spi::connect(|client| Ok(JsonbText::from_value(&registry::load_scope(client, scope)?.schema)))
+    })
+}
+
+fn lock_scope(client: &mut Client<'_>, scope: &str) -> Result<()> {
+    spi::exec(client, "SELECT pg_advisory_xact_lock(hashtext('tandem.scope'), hashtext($1))", &[scope.into()])?;
+    Ok(())
+}
+
+pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> Result<Schema> {
+    let setup = ScopeSetup::parse(scope, setup_value)?;
+    lock_scope(client, scope)?;
+    let old = registry::find_scope(client, scope)?;
+    let old_version = old.as_ref().map(|s| s.schema.version).unwrap_or(0);
+    let mut schema = build_schema(scope, old_version.max(1), &setup, |name| catalog::read_table(client, name))?;
+    if let Some(old) = &old {
+        if old.schema.same_shape(&schema) {
+            return Ok(old.schema.clone());
+        }
+        schema.version = old_version + 1;
+        check_changes(&old.schema, &schema)?;
+    }
+    let old_tables: Vec<(TableSchema, i64)> = match &old {
+        Some(StoredScope { schema, ids, .. }) => schema.tables.iter().cloned().zip(ids.iter().copied()).collect(),
+        None => Vec::new(),
+    };
+    let setup_text = setup_value.to_string();
+    let schema_text = serde_json::to_string(&schema).map_err(|e| Error::Internal(e.to_string()))?;
+    spi::exec(
+        client,
+        "INSERT INTO tandem.scopes (name, setup, schema) VALUES ($1, $2::jsonb, $3::jsonb) \
+         ON CONFLICT (name) DO UPDATE SET setup = excluded.setup, schema = excluded.schema, updated_at = now()",
+        &[scope.into(), setup_text.into(), schema_text.into()],
+    )?;
+    // Tables that left the scope lose their tracking.
+    for (table, id) in &old_tables {
+        if !schema.tables.iter().any(|t| t.name == table.name) {
+            drop_table_tracking(client, &table.table_name(), *id)?;
+            spi::exec(client, "DELETE FROM tandem.scope_tables WHERE id = $1", &[(*id).into()])?;
+        }
+    }
+    // Every table gets an id; new ones get tracking tables.
+    let mut ids = Vec::with_capacity(schema.tables.len());
+    let mut new_tables = Vec::new();
+    for (index, table) in schema.tables.iter().enumerate() {
+        match old_tables.iter().find(|(t, _)| t.name == table.name) {
+            Some((_, id)) => ids.push(*id),
+            None => {
+                let oid = catalog::table_oid(client, &table.table_name())?;
+                let id = spi::one::<i64>(
+                    client,
+                    "INSERT INTO tandem.scope_tables (scope, relid, name) VALUES ($1, $2::int8::oid, $3) RETURNING id",
+                    &[scope.into(), oid.into(), table.name.as_str().into()],
+                )?
+                .ok_or_else(|| Error::Internal("no id for a new scope table".into()))?;
+                ids.push(id);
+                new_tables.push(index);
+            }
+        }
+    }
+    let tracked = Scope::new(&schema, &ids);
+    for &index in &new_tables {
+        for statement in tracking::create_tracking(&tracked, index) {
+            spi::exec(client, &statement, &[])?;
+        }
+    }
+    for (index, table) in schema.tables.iter().enumerate() {
+        if let Some((old_table, _)) = old_tables.iter().find(|(t, _)| t.name == table.name) {
+            let gained = table.columns.iter().any(|c| !old_table.columns.iter().any(|o| o.name == c.name && o.pg_type == c.pg_type));
+            if gained {
+                spi::exec(client, &tracking::restamp(&tracked, index), &[])?;
+            }
+        }
+        for statement in tracking::triggers(&tracked, index) {
+            spi::exec(client, &statement, &[])?;
+        }
+    }
+    Ok(schema)
+}
+
+/// Refuses changes that clients could not follow without losing track of
+/// which rows they may hold.
+fn check_changes(old: &Schema, new: &Schema) -> Result<()> {
+    for table in &new.tables {
+        let Some(before) = old.tables.iter().find(|t| t.name == table.name) else { continue };
+        if before.primary_key != table.primary_key {
+            return Err(Error::InvalidSetup(format!(
+                "the primary key of {} changed; remove the table from the scope, provision, then add it back",
+                table.name
+            )));
+        }
+        if before.filter != table.filter {
+            return Err(Error::InvalidSetup(format!(
+                "the filter of {} changed, which would leave clients holding rows of their old partition; \
+                 create a new scope with the new filter instead",
+                table.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn deprovision(client: &mut Client<'_>, scope: &str) -> Result<()> {
+    check_scope_name(scope)?;
+    lock_scope(client, scope)?;
+    let stored = registry::load_scope(client, scope)?;
+    for (table, id) in stored.schema.tables.iter().zip(&stored.ids) {
+        drop_table_tracking(client, &table.table_name(), *id)?;
+    }
+    spi::exec(client, "DELETE FROM tandem.scopes WHERE name = $1", &[scope.into()])?;
+    Ok(())
+}
+
+fn drop_table_tracking(client: &mut Client<'_>, table: &TableName, id: i64) -> Result<()> {
+    let exists = spi::one::<bool>(client, "SELECT to_regclass($1) IS NOT NULL", &[table.quoted().into()])?.unwrap_or(false);
+    if exists {
+        for statement in tracking::drop_triggers(&table.quoted(), id) {
+            spi::exec(client, &statement, &[])?;
+        }
+    }
+    for statement in tracking::drop_tracking(id) {
+        spi::exec(client, &statement, &[])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! `sync_select_changes`: the changes a client has not seen, in batches.
+
+use std::collections::BTreeMap;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use serde_json::Value;
+use tandem_core::changeset::ChangesetWriter;
+use tandem_core::options::SelectOptions;
+use tandem_core::sql::partition::bind_params;
+use tandem_core::sql::{pull, Scope};
+use tandem_core::types::{json_to_pg_text, pg_text_to_json, write_pg_text_as_json};
+use tandem_core::watermark::{Phase, Snapshot, Watermark};
+use tandem_core::{Error, Result};
+
+use crate::jsonb_text::JsonbText;
+use crate::registry;
+use crate::report::run;
+use crate::spi::{self, Client};
+
+/// The changes after watermark `since` (NULL: everything) that the client
+/// may see, at most `max_rows` of them; pass the returned `watermark` to the
+/// next call. A change is never skipped, even when transactions commit out
+/// of xid order.
+#[pg_extern(volatile)]
+fn sync_select_changes(
+    scope: &str,
+    since: Option<&str>,
+    options: default!(Option<JsonbText>, "'{}'"),
+) -> JsonbText {
+    run("sync_select_changes", || {
+        let options = SelectOptions::parse(options.map(|o| o.parse()).as_ref())?;
+        Spi::connect_mut(|client| select_changes(client, scope, since, &options).map(JsonbText))
+    })
+}
+
+/// Where this call starts and which window it reads.
+struct Window {
+    until: Snapshot,
+    since: Option<Snapshot>,
+    phase: Phase,
+    table: usize,
+    after: Option<Vec<Value>>,
+}
+
+pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&str>, options: &SelectOptions) -> Result<String> {
+    let stored = registry::load_scope(client, scope_name)?;
+    let scope = stored.scope();
+    let client_id = options.client_id.as_deref();
+    let params = registry::resolve_params(client, scope_name, client_id, options.params.as_ref())?;
+    let downloading: Vec<usize> =
+        (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
+    let bound = bind_params(&scope, &params, downloading.iter().copied())?;
+    let origin = registry::server_id(client)?;
+
+    let (changeset, needs) = spi::with_text_settings_readonly(client, |client| {
+        let own = spi::select(client, "SELECT pg_current_xact_id_if_assigned()::text", &[], |row| spi::text(row, 1))?
+            .into_iter()
+            .next()
+            .flatten();
+        let mut window = start_window(client, since, own.as_deref())?;
+        if let (Some(since), Some(purged)) = (&window.since, &stored.purged_before) {
+            if purged.parse::<u64>().is_ok_and(|purged| since.xmin < purged) {
+                return Err(Error::WatermarkTooOld(scope_name.to_string()));
+            }
+        }
+        let mut writer = ChangesetWriter::new(scope_name, &origin);
+        let max_rows = options.max_rows();
+        let mut has_more = false;
+        let fixed = Fixed {
+            until: window.until.to_string(),
+            since: window.since.as_ref().map(|s| s.to_string()),
+            own,
+            client_id: client_id.map(str::to_string),
+        };
+        loop {
+            if window.phase == Phase::Deletes && window.since.is_none() {
+                break;
+            }
+            if window.table >= scope.schema.tables.len() {
+                match window.phase {
+                    Phase::Upserts => {
+                        window.phase = Phase::Deletes;
+                        window.table = 0;
+                        continue;
+                    }
+                    Phase::Deletes => break,
+                }
+            }
+            if !scope.table(window.table).direction.downloads() {
+                window.table += 1;
+                continue;
+            }
+            let remaining = max_rows.saturating_sub(writer.rows() as u64);
+            if remaining == 0 {
+                has_more = true;
+                break;
+            }
+            let (sent, last_key) = read_batch(client, &scope, &window, &fixed, &bound, remaining, &mut writer)?;
+            if sent as u64 == remaining {
+                window.after = last_key;
+                has_more = true;
+                break;
+            }
+            window.table += 1;
+            window.after = None;
+        }
+        let watermark = if has_more {
+            Watermark::Partial {
+                until: window.until.clone(),
+                since: window.since.clone(),
+                phase: window.phase,
+                table: window.table,
+                after: window.after.clone(),
+            }
+        } else {
+            Watermark::Complete(window.until.clone())
+        };
+        // What this client still needs: changes after the window's start
+        // (for a first pull, after its end). Cleanup keeps those.
+        let needs = window.since.clone().unwrap_or_else(|| window.until.clone()).to_string();
+        Ok((writer.finish(&watermark.to_string(), has_more), needs))
+    })?;
+    if let Some(id) = client_id {
+        registry::record_client(client, scope_name, id, &params, Some(&needs))?;
+    }
+    Ok(changeset)
+}
+
+/// The values every pull query binds first.
+struct Fixed {
+    until: String,
+    since: Option<String>,
+    own: Option<String>,
+    client_id: Option<String>,
+}
+
+fn start_window(client: &Client<'_>, since: Option<&str>, own: Option<&str>) -> Result<Window> {
+    let current = || -> Result<Snapshot> {
+        let text = spi::select(client, "SELECT pg_current_snapshot()::text", &[], |row| spi::text(row, 1))?
+            .into_iter()
+            .next()
+            .flatten()
+            .unwrap_or_default();
+        let snapshot = Snapshot::parse(&text).ok_or_else(|| Error::Internal(format!("unreadable snapshot {text}")))?;
+        // The caller's own uncommitted changes are included now and, being
+        // marked in progress, sent again once committed.
+        Ok(match own.and_then(|x| x.parse().ok()) {
+            Some(xid) => snapshot.with_in_progress(xid),
+            None => snapshot,
+        })
+    };
+    Ok(match since.map(Watermark::parse).transpose()? {
+        None => Window { until: current()?, since: None, phase: Phase::Upserts, table: 0, after: None },
+        Some(Watermark::Complete(since)) => {
+            Window { until: current()?, since: Some(since), phase: Phase::Upserts, table: 0, after: None }
+        }
+        Some(Watermark::Partial { until, since, phase, table, after }) => Window { until, since, phase, table, after },
+    })
+}
+
+/// Reads one batch of table `window.table` into the changeset; returns how
+/// many rows it wrote and the key of the last one.
+fn read_batch(
+    client: &Client<'_>,
+    scope: &Scope<'_>,
+    window: &Window,
+    fixed: &Fixed,
+    bound: &BTreeMap<String, Vec<String>>,
+    limit: u64,
+    writer: &mut ChangesetWriter,
+) -> Result<(usize, Option<Vec<Value>>)> {
+    let t = window.table;
+    let table = scope.table(t);
+    let resume = window.after.is_some();
+    let query = match window.phase {
+        Phase::Upserts => pull::upserts(scope, t, window.since.is_some(), resume),
+        Phase::Deletes => pull::deletes(scope, t, resume),
+    };
+    let key_columns = table.key_columns();
+    let mut args: Vec<DatumWithOid<'_>> = vec![
+        fixed.until.as_str().into(),
+        fixed.since.clone().into(),
+        fixed.own.clone().into(),
+        fixed.client_id.clone().into(),
+        (limit.min(i64::MAX as u64) as i64).into(),
+    ];
+    if let Some(after) = &window.after {
+        if after.len() != key_columns.len() {
+            return Err(Error::InvalidWatermark(format!("{after:?}")));
+        }
+        for (column, value) in key_columns.iter().zip(after) {
+            let text = json_to_pg_text(column.ty, value)
+                .ok()
+                .flatten()
+                .ok_or_else(|| Error::InvalidWatermark(format!("{after:?}")))?;
+            args.push(text.into());
+        }
+    }
+    for name in &query.params {
+        args.push(bound.get(name).cloned().unwrap_or_default().into());
+    }
+    let names = table.column_names();
+    let key_positions = table.key_indexes();
+    let mut started = false;
+    let mut last_key: Vec<Option<String>> = Vec::new();
+    let rows = client.select(&query.sql, None, &args).map_err(|e| Error::Internal(format!("pull of {}: {e}", table.name)))?;
+    let mut sent = 0;
+    for row in rows {
+        if !started {
+            writer.begin_table(&table.name, &names);
+            started = true;
+        }
+        let version = spi::text(&row, 1)?.unwrap_or_default();
+        last_key.clear();
+        match window.phase {
+            Phase::Upserts => {
+                let out = writer.begin_upsert(&version);
+                for (i, column) in table.columns.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let value = spi::text(&row, i + 2)?;
+                    write_pg_text_as_json(out, column.ty, value.as_deref());
+                    if key_positions.contains(&i) {
+                        last_key.push(value);
+                    }
+                }
+            }
+            Phase::Deletes => {
+                let out = writer.begin_delete(&version);
+                for (i, column) in key_columns.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let value = spi::text(&row, i + 2)?;
+                    write_pg_text_as_json(out, column.ty, value.as_deref());
+                    last_key.push(value);
+                }
+            }
+        }
+        writer.end_row();
+        sent += 1;
+    }
+    // Key values of upserts were collected in column order; put them in
+    // primary key order for the resume position.
+    let key = match window.phase {
+        Phase::Upserts => {
+            let mut ordered: Vec<(usize, Option<String>)> =
+                table.columns.iter().enumerate().filter(|(i, _)| key_positions.contains(i)).map(|(i, _)| i).zip(last_key).collect();
+            ordered.sort_by_key(|(i, _)| key_positions.iter().position(|k| k == i));
+            ordered.into_iter().map(|(i, v)| pg_text_to_json(table.columns[i].ty, v.as_deref())).collect::<Vec<_>>()
+        }
+        Phase::Deletes => key_columns.iter().zip(last_key).map(|(c, v)| pg_text_to_json(c.ty, v.as_deref())).collect(),
+    };
+    Ok((sent, (sent > 0).then_some(key)))
+}

@@ -1,0 +1,145 @@
+//! Tandem's own bookkeeping: scopes, their tables' tracking ids, and clients
+//! with the filter parameters they are bound to.
+
+use serde_json::Value;
+use tandem_core::options::Params;
+use tandem_core::schema::Schema;
+use tandem_core::sql::Scope;
+use tandem_core::{Error, Result};
+
+use crate::spi::{self, Client};
+
+/// A provisioned scope as stored.
+#[derive(Debug, Clone)]
+pub struct StoredScope {
+    pub schema: Schema,
+    /// Tracking id of each table, parallel to `schema.tables`.
+    pub ids: Vec<i64>,
+    /// xid before which cleanup purged tombstones (text), if ever.
+    pub purged_before: Option<String>,
+}
+
+impl StoredScope {
+    pub fn scope(&self) -> Scope<'_> {
+        Scope::new(&self.schema, &self.ids)
+    }
+}
+
+fn parse_schema(text: &str) -> Result<Schema> {
+    serde_json::from_str(text).map_err(|e| Error::Internal(format!("stored schema is unreadable: {e}")))
+}
+
+/// Loads a scope, or `None` when it does not exist. Reads only.
+pub fn find_scope(client: &Client<'_>, name: &str) -> Result<Option<StoredScope>> {
+    let rows = spi::select(
+        client,
+        "SELECT s.schema::text, s.purged_before::text, \
+                coalesce((SELECT jsonb_object_agg(t.name, t.id) FROM tandem.scope_tables t WHERE t.scope = s.name), '{}')::text \
+         FROM tandem.scopes s WHERE s.name = $1",
+        &[name.into()],
+        |row| Ok((spi::text(row, 1)?, spi::text(row, 2)?, spi::text(row, 3)?)),
+    )?;
+    let Some((schema, purged_before, ids)) = rows.into_iter().next() else { return Ok(None) };
+    let schema = parse_schema(&schema.unwrap_or_default())?;
+    let ids: serde_json::Map<String, Value> = serde_json::from_str(&ids.unwrap_or_default()).unwrap_or_default();
+    let ids = schema
+        .tables
+        .iter()
+        .map(|t| {
+            ids.get(&t.name)
+                .and_then(Value::as_i64)
+                .ok_or_else(|| Error::Internal(format!("table {} of scope {name} has no tracking", t.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(StoredScope { schema, ids, purged_before }))
+}
+
+pub fn load_scope(client: &Client<'_>, name: &str) -> Result<StoredScope> {
+    find_scope(client, name)?.ok_or_else(|| Error::UnknownScope(name.to_string()))
+}
+
+/// The server's id, the `origin` of its changesets.
+pub fn server_id(client: &Client<'_>) -> Result<String> {
+    Ok(spi::select(client, "SELECT server_id::text FROM tandem.server", &[], |row| spi::text(row, 1))?
+        .into_iter()
+        .next()
+        .flatten()
+        .unwrap_or_default())
+}
+
+/// A client as the server knows it.
+#[derive(Debug, Clone)]
+pub struct StoredClient {
+    pub scope: String,
+    pub params: Params,
+}
+
+pub fn find_client(client: &Client<'_>, client_id: &str) -> Result<Option<StoredClient>> {
+    let rows = spi::select(
+        client,
+        "SELECT scope, params::text FROM tandem.clients WHERE client_id = $1",
+        &[client_id.into()],
+        |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
+    )?;
+    Ok(rows.into_iter().next().map(|(scope, params)| StoredClient {
+        scope,
+        params: serde_json::from_str(&params).unwrap_or_default(),
+    }))
+}
+
+/// The filter parameters a call runs with. A known client runs with the
+/// parameters it was bound to; passing different ones is an error, never a
+/// way into another partition. An unknown client id is bound to the
+/// parameters of its first call (see [`record_client`]).
+pub fn resolve_params(
+    client: &Client<'_>,
+    scope: &str,
+    client_id: Option<&str>,
+    given: Option<&Params>,
+) -> Result<Params> {
+    let Some(id) = client_id else { return Ok(given.cloned().unwrap_or_default()) };
+    match find_client(client, id)? {
+        None => Ok(given.cloned().unwrap_or_default()),
+        Some(stored) if stored.scope != scope => Err(Error::Params(format!(
+            "client \"{id}\" belongs to scope \"{}\", not \"{scope}\"",
+            stored.scope
+        ))),
+        Some(stored) => match given {
+            Some(given) if *given != stored.params => Err(Error::Params(format!(
+                "client \"{id}\" is bound to parameters {}; it cannot use {}: register a new client for other parameters",
+                Value::Object(stored.params.clone().into_iter().collect()),
+                Value::Object(given.clone().into_iter().collect()),
+            ))),
+            _ => Ok(stored.params),
+        },
+    }
+}
+
+/// Records a client's visit (binding a new client id to `params`) and, for
+/// pulls, the watermark it pulled from.
+pub fn record_client(
+    client: &mut Client<'_>,
+    scope: &str,
+    client_id: &str,
+    params: &Params,
+    since: Option<&str>,
+) -> Result<()> {
+    let params_text = Value::Object(params.clone().into_iter().collect()).to_string();
+    let recorded = spi::exec(
+        client,
+        "INSERT INTO tandem.clients (client_id, scope, params, last_seen, last_since) \
+         VALUES ($1, $2, $3::jsonb, now(), $4) \
+         ON CONFLICT (client_id) DO UPDATE SET last_seen = now(), \
+             last_since = coalesce(excluded.last_since, tandem.clients.last_since) \
+         WHERE tandem.clients.scope = excluded.scope AND tandem.clients.params = excluded.params",
+        &[client_id.into(), scope.into(), params_text.into(), since.into()],
+    )?;
+    if recorded == 1 {
+        Ok(())
+    } else {
+        // Another call bound this new client id to other parameters first.
+        Err(Error::Params(format!(
+            "client \"{client_id}\" is bound to other parameters or another scope; register a new client"
+        )))
+    }
+}

@@ -1,0 +1,48 @@
+//! Raising Tandem's errors as PostgreSQL errors, with their SQLSTATE and, for
+//! rejected uploads, a JSON DETAIL naming each refused row.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use tandem_core::Error;
+
+/// `MAKE_SQLSTATE` of PostgreSQL's elog.h.
+fn error_code(sqlstate: &str) -> PgSqlErrorCode {
+    let code = sqlstate
+        .bytes()
+        .enumerate()
+        .map(|(i, c)| (((c as i32) - ('0' as i32)) & 0x3F) << (6 * i))
+        .sum::<i32>();
+    PgSqlErrorCode::from(code)
+}
+
+/// Raises `error` as an ERROR (never returns).
+pub fn raise(error: Error, function: &'static str) -> ! {
+    let mut report = ErrorReport::new(error_code(error.sqlstate()), error.to_string(), function);
+    if let Some(detail) = error.detail() {
+        report = report.set_detail(detail);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
+}
+
+/// Runs a SQL function body, raising its error as a PostgreSQL error.
+pub fn run<T>(function: &'static str, body: impl FnOnce() -> Result<T, Error>) -> T {
+    match body() {
+        Ok(value) => value,
+        Err(error) => raise(error, function),
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::error_code;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn sqlstates_map_to_postgres_codes() {
+        assert_eq!(error_code("42704"), PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT);
+        assert_eq!(error_code("22P02"), PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION);
+        assert_eq!(error_code("42501"), PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE);
+    }
+}

@@ -1,0 +1,182 @@
+//! Small helpers over pgrx's SPI: run a statement, fetch rows, and keep
+//! PostgreSQL's text output settings fixed while Tandem reads or stages
+//! values as text.
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use tandem_core::{Error, Result};
+
+pub type Client<'c> = SpiClient<'c>;
+
+fn spi_error(sql: &str, error: impl std::fmt::Display) -> Error {
+    let mut shown = sql.to_string();
+    if shown.len() > 200 {
+        let mut cut = 200;
+        while !shown.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        shown.truncate(cut);
+        shown.push_str("...");
+    }
+    Error::Internal(format!("SPI: {error} in: {shown}"))
+}
+
+/// Runs a statement that may write.
+pub fn exec(client: &mut Client<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<u64> {
+    let table = client.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
+    Ok(table.len() as u64)
+}
+
+/// Runs a query and maps each row.
+pub fn query<T>(
+    client: &mut Client<'_>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+    mut map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let table = client.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
+    let mut out = Vec::with_capacity(table.len());
+    for row in table {
+        out.push(map(&row)?);
+    }
+    Ok(out)
+}
+
+/// Runs a read-only query (sharing the calling statement's snapshot while
+/// the transaction has not written) and maps each row.
+pub fn select<T>(
+    client: &Client<'_>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+    mut map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let table = client.select(sql, None, args).map_err(|e| spi_error(sql, e))?;
+    let mut out = Vec::with_capacity(table.len());
+    for row in table {
+        out.push(map(&row)?);
+    }
+    Ok(out)
+}
+
+/// Column `ordinal` (1-based) of a row.
+pub fn get<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData<'_>, ordinal: usize) -> Result<Option<T>> {
+    row.get::<T>(ordinal).map_err(|e| Error::Internal(format!("SPI: column {ordinal}: {e}")))
+}
+
+/// A text column, as a string slice into the row when possible.
+pub fn text(row: &SpiHeapTupleData<'_>, ordinal: usize) -> Result<Option<String>> {
+    get::<String>(row, ordinal)
+}
+
+/// One value of the first row, or `None`.
+pub fn one<T: IntoDatum + FromDatum>(client: &mut Client<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<Option<T>> {
+    Ok(query(client, sql, args, |row| get::<T>(row, 1))?.into_iter().next().flatten())
+}
+
+/// Settings that make PostgreSQL's text output of values what
+/// `tandem_core::types` reads, and its input of timestamps without an offset
+/// UTC. Set for the duration of `body`, then put back.
+const TEXT_SETTINGS: [(&str, &str); 5] = [
+    ("DateStyle", "ISO, YMD"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+    ("IntervalStyle", "postgres"),
+];
+
+pub fn with_text_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
+    let mut saved = Vec::with_capacity(TEXT_SETTINGS.len());
+    for (name, value) in TEXT_SETTINGS {
+        let previous: Option<String> = one(
+            client,
+            "SELECT current_setting($1), set_config($1, $2, true)",
+            &[name.into(), value.into()],
+        )?;
+        saved.push((name, previous.unwrap_or_default()));
+    }
+    let result = body(client);
+    for (name, value) in saved {
+        exec(client, "SELECT set_config($1, $2, true)", &[name.into(), value.into()])?;
+    }
+    result
+}
+
+/// Same settings for a read-only function, without writing anything.
+pub fn with_text_settings_readonly<T>(client: &Client<'_>, body: impl FnOnce(&Client<'_>) -> Result<T>) -> Result<T> {
+    let mut saved = Vec::with_capacity(TEXT_SETTINGS.len());
+    for (name, value) in TEXT_SETTINGS {
+        let previous = select(
+            client,
+            "SELECT current_setting($1), set_config($1, $2, true)",
+            &[name.into(), value.into()],
+            |row| text(row, 1),
+        )?;
+        saved.push((name, previous.into_iter().next().flatten().unwrap_or_default()));
+    }
+    let result = body(client);
+    for (name, value) in saved {
+        select(client, "SELECT set_config($1, $2, true)", &[name.into(), value.into()], |_| Ok(()))?;
+    }
+    result
+}
+
+/// The five-character SQLSTATE of an error code (inverse of `MAKE_SQLSTATE`).
+pub fn sqlstate(code: PgSqlErrorCode) -> String {
+    let value = code as isize;
+    (0..5).map(|i| (((value >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
+}
+
+/// A PostgreSQL error caught in a subtransaction.
+#[derive(Debug, Clone)]
+pub struct PgError {
+    pub sqlstate: String,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+impl From<PgError> for Error {
+    fn from(e: PgError) -> Self {
+        Error::Database { sqlstate: e.sqlstate, message: e.message }
+    }
+}
+
+/// Runs `body` in a subtransaction; on a PostgreSQL error, rolls the
+/// subtransaction back and returns the error instead of aborting the whole
+/// transaction.
+pub fn in_subtransaction<T>(body: impl FnOnce() -> T) -> std::result::Result<T, PgError> {
+    unsafe {
+        let old_context = pg_sys::CurrentMemoryContext;
+        let old_owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Ok(body())))
+            .catch_others(|caught| {
+                let report = match &caught {
+                    pgrx::pg_sys::panic::CaughtError::PostgresError(report)
+                    | pgrx::pg_sys::panic::CaughtError::ErrorReport(report) => report,
+                    pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport,
+                };
+                Err(PgError {
+                    sqlstate: sqlstate(report.sql_error_code()),
+                    message: report.message().to_string(),
+                    detail: report.detail().map(str::to_string),
+                })
+            })
+            .execute();
+        match outcome {
+            Ok(value) => {
+                pg_sys::ReleaseCurrentSubTransaction();
+                pg_sys::MemoryContextSwitchTo(old_context);
+                pg_sys::CurrentResourceOwner = old_owner;
+                Ok(value)
+            }
+            Err(error) => {
+                pg_sys::MemoryContextSwitchTo(old_context);
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                pg_sys::MemoryContextSwitchTo(old_context);
+                pg_sys::CurrentResourceOwner = old_owner;
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `sync_status` and `sync_cleanup`: what a scope holds, who syncs it, and
+//! purging tombstones no active client still needs.
+
+use pgrx::prelude::*;
+use serde_json::{json, Value};
+use tandem_core::options::CleanupOptions;
+use tandem_core::watermark::Snapshot;
+use tandem_core::{Error, Result};
+
+use crate::jsonb_text::JsonbText;
+use crate::registry;
+use crate::report::run;
+use crate::spi::{self, Client};
+
+/// Tables with their tracked rows and tombstones, clients with when they last
+/// synced, the conflict count, and the current snapshot.
+#[pg_extern(volatile)]
+fn sync_status(scope: &str) -> JsonbText {
+    run("sync_status", || Spi::connect_mut(|client| status(client, scope)).map(|v| JsonbText::from_value(&v)))
+}
+
+/// Purges tombstones and exit records that every active client has already
+/// pulled past. A client whose watermark is older than the purge must sync
+/// again from NULL (it gets a clear error saying so).
+#[pg_extern(volatile)]
+fn sync_cleanup(scope: &str, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
+    run("sync_cleanup", || {
+        let options = CleanupOptions::parse(options.map(|o| o.parse()).as_ref())?;
+        Spi::connect_mut(|client| cleanup(client, scope, &options)).map(|v| JsonbText::from_value(&v))
+    })
+}
+
+fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
+    let stored = registry::load_scope(client, scope_name)?;
+    let scope = stored.scope();
+    let mut tables = Vec::new();
+    for (t, table) in scope.schema.tables.iter().enumerate() {
+        let counts = spi::query(
+            client,
+            &format!(
+                "SELECT count(*) FILTER (WHERE NOT tandem_deleted), count(*) FILTER (WHERE tandem_deleted), \
+                        (SELECT count(*) FROM {}) FROM {}",
+                scope.exits(t),
+                scope.track(t)
+            ),
+            &[],
+            |row| {
+                Ok((
+                    spi::get::<i64>(row, 1)?.unwrap_or_default(),
+                    spi::get::<i64>(row, 2)?.unwrap_or_default(),
+                    spi::get::<i64>(row, 3)?.unwrap_or_default(),
+                ))
+            },
+        )?;
+        let (rows, tombstones, exits) = counts.into_iter().next().unwrap_or_default();
+        tables.push(json!({
+            "name": table.name, "direction": table.direction, "rows": rows,
+            "tombstones": tombstones, "exits": exits,
+        }));
+    }
+    let clients = spi::query(
+        client,
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('client_id', client_id, 'params', params, \
+                'registered', token_hash IS NOT NULL, 'last_seen', last_seen, 'needs_after', last_since) \
+                ORDER BY created_at), '[]')::text FROM tandem.clients WHERE scope = $1",
+        &[scope_name.into()],
+        |row| spi::text(row, 1),
+    )?;
+    let conflicts = spi::one::<i64>(client, "SELECT count(*) FROM tandem.conflicts WHERE scope = $1", &[scope_name.into()])?;
+    let snapshot = spi::one::<String>(client, "SELECT pg_current_snapshot()::text", &[])?;
+    let clients: Value = clients.into_iter().next().flatten().and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(json!([]));
+    Ok(json!({
+        "scope": scope_name,
+        "schema_version": scope.schema.version,
+        "watermark": snapshot,
+        "purged_before": stored.purged_before,
+        "tables": tables,
+        "clients": clients,
+        "conflicts": conflicts.unwrap_or_default(),
+    }))
+}
+
+fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) -> Result<Value> {
+    let stored = registry::load_scope(client, scope_name)?;
+    let scope = stored.scope();
+    let days = i64::from(options.inactive_after_days.unwrap_or(30));
+    let needs = spi::query(
+        client,
+        "SELECT client_id, last_since FROM tandem.clients \
+         WHERE scope = $1 AND last_seen > now() - make_interval(days => $2::int8::int4)",
+        &[scope_name.into(), days.into()],
+        |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?)),
+    )?;
+    let current = spi::one::<String>(client, "SELECT pg_current_snapshot()::text", &[])?.unwrap_or_default();
+    let mut horizon = Snapshot::parse(&current).map(|s| s.xmin).ok_or_else(|| Error::Internal("unreadable snapshot".into()))?;
+    for (_, since) in &needs {
+        match since.as_deref().and_then(Snapshot::parse) {
+            Some(snapshot) => horizon = horizon.min(snapshot.xmin),
+            // A client that has never finished a pull may need anything.
+            None => horizon = 0,
+        }
+    }
+    let mut removed_tombstones = 0;
+    let mut removed_exits = 0;
+    if horizon > 0 {
+        let horizon_text = horizon.to_string();
+        for t in 0..scope.schema.tables.len() {
+            removed_tombstones += spi::exec(
+                client,
+                &format!("DELETE FROM {} WHERE tandem_deleted AND tandem_stamp < $1::text::xid8", scope.track(t)),
+                &[horizon_text.as_str().into()],
+            )?;
+            removed_exits += spi::exec(
+                client,
+                &format!("DELETE FROM {} WHERE tandem_stamp < $1::text::xid8", scope.exits(t)),
+                &[horizon_text.as_str().into()],
+            )?;
+        }
+        spi::exec(
+            client,
+            "UPDATE tandem.scopes SET purged_before = greatest(coalesce(purged_before, '0'::xid8), $2::text::xid8) WHERE name = $1",
+            &[scope_name.into(), horizon_text.into()],
+        )?;
+    }
+    Ok(json!({
+        "scope": scope_name,
+        "purged_before": (horizon > 0).then(|| horizon.to_string()),
+        "tombstones_removed": removed_tombstones,
+        "exits_removed": removed_exits,
+        "active_clients": needs.len(),
+    }))
+}
