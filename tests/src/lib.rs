@@ -1,0 +1,107 @@
+//! Support for Tandem's end-to-end tests: each test gets a database of its
+//! own on the PostgreSQL at `TANDEM_TEST_DATABASE_URL` (default: the local
+//! server), with the extension created, dropped when the test ends.
+
+pub mod conformance;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use postgres::{Client, NoTls};
+use serde_json::Value;
+
+/// Where tests create their databases.
+pub fn server_url() -> String {
+    std::env::var("TANDEM_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `url` (`postgres://user@host:port/db?options`) with its database replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    let authority = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let base = match base[authority..].find('/') {
+        Some(slash) => &base[..authority + slash],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch database with `CREATE EXTENSION tandem`, dropped on drop.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new(label: &str) -> TestDb {
+        let name = format!("tandem_t_{label}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let mut admin = Client::connect(&server_url(), NoTls)
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", server_url()));
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).expect("drop old database");
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
+        let db = TestDb { url: with_database(&server_url(), &name), name };
+        db.connect()
+            .batch_execute("CREATE EXTENSION tandem")
+            .expect("CREATE EXTENSION tandem failed: install it first with `make install`");
+        db
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(&self.url, NoTls).expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&server_url(), NoTls) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_the_database_of_a_url() {
+        assert_eq!(super::with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(super::with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(super::with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+    }
+}
+
+/// An error with PostgreSQL's SQLSTATE, message and detail when it has them.
+pub fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} {} {}", db.code().code(), db.message(), db.detail().unwrap_or_default()),
+        None => error.to_string(),
+    }
+}
+
+/// Runs a query returning one jsonb value.
+pub fn json(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Value {
+    let row = client.query_one(sql, params).unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    row.get::<_, Value>(0)
+}
+
+/// Pulls with `options`, following batches until the pull is complete;
+/// returns every row change and the final watermark.
+pub fn pull_all(client: &mut Client, scope: &str, since: Option<&str>, options: &Value) -> (Vec<(String, Value)>, String) {
+    let mut since = since.map(str::to_string);
+    let mut changes = Vec::new();
+    loop {
+        let changeset = json(client, "SELECT sync_select_changes($1, $2, $3)", &[&scope, &since, options]);
+        for table in changeset["tables"].as_array().into_iter().flatten() {
+            for row in table["rows"].as_array().into_iter().flatten() {
+                changes.push((table["name"].as_str().unwrap_or_default().to_string(), row.clone()));
+            }
+        }
+        since = changeset["watermark"].as_str().map(str::to_string);
+        if changeset["has_more"] != Value::Bool(true) {
+            return (changes, since.unwrap_or_default());
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Conflicts between clients, and between a client and concurrent writers on
+//! the server, over real connections: detected per row by version, settled
+//! by policy, logged with both rows, never silently lost.
+
+use std::thread;
+use std::time::Duration;
+
+use postgres::Client;
+use serde_json::{json, Value};
+use tandem_tests::{json as query_json, pull_all, TestDb};
+
+fn setup(db: &TestDb) -> Client {
+    let mut client = db.connect();
+    client
+        .batch_execute(
+            "CREATE TABLE notes (id bigint PRIMARY KEY, title text NOT NULL, body text);
+             INSERT INTO notes SELECT g, 'note ' || g, NULL FROM generate_series(1, 100) g;
+             SELECT sync_provision('s', '{\"tables\": [{\"name\": \"notes\"}]}');
+             CREATE FUNCTION public.keep_both(c jsonb) RETURNS jsonb LANGUAGE sql AS $$
+               SELECT jsonb_build_object('title', (c->'server_row'->>'title') || ' | ' || (c->'client_row'->>'title')) $$;",
+        )
+        .unwrap();
+    client
+}
+
+/// The version of each note as a client pulled it.
+fn versions(client: &mut Client) -> std::collections::HashMap<i64, String> {
+    pull_all(client, "s", None, &json!({}))
+        .0
+        .into_iter()
+        .map(|(_, row)| (row["values"][0].as_i64().unwrap(), row["version"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn edit(client_id: &str, id: i64, base: &str, seq: i64, title: &str) -> Value {
+    json!({"format": 1, "scope": "s", "origin": client_id, "tables": [{"name": "notes", "columns": ["id", "title"],
+           "rows": [{"op": "upsert", "base": base, "seq": seq, "values": [id, title]}]}]})
+}
+
+fn apply(client: &mut Client, changeset: &Value, options: Value) -> Value {
+    query_json(client, "SELECT sync_apply_changes('s', $1, $2)", &[changeset, &options])
+}
+
+#[test]
+fn two_clients_editing_one_row_meet_each_policy() {
+    for (policy, winner) in [("server_wins", "from A"), ("client_wins", "from B"), ("public.keep_both", "from A | from B")] {
+        let db = TestDb::new("two_clients");
+        let mut server = setup(&db);
+        let mut a = db.connect();
+        let mut b = db.connect();
+        let base_a = versions(&mut a)[&7].clone();
+        let base_b = versions(&mut b)[&7].clone();
+        assert_eq!(base_a, base_b);
+
+        let first = apply(&mut a, &edit("A", 7, &base_a, 1, "from A"), json!({"policy": policy}));
+        assert_eq!((first["applied"].clone(), first["conflicts"].clone()), (json!(1), json!([])), "{first}");
+        let second = apply(&mut b, &edit("B", 7, &base_b, 1, "from B"), json!({"policy": policy}));
+        let conflicts = second["conflicts"].as_array().unwrap();
+        assert_eq!(conflicts.len(), 1, "exactly one conflict under {policy}: {second}");
+        assert_eq!(conflicts[0]["kind"], "both_updated");
+        assert_eq!(conflicts[0]["row"]["title"], winner, "{policy}");
+
+        let title: String = server.query_one("SELECT title FROM notes WHERE id = 7", &[]).unwrap().get(0);
+        assert_eq!(title, winner, "{policy}");
+        let logged = server.query("SELECT client_row->>'title', server_row->>'title', decision, client_id FROM tandem.conflicts", &[]).unwrap();
+        assert_eq!(logged.len(), 1, "{policy}");
+        let (client_title, server_title, decision, who): (String, String, String, String) =
+            (logged[0].get(0), logged[0].get(1), logged[0].get(2), logged[0].get(3));
+        assert_eq!((client_title.as_str(), server_title.as_str(), who.as_str()), ("from B", "from A", "B"), "both versions are kept");
+        let expected_decision = match policy { "public.keep_both" => "merged", other => other };
+        assert_eq!(decision, expected_decision);
+    }
+}
+
+#[test]
+fn an_upload_sent_twice_has_no_second_effect() {
+    let db = TestDb::new("twice");
+    let mut server = setup(&db);
+    let mut client = db.connect();
+    let base = versions(&mut client)[&3].clone();
+    let changeset = edit("C", 3, &base, 41, "edited once");
+    let first = apply(&mut client, &changeset, json!({}));
+    assert_eq!(first["applied"], 1);
+    let (stamp, version): (String, String) = {
+        let row = server.query_one("SELECT tandem_stamp::text, tandem_version::text FROM tandem.track_1 WHERE id = 3", &[]).unwrap();
+        (row.get(0), row.get(1))
+    };
+    // The connection drops before the client records the result; it sends
+    // the same changeset again.
+    drop(client);
+    let mut again = db.connect();
+    let second = apply(&mut again, &changeset, json!({}));
+    assert_eq!(second["applied"], 0, "{second}");
+    assert_eq!(second["conflicts"], json!([]));
+    assert_eq!(second["current"][0]["row"]["title"], "edited once");
+    assert_eq!(second["current"][0]["version"], json!(version));
+    let row = server.query_one("SELECT tandem_stamp::text, tandem_version::text FROM tandem.track_1 WHERE id = 3", &[]).unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), (stamp, version), "not written again");
+    let logged: i64 = server.query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(logged, 0);
+}
+
+/// A server transaction changes a row after the upload was classified but
+/// before it was written: the upload must not overwrite it.
+#[test]
+fn a_concurrent_server_write_is_never_overwritten() {
+    let db = TestDb::new("concurrent");
+    let mut server = setup(&db);
+    let mut client = db.connect();
+    let bases = versions(&mut client);
+
+    let mut writer = db.connect();
+    writer.batch_execute("BEGIN; UPDATE notes SET title = 'server edit' WHERE id = 5; INSERT INTO notes VALUES (500, 'server insert', NULL)").unwrap();
+    let upload = json!({"format": 1, "scope": "s", "origin": "C", "tables": [{"name": "notes", "columns": ["id", "title"], "rows": [
+        {"op": "upsert", "base": bases[&5], "seq": 1, "values": [5, "client edit"]},
+        {"op": "upsert", "seq": 2, "values": [500, "client insert"]},
+        {"op": "upsert", "base": bases[&6], "seq": 3, "values": [6, "untouched by the server"]}]}]});
+    let url = db.url.clone();
+    let uploader = thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        apply(&mut c, &upload, json!({}))
+    });
+    // Wait until the upload is blocked on the writer's row lock: it has
+    // classified row 5 as unchanged already.
+    let mut waited = 0;
+    loop {
+        let waiting: i64 = server
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%sync_apply_changes%'", &[])
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 200, "the upload never waited for the writer");
+        thread::sleep(Duration::from_millis(25));
+    }
+    writer.batch_execute("COMMIT").unwrap();
+    let result = uploader.join().unwrap();
+
+    let kinds: Vec<(Value, Value)> = result["conflicts"].as_array().unwrap().iter().map(|c| (c["key"].clone(), c["kind"].clone())).collect();
+    assert!(kinds.contains(&(json!([5]), json!("both_updated"))), "{result}");
+    assert!(kinds.contains(&(json!([500]), json!("both_inserted"))), "{result}");
+    assert_eq!(result["applied"], 1, "row 6 applies: {result}");
+    let titles: Vec<(i64, String)> =
+        server.query("SELECT id, title FROM notes WHERE id IN (5, 6, 500) ORDER BY id", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(titles, [(5, "server edit".into()), (6, "untouched by the server".into()), (500, "server insert".into())]);
+}

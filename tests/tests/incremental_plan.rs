@@ -1,0 +1,42 @@
+//! An incremental pull reads tracking through its stamp index, so its cost
+//! follows the number of changes, not the size of the table.
+
+use serde_json::json;
+use tandem_core::schema::Schema;
+use tandem_core::sql::{pull, Scope};
+use tandem_tests::{json as query_json, pull_all, TestDb};
+
+#[test]
+fn incremental_pulls_use_the_stamp_index() {
+    let db = TestDb::new("plan");
+    let mut client = db.connect();
+    client
+        .batch_execute(
+            "CREATE TABLE big (id bigint PRIMARY KEY, tenant int NOT NULL, body text);
+             INSERT INTO big SELECT g, g % 10, md5(g::text) FROM generate_series(1, 200000) g;
+             SELECT sync_provision('s', '{\"tables\": [{\"name\": \"big\", \"filter\": {\"tenant\": \"t\"}}]}');",
+        )
+        .unwrap();
+    let (_, watermark) = pull_all(&mut client, "s", None, &json!({"params": {"t": [1, 2]}, "max_rows": 100000}));
+    client.batch_execute("UPDATE big SET body = 'changed' WHERE id % 2000 = 0; ANALYZE tandem.track_1; ANALYZE big;").unwrap();
+
+    let schema: Schema = serde_json::from_value(query_json(&mut client, "SELECT sync_schema('s')", &[])).unwrap();
+    let ids = [1i64];
+    let query = pull::upserts(&Scope::new(&schema, &ids), 0, true, false);
+    let explain = format!("EXPLAIN (FORMAT JSON) {}", query.sql);
+    let tenants: Vec<String> = vec!["1".into(), "2".into()];
+    let since: Option<String> = Some(watermark.clone());
+    let own: Option<String> = None;
+    let client_id: Option<String> = None;
+    let plan: serde_json::Value = client
+        .query_one(&explain, &[&watermark, &since, &own, &client_id, &10000i64, &tenants])
+        .unwrap()
+        .get(0);
+    let text = plan.to_string();
+    assert!(text.contains("track_1_tandem_stamp_idx"), "the incremental pull does not use the stamp index: {text}");
+
+    let started = std::time::Instant::now();
+    let (changes, _) = pull_all(&mut client, "s", Some(&watermark), &json!({"params": {"t": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}));
+    assert_eq!(changes.len(), 100);
+    println!("incremental pull of 100 changes over 200000 rows: {:?}", started.elapsed());
+}
