@@ -6,6 +6,7 @@
 pub mod apply_result;
 pub mod changeset;
 pub mod conflict;
+pub mod dsn;
 pub mod error;
 pub mod ident;
 pub mod options;

@@ -7,25 +7,12 @@ pub mod conformance;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use postgres::{Client, NoTls};
+use tandem_core::dsn::with_database;
 use serde_json::Value;
 
 /// Where tests create their databases.
 pub fn server_url() -> String {
     std::env::var("TANDEM_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// `url` (`postgres://user@host:port/db?options`) with its database replaced.
-pub fn with_database(url: &str, database: &str) -> String {
-    let authority = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let (base, query) = match url.find('?') {
-        Some(q) => (&url[..q], &url[q..]),
-        None => (url, ""),
-    };
-    let base = match base[authority..].find('/') {
-        Some(slash) => &base[..authority + slash],
-        None => base,
-    };
-    format!("{base}/{database}{query}")
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -60,16 +47,6 @@ impl Drop for TestDb {
         if let Ok(mut admin) = Client::connect(&server_url(), NoTls) {
             let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn replaces_the_database_of_a_url() {
-        assert_eq!(super::with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-        assert_eq!(super::with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
-        assert_eq!(super::with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
     }
 }
 

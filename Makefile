@@ -1,0 +1,77 @@
+# Tandem: make demo (the main job), make test (everything), make install.
+# Every target installs what it needs first, skipping what is already there.
+
+SHELL := /bin/bash
+PG_CONFIG ?= /usr/bin/pg_config
+PGRX_VERSION := 0.18.0
+APT_PACKAGES := postgresql-server-dev-15 libclang-dev clang sudo libssl-dev pkg-config
+# A data directory for the scratch PostgreSQL of `cargo pgrx test`; initdb
+# refuses to run as root, so it belongs to the postgres user.
+PGRX_PGDATA := $(CURDIR)/target/pgrx-pgdata
+AS_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
+export TANDEM_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: all deps apt pgrx postgres install demo test test-extension test-workspace bench clean
+
+all: test
+
+## Dependencies ---------------------------------------------------------------
+
+deps: apt pgrx postgres
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		$(AS_ROOT) apt-get update -qq && $(AS_ROOT) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+pgrx: apt
+	@if ! cargo pgrx --version 2>/dev/null | grep -q "$(PGRX_VERSION)"; then \
+		echo "installing cargo-pgrx $(PGRX_VERSION) (a few minutes, once)"; \
+		cargo install cargo-pgrx@$(PGRX_VERSION) --locked; \
+	fi
+	@if ! grep -qs '^pg15 *= *"$(PG_CONFIG)"' $${PGRX_HOME:-$$HOME/.pgrx}/config.toml; then \
+		cargo pgrx init --pg15 $(PG_CONFIG); \
+	fi
+
+# The PostgreSQL 15 on 127.0.0.1:5432 that the demo and the tests use.
+postgres:
+	@if ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		echo "starting PostgreSQL"; \
+		$(AS_ROOT) pg_ctlcluster --skip-systemctl-redirect 15 main start; \
+		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	fi
+
+## Build and install ------------------------------------------------------------
+
+# Puts the extension into the running PostgreSQL: CREATE EXTENSION tandem.
+install: deps
+	cd extension && cargo pgrx install --release --pg-config $(PG_CONFIG) $(PGRX_SUDO)
+
+## The main job -----------------------------------------------------------------
+
+demo: install
+	psql "$(TANDEM_DATABASE_URL)" -v ON_ERROR_STOP=1 -q -f sql/demo.sql
+
+## Tests ------------------------------------------------------------------------
+
+test: test-extension test-workspace
+
+# #[pg_test] tests, in a scratch PostgreSQL started by cargo-pgrx.
+test-extension: deps
+	mkdir -p $(PGRX_PGDATA) && $(AS_ROOT) chown postgres $(PGRX_PGDATA)
+	cd extension && cargo pgrx test pg15 --runas postgres --pgdata $(PGRX_PGDATA)
+
+# Unit tests and the end-to-end tests against the running PostgreSQL. The
+# pgrx tests above install a test build of the extension, so the release
+# build goes back in first.
+test-workspace: install
+	cargo test
+
+bench: install
+	cargo run --release -p tandem-cli -- bench $(BENCH_ARGS)
+
+clean:
+	cargo clean
