@@ -198,16 +198,7 @@ fn float_json(f: f64) -> Value {
 }
 
 fn expected(what: &str, value: &Value) -> String {
-    let mut shown = value.to_string();
-    if shown.len() > 60 {
-        let mut cut = 57;
-        while !shown.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        shown.truncate(cut);
-        shown.push_str("...");
-    }
-    format!("expected {what}, got {shown}")
+    format!("expected {what}, got {}", crate::error::shorten(&value.to_string(), 60))
 }
 
 fn integer(ty: LogicalType, value: &Value) -> Result<i64, String> {

@@ -10,16 +10,7 @@ use tandem_core::{Error, Result};
 pub type Client<'c> = SpiClient<'c>;
 
 fn spi_error(sql: &str, error: impl std::fmt::Display) -> Error {
-    let mut shown = sql.to_string();
-    if shown.len() > 200 {
-        let mut cut = 200;
-        while !shown.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        shown.truncate(cut);
-        shown.push_str("...");
-    }
-    Error::Internal(format!("SPI: {error} in: {shown}"))
+    Error::Internal(format!("SPI: {error} in: {}", tandem_core::error::shorten(sql, 200)))
 }
 
 /// Runs a statement that may write.
