@@ -13,6 +13,9 @@ pub enum CliError {
     #[error("{context}: {reason}")]
     Database { context: String, reason: String },
 
+    #[error(transparent)]
+    Local(#[from] tandem_local::LocalError),
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod error;
+mod local_cmds;
 mod progress;
 
 use std::process::ExitCode;
@@ -22,6 +23,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Sync a local file with the server: push local changes, pull the server's.
+    Sync(local_cmds::SyncArgs),
+    /// Run SQL on a local file, with the sync_* functions registered.
+    Sql(local_cmds::SqlArgs),
+    /// Re-encrypt a local file with a new key.
+    Rekey(local_cmds::RekeyArgs),
     /// Measure sync throughput against plain-copy baselines, in a database of its own.
     Bench(bench::Args),
 }
@@ -29,6 +36,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), CliError> = match cli.command {
+        Command::Sync(args) => local_cmds::sync(&args),
+        Command::Sql(args) => local_cmds::sql(&args),
+        Command::Rekey(args) => local_cmds::rekey(&args),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

@@ -27,6 +27,12 @@ pub struct Rejection {
     pub seq: Option<i64>,
     pub kind: RejectionKind,
     pub reason: String,
+    /// The row as the server holds it, when the client may see it; absent
+    /// when the client should not hold the row at all. The client takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +193,8 @@ mod tests {
             seq: Some(3),
             kind: RejectionKind::OutsidePartition,
             reason: "outside the client's partition".into(),
+            row: None,
+            version: None,
         }];
         let err = Error::Rejected(rows.clone());
         assert_eq!(err.sqlstate(), "42501");

@@ -155,6 +155,8 @@ pub fn check_changeset<'s, V>(
                     seq: row.seq,
                     kind: RejectionKind::InvalidValue,
                     reason,
+                    row: None,
+                    version: None,
                 }),
                 None => checked.rows.push(CheckedRow {
                     op: row.op,

@@ -117,6 +117,8 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: &Chan
                     seq: row.seq,
                     kind: RejectionKind::DownloadOnly,
                     reason: format!("table {} is download_only: clients may not change it", table.schema.name),
+                    row: None,
+                    version: None,
                 });
             }
         }
@@ -142,6 +144,9 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: &Chan
             partition_rejections(&scope, plan, &mut rejections);
         }
         if !rejections.is_empty() {
+            for rejection in rejections.iter_mut() {
+                work.visible_row(client, rejection)?;
+            }
             return Err(Error::Rejected(rejections.clone()));
         }
         let mut before = ServerRows::new();
@@ -267,6 +272,8 @@ fn partition_rejections(scope: &Scope<'_>, plan: &Plan<'_>, rejections: &mut Vec
                 seq: row.seq,
                 kind: RejectionKind::OutsidePartition,
                 reason: reason.to_string(),
+                row: None,
+                version: None,
             });
         }
     }
@@ -380,6 +387,37 @@ impl Work<'_, '_> {
             }
         }
         Ok(out)
+    }
+
+    /// Fills in the server's state of a refused row, if the client may see
+    /// it, so the client can take it instead of its refused change.
+    fn visible_row(&self, client: &mut Client<'_>, rejection: &mut Rejection) -> Result<()> {
+        let Some(t) = self.scope.schema.tables.iter().position(|t| t.name == rejection.table) else { return Ok(()) };
+        let table = self.scope.table(t);
+        let mut args: Vec<DatumWithOid<'_>> = Vec::new();
+        for (column, value) in table.key_columns().iter().zip(&rejection.key) {
+            match json_to_pg_text(column.ty, value) {
+                Ok(Some(text)) => args.push(text.into()),
+                _ => return Ok(()),
+            }
+        }
+        let (query, names) = sql::visible_row(self.scope, t);
+        for name in &names {
+            args.push(self.bound.get(name).cloned().unwrap_or_default().into());
+        }
+        let found = spi::query(client, &query, &args, |row| {
+            let version = spi::text(row, 1)?;
+            let mut object = Map::new();
+            for (c, column) in table.columns.iter().enumerate() {
+                object.insert(column.name.clone(), pg_text_to_json(column.ty, spi::text(row, c + 2)?.as_deref()));
+            }
+            Ok((version, object))
+        })?;
+        if let Some((version, object)) = found.into_iter().next() {
+            rejection.version = version;
+            rejection.row = Some(object);
+        }
+        Ok(())
     }
 
     /// The server's current rows for the given idx.

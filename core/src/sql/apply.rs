@@ -141,6 +141,33 @@ pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     )
 }
 
+/// A row by key (`$1..` as text, cast to the key types) if it is in the
+/// client's partition: version, then every synced column as text. The filter
+/// parameters follow the key, in the order of the returned names.
+pub fn visible_row(scope: &Scope<'_>, t: usize) -> (String, Vec<String>) {
+    let table = scope.table(t);
+    let keys = table.key_columns();
+    let mut slots = ParamSlots::new(keys.len() + 1);
+    let mut conditions: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("r.{} = ${}::text::{}", quote_ident(&c.name), i + 1, c.pg_type))
+        .collect();
+    if let Some(filter) = row_filter(scope, t, "r", &mut slots) {
+        conditions.push(filter);
+    }
+    let columns: Vec<String> = table.columns.iter().map(|c| format!("r.{}::text", quote_ident(&c.name))).collect();
+    let sql = format!(
+        "SELECT tr.tandem_version::text, {} FROM {} r LEFT JOIN {} tr ON {} WHERE {}",
+        columns.join(", "),
+        table.table_name().quoted(),
+        scope.track(t),
+        crate::sql::columns_equal("tr", &table.primary_key, "r", &table.primary_key),
+        conditions.join(" AND ")
+    );
+    (sql, slots.names().to_vec())
+}
+
 /// Tombstone versions for staged rows `$1` (idx int4[]) the server deleted.
 pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     format!(

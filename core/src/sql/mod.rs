@@ -6,8 +6,10 @@
 //! - [`partition`]: which client partition a row belongs to (filters);
 //! - [`pull`]: the server's change selection, in batches;
 //! - [`apply`]: the server's set-based apply of an upload;
+//! - [`local`]: the SQLite side's tables, triggers and statements;
 
 pub mod apply;
+pub mod local;
 pub mod partition;
 pub mod pull;
 pub mod tracking;

@@ -1,0 +1,169 @@
+//! `tandem sql`, `tandem sync` and `tandem rekey`: work on a local file.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use tandem_local::{Store, SyncOptions, SyncReport};
+
+use crate::error::CliError;
+
+/// The local file and its key, shared by the commands that open one.
+#[derive(clap::Args, Clone)]
+pub struct LocalFile {
+    /// The local SQLite file (created if missing).
+    #[arg(long = "local", value_name = "FILE")]
+    pub path: PathBuf,
+    /// Encryption key of the file (SQLCipher).
+    #[arg(long, env = "TANDEM_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+}
+
+impl LocalFile {
+    pub fn open(&self) -> Result<Store, CliError> {
+        Ok(Store::open_with_key(&self.path, self.key.as_deref())?)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    file: LocalFile,
+    /// One SQL statement; the sync_* functions are available.
+    sql: String,
+    /// Print each row as a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn sql(args: &SqlArgs) -> Result<(), CliError> {
+    let store = args.file.open()?;
+    let conn = store.connection();
+    let mut statement = conn.prepare(&args.sql).map_err(|e| CliError::Invalid(format!("SQL: {e}")))?;
+    let columns = statement.column_count();
+    let mut rows = statement.query([]).map_err(|e| CliError::Invalid(format!("SQL: {e}")))?;
+    while let Some(row) = rows.next().map_err(|e| CliError::Invalid(format!("SQL: {e}")))? {
+        let cells: Vec<Value> = (0..columns)
+            .map(|i| match row.get_ref(i) {
+                Ok(rusqlite::types::ValueRef::Null) | Err(_) => Value::Null,
+                Ok(rusqlite::types::ValueRef::Integer(n)) => Value::from(n),
+                Ok(rusqlite::types::ValueRef::Real(f)) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+                Ok(rusqlite::types::ValueRef::Text(t)) => Value::String(String::from_utf8_lossy(t).into_owned()),
+                Ok(rusqlite::types::ValueRef::Blob(b)) => Value::String(format!("x'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>())),
+            })
+            .collect();
+        if args.json {
+            println!("{}", Value::Array(cells));
+        } else {
+            let shown: Vec<String> = cells
+                .iter()
+                .map(|c| match c {
+                    Value::Null => "NULL".to_string(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            println!("{}", shown.join(" | "));
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    file: LocalFile,
+    /// The server: postgres://user@host:port/database
+    #[arg(long)]
+    remote: String,
+    /// The scope to sync.
+    #[arg(long)]
+    scope: String,
+    /// Conflict policy the server applies: server_wins, client_wins, or schema.function.
+    #[arg(long)]
+    policy: Option<String>,
+    /// A filter parameter, name=value (a number, true/false, a JSON list, or text); repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Rows per batch.
+    #[arg(long)]
+    max_rows: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tenant=3` -> ("tenant", 3); `region=eu` -> ("region", "eu").
+pub fn parse_param(text: &str) -> Result<(String, Value), CliError> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| CliError::Invalid(format!("--param {text}: write it as name=value")))?;
+    let value = serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    Ok((name.to_string(), value))
+}
+
+pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
+    let store = args.file.open()?;
+    let params = if args.params.is_empty() {
+        None
+    } else {
+        Some(args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?)
+    };
+    let options = SyncOptions { params, policy: args.policy.clone(), max_rows: args.max_rows };
+    let report = store.sync(&args.remote, &args.scope, &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+pub fn print_report(report: &SyncReport) {
+    println!(
+        "synced scope {}: {} change(s) up, {} down, {} conflict(s), {} refused{}",
+        report.scope,
+        report.pushed,
+        report.pulled,
+        report.conflicts.len(),
+        report.rejected.len(),
+        if report.provisioned { format!(", schema v{} provisioned", report.schema_version) } else { String::new() }
+    );
+    for c in &report.conflicts {
+        println!("  conflict {} {}: {} -> {}", c.table, Value::Array(c.key.clone()), c.kind.as_str(), c.decision.as_str());
+    }
+    for r in &report.rejected {
+        println!("  refused {} {}: {} (kept in tandem_rejected)", r.table, Value::Array(r.key.clone()), r.reason);
+    }
+    if report.kept_local > 0 {
+        println!("  {} server change(s) wait behind unsent local changes", report.kept_local);
+    }
+}
+
+#[derive(clap::Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    file: LocalFile,
+    /// The new key.
+    #[arg(long = "new-key", env = "TANDEM_NEW_KEY", hide_env_values = true)]
+    new_key: String,
+}
+
+pub fn rekey(args: &RekeyArgs) -> Result<(), CliError> {
+    let store = args.file.open()?;
+    store.rekey(&args.new_key)?;
+    println!("{} re-encrypted", args.file.path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_typed_when_they_look_typed() {
+        assert_eq!(parse_param("tenant=3").unwrap(), ("tenant".into(), Value::from(3)));
+        assert_eq!(parse_param("t=[1,2]").unwrap().1, serde_json::json!([1, 2]));
+        assert_eq!(parse_param("region=eu-west").unwrap().1, Value::from("eu-west"));
+        assert!(parse_param("tenant").is_err());
+    }
+}

@@ -1,0 +1,308 @@
+//! The SQLite side's SQL: user tables created from the server's schema, and
+//! change tracking that is plain SQL (no registered function), so a write by
+//! any SQLite program, even one that never loaded Tandem, is tracked.
+//!
+//! Per synced table (local id `n`):
+//! - `tandem_log_n(seq, <key>)`: one entry per local change of a key; `seq`
+//!   (AUTOINCREMENT, never reused) is the change counter sent as `seq`;
+//! - `tandem_base_n(<key>, version)`: the server version each row is based on,
+//!   written only by sync;
+//! - triggers append to the log unless `tandem_applying` has a row, which
+//!   sync sets inside its own transactions while it writes server changes.
+
+use crate::ident::{quote_ident, TableName};
+use crate::schema::TableSchema;
+use crate::sql::{column_list, Dialect};
+
+fn name(prefix: &str, id: i64) -> String {
+    quote_ident(&format!("{prefix}_{id}"))
+}
+
+pub fn log_table(id: i64) -> String {
+    name("tandem_log", id)
+}
+
+pub fn base_table(id: i64) -> String {
+    name("tandem_base", id)
+}
+
+/// The user table, quoted, by its local name.
+pub fn user_table(table: &TableSchema) -> String {
+    quote_ident(&table.table_name().local_name())
+}
+
+/// Tandem's own tables in a local file.
+pub const METADATA: &str = "
+CREATE TABLE IF NOT EXISTS tandem_scopes (
+    scope TEXT PRIMARY KEY,
+    schema TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    params TEXT,
+    watermark TEXT,
+    last_sync TEXT
+);
+CREATE TABLE IF NOT EXISTS tandem_tables (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    acked_seq INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (scope, name)
+);
+CREATE TABLE IF NOT EXISTS tandem_applying (flag INTEGER);
+CREATE TABLE IF NOT EXISTS tandem_conflicts (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    server_row TEXT,
+    client_row TEXT,
+    row TEXT,
+    reason TEXT,
+    client_id TEXT,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS tandem_rejected (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    row TEXT,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+";
+
+/// `CREATE TABLE` for a table of the server's schema, with SQLite storage
+/// types that keep every value exact (see `types::LogicalType::sqlite_decl`).
+pub fn create_table(table: &TableSchema) -> String {
+    let mut columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let null = if c.nullable { "" } else { " NOT NULL" };
+            format!("{} {}{null}", quote_ident(&c.name), c.ty.sqlite_decl())
+        })
+        .collect();
+    columns.push(format!("PRIMARY KEY ({})", column_list(None, &table.primary_key)));
+    format!("CREATE TABLE IF NOT EXISTS {} ({})", user_table(table), columns.join(", "))
+}
+
+/// Adds a column the server's schema gained (nullable: rows that exist get
+/// their values from the server's next changes).
+pub fn add_column(table: &TableSchema, column: usize) -> String {
+    let c = &table.columns[column];
+    format!("ALTER TABLE {} ADD COLUMN {} {}", user_table(table), quote_ident(&c.name), c.ty.sqlite_decl())
+}
+
+/// Log and base tables of table `id`.
+pub fn create_tracking(table: &TableSchema, id: i64) -> Vec<String> {
+    let key_defs: Vec<String> =
+        table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
+    let keys = column_list(None, &table.primary_key);
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (seq INTEGER PRIMARY KEY AUTOINCREMENT, {})",
+            log_table(id),
+            key_defs.join(", ")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} ({}, version TEXT NOT NULL, PRIMARY KEY ({keys})) WITHOUT ROWID",
+            base_table(id),
+            key_defs.join(", ")
+        ),
+    ]
+}
+
+fn trigger(id: i64, event: &str) -> String {
+    quote_ident(&format!("tandem_{id}_{event}"))
+}
+
+/// The tracking triggers, replaced whole on every provisioning.
+pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
+    let t = user_table(table);
+    let log = log_table(id);
+    let keys = column_list(None, &table.primary_key);
+    let of = |row: &str| -> String {
+        table.primary_key.iter().map(|k| format!("{row}.{}", quote_ident(k))).collect::<Vec<_>>().join(", ")
+    };
+    let key_changed = table
+        .primary_key
+        .iter()
+        .map(|k| format!("OLD.{0} IS NOT NEW.{0}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let when = "WHEN NOT EXISTS (SELECT 1 FROM tandem_applying)";
+    let mut out: Vec<String> = ["insert", "update", "delete"].iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", trigger(id, e))).collect();
+    out.push(format!(
+        "CREATE TRIGGER {} AFTER INSERT ON {t} {when} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
+        trigger(id, "insert"),
+        of("NEW")
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {} AFTER UPDATE ON {t} {when} BEGIN \
+         INSERT INTO {log} ({keys}) SELECT {} WHERE {key_changed}; \
+         INSERT INTO {log} ({keys}) VALUES ({}); END",
+        trigger(id, "update"),
+        of("OLD"),
+        of("NEW")
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {} AFTER DELETE ON {t} {when} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
+        trigger(id, "delete"),
+        of("OLD")
+    ));
+    out
+}
+
+/// Drops triggers and tracking of table `id`; the user table stays.
+pub fn drop_tracking(table: &TableName, id: i64) -> Vec<String> {
+    let _ = table;
+    let mut out: Vec<String> = ["insert", "update", "delete"].iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", trigger(id, e))).collect();
+    out.push(format!("DROP TABLE IF EXISTS {}", log_table(id)));
+    out.push(format!("DROP TABLE IF EXISTS {}", base_table(id)));
+    out
+}
+
+/// Keys with local changes after `?1`, each with its latest counter, oldest
+/// first, at most `?2`: the key columns, then `seq`.
+pub fn pending_keys(table: &TableSchema, id: i64) -> String {
+    let keys = column_list(None, &table.primary_key);
+    format!("SELECT {keys}, max(seq) FROM {} WHERE seq > ?1 GROUP BY {keys} ORDER BY max(seq) LIMIT ?2", log_table(id))
+}
+
+/// Whether a key has a local change after `?1` (key values from `?2`).
+pub fn has_pending(table: &TableSchema, id: i64) -> String {
+    format!("SELECT 1 FROM {} WHERE seq > ?1 AND {} LIMIT 1", log_table(id), key_match(table, 2))
+}
+
+/// Every key with a change after `?1`.
+pub fn all_pending(table: &TableSchema, id: i64) -> String {
+    format!("SELECT DISTINCT {} FROM {} WHERE seq > ?1", column_list(None, &table.primary_key), log_table(id))
+}
+
+/// `"k1" = ?n AND "k2" = ?n+1`.
+fn key_match(table: &TableSchema, first: usize) -> String {
+    table
+        .primary_key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{} = {}", quote_ident(k), Dialect::Sqlite.param(first + i)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// A row by key (`?1..`): every synced column.
+pub fn read_row(table: &TableSchema) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE {}",
+        column_list(None, &table.column_names()),
+        user_table(table),
+        key_match(table, 1)
+    )
+}
+
+/// A row's server version by key (`?1..`).
+pub fn read_base(table: &TableSchema, id: i64) -> String {
+    format!("SELECT version FROM {} WHERE {}", base_table(id), key_match(table, 1))
+}
+
+/// Records a row's server version: key in `?1..`, version last.
+pub fn write_base(table: &TableSchema, id: i64) -> String {
+    let keys = column_list(None, &table.primary_key);
+    let n = table.primary_key.len();
+    let params: Vec<String> = (1..=n + 1).map(|i| Dialect::Sqlite.param(i)).collect();
+    format!(
+        "INSERT INTO {} ({keys}, version) VALUES ({}) ON CONFLICT ({keys}) DO UPDATE SET version = excluded.version",
+        base_table(id),
+        params.join(", ")
+    )
+}
+
+pub fn delete_base(table: &TableSchema, id: i64) -> String {
+    format!("DELETE FROM {} WHERE {}", base_table(id), key_match(table, 1))
+}
+
+/// Drops log entries of one key (`?1..`): a change set aside as rejected.
+pub fn forget_key(table: &TableSchema, id: i64) -> String {
+    format!("DELETE FROM {} WHERE {}", log_table(id), key_match(table, 1))
+}
+
+/// Drops acknowledged log entries (`seq <= ?1`).
+pub fn prune_log(id: i64) -> String {
+    format!("DELETE FROM {} WHERE seq <= ?1", log_table(id))
+}
+
+/// Keys of `child` rows whose `on` columns equal `?1..` (the parent's key in
+/// the order of `parent_key`): the rows a `via` filter ties to that parent.
+pub fn children(child: &TableSchema, on: &[(String, String)], parent_key: &[String]) -> String {
+    let conditions: Vec<String> = parent_key
+        .iter()
+        .enumerate()
+        .filter_map(|(i, pk)| {
+            on.iter()
+                .find(|(_, p)| p == pk)
+                .map(|(c, _)| format!("{} = {}", quote_ident(c), Dialect::Sqlite.param(i + 1)))
+        })
+        .collect();
+    format!(
+        "SELECT {} FROM {} WHERE {}",
+        column_list(None, &child.primary_key),
+        user_table(child),
+        conditions.join(" AND ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Column;
+    use crate::setup::Direction;
+    use crate::types::LogicalType;
+
+    fn items() -> TableSchema {
+        let col = |n: &str, ty, nullable| Column { name: n.into(), ty, pg_type: String::new(), nullable };
+        TableSchema {
+            name: "sales.\"Order Items\"".into(),
+            columns: vec![
+                col("order_id", LogicalType::Int8, false),
+                col("line", LogicalType::Int4, false),
+                col("price", LogicalType::Numeric, true),
+                col("photo", LogicalType::Bytea, true),
+            ],
+            primary_key: vec!["order_id".into(), "line".into()],
+            filter: None,
+            direction: Direction::Bidirectional,
+        }
+    }
+
+    #[test]
+    fn local_tables_keep_values_exact() {
+        assert_eq!(
+            create_table(&items()),
+            "CREATE TABLE IF NOT EXISTS \"sales.Order Items\" (\"order_id\" INTEGER NOT NULL, \"line\" INTEGER NOT NULL, \
+             \"price\" TEXT, \"photo\" BLOB, PRIMARY KEY (\"order_id\", \"line\"))"
+        );
+    }
+
+    #[test]
+    fn triggers_log_keys_in_plain_sql() {
+        let statements = triggers(&items(), 3);
+        let update = &statements[4];
+        assert!(update.contains("WHEN NOT EXISTS (SELECT 1 FROM tandem_applying)"), "{update}");
+        assert!(update.contains("SELECT OLD.\"order_id\", OLD.\"line\" WHERE OLD.\"order_id\" IS NOT NEW.\"order_id\" OR OLD.\"line\" IS NOT NEW.\"line\""), "{update}");
+        assert!(!update.contains("sync_"), "no registered function in a trigger");
+    }
+
+    #[test]
+    fn statements_bind_keys_in_order() {
+        assert_eq!(
+            write_base(&items(), 3),
+            "INSERT INTO \"tandem_base_3\" (\"order_id\", \"line\", version) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (\"order_id\", \"line\") DO UPDATE SET version = excluded.version"
+        );
+        assert!(read_row(&items()).ends_with("WHERE \"order_id\" = ?1 AND \"line\" = ?2"));
+    }
+}

@@ -1,0 +1,152 @@
+//! `sync_run`: one full round with the server. Provision from the server's
+//! schema when the scope is new (or its schema changed), push local changes
+//! in batches and record each answer, then pull server changes in batches,
+//! each stored with its watermark in one transaction. Stopping anywhere (a
+//! crash, a dropped connection) and running again converges: nothing is
+//! lost and nothing applied twice.
+
+use std::time::Instant;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tandem_core::apply_result::ConflictReport;
+use tandem_core::changeset::Changeset;
+use tandem_core::options::{check_params, ApplyOptions, Params, Policy, SelectOptions, DEFAULT_MAX_ROWS};
+use tandem_core::Rejection;
+
+use crate::apply;
+use crate::changes;
+use crate::error::{LocalError, RemoteError, Result};
+use crate::meta;
+use crate::provision;
+use crate::record;
+use crate::remote::Remote;
+
+/// Options of `sync_run` (unknown keys are an error).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncOptions {
+    /// Filter parameters, bound to this file on its first sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Params>,
+    /// Conflict policy the server applies to this file's uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Rows per batch, both ways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+}
+
+impl SyncOptions {
+    pub fn parse(value: Option<&Value>) -> Result<Self> {
+        let options: SyncOptions = match value {
+            None | Some(Value::Null) => SyncOptions::default(),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| tandem_core::Error::InvalidOptions(e.to_string()))?,
+        };
+        if let Some(params) = &options.params {
+            check_params(params)?;
+        }
+        Policy::parse(options.policy.as_deref())?;
+        if options.max_rows == Some(0) {
+            return Err(tandem_core::Error::InvalidOptions("max_rows must be at least 1".into()).into());
+        }
+        Ok(options)
+    }
+}
+
+/// What a round did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub scope: String,
+    pub client_id: String,
+    /// The file's tables were created or changed from the server's schema.
+    pub provisioned: bool,
+    pub schema_version: i64,
+    /// Local changes the server wrote as sent.
+    pub pushed: u64,
+    pub conflicts: Vec<ConflictReport>,
+    /// Local changes the server refused, now in `tandem_rejected`.
+    pub rejected: Vec<Rejection>,
+    /// Server changes written locally.
+    pub pulled: u64,
+    /// Server changes not written because the row has an unsent change.
+    pub kept_local: u64,
+    pub watermark: Option<String>,
+    pub took_ms: u64,
+}
+
+/// How many times one round retries after refused rows were set aside.
+const PUSH_ROUNDS: usize = 1000;
+
+pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
+    let started = Instant::now();
+    let mut report = SyncReport { scope: scope.to_string(), ..SyncReport::default() };
+    meta::ensure(conn)?;
+
+    let server_schema = remote.schema(scope)?;
+    let local = meta::load(conn, scope)?;
+    if local.as_ref().map(|s| &s.schema) != Some(&server_schema) {
+        provision::provision(conn, scope, &server_schema)?;
+        report.provisioned = true;
+    }
+    let state = meta::require(conn, scope)?;
+    report.client_id = state.client_id.clone();
+    report.schema_version = state.schema.version;
+    let params = match (&options.params, &state.params) {
+        (Some(given), Some(bound)) if given != bound => {
+            return Err(LocalError::Invalid(format!(
+                "this file syncs scope \"{scope}\" with parameters {}; it cannot switch to {}: use another file",
+                Value::Object(bound.clone().into_iter().collect()),
+                Value::Object(given.clone().into_iter().collect()),
+            )))
+        }
+        (Some(given), None) => {
+            meta::set_params(conn, scope, given)?;
+            given.clone()
+        }
+        (_, Some(bound)) => bound.clone(),
+        (None, None) => Params::new(),
+    };
+    let max_rows = options.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
+
+    // Push.
+    let apply_options = ApplyOptions { client_id: Some(state.client_id.clone()), params: Some(params.clone()), policy: options.policy.clone() };
+    for _ in 0..PUSH_ROUNDS {
+        let state = meta::require(conn, scope)?;
+        let batch = changes::select(conn, &state, max_rows)?;
+        if batch.is_empty() {
+            break;
+        }
+        let text = serde_json::to_string(&batch.changeset).map_err(|e| LocalError::Invalid(e.to_string()))?;
+        match remote.apply_changes(scope, &text, &apply_options) {
+            Ok(result) => {
+                record::upload(conn, &state, &batch, &result)?;
+                report.pushed += result.applied;
+                report.conflicts.extend(result.conflicts);
+            }
+            Err(RemoteError::Rejected(rejections)) => {
+                record::set_aside(conn, &state, &rejections)?;
+                report.rejected.extend(rejections);
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+
+    // Pull.
+    let select_options = SelectOptions { client_id: Some(state.client_id.clone()), params: Some(params), max_rows: Some(max_rows) };
+    loop {
+        let state = meta::require(conn, scope)?;
+        let text = remote.select_changes(scope, state.watermark.as_deref(), &select_options)?;
+        let changeset = Changeset::parse(&text)?;
+        let applied = apply::apply(conn, &state, &changeset)?;
+        report.pulled += applied.applied;
+        report.kept_local += applied.skipped.len() as u64;
+        report.watermark = changeset.watermark.clone();
+        if !changeset.has_more {
+            break;
+        }
+    }
+    report.took_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}

@@ -1,0 +1,67 @@
+//! Errors of the local side, each saying what to do next.
+
+use tandem_core::Rejection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Core(#[from] tandem_core::Error),
+
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
+    #[error("cannot open {path}: wrong key, or not a SQLite file (pass the key it was created with)")]
+    WrongKey { path: String },
+
+    #[error("cannot open {path}: {reason}")]
+    Open { path: String, reason: String },
+
+    #[error("scope \"{0}\" is not provisioned in this file: run sync_run (or sync_provision with the server's schema) first")]
+    NotProvisioned(String),
+
+    #[error("table {table} is already synced by scope \"{other}\"; a table belongs to one scope")]
+    TableInOtherScope { table: String, other: String },
+
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What went wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("cannot reach the server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+
+    #[error("the tandem extension is not installed in the server's database at {url}: run CREATE EXTENSION tandem there (make install puts it on the server)")]
+    ExtensionMissing { url: String },
+
+    #[error("the server has no scope \"{0}\": create it there with sync_provision")]
+    UnknownScope(String),
+
+    /// Rows the server refused; nothing of the changeset was applied.
+    #[error("the server refused {} row(s)", .0.len())]
+    Rejected(Vec<Rejection>),
+
+    #[error("the server says: {message} (SQLSTATE {sqlstate})")]
+    Server { sqlstate: String, message: String },
+
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl RemoteError {
+    /// True when the same request may succeed if sent again (connection lost,
+    /// serialization failure).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Unreachable { .. } => true,
+            RemoteError::Server { sqlstate, .. } => sqlstate.starts_with("40") || sqlstate.starts_with("08"),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = LocalError> = std::result::Result<T, E>;

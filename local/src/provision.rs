@@ -1,0 +1,113 @@
+//! Local `sync_provision`: creates the tables of a server schema with
+//! tracking, and follows the server's schema when it changes (tables added
+//! or removed, columns added) without downloading anything again.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tandem_core::schema::Schema;
+use tandem_core::setup::check_scope_name;
+use tandem_core::sql::local;
+use tandem_core::ident::quote_ident;
+
+use crate::error::{LocalError, Result};
+use crate::meta;
+use crate::tx::atomically;
+
+pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Schema> {
+    check_scope_name(scope)?;
+    if schema.scope != scope {
+        return Err(tandem_core::Error::ScopeMismatch { expected: scope.to_string(), found: schema.scope.clone() }.into());
+    }
+    meta::ensure(conn)?;
+    atomically(conn, |conn| {
+        let old = meta::load(conn, scope)?;
+        if let Some(old) = &old {
+            for (table, state) in old.schema.tables.iter().zip(&old.tables) {
+                if !schema.tables.iter().any(|t| t.name == table.name) {
+                    for statement in local::drop_tracking(&table.table_name(), state.id) {
+                        conn.execute(&statement, [])?;
+                    }
+                    conn.execute("DELETE FROM tandem_tables WHERE id = ?1", [state.id])?;
+                }
+            }
+        }
+        for table in &schema.tables {
+            let local_name = table.table_name().local_name();
+            let other: Option<String> = conn
+                .query_row("SELECT scope FROM tandem_tables WHERE name = ?1 AND scope <> ?2", params![table.name, scope], |r| r.get(0))
+                .optional()?;
+            if let Some(other) = other {
+                return Err(LocalError::TableInOtherScope { table: table.name.clone(), other });
+            }
+            let existed: bool = conn.query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [&local_name],
+                |r| r.get(0),
+            )?;
+            conn.execute(&local::create_table(table), [])?;
+            if existed {
+                let present: Vec<String> = conn
+                    .prepare(&format!("SELECT name FROM pragma_table_info({})", tandem_core::ident::quote_literal(&local_name)))?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for (i, column) in table.columns.iter().enumerate() {
+                    if !present.contains(&column.name) {
+                        conn.execute(&local::add_column(table, i), [])?;
+                    }
+                }
+            }
+            let known: Option<i64> = conn
+                .query_row("SELECT id FROM tandem_tables WHERE scope = ?1 AND name = ?2", params![scope, table.name], |r| r.get(0))
+                .optional()?;
+            let id = match known {
+                Some(id) => id,
+                None => {
+                    conn.execute("INSERT INTO tandem_tables (scope, name) VALUES (?1, ?2)", params![scope, table.name])?;
+                    conn.last_insert_rowid()
+                }
+            };
+            for statement in local::create_tracking(table, id) {
+                conn.execute(&statement, [])?;
+            }
+            for statement in local::triggers(table, id) {
+                conn.execute(&statement, [])?;
+            }
+            if existed && known.is_none() {
+                // Rows the file held before it synced this table are local
+                // changes: they go up on the first sync.
+                let keys = tandem_core::sql::column_list(None, &table.primary_key);
+                conn.execute(
+                    &format!("INSERT INTO {} ({keys}) SELECT {keys} FROM {}", local::log_table(id), quote_ident(&local_name)),
+                    [],
+                )?;
+            }
+        }
+        let text = serde_json::to_string(schema).map_err(|e| LocalError::Invalid(e.to_string()))?;
+        match &old {
+            Some(_) => {
+                conn.execute("UPDATE tandem_scopes SET schema = ?2 WHERE scope = ?1", params![scope, text])?;
+            }
+            None => {
+                conn.execute(
+                    "INSERT INTO tandem_scopes (scope, schema, client_id) VALUES (?1, ?2, ?3)",
+                    params![scope, text, meta::new_client_id()?],
+                )?;
+            }
+        }
+        Ok(schema.clone())
+    })
+}
+
+/// Drops the scope's triggers and tracking; tables and rows stay.
+pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
+    let state = meta::require(conn, scope)?;
+    atomically(conn, |conn| {
+        for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+            for statement in local::drop_tracking(&table.table_name(), t.id) {
+                conn.execute(&statement, [])?;
+            }
+        }
+        conn.execute("DELETE FROM tandem_tables WHERE scope = ?1", [scope])?;
+        conn.execute("DELETE FROM tandem_scopes WHERE scope = ?1", [scope])?;
+        Ok(())
+    })
+}

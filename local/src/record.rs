@@ -1,0 +1,183 @@
+//! Recording the server's answer to an upload, in one transaction: new base
+//! versions, the outcome of conflicts, acknowledged change counters; and
+//! setting aside rows the server refused, so one bad row never blocks a
+//! device.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, params_from_iter, Connection};
+use serde_json::{Map, Value};
+use tandem_core::apply_result::ApplyResult;
+use tandem_core::changeset::Op;
+use tandem_core::conflict::Decision;
+use tandem_core::sql::local;
+use tandem_core::Rejection;
+
+use crate::changes::Batch;
+use crate::error::Result;
+use crate::meta::{self, ScopeState};
+use crate::rows;
+use crate::tx::applying;
+
+/// What recording did, for the sync report.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Recorded {
+    pub applied: u64,
+    pub conflicts: u64,
+    /// Server rows taken over local ones (conflicts lost, re-uploads).
+    pub taken: u64,
+}
+
+/// Takes the server's state of a row: write it, or delete it when `row` is
+/// `None`, and record its version.
+fn take(conn: &Connection, state: &ScopeState, t: usize, key: &[Value], row: Option<&Map<String, Value>>, version: Option<&str>) -> Result<()> {
+    let table = &state.schema.tables[t];
+    let id = state.tables[t].id;
+    match row {
+        Some(row) => {
+            rows::write_object(conn, table, row)?;
+            match version {
+                Some(version) => rows::write_base(conn, table, id, key, version)?,
+                None => rows::delete_base(conn, table, id, key)?,
+            }
+        }
+        None => {
+            rows::delete_with_children(conn, state, t, key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records the server's result for `batch`.
+pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &ApplyResult) -> Result<Recorded> {
+    applying(conn, |conn| {
+        let mut recorded = Recorded::default();
+        // Local changes made after the batch was read are not overwritten.
+        let mut newer: HashMap<usize, std::collections::HashSet<String>> = HashMap::new();
+        for (name, top) in &batch.positions {
+            let t = state.table_index(name)?;
+            newer.insert(t, rows::pending(conn, &state.schema.tables[t], state.tables[t].id, *top)?);
+        }
+        let is_newer = |t: usize, key: &[Value]| newer.get(&t).is_some_and(|set| set.contains(&rows::key_text(key)));
+        let mut ops: HashMap<(String, String), Op> = HashMap::new();
+        for table in &batch.changeset.tables {
+            let t = state.table_index(&table.name)?;
+            let key_positions = state.schema.tables[t].key_indexes();
+            for row in &table.rows {
+                let key = match (&row.key, &row.values) {
+                    (Some(key), _) => key.clone(),
+                    (None, Some(values)) => key_positions.iter().map(|&i| values[i].clone()).collect(),
+                    _ => continue,
+                };
+                ops.insert((state.schema.tables[t].name.clone(), rows::key_text(&key)), row.op);
+            }
+        }
+        for applied in &result.versions {
+            let t = state.table_index(&applied.table)?;
+            let table = &state.schema.tables[t];
+            match ops.get(&(table.name.clone(), rows::key_text(&applied.key))) {
+                Some(Op::Delete) => rows::delete_base(conn, table, state.tables[t].id, &applied.key)?,
+                _ => rows::write_base(conn, table, state.tables[t].id, &applied.key, &applied.version)?,
+            }
+            recorded.applied += 1;
+        }
+        for conflict in &result.conflicts {
+            let t = state.table_index(&conflict.table)?;
+            recorded.conflicts += 1;
+            conn.execute(
+                "INSERT INTO tandem_conflicts (scope, table_name, key, kind, decision, server_row, client_row, row, reason, client_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    state.scope,
+                    conflict.table,
+                    Value::Array(conflict.key.clone()).to_string(),
+                    conflict.kind.as_str(),
+                    conflict.decision.as_str(),
+                    conflict.server_row.as_ref().map(|r| Value::Object(r.clone()).to_string()),
+                    conflict.client_row.as_ref().map(|r| Value::Object(r.clone()).to_string()),
+                    conflict.row.as_ref().map(|r| Value::Object(r.clone()).to_string()),
+                    conflict.reason,
+                    state.client_id,
+                ],
+            )?;
+            if conflict.decision == Decision::ClientWins {
+                // The server took this file's row: it is the new base.
+                let table = &state.schema.tables[t];
+                match &conflict.version {
+                    Some(version) if conflict.row.is_some() => rows::write_base(conn, table, state.tables[t].id, &conflict.key, version)?,
+                    _ => rows::delete_base(conn, table, state.tables[t].id, &conflict.key)?,
+                }
+            } else if !is_newer(t, &conflict.key) {
+                take(conn, state, t, &conflict.key, conflict.row.as_ref(), conflict.version.as_deref())?;
+                recorded.taken += 1;
+            }
+        }
+        for current in &result.current {
+            let t = state.table_index(&current.table)?;
+            if !is_newer(t, &current.key) {
+                take(conn, state, t, &current.key, current.row.as_ref(), current.version.as_deref())?;
+                recorded.taken += 1;
+            }
+        }
+        for (name, top) in &batch.positions {
+            let t = state.table_index(name)?;
+            meta::set_acked(conn, state.tables[t].id, *top)?;
+            conn.prepare_cached(&local::prune_log(state.tables[t].id))?.execute([top])?;
+        }
+        Ok(recorded)
+    })
+}
+
+/// Moves refused changes into `tandem_rejected` (with the local row as it
+/// was), forgets them, and takes the server's state of those rows.
+pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]) -> Result<()> {
+    applying(conn, |conn| {
+        for rejection in rejections {
+            let t = state.table_index(&rejection.table)?;
+            let table = &state.schema.tables[t];
+            let key_ok = rows::key_params(table, &rejection.key).is_ok();
+            let local_row = if key_ok { rows::read_object(conn, table, &rejection.key)? } else { None };
+            conn.execute(
+                "INSERT INTO tandem_rejected (scope, table_name, key, row, kind, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    state.scope,
+                    rejection.table,
+                    Value::Array(rejection.key.clone()).to_string(),
+                    local_row.map(|r| Value::Object(r).to_string()),
+                    serde_json::to_value(rejection.kind).ok().and_then(|k| k.as_str().map(str::to_string)),
+                    rejection.reason,
+                ],
+            )?;
+            if key_ok {
+                conn.prepare_cached(&local::forget_key(table, state.tables[t].id))?
+                    .execute(params_from_iter(rows::key_params(table, &rejection.key)?))?;
+                take(conn, state, t, &rejection.key, rejection.row.as_ref(), rejection.version.as_deref())?;
+            } else {
+                // A key the server cannot even read: no row of the server can
+                // be it. Drop the local changes of that key by its stored form.
+                forget_unreadable_key(conn, state, t, &rejection.key)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Removes the log entries and the row of a key whose values do not fit the
+/// key's types (written by another program straight into SQLite).
+fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<()> {
+    let table = &state.schema.tables[t];
+    let raw: Vec<rusqlite::types::Value> = key
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => rusqlite::types::Value::Text(s.clone()),
+            Value::Number(n) if n.is_i64() => rusqlite::types::Value::Integer(n.as_i64().unwrap_or_default()),
+            Value::Number(n) => rusqlite::types::Value::Real(n.as_f64().unwrap_or_default()),
+            Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
+            _ => rusqlite::types::Value::Null,
+        })
+        .collect();
+    conn.prepare_cached(&local::forget_key(table, state.tables[t].id))?.execute(params_from_iter(raw.clone()))?;
+    conn.prepare_cached(&tandem_core::sql::delete_row(tandem_core::sql::Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
+        .execute(params_from_iter(raw))?;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Reading and writing rows of synced tables by key, with values converted
+//! by `tandem_core::types`.
+
+use std::collections::HashSet;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params_from_iter, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+use tandem_core::schema::TableSchema;
+use tandem_core::setup::Filter;
+use tandem_core::sql::{delete_row, local, upsert_row, Dialect};
+use tandem_core::types::{json_to_local, local_to_json};
+
+use crate::error::{LocalError, Result};
+use crate::meta::ScopeState;
+use crate::values::{from_sql, to_sql};
+
+/// A key as text, to compare keys from the server with keys read locally.
+pub fn key_text(key: &[Value]) -> String {
+    Value::Array(key.to_vec()).to_string()
+}
+
+/// Key values (JSON, primary key order) as SQLite values.
+pub fn key_params(table: &TableSchema, key: &[Value]) -> Result<Vec<SqlValue>> {
+    table
+        .key_columns()
+        .iter()
+        .zip(key)
+        .map(|(column, value)| {
+            json_to_local(column.ty, value)
+                .map(to_sql)
+                .map_err(|reason| LocalError::Invalid(format!("{} key column {}: {reason}", table.name, column.name)))
+        })
+        .collect()
+}
+
+/// Reads the key columns of a result row (first `n` columns) as JSON.
+pub fn read_key(table: &TableSchema, row: &rusqlite::Row<'_>) -> rusqlite::Result<Vec<Value>> {
+    table
+        .key_columns()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| Ok(local_to_json(column.ty, &from_sql(row.get_ref(i)?))))
+        .collect()
+}
+
+/// The current row as JSON values in column order, or `None`.
+pub fn read(conn: &Connection, table: &TableSchema, key: &[Value]) -> Result<Option<Vec<Value>>> {
+    let mut statement = conn.prepare_cached(&local::read_row(table))?;
+    let row = statement
+        .query_row(params_from_iter(key_params(table, key)?), |row| {
+            table
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, column)| Ok(local_to_json(column.ty, &from_sql(row.get_ref(i)?))))
+                .collect::<rusqlite::Result<Vec<Value>>>()
+        })
+        .optional()?;
+    Ok(row)
+}
+
+/// The current row as a JSON object, or `None`.
+pub fn read_object(conn: &Connection, table: &TableSchema, key: &[Value]) -> Result<Option<Map<String, Value>>> {
+    Ok(read(conn, table, key)?.map(|values| table.column_names().into_iter().zip(values).collect()))
+}
+
+pub fn read_base(conn: &Connection, table: &TableSchema, id: i64, key: &[Value]) -> Result<Option<String>> {
+    let mut statement = conn.prepare_cached(&local::read_base(table, id))?;
+    Ok(statement.query_row(params_from_iter(key_params(table, key)?), |r| r.get(0)).optional()?)
+}
+
+pub fn write_base(conn: &Connection, table: &TableSchema, id: i64, key: &[Value], version: &str) -> Result<()> {
+    let mut values = key_params(table, key)?;
+    values.push(SqlValue::Text(version.to_string()));
+    conn.prepare_cached(&local::write_base(table, id))?.execute(params_from_iter(values))?;
+    Ok(())
+}
+
+pub fn delete_base(conn: &Connection, table: &TableSchema, id: i64, key: &[Value]) -> Result<()> {
+    conn.prepare_cached(&local::delete_base(table, id))?.execute(params_from_iter(key_params(table, key)?))?;
+    Ok(())
+}
+
+/// Writes a row given as a JSON object of columns (the server's state of a
+/// row): columns it lacks keep their local value.
+pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String, Value>) -> Result<()> {
+    let mut columns = Vec::new();
+    let mut values = Vec::new();
+    for column in &table.columns {
+        if let Some(value) = object.get(&column.name) {
+            let local = json_to_local(column.ty, value)
+                .map_err(|reason| LocalError::Invalid(format!("{} column {}: {reason}", table.name, column.name)))?;
+            columns.push(column.name.clone());
+            values.push(to_sql(local));
+        }
+    }
+    let statement = upsert_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key, None);
+    conn.prepare_cached(&statement)?.execute(params_from_iter(values))?;
+    Ok(())
+}
+
+/// Keys of a table with local changes after `after`.
+pub fn pending(conn: &Connection, table: &TableSchema, id: i64, after: i64) -> Result<HashSet<String>> {
+    let mut statement = conn.prepare_cached(&local::all_pending(table, id))?;
+    let keys = statement
+        .query_map([after], |row| read_key(table, row))?
+        .map(|k| k.map(|k| key_text(&k)))
+        .collect::<rusqlite::Result<HashSet<String>>>()?;
+    Ok(keys)
+}
+
+/// Deletes a row, and the rows of tables filtered `via` it that hang off
+/// it (a child belongs to whoever holds its parent), except rows with an
+/// unsent local change. Returns how many rows went.
+pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<usize> {
+    let table = &state.schema.tables[t];
+    let id = state.tables[t].id;
+    let removed = conn
+        .prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
+        .execute(params_from_iter(key_params(table, key)?))?;
+    delete_base(conn, table, id, key)?;
+    let mut total = removed;
+    for (c, child) in state.schema.tables.iter().enumerate() {
+        let Some(Filter::Via { parent, on }) = &child.filter else { continue };
+        if *parent != table.name {
+            continue;
+        }
+        let on: Vec<(String, String)> = on.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+        let children: Vec<Vec<Value>> = conn
+            .prepare_cached(&local::children(child, &on, &table.primary_key))?
+            .query_map(params_from_iter(key_params(table, key)?), |row| read_key(child, row))?
+            .collect::<rusqlite::Result<_>>()?;
+        let waiting = pending(conn, child, state.tables[c].id, state.tables[c].acked_seq)?;
+        for child_key in children {
+            if !waiting.contains(&key_text(&child_key)) {
+                total += delete_with_children(conn, state, c, &child_key)?;
+            }
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,47 @@
+//! Local `sync_status` and `sync_cleanup`.
+
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use tandem_core::sql::local;
+
+use crate::error::Result;
+use crate::meta;
+
+/// Tables with their rows and unsent changes, the watermark, identity and
+/// parameters, and counts of logged conflicts and refused changes.
+pub fn status(conn: &Connection, scope: &str) -> Result<Value> {
+    let state = meta::require(conn, scope)?;
+    let mut tables = Vec::new();
+    for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+        let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", local::user_table(table)), [], |r| r.get(0))?;
+        let pending: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM (SELECT DISTINCT {} FROM {} WHERE seq > ?1)", tandem_core::sql::column_list(None, &table.primary_key), local::log_table(t.id)),
+            [t.acked_seq],
+            |r| r.get(0),
+        )?;
+        tables.push(json!({"name": table.name, "local_name": table.table_name().local_name(), "rows": rows, "pending": pending}));
+    }
+    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [scope], |r| r.get(0))?) };
+    let last_sync: Option<String> = conn.query_row("SELECT last_sync FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0))?;
+    Ok(json!({
+        "scope": scope,
+        "client_id": state.client_id,
+        "schema_version": state.schema.version,
+        "params": state.params,
+        "watermark": state.watermark,
+        "last_sync": last_sync,
+        "tables": tables,
+        "conflicts": count("SELECT count(*) FROM tandem_conflicts WHERE scope = ?1")?,
+        "rejected": count("SELECT count(*) FROM tandem_rejected WHERE scope = ?1")?,
+    }))
+}
+
+/// Drops change-log entries the server has acknowledged.
+pub fn cleanup(conn: &Connection, scope: &str) -> Result<Value> {
+    let state = meta::require(conn, scope)?;
+    let mut removed = 0;
+    for t in &state.tables {
+        removed += conn.execute(&local::prune_log(t.id), [t.acked_seq])?;
+    }
+    Ok(json!({"scope": scope, "log_entries_removed": removed}))
+}

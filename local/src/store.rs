@@ -1,0 +1,87 @@
+//! A local SQLite file with the `sync_*` functions registered, optionally
+//! encrypted at rest (SQLCipher).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode};
+
+use crate::agent::{self, SyncOptions, SyncReport};
+use crate::error::{LocalError, Result};
+use crate::remote::{self, Remote};
+use crate::{functions, meta};
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) an unencrypted file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with_key(path, None)
+    }
+
+    /// Opens (or creates) a file encrypted with `key`; a wrong key is an
+    /// error, never a silent empty database.
+    pub fn open_encrypted(path: impl AsRef<Path>, key: &str) -> Result<Store> {
+        Store::open_with_key(path, Some(key))
+    }
+
+    pub fn open_with_key(path: impl AsRef<Path>, key: Option<&str>) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let conn = Connection::open(&path).map_err(|e| LocalError::Open { path: shown.clone(), reason: e.to_string() })?;
+        if let Some(key) = key {
+            if key.is_empty() {
+                return Err(LocalError::Invalid("an empty key would leave the file unencrypted: pass a real key or none".into()));
+            }
+            #[cfg(not(feature = "sqlcipher"))]
+            return Err(LocalError::Invalid("this build has no encryption (build tandem-local with the sqlcipher feature)".into()));
+            #[cfg(feature = "sqlcipher")]
+            conn.pragma_update(None, "key", key)?;
+        }
+        match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::NotADatabase => {
+                return Err(LocalError::WrongKey { path: shown });
+            }
+            Err(e) => return Err(LocalError::Open { path: shown, reason: e.to_string() }),
+        }
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        meta::ensure(&conn)?;
+        functions::register(&conn)?;
+        Ok(Store { conn, path })
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One sync round with the server at `remote_url` (`postgres://...`).
+    pub fn sync(&self, remote_url: &str, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
+        let mut remote = remote::open(remote_url)?;
+        self.sync_with(remote.as_mut(), scope, options)
+    }
+
+    /// One sync round over any transport.
+    pub fn sync_with(&self, remote: &mut dyn Remote, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
+        agent::run(&self.conn, remote, scope, options)
+    }
+
+    /// Re-encrypts the file with a new key.
+    #[cfg(feature = "sqlcipher")]
+    pub fn rekey(&self, new_key: &str) -> Result<()> {
+        if new_key.is_empty() {
+            return Err(LocalError::Invalid("the new key is empty".into()));
+        }
+        self.conn.pragma_update(None, "rekey", new_key)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! rusqlite values to and from `tandem_core::types::LocalValue`, where all
+//! type logic lives.
+
+use rusqlite::types::{Value, ValueRef};
+use tandem_core::types::LocalValue;
+
+pub fn to_sql(value: LocalValue) -> Value {
+    match value {
+        LocalValue::Null => Value::Null,
+        LocalValue::Integer(i) => Value::Integer(i),
+        LocalValue::Real(f) => Value::Real(f),
+        LocalValue::Text(s) => Value::Text(s),
+        LocalValue::Blob(b) => Value::Blob(b),
+    }
+}
+
+pub fn from_sql(value: ValueRef<'_>) -> LocalValue {
+    match value {
+        ValueRef::Null => LocalValue::Null,
+        ValueRef::Integer(i) => LocalValue::Integer(i),
+        ValueRef::Real(f) => LocalValue::Real(f),
+        ValueRef::Text(t) => LocalValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => LocalValue::Blob(b.to_vec()),
+    }
+}
