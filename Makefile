@@ -53,7 +53,7 @@ install: deps
 ## The main job -----------------------------------------------------------------
 
 demo: install
-	psql "$(TANDEM_DATABASE_URL)" -v ON_ERROR_STOP=1 -q -f sql/demo.sql
+	cargo run --release -q -p tandem-cli -- demo
 
 ## Tests ------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 //! `tandem`: the command line of the Tandem sync engine.
 
 mod bench;
+mod demo;
 mod error;
 mod local_cmds;
 mod progress;
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job, end to end: PostgreSQL and two tenants' SQLite files, a full round trip.
+    Demo(demo::Args),
     /// Sync a local file with the server: push local changes, pull the server's.
     Sync(local_cmds::SyncArgs),
     /// Run SQL on a local file, with the sync_* functions registered.
@@ -36,6 +39,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), CliError> = match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Sync(args) => local_cmds::sync(&args),
         Command::Sql(args) => local_cmds::sql(&args),
         Command::Rekey(args) => local_cmds::rekey(&args),

@@ -31,6 +31,11 @@ pub struct AppliedRow {
     pub table: String,
     pub key: Vec<Value>,
     pub version: String,
+    /// The row as written, when it differs from what was sent (a default,
+    /// a cast such as numeric scale, or a trigger changed it): the uploader
+    /// takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<Map<String, Value>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -58,12 +58,10 @@ pub fn check_changeset<'s, V>(
         return Err(Error::ScopeMismatch { expected: schema.scope.clone(), found: changeset.scope.clone() });
     }
     let mut tables: Vec<CheckedTable<'s, V>> = Vec::new();
+    let mut seen_keys: Vec<HashSet<String>> = Vec::new();
     let mut rejections = Vec::new();
     for changes in &changeset.tables {
         let table = schema.table(&changes.name)?;
-        if tables.iter().any(|t| t.schema.name == table.name) {
-            return Err(malformed(format!("table {} appears twice", table.name)));
-        }
         let mut columns = Vec::with_capacity(changes.columns.len());
         for name in &changes.columns {
             let index = table.column_index(name).ok_or_else(|| Error::UnknownColumn {
@@ -76,14 +74,27 @@ pub fn check_changeset<'s, V>(
             }
             columns.push(index);
         }
-        let mut checked = CheckedTable { schema: table, columns, rows: Vec::with_capacity(changes.rows.len()) };
+        // A table may come more than once (a pull sends a table's upserts,
+        // then later its deletes): later parts join the first.
+        let index = match tables.iter().position(|t| t.schema.name == table.name) {
+            Some(i) if tables[i].columns != columns => {
+                return Err(malformed(format!("table {} appears twice with different columns", table.name)))
+            }
+            Some(i) => i,
+            None => {
+                tables.push(CheckedTable { schema: table, columns, rows: Vec::with_capacity(changes.rows.len()) });
+                seen_keys.push(HashSet::new());
+                tables.len() - 1
+            }
+        };
+        let checked = &mut tables[index];
+        let seen_keys = &mut seen_keys[index];
         if !changes.rows.is_empty() {
             if let Some(missing) = table.primary_key.iter().find(|k| !changes.columns.contains(k)) {
                 return Err(malformed(format!("{} lacks primary key column \"{missing}\" in \"columns\"", table.name)));
             }
         }
         let key_positions = checked.key_positions();
-        let mut seen_keys = HashSet::with_capacity(changes.rows.len());
         for (n, row) in changes.rows.iter().enumerate() {
             check_version_text(&row.base, "base", &table.name, n)?;
             check_version_text(&row.version, "version", &table.name, n)?;
@@ -169,7 +180,6 @@ pub fn check_changeset<'s, V>(
                 }),
             }
         }
-        tables.push(checked);
     }
     tables.sort_by_key(|t| schema.position(t.schema));
     Ok((tables, rejections))
@@ -246,6 +256,15 @@ mod tests {
     }
 
     #[test]
+    fn a_table_may_come_in_parts() {
+        let (n, rejected) = check(json!({"format": 1, "scope": "crm", "origin": "c", "tables": [
+            {"name": "orders", "columns": ["id"], "rows": [{"op": "upsert", "values": [1]}]},
+            {"name": "public.orders", "columns": ["id"], "rows": [{"op": "delete", "key": [2]}]}]}))
+        .unwrap();
+        assert_eq!((n, rejected.len()), (2, 0));
+    }
+
+    #[test]
     fn ill_typed_rows_are_rejected_by_name() {
         let (n, rejected) = check(cs(
             json!(["id", "total", "note"]),
@@ -269,6 +288,12 @@ mod tests {
             (cs(json!(["id"]), json!([{"op": "upsert", "values": [1, 2]}])), "2 values for 1 columns"),
             (cs(json!(["id"]), json!([{"op": "delete"}])), "has no \"key\""),
             (cs(json!(["id"]), json!([{"op": "upsert", "values": [1]}, {"op": "delete", "key": [1]}])), "appears twice"),
+            (json!({"format": 1, "scope": "crm", "origin": "c", "tables": [
+                {"name": "orders", "columns": ["id"], "rows": [{"op": "upsert", "values": [1]}]},
+                {"name": "orders", "columns": ["id"], "rows": [{"op": "delete", "key": [1]}]}]}), "key [1] appears twice"),
+            (json!({"format": 1, "scope": "crm", "origin": "c", "tables": [
+                {"name": "orders", "columns": ["id"], "rows": []},
+                {"name": "orders", "columns": ["id", "note"], "rows": []}]}), "different columns"),
             (cs(json!(["id"]), json!([{"op": "upsert", "base": "x1", "values": [1]}])), "expected a version"),
             (json!({"format": 1, "scope": "other", "origin": "c", "tables": []}), "for scope \"other\""),
             (json!({"format": 1, "scope": "crm", "origin": "c", "tables": [{"name": "nope", "columns": [], "rows": []}]}), "not part of scope"),

@@ -82,6 +82,8 @@ struct Plan<'s> {
     settled: HashMap<usize, Settled>,
     /// Rows written as the client sent them.
     written: Vec<usize>,
+    /// Written rows that the server stores differently from what was sent.
+    rewritten: HashMap<usize, Map<String, Value>>,
 }
 
 pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: &Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
@@ -123,7 +125,15 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: &Chan
             }
         }
         if !table.rows.is_empty() {
-            plans.push(Plan { t, checked: table, seen: Vec::new(), verdicts: Vec::new(), settled: HashMap::new(), written: Vec::new() });
+            plans.push(Plan {
+                t,
+                checked: table,
+                seen: Vec::new(),
+                verdicts: Vec::new(),
+                settled: HashMap::new(),
+                written: Vec::new(),
+                rewritten: HashMap::new(),
+            });
         }
     }
     let bound = bind_params(&scope, &params, plans.iter().map(|p| p.t))?;
@@ -502,14 +512,16 @@ impl Work<'_, '_> {
                 return Ok(());
             }
             let written = self.write_rows(client, plan, op, &pending)?;
+            let done: std::collections::HashSet<usize> = written.iter().map(|(i, _)| *i).collect();
             let missed: Vec<usize> = pending
                 .iter()
                 .copied()
-                .filter(|i| !written.contains(i) && !plan.settled.get(i).is_some_and(|s| s.kind == ConflictKind::ConstraintViolated))
+                .filter(|i| !done.contains(i) && !plan.settled.get(i).is_some_and(|s| s.kind == ConflictKind::ConstraintViolated))
                 .collect();
-            for i in &written {
-                if plan.verdicts[*i] == Verdict::Apply {
-                    plan.written.push(*i);
+            for row in &written {
+                self.note_written(plan, row);
+                if plan.verdicts[row.0] == Verdict::Apply {
+                    plan.written.push(row.0);
                 }
             }
             if missed.is_empty() {
@@ -523,9 +535,28 @@ impl Work<'_, '_> {
                 plan.seen[i] = seen[i].clone();
                 if op == Op::Upsert && was_insert && !plan.seen[i].live {
                     // Not taken by a concurrent insert of the key: another
-                    // unique value of the row is already in use.
-                    plan.verdicts[i] = Verdict::Conflict(ConflictKind::ConstraintViolated);
-                    plan.settled.insert(i, constraint_violation("a unique value of the row is already used by another row".into()));
+                    // unique value of the row is in use. Insert it strictly
+                    // to learn which (or to write it, if that row went).
+                    let strict = sql::insert_rows(self.scope, self.staged, plan.t, true);
+                    let columns = self.scope.table(plan.t).columns.len();
+                    let returned = |row: &pgrx::spi::SpiHeapTupleData<'_>| written_row(row, columns);
+                    match spi::in_subtransaction(|| spi::query(client, &strict, &[vec![i as i32].into()], returned)) {
+                        Ok(Ok(done)) if !done.is_empty() => {
+                            self.note_written(plan, &done[0]);
+                            if plan.verdicts[i] == Verdict::Apply {
+                                plan.written.push(i);
+                            }
+                        }
+                        Ok(Err(error)) => return Err(error),
+                        Ok(Ok(_)) => {
+                            plan.verdicts[i] = Verdict::Conflict(ConflictKind::ConstraintViolated);
+                            plan.settled.insert(i, constraint_violation("the row could not be inserted".into()));
+                        }
+                        Err(error) => {
+                            plan.verdicts[i] = Verdict::Conflict(ConflictKind::ConstraintViolated);
+                            plan.settled.insert(i, constraint_violation(error.describe()));
+                        }
+                    }
                     continue;
                 }
                 plan.verdicts[i] = verdict(&plan.checked.rows[i], &plan.seen[i], None);
@@ -556,11 +587,12 @@ impl Work<'_, '_> {
 
     /// One write attempt for `idx`, set-based; when a constraint fails, row
     /// by row, each failing row becoming a `constraint_violated` conflict.
-    fn write_rows(&self, client: &mut Client<'_>, plan: &mut Plan<'_>, op: Op, idx: &[usize]) -> Result<Vec<usize>> {
-        let attempt = |client: &mut Client<'_>, rows: &[usize]| -> Result<Vec<usize>> {
+    fn write_rows(&self, client: &mut Client<'_>, plan: &mut Plan<'_>, op: Op, idx: &[usize]) -> Result<Vec<Written>> {
+        let columns = self.scope.table(plan.t).columns.len();
+        let attempt = |client: &mut Client<'_>, rows: &[usize]| -> Result<Vec<Written>> {
             let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.seen[i].live);
             let mut written = Vec::with_capacity(rows.len());
-            let returned = |row: &pgrx::spi::SpiHeapTupleData<'_>| Ok(spi::get::<i32>(row, 1)?.unwrap_or_default() as usize);
+            let returned = |row: &pgrx::spi::SpiHeapTupleData<'_>| written_row(row, if op == Op::Upsert { columns } else { 0 });
             if !live.is_empty() {
                 let list: Vec<i32> = live.iter().map(|&i| i as i32).collect();
                 let seen: Vec<Option<String>> = live.iter().map(|&i| plan.seen[i].xmin.clone()).collect();
@@ -572,7 +604,7 @@ impl Work<'_, '_> {
             }
             if !new.is_empty() && op == Op::Upsert {
                 let list: Vec<i32> = new.iter().map(|&i| i as i32).collect();
-                written.extend(spi::query(client, &sql::insert_rows(self.scope, self.staged, plan.t), &[list.into()], returned)?);
+                written.extend(spi::query(client, &sql::insert_rows(self.scope, self.staged, plan.t, false), &[list.into()], returned)?);
             }
             Ok(written)
         };
@@ -585,7 +617,7 @@ impl Work<'_, '_> {
                         Ok(result) => written.extend(result?),
                         Err(error) if error.sqlstate.starts_with("23") => {
                             plan.verdicts[i] = Verdict::Conflict(ConflictKind::ConstraintViolated);
-                            plan.settled.insert(i, constraint_violation(error.message));
+                            plan.settled.insert(i, constraint_violation(error.describe()));
                         }
                         Err(error) => return Err(error.into()),
                     }
@@ -593,6 +625,30 @@ impl Work<'_, '_> {
                 Ok(written)
             }
             Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Keeps the row as written when it differs from what the client sent,
+    /// so the client takes it (defaults, casts, triggers).
+    fn note_written(&self, plan: &mut Plan<'_>, written: &Written) {
+        let (i, texts) = written;
+        if texts.is_empty() {
+            return;
+        }
+        let table = self.scope.table(plan.t);
+        let row = &plan.checked.rows[*i];
+        let mut object = Map::new();
+        let mut differs = false;
+        for (c, column) in table.columns.iter().enumerate() {
+            let now = pg_text_to_json(column.ty, texts.get(c).and_then(|t| t.as_deref()));
+            match plan.checked.columns.iter().position(|&sent| sent == c) {
+                Some(position) if row.raw.get(position) == Some(&now) => {}
+                _ => differs = true,
+            }
+            object.insert(column.name.clone(), now);
+        }
+        if differs {
+            plan.rewritten.insert(*i, object);
         }
     }
 
@@ -645,6 +701,15 @@ impl Work<'_, '_> {
     }
 }
 
+/// A written row: its idx, and (for upserts) its columns as text.
+type Written = (usize, Vec<Option<String>>);
+
+fn written_row(row: &pgrx::spi::SpiHeapTupleData<'_>, columns: usize) -> Result<Written> {
+    let i = spi::get::<i32>(row, 1)?.unwrap_or_default() as usize;
+    let texts = (0..columns).map(|c| spi::text(row, c + 2)).collect::<Result<Vec<_>>>()?;
+    Ok((i, texts))
+}
+
 fn constraint_violation(message: String) -> Settled {
     Settled { kind: ConflictKind::ConstraintViolated, decision: Decision::ServerWins, merged: None, reason: Some(message) }
 }
@@ -661,6 +726,7 @@ fn build_result(plans: &[Plan<'_>], before: &ServerRows, after: &ServerRows, ver
                 table: name.clone(),
                 key: plan.checked.rows[i].key.clone(),
                 version: version.clone().unwrap_or_default(),
+                row: plan.rewritten.get(&i).cloned(),
             });
         }
         result.applied += plan.written.len() as u64;

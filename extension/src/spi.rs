@@ -126,6 +126,16 @@ pub struct PgError {
     pub detail: Option<String>,
 }
 
+impl PgError {
+    /// The message with its detail, as one line.
+    pub fn describe(&self) -> String {
+        match &self.detail {
+            Some(detail) => format!("{}: {detail}", self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
 impl From<PgError> for Error {
     fn from(e: PgError) -> Self {
         Error::Database { sqlstate: e.sqlstate, message: e.message }

@@ -82,7 +82,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
                 apply::apply_changes(conn, &text_arg(ctx, 0, "scope")?, &text_arg(ctx, 1, "changeset")?, &options).map(Some)
             })
         })?;
-        conn.create_scalar_function("sync_run", arity + 1, flags, |ctx| {
+        conn.create_scalar_function("sync_run", arity, flags, |ctx| {
             call(ctx, |conn, ctx| {
                 let url = text_arg(ctx, 0, "remote")?;
                 let scope = text_arg(ctx, 1, "scope")?;

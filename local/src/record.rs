@@ -76,8 +76,20 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             let t = state.table_index(&applied.table)?;
             let table = &state.schema.tables[t];
             match ops.get(&(table.name.clone(), rows::key_text(&applied.key))) {
-                Some(Op::Delete) => rows::delete_base(conn, table, state.tables[t].id, &applied.key)?,
-                _ => rows::write_base(conn, table, state.tables[t].id, &applied.key, &applied.version)?,
+                // The server deleted it: rows filtered through it go too.
+                Some(Op::Delete) => {
+                    rows::delete_with_children(conn, state, t, &applied.key)?;
+                }
+                _ => {
+                    if let Some(row) = &applied.row {
+                        if !is_newer(t, &applied.key) {
+                            // Stored differently from what was sent (a cast, a
+                            // default, a trigger): take the server's form.
+                            rows::write_object(conn, table, row)?;
+                        }
+                    }
+                    rows::write_base(conn, table, state.tables[t].id, &applied.key, &applied.version)?;
+                }
             }
             recorded.applied += 1;
         }
@@ -105,7 +117,9 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 let table = &state.schema.tables[t];
                 match &conflict.version {
                     Some(version) if conflict.row.is_some() => rows::write_base(conn, table, state.tables[t].id, &conflict.key, version)?,
-                    _ => rows::delete_base(conn, table, state.tables[t].id, &conflict.key)?,
+                    _ => {
+                        rows::delete_with_children(conn, state, t, &conflict.key)?;
+                    }
                 }
             } else if !is_newer(t, &conflict.key) {
                 take(conn, state, t, &conflict.key, conflict.row.as_ref(), conflict.version.as_deref())?;

@@ -3,6 +3,7 @@
 //! server), with the extension created, dropped when the test ends.
 
 pub mod conformance;
+pub mod local;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

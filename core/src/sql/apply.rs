@@ -179,7 +179,7 @@ pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
 }
 
 /// Updates existing rows `$1` (idx int4[]) whose `xmin` still equals `$2`
-/// (text[]); returns the idx of each row written.
+/// (text[]); returns the idx of each row written, then its columns as text.
 pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     let table = scope.table(t);
     let columns = staged[t].as_deref().unwrap_or_default();
@@ -196,29 +196,45 @@ pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     }
     format!(
         "UPDATE {} AS r SET {} FROM {} s, unnest($1::int4[], $2::text[]) AS u(idx, seen) \
-         WHERE s.idx = u.idx AND {} AND r.xmin = u.seen::xid RETURNING s.idx",
+         WHERE s.idx = u.idx AND {} AND r.xmin = u.seen::xid RETURNING s.idx, {}",
         table.table_name().quoted(),
         sets.join(", "),
         scope.stage(t),
         staged_key_equal(scope, staged, t, "r", "s"),
+        written_columns(scope, t, "r"),
     )
 }
 
+/// Every synced column of a written row as text: what the row holds after
+/// defaults, casts and triggers, which the uploader takes if it differs.
+fn written_columns(scope: &Scope<'_>, t: usize, alias: &str) -> String {
+    scope
+        .table(t)
+        .columns
+        .iter()
+        .map(|c| format!("{alias}.{}::text", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Inserts rows `$1` (idx int4[]) unless their key (or another unique
-/// value) is taken by now; returns the idx of each row written.
-pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+/// value) is taken by now; returns the idx of each row written, then its
+/// columns as text. With
+/// `strict`, a taken value is an error (to learn which constraint).
+pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, strict: bool) -> String {
     let table = scope.table(t);
     let columns = staged[t].as_deref().unwrap_or_default();
     let names: Vec<&str> = columns.iter().map(|&c| table.columns[c].name.as_str()).collect();
     let values: Vec<String> = (0..columns.len()).map(|i| format!("s.c{i}")).collect();
     format!(
         "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} s WHERE s.idx = ANY($1::int4[]) \
-         ON CONFLICT DO NOTHING RETURNING {}) SELECT s.idx FROM {} s JOIN written w ON {}",
+         {}RETURNING *) SELECT s.idx, {} FROM {} s JOIN written w ON {}",
         table.table_name().quoted(),
         column_list(None, &names),
         values.join(", "),
         scope.stage(t),
-        column_list(None, &table.primary_key),
+        if strict { "" } else { "ON CONFLICT DO NOTHING " },
+        written_columns(scope, t, "w"),
         scope.stage(t),
         staged_key_equal(scope, staged, t, "w", "s"),
     )
@@ -278,7 +294,7 @@ mod tests {
         let update = update_rows(&scope, &staged, 0);
         assert!(update.starts_with("UPDATE \"public\".\"orders\" AS r SET \"tenant_id\" = s.c1 FROM"), "{update}");
         assert!(update.contains("r.xmin = u.seen::xid"), "{update}");
-        let insert = insert_rows(&scope, &staged, 0);
-        assert!(insert.contains("ON CONFLICT DO NOTHING RETURNING \"id\""), "{insert}");
+        let insert = insert_rows(&scope, &staged, 0, false);
+        assert!(insert.contains("ON CONFLICT DO NOTHING RETURNING *) SELECT s.idx, w.\"id\"::text, w.\"tenant_id\"::text"), "{insert}");
     }
 }

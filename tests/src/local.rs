@@ -1,0 +1,124 @@
+//! Support for tests with local files: scratch folders, and dumps of what a
+//! file holds and what the server holds for a client, in one comparable form.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use postgres::Client;
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use tandem_core::schema::Schema;
+use tandem_core::types::{local_to_json, LogicalType, LocalValue};
+
+use crate::pull_all;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A folder for a test's files, removed when the test ends.
+pub struct Files {
+    pub dir: PathBuf,
+}
+
+impl Files {
+    pub fn new(label: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("tandem-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch folder");
+        Files { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A value in one form for both sides: floats compared as floats.
+fn canonical(ty: LogicalType, value: &Value) -> Value {
+    match (ty, value) {
+        (LogicalType::Float4 | LogicalType::Float8, Value::Number(n)) => json!(format!("{:?}", n.as_f64().unwrap_or_default())),
+        _ => value.clone(),
+    }
+}
+
+/// Table name -> sorted rows, each row as canonical JSON text.
+pub type Dump = BTreeMap<String, Vec<String>>;
+
+fn row_text(schema: &Schema, table: &str, values: &[Value]) -> String {
+    let t = schema.table(table).expect("table of the schema");
+    Value::Array(t.columns.iter().zip(values).map(|(c, v)| canonical(c.ty, v)).collect()).to_string()
+}
+
+/// What the server holds for a client with `params` (a full pull).
+pub fn server_dump(client: &mut Client, scope: &str, params: &Value) -> Dump {
+    let schema: Schema = serde_json::from_value(crate::json(client, "SELECT sync_schema($1)", &[&scope])).unwrap();
+    let (changes, _) = pull_all(client, scope, None, &json!({"params": params}));
+    let mut dump = Dump::new();
+    for t in &schema.tables {
+        dump.insert(t.name.clone(), Vec::new());
+    }
+    for (table, row) in changes {
+        let values = row["values"].as_array().cloned().unwrap_or_default();
+        dump.entry(table.clone()).or_default().push(row_text(&schema, &table, &values));
+    }
+    for rows in dump.values_mut() {
+        rows.sort();
+    }
+    dump
+}
+
+/// What a local file holds for `scope`.
+pub fn local_dump(conn: &Connection, scope: &str) -> Dump {
+    let schema_text: String =
+        conn.query_row("SELECT schema FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0)).expect("scope is provisioned");
+    let schema: Schema = serde_json::from_str(&schema_text).unwrap();
+    let mut dump = Dump::new();
+    for t in &schema.tables {
+        let columns = t.columns.iter().map(|c| tandem_core::ident::quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT {columns} FROM {}", tandem_core::ident::quote_ident(&t.table_name().local_name()));
+        let mut statement = conn.prepare(&sql).unwrap();
+        let mut rows: Vec<String> = statement
+            .query_map([], |row| {
+                let values: Vec<Value> = t
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let v = match row.get_ref(i).unwrap() {
+                            rusqlite::types::ValueRef::Null => LocalValue::Null,
+                            rusqlite::types::ValueRef::Integer(n) => LocalValue::Integer(n),
+                            rusqlite::types::ValueRef::Real(f) => LocalValue::Real(f),
+                            rusqlite::types::ValueRef::Text(s) => LocalValue::Text(String::from_utf8_lossy(s).into_owned()),
+                            rusqlite::types::ValueRef::Blob(b) => LocalValue::Blob(b.to_vec()),
+                        };
+                        local_to_json(c.ty, &v)
+                    })
+                    .collect();
+                Ok(row_text(&schema, &t.name, &values))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        rows.sort();
+        dump.insert(t.name.clone(), rows);
+    }
+    dump
+}
+
+/// Asserts a file holds exactly what the server holds for its parameters.
+pub fn assert_converged(server: &mut Client, conn: &Connection, scope: &str, params: &Value) {
+    let expected = server_dump(server, scope, params);
+    let actual = local_dump(conn, scope);
+    for (table, rows) in &expected {
+        let local = actual.get(table).cloned().unwrap_or_default();
+        let missing: Vec<&String> = rows.iter().filter(|r| !local.contains(r)).collect();
+        let extra: Vec<&String> = local.iter().filter(|r| !rows.contains(r)).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "{table} differs for {params}: missing locally {missing:?}, extra locally {extra:?}");
+    }
+}

@@ -1,0 +1,431 @@
+//! The local side against a real server: changes both ways, every conflict
+//! under every policy, pulls that never overwrite unsent changes, crashes
+//! between steps, exact types, and bad input.
+
+use postgres::Client;
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use tandem_core::apply_result::ApplyResult;
+use tandem_core::options::{ApplyOptions, SelectOptions};
+use tandem_core::schema::Schema;
+use tandem_local::{PostgresRemote, Remote, RemoteError, Store, SyncOptions};
+use tandem_tests::local::{assert_converged, local_dump, server_dump, Files};
+use tandem_tests::TestDb;
+
+const SCHEMA: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text NOT NULL, email text UNIQUE);
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL, customer_id bigint REFERENCES customers, total numeric(12,2));
+CREATE TABLE "Order Lines" ("Order Id" bigint REFERENCES orders (id) ON DELETE CASCADE, "Line No" int,
+                            "SKU" text, PRIMARY KEY ("Order Id", "Line No"));
+INSERT INTO customers VALUES (1, 1, 'Ada', 'ada@a.test'), (2, 1, 'Grace', NULL), (3, 2, 'Linus', NULL), (4, 1, 'Alan', NULL);
+INSERT INTO orders VALUES (10, 1, 1, 10.00), (11, 1, 2, 11.50), (20, 2, 3, 20.00);
+INSERT INTO "Order Lines" VALUES (10, 1, 'A'), (10, 2, 'B'), (11, 1, 'C'), (20, 1, 'D');
+SELECT sync_provision('crm', '{"tables": [
+  {"name": "customers", "filter": {"tenant_id": "tenant"}},
+  {"name": "orders", "filter": {"tenant_id": "tenant"}},
+  {"name": "\"Order Lines\"", "filter": {"via": "orders", "on": {"Order Id": "id"}}}]}');
+CREATE FUNCTION public.join_names(c jsonb) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT CASE WHEN c->'server_row' IS NULL OR c->'client_row' = 'null' OR c->'server_row' = 'null' THEN '"client_wins"'::jsonb
+         ELSE jsonb_build_object('name', (c->'server_row'->>'name') || ' & ' || (c->'client_row'->>'name')) END $$;
+"#;
+
+struct Setup {
+    db: TestDb,
+    files: Files,
+}
+
+impl Setup {
+    fn new(label: &str) -> Setup {
+        let db = TestDb::new(label);
+        db.connect().batch_execute(SCHEMA).expect("schema");
+        Setup { db, files: Files::new(label) }
+    }
+
+    fn server(&self) -> Client {
+        self.db.connect()
+    }
+
+    fn store(&self, name: &str) -> Store {
+        Store::open(self.files.path(name)).expect("open local file")
+    }
+
+    fn sync(&self, store: &Store, options: Value) -> tandem_local::SyncReport {
+        let options: SyncOptions = serde_json::from_value(options).unwrap();
+        store.sync(&self.db.url, "crm", &options).unwrap_or_else(|e| panic!("sync failed: {e}"))
+    }
+}
+
+fn tenant(n: i64) -> Value {
+    json!({"params": {"tenant": n}})
+}
+
+fn local(store: &Store, sql: &str) {
+    store.connection().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn local_value(store: &Store, sql: &str) -> Option<String> {
+    store.connection().query_row(sql, [], |r| r.get::<_, Option<String>>(0)).ok().flatten()
+}
+
+fn local_count(store: &Store, sql: &str) -> i64 {
+    store.connection().query_row(sql, [], |r| r.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn server_value(server: &mut Client, sql: &str) -> Option<String> {
+    server.query(sql, &[]).unwrap().first().and_then(|r| r.get::<_, Option<String>>(0))
+}
+
+#[test]
+fn inserts_updates_and_deletes_cross_both_ways() {
+    let s = Setup::new("both_ways");
+    let file = s.store("a.db");
+    let first = s.sync(&file, tenant(1));
+    assert!(first.provisioned);
+    assert_eq!(first.pulled, 3 + 2 + 3, "tenant 1's customers, orders, order lines");
+    let mut server = s.server();
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+
+    local(&file, r#"
+        INSERT INTO customers VALUES (5, 1, 'Katherine', NULL);
+        UPDATE customers SET name = 'Grace H.' WHERE id = 2;
+        DELETE FROM customers WHERE id = 4;
+        INSERT INTO orders VALUES (12, 1, 5, 99.95);
+        INSERT INTO "Order Lines" VALUES (12, 1, 'X'), (12, 2, 'Y');
+        UPDATE "Order Lines" SET "SKU" = 'B2' WHERE "Order Id" = 10 AND "Line No" = 2;
+        DELETE FROM "Order Lines" WHERE "Order Id" = 11;
+    "#);
+    server
+        .batch_execute(r#"
+            INSERT INTO customers VALUES (6, 1, 'Barbara', 'barbara@a.test');
+            UPDATE orders SET total = 12.25 WHERE id = 10;
+            DELETE FROM "Order Lines" WHERE "Order Id" = 10 AND "Line No" = 1;
+            UPDATE customers SET name = 'Linus T.' WHERE id = 3;
+        "#)
+        .unwrap();
+    let second = s.sync(&file, json!({}));
+    assert_eq!(second.pushed, 8, "{second:?}");
+    assert_eq!(second.conflicts.len(), 0);
+    assert_eq!(second.pulled, 3, "tenant 2's change does not come down: {second:?}");
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Grace H."));
+    assert_eq!(server_value(&mut server, r#"SELECT string_agg("SKU", ',' ORDER BY "Line No") FROM "Order Lines" WHERE "Order Id" = 12"#).as_deref(), Some("X,Y"));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE tenant_id = 2"), 0);
+    let third = s.sync(&file, json!({}));
+    assert_eq!((third.pushed, third.pulled), (0, 0), "a quiet round moves nothing: {third:?}");
+}
+
+/// Sets up one conflict of each kind between the file and the server.
+fn stage_conflicts(s: &Setup, file: &Store) {
+    let mut server = s.server();
+    local(file, "
+        UPDATE customers SET name = 'Ada (device)' WHERE id = 1;
+        INSERT INTO customers VALUES (7, 1, 'Seven (device)', NULL);
+        DELETE FROM orders WHERE id = 11;
+        UPDATE customers SET name = 'Alan (device)' WHERE id = 4;
+        DELETE FROM \"Order Lines\" WHERE \"Order Id\" = 10 AND \"Line No\" = 1;
+    ");
+    server
+        .batch_execute("
+            UPDATE customers SET name = 'Ada (server)' WHERE id = 1;
+            INSERT INTO customers VALUES (7, 1, 'Seven (server)', NULL);
+            UPDATE orders SET total = 11.99 WHERE id = 11;
+            DELETE FROM customers WHERE id = 4;
+            DELETE FROM \"Order Lines\" WHERE \"Order Id\" = 10 AND \"Line No\" = 1;
+        ")
+        .unwrap();
+}
+
+#[test]
+fn every_conflict_is_settled_by_each_policy_and_logged() {
+    for policy in ["server_wins", "client_wins", "public.join_names"] {
+        let s = Setup::new("policies");
+        let file = s.store("a.db");
+        s.sync(&file, tenant(1));
+        stage_conflicts(&s, &file);
+        let report = s.sync(&file, json!({"policy": policy}));
+        let mut kinds: Vec<(String, String)> = report
+            .conflicts
+            .iter()
+            .map(|c| (format!("{}{}", c.table, Value::Array(c.key.clone())), c.kind.as_str().to_string()))
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                ("public.customers[1]".to_string(), "both_updated".to_string()),
+                ("public.customers[4]".to_string(), "local_updated_server_deleted".to_string()),
+                ("public.customers[7]".to_string(), "both_inserted".to_string()),
+                ("public.orders[11]".to_string(), "local_deleted_server_updated".to_string()),
+            ],
+            "{policy}: both deleted is no conflict"
+        );
+        let mut server = s.server();
+        let logged: i64 = server.query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+        assert_eq!(logged, 4, "{policy}");
+        let losing: Vec<(String, Option<String>, Option<String>)> = server
+            .query("SELECT kind, client_row->>'name', server_row->>'name' FROM tandem.conflicts WHERE key = '[1]' AND table_name = 'public.customers'", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(losing, [("both_updated".into(), Some("Ada (device)".into()), Some("Ada (server)".into()))], "both versions kept");
+        let ada = server_value(&mut server, "SELECT name FROM customers WHERE id = 1");
+        let expected = match policy {
+            "server_wins" => "Ada (server)",
+            "client_wins" => "Ada (device)",
+            _ => "Ada (server) & Ada (device)",
+        };
+        assert_eq!(ada.as_deref(), Some(expected), "{policy}");
+        // After one more round the file equals the server, whatever won.
+        s.sync(&file, json!({"policy": policy}));
+        assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+        let local_log: i64 = file.connection().query_row("SELECT count(*) FROM tandem_conflicts", [], |r| r.get(0)).unwrap();
+        assert_eq!(local_log, 4, "the file keeps its own record of the conflicts");
+    }
+}
+
+#[test]
+fn a_unique_violation_becomes_a_conflict_and_the_rest_applies() {
+    let s = Setup::new("unique");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "INSERT INTO customers VALUES (8, 1, 'Copycat', 'ada@a.test'); INSERT INTO customers VALUES (9, 1, 'Fine', 'fine@a.test');");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.pushed, 1, "{report:?}");
+    assert_eq!(report.conflicts.len(), 1);
+    assert_eq!(report.conflicts[0].kind.as_str(), "constraint_violated");
+    assert!(report.conflicts[0].reason.as_deref().unwrap_or_default().contains("customers_email_key"));
+    let mut server = s.server();
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+    let kept: String = file.connection().query_row("SELECT client_row FROM tandem_conflicts", [], |r| r.get(0)).unwrap();
+    assert!(kept.contains("Copycat"), "the refused row is kept: {kept}");
+}
+
+#[test]
+fn parents_are_applied_before_children_both_ways() {
+    let s = Setup::new("fk_order");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, r#"
+        INSERT INTO "Order Lines" VALUES (13, 1, 'child first');
+        INSERT INTO orders VALUES (13, 1, 2, 1.00);
+        INSERT INTO customers VALUES (15, 1, 'New parent', NULL);
+        UPDATE orders SET customer_id = 15 WHERE id = 13;
+        DELETE FROM "Order Lines" WHERE "Order Id" = 11;
+        DELETE FROM orders WHERE id = 11;
+    "#);
+    let report = s.sync(&file, json!({}));
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    let mut server = s.server();
+    server
+        .batch_execute(r#"
+            INSERT INTO customers VALUES (16, 1, 'Server parent', NULL);
+            INSERT INTO orders VALUES (14, 1, 16, 2.00);
+            INSERT INTO "Order Lines" VALUES (14, 1, 'server child');
+            DELETE FROM orders WHERE id = 10;
+        "#)
+        .unwrap();
+    s.sync(&file, json!({}));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 10"#), 0, "children of a deleted parent go too");
+}
+
+#[test]
+fn a_pull_never_overwrites_an_unsent_change() {
+    let s = Setup::new("unsent");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "UPDATE customers SET name = 'Grace (device)' WHERE id = 2");
+    let mut server = s.server();
+    server.batch_execute("UPDATE customers SET name = 'Grace (server)' WHERE id = 2; UPDATE customers SET name = 'Ada (server)' WHERE id = 1").unwrap();
+    // Pull only, through SQL on the file: the server's changeset after the
+    // file's watermark, applied locally.
+    let watermark: Option<String> = file.connection().query_row("SELECT watermark FROM tandem_scopes", [], |r| r.get(0)).unwrap();
+    let mut remote = PostgresRemote::connect(&s.db.url).unwrap();
+    let changeset = remote.select_changes("crm", watermark.as_deref(), &SelectOptions { params: Some([("tenant".into(), json!(1))].into()), ..Default::default() }).unwrap();
+    let result: String = file.connection().query_row("SELECT sync_apply_changes('crm', ?1)", [&changeset], |r| r.get(0)).unwrap();
+    let result: Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(result["skipped"], json!([{"table": "public.customers", "key": [2]}]));
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Grace (device)"), "kept");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada (server)"), "the rest applies");
+    // The unsent change goes up next and meets the server's policy.
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.conflicts.len(), 1);
+    assert_eq!(report.conflicts[0].decision.as_str(), "server_wins");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Grace (server)"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// A remote whose connection drops at a chosen point, after the server did
+/// its part.
+struct Dropping {
+    inner: PostgresRemote,
+    drop_after_apply: bool,
+    drop_after_select: bool,
+}
+
+impl Remote for Dropping {
+    fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError> {
+        self.inner.schema(scope)
+    }
+    fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
+        let changeset = self.inner.select_changes(scope, since, options)?;
+        if self.drop_after_select {
+            return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped after the batch was sent".into() });
+        }
+        Ok(changeset)
+    }
+    fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
+        let result = self.inner.apply_changes(scope, changeset, options)?;
+        if self.drop_after_apply {
+            return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped after the server applied".into() });
+        }
+        Ok(result)
+    }
+}
+
+#[test]
+fn a_connection_lost_between_steps_loses_nothing_and_applies_nothing_twice() {
+    let s = Setup::new("dropped");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "UPDATE customers SET name = 'Ada once' WHERE id = 1; INSERT INTO customers VALUES (30, 1, 'Thirty', NULL);");
+    let mut server = s.server();
+    server.batch_execute("UPDATE orders SET total = 99.00 WHERE id = 10").unwrap();
+
+    let mut dropping = Dropping { inner: PostgresRemote::connect(&s.db.url).unwrap(), drop_after_apply: true, drop_after_select: false };
+    let error = file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+    assert!(error.to_string().contains("connection dropped"), "{error}");
+    let version_after_first: Option<String> = server_value(&mut server, "SELECT tandem_version::text FROM tandem.track_1 WHERE id = 1");
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada once"), "the server applied it");
+
+    let mut dropping = Dropping { inner: PostgresRemote::connect(&s.db.url).unwrap(), drop_after_apply: false, drop_after_select: true };
+    file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+    assert_eq!(local_value(&file, "SELECT total FROM orders WHERE id = 10").as_deref(), Some("10.00"), "nothing stored from the lost batch");
+
+    let report = s.sync(&file, json!({}));
+    assert!(report.conflicts.is_empty(), "the re-upload is acknowledged, not a conflict: {report:?}");
+    assert_eq!(report.pushed, 0, "nothing applied twice");
+    assert_eq!(server_value(&mut server, "SELECT tandem_version::text FROM tandem.track_1 WHERE id = 1"), version_after_first);
+    let logged: i64 = server.query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(logged, 0);
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+    // And the next local edit of that row is not taken for a conflict.
+    local(&file, "UPDATE customers SET name = 'Ada twice' WHERE id = 1");
+    let report = s.sync(&file, json!({}));
+    assert_eq!((report.pushed, report.conflicts.len()), (1, 0), "{report:?}");
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let s = Setup::new("bad_local");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let before = local_dump(file.connection(), "crm");
+    let conn = file.connection();
+    let attempt = |sql: &str| -> String {
+        conn.query_row(sql, [], |r| r.get::<_, Option<String>>(0)).err().map(|e| e.to_string()).unwrap_or_else(|| panic!("{sql} succeeded"))
+    };
+    let cases = [
+        ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\"')", "malformed changeset"),
+        ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"other\", \"origin\": \"s\", \"tables\": []}')", "for scope \"other\""),
+        ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\", \"origin\": \"s\", \"tables\": [{\"name\": \"customers\", \"columns\": [\"id\", \"tenant_id\", \"name\"], \"rows\": [{\"op\": \"upsert\", \"version\": \"5\", \"values\": [77, 1, \"fine\"]}, {\"op\": \"upsert\", \"version\": \"5\", \"values\": [\"x\", 1, \"bad\"]}]}]}')", "unusable row"),
+        ("SELECT sync_apply_changes('nope', '{\"format\": 1, \"scope\": \"nope\", \"origin\": \"s\", \"tables\": []}')", "not provisioned"),
+        ("SELECT sync_select_changes('crm', 'yesterday')", "since must be NULL"),
+        ("SELECT sync_run('postgres://localhost:1/none', 'crm', '{\"parms\": {}}')", "unknown field `parms`"),
+    ];
+    for (sql, fragment) in cases {
+        let message = attempt(sql);
+        assert!(message.contains(fragment), "{sql}: {message}");
+    }
+    assert_eq!(local_dump(file.connection(), "crm"), before, "nothing changed");
+    let message = attempt(&format!("SELECT sync_run('{}', 'unknown_scope', '{{}}')", s.db.url));
+    assert!(message.contains("the server has no scope \"unknown_scope\""), "{message}");
+    let message = attempt("SELECT sync_run('postgres://postgres@127.0.0.1:1/nothing', 'crm')");
+    assert!(message.contains("cannot reach the server"), "{message}");
+}
+
+#[test]
+fn a_program_that_never_loaded_tandem_has_its_writes_synced() {
+    let s = Setup::new("plain_sqlite");
+    let path = s.files.path("a.db");
+    {
+        let file = s.store("a.db");
+        s.sync(&file, tenant(1));
+    }
+    let plain = Connection::open(&path).unwrap();
+    plain.execute_batch("INSERT INTO customers VALUES (40, 1, 'written by another program', NULL); DELETE FROM customers WHERE id = 4;").unwrap();
+    drop(plain);
+    let file = s.store("a.db");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.pushed, 2, "{report:?}");
+    let mut server = s.server();
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 40").as_deref(), Some("written by another program"));
+}
+
+#[test]
+fn a_server_schema_change_reaches_the_file_without_a_full_download() {
+    let s = Setup::new("schema_change");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let mut server = s.server();
+    server
+        .batch_execute(r#"
+            ALTER TABLE customers ADD COLUMN phone text;
+            UPDATE customers SET phone = '+1-555-' || id;
+            SELECT sync_provision('crm', '{"tables": [
+              {"name": "customers", "filter": {"tenant_id": "tenant"}},
+              {"name": "orders", "filter": {"tenant_id": "tenant"}},
+              {"name": "\"Order Lines\"", "filter": {"via": "orders", "on": {"Order Id": "id"}}}]}');
+        "#)
+        .unwrap();
+    let report = s.sync(&file, json!({}));
+    assert!(report.provisioned);
+    assert_eq!(report.schema_version, 2);
+    assert_eq!(report.pulled, 3, "only the changed table's rows come again: {report:?}");
+    assert_eq!(local_value(&file, "SELECT phone FROM customers WHERE id = 1").as_deref(), Some("+1-555-1"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn two_files_and_the_server_converge_after_random_edits() {
+    use rand::Rng;
+    let s = Setup::new("random");
+    let a = s.store("a.db");
+    let b = s.store("b.db");
+    s.sync(&a, tenant(1));
+    s.sync(&b, tenant(1));
+    let mut server = s.server();
+    let mut rng = rand::rng();
+    let mut next = 1000i64;
+    for _round in 0..4 {
+        for side in 0..3 {
+            for _ in 0..rng.random_range(3..12) {
+                next += 1;
+                let id = rng.random_range(1..=next.min(1030));
+                let sql = match rng.random_range(0..4) {
+                    0 => format!("INSERT INTO customers VALUES ({next}, 1, 'c{next}', NULL)"),
+                    1 => format!("UPDATE customers SET name = 'side{side}-{next}' WHERE id = {id}"),
+                    2 => format!("DELETE FROM customers WHERE id = {id} AND id > 4"),
+                    _ => format!("UPDATE orders SET total = {}.{:02} WHERE id IN (10, 11)", next % 100, next % 97),
+                };
+                match side {
+                    0 => local(&a, &sql),
+                    1 => local(&b, &sql),
+                    _ => server.batch_execute(&sql).unwrap(),
+                }
+            }
+        }
+        for policy in ["server_wins", "client_wins"] {
+            s.sync(&a, json!({"policy": policy}));
+            s.sync(&b, json!({"policy": policy}));
+        }
+    }
+    // Quiet rounds until nothing moves.
+    s.sync(&a, json!({}));
+    s.sync(&b, json!({}));
+    s.sync(&a, json!({}));
+    let expected = server_dump(&mut server, "crm", &json!({"tenant": 1}));
+    assert_eq!(local_dump(a.connection(), "crm"), expected);
+    assert_eq!(local_dump(b.connection(), "crm"), expected);
+}
