@@ -1,7 +1,8 @@
 -- Tandem conformance: the public SQL API, statement by statement.
--- tests/tests/conformance.rs runs it on PostgreSQL and compares with
--- sql/conformance.postgres.out; the SQLite side runs it too, and the
--- sections marked "both" must render the same on both sides.
+-- tests/tests/conformance.rs runs it on PostgreSQL and on a local SQLite
+-- file, and compares with sql/conformance.postgres.out and
+-- sql/conformance.sqlite.out; the sections marked "both" must render the
+-- same on both sides.
 -- Volatile values (versions, watermarks, ids) render as "*".
 
 --! postgres
@@ -11,6 +12,13 @@ SELECT sync_provision('conf', '{"tables": [{"name": "notes"}]}')->'version';
 -- Provisioning again with the same setup changes nothing.
 SELECT sync_provision('conf', '{"tables": [{"name": "notes"}]}')->'version';
 -- A first pull returns every row, with its version.
+SELECT sync_select_changes('conf', NULL)->'tables';
+
+--! sqlite
+-- The local side provisions from the server's schema (sync_run does this).
+SELECT sync_provision('conf', '{"scope": "conf", "version": 1, "tables": [{"name": "public.notes", "columns": [{"name": "id", "type": "int8", "pg_type": "bigint", "nullable": false}, {"name": "title", "type": "text", "pg_type": "text", "nullable": false}, {"name": "body", "type": "text", "pg_type": "text", "nullable": true}, {"name": "done", "type": "bool", "pg_type": "boolean", "nullable": true}, {"name": "price", "type": "numeric", "pg_type": "numeric(10,2)", "nullable": true}, {"name": "due", "type": "timestamptz", "pg_type": "timestamp with time zone", "nullable": true}], "primary_key": ["id"], "direction": "bidirectional"}]}')->'version';
+INSERT INTO notes VALUES (1, 'first', 'hello', 0, '1.50', '2024-01-01T00:00:00Z');
+-- A local write is a change to send, with its counter; it has no base yet.
 SELECT sync_select_changes('conf', NULL)->'tables';
 
 --! both
@@ -32,6 +40,12 @@ SELECT sync_apply_changes('conf', '{"format": 1, "scope": "conf", "origin": "con
 SELECT sync_apply_changes('conf', '{"format": 1, "scope": "conf", "origin": "conformance", "tables": [{"name": "public.notes", "columns": ["id", "title"], "rows": [{"op": "delete"}]}]}');
 SELECT sync_apply_changes('conf', '{"format": 1, "scope": "conf", "origin": "conformance", "tables": []}', '{"polcy": "server_wins"}');
 SELECT count(*) FROM notes;
+
+--! sqlite
+-- A server changeset never overwrites a row with an unsent local change.
+SELECT sync_apply_changes('conf', '{"format": 1, "scope": "conf", "origin": "server", "tables": [{"name": "public.notes", "columns": ["id", "title", "body", "done", "price", "due"], "rows": [{"op": "upsert", "version": "9", "values": [1, "from the server", null, true, "9.99", null]}, {"op": "delete", "version": "9", "key": [3]}]}]}');
+SELECT id, title FROM notes ORDER BY id;
+SELECT sync_status('conf')->'tables';
 
 --! postgres
 -- Changes made on the server come in the next pull; the watermark moves on.

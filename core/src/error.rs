@@ -85,7 +85,7 @@ pub enum Error {
     #[error("unknown client \"{0}\": register it with sync_register_client")]
     UnknownClient(String),
 
-    #[error("{} uploaded row(s) refused, nothing applied: {}", .0.len(), summarize(.0))]
+    #[error("{} row(s) refused, nothing applied: {}", .0.len(), summarize(.0))]
     Rejected(Vec<Rejection>),
 
     #[error("conflict resolver {name}: {reason}")]

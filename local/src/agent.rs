@@ -13,6 +13,7 @@ use serde_json::Value;
 use tandem_core::apply_result::ConflictReport;
 use tandem_core::changeset::Changeset;
 use tandem_core::options::{check_params, ApplyOptions, Params, Policy, SelectOptions, DEFAULT_MAX_ROWS};
+use tandem_core::watermark::Watermark;
 use tandem_core::Rejection;
 
 use crate::apply;
@@ -133,18 +134,23 @@ pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &Sy
         }
     }
 
-    // Pull.
+    // Pull. A pull interrupted earlier resumes where it stopped; it then ends
+    // at the snapshot it began with, so one more pass brings in what came
+    // since.
     let select_options = SelectOptions { client_id: Some(state.client_id.clone()), params: Some(params), max_rows: Some(max_rows) };
-    loop {
-        let state = meta::require(conn, scope)?;
-        let text = remote.select_changes(scope, state.watermark.as_deref(), &select_options)?;
-        let changeset = Changeset::parse(&text)?;
-        let applied = apply::apply(conn, &state, &changeset)?;
-        report.pulled += applied.applied;
-        report.kept_local += applied.skipped.len() as u64;
-        report.watermark = changeset.watermark.clone();
-        if !changeset.has_more {
-            break;
+    let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
+    for _pass in 0..if resuming { 2 } else { 1 } {
+        loop {
+            let state = meta::require(conn, scope)?;
+            let text = remote.select_changes(scope, state.watermark.as_deref(), &select_options)?;
+            let changeset = Changeset::parse(&text)?;
+            let applied = apply::apply(conn, &state, &changeset)?;
+            report.pulled += applied.applied;
+            report.kept_local += applied.skipped.len() as u64;
+            report.watermark = changeset.watermark.clone();
+            if !changeset.has_more {
+                break;
+            }
         }
     }
     report.took_ms = started.elapsed().as_millis() as u64;

@@ -10,7 +10,7 @@ use tandem_core::sql::{local, upsert_row, Dialect};
 use tandem_core::types::json_to_local;
 use tandem_core::validate::check_changeset;
 
-use crate::error::{LocalError, Result};
+use crate::error::Result;
 use crate::meta::{self, ScopeState};
 use crate::rows;
 use crate::tx::applying;
@@ -29,14 +29,8 @@ pub struct Applied {
 
 pub fn apply(conn: &Connection, state: &ScopeState, changeset: &Changeset) -> Result<Applied> {
     let (tables, rejections) = check_changeset(&state.schema, changeset, json_to_local)?;
-    if let Some(bad) = rejections.first() {
-        return Err(LocalError::Invalid(format!(
-            "the changeset holds {} unusable row(s), nothing applied: {} {}: {}",
-            rejections.len(),
-            bad.table,
-            Value::Array(bad.key.clone()),
-            bad.reason
-        )));
+    if !rejections.is_empty() {
+        return Err(tandem_core::Error::Rejected(rejections).into());
     }
     applying(conn, |conn| {
         let mut result = Applied { watermark: changeset.watermark.clone(), ..Applied::default() };

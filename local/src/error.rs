@@ -16,9 +16,6 @@ pub enum LocalError {
     #[error("cannot open {path}: {reason}")]
     Open { path: String, reason: String },
 
-    #[error("scope \"{0}\" is not provisioned in this file: run sync_run (or sync_provision with the server's schema) first")]
-    NotProvisioned(String),
-
     #[error("table {table} is already synced by scope \"{other}\"; a table belongs to one scope")]
     TableInOtherScope { table: String, other: String },
 

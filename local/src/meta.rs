@@ -79,7 +79,7 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
 }
 
 pub fn require(conn: &Connection, scope: &str) -> Result<ScopeState> {
-    load(conn, scope)?.ok_or_else(|| LocalError::NotProvisioned(scope.to_string()))
+    load(conn, scope)?.ok_or_else(|| tandem_core::Error::UnknownScope(scope.to_string()).into())
 }
 
 pub fn set_watermark(conn: &Connection, scope: &str, watermark: Option<&str>) -> Result<()> {
