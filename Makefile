@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 PG_CONFIG ?= /usr/bin/pg_config
 PGRX_VERSION := 0.18.0
-APT_PACKAGES := postgresql-server-dev-15 libclang-dev clang sudo libssl-dev pkg-config
+APT_PACKAGES := postgresql-server-dev-15 libclang-dev clang sudo libssl-dev pkg-config python3
 # A data directory for the scratch PostgreSQL of `cargo pgrx test`; initdb
 # refuses to run as root, so it belongs to the postgres user.
 PGRX_PGDATA := $(CURDIR)/target/pgrx-pgdata
@@ -68,6 +68,7 @@ test-extension: deps
 # pgrx tests above install a test build of the extension, so the release
 # build goes back in first.
 test-workspace: install
+	cargo build -p tandem-sqlite
 	cargo test
 
 bench: install
