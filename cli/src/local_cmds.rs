@@ -78,6 +78,10 @@ pub struct SyncArgs {
     /// The scope to sync.
     #[arg(long)]
     scope: String,
+    /// A client token from the server's sync_register_client (the server then
+    /// uses the parameters it was registered with).
+    #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Conflict policy the server applies: server_wins, client_wins, or schema.function.
     #[arg(long)]
     policy: Option<String>,
@@ -108,7 +112,7 @@ pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
     } else {
         Some(args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?)
     };
-    let options = SyncOptions { params, policy: args.policy.clone(), max_rows: args.max_rows };
+    let options = SyncOptions { params, policy: args.policy.clone(), max_rows: args.max_rows, token: args.token.clone() };
     let report = store.sync(&args.remote, &args.scope, &options)?;
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());

@@ -85,6 +85,9 @@ pub enum Error {
     #[error("unknown client \"{0}\": register it with sync_register_client")]
     UnknownClient(String),
 
+    #[error("invalid token for scope \"{0}\": use the token sync_register_client issued (register the client again if it was lost)")]
+    InvalidToken(String),
+
     #[error("{} row(s) refused, nothing applied: {}", .0.len(), summarize(.0))]
     Rejected(Vec<Rejection>),
 
@@ -131,6 +134,7 @@ impl Error {
             Error::WatermarkTooOld(_) => "55000",    // object_not_in_prerequisite_state
             Error::Params(_) => "22023",
             Error::UnknownClient(_) => "42704",
+            Error::InvalidToken(_) => "28000", // invalid_authorization_specification
             // Refusals over access outrank refusals over values.
             Error::Rejected(rows) if rows.iter().any(|r| r.kind != RejectionKind::InvalidValue) => "42501",
             Error::Rejected(_) => "22P02",

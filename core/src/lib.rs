@@ -9,6 +9,7 @@ pub mod conflict;
 pub mod dsn;
 pub mod error;
 pub mod ident;
+pub mod identity;
 pub mod options;
 pub mod schema;
 pub mod setup;

@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_ROWS: u64 = 10_000;
 pub struct SelectOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// A token from `sync_register_client`: the call runs as that client,
+    /// with its parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Params>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,6 +33,8 @@ pub struct SelectOptions {
 pub struct ApplyOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Params>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

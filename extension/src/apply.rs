@@ -89,17 +89,16 @@ struct Plan<'s> {
 pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: &Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
     let stored = registry::load_scope(client, scope_name)?;
     let scope = stored.scope();
-    let client_id = match &options.client_id {
-        Some(id) if *id != changeset.origin => {
-            return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: id.clone() })
-        }
-        Some(id) => id.clone(),
-        None => changeset.origin.clone(),
-    };
-    if client_id.is_empty() {
+    if changeset.origin.is_empty() {
         return Err(Error::Malformed { what: "changeset", reason: "\"origin\" is empty: it names the uploading client".into() });
     }
-    let params = registry::resolve_params(client, scope_name, Some(&client_id), options.params.as_ref())?;
+    let claimed = options.client_id.as_deref().or(if options.token.is_some() { None } else { Some(changeset.origin.as_str()) });
+    let identity = registry::resolve_identity(client, scope_name, claimed, options.token.as_deref(), options.params.as_ref())?;
+    let client_id = identity.client_id.unwrap_or_else(|| changeset.origin.clone());
+    if client_id != changeset.origin {
+        return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });
+    }
+    let params = identity.params;
     let resolver = match options.policy() {
         Policy::Resolver(name) => Some(find_resolver(client, &name)?),
         Policy::ClientWins => None,

@@ -3,6 +3,7 @@
 
 use pgrx::prelude::*;
 use serde_json::{json, Value};
+use tandem_core::identity::new_token;
 use tandem_core::options::{check_params, Params};
 use tandem_core::sql::partition::bind_params;
 use tandem_core::{Error, Result};
@@ -35,17 +36,19 @@ pub fn register(client: &mut Client<'_>, scope_name: &str, params: &Params) -> R
     bind_params(&scope, params, 0..scope.schema.tables.len())?;
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| Error::Internal(format!("no randomness for a token: {e}")))?;
-    let token = format!("tdm_{}", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let client_id = spi::one::<String>(
+    let client_id = spi::one::<String>(client, "SELECT gen_random_uuid()::text", &[])?
+        .ok_or_else(|| Error::Internal("no client id".into()))?;
+    let token = new_token(&client_id, &secret);
+    spi::exec(
         client,
         "INSERT INTO tandem.clients (client_id, scope, params, token_hash) \
-         VALUES (gen_random_uuid()::text, $1, $2::jsonb, sha256(convert_to($3, 'UTF8'))) RETURNING client_id",
+         VALUES ($1, $2, $3::jsonb, sha256(convert_to($4, 'UTF8')))",
         &[
+            client_id.as_str().into(),
             scope_name.into(),
             Value::Object(params.clone().into_iter().collect()).to_string().into(),
             token.as_str().into(),
         ],
-    )?
-    .ok_or_else(|| Error::Internal("client was not registered".into()))?;
+    )?;
     Ok(json!({ "client_id": client_id, "token": token }))
 }

@@ -46,8 +46,15 @@ struct Window {
 pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&str>, options: &SelectOptions) -> Result<String> {
     let stored = registry::load_scope(client, scope_name)?;
     let scope = stored.scope();
-    let client_id = options.client_id.as_deref();
-    let params = registry::resolve_params(client, scope_name, client_id, options.params.as_ref())?;
+    let identity = registry::resolve_identity(
+        client,
+        scope_name,
+        options.client_id.as_deref(),
+        options.token.as_deref(),
+        options.params.as_ref(),
+    )?;
+    let client_id = identity.client_id.as_deref();
+    let params = identity.params;
     let downloading: Vec<usize> =
         (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
     let bound = bind_params(&scope, &params, downloading.iter().copied())?;

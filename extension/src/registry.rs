@@ -87,31 +87,64 @@ pub fn find_client(client: &Client<'_>, client_id: &str) -> Result<Option<Stored
     }))
 }
 
-/// The filter parameters a call runs with. A known client runs with the
+/// Who a call runs as, and with which filter parameters.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub client_id: Option<String>,
+    pub params: Params,
+}
+
+/// Resolves the caller. A token names a registered client, which runs with
+/// the parameters it was registered with; a known client id runs with the
 /// parameters it was bound to; passing different ones is an error, never a
 /// way into another partition. An unknown client id is bound to the
 /// parameters of its first call (see [`record_client`]).
-pub fn resolve_params(
+pub fn resolve_identity(
     client: &Client<'_>,
     scope: &str,
     client_id: Option<&str>,
+    token: Option<&str>,
     given: Option<&Params>,
-) -> Result<Params> {
-    let Some(id) = client_id else { return Ok(given.cloned().unwrap_or_default()) };
-    match find_client(client, id)? {
-        None => Ok(given.cloned().unwrap_or_default()),
-        Some(stored) if stored.scope != scope => Err(Error::Params(format!(
-            "client \"{id}\" belongs to scope \"{}\", not \"{scope}\"",
-            stored.scope
-        ))),
-        Some(stored) => match given {
-            Some(given) if *given != stored.params => Err(Error::Params(format!(
-                "client \"{id}\" is bound to parameters {}; it cannot use {}: register a new client for other parameters",
-                Value::Object(stored.params.clone().into_iter().collect()),
-                Value::Object(given.clone().into_iter().collect()),
-            ))),
-            _ => Ok(stored.params),
+) -> Result<Identity> {
+    let stored = match token {
+        Some(token) => {
+            let found = spi::select(
+                client,
+                "SELECT client_id, scope, params::text FROM tandem.clients WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
+                &[token.into()],
+                |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default(), spi::text(row, 3)?.unwrap_or_default())),
+            )?;
+            let Some((id, stored_scope, params)) = found.into_iter().next() else {
+                return Err(Error::InvalidToken(scope.to_string()));
+            };
+            if stored_scope != scope {
+                return Err(Error::InvalidToken(scope.to_string()));
+            }
+            if let Some(claimed) = client_id {
+                if claimed != id {
+                    return Err(Error::IdentityMismatch { origin: claimed.to_string(), client: id });
+                }
+            }
+            Some((id, StoredClient { scope: stored_scope, params: serde_json::from_str(&params).unwrap_or_default() }))
+        }
+        None => match client_id {
+            Some(id) => find_client(client, id)?.map(|stored| (id.to_string(), stored)),
+            None => return Ok(Identity { client_id: None, params: given.cloned().unwrap_or_default() }),
         },
+    };
+    let Some((id, stored)) = stored else {
+        return Ok(Identity { client_id: client_id.map(str::to_string), params: given.cloned().unwrap_or_default() });
+    };
+    if stored.scope != scope {
+        return Err(Error::Params(format!("client \"{id}\" belongs to scope \"{}\", not \"{scope}\"", stored.scope)));
+    }
+    match given {
+        Some(given) if *given != stored.params => Err(Error::Params(format!(
+            "client \"{id}\" is bound to parameters {}; it cannot use {}: register a new client for other parameters",
+            Value::Object(stored.params.clone().into_iter().collect()),
+            Value::Object(given.clone().into_iter().collect()),
+        ))),
+        _ => Ok(Identity { client_id: Some(id), params: stored.params }),
     }
 }
 

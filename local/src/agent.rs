@@ -13,6 +13,7 @@ use serde_json::Value;
 use tandem_core::apply_result::ConflictReport;
 use tandem_core::changeset::Changeset;
 use tandem_core::options::{check_params, ApplyOptions, Params, Policy, SelectOptions, DEFAULT_MAX_ROWS};
+use tandem_core::identity::token_client_id;
 use tandem_core::watermark::Watermark;
 use tandem_core::Rejection;
 
@@ -37,6 +38,10 @@ pub struct SyncOptions {
     /// Rows per batch, both ways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u64>,
+    /// A token from the server's `sync_register_client`: this file syncs as
+    /// that client, with its parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl SyncOptions {
@@ -91,7 +96,21 @@ pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &Sy
         provision::provision(conn, scope, &server_schema)?;
         report.provisioned = true;
     }
-    let state = meta::require(conn, scope)?;
+    let mut state = meta::require(conn, scope)?;
+    if let Some(token) = &options.token {
+        let id = token_client_id(token)
+            .ok_or_else(|| LocalError::Invalid("the token is not one sync_register_client issued (tdm_<client>_<secret>)".into()))?;
+        if id != state.client_id {
+            if state.watermark.is_some() || state.tables.iter().any(|t| t.acked_seq > 0) {
+                return Err(LocalError::Invalid(format!(
+                    "this file syncs scope \"{scope}\" as client {}; the token is for client {id}: use another file",
+                    state.client_id
+                )));
+            }
+            meta::set_client_id(conn, scope, id)?;
+            state = meta::require(conn, scope)?;
+        }
+    }
     report.client_id = state.client_id.clone();
     report.schema_version = state.schema.version;
     let params = match (&options.params, &state.params) {
@@ -112,7 +131,14 @@ pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &Sy
     let max_rows = options.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
 
     // Push.
-    let apply_options = ApplyOptions { client_id: Some(state.client_id.clone()), params: Some(params.clone()), policy: options.policy.clone() };
+    // With a token the server takes the parameters from the registration.
+    let params_sent = if options.token.is_some() { None } else { Some(params.clone()) };
+    let apply_options = ApplyOptions {
+        client_id: Some(state.client_id.clone()),
+        token: options.token.clone(),
+        params: params_sent.clone(),
+        policy: options.policy.clone(),
+    };
     for _ in 0..PUSH_ROUNDS {
         let state = meta::require(conn, scope)?;
         let batch = changes::select(conn, &state, max_rows)?;
@@ -137,7 +163,12 @@ pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &Sy
     // Pull. A pull interrupted earlier resumes where it stopped; it then ends
     // at the snapshot it began with, so one more pass brings in what came
     // since.
-    let select_options = SelectOptions { client_id: Some(state.client_id.clone()), params: Some(params), max_rows: Some(max_rows) };
+    let select_options = SelectOptions {
+        client_id: Some(state.client_id.clone()),
+        token: options.token.clone(),
+        params: params_sent,
+        max_rows: Some(max_rows),
+    };
     let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
     for _pass in 0..if resuming { 2 } else { 1 } {
         loop {

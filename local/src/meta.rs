@@ -96,6 +96,13 @@ pub fn set_params(conn: &Connection, scope: &str, params: &Params) -> Result<()>
     Ok(())
 }
 
+/// Adopts the client id of a registration (a token) for a file that has not
+/// synced as anyone yet.
+pub fn set_client_id(conn: &Connection, scope: &str, client_id: &str) -> Result<()> {
+    conn.execute("UPDATE tandem_scopes SET client_id = ?2 WHERE scope = ?1", params![scope, client_id])?;
+    Ok(())
+}
+
 pub fn set_acked(conn: &Connection, id: i64, seq: i64) -> Result<()> {
     conn.execute("UPDATE tandem_tables SET acked_seq = max(acked_seq, ?2) WHERE id = ?1", params![id, seq])?;
     Ok(())
