@@ -1,0 +1,131 @@
+//! Initial download into a fresh SQLite file, against COPY ... TO STDOUT fed
+//! into a SQLite bulk insert in one transaction; the incremental round; and
+//! the first sync of 10,000 rows.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use rusqlite::{params, Connection};
+use tandem_local::{Store, SyncOptions};
+
+use super::{median, per_second, timed, Scratch};
+use crate::error::CliError;
+
+pub struct Download {
+    pub rows_per_s: f64,
+    pub baseline_rows_per_s: f64,
+    pub peak_rss_mb: f64,
+    /// The synced file, for the cases that follow.
+    pub file: PathBuf,
+}
+
+/// The fastest plain path: COPY's text rows straight into SQLite.
+fn copy_baseline(scratch: &Scratch) -> Result<u64, CliError> {
+    let mut client = scratch.connect()?;
+    let sqlite = Connection::open(scratch.file("baseline.db"))?;
+    sqlite.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE bench (id INTEGER PRIMARY KEY, tenant INTEGER NOT NULL, body TEXT NOT NULL, amount TEXT NOT NULL, at TEXT NOT NULL);",
+    )?;
+    let reader = client
+        .copy_out("COPY (SELECT id, tenant, body, amount, at FROM bench) TO STDOUT")
+        .map_err(|e| CliError::database("COPY", &e))?;
+    let tx = sqlite.unchecked_transaction()?;
+    let mut rows = 0;
+    {
+        let mut insert = tx.prepare("INSERT INTO bench VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for line in BufReader::with_capacity(1 << 16, reader).lines() {
+            let line = line.map_err(|e| CliError::Invalid(format!("COPY: {e}")))?;
+            let mut fields = line.split('\t');
+            let mut next = || fields.next().unwrap_or_default();
+            let id: i64 = next().parse().unwrap_or_default();
+            let tenant: i64 = next().parse().unwrap_or_default();
+            insert.execute(params![id, tenant, next(), next(), next()])?;
+            rows += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(rows)
+}
+
+/// Peak resident memory of the children waited for so far, in MB.
+fn children_peak_rss_mb() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+pub fn run(scratch: &Scratch, rows: u64) -> Result<Download, CliError> {
+    let (copied, baseline) = timed(|| copy_baseline(scratch))?;
+    if copied != rows {
+        return Err(CliError::Invalid(format!("COPY gave {copied} rows of {rows}")));
+    }
+    // The download runs as its own process, as a device would, so its peak
+    // memory is the client's alone.
+    let file = scratch.file("device.db");
+    let exe = std::env::current_exe().map_err(|e| CliError::Invalid(format!("cannot find the tandem binary: {e}")))?;
+    let started = Instant::now();
+    let output = Command::new(exe)
+        .args(["sync", "--local"])
+        .arg(&file)
+        .args(["--remote", &scratch.url, "--scope", "bench", "--json"])
+        .output()
+        .map_err(|e| CliError::Invalid(format!("cannot run tandem sync: {e}")))?;
+    let took = started.elapsed();
+    if !output.status.success() {
+        return Err(CliError::Invalid(format!("the download failed: {}", String::from_utf8_lossy(&output.stderr))));
+    }
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| CliError::Invalid(format!("unreadable sync report: {e}")))?;
+    if report["pulled"].as_u64() != Some(rows) {
+        return Err(CliError::Invalid(format!("the download pulled {} rows of {rows}", report["pulled"])));
+    }
+    Ok(Download {
+        rows_per_s: per_second(rows, took),
+        baseline_rows_per_s: per_second(copied, baseline),
+        peak_rss_mb: children_peak_rss_mb(),
+        file,
+    })
+}
+
+/// Median time of a sync round that brings 100 rows changed on the server.
+pub fn incremental(scratch: &Scratch, file: &PathBuf) -> Result<f64, CliError> {
+    let mut server = scratch.connect()?;
+    let store = Store::open(file)?;
+    let rows: i64 = server.query_one("SELECT max(id) FROM bench", &[]).map_err(|e| CliError::database("count", &e))?.get(0);
+    let mut times = Vec::new();
+    for round in 0..7i64 {
+        server
+            .execute(
+                "UPDATE bench SET amount = amount + 1 WHERE id IN (SELECT 1 + (g * 7919 + $2::int8 * 104729) % $1::int8 FROM generate_series(1, 100) g)",
+                &[&rows, &round],
+            )
+            .map_err(|e| CliError::database("change 100 rows", &e))?;
+        let (report, took) = timed(|| Ok(store.sync(&scratch.url, "bench", &SyncOptions::default())?))?;
+        if report.pulled != 100 {
+            return Err(CliError::Invalid(format!("an incremental round pulled {} rows, not 100", report.pulled)));
+        }
+        times.push(took.as_secs_f64() * 1000.0);
+    }
+    Ok(median(times))
+}
+
+/// A first sync of a 10,000-row scope into a new file, in seconds.
+pub fn seed_10k(scratch: &Scratch) -> Result<f64, CliError> {
+    let mut server = scratch.connect()?;
+    server
+        .batch_execute(&format!(
+            "CREATE TABLE seed (LIKE bench INCLUDING ALL); INSERT INTO seed {}; \
+             SELECT sync_provision('seed', '{{\"tables\": [{{\"name\": \"seed\"}}]}}');",
+            super::scratch::rows_sql("1", "10000")
+        ))
+        .map_err(|e| CliError::database("seed table", &e))?;
+    let store = Store::open(scratch.file("seed.db"))?;
+    let (report, took) = timed(|| Ok(store.sync(&scratch.url, "seed", &SyncOptions::default())?))?;
+    if report.pulled != 10_000 {
+        return Err(CliError::Invalid(format!("the first sync pulled {} rows, not 10000", report.pulled)));
+    }
+    Ok(took.as_secs_f64())
+}

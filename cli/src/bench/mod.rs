@@ -1,0 +1,125 @@
+//! `tandem bench`: each sync figure beside a plain-copy baseline measured in
+//! the same run, on a database and files of its own (removed afterwards).
+//!
+//! Cases: initial download PostgreSQL -> SQLite (against COPY into a SQLite
+//! bulk insert), incremental round, upload (against a set-based INSERT ... ON
+//! CONFLICT), write overhead of tracking on each side, the client's peak
+//! memory, and a 10,000-row first sync.
+
+mod download;
+mod overhead;
+mod scratch;
+mod upload;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::error::CliError;
+use crate::DEFAULT_DATABASE_URL;
+
+pub use scratch::Scratch;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Rows in the benchmark table.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// PostgreSQL server to create the benchmark database on.
+    #[arg(long, env = "TANDEM_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database: String,
+}
+
+/// Rows a case moves (the upload and overhead cases use at most this many).
+pub const CHANGES: u64 = 100_000;
+
+pub fn per_second(rows: u64, took: Duration) -> f64 {
+    rows as f64 / took.as_secs_f64().max(1e-9)
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+/// Times `body`.
+pub fn timed<T>(body: impl FnOnce() -> Result<T, CliError>) -> Result<(T, Duration), CliError> {
+    let started = Instant::now();
+    let value = body()?;
+    Ok((value, started.elapsed()))
+}
+
+/// Prints a step on a terminal, so a long run shows where it is.
+pub fn step(json: bool, text: &str) {
+    use std::io::IsTerminal;
+    if !json && std::io::stderr().is_terminal() {
+        eprintln!("  .. {text}");
+    }
+}
+
+pub fn run(args: &Args) -> Result<(), CliError> {
+    if args.rows < 1000 {
+        return Err(CliError::Invalid("--rows must be at least 1000".into()));
+    }
+    let scratch = Scratch::create(&args.database, args.rows)?;
+    step(args.json, &format!("seeded {} rows in {:.1} s", args.rows, scratch.seed_s));
+    let changes = CHANGES.min(args.rows / 2);
+
+    step(args.json, "download: COPY baseline, then tandem sync in a child process");
+    let download = download::run(&scratch, args.rows)?;
+    step(args.json, "incremental rounds of 100 changes");
+    let incremental = download::incremental(&scratch, &download.file)?;
+    step(args.json, "upload: INSERT ... ON CONFLICT baseline, then tandem sync");
+    let upload = upload::run(&scratch, &download.file, args.rows, changes)?;
+    step(args.json, "write overhead of tracking on each side");
+    let server = overhead::server(&scratch, args.rows, changes)?;
+    let local = overhead::local(&download.file, args.rows, changes)?;
+    step(args.json, "first sync of 10,000 rows");
+    let seed = download::seed_10k(&scratch)?;
+
+    let report = json!({
+        "rows": args.rows,
+        "download_rows_per_s": download.rows_per_s,
+        "baseline_rows_per_s": download.baseline_rows_per_s,
+        "download_ratio": download.rows_per_s / download.baseline_rows_per_s,
+        "incremental_ms": incremental,
+        "upload_rows": changes,
+        "upload_rows_per_s": upload.rows_per_s,
+        "upload_baseline_rows_per_s": upload.baseline_rows_per_s,
+        "upload_ratio": upload.rows_per_s / upload.baseline_rows_per_s,
+        "server_write_overhead": server.worst(),
+        "server_insert_overhead": server.insert,
+        "server_update_overhead": server.update,
+        "local_write_overhead": local.worst(),
+        "local_insert_overhead": local.insert,
+        "local_update_overhead": local.update,
+        "peak_rss_mb": download.peak_rss_mb,
+        "seed_10k_s": seed,
+        "provision_s": scratch.provision_s,
+    });
+    if args.json {
+        println!("{report}");
+        return Ok(());
+    }
+    let n = args.rows;
+    println!("tandem bench: {n} rows (bigint key, int tenant, ~40-char text, numeric(12,2), timestamptz)");
+    println!("  {:<46} {:>14} {:>14} {:>7}", "case", "tandem", "baseline", "ratio");
+    println!(
+        "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
+        "download PostgreSQL -> SQLite file (vs COPY)", download.rows_per_s, download.baseline_rows_per_s, report["download_ratio"].as_f64().unwrap_or_default()
+    );
+    println!(
+        "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
+        format!("upload {changes} changes (vs INSERT..ON CONFLICT)"), upload.rows_per_s, upload.baseline_rows_per_s, report["upload_ratio"].as_f64().unwrap_or_default()
+    );
+    println!("  {:<46} {:>13.1}ms", "incremental round, 100 changed rows (median)", incremental);
+    println!("  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)", "server write overhead (tracked / untracked)", server.worst(), server.insert, server.update);
+    println!("  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)", "local write overhead (tracked / untracked)", local.worst(), local.insert, local.update);
+    println!("  {:<46} {:>12.0} MB", "client peak RSS during the download", download.peak_rss_mb);
+    println!("  {:<46} {:>13.2} s", "first sync of 10,000 rows", seed);
+    println!("  {:<46} {:>13.2} s", "provision (stamp existing rows)", scratch.provision_s);
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! What change tracking costs the application's own writes: the same bulk
+//! INSERT and UPDATE on a tracked table and on an untracked copy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::{timed, Scratch};
+use crate::error::CliError;
+
+pub struct Overhead {
+    pub insert: f64,
+    pub update: f64,
+}
+
+impl Overhead {
+    pub fn worst(&self) -> f64 {
+        self.insert.max(self.update)
+    }
+}
+
+fn ratio(tracked: Duration, plain: Duration) -> f64 {
+    tracked.as_secs_f64() / plain.as_secs_f64().max(1e-9)
+}
+
+/// Best of three runs of each statement, alternating the two tables.
+fn best_of(mut run: impl FnMut(bool) -> Result<Duration, CliError>) -> Result<(Duration, Duration), CliError> {
+    let mut tracked = Duration::MAX;
+    let mut plain = Duration::MAX;
+    for _ in 0..3 {
+        plain = plain.min(run(false)?);
+        tracked = tracked.min(run(true)?);
+    }
+    Ok((tracked, plain))
+}
+
+pub fn server(scratch: &Scratch, rows: u64, changes: u64) -> Result<Overhead, CliError> {
+    let mut client = scratch.connect()?;
+    let first = rows as i64 + 1_000_000;
+    let mut round = 0;
+    let (insert_tracked, insert_plain) = best_of(|tracked| {
+        round += 1;
+        let table = if tracked { "bench" } else { "bench_copy" };
+        let start = first + round * changes as i64;
+        let sql = format!("INSERT INTO {table} {}", super::scratch::rows_sql(&start.to_string(), &(start + changes as i64 - 1).to_string()));
+        Ok(timed(|| client.batch_execute(&sql).map_err(|e| CliError::database("bulk insert", &e)))?.1)
+    })?;
+    let (update_tracked, update_plain) = best_of(|tracked| {
+        let table = if tracked { "bench" } else { "bench_copy" };
+        let sql = format!("UPDATE {table} SET amount = amount + 1 WHERE id <= {changes}");
+        Ok(timed(|| client.batch_execute(&sql).map_err(|e| CliError::database("bulk update", &e)))?.1)
+    })?;
+    Ok(Overhead { insert: ratio(insert_tracked, insert_plain), update: ratio(update_tracked, update_plain) })
+}
+
+pub fn local(file: &Path, rows: u64, changes: u64) -> Result<Overhead, CliError> {
+    let conn = Connection::open(file)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE IF NOT EXISTS bench_plain (id INTEGER NOT NULL, tenant INTEGER NOT NULL, body TEXT NOT NULL, amount TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (id));
+         INSERT INTO bench_plain SELECT * FROM bench;",
+    )?;
+    let first = rows as i64 + 2_000_000;
+    let mut round = 0;
+    let (insert_tracked, insert_plain) = best_of(|tracked| {
+        round += 1;
+        let table = if tracked { "bench" } else { "bench_plain" };
+        let start = first + round * changes as i64;
+        let sql = format!(
+            "BEGIN; WITH RECURSIVE g(v) AS (SELECT {start} UNION ALL SELECT v + 1 FROM g WHERE v < {})
+             INSERT INTO {table} SELECT v, v % 10, 'row ' || v, '1.00', '2024-01-01T00:00:00Z' FROM g; COMMIT;",
+            start + changes as i64 - 1
+        );
+        Ok(timed(|| Ok(conn.execute_batch(&sql)?))?.1)
+    })?;
+    let (update_tracked, update_plain) = best_of(|tracked| {
+        let table = if tracked { "bench" } else { "bench_plain" };
+        let sql = format!("BEGIN; UPDATE {table} SET amount = '2.00' WHERE id <= {changes}; COMMIT;");
+        Ok(timed(|| Ok(conn.execute_batch(&sql)?))?.1)
+    })?;
+    Ok(Overhead { insert: ratio(insert_tracked, insert_plain), update: ratio(update_tracked, update_plain) })
+}

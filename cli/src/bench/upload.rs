@@ -1,0 +1,54 @@
+//! Uploading local changes (half updates, half inserts), against a plain
+//! set-based INSERT ... ON CONFLICT DO UPDATE of the same rows from a
+//! temporary table into an untracked copy.
+
+use std::path::Path;
+
+use tandem_local::{Store, SyncOptions};
+
+use super::{per_second, timed, Scratch};
+use crate::error::CliError;
+
+pub struct Upload {
+    pub rows_per_s: f64,
+    pub baseline_rows_per_s: f64,
+}
+
+pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Upload, CliError> {
+    let half = (changes / 2) as i64;
+    let n = rows as i64;
+    // Baseline first, on an untracked copy, with the same rows.
+    let mut server = scratch.connect()?;
+    server
+        .batch_execute(&format!(
+            "CREATE TABLE bench_copy (LIKE bench INCLUDING ALL); INSERT INTO bench_copy SELECT * FROM bench; ANALYZE bench_copy;
+             CREATE TEMP TABLE upload_rows AS
+               SELECT id, tenant, body || '+' AS body, amount + 1 AS amount, at FROM bench WHERE id <= {half}
+               UNION ALL {};",
+            super::scratch::rows_sql(&(n + 1).to_string(), &(n + half).to_string())
+        ))
+        .map_err(|e| CliError::database("baseline tables", &e))?;
+    let ((), baseline) = timed(|| {
+        server
+            .batch_execute(
+                "INSERT INTO bench_copy SELECT * FROM upload_rows ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, \
+                 body = excluded.body, amount = excluded.amount, at = excluded.at",
+            )
+            .map_err(|e| CliError::database("baseline upsert", &e))
+    })?;
+
+    let store = Store::open(file)?;
+    store.connection().execute_batch(&format!(
+        "UPDATE bench SET body = body || '+', amount = printf('%.2f', amount + 1) WHERE id <= {half};
+         WITH RECURSIVE g(v) AS (SELECT {} UNION ALL SELECT v + 1 FROM g WHERE v < {})
+         INSERT INTO bench SELECT v, v % 10, lower(hex(randomblob(16))) || '-row', printf('%.2f', (v % 100000) / 100.0),
+                strftime('%Y-%m-%dT%H:%M:%SZ', 1704067200 + v, 'unixepoch') FROM g;",
+        n + 1,
+        n + half
+    ))?;
+    let (report, took) = timed(|| Ok(store.sync(&scratch.url, "bench", &SyncOptions::default())?))?;
+    if report.pushed != changes || !report.conflicts.is_empty() {
+        return Err(CliError::Invalid(format!("the upload pushed {} of {changes} changes ({} conflicts)", report.pushed, report.conflicts.len())));
+    }
+    Ok(Upload { rows_per_s: per_second(changes, took), baseline_rows_per_s: per_second(changes, baseline) })
+}
