@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use crate::changeset::{Changeset, Op, RowChange};
+use crate::changeset::{Changeset, Op};
 use crate::error::{Error, Rejection, RejectionKind, Result};
 use crate::schema::{Schema, TableSchema};
 use crate::types::LogicalType;
@@ -26,6 +26,8 @@ pub struct CheckedRow<V> {
     pub op: Op,
     /// Primary key values as JSON, in primary key order.
     pub key: Vec<Value>,
+    /// The key as JSON text, to compare keys without re-encoding them.
+    pub key_text: String,
     /// Upserts: converted values in changeset column order. Deletes:
     /// converted key values in primary key order.
     pub values: Vec<V>,
@@ -51,16 +53,16 @@ impl<'s, V> CheckedTable<'s, V> {
 /// Tables come back in schema order (parents first).
 pub fn check_changeset<'s, V>(
     schema: &'s Schema,
-    changeset: &Changeset,
+    changeset: Changeset,
     convert: impl Fn(LogicalType, &Value) -> std::result::Result<V, String>,
 ) -> Result<(Vec<CheckedTable<'s, V>>, Vec<Rejection>)> {
     if changeset.scope != schema.scope {
-        return Err(Error::ScopeMismatch { expected: schema.scope.clone(), found: changeset.scope.clone() });
+        return Err(Error::ScopeMismatch { expected: schema.scope.clone(), found: changeset.scope });
     }
     let mut tables: Vec<CheckedTable<'s, V>> = Vec::new();
     let mut seen_keys: Vec<HashSet<String>> = Vec::new();
     let mut rejections = Vec::new();
-    for changes in &changeset.tables {
+    for changes in changeset.tables {
         let table = schema.table(&changes.name)?;
         let mut columns = Vec::with_capacity(changes.columns.len());
         for name in &changes.columns {
@@ -95,12 +97,21 @@ pub fn check_changeset<'s, V>(
             }
         }
         let key_positions = checked.key_positions();
-        for (n, row) in changes.rows.iter().enumerate() {
+        // Per value position: the column, its type, and whether NULL is allowed.
+        fn describe<'c>(table: &TableSchema, c: &'c crate::schema::Column) -> (LogicalType, bool, &'c str) {
+            (c.ty, c.nullable && !table.primary_key.contains(&c.name), c.name.as_str())
+        }
+        let upsert_columns: Vec<_> = checked.columns.iter().map(|&c| describe(table, &table.columns[c])).collect();
+        let key_columns: Vec<_> = table.key_columns().into_iter().map(|c| describe(table, c)).collect();
+        for (n, row) in changes.rows.into_iter().enumerate() {
             check_version_text(&row.base, "base", &table.name, n)?;
             check_version_text(&row.version, "version", &table.name, n)?;
-            let (raw, types): (Vec<Value>, Vec<LogicalType>) = match row.op {
+            let (raw, described) = match row.op {
                 Op::Upsert => {
-                    let values = row_values(row, &table.name, n)?;
+                    if row.key.is_some() {
+                        return Err(malformed(format!("upsert row {n} of {} carries \"key\"; the key is in \"values\"", table.name)));
+                    }
+                    let values = row.values.ok_or_else(|| malformed(format!("upsert row {n} of {} has no \"values\"", table.name)))?;
                     if values.len() != checked.columns.len() {
                         return Err(malformed(format!(
                             "row {n} of {} has {} values for {} columns",
@@ -109,12 +120,10 @@ pub fn check_changeset<'s, V>(
                             checked.columns.len()
                         )));
                     }
-                    (values.clone(), checked.columns.iter().map(|&c| table.columns[c].ty).collect())
+                    (values, &upsert_columns)
                 }
                 Op::Delete => {
-                    let key = row.key.as_ref().ok_or_else(|| {
-                        malformed(format!("delete row {n} of {} has no \"key\"", table.name))
-                    })?;
+                    let key = row.key.ok_or_else(|| malformed(format!("delete row {n} of {} has no \"key\"", table.name)))?;
                     if row.values.is_some() {
                         return Err(malformed(format!("delete row {n} of {} carries \"values\"", table.name)));
                     }
@@ -126,35 +135,28 @@ pub fn check_changeset<'s, V>(
                             table.primary_key.len()
                         )));
                     }
-                    (key.clone(), table.key_columns().iter().map(|c| c.ty).collect())
+                    (key, &key_columns)
                 }
             };
             let key: Vec<Value> = match row.op {
                 Op::Upsert => key_positions.iter().map(|&p| raw[p].clone()).collect(),
                 Op::Delete => raw.clone(),
             };
-            if !seen_keys.insert(Value::Array(key.clone()).to_string()) {
-                return Err(malformed(format!(
-                    "key {} appears twice in {}; send each row once",
-                    Value::Array(key),
-                    table.name
-                )));
+            let key_text = serde_json::to_string(&key).unwrap_or_default();
+            if !seen_keys.insert(key_text.clone()) {
+                return Err(malformed(format!("key {key_text} appears twice in {}; send each row once", table.name)));
             }
             let mut values = Vec::with_capacity(raw.len());
             let mut problem = None;
-            for (i, value) in raw.iter().enumerate() {
-                let column = match row.op {
-                    Op::Upsert => &table.columns[checked.columns[i]],
-                    Op::Delete => table.key_columns()[i],
-                };
-                if value.is_null() && (!column.nullable || table.primary_key.contains(&column.name)) {
-                    problem = Some(format!("column {} may not be NULL", column.name));
+            for (value, &(ty, nullable, name)) in raw.iter().zip(described.iter()) {
+                if value.is_null() && !nullable {
+                    problem = Some(format!("column {name} may not be NULL"));
                     break;
                 }
-                match convert(types[i], value) {
+                match convert(ty, value) {
                     Ok(v) => values.push(v),
                     Err(reason) => {
-                        problem = Some(format!("column {}: {reason}", column.name));
+                        problem = Some(format!("column {name}: {reason}"));
                         break;
                     }
                 }
@@ -172,10 +174,11 @@ pub fn check_changeset<'s, V>(
                 None => checked.rows.push(CheckedRow {
                     op: row.op,
                     key,
+                    key_text,
                     values,
                     raw,
-                    base: row.base.clone(),
-                    version: row.version.clone(),
+                    base: row.base,
+                    version: row.version,
                     seq: row.seq,
                 }),
             }
@@ -183,13 +186,6 @@ pub fn check_changeset<'s, V>(
     }
     tables.sort_by_key(|t| schema.position(t.schema));
     Ok((tables, rejections))
-}
-
-fn row_values<'r>(row: &'r RowChange, table: &str, n: usize) -> Result<&'r Vec<Value>> {
-    if row.key.is_some() {
-        return Err(malformed(format!("upsert row {n} of {table} carries \"key\"; the key is in \"values\"")));
-    }
-    row.values.as_ref().ok_or_else(|| malformed(format!("upsert row {n} of {table} has no \"values\"")))
 }
 
 fn check_version_text(version: &Option<String>, field: &str, table: &str, n: usize) -> Result<()> {
@@ -235,7 +231,7 @@ mod tests {
     fn check(cs: Value) -> Result<(usize, Vec<Rejection>)> {
         let schema = schema();
         let cs = Changeset::from_value(cs)?;
-        let (tables, rejections) = check_changeset(&schema, &cs, json_to_pg_text)?;
+        let (tables, rejections) = check_changeset(&schema, cs, json_to_pg_text)?;
         Ok((tables.iter().map(|t| t.rows.len()).sum(), rejections))
     }
 

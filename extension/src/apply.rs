@@ -24,7 +24,7 @@ use tandem_core::types::{json_to_pg_text, pg_text_to_json};
 use tandem_core::validate::{check_changeset, CheckedRow, CheckedTable};
 use tandem_core::{Error, Rejection, RejectionKind, Result};
 
-use crate::jsonb_text::JsonbText;
+use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::run;
 use crate::spi::{self, Client};
@@ -37,7 +37,18 @@ fn sync_apply_changes(scope: &str, changeset: JsonbText, options: default!(Optio
     run("sync_apply_changes", || {
         let options = ApplyOptions::parse(options.map(|o| o.parse()).as_ref())?;
         let changeset = Changeset::parse(&changeset.0)?;
-        Spi::connect_mut(|client| apply_changes(client, scope, &changeset, &options).map(|r| JsonbText::from_value(&r)))
+        Spi::connect_mut(|client| apply_changes(client, scope, changeset, &options).map(|r| JsonbText::from_value(&r)))
+    })
+}
+
+/// `sync_apply_changes` taking the changeset as `json` text, for agents
+/// that send it as they wrote it (no jsonb parse and print on the way in).
+#[pg_extern(volatile)]
+fn sync_apply_changes_json(scope: &str, changeset: crate::json_text::JsonText, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
+    run("sync_apply_changes_json", || {
+        let options = ApplyOptions::parse(options.map(|o| o.parse()).as_ref())?;
+        let changeset = Changeset::parse(&changeset.0)?;
+        Spi::connect_mut(|client| apply_changes(client, scope, changeset, &options).map(|r| JsonbText::from_value(&r)))
     })
 }
 
@@ -86,7 +97,7 @@ struct Plan<'s> {
     rewritten: HashMap<usize, Map<String, Value>>,
 }
 
-pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: &Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
+pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
     let stored = registry::load_scope(client, scope_name)?;
     let scope = stored.scope();
     if changeset.origin.is_empty() {

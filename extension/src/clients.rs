@@ -8,7 +8,7 @@ use tandem_core::options::{check_params, Params};
 use tandem_core::sql::partition::bind_params;
 use tandem_core::{Error, Result};
 
-use crate::jsonb_text::JsonbText;
+use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::run;
 use crate::spi::{self, Client};

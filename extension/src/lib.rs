@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 mod apply;
 mod catalog;
 mod clients;
-mod jsonb_text;
+mod json_text;
 mod provision;
 mod pull;
 mod registry;

@@ -9,7 +9,7 @@ use tandem_core::setup::{check_scope_name, ScopeSetup};
 use tandem_core::sql::{tracking, Scope};
 use tandem_core::{Error, Result};
 
-use crate::jsonb_text::JsonbText;
+use crate::json_text::JsonbText;
 use crate::registry::{self, StoredScope};
 use crate::report::run;
 use crate::spi::{self, Client};
@@ -105,6 +105,9 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
         for statement in tracking::create_tracking(&tracked, index) {
             spi::exec(client, &statement, &[])?;
         }
+        // Fresh statistics, so the first pulls walk the key in order instead
+        // of sorting the whole table for every batch.
+        spi::exec(client, &format!("ANALYZE {}", tracked.track(index)), &[])?;
     }
     for (index, table) in schema.tables.iter().enumerate() {
         if let Some((old_table, _)) = old_tables.iter().find(|(t, _)| t.name == table.name) {

@@ -13,7 +13,7 @@ use tandem_core::types::{json_to_pg_text, pg_text_to_json, write_pg_text_as_json
 use tandem_core::watermark::{Phase, Snapshot, Watermark};
 use tandem_core::{Error, Result};
 
-use crate::jsonb_text::JsonbText;
+use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::run;
 use crate::spi::{self, Client};
@@ -31,6 +31,21 @@ fn sync_select_changes(
     run("sync_select_changes", || {
         let options = SelectOptions::parse(options.map(|o| o.parse()).as_ref())?;
         Spi::connect_mut(|client| select_changes(client, scope, since, &options).map(JsonbText))
+    })
+}
+
+/// `sync_select_changes` as `json`: the same changeset, as the text it was
+/// written in, for agents that parse it themselves (a large batch skips
+/// jsonb's parse and print).
+#[pg_extern(volatile)]
+fn sync_select_changes_json(
+    scope: &str,
+    since: Option<&str>,
+    options: default!(Option<JsonbText>, "'{}'"),
+) -> crate::json_text::JsonText {
+    run("sync_select_changes_json", || {
+        let options = SelectOptions::parse(options.map(|o| o.parse()).as_ref())?;
+        Spi::connect_mut(|client| select_changes(client, scope, since, &options).map(crate::json_text::JsonText))
     })
 }
 
@@ -74,6 +89,9 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
         let mut writer = ChangesetWriter::new(scope_name, &origin);
         let max_rows = options.max_rows();
         let mut has_more = false;
+        // Rows read count against max_rows even when skipped (changed after
+        // the pull began), so a batch stays bounded.
+        let mut budget_used: u64 = 0;
         let fixed = Fixed {
             until: window.until.to_string(),
             since: window.since.as_ref().map(|s| s.to_string()),
@@ -98,13 +116,14 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
                 window.table += 1;
                 continue;
             }
-            let remaining = max_rows.saturating_sub(writer.rows() as u64);
+            let remaining = max_rows.saturating_sub(budget_used);
             if remaining == 0 {
                 has_more = true;
                 break;
             }
-            let (sent, last_key) = read_batch(client, &scope, &window, &fixed, &bound, remaining, &mut writer)?;
-            if sent as u64 == remaining {
+            let (read, last_key) = read_batch(client, &scope, &window, &fixed, &bound, remaining, &mut writer)?;
+            budget_used += read as u64;
+            if read as u64 == remaining {
                 window.after = last_key;
                 has_more = true;
                 break;
@@ -167,7 +186,8 @@ fn start_window(client: &Client<'_>, since: Option<&str>, own: Option<&str>) -> 
 }
 
 /// Reads one batch of table `window.table` into the changeset; returns how
-/// many rows it wrote and the key of the last one.
+/// many rows it read (the batch size counts rows read, so the next batch
+/// starts after them) and the position after the last one.
 fn read_batch(
     client: &Client<'_>,
     scope: &Scope<'_>,
@@ -179,9 +199,11 @@ fn read_batch(
 ) -> Result<(usize, Option<Vec<Value>>)> {
     let t = window.table;
     let table = scope.table(t);
+    let incremental = window.since.is_some();
+    let stamped = window.phase == Phase::Upserts && incremental;
     let resume = window.after.is_some();
     let query = match window.phase {
-        Phase::Upserts => pull::upserts(scope, t, window.since.is_some(), resume),
+        Phase::Upserts => pull::upserts(scope, t, incremental, resume),
         Phase::Deletes => pull::deletes(scope, t, resume),
     };
     let key_columns = table.key_columns();
@@ -193,14 +215,16 @@ fn read_batch(
         (limit.min(i64::MAX as u64) as i64).into(),
     ];
     if let Some(after) = &window.after {
-        if after.len() != key_columns.len() {
-            return Err(Error::InvalidWatermark(format!("{after:?}")));
+        let bad = || Error::InvalidWatermark(Value::Array(after.clone()).to_string());
+        if after.len() != pull::position_params(scope, t, stamped) {
+            return Err(bad());
         }
-        for (column, value) in key_columns.iter().zip(after) {
-            let text = json_to_pg_text(column.ty, value)
-                .ok()
-                .flatten()
-                .ok_or_else(|| Error::InvalidWatermark(format!("{after:?}")))?;
+        let (stamp, key) = if stamped { (Some(&after[0]), &after[1..]) } else { (None, &after[..]) };
+        if let Some(stamp) = stamp {
+            args.push(stamp.as_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())).ok_or_else(bad)?.into());
+        }
+        for (column, value) in key_columns.iter().zip(key) {
+            let text = json_to_pg_text(column.ty, value).ok().flatten().ok_or_else(bad)?;
             args.push(text.into());
         }
     }
@@ -209,56 +233,66 @@ fn read_batch(
     }
     let names = table.column_names();
     let key_positions = table.key_indexes();
-    let mut started = false;
-    let mut last_key: Vec<Option<String>> = Vec::new();
     let rows = client.select(&query.sql, None, &args).map_err(|e| Error::Internal(format!("pull of {}: {e}", table.name)))?;
-    let mut sent = 0;
+    let mut read = 0;
+    let mut started = false;
+    let mut last: Option<Vec<Value>> = None;
+    let columns = table.columns.len();
     for row in rows {
-        if !started {
-            writer.begin_table(&table.name, &names);
-            started = true;
-        }
-        let version = spi::text(&row, 1)?.unwrap_or_default();
-        last_key.clear();
+        read += 1;
+        let version: &str = spi::get::<&str>(&row, 1)?.unwrap_or_default();
         match window.phase {
             Phase::Upserts => {
-                let out = writer.begin_upsert(&version);
-                for (i, column) in table.columns.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
+                let visible = spi::get::<bool>(&row, 2)?.unwrap_or(false);
+                if visible {
+                    if !started {
+                        writer.begin_table(&table.name, &names);
+                        started = true;
                     }
-                    let value = spi::text(&row, i + 2)?;
-                    write_pg_text_as_json(out, column.ty, value.as_deref());
-                    if key_positions.contains(&i) {
-                        last_key.push(value);
+                    let out = writer.begin_upsert(version);
+                    for (i, column) in table.columns.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        write_pg_text_as_json(out, column.ty, spi::get::<&str>(&row, i + 3)?);
                     }
+                    writer.end_row();
+                }
+                if read as u64 == limit {
+                    let mut position: Vec<Value> = key_positions
+                        .iter()
+                        .map(|&k| Ok(pg_text_to_json(table.columns[k].ty, spi::get::<&str>(&row, k + 3)?)))
+                        .collect::<Result<_>>()?;
+                    if stamped {
+                        let stamp = spi::get::<&str>(&row, columns + 3)?.unwrap_or_default();
+                        position.insert(0, Value::String(stamp.to_string()));
+                    }
+                    last = Some(position);
                 }
             }
             Phase::Deletes => {
-                let out = writer.begin_delete(&version);
+                if !started {
+                    writer.begin_table(&table.name, &names);
+                    started = true;
+                }
+                let out = writer.begin_delete(version);
+                let mut key = Vec::with_capacity(key_columns.len());
                 for (i, column) in key_columns.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    let value = spi::text(&row, i + 2)?;
-                    write_pg_text_as_json(out, column.ty, value.as_deref());
-                    last_key.push(value);
+                    let value = spi::get::<&str>(&row, i + 2)?;
+                    write_pg_text_as_json(out, column.ty, value);
+                    if read as u64 == limit {
+                        key.push(pg_text_to_json(column.ty, value));
+                    }
+                }
+                writer.end_row();
+                if read as u64 == limit {
+                    last = Some(key);
                 }
             }
         }
-        writer.end_row();
-        sent += 1;
     }
-    // Key values of upserts were collected in column order; put them in
-    // primary key order for the resume position.
-    let key = match window.phase {
-        Phase::Upserts => {
-            let mut ordered: Vec<(usize, Option<String>)> =
-                table.columns.iter().enumerate().filter(|(i, _)| key_positions.contains(i)).map(|(i, _)| i).zip(last_key).collect();
-            ordered.sort_by_key(|(i, _)| key_positions.iter().position(|k| k == i));
-            ordered.into_iter().map(|(i, v)| pg_text_to_json(table.columns[i].ty, v.as_deref())).collect::<Vec<_>>()
-        }
-        Phase::Deletes => key_columns.iter().zip(last_key).map(|(c, v)| pg_text_to_json(c.ty, v.as_deref())).collect(),
-    };
-    Ok((sent, (sent > 0).then_some(key)))
+    Ok((read, last))
 }

@@ -7,7 +7,7 @@ use tandem_core::options::CleanupOptions;
 use tandem_core::watermark::Snapshot;
 use tandem_core::{Error, Result};
 
-use crate::jsonb_text::JsonbText;
+use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::run;
 use crate::spi::{self, Client};

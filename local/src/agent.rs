@@ -82,6 +82,58 @@ pub struct SyncReport {
     pub took_ms: u64,
 }
 
+/// Pulls from `since` until the server has nothing more. The next batch is
+/// fetched while this one is stored (the server's work and the file's
+/// overlap); at most one batch waits in between, so memory stays bounded.
+fn pull(
+    conn: &Connection,
+    remote: &mut dyn Remote,
+    scope: &str,
+    since: Option<String>,
+    options: &SelectOptions,
+    report: &mut SyncReport,
+) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Position {
+        watermark: Option<String>,
+        #[serde(default)]
+        has_more: bool,
+    }
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<std::result::Result<String, RemoteError>>(1);
+    std::thread::scope(|threads| {
+        threads.spawn(move || {
+            let mut since = since;
+            loop {
+                let batch = remote.select_changes(scope, since.as_deref(), options);
+                let next = match &batch {
+                    Ok(text) => serde_json::from_str::<Position>(text).ok(),
+                    Err(_) => None,
+                };
+                if sender.send(batch).is_err() {
+                    return;
+                }
+                match next {
+                    Some(Position { watermark, has_more: true }) => since = watermark,
+                    _ => return,
+                }
+            }
+        });
+        for batch in receiver {
+            let changeset = Changeset::parse(&batch?)?;
+            let has_more = changeset.has_more;
+            let state = meta::require(conn, scope)?;
+            let applied = apply::apply(conn, &state, changeset)?;
+            report.pulled += applied.applied;
+            report.kept_local += applied.skipped.len() as u64;
+            report.watermark = applied.watermark;
+            if !has_more {
+                break;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// How many times one round retries after refused rows were set aside.
 const PUSH_ROUNDS: usize = 1000;
 
@@ -171,18 +223,8 @@ pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &Sy
     };
     let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
     for _pass in 0..if resuming { 2 } else { 1 } {
-        loop {
-            let state = meta::require(conn, scope)?;
-            let text = remote.select_changes(scope, state.watermark.as_deref(), &select_options)?;
-            let changeset = Changeset::parse(&text)?;
-            let applied = apply::apply(conn, &state, &changeset)?;
-            report.pulled += applied.applied;
-            report.kept_local += applied.skipped.len() as u64;
-            report.watermark = changeset.watermark.clone();
-            if !changeset.has_more {
-                break;
-            }
-        }
+        let since = meta::require(conn, scope)?.watermark;
+        pull(conn, remote, scope, since, &select_options, &mut report)?;
     }
     report.took_ms = started.elapsed().as_millis() as u64;
     Ok(report)

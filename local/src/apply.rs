@@ -2,7 +2,7 @@
 //! one transaction. A row with an unsent local change is never overwritten:
 //! that change goes up next and meets the server's policy there.
 
-use rusqlite::{params_from_iter, Connection};
+use rusqlite::{params_from_iter, Connection, ToSql};
 use serde_json::{json, Value};
 use tandem_core::changeset::{Changeset, Op};
 use tandem_core::options::ApplyOptions;
@@ -14,7 +14,11 @@ use crate::error::Result;
 use crate::meta::{self, ScopeState};
 use crate::rows;
 use crate::tx::applying;
-use crate::values::to_sql;
+use crate::values::Bound;
+
+/// Rows of one table in a batch from which its triggers are dropped for the
+/// batch rather than silenced row by row.
+const SILENCE_TRIGGERS_FROM: usize = 1000;
 
 /// What applying a server changeset did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -27,32 +31,54 @@ pub struct Applied {
     pub watermark: Option<String>,
 }
 
-pub fn apply(conn: &Connection, state: &ScopeState, changeset: &Changeset) -> Result<Applied> {
+pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Result<Applied> {
+    let watermark = changeset.watermark.clone();
     let (tables, rejections) = check_changeset(&state.schema, changeset, json_to_local)?;
     if !rejections.is_empty() {
         return Err(tandem_core::Error::Rejected(rejections).into());
     }
     applying(conn, |conn| {
-        let mut result = Applied { watermark: changeset.watermark.clone(), ..Applied::default() };
+        let mut result = Applied { watermark: watermark.clone(), ..Applied::default() };
         let mut deletes = Vec::new();
+        // For a large batch, the tracking triggers go for the length of this
+        // transaction (no other connection can write meanwhile): checking the
+        // "applying" flag on every row would double the cost of the writes.
+        let mut silenced = Vec::new();
+        for table in &tables {
+            if table.rows.len() >= SILENCE_TRIGGERS_FROM {
+                let t = state.schema.position(table.schema);
+                for statement in local::drop_triggers(state.tables[t].id) {
+                    conn.execute(&statement, [])?;
+                }
+                silenced.push(t);
+            }
+        }
         for table in &tables {
             let t = state.schema.position(table.schema);
             let id = state.tables[t].id;
             let waiting = rows::pending(conn, table.schema, id, state.tables[t].acked_seq)?;
             let columns: Vec<String> = table.columns.iter().map(|&c| table.schema.columns[c].name.clone()).collect();
-            let upsert = upsert_row(Dialect::Sqlite, &local::user_table(table.schema), &columns, &table.schema.primary_key, None);
+            let mut upsert = conn.prepare_cached(&upsert_row(Dialect::Sqlite, &local::user_table(table.schema), &columns, &table.schema.primary_key, None))?;
+            let mut base = conn.prepare_cached(&local::write_base(table.schema, id))?;
+            let mut drop_base = conn.prepare_cached(&local::delete_base(table.schema, id))?;
+            let key_positions = table.key_positions();
             for row in &table.rows {
-                if waiting.contains(&rows::key_text(&row.key)) {
+                if !waiting.is_empty() && waiting.contains(&row.key_text) {
                     result.skipped.push(json!({"table": table.schema.name, "key": row.key}));
                     continue;
                 }
                 match row.op {
                     Op::Upsert => {
-                        conn.prepare_cached(&upsert)?.execute(params_from_iter(row.values.iter().cloned().map(to_sql)))?;
+                        upsert.execute(params_from_iter(row.values.iter().map(Bound)))?;
+                        let key: Vec<Bound<'_>> = key_positions.iter().map(|&p| Bound(&row.values[p])).collect();
+                        let mut params: Vec<&dyn ToSql> = key.iter().map(|k| k as &dyn ToSql).collect();
                         match &row.version {
-                            Some(version) => rows::write_base(conn, table.schema, id, &row.key, version)?,
-                            None => rows::delete_base(conn, table.schema, id, &row.key)?,
-                        }
+                            Some(version) => {
+                                params.push(version);
+                                base.execute(params.as_slice())?
+                            }
+                            None => drop_base.execute(params.as_slice())?,
+                        };
                         result.applied += 1;
                     }
                     Op::Delete => deletes.push((t, row.key.clone())),
@@ -66,8 +92,13 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: &Changeset) -> Re
             result.applied += 1;
             result.cascaded += removed.saturating_sub(1);
         }
-        if changeset.watermark.is_some() {
-            meta::set_watermark(conn, &state.scope, changeset.watermark.as_deref())?;
+        for t in silenced {
+            for statement in local::triggers(&state.schema.tables[t], state.tables[t].id) {
+                conn.execute(&statement, [])?;
+            }
+        }
+        if watermark.is_some() {
+            meta::set_watermark(conn, &state.scope, watermark.as_deref())?;
         }
         Ok(result)
     })
@@ -78,6 +109,6 @@ pub fn apply_changes(conn: &Connection, scope: &str, changeset: &str, options: &
     let _ = options;
     let changeset = Changeset::parse(changeset)?;
     let state = meta::require(conn, scope)?;
-    let result = apply(conn, &state, &changeset)?;
+    let result = apply(conn, &state, changeset)?;
     Ok(serde_json::to_string(&result).unwrap_or_default())
 }

@@ -13,7 +13,8 @@ use tandem_core::Error as CoreError;
 
 use crate::error::RemoteError;
 
-pub trait Remote {
+/// `Send`, so a round can fetch the next batch while it stores this one.
+pub trait Remote: Send {
     /// `sync_schema(scope)` on the server.
     fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError>;
     /// `sync_select_changes(scope, since, options)`: changeset JSON text.
@@ -88,14 +89,14 @@ impl Remote for PostgresRemote {
 
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
         let options = options_text(options);
-        self.one_text(scope, "SELECT sync_select_changes($1, $2, $3::text::jsonb)::text", &[&scope, &since, &options])
+        self.one_text(scope, "SELECT sync_select_changes_json($1, $2, $3::text::jsonb)::text", &[&scope, &since, &options])
     }
 
     fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
         let options = options_text(options);
         let text = self.one_text(
             scope,
-            "SELECT sync_apply_changes($1, $2::text::jsonb, $3::text::jsonb)::text",
+            "SELECT sync_apply_changes_json($1, $2::text::json, $3::text::jsonb)::text",
             &[&scope, &changeset, &options],
         )?;
         serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable apply result: {e}")))

@@ -51,6 +51,7 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -65536)?;
         meta::ensure(&conn)?;
         functions::register(&conn)?;
         Ok(Store { conn, path })

@@ -1,7 +1,8 @@
 //! rusqlite values to and from `tandem_core::types::LocalValue`, where all
 //! type logic lives.
 
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::ToSql;
 use tandem_core::types::LocalValue;
 
 pub fn to_sql(value: LocalValue) -> Value {
@@ -21,5 +22,20 @@ pub fn from_sql(value: ValueRef<'_>) -> LocalValue {
         ValueRef::Real(f) => LocalValue::Real(f),
         ValueRef::Text(t) => LocalValue::Text(String::from_utf8_lossy(t).into_owned()),
         ValueRef::Blob(b) => LocalValue::Blob(b.to_vec()),
+    }
+}
+
+/// Binds a value without copying it.
+pub struct Bound<'a>(pub &'a LocalValue);
+
+impl ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            LocalValue::Null => ValueRef::Null,
+            LocalValue::Integer(i) => ValueRef::Integer(*i),
+            LocalValue::Real(f) => ValueRef::Real(*f),
+            LocalValue::Text(s) => ValueRef::Text(s.as_bytes()),
+            LocalValue::Blob(b) => ValueRef::Blob(b),
+        }))
     }
 }

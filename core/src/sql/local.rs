@@ -120,6 +120,11 @@ fn trigger(id: i64, event: &str) -> String {
     quote_ident(&format!("tandem_{id}_{event}"))
 }
 
+/// Drops the tracking triggers of table `id`.
+pub fn drop_triggers(id: i64) -> Vec<String> {
+    ["insert", "update", "delete"].iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", trigger(id, e))).collect()
+}
+
 /// The tracking triggers, replaced whole on every provisioning.
 pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
     let t = user_table(table);
@@ -135,7 +140,7 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
         .collect::<Vec<_>>()
         .join(" OR ");
     let when = "WHEN NOT EXISTS (SELECT 1 FROM tandem_applying)";
-    let mut out: Vec<String> = ["insert", "update", "delete"].iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", trigger(id, e))).collect();
+    let mut out = drop_triggers(id);
     out.push(format!(
         "CREATE TRIGGER {} AFTER INSERT ON {t} {when} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
         trigger(id, "insert"),
@@ -160,7 +165,7 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
 /// Drops triggers and tracking of table `id`; the user table stays.
 pub fn drop_tracking(table: &TableName, id: i64) -> Vec<String> {
     let _ = table;
-    let mut out: Vec<String> = ["insert", "update", "delete"].iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", trigger(id, e))).collect();
+    let mut out = drop_triggers(id);
     out.push(format!("DROP TABLE IF EXISTS {}", log_table(id)));
     out.push(format!("DROP TABLE IF EXISTS {}", base_table(id)));
     out

@@ -39,48 +39,74 @@ fn window(stamp: &str, incremental: bool) -> String {
     }
 }
 
-/// `(a."k1", a."k2") > ($6::text::bigint, $7::text::text)`
-fn after_key(scope: &Scope<'_>, t: usize, alias: &str) -> String {
+/// `(a."k1", a."k2") > ($6::text::bigint, $7::text::text)`, optionally led
+/// by the stamp (`(a.tandem_stamp, a."k1") > ($6::text::xid8, $7::text::bigint)`).
+fn after_key(scope: &Scope<'_>, t: usize, alias: &str, with_stamp: bool) -> String {
     let keys = scope.table(t).key_columns();
-    let values: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("${}::text::{}", FIXED_PARAMS + 1 + i, c.pg_type))
-        .collect();
-    let names: Vec<&str> = keys.iter().map(|c| c.name.as_str()).collect();
-    format!("({}) > ({})", column_list(Some(alias), &names), values.join(", "))
+    let mut names: Vec<String> = keys.iter().map(|c| format!("{alias}.{}", quote_ident(&c.name))).collect();
+    let mut types: Vec<String> = keys.iter().map(|c| c.pg_type.clone()).collect();
+    if with_stamp {
+        names.insert(0, format!("{alias}.tandem_stamp"));
+        types.insert(0, "xid8".into());
+    }
+    let values: Vec<String> =
+        types.iter().enumerate().map(|(i, ty)| format!("${}::text::{ty}", FIXED_PARAMS + 1 + i)).collect();
+    format!("({}) > ({})", names.join(", "), values.join(", "))
 }
 
-/// Rows of table `t` changed in the window and in the client's partition:
-/// `version`, then every synced column as text.
+/// Parameters a resumed query binds for its position: the key columns, led
+/// by the stamp for incremental upserts.
+pub fn position_params(scope: &Scope<'_>, t: usize, incremental_upserts: bool) -> usize {
+    scope.table(t).primary_key.len() + usize::from(incremental_upserts)
+}
+
+/// Rows of table `t` changed in the window and in the client's partition.
+/// Columns: `version`, whether the row is inside the window (a full pull
+/// reads every row in key order and skips the few changed after it began),
+/// every synced column as text, then `stamp`.
+///
+/// A full pull walks the primary key; an incremental pull walks the
+/// `(tandem_stamp, key)` index from where it stopped. Either way each batch
+/// costs what it returns, not what came before it.
 pub fn upserts(scope: &Scope<'_>, t: usize, incremental: bool, resume: bool) -> PullQuery {
     let table = scope.table(t);
     let key = &table.primary_key;
-    let key_count = if resume { key.len() } else { 0 };
-    let mut slots = ParamSlots::new(FIXED_PARAMS + key_count + 1);
+    let position = if resume { position_params(scope, t, incremental) } else { 0 };
+    let mut slots = ParamSlots::new(FIXED_PARAMS + position + 1);
     let columns: Vec<String> =
         table.columns.iter().map(|c| format!("r.{}::text", quote_ident(&c.name))).collect();
     let mut conditions = vec![
         "NOT tr.tandem_deleted".to_string(),
-        window("tr.tandem_stamp", incremental),
         "($4::text IS NULL OR tr.tandem_origin IS DISTINCT FROM $4::text)".to_string(),
     ];
+    let visible = if incremental {
+        conditions.push(window("tr.tandem_stamp", true));
+        "true".to_string()
+    } else {
+        window("tr.tandem_stamp", false)
+    };
     if let Some(filter) = row_filter(scope, t, "r", &mut slots) {
         conditions.push(filter);
     }
     if resume {
-        conditions.push(after_key(scope, t, "tr"));
-        conditions.push(after_key(scope, t, "r"));
+        conditions.push(after_key(scope, t, "tr", incremental));
+        if !incremental {
+            conditions.push(after_key(scope, t, "r", false));
+        }
     }
+    let order = if incremental {
+        format!("tr.tandem_stamp, {}", column_list(Some("tr"), key))
+    } else {
+        column_list(Some("tr"), key)
+    };
     PullQuery {
         sql: format!(
-            "SELECT tr.tandem_version::text, {} FROM {} tr JOIN {} r ON {} WHERE {} ORDER BY {} LIMIT $5",
+            "SELECT tr.tandem_version::text, {visible}, {}, tr.tandem_stamp::text FROM {} tr JOIN {} r ON {} WHERE {} ORDER BY {order} LIMIT $5",
             columns.join(", "),
             scope.track(t),
             table.table_name().quoted(),
             columns_equal("r", key, "tr", key),
             conditions.join(" AND "),
-            column_list(Some("tr"), key),
         ),
         params: slots.names().to_vec(),
     }
@@ -107,7 +133,7 @@ pub fn deletes(scope: &Scope<'_>, t: usize, resume: bool) -> PullQuery {
     };
     conditions.push(format!("NOT EXISTS (SELECT 1 FROM {} r WHERE {still_here})", table.table_name().quoted()));
     if resume {
-        conditions.push(after_key(scope, t, "e"));
+        conditions.push(after_key(scope, t, "e", false));
     }
     let keys_text: Vec<String> = key.iter().map(|k| format!("e.{}::text", quote_ident(k))).collect();
     PullQuery {
@@ -135,7 +161,7 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let q = upserts(&scope, 2, false, false);
         assert_eq!(q.params, Vec::<String>::new());
-        assert!(q.sql.contains("(pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) OR tr.tandem_stamp = $3::text::xid8)"));
+        assert!(q.sql.starts_with("SELECT tr.tandem_version::text, (pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) OR tr.tandem_stamp = $3::text::xid8), "), "{}", q.sql);
         assert!(!q.sql.contains("$2"), "{}", q.sql);
         assert!(q.sql.ends_with("ORDER BY tr.\"code\" LIMIT $5"), "{}", q.sql);
     }
@@ -147,8 +173,9 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let q = upserts(&scope, 1, true, true);
         assert!(q.sql.contains("tr.tandem_stamp >= pg_snapshot_xmin($2::text::pg_snapshot)"), "{}", q.sql);
-        assert!(q.sql.contains("(tr.\"order_id\", tr.\"line\") > ($6::text::bigint, $7::text::integer)"), "{}", q.sql);
-        assert!(q.sql.contains("ANY($8::text[]::integer[])"), "{}", q.sql);
+        assert!(q.sql.contains("(tr.tandem_stamp, tr.\"order_id\", tr.\"line\") > ($6::text::xid8, $7::text::bigint, $8::text::integer)"), "{}", q.sql);
+        assert!(q.sql.contains("ANY($9::text[]::integer[])"), "{}", q.sql);
+        assert!(q.sql.ends_with("ORDER BY tr.tandem_stamp, tr.\"order_id\", tr.\"line\" LIMIT $5"), "{}", q.sql);
         assert_eq!(q.params, ["tenant"]);
     }
 

@@ -45,7 +45,7 @@ pub fn create_tracking(scope: &Scope<'_>, t: usize) -> Vec<String> {
             scope.track(t),
             key_defs.join(", ")
         ),
-        format!("CREATE INDEX ON {} (tandem_stamp)", scope.track(t)),
+        format!("CREATE INDEX ON {} (tandem_stamp, {keys})", scope.track(t)),
         format!(
             "CREATE TABLE {} ({}, tandem_part jsonb, tandem_stamp xid8 NOT NULL, tandem_origin text)",
             scope.exits(t),
