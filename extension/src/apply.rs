@@ -155,6 +155,13 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: Chang
     let work = Work { scope: &scope, staged: &staged, client_id: &client_id, bound: &bound, resolver: resolver.as_deref(), client_wins, scope_name };
 
     let result = spi::with_text_settings(client, |client| {
+        // Room to sort and hash a large upload in memory (put back below).
+        let work_mem = spi::one::<String>(
+            client,
+            "SELECT current_setting('work_mem'), CASE WHEN pg_size_bytes(current_setting('work_mem')) < 64 * 1024 * 1024 \
+             THEN set_config('work_mem', '64MB', true) END",
+            &[],
+        )?;
         for plan in &plans {
             stage(client, &scope, plan)?;
         }
@@ -187,6 +194,9 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: Chang
             work.write_table(client, &mut plans[p], Op::Delete, &mut before)?;
         }
         set_origin(client, "")?;
+        if let Some(work_mem) = &work_mem {
+            spi::exec(client, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
+        }
         for plan in &plans {
             work.write_merged(client, plan, &before)?;
         }
@@ -270,6 +280,8 @@ fn stage(client: &mut Client<'_>, scope: &Scope<'_>, plan: &Plan<'_>) -> Result<
         args.push(column.into());
     }
     spi::exec(client, &sql::stage(scope, plan.t, &plan.checked.columns), &args)?;
+    // Row counts for the planner: a stage can hold one row or a million.
+    spi::exec(client, &format!("ANALYZE {}", scope.stage(plan.t)), &[])?;
     Ok(())
 }
 

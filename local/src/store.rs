@@ -39,7 +39,12 @@ impl Store {
             #[cfg(not(feature = "sqlcipher"))]
             return Err(LocalError::Invalid("this build has no encryption (build tandem-local with the sqlcipher feature)".into()));
             #[cfg(feature = "sqlcipher")]
-            conn.pragma_update(None, "key", key)?;
+            {
+                // A wrong key is reported as an error below; SQLCipher need
+                // not also log it to stderr.
+                let _ = conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()));
+                conn.pragma_update(None, "key", key)?;
+            }
         }
         match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
             Ok(_) => {}

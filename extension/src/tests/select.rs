@@ -5,6 +5,12 @@ mod tests {
 
     use crate::tests::support::*;
 
+    /// A watermark to pull changes from, as a pull would return it: this
+    /// transaction's own changes (everything in a #[pg_test]) come after it.
+    fn start_watermark() -> String {
+        pull(json!({"params": {"tenant": [1, 2]}}))["watermark"].as_str().unwrap().to_string()
+    }
+
     fn keys(changeset: &Value, table: &str) -> Vec<Value> {
         rows_of(changeset, table)
             .iter()
@@ -66,7 +72,7 @@ mod tests {
     #[pg_test]
     fn deletes_and_moves_reach_only_the_partition_the_row_left() {
         crm();
-        let start = text("SELECT pg_current_snapshot()::text").unwrap();
+        let start = start_watermark();
         run("DELETE FROM public.customers WHERE id = 3");
         run("UPDATE public.orders SET tenant_id = 2 WHERE id = 10");
         let incremental = |tenant: i64| {
@@ -87,7 +93,7 @@ mod tests {
     #[pg_test]
     fn truncate_is_tracked_as_deletes() {
         crm();
-        let start = text("SELECT pg_current_snapshot()::text").unwrap();
+        let start = start_watermark();
         run("TRUNCATE public.currencies");
         let changeset = json(&format!("SELECT sync_select_changes('crm', '{start}', '{{\"params\": {{\"tenant\": 1}}}}')"));
         assert_eq!(keys(&changeset, "public.currencies"), [json!({"delete": ["EUR"]}), json!({"delete": ["USD"]})]);
@@ -96,7 +102,7 @@ mod tests {
     #[pg_test]
     fn a_clients_own_uploads_do_not_come_back() {
         crm();
-        let start = text("SELECT pg_current_snapshot()::text").unwrap();
+        let start = start_watermark();
         apply(&upload("dev1", json!([{"op": "upsert", "values": [50, 1, "mine", null]}])), json!({"params": {"tenant": 1}}));
         run("INSERT INTO public.customers VALUES (51, 1, 'server side', NULL)");
         let mine = json(&format!(
