@@ -146,7 +146,14 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: Chang
             });
         }
     }
-    let bound = bind_params(&scope, &params, plans.iter().map(|p| p.t))?;
+    // Parameters of every table the upload touches, refused rows included
+    // (their server rows are looked up for the client to take).
+    let touched: Vec<usize> = plans
+        .iter()
+        .map(|p| p.t)
+        .chain(rejections.iter().filter_map(|r| scope.index_of(&r.table)))
+        .collect();
+    let bound = bind_params(&scope, &params, touched)?;
     let mut staged: Vec<Option<Vec<usize>>> = vec![None; scope.schema.tables.len()];
     for plan in &plans {
         staged[plan.t] = Some(plan.checked.columns.clone());

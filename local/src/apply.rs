@@ -37,7 +37,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
     if !rejections.is_empty() {
         return Err(tandem_core::Error::Rejected(rejections).into());
     }
-    applying(conn, |conn| {
+    applying(conn, state, |conn| {
         let mut result = Applied { watermark: watermark.clone(), ..Applied::default() };
         let mut deletes = Vec::new();
         // For a large batch, the tracking triggers go for the length of this

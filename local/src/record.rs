@@ -50,7 +50,7 @@ fn take(conn: &Connection, state: &ScopeState, t: usize, key: &[Value], row: Opt
 
 /// Records the server's result for `batch`.
 pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &ApplyResult) -> Result<Recorded> {
-    applying(conn, |conn| {
+    applying(conn, state, |conn| {
         let mut recorded = Recorded::default();
         // Local changes made after the batch was read are not overwritten.
         let mut newer: HashMap<usize, std::collections::HashSet<String>> = HashMap::new();
@@ -135,8 +135,9 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
         }
         for (name, top) in &batch.positions {
             let t = state.table_index(name)?;
-            meta::set_acked(conn, state.tables[t].id, *top)?;
-            conn.prepare_cached(&local::prune_log(state.tables[t].id))?.execute([top])?;
+            let id = state.tables[t].id;
+            meta::set_acked(conn, id, *top)?;
+            rows::delete_log_entries(conn, id, &local::prune_log(id), vec![rusqlite::types::Value::Integer(*top)])?;
         }
         Ok(recorded)
     })
@@ -145,7 +146,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
 /// Moves refused changes into `tandem_rejected` (with the local row as it
 /// was), forgets them, and takes the server's state of those rows.
 pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]) -> Result<()> {
-    applying(conn, |conn| {
+    applying(conn, state, |conn| {
         for rejection in rejections {
             let t = state.table_index(&rejection.table)?;
             let table = &state.schema.tables[t];
@@ -162,9 +163,11 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
                     rejection.reason,
                 ],
             )?;
+            let (id, acked) = (state.tables[t].id, state.tables[t].acked_seq);
             if key_ok {
-                conn.prepare_cached(&local::forget_key(table, state.tables[t].id))?
-                    .execute(params_from_iter(rows::key_params(table, &rejection.key)?))?;
+                let mut values = vec![rusqlite::types::Value::Integer(acked)];
+                values.extend(rows::key_params(table, &rejection.key)?);
+                rows::delete_log_entries(conn, id, &local::forget_key(table, id), values)?;
                 take(conn, state, t, &rejection.key, rejection.row.as_ref(), rejection.version.as_deref())?;
             } else {
                 // A key the server cannot even read: no row of the server can
@@ -180,6 +183,7 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
 /// key's types (written by another program straight into SQLite).
 fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<()> {
     let table = &state.schema.tables[t];
+    let acked = rusqlite::types::Value::Integer(state.tables[t].acked_seq);
     let raw: Vec<rusqlite::types::Value> = key
         .iter()
         .map(|v| match v {
@@ -190,7 +194,12 @@ fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, key: &
             _ => rusqlite::types::Value::Null,
         })
         .collect();
-    conn.prepare_cached(&local::forget_key(table, state.tables[t].id))?.execute(params_from_iter(raw.clone()))?;
+    rows::delete_log_entries(
+        conn,
+        state.tables[t].id,
+        &local::forget_key(table, state.tables[t].id),
+        std::iter::once(acked).chain(raw.iter().cloned()).collect(),
+    )?;
     conn.prepare_cached(&tandem_core::sql::delete_row(tandem_core::sql::Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
         .execute(params_from_iter(raw))?;
     Ok(())

@@ -15,7 +15,7 @@ pub fn status(conn: &Connection, scope: &str) -> Result<Value> {
     for (table, t) in state.schema.tables.iter().zip(&state.tables) {
         let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", local::user_table(table)), [], |r| r.get(0))?;
         let pending: i64 = conn.query_row(
-            &format!("SELECT count(*) FROM (SELECT DISTINCT {} FROM {} WHERE seq > ?1)", tandem_core::sql::column_list(None, &table.primary_key), local::log_table(t.id)),
+            &format!("SELECT count(*) FROM ({})", local::all_pending(table, t.id)),
             [t.acked_seq],
             |r| r.get(0),
         )?;
@@ -41,7 +41,10 @@ pub fn cleanup(conn: &Connection, scope: &str) -> Result<Value> {
     let state = meta::require(conn, scope)?;
     let mut removed = 0;
     for t in &state.tables {
-        removed += conn.execute(&local::prune_log(t.id), [t.acked_seq])?;
+        let before: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", local::log_table(t.id)), [], |r| r.get(0))?;
+        crate::rows::delete_log_entries(conn, t.id, &local::prune_log(t.id), vec![rusqlite::types::Value::Integer(t.acked_seq)])?;
+        let after: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", local::log_table(t.id)), [], |r| r.get(0))?;
+        removed += before.saturating_sub(after);
     }
     Ok(json!({"scope": scope, "log_entries_removed": removed}))
 }

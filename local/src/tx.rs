@@ -3,7 +3,10 @@
 
 use rusqlite::Connection;
 
+use tandem_core::sql::local;
+
 use crate::error::Result;
+use crate::meta::ScopeState;
 
 /// Runs `body` atomically: everything or nothing.
 pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -20,12 +23,27 @@ pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result
     }
 }
 
-/// Runs `body` atomically with tracking triggers silenced: writes that come
-/// from the server are not local changes.
-pub fn applying<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+/// Runs `body` atomically as sync: writes that come from the server are not
+/// local changes, so the log entries they make are removed again before the
+/// transaction commits. The first write takes SQLite's write lock, so no
+/// other connection can log a change in between.
+pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     atomically(conn, |conn| {
         conn.execute("INSERT INTO tandem_applying (flag) VALUES (1)", [])?;
+        let mut before = Vec::with_capacity(state.tables.len());
+        for table in &state.tables {
+            let top: i64 = conn.query_row(&local::top_seq(table.id), [], |r| r.get(0))?;
+            before.push((table.id, top));
+        }
         let value = body(conn)?;
+        for (id, top) in before {
+            crate::rows::delete_log_entries(
+                conn,
+                id,
+                &format!("DELETE FROM {} WHERE seq > ?1", local::log_table(id)),
+                vec![rusqlite::types::Value::Integer(top)],
+            )?;
+        }
         conn.execute("DELETE FROM tandem_applying", [])?;
         Ok(value)
     })

@@ -429,3 +429,25 @@ fn two_files_and_the_server_converge_after_random_edits() {
     assert_eq!(local_dump(a.connection(), "crm"), expected);
     assert_eq!(local_dump(b.connection(), "crm"), expected);
 }
+
+/// Change counters the server has seen are never handed out again, even
+/// after acknowledged and refused entries leave the log; otherwise a new
+/// change would pass for a re-upload and be dropped.
+#[test]
+fn a_refused_change_does_not_make_later_changes_look_sent() {
+    let s = Setup::new("counter");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "UPDATE customers SET name = 'first' WHERE id = 1");
+    assert_eq!(s.sync(&file, json!({})).pushed, 1);
+    // Only the acknowledged entry was in the log; now a refused one follows.
+    local(&file, "UPDATE customers SET tenant_id = 'not a number' WHERE id = 2");
+    let refused = s.sync(&file, json!({}));
+    assert_eq!(refused.rejected.len(), 1, "{refused:?}");
+    local(&file, "UPDATE customers SET name = 'second' WHERE id = 1");
+    let report = s.sync(&file, json!({}));
+    assert_eq!((report.pushed, report.conflicts.len()), (1, 0), "{report:?}");
+    let mut server = s.server();
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("second"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}

@@ -76,7 +76,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     let upload = upload::run(&scratch, &download.file, args.rows, changes)?;
     step(args.json, "write overhead of tracking on each side");
     let server = overhead::server(&scratch, args.rows, changes)?;
-    let local = overhead::local(&download.file, args.rows, changes)?;
+    let local = overhead::local(&scratch, changes)?;
     step(args.json, "first sync of 10,000 rows");
     let seed = download::seed_10k(&scratch)?;
 

@@ -1,10 +1,8 @@
 //! What change tracking costs the application's own writes: the same bulk
 //! INSERT and UPDATE on a tracked table and on an untracked copy.
 
-use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::Connection;
 
 use super::{timed, Scratch};
 use crate::error::CliError;
@@ -54,19 +52,25 @@ pub fn server(scratch: &Scratch, rows: u64, changes: u64) -> Result<Overhead, Cl
     Ok(Overhead { insert: ratio(insert_tracked, insert_plain), update: ratio(update_tracked, update_plain) })
 }
 
-pub fn local(file: &Path, rows: u64, changes: u64) -> Result<Overhead, CliError> {
-    let conn = Connection::open(file)?;
+/// In a fresh file: the benchmark table provisioned (tracked) beside an
+/// untracked table of the same shape, filled the same way.
+pub fn local(scratch: &Scratch, changes: u64) -> Result<Overhead, CliError> {
+    let schema: String = scratch
+        .connect()?
+        .query_one("SELECT sync_schema('bench')::text", &[])
+        .map_err(|e| CliError::database("read the schema", &e))?
+        .get(0);
+    let store = tandem_local::Store::open(scratch.file("overhead.db"))?;
+    let conn = store.connection();
+    conn.query_row("SELECT sync_provision('bench', ?1)", [&schema], |_| Ok(()))?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-         CREATE TABLE IF NOT EXISTS bench_plain (id INTEGER NOT NULL, tenant INTEGER NOT NULL, body TEXT NOT NULL, amount TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (id));
-         INSERT INTO bench_plain SELECT * FROM bench;",
+        "CREATE TABLE bench_plain (id INTEGER NOT NULL, tenant INTEGER NOT NULL, body TEXT NOT NULL, amount TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (id));",
     )?;
-    let first = rows as i64 + 2_000_000;
     let mut round = 0;
     let (insert_tracked, insert_plain) = best_of(|tracked| {
         round += 1;
         let table = if tracked { "bench" } else { "bench_plain" };
-        let start = first + round * changes as i64;
+        let start = 1 + (round - 1) / 2 * changes as i64;
         let sql = format!(
             "BEGIN; WITH RECURSIVE g(v) AS (SELECT {start} UNION ALL SELECT v + 1 FROM g WHERE v < {})
              INSERT INTO {table} SELECT v, v % 10, 'row ' || v, '1.00', '2024-01-01T00:00:00Z' FROM g; COMMIT;",
@@ -76,7 +80,7 @@ pub fn local(file: &Path, rows: u64, changes: u64) -> Result<Overhead, CliError>
     })?;
     let (update_tracked, update_plain) = best_of(|tracked| {
         let table = if tracked { "bench" } else { "bench_plain" };
-        let sql = format!("BEGIN; UPDATE {table} SET amount = '2.00' WHERE id <= {changes}; COMMIT;");
+        let sql = format!("BEGIN; UPDATE {table} SET amount = printf('%.2f', amount + 1) WHERE id <= {changes}; COMMIT;");
         Ok(timed(|| Ok(conn.execute_batch(&sql)?))?.1)
     })?;
     Ok(Overhead { insert: ratio(insert_tracked, insert_plain), update: ratio(update_tracked, update_plain) })

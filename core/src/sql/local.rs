@@ -4,11 +4,12 @@
 //!
 //! Per synced table (local id `n`):
 //! - `tandem_log_n(seq, <key>)`: one entry per local change of a key; `seq`
-//!   (AUTOINCREMENT, never reused) is the change counter sent as `seq`;
+//!   (the rowid, kept from going back by [`keep_counter`]) is the change
+//!   counter sent as `seq`;
 //! - `tandem_base_n(<key>, version)`: the server version each row is based on,
 //!   written only by sync;
-//! - triggers append to the log unless `tandem_applying` has a row, which
-//!   sync sets inside its own transactions while it writes server changes.
+//! - triggers append every change to the log; sync removes the entries its
+//!   own writes made before its transaction commits.
 
 use crate::ident::{quote_ident, TableName};
 use crate::schema::TableSchema;
@@ -104,7 +105,7 @@ pub fn create_tracking(table: &TableSchema, id: i64) -> Vec<String> {
     let keys = column_list(None, &table.primary_key);
     vec![
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (seq INTEGER PRIMARY KEY AUTOINCREMENT, {})",
+            "CREATE TABLE IF NOT EXISTS {} (seq INTEGER PRIMARY KEY, {})",
             log_table(id),
             key_defs.join(", ")
         ),
@@ -120,12 +121,18 @@ fn trigger(id: i64, event: &str) -> String {
     quote_ident(&format!("tandem_{id}_{event}"))
 }
 
+const EVENTS: [&str; 4] = ["insert", "update", "key", "delete"];
+
 /// Drops the tracking triggers of table `id`.
 pub fn drop_triggers(id: i64) -> Vec<String> {
-    ["insert", "update", "delete"].iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", trigger(id, e))).collect()
+    EVENTS.iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", trigger(id, e))).collect()
 }
 
-/// The tracking triggers, replaced whole on every provisioning.
+/// The tracking triggers, replaced whole on every provisioning. They log
+/// every change; sync's own writes are taken out of the log again in the
+/// same transaction (see `tandem_local`'s `applying`), so the triggers stay
+/// one plain INSERT per row. A changed key is logged by its own trigger,
+/// which fires only for UPDATEs that set a key column.
 pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
     let t = user_table(table);
     let log = log_table(id);
@@ -139,23 +146,24 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
         .map(|k| format!("OLD.{0} IS NOT NEW.{0}", quote_ident(k)))
         .collect::<Vec<_>>()
         .join(" OR ");
-    let when = "WHEN NOT EXISTS (SELECT 1 FROM tandem_applying)";
     let mut out = drop_triggers(id);
     out.push(format!(
-        "CREATE TRIGGER {} AFTER INSERT ON {t} {when} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
+        "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
         trigger(id, "insert"),
         of("NEW")
     ));
     out.push(format!(
-        "CREATE TRIGGER {} AFTER UPDATE ON {t} {when} BEGIN \
-         INSERT INTO {log} ({keys}) SELECT {} WHERE {key_changed}; \
-         INSERT INTO {log} ({keys}) VALUES ({}); END",
+        "CREATE TRIGGER {} AFTER UPDATE ON {t} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
         trigger(id, "update"),
-        of("OLD"),
         of("NEW")
     ));
     out.push(format!(
-        "CREATE TRIGGER {} AFTER DELETE ON {t} {when} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
+        "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {key_changed} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
+        trigger(id, "key"),
+        of("OLD")
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
         trigger(id, "delete"),
         of("OLD")
     ));
@@ -175,7 +183,11 @@ pub fn drop_tracking(table: &TableName, id: i64) -> Vec<String> {
 /// first, at most `?2`: the key columns, then `seq`.
 pub fn pending_keys(table: &TableSchema, id: i64) -> String {
     let keys = column_list(None, &table.primary_key);
-    format!("SELECT {keys}, max(seq) FROM {} WHERE seq > ?1 GROUP BY {keys} ORDER BY max(seq) LIMIT ?2", log_table(id))
+    format!(
+        "SELECT {keys}, max(seq) FROM {} WHERE seq > ?1 AND {} IS NOT NULL GROUP BY {keys} ORDER BY max(seq) LIMIT ?2",
+        log_table(id),
+        quote_ident(&table.primary_key[0])
+    )
 }
 
 /// Whether a key has a local change after `?1` (key values from `?2`).
@@ -185,7 +197,17 @@ pub fn has_pending(table: &TableSchema, id: i64) -> String {
 
 /// Every key with a change after `?1`.
 pub fn all_pending(table: &TableSchema, id: i64) -> String {
-    format!("SELECT DISTINCT {} FROM {} WHERE seq > ?1", column_list(None, &table.primary_key), log_table(id))
+    format!(
+        "SELECT DISTINCT {} FROM {} WHERE seq > ?1 AND {} IS NOT NULL",
+        column_list(None, &table.primary_key),
+        log_table(id),
+        quote_ident(&table.primary_key[0])
+    )
+}
+
+/// The highest counter handed out so far (0 for none).
+pub fn top_seq(id: i64) -> String {
+    format!("SELECT coalesce(max(seq), 0) FROM {}", log_table(id))
 }
 
 /// `"k1" = ?n AND "k2" = ?n+1`.
@@ -230,14 +252,25 @@ pub fn delete_base(table: &TableSchema, id: i64) -> String {
     format!("DELETE FROM {} WHERE {}", base_table(id), key_match(table, 1))
 }
 
-/// Drops log entries of one key (`?1..`): a change set aside as rejected.
+/// Drops the unsent log entries (`seq > ?1`) of one key (`?2..`): a change
+/// set aside as refused.
 pub fn forget_key(table: &TableSchema, id: i64) -> String {
-    format!("DELETE FROM {} WHERE {}", log_table(id), key_match(table, 1))
+    format!("DELETE FROM {} WHERE seq > ?1 AND {}", log_table(id), key_match(table, 2))
 }
 
 /// Drops acknowledged log entries (`seq <= ?1`).
 pub fn prune_log(id: i64) -> String {
     format!("DELETE FROM {} WHERE seq <= ?1", log_table(id))
+}
+
+/// Keeps the change counter from going below `?1` (the highest it had
+/// reached): SQLite gives a new row the highest rowid plus one, so after
+/// deletions a row with no key marks where counting resumes. A counter must
+/// never be handed out twice, or a new change could pass for a re-upload
+/// (and a sync's own writes for earlier local changes).
+pub fn keep_counter(id: i64) -> String {
+    let log = log_table(id);
+    format!("INSERT INTO {log} (seq) SELECT ?1 WHERE ?1 > 0 AND NOT EXISTS (SELECT 1 FROM {log} WHERE seq >= ?1)")
 }
 
 /// Keys of `child` rows whose `on` columns equal `?1..` (the parent's key in
@@ -295,10 +328,15 @@ mod tests {
     #[test]
     fn triggers_log_keys_in_plain_sql() {
         let statements = triggers(&items(), 3);
-        let update = &statements[4];
-        assert!(update.contains("WHEN NOT EXISTS (SELECT 1 FROM tandem_applying)"), "{update}");
-        assert!(update.contains("SELECT OLD.\"order_id\", OLD.\"line\" WHERE OLD.\"order_id\" IS NOT NEW.\"order_id\" OR OLD.\"line\" IS NOT NEW.\"line\""), "{update}");
-        assert!(!update.contains("sync_"), "no registered function in a trigger");
+        assert_eq!(statements.len(), 8);
+        let key = &statements[6];
+        assert_eq!(
+            key,
+            "CREATE TRIGGER \"tandem_3_key\" AFTER UPDATE OF \"order_id\", \"line\" ON \"sales.Order Items\" \
+             WHEN OLD.\"order_id\" IS NOT NEW.\"order_id\" OR OLD.\"line\" IS NOT NEW.\"line\" \
+             BEGIN INSERT INTO \"tandem_log_3\" (\"order_id\", \"line\") VALUES (OLD.\"order_id\", OLD.\"line\"); END"
+        );
+        assert!(statements.iter().all(|s| !s.contains("sync_")), "no registered function in a trigger");
     }
 
     #[test]
