@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use tandem_local::{Store, SyncOptions, SyncReport};
+use tandem_local::{Step, Store, SyncOptions, SyncReport};
+
+use crate::progress::Progress;
 
 use crate::error::CliError;
 
@@ -113,7 +115,20 @@ pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
         Some(args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?)
     };
     let options = SyncOptions { params, policy: args.policy.clone(), max_rows: args.max_rows, token: args.token.clone() };
-    let report = store.sync(&args.remote, &args.scope, &options)?;
+    let mut progress = (!args.json).then(|| Progress::new("syncing"));
+    let (mut up, mut down) = (0, 0);
+    let report = store.sync_observed(&args.remote, &args.scope, &options, &mut |step| {
+        match step {
+            Step::Pushed(n) => up += n,
+            Step::Pulled(n) => down += n,
+        }
+        if let Some(p) = progress.as_mut() {
+            p.show(&format!("{up} change(s) up, {down} row(s) down"));
+        }
+    })?;
+    if let Some(p) = progress {
+        p.finish();
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {

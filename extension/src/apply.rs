@@ -41,14 +41,16 @@ fn sync_apply_changes(scope: &str, changeset: JsonbText, options: default!(Optio
     })
 }
 
-/// `sync_apply_changes` taking the changeset as `json` text, for agents
-/// that send it as they wrote it (no jsonb parse and print on the way in).
+/// `sync_apply_changes` with `json` text both ways, for agents that send the
+/// changeset as they wrote it and parse the result themselves (no jsonb
+/// parse and print of either).
 #[pg_extern(volatile)]
-fn sync_apply_changes_json(scope: &str, changeset: crate::json_text::JsonText, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
+fn sync_apply_changes_json(scope: &str, changeset: crate::json_text::JsonText, options: default!(Option<JsonbText>, "'{}'")) -> crate::json_text::JsonText {
     run("sync_apply_changes_json", || {
         let options = ApplyOptions::parse(options.map(|o| o.parse()).as_ref())?;
         let changeset = Changeset::parse(&changeset.0)?;
-        Spi::connect_mut(|client| apply_changes(client, scope, changeset, &options).map(|r| JsonbText::from_value(&r)))
+        Spi::connect_mut(|client| apply_changes(client, scope, changeset, &options))
+            .map(|r| crate::json_text::JsonText(serde_json::to_string(&r).unwrap_or_default()))
     })
 }
 

@@ -92,6 +92,7 @@ fn pull(
     since: Option<String>,
     options: &SelectOptions,
     report: &mut SyncReport,
+    observe: &mut dyn FnMut(Step),
 ) -> Result<()> {
     #[derive(Deserialize)]
     struct Position {
@@ -123,6 +124,7 @@ fn pull(
             let has_more = changeset.has_more;
             let state = meta::require(conn, scope)?;
             let applied = apply::apply(conn, &state, changeset)?;
+            observe(Step::Pulled(applied.applied));
             report.pulled += applied.applied;
             report.kept_local += applied.skipped.len() as u64;
             report.watermark = applied.watermark;
@@ -137,7 +139,27 @@ fn pull(
 /// How many times one round retries after refused rows were set aside.
 const PUSH_ROUNDS: usize = 1000;
 
+/// Progress of a round, for showing long work as it happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A batch of local changes was answered by the server (rows in it).
+    Pushed(u64),
+    /// A batch of server changes was stored (rows in it).
+    Pulled(u64),
+}
+
 pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
+    run_observed(conn, remote, scope, options, &mut |_| {})
+}
+
+/// [`run`], telling `observe` after each batch.
+pub fn run_observed(
+    conn: &Connection,
+    remote: &mut dyn Remote,
+    scope: &str,
+    options: &SyncOptions,
+    observe: &mut dyn FnMut(Step),
+) -> Result<SyncReport> {
     let started = Instant::now();
     let mut report = SyncReport { scope: scope.to_string(), ..SyncReport::default() };
     meta::ensure(conn)?;
@@ -201,6 +223,7 @@ pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &Sy
         match remote.apply_changes(scope, &text, &apply_options) {
             Ok(result) => {
                 record::upload(conn, &state, &batch, &result)?;
+                observe(Step::Pushed(batch.changeset.row_count() as u64));
                 report.pushed += result.applied;
                 report.conflicts.extend(result.conflicts);
             }
@@ -224,7 +247,7 @@ pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &Sy
     let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
     for _pass in 0..if resuming { 2 } else { 1 } {
         let since = meta::require(conn, scope)?.watermark;
-        pull(conn, remote, scope, since, &select_options, &mut report)?;
+        pull(conn, remote, scope, since, &select_options, &mut report, observe)?;
     }
     report.took_ms = started.elapsed().as_millis() as u64;
     Ok(report)

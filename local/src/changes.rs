@@ -12,6 +12,8 @@ use tandem_core::sql::local;
 use crate::error::{LocalError, Result};
 use crate::meta::{self, ScopeState};
 use crate::rows;
+use crate::values::from_sql;
+use tandem_core::types::local_to_json;
 use crate::tx::atomically;
 
 /// One batch of local changes.
@@ -39,27 +41,35 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64) -> Result<Ba
             if remaining == 0 {
                 break;
             }
-            let mut statement = conn.prepare_cached(&local::pending_keys(table, t.id))?;
-            let keys: Vec<(Vec<serde_json::Value>, i64)> = statement
-                .query_map(rusqlite::params![t.acked_seq, remaining as i64], |row| {
-                    Ok((rows::read_key(table, row)?, row.get(table.primary_key.len())?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            if keys.is_empty() {
-                continue;
-            }
-            remaining -= keys.len() as u64;
-            let mut changes = Vec::with_capacity(keys.len());
+            let key_count = table.primary_key.len();
+            let mut statement = conn.prepare_cached(&local::pending_rows(table, t.id))?;
+            let mut rows = statement.query(rusqlite::params![t.acked_seq, remaining as i64])?;
+            let mut changes = Vec::new();
             let mut top = 0;
-            for (key, seq) in keys {
+            let mut read = 0u64;
+            while let Some(row) = rows.next()? {
+                read += 1;
+                let seq: i64 = row.get(key_count)?;
                 top = top.max(seq);
-                let base = rows::read_base(conn, table, t.id, &key)?;
-                match rows::read(conn, table, &key)? {
-                    Some(values) => changes.push(RowChange { op: Op::Upsert, version: None, base, seq: Some(seq), values: Some(values), key: None }),
-                    None if base.is_some() => changes.push(RowChange { op: Op::Delete, version: None, base, seq: Some(seq), values: None, key: Some(key) }),
-                    None => {}
+                let base: Option<String> = row.get(key_count + 1)?;
+                let exists: bool = row.get(key_count + 2)?;
+                if exists {
+                    let values = table
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| Ok(local_to_json(c.ty, &from_sql(row.get_ref(key_count + 3 + i)?))))
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    changes.push(RowChange { op: Op::Upsert, version: None, base, seq: Some(seq), values: Some(values), key: None });
+                } else if base.is_some() {
+                    let key = rows::read_key(table, row)?;
+                    changes.push(RowChange { op: Op::Delete, version: None, base, seq: Some(seq), values: None, key: Some(key) });
                 }
             }
+            if read == 0 {
+                continue;
+            }
+            remaining = remaining.saturating_sub(read);
             positions.insert(table.name.clone(), top);
             if !changes.is_empty() {
                 tables.push(TableChanges { name: table.name.clone(), columns: table.column_names(), rows: changes });

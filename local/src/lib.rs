@@ -38,7 +38,7 @@ pub mod store;
 mod tx;
 mod values;
 
-pub use agent::{SyncOptions, SyncReport};
+pub use agent::{Step, SyncOptions, SyncReport};
 pub use error::{LocalError, RemoteError, Result};
 pub use remote::{PostgresRemote, Remote};
 pub use store::Store;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
 
-use crate::agent::{self, SyncOptions, SyncReport};
+use crate::agent::{self, Step, SyncOptions, SyncReport};
 use crate::error::{LocalError, Result};
 use crate::remote::{self, Remote};
 use crate::{functions, meta};
@@ -79,6 +79,12 @@ impl Store {
     /// One sync round over any transport.
     pub fn sync_with(&self, remote: &mut dyn Remote, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
         agent::run(&self.conn, remote, scope, options)
+    }
+
+    /// [`Store::sync`], telling `observe` after each batch (for progress).
+    pub fn sync_observed(&self, remote_url: &str, scope: &str, options: &SyncOptions, observe: &mut dyn FnMut(Step)) -> Result<SyncReport> {
+        let mut remote = remote::open(remote_url)?;
+        agent::run_observed(&self.conn, remote.as_mut(), scope, options, observe)
     }
 
     /// Re-encrypts the file with a new key.

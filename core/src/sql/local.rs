@@ -190,6 +190,27 @@ pub fn pending_keys(table: &TableSchema, id: i64) -> String {
     )
 }
 
+/// The unsent changes after `?1` (at most `?2` keys, oldest first), each
+/// with what an upload needs: the key, its latest counter, its base version,
+/// whether the row still exists, then every synced column.
+pub fn pending_rows(table: &TableSchema, id: i64) -> String {
+    let keys = column_list(None, &table.primary_key);
+    let first = quote_ident(&table.primary_key[0]);
+    format!(
+        "SELECT {}, l.seq, b.version, r.{first} IS NOT NULL, {} \
+         FROM (SELECT {keys}, max(seq) AS seq FROM {log} WHERE seq > ?1 AND {first} IS NOT NULL \
+               GROUP BY {keys} ORDER BY max(seq) LIMIT ?2) l \
+         LEFT JOIN {base} b ON {} LEFT JOIN {user} r ON {} ORDER BY l.seq",
+        column_list(Some("l"), &table.primary_key),
+        column_list(Some("r"), &table.column_names()),
+        crate::sql::columns_equal("b", &table.primary_key, "l", &table.primary_key),
+        crate::sql::columns_equal("r", &table.primary_key, "l", &table.primary_key),
+        log = log_table(id),
+        base = base_table(id),
+        user = user_table(table),
+    )
+}
+
 /// Whether a key has a local change after `?1` (key values from `?2`).
 pub fn has_pending(table: &TableSchema, id: i64) -> String {
     format!("SELECT 1 FROM {} WHERE seq > ?1 AND {} LIMIT 1", log_table(id), key_match(table, 2))
