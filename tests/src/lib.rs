@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod local;
+pub mod typed;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use tandem_core::schema::Schema;
 use tandem_core::types::{local_to_json, LogicalType, LocalValue};
 
-use crate::pull_all;
+use crate::{json as query_json, pull_all, TestDb};
+use tandem_local::{Store, SyncOptions, SyncReport};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -36,6 +37,48 @@ impl Files {
 impl Drop for Files {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A scratch database holding a test's schema and one scope, and a folder
+/// for the local files that sync with it.
+pub struct Scenario {
+    pub db: TestDb,
+    pub files: Files,
+    pub scope: &'static str,
+}
+
+impl Scenario {
+    /// `schema` is SQL run on the fresh database: tables, rows, provisioning.
+    pub fn new(label: &str, schema: &str, scope: &'static str) -> Scenario {
+        let db = TestDb::new(label);
+        db.connect().batch_execute(schema).expect("schema");
+        Scenario { db, files: Files::new(label), scope }
+    }
+
+    pub fn server(&self) -> Client {
+        self.db.connect()
+    }
+
+    pub fn store(&self, name: &str) -> Store {
+        Store::open(self.files.path(name)).expect("open local file")
+    }
+
+    /// A client's token, bound to `params` by `sync_register_client`.
+    pub fn register(&self, params: Value) -> String {
+        let issued = query_json(&mut self.server(), "SELECT sync_register_client($1, $2)", &[&self.scope, &params]);
+        issued["token"].as_str().expect("a token in the registration").to_string()
+    }
+
+    /// One `sync_run` with options as `sync_run` takes them in JSON.
+    pub fn sync(&self, store: &Store, options: Value) -> SyncReport {
+        let options: SyncOptions = serde_json::from_value(options).expect("sync options");
+        store.sync(&self.db.url, self.scope, &options).unwrap_or_else(|e| panic!("sync failed: {e}"))
+    }
+
+    /// One `sync_run` as the client that holds `token`.
+    pub fn sync_as(&self, store: &Store, token: &str) -> SyncReport {
+        self.sync(store, json!({"token": token}))
     }
 }
 

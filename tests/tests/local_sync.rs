@@ -9,8 +9,7 @@ use tandem_core::apply_result::ApplyResult;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
 use tandem_local::{PostgresRemote, Remote, RemoteError, Store, SyncOptions};
-use tandem_tests::local::{assert_converged, local_dump, server_dump, Files};
-use tandem_tests::TestDb;
+use tandem_tests::local::{assert_converged, local_dump, server_dump, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text NOT NULL, email text UNIQUE);
@@ -29,30 +28,8 @@ CREATE FUNCTION public.join_names(c jsonb) RETURNS jsonb LANGUAGE sql AS $$
          ELSE jsonb_build_object('name', (c->'server_row'->>'name') || ' & ' || (c->'client_row'->>'name')) END $$;
 "#;
 
-struct Setup {
-    db: TestDb,
-    files: Files,
-}
-
-impl Setup {
-    fn new(label: &str) -> Setup {
-        let db = TestDb::new(label);
-        db.connect().batch_execute(SCHEMA).expect("schema");
-        Setup { db, files: Files::new(label) }
-    }
-
-    fn server(&self) -> Client {
-        self.db.connect()
-    }
-
-    fn store(&self, name: &str) -> Store {
-        Store::open(self.files.path(name)).expect("open local file")
-    }
-
-    fn sync(&self, store: &Store, options: Value) -> tandem_local::SyncReport {
-        let options: SyncOptions = serde_json::from_value(options).unwrap();
-        store.sync(&self.db.url, "crm", &options).unwrap_or_else(|e| panic!("sync failed: {e}"))
-    }
+fn setup(label: &str) -> Scenario {
+    Scenario::new(label, SCHEMA, "crm")
 }
 
 fn tenant(n: i64) -> Value {
@@ -77,7 +54,7 @@ fn server_value(server: &mut Client, sql: &str) -> Option<String> {
 
 #[test]
 fn inserts_updates_and_deletes_cross_both_ways() {
-    let s = Setup::new("both_ways");
+    let s = setup("both_ways");
     let file = s.store("a.db");
     let first = s.sync(&file, tenant(1));
     assert!(first.provisioned);
@@ -115,7 +92,7 @@ fn inserts_updates_and_deletes_cross_both_ways() {
 }
 
 /// Sets up one conflict of each kind between the file and the server.
-fn stage_conflicts(s: &Setup, file: &Store) {
+fn stage_conflicts(s: &Scenario, file: &Store) {
     let mut server = s.server();
     local(file, "
         UPDATE customers SET name = 'Ada (device)' WHERE id = 1;
@@ -138,7 +115,7 @@ fn stage_conflicts(s: &Setup, file: &Store) {
 #[test]
 fn every_conflict_is_settled_by_each_policy_and_logged() {
     for policy in ["server_wins", "client_wins", "public.join_names"] {
-        let s = Setup::new("policies");
+        let s = setup("policies");
         let file = s.store("a.db");
         s.sync(&file, tenant(1));
         stage_conflicts(&s, &file);
@@ -186,7 +163,7 @@ fn every_conflict_is_settled_by_each_policy_and_logged() {
 
 #[test]
 fn a_unique_violation_becomes_a_conflict_and_the_rest_applies() {
-    let s = Setup::new("unique");
+    let s = setup("unique");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     local(&file, "INSERT INTO customers VALUES (8, 1, 'Copycat', 'ada@a.test'); INSERT INTO customers VALUES (9, 1, 'Fine', 'fine@a.test');");
@@ -203,7 +180,7 @@ fn a_unique_violation_becomes_a_conflict_and_the_rest_applies() {
 
 #[test]
 fn parents_are_applied_before_children_both_ways() {
-    let s = Setup::new("fk_order");
+    let s = setup("fk_order");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     local(&file, r#"
@@ -232,7 +209,7 @@ fn parents_are_applied_before_children_both_ways() {
 
 #[test]
 fn a_pull_never_overwrites_an_unsent_change() {
-    let s = Setup::new("unsent");
+    let s = setup("unsent");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     local(&file, "UPDATE customers SET name = 'Grace (device)' WHERE id = 2");
@@ -286,7 +263,7 @@ impl Remote for Dropping {
 
 #[test]
 fn a_connection_lost_between_steps_loses_nothing_and_applies_nothing_twice() {
-    let s = Setup::new("dropped");
+    let s = setup("dropped");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     local(&file, "UPDATE customers SET name = 'Ada once' WHERE id = 1; INSERT INTO customers VALUES (30, 1, 'Thirty', NULL);");
@@ -318,7 +295,7 @@ fn a_connection_lost_between_steps_loses_nothing_and_applies_nothing_twice() {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    let s = Setup::new("bad_local");
+    let s = setup("bad_local");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     let before = local_dump(file.connection(), "crm");
@@ -347,7 +324,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn a_program_that_never_loaded_tandem_has_its_writes_synced() {
-    let s = Setup::new("plain_sqlite");
+    let s = setup("plain_sqlite");
     let path = s.files.path("a.db");
     {
         let file = s.store("a.db");
@@ -365,7 +342,7 @@ fn a_program_that_never_loaded_tandem_has_its_writes_synced() {
 
 #[test]
 fn a_server_schema_change_reaches_the_file_without_a_full_download() {
-    let s = Setup::new("schema_change");
+    let s = setup("schema_change");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     let mut server = s.server();
@@ -390,7 +367,7 @@ fn a_server_schema_change_reaches_the_file_without_a_full_download() {
 #[test]
 fn two_files_and_the_server_converge_after_random_edits() {
     use rand::Rng;
-    let s = Setup::new("random");
+    let s = setup("random");
     let a = s.store("a.db");
     let b = s.store("b.db");
     s.sync(&a, tenant(1));
@@ -435,7 +412,7 @@ fn two_files_and_the_server_converge_after_random_edits() {
 /// change would pass for a re-upload and be dropped.
 #[test]
 fn a_refused_change_does_not_make_later_changes_look_sent() {
-    let s = Setup::new("counter");
+    let s = setup("counter");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     local(&file, "UPDATE customers SET name = 'first' WHERE id = 1");

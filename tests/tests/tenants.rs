@@ -5,8 +5,8 @@
 use postgres::Client;
 use serde_json::{json, Value};
 use tandem_local::{Store, SyncOptions};
-use tandem_tests::local::{assert_converged, local_dump, server_dump, Files};
-use tandem_tests::{describe, json as query_json, TestDb};
+use tandem_tests::local::{assert_converged, local_dump, server_dump, Scenario};
+use tandem_tests::{describe, json as query_json};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text NOT NULL);
@@ -27,31 +27,8 @@ SELECT sync_provision('crm', '{"tables": [
   {"name": "notes", "columns": ["id", "tenant_id", "body"], "filter": {"tenant_id": "tenant"}}]}');
 "#;
 
-struct Setup {
-    db: TestDb,
-    files: Files,
-}
-
-impl Setup {
-    fn new(label: &str) -> Setup {
-        let db = TestDb::new(label);
-        db.connect().batch_execute(SCHEMA).expect("schema");
-        Setup { db, files: Files::new(label) }
-    }
-
-    fn server(&self) -> Client {
-        self.db.connect()
-    }
-
-    fn register(&self, params: Value) -> String {
-        let issued = query_json(&mut self.server(), "SELECT sync_register_client('crm', $1)", &[&params]);
-        issued["token"].as_str().unwrap().to_string()
-    }
-
-    fn sync(&self, store: &Store, token: &str) -> tandem_local::SyncReport {
-        let options = SyncOptions { token: Some(token.to_string()), ..SyncOptions::default() };
-        store.sync(&self.db.url, "crm", &options).unwrap_or_else(|e| panic!("sync failed: {e}"))
-    }
+fn setup(label: &str) -> Scenario {
+    Scenario::new(label, SCHEMA, "crm")
 }
 
 /// Every tenant id a local file holds, over the filtered tables.
@@ -88,10 +65,10 @@ fn keys_pulled(server: &mut Client, token: &str, since: Option<&str>) -> (Vec<(S
 
 #[test]
 fn a_tenant_never_sees_another_tenants_rows_or_keys() {
-    let s = Setup::new("no_leak");
+    let s = setup("no_leak");
     let token_a = s.register(json!({"tenant": 1}));
-    let a = Store::open(s.files.path("a.db")).unwrap();
-    s.sync(&a, &token_a);
+    let a = s.store("a.db");
+    s.sync_as(&a, &token_a);
     let mut server = s.server();
     let (_, mut watermark) = keys_pulled(&mut server, &token_a, None);
 
@@ -117,7 +94,7 @@ fn a_tenant_never_sees_another_tenants_rows_or_keys() {
     keys.sort_by_key(|k| k.as_i64());
     assert_eq!(keys, [json!(101), json!(301)]);
 
-    let report = s.sync(&a, &token_a);
+    let report = s.sync_as(&a, &token_a);
     assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
     assert_eq!(tenants_in(&a), [1]);
     assert_converged(&mut server, a.connection(), "crm", &json!({"tenant": 1}));
@@ -127,10 +104,10 @@ fn a_tenant_never_sees_another_tenants_rows_or_keys() {
 
 #[test]
 fn changing_parameters_without_a_new_registration_is_refused() {
-    let s = Setup::new("params");
+    let s = setup("params");
     let token_a = s.register(json!({"tenant": 1}));
-    let a = Store::open(s.files.path("a.db")).unwrap();
-    s.sync(&a, &token_a);
+    let a = s.store("a.db");
+    s.sync_as(&a, &token_a);
     let mut server = s.server();
     let attempts = [
         json!({"token": token_a, "params": {"tenant": 2}}),
@@ -144,7 +121,7 @@ fn changing_parameters_without_a_new_registration_is_refused() {
         assert!(text.starts_with("22023") || text.starts_with("28000"), "{options}: {text}");
     }
     // A file bound to its parameters refuses to switch.
-    let direct = Store::open(s.files.path("direct.db")).unwrap();
+    let direct = s.store("direct.db");
     let one = SyncOptions { params: Some([("tenant".into(), json!(1))].into()), ..SyncOptions::default() };
     direct.sync(&s.db.url, "crm", &one).unwrap();
     let two = SyncOptions { params: Some([("tenant".into(), json!(2))].into()), ..SyncOptions::default() };
@@ -161,11 +138,11 @@ fn changing_parameters_without_a_new_registration_is_refused() {
 
 #[test]
 fn crafted_uploads_are_refused_and_change_nothing() {
-    let s = Setup::new("crafted");
+    let s = setup("crafted");
     let token_a = s.register(json!({"tenant": 1}));
     let token_b = s.register(json!({"tenant": 2}));
-    let a = Store::open(s.files.path("a.db")).unwrap();
-    s.sync(&a, &token_a);
+    let a = s.store("a.db");
+    s.sync_as(&a, &token_a);
     let mut server = s.server();
     let before = server_dump(&mut server, "crm", &json!({"tenant": [1, 2, 3]}));
     let a_id: String = a.connection().query_row("SELECT client_id FROM tandem_scopes", [], |r| r.get(0)).unwrap();
@@ -205,7 +182,7 @@ fn crafted_uploads_are_refused_and_change_nothing() {
     a.connection()
         .execute_batch("INSERT INTO customers VALUES (199, 2, 'planted in 2'); UPDATE customers SET tenant_id = 2 WHERE id = 101; INSERT INTO products VALUES ('Z', 9.99);")
         .unwrap();
-    let report = s.sync(&a, &token_a);
+    let report = s.sync_as(&a, &token_a);
     assert_eq!(report.rejected.len(), 3, "{report:?}");
     let kept: i64 = a.connection().query_row("SELECT count(*) FROM tandem_rejected", [], |r| r.get(0)).unwrap();
     assert_eq!(kept, 3, "refused changes are kept for the user");
@@ -216,17 +193,17 @@ fn crafted_uploads_are_refused_and_change_nothing() {
 
 #[test]
 fn a_row_moved_between_tenants_converges_on_both_and_children_follow() {
-    let s = Setup::new("moves");
+    let s = setup("moves");
     let token_a = s.register(json!({"tenant": 1}));
     let token_b = s.register(json!({"tenant": 2}));
-    let a = Store::open(s.files.path("a.db")).unwrap();
-    let b = Store::open(s.files.path("b.db")).unwrap();
-    s.sync(&a, &token_a);
-    s.sync(&b, &token_b);
+    let a = s.store("a.db");
+    let b = s.store("b.db");
+    s.sync_as(&a, &token_a);
+    s.sync_as(&b, &token_b);
     let mut server = s.server();
     server.batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 101; UPDATE orders SET tenant_id = 2 WHERE id = 1001;").unwrap();
-    s.sync(&a, &token_a);
-    s.sync(&b, &token_b);
+    s.sync_as(&a, &token_a);
+    s.sync_as(&b, &token_b);
     for (store, tenant) in [(&a, 1), (&b, 2)] {
         assert_converged(&mut server, store.connection(), "crm", &json!({"tenant": tenant}));
         assert_eq!(tenants_in(store), [tenant]);
@@ -236,8 +213,8 @@ fn a_row_moved_between_tenants_converges_on_both_and_children_follow() {
     assert_eq!((items_in_a, items_in_b), (0, 2), "the items went with their order");
     // And back, with an edit on the way.
     server.batch_execute("UPDATE orders SET tenant_id = 1, total = 77 WHERE id = 1001").unwrap();
-    s.sync(&a, &token_a);
-    s.sync(&b, &token_b);
+    s.sync_as(&a, &token_a);
+    s.sync_as(&b, &token_b);
     for (store, tenant) in [(&a, 1), (&b, 2)] {
         assert_converged(&mut server, store.connection(), "crm", &json!({"tenant": tenant}));
     }
@@ -245,10 +222,10 @@ fn a_row_moved_between_tenants_converges_on_both_and_children_follow() {
 
 #[test]
 fn a_list_parameter_means_in_and_excluded_columns_never_leave_the_server() {
-    let s = Setup::new("in_list");
+    let s = setup("in_list");
     let token = s.register(json!({"tenant": [1, 3]}));
-    let file = s.store_for("both.db");
-    s.sync(&file, &token);
+    let file = s.store("both.db");
+    s.sync_as(&file, &token);
     assert_eq!(tenants_in(&file), [1, 3]);
     let mut server = s.server();
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": [1, 3]}));
@@ -258,7 +235,7 @@ fn a_list_parameter_means_in_and_excluded_columns_never_leave_the_server() {
     assert!(!raw.contains("server-only secret"), "an excluded column left the server");
     // A local edit of a note keeps the server's secret intact.
     file.connection().execute("UPDATE notes SET body = 'edited' WHERE id = 11", []).unwrap();
-    s.sync(&file, &token);
+    s.sync_as(&file, &token);
     let (body, secret): (String, String) = {
         let row = server.query_one("SELECT body, secret FROM notes WHERE id = 11", &[]).unwrap();
         (row.get(0), row.get(1))
@@ -266,22 +243,16 @@ fn a_list_parameter_means_in_and_excluded_columns_never_leave_the_server() {
     assert_eq!((body.as_str(), secret.as_str()), ("edited", "server-only secret 1"));
 }
 
-impl Setup {
-    fn store_for(&self, name: &str) -> Store {
-        Store::open(self.files.path(name)).unwrap()
-    }
-}
-
 #[test]
 fn three_tenants_two_clients_each_converge_after_random_edits() {
     use rand::Rng;
-    let s = Setup::new("six_clients");
+    let s = setup("six_clients");
     let mut clients = Vec::new();
     for tenant in 1..=3 {
         for n in 0..2 {
             let token = s.register(json!({"tenant": tenant}));
-            let store = s.store_for(&format!("t{tenant}-{n}.db"));
-            s.sync(&store, &token);
+            let store = s.store(&format!("t{tenant}-{n}.db"));
+            s.sync_as(&store, &token);
             clients.push((tenant, token, store));
         }
     }
@@ -317,12 +288,12 @@ fn three_tenants_two_clients_each_converge_after_random_edits() {
             }
         }
         for (_, token, store) in &clients {
-            s.sync(store, token);
+            s.sync_as(store, token);
         }
     }
     for _ in 0..2 {
         for (_, token, store) in &clients {
-            s.sync(store, token);
+            s.sync_as(store, token);
         }
     }
     for (tenant, _, store) in &clients {

@@ -1,0 +1,49 @@
+//! `tandem bench` on a small table: it runs every case end to end and prints
+//! the JSON the issue asks for. Shape only, never a timing: figures depend on
+//! the machine and belong in docs/benchmarks.md.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const KEYS: [&str; 10] = [
+    "rows",
+    "download_rows_per_s",
+    "baseline_rows_per_s",
+    "download_ratio",
+    "incremental_ms",
+    "upload_rows_per_s",
+    "upload_ratio",
+    "server_write_overhead",
+    "local_write_overhead",
+    "peak_rss_mb",
+];
+
+#[test]
+fn bench_json_has_every_figure() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["bench", "--rows", "2000", "--json"])
+        .env("TANDEM_DATABASE_URL", tandem_tests::server_url())
+        .output()
+        .expect("run tandem bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tandem bench failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    assert_eq!(report["rows"], 2000);
+    for key in KEYS {
+        let figure = report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing or not a number in {report}"));
+        assert!(figure.is_finite() && figure > 0.0, "{key} = {figure}");
+    }
+}
+
+#[test]
+fn bench_refuses_a_table_too_small_to_measure() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["bench", "--rows", "10"])
+        .output()
+        .expect("run tandem bench");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--rows must be at least 1000"));
+}
