@@ -408,7 +408,7 @@ impl Work<'_, '_> {
             args.push(self.bound.get(name).cloned().unwrap_or_default().into());
         }
         args.push(idx.iter().map(|&i| i as i32).collect::<Vec<i32>>().into());
-        let rows = spi::query(client, &query, &args, |row| {
+        let rows = spi::with_index_probes(client, |client| spi::query(client, &query, &args, |row| {
             Ok((
                 spi::get::<i32>(row, 1)?.unwrap_or_default() as usize,
                 Seen {
@@ -420,7 +420,7 @@ impl Work<'_, '_> {
                     new_in: spi::get::<bool>(row, 7)?.unwrap_or(false),
                 },
             ))
-        })?;
+        }))?;
         let mut out = vec![Seen::default(); idx.iter().max().map_or(0, |m| m + 1)];
         for (i, seen) in rows {
             if i < out.len() {

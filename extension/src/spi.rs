@@ -77,8 +77,23 @@ const TEXT_SETTINGS: [(&str, &str); 5] = [
 ];
 
 pub fn with_text_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
-    let mut saved = Vec::with_capacity(TEXT_SETTINGS.len());
-    for (name, value) in TEXT_SETTINGS {
+    with_settings(client, &TEXT_SETTINGS, body)
+}
+
+/// Plans that look rows up by key, one index probe per row. A batch is
+/// small next to the tables it is checked against, and without this the
+/// planner would rather read whole tables into a hash than probe an index
+/// ten thousand times.
+const PROBE_SETTINGS: [(&str, &str); 2] = [("enable_hashjoin", "off"), ("enable_mergejoin", "off")];
+
+pub fn with_index_probes<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
+    with_settings(client, &PROBE_SETTINGS, body)
+}
+
+/// Runs `body` with `settings`, then puts back what they were.
+fn with_settings<T>(client: &mut Client<'_>, settings: &[(&str, &str)], body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
+    let mut saved = Vec::with_capacity(settings.len());
+    for &(name, value) in settings {
         let previous: Option<String> = one(
             client,
             "SELECT current_setting($1), set_config($1, $2, true)",

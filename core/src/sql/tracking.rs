@@ -11,7 +11,7 @@
 //! its filter values changed), with the partition it left, so deletes reach
 //! exactly the clients that held the row.
 
-use crate::ident::quote_ident;
+use crate::ident::{quote_ident, quote_literal};
 use crate::setup::Filter;
 use crate::sql::partition::part_expr;
 use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
@@ -109,7 +109,8 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
              SET search_path = pg_catalog, pg_temp AS $tandem$\n\
              DECLARE\n  _v xid8 := pg_current_xact_id();\n  \
-             _origin text := nullif(current_setting('tandem.origin', true), '');\n  _updated bigint;\n\
+             _origin text := nullif(current_setting('tandem.origin', true), '');\n  _updated bigint;\n  \
+             _rows bigint;\n  _hashjoin text;\n  _mergejoin text;\n\
              BEGIN\n{body}  RETURN NULL;\nEND\n$tandem$",
             function_name(event, id)
         ));
@@ -206,14 +207,28 @@ fn update_body(scope: &Scope<'_>, t: usize) -> String {
         );
     }
     // Every row is tracked already (provisioning stamped them all), so an
-    // update in place; rows tracking somehow lacks are upserted.
-    body += &format!(
-        "  UPDATE {track} tr SET tandem_stamp = _v, tandem_version = _v, tandem_deleted = false, tandem_origin = _origin\n    \
-         FROM tandem_new n WHERE {cond};\n  \
-         GET DIAGNOSTICS _updated = ROW_COUNT;\n  \
-         IF _updated < (SELECT count(*) FROM tandem_new) THEN\n{upsert}  END IF;\n",
+    // update in place; rows tracking somehow lacks are upserted. The
+    // transition table has no statistics, and the planner would rather hash
+    // all of tracking than probe its key index per row: when the statement
+    // changed a small part of the table, probing is made the only choice.
+    let update = format!(
+        "UPDATE {track} tr SET tandem_stamp = _v, tandem_version = _v, tandem_deleted = false, tandem_origin = _origin\n    \
+         FROM tandem_new n WHERE {cond};\n",
         track = scope.track(t),
         cond = columns_equal("tr", key, "n", key),
+    );
+    body += &format!(
+        "  _rows := (SELECT count(*) FROM tandem_new);\n  \
+         IF _rows * 4 < (SELECT reltuples FROM pg_class WHERE oid = {track_literal}::regclass) THEN\n    \
+         _hashjoin := current_setting('enable_hashjoin');\n    \
+         _mergejoin := current_setting('enable_mergejoin');\n    \
+         PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);\n    \
+         {update}    \
+         GET DIAGNOSTICS _updated = ROW_COUNT;\n    \
+         PERFORM set_config('enable_hashjoin', _hashjoin, true), set_config('enable_mergejoin', _mergejoin, true);\n  \
+         ELSE\n    {update}    GET DIAGNOSTICS _updated = ROW_COUNT;\n  END IF;\n  \
+         IF _updated < _rows THEN\n{upsert}  END IF;\n",
+        track_literal = quote_literal(&scope.track(t)),
         upsert = mark(scope, t, "tandem_new", "n", false, ""),
     );
     body += &follow_parents(scope, t);

@@ -96,6 +96,26 @@ mod tests {
     }
 
     #[pg_test]
+    fn tracking_updates_of_few_or_all_rows_and_leaves_planner_settings_alone() {
+        run("CREATE TABLE public.big (id int PRIMARY KEY, n int)");
+        run("INSERT INTO public.big SELECT g, 0 FROM generate_series(1, 2000) g");
+        run(r#"SELECT sync_provision('b', '{"tables": [{"name": "big"}]}')"#);
+        let track = track_of("public.big");
+        run("SET LOCAL enable_mergejoin = off");
+        run("SELECT set_config('tandem.origin', 'few', true)");
+        run("UPDATE public.big SET n = 1 WHERE id <= 10");
+        assert_eq!(count(&format!("SELECT count(*) FROM {track} WHERE tandem_origin = 'few'")), 10);
+        run("SELECT set_config('tandem.origin', 'all', true)");
+        run("UPDATE public.big SET n = 2");
+        assert_eq!(count(&format!("SELECT count(*) FROM {track} WHERE tandem_origin = 'all'")), 2000);
+        let upload = json!({"format": 1, "scope": "b", "origin": "c1",
+                            "tables": [{"name": "public.big", "columns": ["id", "n"], "rows": [{"op": "upsert", "values": [5000, 1]}]}]});
+        assert_eq!(json(&format!("SELECT sync_apply_changes('b', {})", lit(&upload)))["applied"], 1);
+        assert_eq!(text("SELECT current_setting('enable_hashjoin')").as_deref(), Some("on"));
+        assert_eq!(text("SELECT current_setting('enable_mergejoin')").as_deref(), Some("off"), "the session's own setting stays");
+    }
+
+    #[pg_test]
     fn deprovision_drops_tracking_and_keeps_data() {
         crm();
         run("SELECT sync_deprovision('crm')");
