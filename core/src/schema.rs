@@ -49,6 +49,10 @@ pub struct Column {
 impl Schema {
     /// Finds a table by any spelling of its name (`orders`, `public.orders`).
     pub fn table(&self, name: &str) -> Result<&TableSchema> {
+        // Changesets and results use the canonical spelling: no parse needed.
+        if let Some(table) = self.tables.iter().find(|t| t.name == name) {
+            return Ok(table);
+        }
         let wanted = TableName::parse(name)?;
         self.tables
             .iter()

@@ -23,6 +23,11 @@ pub struct Batch {
     /// Highest counter covered per table (sent or not: a row inserted and
     /// deleted before it was ever sent has nothing to tell the server).
     pub positions: BTreeMap<String, i64>,
+    /// Highest counter of each of those tables when the batch was read. A
+    /// key in the batch has no change between its position and this (the
+    /// batch holds each key's latest change), so only changes after this are
+    /// local writes the server's answer must not overwrite.
+    pub read_tops: BTreeMap<String, i64>,
 }
 
 impl Batch {
@@ -36,6 +41,7 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64) -> Result<Ba
     atomically(conn, |conn| {
         let mut tables = Vec::new();
         let mut positions = BTreeMap::new();
+        let mut read_tops = BTreeMap::new();
         let mut remaining = max_rows;
         for (table, t) in state.schema.tables.iter().zip(&state.tables) {
             if remaining == 0 {
@@ -71,6 +77,8 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64) -> Result<Ba
             }
             remaining = remaining.saturating_sub(read);
             positions.insert(table.name.clone(), top);
+            let read_top: i64 = conn.query_row(&local::top_seq(t.id), [], |row| row.get(0))?;
+            read_tops.insert(table.name.clone(), read_top);
             if !changes.is_empty() {
                 tables.push(TableChanges { name: table.name.clone(), columns: table.column_names(), rows: changes });
             }
@@ -86,6 +94,7 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64) -> Result<Ba
                 has_more: remaining == 0,
             },
             positions,
+            read_tops,
         })
     })
 }

@@ -3,7 +3,7 @@
 //! setting aside rows the server refused, so one bad row never blocks a
 //! device.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, params_from_iter, Connection};
 use serde_json::{Map, Value};
@@ -48,48 +48,66 @@ fn take(conn: &Connection, state: &ScopeState, t: usize, key: &[Value], row: Opt
     Ok(())
 }
 
+/// Table positions by the name a result gives, looked up once per name.
+#[derive(Default)]
+struct TableIndex {
+    last: Option<(String, usize)>,
+}
+
+impl TableIndex {
+    fn get(&mut self, state: &ScopeState, name: &str) -> Result<usize> {
+        match &self.last {
+            Some((known, t)) if known == name => Ok(*t),
+            _ => {
+                let t = state.table_index(name)?;
+                self.last = Some((name.to_string(), t));
+                Ok(t)
+            }
+        }
+    }
+}
+
 /// Records the server's result for `batch`.
 pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &ApplyResult) -> Result<Recorded> {
     applying(conn, state, |conn| {
         let mut recorded = Recorded::default();
         // Local changes made after the batch was read are not overwritten.
-        let mut newer: HashMap<usize, std::collections::HashSet<String>> = HashMap::new();
-        for (name, top) in &batch.positions {
+        let mut newer: HashMap<usize, HashSet<String>> = HashMap::new();
+        for (name, read_top) in &batch.read_tops {
             let t = state.table_index(name)?;
-            newer.insert(t, rows::pending(conn, &state.schema.tables[t], state.tables[t].id, *top)?);
-        }
-        let is_newer = |t: usize, key: &[Value]| newer.get(&t).is_some_and(|set| set.contains(&rows::key_text(key)));
-        let mut ops: HashMap<(String, String), Op> = HashMap::new();
-        for table in &batch.changeset.tables {
-            let t = state.table_index(&table.name)?;
-            let key_positions = state.schema.tables[t].key_indexes();
-            for row in &table.rows {
-                let key = match (&row.key, &row.values) {
-                    (Some(key), _) => key.clone(),
-                    (None, Some(values)) => key_positions.iter().map(|&i| values[i].clone()).collect(),
-                    _ => continue,
-                };
-                ops.insert((state.schema.tables[t].name.clone(), rows::key_text(&key)), row.op);
+            let keys = rows::pending(conn, &state.schema.tables[t], state.tables[t].id, *read_top)?;
+            if !keys.is_empty() {
+                newer.insert(t, keys);
             }
         }
+        let is_newer = |t: usize, key: &[Value]| newer.get(&t).is_some_and(|set| set.contains(&rows::key_text(key)));
+        // Results name rows by table and key; deletes need their children
+        // removed too, so they are told apart from upserts.
+        let mut deletes: HashSet<(usize, String)> = HashSet::new();
+        for table in &batch.changeset.tables {
+            let t = state.table_index(&table.name)?;
+            for row in table.rows.iter().filter(|row| row.op == Op::Delete) {
+                if let Some(key) = &row.key {
+                    deletes.insert((t, rows::key_text(key)));
+                }
+            }
+        }
+        let mut tables = TableIndex::default();
         for applied in &result.versions {
-            let t = state.table_index(&applied.table)?;
+            let t = tables.get(state, &applied.table)?;
             let table = &state.schema.tables[t];
-            match ops.get(&(table.name.clone(), rows::key_text(&applied.key))) {
+            if !deletes.is_empty() && deletes.contains(&(t, rows::key_text(&applied.key))) {
                 // The server deleted it: rows filtered through it go too.
-                Some(Op::Delete) => {
-                    rows::delete_with_children(conn, state, t, &applied.key)?;
-                }
-                _ => {
-                    if let Some(row) = &applied.row {
-                        if !is_newer(t, &applied.key) {
-                            // Stored differently from what was sent (a cast, a
-                            // default, a trigger): take the server's form.
-                            rows::write_object(conn, table, row)?;
-                        }
+                rows::delete_with_children(conn, state, t, &applied.key)?;
+            } else {
+                if let Some(row) = &applied.row {
+                    if !is_newer(t, &applied.key) {
+                        // Stored differently from what was sent (a cast, a
+                        // default, a trigger): take the server's form.
+                        rows::write_object(conn, table, row)?;
                     }
-                    rows::write_base(conn, table, state.tables[t].id, &applied.key, &applied.version)?;
                 }
+                rows::write_base(conn, table, state.tables[t].id, &applied.key, &applied.version)?;
             }
             recorded.applied += 1;
         }

@@ -428,3 +428,52 @@ fn a_refused_change_does_not_make_later_changes_look_sent() {
     assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("second"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// A remote that, once the server has applied an upload and before its
+/// answer is recorded, lets another program write to the file.
+struct Meddling {
+    inner: PostgresRemote,
+    file: std::path::PathBuf,
+    sql: Option<&'static str>,
+}
+
+impl Remote for Meddling {
+    fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError> {
+        self.inner.schema(scope)
+    }
+    fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
+        self.inner.select_changes(scope, since, options)
+    }
+    fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
+        let result = self.inner.apply_changes(scope, changeset, options)?;
+        if let Some(sql) = self.sql.take() {
+            Connection::open(&self.file).and_then(|c| c.execute_batch(sql)).expect("the other program's write");
+        }
+        Ok(result)
+    }
+}
+
+/// The server's answer to an upload carries its form of rewritten rows
+/// (here numeric(12,2) rounds 10.005); a local write made while the upload
+/// was in flight is newer than that answer and must survive it, then go up.
+#[test]
+fn a_local_write_during_an_upload_outlives_the_servers_answer() {
+    let s = setup("in_flight");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "UPDATE orders SET total = 10.005 WHERE id = 10; UPDATE orders SET total = 11.005 WHERE id = 11");
+    let mut meddling = Meddling {
+        inner: PostgresRemote::connect(&s.db.url).unwrap(),
+        file: s.files.path("a.db"),
+        sql: Some("UPDATE orders SET total = 20 WHERE id = 10"),
+    };
+    let report = file.sync_with(&mut meddling, "crm", &SyncOptions::default()).unwrap();
+    // Had the answer overwritten it, 10.01 would be the file's row with no
+    // change left to send; instead the write goes up in the same sync.
+    assert_eq!((report.pushed, report.conflicts.len()), (3, 0), "{report:?}");
+    assert_eq!(local_value(&file, "SELECT printf('%.2f', total) FROM orders WHERE id = 11").as_deref(), Some("11.01"), "the server's form is taken");
+    assert_eq!(local_value(&file, "SELECT printf('%.2f', total) FROM orders WHERE id = 10").as_deref(), Some("20.00"), "the newer local write stays");
+    let mut server = s.server();
+    assert_eq!(server_value(&mut server, "SELECT total::text FROM orders WHERE id = 10").as_deref(), Some("20.00"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
