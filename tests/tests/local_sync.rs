@@ -233,15 +233,24 @@ fn a_pull_never_overwrites_an_unsent_change() {
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
 
-/// A remote whose connection drops at a chosen point, after the server did
-/// its part.
-struct Dropping {
+/// A remote that interferes at chosen points, after the server did its
+/// part: the connection drops, or another program writes to the file.
+struct Interfering {
     inner: PostgresRemote,
     drop_after_apply: bool,
     drop_after_select: bool,
+    /// SQL another connection runs on this file after the first apply.
+    write_after_apply: Option<(std::path::PathBuf, &'static str)>,
 }
 
-impl Remote for Dropping {
+impl Interfering {
+    fn new(url: &str) -> Interfering {
+        let inner = PostgresRemote::connect(url).unwrap();
+        Interfering { inner, drop_after_apply: false, drop_after_select: false, write_after_apply: None }
+    }
+}
+
+impl Remote for Interfering {
     fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError> {
         self.inner.schema(scope)
     }
@@ -254,6 +263,9 @@ impl Remote for Dropping {
     }
     fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
         let result = self.inner.apply_changes(scope, changeset, options)?;
+        if let Some((file, sql)) = self.write_after_apply.take() {
+            Connection::open(file).and_then(|c| c.execute_batch(sql)).expect("the other program's write");
+        }
         if self.drop_after_apply {
             return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped after the server applied".into() });
         }
@@ -270,13 +282,13 @@ fn a_connection_lost_between_steps_loses_nothing_and_applies_nothing_twice() {
     let mut server = s.server();
     server.batch_execute("UPDATE orders SET total = 99.00 WHERE id = 10").unwrap();
 
-    let mut dropping = Dropping { inner: PostgresRemote::connect(&s.db.url).unwrap(), drop_after_apply: true, drop_after_select: false };
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
     let error = file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
     assert!(error.to_string().contains("connection dropped"), "{error}");
     let version_after_first: Option<String> = server_value(&mut server, "SELECT tandem_version::text FROM tandem.track_1 WHERE id = 1");
     assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada once"), "the server applied it");
 
-    let mut dropping = Dropping { inner: PostgresRemote::connect(&s.db.url).unwrap(), drop_after_apply: false, drop_after_select: true };
+    let mut dropping = Interfering { drop_after_select: true, ..Interfering::new(&s.db.url) };
     file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
     assert_eq!(local_value(&file, "SELECT total FROM orders WHERE id = 10").as_deref(), Some("10.00"), "nothing stored from the lost batch");
 
@@ -429,30 +441,6 @@ fn a_refused_change_does_not_make_later_changes_look_sent() {
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
 
-/// A remote that, once the server has applied an upload and before its
-/// answer is recorded, lets another program write to the file.
-struct Meddling {
-    inner: PostgresRemote,
-    file: std::path::PathBuf,
-    sql: Option<&'static str>,
-}
-
-impl Remote for Meddling {
-    fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError> {
-        self.inner.schema(scope)
-    }
-    fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
-        self.inner.select_changes(scope, since, options)
-    }
-    fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
-        let result = self.inner.apply_changes(scope, changeset, options)?;
-        if let Some(sql) = self.sql.take() {
-            Connection::open(&self.file).and_then(|c| c.execute_batch(sql)).expect("the other program's write");
-        }
-        Ok(result)
-    }
-}
-
 /// The server's answer to an upload carries its form of rewritten rows
 /// (here numeric(12,2) rounds 10.005); a local write made while the upload
 /// was in flight is newer than that answer and must survive it, then go up.
@@ -462,10 +450,9 @@ fn a_local_write_during_an_upload_outlives_the_servers_answer() {
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     local(&file, "UPDATE orders SET total = 10.005 WHERE id = 10; UPDATE orders SET total = 11.005 WHERE id = 11");
-    let mut meddling = Meddling {
-        inner: PostgresRemote::connect(&s.db.url).unwrap(),
-        file: s.files.path("a.db"),
-        sql: Some("UPDATE orders SET total = 20 WHERE id = 10"),
+    let mut meddling = Interfering {
+        write_after_apply: Some((s.files.path("a.db"), "UPDATE orders SET total = 20 WHERE id = 10")),
+        ..Interfering::new(&s.db.url)
     };
     let report = file.sync_with(&mut meddling, "crm", &SyncOptions::default()).unwrap();
     // Had the answer overwritten it, 10.01 would be the file's row with no
