@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use fallible_iterator::FallibleIterator;
 use serde_json::Value;
 use tandem_local::{Step, Store, SyncOptions, SyncReport};
 
@@ -30,7 +31,8 @@ impl LocalFile {
 pub struct SqlArgs {
     #[command(flatten)]
     file: LocalFile,
-    /// One SQL statement; the sync_* functions are available.
+    /// SQL to run: one statement, or several separated by `;` that run in
+    /// one transaction (all or nothing). The sync_* functions are available.
     sql: String,
     /// Print each row as a JSON array.
     #[arg(long)]
@@ -40,10 +42,35 @@ pub struct SqlArgs {
 pub fn sql(args: &SqlArgs) -> Result<(), CliError> {
     let store = args.file.open()?;
     let conn = store.connection();
-    let mut statement = conn.prepare(&args.sql).map_err(|e| CliError::Invalid(format!("SQL: {e}")))?;
+    let invalid = |e: rusqlite::Error| CliError::Invalid(format!("SQL: {e}"));
+    // Statements are prepared one after the other ran, so a script can
+    // create a table and then use it.
+    let mut batch = rusqlite::Batch::new(conn, &args.sql);
+    let Some(mut first) = batch.next().map_err(invalid)? else { return Ok(()) };
+    // One statement runs as it is (it may be a sync_run that commits batch
+    // by batch); a script runs whole or not at all.
+    let rest = first.expanded_sql().and_then(|text| args.sql.find(&text).map(|at| &args.sql[at + text.len()..]));
+    let single = rest.is_some_and(|rest| rest.trim_matches(|c: char| c.is_whitespace() || c == ';').is_empty());
+    if single {
+        return print_rows(&mut first, args.json).map_err(invalid);
+    }
+    conn.execute_batch("BEGIN").map_err(invalid)?;
+    let result = print_rows(&mut first, args.json).and_then(|()| {
+        while let Some(mut statement) = batch.next()? {
+            print_rows(&mut statement, args.json)?;
+        }
+        Ok(())
+    });
+    drop(first);
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }).map_err(invalid)?;
+    result.map_err(invalid)
+}
+
+/// Runs one statement and prints its rows, if it returns any.
+fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::Result<()> {
     let columns = statement.column_count();
-    let mut rows = statement.query([]).map_err(|e| CliError::Invalid(format!("SQL: {e}")))?;
-    while let Some(row) = rows.next().map_err(|e| CliError::Invalid(format!("SQL: {e}")))? {
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
         let cells: Vec<Value> = (0..columns)
             .map(|i| match row.get_ref(i) {
                 Ok(rusqlite::types::ValueRef::Null) | Err(_) => Value::Null,
@@ -53,7 +80,7 @@ pub fn sql(args: &SqlArgs) -> Result<(), CliError> {
                 Ok(rusqlite::types::ValueRef::Blob(b)) => Value::String(format!("x'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>())),
             })
             .collect();
-        if args.json {
+        if json {
             println!("{}", Value::Array(cells));
         } else {
             let shown: Vec<String> = cells
