@@ -136,7 +136,8 @@ fn pull(
     })
 }
 
-/// How many times one round retries after refused rows were set aside.
+/// Most upload batches one round sends (refused batches, set aside and
+/// retried, count too); changes beyond wait for the next round.
 const PUSH_ROUNDS: usize = 1000;
 
 /// Progress of a round, for showing long work as it happens.

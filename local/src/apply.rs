@@ -5,7 +5,6 @@
 use rusqlite::{params_from_iter, Connection, ToSql};
 use serde_json::{json, Value};
 use tandem_core::changeset::{Changeset, Op};
-use tandem_core::options::ApplyOptions;
 use tandem_core::sql::{local, upsert_row, Dialect};
 use tandem_core::types::json_to_local;
 use tandem_core::validate::check_changeset;
@@ -105,8 +104,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
 }
 
 /// The SQL function.
-pub fn apply_changes(conn: &Connection, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<String> {
-    let _ = options;
+pub fn apply_changes(conn: &Connection, scope: &str, changeset: &str) -> Result<String> {
     let changeset = Changeset::parse(changeset)?;
     let state = meta::require(conn, scope)?;
     let result = apply(conn, &state, changeset)?;

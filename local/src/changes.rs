@@ -77,8 +77,7 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64) -> Result<Ba
             }
             remaining = remaining.saturating_sub(read);
             positions.insert(table.name.clone(), top);
-            let read_top: i64 = conn.query_row(&local::top_seq(t.id), [], |row| row.get(0))?;
-            read_tops.insert(table.name.clone(), read_top);
+            read_tops.insert(table.name.clone(), rows::top_seq(conn, t.id)?);
             if !changes.is_empty() {
                 tables.push(TableChanges { name: table.name.clone(), columns: table.column_names(), rows: changes });
             }

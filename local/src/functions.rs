@@ -78,8 +78,10 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
         })?;
         conn.create_scalar_function("sync_apply_changes", arity, flags, |ctx| {
             call(ctx, |conn, ctx| {
-                let options = ApplyOptions::parse(json_arg(ctx, 2, "options")?.as_ref())?;
-                apply::apply_changes(conn, &text_arg(ctx, 0, "scope")?, &text_arg(ctx, 1, "changeset")?, &options).map(Some)
+                // Checked like the server's (an unknown option is an error);
+                // the local side has no policy or identity to apply.
+                ApplyOptions::parse(json_arg(ctx, 2, "options")?.as_ref())?;
+                apply::apply_changes(conn, &text_arg(ctx, 0, "scope")?, &text_arg(ctx, 1, "changeset")?).map(Some)
             })
         })?;
         conn.create_scalar_function("sync_run", arity, flags, |ctx| {

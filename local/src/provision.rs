@@ -23,7 +23,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
         if let Some(old) = &old {
             for (table, state) in old.schema.tables.iter().zip(&old.tables) {
                 if !schema.tables.iter().any(|t| t.name == table.name) {
-                    for statement in local::drop_tracking(&table.table_name(), state.id) {
+                    for statement in local::drop_tracking(state.id) {
                         conn.execute(&statement, [])?;
                     }
                     conn.execute("DELETE FROM tandem_tables WHERE id = ?1", [state.id])?;
@@ -101,8 +101,8 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
 pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
     let state = meta::require(conn, scope)?;
     atomically(conn, |conn| {
-        for (table, t) in state.schema.tables.iter().zip(&state.tables) {
-            for statement in local::drop_tracking(&table.table_name(), t.id) {
+        for t in &state.tables {
+            for statement in local::drop_tracking(t.id) {
                 conn.execute(&statement, [])?;
             }
         }

@@ -48,25 +48,6 @@ fn take(conn: &Connection, state: &ScopeState, t: usize, key: &[Value], row: Opt
     Ok(())
 }
 
-/// Table positions by the name a result gives, looked up once per name.
-#[derive(Default)]
-struct TableIndex {
-    last: Option<(String, usize)>,
-}
-
-impl TableIndex {
-    fn get(&mut self, state: &ScopeState, name: &str) -> Result<usize> {
-        match &self.last {
-            Some((known, t)) if known == name => Ok(*t),
-            _ => {
-                let t = state.table_index(name)?;
-                self.last = Some((name.to_string(), t));
-                Ok(t)
-            }
-        }
-    }
-}
-
 /// Records the server's result for `batch`.
 pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &ApplyResult) -> Result<Recorded> {
     applying(conn, state, |conn| {
@@ -92,9 +73,8 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 }
             }
         }
-        let mut tables = TableIndex::default();
         for applied in &result.versions {
-            let t = tables.get(state, &applied.table)?;
+            let t = state.table_index(&applied.table)?;
             let table = &state.schema.tables[t];
             if !deletes.is_empty() && deletes.contains(&(t, rows::key_text(&applied.key))) {
                 // The server deleted it: rows filtered through it go too.

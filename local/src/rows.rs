@@ -141,10 +141,15 @@ pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key
     Ok(total)
 }
 
+/// The highest change counter handed out for table `id` (0 for none).
+pub fn top_seq(conn: &Connection, id: i64) -> Result<i64> {
+    Ok(conn.prepare_cached(&local::top_seq(id))?.query_row([], |r| r.get(0))?)
+}
+
 /// Deletes log entries (`sql` binds `?1` and maybe a key) without letting
 /// the change counter go back (see `tandem_core::sql::local::keep_counter`).
 pub fn delete_log_entries(conn: &Connection, id: i64, sql: &str, params: Vec<SqlValue>) -> Result<()> {
-    let top: i64 = conn.prepare_cached(&local::top_seq(id))?.query_row([], |r| r.get(0))?;
+    let top = top_seq(conn, id)?;
     conn.prepare_cached(sql)?.execute(params_from_iter(params))?;
     conn.prepare_cached(&local::keep_counter(id))?.execute([top])?;
     Ok(())

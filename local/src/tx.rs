@@ -32,15 +32,14 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
         conn.execute("INSERT INTO tandem_applying (flag) VALUES (1)", [])?;
         let mut before = Vec::with_capacity(state.tables.len());
         for table in &state.tables {
-            let top: i64 = conn.query_row(&local::top_seq(table.id), [], |r| r.get(0))?;
-            before.push((table.id, top));
+            before.push((table.id, crate::rows::top_seq(conn, table.id)?));
         }
         let value = body(conn)?;
         for (id, top) in before {
             crate::rows::delete_log_entries(
                 conn,
                 id,
-                &format!("DELETE FROM {} WHERE seq > ?1", local::log_table(id)),
+                &local::drop_log_after(id),
                 vec![rusqlite::types::Value::Integer(top)],
             )?;
         }

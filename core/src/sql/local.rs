@@ -11,7 +11,7 @@
 //! - triggers append every change to the log; sync removes the entries its
 //!   own writes made before its transaction commits.
 
-use crate::ident::{quote_ident, TableName};
+use crate::ident::quote_ident;
 use crate::schema::TableSchema;
 use crate::sql::{column_list, Dialect};
 
@@ -171,8 +171,7 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
 }
 
 /// Drops triggers and tracking of table `id`; the user table stays.
-pub fn drop_tracking(table: &TableName, id: i64) -> Vec<String> {
-    let _ = table;
+pub fn drop_tracking(id: i64) -> Vec<String> {
     let mut out = drop_triggers(id);
     out.push(format!("DROP TABLE IF EXISTS {}", log_table(id)));
     out.push(format!("DROP TABLE IF EXISTS {}", base_table(id)));
@@ -277,6 +276,11 @@ pub fn delete_base(table: &TableSchema, id: i64) -> String {
 /// set aside as refused.
 pub fn forget_key(table: &TableSchema, id: i64) -> String {
     format!("DELETE FROM {} WHERE seq > ?1 AND {}", log_table(id), key_match(table, 2))
+}
+
+/// Drops log entries after `?1`: those the sync's own writes made.
+pub fn drop_log_after(id: i64) -> String {
+    format!("DELETE FROM {} WHERE seq > ?1", log_table(id))
 }
 
 /// Drops acknowledged log entries (`seq <= ?1`).
