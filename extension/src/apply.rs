@@ -218,7 +218,7 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: Chang
         Ok(build_result(&plans, &before, &after, version))
     });
     let result = result?;
-    log_conflicts(client, scope_name, &client_id, &plans, &result.conflicts)?;
+    log_conflicts(client, scope_name, &client_id, &result.conflicts)?;
     registry::record_client(client, scope_name, &client_id, &params, None)?;
     record_seqs(client, &scope, &client_id, &plans)?;
     Ok(result)
@@ -793,7 +793,7 @@ fn build_result(plans: &[Plan<'_>], before: &ServerRows, after: &ServerRows, ver
 
 /// Every conflict goes to `tandem.conflicts` with both rows and the
 /// decision: the losing version is never lost.
-fn log_conflicts(client: &mut Client<'_>, scope: &str, client_id: &str, _plans: &[Plan<'_>], conflicts: &[ConflictReport]) -> Result<()> {
+fn log_conflicts(client: &mut Client<'_>, scope: &str, client_id: &str, conflicts: &[ConflictReport]) -> Result<()> {
     if conflicts.is_empty() {
         return Ok(());
     }

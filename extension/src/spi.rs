@@ -4,7 +4,7 @@
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
 use tandem_core::{Error, Result};
 
 pub type Client<'c> = SpiClient<'c>;
@@ -24,14 +24,9 @@ pub fn query<T>(
     client: &mut Client<'_>,
     sql: &str,
     args: &[DatumWithOid<'_>],
-    mut map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
+    map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let table = client.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
-    let mut out = Vec::with_capacity(table.len());
-    for row in table {
-        out.push(map(&row)?);
-    }
-    Ok(out)
+    map_rows(client.update(sql, None, args).map_err(|e| spi_error(sql, e))?, map)
 }
 
 /// Runs a read-only query (sharing the calling statement's snapshot while
@@ -40,9 +35,12 @@ pub fn select<T>(
     client: &Client<'_>,
     sql: &str,
     args: &[DatumWithOid<'_>],
-    mut map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
+    map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let table = client.select(sql, None, args).map_err(|e| spi_error(sql, e))?;
+    map_rows(client.select(sql, None, args).map_err(|e| spi_error(sql, e))?, map)
+}
+
+fn map_rows<T>(table: SpiTupleTable<'_>, mut map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(table.len());
     for row in table {
         out.push(map(&row)?);
@@ -92,26 +90,25 @@ pub fn with_index_probes<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Clie
 
 /// Runs `body` with `settings`, then puts back what they were.
 fn with_settings<T>(client: &mut Client<'_>, settings: &[(&str, &str)], body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
-    let mut saved = Vec::with_capacity(settings.len());
-    for &(name, value) in settings {
-        let previous: Option<String> = one(
-            client,
-            "SELECT current_setting($1), set_config($1, $2, true)",
-            &[name.into(), value.into()],
-        )?;
-        saved.push((name, previous.unwrap_or_default()));
-    }
+    let saved = set_settings(client, settings)?;
     let result = body(client);
-    for (name, value) in saved {
-        exec(client, "SELECT set_config($1, $2, true)", &[name.into(), value.into()])?;
-    }
+    restore_settings(client, saved)?;
     result
 }
 
 /// Same settings for a read-only function, without writing anything.
 pub fn with_text_settings_readonly<T>(client: &Client<'_>, body: impl FnOnce(&Client<'_>) -> Result<T>) -> Result<T> {
-    let mut saved = Vec::with_capacity(TEXT_SETTINGS.len());
-    for (name, value) in TEXT_SETTINGS {
+    let saved = set_settings(client, &TEXT_SETTINGS)?;
+    let result = body(client);
+    restore_settings(client, saved)?;
+    result
+}
+
+/// Sets `settings` for the transaction (set_config runs in a read-only
+/// query too) and returns what they were.
+fn set_settings<'a>(client: &Client<'_>, settings: &[(&'a str, &str)]) -> Result<Vec<(&'a str, String)>> {
+    let mut saved = Vec::with_capacity(settings.len());
+    for &(name, value) in settings {
         let previous = select(
             client,
             "SELECT current_setting($1), set_config($1, $2, true)",
@@ -120,11 +117,14 @@ pub fn with_text_settings_readonly<T>(client: &Client<'_>, body: impl FnOnce(&Cl
         )?;
         saved.push((name, previous.into_iter().next().flatten().unwrap_or_default()));
     }
-    let result = body(client);
+    Ok(saved)
+}
+
+fn restore_settings(client: &Client<'_>, saved: Vec<(&str, String)>) -> Result<()> {
     for (name, value) in saved {
-        select(client, "SELECT set_config($1, $2, true)", &[name.into(), value.into()], |_| Ok(()))?;
+        select(client, "SELECT set_config($1, $2, true)", &[name.into(), value.as_str().into()], |_| Ok(()))?;
     }
-    result
+    Ok(())
 }
 
 /// The five-character SQLSTATE of an error code (inverse of `MAKE_SQLSTATE`).

@@ -105,12 +105,13 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
             "delete" => delete_body(scope, t),
             _ => truncate_body(scope, t),
         };
+        // The update body counts rows and may switch join methods.
+        let update_vars = if event == "update" { "  _updated bigint;\n  _rows bigint;\n  _hashjoin text;\n  _mergejoin text;\n" } else { "" };
         out.push(format!(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
              SET search_path = pg_catalog, pg_temp AS $tandem$\n\
              DECLARE\n  _v xid8 := pg_current_xact_id();\n  \
-             _origin text := nullif(current_setting('tandem.origin', true), '');\n  _updated bigint;\n  \
-             _rows bigint;\n  _hashjoin text;\n  _mergejoin text;\n\
+             _origin text := nullif(current_setting('tandem.origin', true), '');\n{update_vars}\
              BEGIN\n{body}  RETURN NULL;\nEND\n$tandem$",
             function_name(event, id)
         ));
