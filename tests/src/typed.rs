@@ -18,3 +18,18 @@ pub const EDGE_ROWS: &str = "INSERT INTO typed VALUES
   '', '', '   ', '00000000-0000-0000-0000-000000000000', '0001-01-01', '00:00', '1970-01-01 00:00:00', '1969-12-31 23:59:59.999999+00',
   '\\x'::bytea, 'null', 'null', '{}', 'sad', '-1 mon -2 days'),
  (3, 'nulls', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);";
+
+/// Every row in key order: the text of each column, plus the exact json
+/// text and float bits that a row's text form could hide.
+pub fn dump(client: &mut postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT (t.*)::text || ' ' || coalesce(j::text, '') || ' ' || coalesce(float8send(f8)::text, '') \
+             || ' ' || coalesce(float4send(f4)::text, '') FROM typed t ORDER BY id",
+            &[],
+        )
+        .expect("dump typed")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

@@ -16,19 +16,6 @@ const MORE_ROWS: &str = "INSERT INTO typed VALUES
  (5, 'floats', 1, 1, 1, true, 0.1, 0.1, 0.1, 0.10, 'a', 'a', 'a', NULL, '2024-01-01', '12:00', '2024-01-01 12:00', '2024-01-01 12:00+00',
   '\\xdeadbeef', '1', '1.5', NULL, NULL, '00:00:01');";
 
-fn dump(client: &mut postgres::Client) -> Vec<String> {
-    client
-        .query(
-            "SELECT (t.*)::text || ' ' || coalesce(j::text, '') || ' ' || coalesce(float8send(f8)::text, '') \
-             || ' ' || coalesce(float4send(f4)::text, '') FROM typed t ORDER BY id",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 #[test]
 fn every_type_survives_postgres_to_sqlite_to_postgres() {
     let source = TestDb::new("ltypes_src");
@@ -60,7 +47,7 @@ fn every_type_survives_postgres_to_sqlite_to_postgres() {
     .unwrap();
     let report = up.sync(&target.url, "types", &SyncOptions::default()).unwrap();
     assert_eq!((report.pushed, report.conflicts.len()), (5, 0), "{report:?}");
-    let (a, b) = (dump(&mut src), dump(&mut dst));
+    let (a, b) = (typed::dump(&mut src), typed::dump(&mut dst));
     assert_eq!(a.len(), 5);
     for (left, right) in a.iter().zip(&b) {
         assert_eq!(left, right);

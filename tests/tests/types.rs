@@ -28,21 +28,7 @@ fn every_type_round_trips_between_two_databases() {
     let result = query_json(&mut dst, "SELECT sync_apply_changes('types', $1)", &[&changeset]);
     assert_eq!(result["applied"], 4, "{result}");
 
-    let dump = |client: &mut postgres::Client| -> Vec<String> {
-        // Text of every column, plus the exact json text and float bits that
-        // a row's text form could hide.
-        client
-            .query(
-                "SELECT (t.*)::text || ' ' || coalesce(j::text, '') || ' ' || coalesce(float8send(f8)::text, '') \
-                 || ' ' || coalesce(float4send(f4)::text, '') FROM typed t ORDER BY id",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
-    let (a, b) = (dump(&mut src), dump(&mut dst));
+    let (a, b) = (typed::dump(&mut src), typed::dump(&mut dst));
     for (left, right) in a.iter().zip(&b) {
         assert_eq!(left, right);
     }
