@@ -99,7 +99,13 @@ pub struct ChangesetWriter {
 
 impl ChangesetWriter {
     pub fn new(scope: &str, origin: &str) -> Self {
-        let mut out = String::with_capacity(4096);
+        Self::with_capacity(scope, origin, 4096)
+    }
+
+    /// A writer whose buffer starts at `bytes`: a batch sized up front is
+    /// never copied while it grows.
+    pub fn with_capacity(scope: &str, origin: &str, bytes: usize) -> Self {
+        let mut out = String::with_capacity(bytes);
         out.push_str("{\"format\":1,\"scope\":");
         crate::types::push_json_string(&mut out, scope);
         out.push_str(",\"origin\":");

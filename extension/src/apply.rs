@@ -163,7 +163,7 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: Chang
     let applied_seqs = client_seqs(client, &client_id)?;
     let work = Work { scope: &scope, staged: &staged, client_id: &client_id, bound: &bound, resolver: resolver.as_deref(), client_wins, scope_name };
 
-    let result = spi::with_text_settings(client, |client| {
+    let result = spi::with_apply_settings(client, |client| {
         // Room to sort and hash a large upload in memory (put back below).
         let work_mem = spi::one::<String>(
             client,

@@ -86,8 +86,8 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
                 return Err(Error::WatermarkTooOld(scope_name.to_string()));
             }
         }
-        let mut writer = ChangesetWriter::new(scope_name, &origin);
         let max_rows = options.max_rows();
+        let mut writer = ChangesetWriter::with_capacity(scope_name, &origin, batch_bytes(&scope, max_rows));
         let mut has_more = false;
         // Rows read count against max_rows even when skipped (changed after
         // the pull began), so a batch stays bounded.
@@ -151,6 +151,14 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
         registry::record_client(client, scope_name, id, &params, Some(&needs))?;
     }
     Ok(changeset)
+}
+
+/// A guess at a full batch's size (the widest table's rows at about 24
+/// bytes a value), capped: the buffer grows past it if it must.
+fn batch_bytes(scope: &Scope<'_>, max_rows: u64) -> usize {
+    let widest = scope.schema.tables.iter().map(|t| t.columns.len()).max().unwrap_or(1);
+    let bytes = max_rows.saturating_mul(48 + 24 * widest as u64);
+    bytes.min(16 << 20) as usize
 }
 
 /// The values every pull query binds first.

@@ -74,7 +74,7 @@ const TEXT_SETTINGS: [(&str, &str); 5] = [
     ("IntervalStyle", "postgres"),
 ];
 
-pub fn with_text_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
+fn with_text_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
     with_settings(client, &TEXT_SETTINGS, body)
 }
 
@@ -86,6 +86,15 @@ const PROBE_SETTINGS: [(&str, &str); 2] = [("enable_hashjoin", "off"), ("enable_
 
 pub fn with_index_probes<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
     with_settings(client, &PROBE_SETTINGS, body)
+}
+
+/// An apply plans each statement once for a batch of rows; compiling
+/// those plans (JIT) costs more than it saves.
+const APPLY_SETTINGS: [(&str, &str); 1] = [("jit", "off")];
+
+/// Text settings plus the planner settings of an apply.
+pub fn with_apply_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
+    with_settings(client, &APPLY_SETTINGS, |client| with_text_settings(client, body))
 }
 
 /// Runs `body` with `settings`, then puts back what they were.
