@@ -26,8 +26,6 @@ pub struct CheckedRow<V> {
     pub op: Op,
     /// Primary key values as JSON, in primary key order.
     pub key: Vec<Value>,
-    /// The key as JSON text, to compare keys without re-encoding them.
-    pub key_text: String,
     /// Upserts: converted values in changeset column order. Deletes:
     /// converted key values in primary key order.
     pub values: Vec<V>,
@@ -142,8 +140,7 @@ pub fn check_changeset<'s, V>(
                 Op::Upsert => key_positions.iter().map(|&p| raw[p].clone()).collect(),
                 Op::Delete => raw.clone(),
             };
-            let key_text = serde_json::to_string(&key).unwrap_or_default();
-            if !seen_keys.insert(key_text.clone()) {
+            if let Some(key_text) = seen_keys.replace(serde_json::to_string(&key).unwrap_or_default()) {
                 return Err(malformed(format!("key {key_text} appears twice in {}; send each row once", table.name)));
             }
             let mut values = Vec::with_capacity(raw.len());
@@ -174,7 +171,6 @@ pub fn check_changeset<'s, V>(
                 None => checked.rows.push(CheckedRow {
                     op: row.op,
                     key,
-                    key_text,
                     values,
                     raw,
                     base: row.base,

@@ -62,7 +62,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             let mut drop_base = conn.prepare_cached(&local::delete_base(table.schema, id))?;
             let key_positions = table.key_positions();
             for row in &table.rows {
-                if !waiting.is_empty() && waiting.contains(&row.key_text) {
+                if !waiting.is_empty() && waiting.contains(&rows::key_text(&row.key)) {
                     result.skipped.push(json!({"table": table.schema.name, "key": row.key}));
                     continue;
                 }
