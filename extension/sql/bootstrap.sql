@@ -1,7 +1,11 @@
--- Tandem's own tables. Per-table tracking (tandem.track_<id>, tandem.exit_<id>)
--- is created by sync_provision.
+-- Tandem's own tables. Per-table tracking (tandem.track_<id>, tandem.log_<id>,
+-- tandem.exit_<id>) is created by sync_provision.
 CREATE SCHEMA tandem;
 COMMENT ON SCHEMA tandem IS 'Tandem sync engine: scopes, clients, conflict log and change tracking';
+
+-- Orders the entries of the change logs (tandem.log_<id>): one number per
+-- tracked statement.
+CREATE SEQUENCE tandem.log_seq;
 
 CREATE TABLE tandem.server (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),

@@ -24,6 +24,7 @@ use tandem_core::types::{json_to_pg_text, pg_text_to_json};
 use tandem_core::validate::{check_changeset, CheckedRow, CheckedTable};
 use tandem_core::{Error, Rejection, RejectionKind, Result};
 
+use crate::fold;
 use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::run;
@@ -171,6 +172,8 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: Chang
              THEN set_config('work_mem', '64MB', true) END",
             &[],
         )?;
+        // Classifying reads the logs too, so this only keeps them short.
+        fold::fold(client, &scope, 0..scope.schema.tables.len())?;
         for plan in &plans {
             stage(client, &scope, plan)?;
         }

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod apply;
 mod catalog;
 mod clients;
+mod fold;
 mod json_text;
 mod provision;
 mod pull;

@@ -14,6 +14,7 @@ use crate::registry::{self, StoredScope};
 use crate::report::run;
 use crate::spi::{self, Client};
 use crate::catalog;
+use crate::fold;
 
 /// Defines or changes a scope over existing tables and creates their change
 /// tracking. Calling it again with the same setup changes nothing; with a
@@ -110,14 +111,21 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
         spi::exec(client, &format!("ANALYZE {}", tracked.track(index)), &[])?;
     }
     for (index, table) in schema.tables.iter().enumerate() {
+        // Replacing the triggers locks out writers of the table until this
+        // transaction ends, so the fold below leaves nothing in the log that
+        // a later fold could stamp over the restamp with.
+        for statement in tracking::triggers(&tracked, index) {
+            spi::exec(client, &statement, &[])?;
+        }
+        for statement in tracking::create_log(&tracked, index) {
+            spi::exec(client, &statement, &[])?;
+        }
         if let Some((old_table, _)) = old_tables.iter().find(|(t, _)| t.name == table.name) {
             let gained = table.columns.iter().any(|c| !old_table.columns.iter().any(|o| o.name == c.name && o.pg_type == c.pg_type));
             if gained {
+                fold::fold(client, &tracked, [index])?;
                 spi::exec(client, &tracking::restamp(&tracked, index), &[])?;
             }
-        }
-        for statement in tracking::triggers(&tracked, index) {
-            spi::exec(client, &statement, &[])?;
         }
     }
     Ok(schema)

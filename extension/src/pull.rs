@@ -13,6 +13,7 @@ use tandem_core::types::{json_to_pg_text, pg_text_to_json, write_pg_text_as_json
 use tandem_core::watermark::{Phase, Snapshot, Watermark};
 use tandem_core::{Error, Result};
 
+use crate::fold;
 use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::run;
@@ -75,12 +76,15 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
     let bound = bind_params(&scope, &params, downloading.iter().copied())?;
     let origin = registry::server_id(client)?;
 
-    let (changeset, needs) = spi::with_text_settings_readonly(client, |client| {
+    let (changeset, needs) = spi::with_text_settings(client, |client| {
         let own = spi::select(client, "SELECT pg_current_xact_id_if_assigned()::text", &[], |row| spi::text(row, 1))?
             .into_iter()
             .next()
             .flatten();
         let mut window = start_window(client, since, own.as_deref())?;
+        // After the window's end is taken: every change it covers has
+        // committed, so the fold sees it (or waits for a fold that moves it).
+        fold::fold(client, &scope, downloading.iter().copied())?;
         if let (Some(since), Some(purged)) = (&window.since, &stored.purged_before) {
             if purged.parse::<u64>().is_ok_and(|purged| since.xmin < purged) {
                 return Err(Error::WatermarkTooOld(scope_name.to_string()));

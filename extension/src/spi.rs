@@ -74,7 +74,7 @@ const TEXT_SETTINGS: [(&str, &str); 5] = [
     ("IntervalStyle", "postgres"),
 ];
 
-fn with_text_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
+pub fn with_text_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
     with_settings(client, &TEXT_SETTINGS, body)
 }
 
@@ -100,14 +100,6 @@ pub fn with_apply_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Cl
 /// Runs `body` with `settings`, then puts back what they were.
 fn with_settings<T>(client: &mut Client<'_>, settings: &[(&str, &str)], body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
     let saved = set_settings(client, settings)?;
-    let result = body(client);
-    restore_settings(client, saved)?;
-    result
-}
-
-/// Same settings for a read-only function, without writing anything.
-pub fn with_text_settings_readonly<T>(client: &Client<'_>, body: impl FnOnce(&Client<'_>) -> Result<T>) -> Result<T> {
-    let saved = set_settings(client, &TEXT_SETTINGS)?;
     let result = body(client);
     restore_settings(client, saved)?;
     result

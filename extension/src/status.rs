@@ -7,6 +7,7 @@ use tandem_core::options::CleanupOptions;
 use tandem_core::watermark::Snapshot;
 use tandem_core::{Error, Result};
 
+use crate::fold;
 use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::run;
@@ -33,6 +34,7 @@ fn sync_cleanup(scope: &str, options: default!(Option<JsonbText>, "'{}'")) -> Js
 fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
     let stored = registry::load_scope(client, scope_name)?;
     let scope = stored.scope();
+    fold::fold(client, &scope, 0..scope.schema.tables.len())?;
     let mut tables = Vec::new();
     for (t, table) in scope.schema.tables.iter().enumerate() {
         let counts = spi::query(
@@ -83,6 +85,7 @@ fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
 fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) -> Result<Value> {
     let stored = registry::load_scope(client, scope_name)?;
     let scope = stored.scope();
+    fold::fold(client, &scope, 0..scope.schema.tables.len())?;
     let days = i64::from(options.inactive_after_days.unwrap_or(30));
     let needs = spi::query(
         client,

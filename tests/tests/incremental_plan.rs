@@ -18,7 +18,9 @@ fn incremental_pulls_use_the_stamp_index() {
         )
         .unwrap();
     let (_, watermark) = pull_all(&mut client, "s", None, &json!({"params": {"t": [1, 2]}, "max_rows": 100000}));
-    client.batch_execute("UPDATE big SET body = 'changed' WHERE id % 2000 = 0; ANALYZE tandem.track_1; ANALYZE big;").unwrap();
+    client
+        .batch_execute("UPDATE big SET body = 'changed' WHERE id % 2000 = 0; SELECT sync_status('s'); ANALYZE tandem.track_1; ANALYZE big;")
+        .unwrap();
 
     let schema: Schema = serde_json::from_value(query_json(&mut client, "SELECT sync_schema('s')", &[])).unwrap();
     let ids = [1i64];

@@ -11,6 +11,7 @@
 use crate::ident::quote_ident;
 use crate::setup::Filter;
 use crate::sql::partition::{row_filter, row_filter_with, ParamSlots};
+use crate::sql::tracking::tracked_state;
 use crate::sql::{column_list, Scope};
 
 /// For each table of the scope, the columns its upload carries (positions in
@@ -108,17 +109,19 @@ pub fn classify(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> (String, Vec
     let server_in = row_filter(scope, t, "r", &mut slots).unwrap_or_else(|| "true".into());
     let new_in = staged_filter(scope, staged, t, "s", &mut slots, 0).unwrap_or_else(|| "true".into());
     let first_key = quote_ident(&table.primary_key[0]);
+    let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
     let sql = format!(
-        "SELECT s.idx, tr.tandem_version::text, coalesce(tr.tandem_origin = $1::text, false), \
+        "SELECT s.idx, ({version})::text, coalesce({origin} = $1::text, false), \
          r.{first_key} IS NOT NULL, r.xmin::text, coalesce({server_in}, false), \
          CASE WHEN s.op = 'upsert' THEN coalesce({new_in}, false) ELSE true END \
-         FROM {stage} s LEFT JOIN {track} tr ON {track_key} LEFT JOIN {user} r ON {user_key} \
+         FROM {stage} s {join} LEFT JOIN {user} r ON {user_key} \
          WHERE s.idx = ANY(${last}::int4[]) ORDER BY s.idx",
         last = 2 + slots.names().len(),
         stage = scope.stage(t),
-        track = scope.track(t),
+        version = tracked.version,
+        origin = tracked.origin,
+        join = tracked.join,
         user = table.table_name().quoted(),
-        track_key = staged_key_equal(scope, staged, t, "tr", "s"),
         user_key = staged_key_equal(scope, staged, t, "r", "s"),
     );
     (sql, slots.names().to_vec())
@@ -129,15 +132,15 @@ pub fn classify(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> (String, Vec
 pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     let table = scope.table(t);
     let columns: Vec<String> = table.columns.iter().map(|c| format!("r.{}::text", quote_ident(&c.name))).collect();
+    let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
     format!(
-        "SELECT s.idx, tr.tandem_version::text, {} FROM {} s JOIN {} r ON {} LEFT JOIN {} tr ON {} \
-         WHERE s.idx = ANY($1::int4[])",
+        "SELECT s.idx, ({})::text, {} FROM {} s JOIN {} r ON {} {} WHERE s.idx = ANY($1::int4[])",
+        tracked.version,
         columns.join(", "),
         scope.stage(t),
         table.table_name().quoted(),
         staged_key_equal(scope, staged, t, "r", "s"),
-        scope.track(t),
-        staged_key_equal(scope, staged, t, "tr", "s"),
+        tracked.join,
     )
 }
 
@@ -157,12 +160,13 @@ pub fn visible_row(scope: &Scope<'_>, t: usize) -> (String, Vec<String>) {
         conditions.push(filter);
     }
     let columns: Vec<String> = table.columns.iter().map(|c| format!("r.{}::text", quote_ident(&c.name))).collect();
+    let tracked = tracked_state(scope, t, |alias| crate::sql::columns_equal(alias, &table.primary_key, "r", &table.primary_key));
     let sql = format!(
-        "SELECT tr.tandem_version::text, {} FROM {} r LEFT JOIN {} tr ON {} WHERE {}",
+        "SELECT ({})::text, {} FROM {} r {} WHERE {}",
+        tracked.version,
         columns.join(", "),
         table.table_name().quoted(),
-        scope.track(t),
-        crate::sql::columns_equal("tr", &table.primary_key, "r", &table.primary_key),
+        tracked.join,
         conditions.join(" AND ")
     );
     (sql, slots.names().to_vec())
@@ -170,11 +174,13 @@ pub fn visible_row(scope: &Scope<'_>, t: usize) -> (String, Vec<String>) {
 
 /// Tombstone versions for staged rows `$1` (idx int4[]) the server deleted.
 pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+    let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
     format!(
-        "SELECT s.idx, tr.tandem_version::text FROM {} s JOIN {} tr ON {} WHERE s.idx = ANY($1::int4[]) AND tr.tandem_deleted",
+        "SELECT s.idx, ({})::text FROM {} s {} WHERE s.idx = ANY($1::int4[]) AND {}",
+        tracked.version,
         scope.stage(t),
-        scope.track(t),
-        staged_key_equal(scope, staged, t, "tr", "s"),
+        tracked.join,
+        tracked.deleted,
     )
 }
 

@@ -38,7 +38,8 @@ impl Dialect {
 pub const TRACKING_SCHEMA: &str = "tandem";
 
 /// A scope's tables together with the ids of their tracking objects, which
-/// name `tandem.track_<id>`, `tandem.exit_<id>` and the triggers.
+/// name `tandem.track_<id>`, `tandem.log_<id>`, `tandem.exit_<id>` and the
+/// triggers.
 #[derive(Clone, Copy, Debug)]
 pub struct Scope<'a> {
     pub schema: &'a Schema,
@@ -66,6 +67,11 @@ impl<'a> Scope<'a> {
 
     pub fn track(&self, index: usize) -> String {
         format!("{}.{}", quote_ident(TRACKING_SCHEMA), quote_ident(&format!("track_{}", self.ids[index])))
+    }
+
+    /// The change log the triggers append to (see [`tracking`]).
+    pub fn log(&self, index: usize) -> String {
+        format!("{}.{}", quote_ident(TRACKING_SCHEMA), quote_ident(&format!("log_{}", self.ids[index])))
     }
 
     pub fn exits(&self, index: usize) -> String {

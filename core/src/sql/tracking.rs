@@ -1,17 +1,33 @@
 //! The server's change tracking (PostgreSQL): per scope table, a tracking
-//! table keyed like the user table, an exit log, and statement-level triggers
-//! with transition tables (one tracking write per statement, set-based).
+//! table keyed like the user table, a change log, an exit log, and
+//! statement-level triggers with transition tables.
 //!
 //! `tandem.track_<id>` holds, per primary key: `tandem_stamp` (the xid that
 //! last made the row due for sending; pulls select on it, through an index),
 //! `tandem_version` (the xid of the last real change; conflicts compare
 //! against it), `tandem_deleted` (tombstone) and `tandem_origin` (the client
 //! whose upload made the change, so it is not echoed back to it).
+//!
+//! The triggers do not update tracking: they append one narrow entry per
+//! changed key to `tandem.log_<id>`, which has no index, so a user's write
+//! pays for one unindexed insert instead of a second indexed row update.
+//! Every sync call first folds the log into tracking ([`fold`]); apply
+//! reads tracking and the log together ([`TrackedState`]), so a change
+//! committed between the fold and the read is not missed.
+//!
+//! Entries of one key are folded in the order of `tandem_seq`, taken from a
+//! sequence when the statement's trigger runs. Two writes of one row are
+//! ordered by the row lock, so the later write commits later and has the
+//! higher `tandem_seq`; the restamp of a child (its parent moved partition)
+//! locks the child row first for the same reason. The entry with the
+//! highest `tandem_seq` therefore belongs to the transaction that committed
+//! last, and its xid is the right stamp.
+//!
 //! `tandem.exit_<id>` records each time a row left a partition (deleted, or
 //! its filter values changed), with the partition it left, so deletes reach
 //! exactly the clients that held the row.
 
-use crate::ident::{quote_ident, quote_literal};
+use crate::ident::quote_ident;
 use crate::setup::Filter;
 use crate::sql::partition::part_expr;
 use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
@@ -32,13 +48,9 @@ fn trigger_name(event: &str, id: i64) -> String {
 pub fn create_tracking(scope: &Scope<'_>, t: usize) -> Vec<String> {
     let table = scope.table(t);
     let key = &table.primary_key;
-    let key_defs: Vec<String> = table
-        .key_columns()
-        .iter()
-        .map(|c| format!("{} {} NOT NULL", quote_ident(&c.name), c.pg_type))
-        .collect();
+    let key_defs = key_definitions(scope, t);
     let keys = column_list(None, key);
-    vec![
+    let mut out = vec![
         format!(
             "CREATE TABLE {} ({}, tandem_stamp xid8 NOT NULL, tandem_version xid8 NOT NULL, \
              tandem_deleted boolean NOT NULL DEFAULT false, tandem_origin text, PRIMARY KEY ({keys}))",
@@ -59,6 +71,33 @@ pub fn create_tracking(scope: &Scope<'_>, t: usize) -> Vec<String> {
             scope.track(t),
             column_list(Some("t"), key),
             table.table_name().quoted()
+        ),
+    ];
+    out.extend(create_log(scope, t));
+    out
+}
+
+/// `"k1" type NOT NULL, ...` for the primary key of table `t`.
+fn key_definitions(scope: &Scope<'_>, t: usize) -> Vec<String> {
+    scope
+        .table(t)
+        .key_columns()
+        .iter()
+        .map(|c| format!("{} {} NOT NULL", quote_ident(&c.name), c.pg_type))
+        .collect()
+}
+
+/// The change log of a table (no index: the triggers only append to it,
+/// and a fold reads it whole). `IF NOT EXISTS`, so provisioning a scope
+/// again gives tables tracked by an earlier version theirs.
+pub fn create_log(scope: &Scope<'_>, t: usize) -> Vec<String> {
+    vec![
+        format!("CREATE SEQUENCE IF NOT EXISTS {LOG_SEQUENCE}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (tandem_seq bigint NOT NULL, tandem_stamp xid8 NOT NULL, \
+             tandem_kind \"char\" NOT NULL, tandem_origin text, {})",
+            scope.log(t),
+            key_definitions(scope, t).join(", ")
         ),
     ]
 }
@@ -83,9 +122,10 @@ pub fn drop_tracking(id: i64) -> Vec<String> {
     let mut out: Vec<String> =
         EVENTS.iter().map(|event| format!("DROP FUNCTION IF EXISTS {}()", function_name(event, id))).collect();
     out.push(format!(
-        "DROP TABLE IF EXISTS {0}.{1}, {0}.{2}",
+        "DROP TABLE IF EXISTS {0}.{1}, {0}.{2}, {0}.{3}",
         quote_ident(TRACKING_SCHEMA),
         quote_ident(&format!("track_{id}")),
+        quote_ident(&format!("log_{id}")),
         quote_ident(&format!("exit_{id}"))
     ));
     out
@@ -105,15 +145,16 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
             "delete" => delete_body(scope, t),
             _ => truncate_body(scope, t),
         };
-        // The update body counts rows and may switch join methods. Each
-        // tracking statement runs once per user statement: compiling its
-        // plan (JIT) would cost the user's write more than it saves.
-        let update_vars = if event == "update" { "  _updated bigint;\n  _rows bigint;\n  _hashjoin text;\n  _mergejoin text;\n" } else { "" };
+        // Each tracking statement runs once per user statement: compiling
+        // its plan (JIT) would cost the user's write more than it saves.
+        // The statement's entries share one `tandem_seq`, taken when the
+        // trigger runs, after the statement locked every row it changed.
         out.push(format!(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
              SET search_path = pg_catalog, pg_temp SET jit = off AS $tandem$\n\
              DECLARE\n  _v xid8 := pg_current_xact_id();\n  \
-             _origin text := nullif(current_setting('tandem.origin', true), '');\n{update_vars}\
+             _origin text := nullif(current_setting('tandem.origin', true), '');\n  \
+             _seq bigint := nextval('{LOG_SEQUENCE}');\n\
              BEGIN\n{body}  RETURN NULL;\nEND\n$tandem$",
             function_name(event, id)
         ));
@@ -133,14 +174,22 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
     out
 }
 
-/// Upserts tracking entries for the keys of `source` rows.
-fn mark(scope: &Scope<'_>, t: usize, source: &str, alias: &str, deleted: bool, filter: &str) -> String {
+/// The sequence that orders log entries (created with the extension).
+pub const LOG_SEQUENCE: &str = "tandem.log_seq";
+
+/// Log entry kinds: a change of the row, its deletion, and a restamp (the
+/// row is due for sending again, unchanged, because its parent moved).
+const CHANGE: &str = "c";
+const DELETE: &str = "d";
+const RESTAMP: &str = "r";
+
+/// Appends a log entry of `kind` for the keys of `source` rows.
+fn log(scope: &Scope<'_>, t: usize, source: &str, alias: &str, kind: &str, filter: &str) -> String {
     let key = &scope.table(t).primary_key;
     format!(
-        "  INSERT INTO {track} AS tr ({keys}, tandem_stamp, tandem_version, tandem_deleted, tandem_origin)\n    \
-         SELECT {src_keys}, _v, _v, {deleted}, _origin FROM {source} {alias}{filter}\n    \
-         ON CONFLICT ({keys}) DO UPDATE SET tandem_stamp = _v, tandem_version = _v, tandem_deleted = {deleted}, tandem_origin = _origin;\n",
-        track = scope.track(t),
+        "  INSERT INTO {log} (tandem_seq, tandem_stamp, tandem_kind, tandem_origin, {keys})\n    \
+         SELECT _seq, _v, '{kind}', _origin, {src_keys} FROM {source} {alias}{filter};\n",
+        log = scope.log(t),
         keys = column_list(None, key),
         src_keys = column_list(Some(alias), key),
     )
@@ -159,29 +208,17 @@ fn exit(scope: &Scope<'_>, t: usize, source: &str, alias: &str, filter: &str) ->
     )
 }
 
-/// New rows get tracking entries with a plain insert (the common case); a
-/// key whose tombstone is still there (deleted, then inserted again) makes
-/// that fail, and the entries are then upserted.
 fn insert_body(scope: &Scope<'_>, t: usize) -> String {
-    let key = &scope.table(t).primary_key;
-    format!(
-        "  BEGIN\n  INSERT INTO {track} ({keys}, tandem_stamp, tandem_version, tandem_deleted, tandem_origin)\n    \
-         SELECT {src_keys}, _v, _v, false, _origin FROM tandem_new n;\n  \
-         EXCEPTION WHEN unique_violation THEN\n{upsert}  END;\n",
-        track = scope.track(t),
-        keys = column_list(None, key),
-        src_keys = column_list(Some("n"), key),
-        upsert = mark(scope, t, "tandem_new", "n", false, ""),
-    )
+    log(scope, t, "tandem_new", "n", CHANGE, "")
 }
 
 fn delete_body(scope: &Scope<'_>, t: usize) -> String {
-    exit(scope, t, "tandem_old", "o", "") + &mark(scope, t, "tandem_old", "o", true, "")
+    exit(scope, t, "tandem_old", "o", "") + &log(scope, t, "tandem_old", "o", DELETE, "")
 }
 
 fn truncate_body(scope: &Scope<'_>, t: usize) -> String {
     let user_table = scope.table(t).table_name().quoted();
-    exit(scope, t, &user_table, "o", "") + &mark(scope, t, &user_table, "o", true, "")
+    exit(scope, t, &user_table, "o", "") + &log(scope, t, &user_table, "o", DELETE, "")
 }
 
 fn update_body(scope: &Scope<'_>, t: usize) -> String {
@@ -193,7 +230,7 @@ fn update_body(scope: &Scope<'_>, t: usize) -> String {
     let mut body = format!(
         "  IF EXISTS (SELECT 1 FROM tandem_old o{vanished}) THEN\n{}{}  END IF;\n",
         exit(scope, t, "tandem_old", "o", &vanished),
-        mark(scope, t, "tandem_old", "o", true, &vanished),
+        log(scope, t, "tandem_old", "o", DELETE, &vanished),
     );
     // Rows whose filter values changed left their partition.
     if table.filter.is_some() {
@@ -209,31 +246,7 @@ fn update_body(scope: &Scope<'_>, t: usize) -> String {
             ),
         );
     }
-    // Every row is tracked already (provisioning stamped them all), so an
-    // update in place; rows tracking somehow lacks are upserted. The
-    // transition table has no statistics, and the planner would rather hash
-    // all of tracking than probe its key index per row: when the statement
-    // changed a small part of the table, probing is made the only choice.
-    let update = format!(
-        "UPDATE {track} tr SET tandem_stamp = _v, tandem_version = _v, tandem_deleted = false, tandem_origin = _origin\n    \
-         FROM tandem_new n WHERE {cond};\n",
-        track = scope.track(t),
-        cond = columns_equal("tr", key, "n", key),
-    );
-    body += &format!(
-        "  _rows := (SELECT count(*) FROM tandem_new);\n  \
-         IF _rows * 4 < (SELECT reltuples FROM pg_class WHERE oid = {track_literal}::regclass) THEN\n    \
-         _hashjoin := current_setting('enable_hashjoin');\n    \
-         _mergejoin := current_setting('enable_mergejoin');\n    \
-         PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);\n    \
-         {update}    \
-         GET DIAGNOSTICS _updated = ROW_COUNT;\n    \
-         PERFORM set_config('enable_hashjoin', _hashjoin, true), set_config('enable_mergejoin', _mergejoin, true);\n  \
-         ELSE\n    {update}    GET DIAGNOSTICS _updated = ROW_COUNT;\n  END IF;\n  \
-         IF _updated < _rows THEN\n{upsert}  END IF;\n",
-        track_literal = quote_literal(&scope.track(t)),
-        upsert = mark(scope, t, "tandem_new", "n", false, ""),
-    );
+    body += &log(scope, t, "tandem_new", "n", CHANGE, "");
     body += &follow_parents(scope, t);
     body
 }
@@ -270,13 +283,78 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
             below = alias;
         }
         let child_key = &scope.table(child).primary_key;
+        // The child rows are locked before their entries take a sequence
+        // number, so a concurrent write of a child is ordered with this one.
         out += &format!(
-            "  UPDATE {track} tr SET tandem_stamp = _v FROM ({moved}) m{joins}\n    WHERE {cond};\n",
-            track = scope.track(child),
-            cond = columns_equal("tr", child_key, "d0", child_key),
+            "  PERFORM 1 FROM ({moved}) m{joins} FOR NO KEY UPDATE OF d0;\n  \
+             _seq := nextval('{LOG_SEQUENCE}');\n  \
+             INSERT INTO {log} (tandem_seq, tandem_stamp, tandem_kind, tandem_origin, {keys})\n    \
+             SELECT DISTINCT _seq, _v, '{RESTAMP}', _origin, {child_keys} FROM ({moved}) m{joins};\n",
+            log = scope.log(child),
+            keys = column_list(None, child_key),
+            child_keys = column_list(Some("d0"), child_key),
         );
     }
     out
+}
+
+/// Moves the log of table `t` into tracking: per key, the stamp of the
+/// latest entry, and the version, tombstone and origin of the latest entry
+/// that was a change or a delete (a restamp-only key keeps those). Run by
+/// every sync call before it reads tracking; concurrent folds wait on each
+/// other's entries, never skip them.
+pub fn fold(scope: &Scope<'_>, t: usize) -> String {
+    let key = &scope.table(t).primary_key;
+    let keys = column_list(None, key);
+    format!(
+        "WITH moved AS (DELETE FROM {log} RETURNING *), \
+         latest AS (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp FROM moved ORDER BY {keys}, tandem_seq DESC), \
+         changed AS (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp, tandem_kind, tandem_origin FROM moved \
+                     WHERE tandem_kind <> '{RESTAMP}' ORDER BY {keys}, tandem_seq DESC) \
+         INSERT INTO {track} AS tr ({keys}, tandem_stamp, tandem_version, tandem_deleted, tandem_origin) \
+         SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, '0'::xid8), coalesce(c.tandem_kind = '{DELETE}', false), c.tandem_origin \
+         FROM latest l LEFT JOIN changed c ON {same} \
+         ON CONFLICT ({keys}) DO UPDATE SET tandem_stamp = excluded.tandem_stamp, \
+         tandem_version = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_version ELSE excluded.tandem_version END, \
+         tandem_deleted = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_deleted ELSE excluded.tandem_deleted END, \
+         tandem_origin = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_origin ELSE excluded.tandem_origin END",
+        log = scope.log(t),
+        track = scope.track(t),
+        l_keys = column_list(Some("l"), key),
+        same = columns_equal("c", key, "l", key),
+    )
+}
+
+/// Tracking of table `t` joined with its log's latest changes, for rows
+/// whose key `key_equal(alias)` matches: what apply compares an upload
+/// against, current to the statement's snapshot even if a write committed
+/// after the last fold.
+pub struct TrackedState {
+    /// `LEFT JOIN`s to append after the source of the keys.
+    pub join: String,
+    pub version: String,
+    pub deleted: String,
+    pub origin: String,
+}
+
+pub fn tracked_state(scope: &Scope<'_>, t: usize, key_equal: impl Fn(&str) -> String) -> TrackedState {
+    let key = &scope.table(t).primary_key;
+    let keys = column_list(None, key);
+    let first = quote_ident(&key[0]);
+    TrackedState {
+        join: format!(
+            "LEFT JOIN {track} tr ON {tr_on} \
+             LEFT JOIN (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp, tandem_kind, tandem_origin FROM {log} \
+                        WHERE tandem_kind <> '{RESTAMP}' ORDER BY {keys}, tandem_seq DESC) lg ON {lg_on}",
+            track = scope.track(t),
+            log = scope.log(t),
+            tr_on = key_equal("tr"),
+            lg_on = key_equal("lg"),
+        ),
+        version: "coalesce(lg.tandem_stamp, tr.tandem_version)".into(),
+        deleted: format!("coalesce(lg.tandem_kind = '{DELETE}', tr.tandem_deleted)"),
+        origin: format!("CASE WHEN lg.{first} IS NULL THEN tr.tandem_origin ELSE lg.tandem_origin END"),
+    }
 }
 
 type ViaPath = Vec<(usize, std::collections::BTreeMap<String, String>)>;
@@ -315,6 +393,35 @@ mod tests {
             "CREATE TABLE \"tandem\".\"track_8\" (\"order_id\" bigint NOT NULL, \"line\" integer NOT NULL, tandem_stamp xid8"
         ), "{}", ddl[0]);
         assert!(ddl[5].contains("FROM \"public\".\"items\" t"), "{}", ddl[5]);
+        assert!(ddl[7].starts_with("CREATE TABLE IF NOT EXISTS \"tandem\".\"log_8\" (tandem_seq bigint NOT NULL"), "{}", ddl[7]);
+    }
+
+    #[test]
+    fn triggers_only_append_to_the_log() {
+        let schema = crm();
+        let ids = [7, 8, 9];
+        let scope = Scope::new(&schema, &ids);
+        for statement in triggers(&scope, 2) {
+            assert!(!statement.contains("\"track_9\""), "a trigger writes tracking: {statement}");
+        }
+        let insert = triggers(&scope, 2).remove(0);
+        assert!(insert.contains("_seq bigint := nextval('tandem.log_seq')"), "{insert}");
+        assert!(insert.contains("INSERT INTO \"tandem\".\"log_9\" (tandem_seq, tandem_stamp, tandem_kind, tandem_origin, \"code\")"), "{insert}");
+    }
+
+    #[test]
+    fn a_fold_keeps_the_latest_entry_per_key() {
+        let schema = crm();
+        let ids = [7, 8, 9];
+        let scope = Scope::new(&schema, &ids);
+        let sql = fold(&scope, 1);
+        assert!(sql.starts_with("WITH moved AS (DELETE FROM \"tandem\".\"log_8\" RETURNING *)"), "{sql}");
+        assert!(sql.contains("SELECT DISTINCT ON (\"order_id\", \"line\") \"order_id\", \"line\", tandem_stamp FROM moved ORDER BY \"order_id\", \"line\", tandem_seq DESC"), "{sql}");
+        assert!(sql.contains("WHERE tandem_kind <> 'r'"), "restamps do not change the version: {sql}");
+        assert!(sql.contains("INSERT INTO \"tandem\".\"track_8\" AS tr"), "{sql}");
+        let state = tracked_state(&scope, 1, |alias| format!("{alias}.x = s.x"));
+        assert!(state.join.contains("LEFT JOIN \"tandem\".\"track_8\" tr ON tr.x = s.x"), "{}", state.join);
+        assert!(state.join.ends_with(") lg ON lg.x = s.x"), "{}", state.join);
     }
 
     #[test]
@@ -323,13 +430,13 @@ mod tests {
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
         let update = triggers(&scope, 0).remove(2);
-        assert!(update.contains("UPDATE \"tandem\".\"track_8\" tr SET tandem_stamp = _v"), "{update}");
-        assert!(update.contains("JOIN \"public\".\"items\" d0 ON d0.\"order_id\" = m.\"id\""), "{update}");
+        assert!(update.contains("SELECT DISTINCT _seq, _v, 'r', _origin, d0.\"order_id\", d0.\"line\" FROM (SELECT"), "{update}");
+        assert!(update.contains("JOIN \"public\".\"items\" d0 ON d0.\"order_id\" = m.\"id\" FOR NO KEY UPDATE OF d0"), "{update}");
         // an unfiltered table has no partition to leave: only vanished keys exit
         let currencies = triggers(&scope, 2).remove(2);
         assert!(!currencies.contains("IS NOT DISTINCT FROM"), "{currencies}");
-        assert!(!currencies.contains("SET tandem_stamp = _v FROM (SELECT"), "no children to move: {currencies}");
-        assert!(currencies.contains("UPDATE \"tandem\".\"track_9\" tr SET tandem_stamp = _v, tandem_version = _v"), "{currencies}");
+        assert!(!currencies.contains("'r', _origin"), "no children to move: {currencies}");
+        assert!(currencies.contains("SELECT _seq, _v, 'c', _origin, n.\"code\" FROM tandem_new n"), "{currencies}");
     }
 
     #[test]

@@ -11,3 +11,4 @@ mod provision;
 mod select;
 mod status;
 pub mod support;
+mod tracking;

@@ -100,14 +100,16 @@ mod tests {
         run("CREATE TABLE public.big (id int PRIMARY KEY, n int)");
         run("INSERT INTO public.big SELECT g, 0 FROM generate_series(1, 2000) g");
         run(r#"SELECT sync_provision('b', '{"tables": [{"name": "big"}]}')"#);
-        let track = track_of("public.big");
         run("SET LOCAL enable_mergejoin = off");
         run("SELECT set_config('tandem.origin', 'few', true)");
         run("UPDATE public.big SET n = 1 WHERE id <= 10");
-        assert_eq!(count(&format!("SELECT count(*) FROM {track} WHERE tandem_origin = 'few'")), 10);
+        assert_eq!(count(&format!("SELECT count(*) FROM {} WHERE tandem_origin = 'few'", track_of("public.big"))), 10);
         run("SELECT set_config('tandem.origin', 'all', true)");
         run("UPDATE public.big SET n = 2");
+        run("UPDATE public.big SET n = 3 WHERE id = 7");
+        let track = track_of("public.big");
         assert_eq!(count(&format!("SELECT count(*) FROM {track} WHERE tandem_origin = 'all'")), 2000);
+        assert_eq!(count(&format!("SELECT count(*) FROM {}", track.replace("track_", "log_"))), 0, "the fold empties the log");
         let upload = json!({"format": 1, "scope": "b", "origin": "c1",
                             "tables": [{"name": "public.big", "columns": ["id", "n"], "rows": [{"op": "upsert", "values": [5000, 1]}]}]});
         assert_eq!(json(&format!("SELECT sync_apply_changes('b', {})", lit(&upload)))["applied"], 1);

@@ -74,8 +74,11 @@ pub fn crm_setup() -> Value {
         {"name": "currencies", "direction": "download_only"}]})
 }
 
-/// The tracking table of a scope table.
+/// The tracking table of a scope table, with the scope's change logs folded
+/// into it first (`sync_status` folds, as every sync call does).
 pub fn track_of(table: &str) -> String {
+    let scope = text(&format!("SELECT scope FROM tandem.scope_tables WHERE name = {}", quote(table))).unwrap_or_default();
+    run(&format!("SELECT sync_status({})", quote(&scope)));
     format!("tandem.track_{}", count(&format!("SELECT id FROM tandem.scope_tables WHERE name = {}", quote(table))))
 }
 

@@ -1,0 +1,51 @@
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::tests::support::*;
+
+    fn state(track: &str, id: i64) -> (bool, Option<String>) {
+        (
+            count(&format!("SELECT count(*) FROM {track} WHERE id = {id} AND tandem_deleted")) == 1,
+            text(&format!("SELECT tandem_origin FROM {track} WHERE id = {id}")),
+        )
+    }
+
+    #[pg_test]
+    fn triggers_append_to_the_log_and_a_fold_keeps_each_keys_last_write() {
+        crm();
+        let track = track_of("public.customers");
+        let log = track.replace("track_", "log_");
+        run("SELECT set_config('tandem.origin', 'a', true)");
+        run("UPDATE public.customers SET name = 'x' WHERE id = 3");
+        run("INSERT INTO public.customers VALUES (8, 1, 'Eight', NULL), (9, 1, 'Nine', NULL)");
+        run("DELETE FROM public.customers WHERE id = 8");
+        run("SELECT set_config('tandem.origin', 'b', true)");
+        run("DELETE FROM public.customers WHERE id = 9");
+        run("INSERT INTO public.customers VALUES (9, 1, 'Nine again', NULL)");
+        run("DELETE FROM public.customers WHERE id = 3");
+        assert_eq!(count(&format!("SELECT count(*) FROM {log}")), 7, "one entry per changed key and statement");
+        assert_eq!(count(&format!("SELECT count(*) FROM {track} WHERE tandem_deleted OR id IN (8, 9)")), 0, "the writes left tracking alone");
+
+        let track = track_of("public.customers");
+        assert_eq!(count(&format!("SELECT count(*) FROM {log}")), 0);
+        assert_eq!(state(&track, 3), (true, Some("b".into())), "updated, then deleted");
+        assert_eq!(state(&track, 8), (true, Some("a".into())), "inserted, then deleted");
+        assert_eq!(state(&track, 9), (false, Some("b".into())), "deleted, then inserted again");
+        assert_eq!(state(&track, 1), (false, None), "untouched");
+    }
+
+    #[pg_test]
+    fn a_restamp_makes_a_child_due_without_changing_it() {
+        crm();
+        let items = track_of("public.order_items");
+        run("SELECT set_config('tandem.origin', 'mover', true)");
+        run("UPDATE public.orders SET tenant_id = 2 WHERE id = 10");
+        let log = items.replace("track_", "log_");
+        assert_eq!(count(&format!("SELECT count(*) FROM {log} WHERE tandem_kind = 'r'")), 2, "both items of order 10");
+        let items = track_of("public.order_items");
+        assert_eq!(count(&format!("SELECT count(*) FROM {items} WHERE order_id = 10 AND tandem_origin IS NULL")), 2, "a restamp keeps the origin of the last change");
+        let pulled = pull(serde_json::json!({"params": {"tenant": 2}}));
+        assert_eq!(rows_of(&pulled, "public.order_items").len(), 3, "the new tenant gets the moved order's items");
+    }
+}
