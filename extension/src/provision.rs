@@ -58,6 +58,12 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     let mut schema = build_schema(scope, old_version.max(1), &setup, |name| catalog::read_table(client, name))?;
     if let Some(old) = &old {
         if old.schema.same_shape(&schema) {
+            // Nothing to change but the tracking objects, which a scope
+            // provisioned by an earlier Tandem may lack or have older.
+            let tracked = old.scope();
+            for index in 0..old.schema.tables.len() {
+                refresh_tracking(client, &tracked, index)?;
+            }
             return Ok(old.schema.clone());
         }
         schema.version = old_version + 1;
@@ -114,12 +120,7 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
         // Replacing the triggers locks out writers of the table until this
         // transaction ends, so the fold below leaves nothing in the log that
         // a later fold could stamp over the restamp with.
-        for statement in tracking::triggers(&tracked, index) {
-            spi::exec(client, &statement, &[])?;
-        }
-        for statement in tracking::create_log(&tracked, index) {
-            spi::exec(client, &statement, &[])?;
-        }
+        refresh_tracking(client, &tracked, index)?;
         if let Some((old_table, _)) = old_tables.iter().find(|(t, _)| t.name == table.name) {
             let gained = table.columns.iter().any(|c| !old_table.columns.iter().any(|o| o.name == c.name && o.pg_type == c.pg_type));
             if gained {
@@ -129,6 +130,15 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
         }
     }
     Ok(schema)
+}
+
+/// (Re)creates a table's triggers and change log. Replacing the triggers
+/// locks out writers of the table until the transaction ends.
+fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize) -> Result<()> {
+    for statement in tracking::triggers(tracked, index).into_iter().chain(tracking::create_log(tracked, index)) {
+        spi::exec(client, &statement, &[])?;
+    }
+    Ok(())
 }
 
 /// Refuses changes that clients could not follow without losing track of

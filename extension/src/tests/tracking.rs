@@ -36,6 +36,18 @@ mod tests {
     }
 
     #[pg_test]
+    fn provisioning_again_brings_tracking_up_to_date() {
+        crm();
+        let log = track_of("public.customers").replace("track_", "log_");
+        // As a scope provisioned by a Tandem without change logs.
+        run(&format!("DROP TABLE {log}"));
+        run(&format!("SELECT sync_provision('crm', {})", lit(&crm_setup())));
+        run("UPDATE public.customers SET name = 'again' WHERE id = 1");
+        assert_eq!(count(&format!("SELECT count(*) FROM {log}")), 1);
+        assert_eq!(json("SELECT sync_schema('crm')")["version"], 1, "the scope itself did not change");
+    }
+
+    #[pg_test]
     fn a_restamp_makes_a_child_due_without_changing_it() {
         crm();
         let items = track_of("public.order_items");
