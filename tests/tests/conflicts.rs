@@ -41,6 +41,31 @@ fn apply(client: &mut Client, changeset: &Value, options: Value) -> Value {
     query_json(client, "SELECT sync_apply_changes('s', $1, $2)", &[changeset, &options])
 }
 
+/// Server writes land in the change log and are folded into tracking only by
+/// the next sync call; the version an upload is checked against is still
+/// the last write's, however many came since the last fold.
+#[test]
+fn an_upload_meets_the_last_of_several_server_writes() {
+    let db = TestDb::new("last_write");
+    let mut server = setup(&db);
+    let mut client = db.connect();
+    let mut xids = Vec::new();
+    for title in ["first", "second", "third"] {
+        let mut tx = server.transaction().unwrap();
+        tx.execute("UPDATE notes SET title = $1 WHERE id = 5", &[&title]).unwrap();
+        xids.push(tx.query_one("SELECT pg_current_xact_id()::text", &[]).unwrap().get::<_, String>(0));
+        tx.commit().unwrap();
+    }
+    // A client that saw the second write edits on top of it.
+    let result = apply(&mut client, &edit("C", 5, &xids[1], 1, "from C"), json!({}));
+    let conflicts = result["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "the third write is newer than the client's base: {result}");
+    assert_eq!((conflicts[0]["row"]["title"].clone(), conflicts[0]["version"].clone()), (json!("third"), json!(xids[2])));
+    assert_eq!(versions(&mut client)[&5], xids[2], "a pull reports the last write's version");
+    let again = apply(&mut client, &edit("C", 5, &xids[2], 2, "from C"), json!({}));
+    assert_eq!((again["applied"].clone(), again["conflicts"].clone()), (json!(1), json!([])), "{again}");
+}
+
 #[test]
 fn two_clients_editing_one_row_meet_each_policy() {
     for (policy, winner) in [("server_wins", "from A"), ("client_wins", "from B"), ("public.keep_both", "from A | from B")] {
