@@ -132,11 +132,21 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     Ok(schema)
 }
 
-/// (Re)creates a table's triggers and change log. Replacing the triggers
-/// locks out writers of the table until the transaction ends.
+/// (Re)creates a table's triggers, and its change log if it has none (a
+/// scope provisioned before change logs). Replacing the triggers locks out
+/// writers of the table until the transaction ends.
 fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize) -> Result<()> {
-    for statement in tracking::triggers(tracked, index).into_iter().chain(tracking::create_log(tracked, index)) {
+    for statement in tracking::triggers(tracked, index) {
         spi::exec(client, &statement, &[])?;
+    }
+    let missing = |client: &mut Client<'_>, name: &str| -> Result<bool> {
+        Ok(spi::one::<bool>(client, "SELECT to_regclass($1) IS NULL", &[name.into()])?.unwrap_or(true))
+    };
+    if missing(client, tracking::LOG_SEQUENCE)? {
+        spi::exec(client, &tracking::create_log_sequence(), &[])?;
+    }
+    if missing(client, &tracked.log(index))? {
+        spi::exec(client, &tracking::create_log(tracked, index), &[])?;
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ use crate::sql::partition::part_expr;
 use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
 
 /// Trigger events Tandem tracks, with the names of their objects.
-const EVENTS: [&str; 4] = ["insert", "update", "delete", "truncate"];
+const EVENTS: [&str; 5] = ["insert", "update", "key", "delete", "truncate"];
 
 fn function_name(event: &str, id: i64) -> String {
     format!("{}.{}", quote_ident(TRACKING_SCHEMA), quote_ident(&format!("on_{event}_{id}")))
@@ -73,7 +73,7 @@ pub fn create_tracking(scope: &Scope<'_>, t: usize) -> Vec<String> {
             table.table_name().quoted()
         ),
     ];
-    out.extend(create_log(scope, t));
+    out.push(create_log(scope, t));
     out
 }
 
@@ -88,18 +88,20 @@ fn key_definitions(scope: &Scope<'_>, t: usize) -> Vec<String> {
 }
 
 /// The change log of a table (no index: the triggers only append to it,
-/// and a fold reads it whole). `IF NOT EXISTS`, so provisioning a scope
-/// again gives tables tracked by an earlier version theirs.
-pub fn create_log(scope: &Scope<'_>, t: usize) -> Vec<String> {
-    vec![
-        format!("CREATE SEQUENCE IF NOT EXISTS {LOG_SEQUENCE}"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} (tandem_seq bigint NOT NULL, tandem_stamp xid8 NOT NULL, \
-             tandem_kind \"char\" NOT NULL, tandem_origin text, {})",
-            scope.log(t),
-            key_definitions(scope, t).join(", ")
-        ),
-    ]
+/// and a fold reads it whole).
+pub fn create_log(scope: &Scope<'_>, t: usize) -> String {
+    format!(
+        "CREATE TABLE {} (tandem_seq bigint NOT NULL, tandem_stamp xid8 NOT NULL, \
+         tandem_kind \"char\" NOT NULL, tandem_origin text, {})",
+        scope.log(t),
+        key_definitions(scope, t).join(", ")
+    )
+}
+
+/// The sequence of the change logs (the extension creates it; a scope from
+/// before change logs may lack it).
+pub fn create_log_sequence() -> String {
+    format!("CREATE SEQUENCE {LOG_SEQUENCE}")
 }
 
 /// Makes every live row of a table due for sending again without changing
@@ -142,6 +144,7 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
         let body = match event {
             "insert" => insert_body(scope, t),
             "update" => update_body(scope, t),
+            "key" => key_body(scope, t),
             "delete" => delete_body(scope, t),
             _ => truncate_body(scope, t),
         };
@@ -159,14 +162,28 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
             function_name(event, id)
         ));
         let timing = match event {
-            "insert" => "AFTER INSERT ON {t} REFERENCING NEW TABLE AS tandem_new",
-            "update" => "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new",
-            "delete" => "AFTER DELETE ON {t} REFERENCING OLD TABLE AS tandem_old",
-            _ => "BEFORE TRUNCATE ON {t}",
+            "insert" => "AFTER INSERT ON {t} REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string(),
+            "update" => {
+                "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string()
+            }
+            // Fires only for statements that set a key column, and only for
+            // rows whose key it changed: other updates pay nothing for it.
+            "key" => format!(
+                "AFTER UPDATE OF {} ON {{t}} FOR EACH ROW WHEN ({})",
+                column_list(None, &table.primary_key),
+                table
+                    .primary_key
+                    .iter()
+                    .map(|k| format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(k)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            ),
+            "delete" => "AFTER DELETE ON {t} REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT".to_string(),
+            _ => "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT".to_string(),
         }
         .replace("{t}", &user_table);
         out.push(format!(
-            "CREATE OR REPLACE TRIGGER {} {timing} FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+            "CREATE OR REPLACE TRIGGER {} {timing} EXECUTE FUNCTION {}()",
             trigger_name(event, id),
             function_name(event, id)
         ));
@@ -221,17 +238,18 @@ fn truncate_body(scope: &Scope<'_>, t: usize) -> String {
     exit(scope, t, &user_table, "o", "") + &log(scope, t, &user_table, "o", DELETE, "")
 }
 
+/// A row whose key an UPDATE changed: the old key is deleted (row-level;
+/// it runs before the statement's update trigger, whose entries for the new
+/// keys so come later).
+fn key_body(scope: &Scope<'_>, t: usize) -> String {
+    exit(scope, t, "(SELECT OLD.*)", "o", "") + &log(scope, t, "(SELECT OLD.*)", "o", DELETE, "")
+}
+
 fn update_body(scope: &Scope<'_>, t: usize) -> String {
     let table = scope.table(t);
     let key = &table.primary_key;
     let same_key = columns_equal("n", key, "o", key);
-    let vanished = format!("\n    WHERE NOT EXISTS (SELECT 1 FROM tandem_new n WHERE {same_key})");
-    // Keys that an UPDATE changed are deletes of the old key.
-    let mut body = format!(
-        "  IF EXISTS (SELECT 1 FROM tandem_old o{vanished}) THEN\n{}{}  END IF;\n",
-        exit(scope, t, "tandem_old", "o", &vanished),
-        log(scope, t, "tandem_old", "o", DELETE, &vanished),
-    );
+    let mut body = String::new();
     // Rows whose filter values changed left their partition.
     if table.filter.is_some() {
         body += &exit(
@@ -393,7 +411,7 @@ mod tests {
             "CREATE TABLE \"tandem\".\"track_8\" (\"order_id\" bigint NOT NULL, \"line\" integer NOT NULL, tandem_stamp xid8"
         ), "{}", ddl[0]);
         assert!(ddl[5].contains("FROM \"public\".\"items\" t"), "{}", ddl[5]);
-        assert!(ddl[7].starts_with("CREATE TABLE IF NOT EXISTS \"tandem\".\"log_8\" (tandem_seq bigint NOT NULL"), "{}", ddl[7]);
+        assert!(ddl[6].starts_with("CREATE TABLE \"tandem\".\"log_8\" (tandem_seq bigint NOT NULL"), "{}", ddl[6]);
     }
 
     #[test]
@@ -445,9 +463,12 @@ mod tests {
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
         let statements = triggers(&scope, 2);
-        assert_eq!(statements.len(), 8);
-        assert!(statements[7].starts_with("CREATE OR REPLACE TRIGGER \"tandem_9_truncate\" BEFORE TRUNCATE ON \"public\".\"currencies\""));
-        assert_eq!(drop_triggers("\"public\".\"currencies\"", 9).len(), 4);
-        assert_eq!(drop_tracking(9).len(), 5);
+        assert_eq!(statements.len(), 10);
+        assert!(statements[9].starts_with("CREATE OR REPLACE TRIGGER \"tandem_9_truncate\" BEFORE TRUNCATE ON \"public\".\"currencies\""));
+        assert!(statements[5].contains(
+            "AFTER UPDATE OF \"code\" ON \"public\".\"currencies\" FOR EACH ROW WHEN (OLD.\"code\" IS DISTINCT FROM NEW.\"code\")"
+        ), "{}", statements[5]);
+        assert_eq!(drop_triggers("\"public\".\"currencies\"", 9).len(), 5);
+        assert_eq!(drop_tracking(9).len(), 6);
     }
 }

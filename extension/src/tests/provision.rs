@@ -20,7 +20,7 @@ mod tests {
         assert_eq!(count(&format!("SELECT count(*) FROM tandem.track_{id}")), 3);
         assert_eq!(
             count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.orders'::regclass AND tgname LIKE 'tandem_%'"),
-            4
+            5
         );
     }
 

@@ -36,6 +36,30 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_changed_key_deletes_the_old_one() {
+        crm();
+        let track = track_of("public.currencies");
+        let log = track.replace("track_", "log_");
+        let exits = track.replace("track_", "exit_");
+        // ORM style: the key is set, to itself; nothing is deleted.
+        run("UPDATE public.currencies SET code = code, rate = 2 WHERE code = 'USD'");
+        assert_eq!(count(&format!("SELECT count(*) FROM {log} WHERE tandem_kind = 'd'")), 0);
+        run("UPDATE public.currencies SET code = 'CHF' WHERE code = 'USD'");
+        assert_eq!(count(&format!("SELECT count(*) FROM {exits} WHERE code = 'USD'")), 1);
+        // Every key of the table changed by one statement, and one changed back.
+        run("UPDATE public.currencies SET code = code || 'X'");
+        run("UPDATE public.currencies SET code = 'EUR' WHERE code = 'EURX'");
+        let track = track_of("public.currencies");
+        let live = |code: &str| count(&format!("SELECT count(*) FROM {track} WHERE code = '{code}' AND NOT tandem_deleted"));
+        assert_eq!(
+            (live("EUR"), live("CHF"), live("USD"), live("EURX"), live("CHFX")),
+            (1, 0, 0, 0, 1),
+            "the old keys are tombstones, the last ones live"
+        );
+        assert_eq!(count(&format!("SELECT count(*) FROM {track} WHERE tandem_deleted")), 3, "USD, CHF and EURX");
+    }
+
+    #[pg_test]
     fn provisioning_again_brings_tracking_up_to_date() {
         crm();
         let log = track_of("public.customers").replace("track_", "log_");
