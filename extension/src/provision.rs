@@ -146,7 +146,9 @@ fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize) 
         spi::exec(client, &tracking::create_log_sequence(), &[])?;
     }
     if missing(client, &tracked.log(index))? {
-        spi::exec(client, &tracking::create_log(tracked, index), &[])?;
+        for statement in tracking::create_log(tracked, index) {
+            spi::exec(client, &statement, &[])?;
+        }
     }
     Ok(())
 }
