@@ -161,3 +161,28 @@ fn every_committed_change_arrives_under_concurrent_writers() {
     assert!(commits > 100 && pulls > 100, "the run was too short to prove anything: {commits} commits, {pulls} pulls");
     println!("{commits} commits by 4 writers, {pulls} pulls by 3 clients, {} rows converged", table.len());
 }
+
+/// A row written by a transaction still open while its table is provisioned
+/// is tracked once it commits: provisioning waits for it before stamping.
+#[test]
+fn a_write_in_flight_during_provisioning_is_not_lost() {
+    let db = TestDb::new("provision_race");
+    let mut writer = db.connect();
+    writer
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, v bigint NOT NULL, writer int NOT NULL);
+             INSERT INTO items SELECT g, 0, 0 FROM generate_series(1, 200) g;",
+        )
+        .unwrap();
+    writer.batch_execute("BEGIN; INSERT INTO items VALUES (999, 9, 9);").unwrap();
+    let url = db.url.clone();
+    let provisioning = thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client.batch_execute("SELECT sync_provision('s', '{\"tables\": [{\"name\": \"items\"}]}')").unwrap();
+    });
+    thread::sleep(Duration::from_millis(500));
+    writer.batch_execute("COMMIT").unwrap();
+    provisioning.join().unwrap();
+    let (rows, _) = pull_all(&mut db.connect(), "s", None, &json!({}));
+    assert_eq!(rows.len(), 201, "the row committed during provisioning is pulled");
+}

@@ -44,13 +44,16 @@ fn trigger_name(event: &str, id: i64) -> String {
 }
 
 /// Creates the tracking and exit tables of a table new to the scope, and
-/// stamps every existing row with the current transaction.
+/// stamps every existing row with the current transaction. The table is
+/// locked against writers first (the lock its triggers take anyway), so no
+/// write can commit between the stamping and the triggers.
 pub fn create_tracking(scope: &Scope<'_>, t: usize) -> Vec<String> {
     let table = scope.table(t);
     let key = &table.primary_key;
     let key_defs = key_definitions(scope, t);
     let keys = column_list(None, key);
     let mut out = vec![
+        format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", table.table_name().quoted()),
         format!(
             "CREATE TABLE {} ({}, tandem_stamp xid8 NOT NULL, tandem_version xid8 NOT NULL, \
              tandem_deleted boolean NOT NULL DEFAULT false, tandem_origin text, PRIMARY KEY ({keys}))",
@@ -438,7 +441,8 @@ mod tests {
         let schema = crm();
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
-        let ddl = create_tracking(&scope, 1);
+        let mut ddl = create_tracking(&scope, 1);
+        assert_eq!(ddl.remove(0), "LOCK TABLE \"public\".\"items\" IN SHARE ROW EXCLUSIVE MODE");
         assert!(ddl[0].starts_with(
             "CREATE TABLE \"tandem\".\"track_8\" (\"order_id\" bigint NOT NULL, \"line\" integer NOT NULL, tandem_stamp xid8"
         ), "{}", ddl[0]);
