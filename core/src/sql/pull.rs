@@ -63,7 +63,7 @@ pub fn position_params(scope: &Scope<'_>, t: usize, incremental_upserts: bool) -
 /// Rows of table `t` changed in the window and in the client's partition.
 /// Columns: `version`, whether the row is inside the window (a full pull
 /// reads every row in key order and skips the few changed after it began),
-/// every synced column as text, then `stamp`.
+/// every synced column as text, then (incremental pulls) `stamp`.
 ///
 /// A full pull walks the primary key; an incremental pull walks the
 /// `(tandem_stamp, key)` index from where it stopped. Either way each batch
@@ -94,6 +94,8 @@ pub fn upserts(scope: &Scope<'_>, t: usize, incremental: bool, resume: bool) -> 
             conditions.push(after_key(scope, t, "r", false));
         }
     }
+    // Only an incremental pull resumes by stamp; a full pull walks the key.
+    let stamp = if incremental { ", tr.tandem_stamp::text" } else { "" };
     let order = if incremental {
         format!("tr.tandem_stamp, {}", column_list(Some("tr"), key))
     } else {
@@ -101,7 +103,7 @@ pub fn upserts(scope: &Scope<'_>, t: usize, incremental: bool, resume: bool) -> 
     };
     PullQuery {
         sql: format!(
-            "SELECT tr.tandem_version::text, {visible}, {}, tr.tandem_stamp::text FROM {} tr JOIN {} r ON {} WHERE {} ORDER BY {order} LIMIT $5",
+            "SELECT tr.tandem_version::text, {visible}, {}{stamp} FROM {} tr JOIN {} r ON {} WHERE {} ORDER BY {order} LIMIT $5",
             columns.join(", "),
             scope.track(t),
             table.table_name().quoted(),
@@ -164,6 +166,7 @@ mod tests {
         assert!(q.sql.starts_with("SELECT tr.tandem_version::text, (pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) OR tr.tandem_stamp = $3::text::xid8), "), "{}", q.sql);
         assert!(!q.sql.contains("$2"), "{}", q.sql);
         assert!(q.sql.ends_with("ORDER BY tr.\"code\" LIMIT $5"), "{}", q.sql);
+        assert!(!q.sql.contains("tr.tandem_stamp::text"), "a full pull resumes by key alone: {}", q.sql);
     }
 
     #[test]
