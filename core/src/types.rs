@@ -98,8 +98,8 @@ pub fn write_pg_text_as_json(out: &mut String, ty: LogicalType, text: Option<&st
             "NaN" | "Infinity" | "-Infinity" | "-0" => push_json_string(out, text),
             _ => out.push_str(text),
         },
-        LogicalType::Timestamp => push_json_string(out, &iso_timestamp(text, false)),
-        LogicalType::Timestamptz => push_json_string(out, &iso_timestamp(text, true)),
+        LogicalType::Timestamp => push_iso_timestamp(out, text, false),
+        LogicalType::Timestamptz => push_iso_timestamp(out, text, true),
         LogicalType::Bytea => {
             let bytes = decode_pg_hex(text).unwrap_or_default();
             push_json_string(out, &BASE64.encode(bytes));
@@ -274,19 +274,33 @@ fn checked_string(ty: LogicalType, value: &Value) -> Result<&str, String> {
 
 /// `2024-05-01 13:45:00.25+00` (PostgreSQL ISO output in UTC) becomes
 /// `2024-05-01T13:45:00.25Z`; infinities pass through.
-fn iso_timestamp(text: &str, utc: bool) -> String {
+/// Appends PostgreSQL's ISO timestamp text as a JSON string in ISO-8601
+/// form: `T` between date and time, `Z` for UTC, an era suffix kept
+/// (`2024-05-01 13:45:00+00` -> `"2024-05-01T13:45:00Z"`). A pull writes one
+/// per row, so it writes in place. Timestamp text has nothing to escape.
+fn push_iso_timestamp(out: &mut String, text: &str, utc: bool) {
     let (body, era) = match text.strip_suffix(" BC") {
         Some(body) => (body, " BC"),
         None => (text, ""),
     };
-    let mut out = body.replacen(' ', "T", 1);
-    if utc {
-        if let Some(stripped) = out.strip_suffix("+00") {
-            out = format!("{stripped}Z");
+    let (body, zulu) = match body.strip_suffix("+00") {
+        Some(stripped) if utc => (stripped, true),
+        _ => (body, false),
+    };
+    out.push('"');
+    match body.find(' ') {
+        Some(space) => {
+            out.push_str(&body[..space]);
+            out.push('T');
+            out.push_str(&body[space + 1..]);
         }
+        None => out.push_str(body),
+    }
+    if zulu {
+        out.push('Z');
     }
     out.push_str(era);
-    out
+    out.push('"');
 }
 
 fn is_decimal(s: &str) -> bool {
@@ -438,23 +452,26 @@ pub fn push_json_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if (c as u32) < 0x20 => "",
+    // Every byte that needs escaping is ASCII, and ASCII bytes never occur
+    // inside a multi-byte character, so scanning bytes splits only at
+    // character boundaries (and is much faster than decoding characters).
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            b if b < 0x20 => "",
             _ => continue,
         };
         out.push_str(&s[start..i]);
         if escape.is_empty() {
-            out.push_str(&format!("\\u{:04x}", c as u32));
+            let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{b:04x}"));
         } else {
             out.push_str(escape);
         }
-        start = i + c.len_utf8();
+        start = i + 1;
     }
     out.push_str(&s[start..]);
     out.push('"');
@@ -485,6 +502,13 @@ mod tests {
         );
         assert_eq!(via_json(LogicalType::Timestamp, "2024-05-01 13:45:00"), json!("2024-05-01T13:45:00"));
         assert_eq!(via_json(LogicalType::Timestamptz, "infinity"), json!("infinity"));
+        assert_eq!(via_json(LogicalType::Timestamptz, "0044-03-15 12:00:00+00 BC"), json!("0044-03-15T12:00:00Z BC"));
+        assert_eq!(via_json(LogicalType::Timestamptz, "2024-05-01 13:45:00+05:30"), json!("2024-05-01T13:45:00+05:30"));
+        assert_eq!(via_json(LogicalType::Timestamp, "2024-05-01 13:45:00+00"), json!("2024-05-01T13:45:00+00"), "only timestamptz is UTC");
+        let mut out = String::new();
+        push_json_string(&mut out, "tab\t ctl\u{1} é\u{1F600} \"q\" \\");
+        assert_eq!(out, "\"tab\\t ctl\\u0001 é\u{1F600} \\\"q\\\" \\\\\"");
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "tab\t ctl\u{1} é\u{1F600} \"q\" \\");
         assert_eq!(via_json(LogicalType::Bytea, "\\x00ff00"), json!("AP8A"));
         assert_eq!(via_json(LogicalType::Jsonb, "{\"a\": null}"), json!("{\"a\": null}"));
         assert_eq!(via_json(LogicalType::Text, "quote \" and \\ and \n and é"), json!("quote \" and \\ and \n and é"));
