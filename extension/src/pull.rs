@@ -245,18 +245,17 @@ fn read_batch(
     }
     let names = table.column_names();
     let key_positions = table.key_indexes();
-    let rows = client.select(&query.sql, None, &args).map_err(|e| Error::Internal(format!("pull of {}: {e}", table.name)))?;
     let mut read = 0;
     let mut started = false;
     let mut last: Option<Vec<Value>> = None;
     let columns = table.columns.len();
-    for row in rows {
+    // Every column of both queries is text: fields[0] is the version.
+    spi::text_rows(client, &query.sql, &args, |fields| {
         read += 1;
-        let version: &str = spi::get::<&str>(&row, 1)?.unwrap_or_default();
+        let version = fields[0].unwrap_or_default();
         match window.phase {
             Phase::Upserts => {
-                let visible = spi::get::<bool>(&row, 2)?.unwrap_or(false);
-                if visible {
+                if fields[1] == Some("true") {
                     if !started {
                         writer.begin_table(&table.name, &names);
                         started = true;
@@ -266,18 +265,15 @@ fn read_batch(
                         if i > 0 {
                             out.push(',');
                         }
-                        write_pg_text_as_json(out, column.ty, spi::get::<&str>(&row, i + 3)?);
+                        write_pg_text_as_json(out, column.ty, fields[i + 2]);
                     }
                     writer.end_row();
                 }
                 if read as u64 == limit {
-                    let mut position: Vec<Value> = key_positions
-                        .iter()
-                        .map(|&k| Ok(pg_text_to_json(table.columns[k].ty, spi::get::<&str>(&row, k + 3)?)))
-                        .collect::<Result<_>>()?;
+                    let mut position: Vec<Value> =
+                        key_positions.iter().map(|&k| pg_text_to_json(table.columns[k].ty, fields[k + 2])).collect();
                     if stamped {
-                        let stamp = spi::get::<&str>(&row, columns + 3)?.unwrap_or_default();
-                        position.insert(0, Value::String(stamp.to_string()));
+                        position.insert(0, Value::String(fields[columns + 2].unwrap_or_default().to_string()));
                     }
                     last = Some(position);
                 }
@@ -293,10 +289,9 @@ fn read_batch(
                     if i > 0 {
                         out.push(',');
                     }
-                    let value = spi::get::<&str>(&row, i + 2)?;
-                    write_pg_text_as_json(out, column.ty, value);
+                    write_pg_text_as_json(out, column.ty, fields[i + 1]);
                     if read as u64 == limit {
-                        key.push(pg_text_to_json(column.ty, value));
+                        key.push(pg_text_to_json(column.ty, fields[i + 1]));
                     }
                 }
                 writer.end_row();
@@ -305,6 +300,8 @@ fn read_batch(
                 }
             }
         }
-    }
+        Ok(())
+    })
+    .map_err(|e| Error::Internal(format!("pull of {}: {e}", table.name)))?;
     Ok((read, last))
 }

@@ -79,11 +79,12 @@ pub fn upserts(scope: &Scope<'_>, t: usize, incremental: bool, resume: bool) -> 
         "NOT tr.tandem_deleted".to_string(),
         "($4::text IS NULL OR tr.tandem_origin IS DISTINCT FROM $4::text)".to_string(),
     ];
+    // As text, like every column: the pull reads its rows as text.
     let visible = if incremental {
         conditions.push(window("tr.tandem_stamp", true));
-        "true".to_string()
+        "'true'::text".to_string()
     } else {
-        window("tr.tandem_stamp", false)
+        format!("({})::text", window("tr.tandem_stamp", false))
     };
     if let Some(filter) = row_filter(scope, t, "r", &mut slots) {
         conditions.push(filter);
@@ -163,7 +164,7 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let q = upserts(&scope, 2, false, false);
         assert_eq!(q.params, Vec::<String>::new());
-        assert!(q.sql.starts_with("SELECT tr.tandem_version::text, (pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) OR tr.tandem_stamp = $3::text::xid8), "), "{}", q.sql);
+        assert!(q.sql.starts_with("SELECT tr.tandem_version::text, ((pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) OR tr.tandem_stamp = $3::text::xid8))::text, "), "{}", q.sql);
         assert!(!q.sql.contains("$2"), "{}", q.sql);
         assert!(q.sql.ends_with("ORDER BY tr.\"code\" LIMIT $5"), "{}", q.sql);
         assert!(!q.sql.contains("tr.tandem_stamp::text"), "a full pull resumes by key alone: {}", q.sql);

@@ -36,6 +36,20 @@ mod tests {
     }
 
     #[pg_test]
+    fn long_and_compressed_values_arrive_whole() {
+        crm();
+        // Stored compressed (repetitive) and out of line (random), both toasted.
+        run("UPDATE public.customers SET name = repeat('ab', 50000) WHERE id = 1");
+        run("UPDATE public.customers SET name = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g) WHERE id = 3");
+        let changeset = pull(json!({"params": {"tenant": 1}}));
+        let rows = rows_of(&changeset, "public.customers");
+        assert_eq!(rows[0]["values"][2].as_str().map(str::len), Some(100_000));
+        assert_eq!(rows[1]["values"][2].as_str().map(str::len), Some(12_800));
+        assert_eq!(rows[1]["values"][2].as_str().map(|s| &s[..32]), Some("c4ca4238a0b923820dcc509a6f75849b"));
+        assert_eq!(rows[1]["values"][3], Value::Null);
+    }
+
+    #[pg_test]
     fn batches_cover_every_row_exactly_once() {
         crm();
         run("INSERT INTO public.customers SELECT g, 1, 'c' || g, NULL FROM generate_series(100, 124) g");
