@@ -411,19 +411,24 @@ impl Work<'_, '_> {
             args.push(self.bound.get(name).cloned().unwrap_or_default().into());
         }
         args.push(idx.iter().map(|&i| i as i32).collect::<Vec<i32>>().into());
-        let rows = spi::with_index_probes(client, |client| spi::query(client, &query, &args, |row| {
-            Ok((
-                spi::get::<i32>(row, 1)?.unwrap_or_default() as usize,
-                Seen {
-                    version: spi::text(row, 2)?,
-                    own: spi::get::<bool>(row, 3)?.unwrap_or(false),
-                    live: spi::get::<bool>(row, 4)?.unwrap_or(false),
-                    xmin: spi::text(row, 5)?,
-                    server_in: spi::get::<bool>(row, 6)?.unwrap_or(false),
-                    new_in: spi::get::<bool>(row, 7)?.unwrap_or(false),
-                },
-            ))
-        }))?;
+        let mut rows = Vec::with_capacity(idx.len());
+        spi::with_index_probes(client, |client| {
+            spi::text_rows_mut(client, &query, &args, |fields| {
+                let flag = |n: usize| fields[n] == Some("true");
+                rows.push((
+                    index_of(fields[0])?,
+                    Seen {
+                        version: fields[1].map(str::to_string),
+                        own: flag(2),
+                        live: flag(3),
+                        xmin: fields[4].map(str::to_string),
+                        server_in: flag(5),
+                        new_in: flag(6),
+                    },
+                ));
+                Ok(())
+            })
+        })?;
         let mut out = vec![Seen::default(); idx.iter().max().map_or(0, |m| m + 1)];
         for (i, seen) in rows {
             if i < out.len() {
@@ -622,11 +627,13 @@ impl Work<'_, '_> {
     /// One write attempt for `idx`, set-based; when a constraint fails, row
     /// by row, each failing row becoming a `constraint_violated` conflict.
     fn write_rows(&self, client: &mut Client<'_>, plan: &mut Plan<'_>, op: Op, idx: &[usize]) -> Result<Vec<Written>> {
-        let columns = self.scope.table(plan.t).columns.len();
         let attempt = |client: &mut Client<'_>, rows: &[usize]| -> Result<Vec<Written>> {
             let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.seen[i].live);
             let mut written = Vec::with_capacity(rows.len());
-            let returned = |row: &pgrx::spi::SpiHeapTupleData<'_>| written_row(row, if op == Op::Upsert { columns } else { 0 });
+            let mut returned = |fields: &[Option<&str>]| {
+                written.push(written_fields(fields)?);
+                Ok(())
+            };
             if !live.is_empty() {
                 let list: Vec<i32> = live.iter().map(|&i| i as i32).collect();
                 let seen: Vec<Option<String>> = live.iter().map(|&i| plan.seen[i].xmin.clone()).collect();
@@ -634,11 +641,11 @@ impl Work<'_, '_> {
                     Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t),
                     Op::Delete => sql::delete_rows(self.scope, self.staged, plan.t),
                 };
-                written.extend(spi::query(client, &statement, &[list.into(), seen.into()], returned)?);
+                spi::text_rows_mut(client, &statement, &[list.into(), seen.into()], &mut returned)?;
             }
             if !new.is_empty() && op == Op::Upsert {
                 let list: Vec<i32> = new.iter().map(|&i| i as i32).collect();
-                written.extend(spi::query(client, &sql::insert_rows(self.scope, self.staged, plan.t, false), &[list.into()], returned)?);
+                spi::text_rows_mut(client, &sql::insert_rows(self.scope, self.staged, plan.t, false), &[list.into()], &mut returned)?;
             }
             Ok(written)
         };
@@ -738,10 +745,22 @@ impl Work<'_, '_> {
 /// A written row: its idx, and (for upserts) its columns as text.
 type Written = (usize, Vec<Option<String>>);
 
+/// A written row as the write statements return it, all text: the staged
+/// row's idx, then its columns (none for deletes).
 fn written_row(row: &pgrx::spi::SpiHeapTupleData<'_>, columns: usize) -> Result<Written> {
-    let i = spi::get::<i32>(row, 1)?.unwrap_or_default() as usize;
+    let i = index_of(spi::text(row, 1)?.as_deref())?;
     let texts = (0..columns).map(|c| spi::text(row, c + 2)).collect::<Result<Vec<_>>>()?;
     Ok((i, texts))
+}
+
+/// [`written_row`] from a row read by `spi::text_rows_mut`.
+fn written_fields(fields: &[Option<&str>]) -> Result<Written> {
+    Ok((index_of(fields[0])?, fields[1..].iter().map(|f| f.map(str::to_string)).collect()))
+}
+
+/// A staged row's idx, returned as text.
+fn index_of(text: Option<&str>) -> Result<usize> {
+    text.and_then(|t| t.parse().ok()).ok_or_else(|| Error::Internal(format!("apply: unreadable row index {text:?}")))
 }
 
 fn constraint_violation(message: String) -> Settled {

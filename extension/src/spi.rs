@@ -49,13 +49,29 @@ pub fn text_rows(
     client: &Client<'_>,
     sql: &str,
     args: &[DatumWithOid<'_>],
-    mut each: impl FnMut(&[Option<&str>]) -> Result<()>,
+    each: impl FnMut(&[Option<&str>]) -> Result<()>,
 ) -> Result<usize> {
     let table = client.select(sql, None, args).map_err(|e| spi_error(sql, e))?;
+    each_text_row(table, sql, each)
+}
+
+/// [`text_rows`] of a statement that may write (`... RETURNING`).
+pub fn text_rows_mut(
+    client: &mut Client<'_>,
+    sql: &str,
+    args: &[DatumWithOid<'_>],
+    each: impl FnMut(&[Option<&str>]) -> Result<()>,
+) -> Result<usize> {
+    let table = client.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
+    each_text_row(table, sql, each)
+}
+
+/// Walks the result the last SPI call left, which `table` holds.
+fn each_text_row(table: SpiTupleTable<'_>, sql: &str, mut each: impl FnMut(&[Option<&str>]) -> Result<()>) -> Result<usize> {
     let rows = table.len();
-    // SAFETY: `select` has just run the query through SPI, so SPI_tuptable
-    // is its result (or NULL), and it stays valid while `table` lives; no
-    // other SPI call is made before `table` is dropped. Each tuple is
+    // SAFETY: the caller has just run the query through SPI, so
+    // SPI_tuptable is its result (or NULL), and it stays valid while
+    // `table` lives; no other SPI call is made before `table` is dropped. Each tuple is
     // deformed into `values`, which then point into the tuple (or into a
     // detoasted copy in the current memory context); the slices handed to
     // `each` live no longer than that call.

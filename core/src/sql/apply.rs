@@ -111,9 +111,9 @@ pub fn classify(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> (String, Vec
     let first_key = quote_ident(&table.primary_key[0]);
     let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
     let sql = format!(
-        "SELECT s.idx, ({version})::text, coalesce({origin} = $1::text, false), \
-         r.{first_key} IS NOT NULL, r.xmin::text, coalesce({server_in}, false), \
-         CASE WHEN s.op = 'upsert' THEN coalesce({new_in}, false) ELSE true END \
+        "SELECT s.idx::text, ({version})::text, coalesce({origin} = $1::text, false)::text, \
+         (r.{first_key} IS NOT NULL)::text, r.xmin::text, coalesce({server_in}, false)::text, \
+         (CASE WHEN s.op = 'upsert' THEN coalesce({new_in}, false) ELSE true END)::text \
          FROM {stage} s {join} LEFT JOIN {user} r ON {user_key} \
          WHERE s.idx = ANY(${last}::int4[]) ORDER BY s.idx",
         last = 2 + slots.names().len(),
@@ -202,7 +202,7 @@ pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     }
     format!(
         "UPDATE {} AS r SET {} FROM {} s, unnest($1::int4[], $2::text[]) AS u(idx, seen) \
-         WHERE s.idx = u.idx AND {} AND r.xmin = u.seen::xid RETURNING s.idx, {}",
+         WHERE s.idx = u.idx AND {} AND r.xmin = u.seen::xid RETURNING s.idx::text, {}",
         table.table_name().quoted(),
         sets.join(", "),
         scope.stage(t),
@@ -234,7 +234,7 @@ pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, strict: bool
     let values: Vec<String> = (0..columns.len()).map(|i| format!("s.c{i}")).collect();
     format!(
         "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} s WHERE s.idx = ANY($1::int4[]) \
-         {}RETURNING *) SELECT s.idx, {} FROM {} s JOIN written w ON {}",
+         {}RETURNING *) SELECT s.idx::text, {} FROM {} s JOIN written w ON {}",
         table.table_name().quoted(),
         column_list(None, &names),
         values.join(", "),
@@ -251,7 +251,7 @@ pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, strict: bool
 pub fn delete_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     format!(
         "DELETE FROM {} AS r USING {} s, unnest($1::int4[], $2::text[]) AS u(idx, seen) \
-         WHERE s.idx = u.idx AND {} AND r.xmin = u.seen::xid RETURNING s.idx",
+         WHERE s.idx = u.idx AND {} AND r.xmin = u.seen::xid RETURNING s.idx::text",
         scope.table(t).table_name().quoted(),
         scope.stage(t),
         staged_key_equal(scope, staged, t, "r", "s"),
@@ -301,6 +301,6 @@ mod tests {
         assert!(update.starts_with("UPDATE \"public\".\"orders\" AS r SET \"tenant_id\" = s.c1 FROM"), "{update}");
         assert!(update.contains("r.xmin = u.seen::xid"), "{update}");
         let insert = insert_rows(&scope, &staged, 0, false);
-        assert!(insert.contains("ON CONFLICT DO NOTHING RETURNING *) SELECT s.idx, w.\"id\"::text, w.\"tenant_id\"::text"), "{insert}");
+        assert!(insert.contains("ON CONFLICT DO NOTHING RETURNING *) SELECT s.idx::text, w.\"id\"::text, w.\"tenant_id\"::text"), "{insert}");
     }
 }
