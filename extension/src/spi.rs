@@ -42,9 +42,9 @@ pub fn select<T>(
 
 /// Runs a read-only query whose columns are all `text` and hands each row
 /// to `each` as string slices into the result. A large pull reads millions
-/// of values: fetched one by one through pgrx, each costs several guarded
-/// calls into PostgreSQL (a fifth of the server's time in a 1M-row
-/// download); here a row costs one.
+/// of values: through pgrx's rows, building each row costs two guarded
+/// calls into PostgreSQL per column and reading each value several more
+/// (half of the server's time in a 1M-row download); here a row costs one.
 pub fn text_rows(
     client: &Client<'_>,
     sql: &str,
