@@ -577,9 +577,7 @@ impl Work<'_, '_> {
                     // unique value of the row is in use. Insert it strictly
                     // to learn which (or to write it, if that row went).
                     let strict = sql::insert_rows(self.scope, self.staged, plan.t, true);
-                    let columns = self.scope.table(plan.t).columns.len();
-                    let returned = |row: &pgrx::spi::SpiHeapTupleData<'_>| written_row(row, columns);
-                    match spi::in_subtransaction(|| spi::query(client, &strict, &[vec![i as i32].into()], returned)) {
+                    match spi::in_subtransaction(|| written_rows(client, &strict, &[vec![i as i32].into()])) {
                         Ok(Ok(done)) if !done.is_empty() => {
                             self.note_written(plan, &done[0]);
                             if plan.verdicts[i] == Verdict::Apply {
@@ -630,10 +628,6 @@ impl Work<'_, '_> {
         let attempt = |client: &mut Client<'_>, rows: &[usize]| -> Result<Vec<Written>> {
             let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.seen[i].live);
             let mut written = Vec::with_capacity(rows.len());
-            let mut returned = |fields: &[Option<&str>]| {
-                written.push(written_fields(fields)?);
-                Ok(())
-            };
             if !live.is_empty() {
                 let list: Vec<i32> = live.iter().map(|&i| i as i32).collect();
                 let seen: Vec<Option<String>> = live.iter().map(|&i| plan.seen[i].xmin.clone()).collect();
@@ -641,11 +635,11 @@ impl Work<'_, '_> {
                     Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t),
                     Op::Delete => sql::delete_rows(self.scope, self.staged, plan.t),
                 };
-                spi::text_rows_mut(client, &statement, &[list.into(), seen.into()], &mut returned)?;
+                written.extend(written_rows(client, &statement, &[list.into(), seen.into()])?);
             }
             if !new.is_empty() && op == Op::Upsert {
                 let list: Vec<i32> = new.iter().map(|&i| i as i32).collect();
-                spi::text_rows_mut(client, &sql::insert_rows(self.scope, self.staged, plan.t, false), &[list.into()], &mut returned)?;
+                written.extend(written_rows(client, &sql::insert_rows(self.scope, self.staged, plan.t, false), &[list.into()])?);
             }
             Ok(written)
         };
@@ -745,17 +739,15 @@ impl Work<'_, '_> {
 /// A written row: its idx, and (for upserts) its columns as text.
 type Written = (usize, Vec<Option<String>>);
 
-/// A written row as the write statements return it, all text: the staged
-/// row's idx, then its columns (none for deletes).
-fn written_row(row: &pgrx::spi::SpiHeapTupleData<'_>, columns: usize) -> Result<Written> {
-    let i = index_of(spi::text(row, 1)?.as_deref())?;
-    let texts = (0..columns).map(|c| spi::text(row, c + 2)).collect::<Result<Vec<_>>>()?;
-    Ok((i, texts))
-}
-
-/// [`written_row`] from a row read by `spi::text_rows_mut`.
-fn written_fields(fields: &[Option<&str>]) -> Result<Written> {
-    Ok((index_of(fields[0])?, fields[1..].iter().map(|f| f.map(str::to_string)).collect()))
+/// Runs a write statement and reads the rows it returns, all text: each
+/// written row's staged idx, then its columns (none for deletes).
+fn written_rows(client: &mut Client<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<Vec<Written>> {
+    let mut written = Vec::new();
+    spi::text_rows_mut(client, sql, args, |fields| {
+        written.push((index_of(fields[0])?, fields[1..].iter().map(|f| f.map(str::to_string)).collect()));
+        Ok(())
+    })?;
+    Ok(written)
 }
 
 /// A staged row's idx, returned as text.

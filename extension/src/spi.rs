@@ -45,6 +45,7 @@ pub fn select<T>(
 /// of values: through pgrx's rows, building each row costs two guarded
 /// calls into PostgreSQL per column and reading each value several more
 /// (half of the server's time in a 1M-row download); here a row costs one.
+/// `each` must not run SPI itself: the slices point into this result.
 pub fn text_rows(
     client: &Client<'_>,
     sql: &str,
@@ -71,10 +72,11 @@ fn each_text_row(table: SpiTupleTable<'_>, sql: &str, mut each: impl FnMut(&[Opt
     let rows = table.len();
     // SAFETY: the caller has just run the query through SPI, so
     // SPI_tuptable is its result (or NULL), and it stays valid while
-    // `table` lives; no other SPI call is made before `table` is dropped. Each tuple is
-    // deformed into `values`, which then point into the tuple (or into a
-    // detoasted copy in the current memory context); the slices handed to
-    // `each` live no longer than that call.
+    // `table` lives; neither this function nor `each` makes another SPI
+    // call before `table` is dropped. Each tuple is deformed into `values`,
+    // which then point into the tuple (or into a detoasted copy in the
+    // current memory context); the slices handed to `each` live no longer
+    // than that call.
     unsafe {
         let tuptable = pg_sys::SPI_tuptable;
         if tuptable.is_null() || rows == 0 {

@@ -8,9 +8,10 @@
 //! against it), `tandem_deleted` (tombstone) and `tandem_origin` (the client
 //! whose upload made the change, so it is not echoed back to it).
 //!
-//! The triggers do not update tracking: they append one narrow entry per
-//! changed key to `tandem.log_<id>`, which has no index, so a user's write
-//! pays for one unindexed insert instead of a second indexed row update.
+//! The triggers do not update tracking: each appends one row per statement
+//! to `tandem.log_<id>`, which has no index, holding the changed keys as
+//! arrays; a user's write pays for that one insert instead of a second,
+//! indexed update of every row it changed.
 //! Every sync call first folds the log into tracking ([`fold`]); apply
 //! reads tracking and the log together ([`TrackedState`]), so a change
 //! committed between the fold and the read is not missed.
@@ -50,7 +51,7 @@ fn trigger_name(event: &str, id: i64) -> String {
 pub fn create_tracking(scope: &Scope<'_>, t: usize) -> Vec<String> {
     let table = scope.table(t);
     let key = &table.primary_key;
-    let key_defs = key_definitions(scope, t);
+    let key_defs = key_definitions(scope, t, "");
     let keys = column_list(None, key);
     let mut out = vec![
         format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", table.table_name().quoted()),
@@ -80,13 +81,14 @@ pub fn create_tracking(scope: &Scope<'_>, t: usize) -> Vec<String> {
     out
 }
 
-/// `"k1" type NOT NULL, ...` for the primary key of table `t`.
-fn key_definitions(scope: &Scope<'_>, t: usize) -> Vec<String> {
+/// `"k1" type NOT NULL, ...` for the primary key of table `t`, each type
+/// followed by `suffix` (`[]` for the log's arrays).
+fn key_definitions(scope: &Scope<'_>, t: usize, suffix: &str) -> Vec<String> {
     scope
         .table(t)
         .key_columns()
         .iter()
-        .map(|c| format!("{} {} NOT NULL", quote_ident(&c.name), c.pg_type))
+        .map(|c| format!("{} {}{suffix} NOT NULL", quote_ident(&c.name), c.pg_type))
         .collect()
 }
 
@@ -95,15 +97,14 @@ fn key_definitions(scope: &Scope<'_>, t: usize) -> Vec<String> {
 /// and written once: stored out of line uncompressed, which made a
 /// 100K-key entry about seven times cheaper to write than with compression.
 pub fn create_log(scope: &Scope<'_>, t: usize) -> Vec<String> {
-    let columns = scope.table(t).key_columns();
-    let arrays: Vec<String> = columns.iter().map(|c| format!("{} {}[] NOT NULL", quote_ident(&c.name), c.pg_type)).collect();
-    let storage: Vec<String> = columns.iter().map(|c| format!("ALTER COLUMN {} SET STORAGE EXTERNAL", quote_ident(&c.name))).collect();
+    let storage: Vec<String> =
+        scope.table(t).primary_key.iter().map(|k| format!("ALTER COLUMN {} SET STORAGE EXTERNAL", quote_ident(k))).collect();
     vec![
         format!(
             "CREATE TABLE {} (tandem_seq bigint NOT NULL, tandem_stamp xid8 NOT NULL, \
              tandem_kind \"char\" NOT NULL, tandem_origin text, {})",
             scope.log(t),
-            arrays.join(", ")
+            key_definitions(scope, t, "[]").join(", ")
         ),
         format!("ALTER TABLE {} {}", scope.log(t), storage.join(", ")),
     ]
@@ -243,6 +244,17 @@ fn entries(scope: &Scope<'_>, t: usize, source: &str) -> String {
     )
 }
 
+/// Per key of `entries` (rows shaped as [`entries`] returns them), the
+/// latest change or delete: the key, `tandem_stamp` (its version),
+/// `tandem_kind` and `tandem_origin`. Restamps move no version.
+fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
+    let keys = column_list(None, &scope.table(t).primary_key);
+    format!(
+        "SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp, tandem_kind, tandem_origin FROM {entries} \
+         WHERE tandem_kind <> '{RESTAMP}' ORDER BY {keys}, tandem_seq DESC"
+    )
+}
+
 /// Records that rows of `source` left their partition.
 fn exit(scope: &Scope<'_>, t: usize, source: &str, alias: &str, filter: &str) -> String {
     let key = &scope.table(t).primary_key;
@@ -335,16 +347,10 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
         // The child rows are locked before their entries take a sequence
         // number, so a concurrent write of a child is ordered with this one.
         out += &format!(
-            "  PERFORM 1 FROM ({moved}) m{joins} FOR NO KEY UPDATE OF d0;\n  \
-             _seq := nextval('{LOG_SEQUENCE}');\n  \
-             INSERT INTO {log} (tandem_seq, tandem_stamp, tandem_kind, tandem_origin, {keys})\n    \
-             SELECT _seq, _v, '{RESTAMP}', _origin, {arrays} FROM (SELECT DISTINCT {child_keys} FROM ({moved}) m{joins}) c \
-             HAVING count(*) > 0;\n",
-            log = scope.log(child),
-            keys = column_list(None, child_key),
-            child_keys = column_list(Some("d0"), child_key),
-            arrays = child_key.iter().map(|k| format!("array_agg(c.{})", quote_ident(k))).collect::<Vec<_>>().join(", "),
+            "  PERFORM 1 FROM ({moved}) m{joins} FOR NO KEY UPDATE OF d0;\n  _seq := nextval('{LOG_SEQUENCE}');\n"
         );
+        let children = format!("(SELECT DISTINCT {} FROM ({moved}) m{joins})", column_list(Some("d0"), child_key));
+        out += &log(scope, child, &children, "c", RESTAMP, "");
     }
     out
 }
@@ -361,8 +367,7 @@ pub fn fold(scope: &Scope<'_>, t: usize) -> String {
         "WITH moved AS (DELETE FROM {log} RETURNING *), \
          entries AS ({entries}), \
          latest AS (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp FROM entries ORDER BY {keys}, tandem_seq DESC), \
-         changed AS (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp, tandem_kind, tandem_origin FROM entries \
-                     WHERE tandem_kind <> '{RESTAMP}' ORDER BY {keys}, tandem_seq DESC) \
+         changed AS ({changed}) \
          INSERT INTO {track} AS tr ({keys}, tandem_stamp, tandem_version, tandem_deleted, tandem_origin) \
          SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, '0'::xid8), coalesce(c.tandem_kind = '{DELETE}', false), c.tandem_origin \
          FROM latest l LEFT JOIN changed c ON {same} \
@@ -372,6 +377,7 @@ pub fn fold(scope: &Scope<'_>, t: usize) -> String {
          tandem_origin = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_origin ELSE excluded.tandem_origin END",
         log = scope.log(t),
         entries = entries(scope, t, "moved"),
+        changed = latest_changes(scope, t, "entries"),
         track = scope.track(t),
         l_keys = column_list(Some("l"), key),
         same = columns_equal("c", key, "l", key),
@@ -391,16 +397,12 @@ pub struct TrackedState {
 }
 
 pub fn tracked_state(scope: &Scope<'_>, t: usize, key_equal: impl Fn(&str) -> String) -> TrackedState {
-    let key = &scope.table(t).primary_key;
-    let keys = column_list(None, key);
-    let first = quote_ident(&key[0]);
+    let first = quote_ident(&scope.table(t).primary_key[0]);
     TrackedState {
         join: format!(
-            "LEFT JOIN {track} tr ON {tr_on} \
-             LEFT JOIN (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp, tandem_kind, tandem_origin FROM ({entries}) x \
-                        WHERE tandem_kind <> '{RESTAMP}' ORDER BY {keys}, tandem_seq DESC) lg ON {lg_on}",
+            "LEFT JOIN {track} tr ON {tr_on} LEFT JOIN ({latest}) lg ON {lg_on}",
             track = scope.track(t),
-            entries = entries(scope, t, &scope.log(t)),
+            latest = latest_changes(scope, t, &format!("({}) x", entries(scope, t, &scope.log(t)))),
             tr_on = key_equal("tr"),
             lg_on = key_equal("lg"),
         ),
