@@ -214,9 +214,10 @@ pub fn run_observed(
         params: params_sent.clone(),
         policy: options.policy.clone(),
     };
+    let mut snapshots = changes::PendingSnapshots::default();
     for _ in 0..PUSH_ROUNDS {
         let state = meta::require(conn, scope)?;
-        let batch = changes::select(conn, &state, max_rows)?;
+        let batch = changes::select(conn, &state, max_rows, Some(&mut snapshots))?;
         if batch.is_empty() {
             break;
         }
@@ -230,11 +231,13 @@ pub fn run_observed(
             }
             Err(RemoteError::Rejected(rejections)) => {
                 record::set_aside(conn, &state, &rejections)?;
+                snapshots.invalidate();
                 report.rejected.extend(rejections);
             }
             Err(other) => return Err(other.into()),
         }
     }
+    snapshots.release(conn)?;
 
     // Pull. A pull interrupted earlier resumes where it stopped; it then ends
     // at the snapshot it began with, so one more pass brings in what came

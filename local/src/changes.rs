@@ -2,12 +2,13 @@
 //! acknowledged by the server, each with the server version it was made on
 //! (`base`) and its change counter (`seq`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::Connection;
 use tandem_core::changeset::{Changeset, Op, RowChange, TableChanges, FORMAT};
 use tandem_core::options::SelectOptions;
-use tandem_core::sql::local;
+use tandem_core::schema::TableSchema;
+use tandem_core::sql::local::{self, PendingSource};
 
 use crate::error::{LocalError, Result};
 use crate::meta::{self, ScopeState};
@@ -36,8 +37,59 @@ impl Batch {
     }
 }
 
+/// Snapshots of each key's latest pending change taken during one upload
+/// round, by table id, each with the log's top counter when it was taken.
+/// One stays valid while the log gains no entry (a local write, or a write
+/// of sync's own, moves the top) and no change was set aside; otherwise it
+/// is taken again, which costs what reading the log directly costs.
+#[derive(Debug, Default)]
+pub struct PendingSnapshots {
+    taken: HashMap<i64, i64>,
+}
+
+impl PendingSnapshots {
+    /// Changes were set aside (their log entries went): take new snapshots.
+    pub fn invalidate(&mut self) {
+        for top in self.taken.values_mut() {
+            *top = i64::MIN;
+        }
+    }
+
+    /// Drops the snapshots' temporary tables at the end of a round.
+    pub fn release(&mut self, conn: &Connection) -> Result<()> {
+        for (id, _) in self.taken.drain() {
+            conn.execute_batch(&local::drop_pending_snapshot(id))?;
+        }
+        Ok(())
+    }
+
+    /// Where this batch of table `id` reads its pending keys: a snapshot when
+    /// more changes wait than one batch takes, the log itself otherwise.
+    fn source(&mut self, conn: &Connection, table: &TableSchema, id: i64, acked: i64, wanted: u64) -> Result<PendingSource> {
+        let top = rows::top_seq(conn, id)?;
+        if self.taken.get(&id) == Some(&top) {
+            return Ok(PendingSource::Snapshot);
+        }
+        let entries: i64 = conn.prepare_cached(&local::entries_after(id))?.query_row([acked], |row| row.get(0))?;
+        if entries as u64 <= wanted {
+            if self.taken.remove(&id).is_some() {
+                conn.execute_batch(&local::drop_pending_snapshot(id))?;
+            }
+            return Ok(PendingSource::Log);
+        }
+        let [drop, create, index] = local::pending_snapshot(table, id);
+        conn.execute_batch(&drop)?;
+        conn.execute(&create, [acked])?;
+        conn.execute_batch(&index)?;
+        self.taken.insert(id, top);
+        Ok(PendingSource::Snapshot)
+    }
+}
+
 /// Reads at most `max_rows` pending changes, oldest first, in one snapshot.
-pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64) -> Result<Batch> {
+/// `snapshots` serve an upload of many batches; without, each read groups
+/// the log itself.
+pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshots: Option<&mut PendingSnapshots>) -> Result<Batch> {
     atomically(conn, |conn| {
         let mut tables = Vec::new();
         let mut positions = BTreeMap::new();
@@ -48,7 +100,11 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64) -> Result<Ba
                 break;
             }
             let key_count = table.primary_key.len();
-            let mut statement = conn.prepare_cached(&local::pending_rows(table, t.id))?;
+            let source = match snapshots.as_deref_mut() {
+                Some(snapshots) => snapshots.source(conn, table, t.id, t.acked_seq, remaining)?,
+                None => PendingSource::Log,
+            };
+            let mut statement = conn.prepare_cached(&local::pending_rows(table, t.id, source))?;
             let mut rows = statement.query(rusqlite::params![t.acked_seq, remaining as i64])?;
             let mut changes = Vec::new();
             let mut top = 0;
@@ -107,6 +163,6 @@ pub fn select_changes(conn: &Connection, scope: &str, since: Option<&str>, optio
         ));
     }
     let state = meta::require(conn, scope)?;
-    let batch = select(conn, &state, options.max_rows())?;
+    let batch = select(conn, &state, options.max_rows(), None)?;
     Ok(serde_json::to_string(&batch.changeset).unwrap_or_default())
 }

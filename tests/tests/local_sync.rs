@@ -466,3 +466,42 @@ fn a_local_write_during_an_upload_outlives_the_servers_answer() {
     assert_eq!(server_value(&mut server, "SELECT total::text FROM orders WHERE id = 10").as_deref(), Some("20.00"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// An upload of many batches reads each key's latest change from one
+/// snapshot of the log; a write made between batches (here by another
+/// program, after the first batch was applied) makes it take a new one, so
+/// the write goes up in the same round, and a refused row does not stop the
+/// rest. Every key goes up once, except the one written again after it went.
+#[test]
+fn an_upload_of_many_batches_sends_each_latest_change_once() {
+    let s = setup("many_batches");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let mut edits = String::new();
+    for id in 100..=110 {
+        edits += &format!("INSERT INTO customers VALUES ({id}, 1, 'c{id}', NULL);");
+    }
+    edits += "INSERT INTO customers VALUES (120, 'not a number', 'refused', NULL);";
+    for id in 111..=119 {
+        edits += &format!("INSERT INTO customers VALUES ({id}, 1, 'c{id}', NULL);");
+    }
+    edits += "UPDATE customers SET name = name || ' edited' WHERE id BETWEEN 100 AND 104;";
+    local(&file, &edits);
+    let mut meddling = Interfering {
+        write_after_apply: Some((
+            s.files.path("a.db"),
+            "UPDATE customers SET name = 'again' WHERE id = 105; UPDATE customers SET name = 'later' WHERE id = 115; \
+             INSERT INTO customers VALUES (200, 1, 'Two hundred', NULL)",
+        )),
+        ..Interfering::new(&s.db.url)
+    };
+    let options = SyncOptions { max_rows: Some(3), ..SyncOptions::default() };
+    let report = file.sync_with(&mut meddling, "crm", &options).unwrap();
+    assert_eq!((report.pushed, report.conflicts.len(), report.rejected.len()), (22, 0, 1), "{report:?}");
+    let mut server = s.server();
+    for (id, name) in [(100, "c100 edited"), (105, "again"), (115, "later"), (119, "c119"), (200, "Two hundred")] {
+        assert_eq!(server_value(&mut server, &format!("SELECT name FROM customers WHERE id = {id}")).as_deref(), Some(name), "customer {id}");
+    }
+    assert_eq!(local_count(&file, "SELECT count(*) FROM temp.sqlite_master"), 0, "the round drops its snapshots");
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}

@@ -189,25 +189,71 @@ pub fn pending_keys(table: &TableSchema, id: i64) -> String {
     )
 }
 
+/// Where an upload reads each key's latest change: the log itself, grouped
+/// by key on every read, or a snapshot of that grouping taken once for an
+/// upload of many batches (see [`pending_snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingSource {
+    Log,
+    Snapshot,
+}
+
 /// The unsent changes after `?1` (at most `?2` keys, oldest first), each
 /// with what an upload needs: the key, its latest counter, its base version,
 /// whether the row still exists, then every synced column.
-pub fn pending_rows(table: &TableSchema, id: i64) -> String {
+pub fn pending_rows(table: &TableSchema, id: i64, source: PendingSource) -> String {
     let keys = column_list(None, &table.primary_key);
     let first = quote_ident(&table.primary_key[0]);
+    let latest = match source {
+        PendingSource::Log => format!(
+            "SELECT {keys}, max(seq) AS seq FROM {log} WHERE seq > ?1 AND {first} IS NOT NULL \
+             GROUP BY {keys} ORDER BY max(seq) LIMIT ?2",
+            log = log_table(id)
+        ),
+        PendingSource::Snapshot => format!("SELECT {keys}, seq FROM {} WHERE seq > ?1 ORDER BY seq LIMIT ?2", snapshot_table(id)),
+    };
     format!(
         "SELECT {}, l.seq, b.version, r.{first} IS NOT NULL, {} \
-         FROM (SELECT {keys}, max(seq) AS seq FROM {log} WHERE seq > ?1 AND {first} IS NOT NULL \
-               GROUP BY {keys} ORDER BY max(seq) LIMIT ?2) l \
+         FROM ({latest}) l \
          LEFT JOIN {base} b ON {} LEFT JOIN {user} r ON {} ORDER BY l.seq",
         column_list(Some("l"), &table.primary_key),
         column_list(Some("r"), &table.column_names()),
         crate::sql::columns_equal("b", &table.primary_key, "l", &table.primary_key),
         crate::sql::columns_equal("r", &table.primary_key, "l", &table.primary_key),
-        log = log_table(id),
         base = base_table(id),
         user = user_table(table),
     )
+}
+
+fn snapshot_table(id: i64) -> String {
+    format!("temp.{}", name("tandem_pending", id))
+}
+
+/// Takes a snapshot of each key's latest change after `?1`, indexed by
+/// counter (a temporary table: it lives with the connection). Grouping the
+/// whole log costs as much as the changes pending; an upload of many
+/// batches pays it once instead of once per batch.
+pub fn pending_snapshot(table: &TableSchema, id: i64) -> [String; 3] {
+    let keys = column_list(None, &table.primary_key);
+    [
+        drop_pending_snapshot(id),
+        format!(
+            "CREATE TEMP TABLE {} AS SELECT {keys}, max(seq) AS seq FROM {} WHERE seq > ?1 AND {} IS NOT NULL GROUP BY {keys}",
+            name("tandem_pending", id),
+            log_table(id),
+            quote_ident(&table.primary_key[0])
+        ),
+        format!("CREATE INDEX temp.{} ON {} (seq)", name("tandem_pending_seq", id), name("tandem_pending", id)),
+    ]
+}
+
+pub fn drop_pending_snapshot(id: i64) -> String {
+    format!("DROP TABLE IF EXISTS {}", snapshot_table(id))
+}
+
+/// How many log entries follow `?1` (a range of the rowid: cheap).
+pub fn entries_after(id: i64) -> String {
+    format!("SELECT count(*) FROM {} WHERE seq > ?1", log_table(id))
 }
 
 /// Whether a key has a local change after `?1` (key values from `?2`).
