@@ -44,6 +44,33 @@ pub fn drop_stage(scope: &Scope<'_>, t: usize) -> String {
     format!("DROP TABLE IF EXISTS {}", scope.stage(t))
 }
 
+/// `ANALYZE` of the stage of table `t`, for the columns the apply's
+/// statements join or filter on: `idx`, `op`, the key, the filter's
+/// columns, and the columns `via` children join this table by.
+pub fn analyze_stage(scope: &Scope<'_>, t: usize, columns: &[usize]) -> String {
+    let table = scope.table(t);
+    let mut wanted: Vec<&str> = table.primary_key.iter().map(String::as_str).collect();
+    match &table.filter {
+        None => {}
+        Some(Filter::Columns(map)) => wanted.extend(map.keys().map(String::as_str)),
+        Some(Filter::Via { on, .. }) => wanted.extend(on.keys().map(String::as_str)),
+    }
+    for child in &scope.schema.tables {
+        if let Some(Filter::Via { parent, on }) = &child.filter {
+            if *parent == table.name {
+                wanted.extend(on.values().map(String::as_str));
+            }
+        }
+    }
+    let mut analyzed = vec!["idx".to_string(), "op".to_string()];
+    for (i, &c) in columns.iter().enumerate() {
+        if wanted.contains(&table.columns[c].name.as_str()) {
+            analyzed.push(format!("c{i}"));
+        }
+    }
+    format!("ANALYZE {} ({})", scope.stage(t), analyzed.join(", "))
+}
+
 /// Stages table `t`'s rows from arrays: `$1` idx int4[], `$2` op text[],
 /// `$3` base text[], then one text[] per uploaded column, cast to its type.
 pub fn stage(scope: &Scope<'_>, t: usize, columns: &[usize]) -> String {
@@ -289,6 +316,19 @@ mod tests {
         let staged = vec![None, Some(vec![0, 1]), None];
         let (sql, _) = classify(&scope, &staged, 1);
         assert!(!sql.contains("sp1"), "{sql}");
+    }
+
+    #[test]
+    fn a_stage_is_analyzed_on_what_its_statements_join_by() {
+        let mut schema = crm();
+        let mut note = schema.tables[0].columns[1].clone();
+        note.name = "note".into();
+        schema.tables[0].columns.push(note);
+        let ids = [7, 8, 9];
+        let scope = Scope::new(&schema, &ids);
+        // orders: its key (also what items join it by) and its filter, not the note
+        assert_eq!(analyze_stage(&scope, 0, &[2, 0, 1]), "ANALYZE pg_temp.\"tandem_stage_7\" (idx, op, c1, c2)");
+        assert_eq!(analyze_stage(&scope, 2, &[0]), "ANALYZE pg_temp.\"tandem_stage_9\" (idx, op, c0)");
     }
 
     #[test]
