@@ -90,6 +90,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "upload_rows_per_s": upload.rows_per_s,
         "upload_baseline_rows_per_s": upload.baseline_rows_per_s,
         "upload_ratio": upload.rows_per_s / upload.baseline_rows_per_s,
+        "upload_tracked_rows_per_s": upload.tracked_rows_per_s,
+        "upload_tracked_ratio": upload.tracked_rows_per_s / upload.baseline_rows_per_s,
         "server_write_overhead": server.worst(),
         "server_insert_overhead": server.insert,
         "server_update_overhead": server.update,
@@ -114,6 +116,10 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     println!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
         format!("upload {changes} changes (vs INSERT..ON CONFLICT)"), upload.rows_per_s, upload.baseline_rows_per_s, report["upload_ratio"].as_f64().unwrap_or_default()
+    );
+    println!(
+        "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
+        "  floor: the same upsert tracked, with its fold", upload.tracked_rows_per_s, upload.baseline_rows_per_s, report["upload_tracked_ratio"].as_f64().unwrap_or_default()
     );
     println!("  {:<46} {:>13.1}ms", "incremental round, 100 changed rows (median)", incremental);
     println!("  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)", "server write overhead (tracked / untracked)", server.worst(), server.insert, server.update);
