@@ -172,11 +172,12 @@ pub fn apply_changes(client: &mut Client<'_>, scope_name: &str, changeset: Chang
              THEN set_config('work_mem', '64MB', true) END",
             &[],
         )?;
-        // Classifying reads the logs too, so this only keeps them short.
-        fold::fold(client, &scope, 0..scope.schema.tables.len())?;
         for plan in &plans {
             stage(client, &scope, plan)?;
         }
+        // Classifying reads the logs too (what committed since the last
+        // fold), joined row by row; folding just before keeps them short.
+        fold::fold(client, &scope, 0..scope.schema.tables.len())?;
         for plan in plans.iter_mut() {
             let all: Vec<usize> = (0..plan.checked.rows.len()).collect();
             plan.seen = work.classify(client, plan.t, &all)?;
