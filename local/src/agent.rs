@@ -214,7 +214,7 @@ pub fn run_observed(
         params: params_sent.clone(),
         policy: options.policy.clone(),
     };
-    let mut snapshots = changes::PendingSnapshots::default();
+    let mut snapshots = changes::PendingSnapshots::new(conn);
     for _ in 0..PUSH_ROUNDS {
         let state = meta::require(conn, scope)?;
         let batch = changes::select(conn, &state, max_rows, Some(&mut snapshots))?;
@@ -237,7 +237,8 @@ pub fn run_observed(
             Err(other) => return Err(other.into()),
         }
     }
-    snapshots.release(conn)?;
+    // The snapshots' temporary tables go before the pull, not with the round.
+    drop(snapshots);
 
     // Pull. A pull interrupted earlier resumes where it stopped; it then ends
     // at the snapshot it began with, so one more pass brings in what came

@@ -41,13 +41,18 @@ impl Batch {
 /// round, by table id, each with the log's top counter when it was taken.
 /// One stays valid while the log gains no entry (a local write, or a write
 /// of sync's own, moves the top) and no change was set aside; otherwise it
-/// is taken again, which costs what reading the log directly costs.
-#[derive(Debug, Default)]
-pub struct PendingSnapshots {
+/// is taken again, which costs what reading the log directly costs. The
+/// temporary tables go when the round ends, however it ends.
+pub struct PendingSnapshots<'c> {
+    conn: &'c Connection,
     taken: HashMap<i64, i64>,
 }
 
-impl PendingSnapshots {
+impl<'c> PendingSnapshots<'c> {
+    pub fn new(conn: &'c Connection) -> Self {
+        PendingSnapshots { conn, taken: HashMap::new() }
+    }
+
     /// Changes were set aside (their log entries went): take new snapshots.
     pub fn invalidate(&mut self) {
         for top in self.taken.values_mut() {
@@ -55,17 +60,10 @@ impl PendingSnapshots {
         }
     }
 
-    /// Drops the snapshots' temporary tables at the end of a round.
-    pub fn release(&mut self, conn: &Connection) -> Result<()> {
-        for (id, _) in self.taken.drain() {
-            conn.execute_batch(&local::drop_pending_snapshot(id))?;
-        }
-        Ok(())
-    }
-
     /// Where this batch of table `id` reads its pending keys: a snapshot when
     /// more changes wait than one batch takes, the log itself otherwise.
-    fn source(&mut self, conn: &Connection, table: &TableSchema, id: i64, acked: i64, wanted: u64) -> Result<PendingSource> {
+    fn source(&mut self, table: &TableSchema, id: i64, acked: i64, wanted: u64) -> Result<PendingSource> {
+        let conn = self.conn;
         let top = rows::top_seq(conn, id)?;
         if self.taken.get(&id) == Some(&top) {
             return Ok(PendingSource::Snapshot);
@@ -86,10 +84,20 @@ impl PendingSnapshots {
     }
 }
 
+impl Drop for PendingSnapshots<'_> {
+    fn drop(&mut self) {
+        for id in self.taken.keys() {
+            // A table that is already gone (its creation rolled back with a
+            // failed read) is no error.
+            let _ = self.conn.execute_batch(&local::drop_pending_snapshot(*id));
+        }
+    }
+}
+
 /// Reads at most `max_rows` pending changes, oldest first, in one snapshot.
 /// `snapshots` serve an upload of many batches; without, each read groups
 /// the log itself.
-pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshots: Option<&mut PendingSnapshots>) -> Result<Batch> {
+pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshots: Option<&mut PendingSnapshots<'_>>) -> Result<Batch> {
     atomically(conn, |conn| {
         let mut tables = Vec::new();
         let mut positions = BTreeMap::new();
@@ -101,7 +109,7 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshot
             }
             let key_count = table.primary_key.len();
             let source = match snapshots.as_deref_mut() {
-                Some(snapshots) => snapshots.source(conn, table, t.id, t.acked_seq, remaining)?,
+                Some(snapshots) => snapshots.source(table, t.id, t.acked_seq, remaining)?,
                 None => PendingSource::Log,
             };
             let mut statement = conn.prepare_cached(&local::pending_rows(table, t.id, source))?;

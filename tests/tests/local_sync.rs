@@ -504,4 +504,16 @@ fn an_upload_of_many_batches_sends_each_latest_change_once() {
     }
     assert_eq!(local_count(&file, "SELECT count(*) FROM temp.sqlite_master"), 0, "the round drops its snapshots");
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+
+    // A round that dies after the server applied its first batch leaves no
+    // snapshot behind, and the next round sends the rest.
+    local(&file, "UPDATE customers SET name = name || ' offline' WHERE id BETWEEN 100 AND 119");
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    let error = file.sync_with(&mut dropping, "crm", &options).unwrap_err();
+    assert!(error.to_string().contains("connection dropped"), "{error}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM temp.sqlite_master"), 0, "a failed round drops its snapshots too");
+    let report = file.sync_with(&mut PostgresRemote::connect(&s.db.url).unwrap(), "crm", &options).unwrap();
+    assert_eq!((report.pushed, report.conflicts.len()), (17, 0), "the three applied before the drop are acknowledged, not sent again: {report:?}");
+    assert_eq!(server_value(&mut server, "SELECT count(*)::text FROM customers WHERE name LIKE '% offline'").as_deref(), Some("20"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
