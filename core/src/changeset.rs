@@ -189,7 +189,7 @@ mod tests {
         w.begin_table("public.customers", &["id".into(), "name".into()]);
         w.begin_upsert("812").push_str("7,\"Ada\"");
         w.end_row();
-        w.begin_delete("815").push_str("9");
+        w.begin_delete("815").push('9');
         w.end_row();
         w.begin_table("public.empty", &["id".into()]);
         let text = w.finish("900:905:", true);

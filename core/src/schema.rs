@@ -225,7 +225,7 @@ pub fn build_schema(
             name: name.to_string(),
             columns,
             primary_key: catalog.primary_key.clone(),
-            filter: table.filter.as_ref().map(|f| canonical_filter(f)).transpose()?,
+            filter: table.filter.as_ref().map(canonical_filter).transpose()?,
             direction: table.direction,
         });
     }
