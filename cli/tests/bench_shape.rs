@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 12] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
@@ -14,6 +14,7 @@ const KEYS: [&str; 11] = [
     "incremental_ms",
     "upload_rows_per_s",
     "upload_ratio",
+    "upload_apply_ratio",
     "upload_tracked_ratio",
     "server_write_overhead",
     "local_write_overhead",

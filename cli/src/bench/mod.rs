@@ -90,6 +90,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "upload_rows_per_s": upload.rows_per_s,
         "upload_baseline_rows_per_s": upload.baseline_rows_per_s,
         "upload_ratio": upload.rows_per_s / upload.baseline_rows_per_s,
+        "upload_apply_rows_per_s": upload.apply_rows_per_s,
+        "upload_apply_ratio": upload.apply_rows_per_s / upload.baseline_rows_per_s,
         "upload_tracked_rows_per_s": upload.tracked_rows_per_s,
         "upload_tracked_ratio": upload.tracked_rows_per_s / upload.baseline_rows_per_s,
         "server_write_overhead": server.worst(),
@@ -116,6 +118,10 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     println!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
         format!("upload {changes} changes (vs INSERT..ON CONFLICT)"), upload.rows_per_s, upload.baseline_rows_per_s, report["upload_ratio"].as_f64().unwrap_or_default()
+    );
+    println!(
+        "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
+        "  of which the server's apply calls", upload.apply_rows_per_s, upload.baseline_rows_per_s, report["upload_apply_ratio"].as_f64().unwrap_or_default()
     );
     println!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",

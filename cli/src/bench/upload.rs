@@ -8,8 +8,12 @@
 //! write, so this says how much of the gap to the baseline is tracking.
 
 use std::path::Path;
+use std::time::Duration;
 
-use tandem_local::{Store, SyncOptions};
+use tandem_core::apply_result::ApplyResult;
+use tandem_core::options::{ApplyOptions, SelectOptions};
+use tandem_core::schema::Schema;
+use tandem_local::{PostgresRemote, Remote, RemoteError, Store, SyncOptions};
 
 use super::{per_second, timed, Scratch};
 use crate::error::CliError;
@@ -19,6 +23,30 @@ pub struct Upload {
     pub baseline_rows_per_s: f64,
     /// The baseline's statement on a tracked table, with the fold.
     pub tracked_rows_per_s: f64,
+    /// The upload's rows over the time its `sync_apply_changes` calls took,
+    /// as the client saw them (the server's share of the upload).
+    pub apply_rows_per_s: f64,
+}
+
+/// The direct remote, timing the calls that apply uploads.
+struct TimedApply {
+    inner: PostgresRemote,
+    applying: Duration,
+}
+
+impl Remote for TimedApply {
+    fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError> {
+        self.inner.schema(scope)
+    }
+    fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
+        self.inner.select_changes(scope, since, options)
+    }
+    fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.apply_changes(scope, changeset, options);
+        self.applying += started.elapsed();
+        result
+    }
 }
 
 const UPSERT: &str = "SELECT * FROM upload_rows ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, \
@@ -61,7 +89,8 @@ pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Up
         n + 1,
         n + half
     ))?;
-    let (report, took) = timed(|| Ok(store.sync(&scratch.url, "bench", &SyncOptions::default())?))?;
+    let mut remote = TimedApply { inner: PostgresRemote::connect(&scratch.url).map_err(tandem_local::LocalError::from)?, applying: Duration::ZERO };
+    let (report, took) = timed(|| Ok(store.sync_with(&mut remote, "bench", &SyncOptions::default())?))?;
     if report.pushed != changes || !report.conflicts.is_empty() {
         return Err(CliError::Invalid(format!("the upload pushed {} of {changes} changes ({} conflicts)", report.pushed, report.conflicts.len())));
     }
@@ -69,5 +98,6 @@ pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Up
         rows_per_s: per_second(changes, took),
         baseline_rows_per_s: per_second(changes, baseline),
         tracked_rows_per_s: per_second(changes, tracked),
+        apply_rows_per_s: per_second(changes, remote.applying),
     })
 }
