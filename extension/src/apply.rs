@@ -633,12 +633,22 @@ impl Work<'_, '_> {
             let mut written = Vec::with_capacity(rows.len());
             if !live.is_empty() {
                 let list: Vec<i32> = live.iter().map(|&i| i as i32).collect();
-                let seen: Vec<Option<String>> = live.iter().map(|&i| plan.seen[i].xmin.clone()).collect();
+                // Each staged row's classified xmin at its idx ("0" matches
+                // no row), so the statement reads it without a join.
+                let mut seen: Vec<String> = vec!["0".to_string(); plan.checked.rows.len()];
+                for &i in &live {
+                    if let Some(xmin) = &plan.seen[i].xmin {
+                        seen[i] = xmin.clone();
+                    }
+                }
                 let statement = match op {
                     Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t),
                     Op::Delete => sql::delete_rows(self.scope, self.staged, plan.t),
                 };
-                written.extend(written_rows(client, &statement, &[list.into(), seen.into()])?);
+                // By key, row by row: a hash of the whole user table per
+                // batch made an upload's cost grow with the table.
+                let args = [list.into(), seen.into()];
+                written.extend(spi::with_index_probes(client, |client| written_rows(client, &statement, &args))?);
             }
             if !new.is_empty() && op == Op::Upsert {
                 let list: Vec<i32> = new.iter().map(|&i| i as i32).collect();
