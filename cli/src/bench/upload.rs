@@ -1,6 +1,8 @@
 //! Uploading local changes (half updates, half inserts), against a plain
 //! set-based INSERT ... ON CONFLICT DO UPDATE of the same rows from a
-//! temporary table into an untracked copy.
+//! temporary table into an untracked copy. The updated rows are spread
+//! evenly over the table, as a user's edits would be, so a cost that
+//! grows with the table rather than with the upload shows.
 //!
 //! Beside them, the floor any apply stands on: the same statement on a
 //! tracked copy, plus the fold of its change log into tracking that the
@@ -54,6 +56,8 @@ const UPSERT: &str = "SELECT * FROM upload_rows ON CONFLICT (id) DO UPDATE SET t
 
 pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Upload, CliError> {
     let half = (changes / 2) as i64;
+    // Every `step`-th row is updated: `half` rows from the whole table.
+    let step = (rows as i64 / half.max(1)).max(1);
     let n = rows as i64;
     // Baseline first, on an untracked copy, with the same rows.
     let mut server = scratch.connect()?;
@@ -63,7 +67,7 @@ pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Up
              CREATE TABLE bench_tracked (LIKE bench INCLUDING ALL); INSERT INTO bench_tracked SELECT * FROM bench; ANALYZE bench_tracked;
              SELECT sync_provision('upload_floor', '{{\"tables\": [{{\"name\": \"bench_tracked\"}}]}}');
              CREATE TEMP TABLE upload_rows AS
-               SELECT id, tenant, body || '+' AS body, amount + 1 AS amount, at FROM bench WHERE id <= {half}
+               SELECT id, tenant, body || '+' AS body, amount + 1 AS amount, at FROM bench WHERE id % {step} = 0 AND id <= {step} * {half}
                UNION ALL {};",
             super::scratch::rows_sql(&(n + 1).to_string(), &(n + half).to_string())
         ))
@@ -82,7 +86,7 @@ pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Up
 
     let store = Store::open(file)?;
     store.connection().execute_batch(&format!(
-        "UPDATE bench SET body = body || '+', amount = printf('%.2f', amount + 1) WHERE id <= {half};
+        "UPDATE bench SET body = body || '+', amount = printf('%.2f', amount + 1) WHERE id % {step} = 0 AND id <= {step} * {half};
          WITH RECURSIVE g(v) AS (SELECT {} UNION ALL SELECT v + 1 FROM g WHERE v < {})
          INSERT INTO bench SELECT v, v % 10, lower(hex(randomblob(16))) || '-row', printf('%.2f', (v % 100000) / 100.0),
                 strftime('%Y-%m-%dT%H:%M:%SZ', 1704067200 + v, 'unixepoch') FROM g;",
