@@ -58,19 +58,56 @@ fn children_peak_rss_mb() -> f64 {
     usage.ru_maxrss as f64 / 1024.0
 }
 
+/// Runs the COPY baseline and the download alternately, three times each,
+/// and keeps the best of each: the host is shared, and one run of either
+/// can lose a core to another tenant for a second.
 pub fn run(scratch: &Scratch, rows: u64) -> Result<Download, CliError> {
-    let (copied, baseline) = timed(|| copy_baseline(scratch))?;
-    if copied != rows {
-        return Err(CliError::Invalid(format!("COPY gave {copied} rows of {rows}")));
+    let mut best = (std::time::Duration::MAX, std::time::Duration::MAX);
+    let mut kept: Option<PathBuf> = None;
+    for attempt in 0..3 {
+        let _ = std::fs::remove_file(scratch.file("baseline.db"));
+        let (copied, baseline) = timed(|| copy_baseline(scratch))?;
+        if copied != rows {
+            return Err(CliError::Invalid(format!("COPY gave {copied} rows of {rows}")));
+        }
+        let file = scratch.file(&format!("device-{attempt}.db"));
+        let took = download(scratch, &file, rows)?;
+        best.0 = best.0.min(baseline);
+        if took < best.1 {
+            best.1 = took;
+            if let Some(slower) = kept.replace(file) {
+                remove_database(&slower);
+            }
+        } else {
+            remove_database(&file);
+        }
     }
-    // The download runs as its own process, as a device would, so its peak
-    // memory is the client's alone.
-    let file = scratch.file("device.db");
+    let file = kept.ok_or_else(|| CliError::Invalid("no download finished".into()))?;
+    Ok(Download {
+        rows_per_s: per_second(rows, best.1),
+        baseline_rows_per_s: per_second(rows, best.0),
+        peak_rss_mb: children_peak_rss_mb(),
+        file,
+    })
+}
+
+/// A SQLite file and its WAL companions.
+fn remove_database(file: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(name);
+    }
+}
+
+/// One `tandem sync` of a new file, as its own process as a device would
+/// run it, so its peak memory is the client's alone.
+fn download(scratch: &Scratch, file: &std::path::Path, rows: u64) -> Result<std::time::Duration, CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::Invalid(format!("cannot find the tandem binary: {e}")))?;
     let started = Instant::now();
     let output = Command::new(exe)
         .args(["sync", "--local"])
-        .arg(&file)
+        .arg(file)
         .args(["--remote", &scratch.url, "--scope", "bench", "--json"])
         .output()
         .map_err(|e| CliError::Invalid(format!("cannot run tandem sync: {e}")))?;
@@ -82,12 +119,7 @@ pub fn run(scratch: &Scratch, rows: u64) -> Result<Download, CliError> {
     if report["pulled"].as_u64() != Some(rows) {
         return Err(CliError::Invalid(format!("the download pulled {} rows of {rows}", report["pulled"])));
     }
-    Ok(Download {
-        rows_per_s: per_second(rows, took),
-        baseline_rows_per_s: per_second(copied, baseline),
-        peak_rss_mb: children_peak_rss_mb(),
-        file,
-    })
+    Ok(took)
 }
 
 /// Median time of a sync round that brings 100 rows changed on the server.

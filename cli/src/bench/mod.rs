@@ -68,7 +68,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     step(args.json, &format!("seeded {} rows in {:.1} s", args.rows, scratch.seed_s));
     let changes = CHANGES.min(args.rows / 2);
 
-    step(args.json, "download: COPY baseline, then tandem sync in a child process");
+    step(args.json, "download: COPY baseline and tandem sync in a child process, best of three each");
     let download = download::run(&scratch, args.rows)?;
     step(args.json, "incremental rounds of 100 changes");
     let incremental = download::incremental(&scratch, &download.file)?;
