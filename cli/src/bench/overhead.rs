@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-
 use super::{timed, Scratch};
 use crate::error::CliError;
 
@@ -34,6 +33,7 @@ fn best_of(mut run: impl FnMut(bool) -> Result<Duration, CliError>) -> Result<(D
 }
 
 pub fn server(scratch: &Scratch, rows: u64, changes: u64) -> Result<Overhead, CliError> {
+    scratch.settle()?;
     let mut client = scratch.connect()?;
     let first = rows as i64 + 1_000_000;
     let mut round = 0;
@@ -72,6 +72,7 @@ pub fn local(scratch: &Scratch, changes: u64) -> Result<Overhead, CliError> {
         .query_one("SELECT sync_schema('bench')::text", &[])
         .map_err(|e| CliError::database("read the schema", &e))?
         .get(0);
+    scratch.settle()?;
     let store = tandem_local::Store::open(scratch.file("overhead.db"))?;
     let conn = store.connection();
     conn.query_row("SELECT sync_provision('bench', ?1)", [&schema], |_| Ok(()))?;

@@ -72,6 +72,7 @@ pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Up
             super::scratch::rows_sql(&(n + 1).to_string(), &(n + half).to_string())
         ))
         .map_err(|e| CliError::database("baseline tables", &e))?;
+    scratch.settle()?;
     let ((), baseline) = timed(|| {
         server.batch_execute(&format!("INSERT INTO bench_copy {UPSERT}")).map_err(|e| CliError::database("baseline upsert", &e))
     })?;
@@ -93,6 +94,7 @@ pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Up
         n + 1,
         n + half
     ))?;
+    scratch.settle()?;
     let mut remote = TimedApply { inner: PostgresRemote::connect(&scratch.url).map_err(tandem_local::LocalError::from)?, applying: Duration::ZERO };
     let (report, took) = timed(|| Ok(store.sync_with(&mut remote, "bench", &SyncOptions::default())?))?;
     if report.pushed != changes || !report.conflicts.is_empty() {
