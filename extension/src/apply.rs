@@ -633,12 +633,15 @@ impl Work<'_, '_> {
             let mut written = Vec::with_capacity(rows.len());
             if !live.is_empty() {
                 let list: Vec<i32> = live.iter().map(|&i| i as i32).collect();
-                // Each staged row's classified xmin at its idx ("0" matches
-                // no row), so the statement reads it without a join.
-                let mut seen: Vec<String> = vec!["0".to_string(); plan.checked.rows.len()];
+                // The classified xmins by idx, from the first row written to
+                // the last ("0" matches no row), so the statement reads
+                // them without a join; a retry of one row passes one.
+                let first = live.iter().copied().min().unwrap_or_default();
+                let last = live.iter().copied().max().unwrap_or_default();
+                let mut seen: Vec<String> = vec!["0".to_string(); last - first + 1];
                 for &i in &live {
                     if let Some(xmin) = &plan.seen[i].xmin {
-                        seen[i] = xmin.clone();
+                        seen[i - first] = xmin.clone();
                     }
                 }
                 let statement = match op {
@@ -647,7 +650,7 @@ impl Work<'_, '_> {
                 };
                 // By key, row by row: a hash of the whole user table per
                 // batch made an upload's cost grow with the table.
-                let args = [list.into(), seen.into()];
+                let args = [list.into(), seen.into(), (first as i32).into()];
                 written.extend(spi::with_index_probes(client, |client| written_rows(client, &statement, &args))?);
             }
             if !new.is_empty() && op == Op::Upsert {

@@ -166,13 +166,17 @@ fn a_unique_violation_becomes_a_conflict_and_the_rest_applies() {
     let s = setup("unique");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
-    local(&file, "INSERT INTO customers VALUES (8, 1, 'Copycat', 'ada@a.test'); INSERT INTO customers VALUES (9, 1, 'Fine', 'fine@a.test');");
+    // The update comes after the refused insert in the batch, so the row by
+    // row retry writes it on its own, checked against its own xmin.
+    local(&file, "INSERT INTO customers VALUES (8, 1, 'Copycat', 'ada@a.test'); INSERT INTO customers VALUES (9, 1, 'Fine', 'fine@a.test');
+                  UPDATE customers SET name = 'Grace edited' WHERE id = 2;");
     let report = s.sync(&file, json!({}));
-    assert_eq!(report.pushed, 1, "{report:?}");
+    assert_eq!(report.pushed, 2, "{report:?}");
     assert_eq!(report.conflicts.len(), 1);
     assert_eq!(report.conflicts[0].kind.as_str(), "constraint_violated");
     assert!(report.conflicts[0].reason.as_deref().unwrap_or_default().contains("customers_email_key"));
     let mut server = s.server();
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Grace edited"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
     let kept: String = file.connection().query_row("SELECT client_row FROM tandem_conflicts", [], |r| r.get(0)).unwrap();
     assert!(kept.contains("Copycat"), "the refused row is kept: {kept}");

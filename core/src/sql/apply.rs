@@ -211,15 +211,16 @@ pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     )
 }
 
-/// The `xmin` a row of the stage was classified with: element `idx` of
-/// `$2`, a text[] with one entry per staged row ("0", no transaction, for
-/// rows not written). The parameter is a constant of the statement, so
-/// the cast and lookup are no join: the write can probe the user table by
-/// key, row by row, instead of reading all of it into a hash.
-const SEEN: &str = "($2::text[]::xid[])[s.idx + 1]";
+/// The `xmin` a row of the stage was classified with: `$2` is a text[] of
+/// the xmins of idx `$3`, `$3 + 1`, ... up to the last row written ("0",
+/// no transaction, for rows between that are not). The parameters are
+/// constants of the statement, so the cast and lookup are no join: the
+/// write can probe the user table by key, row by row, instead of reading
+/// all of it into a hash; and a write of one row passes one xmin.
+const SEEN: &str = "($2::text[]::xid[])[s.idx - $3::int4 + 1]";
 
 /// Updates existing rows `$1` (idx int4[]) whose `xmin` still equals the
-/// one in `$2` (see [`SEEN`]); returns the idx of each row written, then
+/// one in `$2` from `$3` (see [`SEEN`]); returns the idx of each row written, then
 /// its columns as text.
 pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     let table = scope.table(t);
@@ -282,7 +283,7 @@ pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, strict: bool
 }
 
 /// Deletes rows `$1` (idx int4[]) whose `xmin` still equals the one in
-/// `$2` (see [`SEEN`]); returns the idx of each row deleted.
+/// `$2` from `$3` (see [`SEEN`]); returns the idx of each row deleted.
 pub fn delete_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     format!(
         "DELETE FROM {} AS r USING {} s WHERE s.idx = ANY($1::int4[]) AND {} AND r.xmin = {SEEN} RETURNING s.idx::text",
@@ -346,8 +347,8 @@ mod tests {
         let staged = vec![Some(vec![0, 1]), None, None];
         let update = update_rows(&scope, &staged, 0);
         assert!(update.starts_with("UPDATE \"public\".\"orders\" AS r SET \"tenant_id\" = s.c1 FROM"), "{update}");
-        assert!(update.contains("WHERE s.idx = ANY($1::int4[]) AND r.\"id\" = s.c0 AND r.xmin = ($2::text[]::xid[])[s.idx + 1]"), "{update}");
-        assert!(delete_rows(&scope, &staged, 0).contains("r.xmin = ($2::text[]::xid[])[s.idx + 1]"));
+        assert!(update.contains("WHERE s.idx = ANY($1::int4[]) AND r.\"id\" = s.c0 AND r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"), "{update}");
+        assert!(delete_rows(&scope, &staged, 0).contains("r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"));
         let insert = insert_rows(&scope, &staged, 0, false);
         assert!(insert.contains("ON CONFLICT DO NOTHING RETURNING *) SELECT s.idx::text, w.\"id\"::text, w.\"tenant_id\"::text"), "{insert}");
     }
