@@ -165,9 +165,7 @@ fn round_trip(server: &mut Client, url: &str, dir: &Path) -> Result<(), CliError
     let acme_path = dir.join("acme.db");
     let globex_path = dir.join("globex.db");
     for path in [&acme_path, &globex_path] {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        Store::remove(path);
     }
     let acme = Store::open(&acme_path)?;
     let globex = Store::open_encrypted(&globex_path, GLOBEX_KEY)?;

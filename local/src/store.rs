@@ -62,6 +62,16 @@ impl Store {
         Ok(Store { conn, path })
     }
 
+    /// Deletes a local file and the WAL files SQLite keeps beside it (the
+    /// file must not be open); files already gone are no error.
+    pub fn remove(path: impl AsRef<Path>) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_ref().as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.conn
     }

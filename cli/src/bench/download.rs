@@ -65,7 +65,7 @@ pub fn run(scratch: &Scratch, rows: u64) -> Result<Download, CliError> {
     let mut best = (std::time::Duration::MAX, std::time::Duration::MAX);
     let mut kept: Option<PathBuf> = None;
     for attempt in 0..3 {
-        let _ = std::fs::remove_file(scratch.file("baseline.db"));
+        Store::remove(scratch.file("baseline.db"));
         let (copied, baseline) = timed(|| copy_baseline(scratch))?;
         if copied != rows {
             return Err(CliError::Invalid(format!("COPY gave {copied} rows of {rows}")));
@@ -76,10 +76,10 @@ pub fn run(scratch: &Scratch, rows: u64) -> Result<Download, CliError> {
         if took < best.1 {
             best.1 = took;
             if let Some(slower) = kept.replace(file) {
-                remove_database(&slower);
+                Store::remove(&slower);
             }
         } else {
-            remove_database(&file);
+            Store::remove(&file);
         }
     }
     let file = kept.ok_or_else(|| CliError::Invalid("no download finished".into()))?;
@@ -89,15 +89,6 @@ pub fn run(scratch: &Scratch, rows: u64) -> Result<Download, CliError> {
         peak_rss_mb: children_peak_rss_mb(),
         file,
     })
-}
-
-/// A SQLite file and its WAL companions.
-fn remove_database(file: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = file.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(name);
-    }
 }
 
 /// One `tandem sync` of a new file, as its own process as a device would
