@@ -1,4 +1,4 @@
-//! The table of every type in DESIGN's type table, and rows at the edges of
+//! The table of every type in the type table of docs/design.md, and rows at the edges of
 //! each type, for the round-trip tests of both sides.
 
 /// `typed`: one column per type, with a composite primary key.

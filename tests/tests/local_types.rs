@@ -1,7 +1,7 @@
-//! Every type of DESIGN's table goes PostgreSQL -> SQLite -> PostgreSQL and
+//! Every type of the type table of docs/design.md goes PostgreSQL -> SQLite -> PostgreSQL and
 //! compares equal; encrypted files hold no plaintext and refuse wrong keys.
 //! (Negative zero is the one value SQLite keeps as 0: its REAL columns store
-//! integral values as integers. DESIGN.md says so.)
+//! integral values as integers. docs/design.md says so.)
 
 use rusqlite::Connection;
 use tandem_local::{LocalError, Store, SyncOptions};

@@ -1,4 +1,4 @@
-//! Every type of DESIGN's table goes from one database to another through a
+//! Every type of the type table of docs/design.md goes from one database to another through a
 //! changeset and compares equal.
 
 use serde_json::json;
