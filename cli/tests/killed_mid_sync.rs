@@ -61,8 +61,13 @@ fn syncs_killed_at_random_points_converge() {
         child.wait().unwrap();
     }
     assert!(kills >= 6, "the syncs finished too fast to be killed mid-way ({kills} kills)");
-    let output = sync_command(&db, &path).arg("--json").stdout(Stdio::piped()).output().unwrap();
-    assert!(output.status.success(), "the last sync failed: {}", String::from_utf8_lossy(&output.stdout));
+    let output = sync_command(&db, &path).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        output.status.success(),
+        "the last sync failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     let store = Store::open(&path).unwrap();
     let report = store.sync(&db.url, "bulk", &SyncOptions::default()).unwrap();
     assert_eq!((report.pushed, report.pulled), (0, 0), "a quiet round after convergence: {report:?}");

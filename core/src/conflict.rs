@@ -61,8 +61,9 @@ pub struct ServerRow<'a> {
     pub last_writer_is_client: bool,
 }
 
+/// What the version rules say of an uploaded change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Verdict {
     /// Apply the change as sent.
     Apply,
     /// Nothing to do and nothing to report: both sides already agree (a
@@ -72,21 +73,21 @@ pub enum Outcome {
 }
 
 /// Decides by versions what an uploaded change does to the server's row.
-pub fn classify(op: Op, base: Option<&str>, server: &ServerRow<'_>) -> Outcome {
+pub fn classify(op: Op, base: Option<&str>, server: &ServerRow<'_>) -> Verdict {
     let unchanged_since_base = server.last_writer_is_client || (base.is_some() && base == server.version);
     match (op, server.exists) {
-        (Op::Delete, false) => Outcome::Converged,
+        (Op::Delete, false) => Verdict::Converged,
         (Op::Upsert, false) => {
             if base.is_none() || unchanged_since_base {
-                Outcome::Apply
+                Verdict::Apply
             } else {
-                Outcome::Conflict(ConflictKind::LocalUpdatedServerDeleted)
+                Verdict::Conflict(ConflictKind::LocalUpdatedServerDeleted)
             }
         }
-        (_, true) if unchanged_since_base => Outcome::Apply,
-        (Op::Upsert, true) if base.is_none() => Outcome::Conflict(ConflictKind::BothInserted),
-        (Op::Upsert, true) => Outcome::Conflict(ConflictKind::BothUpdated),
-        (Op::Delete, true) => Outcome::Conflict(ConflictKind::LocalDeletedServerUpdated),
+        (_, true) if unchanged_since_base => Verdict::Apply,
+        (Op::Upsert, true) if base.is_none() => Verdict::Conflict(ConflictKind::BothInserted),
+        (Op::Upsert, true) => Verdict::Conflict(ConflictKind::BothUpdated),
+        (Op::Delete, true) => Verdict::Conflict(ConflictKind::LocalDeletedServerUpdated),
     }
 }
 
@@ -140,29 +141,29 @@ mod tests {
 
     #[test]
     fn same_base_applies_other_base_conflicts() {
-        assert_eq!(classify(Op::Upsert, Some("10"), &live("10")), Outcome::Apply);
-        assert_eq!(classify(Op::Delete, Some("10"), &live("10")), Outcome::Apply);
-        assert_eq!(classify(Op::Upsert, Some("10"), &live("12")), Outcome::Conflict(ConflictKind::BothUpdated));
-        assert_eq!(classify(Op::Upsert, None, &live("12")), Outcome::Conflict(ConflictKind::BothInserted));
+        assert_eq!(classify(Op::Upsert, Some("10"), &live("10")), Verdict::Apply);
+        assert_eq!(classify(Op::Delete, Some("10"), &live("10")), Verdict::Apply);
+        assert_eq!(classify(Op::Upsert, Some("10"), &live("12")), Verdict::Conflict(ConflictKind::BothUpdated));
+        assert_eq!(classify(Op::Upsert, None, &live("12")), Verdict::Conflict(ConflictKind::BothInserted));
         assert_eq!(
             classify(Op::Delete, Some("10"), &live("12")),
-            Outcome::Conflict(ConflictKind::LocalDeletedServerUpdated)
+            Verdict::Conflict(ConflictKind::LocalDeletedServerUpdated)
         );
     }
 
     #[test]
     fn deleted_on_the_server() {
         let tombstone = ServerRow { version: Some("12"), exists: false, last_writer_is_client: false };
-        assert_eq!(classify(Op::Delete, Some("10"), &tombstone), Outcome::Converged);
-        assert_eq!(classify(Op::Upsert, None, &tombstone), Outcome::Apply);
+        assert_eq!(classify(Op::Delete, Some("10"), &tombstone), Verdict::Converged);
+        assert_eq!(classify(Op::Upsert, None, &tombstone), Verdict::Apply);
         assert_eq!(
             classify(Op::Upsert, Some("10"), &tombstone),
-            Outcome::Conflict(ConflictKind::LocalUpdatedServerDeleted)
+            Verdict::Conflict(ConflictKind::LocalUpdatedServerDeleted)
         );
         let gone = ServerRow::default();
-        assert_eq!(classify(Op::Delete, Some("10"), &gone), Outcome::Converged);
-        assert_eq!(classify(Op::Upsert, None, &gone), Outcome::Apply);
-        assert_eq!(classify(Op::Upsert, Some("3"), &gone), Outcome::Conflict(ConflictKind::LocalUpdatedServerDeleted));
+        assert_eq!(classify(Op::Delete, Some("10"), &gone), Verdict::Converged);
+        assert_eq!(classify(Op::Upsert, None, &gone), Verdict::Apply);
+        assert_eq!(classify(Op::Upsert, Some("3"), &gone), Verdict::Conflict(ConflictKind::LocalUpdatedServerDeleted));
     }
 
     #[test]
@@ -170,8 +171,8 @@ mod tests {
         // The client's earlier upload was applied but it never learned the new
         // version (crash); its next change builds on its own write.
         let own = ServerRow { version: Some("15"), exists: true, last_writer_is_client: true };
-        assert_eq!(classify(Op::Upsert, Some("10"), &own), Outcome::Apply);
-        assert_eq!(classify(Op::Delete, Some("10"), &own), Outcome::Apply);
+        assert_eq!(classify(Op::Upsert, Some("10"), &own), Verdict::Apply);
+        assert_eq!(classify(Op::Delete, Some("10"), &own), Verdict::Apply);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod schema;
 pub mod setup;
 pub mod sql;
 pub mod types;
+pub mod upload;
 pub mod validate;
 pub mod watermark;
 

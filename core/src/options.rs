@@ -59,6 +59,15 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// The resolver's name, for messages about it (empty for the built-in
+    /// policies).
+    pub fn resolver_name(&self) -> &str {
+        match self {
+            Policy::Resolver(name) => name,
+            Policy::ServerWins | Policy::ClientWins => "",
+        }
+    }
+
     pub fn parse(text: Option<&str>) -> Result<Self> {
         match text {
             None | Some("server_wins") => Ok(Policy::ServerWins),

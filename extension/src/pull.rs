@@ -1,13 +1,10 @@
 //! `sync_select_changes`: the changes a client has not seen, in batches.
 
-use std::collections::BTreeMap;
-
-use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use serde_json::Value;
 use tandem_core::changeset::ChangesetWriter;
 use tandem_core::options::SelectOptions;
-use tandem_core::sql::partition::bind_params;
+use tandem_core::sql::partition::{bind_params, FilterValues};
 use tandem_core::sql::{pull, Scope};
 use tandem_core::types::{json_to_pg_text, pg_text_to_json, write_pg_text_as_json};
 use tandem_core::watermark::{Phase, Snapshot, Watermark};
@@ -96,12 +93,8 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
         // Rows read count against max_rows even when skipped (changed after
         // the pull began), so a batch stays bounded.
         let mut budget_used: u64 = 0;
-        let fixed = Fixed {
-            until: window.until.to_string(),
-            since: window.since.as_ref().map(|s| s.to_string()),
-            own,
-            client_id: client_id.map(str::to_string),
-        };
+        let until = window.until.to_string();
+        let since_text = window.since.as_ref().map(|s| s.to_string());
         loop {
             if window.phase == Phase::Deletes && window.since.is_none() {
                 break;
@@ -125,7 +118,14 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
                 has_more = true;
                 break;
             }
-            let (read, last_key) = read_batch(client, &scope, &window, &fixed, &bound, remaining, &mut writer)?;
+            let fixed = pull::Window {
+                until: &until,
+                since: since_text.as_deref(),
+                own_xid: own.as_deref(),
+                replica: client_id,
+                limit: remaining.min(i64::MAX as u64) as i64,
+            };
+            let (read, last_key) = read_batch(client, &scope, &window, &fixed, &bound, &mut writer)?;
             budget_used += read as u64;
             if read as u64 == remaining {
                 window.after = last_key;
@@ -165,14 +165,6 @@ fn batch_bytes(scope: &Scope<'_>, max_rows: u64) -> usize {
     bytes.min(16 << 20) as usize
 }
 
-/// The values every pull query binds first.
-struct Fixed {
-    until: String,
-    since: Option<String>,
-    own: Option<String>,
-    client_id: Option<String>,
-}
-
 fn start_window(client: &Client<'_>, since: Option<&str>, own: Option<&str>) -> Result<Window> {
     let current = || -> Result<Snapshot> {
         let text = spi::select(client, "SELECT pg_current_snapshot()::text", &[], |row| spi::text(row, 1))?
@@ -197,111 +189,93 @@ fn start_window(client: &Client<'_>, since: Option<&str>, own: Option<&str>) -> 
     })
 }
 
+/// The text of a resumed pull's position, checked: a stamp (incremental
+/// upserts) then the key, each as its column's input text.
+fn position_texts(scope: &Scope<'_>, t: usize, after: &[Value], stamped: bool) -> Result<Vec<String>> {
+    let bad = || Error::InvalidWatermark(Value::Array(after.to_vec()).to_string());
+    if after.len() != pull::position_len(scope, t, stamped) {
+        return Err(bad());
+    }
+    let (stamp, key) = if stamped { (Some(&after[0]), &after[1..]) } else { (None, after) };
+    let mut texts = Vec::with_capacity(after.len());
+    if let Some(stamp) = stamp {
+        texts.push(stamp.as_str().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).ok_or_else(bad)?.to_string());
+    }
+    for (column, value) in scope.table(t).key_columns().iter().zip(key) {
+        texts.push(json_to_pg_text(column.ty, value).ok().flatten().ok_or_else(bad)?);
+    }
+    Ok(texts)
+}
+
 /// Reads one batch of table `window.table` into the changeset; returns how
 /// many rows it read (the batch size counts rows read, so the next batch
 /// starts after them) and the position after the last one.
 fn read_batch(
-    client: &Client<'_>,
+    spi: &Client<'_>,
     scope: &Scope<'_>,
     window: &Window,
-    fixed: &Fixed,
-    bound: &BTreeMap<String, Vec<String>>,
-    limit: u64,
+    fixed: &pull::Window<'_>,
+    filters: &FilterValues,
     writer: &mut ChangesetWriter,
 ) -> Result<(usize, Option<Vec<Value>>)> {
     let t = window.table;
     let table = scope.table(t);
-    let incremental = window.since.is_some();
-    let stamped = window.phase == Phase::Upserts && incremental;
-    let resume = window.after.is_some();
-    let query = match window.phase {
-        Phase::Upserts => pull::upserts(scope, t, incremental, resume),
-        Phase::Deletes => pull::deletes(scope, t, resume),
-    };
-    let key_columns = table.key_columns();
-    let mut args: Vec<DatumWithOid<'_>> = vec![
-        fixed.until.as_str().into(),
-        fixed.since.clone().into(),
-        fixed.own.clone().into(),
-        fixed.client_id.clone().into(),
-        (limit.min(i64::MAX as u64) as i64).into(),
-    ];
-    if let Some(after) = &window.after {
-        let bad = || Error::InvalidWatermark(Value::Array(after.clone()).to_string());
-        if after.len() != pull::position_params(scope, t, stamped) {
-            return Err(bad());
-        }
-        let (stamp, key) = if stamped { (Some(&after[0]), &after[1..]) } else { (None, &after[..]) };
-        if let Some(stamp) = stamp {
-            args.push(stamp.as_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())).ok_or_else(bad)?.into());
-        }
-        for (column, value) in key_columns.iter().zip(key) {
-            let text = json_to_pg_text(column.ty, value).ok().flatten().ok_or_else(bad)?;
-            args.push(text.into());
-        }
-    }
-    for name in &query.params {
-        args.push(bound.get(name).cloned().unwrap_or_default().into());
-    }
+    let stamped = window.phase == Phase::Upserts && window.since.is_some();
+    let position = window.after.as_deref().map(|after| position_texts(scope, t, after, stamped)).transpose()?;
     let names = table.column_names();
     let key_positions = table.key_indexes();
+    let key_columns = table.key_columns();
+    let limit = fixed.limit as usize;
     let mut read = 0;
     let mut started = false;
     let mut last: Option<Vec<Value>> = None;
-    let columns = table.columns.len();
-    // Every column of both queries is text: fields[0] is the version.
-    spi::text_rows(client, &query.sql, &args, |fields| {
-        read += 1;
-        let version = fields[0].unwrap_or_default();
-        match window.phase {
-            Phase::Upserts => {
-                if fields[1] == Some("true") {
-                    if !started {
-                        writer.begin_table(&table.name, &names);
-                        started = true;
-                    }
-                    let out = writer.begin_upsert(version);
-                    for (i, column) in table.columns.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        write_pg_text_as_json(out, column.ty, fields[i + 2]);
-                    }
-                    writer.end_row();
-                }
-                if read as u64 == limit {
-                    let mut position: Vec<Value> =
-                        key_positions.iter().map(|&k| pg_text_to_json(table.columns[k].ty, fields[k + 2])).collect();
-                    if stamped {
-                        position.insert(0, Value::String(fields[columns + 2].unwrap_or_default().to_string()));
-                    }
-                    last = Some(position);
-                }
-            }
-            Phase::Deletes => {
+    let result = match window.phase {
+        Phase::Upserts => spi::each(spi, pull::upserts(scope, t, fixed, position.as_deref(), filters), |row| {
+            read += 1;
+            if row.in_window {
                 if !started {
                     writer.begin_table(&table.name, &names);
                     started = true;
                 }
-                let out = writer.begin_delete(version);
-                let mut key = Vec::with_capacity(key_columns.len());
-                for (i, column) in key_columns.iter().enumerate() {
+                let out = writer.begin_upsert(row.version);
+                for (i, (column, value)) in table.columns.iter().zip(row.values).enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    write_pg_text_as_json(out, column.ty, fields[i + 1]);
-                    if read as u64 == limit {
-                        key.push(pg_text_to_json(column.ty, fields[i + 1]));
-                    }
+                    write_pg_text_as_json(out, column.ty, *value);
                 }
                 writer.end_row();
-                if read as u64 == limit {
-                    last = Some(key);
-                }
             }
-        }
-        Ok(())
-    })
-    .map_err(|e| Error::Internal(format!("pull of {}: {e}", table.name)))?;
+            if read == limit {
+                let mut position: Vec<Value> =
+                    key_positions.iter().map(|&k| pg_text_to_json(table.columns[k].ty, row.values[k])).collect();
+                if let Some(stamp) = row.stamp {
+                    position.insert(0, Value::String(stamp.to_string()));
+                }
+                last = Some(position);
+            }
+            Ok(())
+        }),
+        Phase::Deletes => spi::each(spi, pull::deletes(scope, t, fixed, position.as_deref(), filters), |row| {
+            read += 1;
+            if !started {
+                writer.begin_table(&table.name, &names);
+                started = true;
+            }
+            let out = writer.begin_delete(row.version);
+            for (i, (column, value)) in key_columns.iter().zip(row.key).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_pg_text_as_json(out, column.ty, *value);
+            }
+            writer.end_row();
+            if read == limit {
+                last = Some(key_columns.iter().zip(row.key).map(|(column, value)| pg_text_to_json(column.ty, *value)).collect());
+            }
+            Ok(())
+        }),
+    };
+    result.map_err(|e| Error::Internal(format!("pull of {}: {e}", table.name)))?;
     Ok((read, last))
 }

@@ -5,12 +5,65 @@
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
+use tandem_core::sql::query::{Decode, NoRows, Param, Query};
 use tandem_core::{Error, Result};
 
 pub type Client<'c> = SpiClient<'c>;
 
 fn spi_error(sql: &str, error: impl std::fmt::Display) -> Error {
     Error::Internal(format!("SPI: {error} in: {}", tandem_core::error::shorten(sql, 200)))
+}
+
+/// A generated statement's values as datums, moved, not copied (a stage's
+/// arrays hold a whole batch).
+fn datums(params: Vec<Param>) -> Vec<DatumWithOid<'static>> {
+    params
+        .into_iter()
+        .map(|param| match param {
+            Param::Text(text) => text.into(),
+            Param::Int8(value) => value.into(),
+            Param::Int4(value) => value.into(),
+            Param::Bool(value) => value.into(),
+            Param::TextArray(values) => values.into(),
+            Param::Int4Array(values) => values.into(),
+        })
+        .collect()
+}
+
+/// Runs a generated statement that may write and hands each decoded row to
+/// `each`; returns how many rows it returned or changed.
+pub fn each_mut<D: Decode>(spi: &mut Client<'_>, query: Query<D>, mut each: impl FnMut(D::Row<'_>) -> Result<()>) -> Result<usize> {
+    let (sql, params, reader) = query.split();
+    let args = datums(params);
+    text_rows_mut(spi, &sql, &args, |fields| each(reader.decode(fields)?))
+}
+
+/// [`each_mut`] of a read-only statement (sharing the calling statement's
+/// snapshot while the transaction has not written).
+pub fn each<D: Decode>(spi: &Client<'_>, query: Query<D>, mut each: impl FnMut(D::Row<'_>) -> Result<()>) -> Result<usize> {
+    let (sql, params, reader) = query.split();
+    let args = datums(params);
+    text_rows(spi, &sql, &args, |fields| each(reader.decode(fields)?))
+}
+
+/// Every decoded row of a generated statement that may write.
+pub fn all<D, T>(spi: &mut Client<'_>, query: Query<D>) -> Result<Vec<T>>
+where
+    D: for<'a> Decode<Row<'a> = T>,
+{
+    let mut rows = Vec::new();
+    each_mut(spi, query, |row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Runs a generated statement whose rows are not read; returns how many
+/// rows it changed.
+pub fn run(spi: &mut Client<'_>, query: Query<NoRows>) -> Result<u64> {
+    let (sql, params, _) = query.split();
+    exec(spi, &sql, &datums(params))
 }
 
 /// Runs a statement that may write.

@@ -60,6 +60,24 @@ pub fn describe(error: &postgres::Error) -> String {
     }
 }
 
+/// A generated statement's values, for the postgres driver.
+pub fn bound(params: &[tandem_core::sql::query::Param]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+    use tandem_core::sql::query::Param;
+    params
+        .iter()
+        .map(|param| -> Box<dyn postgres::types::ToSql + Sync> {
+            match param.clone() {
+                Param::Text(text) => Box::new(text),
+                Param::Int8(value) => Box::new(value),
+                Param::Int4(value) => Box::new(value),
+                Param::Bool(value) => Box::new(value),
+                Param::TextArray(values) => Box::new(values),
+                Param::Int4Array(values) => Box::new(values),
+            }
+        })
+        .collect()
+}
+
 /// Runs a query returning one jsonb value.
 pub fn json(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Value {
     let row = client.query_one(sql, params).unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));

@@ -4,7 +4,7 @@
 use serde_json::json;
 use tandem_core::schema::Schema;
 use tandem_core::sql::{pull, Scope};
-use tandem_tests::{json as query_json, pull_all, TestDb};
+use tandem_tests::{bound, json as query_json, pull_all, TestDb};
 
 #[test]
 fn incremental_pulls_use_the_stamp_index() {
@@ -24,16 +24,12 @@ fn incremental_pulls_use_the_stamp_index() {
 
     let schema: Schema = serde_json::from_value(query_json(&mut client, "SELECT sync_schema('s')", &[])).unwrap();
     let ids = [1i64];
-    let query = pull::upserts(&Scope::new(&schema, &ids), 0, true, false);
+    let window = pull::Window { until: &watermark, since: Some(&watermark), own_xid: None, replica: None, limit: 10000 };
+    let filters = [("t".to_string(), vec!["1".to_string(), "2".to_string()])].into();
+    let query = pull::upserts(&Scope::new(&schema, &ids), 0, &window, None, &filters);
     let explain = format!("EXPLAIN (FORMAT JSON) {}", query.sql);
-    let tenants: Vec<String> = vec!["1".into(), "2".into()];
-    let since: Option<String> = Some(watermark.clone());
-    let own: Option<String> = None;
-    let client_id: Option<String> = None;
-    let plan: serde_json::Value = client
-        .query_one(&explain, &[&watermark, &since, &own, &client_id, &10000i64, &tenants])
-        .unwrap()
-        .get(0);
+    let params = bound(&query.params);
+    let plan: serde_json::Value = client.query_one(&explain, &params.iter().map(|p| p.as_ref()).collect::<Vec<_>>()).unwrap().get(0);
     let text = plan.to_string();
     assert!(text.contains("\"Index Name\":\"track_1_tandem_stamp_id_idx\""), "the incremental pull does not use the stamp index: {text}");
 

@@ -10,9 +10,13 @@
 
 use crate::ident::quote_ident;
 use crate::setup::Filter;
-use crate::sql::partition::{row_filter, row_filter_with, ParamSlots};
+use crate::sql::partition::{row_filter, row_filter_with, FilterValues};
+use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, NoRows, Param, Query};
 use crate::sql::tracking::tracked_state;
 use crate::sql::{column_list, Scope};
+use crate::types::{json_to_pg_text, pg_text_to_json, LogicalType};
+use crate::upload::{RowState, ServerState};
+use serde_json::{Map, Value};
 
 /// For each table of the scope, the columns its upload carries (positions in
 /// the schema's columns, in changeset order), or `None` when the upload has
@@ -40,14 +44,32 @@ fn staged_key_equal(scope: &Scope<'_>, staged: Staged<'_>, t: usize, alias: &str
 }
 
 /// Drops a stage left by an earlier apply in the same transaction.
-pub fn drop_stage(scope: &Scope<'_>, t: usize) -> String {
-    format!("DROP TABLE IF EXISTS {}", scope.stage(t))
+pub fn drop_stage(scope: &Scope<'_>, t: usize) -> Query<NoRows> {
+    Query::exec(format!("DROP TABLE IF EXISTS {}", scope.stage(t)), Binds::new())
+}
+
+/// Whether a stage is left from an earlier apply in this transaction.
+pub fn stage_exists(scope: &Scope<'_>, t: usize) -> Query<Flag> {
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let flag = columns.push("exists", format!("(to_regclass({}) IS NOT NULL)::text", binds.bind(scope.stage(t))));
+    Query::new(format!("SELECT {}", columns.sql()), binds, &columns, Flag(flag))
+}
+
+/// A single boolean.
+pub struct Flag(Col);
+
+impl Decode for Flag {
+    type Row<'a> = bool;
+    fn decode<'a>(&self, fields: Fields<'a>) -> Result<bool, DecodeError> {
+        fields.bool(self.0)
+    }
 }
 
 /// `ANALYZE` of the stage of table `t`, for the columns the apply's
 /// statements join or filter on: `idx`, `op`, the key, the filter's
 /// columns, and the columns `via` children join this table by.
-pub fn analyze_stage(scope: &Scope<'_>, t: usize, columns: &[usize]) -> String {
+pub fn analyze_stage(scope: &Scope<'_>, t: usize, columns: &[usize]) -> Query<NoRows> {
     let table = scope.table(t);
     let mut wanted: Vec<&str> = table.primary_key.iter().map(String::as_str).collect();
     match &table.filter {
@@ -68,41 +90,67 @@ pub fn analyze_stage(scope: &Scope<'_>, t: usize, columns: &[usize]) -> String {
             analyzed.push(format!("c{i}"));
         }
     }
-    format!("ANALYZE {} ({})", scope.stage(t), analyzed.join(", "))
+    Query::exec(format!("ANALYZE {} ({})", scope.stage(t), analyzed.join(", ")), Binds::new())
 }
 
-/// Stages table `t`'s rows from arrays: `$1` idx int4[], `$2` op text[],
-/// `$3` base text[], then one text[] per uploaded column, cast to its type.
-pub fn stage(scope: &Scope<'_>, t: usize, columns: &[usize]) -> String {
+/// The rows of one table's upload, column by column, as the stage reads
+/// them: each row's position in the upload, its op, its base version, and
+/// the text of each uploaded column (NULL for the non-key columns of a
+/// delete).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageRows {
+    pub idx: Vec<i32>,
+    pub ops: Vec<Option<String>>,
+    pub bases: Vec<Option<String>>,
+    pub columns: Vec<Vec<Option<String>>>,
+}
+
+/// Stages table `t`'s rows from arrays, each uploaded column cast to its
+/// type.
+pub fn stage(scope: &Scope<'_>, t: usize, columns: &[usize], rows: StageRows) -> Query<NoRows> {
     let table = scope.table(t);
+    let mut binds = Binds::new();
     let mut names = vec!["idx".to_string(), "op".to_string(), "base".to_string()];
-    let mut arrays = vec!["$1::int4[]".to_string(), "$2::text[]".to_string(), "$3::text[]".to_string()];
+    let mut arrays = vec![
+        format!("{}::int4[]", binds.bind(Param::Int4Array(rows.idx))),
+        format!("{}::text[]", binds.bind(Param::TextArray(rows.ops))),
+        format!("{}::text[]", binds.bind(Param::TextArray(rows.bases))),
+    ];
     let mut selects = vec!["u.idx".to_string(), "u.op".to_string(), "u.base::xid8 AS base".to_string()];
-    for (i, &c) in columns.iter().enumerate() {
+    for (i, (&c, values)) in columns.iter().zip(rows.columns).enumerate() {
         names.push(format!("c{i}"));
-        arrays.push(format!("${}::text[]", i + 4));
+        arrays.push(format!("{}::text[]", binds.bind(Param::TextArray(values))));
         selects.push(format!("u.c{i}::{} AS c{i}", table.columns[c].pg_type));
     }
-    format!(
+    let sql = format!(
         "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM unnest({}) AS u({})",
         scope.stage(t),
         selects.join(", "),
         arrays.join(", "),
         names.join(", ")
-    )
+    );
+    Query::exec(sql, binds)
 }
 
 /// A condition true when an uploaded row (stage alias `alias`) would be in
 /// the client's partition. A `via` parent may be on the server already or
 /// arrive in the same upload.
-fn staged_filter(scope: &Scope<'_>, staged: Staged<'_>, t: usize, alias: &str, slots: &mut ParamSlots, depth: usize) -> Option<String> {
+fn staged_filter(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    alias: &str,
+    binds: &mut Binds,
+    values: &FilterValues,
+    depth: usize,
+) -> Option<String> {
     let column = |name: &str| staged_column(scope, staged, t, name).unwrap_or_else(|| "NULL".into());
     match &scope.table(t).filter {
         None => None,
-        Some(Filter::Columns(_)) => row_filter_with(scope, t, alias, &column, slots, depth),
+        Some(Filter::Columns(_)) => row_filter_with(scope, t, alias, &column, binds, values, depth),
         Some(Filter::Via { parent, on }) => {
             let parent_index = scope.index_of(parent)?;
-            let on_server = row_filter_with(scope, t, alias, &column, slots, depth)?;
+            let on_server = row_filter_with(scope, t, alias, &column, binds, values, depth)?;
             if staged[parent_index].is_none() {
                 return Some(on_server);
             }
@@ -114,7 +162,7 @@ fn staged_filter(scope: &Scope<'_>, staged: Staged<'_>, t: usize, alias: &str, s
                     format!("{sp}.{parent_col} = {alias}.{}", column(c))
                 })
                 .collect();
-            let inner = staged_filter(scope, staged, parent_index, &sp, slots, depth + 1).unwrap_or_else(|| "true".into());
+            let inner = staged_filter(scope, staged, parent_index, &sp, binds, values, depth + 1).unwrap_or_else(|| "true".into());
             Some(format!(
                 "({on_server} OR EXISTS (SELECT 1 FROM {} {sp} WHERE {sp}.op = 'upsert' AND {} AND {inner}))",
                 scope.stage(parent_index),
@@ -124,108 +172,306 @@ fn staged_filter(scope: &Scope<'_>, staged: Staged<'_>, t: usize, alias: &str, s
     }
 }
 
-/// Classifies the staged rows of table `t` against the server: for each
-/// `idx`, the current version, whether the last write came from this client
-/// (`$1`), whether the row exists and its `xmin`, whether the server row is
-/// in the client's partition, and whether the uploaded row would be. The
-/// filter parameters follow from `$2` in the order of the returned names;
-/// the last parameter lists the idx to classify (int4[]).
-pub fn classify(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> (String, Vec<String>) {
+/// One staged row as classification finds the server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classified {
+    pub idx: usize,
+    pub server: ServerState,
+}
+
+/// Reads [`classify`]'s rows.
+pub struct ClassifiedRow {
+    idx: Col,
+    version: Col,
+    own: Col,
+    exists: Col,
+    xmin: Col,
+    in_partition: Col,
+    new_in_partition: Col,
+}
+
+impl Decode for ClassifiedRow {
+    type Row<'a> = Classified;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<Classified, DecodeError> {
+        Ok(Classified {
+            idx: f.index(self.idx)?,
+            server: ServerState {
+                version: f.owned(self.version),
+                exists: f.bool(self.exists)?,
+                last_writer_is_client: f.bool(self.own)?,
+                xmin: f.owned(self.xmin),
+                in_partition: f.bool(self.in_partition)?,
+                new_in_partition: f.bool(self.new_in_partition)?,
+            },
+        })
+    }
+}
+
+/// Classifies the staged rows `idx` of table `t` against the server: the
+/// current version, whether the last write came from `replica`, whether the
+/// row exists and its `xmin`, whether the server row is in the client's
+/// partition, and whether the uploaded row would be.
+pub fn classify(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    replica: &str,
+    values: &FilterValues,
+    idx: &[usize],
+) -> Query<ClassifiedRow> {
     let table = scope.table(t);
-    let mut slots = ParamSlots::new(2);
-    let server_in = row_filter(scope, t, "r", &mut slots).unwrap_or_else(|| "true".into());
-    let new_in = staged_filter(scope, staged, t, "s", &mut slots, 0).unwrap_or_else(|| "true".into());
+    let mut binds = Binds::new();
+    let replica = binds.bind(replica);
+    let server_in = row_filter(scope, t, "r", &mut binds, values).unwrap_or_else(|| "true".into());
+    let new_in = staged_filter(scope, staged, t, "s", &mut binds, values, 0).unwrap_or_else(|| "true".into());
     let first_key = quote_ident(&table.primary_key[0]);
     let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
+    let mut columns = Columns::new();
+    let decoder = ClassifiedRow {
+        idx: columns.push("idx", "s.idx::text"),
+        version: columns.push("version", format!("({})::text", tracked.version)),
+        own: columns.push("own", format!("coalesce({} = {replica}::text, false)::text", tracked.origin)),
+        exists: columns.push("exists", format!("(r.{first_key} IS NOT NULL)::text")),
+        xmin: columns.push("xmin", "r.xmin::text"),
+        in_partition: columns.push("in_partition", format!("coalesce({server_in}, false)::text")),
+        new_in_partition: columns.push(
+            "new_in_partition",
+            format!("(CASE WHEN s.op = 'upsert' THEN coalesce({new_in}, false) ELSE true END)::text"),
+        ),
+    };
     let sql = format!(
-        "SELECT s.idx::text, ({version})::text, coalesce({origin} = $1::text, false)::text, \
-         (r.{first_key} IS NOT NULL)::text, r.xmin::text, coalesce({server_in}, false)::text, \
-         (CASE WHEN s.op = 'upsert' THEN coalesce({new_in}, false) ELSE true END)::text \
-         FROM {stage} s {join} LEFT JOIN {user} r ON {user_key} \
-         WHERE s.idx = ANY(${last}::int4[]) ORDER BY s.idx",
-        last = 2 + slots.names().len(),
+        "SELECT {} FROM {stage} s {join} LEFT JOIN {user} r ON {user_key} \
+         WHERE s.idx = ANY({idx}::int4[]) ORDER BY s.idx",
+        columns.sql(),
         stage = scope.stage(t),
-        version = tracked.version,
-        origin = tracked.origin,
         join = tracked.join,
         user = table.table_name().quoted(),
         user_key = staged_key_equal(scope, staged, t, "r", "s"),
+        idx = binds.bind(indexes(idx)),
     );
-    (sql, slots.names().to_vec())
+    Query::new(sql, binds, &columns, decoder)
 }
 
-/// The server's current rows for staged rows `$1` (idx int4[]): idx,
-/// version, then every synced column as text.
-pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+fn indexes(idx: &[usize]) -> Param {
+    Param::Int4Array(idx.iter().map(|&i| i as i32).collect())
+}
+
+/// Every synced column of table `t` as a JSON object, from text.
+struct TableValues {
+    columns: Vec<(String, LogicalType)>,
+    first: Col,
+}
+
+impl TableValues {
+    /// Adds every synced column of row `alias` to `columns`.
+    fn select(scope: &Scope<'_>, t: usize, alias: &str, columns: &mut Columns) -> Self {
+        let table = scope.table(t);
+        let mut first = None;
+        for (i, c) in table.columns.iter().enumerate() {
+            let col = columns.push(&format!("v{i}"), format!("{alias}.{}::text", quote_ident(&c.name)));
+            first.get_or_insert(col);
+        }
+        TableValues {
+            columns: table.columns.iter().map(|c| (c.name.clone(), c.ty)).collect(),
+            first: first.expect("a table has columns"),
+        }
+    }
+
+    fn object(&self, fields: &Fields<'_>) -> Map<String, Value> {
+        self.columns
+            .iter()
+            .zip(fields.slice(self.first, self.columns.len()))
+            .map(|((name, ty), text)| (name.clone(), pg_text_to_json(*ty, *text)))
+            .collect()
+    }
+}
+
+/// Reads [`server_rows`]' rows: a staged row's idx and the server's row.
+pub struct ServerRowOf {
+    idx: Col,
+    version: Col,
+    values: TableValues,
+}
+
+impl Decode for ServerRowOf {
+    type Row<'a> = (usize, RowState);
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<(usize, RowState), DecodeError> {
+        Ok((f.index(self.idx)?, RowState { version: f.owned(self.version), row: Some(self.values.object(&f)) }))
+    }
+}
+
+/// The server's current rows for staged rows `idx`: the version and every
+/// synced column.
+pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize]) -> Query<ServerRowOf> {
     let table = scope.table(t);
-    let columns: Vec<String> = table.columns.iter().map(|c| format!("r.{}::text", quote_ident(&c.name))).collect();
     let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
-    format!(
-        "SELECT s.idx, ({})::text, {} FROM {} s JOIN {} r ON {} {} WHERE s.idx = ANY($1::int4[])",
-        tracked.version,
-        columns.join(", "),
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let idx_col = columns.push("idx", "s.idx::text");
+    let version = columns.push("version", format!("({})::text", tracked.version));
+    let values = TableValues::select(scope, t, "r", &mut columns);
+    let sql = format!(
+        "SELECT {} FROM {} s JOIN {} r ON {} {} WHERE s.idx = ANY({}::int4[])",
+        columns.sql(),
         scope.stage(t),
         table.table_name().quoted(),
         staged_key_equal(scope, staged, t, "r", "s"),
         tracked.join,
-    )
+        binds.bind(indexes(idx)),
+    );
+    Query::new(sql, binds, &columns, ServerRowOf { idx: idx_col, version, values })
 }
 
-/// A row by key (`$1..` as text, cast to the key types) if it is in the
-/// client's partition: version, then every synced column as text. The filter
-/// parameters follow the key, in the order of the returned names.
-pub fn visible_row(scope: &Scope<'_>, t: usize) -> (String, Vec<String>) {
+/// Reads a row's version and columns.
+pub struct VisibleRow {
+    version: Col,
+    values: TableValues,
+}
+
+impl Decode for VisibleRow {
+    type Row<'a> = RowState;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<RowState, DecodeError> {
+        Ok(RowState { version: f.owned(self.version), row: Some(self.values.object(&f)) })
+    }
+}
+
+/// The row with key `key` (changeset JSON, primary key order) if it is in
+/// the client's partition: its version and every synced column. `None`
+/// when the key is not a value of the key's types (no row can have it).
+pub fn visible_row(scope: &Scope<'_>, t: usize, key: &[Value], values: &FilterValues) -> Option<Query<VisibleRow>> {
     let table = scope.table(t);
-    let keys = table.key_columns();
-    let mut slots = ParamSlots::new(keys.len() + 1);
-    let mut conditions: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("r.{} = ${}::text::{}", quote_ident(&c.name), i + 1, c.pg_type))
-        .collect();
-    if let Some(filter) = row_filter(scope, t, "r", &mut slots) {
+    let mut binds = Binds::new();
+    let mut conditions = Vec::new();
+    for (column, value) in table.key_columns().iter().zip(key) {
+        let text = json_to_pg_text(column.ty, value).ok()??;
+        conditions.push(format!("r.{} = {}::text::{}", quote_ident(&column.name), binds.bind(text), column.pg_type));
+    }
+    if let Some(filter) = row_filter(scope, t, "r", &mut binds, values) {
         conditions.push(filter);
     }
-    let columns: Vec<String> = table.columns.iter().map(|c| format!("r.{}::text", quote_ident(&c.name))).collect();
     let tracked = tracked_state(scope, t, |alias| crate::sql::columns_equal(alias, &table.primary_key, "r", &table.primary_key));
+    let mut columns = Columns::new();
+    let version = columns.push("version", format!("({})::text", tracked.version));
+    let row_values = TableValues::select(scope, t, "r", &mut columns);
     let sql = format!(
-        "SELECT ({})::text, {} FROM {} r {} WHERE {}",
-        tracked.version,
-        columns.join(", "),
+        "SELECT {} FROM {} r {} WHERE {}",
+        columns.sql(),
         table.table_name().quoted(),
         tracked.join,
         conditions.join(" AND ")
     );
-    (sql, slots.names().to_vec())
+    Some(Query::new(sql, binds, &columns, VisibleRow { version, values: row_values }))
 }
 
-/// Tombstone versions for staged rows `$1` (idx int4[]) the server deleted.
-pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+/// Reads a staged row's idx and a version.
+pub struct IdxVersion {
+    idx: Col,
+    version: Col,
+}
+
+impl Decode for IdxVersion {
+    type Row<'a> = (usize, Option<String>);
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<(usize, Option<String>), DecodeError> {
+        Ok((f.index(self.idx)?, f.owned(self.version)))
+    }
+}
+
+/// Tombstone versions for staged rows `idx` the server deleted.
+pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize]) -> Query<IdxVersion> {
     let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
-    format!(
-        "SELECT s.idx, ({})::text FROM {} s {} WHERE s.idx = ANY($1::int4[]) AND {}",
-        tracked.version,
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let decoder = IdxVersion {
+        idx: columns.push("idx", "s.idx::text"),
+        version: columns.push("version", format!("({})::text", tracked.version)),
+    };
+    let sql = format!(
+        "SELECT {} FROM {} s {} WHERE s.idx = ANY({}::int4[]) AND {}",
+        columns.sql(),
         scope.stage(t),
         tracked.join,
+        binds.bind(indexes(idx)),
         tracked.deleted,
-    )
+    );
+    Query::new(sql, binds, &columns, decoder)
 }
 
-/// The `xmin` a row of the stage was classified with: `$2` is a text[] of
-/// the xmins of idx `$3`, `$3 + 1`, ... up to the last row written ("0",
-/// no transaction, for rows between that are not). The parameters are
-/// constants of the statement, so the cast and lookup are no join: the
-/// write can probe the user table by key, row by row, instead of reading
-/// all of it into a hash; and a write of one row passes one xmin.
-const SEEN: &str = "($2::text[]::xid[])[s.idx - $3::int4 + 1]";
+/// The `xmin`s rows were classified with, for a write of the rows `idx`:
+/// a `text[]` indexed from the first row written ("0", no transaction, for
+/// rows between that are not written) and that first idx. Bound as
+/// constants of the statement, the cast and lookup are no join: the write
+/// probes the user table by key, row by row, instead of reading all of it
+/// into a hash; and a write of one row passes one xmin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeenXmins {
+    pub first: usize,
+    pub xmins: Vec<String>,
+}
 
-/// Updates existing rows `$1` (idx int4[]) whose `xmin` still equals the
-/// one in `$2` from `$3` (see [`SEEN`]); returns the idx of each row written, then
-/// its columns as text.
-pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+impl SeenXmins {
+    /// From each written row's idx and classified xmin.
+    pub fn new(rows: &[(usize, Option<&str>)]) -> Self {
+        let first = rows.iter().map(|r| r.0).min().unwrap_or_default();
+        let last = rows.iter().map(|r| r.0).max().unwrap_or_default();
+        let mut xmins = vec!["0".to_string(); last - first + 1];
+        for &(i, xmin) in rows {
+            if let Some(xmin) = xmin {
+                xmins[i - first] = xmin.to_string();
+            }
+        }
+        SeenXmins { first, xmins }
+    }
+
+    /// The condition that the row `r` still has the classified xmin.
+    fn condition(self, binds: &mut Binds) -> String {
+        let xmins = binds.bind(self.xmins);
+        let first = binds.bind(Param::Int4(self.first as i32));
+        format!("r.xmin = ({xmins}::text[]::xid[])[s.idx - {first}::int4 + 1]")
+    }
+}
+
+/// Reads a written row: its idx, then (upserts) its columns as text.
+pub struct WrittenRow {
+    idx: Col,
+    values: Option<(Col, usize)>,
+}
+
+/// A written row: its idx, and (for upserts) its columns as text.
+pub type Written = (usize, Vec<Option<String>>);
+
+impl Decode for WrittenRow {
+    type Row<'a> = Written;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<Written, DecodeError> {
+        let values = match self.values {
+            Some((first, n)) => f.slice(first, n).iter().map(|v| v.map(str::to_string)).collect(),
+            None => Vec::new(),
+        };
+        Ok((f.index(self.idx)?, values))
+    }
+}
+
+impl WrittenRow {
+    /// Selects the idx of stage row `s` and every synced column of `alias`.
+    fn select(scope: &Scope<'_>, t: usize, alias: &str, columns: &mut Columns) -> Self {
+        let idx = columns.push("idx", "s.idx::text");
+        let table = scope.table(t);
+        let mut first = None;
+        for (i, c) in table.columns.iter().enumerate() {
+            let col = columns.push(&format!("v{i}"), format!("{alias}.{}::text", quote_ident(&c.name)));
+            first.get_or_insert(col);
+        }
+        WrittenRow { idx, values: first.map(|f| (f, table.columns.len())) }
+    }
+}
+
+/// Updates existing rows `idx` whose `xmin` is still the one classified;
+/// returns each row written with its columns as text: what the row holds
+/// after defaults, casts and triggers, which the uploader takes if it
+/// differs.
+pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], seen: SeenXmins) -> Query<WrittenRow> {
     let table = scope.table(t);
-    let columns = staged[t].as_deref().unwrap_or_default();
-    let mut sets: Vec<String> = columns
+    let uploaded = staged[t].as_deref().unwrap_or_default();
+    let mut sets: Vec<String> = uploaded
         .iter()
         .enumerate()
         .filter(|(_, &c)| !table.primary_key.contains(&table.columns[c].name))
@@ -236,61 +482,65 @@ pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
         let k = quote_ident(&table.primary_key[0]);
         sets.push(format!("{k} = r.{k}"));
     }
-    format!(
-        "UPDATE {} AS r SET {} FROM {} s WHERE s.idx = ANY($1::int4[]) AND {} AND r.xmin = {SEEN} \
-         RETURNING s.idx::text, {}",
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let decoder = WrittenRow::select(scope, t, "r", &mut columns);
+    let sql = format!(
+        "UPDATE {} AS r SET {} FROM {} s WHERE s.idx = ANY({}::int4[]) AND {} AND {} RETURNING {}",
         table.table_name().quoted(),
         sets.join(", "),
         scope.stage(t),
+        binds.bind(indexes(idx)),
         staged_key_equal(scope, staged, t, "r", "s"),
-        written_columns(scope, t, "r"),
-    )
+        seen.condition(&mut binds),
+        columns.sql(),
+    );
+    Query::new(sql, binds, &columns, decoder)
 }
 
-/// Every synced column of a written row as text: what the row holds after
-/// defaults, casts and triggers, which the uploader takes if it differs.
-fn written_columns(scope: &Scope<'_>, t: usize, alias: &str) -> String {
-    scope
-        .table(t)
-        .columns
-        .iter()
-        .map(|c| format!("{alias}.{}::text", quote_ident(&c.name)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Inserts rows `$1` (idx int4[]) unless their key (or another unique
-/// value) is taken by now; returns the idx of each row written, then its
-/// columns as text. With
+/// Inserts rows `idx` unless their key (or another unique value) is taken
+/// by now; returns each row written with its columns as text. With
 /// `strict`, a taken value is an error (to learn which constraint).
-pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, strict: bool) -> String {
+pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], strict: bool) -> Query<WrittenRow> {
     let table = scope.table(t);
-    let columns = staged[t].as_deref().unwrap_or_default();
-    let names: Vec<&str> = columns.iter().map(|&c| table.columns[c].name.as_str()).collect();
-    let values: Vec<String> = (0..columns.len()).map(|i| format!("s.c{i}")).collect();
-    format!(
-        "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} s WHERE s.idx = ANY($1::int4[]) \
-         {}RETURNING *) SELECT s.idx::text, {} FROM {} s JOIN written w ON {}",
+    let uploaded = staged[t].as_deref().unwrap_or_default();
+    let names: Vec<&str> = uploaded.iter().map(|&c| table.columns[c].name.as_str()).collect();
+    let values: Vec<String> = (0..uploaded.len()).map(|i| format!("s.c{i}")).collect();
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let decoder = WrittenRow::select(scope, t, "w", &mut columns);
+    let sql = format!(
+        "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} s WHERE s.idx = ANY({}::int4[]) \
+         {}RETURNING *) SELECT {} FROM {} s JOIN written w ON {}",
         table.table_name().quoted(),
         column_list(None, &names),
         values.join(", "),
         scope.stage(t),
+        binds.bind(indexes(idx)),
         if strict { "" } else { "ON CONFLICT DO NOTHING " },
-        written_columns(scope, t, "w"),
+        columns.sql(),
         scope.stage(t),
         staged_key_equal(scope, staged, t, "w", "s"),
-    )
+    );
+    Query::new(sql, binds, &columns, decoder)
 }
 
-/// Deletes rows `$1` (idx int4[]) whose `xmin` still equals the one in
-/// `$2` from `$3` (see [`SEEN`]); returns the idx of each row deleted.
-pub fn delete_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
-    format!(
-        "DELETE FROM {} AS r USING {} s WHERE s.idx = ANY($1::int4[]) AND {} AND r.xmin = {SEEN} RETURNING s.idx::text",
+/// Deletes rows `idx` whose `xmin` is still the one classified; returns the
+/// idx of each row deleted.
+pub fn delete_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], seen: SeenXmins) -> Query<WrittenRow> {
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let decoder = WrittenRow { idx: columns.push("idx", "s.idx::text"), values: None };
+    let sql = format!(
+        "DELETE FROM {} AS r USING {} s WHERE s.idx = ANY({}::int4[]) AND {} AND {} RETURNING {}",
         scope.table(t).table_name().quoted(),
         scope.stage(t),
+        binds.bind(indexes(idx)),
         staged_key_equal(scope, staged, t, "r", "s"),
-    )
+        seen.condition(&mut binds),
+        columns.sql(),
+    );
+    Query::new(sql, binds, &columns, decoder)
 }
 
 #[cfg(test)]
@@ -303,12 +553,20 @@ mod tests {
         let schema = crm();
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
+        let rows = StageRows {
+            idx: vec![0],
+            ops: vec![Some("upsert".into())],
+            bases: vec![None],
+            columns: vec![vec![Some("3".into())], vec![Some("7".into())]],
+        };
+        let query = stage(&scope, 0, &[1, 0], rows);
         assert_eq!(
-            stage(&scope, 0, &[1, 0]),
+            query.sql,
             "CREATE TEMP TABLE pg_temp.\"tandem_stage_1\" ON COMMIT DROP AS SELECT u.idx, u.op, u.base::xid8 AS base, \
              u.c0::integer AS c0, u.c1::bigint AS c1 FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[]) \
              AS u(idx, op, base, c0, c1)"
         );
+        assert_eq!(query.params[3], Param::TextArray(vec![Some("3".into())]), "c0 is the first uploaded column");
     }
 
     #[test]
@@ -316,14 +574,22 @@ mod tests {
         let schema = crm();
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
+        let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
         let staged = vec![Some(vec![0, 1]), Some(vec![0, 1]), None];
-        let (sql, params) = classify(&scope, &staged, 1);
-        assert_eq!(params, ["tenant"]);
+        let query = classify(&scope, &staged, 1, "r1", &values, &[0, 1]);
+        let sql = &query.sql;
         assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($2::text[]::integer[]))"), "{sql}");
         assert!(sql.contains("LEFT JOIN \"tandem\".\"track_2\" tr ON tr.\"order_id\" = s.c0 AND tr.\"line\" = s.c1"), "{sql}");
+        assert!(sql.contains("WHERE s.idx = ANY($3::int4[])"), "the row list is bound last: {sql}");
+        assert_eq!(query.params, [Param::from("r1"), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]);
+        assert_eq!(query.width, 7);
+        let row = [Some("1"), Some("812"), Some("false"), Some("true"), Some("900"), Some("true"), Some("false")];
+        let classified = query.decode(&row).unwrap();
+        assert_eq!(classified.idx, 1);
+        assert!(classified.server.exists && classified.server.in_partition && !classified.server.new_in_partition);
         let staged = vec![None, Some(vec![0, 1]), None];
-        let (sql, _) = classify(&scope, &staged, 1);
-        assert!(!sql.contains("sp1"), "{sql}");
+        let query = classify(&scope, &staged, 1, "r1", &values, &[0]);
+        assert!(!query.sql.contains("sp1"), "{}", query.sql);
     }
 
     #[test]
@@ -335,8 +601,8 @@ mod tests {
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
         // orders: its key (also what items join it by) and its filter, not the note
-        assert_eq!(analyze_stage(&scope, 0, &[2, 0, 1]), "ANALYZE pg_temp.\"tandem_stage_7\" (idx, op, c1, c2)");
-        assert_eq!(analyze_stage(&scope, 2, &[0]), "ANALYZE pg_temp.\"tandem_stage_9\" (idx, op, c0)");
+        assert_eq!(analyze_stage(&scope, 0, &[2, 0, 1]).sql, "ANALYZE pg_temp.\"tandem_stage_7\" (idx, op, c1, c2)");
+        assert_eq!(analyze_stage(&scope, 2, &[0]).sql, "ANALYZE pg_temp.\"tandem_stage_9\" (idx, op, c0)");
     }
 
     #[test]
@@ -345,11 +611,16 @@ mod tests {
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
         let staged = vec![Some(vec![0, 1]), None, None];
-        let update = update_rows(&scope, &staged, 0);
-        assert!(update.starts_with("UPDATE \"public\".\"orders\" AS r SET \"tenant_id\" = s.c1 FROM"), "{update}");
-        assert!(update.contains("WHERE s.idx = ANY($1::int4[]) AND r.\"id\" = s.c0 AND r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"), "{update}");
-        assert!(delete_rows(&scope, &staged, 0).contains("r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"));
-        let insert = insert_rows(&scope, &staged, 0, false);
-        assert!(insert.contains("ON CONFLICT DO NOTHING RETURNING *) SELECT s.idx::text, w.\"id\"::text, w.\"tenant_id\"::text"), "{insert}");
+        let seen = SeenXmins::new(&[(4, Some("77")), (6, None)]);
+        assert_eq!(seen, SeenXmins { first: 4, xmins: vec!["77".into(), "0".into(), "0".into()] });
+        let update = update_rows(&scope, &staged, 0, &[4, 6], seen.clone());
+        assert!(update.sql.starts_with("UPDATE \"public\".\"orders\" AS r SET \"tenant_id\" = s.c1 FROM"), "{}", update.sql);
+        assert!(update.sql.contains("WHERE s.idx = ANY($1::int4[]) AND r.\"id\" = s.c0 AND r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"), "{}", update.sql);
+        assert_eq!(update.params[2], Param::Int4(4));
+        let written = update.decode(&[Some("4"), Some("10"), Some("1")]).unwrap();
+        assert_eq!(written, (4, vec![Some("10".to_string()), Some("1".to_string())]));
+        assert!(delete_rows(&scope, &staged, 0, &[4], seen).sql.contains("r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"));
+        let insert = insert_rows(&scope, &staged, 0, &[5], false);
+        assert!(insert.sql.contains("ON CONFLICT DO NOTHING RETURNING *) SELECT s.idx::text AS \"idx\", w.\"id\"::text AS \"v0\", w.\"tenant_id\"::text AS \"v1\""), "{}", insert.sql);
     }
 }

@@ -7,11 +7,14 @@
 //! - [`pull`]: the server's change selection, in batches;
 //! - [`apply`]: the server's set-based apply of an upload;
 //! - [`local`]: the SQLite side's tables, triggers and statements;
+//! - [`query`]: typed statements, which carry their bound values and the
+//!   decoder of their rows.
 
 pub mod apply;
 pub mod local;
 pub mod partition;
 pub mod pull;
+pub mod query;
 pub mod tracking;
 
 use crate::ident::quote_ident;

@@ -13,38 +13,19 @@ use crate::ident::{quote_ident, quote_literal};
 use crate::options::{param_values, Params};
 use crate::schema::Column;
 use crate::setup::Filter;
+use crate::sql::query::{Binds, Param};
 use crate::sql::Scope;
 use crate::types::json_to_pg_text;
 
-/// Hands out bound-parameter numbers for filter parameters as a query uses
-/// them; each parameter is bound once, as `text[]` (a scalar is a list of one).
-#[derive(Clone, Debug)]
-pub struct ParamSlots {
-    first: usize,
-    names: Vec<String>,
-}
+/// The values each filter parameter is bound to, as text (a scalar is a
+/// list of one), checked against the type of the column it filters.
+pub type FilterValues = BTreeMap<String, Vec<String>>;
 
-impl ParamSlots {
-    /// Parameters will be numbered from `first` (1-based).
-    pub fn new(first: usize) -> Self {
-        ParamSlots { first, names: Vec::new() }
-    }
-
-    pub fn slot(&mut self, name: &str) -> String {
-        let index = match self.names.iter().position(|n| n == name) {
-            Some(i) => i,
-            None => {
-                self.names.push(name.to_string());
-                self.names.len() - 1
-            }
-        };
-        format!("${}", self.first + index)
-    }
-
-    /// Parameter names in the order of their numbers.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
+/// The placeholder of filter parameter `name`: bound once per statement, as
+/// `text[]`. A name without values (never expected: [`bind_params`] checks
+/// every parameter a table needs) matches nothing.
+fn param(binds: &mut Binds, values: &FilterValues, name: &str) -> String {
+    binds.bind_named(name, || Param::from(values.get(name).cloned().unwrap_or_default()))
 }
 
 /// The table whose column filter decides `table`'s partition (itself, or its
@@ -76,7 +57,7 @@ pub fn bind_params(
     scope: &Scope<'_>,
     params: &Params,
     tables: impl IntoIterator<Item = usize>,
-) -> Result<BTreeMap<String, Vec<String>>> {
+) -> Result<FilterValues> {
     let mut bound = BTreeMap::new();
     for table in tables {
         for (name, column) in filter_params(scope, table) {
@@ -117,8 +98,8 @@ fn via_join(parent_alias: &str, on: &BTreeMap<String, String>, child_alias: &str
 /// A condition that is true when the row `alias` of `table` (columns named
 /// as in the table) is in the client's partition; `None` when the table has
 /// no filter (every client holds every row).
-pub fn row_filter(scope: &Scope<'_>, table: usize, alias: &str, slots: &mut ParamSlots) -> Option<String> {
-    row_filter_with(scope, table, alias, &|c| quote_ident(c), slots, 0)
+pub fn row_filter(scope: &Scope<'_>, table: usize, alias: &str, binds: &mut Binds, values: &FilterValues) -> Option<String> {
+    row_filter_with(scope, table, alias, &|c| quote_ident(c), binds, values, 0)
 }
 
 /// Same as [`row_filter`] for a row whose columns are named by `column`
@@ -128,16 +109,17 @@ pub fn row_filter_with(
     table: usize,
     alias: &str,
     column: &dyn Fn(&str) -> String,
-    slots: &mut ParamSlots,
+    binds: &mut Binds,
+    values: &FilterValues,
     depth: usize,
 ) -> Option<String> {
     match &scope.table(table).filter {
         None => None,
         Some(Filter::Columns(map)) => Some(
             map.iter()
-                .map(|(col, param)| {
+                .map(|(col, name)| {
                     let ty = column_type(scope, table, col);
-                    format!("{alias}.{} = ANY({}::text[]::{ty}[])", column(col), slots.slot(param))
+                    format!("{alias}.{} = ANY({}::text[]::{ty}[])", column(col), param(binds, values, name))
                 })
                 .collect::<Vec<_>>()
                 .join(" AND "),
@@ -146,7 +128,7 @@ pub fn row_filter_with(
             let parent_index = scope.index_of(parent)?;
             let p = format!("p{}", depth + 1);
             let parent_table = scope.table(parent_index).table_name().quoted();
-            let inner = row_filter_with(scope, parent_index, &p, &|c| quote_ident(c), slots, depth + 1)
+            let inner = row_filter_with(scope, parent_index, &p, &|c| quote_ident(c), binds, values, depth + 1)
                 .unwrap_or_else(|| "true".into());
             Some(format!(
                 "EXISTS (SELECT 1 FROM {parent_table} {p} WHERE {} AND {inner})",
@@ -187,13 +169,13 @@ pub fn part_expr(scope: &Scope<'_>, table: usize, alias: &str, depth: usize) -> 
 
 /// A condition on a recorded partition (`part`, jsonb) that is true when it
 /// was the client's partition; `None` for unfiltered tables.
-pub fn part_match(scope: &Scope<'_>, table: usize, part: &str, slots: &mut ParamSlots) -> Option<String> {
+pub fn part_match(scope: &Scope<'_>, table: usize, part: &str, binds: &mut Binds, values: &FilterValues) -> Option<String> {
     let (root, map) = root_filter(scope, table)?;
     Some(
         map.iter()
-            .map(|(col, param)| {
+            .map(|(col, name)| {
                 let ty = column_type(scope, root, col);
-                format!("({part}->>{})::{ty} = ANY({}::text[]::{ty}[])", quote_literal(param), slots.slot(param))
+                format!("({part}->>{})::{ty} = ANY({}::text[]::{ty}[])", quote_literal(name), param(binds, values, name))
             })
             .collect::<Vec<_>>()
             .join(" AND "),
@@ -234,16 +216,18 @@ pub(crate) mod tests {
         let schema = crm();
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
-        let mut slots = ParamSlots::new(5);
-        let direct = row_filter(&scope, 0, "t", &mut slots).unwrap();
-        assert_eq!(direct, "t.\"tenant_id\" = ANY($5::text[]::integer[])");
-        let via = row_filter(&scope, 1, "t", &mut slots).unwrap();
+        let values: FilterValues = [("tenant".to_string(), vec!["3".to_string()])].into();
+        let mut binds = Binds::new();
+        binds.bind("first");
+        let direct = row_filter(&scope, 0, "t", &mut binds, &values).unwrap();
+        assert_eq!(direct, "t.\"tenant_id\" = ANY($2::text[]::integer[])");
+        let via = row_filter(&scope, 1, "t", &mut binds, &values).unwrap();
         assert_eq!(
             via,
-            "EXISTS (SELECT 1 FROM \"public\".\"orders\" p1 WHERE p1.\"id\" = t.\"order_id\" AND p1.\"tenant_id\" = ANY($5::text[]::integer[]))"
+            "EXISTS (SELECT 1 FROM \"public\".\"orders\" p1 WHERE p1.\"id\" = t.\"order_id\" AND p1.\"tenant_id\" = ANY($2::text[]::integer[]))"
         );
-        assert_eq!(slots.names(), ["tenant"]);
-        assert!(row_filter(&scope, 2, "t", &mut slots).is_none());
+        assert_eq!(binds.values().len(), 2, "the tenant is bound once");
+        assert!(row_filter(&scope, 2, "t", &mut binds, &values).is_none());
         assert_eq!(filter_params(&scope, 1)[0].1.name, "tenant_id");
         let params: Params = [("tenant".to_string(), serde_json::json!([3, 4]))].into();
         assert_eq!(bind_params(&scope, &params, [0, 1, 2]).unwrap()["tenant"], ["3", "4"]);
@@ -262,9 +246,9 @@ pub(crate) mod tests {
         let via = part_expr(&scope, 1, "o", 0);
         assert!(via.starts_with("coalesce((SELECT jsonb_build_object('tenant', p1.\"tenant_id\") FROM \"public\".\"orders\" p1 WHERE p1.\"id\" = o.\"order_id\")"), "{via}");
         assert!(via.contains("FROM \"tandem\".\"exit_1\" p1"), "{via}");
-        let mut slots = ParamSlots::new(1);
+        let mut binds = Binds::new();
         assert_eq!(
-            part_match(&scope, 1, "e.tandem_part", &mut slots).unwrap(),
+            part_match(&scope, 1, "e.tandem_part", &mut binds, &FilterValues::new()).unwrap(),
             "(e.tandem_part->>'tenant')::integer = ANY($1::text[]::integer[])"
         );
         assert_eq!(part_expr(&scope, 2, "o", 0), "'{}'::jsonb");

@@ -1,38 +1,62 @@
 //! The server's change selection (PostgreSQL), one batch at a time.
 //!
-//! Every query binds the same leading parameters:
-//! `$1` the snapshot the pull ends at (`until`), `$2` the snapshot it starts
-//! from (`since`, NULL for everything), `$3` the caller's own xid if it has
-//! one, `$4` the client id (its own uploads are not echoed back), `$5` the
-//! batch size. Then the key of the last row sent (one `text` per key column),
-//! then the filter parameters (`text[]` each, in [`PullQuery::params`] order).
-//!
-//! Rows come back ordered by primary key so a batch can resume after the last
-//! key it sent.
+//! A pull reads the versions committed between two snapshots (its
+//! [`Window`]), in the client's partition, and not written by the calling
+//! replica itself. Rows come back ordered by primary key (incremental
+//! pulls: by stamp, then key) so a batch can resume after the last row it
+//! sent.
 
 use crate::ident::quote_ident;
-use crate::sql::partition::{part_match, row_filter, ParamSlots};
+use crate::sql::partition::{part_match, row_filter, FilterValues};
+use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Query};
 use crate::sql::{column_list, columns_equal, Scope};
 
-/// Parameters every pull query binds first.
-pub const FIXED_PARAMS: usize = 5;
+/// What every pull query binds: the snapshot the pull ends at, the one it
+/// starts from (`None`: everything), the caller's own transaction if it has
+/// one, the calling replica (its own uploads are not echoed back) and the
+/// batch size.
+#[derive(Clone, Copy, Debug)]
+pub struct Window<'a> {
+    pub until: &'a str,
+    pub since: Option<&'a str>,
+    pub own_xid: Option<&'a str>,
+    pub replica: Option<&'a str>,
+    pub limit: i64,
+}
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct PullQuery {
-    pub sql: String,
-    /// Names of the filter parameters bound after the fixed and key
-    /// parameters, in order.
-    pub params: Vec<String>,
+/// The window's placeholders, bound once per statement.
+struct Bound {
+    until: String,
+    since: String,
+    own: String,
+    replica: String,
+    limit: String,
+}
+
+impl Window<'_> {
+    fn bind(&self, binds: &mut Binds) -> Bound {
+        Bound {
+            until: binds.bind(self.until),
+            since: binds.bind(self.since.map(str::to_string)),
+            own: binds.bind(self.own_xid.map(str::to_string)),
+            replica: binds.bind(self.replica.map(str::to_string)),
+            limit: binds.bind(self.limit),
+        }
+    }
 }
 
 /// The version window on a stamp column: after `since` (when given), up to
 /// `until`, plus the caller's own uncommitted changes.
-fn window(stamp: &str, incremental: bool) -> String {
-    let upper = format!("(pg_visible_in_snapshot({stamp}, $1::text::pg_snapshot) OR {stamp} = $3::text::xid8)");
+fn window(stamp: &str, incremental: bool, w: &Bound) -> String {
+    let upper = format!(
+        "(pg_visible_in_snapshot({stamp}, {}::text::pg_snapshot) OR {stamp} = {}::text::xid8)",
+        w.until, w.own
+    );
     if incremental {
         format!(
-            "{stamp} >= pg_snapshot_xmin($2::text::pg_snapshot) \
-             AND NOT pg_visible_in_snapshot({stamp}, $2::text::pg_snapshot) AND {upper}"
+            "{stamp} >= pg_snapshot_xmin({since}::text::pg_snapshot) \
+             AND NOT pg_visible_in_snapshot({stamp}, {since}::text::pg_snapshot) AND {upper}",
+            since = w.since
         )
     } else {
         upper
@@ -40,8 +64,8 @@ fn window(stamp: &str, incremental: bool) -> String {
 }
 
 /// `(a."k1", a."k2") > ($6::text::bigint, $7::text::text)`, optionally led
-/// by the stamp (`(a.tandem_stamp, a."k1") > ($6::text::xid8, $7::text::bigint)`).
-fn after_key(scope: &Scope<'_>, t: usize, alias: &str, with_stamp: bool) -> String {
+/// by the stamp (`(a.tandem_stamp, a."k1") > ($6::text::xid8, ...)`).
+fn after_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[String], with_stamp: bool, binds: &mut Binds) -> String {
     let keys = scope.table(t).key_columns();
     let mut names: Vec<String> = keys.iter().map(|c| format!("{alias}.{}", quote_ident(&c.name))).collect();
     let mut types: Vec<String> = keys.iter().map(|c| c.pg_type.clone()).collect();
@@ -50,124 +74,204 @@ fn after_key(scope: &Scope<'_>, t: usize, alias: &str, with_stamp: bool) -> Stri
         types.insert(0, "xid8".into());
     }
     let values: Vec<String> =
-        types.iter().enumerate().map(|(i, ty)| format!("${}::text::{ty}", FIXED_PARAMS + 1 + i)).collect();
+        types.iter().zip(position).map(|(ty, value)| format!("{}::text::{ty}", binds.bind(value.as_str()))).collect();
     format!("({}) > ({})", names.join(", "), values.join(", "))
 }
 
-/// Parameters a resumed query binds for its position: the key columns, led
-/// by the stamp for incremental upserts.
-pub fn position_params(scope: &Scope<'_>, t: usize, incremental_upserts: bool) -> usize {
+/// How many values a resumed query's position has: the key columns, led by
+/// the stamp for incremental upserts.
+pub fn position_len(scope: &Scope<'_>, t: usize, incremental_upserts: bool) -> usize {
     scope.table(t).primary_key.len() + usize::from(incremental_upserts)
 }
 
-/// Rows of table `t` changed in the window and in the client's partition.
-/// Columns: `version`, whether the row is inside the window (a full pull
-/// reads every row in key order and skips the few changed after it began),
-/// every synced column as text, then (incremental pulls) `stamp`.
+/// A row [`upserts`] read, as text in place.
+#[derive(Clone, Copy, Debug)]
+pub struct PulledUpsert<'a> {
+    pub version: &'a str,
+    /// Inside the window (a full pull reads every row in key order and
+    /// skips the few changed after it began).
+    pub in_window: bool,
+    /// Every synced column, in schema order.
+    pub values: &'a [Option<&'a str>],
+    /// The row's stamp (incremental pulls), where the next batch resumes.
+    pub stamp: Option<&'a str>,
+}
+
+/// Reads [`upserts`]' rows.
+pub struct UpsertRow {
+    version: Col,
+    in_window: Col,
+    first_value: Col,
+    values: usize,
+    stamp: Option<Col>,
+}
+
+impl Decode for UpsertRow {
+    type Row<'a> = PulledUpsert<'a>;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<PulledUpsert<'a>, DecodeError> {
+        Ok(PulledUpsert {
+            version: f.required(self.version)?,
+            in_window: f.bool(self.in_window)?,
+            values: f.slice(self.first_value, self.values),
+            stamp: match self.stamp {
+                Some(col) => Some(f.required(col)?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Rows of table `t` changed in the window and in the client's partition,
+/// after `position` when the pull resumes.
 ///
-/// A full pull walks the primary key; an incremental pull walks the
-/// `(tandem_stamp, key)` index from where it stopped. Either way each batch
-/// costs what it returns, not what came before it.
-pub fn upserts(scope: &Scope<'_>, t: usize, incremental: bool, resume: bool) -> PullQuery {
+/// A full pull walks the primary key; an incremental pull walks the `(tandem_stamp, key)` index from
+/// where it stopped. Either way each batch costs what it returns, not what
+/// came before it.
+pub fn upserts(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[String]>, values: &FilterValues) -> Query<UpsertRow> {
     let table = scope.table(t);
     let key = &table.primary_key;
-    let position = if resume { position_params(scope, t, incremental) } else { 0 };
-    let mut slots = ParamSlots::new(FIXED_PARAMS + position + 1);
-    let columns: Vec<String> =
-        table.columns.iter().map(|c| format!("r.{}::text", quote_ident(&c.name))).collect();
+    let incremental = w.since.is_some();
+    let mut binds = Binds::new();
+    let bound = w.bind(&mut binds);
     let mut conditions = vec![
         "NOT tr.tandem_deleted".to_string(),
-        "($4::text IS NULL OR tr.tandem_origin IS DISTINCT FROM $4::text)".to_string(),
+        format!("({0}::text IS NULL OR tr.tandem_origin IS DISTINCT FROM {0}::text)", bound.replica),
     ];
-    // As text, like every column: the pull reads its rows as text.
-    let visible = if incremental {
-        conditions.push(window("tr.tandem_stamp", true));
-        "'true'::text".to_string()
+    let mut columns = Columns::new();
+    let version = columns.push("version", "tr.tandem_version::text");
+    let in_window = if incremental {
+        conditions.push(window("tr.tandem_stamp", true, &bound));
+        columns.push("in_window", "'true'::text")
     } else {
-        format!("({})::text", window("tr.tandem_stamp", false))
+        columns.push("in_window", format!("coalesce({}, false)::text", window("tr.tandem_stamp", false, &bound)))
     };
-    if let Some(filter) = row_filter(scope, t, "r", &mut slots) {
-        conditions.push(filter);
-    }
-    if resume {
-        conditions.push(after_key(scope, t, "tr", incremental));
-        if !incremental {
-            conditions.push(after_key(scope, t, "r", false));
-        }
+    let mut first_value = None;
+    for (i, c) in table.columns.iter().enumerate() {
+        let col = columns.push(&format!("v{i}"), format!("r.{}::text", quote_ident(&c.name)));
+        first_value.get_or_insert(col);
     }
     // Only an incremental pull resumes by stamp; a full pull walks the key.
-    let stamp = if incremental { ", tr.tandem_stamp::text" } else { "" };
+    let stamp = incremental.then(|| columns.push("stamp", "tr.tandem_stamp::text"));
+    if let Some(position) = position {
+        conditions.push(after_key(scope, t, "tr", position, incremental, &mut binds));
+        if !incremental {
+            conditions.push(after_key(scope, t, "r", position, false, &mut binds));
+        }
+    }
+    if let Some(filter) = row_filter(scope, t, "r", &mut binds, values) {
+        conditions.push(filter);
+    }
     let order = if incremental {
         format!("tr.tandem_stamp, {}", column_list(Some("tr"), key))
     } else {
         column_list(Some("tr"), key)
     };
-    PullQuery {
-        sql: format!(
-            "SELECT tr.tandem_version::text, {visible}, {}{stamp} FROM {} tr JOIN {} r ON {} WHERE {} ORDER BY {order} LIMIT $5",
-            columns.join(", "),
-            scope.track(t),
-            table.table_name().quoted(),
-            columns_equal("r", key, "tr", key),
-            conditions.join(" AND "),
-        ),
-        params: slots.names().to_vec(),
+    let sql = format!(
+        "SELECT {} FROM {} tr JOIN {} r ON {} WHERE {} ORDER BY {order} LIMIT {}",
+        columns.sql(),
+        scope.track(t),
+        table.table_name().quoted(),
+        columns_equal("r", key, "tr", key),
+        conditions.join(" AND "),
+        bound.limit,
+    );
+    let decoder = UpsertRow {
+        version,
+        in_window,
+        first_value: first_value.expect("a table has columns"),
+        values: table.columns.len(),
+        stamp,
+    };
+    Query::new(sql, binds, &columns, decoder)
+}
+
+/// A key [`deletes`] read, as text in place.
+#[derive(Clone, Copy, Debug)]
+pub struct PulledDelete<'a> {
+    pub version: &'a str,
+    /// The key columns, in primary key order.
+    pub key: &'a [Option<&'a str>],
+}
+
+/// Reads [`deletes`]' rows.
+pub struct DeleteRow {
+    version: Col,
+    first_key: Col,
+    keys: usize,
+}
+
+impl Decode for DeleteRow {
+    type Row<'a> = PulledDelete<'a>;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<PulledDelete<'a>, DecodeError> {
+        Ok(PulledDelete { version: f.required(self.version)?, key: f.slice(self.first_key, self.keys) })
     }
 }
 
 /// Keys of table `t` that left the client's partition in the window (deleted,
 /// or moved away) and are not in it now: the stamp of the exit, then the key
-/// columns as text. Only for incremental pulls.
-pub fn deletes(scope: &Scope<'_>, t: usize, resume: bool) -> PullQuery {
+/// columns. Only for incremental pulls.
+pub fn deletes(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[String]>, values: &FilterValues) -> Query<DeleteRow> {
     let table = scope.table(t);
     let key = &table.primary_key;
-    let key_count = if resume { key.len() } else { 0 };
-    let mut slots = ParamSlots::new(FIXED_PARAMS + key_count + 1);
+    let mut binds = Binds::new();
+    let bound = w.bind(&mut binds);
     let mut conditions = vec![
-        window("e.tandem_stamp", true),
-        "($4::text IS NULL OR e.tandem_origin IS DISTINCT FROM $4::text)".to_string(),
+        window("e.tandem_stamp", true, &bound),
+        format!("({0}::text IS NULL OR e.tandem_origin IS DISTINCT FROM {0}::text)", bound.replica),
     ];
-    if let Some(matches) = part_match(scope, t, "e.tandem_part", &mut slots) {
+    if let Some(position) = position {
+        conditions.push(after_key(scope, t, "e", position, false, &mut binds));
+    }
+    if let Some(matches) = part_match(scope, t, "e.tandem_part", &mut binds, values) {
         conditions.push(matches);
     }
-    let still_here = match row_filter(scope, t, "r", &mut slots) {
+    let still_here = match row_filter(scope, t, "r", &mut binds, values) {
         Some(filter) => format!("{} AND {filter}", columns_equal("r", key, "e", key)),
         None => columns_equal("r", key, "e", key),
     };
     conditions.push(format!("NOT EXISTS (SELECT 1 FROM {} r WHERE {still_here})", table.table_name().quoted()));
-    if resume {
-        conditions.push(after_key(scope, t, "e", false));
+    let mut columns = Columns::new();
+    let version = columns.push("version", "max(e.tandem_stamp)::text");
+    let mut first_key = None;
+    for (i, k) in key.iter().enumerate() {
+        let col = columns.push(&format!("k{i}"), format!("e.{}::text", quote_ident(k)));
+        first_key.get_or_insert(col);
     }
-    let keys_text: Vec<String> = key.iter().map(|k| format!("e.{}::text", quote_ident(k))).collect();
-    PullQuery {
-        sql: format!(
-            "SELECT max(e.tandem_stamp)::text, {} FROM {} e WHERE {} GROUP BY {} ORDER BY {} LIMIT $5",
-            keys_text.join(", "),
-            scope.exits(t),
-            conditions.join(" AND "),
-            column_list(Some("e"), key),
-            column_list(Some("e"), key),
-        ),
-        params: slots.names().to_vec(),
-    }
+    let sql = format!(
+        "SELECT {} FROM {} e WHERE {} GROUP BY {} ORDER BY {} LIMIT {}",
+        columns.sql(),
+        scope.exits(t),
+        conditions.join(" AND "),
+        column_list(Some("e"), key),
+        column_list(Some("e"), key),
+        bound.limit,
+    );
+    let decoder = DeleteRow { version, first_key: first_key.expect("a table has a key"), keys: key.len() };
+    Query::new(sql, binds, &columns, decoder)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sql::partition::tests::crm;
+    use crate::sql::query::Param;
+
+    fn window(since: Option<&str>) -> Window<'_> {
+        Window { until: "10:20:", since, own_xid: None, replica: Some("r1"), limit: 100 }
+    }
 
     #[test]
     fn full_pulls_read_everything_visible_in_the_snapshot() {
         let schema = crm();
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
-        let q = upserts(&scope, 2, false, false);
-        assert_eq!(q.params, Vec::<String>::new());
-        assert!(q.sql.starts_with("SELECT tr.tandem_version::text, ((pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) OR tr.tandem_stamp = $3::text::xid8))::text, "), "{}", q.sql);
-        assert!(!q.sql.contains("$2"), "{}", q.sql);
+        let q = upserts(&scope, 2, &window(None), None, &FilterValues::new());
+        assert!(q.sql.starts_with("SELECT tr.tandem_version::text AS \"version\", coalesce((pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) OR tr.tandem_stamp = $3::text::xid8), false)::text AS \"in_window\", "), "{}", q.sql);
+        assert!(!q.sql.contains("pg_snapshot_xmin($2"), "{}", q.sql);
         assert!(q.sql.ends_with("ORDER BY tr.\"code\" LIMIT $5"), "{}", q.sql);
         assert!(!q.sql.contains("tr.tandem_stamp::text"), "a full pull resumes by key alone: {}", q.sql);
+        let row = q.decode(&[Some("7"), Some("true"), Some("EUR")]).unwrap();
+        assert_eq!((row.version, row.in_window, row.values, row.stamp), ("7", true, &[Some("EUR")][..], None));
     }
 
     #[test]
@@ -175,12 +279,17 @@ mod tests {
         let schema = crm();
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
-        let q = upserts(&scope, 1, true, true);
+        let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
+        let position = ["812".to_string(), "10".to_string(), "2".to_string()];
+        let q = upserts(&scope, 1, &window(Some("5:9:")), Some(&position), &values);
         assert!(q.sql.contains("tr.tandem_stamp >= pg_snapshot_xmin($2::text::pg_snapshot)"), "{}", q.sql);
         assert!(q.sql.contains("(tr.tandem_stamp, tr.\"order_id\", tr.\"line\") > ($6::text::xid8, $7::text::bigint, $8::text::integer)"), "{}", q.sql);
         assert!(q.sql.contains("ANY($9::text[]::integer[])"), "{}", q.sql);
         assert!(q.sql.ends_with("ORDER BY tr.tandem_stamp, tr.\"order_id\", tr.\"line\" LIMIT $5"), "{}", q.sql);
-        assert_eq!(q.params, ["tenant"]);
+        assert_eq!(q.params[5], Param::from("812"));
+        assert_eq!(q.params[8], Param::from(vec!["1".to_string()]));
+        let row = q.decode(&[Some("7"), Some("true"), Some("10"), Some("3"), Some("815")]).unwrap();
+        assert_eq!(row.stamp, Some("815"));
     }
 
     #[test]
@@ -188,9 +297,11 @@ mod tests {
         let schema = crm();
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
-        let q = deletes(&scope, 0, false);
+        let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
+        let q = deletes(&scope, 0, &window(Some("5:9:")), None, &values);
         assert!(q.sql.contains("(e.tandem_part->>'tenant')::integer = ANY($6::text[]::integer[])"), "{}", q.sql);
         assert!(q.sql.contains("NOT EXISTS (SELECT 1 FROM \"public\".\"orders\" r WHERE r.\"id\" = e.\"id\" AND r.\"tenant_id\" = ANY($6::text[]::integer[]))"), "{}", q.sql);
-        assert_eq!(q.params, ["tenant"]);
+        assert_eq!(q.params.len(), 6, "the tenant is bound once");
+        assert_eq!(q.decode(&[Some("9"), Some("10")]).unwrap().key, &[Some("10")]);
     }
 }

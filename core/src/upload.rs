@@ -1,0 +1,341 @@
+//! One uploaded row on its way through the server's apply, and what is
+//! pure about that way: deciding what the row does, merging a resolver's
+//! row, and building the answer the uploader records.
+//!
+//! The apply (`extension/src/apply/`) moves every row of an upload through
+//! the same steps: checked ([`crate::validate`]), staged, classified
+//! against what the server holds ([`ServerState`]), decided
+//! ([`UploadRow::decide`], from [`crate::conflict::classify`]), settled when
+//! it conflicts, written, and reported ([`build_result`]). Everything a
+//! step learns about a row is kept on its [`UploadRow`].
+
+use serde_json::{Map, Value};
+
+use crate::apply_result::{AppliedRow, ApplyResult, ConflictReport, CurrentRow};
+use crate::changeset::Op;
+use crate::conflict::{classify, ConflictKind, Decision, ServerRow, Verdict};
+use crate::error::{Rejection, RejectionKind};
+use crate::schema::TableSchema;
+use crate::validate::CheckedRow;
+
+/// What the server holds for an uploaded row's key, as classification
+/// found it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServerState {
+    /// Version of the row's last change (tracking), `None` when untracked.
+    pub version: Option<String>,
+    /// The row exists in the user table.
+    pub exists: bool,
+    /// The row is exactly as this replica last uploaded it, so the
+    /// replica's state already builds on it.
+    pub last_writer_is_client: bool,
+    /// The row's `xmin` when classified: a write compares it, so a row
+    /// changed since is classified again instead of being overwritten.
+    pub xmin: Option<String>,
+    /// The server's row is in the client's partition (true when absent).
+    pub in_partition: bool,
+    /// The uploaded row would be in the client's partition.
+    pub new_in_partition: bool,
+}
+
+impl ServerState {
+    fn row(&self) -> ServerRow<'_> {
+        ServerRow { version: self.version.as_deref(), exists: self.exists, last_writer_is_client: self.last_writer_is_client }
+    }
+}
+
+/// How a conflict was settled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settlement {
+    pub decision: Decision,
+    /// The resolver's row, for [`Decision::Merged`].
+    pub merged: Option<Map<String, Value>>,
+    /// Why the change could not be written (constraint violations).
+    pub reason: Option<String>,
+}
+
+/// What an uploaded row does, as the apply learns it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Not classified yet.
+    Undecided,
+    /// Written as sent.
+    Apply,
+    /// Applied by an earlier upload of the same change (same replica, same
+    /// or older `seq`): nothing to write, the uploader takes the server's row.
+    AlreadyApplied,
+    /// Nothing to write: both sides agree already.
+    Converged,
+    /// The server's row changed since the client's base; `settlement` says
+    /// how it ended once the policy has spoken.
+    Conflict { kind: ConflictKind, settlement: Option<Settlement> },
+    /// Not applied, and the whole upload with it: the uploader sets the row
+    /// aside and sends the rest again.
+    Refused { kind: RejectionKind, reason: String },
+}
+
+/// A server row as the uploader should see it: its version and columns
+/// (`row` is `None` when the row is gone).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RowState {
+    pub version: Option<String>,
+    pub row: Option<Map<String, Value>>,
+}
+
+/// One uploaded row and everything the apply learned about it.
+#[derive(Debug)]
+pub struct UploadRow<V> {
+    /// The change as sent, checked and converted for the server.
+    pub change: CheckedRow<V>,
+    pub server: ServerState,
+    pub outcome: Outcome,
+    /// The row was written (as sent, or as the winner of its conflict).
+    pub written: bool,
+    /// The row as the server stores it after the apply, when that differs
+    /// from what was sent (a default, a cast, a trigger): the uploader takes it.
+    pub stored: Option<Map<String, Value>>,
+    /// The server's row before the apply (conflicts only).
+    pub before: Option<RowState>,
+    /// The server's row after the apply, for rows not written as sent.
+    pub after: Option<RowState>,
+}
+
+impl<V> UploadRow<V> {
+    pub fn new(change: CheckedRow<V>) -> Self {
+        UploadRow {
+            change,
+            server: ServerState::default(),
+            outcome: Outcome::Undecided,
+            written: false,
+            stored: None,
+            before: None,
+            after: None,
+        }
+    }
+
+    /// Decides from the versions what this row does. `applied_seq` is the
+    /// highest change counter of this table the replica had applied before.
+    pub fn decide(&mut self, applied_seq: Option<i64>) {
+        if let (Some(seq), Some(done)) = (self.change.seq, applied_seq) {
+            if seq <= done {
+                self.outcome = Outcome::AlreadyApplied;
+                return;
+            }
+        }
+        self.outcome = match classify(self.change.op, self.change.base.as_deref(), &self.server.row()) {
+            Verdict::Apply => Outcome::Apply,
+            Verdict::Converged => Outcome::Converged,
+            Verdict::Conflict(kind) => Outcome::Conflict { kind, settlement: None },
+        };
+    }
+
+    /// A conflict not settled yet.
+    pub fn unsettled(&self) -> bool {
+        matches!(self.outcome, Outcome::Conflict { settlement: None, .. })
+    }
+
+    /// The write phase writes this row among the rows of `op`: it applies
+    /// as sent, or the client won its conflict.
+    pub fn to_write(&self, op: Op) -> bool {
+        self.change.op == op
+            && match &self.outcome {
+                Outcome::Apply => true,
+                Outcome::Conflict { settlement: Some(s), .. } => s.decision == Decision::ClientWins,
+                _ => false,
+            }
+    }
+
+    /// The row could not be written for a reason of the server's (a
+    /// constraint, a trigger): settled as the server's, with that reason.
+    pub fn violates(&mut self, reason: String) {
+        self.outcome = Outcome::Conflict {
+            kind: ConflictKind::ConstraintViolated,
+            settlement: Some(Settlement { decision: Decision::ServerWins, merged: None, reason: Some(reason) }),
+        };
+    }
+
+    pub fn is_constraint_violation(&self) -> bool {
+        matches!(self.outcome, Outcome::Conflict { kind: ConflictKind::ConstraintViolated, .. })
+    }
+
+    /// The uploaded row as a JSON object of `columns` (the names of the
+    /// upload's columns, in its order); `None` for a delete.
+    pub fn client_row(&self, columns: &[String]) -> Option<Map<String, Value>> {
+        (self.change.op == Op::Upsert).then(|| columns.iter().cloned().zip(self.change.raw.iter().cloned()).collect())
+    }
+
+    /// The refusal of this row, for the uploader to set it aside.
+    pub fn rejection(&self, table: &str) -> Option<Rejection> {
+        let Outcome::Refused { kind, reason } = &self.outcome else { return None };
+        Some(Rejection {
+            table: table.to_string(),
+            key: self.change.key.clone(),
+            seq: self.change.seq,
+            kind: *kind,
+            reason: reason.clone(),
+            row: None,
+            version: None,
+        })
+    }
+}
+
+/// The row a resolver's answer keeps: the server's row (the client's, when
+/// the server's is gone) with the resolver's columns over it, keyed like
+/// the conflicting row. Errors say what the resolver did wrong.
+pub fn merged_row(
+    table: &TableSchema,
+    key: &[Value],
+    server_row: Option<&Map<String, Value>>,
+    client_row: Option<Map<String, Value>>,
+    merged: &Map<String, Value>,
+) -> Result<Map<String, Value>, String> {
+    if let Some(unknown) = merged.keys().find(|k| table.column_index(k).is_none()) {
+        return Err(format!("returned unknown column \"{unknown}\""));
+    }
+    for (name, value) in table.primary_key.iter().zip(key) {
+        if merged.get(name).is_some_and(|v| v != value) {
+            return Err(format!("returned a row whose {name} differs from the conflicting row's key"));
+        }
+    }
+    let mut row = server_row.cloned().or(client_row).unwrap_or_default();
+    row.extend(merged.clone());
+    for (name, value) in table.primary_key.iter().zip(key) {
+        row.insert(name.clone(), value.clone());
+    }
+    Ok(row)
+}
+
+/// The uploaded rows of one table, for [`build_result`].
+pub struct ReportedTable<'a, V> {
+    pub name: &'a str,
+    /// Names of the upload's columns, in its order.
+    pub columns: &'a [String],
+    pub rows: &'a [UploadRow<V>],
+}
+
+/// The answer to an upload: the version of every row written as sent, how
+/// each conflict ended, and the server's rows the uploader must take.
+/// `version` is the apply's own transaction.
+pub fn build_result<'a, V: 'a>(tables: impl IntoIterator<Item = ReportedTable<'a, V>>, version: &str) -> ApplyResult {
+    let mut result = ApplyResult { version: Some(version.to_string()), ..ApplyResult::default() };
+    for table in tables {
+        for row in table.rows {
+            let key = row.change.key.clone();
+            let after = row.after.clone().unwrap_or_default();
+            match &row.outcome {
+                Outcome::Apply if row.written => {
+                    result.applied += 1;
+                    result.versions.push(AppliedRow {
+                        table: table.name.to_string(),
+                        key,
+                        version: version.to_string(),
+                        row: row.stored.clone(),
+                    });
+                }
+                Outcome::Apply | Outcome::Undecided | Outcome::Refused { .. } => {}
+                Outcome::AlreadyApplied | Outcome::Converged => result.current.push(CurrentRow {
+                    table: table.name.to_string(),
+                    key,
+                    row: after.row,
+                    version: after.version,
+                }),
+                Outcome::Conflict { kind, settlement: Some(settlement) } => result.conflicts.push(ConflictReport {
+                    table: table.name.to_string(),
+                    key,
+                    kind: *kind,
+                    decision: settlement.decision,
+                    server_row: row.before.as_ref().and_then(|b| b.row.clone()),
+                    client_row: row.client_row(table.columns),
+                    row: after.row,
+                    version: after.version,
+                    reason: settlement.reason.clone(),
+                }),
+                Outcome::Conflict { settlement: None, .. } => {}
+            }
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Column;
+    use crate::setup::Direction;
+    use crate::types::LogicalType;
+    use serde_json::json;
+
+    fn change(op: Op, base: Option<&str>, seq: Option<i64>) -> CheckedRow<()> {
+        CheckedRow { op, key: vec![json!(1)], values: vec![], raw: vec![json!(1), json!("a")], base: base.map(String::from), version: None, seq }
+    }
+
+    fn live(version: &str) -> ServerState {
+        ServerState { version: Some(version.into()), exists: true, in_partition: true, new_in_partition: true, ..ServerState::default() }
+    }
+
+    #[test]
+    fn a_row_is_decided_by_versions_and_by_what_its_replica_applied() {
+        let mut row = UploadRow::new(change(Op::Upsert, Some("10"), Some(4)));
+        row.server = live("10");
+        row.decide(Some(4));
+        assert_eq!(row.outcome, Outcome::AlreadyApplied, "a counter the replica already had applied");
+        row.decide(Some(3));
+        assert_eq!(row.outcome, Outcome::Apply);
+        row.server = live("12");
+        row.decide(None);
+        assert_eq!(row.outcome, Outcome::Conflict { kind: ConflictKind::BothUpdated, settlement: None });
+        assert!(row.unsettled() && !row.to_write(Op::Upsert));
+        row.outcome = Outcome::Conflict {
+            kind: ConflictKind::BothUpdated,
+            settlement: Some(Settlement { decision: Decision::ClientWins, merged: None, reason: None }),
+        };
+        assert!(row.to_write(Op::Upsert) && !row.to_write(Op::Delete));
+        row.violates("duplicate key".into());
+        assert!(row.is_constraint_violation() && !row.to_write(Op::Upsert));
+    }
+
+    #[test]
+    fn a_resolver_row_keeps_the_key_and_fills_in_from_the_server() {
+        let col = |name: &str| Column { name: name.into(), ty: LogicalType::Text, pg_type: "text".into(), nullable: true };
+        let table = TableSchema {
+            name: "public.t".into(),
+            columns: vec![col("id"), col("a"), col("b")],
+            primary_key: vec!["id".into()],
+            filter: None,
+            direction: Direction::Bidirectional,
+        };
+        let server: Map<String, Value> = json!({"id": "1", "a": "s", "b": "s"}).as_object().cloned().unwrap();
+        let merged: Map<String, Value> = json!({"b": "m"}).as_object().cloned().unwrap();
+        let row = merged_row(&table, &[json!("1")], Some(&server), None, &merged).unwrap();
+        assert_eq!(Value::Object(row), json!({"id": "1", "a": "s", "b": "m"}));
+        let bad: Map<String, Value> = json!({"id": "2"}).as_object().cloned().unwrap();
+        assert!(merged_row(&table, &[json!("1")], Some(&server), None, &bad).unwrap_err().contains("differs"));
+        let unknown: Map<String, Value> = json!({"c": 1}).as_object().cloned().unwrap();
+        assert!(merged_row(&table, &[json!("1")], None, None, &unknown).unwrap_err().contains("unknown column"));
+    }
+
+    #[test]
+    fn the_result_reports_each_row_by_its_outcome() {
+        let columns = vec!["id".to_string(), "name".to_string()];
+        let mut applied = UploadRow::new(change(Op::Upsert, None, Some(1)));
+        applied.outcome = Outcome::Apply;
+        applied.written = true;
+        let mut lost = UploadRow::new(change(Op::Upsert, Some("3"), Some(2)));
+        lost.outcome = Outcome::Conflict {
+            kind: ConflictKind::BothUpdated,
+            settlement: Some(Settlement { decision: Decision::ServerWins, merged: None, reason: None }),
+        };
+        lost.before = Some(RowState { version: Some("5".into()), row: json!({"id": 1, "name": "s"}).as_object().cloned() });
+        lost.after = lost.before.clone();
+        let mut again = UploadRow::new(change(Op::Upsert, Some("3"), Some(1)));
+        again.outcome = Outcome::AlreadyApplied;
+        let rows = [applied, lost, again];
+        let result = build_result([ReportedTable { name: "public.t", columns: &columns, rows: &rows }], "900");
+        assert_eq!(result.applied, 1);
+        assert_eq!(result.versions[0].version, "900");
+        assert_eq!(result.conflicts.len(), 1);
+        assert_eq!(result.conflicts[0].client_row, json!({"id": 1, "name": "a"}).as_object().cloned());
+        assert_eq!(result.conflicts[0].version.as_deref(), Some("5"));
+        assert_eq!(result.current.len(), 1);
+    }
+}

@@ -1,0 +1,62 @@
+//! Classification: what the server holds for each staged row (version,
+//! existence, last writer, partition), and the rows the partition refuses.
+
+use tandem_core::changeset::Op;
+use tandem_core::error::RejectionKind;
+use tandem_core::sql::apply as sql;
+use tandem_core::sql::Scope;
+use tandem_core::upload::Outcome;
+use tandem_core::{Error, Result};
+
+use crate::spi::{self, Client};
+
+use super::plan::TablePlan;
+use super::Upload;
+
+impl Upload<'_> {
+    /// Classifies rows `idx` of `plan` against the server, probing its
+    /// tables by key.
+    pub fn classify(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
+        if idx.is_empty() {
+            return Ok(());
+        }
+        let query = sql::classify(self.scope, self.staged, plan.t, self.client_id, self.filters, idx);
+        let found = spi::with_index_probes(spi, |spi| spi::all(spi, query))?;
+        let mut seen = 0;
+        for classified in found {
+            let row = plan
+                .rows
+                .get_mut(classified.idx)
+                .ok_or_else(|| Error::Internal(format!("classify returned row {} of {}", classified.idx, plan.table.name)))?;
+            row.server = classified.server;
+            seen += 1;
+        }
+        if seen != idx.len() {
+            return Err(Error::Internal(format!("classify of {} returned {seen} rows for {}", plan.table.name, idx.len())));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses rows of a filtered table that are, or would be, in another
+/// client's partition.
+pub fn refuse_outside_partition(scope: &Scope<'_>, plan: &mut TablePlan<'_>) {
+    if scope.table(plan.t).filter.is_none() {
+        return;
+    }
+    for row in plan.rows.iter_mut() {
+        if matches!(row.outcome, Outcome::Refused { .. }) {
+            continue;
+        }
+        let reason = if row.server.exists && !row.server.in_partition {
+            Some("the server's row with this key is outside the client's partition")
+        } else if row.change.op == Op::Upsert && !row.server.new_in_partition {
+            Some("the row's values put it outside the client's partition")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            row.outcome = Outcome::Refused { kind: RejectionKind::OutsidePartition, reason: reason.to_string() };
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! `sync_apply_changes`: applies an upload in one transaction, set-based.
+//! Every uploaded row goes through the same steps as one
+//! [`UploadRow`](tandem_core::upload::UploadRow), each step a module:
+//!
+//! - [`plan`]: the checked changeset, table by table, with what each table
+//!   admits (direction, partition columns);
+//! - [`stage`]: each table's rows into a typed temporary table;
+//! - [`classify`]: each row against the server's version and the client's
+//!   partition, then decided by the version rules;
+//! - [`settle`]: conflicts, by the policy or a resolver; the server's rows
+//!   the uploader takes;
+//! - [`write`]: one statement per kind of write, comparing each row's `xmin`
+//!   with the one classified, so a row changed concurrently is classified
+//!   again instead of being overwritten;
+//! - [`record`]: the conflict log and the replica's progress.
+//!
+//! Nothing is written before every row passed its checks: a refused row
+//! fails the whole upload, with each refused row named in the DETAIL.
+
+mod classify;
+mod plan;
+mod record;
+mod settle;
+mod stage;
+mod write;
+
+use pgrx::prelude::*;
+use tandem_core::apply_result::ApplyResult;
+use tandem_core::changeset::{Changeset, Op};
+use tandem_core::options::{ApplyOptions, Policy};
+use tandem_core::sql::partition::{bind_params, FilterValues};
+use tandem_core::sql::{apply as sql, Scope};
+use tandem_core::upload::{build_result, ReportedTable};
+use tandem_core::{Error, Result};
+
+use crate::fold;
+use crate::json_text::{JsonText, JsonbText};
+use crate::registry;
+use crate::report::run;
+use crate::spi::{self, Client};
+
+use plan::TablePlan;
+
+/// Applies a changeset from a client in one transaction and returns the new
+/// versions of the rows it wrote and how each conflict ended. Any refused row
+/// fails the whole changeset, with each refused row named in the DETAIL.
+#[pg_extern(volatile)]
+fn sync_apply_changes(scope: &str, changeset: JsonbText, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
+    run("sync_apply_changes", || {
+        let options = ApplyOptions::parse(options.map(|o| o.parse()).as_ref())?;
+        let changeset = Changeset::parse(&changeset.0)?;
+        Spi::connect_mut(|spi| apply_changes(spi, scope, changeset, &options).map(|r| JsonbText::from_value(&r)))
+    })
+}
+
+/// `sync_apply_changes` with `json` text both ways, for agents that send the
+/// changeset as they wrote it and parse the result themselves (no jsonb
+/// parse and print of either).
+#[pg_extern(volatile)]
+fn sync_apply_changes_json(scope: &str, changeset: JsonText, options: default!(Option<JsonbText>, "'{}'")) -> JsonText {
+    run("sync_apply_changes_json", || {
+        let options = ApplyOptions::parse(options.map(|o| o.parse()).as_ref())?;
+        let changeset = Changeset::parse(&changeset.0)?;
+        Spi::connect_mut(|spi| apply_changes(spi, scope, changeset, &options))
+            .map(|r| JsonText(serde_json::to_string(&r).unwrap_or_default()))
+    })
+}
+
+/// What every step of one apply needs to know.
+pub(crate) struct Upload<'a> {
+    scope: &'a Scope<'a>,
+    scope_name: &'a str,
+    /// For each table of the scope, the columns its upload carries.
+    staged: sql::Staged<'a>,
+    client_id: &'a str,
+    /// The client's filter parameters, bound as text.
+    filters: &'a FilterValues,
+    /// How conflicts are settled; a resolver by its quoted name.
+    policy: &'a Policy,
+}
+
+pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
+    let stored = registry::load_scope(spi, scope_name)?;
+    let scope = stored.scope();
+    if changeset.origin.is_empty() {
+        return Err(Error::Malformed { what: "changeset", reason: "\"origin\" is empty: it names the uploading client".into() });
+    }
+    let claimed = options.client_id.as_deref().or(if options.token.is_some() { None } else { Some(changeset.origin.as_str()) });
+    let identity = registry::resolve_identity(spi, scope_name, claimed, options.token.as_deref(), options.params.as_ref())?;
+    let client_id = identity.client_id.unwrap_or_else(|| changeset.origin.clone());
+    if client_id != changeset.origin {
+        return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });
+    }
+    let params = identity.params;
+    let policy = match options.policy() {
+        Policy::Resolver(name) => Policy::Resolver(settle::find_resolver(spi, &name)?),
+        other => other,
+    };
+    let (mut plans, rejections) = plan::plan(&scope, &stored.schema, changeset)?;
+    // Parameters of every table the upload touches, refused rows included
+    // (their server rows are looked up for the client to take).
+    let touched: Vec<usize> =
+        plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).collect();
+    let filters = bind_params(&scope, &params, touched)?;
+    let staged = plan::staged_columns(&scope, &plans);
+    let applied_seqs = record::applied_seqs(spi, &client_id)?;
+    let upload = Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, filters: &filters, policy: &policy };
+
+    let result = spi::with_apply_settings(spi, |spi| {
+        let work_mem = raise_work_mem(spi)?;
+        for plan in &plans {
+            stage::stage(spi, &scope, plan)?;
+        }
+        // Classifying reads the logs too (what committed since the last
+        // fold), joined row by row; folding just before keeps them short.
+        fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
+        for plan in plans.iter_mut() {
+            let all: Vec<usize> = (0..plan.rows.len()).collect();
+            upload.classify(spi, plan, &all)?;
+            classify::refuse_outside_partition(&scope, plan);
+        }
+        let mut refused = rejections.clone();
+        refused.extend(plans.iter().flat_map(|p| p.rows.iter().filter_map(|r| r.rejection(&p.table.name))));
+        if !refused.is_empty() {
+            for rejection in refused.iter_mut() {
+                upload.visible_row(spi, rejection)?;
+            }
+            return Err(Error::Rejected(refused));
+        }
+        for plan in plans.iter_mut() {
+            let done = applied_seqs.get(&scope.id(plan.t)).copied();
+            for row in plan.rows.iter_mut() {
+                row.decide(done);
+            }
+            let conflicts: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].unsettled()).collect();
+            upload.fetch_before(spi, plan, &conflicts)?;
+            for i in conflicts {
+                upload.settle(spi, plan, i)?;
+            }
+        }
+        write::set_origin(spi, upload.client_id)?;
+        for plan in plans.iter_mut() {
+            upload.write_table(spi, plan, Op::Upsert)?;
+        }
+        for plan in plans.iter_mut().rev() {
+            upload.write_table(spi, plan, Op::Delete)?;
+        }
+        write::set_origin(spi, "")?;
+        if let Some(work_mem) = work_mem {
+            spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
+        }
+        for plan in &plans {
+            upload.write_merged(spi, plan)?;
+        }
+        let version = spi::one::<String>(spi, "SELECT pg_current_xact_id()::text", &[])?
+            .ok_or_else(|| Error::Internal("the apply has no transaction id".into()))?;
+        for plan in plans.iter_mut() {
+            let not_applied: Vec<usize> =
+                (0..plan.rows.len()).filter(|&i| !matches!(plan.rows[i].outcome, tandem_core::upload::Outcome::Apply)).collect();
+            upload.fetch_after(spi, plan, &not_applied)?;
+        }
+        Ok(build_result(plans.iter().map(TablePlan::reported), &version))
+    })?;
+    record::log_conflicts(spi, scope_name, &client_id, &result.conflicts)?;
+    registry::record_client(spi, scope_name, &client_id, &params, None)?;
+    record::record_seqs(spi, &scope, &client_id, &plans)?;
+    Ok(result)
+}
+
+/// Room to sort and hash a large upload in memory; returns the setting to
+/// put back, if it was raised.
+fn raise_work_mem(spi: &mut Client<'_>) -> Result<Option<String>> {
+    spi::one::<String>(
+        spi,
+        "SELECT current_setting('work_mem'), CASE WHEN pg_size_bytes(current_setting('work_mem')) < 64 * 1024 * 1024 \
+         THEN set_config('work_mem', '64MB', true) END",
+        &[],
+    )
+}
+
+impl TablePlan<'_> {
+    fn reported(&self) -> ReportedTable<'_, Option<String>> {
+        ReportedTable { name: &self.table.name, columns: &self.column_names, rows: &self.rows }
+    }
+}

@@ -1,0 +1,123 @@
+//! Settling conflicts by the policy (or a resolver function), and the
+//! server's rows an uploader takes: before a conflict, after the apply, and
+//! for a refused row it may see.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+use tandem_core::conflict::{parse_resolution, Decision, Resolution};
+use tandem_core::ident::quote_ident;
+use tandem_core::options::Policy;
+use tandem_core::sql::apply as sql;
+use tandem_core::upload::{Outcome, RowState, Settlement};
+use tandem_core::{Error, Rejection, Result};
+
+use crate::spi::{self, Client};
+
+use super::plan::TablePlan;
+use super::Upload;
+
+/// A resolver named by the policy: a function `(jsonb) -> jsonb`; returns
+/// its quoted name.
+pub fn find_resolver(spi: &mut Client<'_>, name: &str) -> Result<String> {
+    let found = spi::query(
+        spi,
+        "SELECT n.nspname::text, p.proname::text, p.prorettype = 'jsonb'::regtype \
+         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE p.oid = to_regprocedure($1 || '(jsonb)')",
+        &[name.into()],
+        |row| Ok((spi::text(row, 1)?, spi::text(row, 2)?, spi::get::<bool>(row, 3)?)),
+    )?;
+    match found.into_iter().next() {
+        None => Err(Error::Resolver { name: name.into(), reason: format!("no function {name}(jsonb) exists") }),
+        Some((Some(schema), Some(function), Some(true))) => Ok(format!("{}.{}", quote_ident(&schema), quote_ident(&function))),
+        Some(_) => Err(Error::Resolver { name: name.into(), reason: "must return jsonb".into() }),
+    }
+}
+
+impl Upload<'_> {
+    /// The server's current rows for rows `idx`, by idx; a row that is gone
+    /// reports its tombstone's version.
+    fn server_rows(&self, spi: &mut Client<'_>, plan: &TablePlan<'_>, idx: &[usize]) -> Result<HashMap<usize, RowState>> {
+        let mut out: HashMap<usize, RowState> = idx.iter().map(|&i| (i, RowState::default())).collect();
+        if idx.is_empty() {
+            return Ok(out);
+        }
+        for (i, state) in spi::all(spi, sql::server_rows(self.scope, self.staged, plan.t, idx))? {
+            out.insert(i, state);
+        }
+        for (i, version) in spi::all(spi, sql::tombstones(self.scope, self.staged, plan.t, idx))? {
+            if let Some(state) = out.get_mut(&i) {
+                if state.row.is_none() {
+                    state.version = version;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps the server's rows before the apply, for the conflicts `idx`.
+    pub fn fetch_before(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
+        for (i, state) in self.server_rows(spi, plan, idx)? {
+            plan.rows[i].before = Some(state);
+        }
+        Ok(())
+    }
+
+    /// Keeps the server's rows after the apply, for rows `idx` (those not
+    /// written as sent): the uploader takes them.
+    pub fn fetch_after(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
+        for (i, state) in self.server_rows(spi, plan, idx)? {
+            plan.rows[i].after = Some(state);
+        }
+        Ok(())
+    }
+
+    /// Settles conflict `i` of `plan` by the policy (or the resolver).
+    pub fn settle(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, i: usize) -> Result<()> {
+        let Outcome::Conflict { kind, .. } = plan.rows[i].outcome else { return Ok(()) };
+        let settled = |decision| Settlement { decision, merged: None, reason: None };
+        let settlement = match self.policy {
+            Policy::ServerWins => settled(Decision::ServerWins),
+            Policy::ClientWins => settled(Decision::ClientWins),
+            Policy::Resolver(function) => {
+                let row = &plan.rows[i];
+                let input = json!({
+                    "scope": self.scope_name,
+                    "table": plan.table.name,
+                    "key": row.change.key,
+                    "kind": kind.as_str(),
+                    "server_row": row.before.as_ref().and_then(|b| b.row.clone()),
+                    "client_row": row.client_row(&plan.column_names),
+                    "client_id": self.client_id,
+                });
+                let answer: Option<String> =
+                    spi::one(spi, &format!("SELECT {function}($1::text::jsonb)::text"), &[input.to_string().into()])?;
+                let answer = match answer {
+                    None => Value::Null,
+                    Some(text) => serde_json::from_str(&text)
+                        .map_err(|e| Error::Resolver { name: function.clone(), reason: format!("returned unreadable JSON: {e}") })?,
+                };
+                match parse_resolution(&answer).map_err(|reason| Error::Resolver { name: function.clone(), reason })? {
+                    Resolution::ServerWins => settled(Decision::ServerWins),
+                    Resolution::ClientWins => settled(Decision::ClientWins),
+                    Resolution::Row(row) => Settlement { decision: Decision::Merged, merged: Some(row), reason: None },
+                }
+            }
+        };
+        plan.rows[i].outcome = Outcome::Conflict { kind, settlement: Some(settlement) };
+        Ok(())
+    }
+
+    /// Fills in the server's state of a refused row, if the client may see
+    /// it, so the client can take it instead of its refused change.
+    pub fn visible_row(&self, spi: &mut Client<'_>, rejection: &mut Rejection) -> Result<()> {
+        let Some(t) = self.scope.index_of(&rejection.table) else { return Ok(()) };
+        let Some(query) = sql::visible_row(self.scope, t, &rejection.key, self.filters) else { return Ok(()) };
+        if let Some(state) = spi::all(spi, query)?.into_iter().next() {
+            rejection.version = state.version;
+            rejection.row = state.row;
+        }
+        Ok(())
+    }
+}

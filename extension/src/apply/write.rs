@@ -1,0 +1,188 @@
+//! Writing: the rows that apply as sent (or won their conflict), one
+//! statement per kind of write; rows a concurrent transaction changed since
+//! they were classified are classified again; a row a constraint refuses
+//! becomes a `constraint_violated` conflict; a resolver's rows last.
+
+use std::collections::HashSet;
+
+use pgrx::datum::DatumWithOid;
+use serde_json::Map;
+use tandem_core::changeset::Op;
+use tandem_core::sql::apply::{self as sql, SeenXmins, Written};
+use tandem_core::sql::{upsert_row, Dialect};
+use tandem_core::types::{json_to_pg_text, pg_text_to_json};
+use tandem_core::upload::{merged_row, Outcome};
+use tandem_core::{Error, Result};
+
+use crate::spi::{self, Client};
+
+use super::plan::TablePlan;
+use super::Upload;
+
+/// How many times a write is retried against rows that other transactions
+/// keep changing before the apply gives up (and can be retried whole).
+const WRITE_ROUNDS: usize = 8;
+
+pub fn set_origin(spi: &mut Client<'_>, client_id: &str) -> Result<()> {
+    spi::exec(spi, "SELECT set_config('tandem.origin', $1, true)", &[client_id.into()])?;
+    Ok(())
+}
+
+impl Upload<'_> {
+    /// Writes the rows of `plan` whose op is `op` and that apply as sent (or
+    /// won their conflict), classifying again rows that changed underneath.
+    pub fn write_table(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, op: Op) -> Result<()> {
+        let mut pending: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].to_write(op)).collect();
+        for _ in 0..WRITE_ROUNDS {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let written = self.write_rows(spi, plan, op, &pending)?;
+            let done: HashSet<usize> = written.iter().map(|(i, _)| *i).collect();
+            let missed: Vec<usize> = pending
+                .iter()
+                .copied()
+                .filter(|i| !done.contains(i) && !plan.rows[*i].is_constraint_violation())
+                .collect();
+            for row in &written {
+                self.note_written(plan, row);
+            }
+            if missed.is_empty() {
+                return Ok(());
+            }
+            // Someone else changed these rows since they were classified.
+            let was_insert: Vec<bool> = missed.iter().map(|&i| !plan.rows[i].server.exists).collect();
+            self.classify(spi, plan, &missed)?;
+            let mut conflicts = Vec::new();
+            for (&i, was_insert) in missed.iter().zip(was_insert) {
+                if op == Op::Upsert && was_insert && !plan.rows[i].server.exists {
+                    // Not taken by a concurrent insert of the key: another
+                    // unique value of the row is in use. Insert it strictly
+                    // to learn which (or to write it, if that row went).
+                    let strict = sql::insert_rows(self.scope, self.staged, plan.t, &[i], true);
+                    match spi::in_subtransaction(|| spi::all(spi, strict)) {
+                        Ok(Ok(done)) if !done.is_empty() => self.note_written(plan, &done[0]),
+                        Ok(Err(error)) => return Err(error),
+                        Ok(Ok(_)) => plan.rows[i].violates("the row could not be inserted".into()),
+                        Err(error) => plan.rows[i].violates(error.describe()),
+                    }
+                    continue;
+                }
+                plan.rows[i].decide(None);
+                if plan.rows[i].unsettled() {
+                    conflicts.push(i);
+                }
+            }
+            self.fetch_before(spi, plan, &conflicts)?;
+            for i in conflicts {
+                self.settle(spi, plan, i)?;
+            }
+            pending = missed.into_iter().filter(|&i| plan.rows[i].to_write(op)).collect();
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Database {
+                sqlstate: "40001".into(),
+                message: format!(
+                    "rows of {} kept changing while this changeset was applied; nothing was applied: retry the sync",
+                    plan.table.name
+                ),
+            })
+        }
+    }
+
+    /// One write attempt for `idx`, set-based; when a constraint fails, row
+    /// by row, each failing row becoming a `constraint_violated` conflict.
+    fn write_rows(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, op: Op, idx: &[usize]) -> Result<Vec<Written>> {
+        let attempt = |spi: &mut Client<'_>, plan: &TablePlan<'_>, rows: &[usize]| -> Result<Vec<Written>> {
+            let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.rows[i].server.exists);
+            let mut written = Vec::with_capacity(rows.len());
+            if !live.is_empty() {
+                let seen: Vec<(usize, Option<&str>)> =
+                    live.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
+                let seen = SeenXmins::new(&seen);
+                let statement = match op {
+                    Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t, &live, seen),
+                    Op::Delete => sql::delete_rows(self.scope, self.staged, plan.t, &live, seen),
+                };
+                // By key, row by row: a hash of the whole user table per
+                // batch made an upload's cost grow with the table.
+                written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
+            }
+            if !new.is_empty() && op == Op::Upsert {
+                written.extend(spi::all(spi, sql::insert_rows(self.scope, self.staged, plan.t, &new, false))?);
+            }
+            Ok(written)
+        };
+        match spi::in_subtransaction(|| attempt(spi, plan, idx)) {
+            Ok(result) => result,
+            Err(error) if error.sqlstate.starts_with("23") => {
+                let mut written = Vec::new();
+                for &i in idx {
+                    match spi::in_subtransaction(|| attempt(spi, plan, &[i])) {
+                        Ok(result) => written.extend(result?),
+                        Err(error) if error.sqlstate.starts_with("23") => plan.rows[i].violates(error.describe()),
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                Ok(written)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Marks a row written, keeping the row as stored when it differs from
+    /// what the client sent, so the client takes it (defaults, casts,
+    /// triggers).
+    fn note_written(&self, plan: &mut TablePlan<'_>, written: &Written) {
+        let (i, texts) = written;
+        let row = &mut plan.rows[*i];
+        row.written = true;
+        if texts.is_empty() {
+            return;
+        }
+        let mut object = Map::new();
+        let mut differs = false;
+        for (c, column) in plan.table.columns.iter().enumerate() {
+            let now = pg_text_to_json(column.ty, texts.get(c).and_then(|t| t.as_deref()));
+            match plan.columns.iter().position(|&sent| sent == c) {
+                Some(position) if row.change.raw.get(position) == Some(&now) => {}
+                _ => differs = true,
+            }
+            object.insert(column.name.clone(), now);
+        }
+        if differs {
+            row.stored = Some(object);
+        }
+    }
+
+    /// Writes the rows resolvers returned; they go to every client, the
+    /// uploader included. Columns a resolver leaves out keep the server's
+    /// value (or the client's, when the server row is gone).
+    pub fn write_merged(&self, spi: &mut Client<'_>, plan: &TablePlan<'_>) -> Result<()> {
+        let table = plan.table;
+        for row in &plan.rows {
+            let Outcome::Conflict { settlement: Some(settlement), .. } = &row.outcome else { continue };
+            let Some(merged) = &settlement.merged else { continue };
+            let resolver_error = |reason: String| Error::Resolver { name: self.policy.resolver_name().to_string(), reason };
+            let server_row = row.before.as_ref().and_then(|b| b.row.as_ref());
+            let merged = merged_row(table, &row.change.key, server_row, row.client_row(&plan.column_names), merged)
+                .map_err(resolver_error)?;
+            let mut columns = Vec::new();
+            let mut casts = Vec::new();
+            let mut values: Vec<DatumWithOid<'_>> = Vec::new();
+            for column in &table.columns {
+                let Some(value) = merged.get(&column.name) else { continue };
+                let text = json_to_pg_text(column.ty, value)
+                    .map_err(|reason| resolver_error(format!("column {}: {reason}", column.name)))?;
+                columns.push(column.name.clone());
+                casts.push(column.pg_type.clone());
+                values.push(text.into());
+            }
+            let statement = upsert_row(Dialect::Postgres, &table.table_name().quoted(), &columns, &table.primary_key, Some(&casts));
+            spi::exec(spi, &statement, &values)?;
+        }
+        Ok(())
+    }
+}
