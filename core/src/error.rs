@@ -70,6 +70,9 @@ pub enum Error {
     #[error("changeset claims origin \"{origin}\" but the caller is client \"{client}\"")]
     IdentityMismatch { origin: String, client: String },
 
+    #[error("replica \"{replica}\" syncs as another client than \"{client}\": a file syncs as one client; sync this client from a file of its own")]
+    ForeignReplica { replica: String, client: String },
+
     #[error("unsupported changeset format {0}; this Tandem reads format 1")]
     UnsupportedFormat(u32),
 
@@ -129,6 +132,7 @@ impl Error {
             Error::NoPrimaryKey(_) => "42P16",       // invalid_table_definition
             Error::ScopeMismatch { .. } => "22023",
             Error::IdentityMismatch { .. } => "42501", // insufficient_privilege
+            Error::ForeignReplica { .. } => "42501",
             Error::UnsupportedFormat(_) => "22023",
             Error::InvalidWatermark(_) => "22023",
             Error::WatermarkTooOld(_) => "55000",    // object_not_in_prerequisite_state

@@ -26,6 +26,16 @@ pub struct SelectOptions {
     pub params: Option<Params>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u64>,
+    /// The calling file (one replica of the client's partition); the
+    /// client id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// Versions of this replica's uploads whose answers it has recorded and
+    /// that its watermark does not cover yet. Rows those uploads left exactly
+    /// as sent are not sent back; anything else is (a file that never
+    /// recorded an answer, a restored backup, a copy, gets everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echoes: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -39,6 +49,16 @@ pub struct ApplyOptions {
     pub params: Option<Params>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The uploading file; the client id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// This upload's id, chosen by the file and kept there until it has
+    /// recorded the answer. An upload sent again after its answer was lost
+    /// carries the same id: what the first one applied is acknowledged, not
+    /// applied twice. Only the file that holds the id can claim a retry, so
+    /// a file restored from a backup or copied never passes for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -99,6 +119,12 @@ impl SelectOptions {
         if let Some(params) = &options.params {
             check_params(params)?;
         }
+        check_replica(options.replica.as_deref())?;
+        for echo in options.echoes.iter().flatten() {
+            if !is_xid(echo) {
+                return Err(Error::InvalidOptions(format!("echoes: \"{echo}\" is not a version returned by sync_apply_changes")));
+            }
+        }
         Ok(options)
     }
 
@@ -114,6 +140,10 @@ impl ApplyOptions {
         if let Some(params) = &options.params {
             check_params(params)?;
         }
+        check_replica(options.replica.as_deref())?;
+        if options.upload_id.as_ref().is_some_and(|r| r.is_empty() || r.len() > 100) {
+            return Err(Error::InvalidOptions("upload_id must be 1 to 100 characters".into()));
+        }
         Ok(options)
     }
 
@@ -126,6 +156,21 @@ impl CleanupOptions {
     pub fn parse(value: Option<&Value>) -> Result<Self> {
         parse_options(value)
     }
+}
+
+/// Replica ids name a file: 1 to 100 characters.
+fn check_replica(replica: Option<&str>) -> Result<()> {
+    match replica {
+        Some(r) if r.is_empty() || r.len() > 100 => {
+            Err(Error::InvalidOptions("replica must be 1 to 100 characters (the file's id)".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A transaction id as text (what PostgreSQL's `xid8` prints).
+fn is_xid(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Parameter values are scalars or non-empty lists of scalars.
@@ -167,6 +212,9 @@ mod tests {
         assert!(SelectOptions::parse(Some(&json!([1]))).is_err());
         assert!(SelectOptions::parse(Some(&json!({"params": {"t": {"a": 1}}}))).is_err());
         assert!(SelectOptions::parse(Some(&json!({"params": {"t": []}}))).is_err());
+        assert!(SelectOptions::parse(Some(&json!({"echoes": ["12", "1; DROP"]}))).is_err());
+        assert!(SelectOptions::parse(Some(&json!({"replica": ""}))).is_err());
+        assert!(ApplyOptions::parse(Some(&json!({"upload_id": ""}))).is_err());
     }
 
     #[test]

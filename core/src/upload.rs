@@ -26,9 +26,12 @@ pub struct ServerState {
     pub version: Option<String>,
     /// The row exists in the user table.
     pub exists: bool,
-    /// The row is exactly as this replica last uploaded it, so the
-    /// replica's state already builds on it.
+    /// The row is exactly as the upload this one retries left it (its
+    /// answer was lost), so the replica's later edit builds on it.
     pub last_writer_is_client: bool,
+    /// The uploaded values equal the server's row (an upsert of a row that
+    /// exists): nothing to write, whatever the versions say.
+    pub same_values: bool,
     /// The row's `xmin` when classified: a write compares it, so a row
     /// changed since is classified again instead of being overwritten.
     pub xmin: Option<String>,
@@ -113,14 +116,17 @@ impl<V> UploadRow<V> {
         }
     }
 
-    /// Decides from the versions what this row does. `applied_seq` is the
-    /// highest change counter of this table the replica had applied before.
-    pub fn decide(&mut self, applied_seq: Option<i64>) {
-        if let (Some(seq), Some(done)) = (self.change.seq, applied_seq) {
-            if seq <= done {
-                self.outcome = Outcome::AlreadyApplied;
-                return;
-            }
+    /// Decides what this row does: nothing when the upload it retries
+    /// applied it already (`already_applied`) or when the server holds these
+    /// values already; otherwise what the versions say.
+    pub fn decide(&mut self, already_applied: bool) {
+        if already_applied {
+            self.outcome = Outcome::AlreadyApplied;
+            return;
+        }
+        if self.change.op == Op::Upsert && self.server.exists && self.server.same_values {
+            self.outcome = Outcome::Converged;
+            return;
         }
         self.outcome = match classify(self.change.op, self.change.base.as_deref(), &self.server.row()) {
             Verdict::Apply => Outcome::Apply,
@@ -158,6 +164,15 @@ impl<V> UploadRow<V> {
         matches!(self.outcome, Outcome::Conflict { kind: ConflictKind::ConstraintViolated, .. })
     }
 
+    /// Whether the server's row `stored` is exactly what this upsert sent:
+    /// every synced column sent (`sent` holds the positions of the upload's
+    /// columns), each in the same changeset form. A row the server completed
+    /// or changed is not, and goes back to the uploader.
+    pub fn sent_exactly(&self, table: &TableSchema, sent: &[usize], stored: &Map<String, Value>) -> bool {
+        sent.len() == table.columns.len()
+            && sent.iter().zip(&self.change.raw).all(|(&c, value)| stored.get(&table.columns[c].name) == Some(value))
+    }
+
     /// The uploaded row as a JSON object of `columns` (the names of the
     /// upload's columns, in its order); `None` for a delete.
     pub fn client_row(&self, columns: &[String]) -> Option<Map<String, Value>> {
@@ -177,6 +192,32 @@ impl<V> UploadRow<V> {
             version: None,
         })
     }
+}
+
+/// A change as an upload applied it, to know it again in a retry of that
+/// upload: the table's tracking id, the key, the change counter and a hash
+/// of what was sent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct AppliedChange(pub i64, pub String, pub i64, pub String);
+
+impl AppliedChange {
+    /// The change `row` of table `table_id`, if it carries a counter.
+    pub fn of<V>(table_id: i64, row: &CheckedRow<V>) -> Option<Self> {
+        let seq = row.seq?;
+        Some(AppliedChange(table_id, Value::Array(row.key.clone()).to_string(), seq, change_hash(row)))
+    }
+}
+
+/// A stable 64-bit FNV-1a hash of a change's op and values, as hex: a
+/// retry that sends other values under the same counter is a new change.
+fn change_hash<V>(row: &CheckedRow<V>) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = format!("{:?}{}", row.op, Value::Array(row.raw.clone()));
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// The row a resolver's answer keeps: the server's row (the client's, when
@@ -277,12 +318,15 @@ mod tests {
     fn a_row_is_decided_by_versions_and_by_what_its_replica_applied() {
         let mut row = UploadRow::new(change(Op::Upsert, Some("10"), Some(4)));
         row.server = live("10");
-        row.decide(Some(4));
-        assert_eq!(row.outcome, Outcome::AlreadyApplied, "a counter the replica already had applied");
-        row.decide(Some(3));
+        row.decide(true);
+        assert_eq!(row.outcome, Outcome::AlreadyApplied, "applied by the upload this one retries");
+        row.decide(false);
         assert_eq!(row.outcome, Outcome::Apply);
+        row.server = ServerState { same_values: true, ..live("12") };
+        row.decide(false);
+        assert_eq!(row.outcome, Outcome::Converged, "the server holds these values already");
         row.server = live("12");
-        row.decide(None);
+        row.decide(false);
         assert_eq!(row.outcome, Outcome::Conflict { kind: ConflictKind::BothUpdated, settlement: None });
         assert!(row.unsettled() && !row.to_write(Op::Upsert));
         row.outcome = Outcome::Conflict {
@@ -292,6 +336,17 @@ mod tests {
         assert!(row.to_write(Op::Upsert) && !row.to_write(Op::Delete));
         row.violates("duplicate key".into());
         assert!(row.is_constraint_violation() && !row.to_write(Op::Upsert));
+    }
+
+    #[test]
+    fn a_change_is_known_again_by_its_counter_and_its_values() {
+        let sent = change(Op::Upsert, None, Some(7));
+        let again = change(Op::Upsert, None, Some(7));
+        assert_eq!(AppliedChange::of(3, &sent), AppliedChange::of(3, &again));
+        let mut other = change(Op::Upsert, None, Some(7));
+        other.raw[1] = json!("b");
+        assert_ne!(AppliedChange::of(3, &sent), AppliedChange::of(3, &other), "same counter, other values: a new change");
+        assert_eq!(AppliedChange::of(3, &change(Op::Upsert, None, None)), None);
     }
 
     #[test]

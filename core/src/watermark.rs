@@ -42,6 +42,12 @@ impl Snapshot {
         Some(Snapshot { xmin, xmax, xip })
     }
 
+    /// Whether a transaction that has committed is visible in this snapshot
+    /// (as `pg_visible_in_snapshot` says of committed xids).
+    pub fn sees(&self, xid: u64) -> bool {
+        xid < self.xmin || (xid < self.xmax && !self.xip.contains(&xid))
+    }
+
     /// Marks a transaction as still running: used for the caller's own
     /// transaction, whose uncommitted changes a pull may include but must send
     /// again once they commit.
@@ -151,6 +157,13 @@ mod tests {
         for bad in ["", "1:2", "2:1:", "1:5:7", "a:b:", "1:2:3:4"] {
             assert!(Snapshot::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_snapshot_sees_what_committed_before_it() {
+        let s = Snapshot::parse("100:110:102,105").unwrap();
+        assert!(s.sees(99) && s.sees(100) && s.sees(109));
+        assert!(!s.sees(102) && !s.sees(105) && !s.sees(110));
     }
 
     #[test]

@@ -39,18 +39,29 @@ CREATE TABLE tandem.clients (
     -- sha256 of the bearer token; NULL for clients that connect directly.
     token_hash bytea UNIQUE,
     created_at timestamptz NOT NULL DEFAULT now(),
-    last_seen timestamptz,
-    -- Snapshot after which this client still needs changes (from its last
-    -- pull); sync_cleanup keeps what any active client needs.
-    last_since text
+    last_seen timestamptz
 );
 
-CREATE TABLE tandem.client_seqs (
+-- Each file that syncs as a client is a replica of its partition, with an
+-- id of its own: a reinstalled device, a restored backup or a copy is
+-- another replica of the same client.
+CREATE TABLE tandem.replicas (
+    replica_id text PRIMARY KEY,
     client_id text NOT NULL REFERENCES tandem.clients (client_id) ON DELETE CASCADE,
-    table_id bigint NOT NULL REFERENCES tandem.scope_tables (id) ON DELETE CASCADE,
-    seq bigint NOT NULL,
-    PRIMARY KEY (client_id, table_id)
+    created_at timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz,
+    -- Snapshot after which this replica still needs changes (from its last
+    -- pull); sync_cleanup keeps what any active replica needs.
+    last_since text,
+    -- Its last upload: the id the file gave it, its transaction, and the
+    -- changes it applied (JSON: [table id, key, seq, hash] each). An upload
+    -- with the same id retries that one (its answer was lost): those
+    -- changes are acknowledged, not applied again.
+    last_upload text,
+    last_version xid8,
+    last_applied text
 );
+CREATE INDEX ON tandem.replicas (client_id);
 
 CREATE TABLE tandem.conflicts (
     id bigserial PRIMARY KEY,
@@ -74,6 +85,6 @@ SELECT pg_catalog.pg_extension_config_dump('tandem.scopes', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.scope_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.scope_tables_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.clients', '');
-SELECT pg_catalog.pg_extension_config_dump('tandem.client_seqs', '');
+SELECT pg_catalog.pg_extension_config_dump('tandem.replicas', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.conflicts', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.conflicts_id_seq', '');

@@ -67,6 +67,8 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
         options.params.as_ref(),
     )?;
     let client_id = identity.client_id.as_deref();
+    let replica = options.replica.as_deref().or(client_id);
+    let echoes = options.echoes.clone().unwrap_or_default();
     let params = identity.params;
     let downloading: Vec<usize> =
         (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
@@ -122,7 +124,8 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
                 until: &until,
                 since: since_text.as_deref(),
                 own_xid: own.as_deref(),
-                replica: client_id,
+                replica,
+                echoes: &echoes,
                 limit: remaining.min(i64::MAX as u64) as i64,
             };
             let (read, last_key) = read_batch(client, &scope, &window, &fixed, &bound, &mut writer)?;
@@ -152,7 +155,8 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
         Ok((writer.finish(&watermark.to_string(), has_more), needs))
     })?;
     if let Some(id) = client_id {
-        registry::record_client(client, scope_name, id, &params, Some(&needs))?;
+        registry::record_client(client, scope_name, id, &params)?;
+        registry::record_replica(client, replica.unwrap_or(id), id, Some(&needs))?;
     }
     Ok(changeset)
 }

@@ -148,24 +148,15 @@ pub fn resolve_identity(
     }
 }
 
-/// Records a client's visit (binding a new client id to `params`) and, for
-/// pulls, the watermark it pulled from.
-pub fn record_client(
-    client: &mut Client<'_>,
-    scope: &str,
-    client_id: &str,
-    params: &Params,
-    since: Option<&str>,
-) -> Result<()> {
+/// Records a client's visit, binding a new client id to `params`.
+pub fn record_client(client: &mut Client<'_>, scope: &str, client_id: &str, params: &Params) -> Result<()> {
     let params_text = Value::Object(params.clone().into_iter().collect()).to_string();
     let recorded = spi::exec(
         client,
-        "INSERT INTO tandem.clients (client_id, scope, params, last_seen, last_since) \
-         VALUES ($1, $2, $3::jsonb, now(), $4) \
-         ON CONFLICT (client_id) DO UPDATE SET last_seen = now(), \
-             last_since = coalesce(excluded.last_since, tandem.clients.last_since) \
+        "INSERT INTO tandem.clients (client_id, scope, params, last_seen) VALUES ($1, $2, $3::jsonb, now()) \
+         ON CONFLICT (client_id) DO UPDATE SET last_seen = now() \
          WHERE tandem.clients.scope = excluded.scope AND tandem.clients.params = excluded.params",
-        &[client_id.into(), scope.into(), params_text.into(), since.into()],
+        &[client_id.into(), scope.into(), params_text.into()],
     )?;
     if recorded == 1 {
         Ok(())
@@ -175,4 +166,69 @@ pub fn record_client(
             "client \"{client_id}\" is bound to other parameters or another scope; register a new client"
         )))
     }
+}
+
+/// One file of a client, as the server knows it.
+#[derive(Debug, Clone)]
+pub struct StoredReplica {
+    pub client_id: String,
+    /// The id of its last upload.
+    pub last_upload: Option<String>,
+    /// That upload's transaction.
+    pub last_version: Option<String>,
+    /// The changes that upload applied, as JSON.
+    pub last_applied: Option<String>,
+}
+
+/// The replica `replica_id`, if it ever synced. A replica belongs to the
+/// client that first used its id: any other client is refused.
+pub fn find_replica(spi: &Client<'_>, replica_id: &str, client_id: &str) -> Result<Option<StoredReplica>> {
+    let rows = spi::select(
+        spi,
+        "SELECT client_id, last_upload, last_version::text, last_applied FROM tandem.replicas WHERE replica_id = $1",
+        &[replica_id.into()],
+        |row| {
+            Ok(StoredReplica {
+                client_id: spi::text(row, 1)?.unwrap_or_default(),
+                last_upload: spi::text(row, 2)?,
+                last_version: spi::text(row, 3)?,
+                last_applied: spi::text(row, 4)?,
+            })
+        },
+    )?;
+    match rows.into_iter().next() {
+        Some(replica) if replica.client_id != client_id => {
+            Err(Error::ForeignReplica { replica: replica_id.to_string(), client: client_id.to_string() })
+        }
+        found => Ok(found),
+    }
+}
+
+/// Records a replica's visit (binding a new replica id to `client_id`)
+/// and, for pulls, the watermark it pulled from.
+pub fn record_replica(spi: &mut Client<'_>, replica_id: &str, client_id: &str, since: Option<&str>) -> Result<()> {
+    let recorded = spi::exec(
+        spi,
+        "INSERT INTO tandem.replicas (replica_id, client_id, last_seen, last_since) VALUES ($1, $2, now(), $3) \
+         ON CONFLICT (replica_id) DO UPDATE SET last_seen = now(), \
+             last_since = coalesce(excluded.last_since, tandem.replicas.last_since) \
+         WHERE tandem.replicas.client_id = excluded.client_id",
+        &[replica_id.into(), client_id.into(), since.into()],
+    )?;
+    if recorded == 1 {
+        Ok(())
+    } else {
+        Err(Error::ForeignReplica { replica: replica_id.to_string(), client: client_id.to_string() })
+    }
+}
+
+/// Records what upload `upload_id` of a replica applied, so a retry of it
+/// is acknowledged instead of applied twice.
+pub fn record_upload(spi: &mut Client<'_>, replica_id: &str, upload_id: &str, version: &str, applied: &str) -> Result<()> {
+    spi::exec(
+        spi,
+        "UPDATE tandem.replicas SET last_upload = $2, last_version = $3::xid8, last_applied = $4 WHERE replica_id = $1",
+        &[replica_id.into(), upload_id.into(), version.into(), applied.into()],
+    )?;
+    Ok(())
 }

@@ -20,9 +20,9 @@ fn sync_status(scope: &str) -> JsonbText {
     run("sync_status", || Spi::connect_mut(|client| status(client, scope)).map(|v| JsonbText::from_value(&v)))
 }
 
-/// Purges tombstones and exit records that every active client has already
-/// pulled past. A client whose watermark is older than the purge must sync
-/// again from NULL (it gets a clear error saying so).
+/// Purges tombstones and exit records that every active replica has
+/// already pulled past. A replica whose watermark is older than the purge
+/// must sync again from NULL (it gets a clear error saying so).
 #[pg_extern(volatile)]
 fn sync_cleanup(scope: &str, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_cleanup", || {
@@ -62,9 +62,12 @@ fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
     }
     let clients = spi::query(
         client,
-        "SELECT coalesce(jsonb_agg(jsonb_build_object('client_id', client_id, 'params', params, \
-                'registered', token_hash IS NOT NULL, 'last_seen', last_seen, 'needs_after', last_since) \
-                ORDER BY created_at), '[]')::text FROM tandem.clients WHERE scope = $1",
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('client_id', c.client_id, 'params', c.params, \
+                'registered', c.token_hash IS NOT NULL, 'last_seen', c.last_seen, \
+                'replicas', (SELECT coalesce(jsonb_agg(jsonb_build_object('replica_id', r.replica_id, \
+                     'last_seen', r.last_seen, 'needs_after', r.last_since) ORDER BY r.created_at), '[]') \
+                     FROM tandem.replicas r WHERE r.client_id = c.client_id)) \
+                ORDER BY c.created_at), '[]')::text FROM tandem.clients c WHERE c.scope = $1",
         &[scope_name.into()],
         |row| spi::text(row, 1),
     )?;
@@ -89,8 +92,8 @@ fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) 
     let days = i64::from(options.inactive_after_days.unwrap_or(30));
     let needs = spi::query(
         client,
-        "SELECT client_id, last_since FROM tandem.clients \
-         WHERE scope = $1 AND last_seen > now() - make_interval(days => $2::int8::int4)",
+        "SELECT r.replica_id, r.last_since FROM tandem.replicas r JOIN tandem.clients c ON c.client_id = r.client_id \
+         WHERE c.scope = $1 AND r.last_seen > now() - make_interval(days => $2::int8::int4)",
         &[scope_name.into(), days.into()],
         |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?)),
     )?;
@@ -99,7 +102,7 @@ fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) 
     for (_, since) in &needs {
         match since.as_deref().and_then(Snapshot::parse) {
             Some(snapshot) => horizon = horizon.min(snapshot.xmin),
-            // A client that has never finished a pull may need anything.
+            // A replica that has never finished a pull may need anything.
             None => horizon = 0,
         }
     }
@@ -130,6 +133,6 @@ fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) 
         "purged_before": (horizon > 0).then(|| horizon.to_string()),
         "tombstones_removed": removed_tombstones,
         "exits_removed": removed_exits,
-        "active_clients": needs.len(),
+        "active_replicas": needs.len(),
     }))
 }

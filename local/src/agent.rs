@@ -208,12 +208,6 @@ pub fn run_observed(
     // Push.
     // With a token the server takes the parameters from the registration.
     let params_sent = if options.token.is_some() { None } else { Some(params.clone()) };
-    let apply_options = ApplyOptions {
-        client_id: Some(state.client_id.clone()),
-        token: options.token.clone(),
-        params: params_sent.clone(),
-        policy: options.policy.clone(),
-    };
     let mut snapshots = changes::PendingSnapshots::new(conn);
     for _ in 0..PUSH_ROUNDS {
         let state = meta::require(conn, scope)?;
@@ -221,6 +215,17 @@ pub fn run_observed(
         if batch.is_empty() {
             break;
         }
+        // The id is kept only once the batch is read: a file that holds it
+        // (the same file after a lost answer, or a backup of it) holds what
+        // was sent under it.
+        let apply_options = ApplyOptions {
+            client_id: Some(state.client_id.clone()),
+            token: options.token.clone(),
+            params: params_sent.clone(),
+            policy: options.policy.clone(),
+            replica: Some(state.replica_id.clone()),
+            upload_id: Some(meta::upload_id(conn, &state)?),
+        };
         let text = serde_json::to_string(&batch.changeset).map_err(|e| LocalError::Invalid(e.to_string()))?;
         match remote.apply_changes(scope, &text, &apply_options) {
             Ok(result) => {
@@ -243,11 +248,14 @@ pub fn run_observed(
     // Pull. A pull interrupted earlier resumes where it stopped; it then ends
     // at the snapshot it began with, so one more pass brings in what came
     // since.
+    let state = meta::require(conn, scope)?;
     let select_options = SelectOptions {
         client_id: Some(state.client_id.clone()),
         token: options.token.clone(),
         params: params_sent,
         max_rows: Some(max_rows),
+        replica: Some(state.replica_id.clone()),
+        echoes: Some(state.echoes.clone()),
     };
     let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
     for _pass in 0..if resuming { 2 } else { 1 } {

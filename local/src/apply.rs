@@ -96,8 +96,8 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                 conn.execute(&statement, [])?;
             }
         }
-        if watermark.is_some() {
-            meta::set_watermark(conn, &state.scope, watermark.as_deref())?;
+        if let Some(watermark) = &watermark {
+            meta::set_pulled(conn, state, watermark)?;
         }
         Ok(result)
     })

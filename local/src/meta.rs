@@ -6,13 +6,32 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tandem_core::options::Params;
 use tandem_core::schema::Schema;
-use tandem_core::sql::local::METADATA;
+use tandem_core::sql::local::{ADDED_COLUMNS, METADATA};
 
 use crate::error::{LocalError, Result};
 
-/// Creates Tandem's tables if the file does not have them yet.
+/// Creates Tandem's tables if the file does not have them yet, and adds
+/// what a file made by an earlier Tandem lacks.
 pub fn ensure(conn: &Connection) -> Result<()> {
     conn.execute_batch(METADATA)?;
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+        }
+    }
+    // A file from before replicas: its scopes get their ids now.
+    let unnamed: Vec<String> = conn
+        .prepare("SELECT scope FROM tandem_scopes WHERE replica_id IS NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for scope in unnamed {
+        conn.execute("UPDATE tandem_scopes SET replica_id = ?2 WHERE scope = ?1", params![scope, new_client_id()?])?;
+    }
     Ok(())
 }
 
@@ -26,6 +45,13 @@ pub struct ScopeState {
     pub params: Option<Params>,
     /// Where the next pull starts (NULL: never pulled).
     pub watermark: Option<String>,
+    /// This file's id: one replica of the client's partition.
+    pub replica_id: String,
+    /// The id of the upload sent and not answered yet: sent again, an
+    /// upload keeps it, so the server knows it for a retry.
+    pub upload_id: Option<String>,
+    /// Versions of its recorded uploads the watermark does not cover yet.
+    pub echoes: Vec<String>,
     /// Per table of `schema.tables`: tracking id and acknowledged counter.
     pub tables: Vec<TableState>,
 }
@@ -54,12 +80,28 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
     }
     let row = conn
         .query_row(
-            "SELECT schema, client_id, params, watermark FROM tandem_scopes WHERE scope = ?1",
+            "SELECT schema, client_id, params, watermark, replica_id, upload_id, echoes FROM tandem_scopes WHERE scope = ?1",
             [scope],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?)),
+            |r| {
+                Ok(StoredRow {
+                    schema: r.get(0)?,
+                    client_id: r.get(1)?,
+                    params: r.get(2)?,
+                    watermark: r.get(3)?,
+                    replica_id: r.get(4)?,
+                    upload_id: r.get(5)?,
+                    echoes: r.get(6)?,
+                })
+            },
         )
         .optional()?;
-    let Some((schema, client_id, params, watermark)) = row else { return Ok(None) };
+    let Some(StoredRow { schema, client_id, params, watermark, replica_id, upload_id, echoes }) = row else { return Ok(None) };
+    let replica_id = replica_id.ok_or_else(|| LocalError::Invalid(format!("scope \"{scope}\" of this file has no replica id")))?;
+    let echoes: Vec<String> = match echoes {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| LocalError::Invalid(format!("the recorded upload versions of scope \"{scope}\" are unreadable: {e}")))?,
+    };
     let schema: Schema = serde_json::from_str(&schema)
         .map_err(|e| LocalError::Invalid(format!("the stored schema of scope \"{scope}\" is unreadable: {e}")))?;
     let params = params.and_then(|p| match serde_json::from_str::<Value>(&p) {
@@ -75,7 +117,18 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
         )?;
         tables.push(state);
     }
-    Ok(Some(ScopeState { scope: scope.to_string(), schema, client_id, params, watermark, tables }))
+    Ok(Some(ScopeState { scope: scope.to_string(), schema, client_id, params, watermark, replica_id, upload_id, echoes, tables }))
+}
+
+/// A `tandem_scopes` row as stored.
+struct StoredRow {
+    schema: String,
+    client_id: String,
+    params: Option<String>,
+    watermark: Option<String>,
+    replica_id: Option<String>,
+    upload_id: Option<String>,
+    echoes: Option<String>,
 }
 
 pub fn require(conn: &Connection, scope: &str) -> Result<ScopeState> {
@@ -87,6 +140,48 @@ pub fn set_watermark(conn: &Connection, scope: &str, watermark: Option<&str>) ->
         "UPDATE tandem_scopes SET watermark = ?2, last_sync = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE scope = ?1",
         params![scope, watermark],
     )?;
+    Ok(())
+}
+
+/// The id of the next upload: the one in flight, if its answer was never
+/// recorded (so the server knows the retry), else a new one, kept in the
+/// file before the upload is sent.
+pub fn upload_id(conn: &Connection, state: &ScopeState) -> Result<String> {
+    if let Some(id) = &state.upload_id {
+        return Ok(id.clone());
+    }
+    let id = new_client_id()?;
+    conn.execute("UPDATE tandem_scopes SET upload_id = ?2 WHERE scope = ?1", params![state.scope, id])?;
+    Ok(id)
+}
+
+/// Records an upload's answer: the upload is no longer in flight, and its
+/// version joins those whose rows the next pull need not send back.
+pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Option<&str>) -> Result<()> {
+    let mut echoes = state.echoes.clone();
+    if let Some(version) = version {
+        if !echoes.iter().any(|e| e == version) {
+            echoes.push(version.to_string());
+        }
+    }
+    let echoes = serde_json::to_string(&echoes).map_err(|e| LocalError::Invalid(e.to_string()))?;
+    conn.execute(
+        "UPDATE tandem_scopes SET upload_id = NULL, echoes = ?2 WHERE scope = ?1",
+        params![state.scope, echoes],
+    )?;
+    Ok(())
+}
+
+/// Stores a pull's watermark; a complete one also forgets the upload
+/// versions it covers (their rows are behind it now).
+pub fn set_pulled(conn: &Connection, state: &ScopeState, watermark: &str) -> Result<()> {
+    set_watermark(conn, &state.scope, Some(watermark))?;
+    if let Ok(tandem_core::watermark::Watermark::Complete(snapshot)) = tandem_core::watermark::Watermark::parse(watermark) {
+        let current = require(conn, &state.scope)?.echoes;
+        let left: Vec<&String> = current.iter().filter(|v| !v.parse::<u64>().is_ok_and(|xid| snapshot.sees(xid))).collect();
+        let echoes = serde_json::to_string(&left).map_err(|e| LocalError::Invalid(e.to_string()))?;
+        conn.execute("UPDATE tandem_scopes SET echoes = ?2 WHERE scope = ?1", params![state.scope, echoes])?;
+    }
     Ok(())
 }
 

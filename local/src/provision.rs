@@ -88,8 +88,8 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             }
             None => {
                 conn.execute(
-                    "INSERT INTO tandem_scopes (scope, schema, client_id) VALUES (?1, ?2, ?3)",
-                    params![scope, text, meta::new_client_id()?],
+                    "INSERT INTO tandem_scopes (scope, schema, client_id, replica_id) VALUES (?1, ?2, ?3, ?4)",
+                    params![scope, text, meta::new_client_id()?, meta::new_client_id()?],
                 )?;
             }
         }

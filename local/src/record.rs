@@ -137,6 +137,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             meta::set_acked(conn, id, *top)?;
             rows::delete_log_entries(conn, id, &local::prune_log(id), vec![rusqlite::types::Value::Integer(*top)])?;
         }
+        meta::record_upload_answer(conn, state, result.version.as_deref())?;
         Ok(recorded)
     })
 }

@@ -12,7 +12,9 @@ use tandem_core::schema::Schema;
 use tandem_core::types::{local_to_json, LogicalType, LocalValue};
 
 use crate::{json as query_json, pull_all, TestDb};
-use tandem_local::{Store, SyncOptions, SyncReport};
+use tandem_core::apply_result::ApplyResult;
+use tandem_core::options::{ApplyOptions, SelectOptions};
+use tandem_local::{PostgresRemote, Remote, RemoteError, Store, SyncOptions, SyncReport};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -163,5 +165,45 @@ pub fn assert_converged(server: &mut Client, conn: &Connection, scope: &str, par
         let missing: Vec<&String> = rows.iter().filter(|r| !local.contains(r)).collect();
         let extra: Vec<&String> = local.iter().filter(|r| !rows.contains(r)).collect();
         assert!(missing.is_empty() && extra.is_empty(), "{table} differs for {params}: missing locally {missing:?}, extra locally {extra:?}");
+    }
+}
+
+/// A remote that interferes at chosen points, after the server did its
+/// part: the connection drops, or another program writes to the file.
+pub struct Interfering {
+    pub inner: PostgresRemote,
+    pub drop_after_apply: bool,
+    pub drop_after_select: bool,
+    /// SQL another connection runs on this file after the first apply.
+    pub write_after_apply: Option<(std::path::PathBuf, &'static str)>,
+}
+
+impl Interfering {
+    pub fn new(url: &str) -> Interfering {
+        let inner = PostgresRemote::connect(url).unwrap();
+        Interfering { inner, drop_after_apply: false, drop_after_select: false, write_after_apply: None }
+    }
+}
+
+impl Remote for Interfering {
+    fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError> {
+        self.inner.schema(scope)
+    }
+    fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
+        let changeset = self.inner.select_changes(scope, since, options)?;
+        if self.drop_after_select {
+            return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped after the batch was sent".into() });
+        }
+        Ok(changeset)
+    }
+    fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
+        let result = self.inner.apply_changes(scope, changeset, options)?;
+        if let Some((file, sql)) = self.write_after_apply.take() {
+            Connection::open(file).and_then(|c| c.execute_batch(sql)).expect("the other program's write");
+        }
+        if self.drop_after_apply {
+            return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped after the server applied".into() });
+        }
+        Ok(result)
     }
 }

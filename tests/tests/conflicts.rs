@@ -104,7 +104,7 @@ fn an_upload_sent_twice_has_no_second_effect() {
     let mut client = db.connect();
     let base = versions(&mut client)[&3].clone();
     let changeset = edit("C", 3, &base, 41, "edited once");
-    let first = apply(&mut client, &changeset, json!({}));
+    let first = apply(&mut client, &changeset, json!({"upload_id": "u1"}));
     assert_eq!(first["applied"], 1);
     let (stamp, version): (String, String) = {
         server.batch_execute("SELECT sync_status('s')").unwrap(); // folds the change log into tracking
@@ -115,7 +115,7 @@ fn an_upload_sent_twice_has_no_second_effect() {
     // the same changeset again.
     drop(client);
     let mut again = db.connect();
-    let second = apply(&mut again, &changeset, json!({}));
+    let second = apply(&mut again, &changeset, json!({"upload_id": "u1"}));
     assert_eq!(second["applied"], 0, "{second}");
     assert_eq!(second["conflicts"], json!([]));
     assert_eq!(second["current"][0]["row"]["title"], "edited once");
@@ -125,6 +125,33 @@ fn an_upload_sent_twice_has_no_second_effect() {
     assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), (stamp, version), "not written again");
     let logged: i64 = server.query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
     assert_eq!(logged, 0);
+}
+
+/// The answer to an upload is lost, another client changes the row, and the
+/// upload is sent again: under `client_wins` it must not overwrite the
+/// newer change. The retry carries the first upload's id, which the server
+/// knows for the upload it applied.
+#[test]
+fn a_retry_after_a_lost_answer_never_overwrites_a_newer_change() {
+    let db = TestDb::new("retry_newer");
+    let _server = setup(&db);
+    let mut a = db.connect();
+    let mut b = db.connect();
+    let base = versions(&mut a)[&4].clone();
+    let changeset = edit("A", 4, &base, 1, "from A");
+    let options = json!({"policy": "client_wins", "upload_id": "a-upload-1"});
+    assert_eq!(apply(&mut a, &changeset, options.clone())["applied"], 1);
+    // A's answer is lost; B edits the row on top of A's write.
+    let after_a = versions(&mut b)[&4].clone();
+    assert_eq!(apply(&mut b, &edit("B", 4, &after_a, 1, "from B"), json!({"policy": "client_wins"}))["applied"], 1);
+    let retried = apply(&mut a, &changeset, options);
+    assert_eq!((retried["applied"].clone(), retried["conflicts"].clone()), (json!(0), json!([])), "{retried}");
+    assert_eq!(retried["current"][0]["row"]["title"], "from B", "A takes the newer row");
+    let title: String = a.query_one("SELECT title FROM notes WHERE id = 4", &[]).unwrap().get(0);
+    assert_eq!(title, "from B", "the retry did not put A's change back over B's");
+    // Without the id, the same upload is a new change and meets its conflict.
+    let fresh = apply(&mut a, &changeset, json!({"policy": "server_wins", "upload_id": "a-upload-2"}));
+    assert_eq!(fresh["conflicts"][0]["kind"], "both_updated", "{fresh}");
 }
 
 /// A server transaction changes a row after the upload was classified but

@@ -24,7 +24,7 @@ fn incremental_pulls_use_the_stamp_index() {
 
     let schema: Schema = serde_json::from_value(query_json(&mut client, "SELECT sync_schema('s')", &[])).unwrap();
     let ids = [1i64];
-    let window = pull::Window { until: &watermark, since: Some(&watermark), own_xid: None, replica: None, limit: 10000 };
+    let window = pull::Window { until: &watermark, since: Some(&watermark), own_xid: None, replica: None, echoes: &[], limit: 10000 };
     let filters = [("t".to_string(), vec!["1".to_string(), "2".to_string()])].into();
     let query = pull::upserts(&Scope::new(&schema, &ids), 0, &window, None, &filters);
     let explain = format!("EXPLAIN (FORMAT JSON) {}", query.sql);

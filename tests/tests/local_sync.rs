@@ -5,11 +5,9 @@
 use postgres::Client;
 use rusqlite::Connection;
 use serde_json::{json, Value};
-use tandem_core::apply_result::ApplyResult;
-use tandem_core::options::{ApplyOptions, SelectOptions};
-use tandem_core::schema::Schema;
-use tandem_local::{PostgresRemote, Remote, RemoteError, Store, SyncOptions};
-use tandem_tests::local::{assert_converged, local_dump, server_dump, Scenario};
+use tandem_core::options::SelectOptions;
+use tandem_local::{PostgresRemote, Remote, Store, SyncOptions};
+use tandem_tests::local::{assert_converged, local_dump, server_dump, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text NOT NULL, email text UNIQUE);
@@ -235,46 +233,6 @@ fn a_pull_never_overwrites_an_unsent_change() {
     assert_eq!(report.conflicts[0].decision.as_str(), "server_wins");
     assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Grace (server)"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
-}
-
-/// A remote that interferes at chosen points, after the server did its
-/// part: the connection drops, or another program writes to the file.
-struct Interfering {
-    inner: PostgresRemote,
-    drop_after_apply: bool,
-    drop_after_select: bool,
-    /// SQL another connection runs on this file after the first apply.
-    write_after_apply: Option<(std::path::PathBuf, &'static str)>,
-}
-
-impl Interfering {
-    fn new(url: &str) -> Interfering {
-        let inner = PostgresRemote::connect(url).unwrap();
-        Interfering { inner, drop_after_apply: false, drop_after_select: false, write_after_apply: None }
-    }
-}
-
-impl Remote for Interfering {
-    fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError> {
-        self.inner.schema(scope)
-    }
-    fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
-        let changeset = self.inner.select_changes(scope, since, options)?;
-        if self.drop_after_select {
-            return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped after the batch was sent".into() });
-        }
-        Ok(changeset)
-    }
-    fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
-        let result = self.inner.apply_changes(scope, changeset, options)?;
-        if let Some((file, sql)) = self.write_after_apply.take() {
-            Connection::open(file).and_then(|c| c.execute_batch(sql)).expect("the other program's write");
-        }
-        if self.drop_after_apply {
-            return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped after the server applied".into() });
-        }
-        Ok(result)
-    }
 }
 
 #[test]

@@ -188,6 +188,7 @@ pub struct ClassifiedRow {
     xmin: Col,
     in_partition: Col,
     new_in_partition: Col,
+    same_values: Col,
 }
 
 impl Decode for ClassifiedRow {
@@ -202,26 +203,37 @@ impl Decode for ClassifiedRow {
                 xmin: f.owned(self.xmin),
                 in_partition: f.bool(self.in_partition)?,
                 new_in_partition: f.bool(self.new_in_partition)?,
+                same_values: f.bool(self.same_values)?,
             },
         })
     }
 }
 
+/// Who uploads, for [`classify`]: the replica, and (for a retry of its last
+/// upload) the version that upload wrote.
+#[derive(Clone, Copy, Debug)]
+pub struct Uploader<'a> {
+    pub replica: &'a str,
+    pub retried_version: Option<&'a str>,
+}
+
 /// Classifies the staged rows `idx` of table `t` against the server: the
-/// current version, whether the last write came from `replica`, whether the
-/// row exists and its `xmin`, whether the server row is in the client's
-/// partition, and whether the uploaded row would be.
+/// current version, whether the row is exactly as the upload being retried
+/// left it, whether the row exists and its `xmin`, whether the server row
+/// is in the client's partition and the uploaded row would be, and whether
+/// the server holds the uploaded values already.
 pub fn classify(
     scope: &Scope<'_>,
     staged: Staged<'_>,
     t: usize,
-    replica: &str,
+    uploader: Uploader<'_>,
     values: &FilterValues,
     idx: &[usize],
 ) -> Query<ClassifiedRow> {
     let table = scope.table(t);
     let mut binds = Binds::new();
-    let replica = binds.bind(replica);
+    let replica = binds.bind(uploader.replica);
+    let retried = binds.bind(uploader.retried_version.map(str::to_string));
     let server_in = row_filter(scope, t, "r", &mut binds, values).unwrap_or_else(|| "true".into());
     let new_in = staged_filter(scope, staged, t, "s", &mut binds, values, 0).unwrap_or_else(|| "true".into());
     let first_key = quote_ident(&table.primary_key[0]);
@@ -230,13 +242,20 @@ pub fn classify(
     let decoder = ClassifiedRow {
         idx: columns.push("idx", "s.idx::text"),
         version: columns.push("version", format!("({})::text", tracked.version)),
-        own: columns.push("own", format!("coalesce({} = {replica}::text, false)::text", tracked.origin)),
+        own: columns.push(
+            "own",
+            format!("coalesce({} = {replica}::text AND ({}) = {retried}::text::xid8, false)::text", tracked.origin, tracked.version),
+        ),
         exists: columns.push("exists", format!("(r.{first_key} IS NOT NULL)::text")),
         xmin: columns.push("xmin", "r.xmin::text"),
         in_partition: columns.push("in_partition", format!("coalesce({server_in}, false)::text")),
         new_in_partition: columns.push(
             "new_in_partition",
             format!("(CASE WHEN s.op = 'upsert' THEN coalesce({new_in}, false) ELSE true END)::text"),
+        ),
+        same_values: columns.push(
+            "same_values",
+            format!("(s.op = 'upsert' AND r.{first_key} IS NOT NULL AND {})::text", same_as_sent(scope, staged, t)),
         ),
     };
     let sql = format!(
@@ -250,6 +269,22 @@ pub fn classify(
         idx = binds.bind(indexes(idx)),
     );
     Query::new(sql, binds, &columns, decoder)
+}
+
+/// True when the user row `r` holds every uploaded column of stage row `s`
+/// as staged (compared as text, so types without equality compare too).
+fn same_as_sent(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
+    let table = scope.table(t);
+    let uploaded = staged[t].as_deref().unwrap_or_default();
+    let mut equal: Vec<String> = uploaded
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| format!("r.{}::text IS NOT DISTINCT FROM s.c{i}::text", quote_ident(&table.columns[c].name)))
+        .collect();
+    if equal.is_empty() {
+        equal.push("true".into());
+    }
+    equal.join(" AND ")
 }
 
 fn indexes(idx: &[usize]) -> Param {
@@ -430,44 +465,26 @@ impl SeenXmins {
     }
 }
 
-/// Reads a written row: its idx, then (upserts) its columns as text.
+/// Reads the idx of a written row.
 pub struct WrittenRow {
     idx: Col,
-    values: Option<(Col, usize)>,
 }
 
-/// A written row: its idx, and (for upserts) its columns as text.
-pub type Written = (usize, Vec<Option<String>>);
-
 impl Decode for WrittenRow {
-    type Row<'a> = Written;
-    fn decode<'a>(&self, f: Fields<'a>) -> Result<Written, DecodeError> {
-        let values = match self.values {
-            Some((first, n)) => f.slice(first, n).iter().map(|v| v.map(str::to_string)).collect(),
-            None => Vec::new(),
-        };
-        Ok((f.index(self.idx)?, values))
+    type Row<'a> = usize;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<usize, DecodeError> {
+        f.index(self.idx)
     }
 }
 
 impl WrittenRow {
-    /// Selects the idx of stage row `s` and every synced column of `alias`.
-    fn select(scope: &Scope<'_>, t: usize, alias: &str, columns: &mut Columns) -> Self {
-        let idx = columns.push("idx", "s.idx::text");
-        let table = scope.table(t);
-        let mut first = None;
-        for (i, c) in table.columns.iter().enumerate() {
-            let col = columns.push(&format!("v{i}"), format!("{alias}.{}::text", quote_ident(&c.name)));
-            first.get_or_insert(col);
-        }
-        WrittenRow { idx, values: first.map(|f| (f, table.columns.len())) }
+    fn select(columns: &mut Columns) -> Self {
+        WrittenRow { idx: columns.push("idx", "s.idx::text") }
     }
 }
 
 /// Updates existing rows `idx` whose `xmin` is still the one classified;
-/// returns each row written with its columns as text: what the row holds
-/// after defaults, casts and triggers, which the uploader takes if it
-/// differs.
+/// returns the idx of each row written.
 pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], seen: SeenXmins) -> Query<WrittenRow> {
     let table = scope.table(t);
     let uploaded = staged[t].as_deref().unwrap_or_default();
@@ -484,7 +501,7 @@ pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize
     }
     let mut binds = Binds::new();
     let mut columns = Columns::new();
-    let decoder = WrittenRow::select(scope, t, "r", &mut columns);
+    let decoder = WrittenRow::select(&mut columns);
     let sql = format!(
         "UPDATE {} AS r SET {} FROM {} s WHERE s.idx = ANY({}::int4[]) AND {} AND {} RETURNING {}",
         table.table_name().quoted(),
@@ -499,8 +516,8 @@ pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize
 }
 
 /// Inserts rows `idx` unless their key (or another unique value) is taken
-/// by now; returns each row written with its columns as text. With
-/// `strict`, a taken value is an error (to learn which constraint).
+/// by now; returns the idx of each row written. With `strict`, a taken
+/// value is an error (to learn which constraint).
 pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], strict: bool) -> Query<WrittenRow> {
     let table = scope.table(t);
     let uploaded = staged[t].as_deref().unwrap_or_default();
@@ -508,16 +525,17 @@ pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize
     let values: Vec<String> = (0..uploaded.len()).map(|i| format!("s.c{i}")).collect();
     let mut binds = Binds::new();
     let mut columns = Columns::new();
-    let decoder = WrittenRow::select(scope, t, "w", &mut columns);
+    let decoder = WrittenRow::select(&mut columns);
     let sql = format!(
         "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} s WHERE s.idx = ANY({}::int4[]) \
-         {}RETURNING *) SELECT {} FROM {} s JOIN written w ON {}",
+         {}RETURNING {}) SELECT {} FROM {} s JOIN written w ON {}",
         table.table_name().quoted(),
         column_list(None, &names),
         values.join(", "),
         scope.stage(t),
         binds.bind(indexes(idx)),
         if strict { "" } else { "ON CONFLICT DO NOTHING " },
+        column_list(None, &table.primary_key),
         columns.sql(),
         scope.stage(t),
         staged_key_equal(scope, staged, t, "w", "s"),
@@ -530,7 +548,7 @@ pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize
 pub fn delete_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], seen: SeenXmins) -> Query<WrittenRow> {
     let mut binds = Binds::new();
     let mut columns = Columns::new();
-    let decoder = WrittenRow { idx: columns.push("idx", "s.idx::text"), values: None };
+    let decoder = WrittenRow::select(&mut columns);
     let sql = format!(
         "DELETE FROM {} AS r USING {} s WHERE s.idx = ANY({}::int4[]) AND {} AND {} RETURNING {}",
         scope.table(t).table_name().quoted(),
@@ -541,6 +559,82 @@ pub fn delete_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize
         columns.sql(),
     );
     Query::new(sql, binds, &columns, decoder)
+}
+
+/// A written row as the apply leaves it: every synced column, `None` when
+/// the row is gone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinalRow {
+    pub idx: usize,
+    pub row: Option<Map<String, Value>>,
+}
+
+/// Reads [`final_rows`].
+pub struct FinalRowOf {
+    idx: Col,
+    exists: Col,
+    values: TableValues,
+}
+
+impl Decode for FinalRowOf {
+    type Row<'a> = FinalRow;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<FinalRow, DecodeError> {
+        Ok(FinalRow { idx: f.index(self.idx)?, row: f.bool(self.exists)?.then(|| self.values.object(&f)) })
+    }
+}
+
+/// Rows `idx` as the apply leaves them, after every trigger and cascade of
+/// its writes, in their changeset form: only a row left exactly as sent is
+/// the uploader's echo; any other is the server's to send back.
+pub fn final_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize]) -> Query<FinalRowOf> {
+    let table = scope.table(t);
+    let first_key = quote_ident(&table.primary_key[0]);
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let idx_col = columns.push("idx", "s.idx::text");
+    let exists = columns.push("exists", format!("(r.{first_key} IS NOT NULL)::text"));
+    let values = TableValues::select(scope, t, "r", &mut columns);
+    let sql = format!(
+        "SELECT {} FROM {} s LEFT JOIN {} r ON {} WHERE s.idx = ANY({}::int4[])",
+        columns.sql(),
+        scope.stage(t),
+        table.table_name().quoted(),
+        staged_key_equal(scope, staged, t, "r", "s"),
+        binds.bind(indexes(idx)),
+    );
+    Query::new(sql, binds, &columns, FinalRowOf { idx: idx_col, exists, values })
+}
+
+/// Marks rows `idx` (upserted exactly as sent, their log folded) as the
+/// uploading replica's echo: tracking whose version is this transaction's.
+pub fn mark_echoes(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], replica: &str) -> Query<NoRows> {
+    let mut binds = Binds::new();
+    let sql = format!(
+        "UPDATE {} tr SET tandem_origin = {}::text FROM {} s WHERE s.idx = ANY({}::int4[]) AND {} \
+         AND tr.tandem_version = pg_current_xact_id()",
+        scope.track(t),
+        binds.bind(replica),
+        scope.stage(t),
+        binds.bind(indexes(idx)),
+        staged_key_equal(scope, staged, t, "tr", "s"),
+    );
+    Query::exec(sql, binds)
+}
+
+/// Marks the exits of rows `idx` (deleted as sent) as the uploading
+/// replica's: its own deletes are not sent back to it.
+pub fn mark_deleted_echoes(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], replica: &str) -> Query<NoRows> {
+    let mut binds = Binds::new();
+    let sql = format!(
+        "UPDATE {} e SET tandem_origin = {}::text FROM {} s WHERE s.idx = ANY({}::int4[]) AND {} \
+         AND e.tandem_stamp = pg_current_xact_id()",
+        scope.exits(t),
+        binds.bind(replica),
+        scope.stage(t),
+        binds.bind(indexes(idx)),
+        staged_key_equal(scope, staged, t, "e", "s"),
+    );
+    Query::exec(sql, binds)
 }
 
 #[cfg(test)]
@@ -576,19 +670,23 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
         let staged = vec![Some(vec![0, 1]), Some(vec![0, 1]), None];
-        let query = classify(&scope, &staged, 1, "r1", &values, &[0, 1]);
+        let uploader = Uploader { replica: "r1", retried_version: None };
+        let query = classify(&scope, &staged, 1, uploader, &values, &[0, 1]);
         let sql = &query.sql;
-        assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($2::text[]::integer[]))"), "{sql}");
+        assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($3::text[]::integer[]))"), "{sql}");
         assert!(sql.contains("LEFT JOIN \"tandem\".\"track_2\" tr ON tr.\"order_id\" = s.c0 AND tr.\"line\" = s.c1"), "{sql}");
-        assert!(sql.contains("WHERE s.idx = ANY($3::int4[])"), "the row list is bound last: {sql}");
-        assert_eq!(query.params, [Param::from("r1"), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]);
-        assert_eq!(query.width, 7);
-        let row = [Some("1"), Some("812"), Some("false"), Some("true"), Some("900"), Some("true"), Some("false")];
+        assert!(sql.contains("WHERE s.idx = ANY($4::int4[])"), "the row list is bound last: {sql}");
+        assert_eq!(
+            query.params,
+            [Param::from("r1"), Param::Text(None), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]
+        );
+        assert_eq!(query.width, 8);
+        let row = [Some("1"), Some("812"), Some("false"), Some("true"), Some("900"), Some("true"), Some("false"), Some("false")];
         let classified = query.decode(&row).unwrap();
         assert_eq!(classified.idx, 1);
         assert!(classified.server.exists && classified.server.in_partition && !classified.server.new_in_partition);
         let staged = vec![None, Some(vec![0, 1]), None];
-        let query = classify(&scope, &staged, 1, "r1", &values, &[0]);
+        let query = classify(&scope, &staged, 1, uploader, &values, &[0]);
         assert!(!query.sql.contains("sp1"), "{}", query.sql);
     }
 
@@ -606,6 +704,22 @@ mod tests {
     }
 
     #[test]
+    fn only_rows_left_exactly_as_sent_are_echoes() {
+        let schema = crm();
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        let staged = vec![Some(vec![0, 1]), None, None];
+        let query = final_rows(&scope, &staged, 0, &[0, 1]);
+        assert!(query.sql.contains("LEFT JOIN \"public\".\"orders\" r ON r.\"id\" = s.c0"), "{}", query.sql);
+        let gone = query.decode(&[Some("1"), Some("false"), None, None]).unwrap();
+        assert_eq!(gone.row, None);
+        let kept = query.decode(&[Some("0"), Some("true"), Some("10"), Some("1")]).unwrap();
+        assert_eq!(kept.row.unwrap()["tenant_id"], serde_json::json!(1));
+        let echoes = mark_echoes(&scope, &staged, 0, &[0], "r1");
+        assert!(echoes.sql.ends_with("AND tr.\"id\" = s.c0 AND tr.tandem_version = pg_current_xact_id()"), "{}", echoes.sql);
+    }
+
+    #[test]
     fn writes_compare_xmin() {
         let schema = crm();
         let ids = [1, 2, 3];
@@ -617,10 +731,9 @@ mod tests {
         assert!(update.sql.starts_with("UPDATE \"public\".\"orders\" AS r SET \"tenant_id\" = s.c1 FROM"), "{}", update.sql);
         assert!(update.sql.contains("WHERE s.idx = ANY($1::int4[]) AND r.\"id\" = s.c0 AND r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"), "{}", update.sql);
         assert_eq!(update.params[2], Param::Int4(4));
-        let written = update.decode(&[Some("4"), Some("10"), Some("1")]).unwrap();
-        assert_eq!(written, (4, vec![Some("10".to_string()), Some("1".to_string())]));
+        assert_eq!(update.decode(&[Some("4")]).unwrap(), 4);
         assert!(delete_rows(&scope, &staged, 0, &[4], seen).sql.contains("r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"));
         let insert = insert_rows(&scope, &staged, 0, &[5], false);
-        assert!(insert.sql.contains("ON CONFLICT DO NOTHING RETURNING *) SELECT s.idx::text AS \"idx\", w.\"id\"::text AS \"v0\", w.\"tenant_id\"::text AS \"v1\""), "{}", insert.sql);
+        assert!(insert.sql.contains("ON CONFLICT DO NOTHING RETURNING \"id\") SELECT s.idx::text AS \"idx\" FROM"), "{}", insert.sql);
     }
 }

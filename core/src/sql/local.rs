@@ -40,7 +40,10 @@ CREATE TABLE IF NOT EXISTS tandem_scopes (
     client_id TEXT NOT NULL,
     params TEXT,
     watermark TEXT,
-    last_sync TEXT
+    last_sync TEXT,
+    replica_id TEXT,
+    upload_id TEXT,
+    echoes TEXT
 );
 CREATE TABLE IF NOT EXISTS tandem_tables (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,6 +78,18 @@ CREATE TABLE IF NOT EXISTS tandem_rejected (
     at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 ";
+
+/// Columns files made by an earlier Tandem lack, with their definitions:
+/// [`METADATA`] creates them in new files, opening an older file adds them.
+pub const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    // The file's own id: every file is a replica of its partition.
+    ("tandem_scopes", "replica_id", "TEXT"),
+    // The id of the upload in flight, kept until its answer is recorded.
+    ("tandem_scopes", "upload_id", "TEXT"),
+    // Versions of its recorded uploads its watermark does not cover yet
+    // (a JSON array): rows they left as sent are not sent back to it.
+    ("tandem_scopes", "echoes", "TEXT"),
+];
 
 /// `CREATE TABLE` for a table of the server's schema, with SQLite storage
 /// types that keep every value exact (see `types::LogicalType::sqlite_decl`).

@@ -13,14 +13,16 @@ use crate::sql::{column_list, columns_equal, Scope};
 
 /// What every pull query binds: the snapshot the pull ends at, the one it
 /// starts from (`None`: everything), the caller's own transaction if it has
-/// one, the calling replica (its own uploads are not echoed back) and the
-/// batch size.
+/// one, the calling replica with the versions of its uploads whose answers
+/// it recorded (rows those uploads left exactly as sent are not echoed
+/// back), and the batch size.
 #[derive(Clone, Copy, Debug)]
 pub struct Window<'a> {
     pub until: &'a str,
     pub since: Option<&'a str>,
     pub own_xid: Option<&'a str>,
     pub replica: Option<&'a str>,
+    pub echoes: &'a [String],
     pub limit: i64,
 }
 
@@ -30,6 +32,7 @@ struct Bound {
     since: String,
     own: String,
     replica: String,
+    echoes: String,
     limit: String,
 }
 
@@ -40,9 +43,19 @@ impl Window<'_> {
             since: binds.bind(self.since.map(str::to_string)),
             own: binds.bind(self.own_xid.map(str::to_string)),
             replica: binds.bind(self.replica.map(str::to_string)),
+            echoes: binds.bind(self.echoes.to_vec()),
             limit: binds.bind(self.limit),
         }
     }
+}
+
+/// Not an echo: the row (or exit) `alias` was not left exactly as sent by
+/// an upload of the calling replica whose answer it recorded.
+fn not_an_echo(alias: &str, version: &str, w: &Bound) -> String {
+    format!(
+        "NOT coalesce({alias}.tandem_origin = {}::text AND {alias}.{version} = ANY({}::text[]::xid8[]), false)",
+        w.replica, w.echoes
+    )
 }
 
 /// The version window on a stamp column: after `since` (when given), up to
@@ -124,7 +137,8 @@ impl Decode for UpsertRow {
 /// Rows of table `t` changed in the window and in the client's partition,
 /// after `position` when the pull resumes.
 ///
-/// A full pull walks the primary key; an incremental pull walks the `(tandem_stamp, key)` index from
+/// A full pull walks the primary key and holds the whole partition; an
+/// incremental pull walks the `(tandem_stamp, key)` index from
 /// where it stopped. Either way each batch costs what it returns, not what
 /// came before it.
 pub fn upserts(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[String]>, values: &FilterValues) -> Query<UpsertRow> {
@@ -133,13 +147,13 @@ pub fn upserts(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
     let incremental = w.since.is_some();
     let mut binds = Binds::new();
     let bound = w.bind(&mut binds);
-    let mut conditions = vec![
-        "NOT tr.tandem_deleted".to_string(),
-        format!("({0}::text IS NULL OR tr.tandem_origin IS DISTINCT FROM {0}::text)", bound.replica),
-    ];
+    let mut conditions = vec!["NOT tr.tandem_deleted".to_string()];
     let mut columns = Columns::new();
     let version = columns.push("version", "tr.tandem_version::text");
     let in_window = if incremental {
+        // A first pull holds the whole partition, echoes included: a new
+        // file of a client that synced before has none of its rows.
+        conditions.push(not_an_echo("tr", "tandem_version", &bound));
         conditions.push(window("tr.tandem_stamp", true, &bound));
         columns.push("in_window", "'true'::text")
     } else {
@@ -215,10 +229,7 @@ pub fn deletes(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
     let key = &table.primary_key;
     let mut binds = Binds::new();
     let bound = w.bind(&mut binds);
-    let mut conditions = vec![
-        window("e.tandem_stamp", true, &bound),
-        format!("({0}::text IS NULL OR e.tandem_origin IS DISTINCT FROM {0}::text)", bound.replica),
-    ];
+    let mut conditions = vec![window("e.tandem_stamp", true, &bound), not_an_echo("e", "tandem_stamp", &bound)];
     if let Some(position) = position {
         conditions.push(after_key(scope, t, "e", position, false, &mut binds));
     }
@@ -257,7 +268,7 @@ mod tests {
     use crate::sql::query::Param;
 
     fn window(since: Option<&str>) -> Window<'_> {
-        Window { until: "10:20:", since, own_xid: None, replica: Some("r1"), limit: 100 }
+        Window { until: "10:20:", since, own_xid: None, replica: Some("r1"), echoes: &[], limit: 100 }
     }
 
     #[test]
@@ -268,7 +279,8 @@ mod tests {
         let q = upserts(&scope, 2, &window(None), None, &FilterValues::new());
         assert!(q.sql.starts_with("SELECT tr.tandem_version::text AS \"version\", coalesce((pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) OR tr.tandem_stamp = $3::text::xid8), false)::text AS \"in_window\", "), "{}", q.sql);
         assert!(!q.sql.contains("pg_snapshot_xmin($2"), "{}", q.sql);
-        assert!(q.sql.ends_with("ORDER BY tr.\"code\" LIMIT $5"), "{}", q.sql);
+        assert!(q.sql.ends_with("ORDER BY tr.\"code\" LIMIT $6"), "{}", q.sql);
+        assert!(!q.sql.contains("tandem_origin"), "a full pull holds echoes too: {}", q.sql);
         assert!(!q.sql.contains("tr.tandem_stamp::text"), "a full pull resumes by key alone: {}", q.sql);
         let row = q.decode(&[Some("7"), Some("true"), Some("EUR")]).unwrap();
         assert_eq!((row.version, row.in_window, row.values, row.stamp), ("7", true, &[Some("EUR")][..], None));
@@ -283,11 +295,12 @@ mod tests {
         let position = ["812".to_string(), "10".to_string(), "2".to_string()];
         let q = upserts(&scope, 1, &window(Some("5:9:")), Some(&position), &values);
         assert!(q.sql.contains("tr.tandem_stamp >= pg_snapshot_xmin($2::text::pg_snapshot)"), "{}", q.sql);
-        assert!(q.sql.contains("(tr.tandem_stamp, tr.\"order_id\", tr.\"line\") > ($6::text::xid8, $7::text::bigint, $8::text::integer)"), "{}", q.sql);
-        assert!(q.sql.contains("ANY($9::text[]::integer[])"), "{}", q.sql);
-        assert!(q.sql.ends_with("ORDER BY tr.tandem_stamp, tr.\"order_id\", tr.\"line\" LIMIT $5"), "{}", q.sql);
-        assert_eq!(q.params[5], Param::from("812"));
-        assert_eq!(q.params[8], Param::from(vec!["1".to_string()]));
+        assert!(q.sql.contains("NOT coalesce(tr.tandem_origin = $4::text AND tr.tandem_version = ANY($5::text[]::xid8[]), false)"), "{}", q.sql);
+        assert!(q.sql.contains("(tr.tandem_stamp, tr.\"order_id\", tr.\"line\") > ($7::text::xid8, $8::text::bigint, $9::text::integer)"), "{}", q.sql);
+        assert!(q.sql.contains("ANY($10::text[]::integer[])"), "{}", q.sql);
+        assert!(q.sql.ends_with("ORDER BY tr.tandem_stamp, tr.\"order_id\", tr.\"line\" LIMIT $6"), "{}", q.sql);
+        assert_eq!(q.params[6], Param::from("812"));
+        assert_eq!(q.params[9], Param::from(vec!["1".to_string()]));
         let row = q.decode(&[Some("7"), Some("true"), Some("10"), Some("3"), Some("815")]).unwrap();
         assert_eq!(row.stamp, Some("815"));
     }
@@ -299,9 +312,9 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
         let q = deletes(&scope, 0, &window(Some("5:9:")), None, &values);
-        assert!(q.sql.contains("(e.tandem_part->>'tenant')::integer = ANY($6::text[]::integer[])"), "{}", q.sql);
-        assert!(q.sql.contains("NOT EXISTS (SELECT 1 FROM \"public\".\"orders\" r WHERE r.\"id\" = e.\"id\" AND r.\"tenant_id\" = ANY($6::text[]::integer[]))"), "{}", q.sql);
-        assert_eq!(q.params.len(), 6, "the tenant is bound once");
+        assert!(q.sql.contains("(e.tandem_part->>'tenant')::integer = ANY($7::text[]::integer[])"), "{}", q.sql);
+        assert!(q.sql.contains("NOT EXISTS (SELECT 1 FROM \"public\".\"orders\" r WHERE r.\"id\" = e.\"id\" AND r.\"tenant_id\" = ANY($7::text[]::integer[]))"), "{}", q.sql);
+        assert_eq!(q.params.len(), 7, "the tenant is bound once");
         assert_eq!(q.decode(&[Some("9"), Some("10")]).unwrap().key, &[Some("10")]);
     }
 }

@@ -5,8 +5,11 @@
 //! `tandem.track_<id>` holds, per primary key: `tandem_stamp` (the xid that
 //! last made the row due for sending; pulls select on it, through an index),
 //! `tandem_version` (the xid of the last real change; conflicts compare
-//! against it), `tandem_deleted` (tombstone) and `tandem_origin` (the client
-//! whose upload made the change, so it is not echoed back to it).
+//! against it), `tandem_deleted` (tombstone) and `tandem_origin` (the
+//! replica whose upload left the row exactly as it sent it, so it is not
+//! echoed back to it). Only the apply sets the origin, after its writes and
+//! their triggers have run (`extension/src/apply/`); the triggers never do,
+//! and any later change clears it.
 //!
 //! The triggers do not update tracking: each appends one row per statement
 //! to `tandem.log_<id>`, which has no index, holding the changed keys as
@@ -101,8 +104,7 @@ pub fn create_log(scope: &Scope<'_>, t: usize) -> Vec<String> {
         scope.table(t).primary_key.iter().map(|k| format!("ALTER COLUMN {} SET STORAGE EXTERNAL", quote_ident(k))).collect();
     vec![
         format!(
-            "CREATE TABLE {} (tandem_seq bigint NOT NULL, tandem_stamp xid8 NOT NULL, \
-             tandem_kind \"char\" NOT NULL, tandem_origin text, {})",
+            "CREATE TABLE {} (tandem_seq bigint NOT NULL, tandem_stamp xid8 NOT NULL, tandem_kind \"char\" NOT NULL, {})",
             scope.log(t),
             key_definitions(scope, t, "[]").join(", ")
         ),
@@ -168,7 +170,6 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
              SET search_path = pg_catalog, pg_temp SET jit = off AS $tandem$\n\
              DECLARE\n  _v xid8 := pg_current_xact_id();\n  \
-             _origin text := nullif(current_setting('tandem.origin', true), '');\n  \
              _seq bigint := nextval('{LOG_SEQUENCE}');\n\
              BEGIN\n{body}  RETURN NULL;\nEND\n$tandem$",
             function_name(event, id)
@@ -222,8 +223,8 @@ fn log(scope: &Scope<'_>, t: usize, source: &str, alias: &str, kind: &str, filte
     let key = &scope.table(t).primary_key;
     let arrays: Vec<String> = key.iter().map(|k| format!("array_agg({alias}.{})", quote_ident(k))).collect();
     format!(
-        "  INSERT INTO {log} (tandem_seq, tandem_stamp, tandem_kind, tandem_origin, {keys})\n    \
-         SELECT _seq, _v, '{kind}', _origin, {} FROM {source} {alias}{filter} HAVING count(*) > 0;\n",
+        "  INSERT INTO {log} (tandem_seq, tandem_stamp, tandem_kind, {keys})\n    \
+         SELECT _seq, _v, '{kind}', {} FROM {source} {alias}{filter} HAVING count(*) > 0;\n",
         arrays.join(", "),
         log = scope.log(t),
         keys = column_list(None, key),
@@ -231,12 +232,11 @@ fn log(scope: &Scope<'_>, t: usize, source: &str, alias: &str, kind: &str, filte
 }
 
 /// The entries of a log source (`moved` rows, or the log itself), one row
-/// per key: `tandem_seq, tandem_stamp, tandem_kind, tandem_origin` and the
-/// key columns.
+/// per key: `tandem_seq, tandem_stamp, tandem_kind` and the key columns.
 fn entries(scope: &Scope<'_>, t: usize, source: &str) -> String {
     let key = &scope.table(t).primary_key;
     format!(
-        "SELECT e.tandem_seq, e.tandem_stamp, e.tandem_kind, e.tandem_origin, {u_keys} \
+        "SELECT e.tandem_seq, e.tandem_stamp, e.tandem_kind, {u_keys} \
          FROM {source} e CROSS JOIN LATERAL unnest({e_keys}) AS u({keys})",
         u_keys = column_list(Some("u"), key),
         e_keys = column_list(Some("e"), key),
@@ -245,12 +245,12 @@ fn entries(scope: &Scope<'_>, t: usize, source: &str) -> String {
 }
 
 /// Per key of `entries` (rows shaped as [`entries`] returns them), the
-/// latest change or delete: the key, `tandem_stamp` (its version),
-/// `tandem_kind` and `tandem_origin`. Restamps move no version.
+/// latest change or delete: the key, `tandem_stamp` (its version) and
+/// `tandem_kind`. Restamps move no version.
 fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
     let keys = column_list(None, &scope.table(t).primary_key);
     format!(
-        "SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp, tandem_kind, tandem_origin FROM {entries} \
+        "SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp, tandem_kind FROM {entries} \
          WHERE tandem_kind <> '{RESTAMP}' ORDER BY {keys}, tandem_seq DESC"
     )
 }
@@ -259,8 +259,8 @@ fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
 fn exit(scope: &Scope<'_>, t: usize, source: &str, alias: &str, filter: &str) -> String {
     let key = &scope.table(t).primary_key;
     format!(
-        "  INSERT INTO {exits} ({keys}, tandem_part, tandem_stamp, tandem_origin)\n    \
-         SELECT {src_keys}, {part}, _v, _origin FROM {source} {alias}{filter};\n",
+        "  INSERT INTO {exits} ({keys}, tandem_part, tandem_stamp)\n    \
+         SELECT {src_keys}, {part}, _v FROM {source} {alias}{filter};\n",
         exits = scope.exits(t),
         keys = column_list(None, key),
         src_keys = column_list(Some(alias), key),
@@ -356,10 +356,10 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
 }
 
 /// Moves the log of table `t` into tracking: per key, the stamp of the
-/// latest entry, and the version, tombstone and origin of the latest entry
-/// that was a change or a delete (a restamp-only key keeps those). Run by
-/// every sync call before it reads tracking; concurrent folds wait on each
-/// other's entries, never skip them.
+/// latest entry, and the version and tombstone of the latest entry that was
+/// a change or a delete, which also clears the origin (a restamp-only key
+/// keeps those). Run by every sync call before it reads tracking;
+/// concurrent folds wait on each other's entries, never skip them.
 pub fn fold(scope: &Scope<'_>, t: usize) -> String {
     let key = &scope.table(t).primary_key;
     let keys = column_list(None, key);
@@ -369,12 +369,12 @@ pub fn fold(scope: &Scope<'_>, t: usize) -> String {
          latest AS (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp FROM entries ORDER BY {keys}, tandem_seq DESC), \
          changed AS ({changed}) \
          INSERT INTO {track} AS tr ({keys}, tandem_stamp, tandem_version, tandem_deleted, tandem_origin) \
-         SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, '0'::xid8), coalesce(c.tandem_kind = '{DELETE}', false), c.tandem_origin \
+         SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, '0'::xid8), coalesce(c.tandem_kind = '{DELETE}', false), NULL \
          FROM latest l LEFT JOIN changed c ON {same} \
          ON CONFLICT ({keys}) DO UPDATE SET tandem_stamp = excluded.tandem_stamp, \
          tandem_version = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_version ELSE excluded.tandem_version END, \
          tandem_deleted = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_deleted ELSE excluded.tandem_deleted END, \
-         tandem_origin = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_origin ELSE excluded.tandem_origin END",
+         tandem_origin = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_origin END",
         log = scope.log(t),
         entries = entries(scope, t, "moved"),
         changed = latest_changes(scope, t, "entries"),
@@ -408,7 +408,7 @@ pub fn tracked_state(scope: &Scope<'_>, t: usize, key_equal: impl Fn(&str) -> St
         ),
         version: "coalesce(lg.tandem_stamp, tr.tandem_version)".into(),
         deleted: format!("coalesce(lg.tandem_kind = '{DELETE}', tr.tandem_deleted)"),
-        origin: format!("CASE WHEN lg.{first} IS NULL THEN tr.tandem_origin ELSE lg.tandem_origin END"),
+        origin: format!("CASE WHEN lg.{first} IS NULL THEN tr.tandem_origin END"),
     }
 }
 
@@ -467,7 +467,8 @@ mod tests {
         }
         let insert = triggers(&scope, 2).remove(0);
         assert!(insert.contains("_seq bigint := nextval('tandem.log_seq')"), "{insert}");
-        assert!(insert.contains("INSERT INTO \"tandem\".\"log_9\" (tandem_seq, tandem_stamp, tandem_kind, tandem_origin, \"code\")"), "{insert}");
+        assert!(insert.contains("INSERT INTO \"tandem\".\"log_9\" (tandem_seq, tandem_stamp, tandem_kind, \"code\")"), "{insert}");
+        assert!(!insert.contains("tandem.origin"), "no setting marks a write as a replica's: {insert}");
     }
 
     #[test]
@@ -492,13 +493,13 @@ mod tests {
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
         let update = triggers(&scope, 0).remove(2);
-        assert!(update.contains("SELECT _seq, _v, 'r', _origin, array_agg(c.\"order_id\"), array_agg(c.\"line\") FROM (SELECT DISTINCT d0.\"order_id\", d0.\"line\" FROM (SELECT"), "{update}");
+        assert!(update.contains("SELECT _seq, _v, 'r', array_agg(c.\"order_id\"), array_agg(c.\"line\") FROM (SELECT DISTINCT d0.\"order_id\", d0.\"line\" FROM (SELECT"), "{update}");
         assert!(update.contains("JOIN \"public\".\"items\" d0 ON d0.\"order_id\" = m.\"id\" FOR NO KEY UPDATE OF d0"), "{update}");
         // an unfiltered table has no partition to leave: only vanished keys exit
         let currencies = triggers(&scope, 2).remove(2);
         assert!(!currencies.contains("IS NOT DISTINCT FROM"), "{currencies}");
-        assert!(!currencies.contains("'r', _origin"), "no children to move: {currencies}");
-        assert!(currencies.contains("SELECT _seq, _v, 'c', _origin, array_agg(n.\"code\") FROM tandem_new n HAVING count(*) > 0"), "{currencies}");
+        assert!(!currencies.contains("'r', array_agg"), "no children to move: {currencies}");
+        assert!(currencies.contains("SELECT _seq, _v, 'c', array_agg(n.\"code\") FROM tandem_new n HAVING count(*) > 0"), "{currencies}");
         assert!(!currencies.contains("tandem_old"), "{currencies}");
         let trigger = &triggers(&scope, 2)[3];
         assert!(trigger.contains("REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT"), "{trigger}");

@@ -20,7 +20,7 @@ impl Upload<'_> {
         if idx.is_empty() {
             return Ok(());
         }
-        let query = sql::classify(self.scope, self.staged, plan.t, self.client_id, self.filters, idx);
+        let query = sql::classify(self.scope, self.staged, plan.t, self.uploader, self.filters, idx);
         let found = spi::with_index_probes(spi, |spi| spi::all(spi, query))?;
         let mut seen = 0;
         for classified in found {

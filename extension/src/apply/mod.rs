@@ -12,12 +12,17 @@
 //! - [`write`]: one statement per kind of write, comparing each row's `xmin`
 //!   with the one classified, so a row changed concurrently is classified
 //!   again instead of being overwritten;
-//! - [`record`]: the conflict log and the replica's progress.
+//! - [`echo`]: the written rows as the apply leaves them, after every
+//!   trigger and cascade: only rows left exactly as sent are the uploader's
+//!   echo, anything else goes back to it;
+//! - [`record`]: the conflict log and what the upload applied, so a retry
+//!   of it is acknowledged instead of applied twice.
 //!
 //! Nothing is written before every row passed its checks: a refused row
 //! fails the whole upload, with each refused row named in the DETAIL.
 
 mod classify;
+mod echo;
 mod plan;
 mod record;
 mod settle;
@@ -30,7 +35,7 @@ use tandem_core::changeset::{Changeset, Op};
 use tandem_core::options::{ApplyOptions, Policy};
 use tandem_core::sql::partition::{bind_params, FilterValues};
 use tandem_core::sql::{apply as sql, Scope};
-use tandem_core::upload::{build_result, ReportedTable};
+use tandem_core::upload::{build_result, AppliedChange, Outcome, ReportedTable};
 use tandem_core::{Error, Result};
 
 use crate::fold;
@@ -73,6 +78,9 @@ pub(crate) struct Upload<'a> {
     /// For each table of the scope, the columns its upload carries.
     staged: sql::Staged<'a>,
     client_id: &'a str,
+    /// The uploading file, and the upload this one retries, if it does.
+    uploader: sql::Uploader<'a>,
+    retried: &'a std::collections::HashSet<AppliedChange>,
     /// The client's filter parameters, bound as text.
     filters: &'a FilterValues,
     /// How conflicts are settled; a resolver by its quoted name.
@@ -92,6 +100,8 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
         return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });
     }
     let params = identity.params;
+    let replica = options.replica.clone().unwrap_or_else(|| client_id.clone());
+    let retry = record::retry_of(spi, &replica, &client_id, options.upload_id.as_deref())?;
     let policy = match options.policy() {
         Policy::Resolver(name) => Policy::Resolver(settle::find_resolver(spi, &name)?),
         other => other,
@@ -103,8 +113,17 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
         plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).collect();
     let filters = bind_params(&scope, &params, touched)?;
     let staged = plan::staged_columns(&scope, &plans);
-    let applied_seqs = record::applied_seqs(spi, &client_id)?;
-    let upload = Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, filters: &filters, policy: &policy };
+    let uploader = sql::Uploader { replica: &replica, retried_version: retry.version.as_deref() };
+    let upload = Upload {
+        scope: &scope,
+        scope_name,
+        staged: &staged,
+        client_id: &client_id,
+        uploader,
+        retried: &retry.applied,
+        filters: &filters,
+        policy: &policy,
+    };
 
     let result = spi::with_apply_settings(spi, |spi| {
         let work_mem = raise_work_mem(spi)?;
@@ -128,9 +147,10 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
             return Err(Error::Rejected(refused));
         }
         for plan in plans.iter_mut() {
-            let done = applied_seqs.get(&scope.id(plan.t)).copied();
+            let table_id = scope.id(plan.t);
             for row in plan.rows.iter_mut() {
-                row.decide(done);
+                let retried = AppliedChange::of(table_id, &row.change).is_some_and(|c| upload.retried.contains(&c));
+                row.decide(retried);
             }
             let conflicts: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].unsettled()).collect();
             upload.fetch_before(spi, plan, &conflicts)?;
@@ -138,32 +158,33 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
                 upload.settle(spi, plan, i)?;
             }
         }
-        write::set_origin(spi, upload.client_id)?;
         for plan in plans.iter_mut() {
             upload.write_table(spi, plan, Op::Upsert)?;
         }
         for plan in plans.iter_mut().rev() {
             upload.write_table(spi, plan, Op::Delete)?;
         }
-        write::set_origin(spi, "")?;
         if let Some(work_mem) = work_mem {
             spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
         }
         for plan in &plans {
             upload.write_merged(spi, plan)?;
         }
+        upload.mark_echoes(spi, &mut plans)?;
         let version = spi::one::<String>(spi, "SELECT pg_current_xact_id()::text", &[])?
             .ok_or_else(|| Error::Internal("the apply has no transaction id".into()))?;
         for plan in plans.iter_mut() {
-            let not_applied: Vec<usize> =
-                (0..plan.rows.len()).filter(|&i| !matches!(plan.rows[i].outcome, tandem_core::upload::Outcome::Apply)).collect();
+            let not_applied: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].outcome != Outcome::Apply).collect();
             upload.fetch_after(spi, plan, &not_applied)?;
         }
         Ok(build_result(plans.iter().map(TablePlan::reported), &version))
     })?;
     record::log_conflicts(spi, scope_name, &client_id, &result.conflicts)?;
-    registry::record_client(spi, scope_name, &client_id, &params, None)?;
-    record::record_seqs(spi, &scope, &client_id, &plans)?;
+    registry::record_client(spi, scope_name, &client_id, &params)?;
+    registry::record_replica(spi, &replica, &client_id, None)?;
+    if let Some(upload_id) = &options.upload_id {
+        record::record_upload(spi, &scope, &replica, upload_id, &result, &plans)?;
+    }
     Ok(result)
 }
 

@@ -1,17 +1,60 @@
 //! What an apply leaves behind: every conflict in `tandem.conflicts`, and
-//! the highest change counter of each table a replica uploaded, so the same
-//! changes uploaded again are acknowledged, not applied twice.
+//! what the upload applied, under its id, so a retry of it (its answer
+//! lost) is acknowledged instead of applied twice.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use serde_json::{json, Value};
-use tandem_core::apply_result::ConflictReport;
+use tandem_core::apply_result::{ApplyResult, ConflictReport};
 use tandem_core::sql::Scope;
-use tandem_core::Result;
+use tandem_core::upload::AppliedChange;
+use tandem_core::{Error, Result};
 
+use crate::registry;
 use crate::spi::{self, Client};
 
 use super::plan::TablePlan;
+
+/// The upload an upload retries: the replica's last one, when it carries
+/// that one's id.
+#[derive(Debug, Default)]
+pub struct Retry {
+    /// The retried upload's transaction.
+    pub version: Option<String>,
+    /// The changes it applied.
+    pub applied: HashSet<AppliedChange>,
+}
+
+/// What the upload that this one retries applied (nothing when it retries
+/// none, or carries no id). Refuses a replica id another client uses.
+pub fn retry_of(spi: &Client<'_>, replica: &str, client_id: &str, upload_id: Option<&str>) -> Result<Retry> {
+    let stored = registry::find_replica(spi, replica, client_id)?;
+    let Some(stored) = stored.filter(|s| upload_id.is_some() && s.last_upload.as_deref() == upload_id) else {
+        return Ok(Retry::default());
+    };
+    let applied: Vec<AppliedChange> = match stored.last_applied.as_deref() {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| Error::Internal(format!("the last upload of replica {replica} is unreadable: {e}")))?,
+    };
+    Ok(Retry { version: stored.last_version, applied: applied.into_iter().collect() })
+}
+
+/// Records what this upload applied, under its id.
+pub fn record_upload(
+    spi: &mut Client<'_>,
+    scope: &Scope<'_>,
+    replica: &str,
+    upload_id: &str,
+    result: &ApplyResult,
+    plans: &[TablePlan<'_>],
+) -> Result<()> {
+    let applied: Vec<AppliedChange> =
+        plans.iter().flat_map(|p| p.rows.iter().filter_map(move |r| AppliedChange::of(scope.id(p.t), &r.change))).collect();
+    let applied = serde_json::to_string(&applied).map_err(|e| Error::Internal(e.to_string()))?;
+    let version = result.version.as_deref().unwrap_or_default();
+    registry::record_upload(spi, replica, upload_id, version, &applied)
+}
 
 /// Every conflict goes to `tandem.conflicts` with both rows and the
 /// decision: the losing version is never lost.
@@ -37,28 +80,5 @@ pub fn log_conflicts(spi: &mut Client<'_>, scope: &str, client_id: &str, conflic
               server_row jsonb, client_row jsonb, resolved_row jsonb, reason text, client_id text)",
         &[Value::Array(rows).to_string().into()],
     )?;
-    Ok(())
-}
-
-/// The highest change counter of each table (by tracking id) the client
-/// has had applied.
-pub fn applied_seqs(spi: &mut Client<'_>, client_id: &str) -> Result<HashMap<i64, i64>> {
-    let rows = spi::query(spi, "SELECT table_id, seq FROM tandem.client_seqs WHERE client_id = $1", &[client_id.into()], |row| {
-        Ok((spi::get::<i64>(row, 1)?, spi::get::<i64>(row, 2)?))
-    })?;
-    Ok(rows.into_iter().filter_map(|(table, seq)| Some((table?, seq?))).collect())
-}
-
-/// Remembers the highest change counter of each table this client uploaded.
-pub fn record_seqs(spi: &mut Client<'_>, scope: &Scope<'_>, client_id: &str, plans: &[TablePlan<'_>]) -> Result<()> {
-    for plan in plans {
-        let Some(seq) = plan.rows.iter().filter_map(|r| r.change.seq).max() else { continue };
-        spi::exec(
-            spi,
-            "INSERT INTO tandem.client_seqs (client_id, table_id, seq) VALUES ($1, $2, $3) \
-             ON CONFLICT (client_id, table_id) DO UPDATE SET seq = greatest(tandem.client_seqs.seq, excluded.seq)",
-            &[client_id.into(), scope.id(plan.t).into(), seq.into()],
-        )?;
-    }
     Ok(())
 }

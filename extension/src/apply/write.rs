@@ -6,11 +6,10 @@
 use std::collections::HashSet;
 
 use pgrx::datum::DatumWithOid;
-use serde_json::Map;
 use tandem_core::changeset::Op;
-use tandem_core::sql::apply::{self as sql, SeenXmins, Written};
+use tandem_core::sql::apply::{self as sql, SeenXmins};
 use tandem_core::sql::{upsert_row, Dialect};
-use tandem_core::types::{json_to_pg_text, pg_text_to_json};
+use tandem_core::types::json_to_pg_text;
 use tandem_core::upload::{merged_row, Outcome};
 use tandem_core::{Error, Result};
 
@@ -23,11 +22,6 @@ use super::Upload;
 /// keep changing before the apply gives up (and can be retried whole).
 const WRITE_ROUNDS: usize = 8;
 
-pub fn set_origin(spi: &mut Client<'_>, client_id: &str) -> Result<()> {
-    spi::exec(spi, "SELECT set_config('tandem.origin', $1, true)", &[client_id.into()])?;
-    Ok(())
-}
-
 impl Upload<'_> {
     /// Writes the rows of `plan` whose op is `op` and that apply as sent (or
     /// won their conflict), classifying again rows that changed underneath.
@@ -38,14 +32,14 @@ impl Upload<'_> {
                 return Ok(());
             }
             let written = self.write_rows(spi, plan, op, &pending)?;
-            let done: HashSet<usize> = written.iter().map(|(i, _)| *i).collect();
+            let done: HashSet<usize> = written.iter().copied().collect();
             let missed: Vec<usize> = pending
                 .iter()
                 .copied()
                 .filter(|i| !done.contains(i) && !plan.rows[*i].is_constraint_violation())
                 .collect();
-            for row in &written {
-                self.note_written(plan, row);
+            for &i in &written {
+                plan.rows[i].written = true;
             }
             if missed.is_empty() {
                 return Ok(());
@@ -61,14 +55,14 @@ impl Upload<'_> {
                     // to learn which (or to write it, if that row went).
                     let strict = sql::insert_rows(self.scope, self.staged, plan.t, &[i], true);
                     match spi::in_subtransaction(|| spi::all(spi, strict)) {
-                        Ok(Ok(done)) if !done.is_empty() => self.note_written(plan, &done[0]),
+                        Ok(Ok(done)) if !done.is_empty() => plan.rows[i].written = true,
                         Ok(Err(error)) => return Err(error),
                         Ok(Ok(_)) => plan.rows[i].violates("the row could not be inserted".into()),
                         Err(error) => plan.rows[i].violates(error.describe()),
                     }
                     continue;
                 }
-                plan.rows[i].decide(None);
+                plan.rows[i].decide(false);
                 if plan.rows[i].unsettled() {
                     conflicts.push(i);
                 }
@@ -94,8 +88,8 @@ impl Upload<'_> {
 
     /// One write attempt for `idx`, set-based; when a constraint fails, row
     /// by row, each failing row becoming a `constraint_violated` conflict.
-    fn write_rows(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, op: Op, idx: &[usize]) -> Result<Vec<Written>> {
-        let attempt = |spi: &mut Client<'_>, plan: &TablePlan<'_>, rows: &[usize]| -> Result<Vec<Written>> {
+    fn write_rows(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, op: Op, idx: &[usize]) -> Result<Vec<usize>> {
+        let attempt = |spi: &mut Client<'_>, plan: &TablePlan<'_>, rows: &[usize]| -> Result<Vec<usize>> {
             let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.rows[i].server.exists);
             let mut written = Vec::with_capacity(rows.len());
             if !live.is_empty() {
@@ -129,31 +123,6 @@ impl Upload<'_> {
                 Ok(written)
             }
             Err(error) => Err(error.into()),
-        }
-    }
-
-    /// Marks a row written, keeping the row as stored when it differs from
-    /// what the client sent, so the client takes it (defaults, casts,
-    /// triggers).
-    fn note_written(&self, plan: &mut TablePlan<'_>, written: &Written) {
-        let (i, texts) = written;
-        let row = &mut plan.rows[*i];
-        row.written = true;
-        if texts.is_empty() {
-            return;
-        }
-        let mut object = Map::new();
-        let mut differs = false;
-        for (c, column) in plan.table.columns.iter().enumerate() {
-            let now = pg_text_to_json(column.ty, texts.get(c).and_then(|t| t.as_deref()));
-            match plan.columns.iter().position(|&sent| sent == c) {
-                Some(position) if row.change.raw.get(position) == Some(&now) => {}
-                _ => differs = true,
-            }
-            object.insert(column.name.clone(), now);
-        }
-        if differs {
-            row.stored = Some(object);
         }
     }
 

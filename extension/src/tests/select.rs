@@ -117,15 +117,16 @@ mod tests {
     fn a_clients_own_uploads_do_not_come_back() {
         crm();
         let start = start_watermark();
-        apply(&upload("dev1", json!([{"op": "upsert", "values": [50, 1, "mine", null]}])), json!({"params": {"tenant": 1}}));
+        let result = apply(&upload("dev1", json!([{"op": "upsert", "values": [50, 1, "mine", null]}])), json!({"params": {"tenant": 1}}));
+        let version = result["version"].as_str().unwrap().to_string();
         run("INSERT INTO public.customers VALUES (51, 1, 'server side', NULL)");
-        let mine = json(&format!(
-            "SELECT sync_select_changes('crm', '{start}', '{{\"client_id\": \"dev1\", \"params\": {{\"tenant\": 1}}}}')"
-        ));
-        let ids = keys(&mine, "public.customers");
-        assert!(ids.contains(&json!(51)) && !ids.contains(&json!(50)), "{ids:?}");
-        let other = json(&format!("SELECT sync_select_changes('crm', '{start}', '{{\"params\": {{\"tenant\": 1}}}}')"));
-        assert!(keys(&other, "public.customers").contains(&json!(50)));
+        let pull = |options: serde_json::Value| keys(&json(&format!("SELECT sync_select_changes('crm', '{start}', {})", lit(&options))), "public.customers");
+        let mine = pull(json!({"client_id": "dev1", "params": {"tenant": 1}, "echoes": [version]}));
+        assert!(mine.contains(&json!(51)) && !mine.contains(&json!(50)), "{mine:?}");
+        let unrecorded = pull(json!({"client_id": "dev1", "params": {"tenant": 1}}));
+        assert!(unrecorded.contains(&json!(50)), "a replica that did not record the answer gets its row: {unrecorded:?}");
+        let other = pull(json!({"params": {"tenant": 1}, "echoes": [version]}));
+        assert!(other.contains(&json!(50)), "another replica gets it: {other:?}");
     }
 
     #[pg_test]

@@ -17,25 +17,27 @@ mod tests {
         assert_eq!(currencies["tombstones"], 1);
         assert_eq!(status["clients"][0]["client_id"], "dev1");
         assert_eq!(status["clients"][0]["params"], json!({"tenant": 1}));
+        assert_eq!(status["clients"][0]["replicas"][0]["replica_id"], "dev1", "a caller without a replica id is one replica");
         assert_eq!(status["conflicts"], 0);
         assert_fails("SELECT sync_status('nope')", "42704", "unknown scope");
     }
 
     #[pg_test]
-    fn cleanup_keeps_what_active_clients_need() {
+    fn cleanup_keeps_what_active_replicas_need() {
         crm();
         run("DELETE FROM public.currencies WHERE code = 'USD'");
-        // A client that has not finished a pull holds everything back.
+        // A replica that has not finished a pull holds everything back.
         run("INSERT INTO tandem.clients (client_id, scope, params, last_seen) VALUES ('slow', 'crm', '{\"tenant\": 1}', now())");
+        run("INSERT INTO tandem.replicas (replica_id, client_id, last_seen) VALUES ('slow file', 'slow', now())");
         let kept = json("SELECT sync_cleanup('crm')");
         assert_eq!(kept["tombstones_removed"], 0, "{kept}");
-        // Once clients have moved past them, tombstones go.
-        run("UPDATE tandem.clients SET last_since = pg_current_snapshot()::text");
+        // Once replicas have moved past them, tombstones go.
+        run("UPDATE tandem.replicas SET last_since = pg_current_snapshot()::text");
         let purged = json("SELECT sync_cleanup('crm')");
         assert_eq!(purged["tombstones_removed"], 0, "this transaction's own changes are not yet past every snapshot");
-        run("UPDATE tandem.clients SET last_seen = now() - interval '90 days'");
+        run("UPDATE tandem.replicas SET last_seen = now() - interval '90 days'");
         let purged = json(r#"SELECT sync_cleanup('crm', '{"inactive_after_days": 30}')"#);
-        assert_eq!(purged["active_clients"], 0);
+        assert_eq!(purged["active_replicas"], 0);
         assert_fails(r#"SELECT sync_cleanup('crm', '{"days": 1}')"#, "22023", "unknown field `days`");
     }
 }

@@ -1,0 +1,122 @@
+//! What a device is spared in a pull (its own uploads, exactly as it sent
+//! them) and what it is not: anything the server changed, whether while
+//! applying the device's upload (triggers, cascades) or from any session
+//! that claims to be the device.
+
+use serde_json::json;
+use tandem_local::Store;
+use tandem_tests::local::{assert_converged, Scenario};
+
+const SCHEMA: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, rev int NOT NULL DEFAULT 0);
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL, customer_id bigint REFERENCES customers ON DELETE CASCADE,
+                     note text, child_count int NOT NULL DEFAULT 0);
+CREATE TABLE items (id bigint PRIMARY KEY, tenant_id int NOT NULL, order_id bigint REFERENCES orders ON DELETE SET NULL, sku text);
+CREATE TABLE audit (id bigserial PRIMARY KEY, tenant_id int NOT NULL, what text NOT NULL);
+-- A counter on the parent, kept by a trigger on the child.
+CREATE FUNCTION count_items() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE orders SET child_count = (SELECT count(*) FROM items WHERE order_id = orders.id)
+   WHERE id IN (SELECT order_id FROM new_items WHERE order_id IS NOT NULL);
+  INSERT INTO audit (tenant_id, what) SELECT tenant_id, 'item ' || id FROM new_items;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER count_items AFTER INSERT ON items REFERENCING NEW TABLE AS new_items FOR EACH STATEMENT EXECUTE FUNCTION count_items();
+-- A revision bumped on every update, by an AFTER trigger (not visible in RETURNING).
+CREATE FUNCTION bump_rev() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF pg_trigger_depth() = 1 THEN UPDATE customers SET rev = rev + 1 WHERE id = NEW.id; END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER bump_rev AFTER UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION bump_rev();
+INSERT INTO customers VALUES (1, 1, 'Ada', 0), (2, 1, 'Bob', 0), (3, 2, 'Cy', 0);
+INSERT INTO orders VALUES (10, 1, 1, 'first', 0), (11, 1, 2, 'second', 0), (20, 2, 3, 'other tenant', 0);
+INSERT INTO items VALUES (100, 1, 11, 'A');
+SELECT sync_provision('crm', '{"tables": [
+  {"name": "customers", "filter": {"tenant_id": "tenant"}},
+  {"name": "orders", "filter": {"tenant_id": "tenant"}},
+  {"name": "items", "filter": {"tenant_id": "tenant"}},
+  {"name": "audit", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn local(store: &Store, sql: &str) {
+    store.connection().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn local_int(store: &Store, sql: &str) -> Option<i64> {
+    store.connection().query_row(sql, [], |r| r.get(0)).ok()
+}
+
+#[test]
+fn what_the_server_did_while_applying_an_upload_reaches_the_uploader() {
+    let s = Scenario::new("apply_effects", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let device = s.store("device.db");
+    s.sync_as(&device, &token);
+
+    // Two items for order 10: a trigger counts them on the order and
+    // writes an audit row; an update of a customer bumps its revision.
+    local(&device, "INSERT INTO items VALUES (101, 1, 10, 'B'), (102, 1, 10, 'C'); UPDATE customers SET name = 'Ada L.' WHERE id = 1");
+    s.sync_as(&device, &token);
+    assert_eq!(local_int(&device, "SELECT child_count FROM orders WHERE id = 10"), Some(2), "the trigger's counter reaches the device");
+    assert_eq!(local_int(&device, "SELECT count(*) FROM audit"), Some(3), "rows a trigger inserted reach the device (one from the setup)");
+    assert_eq!(local_int(&device, "SELECT rev FROM customers WHERE id = 1"), Some(1), "an AFTER trigger's change of the row itself");
+    assert_converged(&mut s.server(), device.connection(), "crm", &json!({"tenant": 1}));
+
+    // The device's next edit of the order keeps the server's counter.
+    local(&device, "UPDATE orders SET note = 'edited' WHERE id = 10");
+    let report = s.sync_as(&device, &token);
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    let count: i32 = s.server().query_one("SELECT child_count FROM orders WHERE id = 10", &[]).unwrap().get(0);
+    assert_eq!(count, 2, "the device's edit did not put the counter back");
+
+    // A delete cascades on the server: the device loses the cascaded rows
+    // too, and a SET NULL reaches it.
+    local(&device, "DELETE FROM customers WHERE id = 2");
+    s.sync_as(&device, &token);
+    assert_eq!(local_int(&device, "SELECT count(*) FROM orders WHERE id = 11"), Some(0), "ON DELETE CASCADE reaches the device");
+    assert_eq!(local_int(&device, "SELECT order_id IS NULL FROM items WHERE id = 100"), Some(1), "ON DELETE SET NULL reaches the device");
+    assert_converged(&mut s.server(), device.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_session_that_claims_to_be_a_device_cannot_hide_its_write_from_it() {
+    let s = Scenario::new("spoofed_origin", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let device = s.store("device.db");
+    s.sync_as(&device, &token);
+    let client_id = tandem_core::identity::token_client_id(&token).unwrap().to_string();
+    let replica: String = device.connection().query_row("SELECT replica_id FROM tandem_scopes", [], |r| r.get(0)).unwrap_or_default();
+
+    let mut server = s.server();
+    for (id, claimed) in [(1, client_id.as_str()), (2, replica.as_str())] {
+        server
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL tandem.origin = '{claimed}'; UPDATE customers SET name = 'server {id}' WHERE id = {id}; COMMIT;"
+            ))
+            .unwrap();
+    }
+    // The device edits row 1 too, on the version it had.
+    local(&device, "UPDATE customers SET name = 'device 1' WHERE id = 1");
+    let report = s.sync_as(&device, &token);
+    assert_eq!(report.conflicts.len(), 1, "the stale edit meets the server's write as a conflict: {report:?}");
+    let name: String = server.query_one("SELECT name FROM customers WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(name, "server 1", "server_wins: the stale upload did not overwrite it");
+    let names: Vec<String> = ["SELECT name FROM customers WHERE id = 1", "SELECT name FROM customers WHERE id = 2"]
+        .iter()
+        .map(|sql| device.connection().query_row(sql, [], |r| r.get(0)).unwrap())
+        .collect();
+    assert_eq!(names, ["server 1", "server 2"], "both server writes reached the device");
+    assert_converged(&mut server, device.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_device_is_spared_only_its_own_rows_exactly_as_it_sent_them() {
+    let s = Scenario::new("echo", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let device = s.store("device.db");
+    s.sync_as(&device, &token);
+    local(&device, "UPDATE orders SET note = 'mine' WHERE id = 11");
+    let report = s.sync_as(&device, &token);
+    assert_eq!((report.pushed, report.pulled), (1, 0), "the device's own write is not sent back to it: {report:?}");
+}

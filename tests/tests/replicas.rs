@@ -1,0 +1,189 @@
+//! Files that share an identity: a reinstall (a new file with a token that
+//! already synced), a file restored from a backup, a copied file synced
+//! beside its original. Each must hold its whole partition and keep every
+//! edit it makes, whatever the other files of that token did.
+
+use std::path::Path;
+
+use serde_json::json;
+use tandem_local::Store;
+use tandem_local::SyncOptions;
+use tandem_tests::local::{assert_converged, Interfering, Scenario};
+
+const SCHEMA: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, code varchar(5), d date);
+INSERT INTO customers SELECT g, 1 + (g > 10)::int, 'customer ' || g, 'C' || g, date '2024-01-01' + g FROM generate_series(1, 12) g;
+SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn local(store: &Store, sql: &str) {
+    store.connection().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn local_name(store: &Store, id: i64) -> Option<String> {
+    store.connection().query_row("SELECT name FROM customers WHERE id = ?1", [id], |r| r.get(0)).ok()
+}
+
+fn server_name(s: &Scenario, id: i64) -> Option<String> {
+    s.server().query_opt("SELECT name FROM customers WHERE id = $1", &[&id]).unwrap().map(|r| r.get(0))
+}
+
+/// Copies a closed local file (its WAL is checkpointed when it closes).
+fn copy(from: &Path, to: &Path) {
+    Store::remove(to);
+    std::fs::copy(from, to).expect("copy the file");
+}
+
+#[test]
+fn a_new_file_with_a_token_that_synced_gets_the_whole_partition_and_keeps_its_edits() {
+    let s = Scenario::new("reinstall", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let a = s.store("a.db");
+    s.sync_as(&a, &token);
+    local(&a, "UPDATE customers SET name = 'from a' WHERE id = 1");
+    assert_eq!(s.sync_as(&a, &token).pushed, 1);
+
+    // The device is reinstalled: a new file, the same token.
+    let b = s.store("b.db");
+    s.sync_as(&b, &token);
+    assert_eq!(local_name(&b, 1).as_deref(), Some("from a"), "a first sync holds the whole partition, the token's own writes too");
+    local(&b, "UPDATE customers SET name = 'from b' WHERE id = 2; INSERT INTO customers VALUES (13, 1, 'new in b', 'N13', NULL)");
+    let report = s.sync_as(&b, &token);
+    assert_eq!((report.pushed, report.conflicts.len()), (2, 0), "{report:?}");
+    assert_eq!(server_name(&s, 2).as_deref(), Some("from b"));
+    assert_eq!(server_name(&s, 13).as_deref(), Some("new in b"));
+    assert_eq!(local_name(&b, 13).as_deref(), Some("new in b"), "the insert stays in the file");
+    assert_converged(&mut s.server(), b.connection(), "crm", &json!({"tenant": 1}));
+    s.sync_as(&a, &token);
+    assert_converged(&mut s.server(), a.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_file_restored_from_a_backup_keeps_its_new_edits_and_gets_back_what_it_lost() {
+    let s = Scenario::new("restore", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("device.db");
+    let backup = s.files.path("backup.db");
+    {
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, &token);
+        local(&device, "UPDATE customers SET name = 'before the backup' WHERE id = 1");
+        s.sync_as(&device, &token);
+    }
+    copy(&path, &backup);
+    {
+        // After the backup, the device goes on: its edits reach the server.
+        let device = Store::open(&path).unwrap();
+        for (id, name) in [(3, "after the backup"), (4, "later still"), (5, "last before the loss")] {
+            local(&device, &format!("UPDATE customers SET name = '{name}' WHERE id = {id}"));
+            assert_eq!(s.sync_as(&device, &token).pushed, 1);
+        }
+    }
+    // The device is lost; its backup is restored and used.
+    copy(&backup, &path);
+    let restored = Store::open(&path).unwrap();
+    local(&restored, "UPDATE customers SET name = 'restored edit' WHERE id = 6; INSERT INTO customers VALUES (14, 1, 'restored insert', NULL, NULL)");
+    let report = s.sync_as(&restored, &token);
+    assert_eq!(report.pushed, 2, "new edits of a restored file are new changes, not re-uploads: {report:?}");
+    assert_eq!(server_name(&s, 6).as_deref(), Some("restored edit"));
+    assert_eq!(server_name(&s, 14).as_deref(), Some("restored insert"));
+    for (id, name) in [(3, "after the backup"), (4, "later still"), (5, "last before the loss")] {
+        assert_eq!(local_name(&restored, id).as_deref(), Some(name), "the restored file gets back what the device wrote after its backup");
+    }
+    assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_restored_file_that_edits_a_row_its_lost_future_changed_meets_a_conflict() {
+    let s = Scenario::new("restore_conflict", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("device.db");
+    let backup = s.files.path("backup.db");
+    {
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, &token);
+    }
+    copy(&path, &backup);
+    {
+        let device = Store::open(&path).unwrap();
+        local(&device, "UPDATE customers SET name = 'written after the backup' WHERE id = 7");
+        s.sync_as(&device, &token);
+    }
+    copy(&backup, &path);
+    let restored = Store::open(&path).unwrap();
+    local(&restored, "UPDATE customers SET name = 'restored file edit' WHERE id = 7");
+    let report = s.sync_as(&restored, &token);
+    assert_eq!(report.conflicts.len(), 1, "the server's row changed since the restored file's version: {report:?}");
+    assert_eq!(server_name(&s, 7).as_deref(), Some("written after the backup"), "server_wins");
+    let logged: i64 = s
+        .server()
+        .query_one("SELECT count(*) FROM tandem.conflicts WHERE client_row->>'name' = 'restored file edit'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 1, "the losing edit is kept in the conflict log");
+    assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_copied_file_synced_beside_its_original_converges_with_it() {
+    let s = Scenario::new("copied", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let original = s.files.path("original.db");
+    let copied = s.files.path("copy.db");
+    {
+        let a = Store::open(&original).unwrap();
+        s.sync_as(&a, &token);
+    }
+    copy(&original, &copied);
+    let a = Store::open(&original).unwrap();
+    let b = Store::open(&copied).unwrap();
+    for round in 0..3 {
+        local(&a, &format!("UPDATE customers SET name = 'a{round}' WHERE id = {}", 1 + round));
+        local(&b, &format!("UPDATE customers SET name = 'b{round}' WHERE id = {}", 5 + round));
+        s.sync_as(&a, &token);
+        s.sync_as(&b, &token);
+    }
+    s.sync_as(&a, &token);
+    for round in 0..3 {
+        assert_eq!(server_name(&s, 1 + round).as_deref(), Some(format!("a{round}").as_str()));
+        assert_eq!(server_name(&s, 5 + round).as_deref(), Some(format!("b{round}").as_str()));
+    }
+    assert_converged(&mut s.server(), a.connection(), "crm", &json!({"tenant": 1}));
+    assert_converged(&mut s.server(), b.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// A backup taken while an upload's answer was lost holds that upload's id:
+/// restored, it may retry that upload, but nothing it writes afterwards
+/// passes for what the original file wrote under the same id or after it.
+#[test]
+fn a_backup_taken_with_an_upload_in_flight_retries_only_that_upload() {
+    let s = Scenario::new("restore_in_flight", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("device.db");
+    let backup = s.files.path("backup.db");
+    {
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, &token);
+        local(&device, "UPDATE customers SET name = 'in flight' WHERE id = 2");
+        let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+        let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
+        device.sync_with(&mut dropping, "crm", &options).unwrap_err();
+    }
+    assert_eq!(server_name(&s, 2).as_deref(), Some("in flight"), "the server applied it; the answer was lost");
+    copy(&path, &backup);
+    {
+        // The original retries, then goes on editing the same row.
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, &token);
+        local(&device, "UPDATE customers SET name = 'original, later' WHERE id = 2");
+        s.sync_as(&device, &token);
+    }
+    copy(&backup, &path);
+    let restored = Store::open(&path).unwrap();
+    local(&restored, "UPDATE customers SET name = 'restored, later' WHERE id = 2; UPDATE customers SET name = 'restored only' WHERE id = 8");
+    let report = s.sync_as(&restored, &token);
+    assert_eq!(report.conflicts.len(), 1, "row 2 changed on the server since the in-flight upload: {report:?}");
+    assert_eq!(server_name(&s, 2).as_deref(), Some("original, later"), "server_wins: nothing overwrote it silently");
+    assert_eq!(server_name(&s, 8).as_deref(), Some("restored only"));
+    assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+}
