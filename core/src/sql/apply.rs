@@ -605,34 +605,38 @@ pub fn final_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize]
     Query::new(sql, binds, &columns, FinalRowOf { idx: idx_col, exists, values })
 }
 
-/// Marks rows `idx` (upserted exactly as sent, their log folded) as the
-/// uploading replica's echo: tracking whose version is this transaction's.
+/// Marks rows `idx` (written exactly as sent, their log folded) as the
+/// uploading replica's echo: their tracking, whose version is this
+/// transaction's.
 pub fn mark_echoes(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], replica: &str) -> Query<NoRows> {
-    let mut binds = Binds::new();
-    let sql = format!(
-        "UPDATE {} tr SET tandem_origin = {}::text FROM {} s WHERE s.idx = ANY({}::int4[]) AND {} \
-         AND tr.tandem_version = pg_current_xact_id()",
-        scope.track(t),
-        binds.bind(replica),
-        scope.stage(t),
-        binds.bind(indexes(idx)),
-        staged_key_equal(scope, staged, t, "tr", "s"),
-    );
-    Query::exec(sql, binds)
+    mark_origin(scope.track(t), "tandem_version", scope, staged, t, idx, replica)
 }
 
 /// Marks the exits of rows `idx` (deleted as sent) as the uploading
 /// replica's: its own deletes are not sent back to it.
 pub fn mark_deleted_echoes(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], replica: &str) -> Query<NoRows> {
+    mark_origin(scope.exits(t), "tandem_stamp", scope, staged, t, idx, replica)
+}
+
+/// Sets `tandem_origin` of the rows of `target` (tracking or exits) keyed
+/// like rows `idx` and written by this transaction (`version`).
+fn mark_origin(
+    target: String,
+    version: &str,
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    idx: &[usize],
+    replica: &str,
+) -> Query<NoRows> {
     let mut binds = Binds::new();
     let sql = format!(
-        "UPDATE {} e SET tandem_origin = {}::text FROM {} s WHERE s.idx = ANY({}::int4[]) AND {} \
-         AND e.tandem_stamp = pg_current_xact_id()",
-        scope.exits(t),
+        "UPDATE {target} m SET tandem_origin = {}::text FROM {} s WHERE s.idx = ANY({}::int4[]) AND {} \
+         AND m.{version} = pg_current_xact_id()",
         binds.bind(replica),
         scope.stage(t),
         binds.bind(indexes(idx)),
-        staged_key_equal(scope, staged, t, "e", "s"),
+        staged_key_equal(scope, staged, t, "m", "s"),
     );
     Query::exec(sql, binds)
 }
@@ -716,7 +720,8 @@ mod tests {
         let kept = query.decode(&[Some("0"), Some("true"), Some("10"), Some("1")]).unwrap();
         assert_eq!(kept.row.unwrap()["tenant_id"], serde_json::json!(1));
         let echoes = mark_echoes(&scope, &staged, 0, &[0], "r1");
-        assert!(echoes.sql.ends_with("AND tr.\"id\" = s.c0 AND tr.tandem_version = pg_current_xact_id()"), "{}", echoes.sql);
+        assert!(echoes.sql.ends_with("AND m.\"id\" = s.c0 AND m.tandem_version = pg_current_xact_id()"), "{}", echoes.sql);
+        assert!(mark_deleted_echoes(&scope, &staged, 0, &[0], "r1").sql.ends_with("m.tandem_stamp = pg_current_xact_id()"));
     }
 
     #[test]
