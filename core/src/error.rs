@@ -13,6 +13,16 @@ pub enum RejectionKind {
     OutsidePartition,
     /// The table does not take uploads.
     DownloadOnly,
+    /// The server's own rules refused the row: a trigger raised an error,
+    /// or a value fits the changeset's type but not the column's.
+    Declined,
+}
+
+impl RejectionKind {
+    /// A refusal over what the client may write, not over a value.
+    pub fn is_access(self) -> bool {
+        matches!(self, RejectionKind::OutsidePartition | RejectionKind::DownloadOnly)
+    }
 }
 
 /// One uploaded row the server refuses, and why. A changeset with any of these
@@ -140,7 +150,7 @@ impl Error {
             Error::UnknownClient(_) => "42704",
             Error::InvalidToken(_) => "28000", // invalid_authorization_specification
             // Refusals over access outrank refusals over values.
-            Error::Rejected(rows) if rows.iter().any(|r| r.kind != RejectionKind::InvalidValue) => "42501",
+            Error::Rejected(rows) if rows.iter().any(|r| r.kind.is_access()) => "42501",
             Error::Rejected(_) => "22P02",
             Error::Resolver { .. } => "39000",       // external_routine_invocation_exception
             Error::Database { sqlstate, .. } if sqlstate.len() == 5 && sqlstate.is_ascii() => sqlstate,

@@ -3,6 +3,7 @@
 
 use tandem_core::ident::TableName;
 use tandem_core::schema::{CatalogColumn, CatalogTable};
+use tandem_core::sql::apply::StageType;
 use tandem_core::{Error, Result};
 
 use crate::spi::{self, Client};
@@ -74,4 +75,59 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
 pub fn table_oid(client: &mut Client<'_>, name: &TableName) -> Result<i64> {
     spi::one::<i64>(client, "SELECT to_regclass($1)::oid::int8", &[name.quoted().into()])?
         .ok_or_else(|| Error::MissingTable(name.to_string()))
+}
+
+/// How the server stores each of `columns` of `name` now (read at each
+/// apply, so a type changed since provisioning is followed): the type a
+/// value is read as, without typmod (`bpchar` kept whole: bare `character`
+/// means `char(1)`), the stage's type, the domain and whether storing may
+/// round or cut.
+pub fn stage_types(spi: &mut Client<'_>, name: &TableName, columns: &[&str]) -> Result<Vec<StageType>> {
+    let previous_path: Option<String> =
+        spi::one(spi, "SELECT current_setting('search_path'), set_config('search_path', 'pg_catalog', true)", &[])?;
+    let found = spi::query(
+        spi,
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                CASE WHEN b.typname = 'bpchar' THEN 'bpchar' WHEN b.typname = '_bpchar' THEN 'bpchar[]' \
+                     ELSE format_type(b.oid, NULL) END, \
+                CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) \
+                     ELSE format_type(a.atttypid, a.atttypmod) END, \
+                CASE WHEN t.typtype = 'd' THEN format_type(a.atttypid, a.atttypmod) END, \
+                a.atttypmod >= 0 OR (t.typtype = 'd' AND t.typtypmod >= 0) \
+         FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+         JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+        &[name.quoted().into()],
+        |row| {
+            let text = |n| -> Result<String> {
+                spi::text(row, n)?.ok_or_else(|| Error::Internal(format!("the catalog lacks a column type of {name}")))
+            };
+            Ok((
+                text(1)?,
+                StageType {
+                    declared: text(2)?,
+                    input: text(3)?,
+                    stored: text(4)?,
+                    domain: spi::text(row, 5)?,
+                    rounds: spi::get::<bool>(row, 6)?.unwrap_or(false),
+                },
+            ))
+        },
+    );
+    spi::exec(spi, "SELECT set_config('search_path', $1, true)", &[previous_path.unwrap_or_default().into()])?;
+    let found = found?;
+    columns
+        .iter()
+        .map(|column| {
+            found
+                .iter()
+                .find(|(name, _)| name == column)
+                .map(|(_, ty)| ty.clone())
+                .ok_or_else(|| {
+                    Error::InvalidSetup(format!(
+                        "column \"{column}\" of {name} is gone from the server: provision the scope again (sync_provision)"
+                    ))
+                })
+        })
+        .collect()
 }

@@ -209,6 +209,9 @@ pub fn run_observed(
     // With a token the server takes the parameters from the registration.
     let params_sent = if options.token.is_some() { None } else { Some(params.clone()) };
     let mut snapshots = changes::PendingSnapshots::new(conn);
+    // An upload the server fails (not a refused row: those are set aside)
+    // does not hold back the pull: it is reported once the pull is done.
+    let mut push_failed = None;
     for _ in 0..PUSH_ROUNDS {
         let state = meta::require(conn, scope)?;
         let batch = changes::select(conn, &state, max_rows, Some(&mut snapshots))?;
@@ -239,7 +242,11 @@ pub fn run_observed(
                 snapshots.invalidate();
                 report.rejected.extend(rejections);
             }
-            Err(other) => return Err(other.into()),
+            Err(unreachable @ RemoteError::Unreachable { .. }) => return Err(unreachable.into()),
+            Err(other) => {
+                push_failed = Some(other);
+                break;
+            }
         }
     }
     // The snapshots' temporary tables go before the pull, not with the round.
@@ -261,6 +268,9 @@ pub fn run_observed(
     for _pass in 0..if resuming { 2 } else { 1 } {
         let since = meta::require(conn, scope)?.watermark;
         pull(conn, remote, scope, since, &select_options, &mut report, observe)?;
+    }
+    if let Some(error) = push_failed {
+        return Err(LocalError::UploadFailed { pulled: report.pulled, error });
     }
     report.took_ms = started.elapsed().as_millis() as u64;
     Ok(report)

@@ -22,6 +22,10 @@ pub enum LocalError {
     #[error(transparent)]
     Remote(#[from] RemoteError),
 
+    /// The upload failed on the server; the pull ran anyway.
+    #[error("the upload failed (the pull ran: {pulled} row(s) down): {error}")]
+    UploadFailed { pulled: u64, error: RemoteError },
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -406,23 +406,25 @@ fn a_refused_change_does_not_make_later_changes_look_sent() {
 }
 
 /// The server's answer to an upload carries its form of rewritten rows
-/// (here numeric(12,2) rounds 10.005); a local write made while the upload
+/// (here numeric(12,2) pads 10.5 to 10.50); a local write made while the upload
 /// was in flight is newer than that answer and must survive it, then go up.
 #[test]
 fn a_local_write_during_an_upload_outlives_the_servers_answer() {
     let s = setup("in_flight");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
-    local(&file, "UPDATE orders SET total = 10.005 WHERE id = 10; UPDATE orders SET total = 11.005 WHERE id = 11");
+    // Sent as 10.5 and 11.2, stored as 10.50 and 11.20: the answer carries
+    // the server's form.
+    local(&file, "UPDATE orders SET total = '10.5' WHERE id = 10; UPDATE orders SET total = '11.2' WHERE id = 11");
     let mut meddling = Interfering {
         write_after_apply: Some((s.files.path("a.db"), "UPDATE orders SET total = 20 WHERE id = 10")),
         ..Interfering::new(&s.db.url)
     };
     let report = file.sync_with(&mut meddling, "crm", &SyncOptions::default()).unwrap();
-    // Had the answer overwritten it, 10.01 would be the file's row with no
+    // Had the answer overwritten it, 10.50 would be the file's row with no
     // change left to send; instead the write goes up in the same sync.
     assert_eq!((report.pushed, report.conflicts.len()), (3, 0), "{report:?}");
-    assert_eq!(local_value(&file, "SELECT printf('%.2f', total) FROM orders WHERE id = 11").as_deref(), Some("11.01"), "the server's form is taken");
+    assert_eq!(local_value(&file, "SELECT total FROM orders WHERE id = 11").as_deref(), Some("11.20"), "the server's form is taken");
     assert_eq!(local_value(&file, "SELECT printf('%.2f', total) FROM orders WHERE id = 10").as_deref(), Some("20.00"), "the newer local write stays");
     let mut server = s.server();
     assert_eq!(server_value(&mut server, "SELECT total::text FROM orders WHERE id = 10").as_deref(), Some("20.00"));

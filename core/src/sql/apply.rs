@@ -93,6 +93,57 @@ pub fn analyze_stage(scope: &Scope<'_>, t: usize, columns: &[usize]) -> Query<No
     Query::exec(format!("ANALYZE {} ({})", scope.stage(t), analyzed.join(", ")), Binds::new())
 }
 
+/// How the server stores an uploaded column, read from its catalog when an
+/// upload is applied (so a type changed since provisioning is followed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageType {
+    /// The column's declared type (`numeric(12,2)`, `public.mood`).
+    pub declared: String,
+    /// The type a value is read as: the declared type without its typmod
+    /// (and a domain's base type), so reading cuts and rounds nothing.
+    pub input: String,
+    /// The stage column's type: the declared type, or a domain's base type
+    /// (a stage holds NULLs a domain may refuse: a delete's other columns).
+    pub stored: String,
+    /// The domain a value is checked against, for a domain-typed column.
+    pub domain: Option<String>,
+    /// Storing may round or cut a value (the type has a typmod): the stage
+    /// checks each value survives it unchanged.
+    pub rounds: bool,
+}
+
+impl StageType {
+    /// The staged value of text `text`: read, checked against its domain,
+    /// cast to the stored type (a value the type refuses fails the
+    /// statement; one it would cut or round is caught by [`Self::changes`]).
+    fn value(&self, text: &str) -> String {
+        match &self.domain {
+            None if self.input == self.stored => format!("{text}::{}", self.input),
+            None => format!("({text}::{})::{}", self.input, self.stored),
+            Some(domain) => format!("CASE WHEN {text} IS NOT NULL THEN (({text}::{})::{domain})::{} END", self.input, self.stored),
+        }
+    }
+
+    /// True when storing text `text` would change it.
+    fn changes(&self, text: &str) -> String {
+        format!("{text}::{0} IS DISTINCT FROM ({text}::{0})::{1}", self.input, self.declared)
+    }
+}
+
+/// Creates the (empty) stage of table `t`: `idx`, `op`, `base`, one column
+/// per uploaded column (`c0, c1, ...`, in changeset order, typed as the
+/// server stores them) and `tandem_inexact`, the first column whose value
+/// storing would change.
+pub fn create_stage(scope: &Scope<'_>, t: usize, types: &[StageType]) -> Query<NoRows> {
+    let columns: Vec<String> = types.iter().enumerate().map(|(i, ty)| format!("c{i} {}, ", ty.stored)).collect();
+    let sql = format!(
+        "CREATE TEMP TABLE {} (idx int4, op text, base xid8, {}tandem_inexact text) ON COMMIT DROP",
+        scope.stage(t),
+        columns.concat(),
+    );
+    Query::exec(sql, Binds::new())
+}
+
 /// The rows of one table's upload, column by column, as the stage reads
 /// them: each row's position in the upload, its op, its base version, and
 /// the text of each uploaded column (NULL for the non-key columns of a
@@ -105,9 +156,11 @@ pub struct StageRows {
     pub columns: Vec<Vec<Option<String>>>,
 }
 
-/// Stages table `t`'s rows from arrays, each uploaded column cast to its
-/// type.
-pub fn stage(scope: &Scope<'_>, t: usize, columns: &[usize], rows: StageRows) -> Query<NoRows> {
+/// Stages rows into the stage of table `t` from arrays. A value the
+/// column's type refuses fails the statement (the caller narrows down to
+/// the row); a value storing would round or cut names its column in
+/// `tandem_inexact`.
+pub fn fill_stage(scope: &Scope<'_>, t: usize, columns: &[usize], types: &[StageType], rows: StageRows) -> Query<NoRows> {
     let table = scope.table(t);
     let mut binds = Binds::new();
     let mut names = vec!["idx".to_string(), "op".to_string(), "base".to_string()];
@@ -116,20 +169,55 @@ pub fn stage(scope: &Scope<'_>, t: usize, columns: &[usize], rows: StageRows) ->
         format!("{}::text[]", binds.bind(Param::TextArray(rows.ops))),
         format!("{}::text[]", binds.bind(Param::TextArray(rows.bases))),
     ];
-    let mut selects = vec!["u.idx".to_string(), "u.op".to_string(), "u.base::xid8 AS base".to_string()];
-    for (i, (&c, values)) in columns.iter().zip(rows.columns).enumerate() {
+    let mut selects = vec!["u.idx".to_string(), "u.op".to_string(), "u.base::xid8".to_string()];
+    let mut inexact = Vec::new();
+    for (i, ((&c, values), ty)) in columns.iter().zip(rows.columns).zip(types).enumerate() {
         names.push(format!("c{i}"));
         arrays.push(format!("{}::text[]", binds.bind(Param::TextArray(values))));
-        selects.push(format!("u.c{i}::{} AS c{i}", table.columns[c].pg_type));
+        let text = format!("u.c{i}");
+        selects.push(ty.value(&text));
+        if ty.rounds {
+            inexact.push(format!("WHEN {} THEN {}", ty.changes(&text), crate::ident::quote_literal(&table.columns[c].name)));
+        }
     }
+    selects.push(if inexact.is_empty() { "NULL".to_string() } else { format!("CASE {} END", inexact.join(" ")) });
     let sql = format!(
-        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM unnest({}) AS u({})",
+        "INSERT INTO {} SELECT {} FROM unnest({}) AS u({})",
         scope.stage(t),
         selects.join(", "),
         arrays.join(", "),
         names.join(", ")
     );
     Query::exec(sql, binds)
+}
+
+/// Reads a staged row's idx and a column name.
+pub struct IdxColumn {
+    idx: Col,
+    column: Col,
+}
+
+impl Decode for IdxColumn {
+    type Row<'a> = (usize, String);
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<(usize, String), DecodeError> {
+        Ok((f.index(self.idx)?, f.required(self.column)?.to_string()))
+    }
+}
+
+/// Staged rows with a value storing would change, each with that column.
+pub fn inexact_rows(scope: &Scope<'_>, t: usize) -> Query<IdxColumn> {
+    let mut columns = Columns::new();
+    let decoder = IdxColumn { idx: columns.push("idx", "idx::text"), column: columns.push("column", "tandem_inexact") };
+    let sql = format!("SELECT {} FROM {} WHERE tandem_inexact IS NOT NULL", columns.sql(), scope.stage(t));
+    Query::new(sql, Binds::new(), &columns, decoder)
+}
+
+/// Reads `text` as a column of type `ty` would store it: fails as staging
+/// that value failed (to name the column of a refused row).
+pub fn check_value(ty: &StageType, text: &str) -> Query<NoRows> {
+    let mut binds = Binds::new();
+    let value = ty.value(&format!("{}::text", binds.bind(text)));
+    Query::exec(format!("SELECT ({value})::{}", ty.stored), binds)
 }
 
 /// A condition true when an uploaded row (stage alias `alias`) would be in
@@ -646,25 +734,40 @@ mod tests {
     use super::*;
     use crate::sql::partition::tests::crm;
 
+    fn plain(ty: &str) -> StageType {
+        StageType { declared: ty.into(), input: ty.into(), stored: ty.into(), domain: None, rounds: false }
+    }
+
     #[test]
     fn stages_typed_columns_from_arrays() {
         let schema = crm();
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
+        let rounding = StageType { rounds: true, input: "numeric".into(), ..plain("numeric(12,2)") };
+        let types = [plain("integer"), rounding];
+        assert_eq!(
+            create_stage(&scope, 0, &types).sql,
+            "CREATE TEMP TABLE pg_temp.\"tandem_stage_1\" (idx int4, op text, base xid8, c0 integer, c1 numeric(12,2), tandem_inexact text) ON COMMIT DROP"
+        );
         let rows = StageRows {
             idx: vec![0],
             ops: vec![Some("upsert".into())],
             bases: vec![None],
             columns: vec![vec![Some("3".into())], vec![Some("7".into())]],
         };
-        let query = stage(&scope, 0, &[1, 0], rows);
+        let query = fill_stage(&scope, 0, &[1, 0], &types, rows);
         assert_eq!(
             query.sql,
-            "CREATE TEMP TABLE pg_temp.\"tandem_stage_1\" ON COMMIT DROP AS SELECT u.idx, u.op, u.base::xid8 AS base, \
-             u.c0::integer AS c0, u.c1::bigint AS c1 FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-             AS u(idx, op, base, c0, c1)"
+            "INSERT INTO pg_temp.\"tandem_stage_1\" SELECT u.idx, u.op, u.base::xid8, u.c0::integer, (u.c1::numeric)::numeric(12,2), \
+             CASE WHEN u.c1::numeric IS DISTINCT FROM (u.c1::numeric)::numeric(12,2) THEN 'id' END \
+             FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(idx, op, base, c0, c1)"
         );
         assert_eq!(query.params[3], Param::TextArray(vec![Some("3".into())]), "c0 is the first uploaded column");
+        let domain = StageType { domain: Some("public.positive".into()), ..plain("integer") };
+        assert_eq!(
+            check_value(&domain, "-3").sql,
+            "SELECT (CASE WHEN $1::text IS NOT NULL THEN (($1::text::integer)::public.positive)::integer END)::integer"
+        );
     }
 
     #[test]

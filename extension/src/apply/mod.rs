@@ -127,25 +127,19 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
 
     let result = spi::with_apply_settings(spi, |spi| {
         let work_mem = raise_work_mem(spi)?;
-        for plan in &plans {
+        for plan in plans.iter_mut() {
             stage::stage(spi, &scope, plan)?;
         }
         // Classifying reads the logs too (what committed since the last
         // fold), joined row by row; folding just before keeps them short.
         fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
         for plan in plans.iter_mut() {
-            let all: Vec<usize> = (0..plan.rows.len()).collect();
-            upload.classify(spi, plan, &all)?;
+            let staged: Vec<usize> =
+                (0..plan.rows.len()).filter(|&i| !matches!(plan.rows[i].outcome, Outcome::Refused { .. })).collect();
+            upload.classify(spi, plan, &staged)?;
             classify::refuse_outside_partition(&scope, plan);
         }
-        let mut refused = rejections.clone();
-        refused.extend(plans.iter().flat_map(|p| p.rows.iter().filter_map(|r| r.rejection(&p.table.name))));
-        if !refused.is_empty() {
-            for rejection in refused.iter_mut() {
-                upload.visible_row(spi, rejection)?;
-            }
-            return Err(Error::Rejected(refused));
-        }
+        upload.fail_on_refusals(spi, &plans, &rejections)?;
         for plan in plans.iter_mut() {
             let table_id = scope.id(plan.t);
             for row in plan.rows.iter_mut() {
@@ -164,6 +158,8 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
         for plan in plans.iter_mut().rev() {
             upload.write_table(spi, plan, Op::Delete)?;
         }
+        // A row the server's own rules refused while it was written.
+        upload.fail_on_refusals(spi, &plans, &rejections)?;
         if let Some(work_mem) = work_mem {
             spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
         }
@@ -186,6 +182,23 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
         record::record_upload(spi, &scope, &replica, upload_id, &result, &plans)?;
     }
     Ok(result)
+}
+
+impl Upload<'_> {
+    /// Fails the whole upload when a row was refused, naming each with the
+    /// server's row when the client may see it; the uploader sets those
+    /// rows aside and sends the rest again.
+    fn fail_on_refusals(&self, spi: &mut Client<'_>, plans: &[TablePlan<'_>], rejections: &[tandem_core::Rejection]) -> Result<()> {
+        let mut refused = rejections.to_vec();
+        refused.extend(plans.iter().flat_map(|p| p.rows.iter().filter_map(|r| r.rejection(&p.table.name))));
+        if refused.is_empty() {
+            return Ok(());
+        }
+        for rejection in refused.iter_mut() {
+            self.visible_row(spi, rejection)?;
+        }
+        Err(Error::Rejected(refused))
+    }
 }
 
 /// Room to sort and hash a large upload in memory; returns the setting to

@@ -1,60 +1,123 @@
-//! Staging: each table's uploaded rows into a temporary table, every column
-//! cast to its type, analyzed for the planner.
+//! Staging: each table's uploaded rows into a temporary table, every value
+//! read as the server will store it. A value the column refuses (an invalid
+//! date, an unknown enum label, a domain's check, a string too long) or
+//! would store other than sent (rounded, cut) refuses its row by name; the
+//! other rows stage as one statement.
 
 use tandem_core::changeset::Op;
-use tandem_core::sql::apply::{self as sql, StageRows};
+use tandem_core::error::RejectionKind;
+use tandem_core::sql::apply::{self as sql, StageRows, StageType};
 use tandem_core::sql::Scope;
+use tandem_core::upload::Outcome;
 use tandem_core::Result;
 
-use crate::spi::{self, Client};
+use crate::catalog;
+use crate::spi::{self, Client, PgError};
 
 use super::plan::TablePlan;
 
-/// Stages the rows of `plan` (a delete stages its key, other columns NULL).
-pub fn stage(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &TablePlan<'_>) -> Result<()> {
-    let count = plan.rows.len();
-    let key_slots: Vec<usize> = plan
-        .table
-        .key_indexes()
-        .iter()
-        .map(|k| plan.columns.iter().position(|c| c == k).expect("a checked upload carries the key"))
-        .collect();
-    let mut rows = StageRows {
-        idx: Vec::with_capacity(count),
-        ops: Vec::with_capacity(count),
-        bases: Vec::with_capacity(count),
-        columns: vec![Vec::with_capacity(count); plan.columns.len()],
-    };
-    for (i, row) in plan.rows.iter().enumerate() {
-        let change = &row.change;
-        rows.idx.push(i as i32);
-        rows.bases.push(change.base.clone());
-        match change.op {
-            Op::Upsert => {
-                rows.ops.push(Some("upsert".into()));
-                for (column, value) in rows.columns.iter_mut().zip(&change.values) {
-                    column.push(value.clone());
-                }
-            }
-            Op::Delete => {
-                rows.ops.push(Some("delete".into()));
-                for column in rows.columns.iter_mut() {
-                    column.push(None);
-                }
-                for (k, &slot) in key_slots.iter().enumerate() {
-                    rows.columns[slot][i] = change.values[k].clone();
-                }
-            }
-        }
-    }
+/// Stages the rows of `plan` (a delete stages its key, other columns NULL),
+/// refusing each row with a value the server would not store as sent.
+pub fn stage(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> Result<()> {
+    let names: Vec<&str> = plan.column_names.iter().map(String::as_str).collect();
+    let types = catalog::stage_types(spi, &plan.table.table_name(), &names)?;
     let left_over = spi::all(spi, sql::stage_exists(scope, plan.t))?;
     if left_over.first() == Some(&true) {
         spi::run(spi, sql::drop_stage(scope, plan.t))?;
     }
-    spi::run(spi, sql::stage(scope, plan.t, &plan.columns, rows))?;
+    spi::run(spi, sql::create_stage(scope, plan.t, &types))?;
+    let all: Vec<usize> = (0..plan.rows.len()).collect();
+    fill(spi, scope, plan, &types, &all)?;
+    for (i, column) in spi::all(spi, sql::inexact_rows(scope, plan.t))? {
+        let declared = plan.column_names.iter().position(|c| *c == column).map(|p| types[p].declared.as_str()).unwrap_or("?");
+        plan.rows[i].outcome = Outcome::Refused {
+            kind: RejectionKind::InvalidValue,
+            reason: format!(
+                "column {column}: the server would not store the value exactly as sent ({declared} cuts or rounds it); \
+                 send it as the column holds it"
+            ),
+        };
+    }
     // Row counts for the planner: a stage can hold one row or a million.
     // Statistics of the columns the statements join and filter on are
     // enough; those of every column cost ten times as much.
     spi::run(spi, sql::analyze_stage(scope, plan.t, &plan.columns))?;
     Ok(())
+}
+
+/// Stages rows `idx` in one statement; when a value fails it, halves the
+/// rows until each failing row is found and refused (k bad rows of n cost
+/// about k log n statements, and none when all are good).
+fn fill(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>, types: &[StageType], idx: &[usize]) -> Result<()> {
+    let rows = stage_rows(plan, idx);
+    match spi::in_subtransaction(|| spi::run(spi, sql::fill_stage(scope, plan.t, &plan.columns, types, rows))) {
+        Ok(result) => result.map(|_| ()),
+        Err(error) if refuses_a_value(&error) && idx.len() == 1 => {
+            let reason = failing_column(spi, plan, types, idx[0]).unwrap_or_else(|| error.describe());
+            plan.rows[idx[0]].outcome = Outcome::Refused { kind: RejectionKind::InvalidValue, reason };
+            Ok(())
+        }
+        Err(error) if refuses_a_value(&error) => {
+            let (first, second) = idx.split_at(idx.len() / 2);
+            fill(spi, scope, plan, types, first)?;
+            fill(spi, scope, plan, types, second)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A value's fault (data exceptions, a domain's check or NOT NULL, the
+/// syntax errors some types' input raises, such as tsvector's), as opposed
+/// to the server's (out of memory, a lost connection).
+fn refuses_a_value(error: &PgError) -> bool {
+    error.sqlstate.starts_with("22") || error.sqlstate.starts_with("23") || error.sqlstate == "42601"
+}
+
+/// `column <name>: <why>` for the first value of row `i` its column refuses.
+fn failing_column(spi: &mut Client<'_>, plan: &TablePlan<'_>, types: &[StageType], i: usize) -> Option<String> {
+    let texts = row_texts(plan, i);
+    for ((name, ty), text) in plan.column_names.iter().zip(types).zip(texts) {
+        let Some(text) = text else { continue };
+        if let Err(error) = spi::in_subtransaction(|| spi::run(spi, sql::check_value(ty, &text))) {
+            return Some(format!("column {name}: {}", error.describe()));
+        }
+    }
+    None
+}
+
+/// The text of each uploaded column of row `i`, in the upload's order: a
+/// delete has only its key (in primary key order among its values).
+fn row_texts(plan: &TablePlan<'_>, i: usize) -> Vec<Option<String>> {
+    let change = &plan.rows[i].change;
+    match change.op {
+        Op::Upsert => change.values.clone(),
+        Op::Delete => {
+            let mut texts = vec![None; plan.columns.len()];
+            for (k, key) in plan.table.key_indexes().iter().enumerate() {
+                let slot = plan.columns.iter().position(|c| c == key).expect("a checked upload carries the key");
+                texts[slot] = change.values[k].clone();
+            }
+            texts
+        }
+    }
+}
+
+/// Rows `idx` of `plan`, column by column, as the stage reads them.
+fn stage_rows(plan: &TablePlan<'_>, idx: &[usize]) -> StageRows {
+    let mut rows = StageRows {
+        idx: Vec::with_capacity(idx.len()),
+        ops: Vec::with_capacity(idx.len()),
+        bases: Vec::with_capacity(idx.len()),
+        columns: vec![Vec::with_capacity(idx.len()); plan.columns.len()],
+    };
+    for &i in idx {
+        let change = &plan.rows[i].change;
+        rows.idx.push(i as i32);
+        rows.bases.push(change.base.clone());
+        rows.ops.push(Some(if change.op == Op::Upsert { "upsert" } else { "delete" }.to_string()));
+        for (column, text) in rows.columns.iter_mut().zip(row_texts(plan, i)) {
+            column.push(text);
+        }
+    }
+    rows
 }

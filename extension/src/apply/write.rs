@@ -10,10 +10,11 @@ use tandem_core::changeset::Op;
 use tandem_core::sql::apply::{self as sql, SeenXmins};
 use tandem_core::sql::{upsert_row, Dialect};
 use tandem_core::types::json_to_pg_text;
+use tandem_core::error::RejectionKind;
 use tandem_core::upload::{merged_row, Outcome};
 use tandem_core::{Error, Result};
 
-use crate::spi::{self, Client};
+use crate::spi::{self, Client, PgError};
 
 use super::plan::TablePlan;
 use super::Upload;
@@ -22,48 +23,87 @@ use super::Upload;
 /// keep changing before the apply gives up (and can be retried whole).
 const WRITE_ROUNDS: usize = 8;
 
+/// What an error of a row's write says about the row.
+enum RowFault {
+    /// A constraint refuses it (class 23): a conflict the server wins.
+    Constraint,
+    /// The server's rules refuse it: a trigger raised an error, a value a
+    /// trigger or a generated column cannot take. The row is refused.
+    Declined,
+}
+
+/// This transaction's id as a row's `xmin` shows it.
+fn own_xid(spi: &mut Client<'_>) -> Result<String> {
+    spi::one::<String>(spi, "SELECT pg_current_xact_id()::xid::text", &[])?
+        .ok_or_else(|| tandem_core::Error::Internal("the apply has no transaction id".into()))
+}
+
+impl RowFault {
+    /// `None` for errors that are not the row's (the server's own, a lost
+    /// connection): those fail the apply.
+    fn of(error: &PgError) -> Option<Self> {
+        match error.sqlstate.get(..2) {
+            Some("23") => Some(RowFault::Constraint),
+            Some("22" | "P0" | "2F" | "38" | "39" | "44") => Some(RowFault::Declined),
+            _ if error.sqlstate == "428C9" => Some(RowFault::Declined),
+            _ => None,
+        }
+    }
+}
+
 impl Upload<'_> {
     /// Writes the rows of `plan` whose op is `op` and that apply as sent (or
     /// won their conflict), classifying again rows that changed underneath.
     pub fn write_table(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, op: Op) -> Result<()> {
         let mut pending: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].to_write(op)).collect();
+        // Rows this transaction changed itself since they were classified,
+        // already tried again once on that change.
+        let mut tried_on_own_change = HashSet::new();
         for _ in 0..WRITE_ROUNDS {
             if pending.is_empty() {
                 return Ok(());
             }
             let written = self.write_rows(spi, plan, op, &pending)?;
             let done: HashSet<usize> = written.iter().copied().collect();
-            let missed: Vec<usize> = pending
-                .iter()
-                .copied()
-                .filter(|i| !done.contains(i) && !plan.rows[*i].is_constraint_violation())
-                .collect();
             for &i in &written {
                 plan.rows[i].written = true;
             }
+            let missed: Vec<usize> = pending.iter().copied().filter(|i| !done.contains(i) && plan.rows[*i].to_write(op)).collect();
             if missed.is_empty() {
                 return Ok(());
             }
-            // Someone else changed these rows since they were classified.
-            let was_insert: Vec<bool> = missed.iter().map(|&i| !plan.rows[i].server.exists).collect();
+            // These rows changed since they were classified, or a trigger
+            // skipped their write: classify them again.
+            let before: Vec<(bool, Option<String>)> =
+                missed.iter().map(|&i| (plan.rows[i].server.exists, plan.rows[i].server.xmin.clone())).collect();
             self.classify(spi, plan, &missed)?;
+            let own = own_xid(spi)?;
             let mut conflicts = Vec::new();
-            for (&i, was_insert) in missed.iter().zip(was_insert) {
-                if op == Op::Upsert && was_insert && !plan.rows[i].server.exists {
-                    // Not taken by a concurrent insert of the key: another
-                    // unique value of the row is in use. Insert it strictly
-                    // to learn which (or to write it, if that row went).
-                    let strict = sql::insert_rows(self.scope, self.staged, plan.t, &[i], true);
-                    match spi::in_subtransaction(|| spi::all(spi, strict)) {
-                        Ok(Ok(done)) if !done.is_empty() => plan.rows[i].written = true,
-                        Ok(Err(error)) => return Err(error),
-                        Ok(Ok(_)) => plan.rows[i].violates("the row could not be inserted".into()),
-                        Err(error) => plan.rows[i].violates(error.describe()),
+            for (&i, (existed, xmin_before)) in missed.iter().zip(before) {
+                let row = &mut plan.rows[i];
+                if op == Op::Upsert && !existed && !row.server.exists {
+                    self.insert_strictly(spi, plan, i)?;
+                    continue;
+                }
+                let xmin = row.server.xmin.as_deref();
+                if row.server.exists && xmin == xmin_before.as_deref() {
+                    // The write matched and changed nothing: a BEFORE
+                    // trigger returned NULL.
+                    row.violates("a trigger on the server declined the write; the server's row stays".into());
+                    continue;
+                }
+                if row.server.exists && xmin == Some(own.as_str()) {
+                    // Changed by this apply itself (a trigger of an earlier
+                    // write): the change is its own, so write again, once;
+                    // a trigger that changes the row instead of each write
+                    // declines it.
+                    if !tried_on_own_change.insert(i) {
+                        row.violates("a trigger on the server changed the row instead of writing it; the server's row stays".into());
                     }
                     continue;
                 }
-                plan.rows[i].decide(false);
-                if plan.rows[i].unsettled() {
+                row.decide(false);
+                if row.unsettled() {
                     conflicts.push(i);
                 }
             }
@@ -84,6 +124,26 @@ impl Upload<'_> {
                 ),
             })
         }
+    }
+
+    /// Inserts row `i` strictly: it was not taken by a concurrent insert of
+    /// its key, so another unique value of the row is in use, or a trigger
+    /// declined it. The error says which (or the row is written, if that
+    /// other row went).
+    fn insert_strictly(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, i: usize) -> Result<()> {
+        let strict = sql::insert_rows(self.scope, self.staged, plan.t, &[i], true);
+        let row = &mut plan.rows[i];
+        match spi::in_subtransaction(|| spi::all(spi, strict)) {
+            Ok(Ok(done)) if !done.is_empty() => row.written = true,
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(_)) => row.violates("a trigger on the server declined the insert".into()),
+            Err(error) => match RowFault::of(&error) {
+                Some(RowFault::Constraint) => row.violates(error.describe()),
+                Some(RowFault::Declined) => row.outcome = Outcome::Refused { kind: RejectionKind::Declined, reason: error.describe() },
+                None => return Err(error.into()),
+            },
+        }
+        Ok(())
     }
 
     /// One write attempt for `idx`, set-based; when a constraint fails, row
@@ -111,13 +171,18 @@ impl Upload<'_> {
         };
         match spi::in_subtransaction(|| attempt(spi, plan, idx)) {
             Ok(result) => result,
-            Err(error) if error.sqlstate.starts_with("23") => {
+            Err(error) if RowFault::of(&error).is_some() => {
                 let mut written = Vec::new();
                 for &i in idx {
                     match spi::in_subtransaction(|| attempt(spi, plan, &[i])) {
                         Ok(result) => written.extend(result?),
-                        Err(error) if error.sqlstate.starts_with("23") => plan.rows[i].violates(error.describe()),
-                        Err(error) => return Err(error.into()),
+                        Err(error) => match RowFault::of(&error) {
+                            Some(RowFault::Constraint) => plan.rows[i].violates(error.describe()),
+                            Some(RowFault::Declined) => {
+                                plan.rows[i].outcome = Outcome::Refused { kind: RejectionKind::Declined, reason: error.describe() }
+                            }
+                            None => return Err(error.into()),
+                        },
                     }
                 }
                 Ok(written)
