@@ -84,6 +84,21 @@ impl Scenario {
     }
 }
 
+/// Runs SQL on a local file (a script of several statements is fine).
+pub fn local(store: &Store, sql: &str) {
+    store.connection().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The first column of the first row of a query on a local file, as text.
+pub fn local_value(store: &Store, sql: &str) -> Option<String> {
+    store.connection().query_row(sql, [], |r| r.get::<_, Option<String>>(0)).ok().flatten()
+}
+
+/// An integer a query on a local file returns (a count).
+pub fn local_count(store: &Store, sql: &str) -> i64 {
+    store.connection().query_row(sql, [], |r| r.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// A value in one form for both sides: floats compared as floats.
 fn canonical(ty: LogicalType, value: &Value) -> Value {
     match (ty, value) {

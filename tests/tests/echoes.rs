@@ -4,8 +4,7 @@
 //! that claims to be the device.
 
 use serde_json::json;
-use tandem_local::Store;
-use tandem_tests::local::{assert_converged, Scenario};
+use tandem_tests::local::{assert_converged, local, local_count, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, rev int NOT NULL DEFAULT 0);
@@ -39,13 +38,7 @@ SELECT sync_provision('crm', '{"tables": [
   {"name": "audit", "filter": {"tenant_id": "tenant"}}]}');
 "#;
 
-fn local(store: &Store, sql: &str) {
-    store.connection().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
-fn local_int(store: &Store, sql: &str) -> Option<i64> {
-    store.connection().query_row(sql, [], |r| r.get(0)).ok()
-}
 
 #[test]
 fn what_the_server_did_while_applying_an_upload_reaches_the_uploader() {
@@ -58,9 +51,9 @@ fn what_the_server_did_while_applying_an_upload_reaches_the_uploader() {
     // writes an audit row; an update of a customer bumps its revision.
     local(&device, "INSERT INTO items VALUES (101, 1, 10, 'B'), (102, 1, 10, 'C'); UPDATE customers SET name = 'Ada L.' WHERE id = 1");
     s.sync_as(&device, &token);
-    assert_eq!(local_int(&device, "SELECT child_count FROM orders WHERE id = 10"), Some(2), "the trigger's counter reaches the device");
-    assert_eq!(local_int(&device, "SELECT count(*) FROM audit"), Some(3), "rows a trigger inserted reach the device (one from the setup)");
-    assert_eq!(local_int(&device, "SELECT rev FROM customers WHERE id = 1"), Some(1), "an AFTER trigger's change of the row itself");
+    assert_eq!(local_count(&device, "SELECT child_count FROM orders WHERE id = 10"), 2, "the trigger's counter reaches the device");
+    assert_eq!(local_count(&device, "SELECT count(*) FROM audit"), 3, "rows a trigger inserted reach the device (one from the setup)");
+    assert_eq!(local_count(&device, "SELECT rev FROM customers WHERE id = 1"), 1, "an AFTER trigger's change of the row itself");
     assert_converged(&mut s.server(), device.connection(), "crm", &json!({"tenant": 1}));
 
     // The device's next edit of the order keeps the server's counter.
@@ -74,8 +67,8 @@ fn what_the_server_did_while_applying_an_upload_reaches_the_uploader() {
     // too, and a SET NULL reaches it.
     local(&device, "DELETE FROM customers WHERE id = 2");
     s.sync_as(&device, &token);
-    assert_eq!(local_int(&device, "SELECT count(*) FROM orders WHERE id = 11"), Some(0), "ON DELETE CASCADE reaches the device");
-    assert_eq!(local_int(&device, "SELECT order_id IS NULL FROM items WHERE id = 100"), Some(1), "ON DELETE SET NULL reaches the device");
+    assert_eq!(local_count(&device, "SELECT count(*) FROM orders WHERE id = 11"), 0, "ON DELETE CASCADE reaches the device");
+    assert_eq!(local_count(&device, "SELECT order_id IS NULL FROM items WHERE id = 100"), 1, "ON DELETE SET NULL reaches the device");
     assert_converged(&mut s.server(), device.connection(), "crm", &json!({"tenant": 1}));
 }
 

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 use tandem_core::options::SelectOptions;
 use tandem_local::{PostgresRemote, Remote, Store, SyncOptions};
-use tandem_tests::local::{assert_converged, local_dump, server_dump, Interfering, Scenario};
+use tandem_tests::local::{assert_converged, local, local_count, local_dump, local_value, server_dump, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text NOT NULL, email text UNIQUE);
@@ -34,17 +34,8 @@ fn tenant(n: i64) -> Value {
     json!({"params": {"tenant": n}})
 }
 
-fn local(store: &Store, sql: &str) {
-    store.connection().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
-fn local_value(store: &Store, sql: &str) -> Option<String> {
-    store.connection().query_row(sql, [], |r| r.get::<_, Option<String>>(0)).ok().flatten()
-}
 
-fn local_count(store: &Store, sql: &str) -> i64 {
-    store.connection().query_row(sql, [], |r| r.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
 
 fn server_value(server: &mut Client, sql: &str) -> Option<String> {
     server.query(sql, &[]).unwrap().first().and_then(|r| r.get::<_, Option<String>>(0))

@@ -4,8 +4,7 @@
 //! the rest applies, and no later sync is blocked.
 
 use serde_json::json;
-use tandem_local::Store;
-use tandem_tests::local::{assert_converged, Scenario};
+use tandem_tests::local::{assert_converged, local, local_count, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -18,13 +17,7 @@ INSERT INTO things (id, tenant_id, code) VALUES (1, 1, 'one');
 SELECT sync_provision('s', '{"tables": [{"name": "things", "filter": {"tenant_id": "tenant"}}]}');
 "#;
 
-fn local(store: &Store, sql: &str) {
-    store.connection().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
-fn count(store: &Store, sql: &str) -> i64 {
-    store.connection().query_row(sql, [], |r| r.get(0)).unwrap()
-}
 
 #[test]
 fn each_bad_value_costs_only_its_row() {
@@ -52,7 +45,7 @@ fn each_bad_value_costs_only_its_row() {
 
     let report = s.sync_as(&device, &token);
     assert_eq!(report.pushed, 1, "the good row applies: {report:?}");
-    assert_eq!(count(&device, "SELECT count(*) FROM things WHERE id = 30"), 1, "the server's row arrives in the same round");
+    assert_eq!(local_count(&device, "SELECT count(*) FROM things WHERE id = 30"), 1, "the server's row arrives in the same round");
     assert_eq!(
         device.connection().query_row("SELECT n FROM things WHERE id = 20", [], |r| r.get::<_, String>(0)).unwrap(),
         "1.50",
@@ -62,7 +55,7 @@ fn each_bad_value_costs_only_its_row() {
         let refused = report.rejected.iter().find(|r| r.key == vec![json!(id)]).unwrap_or_else(|| panic!("row {id} is not refused: {report:?}"));
         assert!(refused.reason.contains(column), "row {id}: the reason names column {column}: {}", refused.reason);
         assert!(refused.reason.contains(reason), "row {id}: {}", refused.reason);
-        assert_eq!(count(&device, &format!("SELECT count(*) FROM tandem_rejected WHERE key = '[{id}]' AND row IS NOT NULL")), 1, "row {id} is kept");
+        assert_eq!(local_count(&device, &format!("SELECT count(*) FROM tandem_rejected WHERE key = '[{id}]' AND row IS NOT NULL")), 1, "row {id} is kept");
     }
     assert_eq!(report.rejected.len(), bad.len(), "{report:?}");
     let good: String = s.server().query_one("SELECT n::text FROM things WHERE id = 20", &[]).unwrap().get(0);
@@ -111,8 +104,8 @@ fn a_row_the_servers_own_rules_decline_costs_only_that_row() {
     assert!(report.rejected.iter().any(|r| r.key == vec![json!(3)] && r.reason.contains("may not be empty")), "{report:?}");
     let declined: Vec<_> = report.conflicts.iter().map(|c| c.key.clone()).collect();
     assert!(declined.contains(&vec![json!(1)]) && declined.contains(&vec![json!(2)]), "declined writes end as the server's: {report:?}");
-    assert_eq!(count(&device, "SELECT count(*) FROM notes WHERE id = 1 AND deleted_at IS NOT NULL"), 1, "the soft delete reached the device");
-    assert_eq!(count(&device, "SELECT count(*) FROM notes WHERE id = 2 AND body = 'locked'"), 1);
+    assert_eq!(local_count(&device, "SELECT count(*) FROM notes WHERE id = 1 AND deleted_at IS NOT NULL"), 1, "the soft delete reached the device");
+    assert_eq!(local_count(&device, "SELECT count(*) FROM notes WHERE id = 2 AND body = 'locked'"), 1);
     assert_converged(&mut s.server(), device.connection(), "s", &json!({"tenant": 1}));
     let report = s.sync_as(&device, &token);
     assert!(report.conflicts.is_empty() && report.rejected.is_empty(), "nothing left to retry: {report:?}");
@@ -139,8 +132,8 @@ SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id"
     let options = tandem_local::SyncOptions { token: Some(token.clone()), ..Default::default() };
     let error = device.sync(&s.db.url, "s", &options).unwrap_err().to_string();
     assert!(error.contains("storage unavailable") && error.contains("the pull ran: 1 row(s) down"), "{error}");
-    assert_eq!(count(&device, "SELECT count(*) FROM notes WHERE id = 2"), 1, "the pull ran");
-    assert_eq!(count(&device, "SELECT count(*) FROM notes WHERE id = 1 AND body = 'during the outage'"), 1, "the local change waits");
+    assert_eq!(local_count(&device, "SELECT count(*) FROM notes WHERE id = 2"), 1, "the pull ran");
+    assert_eq!(local_count(&device, "SELECT count(*) FROM notes WHERE id = 1 AND body = 'during the outage'"), 1, "the local change waits");
     s.server().batch_execute("DROP TRIGGER outage ON notes").unwrap();
     let report = s.sync_as(&device, &token);
     assert_eq!(report.pushed, 1, "{report:?}");

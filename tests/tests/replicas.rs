@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::json;
 use tandem_local::Store;
 use tandem_local::SyncOptions;
-use tandem_tests::local::{assert_converged, Interfering, Scenario};
+use tandem_tests::local::{assert_converged, local, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, code varchar(5), d date);
@@ -16,9 +16,6 @@ INSERT INTO customers SELECT g, 1 + (g > 10)::int, 'customer ' || g, 'C' || g, d
 SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
 "#;
 
-fn local(store: &Store, sql: &str) {
-    store.connection().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
 fn local_name(store: &Store, id: i64) -> Option<String> {
     store.connection().query_row("SELECT name FROM customers WHERE id = ?1", [id], |r| r.get(0)).ok()
