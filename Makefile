@@ -12,7 +12,7 @@ AS_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 export TANDEM_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: all deps apt pgrx postgres install demo test test-extension test-workspace bench clean
+.PHONY: all deps apt pgrx postgres install sqlite-ext demo test test-extension test-workspace bench clean
 
 all: test
 
@@ -50,9 +50,14 @@ postgres:
 install: deps
 	cd extension && cargo pgrx install --release --pg-config $(PG_CONFIG) $(PGRX_SUDO)
 
+# The loadable SQLite extension: target/release/libtandem_sqlite.so, where
+# the README's `.load target/release/libtandem_sqlite` finds it.
+sqlite-ext:
+	cargo build --release -q -p tandem-sqlite
+
 ## The main job -----------------------------------------------------------------
 
-demo: install
+demo: install sqlite-ext
 	cargo run --release -q -p tandem-cli -- demo
 
 ## Tests ------------------------------------------------------------------------
@@ -67,8 +72,7 @@ test-extension: deps
 # Unit tests and the end-to-end tests against the running PostgreSQL. The
 # pgrx tests above install a test build of the extension, so the release
 # build goes back in first.
-test-workspace: install
-	cargo build -p tandem-sqlite
+test-workspace: install sqlite-ext
 	cargo test
 
 bench: install

@@ -169,12 +169,20 @@ fn round_trip(server: &mut Client, url: &str, dir: &Path) -> Result<(), CliError
     }
     let acme = Store::open(&acme_path)?;
     let globex = Store::open_encrypted(&globex_path, GLOBEX_KEY)?;
-    let for_tenant = |tenant: i64| SyncOptions { params: Some([("tenant".to_string(), json!(tenant))].into()), ..SyncOptions::default() };
+    // Each device holds a token bound to its tenant; the server takes the
+    // tenant from the token, never from the device.
+    let mut token_for = |tenant: i64| -> Result<SyncOptions, CliError> {
+        let row = server
+            .query_one("SELECT sync_register_client('crm', $1)->>'token'", &[&json!({"tenant": tenant})])
+            .map_err(|e| CliError::database("register a device", &e))?;
+        Ok(SyncOptions { token: Some(row.get(0)), ..SyncOptions::default() })
+    };
+    let (acme_token, globex_token) = (token_for(1)?, token_for(2)?);
 
-    step("first sync: each file gets only its tenant's rows");
-    let a = acme.sync(url, "crm", &for_tenant(1))?;
+    step("first sync: each file gets only its tenant's rows (each device holds a token bound to its tenant)");
+    let a = acme.sync(url, "crm", &acme_token)?;
     show("acme.db   (tenant 1)", &a);
-    let g = globex.sync(url, "crm", &for_tenant(2))?;
+    let g = globex.sync(url, "crm", &globex_token)?;
     show("globex.db (tenant 2, encrypted)", &g);
     let mut down = a.pulled + g.pulled;
 
@@ -197,9 +205,9 @@ fn round_trip(server: &mut Client, url: &str, dir: &Path) -> Result<(), CliError
     println!("   server:    renames customer 1 too, changes the USD rate, adds a Globex customer");
 
     step("second sync: changes cross both ways; the server's policy settles the conflict");
-    let a = acme.sync(url, "crm", &SyncOptions::default())?;
+    let a = acme.sync(url, "crm", &acme_token)?;
     show("acme.db  ", &a);
-    let g = globex.sync(url, "crm", &SyncOptions::default())?;
+    let g = globex.sync(url, "crm", &globex_token)?;
     show("globex.db", &g);
     down += a.pulled + g.pulled;
     let up = a.pushed + g.pushed;

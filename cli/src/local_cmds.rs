@@ -111,9 +111,6 @@ pub struct SyncArgs {
     /// uses the parameters it was registered with).
     #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Conflict policy the server applies: server_wins, client_wins, or schema.function.
-    #[arg(long)]
-    policy: Option<String>,
     /// A filter parameter, name=value (a number, true/false, a JSON list, or text); repeatable.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
@@ -141,7 +138,7 @@ pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
     } else {
         Some(args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?)
     };
-    let options = SyncOptions { params, policy: args.policy.clone(), max_rows: args.max_rows, token: args.token.clone() };
+    let options = SyncOptions { params, max_rows: args.max_rows, token: args.token.clone() };
     let mut progress = (!args.json).then(|| Progress::new("syncing"));
     let (mut up, mut down) = (0, 0);
     let report = store.sync_observed(&args.remote, &args.scope, &options, &mut |step| {

@@ -101,6 +101,9 @@ pub enum Error {
     #[error("invalid token for scope \"{0}\": use the token sync_register_client issued (register the client again if it was lost)")]
     InvalidToken(String),
 
+    #[error("scope \"{0}\" is filtered: call it with the token sync_register_client issued (option \"token\"); only the scope's owner may name a client or pass parameters")]
+    TokenRequired(String),
+
     #[error("{} row(s) refused, nothing applied: {}", .0.len(), summarize(.0))]
     Rejected(Vec<Rejection>),
 
@@ -149,6 +152,7 @@ impl Error {
             Error::Params(_) => "22023",
             Error::UnknownClient(_) => "42704",
             Error::InvalidToken(_) => "28000", // invalid_authorization_specification
+            Error::TokenRequired(_) => "28000",
             // Refusals over access outrank refusals over values.
             Error::Rejected(rows) if rows.iter().any(|r| r.kind.is_access()) => "42501",
             Error::Rejected(_) => "22P02",

@@ -47,6 +47,8 @@ pub struct ApplyOptions {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Params>,
+    /// Refused when given: the conflict policy is the scope's, set by the
+    /// server's owner in `sync_provision` (kept here to say so clearly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
     /// The uploading file; the client id when absent.
@@ -136,7 +138,11 @@ impl SelectOptions {
 impl ApplyOptions {
     pub fn parse(value: Option<&Value>) -> Result<Self> {
         let options: ApplyOptions = parse_options(value)?;
-        Policy::parse(options.policy.as_deref())?;
+        if options.policy.is_some() {
+            return Err(Error::InvalidOptions(
+                "the conflict policy belongs to the scope: its owner sets \"policy\" in sync_provision's setup; a client may not choose it".into(),
+            ));
+        }
         if let Some(params) = &options.params {
             check_params(params)?;
         }
@@ -147,9 +153,6 @@ impl ApplyOptions {
         Ok(options)
     }
 
-    pub fn policy(&self) -> Policy {
-        Policy::parse(self.policy.as_deref()).unwrap_or(Policy::ServerWins)
-    }
 }
 
 impl CleanupOptions {
@@ -207,8 +210,8 @@ mod tests {
     fn unknown_options_are_errors() {
         let err = SelectOptions::parse(Some(&json!({"max_row": 5}))).unwrap_err().to_string();
         assert!(err.contains("unknown field `max_row`"), "{err}");
-        let err = ApplyOptions::parse(Some(&json!({"policy": "newest_wins"}))).unwrap_err().to_string();
-        assert!(err.contains("unknown policy"), "{err}");
+        let err = ApplyOptions::parse(Some(&json!({"policy": "client_wins"}))).unwrap_err().to_string();
+        assert!(err.contains("belongs to the scope"), "{err}");
         assert!(SelectOptions::parse(Some(&json!([1]))).is_err());
         assert!(SelectOptions::parse(Some(&json!({"params": {"t": {"a": 1}}}))).is_err());
         assert!(SelectOptions::parse(Some(&json!({"params": {"t": []}}))).is_err());
@@ -223,8 +226,7 @@ mod tests {
         assert_eq!(o.max_rows(), 5);
         assert_eq!(param_values(&o.params.unwrap()["tenant"]).len(), 2);
         assert_eq!(SelectOptions::parse(None).unwrap().max_rows(), DEFAULT_MAX_ROWS);
-        let a = ApplyOptions::parse(Some(&json!({"policy": "app.merge_rows"}))).unwrap();
-        assert_eq!(a.policy(), Policy::Resolver("app.merge_rows".into()));
-        assert_eq!(ApplyOptions::parse(None).unwrap().policy(), Policy::ServerWins);
+        assert_eq!(Policy::parse(Some("app.merge_rows")).unwrap(), Policy::Resolver("app.merge_rows".into()));
+        assert_eq!(Policy::parse(None).unwrap(), Policy::ServerWins);
     }
 }

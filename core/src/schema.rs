@@ -33,6 +33,10 @@ pub struct TableSchema {
     pub filter: Option<Filter>,
     #[serde(default)]
     pub direction: Direction,
+    /// How the server settles this table's conflicts (absent:
+    /// `server_wins`), as the scope's setup says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -227,6 +231,7 @@ pub fn build_schema(
             primary_key: catalog.primary_key.clone(),
             filter: table.filter.as_ref().map(canonical_filter).transpose()?,
             direction: table.direction,
+            policy: table.policy.clone().or_else(|| setup.policy.clone()).filter(|p| p != "server_wins"),
         });
     }
     check_via_cycles(&tables)?;

@@ -9,11 +9,17 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::ident::TableName;
+use crate::options::Policy;
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeSetup {
     pub tables: Vec<TableSetup>,
+    /// How conflicts are settled in every table without a policy of its
+    /// own: `server_wins` (default), `client_wins` or a resolver function
+    /// `schema.function`. The server's owner decides it, never a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -27,6 +33,9 @@ pub struct TableSetup {
     pub filter: Option<Filter>,
     #[serde(default)]
     pub direction: Direction,
+    /// This table's conflict policy, over the scope's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 /// Which way rows of a table may travel. Enforced by the server.
@@ -113,6 +122,9 @@ impl ScopeSetup {
         if setup.tables.is_empty() {
             return Err(Error::InvalidSetup("\"tables\" is empty: list at least one table".into()));
         }
+        for policy in setup.tables.iter().filter_map(|t| t.policy.as_deref()).chain(setup.policy.as_deref()) {
+            Policy::parse(Some(policy)).map_err(|e| Error::InvalidSetup(e.to_string()))?;
+        }
         let mut seen = Vec::new();
         for table in &setup.tables {
             let name = TableName::parse(&table.name)?;
@@ -198,6 +210,8 @@ mod tests {
             ("crm", json!({"tables": [{"name": "a", "colums": ["x"]}]}), "unknown field"),
             ("crm", json!({"tables": [{"name": "a"}, {"name": "public.a"}]}), "twice"),
             ("crm", json!({"tables": [{"name": "a", "direction": "sideways"}]}), "unknown variant"),
+            ("crm", json!({"policy": "newest_wins", "tables": [{"name": "a"}]}), "unknown policy"),
+            ("crm", json!({"tables": [{"name": "a", "policy": "drop table"}]}), "unknown policy"),
             ("crm", json!({"tables": [{"name": "a", "filter": {"via": "b"}}]}), "needs \"on\""),
             ("crm", json!({"tables": [{"name": "a", "filter": {"t": 3}}]}), "expected a name"),
             ("crm", json!({"tables": [{"name": "a", "filter": {"t": "bad name"}}]}), "plain name"),

@@ -358,6 +358,7 @@ mod tests {
             primary_key: vec!["id".into()],
             filter: None,
             direction: Direction::Bidirectional,
+            policy: None,
         };
         let server: Map<String, Value> = json!({"id": "1", "a": "s", "b": "s"}).as_object().cloned().unwrap();
         let merged: Map<String, Value> = json!({"b": "m"}).as_object().cloned().unwrap();

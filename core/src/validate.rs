@@ -220,6 +220,7 @@ mod tests {
                 primary_key: vec!["id".into()],
                 filter: None,
                 direction: Direction::Bidirectional,
+                policy: None,
             }],
         }
     }

@@ -17,6 +17,9 @@ CREATE TABLE tandem.scopes (
     name text PRIMARY KEY,
     setup jsonb NOT NULL,
     schema jsonb NOT NULL,
+    -- The role that provisioned the scope: it (and any member of it, and a
+    -- superuser) may act for any client; everyone else needs a token.
+    owner text NOT NULL DEFAULT session_user,
     -- Changes older than this were purged by sync_cleanup.
     purged_before xid8,
     created_at timestamptz NOT NULL DEFAULT now(),

@@ -1,7 +1,7 @@
 //! Reads what the PostgreSQL catalog says about a table: columns with their
 //! types, primary key, and the tables it references.
 
-use tandem_core::ident::TableName;
+use tandem_core::ident::{quote_ident, TableName};
 use tandem_core::schema::{CatalogColumn, CatalogTable};
 use tandem_core::sql::apply::StageType;
 use tandem_core::{Error, Result};
@@ -130,4 +130,22 @@ pub fn stage_types(spi: &mut Client<'_>, name: &TableName, columns: &[&str]) -> 
                 })
         })
         .collect()
+}
+
+/// A resolver named by the policy: a function `(jsonb) -> jsonb`; returns
+/// its quoted name.
+pub fn find_resolver(spi: &mut Client<'_>, name: &str) -> Result<String> {
+    let found = spi::query(
+        spi,
+        "SELECT n.nspname::text, p.proname::text, p.prorettype = 'jsonb'::regtype \
+         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+         WHERE p.oid = to_regprocedure($1 || '(jsonb)')",
+        &[name.into()],
+        |row| Ok((spi::text(row, 1)?, spi::text(row, 2)?, spi::get::<bool>(row, 3)?)),
+    )?;
+    match found.into_iter().next() {
+        None => Err(Error::Resolver { name: name.into(), reason: format!("no function {name}(jsonb) exists") }),
+        Some((Some(schema), Some(function), Some(true))) => Ok(format!("{}.{}", quote_ident(&schema), quote_ident(&function))),
+        Some(_) => Err(Error::Resolver { name: name.into(), reason: "must return jsonb".into() }),
+    }
 }

@@ -24,7 +24,7 @@ fn sync_register_client(scope: &str, params: default!(Option<JsonbText>, "'{}'")
             Some(Value::Object(map)) => map.into_iter().collect(),
             Some(other) => return Err(Error::Params(format!("params must be a JSON object, got {other}"))),
         };
-        Spi::connect_mut(|client| register(client, scope, &params)).map(|v| JsonbText::from_value(&v))
+        spi::connect(|client| register(client, scope, &params)).map(|v| JsonbText::from_value(&v))
     })
 }
 

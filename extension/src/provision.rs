@@ -4,6 +4,7 @@
 use pgrx::prelude::*;
 use serde_json::Value;
 use tandem_core::ident::TableName;
+use tandem_core::options::Policy;
 use tandem_core::schema::{build_schema, Schema, TableSchema};
 use tandem_core::setup::{check_scope_name, ScopeSetup};
 use tandem_core::sql::{tracking, Scope};
@@ -23,7 +24,7 @@ use crate::fold;
 #[pg_extern(volatile)]
 fn sync_provision(scope: &str, setup: JsonbText) -> JsonbText {
     run("sync_provision", || {
-        Spi::connect_mut(|client| {
+        spi::connect(|client| {
             let schema = provision(client, scope, &setup.parse())?;
             Ok(JsonbText::from_value(&schema))
         })
@@ -33,7 +34,7 @@ fn sync_provision(scope: &str, setup: JsonbText) -> JsonbText {
 /// Drops a scope's triggers and tracking; user tables and their rows stay.
 #[pg_extern(volatile)]
 fn sync_deprovision(scope: &str) {
-    run("sync_deprovision", || Spi::connect_mut(|client| deprovision(client, scope)))
+    run("sync_deprovision", || spi::connect(|client| deprovision(client, scope)))
 }
 
 /// The scope's schema: tables, columns with logical types, keys, filters and
@@ -41,7 +42,7 @@ fn sync_deprovision(scope: &str) {
 #[pg_extern(stable)]
 fn sync_schema(scope: &str) -> JsonbText {
     run("sync_schema", || {
-        Spi::connect(|client| Ok(JsonbText::from_value(&registry::load_scope(client, scope)?.schema)))
+        spi::connect(|client| Ok(JsonbText::from_value(&registry::load_scope(client, scope)?.schema)))
     })
 }
 
@@ -56,6 +57,12 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     let old = registry::find_scope(client, scope)?;
     let old_version = old.as_ref().map(|s| s.schema.version).unwrap_or(0);
     let mut schema = build_schema(scope, old_version.max(1), &setup, |name| catalog::read_table(client, name))?;
+    // A resolver is checked now, not at the first conflict.
+    for table in &schema.tables {
+        if let Policy::Resolver(name) = Policy::parse(table.policy.as_deref())? {
+            catalog::find_resolver(client, &name)?;
+        }
+    }
     if let Some(old) = &old {
         if old.schema.same_shape(&schema) {
             // Nothing to change but the tracking objects, which a scope

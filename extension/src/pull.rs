@@ -28,7 +28,7 @@ fn sync_select_changes(
 ) -> JsonbText {
     run("sync_select_changes", || {
         let options = SelectOptions::parse(options.map(|o| o.parse()).as_ref())?;
-        Spi::connect_mut(|client| select_changes(client, scope, since, &options).map(JsonbText))
+        spi::connect(|client| select_changes(client, scope, since, &options).map(JsonbText))
     })
 }
 
@@ -43,7 +43,7 @@ fn sync_select_changes_json(
 ) -> crate::json_text::JsonText {
     run("sync_select_changes_json", || {
         let options = SelectOptions::parse(options.map(|o| o.parse()).as_ref())?;
-        Spi::connect_mut(|client| select_changes(client, scope, since, &options).map(crate::json_text::JsonText))
+        spi::connect(|client| select_changes(client, scope, since, &options).map(crate::json_text::JsonText))
     })
 }
 
@@ -59,9 +59,12 @@ struct Window {
 pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&str>, options: &SelectOptions) -> Result<String> {
     let stored = registry::load_scope(client, scope_name)?;
     let scope = stored.scope();
+    let owner = registry::caller_owns(client, scope_name)?;
     let identity = registry::resolve_identity(
         client,
+        &stored,
         scope_name,
+        owner,
         options.client_id.as_deref(),
         options.token.as_deref(),
         options.params.as_ref(),

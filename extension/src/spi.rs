@@ -10,6 +10,58 @@ use tandem_core::{Error, Result};
 
 pub type Client<'c> = SpiClient<'c>;
 
+/// The `search_path` every sync function runs with: PostgreSQL's own
+/// functions and operators only, so no function or operator a user planted
+/// in a schema on the caller's path can run inside a sync call. Tandem
+/// qualifies every table it names.
+const PINNED_PATH: &str = "pg_catalog, pg_temp";
+
+thread_local! {
+    /// The callers' own `search_path`s, innermost last, for the statements
+    /// that run the users' code (see [`as_caller`]).
+    static CALLER_PATHS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Statements run with the caller's path now (inside [`as_caller`]).
+    static AS_CALLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Connects to SPI for a sync function's body, with `search_path` pinned
+/// (see [`PINNED_PATH`]) and put back when the body ends.
+pub fn connect<T>(body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
+    Spi::connect_mut(|spi| {
+        let caller = one::<String>(spi, "SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
+        set_path(spi, PINNED_PATH)?;
+        CALLER_PATHS.with(|paths| paths.borrow_mut().push(caller.clone()));
+        let result = body(spi);
+        CALLER_PATHS.with(|paths| paths.borrow_mut().pop());
+        set_path(spi, &caller)?;
+        result
+    })
+}
+
+/// Runs `body`, whose statements run the users' own code (their tables'
+/// triggers, a resolver function), with the caller's `search_path` behind
+/// `pg_catalog`: that code finds its tables as in the caller's own
+/// statements, and Tandem's statements still find PostgreSQL's own
+/// operators and functions first.
+pub fn as_caller<T>(spi: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
+    let Some(caller) = CALLER_PATHS.with(|paths| paths.borrow().last().cloned()) else { return body(spi) };
+    if AS_CALLER.get() {
+        return body(spi);
+    }
+    let path = if caller.trim().is_empty() { "pg_catalog".to_string() } else { format!("pg_catalog, {caller}") };
+    set_path(spi, &path)?;
+    AS_CALLER.set(true);
+    let result = body(spi);
+    AS_CALLER.set(false);
+    set_path(spi, PINNED_PATH)?;
+    result
+}
+
+fn set_path(spi: &mut Client<'_>, path: &str) -> Result<()> {
+    exec(spi, "SELECT pg_catalog.set_config('search_path', $1, true)", &[path.into()])?;
+    Ok(())
+}
+
 fn spi_error(sql: &str, error: impl std::fmt::Display) -> Error {
     Error::Internal(format!("SPI: {error} in: {}", tandem_core::error::shorten(sql, 200)))
 }
@@ -242,7 +294,7 @@ fn set_settings<'a>(client: &Client<'_>, settings: &[(&'a str, &str)]) -> Result
     for &(name, value) in settings {
         let previous = select(
             client,
-            "SELECT current_setting($1), set_config($1, $2, true)",
+            "SELECT pg_catalog.current_setting($1), pg_catalog.set_config($1, $2, true)",
             &[name.into(), value.into()],
             |row| text(row, 1),
         )?;
@@ -253,7 +305,7 @@ fn set_settings<'a>(client: &Client<'_>, settings: &[(&'a str, &str)]) -> Result
 
 fn restore_settings(client: &Client<'_>, saved: Vec<(&str, String)>) -> Result<()> {
     for (name, value) in saved {
-        select(client, "SELECT set_config($1, $2, true)", &[name.into(), value.as_str().into()], |_| Ok(()))?;
+        select(client, "SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.as_str().into()], |_| Ok(()))?;
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use crate::spi::{self, Client};
 /// synced, the conflict count, and the current snapshot.
 #[pg_extern(volatile)]
 fn sync_status(scope: &str) -> JsonbText {
-    run("sync_status", || Spi::connect_mut(|client| status(client, scope)).map(|v| JsonbText::from_value(&v)))
+    run("sync_status", || spi::connect(|client| status(client, scope)).map(|v| JsonbText::from_value(&v)))
 }
 
 /// Purges tombstones and exit records that every active replica has
@@ -27,7 +27,7 @@ fn sync_status(scope: &str) -> JsonbText {
 fn sync_cleanup(scope: &str, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_cleanup", || {
         let options = CleanupOptions::parse(options.map(|o| o.parse()).as_ref())?;
-        Spi::connect_mut(|client| cleanup(client, scope, &options)).map(|v| JsonbText::from_value(&v))
+        spi::connect(|client| cleanup(client, scope, &options)).map(|v| JsonbText::from_value(&v))
     })
 }
 
@@ -60,6 +60,8 @@ fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
             "tombstones": tombstones, "exits": exits,
         }));
     }
+    // Other clients' ids and parameters are the scope owner's to see.
+    let owner = registry::caller_owns(client, scope_name)?;
     let clients = spi::query(
         client,
         "SELECT coalesce(jsonb_agg(jsonb_build_object('client_id', c.client_id, 'params', c.params, \
@@ -73,16 +75,22 @@ fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
     )?;
     let conflicts = spi::one::<i64>(client, "SELECT count(*) FROM tandem.conflicts WHERE scope = $1", &[scope_name.into()])?;
     let snapshot = spi::one::<String>(client, "SELECT pg_current_snapshot()::text", &[])?;
-    let clients: Value = clients.into_iter().next().flatten().and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(json!([]));
-    Ok(json!({
+    let clients: Value = match clients.into_iter().next().flatten() {
+        None => json!([]),
+        Some(text) => serde_json::from_str(&text).map_err(|e| Error::Internal(format!("clients of {scope_name}: {e}")))?,
+    };
+    let mut status = json!({
         "scope": scope_name,
         "schema_version": scope.schema.version,
         "watermark": snapshot,
         "purged_before": stored.purged_before,
         "tables": tables,
-        "clients": clients,
         "conflicts": conflicts.unwrap_or_default(),
-    }))
+    });
+    if owner {
+        status["clients"] = clients;
+    }
+    Ok(status)
 }
 
 fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) -> Result<Value> {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tandem_core::apply_result::ConflictReport;
 use tandem_core::changeset::Changeset;
-use tandem_core::options::{check_params, ApplyOptions, Params, Policy, SelectOptions, DEFAULT_MAX_ROWS};
+use tandem_core::options::{check_params, ApplyOptions, Params, SelectOptions, DEFAULT_MAX_ROWS};
 use tandem_core::identity::token_client_id;
 use tandem_core::watermark::Watermark;
 use tandem_core::Rejection;
@@ -32,9 +32,6 @@ pub struct SyncOptions {
     /// Filter parameters, bound to this file on its first sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Params>,
-    /// Conflict policy the server applies to this file's uploads.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
     /// Rows per batch, both ways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u64>,
@@ -53,7 +50,6 @@ impl SyncOptions {
         if let Some(params) = &options.params {
             check_params(params)?;
         }
-        Policy::parse(options.policy.as_deref())?;
         if options.max_rows == Some(0) {
             return Err(tandem_core::Error::InvalidOptions("max_rows must be at least 1".into()).into());
         }
@@ -225,7 +221,7 @@ pub fn run_observed(
             client_id: Some(state.client_id.clone()),
             token: options.token.clone(),
             params: params_sent.clone(),
-            policy: options.policy.clone(),
+            policy: None,
             replica: Some(state.replica_id.clone()),
             upload_id: Some(meta::upload_id(conn, &state)?),
         };

@@ -37,6 +37,12 @@ fn edit(client_id: &str, id: i64, base: &str, seq: i64, title: &str) -> Value {
            "rows": [{"op": "upsert", "base": base, "seq": seq, "values": [id, title]}]}]})
 }
 
+/// Sets scope `s`'s conflict policy, as its owner does.
+fn set_policy(server: &mut Client, policy: &str) {
+    let setup = json!({"policy": policy, "tables": [{"name": "notes"}]});
+    server.execute("SELECT sync_provision('s', $1)", &[&setup]).unwrap();
+}
+
 fn apply(client: &mut Client, changeset: &Value, options: Value) -> Value {
     query_json(client, "SELECT sync_apply_changes('s', $1, $2)", &[changeset, &options])
 }
@@ -76,10 +82,11 @@ fn two_clients_editing_one_row_meet_each_policy() {
         let base_a = versions(&mut a)[&7].clone();
         let base_b = versions(&mut b)[&7].clone();
         assert_eq!(base_a, base_b);
+        set_policy(&mut server, policy);
 
-        let first = apply(&mut a, &edit("A", 7, &base_a, 1, "from A"), json!({"policy": policy}));
+        let first = apply(&mut a, &edit("A", 7, &base_a, 1, "from A"), json!({}));
         assert_eq!((first["applied"].clone(), first["conflicts"].clone()), (json!(1), json!([])), "{first}");
-        let second = apply(&mut b, &edit("B", 7, &base_b, 1, "from B"), json!({"policy": policy}));
+        let second = apply(&mut b, &edit("B", 7, &base_b, 1, "from B"), json!({}));
         let conflicts = second["conflicts"].as_array().unwrap();
         assert_eq!(conflicts.len(), 1, "exactly one conflict under {policy}: {second}");
         assert_eq!(conflicts[0]["kind"], "both_updated");
@@ -134,23 +141,25 @@ fn an_upload_sent_twice_has_no_second_effect() {
 #[test]
 fn a_retry_after_a_lost_answer_never_overwrites_a_newer_change() {
     let db = TestDb::new("retry_newer");
-    let _server = setup(&db);
+    let mut server = setup(&db);
+    set_policy(&mut server, "client_wins");
     let mut a = db.connect();
     let mut b = db.connect();
     let base = versions(&mut a)[&4].clone();
     let changeset = edit("A", 4, &base, 1, "from A");
-    let options = json!({"policy": "client_wins", "upload_id": "a-upload-1"});
+    let options = json!({"upload_id": "a-upload-1"});
     assert_eq!(apply(&mut a, &changeset, options.clone())["applied"], 1);
     // A's answer is lost; B edits the row on top of A's write.
     let after_a = versions(&mut b)[&4].clone();
-    assert_eq!(apply(&mut b, &edit("B", 4, &after_a, 1, "from B"), json!({"policy": "client_wins"}))["applied"], 1);
+    assert_eq!(apply(&mut b, &edit("B", 4, &after_a, 1, "from B"), json!({}))["applied"], 1);
     let retried = apply(&mut a, &changeset, options);
     assert_eq!((retried["applied"].clone(), retried["conflicts"].clone()), (json!(0), json!([])), "{retried}");
     assert_eq!(retried["current"][0]["row"]["title"], "from B", "A takes the newer row");
     let title: String = a.query_one("SELECT title FROM notes WHERE id = 4", &[]).unwrap().get(0);
     assert_eq!(title, "from B", "the retry did not put A's change back over B's");
     // Without the id, the same upload is a new change and meets its conflict.
-    let fresh = apply(&mut a, &changeset, json!({"policy": "server_wins", "upload_id": "a-upload-2"}));
+    set_policy(&mut server, "server_wins");
+    let fresh = apply(&mut a, &changeset, json!({"upload_id": "a-upload-2"}));
     assert_eq!(fresh["conflicts"][0]["kind"], "both_updated", "{fresh}");
 }
 

@@ -12,8 +12,8 @@ use tandem_tests::TestDb;
 fn extension() -> PathBuf {
     let path = std::env::var_os("TANDEM_SQLITE_EXTENSION")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/libtandem_sqlite.so")));
-    assert!(path.exists(), "{} is missing: build it with `cargo build -p tandem-sqlite` (make test does)", path.display());
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/libtandem_sqlite.so")));
+    assert!(path.exists(), "{} is missing: build it with `make sqlite-ext` (make demo and make test do)", path.display());
     path
 }
 

@@ -26,6 +26,15 @@ CREATE FUNCTION public.join_names(c jsonb) RETURNS jsonb LANGUAGE sql AS $$
          ELSE jsonb_build_object('name', (c->'server_row'->>'name') || ' & ' || (c->'client_row'->>'name')) END $$;
 "#;
 
+/// Sets scope `crm`'s conflict policy, as its owner does.
+fn set_policy(s: &Scenario, policy: &str) {
+    let setup = json!({"policy": policy, "tables": [
+        {"name": "customers", "filter": {"tenant_id": "tenant"}},
+        {"name": "orders", "filter": {"tenant_id": "tenant"}},
+        {"name": "\"Order Lines\"", "filter": {"via": "orders", "on": {"Order Id": "id"}}}]});
+    s.server().execute("SELECT sync_provision('crm', $1)", &[&setup]).unwrap();
+}
+
 fn setup(label: &str) -> Scenario {
     Scenario::new(label, SCHEMA, "crm")
 }
@@ -108,7 +117,8 @@ fn every_conflict_is_settled_by_each_policy_and_logged() {
         let file = s.store("a.db");
         s.sync(&file, tenant(1));
         stage_conflicts(&s, &file);
-        let report = s.sync(&file, json!({"policy": policy}));
+        set_policy(&s, policy);
+        let report = s.sync(&file, json!({}));
         let mut kinds: Vec<(String, String)> = report
             .conflicts
             .iter()
@@ -143,7 +153,7 @@ fn every_conflict_is_settled_by_each_policy_and_logged() {
         };
         assert_eq!(ada.as_deref(), Some(expected), "{policy}");
         // After one more round the file equals the server, whatever won.
-        s.sync(&file, json!({"policy": policy}));
+        s.sync(&file, json!({}));
         assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
         let local_log: i64 = file.connection().query_row("SELECT count(*) FROM tandem_conflicts", [], |r| r.get(0)).unwrap();
         assert_eq!(local_log, 4, "the file keeps its own record of the conflicts");
@@ -361,8 +371,9 @@ fn two_files_and_the_server_converge_after_random_edits() {
             }
         }
         for policy in ["server_wins", "client_wins"] {
-            s.sync(&a, json!({"policy": policy}));
-            s.sync(&b, json!({"policy": policy}));
+            set_policy(&s, policy);
+            s.sync(&a, json!({}));
+            s.sync(&b, json!({}));
         }
     }
     // Quiet rounds until nothing moves.

@@ -153,9 +153,9 @@ fn crafted_uploads_are_refused_and_change_nothing() {
     let customer = json!(["id", "tenant_id", "name"]);
     let cases = [
         (upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [199, 2, "planted in 2"]}])), "42501", "outside the client's partition"),
-        (upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [201, 1, "stolen from 2"]}])), "42501", "server's row with this key is outside"),
-        (upload("customers", customer.clone(), json!([{"op": "delete", "seq": 1, "base": "1", "key": [202]}])), "42501", "server's row with this key is outside"),
-        (upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [101, 2, "pushed out"]}])), "42501", "put it outside"),
+        (upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [201, 1, "stolen from 2"]}])), "42501", "outside the client's partition"),
+        (upload("customers", customer.clone(), json!([{"op": "delete", "seq": 1, "base": "1", "key": [202]}])), "42501", "outside the client's partition"),
+        (upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [101, 2, "pushed out"]}])), "42501", "outside the client's partition"),
         (upload("order_items", json!(["order_id", "line", "sku"]), json!([{"op": "upsert", "seq": 1, "values": [2001, 9, "into 2's order"]}])), "42501", "outside the client's partition"),
         (upload("products", json!(["sku", "price"]), json!([{"op": "upsert", "seq": 1, "values": ["A", "0.01"]}])), "42501", "download_only"),
         (upload("notes", json!(["id", "tenant_id", "secret"]), json!([{"op": "upsert", "seq": 1, "values": [11, 1, "x"]}])), "42703", "no synced column \"secret\""),

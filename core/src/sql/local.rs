@@ -399,6 +399,7 @@ mod tests {
             primary_key: vec!["order_id".into(), "line".into()],
             filter: None,
             direction: Direction::Bidirectional,
+            policy: None,
         }
     }
 

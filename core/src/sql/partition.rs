@@ -197,6 +197,7 @@ pub(crate) mod tests {
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
             filter,
             direction: Direction::Bidirectional,
+            policy: None,
         };
         Schema {
             scope: "crm".into(),

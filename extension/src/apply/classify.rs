@@ -48,15 +48,15 @@ pub fn refuse_outside_partition(scope: &Scope<'_>, plan: &mut TablePlan<'_>) {
         if matches!(row.outcome, Outcome::Refused { .. }) {
             continue;
         }
-        let reason = if row.server.exists && !row.server.in_partition {
-            Some("the server's row with this key is outside the client's partition")
-        } else if row.change.op == Op::Upsert && !row.server.new_in_partition {
-            Some("the row's values put it outside the client's partition")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            row.outcome = Outcome::Refused { kind: RejectionKind::OutsidePartition, reason: reason.to_string() };
+        // One reason for both, so a refusal does not tell a key another
+        // tenant holds from values that name another tenant.
+        let outside = (row.server.exists && !row.server.in_partition)
+            || (row.change.op == Op::Upsert && !row.server.new_in_partition);
+        if outside {
+            row.outcome = Outcome::Refused {
+                kind: RejectionKind::OutsidePartition,
+                reason: "the row is outside the client's partition".to_string(),
+            };
         }
     }
 }

@@ -38,6 +38,7 @@ use tandem_core::sql::{apply as sql, Scope};
 use tandem_core::upload::{build_result, AppliedChange, Outcome, ReportedTable};
 use tandem_core::{Error, Result};
 
+use crate::catalog;
 use crate::fold;
 use crate::json_text::{JsonText, JsonbText};
 use crate::registry;
@@ -54,7 +55,7 @@ fn sync_apply_changes(scope: &str, changeset: JsonbText, options: default!(Optio
     run("sync_apply_changes", || {
         let options = ApplyOptions::parse(options.map(|o| o.parse()).as_ref())?;
         let changeset = Changeset::parse(&changeset.0)?;
-        Spi::connect_mut(|spi| apply_changes(spi, scope, changeset, &options).map(|r| JsonbText::from_value(&r)))
+        spi::connect(|spi| apply_changes(spi, scope, changeset, &options).map(|r| JsonbText::from_value(&r)))
     })
 }
 
@@ -66,7 +67,7 @@ fn sync_apply_changes_json(scope: &str, changeset: JsonText, options: default!(O
     run("sync_apply_changes_json", || {
         let options = ApplyOptions::parse(options.map(|o| o.parse()).as_ref())?;
         let changeset = Changeset::parse(&changeset.0)?;
-        Spi::connect_mut(|spi| apply_changes(spi, scope, changeset, &options))
+        spi::connect(|spi| apply_changes(spi, scope, changeset, &options))
             .map(|r| JsonText(serde_json::to_string(&r).unwrap_or_default()))
     })
 }
@@ -83,8 +84,6 @@ pub(crate) struct Upload<'a> {
     retried: &'a std::collections::HashSet<AppliedChange>,
     /// The client's filter parameters, bound as text.
     filters: &'a FilterValues,
-    /// How conflicts are settled; a resolver by its quoted name.
-    policy: &'a Policy,
 }
 
 pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
@@ -94,7 +93,9 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
         return Err(Error::Malformed { what: "changeset", reason: "\"origin\" is empty: it names the uploading client".into() });
     }
     let claimed = options.client_id.as_deref().or(if options.token.is_some() { None } else { Some(changeset.origin.as_str()) });
-    let identity = registry::resolve_identity(spi, scope_name, claimed, options.token.as_deref(), options.params.as_ref())?;
+    let owner = registry::caller_owns(spi, scope_name)?;
+    let identity =
+        registry::resolve_identity(spi, &stored, scope_name, owner, claimed, options.token.as_deref(), options.params.as_ref())?;
     let client_id = identity.client_id.unwrap_or_else(|| changeset.origin.clone());
     if client_id != changeset.origin {
         return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });
@@ -102,11 +103,12 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
     let params = identity.params;
     let replica = options.replica.clone().unwrap_or_else(|| client_id.clone());
     let retry = record::retry_of(spi, &replica, &client_id, options.upload_id.as_deref())?;
-    let policy = match options.policy() {
-        Policy::Resolver(name) => Policy::Resolver(settle::find_resolver(spi, &name)?),
-        other => other,
-    };
     let (mut plans, rejections) = plan::plan(&scope, &stored.schema, changeset)?;
+    for plan in plans.iter_mut() {
+        if let Policy::Resolver(name) = &plan.policy {
+            plan.policy = Policy::Resolver(catalog::find_resolver(spi, name)?);
+        }
+    }
     // Parameters of every table the upload touches, refused rows included
     // (their server rows are looked up for the client to take).
     let touched: Vec<usize> =
@@ -122,7 +124,6 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
         uploader,
         retried: &retry.applied,
         filters: &filters,
-        policy: &policy,
     };
 
     let result = spi::with_apply_settings(spi, |spi| {
@@ -152,20 +153,22 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
                 upload.settle(spi, plan, i)?;
             }
         }
-        for plan in plans.iter_mut() {
-            upload.write_table(spi, plan, Op::Upsert)?;
-        }
-        for plan in plans.iter_mut().rev() {
-            upload.write_table(spi, plan, Op::Delete)?;
-        }
+        // The writes fire the tables' own triggers: with the caller's path.
+        spi::as_caller(spi, |spi| {
+            for plan in plans.iter_mut() {
+                upload.write_table(spi, plan, Op::Upsert)?;
+            }
+            for plan in plans.iter_mut().rev() {
+                upload.write_table(spi, plan, Op::Delete)?;
+            }
+            Ok(())
+        })?;
         // A row the server's own rules refused while it was written.
         upload.fail_on_refusals(spi, &plans, &rejections)?;
         if let Some(work_mem) = work_mem {
             spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
         }
-        for plan in &plans {
-            upload.write_merged(spi, plan)?;
-        }
+        spi::as_caller(spi, |spi| plans.iter().try_for_each(|plan| upload.write_merged(spi, plan)))?;
         upload.mark_echoes(spi, &mut plans)?;
         let version = spi::one::<String>(spi, "SELECT pg_current_xact_id()::text", &[])?
             .ok_or_else(|| Error::Internal("the apply has no transaction id".into()))?;

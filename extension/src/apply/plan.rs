@@ -4,6 +4,7 @@
 
 use tandem_core::changeset::Changeset;
 use tandem_core::error::{Rejection, RejectionKind};
+use tandem_core::options::Policy;
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::setup::Filter;
 use tandem_core::sql::Scope;
@@ -24,6 +25,9 @@ pub struct TablePlan<'s> {
     pub column_names: Vec<String>,
     /// Values as the text PostgreSQL's input functions read.
     pub rows: Vec<UploadRow<Option<String>>>,
+    /// How the table's conflicts are settled (a resolver by its quoted
+    /// name), as the scope's setup says.
+    pub policy: Policy,
 }
 
 /// Checks `changeset` and plans each table with rows, parents first.
@@ -45,8 +49,10 @@ pub fn plan<'s>(scope: &Scope<'s>, schema: &'s Schema, changeset: Changeset) -> 
                 };
             }
         }
+        let policy = Policy::parse(table.schema.policy.as_deref())?;
         plans.push(TablePlan {
             t,
+            policy,
             table: table.schema,
             column_names: table.columns.iter().map(|&c| table.schema.columns[c].name.clone()).collect(),
             columns: table.columns,

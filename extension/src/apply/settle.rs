@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 use tandem_core::conflict::{parse_resolution, Decision, Resolution};
-use tandem_core::ident::quote_ident;
 use tandem_core::options::Policy;
 use tandem_core::sql::apply as sql;
 use tandem_core::upload::{Outcome, RowState, Settlement};
@@ -16,24 +15,6 @@ use crate::spi::{self, Client};
 
 use super::plan::TablePlan;
 use super::Upload;
-
-/// A resolver named by the policy: a function `(jsonb) -> jsonb`; returns
-/// its quoted name.
-pub fn find_resolver(spi: &mut Client<'_>, name: &str) -> Result<String> {
-    let found = spi::query(
-        spi,
-        "SELECT n.nspname::text, p.proname::text, p.prorettype = 'jsonb'::regtype \
-         FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-         WHERE p.oid = to_regprocedure($1 || '(jsonb)')",
-        &[name.into()],
-        |row| Ok((spi::text(row, 1)?, spi::text(row, 2)?, spi::get::<bool>(row, 3)?)),
-    )?;
-    match found.into_iter().next() {
-        None => Err(Error::Resolver { name: name.into(), reason: format!("no function {name}(jsonb) exists") }),
-        Some((Some(schema), Some(function), Some(true))) => Ok(format!("{}.{}", quote_ident(&schema), quote_ident(&function))),
-        Some(_) => Err(Error::Resolver { name: name.into(), reason: "must return jsonb".into() }),
-    }
-}
 
 impl Upload<'_> {
     /// The server's current rows for rows `idx`, by idx; a row that is gone
@@ -77,7 +58,7 @@ impl Upload<'_> {
     pub fn settle(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, i: usize) -> Result<()> {
         let Outcome::Conflict { kind, .. } = plan.rows[i].outcome else { return Ok(()) };
         let settled = |decision| Settlement { decision, merged: None, reason: None };
-        let settlement = match self.policy {
+        let settlement = match &plan.policy {
             Policy::ServerWins => settled(Decision::ServerWins),
             Policy::ClientWins => settled(Decision::ClientWins),
             Policy::Resolver(function) => {
@@ -91,8 +72,8 @@ impl Upload<'_> {
                     "client_row": row.client_row(&plan.column_names),
                     "client_id": self.client_id,
                 });
-                let answer: Option<String> =
-                    spi::one(spi, &format!("SELECT {function}($1::text::jsonb)::text"), &[input.to_string().into()])?;
+                let call = format!("SELECT {function}($1::text::jsonb)::text");
+                let answer: Option<String> = spi::as_caller(spi, |spi| spi::one(spi, &call, &[input.to_string().into()]))?;
                 let answer = match answer {
                     None => Value::Null,
                     Some(text) => serde_json::from_str(&text)

@@ -199,7 +199,7 @@ impl Upload<'_> {
         for row in &plan.rows {
             let Outcome::Conflict { settlement: Some(settlement), .. } = &row.outcome else { continue };
             let Some(merged) = &settlement.merged else { continue };
-            let resolver_error = |reason: String| Error::Resolver { name: self.policy.resolver_name().to_string(), reason };
+            let resolver_error = |reason: String| Error::Resolver { name: plan.policy.resolver_name().to_string(), reason };
             let server_row = row.before.as_ref().and_then(|b| b.row.as_ref());
             let merged = merged_row(table, &row.change.key, server_row, row.client_row(&plan.column_names), merged)
                 .map_err(resolver_error)?;

@@ -43,7 +43,8 @@ mod tests {
     fn client_wins_writes_the_clients_row() {
         crm();
         let base = server_changed_customer_1();
-        let result = apply(&client_edit(&base), json!({"params": {"tenant": 1}, "policy": "client_wins"}));
+        crm_policy("client_wins");
+        let result = apply(&client_edit(&base), json!({"params": {"tenant": 1}}));
         assert_eq!(result["conflicts"][0]["decision"], "client_wins");
         assert_eq!(result["conflicts"][0]["row"]["name"], "Ada (device)");
         assert_eq!(text("SELECT name FROM public.customers WHERE id = 1").unwrap(), "Ada (device)");
@@ -56,7 +57,8 @@ mod tests {
         run("CREATE FUNCTION public.merge_names(c jsonb) RETURNS jsonb LANGUAGE sql AS $$ \
              SELECT jsonb_build_object('name', (c->'server_row'->>'name') || ' + ' || (c->'client_row'->>'name')) $$");
         let base = server_changed_customer_1();
-        let result = apply(&client_edit(&base), json!({"params": {"tenant": 1}, "policy": "public.merge_names"}));
+        crm_policy("public.merge_names");
+        let result = apply(&client_edit(&base), json!({"params": {"tenant": 1}}));
         let conflict = &result["conflicts"][0];
         assert_eq!(conflict["decision"], "merged");
         assert_eq!(conflict["row"]["name"], "Ada (server) + Ada (device)");
@@ -64,9 +66,10 @@ mod tests {
         assert_eq!(text(&format!("SELECT tandem_origin FROM {} WHERE id = 1", track_of("public.customers"))), None, "merged rows are sent back to the uploader too");
         run("CREATE FUNCTION public.always_client(c jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '\"client_wins\"'::jsonb $$");
         let base = format!("{}", version_of("public.customers", json!(1)).parse::<u64>().unwrap() - 1);
+        crm_policy("public.always_client");
         let result = apply(
             &upload("dev1", json!([{"op": "upsert", "base": base, "seq": 2, "values": [1, 1, "Ada (device 2)", "ada@a.test"]}])),
-            json!({"params": {"tenant": 1}, "policy": "public.always_client"}),
+            json!({"params": {"tenant": 1}}),
         );
         assert_eq!(result["conflicts"][0]["decision"], "client_wins");
         assert_eq!(text("SELECT name FROM public.customers WHERE id = 1").unwrap(), "Ada (device 2)");
@@ -78,15 +81,17 @@ mod tests {
         run("CREATE FUNCTION public.wrong_type(c jsonb) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$");
         run("CREATE FUNCTION public.bad_answer(c jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '42'::jsonb $$");
         let base = server_changed_customer_1();
-        let sql = |policy: &str| {
-            format!(
-                "SELECT sync_apply_changes('crm', {}, '{{\"params\": {{\"tenant\": 1}}, \"policy\": \"{policy}\"}}')",
-                lit(&client_edit(&base))
-            )
+        let provision = |policy: &str| {
+            let mut setup = crm_setup();
+            setup["policy"] = json!(policy);
+            format!("SELECT sync_provision('crm', {})", lit(&setup))
         };
-        assert_fails(&sql("public.missing"), "39000", "no function public.missing(jsonb) exists");
-        assert_fails(&sql("public.wrong_type"), "39000", "must return jsonb");
-        assert_fails(&sql("public.bad_answer"), "39000", "returned 42");
+        // A resolver that cannot be one is refused when the scope is provisioned.
+        assert_fails(&provision("public.missing"), "39000", "no function public.missing(jsonb) exists");
+        assert_fails(&provision("public.wrong_type"), "39000", "must return jsonb");
+        crm_policy("public.bad_answer");
+        let sql = format!("SELECT sync_apply_changes('crm', {}, '{{\"params\": {{\"tenant\": 1}}}}')", lit(&client_edit(&base)));
+        assert_fails(&sql, "39000", "returned 42");
         assert_eq!(text("SELECT name FROM public.customers WHERE id = 1").unwrap(), "Ada (server)");
     }
 

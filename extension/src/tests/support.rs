@@ -66,6 +66,14 @@ pub fn crm() {
     run(&format!("SELECT sync_provision('crm', {})", lit(&crm_setup())));
 }
 
+/// Sets the conflict policy of scope `crm` (it is the scope's, never a
+/// client's).
+pub fn crm_policy(policy: &str) {
+    let mut setup = crm_setup();
+    setup["policy"] = json!(policy);
+    run(&format!("SELECT sync_provision('crm', {})", lit(&setup)));
+}
+
 pub fn crm_setup() -> Value {
     json!({"tables": [
         {"name": "customers", "filter": {"tenant_id": "tenant"}},
