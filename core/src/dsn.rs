@@ -15,14 +15,34 @@ pub fn with_database(url: &str, database: &str) -> String {
     format!("{base}/{database}{query}")
 }
 
-/// The URL without its password, for messages.
+/// The connection string without its passwords, for messages: the
+/// user-info password of a URL, a `password=` query parameter, and the
+/// `password=` of a `key=value` connection string.
 pub fn redacted(url: &str) -> String {
-    let authority = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let rest = &url[authority..];
-    match (rest.find('@'), rest.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!("{}{}:***{}", &url[..authority], &rest[..colon], &rest[at..]),
-        _ => url.to_string(),
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        // key=value form: `host=h password=secret user=u`.
+        return url
+            .split(' ')
+            .map(|part| if part.starts_with("password=") { "password=***" } else { part })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], Some(&url[q + 1..])),
+        None => (url, None),
+    };
+    let rest = &base[scheme_end..];
+    let mut out = match (rest.find('@'), rest.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!("{}{}:***{}", &base[..scheme_end], &rest[..colon], &rest[at..]),
+        _ => base.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<&str> =
+            query.split('&').map(|pair| if pair.starts_with("password=") { "password=***" } else { pair }).collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -40,5 +60,8 @@ mod tests {
     fn hides_passwords() {
         assert_eq!(redacted("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redacted("postgres://u@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(redacted("postgres://u@h/db?sslmode=require&password=secret"), "postgres://u@h/db?sslmode=require&password=***");
+        assert_eq!(redacted("postgres://u:pw@h/db?password=secret"), "postgres://u:***@h/db?password=***");
+        assert_eq!(redacted("host=h password=secret user=u"), "host=h password=*** user=u");
     }
 }

@@ -114,6 +114,12 @@ pub enum Error {
     #[error("{message}")]
     Database { sqlstate: String, message: String },
 
+    #[error("{0} must not be NULL")]
+    NullArgument(&'static str),
+
+    #[error("the tracking of {table} in scope \"{scope}\" is gone ({object}): provision the scope again with its setup (sync_provision); devices then receive the table again")]
+    TrackingMissing { scope: String, table: String, object: String },
+
     #[error("{0}")]
     Internal(String),
 }
@@ -159,6 +165,8 @@ impl Error {
             Error::Resolver { .. } => "39000",       // external_routine_invocation_exception
             Error::Database { sqlstate, .. } if sqlstate.len() == 5 && sqlstate.is_ascii() => sqlstate,
             Error::Database { .. } => "XX000",
+            Error::NullArgument(_) => "22004", // null_value_not_allowed
+            Error::TrackingMissing { .. } => "55000",
             Error::Internal(_) => "XX000",
         }
     }

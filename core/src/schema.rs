@@ -237,7 +237,56 @@ pub fn build_schema(
     check_via_cycles(&tables)?;
     let order = parents_first(&names, &parents);
     let tables = order.into_iter().map(|i| tables[i].clone()).collect();
-    Ok(Schema { scope: scope.to_string(), version, tables })
+    let schema = Schema { scope: scope.to_string(), version, tables };
+    check_local_names(&schema)?;
+    Ok(schema)
+}
+
+/// Refuses names a SQLite file cannot hold apart: it ignores (ASCII) case
+/// and has no schemas (`sales.items` is one identifier there), `tandem_`
+/// names are Tandem's and `sqlite_` names SQLite's. Both sides check, the
+/// server when a scope is provisioned.
+pub fn check_local_names(schema: &Schema) -> Result<()> {
+    let mut seen: Vec<(String, &str)> = Vec::new();
+    for table in &schema.tables {
+        let local = table.table_name().local_name();
+        let folded = local.to_ascii_lowercase();
+        if let Some((_, other)) = seen.iter().find(|(name, _)| *name == folded) {
+            return Err(Error::InvalidSetup(format!(
+                "tables {other} and {} have the same name in a SQLite file (\"{local}\": SQLite ignores case and has no schemas): \
+                 rename one, or sync them in different scopes",
+                table.name
+            )));
+        }
+        for reserved in ["tandem_", "sqlite_"] {
+            if folded.starts_with(reserved) {
+                return Err(Error::InvalidSetup(format!(
+                    "table {} would be \"{local}\" in a SQLite file, where names starting with {reserved} are reserved \
+                     (tandem_ for Tandem, sqlite_ for SQLite): rename it, or move it to another schema",
+                    table.name
+                )));
+            }
+        }
+        seen.push((folded, table.name.as_str()));
+        let mut columns: Vec<&str> = Vec::new();
+        for column in &table.columns {
+            if let Some(other) = columns.iter().find(|c| c.eq_ignore_ascii_case(&column.name)) {
+                return Err(Error::InvalidSetup(format!(
+                    "columns \"{other}\" and \"{}\" of {} have the same name in SQLite, which ignores case: \
+                     leave one out with \"columns\"",
+                    column.name, table.name
+                )));
+            }
+            columns.push(&column.name);
+        }
+        if let Some(bad) = table.primary_key.iter().find(|k| k.to_ascii_lowercase().starts_with(RESERVED_PREFIX)) {
+            return Err(Error::InvalidSetup(format!(
+                "primary key column \"{bad}\" of {} starts with \"{RESERVED_PREFIX}\", which Tandem reserves for its tracking columns",
+                table.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn canonical_filter(filter: &Filter) -> Result<Filter> {

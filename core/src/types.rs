@@ -80,7 +80,23 @@ pub enum LocalValue {
     Integer(i64),
     Real(f64),
     Text(String),
+    /// Text whose bytes are not UTF-8 (SQLite stores what it is given).
+    BadText(Vec<u8>),
     Blob(Vec<u8>),
+}
+
+impl LocalValue {
+    /// What the value is, for a message: `a blob`, `text "abc"`.
+    fn describe(&self) -> String {
+        match self {
+            LocalValue::Null => "NULL".into(),
+            LocalValue::Integer(i) => format!("the integer {i}"),
+            LocalValue::Real(f) => format!("the real {f}"),
+            LocalValue::Text(s) => format!("the text {}", crate::error::shorten(&Value::String(s.clone()).to_string(), 40)),
+            LocalValue::BadText(_) => "text that is not valid UTF-8".into(),
+            LocalValue::Blob(b) => format!("a blob of {} bytes", b.len()),
+        }
+    }
 }
 
 /// Appends the changeset JSON for a PostgreSQL value given in text form
@@ -162,22 +178,50 @@ pub fn json_to_local(ty: LogicalType, value: &Value) -> Result<LocalValue, Strin
     })
 }
 
-/// The changeset JSON for a value read from SQLite. Values of the wrong
-/// storage class pass through as they are; the server then refuses them with
-/// a clear reason instead of the local side guessing.
-pub fn local_to_json(ty: LogicalType, value: &LocalValue) -> Value {
+/// The changeset JSON for a value read from SQLite. SQLite keeps whatever
+/// a program writes, in any column: a value of a storage class the column's
+/// type does not take (a blob in a text column, text in an integer or
+/// bytea column, text that is not UTF-8) is refused with the reason, never
+/// converted into a form the file does not hold.
+pub fn local_to_json(ty: LogicalType, value: &LocalValue) -> Result<Value, String> {
+    use LogicalType as T;
+    let refused = |what: &str| Err(format!("holds {}; {what}", value.describe()));
     match (ty, value) {
-        (_, LocalValue::Null) => Value::Null,
-        (LogicalType::Bool, LocalValue::Integer(0)) => Value::Bool(false),
-        (LogicalType::Bool, LocalValue::Integer(1)) => Value::Bool(true),
-        (LogicalType::Float4 | LogicalType::Float8, LocalValue::Real(f)) => float_json(*f),
-        (LogicalType::Float4 | LogicalType::Float8, LocalValue::Integer(i)) => float_json(*i as f64),
-        (LogicalType::Numeric, LocalValue::Integer(i)) => Value::String(i.to_string()),
-        (LogicalType::Numeric, LocalValue::Real(f)) => Value::String(f.to_string()),
-        (_, LocalValue::Integer(i)) => Value::from(*i),
-        (_, LocalValue::Real(f)) => float_json(*f),
-        (_, LocalValue::Text(s)) => Value::String(s.clone()),
-        (_, LocalValue::Blob(b)) => Value::String(BASE64.encode(b)),
+        (_, LocalValue::Null) => Ok(Value::Null),
+        (_, LocalValue::BadText(_)) => refused("store text as UTF-8"),
+        (T::Int2 | T::Int4 | T::Int8, LocalValue::Integer(i)) => Ok(Value::from(*i)),
+        (T::Int2 | T::Int4 | T::Int8, _) => refused("the column takes integers"),
+        (T::Bool, LocalValue::Integer(0)) => Ok(Value::Bool(false)),
+        (T::Bool, LocalValue::Integer(1)) => Ok(Value::Bool(true)),
+        (T::Bool, _) => refused("the column takes 0 or 1"),
+        (T::Float4 | T::Float8, LocalValue::Real(f)) => Ok(float_json(*f)),
+        (T::Float4 | T::Float8, LocalValue::Integer(i)) => Ok(float_json(*i as f64)),
+        // SQLite turns a NaN REAL into NULL, so NaN is kept as text.
+        (T::Float4 | T::Float8, LocalValue::Text(s)) if s == "NaN" => Ok(Value::String(s.clone())),
+        (T::Float4 | T::Float8, _) => refused("the column takes numbers"),
+        (T::Numeric, LocalValue::Text(s)) => Ok(Value::String(s.clone())),
+        (T::Numeric, LocalValue::Integer(i)) => Ok(Value::String(i.to_string())),
+        (T::Numeric, LocalValue::Real(f)) => Ok(Value::String(f.to_string())),
+        (T::Numeric, _) => refused("the column takes a decimal number"),
+        (T::Bytea, LocalValue::Blob(b)) => Ok(Value::String(BASE64.encode(b))),
+        (T::Bytea, _) => refused("the column takes blobs"),
+        (_, LocalValue::Text(s)) => Ok(Value::String(s.clone())),
+        (_, _) => refused("the column takes text"),
+    }
+}
+
+/// A local value as JSON to name it (a key in a message or a log, a row
+/// kept in `tandem_rejected`), whatever its storage class: never sent as
+/// a value (see [`local_to_json`]).
+pub fn describe_local(ty: LogicalType, value: &LocalValue) -> Value {
+    match (local_to_json(ty, value), value) {
+        (Ok(json), _) => json,
+        (Err(_), LocalValue::Integer(i)) => Value::from(*i),
+        (Err(_), LocalValue::Real(f)) => float_json(*f),
+        (Err(_), LocalValue::Text(s)) => Value::String(s.clone()),
+        (Err(_), LocalValue::BadText(b)) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        (Err(_), LocalValue::Blob(b)) => Value::String(BASE64.encode(b)),
+        (Err(_), LocalValue::Null) => Value::Null,
     }
 }
 
@@ -576,8 +620,26 @@ mod tests {
         ];
         for (ty, value) in cases {
             let local = json_to_local(ty, &value).unwrap();
-            assert_eq!(local_to_json(ty, &local), value, "{ty:?}");
+            assert_eq!(local_to_json(ty, &local).unwrap(), value, "{ty:?}");
         }
+    }
+
+    #[test]
+    fn a_local_value_of_another_storage_class_is_refused() {
+        let cases = [
+            (LogicalType::Text, LocalValue::Blob(b"hello".to_vec()), "a blob of 5 bytes"),
+            (LogicalType::Text, LocalValue::BadText(vec![0xff, 0x61]), "not valid UTF-8"),
+            (LogicalType::Int4, LocalValue::Text("abc".into()), "the text \"abc\""),
+            (LogicalType::Int8, LocalValue::Real(1.5), "takes integers"),
+            (LogicalType::Bytea, LocalValue::Text("abcd".into()), "takes blobs"),
+            (LogicalType::Bool, LocalValue::Integer(2), "0 or 1"),
+            (LogicalType::Timestamptz, LocalValue::Integer(1700000000), "takes text"),
+        ];
+        for (ty, value, needle) in cases {
+            let reason = local_to_json(ty, &value).unwrap_err();
+            assert!(reason.contains(needle), "{ty:?} {value:?}: {reason}");
+        }
+        assert_eq!(describe_local(LogicalType::Int4, &LocalValue::Text("abc".into())), json!("abc"));
     }
 
     #[test]

@@ -146,6 +146,10 @@ pub fn check_changeset<'s, V>(
             let mut values = Vec::with_capacity(raw.len());
             let mut problem = None;
             for (value, &(ty, nullable, name)) in raw.iter().zip(described.iter()) {
+                if let Some(reason) = unreadable(value) {
+                    problem = Some(reason);
+                    break;
+                }
                 if value.is_null() && !nullable {
                     problem = Some(format!("column {name} may not be NULL"));
                     break;
@@ -182,6 +186,19 @@ pub fn check_changeset<'s, V>(
     }
     tables.sort_by_key(|t| schema.position(t.schema));
     Ok((tables, rejections))
+}
+
+/// The reason a sender gave for a value it could not read (`{"invalid":
+/// "column name holds a blob..."}`): the row is refused with it. No value
+/// of any type travels as an object, so the marker is never a value.
+fn unreadable(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(map) if map.len() == 1 => map.get("invalid").map(|reason| match reason {
+            Value::String(text) => crate::error::shorten(text, 300),
+            other => crate::error::shorten(&other.to_string(), 300),
+        }),
+        _ => None,
+    }
 }
 
 fn check_version_text(version: &Option<String>, field: &str, table: &str, n: usize) -> Result<()> {
@@ -271,6 +288,12 @@ mod tests {
         assert_eq!(rejected[0].seq, Some(1));
         assert!(rejected[0].reason.starts_with("column total: expected a decimal"), "{}", rejected[0].reason);
         assert_eq!(rejected[1].reason, "column note may not be NULL");
+        let (n, rejected) = check(cs(
+            json!(["id", "note"]),
+            json!([{"op": "upsert", "values": [4, {"invalid": "column note holds a blob of 5 bytes; the column takes text"}]}]),
+        ))
+        .unwrap();
+        assert_eq!((n, rejected[0].reason.as_str()), (0, "column note holds a blob of 5 bytes; the column takes text"));
     }
 
     #[test]

@@ -10,16 +10,17 @@ use tandem_core::{Error, Result};
 
 use crate::json_text::JsonbText;
 use crate::registry;
-use crate::report::run;
+use crate::report::{options, required, run};
 use crate::spi::{self, Client};
 
 /// Issues `{client_id, token}` for `scope` and `params`. The token is shown
 /// once; the server stores only its SHA-256, and every call made with this
 /// identity runs with exactly these parameters.
 #[pg_extern(volatile)]
-fn sync_register_client(scope: &str, params: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
+fn sync_register_client(scope: Option<&str>, params: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_register_client", || {
-        let params: Params = match params.map(|p| p.parse()) {
+        let scope = required(scope, "scope")?;
+        let params: Params = match options(params)? {
             None | Some(Value::Null) => Params::new(),
             Some(Value::Object(map)) => map.into_iter().collect(),
             Some(other) => return Err(Error::Params(format!("params must be a JSON object, got {other}"))),

@@ -92,7 +92,9 @@ impl JsonbText {
         JsonbText(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
     }
 
-    pub fn parse(&self) -> serde_json::Value {
-        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    /// The value, as serde reads it. jsonb prints valid JSON, but a number
+    /// beyond what serde reads (`1e400`) is an error here, not a NULL.
+    pub fn parse(&self) -> tandem_core::Result<serde_json::Value> {
+        serde_json::from_str(&self.0).map_err(|e| tandem_core::Error::InvalidOptions(format!("unreadable JSON: {e}")))
     }
 }

@@ -12,7 +12,7 @@ use tandem_core::{Error, Result};
 
 use crate::json_text::JsonbText;
 use crate::registry::{self, StoredScope};
-use crate::report::run;
+use crate::report::{required, run};
 use crate::spi::{self, Client};
 use crate::catalog;
 use crate::fold;
@@ -22,10 +22,12 @@ use crate::fold;
 /// changed setup it adds or drops tables, and re-sends a table whose columns
 /// grew, without making clients download anything else again.
 #[pg_extern(volatile)]
-fn sync_provision(scope: &str, setup: JsonbText) -> JsonbText {
+fn sync_provision(scope: Option<&str>, setup: Option<JsonbText>) -> JsonbText {
     run("sync_provision", || {
+        let scope = required(scope, "scope")?;
+        let setup = required(setup, "setup")?.parse()?;
         spi::connect(|client| {
-            let schema = provision(client, scope, &setup.parse())?;
+            let schema = provision(client, scope, &setup)?;
             Ok(JsonbText::from_value(&schema))
         })
     })
@@ -33,15 +35,19 @@ fn sync_provision(scope: &str, setup: JsonbText) -> JsonbText {
 
 /// Drops a scope's triggers and tracking; user tables and their rows stay.
 #[pg_extern(volatile)]
-fn sync_deprovision(scope: &str) {
-    run("sync_deprovision", || spi::connect(|client| deprovision(client, scope)))
+fn sync_deprovision(scope: Option<&str>) {
+    run("sync_deprovision", || {
+        let scope = required(scope, "scope")?;
+        spi::connect(|client| deprovision(client, scope))
+    })
 }
 
 /// The scope's schema: tables, columns with logical types, keys, filters and
 /// directions. The local side provisions from it.
 #[pg_extern(stable)]
-fn sync_schema(scope: &str) -> JsonbText {
+fn sync_schema(scope: Option<&str>) -> JsonbText {
     run("sync_schema", || {
+        let scope = required(scope, "scope")?;
         spi::connect(|client| Ok(JsonbText::from_value(&registry::load_scope(client, scope)?.schema)))
     })
 }
@@ -143,19 +149,28 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
 /// scope provisioned before change logs). Replacing the triggers locks out
 /// writers of the table until the transaction ends.
 fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize) -> Result<()> {
-    for statement in tracking::triggers(tracked, index) {
-        spi::exec(client, &statement, &[])?;
-    }
     let missing = |client: &mut Client<'_>, name: &str| -> Result<bool> {
-        Ok(spi::one::<bool>(client, "SELECT to_regclass($1) IS NULL", &[name.into()])?.unwrap_or(true))
+        Ok(spi::one::<bool>(client, "SELECT pg_catalog.to_regclass($1) IS NULL", &[name.into()])?.unwrap_or(true))
     };
     if missing(client, tracking::LOG_SEQUENCE)? {
         spi::exec(client, &tracking::create_log_sequence(), &[])?;
     }
-    if missing(client, &tracked.log(index))? {
+    if missing(client, &tracked.track(index))? || missing(client, &tracked.exits(index))? {
+        // Someone dropped the tracking: rebuilt whole, every row stamped,
+        // so every device receives the table again.
+        let table = tracked.table(index).table_name();
+        drop_table_tracking(client, &table, tracked.id(index))?;
+        for statement in tracking::create_tracking(tracked, index) {
+            spi::exec(client, &statement, &[])?;
+        }
+        spi::exec(client, &format!("ANALYZE {}", tracked.track(index)), &[])?;
+    } else if missing(client, &tracked.log(index))? {
         for statement in tracking::create_log(tracked, index) {
             spi::exec(client, &statement, &[])?;
         }
+    }
+    for statement in tracking::triggers(tracked, index) {
+        spi::exec(client, &statement, &[])?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use tandem_core::{Error, Result};
 use crate::fold;
 use crate::json_text::JsonbText;
 use crate::registry;
-use crate::report::run;
+use crate::report::{self, required, run};
 use crate::spi::{self, Client};
 
 /// The changes after watermark `since` (NULL: everything) that the client
@@ -22,12 +22,13 @@ use crate::spi::{self, Client};
 /// of xid order.
 #[pg_extern(volatile)]
 fn sync_select_changes(
-    scope: &str,
+    scope: Option<&str>,
     since: Option<&str>,
     options: default!(Option<JsonbText>, "'{}'"),
 ) -> JsonbText {
     run("sync_select_changes", || {
-        let options = SelectOptions::parse(options.map(|o| o.parse()).as_ref())?;
+        let scope = required(scope, "scope")?;
+        let options = SelectOptions::parse(report::options(options)?.as_ref())?;
         spi::connect(|client| select_changes(client, scope, since, &options).map(JsonbText))
     })
 }
@@ -37,12 +38,13 @@ fn sync_select_changes(
 /// jsonb's parse and print).
 #[pg_extern(volatile)]
 fn sync_select_changes_json(
-    scope: &str,
+    scope: Option<&str>,
     since: Option<&str>,
     options: default!(Option<JsonbText>, "'{}'"),
 ) -> crate::json_text::JsonText {
     run("sync_select_changes_json", || {
-        let options = SelectOptions::parse(options.map(|o| o.parse()).as_ref())?;
+        let scope = required(scope, "scope")?;
+        let options = SelectOptions::parse(report::options(options)?.as_ref())?;
         spi::connect(|client| select_changes(client, scope, since, &options).map(crate::json_text::JsonText))
     })
 }

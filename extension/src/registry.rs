@@ -41,21 +41,40 @@ pub fn find_scope(client: &Client<'_>, name: &str) -> Result<Option<StoredScope>
     )?;
     let Some((schema, purged_before, ids)) = rows.into_iter().next() else { return Ok(None) };
     let schema = parse_schema(&schema.unwrap_or_default())?;
-    let ids: serde_json::Map<String, Value> = serde_json::from_str(&ids.unwrap_or_default()).unwrap_or_default();
+    let ids: serde_json::Map<String, Value> = serde_json::from_str(&ids.unwrap_or_default())
+        .map_err(|e| Error::Internal(format!("the tables of scope {name} are unreadable: {e}")))?;
     let ids = schema
         .tables
         .iter()
         .map(|t| {
-            ids.get(&t.name)
-                .and_then(Value::as_i64)
-                .ok_or_else(|| Error::Internal(format!("table {} of scope {name} has no tracking", t.name)))
+            ids.get(&t.name).and_then(Value::as_i64).ok_or_else(|| Error::TrackingMissing {
+                scope: name.to_string(),
+                table: t.name.clone(),
+                object: "tandem.scope_tables".into(),
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Some(StoredScope { schema, ids, purged_before }))
 }
 
+/// Loads a scope whose tracking is whole: a tracking table someone dropped
+/// is a clear error saying how to recover, not a failing statement later.
 pub fn load_scope(client: &Client<'_>, name: &str) -> Result<StoredScope> {
-    find_scope(client, name)?.ok_or_else(|| Error::UnknownScope(name.to_string()))
+    let stored = find_scope(client, name)?.ok_or_else(|| Error::UnknownScope(name.to_string()))?;
+    let scope = stored.scope();
+    let objects: Vec<String> =
+        (0..scope.schema.tables.len()).flat_map(|t| [scope.track(t), scope.log(t), scope.exits(t)]).collect();
+    let missing = spi::select(
+        client,
+        "SELECT o.n FROM unnest($1::text[]) WITH ORDINALITY AS o(n, i) WHERE pg_catalog.to_regclass(o.n) IS NULL ORDER BY o.i LIMIT 1",
+        &[objects.clone().into()],
+        |row| spi::text(row, 1),
+    )?;
+    if let Some(object) = missing.into_iter().next().flatten() {
+        let t = objects.iter().position(|o| *o == object).unwrap_or_default() / 3;
+        return Err(Error::TrackingMissing { scope: name.to_string(), table: scope.table(t).name.clone(), object });
+    }
+    Ok(stored)
 }
 
 /// The server's id, the `origin` of its changesets.

@@ -25,6 +25,17 @@ pub fn raise(error: Error, function: &'static str) -> ! {
     unreachable!("an ERROR report does not return")
 }
 
+/// An argument a function cannot do without: NULL is a clear error (the
+/// functions are not STRICT, which would return NULL without a word).
+pub fn required<T>(value: Option<T>, name: &'static str) -> Result<T, Error> {
+    value.ok_or(Error::NullArgument(name))
+}
+
+/// Parsed options (NULL: none).
+pub fn options(value: Option<crate::json_text::JsonbText>) -> Result<Option<serde_json::Value>, Error> {
+    value.map(|v| v.parse()).transpose()
+}
+
 /// Runs a SQL function body, raising its error as a PostgreSQL error.
 pub fn run<T>(function: &'static str, body: impl FnOnce() -> Result<T, Error>) -> T {
     match body() {

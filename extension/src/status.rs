@@ -10,23 +10,27 @@ use tandem_core::{Error, Result};
 use crate::fold;
 use crate::json_text::JsonbText;
 use crate::registry;
-use crate::report::run;
+use crate::report::{self, required, run};
 use crate::spi::{self, Client};
 
 /// Tables with their tracked rows and tombstones, clients with when they last
 /// synced, the conflict count, and the current snapshot.
 #[pg_extern(volatile)]
-fn sync_status(scope: &str) -> JsonbText {
-    run("sync_status", || spi::connect(|client| status(client, scope)).map(|v| JsonbText::from_value(&v)))
+fn sync_status(scope: Option<&str>) -> JsonbText {
+    run("sync_status", || {
+        let scope = required(scope, "scope")?;
+        spi::connect(|client| status(client, scope)).map(|v| JsonbText::from_value(&v))
+    })
 }
 
 /// Purges tombstones and exit records that every active replica has
 /// already pulled past. A replica whose watermark is older than the purge
 /// must sync again from NULL (it gets a clear error saying so).
 #[pg_extern(volatile)]
-fn sync_cleanup(scope: &str, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
+fn sync_cleanup(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_cleanup", || {
-        let options = CleanupOptions::parse(options.map(|o| o.parse()).as_ref())?;
+        let scope = required(scope, "scope")?;
+        let options = CleanupOptions::parse(report::options(options)?.as_ref())?;
         spi::connect(|client| cleanup(client, scope, &options)).map(|v| JsonbText::from_value(&v))
     })
 }

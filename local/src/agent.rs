@@ -158,6 +158,7 @@ pub fn run_observed(
     observe: &mut dyn FnMut(Step),
 ) -> Result<SyncReport> {
     let started = Instant::now();
+    let _lock = crate::lock::SyncLock::acquire(conn)?;
     let mut report = SyncReport { scope: scope.to_string(), ..SyncReport::default() };
     meta::ensure(conn)?;
 

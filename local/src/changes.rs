@@ -124,11 +124,18 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshot
                 let base: Option<String> = row.get(key_count + 1)?;
                 let exists: bool = row.get(key_count + 2)?;
                 if exists {
+                    // A value the file holds in a form its column cannot
+                    // send goes up as the reason: the server refuses the
+                    // row with it and sends its own row back.
                     let values = table
                         .columns
                         .iter()
                         .enumerate()
-                        .map(|(i, c)| Ok(local_to_json(c.ty, &from_sql(row.get_ref(key_count + 3 + i)?))))
+                        .map(|(i, c)| {
+                            let value = from_sql(row.get_ref(key_count + 3 + i)?);
+                            Ok(local_to_json(c.ty, &value)
+                                .unwrap_or_else(|reason| serde_json::json!({"invalid": format!("column {} {reason}", c.name)})))
+                        })
                         .collect::<rusqlite::Result<Vec<_>>>()?;
                     changes.push(RowChange { op: Op::Upsert, version: None, base, seq: Some(seq), values: Some(values), key: None });
                 } else if base.is_some() {

@@ -26,6 +26,12 @@ pub enum LocalError {
     #[error("the upload failed (the pull ran: {pulled} row(s) down): {error}")]
     UploadFailed { pulled: u64, error: RemoteError },
 
+    #[error("the tracking of {table} ({object}) is missing from this file, so its unsent changes cannot be known: run SELECT sync_deprovision('{scope}') on the file and sync again; every local row is then checked against the server's (rows equal to the server's are no conflict, others are settled by the scope's policy and logged)")]
+    TrackingMissing { scope: String, table: String, object: String },
+
+    #[error("another sync of {path} is still running after {waited} s: run one sync of a file at a time")]
+    Busy { path: String, waited: u64 },
+
     #[error("{0}")]
     Invalid(String),
 }

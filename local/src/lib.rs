@@ -28,6 +28,7 @@ pub mod apply;
 pub mod changes;
 pub mod error;
 pub mod functions;
+mod lock;
 pub mod meta;
 pub mod provision;
 pub mod record;

@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tandem_core::options::Params;
 use tandem_core::schema::Schema;
-use tandem_core::sql::local::{ADDED_COLUMNS, METADATA};
+use tandem_core::ident::quote_ident;
+use tandem_core::sql::local::{ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
 
 use crate::error::{LocalError, Result};
 
@@ -22,6 +23,19 @@ pub fn ensure(conn: &Connection) -> Result<()> {
         )?;
         if !present {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+        }
+    }
+    // Tracking tables whose bookkeeping columns an earlier Tandem named
+    // without the prefix get it now.
+    let ids: Vec<i64> = conn.prepare("SELECT id FROM tandem_tables")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    for id in ids {
+        for (prefix, old, new) in RENAMED_COLUMNS {
+            let table = format!("{prefix}{id}");
+            let names: Vec<String> =
+                conn.prepare("SELECT name FROM pragma_table_info(?1)")?.query_map([&table], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            if names.iter().any(|n| n == old) && !names.iter().any(|n| n == new) {
+                conn.execute_batch(&format!("ALTER TABLE {} RENAME COLUMN {old} TO {new}", quote_ident(&table)))?;
+            }
         }
     }
     // A file from before replicas: its scopes get their ids now.
@@ -110,11 +124,27 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
     });
     let mut tables = Vec::with_capacity(schema.tables.len());
     for table in &schema.tables {
-        let state = conn.query_row(
-            "SELECT id, acked_seq FROM tandem_tables WHERE scope = ?1 AND name = ?2",
-            params![scope, table.name],
-            |r| Ok(TableState { id: r.get(0)?, acked_seq: r.get(1)? }),
-        )?;
+        let missing = |object: &str| LocalError::TrackingMissing {
+            scope: scope.to_string(),
+            table: table.name.clone(),
+            object: object.to_string(),
+        };
+        let state = conn
+            .query_row(
+                "SELECT id, acked_seq FROM tandem_tables WHERE scope = ?1 AND name = ?2",
+                params![scope, table.name],
+                |r| Ok(TableState { id: r.get(0)?, acked_seq: r.get(1)? }),
+            )
+            .optional()?
+            .ok_or_else(|| missing("its row in tandem_tables"))?;
+        let objects = tracking_objects(state.id);
+        let present: Vec<String> = conn
+            .prepare_cached("SELECT name FROM sqlite_master WHERE name IN (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .query_map(rusqlite::params_from_iter(&objects), |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if let Some(gone) = objects.iter().find(|o| !present.contains(o)) {
+            return Err(missing(gone));
+        }
         tables.push(state);
     }
     Ok(Some(ScopeState { scope: scope.to_string(), schema, client_id, params, watermark, replica_id, upload_id, echoes, tables }))
@@ -129,6 +159,32 @@ struct StoredRow {
     replica_id: Option<String>,
     upload_id: Option<String>,
     echoes: Option<String>,
+}
+
+/// The tracking objects of table `id`: its log, its base versions and its
+/// four triggers.
+fn tracking_objects(id: i64) -> [String; 6] {
+    [
+        format!("tandem_log_{id}"),
+        format!("tandem_base_{id}"),
+        format!("tandem_{id}_insert"),
+        format!("tandem_{id}_update"),
+        format!("tandem_{id}_key"),
+        format!("tandem_{id}_delete"),
+    ]
+}
+
+/// Whether the file has provisioned `scope`.
+pub fn scope_exists(conn: &Connection, scope: &str) -> Result<bool> {
+    Ok(conn.query_row("SELECT count(*) > 0 FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0))?)
+}
+
+/// The tables of `scope` with a tracking id, by name, as recorded.
+pub fn tracked_tables(conn: &Connection, scope: &str) -> Result<Vec<(String, i64)>> {
+    Ok(conn
+        .prepare("SELECT name, id FROM tandem_tables WHERE scope = ?1")?
+        .query_map([scope], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn require(conn: &Connection, scope: &str) -> Result<ScopeState> {

@@ -14,20 +14,21 @@ use crate::tx::atomically;
 
 pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Schema> {
     check_scope_name(scope)?;
+    tandem_core::schema::check_local_names(schema)?;
     if schema.scope != scope {
         return Err(tandem_core::Error::ScopeMismatch { expected: scope.to_string(), found: schema.scope.clone() }.into());
     }
     meta::ensure(conn)?;
     atomically(conn, |conn| {
-        let old = meta::load(conn, scope)?;
-        if let Some(old) = &old {
-            for (table, state) in old.schema.tables.iter().zip(&old.tables) {
-                if !schema.tables.iter().any(|t| t.name == table.name) {
-                    for statement in local::drop_tracking(state.id) {
-                        conn.execute(&statement, [])?;
-                    }
-                    conn.execute("DELETE FROM tandem_tables WHERE id = ?1", [state.id])?;
+        // Read as stored, whole or not: provisioning again is how broken
+        // tracking is repaired.
+        let existed = meta::scope_exists(conn, scope)?;
+        for (name, id) in meta::tracked_tables(conn, scope)? {
+            if !schema.tables.iter().any(|t| t.name == name) {
+                for statement in local::drop_tracking(id) {
+                    conn.execute(&statement, [])?;
                 }
+                conn.execute("DELETE FROM tandem_tables WHERE id = ?1", [id])?;
             }
         }
         for table in &schema.tables {
@@ -82,11 +83,11 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             }
         }
         let text = serde_json::to_string(schema).map_err(|e| LocalError::Invalid(e.to_string()))?;
-        match &old {
-            Some(_) => {
+        match existed {
+            true => {
                 conn.execute("UPDATE tandem_scopes SET schema = ?2 WHERE scope = ?1", params![scope, text])?;
             }
-            None => {
+            false => {
                 conn.execute(
                     "INSERT INTO tandem_scopes (scope, schema, client_id, replica_id) VALUES (?1, ?2, ?3, ?4)",
                     params![scope, text, meta::new_client_id()?, meta::new_client_id()?],
@@ -97,12 +98,15 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
     })
 }
 
-/// Drops the scope's triggers and tracking; tables and rows stay.
+/// Drops the scope's triggers and tracking; tables and rows stay. Works on
+/// a scope whose tracking is broken: it is how to start it over.
 pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
-    let state = meta::require(conn, scope)?;
+    if !meta::scope_exists(conn, scope)? {
+        return Err(tandem_core::Error::UnknownScope(scope.to_string()).into());
+    }
     atomically(conn, |conn| {
-        for t in &state.tables {
-            for statement in local::drop_tracking(t.id) {
+        for (_, id) in meta::tracked_tables(conn, scope)? {
+            for statement in local::drop_tracking(id) {
                 conn.execute(&statement, [])?;
             }
         }

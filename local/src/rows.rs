@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use tandem_core::schema::TableSchema;
 use tandem_core::setup::Filter;
 use tandem_core::sql::{delete_row, local, upsert_row, Dialect};
-use tandem_core::types::{json_to_local, local_to_json};
+use tandem_core::types::{describe_local, json_to_local};
 
 use crate::error::{LocalError, Result};
 use crate::meta::ScopeState;
@@ -40,7 +40,7 @@ pub fn read_key(table: &TableSchema, row: &rusqlite::Row<'_>) -> rusqlite::Resul
         .key_columns()
         .iter()
         .enumerate()
-        .map(|(i, column)| Ok(local_to_json(column.ty, &from_sql(row.get_ref(i)?))))
+        .map(|(i, column)| Ok(describe_local(column.ty, &from_sql(row.get_ref(i)?))))
         .collect()
 }
 
@@ -53,7 +53,7 @@ pub fn read(conn: &Connection, table: &TableSchema, key: &[Value]) -> Result<Opt
                 .columns
                 .iter()
                 .enumerate()
-                .map(|(i, column)| Ok(local_to_json(column.ty, &from_sql(row.get_ref(i)?))))
+                .map(|(i, column)| Ok(describe_local(column.ty, &from_sql(row.get_ref(i)?))))
                 .collect::<rusqlite::Result<Vec<Value>>>()
         })
         .optional()?;

@@ -62,10 +62,11 @@ impl Store {
         Ok(Store { conn, path })
     }
 
-    /// Deletes a local file and the WAL files SQLite keeps beside it (the
-    /// file must not be open); files already gone are no error.
+    /// Deletes a local file, the WAL files SQLite keeps beside it and its
+    /// sync lock (the file must not be open); files already gone are no
+    /// error.
     pub fn remove(path: impl AsRef<Path>) {
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-tandem-lock"] {
             let mut name = path.as_ref().as_os_str().to_owned();
             name.push(suffix);
             let _ = std::fs::remove_file(name);

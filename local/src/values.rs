@@ -11,6 +11,7 @@ pub fn to_sql(value: LocalValue) -> Value {
         LocalValue::Integer(i) => Value::Integer(i),
         LocalValue::Real(f) => Value::Real(f),
         LocalValue::Text(s) => Value::Text(s),
+        LocalValue::BadText(b) => Value::Text(String::from_utf8_lossy(&b).into_owned()),
         LocalValue::Blob(b) => Value::Blob(b),
     }
 }
@@ -20,7 +21,10 @@ pub fn from_sql(value: ValueRef<'_>) -> LocalValue {
         ValueRef::Null => LocalValue::Null,
         ValueRef::Integer(i) => LocalValue::Integer(i),
         ValueRef::Real(f) => LocalValue::Real(f),
-        ValueRef::Text(t) => LocalValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(text) => LocalValue::Text(text.to_string()),
+            Err(_) => LocalValue::BadText(t.to_vec()),
+        },
         ValueRef::Blob(b) => LocalValue::Blob(b.to_vec()),
     }
 }
@@ -35,6 +39,7 @@ impl ToSql for Bound<'_> {
             LocalValue::Integer(i) => ValueRef::Integer(*i),
             LocalValue::Real(f) => ValueRef::Real(*f),
             LocalValue::Text(s) => ValueRef::Text(s.as_bytes()),
+            LocalValue::BadText(b) => ValueRef::Text(b),
             LocalValue::Blob(b) => ValueRef::Blob(b),
         }))
     }

@@ -9,7 +9,7 @@ use postgres::Client;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use tandem_core::schema::Schema;
-use tandem_core::types::{local_to_json, LogicalType, LocalValue};
+use tandem_core::types::{describe_local, LogicalType, LocalValue};
 
 use crate::{json as query_json, pull_all, TestDb};
 use tandem_core::apply_result::ApplyResult;
@@ -154,10 +154,13 @@ pub fn local_dump(conn: &Connection, scope: &str) -> Dump {
                             rusqlite::types::ValueRef::Null => LocalValue::Null,
                             rusqlite::types::ValueRef::Integer(n) => LocalValue::Integer(n),
                             rusqlite::types::ValueRef::Real(f) => LocalValue::Real(f),
-                            rusqlite::types::ValueRef::Text(s) => LocalValue::Text(String::from_utf8_lossy(s).into_owned()),
+                            rusqlite::types::ValueRef::Text(s) => match std::str::from_utf8(s) {
+                                Ok(text) => LocalValue::Text(text.to_string()),
+                                Err(_) => LocalValue::BadText(s.to_vec()),
+                            },
                             rusqlite::types::ValueRef::Blob(b) => LocalValue::Blob(b.to_vec()),
                         };
-                        local_to_json(c.ty, &v)
+                        describe_local(c.ty, &v)
                     })
                     .collect();
                 Ok(row_text(&schema, &t.name, &values))

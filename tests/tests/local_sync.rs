@@ -483,3 +483,49 @@ fn an_upload_of_many_batches_sends_each_latest_change_once() {
     assert_eq!(server_value(&mut server, "SELECT count(*)::text FROM customers WHERE name LIKE '% offline'").as_deref(), Some("20"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// Two syncs of one file at once take turns: each conflict is settled and
+/// logged once, on both sides.
+#[test]
+fn two_syncs_of_one_file_at_once_take_turns() {
+    let s = setup("two_at_once");
+    let path = s.files.path("a.db");
+    let file = Store::open(&path).unwrap();
+    s.sync(&file, tenant(1));
+    stage_conflicts(&s, &file);
+    let url = s.db.url.clone();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, path) = (url.clone(), path.clone());
+            std::thread::spawn(move || {
+                let store = Store::open(&path).unwrap();
+                store.sync(&url, "crm", &SyncOptions::default()).unwrap()
+            })
+        })
+        .collect();
+    for run in runs {
+        run.join().unwrap();
+    }
+    let mut server = s.server();
+    let logged: i64 = server.query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(logged, 4, "each conflict once on the server");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_conflicts"), 4, "and once in the file");
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Tandem's own tables dropped from a file: a clear error that says what
+/// to do, and doing it converges without losing the file's rows.
+#[test]
+fn a_file_whose_tracking_was_dropped_says_what_to_do() {
+    let s = setup("dropped_tracking");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let log: String = file.connection().query_row("SELECT 'tandem_log_' || id FROM tandem_tables WHERE name = 'public.customers'", [], |r| r.get(0)).unwrap();
+    local(&file, &format!("UPDATE customers SET name = 'edited before' WHERE id = 1; DROP TABLE {log};"));
+    let error = file.sync(&s.db.url, "crm", &SyncOptions::default()).unwrap_err().to_string();
+    assert!(error.contains(&log) && error.contains("sync_deprovision"), "{error}");
+    local(&file, "SELECT sync_deprovision('crm')");
+    let report = s.sync(&file, tenant(1));
+    assert!(report.conflicts.iter().all(|c| c.key == vec![json!(1)]), "rows equal to the server's are no conflict: {report:?}");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}

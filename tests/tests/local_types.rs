@@ -94,3 +94,53 @@ fn an_encrypted_file_holds_no_plaintext_and_refuses_a_wrong_key() {
     let body: String = db.connect().query_one("SELECT body FROM secrets WHERE id = 2", &[]).unwrap().get(0);
     assert_eq!(body, "PLAINTEXT-MARKER-local");
 }
+
+/// SQLite stores whatever a program writes, in any column: a value of
+/// another storage class than its column's type takes is refused on the
+/// device, named and kept in `tandem_rejected`, never sent in a form the
+/// file does not hold.
+#[test]
+fn a_local_value_of_the_wrong_kind_is_refused_on_the_device_never_converted() {
+    let db = TestDb::new("wrong_kind");
+    db.connect()
+        .batch_execute(
+            "CREATE TABLE things (id bigint PRIMARY KEY, name text, n int, photo bytea, at timestamptz);
+             INSERT INTO things VALUES (1, 'one', 1, '\\x01', NULL);
+             SELECT sync_provision('s', '{\"tables\": [{\"name\": \"things\"}]}');",
+        )
+        .unwrap();
+    let files = Files::new("wrong_kind");
+    let store = Store::open(files.path("a.db")).unwrap();
+    store.sync(&db.url, "s", &SyncOptions::default()).unwrap();
+    let conn = store.connection();
+    conn.execute_batch(
+        "INSERT INTO things (id, name) VALUES (10, x'68656c6c6f');   -- a blob in a text column
+         INSERT INTO things (id, name) VALUES (11, CAST(x'ff61' AS TEXT)); -- text that is not UTF-8
+         INSERT INTO things (id, n) VALUES (12, 'abc');               -- text in an integer column
+         INSERT INTO things (id, photo) VALUES (13, 'abcd');          -- text (valid base64) in a blob column
+         INSERT INTO things (id, name, n) VALUES (14, 'fine', 4);",
+    )
+    .unwrap();
+    let report = store.sync(&db.url, "s", &SyncOptions::default()).unwrap();
+    assert_eq!(report.pushed, 1, "only the good row goes up: {report:?}");
+    let mut refused: Vec<(i64, String)> =
+        report.rejected.iter().map(|r| (r.key[0].as_i64().unwrap(), r.reason.clone())).collect();
+    refused.sort();
+    let ids: Vec<i64> = refused.iter().map(|r| r.0).collect();
+    assert_eq!(ids, [10, 11, 12, 13], "{refused:?}");
+    for (id, reason) in &refused {
+        let column = match id {
+            10 | 11 => "name",
+            12 => "n",
+            _ => "photo",
+        };
+        assert!(reason.contains(&format!("column {column}")), "row {id}: {reason}");
+    }
+    let kept: i64 = conn.query_row("SELECT count(*) FROM tandem_rejected", [], |r| r.get(0)).unwrap();
+    assert_eq!(kept, 4, "each refused change is kept");
+    let mut server = db.connect();
+    let on_server: i64 = server.query_one("SELECT count(*) FROM things WHERE id BETWEEN 10 AND 13", &[]).unwrap().get(0);
+    assert_eq!(on_server, 0, "nothing of them reached the server");
+    let report = store.sync(&db.url, "s", &SyncOptions::default()).unwrap();
+    assert!(report.rejected.is_empty() && report.pushed == 0, "nothing is left to refuse: {report:?}");
+}

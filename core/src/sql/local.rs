@@ -3,10 +3,10 @@
 //! any SQLite program, even one that never loaded Tandem, is tracked.
 //!
 //! Per synced table (local id `n`):
-//! - `tandem_log_n(seq, <key>)`: one entry per local change of a key; `seq`
+//! - `tandem_log_n(tandem_seq, <key>)`: one entry per local change of a key; `tandem_seq`
 //!   (the rowid, kept from going back by [`keep_counter`]) is the change
 //!   counter sent as `seq`;
-//! - `tandem_base_n(<key>, version)`: the server version each row is based on,
+//! - `tandem_base_n(<key>, tandem_version)`: the server version each row is based on,
 //!   written only by sync;
 //! - triggers append every change to the log; sync removes the entries its
 //!   own writes made before its transaction commits.
@@ -79,6 +79,10 @@ CREATE TABLE IF NOT EXISTS tandem_rejected (
 );
 ";
 
+/// Bookkeeping columns an earlier Tandem named without the prefix (a key
+/// column of the user's may have the bare name): (table prefix, old, new).
+pub const RENAMED_COLUMNS: [(&str, &str, &str); 2] = [("tandem_log_", "seq", "tandem_seq"), ("tandem_base_", "version", "tandem_version")];
+
 /// Columns files made by an earlier Tandem lack, with their definitions:
 /// [`METADATA`] creates them in new files, opening an older file adds them.
 pub const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
@@ -120,12 +124,12 @@ pub fn create_tracking(table: &TableSchema, id: i64) -> Vec<String> {
     let keys = column_list(None, &table.primary_key);
     vec![
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (seq INTEGER PRIMARY KEY, {})",
+            "CREATE TABLE IF NOT EXISTS {} (tandem_seq INTEGER PRIMARY KEY, {})",
             log_table(id),
             key_defs.join(", ")
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {} ({}, version TEXT NOT NULL, PRIMARY KEY ({keys})) WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS {} ({}, tandem_version TEXT NOT NULL, PRIMARY KEY ({keys})) WITHOUT ROWID",
             base_table(id),
             key_defs.join(", ")
         ),
@@ -198,7 +202,7 @@ pub fn drop_tracking(id: i64) -> Vec<String> {
 pub fn pending_keys(table: &TableSchema, id: i64) -> String {
     let keys = column_list(None, &table.primary_key);
     format!(
-        "SELECT {keys}, max(seq) FROM {} WHERE seq > ?1 AND {} IS NOT NULL GROUP BY {keys} ORDER BY max(seq) LIMIT ?2",
+        "SELECT {keys}, max(tandem_seq) FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL GROUP BY {keys} ORDER BY max(tandem_seq) LIMIT ?2",
         log_table(id),
         quote_ident(&table.primary_key[0])
     )
@@ -221,16 +225,16 @@ pub fn pending_rows(table: &TableSchema, id: i64, source: PendingSource) -> Stri
     let first = quote_ident(&table.primary_key[0]);
     let latest = match source {
         PendingSource::Log => format!(
-            "SELECT {keys}, max(seq) AS seq FROM {log} WHERE seq > ?1 AND {first} IS NOT NULL \
-             GROUP BY {keys} ORDER BY max(seq) LIMIT ?2",
+            "SELECT {keys}, max(tandem_seq) AS tandem_seq FROM {log} WHERE tandem_seq > ?1 AND {first} IS NOT NULL \
+             GROUP BY {keys} ORDER BY max(tandem_seq) LIMIT ?2",
             log = log_table(id)
         ),
-        PendingSource::Snapshot => format!("SELECT {keys}, seq FROM {} WHERE seq > ?1 ORDER BY seq LIMIT ?2", snapshot_table(id)),
+        PendingSource::Snapshot => format!("SELECT {keys}, tandem_seq FROM {} WHERE tandem_seq > ?1 ORDER BY tandem_seq LIMIT ?2", snapshot_table(id)),
     };
     format!(
-        "SELECT {}, l.seq, b.version, r.{first} IS NOT NULL, {} \
+        "SELECT {}, l.tandem_seq, b.tandem_version, r.{first} IS NOT NULL, {} \
          FROM ({latest}) l \
-         LEFT JOIN {base} b ON {} LEFT JOIN {user} r ON {} ORDER BY l.seq",
+         LEFT JOIN {base} b ON {} LEFT JOIN {user} r ON {} ORDER BY l.tandem_seq",
         column_list(Some("l"), &table.primary_key),
         column_list(Some("r"), &table.column_names()),
         crate::sql::columns_equal("b", &table.primary_key, "l", &table.primary_key),
@@ -253,12 +257,12 @@ pub fn pending_snapshot(table: &TableSchema, id: i64) -> [String; 3] {
     [
         drop_pending_snapshot(id),
         format!(
-            "CREATE TEMP TABLE {} AS SELECT {keys}, max(seq) AS seq FROM {} WHERE seq > ?1 AND {} IS NOT NULL GROUP BY {keys}",
+            "CREATE TEMP TABLE {} AS SELECT {keys}, max(tandem_seq) AS tandem_seq FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL GROUP BY {keys}",
             name("tandem_pending", id),
             log_table(id),
             quote_ident(&table.primary_key[0])
         ),
-        format!("CREATE INDEX temp.{} ON {} (seq)", name("tandem_pending_seq", id), name("tandem_pending", id)),
+        format!("CREATE INDEX temp.{} ON {} (tandem_seq)", name("tandem_pending_seq", id), name("tandem_pending", id)),
     ]
 }
 
@@ -268,18 +272,18 @@ pub fn drop_pending_snapshot(id: i64) -> String {
 
 /// How many log entries follow `?1` (a range of the rowid: cheap).
 pub fn entries_after(id: i64) -> String {
-    format!("SELECT count(*) FROM {} WHERE seq > ?1", log_table(id))
+    format!("SELECT count(*) FROM {} WHERE tandem_seq > ?1", log_table(id))
 }
 
 /// Whether a key has a local change after `?1` (key values from `?2`).
 pub fn has_pending(table: &TableSchema, id: i64) -> String {
-    format!("SELECT 1 FROM {} WHERE seq > ?1 AND {} LIMIT 1", log_table(id), key_match(table, 2))
+    format!("SELECT 1 FROM {} WHERE tandem_seq > ?1 AND {} LIMIT 1", log_table(id), key_match(table, 2))
 }
 
 /// Every key with a change after `?1`.
 pub fn all_pending(table: &TableSchema, id: i64) -> String {
     format!(
-        "SELECT DISTINCT {} FROM {} WHERE seq > ?1 AND {} IS NOT NULL",
+        "SELECT DISTINCT {} FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL",
         column_list(None, &table.primary_key),
         log_table(id),
         quote_ident(&table.primary_key[0])
@@ -288,7 +292,7 @@ pub fn all_pending(table: &TableSchema, id: i64) -> String {
 
 /// The highest counter handed out so far (0 for none).
 pub fn top_seq(id: i64) -> String {
-    format!("SELECT coalesce(max(seq), 0) FROM {}", log_table(id))
+    format!("SELECT coalesce(max(tandem_seq), 0) FROM {}", log_table(id))
 }
 
 /// `"k1" = ?n AND "k2" = ?n+1`.
@@ -314,7 +318,7 @@ pub fn read_row(table: &TableSchema) -> String {
 
 /// A row's server version by key (`?1..`).
 pub fn read_base(table: &TableSchema, id: i64) -> String {
-    format!("SELECT version FROM {} WHERE {}", base_table(id), key_match(table, 1))
+    format!("SELECT tandem_version FROM {} WHERE {}", base_table(id), key_match(table, 1))
 }
 
 /// Records a row's server version: key in `?1..`, version last.
@@ -323,7 +327,7 @@ pub fn write_base(table: &TableSchema, id: i64) -> String {
     let n = table.primary_key.len();
     let params: Vec<String> = (1..=n + 1).map(|i| Dialect::Sqlite.param(i)).collect();
     format!(
-        "INSERT INTO {} ({keys}, version) VALUES ({}) ON CONFLICT ({keys}) DO UPDATE SET version = excluded.version",
+        "INSERT INTO {} ({keys}, tandem_version) VALUES ({}) ON CONFLICT ({keys}) DO UPDATE SET tandem_version = excluded.tandem_version",
         base_table(id),
         params.join(", ")
     )
@@ -336,17 +340,17 @@ pub fn delete_base(table: &TableSchema, id: i64) -> String {
 /// Drops the unsent log entries (`seq > ?1`) of one key (`?2..`): a change
 /// set aside as refused.
 pub fn forget_key(table: &TableSchema, id: i64) -> String {
-    format!("DELETE FROM {} WHERE seq > ?1 AND {}", log_table(id), key_match(table, 2))
+    format!("DELETE FROM {} WHERE tandem_seq > ?1 AND {}", log_table(id), key_match(table, 2))
 }
 
 /// Drops log entries after `?1`: those the sync's own writes made.
 pub fn drop_log_after(id: i64) -> String {
-    format!("DELETE FROM {} WHERE seq > ?1", log_table(id))
+    format!("DELETE FROM {} WHERE tandem_seq > ?1", log_table(id))
 }
 
-/// Drops acknowledged log entries (`seq <= ?1`).
+/// Drops acknowledged log entries (`tandem_seq <= ?1`).
 pub fn prune_log(id: i64) -> String {
-    format!("DELETE FROM {} WHERE seq <= ?1", log_table(id))
+    format!("DELETE FROM {} WHERE tandem_seq <= ?1", log_table(id))
 }
 
 /// Keeps the change counter from going below `?1` (the highest it had
@@ -356,7 +360,7 @@ pub fn prune_log(id: i64) -> String {
 /// (and a sync's own writes for earlier local changes).
 pub fn keep_counter(id: i64) -> String {
     let log = log_table(id);
-    format!("INSERT INTO {log} (seq) SELECT ?1 WHERE ?1 > 0 AND NOT EXISTS (SELECT 1 FROM {log} WHERE seq >= ?1)")
+    format!("INSERT INTO {log} (tandem_seq) SELECT ?1 WHERE ?1 > 0 AND NOT EXISTS (SELECT 1 FROM {log} WHERE tandem_seq >= ?1)")
 }
 
 /// Keys of `child` rows whose `on` columns equal `?1..` (the parent's key in
@@ -430,8 +434,8 @@ mod tests {
     fn statements_bind_keys_in_order() {
         assert_eq!(
             write_base(&items(), 3),
-            "INSERT INTO \"tandem_base_3\" (\"order_id\", \"line\", version) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (\"order_id\", \"line\") DO UPDATE SET version = excluded.version"
+            "INSERT INTO \"tandem_base_3\" (\"order_id\", \"line\", tandem_version) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (\"order_id\", \"line\") DO UPDATE SET tandem_version = excluded.tandem_version"
         );
         assert!(read_row(&items()).ends_with("WHERE \"order_id\" = ?1 AND \"line\" = ?2"));
     }

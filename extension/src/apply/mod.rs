@@ -42,7 +42,7 @@ use crate::catalog;
 use crate::fold;
 use crate::json_text::{JsonText, JsonbText};
 use crate::registry;
-use crate::report::run;
+use crate::report::{self, required, run};
 use crate::spi::{self, Client};
 
 use plan::TablePlan;
@@ -51,10 +51,11 @@ use plan::TablePlan;
 /// versions of the rows it wrote and how each conflict ended. Any refused row
 /// fails the whole changeset, with each refused row named in the DETAIL.
 #[pg_extern(volatile)]
-fn sync_apply_changes(scope: &str, changeset: JsonbText, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
+fn sync_apply_changes(scope: Option<&str>, changeset: Option<JsonbText>, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_apply_changes", || {
-        let options = ApplyOptions::parse(options.map(|o| o.parse()).as_ref())?;
-        let changeset = Changeset::parse(&changeset.0)?;
+        let scope = required(scope, "scope")?;
+        let changeset = Changeset::parse(&required(changeset, "changeset")?.0)?;
+        let options = ApplyOptions::parse(report::options(options)?.as_ref())?;
         spi::connect(|spi| apply_changes(spi, scope, changeset, &options).map(|r| JsonbText::from_value(&r)))
     })
 }
@@ -63,10 +64,11 @@ fn sync_apply_changes(scope: &str, changeset: JsonbText, options: default!(Optio
 /// changeset as they wrote it and parse the result themselves (no jsonb
 /// parse and print of either).
 #[pg_extern(volatile)]
-fn sync_apply_changes_json(scope: &str, changeset: JsonText, options: default!(Option<JsonbText>, "'{}'")) -> JsonText {
+fn sync_apply_changes_json(scope: Option<&str>, changeset: Option<JsonText>, options: default!(Option<JsonbText>, "'{}'")) -> JsonText {
     run("sync_apply_changes_json", || {
-        let options = ApplyOptions::parse(options.map(|o| o.parse()).as_ref())?;
-        let changeset = Changeset::parse(&changeset.0)?;
+        let scope = required(scope, "scope")?;
+        let changeset = Changeset::parse(&required(changeset, "changeset")?.0)?;
+        let options = ApplyOptions::parse(report::options(options)?.as_ref())?;
         spi::connect(|spi| apply_changes(spi, scope, changeset, &options))
             .map(|r| JsonText(serde_json::to_string(&r).unwrap_or_default()))
     })

@@ -119,6 +119,18 @@ mod tests {
     }
 
     #[pg_test]
+    fn dropped_tracking_is_a_clear_error_and_provisioning_again_rebuilds_it() {
+        crm();
+        let track = track_of("public.orders");
+        run(&format!("DROP TABLE {track}"));
+        let error = assert_fails("SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": 1}}')", "55000", "provision the scope again");
+        assert!(error.message.contains("public.orders") && error.message.contains("track_"), "{}", error.message);
+        run(&format!("SELECT sync_provision('crm', {})", lit(&crm_setup())));
+        let pulled = pull(serde_json::json!({"params": {"tenant": 1}}));
+        assert_eq!(rows_of(&pulled, "public.orders").len(), 2, "every row is stamped again and sent");
+    }
+
+    #[pg_test]
     fn deprovision_drops_tracking_and_keeps_data() {
         crm();
         run("SELECT sync_deprovision('crm')");

@@ -138,5 +138,10 @@ mod tests {
         assert_fails("SELECT sync_select_changes('crm', NULL)", "22023", "filtered by parameter \"tenant\"");
         assert_fails("SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": \"x\"}}')", "22023", "expected a 32-bit integer");
         assert_fails("SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": 1}, \"max_rows\": 0}')", "22023", "max_rows");
+        assert_fails("SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": 1}, \"max_rows\": 1e400}')", "22023", "unreadable JSON");
+        assert_fails("SELECT sync_select_changes(NULL, NULL)", "22004", "scope must not be NULL");
+        assert_fails("SELECT sync_apply_changes('crm', NULL)", "22004", "changeset must not be NULL");
+        assert_fails("SELECT sync_provision('crm', NULL)", "22004", "setup must not be NULL");
+        assert_fails("SELECT sync_status(NULL)", "22004", "scope must not be NULL");
     }
 }
