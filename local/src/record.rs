@@ -35,10 +35,10 @@ fn take(conn: &Connection, state: &ScopeState, t: usize, key: &[Value], row: Opt
     let id = state.tables[t].id;
     match row {
         Some(row) => {
-            rows::write_object(conn, table, row)?;
+            let key = rows::write_server_row(conn, table, id, key, row)?;
             match version {
-                Some(version) => rows::write_base(conn, table, id, key, version)?,
-                None => rows::delete_base(conn, table, id, key)?,
+                Some(version) => rows::write_base(conn, table, id, &key, version)?,
+                None => rows::delete_base(conn, table, id, &key)?,
             }
         }
         None => {
@@ -80,14 +80,16 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 // The server deleted it: rows filtered through it go too.
                 rows::delete_with_children(conn, state, t, &applied.key)?;
             } else {
+                let mut key = applied.key.clone();
                 if let Some(row) = &applied.row {
                     if !is_newer(t, &applied.key) {
                         // Stored differently from what was sent (a cast, a
-                        // default, a trigger): take the server's form.
-                        rows::write_object(conn, table, row)?;
+                        // default, a trigger, a key in another form): take
+                        // the server's form.
+                        key = rows::write_server_row(conn, table, state.tables[t].id, &applied.key, row)?;
                     }
                 }
-                rows::write_base(conn, table, state.tables[t].id, &applied.key, &applied.version)?;
+                rows::write_base(conn, table, state.tables[t].id, &key, &applied.version)?;
             }
             recorded.applied += 1;
         }
@@ -113,8 +115,16 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             if conflict.decision == Decision::ClientWins {
                 // The server took this file's row: it is the new base.
                 let table = &state.schema.tables[t];
-                match &conflict.version {
-                    Some(version) if conflict.row.is_some() => rows::write_base(conn, table, state.tables[t].id, &conflict.key, version)?,
+                match (&conflict.version, &conflict.row) {
+                    (Some(version), Some(row)) => {
+                        let id = state.tables[t].id;
+                        let key = if is_newer(t, &conflict.key) {
+                            conflict.key.clone()
+                        } else {
+                            rows::write_server_row(conn, table, id, &conflict.key, row)?
+                        };
+                        rows::write_base(conn, table, id, &key, version)?
+                    }
                     _ => {
                         rows::delete_with_children(conn, state, t, &conflict.key)?;
                     }

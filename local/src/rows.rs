@@ -100,6 +100,24 @@ pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String,
     Ok(())
 }
 
+/// Writes the server's form of a row the file holds under `key` (as it was
+/// sent) and returns the server's key. When the server holds the row under
+/// another text of an equal key (`3` for `3.0`, an instant in UTC, a uuid
+/// in lower case), the file's row moves to the server's key: the file never
+/// keeps both.
+pub fn write_server_row(conn: &Connection, table: &TableSchema, id: i64, key: &[Value], row: &Map<String, Value>) -> Result<Vec<Value>> {
+    let server_key: Vec<Value> = table.primary_key.iter().map(|k| row.get(k).cloned().unwrap_or(Value::Null)).collect();
+    if server_key.iter().all(|v| !v.is_null()) && server_key != key {
+        conn.prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
+            .execute(params_from_iter(key_params(table, key)?))?;
+        delete_base(conn, table, id, key)?;
+        write_object(conn, table, row)?;
+        return Ok(server_key);
+    }
+    write_object(conn, table, row)?;
+    Ok(key.to_vec())
+}
+
 /// Keys of a table with local changes after `after`.
 pub fn pending(conn: &Connection, table: &TableSchema, id: i64, after: i64) -> Result<HashSet<String>> {
     let mut statement = conn.prepare_cached(&local::all_pending(table, id))?;

@@ -191,6 +191,37 @@ pub fn fill_stage(scope: &Scope<'_>, t: usize, columns: &[usize], types: &[Stage
     Query::exec(sql, binds)
 }
 
+/// Reads a staged row's idx.
+pub struct IdxOnly(Col);
+
+impl Decode for IdxOnly {
+    type Row<'a> = usize;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<usize, DecodeError> {
+        f.index(self.0)
+    }
+}
+
+/// Staged rows whose key PostgreSQL holds equal to an earlier row's of the
+/// same upload (`3` and `3.0` in a numeric key, one instant in two time
+/// zones): each but the first.
+pub fn repeated_keys(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> Query<IdxOnly> {
+    let keys: Vec<String> = scope
+        .table(t)
+        .primary_key
+        .iter()
+        .map(|k| staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into()))
+        .collect();
+    let mut columns = Columns::new();
+    let decoder = IdxOnly(columns.push("idx", "idx::text"));
+    let sql = format!(
+        "SELECT {} FROM (SELECT idx, row_number() OVER (PARTITION BY {} ORDER BY idx) AS n FROM {}) d WHERE n > 1",
+        columns.sql(),
+        keys.join(", "),
+        scope.stage(t)
+    );
+    Query::new(sql, Binds::new(), &columns, decoder)
+}
+
 /// Reads a staged row's idx and a column name.
 pub struct IdxColumn {
     idx: Col,

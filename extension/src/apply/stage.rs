@@ -38,6 +38,17 @@ pub fn stage(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) 
             ),
         };
     }
+    let staged = Some(plan.columns.clone());
+    let mut staged_columns = vec![None; scope.schema.tables.len()];
+    staged_columns[plan.t] = staged;
+    for i in spi::all(spi, sql::repeated_keys(scope, &staged_columns, plan.t))? {
+        plan.rows[i].outcome = Outcome::Refused {
+            kind: RejectionKind::InvalidValue,
+            reason: "its key is equal, as PostgreSQL compares it, to an earlier row's of this upload (3 and 3.0, one instant \
+                     in two time zones): send one row per key"
+                .into(),
+        };
+    }
     // Row counts for the planner: a stage can hold one row or a million.
     // Statistics of the columns the statements join and filter on are
     // enough; those of every column cost ten times as much.
