@@ -491,6 +491,54 @@ fn encode_hex(bytes: &[u8]) -> String {
     out
 }
 
+/// A column default (as PostgreSQL prints it) as a SQLite expression that
+/// makes the same value in the changeset form the file stores, when there
+/// is one: constants, the current time, a random uuid. Anything else (a
+/// sequence, a user's function) only the server computes: `None`.
+pub fn sqlite_default(ty: LogicalType, expr: &str) -> Option<String> {
+    use LogicalType as T;
+    let expr = expr.trim();
+    // A constant: `0`, `1.5`, `true`, `'new'::text`, `'-1'::integer`.
+    let literal = match expr.split_once("::") {
+        Some((value, _cast)) => value,
+        None => expr,
+    };
+    let quoted = literal.len() >= 2 && literal.starts_with('\'') && literal.ends_with('\'');
+    let text = if quoted { literal[1..literal.len() - 1].replace("''", "'") } else { literal.to_string() };
+    let sql_text = |t: &str| format!("'{}'", t.replace('\'', "''"));
+    match ty {
+        T::Int2 | T::Int4 | T::Int8 => return text.parse::<i64>().ok().map(|i| i.to_string()),
+        T::Float4 | T::Float8 => return text.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| format!("{f:?}")),
+        T::Bool => {
+            return match text.as_str() {
+                "true" => Some("1".into()),
+                "false" => Some("0".into()),
+                _ => None,
+            }
+        }
+        T::Numeric if quoted || is_decimal(&text) => return is_decimal(&text).then(|| sql_text(&text)),
+        _ => {}
+    }
+    let now = matches!(
+        expr.to_ascii_lowercase().as_str(),
+        "now()" | "current_timestamp" | "statement_timestamp()" | "transaction_timestamp()" | "clock_timestamp()" | "localtimestamp"
+    );
+    match ty {
+        T::Timestamptz if now => Some("(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))".into()),
+        T::Timestamp if now => Some("(strftime('%Y-%m-%dT%H:%M:%f', 'now'))".into()),
+        T::Date if expr.eq_ignore_ascii_case("current_date") => Some("(date('now'))".into()),
+        T::Uuid if matches!(expr, "gen_random_uuid()" | "uuid_generate_v4()") => Some(
+            "(lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-' \
+             || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))))"
+                .into(),
+        ),
+        T::Text | T::Uuid | T::Date | T::Time | T::Timestamp | T::Timestamptz | T::Json | T::Jsonb | T::Other if quoted => {
+            Some(sql_text(&text))
+        }
+        _ => None,
+    }
+}
+
 /// Appends `s` as a JSON string literal.
 pub fn push_json_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
@@ -622,6 +670,28 @@ mod tests {
             let local = json_to_local(ty, &value).unwrap();
             assert_eq!(local_to_json(ty, &local).unwrap(), value, "{ty:?}");
         }
+    }
+
+    #[test]
+    fn defaults_sqlite_can_compute_are_translated() {
+        let cases = [
+            (LogicalType::Int4, "0", Some("0")),
+            (LogicalType::Int8, "'-1'::integer", Some("-1")),
+            (LogicalType::Float8, "1.5", Some("1.5")),
+            (LogicalType::Bool, "true", Some("1")),
+            (LogicalType::Numeric, "'1.50'::numeric", Some("'1.50'")),
+            (LogicalType::Text, "'it''s new'::text", Some("'it''s new'")),
+            (LogicalType::Timestamptz, "now()", Some("(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))")),
+            (LogicalType::Date, "CURRENT_DATE", Some("(date('now'))")),
+            (LogicalType::Int8, "nextval('t_id_seq'::regclass)", None),
+            (LogicalType::Int4, "(1 + 1)", None),
+            (LogicalType::Text, "upper('x'::text)", None),
+            (LogicalType::Jsonb, "'{}'::jsonb", Some("'{}'")),
+        ];
+        for (ty, expr, expected) in cases {
+            assert_eq!(sqlite_default(ty, expr).as_deref(), expected, "{ty:?} {expr}");
+        }
+        assert!(sqlite_default(LogicalType::Uuid, "gen_random_uuid()").unwrap().contains("randomblob"));
     }
 
     #[test]

@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_resolver_row_keeps_the_key_and_fills_in_from_the_server() {
-        let col = |name: &str| Column { name: name.into(), ty: LogicalType::Text, pg_type: "text".into(), nullable: true };
+        let col = |name: &str| Column { name: name.into(), ty: LogicalType::Text, pg_type: "text".into(), nullable: true, default: None, server_default: false };
         let table = TableSchema {
             name: "public.t".into(),
             columns: vec![col("id"), col("a"), col("b")],

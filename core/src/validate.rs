@@ -97,7 +97,7 @@ pub fn check_changeset<'s, V>(
         let key_positions = checked.key_positions();
         // Per value position: the column, its type, and whether NULL is allowed.
         fn describe<'c>(table: &TableSchema, c: &'c crate::schema::Column) -> (LogicalType, bool, &'c str) {
-            (c.ty, c.nullable && !table.primary_key.contains(&c.name), c.name.as_str())
+            (c.ty, c.takes_null() && !table.primary_key.contains(&c.name), c.name.as_str())
         }
         let upsert_columns: Vec<_> = checked.columns.iter().map(|&c| describe(table, &table.columns[c])).collect();
         let key_columns: Vec<_> = table.key_columns().into_iter().map(|c| describe(table, c)).collect();
@@ -223,7 +223,7 @@ mod tests {
     use serde_json::json;
 
     fn schema() -> Schema {
-        let col = |name: &str, ty, nullable| Column { name: name.into(), ty, pg_type: String::new(), nullable };
+        let col = |name: &str, ty, nullable| Column { name: name.into(), ty, pg_type: String::new(), nullable, default: None, server_default: false };
         Schema {
             scope: "crm".into(),
             version: 1,

@@ -27,16 +27,21 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
     }
     let previous_path: Option<String> = spi::one(
         client,
-        "SELECT current_setting('search_path'), set_config('search_path', 'pg_catalog', true)",
+        "SELECT pg_catalog.current_setting('search_path'), pg_catalog.set_config('search_path', 'pg_catalog', true)",
         &[],
     )?;
+    // Defaults print with only pg_catalog on the path too: a user's
+    // function in one comes out schema-qualified.
     let columns = spi::query(
         client,
         "SELECT a.attname::text, \
                 CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END::text, \
-                format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, a.attgenerated <> '' \
+                format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, a.attgenerated <> '', \
+                pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, \
+                pg_get_serial_sequence(a.attrelid::regclass::text, a.attname::text) \
          FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
          LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
+         LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
         &[oid.into()],
         |row| {
@@ -46,6 +51,9 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
                 pg_type: spi::text(row, 3)?.unwrap_or_default(),
                 nullable: spi::get::<bool>(row, 4)?.unwrap_or(true),
                 generated: spi::get::<bool>(row, 5)?.unwrap_or(false),
+                default: spi::text(row, 6)?,
+                identity: spi::text(row, 7)?.and_then(|i| i.chars().next()),
+                sequence: spi::text(row, 8)?,
             })
         },
     );
@@ -68,7 +76,15 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
         &[oid.into()],
         |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
     )?;
-    Ok(CatalogTable { name: name.clone(), columns, primary_key, references })
+    let ancestors = spi::query(
+        client,
+        "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_partition_ancestors($1::int8::oid) a \
+         JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE a.relid <> $1::int8::oid",
+        &[oid.into()],
+        |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
+    )?;
+    Ok(CatalogTable { name: name.clone(), columns, primary_key, references, ancestors })
 }
 
 /// The table's oid, for recording which relation a scope table is.
@@ -93,9 +109,12 @@ pub fn stage_types(spi: &mut Client<'_>, name: &TableName, columns: &[&str]) -> 
                 CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) \
                      ELSE format_type(a.atttypid, a.atttypmod) END, \
                 CASE WHEN t.typtype = 'd' THEN format_type(a.atttypid, a.atttypmod) END, \
-                a.atttypmod >= 0 OR (t.typtype = 'd' AND t.typtypmod >= 0) \
+                a.atttypmod >= 0 OR (t.typtype = 'd' AND t.typtypmod >= 0), \
+                CASE WHEN a.attnotnull THEN pg_get_expr(d.adbin, d.adrelid) END, \
+                pg_get_serial_sequence(a.attrelid::regclass::text, a.attname::text) \
          FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
          JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
+         LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
         &[name.quoted().into()],
         |row| {
@@ -110,6 +129,8 @@ pub fn stage_types(spi: &mut Client<'_>, name: &TableName, columns: &[&str]) -> 
                     stored: text(4)?,
                     domain: spi::text(row, 5)?,
                     rounds: spi::get::<bool>(row, 6)?.unwrap_or(false),
+                    fills: spi::text(row, 7)?,
+                    sequence: spi::text(row, 8)?,
                 },
             ))
         },

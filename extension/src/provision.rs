@@ -62,7 +62,18 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     lock_scope(client, scope)?;
     let old = registry::find_scope(client, scope)?;
     let old_version = old.as_ref().map(|s| s.schema.version).unwrap_or(0);
-    let mut schema = build_schema(scope, old_version.max(1), &setup, |name| catalog::read_table(client, name))?;
+    let mut generated: Vec<(String, String)> = Vec::new();
+    let mut schema = build_schema(scope, old_version.max(1), &setup, |name| {
+        let table = catalog::read_table(client, name)?;
+        generated.extend(table.columns.iter().filter(|c| c.generated).map(|c| (name.to_string(), c.name.clone())));
+        Ok(table)
+    })?;
+    generated.dedup();
+    for (table, column) in &generated {
+        pgrx::notice!(
+            "column \"{column}\" of {table} is a generated column: it is not synced, and devices do not receive it"
+        );
+    }
     // A resolver is checked now, not at the first conflict.
     for table in &schema.tables {
         if let Policy::Resolver(name) = Policy::parse(table.policy.as_deref())? {

@@ -35,7 +35,7 @@ SELECT sync_provision('crm', '{"tables": [
   {"name": "customers", "filter": {"tenant_id": "tenant"}},
   {"name": "orders", "filter": {"tenant_id": "tenant"}},
   {"name": "items", "filter": {"tenant_id": "tenant"}},
-  {"name": "audit", "filter": {"tenant_id": "tenant"}}]}');
+  {"name": "audit", "filter": {"tenant_id": "tenant"}, "direction": "download_only"}]}');
 "#;
 
 

@@ -110,6 +110,12 @@ pub struct StageType {
     /// Storing may round or cut a value (the type has a typmod): the stage
     /// checks each value survives it unchanged.
     pub rounds: bool,
+    /// The default an insert fills in for NULL (a NOT NULL column with a
+    /// default only the server computes), as the catalog prints it.
+    pub fills: Option<String>,
+    /// The sequence of a serial or identity column, kept ahead of the
+    /// values devices upload.
+    pub sequence: Option<String>,
 }
 
 impl StageType {
@@ -233,6 +239,21 @@ impl Decode for IdxColumn {
     fn decode<'a>(&self, f: Fields<'a>) -> Result<(usize, String), DecodeError> {
         Ok((f.index(self.idx)?, f.required(self.column)?.to_string()))
     }
+}
+
+/// Moves sequence `sequence` past the largest value rows `idx` wrote to
+/// staged column `column` (the server's next value must not collide with
+/// one a device made).
+pub fn keep_sequence_ahead(scope: &Scope<'_>, t: usize, column: usize, sequence: &str, idx: &[usize]) -> Query<NoRows> {
+    let mut binds = Binds::new();
+    let sequence = binds.bind(sequence);
+    let sql = format!(
+        "SELECT pg_catalog.setval({sequence}::regclass, m) FROM (SELECT max(s.c{column})::int8 AS m FROM {} s WHERE s.idx = ANY({}::int4[])) x \
+         WHERE m > coalesce(pg_catalog.pg_sequence_last_value({sequence}::regclass), 0)",
+        scope.stage(t),
+        binds.bind(indexes(idx)),
+    );
+    Query::exec(sql, binds)
 }
 
 /// Staged rows with a value storing would change, each with that column.
@@ -637,11 +658,17 @@ pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize
 /// Inserts rows `idx` unless their key (or another unique value) is taken
 /// by now; returns the idx of each row written. With `strict`, a taken
 /// value is an error (to learn which constraint).
-pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], strict: bool) -> Query<WrittenRow> {
+pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, types: &[StageType], idx: &[usize], strict: bool) -> Query<WrittenRow> {
     let table = scope.table(t);
     let uploaded = staged[t].as_deref().unwrap_or_default();
     let names: Vec<&str> = uploaded.iter().map(|&c| table.columns[c].name.as_str()).collect();
-    let values: Vec<String> = (0..uploaded.len()).map(|i| format!("s.c{i}")).collect();
+    // A NULL a device sent for a NOT NULL column is the server's default.
+    let values: Vec<String> = (0..uploaded.len())
+        .map(|i| match types.get(i).and_then(|ty| ty.fills.as_deref()) {
+            Some(default) => format!("coalesce(s.c{i}, {default})"),
+            None => format!("s.c{i}"),
+        })
+        .collect();
     let mut binds = Binds::new();
     let mut columns = Columns::new();
     let decoder = WrittenRow::select(&mut columns);
@@ -766,7 +793,7 @@ mod tests {
     use crate::sql::partition::tests::crm;
 
     fn plain(ty: &str) -> StageType {
-        StageType { declared: ty.into(), input: ty.into(), stored: ty.into(), domain: None, rounds: false }
+        StageType { declared: ty.into(), input: ty.into(), stored: ty.into(), domain: None, rounds: false, fills: None, sequence: None }
     }
 
     #[test]
@@ -872,7 +899,9 @@ mod tests {
         assert_eq!(update.params[2], Param::Int4(4));
         assert_eq!(update.decode(&[Some("4")]).unwrap(), 4);
         assert!(delete_rows(&scope, &staged, 0, &[4], seen).sql.contains("r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"));
-        let insert = insert_rows(&scope, &staged, 0, &[5], false);
+        let types = [plain("bigint"), StageType { fills: Some("0".into()), ..plain("integer") }];
+        let insert = insert_rows(&scope, &staged, 0, &types, &[5], false);
+        assert!(insert.sql.contains("SELECT s.c0, coalesce(s.c1, 0) FROM"), "{}", insert.sql);
         assert!(insert.sql.contains("ON CONFLICT DO NOTHING RETURNING \"id\") SELECT s.idx::text AS \"idx\" FROM"), "{}", insert.sql);
     }
 }

@@ -102,8 +102,9 @@ pub fn create_table(table: &TableSchema) -> String {
         .columns
         .iter()
         .map(|c| {
-            let null = if c.nullable { "" } else { " NOT NULL" };
-            format!("{} {}{null}", quote_ident(&c.name), c.ty.sqlite_decl())
+            let null = if c.takes_null() { "" } else { " NOT NULL" };
+            let default = c.default.as_deref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+            format!("{} {}{null}{default}", quote_ident(&c.name), c.ty.sqlite_decl())
         })
         .collect();
     columns.push(format!("PRIMARY KEY ({})", column_list(None, &table.primary_key)));
@@ -111,10 +112,13 @@ pub fn create_table(table: &TableSchema) -> String {
 }
 
 /// Adds a column the server's schema gained (nullable: rows that exist get
-/// their values from the server's next changes).
+/// their values from the server's next changes). SQLite adds a column only
+/// with a constant default.
 pub fn add_column(table: &TableSchema, column: usize) -> String {
     let c = &table.columns[column];
-    format!("ALTER TABLE {} ADD COLUMN {} {}", user_table(table), quote_ident(&c.name), c.ty.sqlite_decl())
+    let constant = c.default.as_deref().filter(|d| !d.starts_with('('));
+    let default = constant.map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+    format!("ALTER TABLE {} ADD COLUMN {} {}{default}", user_table(table), quote_ident(&c.name), c.ty.sqlite_decl())
 }
 
 /// Log and base tables of table `id`.
@@ -391,7 +395,7 @@ mod tests {
     use crate::types::LogicalType;
 
     fn items() -> TableSchema {
-        let col = |n: &str, ty, nullable| Column { name: n.into(), ty, pg_type: String::new(), nullable };
+        let col = |n: &str, ty, nullable| Column { name: n.into(), ty, pg_type: String::new(), nullable, default: None, server_default: false };
         TableSchema {
             name: "sales.\"Order Items\"".into(),
             columns: vec![

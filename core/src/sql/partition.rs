@@ -190,7 +190,7 @@ pub(crate) mod tests {
     use crate::types::LogicalType;
 
     pub(crate) fn crm() -> Schema {
-        let col = |name: &str, pg: &str| Column { name: name.into(), ty: LogicalType::Int8, pg_type: pg.into(), nullable: false };
+        let col = |name: &str, pg: &str| Column { name: name.into(), ty: LogicalType::Int8, pg_type: pg.into(), nullable: false, default: None, server_default: false };
         let table = |name: &str, cols: Vec<Column>, pk: &[&str], filter: Option<Filter>| TableSchema {
             name: name.into(),
             columns: cols,

@@ -167,6 +167,9 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
         })?;
         // A row the server's own rules refused while it was written.
         upload.fail_on_refusals(spi, &plans, &rejections)?;
+        for plan in &plans {
+            upload.keep_sequences_ahead(spi, plan)?;
+        }
         if let Some(work_mem) = work_mem {
             spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
         }

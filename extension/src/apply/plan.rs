@@ -5,6 +5,7 @@
 use tandem_core::changeset::Changeset;
 use tandem_core::error::{Rejection, RejectionKind};
 use tandem_core::options::Policy;
+use tandem_core::sql::apply::StageType;
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::setup::Filter;
 use tandem_core::sql::Scope;
@@ -28,6 +29,8 @@ pub struct TablePlan<'s> {
     /// How the table's conflicts are settled (a resolver by its quoted
     /// name), as the scope's setup says.
     pub policy: Policy,
+    /// How the server stores each uploaded column (read when staged).
+    pub types: Vec<StageType>,
 }
 
 /// Checks `changeset` and plans each table with rows, parents first.
@@ -53,6 +56,7 @@ pub fn plan<'s>(scope: &Scope<'s>, schema: &'s Schema, changeset: Changeset) -> 
         plans.push(TablePlan {
             t,
             policy,
+            types: Vec::new(),
             table: table.schema,
             column_names: table.columns.iter().map(|&c| table.schema.columns[c].name.clone()).collect(),
             columns: table.columns,

@@ -21,6 +21,7 @@ use super::plan::TablePlan;
 pub fn stage(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> Result<()> {
     let names: Vec<&str> = plan.column_names.iter().map(String::as_str).collect();
     let types = catalog::stage_types(spi, &plan.table.table_name(), &names)?;
+    plan.types = types.clone();
     let left_over = spi::all(spi, sql::stage_exists(scope, plan.t))?;
     if left_over.first() == Some(&true) {
         spi::run(spi, sql::drop_stage(scope, plan.t))?;

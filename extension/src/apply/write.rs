@@ -131,7 +131,7 @@ impl Upload<'_> {
     /// declined it. The error says which (or the row is written, if that
     /// other row went).
     fn insert_strictly(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, i: usize) -> Result<()> {
-        let strict = sql::insert_rows(self.scope, self.staged, plan.t, &[i], true);
+        let strict = sql::insert_rows(self.scope, self.staged, plan.t, &plan.types, &[i], true);
         let row = &mut plan.rows[i];
         match spi::in_subtransaction(|| spi::all(spi, strict)) {
             Ok(Ok(done)) if !done.is_empty() => row.written = true,
@@ -165,7 +165,7 @@ impl Upload<'_> {
                 written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
             }
             if !new.is_empty() && op == Op::Upsert {
-                written.extend(spi::all(spi, sql::insert_rows(self.scope, self.staged, plan.t, &new, false))?);
+                written.extend(spi::all(spi, sql::insert_rows(self.scope, self.staged, plan.t, &plan.types, &new, false))?);
             }
             Ok(written)
         };
@@ -189,6 +189,21 @@ impl Upload<'_> {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Keeps each sequence of an uploaded column ahead of the values the
+    /// upload wrote (a serial column a device filled in).
+    pub fn keep_sequences_ahead(&self, spi: &mut Client<'_>, plan: &TablePlan<'_>) -> Result<()> {
+        let written: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].written && plan.rows[i].change.op == Op::Upsert).collect();
+        if written.is_empty() {
+            return Ok(());
+        }
+        for (column, ty) in plan.types.iter().enumerate() {
+            if let Some(sequence) = &ty.sequence {
+                spi::run(spi, sql::keep_sequence_ahead(self.scope, plan.t, column, sequence, &written))?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the rows resolvers returned; they go to every client, the
