@@ -120,6 +120,10 @@ pub enum Error {
     #[error("the tracking of {table} in scope \"{scope}\" is gone ({object}): provision the scope again with its setup (sync_provision); devices then receive the table again")]
     TrackingMissing { scope: String, table: String, object: String },
 
+    #[error("dropping a partition of {table} would remove {rows} row(s) that devices hold without telling them: \
+             detach it first (ALTER TABLE {table} DETACH PARTITION ...), which sends its rows to devices as deletes, then drop it")]
+    PartitionHoldsRows { table: String, rows: i64 },
+
     #[error("{0}")]
     Internal(String),
 }
@@ -167,6 +171,7 @@ impl Error {
             Error::Database { .. } => "XX000",
             Error::NullArgument(_) => "22004", // null_value_not_allowed
             Error::TrackingMissing { .. } => "55000",
+            Error::PartitionHoldsRows { .. } => "2BP01", // dependent_objects_still_exist
             Error::Internal(_) => "XX000",
         }
     }

@@ -37,6 +37,11 @@ pub struct TableSchema {
     /// `server_wins`), as the scope's setup says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// A partitioned table on the server: its partitions carry Tandem's
+    /// triggers too, since a write made to a partition directly fires only
+    /// the partition's statement triggers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partitioned: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,6 +132,8 @@ pub struct CatalogTable {
     pub references: Vec<TableName>,
     /// The partitioned tables this one is a partition of, nearest first.
     pub ancestors: Vec<TableName>,
+    /// Whether the table is partitioned itself.
+    pub partitioned: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -278,6 +285,7 @@ pub fn build_schema(
             filter: table.filter.as_ref().map(canonical_filter).transpose()?,
             direction: table.direction,
             policy: table.policy.clone().or_else(|| setup.policy.clone()).filter(|p| p != "server_wins"),
+            partitioned: catalog.partitioned,
         });
     }
     check_via_cycles(&tables)?;
@@ -450,6 +458,7 @@ mod tests {
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
             references: refs.iter().map(|r| TableName::parse(r).unwrap()).collect(),
             ancestors: Vec::new(),
+            partitioned: false,
         };
         match name.name.as_str() {
             "orders" => Ok(t(vec![col("id", "int8"), col("tenant_id", "int4"), col("total", "numeric"), col("note", "text")], &["id"], &[])),

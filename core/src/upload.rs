@@ -359,6 +359,7 @@ mod tests {
             filter: None,
             direction: Direction::Bidirectional,
             policy: None,
+            partitioned: false,
         };
         let server: Map<String, Value> = json!({"id": "1", "a": "s", "b": "s"}).as_object().cloned().unwrap();
         let merged: Map<String, Value> = json!({"b": "m"}).as_object().cloned().unwrap();

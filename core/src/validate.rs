@@ -238,6 +238,7 @@ mod tests {
                 filter: None,
                 direction: Direction::Bidirectional,
                 policy: None,
+                partitioned: false,
             }],
         }
     }

@@ -91,3 +91,41 @@ SELECT pg_catalog.pg_extension_config_dump('tandem.clients', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.replicas', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.conflicts', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.conflicts_id_seq', '');
+
+-- Partitions of tracked tables carry Tandem's triggers too: a write made to
+-- a partition directly fires only the partition's statement triggers.
+-- These keep them in step as partitions are created, attached, detached or
+-- dropped (extension/src/partitions.rs). They run as the extension's owner,
+-- which owns the tracking tables.
+CREATE FUNCTION tandem.on_table_change() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    _root oid;
+BEGIN
+    FOR _root IN
+        SELECT DISTINCT s.relid FROM pg_event_trigger_ddl_commands() c
+        JOIN tandem.scope_tables s ON s.relid = coalesce(pg_partition_root(c.objid), c.objid)
+        JOIN pg_class r ON r.oid = s.relid AND r.relkind = 'p'
+        WHERE c.classid = 'pg_class'::regclass
+    LOOP
+        PERFORM tandem.follow_partitions(_root::int8);
+    END LOOP;
+END $$;
+
+CREATE FUNCTION tandem.on_table_drop() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    _ids int8[];
+BEGIN
+    SELECT array_agg(DISTINCT (regexp_match(object_identity, '^tandem_([0-9]+)_insert on '))[1]::int8) INTO _ids
+    FROM pg_event_trigger_dropped_objects()
+    WHERE object_type = 'trigger' AND object_identity ~ '^tandem_[0-9]+_insert on ';
+    IF _ids IS NOT NULL AND EXISTS (SELECT FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table') THEN
+        PERFORM tandem.check_dropped_partitions(_ids);
+    END IF;
+END $$;
+
+CREATE EVENT TRIGGER tandem_partitions ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+    EXECUTE FUNCTION tandem.on_table_change();
+CREATE EVENT TRIGGER tandem_partition_drops ON sql_drop WHEN TAG IN ('DROP TABLE')
+    EXECUTE FUNCTION tandem.on_table_drop();

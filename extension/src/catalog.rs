@@ -68,11 +68,15 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
         &[oid.into()],
         |row| Ok(spi::text(row, 1)?.unwrap_or_default()),
     )?;
+    // Foreign keys declared on the table or on any of its partitions, to
+    // the table (or the partitioned table) they reference.
     let references = spi::query(
         client,
         "SELECT DISTINCT n.nspname::text, c.relname::text FROM pg_catalog.pg_constraint k \
-         JOIN pg_catalog.pg_class c ON c.oid = k.confrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE k.conrelid = $1::int8::oid AND k.contype = 'f'",
+         JOIN pg_catalog.pg_class c ON c.oid = coalesce(pg_catalog.pg_partition_root(k.confrelid), k.confrelid) \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE k.contype = 'f' AND (k.conrelid = $1::int8::oid \
+               OR k.conrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree($1::int8::oid)))",
         &[oid.into()],
         |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
     )?;
@@ -84,7 +88,7 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
         &[oid.into()],
         |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
     )?;
-    Ok(CatalogTable { name: name.clone(), columns, primary_key, references, ancestors })
+    Ok(CatalogTable { name: name.clone(), columns, primary_key, references, ancestors, partitioned: kind == "p" })
 }
 
 /// The table's oid, for recording which relation a scope table is.

@@ -9,6 +9,7 @@ mod catalog;
 mod clients;
 mod fold;
 mod json_text;
+mod partitions;
 mod provision;
 mod pull;
 mod registry;

@@ -16,6 +16,7 @@ use crate::report::{required, run};
 use crate::spi::{self, Client};
 use crate::catalog;
 use crate::fold;
+use crate::partitions;
 
 /// Defines or changes a scope over existing tables and creates their change
 /// tracking. Calling it again with the same setup changes nothing; with a
@@ -86,7 +87,7 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
             // provisioned by an earlier Tandem may lack or have older.
             let tracked = old.scope();
             for index in 0..old.schema.tables.len() {
-                refresh_tracking(client, &tracked, index)?;
+                refresh_tracking(client, &tracked, index, false)?;
             }
             return Ok(old.schema.clone());
         }
@@ -144,7 +145,7 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
         // Replacing the triggers locks out writers of the table until this
         // transaction ends, so the fold below leaves nothing in the log that
         // a later fold could stamp over the restamp with.
-        refresh_tracking(client, &tracked, index)?;
+        refresh_tracking(client, &tracked, index, new_tables.contains(&index))?;
         if let Some((old_table, _)) = old_tables.iter().find(|(t, _)| t.name == table.name) {
             let gained = table.columns.iter().any(|c| !old_table.columns.iter().any(|o| o.name == c.name && o.pg_type == c.pg_type));
             if gained {
@@ -156,10 +157,11 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     Ok(schema)
 }
 
-/// (Re)creates a table's triggers, and its change log if it has none (a
-/// scope provisioned before change logs). Replacing the triggers locks out
-/// writers of the table until the transaction ends.
-fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize) -> Result<()> {
+/// (Re)creates a table's triggers (its partitions' too), and its change log
+/// if it has none (a scope provisioned before change logs). Replacing the
+/// triggers locks out writers of the table until the transaction ends.
+/// `fresh`: the tracking was just created, every row stamped.
+fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize, mut fresh: bool) -> Result<()> {
     let missing = |client: &mut Client<'_>, name: &str| -> Result<bool> {
         Ok(spi::one::<bool>(client, "SELECT pg_catalog.to_regclass($1) IS NULL", &[name.into()])?.unwrap_or(true))
     };
@@ -175,6 +177,7 @@ fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize) 
             spi::exec(client, &statement, &[])?;
         }
         spi::exec(client, &format!("ANALYZE {}", tracked.track(index)), &[])?;
+        fresh = true;
     } else if missing(client, &tracked.log(index))? {
         for statement in tracking::create_log(tracked, index) {
             spi::exec(client, &statement, &[])?;
@@ -183,7 +186,7 @@ fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize) 
     for statement in tracking::triggers(tracked, index) {
         spi::exec(client, &statement, &[])?;
     }
-    Ok(())
+    partitions::follow(client, tracked, index, !fresh)
 }
 
 /// Refuses changes that clients could not follow without losing track of
@@ -226,6 +229,7 @@ fn drop_table_tracking(client: &mut Client<'_>, table: &TableName, id: i64) -> R
             spi::exec(client, &statement, &[])?;
         }
     }
+    partitions::drop_triggers(client, id, None)?;
     for statement in tracking::drop_tracking(id) {
         spi::exec(client, &statement, &[])?;
     }

@@ -408,6 +408,7 @@ mod tests {
             filter: None,
             direction: Direction::Bidirectional,
             policy: None,
+            partitioned: false,
         }
     }
 

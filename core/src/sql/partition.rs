@@ -198,6 +198,7 @@ pub(crate) mod tests {
             filter,
             direction: Direction::Bidirectional,
             policy: None,
+            partitioned: false,
         };
         Schema {
             scope: "crm".into(),

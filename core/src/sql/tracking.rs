@@ -30,14 +30,40 @@
 //! `tandem.exit_<id>` records each time a row left a partition (deleted, or
 //! its filter values changed), with the partition it left, so deletes reach
 //! exactly the clients that held the row.
+//!
+//! A partitioned table's statement triggers fire only for statements that
+//! name it; a write made to a partition directly fires the partition's. So
+//! every partition carries the same triggers ([`partition_triggers`]), kept
+//! in step with the partition tree as partitions come and go
+//! (`extension/src/partitions.rs`). PostgreSQL runs an update that moves a
+//! row to another partition as a delete and an insert, without row-level
+//! update triggers; the update trigger of a partitioned table therefore
+//! finds changed keys itself, as old keys missing from the new rows.
 
-use crate::ident::quote_ident;
+use crate::ident::{quote_ident, quote_literal};
 use crate::setup::Filter;
 use crate::sql::partition::part_expr;
 use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
 
 /// Trigger events Tandem tracks, with the names of their objects.
 const EVENTS: [&str; 5] = ["insert", "update", "key", "delete", "truncate"];
+
+/// The events whose statement triggers a partition carries as well (a
+/// partitioned table finds changed keys in its update trigger instead).
+const PARTITION_EVENTS: [&str; 4] = ["insert", "update", "delete", "truncate"];
+
+/// Where a tracking statement takes its log sequence number and version
+/// from: a trigger's variables, the parameters of a statement the trigger
+/// runs dynamically, or the statement itself (run outside a trigger).
+#[derive(Clone, Copy)]
+struct Stamp {
+    seq: &'static str,
+    version: &'static str,
+}
+
+const IN_TRIGGER: Stamp = Stamp { seq: "_seq", version: "_v" };
+const DYNAMIC: Stamp = Stamp { seq: "$1", version: "$2" };
+const DIRECT: Stamp = Stamp { seq: "nextval('tandem.log_seq')", version: "pg_current_xact_id()" };
 
 fn function_name(event: &str, id: i64) -> String {
     format!("{}.{}", quote_ident(TRACKING_SCHEMA), quote_ident(&format!("on_{event}_{id}")))
@@ -124,7 +150,8 @@ pub fn restamp(scope: &Scope<'_>, t: usize) -> String {
     format!("UPDATE {} SET tandem_stamp = pg_current_xact_id() WHERE NOT tandem_deleted", scope.track(t))
 }
 
-/// Drops a table's triggers (skip them when the table itself is gone).
+/// Drops a table's (or a partition's) triggers (skip them when the table
+/// itself is gone).
 pub fn drop_triggers(quoted_table: &str, id: i64) -> Vec<String> {
     EVENTS
         .iter()
@@ -147,8 +174,15 @@ pub fn drop_tracking(id: i64) -> Vec<String> {
     out
 }
 
+/// The trigger that marks which relations carry a table's triggers (the
+/// table and its partitions).
+pub fn marker_trigger(id: i64) -> String {
+    format!("tandem_{id}_insert")
+}
+
 /// Trigger functions and triggers of a table. Run on every provisioning: a
 /// parent's update trigger changes when a `via` child joins the scope.
+/// A partitioned table's partitions get theirs from [`partition_triggers`].
 pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
     let table = scope.table(t);
     let user_table = table.table_name().quoted();
@@ -174,37 +208,79 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
              BEGIN\n{body}  RETURN NULL;\nEND\n$tandem$",
             function_name(event, id)
         ));
-        let timing = match event {
-            "insert" => "AFTER INSERT ON {t} REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string(),
-            // The old rows matter only where a row can leave a partition;
-            // elsewhere the statement is spared keeping a copy of them.
-            "update" if table.filter.is_some() => {
-                "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string()
-            }
-            "update" => "AFTER UPDATE ON {t} REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string(),
-            // Fires only for statements that set a key column, and only for
-            // rows whose key it changed: other updates pay nothing for it.
-            "key" => format!(
-                "AFTER UPDATE OF {} ON {{t}} FOR EACH ROW WHEN ({})",
-                column_list(None, &table.primary_key),
-                table
-                    .primary_key
-                    .iter()
-                    .map(|k| format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(k)))
-                    .collect::<Vec<_>>()
-                    .join(" OR ")
-            ),
-            "delete" => "AFTER DELETE ON {t} REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT".to_string(),
-            _ => "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT".to_string(),
+        if event == "key" && table.partitioned {
+            // Its update trigger finds changed keys (a scope provisioned
+            // before may still have the row trigger).
+            out.push(format!("DROP TRIGGER IF EXISTS {} ON {user_table}", trigger_name(event, id)));
+        } else {
+            out.push(create_trigger(scope, t, event, &user_table));
         }
-        .replace("{t}", &user_table);
-        out.push(format!(
-            "CREATE OR REPLACE TRIGGER {} {timing} EXECUTE FUNCTION {}()",
-            trigger_name(event, id),
-            function_name(event, id)
-        ));
     }
     out
+}
+
+/// The statement triggers of one partition of table `t` (a partitioned
+/// table), calling the table's own trigger functions.
+pub fn partition_triggers(scope: &Scope<'_>, t: usize, quoted_partition: &str) -> Vec<String> {
+    PARTITION_EVENTS.iter().map(|event| create_trigger(scope, t, event, quoted_partition)).collect()
+}
+
+fn create_trigger(scope: &Scope<'_>, t: usize, event: &str, quoted_relation: &str) -> String {
+    let table = scope.table(t);
+    let timing = match event {
+        "insert" => "AFTER INSERT ON {t} REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string(),
+        // The old rows matter only where a row can leave a partition or
+        // change its key unseen; elsewhere the statement is spared keeping
+        // a copy of them.
+        "update" if table.filter.is_some() || table.partitioned => {
+            "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string()
+        }
+        "update" => "AFTER UPDATE ON {t} REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string(),
+        // Fires only for statements that set a key column, and only for
+        // rows whose key it changed: other updates pay nothing for it.
+        "key" => format!(
+            "AFTER UPDATE OF {} ON {{t}} FOR EACH ROW WHEN ({})",
+            column_list(None, &table.primary_key),
+            table
+                .primary_key
+                .iter()
+                .map(|k| format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(k)))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        ),
+        "delete" => "AFTER DELETE ON {t} REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT".to_string(),
+        _ => "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT".to_string(),
+    }
+    .replace("{t}", quoted_relation);
+    format!(
+        "CREATE OR REPLACE TRIGGER {} {timing} EXECUTE FUNCTION {}()",
+        trigger_name(event, scope.id(t)),
+        function_name(event, scope.id(t))
+    )
+}
+
+/// Logs every row a relation holds itself (`ONLY`): as changes when a
+/// partition joins table `t` (attached), as deletes that leave their
+/// partition when it goes (detached). Run outside any trigger.
+pub fn log_partition_rows(scope: &Scope<'_>, t: usize, quoted_partition: &str, joins: bool) -> Vec<String> {
+    let source = format!("ONLY {quoted_partition}");
+    if joins {
+        vec![log(scope, t, DIRECT, &source, "o", CHANGE, "")]
+    } else {
+        vec![exit(scope, t, DIRECT, &source, "o", ""), log(scope, t, DIRECT, &source, "o", DELETE, "")]
+    }
+}
+
+/// Live keys of table `t` that tracking holds but the table does not:
+/// rows that vanished without a trigger seeing them (a dropped partition).
+pub fn vanished_rows(scope: &Scope<'_>, t: usize) -> String {
+    let key = &scope.table(t).primary_key;
+    format!(
+        "SELECT count(*) FROM {track} tr WHERE NOT tr.tandem_deleted AND NOT EXISTS (SELECT 1 FROM {table} u WHERE {same})",
+        track = scope.track(t),
+        table = scope.table(t).table_name().quoted(),
+        same = columns_equal("u", key, "tr", key),
+    )
 }
 
 /// The sequence that orders log entries (created with the extension).
@@ -219,16 +295,23 @@ const RESTAMP: &str = "r";
 /// Appends a log entry of `kind` for the keys of `source` rows: one row per
 /// statement, each key column as an array (in the same row order), so a
 /// bulk write adds one row to the log, not one per changed row.
-fn log(scope: &Scope<'_>, t: usize, source: &str, alias: &str, kind: &str, filter: &str) -> String {
+fn log(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, kind: &str, filter: &str) -> String {
     let key = &scope.table(t).primary_key;
     let arrays: Vec<String> = key.iter().map(|k| format!("array_agg({alias}.{})", quote_ident(k))).collect();
     format!(
-        "  INSERT INTO {log} (tandem_seq, tandem_stamp, tandem_kind, {keys})\n    \
-         SELECT _seq, _v, '{kind}', {} FROM {source} {alias}{filter} HAVING count(*) > 0;\n",
+        "INSERT INTO {log} (tandem_seq, tandem_stamp, tandem_kind, {keys}) \
+         SELECT {seq}, {version}, '{kind}', {} FROM {source} {alias}{filter} HAVING count(*) > 0",
         arrays.join(", "),
         log = scope.log(t),
         keys = column_list(None, key),
+        seq = stamp.seq,
+        version = stamp.version,
     )
+}
+
+/// A statement as a line of a trigger body.
+fn line(statement: String) -> String {
+    format!("  {statement};\n")
 }
 
 /// The entries of a log source (`moved` rows, or the log itself), one row
@@ -256,36 +339,53 @@ fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
 }
 
 /// Records that rows of `source` left their partition.
-fn exit(scope: &Scope<'_>, t: usize, source: &str, alias: &str, filter: &str) -> String {
+fn exit(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, filter: &str) -> String {
     let key = &scope.table(t).primary_key;
     format!(
-        "  INSERT INTO {exits} ({keys}, tandem_part, tandem_stamp)\n    \
-         SELECT {src_keys}, {part}, _v FROM {source} {alias}{filter};\n",
+        "INSERT INTO {exits} ({keys}, tandem_part, tandem_stamp) \
+         SELECT {src_keys}, {part}, {version} FROM {source} {alias}{filter}",
         exits = scope.exits(t),
         keys = column_list(None, key),
         src_keys = column_list(Some(alias), key),
         part = part_expr(scope, t, alias, 0),
+        version = stamp.version,
     )
 }
 
 fn insert_body(scope: &Scope<'_>, t: usize) -> String {
-    log(scope, t, "tandem_new", "n", CHANGE, "")
+    line(log(scope, t, IN_TRIGGER, "tandem_new", "n", CHANGE, ""))
 }
 
 fn delete_body(scope: &Scope<'_>, t: usize) -> String {
-    exit(scope, t, "tandem_old", "o", "") + &log(scope, t, "tandem_old", "o", DELETE, "")
+    line(exit(scope, t, IN_TRIGGER, "tandem_old", "o", "")) + &line(log(scope, t, IN_TRIGGER, "tandem_old", "o", DELETE, ""))
 }
 
+/// A truncated table's rows are deleted. Truncating a partitioned table
+/// fires the trigger of every partition as well: each trigger logs only
+/// the rows its relation holds itself (`ONLY`), named at run time.
 fn truncate_body(scope: &Scope<'_>, t: usize) -> String {
-    let user_table = scope.table(t).table_name().quoted();
-    exit(scope, t, &user_table, "o", "") + &log(scope, t, &user_table, "o", DELETE, "")
+    if !scope.table(t).partitioned {
+        let user_table = scope.table(t).table_name().quoted();
+        return line(exit(scope, t, IN_TRIGGER, &user_table, "o", ""))
+            + &line(log(scope, t, IN_TRIGGER, &user_table, "o", DELETE, ""));
+    }
+    let marker = "\u{1}";
+    let source = format!("ONLY {marker}");
+    [exit(scope, t, DYNAMIC, &source, "o", ""), log(scope, t, DYNAMIC, &source, "o", DELETE, "")]
+        .iter()
+        .map(|statement| {
+            let parts: Vec<String> = statement.split(marker).map(quote_literal).collect();
+            format!("  EXECUTE {} USING _seq, _v;\n", parts.join(" || TG_RELID::regclass::text || "))
+        })
+        .collect()
 }
 
 /// A row whose key an UPDATE changed: the old key is deleted (row-level;
 /// it runs before the statement's update trigger, whose entries for the new
 /// keys so come later).
 fn key_body(scope: &Scope<'_>, t: usize) -> String {
-    exit(scope, t, "(SELECT OLD.*)", "o", "") + &log(scope, t, "(SELECT OLD.*)", "o", DELETE, "")
+    line(exit(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", ""))
+        + &line(log(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", DELETE, ""))
 }
 
 fn update_body(scope: &Scope<'_>, t: usize) -> String {
@@ -295,19 +395,28 @@ fn update_body(scope: &Scope<'_>, t: usize) -> String {
     let mut body = String::new();
     // Rows whose filter values changed left their partition.
     if table.filter.is_some() {
-        body += &exit(
+        body += &line(exit(
             scope,
             t,
+            IN_TRIGGER,
             "tandem_old",
             "o",
             &format!(
-                " JOIN tandem_new n ON {same_key}\n    WHERE {} IS DISTINCT FROM {}",
+                " JOIN tandem_new n ON {same_key} WHERE {} IS DISTINCT FROM {}",
                 part_expr(scope, t, "n", 0),
                 part_expr(scope, t, "o", 0)
             ),
-        );
+        ));
     }
-    body += &log(scope, t, "tandem_new", "n", CHANGE, "");
+    // Keys changed (within a partition, or moving the row to another one):
+    // the old key is gone. Its entries share the statement's sequence
+    // number with the new keys', which are other keys.
+    if table.partitioned {
+        let gone = format!(" WHERE NOT EXISTS (SELECT 1 FROM tandem_new n WHERE {same_key})");
+        body += &line(exit(scope, t, IN_TRIGGER, "tandem_old", "o", &gone));
+        body += &line(log(scope, t, IN_TRIGGER, "tandem_old", "o", DELETE, &gone));
+    }
+    body += &line(log(scope, t, IN_TRIGGER, "tandem_new", "n", CHANGE, ""));
     body += &follow_parents(scope, t);
     body
 }
@@ -350,7 +459,7 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
             "  PERFORM 1 FROM ({moved}) m{joins} FOR NO KEY UPDATE OF d0;\n  _seq := nextval('{LOG_SEQUENCE}');\n"
         );
         let children = format!("(SELECT DISTINCT {} FROM ({moved}) m{joins})", column_list(Some("d0"), child_key));
-        out += &log(scope, child, &children, "c", RESTAMP, "");
+        out += &line(log(scope, child, IN_TRIGGER, &children, "c", RESTAMP, ""));
     }
     out
 }
@@ -504,6 +613,32 @@ mod tests {
         let trigger = &triggers(&scope, 2)[3];
         assert!(trigger.contains("REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT"), "{trigger}");
         assert!(triggers(&scope, 0)[3].contains("REFERENCING OLD TABLE AS tandem_old NEW TABLE"), "filtered tables keep the old rows");
+    }
+
+    #[test]
+    fn a_partitioned_table_finds_changed_keys_and_its_partitions_share_its_functions() {
+        let mut schema = crm();
+        schema.tables[2].partitioned = true;
+        let ids = [7, 8, 9];
+        let scope = Scope::new(&schema, &ids);
+        let statements = triggers(&scope, 2);
+        assert_eq!(statements[5], "DROP TRIGGER IF EXISTS \"tandem_9_key\" ON \"public\".\"currencies\"");
+        assert!(statements[3].contains("REFERENCING OLD TABLE AS tandem_old NEW TABLE"), "{}", statements[3]);
+        assert!(
+            statements[2].contains("FROM tandem_old o WHERE NOT EXISTS (SELECT 1 FROM tandem_new n WHERE n.\"code\" = o.\"code\") HAVING"),
+            "old keys missing from the new rows are deleted: {}",
+            statements[2]
+        );
+        assert!(statements[8].contains("EXECUTE 'INSERT INTO \"tandem\".\"exit_9\""), "{}", statements[8]);
+        assert!(statements[8].contains("FROM ONLY ' || TG_RELID::regclass::text || ' o' USING _seq, _v;"), "{}", statements[8]);
+        let partition = partition_triggers(&scope, 2, "\"public\".\"currencies_eu\"");
+        assert_eq!(partition.len(), 4);
+        assert!(partition[1].contains("AFTER UPDATE ON \"public\".\"currencies_eu\" REFERENCING OLD TABLE"), "{}", partition[1]);
+        assert!(partition[3].ends_with("EXECUTE FUNCTION \"tandem\".\"on_truncate_9\"()"), "{}", partition[3]);
+        let attached = log_partition_rows(&scope, 2, "\"public\".\"currencies_eu\"", true);
+        assert!(attached[0].contains("SELECT nextval('tandem.log_seq'), pg_current_xact_id(), 'c'"), "{}", attached[0]);
+        assert!(attached[0].contains("FROM ONLY \"public\".\"currencies_eu\" o"), "{}", attached[0]);
+        assert_eq!(log_partition_rows(&scope, 2, "x", false).len(), 2, "a detached partition's rows exit too");
     }
 
     #[test]
