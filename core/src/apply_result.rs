@@ -56,6 +56,22 @@ pub struct ConflictReport {
     /// Why the change could not be applied (`constraint_violated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A key change the server did not apply: the row at the old key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<MovedFrom>,
+}
+
+/// The row at the key a key change moved from, as the server holds it,
+/// when the change was not applied (lost its conflict, or refused): the
+/// uploader restores it. `row` is absent when the row is gone, or the
+/// client may not see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MovedFrom {
+    pub key: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -61,6 +61,12 @@ pub struct RowChange {
     /// Deletes: the primary key values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Vec<Value>>,
+    /// Uploads only: an upsert that changed the row's key carries the key
+    /// it had (primary key order), and `base` is that row's version. The
+    /// server applies it as one `UPDATE` of the key, so its cascades run,
+    /// or not at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<Vec<Value>>,
 }
 
 impl Changeset {

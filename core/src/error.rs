@@ -43,6 +43,9 @@ pub struct Rejection {
     pub row: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// A refused key change: the row at the key it moved from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<crate::apply_result::MovedFrom>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +233,7 @@ mod tests {
             reason: "outside the client's partition".into(),
             row: None,
             version: None,
+            moved_from: None,
         }];
         let err = Error::Rejected(rows.clone());
         assert_eq!(err.sqlstate(), "42501");

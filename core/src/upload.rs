@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::apply_result::{AppliedRow, ApplyResult, ConflictReport, CurrentRow};
+use crate::apply_result::{AppliedRow, ApplyResult, ConflictReport, CurrentRow, MovedFrom};
 use crate::changeset::Op;
 use crate::conflict::{classify, ConflictKind, Decision, ServerRow, Verdict};
 use crate::error::{Rejection, RejectionKind};
@@ -101,6 +101,9 @@ pub struct UploadRow<V> {
     pub before: Option<RowState>,
     /// The server's row after the apply, for rows not written as sent.
     pub after: Option<RowState>,
+    /// A key change not written: the server's row at the key it moved
+    /// from, after the apply (the uploader restores it).
+    pub origin_after: Option<RowState>,
 }
 
 impl<V> UploadRow<V> {
@@ -113,6 +116,7 @@ impl<V> UploadRow<V> {
             stored: None,
             before: None,
             after: None,
+            origin_after: None,
         }
     }
 
@@ -190,7 +194,21 @@ impl<V> UploadRow<V> {
             reason: reason.clone(),
             row: None,
             version: None,
+            moved_from: self.change.moved_from.as_ref().map(|m| MovedFrom { key: m.key.clone(), row: None, version: None }),
         })
+    }
+
+    /// A key change (an upsert that moved the row from another key).
+    pub fn is_move(&self) -> bool {
+        self.change.moved_from.is_some()
+    }
+
+    /// For a key change not written, the row at its old key as the
+    /// uploader should restore it.
+    fn moved_from_after(&self) -> Option<MovedFrom> {
+        let moved = self.change.moved_from.as_ref()?;
+        let origin = self.origin_after.clone().unwrap_or_default();
+        Some(MovedFrom { key: moved.key.clone(), row: origin.row, version: origin.version })
     }
 }
 
@@ -212,7 +230,8 @@ impl AppliedChange {
 /// retry that sends other values under the same counter is a new change.
 fn change_hash<V>(row: &CheckedRow<V>) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let text = format!("{:?}{}", row.op, Value::Array(row.raw.clone()));
+    let from = row.moved_from.as_ref().map(|m| Value::Array(m.key.clone()).to_string()).unwrap_or_default();
+    let text = format!("{:?}{}{from}", row.op, Value::Array(row.raw.clone()));
     for byte in text.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -290,6 +309,7 @@ pub fn build_result<'a, V: 'a>(tables: impl IntoIterator<Item = ReportedTable<'a
                     row: after.row,
                     version: after.version,
                     reason: settlement.reason.clone(),
+                    moved_from: if settlement.decision == Decision::ServerWins { row.moved_from_after() } else { None },
                 }),
                 Outcome::Conflict { settlement: None, .. } => {}
             }
@@ -307,7 +327,7 @@ mod tests {
     use serde_json::json;
 
     fn change(op: Op, base: Option<&str>, seq: Option<i64>) -> CheckedRow<()> {
-        CheckedRow { op, key: vec![json!(1)], values: vec![], raw: vec![json!(1), json!("a")], base: base.map(String::from), version: None, seq }
+        CheckedRow { op, key: vec![json!(1)], values: vec![], raw: vec![json!(1), json!("a")], base: base.map(String::from), version: None, seq, moved_from: None }
     }
 
     fn live(version: &str) -> ServerState {

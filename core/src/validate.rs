@@ -34,6 +34,15 @@ pub struct CheckedRow<V> {
     pub base: Option<String>,
     pub version: Option<String>,
     pub seq: Option<i64>,
+    /// A key change: the key the row had, as JSON and converted.
+    pub moved_from: Option<MovedKey<V>>,
+}
+
+/// The key an upserted row had before the change that moved it.
+#[derive(Debug, Clone)]
+pub struct MovedKey<V> {
+    pub key: Vec<Value>,
+    pub values: Vec<V>,
 }
 
 impl<'s, V> CheckedTable<'s, V> {
@@ -121,6 +130,9 @@ pub fn check_changeset<'s, V>(
                     (values, &upsert_columns)
                 }
                 Op::Delete => {
+                    if row.moved_from.is_some() {
+                        return Err(malformed(format!("delete row {n} of {} carries \"moved_from\"", table.name)));
+                    }
                     let key = row.key.ok_or_else(|| malformed(format!("delete row {n} of {} has no \"key\"", table.name)))?;
                     if row.values.is_some() {
                         return Err(malformed(format!("delete row {n} of {} carries \"values\"", table.name)));
@@ -143,9 +155,43 @@ pub fn check_changeset<'s, V>(
             if let Some(key_text) = seen_keys.replace(serde_json::to_string(&key).unwrap_or_default()) {
                 return Err(malformed(format!("key {key_text} appears twice in {}; send each row once", table.name)));
             }
-            let mut values = Vec::with_capacity(raw.len());
             let mut problem = None;
+            let moved_from = match row.moved_from {
+                None => None,
+                Some(from) => {
+                    if from.len() != table.primary_key.len() {
+                        return Err(malformed(format!(
+                            "row {n} of {} moved from {} key values; the primary key has {}",
+                            table.name,
+                            from.len(),
+                            table.primary_key.len()
+                        )));
+                    }
+                    if from == key {
+                        return Err(malformed(format!("row {n} of {} moved from its own key", table.name)));
+                    }
+                    if let Some(key_text) = seen_keys.replace(serde_json::to_string(&from).unwrap_or_default()) {
+                        return Err(malformed(format!("key {key_text} appears twice in {}; send each row once", table.name)));
+                    }
+                    let mut converted = Vec::with_capacity(from.len());
+                    for (value, &(ty, _, name)) in from.iter().zip(key_columns.iter()) {
+                        match convert(ty, value) {
+                            Ok(v) if !value.is_null() => converted.push(v),
+                            Ok(_) => problem = Some(format!("moved_from: column {name} may not be NULL")),
+                            Err(reason) => problem = Some(format!("moved_from: column {name}: {reason}")),
+                        }
+                        if problem.is_some() {
+                            break;
+                        }
+                    }
+                    Some(MovedKey { key: from, values: converted })
+                }
+            };
+            let mut values = Vec::with_capacity(raw.len());
             for (value, &(ty, nullable, name)) in raw.iter().zip(described.iter()) {
+                if problem.is_some() {
+                    break;
+                }
                 if let Some(reason) = unreadable(value) {
                     problem = Some(reason);
                     break;
@@ -171,6 +217,7 @@ pub fn check_changeset<'s, V>(
                     reason,
                     row: None,
                     version: None,
+                    moved_from: moved_from.map(|m| crate::apply_result::MovedFrom { key: m.key, row: None, version: None }),
                 }),
                 None => checked.rows.push(CheckedRow {
                     op: row.op,
@@ -180,6 +227,7 @@ pub fn check_changeset<'s, V>(
                     base: row.base,
                     version: row.version,
                     seq: row.seq,
+                    moved_from,
                 }),
             }
         }

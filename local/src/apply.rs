@@ -33,6 +33,13 @@ pub struct Applied {
 pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Result<Applied> {
     let watermark = changeset.watermark.clone();
     let (tables, rejections) = check_changeset(&state.schema, changeset, json_to_local)?;
+    if tables.iter().any(|t| t.rows.iter().any(|r| r.moved_from.is_some())) {
+        return Err(tandem_core::Error::Malformed {
+            what: "changeset",
+            reason: "a server's changeset carries no \"moved_from\" (it sends a key change as a delete and an upsert)".into(),
+        }
+        .into());
+    }
     if !rejections.is_empty() {
         return Err(tandem_core::Error::Rejected(rejections).into());
     }

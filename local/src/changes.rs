@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::Connection;
-use tandem_core::changeset::{Changeset, Op, RowChange, TableChanges, FORMAT};
+use tandem_core::changeset::{Changeset, TableChanges, FORMAT};
 use tandem_core::options::SelectOptions;
 use tandem_core::schema::TableSchema;
 use tandem_core::sql::local::{self, PendingSource};
 
 use crate::error::{LocalError, Result};
 use crate::meta::{self, ScopeState};
+use crate::moves;
 use crate::rows;
 use crate::values::from_sql;
 use tandem_core::types::local_to_json;
@@ -114,38 +115,36 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshot
             };
             let mut statement = conn.prepare_cached(&local::pending_rows(table, t.id, source))?;
             let mut rows = statement.query(rusqlite::params![t.acked_seq, remaining as i64])?;
-            let mut changes = Vec::new();
+            let mut entries = Vec::new();
             let mut top = 0;
-            let mut read = 0u64;
             while let Some(row) = rows.next()? {
-                read += 1;
                 let seq: i64 = row.get(key_count)?;
                 top = top.max(seq);
-                let base: Option<String> = row.get(key_count + 1)?;
                 let exists: bool = row.get(key_count + 2)?;
-                if exists {
-                    // A value the file holds in a form its column cannot
-                    // send goes up as the reason: the server refuses the
-                    // row with it and sends its own row back.
-                    let values = table
-                        .columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| {
-                            let value = from_sql(row.get_ref(key_count + 3 + i)?);
-                            Ok(local_to_json(c.ty, &value)
-                                .unwrap_or_else(|reason| serde_json::json!({"invalid": format!("column {} {reason}", c.name)})))
-                        })
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    changes.push(RowChange { op: Op::Upsert, version: None, base, seq: Some(seq), values: Some(values), key: None });
-                } else if base.is_some() {
-                    let key = rows::read_key(table, row)?;
-                    changes.push(RowChange { op: Op::Delete, version: None, base, seq: Some(seq), values: None, key: Some(key) });
-                }
+                let values = match exists {
+                    true => Some(
+                        (0..table.columns.len())
+                            .map(|i| Ok(changeset_value(table, i, from_sql(row.get_ref(key_count + 3 + i)?))))
+                            .collect::<rusqlite::Result<Vec<_>>>()?,
+                    ),
+                    false => None,
+                };
+                let moved_to = rows::read_key_at(table, row, key_count + 3 + table.columns.len())?;
+                entries.push(moves::Pending {
+                    key: rows::read_key(table, row)?,
+                    seq,
+                    base: row.get(key_count + 1)?,
+                    values,
+                    moved_to: moved_to.iter().all(|v| !v.is_null()).then_some(moved_to),
+                });
             }
+            drop(rows);
+            let read = entries.len() as u64;
             if read == 0 {
                 continue;
             }
+            let lookup = moves::Lookup { conn, table, id: t.id, snapshot: source == PendingSource::Snapshot };
+            let changes = moves::changes(entries, &lookup)?;
             remaining = remaining.saturating_sub(read);
             positions.insert(table.name.clone(), top);
             read_tops.insert(table.name.clone(), rows::top_seq(conn, t.id)?);
@@ -167,6 +166,14 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshot
             read_tops,
         })
     })
+}
+
+/// A local value as an upload sends it. A value the file holds in a form
+/// its column cannot send goes up as the reason: the server refuses the
+/// row with it and sends its own row back.
+pub fn changeset_value(table: &TableSchema, column: usize, value: tandem_core::types::LocalValue) -> serde_json::Value {
+    let c = &table.columns[column];
+    local_to_json(c.ty, &value).unwrap_or_else(|reason| serde_json::json!({"invalid": format!("column {} {reason}", c.name)}))
 }
 
 /// The SQL function: since must be NULL (the local side always sends from

@@ -30,6 +30,7 @@ pub mod error;
 pub mod functions;
 mod lock;
 pub mod meta;
+mod moves;
 pub mod provision;
 pub mod record;
 pub mod remote;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tandem_core::options::Params;
 use tandem_core::schema::Schema;
 use tandem_core::ident::quote_ident;
-use tandem_core::sql::local::{ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
+use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
 
 use crate::error::{LocalError, Result};
 
@@ -38,6 +38,7 @@ pub fn ensure(conn: &Connection) -> Result<()> {
             }
         }
     }
+    log_moves(conn)?;
     // A file from before replicas: its scopes get their ids now.
     let unnamed: Vec<String> = conn
         .prepare("SELECT scope FROM tandem_scopes WHERE replica_id IS NULL")?
@@ -45,6 +46,29 @@ pub fn ensure(conn: &Connection) -> Result<()> {
         .collect::<rusqlite::Result<_>>()?;
     for scope in unnamed {
         conn.execute("UPDATE tandem_scopes SET replica_id = ?2 WHERE scope = ?1", params![scope, new_client_id()?])?;
+    }
+    Ok(())
+}
+
+/// Logs of a file made before key changes were logged as moves gain the
+/// columns for the new key, and their triggers are made again to fill them.
+fn log_moves(conn: &Connection) -> Result<()> {
+    let scopes: Vec<(String, String)> =
+        conn.prepare("SELECT scope, schema FROM tandem_scopes")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    for (scope, schema) in scopes {
+        let Ok(schema) = serde_json::from_str::<Schema>(&schema) else { continue };
+        for (name, id) in tracked_tables(conn, &scope)? {
+            let Some(table) = schema.tables.iter().find(|t| t.name == name) else { continue };
+            let log = format!("tandem_log_{id}");
+            let columns: Vec<String> =
+                conn.prepare("SELECT name FROM pragma_table_info(?1)")?.query_map([&log], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            if columns.is_empty() || columns.iter().any(|c| c == "tandem_to_1") {
+                continue;
+            }
+            for statement in local::add_moved_to_columns(table, id).into_iter().chain(local::triggers(table, id)) {
+                conn.execute_batch(&statement)?;
+            }
+        }
     }
     Ok(())
 }

@@ -65,14 +65,21 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
         // Results name rows by table and key; deletes need their children
         // removed too, so they are told apart from upserts.
         let mut deletes: HashSet<(usize, String)> = HashSet::new();
+        // Key changes: the old key of each, which the file no longer holds.
+        let mut moves: Vec<(usize, Vec<Value>)> = Vec::new();
         for table in &batch.changeset.tables {
             let t = state.table_index(&table.name)?;
-            for row in table.rows.iter().filter(|row| row.op == Op::Delete) {
-                if let Some(key) = &row.key {
-                    deletes.insert((t, rows::key_text(key)));
+            for row in &table.rows {
+                match (&row.key, &row.moved_from) {
+                    (Some(key), _) if row.op == Op::Delete => {
+                        deletes.insert((t, rows::key_text(key)));
+                    }
+                    (_, Some(from)) => moves.push((t, from.clone())),
+                    _ => {}
                 }
             }
         }
+        let mut restored: HashSet<(usize, String)> = HashSet::new();
         for applied in &result.versions {
             let t = state.table_index(&applied.table)?;
             let table = &state.schema.tables[t];
@@ -133,6 +140,20 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 take(conn, state, t, &conflict.key, conflict.row.as_ref(), conflict.version.as_deref())?;
                 recorded.taken += 1;
             }
+            // A key change the server did not make: the row at its old key
+            // comes back.
+            if let Some(moved) = &conflict.moved_from {
+                restored.insert((t, rows::key_text(&moved.key)));
+                if !is_newer(t, &moved.key) {
+                    take(conn, state, t, &moved.key, moved.row.as_ref(), moved.version.as_deref())?;
+                }
+            }
+        }
+        // The old keys of key changes the server made are gone from it too.
+        for (t, from) in &moves {
+            if !restored.contains(&(*t, rows::key_text(from))) && !is_newer(*t, from) {
+                rows::delete_base(conn, &state.schema.tables[*t], state.tables[*t].id, from)?;
+            }
         }
         for current in &result.current {
             let t = state.table_index(&current.table)?;
@@ -160,7 +181,12 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
             let t = state.table_index(&rejection.table)?;
             let table = &state.schema.tables[t];
             let key_ok = rows::key_params(table, &rejection.key).is_ok();
-            let local_row = if key_ok { rows::read_object(conn, table, &rejection.key)? } else { None };
+            let stored_key = match rows::key_params(table, &rejection.key) {
+                Ok(params) => params,
+                Err(_) => as_stored(&rejection.key),
+            };
+            let local_row = rows::read_by(conn, table, stored_key)?
+                .map(|values| table.column_names().into_iter().zip(values).collect::<Map<String, Value>>());
             conn.execute(
                 "INSERT INTO tandem_rejected (scope, table_name, key, row, kind, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -183,18 +209,25 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
                 // be it. Drop the local changes of that key by its stored form.
                 forget_unreadable_key(conn, state, t, &rejection.key)?;
             }
+            // A refused key change: the row at its old key comes back as
+            // the server holds it, and the change is forgotten whole.
+            if let Some(moved) = &rejection.moved_from {
+                if let Ok(from) = rows::key_params(table, &moved.key) {
+                    let mut values = vec![rusqlite::types::Value::Integer(acked)];
+                    values.extend(from);
+                    rows::delete_log_entries(conn, id, &local::forget_key(table, id), values)?;
+                    take(conn, state, t, &moved.key, moved.row.as_ref(), moved.version.as_deref())?;
+                }
+            }
         }
         Ok(())
     })
 }
 
-/// Removes the log entries and the row of a key whose values do not fit the
-/// key's types (written by another program straight into SQLite).
-fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<()> {
-    let table = &state.schema.tables[t];
-    let acked = rusqlite::types::Value::Integer(state.tables[t].acked_seq);
-    let raw: Vec<rusqlite::types::Value> = key
-        .iter()
+/// A key as the file stores it when its values do not fit the key's types
+/// (read back as they were sent: text as text, numbers as numbers).
+fn as_stored(key: &[Value]) -> Vec<rusqlite::types::Value> {
+    key.iter()
         .map(|v| match v {
             Value::String(s) => rusqlite::types::Value::Text(s.clone()),
             Value::Number(n) if n.is_i64() => rusqlite::types::Value::Integer(n.as_i64().unwrap_or_default()),
@@ -202,7 +235,15 @@ fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, key: &
             Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
             _ => rusqlite::types::Value::Null,
         })
-        .collect();
+        .collect()
+}
+
+/// Removes the log entries and the row of a key whose values do not fit the
+/// key's types (written by another program straight into SQLite).
+fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<()> {
+    let table = &state.schema.tables[t];
+    let acked = rusqlite::types::Value::Integer(state.tables[t].acked_seq);
+    let raw = as_stored(key);
     rows::delete_log_entries(
         conn,
         state.tables[t].id,

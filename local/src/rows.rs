@@ -36,19 +36,41 @@ pub fn key_params(table: &TableSchema, key: &[Value]) -> Result<Vec<SqlValue>> {
 
 /// Reads the key columns of a result row (first `n` columns) as JSON.
 pub fn read_key(table: &TableSchema, row: &rusqlite::Row<'_>) -> rusqlite::Result<Vec<Value>> {
+    read_key_at(table, row, 0)
+}
+
+/// Reads a key from the result columns starting at `first` as JSON.
+pub fn read_key_at(table: &TableSchema, row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Vec<Value>> {
     table
         .key_columns()
         .iter()
         .enumerate()
-        .map(|(i, column)| Ok(describe_local(column.ty, &from_sql(row.get_ref(i)?))))
+        .map(|(i, column)| Ok(describe_local(column.ty, &from_sql(row.get_ref(first + i)?))))
         .collect()
+}
+
+/// The current row's values as the file stores them, or `None`.
+pub fn read_local(conn: &Connection, table: &TableSchema, key: &[Value]) -> Result<Option<Vec<tandem_core::types::LocalValue>>> {
+    let mut statement = conn.prepare_cached(&local::read_row(table))?;
+    let row = statement
+        .query_row(params_from_iter(key_params(table, key)?), |row| {
+            (0..table.columns.len()).map(|i| Ok(from_sql(row.get_ref(i)?))).collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .optional()?;
+    Ok(row)
 }
 
 /// The current row as JSON values in column order, or `None`.
 pub fn read(conn: &Connection, table: &TableSchema, key: &[Value]) -> Result<Option<Vec<Value>>> {
+    read_by(conn, table, key_params(table, key)?)
+}
+
+/// The row whose key the file stores as `key` (SQLite values, primary key
+/// order), as JSON values in column order, or `None`.
+pub fn read_by(conn: &Connection, table: &TableSchema, key: Vec<SqlValue>) -> Result<Option<Vec<Value>>> {
     let mut statement = conn.prepare_cached(&local::read_row(table))?;
     let row = statement
-        .query_row(params_from_iter(key_params(table, key)?), |row| {
+        .query_row(params_from_iter(key), |row| {
             table
                 .columns
                 .iter()

@@ -6,7 +6,10 @@
 //! blindly: it is classified again.
 //!
 //! A staged table has `idx` (the row's position in the upload), `op`, `base`
-//! and `c0, c1, ...`: the uploaded columns in the changeset's order.
+//! and `c0, c1, ...`: the uploaded columns in the changeset's order. When
+//! the upload changes keys, `f0, f1, ...` hold each key change's old key
+//! (primary key order; NULL for other rows): a key change is classified
+//! against the row at its old key, and written as one `UPDATE` of it.
 
 use crate::ident::quote_ident;
 use crate::setup::Filter;
@@ -31,12 +34,29 @@ fn staged_column(scope: &Scope<'_>, staged: Staged<'_>, t: usize, name: &str) ->
 }
 
 fn staged_key_equal(scope: &Scope<'_>, staged: Staged<'_>, t: usize, alias: &str, stage_alias: &str) -> String {
+    keyed_equal(scope, staged, t, StageKey::Sent, alias, stage_alias)
+}
+
+/// Which key of a staged row a statement looks the server's row up by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageKey {
+    /// The key the row has as sent.
+    Sent,
+    /// A key change's old key: the row the change was made on.
+    MovedFrom,
+}
+
+fn keyed_equal(scope: &Scope<'_>, staged: Staged<'_>, t: usize, key: StageKey, alias: &str, stage_alias: &str) -> String {
     scope
         .table(t)
         .primary_key
         .iter()
-        .map(|k| {
-            let c = staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into());
+        .enumerate()
+        .map(|(i, k)| {
+            let c = match key {
+                StageKey::Sent => staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into()),
+                StageKey::MovedFrom => format!("f{i}"),
+            };
             format!("{alias}.{} = {stage_alias}.{c}", quote_ident(k))
         })
         .collect::<Vec<_>>()
@@ -138,16 +158,33 @@ impl StageType {
 
 /// Creates the (empty) stage of table `t`: `idx`, `op`, `base`, one column
 /// per uploaded column (`c0, c1, ...`, in changeset order, typed as the
-/// server stores them) and `tandem_inexact`, the first column whose value
-/// storing would change.
-pub fn create_stage(scope: &Scope<'_>, t: usize, types: &[StageType]) -> Query<NoRows> {
-    let columns: Vec<String> = types.iter().enumerate().map(|(i, ty)| format!("c{i} {}, ", ty.stored)).collect();
+/// server stores them), with `moves` the old keys of key changes (`f0,
+/// f1, ...`), and `tandem_inexact`, the first column whose value storing
+/// would change.
+pub fn create_stage(scope: &Scope<'_>, t: usize, columns: &[usize], types: &[StageType], moves: bool) -> Query<NoRows> {
+    let mut defs: Vec<String> = types.iter().enumerate().map(|(i, ty)| format!("c{i} {}, ", ty.stored)).collect();
+    if moves {
+        for (i, ty) in key_types(scope, t, columns, types).into_iter().enumerate() {
+            defs.push(format!("f{i} {}, ", ty.stored));
+        }
+    }
     let sql = format!(
         "CREATE TEMP TABLE {} (idx int4, op text, base xid8, {}tandem_inexact text) ON COMMIT DROP",
         scope.stage(t),
-        columns.concat(),
+        defs.concat(),
     );
     Query::exec(sql, Binds::new())
+}
+
+/// The stage types of table `t`'s key columns, in primary key order (an
+/// upload always carries the key).
+fn key_types<'a>(scope: &Scope<'_>, t: usize, columns: &[usize], types: &'a [StageType]) -> Vec<&'a StageType> {
+    scope
+        .table(t)
+        .key_indexes()
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| c == k).and_then(|p| types.get(p)))
+        .collect()
 }
 
 /// The rows of one table's upload, column by column, as the stage reads
@@ -160,6 +197,9 @@ pub struct StageRows {
     pub ops: Vec<Option<String>>,
     pub bases: Vec<Option<String>>,
     pub columns: Vec<Vec<Option<String>>>,
+    /// Old keys of key changes, per key column (empty when the stage has
+    /// no `f` columns).
+    pub from: Vec<Vec<Option<String>>>,
 }
 
 /// Stages rows into the stage of table `t` from arrays. A value the
@@ -185,6 +225,11 @@ pub fn fill_stage(scope: &Scope<'_>, t: usize, columns: &[usize], types: &[Stage
         if ty.rounds {
             inexact.push(format!("WHEN {} THEN {}", ty.changes(&text), crate::ident::quote_literal(&table.columns[c].name)));
         }
+    }
+    for (i, (values, ty)) in rows.from.into_iter().zip(key_types(scope, t, columns, types)).enumerate() {
+        names.push(format!("f{i}"));
+        arrays.push(format!("{}::text[]", binds.bind(Param::TextArray(values))));
+        selects.push(ty.value(&format!("u.f{i}")));
     }
     selects.push(if inexact.is_empty() { "NULL".to_string() } else { format!("CASE {} END", inexact.join(" ")) });
     let sql = format!(
@@ -362,10 +407,13 @@ pub struct Uploader<'a> {
 /// left it, whether the row exists and its `xmin`, whether the server row
 /// is in the client's partition and the uploaded row would be, and whether
 /// the server holds the uploaded values already.
+///
+/// `key`: key changes are classified against the row at their old key.
 pub fn classify(
     scope: &Scope<'_>,
     staged: Staged<'_>,
     t: usize,
+    key: StageKey,
     uploader: Uploader<'_>,
     values: &FilterValues,
     idx: &[usize],
@@ -377,7 +425,7 @@ pub fn classify(
     let server_in = row_filter(scope, t, "r", &mut binds, values).unwrap_or_else(|| "true".into());
     let new_in = staged_filter(scope, staged, t, "s", &mut binds, values, 0).unwrap_or_else(|| "true".into());
     let first_key = quote_ident(&table.primary_key[0]);
-    let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
+    let tracked = tracked_state(scope, t, |alias| keyed_equal(scope, staged, t, key, alias, "s"));
     let mut columns = Columns::new();
     let decoder = ClassifiedRow {
         idx: columns.push("idx", "s.idx::text"),
@@ -405,7 +453,7 @@ pub fn classify(
         stage = scope.stage(t),
         join = tracked.join,
         user = table.table_name().quoted(),
-        user_key = staged_key_equal(scope, staged, t, "r", "s"),
+        user_key = keyed_equal(scope, staged, t, key, "r", "s"),
         idx = binds.bind(indexes(idx)),
     );
     Query::new(sql, binds, &columns, decoder)
@@ -475,11 +523,11 @@ impl Decode for ServerRowOf {
     }
 }
 
-/// The server's current rows for staged rows `idx`: the version and every
-/// synced column.
-pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize]) -> Query<ServerRowOf> {
+/// The server's current rows for staged rows `idx` (by `key`): the version
+/// and every synced column.
+pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, key: StageKey, idx: &[usize]) -> Query<ServerRowOf> {
     let table = scope.table(t);
-    let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
+    let tracked = tracked_state(scope, t, |alias| keyed_equal(scope, staged, t, key, alias, "s"));
     let mut binds = Binds::new();
     let mut columns = Columns::new();
     let idx_col = columns.push("idx", "s.idx::text");
@@ -490,7 +538,7 @@ pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize
         columns.sql(),
         scope.stage(t),
         table.table_name().quoted(),
-        staged_key_equal(scope, staged, t, "r", "s"),
+        keyed_equal(scope, staged, t, key, "r", "s"),
         tracked.join,
         binds.bind(indexes(idx)),
     );
@@ -538,6 +586,26 @@ pub fn visible_row(scope: &Scope<'_>, t: usize, key: &[Value], values: &FilterVa
     Some(Query::new(sql, binds, &columns, VisibleRow { version, values: row_values }))
 }
 
+/// Moves the row at key `from` to key `to` (changeset JSON, primary key
+/// order): a resolver's row for a key change lands on the moved row, so
+/// the server's cascades run. `None` when a key is not a value of its
+/// types.
+pub fn move_key(scope: &Scope<'_>, t: usize, from: &[Value], to: &[Value]) -> Option<Query<NoRows>> {
+    let table = scope.table(t);
+    let mut binds = Binds::new();
+    let mut sets = Vec::new();
+    let mut conditions = Vec::new();
+    for ((column, old), new) in table.key_columns().iter().zip(from).zip(to) {
+        let name = quote_ident(&column.name);
+        let old = json_to_pg_text(column.ty, old).ok()??;
+        let new = json_to_pg_text(column.ty, new).ok()??;
+        sets.push(format!("{name} = {}::text::{}", binds.bind(new), column.pg_type));
+        conditions.push(format!("{name} = {}::text::{}", binds.bind(old), column.pg_type));
+    }
+    let sql = format!("UPDATE {} SET {} WHERE {}", table.table_name().quoted(), sets.join(", "), conditions.join(" AND "));
+    Some(Query::exec(sql, binds))
+}
+
 /// Reads a staged row's idx and a version.
 pub struct IdxVersion {
     idx: Col,
@@ -551,9 +619,9 @@ impl Decode for IdxVersion {
     }
 }
 
-/// Tombstone versions for staged rows `idx` the server deleted.
-pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize]) -> Query<IdxVersion> {
-    let tracked = tracked_state(scope, t, |alias| staged_key_equal(scope, staged, t, alias, "s"));
+/// Tombstone versions for staged rows `idx` (by `key`) the server deleted.
+pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize, key: StageKey, idx: &[usize]) -> Query<IdxVersion> {
+    let tracked = tracked_state(scope, t, |alias| keyed_equal(scope, staged, t, key, alias, "s"));
     let mut binds = Binds::new();
     let mut columns = Columns::new();
     let decoder = IdxVersion {
@@ -627,28 +695,58 @@ impl WrittenRow {
 /// returns the idx of each row written.
 pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], seen: SeenXmins) -> Query<WrittenRow> {
     let table = scope.table(t);
-    let uploaded = staged[t].as_deref().unwrap_or_default();
-    let mut sets: Vec<String> = uploaded
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| !table.primary_key.contains(&table.columns[c].name))
-        .map(|(i, &c)| format!("{} = s.c{i}", quote_ident(&table.columns[c].name)))
-        .collect();
+    let mut sets = set_uploaded(scope, staged, t, false);
     if sets.is_empty() {
         // Only key columns were sent: still a write, so the row's version moves.
         let k = quote_ident(&table.primary_key[0]);
         sets.push(format!("{k} = r.{k}"));
     }
+    update_where(scope, staged, t, StageKey::Sent, &sets, idx, seen)
+}
+
+/// Moves key changes `idx` whose old row's `xmin` is still the one
+/// classified: one `UPDATE` of every uploaded column, the key included, so
+/// the server's `ON UPDATE` cascades and triggers run. Returns the idx of
+/// each row written; a new key another row holds fails the statement.
+pub fn move_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], seen: SeenXmins) -> Query<WrittenRow> {
+    let sets = set_uploaded(scope, staged, t, true);
+    update_where(scope, staged, t, StageKey::MovedFrom, &sets, idx, seen)
+}
+
+/// `"col" = s.cN` for each uploaded column (key columns only `with_key`).
+fn set_uploaded(scope: &Scope<'_>, staged: Staged<'_>, t: usize, with_key: bool) -> Vec<String> {
+    let table = scope.table(t);
+    staged[t]
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| with_key || !table.primary_key.contains(&table.columns[c].name))
+        .map(|(i, &c)| format!("{} = s.c{i}", quote_ident(&table.columns[c].name)))
+        .collect()
+}
+
+/// `UPDATE` of the rows at `key` of staged rows `idx` still at their
+/// classified `xmin`, returning each written idx.
+fn update_where(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    key: StageKey,
+    sets: &[String],
+    idx: &[usize],
+    seen: SeenXmins,
+) -> Query<WrittenRow> {
     let mut binds = Binds::new();
     let mut columns = Columns::new();
     let decoder = WrittenRow::select(&mut columns);
     let sql = format!(
         "UPDATE {} AS r SET {} FROM {} s WHERE s.idx = ANY({}::int4[]) AND {} AND {} RETURNING {}",
-        table.table_name().quoted(),
+        scope.table(t).table_name().quoted(),
         sets.join(", "),
         scope.stage(t),
         binds.bind(indexes(idx)),
-        staged_key_equal(scope, staged, t, "r", "s"),
+        keyed_equal(scope, staged, t, key, "r", "s"),
         seen.condition(&mut binds),
         columns.sql(),
     );
@@ -804,7 +902,7 @@ mod tests {
         let rounding = StageType { rounds: true, input: "numeric".into(), ..plain("numeric(12,2)") };
         let types = [plain("integer"), rounding];
         assert_eq!(
-            create_stage(&scope, 0, &types).sql,
+            create_stage(&scope, 0, &[1, 0], &types, false).sql,
             "CREATE TEMP TABLE pg_temp.\"tandem_stage_1\" (idx int4, op text, base xid8, c0 integer, c1 numeric(12,2), tandem_inexact text) ON COMMIT DROP"
         );
         let rows = StageRows {
@@ -812,6 +910,7 @@ mod tests {
             ops: vec![Some("upsert".into())],
             bases: vec![None],
             columns: vec![vec![Some("3".into())], vec![Some("7".into())]],
+            from: Vec::new(),
         };
         let query = fill_stage(&scope, 0, &[1, 0], &types, rows);
         assert_eq!(
@@ -836,7 +935,7 @@ mod tests {
         let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
         let staged = vec![Some(vec![0, 1]), Some(vec![0, 1]), None];
         let uploader = Uploader { replica: "r1", retried_version: None };
-        let query = classify(&scope, &staged, 1, uploader, &values, &[0, 1]);
+        let query = classify(&scope, &staged, 1, StageKey::Sent, uploader, &values, &[0, 1]);
         let sql = &query.sql;
         assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($3::text[]::integer[]))"), "{sql}");
         assert!(sql.contains("LEFT JOIN \"tandem\".\"track_2\" tr ON tr.\"order_id\" = s.c0 AND tr.\"line\" = s.c1"), "{sql}");
@@ -851,7 +950,7 @@ mod tests {
         assert_eq!(classified.idx, 1);
         assert!(classified.server.exists && classified.server.in_partition && !classified.server.new_in_partition);
         let staged = vec![None, Some(vec![0, 1]), None];
-        let query = classify(&scope, &staged, 1, uploader, &values, &[0]);
+        let query = classify(&scope, &staged, 1, StageKey::Sent, uploader, &values, &[0]);
         assert!(!query.sql.contains("sp1"), "{}", query.sql);
     }
 
@@ -898,6 +997,12 @@ mod tests {
         assert!(update.sql.contains("WHERE s.idx = ANY($1::int4[]) AND r.\"id\" = s.c0 AND r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"), "{}", update.sql);
         assert_eq!(update.params[2], Param::Int4(4));
         assert_eq!(update.decode(&[Some("4")]).unwrap(), 4);
+        let moved = move_rows(&scope, &staged, 0, &[4], seen.clone());
+        assert!(moved.sql.contains("SET \"id\" = s.c0, \"tenant_id\" = s.c1 FROM"), "the key is written too: {}", moved.sql);
+        assert!(moved.sql.contains("AND r.\"id\" = s.f0 AND r.xmin"), "the row at the old key: {}", moved.sql);
+        let from = classify(&scope, &staged, 0, StageKey::MovedFrom, Uploader { replica: "r", retried_version: None }, &FilterValues::new(), &[4]);
+        assert!(from.sql.contains("LEFT JOIN \"public\".\"orders\" r ON r.\"id\" = s.f0"), "{}", from.sql);
+        assert!(create_stage(&scope, 0, &[0, 1], &[plain("bigint"), plain("integer")], true).sql.contains("c1 integer, f0 bigint, tandem_inexact"));
         assert!(delete_rows(&scope, &staged, 0, &[4], seen).sql.contains("r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"));
         let types = [plain("bigint"), StageType { fills: Some("0".into()), ..plain("integer") }];
         let insert = insert_rows(&scope, &staged, 0, &types, &[5], false);

@@ -3,9 +3,11 @@
 //! any SQLite program, even one that never loaded Tandem, is tracked.
 //!
 //! Per synced table (local id `n`):
-//! - `tandem_log_n(tandem_seq, <key>)`: one entry per local change of a key; `tandem_seq`
-//!   (the rowid, kept from going back by [`keep_counter`]) is the change
-//!   counter sent as `seq`;
+//! - `tandem_log_n(tandem_seq, <key>, tandem_to_1, ...)`: one entry per local
+//!   change of a key; `tandem_seq` (the rowid, kept from going back by
+//!   [`keep_counter`]) is the change counter sent as `seq`; an UPDATE that
+//!   changed the key logs the old key with the new one in `tandem_to_*`, so
+//!   the upload sends the change as one move (`moved_from`);
 //! - `tandem_base_n(<key>, tandem_version)`: the server version each row is based on,
 //!   written only by sync;
 //! - triggers append every change to the log; sync removes the entries its
@@ -121,6 +123,26 @@ pub fn add_column(table: &TableSchema, column: usize) -> String {
     format!("ALTER TABLE {} ADD COLUMN {} {}{default}", user_table(table), quote_ident(&c.name), c.ty.sqlite_decl())
 }
 
+/// The log's columns for the new key of a key change, by key position
+/// (`tandem_to_1`, ...): a key column may not start with `tandem_`.
+pub fn moved_to_columns(table: &TableSchema) -> Vec<String> {
+    (1..=table.primary_key.len()).map(|i| format!("tandem_to_{i}")).collect()
+}
+
+fn moved_to_definitions(table: &TableSchema) -> Vec<String> {
+    moved_to_columns(table)
+        .iter()
+        .zip(table.key_columns())
+        .map(|(name, c)| format!("{name} {}", c.ty.sqlite_decl()))
+        .collect()
+}
+
+/// Adds the `tandem_to_*` columns to the log of a file made before key
+/// changes were logged as moves (its triggers are then made again).
+pub fn add_moved_to_columns(table: &TableSchema, id: i64) -> Vec<String> {
+    moved_to_definitions(table).iter().map(|d| format!("ALTER TABLE {} ADD COLUMN {d}", log_table(id))).collect()
+}
+
 /// Log and base tables of table `id`.
 pub fn create_tracking(table: &TableSchema, id: i64) -> Vec<String> {
     let key_defs: Vec<String> =
@@ -128,9 +150,10 @@ pub fn create_tracking(table: &TableSchema, id: i64) -> Vec<String> {
     let keys = column_list(None, &table.primary_key);
     vec![
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (tandem_seq INTEGER PRIMARY KEY, {})",
+            "CREATE TABLE IF NOT EXISTS {} (tandem_seq INTEGER PRIMARY KEY, {}, {})",
             log_table(id),
-            key_defs.join(", ")
+            key_defs.join(", "),
+            moved_to_definitions(table).join(", ")
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {} ({}, tandem_version TEXT NOT NULL, PRIMARY KEY ({keys})) WITHOUT ROWID",
@@ -181,9 +204,11 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
         of("NEW")
     ));
     out.push(format!(
-        "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {key_changed} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
+        "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {key_changed} BEGIN INSERT INTO {log} ({keys}, {}) VALUES ({}, {}); END",
         trigger(id, "key"),
-        of("OLD")
+        moved_to_columns(table).join(", "),
+        of("OLD"),
+        of("NEW")
     ));
     out.push(format!(
         "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
@@ -223,24 +248,31 @@ pub enum PendingSource {
 
 /// The unsent changes after `?1` (at most `?2` keys, oldest first), each
 /// with what an upload needs: the key, its latest counter, its base version,
-/// whether the row still exists, then every synced column.
+/// whether the row still exists, every synced column, then the key the
+/// latest change moved the row to (NULLs when it did not).
 pub fn pending_rows(table: &TableSchema, id: i64, source: PendingSource) -> String {
     let keys = column_list(None, &table.primary_key);
     let first = quote_ident(&table.primary_key[0]);
+    let moved_to = moved_to_columns(table).join(", ");
+    // SQLite takes the other columns of a group from its max() row: the
+    // latest entry's `tandem_to_*`.
     let latest = match source {
         PendingSource::Log => format!(
-            "SELECT {keys}, max(tandem_seq) AS tandem_seq FROM {log} WHERE tandem_seq > ?1 AND {first} IS NOT NULL \
+            "SELECT {keys}, max(tandem_seq) AS tandem_seq, {moved_to} FROM {log} WHERE tandem_seq > ?1 AND {first} IS NOT NULL \
              GROUP BY {keys} ORDER BY max(tandem_seq) LIMIT ?2",
             log = log_table(id)
         ),
-        PendingSource::Snapshot => format!("SELECT {keys}, tandem_seq FROM {} WHERE tandem_seq > ?1 ORDER BY tandem_seq LIMIT ?2", snapshot_table(id)),
+        PendingSource::Snapshot => {
+            format!("SELECT {keys}, tandem_seq, {moved_to} FROM {} WHERE tandem_seq > ?1 ORDER BY tandem_seq LIMIT ?2", snapshot_table(id))
+        }
     };
     format!(
-        "SELECT {}, l.tandem_seq, b.tandem_version, r.{first} IS NOT NULL, {} \
+        "SELECT {}, l.tandem_seq, b.tandem_version, r.{first} IS NOT NULL, {}, {} \
          FROM ({latest}) l \
          LEFT JOIN {base} b ON {} LEFT JOIN {user} r ON {} ORDER BY l.tandem_seq",
         column_list(Some("l"), &table.primary_key),
         column_list(Some("r"), &table.column_names()),
+        column_list(Some("l"), &moved_to_columns(table)),
         crate::sql::columns_equal("b", &table.primary_key, "l", &table.primary_key),
         crate::sql::columns_equal("r", &table.primary_key, "l", &table.primary_key),
         base = base_table(id),
@@ -248,25 +280,39 @@ pub fn pending_rows(table: &TableSchema, id: i64, source: PendingSource) -> Stri
     )
 }
 
+/// The latest pending change of one key (`?1..`) in the snapshot: where
+/// it moved the row (NULLs when it did not). For a key change whose new
+/// key's change lies past the batch being read.
+pub fn snapshot_moved_to(table: &TableSchema, id: i64) -> String {
+    format!("SELECT {} FROM {} WHERE {}", moved_to_columns(table).join(", "), snapshot_table(id), key_match(table, 1))
+}
+
 fn snapshot_table(id: i64) -> String {
     format!("temp.{}", name("tandem_pending", id))
 }
 
 /// Takes a snapshot of each key's latest change after `?1`, indexed by
-/// counter (a temporary table: it lives with the connection). Grouping the
-/// whole log costs as much as the changes pending; an upload of many
-/// batches pays it once instead of once per batch.
+/// counter and by key (a temporary table: it lives with the connection).
+/// Grouping the whole log costs as much as the changes pending; an upload
+/// of many batches pays it once instead of once per batch.
 pub fn pending_snapshot(table: &TableSchema, id: i64) -> [String; 3] {
     let keys = column_list(None, &table.primary_key);
     [
         drop_pending_snapshot(id),
         format!(
-            "CREATE TEMP TABLE {} AS SELECT {keys}, max(tandem_seq) AS tandem_seq FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL GROUP BY {keys}",
+            "CREATE TEMP TABLE {} AS SELECT {keys}, max(tandem_seq) AS tandem_seq, {} FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL GROUP BY {keys}",
             name("tandem_pending", id),
+            moved_to_columns(table).join(", "),
             log_table(id),
             quote_ident(&table.primary_key[0])
         ),
-        format!("CREATE INDEX temp.{} ON {} (tandem_seq)", name("tandem_pending_seq", id), name("tandem_pending", id)),
+        format!(
+            "CREATE INDEX temp.{} ON {} (tandem_seq); CREATE UNIQUE INDEX temp.{} ON {} ({keys})",
+            name("tandem_pending_seq", id),
+            name("tandem_pending", id),
+            name("tandem_pending_key", id),
+            name("tandem_pending", id)
+        ),
     ]
 }
 
@@ -430,7 +476,7 @@ mod tests {
             key,
             "CREATE TRIGGER \"tandem_3_key\" AFTER UPDATE OF \"order_id\", \"line\" ON \"sales.Order Items\" \
              WHEN OLD.\"order_id\" IS NOT NEW.\"order_id\" OR OLD.\"line\" IS NOT NEW.\"line\" \
-             BEGIN INSERT INTO \"tandem_log_3\" (\"order_id\", \"line\") VALUES (OLD.\"order_id\", OLD.\"line\"); END"
+             BEGIN INSERT INTO \"tandem_log_3\" (\"order_id\", \"line\", tandem_to_1, tandem_to_2) VALUES (OLD.\"order_id\", OLD.\"line\", NEW.\"order_id\", NEW.\"line\"); END"
         );
         assert!(statements.iter().all(|s| !s.contains("sync_")), "no registered function in a trigger");
     }

@@ -3,7 +3,7 @@
 
 use tandem_core::changeset::Op;
 use tandem_core::error::RejectionKind;
-use tandem_core::sql::apply as sql;
+use tandem_core::sql::apply::{self as sql, StageKey};
 use tandem_core::sql::Scope;
 use tandem_core::upload::Outcome;
 use tandem_core::{Error, Result};
@@ -15,12 +15,18 @@ use super::Upload;
 
 impl Upload<'_> {
     /// Classifies rows `idx` of `plan` against the server, probing its
-    /// tables by key.
+    /// tables by key: a key change against the row at its old key.
     pub fn classify(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
+        let (moves, rows): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| plan.rows[i].is_move());
+        self.classify_by(spi, plan, StageKey::Sent, &rows)?;
+        self.classify_by(spi, plan, StageKey::MovedFrom, &moves)
+    }
+
+    fn classify_by(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, key: StageKey, idx: &[usize]) -> Result<()> {
         if idx.is_empty() {
             return Ok(());
         }
-        let query = sql::classify(self.scope, self.staged, plan.t, self.uploader, self.filters, idx);
+        let query = sql::classify(self.scope, self.staged, plan.t, key, self.uploader, self.filters, idx);
         let found = spi::with_index_probes(spi, |spi| spi::all(spi, query))?;
         let mut seen = 0;
         for classified in found {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 use tandem_core::conflict::{parse_resolution, Decision, Resolution};
 use tandem_core::options::Policy;
-use tandem_core::sql::apply as sql;
+use tandem_core::sql::apply::{self as sql, StageKey};
 use tandem_core::upload::{Outcome, RowState, Settlement};
 use tandem_core::{Error, Rejection, Result};
 
@@ -17,17 +17,17 @@ use super::plan::TablePlan;
 use super::Upload;
 
 impl Upload<'_> {
-    /// The server's current rows for rows `idx`, by idx; a row that is gone
-    /// reports its tombstone's version.
-    fn server_rows(&self, spi: &mut Client<'_>, plan: &TablePlan<'_>, idx: &[usize]) -> Result<HashMap<usize, RowState>> {
+    /// The server's current rows for rows `idx` (at `key`), by idx; a row
+    /// that is gone reports its tombstone's version.
+    fn server_rows(&self, spi: &mut Client<'_>, plan: &TablePlan<'_>, key: StageKey, idx: &[usize]) -> Result<HashMap<usize, RowState>> {
         let mut out: HashMap<usize, RowState> = idx.iter().map(|&i| (i, RowState::default())).collect();
         if idx.is_empty() {
             return Ok(out);
         }
-        for (i, state) in spi::all(spi, sql::server_rows(self.scope, self.staged, plan.t, idx))? {
+        for (i, state) in spi::all(spi, sql::server_rows(self.scope, self.staged, plan.t, key, idx))? {
             out.insert(i, state);
         }
-        for (i, version) in spi::all(spi, sql::tombstones(self.scope, self.staged, plan.t, idx))? {
+        for (i, version) in spi::all(spi, sql::tombstones(self.scope, self.staged, plan.t, key, idx))? {
             if let Some(state) = out.get_mut(&i) {
                 if state.row.is_none() {
                     state.version = version;
@@ -37,19 +37,28 @@ impl Upload<'_> {
         Ok(out)
     }
 
-    /// Keeps the server's rows before the apply, for the conflicts `idx`.
+    /// Keeps the server's rows before the apply, for the conflicts `idx`:
+    /// for a key change, the row at its old key (the row it changed).
     pub fn fetch_before(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
-        for (i, state) in self.server_rows(spi, plan, idx)? {
-            plan.rows[i].before = Some(state);
+        let (moves, rows): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| plan.rows[i].is_move());
+        for (key, idx) in [(StageKey::Sent, rows), (StageKey::MovedFrom, moves)] {
+            for (i, state) in self.server_rows(spi, plan, key, &idx)? {
+                plan.rows[i].before = Some(state);
+            }
         }
         Ok(())
     }
 
     /// Keeps the server's rows after the apply, for rows `idx` (those not
-    /// written as sent): the uploader takes them.
+    /// written as sent): the uploader takes them, and for a key change not
+    /// written, restores the row at its old key.
     pub fn fetch_after(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
-        for (i, state) in self.server_rows(spi, plan, idx)? {
+        for (i, state) in self.server_rows(spi, plan, StageKey::Sent, idx)? {
             plan.rows[i].after = Some(state);
+        }
+        let moves: Vec<usize> = idx.iter().copied().filter(|&i| plan.rows[i].is_move() && !plan.rows[i].written).collect();
+        for (i, state) in self.server_rows(spi, plan, StageKey::MovedFrom, &moves)? {
+            plan.rows[i].origin_after = Some(state);
         }
         Ok(())
     }
@@ -92,13 +101,24 @@ impl Upload<'_> {
 
     /// Fills in the server's state of a refused row, if the client may see
     /// it, so the client can take it instead of its refused change.
+    /// For a refused key change, the row at its old key too.
     pub fn visible_row(&self, spi: &mut Client<'_>, rejection: &mut Rejection) -> Result<()> {
         let Some(t) = self.scope.index_of(&rejection.table) else { return Ok(()) };
-        let Some(query) = sql::visible_row(self.scope, t, &rejection.key, self.filters) else { return Ok(()) };
-        if let Some(state) = spi::all(spi, query)?.into_iter().next() {
+        if let Some(state) = self.visible_state(spi, t, &rejection.key)? {
             rejection.version = state.version;
             rejection.row = state.row;
         }
+        if let Some(moved) = rejection.moved_from.as_mut() {
+            if let Some(state) = self.visible_state(spi, t, &moved.key)? {
+                moved.version = state.version;
+                moved.row = state.row;
+            }
+        }
         Ok(())
+    }
+
+    fn visible_state(&self, spi: &mut Client<'_>, t: usize, key: &[Value]) -> Result<Option<RowState>> {
+        let Some(query) = sql::visible_row(self.scope, t, key, self.filters) else { return Ok(None) };
+        Ok(spi::all(spi, query)?.into_iter().next())
     }
 }

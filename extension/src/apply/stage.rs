@@ -26,7 +26,8 @@ pub fn stage(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) 
     if left_over.first() == Some(&true) {
         spi::run(spi, sql::drop_stage(scope, plan.t))?;
     }
-    spi::run(spi, sql::create_stage(scope, plan.t, &types))?;
+    let moves = plan.rows.iter().any(|r| r.is_move());
+    spi::run(spi, sql::create_stage(scope, plan.t, &plan.columns, &types, moves))?;
     let all: Vec<usize> = (0..plan.rows.len()).collect();
     fill(spi, scope, plan, &types, &all)?;
     for (i, column) in spi::all(spi, sql::inexact_rows(scope, plan.t))? {
@@ -116,11 +117,13 @@ fn row_texts(plan: &TablePlan<'_>, i: usize) -> Vec<Option<String>> {
 
 /// Rows `idx` of `plan`, column by column, as the stage reads them.
 fn stage_rows(plan: &TablePlan<'_>, idx: &[usize]) -> StageRows {
+    let moves = plan.rows.iter().any(|r| r.is_move());
     let mut rows = StageRows {
         idx: Vec::with_capacity(idx.len()),
         ops: Vec::with_capacity(idx.len()),
         bases: Vec::with_capacity(idx.len()),
         columns: vec![Vec::with_capacity(idx.len()); plan.columns.len()],
+        from: if moves { vec![Vec::with_capacity(idx.len()); plan.table.primary_key.len()] } else { Vec::new() },
     };
     for &i in idx {
         let change = &plan.rows[i].change;
@@ -129,6 +132,9 @@ fn stage_rows(plan: &TablePlan<'_>, idx: &[usize]) -> StageRows {
         rows.ops.push(Some(if change.op == Op::Upsert { "upsert" } else { "delete" }.to_string()));
         for (column, text) in rows.columns.iter_mut().zip(row_texts(plan, i)) {
             column.push(text);
+        }
+        for (k, column) in rows.from.iter_mut().enumerate() {
+            column.push(change.moved_from.as_ref().and_then(|m| m.values.get(k).cloned().flatten()));
         }
     }
     rows

@@ -151,7 +151,14 @@ impl Upload<'_> {
     fn write_rows(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, op: Op, idx: &[usize]) -> Result<Vec<usize>> {
         let attempt = |spi: &mut Client<'_>, plan: &TablePlan<'_>, rows: &[usize]| -> Result<Vec<usize>> {
             let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.rows[i].server.exists);
+            // Key changes whose old row is there: one UPDATE of the key.
+            let (moves, live): (Vec<usize>, Vec<usize>) = live.iter().partition(|&&i| plan.rows[i].is_move());
             let mut written = Vec::with_capacity(rows.len());
+            if !moves.is_empty() && op == Op::Upsert {
+                let seen: Vec<(usize, Option<&str>)> = moves.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
+                let statement = sql::move_rows(self.scope, self.staged, plan.t, &moves, SeenXmins::new(&seen));
+                written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
+            }
             if !live.is_empty() {
                 let seen: Vec<(usize, Option<&str>)> =
                     live.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
@@ -228,6 +235,13 @@ impl Upload<'_> {
                 columns.push(column.name.clone());
                 casts.push(column.pg_type.clone());
                 values.push(text.into());
+            }
+            // A key change: the row at the old key moves first, so the
+            // resolver's row replaces it rather than joining it.
+            if let (Some(moved), true) = (&row.change.moved_from, row.server.exists) {
+                if let Some(statement) = sql::move_key(self.scope, plan.t, &moved.key, &row.change.key) {
+                    spi::run(spi, statement)?;
+                }
             }
             let statement = upsert_row(Dialect::Postgres, &table.table_name().quoted(), &columns, &table.primary_key, Some(&casts));
             spi::exec(spi, &statement, &values)?;

@@ -1,0 +1,174 @@
+//! A key changed on a device is one change: the server moves its row in one
+//! UPDATE (its `ON UPDATE CASCADE` foreign keys and triggers run), or the
+//! change is refused or loses its conflict whole, and the device gets the
+//! row at the old key back. Never a delete that lands without its insert.
+
+use serde_json::json;
+use tandem_local::SyncOptions;
+use tandem_tests::local::{assert_converged, local, local_count, local_value, Interfering, Scenario};
+
+const ACCOUNTS: &str = r#"
+CREATE TABLE accounts (code text PRIMARY KEY, tenant_id int NOT NULL, name text);
+CREATE TABLE invoices (
+    id int PRIMARY KEY,
+    tenant_id int NOT NULL,
+    account text REFERENCES accounts (code) ON UPDATE CASCADE,
+    amount numeric
+);
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+CREATE TABLE slots (day date, room int, tenant_id int NOT NULL, note text, PRIMARY KEY (day, room));
+INSERT INTO slots VALUES ('2025-06-01', 1, 1, 'standup');
+INSERT INTO accounts VALUES ('a1', 1, 'Acme'), ('b1', 2, 'Other');
+INSERT INTO invoices VALUES (1, 1, 'a1', 10), (2, 1, 'a1', 20);
+INSERT INTO customers VALUES (1, 1, 'Ada'), (2, 1, 'Bob'), (3, 2, 'Cy');
+SELECT sync_provision('s', '{"tables": [
+    {"name": "accounts", "filter": {"tenant_id": "tenant"}},
+    {"name": "invoices", "filter": {"tenant_id": "tenant"}},
+    {"name": "customers", "filter": {"tenant_id": "tenant"}},
+    {"name": "slots", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn server_count(s: &Scenario, sql: &str) -> i64 {
+    s.server().query_one(sql, &[]).unwrap().get(0)
+}
+
+#[test]
+fn a_key_change_moves_the_servers_row_so_its_cascades_run() {
+    let s = Scenario::new("key_move", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE accounts SET code = 'a2', name = 'Acme Ltd' WHERE code = 'a1'");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.conflicts.len(), report.rejected.len()), (1, 0, 0), "{report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM accounts WHERE tenant_id = 1"), 1, "moved, not copied");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM invoices WHERE account = 'a2'"), 2, "the cascade ran");
+    // The cascade's effect reaches the device that caused it.
+    assert_eq!(local_count(&file, "SELECT count(*) FROM invoices WHERE account = 'a2'"), 2);
+    let logged = server_count(&s, "SELECT count(*) FROM tandem.conflicts");
+    assert_eq!(logged, 0);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_key_changed_twice_is_one_move() {
+    let s = Scenario::new("key_twice", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE customers SET id = 10 WHERE id = 1; UPDATE customers SET id = 11, name = 'Ada L' WHERE id = 10;");
+    // Keys changed in one statement, swapping places, are still one each.
+    local(&file, "UPDATE customers SET id = 20 WHERE id = 2;");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.conflicts.len(), report.rejected.len()), (2, 0, 0), "{report:?}");
+    let ids: Vec<i64> =
+        s.server().query("SELECT id FROM customers WHERE tenant_id = 1 ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [11, 20]);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_refused_key_change_restores_the_old_row_and_keeps_the_refused_values() {
+    let s = Scenario::new("key_refused", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    // SQLite keeps any text in a date column; the server's date cannot.
+    local(&file, "UPDATE slots SET day = 'someday' WHERE room = 1");
+    // A key change into another tenant's partition is refused too.
+    local(&file, "UPDATE customers SET id = 30, tenant_id = 2 WHERE id = 2");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.rejected.len()), (0, 2), "{report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM customers WHERE id = 2") + server_count(&s, "SELECT count(*) FROM slots"), 2, "the server's rows stay");
+    assert_eq!(local_value(&file, "SELECT note FROM slots WHERE day = '2025-06-01'").as_deref(), Some("standup"), "the old row is back");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Bob"));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM slots WHERE day = 'someday'") + local_count(&file, "SELECT count(*) FROM customers WHERE id = 30"), 0);
+    let kept = local_value(&file, "SELECT group_concat(row, ' ') FROM tandem_rejected").unwrap_or_default();
+    assert!(kept.contains("someday") && kept.contains("\"tenant_id\":2"), "the refused values are kept: {kept}");
+    let again = s.sync_as(&file, &token);
+    assert_eq!((again.pushed, again.rejected.len()), (0, 0), "nothing left to send: {again:?}");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_key_change_that_meets_a_server_change_is_a_conflict_of_one_row() {
+    let s = Scenario::new("key_conflict", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server().batch_execute("UPDATE customers SET name = 'Ada (server)' WHERE id = 1").unwrap();
+    local(&file, "UPDATE customers SET id = 7 WHERE id = 1");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM customers WHERE id IN (1, 7)"), 1, "nothing half-applied");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada (server)"));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 7"), 0);
+    // The new key taken on the server meanwhile: the move cannot land, and
+    // the device gets both rows as the server has them.
+    s.server().batch_execute("INSERT INTO customers VALUES (8, 1, 'Eve (server)')").unwrap();
+    local(&file, "UPDATE customers SET id = 8 WHERE id = 2");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 8").as_deref(), Some("Eve (server)"));
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Bob"));
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_key_change_whose_answer_was_lost_is_not_applied_twice() {
+    let s = Scenario::new("key_retry", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE accounts SET code = 'a2' WHERE code = 'a1'");
+    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty() && report.rejected.is_empty(), "{report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM accounts WHERE tenant_id = 1"), 1);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_key_change_that_wins_its_conflict_moves_the_row() {
+    let schema = ACCOUNTS.replace(r#"SELECT sync_provision('s', '{"tables""#, r#"SELECT sync_provision('s', '{"policy": "client_wins", "tables""#);
+    let s = Scenario::new("key_wins", &schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server().batch_execute("UPDATE accounts SET name = 'Acme (server)' WHERE code = 'a1'").unwrap();
+    local(&file, "UPDATE accounts SET code = 'a3' WHERE code = 'a1'");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM accounts WHERE tenant_id = 1"), 1, "moved, not copied");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM invoices WHERE account = 'a3'"), 2, "the cascade ran");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_file_from_before_moves_were_logged_learns_to_log_them() {
+    let s = Scenario::new("key_old_file", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("old.db");
+    {
+        let file = tandem_local::Store::open(&path).unwrap();
+        s.sync_as(&file, &token);
+        // As an earlier Tandem left it: no column for the new key, and a
+        // key trigger that logs only the old one.
+        let id = local_count(&file, "SELECT id FROM tandem_tables WHERE name = 'public.customers'");
+        local(
+            &file,
+            &format!(
+                "DROP TRIGGER tandem_{id}_key; ALTER TABLE tandem_log_{id} DROP COLUMN tandem_to_1;
+                 CREATE TRIGGER tandem_{id}_key AFTER UPDATE OF id ON customers WHEN OLD.id IS NOT NEW.id
+                 BEGIN INSERT INTO tandem_log_{id} (id) VALUES (OLD.id); END;"
+            ),
+        );
+    }
+    let file = tandem_local::Store::open(&path).unwrap();
+    local(&file, "UPDATE customers SET id = 9 WHERE id = 1");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.conflicts.len()), (1, 0), "one move: {report:?}");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
