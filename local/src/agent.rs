@@ -13,6 +13,7 @@ use serde_json::Value;
 use tandem_core::apply_result::ConflictReport;
 use tandem_core::changeset::Changeset;
 use tandem_core::options::{check_params, ApplyOptions, Params, SelectOptions, DEFAULT_MAX_ROWS};
+use tandem_core::schema::Schema;
 use tandem_core::identity::token_client_id;
 use tandem_core::watermark::Watermark;
 use tandem_core::Rejection;
@@ -145,6 +146,69 @@ pub enum Step {
     Pulled(u64),
 }
 
+/// The upload half of a round.
+struct Push<'a> {
+    scope: &'a str,
+    options: &'a SyncOptions,
+    params_sent: Option<Params>,
+    max_rows: u64,
+}
+
+impl Push<'_> {
+    /// Uploads the file's changes in batches, recording each answer; with
+    /// `within`, only the columns and tables that schema still has. Returns
+    /// the error of an upload the server failed (refused rows are set aside
+    /// instead); an unreachable server is an error.
+    fn run(
+        &self,
+        conn: &Connection,
+        remote: &mut dyn Remote,
+        within: Option<&Schema>,
+        report: &mut SyncReport,
+        observe: &mut dyn FnMut(Step),
+    ) -> Result<Option<RemoteError>> {
+        let mut snapshots = changes::PendingSnapshots::new(conn);
+        for _ in 0..PUSH_ROUNDS {
+            let mut state = meta::require(conn, self.scope)?;
+            if let Some(schema) = within {
+                state = state.narrowed_to(schema);
+            }
+            let batch = changes::select(conn, &state, self.max_rows, Some(&mut snapshots))?;
+            if batch.is_empty() {
+                break;
+            }
+            // The id is kept only once the batch is read: a file that holds
+            // it (the same file after a lost answer, or a backup of it)
+            // holds what was sent under it.
+            let apply_options = ApplyOptions {
+                client_id: Some(state.client_id.clone()),
+                token: self.options.token.clone(),
+                params: self.params_sent.clone(),
+                policy: None,
+                replica: Some(state.replica_id.clone()),
+                upload_id: Some(meta::upload_id(conn, &state)?),
+            };
+            let text = serde_json::to_string(&batch.changeset).map_err(|e| LocalError::Invalid(e.to_string()))?;
+            match remote.apply_changes(self.scope, &text, &apply_options) {
+                Ok(result) => {
+                    record::upload(conn, &state, &batch, &result)?;
+                    observe(Step::Pushed(batch.changeset.row_count() as u64));
+                    report.pushed += result.applied;
+                    report.conflicts.extend(result.conflicts);
+                }
+                Err(RemoteError::Rejected(rejections)) => {
+                    record::set_aside(conn, &state, &rejections)?;
+                    snapshots.invalidate();
+                    report.rejected.extend(rejections);
+                }
+                Err(unreachable @ RemoteError::Unreachable { .. }) => return Err(unreachable.into()),
+                Err(other) => return Ok(Some(other)),
+            }
+        }
+        Ok(None)
+    }
+}
+
 pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
     run_observed(conn, remote, scope, options, &mut |_| {})
 }
@@ -164,7 +228,8 @@ pub fn run_observed(
 
     let server_schema = remote.schema(scope)?;
     let local = meta::load(conn, scope)?;
-    if local.as_ref().map(|s| &s.schema) != Some(&server_schema) {
+    let schema_changed = local.as_ref().is_some_and(|s| s.schema != server_schema);
+    if local.is_none() {
         provision::provision(conn, scope, &server_schema)?;
         report.provisioned = true;
     }
@@ -201,53 +266,29 @@ pub fn run_observed(
         (None, None) => Params::new(),
     };
     let max_rows = options.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
-
-    // Push.
     // With a token the server takes the parameters from the registration.
     let params_sent = if options.token.is_some() { None } else { Some(params.clone()) };
-    let mut snapshots = changes::PendingSnapshots::new(conn);
+    let push = Push { scope, options, params_sent: params_sent.clone(), max_rows };
+
+    if schema_changed {
+        // Changes made under the old schema go up first, with the columns
+        // the file had then (those the server still has): a column the
+        // scope gained holds nothing yet in the file, and must not be
+        // written over on the server. Its values come with the pull.
+        let sent = push.run(conn, remote, Some(&server_schema), &mut report, observe)?;
+        if let Some(error) = sent {
+            return Err(LocalError::UploadFailed { pulled: 0, error });
+        }
+        provision::provision(conn, scope, &server_schema)?;
+        report.provisioned = true;
+    }
+
     // An upload the server fails (not a refused row: those are set aside)
     // does not hold back the pull: it is reported once the pull is done.
-    let mut push_failed = None;
-    for _ in 0..PUSH_ROUNDS {
-        let state = meta::require(conn, scope)?;
-        let batch = changes::select(conn, &state, max_rows, Some(&mut snapshots))?;
-        if batch.is_empty() {
-            break;
-        }
+    let push_failed = push.run(conn, remote, None, &mut report, observe)?;
         // The id is kept only once the batch is read: a file that holds it
         // (the same file after a lost answer, or a backup of it) holds what
         // was sent under it.
-        let apply_options = ApplyOptions {
-            client_id: Some(state.client_id.clone()),
-            token: options.token.clone(),
-            params: params_sent.clone(),
-            policy: None,
-            replica: Some(state.replica_id.clone()),
-            upload_id: Some(meta::upload_id(conn, &state)?),
-        };
-        let text = serde_json::to_string(&batch.changeset).map_err(|e| LocalError::Invalid(e.to_string()))?;
-        match remote.apply_changes(scope, &text, &apply_options) {
-            Ok(result) => {
-                record::upload(conn, &state, &batch, &result)?;
-                observe(Step::Pushed(batch.changeset.row_count() as u64));
-                report.pushed += result.applied;
-                report.conflicts.extend(result.conflicts);
-            }
-            Err(RemoteError::Rejected(rejections)) => {
-                record::set_aside(conn, &state, &rejections)?;
-                snapshots.invalidate();
-                report.rejected.extend(rejections);
-            }
-            Err(unreachable @ RemoteError::Unreachable { .. }) => return Err(unreachable.into()),
-            Err(other) => {
-                push_failed = Some(other);
-                break;
-            }
-        }
-    }
-    // The snapshots' temporary tables go before the pull, not with the round.
-    drop(snapshots);
 
     // Pull. A pull interrupted earlier resumes where it stopped; it then ends
     // at the snapshot it began with, so one more pass brings in what came

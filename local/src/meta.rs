@@ -101,6 +101,23 @@ pub struct TableState {
 }
 
 impl ScopeState {
+    /// This state with only the tables and columns `schema` has too: what
+    /// the file can send of changes made under its own schema once the
+    /// server's has changed.
+    pub fn narrowed_to(mut self, schema: &Schema) -> ScopeState {
+        let mut tables = Vec::new();
+        let mut states = Vec::new();
+        for (mut table, state) in self.schema.tables.into_iter().zip(self.tables) {
+            let Some(server) = schema.tables.iter().find(|t| t.name == table.name) else { continue };
+            table.columns.retain(|c| server.columns.iter().any(|s| s.name == c.name));
+            tables.push(table);
+            states.push(state);
+        }
+        self.schema.tables = tables;
+        self.tables = states;
+        self
+    }
+
     pub fn table_index(&self, name: &str) -> Result<usize> {
         let table = self.schema.table(name)?;
         Ok(self.schema.position(table))

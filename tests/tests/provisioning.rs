@@ -140,3 +140,46 @@ fn a_generated_column_left_out_is_said_when_the_scope_is_provisioned() {
     let heard = notices.lock().unwrap();
     assert!(heard.iter().any(|n| n.contains("\"b\"") && n.contains("not synced")), "{heard:?}");
 }
+
+#[test]
+fn a_column_the_scope_gains_is_not_written_over_by_edits_made_before() {
+    let s = Scenario::new(
+        "gained_column",
+        r#"
+        CREATE TABLE notes (id uuid PRIMARY KEY, tenant_id int NOT NULL, body text, extra text DEFAULT 'by default');
+        INSERT INTO notes VALUES ('00000000-0000-0000-0000-000000000001', 1, 'first', 'kept on the server');
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "columns": ["id", "tenant_id", "body"], "filter": {"tenant_id": "tenant"}}]}');
+        "#,
+        "s",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(
+        &file,
+        "UPDATE notes SET body = 'edited offline';
+         INSERT INTO notes (id, tenant_id, body) VALUES ('00000000-0000-0000-0000-000000000002', 1, 'written offline');",
+    );
+    s.server()
+        .batch_execute(r#"SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}')"#)
+        .unwrap();
+    let report = s.sync_as(&file, &token);
+    assert!(report.provisioned && report.conflicts.is_empty() && report.rejected.is_empty(), "{report:?}");
+    let rows: Vec<(String, Option<String>)> = s
+        .server()
+        .query("SELECT body, extra FROM notes ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("edited offline".to_string(), Some("kept on the server".to_string())),
+            ("written offline".to_string(), Some("by default".to_string()))
+        ],
+        "the edit kept the server's value of the column it never knew; the insert got the default"
+    );
+    assert_eq!(local_value(&file, "SELECT extra FROM notes WHERE body = 'edited offline'").as_deref(), Some("kept on the server"));
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
