@@ -117,6 +117,9 @@ pub struct SyncArgs {
     /// Rows per batch.
     #[arg(long)]
     max_rows: Option<u64>,
+    /// Bytes of changeset after which a batch ends (default 64 MB).
+    #[arg(long)]
+    max_bytes: Option<u64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -138,7 +141,8 @@ pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
     } else {
         Some(args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?)
     };
-    let options = SyncOptions { params, max_rows: args.max_rows, token: args.token.clone() };
+    let options = SyncOptions { params, max_rows: args.max_rows, max_bytes: args.max_bytes, token: args.token.clone() };
+    tandem_core::options::check_max_bytes(options.max_bytes).map_err(tandem_local::LocalError::from)?;
     let mut progress = (!args.json).then(|| Progress::new("syncing"));
     let (mut up, mut down) = (0, 0);
     let report = store.sync_observed(&args.remote, &args.scope, &options, &mut |step| {

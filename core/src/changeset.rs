@@ -69,6 +69,23 @@ pub struct RowChange {
     pub moved_from: Option<Vec<Value>>,
 }
 
+impl RowChange {
+    /// About how many bytes this row takes in changeset JSON (strings by
+    /// their length): what batches are bounded by.
+    pub fn approx_json_len(&self) -> usize {
+        fn value_len(value: &Value) -> usize {
+            match value {
+                Value::String(s) => s.len() + 3,
+                Value::Number(_) => 21,
+                Value::Null | Value::Bool(_) => 6,
+                other => other.to_string().len() + 1,
+            }
+        }
+        let values = self.values.iter().chain(&self.key).chain(&self.moved_from).flatten();
+        64 + values.map(value_len).sum::<usize>()
+    }
+}
+
 impl Changeset {
     /// Parses changeset text, with errors that point at the problem.
     pub fn parse(text: &str) -> Result<Self> {
@@ -173,6 +190,15 @@ impl ChangesetWriter {
         self.rows
     }
 
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
     pub fn finish(mut self, watermark: &str, has_more: bool) -> String {
         if self.tables > 0 {
             self.out.push_str("]}");
@@ -188,6 +214,23 @@ impl ChangesetWriter {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_rows_size_counts_its_text() {
+        let row = RowChange {
+            op: Op::Upsert,
+            version: None,
+            base: None,
+            seq: Some(1),
+            values: Some(vec![json!(1), json!("x".repeat(1000)), Value::Null]),
+            key: None,
+            moved_from: Some(vec![json!(2)]),
+        };
+        assert_eq!(row.approx_json_len(), 64 + 21 + 1003 + 6 + 21);
+        let error = crate::Error::RowTooLarge { table: "public.notes".into(), key: "[1]".into(), bytes: 600 << 20 };
+        assert_eq!(error.sqlstate(), "54000");
+        assert!(error.to_string().starts_with("row [1] of public.notes is 600 MB as changeset JSON, more than Tandem moves in one message (512 MB)"));
+    }
 
     #[test]
     fn writer_output_parses_as_a_changeset() {

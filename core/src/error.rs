@@ -127,6 +127,11 @@ pub enum Error {
              detach it first (ALTER TABLE {table} DETACH PARTITION ...), which sends its rows to devices as deletes, then drop it")]
     PartitionHoldsRows { table: String, rows: i64 },
 
+    #[error("row {key} of {table} is {} MB as changeset JSON, more than Tandem moves in one message ({} MB): \
+             keep such values out of the synced columns (leave the column out with \"columns\"), or store them in parts",
+             .bytes >> 20, crate::options::MAX_ROW_BYTES >> 20)]
+    RowTooLarge { table: String, key: String, bytes: usize },
+
     #[error("{0}")]
     Internal(String),
 }
@@ -175,6 +180,7 @@ impl Error {
             Error::NullArgument(_) => "22004", // null_value_not_allowed
             Error::TrackingMissing { .. } => "55000",
             Error::PartitionHoldsRows { .. } => "2BP01", // dependent_objects_still_exist
+            Error::RowTooLarge { .. } => "54000",        // program_limit_exceeded
             Error::Internal(_) => "XX000",
         }
     }

@@ -13,6 +13,30 @@ pub type Params = BTreeMap<String, Value>;
 
 pub const DEFAULT_MAX_ROWS: u64 = 10_000;
 
+/// Bytes of changeset JSON after which a batch ends, either way, whatever
+/// `max_rows` says (option `max_bytes`): a batch of large rows ends early
+/// (`has_more`), so no message comes near what a connection or a text
+/// value carries (1 GB).
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+
+/// The most `max_bytes` may ask for: with the largest row on top, a batch
+/// stays well under 1 GB.
+pub const MAX_MAX_BYTES: u64 = 256 << 20;
+
+/// The largest row, as changeset JSON, that Tandem moves (alone in its
+/// batch); a larger one is an error naming it.
+pub const MAX_ROW_BYTES: usize = 512 << 20;
+
+/// Checks a `max_bytes` option.
+pub fn check_max_bytes(max_bytes: Option<u64>) -> Result<()> {
+    match max_bytes {
+        Some(n) if n == 0 || n > MAX_MAX_BYTES => Err(Error::InvalidOptions(format!(
+            "max_bytes must be between 1 and {MAX_MAX_BYTES} (a batch ends once its changeset reaches it; it holds at least one row)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectOptions {
@@ -26,6 +50,9 @@ pub struct SelectOptions {
     pub params: Option<Params>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u64>,
+    /// Bytes of changeset after which a batch ends (default 64 MB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
     /// The calling file (one replica of the client's partition); the
     /// client id when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +145,7 @@ impl SelectOptions {
         if options.max_rows == Some(0) {
             return Err(Error::InvalidOptions("max_rows must be at least 1".into()));
         }
+        check_max_bytes(options.max_bytes)?;
         if let Some(params) = &options.params {
             check_params(params)?;
         }
@@ -132,6 +160,10 @@ impl SelectOptions {
 
     pub fn max_rows(&self) -> u64 {
         self.max_rows.unwrap_or(DEFAULT_MAX_ROWS)
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes.unwrap_or(DEFAULT_MAX_BYTES) as usize
     }
 }
 

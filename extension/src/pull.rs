@@ -3,7 +3,7 @@
 use pgrx::prelude::*;
 use serde_json::Value;
 use tandem_core::changeset::ChangesetWriter;
-use tandem_core::options::SelectOptions;
+use tandem_core::options::{SelectOptions, MAX_ROW_BYTES};
 use tandem_core::sql::partition::{bind_params, FilterValues};
 use tandem_core::sql::{pull, Scope};
 use tandem_core::types::{json_to_pg_text, pg_text_to_json, write_pg_text_as_json};
@@ -133,9 +133,9 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
                 echoes: &echoes,
                 limit: remaining.min(i64::MAX as u64) as i64,
             };
-            let (read, last_key) = read_batch(client, &scope, &window, &fixed, &bound, &mut writer)?;
+            let (read, last_key, full) = read_batch(client, &scope, &window, &fixed, &bound, &mut writer, options.max_bytes())?;
             budget_used += read as u64;
-            if read as u64 == remaining {
+            if read as u64 == remaining || full {
                 window.after = last_key;
                 has_more = true;
                 break;
@@ -218,7 +218,8 @@ fn position_texts(scope: &Scope<'_>, t: usize, after: &[Value], stamped: bool) -
 
 /// Reads one batch of table `window.table` into the changeset; returns how
 /// many rows it read (the batch size counts rows read, so the next batch
-/// starts after them) and the position after the last one.
+/// starts after them), the position after the last one, and whether the
+/// changeset reached `max_bytes` (the batch ends there).
 fn read_batch(
     spi: &Client<'_>,
     scope: &Scope<'_>,
@@ -226,7 +227,8 @@ fn read_batch(
     fixed: &pull::Window<'_>,
     filters: &FilterValues,
     writer: &mut ChangesetWriter,
-) -> Result<(usize, Option<Vec<Value>>)> {
+    max_bytes: usize,
+) -> Result<(usize, Option<Vec<Value>>, bool)> {
     let t = window.table;
     let table = scope.table(t);
     let stamped = window.phase == Phase::Upserts && window.since.is_some();
@@ -237,10 +239,24 @@ fn read_batch(
     let limit = fixed.limit as usize;
     let mut read = 0;
     let mut started = false;
+    let mut full = false;
     let mut last: Option<Vec<Value>> = None;
+    // A row too large to move alone is an error naming it; one that fills
+    // the batch ends it.
+    let measure = |writer: &ChangesetWriter, before: usize, key: &dyn Fn() -> String| -> Result<bool> {
+        let bytes = writer.len() - before;
+        if bytes > MAX_ROW_BYTES {
+            return Err(Error::RowTooLarge { table: table.name.clone(), key: key(), bytes });
+        }
+        Ok(writer.len() >= max_bytes)
+    };
     let result = match window.phase {
         Phase::Upserts => spi::each(spi, pull::upserts(scope, t, fixed, position.as_deref(), filters), |row| {
+            if full {
+                return Ok(());
+            }
             read += 1;
+            let before = writer.len();
             if row.in_window {
                 if !started {
                     writer.begin_table(&table.name, &names);
@@ -255,7 +271,9 @@ fn read_batch(
                 }
                 writer.end_row();
             }
-            if read == limit {
+            let key = || Value::Array(key_positions.iter().map(|&k| pg_text_to_json(table.columns[k].ty, row.values[k])).collect()).to_string();
+            full = measure(writer, before, &key)?;
+            if full || read == limit {
                 let mut position: Vec<Value> =
                     key_positions.iter().map(|&k| pg_text_to_json(table.columns[k].ty, row.values[k])).collect();
                 if let Some(stamp) = row.stamp {
@@ -266,7 +284,11 @@ fn read_batch(
             Ok(())
         }),
         Phase::Deletes => spi::each(spi, pull::deletes(scope, t, fixed, position.as_deref(), filters), |row| {
+            if full {
+                return Ok(());
+            }
             read += 1;
+            let before = writer.len();
             if !started {
                 writer.begin_table(&table.name, &names);
                 started = true;
@@ -279,12 +301,18 @@ fn read_batch(
                 write_pg_text_as_json(out, column.ty, *value);
             }
             writer.end_row();
-            if read == limit {
+            let key = || Value::Array(key_columns.iter().zip(row.key).map(|(c, v)| pg_text_to_json(c.ty, *v)).collect()).to_string();
+            full = measure(writer, before, &key)?;
+            if full || read == limit {
                 last = Some(key_columns.iter().zip(row.key).map(|(column, value)| pg_text_to_json(column.ty, *value)).collect());
             }
             Ok(())
         }),
     };
-    result.map_err(|e| Error::Internal(format!("pull of {}: {e}", table.name)))?;
-    Ok((read, last))
+    match result {
+        Err(error @ Error::RowTooLarge { .. }) => return Err(error),
+        Err(e) => return Err(Error::Internal(format!("pull of {}: {e}", table.name))),
+        Ok(_) => {}
+    }
+    Ok((read, last, full))
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tandem_core::apply_result::ConflictReport;
 use tandem_core::changeset::Changeset;
-use tandem_core::options::{check_params, ApplyOptions, Params, SelectOptions, DEFAULT_MAX_ROWS};
+use tandem_core::options::{check_params, ApplyOptions, Params, SelectOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS};
 use tandem_core::schema::Schema;
 use tandem_core::identity::token_client_id;
 use tandem_core::watermark::Watermark;
@@ -36,6 +36,10 @@ pub struct SyncOptions {
     /// Rows per batch, both ways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u64>,
+    /// Bytes of changeset after which a batch ends, both ways (default
+    /// 64 MB; a batch holds at least one row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
     /// A token from the server's `sync_register_client`: this file syncs as
     /// that client, with its parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +58,7 @@ impl SyncOptions {
         if options.max_rows == Some(0) {
             return Err(tandem_core::Error::InvalidOptions("max_rows must be at least 1".into()).into());
         }
+        tandem_core::options::check_max_bytes(options.max_bytes)?;
         Ok(options)
     }
 }
@@ -173,9 +178,17 @@ impl Push<'_> {
             if let Some(schema) = within {
                 state = state.narrowed_to(schema);
             }
-            let batch = changes::select(conn, &state, self.max_rows, Some(&mut snapshots))?;
+            let max_bytes = self.options.max_bytes.unwrap_or(DEFAULT_MAX_BYTES) as usize;
+            let batch = changes::select(conn, &state, self.max_rows, max_bytes, Some(&mut snapshots))?;
             if batch.is_empty() {
                 break;
+            }
+            if !batch.too_large.is_empty() {
+                // Never sent: set aside, as the server would refuse them.
+                record::set_aside(conn, &state, &batch.too_large)?;
+                snapshots.invalidate();
+                report.rejected.extend(batch.too_large);
+                continue;
             }
             // The id is kept only once the batch is read: a file that holds
             // it (the same file after a lost answer, or a backup of it)
@@ -281,6 +294,7 @@ pub fn run_observed(
         }
         provision::provision(conn, scope, &server_schema)?;
         report.provisioned = true;
+        report.schema_version = server_schema.version;
     }
 
     // An upload the server fails (not a refused row: those are set aside)
@@ -299,6 +313,7 @@ pub fn run_observed(
         token: options.token.clone(),
         params: params_sent,
         max_rows: Some(max_rows),
+        max_bytes: options.max_bytes,
         replica: Some(state.replica_id.clone()),
         echoes: Some(state.echoes.clone()),
     };

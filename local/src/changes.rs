@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::Connection;
-use tandem_core::changeset::{Changeset, TableChanges, FORMAT};
+use tandem_core::changeset::{Changeset, Op, TableChanges, FORMAT};
+use tandem_core::error::RejectionKind;
+use tandem_core::options::MAX_ROW_BYTES;
+use tandem_core::Rejection;
 use tandem_core::options::SelectOptions;
 use tandem_core::schema::TableSchema;
 use tandem_core::sql::local::{self, PendingSource};
@@ -30,11 +33,13 @@ pub struct Batch {
     /// batch holds each key's latest change), so only changes after this are
     /// local writes the server's answer must not overwrite.
     pub read_tops: BTreeMap<String, i64>,
+    /// Changes too large to send at all: set aside like refused ones.
+    pub too_large: Vec<Rejection>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.positions.is_empty()
+        self.positions.is_empty() && self.too_large.is_empty()
     }
 }
 
@@ -98,13 +103,21 @@ impl Drop for PendingSnapshots<'_> {
 /// Reads at most `max_rows` pending changes, oldest first, in one snapshot.
 /// `snapshots` serve an upload of many batches; without, each read groups
 /// the log itself.
-pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshots: Option<&mut PendingSnapshots<'_>>) -> Result<Batch> {
+pub fn select(
+    conn: &Connection,
+    state: &ScopeState,
+    max_rows: u64,
+    max_bytes: usize,
+    mut snapshots: Option<&mut PendingSnapshots<'_>>,
+) -> Result<Batch> {
     atomically(conn, |conn| {
         let mut tables = Vec::new();
         let mut positions = BTreeMap::new();
         let mut read_tops = BTreeMap::new();
         let mut remaining = max_rows;
-        for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+        let mut bytes = 0usize;
+        let mut too_large = Vec::new();
+        for (index, (table, t)) in state.schema.tables.iter().zip(&state.tables).enumerate() {
             if remaining == 0 {
                 break;
             }
@@ -139,12 +152,65 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshot
                 });
             }
             drop(rows);
-            let read = entries.len() as u64;
+            let mut read = entries.len() as u64;
             if read == 0 {
                 continue;
             }
+            let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
             let lookup = moves::Lookup { conn, table, id: t.id, snapshot: source == PendingSource::Snapshot };
-            let changes = moves::changes(entries, &lookup)?;
+            let mut changes = moves::changes(entries, &lookup)?;
+            // Where this table's part of the batch ends early, if it does.
+            let mut cut = None;
+            // A delete waits for a batch that also holds every change of the
+            // tables after this one (its children come later in the schema):
+            // the server deletes children first within an upload, but a
+            // child whose delete is still in the file would refuse it.
+            if let Some(first) = changes.iter().position(|(_, c)| c.op == Op::Delete) {
+                if !later_changes_fit(conn, state, index, remaining.saturating_sub(read))? {
+                    cut = Some(first);
+                }
+            }
+            // Bytes bound the batch as rows do; a batch holds at least one row.
+            for (i, (_, change)) in changes.iter().enumerate().take(cut.unwrap_or(usize::MAX)) {
+                let size = change.approx_json_len();
+                if size > MAX_ROW_BYTES {
+                    let key = change.key.clone().unwrap_or_else(|| key_of(table, change));
+                    let error = tandem_core::Error::RowTooLarge {
+                        table: table.name.clone(),
+                        key: serde_json::Value::Array(key.clone()).to_string(),
+                        bytes: size,
+                    };
+                    too_large.push(Rejection {
+                        table: table.name.clone(),
+                        key,
+                        seq: change.seq,
+                        kind: RejectionKind::InvalidValue,
+                        reason: error.to_string(),
+                        row: None,
+                        version: None,
+                        moved_from: None,
+                    });
+                    cut = Some(i);
+                    remaining = 0;
+                    break;
+                }
+                if bytes + size > max_bytes && (bytes > 0 || i > 0) {
+                    cut = Some(i);
+                    remaining = 0;
+                    break;
+                }
+                bytes += size;
+            }
+            if let Some(cut) = cut {
+                let before = changes[cut].0;
+                changes.truncate(cut);
+                read = seqs.iter().filter(|&&seq| seq < before).count() as u64;
+                top = before - 1;
+                if read == 0 {
+                    continue;
+                }
+            }
+            let changes: Vec<_> = changes.into_iter().map(|(_, change)| change).collect();
             remaining = remaining.saturating_sub(read);
             positions.insert(table.name.clone(), top);
             read_tops.insert(table.name.clone(), rows::top_seq(conn, t.id)?);
@@ -164,8 +230,29 @@ pub fn select(conn: &Connection, state: &ScopeState, max_rows: u64, mut snapshot
             },
             positions,
             read_tops,
+            too_large,
         })
     })
+}
+
+/// The key of an upsert, from its values.
+fn key_of(table: &TableSchema, change: &tandem_core::changeset::RowChange) -> Vec<serde_json::Value> {
+    let values = change.values.as_deref().unwrap_or_default();
+    table.key_indexes().iter().filter_map(|&k| values.get(k).cloned()).collect()
+}
+
+/// Whether the pending changes of every table after `index` fit in `room`
+/// (log entries counted: at least as many as keys).
+fn later_changes_fit(conn: &Connection, state: &ScopeState, index: usize, room: u64) -> Result<bool> {
+    let mut pending = 0u64;
+    for t in state.tables.iter().skip(index + 1) {
+        let entries: i64 = conn.prepare_cached(&local::entries_after(t.id))?.query_row([t.acked_seq], |row| row.get(0))?;
+        pending += entries.max(0) as u64;
+        if pending > room {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A local value as an upload sends it. A value the file holds in a form
@@ -185,6 +272,6 @@ pub fn select_changes(conn: &Connection, scope: &str, since: Option<&str>, optio
         ));
     }
     let state = meta::require(conn, scope)?;
-    let batch = select(conn, &state, options.max_rows(), None)?;
+    let batch = select(conn, &state, options.max_rows(), options.max_bytes(), None)?;
     Ok(serde_json::to_string(&batch.changeset).unwrap_or_default())
 }

@@ -78,8 +78,10 @@ enum Target {
 }
 
 /// The changes an upload sends for `entries` (one table's batch, in
-/// counter order): moves paired, everything else as it is.
-pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>) -> Result<Vec<RowChange>> {
+/// counter order): moves paired, everything else as it is. Each comes with
+/// the counter of the entry it stands at (a move at its old key's), in
+/// counter order: a batch cut before a change covers the entries before it.
+pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>) -> Result<Vec<(i64, RowChange)>> {
     let position: HashMap<String, usize> = entries.iter().enumerate().map(|(i, e)| (key_text(&e.key), i)).collect();
     let mut moved: HashMap<usize, Target> = HashMap::new();
     for (i, entry) in entries.iter().enumerate() {
@@ -126,7 +128,7 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>) -> Result<Vec<RowChan
                     Target::Past(pending) => Some(pending),
                 };
                 let Some(to) = to else { continue };
-                out.push(RowChange {
+                out.push((entry.seq, RowChange {
                     op: Op::Upsert,
                     version: None,
                     base: entry.base,
@@ -134,10 +136,10 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>) -> Result<Vec<RowChan
                     values: to.values,
                     key: None,
                     moved_from: Some(entry.key),
-                });
+                }));
             }
             None => match entry.values {
-                Some(values) => out.push(RowChange {
+                Some(values) => out.push((entry.seq, RowChange {
                     op: Op::Upsert,
                     version: None,
                     base: entry.base,
@@ -145,8 +147,8 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>) -> Result<Vec<RowChan
                     values: Some(values),
                     key: None,
                     moved_from: None,
-                }),
-                None if entry.base.is_some() => out.push(RowChange {
+                })),
+                None if entry.base.is_some() => out.push((entry.seq, RowChange {
                     op: Op::Delete,
                     version: None,
                     base: entry.base,
@@ -154,7 +156,7 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>) -> Result<Vec<RowChan
                     values: None,
                     key: Some(entry.key),
                     moved_from: None,
-                }),
+                })),
                 None => {}
             },
         }
