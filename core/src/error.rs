@@ -92,7 +92,7 @@ pub enum Error {
     #[error("invalid watermark \"{0}\": pass a watermark returned by sync_select_changes, or NULL for everything")]
     InvalidWatermark(String),
 
-    #[error("watermark is older than the last sync_cleanup of scope \"{0}\": changes since then were purged; sync again from NULL")]
+    #[error("watermark is older than the last sync_cleanup of scope \"{0}\": changes since then were purged; pull again from NULL (sync_run does this by itself, keeping the file's unsent changes)")]
     WatermarkTooOld(String),
 
     #[error("parameter problem: {0}")]
@@ -190,8 +190,14 @@ impl Error {
     pub fn detail(&self) -> Option<String> {
         match self {
             Error::Rejected(rows) => Some(serde_json::json!({ "rejected": rows }).to_string()),
+            Error::WatermarkTooOld(_) => Some(serde_json::json!({ "resync": true }).to_string()),
             _ => None,
         }
+    }
+
+    /// Whether an error's detail says the caller must pull again from NULL.
+    pub fn resync_from_detail(detail: &str) -> bool {
+        serde_json::from_str::<serde_json::Value>(detail).is_ok_and(|v| v["resync"] == serde_json::Value::Bool(true))
     }
 
     /// Reads back the rejections from an error's detail text.

@@ -189,7 +189,15 @@ impl ApplyOptions {
 
 impl CleanupOptions {
     pub fn parse(value: Option<&Value>) -> Result<Self> {
-        parse_options(value)
+        let options: CleanupOptions = parse_options(value)?;
+        if options.inactive_after_days == Some(0) {
+            return Err(Error::InvalidOptions(
+                "inactive_after_days must be at least 1: with 0, every device (even one that synced a moment ago) would have \
+                 to download its partition again"
+                    .into(),
+            ));
+        }
+        Ok(options)
     }
 }
 

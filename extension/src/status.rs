@@ -111,11 +111,22 @@ fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) 
     )?;
     let current = spi::one::<String>(client, "SELECT pg_current_snapshot()::text", &[])?.unwrap_or_default();
     let mut horizon = Snapshot::parse(&current).map(|s| s.xmin).ok_or_else(|| Error::Internal("unreadable snapshot".into()))?;
+    let purged = stored.purged_before.as_deref().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
+    let mut holding = 0;
     for (_, since) in &needs {
         match since.as_deref().and_then(Snapshot::parse) {
-            Some(snapshot) => horizon = horizon.min(snapshot.xmin),
+            // Past an earlier cleanup already: it pulls again from NULL,
+            // and holds nothing back.
+            Some(snapshot) if snapshot.xmin < purged => {}
+            Some(snapshot) => {
+                horizon = horizon.min(snapshot.xmin);
+                holding += 1;
+            }
             // A replica that has never finished a pull may need anything.
-            None => horizon = 0,
+            None => {
+                horizon = 0;
+                holding += 1;
+            }
         }
     }
     let mut removed_tombstones = 0;
@@ -145,6 +156,6 @@ fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) 
         "purged_before": (horizon > 0).then(|| horizon.to_string()),
         "tombstones_removed": removed_tombstones,
         "exits_removed": removed_exits,
-        "active_replicas": needs.len(),
+        "active_replicas": holding,
     }))
 }

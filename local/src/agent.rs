@@ -24,6 +24,7 @@ use crate::error::{LocalError, RemoteError, Result};
 use crate::meta;
 use crate::provision;
 use crate::record;
+use crate::resync;
 use crate::remote::Remote;
 
 /// Options of `sync_run` (unknown keys are an error).
@@ -80,6 +81,11 @@ pub struct SyncReport {
     pub pulled: u64,
     /// Server changes not written because the row has an unsent change.
     pub kept_local: u64,
+    /// The file pulled again from NULL: its watermark was older than the
+    /// server's last cleanup (see `crate::resync`).
+    pub resynced: bool,
+    /// Rows a completed resync removed: the server no longer has them.
+    pub removed: u64,
     pub watermark: Option<String>,
     pub took_ms: u64,
 }
@@ -320,7 +326,20 @@ pub fn run_observed(
     let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
     for _pass in 0..if resuming { 2 } else { 1 } {
         let since = meta::require(conn, scope)?.watermark;
-        pull(conn, remote, scope, since, &select_options, &mut report, observe)?;
+        match pull(conn, remote, scope, since, &select_options, &mut report, observe) {
+            Err(LocalError::Remote(RemoteError::WatermarkTooOld(_))) => {
+                // The deletes this file missed are purged: it starts over
+                // from NULL, keeping its unsent changes.
+                resync::begin(conn, &meta::require(conn, scope)?)?;
+                report.resynced = true;
+                pull(conn, remote, scope, None, &select_options, &mut report, observe)?;
+            }
+            other => other?,
+        }
+    }
+    let state = meta::require(conn, scope)?;
+    if state.resync && matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Complete(_)))) {
+        report.removed = resync::finish(conn, &state)?;
     }
     if let Some(error) = push_failed {
         return Err(LocalError::UploadFailed { pulled: report.pulled, error });

@@ -69,6 +69,11 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             let mut drop_base = conn.prepare_cached(&local::delete_base(table.schema, id))?;
             let key_positions = table.key_positions();
             for row in &table.rows {
+                // A pull from NULL replacing the file's server state: the
+                // server has this row (kept or not, it is no delete missed).
+                if state.resync && row.op == Op::Upsert {
+                    crate::resync::cross_off(conn, state, t, &row.key)?;
+                }
                 if !waiting.is_empty() && waiting.contains(&rows::key_text(&row.key)) {
                     result.skipped.push(json!({"table": table.schema.name, "key": row.key}));
                     continue;

@@ -55,6 +55,11 @@ pub enum RemoteError {
     #[error("the server says: {message} (SQLSTATE {sqlstate})")]
     Server { sqlstate: String, message: String },
 
+    /// The file's watermark is older than the server's last cleanup: only
+    /// a pull from NULL can bring it up to date.
+    #[error("the server says: {0}")]
+    WatermarkTooOld(String),
+
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
 }

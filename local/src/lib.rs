@@ -31,6 +31,7 @@ pub mod functions;
 mod lock;
 pub mod meta;
 mod moves;
+mod resync;
 pub mod provision;
 pub mod record;
 pub mod remote;

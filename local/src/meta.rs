@@ -90,6 +90,9 @@ pub struct ScopeState {
     pub upload_id: Option<String>,
     /// Versions of its recorded uploads the watermark does not cover yet.
     pub echoes: Vec<String>,
+    /// A pull from NULL is replacing the file's server state (see
+    /// `crate::resync`).
+    pub resync: bool,
     /// Per table of `schema.tables`: tracking id and acknowledged counter.
     pub tables: Vec<TableState>,
 }
@@ -135,7 +138,7 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
     }
     let row = conn
         .query_row(
-            "SELECT schema, client_id, params, watermark, replica_id, upload_id, echoes FROM tandem_scopes WHERE scope = ?1",
+            "SELECT schema, client_id, params, watermark, replica_id, upload_id, echoes, coalesce(resync, 0) FROM tandem_scopes WHERE scope = ?1",
             [scope],
             |r| {
                 Ok(StoredRow {
@@ -146,11 +149,12 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
                     replica_id: r.get(4)?,
                     upload_id: r.get(5)?,
                     echoes: r.get(6)?,
+                    resync: r.get(7)?,
                 })
             },
         )
         .optional()?;
-    let Some(StoredRow { schema, client_id, params, watermark, replica_id, upload_id, echoes }) = row else { return Ok(None) };
+    let Some(StoredRow { schema, client_id, params, watermark, replica_id, upload_id, echoes, resync }) = row else { return Ok(None) };
     let replica_id = replica_id.ok_or_else(|| LocalError::Invalid(format!("scope \"{scope}\" of this file has no replica id")))?;
     let echoes: Vec<String> = match echoes {
         None => Vec::new(),
@@ -188,7 +192,7 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
         }
         tables.push(state);
     }
-    Ok(Some(ScopeState { scope: scope.to_string(), schema, client_id, params, watermark, replica_id, upload_id, echoes, tables }))
+    Ok(Some(ScopeState { scope: scope.to_string(), schema, client_id, params, watermark, replica_id, upload_id, echoes, resync, tables }))
 }
 
 /// A `tandem_scopes` row as stored.
@@ -200,6 +204,7 @@ struct StoredRow {
     replica_id: Option<String>,
     upload_id: Option<String>,
     echoes: Option<String>,
+    resync: bool,
 }
 
 /// The tracking objects of table `id`: its log, its base versions and its

@@ -59,6 +59,9 @@ impl PostgresRemote {
         if let Some(rejected) = db.detail().and_then(CoreError::rejections_from_detail) {
             return RemoteError::Rejected(rejected);
         }
+        if db.detail().is_some_and(CoreError::resync_from_detail) {
+            return RemoteError::WatermarkTooOld(db.message().to_string());
+        }
         RemoteError::Server { sqlstate, message: db.message().to_string() }
     }
 

@@ -87,7 +87,7 @@ pub const RENAMED_COLUMNS: [(&str, &str, &str); 2] = [("tandem_log_", "seq", "ta
 
 /// Columns files made by an earlier Tandem lack, with their definitions:
 /// [`METADATA`] creates them in new files, opening an older file adds them.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     // The file's own id: every file is a replica of its partition.
     ("tandem_scopes", "replica_id", "TEXT"),
     // The id of the upload in flight, kept until its answer is recorded.
@@ -95,6 +95,9 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     // Versions of its recorded uploads its watermark does not cover yet
     // (a JSON array): rows they left as sent are not sent back to it.
     ("tandem_scopes", "echoes", "TEXT"),
+    // A pull from NULL under way that replaces the file's server state:
+    // rows it does not bring go when it completes (see `sweep`).
+    ("tandem_scopes", "resync", "INTEGER"),
 ];
 
 /// `CREATE TABLE` for a table of the server's schema, with SQLite storage
@@ -223,6 +226,7 @@ pub fn drop_tracking(id: i64) -> Vec<String> {
     let mut out = drop_triggers(id);
     out.push(format!("DROP TABLE IF EXISTS {}", log_table(id)));
     out.push(format!("DROP TABLE IF EXISTS {}", base_table(id)));
+    out.push(drop_sweep(id));
     out
 }
 
@@ -411,6 +415,44 @@ pub fn prune_log(id: i64) -> String {
 pub fn keep_counter(id: i64) -> String {
     let log = log_table(id);
     format!("INSERT INTO {log} (tandem_seq) SELECT ?1 WHERE ?1 > 0 AND NOT EXISTS (SELECT 1 FROM {log} WHERE tandem_seq >= ?1)")
+}
+
+fn sweep_table(id: i64) -> String {
+    name("tandem_sweep", id)
+}
+
+/// Starts a sweep of table `id`: every key the file holds, to be crossed
+/// off as a pull from NULL brings it again.
+pub fn begin_sweep(table: &TableSchema, id: i64) -> Vec<String> {
+    let key_defs: Vec<String> =
+        table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
+    let keys = column_list(None, &table.primary_key);
+    vec![
+        format!("DROP TABLE IF EXISTS {}", sweep_table(id)),
+        format!("CREATE TABLE {} ({}, PRIMARY KEY ({keys})) WITHOUT ROWID", sweep_table(id), key_defs.join(", ")),
+        format!("INSERT INTO {} ({keys}) SELECT {keys} FROM {}", sweep_table(id), user_table(table)),
+    ]
+}
+
+/// Crosses a key (`?1..`) off the sweep of table `id`.
+pub fn cross_off(table: &TableSchema, id: i64) -> String {
+    format!("DELETE FROM {} WHERE {}", sweep_table(id), key_match(table, 1))
+}
+
+/// Keys the sweep of table `id` kept (the pull from NULL did not bring
+/// them) with no change after `?1`: rows the server no longer has.
+pub fn swept_keys(table: &TableSchema, id: i64) -> String {
+    let keys = column_list(None, &table.primary_key);
+    format!(
+        "SELECT {keys} FROM {sweep} s WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.tandem_seq > ?1 AND {same})",
+        sweep = sweep_table(id),
+        log = log_table(id),
+        same = crate::sql::columns_equal("l", &table.primary_key, "s", &table.primary_key),
+    )
+}
+
+pub fn drop_sweep(id: i64) -> String {
+    format!("DROP TABLE IF EXISTS {}", sweep_table(id))
 }
 
 /// Keys of `child` rows whose `on` columns equal `?1..` (the parent's key in

@@ -1,0 +1,63 @@
+//! Starting over from the server without losing anything. When the file's
+//! watermark is older than the server's last cleanup (the deletes it missed
+//! are purged), or the scope was provisioned anew, only a pull from NULL
+//! brings it up to date. That pull writes every row of the partition again
+//! (rows with unsent local changes keep them); a sweep of the keys the file
+//! held beforehand crosses off each key the pull brings, and once the pull
+//! completes, the rows it did not bring, without an unsent change, are the
+//! server's deletes the file missed: they go. An interrupted pull resumes
+//! from its watermark, the sweep with it.
+
+use rusqlite::{params, params_from_iter, Connection};
+use serde_json::Value;
+use tandem_core::sql::local;
+
+use crate::error::Result;
+use crate::meta::ScopeState;
+use crate::rows;
+use crate::tx::{applying, atomically};
+
+/// Begins a resync: the sweep of every table, the watermark and echoes
+/// forgotten.
+pub fn begin(conn: &Connection, state: &ScopeState) -> Result<()> {
+    atomically(conn, |conn| {
+        for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+            for statement in local::begin_sweep(table, t.id) {
+                conn.execute(&statement, [])?;
+            }
+        }
+        conn.execute(
+            "UPDATE tandem_scopes SET resync = 1, watermark = NULL, echoes = NULL WHERE scope = ?1",
+            params![state.scope],
+        )?;
+        Ok(())
+    })
+}
+
+/// Crosses a key the pull brought off the sweep of table `t`.
+pub fn cross_off(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<()> {
+    let table = &state.schema.tables[t];
+    conn.prepare_cached(&local::cross_off(table, state.tables[t].id))?.execute(params_from_iter(rows::key_params(table, key)?))?;
+    Ok(())
+}
+
+/// Ends a resync whose pull completed: deletes the rows it did not bring
+/// (children first), and the sweeps. Returns how many rows went.
+pub fn finish(conn: &Connection, state: &ScopeState) -> Result<u64> {
+    applying(conn, state, |conn| {
+        let mut removed = 0;
+        for (t, table) in state.schema.tables.iter().enumerate().rev() {
+            let id = state.tables[t].id;
+            let keys: Vec<Vec<Value>> = conn
+                .prepare(&local::swept_keys(table, id))?
+                .query_map([state.tables[t].acked_seq], |row| rows::read_key(table, row))?
+                .collect::<rusqlite::Result<_>>()?;
+            for key in keys {
+                removed += rows::delete_with_children(conn, state, t, &key)? as u64;
+            }
+            conn.execute(&local::drop_sweep(id), [])?;
+        }
+        conn.execute("UPDATE tandem_scopes SET resync = NULL WHERE scope = ?1", params![state.scope])?;
+        Ok(removed)
+    })
+}

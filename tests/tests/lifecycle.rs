@@ -1,0 +1,67 @@
+//! A scope over time: cleanups that purge what old devices would need, and
+//! the devices that come back after one.
+
+use serde_json::json;
+use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
+use tandem_tests::json as query_json;
+
+const CUSTOMERS: &str = r#"
+CREATE TABLE customers (id int PRIMARY KEY, tenant_id int NOT NULL, name text);
+INSERT INTO customers SELECT i, 1, 'customer ' || i FROM generate_series(1, 5) i;
+SELECT sync_provision('s', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn purged_before(s: &Scenario) -> Option<String> {
+    s.server().query_one("SELECT purged_before::text FROM tandem.scopes", &[]).unwrap().get(0)
+}
+
+#[test]
+fn a_device_past_a_cleanup_pulls_again_and_keeps_its_unsent_changes() {
+    let s = Scenario::new("cleanup_resync", CUSTOMERS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let away = s.store("away.db");
+    let here = s.store("here.db");
+    s.sync_as(&away, &token);
+    s.sync_as(&here, &token);
+    local(&away, "UPDATE customers SET name = 'edited while away' WHERE id = 3");
+    s.server()
+        .batch_execute("DELETE FROM customers WHERE id = 1; INSERT INTO customers VALUES (9, 1, 'new'); UPDATE customers SET name = 'renamed' WHERE id = 2;")
+        .unwrap();
+    // A replica holds back what came after the start of its last pull.
+    s.sync_as(&here, &token);
+    s.sync_as(&here, &token);
+    // The away file was last seen long ago: cleanup purges what it needs.
+    let replica = local_value(&away, "SELECT replica_id FROM tandem_scopes").unwrap();
+    s.server().execute("UPDATE tandem.replicas SET last_seen = now() - interval '40 days' WHERE replica_id = $1", &[&replica]).unwrap();
+    query_json(&mut s.server(), "SELECT sync_cleanup('s')", &[]);
+    let first = purged_before(&s).expect("a cleanup horizon");
+    // Its pushes make it look active, but it holds nothing back any more.
+    s.server().execute("UPDATE tandem.replicas SET last_seen = now() WHERE replica_id = $1", &[&replica]).unwrap();
+    s.server().batch_execute("DELETE FROM customers WHERE id = 4").unwrap();
+    s.sync_as(&here, &token);
+    s.sync_as(&here, &token);
+    let cleaned = query_json(&mut s.server(), "SELECT sync_cleanup('s')", &[]);
+    assert_eq!(cleaned["active_replicas"], json!(1), "{cleaned}");
+    let second = purged_before(&s).expect("a cleanup horizon");
+    assert!(second.parse::<u64>().unwrap() > first.parse::<u64>().unwrap(), "the horizon moved on: {first} -> {second}");
+
+    let report = s.sync_as(&away, &token);
+    assert!(report.resynced, "{report:?}");
+    assert_eq!(report.removed, 2, "the two rows deleted meanwhile: {report:?}");
+    assert_eq!(report.pushed, 1, "{report:?}");
+    assert_eq!(local_count(&away, "SELECT count(*) FROM customers WHERE id IN (1, 4)"), 0);
+    assert_eq!(local_value(&away, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("renamed"));
+    let on_server: String = s.server().query_one("SELECT name FROM customers WHERE id = 3", &[]).unwrap().get(0);
+    assert_eq!(on_server, "edited while away");
+    assert_converged(&mut s.server(), away.connection(), "s", &json!({"tenant": 1}));
+    let again = s.sync_as(&away, &token);
+    assert!(!again.resynced && again.pulled == 0, "{again:?}");
+}
+
+#[test]
+fn a_cleanup_that_would_strand_every_device_is_refused() {
+    let s = Scenario::new("cleanup_zero", CUSTOMERS, "s");
+    let error = s.server().query_one(r#"SELECT sync_cleanup('s', '{"inactive_after_days": 0}')"#, &[]).unwrap_err();
+    let text = tandem_tests::describe(&error);
+    assert!(text.starts_with("22023") && text.contains("at least 1"), "{text}");
+}
