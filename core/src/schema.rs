@@ -134,6 +134,8 @@ pub struct CatalogTable {
     pub ancestors: Vec<TableName>,
     /// Whether the table is partitioned itself.
     pub partitioned: bool,
+    /// A DEFERRABLE unique, primary key or exclusion constraint, by name.
+    pub deferrable_unique: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -184,9 +186,10 @@ pub fn build_schema(
                 "primary key column \"{bad}\" of {name} starts with \"{RESERVED_PREFIX}\", which Tandem reserves for its tracking columns"
             )));
         }
-        if let Some(ancestor) = catalog.ancestors.iter().find(|a| names.contains(a)) {
+        if let Some(ancestor) = catalog.ancestors.last() {
             return Err(Error::InvalidSetup(format!(
-                "{name} is a partition of {ancestor}, which the scope syncs already (with every partition's rows): sync one of them"
+                "{name} is a partition of {ancestor}: a write made through {ancestor} fires none of {name}'s statement triggers, \
+                 so its changes would be missed. Sync {ancestor} instead (every partition's rows; a filter chooses which a device gets)"
             )));
         }
         let wanted = |c: &CatalogColumn| match &table.columns {
@@ -349,6 +352,12 @@ pub fn check_local_names(schema: &Schema) -> Result<()> {
 /// no default.
 fn check_writable(name: &TableName, catalog: &CatalogTable, wanted: &dyn Fn(&CatalogColumn) -> bool) -> Result<()> {
     let take_it_or = "or make the table download_only";
+    if let Some(constraint) = &catalog.deferrable_unique {
+        return Err(Error::InvalidSetup(format!(
+            "{name} has a DEFERRABLE unique constraint ({constraint}): PostgreSQL cannot insert a device's row against it \
+             without failing the whole upload. Make it NOT DEFERRABLE, {take_it_or}"
+        )));
+    }
     for column in &catalog.columns {
         let key = catalog.primary_key.contains(&column.name);
         if key && column.generated_by_server() {
@@ -459,6 +468,7 @@ mod tests {
             references: refs.iter().map(|r| TableName::parse(r).unwrap()).collect(),
             ancestors: Vec::new(),
             partitioned: false,
+            deferrable_unique: None,
         };
         match name.name.as_str() {
             "orders" => Ok(t(vec![col("id", "int8"), col("tenant_id", "int4"), col("total", "numeric"), col("note", "text")], &["id"], &[])),

@@ -402,8 +402,14 @@ fn strip_era(s: &str) -> &str {
     s.strip_suffix(" BC").unwrap_or(s)
 }
 
+/// A date's year has four digits or more: PostgreSQL's dates reach year
+/// 5874897 (`10000-01-01` is a date too).
 fn date_prefix(s: &str) -> Option<&str> {
-    let (year, rest) = digits(s, 4)?;
+    let year_digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if !(4..=7).contains(&year_digits) {
+        return None;
+    }
+    let (year, rest) = digits(s, year_digits)?;
     let rest = rest.strip_prefix('-')?;
     let (month, rest) = digits(rest, 2)?;
     let rest = rest.strip_prefix('-')?;
@@ -618,6 +624,17 @@ mod tests {
             json_to_pg_text(LogicalType::Timestamptz, &json!("2024-05-01T13:45:00.5+02:00")).unwrap().unwrap(),
             "2024-05-01T13:45:00.5+02:00"
         );
+        // PostgreSQL's dates reach far past year 9999.
+        for (ty, text) in [
+            (LogicalType::Date, "10000-01-01"),
+            (LogicalType::Date, "5874897-12-31"),
+            (LogicalType::Timestamp, "12000-01-01T00:00:00"),
+            (LogicalType::Timestamptz, "12000-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(json_to_pg_text(ty, &json!(text)).unwrap().as_deref(), Some(text));
+            assert!(json_to_local(ty, &json!(text)).is_ok(), "{text}");
+        }
+        assert!(json_to_pg_text(LogicalType::Date, &json!("999-01-01")).is_err());
     }
 
     #[test]

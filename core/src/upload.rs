@@ -39,6 +39,9 @@ pub struct ServerState {
     pub in_partition: bool,
     /// The uploaded row would be in the client's partition.
     pub new_in_partition: bool,
+    /// For a key change: no row outside the client's partition holds the
+    /// new key (true for other rows).
+    pub new_key_free: bool,
 }
 
 impl ServerState {

@@ -125,7 +125,7 @@ BEGIN
     END IF;
 END $$;
 
-CREATE EVENT TRIGGER tandem_partitions ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+CREATE EVENT TRIGGER tandem_partitions ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE SCHEMA')
     EXECUTE FUNCTION tandem.on_table_change();
-CREATE EVENT TRIGGER tandem_partition_drops ON sql_drop WHEN TAG IN ('DROP TABLE')
+CREATE EVENT TRIGGER tandem_partition_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
     EXECUTE FUNCTION tandem.on_table_drop();

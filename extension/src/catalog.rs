@@ -88,7 +88,13 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
         &[oid.into()],
         |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
     )?;
-    Ok(CatalogTable { name: name.clone(), columns, primary_key, references, ancestors, partitioned: kind == "p" })
+    let deferrable_unique = spi::one::<String>(
+        client,
+        "SELECT conname::text FROM pg_catalog.pg_constraint WHERE conrelid = $1::int8::oid AND contype IN ('p', 'u', 'x') \
+         AND condeferrable ORDER BY conname LIMIT 1",
+        &[oid.into()],
+    )?;
+    Ok(CatalogTable { name: name.clone(), columns, primary_key, references, ancestors, partitioned: kind == "p", deferrable_unique })
 }
 
 /// The table's oid, for recording which relation a scope table is.

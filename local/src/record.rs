@@ -180,12 +180,18 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
         for rejection in rejections {
             let t = state.table_index(&rejection.table)?;
             let table = &state.schema.tables[t];
+            let (id, acked) = (state.tables[t].id, state.tables[t].acked_seq);
             let key_ok = rows::key_params(table, &rejection.key).is_ok();
+            // A key the server cannot read comes back in its form (or as a
+            // marker): the change's log entry holds it as the file does.
             let stored_key = match rows::key_params(table, &rejection.key) {
                 Ok(params) => params,
-                Err(_) => as_stored(&rejection.key),
+                Err(_) => match rejection.seq {
+                    Some(seq) => rows::logged_key(conn, table, id, seq)?.unwrap_or_else(|| as_stored(&rejection.key)),
+                    None => as_stored(&rejection.key),
+                },
             };
-            let local_row = rows::read_by(conn, table, stored_key)?
+            let local_row = rows::read_by(conn, table, stored_key.clone())?
                 .map(|values| table.column_names().into_iter().zip(values).collect::<Map<String, Value>>());
             conn.execute(
                 "INSERT INTO tandem_rejected (scope, table_name, key, row, kind, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -198,7 +204,6 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
                     rejection.reason,
                 ],
             )?;
-            let (id, acked) = (state.tables[t].id, state.tables[t].acked_seq);
             if key_ok {
                 let mut values = vec![rusqlite::types::Value::Integer(acked)];
                 values.extend(rows::key_params(table, &rejection.key)?);
@@ -207,7 +212,7 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
             } else {
                 // A key the server cannot even read: no row of the server can
                 // be it. Drop the local changes of that key by its stored form.
-                forget_unreadable_key(conn, state, t, &rejection.key)?;
+                forget_unreadable_key(conn, state, t, stored_key)?;
             }
             // A refused key change: the row at its old key comes back as
             // the server holds it, and the change is forgotten whole.
@@ -240,10 +245,9 @@ fn as_stored(key: &[Value]) -> Vec<rusqlite::types::Value> {
 
 /// Removes the log entries and the row of a key whose values do not fit the
 /// key's types (written by another program straight into SQLite).
-fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<()> {
+fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, raw: Vec<rusqlite::types::Value>) -> Result<()> {
     let table = &state.schema.tables[t];
     let acked = rusqlite::types::Value::Integer(state.tables[t].acked_seq);
-    let raw = as_stored(key);
     rows::delete_log_entries(
         conn,
         state.tables[t].id,

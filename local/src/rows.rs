@@ -49,6 +49,15 @@ pub fn read_key_at(table: &TableSchema, row: &rusqlite::Row<'_>, first: usize) -
         .collect()
 }
 
+/// The key a log entry (`seq`) holds, as the file stores it.
+pub fn logged_key(conn: &Connection, table: &TableSchema, id: i64, seq: i64) -> Result<Option<Vec<SqlValue>>> {
+    let key = conn
+        .prepare_cached(&local::logged_key(table, id))?
+        .query_row([seq], |row| (0..table.primary_key.len()).map(|i| row.get::<_, SqlValue>(i)).collect::<rusqlite::Result<Vec<_>>>())
+        .optional()?;
+    Ok(key.filter(|k| k.iter().all(|v| *v != SqlValue::Null)))
+}
+
 /// The current row's values as the file stores them, or `None`.
 pub fn read_local(conn: &Connection, table: &TableSchema, key: &[Value]) -> Result<Option<Vec<tandem_core::types::LocalValue>>> {
     let mut statement = conn.prepare_cached(&local::read_row(table))?;

@@ -172,3 +172,21 @@ fn a_file_from_before_moves_were_logged_learns_to_log_them() {
     assert_eq!((report.pushed, report.conflicts.len()), (1, 0), "one move: {report:?}");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_key_change_onto_another_tenants_key_tells_nothing_of_it() {
+    let s = Scenario::new("key_foreign", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    // b1 is tenant 2's; the device cannot know it exists.
+    local(&file, "UPDATE accounts SET code = 'b1' WHERE code = 'a1'");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert_eq!(report.rejected[0].reason, "the row is outside the client's partition");
+    let told = serde_json::to_string(&report).unwrap();
+    assert!(!told.contains("Other"), "nothing of tenant 2's row: {told}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM accounts WHERE tenant_id = 2"), 0);
+    assert_eq!(local_value(&file, "SELECT name FROM accounts WHERE code = 'a1'").as_deref(), Some("Acme"));
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

@@ -175,3 +175,35 @@ fn foreign_keys_declared_on_partitions_order_the_apply() {
     let left: i64 = s.server().query_one("SELECT count(*) FROM accounts", &[]).unwrap().get(0);
     assert_eq!(left, 0);
 }
+
+#[test]
+fn partitions_made_or_dropped_with_a_schema_are_followed_too() {
+    let s = Scenario::new("partition_schema", PAYMENTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    let mut server = s.server();
+    server
+        .batch_execute(
+            "CREATE SCHEMA archive CREATE TABLE payments_2023 PARTITION OF public.payments FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+             INSERT INTO archive.payments_2023 VALUES (5, 1, '2023-05-01', 50);",
+        )
+        .unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(ids(&file), "1@2024-03-01 2@2025-03-01 5@2023-05-01");
+    let refused = server.batch_execute("DROP SCHEMA archive CASCADE").unwrap_err();
+    assert!(describe(&refused).starts_with("2BP01"), "{}", describe(&refused));
+}
+
+#[test]
+fn dates_past_year_9999_travel() {
+    let s = Scenario::new("far_dates", PAYMENTS, "s");
+    s.server().batch_execute("CREATE TABLE payments_far PARTITION OF payments FOR VALUES FROM ('10000-01-01') TO ('20000-01-01');
+                              INSERT INTO payments VALUES (7, 1, '12000-01-01', 70);").unwrap();
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pulled, 3, "{report:?}");
+    assert_eq!(local_value(&file, "SELECT paid FROM payments WHERE id = 7").as_deref(), Some("12000-01-01"));
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

@@ -139,3 +139,67 @@ SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id"
     assert_eq!(report.pushed, 1, "{report:?}");
     assert_converged(&mut s.server(), device.connection(), "s", &json!({"tenant": 1}));
 }
+
+const KEYS: &str = r#"
+CREATE TABLE days (d date PRIMARY KEY, tenant_id int NOT NULL, v text);
+CREATE TABLE pairs (a int, b date, tenant_id int NOT NULL, v text, PRIMARY KEY (a, b));
+CREATE TABLE notes (id int PRIMARY KEY, tenant_id int NOT NULL, v text);
+CREATE INDEX ON notes (v);
+INSERT INTO pairs VALUES (2, '2024-01-02', 1, 'two');
+SELECT sync_provision('s', '{"tables": [
+    {"name": "days", "filter": {"tenant_id": "tenant"}},
+    {"name": "pairs", "filter": {"tenant_id": "tenant"}},
+    {"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+#[test]
+fn a_key_the_server_cannot_store_costs_only_its_row() {
+    let s = Scenario::new("poison_keys", KEYS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(
+        &file,
+        "INSERT INTO days VALUES ('2024-02-30', 1, 'no such day');
+         INSERT INTO pairs VALUES ('zz', '2024-01-05', 1, 'text in an integer key');
+         UPDATE pairs SET a = 'abc' WHERE a = 2;
+         INSERT INTO pairs VALUES (7, '2024-01-07', 1, 'good');
+         INSERT INTO notes VALUES (1, 1, 'fine');",
+    );
+    // A value too large for the server's index is refused by its row too.
+    local(&file, "INSERT INTO notes VALUES (2, 1, hex(randomblob(8000)))");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.rejected.len()), (2, 4), "{report:?}");
+    let rejected = local_count(&file, "SELECT count(*) FROM tandem_rejected");
+    assert_eq!(rejected, 4, "each refusal kept once");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM pairs WHERE a = 2"), 1, "the old row of the refused key change is back");
+    let again = s.sync_as(&file, &token);
+    assert_eq!((again.pushed, again.rejected.len()), (0, 0), "nothing left to send: {again:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected"), 4);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_deferred_foreign_key_costs_only_its_row() {
+    let s = Scenario::new(
+        "poison_deferred",
+        r#"
+        CREATE TABLE parents (id int PRIMARY KEY, tenant_id int NOT NULL);
+        CREATE TABLE kids (id int PRIMARY KEY, tenant_id int NOT NULL,
+                           parent_id int REFERENCES parents DEFERRABLE INITIALLY DEFERRED);
+        SELECT sync_provision('s', '{"tables": [
+            {"name": "parents", "filter": {"tenant_id": "tenant"}},
+            {"name": "kids", "filter": {"tenant_id": "tenant"}}]}');
+        "#,
+        "s",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "INSERT INTO parents VALUES (1, 1); INSERT INTO kids VALUES (1, 1, 1), (2, 1, 99);");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.conflicts.len()), (2, 1), "{report:?}");
+    let kids: i64 = s.server().query_one("SELECT count(*) FROM kids", &[]).unwrap().get(0);
+    assert_eq!(kids, 1);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

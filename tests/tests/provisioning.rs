@@ -27,6 +27,11 @@ fn what_devices_could_never_write_is_refused_when_the_scope_is_provisioned() {
         ("CREATE TABLE m (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
           CREATE TABLE m_2024 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');",
          json!({"tables": [{"name": "m"}, {"name": "m_2024"}]}), "partition of"),
+        ("CREATE TABLE m (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+          CREATE TABLE m_2024 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');",
+         json!({"tables": [{"name": "m_2024"}]}), "Sync public.m instead"),
+        ("CREATE TABLE orders (id uuid PRIMARY KEY, code text UNIQUE DEFERRABLE);",
+         json!({"tables": [{"name": "orders"}]}), "DEFERRABLE unique constraint"),
     ];
     for (schema, setup, needle) in cases {
         let db = TestDb::new("refused_setup");
@@ -82,23 +87,35 @@ fn a_device_insert_gets_the_servers_defaults() {
 }
 
 #[test]
-fn a_sequence_stays_ahead_of_values_devices_upload() {
+fn a_device_cannot_take_numbers_the_servers_sequence_has_not_handed_out() {
     let schema = r#"
 CREATE TABLE tickets (id uuid PRIMARY KEY, tenant_id int NOT NULL, number bigserial UNIQUE);
+INSERT INTO tickets (id, tenant_id) VALUES ('00000000-0000-0000-0000-000000000001', 1);
 SELECT sync_provision('s', '{"tables": [{"name": "tickets", "filter": {"tenant_id": "tenant"}}]}');
 "#;
     let s = Scenario::new("sequence_ahead", schema, "s");
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("a.db");
     s.sync_as(&file, &token);
-    local(&file, "INSERT INTO tickets VALUES ('0b7e1f7a-5d1c-4b2e-9a55-6f1f0c2d9e11', 1, 1000)");
-    s.sync_as(&file, &token);
+    // A number far ahead (up to the sequence's end) would make every later
+    // server insert collide or fail, for every tenant.
+    local(
+        &file,
+        "INSERT INTO tickets VALUES ('0b7e1f7a-5d1c-4b2e-9a55-6f1f0c2d9e11', 1, 9223372036854775807);
+         INSERT INTO tickets (id, tenant_id) VALUES ('0b7e1f7a-5d1c-4b2e-9a55-6f1f0c2d9e12', 1);
+         UPDATE tickets SET tenant_id = 1 WHERE number = 1;",
+    );
+    let report = s.sync_as(&file, &token);
+    // The insert goes up; the existing row with its own number is no refusal.
+    assert_eq!((report.pushed, report.rejected.len()), (1, 1), "{report:?}");
+    assert!(report.rejected[0].reason.contains("the server's sequence makes its values"), "{report:?}");
     let next: i64 = s
         .server()
         .query_one("INSERT INTO tickets (id, tenant_id) VALUES (gen_random_uuid(), 1) RETURNING number", &[])
         .unwrap()
         .get(0);
-    assert!(next > 1000, "the server's next number does not collide: {next}");
+    assert!(next <= 3, "the sequence goes on from where it was: {next}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tickets WHERE number > 1000000"), 0);
 }
 
 #[test]

@@ -286,19 +286,28 @@ impl Decode for IdxColumn {
     }
 }
 
-/// Moves sequence `sequence` past the largest value rows `idx` wrote to
-/// staged column `column` (the server's next value must not collide with
-/// one a device made).
-pub fn keep_sequence_ahead(scope: &Scope<'_>, t: usize, column: usize, sequence: &str, idx: &[usize]) -> Query<NoRows> {
+/// Staged rows that set column `column` (staged position), whose values
+/// sequence `sequence` makes, to a value it has not handed out yet and the
+/// server's row does not hold: the server's next value would collide with
+/// it (a device cannot know the sequence).
+pub fn beyond_sequence(scope: &Scope<'_>, staged: Staged<'_>, t: usize, column: usize, sequence: &str) -> Query<IdxOnly> {
+    let table = scope.table(t);
+    let name = staged[t].as_deref().and_then(|cols| cols.get(column)).map(|&c| quote_ident(&table.columns[c].name));
     let mut binds = Binds::new();
     let sequence = binds.bind(sequence);
+    let mut columns = Columns::new();
+    let decoder = IdxOnly(columns.push("idx", "s.idx::text"));
     let sql = format!(
-        "SELECT pg_catalog.setval({sequence}::regclass, m) FROM (SELECT max(s.c{column})::int8 AS m FROM {} s WHERE s.idx = ANY({}::int4[])) x \
-         WHERE m > coalesce(pg_catalog.pg_sequence_last_value({sequence}::regclass), 0)",
+        "SELECT {} FROM {} s LEFT JOIN {} r ON {} WHERE s.op = 'upsert' AND s.c{column} IS NOT NULL \
+         AND s.c{column} > coalesce(pg_catalog.pg_sequence_last_value({sequence}::regclass), 0) \
+         AND r.{} IS DISTINCT FROM s.c{column}",
+        columns.sql(),
         scope.stage(t),
-        binds.bind(indexes(idx)),
+        table.table_name().quoted(),
+        staged_key_equal(scope, staged, t, "r", "s"),
+        name.unwrap_or_else(|| "NULL".into()),
     );
-    Query::exec(sql, binds)
+    Query::new(sql, binds, &columns, decoder)
 }
 
 /// Staged rows with a value storing would change, each with that column.
@@ -374,6 +383,7 @@ pub struct ClassifiedRow {
     in_partition: Col,
     new_in_partition: Col,
     same_values: Col,
+    new_key_free: Col,
 }
 
 impl Decode for ClassifiedRow {
@@ -388,6 +398,7 @@ impl Decode for ClassifiedRow {
                 xmin: f.owned(self.xmin),
                 in_partition: f.bool(self.in_partition)?,
                 new_in_partition: f.bool(self.new_in_partition)?,
+                new_key_free: f.bool(self.new_key_free)?,
                 same_values: f.bool(self.same_values)?,
             },
         })
@@ -444,6 +455,19 @@ pub fn classify(
         same_values: columns.push(
             "same_values",
             format!("(s.op = 'upsert' AND r.{first_key} IS NOT NULL AND {})::text", same_as_sent(scope, staged, t)),
+        ),
+        // A key change onto a key a row outside the partition holds is
+        // refused like an insert of that key: the answer never tells.
+        new_key_free: columns.push(
+            "new_key_free",
+            match (key, (key == StageKey::MovedFrom).then(|| row_filter(scope, t, "x", &mut binds, values)).flatten()) {
+                (StageKey::MovedFrom, Some(outside)) => format!(
+                    "(NOT EXISTS (SELECT 1 FROM {} x WHERE {} AND NOT coalesce({outside}, false)))::text",
+                    table.table_name().quoted(),
+                    staged_key_equal(scope, staged, t, "x", "s"),
+                ),
+                _ => "true::text".to_string(),
+            },
         ),
     };
     let sql = format!(
@@ -944,8 +968,8 @@ mod tests {
             query.params,
             [Param::from("r1"), Param::Text(None), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]
         );
-        assert_eq!(query.width, 8);
-        let row = [Some("1"), Some("812"), Some("false"), Some("true"), Some("900"), Some("true"), Some("false"), Some("false")];
+        assert_eq!(query.width, 9);
+        let row = [Some("1"), Some("812"), Some("false"), Some("true"), Some("900"), Some("true"), Some("false"), Some("false"), Some("true")];
         let classified = query.decode(&row).unwrap();
         assert_eq!(classified.idx, 1);
         assert!(classified.server.exists && classified.server.in_partition && !classified.server.new_in_partition);

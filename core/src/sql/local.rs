@@ -334,6 +334,11 @@ pub fn has_pending(table: &TableSchema, id: i64) -> String {
     format!("SELECT 1 FROM {} WHERE tandem_seq > ?1 AND {} LIMIT 1", log_table(id), key_match(table, 2))
 }
 
+/// The key of log entry `?1`, as the file stores it.
+pub fn logged_key(table: &TableSchema, id: i64) -> String {
+    format!("SELECT {} FROM {} WHERE tandem_seq = ?1", column_list(None, &table.primary_key), log_table(id))
+}
+
 /// Every key with a change after `?1`.
 pub fn all_pending(table: &TableSchema, id: i64) -> String {
     format!(

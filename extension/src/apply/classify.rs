@@ -5,7 +5,7 @@ use tandem_core::changeset::Op;
 use tandem_core::error::RejectionKind;
 use tandem_core::sql::apply::{self as sql, StageKey};
 use tandem_core::sql::Scope;
-use tandem_core::upload::Outcome;
+use tandem_core::upload::{Outcome, UploadRow};
 use tandem_core::{Error, Result};
 
 use crate::spi::{self, Client};
@@ -54,15 +54,23 @@ pub fn refuse_outside_partition(scope: &Scope<'_>, plan: &mut TablePlan<'_>) {
         if matches!(row.outcome, Outcome::Refused { .. }) {
             continue;
         }
-        // One reason for both, so a refusal does not tell a key another
-        // tenant holds from values that name another tenant.
-        let outside = (row.server.exists && !row.server.in_partition)
-            || (row.change.op == Op::Upsert && !row.server.new_in_partition);
-        if outside {
-            row.outcome = Outcome::Refused {
-                kind: RejectionKind::OutsidePartition,
-                reason: "the row is outside the client's partition".to_string(),
-            };
-        }
+        refuse_if_outside(row);
     }
+}
+
+/// Refuses `row` when it is, or would be, in another client's partition
+/// (as last classified); true when it did. One reason for every case, so a
+/// refusal does not tell a key another tenant holds from values that name
+/// another tenant.
+pub fn refuse_if_outside<V>(row: &mut UploadRow<V>) -> bool {
+    let outside = (row.server.exists && !row.server.in_partition)
+        || (row.change.op == Op::Upsert && !row.server.new_in_partition)
+        || !row.server.new_key_free;
+    if outside {
+        row.outcome = Outcome::Refused {
+            kind: RejectionKind::OutsidePartition,
+            reason: "the row is outside the client's partition".to_string(),
+        };
+    }
+    outside
 }

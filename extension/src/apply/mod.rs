@@ -155,6 +155,9 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
                 upload.settle(spi, plan, i)?;
             }
         }
+        // Deferred constraints are checked as each row is written, so a row
+        // that breaks one is that row's outcome, not a failed commit.
+        spi::exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[])?;
         // The writes fire the tables' own triggers: with the caller's path.
         spi::as_caller(spi, |spi| {
             for plan in plans.iter_mut() {
@@ -167,9 +170,6 @@ pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changese
         })?;
         // A row the server's own rules refused while it was written.
         upload.fail_on_refusals(spi, &plans, &rejections)?;
-        for plan in &plans {
-            upload.keep_sequences_ahead(spi, plan)?;
-        }
         if let Some(work_mem) = work_mem {
             spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
         }

@@ -117,8 +117,14 @@ impl Upload<'_> {
         Ok(())
     }
 
+    /// A key its type refuses (`2024-02-30`, refused when staged) is no
+    /// row's: `None`.
     fn visible_state(&self, spi: &mut Client<'_>, t: usize, key: &[Value]) -> Result<Option<RowState>> {
         let Some(query) = sql::visible_row(self.scope, t, key, self.filters) else { return Ok(None) };
-        Ok(spi::all(spi, query)?.into_iter().next())
+        match spi::in_subtransaction(|| spi::all(spi, query)) {
+            Ok(rows) => Ok(rows?.into_iter().next()),
+            Err(error) if error.sqlstate.starts_with("22") => Ok(None),
+            Err(error) => Err(error.into()),
+        }
     }
 }

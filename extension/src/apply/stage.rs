@@ -51,6 +51,19 @@ pub fn stage(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) 
                 .into(),
         };
     }
+    for (column, ty) in types.iter().enumerate() {
+        let Some(sequence) = &ty.sequence else { continue };
+        for i in spi::all(spi, sql::beyond_sequence(scope, &staged_columns, plan.t, column, sequence))? {
+            plan.rows[i].outcome = Outcome::Refused {
+                kind: RejectionKind::InvalidValue,
+                reason: format!(
+                    "column {}: the server's sequence makes its values, and has not handed this one out (the server's next \
+                     value would collide with it): leave it empty on the device, and the server fills it in",
+                    plan.column_names[column]
+                ),
+            };
+        }
+    }
     // Row counts for the planner: a stage can hold one row or a million.
     // Statistics of the columns the statements join and filter on are
     // enough; those of every column cost ten times as much.

@@ -28,7 +28,8 @@ enum RowFault {
     /// A constraint refuses it (class 23): a conflict the server wins.
     Constraint,
     /// The server's rules refuse it: a trigger raised an error, a value a
-    /// trigger or a generated column cannot take. The row is refused.
+    /// trigger or a generated column cannot take, a value too large for an
+    /// index. The row is refused.
     Declined,
 }
 
@@ -44,7 +45,7 @@ impl RowFault {
     fn of(error: &PgError) -> Option<Self> {
         match error.sqlstate.get(..2) {
             Some("23") => Some(RowFault::Constraint),
-            Some("22" | "P0" | "2F" | "38" | "39" | "44") => Some(RowFault::Declined),
+            Some("22" | "P0" | "2F" | "38" | "39" | "44" | "54") => Some(RowFault::Declined),
             _ if error.sqlstate == "428C9" => Some(RowFault::Declined),
             _ => None,
         }
@@ -79,8 +80,14 @@ impl Upload<'_> {
             self.classify(spi, plan, &missed)?;
             let own = own_xid(spi)?;
             let mut conflicts = Vec::new();
+            let filtered = plan.table.filter.is_some();
             for (&i, (existed, xmin_before)) in missed.iter().zip(before) {
                 let row = &mut plan.rows[i];
+                // Moved to another partition meanwhile: no longer the
+                // client's to write, nor to see.
+                if filtered && super::classify::refuse_if_outside(row) {
+                    continue;
+                }
                 if op == Op::Upsert && !existed && !row.server.exists {
                     self.insert_strictly(spi, plan, i)?;
                     continue;
@@ -196,21 +203,6 @@ impl Upload<'_> {
             }
             Err(error) => Err(error.into()),
         }
-    }
-
-    /// Keeps each sequence of an uploaded column ahead of the values the
-    /// upload wrote (a serial column a device filled in).
-    pub fn keep_sequences_ahead(&self, spi: &mut Client<'_>, plan: &TablePlan<'_>) -> Result<()> {
-        let written: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].written && plan.rows[i].change.op == Op::Upsert).collect();
-        if written.is_empty() {
-            return Ok(());
-        }
-        for (column, ty) in plan.types.iter().enumerate() {
-            if let Some(sequence) = &ty.sequence {
-                spi::run(spi, sql::keep_sequence_ahead(self.scope, plan.t, column, sequence, &written))?;
-            }
-        }
-        Ok(())
     }
 
     /// Writes the rows resolvers returned; they go to every client, the
