@@ -117,6 +117,9 @@ pub enum Error {
     #[error("{message}")]
     Database { sqlstate: String, message: String },
 
+    #[error("client \"{claimed}\" is not the token's client (\"{client}\"): a call with a token runs as its client; leave client_id out")]
+    TokenMismatch { claimed: String, client: String },
+
     #[error("{0} must not be NULL")]
     NullArgument(&'static str),
 
@@ -164,6 +167,7 @@ impl Error {
             Error::ScopeMismatch { .. } => "22023",
             Error::IdentityMismatch { .. } => "42501", // insufficient_privilege
             Error::ForeignReplica { .. } => "42501",
+            Error::TokenMismatch { .. } => "42501",
             Error::UnsupportedFormat(_) => "22023",
             Error::InvalidWatermark(_) => "22023",
             Error::WatermarkTooOld(_) => "55000",    // object_not_in_prerequisite_state

@@ -165,7 +165,7 @@ pub fn resolve_identity(
             }
             if let Some(claimed) = client_id {
                 if claimed != id {
-                    return Err(Error::IdentityMismatch { origin: claimed.to_string(), client: id });
+                    return Err(Error::TokenMismatch { claimed: claimed.to_string(), client: id });
                 }
             }
             Some((id, StoredClient { scope: stored_scope, params: serde_json::from_str(&params).unwrap_or_default() }))

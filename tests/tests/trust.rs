@@ -90,6 +90,10 @@ fn a_filtered_scope_takes_calls_from_a_device_role_only_with_a_token() {
     // The owner may still act for any tenant, as it may read the tables.
     let owners = query_json(&mut s.server(), "SELECT sync_select_changes('crm', NULL, $1)", &[&json!({"params": {"tenant": 2}})]);
     assert_eq!(owners["tables"][0]["rows"].as_array().unwrap().len(), 2);
+    // With a token, the call is the token's client's, even the owner's.
+    let both = json!({"token": token_a, "client_id": b_id});
+    let error = describe(&s.server().query_one("SELECT sync_select_changes('crm', NULL, $1)", &[&both]).unwrap_err());
+    assert!(error.starts_with("42501") && error.contains("is not the token's client"), "{error}");
 }
 
 #[test]
