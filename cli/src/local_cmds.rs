@@ -198,7 +198,7 @@ pub struct RekeyArgs {
 pub fn rekey(args: &RekeyArgs) -> Result<(), CliError> {
     let store = args.file.open()?;
     store.rekey(&args.new_key)?;
-    println!("{} re-encrypted", args.file.path.display());
+    println!("{} is encrypted with the new key", args.file.path.display());
     Ok(())
 }
 

@@ -14,6 +14,8 @@ use crate::{functions, meta};
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Opened with a key (SQLCipher).
+    encrypted: bool,
 }
 
 impl Store {
@@ -59,7 +61,7 @@ impl Store {
         conn.pragma_update(None, "cache_size", -65536)?;
         meta::ensure(&conn)?;
         functions::register(&conn)?;
-        Ok(Store { conn, path })
+        Ok(Store { conn, path, encrypted: key.is_some() })
     }
 
     /// Deletes a local file, the WAL files SQLite keeps beside it and its
@@ -98,13 +100,44 @@ impl Store {
         agent::run_observed(&self.conn, remote.as_mut(), scope, options, observe)
     }
 
-    /// Re-encrypts the file with a new key.
+    /// Encrypts the file with `new_key`, and returns it open with that key.
+    /// An encrypted file changes its key in place; a plain one is copied
+    /// into an encrypted file that then takes its place (no other program
+    /// may have it open meanwhile). Either way its sync state comes along.
     #[cfg(feature = "sqlcipher")]
-    pub fn rekey(&self, new_key: &str) -> Result<()> {
+    pub fn rekey(self, new_key: &str) -> Result<Store> {
         if new_key.is_empty() {
-            return Err(LocalError::Invalid("the new key is empty".into()));
+            return Err(LocalError::Invalid("the new key is empty: pass a real key".into()));
         }
-        self.conn.pragma_update(None, "rekey", new_key)?;
-        Ok(())
+        if self.encrypted {
+            self.conn.pragma_update(None, "rekey", new_key)?;
+            return Ok(self);
+        }
+        let shown = self.path.display().to_string();
+        let mut copy = self.path.as_os_str().to_owned();
+        copy.push("-tandem-encrypting");
+        let copy = PathBuf::from(copy);
+        Store::remove(&copy);
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        self.conn.execute("ATTACH DATABASE ?1 AS tandem_encrypted KEY ?2", rusqlite::params![copy.display().to_string(), new_key])?;
+        let exported = self
+            .conn
+            .query_row("SELECT sqlcipher_export('tandem_encrypted')", [], |_| Ok(()))
+            .and_then(|_| self.conn.execute_batch(&format!("PRAGMA tandem_encrypted.user_version = {version}")));
+        self.conn.execute_batch("DETACH DATABASE tandem_encrypted")?;
+        if let Err(error) = exported {
+            Store::remove(&copy);
+            return Err(LocalError::Open { path: shown, reason: format!("could not encrypt it: {error}") });
+        }
+        let path = self.path.clone();
+        drop(self);
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+        std::fs::rename(&copy, &path).map_err(|e| LocalError::Open { path: shown, reason: format!("could not replace it with its encrypted copy: {e}") })?;
+        Store::open_encrypted(&path, new_key)
     }
 }

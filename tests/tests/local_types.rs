@@ -93,6 +93,22 @@ fn an_encrypted_file_holds_no_plaintext_and_refuses_a_wrong_key() {
     assert_eq!(report.pushed, 1);
     let body: String = db.connect().query_one("SELECT body FROM secrets WHERE id = 2", &[]).unwrap().get(0);
     assert_eq!(body, "PLAINTEXT-MARKER-local");
+
+    // A plain file becomes an encrypted one, its sync state with it.
+    let plain = files.path("plain.db");
+    {
+        let store = Store::open(&plain).unwrap();
+        store.sync(&db.url, "s", &SyncOptions::default()).unwrap();
+        store.connection().execute("INSERT INTO secrets VALUES (3, 'PLAINTEXT-MARKER-unsent')", []).unwrap();
+        let store = store.rekey("fresh key").unwrap();
+        assert_eq!(store.connection().query_row("SELECT count(*) FROM secrets", [], |r| r.get::<_, i64>(0)).unwrap(), 3);
+    }
+    let bytes = std::fs::read(&plain).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("PLAINTEXT-MARKER"), "encrypted on disk");
+    assert!(matches!(Store::open(&plain), Err(LocalError::WrongKey { .. })));
+    let store = Store::open_encrypted(&plain, "fresh key").unwrap();
+    let report = store.sync(&db.url, "s", &SyncOptions::default()).unwrap();
+    assert_eq!((report.pushed, report.pulled), (1, 0), "the unsent change went up, nothing came down again: {report:?}");
 }
 
 /// SQLite stores whatever a program writes, in any column: a value of
