@@ -92,7 +92,7 @@ pub enum Error {
     #[error("invalid watermark \"{0}\": pass a watermark returned by sync_select_changes, or NULL for everything")]
     InvalidWatermark(String),
 
-    #[error("watermark is older than the last sync_cleanup of scope \"{0}\": changes since then were purged; pull again from NULL (sync_run does this by itself, keeping the file's unsent changes)")]
+    #[error("the watermark is older than what scope \"{0}\" keeps (a sync_cleanup purged what it needs, or the scope was provisioned anew): pull again from NULL (sync_run does this by itself, keeping the file's unsent changes)")]
     WatermarkTooOld(String),
 
     #[error("parameter problem: {0}")]

@@ -22,6 +22,9 @@ CREATE TABLE tandem.scopes (
     owner text NOT NULL DEFAULT session_user,
     -- Changes older than this were purged by sync_cleanup.
     purged_before xid8,
+    -- The transaction that made this scope's tracking (again): a watermark
+    -- that does not see it is from before, and its holder resyncs.
+    tracked_since xid8 NOT NULL DEFAULT pg_current_xact_id(),
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -34,9 +37,11 @@ CREATE TABLE tandem.scope_tables (
     UNIQUE (scope, name)
 );
 
+-- A registration outlives its scope's provisioning: deprovisioning keeps it,
+-- so provisioning the scope again brings its devices back.
 CREATE TABLE tandem.clients (
     client_id text PRIMARY KEY,
-    scope text NOT NULL REFERENCES tandem.scopes (name) ON DELETE CASCADE,
+    scope text NOT NULL,
     -- The filter parameters this client is bound to, for good.
     params jsonb NOT NULL DEFAULT '{}',
     -- sha256 of the bearer token; NULL for clients that connect directly.

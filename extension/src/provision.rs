@@ -100,6 +100,9 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     };
     let setup_text = setup_value.to_string();
     let schema_text = serde_json::to_string(&schema).map_err(|e| Error::Internal(e.to_string()))?;
+    // A scope made anew (maybe after sync_deprovision) knows nothing of
+    // what happened before: a device that pulled from an earlier one
+    // resyncs, as after a cleanup.
     spi::exec(
         client,
         "INSERT INTO tandem.scopes (name, setup, schema) VALUES ($1, $2::jsonb, $3::jsonb) \
@@ -170,7 +173,13 @@ fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize, 
     }
     if missing(client, &tracked.track(index))? || missing(client, &tracked.exits(index))? {
         // Someone dropped the tracking: rebuilt whole, every row stamped,
-        // so every device receives the table again.
+        // so every device receives the table again, and resyncs (the
+        // deletes of the time without tracking are unknown).
+        spi::exec(
+            client,
+            "UPDATE tandem.scopes SET tracked_since = pg_current_xact_id() WHERE name = $1",
+            &[tracked.schema.scope.as_str().into()],
+        )?;
         let table = tracked.table(index).table_name();
         drop_table_tracking(client, &table, tracked.id(index))?;
         for statement in tracking::create_tracking(tracked, index) {

@@ -94,6 +94,13 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
                 return Err(Error::WatermarkTooOld(scope_name.to_string()));
             }
         }
+        // A watermark from before the scope's tracking was made (again):
+        // what happened in between is unknown.
+        if let (Some(since), Some(tracked)) = (&window.since, &stored.tracked_since) {
+            if tracked.parse::<u64>().is_ok_and(|xid| !since.sees(xid)) {
+                return Err(Error::WatermarkTooOld(scope_name.to_string()));
+            }
+        }
         let max_rows = options.max_rows();
         let mut writer = ChangesetWriter::with_capacity(scope_name, &origin, batch_bytes(&scope, max_rows));
         let mut has_more = false;

@@ -17,6 +17,8 @@ pub struct StoredScope {
     pub ids: Vec<i64>,
     /// xid before which cleanup purged tombstones (text), if ever.
     pub purged_before: Option<String>,
+    /// The transaction that made the scope's tracking (text).
+    pub tracked_since: Option<String>,
 }
 
 impl StoredScope {
@@ -33,13 +35,13 @@ fn parse_schema(text: &str) -> Result<Schema> {
 pub fn find_scope(client: &Client<'_>, name: &str) -> Result<Option<StoredScope>> {
     let rows = spi::select(
         client,
-        "SELECT s.schema::text, s.purged_before::text, \
+        "SELECT s.schema::text, s.purged_before::text, s.tracked_since::text, \
                 coalesce((SELECT jsonb_object_agg(t.name, t.id) FROM tandem.scope_tables t WHERE t.scope = s.name), '{}')::text \
          FROM tandem.scopes s WHERE s.name = $1",
         &[name.into()],
-        |row| Ok((spi::text(row, 1)?, spi::text(row, 2)?, spi::text(row, 3)?)),
+        |row| Ok((spi::text(row, 1)?, spi::text(row, 2)?, spi::text(row, 3)?, spi::text(row, 4)?)),
     )?;
-    let Some((schema, purged_before, ids)) = rows.into_iter().next() else { return Ok(None) };
+    let Some((schema, purged_before, tracked_since, ids)) = rows.into_iter().next() else { return Ok(None) };
     let schema = parse_schema(&schema.unwrap_or_default())?;
     let ids: serde_json::Map<String, Value> = serde_json::from_str(&ids.unwrap_or_default())
         .map_err(|e| Error::Internal(format!("the tables of scope {name} are unreadable: {e}")))?;
@@ -54,7 +56,7 @@ pub fn find_scope(client: &Client<'_>, name: &str) -> Result<Option<StoredScope>
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(StoredScope { schema, ids, purged_before }))
+    Ok(Some(StoredScope { schema, ids, purged_before, tracked_since }))
 }
 
 /// Loads a scope whose tracking is whole: a tracking table someone dropped
