@@ -35,7 +35,7 @@ mod tests {
         assert_fails(
             &format!("SELECT sync_select_changes('crm', NULL, '{{\"token\": \"{token}\", \"client_id\": \"someone\"}}')"),
             "42501",
-            "claims origin",
+            "is not the token's client",
         );
         let theft = upload(&client_id, json!([{"op": "upsert", "values": [2, 2, "stolen", null]}]));
         assert_fails(
