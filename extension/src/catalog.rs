@@ -6,14 +6,14 @@ use tandem_core::schema::{CatalogColumn, CatalogTable};
 use tandem_core::sql::apply::StageType;
 use tandem_core::{Error, Result};
 
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 /// Looks up `name`. Types are formatted with only `pg_catalog` on the
 /// search path, so user types come out schema-qualified and casts to them
 /// work whatever the caller's search path is.
-pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTable> {
+pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
     let found = spi::query(
-        client,
+        spi,
         "SELECT c.oid::int8, c.relkind::text FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
         &[name.schema.as_str().into(), name.name.as_str().into()],
@@ -26,14 +26,14 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
         return Err(Error::InvalidSetup(format!("{name} is not a table (views and other relations cannot be synced)")));
     }
     let previous_path: Option<String> = spi::one(
-        client,
+        spi,
         "SELECT pg_catalog.current_setting('search_path'), pg_catalog.set_config('search_path', 'pg_catalog', true)",
         &[],
     )?;
     // Defaults print with only pg_catalog on the path too: a user's
     // function in one comes out schema-qualified.
     let columns = spi::query(
-        client,
+        spi,
         "SELECT a.attname::text, \
                 CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END::text, \
                 format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, a.attgenerated <> '', \
@@ -57,10 +57,10 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
             })
         },
     );
-    spi::exec(client, "SELECT set_config('search_path', $1, true)", &[previous_path.unwrap_or_default().into()])?;
+    spi::exec(spi, "SELECT set_config('search_path', $1, true)", &[previous_path.unwrap_or_default().into()])?;
     let columns = columns?;
     let primary_key = spi::query(
-        client,
+        spi,
         "SELECT a.attname::text FROM pg_catalog.pg_index i \
          CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
@@ -71,7 +71,7 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
     // Foreign keys declared on the table or on any of its partitions, to
     // the table (or the partitioned table) they reference.
     let references = spi::query(
-        client,
+        spi,
         "SELECT DISTINCT n.nspname::text, c.relname::text FROM pg_catalog.pg_constraint k \
          JOIN pg_catalog.pg_class c ON c.oid = coalesce(pg_catalog.pg_partition_root(k.confrelid), k.confrelid) \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -81,7 +81,7 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
         |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
     )?;
     let ancestors = spi::query(
-        client,
+        spi,
         "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_partition_ancestors($1::int8::oid) a \
          JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE a.relid <> $1::int8::oid",
@@ -89,7 +89,7 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
         |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
     )?;
     let deferrable_unique = spi::one::<String>(
-        client,
+        spi,
         "SELECT conname::text FROM pg_catalog.pg_constraint WHERE conrelid = $1::int8::oid AND contype IN ('p', 'u', 'x') \
          AND condeferrable ORDER BY conname LIMIT 1",
         &[oid.into()],
@@ -98,8 +98,8 @@ pub fn read_table(client: &mut Client<'_>, name: &TableName) -> Result<CatalogTa
 }
 
 /// The table's oid, for recording which relation a scope table is.
-pub fn table_oid(client: &mut Client<'_>, name: &TableName) -> Result<i64> {
-    spi::one::<i64>(client, "SELECT to_regclass($1)::oid::int8", &[name.quoted().into()])?
+pub fn table_oid(spi: &mut Spi<'_>, name: &TableName) -> Result<i64> {
+    spi::one::<i64>(spi, "SELECT to_regclass($1)::oid::int8", &[name.quoted().into()])?
         .ok_or_else(|| Error::MissingTable(name.to_string()))
 }
 
@@ -108,7 +108,7 @@ pub fn table_oid(client: &mut Client<'_>, name: &TableName) -> Result<i64> {
 /// value is read as, without typmod (`bpchar` kept whole: bare `character`
 /// means `char(1)`), the stage's type, the domain and whether storing may
 /// round or cut.
-pub fn stage_types(spi: &mut Client<'_>, name: &TableName, columns: &[&str]) -> Result<Vec<StageType>> {
+pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Result<Vec<StageType>> {
     let previous_path: Option<String> =
         spi::one(spi, "SELECT current_setting('search_path'), set_config('search_path', 'pg_catalog', true)", &[])?;
     let found = spi::query(
@@ -165,7 +165,7 @@ pub fn stage_types(spi: &mut Client<'_>, name: &TableName, columns: &[&str]) -> 
 
 /// A resolver named by the policy: a function `(jsonb) -> jsonb`; returns
 /// its quoted name.
-pub fn find_resolver(spi: &mut Client<'_>, name: &str) -> Result<String> {
+pub fn find_resolver(spi: &mut Spi<'_>, name: &str) -> Result<String> {
     let found = spi::query(
         spi,
         "SELECT n.nspname::text, p.proname::text, p.prorettype = 'jsonb'::regtype \

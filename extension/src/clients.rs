@@ -11,7 +11,7 @@ use tandem_core::{Error, Result};
 use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::{options, required, run};
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 /// Issues `{client_id, token}` for `scope` and `params`. The token is shown
 /// once; the server stores only its SHA-256, and every call made with this
@@ -25,23 +25,23 @@ fn sync_register_client(scope: Option<&str>, params: default!(Option<JsonbText>,
             Some(Value::Object(map)) => map.into_iter().collect(),
             Some(other) => return Err(Error::Params(format!("params must be a JSON object, got {other}"))),
         };
-        spi::connect(|client| register(client, scope, &params)).map(|v| JsonbText::from_value(&v))
+        spi::connect(|spi| register(spi, scope, &params)).map(|v| JsonbText::from_value(&v))
     })
 }
 
-pub fn register(client: &mut Client<'_>, scope_name: &str, params: &Params) -> Result<Value> {
+pub fn register(spi: &mut Spi<'_>, scope_name: &str, params: &Params) -> Result<Value> {
     check_params(params)?;
-    let stored = registry::load_scope(client, scope_name)?;
+    let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
     // Every parameter the scope's filters use must be given, and typed right.
     bind_params(&scope, params, 0..scope.schema.tables.len())?;
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| Error::Internal(format!("no randomness for a token: {e}")))?;
-    let client_id = spi::one::<String>(client, "SELECT gen_random_uuid()::text", &[])?
+    let client_id = spi::one::<String>(spi, "SELECT gen_random_uuid()::text", &[])?
         .ok_or_else(|| Error::Internal("no client id".into()))?;
     let token = new_token(&client_id, &secret);
     spi::exec(
-        client,
+        spi,
         "INSERT INTO tandem.clients (client_id, scope, params, token_hash) \
          VALUES ($1, $2, $3::jsonb, sha256(convert_to($4, 'UTF8')))",
         &[

@@ -19,13 +19,18 @@ impl_sql_translatable!(JsonbText, "jsonb");
 impl_sql_translatable!(JsonText, "json");
 
 impl FromDatum for JsonbText {
+    /// # Safety
+    /// `datum` must be a `jsonb` datum (pgrx calls this only for arguments
+    /// declared `jsonb`).
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
         if is_null {
             return None;
         }
         let text = direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(datum)])?;
         let owned = text.to_string_lossy().into_owned();
-        pg_sys::pfree(text.as_ptr() as *mut core::ffi::c_void);
+        // SAFETY: jsonb_out palloc'd the string; it is copied into `owned`
+        // and not used after this.
+        unsafe { pg_sys::pfree(text.as_ptr() as *mut core::ffi::c_void) };
         Some(JsonbText(owned))
     }
 }
@@ -34,6 +39,8 @@ impl IntoDatum for JsonbText {
     fn into_datum(self) -> Option<pg_sys::Datum> {
         // JSON text from serde or Tandem's writers never holds a raw NUL.
         let text = CString::new(self.0).unwrap_or_default();
+        // SAFETY: jsonb_in reads a NUL-terminated C string, which `text`
+        // is and outlives the call; it returns a palloc'd jsonb datum.
         unsafe { direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())]) }
     }
 
@@ -43,8 +50,11 @@ impl IntoDatum for JsonbText {
 }
 
 impl FromDatum for JsonText {
+    /// # Safety
+    /// `datum` must be a `json` datum (pgrx calls this only for arguments
+    /// declared `json`).
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, oid: pg_sys::Oid) -> Option<Self> {
-        // json is stored as text.
+        // SAFETY: json is stored as text, which String reads.
         unsafe { String::from_polymorphic_datum(datum, is_null, oid) }.map(JsonText)
     }
 }
@@ -59,7 +69,10 @@ impl IntoDatum for JsonText {
     }
 }
 
-/// The calling-convention glue both types share.
+/// The calling-convention glue both types share: the same as pgrx's for
+/// `String` (SAFETY: each type's datum is a varlena its FromDatum reads and
+/// its IntoDatum makes; a NULL argument is a panic pgrx reports as an
+/// error, and `Option` arguments take the nullable path).
 macro_rules! json_abi {
     ($ty:ty) => {
         unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for $ty {

@@ -12,7 +12,7 @@ use tandem_core::sql::{tracking, Scope};
 use tandem_core::{Error, Result};
 
 use crate::registry::{self, StoredScope};
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 /// A relation by oid and quoted, schema-qualified name.
 struct Relation {
@@ -74,7 +74,7 @@ mod tandem {
 /// table's triggers and takes them from relations that left the tree.
 /// `log_new`: a partition that gains triggers has its rows sent as new
 /// (false when the whole table was just stamped).
-pub fn follow(spi: &mut Client<'_>, tracked: &Scope<'_>, index: usize, log_new: bool) -> Result<()> {
+pub fn follow(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, log_new: bool) -> Result<()> {
     if !tracked.table(index).partitioned {
         return Ok(());
     }
@@ -112,7 +112,7 @@ pub fn follow(spi: &mut Client<'_>, tracked: &Scope<'_>, index: usize, log_new: 
 
 /// Drops the triggers of tracking id `id` from every partition carrying
 /// them (the table's own are dropped with its tracking).
-pub fn drop_triggers(spi: &mut Client<'_>, id: i64, root: Option<i64>) -> Result<()> {
+pub fn drop_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<()> {
     for partition in carrying_triggers(spi, id, root)? {
         for statement in tracking::drop_triggers(&partition.quoted, id) {
             spi::exec(spi, &statement, &[])?;
@@ -122,7 +122,7 @@ pub fn drop_triggers(spi: &mut Client<'_>, id: i64, root: Option<i64>) -> Result
 }
 
 /// Relations other than `root` that carry the triggers of tracking id `id`.
-fn carrying_triggers(spi: &mut Client<'_>, id: i64, root: Option<i64>) -> Result<Vec<Relation>> {
+fn carrying_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<Vec<Relation>> {
     relations(
         spi,
         "SELECT c.oid::int8, format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_trigger g \
@@ -133,7 +133,7 @@ fn carrying_triggers(spi: &mut Client<'_>, id: i64, root: Option<i64>) -> Result
     )
 }
 
-fn relations(spi: &mut Client<'_>, sql: &str, root: i64, name: Option<String>) -> Result<Vec<Relation>> {
+fn relations(spi: &mut Spi<'_>, sql: &str, root: i64, name: Option<String>) -> Result<Vec<Relation>> {
     let mut args = vec![root.into()];
     if let Some(name) = name {
         args.push(name.into());
@@ -147,7 +147,7 @@ fn relations(spi: &mut Client<'_>, sql: &str, root: i64, name: Option<String>) -
 }
 
 /// The scopes (and table positions in them) that track relation `relid`.
-fn tracked_as(spi: &mut Client<'_>, relid: i64) -> Result<Vec<(StoredScope, usize)>> {
+fn tracked_as(spi: &mut Spi<'_>, relid: i64) -> Result<Vec<(StoredScope, usize)>> {
     let ids = spi::query(
         spi,
         "SELECT id FROM tandem.scope_tables WHERE relid = $1::int8::oid",
@@ -158,7 +158,7 @@ fn tracked_as(spi: &mut Client<'_>, relid: i64) -> Result<Vec<(StoredScope, usiz
 }
 
 /// The scopes and table positions of tracking ids whose table still exists.
-fn tracked_ids(spi: &mut Client<'_>, ids: &[i64]) -> Result<Vec<(StoredScope, usize)>> {
+fn tracked_ids(spi: &mut Spi<'_>, ids: &[i64]) -> Result<Vec<(StoredScope, usize)>> {
     let rows = spi::query(
         spi,
         "SELECT t.scope, t.id FROM tandem.scope_tables t JOIN pg_catalog.pg_class c ON c.oid = t.relid \

@@ -13,7 +13,7 @@ use tandem_core::{Error, Result};
 use crate::json_text::JsonbText;
 use crate::registry::{self, StoredScope};
 use crate::report::{required, run};
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 use crate::catalog;
 use crate::fold;
 use crate::partitions;
@@ -27,8 +27,8 @@ fn sync_provision(scope: Option<&str>, setup: Option<JsonbText>) -> JsonbText {
     run("sync_provision", || {
         let scope = required(scope, "scope")?;
         let setup = required(setup, "setup")?.parse()?;
-        spi::connect(|client| {
-            let schema = provision(client, scope, &setup)?;
+        spi::connect(|spi| {
+            let schema = provision(spi, scope, &setup)?;
             Ok(JsonbText::from_value(&schema))
         })
     })
@@ -39,7 +39,7 @@ fn sync_provision(scope: Option<&str>, setup: Option<JsonbText>) -> JsonbText {
 fn sync_deprovision(scope: Option<&str>) {
     run("sync_deprovision", || {
         let scope = required(scope, "scope")?;
-        spi::connect(|client| deprovision(client, scope))
+        spi::connect(|spi| deprovision(spi, scope))
     })
 }
 
@@ -49,23 +49,23 @@ fn sync_deprovision(scope: Option<&str>) {
 fn sync_schema(scope: Option<&str>) -> JsonbText {
     run("sync_schema", || {
         let scope = required(scope, "scope")?;
-        spi::connect(|client| Ok(JsonbText::from_value(&registry::load_scope(client, scope)?.schema)))
+        spi::connect(|spi| Ok(JsonbText::from_value(&registry::load_scope(spi, scope)?.schema)))
     })
 }
 
-fn lock_scope(client: &mut Client<'_>, scope: &str) -> Result<()> {
-    spi::exec(client, "SELECT pg_advisory_xact_lock(hashtext('tandem.scope'), hashtext($1))", &[scope.into()])?;
+fn lock_scope(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
+    spi::exec(spi, "SELECT pg_advisory_xact_lock(hashtext('tandem.scope'), hashtext($1))", &[scope.into()])?;
     Ok(())
 }
 
-pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> Result<Schema> {
+pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<Schema> {
     let setup = ScopeSetup::parse(scope, setup_value)?;
-    lock_scope(client, scope)?;
-    let old = registry::find_scope(client, scope)?;
+    lock_scope(spi, scope)?;
+    let old = registry::find_scope(spi, scope)?;
     let old_version = old.as_ref().map(|s| s.schema.version).unwrap_or(0);
     let mut generated: Vec<(String, String)> = Vec::new();
     let mut schema = build_schema(scope, old_version.max(1), &setup, |name| {
-        let table = catalog::read_table(client, name)?;
+        let table = catalog::read_table(spi, name)?;
         generated.extend(table.columns.iter().filter(|c| c.generated).map(|c| (name.to_string(), c.name.clone())));
         Ok(table)
     })?;
@@ -78,7 +78,7 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     // A resolver is checked now, not at the first conflict.
     for table in &schema.tables {
         if let Policy::Resolver(name) = Policy::parse(table.policy.as_deref())? {
-            catalog::find_resolver(client, &name)?;
+            catalog::find_resolver(spi, &name)?;
         }
     }
     if let Some(old) = &old {
@@ -87,7 +87,7 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
             // provisioned by an earlier Tandem may lack or have older.
             let tracked = old.scope();
             for index in 0..old.schema.tables.len() {
-                refresh_tracking(client, &tracked, index, false)?;
+                refresh_tracking(spi, &tracked, index, false)?;
             }
             return Ok(old.schema.clone());
         }
@@ -104,7 +104,7 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     // what happened before: a device that pulled from an earlier one
     // resyncs, as after a cleanup.
     spi::exec(
-        client,
+        spi,
         "INSERT INTO tandem.scopes (name, setup, schema) VALUES ($1, $2::jsonb, $3::jsonb) \
          ON CONFLICT (name) DO UPDATE SET setup = excluded.setup, schema = excluded.schema, updated_at = now()",
         &[scope.into(), setup_text.into(), schema_text.into()],
@@ -112,8 +112,8 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     // Tables that left the scope lose their tracking.
     for (table, id) in &old_tables {
         if !schema.tables.iter().any(|t| t.name == table.name) {
-            drop_table_tracking(client, &table.table_name(), *id)?;
-            spi::exec(client, "DELETE FROM tandem.scope_tables WHERE id = $1", &[(*id).into()])?;
+            drop_table_tracking(spi, &table.table_name(), *id)?;
+            spi::exec(spi, "DELETE FROM tandem.scope_tables WHERE id = $1", &[(*id).into()])?;
         }
     }
     // Every table gets an id; new ones get tracking tables.
@@ -123,9 +123,9 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
         match old_tables.iter().find(|(t, _)| t.name == table.name) {
             Some((_, id)) => ids.push(*id),
             None => {
-                let oid = catalog::table_oid(client, &table.table_name())?;
+                let oid = catalog::table_oid(spi, &table.table_name())?;
                 let id = spi::one::<i64>(
-                    client,
+                    spi,
                     "INSERT INTO tandem.scope_tables (scope, relid, name) VALUES ($1, $2::int8::oid, $3) RETURNING id",
                     &[scope.into(), oid.into(), table.name.as_str().into()],
                 )?
@@ -138,22 +138,22 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
     let tracked = Scope::new(&schema, &ids);
     for &index in &new_tables {
         for statement in tracking::create_tracking(&tracked, index) {
-            spi::exec(client, &statement, &[])?;
+            spi::exec(spi, &statement, &[])?;
         }
         // Fresh statistics, so the first pulls walk the key in order instead
         // of sorting the whole table for every batch.
-        spi::exec(client, &format!("ANALYZE {}", tracked.track(index)), &[])?;
+        spi::exec(spi, &format!("ANALYZE {}", tracked.track(index)), &[])?;
     }
     for (index, table) in schema.tables.iter().enumerate() {
         // Replacing the triggers locks out writers of the table until this
         // transaction ends, so the fold below leaves nothing in the log that
         // a later fold could stamp over the restamp with.
-        refresh_tracking(client, &tracked, index, new_tables.contains(&index))?;
+        refresh_tracking(spi, &tracked, index, new_tables.contains(&index))?;
         if let Some((old_table, _)) = old_tables.iter().find(|(t, _)| t.name == table.name) {
             let gained = table.columns.iter().any(|c| !old_table.columns.iter().any(|o| o.name == c.name && o.pg_type == c.pg_type));
             if gained {
-                fold::fold(client, &tracked, [index])?;
-                spi::exec(client, &tracking::restamp(&tracked, index), &[])?;
+                fold::fold(spi, &tracked, [index])?;
+                spi::exec(spi, &tracking::restamp(&tracked, index), &[])?;
             }
         }
     }
@@ -164,38 +164,38 @@ pub fn provision(client: &mut Client<'_>, scope: &str, setup_value: &Value) -> R
 /// if it has none (a scope provisioned before change logs). Replacing the
 /// triggers locks out writers of the table until the transaction ends.
 /// `fresh`: the tracking was just created, every row stamped.
-fn refresh_tracking(client: &mut Client<'_>, tracked: &Scope<'_>, index: usize, mut fresh: bool) -> Result<()> {
-    let missing = |client: &mut Client<'_>, name: &str| -> Result<bool> {
-        Ok(spi::one::<bool>(client, "SELECT pg_catalog.to_regclass($1) IS NULL", &[name.into()])?.unwrap_or(true))
+fn refresh_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, mut fresh: bool) -> Result<()> {
+    let missing = |spi: &mut Spi<'_>, name: &str| -> Result<bool> {
+        Ok(spi::one::<bool>(spi, "SELECT pg_catalog.to_regclass($1) IS NULL", &[name.into()])?.unwrap_or(true))
     };
-    if missing(client, tracking::LOG_SEQUENCE)? {
-        spi::exec(client, &tracking::create_log_sequence(), &[])?;
+    if missing(spi, tracking::LOG_SEQUENCE)? {
+        spi::exec(spi, &tracking::create_log_sequence(), &[])?;
     }
-    if missing(client, &tracked.track(index))? || missing(client, &tracked.exits(index))? {
+    if missing(spi, &tracked.track(index))? || missing(spi, &tracked.exits(index))? {
         // Someone dropped the tracking: rebuilt whole, every row stamped,
         // so every device receives the table again, and resyncs (the
         // deletes of the time without tracking are unknown).
         spi::exec(
-            client,
+            spi,
             "UPDATE tandem.scopes SET tracked_since = pg_current_xact_id() WHERE name = $1",
             &[tracked.schema.scope.as_str().into()],
         )?;
         let table = tracked.table(index).table_name();
-        drop_table_tracking(client, &table, tracked.id(index))?;
+        drop_table_tracking(spi, &table, tracked.id(index))?;
         for statement in tracking::create_tracking(tracked, index) {
-            spi::exec(client, &statement, &[])?;
+            spi::exec(spi, &statement, &[])?;
         }
-        spi::exec(client, &format!("ANALYZE {}", tracked.track(index)), &[])?;
+        spi::exec(spi, &format!("ANALYZE {}", tracked.track(index)), &[])?;
         fresh = true;
-    } else if missing(client, &tracked.log(index))? {
+    } else if missing(spi, &tracked.log(index))? {
         for statement in tracking::create_log(tracked, index) {
-            spi::exec(client, &statement, &[])?;
+            spi::exec(spi, &statement, &[])?;
         }
     }
     for statement in tracking::triggers(tracked, index) {
-        spi::exec(client, &statement, &[])?;
+        spi::exec(spi, &statement, &[])?;
     }
-    partitions::follow(client, tracked, index, !fresh)
+    partitions::follow(spi, tracked, index, !fresh)
 }
 
 /// Refuses changes that clients could not follow without losing track of
@@ -220,27 +220,27 @@ fn check_changes(old: &Schema, new: &Schema) -> Result<()> {
     Ok(())
 }
 
-pub fn deprovision(client: &mut Client<'_>, scope: &str) -> Result<()> {
+pub fn deprovision(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
     check_scope_name(scope)?;
-    lock_scope(client, scope)?;
-    let stored = registry::load_scope(client, scope)?;
+    lock_scope(spi, scope)?;
+    let stored = registry::load_scope(spi, scope)?;
     for (table, id) in stored.schema.tables.iter().zip(&stored.ids) {
-        drop_table_tracking(client, &table.table_name(), *id)?;
+        drop_table_tracking(spi, &table.table_name(), *id)?;
     }
-    spi::exec(client, "DELETE FROM tandem.scopes WHERE name = $1", &[scope.into()])?;
+    spi::exec(spi, "DELETE FROM tandem.scopes WHERE name = $1", &[scope.into()])?;
     Ok(())
 }
 
-fn drop_table_tracking(client: &mut Client<'_>, table: &TableName, id: i64) -> Result<()> {
-    let exists = spi::one::<bool>(client, "SELECT to_regclass($1) IS NOT NULL", &[table.quoted().into()])?.unwrap_or(false);
+fn drop_table_tracking(spi: &mut Spi<'_>, table: &TableName, id: i64) -> Result<()> {
+    let exists = spi::one::<bool>(spi, "SELECT to_regclass($1) IS NOT NULL", &[table.quoted().into()])?.unwrap_or(false);
     if exists {
         for statement in tracking::drop_triggers(&table.quoted(), id) {
-            spi::exec(client, &statement, &[])?;
+            spi::exec(spi, &statement, &[])?;
         }
     }
-    partitions::drop_triggers(client, id, None)?;
+    partitions::drop_triggers(spi, id, None)?;
     for statement in tracking::drop_tracking(id) {
-        spi::exec(client, &statement, &[])?;
+        spi::exec(spi, &statement, &[])?;
     }
     Ok(())
 }

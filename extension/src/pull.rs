@@ -14,7 +14,7 @@ use crate::fold;
 use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::{self, required, run};
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 /// The changes after watermark `since` (NULL: everything) that the client
 /// may see, at most `max_rows` of them; pass the returned `watermark` to the
@@ -29,7 +29,7 @@ fn sync_select_changes(
     run("sync_select_changes", || {
         let scope = required(scope, "scope")?;
         let options = SelectOptions::parse(report::options(options)?.as_ref())?;
-        spi::connect(|client| select_changes(client, scope, since, &options).map(JsonbText))
+        spi::connect(|spi| select_changes(spi, scope, since, &options).map(JsonbText))
     })
 }
 
@@ -45,7 +45,7 @@ fn sync_select_changes_json(
     run("sync_select_changes_json", || {
         let scope = required(scope, "scope")?;
         let options = SelectOptions::parse(report::options(options)?.as_ref())?;
-        spi::connect(|client| select_changes(client, scope, since, &options).map(crate::json_text::JsonText))
+        spi::connect(|spi| select_changes(spi, scope, since, &options).map(crate::json_text::JsonText))
     })
 }
 
@@ -58,12 +58,12 @@ struct Window {
     after: Option<Vec<Value>>,
 }
 
-pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&str>, options: &SelectOptions) -> Result<String> {
-    let stored = registry::load_scope(client, scope_name)?;
+pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, options: &SelectOptions) -> Result<String> {
+    let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
-    let owner = registry::caller_owns(client, scope_name)?;
+    let owner = registry::caller_owns(spi, scope_name)?;
     let identity = registry::resolve_identity(
-        client,
+        spi,
         &stored,
         scope_name,
         owner,
@@ -78,17 +78,17 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
     let downloading: Vec<usize> =
         (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
     let bound = bind_params(&scope, &params, downloading.iter().copied())?;
-    let origin = registry::server_id(client)?;
+    let origin = registry::server_id(spi)?;
 
-    let (changeset, needs) = spi::with_text_settings(client, |client| {
-        let own = spi::select(client, "SELECT pg_current_xact_id_if_assigned()::text", &[], |row| spi::text(row, 1))?
+    let (changeset, needs) = spi::with_text_settings(spi, |spi| {
+        let own = spi::select(spi, "SELECT pg_current_xact_id_if_assigned()::text", &[], |row| spi::text(row, 1))?
             .into_iter()
             .next()
             .flatten();
-        let mut window = start_window(client, since, own.as_deref())?;
+        let mut window = start_window(spi, since, own.as_deref())?;
         // After the window's end is taken: every change it covers has
         // committed, so the fold sees it (or waits for a fold that moves it).
-        fold::fold(client, &scope, downloading.iter().copied())?;
+        fold::fold(spi, &scope, downloading.iter().copied())?;
         if let (Some(since), Some(purged)) = (&window.since, &stored.purged_before) {
             if purged.parse::<u64>().is_ok_and(|purged| since.xmin < purged) {
                 return Err(Error::WatermarkTooOld(scope_name.to_string()));
@@ -141,7 +141,7 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
                 echoes: &echoes,
                 limit: remaining.min(i64::MAX as u64) as i64,
             };
-            let (read, last_key, full) = read_batch(client, &scope, &window, &fixed, &bound, &mut writer, options.max_bytes())?;
+            let (read, last_key, full) = read_batch(spi, &scope, &window, &fixed, &bound, &mut writer, options.max_bytes())?;
             budget_used += read as u64;
             if read as u64 == remaining || full {
                 window.after = last_key;
@@ -168,8 +168,8 @@ pub fn select_changes(client: &mut Client<'_>, scope_name: &str, since: Option<&
         Ok((writer.finish(&watermark.to_string(), has_more), needs))
     })?;
     if let Some(id) = client_id {
-        registry::record_client(client, scope_name, id, &params)?;
-        registry::record_replica(client, replica.unwrap_or(id), id, Some(&needs))?;
+        registry::record_client(spi, scope_name, id, &params)?;
+        registry::record_replica(spi, replica.unwrap_or(id), id, Some(&needs))?;
     }
     Ok(changeset)
 }
@@ -182,9 +182,9 @@ fn batch_bytes(scope: &Scope<'_>, max_rows: u64) -> usize {
     bytes.min(16 << 20) as usize
 }
 
-fn start_window(client: &Client<'_>, since: Option<&str>, own: Option<&str>) -> Result<Window> {
+fn start_window(spi: &Spi<'_>, since: Option<&str>, own: Option<&str>) -> Result<Window> {
     let current = || -> Result<Snapshot> {
-        let text = spi::select(client, "SELECT pg_current_snapshot()::text", &[], |row| spi::text(row, 1))?
+        let text = spi::select(spi, "SELECT pg_current_snapshot()::text", &[], |row| spi::text(row, 1))?
             .into_iter()
             .next()
             .flatten()
@@ -229,7 +229,7 @@ fn position_texts(scope: &Scope<'_>, t: usize, after: &[Value], stamped: bool) -
 /// starts after them), the position after the last one, and whether the
 /// changeset reached `max_bytes` (the batch ends there).
 fn read_batch(
-    spi: &Client<'_>,
+    spi: &Spi<'_>,
     scope: &Scope<'_>,
     window: &Window,
     fixed: &pull::Window<'_>,

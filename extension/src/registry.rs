@@ -7,7 +7,7 @@ use tandem_core::schema::Schema;
 use tandem_core::sql::Scope;
 use tandem_core::{Error, Result};
 
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 /// A provisioned scope as stored.
 #[derive(Debug, Clone)]
@@ -32,9 +32,9 @@ fn parse_schema(text: &str) -> Result<Schema> {
 }
 
 /// Loads a scope, or `None` when it does not exist. Reads only.
-pub fn find_scope(client: &Client<'_>, name: &str) -> Result<Option<StoredScope>> {
+pub fn find_scope(spi: &Spi<'_>, name: &str) -> Result<Option<StoredScope>> {
     let rows = spi::select(
-        client,
+        spi,
         "SELECT s.schema::text, s.purged_before::text, s.tracked_since::text, \
                 coalesce((SELECT jsonb_object_agg(t.name, t.id) FROM tandem.scope_tables t WHERE t.scope = s.name), '{}')::text \
          FROM tandem.scopes s WHERE s.name = $1",
@@ -61,13 +61,13 @@ pub fn find_scope(client: &Client<'_>, name: &str) -> Result<Option<StoredScope>
 
 /// Loads a scope whose tracking is whole: a tracking table someone dropped
 /// is a clear error saying how to recover, not a failing statement later.
-pub fn load_scope(client: &Client<'_>, name: &str) -> Result<StoredScope> {
-    let stored = find_scope(client, name)?.ok_or_else(|| Error::UnknownScope(name.to_string()))?;
+pub fn load_scope(spi: &Spi<'_>, name: &str) -> Result<StoredScope> {
+    let stored = find_scope(spi, name)?.ok_or_else(|| Error::UnknownScope(name.to_string()))?;
     let scope = stored.scope();
     let objects: Vec<String> =
         (0..scope.schema.tables.len()).flat_map(|t| [scope.track(t), scope.log(t), scope.exits(t)]).collect();
     let missing = spi::select(
-        client,
+        spi,
         "SELECT o.n FROM unnest($1::text[]) WITH ORDINALITY AS o(n, i) WHERE pg_catalog.to_regclass(o.n) IS NULL ORDER BY o.i LIMIT 1",
         &[objects.clone().into()],
         |row| spi::text(row, 1),
@@ -80,8 +80,8 @@ pub fn load_scope(client: &Client<'_>, name: &str) -> Result<StoredScope> {
 }
 
 /// The server's id, the `origin` of its changesets.
-pub fn server_id(client: &Client<'_>) -> Result<String> {
-    Ok(spi::select(client, "SELECT server_id::text FROM tandem.server", &[], |row| spi::text(row, 1))?
+pub fn server_id(spi: &Spi<'_>) -> Result<String> {
+    Ok(spi::select(spi, "SELECT server_id::text FROM tandem.server", &[], |row| spi::text(row, 1))?
         .into_iter()
         .next()
         .flatten()
@@ -95,9 +95,9 @@ pub struct StoredClient {
     pub params: Params,
 }
 
-pub fn find_client(client: &Client<'_>, client_id: &str) -> Result<Option<StoredClient>> {
+pub fn find_client(spi: &Spi<'_>, client_id: &str) -> Result<Option<StoredClient>> {
     let rows = spi::select(
-        client,
+        spi,
         "SELECT scope, params::text FROM tandem.clients WHERE client_id = $1",
         &[client_id.into()],
         |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
@@ -118,7 +118,7 @@ pub struct Identity {
 /// Whether the caller may act for any client of `scope`: the session's
 /// role is the scope's owner (or a member of it) or a superuser, so it may
 /// read the tables anyway.
-pub fn caller_owns(spi: &Client<'_>, scope: &str) -> Result<bool> {
+pub fn caller_owns(spi: &Spi<'_>, scope: &str) -> Result<bool> {
     let owns = spi::select(
         spi,
         "SELECT pg_catalog.pg_has_role(session_user, s.owner, 'MEMBER') \
@@ -138,7 +138,7 @@ pub fn caller_owns(spi: &Client<'_>, scope: &str) -> Result<bool> {
 /// parameters of its first call (see [`record_client`]). A scope without
 /// filters has no partition to guard and takes any caller.
 pub fn resolve_identity(
-    client: &Client<'_>,
+    spi: &Spi<'_>,
     scope: &StoredScope,
     scope_name: &str,
     owner: bool,
@@ -154,7 +154,7 @@ pub fn resolve_identity(
     let stored = match token {
         Some(token) => {
             let found = spi::select(
-                client,
+                spi,
                 "SELECT client_id, scope, params::text FROM tandem.clients WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
                 &[token.into()],
                 |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default(), spi::text(row, 3)?.unwrap_or_default())),
@@ -173,7 +173,7 @@ pub fn resolve_identity(
             Some((id, StoredClient { scope: stored_scope, params: serde_json::from_str(&params).unwrap_or_default() }))
         }
         None => match client_id {
-            Some(id) => find_client(client, id)?.map(|stored| (id.to_string(), stored)),
+            Some(id) => find_client(spi, id)?.map(|stored| (id.to_string(), stored)),
             None => return Ok(Identity { client_id: None, params: given.cloned().unwrap_or_default() }),
         },
     };
@@ -194,10 +194,10 @@ pub fn resolve_identity(
 }
 
 /// Records a client's visit, binding a new client id to `params`.
-pub fn record_client(client: &mut Client<'_>, scope: &str, client_id: &str, params: &Params) -> Result<()> {
+pub fn record_client(spi: &mut Spi<'_>, scope: &str, client_id: &str, params: &Params) -> Result<()> {
     let params_text = Value::Object(params.clone().into_iter().collect()).to_string();
     let recorded = spi::exec(
-        client,
+        spi,
         "INSERT INTO tandem.clients (client_id, scope, params, last_seen) VALUES ($1, $2, $3::jsonb, now()) \
          ON CONFLICT (client_id) DO UPDATE SET last_seen = now() \
          WHERE tandem.clients.scope = excluded.scope AND tandem.clients.params = excluded.params",
@@ -227,7 +227,7 @@ pub struct StoredReplica {
 
 /// The replica `replica_id`, if it ever synced. A replica belongs to the
 /// client that first used its id: any other client is refused.
-pub fn find_replica(spi: &Client<'_>, replica_id: &str, client_id: &str) -> Result<Option<StoredReplica>> {
+pub fn find_replica(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> Result<Option<StoredReplica>> {
     let rows = spi::select(
         spi,
         "SELECT client_id, last_upload, last_version::text, last_applied FROM tandem.replicas WHERE replica_id = $1",
@@ -251,7 +251,7 @@ pub fn find_replica(spi: &Client<'_>, replica_id: &str, client_id: &str) -> Resu
 
 /// Records a replica's visit (binding a new replica id to `client_id`)
 /// and, for pulls, the watermark it pulled from.
-pub fn record_replica(spi: &mut Client<'_>, replica_id: &str, client_id: &str, since: Option<&str>) -> Result<()> {
+pub fn record_replica(spi: &mut Spi<'_>, replica_id: &str, client_id: &str, since: Option<&str>) -> Result<()> {
     let recorded = spi::exec(
         spi,
         "INSERT INTO tandem.replicas (replica_id, client_id, last_seen, last_since) VALUES ($1, $2, now(), $3) \
@@ -269,7 +269,7 @@ pub fn record_replica(spi: &mut Client<'_>, replica_id: &str, client_id: &str, s
 
 /// Records what upload `upload_id` of a replica applied, so a retry of it
 /// is acknowledged instead of applied twice.
-pub fn record_upload(spi: &mut Client<'_>, replica_id: &str, upload_id: &str, version: &str, applied: &str) -> Result<()> {
+pub fn record_upload(spi: &mut Spi<'_>, replica_id: &str, upload_id: &str, version: &str, applied: &str) -> Result<()> {
     spi::exec(
         spi,
         "UPDATE tandem.replicas SET last_upload = $2, last_version = $3::xid8, last_applied = $4 WHERE replica_id = $1",

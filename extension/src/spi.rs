@@ -8,7 +8,9 @@ use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
 use tandem_core::sql::query::{Decode, NoRows, Param, Query};
 use tandem_core::{Error, Result};
 
-pub type Client<'c> = SpiClient<'c>;
+/// The SPI connection every sync function works through (`spi` in
+/// signatures; a sync *client* is a device, never this).
+pub type Spi<'c> = SpiClient<'c>;
 
 /// The `search_path` every sync function runs with: PostgreSQL's own
 /// functions and operators only, so no function or operator a user planted
@@ -26,8 +28,8 @@ thread_local! {
 
 /// Connects to SPI for a sync function's body, with `search_path` pinned
 /// (see [`PINNED_PATH`]) and put back when the body ends.
-pub fn connect<T>(body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
-    Spi::connect_mut(|spi| {
+pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    pgrx::spi::Spi::connect_mut(|spi| {
         let caller = one::<String>(spi, "SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
         set_path(spi, PINNED_PATH)?;
         CALLER_PATHS.with(|paths| paths.borrow_mut().push(caller.clone()));
@@ -43,7 +45,7 @@ pub fn connect<T>(body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> 
 /// `pg_catalog`: that code finds its tables as in the caller's own
 /// statements, and Tandem's statements still find PostgreSQL's own
 /// operators and functions first.
-pub fn as_caller<T>(spi: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
+pub fn as_caller<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     let Some(caller) = CALLER_PATHS.with(|paths| paths.borrow().last().cloned()) else { return body(spi) };
     if AS_CALLER.get() {
         return body(spi);
@@ -57,7 +59,7 @@ pub fn as_caller<T>(spi: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> 
     result
 }
 
-fn set_path(spi: &mut Client<'_>, path: &str) -> Result<()> {
+fn set_path(spi: &mut Spi<'_>, path: &str) -> Result<()> {
     exec(spi, "SELECT pg_catalog.set_config('search_path', $1, true)", &[path.into()])?;
     Ok(())
 }
@@ -84,7 +86,7 @@ fn datums(params: Vec<Param>) -> Vec<DatumWithOid<'static>> {
 
 /// Runs a generated statement that may write and hands each decoded row to
 /// `each`; returns how many rows it returned or changed.
-pub fn each_mut<D: Decode>(spi: &mut Client<'_>, query: Query<D>, mut each: impl FnMut(D::Row<'_>) -> Result<()>) -> Result<usize> {
+pub fn each_mut<D: Decode>(spi: &mut Spi<'_>, query: Query<D>, mut each: impl FnMut(D::Row<'_>) -> Result<()>) -> Result<usize> {
     let (sql, params, reader) = query.split();
     let args = datums(params);
     text_rows_mut(spi, &sql, &args, |fields| each(reader.decode(fields)?))
@@ -92,14 +94,14 @@ pub fn each_mut<D: Decode>(spi: &mut Client<'_>, query: Query<D>, mut each: impl
 
 /// [`each_mut`] of a read-only statement (sharing the calling statement's
 /// snapshot while the transaction has not written).
-pub fn each<D: Decode>(spi: &Client<'_>, query: Query<D>, mut each: impl FnMut(D::Row<'_>) -> Result<()>) -> Result<usize> {
+pub fn each<D: Decode>(spi: &Spi<'_>, query: Query<D>, mut each: impl FnMut(D::Row<'_>) -> Result<()>) -> Result<usize> {
     let (sql, params, reader) = query.split();
     let args = datums(params);
     text_rows(spi, &sql, &args, |fields| each(reader.decode(fields)?))
 }
 
 /// Every decoded row of a generated statement that may write.
-pub fn all<D, T>(spi: &mut Client<'_>, query: Query<D>) -> Result<Vec<T>>
+pub fn all<D, T>(spi: &mut Spi<'_>, query: Query<D>) -> Result<Vec<T>>
 where
     D: for<'a> Decode<Row<'a> = T>,
 {
@@ -113,36 +115,36 @@ where
 
 /// Runs a generated statement whose rows are not read; returns how many
 /// rows it changed.
-pub fn run(spi: &mut Client<'_>, query: Query<NoRows>) -> Result<u64> {
+pub fn run(spi: &mut Spi<'_>, query: Query<NoRows>) -> Result<u64> {
     let (sql, params, _) = query.split();
     exec(spi, &sql, &datums(params))
 }
 
 /// Runs a statement that may write.
-pub fn exec(client: &mut Client<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<u64> {
-    let table = client.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
+pub fn exec(spi: &mut Spi<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<u64> {
+    let table = spi.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
     Ok(table.len() as u64)
 }
 
 /// Runs a query and maps each row.
 pub fn query<T>(
-    client: &mut Client<'_>,
+    spi: &mut Spi<'_>,
     sql: &str,
     args: &[DatumWithOid<'_>],
     map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    map_rows(client.update(sql, None, args).map_err(|e| spi_error(sql, e))?, map)
+    map_rows(spi.update(sql, None, args).map_err(|e| spi_error(sql, e))?, map)
 }
 
 /// Runs a read-only query (sharing the calling statement's snapshot while
 /// the transaction has not written) and maps each row.
 pub fn select<T>(
-    client: &Client<'_>,
+    spi: &Spi<'_>,
     sql: &str,
     args: &[DatumWithOid<'_>],
     map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    map_rows(client.select(sql, None, args).map_err(|e| spi_error(sql, e))?, map)
+    map_rows(spi.select(sql, None, args).map_err(|e| spi_error(sql, e))?, map)
 }
 
 /// Runs a read-only query whose columns are all `text` and hands each row
@@ -152,23 +154,23 @@ pub fn select<T>(
 /// (half of the server's time in a 1M-row download); here a row costs one.
 /// `each` must not run SPI itself: the slices point into this result.
 pub fn text_rows(
-    client: &Client<'_>,
+    spi: &Spi<'_>,
     sql: &str,
     args: &[DatumWithOid<'_>],
     each: impl FnMut(&[Option<&str>]) -> Result<()>,
 ) -> Result<usize> {
-    let table = client.select(sql, None, args).map_err(|e| spi_error(sql, e))?;
+    let table = spi.select(sql, None, args).map_err(|e| spi_error(sql, e))?;
     each_text_row(table, sql, each)
 }
 
 /// [`text_rows`] of a statement that may write (`... RETURNING`).
 pub fn text_rows_mut(
-    client: &mut Client<'_>,
+    spi: &mut Spi<'_>,
     sql: &str,
     args: &[DatumWithOid<'_>],
     each: impl FnMut(&[Option<&str>]) -> Result<()>,
 ) -> Result<usize> {
-    let table = client.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
+    let table = spi.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
     each_text_row(table, sql, each)
 }
 
@@ -241,8 +243,8 @@ pub fn text(row: &SpiHeapTupleData<'_>, ordinal: usize) -> Result<Option<String>
 }
 
 /// One value of the first row, or `None`.
-pub fn one<T: IntoDatum + FromDatum>(client: &mut Client<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<Option<T>> {
-    Ok(query(client, sql, args, |row| get::<T>(row, 1))?.into_iter().next().flatten())
+pub fn one<T: IntoDatum + FromDatum>(spi: &mut Spi<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<Option<T>> {
+    Ok(query(spi, sql, args, |row| get::<T>(row, 1))?.into_iter().next().flatten())
 }
 
 /// Settings that make PostgreSQL's text output of values what
@@ -256,8 +258,8 @@ const TEXT_SETTINGS: [(&str, &str); 5] = [
     ("IntervalStyle", "postgres"),
 ];
 
-pub fn with_text_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
-    with_settings(client, &TEXT_SETTINGS, body)
+pub fn with_text_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    with_settings(spi, &TEXT_SETTINGS, body)
 }
 
 /// Plans that look rows up by key, one index probe per row. A batch is
@@ -266,8 +268,8 @@ pub fn with_text_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Cli
 /// ten thousand times.
 const PROBE_SETTINGS: [(&str, &str); 2] = [("enable_hashjoin", "off"), ("enable_mergejoin", "off")];
 
-pub fn with_index_probes<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
-    with_settings(client, &PROBE_SETTINGS, body)
+pub fn with_index_probes<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    with_settings(spi, &PROBE_SETTINGS, body)
 }
 
 /// An apply plans each statement once for a batch of rows; compiling
@@ -275,25 +277,25 @@ pub fn with_index_probes<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Clie
 const APPLY_SETTINGS: [(&str, &str); 1] = [("jit", "off")];
 
 /// Text settings plus the planner settings of an apply.
-pub fn with_apply_settings<T>(client: &mut Client<'_>, body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
-    with_settings(client, &APPLY_SETTINGS, |client| with_text_settings(client, body))
+pub fn with_apply_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    with_settings(spi, &APPLY_SETTINGS, |spi| with_text_settings(spi, body))
 }
 
 /// Runs `body` with `settings`, then puts back what they were.
-fn with_settings<T>(client: &mut Client<'_>, settings: &[(&str, &str)], body: impl FnOnce(&mut Client<'_>) -> Result<T>) -> Result<T> {
-    let saved = set_settings(client, settings)?;
-    let result = body(client);
-    restore_settings(client, saved)?;
+fn with_settings<T>(spi: &mut Spi<'_>, settings: &[(&str, &str)], body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    let saved = set_settings(spi, settings)?;
+    let result = body(spi);
+    restore_settings(spi, saved)?;
     result
 }
 
 /// Sets `settings` for the transaction (set_config runs in a read-only
 /// query too) and returns what they were.
-fn set_settings<'a>(client: &Client<'_>, settings: &[(&'a str, &str)]) -> Result<Vec<(&'a str, String)>> {
+fn set_settings<'a>(spi: &Spi<'_>, settings: &[(&'a str, &str)]) -> Result<Vec<(&'a str, String)>> {
     let mut saved = Vec::with_capacity(settings.len());
     for &(name, value) in settings {
         let previous = select(
-            client,
+            spi,
             "SELECT pg_catalog.current_setting($1), pg_catalog.set_config($1, $2, true)",
             &[name.into(), value.into()],
             |row| text(row, 1),
@@ -303,9 +305,9 @@ fn set_settings<'a>(client: &Client<'_>, settings: &[(&'a str, &str)]) -> Result
     Ok(saved)
 }
 
-fn restore_settings(client: &Client<'_>, saved: Vec<(&str, String)>) -> Result<()> {
+fn restore_settings(spi: &Spi<'_>, saved: Vec<(&str, String)>) -> Result<()> {
     for (name, value) in saved {
-        select(client, "SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.as_str().into()], |_| Ok(()))?;
+        select(spi, "SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.as_str().into()], |_| Ok(()))?;
     }
     Ok(())
 }
@@ -344,6 +346,13 @@ impl From<PgError> for Error {
 /// subtransaction back and returns the error instead of aborting the whole
 /// transaction.
 pub fn in_subtransaction<T>(body: impl FnOnce() -> T) -> std::result::Result<T, PgError> {
+    // SAFETY: this is PostgreSQL's own pattern for trapping an error in C
+    // (as PL/pgSQL's exception blocks do): the memory context and resource
+    // owner are saved before BeginInternalSubTransaction and put back after
+    // it is released or rolled back, on every path; `body` runs inside
+    // PgTryBuilder, which turns a longjmp'd ERROR into the Err arm, so no
+    // error escapes with the subtransaction still open. Called only from a
+    // sync function, inside a transaction.
     unsafe {
         let old_context = pg_sys::CurrentMemoryContext;
         let old_owner = pg_sys::CurrentResourceOwner;

@@ -11,7 +11,7 @@ use crate::fold;
 use crate::json_text::JsonbText;
 use crate::registry;
 use crate::report::{self, required, run};
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 /// Tables with their tracked rows and tombstones, clients with when they last
 /// synced, the conflict count, and the current snapshot.
@@ -19,7 +19,7 @@ use crate::spi::{self, Client};
 fn sync_status(scope: Option<&str>) -> JsonbText {
     run("sync_status", || {
         let scope = required(scope, "scope")?;
-        spi::connect(|client| status(client, scope)).map(|v| JsonbText::from_value(&v))
+        spi::connect(|spi| status(spi, scope)).map(|v| JsonbText::from_value(&v))
     })
 }
 
@@ -31,18 +31,18 @@ fn sync_cleanup(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'"
     run("sync_cleanup", || {
         let scope = required(scope, "scope")?;
         let options = CleanupOptions::parse(report::options(options)?.as_ref())?;
-        spi::connect(|client| cleanup(client, scope, &options)).map(|v| JsonbText::from_value(&v))
+        spi::connect(|spi| cleanup(spi, scope, &options)).map(|v| JsonbText::from_value(&v))
     })
 }
 
-fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
-    let stored = registry::load_scope(client, scope_name)?;
+fn status(spi: &mut Spi<'_>, scope_name: &str) -> Result<Value> {
+    let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
-    fold::fold(client, &scope, 0..scope.schema.tables.len())?;
+    fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
     let mut tables = Vec::new();
     for (t, table) in scope.schema.tables.iter().enumerate() {
         let counts = spi::query(
-            client,
+            spi,
             &format!(
                 "SELECT count(*) FILTER (WHERE NOT tandem_deleted), count(*) FILTER (WHERE tandem_deleted), \
                         (SELECT count(*) FROM {}) FROM {}",
@@ -65,9 +65,9 @@ fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
         }));
     }
     // Other clients' ids and parameters are the scope owner's to see.
-    let owner = registry::caller_owns(client, scope_name)?;
+    let owner = registry::caller_owns(spi, scope_name)?;
     let clients = spi::query(
-        client,
+        spi,
         "SELECT coalesce(jsonb_agg(jsonb_build_object('client_id', c.client_id, 'params', c.params, \
                 'registered', c.token_hash IS NOT NULL, 'last_seen', c.last_seen, \
                 'replicas', (SELECT coalesce(jsonb_agg(jsonb_build_object('replica_id', r.replica_id, \
@@ -77,8 +77,8 @@ fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
         &[scope_name.into()],
         |row| spi::text(row, 1),
     )?;
-    let conflicts = spi::one::<i64>(client, "SELECT count(*) FROM tandem.conflicts WHERE scope = $1", &[scope_name.into()])?;
-    let snapshot = spi::one::<String>(client, "SELECT pg_current_snapshot()::text", &[])?;
+    let conflicts = spi::one::<i64>(spi, "SELECT count(*) FROM tandem.conflicts WHERE scope = $1", &[scope_name.into()])?;
+    let snapshot = spi::one::<String>(spi, "SELECT pg_current_snapshot()::text", &[])?;
     let clients: Value = match clients.into_iter().next().flatten() {
         None => json!([]),
         Some(text) => serde_json::from_str(&text).map_err(|e| Error::Internal(format!("clients of {scope_name}: {e}")))?,
@@ -97,19 +97,19 @@ fn status(client: &mut Client<'_>, scope_name: &str) -> Result<Value> {
     Ok(status)
 }
 
-fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) -> Result<Value> {
-    let stored = registry::load_scope(client, scope_name)?;
+fn cleanup(spi: &mut Spi<'_>, scope_name: &str, options: &CleanupOptions) -> Result<Value> {
+    let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
-    fold::fold(client, &scope, 0..scope.schema.tables.len())?;
+    fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
     let days = i64::from(options.inactive_after_days.unwrap_or(30));
     let needs = spi::query(
-        client,
+        spi,
         "SELECT r.replica_id, r.last_since FROM tandem.replicas r JOIN tandem.clients c ON c.client_id = r.client_id \
          WHERE c.scope = $1 AND r.last_seen > now() - make_interval(days => $2::int8::int4)",
         &[scope_name.into(), days.into()],
         |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?)),
     )?;
-    let current = spi::one::<String>(client, "SELECT pg_current_snapshot()::text", &[])?.unwrap_or_default();
+    let current = spi::one::<String>(spi, "SELECT pg_current_snapshot()::text", &[])?.unwrap_or_default();
     let mut horizon = Snapshot::parse(&current).map(|s| s.xmin).ok_or_else(|| Error::Internal("unreadable snapshot".into()))?;
     let purged = stored.purged_before.as_deref().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
     let mut holding = 0;
@@ -135,18 +135,18 @@ fn cleanup(client: &mut Client<'_>, scope_name: &str, options: &CleanupOptions) 
         let horizon_text = horizon.to_string();
         for t in 0..scope.schema.tables.len() {
             removed_tombstones += spi::exec(
-                client,
+                spi,
                 &format!("DELETE FROM {} WHERE tandem_deleted AND tandem_stamp < $1::text::xid8", scope.track(t)),
                 &[horizon_text.as_str().into()],
             )?;
             removed_exits += spi::exec(
-                client,
+                spi,
                 &format!("DELETE FROM {} WHERE tandem_stamp < $1::text::xid8", scope.exits(t)),
                 &[horizon_text.as_str().into()],
             )?;
         }
         spi::exec(
-            client,
+            spi,
             "UPDATE tandem.scopes SET purged_before = greatest(coalesce(purged_before, '0'::xid8), $2::text::xid8) WHERE name = $1",
             &[scope_name.into(), horizon_text.into()],
         )?;

@@ -47,8 +47,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
         let mut result = Applied { watermark: watermark.clone(), ..Applied::default() };
         let mut deletes = Vec::new();
         // For a large batch, the tracking triggers go for the length of this
-        // transaction (no other connection can write meanwhile): checking the
-        // "applying" flag on every row would double the cost of the writes.
+        // transaction (no other connection can write meanwhile): logging
+        // every row, then removing those entries again, would double the
+        // cost of the writes.
         let mut silenced = Vec::new();
         for table in &tables {
             if table.rows.len() >= SILENCE_TRIGGERS_FROM {

@@ -15,6 +15,8 @@ use crate::error::{LocalError, Result};
 /// what a file made by an earlier Tandem lacks.
 pub fn ensure(conn: &Connection) -> Result<()> {
     conn.execute_batch(METADATA)?;
+    // A table an earlier Tandem kept and nothing reads.
+    conn.execute_batch("DROP TABLE IF EXISTS tandem_applying")?;
     for (table, column, definition) in ADDED_COLUMNS {
         let present: bool = conn.query_row(
             "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",

@@ -29,7 +29,6 @@ pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result
 /// other connection can log a change in between.
 pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     atomically(conn, |conn| {
-        conn.execute("INSERT INTO tandem_applying (flag) VALUES (1)", [])?;
         let mut before = Vec::with_capacity(state.tables.len());
         for table in &state.tables {
             before.push((table.id, crate::rows::top_seq(conn, table.id)?));
@@ -43,7 +42,6 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
                 vec![rusqlite::types::Value::Integer(top)],
             )?;
         }
-        conn.execute("DELETE FROM tandem_applying", [])?;
         Ok(value)
     })
 }

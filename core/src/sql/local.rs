@@ -54,7 +54,6 @@ CREATE TABLE IF NOT EXISTS tandem_tables (
     acked_seq INTEGER NOT NULL DEFAULT 0,
     UNIQUE (scope, name)
 );
-CREATE TABLE IF NOT EXISTS tandem_applying (flag INTEGER);
 CREATE TABLE IF NOT EXISTS tandem_conflicts (
     id INTEGER PRIMARY KEY,
     scope TEXT NOT NULL,

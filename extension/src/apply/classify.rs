@@ -8,7 +8,7 @@ use tandem_core::sql::Scope;
 use tandem_core::upload::{Outcome, UploadRow};
 use tandem_core::{Error, Result};
 
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 use super::plan::TablePlan;
 use super::Upload;
@@ -16,13 +16,13 @@ use super::Upload;
 impl Upload<'_> {
     /// Classifies rows `idx` of `plan` against the server, probing its
     /// tables by key: a key change against the row at its old key.
-    pub fn classify(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
+    pub fn classify(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
         let (moves, rows): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| plan.rows[i].is_move());
         self.classify_by(spi, plan, StageKey::Sent, &rows)?;
         self.classify_by(spi, plan, StageKey::MovedFrom, &moves)
     }
 
-    fn classify_by(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, key: StageKey, idx: &[usize]) -> Result<()> {
+    fn classify_by(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, key: StageKey, idx: &[usize]) -> Result<()> {
         if idx.is_empty() {
             return Ok(());
         }

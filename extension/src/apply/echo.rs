@@ -10,7 +10,7 @@ use tandem_core::sql::apply as sql;
 use tandem_core::Result;
 
 use crate::fold;
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 use super::plan::TablePlan;
 use super::Upload;
@@ -19,13 +19,13 @@ impl Upload<'_> {
     /// After every write of the apply: folds the logs its writes filled,
     /// then marks the rows left exactly as sent. Rows are looked up by key,
     /// so the cost follows the upload, not the table.
-    pub fn mark_echoes(&self, spi: &mut Client<'_>, plans: &mut [TablePlan<'_>]) -> Result<()> {
+    pub fn mark_echoes(&self, spi: &mut Spi<'_>, plans: &mut [TablePlan<'_>]) -> Result<()> {
         let written: Vec<usize> = plans.iter().filter(|p| p.rows.iter().any(|r| r.written)).map(|p| p.t).collect();
         fold::fold(spi, self.scope, written)?;
         spi::with_index_probes(spi, |spi| self.mark_written(spi, plans))
     }
 
-    fn mark_written(&self, spi: &mut Client<'_>, plans: &mut [TablePlan<'_>]) -> Result<()> {
+    fn mark_written(&self, spi: &mut Spi<'_>, plans: &mut [TablePlan<'_>]) -> Result<()> {
         for plan in plans.iter_mut() {
             let written: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].written).collect();
             if written.is_empty() {

@@ -43,7 +43,7 @@ use crate::fold;
 use crate::json_text::{JsonText, JsonbText};
 use crate::registry;
 use crate::report::{self, required, run};
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 use plan::TablePlan;
 
@@ -88,7 +88,7 @@ pub(crate) struct Upload<'a> {
     filters: &'a FilterValues,
 }
 
-pub fn apply_changes(spi: &mut Client<'_>, scope_name: &str, changeset: Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
+pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
     let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
     if changeset.origin.is_empty() {
@@ -196,7 +196,7 @@ impl Upload<'_> {
     /// Fails the whole upload when a row was refused, naming each with the
     /// server's row when the client may see it; the uploader sets those
     /// rows aside and sends the rest again.
-    fn fail_on_refusals(&self, spi: &mut Client<'_>, plans: &[TablePlan<'_>], rejections: &[tandem_core::Rejection]) -> Result<()> {
+    fn fail_on_refusals(&self, spi: &mut Spi<'_>, plans: &[TablePlan<'_>], rejections: &[tandem_core::Rejection]) -> Result<()> {
         let mut refused = rejections.to_vec();
         refused.extend(plans.iter().flat_map(|p| p.rows.iter().filter_map(|r| r.rejection(&p.table.name))));
         if refused.is_empty() {
@@ -211,7 +211,7 @@ impl Upload<'_> {
 
 /// Room to sort and hash a large upload in memory; returns the setting to
 /// put back, if it was raised.
-fn raise_work_mem(spi: &mut Client<'_>) -> Result<Option<String>> {
+fn raise_work_mem(spi: &mut Spi<'_>) -> Result<Option<String>> {
     spi::one::<String>(
         spi,
         "SELECT current_setting('work_mem'), CASE WHEN pg_size_bytes(current_setting('work_mem')) < 64 * 1024 * 1024 \

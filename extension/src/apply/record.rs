@@ -11,7 +11,7 @@ use tandem_core::upload::AppliedChange;
 use tandem_core::{Error, Result};
 
 use crate::registry;
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 use super::plan::TablePlan;
 
@@ -27,7 +27,7 @@ pub struct Retry {
 
 /// What the upload that this one retries applied (nothing when it retries
 /// none, or carries no id). Refuses a replica id another client uses.
-pub fn retry_of(spi: &Client<'_>, replica: &str, client_id: &str, upload_id: Option<&str>) -> Result<Retry> {
+pub fn retry_of(spi: &Spi<'_>, replica: &str, client_id: &str, upload_id: Option<&str>) -> Result<Retry> {
     let stored = registry::find_replica(spi, replica, client_id)?;
     let Some(stored) = stored.filter(|s| upload_id.is_some() && s.last_upload.as_deref() == upload_id) else {
         return Ok(Retry::default());
@@ -42,7 +42,7 @@ pub fn retry_of(spi: &Client<'_>, replica: &str, client_id: &str, upload_id: Opt
 
 /// Records what this upload applied, under its id.
 pub fn record_upload(
-    spi: &mut Client<'_>,
+    spi: &mut Spi<'_>,
     scope: &Scope<'_>,
     replica: &str,
     upload_id: &str,
@@ -58,7 +58,7 @@ pub fn record_upload(
 
 /// Every conflict goes to `tandem.conflicts` with both rows and the
 /// decision: the losing version is never lost.
-pub fn log_conflicts(spi: &mut Client<'_>, scope: &str, client_id: &str, conflicts: &[ConflictReport]) -> Result<()> {
+pub fn log_conflicts(spi: &mut Spi<'_>, scope: &str, client_id: &str, conflicts: &[ConflictReport]) -> Result<()> {
     if conflicts.is_empty() {
         return Ok(());
     }

@@ -11,7 +11,7 @@ use tandem_core::sql::apply::{self as sql, StageKey};
 use tandem_core::upload::{Outcome, RowState, Settlement};
 use tandem_core::{Error, Rejection, Result};
 
-use crate::spi::{self, Client};
+use crate::spi::{self, Spi};
 
 use super::plan::TablePlan;
 use super::Upload;
@@ -19,7 +19,7 @@ use super::Upload;
 impl Upload<'_> {
     /// The server's current rows for rows `idx` (at `key`), by idx; a row
     /// that is gone reports its tombstone's version.
-    fn server_rows(&self, spi: &mut Client<'_>, plan: &TablePlan<'_>, key: StageKey, idx: &[usize]) -> Result<HashMap<usize, RowState>> {
+    fn server_rows(&self, spi: &mut Spi<'_>, plan: &TablePlan<'_>, key: StageKey, idx: &[usize]) -> Result<HashMap<usize, RowState>> {
         let mut out: HashMap<usize, RowState> = idx.iter().map(|&i| (i, RowState::default())).collect();
         if idx.is_empty() {
             return Ok(out);
@@ -39,7 +39,7 @@ impl Upload<'_> {
 
     /// Keeps the server's rows before the apply, for the conflicts `idx`:
     /// for a key change, the row at its old key (the row it changed).
-    pub fn fetch_before(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
+    pub fn fetch_before(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
         let (moves, rows): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| plan.rows[i].is_move());
         for (key, idx) in [(StageKey::Sent, rows), (StageKey::MovedFrom, moves)] {
             for (i, state) in self.server_rows(spi, plan, key, &idx)? {
@@ -52,7 +52,7 @@ impl Upload<'_> {
     /// Keeps the server's rows after the apply, for rows `idx` (those not
     /// written as sent): the uploader takes them, and for a key change not
     /// written, restores the row at its old key.
-    pub fn fetch_after(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
+    pub fn fetch_after(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
         for (i, state) in self.server_rows(spi, plan, StageKey::Sent, idx)? {
             plan.rows[i].after = Some(state);
         }
@@ -64,7 +64,7 @@ impl Upload<'_> {
     }
 
     /// Settles conflict `i` of `plan` by the policy (or the resolver).
-    pub fn settle(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, i: usize) -> Result<()> {
+    pub fn settle(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, i: usize) -> Result<()> {
         let Outcome::Conflict { kind, .. } = plan.rows[i].outcome else { return Ok(()) };
         let settled = |decision| Settlement { decision, merged: None, reason: None };
         let settlement = match &plan.policy {
@@ -102,7 +102,7 @@ impl Upload<'_> {
     /// Fills in the server's state of a refused row, if the client may see
     /// it, so the client can take it instead of its refused change.
     /// For a refused key change, the row at its old key too.
-    pub fn visible_row(&self, spi: &mut Client<'_>, rejection: &mut Rejection) -> Result<()> {
+    pub fn visible_row(&self, spi: &mut Spi<'_>, rejection: &mut Rejection) -> Result<()> {
         let Some(t) = self.scope.index_of(&rejection.table) else { return Ok(()) };
         if let Some(state) = self.visible_state(spi, t, &rejection.key)? {
             rejection.version = state.version;
@@ -119,7 +119,7 @@ impl Upload<'_> {
 
     /// A key its type refuses (`2024-02-30`, refused when staged) is no
     /// row's: `None`.
-    fn visible_state(&self, spi: &mut Client<'_>, t: usize, key: &[Value]) -> Result<Option<RowState>> {
+    fn visible_state(&self, spi: &mut Spi<'_>, t: usize, key: &[Value]) -> Result<Option<RowState>> {
         let Some(query) = sql::visible_row(self.scope, t, key, self.filters) else { return Ok(None) };
         match spi::in_subtransaction(|| spi::all(spi, query)) {
             Ok(rows) => Ok(rows?.into_iter().next()),

@@ -12,13 +12,13 @@ use tandem_core::upload::Outcome;
 use tandem_core::Result;
 
 use crate::catalog;
-use crate::spi::{self, Client, PgError};
+use crate::spi::{self, Spi, PgError};
 
 use super::plan::TablePlan;
 
 /// Stages the rows of `plan` (a delete stages its key, other columns NULL),
 /// refusing each row with a value the server would not store as sent.
-pub fn stage(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> Result<()> {
+pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> Result<()> {
     let names: Vec<&str> = plan.column_names.iter().map(String::as_str).collect();
     let types = catalog::stage_types(spi, &plan.table.table_name(), &names)?;
     plan.types = types.clone();
@@ -74,7 +74,7 @@ pub fn stage(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) 
 /// Stages rows `idx` in one statement; when a value fails it, halves the
 /// rows until each failing row is found and refused (k bad rows of n cost
 /// about k log n statements, and none when all are good).
-fn fill(spi: &mut Client<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>, types: &[StageType], idx: &[usize]) -> Result<()> {
+fn fill(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>, types: &[StageType], idx: &[usize]) -> Result<()> {
     let rows = stage_rows(plan, idx);
     match spi::in_subtransaction(|| spi::run(spi, sql::fill_stage(scope, plan.t, &plan.columns, types, rows))) {
         Ok(result) => result.map(|_| ()),
@@ -100,7 +100,7 @@ fn refuses_a_value(error: &PgError) -> bool {
 }
 
 /// `column <name>: <why>` for the first value of row `i` its column refuses.
-fn failing_column(spi: &mut Client<'_>, plan: &TablePlan<'_>, types: &[StageType], i: usize) -> Option<String> {
+fn failing_column(spi: &mut Spi<'_>, plan: &TablePlan<'_>, types: &[StageType], i: usize) -> Option<String> {
     let texts = row_texts(plan, i);
     for ((name, ty), text) in plan.column_names.iter().zip(types).zip(texts) {
         let Some(text) = text else { continue };

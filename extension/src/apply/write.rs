@@ -14,7 +14,7 @@ use tandem_core::error::RejectionKind;
 use tandem_core::upload::{merged_row, Outcome};
 use tandem_core::{Error, Result};
 
-use crate::spi::{self, Client, PgError};
+use crate::spi::{self, Spi, PgError};
 
 use super::plan::TablePlan;
 use super::Upload;
@@ -34,7 +34,7 @@ enum RowFault {
 }
 
 /// This transaction's id as a row's `xmin` shows it.
-fn own_xid(spi: &mut Client<'_>) -> Result<String> {
+fn own_xid(spi: &mut Spi<'_>) -> Result<String> {
     spi::one::<String>(spi, "SELECT pg_current_xact_id()::xid::text", &[])?
         .ok_or_else(|| tandem_core::Error::Internal("the apply has no transaction id".into()))
 }
@@ -55,7 +55,7 @@ impl RowFault {
 impl Upload<'_> {
     /// Writes the rows of `plan` whose op is `op` and that apply as sent (or
     /// won their conflict), classifying again rows that changed underneath.
-    pub fn write_table(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, op: Op) -> Result<()> {
+    pub fn write_table(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, op: Op) -> Result<()> {
         let mut pending: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].to_write(op)).collect();
         // Rows this transaction changed itself since they were classified,
         // already tried again once on that change.
@@ -137,7 +137,7 @@ impl Upload<'_> {
     /// its key, so another unique value of the row is in use, or a trigger
     /// declined it. The error says which (or the row is written, if that
     /// other row went).
-    fn insert_strictly(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, i: usize) -> Result<()> {
+    fn insert_strictly(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, i: usize) -> Result<()> {
         let strict = sql::insert_rows(self.scope, self.staged, plan.t, &plan.types, &[i], true);
         let row = &mut plan.rows[i];
         match spi::in_subtransaction(|| spi::all(spi, strict)) {
@@ -155,8 +155,8 @@ impl Upload<'_> {
 
     /// One write attempt for `idx`, set-based; when a constraint fails, row
     /// by row, each failing row becoming a `constraint_violated` conflict.
-    fn write_rows(&self, spi: &mut Client<'_>, plan: &mut TablePlan<'_>, op: Op, idx: &[usize]) -> Result<Vec<usize>> {
-        let attempt = |spi: &mut Client<'_>, plan: &TablePlan<'_>, rows: &[usize]| -> Result<Vec<usize>> {
+    fn write_rows(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, op: Op, idx: &[usize]) -> Result<Vec<usize>> {
+        let attempt = |spi: &mut Spi<'_>, plan: &TablePlan<'_>, rows: &[usize]| -> Result<Vec<usize>> {
             let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.rows[i].server.exists);
             // Key changes whose old row is there: one UPDATE of the key.
             let (moves, live): (Vec<usize>, Vec<usize>) = live.iter().partition(|&&i| plan.rows[i].is_move());
@@ -208,7 +208,7 @@ impl Upload<'_> {
     /// Writes the rows resolvers returned; they go to every client, the
     /// uploader included. Columns a resolver leaves out keep the server's
     /// value (or the client's, when the server row is gone).
-    pub fn write_merged(&self, spi: &mut Client<'_>, plan: &TablePlan<'_>) -> Result<()> {
+    pub fn write_merged(&self, spi: &mut Spi<'_>, plan: &TablePlan<'_>) -> Result<()> {
         let table = plan.table;
         for row in &plan.rows {
             let Outcome::Conflict { settlement: Some(settlement), .. } = &row.outcome else { continue };
