@@ -12,7 +12,7 @@ AS_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 export TANDEM_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: all deps apt pgrx postgres install sqlite-ext demo test test-extension test-workspace bench clean
+.PHONY: all deps apt pgrx postgres install sqlite-ext demo test test-extension test-workspace lint bench clean
 
 all: test
 
@@ -74,6 +74,15 @@ test-extension: deps
 # build goes back in first.
 test-workspace: install sqlite-ext
 	cargo test
+
+# The formatted tree and a clippy without warnings (CI runs it before the
+# tests; the loadable extension builds apart, so it is checked apart).
+lint: apt
+	@command -v rustup >/dev/null && rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	@command -v rustup >/dev/null && rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	cargo fmt --all --check
+	cargo fmt --manifest-path sqlite-ext/Cargo.toml --check
+	cargo clippy -q --all-targets -- -D warnings
 
 bench: install
 	cargo run --release -p tandem-cli -- bench $(BENCH_ARGS)

@@ -139,9 +139,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 
 fn demo(url: &str, args: &Args) -> Result<(), CliError> {
     let mut server = Client::connect(url, NoTls).map_err(|e| CliError::connect(url, &e))?;
-    server
-        .batch_execute("CREATE EXTENSION tandem")
-        .map_err(|_| CliError::ExtensionMissing { url: redacted(&args.database) })?;
+    server.batch_execute("CREATE EXTENSION tandem").map_err(|_| CliError::ExtensionMissing { url: redacted(&args.database) })?;
     step(&format!("server {}: two tenants' customers, orders and items, and shared currencies", redacted(url)));
     server.batch_execute(SCHEMA).map_err(|e| CliError::database("seed the demo", &e))?;
     println!("   scope \"crm\": customers and orders filtered by tenant, items through their order, currencies download-only");

@@ -77,7 +77,9 @@ fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::
                 Ok(rusqlite::types::ValueRef::Integer(n)) => Value::from(n),
                 Ok(rusqlite::types::ValueRef::Real(f)) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
                 Ok(rusqlite::types::ValueRef::Text(t)) => Value::String(String::from_utf8_lossy(t).into_owned()),
-                Ok(rusqlite::types::ValueRef::Blob(b)) => Value::String(format!("x'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>())),
+                Ok(rusqlite::types::ValueRef::Blob(b)) => {
+                    Value::String(format!("x'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+                }
             })
             .collect();
         if json {
@@ -127,20 +129,14 @@ pub struct SyncArgs {
 
 /// `tenant=3` -> ("tenant", 3); `region=eu` -> ("region", "eu").
 pub fn parse_param(text: &str) -> Result<(String, Value), CliError> {
-    let (name, value) = text
-        .split_once('=')
-        .ok_or_else(|| CliError::Invalid(format!("--param {text}: write it as name=value")))?;
+    let (name, value) = text.split_once('=').ok_or_else(|| CliError::Invalid(format!("--param {text}: write it as name=value")))?;
     let value = serde_json::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.to_string()));
     Ok((name.to_string(), value))
 }
 
 pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let store = args.file.open()?;
-    let params = if args.params.is_empty() {
-        None
-    } else {
-        Some(args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?)
-    };
+    let params = if args.params.is_empty() { None } else { Some(args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?) };
     let options = SyncOptions { params, max_rows: args.max_rows, max_bytes: args.max_bytes, token: args.token.clone() };
     tandem_core::options::check_max_bytes(options.max_bytes).map_err(tandem_local::LocalError::from)?;
     let mut progress = (!args.json).then(|| Progress::new("syncing"));

@@ -33,19 +33,14 @@ fn bench_json_has_every_figure() {
     let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
     assert_eq!(report["rows"], 2000);
     for key in KEYS {
-        let figure = report[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing or not a number in {report}"));
+        let figure = report[key].as_f64().unwrap_or_else(|| panic!("{key} missing or not a number in {report}"));
         assert!(figure.is_finite() && figure > 0.0, "{key} = {figure}");
     }
 }
 
 #[test]
 fn bench_refuses_a_table_too_small_to_measure() {
-    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["bench", "--rows", "10"])
-        .output()
-        .expect("run tandem bench");
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem")).args(["bench", "--rows", "10"]).output().expect("run tandem bench");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--rows must be at least 1000"));
 }

@@ -17,7 +17,10 @@ fn stdout(output: &Output) -> String {
 fn a_script_runs_whole_or_not_at_all() {
     let files = Files::new("sql_cmd");
     let file = files.path("a.db");
-    let created = sql(&file, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'a;b'); SELECT count(*) FROM notes;");
+    let created = sql(
+        &file,
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'a;b'); SELECT count(*) FROM notes;",
+    );
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     assert_eq!(stdout(&created), "1", "a table created by the script is usable in it");
 

@@ -89,8 +89,7 @@ impl RowChange {
 impl Changeset {
     /// Parses changeset text, with errors that point at the problem.
     pub fn parse(text: &str) -> Result<Self> {
-        let changeset: Changeset = serde_json::from_str(text)
-            .map_err(|e| Error::Malformed { what: "changeset", reason: e.to_string() })?;
+        let changeset: Changeset = serde_json::from_str(text).map_err(|e| Error::Malformed { what: "changeset", reason: e.to_string() })?;
         if changeset.format != FORMAT {
             return Err(Error::UnsupportedFormat(changeset.format));
         }
@@ -98,8 +97,8 @@ impl Changeset {
     }
 
     pub fn from_value(value: Value) -> Result<Self> {
-        let changeset: Changeset = serde_json::from_value(value)
-            .map_err(|e| Error::Malformed { what: "changeset", reason: e.to_string() })?;
+        let changeset: Changeset =
+            serde_json::from_value(value).map_err(|e| Error::Malformed { what: "changeset", reason: e.to_string() })?;
         if changeset.format != FORMAT {
             return Err(Error::UnsupportedFormat(changeset.format));
         }
@@ -229,7 +228,9 @@ mod tests {
         assert_eq!(row.approx_json_len(), 64 + 21 + 1003 + 6 + 21);
         let error = crate::Error::RowTooLarge { table: "public.notes".into(), key: "[1]".into(), bytes: 600 << 20 };
         assert_eq!(error.sqlstate(), "54000");
-        assert!(error.to_string().starts_with("row [1] of public.notes is 600 MB as changeset JSON, more than Tandem moves in one message (512 MB)"));
+        assert!(error
+            .to_string()
+            .starts_with("row [1] of public.notes is 600 MB as changeset JSON, more than Tandem moves in one message (512 MB)"));
     }
 
     #[test]
@@ -259,7 +260,10 @@ mod tests {
             (r#"{"format":1,"scope":"crm","origin":"x"}"#, "missing field `tables`"),
             (r#"{"format":2,"scope":"crm","origin":"x","tables":[]}"#, "format 2"),
             (r#"{"format":1,"scope":"crm","origin":"x","tables":[],"surprise":1}"#, "unknown field `surprise`"),
-            (r#"{"format":1,"scope":"crm","origin":"x","tables":[{"name":"t","columns":[],"rows":[{"op":"merge"}]}]}"#, "unknown variant `merge`"),
+            (
+                r#"{"format":1,"scope":"crm","origin":"x","tables":[{"name":"t","columns":[],"rows":[{"op":"merge"}]}]}"#,
+                "unknown variant `merge`",
+            ),
         ];
         for (text, needle) in cases {
             let err = Changeset::parse(text).unwrap_err().to_string();

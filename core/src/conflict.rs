@@ -116,9 +116,7 @@ pub fn parse_resolution(value: &Value) -> Result<Resolution, String> {
             other => Err(format!("\"row\" must be an object of column values, got {other}")),
         },
         Value::Object(map) => Ok(Resolution::Row(map.clone())),
-        other => Err(format!(
-            "returned {other}; return \"server_wins\", \"client_wins\", {{\"row\": {{...}}}} or NULL"
-        )),
+        other => Err(format!("returned {other}; return \"server_wins\", \"client_wins\", {{\"row\": {{...}}}} or NULL")),
     }
 }
 
@@ -145,10 +143,7 @@ mod tests {
         assert_eq!(classify(Op::Delete, Some("10"), &live("10")), Verdict::Apply);
         assert_eq!(classify(Op::Upsert, Some("10"), &live("12")), Verdict::Conflict(ConflictKind::BothUpdated));
         assert_eq!(classify(Op::Upsert, None, &live("12")), Verdict::Conflict(ConflictKind::BothInserted));
-        assert_eq!(
-            classify(Op::Delete, Some("10"), &live("12")),
-            Verdict::Conflict(ConflictKind::LocalDeletedServerUpdated)
-        );
+        assert_eq!(classify(Op::Delete, Some("10"), &live("12")), Verdict::Conflict(ConflictKind::LocalDeletedServerUpdated));
     }
 
     #[test]
@@ -156,10 +151,7 @@ mod tests {
         let tombstone = ServerRow { version: Some("12"), exists: false, last_writer_is_client: false };
         assert_eq!(classify(Op::Delete, Some("10"), &tombstone), Verdict::Converged);
         assert_eq!(classify(Op::Upsert, None, &tombstone), Verdict::Apply);
-        assert_eq!(
-            classify(Op::Upsert, Some("10"), &tombstone),
-            Verdict::Conflict(ConflictKind::LocalUpdatedServerDeleted)
-        );
+        assert_eq!(classify(Op::Upsert, Some("10"), &tombstone), Verdict::Conflict(ConflictKind::LocalUpdatedServerDeleted));
         let gone = ServerRow::default();
         assert_eq!(classify(Op::Delete, Some("10"), &gone), Verdict::Converged);
         assert_eq!(classify(Op::Upsert, None, &gone), Verdict::Apply);

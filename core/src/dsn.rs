@@ -21,11 +21,7 @@ pub fn with_database(url: &str, database: &str) -> String {
 pub fn redacted(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         // key=value form: `host=h password=secret user=u`.
-        return url
-            .split(' ')
-            .map(|part| if part.starts_with("password=") { "password=***" } else { part })
-            .collect::<Vec<_>>()
-            .join(" ");
+        return url.split(' ').map(|part| if part.starts_with("password=") { "password=***" } else { part }).collect::<Vec<_>>().join(" ");
     };
     let (base, query) = match url.find('?') {
         Some(q) => (&url[..q], Some(&url[q + 1..])),
@@ -37,8 +33,7 @@ pub fn redacted(url: &str) -> String {
         _ => base.to_string(),
     };
     if let Some(query) = query {
-        let pairs: Vec<&str> =
-            query.split('&').map(|pair| if pair.starts_with("password=") { "password=***" } else { pair }).collect();
+        let pairs: Vec<&str> = query.split('&').map(|pair| if pair.starts_with("password=") { "password=***" } else { pair }).collect();
         out.push('?');
         out.push_str(&pairs.join("&"));
     }

@@ -74,7 +74,9 @@ pub enum Error {
     #[error("table {0} does not exist")]
     MissingTable(String),
 
-    #[error("table {0} has no primary key; Tandem identifies rows by it: add one (ALTER TABLE {0} ADD PRIMARY KEY (...)) and provision again")]
+    #[error(
+        "table {0} has no primary key; Tandem identifies rows by it: add one (ALTER TABLE {0} ADD PRIMARY KEY (...)) and provision again"
+    )]
     NoPrimaryKey(String),
 
     #[error("changeset is for scope \"{found}\", not \"{expected}\"")]
@@ -126,8 +128,10 @@ pub enum Error {
     #[error("the tracking of {table} in scope \"{scope}\" is gone ({object}): provision the scope again with its setup (sync_provision); devices then receive the table again")]
     TrackingMissing { scope: String, table: String, object: String },
 
-    #[error("dropping a partition of {table} would remove {rows} row(s) that devices hold without telling them: \
-             detach it first (ALTER TABLE {table} DETACH PARTITION ...), which sends its rows to devices as deletes, then drop it")]
+    #[error(
+        "dropping a partition of {table} would remove {rows} row(s) that devices hold without telling them: \
+             detach it first (ALTER TABLE {table} DETACH PARTITION ...), which sends its rows to devices as deletes, then drop it"
+    )]
     PartitionHoldsRows { table: String, rows: i64 },
 
     #[error("row {key} of {table} is {} MB as changeset JSON, more than Tandem moves in one message ({} MB): \
@@ -140,11 +144,8 @@ pub enum Error {
 }
 
 fn summarize(rejections: &[Rejection]) -> String {
-    let mut parts: Vec<String> = rejections
-        .iter()
-        .take(3)
-        .map(|r| format!("{} {}: {}", r.table, serde_json::Value::Array(r.key.clone()), r.reason))
-        .collect();
+    let mut parts: Vec<String> =
+        rejections.iter().take(3).map(|r| format!("{} {}: {}", r.table, serde_json::Value::Array(r.key.clone()), r.reason)).collect();
     if rejections.len() > 3 {
         parts.push(format!("and {} more (see DETAIL)", rejections.len() - 3));
     }
@@ -155,22 +156,22 @@ impl Error {
     /// The SQLSTATE this error is raised with on PostgreSQL.
     pub fn sqlstate(&self) -> &str {
         match self {
-            Error::InvalidName(_) => "42602",        // invalid_name
-            Error::Malformed { .. } => "22P02",      // invalid_text_representation
-            Error::InvalidOptions(_) => "22023",     // invalid_parameter_value
+            Error::InvalidName(_) => "42602",    // invalid_name
+            Error::Malformed { .. } => "22P02",  // invalid_text_representation
+            Error::InvalidOptions(_) => "22023", // invalid_parameter_value
             Error::InvalidSetup(_) => "22023",
-            Error::UnknownScope(_) => "42704",       // undefined_object
-            Error::UnknownTable { .. } => "42P01",   // undefined_table
-            Error::UnknownColumn { .. } => "42703",  // undefined_column
+            Error::UnknownScope(_) => "42704",      // undefined_object
+            Error::UnknownTable { .. } => "42P01",  // undefined_table
+            Error::UnknownColumn { .. } => "42703", // undefined_column
             Error::MissingTable(_) => "42P01",
-            Error::NoPrimaryKey(_) => "42P16",       // invalid_table_definition
+            Error::NoPrimaryKey(_) => "42P16", // invalid_table_definition
             Error::ScopeMismatch { .. } => "22023",
             Error::IdentityMismatch { .. } => "42501", // insufficient_privilege
             Error::ForeignReplica { .. } => "42501",
             Error::TokenMismatch { .. } => "42501",
             Error::UnsupportedFormat(_) => "22023",
             Error::InvalidWatermark(_) => "22023",
-            Error::WatermarkTooOld(_) => "55000",    // object_not_in_prerequisite_state
+            Error::WatermarkTooOld(_) => "55000", // object_not_in_prerequisite_state
             Error::Params(_) => "22023",
             Error::UnknownClient(_) => "42704",
             Error::InvalidToken(_) => "28000", // invalid_authorization_specification
@@ -178,7 +179,7 @@ impl Error {
             // Refusals over access outrank refusals over values.
             Error::Rejected(rows) if rows.iter().any(|r| r.kind.is_access()) => "42501",
             Error::Rejected(_) => "22P02",
-            Error::Resolver { .. } => "39000",       // external_routine_invocation_exception
+            Error::Resolver { .. } => "39000", // external_routine_invocation_exception
             Error::Database { sqlstate, .. } if sqlstate.len() == 5 && sqlstate.is_ascii() => sqlstate,
             Error::Database { .. } => "XX000",
             Error::NullArgument(_) => "22004", // null_value_not_allowed

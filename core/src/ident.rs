@@ -54,8 +54,7 @@ impl TableName {
     /// `sales."Order Items"`: unquoted parts fold to lower case as in
     /// PostgreSQL, and an unqualified name means `public`.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let parts = split_identifier_path(text)
-            .ok_or_else(|| Error::InvalidName(text.to_string()))?;
+        let parts = split_identifier_path(text).ok_or_else(|| Error::InvalidName(text.to_string()))?;
         match parts.as_slice() {
             [name] => Ok(TableName::new("public", name.clone())),
             [schema, name] => Ok(TableName::new(schema.clone(), name.clone())),
@@ -150,10 +149,7 @@ mod tests {
     fn parses_plain_qualified_and_quoted_names() {
         assert_eq!(TableName::parse("customers").unwrap(), TableName::new("public", "customers"));
         assert_eq!(TableName::parse("Sales.Orders").unwrap(), TableName::new("sales", "orders"));
-        assert_eq!(
-            TableName::parse(r#"sales."Order Items""#).unwrap(),
-            TableName::new("sales", "Order Items")
-        );
+        assert_eq!(TableName::parse(r#"sales."Order Items""#).unwrap(), TableName::new("sales", "Order Items"));
         assert_eq!(TableName::parse(r#""a""b""#).unwrap(), TableName::new("public", r#"a"b"#));
     }
 

@@ -132,9 +132,7 @@ impl Policy {
 fn parse_options<T: for<'de> Deserialize<'de> + Default>(value: Option<&Value>) -> Result<T> {
     match value {
         None | Some(Value::Null) => Ok(T::default()),
-        Some(v @ Value::Object(_)) => {
-            serde_json::from_value(v.clone()).map_err(|e| Error::InvalidOptions(e.to_string()))
-        }
+        Some(v @ Value::Object(_)) => serde_json::from_value(v.clone()).map_err(|e| Error::InvalidOptions(e.to_string())),
         Some(other) => Err(Error::InvalidOptions(format!("options must be a JSON object, got {other}"))),
     }
 }
@@ -172,7 +170,8 @@ impl ApplyOptions {
         let options: ApplyOptions = parse_options(value)?;
         if options.policy.is_some() {
             return Err(Error::InvalidOptions(
-                "the conflict policy belongs to the scope: its owner sets \"policy\" in sync_provision's setup; a client may not choose it".into(),
+                "the conflict policy belongs to the scope: its owner sets \"policy\" in sync_provision's setup; a client may not choose it"
+                    .into(),
             ));
         }
         if let Some(params) = &options.params {
@@ -184,7 +183,6 @@ impl ApplyOptions {
         }
         Ok(options)
     }
-
 }
 
 impl CleanupOptions {

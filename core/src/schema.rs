@@ -79,14 +79,11 @@ impl Schema {
             return Ok(table);
         }
         let wanted = TableName::parse(name)?;
-        self.tables
-            .iter()
-            .find(|t| t.table_name() == wanted)
-            .ok_or_else(|| Error::UnknownTable {
-                scope: self.scope.clone(),
-                table: name.to_string(),
-                known: self.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
-            })
+        self.tables.iter().find(|t| t.table_name() == wanted).ok_or_else(|| Error::UnknownTable {
+            scope: self.scope.clone(),
+            table: name.to_string(),
+            known: self.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
+        })
     }
 
     pub fn position(&self, table: &TableSchema) -> usize {
@@ -174,8 +171,7 @@ pub fn build_schema(
 ) -> Result<Schema> {
     let mut tables = Vec::new();
     let mut parents: Vec<Vec<TableName>> = Vec::new();
-    let names: Vec<TableName> =
-        setup.tables.iter().map(|t| TableName::parse(&t.name)).collect::<Result<_>>()?;
+    let names: Vec<TableName> = setup.tables.iter().map(|t| TableName::parse(&t.name)).collect::<Result<_>>()?;
     for (table, name) in setup.tables.iter().zip(&names) {
         let catalog = lookup(name)?;
         if catalog.primary_key.is_empty() {
@@ -199,9 +195,7 @@ pub fn build_schema(
         if let Some(list) = &table.columns {
             for col in list {
                 match catalog.columns.iter().find(|c| &c.name == col) {
-                    None => {
-                        return Err(Error::InvalidSetup(format!("table {name} has no column \"{col}\"")))
-                    }
+                    None => return Err(Error::InvalidSetup(format!("table {name} has no column \"{col}\""))),
                     Some(c) if c.generated => {
                         return Err(Error::InvalidSetup(format!(
                             "column \"{col}\" of {name} is generated and cannot be written by sync; leave it out"
@@ -232,29 +226,22 @@ pub fn build_schema(
             })
             .collect();
         let synced = |col: &str| columns.iter().any(|c| c.name == col);
-        let mut table_parents: Vec<TableName> =
-            catalog.references.iter().filter(|r| *r != name && names.contains(r)).cloned().collect();
+        let mut table_parents: Vec<TableName> = catalog.references.iter().filter(|r| *r != name && names.contains(r)).cloned().collect();
         match &table.filter {
             Some(Filter::Columns(map)) => {
                 for col in map.keys() {
                     if !synced(col) {
-                        return Err(Error::InvalidSetup(format!(
-                            "filter column \"{col}\" of {name} is not a synced column of the table"
-                        )));
+                        return Err(Error::InvalidSetup(format!("filter column \"{col}\" of {name} is not a synced column of the table")));
                     }
                 }
             }
             Some(Filter::Via { parent, on }) => {
                 let parent_name = TableName::parse(parent)?;
                 let Some(index) = names.iter().position(|n| *n == parent_name) else {
-                    return Err(Error::InvalidSetup(format!(
-                        "{name} is filtered via {parent_name}, which is not a table of this scope"
-                    )));
+                    return Err(Error::InvalidSetup(format!("{name} is filtered via {parent_name}, which is not a table of this scope")));
                 };
                 if setup.tables[index].filter.is_none() {
-                    return Err(Error::InvalidSetup(format!(
-                        "{name} is filtered via {parent_name}, which has no filter itself"
-                    )));
+                    return Err(Error::InvalidSetup(format!("{name} is filtered via {parent_name}, which has no filter itself")));
                 }
                 for col in on.keys() {
                     if !synced(col) {
@@ -471,8 +458,12 @@ mod tests {
             deferrable_unique: None,
         };
         match name.name.as_str() {
-            "orders" => Ok(t(vec![col("id", "int8"), col("tenant_id", "int4"), col("total", "numeric"), col("note", "text")], &["id"], &[])),
-            "order_items" => Ok(t(vec![col("order_id", "int8"), col("line", "int4"), col("sku", "text")], &["order_id", "line"], &["orders"])),
+            "orders" => {
+                Ok(t(vec![col("id", "int8"), col("tenant_id", "int4"), col("total", "numeric"), col("note", "text")], &["id"], &[]))
+            }
+            "order_items" => {
+                Ok(t(vec![col("order_id", "int8"), col("line", "int4"), col("sku", "text")], &["order_id", "line"], &["orders"]))
+            }
             "nokey" => Ok(t(vec![col("a", "int4")], &[], &[])),
             _ => Err(Error::MissingTable(name.to_string())),
         }
@@ -507,9 +498,18 @@ mod tests {
             (json!({"tables": [{"name": "missing"}]}), "does not exist"),
             (json!({"tables": [{"name": "orders", "columns": ["nope"]}]}), "no column \"nope\""),
             (json!({"tables": [{"name": "orders", "columns": ["total"], "filter": {"tenant_id": "t"}}]}), "not a synced column"),
-            (json!({"tables": [{"name": "order_items", "filter": {"via": "orders", "on": {"order_id": "id"}}}]}), "not a table of this scope"),
-            (json!({"tables": [{"name": "orders"}, {"name": "order_items", "filter": {"via": "orders", "on": {"order_id": "id"}}}]}), "has no filter"),
-            (json!({"tables": [{"name": "orders", "filter": {"tenant_id": "t"}}, {"name": "order_items", "filter": {"via": "orders", "on": {"line": "tenant_id"}}}]}), "primary key"),
+            (
+                json!({"tables": [{"name": "order_items", "filter": {"via": "orders", "on": {"order_id": "id"}}}]}),
+                "not a table of this scope",
+            ),
+            (
+                json!({"tables": [{"name": "orders"}, {"name": "order_items", "filter": {"via": "orders", "on": {"order_id": "id"}}}]}),
+                "has no filter",
+            ),
+            (
+                json!({"tables": [{"name": "orders", "filter": {"tenant_id": "t"}}, {"name": "order_items", "filter": {"via": "orders", "on": {"line": "tenant_id"}}}]}),
+                "primary key",
+            ),
         ];
         for (setup, needle) in cases {
             let err = build(setup.clone()).unwrap_err().to_string();

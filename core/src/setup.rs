@@ -117,8 +117,7 @@ impl ScopeSetup {
     /// Parses and checks what can be checked without a database.
     pub fn parse(scope: &str, value: &Value) -> Result<Self> {
         check_scope_name(scope)?;
-        let setup: ScopeSetup =
-            serde_json::from_value(value.clone()).map_err(|e| Error::InvalidSetup(e.to_string()))?;
+        let setup: ScopeSetup = serde_json::from_value(value.clone()).map_err(|e| Error::InvalidSetup(e.to_string()))?;
         if setup.tables.is_empty() {
             return Err(Error::InvalidSetup("\"tables\" is empty: list at least one table".into()));
         }
@@ -153,15 +152,11 @@ impl ScopeSetup {
 
 /// Scope names appear in tracking metadata and URLs: keep them plain.
 pub fn check_scope_name(scope: &str) -> Result<()> {
-    let ok = !scope.is_empty()
-        && scope.len() <= 63
-        && scope.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let ok = !scope.is_empty() && scope.len() <= 63 && scope.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidSetup(format!(
-            "scope name \"{scope}\" must be 1 to 63 letters, digits, '_' or '-'"
-        )))
+        Err(Error::InvalidSetup(format!("scope name \"{scope}\" must be 1 to 63 letters, digits, '_' or '-'")))
     }
 }
 

@@ -269,9 +269,7 @@ fn float_text(value: &Value) -> Result<String, String> {
 /// accepted too, a JSON fraction is not (it may already have lost digits).
 fn numeric_text(value: &Value) -> Result<String, String> {
     match value {
-        Value::String(s) if is_decimal(s) || matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") => {
-            Ok(s.clone())
-        }
+        Value::String(s) if is_decimal(s) || matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") => Ok(s.clone()),
         Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
         _ => Err(expected("a decimal number in a string, like \"12.50\"", value)),
     }
@@ -447,7 +445,9 @@ fn zone_suffix(s: &str) -> bool {
     };
     let Some((_, rest)) = digits(rest, 2) else { return false };
     let rest = rest.strip_prefix(':').unwrap_or(rest);
-    rest.is_empty() || digits(rest, 2).is_some_and(|(_, r)| r.is_empty() || r.strip_prefix(':').and_then(|r| digits(r, 2)).is_some_and(|(_, r)| r.is_empty()))
+    rest.is_empty()
+        || digits(rest, 2)
+            .is_some_and(|(_, r)| r.is_empty() || r.strip_prefix(':').and_then(|r| digits(r, 2)).is_some_and(|(_, r)| r.is_empty()))
 }
 
 fn is_infinity(s: &str) -> bool {
@@ -594,10 +594,7 @@ mod tests {
             via_json(LogicalType::Numeric, "123456789012345678901234567890.000000001"),
             json!("123456789012345678901234567890.000000001")
         );
-        assert_eq!(
-            via_json(LogicalType::Timestamptz, "2024-05-01 13:45:00.123456+00"),
-            json!("2024-05-01T13:45:00.123456Z")
-        );
+        assert_eq!(via_json(LogicalType::Timestamptz, "2024-05-01 13:45:00.123456+00"), json!("2024-05-01T13:45:00.123456Z"));
         assert_eq!(via_json(LogicalType::Timestamp, "2024-05-01 13:45:00"), json!("2024-05-01T13:45:00"));
         assert_eq!(via_json(LogicalType::Timestamptz, "infinity"), json!("infinity"));
         assert_eq!(via_json(LogicalType::Timestamptz, "0044-03-15 12:00:00+00 BC"), json!("0044-03-15T12:00:00Z BC"));

@@ -296,12 +296,9 @@ pub fn build_result<'a, V: 'a>(tables: impl IntoIterator<Item = ReportedTable<'a
                     });
                 }
                 Outcome::Apply | Outcome::Undecided | Outcome::Refused { .. } => {}
-                Outcome::AlreadyApplied | Outcome::Converged => result.current.push(CurrentRow {
-                    table: table.name.to_string(),
-                    key,
-                    row: after.row,
-                    version: after.version,
-                }),
+                Outcome::AlreadyApplied | Outcome::Converged => {
+                    result.current.push(CurrentRow { table: table.name.to_string(), key, row: after.row, version: after.version })
+                }
                 Outcome::Conflict { kind, settlement: Some(settlement) } => result.conflicts.push(ConflictReport {
                     table: table.name.to_string(),
                     key,
@@ -330,7 +327,16 @@ mod tests {
     use serde_json::json;
 
     fn change(op: Op, base: Option<&str>, seq: Option<i64>) -> CheckedRow<()> {
-        CheckedRow { op, key: vec![json!(1)], values: vec![], raw: vec![json!(1), json!("a")], base: base.map(String::from), version: None, seq, moved_from: None }
+        CheckedRow {
+            op,
+            key: vec![json!(1)],
+            values: vec![],
+            raw: vec![json!(1), json!("a")],
+            base: base.map(String::from),
+            version: None,
+            seq,
+            moved_from: None,
+        }
     }
 
     fn live(version: &str) -> ServerState {
@@ -374,7 +380,14 @@ mod tests {
 
     #[test]
     fn a_resolver_row_keeps_the_key_and_fills_in_from_the_server() {
-        let col = |name: &str| Column { name: name.into(), ty: LogicalType::Text, pg_type: "text".into(), nullable: true, default: None, server_default: false };
+        let col = |name: &str| Column {
+            name: name.into(),
+            ty: LogicalType::Text,
+            pg_type: "text".into(),
+            nullable: true,
+            default: None,
+            server_default: false,
+        };
         let table = TableSchema {
             name: "public.t".into(),
             columns: vec![col("id"), col("a"), col("b")],

@@ -48,11 +48,7 @@ pub struct MovedKey<V> {
 impl<'s, V> CheckedTable<'s, V> {
     /// Position in `columns` of each primary key column.
     pub fn key_positions(&self) -> Vec<usize> {
-        self.schema
-            .key_indexes()
-            .into_iter()
-            .map(|k| self.columns.iter().position(|c| *c == k).unwrap_or(0))
-            .collect()
+        self.schema.key_indexes().into_iter().map(|k| self.columns.iter().position(|c| *c == k).unwrap_or(0)).collect()
     }
 }
 
@@ -251,9 +247,9 @@ fn unreadable(value: &Value) -> Option<String> {
 
 fn check_version_text(version: &Option<String>, field: &str, table: &str, n: usize) -> Result<()> {
     match version {
-        Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 20 => Err(malformed(format!(
-            "row {n} of {table}: \"{field}\" is \"{v}\", expected a version returned by the server"
-        ))),
+        Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 20 => {
+            Err(malformed(format!("row {n} of {table}: \"{field}\" is \"{v}\", expected a version returned by the server")))
+        }
         _ => Ok(()),
     }
 }
@@ -271,7 +267,14 @@ mod tests {
     use serde_json::json;
 
     fn schema() -> Schema {
-        let col = |name: &str, ty, nullable| Column { name: name.into(), ty, pg_type: String::new(), nullable, default: None, server_default: false };
+        let col = |name: &str, ty, nullable| Column {
+            name: name.into(),
+            ty,
+            pg_type: String::new(),
+            nullable,
+            default: None,
+            server_default: false,
+        };
         Schema {
             scope: "crm".into(),
             version: 1,
@@ -353,15 +356,24 @@ mod tests {
             (cs(json!(["id"]), json!([{"op": "upsert", "values": [1, 2]}])), "2 values for 1 columns"),
             (cs(json!(["id"]), json!([{"op": "delete"}])), "has no \"key\""),
             (cs(json!(["id"]), json!([{"op": "upsert", "values": [1]}, {"op": "delete", "key": [1]}])), "appears twice"),
-            (json!({"format": 1, "scope": "crm", "origin": "c", "tables": [
+            (
+                json!({"format": 1, "scope": "crm", "origin": "c", "tables": [
                 {"name": "orders", "columns": ["id"], "rows": [{"op": "upsert", "values": [1]}]},
-                {"name": "orders", "columns": ["id"], "rows": [{"op": "delete", "key": [1]}]}]}), "key [1] appears twice"),
-            (json!({"format": 1, "scope": "crm", "origin": "c", "tables": [
+                {"name": "orders", "columns": ["id"], "rows": [{"op": "delete", "key": [1]}]}]}),
+                "key [1] appears twice",
+            ),
+            (
+                json!({"format": 1, "scope": "crm", "origin": "c", "tables": [
                 {"name": "orders", "columns": ["id"], "rows": []},
-                {"name": "orders", "columns": ["id", "note"], "rows": []}]}), "different columns"),
+                {"name": "orders", "columns": ["id", "note"], "rows": []}]}),
+                "different columns",
+            ),
             (cs(json!(["id"]), json!([{"op": "upsert", "base": "x1", "values": [1]}])), "expected a version"),
             (json!({"format": 1, "scope": "other", "origin": "c", "tables": []}), "for scope \"other\""),
-            (json!({"format": 1, "scope": "crm", "origin": "c", "tables": [{"name": "nope", "columns": [], "rows": []}]}), "not part of scope"),
+            (
+                json!({"format": 1, "scope": "crm", "origin": "c", "tables": [{"name": "nope", "columns": [], "rows": []}]}),
+                "not part of scope",
+            ),
         ];
         for (cs, needle) in cases {
             let err = check(cs.clone()).unwrap_err().to_string();

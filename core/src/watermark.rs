@@ -31,11 +31,8 @@ impl Snapshot {
         if parts.next().is_some() || xmin > xmax {
             return None;
         }
-        let xip = if xip_text.is_empty() {
-            Vec::new()
-        } else {
-            xip_text.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<u64>>>()?
-        };
+        let xip =
+            if xip_text.is_empty() { Vec::new() } else { xip_text.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<u64>>>()? };
         if xip.iter().any(|x| *x < xmin || *x >= xmax) {
             return None;
         }
@@ -184,13 +181,8 @@ mod tests {
             after: Some(vec![json!(7), json!("a/b")]),
         };
         assert_eq!(Watermark::parse(&w.to_string()).unwrap(), w);
-        let w = Watermark::Partial {
-            until: Snapshot::parse("100:110:").unwrap(),
-            since: None,
-            phase: Phase::Upserts,
-            table: 0,
-            after: None,
-        };
+        let w =
+            Watermark::Partial { until: Snapshot::parse("100:110:").unwrap(), since: None, phase: Phase::Upserts, table: 0, after: None };
         assert_eq!(Watermark::parse(&w.to_string()).unwrap(), w);
         for bad in ["garbage", "1:2:/-/x0/null", "1:2:/-/u0/[]", "1:2:/-/u/null"] {
             assert!(Watermark::parse(bad).is_err(), "{bad}");

@@ -25,11 +25,8 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
     if kind != "r" && kind != "p" {
         return Err(Error::InvalidSetup(format!("{name} is not a table (views and other relations cannot be synced)")));
     }
-    let previous_path: Option<String> = spi::one(
-        spi,
-        "SELECT pg_catalog.current_setting('search_path'), pg_catalog.set_config('search_path', 'pg_catalog', true)",
-        &[],
-    )?;
+    let previous_path: Option<String> =
+        spi::one(spi, "SELECT pg_catalog.current_setting('search_path'), pg_catalog.set_config('search_path', 'pg_catalog', true)", &[])?;
     // Defaults print with only pg_catalog on the path too: a user's
     // function in one comes out schema-qualified.
     let columns = spi::query(
@@ -99,8 +96,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
 
 /// The table's oid, for recording which relation a scope table is.
 pub fn table_oid(spi: &mut Spi<'_>, name: &TableName) -> Result<i64> {
-    spi::one::<i64>(spi, "SELECT to_regclass($1)::oid::int8", &[name.quoted().into()])?
-        .ok_or_else(|| Error::MissingTable(name.to_string()))
+    spi::one::<i64>(spi, "SELECT to_regclass($1)::oid::int8", &[name.quoted().into()])?.ok_or_else(|| Error::MissingTable(name.to_string()))
 }
 
 /// How the server stores each of `columns` of `name` now (read at each
@@ -150,15 +146,11 @@ pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Res
     columns
         .iter()
         .map(|column| {
-            found
-                .iter()
-                .find(|(name, _)| name == column)
-                .map(|(_, ty)| ty.clone())
-                .ok_or_else(|| {
-                    Error::InvalidSetup(format!(
-                        "column \"{column}\" of {name} is gone from the server: provision the scope again (sync_provision)"
-                    ))
-                })
+            found.iter().find(|(name, _)| name == column).map(|(_, ty)| ty.clone()).ok_or_else(|| {
+                Error::InvalidSetup(format!(
+                    "column \"{column}\" of {name} is gone from the server: provision the scope again (sync_provision)"
+                ))
+            })
         })
         .collect()
 }

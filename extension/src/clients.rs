@@ -37,8 +37,8 @@ pub fn register(spi: &mut Spi<'_>, scope_name: &str, params: &Params) -> Result<
     bind_params(&scope, params, 0..scope.schema.tables.len())?;
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| Error::Internal(format!("no randomness for a token: {e}")))?;
-    let client_id = spi::one::<String>(spi, "SELECT gen_random_uuid()::text", &[])?
-        .ok_or_else(|| Error::Internal("no client id".into()))?;
+    let client_id =
+        spi::one::<String>(spi, "SELECT gen_random_uuid()::text", &[])?.ok_or_else(|| Error::Internal("no client id".into()))?;
     let token = new_token(&client_id, &secret);
     spi::exec(
         spi,

@@ -17,9 +17,13 @@ pub fn fold(spi: &mut Spi<'_>, scope: &Scope<'_>, tables: impl IntoIterator<Item
         return Ok(());
     }
     let checks: Vec<String> = tables.iter().map(|&t| format!("EXISTS (SELECT 1 FROM {})", scope.log(t))).collect();
-    let pending = spi::query(spi, &format!("SELECT ARRAY[{}]", checks.join(", ")), &[], |row| {
-        Ok(spi::get::<Vec<bool>>(row, 1)?.unwrap_or_default())
-    })?;
+    let pending =
+        spi::query(
+            spi,
+            &format!("SELECT ARRAY[{}]", checks.join(", ")),
+            &[],
+            |row| Ok(spi::get::<Vec<bool>>(row, 1)?.unwrap_or_default()),
+        )?;
     let pending = pending.into_iter().next().unwrap_or_default();
     for (i, &t) in tables.iter().enumerate() {
         // An answer missing for a table (never expected) folds it anyway.

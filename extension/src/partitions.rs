@@ -148,12 +148,8 @@ fn relations(spi: &mut Spi<'_>, sql: &str, root: i64, name: Option<String>) -> R
 
 /// The scopes (and table positions in them) that track relation `relid`.
 fn tracked_as(spi: &mut Spi<'_>, relid: i64) -> Result<Vec<(StoredScope, usize)>> {
-    let ids = spi::query(
-        spi,
-        "SELECT id FROM tandem.scope_tables WHERE relid = $1::int8::oid",
-        &[relid.into()],
-        |row| spi::get::<i64>(row, 1),
-    )?;
+    let ids =
+        spi::query(spi, "SELECT id FROM tandem.scope_tables WHERE relid = $1::int8::oid", &[relid.into()], |row| spi::get::<i64>(row, 1))?;
     tracked_ids(spi, &ids.into_iter().flatten().collect::<Vec<_>>())
 }
 

@@ -10,13 +10,13 @@ use tandem_core::setup::{check_scope_name, ScopeSetup};
 use tandem_core::sql::{tracking, Scope};
 use tandem_core::{Error, Result};
 
+use crate::catalog;
+use crate::fold;
 use crate::json_text::JsonbText;
+use crate::partitions;
 use crate::registry::{self, StoredScope};
 use crate::report::{required, run};
 use crate::spi::{self, Spi};
-use crate::catalog;
-use crate::fold;
-use crate::partitions;
 
 /// Defines or changes a scope over existing tables and creates their change
 /// tracking. Calling it again with the same setup changes nothing; with a
@@ -71,9 +71,7 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
     })?;
     generated.dedup();
     for (table, column) in &generated {
-        pgrx::notice!(
-            "column \"{column}\" of {table} is a generated column: it is not synced, and devices do not receive it"
-        );
+        pgrx::notice!("column \"{column}\" of {table} is a generated column: it is not synced, and devices do not receive it");
     }
     // A resolver is checked now, not at the first conflict.
     for table in &schema.tables {

@@ -21,11 +21,7 @@ use crate::spi::{self, Spi};
 /// next call. A change is never skipped, even when transactions commit out
 /// of xid order.
 #[pg_extern(volatile)]
-fn sync_select_changes(
-    scope: Option<&str>,
-    since: Option<&str>,
-    options: default!(Option<JsonbText>, "'{}'"),
-) -> JsonbText {
+fn sync_select_changes(scope: Option<&str>, since: Option<&str>, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_select_changes", || {
         let scope = required(scope, "scope")?;
         let options = SelectOptions::parse(report::options(options)?.as_ref())?;
@@ -75,16 +71,13 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
     let replica = options.replica.as_deref().or(client_id);
     let echoes = options.echoes.clone().unwrap_or_default();
     let params = identity.params;
-    let downloading: Vec<usize> =
-        (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
+    let downloading: Vec<usize> = (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
     let bound = bind_params(&scope, &params, downloading.iter().copied())?;
     let origin = registry::server_id(spi)?;
 
     let (changeset, needs) = spi::with_text_settings(spi, |spi| {
-        let own = spi::select(spi, "SELECT pg_current_xact_id_if_assigned()::text", &[], |row| spi::text(row, 1))?
-            .into_iter()
-            .next()
-            .flatten();
+        let own =
+            spi::select(spi, "SELECT pg_current_xact_id_if_assigned()::text", &[], |row| spi::text(row, 1))?.into_iter().next().flatten();
         let mut window = start_window(spi, since, own.as_deref())?;
         // After the window's end is taken: every change it covers has
         // committed, so the fold sees it (or waits for a fold that moves it).
@@ -199,9 +192,7 @@ fn start_window(spi: &Spi<'_>, since: Option<&str>, own: Option<&str>) -> Result
     };
     Ok(match since.map(Watermark::parse).transpose()? {
         None => Window { until: current()?, since: None, phase: Phase::Upserts, table: 0, after: None },
-        Some(Watermark::Complete(since)) => {
-            Window { until: current()?, since: Some(since), phase: Phase::Upserts, table: 0, after: None }
-        }
+        Some(Watermark::Complete(since)) => Window { until: current()?, since: Some(since), phase: Phase::Upserts, table: 0, after: None },
         Some(Watermark::Partial { until, since, phase, table, after }) => Window { until, since, phase, table, after },
     })
 }
@@ -279,11 +270,11 @@ fn read_batch(
                 }
                 writer.end_row();
             }
-            let key = || Value::Array(key_positions.iter().map(|&k| pg_text_to_json(table.columns[k].ty, row.values[k])).collect()).to_string();
+            let key =
+                || Value::Array(key_positions.iter().map(|&k| pg_text_to_json(table.columns[k].ty, row.values[k])).collect()).to_string();
             full = measure(writer, before, &key)?;
             if full || read == limit {
-                let mut position: Vec<Value> =
-                    key_positions.iter().map(|&k| pg_text_to_json(table.columns[k].ty, row.values[k])).collect();
+                let mut position: Vec<Value> = key_positions.iter().map(|&k| pg_text_to_json(table.columns[k].ty, row.values[k])).collect();
                 if let Some(stamp) = row.stamp {
                     position.insert(0, Value::String(stamp.to_string()));
                 }

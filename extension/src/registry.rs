@@ -64,8 +64,7 @@ pub fn find_scope(spi: &Spi<'_>, name: &str) -> Result<Option<StoredScope>> {
 pub fn load_scope(spi: &Spi<'_>, name: &str) -> Result<StoredScope> {
     let stored = find_scope(spi, name)?.ok_or_else(|| Error::UnknownScope(name.to_string()))?;
     let scope = stored.scope();
-    let objects: Vec<String> =
-        (0..scope.schema.tables.len()).flat_map(|t| [scope.track(t), scope.log(t), scope.exits(t)]).collect();
+    let objects: Vec<String> = (0..scope.schema.tables.len()).flat_map(|t| [scope.track(t), scope.log(t), scope.exits(t)]).collect();
     let missing = spi::select(
         spi,
         "SELECT o.n FROM unnest($1::text[]) WITH ORDINALITY AS o(n, i) WHERE pg_catalog.to_regclass(o.n) IS NULL ORDER BY o.i LIMIT 1",
@@ -96,16 +95,10 @@ pub struct StoredClient {
 }
 
 pub fn find_client(spi: &Spi<'_>, client_id: &str) -> Result<Option<StoredClient>> {
-    let rows = spi::select(
-        spi,
-        "SELECT scope, params::text FROM tandem.clients WHERE client_id = $1",
-        &[client_id.into()],
-        |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
-    )?;
-    Ok(rows.into_iter().next().map(|(scope, params)| StoredClient {
-        scope,
-        params: serde_json::from_str(&params).unwrap_or_default(),
-    }))
+    let rows = spi::select(spi, "SELECT scope, params::text FROM tandem.clients WHERE client_id = $1", &[client_id.into()], |row| {
+        Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default()))
+    })?;
+    Ok(rows.into_iter().next().map(|(scope, params)| StoredClient { scope, params: serde_json::from_str(&params).unwrap_or_default() }))
 }
 
 /// Who a call runs as, and with which filter parameters.
@@ -157,7 +150,13 @@ pub fn resolve_identity(
                 spi,
                 "SELECT client_id, scope, params::text FROM tandem.clients WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
                 &[token.into()],
-                |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default(), spi::text(row, 3)?.unwrap_or_default())),
+                |row| {
+                    Ok((
+                        spi::text(row, 1)?.unwrap_or_default(),
+                        spi::text(row, 2)?.unwrap_or_default(),
+                        spi::text(row, 3)?.unwrap_or_default(),
+                    ))
+                },
             )?;
             let Some((id, stored_scope, params)) = found.into_iter().next() else {
                 return Err(Error::InvalidToken(scope.to_string()));
@@ -207,9 +206,7 @@ pub fn record_client(spi: &mut Spi<'_>, scope: &str, client_id: &str, params: &P
         Ok(())
     } else {
         // Another call bound this new client id to other parameters first.
-        Err(Error::Params(format!(
-            "client \"{client_id}\" is bound to other parameters or another scope; register a new client"
-        )))
+        Err(Error::Params(format!("client \"{client_id}\" is bound to other parameters or another scope; register a new client")))
     }
 }
 

@@ -7,11 +7,7 @@ use tandem_core::Error;
 
 /// `MAKE_SQLSTATE` of PostgreSQL's elog.h.
 fn error_code(sqlstate: &str) -> PgSqlErrorCode {
-    let code = sqlstate
-        .bytes()
-        .enumerate()
-        .map(|(i, c)| (((c as i32) - ('0' as i32)) & 0x3F) << (6 * i))
-        .sum::<i32>();
+    let code = sqlstate.bytes().enumerate().map(|(i, c)| (((c as i32) - ('0' as i32)) & 0x3F) << (6 * i)).sum::<i32>();
     PgSqlErrorCode::from(code)
 }
 

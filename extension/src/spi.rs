@@ -153,12 +153,7 @@ pub fn select<T>(
 /// calls into PostgreSQL per column and reading each value several more
 /// (half of the server's time in a 1M-row download); here a row costs one.
 /// `each` must not run SPI itself: the slices point into this result.
-pub fn text_rows(
-    spi: &Spi<'_>,
-    sql: &str,
-    args: &[DatumWithOid<'_>],
-    each: impl FnMut(&[Option<&str>]) -> Result<()>,
-) -> Result<usize> {
+pub fn text_rows(spi: &Spi<'_>, sql: &str, args: &[DatumWithOid<'_>], each: impl FnMut(&[Option<&str>]) -> Result<()>) -> Result<usize> {
     let table = spi.select(sql, None, args).map_err(|e| spi_error(sql, e))?;
     each_text_row(table, sql, each)
 }
@@ -193,7 +188,10 @@ fn each_text_row(table: SpiTupleTable<'_>, sql: &str, mut each: impl FnMut(&[Opt
         let natts = usize::try_from((*tupdesc).natts).unwrap_or_default();
         for column in 1..=natts {
             if pg_sys::SPI_gettypeid(tupdesc, column as i32) != pg_sys::TEXTOID {
-                return Err(Error::Internal(format!("text_rows: column {column} is not text in: {}", tandem_core::error::shorten(sql, 200))));
+                return Err(Error::Internal(format!(
+                    "text_rows: column {column} is not text in: {}",
+                    tandem_core::error::shorten(sql, 200)
+                )));
             }
         }
         let mut values = vec![pg_sys::Datum::from(0usize); natts];
@@ -250,13 +248,8 @@ pub fn one<T: IntoDatum + FromDatum>(spi: &mut Spi<'_>, sql: &str, args: &[Datum
 /// Settings that make PostgreSQL's text output of values what
 /// `tandem_core::types` reads, and its input of timestamps without an offset
 /// UTC. Set for the duration of `body`, then put back.
-const TEXT_SETTINGS: [(&str, &str); 5] = [
-    ("DateStyle", "ISO, YMD"),
-    ("TimeZone", "UTC"),
-    ("extra_float_digits", "1"),
-    ("bytea_output", "hex"),
-    ("IntervalStyle", "postgres"),
-];
+const TEXT_SETTINGS: [(&str, &str); 5] =
+    [("DateStyle", "ISO, YMD"), ("TimeZone", "UTC"), ("extra_float_digits", "1"), ("bytea_output", "hex"), ("IntervalStyle", "postgres")];
 
 pub fn with_text_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     with_settings(spi, &TEXT_SETTINGS, body)
@@ -360,8 +353,9 @@ pub fn in_subtransaction<T>(body: impl FnOnce() -> T) -> std::result::Result<T, 
         let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Ok(body())))
             .catch_others(|caught| {
                 let report = match &caught {
-                    pgrx::pg_sys::panic::CaughtError::PostgresError(report)
-                    | pgrx::pg_sys::panic::CaughtError::ErrorReport(report) => report,
+                    pgrx::pg_sys::panic::CaughtError::PostgresError(report) | pgrx::pg_sys::panic::CaughtError::ErrorReport(report) => {
+                        report
+                    }
                     pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport,
                 };
                 Err(PgError {

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tandem_core::apply_result::ConflictReport;
 use tandem_core::changeset::Changeset;
+use tandem_core::identity::token_client_id;
 use tandem_core::options::{check_params, ApplyOptions, Params, SelectOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS};
 use tandem_core::schema::Schema;
-use tandem_core::identity::token_client_id;
 use tandem_core::watermark::Watermark;
 use tandem_core::Rejection;
 
@@ -24,8 +24,8 @@ use crate::error::{LocalError, RemoteError, Result};
 use crate::meta;
 use crate::provision;
 use crate::record;
-use crate::resync;
 use crate::remote::Remote;
+use crate::resync;
 
 /// Options of `sync_run` (unknown keys are an error).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -306,9 +306,9 @@ pub fn run_observed(
     // An upload the server fails (not a refused row: those are set aside)
     // does not hold back the pull: it is reported once the pull is done.
     let push_failed = push.run(conn, remote, None, &mut report, observe)?;
-        // The id is kept only once the batch is read: a file that holds it
-        // (the same file after a lost answer, or a backup of it) holds what
-        // was sent under it.
+    // The id is kept only once the batch is read: a file that holds it
+    // (the same file after a lost answer, or a backup of it) holds what
+    // was sent under it.
 
     // Pull. A pull interrupted earlier resumes where it stopped; it then ends
     // at the snapshot it began with, so one more pass brings in what came

@@ -65,7 +65,13 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             let id = state.tables[t].id;
             let waiting = rows::pending(conn, table.schema, id, state.tables[t].acked_seq)?;
             let columns: Vec<String> = table.columns.iter().map(|&c| table.schema.columns[c].name.clone()).collect();
-            let mut upsert = conn.prepare_cached(&upsert_row(Dialect::Sqlite, &local::user_table(table.schema), &columns, &table.schema.primary_key, None))?;
+            let mut upsert = conn.prepare_cached(&upsert_row(
+                Dialect::Sqlite,
+                &local::user_table(table.schema),
+                &columns,
+                &table.schema.primary_key,
+                None,
+            ))?;
             let mut base = conn.prepare_cached(&local::write_base(table.schema, id))?;
             let mut drop_base = conn.prepare_cached(&local::delete_base(table.schema, id))?;
             let key_positions = table.key_positions();

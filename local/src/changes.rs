@@ -7,19 +7,19 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::Connection;
 use tandem_core::changeset::{Changeset, Op, TableChanges, FORMAT};
 use tandem_core::error::RejectionKind;
-use tandem_core::options::MAX_ROW_BYTES;
-use tandem_core::Rejection;
 use tandem_core::options::SelectOptions;
+use tandem_core::options::MAX_ROW_BYTES;
 use tandem_core::schema::TableSchema;
 use tandem_core::sql::local::{self, PendingSource};
+use tandem_core::Rejection;
 
 use crate::error::{LocalError, Result};
 use crate::meta::{self, ScopeState};
 use crate::moves;
 use crate::rows;
+use crate::tx::atomically;
 use crate::values::from_sql;
 use tandem_core::types::local_to_json;
-use crate::tx::atomically;
 
 /// One batch of local changes.
 #[derive(Debug)]

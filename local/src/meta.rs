@@ -4,9 +4,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
+use tandem_core::ident::quote_ident;
 use tandem_core::options::Params;
 use tandem_core::schema::Schema;
-use tandem_core::ident::quote_ident;
 use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
 
 use crate::error::{LocalError, Result};
@@ -18,11 +18,8 @@ pub fn ensure(conn: &Connection) -> Result<()> {
     // A table an earlier Tandem kept and nothing reads.
     conn.execute_batch("DROP TABLE IF EXISTS tandem_applying")?;
     for (table, column, definition) in ADDED_COLUMNS {
-        let present: bool = conn.query_row(
-            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
-            params![table, column],
-            |r| r.get(0),
-        )?;
+        let present: bool =
+            conn.query_row("SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2", params![table, column], |r| r.get(0))?;
         if !present {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
         }
@@ -33,8 +30,10 @@ pub fn ensure(conn: &Connection) -> Result<()> {
     for id in ids {
         for (prefix, old, new) in RENAMED_COLUMNS {
             let table = format!("{prefix}{id}");
-            let names: Vec<String> =
-                conn.prepare("SELECT name FROM pragma_table_info(?1)")?.query_map([&table], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let names: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_table_info(?1)")?
+                .query_map([&table], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
             if names.iter().any(|n| n == old) && !names.iter().any(|n| n == new) {
                 conn.execute_batch(&format!("ALTER TABLE {} RENAME COLUMN {old} TO {new}", quote_ident(&table)))?;
             }
@@ -55,15 +54,19 @@ pub fn ensure(conn: &Connection) -> Result<()> {
 /// Logs of a file made before key changes were logged as moves gain the
 /// columns for the new key, and their triggers are made again to fill them.
 fn log_moves(conn: &Connection) -> Result<()> {
-    let scopes: Vec<(String, String)> =
-        conn.prepare("SELECT scope, schema FROM tandem_scopes")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    let scopes: Vec<(String, String)> = conn
+        .prepare("SELECT scope, schema FROM tandem_scopes")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     for (scope, schema) in scopes {
         let Ok(schema) = serde_json::from_str::<Schema>(&schema) else { continue };
         for (name, id) in tracked_tables(conn, &scope)? {
             let Some(table) = schema.tables.iter().find(|t| t.name == name) else { continue };
             let log = format!("tandem_log_{id}");
-            let columns: Vec<String> =
-                conn.prepare("SELECT name FROM pragma_table_info(?1)")?.query_map([&log], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let columns: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_table_info(?1)")?
+                .query_map([&log], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
             if columns.is_empty() || columns.iter().any(|c| c == "tandem_to_1") {
                 continue;
             }
@@ -130,11 +133,8 @@ impl ScopeState {
 }
 
 pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
-    let has_metadata: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'tandem_scopes'",
-        [],
-        |r| r.get(0),
-    )?;
+    let has_metadata: bool =
+        conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'tandem_scopes'", [], |r| r.get(0))?;
     if !has_metadata {
         return Ok(None);
     }
@@ -171,17 +171,12 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
     });
     let mut tables = Vec::with_capacity(schema.tables.len());
     for table in &schema.tables {
-        let missing = |object: &str| LocalError::TrackingMissing {
-            scope: scope.to_string(),
-            table: table.name.clone(),
-            object: object.to_string(),
-        };
+        let missing =
+            |object: &str| LocalError::TrackingMissing { scope: scope.to_string(), table: table.name.clone(), object: object.to_string() };
         let state = conn
-            .query_row(
-                "SELECT id, acked_seq FROM tandem_tables WHERE scope = ?1 AND name = ?2",
-                params![scope, table.name],
-                |r| Ok(TableState { id: r.get(0)?, acked_seq: r.get(1)? }),
-            )
+            .query_row("SELECT id, acked_seq FROM tandem_tables WHERE scope = ?1 AND name = ?2", params![scope, table.name], |r| {
+                Ok(TableState { id: r.get(0)?, acked_seq: r.get(1)? })
+            })
             .optional()?
             .ok_or_else(|| missing("its row in tandem_tables"))?;
         let objects = tracking_objects(state.id);
@@ -269,10 +264,7 @@ pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Opti
         }
     }
     let echoes = serde_json::to_string(&echoes).map_err(|e| LocalError::Invalid(e.to_string()))?;
-    conn.execute(
-        "UPDATE tandem_scopes SET upload_id = NULL, echoes = ?2 WHERE scope = ?1",
-        params![state.scope, echoes],
-    )?;
+    conn.execute("UPDATE tandem_scopes SET upload_id = NULL, echoes = ?2 WHERE scope = ?1", params![state.scope, echoes])?;
     Ok(())
 }
 

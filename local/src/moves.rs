@@ -128,35 +128,44 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>) -> Result<Vec<(i64, R
                     Target::Past(pending) => Some(pending),
                 };
                 let Some(to) = to else { continue };
-                out.push((entry.seq, RowChange {
-                    op: Op::Upsert,
-                    version: None,
-                    base: entry.base,
-                    seq: Some(entry.seq.max(to.seq)),
-                    values: to.values,
-                    key: None,
-                    moved_from: Some(entry.key),
-                }));
+                out.push((
+                    entry.seq,
+                    RowChange {
+                        op: Op::Upsert,
+                        version: None,
+                        base: entry.base,
+                        seq: Some(entry.seq.max(to.seq)),
+                        values: to.values,
+                        key: None,
+                        moved_from: Some(entry.key),
+                    },
+                ));
             }
             None => match entry.values {
-                Some(values) => out.push((entry.seq, RowChange {
-                    op: Op::Upsert,
-                    version: None,
-                    base: entry.base,
-                    seq: Some(entry.seq),
-                    values: Some(values),
-                    key: None,
-                    moved_from: None,
-                })),
-                None if entry.base.is_some() => out.push((entry.seq, RowChange {
-                    op: Op::Delete,
-                    version: None,
-                    base: entry.base,
-                    seq: Some(entry.seq),
-                    values: None,
-                    key: Some(entry.key),
-                    moved_from: None,
-                })),
+                Some(values) => out.push((
+                    entry.seq,
+                    RowChange {
+                        op: Op::Upsert,
+                        version: None,
+                        base: entry.base,
+                        seq: Some(entry.seq),
+                        values: Some(values),
+                        key: None,
+                        moved_from: None,
+                    },
+                )),
+                None if entry.base.is_some() => out.push((
+                    entry.seq,
+                    RowChange {
+                        op: Op::Delete,
+                        version: None,
+                        base: entry.base,
+                        seq: Some(entry.seq),
+                        values: None,
+                        key: Some(entry.key),
+                        moved_from: None,
+                    },
+                )),
                 None => {}
             },
         }

@@ -3,10 +3,10 @@
 //! or removed, columns added) without downloading anything again.
 
 use rusqlite::{params, Connection, OptionalExtension};
+use tandem_core::ident::quote_ident;
 use tandem_core::schema::Schema;
 use tandem_core::setup::check_scope_name;
 use tandem_core::sql::local;
-use tandem_core::ident::quote_ident;
 
 use crate::error::{LocalError, Result};
 use crate::meta;
@@ -39,11 +39,8 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             if let Some(other) = other {
                 return Err(LocalError::TableInOtherScope { table: table.name.clone(), other });
             }
-            let existed: bool = conn.query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [&local_name],
-                |r| r.get(0),
-            )?;
+            let existed: bool =
+                conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [&local_name], |r| r.get(0))?;
             conn.execute(&local::create_table(table), [])?;
             if existed {
                 let present: Vec<String> = conn

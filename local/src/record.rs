@@ -30,7 +30,14 @@ pub struct Recorded {
 
 /// Takes the server's state of a row: write it, or delete it when `row` is
 /// `None`, and record its version.
-fn take(conn: &Connection, state: &ScopeState, t: usize, key: &[Value], row: Option<&Map<String, Value>>, version: Option<&str>) -> Result<()> {
+fn take(
+    conn: &Connection,
+    state: &ScopeState,
+    t: usize,
+    key: &[Value],
+    row: Option<&Map<String, Value>>,
+    version: Option<&str>,
+) -> Result<()> {
     let table = &state.schema.tables[t];
     let id = state.tables[t].id;
     match row {
@@ -254,7 +261,12 @@ fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, raw: V
         &local::forget_key(table, state.tables[t].id),
         std::iter::once(acked).chain(raw.iter().cloned()).collect(),
     )?;
-    conn.prepare_cached(&tandem_core::sql::delete_row(tandem_core::sql::Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
-        .execute(params_from_iter(raw))?;
+    conn.prepare_cached(&tandem_core::sql::delete_row(
+        tandem_core::sql::Dialect::Sqlite,
+        &local::user_table(table),
+        &table.primary_key,
+        None,
+    ))?
+    .execute(params_from_iter(raw))?;
     Ok(())
 }

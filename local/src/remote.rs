@@ -32,16 +32,13 @@ pub struct PostgresRemote {
 impl PostgresRemote {
     pub fn connect(url: &str) -> Result<Self, RemoteError> {
         let shown = redacted(url);
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| RemoteError::Unreachable { url: shown.clone(), reason: format!("not a PostgreSQL URL: {e}") })?;
+        let mut config: Config =
+            url.parse().map_err(|e| RemoteError::Unreachable { url: shown.clone(), reason: format!("not a PostgreSQL URL: {e}") })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("tandem");
-        let client = config
-            .connect(NoTls)
-            .map_err(|e| RemoteError::Unreachable { url: shown.clone(), reason: describe(&e) })?;
+        let client = config.connect(NoTls).map_err(|e| RemoteError::Unreachable { url: shown.clone(), reason: describe(&e) })?;
         Ok(PostgresRemote { client, url: shown })
     }
 
@@ -67,7 +64,10 @@ impl PostgresRemote {
 
     fn one_text(&mut self, scope: &str, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<String, RemoteError> {
         match self.client.query_one(sql, params) {
-            Ok(row) => row.try_get::<_, Option<String>>(0).map_err(|e| RemoteError::Protocol(e.to_string()))?.ok_or_else(|| RemoteError::Protocol(format!("{sql} returned NULL"))),
+            Ok(row) => row
+                .try_get::<_, Option<String>>(0)
+                .map_err(|e| RemoteError::Protocol(e.to_string()))?
+                .ok_or_else(|| RemoteError::Protocol(format!("{sql} returned NULL"))),
             Err(e) => Err(self.error(scope, e)),
         }
     }
@@ -111,9 +111,6 @@ pub fn open(url: &str) -> Result<Box<dyn Remote>, RemoteError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Box::new(PostgresRemote::connect(url)?))
     } else {
-        Err(RemoteError::Unreachable {
-            url: redacted(url),
-            reason: "unsupported remote: use postgres://user@host:port/database".into(),
-        })
+        Err(RemoteError::Unreachable { url: redacted(url), reason: "unsupported remote: use postgres://user@host:port/database".into() })
     }
 }

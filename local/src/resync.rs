@@ -26,10 +26,7 @@ pub fn begin(conn: &Connection, state: &ScopeState) -> Result<()> {
                 conn.execute(&statement, [])?;
             }
         }
-        conn.execute(
-            "UPDATE tandem_scopes SET resync = 1, watermark = NULL, echoes = NULL WHERE scope = ?1",
-            params![state.scope],
-        )?;
+        conn.execute("UPDATE tandem_scopes SET resync = 1, watermark = NULL, echoes = NULL WHERE scope = ?1", params![state.scope])?;
         Ok(())
     })
 }

@@ -41,12 +41,7 @@ pub fn read_key(table: &TableSchema, row: &rusqlite::Row<'_>) -> rusqlite::Resul
 
 /// Reads a key from the result columns starting at `first` as JSON.
 pub fn read_key_at(table: &TableSchema, row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Vec<Value>> {
-    table
-        .key_columns()
-        .iter()
-        .enumerate()
-        .map(|(i, column)| Ok(describe_local(column.ty, &from_sql(row.get_ref(first + i)?))))
-        .collect()
+    table.key_columns().iter().enumerate().map(|(i, column)| Ok(describe_local(column.ty, &from_sql(row.get_ref(first + i)?)))).collect()
 }
 
 /// The key a log entry (`seq`) holds, as the file stores it.

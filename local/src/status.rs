@@ -14,11 +14,8 @@ pub fn status(conn: &Connection, scope: &str) -> Result<Value> {
     let mut tables = Vec::new();
     for (table, t) in state.schema.tables.iter().zip(&state.tables) {
         let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", local::user_table(table)), [], |r| r.get(0))?;
-        let pending: i64 = conn.query_row(
-            &format!("SELECT count(*) FROM ({})", local::all_pending(table, t.id)),
-            [t.acked_seq],
-            |r| r.get(0),
-        )?;
+        let pending: i64 =
+            conn.query_row(&format!("SELECT count(*) FROM ({})", local::all_pending(table, t.id)), [t.acked_seq], |r| r.get(0))?;
         tables.push(json!({"name": table.name, "local_name": table.table_name().local_name(), "rows": rows, "pending": pending}));
     }
     let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [scope], |r| r.get(0))?) };

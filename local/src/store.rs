@@ -137,7 +137,8 @@ impl Store {
             name.push(suffix);
             let _ = std::fs::remove_file(name);
         }
-        std::fs::rename(&copy, &path).map_err(|e| LocalError::Open { path: shown, reason: format!("could not replace it with its encrypted copy: {e}") })?;
+        std::fs::rename(&copy, &path)
+            .map_err(|e| LocalError::Open { path: shown, reason: format!("could not replace it with its encrypted copy: {e}") })?;
         Store::open_encrypted(&path, new_key)
     }
 }

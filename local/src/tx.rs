@@ -35,12 +35,7 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
         }
         let value = body(conn)?;
         for (id, top) in before {
-            crate::rows::delete_log_entries(
-                conn,
-                id,
-                &local::drop_log_after(id),
-                vec![rusqlite::types::Value::Integer(top)],
-            )?;
+            crate::rows::delete_log_entries(conn, id, &local::drop_log_after(id), vec![rusqlite::types::Value::Integer(top)])?;
         }
         Ok(value)
     })

@@ -26,7 +26,12 @@ unsafe fn too_old(pz_err_msg: *mut *mut c_char, p_api: *mut ffi::sqlite3_api_rou
     if version >= OLDEST_SQLITE {
         return false;
     }
-    let message = format!("tandem needs SQLite 3.34.1 or newer; this host has {}.{}.{}\0", version / 1_000_000, version / 1000 % 1000, version % 1000);
+    let message = format!(
+        "tandem needs SQLite 3.34.1 or newer; this host has {}.{}.{}\0",
+        version / 1_000_000,
+        version / 1000 % 1000,
+        version % 1000
+    );
     if let (false, Some(malloc)) = (pz_err_msg.is_null(), api.malloc) {
         let buffer = unsafe { malloc(message.len() as c_int) } as *mut u8;
         if !buffer.is_null() {
@@ -44,7 +49,11 @@ unsafe fn too_old(pz_err_msg: *mut *mut c_char, p_api: *mut ffi::sqlite3_api_rou
 /// # Safety
 /// Called by SQLite's extension loader with a valid handle and API table.
 #[no_mangle]
-pub unsafe extern "C" fn sqlite3_tandem_init(db: *mut ffi::sqlite3, pz_err_msg: *mut *mut c_char, p_api: *mut ffi::sqlite3_api_routines) -> c_int {
+pub unsafe extern "C" fn sqlite3_tandem_init(
+    db: *mut ffi::sqlite3,
+    pz_err_msg: *mut *mut c_char,
+    p_api: *mut ffi::sqlite3_api_routines,
+) -> c_int {
     if p_api.is_null() || unsafe { too_old(pz_err_msg, p_api) } {
         return ffi::SQLITE_ERROR;
     }
@@ -58,6 +67,10 @@ pub unsafe extern "C" fn sqlite3_tandem_init(db: *mut ffi::sqlite3, pz_err_msg: 
 /// # Safety
 /// As for [`sqlite3_tandem_init`].
 #[no_mangle]
-pub unsafe extern "C" fn sqlite3_tandemsqlite_init(db: *mut ffi::sqlite3, pz_err_msg: *mut *mut c_char, p_api: *mut ffi::sqlite3_api_routines) -> c_int {
+pub unsafe extern "C" fn sqlite3_tandemsqlite_init(
+    db: *mut ffi::sqlite3,
+    pz_err_msg: *mut *mut c_char,
+    p_api: *mut ffi::sqlite3_api_routines,
+) -> c_int {
     unsafe { sqlite3_tandem_init(db, pz_err_msg, p_api) }
 }

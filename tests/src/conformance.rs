@@ -70,8 +70,7 @@ fn parse(script: &str) -> Vec<Item> {
 
 /// Keys whose values change from run to run (xids, snapshots, random ids,
 /// clock times); rendered as `*`.
-const VOLATILE: [&str; 9] =
-    ["version", "base", "watermark", "origin", "token", "last_seen", "needs_after", "purged_before", "at"];
+const VOLATILE: [&str; 9] = ["version", "base", "watermark", "origin", "token", "last_seen", "needs_after", "purged_before", "at"];
 
 fn mask(value: &mut Value) {
     match value {

@@ -9,8 +9,8 @@ pub mod typed;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use postgres::{Client, NoTls};
-use tandem_core::dsn::with_database;
 use serde_json::Value;
+use tandem_core::dsn::with_database;
 
 /// Where tests create their databases.
 pub fn server_url() -> String {
@@ -28,8 +28,8 @@ pub struct TestDb {
 impl TestDb {
     pub fn new(label: &str) -> TestDb {
         let name = format!("tandem_t_{label}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-        let mut admin = Client::connect(&server_url(), NoTls)
-            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", server_url()));
+        let mut admin =
+            Client::connect(&server_url(), NoTls).unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", server_url()));
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).expect("drop old database");
         admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
         let db = TestDb { url: with_database(&server_url(), &name), name };

@@ -9,7 +9,7 @@ use postgres::Client;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use tandem_core::schema::Schema;
-use tandem_core::types::{describe_local, LogicalType, LocalValue};
+use tandem_core::types::{describe_local, LocalValue, LogicalType};
 
 use crate::{json as query_json, pull_all, TestDb};
 use tandem_core::apply_result::ApplyResult;
@@ -182,7 +182,10 @@ pub fn assert_converged(server: &mut Client, conn: &Connection, scope: &str, par
         let local = actual.get(table).cloned().unwrap_or_default();
         let missing: Vec<&String> = rows.iter().filter(|r| !local.contains(r)).collect();
         let extra: Vec<&String> = local.iter().filter(|r| !rows.contains(r)).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "{table} differs for {params}: missing locally {missing:?}, extra locally {extra:?}");
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{table} differs for {params}: missing locally {missing:?}, extra locally {extra:?}"
+        );
     }
 }
 

@@ -7,9 +7,7 @@ use tandem_tests::TestDb;
 /// Rows of `big` the current transaction read, by sequential scans and
 /// through indexes.
 fn rows_read(tx: &mut postgres::Transaction<'_>) -> (i64, i64) {
-    let row = tx
-        .query_one("SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'big'", &[])
-        .unwrap();
+    let row = tx.query_one("SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'big'", &[]).unwrap();
     (row.get(0), row.get(1))
 }
 
@@ -30,9 +28,8 @@ fn an_apply_of_updates_and_deletes_reads_only_their_rows() {
     // 2,000 edits spread over the whole table (a merge join from the
     // start of the key index would read up to the last of them), then 500
     // deletes.
-    let mut rows: Vec<Value> = (1..=2000)
-        .map(|n| json!({"op": "upsert", "base": version, "seq": n, "values": [n * 50, 1, "edited"]}))
-        .collect();
+    let mut rows: Vec<Value> =
+        (1..=2000).map(|n| json!({"op": "upsert", "base": version, "seq": n, "values": [n * 50, 1, "edited"]})).collect();
     rows.extend((1..=500).map(|n| json!({"op": "delete", "base": version, "seq": 2000 + n, "key": [n * 50 - 7]})));
     let changeset = json!({"format": 1, "scope": "s", "origin": "device", "tables": [
         {"name": "big", "columns": ["id", "tenant", "body"], "rows": rows}]});

@@ -156,7 +156,10 @@ fn every_committed_change_arrives_under_concurrent_writers() {
             .collect();
         let missing: Vec<&i64> = table.keys().filter(|k| copy.get(k) != table.get(k)).collect();
         let extra: Vec<&i64> = copy.keys().filter(|k| !table.contains_key(k)).collect();
-        assert!(missing.is_empty() && extra.is_empty(), "the copy pulled {max_rows} at a time differs: stale or missing {missing:?}, extra {extra:?}");
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "the copy pulled {max_rows} at a time differs: stale or missing {missing:?}, extra {extra:?}"
+        );
     }
     assert!(commits > 100 && pulls > 100, "the run was too short to prove anything: {commits} commits, {pulls} pulls");
     println!("{commits} commits by 4 writers, {pulls} pulls by 3 clients, {} rows converged", table.len());

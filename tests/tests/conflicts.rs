@@ -94,12 +94,16 @@ fn two_clients_editing_one_row_meet_each_policy() {
 
         let title: String = server.query_one("SELECT title FROM notes WHERE id = 7", &[]).unwrap().get(0);
         assert_eq!(title, winner, "{policy}");
-        let logged = server.query("SELECT client_row->>'title', server_row->>'title', decision, client_id FROM tandem.conflicts", &[]).unwrap();
+        let logged =
+            server.query("SELECT client_row->>'title', server_row->>'title', decision, client_id FROM tandem.conflicts", &[]).unwrap();
         assert_eq!(logged.len(), 1, "{policy}");
         let (client_title, server_title, decision, who): (String, String, String, String) =
             (logged[0].get(0), logged[0].get(1), logged[0].get(2), logged[0].get(3));
         assert_eq!((client_title.as_str(), server_title.as_str(), who.as_str()), ("from B", "from A", "B"), "both versions are kept");
-        let expected_decision = match policy { "public.keep_both" => "merged", other => other };
+        let expected_decision = match policy {
+            "public.keep_both" => "merged",
+            other => other,
+        };
         assert_eq!(decision, expected_decision);
     }
 }
@@ -173,7 +177,9 @@ fn a_concurrent_server_write_is_never_overwritten() {
     let bases = versions(&mut client);
 
     let mut writer = db.connect();
-    writer.batch_execute("BEGIN; UPDATE notes SET title = 'server edit' WHERE id = 5; INSERT INTO notes VALUES (500, 'server insert', NULL)").unwrap();
+    writer
+        .batch_execute("BEGIN; UPDATE notes SET title = 'server edit' WHERE id = 5; INSERT INTO notes VALUES (500, 'server insert', NULL)")
+        .unwrap();
     let upload = json!({"format": 1, "scope": "s", "origin": "C", "tables": [{"name": "notes", "columns": ["id", "title"], "rows": [
         {"op": "upsert", "base": bases[&5], "seq": 1, "values": [5, "client edit"]},
         {"op": "upsert", "seq": 2, "values": [500, "client insert"]},
@@ -201,11 +207,16 @@ fn a_concurrent_server_write_is_never_overwritten() {
     writer.batch_execute("COMMIT").unwrap();
     let result = uploader.join().unwrap();
 
-    let kinds: Vec<(Value, Value)> = result["conflicts"].as_array().unwrap().iter().map(|c| (c["key"].clone(), c["kind"].clone())).collect();
+    let kinds: Vec<(Value, Value)> =
+        result["conflicts"].as_array().unwrap().iter().map(|c| (c["key"].clone(), c["kind"].clone())).collect();
     assert!(kinds.contains(&(json!([5]), json!("both_updated"))), "{result}");
     assert!(kinds.contains(&(json!([500]), json!("both_inserted"))), "{result}");
     assert_eq!(result["applied"], 1, "row 6 applies: {result}");
-    let titles: Vec<(i64, String)> =
-        server.query("SELECT id, title FROM notes WHERE id IN (5, 6, 500) ORDER BY id", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    let titles: Vec<(i64, String)> = server
+        .query("SELECT id, title FROM notes WHERE id IN (5, 6, 500) ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     assert_eq!(titles, [(5, "server edit".into()), (6, "untouched by the server".into()), (500, "server insert".into())]);
 }

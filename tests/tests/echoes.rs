@@ -38,8 +38,6 @@ SELECT sync_provision('crm', '{"tables": [
   {"name": "audit", "filter": {"tenant_id": "tenant"}, "direction": "download_only"}]}');
 "#;
 
-
-
 #[test]
 fn what_the_server_did_while_applying_an_upload_reaches_the_uploader() {
     let s = Scenario::new("apply_effects", SCHEMA, "crm");

@@ -79,10 +79,18 @@ fn a_refused_key_change_restores_the_old_row_and_keeps_the_refused_values() {
     local(&file, "UPDATE customers SET id = 30, tenant_id = 2 WHERE id = 2");
     let report = s.sync_as(&file, &token);
     assert_eq!((report.pushed, report.rejected.len()), (0, 2), "{report:?}");
-    assert_eq!(server_count(&s, "SELECT count(*) FROM customers WHERE id = 2") + server_count(&s, "SELECT count(*) FROM slots"), 2, "the server's rows stay");
+    assert_eq!(
+        server_count(&s, "SELECT count(*) FROM customers WHERE id = 2") + server_count(&s, "SELECT count(*) FROM slots"),
+        2,
+        "the server's rows stay"
+    );
     assert_eq!(local_value(&file, "SELECT note FROM slots WHERE day = '2025-06-01'").as_deref(), Some("standup"), "the old row is back");
     assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Bob"));
-    assert_eq!(local_count(&file, "SELECT count(*) FROM slots WHERE day = 'someday'") + local_count(&file, "SELECT count(*) FROM customers WHERE id = 30"), 0);
+    assert_eq!(
+        local_count(&file, "SELECT count(*) FROM slots WHERE day = 'someday'")
+            + local_count(&file, "SELECT count(*) FROM customers WHERE id = 30"),
+        0
+    );
     let kept = local_value(&file, "SELECT group_concat(row, ' ') FROM tandem_rejected").unwrap_or_default();
     assert!(kept.contains("someday") && kept.contains("\"tenant_id\":2"), "the refused values are kept: {kept}");
     let again = s.sync_as(&file, &token);
@@ -132,7 +140,8 @@ fn a_key_change_whose_answer_was_lost_is_not_applied_twice() {
 
 #[test]
 fn a_key_change_that_wins_its_conflict_moves_the_row() {
-    let schema = ACCOUNTS.replace(r#"SELECT sync_provision('s', '{"tables""#, r#"SELECT sync_provision('s', '{"policy": "client_wins", "tables""#);
+    let schema =
+        ACCOUNTS.replace(r#"SELECT sync_provision('s', '{"tables""#, r#"SELECT sync_provision('s', '{"policy": "client_wins", "tables""#);
     let s = Scenario::new("key_wins", &schema, "s");
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("a.db");

@@ -2,8 +2,8 @@
 //! the devices that come back after one.
 
 use serde_json::json;
-use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
 use tandem_tests::json as query_json;
+use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
 
 const CUSTOMERS: &str = r#"
 CREATE TABLE customers (id int PRIMARY KEY, tenant_id int NOT NULL, name text);
@@ -37,7 +37,10 @@ fn a_device_past_a_cleanup_pulls_again_and_keeps_its_unsent_changes() {
     local(&away, "UPDATE tandem_scopes SET watermark = '3:3:'");
     let replica = local_value(&away, "SELECT replica_id FROM tandem_scopes").unwrap();
     s.server()
-        .execute("UPDATE tandem.replicas SET last_seen = now() - interval '40 days', last_since = '3:3:' WHERE replica_id = $1", &[&replica])
+        .execute(
+            "UPDATE tandem.replicas SET last_seen = now() - interval '40 days', last_since = '3:3:' WHERE replica_id = $1",
+            &[&replica],
+        )
         .unwrap();
     query_json(&mut s.server(), "SELECT sync_cleanup('s')", &[]);
     let first = purged_before(&s).expect("a cleanup horizon");
@@ -78,7 +81,10 @@ fn a_scope_deprovisioned_and_provisioned_again_takes_its_devices_back() {
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("a.db");
     s.sync_as(&file, &token);
-    local(&file, "UPDATE customers SET name = 'edited on the device' WHERE id = 3; INSERT INTO customers VALUES (8, 1, 'made on the device');");
+    local(
+        &file,
+        "UPDATE customers SET name = 'edited on the device' WHERE id = 3; INSERT INTO customers VALUES (8, 1, 'made on the device');",
+    );
     s.server()
         .batch_execute(
             r#"SELECT sync_deprovision('s');

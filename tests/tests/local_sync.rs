@@ -43,9 +43,6 @@ fn tenant(n: i64) -> Value {
     json!({"params": {"tenant": n}})
 }
 
-
-
-
 fn server_value(server: &mut Client, sql: &str) -> Option<String> {
     server.query(sql, &[]).unwrap().first().and_then(|r| r.get::<_, Option<String>>(0))
 }
@@ -60,7 +57,9 @@ fn inserts_updates_and_deletes_cross_both_ways() {
     let mut server = s.server();
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 
-    local(&file, r#"
+    local(
+        &file,
+        r#"
         INSERT INTO customers VALUES (5, 1, 'Katherine', NULL);
         UPDATE customers SET name = 'Grace H.' WHERE id = 2;
         DELETE FROM customers WHERE id = 4;
@@ -68,14 +67,17 @@ fn inserts_updates_and_deletes_cross_both_ways() {
         INSERT INTO "Order Lines" VALUES (12, 1, 'X'), (12, 2, 'Y');
         UPDATE "Order Lines" SET "SKU" = 'B2' WHERE "Order Id" = 10 AND "Line No" = 2;
         DELETE FROM "Order Lines" WHERE "Order Id" = 11;
-    "#);
+    "#,
+    );
     server
-        .batch_execute(r#"
+        .batch_execute(
+            r#"
             INSERT INTO customers VALUES (6, 1, 'Barbara', 'barbara@a.test');
             UPDATE orders SET total = 12.25 WHERE id = 10;
             DELETE FROM "Order Lines" WHERE "Order Id" = 10 AND "Line No" = 1;
             UPDATE customers SET name = 'Linus T.' WHERE id = 3;
-        "#)
+        "#,
+        )
         .unwrap();
     let second = s.sync(&file, json!({}));
     assert_eq!(second.pushed, 8, "{second:?}");
@@ -83,7 +85,11 @@ fn inserts_updates_and_deletes_cross_both_ways() {
     assert_eq!(second.pulled, 3, "tenant 2's change does not come down: {second:?}");
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
     assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Grace H."));
-    assert_eq!(server_value(&mut server, r#"SELECT string_agg("SKU", ',' ORDER BY "Line No") FROM "Order Lines" WHERE "Order Id" = 12"#).as_deref(), Some("X,Y"));
+    assert_eq!(
+        server_value(&mut server, r#"SELECT string_agg("SKU", ',' ORDER BY "Line No") FROM "Order Lines" WHERE "Order Id" = 12"#)
+            .as_deref(),
+        Some("X,Y")
+    );
     assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE tenant_id = 2"), 0);
     let third = s.sync(&file, json!({}));
     assert_eq!((third.pushed, third.pulled), (0, 0), "a quiet round moves nothing: {third:?}");
@@ -92,21 +98,26 @@ fn inserts_updates_and_deletes_cross_both_ways() {
 /// Sets up one conflict of each kind between the file and the server.
 fn stage_conflicts(s: &Scenario, file: &Store) {
     let mut server = s.server();
-    local(file, "
+    local(
+        file,
+        "
         UPDATE customers SET name = 'Ada (device)' WHERE id = 1;
         INSERT INTO customers VALUES (7, 1, 'Seven (device)', NULL);
         DELETE FROM orders WHERE id = 11;
         UPDATE customers SET name = 'Alan (device)' WHERE id = 4;
         DELETE FROM \"Order Lines\" WHERE \"Order Id\" = 10 AND \"Line No\" = 1;
-    ");
+    ",
+    );
     server
-        .batch_execute("
+        .batch_execute(
+            "
             UPDATE customers SET name = 'Ada (server)' WHERE id = 1;
             INSERT INTO customers VALUES (7, 1, 'Seven (server)', NULL);
             UPDATE orders SET total = 11.99 WHERE id = 11;
             DELETE FROM customers WHERE id = 4;
             DELETE FROM \"Order Lines\" WHERE \"Order Id\" = 10 AND \"Line No\" = 1;
-        ")
+        ",
+        )
         .unwrap();
 }
 
@@ -119,11 +130,8 @@ fn every_conflict_is_settled_by_each_policy_and_logged() {
         stage_conflicts(&s, &file);
         set_policy(&s, policy);
         let report = s.sync(&file, json!({}));
-        let mut kinds: Vec<(String, String)> = report
-            .conflicts
-            .iter()
-            .map(|c| (format!("{}{}", c.table, Value::Array(c.key.clone())), c.kind.as_str().to_string()))
-            .collect();
+        let mut kinds: Vec<(String, String)> =
+            report.conflicts.iter().map(|c| (format!("{}{}", c.table, Value::Array(c.key.clone())), c.kind.as_str().to_string())).collect();
         kinds.sort();
         assert_eq!(
             kinds,
@@ -167,8 +175,11 @@ fn a_unique_violation_becomes_a_conflict_and_the_rest_applies() {
     s.sync(&file, tenant(1));
     // The update comes after the refused insert in the batch, so the row by
     // row retry writes it on its own, checked against its own xmin.
-    local(&file, "INSERT INTO customers VALUES (8, 1, 'Copycat', 'ada@a.test'); INSERT INTO customers VALUES (9, 1, 'Fine', 'fine@a.test');
-                  UPDATE customers SET name = 'Grace edited' WHERE id = 2;");
+    local(
+        &file,
+        "INSERT INTO customers VALUES (8, 1, 'Copycat', 'ada@a.test'); INSERT INTO customers VALUES (9, 1, 'Fine', 'fine@a.test');
+                  UPDATE customers SET name = 'Grace edited' WHERE id = 2;",
+    );
     let report = s.sync(&file, json!({}));
     assert_eq!(report.pushed, 2, "{report:?}");
     assert_eq!(report.conflicts.len(), 1);
@@ -186,24 +197,29 @@ fn parents_are_applied_before_children_both_ways() {
     let s = setup("fk_order");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
-    local(&file, r#"
+    local(
+        &file,
+        r#"
         INSERT INTO "Order Lines" VALUES (13, 1, 'child first');
         INSERT INTO orders VALUES (13, 1, 2, 1.00);
         INSERT INTO customers VALUES (15, 1, 'New parent', NULL);
         UPDATE orders SET customer_id = 15 WHERE id = 13;
         DELETE FROM "Order Lines" WHERE "Order Id" = 11;
         DELETE FROM orders WHERE id = 11;
-    "#);
+    "#,
+    );
     let report = s.sync(&file, json!({}));
     assert!(report.conflicts.is_empty(), "{report:?}");
     let mut server = s.server();
     server
-        .batch_execute(r#"
+        .batch_execute(
+            r#"
             INSERT INTO customers VALUES (16, 1, 'Server parent', NULL);
             INSERT INTO orders VALUES (14, 1, 16, 2.00);
             INSERT INTO "Order Lines" VALUES (14, 1, 'server child');
             DELETE FROM orders WHERE id = 10;
-        "#)
+        "#,
+        )
         .unwrap();
     s.sync(&file, json!({}));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
@@ -217,12 +233,20 @@ fn a_pull_never_overwrites_an_unsent_change() {
     s.sync(&file, tenant(1));
     local(&file, "UPDATE customers SET name = 'Grace (device)' WHERE id = 2");
     let mut server = s.server();
-    server.batch_execute("UPDATE customers SET name = 'Grace (server)' WHERE id = 2; UPDATE customers SET name = 'Ada (server)' WHERE id = 1").unwrap();
+    server
+        .batch_execute("UPDATE customers SET name = 'Grace (server)' WHERE id = 2; UPDATE customers SET name = 'Ada (server)' WHERE id = 1")
+        .unwrap();
     // Pull only, through SQL on the file: the server's changeset after the
     // file's watermark, applied locally.
     let watermark: Option<String> = file.connection().query_row("SELECT watermark FROM tandem_scopes", [], |r| r.get(0)).unwrap();
     let mut remote = PostgresRemote::connect(&s.db.url).unwrap();
-    let changeset = remote.select_changes("crm", watermark.as_deref(), &SelectOptions { params: Some([("tenant".into(), json!(1))].into()), ..Default::default() }).unwrap();
+    let changeset = remote
+        .select_changes(
+            "crm",
+            watermark.as_deref(),
+            &SelectOptions { params: Some([("tenant".into(), json!(1))].into()), ..Default::default() },
+        )
+        .unwrap();
     let result: String = file.connection().query_row("SELECT sync_apply_changes('crm', ?1)", [&changeset], |r| r.get(0)).unwrap();
     let result: Value = serde_json::from_str(&result).unwrap();
     assert_eq!(result["skipped"], json!([{"table": "public.customers", "key": [2]}]));
@@ -254,7 +278,11 @@ fn a_connection_lost_between_steps_loses_nothing_and_applies_nothing_twice() {
 
     let mut dropping = Interfering { drop_after_select: true, ..Interfering::new(&s.db.url) };
     file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
-    assert_eq!(local_value(&file, "SELECT total FROM orders WHERE id = 10").as_deref(), Some("10.00"), "nothing stored from the lost batch");
+    assert_eq!(
+        local_value(&file, "SELECT total FROM orders WHERE id = 10").as_deref(),
+        Some("10.00"),
+        "nothing stored from the lost batch"
+    );
 
     let report = s.sync(&file, json!({}));
     assert!(report.conflicts.is_empty(), "the re-upload is acknowledged, not a conflict: {report:?}");
@@ -308,7 +336,9 @@ fn a_program_that_never_loaded_tandem_has_its_writes_synced() {
         s.sync(&file, tenant(1));
     }
     let plain = Connection::open(&path).unwrap();
-    plain.execute_batch("INSERT INTO customers VALUES (40, 1, 'written by another program', NULL); DELETE FROM customers WHERE id = 4;").unwrap();
+    plain
+        .execute_batch("INSERT INTO customers VALUES (40, 1, 'written by another program', NULL); DELETE FROM customers WHERE id = 4;")
+        .unwrap();
     drop(plain);
     let file = s.store("a.db");
     let report = s.sync(&file, json!({}));
@@ -324,14 +354,16 @@ fn a_server_schema_change_reaches_the_file_without_a_full_download() {
     s.sync(&file, tenant(1));
     let mut server = s.server();
     server
-        .batch_execute(r#"
+        .batch_execute(
+            r#"
             ALTER TABLE customers ADD COLUMN phone text;
             UPDATE customers SET phone = '+1-555-' || id;
             SELECT sync_provision('crm', '{"tables": [
               {"name": "customers", "filter": {"tenant_id": "tenant"}},
               {"name": "orders", "filter": {"tenant_id": "tenant"}},
               {"name": "\"Order Lines\"", "filter": {"via": "orders", "on": {"Order Id": "id"}}}]}');
-        "#)
+        "#,
+        )
         .unwrap();
     let report = s.sync(&file, json!({}));
     assert!(report.provisioned);
@@ -427,7 +459,11 @@ fn a_local_write_during_an_upload_outlives_the_servers_answer() {
     // change left to send; instead the write goes up in the same sync.
     assert_eq!((report.pushed, report.conflicts.len()), (3, 0), "{report:?}");
     assert_eq!(local_value(&file, "SELECT total FROM orders WHERE id = 11").as_deref(), Some("11.20"), "the server's form is taken");
-    assert_eq!(local_value(&file, "SELECT printf('%.2f', total) FROM orders WHERE id = 10").as_deref(), Some("20.00"), "the newer local write stays");
+    assert_eq!(
+        local_value(&file, "SELECT printf('%.2f', total) FROM orders WHERE id = 10").as_deref(),
+        Some("20.00"),
+        "the newer local write stays"
+    );
     let mut server = s.server();
     assert_eq!(server_value(&mut server, "SELECT total::text FROM orders WHERE id = 10").as_deref(), Some("20.00"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
@@ -466,7 +502,11 @@ fn an_upload_of_many_batches_sends_each_latest_change_once() {
     assert_eq!((report.pushed, report.conflicts.len(), report.rejected.len()), (22, 0, 1), "{report:?}");
     let mut server = s.server();
     for (id, name) in [(100, "c100 edited"), (105, "again"), (115, "later"), (119, "c119"), (200, "Two hundred")] {
-        assert_eq!(server_value(&mut server, &format!("SELECT name FROM customers WHERE id = {id}")).as_deref(), Some(name), "customer {id}");
+        assert_eq!(
+            server_value(&mut server, &format!("SELECT name FROM customers WHERE id = {id}")).as_deref(),
+            Some(name),
+            "customer {id}"
+        );
     }
     assert_eq!(local_count(&file, "SELECT count(*) FROM temp.sqlite_master"), 0, "the round drops its snapshots");
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
@@ -479,7 +519,11 @@ fn an_upload_of_many_batches_sends_each_latest_change_once() {
     assert!(error.to_string().contains("connection dropped"), "{error}");
     assert_eq!(local_count(&file, "SELECT count(*) FROM temp.sqlite_master"), 0, "a failed round drops its snapshots too");
     let report = file.sync_with(&mut PostgresRemote::connect(&s.db.url).unwrap(), "crm", &options).unwrap();
-    assert_eq!((report.pushed, report.conflicts.len()), (17, 0), "the three applied before the drop are acknowledged, not sent again: {report:?}");
+    assert_eq!(
+        (report.pushed, report.conflicts.len()),
+        (17, 0),
+        "the three applied before the drop are acknowledged, not sent again: {report:?}"
+    );
     assert_eq!(server_value(&mut server, "SELECT count(*)::text FROM customers WHERE name LIKE '% offline'").as_deref(), Some("20"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
@@ -520,7 +564,10 @@ fn a_file_whose_tracking_was_dropped_says_what_to_do() {
     let s = setup("dropped_tracking");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
-    let log: String = file.connection().query_row("SELECT 'tandem_log_' || id FROM tandem_tables WHERE name = 'public.customers'", [], |r| r.get(0)).unwrap();
+    let log: String = file
+        .connection()
+        .query_row("SELECT 'tandem_log_' || id FROM tandem_tables WHERE name = 'public.customers'", [], |r| r.get(0))
+        .unwrap();
     local(&file, &format!("UPDATE customers SET name = 'edited before' WHERE id = 1; DROP TABLE {log};"));
     let error = file.sync(&s.db.url, "crm", &SyncOptions::default()).unwrap_err().to_string();
     assert!(error.contains(&log) && error.contains("sync_deprovision"), "{error}");

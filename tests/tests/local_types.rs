@@ -139,8 +139,7 @@ fn a_local_value_of_the_wrong_kind_is_refused_on_the_device_never_converted() {
     .unwrap();
     let report = store.sync(&db.url, "s", &SyncOptions::default()).unwrap();
     assert_eq!(report.pushed, 1, "only the good row goes up: {report:?}");
-    let mut refused: Vec<(i64, String)> =
-        report.rejected.iter().map(|r| (r.key[0].as_i64().unwrap(), r.reason.clone())).collect();
+    let mut refused: Vec<(i64, String)> = report.rejected.iter().map(|r| (r.key[0].as_i64().unwrap(), r.reason.clone())).collect();
     refused.sort();
     let ids: Vec<i64> = refused.iter().map(|r| r.0).collect();
     assert_eq!(ids, [10, 11, 12, 13], "{refused:?}");

@@ -17,13 +17,23 @@ fn provision_error(db: &TestDb, schema: &str, setup: serde_json::Value) -> Strin
 #[test]
 fn names_that_meet_in_sqlite_are_refused_when_the_scope_is_provisioned() {
     let cases = [
-        (r#"CREATE TABLE "Orders" (id int PRIMARY KEY); CREATE TABLE orders (id int PRIMARY KEY);"#,
-         json!({"tables": [{"name": "\"Orders\""}, {"name": "orders"}]}), "same name"),
-        (r#"CREATE SCHEMA sales; CREATE TABLE sales.items (id int PRIMARY KEY); CREATE TABLE public."sales.items" (id int PRIMARY KEY);"#,
-         json!({"tables": [{"name": "sales.items"}, {"name": "public.\"sales.items\""}]}), "same name"),
+        (
+            r#"CREATE TABLE "Orders" (id int PRIMARY KEY); CREATE TABLE orders (id int PRIMARY KEY);"#,
+            json!({"tables": [{"name": "\"Orders\""}, {"name": "orders"}]}),
+            "same name",
+        ),
+        (
+            r#"CREATE SCHEMA sales; CREATE TABLE sales.items (id int PRIMARY KEY); CREATE TABLE public."sales.items" (id int PRIMARY KEY);"#,
+            json!({"tables": [{"name": "sales.items"}, {"name": "public.\"sales.items\""}]}),
+            "same name",
+        ),
         ("CREATE TABLE tandem_things (id int PRIMARY KEY);", json!({"tables": [{"name": "tandem_things"}]}), "tandem_"),
         (r#"CREATE TABLE "SQLite_stat" (id int PRIMARY KEY);"#, json!({"tables": [{"name": "\"SQLite_stat\""}]}), "sqlite_"),
-        (r#"CREATE TABLE people (id int PRIMARY KEY, "Name" text, name text);"#, json!({"tables": [{"name": "people"}]}), "\"Name\" and \"name\""),
+        (
+            r#"CREATE TABLE people (id int PRIMARY KEY, "Name" text, name text);"#,
+            json!({"tables": [{"name": "people"}]}),
+            "\"Name\" and \"name\"",
+        ),
     ];
     for (schema, setup, needle) in cases {
         let db = TestDb::new("names");

@@ -138,10 +138,7 @@ fn partitions_created_attached_detached_and_dropped_later_are_followed() {
     assert_converged(&mut server, other_file.connection(), "s", &json!({"tenant": 2}));
     // Removing the scope takes the triggers from every partition.
     server.batch_execute("SELECT sync_deprovision('s')").unwrap();
-    let left: i64 = server
-        .query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tandem%'", &[])
-        .unwrap()
-        .get(0);
+    let left: i64 = server.query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tandem%'", &[]).unwrap().get(0);
     assert_eq!(left, 0);
     server.batch_execute("DROP TABLE payments").unwrap();
 }
@@ -198,8 +195,12 @@ fn partitions_made_or_dropped_with_a_schema_are_followed_too() {
 #[test]
 fn dates_past_year_9999_travel() {
     let s = Scenario::new("far_dates", PAYMENTS, "s");
-    s.server().batch_execute("CREATE TABLE payments_far PARTITION OF payments FOR VALUES FROM ('10000-01-01') TO ('20000-01-01');
-                              INSERT INTO payments VALUES (7, 1, '12000-01-01', 70);").unwrap();
+    s.server()
+        .batch_execute(
+            "CREATE TABLE payments_far PARTITION OF payments FOR VALUES FROM ('10000-01-01') TO ('20000-01-01');
+                              INSERT INTO payments VALUES (7, 1, '12000-01-01', 70);",
+        )
+        .unwrap();
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("a.db");
     let report = s.sync_as(&file, &token);

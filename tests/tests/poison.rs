@@ -17,8 +17,6 @@ INSERT INTO things (id, tenant_id, code) VALUES (1, 1, 'one');
 SELECT sync_provision('s', '{"tables": [{"name": "things", "filter": {"tenant_id": "tenant"}}]}');
 "#;
 
-
-
 #[test]
 fn each_bad_value_costs_only_its_row() {
     let s = Scenario::new("poison", SCHEMA, "s");
@@ -52,10 +50,15 @@ fn each_bad_value_costs_only_its_row() {
         "the good row takes the server's form"
     );
     for (id, column, _, reason) in bad {
-        let refused = report.rejected.iter().find(|r| r.key == vec![json!(id)]).unwrap_or_else(|| panic!("row {id} is not refused: {report:?}"));
+        let refused =
+            report.rejected.iter().find(|r| r.key == vec![json!(id)]).unwrap_or_else(|| panic!("row {id} is not refused: {report:?}"));
         assert!(refused.reason.contains(column), "row {id}: the reason names column {column}: {}", refused.reason);
         assert!(refused.reason.contains(reason), "row {id}: {}", refused.reason);
-        assert_eq!(local_count(&device, &format!("SELECT count(*) FROM tandem_rejected WHERE key = '[{id}]' AND row IS NOT NULL")), 1, "row {id} is kept");
+        assert_eq!(
+            local_count(&device, &format!("SELECT count(*) FROM tandem_rejected WHERE key = '[{id}]' AND row IS NOT NULL")),
+            1,
+            "row {id} is kept"
+        );
     }
     assert_eq!(report.rejected.len(), bad.len(), "{report:?}");
     let good: String = s.server().query_one("SELECT n::text FROM things WHERE id = 20", &[]).unwrap().get(0);
@@ -104,7 +107,11 @@ fn a_row_the_servers_own_rules_decline_costs_only_that_row() {
     assert!(report.rejected.iter().any(|r| r.key == vec![json!(3)] && r.reason.contains("may not be empty")), "{report:?}");
     let declined: Vec<_> = report.conflicts.iter().map(|c| c.key.clone()).collect();
     assert!(declined.contains(&vec![json!(1)]) && declined.contains(&vec![json!(2)]), "declined writes end as the server's: {report:?}");
-    assert_eq!(local_count(&device, "SELECT count(*) FROM notes WHERE id = 1 AND deleted_at IS NOT NULL"), 1, "the soft delete reached the device");
+    assert_eq!(
+        local_count(&device, "SELECT count(*) FROM notes WHERE id = 1 AND deleted_at IS NOT NULL"),
+        1,
+        "the soft delete reached the device"
+    );
     assert_eq!(local_count(&device, "SELECT count(*) FROM notes WHERE id = 2 AND body = 'locked'"), 1);
     assert_converged(&mut s.server(), device.connection(), "s", &json!({"tenant": 1}));
     let report = s.sync_as(&device, &token);

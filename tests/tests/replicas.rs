@@ -16,7 +16,6 @@ INSERT INTO customers SELECT g, 1 + (g > 10)::int, 'customer ' || g, 'C' || g, d
 SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
 "#;
 
-
 fn local_name(store: &Store, id: i64) -> Option<String> {
     store.connection().query_row("SELECT name FROM customers WHERE id = ?1", [id], |r| r.get(0)).ok()
 }
@@ -79,7 +78,10 @@ fn a_file_restored_from_a_backup_keeps_its_new_edits_and_gets_back_what_it_lost(
     // The device is lost; its backup is restored and used.
     copy(&backup, &path);
     let restored = Store::open(&path).unwrap();
-    local(&restored, "UPDATE customers SET name = 'restored edit' WHERE id = 6; INSERT INTO customers VALUES (14, 1, 'restored insert', NULL, NULL)");
+    local(
+        &restored,
+        "UPDATE customers SET name = 'restored edit' WHERE id = 6; INSERT INTO customers VALUES (14, 1, 'restored insert', NULL, NULL)",
+    );
     let report = s.sync_as(&restored, &token);
     assert_eq!(report.pushed, 2, "new edits of a restored file are new changes, not re-uploads: {report:?}");
     assert_eq!(server_name(&s, 6).as_deref(), Some("restored edit"));
@@ -112,11 +114,8 @@ fn a_restored_file_that_edits_a_row_its_lost_future_changed_meets_a_conflict() {
     let report = s.sync_as(&restored, &token);
     assert_eq!(report.conflicts.len(), 1, "the server's row changed since the restored file's version: {report:?}");
     assert_eq!(server_name(&s, 7).as_deref(), Some("written after the backup"), "server_wins");
-    let logged: i64 = s
-        .server()
-        .query_one("SELECT count(*) FROM tandem.conflicts WHERE client_row->>'name' = 'restored file edit'", &[])
-        .unwrap()
-        .get(0);
+    let logged: i64 =
+        s.server().query_one("SELECT count(*) FROM tandem.conflicts WHERE client_row->>'name' = 'restored file edit'", &[]).unwrap().get(0);
     assert_eq!(logged, 1, "the losing edit is kept in the conflict log");
     assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
 }
@@ -177,7 +176,10 @@ fn a_backup_taken_with_an_upload_in_flight_retries_only_that_upload() {
     }
     copy(&backup, &path);
     let restored = Store::open(&path).unwrap();
-    local(&restored, "UPDATE customers SET name = 'restored, later' WHERE id = 2; UPDATE customers SET name = 'restored only' WHERE id = 8");
+    local(
+        &restored,
+        "UPDATE customers SET name = 'restored, later' WHERE id = 2; UPDATE customers SET name = 'restored only' WHERE id = 8",
+    );
     let report = s.sync_as(&restored, &token);
     assert_eq!(report.conflicts.len(), 1, "row 2 changed on the server since the in-flight upload: {report:?}");
     assert_eq!(server_name(&s, 2).as_deref(), Some("original, later"), "server_wins: nothing overwrote it silently");

@@ -98,7 +98,14 @@ fn a_tenant_never_sees_another_tenants_rows_or_keys() {
     assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
     assert_eq!(tenants_in(&a), [1]);
     assert_converged(&mut server, a.connection(), "crm", &json!({"tenant": 1}));
-    let customers: Vec<i64> = a.connection().prepare("SELECT id FROM customers ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+    let customers: Vec<i64> = a
+        .connection()
+        .prepare("SELECT id FROM customers ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
     assert_eq!(customers, [102, 103, 104, 105, 301], "moved out and moved in");
 }
 
@@ -147,24 +154,52 @@ fn crafted_uploads_are_refused_and_change_nothing() {
     let before = server_dump(&mut server, "crm", &json!({"tenant": [1, 2, 3]}));
     let a_id: String = a.connection().query_row("SELECT client_id FROM tandem_scopes", [], |r| r.get(0)).unwrap();
     let b_id = tandem_core::identity::token_client_id(&token_b).unwrap().to_string();
-    let upload = |table: &str, columns: Value, rows: Value| {
-        json!({"format": 1, "scope": "crm", "origin": a_id, "tables": [{"name": table, "columns": columns, "rows": rows}]})
-    };
+    let upload = |table: &str, columns: Value, rows: Value| json!({"format": 1, "scope": "crm", "origin": a_id, "tables": [{"name": table, "columns": columns, "rows": rows}]});
     let customer = json!(["id", "tenant_id", "name"]);
     let cases = [
-        (upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [199, 2, "planted in 2"]}])), "42501", "outside the client's partition"),
-        (upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [201, 1, "stolen from 2"]}])), "42501", "outside the client's partition"),
-        (upload("customers", customer.clone(), json!([{"op": "delete", "seq": 1, "base": "1", "key": [202]}])), "42501", "outside the client's partition"),
-        (upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [101, 2, "pushed out"]}])), "42501", "outside the client's partition"),
-        (upload("order_items", json!(["order_id", "line", "sku"]), json!([{"op": "upsert", "seq": 1, "values": [2001, 9, "into 2's order"]}])), "42501", "outside the client's partition"),
-        (upload("products", json!(["sku", "price"]), json!([{"op": "upsert", "seq": 1, "values": ["A", "0.01"]}])), "42501", "download_only"),
-        (upload("notes", json!(["id", "tenant_id", "secret"]), json!([{"op": "upsert", "seq": 1, "values": [11, 1, "x"]}])), "42703", "no synced column \"secret\""),
+        (
+            upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [199, 2, "planted in 2"]}])),
+            "42501",
+            "outside the client's partition",
+        ),
+        (
+            upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [201, 1, "stolen from 2"]}])),
+            "42501",
+            "outside the client's partition",
+        ),
+        (
+            upload("customers", customer.clone(), json!([{"op": "delete", "seq": 1, "base": "1", "key": [202]}])),
+            "42501",
+            "outside the client's partition",
+        ),
+        (
+            upload("customers", customer.clone(), json!([{"op": "upsert", "seq": 1, "values": [101, 2, "pushed out"]}])),
+            "42501",
+            "outside the client's partition",
+        ),
+        (
+            upload(
+                "order_items",
+                json!(["order_id", "line", "sku"]),
+                json!([{"op": "upsert", "seq": 1, "values": [2001, 9, "into 2's order"]}]),
+            ),
+            "42501",
+            "outside the client's partition",
+        ),
+        (
+            upload("products", json!(["sku", "price"]), json!([{"op": "upsert", "seq": 1, "values": ["A", "0.01"]}])),
+            "42501",
+            "download_only",
+        ),
+        (
+            upload("notes", json!(["id", "tenant_id", "secret"]), json!([{"op": "upsert", "seq": 1, "values": [11, 1, "x"]}])),
+            "42703",
+            "no synced column \"secret\"",
+        ),
         (json!({"format": 1, "scope": "crm", "origin": b_id, "tables": []}), "42501", "claims origin"),
     ];
     for (changeset, sqlstate, fragment) in cases {
-        let error = server
-            .query_one("SELECT sync_apply_changes('crm', $1, $2)", &[&changeset, &json!({"token": token_a})])
-            .unwrap_err();
+        let error = server.query_one("SELECT sync_apply_changes('crm', $1, $2)", &[&changeset, &json!({"token": token_a})]).unwrap_err();
         let text = describe(&error);
         assert!(text.starts_with(sqlstate) && text.contains(fragment), "{changeset}: {text}");
         if let Some(detail) = error.as_db_error().and_then(|d| d.detail()) {
@@ -229,7 +264,14 @@ fn a_list_parameter_means_in_and_excluded_columns_never_leave_the_server() {
     assert_eq!(tenants_in(&file), [1, 3]);
     let mut server = s.server();
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": [1, 3]}));
-    let columns: Vec<String> = file.connection().prepare("SELECT name FROM pragma_table_info('notes')").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap();
+    let columns: Vec<String> = file
+        .connection()
+        .prepare("SELECT name FROM pragma_table_info('notes')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
     assert_eq!(columns, ["id", "tenant_id", "body"]);
     let raw = query_json(&mut server, "SELECT sync_select_changes('crm', NULL, $1)", &[&json!({"token": token})]).to_string();
     assert!(!raw.contains("server-only secret"), "an excluded column left the server");
@@ -268,7 +310,12 @@ fn three_tenants_two_clients_each_converge_after_random_edits() {
                 0 => format!("INSERT INTO customers VALUES ({next}, {tenant}, 'server {next}')"),
                 1 => format!("UPDATE customers SET name = 'server edit {next}' WHERE id = {id}"),
                 2 => format!("UPDATE customers SET tenant_id = {} WHERE id = {id}", rng.random_range(1..=3)),
-                3 => format!("UPDATE orders SET tenant_id = {}, total = {} WHERE id = {}", rng.random_range(1..=3), next % 100, tenant * 1000 + rng.random_range(1..=4)),
+                3 => format!(
+                    "UPDATE orders SET tenant_id = {}, total = {} WHERE id = {}",
+                    rng.random_range(1..=3),
+                    next % 100,
+                    tenant * 1000 + rng.random_range(1..=4)
+                ),
                 _ => format!("DELETE FROM customers WHERE id = {id} AND NOT EXISTS (SELECT 1 FROM orders WHERE customer_id = {id})"),
             };
             server.batch_execute(&sql).unwrap();
@@ -279,7 +326,9 @@ fn three_tenants_two_clients_each_converge_after_random_edits() {
                 let other = rng.random_range(1..=3);
                 let sql = match rng.random_range(0..5) {
                     0 => format!("INSERT INTO customers VALUES ({next}, {tenant}, 'device {next}')"),
-                    1 => format!("UPDATE customers SET name = 'device edit {next}' WHERE id IN (SELECT id FROM customers ORDER BY random() LIMIT 1)"),
+                    1 => format!(
+                        "UPDATE customers SET name = 'device edit {next}' WHERE id IN (SELECT id FROM customers ORDER BY random() LIMIT 1)"
+                    ),
                     2 => format!("INSERT INTO customers VALUES ({next}, {other}, 'maybe foreign {next}')"),
                     3 => format!("UPDATE notes SET body = 'note {next}' WHERE id IN (SELECT id FROM notes ORDER BY random() LIMIT 1)"),
                     _ => "DELETE FROM order_items WHERE rowid IN (SELECT rowid FROM order_items ORDER BY random() LIMIT 1)".to_string(),

@@ -27,10 +27,7 @@ impl Role {
         let name = format!("tandem_{label}_{}", std::process::id());
         let mut server = s.server();
         server
-            .batch_execute(&format!(
-                "DROP ROLE IF EXISTS {name}; CREATE ROLE {name} LOGIN; {}",
-                grants.replace("{role}", &name)
-            ))
+            .batch_execute(&format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name} LOGIN; {}", grants.replace("{role}", &name)))
             .unwrap();
         Role { name, admin_url: s.db.url.clone() }
     }
@@ -106,7 +103,11 @@ fn the_conflict_policy_belongs_to_the_scope() {
     };
     server.batch_execute("UPDATE customers SET name = 'server' WHERE id = 1").unwrap();
     let stale = upload("dev", json!([{"op": "upsert", "base": base, "seq": 1, "values": [1, 1, "device"]}]));
-    let error = error_of(&mut server, "SELECT sync_apply_changes('crm', $1, $2)", &[&stale, &json!({"params": {"tenant": 1}, "policy": "client_wins"})]);
+    let error = error_of(
+        &mut server,
+        "SELECT sync_apply_changes('crm', $1, $2)",
+        &[&stale, &json!({"params": {"tenant": 1}, "policy": "client_wins"})],
+    );
     assert!(error.starts_with("22023") && error.contains("scope"), "{error}");
     let result = query_json(&mut server, "SELECT sync_apply_changes('crm', $1, $2)", &[&stale, &json!({"params": {"tenant": 1}})]);
     assert_eq!(result["conflicts"][0]["decision"], "server_wins", "{result}");
@@ -116,7 +117,8 @@ fn the_conflict_policy_belongs_to_the_scope() {
     let again = upload("dev", json!([{"op": "upsert", "base": base, "seq": 2, "values": [1, 1, "device again"]}]));
     let result = query_json(&mut server, "SELECT sync_apply_changes('crm', $1, $2)", &[&again, &json!({"params": {"tenant": 1}})]);
     assert_eq!(result["conflicts"][0]["decision"], "client_wins", "the scope's policy now: {result}");
-    let error = error_of(&mut server, r#"SELECT sync_provision('crm', '{"policy": "public.nope", "tables": [{"name": "customers"}]}')"#, &[]);
+    let error =
+        error_of(&mut server, r#"SELECT sync_provision('crm', '{"policy": "public.nope", "tables": [{"name": "customers"}]}')"#, &[]);
     assert!(error.contains("public.nope"), "a resolver is checked when the scope is provisioned: {error}");
 }
 
@@ -147,7 +149,11 @@ fn a_planted_function_never_runs_inside_a_sync_call() {
             ))
             .unwrap();
     }
-    let device = Role::new(&s, "victim", &format!("{DEVICE_GRANTS} GRANT USAGE ON SCHEMA trap TO {{role}}; ALTER ROLE {{role}} SET search_path = trap, pg_catalog, public;"));
+    let device = Role::new(
+        &s,
+        "victim",
+        &format!("{DEVICE_GRANTS} GRANT USAGE ON SCHEMA trap TO {{role}}; ALTER ROLE {{role}} SET search_path = trap, pg_catalog, public;"),
+    );
     let mut conn = device.connect(&s);
     let pulled = query_json(&mut conn, "SELECT sync_select_changes('crm', NULL, $1)", &[&json!({"token": token})]);
     assert_eq!(pulled["tables"][0]["rows"].as_array().unwrap().len(), 2);
@@ -168,11 +174,8 @@ fn a_refusal_says_no_more_about_another_tenants_key_than_any_refusal() {
     // Key 3 exists in tenant 2; key 9 exists nowhere, but the row names tenant 2.
     local(&file, "INSERT INTO customers VALUES (3, 1, 'taken elsewhere'), (9, 2, 'someone else''s')");
     let report = s.sync_as(&file, &token);
-    let reasons: Vec<(String, String)> = report
-        .rejected
-        .iter()
-        .map(|r| (serde_json::to_string(&r.kind).unwrap(), r.reason.clone()))
-        .collect();
+    let reasons: Vec<(String, String)> =
+        report.rejected.iter().map(|r| (serde_json::to_string(&r.kind).unwrap(), r.reason.clone())).collect();
     assert_eq!(reasons.len(), 2, "{report:?}");
     assert_eq!(reasons[0], reasons[1], "both refusals read the same: {reasons:?}");
     assert!(report.rejected.iter().all(|r| r.row.is_none()), "no row of another tenant comes back: {report:?}");

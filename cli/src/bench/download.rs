@@ -29,9 +29,8 @@ fn copy_baseline(scratch: &Scratch) -> Result<u64, CliError> {
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
          CREATE TABLE bench (id INTEGER PRIMARY KEY, tenant INTEGER NOT NULL, body TEXT NOT NULL, amount TEXT NOT NULL, at TEXT NOT NULL);",
     )?;
-    let reader = client
-        .copy_out("COPY (SELECT id, tenant, body, amount, at FROM bench) TO STDOUT")
-        .map_err(|e| CliError::database("COPY", &e))?;
+    let reader =
+        client.copy_out("COPY (SELECT id, tenant, body, amount, at FROM bench) TO STDOUT").map_err(|e| CliError::database("COPY", &e))?;
     let tx = sqlite.unchecked_transaction()?;
     let mut rows = 0;
     {
@@ -106,7 +105,8 @@ fn download(scratch: &Scratch, file: &std::path::Path, rows: u64) -> Result<std:
     if !output.status.success() {
         return Err(CliError::Invalid(format!("the download failed: {}", String::from_utf8_lossy(&output.stderr))));
     }
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| CliError::Invalid(format!("unreadable sync report: {e}")))?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| CliError::Invalid(format!("unreadable sync report: {e}")))?;
     if report["pulled"].as_u64() != Some(rows) {
         return Err(CliError::Invalid(format!("the download pulled {} rows of {rows}", report["pulled"])));
     }

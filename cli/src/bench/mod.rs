@@ -113,23 +113,47 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     println!("  {:<46} {:>14} {:>14} {:>7}", "case", "tandem", "baseline", "ratio");
     println!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
-        "download PostgreSQL -> SQLite file (vs COPY)", download.rows_per_s, download.baseline_rows_per_s, report["download_ratio"].as_f64().unwrap_or_default()
+        "download PostgreSQL -> SQLite file (vs COPY)",
+        download.rows_per_s,
+        download.baseline_rows_per_s,
+        report["download_ratio"].as_f64().unwrap_or_default()
     );
     println!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
-        format!("upload {changes} changes (vs INSERT..ON CONFLICT)"), upload.rows_per_s, upload.baseline_rows_per_s, report["upload_ratio"].as_f64().unwrap_or_default()
+        format!("upload {changes} changes (vs INSERT..ON CONFLICT)"),
+        upload.rows_per_s,
+        upload.baseline_rows_per_s,
+        report["upload_ratio"].as_f64().unwrap_or_default()
     );
     println!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
-        "  of which the server's apply calls", upload.apply_rows_per_s, upload.baseline_rows_per_s, report["upload_apply_ratio"].as_f64().unwrap_or_default()
+        "  of which the server's apply calls",
+        upload.apply_rows_per_s,
+        upload.baseline_rows_per_s,
+        report["upload_apply_ratio"].as_f64().unwrap_or_default()
     );
     println!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
-        "  floor: the same upsert tracked, with its fold", upload.tracked_rows_per_s, upload.baseline_rows_per_s, report["upload_tracked_ratio"].as_f64().unwrap_or_default()
+        "  floor: the same upsert tracked, with its fold",
+        upload.tracked_rows_per_s,
+        upload.baseline_rows_per_s,
+        report["upload_tracked_ratio"].as_f64().unwrap_or_default()
     );
     println!("  {:<46} {:>13.1}ms", "incremental round, 100 changed rows (median)", incremental);
-    println!("  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)", "server write overhead (tracked / untracked)", server.worst(), server.insert, server.update);
-    println!("  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)", "local write overhead (tracked / untracked)", local.worst(), local.insert, local.update);
+    println!(
+        "  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)",
+        "server write overhead (tracked / untracked)",
+        server.worst(),
+        server.insert,
+        server.update
+    );
+    println!(
+        "  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)",
+        "local write overhead (tracked / untracked)",
+        local.worst(),
+        local.insert,
+        local.update
+    );
     println!("  {:<46} {:>12.0} MB", "client peak RSS during the download", download.peak_rss_mb);
     println!("  {:<46} {:>13.2} s", "first sync of 10,000 rows", seed);
     println!("  {:<46} {:>13.2} s", "provision (stamp existing rows)", scratch.provision_s);

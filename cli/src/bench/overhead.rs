@@ -46,7 +46,8 @@ pub fn server(scratch: &Scratch, rows: u64, changes: u64) -> Result<Overhead, Cl
         round += 1;
         let table = if tracked { "bench" } else { "bench_copy" };
         let start = first + round * changes as i64;
-        let sql = format!("INSERT INTO {table} {}", super::scratch::rows_sql(&start.to_string(), &(start + changes as i64 - 1).to_string()));
+        let sql =
+            format!("INSERT INTO {table} {}", super::scratch::rows_sql(&start.to_string(), &(start + changes as i64 - 1).to_string()));
         Ok(timed(|| client.batch_execute(&sql).map_err(|e| CliError::database("bulk insert", &e)))?.1)
     })?;
     let (update_tracked, update_plain) = best_of(|tracked| {

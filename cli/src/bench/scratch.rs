@@ -33,16 +33,17 @@ impl Scratch {
     pub fn create(admin_url: &str, rows: u64) -> Result<Scratch, CliError> {
         let name = format!("tandem_bench_{}", std::process::id());
         let mut admin = Client::connect(admin_url, NoTls).map_err(|e| CliError::connect(admin_url, &e))?;
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).map_err(|e| CliError::database("drop old benchmark database", &e))?;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .map_err(|e| CliError::database("drop old benchmark database", &e))?;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).map_err(|e| CliError::database("create benchmark database", &e))?;
         let dir = std::env::temp_dir().join(&name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| CliError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-        let mut scratch = Scratch { admin_url: admin_url.to_string(), url: with_database(admin_url, &name), name, dir, seed_s: 0.0, provision_s: 0.0 };
+        let mut scratch =
+            Scratch { admin_url: admin_url.to_string(), url: with_database(admin_url, &name), name, dir, seed_s: 0.0, provision_s: 0.0 };
         let mut client = scratch.connect()?;
-        client
-            .batch_execute("CREATE EXTENSION tandem")
-            .map_err(|_| CliError::ExtensionMissing { url: redacted(admin_url) })?;
+        client.batch_execute("CREATE EXTENSION tandem").map_err(|_| CliError::ExtensionMissing { url: redacted(admin_url) })?;
         let ((), seed) = timed(|| {
             client.batch_execute(TABLE).map_err(|e| CliError::database("create table", &e))?;
             client

@@ -73,9 +73,8 @@ pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Up
         ))
         .map_err(|e| CliError::database("baseline tables", &e))?;
     scratch.settle()?;
-    let ((), baseline) = timed(|| {
-        server.batch_execute(&format!("INSERT INTO bench_copy {UPSERT}")).map_err(|e| CliError::database("baseline upsert", &e))
-    })?;
+    let ((), baseline) =
+        timed(|| server.batch_execute(&format!("INSERT INTO bench_copy {UPSERT}")).map_err(|e| CliError::database("baseline upsert", &e)))?;
     let ((), tracked) = timed(|| {
         server
             .batch_execute(&format!("INSERT INTO bench_tracked {UPSERT}; SELECT sync_status('upload_floor')"))
@@ -95,10 +94,15 @@ pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Up
         n + half
     ))?;
     scratch.settle()?;
-    let mut remote = TimedApply { inner: PostgresRemote::connect(&scratch.url).map_err(tandem_local::LocalError::from)?, applying: Duration::ZERO };
+    let mut remote =
+        TimedApply { inner: PostgresRemote::connect(&scratch.url).map_err(tandem_local::LocalError::from)?, applying: Duration::ZERO };
     let (report, took) = timed(|| Ok(store.sync_with(&mut remote, "bench", &SyncOptions::default())?))?;
     if report.pushed != changes || !report.conflicts.is_empty() {
-        return Err(CliError::Invalid(format!("the upload pushed {} of {changes} changes ({} conflicts)", report.pushed, report.conflicts.len())));
+        return Err(CliError::Invalid(format!(
+            "the upload pushed {} of {changes} changes ({} conflicts)",
+            report.pushed,
+            report.conflicts.len()
+        )));
     }
     Ok(Upload {
         rows_per_s: per_second(changes, took),

@@ -179,12 +179,7 @@ pub fn create_stage(scope: &Scope<'_>, t: usize, columns: &[usize], types: &[Sta
 /// The stage types of table `t`'s key columns, in primary key order (an
 /// upload always carries the key).
 fn key_types<'a>(scope: &Scope<'_>, t: usize, columns: &[usize], types: &'a [StageType]) -> Vec<&'a StageType> {
-    scope
-        .table(t)
-        .key_indexes()
-        .iter()
-        .filter_map(|k| columns.iter().position(|c| c == k).and_then(|p| types.get(p)))
-        .collect()
+    scope.table(t).key_indexes().iter().filter_map(|k| columns.iter().position(|c| c == k).and_then(|p| types.get(p))).collect()
 }
 
 /// The rows of one table's upload, column by column, as the stage reads
@@ -256,12 +251,8 @@ impl Decode for IdxOnly {
 /// same upload (`3` and `3.0` in a numeric key, one instant in two time
 /// zones): each but the first.
 pub fn repeated_keys(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> Query<IdxOnly> {
-    let keys: Vec<String> = scope
-        .table(t)
-        .primary_key
-        .iter()
-        .map(|k| staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into()))
-        .collect();
+    let keys: Vec<String> =
+        scope.table(t).primary_key.iter().map(|k| staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into())).collect();
     let mut columns = Columns::new();
     let decoder = IdxOnly(columns.push("idx", "idx::text"));
     let sql = format!(
@@ -448,14 +439,10 @@ pub fn classify(
         exists: columns.push("exists", format!("(r.{first_key} IS NOT NULL)::text")),
         xmin: columns.push("xmin", "r.xmin::text"),
         in_partition: columns.push("in_partition", format!("coalesce({server_in}, false)::text")),
-        new_in_partition: columns.push(
-            "new_in_partition",
-            format!("(CASE WHEN s.op = 'upsert' THEN coalesce({new_in}, false) ELSE true END)::text"),
-        ),
-        same_values: columns.push(
-            "same_values",
-            format!("(s.op = 'upsert' AND r.{first_key} IS NOT NULL AND {})::text", same_as_sent(scope, staged, t)),
-        ),
+        new_in_partition: columns
+            .push("new_in_partition", format!("(CASE WHEN s.op = 'upsert' THEN coalesce({new_in}, false) ELSE true END)::text")),
+        same_values: columns
+            .push("same_values", format!("(s.op = 'upsert' AND r.{first_key} IS NOT NULL AND {})::text", same_as_sent(scope, staged, t))),
         // A key change onto a key a row outside the partition holds is
         // refused like an insert of that key: the answer never tells.
         new_key_free: columns.push(
@@ -518,10 +505,7 @@ impl TableValues {
             let col = columns.push(&format!("v{i}"), format!("{alias}.{}::text", quote_ident(&c.name)));
             first.get_or_insert(col);
         }
-        TableValues {
-            columns: table.columns.iter().map(|c| (c.name.clone(), c.ty)).collect(),
-            first: first.expect("a table has columns"),
-        }
+        TableValues { columns: table.columns.iter().map(|c| (c.name.clone(), c.ty)).collect(), first: first.expect("a table has columns") }
     }
 
     fn object(&self, fields: &Fields<'_>) -> Map<String, Value> {
@@ -600,13 +584,8 @@ pub fn visible_row(scope: &Scope<'_>, t: usize, key: &[Value], values: &FilterVa
     let mut columns = Columns::new();
     let version = columns.push("version", format!("({})::text", tracked.version));
     let row_values = TableValues::select(scope, t, "r", &mut columns);
-    let sql = format!(
-        "SELECT {} FROM {} r {} WHERE {}",
-        columns.sql(),
-        table.table_name().quoted(),
-        tracked.join,
-        conditions.join(" AND ")
-    );
+    let sql =
+        format!("SELECT {} FROM {} r {} WHERE {}", columns.sql(), table.table_name().quoted(), tracked.join, conditions.join(" AND "));
     Some(Query::new(sql, binds, &columns, VisibleRow { version, values: row_values }))
 }
 
@@ -648,10 +627,8 @@ pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize, key: StageKey
     let tracked = tracked_state(scope, t, |alias| keyed_equal(scope, staged, t, key, alias, "s"));
     let mut binds = Binds::new();
     let mut columns = Columns::new();
-    let decoder = IdxVersion {
-        idx: columns.push("idx", "s.idx::text"),
-        version: columns.push("version", format!("({})::text", tracked.version)),
-    };
+    let decoder =
+        IdxVersion { idx: columns.push("idx", "s.idx::text"), version: columns.push("version", format!("({})::text", tracked.version)) };
     let sql = format!(
         "SELECT {} FROM {} s {} WHERE s.idx = ANY({}::int4[]) AND {}",
         columns.sql(),
@@ -964,12 +941,10 @@ mod tests {
         assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($3::text[]::integer[]))"), "{sql}");
         assert!(sql.contains("LEFT JOIN \"tandem\".\"track_2\" tr ON tr.\"order_id\" = s.c0 AND tr.\"line\" = s.c1"), "{sql}");
         assert!(sql.contains("WHERE s.idx = ANY($4::int4[])"), "the row list is bound last: {sql}");
-        assert_eq!(
-            query.params,
-            [Param::from("r1"), Param::Text(None), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]
-        );
+        assert_eq!(query.params, [Param::from("r1"), Param::Text(None), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]);
         assert_eq!(query.width, 9);
-        let row = [Some("1"), Some("812"), Some("false"), Some("true"), Some("900"), Some("true"), Some("false"), Some("false"), Some("true")];
+        let row =
+            [Some("1"), Some("812"), Some("false"), Some("true"), Some("900"), Some("true"), Some("false"), Some("false"), Some("true")];
         let classified = query.decode(&row).unwrap();
         assert_eq!(classified.idx, 1);
         assert!(classified.server.exists && classified.server.in_partition && !classified.server.new_in_partition);
@@ -1018,15 +993,22 @@ mod tests {
         assert_eq!(seen, SeenXmins { first: 4, xmins: vec!["77".into(), "0".into(), "0".into()] });
         let update = update_rows(&scope, &staged, 0, &[4, 6], seen.clone());
         assert!(update.sql.starts_with("UPDATE \"public\".\"orders\" AS r SET \"tenant_id\" = s.c1 FROM"), "{}", update.sql);
-        assert!(update.sql.contains("WHERE s.idx = ANY($1::int4[]) AND r.\"id\" = s.c0 AND r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"), "{}", update.sql);
+        assert!(
+            update.sql.contains("WHERE s.idx = ANY($1::int4[]) AND r.\"id\" = s.c0 AND r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"),
+            "{}",
+            update.sql
+        );
         assert_eq!(update.params[2], Param::Int4(4));
         assert_eq!(update.decode(&[Some("4")]).unwrap(), 4);
         let moved = move_rows(&scope, &staged, 0, &[4], seen.clone());
         assert!(moved.sql.contains("SET \"id\" = s.c0, \"tenant_id\" = s.c1 FROM"), "the key is written too: {}", moved.sql);
         assert!(moved.sql.contains("AND r.\"id\" = s.f0 AND r.xmin"), "the row at the old key: {}", moved.sql);
-        let from = classify(&scope, &staged, 0, StageKey::MovedFrom, Uploader { replica: "r", retried_version: None }, &FilterValues::new(), &[4]);
+        let from =
+            classify(&scope, &staged, 0, StageKey::MovedFrom, Uploader { replica: "r", retried_version: None }, &FilterValues::new(), &[4]);
         assert!(from.sql.contains("LEFT JOIN \"public\".\"orders\" r ON r.\"id\" = s.f0"), "{}", from.sql);
-        assert!(create_stage(&scope, 0, &[0, 1], &[plain("bigint"), plain("integer")], true).sql.contains("c1 integer, f0 bigint, tandem_inexact"));
+        assert!(create_stage(&scope, 0, &[0, 1], &[plain("bigint"), plain("integer")], true)
+            .sql
+            .contains("c1 integer, f0 bigint, tandem_inexact"));
         assert!(delete_rows(&scope, &staged, 0, &[4], seen).sql.contains("r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"));
         let types = [plain("bigint"), StageType { fills: Some("0".into()), ..plain("integer") }];
         let insert = insert_rows(&scope, &staged, 0, &types, &[5], false);

@@ -132,11 +132,7 @@ pub fn moved_to_columns(table: &TableSchema) -> Vec<String> {
 }
 
 fn moved_to_definitions(table: &TableSchema) -> Vec<String> {
-    moved_to_columns(table)
-        .iter()
-        .zip(table.key_columns())
-        .map(|(name, c)| format!("{name} {}", c.ty.sqlite_decl()))
-        .collect()
+    moved_to_columns(table).iter().zip(table.key_columns()).map(|(name, c)| format!("{name} {}", c.ty.sqlite_decl())).collect()
 }
 
 /// Adds the `tandem_to_*` columns to the log of a file made before key
@@ -147,8 +143,7 @@ pub fn add_moved_to_columns(table: &TableSchema, id: i64) -> Vec<String> {
 
 /// Log and base tables of table `id`.
 pub fn create_tracking(table: &TableSchema, id: i64) -> Vec<String> {
-    let key_defs: Vec<String> =
-        table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
+    let key_defs: Vec<String> = table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
     let keys = column_list(None, &table.primary_key);
     vec![
         format!(
@@ -185,15 +180,8 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
     let t = user_table(table);
     let log = log_table(id);
     let keys = column_list(None, &table.primary_key);
-    let of = |row: &str| -> String {
-        table.primary_key.iter().map(|k| format!("{row}.{}", quote_ident(k))).collect::<Vec<_>>().join(", ")
-    };
-    let key_changed = table
-        .primary_key
-        .iter()
-        .map(|k| format!("OLD.{0} IS NOT NEW.{0}", quote_ident(k)))
-        .collect::<Vec<_>>()
-        .join(" OR ");
+    let of = |row: &str| -> String { table.primary_key.iter().map(|k| format!("{row}.{}", quote_ident(k))).collect::<Vec<_>>().join(", ") };
+    let key_changed = table.primary_key.iter().map(|k| format!("OLD.{0} IS NOT NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" OR ");
     let mut out = drop_triggers(id);
     out.push(format!(
         "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
@@ -366,12 +354,7 @@ fn key_match(table: &TableSchema, first: usize) -> String {
 
 /// A row by key (`?1..`): every synced column.
 pub fn read_row(table: &TableSchema) -> String {
-    format!(
-        "SELECT {} FROM {} WHERE {}",
-        column_list(None, &table.column_names()),
-        user_table(table),
-        key_match(table, 1)
-    )
+    format!("SELECT {} FROM {} WHERE {}", column_list(None, &table.column_names()), user_table(table), key_match(table, 1))
 }
 
 /// A row's server version by key (`?1..`).
@@ -428,8 +411,7 @@ fn sweep_table(id: i64) -> String {
 /// Starts a sweep of table `id`: every key the file holds, to be crossed
 /// off as a pull from NULL brings it again.
 pub fn begin_sweep(table: &TableSchema, id: i64) -> Vec<String> {
-    let key_defs: Vec<String> =
-        table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
+    let key_defs: Vec<String> = table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
     let keys = column_list(None, &table.primary_key);
     vec![
         format!("DROP TABLE IF EXISTS {}", sweep_table(id)),
@@ -466,17 +448,10 @@ pub fn children(child: &TableSchema, on: &[(String, String)], parent_key: &[Stri
         .iter()
         .enumerate()
         .filter_map(|(i, pk)| {
-            on.iter()
-                .find(|(_, p)| p == pk)
-                .map(|(c, _)| format!("{} = {}", quote_ident(c), Dialect::Sqlite.param(i + 1)))
+            on.iter().find(|(_, p)| p == pk).map(|(c, _)| format!("{} = {}", quote_ident(c), Dialect::Sqlite.param(i + 1)))
         })
         .collect();
-    format!(
-        "SELECT {} FROM {} WHERE {}",
-        column_list(None, &child.primary_key),
-        user_table(child),
-        conditions.join(" AND ")
-    )
+    format!("SELECT {} FROM {} WHERE {}", column_list(None, &child.primary_key), user_table(child), conditions.join(" AND "))
 }
 
 #[cfg(test)]
@@ -487,7 +462,8 @@ mod tests {
     use crate::types::LogicalType;
 
     fn items() -> TableSchema {
-        let col = |n: &str, ty, nullable| Column { name: n.into(), ty, pg_type: String::new(), nullable, default: None, server_default: false };
+        let col =
+            |n: &str, ty, nullable| Column { name: n.into(), ty, pg_type: String::new(), nullable, default: None, server_default: false };
         TableSchema {
             name: "sales.\"Order Items\"".into(),
             columns: vec![

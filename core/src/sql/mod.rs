@@ -117,11 +117,7 @@ pub fn upsert_row(dialect: Dialect, table: &str, columns: &[String], key: &[Stri
             None => dialect.param(n),
         })
         .collect();
-    let updates: Vec<String> = columns
-        .iter()
-        .filter(|c| !key.contains(c))
-        .map(|c| format!("{0} = excluded.{0}", quote_ident(c)))
-        .collect();
+    let updates: Vec<String> = columns.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote_ident(c))).collect();
     let action = if updates.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", updates.join(", ")) };
     format!(
         "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",

@@ -46,18 +46,12 @@ pub fn root_filter<'a>(scope: &Scope<'a>, table: usize) -> Option<(usize, &'a BT
 pub fn filter_params<'a>(scope: &Scope<'a>, table: usize) -> Vec<(String, &'a Column)> {
     let Some((root, map)) = root_filter(scope, table) else { return Vec::new() };
     let root_table = scope.table(root);
-    map.iter()
-        .filter_map(|(col, param)| root_table.columns.iter().find(|c| &c.name == col).map(|c| (param.clone(), c)))
-        .collect()
+    map.iter().filter_map(|(col, param)| root_table.columns.iter().find(|c| &c.name == col).map(|c| (param.clone(), c))).collect()
 }
 
 /// The text values to bind for each parameter the given tables' filters use
 /// (a scalar becomes a list of one), checked against the column types.
-pub fn bind_params(
-    scope: &Scope<'_>,
-    params: &Params,
-    tables: impl IntoIterator<Item = usize>,
-) -> Result<FilterValues> {
+pub fn bind_params(scope: &Scope<'_>, params: &Params, tables: impl IntoIterator<Item = usize>) -> Result<FilterValues> {
     let mut bound = BTreeMap::new();
     for table in tables {
         for (name, column) in filter_params(scope, table) {
@@ -88,9 +82,7 @@ fn column_type(scope: &Scope<'_>, table: usize, column: &str) -> String {
 
 fn via_join(parent_alias: &str, on: &BTreeMap<String, String>, child_alias: &str, child_column: &dyn Fn(&str) -> String) -> String {
     on.iter()
-        .map(|(child_col, parent_col)| {
-            format!("{parent_alias}.{} = {child_alias}.{}", quote_ident(parent_col), child_column(child_col))
-        })
+        .map(|(child_col, parent_col)| format!("{parent_alias}.{} = {child_alias}.{}", quote_ident(parent_col), child_column(child_col)))
         .collect::<Vec<_>>()
         .join(" AND ")
 }
@@ -128,12 +120,9 @@ pub fn row_filter_with(
             let parent_index = scope.index_of(parent)?;
             let p = format!("p{}", depth + 1);
             let parent_table = scope.table(parent_index).table_name().quoted();
-            let inner = row_filter_with(scope, parent_index, &p, &|c| quote_ident(c), binds, values, depth + 1)
-                .unwrap_or_else(|| "true".into());
-            Some(format!(
-                "EXISTS (SELECT 1 FROM {parent_table} {p} WHERE {} AND {inner})",
-                via_join(&p, on, alias, column)
-            ))
+            let inner =
+                row_filter_with(scope, parent_index, &p, &|c| quote_ident(c), binds, values, depth + 1).unwrap_or_else(|| "true".into());
+            Some(format!("EXISTS (SELECT 1 FROM {parent_table} {p} WHERE {} AND {inner})", via_join(&p, on, alias, column)))
         }
     }
 }
@@ -146,10 +135,8 @@ pub fn part_expr(scope: &Scope<'_>, table: usize, alias: &str, depth: usize) -> 
     match &scope.table(table).filter {
         None => "'{}'::jsonb".into(),
         Some(Filter::Columns(map)) => {
-            let pairs: Vec<String> = map
-                .iter()
-                .map(|(col, param)| format!("{}, {alias}.{}", quote_literal(param), quote_ident(col)))
-                .collect();
+            let pairs: Vec<String> =
+                map.iter().map(|(col, param)| format!("{}, {alias}.{}", quote_literal(param), quote_ident(col))).collect();
             format!("jsonb_build_object({})", pairs.join(", "))
         }
         Some(Filter::Via { parent, on }) => {
@@ -190,7 +177,14 @@ pub(crate) mod tests {
     use crate::types::LogicalType;
 
     pub(crate) fn crm() -> Schema {
-        let col = |name: &str, pg: &str| Column { name: name.into(), ty: LogicalType::Int8, pg_type: pg.into(), nullable: false, default: None, server_default: false };
+        let col = |name: &str, pg: &str| Column {
+            name: name.into(),
+            ty: LogicalType::Int8,
+            pg_type: pg.into(),
+            nullable: false,
+            default: None,
+            server_default: false,
+        };
         let table = |name: &str, cols: Vec<Column>, pk: &[&str], filter: Option<Filter>| TableSchema {
             name: name.into(),
             columns: cols,
@@ -204,10 +198,18 @@ pub(crate) mod tests {
             scope: "crm".into(),
             version: 1,
             tables: vec![
-                table("public.orders", vec![col("id", "bigint"), col("tenant_id", "integer")], &["id"],
-                      Some(Filter::Columns([("tenant_id".into(), "tenant".into())].into()))),
-                table("public.items", vec![col("order_id", "bigint"), col("line", "integer")], &["order_id", "line"],
-                      Some(Filter::Via { parent: "public.orders".into(), on: [("order_id".into(), "id".into())].into() })),
+                table(
+                    "public.orders",
+                    vec![col("id", "bigint"), col("tenant_id", "integer")],
+                    &["id"],
+                    Some(Filter::Columns([("tenant_id".into(), "tenant".into())].into())),
+                ),
+                table(
+                    "public.items",
+                    vec![col("order_id", "bigint"), col("line", "integer")],
+                    &["order_id", "line"],
+                    Some(Filter::Via { parent: "public.orders".into(), on: [("order_id".into(), "id".into())].into() }),
+                ),
                 table("public.currencies", vec![col("code", "text")], &["code"], None),
             ],
         }

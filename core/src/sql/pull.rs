@@ -52,19 +52,13 @@ impl Window<'_> {
 /// Not an echo: the row (or exit) `alias` was not left exactly as sent by
 /// an upload of the calling replica whose answer it recorded.
 fn not_an_echo(alias: &str, version: &str, w: &Bound) -> String {
-    format!(
-        "NOT coalesce({alias}.tandem_origin = {}::text AND {alias}.{version} = ANY({}::text[]::xid8[]), false)",
-        w.replica, w.echoes
-    )
+    format!("NOT coalesce({alias}.tandem_origin = {}::text AND {alias}.{version} = ANY({}::text[]::xid8[]), false)", w.replica, w.echoes)
 }
 
 /// The version window on a stamp column: after `since` (when given), up to
 /// `until`, plus the caller's own uncommitted changes.
 fn window(stamp: &str, incremental: bool, w: &Bound) -> String {
-    let upper = format!(
-        "(pg_visible_in_snapshot({stamp}, {}::text::pg_snapshot) OR {stamp} = {}::text::xid8)",
-        w.until, w.own
-    );
+    let upper = format!("(pg_visible_in_snapshot({stamp}, {}::text::pg_snapshot) OR {stamp} = {}::text::xid8)", w.until, w.own);
     if incremental {
         format!(
             "{stamp} >= pg_snapshot_xmin({since}::text::pg_snapshot) \
@@ -86,8 +80,7 @@ fn after_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[String], with
         names.insert(0, format!("{alias}.tandem_stamp"));
         types.insert(0, "xid8".into());
     }
-    let values: Vec<String> =
-        types.iter().zip(position).map(|(ty, value)| format!("{}::text::{ty}", binds.bind(value.as_str()))).collect();
+    let values: Vec<String> = types.iter().zip(position).map(|(ty, value)| format!("{}::text::{ty}", binds.bind(value.as_str()))).collect();
     format!("({}) > ({})", names.join(", "), values.join(", "))
 }
 
@@ -175,11 +168,7 @@ pub fn upserts(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
     if let Some(filter) = row_filter(scope, t, "r", &mut binds, values) {
         conditions.push(filter);
     }
-    let order = if incremental {
-        format!("tr.tandem_stamp, {}", column_list(Some("tr"), key))
-    } else {
-        column_list(Some("tr"), key)
-    };
+    let order = if incremental { format!("tr.tandem_stamp, {}", column_list(Some("tr"), key)) } else { column_list(Some("tr"), key) };
     let sql = format!(
         "SELECT {} FROM {} tr JOIN {} r ON {} WHERE {} ORDER BY {order} LIMIT {}",
         columns.sql(),
@@ -189,13 +178,8 @@ pub fn upserts(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
         conditions.join(" AND "),
         bound.limit,
     );
-    let decoder = UpsertRow {
-        version,
-        in_window,
-        first_value: first_value.expect("a table has columns"),
-        values: table.columns.len(),
-        stamp,
-    };
+    let decoder =
+        UpsertRow { version, in_window, first_value: first_value.expect("a table has columns"), values: table.columns.len(), stamp };
     Query::new(sql, binds, &columns, decoder)
 }
 
@@ -295,8 +279,16 @@ mod tests {
         let position = ["812".to_string(), "10".to_string(), "2".to_string()];
         let q = upserts(&scope, 1, &window(Some("5:9:")), Some(&position), &values);
         assert!(q.sql.contains("tr.tandem_stamp >= pg_snapshot_xmin($2::text::pg_snapshot)"), "{}", q.sql);
-        assert!(q.sql.contains("NOT coalesce(tr.tandem_origin = $4::text AND tr.tandem_version = ANY($5::text[]::xid8[]), false)"), "{}", q.sql);
-        assert!(q.sql.contains("(tr.tandem_stamp, tr.\"order_id\", tr.\"line\") > ($7::text::xid8, $8::text::bigint, $9::text::integer)"), "{}", q.sql);
+        assert!(
+            q.sql.contains("NOT coalesce(tr.tandem_origin = $4::text AND tr.tandem_version = ANY($5::text[]::xid8[]), false)"),
+            "{}",
+            q.sql
+        );
+        assert!(
+            q.sql.contains("(tr.tandem_stamp, tr.\"order_id\", tr.\"line\") > ($7::text::xid8, $8::text::bigint, $9::text::integer)"),
+            "{}",
+            q.sql
+        );
         assert!(q.sql.contains("ANY($10::text[]::integer[])"), "{}", q.sql);
         assert!(q.sql.ends_with("ORDER BY tr.tandem_stamp, tr.\"order_id\", tr.\"line\" LIMIT $6"), "{}", q.sql);
         assert_eq!(q.params[6], Param::from("812"));

@@ -113,12 +113,7 @@ pub fn create_tracking(scope: &Scope<'_>, t: usize) -> Vec<String> {
 /// `"k1" type NOT NULL, ...` for the primary key of table `t`, each type
 /// followed by `suffix` (`[]` for the log's arrays).
 fn key_definitions(scope: &Scope<'_>, t: usize, suffix: &str) -> Vec<String> {
-    scope
-        .table(t)
-        .key_columns()
-        .iter()
-        .map(|c| format!("{} {}{suffix} NOT NULL", quote_ident(&c.name), c.pg_type))
-        .collect()
+    scope.table(t).key_columns().iter().map(|c| format!("{} {}{suffix} NOT NULL", quote_ident(&c.name), c.pg_type)).collect()
 }
 
 /// The change log of a table (no index: the triggers only append to it,
@@ -153,17 +148,13 @@ pub fn restamp(scope: &Scope<'_>, t: usize) -> String {
 /// Drops a table's (or a partition's) triggers (skip them when the table
 /// itself is gone).
 pub fn drop_triggers(quoted_table: &str, id: i64) -> Vec<String> {
-    EVENTS
-        .iter()
-        .map(|event| format!("DROP TRIGGER IF EXISTS {} ON {quoted_table}", trigger_name(event, id)))
-        .collect()
+    EVENTS.iter().map(|event| format!("DROP TRIGGER IF EXISTS {} ON {quoted_table}", trigger_name(event, id))).collect()
 }
 
 /// Drops a table's trigger functions and tracking tables; the user table
 /// and its rows stay.
 pub fn drop_tracking(id: i64) -> Vec<String> {
-    let mut out: Vec<String> =
-        EVENTS.iter().map(|event| format!("DROP FUNCTION IF EXISTS {}()", function_name(event, id))).collect();
+    let mut out: Vec<String> = EVENTS.iter().map(|event| format!("DROP FUNCTION IF EXISTS {}()", function_name(event, id))).collect();
     out.push(format!(
         "DROP TABLE IF EXISTS {0}.{1}, {0}.{2}, {0}.{3}",
         quote_ident(TRACKING_SCHEMA),
@@ -241,12 +232,7 @@ fn create_trigger(scope: &Scope<'_>, t: usize, event: &str, quoted_relation: &st
         "key" => format!(
             "AFTER UPDATE OF {} ON {{t}} FOR EACH ROW WHEN ({})",
             column_list(None, &table.primary_key),
-            table
-                .primary_key
-                .iter()
-                .map(|k| format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(k)))
-                .collect::<Vec<_>>()
-                .join(" OR ")
+            table.primary_key.iter().map(|k| format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" OR ")
         ),
         "delete" => "AFTER DELETE ON {t} REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT".to_string(),
         _ => "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT".to_string(),
@@ -366,8 +352,7 @@ fn delete_body(scope: &Scope<'_>, t: usize) -> String {
 fn truncate_body(scope: &Scope<'_>, t: usize) -> String {
     if !scope.table(t).partitioned {
         let user_table = scope.table(t).table_name().quoted();
-        return line(exit(scope, t, IN_TRIGGER, &user_table, "o", ""))
-            + &line(log(scope, t, IN_TRIGGER, &user_table, "o", DELETE, ""));
+        return line(exit(scope, t, IN_TRIGGER, &user_table, "o", "")) + &line(log(scope, t, IN_TRIGGER, &user_table, "o", DELETE, ""));
     }
     let marker = "\u{1}";
     let source = format!("ONLY {marker}");
@@ -384,8 +369,7 @@ fn truncate_body(scope: &Scope<'_>, t: usize) -> String {
 /// it runs before the statement's update trigger, whose entries for the new
 /// keys so come later).
 fn key_body(scope: &Scope<'_>, t: usize) -> String {
-    line(exit(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", ""))
-        + &line(log(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", DELETE, ""))
+    line(exit(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", "")) + &line(log(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", DELETE, ""))
 }
 
 fn update_body(scope: &Scope<'_>, t: usize) -> String {
@@ -445,19 +429,15 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
         for (depth, (index, on)) in path.iter().enumerate().rev() {
             let alias = format!("d{depth}");
             let table = scope.table(*index).table_name().quoted();
-            let condition: Vec<String> = on
-                .iter()
-                .map(|(c, p)| format!("{alias}.{} = {below}.{}", quote_ident(c), quote_ident(p)))
-                .collect();
+            let condition: Vec<String> =
+                on.iter().map(|(c, p)| format!("{alias}.{} = {below}.{}", quote_ident(c), quote_ident(p))).collect();
             joins += &format!(" JOIN {table} {alias} ON {}", condition.join(" AND "));
             below = alias;
         }
         let child_key = &scope.table(child).primary_key;
         // The child rows are locked before their entries take a sequence
         // number, so a concurrent write of a child is ordered with this one.
-        out += &format!(
-            "  PERFORM 1 FROM ({moved}) m{joins} FOR NO KEY UPDATE OF d0;\n  _seq := nextval('{LOG_SEQUENCE}');\n"
-        );
+        out += &format!("  PERFORM 1 FROM ({moved}) m{joins} FOR NO KEY UPDATE OF d0;\n  _seq := nextval('{LOG_SEQUENCE}');\n");
         let children = format!("(SELECT DISTINCT {} FROM ({moved}) m{joins})", column_list(Some("d0"), child_key));
         out += &line(log(scope, child, IN_TRIGGER, &children, "c", RESTAMP, ""));
     }
@@ -554,9 +534,13 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let mut ddl = create_tracking(&scope, 1);
         assert_eq!(ddl.remove(0), "LOCK TABLE \"public\".\"items\" IN SHARE ROW EXCLUSIVE MODE");
-        assert!(ddl[0].starts_with(
-            "CREATE TABLE \"tandem\".\"track_8\" (\"order_id\" bigint NOT NULL, \"line\" integer NOT NULL, tandem_stamp xid8"
-        ), "{}", ddl[0]);
+        assert!(
+            ddl[0].starts_with(
+                "CREATE TABLE \"tandem\".\"track_8\" (\"order_id\" bigint NOT NULL, \"line\" integer NOT NULL, tandem_stamp xid8"
+            ),
+            "{}",
+            ddl[0]
+        );
         assert!(ddl[5].contains("FROM \"public\".\"items\" t"), "{}", ddl[5]);
         assert!(ddl[6].starts_with("CREATE TABLE \"tandem\".\"log_8\" (tandem_seq bigint NOT NULL"), "{}", ddl[6]);
         assert!(ddl[6].ends_with("\"order_id\" bigint[] NOT NULL, \"line\" integer[] NOT NULL)"), "{}", ddl[6]);
@@ -649,9 +633,13 @@ mod tests {
         let statements = triggers(&scope, 2);
         assert_eq!(statements.len(), 10);
         assert!(statements[9].starts_with("CREATE OR REPLACE TRIGGER \"tandem_9_truncate\" BEFORE TRUNCATE ON \"public\".\"currencies\""));
-        assert!(statements[5].contains(
-            "AFTER UPDATE OF \"code\" ON \"public\".\"currencies\" FOR EACH ROW WHEN (OLD.\"code\" IS DISTINCT FROM NEW.\"code\")"
-        ), "{}", statements[5]);
+        assert!(
+            statements[5].contains(
+                "AFTER UPDATE OF \"code\" ON \"public\".\"currencies\" FOR EACH ROW WHEN (OLD.\"code\" IS DISTINCT FROM NEW.\"code\")"
+            ),
+            "{}",
+            statements[5]
+        );
         assert_eq!(drop_triggers("\"public\".\"currencies\"", 9).len(), 5);
         assert_eq!(drop_tracking(9).len(), 6);
     }

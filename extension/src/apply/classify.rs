@@ -67,10 +67,8 @@ pub fn refuse_if_outside<V>(row: &mut UploadRow<V>) -> bool {
         || (row.change.op == Op::Upsert && !row.server.new_in_partition)
         || !row.server.new_key_free;
     if outside {
-        row.outcome = Outcome::Refused {
-            kind: RejectionKind::OutsidePartition,
-            reason: "the row is outside the client's partition".to_string(),
-        };
+        row.outcome =
+            Outcome::Refused { kind: RejectionKind::OutsidePartition, reason: "the row is outside the client's partition".to_string() };
     }
     outside
 }

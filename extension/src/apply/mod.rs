@@ -69,8 +69,7 @@ fn sync_apply_changes_json(scope: Option<&str>, changeset: Option<JsonText>, opt
         let scope = required(scope, "scope")?;
         let changeset = Changeset::parse(&required(changeset, "changeset")?.0)?;
         let options = ApplyOptions::parse(report::options(options)?.as_ref())?;
-        spi::connect(|spi| apply_changes(spi, scope, changeset, &options))
-            .map(|r| JsonText(serde_json::to_string(&r).unwrap_or_default()))
+        spi::connect(|spi| apply_changes(spi, scope, changeset, &options)).map(|r| JsonText(serde_json::to_string(&r).unwrap_or_default()))
     })
 }
 
@@ -96,8 +95,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     }
     let claimed = options.client_id.as_deref().or(if options.token.is_some() { None } else { Some(changeset.origin.as_str()) });
     let owner = registry::caller_owns(spi, scope_name)?;
-    let identity =
-        registry::resolve_identity(spi, &stored, scope_name, owner, claimed, options.token.as_deref(), options.params.as_ref())?;
+    let identity = registry::resolve_identity(spi, &stored, scope_name, owner, claimed, options.token.as_deref(), options.params.as_ref())?;
     let client_id = identity.client_id.unwrap_or_else(|| changeset.origin.clone());
     if client_id != changeset.origin {
         return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });
@@ -113,20 +111,12 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     }
     // Parameters of every table the upload touches, refused rows included
     // (their server rows are looked up for the client to take).
-    let touched: Vec<usize> =
-        plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).collect();
+    let touched: Vec<usize> = plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).collect();
     let filters = bind_params(&scope, &params, touched)?;
     let staged = plan::staged_columns(&scope, &plans);
     let uploader = sql::Uploader { replica: &replica, retried_version: retry.version.as_deref() };
-    let upload = Upload {
-        scope: &scope,
-        scope_name,
-        staged: &staged,
-        client_id: &client_id,
-        uploader,
-        retried: &retry.applied,
-        filters: &filters,
-    };
+    let upload =
+        Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, uploader, retried: &retry.applied, filters: &filters };
 
     let result = spi::with_apply_settings(spi, |spi| {
         let work_mem = raise_work_mem(spi)?;
@@ -137,8 +127,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
         // fold), joined row by row; folding just before keeps them short.
         fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
         for plan in plans.iter_mut() {
-            let staged: Vec<usize> =
-                (0..plan.rows.len()).filter(|&i| !matches!(plan.rows[i].outcome, Outcome::Refused { .. })).collect();
+            let staged: Vec<usize> = (0..plan.rows.len()).filter(|&i| !matches!(plan.rows[i].outcome, Outcome::Refused { .. })).collect();
             upload.classify(spi, plan, &staged)?;
             classify::refuse_outside_partition(&scope, plan);
         }

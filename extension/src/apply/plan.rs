@@ -5,9 +5,9 @@
 use tandem_core::changeset::Changeset;
 use tandem_core::error::{Rejection, RejectionKind};
 use tandem_core::options::Policy;
-use tandem_core::sql::apply::StageType;
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::setup::Filter;
+use tandem_core::sql::apply::StageType;
 use tandem_core::sql::Scope;
 use tandem_core::types::json_to_pg_text;
 use tandem_core::upload::{Outcome, UploadRow};

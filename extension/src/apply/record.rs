@@ -34,8 +34,9 @@ pub fn retry_of(spi: &Spi<'_>, replica: &str, client_id: &str, upload_id: Option
     };
     let applied: Vec<AppliedChange> = match stored.last_applied.as_deref() {
         None => Vec::new(),
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| Error::Internal(format!("the last upload of replica {replica} is unreadable: {e}")))?,
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| Error::Internal(format!("the last upload of replica {replica} is unreadable: {e}")))?
+        }
     };
     Ok(Retry { version: stored.last_version, applied: applied.into_iter().collect() })
 }

@@ -12,7 +12,7 @@ use tandem_core::upload::Outcome;
 use tandem_core::Result;
 
 use crate::catalog;
-use crate::spi::{self, Spi, PgError};
+use crate::spi::{self, PgError, Spi};
 
 use super::plan::TablePlan;
 

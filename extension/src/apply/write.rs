@@ -7,14 +7,14 @@ use std::collections::HashSet;
 
 use pgrx::datum::DatumWithOid;
 use tandem_core::changeset::Op;
+use tandem_core::error::RejectionKind;
 use tandem_core::sql::apply::{self as sql, SeenXmins};
 use tandem_core::sql::{upsert_row, Dialect};
 use tandem_core::types::json_to_pg_text;
-use tandem_core::error::RejectionKind;
 use tandem_core::upload::{merged_row, Outcome};
 use tandem_core::{Error, Result};
 
-use crate::spi::{self, Spi, PgError};
+use crate::spi::{self, PgError, Spi};
 
 use super::plan::TablePlan;
 use super::Upload;
@@ -167,8 +167,7 @@ impl Upload<'_> {
                 written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
             }
             if !live.is_empty() {
-                let seen: Vec<(usize, Option<&str>)> =
-                    live.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
+                let seen: Vec<(usize, Option<&str>)> = live.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
                 let seen = SeenXmins::new(&seen);
                 let statement = match op {
                     Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t, &live, seen),
@@ -215,15 +214,15 @@ impl Upload<'_> {
             let Some(merged) = &settlement.merged else { continue };
             let resolver_error = |reason: String| Error::Resolver { name: plan.policy.resolver_name().to_string(), reason };
             let server_row = row.before.as_ref().and_then(|b| b.row.as_ref());
-            let merged = merged_row(table, &row.change.key, server_row, row.client_row(&plan.column_names), merged)
-                .map_err(resolver_error)?;
+            let merged =
+                merged_row(table, &row.change.key, server_row, row.client_row(&plan.column_names), merged).map_err(resolver_error)?;
             let mut columns = Vec::new();
             let mut casts = Vec::new();
             let mut values: Vec<DatumWithOid<'_>> = Vec::new();
             for column in &table.columns {
                 let Some(value) = merged.get(&column.name) else { continue };
-                let text = json_to_pg_text(column.ty, value)
-                    .map_err(|reason| resolver_error(format!("column {}: {reason}", column.name)))?;
+                let text =
+                    json_to_pg_text(column.ty, value).map_err(|reason| resolver_error(format!("column {}: {reason}", column.name)))?;
                 columns.push(column.name.clone());
                 casts.push(column.pg_type.clone());
                 values.push(text.into());

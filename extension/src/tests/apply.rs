@@ -16,10 +16,13 @@ mod tests {
         crm();
         let base = version_of("public.customers", json!(1));
         let result = apply(
-            &upload("dev1", json!([
+            &upload(
+                "dev1",
+                json!([
                 {"op": "upsert", "base": base, "seq": 1, "values": [1, 1, "Ada Lovelace", "ada@a.test"]},
                 {"op": "upsert", "seq": 2, "values": [4, 1, "Dee", null]},
-                {"op": "delete", "base": version_of("public.customers", json!(3)), "seq": 3, "key": [3]}])),
+                {"op": "delete", "base": version_of("public.customers", json!(3)), "seq": 3, "key": [3]}]),
+            ),
             json!({"params": {"tenant": 1}}),
         );
         assert_eq!(result["applied"], 3, "{result}");
@@ -48,9 +51,12 @@ mod tests {
     fn the_same_changeset_twice_has_no_second_effect() {
         crm();
         let base = version_of("public.customers", json!(1));
-        let changeset = upload("dev1", json!([
+        let changeset = upload(
+            "dev1",
+            json!([
             {"op": "upsert", "base": base, "seq": 7, "values": [1, 1, "Ada 2", "ada@a.test"]},
-            {"op": "upsert", "seq": 8, "values": [5, 1, "Eve", null]}]));
+            {"op": "upsert", "seq": 8, "values": [5, 1, "Eve", null]}]),
+        );
         let first = apply(&changeset, json!({"params": {"tenant": 1}}));
         assert_eq!(first["applied"], 2);
         let tracked = text(&format!("SELECT tandem_version::text FROM {} WHERE id = 1", track_of("public.customers")));
@@ -59,7 +65,11 @@ mod tests {
         assert_eq!(second["conflicts"], json!([]));
         assert_eq!(second["current"].as_array().unwrap().len(), 2);
         assert_eq!(second["current"][0]["row"]["name"], "Ada 2");
-        assert_eq!(text(&format!("SELECT tandem_version::text FROM {} WHERE id = 1", track_of("public.customers"))), tracked, "not written again");
+        assert_eq!(
+            text(&format!("SELECT tandem_version::text FROM {} WHERE id = 1", track_of("public.customers"))),
+            tracked,
+            "not written again"
+        );
         assert_eq!(count("SELECT count(*) FROM tandem.conflicts"), 0);
     }
 
@@ -71,19 +81,71 @@ mod tests {
         let cases: Vec<(String, &str, &str)> = vec![
             ("SELECT sync_apply_changes('crm', '{', '{}')".into(), "22P02", "invalid input syntax for type json"),
             ("SELECT sync_apply_changes('crm', '{\"format\": 1}', '{}')".into(), "22P02", "missing field"),
-            (apply_sql(&json!({"format": 1, "scope": "crm", "origin": "dev1", "tables": [{"name": "nope", "columns": [], "rows": []}]}), TENANT_1), "42P01", "not part of scope"),
-            (apply_sql(&json!({"format": 1, "scope": "crm", "origin": "dev1", "tables": [{"name": "customers", "columns": ["id", "color"], "rows": []}]}), TENANT_1), "42703", "no synced column \"color\""),
-            (apply_sql(&with(json!({"op": "upsert", "values": [10, 1, 42, null]})), TENANT_1), "22P02", "customers [10]: column name: expected a string, got 42"),
+            (
+                apply_sql(
+                    &json!({"format": 1, "scope": "crm", "origin": "dev1", "tables": [{"name": "nope", "columns": [], "rows": []}]}),
+                    TENANT_1,
+                ),
+                "42P01",
+                "not part of scope",
+            ),
+            (
+                apply_sql(
+                    &json!({"format": 1, "scope": "crm", "origin": "dev1", "tables": [{"name": "customers", "columns": ["id", "color"], "rows": []}]}),
+                    TENANT_1,
+                ),
+                "42703",
+                "no synced column \"color\"",
+            ),
+            (
+                apply_sql(&with(json!({"op": "upsert", "values": [10, 1, 42, null]})), TENANT_1),
+                "22P02",
+                "customers [10]: column name: expected a string, got 42",
+            ),
             (apply_sql(&with(json!({"op": "delete", "seq": 2})), TENANT_1), "22P02", "has no \"key\""),
             (apply_sql(&json!({"format": 1, "scope": "other", "origin": "dev1", "tables": []}), TENANT_1), "22023", "for scope \"other\""),
-            (apply_sql(&upload("dev1", json!([good])), r#"{"params": {"tenant": 1}, "policy": "client_wins"}"#), "22023", "belongs to the scope"),
-            (apply_sql(&upload("dev1", json!([good])), r#"{"params": {"tenant": 1}, "clientid": "x"}"#), "22023", "unknown field `clientid`"),
-            (apply_sql(&upload("dev1", json!([good])), r#"{"client_id": "dev2", "params": {"tenant": 1}}"#), "42501", "claims origin \"dev1\""),
-            (apply_sql(&with(json!({"op": "upsert", "values": [2, 2, "Bob?", null]})), TENANT_1), "42501", "outside the client's partition"),
-            (apply_sql(&with(json!({"op": "upsert", "values": [11, 2, "moved", null]})), TENANT_1), "42501", "outside the client's partition"),
+            (
+                apply_sql(&upload("dev1", json!([good])), r#"{"params": {"tenant": 1}, "policy": "client_wins"}"#),
+                "22023",
+                "belongs to the scope",
+            ),
+            (
+                apply_sql(&upload("dev1", json!([good])), r#"{"params": {"tenant": 1}, "clientid": "x"}"#),
+                "22023",
+                "unknown field `clientid`",
+            ),
+            (
+                apply_sql(&upload("dev1", json!([good])), r#"{"client_id": "dev2", "params": {"tenant": 1}}"#),
+                "42501",
+                "claims origin \"dev1\"",
+            ),
+            (
+                apply_sql(&with(json!({"op": "upsert", "values": [2, 2, "Bob?", null]})), TENANT_1),
+                "42501",
+                "outside the client's partition",
+            ),
+            (
+                apply_sql(&with(json!({"op": "upsert", "values": [11, 2, "moved", null]})), TENANT_1),
+                "42501",
+                "outside the client's partition",
+            ),
             (apply_sql(&with(json!({"op": "delete", "key": [2]})), TENANT_1), "42501", "outside the client's partition"),
-            (apply_sql(&json!({"format": 1, "scope": "crm", "origin": "dev1", "tables": [{"name": "currencies", "columns": ["code", "rate"], "rows": [{"op": "upsert", "values": ["GBP", 1.2]}]}]}), TENANT_1), "42501", "download_only"),
-            (apply_sql(&json!({"format": 1, "scope": "crm", "origin": "dev1", "tables": [{"name": "customers", "columns": ["id", "name"], "rows": [{"op": "upsert", "values": [12, "x"]}]}]}), TENANT_1), "22P02", "must carry column \"tenant_id\""),
+            (
+                apply_sql(
+                    &json!({"format": 1, "scope": "crm", "origin": "dev1", "tables": [{"name": "currencies", "columns": ["code", "rate"], "rows": [{"op": "upsert", "values": ["GBP", 1.2]}]}]}),
+                    TENANT_1,
+                ),
+                "42501",
+                "download_only",
+            ),
+            (
+                apply_sql(
+                    &json!({"format": 1, "scope": "crm", "origin": "dev1", "tables": [{"name": "customers", "columns": ["id", "name"], "rows": [{"op": "upsert", "values": [12, "x"]}]}]}),
+                    TENANT_1,
+                ),
+                "22P02",
+                "must carry column \"tenant_id\"",
+            ),
             (apply_sql(&upload("dev1", json!([good])), "{}"), "22023", "filtered by parameter"),
         ];
         for (sql, sqlstate, fragment) in &cases {

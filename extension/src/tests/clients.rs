@@ -14,8 +14,15 @@ mod tests {
         assert_eq!(tandem_core::identity::token_client_id(&token), Some(client_id.as_str()), "{token}");
         let secret = token.rsplit('_').next().unwrap().to_string();
         assert_eq!(secret.len(), 64);
-        assert_eq!(count(&format!("SELECT count(*) FROM tandem.clients WHERE token_hash = sha256(convert_to({}, 'UTF8'))", quote(&token))), 1);
-        assert_eq!(count(&format!("SELECT count(*) FROM tandem.clients c WHERE c::text LIKE '%{secret}%'")), 0, "the token itself is not stored");
+        assert_eq!(
+            count(&format!("SELECT count(*) FROM tandem.clients WHERE token_hash = sha256(convert_to({}, 'UTF8'))", quote(&token))),
+            1
+        );
+        assert_eq!(
+            count(&format!("SELECT count(*) FROM tandem.clients c WHERE c::text LIKE '%{secret}%'")),
+            0,
+            "the token itself is not stored"
+        );
         // The client's calls run with its parameters, whatever it asks for.
         let mine = json(&format!("SELECT sync_select_changes('crm', NULL, '{{\"client_id\": \"{client_id}\"}}')"));
         assert_eq!(rows_of(&mine, "public.customers").len(), 2);
@@ -27,11 +34,7 @@ mod tests {
         // With the token, the call runs as the client whatever it claims.
         let with_token = json(&format!("SELECT sync_select_changes('crm', NULL, '{{\"token\": \"{token}\"}}')"));
         assert_eq!(rows_of(&with_token, "public.customers").len(), 2);
-        assert_fails(
-            &format!("SELECT sync_select_changes('crm', NULL, '{{\"token\": \"{token}x\"}}')"),
-            "28000",
-            "invalid token",
-        );
+        assert_fails(&format!("SELECT sync_select_changes('crm', NULL, '{{\"token\": \"{token}x\"}}')"), "28000", "invalid token");
         assert_fails(
             &format!("SELECT sync_select_changes('crm', NULL, '{{\"token\": \"{token}\", \"client_id\": \"someone\"}}')"),
             "42501",

@@ -63,7 +63,11 @@ mod tests {
         assert_eq!(conflict["decision"], "merged");
         assert_eq!(conflict["row"]["name"], "Ada (server) + Ada (device)");
         assert_eq!(conflict["row"]["email"], "ada@a.test", "columns the resolver left out keep the server's value");
-        assert_eq!(text(&format!("SELECT tandem_origin FROM {} WHERE id = 1", track_of("public.customers"))), None, "merged rows are sent back to the uploader too");
+        assert_eq!(
+            text(&format!("SELECT tandem_origin FROM {} WHERE id = 1", track_of("public.customers"))),
+            None,
+            "merged rows are sent back to the uploader too"
+        );
         run("CREATE FUNCTION public.always_client(c jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '\"client_wins\"'::jsonb $$");
         let base = format!("{}", version_of("public.customers", json!(1)).parse::<u64>().unwrap() - 1);
         crm_policy("public.always_client");
@@ -102,20 +106,26 @@ mod tests {
         run("DELETE FROM public.customers WHERE id = 3");
         run("INSERT INTO public.customers VALUES (7, 1, 'server seven', NULL)");
         let result = apply(
-            &upload("dev1", json!([
+            &upload(
+                "dev1",
+                json!([
                 {"op": "delete", "base": old, "seq": 1, "key": [1]},
                 {"op": "upsert", "base": old, "seq": 2, "values": [3, 1, "edited", null]},
                 {"op": "upsert", "seq": 3, "values": [7, 1, "device seven", null]},
-                {"op": "delete", "base": old, "seq": 4, "key": [99]}])),
+                {"op": "delete", "base": old, "seq": 4, "key": [99]}]),
+            ),
             json!({"params": {"tenant": 1}}),
         );
         let kinds: Vec<(Value, Value)> =
             result["conflicts"].as_array().unwrap().iter().map(|c| (c["key"].clone(), c["kind"].clone())).collect();
-        assert_eq!(kinds, [
-            (json!([1]), json!("local_deleted_server_updated")),
-            (json!([3]), json!("local_updated_server_deleted")),
-            (json!([7]), json!("both_inserted")),
-        ]);
+        assert_eq!(
+            kinds,
+            [
+                (json!([1]), json!("local_deleted_server_updated")),
+                (json!([3]), json!("local_updated_server_deleted")),
+                (json!([7]), json!("both_inserted")),
+            ]
+        );
         assert_eq!(result["current"][0]["key"], json!([99]), "deleting a row the server lacks converges");
         assert_eq!(result["current"][0]["row"], Value::Null);
         assert_eq!(count("SELECT count(*) FROM tandem.conflicts"), 3);
@@ -126,9 +136,12 @@ mod tests {
     fn a_constraint_violation_is_a_conflict_not_a_half_applied_changeset() {
         crm();
         let result = apply(
-            &upload("dev1", json!([
+            &upload(
+                "dev1",
+                json!([
                 {"op": "upsert", "seq": 1, "values": [60, 1, "dup email", "ada@a.test"]},
-                {"op": "upsert", "seq": 2, "values": [61, 1, "fine", "new@a.test"]}])),
+                {"op": "upsert", "seq": 2, "values": [61, 1, "fine", "new@a.test"]}]),
+            ),
             json!({"params": {"tenant": 1}}),
         );
         assert_eq!(result["applied"], 1, "{result}");

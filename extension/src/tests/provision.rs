@@ -18,10 +18,7 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM tandem.scope_tables WHERE scope = 'crm'"), 4);
         let id = count("SELECT id FROM tandem.scope_tables WHERE name = 'public.orders'");
         assert_eq!(count(&format!("SELECT count(*) FROM tandem.track_{id}")), 3);
-        assert_eq!(
-            count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.orders'::regclass AND tgname LIKE 'tandem_%'"),
-            5
-        );
+        assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.orders'::regclass AND tgname LIKE 'tandem_%'"), 5);
     }
 
     #[pg_test]
@@ -56,11 +53,7 @@ mod tests {
     #[pg_test]
     fn provision_refuses_bad_setups_with_clear_errors() {
         run("CREATE TABLE public.logs (at timestamptz, line text)");
-        assert_fails(
-            r#"SELECT sync_provision('s', '{"tables": [{"name": "logs"}]}')"#,
-            "42P16",
-            "table public.logs has no primary key",
-        );
+        assert_fails(r#"SELECT sync_provision('s', '{"tables": [{"name": "logs"}]}')"#, "42P16", "table public.logs has no primary key");
         assert_fails(r#"SELECT sync_provision('s', '{"tables": [{"name": "nope"}]}')"#, "42P01", "table public.nope does not exist");
         assert_fails(r#"SELECT sync_provision('s', '{"tables": [{"name": "logs", "direction": "up"}]}')"#, "22023", "unknown variant");
         assert_fails(r#"SELECT sync_provision('s', '{"tables": [], "x": 1}')"#, "22023", "unknown field `x`");
@@ -80,7 +73,9 @@ mod tests {
     #[pg_test]
     fn quoted_names_and_other_schemas_are_synced() {
         run(r#"CREATE SCHEMA "Sales Dept""#);
-        run(r#"CREATE TABLE "Sales Dept"."Order Items" ("Order Id" bigint, "Line" int, "Note ""quoted""" text, PRIMARY KEY ("Order Id", "Line"))"#);
+        run(
+            r#"CREATE TABLE "Sales Dept"."Order Items" ("Order Id" bigint, "Line" int, "Note ""quoted""" text, PRIMARY KEY ("Order Id", "Line"))"#,
+        );
         run(r#"INSERT INTO "Sales Dept"."Order Items" VALUES (1, 1, 'it''s')"#);
         let schema = json(r#"SELECT sync_provision('q', '{"tables": [{"name": "\"Sales Dept\".\"Order Items\""}]}')"#);
         assert_eq!(schema["tables"][0]["name"], r#""Sales Dept"."Order Items""#);
@@ -123,7 +118,8 @@ mod tests {
         crm();
         let track = track_of("public.orders");
         run(&format!("DROP TABLE {track}"));
-        let error = assert_fails("SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": 1}}')", "55000", "provision the scope again");
+        let error =
+            assert_fails("SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": 1}}')", "55000", "provision the scope again");
         assert!(error.message.contains("public.orders") && error.message.contains("track_"), "{}", error.message);
         run(&format!("SELECT sync_provision('crm', {})", lit(&crm_setup())));
         let pulled = pull(serde_json::json!({"params": {"tenant": 1}}));

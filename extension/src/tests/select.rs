@@ -89,9 +89,8 @@ mod tests {
         let start = start_watermark();
         run("DELETE FROM public.customers WHERE id = 3");
         run("UPDATE public.orders SET tenant_id = 2 WHERE id = 10");
-        let incremental = |tenant: i64| {
-            json(&format!("SELECT sync_select_changes('crm', '{start}', '{{\"params\": {{\"tenant\": {tenant}}}}}')"))
-        };
+        let incremental =
+            |tenant: i64| json(&format!("SELECT sync_select_changes('crm', '{start}', '{{\"params\": {{\"tenant\": {tenant}}}}}')"));
         let one = incremental(1);
         let deletes: Vec<&Value> = rows_of(&one, "public.customers").into_iter().filter(|r| r["op"] == "delete").collect();
         assert_eq!(deletes.len(), 1);
@@ -120,7 +119,9 @@ mod tests {
         let result = apply(&upload("dev1", json!([{"op": "upsert", "values": [50, 1, "mine", null]}])), json!({"params": {"tenant": 1}}));
         let version = result["version"].as_str().unwrap().to_string();
         run("INSERT INTO public.customers VALUES (51, 1, 'server side', NULL)");
-        let pull = |options: serde_json::Value| keys(&json(&format!("SELECT sync_select_changes('crm', '{start}', {})", lit(&options))), "public.customers");
+        let pull = |options: serde_json::Value| {
+            keys(&json(&format!("SELECT sync_select_changes('crm', '{start}', {})", lit(&options))), "public.customers")
+        };
         let mine = pull(json!({"client_id": "dev1", "params": {"tenant": 1}, "echoes": [version]}));
         assert!(mine.contains(&json!(51)) && !mine.contains(&json!(50)), "{mine:?}");
         let unrecorded = pull(json!({"client_id": "dev1", "params": {"tenant": 1}}));
@@ -138,7 +139,11 @@ mod tests {
         assert_fails("SELECT sync_select_changes('crm', NULL)", "22023", "filtered by parameter \"tenant\"");
         assert_fails("SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": \"x\"}}')", "22023", "expected a 32-bit integer");
         assert_fails("SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": 1}, \"max_rows\": 0}')", "22023", "max_rows");
-        assert_fails("SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": 1}, \"max_rows\": 1e400}')", "22023", "unreadable JSON");
+        assert_fails(
+            "SELECT sync_select_changes('crm', NULL, '{\"params\": {\"tenant\": 1}, \"max_rows\": 1e400}')",
+            "22023",
+            "unreadable JSON",
+        );
         assert_fails("SELECT sync_select_changes(NULL, NULL)", "22004", "scope must not be NULL");
         assert_fails("SELECT sync_apply_changes('crm', NULL)", "22004", "changeset must not be NULL");
         assert_fails("SELECT sync_provision('crm', NULL)", "22004", "setup must not be NULL");

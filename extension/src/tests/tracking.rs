@@ -25,7 +25,11 @@ mod tests {
         run("DELETE FROM public.customers WHERE id = 3");
         assert_eq!(count(&format!("SELECT count(*) FROM {log}")), 6, "one log row per statement");
         assert_eq!(count(&format!("SELECT sum(cardinality(id))::int8 FROM {log}")), 7, "one entry per changed key and statement");
-        assert_eq!(count(&format!("SELECT count(*) FROM {track} WHERE tandem_deleted OR id IN (8, 9)")), 0, "the writes left tracking alone");
+        assert_eq!(
+            count(&format!("SELECT count(*) FROM {track} WHERE tandem_deleted OR id IN (8, 9)")),
+            0,
+            "the writes left tracking alone"
+        );
 
         let track = track_of("public.customers");
         assert_eq!(count(&format!("SELECT count(*) FROM {log}")), 0);
@@ -79,9 +83,17 @@ mod tests {
         run("SELECT set_config('tandem.origin', 'mover', true)");
         run("UPDATE public.orders SET tenant_id = 2 WHERE id = 10");
         let log = items.replace("track_", "log_");
-        assert_eq!(count(&format!("SELECT sum(cardinality(order_id))::int8 FROM {log} WHERE tandem_kind = 'r'")), 2, "both items of order 10");
+        assert_eq!(
+            count(&format!("SELECT sum(cardinality(order_id))::int8 FROM {log} WHERE tandem_kind = 'r'")),
+            2,
+            "both items of order 10"
+        );
         let items = track_of("public.order_items");
-        assert_eq!(count(&format!("SELECT count(*) FROM {items} WHERE order_id = 10 AND tandem_origin IS NULL")), 2, "a restamp keeps the origin of the last change");
+        assert_eq!(
+            count(&format!("SELECT count(*) FROM {items} WHERE order_id = 10 AND tandem_origin IS NULL")),
+            2,
+            "a restamp keeps the origin of the last change"
+        );
         let pulled = pull(serde_json::json!({"params": {"tenant": 2}}));
         assert_eq!(rows_of(&pulled, "public.order_items").len(), 3, "the new tenant gets the moved order's items");
     }
