@@ -493,7 +493,7 @@ mod tests {
     fn triggers_log_keys_in_plain_sql() {
         let statements = triggers(&items(), 3);
         assert_eq!(statements.len(), 8);
-        let key = &statements[6];
+        let key = crate::sql::statements::the(&statements, "CREATE TRIGGER \"tandem_3_key\"");
         assert_eq!(
             key,
             "CREATE TRIGGER \"tandem_3_key\" AFTER UPDATE OF \"order_id\", \"line\" ON \"sales.Order Items\" \

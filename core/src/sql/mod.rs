@@ -159,3 +159,16 @@ mod tests {
         assert!(upsert_row(Dialect::Sqlite, "\"t\"", &key, &key, None).ends_with("DO NOTHING"));
     }
 }
+
+#[cfg(test)]
+pub(crate) mod statements {
+    /// The one statement of `statements` that starts with `start`: tests
+    /// name the statement they check, so a reordering does not break them.
+    pub(crate) fn the<'a>(statements: &'a [String], start: &str) -> &'a str {
+        let found: Vec<&String> = statements.iter().filter(|s| s.starts_with(start)).collect();
+        match found.as_slice() {
+            [one] => one,
+            _ => panic!("{} statements start with {start}: {statements:#?}", found.len()),
+        }
+    }
+}

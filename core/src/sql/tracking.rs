@@ -45,12 +45,35 @@ use crate::setup::Filter;
 use crate::sql::partition::part_expr;
 use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
 
-/// Trigger events Tandem tracks, with the names of their objects.
-const EVENTS: [&str; 5] = ["insert", "update", "key", "delete", "truncate"];
+/// What a trigger of a tracked table tracks; each has a function and a
+/// trigger named after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    Insert,
+    Update,
+    /// A row-level update of a key column (tables that are not partitioned).
+    Key,
+    Delete,
+    Truncate,
+}
 
-/// The events whose statement triggers a partition carries as well (a
-/// partitioned table finds changed keys in its update trigger instead).
-const PARTITION_EVENTS: [&str; 4] = ["insert", "update", "delete", "truncate"];
+impl Event {
+    const ALL: [Event; 5] = [Event::Insert, Event::Update, Event::Key, Event::Delete, Event::Truncate];
+
+    /// The events whose statement triggers a partition carries as well (a
+    /// partitioned table finds changed keys in its update trigger instead).
+    const ON_PARTITIONS: [Event; 4] = [Event::Insert, Event::Update, Event::Delete, Event::Truncate];
+
+    fn name(self) -> &'static str {
+        match self {
+            Event::Insert => "insert",
+            Event::Update => "update",
+            Event::Key => "key",
+            Event::Delete => "delete",
+            Event::Truncate => "truncate",
+        }
+    }
+}
 
 /// Where a tracking statement takes its log sequence number and version
 /// from: a trigger's variables, the parameters of a statement the trigger
@@ -65,12 +88,12 @@ const IN_TRIGGER: Stamp = Stamp { seq: "_seq", version: "_v" };
 const DYNAMIC: Stamp = Stamp { seq: "$1", version: "$2" };
 const DIRECT: Stamp = Stamp { seq: "nextval('tandem.log_seq')", version: "pg_current_xact_id()" };
 
-fn function_name(event: &str, id: i64) -> String {
-    format!("{}.{}", quote_ident(TRACKING_SCHEMA), quote_ident(&format!("on_{event}_{id}")))
+fn function_name(event: Event, id: i64) -> String {
+    format!("{}.{}", quote_ident(TRACKING_SCHEMA), quote_ident(&format!("on_{}_{id}", event.name())))
 }
 
-fn trigger_name(event: &str, id: i64) -> String {
-    quote_ident(&format!("tandem_{id}_{event}"))
+fn trigger_name(event: Event, id: i64) -> String {
+    quote_ident(&format!("tandem_{id}_{}", event.name()))
 }
 
 /// Creates the tracking and exit tables of a table new to the scope, and
@@ -148,13 +171,13 @@ pub fn restamp(scope: &Scope<'_>, t: usize) -> String {
 /// Drops a table's (or a partition's) triggers (skip them when the table
 /// itself is gone).
 pub fn drop_triggers(quoted_table: &str, id: i64) -> Vec<String> {
-    EVENTS.iter().map(|event| format!("DROP TRIGGER IF EXISTS {} ON {quoted_table}", trigger_name(event, id))).collect()
+    Event::ALL.iter().map(|&event| format!("DROP TRIGGER IF EXISTS {} ON {quoted_table}", trigger_name(event, id))).collect()
 }
 
 /// Drops a table's trigger functions and tracking tables; the user table
 /// and its rows stay.
 pub fn drop_tracking(id: i64) -> Vec<String> {
-    let mut out: Vec<String> = EVENTS.iter().map(|event| format!("DROP FUNCTION IF EXISTS {}()", function_name(event, id))).collect();
+    let mut out: Vec<String> = Event::ALL.iter().map(|&event| format!("DROP FUNCTION IF EXISTS {}()", function_name(event, id))).collect();
     out.push(format!(
         "DROP TABLE IF EXISTS {0}.{1}, {0}.{2}, {0}.{3}",
         quote_ident(TRACKING_SCHEMA),
@@ -179,13 +202,13 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
     let user_table = table.table_name().quoted();
     let id = scope.id(t);
     let mut out = Vec::new();
-    for event in EVENTS {
+    for event in Event::ALL {
         let body = match event {
-            "insert" => insert_body(scope, t),
-            "update" => update_body(scope, t),
-            "key" => key_body(scope, t),
-            "delete" => delete_body(scope, t),
-            _ => truncate_body(scope, t),
+            Event::Insert => insert_body(scope, t),
+            Event::Update => update_body(scope, t),
+            Event::Key => key_body(scope, t),
+            Event::Delete => delete_body(scope, t),
+            Event::Truncate => truncate_body(scope, t),
         };
         // Each tracking statement runs once per user statement: compiling
         // its plan (JIT) would cost the user's write more than it saves.
@@ -199,7 +222,7 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
              BEGIN\n{body}  RETURN NULL;\nEND\n$tandem$",
             function_name(event, id)
         ));
-        if event == "key" && table.partitioned {
+        if event == Event::Key && table.partitioned {
             // Its update trigger finds changed keys (a scope provisioned
             // before may still have the row trigger).
             out.push(format!("DROP TRIGGER IF EXISTS {} ON {user_table}", trigger_name(event, id)));
@@ -213,29 +236,29 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
 /// The statement triggers of one partition of table `t` (a partitioned
 /// table), calling the table's own trigger functions.
 pub fn partition_triggers(scope: &Scope<'_>, t: usize, quoted_partition: &str) -> Vec<String> {
-    PARTITION_EVENTS.iter().map(|event| create_trigger(scope, t, event, quoted_partition)).collect()
+    Event::ON_PARTITIONS.iter().map(|&event| create_trigger(scope, t, event, quoted_partition)).collect()
 }
 
-fn create_trigger(scope: &Scope<'_>, t: usize, event: &str, quoted_relation: &str) -> String {
+fn create_trigger(scope: &Scope<'_>, t: usize, event: Event, quoted_relation: &str) -> String {
     let table = scope.table(t);
     let timing = match event {
-        "insert" => "AFTER INSERT ON {t} REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string(),
+        Event::Insert => "AFTER INSERT ON {t} REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string(),
         // The old rows matter only where a row can leave a partition or
         // change its key unseen; elsewhere the statement is spared keeping
         // a copy of them.
-        "update" if table.filter.is_some() || table.partitioned => {
+        Event::Update if table.filter.is_some() || table.partitioned => {
             "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string()
         }
-        "update" => "AFTER UPDATE ON {t} REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string(),
+        Event::Update => "AFTER UPDATE ON {t} REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT".to_string(),
         // Fires only for statements that set a key column, and only for
         // rows whose key it changed: other updates pay nothing for it.
-        "key" => format!(
+        Event::Key => format!(
             "AFTER UPDATE OF {} ON {{t}} FOR EACH ROW WHEN ({})",
             column_list(None, &table.primary_key),
             table.primary_key.iter().map(|k| format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" OR ")
         ),
-        "delete" => "AFTER DELETE ON {t} REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT".to_string(),
-        _ => "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT".to_string(),
+        Event::Delete => "AFTER DELETE ON {t} REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT".to_string(),
+        Event::Truncate => "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT".to_string(),
     }
     .replace("{t}", quoted_relation);
     format!(
@@ -251,9 +274,9 @@ fn create_trigger(scope: &Scope<'_>, t: usize, event: &str, quoted_relation: &st
 pub fn log_partition_rows(scope: &Scope<'_>, t: usize, quoted_partition: &str, joins: bool) -> Vec<String> {
     let source = format!("ONLY {quoted_partition}");
     if joins {
-        vec![log(scope, t, DIRECT, &source, "o", CHANGE, "")]
+        vec![log(scope, t, DIRECT, &source, "o", LogKind::Change, "")]
     } else {
-        vec![exit(scope, t, DIRECT, &source, "o", ""), log(scope, t, DIRECT, &source, "o", DELETE, "")]
+        vec![exit(scope, t, DIRECT, &source, "o", ""), log(scope, t, DIRECT, &source, "o", LogKind::Delete, "")]
     }
 }
 
@@ -274,14 +297,28 @@ pub const LOG_SEQUENCE: &str = "tandem.log_seq";
 
 /// Log entry kinds: a change of the row, its deletion, and a restamp (the
 /// row is due for sending again, unchanged, because its parent moved).
-const CHANGE: &str = "c";
-const DELETE: &str = "d";
-const RESTAMP: &str = "r";
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LogKind {
+    Change,
+    Delete,
+    Restamp,
+}
+
+impl LogKind {
+    /// The `tandem_kind` "char" the log stores.
+    fn code(self) -> char {
+        match self {
+            LogKind::Change => 'c',
+            LogKind::Delete => 'd',
+            LogKind::Restamp => 'r',
+        }
+    }
+}
 
 /// Appends a log entry of `kind` for the keys of `source` rows: one row per
 /// statement, each key column as an array (in the same row order), so a
 /// bulk write adds one row to the log, not one per changed row.
-fn log(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, kind: &str, filter: &str) -> String {
+fn log(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, kind: LogKind, filter: &str) -> String {
     let key = &scope.table(t).primary_key;
     let arrays: Vec<String> = key.iter().map(|k| format!("array_agg({alias}.{})", quote_ident(k))).collect();
     format!(
@@ -292,6 +329,7 @@ fn log(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, kin
         keys = column_list(None, key),
         seq = stamp.seq,
         version = stamp.version,
+        kind = kind.code(),
     )
 }
 
@@ -320,7 +358,8 @@ fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
     let keys = column_list(None, &scope.table(t).primary_key);
     format!(
         "SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp, tandem_kind FROM {entries} \
-         WHERE tandem_kind <> '{RESTAMP}' ORDER BY {keys}, tandem_seq DESC"
+         WHERE tandem_kind <> '{restamp}' ORDER BY {keys}, tandem_seq DESC",
+        restamp = LogKind::Restamp.code()
     )
 }
 
@@ -339,11 +378,11 @@ fn exit(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, fi
 }
 
 fn insert_body(scope: &Scope<'_>, t: usize) -> String {
-    line(log(scope, t, IN_TRIGGER, "tandem_new", "n", CHANGE, ""))
+    line(log(scope, t, IN_TRIGGER, "tandem_new", "n", LogKind::Change, ""))
 }
 
 fn delete_body(scope: &Scope<'_>, t: usize) -> String {
-    line(exit(scope, t, IN_TRIGGER, "tandem_old", "o", "")) + &line(log(scope, t, IN_TRIGGER, "tandem_old", "o", DELETE, ""))
+    line(exit(scope, t, IN_TRIGGER, "tandem_old", "o", "")) + &line(log(scope, t, IN_TRIGGER, "tandem_old", "o", LogKind::Delete, ""))
 }
 
 /// A truncated table's rows are deleted. Truncating a partitioned table
@@ -352,11 +391,12 @@ fn delete_body(scope: &Scope<'_>, t: usize) -> String {
 fn truncate_body(scope: &Scope<'_>, t: usize) -> String {
     if !scope.table(t).partitioned {
         let user_table = scope.table(t).table_name().quoted();
-        return line(exit(scope, t, IN_TRIGGER, &user_table, "o", "")) + &line(log(scope, t, IN_TRIGGER, &user_table, "o", DELETE, ""));
+        return line(exit(scope, t, IN_TRIGGER, &user_table, "o", ""))
+            + &line(log(scope, t, IN_TRIGGER, &user_table, "o", LogKind::Delete, ""));
     }
     let marker = "\u{1}";
     let source = format!("ONLY {marker}");
-    [exit(scope, t, DYNAMIC, &source, "o", ""), log(scope, t, DYNAMIC, &source, "o", DELETE, "")]
+    [exit(scope, t, DYNAMIC, &source, "o", ""), log(scope, t, DYNAMIC, &source, "o", LogKind::Delete, "")]
         .iter()
         .map(|statement| {
             let parts: Vec<String> = statement.split(marker).map(quote_literal).collect();
@@ -369,7 +409,8 @@ fn truncate_body(scope: &Scope<'_>, t: usize) -> String {
 /// it runs before the statement's update trigger, whose entries for the new
 /// keys so come later).
 fn key_body(scope: &Scope<'_>, t: usize) -> String {
-    line(exit(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", "")) + &line(log(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", DELETE, ""))
+    line(exit(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", ""))
+        + &line(log(scope, t, IN_TRIGGER, "(SELECT OLD.*)", "o", LogKind::Delete, ""))
 }
 
 fn update_body(scope: &Scope<'_>, t: usize) -> String {
@@ -398,9 +439,9 @@ fn update_body(scope: &Scope<'_>, t: usize) -> String {
     if table.partitioned {
         let gone = format!(" WHERE NOT EXISTS (SELECT 1 FROM tandem_new n WHERE {same_key})");
         body += &line(exit(scope, t, IN_TRIGGER, "tandem_old", "o", &gone));
-        body += &line(log(scope, t, IN_TRIGGER, "tandem_old", "o", DELETE, &gone));
+        body += &line(log(scope, t, IN_TRIGGER, "tandem_old", "o", LogKind::Delete, &gone));
     }
-    body += &line(log(scope, t, IN_TRIGGER, "tandem_new", "n", CHANGE, ""));
+    body += &line(log(scope, t, IN_TRIGGER, "tandem_new", "n", LogKind::Change, ""));
     body += &follow_parents(scope, t);
     body
 }
@@ -439,7 +480,7 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
         // number, so a concurrent write of a child is ordered with this one.
         out += &format!("  PERFORM 1 FROM ({moved}) m{joins} FOR NO KEY UPDATE OF d0;\n  _seq := nextval('{LOG_SEQUENCE}');\n");
         let children = format!("(SELECT DISTINCT {} FROM ({moved}) m{joins})", column_list(Some("d0"), child_key));
-        out += &line(log(scope, child, IN_TRIGGER, &children, "c", RESTAMP, ""));
+        out += &line(log(scope, child, IN_TRIGGER, &children, "c", LogKind::Restamp, ""));
     }
     out
 }
@@ -458,7 +499,7 @@ pub fn fold(scope: &Scope<'_>, t: usize) -> String {
          latest AS (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp FROM entries ORDER BY {keys}, tandem_seq DESC), \
          changed AS ({changed}) \
          INSERT INTO {track} AS tr ({keys}, tandem_stamp, tandem_version, tandem_deleted, tandem_origin) \
-         SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, '0'::xid8), coalesce(c.tandem_kind = '{DELETE}', false), NULL \
+         SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, '0'::xid8), coalesce(c.tandem_kind = '{delete}', false), NULL \
          FROM latest l LEFT JOIN changed c ON {same} \
          ON CONFLICT ({keys}) DO UPDATE SET tandem_stamp = excluded.tandem_stamp, \
          tandem_version = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_version ELSE excluded.tandem_version END, \
@@ -470,6 +511,7 @@ pub fn fold(scope: &Scope<'_>, t: usize) -> String {
         track = scope.track(t),
         l_keys = column_list(Some("l"), key),
         same = columns_equal("c", key, "l", key),
+        delete = LogKind::Delete.code(),
     )
 }
 
@@ -496,7 +538,7 @@ pub fn tracked_state(scope: &Scope<'_>, t: usize, key_equal: impl Fn(&str) -> St
             lg_on = key_equal("lg"),
         ),
         version: "coalesce(lg.tandem_stamp, tr.tandem_version)".into(),
-        deleted: format!("coalesce(lg.tandem_kind = '{DELETE}', tr.tandem_deleted)"),
+        deleted: format!("coalesce(lg.tandem_kind = '{}', tr.tandem_deleted)", LogKind::Delete.code()),
         origin: format!("CASE WHEN lg.{first} IS NULL THEN tr.tandem_origin END"),
     }
 }
@@ -526,26 +568,24 @@ fn descendants(scope: &Scope<'_>, t: usize) -> Vec<(usize, ViaPath)> {
 mod tests {
     use super::*;
     use crate::sql::partition::tests::crm;
+    use crate::sql::statements::the;
 
     #[test]
     fn tracking_tables_mirror_the_primary_key() {
         let schema = crm();
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
-        let mut ddl = create_tracking(&scope, 1);
-        assert_eq!(ddl.remove(0), "LOCK TABLE \"public\".\"items\" IN SHARE ROW EXCLUSIVE MODE");
-        assert!(
-            ddl[0].starts_with(
-                "CREATE TABLE \"tandem\".\"track_8\" (\"order_id\" bigint NOT NULL, \"line\" integer NOT NULL, tandem_stamp xid8"
-            ),
-            "{}",
-            ddl[0]
-        );
-        assert!(ddl[5].contains("FROM \"public\".\"items\" t"), "{}", ddl[5]);
-        assert!(ddl[6].starts_with("CREATE TABLE \"tandem\".\"log_8\" (tandem_seq bigint NOT NULL"), "{}", ddl[6]);
-        assert!(ddl[6].ends_with("\"order_id\" bigint[] NOT NULL, \"line\" integer[] NOT NULL)"), "{}", ddl[6]);
+        let ddl = create_tracking(&scope, 1);
+        assert_eq!(ddl[0], "LOCK TABLE \"public\".\"items\" IN SHARE ROW EXCLUSIVE MODE", "the table is locked first");
+        let track = the(&ddl, "CREATE TABLE \"tandem\".\"track_8\"");
+        assert!(track.contains("(\"order_id\" bigint NOT NULL, \"line\" integer NOT NULL, tandem_stamp xid8"), "{track}");
+        let stamp = the(&ddl, "INSERT INTO \"tandem\".\"track_8\"");
+        assert!(stamp.contains("FROM \"public\".\"items\" t"), "{stamp}");
+        let log = the(&ddl, "CREATE TABLE \"tandem\".\"log_8\"");
+        assert!(log.starts_with("CREATE TABLE \"tandem\".\"log_8\" (tandem_seq bigint NOT NULL"), "{log}");
+        assert!(log.ends_with("\"order_id\" bigint[] NOT NULL, \"line\" integer[] NOT NULL)"), "{log}");
         assert_eq!(
-            ddl[7],
+            the(&ddl, "ALTER TABLE \"tandem\".\"log_8\""),
             "ALTER TABLE \"tandem\".\"log_8\" ALTER COLUMN \"order_id\" SET STORAGE EXTERNAL, ALTER COLUMN \"line\" SET STORAGE EXTERNAL"
         );
     }
@@ -555,10 +595,11 @@ mod tests {
         let schema = crm();
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
-        for statement in triggers(&scope, 2) {
+        let statements = triggers(&scope, 2);
+        for statement in &statements {
             assert!(!statement.contains("\"track_9\""), "a trigger writes tracking: {statement}");
         }
-        let insert = triggers(&scope, 2).remove(0);
+        let insert = the(&statements, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_insert_9\"");
         assert!(insert.contains("_seq bigint := nextval('tandem.log_seq')"), "{insert}");
         assert!(insert.contains("INSERT INTO \"tandem\".\"log_9\" (tandem_seq, tandem_stamp, tandem_kind, \"code\")"), "{insert}");
         assert!(!insert.contains("tandem.origin"), "no setting marks a write as a replica's: {insert}");
@@ -585,18 +626,21 @@ mod tests {
         let schema = crm();
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
-        let update = triggers(&scope, 0).remove(2);
+        let orders = triggers(&scope, 0);
+        let update = the(&orders, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_update_7\"");
         assert!(update.contains("SELECT _seq, _v, 'r', array_agg(c.\"order_id\"), array_agg(c.\"line\") FROM (SELECT DISTINCT d0.\"order_id\", d0.\"line\" FROM (SELECT"), "{update}");
         assert!(update.contains("JOIN \"public\".\"items\" d0 ON d0.\"order_id\" = m.\"id\" FOR NO KEY UPDATE OF d0"), "{update}");
         // an unfiltered table has no partition to leave: only vanished keys exit
-        let currencies = triggers(&scope, 2).remove(2);
-        assert!(!currencies.contains("IS NOT DISTINCT FROM"), "{currencies}");
-        assert!(!currencies.contains("'r', array_agg"), "no children to move: {currencies}");
-        assert!(currencies.contains("SELECT _seq, _v, 'c', array_agg(n.\"code\") FROM tandem_new n HAVING count(*) > 0"), "{currencies}");
-        assert!(!currencies.contains("tandem_old"), "{currencies}");
-        let trigger = &triggers(&scope, 2)[3];
+        let currencies = triggers(&scope, 2);
+        let update = the(&currencies, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_update_9\"");
+        assert!(!update.contains("IS NOT DISTINCT FROM"), "{update}");
+        assert!(!update.contains("'r', array_agg"), "no children to move: {update}");
+        assert!(update.contains("SELECT _seq, _v, 'c', array_agg(n.\"code\") FROM tandem_new n HAVING count(*) > 0"), "{update}");
+        assert!(!update.contains("tandem_old"), "{update}");
+        let trigger = the(&currencies, "CREATE OR REPLACE TRIGGER \"tandem_9_update\"");
         assert!(trigger.contains("REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT"), "{trigger}");
-        assert!(triggers(&scope, 0)[3].contains("REFERENCING OLD TABLE AS tandem_old NEW TABLE"), "filtered tables keep the old rows");
+        let filtered = the(&orders, "CREATE OR REPLACE TRIGGER \"tandem_7_update\"");
+        assert!(filtered.contains("REFERENCING OLD TABLE AS tandem_old NEW TABLE"), "filtered tables keep the old rows");
     }
 
     #[test]
@@ -606,19 +650,26 @@ mod tests {
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
         let statements = triggers(&scope, 2);
-        assert_eq!(statements[5], "DROP TRIGGER IF EXISTS \"tandem_9_key\" ON \"public\".\"currencies\"");
-        assert!(statements[3].contains("REFERENCING OLD TABLE AS tandem_old NEW TABLE"), "{}", statements[3]);
-        assert!(
-            statements[2].contains("FROM tandem_old o WHERE NOT EXISTS (SELECT 1 FROM tandem_new n WHERE n.\"code\" = o.\"code\") HAVING"),
-            "old keys missing from the new rows are deleted: {}",
-            statements[2]
+        assert_eq!(
+            the(&statements, "DROP TRIGGER IF EXISTS \"tandem_9_key\""),
+            "DROP TRIGGER IF EXISTS \"tandem_9_key\" ON \"public\".\"currencies\""
         );
-        assert!(statements[8].contains("EXECUTE 'INSERT INTO \"tandem\".\"exit_9\""), "{}", statements[8]);
-        assert!(statements[8].contains("FROM ONLY ' || TG_RELID::regclass::text || ' o' USING _seq, _v;"), "{}", statements[8]);
+        let trigger = the(&statements, "CREATE OR REPLACE TRIGGER \"tandem_9_update\"");
+        assert!(trigger.contains("REFERENCING OLD TABLE AS tandem_old NEW TABLE"), "{trigger}");
+        let update = the(&statements, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_update_9\"");
+        assert!(
+            update.contains("FROM tandem_old o WHERE NOT EXISTS (SELECT 1 FROM tandem_new n WHERE n.\"code\" = o.\"code\") HAVING"),
+            "old keys missing from the new rows are deleted: {update}"
+        );
+        let truncate = the(&statements, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_truncate_9\"");
+        assert!(truncate.contains("EXECUTE 'INSERT INTO \"tandem\".\"exit_9\""), "{truncate}");
+        assert!(truncate.contains("FROM ONLY ' || TG_RELID::regclass::text || ' o' USING _seq, _v;"), "{truncate}");
         let partition = partition_triggers(&scope, 2, "\"public\".\"currencies_eu\"");
         assert_eq!(partition.len(), 4);
-        assert!(partition[1].contains("AFTER UPDATE ON \"public\".\"currencies_eu\" REFERENCING OLD TABLE"), "{}", partition[1]);
-        assert!(partition[3].ends_with("EXECUTE FUNCTION \"tandem\".\"on_truncate_9\"()"), "{}", partition[3]);
+        let update = the(&partition, "CREATE OR REPLACE TRIGGER \"tandem_9_update\"");
+        assert!(update.contains("AFTER UPDATE ON \"public\".\"currencies_eu\" REFERENCING OLD TABLE"), "{update}");
+        let truncate = the(&partition, "CREATE OR REPLACE TRIGGER \"tandem_9_truncate\"");
+        assert!(truncate.ends_with("EXECUTE FUNCTION \"tandem\".\"on_truncate_9\"()"), "{truncate}");
         let attached = log_partition_rows(&scope, 2, "\"public\".\"currencies_eu\"", true);
         assert!(attached[0].contains("SELECT nextval('tandem.log_seq'), pg_current_xact_id(), 'c'"), "{}", attached[0]);
         assert!(attached[0].contains("FROM ONLY \"public\".\"currencies_eu\" o"), "{}", attached[0]);
@@ -631,14 +682,19 @@ mod tests {
         let ids = [7, 8, 9];
         let scope = Scope::new(&schema, &ids);
         let statements = triggers(&scope, 2);
-        assert_eq!(statements.len(), 10);
-        assert!(statements[9].starts_with("CREATE OR REPLACE TRIGGER \"tandem_9_truncate\" BEFORE TRUNCATE ON \"public\".\"currencies\""));
+        for event in Event::ALL {
+            the(&statements, &format!("CREATE OR REPLACE FUNCTION \"tandem\".\"on_{}_9\"", event.name()));
+            the(&statements, &format!("CREATE OR REPLACE TRIGGER \"tandem_9_{}\"", event.name()));
+        }
         assert!(
-            statements[5].contains(
+            the(&statements, "CREATE OR REPLACE TRIGGER \"tandem_9_truncate\"").contains("BEFORE TRUNCATE ON \"public\".\"currencies\"")
+        );
+        let key = the(&statements, "CREATE OR REPLACE TRIGGER \"tandem_9_key\"");
+        assert!(
+            key.contains(
                 "AFTER UPDATE OF \"code\" ON \"public\".\"currencies\" FOR EACH ROW WHEN (OLD.\"code\" IS DISTINCT FROM NEW.\"code\")"
             ),
-            "{}",
-            statements[5]
+            "{key}"
         );
         assert_eq!(drop_triggers("\"public\".\"currencies\"", 9).len(), 5);
         assert_eq!(drop_tracking(9).len(), 6);
