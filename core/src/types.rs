@@ -117,7 +117,8 @@ pub fn write_pg_text_as_json(out: &mut String, ty: LogicalType, text: Option<&st
         LogicalType::Timestamp => push_iso_timestamp(out, text, false),
         LogicalType::Timestamptz => push_iso_timestamp(out, text, true),
         LogicalType::Bytea => {
-            let bytes = decode_pg_hex(text).unwrap_or_default();
+            // Sync calls pin bytea_output = hex (extension/src/spi.rs).
+            let bytes = decode_pg_hex(text).expect("PostgreSQL prints bytea as \\x hex while Tandem reads it");
             push_json_string(out, &BASE64.encode(bytes));
         }
         _ => push_json_string(out, text),

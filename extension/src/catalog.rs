@@ -17,7 +17,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
         "SELECT c.oid::int8, c.relkind::text FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
         &[name.schema.as_str().into(), name.name.as_str().into()],
-        |row| Ok((spi::get::<i64>(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
+        |row| Ok((spi::required::<i64>(row, 1)?, spi::required_text(row, 2)?)),
     )?;
     let Some((oid, kind)) = found.into_iter().next() else {
         return Err(Error::MissingTable(name.to_string()));
@@ -43,9 +43,9 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
         &[oid.into()],
         |row| {
             Ok(CatalogColumn {
-                name: spi::text(row, 1)?.unwrap_or_default(),
-                typname: spi::text(row, 2)?.unwrap_or_default(),
-                pg_type: spi::text(row, 3)?.unwrap_or_default(),
+                name: spi::required_text(row, 1)?,
+                typname: spi::required_text(row, 2)?,
+                pg_type: spi::required_text(row, 3)?,
                 nullable: spi::get::<bool>(row, 4)?.unwrap_or(true),
                 generated: spi::get::<bool>(row, 5)?.unwrap_or(false),
                 default: spi::text(row, 6)?,
@@ -63,7 +63,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
          WHERE i.indrelid = $1::int8::oid AND i.indisprimary ORDER BY k.ord",
         &[oid.into()],
-        |row| Ok(spi::text(row, 1)?.unwrap_or_default()),
+        |row| Ok(spi::required_text(row, 1)?),
     )?;
     // Foreign keys declared on the table or on any of its partitions, to
     // the table (or the partitioned table) they reference.
@@ -75,7 +75,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
          WHERE k.contype = 'f' AND (k.conrelid = $1::int8::oid \
                OR k.conrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree($1::int8::oid)))",
         &[oid.into()],
-        |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
+        |row| Ok(TableName::new(spi::required_text(row, 1)?, spi::required_text(row, 2)?)),
     )?;
     let ancestors = spi::query(
         spi,
@@ -83,7 +83,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
          JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE a.relid <> $1::int8::oid",
         &[oid.into()],
-        |row| Ok(TableName::new(spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default())),
+        |row| Ok(TableName::new(spi::required_text(row, 1)?, spi::required_text(row, 2)?)),
     )?;
     let deferrable_unique = spi::one::<String>(
         spi,

@@ -27,6 +27,11 @@ impl StoredScope {
     }
 }
 
+/// A client's parameters as stored (a jsonb object).
+fn stored_params(text: &str) -> Result<Params> {
+    serde_json::from_str(text).map_err(|e| Error::Internal(format!("stored client parameters are unreadable: {e}")))
+}
+
 fn parse_schema(text: &str) -> Result<Schema> {
     serde_json::from_str(text).map_err(|e| Error::Internal(format!("stored schema is unreadable: {e}")))
 }
@@ -96,9 +101,9 @@ pub struct StoredClient {
 
 pub fn find_client(spi: &Spi<'_>, client_id: &str) -> Result<Option<StoredClient>> {
     let rows = spi::select(spi, "SELECT scope, params::text FROM tandem.clients WHERE client_id = $1", &[client_id.into()], |row| {
-        Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?.unwrap_or_default()))
+        Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?))
     })?;
-    Ok(rows.into_iter().next().map(|(scope, params)| StoredClient { scope, params: serde_json::from_str(&params).unwrap_or_default() }))
+    rows.into_iter().next().map(|(scope, params)| Ok(StoredClient { scope, params: stored_params(&params)? })).transpose()
 }
 
 /// Who a call runs as, and with which filter parameters.
@@ -150,13 +155,7 @@ pub fn resolve_identity(
                 spi,
                 "SELECT client_id, scope, params::text FROM tandem.clients WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
                 &[token.into()],
-                |row| {
-                    Ok((
-                        spi::text(row, 1)?.unwrap_or_default(),
-                        spi::text(row, 2)?.unwrap_or_default(),
-                        spi::text(row, 3)?.unwrap_or_default(),
-                    ))
-                },
+                |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?, spi::required_text(row, 3)?)),
             )?;
             let Some((id, stored_scope, params)) = found.into_iter().next() else {
                 return Err(Error::InvalidToken(scope.to_string()));
@@ -169,7 +168,7 @@ pub fn resolve_identity(
                     return Err(Error::TokenMismatch { claimed: claimed.to_string(), client: id });
                 }
             }
-            Some((id, StoredClient { scope: stored_scope, params: serde_json::from_str(&params).unwrap_or_default() }))
+            Some((id, StoredClient { scope: stored_scope, params: stored_params(&params)? }))
         }
         None => match client_id {
             Some(id) => find_client(spi, id)?.map(|stored| (id.to_string(), stored)),
@@ -231,7 +230,7 @@ pub fn find_replica(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> Result<
         &[replica_id.into()],
         |row| {
             Ok(StoredReplica {
-                client_id: spi::text(row, 1)?.unwrap_or_default(),
+                client_id: spi::required_text(row, 1)?,
                 last_upload: spi::text(row, 2)?,
                 last_version: spi::text(row, 3)?,
                 last_applied: spi::text(row, 4)?,

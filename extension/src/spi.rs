@@ -240,6 +240,17 @@ pub fn text(row: &SpiHeapTupleData<'_>, ordinal: usize) -> Result<Option<String>
     get::<String>(row, ordinal)
 }
 
+/// A column the statement never returns NULL (a catalog name, a count, a
+/// NOT NULL column): a NULL is a bug, reported as one, never a default.
+pub fn required<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData<'_>, ordinal: usize) -> Result<T> {
+    get::<T>(row, ordinal)?.ok_or_else(|| Error::Internal(format!("SPI: column {ordinal} is NULL where it never is")))
+}
+
+/// [`required`] of a text column.
+pub fn required_text(row: &SpiHeapTupleData<'_>, ordinal: usize) -> Result<String> {
+    required::<String>(row, ordinal)
+}
+
 /// One value of the first row, or `None`.
 pub fn one<T: IntoDatum + FromDatum>(spi: &mut Spi<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<Option<T>> {
     Ok(query(spi, sql, args, |row| get::<T>(row, 1))?.into_iter().next().flatten())

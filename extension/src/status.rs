@@ -50,13 +50,7 @@ fn status(spi: &mut Spi<'_>, scope_name: &str) -> Result<Value> {
                 scope.track(t)
             ),
             &[],
-            |row| {
-                Ok((
-                    spi::get::<i64>(row, 1)?.unwrap_or_default(),
-                    spi::get::<i64>(row, 2)?.unwrap_or_default(),
-                    spi::get::<i64>(row, 3)?.unwrap_or_default(),
-                ))
-            },
+            |row| Ok((spi::required::<i64>(row, 1)?, spi::required::<i64>(row, 2)?, spi::required::<i64>(row, 3)?)),
         )?;
         let (rows, tombstones, exits) = counts.into_iter().next().unwrap_or_default();
         tables.push(json!({
@@ -107,7 +101,7 @@ fn cleanup(spi: &mut Spi<'_>, scope_name: &str, options: &CleanupOptions) -> Res
         "SELECT r.replica_id, r.last_since FROM tandem.replicas r JOIN tandem.clients c ON c.client_id = r.client_id \
          WHERE c.scope = $1 AND r.last_seen > now() - make_interval(days => $2::int8::int4)",
         &[scope_name.into(), days.into()],
-        |row| Ok((spi::text(row, 1)?.unwrap_or_default(), spi::text(row, 2)?)),
+        |row| Ok((spi::required_text(row, 1)?, spi::text(row, 2)?)),
     )?;
     let current = spi::one::<String>(spi, "SELECT pg_current_snapshot()::text", &[])?.unwrap_or_default();
     let mut horizon = Snapshot::parse(&current).map(|s| s.xmin).ok_or_else(|| Error::Internal("unreadable snapshot".into()))?;

@@ -69,7 +69,8 @@ fn sync_apply_changes_json(scope: Option<&str>, changeset: Option<JsonText>, opt
         let scope = required(scope, "scope")?;
         let changeset = Changeset::parse(&required(changeset, "changeset")?.0)?;
         let options = ApplyOptions::parse(report::options(options)?.as_ref())?;
-        spi::connect(|spi| apply_changes(spi, scope, changeset, &options)).map(|r| JsonText(serde_json::to_string(&r).unwrap_or_default()))
+        let result = spi::connect(|spi| apply_changes(spi, scope, changeset, &options))?;
+        serde_json::to_string(&result).map(JsonText).map_err(|e| Error::Internal(format!("the apply's result does not serialize: {e}")))
     })
 }
 
