@@ -188,6 +188,9 @@ impl ApplyOptions {
 impl CleanupOptions {
     pub fn parse(value: Option<&Value>) -> Result<Self> {
         let options: CleanupOptions = parse_options(value)?;
+        if options.inactive_after_days.is_some_and(|days| days > 36_500) {
+            return Err(Error::InvalidOptions("inactive_after_days must be at most 36500 (a hundred years)".into()));
+        }
         if options.inactive_after_days == Some(0) {
             return Err(Error::InvalidOptions(
                 "inactive_after_days must be at least 1: with 0, every device (even one that synced a moment ago) would have \

@@ -220,7 +220,7 @@ pub fn build_schema(
                     ty,
                     pg_type: c.pg_type.clone(),
                     nullable: c.nullable,
-                    server_default: !c.nullable && default.is_none() && c.default.is_some(),
+                    server_default: !c.nullable && default.is_none() && (c.default.is_some() || c.identity.is_some()),
                     default,
                 }
             })
@@ -398,7 +398,7 @@ fn check_via_cycles(tables: &[TableSchema]) -> Result<()> {
 
 /// Orders tables so each comes after the tables it references, keeping the
 /// setup's order where foreign keys do not decide (cycles keep setup order).
-fn parents_first(names: &[TableName], parents: &[Vec<TableName>]) -> Vec<usize> {
+pub fn parents_first(names: &[TableName], parents: &[Vec<TableName>]) -> Vec<usize> {
     let index: BTreeMap<&TableName, usize> = names.iter().enumerate().map(|(i, n)| (n, i)).collect();
     let mut placed = vec![false; names.len()];
     let mut order = Vec::with_capacity(names.len());

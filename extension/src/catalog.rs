@@ -4,6 +4,7 @@
 use tandem_core::ident::{quote_ident, TableName};
 use tandem_core::schema::{CatalogColumn, CatalogTable};
 use tandem_core::sql::apply::StageType;
+use tandem_core::sql::Scope;
 use tandem_core::{Error, Result};
 
 use crate::spi::{self, Spi};
@@ -94,6 +95,31 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
     Ok(CatalogTable { name: name.clone(), columns, primary_key, references, ancestors, partitioned: kind == "p", deferrable_unique })
 }
 
+/// The scope's tables (positions in `scope`), parents before children by
+/// every foreign key the server has now, declared on a table or on any of
+/// its partitions: a key added since provisioning orders an apply too.
+pub fn parents_first(spi: &mut Spi<'_>, scope: &Scope<'_>) -> Result<Vec<usize>> {
+    let names: Vec<TableName> = scope.schema.tables.iter().map(|t| t.table_name()).collect();
+    let quoted: Vec<String> = names.iter().map(TableName::quoted).collect();
+    let pairs = spi::query(
+        spi,
+        "WITH scope AS (SELECT t.i, to_regclass(t.name) AS rel FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i)), \
+              refs AS (SELECT DISTINCT coalesce(pg_catalog.pg_partition_root(k.conrelid), k.conrelid) AS child, \
+                              coalesce(pg_catalog.pg_partition_root(k.confrelid), k.confrelid) AS parent \
+                       FROM pg_catalog.pg_constraint k WHERE k.contype = 'f') \
+         SELECT c.i::int8, p.i::int8 FROM refs r JOIN scope c ON c.rel = r.child JOIN scope p ON p.rel = r.parent \
+         WHERE c.i <> p.i",
+        &[quoted.into()],
+        |row| Ok((spi::required::<i64>(row, 1)?, spi::required::<i64>(row, 2)?)),
+    )?;
+    let mut parents: Vec<Vec<TableName>> = vec![Vec::new(); names.len()];
+    for (child, parent) in pairs {
+        let (child, parent) = (child as usize - 1, parent as usize - 1);
+        parents[child].push(names[parent].clone());
+    }
+    Ok(tandem_core::schema::parents_first(&names, &parents))
+}
+
 /// The table's oid, for recording which relation a scope table is.
 pub fn table_oid(spi: &mut Spi<'_>, name: &TableName) -> Result<i64> {
     spi::one::<i64>(spi, "SELECT to_regclass($1)::oid::int8", &[name.quoted().into()])?.ok_or_else(|| Error::MissingTable(name.to_string()))
@@ -116,8 +142,10 @@ pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Res
                      ELSE format_type(a.atttypid, a.atttypmod) END, \
                 CASE WHEN t.typtype = 'd' THEN format_type(a.atttypid, a.atttypmod) END, \
                 a.atttypmod >= 0 OR (t.typtype = 'd' AND t.typtypmod >= 0), \
-                CASE WHEN a.attnotnull THEN pg_get_expr(d.adbin, d.adrelid) END, \
-                pg_get_serial_sequence(a.attrelid::regclass::text, a.attname::text) \
+                CASE WHEN a.attidentity <> '' \
+                     THEN format('nextval(%L::regclass)', pg_get_serial_sequence(a.attrelid::regclass::text, a.attname::text)) \
+                     WHEN a.attnotnull OR pg_get_expr(d.adbin, d.adrelid) LIKE '%nextval(%' THEN pg_get_expr(d.adbin, d.adrelid) END, \
+                a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE '%nextval(%', false) \
          FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
          JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
          LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
@@ -136,7 +164,7 @@ pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Res
                     domain: spi::text(row, 5)?,
                     rounds: spi::get::<bool>(row, 6)?.unwrap_or(false),
                     fills: spi::text(row, 7)?,
-                    sequence: spi::text(row, 8)?,
+                    sequenced: spi::get::<bool>(row, 8)?.unwrap_or(false),
                 },
             ))
         },

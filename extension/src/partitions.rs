@@ -40,10 +40,12 @@ mod tandem {
         run("tandem.follow_partitions", || {
             let Some(root) = root else { return Ok(()) };
             spi::connect(|spi| {
-                for (stored, index) in tracked_as(spi, root)? {
-                    follow(spi, &stored.scope(), index, true)?;
-                }
-                Ok(())
+                spi::quietly(spi, |spi| {
+                    for (stored, index) in tracked_as(spi, root)? {
+                        follow(spi, &stored.scope(), index, true)?;
+                    }
+                    Ok(())
+                })
             })
         })
     }

@@ -190,10 +190,12 @@ fn refresh_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, mut fr
             spi::exec(spi, &statement, &[])?;
         }
     }
-    for statement in tracking::triggers(tracked, index) {
-        spi::exec(spi, &statement, &[])?;
-    }
-    partitions::follow(spi, tracked, index, !fresh)
+    spi::quietly(spi, |spi| {
+        for statement in tracking::triggers(tracked, index) {
+            spi::exec(spi, &statement, &[])?;
+        }
+        partitions::follow(spi, tracked, index, !fresh)
+    })
 }
 
 /// Refuses changes that clients could not follow without losing track of

@@ -59,6 +59,21 @@ pub fn as_caller<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result
     result
 }
 
+/// Runs `body` without NOTICEs (`DROP ... IF EXISTS` of an object that is
+/// not there says so): the caller's `client_min_messages` is put back.
+pub fn quietly<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    let previous = one::<String>(
+        spi,
+        "SELECT pg_catalog.current_setting('client_min_messages'), pg_catalog.set_config('client_min_messages', 'warning', true)",
+        &[],
+    )?;
+    let result = body(spi);
+    if let Some(previous) = previous {
+        exec(spi, "SELECT pg_catalog.set_config('client_min_messages', $1, true)", &[previous.into()])?;
+    }
+    result
+}
+
 fn set_path(spi: &mut Spi<'_>, path: &str) -> Result<()> {
     exec(spi, "SELECT pg_catalog.set_config('search_path', $1, true)", &[path.into()])?;
     Ok(())

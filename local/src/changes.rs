@@ -110,6 +110,23 @@ pub fn select(
     max_bytes: usize,
     mut snapshots: Option<&mut PendingSnapshots<'_>>,
 ) -> Result<Batch> {
+    let batch = read_batch(conn, state, max_rows, max_bytes, snapshots.as_deref_mut(), true)?;
+    // Deletes that wait for their children must not wait for a batch that
+    // never comes: with nothing else to send, they go.
+    if batch.is_empty() {
+        return read_batch(conn, state, max_rows, max_bytes, snapshots, false);
+    }
+    Ok(batch)
+}
+
+fn read_batch(
+    conn: &Connection,
+    state: &ScopeState,
+    max_rows: u64,
+    max_bytes: usize,
+    mut snapshots: Option<&mut PendingSnapshots<'_>>,
+    deletes_wait: bool,
+) -> Result<Batch> {
     atomically(conn, |conn| {
         let mut tables = Vec::new();
         let mut positions = BTreeMap::new();
@@ -165,7 +182,7 @@ pub fn select(
             // tables after this one (its children come later in the schema):
             // the server deletes children first within an upload, but a
             // child whose delete is still in the file would refuse it.
-            if let Some(first) = changes.iter().position(|(_, c)| c.op == Op::Delete) {
+            if let Some(first) = changes.iter().position(|(_, c)| c.op == Op::Delete).filter(|_| deletes_wait) {
                 if !later_changes_fit(conn, state, index, remaining.saturating_sub(read))? {
                     cut = Some(first);
                 }
@@ -245,8 +262,8 @@ fn key_of(table: &TableSchema, change: &tandem_core::changeset::RowChange) -> Ve
 /// (log entries counted: at least as many as keys).
 fn later_changes_fit(conn: &Connection, state: &ScopeState, index: usize, room: u64) -> Result<bool> {
     let mut pending = 0u64;
-    for t in state.tables.iter().skip(index + 1) {
-        let entries: i64 = conn.prepare_cached(&local::entries_after(t.id))?.query_row([t.acked_seq], |row| row.get(0))?;
+    for (table, t) in state.schema.tables.iter().zip(&state.tables).skip(index + 1) {
+        let entries: i64 = conn.prepare_cached(&local::changes_after(table, t.id))?.query_row([t.acked_seq], |row| row.get(0))?;
         pending += entries.max(0) as u64;
         if pending > room {
             return Ok(false);

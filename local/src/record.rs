@@ -47,10 +47,21 @@ fn take(
                 Some(version) => rows::write_base(conn, table, id, &key, version)?,
                 None => rows::delete_base(conn, table, id, &key)?,
             }
+            server_has(conn, state, t, &key)?;
         }
         None => {
             rows::delete_with_children(conn, state, t, key)?;
         }
+    }
+    Ok(())
+}
+
+/// The server holds the row at `key`: a resync under way must not take it
+/// for a delete it missed (the pull from NULL may have passed the row
+/// before this upload changed it).
+fn server_has(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<()> {
+    if state.resync {
+        crate::resync::cross_off(conn, state, t, key)?;
     }
     Ok(())
 }
@@ -104,6 +115,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                     }
                 }
                 rows::write_base(conn, table, state.tables[t].id, &key, &applied.version)?;
+                server_has(conn, state, t, &key)?;
             }
             recorded.applied += 1;
         }
@@ -137,7 +149,8 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                         } else {
                             rows::write_server_row(conn, table, id, &conflict.key, row)?
                         };
-                        rows::write_base(conn, table, id, &key, version)?
+                        rows::write_base(conn, table, id, &key, version)?;
+                        server_has(conn, state, t, &key)?;
                     }
                     _ => {
                         rows::delete_with_children(conn, state, t, &conflict.key)?;

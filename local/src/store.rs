@@ -109,8 +109,11 @@ impl Store {
         if new_key.is_empty() {
             return Err(LocalError::Invalid("the new key is empty: pass a real key".into()));
         }
+        // No sync of the file runs meanwhile.
+        let lock = crate::lock::SyncLock::acquire(&self.conn)?;
         if self.encrypted {
             self.conn.pragma_update(None, "rekey", new_key)?;
+            drop(lock);
             return Ok(self);
         }
         let shown = self.path.display().to_string();
@@ -132,6 +135,7 @@ impl Store {
         }
         let path = self.path.clone();
         drop(self);
+        drop(lock);
         for suffix in ["-wal", "-shm"] {
             let mut name = path.as_os_str().to_owned();
             name.push(suffix);

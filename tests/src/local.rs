@@ -195,6 +195,8 @@ pub struct Interfering {
     pub inner: PostgresRemote,
     pub drop_after_apply: bool,
     pub drop_after_select: bool,
+    /// The connection drops after this many more pull batches were sent.
+    pub drop_after_selects: Option<usize>,
     /// SQL another connection runs on this file after the first apply.
     pub write_after_apply: Option<(std::path::PathBuf, &'static str)>,
 }
@@ -202,7 +204,7 @@ pub struct Interfering {
 impl Interfering {
     pub fn new(url: &str) -> Interfering {
         let inner = PostgresRemote::connect(url).unwrap();
-        Interfering { inner, drop_after_apply: false, drop_after_select: false, write_after_apply: None }
+        Interfering { inner, drop_after_apply: false, drop_after_select: false, drop_after_selects: None, write_after_apply: None }
     }
 }
 
@@ -212,6 +214,12 @@ impl Remote for Interfering {
     }
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
         let changeset = self.inner.select_changes(scope, since, options)?;
+        if let Some(left) = self.drop_after_selects.as_mut() {
+            if *left == 0 {
+                return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped mid-pull".into() });
+            }
+            *left -= 1;
+        }
         if self.drop_after_select {
             return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped after the batch was sent".into() });
         }

@@ -57,3 +57,28 @@ fn batches_are_bounded_by_bytes_as_well_as_rows() {
     let error = SyncOptions::parse(Some(&json!({"max_bytes": 0}))).unwrap_err();
     assert!(error.to_string().contains("max_bytes must be between 1 and"), "{error}");
 }
+
+#[test]
+fn a_parents_deletes_that_fill_a_batch_still_go() {
+    let s = Scenario::new(
+        "batch_full_deletes",
+        r#"
+        CREATE TABLE p (id int PRIMARY KEY, tenant_id int NOT NULL);
+        CREATE TABLE c (id int PRIMARY KEY, p_id int REFERENCES p (id), tenant_id int NOT NULL);
+        INSERT INTO p SELECT g, 1 FROM generate_series(0, 13) g;
+        INSERT INTO c VALUES (1, 0, 1);
+        SELECT sync_provision('s', '{"tables": [
+            {"name": "p", "filter": {"tenant_id": "tenant"}},
+            {"name": "c", "filter": {"tenant_id": "tenant"}}]}');
+        "#,
+        "s",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "DELETE FROM p WHERE id > 0");
+    let report = s.sync(&file, json!({"token": token, "max_rows": 13}));
+    assert_eq!((report.pushed, report.conflicts.len()), (13, 0), "{report:?}");
+    let left: i64 = s.server().query_one("SELECT count(*) FROM p", &[]).unwrap().get(0);
+    assert_eq!(left, 1);
+}

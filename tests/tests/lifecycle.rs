@@ -107,3 +107,39 @@ fn a_scope_deprovisioned_and_provisioned_again_takes_its_devices_back() {
     assert!(on_server == "edited on the device" || (logged == 1 && kept.contains("edited on the device")), "{report:?}");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_resync_cut_short_keeps_the_rows_the_file_changed_meanwhile() {
+    let s = Scenario::new(
+        "resync_cut",
+        r#"
+        CREATE TABLE customers (id int PRIMARY KEY, tenant_id int NOT NULL, name text);
+        INSERT INTO customers SELECT i, 1, 'customer ' || i FROM generate_series(1, 30) i;
+        SELECT sync_provision('s', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
+        "#,
+        "s",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE tandem_scopes SET watermark = '3:3:'");
+    let replica = local_value(&file, "SELECT replica_id FROM tandem_scopes").unwrap();
+    s.server()
+        .execute(
+            "UPDATE tandem.replicas SET last_seen = now() - interval '40 days', last_since = '3:3:' WHERE replica_id = $1",
+            &[&replica],
+        )
+        .unwrap();
+    s.server().batch_execute("DELETE FROM customers WHERE id IN (5, 6)").unwrap();
+    query_json(&mut s.server(), "SELECT sync_cleanup('s')", &[]);
+    // The resync's pull from NULL stops after two batches.
+    let options = tandem_local::SyncOptions { token: Some(token.clone()), max_rows: Some(5), ..Default::default() };
+    let mut dropping = tandem_tests::local::Interfering { drop_after_selects: Some(2), ..tandem_tests::local::Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    assert_eq!(local_count(&file, "SELECT coalesce(resync, 0) FROM tandem_scopes"), 1, "cut short");
+    local(&file, "UPDATE customers SET name = 'edited meanwhile' WHERE id = 30");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.removed), (1, 2), "{report:?}");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 30").as_deref(), Some("edited meanwhile"));
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

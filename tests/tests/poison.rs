@@ -210,3 +210,39 @@ fn a_deferred_foreign_key_costs_only_its_row() {
     assert_eq!(kids, 1);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_row_the_server_refuses_with_any_error_of_its_own_costs_only_that_row() {
+    let s = Scenario::new(
+        "poison_any_code",
+        r#"
+        CREATE TABLE notes (id int PRIMARY KEY, tenant_id int NOT NULL, v text CHECK (v <> 'bad'), secret numeric);
+        INSERT INTO notes VALUES (1, 1, 'one', 123.45);
+        CREATE FUNCTION guard() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.v = 'forbidden' THEN RAISE EXCEPTION 'no' USING ERRCODE = 'insufficient_privilege'; END IF;
+            IF NEW.v = 'custom' THEN RAISE EXCEPTION 'not this one' USING ERRCODE = 'AB123'; END IF;
+            IF NEW.v = 'missing' THEN EXECUTE 'SELECT 1 FROM no_such_table'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER guard BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION guard();
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "columns": ["id", "tenant_id", "v"], "filter": {"tenant_id": "tenant"}}]}');
+        "#,
+        "s",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(
+        &file,
+        "INSERT INTO notes VALUES (2, 1, 'forbidden'), (3, 1, 'custom'), (4, 1, 'missing'), (5, 1, 'fine');
+         UPDATE notes SET v = 'bad' WHERE id = 1;",
+    );
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.rejected.len(), report.conflicts.len()), (1, 3, 1), "{report:?}");
+    let told = serde_json::to_string(&report).unwrap();
+    assert!(!told.contains("123.45"), "a reason never prints a column the scope leaves out: {told}");
+    let again = s.sync_as(&file, &token);
+    assert_eq!((again.pushed, again.rejected.len()), (0, 0), "{again:?}");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

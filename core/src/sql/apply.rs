@@ -133,9 +133,11 @@ pub struct StageType {
     /// The default an insert fills in for NULL (a NOT NULL column with a
     /// default only the server computes), as the catalog prints it.
     pub fills: Option<String>,
-    /// The sequence of a serial or identity column, kept ahead of the
-    /// values devices upload.
-    pub sequence: Option<String>,
+    /// A sequence makes the column's values (an identity column, or a
+    /// default calling `nextval`): a device leaves it empty, and may not
+    /// set a value the server's row does not hold (the server's next value
+    /// would collide with it).
+    pub sequenced: bool,
 }
 
 impl StageType {
@@ -277,20 +279,18 @@ impl Decode for IdxColumn {
     }
 }
 
-/// Staged rows that set column `column` (staged position), whose values
-/// sequence `sequence` makes, to a value it has not handed out yet and the
-/// server's row does not hold: the server's next value would collide with
-/// it (a device cannot know the sequence).
-pub fn beyond_sequence(scope: &Scope<'_>, staged: Staged<'_>, t: usize, column: usize, sequence: &str) -> Query<IdxOnly> {
+/// Staged rows that set column `column` (staged position), whose values a
+/// sequence makes, to a value the server's row does not hold: a device
+/// cannot know which values the sequence hands out next, and a value it
+/// picks could collide with one, or use the sequence up.
+pub fn sequenced_values(scope: &Scope<'_>, staged: Staged<'_>, t: usize, column: usize) -> Query<IdxOnly> {
     let table = scope.table(t);
     let name = staged[t].as_deref().and_then(|cols| cols.get(column)).map(|&c| quote_ident(&table.columns[c].name));
-    let mut binds = Binds::new();
-    let sequence = binds.bind(sequence);
+    let binds = Binds::new();
     let mut columns = Columns::new();
     let decoder = IdxOnly(columns.push("idx", "s.idx::text"));
     let sql = format!(
         "SELECT {} FROM {} s LEFT JOIN {} r ON {} WHERE s.op = 'upsert' AND s.c{column} IS NOT NULL \
-         AND s.c{column} > coalesce(pg_catalog.pg_sequence_last_value({sequence}::regclass), 0) \
          AND r.{} IS DISTINCT FROM s.c{column}",
         columns.sql(),
         scope.stage(t),
@@ -892,7 +892,7 @@ mod tests {
     use crate::sql::partition::tests::crm;
 
     fn plain(ty: &str) -> StageType {
-        StageType { declared: ty.into(), input: ty.into(), stored: ty.into(), domain: None, rounds: false, fills: None, sequence: None }
+        StageType { declared: ty.into(), input: ty.into(), stored: ty.into(), domain: None, rounds: false, fills: None, sequenced: false }
     }
 
     #[test]

@@ -316,6 +316,12 @@ pub fn entries_after(id: i64) -> String {
     format!("SELECT count(*) FROM {} WHERE tandem_seq > ?1", log_table(id))
 }
 
+/// How many changes of keys follow `?1` (the log's keyless counter marks
+/// left out).
+pub fn changes_after(table: &TableSchema, id: i64) -> String {
+    format!("SELECT count(*) FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL", log_table(id), quote_ident(&table.primary_key[0]))
+}
+
 /// Whether a key has a local change after `?1` (key values from `?2`).
 pub fn has_pending(table: &TableSchema, id: i64) -> String {
     format!("SELECT 1 FROM {} WHERE tandem_seq > ?1 AND {} LIMIT 1", log_table(id), key_match(table, 2))

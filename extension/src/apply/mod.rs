@@ -105,6 +105,10 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     let replica = options.replica.clone().unwrap_or_else(|| client_id.clone());
     let retry = record::retry_of(spi, &replica, &client_id, options.upload_id.as_deref())?;
     let (mut plans, rejections) = plan::plan(&scope, &stored.schema, changeset)?;
+    // Parents first by the foreign keys the server has now (deletes go in
+    // the reverse order).
+    let order = catalog::parents_first(spi, &scope)?;
+    plans.sort_by_key(|plan| order.iter().position(|&t| t == plan.t));
     for plan in plans.iter_mut() {
         if let Policy::Resolver(name) = &plan.policy {
             plan.policy = Policy::Resolver(catalog::find_resolver(spi, name)?);

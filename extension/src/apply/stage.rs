@@ -52,13 +52,15 @@ pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> 
         };
     }
     for (column, ty) in types.iter().enumerate() {
-        let Some(sequence) = &ty.sequence else { continue };
-        for i in spi::all(spi, sql::beyond_sequence(scope, &staged_columns, plan.t, column, sequence))? {
+        if !ty.sequenced {
+            continue;
+        }
+        for i in spi::all(spi, sql::sequenced_values(scope, &staged_columns, plan.t, column))? {
             plan.rows[i].outcome = Outcome::Refused {
                 kind: RejectionKind::InvalidValue,
                 reason: format!(
-                    "column {}: the server's sequence makes its values, and has not handed this one out (the server's next \
-                     value would collide with it): leave it empty on the device, and the server fills it in",
+                    "column {}: the server's sequence makes its values, and a value a device picks could collide with one it \
+                     hands out: leave it empty on the device, and the server fills it in",
                     plan.column_names[column]
                 ),
             };

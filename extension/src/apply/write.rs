@@ -23,7 +23,9 @@ use super::Upload;
 /// keep changing before the apply gives up (and can be retried whole).
 const WRITE_ROUNDS: usize = 8;
 
-/// What an error of a row's write says about the row.
+/// What an error of a row's write says about the row. Its reason is the
+/// error's message without its DETAIL, which can print the whole row
+/// (columns the scope leaves out) or another tenant's conflicting values.
 enum RowFault {
     /// A constraint refuses it (class 23): a conflict the server wins.
     Constraint,
@@ -40,14 +42,20 @@ fn own_xid(spi: &mut Spi<'_>) -> Result<String> {
 }
 
 impl RowFault {
-    /// `None` for errors that are not the row's (the server's own, a lost
-    /// connection): those fail the apply.
+    /// `None` for errors that are not the row's but the server's (a lost
+    /// connection, a serialization failure, a lock or resource that ran
+    /// out, a cancel): those fail the apply. Any other
+    /// error a row's write raises is the row's: a constraint (class 23), or
+    /// the server's rules (a trigger's exception with any code, a row
+    /// security policy, a value a type or index cannot take).
     fn of(error: &PgError) -> Option<Self> {
         match error.sqlstate.get(..2) {
             Some("23") => Some(RowFault::Constraint),
-            Some("22" | "P0" | "2F" | "38" | "39" | "44" | "54") => Some(RowFault::Declined),
-            _ if error.sqlstate == "428C9" => Some(RowFault::Declined),
-            _ => None,
+            // (A trigger's own SQLSTATE outside PostgreSQL's list reaches
+            // Tandem as XX000: the row's too.)
+            Some("08" | "25" | "40" | "53" | "55" | "57" | "58" | "F0" | "HV") => None,
+            Some(_) => Some(RowFault::Declined),
+            None => None,
         }
     }
 }
@@ -145,8 +153,8 @@ impl Upload<'_> {
             Ok(Err(error)) => return Err(error),
             Ok(Ok(_)) => row.violates("a trigger on the server declined the insert".into()),
             Err(error) => match RowFault::of(&error) {
-                Some(RowFault::Constraint) => row.violates(error.describe()),
-                Some(RowFault::Declined) => row.outcome = Outcome::Refused { kind: RejectionKind::Declined, reason: error.describe() },
+                Some(RowFault::Constraint) => row.violates(error.message.clone()),
+                Some(RowFault::Declined) => row.outcome = Outcome::Refused { kind: RejectionKind::Declined, reason: error.message.clone() },
                 None => return Err(error.into()),
             },
         }
@@ -190,9 +198,9 @@ impl Upload<'_> {
                     match spi::in_subtransaction(|| attempt(spi, plan, &[i])) {
                         Ok(result) => written.extend(result?),
                         Err(error) => match RowFault::of(&error) {
-                            Some(RowFault::Constraint) => plan.rows[i].violates(error.describe()),
+                            Some(RowFault::Constraint) => plan.rows[i].violates(error.message.clone()),
                             Some(RowFault::Declined) => {
-                                plan.rows[i].outcome = Outcome::Refused { kind: RejectionKind::Declined, reason: error.describe() }
+                                plan.rows[i].outcome = Outcome::Refused { kind: RejectionKind::Declined, reason: error.message.clone() }
                             }
                             None => return Err(error.into()),
                         },
