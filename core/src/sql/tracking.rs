@@ -212,11 +212,15 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
         };
         // Each tracking statement runs once per user statement: compiling
         // its plan (JIT) would cost the user's write more than it saves.
+        // Its joins of transition tables need a hash or a merge: an apply
+        // writes with both off (index probes), which would make the old and
+        // new rows of a 10,000-row statement a nested loop.
         // The statement's entries share one `tandem_seq`, taken when the
         // trigger runs, after the statement locked every row it changed.
         out.push(format!(
             "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
-             SET search_path = pg_catalog, pg_temp SET jit = off AS $tandem$\n\
+             SET search_path = pg_catalog, pg_temp SET jit = off \
+             SET enable_hashjoin = on SET enable_mergejoin = on AS $tandem$\n\
              DECLARE\n  _v xid8 := pg_current_xact_id();\n  \
              _seq bigint := nextval('{LOG_SEQUENCE}');\n\
              BEGIN\n{body}  RETURN NULL;\nEND\n$tandem$",
