@@ -34,9 +34,9 @@ pub struct SqlArgs {
     /// SQL to run: one statement, or several separated by `;` that run in
     /// one transaction (all or nothing). The sync_* functions are available.
     sql: String,
-    /// Print each row as a JSON array.
+    /// Print each row as a JSON object.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn sql(args: &SqlArgs) -> Result<(), CliError> {
@@ -66,10 +66,13 @@ pub fn sql(args: &SqlArgs) -> Result<(), CliError> {
     result.map_err(invalid)
 }
 
-/// Runs one statement and prints its rows, if it returns any.
+/// Runs one statement and prints its rows, if it returns any: in text, a
+/// header of column names first; in JSON, one object per row.
 fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::Result<()> {
     let columns = statement.column_count();
+    let names: Vec<String> = statement.column_names().into_iter().map(str::to_string).collect();
     let mut rows = statement.query([])?;
+    let mut header = !json && columns > 0;
     while let Some(row) = rows.next()? {
         let cells: Vec<Value> = (0..columns)
             .map(|i| match row.get_ref(i) {
@@ -83,8 +86,12 @@ fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::
             })
             .collect();
         if json {
-            println!("{}", Value::Array(cells));
+            println!("{}", Value::Object(names.iter().cloned().zip(cells).collect()));
         } else {
+            if header {
+                println!("{}", names.join(" | "));
+                header = false;
+            }
             let shown: Vec<String> = cells
                 .iter()
                 .map(|c| match c {
@@ -113,19 +120,28 @@ pub struct SyncArgs {
     /// uses the parameters it was registered with).
     #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// A filter parameter, name=value (a number, true/false, a JSON list, or text); repeatable.
-    #[arg(long = "param", value_name = "NAME=VALUE")]
+    /// A filter parameter, name=value (a number, true/false, a JSON list, or
+    /// text); repeatable. Only the scope's owner may pass parameters; a
+    /// device passes --token, which carries its own.
+    #[arg(long = "param", value_name = "NAME=VALUE", conflicts_with = "token")]
     params: Vec<String>,
+    /// A PEM file of the root certificate the server's must chain to (as
+    /// sslrootcert=FILE in the URL; use with sslmode=verify-full).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Rows per batch.
     #[arg(long)]
     max_rows: Option<u64>,
     /// Bytes of changeset after which a batch ends (default 64 MB).
     #[arg(long)]
     max_bytes: Option<u64>,
-    /// Print the report as JSON.
+    /// Print the report (or the error) as JSON, with a format version.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
+
+/// The version of `tandem sync --json`'s report (docs/reference.md).
+pub const REPORT_VERSION: u32 = 1;
 
 /// `tenant=3` -> ("tenant", 3); `region=eu` -> ("region", "eu").
 pub fn parse_param(text: &str) -> Result<(String, Value), CliError> {
@@ -137,7 +153,13 @@ pub fn parse_param(text: &str) -> Result<(String, Value), CliError> {
 pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let store = args.file.open()?;
     let params = if args.params.is_empty() { None } else { Some(args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?) };
-    let options = SyncOptions { params, max_rows: args.max_rows, max_bytes: args.max_bytes, token: args.token.clone() };
+    let options = SyncOptions {
+        params,
+        max_rows: args.max_rows,
+        max_bytes: args.max_bytes,
+        token: args.token.clone(),
+        ca_cert: args.ca_cert.as_ref().map(|p| p.to_string_lossy().into_owned()),
+    };
     tandem_core::options::check_max_bytes(options.max_bytes).map_err(tandem_local::LocalError::from)?;
     let mut progress = (!args.json).then(|| Progress::new("syncing"));
     let (mut up, mut down) = (0, 0);
@@ -154,7 +176,9 @@ pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
         p.finish();
     }
     if args.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        let mut shown = serde_json::to_value(&report).map_err(|e| CliError::Invalid(format!("the report: {e}")))?;
+        shown["version"] = Value::from(REPORT_VERSION);
+        println!("{shown}");
     } else {
         print_report(&report);
     }
@@ -192,6 +216,9 @@ pub struct RekeyArgs {
 }
 
 pub fn rekey(args: &RekeyArgs) -> Result<(), CliError> {
+    if !args.file.path.exists() {
+        return Err(CliError::Invalid(format!("{} does not exist: rekey changes the key of an existing file", args.file.path.display())));
+    }
     let store = args.file.open()?;
     store.rekey(&args.new_key)?;
     println!("{} is encrypted with the new key", args.file.path.display());

@@ -44,6 +44,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Sync(args) => args.json,
+        Command::Sql(args) => args.json,
+        _ => false,
+    };
     let result: Result<(), CliError> = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Sync(args) => local_cmds::sync(&args),
@@ -53,6 +58,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if json => {
+            let shown = serde_json::json!({"version": local_cmds::REPORT_VERSION, "error": {"message": error.to_string()}});
+            println!("{shown}");
+            ExitCode::FAILURE
+        }
         Err(error) => {
             eprintln!("tandem: {error}");
             ExitCode::FAILURE

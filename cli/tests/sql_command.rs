@@ -22,13 +22,55 @@ fn a_script_runs_whole_or_not_at_all() {
         "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'a;b'); SELECT count(*) FROM notes;",
     );
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    assert_eq!(stdout(&created), "1", "a table created by the script is usable in it");
+    assert_eq!(stdout(&created), "count(*)\n1", "a table created by the script is usable in it");
 
     let failed = sql(&file, "INSERT INTO notes VALUES (2, 'two'); INSERT INTO missing VALUES (3)");
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("no such table: missing"));
-    assert_eq!(stdout(&sql(&file, "SELECT count(*) FROM notes")), "1", "the failed script left nothing behind");
+    assert_eq!(stdout(&sql(&file, "SELECT count(*) AS n FROM notes")), "n\n1", "the failed script left nothing behind");
 
     let single = sql(&file, "  SELECT body FROM notes WHERE id = 1 ;  ");
-    assert_eq!(stdout(&single), "a;b");
+    assert_eq!(stdout(&single), "body\na;b");
+    let json = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["sql", "--json", "--local"])
+        .arg(&file)
+        .arg("SELECT id, body FROM notes")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&json), r#"{"body":"a;b","id":1}"#);
+}
+
+fn tandem(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tandem")).args(args).output().expect("run tandem")
+}
+
+#[test]
+fn the_cli_says_what_to_do_instead_of_guessing() {
+    let files = Files::new("cli_checks");
+    let file = files.path("a.db");
+    let path = file.to_string_lossy().into_owned();
+    let sync = ["sync", "--local", path.as_str(), "--scope", "crm"];
+
+    // --param beside --token is refused, not ignored.
+    let both = tandem(&[&sync[..], &["--remote", "postgres://x@127.0.0.1:1/db", "--token", "t", "--param", "tenant=1"]].concat());
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"), "{}", String::from_utf8_lossy(&both.stderr));
+
+    // An unsupported remote names the schemes that work, as JSON with --json.
+    let http = tandem(&[&sync[..], &["--remote", "mysql://db/crm", "--json"]].concat());
+    assert!(!http.status.success());
+    let error: serde_json::Value = serde_json::from_str(&stdout(&http)).expect("a JSON error");
+    assert_eq!(error["version"], 1);
+    assert!(error["error"]["message"].as_str().unwrap().contains("postgres://"), "{error}");
+
+    // Nobody listening: the host and port to check.
+    let closed = tandem(&[&sync[..], &["--remote", "postgres://x@127.0.0.1:1/db"]].concat());
+    let said = String::from_utf8_lossy(&closed.stderr);
+    assert!(said.contains("127.0.0.1") && said.contains("port 1"), "{said}");
+
+    // rekey of a file that is not there does not create one.
+    let missing = files.path("missing.db");
+    let rekey = tandem(&["rekey", "--local", &missing.to_string_lossy(), "--new-key", "k"]);
+    assert!(!rekey.status.success() && String::from_utf8_lossy(&rekey.stderr).contains("does not exist"));
+    assert!(!missing.exists());
 }

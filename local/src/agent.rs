@@ -45,6 +45,10 @@ pub struct SyncOptions {
     /// that client, with its parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A PEM file of the root certificate the server's must chain to (as
+    /// `sslrootcert` in the URL; this one wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
 }
 
 impl SyncOptions {

@@ -42,6 +42,14 @@ pub enum RemoteError {
     #[error("cannot reach the server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
 
+    /// The server was reached and said no (authentication, TLS, database):
+    /// trying again will not help.
+    #[error("the server at {url} refused the connection: {reason}")]
+    Refused { url: String, reason: String },
+
+    #[error("the server's URL: {0}")]
+    Config(String),
+
     #[error("the tandem extension is not installed in the server's database at {url}: run CREATE EXTENSION tandem there (make install puts it on the server)")]
     ExtensionMissing { url: String },
 

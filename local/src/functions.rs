@@ -89,7 +89,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
                 let url = text_arg(ctx, 0, "remote")?;
                 let scope = text_arg(ctx, 1, "scope")?;
                 let options = SyncOptions::parse(json_arg(ctx, 2, "options")?.as_ref())?;
-                let mut remote = remote::open(&url)?;
+                let mut remote = remote::open(&url, options.ca_cert.as_deref())?;
                 let report = agent::run(conn, remote.as_mut(), &scope, &options)?;
                 Ok(Some(serde_json::to_string(&report).unwrap_or_default()))
             })

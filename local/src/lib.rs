@@ -38,6 +38,7 @@ mod resync;
 pub mod rows;
 pub mod status;
 pub mod store;
+pub mod tls;
 mod tx;
 mod values;
 

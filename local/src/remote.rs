@@ -2,6 +2,7 @@
 //! call the extension's SQL functions directly; other transports plug in
 //! behind the same trait.
 
+use std::path::Path;
 use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
@@ -10,8 +11,10 @@ use tandem_core::dsn::redacted;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
 use tandem_core::Error as CoreError;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::RemoteError;
+use crate::tls::{SslMode, TlsSettings};
 
 /// `Send`, so a round can fetch the next batch while it stores this one.
 pub trait Remote: Send {
@@ -30,15 +33,22 @@ pub struct PostgresRemote {
 }
 
 impl PostgresRemote {
-    pub fn connect(url: &str) -> Result<Self, RemoteError> {
+    /// Connects over TLS as the URL's `sslmode` says (see [`crate::tls`]);
+    /// `ca_cert` is a root certificate file, as `sslrootcert`.
+    pub fn connect(url: &str, ca_cert: Option<&Path>) -> Result<Self, RemoteError> {
         let shown = redacted(url);
-        let mut config: Config =
-            url.parse().map_err(|e| RemoteError::Unreachable { url: shown.clone(), reason: format!("not a PostgreSQL URL: {e}") })?;
+        let (rest, tls) = TlsSettings::from_url(url, ca_cert)?;
+        let mut config: Config = rest.parse().map_err(|e| RemoteError::Config(format!("{shown} is not a PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("tandem");
-        let client = config.connect(NoTls).map_err(|e| RemoteError::Unreachable { url: shown.clone(), reason: describe(&e) })?;
+        config.ssl_mode(tls.postgres_mode());
+        let connected = match tls.mode {
+            SslMode::Disable => config.connect(NoTls),
+            _ => config.connect(MakeRustlsConnect::new(tls.client_config()?)),
+        };
+        let client = connected.map_err(|e| connect_error(&shown, &config, &tls, &e))?;
         Ok(PostgresRemote { client, url: shown })
     }
 
@@ -73,11 +83,43 @@ impl PostgresRemote {
     }
 }
 
-fn describe(error: &postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => error.to_string(),
+/// Why a connection failed, naming what to check: the server refused us
+/// (authentication, database, TLS) or nobody answered (host, port).
+fn connect_error(url: &str, config: &Config, tls: &TlsSettings, error: &postgres::Error) -> RemoteError {
+    let url = url.to_string();
+    let user = config.get_user().unwrap_or("(none)");
+    if let Some(db) = error.as_db_error() {
+        let reason = match db.code().code() {
+            "28P01" | "28000" => {
+                format!("authentication failed for user \"{user}\": {} (check the user, password and pg_hba.conf)", db.message())
+            }
+            "3D000" => format!("{} (create the database, or fix the URL's database)", db.message()),
+            _ => db.message().to_string(),
+        };
+        return RemoteError::Refused { url, reason };
     }
+    let mut chain = vec![error.to_string()];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    let text = chain.join(": ");
+    // tokio-postgres says "TLS" (handshake, server without TLS); rustls
+    // says "certificate".
+    if text.contains("TLS") || text.contains("certificate") {
+        let mode = format!("{:?}", tls.mode).to_lowercase();
+        return RemoteError::Refused {
+            url,
+            reason: format!(
+                "TLS failed (sslmode {mode}): {text} (check the server's certificate against --ca-cert/sslrootcert, \
+                 or that the server has ssl = on)"
+            ),
+        };
+    }
+    let hosts = config.get_hosts().iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ");
+    let ports = config.get_ports().iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+    RemoteError::Unreachable { url, reason: format!("{text} (is PostgreSQL running and listening at host {hosts} port {ports}?)") }
 }
 
 fn options_text(options: &impl serde::Serialize) -> String {
@@ -107,10 +149,13 @@ impl Remote for PostgresRemote {
 }
 
 /// Opens the remote a URL names.
-pub fn open(url: &str) -> Result<Box<dyn Remote>, RemoteError> {
+pub fn open(url: &str, ca_cert: Option<&str>) -> Result<Box<dyn Remote>, RemoteError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(PostgresRemote::connect(url)?))
+        Ok(Box::new(PostgresRemote::connect(url, ca_cert.map(Path::new))?))
     } else {
-        Err(RemoteError::Unreachable { url: redacted(url), reason: "unsupported remote: use postgres://user@host:port/database".into() })
+        Err(RemoteError::Config(format!(
+            "{} is not a remote Tandem can sync with: use postgres://user@host:port/database (or postgresql://)",
+            redacted(url)
+        )))
     }
 }

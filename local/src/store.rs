@@ -85,7 +85,7 @@ impl Store {
 
     /// One sync round with the server at `remote_url` (`postgres://...`).
     pub fn sync(&self, remote_url: &str, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
-        let mut remote = remote::open(remote_url)?;
+        let mut remote = remote::open(remote_url, options.ca_cert.as_deref())?;
         self.sync_with(remote.as_mut(), scope, options)
     }
 
@@ -96,7 +96,7 @@ impl Store {
 
     /// [`Store::sync`], telling `observe` after each batch (for progress).
     pub fn sync_observed(&self, remote_url: &str, scope: &str, options: &SyncOptions, observe: &mut dyn FnMut(Step)) -> Result<SyncReport> {
-        let mut remote = remote::open(remote_url)?;
+        let mut remote = remote::open(remote_url, options.ca_cert.as_deref())?;
         agent::run_observed(&self.conn, remote.as_mut(), scope, options, observe)
     }
 

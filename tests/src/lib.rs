@@ -2,6 +2,7 @@
 //! own on the PostgreSQL at `TANDEM_TEST_DATABASE_URL` (default: the local
 //! server), with the extension created, dropped when the test ends.
 
+pub mod cluster;
 pub mod conformance;
 pub mod local;
 pub mod typed;

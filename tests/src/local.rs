@@ -203,7 +203,7 @@ pub struct Interfering {
 
 impl Interfering {
     pub fn new(url: &str) -> Interfering {
-        let inner = PostgresRemote::connect(url).unwrap();
+        let inner = PostgresRemote::connect(url, None).unwrap();
         Interfering { inner, drop_after_apply: false, drop_after_select: false, drop_after_selects: None, write_after_apply: None }
     }
 }

@@ -239,7 +239,7 @@ fn a_pull_never_overwrites_an_unsent_change() {
     // Pull only, through SQL on the file: the server's changeset after the
     // file's watermark, applied locally.
     let watermark: Option<String> = file.connection().query_row("SELECT watermark FROM tandem_scopes", [], |r| r.get(0)).unwrap();
-    let mut remote = PostgresRemote::connect(&s.db.url).unwrap();
+    let mut remote = PostgresRemote::connect(&s.db.url, None).unwrap();
     let changeset = remote
         .select_changes(
             "crm",
@@ -518,7 +518,7 @@ fn an_upload_of_many_batches_sends_each_latest_change_once() {
     let error = file.sync_with(&mut dropping, "crm", &options).unwrap_err();
     assert!(error.to_string().contains("connection dropped"), "{error}");
     assert_eq!(local_count(&file, "SELECT count(*) FROM temp.sqlite_master"), 0, "a failed round drops its snapshots too");
-    let report = file.sync_with(&mut PostgresRemote::connect(&s.db.url).unwrap(), "crm", &options).unwrap();
+    let report = file.sync_with(&mut PostgresRemote::connect(&s.db.url, None).unwrap(), "crm", &options).unwrap();
     assert_eq!(
         (report.pushed, report.conflicts.len()),
         (17, 0),

@@ -94,8 +94,10 @@ pub fn run(scratch: &Scratch, file: &Path, rows: u64, changes: u64) -> Result<Up
         n + half
     ))?;
     scratch.settle()?;
-    let mut remote =
-        TimedApply { inner: PostgresRemote::connect(&scratch.url).map_err(tandem_local::LocalError::from)?, applying: Duration::ZERO };
+    let mut remote = TimedApply {
+        inner: PostgresRemote::connect(&scratch.url, None).map_err(tandem_local::LocalError::from)?,
+        applying: Duration::ZERO,
+    };
     let (report, took) = timed(|| Ok(store.sync_with(&mut remote, "bench", &SyncOptions::default())?))?;
     if report.pushed != changes || !report.conflicts.is_empty() {
         return Err(CliError::Invalid(format!(

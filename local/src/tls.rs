@@ -1,0 +1,246 @@
+//! TLS for `postgres://` remotes, through rustls, with libpq's `sslmode`
+//! meanings: `disable` (plain), `prefer` (TLS when the server offers it,
+//! unverified; the default, as in libpq), `require` (TLS, unverified unless
+//! a root certificate is given, then as `verify-ca`), `verify-ca` (the
+//! server's certificate chains to the root) and `verify-full` (and names
+//! the host). The root is `sslrootcert` in the URL or `--ca-cert`, else
+//! `~/.postgresql/root.crt`, else the system's roots.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{ring, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::error::RemoteError;
+
+/// How a connection uses TLS (libpq's `sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Option<SslMode> {
+        Some(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+}
+
+/// What a URL asks of TLS, taken out of it: the `postgres` crate reads
+/// neither the verifying modes nor a root certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    pub root_cert: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Splits `url` into the URL the `postgres` crate is given (without
+    /// `sslmode` and `sslrootcert`) and the TLS settings; `ca_cert` (the
+    /// CLI's `--ca-cert`) stands for `sslrootcert` and wins over it.
+    pub fn from_url(url: &str, ca_cert: Option<&Path>) -> Result<(String, TlsSettings), RemoteError> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut mode = None;
+        let mut root_cert = None;
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sslmode" => {
+                    mode = Some(SslMode::parse(value).ok_or_else(|| {
+                        RemoteError::Config(format!("sslmode={value} is not one of disable, prefer, require, verify-ca, verify-full"))
+                    })?)
+                }
+                "sslrootcert" => root_cert = Some(PathBuf::from(percent_decoded(value)?)),
+                _ => kept.push(pair),
+            }
+        }
+        let root_cert = ca_cert.map(Path::to_path_buf).or(root_cert);
+        let mode = mode.unwrap_or(SslMode::Prefer);
+        let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+        Ok((rest, TlsSettings { mode, root_cert }))
+    }
+
+    /// The `postgres` crate's mode: TLS or not, and whether plain is allowed.
+    pub fn postgres_mode(&self) -> postgres::config::SslMode {
+        match self.mode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
+        }
+    }
+
+    /// The rustls configuration for these settings.
+    pub fn client_config(&self) -> Result<ClientConfig, RemoteError> {
+        let provider = Arc::new(ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| RemoteError::Config(format!("TLS setup: {e}")))?;
+        let verify = match self.mode {
+            SslMode::Disable | SslMode::Prefer => None,
+            SslMode::Require => self.root_cert.is_some().then_some(Check::Chain),
+            SslMode::VerifyCa => Some(Check::Chain),
+            SslMode::VerifyFull => Some(Check::ChainAndHost),
+        };
+        let algorithms = provider.signature_verification_algorithms;
+        let config = match verify {
+            None => builder.dangerous().with_custom_certificate_verifier(Arc::new(Lenient { chain: None, algorithms })),
+            Some(check) => {
+                let roots = Arc::new(self.roots()?);
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| RemoteError::Config(format!("TLS setup: {e}")))?;
+                match check {
+                    Check::ChainAndHost => builder.with_webpki_verifier(webpki),
+                    Check::Chain => {
+                        builder.dangerous().with_custom_certificate_verifier(Arc::new(Lenient { chain: Some(webpki), algorithms }))
+                    }
+                }
+            }
+        };
+        Ok(config.with_no_client_auth())
+    }
+
+    fn roots(&self) -> Result<RootCertStore, RemoteError> {
+        let mut roots = RootCertStore::empty();
+        let default = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".postgresql/root.crt")).filter(|p| p.exists());
+        match self.root_cert.clone().or(default) {
+            Some(path) => {
+                let unreadable = |e: &dyn std::fmt::Display| RemoteError::Config(format!("root certificate {}: {e}", path.display()));
+                for cert in CertificateDer::pem_file_iter(&path).map_err(|e| unreadable(&e))? {
+                    roots.add(cert.map_err(|e| unreadable(&e))?).map_err(|e| unreadable(&e))?;
+                }
+                if roots.is_empty() {
+                    return Err(unreadable(&"no certificate in the file"));
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+                if roots.is_empty() {
+                    return Err(RemoteError::Config(
+                        "no root certificate to verify the server with: pass sslrootcert=<file> in the URL or --ca-cert".into(),
+                    ));
+                }
+            }
+        }
+        Ok(roots)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Check {
+    Chain,
+    ChainAndHost,
+}
+
+/// The checks short of `verify-full`: with `chain`, the certificate must
+/// chain to the root but may name any host (`verify-ca`); without, any
+/// certificate is taken (`prefer`, and `require` without a root: libpq's
+/// meaning). The handshake's signatures are checked either way.
+#[derive(Debug)]
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Lenient {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A URL query value with `%XX` escapes undone (a path may hold spaces).
+fn percent_decoded(value: &str) -> Result<String, RemoteError> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let byte = hex.ok_or_else(|| RemoteError::Config(format!("bad %-escape in \"{value}\"")))?;
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| RemoteError::Config(format!("\"{value}\" is not UTF-8")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_leave_the_url_and_default_to_prefer() {
+        let (rest, tls) = TlsSettings::from_url("postgres://u@h:5/db?sslmode=verify-full&application_name=x", None).unwrap();
+        assert_eq!(rest, "postgres://u@h:5/db?application_name=x");
+        assert_eq!(tls, TlsSettings { mode: SslMode::VerifyFull, root_cert: None });
+        let (rest, tls) = TlsSettings::from_url("postgres://u@h/db?sslrootcert=%2Ftmp%2Fmy%20ca.pem", None).unwrap();
+        assert_eq!(rest, "postgres://u@h/db");
+        assert_eq!(tls, TlsSettings { mode: SslMode::Prefer, root_cert: Some("/tmp/my ca.pem".into()) });
+        let (_, tls) = TlsSettings::from_url("postgres://u@h/db?sslrootcert=a.pem", Some(Path::new("b.pem"))).unwrap();
+        assert_eq!(tls.root_cert, Some(PathBuf::from("b.pem")), "--ca-cert wins");
+        let error = TlsSettings::from_url("postgres://u@h/db?sslmode=allow", None).unwrap_err().to_string();
+        assert!(error.contains("verify-full"), "{error}");
+    }
+
+    #[test]
+    fn a_verifying_mode_without_the_root_file_says_which_file() {
+        let (_, tls) = TlsSettings::from_url("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem", None).unwrap();
+        let error = tls.client_config().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+    }
+}

@@ -1,0 +1,95 @@
+//! A PostgreSQL cluster of a test's own, on a free port, for what the
+//! shared server must not be changed for (TLS settings, `pg_hba.conf`).
+//! Stopped and removed on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use postgres::{Client, NoTls};
+
+/// A scratch cluster: its directory, port and binaries.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+/// Whether commands must run as `postgres` (initdb refuses root).
+fn as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn command(program: &Path, args: &[&str]) -> Command {
+    let mut command = if as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    command.args(args);
+    command
+}
+
+fn run(program: &Path, args: &[&str]) {
+    let output = command(program, args).output().unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    assert!(output.status.success(), "{} {args:?}: {}", program.display(), String::from_utf8_lossy(&output.stderr));
+}
+
+impl Cluster {
+    /// initdb, then `files` (name, contents) written into the data directory,
+    /// `conf` appended to postgresql.conf and `hba` as pg_hba.conf, started.
+    /// Local socket connections are trusted, for the test's own setup.
+    pub fn start(label: &str, files: &[(&str, &[u8])], conf: &str, hba: &str) -> Cluster {
+        let output = Command::new("pg_config").arg("--bindir").output().expect("pg_config (PostgreSQL's server development files)");
+        let bin = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let dir = std::env::temp_dir().join(format!("tandem-cluster-{label}-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("cluster directory");
+        if as_root() {
+            let status = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status().expect("chown");
+            assert!(status.success(), "chown the cluster directory to postgres");
+        }
+        let cluster = Cluster { dir, port, bin };
+        let data = cluster.dir.join("data");
+        run(&cluster.bin.join("initdb"), &["-D", &data.to_string_lossy(), "-U", "postgres", "-A", "trust", "--no-sync"]);
+        for (name, contents) in files {
+            let path = data.join(name);
+            std::fs::write(&path, contents).expect("write a cluster file");
+            if as_root() {
+                Command::new("chown").args(["postgres:postgres"]).arg(&path).status().expect("chown");
+            }
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        }
+        let settings = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n{conf}\n",
+            cluster.dir.display()
+        );
+        let append = |name: &str, text: &str| {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().append(true).open(data.join(name)).expect("open a cluster file");
+            file.write_all(text.as_bytes()).expect("write a cluster file");
+        };
+        append("postgresql.conf", &settings);
+        std::fs::write(data.join("pg_hba.conf"), format!("local all all trust\n{hba}\n")).expect("pg_hba.conf");
+        let log = cluster.dir.join("log");
+        run(&cluster.bin.join("pg_ctl"), &["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy(), "-w", "start"]);
+        cluster
+    }
+
+    /// A superuser connection over the cluster's socket.
+    pub fn admin(&self) -> Client {
+        let dsn = format!("host={} port={} user=postgres dbname=postgres", self.dir.display(), self.port);
+        Client::connect(&dsn, NoTls).unwrap_or_else(|e| panic!("connect to the scratch cluster: {e}"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = command(&self.bin.join("pg_ctl"), &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
