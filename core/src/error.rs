@@ -100,14 +100,20 @@ pub enum Error {
     #[error("parameter problem: {0}")]
     Params(String),
 
-    #[error("unknown client \"{0}\": register it with sync_register_client")]
-    UnknownClient(String),
-
-    #[error("invalid token for scope \"{0}\": use the token sync_register_client issued (register the client again if it was lost)")]
+    #[error("invalid token for scope \"{0}\": the token is unknown, revoked or replaced; use the token sync_register_client (or sync_rotate_token) issued, or register the client again")]
     InvalidToken(String),
 
-    #[error("scope \"{0}\" is filtered: call it with the token sync_register_client issued (option \"token\"); only the scope's owner may name a client or pass parameters")]
+    #[error("scope \"{0}\" takes devices by token: call it with the token sync_register_client issued (option \"token\"); only the scope's owner may name a client or pass parameters")]
     TokenRequired(String),
+
+    #[error("role \"{role}\" does not own scope \"{scope}\": only its owner (\"{owner}\"), a member of that role or a superuser may call {function}")]
+    NotScopeOwner { role: String, scope: String, owner: String, function: &'static str },
+
+    #[error("role \"{role}\" may not track {table}: a scope's tables must be owned by the role that provisions it (or a role it is a member of)")]
+    NotTableOwner { role: String, table: String },
+
+    #[error("no client \"{client}\" in scope \"{scope}\": sync_clients lists the scope's clients")]
+    NoSuchClient { scope: String, client: String },
 
     #[error("{} row(s) refused, nothing applied: {}", .0.len(), summarize(.0))]
     Rejected(Vec<Rejection>),
@@ -173,9 +179,11 @@ impl Error {
             Error::InvalidWatermark(_) => "22023",
             Error::WatermarkTooOld(_) => "55000", // object_not_in_prerequisite_state
             Error::Params(_) => "22023",
-            Error::UnknownClient(_) => "42704",
             Error::InvalidToken(_) => "28000", // invalid_authorization_specification
             Error::TokenRequired(_) => "28000",
+            Error::NotScopeOwner { .. } => "42501",
+            Error::NotTableOwner { .. } => "42501",
+            Error::NoSuchClient { .. } => "42704",
             // Refusals over access outrank refusals over values.
             Error::Rejected(rows) if rows.iter().any(|r| r.kind.is_access()) => "42501",
             Error::Rejected(_) => "22P02",

@@ -1,5 +1,7 @@
-//! `sync_register_client`: a client identity bound to one scope and one set
-//! of filter parameters, with a bearer token of which only a hash is kept.
+//! A scope's clients and their tokens: `sync_register_client` binds a client
+//! id to one scope and one set of filter parameters, with a bearer token of
+//! which only a hash is kept; `sync_clients`, `sync_revoke_client` and
+//! `sync_rotate_token` are its owner's for managing them.
 
 use pgrx::prelude::*;
 use serde_json::{json, Value};
@@ -9,6 +11,7 @@ use tandem_core::sql::partition::bind_params;
 use tandem_core::{Error, Result};
 
 use crate::json_text::JsonbText;
+use crate::privileges;
 use crate::registry;
 use crate::report::{options, required, run};
 use crate::spi::{self, Spi};
@@ -16,7 +19,7 @@ use crate::spi::{self, Spi};
 /// Issues `{client_id, token}` for `scope` and `params`. The token is shown
 /// once; the server stores only its SHA-256, and every call made with this
 /// identity runs with exactly these parameters.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
 fn sync_register_client(scope: Option<&str>, params: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_register_client", || {
         let scope = required(scope, "scope")?;
@@ -31,15 +34,14 @@ fn sync_register_client(scope: Option<&str>, params: default!(Option<JsonbText>,
 
 pub fn register(spi: &mut Spi<'_>, scope_name: &str, params: &Params) -> Result<Value> {
     check_params(params)?;
+    privileges::require_owner(spi, scope_name, "sync_register_client")?;
     let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
     // Every parameter the scope's filters use must be given, and typed right.
     bind_params(&scope, params, 0..scope.schema.tables.len())?;
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| Error::Internal(format!("no randomness for a token: {e}")))?;
     let client_id =
         spi::one::<String>(spi, "SELECT gen_random_uuid()::text", &[])?.ok_or_else(|| Error::Internal("no client id".into()))?;
-    let token = new_token(&client_id, &secret);
+    let token = new_token(&client_id, &secret()?);
     spi::exec(
         spi,
         "INSERT INTO tandem.clients (client_id, scope, params, token_hash) \
@@ -52,4 +54,80 @@ pub fn register(spi: &mut Spi<'_>, scope_name: &str, params: &Params) -> Result<
         ],
     )?;
     Ok(json!({ "client_id": client_id, "token": token }))
+}
+
+/// The scope's clients with their parameters and when each of their files
+/// (replicas) last synced: which devices are live, which are gone.
+#[pg_extern(volatile, security_definer)]
+fn sync_clients(scope: Option<&str>) -> JsonbText {
+    run("sync_clients", || {
+        let scope = required(scope, "scope")?;
+        spi::connect(|spi| {
+            privileges::require_owner(spi, scope, "sync_clients")?;
+            registry::load_scope(spi, scope)?;
+            list(spi, scope).map(|v| JsonbText::from_value(&v))
+        })
+    })
+}
+
+/// Revokes a client: its token is refused from the next call on, and its
+/// files no longer hold back `sync_cleanup`. Returns whether it existed.
+#[pg_extern(volatile, security_definer)]
+fn sync_revoke_client(scope: Option<&str>, client_id: Option<&str>) -> bool {
+    run("sync_revoke_client", || {
+        let scope = required(scope, "scope")?;
+        let client_id = required(client_id, "client_id")?;
+        spi::connect(|spi| {
+            privileges::require_owner(spi, scope, "sync_revoke_client")?;
+            let removed =
+                spi::exec(spi, "DELETE FROM tandem.clients WHERE scope = $1 AND client_id = $2", &[scope.into(), client_id.into()])?;
+            Ok(removed > 0)
+        })
+    })
+}
+
+/// Issues a new token for an existing client; the old one is refused from
+/// now on. The client id, its parameters and its files stay, so a device
+/// that syncs with the new token keeps its unsent changes.
+#[pg_extern(volatile, security_definer)]
+fn sync_rotate_token(scope: Option<&str>, client_id: Option<&str>) -> JsonbText {
+    run("sync_rotate_token", || {
+        let scope = required(scope, "scope")?;
+        let client_id = required(client_id, "client_id")?;
+        spi::connect(|spi| {
+            privileges::require_owner(spi, scope, "sync_rotate_token")?;
+            let token = new_token(client_id, &secret()?);
+            let updated = spi::exec(
+                spi,
+                "UPDATE tandem.clients SET token_hash = sha256(convert_to($3, 'UTF8')) WHERE scope = $1 AND client_id = $2",
+                &[scope.into(), client_id.into(), token.as_str().into()],
+            )?;
+            if updated == 0 {
+                return Err(Error::NoSuchClient { scope: scope.to_string(), client: client_id.to_string() });
+            }
+            Ok(JsonbText::from_value(&json!({ "client_id": client_id, "token": token })))
+        })
+    })
+}
+
+/// 32 random bytes for a token's secret.
+fn secret() -> Result<[u8; 32]> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| Error::Internal(format!("no randomness for a token: {e}")))?;
+    Ok(secret)
+}
+
+/// The clients of `scope` as `sync_clients` and `sync_status` show them.
+pub fn list(spi: &mut Spi<'_>, scope: &str) -> Result<Value> {
+    let text = spi::one::<String>(
+        spi,
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('client_id', c.client_id, 'params', c.params, \
+                'registered', c.token_hash IS NOT NULL, 'created_at', c.created_at, 'last_seen', c.last_seen, \
+                'replicas', (SELECT coalesce(jsonb_agg(jsonb_build_object('replica_id', r.replica_id, \
+                     'last_seen', r.last_seen, 'needs_after', r.last_since) ORDER BY r.created_at), '[]') \
+                     FROM tandem.replicas r WHERE r.client_id = c.client_id)) \
+                ORDER BY c.created_at), '[]')::text FROM tandem.clients c WHERE c.scope = $1",
+        &[scope.into()],
+    )?;
+    serde_json::from_str(&text.unwrap_or_else(|| "[]".into())).map_err(|e| Error::Internal(format!("clients of {scope}: {e}")))
 }

@@ -10,6 +10,7 @@ mod clients;
 mod fold;
 mod json_text;
 mod partitions;
+mod privileges;
 mod provision;
 mod pull;
 mod registry;

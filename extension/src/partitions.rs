@@ -174,9 +174,3 @@ fn tracked_ids(spi: &mut Spi<'_>, ids: &[i64]) -> Result<Vec<(StoredScope, usize
     }
     Ok(out)
 }
-
-extension_sql!(
-    "REVOKE ALL ON FUNCTION tandem.follow_partitions(bigint), tandem.check_dropped_partitions(bigint[]) FROM PUBLIC;",
-    name = "partitions_internal",
-    finalize
-);

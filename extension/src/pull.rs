@@ -12,6 +12,7 @@ use tandem_core::{Error, Result};
 
 use crate::fold;
 use crate::json_text::JsonbText;
+use crate::privileges;
 use crate::registry;
 use crate::report::{self, required, run};
 use crate::spi::{self, Spi};
@@ -20,7 +21,7 @@ use crate::spi::{self, Spi};
 /// may see, at most `max_rows` of them; pass the returned `watermark` to the
 /// next call. A change is never skipped, even when transactions commit out
 /// of xid order.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
 fn sync_select_changes(scope: Option<&str>, since: Option<&str>, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_select_changes", || {
         let scope = required(scope, "scope")?;
@@ -32,7 +33,7 @@ fn sync_select_changes(scope: Option<&str>, since: Option<&str>, options: defaul
 /// `sync_select_changes` as `json`: the same changeset, as the text it was
 /// written in, for agents that parse it themselves (a large batch skips
 /// jsonb's parse and print).
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
 fn sync_select_changes_json(
     scope: Option<&str>,
     since: Option<&str>,
@@ -57,10 +58,9 @@ struct Window {
 pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, options: &SelectOptions) -> Result<String> {
     let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
-    let owner = registry::caller_owns(spi, scope_name)?;
+    let owner = privileges::caller_owns(spi, scope_name)?;
     let identity = registry::resolve_identity(
         spi,
-        &stored,
         scope_name,
         owner,
         options.client_id.as_deref(),

@@ -113,39 +113,23 @@ pub struct Identity {
     pub params: Params,
 }
 
-/// Whether the caller may act for any client of `scope`: the session's
-/// role is the scope's owner (or a member of it) or a superuser, so it may
-/// read the tables anyway.
-pub fn caller_owns(spi: &Spi<'_>, scope: &str) -> Result<bool> {
-    let owns = spi::select(
-        spi,
-        "SELECT pg_catalog.pg_has_role(session_user, s.owner, 'MEMBER') \
-                OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) \
-         FROM tandem.scopes s WHERE s.name = $1",
-        &[scope.into()],
-        |row| spi::get::<bool>(row, 1),
-    )?;
-    Ok(owns.into_iter().next().flatten().unwrap_or(false))
-}
-
 /// Resolves the caller. A token names a registered client, which runs with
-/// the parameters it was registered with. Without one, a scope with filters
-/// takes only its owner (`owner`), who may name any client or pass
-/// parameters: a known client id runs with the parameters it was bound to
-/// (passing different ones is an error), an unknown one is bound to the
-/// parameters of its first call (see [`record_client`]). A scope without
-/// filters has no partition to guard and takes any caller.
+/// the parameters it was registered with. Without one, a scope takes only
+/// its owner (`owner`), who may name any client or pass parameters: a known
+/// client id runs with the parameters it was bound to (passing different
+/// ones is an error), an unknown one is bound to the parameters of its
+/// first call (see [`record_client`]). The functions run with the
+/// extension's rights, so even a scope without filters takes no one else
+/// without a token: `EXECUTE` alone reads and writes nothing.
 pub fn resolve_identity(
     spi: &Spi<'_>,
-    scope: &StoredScope,
     scope_name: &str,
     owner: bool,
     client_id: Option<&str>,
     token: Option<&str>,
     given: Option<&Params>,
 ) -> Result<Identity> {
-    let filtered = scope.schema.tables.iter().any(|t| t.filter.is_some());
-    if token.is_none() && filtered && !owner {
+    if token.is_none() && !owner {
         return Err(Error::TokenRequired(scope_name.to_string()));
     }
     let scope = scope_name;

@@ -41,17 +41,18 @@ pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
 }
 
 /// Runs `body`, whose statements run the users' own code (their tables'
-/// triggers, a resolver function), with the caller's `search_path` behind
-/// `pg_catalog`: that code finds its tables as in the caller's own
-/// statements, and Tandem's statements still find PostgreSQL's own
-/// operators and functions first.
+/// triggers, a resolver function), with the caller's `search_path` between
+/// `pg_catalog` and `pg_temp`: that code finds its tables as in the
+/// caller's own statements, Tandem's statements still find PostgreSQL's own
+/// operators and functions first, and a caller's temporary table cannot
+/// stand in for a table that code names (it runs with the extension's
+/// rights).
 pub fn as_caller<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     let Some(caller) = CALLER_PATHS.with(|paths| paths.borrow().last().cloned()) else { return body(spi) };
     if AS_CALLER.get() {
         return body(spi);
     }
-    let path = if caller.trim().is_empty() { "pg_catalog".to_string() } else { format!("pg_catalog, {caller}") };
-    set_path(spi, &path)?;
+    set_path(spi, &caller_path(&caller))?;
     AS_CALLER.set(true);
     let result = body(spi);
     AS_CALLER.set(false);
@@ -72,6 +73,18 @@ pub fn quietly<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T
         exec(spi, "SELECT pg_catalog.set_config('client_min_messages', $1, true)", &[previous.into()])?;
     }
     result
+}
+
+/// `pg_catalog`, the caller's schemas, then `pg_temp` (see [`as_caller`]).
+fn caller_path(caller: &str) -> String {
+    let temporary = |entry: &str| {
+        let name = entry.trim().trim_matches('"');
+        name == "pg_temp" || name.starts_with("pg_temp_")
+    };
+    let mut path = vec!["pg_catalog"];
+    path.extend(caller.split(',').map(str::trim).filter(|e| !e.is_empty() && !temporary(e) && *e != "pg_catalog"));
+    path.push("pg_temp");
+    path.join(", ")
 }
 
 fn set_path(spi: &mut Spi<'_>, path: &str) -> Result<()> {

@@ -7,15 +7,17 @@ use tandem_core::options::CleanupOptions;
 use tandem_core::watermark::Snapshot;
 use tandem_core::{Error, Result};
 
+use crate::clients;
 use crate::fold;
 use crate::json_text::JsonbText;
+use crate::privileges;
 use crate::registry;
 use crate::report::{self, required, run};
 use crate::spi::{self, Spi};
 
 /// Tables with their tracked rows and tombstones, clients with when they last
 /// synced, the conflict count, and the current snapshot.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
 fn sync_status(scope: Option<&str>) -> JsonbText {
     run("sync_status", || {
         let scope = required(scope, "scope")?;
@@ -26,7 +28,7 @@ fn sync_status(scope: Option<&str>) -> JsonbText {
 /// Purges tombstones and exit records that every active replica has
 /// already pulled past. A replica whose watermark is older than the purge
 /// must sync again from NULL (it gets a clear error saying so).
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
 fn sync_cleanup(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_cleanup", || {
         let scope = required(scope, "scope")?;
@@ -36,6 +38,7 @@ fn sync_cleanup(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'"
 }
 
 fn status(spi: &mut Spi<'_>, scope_name: &str) -> Result<Value> {
+    privileges::require_owner(spi, scope_name, "sync_status")?;
     let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
     fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
@@ -58,40 +61,22 @@ fn status(spi: &mut Spi<'_>, scope_name: &str) -> Result<Value> {
             "tombstones": tombstones, "exits": exits,
         }));
     }
-    // Other clients' ids and parameters are the scope owner's to see.
-    let owner = registry::caller_owns(spi, scope_name)?;
-    let clients = spi::query(
-        spi,
-        "SELECT coalesce(jsonb_agg(jsonb_build_object('client_id', c.client_id, 'params', c.params, \
-                'registered', c.token_hash IS NOT NULL, 'last_seen', c.last_seen, \
-                'replicas', (SELECT coalesce(jsonb_agg(jsonb_build_object('replica_id', r.replica_id, \
-                     'last_seen', r.last_seen, 'needs_after', r.last_since) ORDER BY r.created_at), '[]') \
-                     FROM tandem.replicas r WHERE r.client_id = c.client_id)) \
-                ORDER BY c.created_at), '[]')::text FROM tandem.clients c WHERE c.scope = $1",
-        &[scope_name.into()],
-        |row| spi::text(row, 1),
-    )?;
+    let clients = clients::list(spi, scope_name)?;
     let conflicts = spi::one::<i64>(spi, "SELECT count(*) FROM tandem.conflicts WHERE scope = $1", &[scope_name.into()])?;
     let snapshot = spi::one::<String>(spi, "SELECT pg_current_snapshot()::text", &[])?;
-    let clients: Value = match clients.into_iter().next().flatten() {
-        None => json!([]),
-        Some(text) => serde_json::from_str(&text).map_err(|e| Error::Internal(format!("clients of {scope_name}: {e}")))?,
-    };
-    let mut status = json!({
+    Ok(json!({
         "scope": scope_name,
         "schema_version": scope.schema.version,
         "watermark": snapshot,
         "purged_before": stored.purged_before,
         "tables": tables,
         "conflicts": conflicts.unwrap_or_default(),
-    });
-    if owner {
-        status["clients"] = clients;
-    }
-    Ok(status)
+        "clients": clients,
+    }))
 }
 
 fn cleanup(spi: &mut Spi<'_>, scope_name: &str, options: &CleanupOptions) -> Result<Value> {
+    privileges::require_owner(spi, scope_name, "sync_cleanup")?;
     let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
     fold::fold(spi, &scope, 0..scope.schema.tables.len())?;

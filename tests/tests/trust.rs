@@ -1,12 +1,15 @@
 //! What the server trusts a caller with: nothing it may not prove. A device
-//! role reaches a filtered scope only with its token; the conflict policy
-//! is the scope's; a planted function never runs inside a sync call; and a
-//! refusal says no more about another tenant's rows than any refusal.
+//! role holds nothing but EXECUTE on the sync functions and reaches a scope
+//! only with its token; an operator manages only the scopes over tables it
+//! owns; a token can be rotated and revoked; the conflict policy is the
+//! scope's; a planted function never runs inside a sync call; and a refusal
+//! says no more about another tenant's rows than any refusal.
 
 use postgres::{Client, NoTls};
 use serde_json::{json, Value};
 use tandem_core::dsn::with_database;
-use tandem_tests::local::{local, Scenario};
+use tandem_local::SyncOptions;
+use tandem_tests::local::{local, local_count, Scenario};
 use tandem_tests::{describe, json as query_json, server_url};
 
 const SCHEMA: &str = r#"
@@ -24,7 +27,9 @@ struct Role {
 
 impl Role {
     fn new(s: &Scenario, label: &str, grants: &str) -> Role {
-        let name = format!("tandem_{label}_{}", std::process::id());
+        // Roles are the cluster's, shared by tests running at once.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!("tandem_{label}_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
         let mut server = s.server();
         server
             .batch_execute(&format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name} LOGIN; {}", grants.replace("{role}", &name)))
@@ -32,9 +37,12 @@ impl Role {
         Role { name, admin_url: s.db.url.clone() }
     }
 
+    fn url(&self, s: &Scenario) -> String {
+        with_database(&server_url(), &s.db.name).replacen("postgres@", &format!("{}@", self.name), 1)
+    }
+
     fn connect(&self, s: &Scenario) -> Client {
-        let url = with_database(&server_url(), &s.db.name).replacen("postgres@", &format!("{}@", self.name), 1);
-        Client::connect(&url, NoTls).unwrap_or_else(|e| panic!("connect as {}: {e}", self.name))
+        Client::connect(&self.url(s), NoTls).unwrap_or_else(|e| panic!("connect as {}: {e}", self.name))
     }
 }
 
@@ -46,8 +54,13 @@ impl Drop for Role {
     }
 }
 
-const DEVICE_GRANTS: &str = "GRANT USAGE ON SCHEMA tandem TO {role}; GRANT ALL ON ALL TABLES IN SCHEMA tandem TO {role}; \
-     GRANT ALL ON ALL SEQUENCES IN SCHEMA tandem TO {role}; GRANT ALL ON customers TO {role};";
+/// All a device's role holds (docs/deploy.md).
+const DEVICE_GRANTS: &str = "GRANT EXECUTE ON FUNCTION sync_schema, sync_select_changes, sync_select_changes_json, \
+     sync_apply_changes, sync_apply_changes_json TO {role};";
+
+/// What an operator's role holds besides owning its tables (docs/deploy.md).
+const OPERATOR_GRANTS: &str = "GRANT EXECUTE ON FUNCTION sync_provision, sync_deprovision, sync_register_client, sync_clients, \
+     sync_revoke_client, sync_rotate_token, sync_status, sync_cleanup TO {role};";
 
 fn error_of(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> String {
     match client.query(sql, params) {
@@ -80,8 +93,6 @@ fn a_filtered_scope_takes_calls_from_a_device_role_only_with_a_token() {
     let pulled = query_json(&mut conn, "SELECT sync_select_changes('crm', NULL, $1)", &[&json!({"token": token_a})]);
     let ids: Vec<i64> = pulled["tables"][0]["rows"].as_array().unwrap().iter().map(|r| r["values"][0].as_i64().unwrap()).collect();
     assert_eq!(ids, [1, 2], "the token's partition, and only it");
-    let status = query_json(&mut conn, "SELECT sync_status('crm')", &[]);
-    assert!(status.get("clients").is_none(), "a device is not shown other clients: {status}");
     let owner_status = query_json(&mut s.server(), "SELECT sync_status('crm')", &[]);
     assert_eq!(owner_status["clients"].as_array().unwrap().len(), 2, "the scope's owner is");
     // The owner may still act for any tenant, as it may read the tables.
@@ -160,7 +171,6 @@ fn a_planted_function_never_runs_inside_a_sync_call() {
     let edit = upload(tandem_core::identity::token_client_id(&token).unwrap(), json!([{"op": "upsert", "values": [5, 1, "new"]}]));
     let result = query_json(&mut conn, "SELECT sync_apply_changes('crm', $1, $2)", &[&edit, &json!({"token": token})]);
     assert_eq!(result["applied"], 1, "{result}");
-    query_json(&mut conn, "SELECT sync_status('crm')", &[]);
     let path: String = conn.query_one("SELECT pg_catalog.current_setting('search_path')", &[]).unwrap().get(0);
     assert_eq!(path, "trap, pg_catalog, public", "the caller's search_path is put back");
 }
@@ -179,4 +189,138 @@ fn a_refusal_says_no_more_about_another_tenants_key_than_any_refusal() {
     assert_eq!(reasons.len(), 2, "{report:?}");
     assert_eq!(reasons[0], reasons[1], "both refusals read the same: {reasons:?}");
     assert!(report.rejected.iter().all(|r| r.row.is_none()), "no row of another tenant comes back: {report:?}");
+}
+
+fn options(token: &str) -> SyncOptions {
+    serde_json::from_value(json!({ "token": token })).unwrap()
+}
+
+#[test]
+fn a_device_role_holding_only_execute_syncs_its_partition_and_reads_nothing_else() {
+    let s = Scenario::new("least_privilege", SCHEMA, "crm");
+    s.server()
+        .batch_execute(
+            r#"CREATE TABLE audit (id bigint, name text);
+               CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO audit VALUES (NEW.id, NEW.name); RETURN NEW; END $$;
+               CREATE TRIGGER note AFTER INSERT OR UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION note();
+               CREATE TABLE notes (id bigint PRIMARY KEY, body text);
+               INSERT INTO notes VALUES (1, 'everyone''s');
+               SELECT sync_provision('open', '{"tables": [{"name": "notes"}]}');"#,
+        )
+        .unwrap();
+    let token = s.register(json!({"tenant": 1}));
+    let device = Role::new(&s, "device", DEVICE_GRANTS);
+
+    // A file syncs its partition through the device's role, both ways.
+    let file = s.store("a.db");
+    file.sync(&device.url(&s), "crm", &options(&token)).unwrap_or_else(|e| panic!("sync as the device: {e}"));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers"), 2);
+    local(&file, "UPDATE customers SET name = 'Ada L' WHERE id = 1");
+    let report = file.sync(&device.url(&s), "crm", &options(&token)).unwrap();
+    assert_eq!(report.pushed, 1, "{report:?}");
+
+    // A temporary table of the device's session does not stand in for the
+    // table a server trigger writes (it runs with the extension's rights).
+    let mut conn = device.connect(&s);
+    conn.batch_execute("CREATE TEMP TABLE audit (id bigint, name text)").unwrap();
+    let client = tandem_core::identity::token_client_id(&token).unwrap().to_string();
+    let edit = upload(&client, json!([{"op": "upsert", "values": [6, 1, "Fay"]}]));
+    let result = query_json(&mut conn, "SELECT sync_apply_changes('crm', $1, $2)", &[&edit, &json!({"token": token})]);
+    assert_eq!(result["applied"], 1, "{result}");
+    let trapped: i64 = conn.query_one("SELECT count(*) FROM pg_temp.audit", &[]).unwrap().get(0);
+    assert_eq!(trapped, 0, "the trigger wrote the device's temporary table");
+    let audited: i64 = s.server().query_one("SELECT count(*) FROM audit WHERE id IN (1, 6)", &[]).unwrap().get(0);
+    assert_eq!(audited, 2, "the trigger's rows are in the real table");
+
+    // Nothing else: not the tables, not Tandem's bookkeeping, not the
+    // owner's functions, not a scope without filters without a token.
+    for sql in [
+        "SELECT * FROM customers",
+        "SELECT * FROM notes",
+        "SELECT * FROM tandem.clients",
+        "SELECT * FROM tandem.scopes",
+        "SELECT sync_status('crm')",
+        "SELECT sync_clients('crm')",
+        r#"SELECT sync_register_client('crm', '{"tenant": 2}')"#,
+        "SELECT sync_cleanup('crm')",
+        r#"SELECT sync_provision('mine', '{"tables": [{"name": "customers"}]}')"#,
+    ] {
+        let error = error_of(&mut conn, sql, &[]);
+        assert!(error.starts_with("42501"), "{sql}: {error}");
+    }
+    for (scope, options) in [("open", json!({})), ("open", json!({"client_id": "x"})), ("crm", json!({"params": {"tenant": 2}}))] {
+        let error = error_of(&mut conn, "SELECT sync_select_changes($1, NULL, $2)", &[&scope, &options]);
+        assert!(error.starts_with("28000"), "{scope} {options}: {error}");
+    }
+    let error = error_of(&mut conn, "SELECT sync_select_changes('crm', NULL, $1)", &[&json!({"token": token, "params": {"tenant": 2}})]);
+    assert!(error.starts_with("22023") && error.contains("bound to parameters"), "{error}");
+}
+
+#[test]
+fn an_operator_manages_only_the_scopes_over_tables_it_owns() {
+    let s = Scenario::new("operator", SCHEMA, "crm");
+    s.server().batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL)").unwrap();
+    let operator = Role::new(&s, "operator", &format!("{OPERATOR_GRANTS} ALTER TABLE orders OWNER TO {{role}};"));
+    let mut conn = operator.connect(&s);
+
+    query_json(&mut conn, r#"SELECT sync_provision('shop', '{"tables": [{"name": "orders", "filter": {"tenant_id": "tenant"}}]}')"#, &[]);
+    let issued = query_json(&mut conn, r#"SELECT sync_register_client('shop', '{"tenant": 1}')"#, &[]);
+    let client = issued["client_id"].as_str().unwrap().to_string();
+    assert_eq!(query_json(&mut conn, "SELECT sync_clients('shop')", &[])[0]["client_id"], client.as_str());
+    assert_eq!(query_json(&mut conn, "SELECT sync_status('shop')", &[])["tables"][0]["name"], "public.orders");
+    query_json(&mut conn, "SELECT sync_cleanup('shop')", &[]);
+    query_json(&mut conn, "SELECT sync_rotate_token('shop', $1)", &[&client]);
+
+    // Another role's table, another role's scope: refused, naming why.
+    let error = error_of(&mut conn, r#"SELECT sync_provision('steal', '{"tables": [{"name": "customers"}]}')"#, &[]);
+    assert!(error.starts_with("42501") && error.contains("customers"), "{error}");
+    let error = error_of(&mut conn, r#"SELECT sync_provision('crm', '{"tables": [{"name": "orders"}]}')"#, &[]);
+    assert!(error.starts_with("42501") && error.contains("does not own scope \"crm\""), "{error}");
+    for sql in [
+        "SELECT sync_status('crm')",
+        "SELECT sync_clients('crm')",
+        r#"SELECT sync_register_client('crm', '{"tenant": 2}')"#,
+        "SELECT sync_cleanup('crm')",
+        "SELECT sync_revoke_client('crm', 'someone')",
+        "SELECT sync_rotate_token('crm', 'someone')",
+        "SELECT sync_deprovision('crm')",
+    ] {
+        let error = error_of(&mut conn, sql, &[]);
+        assert!(error.starts_with("42501") && error.contains("does not own scope \"crm\""), "{sql}: {error}");
+    }
+    let scopes: i64 = s.server().query_one("SELECT count(*) FROM tandem.scopes WHERE name IN ('crm', 'shop')", &[]).unwrap().get(0);
+    assert_eq!(scopes, 2);
+    conn.batch_execute("SELECT sync_deprovision('shop')").unwrap();
+}
+
+#[test]
+fn a_rotated_token_keeps_the_devices_unsent_changes_and_a_revoked_one_is_refused_at_once() {
+    let s = Scenario::new("tokens", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let client = tandem_core::identity::token_client_id(&token).unwrap().to_string();
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE customers SET name = 'offline edit' WHERE id = 1");
+
+    let rotated = query_json(&mut s.server(), "SELECT sync_rotate_token('crm', $1)", &[&client]);
+    assert_eq!(rotated["client_id"], client.as_str());
+    let new_token = rotated["token"].as_str().unwrap().to_string();
+    let error = file.sync(&s.db.url, "crm", &options(&token)).unwrap_err().to_string();
+    assert!(error.contains("invalid token"), "the old token is refused: {error}");
+    let report = s.sync_as(&file, &new_token);
+    assert_eq!(report.pushed, 1, "the edit made before the rotation is sent: {report:?}");
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(name, "offline edit");
+
+    let clients = query_json(&mut s.server(), "SELECT sync_clients('crm')", &[]);
+    assert!(clients[0]["last_seen"].is_string(), "{clients}");
+    assert_eq!(clients[0]["replicas"].as_array().unwrap().len(), 1, "{clients}");
+    let revoked: bool = s.server().query_one("SELECT sync_revoke_client('crm', $1)", &[&client]).unwrap().get(0);
+    assert!(revoked);
+    let error = file.sync(&s.db.url, "crm", &options(&new_token)).unwrap_err().to_string();
+    assert!(error.contains("invalid token"), "a revoked token is refused at once: {error}");
+    assert_eq!(query_json(&mut s.server(), "SELECT sync_clients('crm')", &[]), json!([]));
+    let error = error_of(&mut s.server(), "SELECT sync_rotate_token('crm', $1)", &[&client]);
+    assert!(error.starts_with("42704") && error.contains("sync_clients"), "{error}");
 }

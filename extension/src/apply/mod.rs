@@ -41,6 +41,7 @@ use tandem_core::{Error, Result};
 use crate::catalog;
 use crate::fold;
 use crate::json_text::{JsonText, JsonbText};
+use crate::privileges;
 use crate::registry;
 use crate::report::{self, required, run};
 use crate::spi::{self, Spi};
@@ -50,7 +51,7 @@ use plan::TablePlan;
 /// Applies a changeset from a client in one transaction and returns the new
 /// versions of the rows it wrote and how each conflict ended. Any refused row
 /// fails the whole changeset, with each refused row named in the DETAIL.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
 fn sync_apply_changes(scope: Option<&str>, changeset: Option<JsonbText>, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_apply_changes", || {
         let scope = required(scope, "scope")?;
@@ -63,7 +64,7 @@ fn sync_apply_changes(scope: Option<&str>, changeset: Option<JsonbText>, options
 /// `sync_apply_changes` with `json` text both ways, for agents that send the
 /// changeset as they wrote it and parse the result themselves (no jsonb
 /// parse and print of either).
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
 fn sync_apply_changes_json(scope: Option<&str>, changeset: Option<JsonText>, options: default!(Option<JsonbText>, "'{}'")) -> JsonText {
     run("sync_apply_changes_json", || {
         let scope = required(scope, "scope")?;
@@ -95,8 +96,8 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
         return Err(Error::Malformed { what: "changeset", reason: "\"origin\" is empty: it names the uploading client".into() });
     }
     let claimed = options.client_id.as_deref().or(if options.token.is_some() { None } else { Some(changeset.origin.as_str()) });
-    let owner = registry::caller_owns(spi, scope_name)?;
-    let identity = registry::resolve_identity(spi, &stored, scope_name, owner, claimed, options.token.as_deref(), options.params.as_ref())?;
+    let owner = privileges::caller_owns(spi, scope_name)?;
+    let identity = registry::resolve_identity(spi, scope_name, owner, claimed, options.token.as_deref(), options.params.as_ref())?;
     let client_id = identity.client_id.unwrap_or_else(|| changeset.origin.clone());
     if client_id != changeset.origin {
         return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });
