@@ -6,11 +6,12 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 13] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
     "download_ratio",
+    "filtered_download_rows_per_s",
     "incremental_ms",
     "upload_rows_per_s",
     "upload_ratio",
