@@ -85,7 +85,7 @@ pub enum Error {
     #[error("changeset claims origin \"{origin}\" but the caller is client \"{client}\"")]
     IdentityMismatch { origin: String, client: String },
 
-    #[error("replica \"{replica}\" syncs as another client than \"{client}\": a file syncs as one client; sync this client from a file of its own")]
+    #[error("replica id \"{replica}\" belongs to another client than \"{client}\": each file syncs as one client, under an id of its own; give this one another id (a new file gets one)")]
     ForeignReplica { replica: String, client: String },
 
     #[error("unsupported changeset format {0}; this Tandem reads format 1")]

@@ -98,6 +98,21 @@ pub struct CleanupOptions {
     pub inactive_after_days: Option<u32>,
 }
 
+/// Options of the server's `sync_schema`: a device shows its token, as for
+/// its other calls.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl SchemaOptions {
+    pub fn parse(value: Option<&Value>) -> Result<Self> {
+        parse_options(value)
+    }
+}
+
 /// How the server settles a conflict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Policy {

@@ -20,6 +20,9 @@ CREATE TABLE tandem.scopes (
     -- The role that provisioned the scope: it (and any member of it, and a
     -- superuser) may act for any client; everyone else needs a token.
     owner text NOT NULL DEFAULT session_user,
+    -- The search_path its owner provisioned it with: the users' code a sync
+    -- runs (triggers, resolver) runs as the owner, with this path.
+    search_path text NOT NULL DEFAULT '"$user", public',
     -- Changes older than this were purged by sync_cleanup.
     purged_before xid8,
     -- The transaction that made this scope's tracking (again): a watermark
@@ -46,6 +49,9 @@ CREATE TABLE tandem.clients (
     params jsonb NOT NULL DEFAULT '{}',
     -- sha256 of the bearer token; NULL for clients that connect directly.
     token_hash bytea UNIQUE,
+    -- The scope's owner when the client was registered: a scope made anew
+    -- under the name takes its clients only if it has the same owner.
+    owner text,
     created_at timestamptz NOT NULL DEFAULT now(),
     last_seen timestamptz
 );

@@ -44,8 +44,8 @@ pub fn register(spi: &mut Spi<'_>, scope_name: &str, params: &Params) -> Result<
     let token = new_token(&client_id, &secret()?);
     spi::exec(
         spi,
-        "INSERT INTO tandem.clients (client_id, scope, params, token_hash) \
-         VALUES ($1, $2, $3::jsonb, sha256(convert_to($4, 'UTF8')))",
+        "INSERT INTO tandem.clients (client_id, scope, params, token_hash, owner) \
+         VALUES ($1, $2, $3::jsonb, sha256(convert_to($4, 'UTF8')), (SELECT s.owner FROM tandem.scopes s WHERE s.name = $2))",
         &[
             client_id.as_str().into(),
             scope_name.into(),

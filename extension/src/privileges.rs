@@ -91,3 +91,83 @@ pub fn require_table_owner(spi: &mut Spi<'_>, table: &str) -> Result<()> {
         Some(false) => Err(Error::NotTableOwner { role: caller_name(spi)?, table: table.to_string() }),
     }
 }
+
+/// Runs `body` as the scope's owner, with the `search_path` it provisioned
+/// the scope with for the users' code: the tables' triggers, domain checks,
+/// defaults, casts and the scope's resolver run with the rights of the
+/// role that owns them, never with the extension's (a superuser's), and a
+/// caller's `search_path` cannot redirect them. Tandem's own statements in
+/// `body` touch only the scope's tracking, which provisioning grants the
+/// owner. A PostgreSQL error inside ends the transaction, which puts the
+/// role back.
+pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    let found = spi::select(
+        spi,
+        "SELECT r.oid::int8, s.search_path FROM tandem.scopes s JOIN pg_catalog.pg_roles r ON r.rolname = s.owner WHERE s.name = $1",
+        &[scope.into()],
+        |row| Ok((spi::required::<i64>(row, 1)?, spi::required_text(row, 2)?)),
+    )?;
+    let Some((owner, path)) = found.into_iter().next() else {
+        return Err(Error::Internal(format!("the owner of scope \"{scope}\" is no role: provision it again as its owner")));
+    };
+    let owner = u32::try_from(owner).map(pg_sys::Oid::from).map_err(|_| Error::Internal(format!("role oid {owner}")))?;
+    let mut previous = pg_sys::Oid::INVALID;
+    let mut context = 0;
+    // SAFETY: the user id and security context are backend globals these
+    // functions read and set; `Restore` puts them back on every way out of
+    // `body` that returns, and an ERROR's abort puts them back itself.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut previous, &mut context);
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    struct Restore(pg_sys::Oid, i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: as above.
+            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
+        }
+    }
+    let _restore = Restore(previous, context);
+    spi::with_users_path(spi, &path, body)
+}
+
+/// Refuses a resolver the caller may not execute: it runs as the scope's
+/// owner at every conflict, so naming it is calling it.
+pub fn require_execute(spi: &mut Spi<'_>, function: &str) -> Result<()> {
+    let allowed = spi::one::<bool>(
+        spi,
+        "SELECT pg_catalog.has_function_privilege($2::int8::oid, pg_catalog.to_regproc($1)::oid, 'EXECUTE')",
+        &[function.into(), caller_oid().into()],
+    )?;
+    match allowed {
+        Some(false) => Err(Error::InvalidSetup(format!(
+            "role \"{}\" may not execute {function}: grant it EXECUTE to use it as the scope's resolver",
+            caller_name(spi)?
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses to make a scope under a name whose earlier registrations belong
+/// to another role: deprovisioning keeps them, and they would let their
+/// tokens into the new scope's rows.
+pub fn require_registrations_own(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
+    let other = spi::select(
+        spi,
+        "SELECT c.owner FROM tandem.clients c \
+         WHERE c.scope = $1 AND c.owner IS NOT NULL \
+           AND (pg_catalog.pg_has_role($2::int8::oid, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = c.owner), 'MEMBER') \
+                OR (SELECT u.rolsuper FROM pg_catalog.pg_roles u WHERE u.oid = $2::int8::oid)) IS FALSE LIMIT 1",
+        &[scope.into(), caller_oid().into()],
+        |row| spi::text(row, 1),
+    )?;
+    match other.into_iter().next() {
+        Some(owner) => Err(Error::NotScopeOwner {
+            role: caller_name(spi)?,
+            scope: scope.to_string(),
+            owner: owner.unwrap_or_default(),
+            function: "sync_provision (its earlier clients are that role's)",
+        }),
+        None => Ok(()),
+    }
+}

@@ -4,7 +4,7 @@
 use pgrx::prelude::*;
 use serde_json::Value;
 use tandem_core::ident::TableName;
-use tandem_core::options::Policy;
+use tandem_core::options::{Policy, SchemaOptions};
 use tandem_core::schema::{build_schema, Schema, TableSchema};
 use tandem_core::setup::{check_scope_name, ScopeSetup};
 use tandem_core::sql::{tracking, Scope};
@@ -46,11 +46,20 @@ fn sync_deprovision(scope: Option<&str>) {
 
 /// The scope's schema: tables, columns with logical types, keys, filters and
 /// directions. The local side provisions from it.
+/// Like every call of a device, it takes the device's token.
 #[pg_extern(stable, security_definer)]
-fn sync_schema(scope: Option<&str>) -> JsonbText {
+fn sync_schema(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_schema", || {
         let scope = required(scope, "scope")?;
-        spi::connect(|spi| Ok(JsonbText::from_value(&registry::load_scope(spi, scope)?.schema)))
+        let options = SchemaOptions::parse(crate::report::options(options)?.as_ref())?;
+        spi::connect(|spi| {
+            let schema = registry::load_scope(spi, scope)?.schema;
+            let owner = privileges::caller_owns(spi, scope)?;
+            registry::resolve_identity(spi, scope, owner, None, options.token.as_deref(), None)?;
+            let mut value = serde_json::to_value(&schema).map_err(|e| Error::Internal(format!("schema of {scope}: {e}")))?;
+            value["server_id"] = Value::from(registry::server_id(spi)?);
+            Ok(JsonbText::from_value(&value))
+        })
     })
 }
 
@@ -63,8 +72,9 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
     let setup = ScopeSetup::parse(scope, setup_value)?;
     lock_scope(spi, scope)?;
     let old = registry::find_scope(spi, scope)?;
-    if old.is_some() {
-        privileges::require_owner(spi, scope, "sync_provision")?;
+    match &old {
+        Some(_) => privileges::require_owner(spi, scope, "sync_provision")?,
+        None => privileges::require_registrations_own(spi, scope)?,
     }
     let old_version = old.as_ref().map(|s| s.schema.version).unwrap_or(0);
     let mut generated: Vec<(String, String)> = Vec::new();
@@ -83,7 +93,8 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
     // A resolver is checked now, not at the first conflict.
     for table in &schema.tables {
         if let Policy::Resolver(name) = Policy::parse(table.policy.as_deref())? {
-            catalog::find_resolver(spi, &name)?;
+            let found = catalog::find_resolver(spi, &name)?;
+            privileges::require_execute(spi, &found)?;
         }
     }
     if let Some(old) = &old {
@@ -93,6 +104,7 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
             let tracked = old.scope();
             for index in 0..old.schema.tables.len() {
                 refresh_tracking(spi, &tracked, index, false)?;
+                grant_tracking(spi, &tracked, index)?;
             }
             return Ok(old.schema.clone());
         }
@@ -109,11 +121,12 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
     // what happened before: a device that pulled from an earlier one
     // resyncs, as after a cleanup.
     let owner = privileges::caller_name(spi)?;
+    let path = spi::caller_search_path().unwrap_or_default();
     spi::exec(
         spi,
-        "INSERT INTO tandem.scopes (name, setup, schema, owner) VALUES ($1, $2::jsonb, $3::jsonb, $4) \
+        "INSERT INTO tandem.scopes (name, setup, schema, owner, search_path) VALUES ($1, $2::jsonb, $3::jsonb, $4, $5) \
          ON CONFLICT (name) DO UPDATE SET setup = excluded.setup, schema = excluded.schema, updated_at = now()",
-        &[scope.into(), setup_text.into(), schema_text.into(), owner.into()],
+        &[scope.into(), setup_text.into(), schema_text.into(), owner.into(), path.into()],
     )?;
     // Tables that left the scope lose their tracking.
     for (table, id) in &old_tables {
@@ -166,6 +179,7 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
         // transaction ends, so the fold below leaves nothing in the log that
         // a later fold could stamp over the restamp with.
         refresh_tracking(spi, &tracked, index, new_tables.contains(&index))?;
+        grant_tracking(spi, &tracked, index)?;
         if let Some((old_table, _)) = old_tables.iter().find(|(t, _)| t.name == table.name) {
             let gained = table.columns.iter().any(|c| !old_table.columns.iter().any(|o| o.name == c.name && o.pg_type == c.pg_type));
             if gained {
@@ -215,6 +229,28 @@ fn refresh_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, mut fr
         }
         partitions::follow(spi, tracked, index, !fresh)
     })
+}
+
+/// Lets the scope's owner use the table's tracking: a sync reads and
+/// writes the owner's tables as the owner (`privileges::as_scope_owner`),
+/// and its statements join them with their tracking.
+fn grant_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize) -> Result<()> {
+    let owner = spi::one::<String>(spi, "SELECT owner FROM tandem.scopes WHERE name = $1", &[tracked.schema.scope.as_str().into()])?
+        .ok_or_else(|| Error::UnknownScope(tracked.schema.scope.clone()))?;
+    let owner = tandem_core::ident::quote_ident(&owner);
+    spi::exec(spi, &format!("GRANT USAGE ON SCHEMA tandem TO {owner}"), &[])?;
+    spi::exec(spi, &format!("GRANT USAGE ON SEQUENCE {} TO {owner}", tracking::LOG_SEQUENCE), &[])?;
+    spi::exec(
+        spi,
+        &format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {}, {}, {} TO {owner}",
+            tracked.track(index),
+            tracked.log(index),
+            tracked.exits(index)
+        ),
+        &[],
+    )?;
+    Ok(())
 }
 
 /// Refuses changes that clients could not follow without losing track of

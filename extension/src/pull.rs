@@ -75,90 +75,96 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
     let bound = bind_params(&scope, &params, downloading.iter().copied())?;
     let origin = registry::server_id(spi)?;
 
-    let (changeset, needs) = spi::with_text_settings(spi, |spi| {
-        let own =
-            spi::select(spi, "SELECT pg_current_xact_id_if_assigned()::text", &[], |row| spi::text(row, 1))?.into_iter().next().flatten();
-        let mut window = start_window(spi, since, own.as_deref())?;
-        // After the window's end is taken: every change it covers has
-        // committed, so the fold sees it (or waits for a fold that moves it).
-        fold::fold(spi, &scope, downloading.iter().copied())?;
-        if let (Some(since), Some(purged)) = (&window.since, &stored.purged_before) {
-            if purged.parse::<u64>().is_ok_and(|purged| since.xmin < purged) {
-                return Err(Error::WatermarkTooOld(scope_name.to_string()));
-            }
-        }
-        // A watermark from before the scope's tracking was made (again):
-        // what happened in between is unknown. (One this transaction took
-        // after making it marks it running, yet saw it.)
-        if let (Some(since), Some(tracked)) = (&window.since, &stored.tracked_since) {
-            if own.as_deref() != Some(tracked.as_str()) && tracked.parse::<u64>().is_ok_and(|xid| !since.sees(xid)) {
-                return Err(Error::WatermarkTooOld(scope_name.to_string()));
-            }
-        }
-        let max_rows = options.max_rows();
-        let mut writer = ChangesetWriter::with_capacity(scope_name, &origin, batch_bytes(&scope, max_rows));
-        let mut has_more = false;
-        // Rows read count against max_rows even when skipped (changed after
-        // the pull began), so a batch stays bounded.
-        let mut budget_used: u64 = 0;
-        let until = window.until.to_string();
-        let since_text = window.since.as_ref().map(|s| s.to_string());
-        loop {
-            if window.phase == Phase::Deletes && window.since.is_none() {
-                break;
-            }
-            if window.table >= scope.schema.tables.len() {
-                match window.phase {
-                    Phase::Upserts => {
-                        window.phase = Phase::Deletes;
-                        window.table = 0;
-                        continue;
-                    }
-                    Phase::Deletes => break,
+    // The filter's casts and comparisons (a domain's check, say) run with
+    // the scope owner's rights, never the extension's.
+    let (changeset, needs) = privileges::as_scope_owner(spi, scope_name, |spi| {
+        spi::with_text_settings(spi, |spi| {
+            let own = spi::select(spi, "SELECT pg_current_xact_id_if_assigned()::text", &[], |row| spi::text(row, 1))?
+                .into_iter()
+                .next()
+                .flatten();
+            let mut window = start_window(spi, since, own.as_deref())?;
+            // After the window's end is taken: every change it covers has
+            // committed, so the fold sees it (or waits for a fold that moves it).
+            fold::fold(spi, &scope, downloading.iter().copied())?;
+            if let (Some(since), Some(purged)) = (&window.since, &stored.purged_before) {
+                if purged.parse::<u64>().is_ok_and(|purged| since.xmin < purged) {
+                    return Err(Error::WatermarkTooOld(scope_name.to_string()));
                 }
             }
-            if !scope.table(window.table).direction.downloads() {
+            // A watermark from before the scope's tracking was made (again):
+            // what happened in between is unknown. (One this transaction took
+            // after making it marks it running, yet saw it.)
+            if let (Some(since), Some(tracked)) = (&window.since, &stored.tracked_since) {
+                if own.as_deref() != Some(tracked.as_str()) && tracked.parse::<u64>().is_ok_and(|xid| !since.sees(xid)) {
+                    return Err(Error::WatermarkTooOld(scope_name.to_string()));
+                }
+            }
+            let max_rows = options.max_rows();
+            let mut writer = ChangesetWriter::with_capacity(scope_name, &origin, batch_bytes(&scope, max_rows));
+            let mut has_more = false;
+            // Rows read count against max_rows even when skipped (changed after
+            // the pull began), so a batch stays bounded.
+            let mut budget_used: u64 = 0;
+            let until = window.until.to_string();
+            let since_text = window.since.as_ref().map(|s| s.to_string());
+            loop {
+                if window.phase == Phase::Deletes && window.since.is_none() {
+                    break;
+                }
+                if window.table >= scope.schema.tables.len() {
+                    match window.phase {
+                        Phase::Upserts => {
+                            window.phase = Phase::Deletes;
+                            window.table = 0;
+                            continue;
+                        }
+                        Phase::Deletes => break,
+                    }
+                }
+                if !scope.table(window.table).direction.downloads() {
+                    window.table += 1;
+                    continue;
+                }
+                let remaining = max_rows.saturating_sub(budget_used);
+                if remaining == 0 {
+                    has_more = true;
+                    break;
+                }
+                let fixed = pull::Window {
+                    until: &until,
+                    since: since_text.as_deref(),
+                    own_xid: own.as_deref(),
+                    replica,
+                    echoes: &echoes,
+                    limit: remaining.min(i64::MAX as u64) as i64,
+                };
+                let (read, last_key, full) = read_batch(spi, &scope, &window, &fixed, &bound, &mut writer, options.max_bytes())?;
+                budget_used += read as u64;
+                if read as u64 == remaining || full {
+                    window.after = last_key;
+                    has_more = true;
+                    break;
+                }
                 window.table += 1;
-                continue;
+                window.after = None;
             }
-            let remaining = max_rows.saturating_sub(budget_used);
-            if remaining == 0 {
-                has_more = true;
-                break;
-            }
-            let fixed = pull::Window {
-                until: &until,
-                since: since_text.as_deref(),
-                own_xid: own.as_deref(),
-                replica,
-                echoes: &echoes,
-                limit: remaining.min(i64::MAX as u64) as i64,
+            let watermark = if has_more {
+                Watermark::Partial {
+                    until: window.until.clone(),
+                    since: window.since.clone(),
+                    phase: window.phase,
+                    table: window.table,
+                    after: window.after.clone(),
+                }
+            } else {
+                Watermark::Complete(window.until.clone())
             };
-            let (read, last_key, full) = read_batch(spi, &scope, &window, &fixed, &bound, &mut writer, options.max_bytes())?;
-            budget_used += read as u64;
-            if read as u64 == remaining || full {
-                window.after = last_key;
-                has_more = true;
-                break;
-            }
-            window.table += 1;
-            window.after = None;
-        }
-        let watermark = if has_more {
-            Watermark::Partial {
-                until: window.until.clone(),
-                since: window.since.clone(),
-                phase: window.phase,
-                table: window.table,
-                after: window.after.clone(),
-            }
-        } else {
-            Watermark::Complete(window.until.clone())
-        };
-        // What this client still needs: changes after the window's start
-        // (for a first pull, after its end). Cleanup keeps those.
-        let needs = window.since.clone().unwrap_or_else(|| window.until.clone()).to_string();
-        Ok((writer.finish(&watermark.to_string(), has_more), needs))
+            // What this client still needs: changes after the window's start
+            // (for a first pull, after its end). Cleanup keeps those.
+            let needs = window.since.clone().unwrap_or_else(|| window.until.clone()).to_string();
+            Ok((writer.finish(&watermark.to_string(), has_more), needs))
+        })
     })?;
     if let Some(id) = client_id {
         registry::record_client(spi, scope_name, id, &params)?;

@@ -180,7 +180,8 @@ pub fn record_client(spi: &mut Spi<'_>, scope: &str, client_id: &str, params: &P
     let params_text = Value::Object(params.clone().into_iter().collect()).to_string();
     let recorded = spi::exec(
         spi,
-        "INSERT INTO tandem.clients (client_id, scope, params, last_seen) VALUES ($1, $2, $3::jsonb, now()) \
+        "INSERT INTO tandem.clients (client_id, scope, params, last_seen, owner) \
+         VALUES ($1, $2, $3::jsonb, now(), (SELECT s.owner FROM tandem.scopes s WHERE s.name = $2)) \
          ON CONFLICT (client_id) DO UPDATE SET last_seen = now() \
          WHERE tandem.clients.scope = excluded.scope AND tandem.clients.params = excluded.params",
         &[client_id.into(), scope.into(), params_text.into()],
@@ -205,9 +206,25 @@ pub struct StoredReplica {
     pub last_applied: Option<String>,
 }
 
+/// A caller that names no replica is the replica with its client's id, so
+/// no caller may take another client's id as its replica's: the client
+/// would be locked out of its own default replica.
+fn refuse_other_clients_id(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> Result<()> {
+    if replica_id == client_id {
+        return Ok(());
+    }
+    let taken = spi::select(spi, "SELECT true FROM tandem.clients WHERE client_id = $1", &[replica_id.into()], |_| Ok(()))?;
+    if taken.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ForeignReplica { replica: replica_id.to_string(), client: client_id.to_string() })
+    }
+}
+
 /// The replica `replica_id`, if it ever synced. A replica belongs to the
 /// client that first used its id: any other client is refused.
 pub fn find_replica(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> Result<Option<StoredReplica>> {
+    refuse_other_clients_id(spi, replica_id, client_id)?;
     let rows = spi::select(
         spi,
         "SELECT client_id, last_upload, last_version::text, last_applied FROM tandem.replicas WHERE replica_id = $1",
@@ -232,6 +249,7 @@ pub fn find_replica(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> Result<
 /// Records a replica's visit (binding a new replica id to `client_id`)
 /// and, for pulls, the watermark it pulled from.
 pub fn record_replica(spi: &mut Spi<'_>, replica_id: &str, client_id: &str, since: Option<&str>) -> Result<()> {
+    refuse_other_clients_id(spi, replica_id, client_id)?;
     let recorded = spi::exec(
         spi,
         "INSERT INTO tandem.replicas (replica_id, client_id, last_seen, last_since) VALUES ($1, $2, now(), $3) \

@@ -19,11 +19,30 @@ pub type Spi<'c> = SpiClient<'c>;
 const PINNED_PATH: &str = "pg_catalog, pg_temp";
 
 thread_local! {
-    /// The callers' own `search_path`s, innermost last, for the statements
-    /// that run the users' code (see [`as_caller`]).
+    /// The callers' own `search_path`s, innermost last: what a scope's
+    /// owner had when it provisioned is kept for its users' code.
     static CALLER_PATHS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Statements run with the caller's path now (inside [`as_caller`]).
-    static AS_CALLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The `search_path`s the users' code runs with, innermost last (set by
+    /// `privileges::as_scope_owner`; see [`as_users_code`]).
+    static USER_PATHS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Statements run with the users' path now (inside [`as_users_code`]).
+    static IN_USERS_CODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The `search_path` of the session that called the running sync function.
+pub fn caller_search_path() -> Option<String> {
+    CALLER_PATHS.with(|paths| paths.borrow().last().cloned())
+}
+
+/// Runs `body`, all of which runs as a scope's owner, with the owner's
+/// `search_path` (see [`as_users_code`]): the owner's own code (a domain's
+/// check in a cast, a trigger) finds what the owner's statements would,
+/// and no caller's path reaches it.
+pub fn with_users_path<T>(spi: &mut Spi<'_>, path: &str, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    USER_PATHS.with(|paths| paths.borrow_mut().push(path.to_string()));
+    let result = as_users_code(spi, body);
+    USER_PATHS.with(|paths| paths.borrow_mut().pop());
+    result
 }
 
 /// Connects to SPI for a sync function's body, with `search_path` pinned
@@ -41,21 +60,20 @@ pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
 }
 
 /// Runs `body`, whose statements run the users' own code (their tables'
-/// triggers, a resolver function), with the caller's `search_path` between
-/// `pg_catalog` and `pg_temp`: that code finds its tables as in the
-/// caller's own statements, Tandem's statements still find PostgreSQL's own
-/// operators and functions first, and a caller's temporary table cannot
-/// stand in for a table that code names (it runs with the extension's
-/// rights).
-pub fn as_caller<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
-    let Some(caller) = CALLER_PATHS.with(|paths| paths.borrow().last().cloned()) else { return body(spi) };
-    if AS_CALLER.get() {
+/// triggers, a resolver function), with the `search_path` the scope's
+/// owner provisioned it with, between `pg_catalog` and `pg_temp`: that code
+/// finds its tables as in the owner's own statements, whatever path the
+/// caller set, Tandem's statements still find PostgreSQL's own operators
+/// and functions first, and a caller's temporary table comes last.
+pub fn as_users_code<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    let Some(users) = USER_PATHS.with(|paths| paths.borrow().last().cloned()) else { return body(spi) };
+    if IN_USERS_CODE.get() {
         return body(spi);
     }
-    set_path(spi, &caller_path(&caller))?;
-    AS_CALLER.set(true);
+    set_path(spi, &users_path(&users))?;
+    IN_USERS_CODE.set(true);
     let result = body(spi);
-    AS_CALLER.set(false);
+    IN_USERS_CODE.set(false);
     set_path(spi, PINNED_PATH)?;
     result
 }
@@ -75,8 +93,8 @@ pub fn quietly<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T
     result
 }
 
-/// `pg_catalog`, the caller's schemas, then `pg_temp` (see [`as_caller`]).
-fn caller_path(caller: &str) -> String {
+/// `pg_catalog`, the owner's schemas, then `pg_temp` (see [`as_users_code`]).
+fn users_path(caller: &str) -> String {
     let temporary = |entry: &str| {
         let name = entry.trim().trim_matches('"');
         name == "pg_temp" || name.starts_with("pg_temp_")

@@ -18,18 +18,24 @@ use crate::tls::{SslMode, TlsSettings};
 
 /// `Send`, so a round can fetch the next batch while it stores this one.
 pub trait Remote: Send {
-    /// `sync_schema(scope)` on the server.
-    fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError>;
+    /// `sync_schema(scope, {"token": token})` on the server.
+    fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError>;
     /// `sync_select_changes(scope, since, options)`: changeset JSON text.
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError>;
     /// `sync_apply_changes(scope, changeset, options)`.
     fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError>;
+    /// The server's id (and its database's), as the last `schema` call
+    /// gave it; `None` for a transport that does not say.
+    fn server_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A direct connection to PostgreSQL with the tandem extension.
 pub struct PostgresRemote {
     client: Client,
     url: String,
+    server_id: Option<String>,
 }
 
 impl PostgresRemote {
@@ -43,13 +49,18 @@ impl PostgresRemote {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("tandem");
+        if config.get_password().is_none() {
+            if let Ok(password) = std::env::var("PGPASSWORD") {
+                config.password(password);
+            }
+        }
         config.ssl_mode(tls.postgres_mode());
         let connected = match tls.mode {
             SslMode::Disable => config.connect(NoTls),
             _ => config.connect(MakeRustlsConnect::new(tls.client_config()?)),
         };
         let client = connected.map_err(|e| connect_error(&shown, &config, &tls, &e))?;
-        Ok(PostgresRemote { client, url: shown })
+        Ok(PostgresRemote { client, url: shown, server_id: None })
     }
 
     fn error(&self, scope: &str, error: postgres::Error) -> RemoteError {
@@ -105,19 +116,33 @@ fn connect_error(url: &str, config: &Config, tls: &TlsSettings, error: &postgres
         source = cause.source();
     }
     let text = chain.join(": ");
+    if text.contains("password missing") {
+        return RemoteError::Refused {
+            url,
+            reason: format!("the server asks user \"{user}\" for a password and none was given: put it in PGPASSWORD (or in the URL)"),
+        };
+    }
     // tokio-postgres says "TLS" (handshake, server without TLS); rustls
     // says "certificate".
     if text.contains("TLS") || text.contains("certificate") {
-        let mode = format!("{:?}", tls.mode).to_lowercase();
         return RemoteError::Refused {
             url,
             reason: format!(
-                "TLS failed (sslmode {mode}): {text} (check the server's certificate against --ca-cert/sslrootcert, \
-                 or that the server has ssl = on)"
+                "TLS failed (sslmode {}): {text} (check the server's certificate against --ca-cert/sslrootcert, \
+                 or that the server has ssl = on)",
+                tls.mode
             ),
         };
     }
-    let hosts = config.get_hosts().iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ");
+    let hosts = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let ports = config.get_ports().iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
     RemoteError::Unreachable { url, reason: format!("{text} (is PostgreSQL running and listening at host {hosts} port {ports}?)") }
 }
@@ -127,9 +152,17 @@ fn options_text(options: &impl serde::Serialize) -> String {
 }
 
 impl Remote for PostgresRemote {
-    fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError> {
-        let text = self.one_text(scope, "SELECT sync_schema($1)::text", &[&scope])?;
-        serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))
+    fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError> {
+        let options = serde_json::json!({ "token": token }).to_string();
+        let text = self.one_text(scope, "SELECT sync_schema($1, $2::text::jsonb)::text", &[&scope, &options])?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))?;
+        self.server_id = value.as_object_mut().and_then(|o| o.remove("server_id")).and_then(|v| v.as_str().map(str::to_string));
+        serde_json::from_value(value).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))
+    }
+
+    fn server_id(&self) -> Option<String> {
+        self.server_id.clone()
     }
 
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {

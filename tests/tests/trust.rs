@@ -220,16 +220,29 @@ fn a_device_role_holding_only_execute_syncs_its_partition_and_reads_nothing_else
     let report = file.sync(&device.url(&s), "crm", &options(&token)).unwrap();
     assert_eq!(report.pushed, 1, "{report:?}");
 
-    // A temporary table of the device's session does not stand in for the
-    // table a server trigger writes (it runs with the extension's rights).
+    // The device's search_path does not reach the owner's trigger: with an
+    // empty path, a temporary table named like the one the trigger writes,
+    // with a trigger of its own that would make the device a superuser,
+    // stays untouched; the trigger writes its own table.
     let mut conn = device.connect(&s);
-    conn.batch_execute("CREATE TEMP TABLE audit (id bigint, name text)").unwrap();
+    conn.batch_execute(&format!(
+        "CREATE TEMP TABLE audit (id bigint, name text);
+         CREATE FUNCTION pg_temp.pwn() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN EXECUTE 'ALTER ROLE {} SUPERUSER'; RETURN NULL; END $$;
+         CREATE TRIGGER pwn AFTER INSERT ON pg_temp.audit FOR EACH ROW EXECUTE FUNCTION pg_temp.pwn();
+         SET search_path = '';",
+        device.name
+    ))
+    .unwrap();
     let client = tandem_core::identity::token_client_id(&token).unwrap().to_string();
     let edit = upload(&client, json!([{"op": "upsert", "values": [6, 1, "Fay"]}]));
-    let result = query_json(&mut conn, "SELECT sync_apply_changes('crm', $1, $2)", &[&edit, &json!({"token": token})]);
+    let result = query_json(&mut conn, "SELECT public.sync_apply_changes('crm', $1, $2)", &[&edit, &json!({"token": token})]);
     assert_eq!(result["applied"], 1, "{result}");
     let trapped: i64 = conn.query_one("SELECT count(*) FROM pg_temp.audit", &[]).unwrap().get(0);
     assert_eq!(trapped, 0, "the trigger wrote the device's temporary table");
+    let superuser: bool = s.server().query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&device.name]).unwrap().get(0);
+    assert!(!superuser, "the device made itself a superuser");
+    conn.batch_execute("SET search_path = public").unwrap();
     let audited: i64 = s.server().query_one("SELECT count(*) FROM audit WHERE id IN (1, 6)", &[]).unwrap().get(0);
     assert_eq!(audited, 2, "the trigger's rows are in the real table");
 
@@ -291,7 +304,69 @@ fn an_operator_manages_only_the_scopes_over_tables_it_owns() {
     }
     let scopes: i64 = s.server().query_one("SELECT count(*) FROM tandem.scopes WHERE name IN ('crm', 'shop')", &[]).unwrap().get(0);
     assert_eq!(scopes, 2);
+    // A resolver it may not execute is not its to name.
+    s.server()
+        .batch_execute("CREATE FUNCTION private_resolver(jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT $1'; REVOKE ALL ON FUNCTION private_resolver(jsonb) FROM PUBLIC")
+        .unwrap();
+    let error = error_of(
+        &mut conn,
+        r#"SELECT sync_provision('shop', '{"policy": "public.private_resolver", "tables": [{"name": "orders", "filter": {"tenant_id": "tenant"}}]}')"#,
+        &[],
+    );
+    assert!(error.starts_with("22023") && error.contains("EXECUTE"), "{error}");
+    // Its scope's name, deprovisioned, is not another role's to take with
+    // the clients registered under it.
     conn.batch_execute("SELECT sync_deprovision('shop')").unwrap();
+    let other = Role::new(
+        &s,
+        "other",
+        &format!("{OPERATOR_GRANTS} CREATE TABLE theirs (id int PRIMARY KEY, tenant_id int); ALTER TABLE theirs OWNER TO {{role}};"),
+    );
+    let error = error_of(
+        &mut other.connect(&s),
+        r#"SELECT sync_provision('shop', '{"tables": [{"name": "theirs", "filter": {"tenant_id": "tenant"}}]}')"#,
+        &[],
+    );
+    assert!(error.starts_with("42501") && error.contains(&operator.name), "{error}");
+}
+
+#[test]
+fn the_owners_triggers_and_checks_run_with_the_owners_rights_not_the_extensions() {
+    let s = Scenario::new("owner_rights", "SELECT 1", "shop");
+    let operator = Role::new(&s, "owner", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
+    s.server()
+        .batch_execute(&format!(
+            r#"SET ROLE {0};
+               CREATE TABLE seen (what text, who text);
+               CREATE FUNCTION checked(int) RETURNS boolean LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO seen VALUES ('check', current_user); RETURN true; END $$;
+               CREATE DOMAIN tenant_id AS int CHECK (checked(VALUE));
+               CREATE TABLE orders (id bigint PRIMARY KEY, tenant tenant_id NOT NULL, note text);
+               CREATE FUNCTION noted() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO seen VALUES ('trigger', current_user); RETURN NEW; END $$;
+               CREATE TRIGGER noted AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION noted();
+               INSERT INTO orders VALUES (1, 1, 'first');
+               SELECT sync_provision('shop', '{{"tables": [{{"name": "orders", "filter": {{"tenant": "tenant"}}}}]}}');
+               RESET ROLE;"#,
+            operator.name
+        ))
+        .unwrap();
+    let token = query_json(&mut operator.connect(&s), r#"SELECT sync_register_client('shop', '{"tenant": 1}')"#, &[])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let device = Role::new(&s, "buyer", DEVICE_GRANTS);
+    let file = s.store("a.db");
+    file.sync(&device.url(&s), "shop", &options(&token)).unwrap_or_else(|e| panic!("first sync: {e}"));
+    local(&file, "INSERT INTO orders VALUES (2, 1, 'second')");
+    let report = file.sync(&device.url(&s), "shop", &options(&token)).unwrap_or_else(|e| panic!("upload: {e}"));
+    assert_eq!(report.pushed, 1, "{report:?}");
+    let who: Vec<(String, String)> =
+        s.server().query("SELECT DISTINCT what, who FROM seen ORDER BY 1, 2", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(who.iter().any(|(what, _)| what == "trigger"), "{who:?}");
+    assert!(who.iter().all(|(_, role)| *role == operator.name), "the owner's code ran as another role: {who:?}");
+    let superuser: bool = s.server().query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&operator.name]).unwrap().get(0);
+    assert!(!superuser);
 }
 
 #[test]
@@ -323,4 +398,36 @@ fn a_rotated_token_keeps_the_devices_unsent_changes_and_a_revoked_one_is_refused
     assert_eq!(query_json(&mut s.server(), "SELECT sync_clients('crm')", &[]), json!([]));
     let error = error_of(&mut s.server(), "SELECT sync_rotate_token('crm', $1)", &[&client]);
     assert!(error.starts_with("42704") && error.contains("sync_clients"), "{error}");
+
+    // The revoked client's file, with an edit made meanwhile, syncs again as
+    // a newly registered client once told to: the edit goes up.
+    local(&file, "UPDATE customers SET name = 'after revocation' WHERE id = 2");
+    let registered = s.register(json!({"tenant": 1}));
+    let error = file.sync(&s.db.url, "crm", &options(&registered)).unwrap_err().to_string();
+    assert!(error.contains("--rebind"), "{error}");
+    let rebind: SyncOptions = serde_json::from_value(json!({"token": registered, "rebind": true})).unwrap();
+    let report = file.sync(&s.db.url, "crm", &rebind).unwrap_or_else(|e| panic!("rebind: {e}"));
+    assert!(report.resynced, "{report:?}");
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 2", &[]).unwrap().get(0);
+    assert_eq!(name, "after revocation", "{report:?}");
+}
+
+#[test]
+fn a_file_pointed_at_another_database_refuses_unless_rebound() {
+    let s = Scenario::new("moved", SCHEMA, "crm");
+    let elsewhere = Scenario::new("moved_to", SCHEMA, "crm");
+    let file = s.store("a.db");
+    s.sync(&file, json!({"params": {"tenant": 1}}));
+    local(&file, "UPDATE customers SET name = 'unsent' WHERE id = 1");
+    let error =
+        file.sync(&elsewhere.db.url, "crm", &serde_json::from_value(json!({"params": {"tenant": 1}})).unwrap()).unwrap_err().to_string();
+    assert!(error.contains("another server or database") && error.contains("--rebind"), "{error}");
+    let untouched: String = elsewhere.server().query_one("SELECT name FROM customers WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(untouched, "Ada", "nothing went to the other database");
+    let report = elsewhere.sync(&file, json!({"params": {"tenant": 1}, "rebind": true}));
+    assert!(report.resynced, "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers"), 2);
+    // And back, without --rebind: the file now belongs to the other one.
+    let error = file.sync(&s.db.url, "crm", &serde_json::from_value(json!({"params": {"tenant": 1}})).unwrap()).unwrap_err().to_string();
+    assert!(error.contains("--rebind"), "{error}");
 }

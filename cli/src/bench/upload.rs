@@ -37,8 +37,11 @@ struct TimedApply {
 }
 
 impl Remote for TimedApply {
-    fn schema(&mut self, scope: &str) -> Result<Schema, RemoteError> {
-        self.inner.schema(scope)
+    fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError> {
+        self.inner.schema(scope, token)
+    }
+    fn server_id(&self) -> Option<String> {
+        self.inner.server_id()
     }
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
         self.inner.select_changes(scope, since, options)

@@ -124,59 +124,64 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     let upload =
         Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, uploader, retried: &retry.applied, filters: &filters };
 
-    let result = spi::with_apply_settings(spi, |spi| {
-        let work_mem = raise_work_mem(spi)?;
-        for plan in plans.iter_mut() {
-            stage::stage(spi, &scope, plan)?;
-        }
-        // Classifying reads the logs too (what committed since the last
-        // fold), joined row by row; folding just before keeps them short.
-        fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
-        for plan in plans.iter_mut() {
-            let staged: Vec<usize> = (0..plan.rows.len()).filter(|&i| !matches!(plan.rows[i].outcome, Outcome::Refused { .. })).collect();
-            upload.classify(spi, plan, &staged)?;
-            classify::refuse_outside_partition(&scope, plan);
-        }
-        upload.fail_on_refusals(spi, &plans, &rejections)?;
-        for plan in plans.iter_mut() {
-            let table_id = scope.id(plan.t);
-            for row in plan.rows.iter_mut() {
-                let retried = AppliedChange::of(table_id, &row.change).is_some_and(|c| upload.retried.contains(&c));
-                row.decide(retried);
-            }
-            let conflicts: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].unsettled()).collect();
-            upload.fetch_before(spi, plan, &conflicts)?;
-            for i in conflicts {
-                upload.settle(spi, plan, i)?;
-            }
-        }
-        // Deferred constraints are checked as each row is written, so a row
-        // that breaks one is that row's outcome, not a failed commit.
-        spi::exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[])?;
-        // The writes fire the tables' own triggers: with the caller's path.
-        spi::as_caller(spi, |spi| {
+    // The users' code the writes run (triggers, checks, the resolver) runs
+    // with the scope owner's rights, never the extension's.
+    let result = privileges::as_scope_owner(spi, scope_name, |spi| {
+        spi::with_apply_settings(spi, |spi| {
+            let work_mem = raise_work_mem(spi)?;
             for plan in plans.iter_mut() {
-                upload.write_table(spi, plan, Op::Upsert)?;
+                stage::stage(spi, &scope, plan)?;
             }
-            for plan in plans.iter_mut().rev() {
-                upload.write_table(spi, plan, Op::Delete)?;
+            // Classifying reads the logs too (what committed since the last
+            // fold), joined row by row; folding just before keeps them short.
+            fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
+            for plan in plans.iter_mut() {
+                let staged: Vec<usize> =
+                    (0..plan.rows.len()).filter(|&i| !matches!(plan.rows[i].outcome, Outcome::Refused { .. })).collect();
+                upload.classify(spi, plan, &staged)?;
+                classify::refuse_outside_partition(&scope, plan);
             }
-            Ok(())
-        })?;
-        // A row the server's own rules refused while it was written.
-        upload.fail_on_refusals(spi, &plans, &rejections)?;
-        if let Some(work_mem) = work_mem {
-            spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
-        }
-        spi::as_caller(spi, |spi| plans.iter().try_for_each(|plan| upload.write_merged(spi, plan)))?;
-        upload.mark_echoes(spi, &mut plans)?;
-        let version = spi::one::<String>(spi, "SELECT pg_current_xact_id()::text", &[])?
-            .ok_or_else(|| Error::Internal("the apply has no transaction id".into()))?;
-        for plan in plans.iter_mut() {
-            let not_applied: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].outcome != Outcome::Apply).collect();
-            upload.fetch_after(spi, plan, &not_applied)?;
-        }
-        Ok(build_result(plans.iter().map(TablePlan::reported), &version))
+            upload.fail_on_refusals(spi, &plans, &rejections)?;
+            for plan in plans.iter_mut() {
+                let table_id = scope.id(plan.t);
+                for row in plan.rows.iter_mut() {
+                    let retried = AppliedChange::of(table_id, &row.change).is_some_and(|c| upload.retried.contains(&c));
+                    row.decide(retried);
+                }
+                let conflicts: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].unsettled()).collect();
+                upload.fetch_before(spi, plan, &conflicts)?;
+                for i in conflicts {
+                    upload.settle(spi, plan, i)?;
+                }
+            }
+            // Deferred constraints are checked as each row is written, so a row
+            // that breaks one is that row's outcome, not a failed commit.
+            spi::exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[])?;
+            // The writes fire the tables' own triggers: with the caller's path.
+            spi::as_users_code(spi, |spi| {
+                for plan in plans.iter_mut() {
+                    upload.write_table(spi, plan, Op::Upsert)?;
+                }
+                for plan in plans.iter_mut().rev() {
+                    upload.write_table(spi, plan, Op::Delete)?;
+                }
+                Ok(())
+            })?;
+            // A row the server's own rules refused while it was written.
+            upload.fail_on_refusals(spi, &plans, &rejections)?;
+            if let Some(work_mem) = work_mem {
+                spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
+            }
+            spi::as_users_code(spi, |spi| plans.iter().try_for_each(|plan| upload.write_merged(spi, plan)))?;
+            upload.mark_echoes(spi, &mut plans)?;
+            let version = spi::one::<String>(spi, "SELECT pg_current_xact_id()::text", &[])?
+                .ok_or_else(|| Error::Internal("the apply has no transaction id".into()))?;
+            for plan in plans.iter_mut() {
+                let not_applied: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].outcome != Outcome::Apply).collect();
+                upload.fetch_after(spi, plan, &not_applied)?;
+            }
+            Ok(build_result(plans.iter().map(TablePlan::reported), &version))
+        })
     })?;
     record::log_conflicts(spi, scope_name, &client_id, &result.conflicts)?;
     registry::record_client(spi, scope_name, &client_id, &params)?;

@@ -82,7 +82,7 @@ impl Upload<'_> {
                     "client_id": self.client_id,
                 });
                 let call = format!("SELECT {function}($1::text::jsonb)::text");
-                let answer: Option<String> = spi::as_caller(spi, |spi| spi::one(spi, &call, &[input.to_string().into()]))?;
+                let answer: Option<String> = spi::as_users_code(spi, |spi| spi::one(spi, &call, &[input.to_string().into()]))?;
                 let answer = match answer {
                     None => Value::Null,
                     Some(text) => serde_json::from_str(&text)
