@@ -110,8 +110,9 @@ fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::
 pub struct SyncArgs {
     #[command(flatten)]
     file: LocalFile,
-    /// The server: postgres://user@host:port/database
-    #[arg(long)]
+    /// The server: postgres://user@host:port/database[?sslmode=verify-full]
+    /// (the password from PGPASSWORD, or in the URL).
+    #[arg(long, env = "TANDEM_REMOTE", hide_env_values = true)]
     remote: String,
     /// The scope to sync.
     #[arg(long)]
@@ -129,6 +130,11 @@ pub struct SyncArgs {
     /// sslrootcert=FILE in the URL; use with sslmode=verify-full).
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// Sync this file under a new identity: with another server or database
+    /// than it synced with, or as the client of a new token after its old
+    /// one was revoked. It pulls the scope again and sends its unsent changes.
+    #[arg(long)]
+    rebind: bool,
     /// Rows per batch.
     #[arg(long)]
     max_rows: Option<u64>,
@@ -150,7 +156,18 @@ pub fn parse_param(text: &str) -> Result<(String, Value), CliError> {
     Ok((name.to_string(), value))
 }
 
+/// A sync that fails leaves no file behind where there was none (a
+/// refused first sync would leave an empty, maybe unencrypted one).
 pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
+    let existed = args.file.path.exists();
+    let result = sync_file(args);
+    if result.is_err() && !existed {
+        Store::remove(&args.file.path);
+    }
+    result
+}
+
+fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
     let store = args.file.open()?;
     let params = if args.params.is_empty() { None } else { Some(args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?) };
     let options = SyncOptions {
@@ -159,6 +176,7 @@ pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
         max_bytes: args.max_bytes,
         token: args.token.clone(),
         ca_cert: args.ca_cert.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        rebind: args.rebind,
     };
     tandem_core::options::check_max_bytes(options.max_bytes).map_err(tandem_local::LocalError::from)?;
     let mut progress = (!args.json).then(|| Progress::new("syncing"));

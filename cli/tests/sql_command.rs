@@ -66,7 +66,8 @@ fn the_cli_says_what_to_do_instead_of_guessing() {
     // Nobody listening: the host and port to check.
     let closed = tandem(&[&sync[..], &["--remote", "postgres://x@127.0.0.1:1/db"]].concat());
     let said = String::from_utf8_lossy(&closed.stderr);
-    assert!(said.contains("127.0.0.1") && said.contains("port 1"), "{said}");
+    assert!(said.contains("host 127.0.0.1 port 1"), "{said}");
+    assert!(!file.exists(), "a refused first sync leaves no file behind");
 
     // rekey of a file that is not there does not create one.
     let missing = files.path("missing.db");

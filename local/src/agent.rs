@@ -21,7 +21,7 @@ use tandem_core::Rejection;
 use crate::apply;
 use crate::changes;
 use crate::error::{LocalError, RemoteError, Result};
-use crate::meta;
+use crate::meta::{self, ScopeState};
 use crate::provision;
 use crate::record;
 use crate::remote::Remote;
@@ -49,6 +49,13 @@ pub struct SyncOptions {
     /// `sslrootcert` in the URL; this one wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<String>,
+    /// Sync under a new identity: with another server than the file synced
+    /// the scope with (a moved database), or as the client of a new token
+    /// (after its old client was revoked). The file then pulls the scope
+    /// again under a new replica id, and sends its unsent changes. Without
+    /// it, either is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebind: bool,
 }
 
 impl SyncOptions {
@@ -232,6 +239,27 @@ impl Push<'_> {
     }
 }
 
+/// Refuses a server other than the one the file synced the scope with (its
+/// watermark and versions mean nothing there), unless `rebind`: then the
+/// file starts a resync with the new one. Returns whether it switched. A
+/// file that never learned its server's id adopts this one.
+fn check_server(conn: &Connection, state: &ScopeState, found: Option<String>, rebind: bool) -> Result<bool> {
+    let Some(found) = found else { return Ok(false) };
+    match meta::server_id(conn, &state.scope)? {
+        Some(known) if known == found => Ok(false),
+        Some(known) if !rebind => Err(LocalError::OtherServer { scope: state.scope.clone(), known, found }),
+        Some(_) => {
+            resync::begin(conn, state)?;
+            meta::set_server_id(conn, &state.scope, &found)?;
+            Ok(true)
+        }
+        None => {
+            meta::set_server_id(conn, &state.scope, &found)?;
+            Ok(false)
+        }
+    }
+}
+
 pub fn run(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
     run_observed(conn, remote, scope, options, &mut |_| {})
 }
@@ -249,7 +277,7 @@ pub fn run_observed(
     let mut report = SyncReport { scope: scope.to_string(), ..SyncReport::default() };
     meta::ensure(conn)?;
 
-    let server_schema = remote.schema(scope)?;
+    let server_schema = remote.schema(scope, options.token.as_deref())?;
     let local = meta::load(conn, scope)?;
     let schema_changed = local.as_ref().is_some_and(|s| s.schema != server_schema);
     if local.is_none() {
@@ -257,20 +285,32 @@ pub fn run_observed(
         report.provisioned = true;
     }
     let mut state = meta::require(conn, scope)?;
+    let mut rebound = check_server(conn, &state, remote.server_id(), options.rebind)?;
     if let Some(token) = &options.token {
         let id = token_client_id(token)
             .ok_or_else(|| LocalError::Invalid("the token is not one sync_register_client issued (tdm_<client>_<secret>)".into()))?;
         if id != state.client_id {
-            if state.watermark.is_some() || state.tables.iter().any(|t| t.acked_seq > 0) {
+            let synced = state.watermark.is_some() || state.tables.iter().any(|t| t.acked_seq > 0);
+            if synced && !options.rebind {
                 return Err(LocalError::Invalid(format!(
-                    "this file syncs scope \"{scope}\" as client {}; the token is for client {id}: use another file",
+                    "this file syncs scope \"{scope}\" as client {}; the token is for client {id}: use another file, or pass \
+                     --rebind (option \"rebind\") to sync this file as the new client (after its old one was revoked): it pulls \
+                     the scope again and sends its unsent changes",
                     state.client_id
                 )));
             }
+            if synced && !rebound {
+                resync::begin(conn, &state)?;
+                rebound = true;
+            }
             meta::set_client_id(conn, scope, id)?;
-            state = meta::require(conn, scope)?;
         }
     }
+    if rebound {
+        meta::new_replica(conn, scope)?;
+        report.resynced = true;
+    }
+    state = meta::require(conn, scope)?;
     report.client_id = state.client_id.clone();
     report.schema_version = state.schema.version;
     let params = match (&options.params, &state.params) {

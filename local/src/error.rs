@@ -16,6 +16,9 @@ pub enum LocalError {
     #[error("cannot open {path}: {reason}")]
     Open { path: String, reason: String },
 
+    #[error("this file syncs scope \"{scope}\" with another server or database (id {known}); this one has id {found}: use another file for it, or pass --rebind (option \"rebind\") to move the file there: it then pulls the scope again, and its unsent changes go up, as conflicts where the two servers' rows differ")]
+    OtherServer { scope: String, known: String, found: String },
+
     #[error("table {table} is already synced by scope \"{other}\"; a table belongs to one scope")]
     TableInOtherScope { table: String, other: String },
 
@@ -47,7 +50,8 @@ pub enum RemoteError {
     #[error("the server at {url} refused the connection: {reason}")]
     Refused { url: String, reason: String },
 
-    #[error("the server's URL: {0}")]
+    /// The URL or a file it names is wrong: fix it before trying again.
+    #[error("{0}")]
     Config(String),
 
     #[error("the tandem extension is not installed in the server's database at {url}: run CREATE EXTENSION tandem there (make install puts it on the server)")]

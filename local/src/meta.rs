@@ -289,6 +289,23 @@ pub fn set_params(conn: &Connection, scope: &str, params: &Params) -> Result<()>
 
 /// Adopts the client id of a registration (a token) for a file that has not
 /// synced as anyone yet.
+/// The server (and database) the file syncs `scope` with, once it knows.
+pub fn server_id(conn: &Connection, scope: &str) -> Result<Option<String>> {
+    Ok(conn.query_row("SELECT server_id FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0)).optional()?.flatten())
+}
+
+pub fn set_server_id(conn: &Connection, scope: &str, server_id: &str) -> Result<()> {
+    conn.execute("UPDATE tandem_scopes SET server_id = ?2 WHERE scope = ?1", params![scope, server_id])?;
+    Ok(())
+}
+
+/// A new replica id for a file that syncs under a new identity (see
+/// `SyncOptions::rebind`); the upload in flight, if any, is forgotten.
+pub fn new_replica(conn: &Connection, scope: &str) -> Result<()> {
+    conn.execute("UPDATE tandem_scopes SET replica_id = ?2, upload_id = NULL WHERE scope = ?1", params![scope, new_client_id()?])?;
+    Ok(())
+}
+
 pub fn set_client_id(conn: &Connection, scope: &str, client_id: &str) -> Result<()> {
     conn.execute("UPDATE tandem_scopes SET client_id = ?2 WHERE scope = ?1", params![scope, client_id])?;
     Ok(())

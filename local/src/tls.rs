@@ -1,10 +1,12 @@
 //! TLS for `postgres://` remotes, through rustls, with libpq's `sslmode`
-//! meanings: `disable` (plain), `prefer` (TLS when the server offers it,
-//! unverified; the default, as in libpq), `require` (TLS, unverified unless
-//! a root certificate is given, then as `verify-ca`), `verify-ca` (the
+//! meanings: `disable` (plain), `prefer` (TLS when the server offers it;
+//! the default, as in libpq), `require` (TLS or fail), `verify-ca` (the
 //! server's certificate chains to the root) and `verify-full` (and names
-//! the host). The root is `sslrootcert` in the URL or `--ca-cert`, else
-//! `~/.postgresql/root.crt`, else the system's roots.
+//! the host). With a root certificate at hand, `prefer` and `require`
+//! check the chain too, as libpq does; without one they take any
+//! certificate. The root is `--ca-cert`, else `sslrootcert` in the URL,
+//! else `~/.postgresql/root.crt`; the verifying modes fall back to the
+//! system's roots.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +28,18 @@ pub enum SslMode {
     Require,
     VerifyCa,
     VerifyFull,
+}
+
+impl std::fmt::Display for SslMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        })
+    }
 }
 
 impl SslMode {
@@ -92,8 +106,8 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
             .map_err(|e| RemoteError::Config(format!("TLS setup: {e}")))?;
         let verify = match self.mode {
-            SslMode::Disable | SslMode::Prefer => None,
-            SslMode::Require => self.root_cert.is_some().then_some(Check::Chain),
+            SslMode::Disable => None,
+            SslMode::Prefer | SslMode::Require => self.root_file().is_some().then_some(Check::Chain),
             SslMode::VerifyCa => Some(Check::Chain),
             SslMode::VerifyFull => Some(Check::ChainAndHost),
         };
@@ -116,12 +130,18 @@ impl TlsSettings {
         Ok(config.with_no_client_auth())
     }
 
+    /// The root certificate file: given, or libpq's default if it exists.
+    fn root_file(&self) -> Option<PathBuf> {
+        let default = || std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".postgresql/root.crt")).filter(|p| p.exists());
+        self.root_cert.clone().or_else(default)
+    }
+
     fn roots(&self) -> Result<RootCertStore, RemoteError> {
         let mut roots = RootCertStore::empty();
-        let default = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".postgresql/root.crt")).filter(|p| p.exists());
-        match self.root_cert.clone().or(default) {
+        match self.root_file() {
             Some(path) => {
-                let unreadable = |e: &dyn std::fmt::Display| RemoteError::Config(format!("root certificate {}: {e}", path.display()));
+                let unreadable =
+                    |e: &dyn std::fmt::Display| RemoteError::Config(format!("cannot read the root certificate {}: {e}", path.display()));
                 for cert in CertificateDer::pem_file_iter(&path).map_err(|e| unreadable(&e))? {
                     roots.add(cert.map_err(|e| unreadable(&e))?).map_err(|e| unreadable(&e))?;
                 }

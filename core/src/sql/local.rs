@@ -86,7 +86,7 @@ pub const RENAMED_COLUMNS: [(&str, &str, &str); 2] = [("tandem_log_", "seq", "ta
 
 /// Columns files made by an earlier Tandem lack, with their definitions:
 /// [`METADATA`] creates them in new files, opening an older file adds them.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     // The file's own id: every file is a replica of its partition.
     ("tandem_scopes", "replica_id", "TEXT"),
     // The id of the upload in flight, kept until its answer is recorded.
@@ -97,6 +97,9 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     // A pull from NULL under way that replaces the file's server state:
     // rows it does not bring go when it completes (see `sweep`).
     ("tandem_scopes", "resync", "INTEGER"),
+    // The id of the server (and database) the file syncs the scope with:
+    // its watermark and versions mean nothing to another.
+    ("tandem_scopes", "server_id", "TEXT"),
 ];
 
 /// `CREATE TABLE` for a table of the server's schema, with SQLite storage
