@@ -30,6 +30,7 @@ mod tandem {
 
     use super::{follow, tracked_as, tracked_ids};
     use crate::fold;
+    use crate::privileges;
     use crate::report::run;
     use crate::spi;
 
@@ -42,7 +43,8 @@ mod tandem {
             spi::connect(|spi| {
                 spi::quietly(spi, |spi| {
                     for (stored, index) in tracked_as(spi, root)? {
-                        follow(spi, &stored.scope(), index, true)?;
+                        let tracked = stored.scope();
+                        privileges::as_scope_owner(spi, &tracked.schema.scope, |spi| follow(spi, &tracked, index, true))?;
                     }
                     Ok(())
                 })
@@ -60,8 +62,10 @@ mod tandem {
             spi::connect(|spi| {
                 for (stored, index) in tracked_ids(spi, &ids)? {
                     let tracked = stored.scope();
-                    fold::fold(spi, &tracked, [index])?;
-                    let rows = spi::one::<i64>(spi, &tracking::vanished_rows(&tracked, index), &[])?.unwrap_or(0);
+                    let rows = privileges::as_scope_owner(spi, &tracked.schema.scope, |spi| {
+                        fold::fold(spi, &tracked, [index])?;
+                        Ok(spi::one::<i64>(spi, &tracking::vanished_rows(&tracked, index), &[])?.unwrap_or(0))
+                    })?;
                     if rows > 0 {
                         return Err(Error::PartitionHoldsRows { table: tracked.table(index).name.clone(), rows });
                     }

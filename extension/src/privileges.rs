@@ -31,12 +31,20 @@ END $revoke$;
     finalize
 );
 
+thread_local! {
+    /// The scope owners a sync is running code as, innermost last (see
+    /// [`as_scope_owner`]).
+    static OWNERS: std::cell::RefCell<Vec<pg_sys::Oid>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The role a call acts for: the session's role as `SET ROLE` left it,
 /// never the function's owner (which `current_user` names inside a
-/// `SECURITY DEFINER` function), nor the login role behind a `SET ROLE`.
+/// `SECURITY DEFINER` function), nor the login role behind a `SET ROLE`;
+/// and inside a scope owner's code (a trigger that calls a sync function),
+/// that owner.
 fn caller_oid() -> i64 {
     // SAFETY: reads a backend global that is always set inside a transaction.
-    let oid = unsafe { pg_sys::GetOuterUserId() };
+    let oid = OWNERS.with(|owners| owners.borrow().last().copied()).unwrap_or_else(|| unsafe { pg_sys::GetOuterUserId() });
     i64::from(oid.to_u32())
 }
 
@@ -115,20 +123,36 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     let mut context = 0;
     // SAFETY: the user id and security context are backend globals these
     // functions read and set; `Restore` puts them back on every way out of
-    // `body` that returns, and an ERROR's abort puts them back itself.
-    unsafe {
+    // `body`, and an ERROR's abort puts them back itself. The GUC nest
+    // level makes every setting the owner's code changes (even with a
+    // plain, session-wide SET) go back when it returns, as PostgreSQL does
+    // around ANALYZE and index builds; an ERROR's abort undoes them too.
+    let level = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut previous, &mut context);
         pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
-    }
+        pg_sys::NewGUCNestLevel()
+    };
     struct Restore(pg_sys::Oid, i32);
     impl Drop for Restore {
         fn drop(&mut self) {
+            OWNERS.with(|owners| owners.borrow_mut().pop());
             // SAFETY: as above.
             unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
         }
     }
-    let _restore = Restore(previous, context);
-    spi::with_users_path(spi, &path, body)
+    OWNERS.with(|owners| owners.borrow_mut().push(owner));
+    let restore = Restore(previous, context);
+    let result = spi::with_users_path(spi, &path, |spi| {
+        let result = body(spi)?;
+        // Constraint triggers the owner's code deferred fire now, as the
+        // owner, not at commit as the caller.
+        spi::exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[])?;
+        Ok(result)
+    });
+    // SAFETY: as above; reached only when `body` returned.
+    unsafe { pg_sys::AtEOXact_GUC(false, level) };
+    drop(restore);
+    result
 }
 
 /// Refuses a resolver the caller may not execute: it runs as the scope's
@@ -157,7 +181,7 @@ pub fn require_registrations_own(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
         "SELECT c.owner FROM tandem.clients c \
          WHERE c.scope = $1 AND c.owner IS NOT NULL \
            AND (pg_catalog.pg_has_role($2::int8::oid, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = c.owner), 'MEMBER') \
-                OR (SELECT u.rolsuper FROM pg_catalog.pg_roles u WHERE u.oid = $2::int8::oid)) IS FALSE LIMIT 1",
+                OR (SELECT u.rolsuper FROM pg_catalog.pg_roles u WHERE u.oid = $2::int8::oid)) IS NOT TRUE LIMIT 1",
         &[scope.into(), caller_oid().into()],
         |row| spi::text(row, 1),
     )?;

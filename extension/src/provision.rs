@@ -104,7 +104,6 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
             let tracked = old.scope();
             for index in 0..old.schema.tables.len() {
                 refresh_tracking(spi, &tracked, index, false)?;
-                grant_tracking(spi, &tracked, index)?;
             }
             return Ok(old.schema.clone());
         }
@@ -163,7 +162,7 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
         // of sorting the whole table for every batch; and for a table never
         // analyzed (loaded just now), so a tenant's first pull estimates its
         // filter instead of guessing (ten times slower when it guesses).
-        spi::exec(spi, &format!("ANALYZE {}", tracked.track(index)), &[])?;
+        analyze_tracking(spi, &tracked, index)?;
         let table = tracked.table(index).table_name().quoted();
         let unanalyzed = spi::one::<bool>(
             spi,
@@ -179,12 +178,14 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
         // transaction ends, so the fold below leaves nothing in the log that
         // a later fold could stamp over the restamp with.
         refresh_tracking(spi, &tracked, index, new_tables.contains(&index))?;
-        grant_tracking(spi, &tracked, index)?;
         if let Some((old_table, _)) = old_tables.iter().find(|(t, _)| t.name == table.name) {
             let gained = table.columns.iter().any(|c| !old_table.columns.iter().any(|o| o.name == c.name && o.pg_type == c.pg_type));
             if gained {
-                fold::fold(spi, &tracked, [index])?;
-                spi::exec(spi, &tracking::restamp(&tracked, index), &[])?;
+                privileges::as_scope_owner(spi, scope, |spi| {
+                    fold::fold(spi, &tracked, [index])?;
+                    spi::exec(spi, &tracking::restamp(&tracked, index), &[])?;
+                    Ok(())
+                })?;
             }
         }
     }
@@ -216,7 +217,7 @@ fn refresh_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, mut fr
         for statement in tracking::create_tracking(tracked, index) {
             spi::exec(spi, &statement, &[])?;
         }
-        spi::exec(spi, &format!("ANALYZE {}", tracked.track(index)), &[])?;
+        analyze_tracking(spi, tracked, index)?;
         fresh = true;
     } else if missing(spi, &tracked.log(index))? {
         for statement in tracking::create_log(tracked, index) {
@@ -227,29 +228,37 @@ fn refresh_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, mut fr
         for statement in tracking::triggers(tracked, index) {
             spi::exec(spi, &statement, &[])?;
         }
-        partitions::follow(spi, tracked, index, !fresh)
+        grant_tracking(spi, tracked, index)?;
+        privileges::as_scope_owner(spi, &tracked.schema.scope, |spi| partitions::follow(spi, tracked, index, !fresh))
     })
 }
 
-/// Lets the scope's owner use the table's tracking: a sync reads and
-/// writes the owner's tables as the owner (`privileges::as_scope_owner`),
-/// and its statements join them with their tracking.
+/// Statistics for a new tracking table, unless a key column has a type a
+/// role other than a superuser made: ANALYZE runs a type's functions (a
+/// range's `subtype_diff`) as the table's owner, here the extension's.
+fn analyze_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize) -> Result<()> {
+    let builtin = spi::one::<bool>(
+        spi,
+        "SELECT coalesce(bool_and(r.rolsuper), true) FROM pg_catalog.pg_attribute a \
+         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid JOIN pg_catalog.pg_roles r ON r.oid = t.typowner \
+         WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+        &[tracked.track(index).as_str().into()],
+    )?;
+    if builtin == Some(true) {
+        spi::exec(spi, &format!("ANALYZE {}", tracked.track(index)), &[])?;
+    }
+    Ok(())
+}
+
+/// Hands the table's tracking to the scope's owner (see
+/// `tracking::hand_over`): a sync reads and writes the owner's tables as
+/// the owner (`privileges::as_scope_owner`), joined with their tracking.
 fn grant_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize) -> Result<()> {
     let owner = spi::one::<String>(spi, "SELECT owner FROM tandem.scopes WHERE name = $1", &[tracked.schema.scope.as_str().into()])?
         .ok_or_else(|| Error::UnknownScope(tracked.schema.scope.clone()))?;
-    let owner = tandem_core::ident::quote_ident(&owner);
-    spi::exec(spi, &format!("GRANT USAGE ON SCHEMA tandem TO {owner}"), &[])?;
-    spi::exec(spi, &format!("GRANT USAGE ON SEQUENCE {} TO {owner}", tracking::LOG_SEQUENCE), &[])?;
-    spi::exec(
-        spi,
-        &format!(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON {}, {}, {} TO {owner}",
-            tracked.track(index),
-            tracked.log(index),
-            tracked.exits(index)
-        ),
-        &[],
-    )?;
+    for statement in tracking::hand_over(tracked, index, &owner) {
+        spi::exec(spi, &statement, &[])?;
+    }
     Ok(())
 }
 

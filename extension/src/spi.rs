@@ -29,6 +29,40 @@ thread_local! {
     static IN_USERS_CODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// An entry on one of the stacks above for as long as it lives: a
+/// PostgreSQL error unwinds through it, and an entry left behind would
+/// outlive the call in this backend.
+struct Pushed(&'static std::thread::LocalKey<std::cell::RefCell<Vec<String>>>);
+
+impl Pushed {
+    fn new(stack: &'static std::thread::LocalKey<std::cell::RefCell<Vec<String>>>, value: String) -> Pushed {
+        stack.with(|entries| entries.borrow_mut().push(value));
+        Pushed(stack)
+    }
+}
+
+impl Drop for Pushed {
+    fn drop(&mut self) {
+        self.0.with(|entries| entries.borrow_mut().pop());
+    }
+}
+
+/// Marks the users' code as running while it lives (see [`Pushed`]).
+struct InUsersCode;
+
+impl InUsersCode {
+    fn new() -> InUsersCode {
+        IN_USERS_CODE.set(true);
+        InUsersCode
+    }
+}
+
+impl Drop for InUsersCode {
+    fn drop(&mut self) {
+        IN_USERS_CODE.set(false);
+    }
+}
+
 /// The `search_path` of the session that called the running sync function.
 pub fn caller_search_path() -> Option<String> {
     CALLER_PATHS.with(|paths| paths.borrow().last().cloned())
@@ -39,10 +73,8 @@ pub fn caller_search_path() -> Option<String> {
 /// check in a cast, a trigger) finds what the owner's statements would,
 /// and no caller's path reaches it.
 pub fn with_users_path<T>(spi: &mut Spi<'_>, path: &str, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
-    USER_PATHS.with(|paths| paths.borrow_mut().push(path.to_string()));
-    let result = as_users_code(spi, body);
-    USER_PATHS.with(|paths| paths.borrow_mut().pop());
-    result
+    let _path = Pushed::new(&USER_PATHS, path.to_string());
+    as_users_code(spi, body)
 }
 
 /// Connects to SPI for a sync function's body, with `search_path` pinned
@@ -51,9 +83,9 @@ pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     pgrx::spi::Spi::connect_mut(|spi| {
         let caller = one::<String>(spi, "SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
         set_path(spi, PINNED_PATH)?;
-        CALLER_PATHS.with(|paths| paths.borrow_mut().push(caller.clone()));
+        let pushed = Pushed::new(&CALLER_PATHS, caller.clone());
         let result = body(spi);
-        CALLER_PATHS.with(|paths| paths.borrow_mut().pop());
+        drop(pushed);
         set_path(spi, &caller)?;
         result
     })
@@ -71,9 +103,9 @@ pub fn as_users_code<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Re
         return body(spi);
     }
     set_path(spi, &users_path(&users))?;
-    IN_USERS_CODE.set(true);
+    let marked = InUsersCode::new();
     let result = body(spi);
-    IN_USERS_CODE.set(false);
+    drop(marked);
     set_path(spi, PINNED_PATH)?;
     result
 }

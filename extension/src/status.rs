@@ -41,7 +41,7 @@ fn status(spi: &mut Spi<'_>, scope_name: &str) -> Result<Value> {
     privileges::require_owner(spi, scope_name, "sync_status")?;
     let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
-    fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
+    privileges::as_scope_owner(spi, scope_name, |spi| fold::fold(spi, &scope, 0..scope.schema.tables.len()))?;
     let mut tables = Vec::new();
     for (t, table) in scope.schema.tables.iter().enumerate() {
         let counts = spi::query(
@@ -79,7 +79,7 @@ fn cleanup(spi: &mut Spi<'_>, scope_name: &str, options: &CleanupOptions) -> Res
     privileges::require_owner(spi, scope_name, "sync_cleanup")?;
     let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
-    fold::fold(spi, &scope, 0..scope.schema.tables.len())?;
+    privileges::as_scope_owner(spi, scope_name, |spi| fold::fold(spi, &scope, 0..scope.schema.tables.len()))?;
     let days = i64::from(options.inactive_after_days.unwrap_or(30));
     let needs = spi::query(
         spi,

@@ -431,3 +431,82 @@ fn a_file_pointed_at_another_database_refuses_unless_rebound() {
     let error = file.sync(&s.db.url, "crm", &serde_json::from_value(json!({"params": {"tenant": 1}})).unwrap()).unwrap_err().to_string();
     assert!(error.contains("--rebind"), "{error}");
 }
+
+#[test]
+fn the_owners_types_and_settings_never_run_or_stay_with_the_extensions_rights() {
+    let s = Scenario::new("owner_types", "SELECT 1", "rng");
+    let operator = Role::new(&s, "typist", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
+    s.server()
+        .batch_execute(&format!(
+            r#"SET ROLE {0};
+               CREATE TABLE seen (what text, who text, path text);
+               CREATE FUNCTION saw(what text) RETURNS void LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO public.seen VALUES (what, current_user, current_setting('search_path')); END $$;
+               -- a cast to json the tracking trigger meets on the filter column
+               CREATE TYPE tier AS ENUM ('t1', 't2');
+               CREATE FUNCTION tier_json(tier) RETURNS json LANGUAGE plpgsql AS $$
+               BEGIN PERFORM public.saw('cast'); RETURN to_json($1::text); END $$;
+               CREATE CAST (tier AS json) WITH FUNCTION tier_json(tier);
+               CREATE TABLE notes (id int PRIMARY KEY, tier tier NOT NULL, body text);
+               INSERT INTO notes VALUES (1, 't1', 'a'), (2, 't2', 'b');
+               -- a range whose subtype_diff ANALYZE calls
+               CREATE FUNCTION diff(a int4, b int4) RETURNS float8 LANGUAGE plpgsql IMMUTABLE AS $$
+               BEGIN PERFORM public.saw('diff'); RETURN (a - b)::float8; END $$;
+               CREATE TYPE irange AS RANGE (subtype = int4, subtype_diff = diff);
+               CREATE TABLE spans (k irange PRIMARY KEY, v text);
+               INSERT INTO spans SELECT irange(g, g + 5), 'x' FROM generate_series(1, 50) g;
+               -- a trigger that sets a session-wide setting, and fails on demand
+               CREATE FUNCTION noisy() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                 PERFORM public.saw('trigger');
+                 PERFORM set_config('application_name', 'owner was here', false);
+                 IF NEW.body = 'boom' THEN RAISE EXCEPTION 'boom' USING ERRCODE = '40001'; END IF;
+                 RETURN NEW;
+               END $$;
+               CREATE TRIGGER noisy AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION noisy();
+               SELECT sync_provision('rng', '{{"tables": [{{"name": "spans", "direction": "download_only"}}]}}');
+               SELECT sync_provision('tiers', '{{"tables": [{{"name": "notes", "filter": {{"tier": "tier"}}}}]}}');
+               DELETE FROM notes WHERE id = 2;
+               RESET ROLE;"#,
+            operator.name
+        ))
+        .unwrap();
+    let token = query_json(&mut operator.connect(&s), r#"SELECT sync_register_client('tiers', '{"tier": "t1"}')"#, &[])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let device = Role::new(&s, "reader", DEVICE_GRANTS);
+    let mut conn = device.connect(&s);
+    let client = tandem_core::identity::token_client_id(&token).unwrap().to_string();
+    let tiers = |rows: Value| {
+        json!({"format": 1, "scope": "tiers", "origin": client,
+               "tables": [{"name": "public.notes", "columns": ["id", "tier", "body"], "rows": rows}]})
+    };
+    // An apply the owner's trigger fails as a whole, then one that passes,
+    // in the same session.
+    let error = error_of(
+        &mut conn,
+        "SELECT sync_apply_changes('tiers', $1, $2)",
+        &[&tiers(json!([{"op": "upsert", "values": [3, "t1", "boom"]}])), &json!({"token": token})],
+    );
+    assert!(error.starts_with("40001"), "{error}");
+    let result = query_json(
+        &mut conn,
+        "SELECT sync_apply_changes('tiers', $1, $2)",
+        &[&tiers(json!([{"op": "upsert", "values": [4, "t1", "fine"]}])), &json!({"token": token})],
+    );
+    assert_eq!(result["applied"], 1, "{result}");
+    let name: String = conn.query_one("SELECT current_setting('application_name')", &[]).unwrap().get(0);
+    assert_ne!(name, "owner was here", "a setting the owner's trigger made outlived the call");
+
+    let seen: Vec<(String, String, String)> =
+        s.server().query("SELECT what, who, path FROM seen", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    for what in ["cast", "diff", "trigger"] {
+        assert!(seen.iter().any(|(w, _, _)| w == what) || what == "diff", "{what} never ran: {seen:?}");
+    }
+    assert!(seen.iter().all(|(_, who, _)| *who == operator.name), "the owner's code ran as another role: {seen:?}");
+    let last_trigger = seen.iter().rev().find(|(w, _, _)| w == "trigger").unwrap();
+    assert!(last_trigger.2.contains("public"), "after a failed apply the trigger lost its owner's path: {seen:?}");
+    let superuser: bool = s.server().query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&operator.name]).unwrap().get(0);
+    assert!(!superuser);
+}

@@ -88,6 +88,26 @@ const IN_TRIGGER: Stamp = Stamp { seq: "_seq", version: "_v" };
 const DYNAMIC: Stamp = Stamp { seq: "$1", version: "$2" };
 const DIRECT: Stamp = Stamp { seq: "nextval('tandem.log_seq')", version: "pg_current_xact_id()" };
 
+/// Hands table `t`'s tracking to the scope's `owner`: its trigger
+/// functions become the owner's (they run as their owner, so the users'
+/// types and casts they meet run with the owner's rights, never the
+/// extension's) and nobody else may execute them; the owner may use the
+/// tracking tables, which a sync's statements join as the owner.
+pub fn hand_over(scope: &Scope<'_>, t: usize, owner: &str) -> Vec<String> {
+    let owner = quote_ident(owner);
+    let mut out = vec![
+        format!("GRANT USAGE ON SCHEMA {} TO {owner}", quote_ident(TRACKING_SCHEMA)),
+        format!("GRANT USAGE ON SEQUENCE {LOG_SEQUENCE} TO {owner}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {}, {}, {} TO {owner}", scope.track(t), scope.log(t), scope.exits(t)),
+    ];
+    for event in Event::ALL {
+        let function = function_name(event, scope.id(t));
+        out.push(format!("ALTER FUNCTION {function}() OWNER TO {owner}"));
+        out.push(format!("REVOKE ALL ON FUNCTION {function}() FROM PUBLIC"));
+    }
+    out
+}
+
 fn function_name(event: Event, id: i64) -> String {
     format!("{}.{}", quote_ident(TRACKING_SCHEMA), quote_ident(&format!("on_{}_{id}", event.name())))
 }
