@@ -187,7 +187,7 @@ fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
             Step::Pulled(n) => down += n,
         }
         if let Some(p) = progress.as_mut() {
-            p.show(&format!("{up} change(s) up, {down} row(s) down"));
+            p.show(up + down, &format!("{up} change(s) up, {down} row(s) down"));
         }
     })?;
     if let Some(p) = progress {

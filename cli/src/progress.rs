@@ -1,32 +1,33 @@
-//! Progress of long work on a terminal (stderr), silent otherwise.
+//! Progress of long work on a terminal (stderr), silent otherwise: what
+//! moved so far, how long it took and how fast it goes.
 
-use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Progress {
-    label: String,
-    shown: Instant,
-    visible: bool,
+    bar: ProgressBar,
 }
 
 impl Progress {
-    pub fn new(label: impl Into<String>) -> Self {
-        Progress { label: label.into(), shown: Instant::now(), visible: std::io::stderr().is_terminal() }
+    pub fn new(label: &str) -> Self {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
+        // The template is a constant: a bad one is a bug, shown as a plain line.
+        let style = ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}, {per_sec}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        bar.set_style(style);
+        bar.set_prefix(label.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress { bar }
     }
 
-    /// Shows `status`, at most five times a second.
-    pub fn show(&mut self, status: &str) {
-        if self.visible && self.shown.elapsed().as_millis() >= 200 {
-            self.shown = Instant::now();
-            let mut err = std::io::stderr();
-            let _ = write!(err, "\r\x1b[2K{}: {status}", self.label);
-            let _ = err.flush();
-        }
+    /// Shows `status`, with `done` rows or changes moved so far (the rate).
+    pub fn show(&mut self, done: u64, status: &str) {
+        self.bar.set_position(done);
+        self.bar.set_message(status.to_string());
     }
 
     pub fn finish(self) {
-        if self.visible {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
-        }
+        self.bar.finish_and_clear();
     }
 }
