@@ -112,6 +112,9 @@ pub enum Error {
     #[error("role \"{role}\" may not track {table}: a scope's tables must be owned by the role that provisions it (or a role it is a member of)")]
     NotTableOwner { role: String, table: String },
 
+    #[error("scope \"{scope}\" runs its owner's code (triggers, checks, casts), which never runs in a superuser's session: run this as its owner (SET ROLE \"{owner}\") or as a device role")]
+    SuperuserSession { scope: String, owner: String },
+
     #[error("no client \"{client}\" in scope \"{scope}\": sync_clients lists the scope's clients")]
     NoSuchClient { scope: String, client: String },
 
@@ -183,6 +186,7 @@ impl Error {
             Error::TokenRequired(_) => "28000",
             Error::NotScopeOwner { .. } => "42501",
             Error::NotTableOwner { .. } => "42501",
+            Error::SuperuserSession { .. } => "42501",
             Error::NoSuchClient { .. } => "42704",
             // Refusals over access outrank refusals over values.
             Error::Rejected(rows) if rows.iter().any(|r| r.kind.is_access()) => "42501",

@@ -127,16 +127,20 @@ pub fn drop_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<()
     Ok(())
 }
 
-/// Relations other than `root` that carry the triggers of tracking id `id`.
+/// Relations other than `root` that carry the triggers of tracking id `id`:
+/// by name and by function, as a trigger of the same name another role
+/// made on a relation of its own is not Tandem's and must not be read.
 fn carrying_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<Vec<Relation>> {
-    relations(
-        spi,
-        "SELECT c.oid::int8, format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_trigger g \
+    let sql = "SELECT c.oid::int8, format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_trigger g \
          JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE g.tgname = $2 AND c.oid IS DISTINCT FROM $1::int8::oid",
-        root.unwrap_or(0),
-        Some(tracking::marker_trigger(id)),
-    )
+         WHERE g.tgname = $2 AND g.tgfoid = pg_catalog.to_regprocedure($3 || '()') AND c.oid IS DISTINCT FROM $1::int8::oid";
+    let args = [root.unwrap_or(0).into(), tracking::marker_trigger(id).into(), tracking::marker_function(id).into()];
+    spi::query(spi, sql, &args, |row| {
+        Ok(Relation {
+            oid: spi::get::<i64>(row, 1)?.ok_or_else(|| Error::Internal("a relation without an oid".into()))?,
+            quoted: spi::text(row, 2)?.ok_or_else(|| Error::Internal("a relation without a name".into()))?,
+        })
+    })
 }
 
 fn relations(spi: &mut Spi<'_>, sql: &str, root: i64, name: Option<String>) -> Result<Vec<Relation>> {

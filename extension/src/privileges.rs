@@ -43,9 +43,12 @@ thread_local! {
 /// and inside a scope owner's code (a trigger that calls a sync function),
 /// that owner.
 fn caller_oid() -> i64 {
-    // SAFETY: reads a backend global that is always set inside a transaction.
-    let oid = OWNERS.with(|owners| owners.borrow().last().copied()).unwrap_or_else(|| unsafe { pg_sys::GetOuterUserId() });
-    i64::from(oid.to_u32())
+    // SAFETY: reads backend globals that are always set inside a transaction.
+    let (current, outer) = unsafe { (pg_sys::GetUserId(), pg_sys::GetOuterUserId()) };
+    // The owner's code itself (not another role's SECURITY DEFINER code it
+    // called) acts for the owner.
+    let owner = OWNERS.with(|owners| owners.borrow().last().copied()).filter(|&owner| owner == current);
+    i64::from(owner.unwrap_or(outer).to_u32())
 }
 
 /// The caller's role name, for messages and for recording a scope's owner.
@@ -118,6 +121,18 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     let Some((owner, path)) = found.into_iter().next() else {
         return Err(Error::Internal(format!("the owner of scope \"{scope}\" is no role: provision it again as its owner")));
     };
+    // A non-superuser's code never runs in a superuser's session: what it
+    // could leave behind there (a deferred trigger, a temporary object that
+    // shadows a catalog) would later run as the superuser.
+    let refused = spi::one::<bool>(
+        spi,
+        "SELECT o.rolsuper AND NOT s.rolsuper FROM pg_catalog.pg_roles o, pg_catalog.pg_roles s \
+         WHERE o.oid = $1::int8::oid AND s.oid = $2::int8",
+        &[caller_oid().into(), owner.into()],
+    )?;
+    if refused == Some(true) {
+        return Err(Error::SuperuserSession { scope: scope.to_string(), owner: owner_name(spi, owner)? });
+    }
     let owner = u32::try_from(owner).map(pg_sys::Oid::from).map_err(|_| Error::Internal(format!("role oid {owner}")))?;
     let mut previous = pg_sys::Oid::INVALID;
     let mut context = 0;
@@ -153,6 +168,11 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     unsafe { pg_sys::AtEOXact_GUC(false, level) };
     drop(restore);
     result
+}
+
+fn owner_name(spi: &mut Spi<'_>, owner: i64) -> Result<String> {
+    Ok(spi::one::<String>(spi, "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1::int8::oid", &[owner.into()])?
+        .unwrap_or_default())
 }
 
 /// Refuses a resolver the caller may not execute: it runs as the scope's

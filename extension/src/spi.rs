@@ -73,8 +73,19 @@ pub fn caller_search_path() -> Option<String> {
 /// check in a cast, a trigger) finds what the owner's statements would,
 /// and no caller's path reaches it.
 pub fn with_users_path<T>(spi: &mut Spi<'_>, path: &str, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    // Nested (a sync called from an owner's trigger), the inner scope's
+    // owner's path holds while its code runs, then the outer one's again.
+    let outer = IN_USERS_CODE.get().then(|| USER_PATHS.with(|paths| paths.borrow().last().cloned())).flatten();
     let _path = Pushed::new(&USER_PATHS, path.to_string());
-    as_users_code(spi, body)
+    match outer {
+        None => as_users_code(spi, body),
+        Some(outer) => {
+            set_path(spi, &users_path(path))?;
+            let result = body(spi);
+            set_path(spi, &users_path(&outer))?;
+            result
+        }
+    }
 }
 
 /// Connects to SPI for a sync function's body, with `search_path` pinned

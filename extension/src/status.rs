@@ -112,18 +112,23 @@ fn cleanup(spi: &mut Spi<'_>, scope_name: &str, options: &CleanupOptions) -> Res
     let mut removed_exits = 0;
     if horizon > 0 {
         let horizon_text = horizon.to_string();
-        for t in 0..scope.schema.tables.len() {
-            removed_tombstones += spi::exec(
-                spi,
-                &format!("DELETE FROM {} WHERE tandem_deleted AND tandem_stamp < $1::text::xid8", scope.track(t)),
-                &[horizon_text.as_str().into()],
-            )?;
-            removed_exits += spi::exec(
-                spi,
-                &format!("DELETE FROM {} WHERE tandem_stamp < $1::text::xid8", scope.exits(t)),
-                &[horizon_text.as_str().into()],
-            )?;
-        }
+        // The tracking tables are the owner's (rules or triggers it put on
+        // them run with its rights).
+        privileges::as_scope_owner(spi, scope_name, |spi| {
+            for t in 0..scope.schema.tables.len() {
+                removed_tombstones += spi::exec(
+                    spi,
+                    &format!("DELETE FROM {} WHERE tandem_deleted AND tandem_stamp < $1::text::xid8", scope.track(t)),
+                    &[horizon_text.as_str().into()],
+                )?;
+                removed_exits += spi::exec(
+                    spi,
+                    &format!("DELETE FROM {} WHERE tandem_stamp < $1::text::xid8", scope.exits(t)),
+                    &[horizon_text.as_str().into()],
+                )?;
+            }
+            Ok(())
+        })?;
         spi::exec(
             spi,
             "UPDATE tandem.scopes SET purged_before = greatest(coalesce(purged_before, '0'::xid8), $2::text::xid8) WHERE name = $1",

@@ -510,3 +510,98 @@ fn the_owners_types_and_settings_never_run_or_stay_with_the_extensions_rights() 
     let superuser: bool = s.server().query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&operator.name]).unwrap().get(0);
     assert!(!superuser);
 }
+
+#[test]
+fn another_roles_code_finds_no_way_in_through_a_scope_it_does_not_own() {
+    let s = Scenario::new("third_attack", "SELECT 1", "parts");
+    let owner = Role::new(&s, "partowner", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
+    let other = Role::new(&s, "intruder", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
+    s.server()
+        .batch_execute(&format!(
+            r#"SET ROLE {0};
+               CREATE TABLE events (id int, tenant int NOT NULL, body text, PRIMARY KEY (id, tenant)) PARTITION BY LIST (tenant);
+               CREATE TABLE events_1 PARTITION OF events FOR VALUES IN (1);
+               INSERT INTO events VALUES (1, 1, 'a'), (2, 1, 'b');
+               SELECT sync_provision('parts', '{{"tables": [{{"name": "events", "filter": {{"tenant": "tenant"}}}}]}}');
+               RESET ROLE;"#,
+            owner.name
+        ))
+        .unwrap();
+    let id: i64 = s.server().query_one("SELECT id FROM tandem.scope_tables WHERE scope = 'parts'", &[]).unwrap().get(0);
+
+    // Its tracking is its owner's: ANALYZE, autovacuum's too, runs the key
+    // types' functions as the owner.
+    let owners: Vec<String> = s
+        .server()
+        .query(
+            "SELECT DISTINCT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid IN (to_regclass($1), to_regclass($2), to_regclass($3))",
+            &[&format!("tandem.track_{id}"), &format!("tandem.log_{id}"), &format!("tandem.exit_{id}")],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(owners, std::slice::from_ref(&owner.name));
+
+    // A relation of another role's carrying a trigger named like Tandem's is
+    // not taken for a detached partition when the owner adds one.
+    other
+        .connect(&s)
+        .batch_execute(&format!(
+            r#"CREATE TABLE decoy (id int, tenant int, body text);
+               INSERT INTO decoy VALUES (1, 1, 'fake'), (2, 1, 'fake');
+               CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+               CREATE TRIGGER tandem_{id}_insert AFTER INSERT ON decoy FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+               GRANT SELECT ON decoy TO PUBLIC;"#
+        ))
+        .unwrap();
+    owner.connect(&s).batch_execute("CREATE TABLE events_2 PARTITION OF events FOR VALUES IN (2)").unwrap();
+    let exits: i64 = s.server().query_one(&format!("SELECT count(*) FROM tandem.exit_{id}"), &[]).unwrap().get(0);
+    assert_eq!(exits, 0, "the decoy's rows were taken for rows that left the table");
+    let token = query_json(&mut owner.connect(&s), r#"SELECT sync_register_client('parts', '{"tenant": 1}')"#, &[])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let device = Role::new(&s, "partdev", DEVICE_GRANTS);
+    let file = s.store("a.db");
+    file.sync(&device.url(&s), "parts", &options(&token)).unwrap_or_else(|e| panic!("sync: {e}"));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM events"), 2, "the tenant's rows are all there");
+
+    // A superuser's session does not run the owner's code (it could leave a
+    // deferred trigger or a temporary object behind that runs as the superuser).
+    let error = error_of(&mut s.server(), "SELECT sync_status('parts')", &[]);
+    assert!(error.starts_with("42501") && error.contains("SET ROLE"), "{error}");
+    let mut as_owner = s.server();
+    as_owner.batch_execute(&format!("SET ROLE {}", owner.name)).unwrap();
+    query_json(&mut as_owner, "SELECT sync_status('parts')", &[]);
+
+    // Another role's SECURITY DEFINER code, run by the owner's trigger
+    // inside a sync, does not act for the owner.
+    other
+        .connect(&s)
+        .batch_execute(
+            r#"CREATE TABLE loot (what text);
+               CREATE FUNCTION peek() RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$
+               BEGIN
+                 BEGIN INSERT INTO public.loot SELECT sync_status('parts')::text;
+                 EXCEPTION WHEN insufficient_privilege THEN INSERT INTO public.loot VALUES ('refused'); END;
+                 RETURN 'peeked';
+               END $$;
+               GRANT EXECUTE ON FUNCTION peek() TO PUBLIC;"#,
+        )
+        .unwrap();
+    owner
+        .connect(&s)
+        .batch_execute(&format!(
+            "ALTER TABLE events ALTER COLUMN body SET DEFAULT {}.peek(); GRANT USAGE ON SCHEMA public TO {}",
+            "public", other.name
+        ))
+        .unwrap();
+    let client = tandem_core::identity::token_client_id(&token).unwrap().to_string();
+    let insert = json!({"format": 1, "scope": "parts", "origin": client,
+        "tables": [{"name": "public.events", "columns": ["id", "tenant"], "rows": [{"op": "upsert", "values": [3, 1]}]}]});
+    let result = query_json(&mut device.connect(&s), "SELECT sync_apply_changes('parts', $1, $2)", &[&insert, &json!({"token": token})]);
+    assert_eq!(result["applied"], 1, "{result}");
+    let loot: Vec<String> = s.server().query("SELECT what FROM loot", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(loot, ["refused"], "another role's code acted for the scope's owner");
+}

@@ -98,7 +98,11 @@ pub fn hand_over(scope: &Scope<'_>, t: usize, owner: &str) -> Vec<String> {
     let mut out = vec![
         format!("GRANT USAGE ON SCHEMA {} TO {owner}", quote_ident(TRACKING_SCHEMA)),
         format!("GRANT USAGE ON SEQUENCE {LOG_SEQUENCE} TO {owner}"),
-        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {}, {}, {} TO {owner}", scope.track(t), scope.log(t), scope.exits(t)),
+        // Its own: ANALYZE (autovacuum's too) runs a key type's functions
+        // as the table's owner, which must not be the extension's.
+        format!("ALTER TABLE {} OWNER TO {owner}", scope.track(t)),
+        format!("ALTER TABLE {} OWNER TO {owner}", scope.log(t)),
+        format!("ALTER TABLE {} OWNER TO {owner}", scope.exits(t)),
     ];
     for event in Event::ALL {
         let function = function_name(event, scope.id(t));
@@ -106,6 +110,13 @@ pub fn hand_over(scope: &Scope<'_>, t: usize, owner: &str) -> Vec<String> {
         out.push(format!("REVOKE ALL ON FUNCTION {function}() FROM PUBLIC"));
     }
     out
+}
+
+/// The function of the trigger [`marker_trigger`] names: only the scope's
+/// owner may attach it, so a trigger of that name with another function is
+/// someone else's, not Tandem's.
+pub fn marker_function(id: i64) -> String {
+    function_name(Event::Insert, id)
 }
 
 fn function_name(event: Event, id: i64) -> String {
