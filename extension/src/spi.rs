@@ -89,13 +89,17 @@ pub fn with_users_path<T>(spi: &mut Spi<'_>, path: &str, body: impl FnOnce(&mut 
 }
 
 /// Connects to SPI for a sync function's body, with `search_path` pinned
-/// (see [`PINNED_PATH`]) and put back when the body ends.
+/// (see [`PINNED_PATH`]) and standard strings on, both put back when the
+/// body ends.
 pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     pgrx::spi::Spi::connect_mut(|spi| {
         let caller = one::<String>(spi, "SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
         set_path(spi, PINNED_PATH)?;
         let pushed = Pushed::new(&CALLER_PATHS, caller.clone());
-        let result = body(spi);
+        // The literals Tandem writes into the SQL it generates (names of
+        // the owner's tables in trigger bodies) mean what they say only
+        // with standard strings; a caller must not turn them off.
+        let result = with_settings(spi, &[("standard_conforming_strings", "on")], body);
         drop(pushed);
         set_path(spi, &caller)?;
         result
