@@ -127,7 +127,7 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     let refused = spi::one::<bool>(
         spi,
         "SELECT o.rolsuper AND NOT s.rolsuper FROM pg_catalog.pg_roles o, pg_catalog.pg_roles s \
-         WHERE o.oid = $1::int8::oid AND s.oid = $2::int8",
+         WHERE o.oid = $1::int8::oid AND s.oid = $2::int8::oid",
         &[caller_oid().into(), owner.into()],
     )?;
     if refused == Some(true) {
