@@ -180,14 +180,15 @@ fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
     };
     tandem_core::options::check_max_bytes(options.max_bytes).map_err(tandem_local::LocalError::from)?;
     let mut progress = (!args.json).then(|| Progress::new("syncing"));
-    let (mut up, mut down) = (0, 0);
+    let (mut up, mut to_push, mut down) = (0, 0, 0);
     let report = store.sync_observed(&args.remote, &args.scope, &options, &mut |step| {
         match step {
+            Step::ToPush(n) => to_push = n,
             Step::Pushed(n) => up += n,
             Step::Pulled(n) => down += n,
         }
         if let Some(p) = progress.as_mut() {
-            p.show(up + down, &format!("{up} change(s) up, {down} row(s) down"));
+            p.show(up + down, &format!("{up}/{} change(s) up, {down} row(s) down", to_push.max(up)));
         }
     })?;
     if let Some(p) = progress {

@@ -64,14 +64,28 @@ impl SyncOptions {
             None | Some(Value::Null) => SyncOptions::default(),
             Some(v) => serde_json::from_value(v.clone()).map_err(|e| tandem_core::Error::InvalidOptions(e.to_string()))?,
         };
-        if let Some(params) = &options.params {
+        options.check()?;
+        Ok(options)
+    }
+
+    /// Refuses options no round could honour, before anything is done:
+    /// a round checks them whichever way they came (SQL, CLI, Rust).
+    pub fn check(&self) -> Result<()> {
+        if let Some(params) = &self.params {
             check_params(params)?;
+            if self.token.is_some() {
+                return Err(tandem_core::Error::InvalidOptions(
+                    "\"params\" and \"token\" together: a token's parameters are those it was registered with; pass one or the other"
+                        .into(),
+                )
+                .into());
+            }
         }
-        if options.max_rows == Some(0) {
+        if self.max_rows == Some(0) {
             return Err(tandem_core::Error::InvalidOptions("max_rows must be at least 1".into()).into());
         }
-        tandem_core::options::check_max_bytes(options.max_bytes)?;
-        Ok(options)
+        tandem_core::options::check_max_bytes(self.max_bytes)?;
+        Ok(())
     }
 }
 
@@ -162,6 +176,9 @@ const PUSH_ROUNDS: usize = 1000;
 /// Progress of a round, for showing long work as it happens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// The round's upload has this many local changes ahead (before it
+    /// starts): the total the `Pushed` steps count towards.
+    ToPush(u64),
     /// A batch of local changes was answered by the server (rows in it).
     Pushed(u64),
     /// A batch of server changes was stored (rows in it).
@@ -240,14 +257,15 @@ impl Push<'_> {
 }
 
 /// Refuses a server other than the one the file synced the scope with (its
-/// watermark and versions mean nothing there), unless `rebind`: then the
-/// file starts a resync with the new one. Returns whether it switched. A
-/// file that never learned its server's id adopts this one.
-fn check_server(conn: &Connection, state: &ScopeState, found: Option<String>, rebind: bool) -> Result<bool> {
+/// watermark and versions mean nothing there), unless `rebind`, or unless
+/// it is that server restored into another cluster (`moved_from` names the
+/// file's): then the file starts a resync with it. Returns whether it
+/// switched. A file that never learned its server's id adopts this one.
+fn check_server(conn: &Connection, state: &ScopeState, found: Option<String>, moved_from: &[String], rebind: bool) -> Result<bool> {
     let Some(found) = found else { return Ok(false) };
     match meta::server_id(conn, &state.scope)? {
         Some(known) if known == found => Ok(false),
-        Some(known) if !rebind => Err(LocalError::OtherServer { scope: state.scope.clone(), known, found }),
+        Some(known) if !rebind && !moved_from.contains(&known) => Err(LocalError::OtherServer { scope: state.scope.clone(), known, found }),
         Some(_) => {
             resync::begin(conn, state)?;
             meta::set_server_id(conn, &state.scope, &found)?;
@@ -272,6 +290,7 @@ pub fn run_observed(
     options: &SyncOptions,
     observe: &mut dyn FnMut(Step),
 ) -> Result<SyncReport> {
+    options.check()?;
     let started = Instant::now();
     let _lock = crate::lock::SyncLock::acquire(conn)?;
     let mut report = SyncReport { scope: scope.to_string(), ..SyncReport::default() };
@@ -285,7 +304,7 @@ pub fn run_observed(
         report.provisioned = true;
     }
     let mut state = meta::require(conn, scope)?;
-    let mut rebound = check_server(conn, &state, remote.server_id(), options.rebind)?;
+    let mut rebound = check_server(conn, &state, remote.server_id(), &remote.moved_from(), options.rebind)?;
     if let Some(token) = &options.token {
         let id = token_client_id(token)
             .ok_or_else(|| LocalError::Invalid("the token is not one sync_register_client issued (tdm_<client>_<secret>)".into()))?;
@@ -313,6 +332,7 @@ pub fn run_observed(
     state = meta::require(conn, scope)?;
     report.client_id = state.client_id.clone();
     report.schema_version = state.schema.version;
+    let newly_bound = options.params.is_some() && state.params.is_none();
     let params = match (&options.params, &state.params) {
         (Some(given), Some(bound)) if given != bound => {
             return Err(LocalError::Invalid(format!(
@@ -322,34 +342,64 @@ pub fn run_observed(
             )))
         }
         (Some(given), None) => {
-            meta::set_params(conn, scope, given)?;
+            meta::set_params(conn, scope, Some(given))?;
             given.clone()
         }
         (_, Some(bound)) => bound.clone(),
         (None, None) => Params::new(),
     };
+    let exchanged = exchange(conn, remote, scope, options, &params, schema_changed.then_some(&server_schema), &mut report, observe);
+    if let Err(error) = exchanged {
+        // A first round the server failed before anything moved leaves the
+        // file unbound, so the next one may pass other parameters (the
+        // server may have refused these).
+        let unmoved = report.pulled == 0 && report.pushed == 0 && meta::require(conn, scope)?.watermark.is_none();
+        if newly_bound && unmoved {
+            meta::set_params(conn, scope, None)?;
+        }
+        return Err(error);
+    }
+    report.took_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// The exchange of a round, once the file is provisioned and bound: the
+/// upload made under an older schema (`changed_to`, the new one), then the
+/// upload and the pull.
+#[allow(clippy::too_many_arguments)]
+fn exchange(
+    conn: &Connection,
+    remote: &mut dyn Remote,
+    scope: &str,
+    options: &SyncOptions,
+    params: &Params,
+    changed_to: Option<&Schema>,
+    report: &mut SyncReport,
+    observe: &mut dyn FnMut(Step),
+) -> Result<()> {
     let max_rows = options.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
     // With a token the server takes the parameters from the registration.
     let params_sent = if options.token.is_some() { None } else { Some(params.clone()) };
     let push = Push { scope, options, params_sent: params_sent.clone(), max_rows };
 
-    if schema_changed {
+    if let Some(server_schema) = changed_to {
         // Changes made under the old schema go up first, with the columns
         // the file had then (those the server still has): a column the
         // scope gained holds nothing yet in the file, and must not be
         // written over on the server. Its values come with the pull.
-        let sent = push.run(conn, remote, Some(&server_schema), &mut report, observe)?;
+        let sent = push.run(conn, remote, Some(server_schema), report, observe)?;
         if let Some(error) = sent {
-            return Err(LocalError::UploadFailed { pulled: 0, error });
+            return Err(LocalError::OldSchemaUploadFailed(error));
         }
-        provision::provision(conn, scope, &server_schema)?;
+        provision::provision(conn, scope, server_schema)?;
         report.provisioned = true;
         report.schema_version = server_schema.version;
     }
 
     // An upload the server fails (not a refused row: those are set aside)
     // does not hold back the pull: it is reported once the pull is done.
-    let push_failed = push.run(conn, remote, None, &mut report, observe)?;
+    observe(Step::ToPush(crate::status::pending(conn, &meta::require(conn, scope)?)?));
+    let push_failed = push.run(conn, remote, None, report, observe)?;
     // The id is kept only once the batch is read: a file that holds it
     // (the same file after a lost answer, or a backup of it) holds what
     // was sent under it.
@@ -370,13 +420,13 @@ pub fn run_observed(
     let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
     for _pass in 0..if resuming { 2 } else { 1 } {
         let since = meta::require(conn, scope)?.watermark;
-        match pull(conn, remote, scope, since, &select_options, &mut report, observe) {
+        match pull(conn, remote, scope, since, &select_options, report, observe) {
             Err(LocalError::Remote(RemoteError::WatermarkTooOld(_))) => {
                 // The deletes this file missed are purged: it starts over
                 // from NULL, keeping its unsent changes.
                 resync::begin(conn, &meta::require(conn, scope)?)?;
                 report.resynced = true;
-                pull(conn, remote, scope, None, &select_options, &mut report, observe)?;
+                pull(conn, remote, scope, None, &select_options, report, observe)?;
             }
             other => other?,
         }
@@ -388,6 +438,5 @@ pub fn run_observed(
     if let Some(error) = push_failed {
         return Err(LocalError::UploadFailed { pulled: report.pulled, error });
     }
-    report.took_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+    Ok(())
 }

@@ -29,6 +29,11 @@ pub enum LocalError {
     #[error("the upload failed (the pull ran: {pulled} row(s) down): {error}")]
     UploadFailed { pulled: u64, error: RemoteError },
 
+    /// The upload of changes made under the scope's previous schema failed,
+    /// so the file kept that schema and nothing was pulled.
+    #[error("the upload of changes made under the scope's previous schema failed, so this file was not moved to the new schema and nothing was pulled: {0}")]
+    OldSchemaUploadFailed(RemoteError),
+
     #[error("the tracking of {table} ({object}) is missing from this file, so its unsent changes cannot be known: run SELECT sync_deprovision('{scope}') on the file and sync again; every local row is then checked against the server's (rows equal to the server's are no conflict, others are settled by the scope's policy and logged)")]
     TrackingMissing { scope: String, table: String, object: String },
 

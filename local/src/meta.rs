@@ -281,14 +281,14 @@ pub fn set_pulled(conn: &Connection, state: &ScopeState, watermark: &str) -> Res
     Ok(())
 }
 
-pub fn set_params(conn: &Connection, scope: &str, params: &Params) -> Result<()> {
-    let text = Value::Object(params.clone().into_iter().collect()).to_string();
+/// Binds the file to filter parameters; `None` unbinds a file whose first
+/// round failed before the server took them.
+pub fn set_params(conn: &Connection, scope: &str, params: Option<&Params>) -> Result<()> {
+    let text = params.map(|p| Value::Object(p.clone().into_iter().collect()).to_string());
     conn.execute("UPDATE tandem_scopes SET params = ?2 WHERE scope = ?1", params![scope, text])?;
     Ok(())
 }
 
-/// Adopts the client id of a registration (a token) for a file that has not
-/// synced as anyone yet.
 /// The server (and database) the file syncs `scope` with, once it knows.
 pub fn server_id(conn: &Connection, scope: &str) -> Result<Option<String>> {
     Ok(conn.query_row("SELECT server_id FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0)).optional()?.flatten())
@@ -306,6 +306,8 @@ pub fn new_replica(conn: &Connection, scope: &str) -> Result<()> {
     Ok(())
 }
 
+/// Adopts the client id of a registration (a token) for a file that has not
+/// synced as anyone yet.
 pub fn set_client_id(conn: &Connection, scope: &str, client_id: &str) -> Result<()> {
     conn.execute("UPDATE tandem_scopes SET client_id = ?2 WHERE scope = ?1", params![scope, client_id])?;
     Ok(())

@@ -29,6 +29,12 @@ pub trait Remote: Send {
     fn server_id(&self) -> Option<String> {
         None
     }
+    /// The ids the server had before it was restored into another cluster
+    /// (as the last `schema` call gave them): a file that synced with one
+    /// of them pulls again by itself.
+    fn moved_from(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A direct connection to PostgreSQL with the tandem extension.
@@ -36,6 +42,7 @@ pub struct PostgresRemote {
     client: Client,
     url: String,
     server_id: Option<String>,
+    moved_from: Vec<String>,
 }
 
 impl PostgresRemote {
@@ -60,7 +67,7 @@ impl PostgresRemote {
             _ => config.connect(MakeRustlsConnect::new(tls.client_config()?)),
         };
         let client = connected.map_err(|e| connect_error(&shown, &config, &tls, &e))?;
-        Ok(PostgresRemote { client, url: shown, server_id: None })
+        Ok(PostgresRemote { client, url: shown, server_id: None, moved_from: Vec::new() })
     }
 
     fn error(&self, scope: &str, error: postgres::Error) -> RemoteError {
@@ -157,12 +164,22 @@ impl Remote for PostgresRemote {
         let text = self.one_text(scope, "SELECT sync_schema($1, $2::text::jsonb)::text", &[&scope, &options])?;
         let mut value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))?;
-        self.server_id = value.as_object_mut().and_then(|o| o.remove("server_id")).and_then(|v| v.as_str().map(str::to_string));
+        let object = value.as_object_mut();
+        let (server_id, moved_from) = match object {
+            Some(o) => (o.remove("server_id"), o.remove("moved_from")),
+            None => (None, None),
+        };
+        self.server_id = server_id.and_then(|v| v.as_str().map(str::to_string));
+        self.moved_from = moved_from.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
         serde_json::from_value(value).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))
     }
 
     fn server_id(&self) -> Option<String> {
         self.server_id.clone()
+    }
+
+    fn moved_from(&self) -> Vec<String> {
+        self.moved_from.clone()
     }
 
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {

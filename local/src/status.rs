@@ -2,10 +2,26 @@
 
 use rusqlite::Connection;
 use serde_json::{json, Value};
+use tandem_core::schema::TableSchema;
 use tandem_core::sql::local;
 
 use crate::error::Result;
 use crate::meta;
+
+/// Changes of `table` not sent yet.
+fn pending_in(conn: &Connection, table: &TableSchema, t: &meta::TableState) -> Result<u64> {
+    let count: i64 = conn.query_row(&format!("SELECT count(*) FROM ({})", local::all_pending(table, t.id)), [t.acked_seq], |r| r.get(0))?;
+    Ok(count.max(0) as u64)
+}
+
+/// Changes of the scope not sent yet: what a round's upload has ahead.
+pub fn pending(conn: &Connection, state: &meta::ScopeState) -> Result<u64> {
+    let mut total = 0;
+    for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+        total += pending_in(conn, table, t)?;
+    }
+    Ok(total)
+}
 
 /// Tables with their rows and unsent changes, the watermark, identity and
 /// parameters, and counts of logged conflicts and refused changes.
@@ -14,8 +30,7 @@ pub fn status(conn: &Connection, scope: &str) -> Result<Value> {
     let mut tables = Vec::new();
     for (table, t) in state.schema.tables.iter().zip(&state.tables) {
         let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", local::user_table(table)), [], |r| r.get(0))?;
-        let pending: i64 =
-            conn.query_row(&format!("SELECT count(*) FROM ({})", local::all_pending(table, t.id)), [t.acked_seq], |r| r.get(0))?;
+        let pending = pending_in(conn, table, t)?;
         tables.push(json!({"name": table.name, "local_name": table.table_name().local_name(), "rows": rows, "pending": pending}));
     }
     let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [scope], |r| r.get(0))?) };

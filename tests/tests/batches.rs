@@ -52,6 +52,7 @@ fn batches_are_bounded_by_bytes_as_well_as_rows() {
     assert_eq!((report.pushed, report.rejected.len()), (10, 0), "{report:?}");
     let pushes = steps.iter().filter(|s| matches!(s, Step::Pushed(_))).count();
     assert!((4..=5).contains(&pushes), "{steps:?}");
+    assert_eq!(steps.first(), Some(&Step::ToPush(10)), "the upload's total comes first, for progress: {steps:?}");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
     // A bound no batch could keep is refused up front.
     let error = SyncOptions::parse(Some(&json!({"max_bytes": 0}))).unwrap_err();

@@ -141,6 +141,19 @@ fn changing_parameters_without_a_new_registration_is_refused() {
         .unwrap_err();
     assert!(describe(&error).contains("is bound to parameters"), "{}", describe(&error));
     assert_eq!(tenants_in(&direct), [1]);
+
+    // A first round the server refused binds the file to nothing: the next
+    // may pass the parameters it should have.
+    let typo = s.store("typo.db");
+    let wrong = SyncOptions { params: Some([("tenant".into(), json!("one"))].into()), ..SyncOptions::default() };
+    let error = typo.sync(&s.db.url, "crm", &wrong).unwrap_err().to_string();
+    assert!(error.contains("tenant"), "{error}");
+    typo.sync(&s.db.url, "crm", &one).unwrap_or_else(|e| panic!("the corrected parameters: {e}"));
+    assert_eq!(tenants_in(&typo), [1]);
+    // Parameters beside a token are refused before anything is done.
+    let both = SyncOptions { params: Some([("tenant".into(), json!(1))].into()), token: Some(token_a.clone()), ..SyncOptions::default() };
+    let error = s.store("both.db").sync(&s.db.url, "crm", &both).unwrap_err().to_string();
+    assert!(error.contains("\"params\" and \"token\" together"), "{error}");
 }
 
 #[test]
