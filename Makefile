@@ -47,8 +47,11 @@ postgres:
 ## Build and install ------------------------------------------------------------
 
 # Puts the extension into the running PostgreSQL: CREATE EXTENSION tandem.
+# Earlier releases' install scripts go beside the upgrade scripts (pgrx
+# copies only the latter), so an old database can be made and upgraded.
 install: deps
 	cd extension && cargo pgrx install --release --pg-config $(PG_CONFIG) $(PGRX_SUDO)
+	$(AS_ROOT) install -m 644 extension/sql/tandem--*.sql $$($(PG_CONFIG) --sharedir)/extension/
 
 # The loadable SQLite extension: target/release/libtandem_sqlite.so, where
 # the README's `.load target/release/libtandem_sqlite` finds it.

@@ -97,6 +97,9 @@ pub enum Error {
     #[error("the watermark is older than what scope \"{0}\" keeps (a sync_cleanup purged what it needs, or the scope was provisioned anew): pull again from NULL (sync_run does this by itself, keeping the file's unsent changes)")]
     WatermarkTooOld(String),
 
+    #[error("this database's tandem extension is version {installed}, but this session runs the tandem library of version {library}: run ALTER EXTENSION tandem UPDATE in this database (docs/deploy.md, Upgrades), or reconnect if it was updated after this session began")]
+    ExtensionVersion { installed: String, library: String },
+
     #[error("parameter problem: {0}")]
     Params(String),
 
@@ -181,6 +184,7 @@ impl Error {
             Error::UnsupportedFormat(_) => "22023",
             Error::InvalidWatermark(_) => "22023",
             Error::WatermarkTooOld(_) => "55000", // object_not_in_prerequisite_state
+            Error::ExtensionVersion { .. } => "55000",
             Error::Params(_) => "22023",
             Error::InvalidToken(_) => "28000", // invalid_authorization_specification
             Error::TokenRequired(_) => "28000",

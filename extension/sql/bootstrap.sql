@@ -7,19 +7,29 @@ COMMENT ON SCHEMA tandem IS 'Tandem sync engine: scopes, clients, conflict log a
 -- tracked statement.
 CREATE SEQUENCE tandem.log_seq;
 
+-- Made by the first sync call (extension/src/cluster.rs), not here: a
+-- database restored from a dump brings its own row.
 CREATE TABLE tandem.server (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    server_id uuid NOT NULL DEFAULT gen_random_uuid()
+    server_id uuid NOT NULL DEFAULT gen_random_uuid(),
+    -- The cluster the tracking's transaction ids count in
+    -- (pg_control_system()); another one means the database was restored
+    -- into another cluster, and its tracking is restamped.
+    system_identifier bigint,
+    -- The ids this database had before such moves: a device that synced
+    -- with one of them pulls again without being told to.
+    moved_from uuid[] NOT NULL DEFAULT '{}'
 );
-INSERT INTO tandem.server DEFAULT VALUES;
 
 CREATE TABLE tandem.scopes (
     name text PRIMARY KEY,
     setup jsonb NOT NULL,
     schema jsonb NOT NULL,
-    -- The role that provisioned the scope: it (and any member of it, and a
-    -- superuser) may act for any client; everyone else needs a token.
-    owner text NOT NULL DEFAULT session_user,
+    -- The role that provisioned the scope: it (and any role with its
+    -- privileges, and a superuser) may act for any client; everyone else
+    -- needs a token. A role, not a name: a role made later under the name
+    -- of a dropped one is another role (and pg_dump keeps it by name).
+    owner regrole NOT NULL,
     -- The search_path its owner provisioned it with: the users' code a sync
     -- runs (triggers, resolver) runs as the owner, with this path.
     search_path text NOT NULL DEFAULT '"$user", public',
@@ -35,7 +45,9 @@ CREATE TABLE tandem.scopes (
 CREATE TABLE tandem.scope_tables (
     id bigserial PRIMARY KEY,
     scope text NOT NULL REFERENCES tandem.scopes (name) ON DELETE CASCADE,
-    relid oid NOT NULL,
+    -- regclass: pg_dump keeps it by name, so a restored database finds its
+    -- tables under their new oids.
+    relid regclass NOT NULL,
     name text NOT NULL,
     UNIQUE (scope, name)
 );
@@ -50,8 +62,9 @@ CREATE TABLE tandem.clients (
     -- sha256 of the bearer token; NULL for clients that connect directly.
     token_hash bytea UNIQUE,
     -- The scope's owner when the client was registered: a scope made anew
-    -- under the name takes its clients only if it has the same owner.
-    owner text,
+    -- under the name takes its clients only if it has the same owner (a
+    -- dropped role's clients are nobody's but a superuser's).
+    owner regrole,
     created_at timestamptz NOT NULL DEFAULT now(),
     last_seen timestamptz
 );

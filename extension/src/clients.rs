@@ -63,8 +63,7 @@ fn sync_clients(scope: Option<&str>) -> JsonbText {
     run("sync_clients", || {
         let scope = required(scope, "scope")?;
         spi::connect(|spi| {
-            privileges::require_owner(spi, scope, "sync_clients")?;
-            registry::load_scope(spi, scope)?;
+            privileges::require_clients_owner(spi, scope, "sync_clients")?;
             list(spi, scope).map(|v| JsonbText::from_value(&v))
         })
     })
@@ -78,7 +77,7 @@ fn sync_revoke_client(scope: Option<&str>, client_id: Option<&str>) -> bool {
         let scope = required(scope, "scope")?;
         let client_id = required(client_id, "client_id")?;
         spi::connect(|spi| {
-            privileges::require_owner(spi, scope, "sync_revoke_client")?;
+            privileges::require_clients_owner(spi, scope, "sync_revoke_client")?;
             let removed =
                 spi::exec(spi, "DELETE FROM tandem.clients WHERE scope = $1 AND client_id = $2", &[scope.into(), client_id.into()])?;
             Ok(removed > 0)

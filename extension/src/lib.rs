@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod apply;
 mod catalog;
 mod clients;
+mod cluster;
 mod fold;
 mod json_text;
 mod partitions;
@@ -17,6 +18,7 @@ mod registry;
 mod report;
 mod spi;
 mod status;
+mod version;
 
 ::pgrx::pg_module_magic!(name, version);
 

@@ -28,14 +28,18 @@ mod tandem {
     use tandem_core::sql::tracking;
     use tandem_core::Error;
 
-    use super::{follow, tracked_as, tracked_ids};
+    use super::{carries_triggers, follow, tracked_as, tracked_ids};
     use crate::fold;
     use crate::privileges;
     use crate::report::run;
     use crate::spi;
 
     /// Brings the partitions of `root` (a tracked table) in step with its
-    /// partition tree. Called by the event trigger after DDL.
+    /// partition tree. Called by the event trigger after DDL. A root that
+    /// does not carry its own triggers yet is being restored from a dump,
+    /// which brings its partitions' triggers itself, after its constraints
+    /// (whose ALTER TABLE brings us here): making them now would make the
+    /// dump's fail.
     #[pg_extern(volatile)]
     fn follow_partitions(root: Option<i64>) {
         run("tandem.follow_partitions", || {
@@ -44,6 +48,9 @@ mod tandem {
                 spi::quietly(spi, |spi| {
                     for (stored, index) in tracked_as(spi, root)? {
                         let tracked = stored.scope();
+                        if !carries_triggers(spi, root, tracked.id(index))? {
+                            continue;
+                        }
                         privileges::as_scope_owner(spi, &tracked.schema.scope, |spi| follow(spi, &tracked, index, true))?;
                     }
                     Ok(())
@@ -91,8 +98,7 @@ pub fn follow(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, log_new: boo
         "SELECT t.relid::int8, format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_partition_tree($1::int8::oid) t \
          JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE t.relid <> $1::int8::oid ORDER BY t.level, t.relid",
-        root,
-        None,
+        &[root.into()],
     )?;
     let carrying = carrying_triggers(spi, id, Some(root))?;
     for partition in tree.iter().filter(|p| !carrying.iter().any(|c| c.oid == p.oid)) {
@@ -127,6 +133,18 @@ pub fn drop_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<()
     Ok(())
 }
 
+/// Whether relation `relid` carries Tandem's triggers of tracking id `id`
+/// (by name and by function, as [`carrying_triggers`] knows them).
+fn carries_triggers(spi: &mut Spi<'_>, relid: i64, id: i64) -> Result<bool> {
+    let found = spi::one::<bool>(
+        spi,
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = $1::int8::oid AND g.tgname = $2 \
+                AND g.tgfoid = pg_catalog.to_regprocedure($3 || '()'))",
+        &[relid.into(), tracking::marker_trigger(id).into(), tracking::marker_function(id).into()],
+    )?;
+    Ok(found == Some(true))
+}
+
 /// Relations other than `root` that carry the triggers of tracking id `id`:
 /// by name and by function, as a trigger of the same name another role
 /// made on a relation of its own is not Tandem's and must not be read.
@@ -135,20 +153,12 @@ fn carrying_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<Ve
          JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
          WHERE g.tgname = $2 AND g.tgfoid = pg_catalog.to_regprocedure($3 || '()') AND c.oid IS DISTINCT FROM $1::int8::oid";
     let args = [root.unwrap_or(0).into(), tracking::marker_trigger(id).into(), tracking::marker_function(id).into()];
-    spi::query(spi, sql, &args, |row| {
-        Ok(Relation {
-            oid: spi::get::<i64>(row, 1)?.ok_or_else(|| Error::Internal("a relation without an oid".into()))?,
-            quoted: spi::text(row, 2)?.ok_or_else(|| Error::Internal("a relation without a name".into()))?,
-        })
-    })
+    relations(spi, sql, &args)
 }
 
-fn relations(spi: &mut Spi<'_>, sql: &str, root: i64, name: Option<String>) -> Result<Vec<Relation>> {
-    let mut args = vec![root.into()];
-    if let Some(name) = name {
-        args.push(name.into());
-    }
-    spi::query(spi, sql, &args, |row| {
+/// The relations `sql` selects as (oid, quoted name).
+fn relations(spi: &mut Spi<'_>, sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Result<Vec<Relation>> {
+    spi::query(spi, sql, args, |row| {
         Ok(Relation {
             oid: spi::get::<i64>(row, 1)?.ok_or_else(|| Error::Internal("a relation without an oid".into()))?,
             quoted: spi::text(row, 2)?.ok_or_else(|| Error::Internal("a relation without a name".into()))?,

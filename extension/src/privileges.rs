@@ -42,7 +42,7 @@ thread_local! {
 /// `SECURITY DEFINER` function), nor the login role behind a `SET ROLE`;
 /// and inside a scope owner's code (a trigger that calls a sync function),
 /// that owner.
-fn caller_oid() -> i64 {
+pub fn caller_oid() -> i64 {
     // SAFETY: reads backend globals that are always set inside a transaction.
     let (current, outer) = unsafe { (pg_sys::GetUserId(), pg_sys::GetOuterUserId()) };
     // The owner's code itself (not another role's SECURITY DEFINER code it
@@ -51,30 +51,71 @@ fn caller_oid() -> i64 {
     i64::from(owner.unwrap_or(outer).to_u32())
 }
 
-/// The caller's role name, for messages and for recording a scope's owner.
+/// The caller's role name, for messages.
 pub fn caller_name(spi: &mut Spi<'_>) -> Result<String> {
     spi::one::<String>(spi, "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1::int8::oid", &[caller_oid().into()])?
         .ok_or_else(|| Error::Internal("the calling role does not exist".into()))
 }
 
-/// Whether the caller may act for any client of `scope`: it is the scope's
-/// owner (or a member of that role) or a superuser, so it may read the
-/// tables anyway. `None` when the scope does not exist.
+/// SQL that is true when the caller (`$2`, its role oid) acts as `role`,
+/// an expression giving a role's oid: it has that role's privileges, as
+/// PostgreSQL's own ownership checks ask, or it is a superuser. A role that
+/// no longer exists is nobody's but a superuser's.
+fn acts_as(role: &str) -> String {
+    format!(
+        "(pg_catalog.pg_has_role($2::int8::oid, {role}, 'USAGE') \
+          OR (SELECT u.rolsuper FROM pg_catalog.pg_roles u WHERE u.oid = $2::int8::oid)) IS TRUE"
+    )
+}
+
+/// A role's name for a message, from an expression giving its oid.
+fn role_name(role: &str) -> String {
+    format!(
+        "coalesce((SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE r.oid = {role}), \
+                  'a role that no longer exists (oid ' || {role}::oid || ')')"
+    )
+}
+
+/// Whether the caller may act for any client of `scope`: it acts as the
+/// scope's owner (see [`acts_as`]), so it may read the tables anyway, and
+/// the owner's name. `None` when the scope does not exist.
 fn owns(spi: &mut Spi<'_>, scope: &str) -> Result<Option<(bool, String)>> {
-    let rows = spi::select(
-        spi,
-        "SELECT (pg_catalog.pg_has_role($2::int8::oid, r.oid, 'MEMBER') \
-                 OR (SELECT u.rolsuper FROM pg_catalog.pg_roles u WHERE u.oid = $2::int8::oid)) IS TRUE, s.owner \
-         FROM tandem.scopes s LEFT JOIN pg_catalog.pg_roles r ON r.rolname = s.owner WHERE s.name = $1",
-        &[scope.into(), caller_oid().into()],
-        |row| Ok((spi::required::<bool>(row, 1)?, spi::required_text(row, 2)?)),
-    )?;
+    let sql = format!("SELECT {}, {} FROM tandem.scopes s WHERE s.name = $1", acts_as("s.owner"), role_name("s.owner"));
+    let rows = spi::select(spi, &sql, &[scope.into(), caller_oid().into()], |row| {
+        Ok((spi::required::<bool>(row, 1)?, spi::required_text(row, 2)?))
+    })?;
     Ok(rows.into_iter().next())
 }
 
 /// Whether the caller may act for any client of `scope` (see [`owns`]).
 pub fn caller_owns(spi: &mut Spi<'_>, scope: &str) -> Result<bool> {
     Ok(owns(spi, scope)?.is_some_and(|(owns, _)| owns))
+}
+
+/// Refuses a device's call naming a scope that does not exist with the
+/// error it would get for an existing scope it may not reach: the refusal
+/// of its token (or of its lack of one), so that the device functions
+/// never tell whether another tenant's scope exists. The owner of a scope
+/// (who could list the scopes anyway) and a superuser, and the holder of a
+/// token registered under the name (its scope was deprovisioned), learn
+/// that it does not.
+pub fn require_known_scope(spi: &mut Spi<'_>, scope: &str, token: Option<&str>) -> Result<()> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT FROM tandem.scopes s WHERE s.name = $1), \
+                EXISTS (SELECT FROM tandem.clients c WHERE c.scope = $1 AND c.token_hash = sha256(convert_to($3, 'UTF8'))), \
+                EXISTS (SELECT FROM tandem.scopes s WHERE {}) \
+                OR (SELECT u.rolsuper FROM pg_catalog.pg_roles u WHERE u.oid = $2::int8::oid) IS TRUE",
+        acts_as("s.owner")
+    );
+    let found = spi::select(spi, &sql, &[scope.into(), caller_oid().into(), token.into()], |row| {
+        Ok((spi::required::<bool>(row, 1)?, spi::get::<bool>(row, 2)?.unwrap_or(false), spi::required::<bool>(row, 3)?))
+    })?;
+    match found.into_iter().next() {
+        Some((true, _, _)) => Ok(()),
+        Some((false, true, _)) | Some((false, _, true)) => Err(Error::UnknownScope(scope.to_string())),
+        _ if token.is_some() => Err(Error::InvalidToken(scope.to_string())),
+        _ => Err(Error::TokenRequired(scope.to_string())),
+    }
 }
 
 /// Refuses a caller that does not own `scope`, for the functions that
@@ -87,16 +128,33 @@ pub fn require_owner(spi: &mut Spi<'_>, scope: &str, function: &'static str) -> 
     }
 }
 
+/// Refuses a caller that may not manage the clients registered under
+/// `scope`: its owner's, or once it is deprovisioned (its registrations
+/// stay, to come back with it), the role's that registered them, so they
+/// can still be listed and revoked.
+pub fn require_clients_owner(spi: &mut Spi<'_>, scope: &str, function: &'static str) -> Result<()> {
+    if owns(spi, scope)?.is_some() {
+        return require_owner(spi, scope, function);
+    }
+    let sql = format!("SELECT bool_and({}), min({}) FROM tandem.clients c WHERE c.scope = $1", acts_as("c.owner"), role_name("c.owner"));
+    let found = spi::select(spi, &sql, &[scope.into(), caller_oid().into()], |row| Ok((spi::get::<bool>(row, 1)?, spi::text(row, 2)?)))?;
+    match found.into_iter().next() {
+        Some((Some(true), _)) => Ok(()),
+        Some((Some(false), owner)) => Err(Error::NotScopeOwner {
+            role: caller_name(spi)?,
+            scope: scope.to_string(),
+            owner: owner.unwrap_or_else(|| "nobody: it was registered directly".into()),
+            function,
+        }),
+        _ => Err(Error::UnknownScope(scope.to_string())),
+    }
+}
+
 /// Refuses to track a table the caller does not own: provisioning installs
 /// triggers on it and lets devices write it, which only its owner may allow.
 pub fn require_table_owner(spi: &mut Spi<'_>, table: &str) -> Result<()> {
-    let owned = spi::one::<bool>(
-        spi,
-        "SELECT (pg_catalog.pg_has_role($2::int8::oid, c.relowner, 'USAGE') \
-                 OR (SELECT u.rolsuper FROM pg_catalog.pg_roles u WHERE u.oid = $2::int8::oid)) IS TRUE \
-         FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)",
-        &[table.into(), caller_oid().into()],
-    )?;
+    let sql = format!("SELECT {} FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1)", acts_as("c.relowner"));
+    let owned = spi::one::<bool>(spi, &sql, &[table.into(), caller_oid().into()])?;
     match owned {
         Some(true) | None => Ok(()),
         Some(false) => Err(Error::NotTableOwner { role: caller_name(spi)?, table: table.to_string() }),
@@ -114,7 +172,7 @@ pub fn require_table_owner(spi: &mut Spi<'_>, table: &str) -> Result<()> {
 pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     let found = spi::select(
         spi,
-        "SELECT r.oid::int8, s.search_path FROM tandem.scopes s JOIN pg_catalog.pg_roles r ON r.rolname = s.owner WHERE s.name = $1",
+        "SELECT r.oid::int8, s.search_path FROM tandem.scopes s JOIN pg_catalog.pg_roles r ON r.oid = s.owner WHERE s.name = $1",
         &[scope.into()],
         |row| Ok((spi::required::<i64>(row, 1)?, spi::required_text(row, 2)?)),
     )?;
@@ -196,20 +254,17 @@ pub fn require_execute(spi: &mut Spi<'_>, function: &str) -> Result<()> {
 /// to another role: deprovisioning keeps them, and they would let their
 /// tokens into the new scope's rows.
 pub fn require_registrations_own(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
-    let other = spi::select(
-        spi,
-        "SELECT c.owner FROM tandem.clients c \
-         WHERE c.scope = $1 AND c.owner IS NOT NULL \
-           AND (pg_catalog.pg_has_role($2::int8::oid, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = c.owner), 'MEMBER') \
-                OR (SELECT u.rolsuper FROM pg_catalog.pg_roles u WHERE u.oid = $2::int8::oid)) IS NOT TRUE LIMIT 1",
-        &[scope.into(), caller_oid().into()],
-        |row| spi::text(row, 1),
-    )?;
+    let sql = format!(
+        "SELECT {} FROM tandem.clients c WHERE c.scope = $1 AND c.owner IS NOT NULL AND NOT ({}) LIMIT 1",
+        role_name("c.owner"),
+        acts_as("c.owner")
+    );
+    let other = spi::select(spi, &sql, &[scope.into(), caller_oid().into()], |row| spi::required_text(row, 1))?;
     match other.into_iter().next() {
         Some(owner) => Err(Error::NotScopeOwner {
             role: caller_name(spi)?,
             scope: scope.to_string(),
-            owner: owner.unwrap_or_default(),
+            owner,
             function: "sync_provision (its earlier clients are that role's)",
         }),
         None => Ok(()),

@@ -11,6 +11,7 @@ use tandem_core::sql::{tracking, Scope};
 use tandem_core::{Error, Result};
 
 use crate::catalog;
+use crate::cluster;
 use crate::fold;
 use crate::json_text::JsonbText;
 use crate::partitions;
@@ -46,18 +47,26 @@ fn sync_deprovision(scope: Option<&str>) {
 
 /// The scope's schema: tables, columns with logical types, keys, filters and
 /// directions. The local side provisions from it.
-/// Like every call of a device, it takes the device's token.
-#[pg_extern(stable, security_definer)]
+/// Like every call of a device, it takes the device's token. Volatile: the
+/// first call in a database restored into another cluster restamps its
+/// tracking (see `cluster`), and the device must see the new id then.
+#[pg_extern(volatile, security_definer)]
 fn sync_schema(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_schema", || {
         let scope = required(scope, "scope")?;
         let options = SchemaOptions::parse(crate::report::options(options)?.as_ref())?;
         spi::connect(|spi| {
+            cluster::ensure_here(spi)?;
+            privileges::require_known_scope(spi, scope, options.token.as_deref())?;
             let schema = registry::load_scope(spi, scope)?.schema;
             let owner = privileges::caller_owns(spi, scope)?;
             registry::resolve_identity(spi, scope, owner, None, options.token.as_deref(), None)?;
             let mut value = serde_json::to_value(&schema).map_err(|e| Error::Internal(format!("schema of {scope}: {e}")))?;
-            value["server_id"] = Value::from(registry::server_id(spi)?);
+            let (server_id, moved_from) = registry::server_id(spi)?;
+            value["server_id"] = Value::from(server_id);
+            if !moved_from.is_empty() {
+                value["moved_from"] = Value::from(moved_from);
+            }
             Ok(JsonbText::from_value(&value))
         })
     })
@@ -70,6 +79,7 @@ fn lock_scope(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
 
 pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<Schema> {
     let setup = ScopeSetup::parse(scope, setup_value)?;
+    cluster::ensure_here(spi)?;
     lock_scope(spi, scope)?;
     let old = registry::find_scope(spi, scope)?;
     match &old {
@@ -119,11 +129,11 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
     // A scope made anew (maybe after sync_deprovision) knows nothing of
     // what happened before: a device that pulled from an earlier one
     // resyncs, as after a cleanup.
-    let owner = privileges::caller_name(spi)?;
+    let owner = privileges::caller_oid();
     let path = spi::caller_search_path().unwrap_or_default();
     spi::exec(
         spi,
-        "INSERT INTO tandem.scopes (name, setup, schema, owner, search_path) VALUES ($1, $2::jsonb, $3::jsonb, $4, $5) \
+        "INSERT INTO tandem.scopes (name, setup, schema, owner, search_path) VALUES ($1, $2::jsonb, $3::jsonb, $4::int8::oid, $5) \
          ON CONFLICT (name) DO UPDATE SET setup = excluded.setup, schema = excluded.schema, updated_at = now()",
         &[scope.into(), setup_text.into(), schema_text.into(), owner.into(), path.into()],
     )?;
@@ -254,8 +264,12 @@ fn analyze_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize) -> Res
 /// `tracking::hand_over`): a sync reads and writes the owner's tables as
 /// the owner (`privileges::as_scope_owner`), joined with their tracking.
 fn grant_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize) -> Result<()> {
-    let owner = spi::one::<String>(spi, "SELECT owner FROM tandem.scopes WHERE name = $1", &[tracked.schema.scope.as_str().into()])?
-        .ok_or_else(|| Error::UnknownScope(tracked.schema.scope.clone()))?;
+    let owner = spi::one::<String>(
+        spi,
+        "SELECT r.rolname::text FROM tandem.scopes s JOIN pg_catalog.pg_roles r ON r.oid = s.owner WHERE s.name = $1",
+        &[tracked.schema.scope.as_str().into()],
+    )?
+    .ok_or_else(|| Error::UnknownScope(tracked.schema.scope.clone()))?;
     for statement in tracking::hand_over(tracked, index, &owner) {
         spi::exec(spi, &statement, &[])?;
     }

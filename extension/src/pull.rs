@@ -10,6 +10,7 @@ use tandem_core::types::{json_to_pg_text, pg_text_to_json, write_pg_text_as_json
 use tandem_core::watermark::{Phase, Snapshot, Watermark};
 use tandem_core::{Error, Result};
 
+use crate::cluster;
 use crate::fold;
 use crate::json_text::JsonbText;
 use crate::privileges;
@@ -56,6 +57,8 @@ struct Window {
 }
 
 pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, options: &SelectOptions) -> Result<String> {
+    cluster::ensure_here(spi)?;
+    privileges::require_known_scope(spi, scope_name, options.token.as_deref())?;
     let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
     let owner = privileges::caller_owns(spi, scope_name)?;
@@ -73,7 +76,7 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
     let params = identity.params;
     let downloading: Vec<usize> = (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
     let bound = bind_params(&scope, &params, downloading.iter().copied())?;
-    let origin = registry::server_id(spi)?;
+    let (origin, _) = registry::server_id(spi)?;
 
     // The filter's casts and comparisons (a domain's check, say) run with
     // the scope owner's rights, never the extension's.

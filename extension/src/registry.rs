@@ -83,13 +83,15 @@ pub fn load_scope(spi: &Spi<'_>, name: &str) -> Result<StoredScope> {
     Ok(stored)
 }
 
-/// The server's id, the `origin` of its changesets.
-pub fn server_id(spi: &Spi<'_>) -> Result<String> {
-    Ok(spi::select(spi, "SELECT server_id::text FROM tandem.server", &[], |row| spi::text(row, 1))?
-        .into_iter()
-        .next()
-        .flatten()
-        .unwrap_or_default())
+/// The server's id, the `origin` of its changesets, and the ids it had
+/// before it was restored into another cluster (see `cluster`).
+pub fn server_id(spi: &Spi<'_>) -> Result<(String, Vec<String>)> {
+    spi::select(spi, "SELECT server_id::text, moved_from::text[] FROM tandem.server", &[], |row| {
+        Ok((spi::required_text(row, 1)?, spi::get::<Vec<String>>(row, 2)?.unwrap_or_default()))
+    })?
+    .into_iter()
+    .next()
+    .ok_or_else(|| Error::Internal("tandem.server has no row: provision a scope first".into()))
 }
 
 /// A client as the server knows it.

@@ -95,6 +95,7 @@ pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     pgrx::spi::Spi::connect_mut(|spi| {
         let caller = one::<String>(spi, "SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
         set_path(spi, PINNED_PATH)?;
+        crate::version::require_matching(spi)?;
         let pushed = Pushed::new(&CALLER_PATHS, caller.clone());
         // The literals Tandem writes into the SQL it generates (names of
         // the owner's tables in trigger bodies) mean what they say only

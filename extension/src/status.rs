@@ -33,7 +33,11 @@ fn sync_cleanup(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'"
     run("sync_cleanup", || {
         let scope = required(scope, "scope")?;
         let options = CleanupOptions::parse(report::options(options)?.as_ref())?;
-        spi::connect(|spi| cleanup(spi, scope, &options)).map(|v| JsonbText::from_value(&v))
+        spi::connect(|spi| {
+            crate::cluster::ensure_here(spi)?;
+            cleanup(spi, scope, &options)
+        })
+        .map(|v| JsonbText::from_value(&v))
     })
 }
 

@@ -28,16 +28,30 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new(label: &str) -> TestDb {
+        TestDb::at_version(label, None)
+    }
+
+    /// With the extension at `version` (an upgrade test's previous
+    /// release), or at its default version.
+    pub fn at_version(label: &str, version: Option<&str>) -> TestDb {
+        let db = TestDb::bare(label);
+        db.connect()
+            .batch_execute(&match version {
+                Some(version) => format!("CREATE EXTENSION tandem VERSION '{version}'"),
+                None => "CREATE EXTENSION tandem".into(),
+            })
+            .expect("CREATE EXTENSION tandem failed: install it first with `make install`");
+        db
+    }
+
+    /// An empty database, without the extension (a restore's target).
+    pub fn bare(label: &str) -> TestDb {
         let name = format!("tandem_t_{label}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let mut admin =
             Client::connect(&server_url(), NoTls).unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", server_url()));
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).expect("drop old database");
         admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
-        let db = TestDb { url: with_database(&server_url(), &name), name };
-        db.connect()
-            .batch_execute("CREATE EXTENSION tandem")
-            .expect("CREATE EXTENSION tandem failed: install it first with `make install`");
-        db
+        TestDb { url: with_database(&server_url(), &name), name }
     }
 
     pub fn connect(&self) -> Client {

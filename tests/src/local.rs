@@ -53,7 +53,13 @@ pub struct Scenario {
 impl Scenario {
     /// `schema` is SQL run on the fresh database: tables, rows, provisioning.
     pub fn new(label: &str, schema: &str, scope: &'static str) -> Scenario {
-        let db = TestDb::new(label);
+        Scenario::at_version(label, None, schema, scope)
+    }
+
+    /// As [`Scenario::new`], with the extension at `version` (see
+    /// [`TestDb::at_version`]).
+    pub fn at_version(label: &str, version: Option<&str>, schema: &str, scope: &'static str) -> Scenario {
+        let db = TestDb::at_version(label, version);
         db.connect().batch_execute(schema).expect("schema");
         Scenario { db, files: Files::new(label), scope }
     }

@@ -328,6 +328,18 @@ fn an_operator_manages_only_the_scopes_over_tables_it_owns() {
         &[],
     );
     assert!(error.starts_with("42501") && error.contains(&operator.name), "{error}");
+    // Those registrations stay the operator's to list and revoke, and
+    // nobody else's; once revoked, the name is free.
+    let error = error_of(&mut other.connect(&s), "SELECT sync_clients('shop')", &[]);
+    assert!(error.starts_with("42501") && error.contains(&operator.name), "{error}");
+    assert_eq!(query_json(&mut conn, "SELECT sync_clients('shop')", &[])[0]["client_id"], client.as_str());
+    let revoked: bool = conn.query_one("SELECT sync_revoke_client('shop', $1)", &[&client]).unwrap().get(0);
+    assert!(revoked);
+    query_json(
+        &mut other.connect(&s),
+        r#"SELECT sync_provision('shop', '{"tables": [{"name": "theirs", "filter": {"tenant_id": "tenant"}}]}')"#,
+        &[],
+    );
 }
 
 #[test]
@@ -604,4 +616,61 @@ fn another_roles_code_finds_no_way_in_through_a_scope_it_does_not_own() {
     assert_eq!(result["applied"], 1, "{result}");
     let loot: Vec<String> = s.server().query("SELECT what FROM loot", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(loot, ["refused"], "another role's code acted for the scope's owner");
+}
+
+#[test]
+fn a_role_made_anew_under_a_dropped_roles_name_does_not_inherit_its_clients() {
+    let s = Scenario::new("role_reuse", "CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL)", "shop");
+    let operator = Role::new(&s, "reused", &format!("{OPERATOR_GRANTS} ALTER TABLE orders OWNER TO {{role}};"));
+    let mut conn = operator.connect(&s);
+    query_json(&mut conn, r#"SELECT sync_provision('shop', '{"tables": [{"name": "orders", "filter": {"tenant_id": "tenant"}}]}')"#, &[]);
+    let token =
+        query_json(&mut conn, r#"SELECT sync_register_client('shop', '{"tenant": 1}')"#, &[])["token"].as_str().unwrap().to_string();
+    conn.batch_execute("SELECT sync_deprovision('shop')").unwrap();
+    drop(conn);
+
+    // The role goes, and another is made under its name: it is not the
+    // role that registered the scope's clients, whatever it is called.
+    s.server()
+        .batch_execute(&format!(
+            "DROP OWNED BY {0}; DROP ROLE {0}; CREATE ROLE {0} LOGIN; {1} \
+             CREATE TABLE others (id bigint PRIMARY KEY, tenant_id int NOT NULL); ALTER TABLE others OWNER TO {0}; \
+             INSERT INTO others VALUES (1, 1);",
+            operator.name,
+            OPERATOR_GRANTS.replace("{role}", &operator.name)
+        ))
+        .unwrap();
+    let mut conn = operator.connect(&s);
+    let error =
+        error_of(&mut conn, r#"SELECT sync_provision('shop', '{"tables": [{"name": "others", "filter": {"tenant_id": "tenant"}}]}')"#, &[]);
+    assert!(error.starts_with("42501") && error.contains("no longer exists"), "{error}");
+    let device = Role::new(&s, "device", DEVICE_GRANTS);
+    let error = error_of(&mut device.connect(&s), "SELECT sync_select_changes('shop', NULL, $1)", &[&json!({"token": token})]);
+    assert!(!error.is_empty(), "the old token reaches nothing: {error}");
+}
+
+#[test]
+fn a_device_cannot_tell_whether_a_scope_it_may_not_reach_exists() {
+    let s = Scenario::new("scope_names", SCHEMA, "crm");
+    s.server()
+        .batch_execute(r#"CREATE TABLE notes (id int PRIMARY KEY); SELECT sync_provision('other', '{"tables": [{"name": "notes"}]}')"#)
+        .unwrap();
+    let token = s.register(json!({"tenant": 1}));
+    let device = Role::new(&s, "device", DEVICE_GRANTS);
+    let mut conn = device.connect(&s);
+    let bare = |e: String| e.split(':').next().unwrap_or_default().replace("\"other\"", "S").replace("\"nosuch\"", "S");
+    for (options, expected) in [(json!({"token": token}), "28000"), (json!({}), "28000")] {
+        let existing = error_of(&mut conn, "SELECT sync_select_changes('other', NULL, $1)", &[&options]);
+        let missing = error_of(&mut conn, "SELECT sync_select_changes('nosuch', NULL, $1)", &[&options]);
+        assert!(existing.starts_with(expected), "{existing}");
+        assert_eq!(bare(existing.clone()), bare(missing.clone()), "{existing} / {missing}");
+        let schema_missing = error_of(&mut conn, "SELECT sync_schema('nosuch', $1)", &[&options]);
+        assert!(schema_missing.starts_with(expected), "{schema_missing}");
+        let upload = json!({"format": 1, "scope": "nosuch", "origin": "x", "tables": []});
+        let apply_missing = error_of(&mut conn, "SELECT sync_apply_changes('nosuch', $1, $2)", &[&upload, &options]);
+        assert!(apply_missing.starts_with(expected), "{apply_missing}");
+    }
+    // The owner is told.
+    let error = error_of(&mut s.server(), "SELECT sync_select_changes('nosuch', NULL, '{}')", &[]);
+    assert!(error.starts_with("42704"), "{error}");
 }

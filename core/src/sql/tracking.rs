@@ -199,6 +199,18 @@ pub fn restamp(scope: &Scope<'_>, t: usize) -> String {
     format!("UPDATE {} SET tandem_stamp = pg_current_xact_id() WHERE NOT tandem_deleted", scope.track(t))
 }
 
+/// Stamps everything a table's tracking holds with the current
+/// transaction, in the tracking itself, its log and its exits: for a
+/// database restored into another cluster, whose transaction ids count
+/// anew, so a stamp from the old count would read as past or future at
+/// random. Only Tandem's own columns change, so no user code runs.
+pub fn restamp_moved(scope: &Scope<'_>, t: usize) -> Vec<String> {
+    [scope.track(t), scope.log(t), scope.exits(t)]
+        .into_iter()
+        .map(|table| format!("UPDATE {table} SET tandem_stamp = pg_current_xact_id()"))
+        .collect()
+}
+
 /// Drops a table's (or a partition's) triggers (skip them when the table
 /// itself is gone).
 pub fn drop_triggers(quoted_table: &str, id: i64) -> Vec<String> {

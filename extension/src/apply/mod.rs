@@ -90,6 +90,8 @@ pub(crate) struct Upload<'a> {
 }
 
 pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
+    crate::cluster::ensure_here(spi)?;
+    privileges::require_known_scope(spi, scope_name, options.token.as_deref())?;
     let stored = registry::load_scope(spi, scope_name)?;
     let scope = stored.scope();
     if changeset.origin.is_empty() {

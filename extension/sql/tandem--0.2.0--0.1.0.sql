@@ -1,0 +1,19 @@
+-- Tandem 0.2.0 -> 0.1.0 (ALTER EXTENSION tandem UPDATE TO '0.1.0'), to go
+-- back after an upgrade, with the 0.1.0 library installed again. Scopes,
+-- clients, tokens and pending changes stay, as on the way up.
+\echo Use "ALTER EXTENSION tandem UPDATE TO '0.1.0'" to load this file. \quit
+
+ALTER FUNCTION sync_schema(text, jsonb) STABLE;
+
+ALTER TABLE tandem.server DROP COLUMN moved_from, DROP COLUMN system_identifier;
+-- 0.1.0 makes its row with the extension.
+INSERT INTO tandem.server DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+ALTER TABLE tandem.scopes
+    ALTER COLUMN owner TYPE text USING pg_catalog.pg_get_userbyid(owner)::text,
+    ALTER COLUMN owner SET DEFAULT session_user;
+
+ALTER TABLE tandem.clients
+    ALTER COLUMN owner TYPE text USING CASE WHEN owner IS NULL THEN NULL ELSE pg_catalog.pg_get_userbyid(owner)::text END;
+
+ALTER TABLE tandem.scope_tables ALTER COLUMN relid TYPE oid USING relid::oid;

@@ -1,0 +1,99 @@
+//! A server database restored from `pg_dump` into a new database of the
+//! same cluster: its tables come back under new oids, and Tandem must find
+//! them there, or changes to a partition made after the restore would
+//! never be tracked and devices would silently miss them.
+
+use std::process::Command;
+
+use serde_json::json;
+use tandem_local::SyncOptions;
+use tandem_tests::local::{assert_converged, Scenario};
+use tandem_tests::TestDb;
+
+const PAYMENTS: &str = r#"
+CREATE TABLE payments (id int, tenant_id int NOT NULL, paid date NOT NULL, PRIMARY KEY (id, paid)) PARTITION BY RANGE (paid);
+CREATE TABLE payments_2024 PARTITION OF payments FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+INSERT INTO payments VALUES (1, 1, '2024-03-01'), (2, 2, '2024-04-01');
+SELECT sync_provision('s', '{"tables": [{"name": "payments", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn run(program: &str, args: &[&str]) {
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn a_database_restored_from_a_dump_tracks_its_tables_under_their_new_oids() {
+    let s = Scenario::new("restore", PAYMENTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+
+    let dump = s.files.path("server.dump");
+    let dump = dump.to_str().expect("a UTF-8 path");
+    run("pg_dump", &["--format=custom", "--file", dump, "--dbname", &s.db.url]);
+    let restored = TestDb::bare("restored");
+    run("pg_restore", &["--exit-on-error", "--dbname", &restored.url, dump]);
+    let mut server = restored.connect();
+    let stale: i64 = server
+        .query_one("SELECT count(*) FROM tandem.scope_tables t WHERE NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = t.relid)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stale, 0, "every tracked table is found in the restored database");
+
+    // A partition made after the restore is followed: its rows reach the device.
+    server
+        .batch_execute(
+            "CREATE TABLE payments_2025 PARTITION OF payments FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+             INSERT INTO payments_2025 VALUES (3, 1, '2025-02-01');
+             INSERT INTO payments VALUES (4, 1, '2025-03-01');",
+        )
+        .unwrap();
+    let options = SyncOptions { token: Some(token), ..SyncOptions::default() };
+    let report = file.sync(&restored.url, "s", &options).unwrap_or_else(|e| panic!("sync with the restored database: {e}"));
+    assert_eq!(report.pulled, 2, "{report:?}");
+    assert_converged(&mut server, file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_database_restored_into_another_cluster_restamps_its_tracking_and_devices_pull_again() {
+    let s = Scenario::new("moved", PAYMENTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    tandem_tests::local::local(&file, "UPDATE payments SET tenant_id = 1 WHERE id = 1; INSERT INTO payments VALUES (5, 1, '2024-06-01')");
+    let mut server = s.server();
+    let (old_id, track): (String, String) = {
+        let row = server
+            .query_one("SELECT server_id::text, format('tandem.track_%s', (SELECT id FROM tandem.scope_tables)) FROM tandem.server", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    // What a restore into another cluster looks like from inside: another
+    // system identifier, and stamps counted elsewhere, here far ahead of
+    // this cluster's transactions, which no snapshot here would see yet.
+    server
+        .batch_execute(&format!(
+            "INSERT INTO payments VALUES (6, 1, '2024-07-01');
+             UPDATE tandem.server SET system_identifier = system_identifier + 1;
+             UPDATE {track} SET tandem_stamp = ((pg_current_xact_id()::text::bigint + 1000000)::text)::xid8;"
+        ))
+        .unwrap();
+
+    let report = s.sync_as(&file, &token);
+    assert!(report.resynced, "the device pulls its partition again, unasked: {report:?}");
+    assert_eq!(report.pushed, 1, "its unsent insert goes up: {report:?}");
+    assert_converged(&mut server, file.connection(), "s", &json!({"tenant": 1}));
+    let (new_id, moved_from): (String, Vec<String>) = {
+        let row = server.query_one("SELECT server_id::text, moved_from::text[] FROM tandem.server", &[]).unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_ne!(new_id, old_id);
+    assert_eq!(moved_from, [old_id]);
+    let future: i64 =
+        server.query_one(&format!("SELECT count(*) FROM {track} WHERE tandem_stamp > pg_current_xact_id()"), &[]).unwrap().get(0);
+    assert_eq!(future, 0, "no stamp is left from the other count");
+    // A later round is an ordinary one.
+    let report = s.sync_as(&file, &token);
+    assert!(!report.resynced && report.pulled == 0, "{report:?}");
+}
