@@ -38,7 +38,6 @@ mod resync;
 pub mod rows;
 pub mod status;
 pub mod store;
-pub mod tls;
 mod tx;
 mod values;
 

@@ -14,7 +14,7 @@ use tandem_core::Error as CoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::RemoteError;
-use crate::tls::{SslMode, TlsSettings};
+use tandem_tls::{SslMode, TlsSettings};
 
 /// `Send`, so a round can fetch the next batch while it stores this one.
 pub trait Remote: Send {
@@ -39,7 +39,7 @@ pub struct PostgresRemote {
 }
 
 impl PostgresRemote {
-    /// Connects over TLS as the URL's `sslmode` says (see [`crate::tls`]);
+    /// Connects over TLS as the URL's `sslmode` says (see [`tandem_tls`]);
     /// `ca_cert` is a root certificate file, as `sslrootcert`.
     pub fn connect(url: &str, ca_cert: Option<&Path>) -> Result<Self, RemoteError> {
         let shown = redacted(url);
