@@ -28,6 +28,7 @@ pub mod apply;
 pub mod changes;
 pub mod error;
 pub mod functions;
+pub mod http_remote;
 mod lock;
 pub mod meta;
 mod moves;
@@ -43,5 +44,6 @@ mod values;
 
 pub use agent::{Step, SyncOptions, SyncReport};
 pub use error::{LocalError, RemoteError, Result};
+pub use http_remote::HttpRemote;
 pub use remote::{PostgresRemote, Remote};
 pub use store::Store;

@@ -1,5 +1,6 @@
 //! The server, as the sync agent sees it: three calls. `postgres://` remotes
-//! call the extension's SQL functions directly; other transports plug in
+//! call the extension's SQL functions directly, `https://` remotes go
+//! through the gateway (`crate::http_remote`); other transports plug in
 //! behind the same trait.
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use tandem_core::Error as CoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::RemoteError;
+use crate::http_remote::HttpRemote;
 use tandem_tls::{SslMode, TlsSettings};
 
 /// `Send`, so a round can fetch the next batch while it stores this one.
@@ -181,13 +183,18 @@ impl Remote for PostgresRemote {
     }
 }
 
-/// Opens the remote a URL names.
+/// Opens the remote a URL names: `postgres://` (or `postgresql://`) for a
+/// direct connection, `https://` for the gateway (`http://` only on this
+/// machine).
 pub fn open(url: &str, ca_cert: Option<&str>) -> Result<Box<dyn Remote>, RemoteError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Box::new(PostgresRemote::connect(url, ca_cert.map(Path::new))?))
+    } else if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(Box::new(HttpRemote::connect(url, ca_cert.map(Path::new))?))
     } else {
         Err(RemoteError::Config(format!(
-            "{} is not a remote Tandem can sync with: use postgres://user@host:port/database (or postgresql://)",
+            "{} is not a remote Tandem can sync with: use postgres://user@host:port/database (or postgresql://), \
+             or https://host:port for a gateway (tandem serve)",
             redacted(url)
         )))
     }
