@@ -358,6 +358,17 @@ fn bodies_travel_compressed_both_ways() {
     assert_eq!(result.applied, 1);
     assert!(setup.server_rows().contains(&(201, 1, Some("zstd".into()))));
 
+    // An encoding the gateway does not read: 415.
+    let response = http
+        .post(&changes)
+        .bearer_auth(&one)
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body(pull.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
     // Not asked: not compressed.
     let response = http.post(&changes).bearer_auth(&one).header("content-type", "application/json").body(pull).send().unwrap();
     assert!(!response.headers().contains_key("content-encoding"));
