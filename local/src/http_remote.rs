@@ -20,7 +20,7 @@ use tandem_core::schema::Schema;
 use tandem_core::Error as CoreError;
 
 use crate::error::RemoteError;
-use crate::remote::Remote;
+use crate::remote::{schema_answer, Remote};
 
 /// Uploads at least this large go up compressed.
 const COMPRESS_FROM: usize = 1024;
@@ -214,10 +214,9 @@ fn without_token(options: &impl serde::Serialize) -> Result<Map<String, Value>, 
 impl Remote for HttpRemote {
     fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError> {
         let request = self.client.get(self.endpoint(scope, "schema")?);
-        let text = self.send(scope, token, request)?;
-        let mut value: Value = serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))?;
-        self.server_id = value.as_object_mut().and_then(|o| o.remove("server_id")).and_then(|v| v.as_str().map(str::to_string));
-        serde_json::from_value(value).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))
+        let (schema, server_id) = schema_answer(&self.send(scope, token, request)?)?;
+        self.server_id = server_id;
+        Ok(schema)
     }
 
     fn server_id(&self) -> Option<String> {

@@ -149,6 +149,15 @@ fn connect_error(url: &str, config: &Config, tls: &TlsSettings, error: &postgres
     RemoteError::Unreachable { url, reason: format!("{text} (is PostgreSQL running and listening at host {hosts} port {ports}?)") }
 }
 
+/// `sync_schema`'s answer, whichever transport brought it: the schema, and
+/// the server's id beside it.
+pub(crate) fn schema_answer(text: &str) -> Result<(Schema, Option<String>), RemoteError> {
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))?;
+    let server_id = value.as_object_mut().and_then(|o| o.remove("server_id")).and_then(|v| v.as_str().map(str::to_string));
+    let schema = serde_json::from_value(value).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))?;
+    Ok((schema, server_id))
+}
+
 fn options_text(options: &impl serde::Serialize) -> String {
     serde_json::to_string(options).unwrap_or_else(|_| "{}".into())
 }
@@ -157,10 +166,9 @@ impl Remote for PostgresRemote {
     fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError> {
         let options = serde_json::json!({ "token": token }).to_string();
         let text = self.one_text(scope, "SELECT sync_schema($1, $2::text::jsonb)::text", &[&scope, &options])?;
-        let mut value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))?;
-        self.server_id = value.as_object_mut().and_then(|o| o.remove("server_id")).and_then(|v| v.as_str().map(str::to_string));
-        serde_json::from_value(value).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))
+        let (schema, server_id) = schema_answer(&text)?;
+        self.server_id = server_id;
+        Ok(schema)
     }
 
     fn server_id(&self) -> Option<String> {
