@@ -277,9 +277,17 @@ fn each_kind_of_refusal_has_its_status() {
     assert_eq!(error["sqlstate"], "22023", "a changeset for another scope: {error}");
     let error = refusal(http.post(&apply).bearer_auth(&one).body("{not json").send().unwrap(), StatusCode::BAD_REQUEST);
     assert!(error["sqlstate"].as_str().is_some_and(|s| s.starts_with("22")), "{error}");
-    // Unknown scope: 404, as an unknown endpoint.
-    let error = refusal(http.get(setup.endpoint("/v1/scopes/nope/schema")).bearer_auth(&one).send().unwrap(), StatusCode::NOT_FOUND);
-    assert_eq!(error["sqlstate"], "42704", "{error}");
+    // Unknown scope: 404 when the extension says 42704; an extension that
+    // tells a device no more than "not your token" (28000) for a scope it
+    // cannot see gets 401.
+    let response = http.get(setup.endpoint("/v1/scopes/nope/schema")).bearer_auth(&one).send().unwrap();
+    let status = response.status();
+    let error = refusal(response, status);
+    match error["sqlstate"].as_str() {
+        Some("42704") => assert_eq!(status, StatusCode::NOT_FOUND),
+        Some("28000") => assert_eq!(status, StatusCode::UNAUTHORIZED),
+        _ => panic!("an unknown scope: {status} {error}"),
+    }
     refusal(http.get(setup.endpoint("/v2/nothing")).send().unwrap(), StatusCode::NOT_FOUND);
     // Rows refused: 422, with the rows in the detail for the device to set aside.
     let theirs = upload(&me, json!([{"op": "upsert", "seq": 1, "values": [500, 2, "tenant 2's"]}]));
@@ -532,4 +540,65 @@ fn a_download_cut_by_the_gateways_death_resumes_where_it_stopped() {
     assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE tenant_id <> 1"), 0);
     let server: i64 = setup.s.server().query_one("SELECT count(*) FROM customers WHERE tenant_id = 1", &[]).unwrap().get(0);
     assert_eq!(server, 300);
+}
+
+#[test]
+fn an_upload_whose_answer_the_gateways_death_lost_is_not_applied_twice() {
+    let mut setup = Setup::new("gw_upload_cut");
+    let one = setup.s.register(json!({"tenant": 1}));
+    let file = setup.s.store("a.db");
+    setup.sync(&file, &one);
+    local(&file, "INSERT INTO customers VALUES (301, 1, 'new'), (302, 1, 'new too'); UPDATE customers SET name = 'edited' WHERE id = 2");
+
+    // The upload waits inside the database while the gateway dies.
+    let mut holder = setup.s.server();
+    let mut hold = holder.transaction().unwrap();
+    hold.batch_execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE").unwrap();
+    let (url, options) = (setup.url(), setup.options(&one));
+    let syncing = std::thread::spawn(move || {
+        let result = file.sync(&url, "crm", &options).map(|_| ()).map_err(|e| e.to_string());
+        (file, result)
+    });
+    let started = Instant::now();
+    while setup
+        .s
+        .server()
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()", &[])
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "the upload never reached the database");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr = setup.gateway().addr();
+    setup.gateway.take().unwrap().kill().unwrap();
+    let (file, result) = syncing.join().unwrap();
+    let error = result.unwrap_err();
+    assert!(error.contains("cannot reach the server"), "{error}");
+    // Its database session goes on: the upload commits, its answer is lost.
+    hold.rollback().unwrap();
+    let started = Instant::now();
+    while setup.server_rows().iter().filter(|r| r.0 > 300).count() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the cut upload never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Sent again under the same upload id: what it applied is acknowledged,
+    // and an edit made since builds on it (another upload would meet the
+    // server's new version as a conflict).
+    local(&file, "UPDATE customers SET name = 'edited again' WHERE id = 2");
+    let mut config = setup.config();
+    config.listen = addr;
+    setup.gateway = Some(Running::start(config).unwrap());
+    let report = setup.sync(&file, &one);
+    assert_eq!(report.pushed, 1, "only the new edit is written: {report:?}");
+    assert!(report.conflicts.is_empty() && report.rejected.is_empty(), "{report:?}");
+    let conflicts: i64 = setup.s.server().query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(conflicts, 0);
+    let rows = setup.server_rows();
+    assert!(rows.contains(&(301, 1, Some("new".into()))) && rows.contains(&(2, 1, Some("edited again".into()))), "{rows:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers"), 22);
+    let report = setup.sync(&file, &one);
+    assert_eq!((report.pushed, report.pulled), (0, 0), "nothing left to move: {report:?}");
 }
