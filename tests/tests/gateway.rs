@@ -56,12 +56,14 @@ fn certificates(dir: &Path, name: &str) -> Certificates {
     files
 }
 
-/// A scope, the gateway's role, certificates and a gateway over TLS.
+/// A scope, the gateway's role, certificates and a gateway over TLS. Fields
+/// drop in this order: the gateway (its pool) first, then the role, then the
+/// database and files the role's grants live in.
 struct Setup {
-    s: Scenario,
+    gateway: Option<Running>,
     role: Role,
     certs: Certificates,
-    gateway: Option<Running>,
+    s: Scenario,
 }
 
 impl Setup {
@@ -73,7 +75,7 @@ impl Setup {
         let s = Scenario::new(label, SCHEMA, "crm");
         let role = Role::new(&s, "gw", GATEWAY_GRANTS);
         let certs = certificates(&s.files.dir, "ours");
-        let mut setup = Setup { s, role, certs, gateway: None };
+        let mut setup = Setup { gateway: None, role, certs, s };
         let mut config = setup.config();
         tweak(&mut config);
         setup.gateway = Some(Running::start(config).unwrap_or_else(|e| panic!("the gateway did not start: {e}")));
