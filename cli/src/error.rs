@@ -16,6 +16,9 @@ pub enum CliError {
     #[error(transparent)]
     Local(#[from] tandem_local::LocalError),
 
+    #[error(transparent)]
+    Serve(#[from] tandem_server::ServeError),
+
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
 

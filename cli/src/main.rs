@@ -5,6 +5,7 @@ mod demo;
 mod error;
 mod local_cmds;
 mod progress;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,8 @@ enum Command {
     Rekey(local_cmds::RekeyArgs),
     /// Measure sync throughput against plain-copy baselines, in a database of its own.
     Bench(bench::Args),
+    /// Serve devices over HTTPS: each syncs with its token alone, through the sync_* functions.
+    Serve(serve::Args),
 }
 
 /// A sync allocates and frees millions of small values (parsed JSON,
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Sql(args) => local_cmds::sql(&args),
         Command::Rekey(args) => local_cmds::rekey(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,6 +119,15 @@ pub struct ChangesetWriter {
     rows: usize,
 }
 
+/// The rows of a changeset's JSON text, counted without parsing it (a
+/// batch can be many MB): each row object has the key `"op"`, and no other
+/// key is spelled so. A quote inside a string value is always escaped, so
+/// `"op"` followed by `:` is never inside a value; a column named `op`
+/// appears in `columns` followed by `,` or `]`.
+pub fn count_rows(text: &str) -> usize {
+    text.match_indices("\"op\"").filter(|(at, _)| text[at + 4..].trim_start().starts_with(':')).count()
+}
+
 impl ChangesetWriter {
     pub fn new(scope: &str, origin: &str) -> Self {
         Self::with_capacity(scope, origin, 4096)
@@ -231,6 +240,15 @@ mod tests {
         assert!(error
             .to_string()
             .starts_with("row [1] of public.notes is 600 MB as changeset JSON, more than Tandem moves in one message (512 MB)"));
+    }
+
+    #[test]
+    fn rows_are_counted_without_parsing() {
+        let text = r#"{"format":1,"scope":"s","origin":"o","tables":[{"name":"t","columns":["op","x"],"rows":[
+            {"op":"upsert","version":"1","values":["{\"op\": 1}",2]}, {"op" : "delete","version":"2","key":["op"]}]}],
+            "watermark":"1:2:","has_more":false}"#;
+        assert_eq!(count_rows(text), 2);
+        assert_eq!(count_rows(r#"{"format":1,"tables":[]}"#), 0);
     }
 
     #[test]

@@ -93,4 +93,12 @@ impl RemoteError {
     }
 }
 
+impl From<tandem_tls::TlsError> for RemoteError {
+    fn from(error: tandem_tls::TlsError) -> Self {
+        match error {
+            tandem_tls::TlsError::Config(message) => RemoteError::Config(message),
+        }
+    }
+}
+
 pub type Result<T, E = LocalError> = std::result::Result<T, E>;

@@ -1,5 +1,6 @@
 //! The server, as the sync agent sees it: three calls. `postgres://` remotes
-//! call the extension's SQL functions directly; other transports plug in
+//! call the extension's SQL functions directly, `https://` remotes go
+//! through the gateway (`crate::http_remote`); other transports plug in
 //! behind the same trait.
 
 use std::path::Path;
@@ -14,7 +15,8 @@ use tandem_core::Error as CoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::RemoteError;
-use crate::tls::{SslMode, TlsSettings};
+use crate::http_remote::HttpRemote;
+use tandem_tls::{SslMode, TlsSettings};
 
 /// `Send`, so a round can fetch the next batch while it stores this one.
 pub trait Remote: Send {
@@ -46,7 +48,7 @@ pub struct PostgresRemote {
 }
 
 impl PostgresRemote {
-    /// Connects over TLS as the URL's `sslmode` says (see [`crate::tls`]);
+    /// Connects over TLS as the URL's `sslmode` says (see [`tandem_tls`]);
     /// `ca_cert` is a root certificate file, as `sslrootcert`.
     pub fn connect(url: &str, ca_cert: Option<&Path>) -> Result<Self, RemoteError> {
         let shown = redacted(url);
@@ -154,6 +156,30 @@ fn connect_error(url: &str, config: &Config, tls: &TlsSettings, error: &postgres
     RemoteError::Unreachable { url, reason: format!("{text} (is PostgreSQL running and listening at host {hosts} port {ports}?)") }
 }
 
+/// What `sync_schema` answers: the scope's schema, the server's id beside
+/// it, and the ids it had before a restore into another cluster.
+pub(crate) struct SchemaAnswer {
+    pub schema: Schema,
+    pub server_id: Option<String>,
+    pub moved_from: Vec<String>,
+}
+
+/// Reads `sync_schema`'s answer, as both transports receive it.
+pub(crate) fn schema_answer(text: &str) -> Result<SchemaAnswer, RemoteError> {
+    let unreadable = |e: serde_json::Error| RemoteError::Protocol(format!("unreadable schema: {e}"));
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(unreadable)?;
+    let (server_id, moved_from) = match value.as_object_mut() {
+        Some(o) => (o.remove("server_id"), o.remove("moved_from")),
+        None => (None, None),
+    };
+    let moved_from = match moved_from {
+        Some(ids) => serde_json::from_value(ids).map_err(unreadable)?,
+        None => Vec::new(),
+    };
+    let server_id = server_id.and_then(|v| v.as_str().map(str::to_string));
+    Ok(SchemaAnswer { schema: serde_json::from_value(value).map_err(unreadable)?, server_id, moved_from })
+}
+
 fn options_text(options: &impl serde::Serialize) -> String {
     serde_json::to_string(options).unwrap_or_else(|_| "{}".into())
 }
@@ -162,16 +188,10 @@ impl Remote for PostgresRemote {
     fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError> {
         let options = serde_json::json!({ "token": token }).to_string();
         let text = self.one_text(scope, "SELECT sync_schema($1, $2::text::jsonb)::text", &[&scope, &options])?;
-        let mut value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))?;
-        let object = value.as_object_mut();
-        let (server_id, moved_from) = match object {
-            Some(o) => (o.remove("server_id"), o.remove("moved_from")),
-            None => (None, None),
-        };
-        self.server_id = server_id.and_then(|v| v.as_str().map(str::to_string));
-        self.moved_from = moved_from.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
-        serde_json::from_value(value).map_err(|e| RemoteError::Protocol(format!("unreadable schema: {e}")))
+        let answer = schema_answer(&text)?;
+        self.server_id = answer.server_id;
+        self.moved_from = answer.moved_from;
+        Ok(answer.schema)
     }
 
     fn server_id(&self) -> Option<String> {
@@ -198,13 +218,18 @@ impl Remote for PostgresRemote {
     }
 }
 
-/// Opens the remote a URL names.
+/// Opens the remote a URL names: `postgres://` (or `postgresql://`) for a
+/// direct connection, `https://` for the gateway (`http://` only on this
+/// machine).
 pub fn open(url: &str, ca_cert: Option<&str>) -> Result<Box<dyn Remote>, RemoteError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Box::new(PostgresRemote::connect(url, ca_cert.map(Path::new))?))
+    } else if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(Box::new(HttpRemote::connect(url, ca_cert.map(Path::new))?))
     } else {
         Err(RemoteError::Config(format!(
-            "{} is not a remote Tandem can sync with: use postgres://user@host:port/database (or postgresql://)",
+            "{} is not a remote Tandem can sync with: use postgres://user@host:port/database (or postgresql://), \
+             or https://host:port for a gateway (tandem serve)",
             redacted(url)
         )))
     }

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod conformance;
 pub mod local;
+pub mod role;
 pub mod typed;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,24 +1,21 @@
-//! TLS for `postgres://` remotes, through rustls, with libpq's `sslmode`
-//! meanings: `disable` (plain), `prefer` (TLS when the server offers it;
-//! the default, as in libpq), `require` (TLS or fail), `verify-ca` (the
-//! server's certificate chains to the root) and `verify-full` (and names
-//! the host). With a root certificate at hand, `prefer` and `require`
-//! check the chain too, as libpq does; without one they take any
-//! certificate. The root is `--ca-cert`, else `sslrootcert` in the URL,
-//! else `~/.postgresql/root.crt`; the verifying modes fall back to the
-//! system's roots.
+//! libpq's `sslmode` meanings for a PostgreSQL URL: `disable` (plain),
+//! `prefer` (TLS when the server offers it; the default, as in libpq),
+//! `require` (TLS or fail), `verify-ca` (the server's certificate chains to
+//! the root) and `verify-full` (and names the host). With a root
+//! certificate at hand, `prefer` and `require` check the chain too, as
+//! libpq does; without one they take any certificate. The root is
+//! `--ca-cert`, else `sslrootcert` in the URL, else `~/.postgresql/root.crt`;
+//! the verifying modes fall back to the system's roots.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{ring, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 
-use crate::error::RemoteError;
+use crate::lenient::Lenient;
+use crate::roots::{add_file, add_system, provider};
+use crate::TlsError;
 
 /// How a connection uses TLS (libpq's `sslmode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +64,7 @@ impl TlsSettings {
     /// Splits `url` into the URL the `postgres` crate is given (without
     /// `sslmode` and `sslrootcert`) and the TLS settings; `ca_cert` (the
     /// CLI's `--ca-cert`) stands for `sslrootcert` and wins over it.
-    pub fn from_url(url: &str, ca_cert: Option<&Path>) -> Result<(String, TlsSettings), RemoteError> {
+    pub fn from_url(url: &str, ca_cert: Option<&Path>) -> Result<(String, TlsSettings), TlsError> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut mode = None;
         let mut root_cert = None;
@@ -77,7 +74,7 @@ impl TlsSettings {
             match key {
                 "sslmode" => {
                     mode = Some(SslMode::parse(value).ok_or_else(|| {
-                        RemoteError::Config(format!("sslmode={value} is not one of disable, prefer, require, verify-ca, verify-full"))
+                        TlsError::Config(format!("sslmode={value} is not one of disable, prefer, require, verify-ca, verify-full"))
                     })?)
                 }
                 "sslrootcert" => root_cert = Some(PathBuf::from(percent_decoded(value)?)),
@@ -91,20 +88,20 @@ impl TlsSettings {
     }
 
     /// The `postgres` crate's mode: TLS or not, and whether plain is allowed.
-    pub fn postgres_mode(&self) -> postgres::config::SslMode {
+    pub fn postgres_mode(&self) -> tokio_postgres::config::SslMode {
         match self.mode {
-            SslMode::Disable => postgres::config::SslMode::Disable,
-            SslMode::Prefer => postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => postgres::config::SslMode::Require,
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
         }
     }
 
     /// The rustls configuration for these settings.
-    pub fn client_config(&self) -> Result<ClientConfig, RemoteError> {
-        let provider = Arc::new(ring::default_provider());
+    pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
+        let provider = provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| RemoteError::Config(format!("TLS setup: {e}")))?;
+            .map_err(|e| TlsError::Config(format!("TLS setup: {e}")))?;
         let verify = match self.mode {
             SslMode::Disable => None,
             SslMode::Prefer | SslMode::Require => self.root_file().is_some().then_some(Check::Chain),
@@ -118,7 +115,7 @@ impl TlsSettings {
                 let roots = Arc::new(self.roots()?);
                 let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                     .build()
-                    .map_err(|e| RemoteError::Config(format!("TLS setup: {e}")))?;
+                    .map_err(|e| TlsError::Config(format!("TLS setup: {e}")))?;
                 match check {
                     Check::ChainAndHost => builder.with_webpki_verifier(webpki),
                     Check::Chain => {
@@ -136,24 +133,13 @@ impl TlsSettings {
         self.root_cert.clone().or_else(default)
     }
 
-    fn roots(&self) -> Result<RootCertStore, RemoteError> {
+    fn roots(&self) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
         match self.root_file() {
-            Some(path) => {
-                let unreadable =
-                    |e: &dyn std::fmt::Display| RemoteError::Config(format!("cannot read the root certificate {}: {e}", path.display()));
-                for cert in CertificateDer::pem_file_iter(&path).map_err(|e| unreadable(&e))? {
-                    roots.add(cert.map_err(|e| unreadable(&e))?).map_err(|e| unreadable(&e))?;
-                }
-                if roots.is_empty() {
-                    return Err(unreadable(&"no certificate in the file"));
-                }
-            }
+            Some(path) => add_file(&mut roots, &path)?,
             None => {
-                let found = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(found.certs);
-                if roots.is_empty() {
-                    return Err(RemoteError::Config(
+                if add_system(&mut roots) == 0 {
+                    return Err(TlsError::Config(
                         "no root certificate to verify the server with: pass sslrootcert=<file> in the URL or --ca-cert".into(),
                     ));
                 }
@@ -169,66 +155,15 @@ enum Check {
     ChainAndHost,
 }
 
-/// The checks short of `verify-full`: with `chain`, the certificate must
-/// chain to the root but may name any host (`verify-ca`); without, any
-/// certificate is taken (`prefer`, and `require` without a root: libpq's
-/// meaning). The handshake's signatures are checked either way.
-#[derive(Debug)]
-struct Lenient {
-    chain: Option<Arc<WebPkiServerVerifier>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Lenient {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
-        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// A URL query value with `%XX` escapes undone (a path may hold spaces).
-fn percent_decoded(value: &str) -> Result<String, RemoteError> {
+fn percent_decoded(value: &str) -> Result<String, TlsError> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = value.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
-            let byte = hex.ok_or_else(|| RemoteError::Config(format!("bad %-escape in \"{value}\"")))?;
+            let byte = hex.ok_or_else(|| TlsError::Config(format!("bad %-escape in \"{value}\"")))?;
             out.push(byte);
             i += 3;
         } else {
@@ -236,7 +171,7 @@ fn percent_decoded(value: &str) -> Result<String, RemoteError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| RemoteError::Config(format!("\"{value}\" is not UTF-8")))
+    String::from_utf8(out).map_err(|_| TlsError::Config(format!("\"{value}\" is not UTF-8")))
 }
 
 #[cfg(test)]

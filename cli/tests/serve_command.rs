@@ -1,0 +1,112 @@
+//! `tandem serve` as an operator runs it: it relays `tandem sync` (whose
+//! `--json` report and errors read as over a direct connection), refuses
+//! plain HTTP off loopback, and stops cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tandem_tests::local::Scenario;
+use tandem_tests::role::{Role, GATEWAY_GRANTS};
+
+const SCHEMA: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+INSERT INTO customers SELECT i, 1 + i % 2, 'customer ' || i FROM generate_series(1, 40) i;
+SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn tandem() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+}
+
+/// A `tandem serve` process and the URL its log says it serves at.
+fn serve(database: &str) -> (Child, String, std::thread::JoinHandle<String>) {
+    let mut child = tandem()
+        .args(["serve", "--database", database, "--listen", "127.0.0.1:0", "--shutdown-grace", "5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tandem serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let url = loop {
+        let line = lines.next().unwrap_or_else(|| panic!("tandem serve ended before serving:\n{log}")).unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if let Some((_, rest)) = line.split_once("serving devices at ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // The rest of the log, read until the process ends.
+    let rest = std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    (child, url, rest)
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
+
+#[test]
+fn tandem_serve_relays_tandem_sync_and_stops_on_sigterm() {
+    let s = Scenario::new("cli_serve", SCHEMA, "crm");
+    let role = Role::new(&s, "cli_gw", GATEWAY_GRANTS);
+    let token = s.register(json!({"tenant": 1}));
+    let (mut gateway, url, log) = serve(&role.url(&s));
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let file = s.files.path("a.db");
+
+    let sync = |token: &str| {
+        tandem()
+            .args(["sync", "--local"])
+            .arg(&file)
+            .args(["--remote", &url, "--scope", "crm", "--json"])
+            .env("TANDEM_TOKEN", token)
+            .output()
+            .expect("run tandem sync")
+    };
+    let output = sync(&token);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = json_of(&output);
+    assert_eq!((report["version"].as_u64(), report["scope"].as_str(), report["pulled"].as_u64()), (Some(1), Some("crm"), Some(20)));
+    let forged = format!("tdm_{}_{}", tandem_core::identity::token_client_id(&token).unwrap(), "0".repeat(64));
+    let output = sync(&forged);
+    assert_eq!(output.status.code(), Some(1));
+    let error = json_of(&output);
+    assert_eq!(error["version"], 1);
+    assert!(error["error"]["message"].as_str().unwrap().contains("check the token"), "{error}");
+
+    // SIGTERM: a graceful stop, exit status 0.
+    // SAFETY: signals a child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(gateway.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = gateway.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "tandem serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = log.join().unwrap();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("stopping") && log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn tandem_serve_refuses_plain_http_off_loopback() {
+    let output = tandem()
+        .args(["serve", "--database", "postgres://nobody@127.0.0.1:1/none", "--listen", "0.0.0.0:0"])
+        .output()
+        .expect("run tandem serve");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to serve plain HTTP") && stderr.contains("--tls-cert"), "{stderr}");
+    let output = tandem().args(["serve", "--database", "postgres://x@h/db", "--tls-cert", "c.pem"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "--tls-cert needs --tls-key");
+}

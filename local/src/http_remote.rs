@@ -1,0 +1,299 @@
+//! The server through Tandem's HTTPS gateway (`tandem serve`): the same
+//! three calls as a `postgres://` remote, each one request, with the token
+//! as the bearer and never in the options. Responses come compressed when
+//! the gateway compresses them (gzip, zstd); uploads go up in zstd. The
+//! gateway's errors become the same [`RemoteError`]s a direct connection
+//! gives.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tandem_core::apply_result::ApplyResult;
+use tandem_core::dsn::redacted;
+use tandem_core::options::{ApplyOptions, SelectOptions};
+use tandem_core::schema::Schema;
+use tandem_core::Error as CoreError;
+
+use crate::error::RemoteError;
+use crate::remote::{schema_answer, Remote};
+
+/// Uploads at least this large go up compressed.
+const COMPRESS_FROM: usize = 1024;
+
+/// Options the token carries: never sent beside it.
+const FROM_THE_TOKEN: [&str; 3] = ["token", "client_id", "params"];
+
+/// A gateway at an `https://` URL (or `http://` on this host).
+pub struct HttpRemote {
+    client: Client,
+    base: Url,
+    shown: String,
+    server_id: Option<String>,
+    moved_from: Vec<String>,
+}
+
+/// The body of an answer other than success.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: GatewayError,
+}
+
+#[derive(Deserialize)]
+struct GatewayError {
+    sqlstate: Option<String>,
+    message: String,
+    #[serde(default)]
+    detail: Option<Value>,
+}
+
+/// Whether `url` names this machine, where plain HTTP crosses no network.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl HttpRemote {
+    /// A client for the gateway at `url`; its certificate must chain to
+    /// `ca_cert` (a PEM file) or to one of the system's roots, and name the
+    /// host. Nothing is sent until the first call.
+    pub fn connect(url: &str, ca_cert: Option<&Path>) -> Result<Self, RemoteError> {
+        let shown = redacted(url);
+        let mut base = Url::parse(url).map_err(|e| RemoteError::Config(format!("{shown} is not a URL: {e}")))?;
+        match base.scheme() {
+            "https" => {}
+            "http" if is_loopback(&base) => {}
+            "http" => {
+                return Err(RemoteError::Config(format!(
+                    "{shown}: plain http:// is only for a gateway on this machine (localhost); use https://, so the token \
+                     does not cross the network in clear"
+                )))
+            }
+            _ => return Err(RemoteError::Config(format!("{shown} is not an http(s):// URL"))),
+        }
+        if base.query().is_some() || !base.username().is_empty() {
+            return Err(RemoteError::Config(format!(
+                "{shown}: a gateway URL is https://host:port[/path], without a user or query (the token goes in --token)"
+            )));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let tls = tandem_tls::https_client_config(ca_cert)?;
+        let client = Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(Duration::from_secs(10))
+            // A large batch may take a while; a dead peer is found by keepalive.
+            .timeout(None)
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RemoteError::Config(format!("HTTP client setup: {e}")))?;
+        Ok(HttpRemote { client, base, shown, server_id: None, moved_from: Vec::new() })
+    }
+
+    fn endpoint(&self, scope: &str, call: &str) -> Result<Url, RemoteError> {
+        let mut url = self.base.join("v1/scopes/").map_err(|e| RemoteError::Config(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|_| RemoteError::Config(format!("{} cannot take a path", self.shown)))?
+            .pop_if_empty()
+            .extend([scope, call]);
+        Ok(url)
+    }
+
+    /// Sends a request with the token; the body of a success, or the error
+    /// the gateway answered with.
+    fn send(&self, scope: &str, token: Option<&str>, request: RequestBuilder) -> Result<String, RemoteError> {
+        let token = token.ok_or_else(|| {
+            RemoteError::Config(format!(
+                "{} is a gateway: it takes a device by its token alone; pass --token (option \"token\") as \
+                 sync_register_client issued it",
+                self.shown
+            ))
+        })?;
+        let response = request.bearer_auth(token).send().map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let text = response.text().map_err(|e| self.transport_error(&e))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(self.error(scope, status, &text))
+        }
+    }
+
+    /// A request that got no answer: TLS refused, or nobody listening.
+    fn transport_error(&self, error: &reqwest::Error) -> RemoteError {
+        let mut chain = vec![error.to_string()];
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            chain.push(cause.to_string());
+            source = cause.source();
+        }
+        chain.dedup();
+        let text = chain.join(": ");
+        let url = self.shown.clone();
+        if text.contains("certificate") || text.contains("TLS") || text.contains("tls") || text.contains("handshake") {
+            return RemoteError::Refused {
+                url,
+                reason: format!("TLS failed: {text} (check the gateway's certificate against --ca-cert, option \"ca_cert\")"),
+            };
+        }
+        let host = self.base.host_str().unwrap_or_default();
+        let port = self.base.port_or_known_default().map(|p| p.to_string()).unwrap_or_default();
+        RemoteError::Unreachable { url, reason: format!("{text} (is the gateway running and listening at host {host} port {port}?)") }
+    }
+
+    /// The gateway's answer as the error a direct connection would give.
+    fn error(&self, scope: &str, status: StatusCode, text: &str) -> RemoteError {
+        let url = self.shown.clone();
+        let Ok(ErrorBody { error }) = serde_json::from_str::<ErrorBody>(text) else {
+            let reason = format!("HTTP {status}: {}", tandem_core::error::shorten(text, 200));
+            return match status {
+                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+                    RemoteError::Unreachable { url, reason }
+                }
+                _ => RemoteError::Protocol(reason),
+            };
+        };
+        let detail = match &error.detail {
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(value) => Some(value.to_string()),
+            None => None,
+        };
+        let sqlstate = error.sqlstate.unwrap_or_default();
+        if let Some(rejected) = detail.as_deref().and_then(CoreError::rejections_from_detail) {
+            return RemoteError::Rejected(rejected);
+        }
+        if detail.as_deref().is_some_and(CoreError::resync_from_detail) {
+            return RemoteError::WatermarkTooOld(error.message);
+        }
+        match status {
+            StatusCode::NOT_FOUND if sqlstate == "42704" && error.message.starts_with("unknown scope") => {
+                RemoteError::UnknownScope(scope.to_string())
+            }
+            StatusCode::UNAUTHORIZED => RemoteError::Refused {
+                url,
+                reason: format!(
+                    "{} (check the token: --token or TANDEM_TOKEN, as sync_register_client or sync_rotate_token issued it)",
+                    error.message
+                ),
+            },
+            StatusCode::FORBIDDEN => RemoteError::Refused { url, reason: error.message },
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+                RemoteError::Unreachable { url, reason: error.message }
+            }
+            _ if sqlstate == "42883" => RemoteError::ExtensionMissing { url },
+            _ if !sqlstate.is_empty() => RemoteError::Server { sqlstate, message: error.message },
+            _ => RemoteError::Protocol(format!("HTTP {status}: {}", error.message)),
+        }
+    }
+}
+
+/// `options` as JSON, without what the token carries.
+fn without_token(options: &impl serde::Serialize) -> Result<Map<String, Value>, RemoteError> {
+    match serde_json::to_value(options) {
+        Ok(Value::Object(mut map)) => {
+            for key in FROM_THE_TOKEN {
+                map.remove(key);
+            }
+            Ok(map)
+        }
+        Ok(other) => Err(RemoteError::Protocol(format!("options serialize as {other}"))),
+        Err(e) => Err(RemoteError::Protocol(format!("options: {e}"))),
+    }
+}
+
+impl Remote for HttpRemote {
+    fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError> {
+        let request = self.client.get(self.endpoint(scope, "schema")?);
+        let answer = schema_answer(&self.send(scope, token, request)?)?;
+        self.server_id = answer.server_id;
+        self.moved_from = answer.moved_from;
+        Ok(answer.schema)
+    }
+
+    fn server_id(&self) -> Option<String> {
+        self.server_id.clone()
+    }
+
+    fn moved_from(&self) -> Vec<String> {
+        self.moved_from.clone()
+    }
+
+    fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
+        let mut body = without_token(options)?;
+        body.insert("since".into(), since.map_or(Value::Null, |s| Value::String(s.to_string())));
+        let request = self
+            .client
+            .post(self.endpoint(scope, "changes")?)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Value::Object(body).to_string());
+        self.send(scope, options.token.as_deref(), request)
+    }
+
+    fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
+        let query: Vec<(String, String)> = without_token(options)?
+            .into_iter()
+            .filter_map(|(key, value)| match value {
+                Value::String(text) => Some((key, text)),
+                Value::Null => None,
+                other => Some((key, other.to_string())),
+            })
+            .collect();
+        let mut request = self.client.post(self.endpoint(scope, "apply")?).query(&query).header(CONTENT_TYPE, "application/json");
+        request = if changeset.len() >= COMPRESS_FROM {
+            let compressed = zstd::bulk::compress(changeset.as_bytes(), 3).map_err(|e| RemoteError::Protocol(format!("zstd: {e}")))?;
+            request.header(CONTENT_ENCODING, "zstd").body(compressed)
+        } else {
+            request.body(changeset.to_string())
+        };
+        let text = self.send(scope, options.token.as_deref(), request)?;
+        serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable apply result: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for url in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:2"] {
+            assert!(HttpRemote::connect(url, None).is_ok(), "{url}");
+        }
+        let error = HttpRemote::connect("http://db.example.com:8080", None).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("https://") && error.contains("localhost"), "{error}");
+        let error = HttpRemote::connect("https://u:pw@gw.example.com", None).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("without a user") && !error.contains("pw"), "{error}");
+    }
+
+    #[test]
+    fn endpoints_keep_the_base_path() {
+        let remote = HttpRemote::connect("https://gw.example.com:8443/tandem", None).unwrap();
+        assert_eq!(remote.endpoint("crm", "changes").unwrap().as_str(), "https://gw.example.com:8443/tandem/v1/scopes/crm/changes");
+        let remote = HttpRemote::connect("https://gw.example.com", None).unwrap();
+        assert_eq!(remote.endpoint("a b", "schema").unwrap().as_str(), "https://gw.example.com/v1/scopes/a%20b/schema");
+    }
+
+    #[test]
+    fn the_token_never_travels_in_the_options() {
+        let options = SelectOptions {
+            token: Some("tdm_x".into()),
+            client_id: Some("c".into()),
+            params: Some(Default::default()),
+            max_rows: Some(5),
+            ..Default::default()
+        };
+        let sent = without_token(&options).unwrap();
+        assert_eq!(Value::Object(sent), serde_json::json!({"max_rows": 5}));
+    }
+}

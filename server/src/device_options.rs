@@ -1,0 +1,45 @@
+//! The options a device sends with a call, passed to the sync function with
+//! its token added. Who the caller is and which rows it may reach come from
+//! the token alone: a request naming parameters, a client or a token of its
+//! own is refused. Everything else is the extension's to check.
+
+use serde_json::{Map, Value};
+
+use crate::api_error::ApiError;
+use crate::auth::DeviceToken;
+
+/// Options the token decides, never the request.
+const FROM_THE_TOKEN: [&str; 3] = ["params", "token", "client_id"];
+
+/// `options` with the device's token, as the sync functions take them.
+pub fn with_token(mut options: Map<String, Value>, token: &DeviceToken) -> Result<String, ApiError> {
+    if let Some(key) = FROM_THE_TOKEN.iter().find(|key| options.contains_key(**key)) {
+        return Err(ApiError::bad_request(format!(
+            "option \"{key}\" is not taken over HTTPS: the client and its filter parameters come from the token \
+             (Authorization: Bearer); leave \"{key}\" out"
+        )));
+    }
+    options.insert("token".into(), Value::String(token.0.clone()));
+    Ok(Value::Object(options).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_token_decides_the_client_and_its_parameters() {
+        let token = DeviceToken("tdm_c_0123".into());
+        let Value::Object(options) = json!({"max_rows": 5}) else { unreachable!() };
+        let sent: Value = serde_json::from_str(&with_token(options, &token).unwrap()).unwrap();
+        assert_eq!(sent, json!({"max_rows": 5, "token": "tdm_c_0123"}));
+        for key in FROM_THE_TOKEN {
+            let mut options = Map::new();
+            options.insert(key.into(), json!(1));
+            let error = with_token(options, &token).unwrap_err();
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST);
+            assert!(error.message.contains(key) && error.message.contains("token"), "{}", error.message);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The device endpoints, one per sync function:
+//!
+//! - `GET /v1/scopes/{scope}/schema`: `sync_schema`;
+//! - `POST /v1/scopes/{scope}/changes`, body `{"since": ..., <select options>}`:
+//!   `sync_select_changes_json`, answered with the changeset text as written;
+//! - `POST /v1/scopes/{scope}/apply?replica=..&upload_id=..`, body the
+//!   changeset: `sync_apply_changes_json`.
+//!
+//! Each takes the device's bearer token, which the extension resolves.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use serde_json::{Map, Value};
+
+use crate::api_error::ApiError;
+use crate::auth::DeviceToken;
+use crate::device_options::with_token;
+use crate::metrics::{moved, Direction};
+use crate::routes::AppState;
+
+/// A JSON body, its refusals in the gateway's error form.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct JsonBody<T>(pub T);
+
+/// A text body (a changeset), its refusals in the gateway's error form.
+pub struct TextBody(pub String);
+
+impl<S: Send + Sync> FromRequest<S> for TextBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(TextBody(String::from_request(request, state).await?))
+    }
+}
+
+/// A query string, its refusals in the gateway's error form.
+#[derive(FromRequestParts)]
+#[from_request(via(Query), rejection(ApiError))]
+pub struct QueryOptions<T>(pub T);
+
+/// JSON text answered as it is (never parsed again).
+fn json_text(text: String) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], text)
+}
+
+pub async fn schema(State(state): State<AppState>, Path(scope): Path<String>, token: DeviceToken) -> Result<impl IntoResponse, ApiError> {
+    let options = with_token(Map::new(), &token)?;
+    Ok(json_text(state.relay.schema(&scope, &options).await?))
+}
+
+pub async fn changes(
+    State(state): State<AppState>,
+    Path(scope): Path<String>,
+    token: DeviceToken,
+    JsonBody(mut request): JsonBody<Map<String, Value>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let since = match request.remove("since") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(since)) => Some(since),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("\"since\" is {other}: pass the watermark the last changeset returned, or null")))
+        }
+    };
+    let options = with_token(request, &token)?;
+    let changeset = state.relay.select_changes(&scope, since.as_deref(), &options).await?;
+    moved(Direction::Down, &changeset);
+    Ok(json_text(changeset))
+}
+
+pub async fn apply(
+    State(state): State<AppState>,
+    Path(scope): Path<String>,
+    token: DeviceToken,
+    QueryOptions(query): QueryOptions<BTreeMap<String, String>>,
+    TextBody(changeset): TextBody,
+) -> Result<impl IntoResponse, ApiError> {
+    let options = with_token(query.into_iter().map(|(k, v)| (k, Value::String(v))).collect(), &token)?;
+    let result = state.relay.apply_changes(&scope, &changeset, &options).await?;
+    moved(Direction::Up, &changeset);
+    Ok(json_text(result))
+}

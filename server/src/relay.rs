@@ -1,0 +1,84 @@
+//! The three sync functions a device calls, each request one call on a
+//! pooled connection: the gateway decides nothing the extension decides.
+//! Results are passed on as the text PostgreSQL wrote.
+
+use deadpool_postgres::{Pool, PoolError};
+use tokio_postgres::types::ToSql;
+
+use crate::api_error::ApiError;
+
+/// What a device's role must be able to execute, as `has_function_privilege`
+/// names them.
+const DEVICE_FUNCTIONS: [&str; 3] =
+    ["sync_schema(text, jsonb)", "sync_select_changes_json(text, text, jsonb)", "sync_apply_changes_json(text, json, jsonb)"];
+
+#[derive(Clone)]
+pub struct Relay {
+    pool: Pool,
+}
+
+fn pool_error(error: PoolError) -> ApiError {
+    ApiError::unavailable("no database connection for the request", &error)
+}
+
+impl Relay {
+    pub fn new(pool: Pool) -> Relay {
+        Relay { pool }
+    }
+
+    async fn one_text(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<String, ApiError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(|e| ApiError::from_database(&e))?;
+        let row = client.query_one(&statement, params).await.map_err(|e| ApiError::from_database(&e))?;
+        match row.try_get::<_, Option<String>>(0) {
+            Ok(Some(text)) => Ok(text),
+            Ok(None) => Err(ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("{sql} returned NULL"))),
+            Err(e) => Err(ApiError::unavailable("unreadable result", &e)),
+        }
+    }
+
+    /// `sync_schema(scope, options)`: the scope's schema and the server's id.
+    pub async fn schema(&self, scope: &str, options: &str) -> Result<String, ApiError> {
+        self.one_text("SELECT sync_schema($1, $2::text::jsonb)::text", &[&scope, &options]).await
+    }
+
+    /// `sync_select_changes_json(scope, since, options)`: a changeset.
+    pub async fn select_changes(&self, scope: &str, since: Option<&str>, options: &str) -> Result<String, ApiError> {
+        self.one_text("SELECT sync_select_changes_json($1, $2, $3::text::jsonb)::text", &[&scope, &since, &options]).await
+    }
+
+    /// `sync_apply_changes_json(scope, changeset, options)`: the apply result.
+    pub async fn apply_changes(&self, scope: &str, changeset: &str, options: &str) -> Result<String, ApiError> {
+        self.one_text("SELECT sync_apply_changes_json($1, $2::text::json, $3::text::jsonb)::text", &[&scope, &changeset, &options]).await
+    }
+
+    /// Whether a pooled connection answers and its role may execute what
+    /// devices call; `Err` says what to fix.
+    pub async fn check(&self) -> Result<(), String> {
+        let client = self.pool.get().await.map_err(|e| format!("no connection: {e}"))?;
+        let row = client
+            .query_one(
+                "SELECT current_user::text, ARRAY(SELECT f FROM unnest($1::text[]) f \
+                 WHERE NOT pg_catalog.has_function_privilege(f::regprocedure, 'EXECUTE'))",
+                &[&DEVICE_FUNCTIONS.as_slice()],
+            )
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) if db.code().code() == "42883" => {
+                    "the tandem extension is not installed in this database: run CREATE EXTENSION tandem there".to_string()
+                }
+                Some(db) => db.message().to_string(),
+                None => e.to_string(),
+            })?;
+        let (role, missing): (String, Vec<String>) = (row.get(0), row.get(1));
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "role \"{role}\" may not execute {}: GRANT EXECUTE ON FUNCTION sync_schema, sync_select_changes_json, \
+                 sync_apply_changes_json TO {role} (docs/deploy.md)",
+                missing.join(", ")
+            ))
+        }
+    }
+}

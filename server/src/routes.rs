@@ -1,0 +1,54 @@
+//! The gateway's router: its endpoints, and the layers every request goes
+//! through (logs, compression both ways, the body limit, metrics).
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::api_error::ApiError;
+use crate::relay::Relay;
+use crate::{handlers, health, metrics};
+
+/// What every handler may reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub relay: Relay,
+    pub metrics: PrometheusHandle,
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint: devices call /v1/scopes/{scope}/schema, /v1/scopes/{scope}/changes and /v1/scopes/{scope}/apply",
+    )
+}
+
+/// The router; bodies larger than `max_body_bytes` once decompressed get 413.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/scopes/{scope}/schema", get(handlers::schema))
+        .route("/v1/scopes/{scope}/changes", post(handlers::changes))
+        .route("/v1/scopes/{scope}/apply", post(handlers::apply))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::render))
+        .route_layer(middleware::from_fn(metrics::track))
+        .fallback(not_found)
+        .with_state(state)
+        // Inside decompression: the limit is on what the gateway holds.
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
+        .layer(CompressionLayer::new().gzip(true).zstd(true))
+        // One line per request at info: method, path, status, latency.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+}
