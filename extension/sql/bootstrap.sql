@@ -116,6 +116,18 @@ SELECT pg_catalog.pg_extension_config_dump('tandem.replicas', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.conflicts', '');
 SELECT pg_catalog.pg_extension_config_dump('tandem.conflicts_id_seq', '');
 
+-- Wakes whoever waits for a scope (a gateway's LISTEN tandem, a device's
+-- watch): every relation of a scope's tables calls it after each write
+-- statement, with the scope's name; PostgreSQL sends it at commit, once per
+-- transaction and scope. Only the name travels, never rows. Anyone may
+-- call pg_notify, so anyone may attach it (a scope owner's partitions).
+CREATE FUNCTION tandem.notify_change() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify('tandem', TG_ARGV[0]);
+    RETURN NULL;
+END $$;
+
 -- Partitions of tracked tables carry Tandem's triggers too: a write made to
 -- a partition directly fires only the partition's statement triggers.
 -- These keep them in step as partitions are created, attached, detached or

@@ -41,3 +41,34 @@ ALTER TABLE tandem.server
 
 -- It may restamp the tracking, and the device must see the new id.
 ALTER FUNCTION sync_schema(text, jsonb) VOLATILE;
+
+-- Live sync: a commit that changes a scope's tables notifies LISTEN tandem
+-- with the scope's name. The function (as bootstrap.sql makes it), and its
+-- statement trigger on every relation that carries a scope's tracking (a
+-- table, and each partition that carries Tandem's insert trigger).
+CREATE FUNCTION tandem.notify_change() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify('tandem', TG_ARGV[0]);
+    RETURN NULL;
+END $$;
+GRANT EXECUTE ON FUNCTION tandem.notify_change() TO PUBLIC;
+
+DO $notify$
+DECLARE
+    _relation record;
+BEGIN
+    FOR _relation IN
+        -- The table itself, and the partitions in its tree (none for a
+        -- table that is not partitioned).
+        SELECT t.id, t.scope, r.relid
+        FROM tandem.scope_tables t
+        CROSS JOIN LATERAL (SELECT t.relid::oid AS relid UNION SELECT p.relid FROM pg_catalog.pg_partition_tree(t.relid) p) r
+        WHERE EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                      WHERE g.tgrelid = r.relid AND g.tgname = pg_catalog.format('tandem_%s_insert', t.id))
+    LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION tandem.notify_change(%L)',
+            pg_catalog.format('tandem_%s_notify', _relation.id), _relation.relid::regclass, _relation.scope);
+    END LOOP;
+END $notify$;

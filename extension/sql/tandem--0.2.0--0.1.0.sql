@@ -5,6 +5,20 @@
 
 ALTER FUNCTION sync_schema(text, jsonb) STABLE;
 
+-- No live sync in 0.1.0: its triggers, then its function.
+DO $notify$
+DECLARE
+    _trigger record;
+BEGIN
+    FOR _trigger IN
+        SELECT g.tgname, g.tgrelid::regclass AS relation FROM pg_catalog.pg_trigger g
+        WHERE g.tgfoid = 'tandem.notify_change()'::pg_catalog.regprocedure
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', _trigger.tgname, _trigger.relation);
+    END LOOP;
+END $notify$;
+DROP FUNCTION tandem.notify_change();
+
 ALTER TABLE tandem.server DROP COLUMN moved_from, DROP COLUMN system_identifier;
 -- 0.1.0 makes its row with the extension.
 INSERT INTO tandem.server DEFAULT VALUES ON CONFLICT DO NOTHING;

@@ -26,6 +26,9 @@ BEGIN
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', _function);
     END LOOP;
 END $revoke$;
+-- But the notifying trigger's function, which scope owners attach to their
+-- partitions: it does nothing anyone cannot do with pg_notify.
+GRANT EXECUTE ON FUNCTION tandem.notify_change() TO PUBLIC;
 "#,
     name = "revoke_from_public",
     finalize

@@ -55,9 +55,10 @@ fn version(client: &mut Client) -> (String, String) {
 fn catalog(client: &mut Client) -> Vec<String> {
     let sql = r#"
 CREATE OR REPLACE FUNCTION pg_temp.rights(acl aclitem[], kind "char", owner oid) RETURNS text LANGUAGE sql AS $$
-    SELECT string_agg(a.grantee::regrole::text || ':' || a.privilege_type, ',' ORDER BY 1)
-    FROM aclexplode(coalesce(acl, acldefault(kind, owner))) a
-    WHERE a.grantee IN (0, (SELECT extowner FROM pg_extension WHERE extname = 'tandem'))
+    SELECT string_agg(r.right, ',' ORDER BY r.right) FROM (
+        SELECT a.grantee::regrole::text || ':' || a.privilege_type AS right
+        FROM aclexplode(coalesce(acl, acldefault(kind, owner))) a
+        WHERE a.grantee IN (0, (SELECT extowner FROM pg_extension WHERE extname = 'tandem'))) r
 $$;
 "#;
     client.batch_execute(sql).unwrap();
@@ -105,14 +106,22 @@ fn an_update_either_way_keeps_scopes_clients_and_pending_changes_and_matches_a_f
     let schema = format!(
         r#"CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
            INSERT INTO customers VALUES (1, 1, 'Ada'), (2, 1, 'Bob'), (3, 2, 'Cy');
+           CREATE TABLE visits (id int, tenant_id int NOT NULL, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+           CREATE TABLE visits_2024 PARTITION OF visits FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+           INSERT INTO visits VALUES (1, 1, '2024-02-01');
            ALTER TABLE customers OWNER TO "{0}";
+           ALTER TABLE visits OWNER TO "{0}";
+           ALTER TABLE visits_2024 OWNER TO "{0}";
            SET ROLE "{0}";
-           SELECT sync_provision('crm', '{{"tables": [{{"name": "customers", "filter": {{"tenant_id": "tenant"}}}}]}}');
+           SELECT sync_provision('crm', '{{"tables": [{{"name": "customers", "filter": {{"tenant_id": "tenant"}}}},
+                                                      {{"name": "visits", "filter": {{"tenant_id": "tenant"}}}}]}}');
            RESET ROLE;"#,
         owner.0
     );
     let s = Scenario::new("upgrade", &schema, "crm");
     let mut server = s.server();
+    let notifying_at_first = notifying(&mut server);
+    assert_eq!(notifying_at_first, 3, "the table, the partitioned table and its partition");
     let (current, default) = version(&mut server);
     assert_eq!(current, default);
     assert_ne!(current, PREVIOUS);
@@ -132,6 +141,7 @@ fn an_update_either_way_keeps_scopes_clients_and_pending_changes_and_matches_a_f
     assert_same_objects(&mut server, &mut TestDb::at_version("upgrade_old", Some(PREVIOUS)).connect());
     let error = file.sync(&s.db.url, "crm", &serde_json::from_value(json!({"token": token})).unwrap()).unwrap_err().to_string();
     assert!(error.contains(&format!("version {PREVIOUS}")) && error.contains("ALTER EXTENSION tandem UPDATE"), "{error}");
+    assert_eq!(notifying(&mut server), 0, "0.1.0 has no live sync");
     let owner_text: String = server.query_one("SELECT owner FROM tandem.scopes", &[]).unwrap().get(0);
     assert_eq!(owner_text, owner.0, "0.1.0 kept the owner by name");
 
@@ -139,6 +149,7 @@ fn an_update_either_way_keeps_scopes_clients_and_pending_changes_and_matches_a_f
     server.batch_execute("ALTER EXTENSION tandem UPDATE").unwrap();
     assert_eq!(version(&mut server).0, current);
     assert_same_objects(&mut server, &mut TestDb::new("upgrade_fresh").connect());
+    assert_eq!(notifying(&mut server), notifying_at_first, "the scope's tables notify their commits again");
     let owner_role: String = server.query_one("SELECT owner::text FROM tandem.scopes", &[]).unwrap().get(0);
     assert_eq!(owner_role, format!("\"{}\"", owner.0), "the owner is the same role");
 
@@ -154,6 +165,11 @@ fn an_update_either_way_keeps_scopes_clients_and_pending_changes_and_matches_a_f
     s.sync_as(&other, &later);
     assert_converged(&mut server, other.connection(), "crm", &json!({"tenant": 2}));
     assert_eq!(query_json(&mut server, "SELECT sync_clients('crm')", &[]).as_array().unwrap().len(), 2);
+}
+
+/// Relations whose writes notify `LISTEN tandem`.
+fn notifying(client: &mut Client) -> i64 {
+    client.query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tandem_%_notify'", &[]).unwrap().get(0)
 }
 
 fn assert_same_objects(updated: &mut Client, fresh: &mut Client) {

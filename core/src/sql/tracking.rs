@@ -127,6 +127,28 @@ fn trigger_name(event: Event, id: i64) -> String {
     quote_ident(&format!("tandem_{id}_{}", event.name()))
 }
 
+/// The channel a commit that changed a scope's tables notifies, with the
+/// scope's name as payload: whoever waits for the scope (a gateway's
+/// `LISTEN`, a device's watch) pulls then instead of polling.
+pub const NOTIFY_CHANNEL: &str = "tandem";
+
+fn notify_trigger_name(id: i64) -> String {
+    quote_ident(&format!("tandem_{id}_notify"))
+}
+
+/// The statement trigger that notifies [`NOTIFY_CHANNEL`] after any write
+/// to a relation of table `t` (PostgreSQL sends it at commit, once per
+/// transaction and scope, whatever the number of statements or rows).
+fn notify_trigger(scope: &Scope<'_>, t: usize, quoted_relation: &str) -> String {
+    format!(
+        "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {quoted_relation} \
+         FOR EACH STATEMENT EXECUTE FUNCTION {}.notify_change({})",
+        notify_trigger_name(scope.id(t)),
+        quote_ident(TRACKING_SCHEMA),
+        quote_literal(&scope.schema.scope)
+    )
+}
+
 /// Creates the tracking and exit tables of a table new to the scope, and
 /// stamps every existing row with the current transaction. The table is
 /// locked against writers first (the lock its triggers take anyway), so no
@@ -214,7 +236,12 @@ pub fn restamp_moved(scope: &Scope<'_>, t: usize) -> Vec<String> {
 /// Drops a table's (or a partition's) triggers (skip them when the table
 /// itself is gone).
 pub fn drop_triggers(quoted_table: &str, id: i64) -> Vec<String> {
-    Event::ALL.iter().map(|&event| format!("DROP TRIGGER IF EXISTS {} ON {quoted_table}", trigger_name(event, id))).collect()
+    Event::ALL
+        .iter()
+        .map(|&event| trigger_name(event, id))
+        .chain([notify_trigger_name(id)])
+        .map(|name| format!("DROP TRIGGER IF EXISTS {name} ON {quoted_table}"))
+        .collect()
 }
 
 /// Drops a table's trigger functions and tracking tables; the user table
@@ -277,13 +304,18 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
             out.push(create_trigger(scope, t, event, &user_table));
         }
     }
+    out.push(notify_trigger(scope, t, &user_table));
     out
 }
 
 /// The statement triggers of one partition of table `t` (a partitioned
 /// table), calling the table's own trigger functions.
 pub fn partition_triggers(scope: &Scope<'_>, t: usize, quoted_partition: &str) -> Vec<String> {
-    Event::ON_PARTITIONS.iter().map(|&event| create_trigger(scope, t, event, quoted_partition)).collect()
+    Event::ON_PARTITIONS
+        .iter()
+        .map(|&event| create_trigger(scope, t, event, quoted_partition))
+        .chain([notify_trigger(scope, t, quoted_partition)])
+        .collect()
 }
 
 fn create_trigger(scope: &Scope<'_>, t: usize, event: Event, quoted_relation: &str) -> String {
@@ -712,7 +744,10 @@ mod tests {
         assert!(truncate.contains("EXECUTE 'INSERT INTO \"tandem\".\"exit_9\""), "{truncate}");
         assert!(truncate.contains("FROM ONLY ' || TG_RELID::regclass::text || ' o' USING _seq, _v;"), "{truncate}");
         let partition = partition_triggers(&scope, 2, "\"public\".\"currencies_eu\"");
-        assert_eq!(partition.len(), 4);
+        assert_eq!(partition.len(), 5, "four tracking triggers and the notifying one");
+        assert!(
+            the(&partition, "CREATE OR REPLACE TRIGGER \"tandem_9_notify\"").contains("ON \"public\".\"currencies_eu\" FOR EACH STATEMENT")
+        );
         let update = the(&partition, "CREATE OR REPLACE TRIGGER \"tandem_9_update\"");
         assert!(update.contains("AFTER UPDATE ON \"public\".\"currencies_eu\" REFERENCING OLD TABLE"), "{update}");
         let truncate = the(&partition, "CREATE OR REPLACE TRIGGER \"tandem_9_truncate\"");
@@ -743,7 +778,9 @@ mod tests {
             ),
             "{key}"
         );
-        assert_eq!(drop_triggers("\"public\".\"currencies\"", 9).len(), 5);
+        let notify = the(&statements, "CREATE OR REPLACE TRIGGER \"tandem_9_notify\"");
+        assert!(notify.ends_with("FOR EACH STATEMENT EXECUTE FUNCTION \"tandem\".notify_change('crm')"), "{notify}");
+        assert_eq!(drop_triggers("\"public\".\"currencies\"", 9).len(), 6);
         assert_eq!(drop_tracking(9).len(), 6);
     }
 }
