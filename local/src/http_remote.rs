@@ -160,7 +160,14 @@ impl HttpRemote {
         chain.dedup();
         let text = chain.join(": ");
         let url = self.shown.clone();
-        if text.contains("certificate") || text.contains("TLS") || text.contains("tls") || text.contains("handshake") {
+        // A connection cut (the gateway died, a proxy closed it) also
+        // speaks of TLS, as rustls notices the missing close_notify: that
+        // is a lost network, to wait out, not a refusal.
+        let cut = ["close_notify", "connection closed", "connection reset", "broken pipe", "unexpected eof"]
+            .iter()
+            .any(|sign| text.to_ascii_lowercase().contains(sign));
+        let tls = text.contains("certificate") || text.contains("TLS") || text.contains("tls") || text.contains("handshake");
+        if tls && !cut {
             return RemoteError::Refused {
                 url,
                 reason: format!("TLS failed: {text} (check the gateway's certificate against --ca-cert, option \"ca_cert\")"),
