@@ -27,7 +27,9 @@ const CONNECTED: &str = "tandem_gateway_listen_connected";
 
 /// Listens until the task is aborted, reconnecting whenever the
 /// connection is lost.
-pub async fn run(settings: Settings, wakes: Wakes) {
+pub async fn run(mut settings: Settings, wakes: Wakes) {
+    // Told apart from the pool's connections in pg_stat_activity.
+    settings.config.application_name("tandem-gateway-listen");
     let mut backoff = Backoff::new();
     loop {
         let reason = match &settings.tls {
