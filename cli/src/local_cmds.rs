@@ -203,7 +203,7 @@ fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
 fn one_round(store: &Store, args: &SyncArgs, options: &SyncOptions) -> Result<SyncReport, CliError> {
     let mut progress = (!args.json).then(|| Progress::new("syncing"));
     let (mut up, mut to_push, mut down) = (0, 0, 0);
-    let report = store.sync_observed(&args.remote, &args.scope, &options, &mut |step| {
+    let report = store.sync_observed(&args.remote, &args.scope, options, &mut |step| {
         match step {
             Step::ToPush(n) => to_push = n,
             Step::Pushed(n) => up += n,

@@ -263,7 +263,7 @@ impl Remote for HttpRemote {
         let deadline = std::time::Instant::now() + timeout;
         let mut reopened = false;
         loop {
-            if !self.events.as_ref().is_some_and(|(watched, _)| watched == scope) {
+            if self.events.as_ref().is_none_or(|(watched, _)| watched != scope) {
                 self.subscribe(scope, token)?;
             }
             let Some((_, stream)) = self.events.as_mut() else { continue };

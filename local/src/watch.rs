@@ -61,7 +61,14 @@ enum Woken {
 /// Waits for a change on either side. `baseline` is the file's unsent
 /// count after the round: changes that did not go up (the server held
 /// them back) wake no one until the count moves.
-fn wait(conn: &Connection, remote: &mut dyn Remote, scope: &str, token: Option<&str>, baseline: u64, stop: &dyn Fn() -> bool) -> Result<Woken> {
+fn wait(
+    conn: &Connection,
+    remote: &mut dyn Remote,
+    scope: &str,
+    token: Option<&str>,
+    baseline: u64,
+    stop: &dyn Fn() -> bool,
+) -> Result<Woken> {
     loop {
         if stop() {
             return Ok(Woken::Stop);
@@ -148,7 +155,12 @@ pub fn run(
 
 /// Opens the remote at `url`, waiting out a network that is down (with
 /// backoff); `None` when told to stop first.
-pub fn open(url: &str, ca_cert: Option<&str>, stop: &dyn Fn() -> bool, observe: &mut dyn FnMut(WatchStep<'_>)) -> Result<Option<Box<dyn Remote>>> {
+pub fn open(
+    url: &str,
+    ca_cert: Option<&str>,
+    stop: &dyn Fn() -> bool,
+    observe: &mut dyn FnMut(WatchStep<'_>),
+) -> Result<Option<Box<dyn Remote>>> {
     let mut backoff = Backoff::new();
     loop {
         match remote::open(url, ca_cert) {

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::ServeError;
-use crate::relay::Relay;
 use crate::pool::Settings;
+use crate::relay::Relay;
 use crate::routes::{router, AppState};
 use crate::wakes::Wakes;
 use crate::{certificate, listener, metrics, pool};
@@ -72,7 +72,8 @@ impl Gateway {
         let metrics = metrics::recorder();
         let (stopping, stopped) = watch::channel(false);
         let wakes = Wakes::default();
-        let state = AppState { relay, metrics: metrics.clone(), wakes: wakes.clone(), stopping: stopped, token_recheck: config.token_recheck };
+        let state =
+            AppState { relay, metrics: metrics.clone(), wakes: wakes.clone(), stopping: stopped, token_recheck: config.token_recheck };
         let router = router(state, config.max_body_bytes);
         let listener =
             std::net::TcpListener::bind(config.listen).map_err(|e| ServeError::Bind { listen: config.listen, reason: e.to_string() })?;

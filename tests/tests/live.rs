@@ -138,7 +138,8 @@ fn a_local_write_in_a_watching_file_goes_up_without_a_server_change() {
     watcher.until_waiting();
     // Another program writes the file: no notification from the server.
     local(&Store::open(&path).unwrap(), "INSERT INTO customers VALUES (901, 1, 'written locally')");
-    let latency = time_until(PROMPT, "the local write on the server", || setup.server_rows().contains(&(901, 1, Some("written locally".into()))));
+    let latency =
+        time_until(PROMPT, "the local write on the server", || setup.server_rows().contains(&(901, 1, Some("written locally".into()))));
     println!("a local write reached the server in {} ms", latency.as_millis());
     let report = watcher.finish().unwrap();
     assert_eq!(report.pushed, 1, "{report:?}");
@@ -161,10 +162,11 @@ fn raw_events(setup: &Setup, token: &str, scope: &str) -> Receiver<RawEvent> {
                 name = value.trim().to_string();
             } else if let Some(value) = line.strip_prefix("data:") {
                 data = value.trim().to_string();
-            } else if line.is_empty() && !name.is_empty() {
-                if sender.send((std::mem::take(&mut name), std::mem::take(&mut data), Instant::now())).is_err() {
-                    return;
-                }
+            } else if line.is_empty()
+                && !name.is_empty()
+                && sender.send((std::mem::take(&mut name), std::mem::take(&mut data), Instant::now())).is_err()
+            {
+                return;
             }
         }
     });
@@ -353,4 +355,17 @@ fn an_unreachable_gateway_does_not_end_a_watch() {
     config.listen = addr;
     setup.gateway = Some(tandem_server::Running::start(config).unwrap());
     assert!(remote.wait_for_change("crm", Some(&token), PROMPT).unwrap(), "the stream opened again says to pull");
+}
+
+#[test]
+fn a_graceful_stop_ends_the_event_streams_at_once() {
+    let mut setup = Setup::with("live_stop", |config| config.shutdown_grace = Duration::from_secs(30));
+    let token = setup.s.register(json!({"tenant": 1}));
+    let events = raw_events(&setup, &token, "crm");
+    assert!(!drain(&events, Duration::from_millis(300)).is_empty(), "the first event");
+    let started = Instant::now();
+    setup.gateway.take().unwrap().stop().expect("a clean stop");
+    assert!(started.elapsed() < Duration::from_secs(5), "the stop waited {:?} for an open stream", started.elapsed());
+    // The stream ended: the reader's channel closes.
+    assert!(matches!(events.recv_timeout(Duration::from_secs(2)), Err(mpsc::RecvTimeoutError::Disconnected)));
 }
