@@ -287,17 +287,18 @@ fn a_watch_outlives_the_gateways_death_and_its_listen_connection_being_cut() {
     println!("after a restart, a change reached the file in {} ms", took.as_millis());
 
     // The gateway's LISTEN connection cut: a commit made meanwhile is not
-    // heard, but the reconnected listener wakes every stream.
-    watcher.until_waiting();
+    // heard, but the reconnected listener wakes every stream. Settled
+    // first: an event still on its way would wake the watch by itself, and
+    // the dead gateway's session must be gone, the new one's up.
     let mut server = setup.s.server();
-    let cut: i64 = server
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = current_database() AND application_name = 'tandem-gateway-listen'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let listening = "FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'tandem-gateway-listen'";
+    time_until(Duration::from_secs(10), "one LISTEN session, the new gateway's", || {
+        let row = server.query_one(&format!("SELECT count(*), count(*) FILTER (WHERE query = 'LISTEN tandem') {listening}"), &[]).unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)) == (1, 1)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    watcher.until_waiting();
+    let cut: i64 = server.query_one(&format!("SELECT count(pg_terminate_backend(pid)) {listening}"), &[]).unwrap().get(0);
     assert_eq!(cut, 1, "the gateway's one LISTEN connection");
     server.batch_execute("UPDATE customers SET name = 'unheard' WHERE id = 4").unwrap();
     let took = time_until(Duration::from_secs(10), "a change made while the listener was down", || {
