@@ -1,10 +1,13 @@
 //! `tandem sql`, `tandem sync` and `tandem rekey`: work on a local file.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use fallible_iterator::FallibleIterator;
 use serde_json::Value;
-use tandem_local::{Step, Store, SyncOptions, SyncReport};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tandem_local::{Step, Store, SyncOptions, SyncReport, WatchStep};
 
 use crate::progress::Progress;
 
@@ -141,6 +144,11 @@ pub struct SyncArgs {
     /// Bytes of changeset after which a batch ends (default 64 MB).
     #[arg(long)]
     max_bytes: Option<u64>,
+    /// Keep the file live until SIGINT or SIGTERM: a round whenever the
+    /// server says the scope saw a commit or the file has unsent changes.
+    /// A lost network is waited out; the report sums the rounds.
+    #[arg(long)]
+    watch: bool,
     /// Print the report (or the error) as JSON, with a format version.
     #[arg(long)]
     pub json: bool,
@@ -177,11 +185,25 @@ fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
         token: args.token.clone(),
         ca_cert: args.ca_cert.as_ref().map(|p| p.to_string_lossy().into_owned()),
         rebind: args.rebind,
+        watch: None,
     };
-    tandem_core::options::check_max_bytes(options.max_bytes).map_err(tandem_local::LocalError::from)?;
+    options.check()?;
+    let report = if args.watch { watch(&store, args, &options)? } else { one_round(&store, args, &options)? };
+    if args.json {
+        let mut shown = serde_json::to_value(&report).map_err(|e| CliError::Invalid(format!("the report: {e}")))?;
+        shown["version"] = Value::from(REPORT_VERSION);
+        println!("{shown}");
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// One round, its progress on a terminal.
+fn one_round(store: &Store, args: &SyncArgs, options: &SyncOptions) -> Result<SyncReport, CliError> {
     let mut progress = (!args.json).then(|| Progress::new("syncing"));
     let (mut up, mut to_push, mut down) = (0, 0, 0);
-    let report = store.sync_observed(&args.remote, &args.scope, &options, &mut |step| {
+    let report = store.sync_observed(&args.remote, &args.scope, options, &mut |step| {
         match step {
             Step::ToPush(n) => to_push = n,
             Step::Pushed(n) => up += n,
@@ -194,20 +216,54 @@ fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
     if let Some(p) = progress {
         p.finish();
     }
-    if args.json {
-        let mut shown = serde_json::to_value(&report).map_err(|e| CliError::Invalid(format!("the report: {e}")))?;
-        shown["version"] = Value::from(REPORT_VERSION);
-        println!("{shown}");
-    } else {
-        print_report(&report);
+    Ok(report)
+}
+
+/// Rounds until SIGINT or SIGTERM; the round under way then finishes. A
+/// second signal ends the process at once.
+fn watch(store: &Store, args: &SyncArgs, options: &SyncOptions) -> Result<SyncReport, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .map_err(|e| CliError::Invalid(format!("cannot watch for signal {signal}: {e}")))?;
     }
-    Ok(())
+    let mut progress = (!args.json).then(|| Progress::new("watching"));
+    let (mut up, mut down) = (0, 0);
+    let report = store.watch(&args.remote, &args.scope, options, &|| stop.load(Ordering::Relaxed), &mut |step| {
+        let Some(p) = progress.as_mut() else { return };
+        match step {
+            WatchStep::Batch(Step::ToPush(_)) => p.show(up + down, "syncing"),
+            WatchStep::Batch(Step::Pushed(n)) => up += n,
+            WatchStep::Batch(Step::Pulled(n)) => down += n,
+            WatchStep::Round(round) => {
+                if round.pushed + round.pulled + round.removed > 0 || !round.conflicts.is_empty() || !round.rejected.is_empty() {
+                    p.say(&format!(
+                        "round: {} change(s) up, {} down, {} conflict(s), {} refused",
+                        round.pushed,
+                        round.pulled,
+                        round.conflicts.len(),
+                        round.rejected.len()
+                    ));
+                }
+            }
+            WatchStep::Waiting => p.show(up + down, "waiting for a change on the server or in the file"),
+            WatchStep::Retrying { error, retry_in } => {
+                p.show(up + down, &format!("{error}; trying again in {:.1} s", retry_in.as_secs_f64()))
+            }
+        }
+    })?;
+    if let Some(p) = progress {
+        p.finish();
+    }
+    Ok(report)
 }
 
 pub fn print_report(report: &SyncReport) {
     println!(
-        "synced scope {}: {} change(s) up, {} down, {} conflict(s), {} refused{}",
+        "synced scope {}{}: {} change(s) up, {} down, {} conflict(s), {} refused{}",
         report.scope,
+        report.rounds.map(|n| format!(" in {n} round(s)")).unwrap_or_default(),
         report.pushed,
         report.pulled,
         report.conflicts.len(),

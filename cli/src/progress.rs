@@ -27,6 +27,11 @@ impl Progress {
         self.bar.set_message(status.to_string());
     }
 
+    /// A line above the spinner (shown on a terminal only).
+    pub fn say(&self, line: &str) {
+        self.bar.println(line);
+    }
+
     pub fn finish(self) {
         self.bar.finish_and_clear();
     }

@@ -1,9 +1,11 @@
 //! Tandem's shared core: everything the PostgreSQL extension and the SQLite
 //! side must agree on, with no database dependency. Changesets, schemas and
 //! setups (serde), the value model, conflict rules, watermarks, identifier
-//! quoting, and the SQL both sides run, generated per dialect.
+//! quoting, and the SQL both sides run, generated per dialect; and how a
+//! device and the gateway wait before reconnecting.
 
 pub mod apply_result;
+pub mod backoff;
 pub mod changeset;
 pub mod conflict;
 pub mod dsn;

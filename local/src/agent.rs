@@ -27,6 +27,9 @@ use crate::record;
 use crate::remote::Remote;
 use crate::resync;
 
+/// The longest `watch` (a year): past it a deadline means nothing.
+pub const MAX_WATCH_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Options of `sync_run` (unknown keys are an error).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +59,11 @@ pub struct SyncOptions {
     /// it, either is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rebind: bool,
+    /// Keep the file live for this many seconds: round after round, each
+    /// one as soon as the server says the scope saw a commit or the file
+    /// has unsent changes; the report sums them (see `crate::watch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<f64>,
 }
 
 impl SyncOptions {
@@ -85,6 +93,14 @@ impl SyncOptions {
             return Err(tandem_core::Error::InvalidOptions("max_rows must be at least 1".into()).into());
         }
         tandem_core::options::check_max_bytes(self.max_bytes)?;
+        if let Some(seconds) = self.watch {
+            if !(seconds.is_finite() && seconds > 0.0 && seconds <= MAX_WATCH_SECONDS) {
+                return Err(tandem_core::Error::InvalidOptions(format!(
+                    "watch is {seconds}: pass the seconds to keep the file live, more than 0 and at most {MAX_WATCH_SECONDS}"
+                ))
+                .into());
+            }
+        }
         Ok(())
     }
 }
@@ -113,6 +129,30 @@ pub struct SyncReport {
     pub removed: u64,
     pub watermark: Option<String>,
     pub took_ms: u64,
+    /// With `watch`: how many rounds ran (the other counts are their sums).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u64>,
+}
+
+impl SyncReport {
+    /// Adds a later round of a watch: counts add up, the position and
+    /// identity are the later round's.
+    pub fn add(&mut self, round: SyncReport) {
+        self.client_id = round.client_id;
+        self.provisioned |= round.provisioned;
+        self.schema_version = round.schema_version;
+        self.pushed += round.pushed;
+        self.conflicts.extend(round.conflicts);
+        self.rejected.extend(round.rejected);
+        self.pulled += round.pulled;
+        self.kept_local += round.kept_local;
+        self.resynced |= round.resynced;
+        self.removed += round.removed;
+        if round.watermark.is_some() {
+            self.watermark = round.watermark;
+        }
+        self.rounds = Some(self.rounds.unwrap_or(0) + 1);
+    }
 }
 
 /// Pulls from `since` until the server has nothing more. The next batch is

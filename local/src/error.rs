@@ -101,4 +101,17 @@ impl From<tandem_tls::TlsError> for RemoteError {
     }
 }
 
+impl LocalError {
+    /// True when a round failed for want of the network (or a retryable
+    /// server error), so the same round may succeed later: a watch backs
+    /// off and goes on instead of ending.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LocalError::Remote(error) => error.is_transient(),
+            LocalError::UploadFailed { error, .. } | LocalError::OldSchemaUploadFailed(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = LocalError> = std::result::Result<T, E>;

@@ -7,9 +7,9 @@ use serde_json::Value;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
 
-use crate::agent::{self, SyncOptions};
+use crate::agent::SyncOptions;
 use crate::error::{LocalError, Result};
-use crate::{apply, changes, provision, remote, status};
+use crate::{apply, changes, provision, remote, status, watch};
 
 fn text_arg(ctx: &Context<'_>, index: usize, name: &str) -> Result<String> {
     match ctx.get::<Option<String>>(index) {
@@ -90,7 +90,8 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
                 let scope = text_arg(ctx, 1, "scope")?;
                 let options = SyncOptions::parse(json_arg(ctx, 2, "options")?.as_ref())?;
                 let mut remote = remote::open(&url, options.ca_cert.as_deref())?;
-                let report = agent::run(conn, remote.as_mut(), &scope, &options)?;
+                // With "watch", round after round for that many seconds.
+                let report = watch::sync(conn, remote.as_mut(), &scope, &options, &|| false, &mut |_| {})?;
                 Ok(Some(serde_json::to_string(&report).unwrap_or_default()))
             })
         })?;

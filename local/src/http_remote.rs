@@ -3,13 +3,14 @@
 //! as the bearer and never in the options. Responses come compressed when
 //! the gateway compresses them (gzip, zstd); uploads go up in zstd. The
 //! gateway's errors become the same [`RemoteError`]s a direct connection
-//! gives.
+//! gives. A watch waits on the gateway's event stream, kept open across
+//! waits and opened again when it drops.
 
 use std::path::Path;
 use std::time::Duration;
 
 use reqwest::blocking::{Client, RequestBuilder};
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -20,6 +21,7 @@ use tandem_core::schema::Schema;
 use tandem_core::Error as CoreError;
 
 use crate::error::RemoteError;
+use crate::http_events::EventStream;
 use crate::remote::{schema_answer, Remote};
 
 /// Uploads at least this large go up compressed.
@@ -35,6 +37,8 @@ pub struct HttpRemote {
     shown: String,
     server_id: Option<String>,
     moved_from: Vec<String>,
+    /// The event stream a watch waits on, and its scope.
+    events: Option<(String, EventStream)>,
 }
 
 /// The body of an answer other than success.
@@ -98,7 +102,7 @@ impl HttpRemote {
             .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RemoteError::Config(format!("HTTP client setup: {e}")))?;
-        Ok(HttpRemote { client, base, shown, server_id: None, moved_from: Vec::new() })
+        Ok(HttpRemote { client, base, shown, server_id: None, moved_from: Vec::new(), events: None })
     }
 
     fn endpoint(&self, scope: &str, call: &str) -> Result<Url, RemoteError> {
@@ -110,9 +114,9 @@ impl HttpRemote {
         Ok(url)
     }
 
-    /// Sends a request with the token; the body of a success, or the error
-    /// the gateway answered with.
-    fn send(&self, scope: &str, token: Option<&str>, request: RequestBuilder) -> Result<String, RemoteError> {
+    /// Sends a request with the token; the answer of a success, or the
+    /// error the gateway answered with.
+    fn answer(&self, scope: &str, token: Option<&str>, request: RequestBuilder) -> Result<reqwest::blocking::Response, RemoteError> {
         let token = token.ok_or_else(|| {
             RemoteError::Config(format!(
                 "{} is a gateway: it takes a device by its token alone; pass --token (option \"token\") as \
@@ -122,12 +126,27 @@ impl HttpRemote {
         })?;
         let response = request.bearer_auth(token).send().map_err(|e| self.transport_error(&e))?;
         let status = response.status();
-        let text = response.text().map_err(|e| self.transport_error(&e))?;
         if status.is_success() {
-            Ok(text)
+            Ok(response)
         } else {
+            let text = response.text().map_err(|e| self.transport_error(&e))?;
             Err(self.error(scope, status, &text))
         }
+    }
+
+    /// [`HttpRemote::answer`]'s body, as text.
+    fn send(&self, scope: &str, token: Option<&str>, request: RequestBuilder) -> Result<String, RemoteError> {
+        self.answer(scope, token, request)?.text().map_err(|e| self.transport_error(&e))
+    }
+
+    /// Opens the scope's event stream; refusals are those of the other
+    /// endpoints (a revoked token: refused, check the token).
+    fn subscribe(&mut self, scope: &str, token: Option<&str>) -> Result<(), RemoteError> {
+        self.events = None;
+        let request = self.client.get(self.endpoint(scope, "events")?).header(ACCEPT, "text/event-stream");
+        let stream = EventStream::start(self.answer(scope, token, request)?);
+        self.events = Some((scope.to_string(), stream));
+        Ok(())
     }
 
     /// A request that got no answer: TLS refused, or nobody listening.
@@ -141,7 +160,14 @@ impl HttpRemote {
         chain.dedup();
         let text = chain.join(": ");
         let url = self.shown.clone();
-        if text.contains("certificate") || text.contains("TLS") || text.contains("tls") || text.contains("handshake") {
+        // A connection cut (the gateway died, a proxy closed it) also
+        // speaks of TLS, as rustls notices the missing close_notify: that
+        // is a lost network, to wait out, not a refusal.
+        let cut = ["close_notify", "connection closed", "connection reset", "broken pipe", "unexpected eof"]
+            .iter()
+            .any(|sign| text.to_ascii_lowercase().contains(sign));
+        let tls = text.contains("certificate") || text.contains("TLS") || text.contains("tls") || text.contains("handshake");
+        if tls && !cut {
             return RemoteError::Refused {
                 url,
                 reason: format!("TLS failed: {text} (check the gateway's certificate against --ca-cert, option \"ca_cert\")"),
@@ -227,6 +253,37 @@ impl Remote for HttpRemote {
 
     fn moved_from(&self) -> Vec<String> {
         self.moved_from.clone()
+    }
+
+    /// Waits on the gateway's event stream, opened by the first wait (its
+    /// first event comes at once) and kept open across waits. A stream
+    /// that ends is opened again once at once; when that fails, the error
+    /// says why (unreachable: the watch backs off and tries again).
+    fn wait_for_change(&mut self, scope: &str, token: Option<&str>, timeout: Duration) -> Result<bool, RemoteError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut reopened = false;
+        loop {
+            if self.events.as_ref().is_none_or(|(watched, _)| watched != scope) {
+                self.subscribe(scope, token)?;
+            }
+            let Some((_, stream)) = self.events.as_mut() else { continue };
+            match stream.wait(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(changed) => return Ok(changed),
+                Err(reason) if reopened => {
+                    self.events = None;
+                    return Err(RemoteError::Unreachable { url: self.shown.clone(), reason });
+                }
+                Err(_) => {
+                    self.events = None;
+                    reopened = true;
+                }
+            }
+        }
+    }
+
+    fn reconnect(&mut self) -> Result<(), RemoteError> {
+        self.events = None;
+        Ok(())
     }
 
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {

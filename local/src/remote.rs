@@ -1,11 +1,13 @@
-//! The server, as the sync agent sees it: three calls. `postgres://` remotes
-//! call the extension's SQL functions directly, `https://` remotes go
-//! through the gateway (`crate::http_remote`); other transports plug in
-//! behind the same trait.
+//! The server, as the sync agent sees it: three calls, and a wait for "the
+//! scope saw a commit". `postgres://` remotes call the extension's SQL
+//! functions directly and `LISTEN` on a connection of their own,
+//! `https://` remotes go through the gateway (`crate::http_remote`); other
+//! transports plug in behind the same trait.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls};
 use tandem_core::apply_result::ApplyResult;
 use tandem_core::dsn::redacted;
@@ -37,7 +39,28 @@ pub trait Remote: Send {
     fn moved_from(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Waits up to `timeout` for the server to say that `scope` saw a
+    /// commit: `true` means pull now. It may also say `true` when it cannot
+    /// know (a connection just made may have missed one); a transport that
+    /// cannot tell just sleeps and says `false`, so a watch polls.
+    fn wait_for_change(&mut self, scope: &str, token: Option<&str>, timeout: Duration) -> Result<bool, RemoteError> {
+        let _ = (scope, token);
+        std::thread::sleep(timeout);
+        Ok(false)
+    }
+    /// Makes the connection again after a network error (a watch calls
+    /// it before going on); a transport that reconnects by itself does
+    /// nothing.
+    fn reconnect(&mut self) -> Result<(), RemoteError> {
+        Ok(())
+    }
 }
+
+/// The channel the extension's triggers notify, with the scope's name.
+pub const CHANGES_CHANNEL: &str = "tandem";
+
+/// How long a `LISTEN` connection may stay silent before it is checked.
+const LISTEN_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// A direct connection to PostgreSQL with the tandem extension.
 pub struct PostgresRemote {
@@ -45,6 +68,25 @@ pub struct PostgresRemote {
     url: String,
     server_id: Option<String>,
     moved_from: Vec<String>,
+    config: Config,
+    tls: TlsSettings,
+    /// The `LISTEN` connection, made by the first wait.
+    listener: Option<Listener>,
+}
+
+/// A connection that only listens, and when it was last known alive.
+struct Listener {
+    client: Client,
+    checked: Instant,
+}
+
+/// Opens a connection as `config` and `tls` say.
+fn open_client(shown: &str, config: &Config, tls: &TlsSettings) -> Result<Client, RemoteError> {
+    let connected = match tls.mode {
+        SslMode::Disable => config.connect(NoTls),
+        _ => config.connect(MakeRustlsConnect::new(tls.client_config()?)),
+    };
+    connected.map_err(|e| connect_error(shown, config, tls, &e))
 }
 
 impl PostgresRemote {
@@ -64,12 +106,27 @@ impl PostgresRemote {
             }
         }
         config.ssl_mode(tls.postgres_mode());
-        let connected = match tls.mode {
-            SslMode::Disable => config.connect(NoTls),
-            _ => config.connect(MakeRustlsConnect::new(tls.client_config()?)),
-        };
-        let client = connected.map_err(|e| connect_error(&shown, &config, &tls, &e))?;
-        Ok(PostgresRemote { client, url: shown, server_id: None, moved_from: Vec::new() })
+        let client = open_client(&shown, &config, &tls)?;
+        Ok(PostgresRemote { client, url: shown, server_id: None, moved_from: Vec::new(), config, tls, listener: None })
+    }
+
+    fn lost(&self, error: &postgres::Error) -> RemoteError {
+        RemoteError::Unreachable { url: self.url.clone(), reason: format!("the LISTEN connection failed: {error}") }
+    }
+
+    /// The `LISTEN` connection; `true` when it was just made (commits
+    /// before it were not heard).
+    fn listening(&mut self) -> Result<(&mut Listener, bool), RemoteError> {
+        let fresh = self.listener.is_none();
+        if fresh {
+            let mut client = open_client(&self.url, &self.config, &self.tls)?;
+            client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}")).map_err(|e| self.lost(&e))?;
+            self.listener = Some(Listener { client, checked: Instant::now() });
+        }
+        match self.listener.as_mut() {
+            Some(listener) => Ok((listener, fresh)),
+            None => Err(RemoteError::Protocol("the LISTEN connection vanished".into())),
+        }
     }
 
     fn error(&self, scope: &str, error: postgres::Error) -> RemoteError {
@@ -200,6 +257,53 @@ impl Remote for PostgresRemote {
 
     fn moved_from(&self) -> Vec<String> {
         self.moved_from.clone()
+    }
+
+    /// `LISTEN tandem` on a connection of its own (any role that may
+    /// connect may listen; no token is needed to hear which scope saw a
+    /// commit), waiting for a notification naming `scope`.
+    fn wait_for_change(&mut self, scope: &str, _token: Option<&str>, timeout: Duration) -> Result<bool, RemoteError> {
+        let deadline = Instant::now() + timeout;
+        let (listener, fresh) = self.listening()?;
+        if fresh {
+            return Ok(true);
+        }
+        let heard = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = listener.client.notifications().timeout_iter(left).next();
+            match next {
+                Ok(Some(note)) if note.channel() == CHANGES_CHANNEL && note.payload() == scope => break Ok(true),
+                Ok(Some(_)) => continue,
+                Ok(None) if listener.client.is_closed() => break Err(None),
+                Ok(None) => {
+                    // A dead peer sends no error: ask now and then.
+                    if listener.checked.elapsed() >= LISTEN_CHECK_EVERY {
+                        if let Err(e) = listener.client.simple_query("SELECT 1") {
+                            break Err(Some(e));
+                        }
+                        listener.checked = Instant::now();
+                    }
+                    break Ok(false);
+                }
+                Err(e) => break Err(Some(e)),
+            }
+        };
+        match heard {
+            Ok(heard) => Ok(heard),
+            Err(error) => {
+                self.listener = None;
+                Err(match error {
+                    Some(e) => self.lost(&e),
+                    None => RemoteError::Unreachable { url: self.url.clone(), reason: "the LISTEN connection was closed".into() },
+                })
+            }
+        }
+    }
+
+    fn reconnect(&mut self) -> Result<(), RemoteError> {
+        self.listener = None;
+        self.client = open_client(&self.url, &self.config, &self.tls)?;
+        Ok(())
     }
 
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {

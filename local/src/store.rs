@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
 
-use crate::agent::{self, Step, SyncOptions, SyncReport};
+use crate::agent::{Step, SyncOptions, SyncReport};
 use crate::error::{LocalError, Result};
 use crate::remote::{self, Remote};
+use crate::watch::{self, WatchStep};
 use crate::{functions, meta};
 
 pub struct Store {
@@ -83,21 +84,43 @@ impl Store {
         &self.path
     }
 
-    /// One sync round with the server at `remote_url` (`postgres://...`).
+    /// One sync round with the server at `remote_url` (`postgres://...`,
+    /// `https://...`); with `options.watch`, rounds for that many seconds.
     pub fn sync(&self, remote_url: &str, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
         let mut remote = remote::open(remote_url, options.ca_cert.as_deref())?;
         self.sync_with(remote.as_mut(), scope, options)
     }
 
-    /// One sync round over any transport.
+    /// [`Store::sync`] over any transport.
     pub fn sync_with(&self, remote: &mut dyn Remote, scope: &str, options: &SyncOptions) -> Result<SyncReport> {
-        agent::run(&self.conn, remote, scope, options)
+        watch::sync(&self.conn, remote, scope, options, &|| false, &mut |_| {})
     }
 
     /// [`Store::sync`], telling `observe` after each batch (for progress).
     pub fn sync_observed(&self, remote_url: &str, scope: &str, options: &SyncOptions, observe: &mut dyn FnMut(Step)) -> Result<SyncReport> {
         let mut remote = remote::open(remote_url, options.ca_cert.as_deref())?;
-        agent::run_observed(&self.conn, remote.as_mut(), scope, options, observe)
+        watch::sync(&self.conn, remote.as_mut(), scope, options, &|| false, &mut |step| {
+            if let WatchStep::Batch(step) = step {
+                observe(step)
+            }
+        })
+    }
+
+    /// Keeps the file live with the server at `remote_url` until `stop`
+    /// says so (`tandem sync --watch`), telling `observe` what it does;
+    /// see [`crate::watch`].
+    pub fn watch(
+        &self,
+        remote_url: &str,
+        scope: &str,
+        options: &SyncOptions,
+        stop: &dyn Fn() -> bool,
+        observe: &mut dyn FnMut(WatchStep<'_>),
+    ) -> Result<SyncReport> {
+        let Some(mut remote) = watch::open(remote_url, options.ca_cert.as_deref(), stop, observe)? else {
+            return Ok(SyncReport { scope: scope.to_string(), rounds: Some(0), ..SyncReport::default() });
+        };
+        watch::run(&self.conn, remote.as_mut(), scope, options, stop, observe)
     }
 
     /// Encrypts the file with `new_key`, and returns it open with that key.

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use crate::error::ServeError;
 
+/// How often an open event stream's token is checked again by default.
+pub const DEFAULT_TOKEN_RECHECK: Duration = Duration::from_secs(60);
+
 /// Where the gateway listens by default: this host only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
@@ -44,6 +47,9 @@ pub struct Config {
     pub pool_size: usize,
     /// Requests still running this long after a shutdown began are cut.
     pub shutdown_grace: Duration,
+    /// How often an open event stream checks its token again, ending the
+    /// stream once it is revoked.
+    pub token_recheck: Duration,
 }
 
 impl Config {
@@ -57,6 +63,7 @@ impl Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             pool_size: DEFAULT_POOL_SIZE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            token_recheck: DEFAULT_TOKEN_RECHECK,
         }
     }
 
@@ -68,6 +75,9 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err(ServeError::Invalid("--max-body-bytes must be at least 1".into()));
+        }
+        if self.token_recheck.is_zero() {
+            return Err(ServeError::Invalid("the token recheck interval must be more than zero".into()));
         }
         if self.pool_size == 0 {
             return Err(ServeError::Invalid("--pool-size must be at least 1".into()));

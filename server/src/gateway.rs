@@ -1,8 +1,9 @@
 //! Starting and stopping a gateway: bind, serve until told to stop, and
-//! on a graceful stop let requests in flight finish (up to the grace
-//! period) while taking no new ones.
+//! on a graceful stop end the event streams and let requests in flight
+//! finish (up to the grace period) while taking no new ones.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -11,12 +12,15 @@ use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tandem_core::dsn::redacted;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::ServeError;
+use crate::pool::Settings;
 use crate::relay::Relay;
 use crate::routes::{router, AppState};
-use crate::{certificate, metrics, pool};
+use crate::wakes::Wakes;
+use crate::{certificate, listener, metrics, pool};
 
 /// A gateway bound to its address, its database checked, not serving yet.
 pub struct Gateway {
@@ -25,6 +29,9 @@ pub struct Gateway {
     tls: Option<RustlsConfig>,
     stopper: Stopper,
     metrics: PrometheusHandle,
+    /// For the `LISTEN` connection, opened once serving starts.
+    database: Settings,
+    wakes: Wakes,
 }
 
 /// Stops a gateway from anywhere (a signal, a test).
@@ -32,17 +39,22 @@ pub struct Gateway {
 pub struct Stopper {
     handle: Handle<SocketAddr>,
     grace: Duration,
+    /// Ends the event streams, which would otherwise hold a graceful stop
+    /// for its whole grace period.
+    stopping: Arc<watch::Sender<bool>>,
 }
 
 impl Stopper {
-    /// Takes no new connections and ends once the requests in flight are
-    /// answered, or the grace period is over.
+    /// Ends the event streams, takes no new connections and ends once the
+    /// requests in flight are answered, or the grace period is over.
     pub fn graceful(&self) {
+        self.stopping.send_replace(true);
         self.handle.graceful_shutdown(Some(self.grace));
     }
 
     /// Closes every connection at once, as a crash would.
     pub fn now(&self) {
+        self.stopping.send_replace(true);
         self.handle.shutdown();
     }
 }
@@ -54,14 +66,19 @@ impl Gateway {
     pub async fn bind(config: &Config) -> Result<Gateway, ServeError> {
         config.check()?;
         let tls = config.tls.as_ref().map(certificate::load).transpose()?;
-        let relay = Relay::new(pool::build(&config.database_url, config.pool_size)?);
+        let database = pool::settings(&config.database_url)?;
+        let relay = Relay::new(pool::build(&database, config.pool_size)?);
         relay.check().await.map_err(|reason| ServeError::Database { url: redacted(&config.database_url), reason })?;
         let metrics = metrics::recorder();
-        let router = router(AppState { relay, metrics: metrics.clone() }, config.max_body_bytes);
+        let (stopping, stopped) = watch::channel(false);
+        let wakes = Wakes::default();
+        let state =
+            AppState { relay, metrics: metrics.clone(), wakes: wakes.clone(), stopping: stopped, token_recheck: config.token_recheck };
+        let router = router(state, config.max_body_bytes);
         let listener =
             std::net::TcpListener::bind(config.listen).map_err(|e| ServeError::Bind { listen: config.listen, reason: e.to_string() })?;
-        let stopper = Stopper { handle: Handle::new(), grace: config.shutdown_grace };
-        Ok(Gateway { listener, router, tls, stopper, metrics })
+        let stopper = Stopper { handle: Handle::new(), grace: config.shutdown_grace, stopping: Arc::new(stopping) };
+        Ok(Gateway { listener, router, tls, stopper, metrics, database, wakes })
     }
 
     /// The address it listens on (the port chosen when given port 0).
@@ -76,6 +93,7 @@ impl Gateway {
     /// Serves until stopped.
     pub async fn serve(self) -> Result<(), ServeError> {
         let upkeep = tokio::spawn(metrics::upkeep(self.metrics));
+        let listening = tokio::spawn(listener::run(self.database, self.wakes));
         let app = self.router.into_make_service();
         let handle = self.stopper.handle;
         let served = match self.tls {
@@ -89,6 +107,7 @@ impl Gateway {
             },
         };
         upkeep.abort();
+        listening.abort();
         served.map_err(|e| ServeError::Serve(e.to_string()))
     }
 }

@@ -1,5 +1,5 @@
-//! Prometheus metrics: requests by route and status, their latency, and the
-//! rows and bytes moved each way.
+//! Prometheus metrics: requests by route and status, their latency, the
+//! rows and bytes moved each way, and the devices watching for changes.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -16,6 +16,8 @@ const LATENCY: &str = "tandem_gateway_request_duration_seconds";
 const IN_FLIGHT: &str = "tandem_gateway_requests_in_flight";
 const ROWS: &str = "tandem_gateway_rows_total";
 const BYTES: &str = "tandem_gateway_bytes_total";
+const WATCHERS: &str = "tandem_gateway_watchers";
+const WAKES: &str = "tandem_gateway_wakes_total";
 
 /// The process's recorder, installed once: every gateway in the process
 /// reports into it (one per process in production).
@@ -73,6 +75,28 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.decrement(1);
     }
+}
+
+/// Counts an open event stream until it ends or its device goes away.
+pub struct Watcher(metrics::Gauge);
+
+impl Watcher {
+    pub fn enter() -> Watcher {
+        let gauge = metrics::gauge!(WATCHERS);
+        gauge.increment(1);
+        Watcher(gauge)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.decrement(1);
+    }
+}
+
+/// Records an `event: changed` sent to a device.
+pub fn woke() {
+    metrics::counter!(WAKES).increment(1);
 }
 
 /// Which way data moved: `up` from devices, `down` to them.

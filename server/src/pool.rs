@@ -1,5 +1,6 @@
-//! The gateway's PostgreSQL connections: a pool, with TLS as the URL's
-//! `sslmode` says (the same meanings as a device's `postgres://` remote).
+//! The gateway's PostgreSQL connections: a pool for requests, with TLS as
+//! the URL's `sslmode` says (the same meanings as a device's `postgres://`
+//! remote), and the settings the dedicated `LISTEN` connection reuses.
 
 use std::time::Duration;
 
@@ -11,8 +12,18 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::ServeError;
 
-/// A pool of at most `size` connections to `url`; none is opened yet.
-pub fn build(url: &str, size: usize) -> Result<Pool, ServeError> {
+/// How to reach the database: the parsed URL and its TLS (`None`: plain).
+#[derive(Clone)]
+pub struct Settings {
+    pub config: tokio_postgres::Config,
+    pub tls: Option<MakeRustlsConnect>,
+    /// The URL with its password hidden, for messages.
+    pub shown: String,
+}
+
+/// Reads `url`: its `sslmode` and root, a 10 s connect timeout unless it
+/// sets one, and `PGPASSWORD` when it has no password.
+pub fn settings(url: &str) -> Result<Settings, ServeError> {
     let shown = redacted(url);
     let failed = |reason: String| ServeError::Database { url: shown.clone(), reason };
     let (rest, tls) = TlsSettings::from_url(url, None).map_err(|e| failed(e.to_string()))?;
@@ -27,13 +38,19 @@ pub fn build(url: &str, size: usize) -> Result<Pool, ServeError> {
         }
     }
     config.ssl_mode(tls.postgres_mode());
+    let tls = match tls.mode {
+        SslMode::Disable => None,
+        _ => Some(MakeRustlsConnect::new(tls.client_config().map_err(|e| failed(e.to_string()))?)),
+    };
+    Ok(Settings { config, tls, shown })
+}
+
+/// A pool of at most `size` connections; none is opened yet.
+pub fn build(settings: &Settings, size: usize) -> Result<Pool, ServeError> {
     let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-    let manager = match tls.mode {
-        SslMode::Disable => Manager::from_config(config, NoTls, recycling),
-        _ => {
-            let connector = MakeRustlsConnect::new(tls.client_config().map_err(|e| failed(e.to_string()))?);
-            Manager::from_config(config, connector, recycling)
-        }
+    let manager = match &settings.tls {
+        None => Manager::from_config(settings.config.clone(), NoTls, recycling),
+        Some(connector) => Manager::from_config(settings.config.clone(), connector.clone(), recycling),
     };
     Pool::builder(manager)
         .max_size(size)
@@ -41,5 +58,5 @@ pub fn build(url: &str, size: usize) -> Result<Pool, ServeError> {
         .create_timeout(Some(Duration::from_secs(15)))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
-        .map_err(|e| failed(e.to_string()))
+        .map_err(|e| ServeError::Database { url: settings.shown.clone(), reason: e.to_string() })
 }

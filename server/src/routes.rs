@@ -1,5 +1,9 @@
 //! The gateway's router: its endpoints, and the layers every request goes
-//! through (logs, compression both ways, the body limit, metrics).
+//! through (logs, compression both ways, the body limit, metrics). Event
+//! streams are never compressed (the compression layer leaves
+//! `text/event-stream` alone), so each event leaves at once.
+
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -7,6 +11,7 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -14,19 +19,27 @@ use tracing::Level;
 
 use crate::api_error::ApiError;
 use crate::relay::Relay;
-use crate::{handlers, health, metrics};
+use crate::wakes::Wakes;
+use crate::{events, handlers, health, metrics};
 
 /// What every handler may reach.
 #[derive(Clone)]
 pub struct AppState {
     pub relay: Relay,
     pub metrics: PrometheusHandle,
+    /// Commits heard on the `LISTEN` connection, for the event streams.
+    pub wakes: Wakes,
+    /// Turns true when the gateway stops: event streams end.
+    pub stopping: watch::Receiver<bool>,
+    /// How often an open event stream's token is checked again.
+    pub token_recheck: Duration,
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such endpoint: devices call /v1/scopes/{scope}/schema, /v1/scopes/{scope}/changes and /v1/scopes/{scope}/apply",
+        "no such endpoint: devices call /v1/scopes/{scope}/schema, /v1/scopes/{scope}/changes, /v1/scopes/{scope}/apply \
+         and /v1/scopes/{scope}/events",
     )
 }
 
@@ -36,6 +49,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/scopes/{scope}/schema", get(handlers::schema))
         .route("/v1/scopes/{scope}/changes", post(handlers::changes))
         .route("/v1/scopes/{scope}/apply", post(handlers::apply))
+        .route("/v1/scopes/{scope}/events", get(events::events))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics::render))
         .route_layer(middleware::from_fn(metrics::track))

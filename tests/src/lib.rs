@@ -1,9 +1,11 @@
 //! Support for Tandem's end-to-end tests: each test gets a database of its
 //! own on the PostgreSQL at `TANDEM_TEST_DATABASE_URL` (default: the local
-//! server), with the extension created, dropped when the test ends.
+//! server), with the extension created, dropped when the test ends; and an
+//! HTTPS gateway in the test's process (`gateway`).
 
 pub mod cluster;
 pub mod conformance;
+pub mod gateway;
 pub mod local;
 pub mod role;
 pub mod typed;

@@ -5,123 +5,20 @@
 //! status and changes nothing; bodies travel compressed both ways; a
 //! download cut by the gateway's death resumes where it stopped.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use reqwest::blocking::{Client as Http, Response};
+use reqwest::blocking::Response;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tandem_core::apply_result::ApplyResult;
 use tandem_core::identity::token_client_id;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
-use tandem_local::{HttpRemote, Remote, RemoteError, Store, SyncOptions};
-use tandem_server::{Config, Running, TlsFiles};
+use tandem_local::{HttpRemote, Remote, RemoteError, SyncOptions};
+use tandem_server::Running;
+use tandem_tests::gateway::{certificates, Setup};
 use tandem_tests::json as query_json;
-use tandem_tests::local::{local, local_count, Scenario};
-use tandem_tests::role::{Role, GATEWAY_GRANTS};
-
-const SCHEMA: &str = r#"
-CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
-INSERT INTO customers SELECT i, 1 + i % 2, 'customer ' || i FROM generate_series(1, 40) i;
-SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
-"#;
-
-/// A CA, and a certificate it signed for localhost and 127.0.0.1, in files.
-struct Certificates {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn certificates(dir: &Path, name: &str) -> Certificates {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    server.distinguished_name.push(DnType::CommonName, "localhost");
-    let server_cert = server.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    let files = Certificates {
-        ca: dir.join(format!("{name}-ca.pem")),
-        cert: dir.join(format!("{name}-cert.pem")),
-        key: dir.join(format!("{name}-key.pem")),
-    };
-    std::fs::write(&files.ca, ca_cert.pem()).unwrap();
-    std::fs::write(&files.cert, server_cert.pem()).unwrap();
-    std::fs::write(&files.key, key.serialize_pem()).unwrap();
-    files
-}
-
-/// A scope, the gateway's role, certificates and a gateway over TLS. Fields
-/// drop in this order: the gateway (its pool) first, then the role, then the
-/// database and files the role's grants live in.
-struct Setup {
-    gateway: Option<Running>,
-    role: Role,
-    certs: Certificates,
-    s: Scenario,
-}
-
-impl Setup {
-    fn new(label: &str) -> Setup {
-        Setup::with(label, |_| {})
-    }
-
-    fn with(label: &str, tweak: impl FnOnce(&mut Config)) -> Setup {
-        let s = Scenario::new(label, SCHEMA, "crm");
-        let role = Role::new(&s, "gw", GATEWAY_GRANTS);
-        let certs = certificates(&s.files.dir, "ours");
-        let mut setup = Setup { gateway: None, role, certs, s };
-        let mut config = setup.config();
-        tweak(&mut config);
-        setup.gateway = Some(Running::start(config).unwrap_or_else(|e| panic!("the gateway did not start: {e}")));
-        setup
-    }
-
-    fn config(&self) -> Config {
-        let mut config = Config::new(self.role.url(&self.s));
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.tls = Some(TlsFiles { cert: self.certs.cert.clone(), key: self.certs.key.clone() });
-        config.shutdown_grace = Duration::from_secs(20);
-        config
-    }
-
-    fn gateway(&self) -> &Running {
-        self.gateway.as_ref().expect("a running gateway")
-    }
-
-    fn url(&self) -> String {
-        format!("https://localhost:{}", self.gateway().addr().port())
-    }
-
-    fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.url())
-    }
-
-    fn options(&self, token: &str) -> SyncOptions {
-        serde_json::from_value(json!({"token": token, "ca_cert": self.certs.ca})).unwrap()
-    }
-
-    fn sync(&self, file: &Store, token: &str) -> tandem_local::SyncReport {
-        file.sync(&self.url(), "crm", &self.options(token)).unwrap_or_else(|e| panic!("sync through the gateway: {e}"))
-    }
-
-    /// An HTTP client that trusts our CA and leaves bodies as they come.
-    fn http(&self) -> Http {
-        let tls = tandem_tls::https_client_config(Some(&self.certs.ca)).unwrap();
-        Http::builder().tls_backend_preconfigured(tls).no_gzip().no_zstd().build().unwrap()
-    }
-
-    /// Every row of the server's table, for "nothing changed".
-    fn server_rows(&self) -> Vec<(i64, i32, Option<String>)> {
-        let rows = self.s.server().query("SELECT id, tenant_id, name FROM customers ORDER BY id", &[]).unwrap();
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
-    }
-}
+use tandem_tests::local::{local, local_count};
 
 /// The JSON error body of a refusal, checked for its status.
 fn refusal(response: Response, status: StatusCode) -> Value {
