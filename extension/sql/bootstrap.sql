@@ -13,9 +13,11 @@ CREATE TABLE tandem.server (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     server_id uuid NOT NULL DEFAULT gen_random_uuid(),
     -- The cluster the tracking's transaction ids count in
-    -- (pg_control_system()); another one means the database was restored
-    -- into another cluster, and its tracking is restamped.
+    -- (pg_control_system()) and the database: another means the database
+    -- was restored into another cluster or database, and its tracking is
+    -- restamped under a new server id.
     system_identifier bigint,
+    database_oid oid,
     -- The ids this database had before such moves: a device that synced
     -- with one of them pulls again without being told to.
     moved_from uuid[] NOT NULL DEFAULT '{}'

@@ -14,7 +14,7 @@ BEGIN
     FROM tandem.scopes s WHERE pg_catalog.to_regrole(pg_catalog.quote_ident(s.owner)) IS NULL;
     IF _orphans IS NOT NULL THEN
         RAISE EXCEPTION 'scopes whose owner role no longer exists: %', _orphans
-            USING HINT = 'create the role again (or, as a superuser, sync_deprovision those scopes), then run ALTER EXTENSION tandem UPDATE again';
+            USING HINT = 'create the role again (CREATE ROLE <name>), run ALTER EXTENSION tandem UPDATE again, then provision each of those scopes again as that role, which renews its rights on their tracking; or deprovision them with the previous release installed';
     END IF;
 END $check$;
 
@@ -37,6 +37,7 @@ ALTER TABLE tandem.scope_tables ALTER COLUMN relid TYPE regclass USING relid::re
 -- sync call, so a dump restored into it brings its own.
 ALTER TABLE tandem.server
     ADD COLUMN system_identifier bigint,
+    ADD COLUMN database_oid oid,
     ADD COLUMN moved_from uuid[] NOT NULL DEFAULT '{}';
 
 -- It may restamp the tracking, and the device must see the new id.

@@ -1,14 +1,18 @@
-//! The cluster a database lives in. Versions, stamps and watermarks are
-//! transaction ids, which count per cluster: a database restored from a
-//! dump into another cluster (a new host, a major upgrade by dump and
-//! restore) holds stamps of another count, which the new cluster's
-//! snapshots would read as past or future at random, and a device's
-//! watermark would silently skip changes. The first volatile sync call in
-//! a moved database notices (the cluster's system identifier is not the
-//! one recorded), restamps every scope's tracking under the new count and
-//! takes a new server id that names the old one: each device then pulls
-//! its partition again, keeping its unsent changes. A dump restored into
-//! the same cluster keeps its id, and devices go on where they were.
+//! The database a server's tracking belongs to. Versions, stamps and
+//! watermarks are transaction ids, which count per cluster: a database
+//! restored from a dump into another cluster (a new host, a major upgrade
+//! by dump and restore) holds stamps of another count, which the new
+//! cluster's snapshots would read as past or future at random, and a
+//! device's watermark would silently skip changes. A dump restored into
+//! another database of the same cluster counts alike, but is a copy that
+//! goes its own way: a device moving between the two would miss what
+//! either changed. So the first volatile sync call in a database that is
+//! not the one recorded (by the cluster's system identifier and the
+//! database's oid, both kept by pg_upgrade and physical backups) restamps
+//! every scope's tracking under this count and takes a new server id that
+//! names the old one: each device then pulls its partition again, keeping
+//! its unsent changes, and the original's devices are refused here
+//! without --rebind.
 
 use std::cell::Cell;
 
@@ -35,10 +39,12 @@ enum Found {
 }
 
 const CURRENT: &str = "(SELECT c.system_identifier FROM pg_catalog.pg_control_system() c)";
+const DATABASE: &str = "(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())";
 
 fn look(spi: &mut Spi<'_>, lock: bool) -> Result<Found> {
     let sql = format!(
-        "SELECT s.system_identifier IS NULL, s.system_identifier = {CURRENT} FROM tandem.server s{}",
+        "SELECT s.system_identifier IS NULL, s.system_identifier = {CURRENT} AND s.database_oid = {DATABASE} \
+         FROM tandem.server s{}",
         if lock { " FOR UPDATE" } else { "" }
     );
     let rows = spi::select(spi, &sql, &[], |row| Ok((spi::required::<bool>(row, 1)?, spi::get::<bool>(row, 2)?)))?;
@@ -66,11 +72,13 @@ pub fn ensure_here(spi: &mut Spi<'_>) -> Result<()> {
     match look(spi, true)? {
         Found::Same => {}
         Found::Nothing => {
-            let sql = format!("INSERT INTO tandem.server (system_identifier) VALUES ({CURRENT}) ON CONFLICT DO NOTHING");
+            let sql = format!(
+                "INSERT INTO tandem.server (system_identifier, database_oid) VALUES ({CURRENT}, {DATABASE}) ON CONFLICT DO NOTHING"
+            );
             spi::exec(spi, &sql, &[])?;
         }
         Found::Unrecorded => {
-            spi::exec(spi, &format!("UPDATE tandem.server SET system_identifier = {CURRENT}"), &[])?;
+            spi::exec(spi, &format!("UPDATE tandem.server SET system_identifier = {CURRENT}, database_oid = {DATABASE}"), &[])?;
         }
         Found::Moved => restamp_everything(spi)?,
     }
@@ -101,12 +109,13 @@ fn restamp_everything(spi: &mut Spi<'_>) -> Result<()> {
         spi,
         &format!(
             "UPDATE tandem.server SET moved_from = moved_from || server_id, server_id = gen_random_uuid(), \
-             system_identifier = {CURRENT}"
+             system_identifier = {CURRENT}, database_oid = {DATABASE}"
         ),
         &[],
     )?;
     pgrx::notice!(
-        "this database was restored into another cluster: Tandem restamped its tracking, and devices pull their partitions again"
+        "this database was restored into another database or cluster: Tandem restamped its tracking under a new server id, \
+         and its devices pull their partitions again"
     );
     Ok(())
 }

@@ -86,7 +86,7 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
                 .into_iter()
                 .next()
                 .flatten();
-            let mut window = start_window(spi, since, own.as_deref())?;
+            let mut window = start_window(spi, scope_name, since, own.as_deref())?;
             // After the window's end is taken: every change it covers has
             // committed, so the fold sees it (or waits for a fold that moves it).
             fold::fold(spi, &scope, downloading.iter().copied())?;
@@ -184,7 +184,7 @@ fn batch_bytes(scope: &Scope<'_>, max_rows: u64) -> usize {
     bytes.min(16 << 20) as usize
 }
 
-fn start_window(spi: &Spi<'_>, since: Option<&str>, own: Option<&str>) -> Result<Window> {
+fn start_window(spi: &Spi<'_>, scope: &str, since: Option<&str>, own: Option<&str>) -> Result<Window> {
     let current = || -> Result<Snapshot> {
         let text = spi::select(spi, "SELECT pg_current_snapshot()::text", &[], |row| spi::text(row, 1))?
             .into_iter()
@@ -199,11 +199,20 @@ fn start_window(spi: &Spi<'_>, since: Option<&str>, own: Option<&str>) -> Result
             None => snapshot,
         })
     };
-    Ok(match since.map(Watermark::parse).transpose()? {
-        None => Window { until: current()?, since: None, phase: Phase::Upserts, table: 0, after: None },
+    let window = match since.map(Watermark::parse).transpose()? {
+        None => return Ok(Window { until: current()?, since: None, phase: Phase::Upserts, table: 0, after: None }),
         Some(Watermark::Complete(since)) => Window { until: current()?, since: Some(since), phase: Phase::Upserts, table: 0, after: None },
         Some(Watermark::Partial { until, since, phase, table, after }) => Window { until, since, phase, table, after },
-    })
+    };
+    // A watermark from the future: the database went back in time (a
+    // physical backup restored, a point-in-time recovery), so what the
+    // device pulled after that point is not here, and transactions will
+    // reuse those ids. It pulls afresh.
+    let now = current()?;
+    if window.until.xmax > now.xmax || window.since.as_ref().is_some_and(|since| since.xmax > now.xmax) {
+        return Err(Error::WatermarkTooOld(scope.to_string()));
+    }
+    Ok(window)
 }
 
 /// The text of a resumed pull's position, checked: a stamp (incremental

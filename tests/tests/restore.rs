@@ -1,7 +1,11 @@
 //! A server database restored from `pg_dump` into a new database of the
 //! same cluster: its tables come back under new oids, and Tandem must find
 //! them there, or changes to a partition made after the restore would
-//! never be tracked and devices would silently miss them.
+//! never be tracked and devices would silently miss them. The copy is
+//! another server: a device that syncs with it pulls its partition again,
+//! and is refused by the original, which went its own way, until rebound.
+//! A database restored into another cluster, or taken back in time, makes
+//! its devices pull again too.
 
 use std::process::Command;
 
@@ -51,7 +55,32 @@ fn a_database_restored_from_a_dump_tracks_its_tables_under_their_new_oids() {
         .unwrap();
     let options = SyncOptions { token: Some(token), ..SyncOptions::default() };
     let report = file.sync(&restored.url, "s", &options).unwrap_or_else(|e| panic!("sync with the restored database: {e}"));
-    assert_eq!(report.pulled, 2, "{report:?}");
+    assert!(report.resynced && report.pulled == 3, "the copy's partition again, the new rows in it: {report:?}");
+    assert_converged(&mut server, file.connection(), "s", &json!({"tenant": 1}));
+    s.server().batch_execute("INSERT INTO payments VALUES (7, 1, '2024-07-01')").unwrap();
+    let error = file.sync(&s.db.url, "s", &options).unwrap_err().to_string();
+    assert!(error.contains("--rebind"), "the original is another server now: {error}");
+}
+
+#[test]
+fn a_watermark_from_the_future_means_the_server_went_back_in_time_and_the_device_pulls_again() {
+    let s = Scenario::new("rewound", PAYMENTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    // What a device holds after the server was restored from a physical
+    // backup taken before its last pull: a watermark the server's
+    // transactions have not reached.
+    tandem_tests::local::local(&file, "UPDATE tandem_scopes SET watermark = '99999999:99999999:'");
+    let mut server = s.server();
+    let error = server
+        .query_one("SELECT sync_select_changes('s', '99999999:99999999:', $1)", &[&json!({"params": {"tenant": 1}})])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(tandem_tests::describe(&error).starts_with("55000"), "{}", tandem_tests::describe(&error));
+    server.batch_execute("INSERT INTO payments VALUES (8, 1, '2024-08-01')").unwrap();
+    let report = s.sync_as(&file, &token);
+    assert!(report.resynced, "{report:?}");
     assert_converged(&mut server, file.connection(), "s", &json!({"tenant": 1}));
 }
 

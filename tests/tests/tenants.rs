@@ -150,6 +150,13 @@ fn changing_parameters_without_a_new_registration_is_refused() {
     assert!(error.contains("tenant"), "{error}");
     typo.sync(&s.db.url, "crm", &one).unwrap_or_else(|e| panic!("the corrected parameters: {e}"));
     assert_eq!(tenants_in(&typo), [1]);
+    // A misspelt parameter beside the right one filters nothing: refused,
+    // and the file stays free for the corrected set.
+    let misspelt = s.store("misspelt.db");
+    let extra = SyncOptions { params: Some([("tenant".into(), json!(1)), ("tenat".into(), json!(1))].into()), ..SyncOptions::default() };
+    let error = misspelt.sync(&s.db.url, "crm", &extra).unwrap_err().to_string();
+    assert!(error.contains("\"tenat\"") && error.contains("check its spelling"), "{error}");
+    misspelt.sync(&s.db.url, "crm", &one).unwrap_or_else(|e| panic!("the corrected parameters: {e}"));
     // Parameters beside a token are refused before anything is done.
     let both = SyncOptions { params: Some([("tenant".into(), json!(1))].into()), token: Some(token_a.clone()), ..SyncOptions::default() };
     let error = s.store("both.db").sync(&s.db.url, "crm", &both).unwrap_err().to_string();

@@ -50,8 +50,20 @@ pub fn filter_params<'a>(scope: &Scope<'a>, table: usize) -> Vec<(String, &'a Co
 }
 
 /// The text values to bind for each parameter the given tables' filters use
-/// (a scalar becomes a list of one), checked against the column types.
+/// (a scalar becomes a list of one), checked against the column types. A
+/// parameter no filter of the scope uses is refused: a misspelt one would
+/// bind a client (or a file) for good to parameters that filter nothing.
 pub fn bind_params(scope: &Scope<'_>, params: &Params, tables: impl IntoIterator<Item = usize>) -> Result<FilterValues> {
+    let known: Vec<String> =
+        (0..scope.schema.tables.len()).flat_map(|t| filter_params(scope, t).into_iter().map(|(name, _)| name)).collect();
+    if let Some(unknown) = params.keys().find(|name| !known.contains(name)) {
+        let used =
+            if known.is_empty() { "none".to_string() } else { known.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ") };
+        return Err(Error::Params(format!(
+            "no filter of scope \"{}\" uses parameter \"{unknown}\" (its filters use: {used}); check its spelling",
+            scope.schema.scope
+        )));
+    }
     let mut bound = BTreeMap::new();
     for table in tables {
         for (name, column) in filter_params(scope, table) {
@@ -239,6 +251,9 @@ pub(crate) mod tests {
         assert!(err.contains("filtered by parameter \"tenant\""), "{err}");
         let bad: Params = [("tenant".to_string(), serde_json::json!("three"))].into();
         assert!(bind_params(&scope, &bad, [0]).unwrap_err().to_string().contains("expected a 64-bit integer"));
+        let misspelt: Params = [("tenant".to_string(), serde_json::json!(3)), ("tenat".to_string(), serde_json::json!(3))].into();
+        let err = bind_params(&scope, &misspelt, [0]).unwrap_err().to_string();
+        assert!(err.contains("uses parameter \"tenat\"") && err.contains("\"tenant\""), "{err}");
     }
 
     #[test]

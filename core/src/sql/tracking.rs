@@ -222,15 +222,18 @@ pub fn restamp(scope: &Scope<'_>, t: usize) -> String {
 }
 
 /// Stamps everything a table's tracking holds with the current
-/// transaction, in the tracking itself, its log and its exits: for a
-/// database restored into another cluster, whose transaction ids count
-/// anew, so a stamp from the old count would read as past or future at
-/// random. Only Tandem's own columns change, so no user code runs.
+/// transaction, in the tracking itself (its versions too), its log and its
+/// exits: for a database restored into another cluster or database, whose
+/// transaction ids are another count, so a stamp from before would read as
+/// past or future at random, and a version could equal one of a later
+/// change here (a device's stale base would pass for current). Only
+/// Tandem's own columns change, so no user code runs.
 pub fn restamp_moved(scope: &Scope<'_>, t: usize) -> Vec<String> {
-    [scope.track(t), scope.log(t), scope.exits(t)]
-        .into_iter()
-        .map(|table| format!("UPDATE {table} SET tandem_stamp = pg_current_xact_id()"))
-        .collect()
+    vec![
+        format!("UPDATE {} SET tandem_stamp = pg_current_xact_id(), tandem_version = pg_current_xact_id()", scope.track(t)),
+        format!("UPDATE {} SET tandem_stamp = pg_current_xact_id()", scope.log(t)),
+        format!("UPDATE {} SET tandem_stamp = pg_current_xact_id()", scope.exits(t)),
+    ]
 }
 
 /// Drops a table's (or a partition's) triggers (skip them when the table

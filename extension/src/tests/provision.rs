@@ -18,7 +18,11 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM tandem.scope_tables WHERE scope = 'crm'"), 4);
         let id = count("SELECT id FROM tandem.scope_tables WHERE name = 'public.orders'");
         assert_eq!(count(&format!("SELECT count(*) FROM tandem.track_{id}")), 3);
-        assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.orders'::regclass AND tgname LIKE 'tandem_%'"), 5);
+        assert_eq!(
+            count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.orders'::regclass AND tgname LIKE 'tandem_%'"),
+            6,
+            "five tracking triggers and the notifying one"
+        );
     }
 
     #[pg_test]
