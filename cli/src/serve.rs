@@ -57,7 +57,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         max_body_bytes: args.max_body_bytes,
         pool_size: args.pool_size,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        token_recheck: tandem_server::config::DEFAULT_TOKEN_RECHECK,
+        ..Config::new(args.database.clone())
     };
     Ok(tandem_server::run(config)?)
 }

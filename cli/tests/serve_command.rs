@@ -110,3 +110,12 @@ fn tandem_serve_refuses_plain_http_off_loopback() {
     let output = tandem().args(["serve", "--database", "postgres://x@h/db", "--tls-cert", "c.pem"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "--tls-cert needs --tls-key");
 }
+
+#[test]
+fn tandem_serve_refuses_to_connect_as_a_superuser() {
+    let s = Scenario::new("serve_superuser", SCHEMA, "crm");
+    let output = tandem().args(["serve", "--database", &s.db.url, "--listen", "127.0.0.1:0"]).output().expect("run tandem serve");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is a superuser") && stderr.contains("tandem_gateway"), "{stderr}");
+}

@@ -247,13 +247,15 @@ impl Push<'_> {
         observe: &mut dyn FnMut(Step),
     ) -> Result<Option<RemoteError>> {
         let mut snapshots = changes::PendingSnapshots::new(conn);
+        // Halved while the server refuses batches as too large.
+        let mut max_rows = self.max_rows;
         for _ in 0..PUSH_ROUNDS {
             let mut state = meta::require(conn, self.scope)?;
             if let Some(schema) = within {
                 state = state.narrowed_to(schema);
             }
             let max_bytes = self.options.max_bytes.unwrap_or(DEFAULT_MAX_BYTES) as usize;
-            let batch = changes::select(conn, &state, self.max_rows, max_bytes, Some(&mut snapshots))?;
+            let batch = changes::select(conn, &state, max_rows, max_bytes, Some(&mut snapshots))?;
             if batch.is_empty() {
                 break;
             }
@@ -279,6 +281,7 @@ impl Push<'_> {
             match remote.apply_changes(self.scope, &text, &apply_options) {
                 Ok(result) => {
                     record::upload(conn, &state, &batch, &result)?;
+                    max_rows = self.max_rows;
                     observe(Step::Pushed(batch.changeset.row_count() as u64));
                     report.pushed += result.applied;
                     report.conflicts.extend(result.conflicts);
@@ -288,12 +291,55 @@ impl Push<'_> {
                     snapshots.invalidate();
                     report.rejected.extend(rejections);
                 }
+                // Smaller batches, down to one row; a row the server takes
+                // in no request is set aside, so it stalls nothing behind it.
+                Err(RemoteError::TooLarge(reason)) => match too_large_row(&state, &batch.changeset, &reason) {
+                    Some(rejection) => {
+                        record::set_aside(conn, &state, std::slice::from_ref(&rejection))?;
+                        snapshots.invalidate();
+                        report.rejected.push(rejection);
+                    }
+                    None => max_rows = (batch.changeset.row_count() as u64 / 2).max(1),
+                },
                 Err(unreachable @ RemoteError::Unreachable { .. }) => return Err(unreachable.into()),
                 Err(other) => return Ok(Some(other)),
             }
         }
         Ok(None)
     }
+}
+
+/// The refusal of the one row of `changeset` the server found too large to
+/// take, or `None` when it holds more than one (they go in smaller
+/// batches first).
+fn too_large_row(state: &ScopeState, changeset: &Changeset, reason: &str) -> Option<Rejection> {
+    if changeset.row_count() != 1 {
+        return None;
+    }
+    let table = changeset.tables.iter().find(|t| !t.rows.is_empty())?;
+    let row = table.rows.first()?;
+    let schema = state.schema.tables.iter().find(|t| t.name == table.name)?;
+    let key = match (&row.key, &row.values) {
+        (Some(key), _) => key.clone(),
+        (None, Some(values)) => schema
+            .primary_key
+            .iter()
+            .map(|k| table.columns.iter().position(|c| c == k).and_then(|i| values.get(i).cloned()))
+            .collect::<Option<Vec<_>>>()?,
+        (None, None) => return None,
+    };
+    Some(Rejection {
+        table: table.name.clone(),
+        key,
+        seq: row.seq,
+        kind: tandem_core::RejectionKind::InvalidValue,
+        reason: format!(
+            "the row is larger than the server takes in one request ({reason}); make it smaller, or raise the gateway's --max-body-bytes"
+        ),
+        row: None,
+        version: None,
+        moved_from: None,
+    })
 }
 
 /// Refuses a server other than the one the file synced the scope with (its

@@ -79,6 +79,12 @@ pub enum RemoteError {
 
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+
+    /// The server (a gateway's body limit) takes no request this large:
+    /// the upload goes in smaller batches, and a single row this large is
+    /// set aside.
+    #[error("the server takes no request this large: {0}")]
+    TooLarge(String),
 }
 
 impl RemoteError {

@@ -187,6 +187,7 @@ impl HttpRemote {
                 StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
                     RemoteError::Unreachable { url, reason }
                 }
+                StatusCode::PAYLOAD_TOO_LARGE => RemoteError::TooLarge(reason),
                 _ => RemoteError::Protocol(reason),
             };
         };
@@ -214,6 +215,7 @@ impl HttpRemote {
                 ),
             },
             StatusCode::FORBIDDEN => RemoteError::Refused { url, reason: error.message },
+            StatusCode::PAYLOAD_TOO_LARGE => RemoteError::TooLarge(error.message),
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
                 RemoteError::Unreachable { url, reason: error.message }
             }

@@ -50,6 +50,9 @@ pub struct Config {
     /// How often an open event stream checks its token again, ending the
     /// stream once it is revoked.
     pub token_recheck: Duration,
+    /// How long a connection may take to send a request's headers: a
+    /// client that opens connections and sends nothing holds none for long.
+    pub header_read_timeout: Duration,
 }
 
 impl Config {
@@ -64,6 +67,7 @@ impl Config {
             pool_size: DEFAULT_POOL_SIZE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             token_recheck: DEFAULT_TOKEN_RECHECK,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 

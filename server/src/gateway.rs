@@ -32,6 +32,7 @@ pub struct Gateway {
     /// For the `LISTEN` connection, opened once serving starts.
     database: Settings,
     wakes: Wakes,
+    header_read_timeout: Duration,
 }
 
 /// Stops a gateway from anywhere (a signal, a test).
@@ -78,7 +79,7 @@ impl Gateway {
         let listener =
             std::net::TcpListener::bind(config.listen).map_err(|e| ServeError::Bind { listen: config.listen, reason: e.to_string() })?;
         let stopper = Stopper { handle: Handle::new(), grace: config.shutdown_grace, stopping: Arc::new(stopping) };
-        Ok(Gateway { listener, router, tls, stopper, metrics, database, wakes })
+        Ok(Gateway { listener, router, tls, stopper, metrics, database, wakes, header_read_timeout: config.header_read_timeout })
     }
 
     /// The address it listens on (the port chosen when given port 0).
@@ -96,13 +97,20 @@ impl Gateway {
         let listening = tokio::spawn(listener::run(self.database, self.wakes));
         let app = self.router.into_make_service();
         let handle = self.stopper.handle;
+        let header_timeout = self.header_read_timeout;
         let served = match self.tls {
             Some(tls) => match axum_server::tls_rustls::from_tcp_rustls(self.listener, tls) {
-                Ok(server) => server.handle(handle).serve(app).await,
+                Ok(mut server) => {
+                    server.http_builder().http1().header_read_timeout(header_timeout);
+                    server.handle(handle).serve(app).await
+                }
                 Err(e) => Err(e),
             },
             None => match axum_server::from_tcp(self.listener) {
-                Ok(server) => server.handle(handle).serve(app).await,
+                Ok(mut server) => {
+                    server.http_builder().http1().header_read_timeout(header_timeout);
+                    server.handle(handle).serve(app).await
+                }
                 Err(e) => Err(e),
             },
         };

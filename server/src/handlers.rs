@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::api_error::ApiError;
 use crate::auth::DeviceToken;
-use crate::device_options::with_token;
+use crate::device_options::{capped, with_token};
 use crate::metrics::{moved, Direction};
 use crate::routes::AppState;
 
@@ -65,7 +65,7 @@ pub async fn changes(
             return Err(ApiError::bad_request(format!("\"since\" is {other}: pass the watermark the last changeset returned, or null")))
         }
     };
-    let options = with_token(request, &token)?;
+    let options = with_token(capped(request), &token)?;
     let changeset = state.relay.select_changes(&scope, since.as_deref(), &options).await?;
     moved(Direction::Down, &changeset);
     Ok(json_text(changeset))

@@ -59,7 +59,8 @@ impl Relay {
         let row = client
             .query_one(
                 "SELECT current_user::text, ARRAY(SELECT f FROM unnest($1::text[]) f \
-                 WHERE NOT pg_catalog.has_function_privilege(f::regprocedure, 'EXECUTE'))",
+                 WHERE NOT pg_catalog.has_function_privilege(f::regprocedure, 'EXECUTE')), \
+                 (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)",
                 &[&DEVICE_FUNCTIONS.as_slice()],
             )
             .await
@@ -70,7 +71,15 @@ impl Relay {
                 Some(db) => db.message().to_string(),
                 None => e.to_string(),
             })?;
-        let (role, missing): (String, Vec<String>) = (row.get(0), row.get(1));
+        let (role, missing, superuser): (String, Vec<String>, Option<bool>) = (row.get(0), row.get(1), row.get(2));
+        if superuser == Some(true) {
+            // A scope's owner's code never runs in a superuser's session, so
+            // every sync would be refused; and a gateway needs no such rights.
+            return Err(format!(
+                "role \"{role}\" is a superuser: the gateway connects as a role that may only execute the device functions \
+                 (CREATE ROLE tandem_gateway ...; docs/deploy.md)"
+            ));
+        }
         if missing.is_empty() {
             Ok(())
         } else {

@@ -501,3 +501,79 @@ fn an_upload_whose_answer_the_gateways_death_lost_is_not_applied_twice() {
     let report = setup.sync(&file, &one);
     assert_eq!((report.pushed, report.pulled), (0, 0), "nothing left to move: {report:?}");
 }
+
+#[test]
+fn a_connection_that_sends_no_headers_is_closed() {
+    use std::io::{Read, Write};
+    let setup = Setup::with("gw_slow_headers", |config| {
+        config.tls = None;
+        config.header_read_timeout = Duration::from_secs(1);
+    });
+    let mut connection = std::net::TcpStream::connect(setup.gateway().addr()).unwrap();
+    connection.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    connection.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = connection.read_to_end(&mut answer);
+    assert!(read.is_ok(), "the gateway closes the connection rather than waiting: {read:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+}
+
+#[test]
+fn a_row_larger_than_the_gateway_takes_is_set_aside_and_the_rest_goes_up() {
+    let setup = Setup::with("gw_big_row", |config| config.max_body_bytes = 64 << 10);
+    let token = setup.s.register(json!({"tenant": 1}));
+    let file = setup.s.store("a.db");
+    setup.sync(&file, &token);
+    local(
+        &file,
+        "INSERT INTO customers VALUES (1000, 1, 'big ' || hex(randomblob(60000)));
+         WITH RECURSIVE n(i) AS (SELECT 1001 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+         INSERT INTO customers SELECT i, 1, 'small ' || i || ' ' || hex(randomblob(200)) FROM n;",
+    );
+    let report = setup.sync(&file, &token);
+    assert_eq!(report.pushed, 200, "the small rows go up in smaller batches: {report:?}");
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert!(report.rejected[0].reason.contains("larger than the server takes"), "{:?}", report.rejected[0]);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected"), 1);
+    let on_server: i64 = setup.s.server().query_one("SELECT count(*) FROM customers WHERE id >= 1000", &[]).unwrap().get(0);
+    assert_eq!(on_server, 200);
+    let again = setup.sync(&file, &token);
+    assert!(again.rejected.is_empty() && again.pushed == 0, "nothing stalls the next round: {again:?}");
+}
+
+#[test]
+fn twenty_clients_syncing_at_once_through_one_gateway_each_end_with_exactly_their_partition() {
+    let schema = r#"
+        CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+        INSERT INTO customers SELECT i, 1 + i % 10, 'customer ' || i FROM generate_series(1, 2000) i;
+        SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let setup = Setup::with_schema("gw_twenty", schema, |_| {});
+    // Two files per tenant, ten tenants; each file also writes rows of its own.
+    let devices: Vec<(i64, String, std::path::PathBuf)> = (0..20)
+        .map(|i| {
+            let tenant = 1 + i % 10;
+            (tenant, setup.s.register(json!({"tenant": tenant})), setup.s.files.path(&format!("device{i}.db")))
+        })
+        .collect();
+    std::thread::scope(|threads| {
+        for (i, (tenant, token, path)) in devices.iter().enumerate() {
+            let setup = &setup;
+            threads.spawn(move || {
+                let file = tandem_local::Store::open(path).unwrap();
+                setup.sync(&file, token);
+                local(&file, &format!("INSERT INTO customers VALUES ({}, {tenant}, 'from device {i}')", 10_000 + i));
+                setup.sync(&file, token);
+            });
+        }
+    });
+    // A last quiet round each, then every file holds exactly its tenant's rows.
+    for (tenant, token, path) in &devices {
+        let file = tandem_local::Store::open(path).unwrap();
+        setup.sync(&file, token);
+        tandem_tests::local::assert_converged(&mut setup.s.server(), file.connection(), "crm", &json!({"tenant": tenant}));
+        assert_eq!(local_count(&file, &format!("SELECT count(*) FROM customers WHERE tenant_id <> {tenant}")), 0);
+        assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE name LIKE 'from device %'"), 2, "both devices of the tenant");
+    }
+}
