@@ -3,10 +3,9 @@
 //! and a certificate made here, and `tandem serve`'s gateway over TLS on a
 //! loopback port.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use reqwest::blocking::Client as Http;
 use serde_json::json;
 use tandem_local::{Store, SyncOptions};
@@ -22,32 +21,11 @@ INSERT INTO customers SELECT i, 1 + i % 2, 'customer ' || i FROM generate_series
 SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
 "#;
 
-/// A CA, and a certificate it signed for localhost and 127.0.0.1, in files.
-pub struct Certificates {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+pub use crate::certificates::Files as Certificates;
 
+/// A CA, and a certificate it signed for localhost and 127.0.0.1, in files.
 pub fn certificates(dir: &Path, name: &str) -> Certificates {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    server.distinguished_name.push(DnType::CommonName, "localhost");
-    let server_cert = server.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    let files = Certificates {
-        ca: dir.join(format!("{name}-ca.pem")),
-        cert: dir.join(format!("{name}-cert.pem")),
-        key: dir.join(format!("{name}-key.pem")),
-    };
-    std::fs::write(&files.ca, ca_cert.pem()).unwrap();
-    std::fs::write(&files.cert, server_cert.pem()).unwrap();
-    std::fs::write(&files.key, key.serialize_pem()).unwrap();
-    files
+    crate::certificates::in_files(dir, name)
 }
 
 /// A scope, the gateway's role, certificates and a gateway over TLS. Fields

@@ -3,6 +3,7 @@
 //! server), with the extension created, dropped when the test ends; and an
 //! HTTPS gateway in the test's process (`gateway`).
 
+pub mod certificates;
 pub mod cluster;
 pub mod conformance;
 pub mod gateway;

@@ -3,32 +3,13 @@
 //! and a file holding another CA, or not using TLS, is refused with a
 //! message that says why.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::json;
 use tandem_local::SyncOptions;
 use tandem_tests::cluster::Cluster;
 use tandem_tests::json as query_json;
 use tandem_tests::local::{local_count, Files};
 
-/// A CA and a server certificate it signed, for localhost and 127.0.0.1.
-struct Certificates {
-    ca: String,
-    server: String,
-    server_key: String,
-}
-
-fn certificates(name: &str) -> Certificates {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    server.distinguished_name.push(DnType::CommonName, "localhost");
-    let server_cert = server.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    Certificates { ca: ca_cert.pem(), server: server_cert.pem(), server_key: key.serialize_pem() }
-}
+use tandem_tests::certificates::make as certificates;
 
 #[test]
 fn a_server_that_requires_tls_syncs_with_its_ca_and_refuses_another() {
@@ -36,7 +17,7 @@ fn a_server_that_requires_tls_syncs_with_its_ca_and_refuses_another() {
     let theirs = certificates("theirs");
     let cluster = Cluster::start(
         "tls",
-        &[("server.crt", ours.server.as_bytes()), ("server.key", ours.server_key.as_bytes())],
+        &[("server.crt", ours.cert.as_bytes()), ("server.key", ours.key.as_bytes())],
         "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'",
         "hostssl all all 127.0.0.1/32 trust",
     );
