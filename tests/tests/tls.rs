@@ -5,11 +5,10 @@
 
 use serde_json::json;
 use tandem_local::SyncOptions;
+use tandem_tests::certificates::make as certificates;
 use tandem_tests::cluster::Cluster;
 use tandem_tests::json as query_json;
 use tandem_tests::local::{local_count, Files};
-
-use tandem_tests::certificates::make as certificates;
 
 #[test]
 fn a_server_that_requires_tls_syncs_with_its_ca_and_refuses_another() {
