@@ -96,6 +96,16 @@ pub enum Watermark {
 }
 
 impl Watermark {
+    /// The first transaction id the watermark's history had not reached:
+    /// a server whose own record of a replica stops before it lost that
+    /// history (a restore, a point-in-time recovery).
+    pub fn frontier(&self) -> u64 {
+        match self {
+            Watermark::Complete(snapshot) => snapshot.xmax,
+            Watermark::Partial { until, .. } => until.xmax,
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Self> {
         let bad = || Error::InvalidWatermark(text.to_string());
         if !text.contains('/') {

@@ -82,6 +82,10 @@ CREATE TABLE tandem.replicas (
     -- Snapshot after which this replica still needs changes (from its last
     -- pull); sync_cleanup keeps what any active replica needs.
     last_since text,
+    -- The watermark its last pull was given: one it presents beyond this
+    -- was given by a history the server no longer has (a restore, a
+    -- point-in-time recovery), and it pulls again.
+    last_issued text,
     -- Its last upload: the id the file gave it, its transaction, and the
     -- changes it applied (JSON: [table id, key, seq, hash] each). An upload
     -- with the same id retries that one (its answer was lost): those

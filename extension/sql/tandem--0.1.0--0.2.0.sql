@@ -40,6 +40,10 @@ ALTER TABLE tandem.server
     ADD COLUMN database_oid oid,
     ADD COLUMN moved_from uuid[] NOT NULL DEFAULT '{}';
 
+-- The watermark each replica's last pull was given: one presented beyond
+-- it comes from a history the server lost (a restore, a recovery).
+ALTER TABLE tandem.replicas ADD COLUMN last_issued text;
+
 -- It may restamp the tracking, and the device must see the new id.
 ALTER FUNCTION sync_schema(text, jsonb) VOLATILE;
 

@@ -19,6 +19,7 @@ BEGIN
 END $notify$;
 DROP FUNCTION tandem.notify_change();
 
+ALTER TABLE tandem.replicas DROP COLUMN last_issued;
 ALTER TABLE tandem.server DROP COLUMN moved_from, DROP COLUMN database_oid, DROP COLUMN system_identifier;
 -- 0.1.0 makes its row with the extension.
 INSERT INTO tandem.server DEFAULT VALUES ON CONFLICT DO NOTHING;

@@ -72,6 +72,17 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
     )?;
     let client_id = identity.client_id.as_deref();
     let replica = options.replica.as_deref().or(client_id);
+    // A watermark beyond the last one this replica was given comes from a
+    // history the server no longer has (a dump restored over the
+    // database, a point-in-time recovery): what it pulled then may be
+    // gone, and transactions may reuse its ids. It pulls again.
+    if let (Some(since), Some(replica)) = (since, replica) {
+        if let Some(issued) = registry::issued_to(spi, replica)? {
+            if Watermark::parse(since)?.frontier() > Watermark::parse(&issued)?.frontier() {
+                return Err(Error::WatermarkTooOld(scope_name.to_string()));
+            }
+        }
+    }
     let echoes = options.echoes.clone().unwrap_or_default();
     let params = identity.params;
     let downloading: Vec<usize> = (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
@@ -166,12 +177,14 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
             // What this client still needs: changes after the window's start
             // (for a first pull, after its end). Cleanup keeps those.
             let needs = window.since.clone().unwrap_or_else(|| window.until.clone()).to_string();
-            Ok((writer.finish(&watermark.to_string(), has_more), needs))
+            let issued = watermark.to_string();
+            Ok((writer.finish(&issued, has_more), (needs, issued)))
         })
     })?;
     if let Some(id) = client_id {
         registry::record_client(spi, scope_name, id, &params)?;
-        registry::record_replica(spi, replica.unwrap_or(id), id, Some(&needs))?;
+        let (needs, issued) = &needs;
+        registry::record_replica(spi, replica.unwrap_or(id), id, Some(registry::Pulled { needs, issued }))?;
     }
     Ok(changeset)
 }

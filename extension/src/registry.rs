@@ -223,6 +223,13 @@ fn refuse_other_clients_id(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> 
     }
 }
 
+/// The watermark replica `replica_id`'s last pull was given, if any.
+pub fn issued_to(spi: &Spi<'_>, replica_id: &str) -> Result<Option<String>> {
+    let rows =
+        spi::select(spi, "SELECT last_issued FROM tandem.replicas WHERE replica_id = $1", &[replica_id.into()], |row| spi::text(row, 1))?;
+    Ok(rows.into_iter().next().flatten())
+}
+
 /// The replica `replica_id`, if it ever synced. A replica belongs to the
 /// client that first used its id: any other client is refused.
 pub fn find_replica(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> Result<Option<StoredReplica>> {
@@ -248,17 +255,29 @@ pub fn find_replica(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> Result<
     }
 }
 
+/// What a pull tells of itself: the watermark it pulled from (what the
+/// replica still needs) and the one it gave.
+pub struct Pulled<'a> {
+    pub needs: &'a str,
+    pub issued: &'a str,
+}
+
 /// Records a replica's visit (binding a new replica id to `client_id`)
-/// and, for pulls, the watermark it pulled from.
-pub fn record_replica(spi: &mut Spi<'_>, replica_id: &str, client_id: &str, since: Option<&str>) -> Result<()> {
+/// and, for pulls, what it pulled.
+pub fn record_replica(spi: &mut Spi<'_>, replica_id: &str, client_id: &str, pulled: Option<Pulled<'_>>) -> Result<()> {
     refuse_other_clients_id(spi, replica_id, client_id)?;
+    let (needs, issued) = match &pulled {
+        Some(p) => (Some(p.needs), Some(p.issued)),
+        None => (None, None),
+    };
     let recorded = spi::exec(
         spi,
-        "INSERT INTO tandem.replicas (replica_id, client_id, last_seen, last_since) VALUES ($1, $2, now(), $3) \
+        "INSERT INTO tandem.replicas (replica_id, client_id, last_seen, last_since, last_issued) VALUES ($1, $2, now(), $3, $4) \
          ON CONFLICT (replica_id) DO UPDATE SET last_seen = now(), \
-             last_since = coalesce(excluded.last_since, tandem.replicas.last_since) \
+             last_since = coalesce(excluded.last_since, tandem.replicas.last_since), \
+             last_issued = coalesce(excluded.last_issued, tandem.replicas.last_issued) \
          WHERE tandem.replicas.client_id = excluded.client_id",
-        &[replica_id.into(), client_id.into(), since.into()],
+        &[replica_id.into(), client_id.into(), needs.into(), issued.into()],
     )?;
     if recorded == 1 {
         Ok(())

@@ -60,7 +60,7 @@ impl Relay {
             .query_one(
                 "SELECT current_user::text, ARRAY(SELECT f FROM unnest($1::text[]) f \
                  WHERE NOT pg_catalog.has_function_privilege(f::regprocedure, 'EXECUTE')), \
-                 (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)",
+                 (SELECT bool_or(r.rolsuper) FROM pg_catalog.pg_roles r WHERE r.rolname IN (current_user, session_user))",
                 &[&DEVICE_FUNCTIONS.as_slice()],
             )
             .await
@@ -74,10 +74,11 @@ impl Relay {
         let (role, missing, superuser): (String, Vec<String>, Option<bool>) = (row.get(0), row.get(1), row.get(2));
         if superuser == Some(true) {
             // A scope's owner's code never runs in a superuser's session, so
-            // every sync would be refused; and a gateway needs no such rights.
+            // every sync would be refused; and a gateway needs no such rights
+            // (nor a superuser login behind a SET ROLE, which it could undo).
             return Err(format!(
-                "role \"{role}\" is a superuser: the gateway connects as a role that may only execute the device functions \
-                 (CREATE ROLE tandem_gateway ...; docs/deploy.md)"
+                "role \"{role}\" (or the login behind it) is a superuser: the gateway connects as a role that may only \
+                 execute the device functions (CREATE ROLE tandem_gateway ...; docs/deploy.md)"
             ));
         }
         if missing.is_empty() {

@@ -126,3 +126,32 @@ fn a_database_restored_into_another_cluster_restamps_its_tracking_and_devices_pu
     let report = s.sync_as(&file, &token);
     assert!(!report.resynced && report.pulled == 0, "{report:?}");
 }
+
+#[test]
+fn a_dump_restored_over_the_same_database_makes_the_devices_that_pulled_since_pull_again() {
+    // (pg_restore --clean cannot drop a partitioned table's inherited keys,
+    // whatever syncs it: a plain table here.)
+    let schema = r#"
+        CREATE TABLE notes (id int PRIMARY KEY, tenant_id int NOT NULL);
+        INSERT INTO notes VALUES (1, 1), (2, 2);
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("restored_over", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    let dump = s.files.path("before.dump");
+    let dump = dump.to_str().expect("a UTF-8 path");
+    run("pg_dump", &["--format=custom", "--file", dump, "--dbname", &s.db.url]);
+    s.server().batch_execute("INSERT INTO notes VALUES (5, 1)").unwrap();
+    assert_eq!(s.sync_as(&file, &token).pulled, 1);
+
+    // The database goes back to the dump: row 5 is gone, and the device's
+    // watermark is beyond anything the restored server gave it.
+    run("pg_restore", &["--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--dbname", &s.db.url, dump]);
+    let mut server = s.server();
+    server.batch_execute("INSERT INTO notes VALUES (6, 1)").unwrap();
+    let report = s.sync_as(&file, &token);
+    assert!(report.resynced, "{report:?}");
+    assert_converged(&mut server, file.connection(), "s", &json!({"tenant": 1}));
+}
