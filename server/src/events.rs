@@ -29,8 +29,10 @@ use crate::relay::Relay;
 use crate::routes::AppState;
 use crate::wakes::Wake;
 
-/// A burst of commits becomes one event per this long, at most.
-const COALESCE: Duration = Duration::from_millis(100);
+/// A burst of commits becomes one event per this long, at most: short
+/// enough that 100 commits a second each reach a device at once (a
+/// device's pull takes longer than this anyway, and gathers the rest).
+const COALESCE: Duration = Duration::from_millis(10);
 
 /// How often an idle stream says it is alive (a comment line), so
 /// proxies keep it and the device can tell a dead one.

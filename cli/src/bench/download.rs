@@ -70,7 +70,7 @@ pub fn run(scratch: &Scratch, rows: u64) -> Result<Download, CliError> {
             return Err(CliError::Invalid(format!("COPY gave {copied} rows of {rows}")));
         }
         let file = scratch.file(&format!("device-{attempt}.db"));
-        let took = download(scratch, &file, rows)?;
+        let took = download(&file, rows, &scratch.url, &[])?;
         best.0 = best.0.min(baseline);
         if took < best.1 {
             best.1 = took;
@@ -90,15 +90,17 @@ pub fn run(scratch: &Scratch, rows: u64) -> Result<Download, CliError> {
     })
 }
 
-/// One `tandem sync` of a new file, as its own process as a device would
-/// run it, so its peak memory is the client's alone.
-fn download(scratch: &Scratch, file: &std::path::Path, rows: u64) -> Result<std::time::Duration, CliError> {
+/// One `tandem sync` of a new file from `remote` (with `more` arguments),
+/// as its own process as a device would run it, so its peak memory is the
+/// client's alone.
+pub fn download(file: &std::path::Path, rows: u64, remote: &str, more: &[&str]) -> Result<std::time::Duration, CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::Invalid(format!("cannot find the tandem binary: {e}")))?;
     let started = Instant::now();
     let output = Command::new(exe)
         .args(["sync", "--local"])
         .arg(file)
-        .args(["--remote", &scratch.url, "--scope", "bench", "--json"])
+        .args(["--remote", remote, "--scope", "bench", "--json"])
+        .args(more)
         .output()
         .map_err(|e| CliError::Invalid(format!("cannot run tandem sync: {e}")))?;
     let took = started.elapsed();

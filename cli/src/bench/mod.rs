@@ -4,9 +4,11 @@
 //! Cases: initial download PostgreSQL -> SQLite (against COPY into a SQLite
 //! bulk insert), incremental round, upload (against a set-based INSERT ... ON
 //! CONFLICT), write overhead of tracking on each side, the client's peak
-//! memory, and a 10,000-row first sync.
+//! memory, a 10,000-row first sync, and through the gateway: the download
+//! beside the direct one and live latency.
 
 mod download;
+mod gateway;
 mod overhead;
 mod scratch;
 mod upload;
@@ -70,6 +72,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 
     step(args.json, "download: COPY baseline and tandem sync in a child process, best of three each");
     let download = download::run(&scratch, args.rows)?;
+    step(args.json, "through the gateway: the same download, then live latency at 100 commits/s");
+    let through = gateway::run(&scratch, args.rows)?;
     step(args.json, "incremental rounds of 100 changes");
     let incremental = download::incremental(&scratch, &download.file)?;
     step(args.json, "a tenant's first sync of half the rows, straight after provisioning");
@@ -106,6 +110,10 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "peak_rss_mb": download.peak_rss_mb,
         "seed_10k_s": seed,
         "provision_s": scratch.provision_s,
+        "gateway_download_rows_per_s": through.download_rows_per_s,
+        "gateway_download_ratio": through.download_rows_per_s / download.rows_per_s,
+        "live_p50_ms": through.live_p50_ms,
+        "live_p99_ms": through.live_p99_ms,
     });
     if args.json {
         println!("{report}");
