@@ -20,7 +20,7 @@ use crate::pool::Settings;
 use crate::relay::Relay;
 use crate::routes::{router, AppState};
 use crate::wakes::Wakes;
-use crate::{certificate, listener, metrics, pool};
+use crate::{certificate, listener, metrics, pool, socket};
 
 /// A gateway bound to its address, its database checked, not serving yet.
 pub struct Gateway {
@@ -76,8 +76,7 @@ impl Gateway {
         let state =
             AppState { relay, metrics: metrics.clone(), wakes: wakes.clone(), stopping: stopped, token_recheck: config.token_recheck };
         let router = router(state, config.max_body_bytes);
-        let listener =
-            std::net::TcpListener::bind(config.listen).map_err(|e| ServeError::Bind { listen: config.listen, reason: e.to_string() })?;
+        let listener = socket::bind(config.listen).map_err(|e| ServeError::Bind { listen: config.listen, reason: e.to_string() })?;
         let stopper = Stopper { handle: Handle::new(), grace: config.shutdown_grace, stopping: Arc::new(stopping) };
         Ok(Gateway { listener, router, tls, stopper, metrics, database, wakes, header_read_timeout: config.header_read_timeout })
     }
@@ -101,14 +100,14 @@ impl Gateway {
         let served = match self.tls {
             Some(tls) => match axum_server::tls_rustls::from_tcp_rustls(self.listener, tls) {
                 Ok(mut server) => {
-                    server.http_builder().http1().header_read_timeout(header_timeout);
+                    connection_limits(server.http_builder(), header_timeout);
                     server.handle(handle).serve(app).await
                 }
                 Err(e) => Err(e),
             },
             None => match axum_server::from_tcp(self.listener) {
                 Ok(mut server) => {
-                    server.http_builder().http1().header_read_timeout(header_timeout);
+                    connection_limits(server.http_builder(), header_timeout);
                     server.handle(handle).serve(app).await
                 }
                 Err(e) => Err(e),
@@ -118,6 +117,20 @@ impl Gateway {
         listening.abort();
         served.map_err(|e| ServeError::Serve(e.to_string()))
     }
+}
+
+/// How often an HTTP/2 connection is pinged, and how long its answer may
+/// take before the connection counts as dead.
+const HTTP2_PING_EVERY: Duration = Duration::from_secs(20);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What keeps a connection from being held for nothing: HTTP/1 gets
+/// `header_timeout` for each request's headers, counted from the moment
+/// the connection is idle (so an idle keep-alive connection is closed
+/// after it too); HTTP/2 is pinged, so a peer that is gone is let go.
+fn connection_limits(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>, header_timeout: Duration) {
+    builder.http1().header_read_timeout(header_timeout);
+    builder.http2().keep_alive_interval(HTTP2_PING_EVERY).keep_alive_timeout(HTTP2_PING_TIMEOUT);
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -24,6 +24,7 @@ mod metrics;
 mod pool;
 mod relay;
 mod routes;
+mod socket;
 mod wakes;
 
 pub use api_error::status_for;

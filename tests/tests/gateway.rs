@@ -517,6 +517,45 @@ fn a_connection_that_sends_no_headers_is_closed() {
     let read = connection.read_to_end(&mut answer);
     assert!(read.is_ok(), "the gateway closes the connection rather than waiting: {read:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+
+    // One that sends nothing at all goes the same way.
+    let mut silent = std::net::TcpStream::connect(setup.gateway().addr()).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let read = silent.read_to_end(&mut answer);
+    assert!(read.is_ok(), "the gateway closes a silent connection rather than waiting: {read:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let setup = Setup::with("gw_idle", |config| {
+        config.tls = None;
+        config.header_read_timeout = Duration::from_secs(1);
+    });
+    let mut connection = std::net::TcpStream::connect(setup.gateway().addr()).unwrap();
+    connection.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    connection.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(connection.try_clone().unwrap());
+    let mut length = 0;
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+        line.clear();
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("ok"), "{}", String::from_utf8_lossy(&body));
+    // The answer is in; the connection stays open for a next request, but
+    // not for ever.
+    let idle_since = Instant::now();
+    let mut rest = Vec::new();
+    let read = reader.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the gateway closes the idle connection rather than holding it: {read:?}");
+    assert!(idle_since.elapsed() < Duration::from_secs(5), "closed after {:?}", idle_since.elapsed());
 }
 
 #[test]
