@@ -119,3 +119,62 @@ fn tandem_serve_refuses_to_connect_as_a_superuser() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is a superuser") && stderr.contains("tandem_gateway"), "{stderr}");
 }
+
+/// Rows of `customers` in the file, or 0 while it has none.
+fn rows_in(file: &std::path::Path, sql: &str) -> i64 {
+    rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row(sql, [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+/// Waits until `sql` counts `want` in the file.
+fn wait_for_rows(file: &std::path::Path, sql: &str, want: i64, what: &str) {
+    let started = Instant::now();
+    while rows_in(file, sql) != want {
+        assert!(started.elapsed() < Duration::from_secs(20), "{what}: {} of {want}", rows_in(file, sql));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tandem_sync_watch_stays_live_and_stops_on_sigterm_with_its_report() {
+    let s = Scenario::new("cli_watch", SCHEMA, "crm");
+    let role = Role::new(&s, "cli_watch_gw", GATEWAY_GRANTS);
+    let token = s.register(json!({"tenant": 1}));
+    let (mut gateway, url, _log) = serve(&role.url(&s));
+    let file = s.files.path("live.db");
+    let watcher = tandem()
+        .args(["sync", "--watch", "--json", "--local"])
+        .arg(&file)
+        .args(["--remote", &url, "--scope", "crm"])
+        .env("TANDEM_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tandem sync --watch");
+    let count = "SELECT count(*) FROM customers";
+    wait_for_rows(&file, count, 20, "the first round");
+
+    // A server commit reaches the file with nobody asking; a local write
+    // reaches the server the same way.
+    s.server().batch_execute("INSERT INTO customers VALUES (100, 1, 'from the server')").unwrap();
+    wait_for_rows(&file, count, 21, "the server's commit");
+    rusqlite::Connection::open(&file).unwrap().execute("INSERT INTO customers VALUES (101, 1, 'from the device')", []).unwrap();
+    let started = Instant::now();
+    while s.server().query_one("SELECT count(*) FROM customers WHERE id = 101", &[]).unwrap().get::<_, i64>(0) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the device's write did not go up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // SIGTERM ends the watch after the round under way, with its report.
+    // SAFETY: signals a child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(watcher.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let output = watcher.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+    let report = json_of(&output);
+    assert_eq!((report["scope"].as_str(), report["pushed"].as_u64()), (Some("crm"), Some(1)), "{report}");
+    assert!(report["pulled"].as_u64() >= Some(21) && report["rounds"].as_u64() >= Some(3), "{report}");
+    // SAFETY: as above.
+    unsafe { libc::kill(gateway.id() as libc::pid_t, libc::SIGTERM) };
+    gateway.wait().unwrap();
+}
