@@ -136,7 +136,10 @@ impl HttpRemote {
 
     /// [`HttpRemote::answer`]'s body, as text.
     fn send(&self, scope: &str, token: Option<&str>, request: RequestBuilder) -> Result<String, RemoteError> {
-        self.answer(scope, token, request)?.text().map_err(|e| self.transport_error(&e))
+        // Bytes, then strict UTF-8: `text()` would read the charset and
+        // replace invalid bytes, a second pass over every batch for nothing.
+        let bytes = self.answer(scope, token, request)?.bytes().map_err(|e| self.transport_error(&e))?;
+        String::from_utf8(bytes.into()).map_err(|e| RemoteError::Protocol(format!("the gateway's answer is not UTF-8: {e}")))
     }
 
     /// Opens the scope's event stream; refusals are those of the other
