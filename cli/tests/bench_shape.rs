@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 19] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
@@ -20,12 +20,18 @@ const KEYS: [&str; 13] = [
     "server_write_overhead",
     "local_write_overhead",
     "peak_rss_mb",
+    "gateway_download_ratio",
+    "live_p50_ms",
+    "live_p99_ms",
+    "watchers_live_s",
+    "watchers_converge_s",
+    "watchers_gateway_rss_mb",
 ];
 
 #[test]
 fn bench_json_has_every_figure() {
     let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["bench", "--rows", "2000", "--json"])
+        .args(["bench", "--rows", "2000", "--watchers", "5", "--json"])
         .env("TANDEM_DATABASE_URL", tandem_tests::server_url())
         .output()
         .expect("run tandem bench");
@@ -37,6 +43,10 @@ fn bench_json_has_every_figure() {
         let figure = report[key].as_f64().unwrap_or_else(|| panic!("{key} missing or not a number in {report}"));
         assert!(figure.is_finite() && figure > 0.0, "{key} = {figure}");
     }
+    // Five devices through one gateway: each ends with its partition, and
+    // one session waits for all of them.
+    assert_eq!((report["watchers"].as_u64(), report["watchers_converged"].as_bool()), (Some(5), Some(true)), "{report}");
+    assert_eq!(report["watchers_listen_sessions"], 1, "{report}");
 }
 
 #[test]

@@ -5,13 +5,15 @@
 //! bulk insert), incremental round, upload (against a set-based INSERT ... ON
 //! CONFLICT), write overhead of tracking on each side, the client's peak
 //! memory, a 10,000-row first sync, and through the gateway: the download
-//! beside the direct one and live latency.
+//! beside the direct one and live latency; with `--watchers N`, N devices
+//! kept live by one gateway through a burst of commits.
 
 mod download;
 mod gateway;
 mod overhead;
 mod scratch;
 mod upload;
+mod watchers;
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,10 @@ pub struct Args {
     /// PostgreSQL server to create the benchmark database on.
     #[arg(long, env = "TANDEM_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database: String,
+    /// Also keep this many devices live through one gateway and time a
+    /// burst of commits reaching them all (0: skip the case).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    watchers: u64,
 }
 
 /// Rows a case moves (the upload and overhead cases use at most this many).
@@ -72,7 +78,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 
     step(args.json, "download: COPY baseline and tandem sync in a child process, best of three each");
     let download = download::run(&scratch, args.rows)?;
-    step(args.json, "through the gateway: the same download, then live latency at 100 commits/s");
+    step(args.json, "through the gateway: the download alternating with the direct one, then live latency at 100 commits/s");
     let through = gateway::run(&scratch, args.rows)?;
     step(args.json, "incremental rounds of 100 changes");
     let incremental = download::incremental(&scratch, &download.file)?;
@@ -85,8 +91,14 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     let local = overhead::local(&scratch, changes)?;
     step(args.json, "first sync of 10,000 rows");
     let seed = download::seed_10k(&scratch)?;
+    let watched = if args.watchers > 0 {
+        step(args.json, &format!("{} devices watching through one gateway", args.watchers));
+        Some(watchers::run(&scratch, args.watchers, args.json)?)
+    } else {
+        None
+    };
 
-    let report = json!({
+    let mut report = json!({
         "rows": args.rows,
         "download_rows_per_s": download.rows_per_s,
         "baseline_rows_per_s": download.baseline_rows_per_s,
@@ -111,10 +123,21 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "seed_10k_s": seed,
         "provision_s": scratch.provision_s,
         "gateway_download_rows_per_s": through.download_rows_per_s,
-        "gateway_download_ratio": through.download_rows_per_s / download.rows_per_s,
+        "gateway_direct_rows_per_s": through.direct_rows_per_s,
+        "gateway_download_ratio": through.download_rows_per_s / through.direct_rows_per_s,
         "live_p50_ms": through.live_p50_ms,
         "live_p99_ms": through.live_p99_ms,
     });
+    if let Some(w) = &watched {
+        report["watchers"] = json!(w.watchers);
+        report["watchers_live_s"] = json!(w.live_s);
+        report["watchers_converge_s"] = json!(w.converge_s);
+        report["watchers_converged"] = json!(w.converged);
+        report["watchers_listen_sessions"] = json!(w.listen_sessions);
+        report["watchers_gateway_sessions"] = json!(w.gateway_sessions);
+        report["watchers_gateway_rss_mb"] = json!(w.gateway_rss_mb);
+        report["watchers_gateway_peak_rss_mb"] = json!(w.gateway_peak_rss_mb);
+    }
     if args.json {
         println!("{report}");
         return Ok(());
@@ -169,5 +192,12 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     println!("  {:<46} {:>12.0} MB", "client peak RSS during the download", download.peak_rss_mb);
     println!("  {:<46} {:>13.2} s", "first sync of 10,000 rows", seed);
     println!("  {:<46} {:>13.2} s", "provision (stamp existing rows)", scratch.provision_s);
+    if let Some(w) = &watched {
+        println!("  {} devices watching through one gateway:", w.watchers);
+        println!("  {:<46} {:>13.2} s", "  all files made, from the first start", w.live_s);
+        println!("  {:<46} {:>13.2} s  (converged: {})", "  a commit per tenant, until all files hold it", w.converge_s, w.converged);
+        println!("  {:<46} {:>14}  ({} LISTEN)", "  gateway's PostgreSQL sessions while waiting", w.gateway_sessions, w.listen_sessions);
+        println!("  {:<46} {:>12.0} MB  (peak {:.0} MB)", "  gateway RSS while all wait", w.gateway_rss_mb, w.gateway_peak_rss_mb);
+    }
     Ok(())
 }
