@@ -62,6 +62,12 @@ pub struct Column {
     /// may leave it NULL, and the server fills it in on insert.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub server_default: bool,
+    /// For a column an `ALTER TABLE` added without the table's rows being
+    /// sent again: what every row held then, as a SQLite constant (`NULL`,
+    /// `7`, `'new'`). A device adding the column fills its rows with it,
+    /// whatever the column's default became since (see `migration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<String>,
 }
 
 impl Column {
@@ -221,6 +227,7 @@ pub fn build_schema(
                     pg_type: c.pg_type.clone(),
                     nullable: c.nullable,
                     server_default: !c.nullable && default.is_none() && (c.default.is_some() || c.identity.is_some()),
+                    fill: None,
                     default,
                 }
             })

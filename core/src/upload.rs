@@ -387,6 +387,7 @@ mod tests {
             nullable: true,
             default: None,
             server_default: false,
+            fill: None,
         };
         let table = TableSchema {
             name: "public.t".into(),

@@ -274,6 +274,7 @@ mod tests {
             nullable,
             default: None,
             server_default: false,
+            fill: None,
         };
         Schema {
             scope: "crm".into(),

@@ -167,6 +167,26 @@ BEGIN
     END IF;
 END $$;
 
+-- Columns of tracked tables: after an ALTER TABLE of a table a scope
+-- tracks, the scope follows it (a new schema version devices pick up), or
+-- the ALTER TABLE is refused when devices could not follow it
+-- (extension/src/ddl.rs). Runs as the extension's owner.
+CREATE FUNCTION tandem.on_table_alter() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    _table oid;
+BEGIN
+    FOR _table IN
+        SELECT DISTINCT s.relid FROM pg_event_trigger_ddl_commands() c
+        JOIN tandem.scope_tables s ON s.relid = c.objid
+        WHERE c.classid = 'pg_class'::regclass
+    LOOP
+        PERFORM tandem.follow_columns(_table::int8);
+    END LOOP;
+END $$;
+
+CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION tandem.on_table_alter();
 CREATE EVENT TRIGGER tandem_partitions ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE SCHEMA')
     EXECUTE FUNCTION tandem.on_table_change();
 CREATE EVENT TRIGGER tandem_partition_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')

@@ -77,3 +77,33 @@ BEGIN
             pg_catalog.format('tandem_%s_notify', _relation.id), _relation.relid::regclass, _relation.scope);
     END LOOP;
 END $notify$;
+
+-- Columns of tracked tables: after an ALTER TABLE of a table a scope
+-- tracks, the scope follows it (a new schema version devices pick up), or
+-- the ALTER TABLE is refused when devices could not follow it
+-- (extension/src/ddl.rs). Runs as the extension's owner.
+CREATE FUNCTION tandem.on_table_alter() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    _table oid;
+BEGIN
+    FOR _table IN
+        SELECT DISTINCT s.relid FROM pg_event_trigger_ddl_commands() c
+        JOIN tandem.scope_tables s ON s.relid = c.objid
+        WHERE c.classid = 'pg_class'::regclass
+    LOOP
+        PERFORM tandem.follow_columns(_table::int8);
+    END LOOP;
+END $$;
+
+CREATE FUNCTION tandem."follow_columns"(
+	"relid" bigint /* Option < i64 > */
+) RETURNS void
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'follow_columns_wrapper';
+REVOKE ALL ON FUNCTION tandem.follow_columns(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tandem.on_table_alter() FROM PUBLIC;
+
+CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION tandem.on_table_alter();

@@ -5,6 +5,11 @@
 
 ALTER FUNCTION sync_schema(text, jsonb) STABLE;
 
+-- 0.1.0 does not follow ALTER TABLE on tracked tables.
+DROP EVENT TRIGGER tandem_columns;
+DROP FUNCTION tandem.on_table_alter();
+DROP FUNCTION tandem.follow_columns(bigint);
+
 -- No live sync in 0.1.0: its triggers, then its function.
 DO $notify$
 DECLARE

@@ -8,6 +8,7 @@ mod apply;
 mod catalog;
 mod clients;
 mod cluster;
+mod ddl;
 mod fold;
 mod json_text;
 mod partitions;

@@ -135,7 +135,7 @@ pub fn drop_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<()
 
 /// Whether relation `relid` carries Tandem's triggers of tracking id `id`
 /// (by name and by function, as [`carrying_triggers`] knows them).
-fn carries_triggers(spi: &mut Spi<'_>, relid: i64, id: i64) -> Result<bool> {
+pub(crate) fn carries_triggers(spi: &mut Spi<'_>, relid: i64, id: i64) -> Result<bool> {
     let found = spi::one::<bool>(
         spi,
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger g WHERE g.tgrelid = $1::int8::oid AND g.tgname = $2 \
@@ -167,7 +167,7 @@ fn relations(spi: &mut Spi<'_>, sql: &str, args: &[pgrx::datum::DatumWithOid<'_>
 }
 
 /// The scopes (and table positions in them) that track relation `relid`.
-fn tracked_as(spi: &mut Spi<'_>, relid: i64) -> Result<Vec<(StoredScope, usize)>> {
+pub(crate) fn tracked_as(spi: &mut Spi<'_>, relid: i64) -> Result<Vec<(StoredScope, usize)>> {
     let ids =
         spi::query(spi, "SELECT id FROM tandem.scope_tables WHERE relid = $1::int8::oid", &[relid.into()], |row| spi::get::<i64>(row, 1))?;
     tracked_ids(spi, &ids.into_iter().flatten().collect::<Vec<_>>())

@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use serde_json::Value;
 use tandem_core::ident::TableName;
 use tandem_core::options::{Policy, SchemaOptions};
-use tandem_core::schema::{build_schema, Schema, TableSchema};
+use tandem_core::schema::{build_schema, CatalogColumn, Schema, TableSchema};
 use tandem_core::setup::{check_scope_name, ScopeSetup};
 use tandem_core::sql::{tracking, Scope};
 use tandem_core::{Error, Result};
@@ -30,7 +30,7 @@ fn sync_provision(scope: Option<&str>, setup: Option<JsonbText>) -> JsonbText {
         let scope = required(scope, "scope")?;
         let setup = required(setup, "setup")?.parse()?;
         spi::connect(|spi| {
-            let schema = provision(spi, scope, &setup)?;
+            let schema = provision(spi, scope, &setup, Asker::Caller)?;
             Ok(JsonbText::from_value(&schema))
         })
     })
@@ -77,25 +77,56 @@ fn lock_scope(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<Schema> {
+/// Who asks for a provisioning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asker {
+    /// A call of `sync_provision`: the scope's owner, or whoever makes it.
+    Caller,
+    /// The event trigger after an `ALTER TABLE` on a tracked table
+    /// (`ddl.rs`): the table's owner changed it, and the scope follows
+    /// from the setup its owner gave, changing nothing else.
+    Ddl,
+}
+
+pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Asker) -> Result<Schema> {
     let setup = ScopeSetup::parse(scope, setup_value)?;
-    cluster::ensure_here(spi)?;
+    if asker == Asker::Caller {
+        cluster::ensure_here(spi)?;
+    }
     lock_scope(spi, scope)?;
     let old = registry::find_scope(spi, scope)?;
-    match &old {
-        Some(_) => privileges::require_owner(spi, scope, "sync_provision")?,
-        None => privileges::require_registrations_own(spi, scope)?,
+    match (&old, asker) {
+        (_, Asker::Ddl) => {}
+        (Some(_), Asker::Caller) => privileges::require_owner(spi, scope, "sync_provision")?,
+        (None, Asker::Caller) => privileges::require_registrations_own(spi, scope)?,
     }
     let old_version = old.as_ref().map(|s| s.schema.version).unwrap_or(0);
     let mut generated: Vec<(String, String)> = Vec::new();
+    let mut catalogs: Vec<(String, Vec<CatalogColumn>)> = Vec::new();
     let mut schema = build_schema(scope, old_version.max(1), &setup, |name| {
         let table = catalog::read_table(spi, name)?;
         generated.extend(table.columns.iter().filter(|c| c.generated).map(|c| (name.to_string(), c.name.clone())));
+        catalogs.push((name.to_string(), table.columns.clone()));
         Ok(table)
     })?;
     generated.dedup();
-    for table in &schema.tables {
-        privileges::require_table_owner(spi, &table.table_name().quoted())?;
+    // Columns kept keep their fill; gained ones get theirs, or their
+    // table's rows go out again (restamped below).
+    let mut resend: Vec<String> = Vec::new();
+    if let Some(old) = &old {
+        for table in &mut schema.tables {
+            let Some(before) = old.schema.tables.iter().find(|t| t.name == table.name) else { continue };
+            let shown = table.table_name().to_string();
+            let catalog = catalogs.iter().find(|(name, _)| *name == shown).map(|(_, columns)| columns.as_slice()).unwrap_or_default();
+            if tandem_core::migration::carry_over(before, table, catalog, asker == Asker::Ddl) {
+                resend.push(table.name.clone());
+            }
+        }
+    }
+    if asker == Asker::Caller {
+        for table in &schema.tables {
+            privileges::require_table_owner(spi, &table.table_name().quoted())?;
+        }
     }
     for (table, column) in &generated {
         pgrx::notice!("column \"{column}\" of {table} is a generated column: it is not synced, and devices do not receive it");
@@ -108,6 +139,11 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
         }
     }
     if let Some(old) = &old {
+        if old.schema.same_shape(&schema) && asker == Asker::Ddl {
+            // An ALTER TABLE that changed nothing devices see (a constraint,
+            // an index, an owner; a dump being restored).
+            return Ok(old.schema.clone());
+        }
         if old.schema.same_shape(&schema) {
             // Nothing to change but the tracking objects, which a scope
             // provisioned by an earlier Tandem may lack or have older.
@@ -118,7 +154,7 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
             return Ok(old.schema.clone());
         }
         schema.version = old_version + 1;
-        check_changes(&old.schema, &schema)?;
+        tandem_core::migration::check_followable(&old.schema, &schema)?;
     }
     let old_tables: Vec<(TableSchema, i64)> = match &old {
         Some(StoredScope { schema, ids, .. }) => schema.tables.iter().cloned().zip(ids.iter().copied()).collect(),
@@ -188,15 +224,12 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value) -> Result<
         // transaction ends, so the fold below leaves nothing in the log that
         // a later fold could stamp over the restamp with.
         refresh_tracking(spi, &tracked, index, new_tables.contains(&index))?;
-        if let Some((old_table, _)) = old_tables.iter().find(|(t, _)| t.name == table.name) {
-            let gained = table.columns.iter().any(|c| !old_table.columns.iter().any(|o| o.name == c.name && o.pg_type == c.pg_type));
-            if gained {
-                privileges::as_scope_owner(spi, scope, |spi| {
-                    fold::fold(spi, &tracked, [index])?;
-                    spi::exec(spi, &tracking::restamp(&tracked, index), &[])?;
-                    Ok(())
-                })?;
-            }
+        if resend.contains(&table.name) {
+            privileges::as_scope_owner(spi, scope, |spi| {
+                fold::fold(spi, &tracked, [index])?;
+                spi::exec(spi, &tracking::restamp(&tracked, index), &[])?;
+                Ok(())
+            })?;
         }
     }
     Ok(schema)
@@ -272,28 +305,6 @@ fn grant_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize) -> Resul
     .ok_or_else(|| Error::UnknownScope(tracked.schema.scope.clone()))?;
     for statement in tracking::hand_over(tracked, index, &owner) {
         spi::exec(spi, &statement, &[])?;
-    }
-    Ok(())
-}
-
-/// Refuses changes that clients could not follow without losing track of
-/// which rows they may hold.
-fn check_changes(old: &Schema, new: &Schema) -> Result<()> {
-    for table in &new.tables {
-        let Some(before) = old.tables.iter().find(|t| t.name == table.name) else { continue };
-        if before.primary_key != table.primary_key {
-            return Err(Error::InvalidSetup(format!(
-                "the primary key of {} changed; remove the table from the scope, provision, then add it back",
-                table.name
-            )));
-        }
-        if before.filter != table.filter {
-            return Err(Error::InvalidSetup(format!(
-                "the filter of {} changed, which would leave clients holding rows of their old partition; \
-                 create a new scope with the new filter instead",
-                table.name
-            )));
-        }
     }
     Ok(())
 }

@@ -123,7 +123,10 @@ pub fn create_table(table: &TableSchema) -> String {
 /// with a constant default.
 pub fn add_column(table: &TableSchema, column: usize) -> String {
     let c = &table.columns[column];
-    let constant = c.default.as_deref().filter(|d| !d.starts_with('('));
+    // The rows the file holds get what the server's rows held when the
+    // column came (its fill), or else the default: their values then come
+    // with the pull.
+    let constant = c.fill.as_deref().or(c.default.as_deref().filter(|d| !d.starts_with('('))).filter(|d| *d != "NULL");
     let default = constant.map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
     format!("ALTER TABLE {} ADD COLUMN {} {}{default}", user_table(table), quote_ident(&c.name), c.ty.sqlite_decl())
 }
@@ -471,8 +474,15 @@ mod tests {
     use crate::types::LogicalType;
 
     fn items() -> TableSchema {
-        let col =
-            |n: &str, ty, nullable| Column { name: n.into(), ty, pg_type: String::new(), nullable, default: None, server_default: false };
+        let col = |n: &str, ty, nullable| Column {
+            name: n.into(),
+            ty,
+            pg_type: String::new(),
+            nullable,
+            default: None,
+            server_default: false,
+            fill: None,
+        };
         TableSchema {
             name: "sales.\"Order Items\"".into(),
             columns: vec![

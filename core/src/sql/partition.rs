@@ -196,6 +196,7 @@ pub(crate) mod tests {
             nullable: false,
             default: None,
             server_default: false,
+            fill: None,
         };
         let table = |name: &str, cols: Vec<Column>, pk: &[&str], filter: Option<Filter>| TableSchema {
             name: name.into(),

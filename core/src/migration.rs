@@ -1,0 +1,197 @@
+//! What a change of a scope's schema asks of its devices: whether they
+//! can follow it in place at all, and whether a changed table's rows must
+//! come down again. Both sides of a scope's life call this: `sync_provision`
+//! with a changed setup, and the event trigger that follows `ALTER TABLE`
+//! on a tracked table.
+
+use crate::error::{Error, Result};
+use crate::schema::{CatalogColumn, Column, Schema, TableSchema};
+use crate::types::{sqlite_default, LogicalType};
+
+/// How to make a change devices cannot follow in place: leave the table
+/// out, change it, add it back.
+pub const REMAKE: &str = "to make this change, remove the table from the scope first (sync_provision without it: \
+                      devices stop syncing their copy), make the change, then provision the table again (devices \
+                      receive it anew)";
+
+/// Refuses changes devices could not follow without losing track of which
+/// rows they hold, or without holding values other than the server's.
+pub fn check_followable(old: &Schema, new: &Schema) -> Result<()> {
+    for table in &new.tables {
+        let Some(before) = old.tables.iter().find(|t| t.name == table.name) else { continue };
+        if before.primary_key != table.primary_key {
+            return Err(Error::InvalidSetup(format!(
+                "the primary key of {} changed ({} -> {}), and devices find their rows by it; {REMAKE}",
+                table.name,
+                before.primary_key.join(", "),
+                table.primary_key.join(", ")
+            )));
+        }
+        if before.filter != table.filter {
+            return Err(Error::InvalidSetup(format!(
+                "the filter of {} changed, which would leave clients holding rows of their old partition; \
+                 create a new scope with the new filter instead",
+                table.name
+            )));
+        }
+        for column in &table.columns {
+            let Some(was) = before.columns.iter().find(|c| c.name == column.name) else { continue };
+            if was.ty.sqlite_decl() != column.ty.sqlite_decl() {
+                return Err(Error::InvalidSetup(format!(
+                    "the type of column \"{}\" of {} changed from {} to {}, which devices store differently \
+                     (SQLite {} against {}); {REMAKE}",
+                    column.name,
+                    table.name,
+                    was.pg_type,
+                    column.pg_type,
+                    was.ty.sqlite_decl(),
+                    column.ty.sqlite_decl()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Carries over to `new` (what table `old` became) the fill of the
+/// columns it keeps, and decides for those it gains. With `just_altered`
+/// (an `ALTER TABLE` made them a moment ago, so every row holds what the
+/// column's default gave it) a gained column that devices can fill alike
+/// gets its fill; any other gained or retyped column means the table's
+/// rows must be sent again, which this returns. A column that vanished
+/// in the same change may have been renamed into a gained one, whose rows
+/// then hold its values: the rows are sent again.
+pub fn carry_over(old: &TableSchema, new: &mut TableSchema, catalog: &[CatalogColumn], just_altered: bool) -> bool {
+    let vanished = old.columns.iter().any(|o| !new.columns.iter().any(|c| c.name == o.name));
+    let mut needs_rows = false;
+    for column in &mut new.columns {
+        match old.columns.iter().find(|o| o.name == column.name) {
+            Some(was) if was.pg_type != column.pg_type => needs_rows = true,
+            Some(was) => column.fill = was.fill.clone(),
+            None => {
+                let fill = catalog.iter().find(|c| c.name == column.name).and_then(|c| fill_of(column, c));
+                match fill {
+                    Some(fill) if just_altered && !vanished => column.fill = Some(fill),
+                    _ => needs_rows = true,
+                }
+            }
+        }
+    }
+    needs_rows
+}
+
+/// What every row of a column just added holds, as the SQLite constant a
+/// device's `ALTER TABLE ... ADD COLUMN` gives its own rows, when that is
+/// exactly the server's value: NULL (no default), or a constant stored in
+/// the same form on both sides. `None` for anything computed per row (a
+/// sequence, an identity, the time, a random value) or stored in another
+/// form (numeric scale, timestamps, padded text).
+fn fill_of(column: &Column, catalog: &CatalogColumn) -> Option<String> {
+    if catalog.identity.is_some() || catalog.generated {
+        return None;
+    }
+    let Some(expr) = catalog.default.as_deref() else { return column.nullable.then(|| "NULL".to_string()) };
+    let exact = matches!(column.ty, LogicalType::Int2 | LogicalType::Int4 | LogicalType::Int8 | LogicalType::Bool)
+        || (column.ty == LogicalType::Text && column.pg_type == "text");
+    sqlite_default(column.ty, expr).filter(|d| exact && !d.starts_with('('))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, ty: LogicalType, pg_type: &str, nullable: bool, default: Option<&str>) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+            pg_type: pg_type.into(),
+            nullable,
+            default: default.and_then(|d| sqlite_default(ty, d)),
+            server_default: false,
+            fill: None,
+        }
+    }
+
+    fn catalog(name: &str, pg_type: &str, default: Option<&str>) -> CatalogColumn {
+        CatalogColumn {
+            name: name.into(),
+            typname: pg_type.into(),
+            pg_type: pg_type.into(),
+            nullable: true,
+            generated: false,
+            default: default.map(String::from),
+            identity: None,
+            sequence: None,
+        }
+    }
+
+    fn table(columns: Vec<Column>) -> TableSchema {
+        TableSchema {
+            name: "public.t".into(),
+            columns,
+            primary_key: vec!["id".into()],
+            filter: None,
+            direction: Default::default(),
+            policy: None,
+            partitioned: false,
+        }
+    }
+
+    #[test]
+    fn a_column_added_moves_rows_only_when_devices_cannot_fill_it_alike() {
+        let id = column("id", LogicalType::Int8, "bigint", false, None);
+        let old = table(vec![id.clone()]);
+        // (the column, its default as PostgreSQL prints it, its fill)
+        let cases = [
+            (column("n", LogicalType::Int4, "integer", true, None), None, Some("NULL")),
+            (column("n", LogicalType::Int4, "integer", false, Some("7")), Some("7"), Some("7")),
+            (column("n", LogicalType::Bool, "boolean", true, Some("false")), Some("false"), Some("0")),
+            (column("n", LogicalType::Text, "text", true, Some("'new'::text")), Some("'new'::text"), Some("'new'")),
+            (column("n", LogicalType::Int8, "bigint", true, None), Some("nextval('s'::regclass)"), None),
+            (column("n", LogicalType::Timestamptz, "timestamp with time zone", true, Some("now()")), Some("now()"), None),
+            (column("n", LogicalType::Numeric, "numeric(12,2)", true, Some("0")), Some("0"), None),
+            (column("n", LogicalType::Text, "character(3)", true, Some("'a'::bpchar")), Some("'a'::bpchar"), None),
+        ];
+        for (added, default, fill) in cases {
+            let catalog = [catalog("n", &added.pg_type, default)];
+            let mut new = table(vec![id.clone(), added.clone()]);
+            let needs_rows = carry_over(&old, &mut new, &catalog, true);
+            assert_eq!((needs_rows, new.columns[1].fill.as_deref()), (fill.is_none(), fill), "{added:?} with default {default:?}");
+            // Added by a changed setup, the column may hold anything.
+            let mut new = table(vec![id.clone(), added.clone()]);
+            assert!(carry_over(&old, &mut new, &catalog, false), "{added:?}");
+        }
+        // A retyped column's rows come again in the new type.
+        let mut retyped = table(vec![column("id", LogicalType::Int8, "integer", false, None)]);
+        assert!(carry_over(&old, &mut retyped, &[], true));
+        assert!(!carry_over(&old, &mut old.clone(), &[], true), "nothing changed");
+        let mut identity = catalog("n", "bigint", None);
+        identity.identity = Some('d');
+        let mut new = table(vec![id.clone(), column("n", LogicalType::Int8, "bigint", true, None)]);
+        assert!(carry_over(&old, &mut new, &[identity], true), "identity values are computed per row");
+        // A rename is a column gone and one come: its rows hold values.
+        let mut renamed = table(vec![column("key", LogicalType::Int8, "bigint", true, None)]);
+        assert!(carry_over(&old, &mut renamed, &[catalog("key", "bigint", None)], true));
+        // A fill stays with its column through later changes.
+        let mut later = table(vec![id.clone(), column("n", LogicalType::Int4, "integer", true, Some("9"))]);
+        let mut filled = later.clone();
+        filled.columns[1].fill = Some("7".into());
+        assert!(!carry_over(&filled, &mut later, &[catalog("n", "integer", Some("9"))], true));
+        assert_eq!(later.columns[1].fill.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn changes_devices_cannot_follow_in_place_are_refused_with_the_way_round() {
+        let schema = |tables| Schema { scope: "s".into(), version: 1, tables };
+        let old = schema(vec![table(vec![column("id", LogicalType::Int8, "bigint", false, None)])]);
+        let mut rekeyed = old.clone();
+        rekeyed.tables[0].primary_key = vec!["id".into(), "other".into()];
+        let error = check_followable(&old, &rekeyed).unwrap_err().to_string();
+        assert!(error.contains("primary key") && error.contains("sync_provision"), "{error}");
+        let retyped = schema(vec![table(vec![column("id", LogicalType::Text, "text", false, None)])]);
+        let error = check_followable(&old, &retyped).unwrap_err().to_string();
+        assert!(error.contains("\"id\"") && error.contains("bigint to text"), "{error}");
+        let widened = schema(vec![table(vec![column("id", LogicalType::Int8, "integer", false, None)])]);
+        assert!(check_followable(&old, &widened).is_ok(), "integers stay integers");
+    }
+}

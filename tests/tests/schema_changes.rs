@@ -1,0 +1,158 @@
+//! Ordinary `ALTER TABLE` on a tracked table: the scope follows it by
+//! itself (a new schema version), and devices pick it up on their next
+//! sync with their rows and their unsent changes intact. A column added
+//! with a constant default or none moves no rows; one whose values only
+//! the server can compute moves its table's rows; a change devices could
+//! not follow in place is refused with the way to make it.
+
+use serde_json::json;
+use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
+
+const SCHEMA: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+INSERT INTO customers SELECT i, 1 + i % 2, 'customer ' || i FROM generate_series(1, 40) i;
+SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn version(s: &Scenario) -> i64 {
+    s.server().query_one("SELECT (sync_schema('crm') ->> 'version')::int8", &[]).unwrap().get(0)
+}
+
+fn ddl_error(s: &Scenario, sql: &str) -> String {
+    let error = s.server().batch_execute(sql).expect_err("the change is refused");
+    error.as_db_error().map(|e| format!("{} {}", e.message(), e.hint().unwrap_or_default())).unwrap_or_else(|| error.to_string())
+}
+
+#[test]
+fn a_column_added_with_a_constant_default_reaches_devices_without_moving_rows() {
+    let s = Scenario::new("ddl_add_constant", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    assert_eq!(s.sync_as(&file, &token).pulled, 20);
+    // Offline: an unsent edit of the table that is about to change (tenant
+    // 1 holds the even ids).
+    local(&file, "UPDATE customers SET name = 'edited offline' WHERE id = 2");
+
+    s.server()
+        .batch_execute(
+            "ALTER TABLE customers ADD COLUMN score int NOT NULL DEFAULT 7, ADD COLUMN note text, ADD COLUMN vip boolean DEFAULT false",
+        )
+        .unwrap();
+    assert_eq!(version(&s), 2, "the scope followed the ALTER TABLE by itself");
+
+    let report = s.sync_as(&file, &token);
+    assert!(report.provisioned, "{report:?}");
+    // The edit went up under the old schema; the one row that comes down is
+    // that row, whose new columns the device did not have when it wrote.
+    // None of the other 19 moved.
+    assert_eq!((report.pushed, report.pulled), (1, 1), "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE score = 7 AND note IS NULL AND vip = 0"), 20);
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 2", &[]).unwrap().get(0);
+    assert_eq!(name, "edited offline");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+
+    // The new columns sync both ways from now on.
+    s.server().batch_execute("UPDATE customers SET score = 9 WHERE id = 4").unwrap();
+    local(&file, "UPDATE customers SET note = 'from the device' WHERE id = 6");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.pulled), (1, 1), "{report:?}");
+    let note: Option<String> = s.server().query_one("SELECT note FROM customers WHERE id = 6", &[]).unwrap().get(0);
+    assert_eq!(note.as_deref(), Some("from the device"));
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_column_whose_values_only_the_server_computes_brings_its_rows() {
+    let s = Scenario::new("ddl_add_computed", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server()
+        .batch_execute("CREATE SEQUENCE ticket_numbers; ALTER TABLE customers ADD COLUMN ticket bigint DEFAULT nextval('ticket_numbers')")
+        .unwrap();
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pulled, 20, "each row's own number had to come down: {report:?}");
+    assert_eq!(local_count(&file, "SELECT count(DISTINCT ticket) FROM customers"), 20);
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn dropped_and_renamed_columns_are_followed() {
+    let s = Scenario::new("ddl_drop_rename", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server().batch_execute("ALTER TABLE customers ADD COLUMN old_flag int DEFAULT 1").unwrap();
+    s.sync_as(&file, &token);
+
+    s.server().batch_execute("ALTER TABLE customers DROP COLUMN old_flag; ALTER TABLE customers RENAME COLUMN name TO full_name").unwrap();
+    // Before this sync, writes on the server go on as usual.
+    s.server().batch_execute("UPDATE customers SET full_name = 'renamed on the server' WHERE id = 2").unwrap();
+    local(&file, "INSERT INTO customers (id, tenant_id) VALUES (101, 1)");
+    let report = s.sync_as(&file, &token);
+    assert!(report.provisioned && report.rejected.is_empty(), "{report:?}");
+    assert_eq!(local_value(&file, "SELECT full_name FROM customers WHERE id = 2").as_deref(), Some("renamed on the server"));
+    assert!(
+        s.server().query_opt("SELECT 1 FROM customers WHERE id = 101", &[]).unwrap().is_some(),
+        "the insert made under the old schema arrived"
+    );
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn changes_devices_could_not_follow_are_refused_with_what_to_do() {
+    let s = Scenario::new("ddl_refused", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+
+    let error = ddl_error(&s, "ALTER TABLE customers DROP COLUMN tenant_id");
+    assert!(error.contains("crm") && error.contains("tenant_id") && error.contains("sync_provision"), "{error}");
+    let error = ddl_error(&s, "ALTER TABLE customers DROP CONSTRAINT customers_pkey, ADD PRIMARY KEY (id, tenant_id)");
+    assert!(error.contains("primary key") && error.contains("sync_provision"), "{error}");
+    let error = ddl_error(&s, "ALTER TABLE customers ALTER COLUMN name TYPE int USING length(name)");
+    assert!(error.contains("name") && error.contains("type"), "{error}");
+    let error = ddl_error(&s, "ALTER TABLE customers RENAME TO clients");
+    assert!(error.contains("crm") && error.contains("sync_provision"), "{error}");
+    assert_eq!(version(&s), 1, "nothing changed");
+
+    // A type devices hold alike (int4 -> int8 are both SQLite integers) is
+    // followed; the rows come again in their new type.
+    s.server().batch_execute("ALTER TABLE customers ALTER COLUMN tenant_id TYPE bigint").unwrap();
+    assert_eq!(version(&s), 2);
+    // An untracked table's changes are none of Tandem's business.
+    s.server().batch_execute("CREATE TABLE scratch (id int PRIMARY KEY); ALTER TABLE scratch ADD COLUMN x int").unwrap();
+    assert_eq!(version(&s), 2);
+    s.sync_as(&file, &token);
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_device_that_slept_through_two_changes_fills_the_column_as_the_server_did() {
+    let s = Scenario::new(
+        "ddl_fill",
+        r#"
+        CREATE TABLE "Visits" (id int, tenant_id int NOT NULL, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+        CREATE TABLE "Visits_2024" PARTITION OF "Visits" FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+        INSERT INTO "Visits" SELECT i, 1, date '2024-01-01' + i FROM generate_series(1, 30) i;
+        SELECT sync_provision('crm', '{"tables": [{"name": "\"Visits\"", "filter": {"tenant_id": "tenant"}}]}');
+        "#,
+        "crm",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    assert_eq!(s.sync_as(&file, &token).pulled, 30);
+    // The column comes with 7 in every row; later its default becomes 9.
+    s.server().batch_execute(r#"ALTER TABLE "Visits" ADD COLUMN "Rating" int DEFAULT 7"#).unwrap();
+    s.server().batch_execute(r#"ALTER TABLE "Visits" ALTER COLUMN "Rating" SET DEFAULT 9"#).unwrap();
+    s.server().batch_execute(r#"INSERT INTO "Visits_2024" (id, tenant_id, at) VALUES (100, 1, '2024-06-01')"#).unwrap();
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.schema_version, report.pulled), (3, 1), "only the new row came: {report:?}");
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Visits" WHERE "Rating" = 7"#), 30);
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Visits" WHERE "Rating" = 9"#), 1);
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    // A new device gets the same rows.
+    let fresh = s.store("b.db");
+    s.sync_as(&fresh, &s.register(json!({"tenant": 1})));
+    assert_converged(&mut s.server(), fresh.connection(), "crm", &json!({"tenant": 1}));
+}
