@@ -123,9 +123,13 @@ pub struct ChangesetWriter {
 /// batch can be many MB): each row object has the key `"op"`, and no other
 /// key is spelled so. A quote inside a string value is always escaped, so
 /// `"op"` followed by `:` is never inside a value; a column named `op`
-/// appears in `columns` followed by `,` or `]`.
+/// appears in `columns` followed by `,` or `]`. memchr's SIMD search: the
+/// gateway counts every batch it relays, and `str::match_indices` was a
+/// tenth of its CPU.
 pub fn count_rows(text: &str) -> usize {
-    text.match_indices("\"op\"").filter(|(at, _)| text[at + 4..].trim_start().starts_with(':')).count()
+    memchr::memmem::find_iter(text.as_bytes(), b"\"op\"")
+        .filter(|at| text.as_bytes()[at + 4..].trim_ascii_start().first() == Some(&b':'))
+        .count()
 }
 
 impl ChangesetWriter {
