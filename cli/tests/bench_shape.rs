@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 20] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
@@ -26,6 +26,7 @@ const KEYS: [&str; 19] = [
     "watchers_live_s",
     "watchers_converge_s",
     "watchers_gateway_rss_mb",
+    "add_column_round_ms",
 ];
 
 #[test]
@@ -47,6 +48,8 @@ fn bench_json_has_every_figure() {
     // one session waits for all of them.
     assert_eq!((report["watchers"].as_u64(), report["watchers_converged"].as_bool()), (Some(5), Some(true)), "{report}");
     assert_eq!(report["watchers_listen_sessions"], 1, "{report}");
+    // The round after ADD COLUMN ... DEFAULT moved the 100 changed rows only.
+    assert_eq!(report["add_column_rows_pulled"], 100, "{report}");
 }
 
 #[test]

@@ -137,6 +137,41 @@ pub fn incremental(scratch: &Scratch, file: &PathBuf) -> Result<f64, CliError> {
     Ok(median(times))
 }
 
+/// A round after `ALTER TABLE ... ADD COLUMN ... DEFAULT` on the synced
+/// table, with 100 rows changed since the last round.
+pub struct AddColumn {
+    pub alter_ms: f64,
+    pub round_ms: f64,
+    /// Rows the round pulled: the 100 changed, and none for the column.
+    pub pulled: u64,
+}
+
+/// The scope follows the `ALTER TABLE` by itself; the file's next round
+/// adds the column to its table and should move only the changed rows.
+pub fn add_column(scratch: &Scratch, file: &PathBuf) -> Result<AddColumn, CliError> {
+    let mut server = scratch.connect()?;
+    let store = Store::open(file)?;
+    store.sync(&scratch.url, "bench", &SyncOptions::default())?;
+    let changed = server
+        .execute("UPDATE bench SET amount = amount + 1 WHERE id IN (SELECT id FROM bench ORDER BY id LIMIT 100)", &[])
+        .map_err(|e| CliError::database("change 100 rows", &e))?;
+    if changed != 100 {
+        return Err(CliError::Invalid(format!("changed {changed} rows, not 100")));
+    }
+    let ((), alter) = timed(|| {
+        server.batch_execute("ALTER TABLE bench ADD COLUMN flag int NOT NULL DEFAULT 0").map_err(|e| CliError::database("add a column", &e))
+    })?;
+    let (report, took) = timed(|| Ok(store.sync(&scratch.url, "bench", &SyncOptions::default())?))?;
+    let has_column = store
+        .connection()
+        .query_row("SELECT count(*) FROM pragma_table_info('bench') WHERE name = 'flag'", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| CliError::Invalid(format!("cannot read the file's columns: {e}")))?;
+    if has_column != 1 {
+        return Err(CliError::Invalid("the round after ADD COLUMN did not add the column to the file".into()));
+    }
+    Ok(AddColumn { alter_ms: alter.as_secs_f64() * 1000.0, round_ms: took.as_secs_f64() * 1000.0, pulled: report.pulled })
+}
+
 /// A first sync of a 10,000-row scope into a new file, in seconds.
 pub fn seed_10k(scratch: &Scratch) -> Result<f64, CliError> {
     let mut server = scratch.connect()?;

@@ -91,6 +91,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     let local = overhead::local(&scratch, changes)?;
     step(args.json, "first sync of 10,000 rows");
     let seed = download::seed_10k(&scratch)?;
+    step(args.json, "ALTER TABLE ... ADD COLUMN ... DEFAULT on the synced table, then a round with 100 changed rows");
+    let added = download::add_column(&scratch, &download.file)?;
     let watched = if args.watchers > 0 {
         step(args.json, &format!("{} devices watching through one gateway", args.watchers));
         Some(watchers::run(&scratch, args.watchers, args.json)?)
@@ -122,6 +124,9 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "peak_rss_mb": download.peak_rss_mb,
         "seed_10k_s": seed,
         "provision_s": scratch.provision_s,
+        "add_column_alter_ms": added.alter_ms,
+        "add_column_round_ms": added.round_ms,
+        "add_column_rows_pulled": added.pulled,
         "gateway_download_rows_per_s": through.download_rows_per_s,
         "gateway_direct_rows_per_s": through.direct_rows_per_s,
         "gateway_download_ratio": through.download_rows_per_s / through.direct_rows_per_s,
@@ -192,6 +197,10 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     println!("  {:<46} {:>12.0} MB", "client peak RSS during the download", download.peak_rss_mb);
     println!("  {:<46} {:>13.2} s", "first sync of 10,000 rows", seed);
     println!("  {:<46} {:>13.2} s", "provision (stamp existing rows)", scratch.provision_s);
+    println!(
+        "  {:<46} {:>13.1}ms  ({} rows pulled; the ALTER {:.0} ms)",
+        "round after ADD COLUMN .. DEFAULT, 100 changed", added.round_ms, added.pulled, added.alter_ms
+    );
     if let Some(w) = &watched {
         println!("  {} devices watching through one gateway:", w.watchers);
         println!("  {:<46} {:>13.2} s", "  all files made, from the first start", w.live_s);
