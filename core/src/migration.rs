@@ -4,7 +4,10 @@
 //! with a changed setup, and the event trigger that follows `ALTER TABLE`
 //! on a tracked table.
 
+use serde_json::Value;
+
 use crate::error::{Error, Result};
+use crate::ident::TableName;
 use crate::schema::{CatalogColumn, Column, Schema, TableSchema};
 use crate::types::{sqlite_default, LogicalType};
 
@@ -94,6 +97,60 @@ fn fill_of(column: &Column, catalog: &CatalogColumn) -> Option<String> {
     let exact = matches!(column.ty, LogicalType::Int2 | LogicalType::Int4 | LogicalType::Int8 | LogicalType::Bool)
         || (column.ty == LogicalType::Text && column.pg_type == "text");
     sqlite_default(column.ty, expr).filter(|d| exact && !d.starts_with('('))
+}
+
+/// A scope's setup without some of its tables.
+#[derive(Debug, PartialEq)]
+pub struct Pruned {
+    /// The setup as its owner wrote it, less the entries of the tables gone.
+    pub setup: Value,
+    /// The tables taken out, as the setup names them: those dropped, and
+    /// those whose filter went `via` a table taken out.
+    pub removed: Vec<String>,
+    /// Tables left in the setup.
+    pub left: usize,
+}
+
+/// `setup` without the tables `dropped`, nor any whose filter goes `via`
+/// one of those (its rows would belong to no one).
+pub fn without_tables(setup: &Value, dropped: &[TableName]) -> Result<Pruned> {
+    let mut setup = setup.clone();
+    let Some(tables) = setup.get_mut("tables").and_then(Value::as_array_mut) else {
+        return Err(Error::Internal("a stored setup without \"tables\"".into()));
+    };
+    let name_of = |entry: &Value| -> Result<(String, TableName)> {
+        let name =
+            entry.get("name").and_then(Value::as_str).ok_or_else(|| Error::Internal("a stored setup table without a name".into()))?;
+        Ok((name.to_string(), TableName::parse(name)?))
+    };
+    let parent_of = |entry: &Value| -> Option<Result<TableName>> {
+        entry.get("filter").and_then(|f| f.get("via")).and_then(Value::as_str).map(TableName::parse)
+    };
+    let mut gone: Vec<TableName> = dropped.to_vec();
+    let mut removed = Vec::new();
+    loop {
+        let mut kept = Vec::with_capacity(tables.len());
+        let before = removed.len();
+        for entry in tables.drain(..) {
+            let orphaned = match parent_of(&entry) {
+                Some(parent) => gone.contains(&parent?),
+                None => false,
+            };
+            let (written, name) = name_of(&entry)?;
+            if gone.contains(&name) || orphaned {
+                removed.push(written);
+                gone.push(name);
+            } else {
+                kept.push(entry);
+            }
+        }
+        *tables = kept;
+        if removed.len() == before {
+            break;
+        }
+    }
+    let left = tables.len();
+    Ok(Pruned { setup, removed, left })
 }
 
 #[cfg(test)]
@@ -193,5 +250,22 @@ mod tests {
         assert!(error.contains("\"id\"") && error.contains("bigint to text"), "{error}");
         let widened = schema(vec![table(vec![column("id", LogicalType::Int8, "integer", false, None)])]);
         assert!(check_followable(&old, &widened).is_ok(), "integers stay integers");
+    }
+
+    #[test]
+    fn a_dropped_table_leaves_the_setup_with_the_tables_filtered_through_it() {
+        let setup = serde_json::json!({"policy": "client_wins", "tables": [
+            {"name": "customers", "filter": {"tenant_id": "tenant"}},
+            {"name": "orders", "filter": {"via": "customers", "on": {"customer_id": "id"}}},
+            {"name": "\"Order Lines\"", "filter": {"via": "public.orders", "on": {"order_id": "id"}}},
+            {"name": "notes"}]});
+        let pruned = without_tables(&setup, &[TableName::parse("public.customers").unwrap()]).unwrap();
+        assert_eq!(pruned.removed, ["customers", "orders", "\"Order Lines\""]);
+        assert_eq!(pruned.left, 1);
+        assert_eq!(pruned.setup, serde_json::json!({"policy": "client_wins", "tables": [{"name": "notes"}]}));
+        let pruned = without_tables(&setup, &[TableName::parse("\"Order Lines\"").unwrap()]).unwrap();
+        assert_eq!((pruned.removed.len(), pruned.left), (1, 3));
+        let pruned = without_tables(&setup, &[TableName::parse("other").unwrap()]).unwrap();
+        assert_eq!((pruned.removed.len(), &pruned.setup), (0, &setup));
     }
 }

@@ -107,3 +107,32 @@ REVOKE ALL ON FUNCTION tandem.on_table_alter() FROM PUBLIC;
 
 CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION tandem.on_table_alter();
+
+-- Tracked tables dropped: they leave their scopes, with the tables whose
+-- filter went through them; a scope left with none is removed
+-- (extension/src/ddl.rs). Never refused: pg_restore --clean drops every
+-- table before the extension.
+CREATE FUNCTION tandem.on_tracked_drop() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    _tables int8[];
+BEGIN
+    SELECT array_agg(DISTINCT s.relid::oid::int8) INTO _tables
+    FROM pg_event_trigger_dropped_objects() d JOIN tandem.scope_tables s ON s.relid::oid = d.objid
+    WHERE d.classid = 'pg_class'::regclass AND d.object_type = 'table';
+    IF _tables IS NOT NULL THEN
+        PERFORM tandem.forget_tables(_tables);
+    END IF;
+END $$;
+
+CREATE FUNCTION tandem."forget_tables"(
+	"relids" bigint[] /* core::option::Option<alloc::vec::Vec<i64>> */
+) RETURNS void
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'forget_tables_wrapper';
+REVOKE ALL ON FUNCTION tandem.forget_tables(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tandem.on_tracked_drop() FROM PUBLIC;
+
+CREATE EVENT TRIGGER tandem_table_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION tandem.on_tracked_drop();

@@ -5,10 +5,13 @@
 
 ALTER FUNCTION sync_schema(text, jsonb) STABLE;
 
--- 0.1.0 does not follow ALTER TABLE on tracked tables.
+-- 0.1.0 does not follow ALTER TABLE or DROP of tracked tables.
 DROP EVENT TRIGGER tandem_columns;
 DROP FUNCTION tandem.on_table_alter();
 DROP FUNCTION tandem.follow_columns(bigint);
+DROP EVENT TRIGGER tandem_table_drops;
+DROP FUNCTION tandem.on_tracked_drop();
+DROP FUNCTION tandem.forget_tables(bigint[]);
 
 -- No live sync in 0.1.0: its triggers, then its function.
 DO $notify$

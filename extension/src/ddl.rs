@@ -8,6 +8,13 @@
 //! change devices could not follow in place (a primary key, a filter
 //! column, a type SQLite stores differently, the table's name) is refused,
 //! which rolls the `ALTER TABLE` back, with the way to make it.
+//!
+//! A tracked table dropped (`DROP TABLE`, `DROP SCHEMA ... CASCADE`) leaves
+//! its scopes ([`tandem::forget_tables`]), with the tables whose filter
+//! went `via` it; a scope left with no table is removed as
+//! `sync_deprovision` removes it (its registrations stay). Devices stop
+//! syncing those tables and keep their rows. A drop is never refused:
+//! `pg_restore --clean` drops every table before the extension.
 
 use pgrx::prelude::*;
 
@@ -21,9 +28,12 @@ mod tandem {
     use tandem_core::Error;
 
     use crate::partitions::{carries_triggers, tracked_as};
+    use crate::provision::deprovision;
     use crate::provision::{provision, Asker};
     use crate::report::run;
     use crate::spi;
+    use tandem_core::ident::TableName;
+    use tandem_core::migration::without_tables;
 
     /// Has every scope tracking table `relid` follow what an `ALTER
     /// TABLE` just did to it.
@@ -57,5 +67,72 @@ mod tandem {
                 })
             })
         })
+    }
+
+    /// Takes the tables `relids`, just dropped, out of every scope that
+    /// tracked them (all of one DROP at once: a scope provisioned again
+    /// must not name a table another part of the same DROP took).
+    #[pg_extern(volatile)]
+    fn forget_tables(relids: Option<Vec<i64>>) {
+        run("tandem.forget_tables", || {
+            let relids = relids.unwrap_or_default();
+            spi::connect(|spi| {
+                spi::quietly(spi, |spi| {
+                    let tracked = spi::query(
+                        spi,
+                        "SELECT s.name, s.setup::text, array_agg(t.name ORDER BY t.id)::text[] FROM tandem.scope_tables t \
+                         JOIN tandem.scopes s ON s.name = t.scope WHERE t.relid::oid::int8 = ANY($1) GROUP BY s.name, s.setup::text",
+                        &[relids.into()],
+                        |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?, spi::required::<Vec<String>>(row, 3)?)),
+                    )?;
+                    for (scope, setup, tables) in tracked {
+                        let setup: Value = serde_json::from_str(&setup).map_err(|e| Error::Internal(format!("setup of {scope}: {e}")))?;
+                        let dropped = tables.iter().map(|t| TableName::parse(t)).collect::<tandem_core::Result<Vec<_>>>()?;
+                        let pruned = without_tables(&setup, &dropped)?;
+                        if pruned.left == 0 {
+                            pgrx::warning!(
+                                "scope \"{scope}\" has no table left, and is removed as sync_deprovision removes it (its devices' \
+                                 registrations stay; their syncs fail until it is provisioned again)"
+                            );
+                            unrefused(&scope, || deprovision(spi, &scope, Asker::Ddl));
+                            continue;
+                        }
+                        let orphaned: Vec<&str> = pruned
+                            .removed
+                            .iter()
+                            .filter(|name| TableName::parse(name).is_ok_and(|name| !dropped.contains(&name)))
+                            .map(String::as_str)
+                            .collect();
+                        if !orphaned.is_empty() {
+                            pgrx::warning!(
+                                "scope \"{scope}\" no longer syncs {}: their filters went through a dropped table",
+                                orphaned.join(", ")
+                            );
+                        }
+                        unrefused(&scope, || provision(spi, &scope, &pruned.setup, Asker::Ddl).map(drop));
+                    }
+                    Ok(())
+                })
+            })
+        })
+    }
+
+    /// Runs `change` of a scope in a subtransaction, and on failure rolls
+    /// it back with a warning: a DROP is never refused (`pg_restore
+    /// --clean` drops the tracking tables, then the tables, then the
+    /// extension; a scope it leaves half-changed would be worse).
+    fn unrefused(scope: &str, change: impl FnOnce() -> tandem_core::Result<()>) {
+        let outcome = spi::in_subtransaction(|| {
+            if let Err(error) = change() {
+                pgrx::error!("{error}");
+            }
+        });
+        if let Err(error) = outcome {
+            pgrx::warning!(
+                "scope \"{scope}\" could not follow the drop, and is left as it was: {} (provision it again with \
+                 sync_provision, or remove it with sync_deprovision)",
+                error.describe()
+            );
+        }
     }
 }

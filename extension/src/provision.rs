@@ -41,7 +41,7 @@ fn sync_provision(scope: Option<&str>, setup: Option<JsonbText>) -> JsonbText {
 fn sync_deprovision(scope: Option<&str>) {
     run("sync_deprovision", || {
         let scope = required(scope, "scope")?;
-        spi::connect(|spi| deprovision(spi, scope))
+        spi::connect(|spi| deprovision(spi, scope, Asker::Caller))
     })
 }
 
@@ -82,9 +82,9 @@ fn lock_scope(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
 pub enum Asker {
     /// A call of `sync_provision`: the scope's owner, or whoever makes it.
     Caller,
-    /// The event trigger after an `ALTER TABLE` on a tracked table
-    /// (`ddl.rs`): the table's owner changed it, and the scope follows
-    /// from the setup its owner gave, changing nothing else.
+    /// The event triggers after an `ALTER TABLE` or a `DROP` of a tracked
+    /// table (`ddl.rs`): the table's owner changed it, and the scope
+    /// follows from the setup its owner gave, changing nothing else.
     Ddl,
 }
 
@@ -309,10 +309,12 @@ fn grant_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize) -> Resul
     Ok(())
 }
 
-pub fn deprovision(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
+pub fn deprovision(spi: &mut Spi<'_>, scope: &str, asker: Asker) -> Result<()> {
     check_scope_name(scope)?;
     lock_scope(spi, scope)?;
-    privileges::require_owner(spi, scope, "sync_deprovision")?;
+    if asker == Asker::Caller {
+        privileges::require_owner(spi, scope, "sync_deprovision")?;
+    }
     let stored = registry::load_scope(spi, scope)?;
     for (table, id) in stored.schema.tables.iter().zip(&stored.ids) {
         drop_table_tracking(spi, &table.table_name(), *id)?;

@@ -156,3 +156,70 @@ fn a_device_that_slept_through_two_changes_fills_the_column_as_the_server_did() 
     s.sync_as(&fresh, &s.register(json!({"tenant": 1})));
     assert_converged(&mut s.server(), fresh.connection(), "crm", &json!({"tenant": 1}));
 }
+
+const SHOP: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers, total int);
+CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
+INSERT INTO customers SELECT i, 1 + i % 2, 'customer ' || i FROM generate_series(1, 4) i;
+INSERT INTO orders SELECT i, 1 + i % 4, i * 10 FROM generate_series(1, 8) i;
+INSERT INTO notes SELECT i, 1 + i % 2, 'note ' || i FROM generate_series(1, 6) i;
+SELECT sync_provision('crm', '{"tables": [
+  {"name": "customers", "filter": {"tenant_id": "tenant"}},
+  {"name": "orders", "filter": {"via": "customers", "on": {"customer_id": "id"}}},
+  {"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn scope_tables(s: &Scenario) -> Vec<String> {
+    let schema = s.server().query_one("SELECT sync_schema('crm')::text", &[]).unwrap().get::<_, String>(0);
+    let schema: serde_json::Value = serde_json::from_str(&schema).unwrap();
+    schema["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_dropped_table_leaves_its_scope_with_the_tables_filtered_through_it() {
+    let s = Scenario::new("ddl_drop_table", SHOP, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    assert_eq!(s.sync_as(&file, &token).pulled, 2 + 4 + 3);
+    local(&file, "UPDATE notes SET body = 'edited offline' WHERE id = 2");
+
+    // The orders' filter goes through customers: they leave too.
+    s.server().batch_execute("DROP TABLE customers CASCADE").unwrap();
+    assert_eq!(scope_tables(&s), ["public.notes"]);
+    assert_eq!(version(&s), 2);
+    let report = s.sync_as(&file, &token);
+    assert!(report.provisioned && report.rejected.is_empty(), "{report:?}");
+    assert_eq!(report.pushed, 1, "the edit of a table still synced went up: {report:?}");
+    let body: String = s.server().query_one("SELECT body FROM notes WHERE id = 2", &[]).unwrap().get(0);
+    assert_eq!(body, "edited offline");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    // The file keeps the rows of the tables no longer synced, untracked.
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders"), 4);
+    local(&file, "INSERT INTO orders VALUES (100, 1, 5)");
+    assert_eq!(s.sync_as(&file, &token).pushed, 0, "orders are not synced any more");
+}
+
+#[test]
+fn a_scope_whose_last_table_is_dropped_is_removed_and_says_so() {
+    let s = Scenario::new("ddl_drop_last", SHOP, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    // One DROP of all three at once, as DROP SCHEMA ... CASCADE does.
+    s.server().batch_execute("DROP TABLE orders, customers, notes").unwrap();
+    let error = s.server().query_one("SELECT sync_schema('crm')", &[]).unwrap_err();
+    assert!(error.as_db_error().is_some_and(|e| e.message().contains("crm")), "{error}");
+    let error = tandem_local::Store::sync(&file, &s.db.url, "crm", &tandem_local::SyncOptions { token: Some(token), ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("crm"), "{error}");
+    // Provisioned again over new tables, the scope works again.
+    s.server()
+        .batch_execute(
+            r#"CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
+               SELECT sync_provision('crm', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');"#,
+        )
+        .unwrap();
+    assert_eq!(scope_tables(&s), ["public.notes"]);
+}
