@@ -101,14 +101,14 @@ impl Gateway {
             Some(tls) => match axum_server::tls_rustls::from_tcp_rustls(self.listener, tls) {
                 Ok(mut server) => {
                     connection_limits(server.http_builder(), header_timeout);
-                    server.handle(handle).serve(app).await
+                    server.handle(handle).first_request_timeout(header_timeout).serve(app).await
                 }
                 Err(e) => Err(e),
             },
             None => match axum_server::from_tcp(self.listener) {
                 Ok(mut server) => {
                     connection_limits(server.http_builder(), header_timeout);
-                    server.handle(handle).serve(app).await
+                    server.handle(handle).first_request_timeout(header_timeout).serve(app).await
                 }
                 Err(e) => Err(e),
             },
@@ -124,10 +124,14 @@ impl Gateway {
 const HTTP2_PING_EVERY: Duration = Duration::from_secs(20);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// What keeps a connection from being held for nothing: HTTP/1 gets
-/// `header_timeout` for each request's headers, counted from the moment
-/// the connection is idle (so an idle keep-alive connection is closed
-/// after it too); HTTP/2 is pinged, so a peer that is gone is let go.
+/// What keeps a connection from being held for nothing: a new connection
+/// gets `header_timeout` for its first request's headers (the server's
+/// `first_request_timeout`, set beside this: it also covers the reading of
+/// the first bytes that tells HTTP/1 from HTTP/2, which hyper does not
+/// time), and HTTP/1 the same for each next request, counted from the
+/// moment the connection is idle (so an idle keep-alive connection is
+/// closed after it too); HTTP/2 is pinged, so a peer that is gone is let
+/// go.
 fn connection_limits(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>, header_timeout: Duration) {
     builder.http1().header_read_timeout(header_timeout);
     builder.http2().keep_alive_interval(HTTP2_PING_EVERY).keep_alive_timeout(HTTP2_PING_TIMEOUT);
