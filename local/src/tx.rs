@@ -8,8 +8,29 @@ use tandem_core::sql::local;
 use crate::error::Result;
 use crate::meta::ScopeState;
 
-/// Runs `body` atomically: everything or nothing.
+/// Runs `body` atomically: everything or nothing. At top level it takes
+/// SQLite's write lock first, waiting out other writers for the busy
+/// timeout: a transaction that reads first and writes after another
+/// connection committed fails at once with "database is locked" (SQLite
+/// cannot wait that out), which would end a watch whenever the app
+/// writes. Inside a caller's transaction, a savepoint.
 pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    if conn.is_autocommit() {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        return match body(conn) {
+            Ok(value) => match conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(value),
+                Err(error) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(error.into())
+                }
+            },
+            Err(error) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(error)
+            }
+        };
+    }
     conn.execute_batch("SAVEPOINT tandem")?;
     match body(conn) {
         Ok(value) => {

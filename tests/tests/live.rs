@@ -144,6 +144,31 @@ fn a_local_write_in_a_watching_file_goes_up_without_a_server_change() {
     assert_eq!(report.pushed, 1, "{report:?}");
 }
 
+#[test]
+fn an_app_writing_the_file_all_the_while_never_ends_the_watch() {
+    let setup = Setup::new("live_busy");
+    let token = setup.s.register(json!({"tenant": 1}));
+    let path = setup.s.files.path("a.db");
+    let mut watcher = Watcher::start(path.clone(), setup.url(), setup.options(&token));
+    watcher.until_waiting();
+    // The app commits every few milliseconds while the watch pushes what
+    // it writes and pulls what the server commits meanwhile.
+    let app = Store::open(&path).unwrap();
+    for i in 0..300i64 {
+        local(&app, &format!("INSERT INTO customers VALUES ({}, 1, 'app write {i}')", 1000 + i));
+        if i % 50 == 0 {
+            commit(&setup, &format!("INSERT INTO customers VALUES ({}, 1, 'server write')", 5000 + i));
+        }
+        assert!(!watcher.thread.as_ref().is_some_and(JoinHandle::is_finished), "the watch ended: {:?}", watcher.ended());
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    time_until(Duration::from_secs(20), "every app write on the server", || {
+        setup.server_rows().iter().filter(|(id, _, _)| (1000..1300).contains(id)).count() == 300
+    });
+    let report = watcher.finish().unwrap();
+    assert_eq!(report.pushed, 300, "{report:?}");
+}
+
 /// An event as it came: its name, its data, and when.
 type RawEvent = (String, String, Instant);
 
