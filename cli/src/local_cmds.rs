@@ -164,13 +164,19 @@ pub fn parse_param(text: &str) -> Result<(String, Value), CliError> {
     Ok((name.to_string(), value))
 }
 
-/// A sync that fails leaves no file behind where there was none (a
-/// refused first sync would leave an empty, maybe unencrypted one).
+/// A sync that fails leaves no file behind where there was none and it
+/// stored nothing (a refused first sync would leave an empty, maybe
+/// unencrypted one). A file that holds anything stays: a watch that made
+/// its file and ran for hours, or a first download cut short, which the
+/// next sync resumes.
 pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let existed = args.file.path.exists();
     let result = sync_file(args);
     if result.is_err() && !existed {
-        Store::remove(&args.file.path);
+        let worth_keeping = args.file.open().map_or(true, |store| store.holds_data(&args.scope));
+        if !worth_keeping {
+            Store::remove(&args.file.path);
+        }
     }
     result
 }

@@ -178,3 +178,29 @@ fn tandem_sync_watch_stays_live_and_stops_on_sigterm_with_its_report() {
     unsafe { libc::kill(gateway.id() as libc::pid_t, libc::SIGTERM) };
     gateway.wait().unwrap();
 }
+
+#[test]
+fn a_watch_that_made_its_file_and_then_fails_leaves_the_file_and_its_unsent_rows() {
+    let s = Scenario::new("cli_watch_keeps", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.files.path("made.db");
+    let watcher = tandem()
+        .args(["sync", "--watch", "--json", "--local"])
+        .arg(&file)
+        .args(["--remote", &s.db.url, "--scope", "crm"])
+        .env("TANDEM_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tandem sync --watch");
+    let count = "SELECT count(*) FROM customers";
+    wait_for_rows(&file, count, 20, "the first round");
+    // The device is revoked; a commit wakes the watch, whose round is refused.
+    let client = tandem_core::identity::token_client_id(&token).unwrap();
+    s.server().execute("SELECT sync_revoke_client('crm', $1)", &[&client]).unwrap();
+    rusqlite::Connection::open(&file).unwrap().execute("INSERT INTO customers VALUES (300, 1, 'unsent')", []).unwrap();
+    let output = watcher.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(file.exists(), "the file the watch made is still there");
+    assert_eq!(rows_in(&file, "SELECT count(*) FROM customers"), 21, "with its rows and the unsent one");
+}

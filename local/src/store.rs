@@ -76,6 +76,23 @@ impl Store {
         }
     }
 
+    /// Whether the file holds anything of `scope` worth keeping: rows it
+    /// pulled (a watermark, even of a download cut short), changes it sent,
+    /// or local changes not sent yet. A first sync that failed before any
+    /// of these left a file worth nothing. In doubt, yes.
+    pub fn holds_data(&self, scope: &str) -> bool {
+        match meta::load(&self.conn, scope) {
+            Ok(None) => false,
+            Ok(Some(state)) => {
+                state.watermark.is_some()
+                    || state.upload_id.is_some()
+                    || state.tables.iter().any(|t| t.acked_seq > 0)
+                    || crate::status::pending(&self.conn, &state).map_or(true, |n| n > 0)
+            }
+            Err(_) => true,
+        }
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
