@@ -113,7 +113,13 @@ fn rejection(status: StatusCode, text: String, what: &str) -> ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(error: JsonRejection) -> ApiError {
-        rejection(error.status(), error.body_text(), "request body")
+        // JSON of the wrong shape (an array for the options) is a bad
+        // request like unreadable JSON: 422 means rows refused.
+        let status = match error {
+            JsonRejection::JsonDataError(_) => StatusCode::BAD_REQUEST,
+            _ => error.status(),
+        };
+        rejection(status, error.body_text(), "request body")
     }
 }
 

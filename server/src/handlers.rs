@@ -71,13 +71,19 @@ pub async fn changes(
     Ok(json_text(changeset))
 }
 
+/// The body is read only once the token is known to reach the scope
+/// (one `sync_schema` call): decompressing up to `--max-body-bytes` for
+/// anyone who sends a made-up token would let a few requests take
+/// gigabytes of the gateway's memory.
 pub async fn apply(
     State(state): State<AppState>,
     Path(scope): Path<String>,
     token: DeviceToken,
     QueryOptions(query): QueryOptions<BTreeMap<String, String>>,
-    TextBody(changeset): TextBody,
+    request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
+    state.relay.schema(&scope, &with_token(Map::new(), &token)?).await?;
+    let TextBody(changeset) = TextBody::from_request(request, &state).await?;
     let options = with_token(query.into_iter().map(|(k, v)| (k, Value::String(v))).collect(), &token)?;
     let result = state.relay.apply_changes(&scope, &changeset, &options).await?;
     moved(Direction::Up, &changeset);

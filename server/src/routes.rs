@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -43,11 +44,19 @@ async fn not_found() -> ApiError {
     )
 }
 
+/// The largest body of a pull (its options, a few hundred bytes): the
+/// pull's own limit, far below an upload's, so a compressed bomb sent with
+/// any token is cut at this size.
+const OPTIONS_BODY_BYTES: usize = 64 << 10;
+
+/// A request body that sends nothing for this long is cut.
+const BODY_IDLE: Duration = Duration::from_secs(30);
+
 /// The router; bodies larger than `max_body_bytes` once decompressed get 413.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/scopes/{scope}/schema", get(handlers::schema))
-        .route("/v1/scopes/{scope}/changes", post(handlers::changes))
+        .route("/v1/scopes/{scope}/changes", post(handlers::changes).layer(DefaultBodyLimit::max(OPTIONS_BODY_BYTES)))
         .route("/v1/scopes/{scope}/apply", post(handlers::apply))
         .route("/v1/scopes/{scope}/events", get(events::events))
         .route("/healthz", get(health::healthz))
@@ -58,6 +67,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         // Inside decompression: the limit is on what the gateway holds.
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
+        // Outside decompression: a body that stops coming is cut.
+        .layer(RequestBodyTimeoutLayer::new(BODY_IDLE))
         // The fastest levels: changesets are repetitive JSON, which they
         // still shrink about fourfold, at a fraction of the default's CPU.
         .layer(CompressionLayer::new().gzip(true).zstd(true).quality(CompressionLevel::Fastest))

@@ -200,6 +200,17 @@ fn each_kind_of_refusal_has_its_status() {
     assert!(squeezed.len() < 64 << 10);
     let response = http.post(&apply).bearer_auth(&one).header("content-encoding", "zstd").body(squeezed).send().unwrap();
     refusal(response, StatusCode::PAYLOAD_TOO_LARGE);
+    // A compressed bomb with a made-up token is refused for the token,
+    // before the gateway decompresses a byte of it; a pull's options are
+    // held to 64 KiB whatever the token.
+    let bomb = zstd::encode_all(vec![b' '; 8 << 20].as_slice(), 3).unwrap();
+    let forged = format!("tdm_{me}_{}", "0".repeat(64));
+    let response = http.post(&apply).bearer_auth(&forged).header("content-encoding", "zstd").body(bomb.clone()).send().unwrap();
+    refusal(response, StatusCode::UNAUTHORIZED);
+    let response = http.post(&changes).bearer_auth(&one).header("content-encoding", "zstd").header("content-type", "application/json");
+    refusal(response.body(bomb).send().unwrap(), StatusCode::PAYLOAD_TOO_LARGE);
+    // JSON of the wrong shape is as bad a request as unreadable JSON.
+    refusal(http.post(&changes).bearer_auth(&one).json(&json!([1, 2])).send().unwrap(), StatusCode::BAD_REQUEST);
     assert_eq!(setup.server_rows(), before, "nothing changed");
 
     // A watermark older than the scope's tracking: 409, and the file resyncs.
