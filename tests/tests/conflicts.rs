@@ -220,3 +220,38 @@ fn a_concurrent_server_write_is_never_overwritten() {
         .collect();
     assert_eq!(titles, [(5, "server edit".into()), (6, "untouched by the server".into()), (500, "server insert".into())]);
 }
+
+/// A device killed while its upload is being applied (the gateway, or the
+/// server session, finishes it) starts again and sends the same upload,
+/// now with a later edit of the row it inserted, while the first is still
+/// running. The second must wait for the first and build on it: no
+/// invented `both_inserted`, and the later edit kept.
+#[test]
+fn a_retry_sent_while_its_first_attempt_still_runs_builds_on_it() {
+    let db = TestDb::new("retry_racing");
+    let mut server = setup(&db);
+    let insert = |title: &str| {
+        json!({"format": 1, "scope": "s", "origin": "C", "tables": [{"name": "notes", "columns": ["id", "title", "body"],
+               "rows": [{"op": "upsert", "seq": 1, "values": [500, title, null]}]}]})
+    };
+    let options = json!({"upload_id": "u1", "replica": "r1"});
+    let mut first = db.connect();
+    first.batch_execute("BEGIN").unwrap();
+    assert_eq!(apply(&mut first, &insert("inserted"), options.clone())["applied"], 1);
+    // The retry arrives while the first attempt's transaction is open.
+    let retry = {
+        let (changeset, options, url) = (insert("edited after"), options.clone(), db.url.clone());
+        thread::spawn(move || {
+            let mut again = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            apply(&mut again, &changeset, options)
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    first.batch_execute("COMMIT").unwrap();
+    let retried = retry.join().unwrap();
+    assert_eq!(retried["conflicts"], json!([]), "{retried}");
+    let title: String = server.query_one("SELECT title FROM notes WHERE id = 500", &[]).unwrap().get(0);
+    assert_eq!(title, "edited after", "the later edit is kept");
+    let logged: i64 = server.query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(logged, 0);
+}

@@ -106,6 +106,16 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     }
     let params = identity.params;
     let replica = options.replica.clone().unwrap_or_else(|| client_id.clone());
+    // One upload of a replica at a time: a device killed mid-upload sends
+    // it again while the first attempt may still be running (a gateway or
+    // a server session finishes it); the retry waits, then sees that
+    // attempt's rows and record instead of meeting them as another
+    // writer's (an invented `both_inserted` that lost the later edit).
+    spi::exec(
+        spi,
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('tandem.replica'), pg_catalog.hashtext($1))",
+        &[replica.as_str().into()],
+    )?;
     let retry = record::retry_of(spi, &replica, &client_id, options.upload_id.as_deref())?;
     let (mut plans, rejections) = plan::plan(&scope, &stored.schema, changeset)?;
     // Parents first by the foreign keys the server has now (deletes go in
