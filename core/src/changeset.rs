@@ -132,6 +132,36 @@ pub fn count_rows(text: &str) -> usize {
         .count()
 }
 
+/// Where a server changeset leaves a pull: its watermark, and whether
+/// more changes wait.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Position {
+    pub watermark: Option<String>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// Reads a changeset's [`Position`] from its end, where the writer puts it
+/// (`...],"watermark":"...","has_more":true}`), without reading the rows
+/// (a pull reads it for each batch to ask for the next before storing this
+/// one). `"watermark":` with its colon can only be that key: a quote inside
+/// a value is escaped, and a column named so is followed by `,` or `]`.
+/// Any other shape is read whole.
+pub fn position(text: &str) -> Result<Position, serde_json::Error> {
+    /// The writer's tail, exactly: both keys, nothing else.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Tail {
+        watermark: Option<String>,
+        has_more: bool,
+    }
+    let tail = memchr::memmem::rfind(text.as_bytes(), b"\"watermark\":").map(|at| &text[at..]);
+    if let Some(Ok(Tail { watermark, has_more })) = tail.map(|tail| serde_json::from_str::<Tail>(&format!("{{{tail}"))) {
+        return Ok(Position { watermark, has_more });
+    }
+    serde_json::from_str(text)
+}
+
 impl ChangesetWriter {
     pub fn new(scope: &str, origin: &str) -> Self {
         Self::with_capacity(scope, origin, 4096)
@@ -253,6 +283,8 @@ mod tests {
             "watermark":"1:2:","has_more":false}"#;
         assert_eq!(count_rows(text), 2);
         assert_eq!(count_rows(r#"{"format":1,"tables":[]}"#), 0);
+        let expected = Position { watermark: Some("1:2:".into()), has_more: false };
+        assert_eq!(position(text).unwrap(), expected);
     }
 
     #[test]
@@ -291,5 +323,21 @@ mod tests {
             let err = Changeset::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn the_position_is_read_from_the_end_whatever_the_rows_hold() {
+        let mut writer = ChangesetWriter::new("s", "o");
+        writer.begin_table("t", &["watermark".to_string(), "v".to_string()]);
+        let row = writer.begin_upsert("7");
+        row.push_str(r#"["\"watermark\":\"9:9:\",\"has_more\":true}", 1]"#);
+        writer.end_row();
+        let text = writer.finish("3:4:5", true);
+        let found = position(&text).unwrap();
+        assert_eq!(found, Position { watermark: Some("3:4:5".into()), has_more: true });
+        // Not the writer's shape (keys reordered, spaces): read whole.
+        let other = r#"{"has_more": true, "watermark": "5:6:", "format": 1, "scope": "s", "origin": "o", "tables": []}"#;
+        assert_eq!(position(other).unwrap(), Position { watermark: Some("5:6:".into()), has_more: true });
+        assert!(position("{not json").is_err());
     }
 }

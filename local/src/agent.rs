@@ -167,12 +167,6 @@ fn pull(
     report: &mut SyncReport,
     observe: &mut dyn FnMut(Step),
 ) -> Result<()> {
-    #[derive(Deserialize)]
-    struct Position {
-        watermark: Option<String>,
-        #[serde(default)]
-        has_more: bool,
-    }
     let (sender, receiver) = std::sync::mpsc::sync_channel::<std::result::Result<String, RemoteError>>(1);
     std::thread::scope(|threads| {
         threads.spawn(move || {
@@ -180,14 +174,15 @@ fn pull(
             loop {
                 let batch = remote.select_changes(scope, since.as_deref(), options);
                 let next = match &batch {
-                    Ok(text) => serde_json::from_str::<Position>(text).ok(),
+                    // From the batch's end: the rows are read once, when stored.
+                    Ok(text) => tandem_core::changeset::position(text).ok(),
                     Err(_) => None,
                 };
                 if sender.send(batch).is_err() {
                     return;
                 }
                 match next {
-                    Some(Position { watermark, has_more: true }) => since = watermark,
+                    Some(tandem_core::changeset::Position { watermark, has_more: true }) => since = watermark,
                     _ => return,
                 }
             }
