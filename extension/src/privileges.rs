@@ -164,6 +164,40 @@ pub fn require_table_owner(spi: &mut Spi<'_>, table: &str) -> Result<()> {
     }
 }
 
+/// Refuses tables whose owner's code would gain rights in a sync: the
+/// tables' triggers, defaults and checks run as the scope's owner (see
+/// [`as_scope_owner`]), so each table, and each partition, must belong to
+/// a role that has the owner's rights already (the owner itself, or a
+/// role that is a member of it). A superuser's scope over a table another
+/// role owns would run that role's triggers as a superuser.
+pub fn require_owned_alike(spi: &mut Spi<'_>, scope_owner: i64, tables: &[String]) -> Result<()> {
+    let found = spi::select(
+        spi,
+        "SELECT p.relid::regclass::text, pg_catalog.pg_get_userbyid(c.relowner)::text, pg_catalog.pg_get_userbyid($2::int8::oid)::text \
+         FROM pg_catalog.unnest($1::text[]) t(name) \
+         CROSS JOIN LATERAL (SELECT pg_catalog.to_regclass(t.name) AS relid \
+                             UNION SELECT r.relid FROM pg_catalog.pg_partition_tree(pg_catalog.to_regclass(t.name)) r) p \
+         JOIN pg_catalog.pg_class c ON c.oid = p.relid \
+         WHERE NOT pg_catalog.pg_has_role(c.relowner, $2::int8::oid, 'USAGE') LIMIT 1",
+        &[tables.to_vec().into(), scope_owner.into()],
+        |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?, spi::required_text(row, 3)?)),
+    )?;
+    match found.into_iter().next() {
+        None => Ok(()),
+        Some((table, owner, scope_owner)) => Err(Error::InvalidSetup(format!(
+            "{table} belongs to role {owner}, whose triggers, defaults and checks a sync would run with the rights of role \
+             {scope_owner}, the scope's owner, which {owner} does not have: provision the scope as {owner} (SET ROLE {owner}), \
+             or give the table to {scope_owner} (ALTER TABLE ... OWNER TO)"
+        ))),
+    }
+}
+
+/// The oid of a scope's owner.
+pub fn scope_owner(spi: &mut Spi<'_>, scope: &str) -> Result<i64> {
+    spi::one::<i64>(spi, "SELECT owner::oid::int8 FROM tandem.scopes WHERE name = $1", &[scope.into()])?
+        .ok_or_else(|| Error::UnknownScope(scope.to_string()))
+}
+
 /// Runs `body` as the scope's owner, with the `search_path` it provisioned
 /// the scope with for the users' code: the tables' triggers, domain checks,
 /// defaults, casts and the scope's resolver run with the rights of the

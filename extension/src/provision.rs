@@ -128,6 +128,14 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
             privileges::require_table_owner(spi, &table.table_name().quoted())?;
         }
     }
+    // Whoever asks, the tables' code must not gain the scope owner's rights
+    // (an ALTER TABLE ... OWNER TO is followed, and refused, here too).
+    let scope_owner = match &old {
+        Some(_) => privileges::scope_owner(spi, scope)?,
+        None => privileges::caller_oid(),
+    };
+    let quoted: Vec<String> = schema.tables.iter().map(|t| t.table_name().quoted()).collect();
+    privileges::require_owned_alike(spi, scope_owner, &quoted)?;
     for (table, column) in &generated {
         pgrx::notice!("column \"{column}\" of {table} is a generated column: it is not synced, and devices do not receive it");
     }

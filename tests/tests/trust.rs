@@ -674,3 +674,38 @@ fn a_device_cannot_tell_whether_a_scope_it_may_not_reach_exists() {
     let error = error_of(&mut s.server(), "SELECT sync_select_changes('nosuch', NULL, '{}')", &[]);
     assert!(error.starts_with("42704"), "{error}");
 }
+
+/// A table's code runs with the scope owner's rights in a sync, so a
+/// superuser's scope over a table another role owns would hand that role's
+/// triggers a superuser's rights: refused at provisioning, and when the
+/// table is given to another role later.
+#[test]
+fn a_table_owners_code_never_gains_the_rights_of_the_scopes_owner() {
+    let s = Scenario::new("owner_escalation", "SELECT 1", "shop");
+    let owner = Role::new(&s, "tableowner", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
+    s.server()
+        .batch_execute(&format!(
+            "SET ROLE {0};
+             CREATE TABLE orders (id bigint PRIMARY KEY, tenant int NOT NULL, note text);
+             CREATE FUNCTION promote() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                 EXECUTE format('ALTER ROLE %I SUPERUSER', '{0}'); END IF; RETURN NEW; END $$;
+             CREATE TRIGGER promote BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION promote();
+             RESET ROLE;",
+            owner.name
+        ))
+        .unwrap();
+    let setup = r#"SELECT sync_provision('shop', '{"tables": [{"name": "orders", "filter": {"tenant": "tenant"}}]}')"#;
+    let error = error_of(&mut s.server(), setup, &[]);
+    assert!(error.contains("orders") && error.contains(&owner.name) && error.contains("SET ROLE"), "{error}");
+
+    // Provisioned by the table's owner, the scope is fine; given to a
+    // role without its owner's rights, the table is refused.
+    let mut as_owner = owner.connect(&s);
+    as_owner.batch_execute(setup).unwrap();
+    let other = Role::new(&s, "other", "");
+    let error = error_of(&mut s.server(), &format!("ALTER TABLE orders OWNER TO {}", other.name), &[]);
+    assert!(error.contains("orders") && error.contains(&other.name), "{error}");
+    let superuser: bool = s.server().query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&owner.name]).unwrap().get(0);
+    assert!(!superuser);
+}
