@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::ident::TableName;
 use crate::schema::{CatalogColumn, Column, Schema, TableSchema};
+use crate::setup::Filter;
 use crate::types::{sqlite_default, LogicalType};
 
 /// How to make a change devices cannot follow in place: leave the table
@@ -39,6 +40,14 @@ pub fn check_followable(old: &Schema, new: &Schema) -> Result<()> {
         }
         for column in &table.columns {
             let Some(was) = before.columns.iter().find(|c| c.name == column.name) else { continue };
+            let joins_parent = matches!(&table.filter, Some(Filter::Via { on, .. }) if on.contains_key(&column.name));
+            if joins_parent && was.pg_type != column.pg_type {
+                return Err(Error::InvalidSetup(format!(
+                    "column \"{}\" of {} joins it to the parent its filter goes through, and its type changed from {} to {}: \
+                     rows would no longer be matched to their parent; {REMAKE}",
+                    column.name, table.name, was.pg_type, column.pg_type
+                )));
+            }
             if was.ty.sqlite_decl() != column.ty.sqlite_decl() {
                 return Err(Error::InvalidSetup(format!(
                     "the type of column \"{}\" of {} changed from {} to {}, which devices store differently \
@@ -250,6 +259,15 @@ mod tests {
         assert!(error.contains("\"id\"") && error.contains("bigint to text"), "{error}");
         let widened = schema(vec![table(vec![column("id", LogicalType::Int8, "integer", false, None)])]);
         assert!(check_followable(&old, &widened).is_ok(), "integers stay integers");
+        // A column that joins a table to its `via` parent keeps its type.
+        let child = |ty: &str| {
+            let mut t =
+                table(vec![column("id", LogicalType::Int8, "bigint", false, None), column("pid", LogicalType::Uuid, ty, false, None)]);
+            t.filter = Some(Filter::Via { parent: "public.p".into(), on: [("pid".to_string(), "id".to_string())].into() });
+            schema(vec![t])
+        };
+        let error = check_followable(&child("uuid"), &child("text")).unwrap_err().to_string();
+        assert!(error.contains("\"pid\"") && error.contains("parent"), "{error}");
     }
 
     #[test]

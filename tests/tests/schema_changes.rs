@@ -223,3 +223,33 @@ fn a_scope_whose_last_table_is_dropped_is_removed_and_says_so() {
         .unwrap();
     assert_eq!(scope_tables(&s), ["public.notes"]);
 }
+
+#[test]
+fn a_registration_outlives_the_filtered_tables_of_its_scope() {
+    let s = Scenario::new(
+        "ddl_params_left",
+        r#"
+        CREATE TABLE p (id bigint PRIMARY KEY, tenant_id int NOT NULL);
+        CREATE TABLE c (id bigint PRIMARY KEY, p_id bigint NOT NULL, v text);
+        CREATE TABLE u (id bigint PRIMARY KEY, v text);
+        INSERT INTO p VALUES (1, 1), (2, 2); INSERT INTO c VALUES (1, 1, 'a'), (2, 2, 'b'); INSERT INTO u VALUES (1, 'shared');
+        SELECT sync_provision('crm', '{"tables": [{"name": "p", "filter": {"tenant_id": "tenant"}},
+            {"name": "c", "filter": {"via": "p", "on": {"p_id": "id"}}}, {"name": "u"}]}');
+        "#,
+        "crm",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    assert_eq!(s.sync_as(&file, &token).pulled, 3);
+    // A column joining c to its parent keeps its type.
+    let error = ddl_error(&s, "ALTER TABLE c ALTER COLUMN p_id TYPE text");
+    assert!(error.contains("p_id") && error.contains("parent"), "{error}");
+    // Without its filtered tables, the scope no longer uses "tenant": the
+    // device still syncs what is left.
+    s.server().batch_execute("DROP TABLE p CASCADE").unwrap();
+    assert_eq!(scope_tables(&s), ["public.u"]);
+    local(&file, "UPDATE u SET v = 'edited' WHERE id = 1");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pushed, 1, "{report:?}");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({}));
+}

@@ -49,6 +49,16 @@ pub fn filter_params<'a>(scope: &Scope<'a>, table: usize) -> Vec<(String, &'a Co
     map.iter().filter_map(|(col, param)| root_table.columns.iter().find(|c| &c.name == col).map(|c| (param.clone(), c))).collect()
 }
 
+/// A registration's parameters that the scope's filters still use: a
+/// registration outlives changes of its scope (a filtered table dropped or
+/// left out), and a parameter no filter uses any more must not lock its
+/// client out. Parameters a caller passes are checked by [`bind_params`].
+pub fn still_used(scope: &Scope<'_>, params: &Params) -> Params {
+    let known: Vec<String> =
+        (0..scope.schema.tables.len()).flat_map(|t| filter_params(scope, t).into_iter().map(|(name, _)| name)).collect();
+    params.iter().filter(|(name, _)| known.contains(name)).map(|(name, value)| (name.clone(), value.clone())).collect()
+}
+
 /// The text values to bind for each parameter the given tables' filters use
 /// (a scalar becomes a list of one), checked against the column types. A
 /// parameter no filter of the scope uses is refused: a misspelt one would

@@ -104,7 +104,10 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     if client_id != changeset.origin {
         return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });
     }
-    let params = identity.params;
+    // As in a pull: a registration's parameters no filter uses any more
+    // are left out.
+    let bound_to = identity.params;
+    let params = if options.params.is_some() { bound_to.clone() } else { tandem_core::sql::partition::still_used(&scope, &bound_to) };
     let replica = options.replica.clone().unwrap_or_else(|| client_id.clone());
     // One upload of a replica at a time: a device killed mid-upload sends
     // it again while the first attempt may still be running (a gateway or
@@ -132,6 +135,11 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     let touched: Vec<usize> = plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).collect();
     let filters = bind_params(&scope, &params, touched)?;
     let staged = plan::staged_columns(&scope, &plans);
+    // A table given to another role since provisioning must not run that
+    // role's code with the scope owner's rights.
+    let quoted: Vec<String> = scope.schema.tables.iter().map(|t| t.table_name().quoted()).collect();
+    let scope_owner = privileges::scope_owner(spi, scope_name)?;
+    privileges::require_owned_alike(spi, scope_owner, &quoted)?;
     let uploader = sql::Uploader { replica: &replica, retried_version: retry.version.as_deref() };
     let upload =
         Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, uploader, retried: &retry.applied, filters: &filters };
@@ -196,7 +204,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
         })
     })?;
     record::log_conflicts(spi, scope_name, &client_id, &result.conflicts)?;
-    registry::record_client(spi, scope_name, &client_id, &params)?;
+    registry::record_client(spi, scope_name, &client_id, &bound_to)?;
     registry::record_replica(spi, &replica, &client_id, None)?;
     if let Some(upload_id) = &options.upload_id {
         record::record_upload(spi, &scope, &replica, upload_id, &result, &plans)?;
