@@ -23,6 +23,10 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
         // Read as stored, whole or not: provisioning again is how broken
         // tracking is repaired.
         let existed = meta::scope_exists(conn, scope)?;
+        let before: Option<Schema> = conn
+            .query_row("SELECT schema FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get::<_, String>(0))
+            .optional()?
+            .and_then(|text| serde_json::from_str(&text).ok());
         for (name, id) in meta::tracked_tables(conn, scope)? {
             if !schema.tables.iter().any(|t| t.name == name) {
                 for statement in local::drop_tracking(id) {
@@ -43,10 +47,21 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [&local_name], |r| r.get(0))?;
             conn.execute(&local::create_table(table), [])?;
             if existed {
-                let present: Vec<String> = conn
-                    .prepare(&format!("SELECT name FROM pragma_table_info({})", tandem_core::ident::quote_literal(&local_name)))?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
+                let columns_of = |conn: &Connection| -> Result<Vec<String>> {
+                    Ok(conn
+                        .prepare(&format!("SELECT name FROM pragma_table_info({})", tandem_core::ident::quote_literal(&local_name)))?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?)
+                };
+                let synced_before = before.as_ref().and_then(|b| b.tables.iter().find(|t| t.name == table.name));
+                if let Some(synced_before) = synced_before {
+                    for stale in stale_columns(&columns_of(conn)?, synced_before, table) {
+                        // A user's index or constraint on it keeps it: it
+                        // stays, unsynced, as before.
+                        let _ = conn.execute(&format!("ALTER TABLE {} DROP COLUMN {}", quote_ident(&local_name), quote_ident(&stale)), []);
+                    }
+                }
+                let present = columns_of(conn)?;
                 for (i, column) in table.columns.iter().enumerate() {
                     if !present.contains(&column.name) {
                         conn.execute(&local::add_column(table, i), [])?;
@@ -111,4 +126,21 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
         conn.execute("DELETE FROM tandem_scopes WHERE scope = ?1", [scope])?;
         Ok(())
     })
+}
+
+/// Columns of a table the file synced before that must go before the
+/// server's schema is taken: those the server dropped (or renamed), and
+/// any left from an earlier time that a column the server just added
+/// would meet by name (SQLite compares names without case), so the new
+/// column is added afresh, filled as the server's rows are.
+fn stale_columns(present: &[String], before: &tandem_core::schema::TableSchema, now: &tandem_core::schema::TableSchema) -> Vec<String> {
+    let synced_before = |name: &str| before.columns.iter().any(|c| c.name == name);
+    let synced_now = |name: &str| now.columns.iter().any(|c| c.name == name);
+    let added_now = |name: &str| now.columns.iter().any(|c| c.name.eq_ignore_ascii_case(name) && !synced_before(&c.name));
+    present
+        .iter()
+        .filter(|p| !now.primary_key.iter().any(|k| k == *p))
+        .filter(|p| (synced_before(p) && !synced_now(p)) || (!synced_before(p) && added_now(p)))
+        .cloned()
+        .collect()
 }

@@ -253,3 +253,27 @@ fn a_registration_outlives_the_filtered_tables_of_its_scope() {
     assert_eq!(report.pushed, 1, "{report:?}");
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({}));
 }
+
+#[test]
+fn a_column_dropped_and_added_again_under_its_name_holds_the_servers_values() {
+    let s = Scenario::new("ddl_readd", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.server().batch_execute("ALTER TABLE customers ADD COLUMN a3 text DEFAULT 'old', ADD COLUMN s int").unwrap();
+    s.sync_as(&file, &token);
+    s.server().batch_execute("ALTER TABLE customers DROP COLUMN a3, DROP COLUMN s").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM pragma_table_info('customers') WHERE name IN ('a3', 's')"), 0, "dropped here too");
+    // Back under the same name, another type; and one whose name differs
+    // only in case from a dropped one.
+    s.server().batch_execute(r#"ALTER TABLE customers ADD COLUMN a3 int DEFAULT 42, ADD COLUMN "S" int DEFAULT 7"#).unwrap();
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pulled, 0, "{report:?}");
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM customers WHERE a3 = 42 AND "S" = 7"#), 20);
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    // An edit of another column leaves the server's a3 alone.
+    local(&file, "UPDATE customers SET name = 'edited' WHERE id = 2");
+    assert_eq!(s.sync_as(&file, &token).pushed, 1);
+    let a3: Option<i32> = s.server().query_one("SELECT a3 FROM customers WHERE id = 2", &[]).unwrap().get(0);
+    assert_eq!(a3, Some(42));
+}
