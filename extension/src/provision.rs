@@ -323,7 +323,9 @@ pub fn deprovision(spi: &mut Spi<'_>, scope: &str, asker: Asker) -> Result<()> {
     if asker == Asker::Caller {
         privileges::require_owner(spi, scope, "sync_deprovision")?;
     }
-    let stored = registry::load_scope(spi, scope)?;
+    // Whatever is left of its tracking: removing a scope is how a scope
+    // whose tracking is gone (DROP OWNED BY its owner) is cleared.
+    let stored = registry::find_scope(spi, scope)?.ok_or_else(|| Error::UnknownScope(scope.to_string()))?;
     for (table, id) in stored.schema.tables.iter().zip(&stored.ids) {
         drop_table_tracking(spi, &table.table_name(), *id)?;
     }

@@ -277,3 +277,28 @@ fn a_column_dropped_and_added_again_under_its_name_holds_the_servers_values() {
     let a3: Option<i32> = s.server().query_one("SELECT a3 FROM customers WHERE id = 2", &[]).unwrap().get(0);
     assert_eq!(a3, Some(42));
 }
+
+#[test]
+fn drop_owned_by_a_scopes_owner_leaves_no_scope_behind() {
+    let s = Scenario::new("ddl_drop_owned", "SELECT 1", "crm");
+    let owner = tandem_tests::role::Role::new(
+        &s,
+        "dropped_owner",
+        "GRANT CREATE ON SCHEMA public TO {role}; GRANT EXECUTE ON FUNCTION sync_provision, sync_register_client TO {role};",
+    );
+    s.server()
+        .batch_execute(&format!(
+            r#"SET ROLE {0};
+               CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+               INSERT INTO customers VALUES (1, 1, 'a');
+               SELECT sync_provision('crm', '{{"tables": [{{"name": "customers", "filter": {{"tenant_id": "tenant"}}}}]}}');
+               RESET ROLE;"#,
+            owner.name
+        ))
+        .unwrap();
+    s.server().batch_execute(&format!("DROP OWNED BY {}", owner.name)).unwrap();
+    let error = s.server().query_one("SELECT sync_schema('crm')", &[]).unwrap_err();
+    assert!(error.as_db_error().is_some_and(|e| e.message().contains("crm")), "{error}");
+    let left: i64 = s.server().query_one("SELECT count(*) FROM tandem.scopes", &[]).unwrap().get(0);
+    assert_eq!(left, 0, "the scope went with its tables");
+}
