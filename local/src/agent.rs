@@ -371,6 +371,29 @@ pub fn run_observed(
     options: &SyncOptions,
     observe: &mut dyn FnMut(Step),
 ) -> Result<SyncReport> {
+    // A schema that changed under a round starts it again, with the new
+    // schema (what the first attempt stored stays: each batch is atomic).
+    let mut attempts = 0;
+    loop {
+        match round(conn, remote, scope, options, observe) {
+            Err(error) if error.is_schema_race() && attempts < SCHEMA_RACE_RETRIES => attempts += 1,
+            done => return done,
+        }
+    }
+}
+
+/// Rounds started again because the server's schema changed under them.
+const SCHEMA_RACE_RETRIES: usize = 3;
+
+/// One round: the schema, the upload (the one made under an older schema
+/// first), the pull.
+fn round(
+    conn: &Connection,
+    remote: &mut dyn Remote,
+    scope: &str,
+    options: &SyncOptions,
+    observe: &mut dyn FnMut(Step),
+) -> Result<SyncReport> {
     options.check()?;
     let started = Instant::now();
     let _lock = crate::lock::SyncLock::acquire(conn)?;

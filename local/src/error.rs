@@ -118,6 +118,22 @@ impl LocalError {
             _ => false,
         }
     }
+
+    /// True when the server's schema changed while the round ran (an
+    /// `ALTER TABLE` between the round's reading of the schema and a
+    /// batch): a batch names a column or table the round's schema lacks,
+    /// or the server no longer has one the round sent. The next round
+    /// reads the new schema and goes on.
+    pub fn is_schema_race(&self) -> bool {
+        let server_lacks =
+            |error: &RemoteError| matches!(error, RemoteError::Server { sqlstate, .. } if sqlstate == "42703" || sqlstate == "42P01");
+        match self {
+            LocalError::Core(tandem_core::Error::UnknownColumn { .. } | tandem_core::Error::UnknownTable { .. }) => true,
+            LocalError::Remote(error) => server_lacks(error),
+            LocalError::UploadFailed { error, .. } | LocalError::OldSchemaUploadFailed(error) => server_lacks(error),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = LocalError> = std::result::Result<T, E>;

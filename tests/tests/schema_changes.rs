@@ -302,3 +302,57 @@ fn drop_owned_by_a_scopes_owner_leaves_no_scope_behind() {
     let left: i64 = s.server().query_one("SELECT count(*) FROM tandem.scopes", &[]).unwrap().get(0);
     assert_eq!(left, 0, "the scope went with its tables");
 }
+
+/// A remote whose server runs an `ALTER TABLE` right after the round read
+/// the schema, before its first pull: the race a busy server makes.
+struct AlteredMidRound {
+    inner: tandem_local::PostgresRemote,
+    url: String,
+    alter: Option<&'static str>,
+}
+
+impl tandem_local::Remote for AlteredMidRound {
+    fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<tandem_core::schema::Schema, tandem_local::RemoteError> {
+        self.inner.schema(scope, token)
+    }
+    fn server_id(&self) -> Option<String> {
+        self.inner.server_id()
+    }
+    fn select_changes(
+        &mut self,
+        scope: &str,
+        since: Option<&str>,
+        options: &tandem_core::options::SelectOptions,
+    ) -> Result<String, tandem_local::RemoteError> {
+        if let Some(sql) = self.alter.take() {
+            postgres::Client::connect(&self.url, postgres::NoTls).unwrap().batch_execute(sql).unwrap();
+        }
+        self.inner.select_changes(scope, since, options)
+    }
+    fn apply_changes(
+        &mut self,
+        scope: &str,
+        changeset: &str,
+        options: &tandem_core::options::ApplyOptions,
+    ) -> Result<tandem_core::apply_result::ApplyResult, tandem_local::RemoteError> {
+        self.inner.apply_changes(scope, changeset, options)
+    }
+}
+
+#[test]
+fn a_schema_changed_during_a_round_is_taken_up_by_the_same_sync() {
+    let s = Scenario::new("ddl_race", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server().batch_execute("UPDATE customers SET name = 'changed' WHERE id = 2").unwrap();
+    let mut remote = AlteredMidRound {
+        inner: tandem_local::PostgresRemote::connect(&s.db.url, None).unwrap(),
+        url: s.db.url.clone(),
+        alter: Some("ALTER TABLE customers ADD COLUMN added_mid_round int DEFAULT 5"),
+    };
+    let options = tandem_local::SyncOptions { token: Some(token), ..Default::default() };
+    let report = file.sync_with(&mut remote, "crm", &options).unwrap_or_else(|e| panic!("the round failed: {e}"));
+    assert_eq!(report.schema_version, 2, "{report:?}");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
