@@ -33,6 +33,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                     conn.execute(&statement, [])?;
                 }
                 conn.execute("DELETE FROM tandem_tables WHERE id = ?1", [id])?;
+                conn.execute("INSERT OR IGNORE INTO tandem_left_tables (scope, name) VALUES (?1, ?2)", params![scope, name])?;
             }
         }
         for table in &schema.tables {
@@ -78,13 +79,22 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                     conn.last_insert_rowid()
                 }
             };
+            let came_back = known.is_none()
+                && conn.execute("DELETE FROM tandem_left_tables WHERE scope = ?1 AND name = ?2", params![scope, table.name])? > 0;
+            if existed && came_back {
+                // The rows are the server's as they were when the table
+                // left: the server sends the table anew, and they are
+                // replaced (before tracking, so this is no local change),
+                // not sent up as new rows over what changed since.
+                conn.execute(&format!("DELETE FROM {}", quote_ident(&local_name)), [])?;
+            }
             for statement in local::create_tracking(table, id) {
                 conn.execute(&statement, [])?;
             }
             for statement in local::triggers(table, id) {
                 conn.execute(&statement, [])?;
             }
-            if existed && known.is_none() {
+            if existed && known.is_none() && !came_back {
                 // Rows the file held before it synced this table are local
                 // changes: they go up on the first sync.
                 let keys = tandem_core::sql::column_list(None, &table.primary_key);

@@ -356,3 +356,36 @@ fn a_schema_changed_during_a_round_is_taken_up_by_the_same_sync() {
     assert_eq!(report.schema_version, 2, "{report:?}");
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_table_that_leaves_its_scope_and_comes_back_is_received_anew() {
+    let s = Scenario::new(
+        "ddl_comes_back",
+        r#"
+        CREATE TABLE anchor (id bigint PRIMARY KEY, tenant_id int NOT NULL);
+        CREATE TABLE z (id bigint PRIMARY KEY, tenant_id int NOT NULL, v text);
+        INSERT INTO anchor VALUES (1, 1); INSERT INTO z VALUES (1, 1, 'z1'), (2, 1, 'z2'), (3, 1, 'z3');
+        SELECT sync_provision('crm', '{"tables": [{"name": "anchor", "filter": {"tenant_id": "tenant"}},
+                                                  {"name": "z", "filter": {"tenant_id": "tenant"}}]}');
+        "#,
+        "crm",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    assert_eq!(s.sync_as(&file, &token).pulled, 4);
+    let both = r#"SELECT sync_provision('crm', '{"tables": [{"name": "anchor", "filter": {"tenant_id": "tenant"}},
+                                                  {"name": "z", "filter": {"tenant_id": "tenant"}}]}')"#;
+    s.server()
+        .batch_execute(r#"SELECT sync_provision('crm', '{"tables": [{"name": "anchor", "filter": {"tenant_id": "tenant"}}]}')"#)
+        .unwrap();
+    s.sync_as(&file, &token);
+    // While z is out of the scope, the server deletes and changes rows.
+    s.server().batch_execute("DELETE FROM z WHERE id = 2; UPDATE z SET v = 'z3 changed' WHERE id = 3").unwrap();
+    s.server().batch_execute(both).unwrap();
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.conflicts.len()), (0, 0), "the old rows are not sent up: {report:?}");
+    let rows: Vec<(i64, String)> =
+        s.server().query("SELECT id, v FROM z ORDER BY id", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, [(1, "z1".to_string()), (3, "z3 changed".to_string())], "the deleted row stays deleted");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}

@@ -68,6 +68,14 @@ CREATE TABLE IF NOT EXISTS tandem_conflicts (
     client_id TEXT,
     at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
+-- Tables that left their scope (their tracking dropped, their rows kept):
+-- if one comes back, its rows are the server's as they were then, and are
+-- replaced by the server's, not sent up as new.
+CREATE TABLE IF NOT EXISTS tandem_left_tables (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+);
 CREATE TABLE IF NOT EXISTS tandem_rejected (
     id INTEGER PRIMARY KEY,
     scope TEXT NOT NULL,
