@@ -180,6 +180,12 @@ BEGIN
         SELECT DISTINCT s.relid FROM pg_event_trigger_ddl_commands() c
         JOIN tandem.scope_tables s ON s.relid = c.objid
         WHERE c.classid = 'pg_class'::regclass
+        UNION
+        -- A schema renamed moves its tables from under their scopes' names.
+        SELECT s.relid FROM pg_event_trigger_ddl_commands() c
+        JOIN pg_class r ON r.relnamespace = c.objid
+        JOIN tandem.scope_tables s ON s.relid = r.oid
+        WHERE c.classid = 'pg_namespace'::regclass
     LOOP
         PERFORM tandem.follow_columns(_table::int8);
     END LOOP;
@@ -193,6 +199,7 @@ CREATE FUNCTION tandem.on_tracked_drop() RETURNS event_trigger LANGUAGE plpgsql 
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _tables int8[];
+    _table int8;
 BEGIN
     SELECT array_agg(DISTINCT s.relid::oid::int8) INTO _tables
     FROM pg_event_trigger_dropped_objects() d JOIN tandem.scope_tables s ON s.relid::oid = d.objid
@@ -200,11 +207,21 @@ BEGIN
     IF _tables IS NOT NULL THEN
         PERFORM tandem.forget_tables(_tables);
     END IF;
+    -- Columns a cascade took (DROP DOMAIN ... CASCADE, ALTER TYPE ... DROP
+    -- ATTRIBUTE ... CASCADE) from tables that are still there.
+    FOR _table IN
+        SELECT DISTINCT s.relid::oid::int8 FROM pg_event_trigger_dropped_objects() d
+        JOIN tandem.scope_tables s ON s.relid::oid = d.objid
+        WHERE d.classid = 'pg_class'::regclass AND d.object_type = 'table column'
+          AND EXISTS (SELECT FROM pg_class r WHERE r.oid = s.relid::oid)
+    LOOP
+        PERFORM tandem.follow_columns(_table);
+    END LOOP;
 END $$;
 
-CREATE EVENT TRIGGER tandem_table_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+CREATE EVENT TRIGGER tandem_table_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED', 'DROP DOMAIN', 'DROP TYPE', 'ALTER TYPE')
     EXECUTE FUNCTION tandem.on_tracked_drop();
-CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
     EXECUTE FUNCTION tandem.on_table_alter();
 CREATE EVENT TRIGGER tandem_partitions ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE SCHEMA')
     EXECUTE FUNCTION tandem.on_table_change();

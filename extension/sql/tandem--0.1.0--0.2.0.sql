@@ -91,6 +91,12 @@ BEGIN
         SELECT DISTINCT s.relid FROM pg_event_trigger_ddl_commands() c
         JOIN tandem.scope_tables s ON s.relid = c.objid
         WHERE c.classid = 'pg_class'::regclass
+        UNION
+        -- A schema renamed moves its tables from under their scopes' names.
+        SELECT s.relid FROM pg_event_trigger_ddl_commands() c
+        JOIN pg_class r ON r.relnamespace = c.objid
+        JOIN tandem.scope_tables s ON s.relid = r.oid
+        WHERE c.classid = 'pg_namespace'::regclass
     LOOP
         PERFORM tandem.follow_columns(_table::int8);
     END LOOP;
@@ -105,7 +111,7 @@ AS 'MODULE_PATHNAME', 'follow_columns_wrapper';
 REVOKE ALL ON FUNCTION tandem.follow_columns(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tandem.on_table_alter() FROM PUBLIC;
 
-CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
     EXECUTE FUNCTION tandem.on_table_alter();
 
 -- Tracked tables dropped: they leave their scopes, with the tables whose
@@ -116,6 +122,7 @@ CREATE FUNCTION tandem.on_tracked_drop() RETURNS event_trigger LANGUAGE plpgsql 
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _tables int8[];
+    _table int8;
 BEGIN
     SELECT array_agg(DISTINCT s.relid::oid::int8) INTO _tables
     FROM pg_event_trigger_dropped_objects() d JOIN tandem.scope_tables s ON s.relid::oid = d.objid
@@ -123,6 +130,16 @@ BEGIN
     IF _tables IS NOT NULL THEN
         PERFORM tandem.forget_tables(_tables);
     END IF;
+    -- Columns a cascade took (DROP DOMAIN ... CASCADE, ALTER TYPE ... DROP
+    -- ATTRIBUTE ... CASCADE) from tables that are still there.
+    FOR _table IN
+        SELECT DISTINCT s.relid::oid::int8 FROM pg_event_trigger_dropped_objects() d
+        JOIN tandem.scope_tables s ON s.relid::oid = d.objid
+        WHERE d.classid = 'pg_class'::regclass AND d.object_type = 'table column'
+          AND EXISTS (SELECT FROM pg_class r WHERE r.oid = s.relid::oid)
+    LOOP
+        PERFORM tandem.follow_columns(_table);
+    END LOOP;
 END $$;
 
 CREATE FUNCTION tandem."forget_tables"(
@@ -134,5 +151,5 @@ AS 'MODULE_PATHNAME', 'forget_tables_wrapper';
 REVOKE ALL ON FUNCTION tandem.forget_tables(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tandem.on_tracked_drop() FROM PUBLIC;
 
-CREATE EVENT TRIGGER tandem_table_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+CREATE EVENT TRIGGER tandem_table_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED', 'DROP DOMAIN', 'DROP TYPE', 'ALTER TYPE')
     EXECUTE FUNCTION tandem.on_tracked_drop();

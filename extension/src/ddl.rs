@@ -55,7 +55,10 @@ mod tandem {
                                 .ok_or_else(|| Error::UnknownScope(scope.clone()))?;
                         let setup: Value = serde_json::from_str(&setup).map_err(|e| Error::Internal(format!("setup of {scope}: {e}")))?;
                         provision(spi, &scope, &setup, Asker::Ddl).map_err(|error| {
-                            let text = error.to_string();
+                            let text = match &error {
+                                Error::MissingTable(_) => format!("{error}: a table of a scope keeps its name and schema"),
+                                _ => error.to_string(),
+                            };
                             let how = if text.contains("sync_provision") { String::new() } else { format!("; {REMAKE}") };
                             Error::InvalidSetup(format!(
                                 "{} is in scope \"{scope}\", whose devices cannot follow this change: {text}{how}",

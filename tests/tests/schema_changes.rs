@@ -389,3 +389,31 @@ fn a_table_that_leaves_its_scope_and_comes_back_is_received_anew() {
     assert_eq!(rows, [(1, "z1".to_string()), (3, "z3 changed".to_string())], "the deleted row stays deleted");
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+#[test]
+fn column_changes_made_by_other_ddl_are_followed_or_refused() {
+    let s = Scenario::new(
+        "ddl_other",
+        r#"
+        CREATE SCHEMA "Sales";
+        CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+        CREATE TABLE "Sales".orders (id bigint PRIMARY KEY, tenant_id int NOT NULL, cnt posint, note text);
+        INSERT INTO "Sales".orders VALUES (1, 1, 3, 'a'), (2, 1, 4, 'b');
+        SELECT sync_provision('crm', '{"tables": [{"name": "\"Sales\".orders", "filter": {"tenant_id": "tenant"}}]}');
+        "#,
+        "crm",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    assert_eq!(s.sync_as(&file, &token).pulled, 2);
+    // A schema renamed moves the table from under its scope's name.
+    let error = ddl_error(&s, r#"ALTER SCHEMA "Sales" RENAME TO "Sales2""#);
+    assert!(error.contains("crm") && error.contains("keeps its name"), "{error}");
+    // A column a cascade takes is followed like a DROP COLUMN.
+    s.server().batch_execute("DROP DOMAIN posint CASCADE").unwrap();
+    assert_eq!(version(&s), 2);
+    local(&file, r#"UPDATE "Sales.orders" SET note = 'edited' WHERE id = 1"#);
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pushed, 1, "{report:?}");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
