@@ -115,7 +115,7 @@ pub enum Error {
     #[error("role \"{role}\" may not track {table}: a scope's tables must be owned by the role that provisions it (or a role it is a member of)")]
     NotTableOwner { role: String, table: String },
 
-    #[error("scope \"{scope}\" runs its owner's code (triggers, checks, casts), which never runs in a superuser's session: run this as its owner (SET ROLE \"{owner}\") or as a device role")]
+    #[error("scope \"{scope}\" runs its owner's code (triggers, checks, casts), which never runs in a session a superuser opened, even after SET ROLE: connect as its owner (\"{owner}\") or as a device role")]
     SuperuserSession { scope: String, owner: String },
 
     #[error("no client \"{client}\" in scope \"{scope}\": sync_clients lists the scope's clients")]

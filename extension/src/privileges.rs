@@ -186,8 +186,8 @@ pub fn require_owned_alike(spi: &mut Spi<'_>, scope_owner: i64, tables: &[String
         None => Ok(()),
         Some((table, owner, scope_owner)) => Err(Error::InvalidSetup(format!(
             "{table} belongs to role {owner}, whose triggers, defaults and checks a sync would run with the rights of role \
-             {scope_owner}, the scope's owner, which {owner} does not have: provision the scope as {owner} (SET ROLE {owner}), \
-             or give the table to {scope_owner} (ALTER TABLE ... OWNER TO)"
+             {scope_owner}, the scope's owner, which {owner} does not have: provision the scope as {owner}, in a session of its \
+             own, or give the table to {scope_owner} (ALTER TABLE ... OWNER TO)"
         ))),
     }
 }
@@ -216,14 +216,17 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     let Some((owner, path)) = found.into_iter().next() else {
         return Err(Error::Internal(format!("the owner of scope \"{scope}\" is no role: provision it again as its owner")));
     };
-    // A non-superuser's code never runs in a superuser's session: what it
-    // could leave behind there (a deferred trigger, a temporary object that
-    // shadows a catalog) would later run as the superuser.
+    // A non-superuser's code never runs in a superuser's session, whatever
+    // role the session SET: what it could leave behind there (a deferred
+    // trigger, a temporary object that shadows a catalog) would later run
+    // as the superuser once the session resets its role.
+    // SAFETY: reads a backend global that is always set inside a transaction.
+    let session = i64::from(unsafe { pg_sys::GetSessionUserId() }.to_u32());
     let refused = spi::one::<bool>(
         spi,
-        "SELECT o.rolsuper AND NOT s.rolsuper FROM pg_catalog.pg_roles o, pg_catalog.pg_roles s \
-         WHERE o.oid = $1::int8::oid AND s.oid = $2::int8::oid",
-        &[caller_oid().into(), owner.into()],
+        "SELECT (o.rolsuper OR l.rolsuper) AND NOT s.rolsuper FROM pg_catalog.pg_roles o, pg_catalog.pg_roles l, pg_catalog.pg_roles s \
+         WHERE o.oid = $1::int8::oid AND s.oid = $2::int8::oid AND l.oid = $3::int8::oid",
+        &[caller_oid().into(), owner.into(), session.into()],
     )?;
     if refused == Some(true) {
         return Err(Error::SuperuserSession { scope: scope.to_string(), owner: owner_name(spi, owner)? });

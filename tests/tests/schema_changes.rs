@@ -286,15 +286,13 @@ fn drop_owned_by_a_scopes_owner_leaves_no_scope_behind() {
         "dropped_owner",
         "GRANT CREATE ON SCHEMA public TO {role}; GRANT EXECUTE ON FUNCTION sync_provision, sync_register_client TO {role};",
     );
-    s.server()
-        .batch_execute(&format!(
-            r#"SET ROLE {0};
-               CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+    postgres::Client::connect(&owner.url(&s), postgres::NoTls)
+        .unwrap()
+        .batch_execute(
+            r#"CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
                INSERT INTO customers VALUES (1, 1, 'a');
-               SELECT sync_provision('crm', '{{"tables": [{{"name": "customers", "filter": {{"tenant_id": "tenant"}}}}]}}');
-               RESET ROLE;"#,
-            owner.name
-        ))
+               SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');"#,
+        )
         .unwrap();
     s.server().batch_execute(&format!("DROP OWNED BY {}", owner.name)).unwrap();
     let error = s.server().query_one("SELECT sync_schema('crm')", &[]).unwrap_err();

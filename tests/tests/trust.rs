@@ -346,10 +346,10 @@ fn an_operator_manages_only_the_scopes_over_tables_it_owns() {
 fn the_owners_triggers_and_checks_run_with_the_owners_rights_not_the_extensions() {
     let s = Scenario::new("owner_rights", "SELECT 1", "shop");
     let operator = Role::new(&s, "owner", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
-    s.server()
+    operator
+        .connect(&s)
         .batch_execute(&format!(
-            r#"SET ROLE {0};
-               CREATE TABLE seen (what text, who text);
+            r#"CREATE TABLE seen (what text, who text);
                CREATE FUNCTION checked(int) RETURNS boolean LANGUAGE plpgsql AS $$
                BEGIN INSERT INTO seen VALUES ('check', current_user); RETURN true; END $$;
                CREATE DOMAIN tenant_id AS int CHECK (checked(VALUE));
@@ -358,9 +358,7 @@ fn the_owners_triggers_and_checks_run_with_the_owners_rights_not_the_extensions(
                BEGIN INSERT INTO seen VALUES ('trigger', current_user); RETURN NEW; END $$;
                CREATE TRIGGER noted AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION noted();
                INSERT INTO orders VALUES (1, 1, 'first');
-               SELECT sync_provision('shop', '{{"tables": [{{"name": "orders", "filter": {{"tenant": "tenant"}}}}]}}');
-               RESET ROLE;"#,
-            operator.name
+               SELECT sync_provision('shop', '{{"tables": [{{"name": "orders", "filter": {{"tenant": "tenant"}}}}]}}');"#,
         ))
         .unwrap();
     let token = query_json(&mut operator.connect(&s), r#"SELECT sync_register_client('shop', '{"tenant": 1}')"#, &[])["token"]
@@ -448,10 +446,10 @@ fn a_file_pointed_at_another_database_refuses_unless_rebound() {
 fn the_owners_types_and_settings_never_run_or_stay_with_the_extensions_rights() {
     let s = Scenario::new("owner_types", "SELECT 1", "rng");
     let operator = Role::new(&s, "typist", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
-    s.server()
+    operator
+        .connect(&s)
         .batch_execute(&format!(
-            r#"SET ROLE {0};
-               CREATE TABLE seen (what text, who text, path text);
+            r#"CREATE TABLE seen (what text, who text, path text);
                CREATE FUNCTION saw(what text) RETURNS void LANGUAGE plpgsql AS $$
                BEGIN INSERT INTO public.seen VALUES (what, current_user, current_setting('search_path')); END $$;
                -- a cast to json the tracking trigger meets on the filter column
@@ -478,9 +476,7 @@ fn the_owners_types_and_settings_never_run_or_stay_with_the_extensions_rights() 
                CREATE TRIGGER noisy AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION noisy();
                SELECT sync_provision('rng', '{{"tables": [{{"name": "spans", "direction": "download_only"}}]}}');
                SELECT sync_provision('tiers', '{{"tables": [{{"name": "notes", "filter": {{"tier": "tier"}}}}]}}');
-               DELETE FROM notes WHERE id = 2;
-               RESET ROLE;"#,
-            operator.name
+               DELETE FROM notes WHERE id = 2;"#,
         ))
         .unwrap();
     let token = query_json(&mut operator.connect(&s), r#"SELECT sync_register_client('tiers', '{"tier": "t1"}')"#, &[])["token"]
@@ -528,15 +524,13 @@ fn another_roles_code_finds_no_way_in_through_a_scope_it_does_not_own() {
     let s = Scenario::new("third_attack", "SELECT 1", "parts");
     let owner = Role::new(&s, "partowner", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
     let other = Role::new(&s, "intruder", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
-    s.server()
+    owner
+        .connect(&s)
         .batch_execute(&format!(
-            r#"SET ROLE {0};
-               CREATE TABLE events (id int, tenant int NOT NULL, body text, PRIMARY KEY (id, tenant)) PARTITION BY LIST (tenant);
+            r#"CREATE TABLE events (id int, tenant int NOT NULL, body text, PRIMARY KEY (id, tenant)) PARTITION BY LIST (tenant);
                CREATE TABLE events_1 PARTITION OF events FOR VALUES IN (1);
                INSERT INTO events VALUES (1, 1, 'a'), (2, 1, 'b');
-               SELECT sync_provision('parts', '{{"tables": [{{"name": "events", "filter": {{"tenant": "tenant"}}}}]}}');
-               RESET ROLE;"#,
-            owner.name
+               SELECT sync_provision('parts', '{{"tables": [{{"name": "events", "filter": {{"tenant": "tenant"}}}}]}}');"#,
         ))
         .unwrap();
     let id: i64 = s.server().query_one("SELECT id FROM tandem.scope_tables WHERE scope = 'parts'", &[]).unwrap().get(0);
@@ -582,10 +576,14 @@ fn another_roles_code_finds_no_way_in_through_a_scope_it_does_not_own() {
     // A superuser's session does not run the owner's code (it could leave a
     // deferred trigger or a temporary object behind that runs as the superuser).
     let error = error_of(&mut s.server(), "SELECT sync_status('parts')", &[]);
-    assert!(error.starts_with("42501") && error.contains("SET ROLE"), "{error}");
+    assert!(error.starts_with("42501") && error.contains("connect as its owner"), "{error}");
+    // Nor after SET ROLE: the session stays a superuser's, and what the
+    // owner's code left in it would run as the superuser once reset.
     let mut as_owner = s.server();
     as_owner.batch_execute(&format!("SET ROLE {}", owner.name)).unwrap();
-    query_json(&mut as_owner, "SELECT sync_status('parts')", &[]);
+    let error = error_of(&mut as_owner, "SELECT sync_status('parts')", &[]);
+    assert!(error.starts_with("42501"), "{error}");
+    query_json(&mut owner.connect(&s), "SELECT sync_status('parts')", &[]);
 
     // Another role's SECURITY DEFINER code, run by the owner's trigger
     // inside a sync, does not act for the owner.
@@ -697,7 +695,7 @@ fn a_table_owners_code_never_gains_the_rights_of_the_scopes_owner() {
         .unwrap();
     let setup = r#"SELECT sync_provision('shop', '{"tables": [{"name": "orders", "filter": {"tenant": "tenant"}}]}')"#;
     let error = error_of(&mut s.server(), setup, &[]);
-    assert!(error.contains("orders") && error.contains(&owner.name) && error.contains("SET ROLE"), "{error}");
+    assert!(error.contains("orders") && error.contains(&owner.name) && error.contains("a session of its own"), "{error}");
 
     // Provisioned by the table's owner, the scope is fine; given to a
     // role without its owner's rights, the table is refused.
