@@ -348,7 +348,7 @@ fn the_owners_triggers_and_checks_run_with_the_owners_rights_not_the_extensions(
     let operator = Role::new(&s, "owner", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
     operator
         .connect(&s)
-        .batch_execute(&format!(
+        .batch_execute(
             r#"CREATE TABLE seen (what text, who text);
                CREATE FUNCTION checked(int) RETURNS boolean LANGUAGE plpgsql AS $$
                BEGIN INSERT INTO seen VALUES ('check', current_user); RETURN true; END $$;
@@ -358,8 +358,8 @@ fn the_owners_triggers_and_checks_run_with_the_owners_rights_not_the_extensions(
                BEGIN INSERT INTO seen VALUES ('trigger', current_user); RETURN NEW; END $$;
                CREATE TRIGGER noted AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION noted();
                INSERT INTO orders VALUES (1, 1, 'first');
-               SELECT sync_provision('shop', '{{"tables": [{{"name": "orders", "filter": {{"tenant": "tenant"}}}}]}}');"#,
-        ))
+               SELECT sync_provision('shop', '{"tables": [{"name": "orders", "filter": {"tenant": "tenant"}}]}');"#,
+        )
         .unwrap();
     let token = query_json(&mut operator.connect(&s), r#"SELECT sync_register_client('shop', '{"tenant": 1}')"#, &[])["token"]
         .as_str()
@@ -448,7 +448,7 @@ fn the_owners_types_and_settings_never_run_or_stay_with_the_extensions_rights() 
     let operator = Role::new(&s, "typist", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
     operator
         .connect(&s)
-        .batch_execute(&format!(
+        .batch_execute(
             r#"CREATE TABLE seen (what text, who text, path text);
                CREATE FUNCTION saw(what text) RETURNS void LANGUAGE plpgsql AS $$
                BEGIN INSERT INTO public.seen VALUES (what, current_user, current_setting('search_path')); END $$;
@@ -474,10 +474,10 @@ fn the_owners_types_and_settings_never_run_or_stay_with_the_extensions_rights() 
                  RETURN NEW;
                END $$;
                CREATE TRIGGER noisy AFTER INSERT ON notes FOR EACH ROW EXECUTE FUNCTION noisy();
-               SELECT sync_provision('rng', '{{"tables": [{{"name": "spans", "direction": "download_only"}}]}}');
-               SELECT sync_provision('tiers', '{{"tables": [{{"name": "notes", "filter": {{"tier": "tier"}}}}]}}');
+               SELECT sync_provision('rng', '{"tables": [{"name": "spans", "direction": "download_only"}]}');
+               SELECT sync_provision('tiers', '{"tables": [{"name": "notes", "filter": {"tier": "tier"}}]}');
                DELETE FROM notes WHERE id = 2;"#,
-        ))
+        )
         .unwrap();
     let token = query_json(&mut operator.connect(&s), r#"SELECT sync_register_client('tiers', '{"tier": "t1"}')"#, &[])["token"]
         .as_str()
@@ -526,12 +526,12 @@ fn another_roles_code_finds_no_way_in_through_a_scope_it_does_not_own() {
     let other = Role::new(&s, "intruder", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
     owner
         .connect(&s)
-        .batch_execute(&format!(
+        .batch_execute(
             r#"CREATE TABLE events (id int, tenant int NOT NULL, body text, PRIMARY KEY (id, tenant)) PARTITION BY LIST (tenant);
                CREATE TABLE events_1 PARTITION OF events FOR VALUES IN (1);
                INSERT INTO events VALUES (1, 1, 'a'), (2, 1, 'b');
-               SELECT sync_provision('parts', '{{"tables": [{{"name": "events", "filter": {{"tenant": "tenant"}}}}]}}');"#,
-        ))
+               SELECT sync_provision('parts', '{"tables": [{"name": "events", "filter": {"tenant": "tenant"}}]}');"#,
+        )
         .unwrap();
     let id: i64 = s.server().query_one("SELECT id FROM tandem.scope_tables WHERE scope = 'parts'", &[]).unwrap().get(0);
 
