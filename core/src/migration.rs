@@ -72,15 +72,24 @@ pub fn check_followable(old: &Schema, new: &Schema) -> Result<()> {
 /// gets its fill; any other gained or retyped column means the table's
 /// rows must be sent again, which this returns. A column that vanished
 /// in the same change may have been renamed into a gained one, whose rows
-/// then hold its values: the rows are sent again.
-pub fn carry_over(old: &TableSchema, new: &mut TableSchema, catalog: &[CatalogColumn], just_altered: bool) -> bool {
+/// then hold its values: the rows are sent again. Kept columns keep the
+/// version that added them; gained ones are marked with `version`, the
+/// schema's next.
+pub fn carry_over(old: &TableSchema, new: &mut TableSchema, catalog: &[CatalogColumn], just_altered: bool, version: i64) -> bool {
     let vanished = old.columns.iter().any(|o| !new.columns.iter().any(|c| c.name == o.name));
     let mut needs_rows = false;
     for column in &mut new.columns {
         match old.columns.iter().find(|o| o.name == column.name) {
-            Some(was) if was.pg_type != column.pg_type => needs_rows = true,
-            Some(was) => column.fill = was.fill.clone(),
+            Some(was) if was.pg_type != column.pg_type => {
+                column.since = was.since;
+                needs_rows = true
+            }
+            Some(was) => {
+                column.fill = was.fill.clone();
+                column.since = was.since;
+            }
             None => {
+                column.since = Some(version);
                 let fill = catalog.iter().find(|c| c.name == column.name).and_then(|c| fill_of(column, c));
                 match fill {
                     Some(fill) if just_altered && !vanished => column.fill = Some(fill),
@@ -175,6 +184,7 @@ mod tests {
             default: default.and_then(|d| sqlite_default(ty, d)),
             server_default: false,
             fill: None,
+            since: None,
         }
     }
 
@@ -221,28 +231,28 @@ mod tests {
         for (added, default, fill) in cases {
             let catalog = [catalog("n", &added.pg_type, default)];
             let mut new = table(vec![id.clone(), added.clone()]);
-            let needs_rows = carry_over(&old, &mut new, &catalog, true);
+            let needs_rows = carry_over(&old, &mut new, &catalog, true, 2);
             assert_eq!((needs_rows, new.columns[1].fill.as_deref()), (fill.is_none(), fill), "{added:?} with default {default:?}");
             // Added by a changed setup, the column may hold anything.
             let mut new = table(vec![id.clone(), added.clone()]);
-            assert!(carry_over(&old, &mut new, &catalog, false), "{added:?}");
+            assert!(carry_over(&old, &mut new, &catalog, false, 2), "{added:?}");
         }
         // A retyped column's rows come again in the new type.
         let mut retyped = table(vec![column("id", LogicalType::Int8, "integer", false, None)]);
-        assert!(carry_over(&old, &mut retyped, &[], true));
-        assert!(!carry_over(&old, &mut old.clone(), &[], true), "nothing changed");
+        assert!(carry_over(&old, &mut retyped, &[], true, 2));
+        assert!(!carry_over(&old, &mut old.clone(), &[], true, 2), "nothing changed");
         let mut identity = catalog("n", "bigint", None);
         identity.identity = Some('d');
         let mut new = table(vec![id.clone(), column("n", LogicalType::Int8, "bigint", true, None)]);
-        assert!(carry_over(&old, &mut new, &[identity], true), "identity values are computed per row");
+        assert!(carry_over(&old, &mut new, &[identity], true, 2), "identity values are computed per row");
         // A rename is a column gone and one come: its rows hold values.
         let mut renamed = table(vec![column("key", LogicalType::Int8, "bigint", true, None)]);
-        assert!(carry_over(&old, &mut renamed, &[catalog("key", "bigint", None)], true));
+        assert!(carry_over(&old, &mut renamed, &[catalog("key", "bigint", None)], true, 2));
         // A fill stays with its column through later changes.
         let mut later = table(vec![id.clone(), column("n", LogicalType::Int4, "integer", true, Some("9"))]);
         let mut filled = later.clone();
         filled.columns[1].fill = Some("7".into());
-        assert!(!carry_over(&filled, &mut later, &[catalog("n", "integer", Some("9"))], true));
+        assert!(!carry_over(&filled, &mut later, &[catalog("n", "integer", Some("9"))], true, 3));
         assert_eq!(later.columns[1].fill.as_deref(), Some("7"));
     }
 

@@ -68,9 +68,20 @@ pub struct Column {
     /// whatever the column's default became since (see `migration`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fill: Option<String>,
+    /// The schema version that added the column, when it came after the
+    /// scope's first: a column dropped and added again under its name is
+    /// another column, which a device must not take for the one it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
 }
 
 impl Column {
+    /// Whether `other` is this same column (not one added again under its
+    /// name since).
+    pub fn same_as(&self, other: &Column) -> bool {
+        self.name == other.name && self.since == other.since
+    }
+
     /// Whether a device may hold (and send) NULL in this column.
     pub fn takes_null(&self) -> bool {
         self.nullable || self.server_default
@@ -228,6 +239,7 @@ pub fn build_schema(
                     nullable: c.nullable,
                     server_default: !c.nullable && default.is_none() && (c.default.is_some() || c.identity.is_some()),
                     fill: None,
+                    since: None,
                     default,
                 }
             })

@@ -388,6 +388,7 @@ mod tests {
             default: None,
             server_default: false,
             fill: None,
+            since: None,
         };
         let table = TableSchema {
             name: "public.t".into(),

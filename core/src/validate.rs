@@ -275,6 +275,7 @@ mod tests {
             default: None,
             server_default: false,
             fill: None,
+            since: None,
         };
         Schema {
             scope: "crm".into(),

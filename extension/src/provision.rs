@@ -118,7 +118,7 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
             let Some(before) = old.schema.tables.iter().find(|t| t.name == table.name) else { continue };
             let shown = table.table_name().to_string();
             let catalog = catalogs.iter().find(|(name, _)| *name == shown).map(|(_, columns)| columns.as_slice()).unwrap_or_default();
-            if tandem_core::migration::carry_over(before, table, catalog, asker == Asker::Ddl) {
+            if tandem_core::migration::carry_over(before, table, catalog, asker == Asker::Ddl, old_version + 1) {
                 resend.push(table.name.clone());
             }
         }

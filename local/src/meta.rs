@@ -117,7 +117,7 @@ impl ScopeState {
         let mut states = Vec::new();
         for (mut table, state) in self.schema.tables.into_iter().zip(self.tables) {
             let Some(server) = schema.tables.iter().find(|t| t.name == table.name) else { continue };
-            table.columns.retain(|c| server.columns.iter().any(|s| s.name == c.name));
+            table.columns.retain(|c| server.columns.iter().any(|s| s.same_as(c)));
             tables.push(table);
             states.push(state);
         }

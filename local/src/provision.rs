@@ -139,13 +139,16 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
 }
 
 /// Columns of a table the file synced before that must go before the
-/// server's schema is taken: those the server dropped (or renamed), and
+/// server's schema is taken: those the server dropped (or renamed, or
+/// dropped and added again under the name), and
 /// any left from an earlier time that a column the server just added
 /// would meet by name (SQLite compares names without case), so the new
 /// column is added afresh, filled as the server's rows are.
 fn stale_columns(present: &[String], before: &tandem_core::schema::TableSchema, now: &tandem_core::schema::TableSchema) -> Vec<String> {
     let synced_before = |name: &str| before.columns.iter().any(|c| c.name == name);
-    let synced_now = |name: &str| now.columns.iter().any(|c| c.name == name);
+    // Synced now as the same column: one dropped and added again under its
+    // name since is another (its `since` tells).
+    let synced_now = |name: &str| before.columns.iter().any(|b| b.name == name && now.columns.iter().any(|c| c.same_as(b)));
     let added_now = |name: &str| now.columns.iter().any(|c| c.name.eq_ignore_ascii_case(name) && !synced_before(&c.name));
     present
         .iter()

@@ -415,3 +415,19 @@ fn column_changes_made_by_other_ddl_are_followed_or_refused() {
     assert_eq!(report.pushed, 1, "{report:?}");
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_column_dropped_and_added_again_while_a_device_was_offline_is_another_column() {
+    let s = Scenario::new("ddl_readd_offline", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    // Offline: an edit of the column that is about to go.
+    local(&file, "UPDATE customers SET name = 'edited offline' WHERE id = 2");
+    s.server().batch_execute("ALTER TABLE customers DROP COLUMN name; ALTER TABLE customers ADD COLUMN name text DEFAULT 'Z'").unwrap();
+    s.sync_as(&file, &token);
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 2", &[]).unwrap().get(0);
+    assert_eq!(name, "Z", "the edit of the dropped column did not land in the new one");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE name = 'Z'"), 20, "the file holds the new column's values");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}

@@ -490,6 +490,7 @@ mod tests {
             default: None,
             server_default: false,
             fill: None,
+            since: None,
         };
         TableSchema {
             name: "sales.\"Order Items\"".into(),

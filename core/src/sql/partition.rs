@@ -207,6 +207,7 @@ pub(crate) mod tests {
             default: None,
             server_default: false,
             fill: None,
+            since: None,
         };
         let table = |name: &str, cols: Vec<Column>, pk: &[&str], filter: Option<Filter>| TableSchema {
             name: name.into(),
