@@ -18,22 +18,20 @@
 
 use pgrx::prelude::*;
 
-/// The function the event trigger calls, in Tandem's own schema (revoked
+/// The functions the event triggers call, in Tandem's own schema (revoked
 /// from PUBLIC like every function of the extension).
 #[pg_schema]
 mod tandem {
     use pgrx::prelude::*;
     use serde_json::Value;
-    use tandem_core::migration::REMAKE;
+    use tandem_core::ident::TableName;
+    use tandem_core::migration::{without_tables, REMAKE};
     use tandem_core::Error;
 
     use crate::partitions::{carries_triggers, tracked_as};
-    use crate::provision::deprovision;
-    use crate::provision::{provision, Asker};
+    use crate::provision::{deprovision, provision, Asker};
     use crate::report::run;
     use crate::spi;
-    use tandem_core::ident::TableName;
-    use tandem_core::migration::without_tables;
 
     /// Has every scope tracking table `relid` follow what an `ALTER
     /// TABLE` just did to it.
@@ -93,11 +91,12 @@ mod tandem {
                         let dropped = tables.iter().map(|t| TableName::parse(t)).collect::<tandem_core::Result<Vec<_>>>()?;
                         let pruned = without_tables(&setup, &dropped)?;
                         if pruned.left == 0 {
-                            pgrx::warning!(
-                                "scope \"{scope}\" has no table left, and is removed as sync_deprovision removes it (its devices' \
-                                 registrations stay; their syncs fail until it is provisioned again)"
-                            );
-                            unrefused(&scope, || deprovision(spi, &scope, Asker::Ddl));
+                            if unrefused(&scope, || deprovision(spi, &scope, Asker::Ddl)) {
+                                pgrx::warning!(
+                                    "scope \"{scope}\" has no table left, and is removed as sync_deprovision removes it (its \
+                                     devices' registrations stay; their syncs fail until it is provisioned again)"
+                                );
+                            }
                             continue;
                         }
                         let orphaned: Vec<&str> = pruned
@@ -106,13 +105,13 @@ mod tandem {
                             .filter(|name| TableName::parse(name).is_ok_and(|name| !dropped.contains(&name)))
                             .map(String::as_str)
                             .collect();
-                        if !orphaned.is_empty() {
+                        let followed = unrefused(&scope, || provision(spi, &scope, &pruned.setup, Asker::Ddl).map(drop));
+                        if followed && !orphaned.is_empty() {
                             pgrx::warning!(
                                 "scope \"{scope}\" no longer syncs {}: their filters went through a dropped table",
                                 orphaned.join(", ")
                             );
                         }
-                        unrefused(&scope, || provision(spi, &scope, &pruned.setup, Asker::Ddl).map(drop));
                     }
                     Ok(())
                 })
@@ -123,19 +122,20 @@ mod tandem {
     /// Runs `change` of a scope in a subtransaction, and on failure rolls
     /// it back with a warning: a DROP is never refused (`pg_restore
     /// --clean` drops the tracking tables, then the tables, then the
-    /// extension; a scope it leaves half-changed would be worse).
-    fn unrefused(scope: &str, change: impl FnOnce() -> tandem_core::Result<()>) {
+    /// extension; a scope it leaves half-changed would be worse). Whether
+    /// the change was made.
+    fn unrefused(scope: &str, change: impl FnOnce() -> tandem_core::Result<()>) -> bool {
         let outcome = spi::in_subtransaction(|| {
             if let Err(error) = change() {
                 pgrx::error!("{error}");
             }
         });
-        if let Err(error) = outcome {
-            pgrx::warning!(
-                "scope \"{scope}\" could not follow the drop, and is left as it was: {} (provision it again with \
-                 sync_provision, or remove it with sync_deprovision)",
-                error.describe()
-            );
-        }
+        let Err(error) = outcome else { return true };
+        pgrx::warning!(
+            "scope \"{scope}\" could not follow the drop, and is left as it was: {} (provision it again with \
+             sync_provision, or remove it with sync_deprovision)",
+            error.describe()
+        );
+        false
     }
 }
