@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Router;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use axum_server::Handle;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tandem_core::dsn::redacted;
@@ -97,21 +97,18 @@ impl Gateway {
         let app = self.router.into_make_service();
         let handle = self.stopper.handle;
         let header_timeout = self.header_read_timeout;
-        let served = match self.tls {
-            Some(tls) => match axum_server::tls_rustls::from_tcp_rustls(self.listener, tls) {
-                Ok(mut server) => {
-                    connection_limits(server.http_builder(), header_timeout);
-                    server.handle(handle).first_request_timeout(header_timeout).serve(app).await
+        // The same settings whether TLS is in front (from_tcp_rustls is
+        // from_tcp with the rustls acceptor).
+        let served = match axum_server::from_tcp(self.listener) {
+            Ok(mut server) => {
+                connection_limits(server.http_builder(), header_timeout);
+                let server = server.handle(handle).first_request_timeout(header_timeout);
+                match self.tls {
+                    Some(tls) => server.acceptor(RustlsAcceptor::new(tls)).serve(app).await,
+                    None => server.serve(app).await,
                 }
-                Err(e) => Err(e),
-            },
-            None => match axum_server::from_tcp(self.listener) {
-                Ok(mut server) => {
-                    connection_limits(server.http_builder(), header_timeout);
-                    server.handle(handle).first_request_timeout(header_timeout).serve(app).await
-                }
-                Err(e) => Err(e),
-            },
+            }
+            Err(e) => Err(e),
         };
         upkeep.abort();
         listening.abort();
