@@ -84,10 +84,7 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
         }
     }
     let echoes = options.echoes.clone().unwrap_or_default();
-    // A registration's parameters that no filter uses any more are left
-    // out; parameters passed in the options are checked as they are.
-    let bound_to = identity.params;
-    let params = if options.params.is_some() { bound_to.clone() } else { tandem_core::sql::partition::still_used(&scope, &bound_to) };
+    let params = identity.filter_params(&scope, options.params.is_some());
     let downloading: Vec<usize> = (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
     let bound = bind_params(&scope, &params, downloading.iter().copied())?;
     let (origin, _) = registry::server_id(spi)?;
@@ -185,7 +182,7 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
         })
     })?;
     if let Some(id) = client_id {
-        registry::record_client(spi, scope_name, id, &bound_to)?;
+        registry::record_client(spi, scope_name, id, &identity.params)?;
         let (needs, issued) = &needs;
         registry::record_replica(spi, replica.unwrap_or(id), id, Some(registry::Pulled { needs, issued }))?;
     }

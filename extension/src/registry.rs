@@ -115,6 +115,20 @@ pub struct Identity {
     pub params: Params,
 }
 
+impl Identity {
+    /// The parameters to filter by: those a caller passed (`passed`), as
+    /// they are, for `bind_params` to check; a registration's, less those
+    /// no filter of the scope uses any more (a registration outlives a
+    /// filtered table leaving its scope).
+    pub fn filter_params(&self, scope: &Scope<'_>, passed: bool) -> Params {
+        if passed {
+            self.params.clone()
+        } else {
+            tandem_core::sql::partition::still_used(scope, &self.params)
+        }
+    }
+}
+
 /// Resolves the caller. A token names a registered client, which runs with
 /// the parameters it was registered with. Without one, a scope takes only
 /// its owner (`owner`), who may name any client or pass parameters: a known

@@ -49,13 +49,17 @@ pub fn filter_params<'a>(scope: &Scope<'a>, table: usize) -> Vec<(String, &'a Co
     map.iter().filter_map(|(col, param)| root_table.columns.iter().find(|c| &c.name == col).map(|c| (param.clone(), c))).collect()
 }
 
+/// The parameters the scope's filters use.
+fn used_params(scope: &Scope<'_>) -> Vec<String> {
+    (0..scope.schema.tables.len()).flat_map(|t| filter_params(scope, t).into_iter().map(|(name, _)| name)).collect()
+}
+
 /// A registration's parameters that the scope's filters still use: a
 /// registration outlives changes of its scope (a filtered table dropped or
 /// left out), and a parameter no filter uses any more must not lock its
 /// client out. Parameters a caller passes are checked by [`bind_params`].
 pub fn still_used(scope: &Scope<'_>, params: &Params) -> Params {
-    let known: Vec<String> =
-        (0..scope.schema.tables.len()).flat_map(|t| filter_params(scope, t).into_iter().map(|(name, _)| name)).collect();
+    let known = used_params(scope);
     params.iter().filter(|(name, _)| known.contains(name)).map(|(name, value)| (name.clone(), value.clone())).collect()
 }
 
@@ -64,8 +68,7 @@ pub fn still_used(scope: &Scope<'_>, params: &Params) -> Params {
 /// parameter no filter of the scope uses is refused: a misspelt one would
 /// bind a client (or a file) for good to parameters that filter nothing.
 pub fn bind_params(scope: &Scope<'_>, params: &Params, tables: impl IntoIterator<Item = usize>) -> Result<FilterValues> {
-    let known: Vec<String> =
-        (0..scope.schema.tables.len()).flat_map(|t| filter_params(scope, t).into_iter().map(|(name, _)| name)).collect();
+    let known = used_params(scope);
     if let Some(unknown) = params.keys().find(|name| !known.contains(name)) {
         let used =
             if known.is_empty() { "none".to_string() } else { known.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ") };

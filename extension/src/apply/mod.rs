@@ -100,14 +100,11 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     let claimed = options.client_id.as_deref().or(if options.token.is_some() { None } else { Some(changeset.origin.as_str()) });
     let owner = privileges::caller_owns(spi, scope_name)?;
     let identity = registry::resolve_identity(spi, scope_name, owner, claimed, options.token.as_deref(), options.params.as_ref())?;
-    let client_id = identity.client_id.unwrap_or_else(|| changeset.origin.clone());
+    let client_id = identity.client_id.clone().unwrap_or_else(|| changeset.origin.clone());
     if client_id != changeset.origin {
         return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });
     }
-    // As in a pull: a registration's parameters no filter uses any more
-    // are left out.
-    let bound_to = identity.params;
-    let params = if options.params.is_some() { bound_to.clone() } else { tandem_core::sql::partition::still_used(&scope, &bound_to) };
+    let params = identity.filter_params(&scope, options.params.is_some());
     let replica = options.replica.clone().unwrap_or_else(|| client_id.clone());
     // One upload of a replica at a time: a device killed mid-upload sends
     // it again while the first attempt may still be running (a gateway or
@@ -199,7 +196,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
         })
     })?;
     record::log_conflicts(spi, scope_name, &client_id, &result.conflicts)?;
-    registry::record_client(spi, scope_name, &client_id, &bound_to)?;
+    registry::record_client(spi, scope_name, &client_id, &identity.params)?;
     registry::record_replica(spi, &replica, &client_id, None)?;
     if let Some(upload_id) = &options.upload_id {
         record::record_upload(spi, &scope, &replica, upload_id, &result, &plans)?;
