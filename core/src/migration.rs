@@ -80,13 +80,14 @@ pub fn carry_over(old: &TableSchema, new: &mut TableSchema, catalog: &[CatalogCo
     let mut needs_rows = false;
     for column in &mut new.columns {
         match old.columns.iter().find(|o| o.name == column.name) {
-            Some(was) if was.pg_type != column.pg_type => {
-                column.since = was.since;
-                needs_rows = true
-            }
             Some(was) => {
-                column.fill = was.fill.clone();
                 column.since = was.since;
+                // A retyped column's values come again in the new type.
+                if was.pg_type == column.pg_type {
+                    column.fill = was.fill.clone();
+                } else {
+                    needs_rows = true;
+                }
             }
             None => {
                 column.since = Some(version);
@@ -125,8 +126,13 @@ pub struct Pruned {
     /// The tables taken out, as the setup names them: those dropped, and
     /// those whose filter went `via` a table taken out.
     pub removed: Vec<String>,
+}
+
+impl Pruned {
     /// Tables left in the setup.
-    pub left: usize,
+    pub fn left(&self) -> usize {
+        self.setup.get("tables").and_then(Value::as_array).map_or(0, Vec::len)
+    }
 }
 
 /// `setup` without the tables `dropped`, nor any whose filter goes `via`
@@ -167,8 +173,7 @@ pub fn without_tables(setup: &Value, dropped: &[TableName]) -> Result<Pruned> {
             break;
         }
     }
-    let left = tables.len();
-    Ok(Pruned { setup, removed, left })
+    Ok(Pruned { setup, removed })
 }
 
 #[cfg(test)]
@@ -289,10 +294,10 @@ mod tests {
             {"name": "notes"}]});
         let pruned = without_tables(&setup, &[TableName::parse("public.customers").unwrap()]).unwrap();
         assert_eq!(pruned.removed, ["customers", "orders", "\"Order Lines\""]);
-        assert_eq!(pruned.left, 1);
+        assert_eq!(pruned.left(), 1);
         assert_eq!(pruned.setup, serde_json::json!({"policy": "client_wins", "tables": [{"name": "notes"}]}));
         let pruned = without_tables(&setup, &[TableName::parse("\"Order Lines\"").unwrap()]).unwrap();
-        assert_eq!((pruned.removed.len(), pruned.left), (1, 3));
+        assert_eq!((pruned.removed.len(), pruned.left()), (1, 3));
         let pruned = without_tables(&setup, &[TableName::parse("other").unwrap()]).unwrap();
         assert_eq!((pruned.removed.len(), &pruned.setup), (0, &setup));
     }

@@ -90,7 +90,7 @@ mod tandem {
                         let setup: Value = serde_json::from_str(&setup).map_err(|e| Error::Internal(format!("setup of {scope}: {e}")))?;
                         let dropped = tables.iter().map(|t| TableName::parse(t)).collect::<tandem_core::Result<Vec<_>>>()?;
                         let pruned = without_tables(&setup, &dropped)?;
-                        if pruned.left == 0 {
+                        if pruned.left() == 0 {
                             if unrefused(&scope, || deprovision(spi, &scope, Asker::Ddl)) {
                                 pgrx::warning!(
                                     "scope \"{scope}\" has no table left, and is removed as sync_deprovision removes it (its \

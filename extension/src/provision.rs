@@ -147,17 +147,17 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
         }
     }
     if let Some(old) = &old {
-        if old.schema.same_shape(&schema) && asker == Asker::Ddl {
-            // An ALTER TABLE that changed nothing devices see (a constraint,
-            // an index, an owner; a dump being restored).
-            return Ok(old.schema.clone());
-        }
         if old.schema.same_shape(&schema) {
-            // Nothing to change but the tracking objects, which a scope
-            // provisioned by an earlier Tandem may lack or have older.
-            let tracked = old.scope();
-            for index in 0..old.schema.tables.len() {
-                refresh_tracking(spi, &tracked, index, false)?;
+            // Called again with the same setup: nothing to change but the
+            // tracking objects, which a scope provisioned by an earlier
+            // Tandem may lack or have older. An ALTER TABLE that changed
+            // nothing devices see (a constraint, an index, an owner; a dump
+            // being restored) changes nothing at all.
+            if asker == Asker::Caller {
+                let tracked = old.scope();
+                for index in 0..old.schema.tables.len() {
+                    refresh_tracking(spi, &tracked, index, false)?;
+                }
             }
             return Ok(old.schema.clone());
         }
