@@ -120,6 +120,19 @@ fn tandem_serve_refuses_to_connect_as_a_superuser() {
     assert!(stderr.contains("is a superuser") && stderr.contains("tandem_gateway"), "{stderr}");
 }
 
+/// `tandem sync --watch --json` of scope crm, its output piped.
+fn watch(file: &std::path::Path, remote: &str, token: &str) -> Child {
+    tandem()
+        .args(["sync", "--watch", "--json", "--local"])
+        .arg(file)
+        .args(["--remote", remote, "--scope", "crm"])
+        .env("TANDEM_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tandem sync --watch")
+}
+
 /// Rows of `customers` in the file, or 0 while it has none.
 fn rows_in(file: &std::path::Path, sql: &str) -> i64 {
     rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -143,15 +156,7 @@ fn tandem_sync_watch_stays_live_and_stops_on_sigterm_with_its_report() {
     let token = s.register(json!({"tenant": 1}));
     let (mut gateway, url, _log) = serve(&role.url(&s));
     let file = s.files.path("live.db");
-    let watcher = tandem()
-        .args(["sync", "--watch", "--json", "--local"])
-        .arg(&file)
-        .args(["--remote", &url, "--scope", "crm"])
-        .env("TANDEM_TOKEN", &token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tandem sync --watch");
+    let watcher = watch(&file, &url, &token);
     let count = "SELECT count(*) FROM customers";
     wait_for_rows(&file, count, 20, "the first round");
 
@@ -184,15 +189,7 @@ fn a_watch_that_made_its_file_and_then_fails_leaves_the_file_and_its_unsent_rows
     let s = Scenario::new("cli_watch_keeps", SCHEMA, "crm");
     let token = s.register(json!({"tenant": 1}));
     let file = s.files.path("made.db");
-    let watcher = tandem()
-        .args(["sync", "--watch", "--json", "--local"])
-        .arg(&file)
-        .args(["--remote", &s.db.url, "--scope", "crm"])
-        .env("TANDEM_TOKEN", &token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tandem sync --watch");
+    let watcher = watch(&file, &s.db.url, &token);
     let count = "SELECT count(*) FROM customers";
     wait_for_rows(&file, count, 20, "the first round");
     // The device is revoked; a commit wakes the watch, whose round is refused.
