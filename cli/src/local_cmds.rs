@@ -138,6 +138,11 @@ pub struct SyncArgs {
     /// one was revoked. It pulls the scope again and sends its unsent changes.
     #[arg(long)]
     rebind: bool,
+    /// Download the scope afresh, keeping the file's unsent changes (they
+    /// are sent as usual) and dropping rows the server no longer holds for
+    /// it: for a copy that drifted. Works for any file that synced before.
+    #[arg(long)]
+    reinit: bool,
     /// Rows per batch.
     #[arg(long)]
     max_rows: Option<u64>,
@@ -191,6 +196,7 @@ fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
         token: args.token.clone(),
         ca_cert: args.ca_cert.as_ref().map(|p| p.to_string_lossy().into_owned()),
         rebind: args.rebind,
+        reinit: args.reinit,
         watch: None,
     };
     options.check()?;

@@ -16,6 +16,10 @@ pub enum RejectionKind {
     /// The server's own rules refused the row: a trigger raised an error,
     /// or a value fits the changeset's type but not the column's.
     Declined,
+    /// Never from the server: the file kept a change the server's new
+    /// schema cannot take (a column it dropped, a table that left the
+    /// scope), made before the file learned of it.
+    SchemaChanged,
 }
 
 impl RejectionKind {
@@ -96,6 +100,9 @@ pub enum Error {
 
     #[error("the watermark is older than what scope \"{0}\" keeps (a sync_cleanup purged what it needs, or the scope was provisioned anew): pull again from NULL (sync_run does this by itself, keeping the file's unsent changes)")]
     WatermarkTooOld(String),
+
+    #[error("scope \"{scope}\" is at schema version {now}, and this pull was asked for version {asked}: the scope changed during the sync; sync again (sync_run does this by itself, taking the new schema first)")]
+    SchemaMoved { scope: String, asked: i64, now: i64 },
 
     #[error("this database's tandem extension is version {installed}, but this session runs the tandem library of version {library}: run ALTER EXTENSION tandem UPDATE in this database (docs/deploy.md, Upgrades), or reconnect if it was updated after this session began")]
     ExtensionVersion { installed: String, library: String },
@@ -184,6 +191,7 @@ impl Error {
             Error::UnsupportedFormat(_) => "22023",
             Error::InvalidWatermark(_) => "22023",
             Error::WatermarkTooOld(_) => "55000", // object_not_in_prerequisite_state
+            Error::SchemaMoved { .. } => "55000",
             Error::ExtensionVersion { .. } => "55000",
             Error::Params(_) => "22023",
             Error::InvalidToken(_) => "28000", // invalid_authorization_specification
@@ -212,6 +220,7 @@ impl Error {
         match self {
             Error::Rejected(rows) => Some(serde_json::json!({ "rejected": rows }).to_string()),
             Error::WatermarkTooOld(_) => Some(serde_json::json!({ "resync": true }).to_string()),
+            Error::SchemaMoved { now, .. } => Some(serde_json::json!({ "schema_version": now }).to_string()),
             _ => None,
         }
     }
@@ -219,6 +228,12 @@ impl Error {
     /// Whether an error's detail says the caller must pull again from NULL.
     pub fn resync_from_detail(detail: &str) -> bool {
         serde_json::from_str::<serde_json::Value>(detail).is_ok_and(|v| v["resync"] == serde_json::Value::Bool(true))
+    }
+
+    /// Whether an error's detail says the scope's schema changed since the
+    /// caller read it.
+    pub fn schema_moved_from_detail(detail: &str) -> bool {
+        serde_json::from_str::<serde_json::Value>(detail).is_ok_and(|v| v["schema_version"].is_i64())
     }
 
     /// Reads back the rejections from an error's detail text.

@@ -31,13 +31,6 @@ pub fn check_followable(old: &Schema, new: &Schema) -> Result<()> {
                 table.primary_key.join(", ")
             )));
         }
-        if before.filter != table.filter {
-            return Err(Error::InvalidSetup(format!(
-                "the filter of {} changed, which would leave clients holding rows of their old partition; \
-                 create a new scope with the new filter instead",
-                table.name
-            )));
-        }
         for column in &table.columns {
             let Some(was) = before.columns.iter().find(|c| c.name == column.name) else { continue };
             let joins_parent = matches!(&table.filter, Some(Filter::Via { on, .. }) if on.contains_key(&column.name));
@@ -63,6 +56,40 @@ pub fn check_followable(old: &Schema, new: &Schema) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Marks the tables of `new` whose rows devices hold changed with this
+/// change (`version`, the schema's next): a changed filter, a parent's
+/// (through `via`), or downloads turned on (a device of an `upload_only`
+/// table holds only what it wrote). Each keeps the mark it had otherwise.
+/// Returns the tables marked now: their rows go out again to every
+/// device, which drops those it held that do not come (a device's copy is
+/// swept as it pulls), so a widened partition brings its rows and a
+/// narrowed one takes them away. A table that does not download is never
+/// marked: its devices receive nothing of it to sweep with.
+pub fn refilter(old: &Schema, new: &mut Schema, version: i64) -> Vec<String> {
+    let mut marked: Vec<String> = Vec::new();
+    loop {
+        let before = marked.len();
+        for table in &new.tables {
+            let Some(was) = old.tables.iter().find(|t| t.name == table.name) else { continue };
+            let parent_marked = matches!(&table.filter, Some(Filter::Via { parent, .. }) if marked.contains(parent));
+            let changed = was.filter != table.filter || !was.direction.downloads() || parent_marked;
+            if changed && table.direction.downloads() && !marked.contains(&table.name) {
+                marked.push(table.name.clone());
+            }
+        }
+        if marked.len() == before {
+            break;
+        }
+    }
+    for table in &mut new.tables {
+        table.refiltered = match marked.contains(&table.name) {
+            true => Some(version),
+            false => old.tables.iter().find(|t| t.name == table.name).and_then(|t| t.refiltered),
+        };
+    }
+    marked
 }
 
 /// Carries over to `new` (what table `old` became) the fill of the
@@ -179,6 +206,7 @@ pub fn without_tables(setup: &Value, dropped: &[TableName]) -> Result<Pruned> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::setup::Direction;
 
     fn column(name: &str, ty: LogicalType, pg_type: &str, nullable: bool, default: Option<&str>) -> Column {
         Column {
@@ -215,6 +243,7 @@ mod tests {
             direction: Default::default(),
             policy: None,
             partitioned: false,
+            refiltered: None,
         }
     }
 
@@ -283,6 +312,61 @@ mod tests {
         };
         let error = check_followable(&child("uuid"), &child("text")).unwrap_err().to_string();
         assert!(error.contains("\"pid\"") && error.contains("parent"), "{error}");
+    }
+
+    #[test]
+    fn a_changed_partition_marks_its_table_and_the_tables_filtered_through_it() {
+        let id = || column("id", LogicalType::Int8, "bigint", false, None);
+        let named = |name: &str, filter: Option<Filter>, direction: Direction| {
+            let mut t = table(vec![id()]);
+            t.name = name.into();
+            t.filter = filter;
+            t.direction = direction;
+            t
+        };
+        let by = |column: &str| Some(Filter::Columns([(column.to_string(), "tenant".to_string())].into()));
+        let via = |parent: &str| Some(Filter::Via { parent: parent.into(), on: [("id".to_string(), "id".to_string())].into() });
+        let schema = |tables| Schema { scope: "s".into(), version: 1, tables };
+        let old = schema(vec![
+            named("public.c", by("tenant_id"), Direction::Bidirectional),
+            named("public.o", via("public.c"), Direction::Bidirectional),
+            named("public.l", via("public.o"), Direction::Bidirectional),
+            named("public.up", via("public.c"), Direction::UploadOnly),
+            named("public.n", by("tenant_id"), Direction::UploadOnly),
+            named("public.k", by("tenant_id"), Direction::Bidirectional),
+        ]);
+        let mut same = old.clone();
+        assert!(refilter(&old, &mut same, 2).is_empty());
+        assert_eq!(same, old);
+
+        let mut new = old.clone();
+        // The children come before their parent: the mark still reaches them.
+        new.tables.reverse();
+        new.tables[5].filter = by("region");
+        new.tables[1].direction = Direction::DownloadOnly;
+        new.tables[0].direction = Direction::UploadOnly;
+        let mut marked = refilter(&old, &mut new, 2);
+        marked.sort();
+        assert_eq!(marked, ["public.c", "public.l", "public.n", "public.o"]);
+        let marks: Vec<_> = new.tables.iter().map(|t| (t.name.as_str(), t.refiltered)).collect();
+        assert_eq!(
+            marks,
+            [
+                ("public.k", None),
+                ("public.n", Some(2)),
+                ("public.up", None),
+                ("public.l", Some(2)),
+                ("public.o", Some(2)),
+                ("public.c", Some(2))
+            ]
+        );
+        // A later change keeps the marks it does not renew.
+        let mut later = new.clone();
+        later.tables[1].filter = by("region");
+        // One that does not download has nothing to receive anew.
+        later.tables[0].filter = by("region");
+        assert_eq!(refilter(&new, &mut later, 3), ["public.n"]);
+        assert_eq!(later.tables.iter().map(|t| t.refiltered).collect::<Vec<_>>(), [None, Some(3), None, Some(2), Some(2), Some(2)]);
     }
 
     #[test]

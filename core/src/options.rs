@@ -63,6 +63,11 @@ pub struct SelectOptions {
     /// recorded an answer, a restored backup, a copy, gets everything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echoes: Option<Vec<String>>,
+    /// The schema version the caller holds: a pull of a scope that changed
+    /// since is refused (`SchemaMoved`) rather than read under a schema
+    /// (a filter) the caller has not taken yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -42,6 +42,12 @@ pub struct TableSchema {
     /// the partition's statement triggers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partitioned: bool,
+    /// The schema version that last changed which rows devices hold of this
+    /// table (its filter, its parent's, or downloads turned on): a device
+    /// whose copy predates it receives the table anew as it pulls, and
+    /// drops the rows that are no longer its own (see `migration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refiltered: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -295,6 +301,7 @@ pub fn build_schema(
             direction: table.direction,
             policy: table.policy.clone().or_else(|| setup.policy.clone()).filter(|p| p != "server_wins"),
             partitioned: catalog.partitioned,
+            refiltered: None,
         });
     }
     check_via_cycles(&tables)?;

@@ -398,6 +398,7 @@ mod tests {
             direction: Direction::Bidirectional,
             policy: None,
             partitioned: false,
+            refiltered: None,
         };
         let server: Map<String, Value> = json!({"id": "1", "a": "s", "b": "s"}).as_object().cloned().unwrap();
         let merged: Map<String, Value> = json!({"b": "m"}).as_object().cloned().unwrap();

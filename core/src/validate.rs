@@ -292,6 +292,7 @@ mod tests {
                 direction: Direction::Bidirectional,
                 policy: None,
                 partitioned: false,
+                refiltered: None,
             }],
         }
     }

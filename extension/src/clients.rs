@@ -7,7 +7,9 @@ use pgrx::prelude::*;
 use serde_json::{json, Value};
 use tandem_core::identity::new_token;
 use tandem_core::options::{check_params, Params};
-use tandem_core::sql::partition::bind_params;
+use tandem_core::schema::Schema;
+use tandem_core::sql::partition::{bind_params, still_used};
+use tandem_core::sql::Scope;
 use tandem_core::{Error, Result};
 
 use crate::json_text::JsonbText;
@@ -54,6 +56,34 @@ pub fn register(spi: &mut Spi<'_>, scope_name: &str, params: &Params) -> Result<
         ],
     )?;
     Ok(json!({ "client_id": client_id, "token": token }))
+}
+
+/// Refuses a changed scope that a registered client could no longer
+/// sync: its filters use a parameter the registration lacks, or of another
+/// type. A registration's parameters never change (its token carries
+/// them), so the change waits until such clients are revoked.
+pub fn require_registrations_fit(spi: &Spi<'_>, schema: &Schema) -> Result<()> {
+    let ids: Vec<i64> = vec![0; schema.tables.len()];
+    let scope = Scope::new(schema, &ids);
+    let registered = spi::select(
+        spi,
+        "SELECT client_id, params::text FROM tandem.clients WHERE scope = $1 AND token_hash IS NOT NULL ORDER BY created_at",
+        &[schema.scope.as_str().into()],
+        |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?)),
+    )?;
+    for (client_id, params) in registered {
+        let params: Params =
+            serde_json::from_str(&params).map_err(|e| Error::Internal(format!("parameters of client {client_id}: {e}")))?;
+        if let Err(error) = bind_params(&scope, &still_used(&scope, &params), 0..schema.tables.len()) {
+            return Err(Error::InvalidSetup(format!(
+                "client {client_id} was registered with parameters {} that the changed filters cannot use ({error}); \
+                 revoke such clients first (sync_revoke_client) and register them again after the change, or change the \
+                 filters so their parameters fit",
+                Value::Object(params.into_iter().collect())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The scope's clients with their parameters and when each of their files

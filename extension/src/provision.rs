@@ -11,6 +11,7 @@ use tandem_core::sql::{tracking, Scope};
 use tandem_core::{Error, Result};
 
 use crate::catalog;
+use crate::clients;
 use crate::cluster;
 use crate::fold;
 use crate::json_text::JsonbText;
@@ -123,6 +124,14 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
             }
         }
     }
+    // Tables whose partitions changed go out again whole, and their exits
+    // (rows that left a partition as the old filter drew it) are forgotten:
+    // every device sweeps its copy as it receives them (see `migration`).
+    let refiltered = match &old {
+        Some(old) => tandem_core::migration::refilter(&old.schema, &mut schema, old_version + 1),
+        None => Vec::new(),
+    };
+    resend.extend(refiltered.iter().cloned());
     if asker == Asker::Caller {
         for table in &schema.tables {
             privileges::require_table_owner(spi, &table.table_name().quoted())?;
@@ -163,6 +172,9 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
         }
         schema.version = old_version + 1;
         tandem_core::migration::check_followable(&old.schema, &schema)?;
+        if asker == Asker::Caller {
+            clients::require_registrations_fit(spi, &schema)?;
+        }
     }
     let old_tables: Vec<(TableSchema, i64)> = match &old {
         Some(StoredScope { schema, ids, .. }) => schema.tables.iter().cloned().zip(ids.iter().copied()).collect(),
@@ -236,6 +248,9 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
             privileges::as_scope_owner(spi, scope, |spi| {
                 fold::fold(spi, &tracked, [index])?;
                 spi::exec(spi, &tracking::restamp(&tracked, index), &[])?;
+                if refiltered.contains(&table.name) {
+                    spi::exec(spi, &tracking::forget_exits(&tracked, index), &[])?;
+                }
                 Ok(())
             })?;
         }

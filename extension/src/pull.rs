@@ -70,6 +70,9 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
         options.token.as_deref(),
         options.params.as_ref(),
     )?;
+    if let Some(asked) = options.schema_version.filter(|&asked| asked != stored.schema.version) {
+        return Err(Error::SchemaMoved { scope: scope_name.to_string(), asked, now: stored.schema.version });
+    }
     let client_id = identity.client_id.as_deref();
     let replica = options.replica.as_deref().or(client_id);
     // A watermark beyond the last one this replica was given comes from a
@@ -181,6 +184,16 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
             Ok((writer.finish(&issued, has_more), (needs, issued)))
         })
     })?;
+    // A caller that says which schema it holds reads under that one only.
+    // The scope read at the start may predate a change that committed
+    // before the window began (whose rows the window then holds, a changed
+    // filter's among them): read again now, after the window.
+    if let Some(asked) = options.schema_version {
+        let now = registry::schema_version(spi, scope_name)?;
+        if now != stored.schema.version {
+            return Err(Error::SchemaMoved { scope: scope_name.to_string(), asked, now });
+        }
+    }
     if let Some(id) = client_id {
         registry::record_client(spi, scope_name, id, &identity.params)?;
         let (needs, issued) = &needs;

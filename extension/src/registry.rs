@@ -66,6 +66,12 @@ pub fn find_scope(spi: &Spi<'_>, name: &str) -> Result<Option<StoredScope>> {
 
 /// Loads a scope whose tracking is whole: a tracking table someone dropped
 /// is a clear error saying how to recover, not a failing statement later.
+/// The scope's schema version as the latest committed change left it.
+pub fn schema_version(spi: &mut Spi<'_>, name: &str) -> Result<i64> {
+    spi::one::<i64>(spi, "SELECT (schema ->> 'version')::int8 FROM tandem.scopes WHERE name = $1", &[name.into()])?
+        .ok_or_else(|| Error::UnknownScope(name.to_string()))
+}
+
 pub fn load_scope(spi: &Spi<'_>, name: &str) -> Result<StoredScope> {
     let stored = find_scope(spi, name)?.ok_or_else(|| Error::UnknownScope(name.to_string()))?;
     let scope = stored.scope();

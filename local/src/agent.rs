@@ -59,6 +59,12 @@ pub struct SyncOptions {
     /// it, either is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rebind: bool,
+    /// Download the scope afresh, keeping the file's unsent changes (sent
+    /// as usual) and dropping the rows the server no longer holds for it:
+    /// for a copy that drifted or that nobody trusts any more. Only the
+    /// first round of a watch does it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reinit: bool,
     /// Keep the file live for this many seconds: round after round, each
     /// one as soon as the server says the scope saw a commit or the file
     /// has unsent changes; the report sums them (see `crate::watch`).
@@ -374,9 +380,14 @@ pub fn run_observed(
     // A schema that changed under a round starts it again, with the new
     // schema (what the first attempt stored stays: each batch is atomic).
     let mut attempts = 0;
+    let mut options = options.clone();
     loop {
-        match round(conn, remote, scope, options, observe) {
-            Err(error) if error.is_schema_race() && attempts < SCHEMA_RACE_RETRIES => attempts += 1,
+        match round(conn, remote, scope, &options, observe) {
+            Err(error) if error.is_schema_race() && attempts < SCHEMA_RACE_RETRIES => {
+                // A reinit began in the first attempt goes on by itself.
+                options.reinit = false;
+                attempts += 1;
+            }
             done => return done,
         }
     }
@@ -431,6 +442,9 @@ fn round(
     }
     if rebound {
         meta::new_replica(conn, scope)?;
+        report.resynced = true;
+    } else if options.reinit && local.is_some() {
+        resync::begin(conn, &state)?;
         report.resynced = true;
     }
     state = meta::require(conn, scope)?;
@@ -491,13 +505,32 @@ fn exchange(
         // the file had then (those the server still has): a column the
         // scope gained holds nothing yet in the file, and must not be
         // written over on the server. Its values come with the pull.
+        // What it cannot take is kept first (a table that left is
+        // untracked once the new schema is taken).
+        let kept = crate::unfollowed::keep(conn, &meta::require(conn, scope)?, server_schema)?;
+        report.rejected.extend(kept);
         let sent = push.run(conn, remote, Some(server_schema), report, observe)?;
         if let Some(error) = sent {
             return Err(LocalError::OldSchemaUploadFailed(error));
         }
+        let before = meta::require(conn, scope)?.schema;
         provision::provision(conn, scope, server_schema)?;
         report.provisioned = true;
         report.schema_version = server_schema.version;
+        // Tables whose partition changed come again whole: what does not
+        // come is no longer the file's.
+        let refiltered: Vec<usize> = server_schema
+            .tables
+            .iter()
+            .enumerate()
+            .filter(|(_, table)| {
+                table.refiltered.is_some() && before.tables.iter().any(|was| was.name == table.name && was.refiltered != table.refiltered)
+            })
+            .map(|(t, _)| t)
+            .collect();
+        if !refiltered.is_empty() {
+            resync::begin_tables(conn, &meta::require(conn, scope)?, &refiltered)?;
+        }
     }
 
     // An upload the server fails (not a refused row: those are set aside)
@@ -520,6 +553,7 @@ fn exchange(
         max_bytes: options.max_bytes,
         replica: Some(state.replica_id.clone()),
         echoes: Some(state.echoes.clone()),
+        schema_version: Some(state.schema.version),
     };
     let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
     for _pass in 0..if resuming { 2 } else { 1 } {

@@ -77,6 +77,11 @@ pub enum RemoteError {
     #[error("the server says: {0}")]
     WatermarkTooOld(String),
 
+    /// The scope's schema changed during the round: the next round takes
+    /// it first.
+    #[error("the server says: {0}")]
+    SchemaMoved(String),
+
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
 
@@ -129,6 +134,7 @@ impl LocalError {
             |error: &RemoteError| matches!(error, RemoteError::Server { sqlstate, .. } if sqlstate == "42703" || sqlstate == "42P01");
         match self {
             LocalError::Core(tandem_core::Error::UnknownColumn { .. } | tandem_core::Error::UnknownTable { .. }) => true,
+            LocalError::Remote(RemoteError::SchemaMoved(_)) => true,
             LocalError::Remote(error) => server_lacks(error),
             LocalError::UploadFailed { error, .. } | LocalError::OldSchemaUploadFailed(error) => server_lacks(error),
             _ => false,

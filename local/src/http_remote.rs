@@ -206,6 +206,9 @@ impl HttpRemote {
         if detail.as_deref().is_some_and(CoreError::resync_from_detail) {
             return RemoteError::WatermarkTooOld(error.message);
         }
+        if detail.as_deref().is_some_and(CoreError::schema_moved_from_detail) {
+            return RemoteError::SchemaMoved(error.message);
+        }
         match status {
             StatusCode::NOT_FOUND if sqlstate == "42704" && error.message.starts_with("unknown scope") => {
                 RemoteError::UnknownScope(scope.to_string())

@@ -41,6 +41,7 @@ pub mod rows;
 pub mod status;
 pub mod store;
 mod tx;
+mod unfollowed;
 mod values;
 pub mod watch;
 

@@ -146,6 +146,9 @@ impl PostgresRemote {
         if db.detail().is_some_and(CoreError::resync_from_detail) {
             return RemoteError::WatermarkTooOld(db.message().to_string());
         }
+        if db.detail().is_some_and(CoreError::schema_moved_from_detail) {
+            return RemoteError::SchemaMoved(db.message().to_string());
+        }
         RemoteError::Server { sqlstate, message: db.message().to_string() }
     }
 

@@ -31,6 +31,28 @@ pub fn begin(conn: &Connection, state: &ScopeState) -> Result<()> {
     })
 }
 
+/// Begins a sweep of the tables `refiltered` (their partition changed on
+/// the server, which sends every row of them again after the file's
+/// watermark): the rows of each that do not come are no longer the file's.
+/// The pull goes on from the watermark; the other tables keep the sweep
+/// they had, or get an empty one. Echoes are forgotten, so rows the file
+/// just sent come back too and are crossed off.
+pub fn begin_tables(conn: &Connection, state: &ScopeState, refiltered: &[usize]) -> Result<()> {
+    atomically(conn, |conn| {
+        for (t, (table, tracked)) in state.schema.tables.iter().zip(&state.tables).enumerate() {
+            if refiltered.contains(&t) {
+                for statement in local::begin_sweep(table, tracked.id) {
+                    conn.execute(&statement, [])?;
+                }
+            } else {
+                conn.execute(&local::keep_sweep(table, tracked.id), [])?;
+            }
+        }
+        conn.execute("UPDATE tandem_scopes SET resync = 1, echoes = NULL WHERE scope = ?1", params![state.scope])?;
+        Ok(())
+    })
+}
+
 /// Crosses a key the pull brought off the sweep of table `t`.
 pub fn cross_off(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<()> {
     let table = &state.schema.tables[t];

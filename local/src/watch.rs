@@ -102,9 +102,13 @@ pub fn run(
     let mut total = SyncReport { scope: scope.to_string(), rounds: Some(0), ..SyncReport::default() };
     let mut backoff = Backoff::new();
     let mut after_last: Option<u64> = None;
+    let mut options = options.clone();
     loop {
-        let lost = match agent::run_observed(conn, remote, scope, options, &mut |step| observe(WatchStep::Batch(step))) {
+        let lost = match agent::run_observed(conn, remote, scope, &options, &mut |step| observe(WatchStep::Batch(step))) {
             Ok(report) => {
+                // A reinit is the first round's; a round that failed
+                // after beginning it goes on with it by itself.
+                options.reinit = false;
                 observe(WatchStep::Round(&report));
                 total.add(report);
                 None

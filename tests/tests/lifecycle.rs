@@ -143,3 +143,77 @@ fn a_resync_cut_short_keeps_the_rows_the_file_changed_meanwhile() {
     assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 30").as_deref(), Some("edited meanwhile"));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// The scope's one table as `sync_status` counts it: (rows, tombstones,
+/// exits), after folding its change log.
+fn tracked(s: &Scenario) -> (i64, i64, i64) {
+    let status = query_json(&mut s.server(), "SELECT sync_status('s')", &[]);
+    let table = &status["tables"][0];
+    (table["rows"].as_i64().unwrap(), table["tombstones"].as_i64().unwrap(), table["exits"].as_i64().unwrap())
+}
+
+#[test]
+fn tracking_stays_bounded_while_the_same_rows_change_and_cleanup_runs() {
+    let s = Scenario::new("cleanup_bounded", CUSTOMERS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    let id: i64 = s.server().query_one("SELECT id FROM tandem.scope_tables WHERE scope = 's'", &[]).unwrap().get(0);
+    let local_id = local_count(&file, "SELECT id FROM tandem_tables");
+    let mut most_tombstones = 0;
+    for cycle in 0..100 {
+        // Every row changes, three rows go, three new ones come, and the
+        // device edits a row of its own.
+        s.server()
+            .batch_execute(&format!(
+                "UPDATE customers SET name = 'cycle {cycle}'; DELETE FROM customers WHERE id > 5; \
+                 INSERT INTO customers SELECT i, 1, 'new' FROM generate_series(100 + {cycle} * 3, 102 + {cycle} * 3) i;"
+            ))
+            .unwrap();
+        local(&file, &format!("UPDATE customers SET name = 'device {cycle}' WHERE id = 1"));
+        let report = s.sync_as(&file, &token);
+        assert!(!report.resynced, "a current device never starts over: {report:?}");
+        if cycle % 10 == 9 {
+            query_json(&mut s.server(), "SELECT sync_cleanup('s')", &[]);
+        }
+        most_tombstones = most_tombstones.max(tracked(&s).1);
+    }
+    assert!(most_tombstones <= 33, "tombstones purged as they pile up: at most {most_tombstones}");
+    // Once the device has pulled past the last deletes, cleanup leaves the
+    // tracking exactly the live rows.
+    s.sync_as(&file, &token);
+    s.sync_as(&file, &token);
+    query_json(&mut s.server(), "SELECT sync_cleanup('s')", &[]);
+    assert_eq!(tracked(&s), (8, 0, 0));
+    let logged: i64 = s.server().query_one(&format!("SELECT count(*) FROM tandem.log_{id}"), &[]).unwrap().get(0);
+    assert_eq!(logged, 0, "the change log is folded away");
+    assert_eq!(local_count(&file, &format!("SELECT count(*) FROM tandem_log_{local_id} WHERE id IS NOT NULL")), 0);
+    assert_eq!(local_count(&file, &format!("SELECT count(*) FROM tandem_base_{local_id}")), 8);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_reinit_brings_a_drifted_copy_back_and_keeps_its_unsent_changes() {
+    let s = Scenario::new("reinit", CUSTOMERS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    // Changes made with the server's triggers off never reach the device.
+    s.server()
+        .batch_execute(
+            "SET session_replication_role = replica; DELETE FROM customers WHERE id = 1; \
+             UPDATE customers SET name = 'silently' WHERE id = 2; RESET session_replication_role;",
+        )
+        .unwrap();
+    assert_eq!(s.sync_as(&file, &token).pulled, 0, "the drift is invisible to an incremental sync");
+    local(&file, "UPDATE customers SET name = 'edited on the device' WHERE id = 3");
+
+    let report = s.sync(&file, json!({"token": token, "reinit": true}));
+    assert!(report.resynced && report.removed == 1 && report.pushed == 1, "{report:?}");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("silently"));
+    let on_server: String = s.server().query_one("SELECT name FROM customers WHERE id = 3", &[]).unwrap().get(0);
+    assert_eq!(on_server, "edited on the device");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    let again = s.sync_as(&file, &token);
+    assert!(!again.resynced && again.pulled == 0, "{again:?}");
+}

@@ -90,7 +90,10 @@ fn dropped_and_renamed_columns_are_followed() {
     s.server().batch_execute("UPDATE customers SET full_name = 'renamed on the server' WHERE id = 2").unwrap();
     local(&file, "INSERT INTO customers (id, tenant_id) VALUES (101, 1)");
     let report = s.sync_as(&file, &token);
-    assert!(report.provisioned && report.rejected.is_empty(), "{report:?}");
+    assert!(report.provisioned, "{report:?}");
+    // The insert's value of the dropped column (its default) is kept.
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert!(report.rejected[0].key == [json!(101)] && report.rejected[0].reason.contains("old_flag"), "{report:?}");
     assert_eq!(local_value(&file, "SELECT full_name FROM customers WHERE id = 2").as_deref(), Some("renamed on the server"));
     assert!(
         s.server().query_opt("SELECT 1 FROM customers WHERE id = 101", &[]).unwrap().is_some(),
@@ -430,4 +433,203 @@ fn a_column_dropped_and_added_again_while_a_device_was_offline_is_another_column
     assert_eq!(name, "Z", "the edit of the dropped column did not land in the new one");
     assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE name = 'Z'"), 20, "the file holds the new column's values");
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// What `tandem_rejected` holds for one table, as (key, row, kind, reason).
+fn kept(file: &tandem_local::Store, table: &str) -> Vec<(String, Option<String>, String, String)> {
+    let conn = file.connection();
+    let mut statement = conn.prepare("SELECT key, row, kind, reason FROM tandem_rejected WHERE table_name = ?1 ORDER BY key").unwrap();
+    let rows = statement.query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
+    rows.collect::<Result<_, _>>().unwrap()
+}
+
+#[test]
+fn an_unsent_value_of_a_column_the_server_dropped_is_kept_with_the_reason() {
+    let s = Scenario::new("ddl_drop_unsent", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.server().batch_execute("ALTER TABLE customers ADD COLUMN flag int").unwrap();
+    s.sync_as(&file, &token);
+
+    // Offline, the device writes the column the server is about to drop.
+    local(
+        &file,
+        "UPDATE customers SET flag = 7, name = 'edited offline' WHERE id = 2; INSERT INTO customers VALUES (102, 1, 'made offline', 9)",
+    );
+    s.server().batch_execute("ALTER TABLE customers DROP COLUMN flag").unwrap();
+    let report = s.sync_as(&file, &token);
+    assert!(report.provisioned, "{report:?}");
+    // The rest of each change went up.
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 2", &[]).unwrap().get(0);
+    assert_eq!(name, "edited offline");
+    assert!(s.server().query_opt("SELECT 1 FROM customers WHERE id = 102", &[]).unwrap().is_some());
+    // The values the server can no longer take are kept, with why.
+    let kept = kept(&file, "public.customers");
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(report.rejected.len(), 2, "{report:?}");
+    for ((key, row, kind, reason), (want_key, want_flag)) in kept.iter().zip([("[102]", 9), ("[2]", 7)]) {
+        assert_eq!(key, want_key);
+        let row: serde_json::Value = serde_json::from_str(row.as_deref().expect("the row as the file held it")).unwrap();
+        assert_eq!(row["flag"], json!(want_flag), "{row}");
+        assert_eq!(kind, "schema_changed");
+        assert!(reason.contains("\"flag\"") && reason.contains("dropped"), "{reason}");
+    }
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    // Kept once: later rounds add nothing.
+    s.sync_as(&file, &token);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected"), 2);
+}
+
+#[test]
+fn unsent_changes_to_a_table_that_left_the_scope_are_kept_with_the_reason() {
+    let s = Scenario::new("ddl_left_unsent", SHOP, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(
+        &file,
+        "UPDATE orders SET total = 11 WHERE id = 1; DELETE FROM orders WHERE id = 3; \
+         UPDATE notes SET body = 'edited offline' WHERE id = 2",
+    );
+    s.server()
+        .batch_execute(
+            r#"SELECT sync_provision('crm', '{"tables": [
+                 {"name": "customers", "filter": {"tenant_id": "tenant"}},
+                 {"name": "notes", "filter": {"tenant_id": "tenant"}}]}')"#,
+        )
+        .unwrap();
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pushed, 1, "the edit of a table still synced went up: {report:?}");
+    let kept = kept(&file, "public.orders");
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let (key, row, kind, reason) = &kept[0];
+    assert_eq!((key.as_str(), kind.as_str()), ("[1]", "schema_changed"));
+    assert!(row.as_deref().is_some_and(|r| r.contains("11")), "{row:?}");
+    assert!(reason.contains("left") && reason.contains("crm"), "{reason}");
+    let (key, row, _, reason) = &kept[1];
+    assert_eq!((key.as_str(), row), ("[3]", &None), "a delete keeps no row");
+    assert!(reason.contains("delete"), "{reason}");
+    let total: i32 = s.server().query_one("SELECT total FROM orders WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(total, 10, "the server's row is as it was");
+    s.sync_as(&file, &token);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected"), 2);
+}
+
+const REGIONS: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, region int NOT NULL, name text);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers, total int);
+INSERT INTO customers SELECT i, 1 + i % 2, 1 + i % 3, 'customer ' || i FROM generate_series(1, 30) i;
+INSERT INTO orders SELECT i, 1 + i % 30, i * 10 FROM generate_series(1, 60) i;
+SELECT sync_provision('crm', '{"tables": [
+  {"name": "customers", "filter": {"tenant_id": "tenant"}},
+  {"name": "orders", "filter": {"via": "customers", "on": {"customer_id": "id"}}}]}');
+"#;
+
+#[test]
+fn a_changed_filter_moves_devices_to_their_new_partition_with_their_unsent_changes() {
+    let s = Scenario::new("ddl_refilter", REGIONS, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let away = s.store("away.db");
+    let here = s.store("here.db");
+    s.sync_as(&away, &token);
+    s.sync_as(&here, &token);
+    // Offline: an edit of a row the new partition keeps (6: tenant 1,
+    // region 1), a row made for it, and an edit of a row it leaves (4).
+    local(
+        &away,
+        "UPDATE customers SET name = 'edited offline' WHERE id = 6; INSERT INTO customers VALUES (106, 1, 1, 'made offline'); \
+         UPDATE customers SET name = 'edited, then gone' WHERE id = 4",
+    );
+    // The same parameter now picks the region: rows come and go.
+    s.server()
+        .batch_execute(
+            r#"SELECT sync_provision('crm', '{"tables": [
+                 {"name": "customers", "filter": {"region": "tenant"}},
+                 {"name": "orders", "filter": {"via": "customers", "on": {"customer_id": "id"}}}]}')"#,
+        )
+        .unwrap();
+    let report = s.sync_as(&away, &token);
+    assert!(report.provisioned, "{report:?}");
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 6", &[]).unwrap().get(0);
+    assert_eq!(name, "edited offline");
+    assert!(s.server().query_opt("SELECT 1 FROM customers WHERE id = 106", &[]).unwrap().is_some());
+    // The edit of a row outside the new partition is refused and kept.
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert_eq!(report.rejected[0].key, [json!(4)], "{report:?}");
+    for file in [&away, &here] {
+        s.sync_as(file, &token);
+        assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+        assert_eq!(local_count(file, "SELECT count(*) FROM customers WHERE region <> 1"), 0);
+        assert_eq!(
+            local_count(file, "SELECT count(*) FROM orders o JOIN customers c ON c.id = o.customer_id"),
+            local_count(file, "SELECT count(*) FROM orders")
+        );
+    }
+    // Settled: the next round moves nothing.
+    let again = s.sync_as(&here, &token);
+    assert!(again.pulled == 0 && again.removed == 0, "{again:?}");
+}
+
+#[test]
+fn a_filter_registered_clients_cannot_use_is_refused_with_what_to_do() {
+    let s = Scenario::new("ddl_refilter_params", REGIONS, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    let error = ddl_error(
+        &s,
+        r#"SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"region": "region", "tenant_id": "tenant"}}]}')"#,
+    );
+    assert!(error.contains("region") && error.contains("sync_revoke_client"), "{error}");
+    assert_eq!(version(&s), 1);
+}
+
+#[test]
+fn a_table_whose_downloads_are_turned_on_is_received_anew() {
+    let s = Scenario::new("ddl_direction", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    let direction = |d: &str| {
+        format!(
+            r#"SELECT sync_provision('crm', '{{"tables": [{{"name": "customers", "filter": {{"tenant_id": "tenant"}}, "direction": "{d}"}}]}}')"#
+        )
+    };
+    s.server().batch_execute(&direction("upload_only")).unwrap();
+    s.sync_as(&file, &token);
+    // While only uploads flow, the server's changes stay there.
+    s.server().batch_execute("DELETE FROM customers WHERE id = 2; UPDATE customers SET name = 'renamed' WHERE id = 4").unwrap();
+    local(&file, "INSERT INTO customers VALUES (108, 1, 'made on the device')");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.pulled), (1, 0), "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 2"), 1);
+
+    s.server().batch_execute(&direction("bidirectional")).unwrap();
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.removed, 1, "{report:?}");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 4").as_deref(), Some("renamed"));
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    // Turned off again: the file keeps its rows, and sends its changes.
+    s.server().batch_execute(&direction("download_only")).unwrap();
+    local(&file, "UPDATE customers SET name = 'refused' WHERE id = 6");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_pull_for_a_schema_the_scope_left_behind_is_refused() {
+    let s = Scenario::new("ddl_pull_version", SCHEMA, "crm");
+    s.server().batch_execute("ALTER TABLE customers ADD COLUMN flag int").unwrap();
+    let pull = |asked: i64| {
+        s.server().query_one(
+            "SELECT sync_select_changes('crm', NULL, jsonb_build_object('params', '{\"tenant\": 1}'::jsonb, 'schema_version', $1::int8))",
+            &[&asked],
+        )
+    };
+    let error = pull(1).unwrap_err();
+    let db = error.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "55000");
+    assert!(db.message().contains("version 2") && db.detail() == Some(r#"{"schema_version":2}"#), "{db:?}");
+    assert!(pull(2).is_ok());
 }

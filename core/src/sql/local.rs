@@ -356,6 +356,13 @@ pub fn all_pending(table: &TableSchema, id: i64) -> String {
     )
 }
 
+/// Keeps one change the new schema cannot take, once: `?1` scope, `?2`
+/// table, `?3` key, `?4` row, `?5` reason (a second round that meets the
+/// same change keeps nothing more).
+pub const KEEP_UNFOLLOWED: &str = "INSERT INTO tandem_rejected (scope, table_name, key, row, kind, reason) \
+     SELECT ?1, ?2, ?3, ?4, 'schema_changed', ?5 WHERE NOT EXISTS (SELECT 1 FROM tandem_rejected \
+     WHERE scope = ?1 AND table_name = ?2 AND key = ?3 AND kind = 'schema_changed' AND reason = ?5)";
+
 /// The highest counter handed out so far (0 for none).
 pub fn top_seq(id: i64) -> String {
     format!("SELECT coalesce(max(tandem_seq), 0) FROM {}", log_table(id))
@@ -429,15 +436,22 @@ fn sweep_table(id: i64) -> String {
 }
 
 /// Starts a sweep of table `id`: every key the file holds, to be crossed
-/// off as a pull from NULL brings it again.
+/// off as a pull brings it again.
 pub fn begin_sweep(table: &TableSchema, id: i64) -> Vec<String> {
-    let key_defs: Vec<String> = table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
     let keys = column_list(None, &table.primary_key);
     vec![
-        format!("DROP TABLE IF EXISTS {}", sweep_table(id)),
-        format!("CREATE TABLE {} ({}, PRIMARY KEY ({keys})) WITHOUT ROWID", sweep_table(id), key_defs.join(", ")),
+        drop_sweep(id),
+        keep_sweep(table, id),
         format!("INSERT INTO {} ({keys}) SELECT {keys} FROM {}", sweep_table(id), user_table(table)),
     ]
+}
+
+/// The sweep of table `id` as it is, or an empty one: a table whose rows
+/// are not received anew keeps none to sweep (or the sweep it had).
+pub fn keep_sweep(table: &TableSchema, id: i64) -> String {
+    let key_defs: Vec<String> = table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
+    let keys = column_list(None, &table.primary_key);
+    format!("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({keys})) WITHOUT ROWID", sweep_table(id), key_defs.join(", "))
 }
 
 /// Crosses a key (`?1..`) off the sweep of table `id`.
@@ -505,6 +519,7 @@ mod tests {
             direction: Direction::Bidirectional,
             policy: None,
             partitioned: false,
+            refiltered: None,
         }
     }
 

@@ -220,6 +220,7 @@ pub(crate) mod tests {
             direction: Direction::Bidirectional,
             policy: None,
             partitioned: false,
+            refiltered: None,
         };
         Schema {
             scope: "crm".into(),

@@ -221,6 +221,13 @@ pub fn restamp(scope: &Scope<'_>, t: usize) -> String {
     format!("UPDATE {} SET tandem_stamp = pg_current_xact_id() WHERE NOT tandem_deleted", scope.track(t))
 }
 
+/// Forgets the rows that left a table's partitions: once its filter
+/// changed they were drawn by the old one, and every device sweeps its
+/// copy instead (see `migration::refilter`).
+pub fn forget_exits(scope: &Scope<'_>, t: usize) -> String {
+    format!("DELETE FROM {}", scope.exits(t))
+}
+
 /// Stamps everything a table's tracking holds with the current
 /// transaction, in the tracking itself (its versions too), its log and its
 /// exits: for a database restored into another cluster or database, whose

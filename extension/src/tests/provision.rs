@@ -67,11 +67,15 @@ mod tests {
     }
 
     #[pg_test]
-    fn a_filter_change_is_refused() {
+    fn a_filter_change_marks_its_table_for_devices_to_receive_anew() {
         crm();
         let mut setup = crm_setup();
         setup["tables"][0]["filter"] = json!({"id": "tenant"});
-        assert_fails(&format!("SELECT sync_provision('crm', {})", lit(&setup)), "22023", "the filter of public.customers changed");
+        let schema = json(&format!("SELECT sync_provision('crm', {})", lit(&setup)));
+        assert_eq!(schema["version"], 2);
+        let marks: Vec<_> = schema["tables"].as_array().unwrap().iter().map(|t| (t["name"].clone(), t["refiltered"].clone())).collect();
+        assert!(marks.contains(&(json!("public.customers"), json!(2))), "{marks:?}");
+        assert!(marks.iter().filter(|(_, mark)| !mark.is_null()).count() == 1, "only the refiltered table: {marks:?}");
     }
 
     #[pg_test]

@@ -1,0 +1,91 @@
+//! Unsent changes the server's new schema cannot take: values of columns it
+//! dropped (or renamed), and changes to tables that left the scope. They
+//! were made before the file learned of the change; the upload under the
+//! old schema sends what the server still has, and the rest is kept in
+//! `tandem_rejected` with the reason, never dropped without a word.
+
+use rusqlite::{params, Connection};
+use serde_json::Value;
+use tandem_core::error::{Rejection, RejectionKind};
+use tandem_core::schema::{Schema, TableSchema};
+use tandem_core::sql::local;
+
+use crate::error::Result;
+use crate::meta::ScopeState;
+use crate::rows;
+use crate::tx::atomically;
+
+/// What of a table's unsent changes the server's schema cannot take.
+enum Loss<'a> {
+    /// The table left the scope: nothing of it is sent any more.
+    Table,
+    /// These columns are gone: the rest of each row is sent.
+    Columns(Vec<&'a str>),
+}
+
+fn loss<'a>(table: &'a TableSchema, server: &Schema) -> Option<Loss<'a>> {
+    let Some(now) = server.tables.iter().find(|t| t.name == table.name) else { return Some(Loss::Table) };
+    let gone: Vec<&str> = table.columns.iter().filter(|c| !now.columns.iter().any(|s| s.same_as(c))).map(|c| c.name.as_str()).collect();
+    (!gone.is_empty()).then_some(Loss::Columns(gone))
+}
+
+/// Keeps, once, every unsent change of `state` (the file's schema) that
+/// `server` (the server's new one) cannot take, and returns them for the
+/// sync report. Call before the upload under the old schema: a table that
+/// left is untracked after it, and a row's dropped values would go unseen.
+pub fn keep(conn: &Connection, state: &ScopeState, server: &Schema) -> Result<Vec<Rejection>> {
+    atomically(conn, |conn| {
+        let mut kept = Vec::new();
+        for (table, tracked) in state.schema.tables.iter().zip(&state.tables) {
+            let Some(loss) = loss(table, server) else { continue };
+            let keys = conn
+                .prepare(&local::all_pending(table, tracked.id))?
+                .query_map([tracked.acked_seq], |row| rows::read_key(table, row))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for key in keys {
+                let row = rows::read_object(conn, table, &key)?;
+                let reason = match (&loss, &row) {
+                    // A delete, or a row that held nothing in the dropped
+                    // columns, loses nothing to them.
+                    (Loss::Columns(_), None) => continue,
+                    (Loss::Columns(gone), Some(row)) if gone.iter().all(|c| row.get(*c).is_none_or(Value::is_null)) => continue,
+                    (Loss::Columns(gone), Some(_)) => format!(
+                        "{} of {} {} no longer on the server (dropped or renamed, schema version {}) before this change \
+                         was sent: the change went up without {}; the row as the file held it is kept here",
+                        gone.iter().map(|c| format!("column \"{c}\"")).collect::<Vec<_>>().join(", "),
+                        table.name,
+                        if gone.len() == 1 { "is" } else { "are" },
+                        server.version,
+                        if gone.len() == 1 { "it" } else { "them" },
+                    ),
+                    (Loss::Table, Some(_)) => format!(
+                        "{} left scope \"{}\" on the server (schema version {}) before this change was sent: it was not \
+                         sent; the row as the file held it is kept here",
+                        table.name, state.scope, server.version
+                    ),
+                    (Loss::Table, None) => format!(
+                        "{} left scope \"{}\" on the server (schema version {}) before this delete was sent: it was not sent",
+                        table.name, state.scope, server.version
+                    ),
+                };
+                let inserted = conn.execute(
+                    local::KEEP_UNFOLLOWED,
+                    params![state.scope, table.name, rows::key_text(&key), row.map(|r| Value::Object(r).to_string()), reason],
+                )?;
+                if inserted > 0 {
+                    kept.push(Rejection {
+                        table: table.name.clone(),
+                        key,
+                        seq: None,
+                        kind: RejectionKind::SchemaChanged,
+                        reason,
+                        row: None,
+                        version: None,
+                        moved_from: None,
+                    });
+                }
+            }
+        }
+        Ok(kept)
+    })
+}
