@@ -4,7 +4,8 @@
 //! old schema sends what the server still has, and the rest is kept in
 //! `tandem_rejected` with the reason, never dropped without a word.
 
-use rusqlite::{params, Connection};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tandem_core::error::{Rejection, RejectionKind};
 use tandem_core::schema::{Schema, TableSchema};
@@ -29,6 +30,20 @@ fn loss<'a>(table: &'a TableSchema, server: &Schema) -> Option<Loss<'a>> {
     (!gone.is_empty()).then_some(Loss::Columns(gone))
 }
 
+/// Whether the row of key `stored` holds NULL or its column's default in
+/// every column of `gone`: values the device need not have written (a
+/// default that is computed, the time, never compares equal).
+fn all_defaults(conn: &Connection, table: &TableSchema, gone: &[&str], stored: &[SqlValue]) -> Result<bool> {
+    for column in gone {
+        let sql = local::holds_default(table, column);
+        let held: Option<bool> = conn.query_row(&sql, rusqlite::params_from_iter(stored), |r| r.get(0)).optional()?;
+        if held != Some(true) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Keeps, once, every unsent change of `state` (the file's schema) that
 /// `server` (the server's new one) cannot take, and returns them for the
 /// sync report. Call before the upload under the old schema: a table that
@@ -38,17 +53,24 @@ pub fn keep(conn: &Connection, state: &ScopeState, server: &Schema) -> Result<Ve
         let mut kept = Vec::new();
         for (table, tracked) in state.schema.tables.iter().zip(&state.tables) {
             let Some(loss) = loss(table, server) else { continue };
+            // Keys as the file stores them: one another program wrote that
+            // is no value of its type (set aside by the upload as such) is
+            // read all the same, never an error that would stall the round.
             let keys = conn
                 .prepare(&local::all_pending(table, tracked.id))?
-                .query_map([tracked.acked_seq], |row| rows::read_key(table, row))?
+                .query_map([tracked.acked_seq], |row| {
+                    let stored = (0..table.primary_key.len()).map(|i| row.get::<_, SqlValue>(i)).collect::<rusqlite::Result<Vec<_>>>()?;
+                    Ok((rows::read_key(table, row)?, stored))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            for key in keys {
-                let row = rows::read_object(conn, table, &key)?;
+            for (key, stored) in keys {
+                let row = rows::read_by(conn, table, stored.clone())?
+                    .map(|values| table.column_names().into_iter().zip(values).collect::<serde_json::Map<String, Value>>());
                 let reason = match (&loss, &row) {
-                    // A delete, or a row that held nothing in the dropped
-                    // columns, loses nothing to them.
+                    // A delete, or a row that holds nothing but NULL or
+                    // the default in the dropped columns, loses nothing.
                     (Loss::Columns(_), None) => continue,
-                    (Loss::Columns(gone), Some(row)) if gone.iter().all(|c| row.get(*c).is_none_or(Value::is_null)) => continue,
+                    (Loss::Columns(gone), Some(_)) if all_defaults(conn, table, gone, &stored)? => continue,
                     (Loss::Columns(gone), Some(_)) => format!(
                         "{} of {} {} no longer on the server (dropped or renamed, schema version {}) before this change \
                          was sent: the change went up without {}; the row as the file held it is kept here",

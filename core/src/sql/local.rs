@@ -356,6 +356,18 @@ pub fn all_pending(table: &TableSchema, id: i64) -> String {
     )
 }
 
+/// Whether the row of key `?1..` holds NULL or its column's default (a
+/// constant SQLite gives a row that leaves the column out) in `column`:
+/// a value the device need not have written.
+pub fn holds_default(table: &TableSchema, column: &str) -> String {
+    let quoted = quote_ident(column);
+    let default = match table.columns.iter().find(|c| c.name == column).and_then(|c| c.default.as_deref()) {
+        Some(default) => format!(" OR {quoted} IS ({default})"),
+        None => String::new(),
+    };
+    format!("SELECT {quoted} IS NULL{default} FROM {} WHERE {}", user_table(table), key_match(table, 1))
+}
+
 /// Keeps one change the new schema cannot take, once: `?1` scope, `?2`
 /// table, `?3` key, `?4` row, `?5` reason (a second round that meets the
 /// same change keeps nothing more).
