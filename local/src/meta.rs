@@ -223,6 +223,13 @@ pub fn scope_exists(conn: &Connection, scope: &str) -> Result<bool> {
 }
 
 /// The tables of `scope` with a tracking id, by name, as recorded.
+/// The tables that left the scope (see `tandem_left_tables`).
+pub fn left_tables(conn: &Connection, scope: &str) -> Result<Vec<String>> {
+    let mut statement = conn.prepare("SELECT name FROM tandem_left_tables WHERE scope = ?1")?;
+    let names = statement.query_map([scope], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
+
 pub fn tracked_tables(conn: &Connection, scope: &str) -> Result<Vec<(String, i64)>> {
     Ok(conn
         .prepare("SELECT name, id FROM tandem_tables WHERE scope = ?1")?

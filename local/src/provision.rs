@@ -2,14 +2,17 @@
 //! tracking, and follows the server's schema when it changes (tables added
 //! or removed, columns added) without downloading anything again.
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
 use tandem_core::ident::quote_ident;
-use tandem_core::schema::Schema;
+use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::setup::check_scope_name;
 use tandem_core::sql::local;
 
 use crate::error::{LocalError, Result};
 use crate::meta;
+use crate::rows;
 use crate::tx::atomically;
 
 pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Schema> {
@@ -34,6 +37,15 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 }
                 conn.execute("DELETE FROM tandem_tables WHERE id = ?1", [id])?;
                 conn.execute("INSERT OR IGNORE INTO tandem_left_tables (scope, name) VALUES (?1, ?2)", params![scope, name])?;
+                // Writes made to it from now on are noted, so that they are
+                // kept aside if it comes back (its rows then become the
+                // server's).
+                let left = before.as_ref().and_then(|b| b.tables.iter().find(|t| t.name == name));
+                if let Some(left) = left.filter(|t| table_exists(conn, &t.table_name().local_name()).unwrap_or(false)) {
+                    for statement in local::note_left(left) {
+                        conn.execute(&statement, [])?;
+                    }
+                }
             }
         }
         for table in &schema.tables {
@@ -85,8 +97,15 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 // The rows are the server's as they were when the table
                 // left: the server sends the table anew, and they are
                 // replaced (before tracking, so this is no local change),
-                // not sent up as new rows over what changed since.
+                // not sent up as new rows over what changed since. Rows
+                // written meanwhile are kept aside first.
+                keep_written_while_left(conn, scope, schema.version, table)?;
                 conn.execute(&format!("DELETE FROM {}", quote_ident(&local_name)), [])?;
+            }
+            if came_back {
+                for statement in local::forget_left(&table.table_name()) {
+                    conn.execute(&statement, [])?;
+                }
             }
             for statement in local::create_tracking(table, id) {
                 conn.execute(&statement, [])?;
@@ -133,9 +152,57 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
             }
         }
         conn.execute("DELETE FROM tandem_tables WHERE scope = ?1", [scope])?;
+        for name in meta::left_tables(conn, scope)? {
+            if let Ok(name) = tandem_core::ident::TableName::parse(&name) {
+                for statement in local::forget_left(&name) {
+                    conn.execute(&statement, [])?;
+                }
+            }
+        }
+        conn.execute("DELETE FROM tandem_left_tables WHERE scope = ?1", [scope])?;
         conn.execute("DELETE FROM tandem_scopes WHERE scope = ?1", [scope])?;
         Ok(())
     })
+}
+
+fn table_exists(conn: &Connection, local_name: &str) -> Result<bool> {
+    Ok(conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [local_name], |r| r.get(0))?)
+}
+
+/// Keeps in `tandem_rejected` the rows of a table come back to its scope
+/// that the file wrote while it was out (as they are now, or a delete),
+/// before the server's rows replace them: a write the server never saw is
+/// never dropped without a word. A key whose columns changed since (the
+/// table came back with another primary key) is kept by its stored values.
+fn keep_written_while_left(conn: &Connection, scope: &str, version: i64, table: &TableSchema) -> Result<()> {
+    let written = local::written_while_left_name(table);
+    let noted = conn
+        .prepare(&format!("SELECT name FROM pragma_table_info({})", tandem_core::ident::quote_literal(&written)))?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    if noted != table.primary_key {
+        return Ok(());
+    }
+    let keys = conn
+        .prepare(&local::written_keys(table))?
+        .query_map([], |row| {
+            let stored = (0..table.primary_key.len()).map(|i| row.get::<_, SqlValue>(i)).collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows::read_key(table, row)?, stored))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (key, stored) in keys {
+        let row = rows::read_by(conn, table, stored)?
+            .map(|values| Value::Object(table.column_names().into_iter().zip(values).collect()).to_string());
+        let what = if row.is_some() { "written" } else { "deleted" };
+        let reason = format!(
+            "{what} while {} was out of scope \"{scope}\"; when it came back (schema version {version}) the server's rows \
+             replaced the file's{}",
+            table.name,
+            if row.is_some() { ": the row as the file held it is kept here" } else { "" }
+        );
+        conn.execute(local::KEEP_UNFOLLOWED, params![scope, table.name, rows::key_text(&key), row, reason])?;
+    }
+    Ok(())
 }
 
 /// Columns of a table the file synced before that must go before the

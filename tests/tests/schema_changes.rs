@@ -658,3 +658,38 @@ fn a_key_the_server_cannot_read_does_not_stall_a_device_through_a_schema_change(
     s.sync_as(&file, &token);
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+#[test]
+fn writes_to_a_table_while_it_was_out_of_the_scope_are_kept_when_it_comes_back() {
+    let s = Scenario::new("ddl_written_while_out", SHOP, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    let setup = |tables: &str| format!(r#"SELECT sync_provision('crm', '{{"tables": [{tables}]}}')"#);
+    let customers = r#"{"name": "customers", "filter": {"tenant_id": "tenant"}}"#;
+    let notes = r#"{"name": "notes", "filter": {"tenant_id": "tenant"}}"#;
+    s.server().batch_execute(&setup(customers)).unwrap();
+    s.sync_as(&file, &token);
+    // notes is out of the scope: the device goes on writing it.
+    local(
+        &file,
+        "UPDATE notes SET body = 'written while out' WHERE id = 2; INSERT INTO notes VALUES (100, 1, 'made while out'); \
+         DELETE FROM notes WHERE id = 4",
+    );
+    s.server().batch_execute(&setup(&format!("{customers}, {notes}"))).unwrap();
+    s.sync_as(&file, &token);
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    // The server's rows replaced the file's; what the device wrote is kept.
+    let kept = kept(&file, "public.notes");
+    let keys: Vec<&str> = kept.iter().map(|(key, ..)| key.as_str()).collect();
+    assert_eq!(keys, ["[100]", "[2]", "[4]"], "{kept:?}");
+    assert!(kept[1].1.as_deref().is_some_and(|row| row.contains("written while out")), "{kept:?}");
+    assert_eq!(kept[2].1, None, "a delete keeps no row");
+    assert!(kept.iter().all(|(_, _, kind, reason)| kind == "schema_changed" && reason.contains("out of scope")), "{kept:?}");
+    // Noting stops once the table is back (orders, still out, is noted).
+    local(&file, "UPDATE notes SET body = 'synced again' WHERE id = 6");
+    assert_eq!(s.sync_as(&file, &token).pushed, 1);
+    let noting =
+        "SELECT group_concat(name) FROM sqlite_master WHERE type = 'table' AND name GLOB 'tandem_left_*' AND name <> 'tandem_left_tables'";
+    assert_eq!(local_value(&file, noting).as_deref(), Some("tandem_left_orders"));
+}

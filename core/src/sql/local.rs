@@ -13,7 +13,7 @@
 //! - triggers append every change to the log; sync removes the entries its
 //!   own writes made before its transaction commits.
 
-use crate::ident::quote_ident;
+use crate::ident::{quote_ident, TableName};
 use crate::schema::TableSchema;
 use crate::sql::{column_list, Dialect};
 
@@ -219,6 +219,63 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
         trigger(id, "delete"),
         of("OLD")
     ));
+    out
+}
+
+/// What of a table that left its scope the file notes: the keys written
+/// since (`tandem_left_<table>`, one row per key, so it stays as small as
+/// the table), by triggers of their own. If the table comes back, its rows
+/// are replaced by the server's, and those keys' rows are kept aside
+/// first. The names come from the table's, not its id: a table that left
+/// no longer has one.
+pub fn written_while_left(table: &TableSchema) -> String {
+    quote_ident(&written_while_left_name(table))
+}
+
+/// [`written_while_left`] unquoted, as `pragma_table_info` takes it.
+pub fn written_while_left_name(table: &TableSchema) -> String {
+    format!("tandem_left_{}", table.table_name().local_name())
+}
+
+fn left_name(table: &TableName, event: &str) -> String {
+    quote_ident(&format!("tandem_left_{}{event}", table.local_name()))
+}
+
+const LEFT_EVENTS: [&str; 4] = ["_insert", "_update", "_key", "_delete"];
+
+/// Starts noting the keys written to a table that left its scope.
+pub fn note_left(table: &TableSchema) -> Vec<String> {
+    let t = user_table(table);
+    let written = written_while_left(table);
+    let key_defs: Vec<String> = table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
+    let keys = column_list(None, &table.primary_key);
+    let of = |row: &str| -> String { table.primary_key.iter().map(|k| format!("{row}.{}", quote_ident(k))).collect::<Vec<_>>().join(", ") };
+    let name = table.table_name();
+    let mut out = forget_left(&name);
+    out.push(format!("CREATE TABLE {written} ({}, PRIMARY KEY ({keys})) WITHOUT ROWID", key_defs.join(", ")));
+    let note = |event: &str, when: &str, row: &str| {
+        format!(
+            "CREATE TRIGGER {} AFTER {when} ON {t} BEGIN INSERT OR IGNORE INTO {written} ({keys}) VALUES ({}); END",
+            left_name(&name, event),
+            of(row)
+        )
+    };
+    out.push(note("_insert", "INSERT", "NEW"));
+    out.push(note("_update", "UPDATE", "NEW"));
+    out.push(note("_key", &format!("UPDATE OF {keys}"), "OLD"));
+    out.push(note("_delete", "DELETE", "OLD"));
+    out
+}
+
+/// The keys written to a table while it was out of its scope.
+pub fn written_keys(table: &TableSchema) -> String {
+    format!("SELECT {} FROM {}", column_list(None, &table.primary_key), written_while_left(table))
+}
+
+/// Stops noting the keys written to a table that left its scope.
+pub fn forget_left(table: &TableName) -> Vec<String> {
+    let mut out: Vec<String> = LEFT_EVENTS.iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", left_name(table, e))).collect();
+    out.push(format!("DROP TABLE IF EXISTS {}", left_name(table, "")));
     out
 }
 
