@@ -92,6 +92,48 @@ pub fn refilter(old: &Schema, new: &mut Schema, version: i64) -> Vec<String> {
     marked
 }
 
+/// The setup with tables renamed on the server (`(old, new)` pairs): each
+/// one's entry, and every `via` filter that goes through one, name it as
+/// it is now. Names not renamed stay as the owner wrote them.
+pub fn renamed_setup(setup: &Value, renames: &[(TableName, TableName)]) -> Result<Value> {
+    let mut setup = setup.clone();
+    let Some(tables) = setup.get_mut("tables").and_then(Value::as_array_mut) else {
+        return Err(Error::Internal("a stored setup without \"tables\"".into()));
+    };
+    let now = |written: &str| -> Result<Option<String>> {
+        let name = TableName::parse(written)?;
+        Ok(renames.iter().find(|(old, _)| *old == name).map(|(_, new)| new.to_string()))
+    };
+    for entry in tables {
+        if let Some(new) = entry.get("name").and_then(Value::as_str).map(now).transpose()?.flatten() {
+            entry["name"] = Value::String(new);
+        }
+        let parent = entry.get("filter").and_then(|f| f.get("via")).and_then(Value::as_str).map(now).transpose()?.flatten();
+        if let Some(new) = parent {
+            entry["filter"]["via"] = Value::String(new);
+        }
+    }
+    Ok(setup)
+}
+
+/// `schema` as if its tables renamed on the server had always had their
+/// new names (`(old, new)` canonical pairs), each remembering the old one:
+/// what a changed schema is compared with, so a renamed table is the same
+/// table, its rows and tracking kept.
+pub fn rename(schema: &mut Schema, renames: &[(String, String)]) {
+    for table in &mut schema.tables {
+        if let Some((old, new)) = renames.iter().find(|(old, _)| *old == table.name) {
+            table.renamed_from.push(old.clone());
+            table.name = new.clone();
+        }
+        if let Some(Filter::Via { parent, .. }) = &mut table.filter {
+            if let Some((_, new)) = renames.iter().find(|(old, _)| old == parent) {
+                *parent = new.clone();
+            }
+        }
+    }
+}
+
 /// Carries over to `new` (what table `old` became) the fill of the
 /// columns it keeps, and decides for those it gains. With `just_altered`
 /// (an `ALTER TABLE` made them a moment ago, so every row holds what the
@@ -103,6 +145,7 @@ pub fn refilter(old: &Schema, new: &mut Schema, version: i64) -> Vec<String> {
 /// version that added them; gained ones are marked with `version`, the
 /// schema's next.
 pub fn carry_over(old: &TableSchema, new: &mut TableSchema, catalog: &[CatalogColumn], just_altered: bool, version: i64) -> bool {
+    new.renamed_from = old.renamed_from.clone();
     let vanished = old.columns.iter().any(|o| !new.columns.iter().any(|c| c.name == o.name));
     let mut needs_rows = false;
     for column in &mut new.columns {
@@ -244,6 +287,7 @@ mod tests {
             policy: None,
             partitioned: false,
             refiltered: None,
+            renamed_from: Vec::new(),
         }
     }
 
@@ -367,6 +411,36 @@ mod tests {
         later.tables[0].filter = by("region");
         assert_eq!(refilter(&new, &mut later, 3), ["public.n"]);
         assert_eq!(later.tables.iter().map(|t| t.refiltered).collect::<Vec<_>>(), [None, Some(3), None, Some(2), Some(2), Some(2)]);
+    }
+
+    #[test]
+    fn a_renamed_table_is_named_anew_wherever_the_setup_and_schema_name_it() {
+        let setup = serde_json::json!({"tables": [
+            {"name": "customers", "filter": {"tenant_id": "tenant"}},
+            {"name": "public.orders", "filter": {"via": "public.customers", "on": {"customer_id": "id"}}},
+            {"name": "notes"}]});
+        let renames = [(TableName::parse("customers").unwrap(), TableName::new("Sales", "clients"))];
+        let renamed = renamed_setup(&setup, &renames).unwrap();
+        assert_eq!(
+            renamed,
+            serde_json::json!({"tables": [
+                {"name": "\"Sales\".clients", "filter": {"tenant_id": "tenant"}},
+                {"name": "public.orders", "filter": {"via": "\"Sales\".clients", "on": {"customer_id": "id"}}},
+                {"name": "notes"}]})
+        );
+        let id = || column("id", LogicalType::Int8, "bigint", false, None);
+        let mut orders = table(vec![id()]);
+        orders.name = "public.orders".into();
+        orders.filter = Some(Filter::Via { parent: "public.t".into(), on: [("id".to_string(), "id".to_string())].into() });
+        let mut schema = Schema { scope: "s".into(), version: 1, tables: vec![table(vec![id()]), orders] };
+        rename(&mut schema, &[("public.t".into(), "public.u".into())]);
+        rename(&mut schema, &[("public.u".into(), "public.v".into())]);
+        assert_eq!(
+            (schema.tables[0].name.as_str(), &schema.tables[0].renamed_from),
+            ("public.v", &vec!["public.t".to_string(), "public.u".to_string()])
+        );
+        assert!(matches!(&schema.tables[1].filter, Some(Filter::Via { parent, .. }) if parent == "public.v"));
+        assert!(schema.tables[1].renamed_from.is_empty());
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub struct TableSchema {
     /// drops the rows that are no longer its own (see `migration`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refiltered: Option<i64>,
+    /// The names the table had before, oldest first (`ALTER TABLE ...
+    /// RENAME TO`, `ALTER SCHEMA ... RENAME`): a device that knows it by
+    /// one of them renames its copy in place (see `migration::rename`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renamed_from: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -302,6 +307,7 @@ pub fn build_schema(
             policy: table.policy.clone().or_else(|| setup.policy.clone()).filter(|p| p != "server_wins"),
             partitioned: catalog.partitioned,
             refiltered: None,
+            renamed_from: Vec::new(),
         });
     }
     check_via_cycles(&tables)?;

@@ -293,6 +293,7 @@ mod tests {
                 policy: None,
                 partitioned: false,
                 refiltered: None,
+                renamed_from: Vec::new(),
             }],
         }
     }

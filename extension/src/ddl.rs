@@ -4,9 +4,10 @@
 //! provisioned again from the setup its owner gave, so it follows the
 //! table as it is now: a column added, dropped, renamed or retyped means a
 //! new schema version, which devices pick up on their next sync. A column
-//! added with a constant default or none moves no rows (`migration`); a
-//! change devices could not follow in place (a primary key, a filter
-//! column, a type SQLite stores differently, the table's name) is refused,
+//! added with a constant default or none moves no rows (`migration`), nor
+//! does a table renamed (devices rename their copy); a change devices
+//! could not follow in place (a primary key, a filter column, a type
+//! SQLite stores differently) is refused,
 //! which rolls the `ALTER TABLE` back, with the way to make it.
 //!
 //! A tracked table dropped (`DROP TABLE`, `DROP SCHEMA ... CASCADE`) leaves

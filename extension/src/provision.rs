@@ -73,6 +73,27 @@ fn sync_schema(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")
     })
 }
 
+/// The scope's tables whose name changed since it was provisioned, as
+/// (name then, name now).
+fn renamed_tables(spi: &mut Spi<'_>, scope: &str) -> Result<Vec<(TableName, TableName)>> {
+    let rows = spi::query(
+        spi,
+        "SELECT t.name, n.nspname::text, c.relname::text FROM tandem.scope_tables t \
+         JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE t.scope = $1 ORDER BY t.id",
+        &[scope.into()],
+        |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?, spi::required_text(row, 3)?)),
+    )?;
+    let mut renames = Vec::new();
+    for (stored, schema, name) in rows {
+        let (was, now) = (TableName::parse(&stored)?, TableName::new(schema, name));
+        if was != now {
+            renames.push((was, now));
+        }
+    }
+    Ok(renames)
+}
+
 fn lock_scope(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
     spi::exec(spi, "SELECT pg_advisory_xact_lock(hashtext('tandem.scope'), hashtext($1))", &[scope.into()])?;
     Ok(())
@@ -90,12 +111,41 @@ pub enum Asker {
 }
 
 pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Asker) -> Result<Schema> {
-    let setup = ScopeSetup::parse(scope, setup_value)?;
+    ScopeSetup::parse(scope, setup_value)?;
     if asker == Asker::Caller {
         cluster::ensure_here(spi)?;
     }
     lock_scope(spi, scope)?;
-    let old = registry::find_scope(spi, scope)?;
+    let mut old = registry::find_scope(spi, scope)?;
+    // Tables renamed since (`ALTER TABLE ... RENAME TO`, `ALTER SCHEMA ...
+    // RENAME`) are the same tables under new names, found by their oid:
+    // the setup names them anew, and the schema is compared with the old
+    // one as if they had always had them.
+    let renames = match &old {
+        Some(_) => renamed_tables(spi, scope)?,
+        None => Vec::new(),
+    };
+    if let Some(stored) = &old {
+        // Devices tell a renamed table by the names it had: a name another
+        // table of the scope had or has would be read as that table.
+        for (was, now) in &renames {
+            let now_text = now.to_string();
+            let taken = stored.schema.tables.iter().find(|t| t.name == now_text || t.renamed_from.contains(&now_text));
+            if let Some(taken) = taken {
+                return Err(Error::InvalidSetup(format!(
+                    "{was} cannot be renamed to {now}: that is (or was) the name of {} in scope \"{scope}\", and devices tell a \
+                     renamed table by its names; rename it to a name the scope never used",
+                    taken.name
+                )));
+            }
+        }
+    }
+    let setup_value = &tandem_core::migration::renamed_setup(setup_value, &renames)?;
+    if let Some(old) = &mut old {
+        let canonical: Vec<(String, String)> = renames.iter().map(|(was, now)| (was.to_string(), now.to_string())).collect();
+        tandem_core::migration::rename(&mut old.schema, &canonical);
+    }
+    let setup = ScopeSetup::parse(scope, setup_value)?;
     match (&old, asker) {
         (_, Asker::Ddl) => {}
         (Some(_), Asker::Caller) => privileges::require_owner(spi, scope, "sync_provision")?,
@@ -156,7 +206,7 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
         }
     }
     if let Some(old) = &old {
-        if old.schema.same_shape(&schema) {
+        if renames.is_empty() && old.schema.same_shape(&schema) {
             // Called again with the same setup: nothing to change but the
             // tracking objects, which a scope provisioned by an earlier
             // Tandem may lack or have older. An ALTER TABLE that changed
@@ -193,6 +243,13 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
          ON CONFLICT (name) DO UPDATE SET setup = excluded.setup, schema = excluded.schema, updated_at = now()",
         &[scope.into(), setup_text.into(), schema_text.into(), owner.into(), path.into()],
     )?;
+    for (was, now) in &renames {
+        spi::exec(
+            spi,
+            "UPDATE tandem.scope_tables SET name = $3 WHERE scope = $1 AND name = $2",
+            &[scope.into(), was.to_string().into(), now.to_string().into()],
+        )?;
+    }
     // Tables that left the scope lose their tracking.
     for (table, id) in &old_tables {
         if !schema.tables.iter().any(|t| t.name == table.name) {

@@ -505,6 +505,9 @@ fn exchange(
         // the file had then (those the server still has): a column the
         // scope gained holds nothing yet in the file, and must not be
         // written over on the server. Its values come with the pull.
+        // Tables renamed on the server are renamed here first: the same
+        // tables, their changes sent under their new names.
+        provision::follow_renames(conn, scope, server_schema)?;
         // What it cannot take is kept first (a table that left is
         // untracked once the new schema is taken).
         let kept = crate::unfollowed::keep(conn, &meta::require(conn, scope)?, server_schema)?;

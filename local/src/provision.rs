@@ -5,7 +5,7 @@
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use tandem_core::ident::quote_ident;
+use tandem_core::ident::{quote_ident, TableName};
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::setup::check_scope_name;
 use tandem_core::sql::local;
@@ -136,6 +136,49 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             }
         }
         Ok(schema.clone())
+    })
+}
+
+/// Renames in place the file's copies of tables the server renamed (a
+/// server table whose `renamed_from` holds a name the file tracks), with
+/// their tracking, so their rows and unsent changes stay theirs; the
+/// stored schema names them anew, so the upload under it sends them under
+/// the names the server knows. Returns how many were renamed.
+pub fn follow_renames(conn: &Connection, scope: &str, server: &Schema) -> Result<usize> {
+    atomically(conn, |conn| {
+        let tracked = meta::tracked_tables(conn, scope)?;
+        let mut renames: Vec<(String, String)> = Vec::new();
+        for table in &server.tables {
+            if tracked.iter().any(|(name, _)| *name == table.name) {
+                continue;
+            }
+            let Some((was, id)) = table.renamed_from.iter().rev().find_map(|old| tracked.iter().find(|(name, _)| name == old)) else {
+                continue;
+            };
+            let (from, to) = (TableName::parse(was)?.local_name(), table.table_name().local_name());
+            if from != to {
+                if table_exists(conn, &to)? {
+                    return Err(LocalError::Invalid(format!(
+                        "the server renamed {was} to {}, and this file already has a table {to}: rename or drop that one, \
+                         then sync again",
+                        table.name
+                    )));
+                }
+                conn.execute(&format!("ALTER TABLE {} RENAME TO {}", quote_ident(&from), quote_ident(&to)), [])?;
+            }
+            conn.execute("UPDATE tandem_tables SET name = ?2 WHERE id = ?1", params![id, table.name])?;
+            renames.push((was.clone(), table.name.clone()));
+        }
+        if renames.is_empty() {
+            return Ok(0);
+        }
+        let text: String = conn.query_row("SELECT schema FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0))?;
+        let mut schema: Schema =
+            serde_json::from_str(&text).map_err(|e| LocalError::Invalid(format!("the stored schema of {scope}: {e}")))?;
+        tandem_core::migration::rename(&mut schema, &renames);
+        let text = serde_json::to_string(&schema).map_err(|e| LocalError::Invalid(e.to_string()))?;
+        conn.execute("UPDATE tandem_scopes SET schema = ?2 WHERE scope = ?1", params![scope, text])?;
+        Ok(renames.len())
     })
 }
 

@@ -114,8 +114,6 @@ fn changes_devices_could_not_follow_are_refused_with_what_to_do() {
     assert!(error.contains("primary key") && error.contains("sync_provision"), "{error}");
     let error = ddl_error(&s, "ALTER TABLE customers ALTER COLUMN name TYPE int USING length(name)");
     assert!(error.contains("name") && error.contains("type"), "{error}");
-    let error = ddl_error(&s, "ALTER TABLE customers RENAME TO clients");
-    assert!(error.contains("crm") && error.contains("sync_provision"), "{error}");
     assert_eq!(version(&s), 1, "nothing changed");
 
     // A type devices hold alike (int4 -> int8 are both SQLite integers) is
@@ -406,12 +404,12 @@ fn column_changes_made_by_other_ddl_are_followed_or_refused() {
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("a.db");
     assert_eq!(s.sync_as(&file, &token).pulled, 2);
-    // A schema renamed moves the table from under its scope's name.
-    let error = ddl_error(&s, r#"ALTER SCHEMA "Sales" RENAME TO "Sales2""#);
-    assert!(error.contains("crm") && error.contains("keeps its name"), "{error}");
+    // A schema renamed takes its tables along: the scope follows.
+    s.server().batch_execute(r#"ALTER SCHEMA "Sales" RENAME TO "Sales2""#).unwrap();
+    assert_eq!(version(&s), 2);
     // A column a cascade takes is followed like a DROP COLUMN.
     s.server().batch_execute("DROP DOMAIN posint CASCADE").unwrap();
-    assert_eq!(version(&s), 2);
+    assert_eq!(version(&s), 3);
     local(&file, r#"UPDATE "Sales.orders" SET note = 'edited' WHERE id = 1"#);
     let report = s.sync_as(&file, &token);
     assert_eq!(report.pushed, 1, "{report:?}");
@@ -692,4 +690,40 @@ fn writes_to_a_table_while_it_was_out_of_the_scope_are_kept_when_it_comes_back()
     let noting =
         "SELECT group_concat(name) FROM sqlite_master WHERE type = 'table' AND name GLOB 'tandem_left_*' AND name <> 'tandem_left_tables'";
     assert_eq!(local_value(&file, noting).as_deref(), Some("tandem_left_orders"));
+}
+
+#[test]
+fn a_renamed_table_is_followed_in_place_with_its_rows_and_unsent_changes() {
+    let s = Scenario::new("ddl_rename_table", SHOP, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE customers SET name = 'edited offline' WHERE id = 2; INSERT INTO orders VALUES (100, 2, 7)");
+    s.server().batch_execute("ALTER TABLE customers RENAME TO clients; CREATE SCHEMA sales; ALTER TABLE notes SET SCHEMA sales").unwrap();
+    assert_eq!(scope_tables(&s), ["public.clients", "public.orders", "sales.notes"]);
+    let report = s.sync_as(&file, &token);
+    assert!(report.provisioned && report.rejected.is_empty(), "{report:?}");
+    assert_eq!((report.pushed, report.pulled), (2, 0), "the tables were renamed in place, no row moved: {report:?}");
+    let name: String = s.server().query_one("SELECT name FROM clients WHERE id = 2", &[]).unwrap().get(0);
+    assert_eq!(name, "edited offline");
+    assert!(s.server().query_opt("SELECT 1 FROM orders WHERE id = 100", &[]).unwrap().is_some());
+    let tables = "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'tandem%' AND name NOT LIKE 'sqlite%' ORDER BY name)";
+    assert_eq!(local_value(&file, tables).as_deref(), Some("clients,orders,sales.notes"));
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+
+    // A schema renamed moves its tables; they sync on as before.
+    s.server().batch_execute("ALTER SCHEMA sales RENAME TO archive; UPDATE archive.notes SET body = 'after' WHERE id = 2").unwrap();
+    local(&file, r#"UPDATE "sales.notes" SET body = 'device' WHERE id = 4"#);
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.pulled), (1, 1), "{report:?}");
+    assert_eq!(local_value(&file, r#"SELECT body FROM "archive.notes" WHERE id = 2"#).as_deref(), Some("after"));
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    // A new file gets the tables under their names now.
+    let fresh = s.store("fresh.db");
+    s.sync_as(&fresh, &token);
+    assert_converged(&mut s.server(), fresh.connection(), "crm", &json!({"tenant": 1}));
+    // Names the scope used are not given to another of its tables: a
+    // device would take one for the other.
+    let error = ddl_error(&s, "ALTER TABLE orders RENAME TO customers");
+    assert!(error.contains("customers") && error.contains("never used"), "{error}");
 }

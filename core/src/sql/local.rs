@@ -589,6 +589,7 @@ mod tests {
             policy: None,
             partitioned: false,
             refiltered: None,
+            renamed_from: Vec::new(),
         }
     }
 

@@ -221,6 +221,7 @@ pub(crate) mod tests {
             policy: None,
             partitioned: false,
             refiltered: None,
+            renamed_from: Vec::new(),
         };
         Schema {
             scope: "crm".into(),
