@@ -5,7 +5,7 @@
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use tandem_core::ident::{quote_ident, TableName};
+use tandem_core::ident::{quote_ident, quote_literal, TableName};
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::setup::check_scope_name;
 use tandem_core::sql::local;
@@ -32,6 +32,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             .and_then(|text| serde_json::from_str(&text).ok());
         for (name, id) in meta::tracked_tables(conn, scope)? {
             if !schema.tables.iter().any(|t| t.name == name) {
+                drop_fill_triggers(conn, id)?;
                 for statement in local::drop_tracking(id) {
                     conn.execute(&statement, [])?;
                 }
@@ -113,6 +114,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             for statement in local::triggers(table, id) {
                 conn.execute(&statement, [])?;
             }
+            fill_defaults(conn, table, id)?;
             if existed && known.is_none() && !came_back {
                 // Rows the file held before it synced this table are local
                 // changes: they go up on the first sync.
@@ -190,6 +192,7 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
     }
     atomically(conn, |conn| {
         for (_, id) in meta::tracked_tables(conn, scope)? {
+            drop_fill_triggers(conn, id)?;
             for statement in local::drop_tracking(id) {
                 conn.execute(&statement, [])?;
             }
@@ -206,6 +209,38 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
         conn.execute("DELETE FROM tandem_scopes WHERE scope = ?1", [scope])?;
         Ok(())
     })
+}
+
+/// Gives each column the file added without its default (SQLite adds a
+/// column to an existing table only with a constant one) a trigger that
+/// fills it, so an insert that leaves it out gets what the server would
+/// give it, as in a file made after the column came.
+fn fill_defaults(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
+    drop_fill_triggers(conn, id)?;
+    let declared: Vec<(String, Option<String>)> = conn
+        .prepare(&format!("SELECT name, dflt_value FROM pragma_table_info({})", quote_literal(&table.table_name().local_name())))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (i, column) in table.columns.iter().enumerate() {
+        let undeclared = declared.iter().any(|(name, default)| *name == column.name && default.is_none());
+        if undeclared && !table.primary_key.contains(&column.name) {
+            if let Some(trigger) = local::fill_default(table, id, i) {
+                conn.execute(&trigger, [])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn drop_fill_triggers(conn: &Connection, id: i64) -> Result<()> {
+    let names: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, length(?1)) = ?1")?
+        .query_map([local::fill_trigger_prefix(id)], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for name in names {
+        conn.execute(&format!("DROP TRIGGER IF EXISTS {}", quote_ident(&name)), [])?;
+    }
+    Ok(())
 }
 
 fn table_exists(conn: &Connection, local_name: &str) -> Result<bool> {

@@ -54,7 +54,9 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
         for table in &state.tables {
             before.push((table.id, crate::rows::top_seq(conn, table.id)?));
         }
+        conn.execute(local::BEGIN_SYNC_WRITES, [])?;
         let value = body(conn)?;
+        conn.execute(local::END_SYNC_WRITES, [])?;
         for (id, top) in before {
             crate::rows::delete_log_entries(conn, id, &local::drop_log_after(id), vec![rusqlite::types::Value::Integer(top)])?;
         }

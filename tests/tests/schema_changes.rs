@@ -727,3 +727,27 @@ fn a_renamed_table_is_followed_in_place_with_its_rows_and_unsent_changes() {
     let error = ddl_error(&s, "ALTER TABLE orders RENAME TO customers");
     assert!(error.contains("customers") && error.contains("never used"), "{error}");
 }
+
+#[test]
+fn a_column_added_with_a_computed_default_fills_device_inserts_in_files_made_before() {
+    let s = Scenario::new("ddl_computed_default", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server()
+        .batch_execute("ALTER TABLE customers ADD COLUMN created timestamptz DEFAULT now(), ADD COLUMN code uuid DEFAULT gen_random_uuid()")
+        .unwrap();
+    s.sync_as(&file, &token);
+    // The server's own NULL stays NULL in the file.
+    s.server().batch_execute("UPDATE customers SET created = NULL WHERE id = 4").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 4 AND created IS NULL"), 1);
+    // An app insert that leaves the columns out gets what the server would give.
+    local(&file, "INSERT INTO customers (id, tenant_id, name) VALUES (200, 1, 'made after the change')");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 200 AND created IS NOT NULL AND length(code) = 36"), 1);
+    s.sync_as(&file, &token);
+    let filled: bool =
+        s.server().query_one("SELECT created IS NOT NULL AND code IS NOT NULL FROM customers WHERE id = 200", &[]).unwrap().get(0);
+    assert!(filled, "the server row holds the defaults");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}

@@ -86,7 +86,16 @@ CREATE TABLE IF NOT EXISTS tandem_rejected (
     reason TEXT NOT NULL,
     at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
+-- A row while sync itself writes rows from the server (inside its own
+-- transaction only, so no other connection ever sees it): the triggers
+-- that fill a column's default leave those rows as the server sent them.
+CREATE TABLE IF NOT EXISTS tandem_sync_writing (id INTEGER PRIMARY KEY);
 ";
+
+/// Marks the transaction as sync's own writes (see `tandem_sync_writing`).
+pub const BEGIN_SYNC_WRITES: &str = "INSERT OR IGNORE INTO tandem_sync_writing (id) VALUES (1)";
+/// Ends [`BEGIN_SYNC_WRITES`] before the transaction commits.
+pub const END_SYNC_WRITES: &str = "DELETE FROM tandem_sync_writing";
 
 /// Bookkeeping columns an earlier Tandem named without the prefix (a key
 /// column of the user's may have the bare name): (table prefix, old, new).
@@ -137,6 +146,30 @@ pub fn add_column(table: &TableSchema, column: usize) -> String {
     let constant = c.fill.as_deref().or(c.default.as_deref().filter(|d| !d.starts_with('('))).filter(|d| *d != "NULL");
     let default = constant.map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
     format!("ALTER TABLE {} ADD COLUMN {} {}{default}", user_table(table), quote_ident(&c.name), c.ty.sqlite_decl())
+}
+
+/// The name prefix of table `id`'s triggers that fill column defaults.
+pub fn fill_trigger_prefix(id: i64) -> String {
+    format!("tandem_{id}_fill_")
+}
+
+/// A trigger that gives a row inserted without column `column` the
+/// column's default, for a column the file added to an existing table
+/// with a default SQLite cannot add that way (one computed per row: the
+/// time, a random uuid). Rows sync writes keep what the server sent; an
+/// insert that writes NULL there explicitly gets the default too (SQLite
+/// cannot tell it from one that left the column out).
+pub fn fill_default(table: &TableSchema, id: i64, column: usize) -> Option<String> {
+    let c = &table.columns[column];
+    let default = c.default.as_deref()?;
+    let quoted = quote_ident(&c.name);
+    let key = table.primary_key.iter().map(|k| format!("{0} = NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+    Some(format!(
+        "CREATE TRIGGER {} AFTER INSERT ON {t} WHEN NEW.{quoted} IS NULL AND NOT EXISTS (SELECT 1 FROM tandem_sync_writing) \
+         BEGIN UPDATE {t} SET {quoted} = {default} WHERE {key}; END",
+        quote_ident(&format!("{}{}", fill_trigger_prefix(id), c.name)),
+        t = user_table(table),
+    ))
 }
 
 /// The log's columns for the new key of a key change, by key position
