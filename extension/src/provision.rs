@@ -130,7 +130,14 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
         // table of the scope had or has would be read as that table.
         for (was, now) in &renames {
             let now_text = now.to_string();
-            let taken = stored.schema.tables.iter().find(|t| t.name == now_text || t.renamed_from.contains(&now_text));
+            // Its own earlier names are its own to take back.
+            let was_text = was.to_string();
+            let taken = stored
+                .schema
+                .tables
+                .iter()
+                .filter(|t| t.name != was_text)
+                .find(|t| t.name == now_text || t.renamed_from.contains(&now_text));
             if let Some(taken) = taken {
                 return Err(Error::InvalidSetup(format!(
                     "{was} cannot be renamed to {now}: that is (or was) the name of {} in scope \"{scope}\", and devices tell a \

@@ -116,7 +116,10 @@ impl ScopeState {
         let mut tables = Vec::new();
         let mut states = Vec::new();
         for (mut table, state) in self.schema.tables.into_iter().zip(self.tables) {
-            let Some(server) = schema.tables.iter().find(|t| t.name == table.name) else { continue };
+            // A table made again with another primary key is another table.
+            let Some(server) = schema.tables.iter().find(|t| t.name == table.name && t.primary_key == table.primary_key) else {
+                continue;
+            };
             table.columns.retain(|c| server.columns.iter().any(|s| s.same_as(c)));
             tables.push(table);
             states.push(state);

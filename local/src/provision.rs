@@ -31,7 +31,14 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             .optional()?
             .and_then(|text| serde_json::from_str(&text).ok());
         for (name, id) in meta::tracked_tables(conn, scope)? {
-            if !schema.tables.iter().any(|t| t.name == name) {
+            // A table made again with another primary key is another
+            // table: this one leaves, and the new one comes back in its
+            // place (received anew).
+            let remade = |now: &TableSchema| {
+                before.as_ref().and_then(|b| b.tables.iter().find(|t| t.name == name)).is_some_and(|was| was.primary_key != now.primary_key)
+            };
+            let kept = schema.tables.iter().find(|t| t.name == name);
+            if kept.is_none_or(remade) {
                 drop_fill_triggers(conn, id)?;
                 for statement in local::drop_tracking(id) {
                     conn.execute(&statement, [])?;
@@ -57,8 +64,14 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             if let Some(other) = other {
                 return Err(LocalError::TableInOtherScope { table: table.name.clone(), other });
             }
-            let existed: bool =
-                conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [&local_name], |r| r.get(0))?;
+            let mut existed = table_exists(conn, &local_name)?;
+            let known: Option<i64> = conn
+                .query_row("SELECT id FROM tandem_tables WHERE scope = ?1 AND name = ?2", params![scope, table.name], |r| r.get(0))
+                .optional()?;
+            if existed && known.is_none() && local_key(conn, &local_name)? != table.primary_key {
+                set_aside_copy(conn, scope, schema.version, table)?;
+                existed = false;
+            }
             conn.execute(&local::create_table(table), [])?;
             if existed {
                 let columns_of = |conn: &Connection| -> Result<Vec<String>> {
@@ -82,9 +95,6 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                     }
                 }
             }
-            let known: Option<i64> = conn
-                .query_row("SELECT id FROM tandem_tables WHERE scope = ?1 AND name = ?2", params![scope, table.name], |r| r.get(0))
-                .optional()?;
             let id = match known {
                 Some(id) => id,
                 None => {
@@ -159,14 +169,27 @@ pub fn follow_renames(conn: &Connection, scope: &str, server: &Schema) -> Result
             };
             let (from, to) = (TableName::parse(was)?.local_name(), table.table_name().local_name());
             if from != to {
-                if table_exists(conn, &to)? {
+                // SQLite compares names without case: another table's,
+                // never this one's (a rename that only changes case).
+                let taken: bool = conn.query_row(
+                    "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE AND name <> ?2",
+                    params![to, from],
+                    |r| r.get(0),
+                )?;
+                if taken {
                     return Err(LocalError::Invalid(format!(
                         "the server renamed {was} to {}, and this file already has a table {to}: rename or drop that one, \
                          then sync again",
                         table.name
                     )));
                 }
-                conn.execute(&format!("ALTER TABLE {} RENAME TO {}", quote_ident(&from), quote_ident(&to)), [])?;
+                // SQLite refuses a rename that only changes case (the name
+                // is taken, by the table itself): it goes by a name of ours.
+                let by = if from.eq_ignore_ascii_case(&to) { format!("tandem_renaming_{id}") } else { to.clone() };
+                conn.execute(&format!("ALTER TABLE {} RENAME TO {}", quote_ident(&from), quote_ident(&by)), [])?;
+                if by != to {
+                    conn.execute(&format!("ALTER TABLE {} RENAME TO {}", quote_ident(&by), quote_ident(&to)), [])?;
+                }
             }
             conn.execute("UPDATE tandem_tables SET name = ?2 WHERE id = ?1", params![id, table.name])?;
             renames.push((was.clone(), table.name.clone()));
@@ -240,6 +263,41 @@ fn drop_fill_triggers(conn: &Connection, id: i64) -> Result<()> {
     for name in names {
         conn.execute(&format!("DROP TRIGGER IF EXISTS {}", quote_ident(&name)), [])?;
     }
+    Ok(())
+}
+
+/// The primary key of a table of the file, in key order.
+fn local_key(conn: &Connection, local_name: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare(&format!("SELECT name FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk", quote_literal(local_name)))?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Keeps the file's copy of a table whose primary key is not the server's
+/// (made again on the server while the file held it, or the file's own
+/// table of that name) under another name, with a note in
+/// `tandem_rejected`, so the server's table is received into a new one:
+/// nothing the file held is lost, and nothing of it is sent.
+fn set_aside_copy(conn: &Connection, scope: &str, version: i64, table: &TableSchema) -> Result<()> {
+    let local_name = table.table_name().local_name();
+    let mut aside = format!("{local_name}_before_v{version}");
+    let mut n = 1;
+    while table_exists(conn, &aside)? {
+        n += 1;
+        aside = format!("{local_name}_before_v{version}_{n}");
+    }
+    conn.execute(&format!("ALTER TABLE {} RENAME TO {}", quote_ident(&local_name), quote_ident(&aside)), [])?;
+    for statement in local::forget_left(&table.table_name()) {
+        conn.execute(&statement, [])?;
+    }
+    let reason = format!(
+        "the file's table {local_name} has another primary key than {} (schema version {version}: the table was made again on \
+         the server): the file's copy, with whatever it holds that was not sent, is kept as table {aside}, and the server's \
+         table is received anew",
+        table.name
+    );
+    conn.execute(local::KEEP_UNFOLLOWED, params![scope, table.name, "[]", Option::<String>::None, reason])?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 use tandem_core::schema::TableSchema;
 use tandem_core::setup::Filter;
-use tandem_core::sql::{delete_row, local, upsert_row, Dialect};
+use tandem_core::sql::{delete_row, local, update_row, upsert_row, Dialect};
 use tandem_core::types::{describe_local, json_to_local};
 
 use crate::error::{LocalError, Result};
@@ -121,8 +121,13 @@ pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String,
             values.push(to_sql(local));
         }
     }
-    let statement = upsert_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key, None);
-    conn.prepare_cached(&statement)?.execute(params_from_iter(values))?;
+    // A row the file holds is updated: the columns it is not given (those
+    // of a newer schema than the one it is written under) may be NOT NULL.
+    let update = update_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key);
+    if conn.prepare_cached(&update)?.execute(params_from_iter(values.iter()))? == 0 {
+        let statement = upsert_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key, None);
+        conn.prepare_cached(&statement)?.execute(params_from_iter(values))?;
+    }
     Ok(())
 }
 

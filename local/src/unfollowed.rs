@@ -25,7 +25,10 @@ enum Loss<'a> {
 }
 
 fn loss<'a>(table: &'a TableSchema, server: &Schema) -> Option<Loss<'a>> {
-    let Some(now) = server.tables.iter().find(|t| t.name == table.name) else { return Some(Loss::Table) };
+    // A table made again with another primary key is another table.
+    let Some(now) = server.tables.iter().find(|t| t.name == table.name && t.primary_key == table.primary_key) else {
+        return Some(Loss::Table);
+    };
     let gone: Vec<&str> = table.columns.iter().filter(|c| !now.columns.iter().any(|s| s.same_as(c))).map(|c| c.name.as_str()).collect();
     (!gone.is_empty()).then_some(Loss::Columns(gone))
 }

@@ -726,6 +726,18 @@ fn a_renamed_table_is_followed_in_place_with_its_rows_and_unsent_changes() {
     // device would take one for the other.
     let error = ddl_error(&s, "ALTER TABLE orders RENAME TO customers");
     assert!(error.contains("customers") && error.contains("never used"), "{error}");
+
+    // A rename that only changes case (SQLite sees no new name), and back
+    // to a name the table had.
+    s.server().batch_execute(r#"ALTER TABLE clients RENAME TO "Clients""#).unwrap();
+    local(&file, "UPDATE clients SET name = 'case' WHERE id = 4");
+    assert_eq!(s.sync_as(&file, &token).pushed, 1);
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    s.server().batch_execute(r#"ALTER TABLE "Clients" RENAME TO clients"#).unwrap();
+    s.sync_as(&file, &token);
+    s.sync_as(&fresh, &token);
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    assert_converged(&mut s.server(), fresh.connection(), "crm", &json!({"tenant": 1}));
 }
 
 #[test]
@@ -750,4 +762,62 @@ fn a_column_added_with_a_computed_default_fills_device_inserts_in_files_made_bef
         s.server().query_one("SELECT created IS NOT NULL AND code IS NOT NULL FROM customers WHERE id = 200", &[]).unwrap().get(0);
     assert!(filled, "the server row holds the defaults");
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_not_null_column_renamed_under_an_unsent_change_does_not_stall_the_device() {
+    let s = Scenario::new(
+        "ddl_rename_not_null",
+        r#"CREATE TABLE u (id int PRIMARY KEY, tenant_id int NOT NULL, region text NOT NULL, n text);
+           INSERT INTO u VALUES (1, 1, 'eu', 'a'), (2, 1, 'us', 'b');
+           SELECT sync_provision('crm', '{"tables": [{"name": "u", "filter": {"tenant_id": "tenant"}}]}');"#,
+        "crm",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE u SET n = 'local' WHERE id = 1");
+    s.server().batch_execute("ALTER TABLE u RENAME COLUMN region TO area").unwrap();
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pushed, 1, "{report:?}");
+    let n: String = s.server().query_one("SELECT n FROM u WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(n, "local");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_table_made_again_with_another_primary_key_is_received_anew_beside_the_old_copy() {
+    let s = Scenario::new("ddl_remade_key", SHOP, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let busy = s.store("busy.db");
+    let idle = s.store("idle.db");
+    s.sync_as(&busy, &token);
+    s.sync_as(&idle, &token);
+    local(&busy, "UPDATE notes SET body = 'unsent' WHERE id = 2");
+    s.server()
+        .batch_execute(
+            r#"DROP TABLE notes;
+               CREATE TABLE notes (code text PRIMARY KEY, tenant_id int NOT NULL, body text);
+               INSERT INTO notes VALUES ('a', 1, 'new a'), ('b', 2, 'new b'), ('c', 1, 'new c');
+               SELECT sync_provision('crm', '{"tables": [
+                 {"name": "customers", "filter": {"tenant_id": "tenant"}},
+                 {"name": "orders", "filter": {"via": "customers", "on": {"customer_id": "id"}}},
+                 {"name": "notes", "filter": {"tenant_id": "tenant"}}]}');"#,
+        )
+        .unwrap();
+    for file in [&busy, &idle] {
+        s.sync_as(file, &token);
+        assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+        assert_eq!(local_count(file, "SELECT count(*) FROM notes"), 2);
+        // The old copy stays, under another name, with a note saying where.
+        let aside =
+            local_value(file, "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'notes_before_v*'").expect("the old copy");
+        assert_eq!(local_count(file, &format!("SELECT count(*) FROM \"{aside}\"")), 3);
+        let note = local_value(file, "SELECT reason FROM tandem_rejected WHERE key = '[]'").unwrap_or_default();
+        assert!(note.contains(&aside), "{note}");
+    }
+    // The unsent change went nowhere but is kept.
+    assert_eq!(local_count(&busy, "SELECT count(*) FROM tandem_rejected WHERE key = '[2]' AND kind = 'schema_changed'"), 1);
+    let aside = local_value(&busy, "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'notes_before_v*'").unwrap();
+    assert_eq!(local_count(&busy, &format!("SELECT count(*) FROM \"{aside}\" WHERE body = 'unsent'")), 1);
 }

@@ -127,6 +127,20 @@ pub fn upsert_row(dialect: Dialect, table: &str, columns: &[String], key: &[Stri
     )
 }
 
+/// `UPDATE` of one row: `columns` bound as parameters `1..` in order, the
+/// row found by those of them in `key`. For a write of some of a row's
+/// columns only: an upsert would check the row's other NOT NULL columns
+/// as for an insert, even when the row exists.
+pub fn update_row(dialect: Dialect, table: &str, columns: &[String], key: &[String]) -> String {
+    let param = |c: &String| columns.iter().position(|x| x == c).map(|i| dialect.param(i + 1)).unwrap_or_else(|| "NULL".into());
+    let mut sets: Vec<String> = columns.iter().filter(|c| !key.contains(c)).map(|c| format!("{} = {}", quote_ident(c), param(c))).collect();
+    if sets.is_empty() {
+        sets.push(format!("{0} = {0}", quote_ident(&key[0])));
+    }
+    let conditions: Vec<String> = key.iter().map(|k| format!("{} = {}", quote_ident(k), param(k))).collect();
+    format!("UPDATE {table} SET {} WHERE {}", sets.join(", "), conditions.join(" AND "))
+}
+
 /// `DELETE` of one row by its key from bound parameters `1..=key.len()`.
 pub fn delete_row(dialect: Dialect, table: &str, key: &[String], casts: Option<&[String]>) -> String {
     let conditions: Vec<String> = key
@@ -143,6 +157,14 @@ pub fn delete_row(dialect: Dialect, table: &str, key: &[String], casts: Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_binds_its_columns_in_order_and_finds_the_row_by_those_of_the_key() {
+        let cols = vec!["name".to_string(), "id".to_string()];
+        let key = vec!["id".to_string()];
+        assert_eq!(update_row(Dialect::Sqlite, "\"t\"", &cols, &key), "UPDATE \"t\" SET \"name\" = ?1 WHERE \"id\" = ?2");
+        assert_eq!(update_row(Dialect::Sqlite, "\"t\"", &key, &key), "UPDATE \"t\" SET \"id\" = \"id\" WHERE \"id\" = ?1");
+    }
 
     #[test]
     fn one_row_statements_quote_everything() {
