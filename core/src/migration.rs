@@ -134,6 +134,19 @@ pub fn rename(schema: &mut Schema, renames: &[(String, String)]) {
     }
 }
 
+/// The names `old`'s tables had (now or before) that no table of `new`
+/// has, with those `old` already kept: see `Schema::former_names`.
+pub fn former_names(old: &Schema, new: &Schema) -> Vec<String> {
+    let held = |schema: &Schema| -> Vec<String> {
+        schema.tables.iter().flat_map(|t| std::iter::once(t.name.clone()).chain(t.renamed_from.iter().cloned())).collect()
+    };
+    let now = held(new);
+    let mut former: Vec<String> = old.former_names.iter().cloned().chain(held(old)).filter(|n| !now.contains(n)).collect();
+    former.sort();
+    former.dedup();
+    former
+}
+
 /// Carries over to `new` (what table `old` became) the fill of the
 /// columns it keeps, and decides for those it gains. With `just_altered`
 /// (an `ALTER TABLE` made them a moment ago, so every row holds what the
@@ -146,6 +159,7 @@ pub fn rename(schema: &mut Schema, renames: &[(String, String)]) {
 /// schema's next.
 pub fn carry_over(old: &TableSchema, new: &mut TableSchema, catalog: &[CatalogColumn], just_altered: bool, version: i64) -> bool {
     new.renamed_from = old.renamed_from.clone();
+    new.added = old.added;
     let vanished = old.columns.iter().any(|o| !new.columns.iter().any(|c| c.name == o.name));
     let mut needs_rows = false;
     for column in &mut new.columns {
@@ -288,6 +302,7 @@ mod tests {
             partitioned: false,
             refiltered: None,
             renamed_from: Vec::new(),
+            added: None,
         }
     }
 
@@ -336,7 +351,7 @@ mod tests {
 
     #[test]
     fn changes_devices_cannot_follow_in_place_are_refused_with_the_way_round() {
-        let schema = |tables| Schema { scope: "s".into(), version: 1, tables };
+        let schema = |tables| Schema { scope: "s".into(), version: 1, tables, former_names: Vec::new() };
         let old = schema(vec![table(vec![column("id", LogicalType::Int8, "bigint", false, None)])]);
         let mut rekeyed = old.clone();
         rekeyed.tables[0].primary_key = vec!["id".into(), "other".into()];
@@ -370,7 +385,7 @@ mod tests {
         };
         let by = |column: &str| Some(Filter::Columns([(column.to_string(), "tenant".to_string())].into()));
         let via = |parent: &str| Some(Filter::Via { parent: parent.into(), on: [("id".to_string(), "id".to_string())].into() });
-        let schema = |tables| Schema { scope: "s".into(), version: 1, tables };
+        let schema = |tables| Schema { scope: "s".into(), version: 1, tables, former_names: Vec::new() };
         let old = schema(vec![
             named("public.c", by("tenant_id"), Direction::Bidirectional),
             named("public.o", via("public.c"), Direction::Bidirectional),
@@ -432,7 +447,7 @@ mod tests {
         let mut orders = table(vec![id()]);
         orders.name = "public.orders".into();
         orders.filter = Some(Filter::Via { parent: "public.t".into(), on: [("id".to_string(), "id".to_string())].into() });
-        let mut schema = Schema { scope: "s".into(), version: 1, tables: vec![table(vec![id()]), orders] };
+        let mut schema = Schema { scope: "s".into(), version: 1, tables: vec![table(vec![id()]), orders], former_names: Vec::new() };
         rename(&mut schema, &[("public.t".into(), "public.u".into())]);
         rename(&mut schema, &[("public.u".into(), "public.v".into())]);
         assert_eq!(

@@ -22,6 +22,11 @@ pub struct Schema {
     /// Parents before children, so applying in this order satisfies foreign
     /// keys (and deleting in reverse order does too).
     pub tables: Vec<TableSchema>,
+    /// Names tables of the scope had and no table has now (dropped, left,
+    /// renamed): a table renamed to one would be taken by a device for
+    /// the table it held under it, so such a rename is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_names: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,6 +58,11 @@ pub struct TableSchema {
     /// one of them renames its copy in place (see `migration::rename`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub renamed_from: Vec<String>,
+    /// The schema version that added the table to the scope, after its
+    /// first: a table dropped and made again under its name (even with the
+    /// same key) is another table, which a device receives anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,6 +135,14 @@ impl Schema {
 }
 
 impl TableSchema {
+    /// Whether `other` is this table as a device holds it: the same name,
+    /// added at the same time, with the same key stored alike. A table
+    /// made again under its name is not.
+    pub fn same_table(&self, other: &TableSchema) -> bool {
+        let key = |t: &TableSchema| t.key_columns().iter().map(|c| (c.name.clone(), c.ty.sqlite_decl())).collect::<Vec<_>>();
+        self.name == other.name && self.added == other.added && self.primary_key == other.primary_key && key(self) == key(other)
+    }
+
     pub fn table_name(&self) -> TableName {
         TableName::parse(&self.name).unwrap_or_else(|_| TableName::new("public", self.name.clone()))
     }
@@ -308,12 +326,13 @@ pub fn build_schema(
             partitioned: catalog.partitioned,
             refiltered: None,
             renamed_from: Vec::new(),
+            added: None,
         });
     }
     check_via_cycles(&tables)?;
     let order = parents_first(&names, &parents);
     let tables = order.into_iter().map(|i| tables[i].clone()).collect();
-    let schema = Schema { scope: scope.to_string(), version, tables };
+    let schema = Schema { scope: scope.to_string(), version, tables, former_names: Vec::new() };
     check_local_names(&schema)?;
     Ok(schema)
 }

@@ -400,6 +400,7 @@ mod tests {
             partitioned: false,
             refiltered: None,
             renamed_from: Vec::new(),
+            added: None,
         };
         let server: Map<String, Value> = json!({"id": "1", "a": "s", "b": "s"}).as_object().cloned().unwrap();
         let merged: Map<String, Value> = json!({"b": "m"}).as_object().cloned().unwrap();

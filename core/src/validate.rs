@@ -280,6 +280,7 @@ mod tests {
         Schema {
             scope: "crm".into(),
             version: 1,
+            former_names: Vec::new(),
             tables: vec![TableSchema {
                 name: "public.orders".into(),
                 columns: vec![
@@ -294,6 +295,7 @@ mod tests {
                 partitioned: false,
                 refiltered: None,
                 renamed_from: Vec::new(),
+                added: None,
             }],
         }
     }

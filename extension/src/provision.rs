@@ -137,12 +137,13 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
                 .tables
                 .iter()
                 .filter(|t| t.name != was_text)
-                .find(|t| t.name == now_text || t.renamed_from.contains(&now_text));
+                .find(|t| t.name == now_text || t.renamed_from.contains(&now_text))
+                .map(|t| t.name.clone())
+                .or_else(|| stored.schema.former_names.contains(&now_text).then(|| "a table no longer in it".to_string()));
             if let Some(taken) = taken {
                 return Err(Error::InvalidSetup(format!(
-                    "{was} cannot be renamed to {now}: that is (or was) the name of {} in scope \"{scope}\", and devices tell a \
-                     renamed table by its names; rename it to a name the scope never used",
-                    taken.name
+                    "{was} cannot be renamed to {now}: that is (or was) the name of {taken} in scope \"{scope}\", and devices \
+                     tell a renamed table by its names; rename it to a name the scope never used"
                 )));
             }
         }
@@ -173,7 +174,12 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
     let mut resend: Vec<String> = Vec::new();
     if let Some(old) = &old {
         for table in &mut schema.tables {
-            let Some(before) = old.schema.tables.iter().find(|t| t.name == table.name) else { continue };
+            let Some(before) = old.schema.tables.iter().find(|t| t.name == table.name) else {
+                // Added now: a device holding a table of this name holds
+                // another one (dropped, or left, and made again).
+                table.added = Some(old_version + 1);
+                continue;
+            };
             let shown = table.table_name().to_string();
             let catalog = catalogs.iter().find(|(name, _)| *name == shown).map(|(_, columns)| columns.as_slice()).unwrap_or_default();
             if tandem_core::migration::carry_over(before, table, catalog, asker == Asker::Ddl, old_version + 1) {
@@ -228,6 +234,7 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
             return Ok(old.schema.clone());
         }
         schema.version = old_version + 1;
+        schema.former_names = tandem_core::migration::former_names(&old.schema, &schema);
         tandem_core::migration::check_followable(&old.schema, &schema)?;
         if asker == Asker::Caller {
             clients::require_registrations_fit(spi, &schema)?;

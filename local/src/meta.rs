@@ -117,7 +117,7 @@ impl ScopeState {
         let mut states = Vec::new();
         for (mut table, state) in self.schema.tables.into_iter().zip(self.tables) {
             // A table made again with another primary key is another table.
-            let Some(server) = schema.tables.iter().find(|t| t.name == table.name && t.primary_key == table.primary_key) else {
+            let Some(server) = schema.tables.iter().find(|t| t.same_table(&table)) else {
                 continue;
             };
             table.columns.retain(|c| server.columns.iter().any(|s| s.same_as(c)));

@@ -35,7 +35,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             // table: this one leaves, and the new one comes back in its
             // place (received anew).
             let remade = |now: &TableSchema| {
-                before.as_ref().and_then(|b| b.tables.iter().find(|t| t.name == name)).is_some_and(|was| was.primary_key != now.primary_key)
+                before.as_ref().and_then(|b| b.tables.iter().find(|t| t.name == name)).is_some_and(|was| !was.same_table(now))
             };
             let kept = schema.tables.iter().find(|t| t.name == name);
             if kept.is_none_or(remade) {
@@ -68,7 +68,8 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             let known: Option<i64> = conn
                 .query_row("SELECT id FROM tandem_tables WHERE scope = ?1 AND name = ?2", params![scope, table.name], |r| r.get(0))
                 .optional()?;
-            if existed && known.is_none() && local_key(conn, &local_name)? != table.primary_key {
+            let key: Vec<(String, String)> = table.key_columns().iter().map(|c| (c.name.clone(), c.ty.sqlite_decl().to_string())).collect();
+            if existed && known.is_none() && local_key(conn, &local_name)? != key {
                 set_aside_copy(conn, scope, schema.version, table)?;
                 existed = false;
             }
@@ -266,11 +267,12 @@ fn drop_fill_triggers(conn: &Connection, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// The primary key of a table of the file, in key order.
-fn local_key(conn: &Connection, local_name: &str) -> Result<Vec<String>> {
+/// The primary key of a table of the file, in key order: each column's
+/// name and declared type.
+fn local_key(conn: &Connection, local_name: &str) -> Result<Vec<(String, String)>> {
     Ok(conn
-        .prepare(&format!("SELECT name FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk", quote_literal(local_name)))?
-        .query_map([], |r| r.get(0))?
+        .prepare(&format!("SELECT name, upper(type) FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk", quote_literal(local_name)))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?)
 }
 

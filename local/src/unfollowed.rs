@@ -26,7 +26,7 @@ enum Loss<'a> {
 
 fn loss<'a>(table: &'a TableSchema, server: &Schema) -> Option<Loss<'a>> {
     // A table made again with another primary key is another table.
-    let Some(now) = server.tables.iter().find(|t| t.name == table.name && t.primary_key == table.primary_key) else {
+    let Some(now) = server.tables.iter().find(|t| t.same_table(table)) else {
         return Some(Loss::Table);
     };
     let gone: Vec<&str> = table.columns.iter().filter(|c| !now.columns.iter().any(|s| s.same_as(c))).map(|c| c.name.as_str()).collect();

@@ -821,3 +821,42 @@ fn a_table_made_again_with_another_primary_key_is_received_anew_beside_the_old_c
     let aside = local_value(&busy, "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'notes_before_v*'").unwrap();
     assert_eq!(local_count(&busy, &format!("SELECT count(*) FROM \"{aside}\" WHERE body = 'unsent'")), 1);
 }
+
+#[test]
+fn a_table_made_again_under_its_name_is_another_table_whatever_its_key() {
+    // The key's type changed (SQLite stores it otherwise), or nothing did:
+    // either way the device holds the dropped table's rows and must not.
+    for (case, key) in [("ddl_remade_type", "id text"), ("ddl_remade_same", "id bigint")] {
+        let s = Scenario::new(case, SHOP, "crm");
+        let token = s.register(json!({"tenant": 1}));
+        let asleep = s.store("asleep.db");
+        s.sync_as(&asleep, &token);
+        local(&asleep, "UPDATE notes SET body = 'unsent' WHERE id = 2");
+        s.server()
+            .batch_execute(&format!(
+                r#"DROP TABLE notes;
+                   CREATE TABLE notes ({key} PRIMARY KEY, tenant_id int NOT NULL, body text);
+                   INSERT INTO notes VALUES ('7', 1, 'new 7'), ('8', 2, 'new 8');
+                   SELECT sync_provision('crm', '{{"tables": [
+                     {{"name": "customers", "filter": {{"tenant_id": "tenant"}}}},
+                     {{"name": "orders", "filter": {{"via": "customers", "on": {{"customer_id": "id"}}}}}},
+                     {{"name": "notes", "filter": {{"tenant_id": "tenant"}}}}]}}');"#
+            ))
+            .unwrap();
+        let report = s.sync_as(&asleep, &token);
+        assert_converged(&mut s.server(), asleep.connection(), "crm", &json!({"tenant": 1}));
+        assert_eq!(local_count(&asleep, "SELECT count(*) FROM notes"), 1, "{case}: {report:?}");
+        assert_eq!(local_count(&asleep, "SELECT count(*) FROM tandem_rejected WHERE key = '[2]' AND kind = 'schema_changed'"), 1, "{case}");
+        let body: Option<String> = s.server().query_opt("SELECT body FROM notes WHERE body = 'unsent'", &[]).unwrap().map(|r| r.get(0));
+        assert_eq!(body, None, "{case}: the change to the dropped table went nowhere");
+    }
+}
+
+#[test]
+fn a_table_is_not_renamed_to_a_name_a_table_of_its_scope_had() {
+    let s = Scenario::new("ddl_rename_former", SHOP, "crm");
+    s.server().batch_execute("DROP TABLE notes").unwrap();
+    let error = ddl_error(&s, "ALTER TABLE customers RENAME TO notes");
+    assert!(error.contains("notes") && error.contains("never used"), "{error}");
+    s.server().batch_execute("ALTER TABLE customers RENAME TO clients").unwrap();
+}

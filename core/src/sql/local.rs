@@ -623,6 +623,7 @@ mod tests {
             partitioned: false,
             refiltered: None,
             renamed_from: Vec::new(),
+            added: None,
         }
     }
 

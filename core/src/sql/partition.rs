@@ -222,10 +222,12 @@ pub(crate) mod tests {
             partitioned: false,
             refiltered: None,
             renamed_from: Vec::new(),
+            added: None,
         };
         Schema {
             scope: "crm".into(),
             version: 1,
+            former_names: Vec::new(),
             tables: vec![
                 table(
                     "public.orders",
