@@ -72,8 +72,7 @@ pub fn require_registrations_fit(spi: &Spi<'_>, schema: &Schema) -> Result<()> {
         |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?)),
     )?;
     for (client_id, params) in registered {
-        let params: Params =
-            serde_json::from_str(&params).map_err(|e| Error::Internal(format!("parameters of client {client_id}: {e}")))?;
+        let params = registry::stored_params(&params)?;
         if let Err(error) = bind_params(&scope, &still_used(&scope, &params), 0..schema.tables.len()) {
             return Err(Error::InvalidSetup(format!(
                 "client {client_id} was registered with parameters {} that the changed filters cannot use ({error}); \

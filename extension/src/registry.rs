@@ -28,7 +28,7 @@ impl StoredScope {
 }
 
 /// A client's parameters as stored (a jsonb object).
-fn stored_params(text: &str) -> Result<Params> {
+pub(crate) fn stored_params(text: &str) -> Result<Params> {
     serde_json::from_str(text).map_err(|e| Error::Internal(format!("stored client parameters are unreadable: {e}")))
 }
 

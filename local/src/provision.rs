@@ -2,7 +2,6 @@
 //! tracking, and follows the server's schema when it changes (tables added
 //! or removed, columns added) without downloading anything again.
 
-use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tandem_core::ident::{quote_ident, quote_literal, TableName};
@@ -75,21 +74,15 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             }
             conn.execute(&local::create_table(table), [])?;
             if existed {
-                let columns_of = |conn: &Connection| -> Result<Vec<String>> {
-                    Ok(conn
-                        .prepare(&format!("SELECT name FROM pragma_table_info({})", tandem_core::ident::quote_literal(&local_name)))?
-                        .query_map([], |r| r.get(0))?
-                        .collect::<rusqlite::Result<_>>()?)
-                };
                 let synced_before = before.as_ref().and_then(|b| b.tables.iter().find(|t| t.name == table.name));
                 if let Some(synced_before) = synced_before {
-                    for stale in stale_columns(&columns_of(conn)?, synced_before, table) {
+                    for stale in stale_columns(&local_columns(conn, &local_name)?, synced_before, table) {
                         // A user's index or constraint on it keeps it: it
                         // stays, unsynced, as before.
                         let _ = conn.execute(&format!("ALTER TABLE {} DROP COLUMN {}", quote_ident(&local_name), quote_ident(&stale)), []);
                     }
                 }
-                let present = columns_of(conn)?;
+                let present = local_columns(conn, &local_name)?;
                 for (i, column) in table.columns.iter().enumerate() {
                     if !present.contains(&column.name) {
                         conn.execute(&local::add_column(table, i), [])?;
@@ -223,7 +216,7 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
         }
         conn.execute("DELETE FROM tandem_tables WHERE scope = ?1", [scope])?;
         for name in meta::left_tables(conn, scope)? {
-            if let Ok(name) = tandem_core::ident::TableName::parse(&name) {
+            if let Ok(name) = TableName::parse(&name) {
                 for statement in local::forget_left(&name) {
                     conn.execute(&statement, [])?;
                 }
@@ -303,6 +296,14 @@ fn set_aside_copy(conn: &Connection, scope: &str, version: i64, table: &TableSch
     Ok(())
 }
 
+/// The columns of a table of the file (none when it has no such table).
+fn local_columns(conn: &Connection, local_name: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare(&format!("SELECT name FROM pragma_table_info({})", quote_literal(local_name)))?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
 fn table_exists(conn: &Connection, local_name: &str) -> Result<bool> {
     Ok(conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [local_name], |r| r.get(0))?)
 }
@@ -313,24 +314,11 @@ fn table_exists(conn: &Connection, local_name: &str) -> Result<bool> {
 /// never dropped without a word. A key whose columns changed since (the
 /// table came back with another primary key) is kept by its stored values.
 fn keep_written_while_left(conn: &Connection, scope: &str, version: i64, table: &TableSchema) -> Result<()> {
-    let written = local::written_while_left_name(table);
-    let noted = conn
-        .prepare(&format!("SELECT name FROM pragma_table_info({})", tandem_core::ident::quote_literal(&written)))?
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    if noted != table.primary_key {
+    if local_columns(conn, &local::written_while_left_name(table))? != table.primary_key {
         return Ok(());
     }
-    let keys = conn
-        .prepare(&local::written_keys(table))?
-        .query_map([], |row| {
-            let stored = (0..table.primary_key.len()).map(|i| row.get::<_, SqlValue>(i)).collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((rows::read_key(table, row)?, stored))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (key, stored) in keys {
-        let row = rows::read_by(conn, table, stored)?
-            .map(|values| Value::Object(table.column_names().into_iter().zip(values).collect()).to_string());
+    for (key, stored) in rows::read_stored_keys(conn, table, &local::written_keys(table), [])? {
+        let row = rows::read_object_by(conn, table, stored)?.map(|row| Value::Object(row).to_string());
         let what = if row.is_some() { "written" } else { "deleted" };
         let reason = format!(
             "{what} while {} was out of scope \"{scope}\"; when it came back (schema version {version}) the server's rows \

@@ -88,7 +88,31 @@ pub fn read_by(conn: &Connection, table: &TableSchema, key: Vec<SqlValue>) -> Re
 
 /// The current row as a JSON object, or `None`.
 pub fn read_object(conn: &Connection, table: &TableSchema, key: &[Value]) -> Result<Option<Map<String, Value>>> {
-    Ok(read(conn, table, key)?.map(|values| table.column_names().into_iter().zip(values).collect()))
+    read_object_by(conn, table, key_params(table, key)?)
+}
+
+/// [`read_object`] by the key as the file stores it.
+pub fn read_object_by(conn: &Connection, table: &TableSchema, key: Vec<SqlValue>) -> Result<Option<Map<String, Value>>> {
+    Ok(read_by(conn, table, key)?.map(|values| table.column_names().into_iter().zip(values).collect()))
+}
+
+/// The keys `sql` returns (the key columns first), each in its changeset
+/// form and as the file stores it: a key another program wrote that is no
+/// value of its type is read all the same, never an error.
+pub fn read_stored_keys(
+    conn: &Connection,
+    table: &TableSchema,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(Vec<Value>, Vec<SqlValue>)>> {
+    let keys = conn
+        .prepare(sql)?
+        .query_map(params, |row| {
+            let stored = (0..table.primary_key.len()).map(|i| row.get::<_, SqlValue>(i)).collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((read_key(table, row)?, stored))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(keys)
 }
 
 pub fn read_base(conn: &Connection, table: &TableSchema, id: i64, key: &[Value]) -> Result<Option<String>> {

@@ -57,18 +57,10 @@ pub fn keep(conn: &Connection, state: &ScopeState, server: &Schema) -> Result<Ve
         for (table, tracked) in state.schema.tables.iter().zip(&state.tables) {
             let Some(loss) = loss(table, server) else { continue };
             // Keys as the file stores them: one another program wrote that
-            // is no value of its type (set aside by the upload as such) is
-            // read all the same, never an error that would stall the round.
-            let keys = conn
-                .prepare(&local::all_pending(table, tracked.id))?
-                .query_map([tracked.acked_seq], |row| {
-                    let stored = (0..table.primary_key.len()).map(|i| row.get::<_, SqlValue>(i)).collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok((rows::read_key(table, row)?, stored))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            for (key, stored) in keys {
-                let row = rows::read_by(conn, table, stored.clone())?
-                    .map(|values| table.column_names().into_iter().zip(values).collect::<serde_json::Map<String, Value>>());
+            // is no value of its type (set aside by the upload as such)
+            // never stalls the round.
+            for (key, stored) in rows::read_stored_keys(conn, table, &local::all_pending(table, tracked.id), [tracked.acked_seq])? {
+                let row = rows::read_object_by(conn, table, stored.clone())?;
                 let reason = match (&loss, &row) {
                     // A delete, or a row that holds nothing but NULL or
                     // the default in the dropped columns, loses nothing.

@@ -227,32 +227,37 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
     let t = user_table(table);
     let log = log_table(id);
     let keys = column_list(None, &table.primary_key);
-    let of = |row: &str| -> String { table.primary_key.iter().map(|k| format!("{row}.{}", quote_ident(k))).collect::<Vec<_>>().join(", ") };
     let key_changed = table.primary_key.iter().map(|k| format!("OLD.{0} IS NOT NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" OR ");
     let mut out = drop_triggers(id);
     out.push(format!(
         "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
         trigger(id, "insert"),
-        of("NEW")
+        row_key(table, "NEW")
     ));
     out.push(format!(
         "CREATE TRIGGER {} AFTER UPDATE ON {t} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
         trigger(id, "update"),
-        of("NEW")
+        row_key(table, "NEW")
     ));
     out.push(format!(
         "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {key_changed} BEGIN INSERT INTO {log} ({keys}, {}) VALUES ({}, {}); END",
         trigger(id, "key"),
         moved_to_columns(table).join(", "),
-        of("OLD"),
-        of("NEW")
+        row_key(table, "OLD"),
+        row_key(table, "NEW")
     ));
     out.push(format!(
         "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
         trigger(id, "delete"),
-        of("OLD")
+        row_key(table, "OLD")
     ));
     out
+}
+
+/// A trigger row's key columns (`NEW."id", NEW."k"`), `row` being `NEW`
+/// or `OLD`.
+fn row_key(table: &TableSchema, row: &str) -> String {
+    table.primary_key.iter().map(|k| format!("{row}.{}", quote_ident(k))).collect::<Vec<_>>().join(", ")
 }
 
 /// What of a table that left its scope the file notes: the keys written
@@ -267,11 +272,15 @@ pub fn written_while_left(table: &TableSchema) -> String {
 
 /// [`written_while_left`] unquoted, as `pragma_table_info` takes it.
 pub fn written_while_left_name(table: &TableSchema) -> String {
-    format!("tandem_left_{}", table.table_name().local_name())
+    left_unquoted(&table.table_name(), "")
+}
+
+fn left_unquoted(table: &TableName, event: &str) -> String {
+    format!("tandem_left_{}{event}", table.local_name())
 }
 
 fn left_name(table: &TableName, event: &str) -> String {
-    quote_ident(&format!("tandem_left_{}{event}", table.local_name()))
+    quote_ident(&left_unquoted(table, event))
 }
 
 const LEFT_EVENTS: [&str; 4] = ["_insert", "_update", "_key", "_delete"];
@@ -282,7 +291,6 @@ pub fn note_left(table: &TableSchema) -> Vec<String> {
     let written = written_while_left(table);
     let key_defs: Vec<String> = table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
     let keys = column_list(None, &table.primary_key);
-    let of = |row: &str| -> String { table.primary_key.iter().map(|k| format!("{row}.{}", quote_ident(k))).collect::<Vec<_>>().join(", ") };
     let name = table.table_name();
     let mut out = forget_left(&name);
     out.push(format!("CREATE TABLE {written} ({}, PRIMARY KEY ({keys})) WITHOUT ROWID", key_defs.join(", ")));
@@ -290,7 +298,7 @@ pub fn note_left(table: &TableSchema) -> Vec<String> {
         format!(
             "CREATE TRIGGER {} AFTER {when} ON {t} BEGIN INSERT OR IGNORE INTO {written} ({keys}) VALUES ({}); END",
             left_name(&name, event),
-            of(row)
+            row_key(table, row)
         )
     };
     out.push(note("_insert", "INSERT", "NEW"));
