@@ -23,6 +23,17 @@ pub enum RejectionKind {
 }
 
 impl RejectionKind {
+    /// The name a changeset and the device's `tandem_rejected.kind` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionKind::InvalidValue => "invalid_value",
+            RejectionKind::OutsidePartition => "outside_partition",
+            RejectionKind::DownloadOnly => "download_only",
+            RejectionKind::Declined => "declined",
+            RejectionKind::SchemaChanged => "schema_changed",
+        }
+    }
+
     /// A refusal over what the client may write, not over a value.
     pub fn is_access(self) -> bool {
         matches!(self, RejectionKind::OutsidePartition | RejectionKind::DownloadOnly)
@@ -264,6 +275,19 @@ pub fn shorten(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejection_kind_is_named_as_serialized() {
+        for kind in [
+            RejectionKind::InvalidValue,
+            RejectionKind::OutsidePartition,
+            RejectionKind::DownloadOnly,
+            RejectionKind::Declined,
+            RejectionKind::SchemaChanged,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), serde_json::Value::from(kind.as_str()));
+        }
+    }
 
     #[test]
     fn long_text_is_shortened_on_a_character_boundary() {

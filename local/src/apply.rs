@@ -127,5 +127,5 @@ pub fn apply_changes(conn: &Connection, scope: &str, changeset: &str) -> Result<
     let changeset = Changeset::parse(changeset)?;
     let state = meta::require(conn, scope)?;
     let result = apply(conn, &state, changeset)?;
-    Ok(serde_json::to_string(&result).unwrap_or_default())
+    crate::error::to_json(&result)
 }

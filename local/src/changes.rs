@@ -235,7 +235,7 @@ fn read_batch(
                 tables.push(TableChanges { name: table.name.clone(), columns: table.column_names(), rows: changes });
             }
         }
-        let watermark = serde_json::to_string(&positions).unwrap_or_default();
+        let watermark = crate::error::to_json(&positions)?;
         Ok(Batch {
             changeset: Changeset {
                 format: FORMAT,
@@ -290,5 +290,5 @@ pub fn select_changes(conn: &Connection, scope: &str, since: Option<&str>, optio
     }
     let state = meta::require(conn, scope)?;
     let batch = select(conn, &state, options.max_rows(), options.max_bytes(), None)?;
-    Ok(serde_json::to_string(&batch.changeset).unwrap_or_default())
+    crate::error::to_json(&batch.changeset)
 }

@@ -143,3 +143,10 @@ impl LocalError {
 }
 
 pub type Result<T, E = LocalError> = std::result::Result<T, E>;
+
+/// A value Tandem made, as JSON text: failing is a bug (a map with
+/// non-text keys), never input, so it is an internal error, not an
+/// empty answer.
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| tandem_core::Error::Internal(format!("serializing a result: {e}")).into())
+}

@@ -8,7 +8,7 @@ use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
 
 use crate::agent::SyncOptions;
-use crate::error::{LocalError, Result};
+use crate::error::{to_json, LocalError, Result};
 use crate::{apply, changes, provision, remote, status, watch};
 
 fn text_arg(ctx: &Context<'_>, index: usize, name: &str) -> Result<String> {
@@ -53,7 +53,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
             let schema: Schema = serde_json::from_str(&text_arg(ctx, 1, "schema")?)
                 .map_err(|e| tandem_core::Error::Malformed { what: "schema", reason: e.to_string() })?;
             let schema = provision::provision(conn, &scope, &schema)?;
-            Ok(Some(serde_json::to_string(&schema).unwrap_or_default()))
+            to_json(&schema).map(Some)
         })
     })?;
     conn.create_scalar_function("sync_deprovision", 1, flags, |ctx| {
@@ -65,7 +65,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("sync_schema", 1, flags, |ctx| {
         call(ctx, |conn, ctx| {
             let state = crate::meta::require(conn, &text_arg(ctx, 0, "scope")?)?;
-            Ok(Some(serde_json::to_string(&state.schema).unwrap_or_default()))
+            to_json(&state.schema).map(Some)
         })
     })?;
     for arity in [2, 3] {
@@ -92,7 +92,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
                 let mut remote = remote::open(&url, options.ca_cert.as_deref())?;
                 // With "watch", round after round for that many seconds.
                 let report = watch::sync(conn, remote.as_mut(), &scope, &options, &|| false, &mut |_| {})?;
-                Ok(Some(serde_json::to_string(&report).unwrap_or_default()))
+                to_json(&report).map(Some)
             })
         })?;
     }

@@ -2,11 +2,11 @@
 //! schema, identity, parameters and watermark, and each table's tracking id
 //! and acknowledged change counter.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{named_params, Connection, OptionalExtension};
 use serde_json::Value;
-use tandem_core::ident::quote_ident;
 use tandem_core::options::Params;
 use tandem_core::schema::Schema;
+use tandem_core::sql::device as sql;
 use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
 
 use crate::error::{LocalError, Result};
@@ -15,58 +15,52 @@ use crate::error::{LocalError, Result};
 /// what a file made by an earlier Tandem lacks.
 pub fn ensure(conn: &Connection) -> Result<()> {
     conn.execute_batch(METADATA)?;
-    // A table an earlier Tandem kept and nothing reads.
-    conn.execute_batch("DROP TABLE IF EXISTS tandem_applying")?;
+    conn.execute_batch(sql::DROP_UNUSED)?;
     for (table, column, definition) in ADDED_COLUMNS {
-        let present: bool =
-            conn.query_row("SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2", params![table, column], |r| r.get(0))?;
-        if !present {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+        if !column_names(conn, table)?.iter().any(|c| c == column) {
+            conn.execute_batch(&sql::add_bookkeeping_column(table, column, definition))?;
         }
     }
     // Tracking tables whose bookkeeping columns an earlier Tandem named
     // without the prefix get it now.
-    let ids: Vec<i64> = conn.prepare("SELECT id FROM tandem_tables")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let ids: Vec<i64> = conn.prepare(sql::ALL_TABLE_IDS)?.query_map([], |r| r.get("id"))?.collect::<rusqlite::Result<_>>()?;
     for id in ids {
         for (prefix, old, new) in RENAMED_COLUMNS {
             let table = format!("{prefix}{id}");
-            let names: Vec<String> = conn
-                .prepare("SELECT name FROM pragma_table_info(?1)")?
-                .query_map([&table], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+            let names = column_names(conn, &table)?;
             if names.iter().any(|n| n == old) && !names.iter().any(|n| n == new) {
-                conn.execute_batch(&format!("ALTER TABLE {} RENAME COLUMN {old} TO {new}", quote_ident(&table)))?;
+                conn.execute_batch(&sql::rename_column(&table, old, new))?;
             }
         }
     }
     log_moves(conn)?;
     // A file from before replicas: its scopes get their ids now.
-    let unnamed: Vec<String> = conn
-        .prepare("SELECT scope FROM tandem_scopes WHERE replica_id IS NULL")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let unnamed: Vec<String> =
+        conn.prepare(sql::SCOPES_WITHOUT_REPLICA)?.query_map([], |r| r.get("scope"))?.collect::<rusqlite::Result<_>>()?;
     for scope in unnamed {
-        conn.execute("UPDATE tandem_scopes SET replica_id = ?2 WHERE scope = ?1", params![scope, new_client_id()?])?;
+        new_replica(conn, &scope)?;
     }
     Ok(())
+}
+
+/// The columns of a table of the file (none when it has no such table).
+pub fn column_names(conn: &Connection, table: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached(sql::COLUMN_NAMES)?
+        .query_map(named_params! {":table": table}, |r| r.get("name"))?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 /// Logs of a file made before key changes were logged as moves gain the
 /// columns for the new key, and their triggers are made again to fill them.
 fn log_moves(conn: &Connection) -> Result<()> {
-    let scopes: Vec<(String, String)> = conn
-        .prepare("SELECT scope, schema FROM tandem_scopes")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    let scopes: Vec<(String, String)> =
+        conn.prepare(sql::ALL_SCOPES)?.query_map([], |r| Ok((r.get("scope")?, r.get("schema")?)))?.collect::<rusqlite::Result<_>>()?;
     for (scope, schema) in scopes {
         let Ok(schema) = serde_json::from_str::<Schema>(&schema) else { continue };
         for (name, id) in tracked_tables(conn, &scope)? {
             let Some(table) = schema.tables.iter().find(|t| t.name == name) else { continue };
-            let log = format!("tandem_log_{id}");
-            let columns: Vec<String> = conn
-                .prepare("SELECT name FROM pragma_table_info(?1)")?
-                .query_map([&log], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+            let columns = column_names(conn, &local::log_table_name(id))?;
             if columns.is_empty() || columns.iter().any(|c| c == "tandem_to_1") {
                 continue;
             }
@@ -136,28 +130,23 @@ impl ScopeState {
 }
 
 pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
-    let has_metadata: bool =
-        conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'tandem_scopes'", [], |r| r.get(0))?;
+    let has_metadata: bool = conn.query_row(sql::HAS_METADATA, [], |r| r.get("present"))?;
     if !has_metadata {
         return Ok(None);
     }
     let row = conn
-        .query_row(
-            "SELECT schema, client_id, params, watermark, replica_id, upload_id, echoes, coalesce(resync, 0) FROM tandem_scopes WHERE scope = ?1",
-            [scope],
-            |r| {
-                Ok(StoredRow {
-                    schema: r.get(0)?,
-                    client_id: r.get(1)?,
-                    params: r.get(2)?,
-                    watermark: r.get(3)?,
-                    replica_id: r.get(4)?,
-                    upload_id: r.get(5)?,
-                    echoes: r.get(6)?,
-                    resync: r.get(7)?,
-                })
-            },
-        )
+        .query_row(sql::LOAD_SCOPE, named_params! {":scope": scope}, |r| {
+            Ok(StoredRow {
+                schema: r.get("schema")?,
+                client_id: r.get("client_id")?,
+                params: r.get("params")?,
+                watermark: r.get("watermark")?,
+                replica_id: r.get("replica_id")?,
+                upload_id: r.get("upload_id")?,
+                echoes: r.get("echoes")?,
+                resync: r.get("resync")?,
+            })
+        })
         .optional()?;
     let Some(StoredRow { schema, client_id, params, watermark, replica_id, upload_id, echoes, resync }) = row else { return Ok(None) };
     let replica_id = replica_id.ok_or_else(|| LocalError::Invalid(format!("scope \"{scope}\" of this file has no replica id")))?;
@@ -177,15 +166,16 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
         let missing =
             |object: &str| LocalError::TrackingMissing { scope: scope.to_string(), table: table.name.clone(), object: object.to_string() };
         let state = conn
-            .query_row("SELECT id, acked_seq FROM tandem_tables WHERE scope = ?1 AND name = ?2", params![scope, table.name], |r| {
-                Ok(TableState { id: r.get(0)?, acked_seq: r.get(1)? })
+            .query_row(sql::TABLE_STATE, named_params! {":scope": scope, ":name": table.name}, |r| {
+                Ok(TableState { id: r.get("id")?, acked_seq: r.get("acked_seq")? })
             })
             .optional()?
             .ok_or_else(|| missing("its row in tandem_tables"))?;
         let objects = tracking_objects(state.id);
+        let names = serde_json::to_string(&objects).map_err(|e| LocalError::Invalid(e.to_string()))?;
         let present: Vec<String> = conn
-            .prepare_cached("SELECT name FROM sqlite_master WHERE name IN (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .query_map(rusqlite::params_from_iter(&objects), |r| r.get(0))?
+            .prepare_cached(sql::PRESENT_OBJECTS)?
+            .query_map(named_params! {":names": names}, |r| r.get("name"))?
             .collect::<rusqlite::Result<_>>()?;
         if let Some(gone) = objects.iter().find(|o| !present.contains(o)) {
             return Err(missing(gone));
@@ -211,8 +201,8 @@ struct StoredRow {
 /// four triggers.
 fn tracking_objects(id: i64) -> [String; 6] {
     [
-        format!("tandem_log_{id}"),
-        format!("tandem_base_{id}"),
+        local::log_table_name(id),
+        local::base_table_name(id),
         format!("tandem_{id}_insert"),
         format!("tandem_{id}_update"),
         format!("tandem_{id}_key"),
@@ -222,21 +212,21 @@ fn tracking_objects(id: i64) -> [String; 6] {
 
 /// Whether the file has provisioned `scope`.
 pub fn scope_exists(conn: &Connection, scope: &str) -> Result<bool> {
-    Ok(conn.query_row("SELECT count(*) > 0 FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0))?)
+    Ok(conn.query_row(sql::SCOPE_EXISTS, named_params! {":scope": scope}, |r| r.get("present"))?)
 }
 
-/// The tables of `scope` with a tracking id, by name, as recorded.
 /// The tables that left the scope (see `tandem_left_tables`).
 pub fn left_tables(conn: &Connection, scope: &str) -> Result<Vec<String>> {
-    let mut statement = conn.prepare("SELECT name FROM tandem_left_tables WHERE scope = ?1")?;
-    let names = statement.query_map([scope], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    let mut statement = conn.prepare(sql::LEFT_TABLES)?;
+    let names = statement.query_map(named_params! {":scope": scope}, |r| r.get("name"))?.collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(names)
 }
 
+/// The tables of `scope` with a tracking id, by name, as recorded.
 pub fn tracked_tables(conn: &Connection, scope: &str) -> Result<Vec<(String, i64)>> {
     Ok(conn
-        .prepare("SELECT name, id FROM tandem_tables WHERE scope = ?1")?
-        .query_map([scope], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare(sql::TRACKED_TABLES)?
+        .query_map(named_params! {":scope": scope}, |r| Ok((r.get("name")?, r.get("id")?)))?
         .collect::<rusqlite::Result<_>>()?)
 }
 
@@ -245,10 +235,7 @@ pub fn require(conn: &Connection, scope: &str) -> Result<ScopeState> {
 }
 
 pub fn set_watermark(conn: &Connection, scope: &str, watermark: Option<&str>) -> Result<()> {
-    conn.execute(
-        "UPDATE tandem_scopes SET watermark = ?2, last_sync = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE scope = ?1",
-        params![scope, watermark],
-    )?;
+    conn.execute(sql::SET_WATERMARK, named_params! {":scope": scope, ":watermark": watermark})?;
     Ok(())
 }
 
@@ -259,8 +246,8 @@ pub fn upload_id(conn: &Connection, state: &ScopeState) -> Result<String> {
     if let Some(id) = &state.upload_id {
         return Ok(id.clone());
     }
-    let id = new_client_id()?;
-    conn.execute("UPDATE tandem_scopes SET upload_id = ?2 WHERE scope = ?1", params![state.scope, id])?;
+    let id = new_client_id();
+    conn.execute(sql::SET_UPLOAD_ID, named_params! {":scope": state.scope, ":upload_id": id})?;
     Ok(id)
 }
 
@@ -274,7 +261,7 @@ pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Opti
         }
     }
     let echoes = serde_json::to_string(&echoes).map_err(|e| LocalError::Invalid(e.to_string()))?;
-    conn.execute("UPDATE tandem_scopes SET upload_id = NULL, echoes = ?2 WHERE scope = ?1", params![state.scope, echoes])?;
+    conn.execute(sql::UPLOAD_ANSWERED, named_params! {":scope": state.scope, ":echoes": echoes})?;
     Ok(())
 }
 
@@ -286,7 +273,7 @@ pub fn set_pulled(conn: &Connection, state: &ScopeState, watermark: &str) -> Res
         let current = require(conn, &state.scope)?.echoes;
         let left: Vec<&String> = current.iter().filter(|v| !v.parse::<u64>().is_ok_and(|xid| snapshot.sees(xid))).collect();
         let echoes = serde_json::to_string(&left).map_err(|e| LocalError::Invalid(e.to_string()))?;
-        conn.execute("UPDATE tandem_scopes SET echoes = ?2 WHERE scope = ?1", params![state.scope, echoes])?;
+        conn.execute(sql::SET_ECHOES, named_params! {":scope": state.scope, ":echoes": echoes})?;
     }
     Ok(())
 }
@@ -295,45 +282,40 @@ pub fn set_pulled(conn: &Connection, state: &ScopeState, watermark: &str) -> Res
 /// round failed before the server took them.
 pub fn set_params(conn: &Connection, scope: &str, params: Option<&Params>) -> Result<()> {
     let text = params.map(|p| Value::Object(p.clone().into_iter().collect()).to_string());
-    conn.execute("UPDATE tandem_scopes SET params = ?2 WHERE scope = ?1", params![scope, text])?;
+    conn.execute(sql::SET_PARAMS, named_params! {":scope": scope, ":params": text})?;
     Ok(())
 }
 
 /// The server (and database) the file syncs `scope` with, once it knows.
 pub fn server_id(conn: &Connection, scope: &str) -> Result<Option<String>> {
-    Ok(conn.query_row("SELECT server_id FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0)).optional()?.flatten())
+    Ok(conn.query_row(sql::SERVER_ID, named_params! {":scope": scope}, |r| r.get("server_id")).optional()?.flatten())
 }
 
 pub fn set_server_id(conn: &Connection, scope: &str, server_id: &str) -> Result<()> {
-    conn.execute("UPDATE tandem_scopes SET server_id = ?2 WHERE scope = ?1", params![scope, server_id])?;
+    conn.execute(sql::SET_SERVER_ID, named_params! {":scope": scope, ":server_id": server_id})?;
     Ok(())
 }
 
 /// A new replica id for a file that syncs under a new identity (see
 /// `SyncOptions::rebind`); the upload in flight, if any, is forgotten.
 pub fn new_replica(conn: &Connection, scope: &str) -> Result<()> {
-    conn.execute("UPDATE tandem_scopes SET replica_id = ?2, upload_id = NULL WHERE scope = ?1", params![scope, new_client_id()?])?;
+    conn.execute(sql::SET_REPLICA, named_params! {":scope": scope, ":replica_id": new_client_id()})?;
     Ok(())
 }
 
 /// Adopts the client id of a registration (a token) for a file that has not
 /// synced as anyone yet.
 pub fn set_client_id(conn: &Connection, scope: &str, client_id: &str) -> Result<()> {
-    conn.execute("UPDATE tandem_scopes SET client_id = ?2 WHERE scope = ?1", params![scope, client_id])?;
+    conn.execute(sql::SET_CLIENT_ID, named_params! {":scope": scope, ":client_id": client_id})?;
     Ok(())
 }
 
 pub fn set_acked(conn: &Connection, id: i64, seq: i64) -> Result<()> {
-    conn.execute("UPDATE tandem_tables SET acked_seq = max(acked_seq, ?2) WHERE id = ?1", params![id, seq])?;
+    conn.execute(sql::SET_ACKED, named_params! {":id": id, ":seq": seq})?;
     Ok(())
 }
 
-/// A fresh client id: 128 random bits as a UUID (version 4).
-pub fn new_client_id() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| LocalError::Invalid(format!("no randomness for a client id: {e}")))?;
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
+/// A fresh client id: a random UUID (version 4).
+pub fn new_client_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }

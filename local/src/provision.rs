@@ -2,11 +2,12 @@
 //! tracking, and follows the server's schema when it changes (tables added
 //! or removed, columns added) without downloading anything again.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{named_params, Connection, OptionalExtension};
 use serde_json::Value;
-use tandem_core::ident::{quote_ident, quote_literal, TableName};
+use tandem_core::ident::TableName;
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::setup::check_scope_name;
+use tandem_core::sql::device as sql;
 use tandem_core::sql::local;
 
 use crate::error::{LocalError, Result};
@@ -26,7 +27,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
         // tracking is repaired.
         let existed = meta::scope_exists(conn, scope)?;
         let before: Option<Schema> = conn
-            .query_row("SELECT schema FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get::<_, String>(0))
+            .query_row(sql::SCOPE_SCHEMA, named_params! {":scope": scope}, |r| r.get::<_, String>("schema"))
             .optional()?
             .and_then(|text| serde_json::from_str(&text).ok());
         for (name, id) in meta::tracked_tables(conn, scope)? {
@@ -42,8 +43,8 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 for statement in local::drop_tracking(id) {
                     conn.execute(&statement, [])?;
                 }
-                conn.execute("DELETE FROM tandem_tables WHERE id = ?1", [id])?;
-                conn.execute("INSERT OR IGNORE INTO tandem_left_tables (scope, name) VALUES (?1, ?2)", params![scope, name])?;
+                conn.execute(sql::DELETE_TABLE, named_params! {":id": id})?;
+                conn.execute(sql::NOTE_LEFT_TABLE, named_params! {":scope": scope, ":name": name})?;
                 // Writes made to it from now on are noted, so that they are
                 // kept aside if it comes back (its rows then become the
                 // server's).
@@ -58,15 +59,14 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
         for table in &schema.tables {
             let local_name = table.table_name().local_name();
             let other: Option<String> = conn
-                .query_row("SELECT scope FROM tandem_tables WHERE name = ?1 AND scope <> ?2", params![table.name, scope], |r| r.get(0))
+                .query_row(sql::TABLE_IN_OTHER_SCOPE, named_params! {":name": table.name, ":scope": scope}, |r| r.get("scope"))
                 .optional()?;
             if let Some(other) = other {
                 return Err(LocalError::TableInOtherScope { table: table.name.clone(), other });
             }
             let mut existed = table_exists(conn, &local_name)?;
-            let known: Option<i64> = conn
-                .query_row("SELECT id FROM tandem_tables WHERE scope = ?1 AND name = ?2", params![scope, table.name], |r| r.get(0))
-                .optional()?;
+            let known: Option<i64> =
+                conn.query_row(sql::TABLE_STATE, named_params! {":scope": scope, ":name": table.name}, |r| r.get("id")).optional()?;
             let key: Vec<(String, String)> = table.key_columns().iter().map(|c| (c.name.clone(), c.ty.sqlite_decl().to_string())).collect();
             if existed && known.is_none() && local_key(conn, &local_name)? != key {
                 set_aside_copy(conn, scope, schema.version, table)?;
@@ -79,7 +79,8 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                     for stale in stale_columns(&local_columns(conn, &local_name)?, synced_before, table) {
                         // A user's index or constraint on it keeps it: it
                         // stays, unsynced, as before.
-                        let _ = conn.execute(&format!("ALTER TABLE {} DROP COLUMN {}", quote_ident(&local_name), quote_ident(&stale)), []);
+                        // Any other failure is an error.
+                        drop_stale_column(conn, &local_name, &stale)?;
                     }
                 }
                 let present = local_columns(conn, &local_name)?;
@@ -92,12 +93,12 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             let id = match known {
                 Some(id) => id,
                 None => {
-                    conn.execute("INSERT INTO tandem_tables (scope, name) VALUES (?1, ?2)", params![scope, table.name])?;
+                    conn.execute(sql::INSERT_TABLE, named_params! {":scope": scope, ":name": table.name})?;
                     conn.last_insert_rowid()
                 }
             };
-            let came_back = known.is_none()
-                && conn.execute("DELETE FROM tandem_left_tables WHERE scope = ?1 AND name = ?2", params![scope, table.name])? > 0;
+            let came_back =
+                known.is_none() && conn.execute(sql::FORGET_LEFT_TABLE, named_params! {":scope": scope, ":name": table.name})? > 0;
             if existed && came_back {
                 // The rows are the server's as they were when the table
                 // left: the server sends the table anew, and they are
@@ -105,7 +106,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 // not sent up as new rows over what changed since. Rows
                 // written meanwhile are kept aside first.
                 keep_written_while_left(conn, scope, schema.version, table)?;
-                conn.execute(&format!("DELETE FROM {}", quote_ident(&local_name)), [])?;
+                conn.execute(&sql::delete_all(&local_name), [])?;
             }
             if came_back {
                 for statement in local::forget_left(&table.table_name()) {
@@ -122,22 +123,23 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             if existed && known.is_none() && !came_back {
                 // Rows the file held before it synced this table are local
                 // changes: they go up on the first sync.
-                let keys = tandem_core::sql::column_list(None, &table.primary_key);
-                conn.execute(
-                    &format!("INSERT INTO {} ({keys}) SELECT {keys} FROM {}", local::log_table(id), quote_ident(&local_name)),
-                    [],
-                )?;
+                conn.execute(&local::log_all_rows(table, id), [])?;
             }
         }
         let text = serde_json::to_string(schema).map_err(|e| LocalError::Invalid(e.to_string()))?;
         match existed {
             true => {
-                conn.execute("UPDATE tandem_scopes SET schema = ?2 WHERE scope = ?1", params![scope, text])?;
+                conn.execute(sql::SET_SCHEMA, named_params! {":scope": scope, ":schema": text})?;
             }
             false => {
                 conn.execute(
-                    "INSERT INTO tandem_scopes (scope, schema, client_id, replica_id) VALUES (?1, ?2, ?3, ?4)",
-                    params![scope, text, meta::new_client_id()?, meta::new_client_id()?],
+                    sql::INSERT_SCOPE,
+                    named_params! {
+                        ":scope": scope,
+                        ":schema": text,
+                        ":client_id": meta::new_client_id(),
+                        ":replica_id": meta::new_client_id(),
+                    },
                 )?;
             }
         }
@@ -165,11 +167,8 @@ pub fn follow_renames(conn: &Connection, scope: &str, server: &Schema) -> Result
             if from != to {
                 // SQLite compares names without case: another table's,
                 // never this one's (a rename that only changes case).
-                let taken: bool = conn.query_row(
-                    "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE AND name <> ?2",
-                    params![to, from],
-                    |r| r.get(0),
-                )?;
+                let taken: bool =
+                    conn.query_row(sql::TABLE_NAME_TAKEN, named_params! {":name": to, ":except": from}, |r| r.get("present"))?;
                 if taken {
                     return Err(LocalError::Invalid(format!(
                         "the server renamed {was} to {}, and this file already has a table {to}: rename or drop that one, \
@@ -180,23 +179,23 @@ pub fn follow_renames(conn: &Connection, scope: &str, server: &Schema) -> Result
                 // SQLite refuses a rename that only changes case (the name
                 // is taken, by the table itself): it goes by a name of ours.
                 let by = if from.eq_ignore_ascii_case(&to) { format!("tandem_renaming_{id}") } else { to.clone() };
-                conn.execute(&format!("ALTER TABLE {} RENAME TO {}", quote_ident(&from), quote_ident(&by)), [])?;
+                conn.execute(&sql::rename_table(&from, &by), [])?;
                 if by != to {
-                    conn.execute(&format!("ALTER TABLE {} RENAME TO {}", quote_ident(&by), quote_ident(&to)), [])?;
+                    conn.execute(&sql::rename_table(&by, &to), [])?;
                 }
             }
-            conn.execute("UPDATE tandem_tables SET name = ?2 WHERE id = ?1", params![id, table.name])?;
+            conn.execute(sql::RENAME_TRACKED_TABLE, named_params! {":id": id, ":name": table.name})?;
             renames.push((was.clone(), table.name.clone()));
         }
         if renames.is_empty() {
             return Ok(0);
         }
-        let text: String = conn.query_row("SELECT schema FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0))?;
+        let text: String = conn.query_row(sql::SCOPE_SCHEMA, named_params! {":scope": scope}, |r| r.get("schema"))?;
         let mut schema: Schema =
             serde_json::from_str(&text).map_err(|e| LocalError::Invalid(format!("the stored schema of {scope}: {e}")))?;
         tandem_core::migration::rename(&mut schema, &renames);
         let text = serde_json::to_string(&schema).map_err(|e| LocalError::Invalid(e.to_string()))?;
-        conn.execute("UPDATE tandem_scopes SET schema = ?2 WHERE scope = ?1", params![scope, text])?;
+        conn.execute(sql::SET_SCHEMA, named_params! {":scope": scope, ":schema": text})?;
         Ok(renames.len())
     })
 }
@@ -214,7 +213,7 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
                 conn.execute(&statement, [])?;
             }
         }
-        conn.execute("DELETE FROM tandem_tables WHERE scope = ?1", [scope])?;
+        conn.execute(sql::DELETE_SCOPE_TABLES, named_params! {":scope": scope})?;
         for name in meta::left_tables(conn, scope)? {
             if let Ok(name) = TableName::parse(&name) {
                 for statement in local::forget_left(&name) {
@@ -222,8 +221,8 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
                 }
             }
         }
-        conn.execute("DELETE FROM tandem_left_tables WHERE scope = ?1", [scope])?;
-        conn.execute("DELETE FROM tandem_scopes WHERE scope = ?1", [scope])?;
+        conn.execute(sql::DELETE_SCOPE_LEFT_TABLES, named_params! {":scope": scope})?;
+        conn.execute(sql::DELETE_SCOPE, named_params! {":scope": scope})?;
         Ok(())
     })
 }
@@ -235,8 +234,8 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
 fn fill_defaults(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
     drop_fill_triggers(conn, id)?;
     let declared: Vec<(String, Option<String>)> = conn
-        .prepare(&format!("SELECT name, dflt_value FROM pragma_table_info({})", quote_literal(&table.table_name().local_name())))?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare(sql::COLUMN_DEFAULTS)?
+        .query_map(named_params! {":table": table.table_name().local_name()}, |r| Ok((r.get("name")?, r.get("declared")?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (i, column) in table.columns.iter().enumerate() {
         let undeclared = declared.iter().any(|(name, default)| *name == column.name && default.is_none());
@@ -251,11 +250,11 @@ fn fill_defaults(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> 
 
 fn drop_fill_triggers(conn: &Connection, id: i64) -> Result<()> {
     let names: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, length(?1)) = ?1")?
-        .query_map([local::fill_trigger_prefix(id)], |r| r.get(0))?
+        .prepare(sql::TRIGGERS_NAMED)?
+        .query_map(named_params! {":prefix": local::fill_trigger_prefix(id)}, |r| r.get("name"))?
         .collect::<rusqlite::Result<_>>()?;
     for name in names {
-        conn.execute(&format!("DROP TRIGGER IF EXISTS {}", quote_ident(&name)), [])?;
+        conn.execute(&sql::drop_trigger(&name), [])?;
     }
     Ok(())
 }
@@ -264,8 +263,8 @@ fn drop_fill_triggers(conn: &Connection, id: i64) -> Result<()> {
 /// name and declared type.
 fn local_key(conn: &Connection, local_name: &str) -> Result<Vec<(String, String)>> {
     Ok(conn
-        .prepare(&format!("SELECT name, upper(type) FROM pragma_table_info({}) WHERE pk > 0 ORDER BY pk", quote_literal(local_name)))?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare(sql::KEY_COLUMNS)?
+        .query_map(named_params! {":table": local_name}, |r| Ok((r.get("name")?, r.get("ty")?)))?
         .collect::<rusqlite::Result<_>>()?)
 }
 
@@ -282,7 +281,7 @@ fn set_aside_copy(conn: &Connection, scope: &str, version: i64, table: &TableSch
         n += 1;
         aside = format!("{local_name}_before_v{version}_{n}");
     }
-    conn.execute(&format!("ALTER TABLE {} RENAME TO {}", quote_ident(&local_name), quote_ident(&aside)), [])?;
+    conn.execute(&sql::rename_table(&local_name, &aside), [])?;
     for statement in local::forget_left(&table.table_name()) {
         conn.execute(&statement, [])?;
     }
@@ -292,20 +291,30 @@ fn set_aside_copy(conn: &Connection, scope: &str, version: i64, table: &TableSch
          table is received anew",
         table.name
     );
-    conn.execute(local::KEEP_UNFOLLOWED, params![scope, table.name, "[]", Option::<String>::None, reason])?;
+    conn.execute(
+        sql::KEEP_UNFOLLOWED,
+        named_params! {":scope": scope, ":table_name": table.name, ":key": "[]", ":row": Option::<String>::None, ":reason": reason},
+    )?;
     Ok(())
 }
 
-/// The columns of a table of the file (none when it has no such table).
 fn local_columns(conn: &Connection, local_name: &str) -> Result<Vec<String>> {
-    Ok(conn
-        .prepare(&format!("SELECT name FROM pragma_table_info({})", quote_literal(local_name)))?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?)
+    meta::column_names(conn, local_name)
 }
 
 fn table_exists(conn: &Connection, local_name: &str) -> Result<bool> {
-    Ok(conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1", [local_name], |r| r.get(0))?)
+    Ok(conn.query_row(sql::TABLE_EXISTS, named_params! {":name": local_name}, |r| r.get("present"))?)
+}
+
+/// Drops a column the server no longer syncs; one a user's index, view or
+/// constraint depends on stays, unsynced, as before (SQLite refuses the
+/// drop, and nothing else about the column changes).
+fn drop_stale_column(conn: &Connection, local_name: &str, column: &str) -> Result<()> {
+    match conn.execute(&sql::drop_column(local_name, column), []) {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::Unknown => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Keeps in `tandem_rejected` the rows of a table come back to its scope
@@ -326,7 +335,10 @@ fn keep_written_while_left(conn: &Connection, scope: &str, version: i64, table: 
             table.name,
             if row.is_some() { ": the row as the file held it is kept here" } else { "" }
         );
-        conn.execute(local::KEEP_UNFOLLOWED, params![scope, table.name, rows::key_text(&key), row, reason])?;
+        conn.execute(
+            sql::KEEP_UNFOLLOWED,
+            named_params! {":scope": scope, ":table_name": table.name, ":key": rows::key_text(&key), ":row": row, ":reason": reason},
+        )?;
     }
     Ok(())
 }

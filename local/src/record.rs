@@ -5,12 +5,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, params_from_iter, Connection};
+use rusqlite::{named_params, params, params_from_iter, Connection};
 use serde_json::{Map, Value};
 use tandem_core::apply_result::ApplyResult;
 use tandem_core::changeset::Op;
 use tandem_core::conflict::Decision;
-use tandem_core::sql::local;
+use tandem_core::sql::{device, local};
 use tandem_core::Rejection;
 
 use crate::changes::Batch;
@@ -214,15 +214,15 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
             let local_row = rows::read_by(conn, table, stored_key.clone())?
                 .map(|values| table.column_names().into_iter().zip(values).collect::<Map<String, Value>>());
             conn.execute(
-                "INSERT INTO tandem_rejected (scope, table_name, key, row, kind, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    state.scope,
-                    rejection.table,
-                    Value::Array(rejection.key.clone()).to_string(),
-                    local_row.map(|r| Value::Object(r).to_string()),
-                    serde_json::to_value(rejection.kind).ok().and_then(|k| k.as_str().map(str::to_string)),
-                    rejection.reason,
-                ],
+                device::INSERT_REJECTED,
+                named_params! {
+                    ":scope": state.scope,
+                    ":table_name": rejection.table,
+                    ":key": Value::Array(rejection.key.clone()).to_string(),
+                    ":row": local_row.map(|r| Value::Object(r).to_string()),
+                    ":kind": rejection.kind.as_str(),
+                    ":reason": rejection.reason,
+                },
             )?;
             if key_ok {
                 let mut values = vec![rusqlite::types::Value::Integer(acked)];
@@ -255,8 +255,11 @@ fn as_stored(key: &[Value]) -> Vec<rusqlite::types::Value> {
     key.iter()
         .map(|v| match v {
             Value::String(s) => rusqlite::types::Value::Text(s.clone()),
-            Value::Number(n) if n.is_i64() => rusqlite::types::Value::Integer(n.as_i64().unwrap_or_default()),
-            Value::Number(n) => rusqlite::types::Value::Real(n.as_f64().unwrap_or_default()),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(integer), _) => rusqlite::types::Value::Integer(integer),
+                (None, Some(real)) => rusqlite::types::Value::Real(real),
+                (None, None) => rusqlite::types::Value::Text(n.to_string()),
+            },
             Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
             _ => rusqlite::types::Value::Null,
         })

@@ -13,6 +13,7 @@ use tandem_core::apply_result::ApplyResult;
 use tandem_core::dsn::redacted;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
+use tandem_core::sql::calls;
 use tandem_core::Error as CoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -240,14 +241,14 @@ pub(crate) fn schema_answer(text: &str) -> Result<SchemaAnswer, RemoteError> {
     Ok(SchemaAnswer { schema: serde_json::from_value(value).map_err(unreadable)?, server_id, moved_from })
 }
 
-fn options_text(options: &impl serde::Serialize) -> String {
-    serde_json::to_string(options).unwrap_or_else(|_| "{}".into())
+fn options_text(options: &impl serde::Serialize) -> Result<String, RemoteError> {
+    serde_json::to_string(options).map_err(|e| RemoteError::Protocol(format!("options: {e}")))
 }
 
 impl Remote for PostgresRemote {
     fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError> {
         let options = serde_json::json!({ "token": token }).to_string();
-        let text = self.one_text(scope, "SELECT sync_schema($1, $2::text::jsonb)::text", &[&scope, &options])?;
+        let text = self.one_text(scope, calls::SCHEMA, &[&scope, &options])?;
         let answer = schema_answer(&text)?;
         self.server_id = answer.server_id;
         self.moved_from = answer.moved_from;
@@ -310,17 +311,13 @@ impl Remote for PostgresRemote {
     }
 
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
-        let options = options_text(options);
-        self.one_text(scope, "SELECT sync_select_changes_json($1, $2, $3::text::jsonb)::text", &[&scope, &since, &options])
+        let options = options_text(options)?;
+        self.one_text(scope, calls::SELECT_CHANGES, &[&scope, &since, &options])
     }
 
     fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
-        let options = options_text(options);
-        let text = self.one_text(
-            scope,
-            "SELECT sync_apply_changes_json($1, $2::text::json, $3::text::jsonb)::text",
-            &[&scope, &changeset, &options],
-        )?;
+        let options = options_text(options)?;
+        let text = self.one_text(scope, calls::APPLY_CHANGES, &[&scope, &changeset, &options])?;
         serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable apply result: {e}")))
     }
 }

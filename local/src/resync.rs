@@ -8,9 +8,9 @@
 //! server's deletes the file missed: they go. An interrupted pull resumes
 //! from its watermark, the sweep with it.
 
-use rusqlite::{params, params_from_iter, Connection};
+use rusqlite::{named_params, params_from_iter, Connection};
 use serde_json::Value;
-use tandem_core::sql::local;
+use tandem_core::sql::{device as sql, local};
 
 use crate::error::Result;
 use crate::meta::ScopeState;
@@ -26,7 +26,7 @@ pub fn begin(conn: &Connection, state: &ScopeState) -> Result<()> {
                 conn.execute(&statement, [])?;
             }
         }
-        conn.execute("UPDATE tandem_scopes SET resync = 1, watermark = NULL, echoes = NULL WHERE scope = ?1", params![state.scope])?;
+        conn.execute(sql::BEGIN_RESYNC_FROM_START, named_params! {":scope": state.scope})?;
         Ok(())
     })
 }
@@ -48,7 +48,7 @@ pub fn begin_tables(conn: &Connection, state: &ScopeState, refiltered: &[usize])
                 conn.execute(&local::keep_sweep(table, tracked.id), [])?;
             }
         }
-        conn.execute("UPDATE tandem_scopes SET resync = 1, echoes = NULL WHERE scope = ?1", params![state.scope])?;
+        conn.execute(sql::BEGIN_RESYNC, named_params! {":scope": state.scope})?;
         Ok(())
     })
 }
@@ -76,7 +76,7 @@ pub fn finish(conn: &Connection, state: &ScopeState) -> Result<u64> {
             }
             conn.execute(&local::drop_sweep(id), [])?;
         }
-        conn.execute("UPDATE tandem_scopes SET resync = NULL WHERE scope = ?1", params![state.scope])?;
+        conn.execute(sql::END_RESYNC, named_params! {":scope": state.scope})?;
         Ok(removed)
     })
 }

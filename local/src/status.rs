@@ -1,16 +1,17 @@
 //! Local `sync_status` and `sync_cleanup`.
 
-use rusqlite::Connection;
+use rusqlite::{named_params, Connection};
 use serde_json::{json, Value};
 use tandem_core::schema::TableSchema;
-use tandem_core::sql::local;
+use tandem_core::sql::{device as sql, local};
 
 use crate::error::Result;
 use crate::meta;
 
 /// Changes of `table` not sent yet.
 fn pending_in(conn: &Connection, table: &TableSchema, t: &meta::TableState) -> Result<u64> {
-    let count: i64 = conn.query_row(&format!("SELECT count(*) FROM ({})", local::all_pending(table, t.id)), [t.acked_seq], |r| r.get(0))?;
+    let count: i64 =
+        conn.query_row(&sql::count_rows(&format!("({})", local::all_pending(table, t.id))), [t.acked_seq], |r| r.get("rows"))?;
     Ok(count.max(0) as u64)
 }
 
@@ -29,12 +30,12 @@ pub fn status(conn: &Connection, scope: &str) -> Result<Value> {
     let state = meta::require(conn, scope)?;
     let mut tables = Vec::new();
     for (table, t) in state.schema.tables.iter().zip(&state.tables) {
-        let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", local::user_table(table)), [], |r| r.get(0))?;
+        let rows: i64 = conn.query_row(&sql::count_rows(&local::user_table(table)), [], |r| r.get("rows"))?;
         let pending = pending_in(conn, table, t)?;
         tables.push(json!({"name": table.name, "local_name": table.table_name().local_name(), "rows": rows, "pending": pending}));
     }
-    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [scope], |r| r.get(0))?) };
-    let last_sync: Option<String> = conn.query_row("SELECT last_sync FROM tandem_scopes WHERE scope = ?1", [scope], |r| r.get(0))?;
+    let count = |statement: &str| -> Result<i64> { Ok(conn.query_row(statement, named_params! {":scope": scope}, |r| r.get("rows"))?) };
+    let last_sync: Option<String> = conn.query_row(sql::LAST_SYNC, named_params! {":scope": scope}, |r| r.get("last_sync"))?;
     Ok(json!({
         "scope": scope,
         "client_id": state.client_id,
@@ -43,8 +44,8 @@ pub fn status(conn: &Connection, scope: &str) -> Result<Value> {
         "watermark": state.watermark,
         "last_sync": last_sync,
         "tables": tables,
-        "conflicts": count("SELECT count(*) FROM tandem_conflicts WHERE scope = ?1")?,
-        "rejected": count("SELECT count(*) FROM tandem_rejected WHERE scope = ?1")?,
+        "conflicts": count(sql::COUNT_CONFLICTS)?,
+        "rejected": count(sql::COUNT_REJECTED)?,
     }))
 }
 
@@ -53,9 +54,10 @@ pub fn cleanup(conn: &Connection, scope: &str) -> Result<Value> {
     let state = meta::require(conn, scope)?;
     let mut removed = 0;
     for t in &state.tables {
-        let before: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", local::log_table(t.id)), [], |r| r.get(0))?;
+        let log_rows = sql::count_rows(&local::log_table(t.id));
+        let before: i64 = conn.query_row(&log_rows, [], |r| r.get("rows"))?;
         crate::rows::delete_log_entries(conn, t.id, &local::prune_log(t.id), vec![rusqlite::types::Value::Integer(t.acked_seq)])?;
-        let after: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", local::log_table(t.id)), [], |r| r.get(0))?;
+        let after: i64 = conn.query_row(&log_rows, [], |r| r.get("rows"))?;
         removed += before.saturating_sub(after);
     }
     Ok(json!({"scope": scope, "log_entries_removed": removed}))

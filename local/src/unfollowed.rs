@@ -5,11 +5,11 @@
 //! `tandem_rejected` with the reason, never dropped without a word.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{named_params, Connection, OptionalExtension};
 use serde_json::Value;
 use tandem_core::error::{Rejection, RejectionKind};
 use tandem_core::schema::{Schema, TableSchema};
-use tandem_core::sql::local;
+use tandem_core::sql::{device, local};
 
 use crate::error::Result;
 use crate::meta::ScopeState;
@@ -86,8 +86,14 @@ pub fn keep(conn: &Connection, state: &ScopeState, server: &Schema) -> Result<Ve
                     ),
                 };
                 let inserted = conn.execute(
-                    local::KEEP_UNFOLLOWED,
-                    params![state.scope, table.name, rows::key_text(&key), row.map(|r| Value::Object(r).to_string()), reason],
+                    device::KEEP_UNFOLLOWED,
+                    named_params! {
+                        ":scope": state.scope,
+                        ":table_name": table.name,
+                        ":key": rows::key_text(&key),
+                        ":row": row.map(|r| Value::Object(r).to_string()),
+                        ":reason": reason,
+                    },
                 )?;
                 if inserted > 0 {
                     kept.push(Rejection {

@@ -3,14 +3,10 @@
 //! Results are passed on as the text PostgreSQL wrote.
 
 use deadpool_postgres::{Pool, PoolError};
+use tandem_core::sql::calls::{self, DEVICE_FUNCTIONS};
 use tokio_postgres::types::ToSql;
 
 use crate::api_error::ApiError;
-
-/// What a device's role must be able to execute, as `has_function_privilege`
-/// names them.
-const DEVICE_FUNCTIONS: [&str; 3] =
-    ["sync_schema(text, jsonb)", "sync_select_changes_json(text, text, jsonb)", "sync_apply_changes_json(text, json, jsonb)"];
 
 #[derive(Clone)]
 pub struct Relay {
@@ -39,17 +35,17 @@ impl Relay {
 
     /// `sync_schema(scope, options)`: the scope's schema and the server's id.
     pub async fn schema(&self, scope: &str, options: &str) -> Result<String, ApiError> {
-        self.one_text("SELECT sync_schema($1, $2::text::jsonb)::text", &[&scope, &options]).await
+        self.one_text(calls::SCHEMA, &[&scope, &options]).await
     }
 
     /// `sync_select_changes_json(scope, since, options)`: a changeset.
     pub async fn select_changes(&self, scope: &str, since: Option<&str>, options: &str) -> Result<String, ApiError> {
-        self.one_text("SELECT sync_select_changes_json($1, $2, $3::text::jsonb)::text", &[&scope, &since, &options]).await
+        self.one_text(calls::SELECT_CHANGES, &[&scope, &since, &options]).await
     }
 
     /// `sync_apply_changes_json(scope, changeset, options)`: the apply result.
     pub async fn apply_changes(&self, scope: &str, changeset: &str, options: &str) -> Result<String, ApiError> {
-        self.one_text("SELECT sync_apply_changes_json($1, $2::text::json, $3::text::jsonb)::text", &[&scope, &changeset, &options]).await
+        self.one_text(calls::APPLY_CHANGES, &[&scope, &changeset, &options]).await
     }
 
     /// Whether a pooled connection answers and its role may execute what

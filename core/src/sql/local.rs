@@ -22,11 +22,21 @@ fn name(prefix: &str, id: i64) -> String {
 }
 
 pub fn log_table(id: i64) -> String {
-    name("tandem_log", id)
+    quote_ident(&log_table_name(id))
 }
 
 pub fn base_table(id: i64) -> String {
-    name("tandem_base", id)
+    quote_ident(&base_table_name(id))
+}
+
+/// The log's name as SQLite's catalog holds it.
+pub fn log_table_name(id: i64) -> String {
+    format!("tandem_log_{id}")
+}
+
+/// The base versions' name as SQLite's catalog holds it.
+pub fn base_table_name(id: i64) -> String {
+    format!("tandem_base_{id}")
 }
 
 /// The user table, quoted, by its local name.
@@ -466,12 +476,12 @@ pub fn holds_default(table: &TableSchema, column: &str) -> String {
     format!("SELECT {quoted} IS NULL{default} FROM {} WHERE {}", user_table(table), key_match(table, 1))
 }
 
-/// Keeps one change the new schema cannot take, once: `?1` scope, `?2`
-/// table, `?3` key, `?4` row, `?5` reason (a second round that meets the
-/// same change keeps nothing more).
-pub const KEEP_UNFOLLOWED: &str = "INSERT INTO tandem_rejected (scope, table_name, key, row, kind, reason) \
-     SELECT ?1, ?2, ?3, ?4, 'schema_changed', ?5 WHERE NOT EXISTS (SELECT 1 FROM tandem_rejected \
-     WHERE scope = ?1 AND table_name = ?2 AND key = ?3 AND kind = 'schema_changed' AND reason = ?5)";
+/// Logs every row of a table as a local change: rows the file held before
+/// it synced the table go up on the first sync.
+pub fn log_all_rows(table: &TableSchema, id: i64) -> String {
+    let keys = column_list(None, &table.primary_key);
+    format!("INSERT INTO {} ({keys}) SELECT {keys} FROM {}", log_table(id), user_table(table))
+}
 
 /// The highest counter handed out so far (0 for none).
 pub fn top_seq(id: i64) -> String {

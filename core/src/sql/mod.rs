@@ -7,14 +7,22 @@
 //! - [`pull`]: the server's change selection, in batches;
 //! - [`apply`]: the server's set-based apply of an upload;
 //! - [`local`]: the SQLite side's tables, triggers and statements;
+//! - [`calls`]: the server functions a device calls, direct or through the
+//!   gateway;
+//! - [`device`]: the SQLite side's bookkeeping statements, bound and read
+//!   by name;
+//! - [`registry`]: the server's bookkeeping (scopes, clients, replicas);
 //! - [`query`]: typed statements, which carry their bound values and the
 //!   decoder of their rows.
 
 pub mod apply;
+pub mod calls;
+pub mod device;
 pub mod local;
 pub mod partition;
 pub mod pull;
 pub mod query;
+pub mod registry;
 pub mod tracking;
 
 use crate::ident::quote_ident;

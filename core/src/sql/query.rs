@@ -201,6 +201,12 @@ impl<'a> Fields<'a> {
         text.parse().map_err(|_| DecodeError(format!("column {} is {text:?}, not a row index", col.0)))
     }
 
+    /// An integer column (a count).
+    pub fn int(&self, col: Col) -> Result<i64, DecodeError> {
+        let text = self.required(col)?;
+        text.parse().map_err(|_| DecodeError(format!("column {} is {text:?}, not an integer", col.0)))
+    }
+
     /// The columns from `col` to the end (a table's values).
     pub fn from(&self, col: Col) -> &'a [Option<&'a str>] {
         &self.values[col.0..]

@@ -1,0 +1,239 @@
+//! The device's bookkeeping statements: what `tandem-local` reads and
+//! writes in the tables of [`super::local::METADATA`] (scopes, their
+//! tables' tracking ids, tables that left, refused changes) and in
+//! SQLite's catalog.
+//!
+//! Every statement binds named parameters (`:scope`) and names its result
+//! columns, and the device binds and reads them by those names (rusqlite
+//! refuses a name the statement lacks): a statement changed here cannot
+//! bind a value to the wrong placeholder or be read at the wrong column.
+//! Statements over a table whose name varies are functions of that name.
+
+use crate::ident::{quote_ident, quote_literal};
+
+// -- the file's schema of bookkeeping ---------------------------------------
+
+/// `present`: whether the file has Tandem's tables at all.
+pub const HAS_METADATA: &str = "SELECT count(*) > 0 AS present FROM sqlite_master WHERE type = 'table' AND name = 'tandem_scopes'";
+
+/// A table an earlier Tandem kept and nothing reads.
+pub const DROP_UNUSED: &str = "DROP TABLE IF EXISTS tandem_applying";
+
+/// `name` of each column of the table named `:table` (none when there is
+/// no such table).
+pub const COLUMN_NAMES: &str = "SELECT name FROM pragma_table_info(:table)";
+
+/// `name` and `declared` (its default, NULL for none) of each column of
+/// the table named `:table`.
+pub const COLUMN_DEFAULTS: &str = "SELECT name, dflt_value AS declared FROM pragma_table_info(:table)";
+
+/// `name` and `ty` (declared type, upper case) of each primary key column
+/// of the table named `:table`, in key order.
+pub const KEY_COLUMNS: &str = "SELECT name, upper(type) AS ty FROM pragma_table_info(:table) WHERE pk > 0 ORDER BY pk";
+
+/// `present`: whether the file has a table named `:name`.
+pub const TABLE_EXISTS: &str = "SELECT count(*) > 0 AS present FROM sqlite_master WHERE type = 'table' AND name = :name";
+
+/// `present`: whether a table other than `:except` has the name `:name` as
+/// SQLite compares names (without case).
+pub const TABLE_NAME_TAKEN: &str =
+    "SELECT count(*) > 0 AS present FROM sqlite_master WHERE type = 'table' AND name = :name COLLATE NOCASE AND name <> :except";
+
+/// `name` of each of the objects named in `:names` (a JSON array) the
+/// file has.
+pub const PRESENT_OBJECTS: &str = "SELECT name FROM sqlite_master WHERE name IN (SELECT value FROM json_each(:names))";
+
+/// `name` of each trigger whose name starts with `:prefix`.
+pub const TRIGGERS_NAMED: &str = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, length(:prefix)) = :prefix";
+
+/// Adds an earlier Tandem's missing column to a bookkeeping table.
+pub fn add_bookkeeping_column(table: &str, column: &str, definition: &str) -> String {
+    format!("ALTER TABLE {} ADD COLUMN {} {definition}", quote_ident(table), quote_ident(column))
+}
+
+pub fn rename_column(table: &str, from: &str, to: &str) -> String {
+    format!("ALTER TABLE {} RENAME COLUMN {} TO {}", quote_ident(table), quote_ident(from), quote_ident(to))
+}
+
+pub fn drop_column(table: &str, column: &str) -> String {
+    format!("ALTER TABLE {} DROP COLUMN {}", quote_ident(table), quote_ident(column))
+}
+
+pub fn rename_table(from: &str, to: &str) -> String {
+    format!("ALTER TABLE {} RENAME TO {}", quote_ident(from), quote_ident(to))
+}
+
+pub fn drop_trigger(name: &str) -> String {
+    format!("DROP TRIGGER IF EXISTS {}", quote_ident(name))
+}
+
+/// Empties a table of the file (its rows are about to be received anew).
+pub fn delete_all(table: &str) -> String {
+    format!("DELETE FROM {}", quote_ident(table))
+}
+
+/// `rows`: how many rows a table holds, or a query returns (`source` is a
+/// quoted table or a parenthesized query).
+pub fn count_rows(source: &str) -> String {
+    format!("SELECT count(*) AS rows FROM {source}")
+}
+
+/// `name` and `declared` of the columns of `table`, the literal form for a
+/// name that needs no parameter.
+pub fn column_defaults_of(table: &str) -> String {
+    format!("SELECT name, dflt_value AS declared FROM pragma_table_info({})", quote_literal(table))
+}
+
+// -- tandem_scopes -----------------------------------------------------------
+
+/// A scope's row: `schema`, `client_id`, `params`, `watermark`,
+/// `replica_id`, `upload_id`, `echoes`, `resync`.
+pub const LOAD_SCOPE: &str = "SELECT schema, client_id, params, watermark, replica_id, upload_id, echoes, \
+     coalesce(resync, 0) AS resync FROM tandem_scopes WHERE scope = :scope";
+
+/// `present`: whether the file provisioned `:scope`.
+pub const SCOPE_EXISTS: &str = "SELECT count(*) > 0 AS present FROM tandem_scopes WHERE scope = :scope";
+
+/// `scope` and `schema` of every scope.
+pub const ALL_SCOPES: &str = "SELECT scope, schema FROM tandem_scopes";
+
+/// `scope` of each scope a file from before replica ids has.
+pub const SCOPES_WITHOUT_REPLICA: &str = "SELECT scope FROM tandem_scopes WHERE replica_id IS NULL";
+
+/// `schema` of `:scope` as stored.
+pub const SCOPE_SCHEMA: &str = "SELECT schema FROM tandem_scopes WHERE scope = :scope";
+
+/// `server_id` of `:scope`.
+pub const SERVER_ID: &str = "SELECT server_id FROM tandem_scopes WHERE scope = :scope";
+
+/// `last_sync` of `:scope`.
+pub const LAST_SYNC: &str = "SELECT last_sync FROM tandem_scopes WHERE scope = :scope";
+
+pub const INSERT_SCOPE: &str =
+    "INSERT INTO tandem_scopes (scope, schema, client_id, replica_id) VALUES (:scope, :schema, :client_id, :replica_id)";
+
+pub const SET_SCHEMA: &str = "UPDATE tandem_scopes SET schema = :schema WHERE scope = :scope";
+
+pub const SET_WATERMARK: &str =
+    "UPDATE tandem_scopes SET watermark = :watermark, last_sync = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE scope = :scope";
+
+pub const SET_UPLOAD_ID: &str = "UPDATE tandem_scopes SET upload_id = :upload_id WHERE scope = :scope";
+
+/// An upload answered: none in flight, and the versions to skip.
+pub const UPLOAD_ANSWERED: &str = "UPDATE tandem_scopes SET upload_id = NULL, echoes = :echoes WHERE scope = :scope";
+
+pub const SET_ECHOES: &str = "UPDATE tandem_scopes SET echoes = :echoes WHERE scope = :scope";
+
+pub const SET_PARAMS: &str = "UPDATE tandem_scopes SET params = :params WHERE scope = :scope";
+
+pub const SET_SERVER_ID: &str = "UPDATE tandem_scopes SET server_id = :server_id WHERE scope = :scope";
+
+pub const SET_CLIENT_ID: &str = "UPDATE tandem_scopes SET client_id = :client_id WHERE scope = :scope";
+
+/// A new replica id; the upload in flight, if any, is forgotten.
+pub const SET_REPLICA: &str = "UPDATE tandem_scopes SET replica_id = :replica_id, upload_id = NULL WHERE scope = :scope";
+
+/// A resync from no watermark begins (see `tandem-local`'s `resync`).
+pub const BEGIN_RESYNC_FROM_START: &str = "UPDATE tandem_scopes SET resync = 1, watermark = NULL, echoes = NULL WHERE scope = :scope";
+
+/// A resync of some tables begins, from the current watermark.
+pub const BEGIN_RESYNC: &str = "UPDATE tandem_scopes SET resync = 1, echoes = NULL WHERE scope = :scope";
+
+pub const END_RESYNC: &str = "UPDATE tandem_scopes SET resync = NULL WHERE scope = :scope";
+
+pub const DELETE_SCOPE: &str = "DELETE FROM tandem_scopes WHERE scope = :scope";
+
+// -- tandem_tables -----------------------------------------------------------
+
+/// `id` of every tracked table.
+pub const ALL_TABLE_IDS: &str = "SELECT id FROM tandem_tables";
+
+/// `name` and `id` of each tracked table of `:scope`.
+pub const TRACKED_TABLES: &str = "SELECT name, id FROM tandem_tables WHERE scope = :scope";
+
+/// `id` and `acked_seq` of table `:name` of `:scope`.
+pub const TABLE_STATE: &str = "SELECT id, acked_seq FROM tandem_tables WHERE scope = :scope AND name = :name";
+
+/// `scope` of another scope that tracks a table named `:name`.
+pub const TABLE_IN_OTHER_SCOPE: &str = "SELECT scope FROM tandem_tables WHERE name = :name AND scope <> :scope";
+
+/// A new tracked table; its id is the insert's rowid.
+pub const INSERT_TABLE: &str = "INSERT INTO tandem_tables (scope, name) VALUES (:scope, :name)";
+
+pub const RENAME_TRACKED_TABLE: &str = "UPDATE tandem_tables SET name = :name WHERE id = :id";
+
+pub const SET_ACKED: &str = "UPDATE tandem_tables SET acked_seq = max(acked_seq, :seq) WHERE id = :id";
+
+pub const DELETE_TABLE: &str = "DELETE FROM tandem_tables WHERE id = :id";
+
+pub const DELETE_SCOPE_TABLES: &str = "DELETE FROM tandem_tables WHERE scope = :scope";
+
+// -- tandem_left_tables ------------------------------------------------------
+
+/// `name` of each table that left `:scope`.
+pub const LEFT_TABLES: &str = "SELECT name FROM tandem_left_tables WHERE scope = :scope";
+
+pub const NOTE_LEFT_TABLE: &str = "INSERT OR IGNORE INTO tandem_left_tables (scope, name) VALUES (:scope, :name)";
+
+/// A table came back; changes one row when it had left.
+pub const FORGET_LEFT_TABLE: &str = "DELETE FROM tandem_left_tables WHERE scope = :scope AND name = :name";
+
+pub const DELETE_SCOPE_LEFT_TABLES: &str = "DELETE FROM tandem_left_tables WHERE scope = :scope";
+
+// -- tandem_conflicts and tandem_rejected ------------------------------------
+
+/// `rows`: conflicts logged for `:scope`.
+pub const COUNT_CONFLICTS: &str = "SELECT count(*) AS rows FROM tandem_conflicts WHERE scope = :scope";
+
+/// `rows`: changes set aside for `:scope`.
+pub const COUNT_REJECTED: &str = "SELECT count(*) AS rows FROM tandem_rejected WHERE scope = :scope";
+
+/// A change the server refused or the file could not send, with the row
+/// as the file held it (`:row`, NULL for a delete) and why.
+pub const INSERT_REJECTED: &str = "INSERT INTO tandem_rejected (scope, table_name, key, row, kind, reason) \
+     VALUES (:scope, :table_name, :key, :row, :kind, :reason)";
+
+/// Keeps one change the new schema cannot take, once (a second round that
+/// meets the same change keeps nothing more).
+pub const KEEP_UNFOLLOWED: &str = "INSERT INTO tandem_rejected (scope, table_name, key, row, kind, reason) \
+     SELECT :scope, :table_name, :key, :row, 'schema_changed', :reason WHERE NOT EXISTS (SELECT 1 FROM tandem_rejected \
+     WHERE scope = :scope AND table_name = :table_name AND key = :key AND kind = 'schema_changed' AND reason = :reason)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every statement's placeholders are named: a positional one would
+    /// bind by order again.
+    #[test]
+    fn placeholders_are_named() {
+        for sql in [
+            HAS_METADATA,
+            COLUMN_NAMES,
+            COLUMN_DEFAULTS,
+            KEY_COLUMNS,
+            TABLE_EXISTS,
+            TABLE_NAME_TAKEN,
+            PRESENT_OBJECTS,
+            TRIGGERS_NAMED,
+            LOAD_SCOPE,
+            SCOPE_EXISTS,
+            INSERT_SCOPE,
+            SET_WATERMARK,
+            UPLOAD_ANSWERED,
+            SET_REPLICA,
+            TABLE_STATE,
+            SET_ACKED,
+            INSERT_REJECTED,
+            KEEP_UNFOLLOWED,
+        ] {
+            assert!(!sql.contains('?') && !sql.contains('$'), "{sql}");
+        }
+    }
+
+    #[test]
+    fn names_are_quoted() {
+        assert_eq!(rename_table("a\"b", "c"), "ALTER TABLE \"a\"\"b\" RENAME TO \"c\"");
+        assert_eq!(column_defaults_of("it's"), "SELECT name, dflt_value AS declared FROM pragma_table_info('it''s')");
+    }
+}
