@@ -9,6 +9,7 @@ use tandem_core::identity::new_token;
 use tandem_core::options::{check_params, Params};
 use tandem_core::schema::Schema;
 use tandem_core::sql::partition::{bind_params, still_used};
+use tandem_core::sql::registry as sql;
 use tandem_core::sql::Scope;
 use tandem_core::{Error, Result};
 
@@ -42,19 +43,10 @@ pub fn register(spi: &mut Spi<'_>, scope_name: &str, params: &Params) -> Result<
     // Every parameter the scope's filters use must be given, and typed right.
     bind_params(&scope, params, 0..scope.schema.tables.len())?;
     let client_id =
-        spi::one::<String>(spi, "SELECT gen_random_uuid()::text", &[])?.ok_or_else(|| Error::Internal("no client id".into()))?;
+        spi::first_mut(spi, sql::new_client_id())?.flatten().ok_or_else(|| Error::Internal("gen_random_uuid() returned no id".into()))?;
     let token = new_token(&client_id, &secret()?);
-    spi::exec(
-        spi,
-        "INSERT INTO tandem.clients (client_id, scope, params, token_hash, owner) \
-         VALUES ($1, $2, $3::jsonb, sha256(convert_to($4, 'UTF8')), (SELECT s.owner FROM tandem.scopes s WHERE s.name = $2))",
-        &[
-            client_id.as_str().into(),
-            scope_name.into(),
-            Value::Object(params.clone().into_iter().collect()).to_string().into(),
-            token.as_str().into(),
-        ],
-    )?;
+    let params_text = Value::Object(params.clone().into_iter().collect()).to_string();
+    spi::run(spi, sql::register_client(&client_id, scope_name, params_text, &token))?;
     Ok(json!({ "client_id": client_id, "token": token }))
 }
 
@@ -65,13 +57,12 @@ pub fn register(spi: &mut Spi<'_>, scope_name: &str, params: &Params) -> Result<
 pub fn require_registrations_fit(spi: &Spi<'_>, schema: &Schema) -> Result<()> {
     let ids: Vec<i64> = vec![0; schema.tables.len()];
     let scope = Scope::new(schema, &ids);
-    let registered = spi::select(
-        spi,
-        "SELECT client_id, params::text FROM tandem.clients WHERE scope = $1 AND token_hash IS NOT NULL ORDER BY created_at",
-        &[schema.scope.as_str().into()],
-        |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?)),
-    )?;
-    for (client_id, params) in registered {
+    let mut registered = Vec::new();
+    spi::each(spi, sql::registered_clients(&schema.scope), |row| {
+        registered.push(row);
+        Ok(())
+    })?;
+    for sql::ClientRow { client_id, params, .. } in registered {
         let params = registry::stored_params(&params)?;
         if let Err(error) = bind_params(&scope, &still_used(&scope, &params), 0..schema.tables.len()) {
             return Err(Error::InvalidSetup(format!(
@@ -107,8 +98,7 @@ fn sync_revoke_client(scope: Option<&str>, client_id: Option<&str>) -> bool {
         let client_id = required(client_id, "client_id")?;
         spi::connect(|spi| {
             privileges::require_clients_owner(spi, scope, "sync_revoke_client")?;
-            let removed =
-                spi::exec(spi, "DELETE FROM tandem.clients WHERE scope = $1 AND client_id = $2", &[scope.into(), client_id.into()])?;
+            let removed = spi::run(spi, sql::revoke_client(scope, client_id))?;
             Ok(removed > 0)
         })
     })
@@ -125,11 +115,7 @@ fn sync_rotate_token(scope: Option<&str>, client_id: Option<&str>) -> JsonbText 
         spi::connect(|spi| {
             privileges::require_owner(spi, scope, "sync_rotate_token")?;
             let token = new_token(client_id, &secret()?);
-            let updated = spi::exec(
-                spi,
-                "UPDATE tandem.clients SET token_hash = sha256(convert_to($3, 'UTF8')) WHERE scope = $1 AND client_id = $2",
-                &[scope.into(), client_id.into(), token.as_str().into()],
-            )?;
+            let updated = spi::run(spi, sql::rotate_token(scope, client_id, &token))?;
             if updated == 0 {
                 return Err(Error::NoSuchClient { scope: scope.to_string(), client: client_id.to_string() });
             }
@@ -147,15 +133,6 @@ fn secret() -> Result<[u8; 32]> {
 
 /// The clients of `scope` as `sync_clients` and `sync_status` show them.
 pub fn list(spi: &mut Spi<'_>, scope: &str) -> Result<Value> {
-    let text = spi::one::<String>(
-        spi,
-        "SELECT coalesce(jsonb_agg(jsonb_build_object('client_id', c.client_id, 'params', c.params, \
-                'registered', c.token_hash IS NOT NULL, 'created_at', c.created_at, 'last_seen', c.last_seen, \
-                'replicas', (SELECT coalesce(jsonb_agg(jsonb_build_object('replica_id', r.replica_id, \
-                     'last_seen', r.last_seen, 'needs_after', r.last_since) ORDER BY r.created_at), '[]') \
-                     FROM tandem.replicas r WHERE r.client_id = c.client_id)) \
-                ORDER BY c.created_at), '[]')::text FROM tandem.clients c WHERE c.scope = $1",
-        &[scope.into()],
-    )?;
-    serde_json::from_str(&text.unwrap_or_else(|| "[]".into())).map_err(|e| Error::Internal(format!("clients of {scope}: {e}")))
+    let text = spi::first_mut(spi, sql::client_list(scope))?.flatten().unwrap_or_else(|| "[]".into());
+    serde_json::from_str(&text).map_err(|e| Error::Internal(format!("clients of {scope}: {e}")))
 }

@@ -7,6 +7,7 @@ use tandem_core::ident::TableName;
 use tandem_core::options::{Policy, SchemaOptions};
 use tandem_core::schema::{build_schema, CatalogColumn, Schema, TableSchema};
 use tandem_core::setup::{check_scope_name, ScopeSetup};
+use tandem_core::sql::registry as registry_sql;
 use tandem_core::sql::{tracking, Scope};
 use tandem_core::{Error, Result};
 
@@ -76,16 +77,8 @@ fn sync_schema(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")
 /// The scope's tables whose name changed since it was provisioned, as
 /// (name then, name now).
 fn renamed_tables(spi: &mut Spi<'_>, scope: &str) -> Result<Vec<(TableName, TableName)>> {
-    let rows = spi::query(
-        spi,
-        "SELECT t.name, n.nspname::text, c.relname::text FROM tandem.scope_tables t \
-         JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE t.scope = $1 ORDER BY t.id",
-        &[scope.into()],
-        |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?, spi::required_text(row, 3)?)),
-    )?;
     let mut renames = Vec::new();
-    for (stored, schema, name) in rows {
+    for registry_sql::ScopeTableRow { stored, schema, name } in spi::all(spi, registry_sql::scope_tables(scope))? {
         let (was, now) = (TableName::parse(&stored)?, TableName::new(schema, name));
         if was != now {
             renames.push((was, now));
@@ -95,7 +88,7 @@ fn renamed_tables(spi: &mut Spi<'_>, scope: &str) -> Result<Vec<(TableName, Tabl
 }
 
 fn lock_scope(spi: &mut Spi<'_>, scope: &str) -> Result<()> {
-    spi::exec(spi, "SELECT pg_advisory_xact_lock(hashtext('tandem.scope'), hashtext($1))", &[scope.into()])?;
+    spi::run(spi, registry_sql::lock_scope(scope))?;
     Ok(())
 }
 
@@ -251,24 +244,15 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
     // resyncs, as after a cleanup.
     let owner = privileges::caller_oid();
     let path = spi::caller_search_path().unwrap_or_default();
-    spi::exec(
-        spi,
-        "INSERT INTO tandem.scopes (name, setup, schema, owner, search_path) VALUES ($1, $2::jsonb, $3::jsonb, $4::int8::oid, $5) \
-         ON CONFLICT (name) DO UPDATE SET setup = excluded.setup, schema = excluded.schema, updated_at = now()",
-        &[scope.into(), setup_text.into(), schema_text.into(), owner.into(), path.into()],
-    )?;
+    spi::run(spi, registry_sql::save_scope(scope, setup_text, schema_text, owner, path))?;
     for (was, now) in &renames {
-        spi::exec(
-            spi,
-            "UPDATE tandem.scope_tables SET name = $3 WHERE scope = $1 AND name = $2",
-            &[scope.into(), was.to_string().into(), now.to_string().into()],
-        )?;
+        spi::run(spi, registry_sql::rename_scope_table(scope, was.to_string(), now.to_string()))?;
     }
     // Tables that left the scope lose their tracking.
     for (table, id) in &old_tables {
         if !schema.tables.iter().any(|t| t.name == table.name) {
             drop_table_tracking(spi, &table.table_name(), *id)?;
-            spi::exec(spi, "DELETE FROM tandem.scope_tables WHERE id = $1", &[(*id).into()])?;
+            spi::run(spi, registry_sql::remove_scope_table(*id))?;
         }
     }
     // Every table gets an id; new ones get tracking tables.
@@ -279,12 +263,10 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
             Some((_, id)) => ids.push(*id),
             None => {
                 let oid = catalog::table_oid(spi, &table.table_name())?;
-                let id = spi::one::<i64>(
-                    spi,
-                    "INSERT INTO tandem.scope_tables (scope, relid, name) VALUES ($1, $2::int8::oid, $3) RETURNING id",
-                    &[scope.into(), oid.into(), table.name.as_str().into()],
-                )?
-                .ok_or_else(|| Error::Internal("no id for a new scope table".into()))?;
+                let id = spi::first_mut(spi, registry_sql::add_scope_table(scope, oid, &table.name))?
+                    .flatten()
+                    .and_then(|id| id.parse().ok())
+                    .ok_or_else(|| Error::Internal("no id for a new scope table".into()))?;
                 ids.push(id);
                 new_tables.push(index);
             }
@@ -344,11 +326,7 @@ fn refresh_tracking(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, mut fr
         // Someone dropped the tracking: rebuilt whole, every row stamped,
         // so every device receives the table again, and resyncs (the
         // deletes of the time without tracking are unknown).
-        spi::exec(
-            spi,
-            "UPDATE tandem.scopes SET tracked_since = pg_current_xact_id() WHERE name = $1",
-            &[tracked.schema.scope.as_str().into()],
-        )?;
+        spi::run(spi, registry_sql::restart_tracking(&tracked.schema.scope))?;
         let table = tracked.table(index).table_name();
         drop_table_tracking(spi, &table, tracked.id(index))?;
         for statement in tracking::create_tracking(tracked, index) {

@@ -4,6 +4,7 @@
 use serde_json::Value;
 use tandem_core::options::Params;
 use tandem_core::schema::Schema;
+use tandem_core::sql::registry as sql;
 use tandem_core::sql::Scope;
 use tandem_core::{Error, Result};
 
@@ -38,18 +39,12 @@ fn parse_schema(text: &str) -> Result<Schema> {
 
 /// Loads a scope, or `None` when it does not exist. Reads only.
 pub fn find_scope(spi: &Spi<'_>, name: &str) -> Result<Option<StoredScope>> {
-    let rows = spi::select(
-        spi,
-        "SELECT s.schema::text, s.purged_before::text, s.tracked_since::text, \
-                coalesce((SELECT jsonb_object_agg(t.name, t.id) FROM tandem.scope_tables t WHERE t.scope = s.name), '{}')::text \
-         FROM tandem.scopes s WHERE s.name = $1",
-        &[name.into()],
-        |row| Ok((spi::text(row, 1)?, spi::text(row, 2)?, spi::text(row, 3)?, spi::text(row, 4)?)),
-    )?;
-    let Some((schema, purged_before, tracked_since, ids)) = rows.into_iter().next() else { return Ok(None) };
-    let schema = parse_schema(&schema.unwrap_or_default())?;
-    let ids: serde_json::Map<String, Value> = serde_json::from_str(&ids.unwrap_or_default())
-        .map_err(|e| Error::Internal(format!("the tables of scope {name} are unreadable: {e}")))?;
+    let Some(sql::ScopeRow { schema, purged_before, tracked_since, ids }) = spi::first(spi, sql::scope(name))? else {
+        return Ok(None);
+    };
+    let schema = parse_schema(&schema)?;
+    let ids: serde_json::Map<String, Value> =
+        serde_json::from_str(&ids).map_err(|e| Error::Internal(format!("the tables of scope {name} are unreadable: {e}")))?;
     let ids = schema
         .tables
         .iter()
@@ -68,23 +63,20 @@ pub fn find_scope(spi: &Spi<'_>, name: &str) -> Result<Option<StoredScope>> {
 /// is a clear error saying how to recover, not a failing statement later.
 /// The scope's schema version as the latest committed change left it.
 pub fn schema_version(spi: &mut Spi<'_>, name: &str) -> Result<i64> {
-    spi::one::<i64>(spi, "SELECT (schema ->> 'version')::int8 FROM tandem.scopes WHERE name = $1", &[name.into()])?
-        .ok_or_else(|| Error::UnknownScope(name.to_string()))
+    let version = spi::first_mut(spi, sql::schema_version(name))?.ok_or_else(|| Error::UnknownScope(name.to_string()))?;
+    version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::Internal(format!("the stored schema of scope {name} has no version ({version:?})")))
 }
 
 pub fn load_scope(spi: &Spi<'_>, name: &str) -> Result<StoredScope> {
     let stored = find_scope(spi, name)?.ok_or_else(|| Error::UnknownScope(name.to_string()))?;
     let scope = stored.scope();
     let objects: Vec<String> = (0..scope.schema.tables.len()).flat_map(|t| [scope.track(t), scope.log(t), scope.exits(t)]).collect();
-    let missing = spi::select(
-        spi,
-        "SELECT o.n FROM unnest($1::text[]) WITH ORDINALITY AS o(n, i) WHERE pg_catalog.to_regclass(o.n) IS NULL ORDER BY o.i LIMIT 1",
-        &[objects.clone().into()],
-        |row| spi::text(row, 1),
-    )?;
-    if let Some(object) = missing.into_iter().next().flatten() {
-        let t = objects.iter().position(|o| *o == object).unwrap_or_default() / 3;
-        return Err(Error::TrackingMissing { scope: name.to_string(), table: scope.table(t).name.clone(), object });
+    if let Some(object) = spi::first(spi, sql::first_missing(objects.clone()))?.flatten() {
+        let table = objects.iter().position(|o| *o == object).map_or_else(|| object.clone(), |i| scope.table(i / 3).name.clone());
+        return Err(Error::TrackingMissing { scope: name.to_string(), table, object });
     }
     Ok(stored)
 }
@@ -92,12 +84,10 @@ pub fn load_scope(spi: &Spi<'_>, name: &str) -> Result<StoredScope> {
 /// The server's id, the `origin` of its changesets, and the ids it had
 /// before it was restored into another cluster (see `cluster`).
 pub fn server_id(spi: &Spi<'_>) -> Result<(String, Vec<String>)> {
-    spi::select(spi, "SELECT server_id::text, moved_from::text[] FROM tandem.server", &[], |row| {
-        Ok((spi::required_text(row, 1)?, spi::get::<Vec<String>>(row, 2)?.unwrap_or_default()))
-    })?
-    .into_iter()
-    .next()
-    .ok_or_else(|| Error::Internal("tandem.server has no row: provision a scope first".into()))
+    let row = spi::first(spi, sql::server())?.ok_or_else(|| Error::Internal("tandem.server has no row: provision a scope first".into()))?;
+    let moved_from = serde_json::from_str(&row.moved_from)
+        .map_err(|e| Error::Internal(format!("tandem.server.moved_from is unreadable ({}): {e}", row.moved_from)))?;
+    Ok((row.server_id, moved_from))
 }
 
 /// A client as the server knows it.
@@ -108,10 +98,8 @@ pub struct StoredClient {
 }
 
 pub fn find_client(spi: &Spi<'_>, client_id: &str) -> Result<Option<StoredClient>> {
-    let rows = spi::select(spi, "SELECT scope, params::text FROM tandem.clients WHERE client_id = $1", &[client_id.into()], |row| {
-        Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?))
-    })?;
-    rows.into_iter().next().map(|(scope, params)| Ok(StoredClient { scope, params: stored_params(&params)? })).transpose()
+    let found = spi::first(spi, sql::client(client_id))?;
+    found.map(|row| Ok(StoredClient { scope: row.scope, params: stored_params(&row.params)? })).transpose()
 }
 
 /// Who a call runs as, and with which filter parameters.
@@ -157,13 +145,7 @@ pub fn resolve_identity(
     let scope = scope_name;
     let stored = match token {
         Some(token) => {
-            let found = spi::select(
-                spi,
-                "SELECT client_id, scope, params::text FROM tandem.clients WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
-                &[token.into()],
-                |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?, spi::required_text(row, 3)?)),
-            )?;
-            let Some((id, stored_scope, params)) = found.into_iter().next() else {
+            let Some(sql::ClientRow { client_id: id, scope: stored_scope, params }) = spi::first(spi, sql::client_by_token(token))? else {
                 return Err(Error::InvalidToken(scope.to_string()));
             };
             if stored_scope != scope {
@@ -200,14 +182,7 @@ pub fn resolve_identity(
 /// Records a client's visit, binding a new client id to `params`.
 pub fn record_client(spi: &mut Spi<'_>, scope: &str, client_id: &str, params: &Params) -> Result<()> {
     let params_text = Value::Object(params.clone().into_iter().collect()).to_string();
-    let recorded = spi::exec(
-        spi,
-        "INSERT INTO tandem.clients (client_id, scope, params, last_seen, owner) \
-         VALUES ($1, $2, $3::jsonb, now(), (SELECT s.owner FROM tandem.scopes s WHERE s.name = $2)) \
-         ON CONFLICT (client_id) DO UPDATE SET last_seen = now() \
-         WHERE tandem.clients.scope = excluded.scope AND tandem.clients.params = excluded.params",
-        &[client_id.into(), scope.into(), params_text.into()],
-    )?;
+    let recorded = spi::run(spi, sql::record_client(client_id, scope, params_text))?;
     if recorded == 1 {
         Ok(())
     } else {
@@ -235,8 +210,7 @@ fn refuse_other_clients_id(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> 
     if replica_id == client_id {
         return Ok(());
     }
-    let taken = spi::select(spi, "SELECT true FROM tandem.clients WHERE client_id = $1", &[replica_id.into()], |_| Ok(()))?;
-    if taken.is_empty() {
+    if spi::first(spi, sql::client(replica_id))?.is_none() {
         Ok(())
     } else {
         Err(Error::ForeignReplica { replica: replica_id.to_string(), client: client_id.to_string() })
@@ -245,29 +219,20 @@ fn refuse_other_clients_id(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> 
 
 /// The watermark replica `replica_id`'s last pull was given, if any.
 pub fn issued_to(spi: &Spi<'_>, replica_id: &str) -> Result<Option<String>> {
-    let rows =
-        spi::select(spi, "SELECT last_issued FROM tandem.replicas WHERE replica_id = $1", &[replica_id.into()], |row| spi::text(row, 1))?;
-    Ok(rows.into_iter().next().flatten())
+    Ok(spi::first(spi, sql::replica(replica_id))?.and_then(|row| row.last_issued))
 }
 
 /// The replica `replica_id`, if it ever synced. A replica belongs to the
 /// client that first used its id: any other client is refused.
 pub fn find_replica(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> Result<Option<StoredReplica>> {
     refuse_other_clients_id(spi, replica_id, client_id)?;
-    let rows = spi::select(
-        spi,
-        "SELECT client_id, last_upload, last_version::text, last_applied FROM tandem.replicas WHERE replica_id = $1",
-        &[replica_id.into()],
-        |row| {
-            Ok(StoredReplica {
-                client_id: spi::required_text(row, 1)?,
-                last_upload: spi::text(row, 2)?,
-                last_version: spi::text(row, 3)?,
-                last_applied: spi::text(row, 4)?,
-            })
-        },
-    )?;
-    match rows.into_iter().next() {
+    let found = spi::first(spi, sql::replica(replica_id))?.map(|row| StoredReplica {
+        client_id: row.client_id,
+        last_upload: row.last_upload,
+        last_version: row.last_version,
+        last_applied: row.last_applied,
+    });
+    match found {
         Some(replica) if replica.client_id != client_id => {
             Err(Error::ForeignReplica { replica: replica_id.to_string(), client: client_id.to_string() })
         }
@@ -290,15 +255,7 @@ pub fn record_replica(spi: &mut Spi<'_>, replica_id: &str, client_id: &str, pull
         Some(p) => (Some(p.needs), Some(p.issued)),
         None => (None, None),
     };
-    let recorded = spi::exec(
-        spi,
-        "INSERT INTO tandem.replicas (replica_id, client_id, last_seen, last_since, last_issued) VALUES ($1, $2, now(), $3, $4) \
-         ON CONFLICT (replica_id) DO UPDATE SET last_seen = now(), \
-             last_since = coalesce(excluded.last_since, tandem.replicas.last_since), \
-             last_issued = coalesce(excluded.last_issued, tandem.replicas.last_issued) \
-         WHERE tandem.replicas.client_id = excluded.client_id",
-        &[replica_id.into(), client_id.into(), needs.into(), issued.into()],
-    )?;
+    let recorded = spi::run(spi, sql::record_replica(replica_id, client_id, needs, issued))?;
     if recorded == 1 {
         Ok(())
     } else {
@@ -309,10 +266,6 @@ pub fn record_replica(spi: &mut Spi<'_>, replica_id: &str, client_id: &str, pull
 /// Records what upload `upload_id` of a replica applied, so a retry of it
 /// is acknowledged instead of applied twice.
 pub fn record_upload(spi: &mut Spi<'_>, replica_id: &str, upload_id: &str, version: &str, applied: &str) -> Result<()> {
-    spi::exec(
-        spi,
-        "UPDATE tandem.replicas SET last_upload = $2, last_version = $3::xid8, last_applied = $4 WHERE replica_id = $1",
-        &[replica_id.into(), upload_id.into(), version.into(), applied.into()],
-    )?;
+    spi::run(spi, sql::record_upload(replica_id, upload_id, version, applied))?;
     Ok(())
 }

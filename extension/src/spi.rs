@@ -207,6 +207,33 @@ where
     Ok(rows)
 }
 
+/// The first decoded row of a generated read-only statement, if any.
+pub fn first<D, T>(spi: &Spi<'_>, query: Query<D>) -> Result<Option<T>>
+where
+    D: for<'a> Decode<Row<'a> = T>,
+{
+    let mut found = None;
+    each(spi, query, |row| {
+        found.get_or_insert(row);
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// [`first`] of a statement that may write, or must see what the
+/// transaction wrote before it.
+pub fn first_mut<D, T>(spi: &mut Spi<'_>, query: Query<D>) -> Result<Option<T>>
+where
+    D: for<'a> Decode<Row<'a> = T>,
+{
+    let mut found = None;
+    each_mut(spi, query, |row| {
+        found.get_or_insert(row);
+        Ok(())
+    })?;
+    Ok(found)
+}
+
 /// Runs a generated statement whose rows are not read; returns how many
 /// rows it changed.
 pub fn run(spi: &mut Spi<'_>, query: Query<NoRows>) -> Result<u64> {

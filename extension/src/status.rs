@@ -4,6 +4,7 @@
 use pgrx::prelude::*;
 use serde_json::{json, Value};
 use tandem_core::options::CleanupOptions;
+use tandem_core::sql::registry as sql;
 use tandem_core::watermark::Snapshot;
 use tandem_core::{Error, Result};
 
@@ -48,33 +49,27 @@ fn status(spi: &mut Spi<'_>, scope_name: &str) -> Result<Value> {
     privileges::as_scope_owner(spi, scope_name, |spi| fold::fold(spi, &scope, 0..scope.schema.tables.len()))?;
     let mut tables = Vec::new();
     for (t, table) in scope.schema.tables.iter().enumerate() {
-        let counts = spi::query(
-            spi,
-            &format!(
-                "SELECT count(*) FILTER (WHERE NOT tandem_deleted), count(*) FILTER (WHERE tandem_deleted), \
-                        (SELECT count(*) FROM {}) FROM {}",
-                scope.exits(t),
-                scope.track(t)
-            ),
-            &[],
-            |row| Ok((spi::required::<i64>(row, 1)?, spi::required::<i64>(row, 2)?, spi::required::<i64>(row, 3)?)),
-        )?;
-        let (rows, tombstones, exits) = counts.into_iter().next().unwrap_or_default();
+        // An aggregate without GROUP BY: always one row.
+        let sql::TrackingCounts { rows, tombstones, exits } = spi::first_mut(spi, sql::tracking_counts(&scope, t))?
+            .ok_or_else(|| Error::Internal(format!("no counts of {}'s tracking", table.name)))?;
         tables.push(json!({
             "name": table.name, "direction": table.direction, "rows": rows,
             "tombstones": tombstones, "exits": exits,
         }));
     }
     let clients = clients::list(spi, scope_name)?;
-    let conflicts = spi::one::<i64>(spi, "SELECT count(*) FROM tandem.conflicts WHERE scope = $1", &[scope_name.into()])?;
-    let snapshot = spi::one::<String>(spi, "SELECT pg_current_snapshot()::text", &[])?;
+    let conflicts: i64 = spi::first_mut(spi, sql::conflict_count(scope_name))?
+        .flatten()
+        .and_then(|count| count.parse().ok())
+        .ok_or_else(|| Error::Internal("no count of conflicts".into()))?;
+    let snapshot = current_snapshot(spi)?;
     Ok(json!({
         "scope": scope_name,
         "schema_version": scope.schema.version,
         "watermark": snapshot,
         "purged_before": stored.purged_before,
         "tables": tables,
-        "conflicts": conflicts.unwrap_or_default(),
+        "conflicts": conflicts,
         "clients": clients,
     }))
 }
@@ -85,19 +80,13 @@ fn cleanup(spi: &mut Spi<'_>, scope_name: &str, options: &CleanupOptions) -> Res
     let scope = stored.scope();
     privileges::as_scope_owner(spi, scope_name, |spi| fold::fold(spi, &scope, 0..scope.schema.tables.len()))?;
     let days = i64::from(options.inactive_after_days.unwrap_or(30));
-    let needs = spi::query(
-        spi,
-        "SELECT r.replica_id, r.last_since FROM tandem.replicas r JOIN tandem.clients c ON c.client_id = r.client_id \
-         WHERE c.scope = $1 AND r.last_seen > now() - make_interval(days => $2::int8::int4)",
-        &[scope_name.into(), days.into()],
-        |row| Ok((spi::required_text(row, 1)?, spi::text(row, 2)?)),
-    )?;
-    let current = spi::one::<String>(spi, "SELECT pg_current_snapshot()::text", &[])?.unwrap_or_default();
-    let mut horizon = Snapshot::parse(&current).map(|s| s.xmin).ok_or_else(|| Error::Internal("unreadable snapshot".into()))?;
+    let needs = spi::all(spi, sql::active_replicas(scope_name, days))?;
+    let current = current_snapshot(spi)?;
+    let mut horizon = Snapshot::parse(&current).map(|s| s.xmin).ok_or_else(|| Error::Internal(format!("unreadable snapshot {current}")))?;
     let purged = stored.purged_before.as_deref().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
     let mut holding = 0;
-    for (_, since) in &needs {
-        match since.as_deref().and_then(Snapshot::parse) {
+    for replica in &needs {
+        match replica.needs_after.as_deref().and_then(Snapshot::parse) {
             // Past an earlier cleanup already: it pulls again from NULL,
             // and holds nothing back.
             Some(snapshot) if snapshot.xmin < purged => {}
@@ -115,29 +104,16 @@ fn cleanup(spi: &mut Spi<'_>, scope_name: &str, options: &CleanupOptions) -> Res
     let mut removed_tombstones = 0;
     let mut removed_exits = 0;
     if horizon > 0 {
-        let horizon_text = horizon.to_string();
         // The tracking tables are the owner's (rules or triggers it put on
         // them run with its rights).
         privileges::as_scope_owner(spi, scope_name, |spi| {
             for t in 0..scope.schema.tables.len() {
-                removed_tombstones += spi::exec(
-                    spi,
-                    &format!("DELETE FROM {} WHERE tandem_deleted AND tandem_stamp < $1::text::xid8", scope.track(t)),
-                    &[horizon_text.as_str().into()],
-                )?;
-                removed_exits += spi::exec(
-                    spi,
-                    &format!("DELETE FROM {} WHERE tandem_stamp < $1::text::xid8", scope.exits(t)),
-                    &[horizon_text.as_str().into()],
-                )?;
+                removed_tombstones += spi::run(spi, sql::purge_tombstones(&scope, t, horizon))?;
+                removed_exits += spi::run(spi, sql::purge_exits(&scope, t, horizon))?;
             }
             Ok(())
         })?;
-        spi::exec(
-            spi,
-            "UPDATE tandem.scopes SET purged_before = greatest(coalesce(purged_before, '0'::xid8), $2::text::xid8) WHERE name = $1",
-            &[scope_name.into(), horizon_text.into()],
-        )?;
+        spi::run(spi, sql::set_purged_before(scope_name, horizon))?;
     }
     Ok(json!({
         "scope": scope_name,
@@ -146,4 +122,9 @@ fn cleanup(spi: &mut Spi<'_>, scope_name: &str, options: &CleanupOptions) -> Res
         "exits_removed": removed_exits,
         "active_replicas": holding,
     }))
+}
+
+/// The current snapshot as text (`xmin:xmax:xip,...`).
+fn current_snapshot(spi: &mut Spi<'_>) -> Result<String> {
+    spi::first_mut(spi, sql::current_snapshot())?.flatten().ok_or_else(|| Error::Internal("pg_current_snapshot() returned nothing".into()))
 }

@@ -53,7 +53,7 @@ pub fn record_upload(
     let applied: Vec<AppliedChange> =
         plans.iter().flat_map(|p| p.rows.iter().filter_map(move |r| AppliedChange::of(scope.id(p.t), &r.change))).collect();
     let applied = serde_json::to_string(&applied).map_err(|e| Error::Internal(e.to_string()))?;
-    let version = result.version.as_deref().unwrap_or_default();
+    let version = result.version.as_deref().ok_or_else(|| Error::Internal("an applied upload has no transaction id".into()))?;
     registry::record_upload(spi, replica, upload_id, version, &applied)
 }
 
