@@ -33,6 +33,12 @@ pub fn redacted(dsn: &str) -> String {
     let Ok(mut url) = Url::parse(dsn) else {
         return "(a connection URL that does not parse)".to_string();
     };
+    let in_query = url.query().is_some_and(|q| q.split('&').any(|pair| pair.starts_with("password=")));
+    if url.password().is_none() && !in_query {
+        // As written: nothing to hide (and no normalizing, such as a
+        // trailing slash on an https URL).
+        return dsn.to_string();
+    }
     if url.password().is_some() {
         // Only a URL without a host has no password to set, and this one has one.
         let _ = url.set_password(Some("***"));
@@ -70,6 +76,7 @@ mod tests {
         assert_eq!(redacted("postgres://u:pw@h/db?password=secret"), "postgres://u:***@h/db?password=***");
         assert_eq!(redacted("host=h password=secret user=u"), "host=h password=*** user=u");
         assert_eq!(redacted("https://gw.example.com:8443/tandem"), "https://gw.example.com:8443/tandem");
+        assert_eq!(redacted("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
     }
 
     /// A password written raw, with `@` and `:` in it, is all hidden.
