@@ -264,8 +264,6 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
             None => {
                 let oid = catalog::table_oid(spi, &table.table_name())?;
                 let id = spi::first_mut(spi, registry_sql::add_scope_table(scope, oid, &table.name))?
-                    .flatten()
-                    .and_then(|id| id.parse().ok())
                     .ok_or_else(|| Error::Internal("no id for a new scope table".into()))?;
                 ids.push(id);
                 new_tables.push(index);

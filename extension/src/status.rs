@@ -58,10 +58,8 @@ fn status(spi: &mut Spi<'_>, scope_name: &str) -> Result<Value> {
         }));
     }
     let clients = clients::list(spi, scope_name)?;
-    let conflicts: i64 = spi::first_mut(spi, sql::conflict_count(scope_name))?
-        .flatten()
-        .and_then(|count| count.parse().ok())
-        .ok_or_else(|| Error::Internal("no count of conflicts".into()))?;
+    // An aggregate without GROUP BY: always one row.
+    let conflicts = spi::first_mut(spi, sql::conflict_count(scope_name))?.ok_or_else(|| Error::Internal("no count of conflicts".into()))?;
     let snapshot = current_snapshot(spi)?;
     Ok(json!({
         "scope": scope_name,

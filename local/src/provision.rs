@@ -76,14 +76,14 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             if existed {
                 let synced_before = before.as_ref().and_then(|b| b.tables.iter().find(|t| t.name == table.name));
                 if let Some(synced_before) = synced_before {
-                    for stale in stale_columns(&local_columns(conn, &local_name)?, synced_before, table) {
+                    for stale in stale_columns(&meta::column_names(conn, &local_name)?, synced_before, table) {
                         // A user's index or constraint on it keeps it: it
                         // stays, unsynced, as before.
                         // Any other failure is an error.
                         drop_stale_column(conn, &local_name, &stale)?;
                     }
                 }
-                let present = local_columns(conn, &local_name)?;
+                let present = meta::column_names(conn, &local_name)?;
                 for (i, column) in table.columns.iter().enumerate() {
                     if !present.contains(&column.name) {
                         conn.execute(&local::add_column(table, i), [])?;
@@ -298,10 +298,6 @@ fn set_aside_copy(conn: &Connection, scope: &str, version: i64, table: &TableSch
     Ok(())
 }
 
-fn local_columns(conn: &Connection, local_name: &str) -> Result<Vec<String>> {
-    meta::column_names(conn, local_name)
-}
-
 fn table_exists(conn: &Connection, local_name: &str) -> Result<bool> {
     Ok(conn.query_row(sql::TABLE_EXISTS, named_params! {":name": local_name}, |r| r.get("present"))?)
 }
@@ -323,7 +319,7 @@ fn drop_stale_column(conn: &Connection, local_name: &str, column: &str) -> Resul
 /// never dropped without a word. A key whose columns changed since (the
 /// table came back with another primary key) is kept by its stored values.
 fn keep_written_while_left(conn: &Connection, scope: &str, version: i64, table: &TableSchema) -> Result<()> {
-    if local_columns(conn, &local::written_while_left_name(table))? != table.primary_key {
+    if meta::column_names(conn, &local::written_while_left_name(table))? != table.primary_key {
         return Ok(());
     }
     for (key, stored) in rows::read_stored_keys(conn, table, &local::written_keys(table), [])? {

@@ -9,7 +9,7 @@
 //! bind a value to the wrong placeholder or be read at the wrong column.
 //! Statements over a table whose name varies are functions of that name.
 
-use crate::ident::{quote_ident, quote_literal};
+use crate::ident::quote_ident;
 
 // -- the file's schema of bookkeeping ---------------------------------------
 
@@ -76,12 +76,6 @@ pub fn delete_all(table: &str) -> String {
 /// quoted table or a parenthesized query).
 pub fn count_rows(source: &str) -> String {
     format!("SELECT count(*) AS rows FROM {source}")
-}
-
-/// `name` and `declared` of the columns of `table`, the literal form for a
-/// name that needs no parameter.
-pub fn column_defaults_of(table: &str) -> String {
-    format!("SELECT name, dflt_value AS declared FROM pragma_table_info({})", quote_literal(table))
 }
 
 // -- tandem_scopes -----------------------------------------------------------
@@ -234,6 +228,6 @@ mod tests {
     #[test]
     fn names_are_quoted() {
         assert_eq!(rename_table("a\"b", "c"), "ALTER TABLE \"a\"\"b\" RENAME TO \"c\"");
-        assert_eq!(column_defaults_of("it's"), "SELECT name, dflt_value AS declared FROM pragma_table_info('it''s')");
+        assert_eq!(drop_column("t", "it's \"x\""), "ALTER TABLE \"t\" DROP COLUMN \"it's \"\"x\"\"\"");
     }
 }

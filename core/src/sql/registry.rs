@@ -129,10 +129,10 @@ pub fn scope_tables(name: &str) -> Query<ScopeTableDecoder> {
 
 /// Adds table `table` (its oid `relid`) to scope `name`; returns its
 /// tracking id.
-pub fn add_scope_table(name: &str, relid: i64, table: &str) -> Query<TextDecoder> {
+pub fn add_scope_table(name: &str, relid: i64, table: &str) -> Query<IntDecoder> {
     let mut binds = Binds::new();
     let mut columns = Columns::new();
-    let decoder = TextDecoder(columns.push("id", "id::text"));
+    let decoder = IntDecoder(columns.push("id", "id::text"));
     let sql = format!(
         "INSERT INTO tandem.scope_tables (scope, relid, name) VALUES ({}, {}::int8::oid, {}) RETURNING {}",
         binds.bind(name),
@@ -172,6 +172,16 @@ impl Decode for TextDecoder {
     }
 }
 
+/// One integer column, never NULL (a count, an id, a version).
+pub struct IntDecoder(Col);
+
+impl Decode for IntDecoder {
+    type Row<'a> = i64;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<i64, DecodeError> {
+        f.int(self.0)
+    }
+}
+
 /// A statement of one text column `expression` over `from_where`, whose
 /// placeholders `binds` already holds.
 fn text_query(expression: &str, from_where: String, binds: Binds) -> Query<TextDecoder> {
@@ -181,11 +191,19 @@ fn text_query(expression: &str, from_where: String, binds: Binds) -> Query<TextD
     Query::new(sql, binds, &columns, decoder)
 }
 
+/// [`text_query`] of an integer column.
+fn int_query(expression: &str, from_where: String, binds: Binds) -> Query<IntDecoder> {
+    let mut columns = Columns::new();
+    let decoder = IntDecoder(columns.push("value", format!("({expression})::text")));
+    let sql = format!("SELECT {} {from_where}", columns.sql());
+    Query::new(sql, binds, &columns, decoder)
+}
+
 /// The schema version of scope `name` as the latest committed change left it.
-pub fn schema_version(name: &str) -> Query<TextDecoder> {
+pub fn schema_version(name: &str) -> Query<IntDecoder> {
     let mut binds = Binds::new();
     let from = format!("FROM tandem.scopes WHERE name = {}", binds.bind(name));
-    text_query("schema ->> 'version'", from, binds)
+    int_query("schema ->> 'version'", from, binds)
 }
 
 /// The first of `objects` (qualified names) that does not exist.
@@ -464,10 +482,10 @@ pub fn tracking_counts(scope: &Scope<'_>, t: usize) -> Query<CountsDecoder> {
 }
 
 /// `rows`: conflicts logged for scope `name`.
-pub fn conflict_count(name: &str) -> Query<TextDecoder> {
+pub fn conflict_count(name: &str) -> Query<IntDecoder> {
     let mut binds = Binds::new();
     let from = format!("FROM tandem.conflicts WHERE scope = {}", binds.bind(name));
-    text_query("count(*)::text", from, binds)
+    int_query("count(*)", from, binds)
 }
 
 /// The current snapshot: the watermark a pull now would give.
