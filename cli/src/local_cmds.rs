@@ -109,30 +109,45 @@ fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::
     Ok(())
 }
 
+/// Which server and scope, as whom: shared by the commands that talk to a
+/// server about a file.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// The server: postgres://user@host:port/database[?sslmode=verify-full]
+    /// (the password from PGPASSWORD, or in the URL), or a gateway's
+    /// https:// URL.
+    #[arg(long, env = "TANDEM_REMOTE", hide_env_values = true)]
+    pub remote: String,
+    /// The scope.
+    #[arg(long)]
+    pub scope: String,
+    /// A client token from the server's sync_register_client (the server then
+    /// uses the parameters it was registered with).
+    #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A PEM file of the root certificate the server's must chain to (as
+    /// sslrootcert=FILE in the URL; use with sslmode=verify-full).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    pub fn ca_cert(&self) -> Option<String> {
+        self.ca_cert.as_ref().map(|p| p.to_string_lossy().into_owned())
+    }
+}
+
 #[derive(clap::Args)]
 pub struct SyncArgs {
     #[command(flatten)]
     file: LocalFile,
-    /// The server: postgres://user@host:port/database[?sslmode=verify-full]
-    /// (the password from PGPASSWORD, or in the URL).
-    #[arg(long, env = "TANDEM_REMOTE", hide_env_values = true)]
-    remote: String,
-    /// The scope to sync.
-    #[arg(long)]
-    scope: String,
-    /// A client token from the server's sync_register_client (the server then
-    /// uses the parameters it was registered with).
-    #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// A filter parameter, name=value (a number, true/false, a JSON list, or
     /// text); repeatable. Only the scope's owner may pass parameters; a
     /// device passes --token, which carries its own.
     #[arg(long = "param", value_name = "NAME=VALUE", conflicts_with = "token")]
     params: Vec<String>,
-    /// A PEM file of the root certificate the server's must chain to (as
-    /// sslrootcert=FILE in the URL; use with sslmode=verify-full).
-    #[arg(long, value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
     /// Sync this file under a new identity: with another server or database
     /// than it synced with, or as the client of a new token after its old
     /// one was revoked. It pulls the scope again and sends its unsent changes.
@@ -178,7 +193,7 @@ pub fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let existed = args.file.path.exists();
     let result = sync_file(args);
     if result.is_err() && !existed {
-        let worth_keeping = args.file.open().map_or(true, |store| store.holds_data(&args.scope));
+        let worth_keeping = args.file.open().map_or(true, |store| store.holds_data(&args.server.scope));
         if !worth_keeping {
             Store::remove(&args.file.path);
         }
@@ -193,8 +208,8 @@ fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
         params,
         max_rows: args.max_rows,
         max_bytes: args.max_bytes,
-        token: args.token.clone(),
-        ca_cert: args.ca_cert.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        token: args.server.token.clone(),
+        ca_cert: args.server.ca_cert(),
         rebind: args.rebind,
         reinit: args.reinit,
         watch: None,
@@ -215,7 +230,7 @@ fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
 fn one_round(store: &Store, args: &SyncArgs, options: &SyncOptions) -> Result<SyncReport, CliError> {
     let mut progress = (!args.json).then(|| Progress::new("syncing"));
     let (mut up, mut to_push, mut down) = (0, 0, 0);
-    let report = store.sync_observed(&args.remote, &args.scope, options, &mut |step| {
+    let report = store.sync_observed(&args.server.remote, &args.server.scope, options, &mut |step| {
         match step {
             Step::ToPush(n) => to_push = n,
             Step::Pushed(n) => up += n,
@@ -242,7 +257,7 @@ fn watch(store: &Store, args: &SyncArgs, options: &SyncOptions) -> Result<SyncRe
     }
     let mut progress = (!args.json).then(|| Progress::new("watching"));
     let (mut up, mut down) = (0, 0);
-    let report = store.watch(&args.remote, &args.scope, options, &|| stop.load(Ordering::Relaxed), &mut |step| {
+    let report = store.watch(&args.server.remote, &args.server.scope, options, &|| stop.load(Ordering::Relaxed), &mut |step| {
         let Some(p) = progress.as_mut() else { return };
         match step {
             WatchStep::Batch(Step::ToPush(_)) => p.show(up + down, "syncing"),

@@ -6,6 +6,7 @@ mod error;
 mod local_cmds;
 mod progress;
 mod serve;
+mod verify_cmd;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ enum Command {
     Demo(demo::Args),
     /// Sync a local file with the server: push local changes, pull the server's.
     Sync(local_cmds::SyncArgs),
+    /// Check a local file against its partition on the server; --repair fixes the rows that differ.
+    Verify(verify_cmd::Args),
     /// Run SQL on a local file, with the sync_* functions registered.
     Sql(local_cmds::SqlArgs),
     /// Re-encrypt a local file with a new key.
@@ -50,11 +53,13 @@ fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Sync(args) => args.json,
         Command::Sql(args) => args.json,
+        Command::Verify(args) => args.json,
         _ => false,
     };
     let result: Result<(), CliError> = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Sync(args) => local_cmds::sync(&args),
+        Command::Verify(args) => verify_cmd::run(&args),
         Command::Sql(args) => local_cmds::sql(&args),
         Command::Rekey(args) => local_cmds::rekey(&args),
         Command::Bench(args) => bench::run(&args),

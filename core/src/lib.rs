@@ -20,6 +20,7 @@ pub mod sql;
 pub mod types;
 pub mod upload;
 pub mod validate;
+pub mod verify;
 pub mod watermark;
 
 pub use error::{Error, Rejection, RejectionKind, Result};

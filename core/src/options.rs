@@ -149,7 +149,7 @@ impl Policy {
     }
 }
 
-fn parse_options<T: for<'de> Deserialize<'de> + Default>(value: Option<&Value>) -> Result<T> {
+pub(crate) fn parse_options<T: for<'de> Deserialize<'de> + Default>(value: Option<&Value>) -> Result<T> {
     match value {
         None | Some(Value::Null) => Ok(T::default()),
         Some(v @ Value::Object(_)) => serde_json::from_value(v.clone()).map_err(|e| Error::InvalidOptions(e.to_string())),

@@ -153,3 +153,14 @@ REVOKE ALL ON FUNCTION tandem.on_tracked_drop() FROM PUBLIC;
 
 CREATE EVENT TRIGGER tandem_table_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED', 'DROP DOMAIN', 'DROP TYPE', 'ALTER TYPE')
     EXECUTE FUNCTION tandem.on_tracked_drop();
+
+-- sync_verify: a device proves its file holds its partition (design.md,
+-- Verify). Like every sync function, nobody may execute it until granted.
+CREATE FUNCTION "sync_verify"(
+	"scope" TEXT,
+	"options" jsonb DEFAULT '{}'
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'sync_verify_wrapper';
+REVOKE ALL ON FUNCTION sync_verify(text, jsonb) FROM PUBLIC;

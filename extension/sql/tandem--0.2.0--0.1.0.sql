@@ -5,6 +5,9 @@
 
 ALTER FUNCTION sync_schema(text, jsonb) STABLE;
 
+-- 0.1.0 has no verify.
+DROP FUNCTION sync_verify(text, jsonb);
+
 -- 0.1.0 does not follow ALTER TABLE or DROP of tracked tables.
 DROP EVENT TRIGGER tandem_columns;
 DROP FUNCTION tandem.on_table_alter();

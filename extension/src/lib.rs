@@ -19,6 +19,7 @@ mod registry;
 mod report;
 mod spi;
 mod status;
+mod verify;
 mod version;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -10,7 +10,6 @@ use tandem_core::types::{json_to_pg_text, pg_text_to_json, write_pg_text_as_json
 use tandem_core::watermark::{Phase, Snapshot, Watermark};
 use tandem_core::{Error, Result};
 
-use crate::cluster;
 use crate::fold;
 use crate::json_text::JsonbText;
 use crate::privileges;
@@ -57,19 +56,9 @@ struct Window {
 }
 
 pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, options: &SelectOptions) -> Result<String> {
-    cluster::ensure_here(spi)?;
-    privileges::require_known_scope(spi, scope_name, options.token.as_deref())?;
-    let stored = registry::load_scope(spi, scope_name)?;
+    let (stored, identity) =
+        registry::device_caller(spi, scope_name, options.client_id.as_deref(), options.token.as_deref(), options.params.as_ref())?;
     let scope = stored.scope();
-    let owner = privileges::caller_owns(spi, scope_name)?;
-    let identity = registry::resolve_identity(
-        spi,
-        scope_name,
-        owner,
-        options.client_id.as_deref(),
-        options.token.as_deref(),
-        options.params.as_ref(),
-    )?;
     if let Some(asked) = options.schema_version.filter(|&asked| asked != stored.schema.version) {
         return Err(Error::SchemaMoved { scope: scope_name.to_string(), asked, now: stored.schema.version });
     }

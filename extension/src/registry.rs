@@ -119,6 +119,24 @@ impl Identity {
     }
 }
 
+/// What every device call does first: checks that the database is this
+/// cluster's, that the caller may know the scope, and who it is (the
+/// token's client, or the owner); gives the scope and that identity.
+pub fn device_caller(
+    spi: &mut Spi<'_>,
+    scope_name: &str,
+    client_id: Option<&str>,
+    token: Option<&str>,
+    given: Option<&Params>,
+) -> Result<(StoredScope, Identity)> {
+    crate::cluster::ensure_here(spi)?;
+    crate::privileges::require_known_scope(spi, scope_name, token)?;
+    let stored = load_scope(spi, scope_name)?;
+    let owner = crate::privileges::caller_owns(spi, scope_name)?;
+    let identity = resolve_identity(spi, scope_name, owner, client_id, token, given)?;
+    Ok((stored, identity))
+}
+
 /// Resolves the caller. A token names a registered client, which runs with
 /// the parameters it was registered with. Without one, a scope takes only
 /// its owner (`owner`), who may name any client or pass parameters: a known

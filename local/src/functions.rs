@@ -9,7 +9,7 @@ use tandem_core::schema::Schema;
 
 use crate::agent::SyncOptions;
 use crate::error::{to_json, LocalError, Result};
-use crate::{apply, changes, provision, remote, status, watch};
+use crate::{apply, changes, provision, remote, status, verify, watch};
 
 fn text_arg(ctx: &Context<'_>, index: usize, name: &str) -> Result<String> {
     match ctx.get::<Option<String>>(index) {
@@ -93,6 +93,15 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
                 // With "watch", round after round for that many seconds.
                 let report = watch::sync(conn, remote.as_mut(), &scope, &options, &|| false, &mut |_| {})?;
                 to_json(&report).map(Some)
+            })
+        })?;
+        conn.create_scalar_function("sync_verify", arity, flags, |ctx| {
+            call(ctx, |conn, ctx| {
+                let url = text_arg(ctx, 0, "remote")?;
+                let scope = text_arg(ctx, 1, "scope")?;
+                let options = verify::Options::parse(json_arg(ctx, 2, "options")?.as_ref())?;
+                let mut remote = remote::open(&url, options.ca_cert.as_deref())?;
+                to_json(&verify::verify(conn, remote.as_mut(), &scope, &options)?).map(Some)
             })
         })?;
     }

@@ -18,6 +18,7 @@ use tandem_core::apply_result::ApplyResult;
 use tandem_core::dsn::redacted;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
+use tandem_core::verify::VerifyOptions;
 use tandem_core::Error as CoreError;
 
 use crate::error::RemoteError;
@@ -302,6 +303,12 @@ impl Remote for HttpRemote {
             .post(self.endpoint(scope, "changes")?)
             .header(CONTENT_TYPE, "application/json")
             .body(Value::Object(body).to_string());
+        self.send(scope, options.token.as_deref(), request)
+    }
+
+    fn verify(&mut self, scope: &str, options: &VerifyOptions) -> Result<String, RemoteError> {
+        let body = Value::Object(without_token(options)?).to_string();
+        let request = self.client.post(self.endpoint(scope, "verify")?).header(CONTENT_TYPE, "application/json").body(body);
         self.send(scope, options.token.as_deref(), request)
     }
 

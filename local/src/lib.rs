@@ -43,6 +43,7 @@ pub mod store;
 mod tx;
 mod unfollowed;
 mod values;
+pub mod verify;
 pub mod watch;
 
 pub use agent::{Step, SyncOptions, SyncReport};

@@ -14,6 +14,7 @@ use tandem_core::dsn::redacted;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
 use tandem_core::sql::calls;
+use tandem_core::verify::VerifyOptions;
 use tandem_core::Error as CoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -29,6 +30,8 @@ pub trait Remote: Send {
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError>;
     /// `sync_apply_changes(scope, changeset, options)`.
     fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError>;
+    /// One step of `sync_verify(scope, options)`: the answer's JSON text.
+    fn verify(&mut self, scope: &str, options: &VerifyOptions) -> Result<String, RemoteError>;
     /// The server's id (and its database's), as the last `schema` call
     /// gave it; `None` for a transport that does not say.
     fn server_id(&self) -> Option<String> {
@@ -319,6 +322,11 @@ impl Remote for PostgresRemote {
         let options = options_text(options)?;
         let text = self.one_text(scope, calls::APPLY_CHANGES, &[&scope, &changeset, &options])?;
         serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable apply result: {e}")))
+    }
+
+    fn verify(&mut self, scope: &str, options: &VerifyOptions) -> Result<String, RemoteError> {
+        let options = options_text(options)?;
+        self.one_text(scope, calls::VERIFY, &[&scope, &options])
     }
 }
 

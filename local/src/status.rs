@@ -36,6 +36,8 @@ pub fn status(conn: &Connection, scope: &str) -> Result<Value> {
     }
     let count = |statement: &str| -> Result<i64> { Ok(conn.query_row(statement, named_params! {":scope": scope}, |r| r.get("rows"))?) };
     let last_sync: Option<String> = conn.query_row(sql::LAST_SYNC, named_params! {":scope": scope}, |r| r.get("last_sync"))?;
+    let last_verify: Option<String> = conn.query_row(sql::LAST_VERIFY, named_params! {":scope": scope}, |r| r.get("last_verify"))?;
+    let last_verify: Option<Value> = last_verify.and_then(|text| serde_json::from_str(&text).ok());
     Ok(json!({
         "scope": scope,
         "client_id": state.client_id,
@@ -43,6 +45,7 @@ pub fn status(conn: &Connection, scope: &str) -> Result<Value> {
         "params": state.params,
         "watermark": state.watermark,
         "last_sync": last_sync,
+        "last_verify": last_verify,
         "tables": tables,
         "conflicts": count(sql::COUNT_CONFLICTS)?,
         "rejected": count(sql::COUNT_REJECTED)?,

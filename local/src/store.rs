@@ -113,6 +113,14 @@ impl Store {
         watch::sync(&self.conn, remote, scope, options, &|| false, &mut |_| {})
     }
 
+    /// Checks the file against its partition on the server at
+    /// `remote_url`, repairing what differs with `options.repair`; see
+    /// [`crate::verify`].
+    pub fn verify(&self, remote_url: &str, scope: &str, options: &crate::verify::Options) -> Result<crate::verify::VerifyReport> {
+        let mut remote = remote::open(remote_url, options.ca_cert.as_deref())?;
+        crate::verify::verify(&self.conn, remote.as_mut(), scope, options)
+    }
+
     /// [`Store::sync`], telling `observe` after each batch (for progress).
     pub fn sync_observed(&self, remote_url: &str, scope: &str, options: &SyncOptions, observe: &mut dyn FnMut(Step)) -> Result<SyncReport> {
         let mut remote = remote::open(remote_url, options.ca_cert.as_deref())?;

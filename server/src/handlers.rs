@@ -4,7 +4,8 @@
 //! - `POST /v1/scopes/{scope}/changes`, body `{"since": ..., <select options>}`:
 //!   `sync_select_changes_json`, answered with the changeset text as written;
 //! - `POST /v1/scopes/{scope}/apply?replica=..&upload_id=..`, body the
-//!   changeset: `sync_apply_changes_json`.
+//!   changeset: `sync_apply_changes_json`;
+//! - `POST /v1/scopes/{scope}/verify`, body the verify options: `sync_verify`.
 //!
 //! Each takes the device's bearer token, which the extension resolves.
 
@@ -88,4 +89,19 @@ pub async fn apply(
     let result = state.relay.apply_changes(&scope, &changeset, &options).await?;
     moved(Direction::Up, &changeset);
     Ok(json_text(result))
+}
+
+/// One step of a device's verify; like an upload's, the body is read only
+/// once the token is known to reach the scope (a fetch step lists keys).
+pub async fn verify(
+    State(state): State<AppState>,
+    Path(scope): Path<String>,
+    token: DeviceToken,
+    request: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    state.relay.schema(&scope, &with_token(Map::new(), &token)?).await?;
+    let JsonBody(options) = JsonBody::<Map<String, Value>>::from_request(request, &state).await?;
+    let answer = state.relay.verify(&scope, &with_token(options, &token)?).await?;
+    moved(Direction::Down, &answer);
+    Ok(json_text(answer))
 }

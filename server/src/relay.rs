@@ -1,4 +1,4 @@
-//! The three sync functions a device calls, each request one call on a
+//! The sync functions a device calls, each request one call on a
 //! pooled connection: the gateway decides nothing the extension decides.
 //! Results are passed on as the text PostgreSQL wrote.
 
@@ -46,6 +46,11 @@ impl Relay {
     /// `sync_apply_changes_json(scope, changeset, options)`: the apply result.
     pub async fn apply_changes(&self, scope: &str, changeset: &str, options: &str) -> Result<String, ApiError> {
         self.one_text(calls::APPLY_CHANGES, &[&scope, &changeset, &options]).await
+    }
+
+    /// `sync_verify(scope, options)`: one step of a device's verify.
+    pub async fn verify(&self, scope: &str, options: &str) -> Result<String, ApiError> {
+        self.one_text(calls::VERIFY, &[&scope, &options]).await
     }
 
     /// Whether a pooled connection answers and its role may execute what

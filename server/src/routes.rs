@@ -39,8 +39,8 @@ pub struct AppState {
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no such endpoint: devices call /v1/scopes/{scope}/schema, /v1/scopes/{scope}/changes, /v1/scopes/{scope}/apply \
-         and /v1/scopes/{scope}/events",
+        "no such endpoint: devices call /v1/scopes/{scope}/schema, /v1/scopes/{scope}/changes, /v1/scopes/{scope}/apply, \
+         /v1/scopes/{scope}/verify and /v1/scopes/{scope}/events",
     )
 }
 
@@ -58,6 +58,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/scopes/{scope}/schema", get(handlers::schema))
         .route("/v1/scopes/{scope}/changes", post(handlers::changes).layer(DefaultBodyLimit::max(OPTIONS_BODY_BYTES)))
         .route("/v1/scopes/{scope}/apply", post(handlers::apply))
+        .route("/v1/scopes/{scope}/verify", post(handlers::verify))
         .route("/v1/scopes/{scope}/events", get(events::events))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics::render))

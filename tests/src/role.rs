@@ -11,7 +11,8 @@ use crate::server_url;
 
 /// What the gateway's role holds: EXECUTE on the functions it relays to,
 /// nothing else (docs/deploy.md).
-pub const GATEWAY_GRANTS: &str = "GRANT EXECUTE ON FUNCTION sync_schema, sync_select_changes_json, sync_apply_changes_json TO {role};";
+pub const GATEWAY_GRANTS: &str =
+    "GRANT EXECUTE ON FUNCTION sync_schema, sync_select_changes_json, sync_apply_changes_json, sync_verify TO {role};";
 
 /// A role of the cluster (roles are shared by every database), granted
 /// rights in one test's database; `{role}` in the grants names it. Make it

@@ -402,6 +402,9 @@ impl Remote for KillAfter {
     fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError> {
         self.inner.schema(scope, token)
     }
+    fn verify(&mut self, scope: &str, options: &tandem_core::verify::VerifyOptions) -> Result<String, RemoteError> {
+        self.inner.verify(scope, options)
+    }
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }

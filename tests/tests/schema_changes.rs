@@ -313,6 +313,9 @@ impl tandem_local::Remote for AlteredMidRound {
     fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<tandem_core::schema::Schema, tandem_local::RemoteError> {
         self.inner.schema(scope, token)
     }
+    fn verify(&mut self, scope: &str, options: &tandem_core::verify::VerifyOptions) -> Result<String, tandem_local::RemoteError> {
+        self.inner.verify(scope, options)
+    }
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }

@@ -43,6 +43,9 @@ impl Remote for TimedApply {
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }
+    fn verify(&mut self, scope: &str, options: &tandem_core::verify::VerifyOptions) -> Result<String, RemoteError> {
+        self.inner.verify(scope, options)
+    }
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
         self.inner.select_changes(scope, since, options)
     }

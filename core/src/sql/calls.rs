@@ -13,6 +13,10 @@ pub const SELECT_CHANGES: &str = "SELECT sync_select_changes_json($1, $2, $3::te
 /// changeset (JSON text), `$3` options (JSON text).
 pub const APPLY_CHANGES: &str = "SELECT sync_apply_changes_json($1, $2::text::json, $3::text::jsonb)::text";
 
+/// `sync_verify(scope, options)`: `$1` scope, `$2` options (JSON text),
+/// each step of a verify (see `crate::verify`).
+pub const VERIFY: &str = "SELECT sync_verify($1, $2::text::jsonb)::text";
+
 /// The functions a device's role must be able to execute, as
 /// `has_function_privilege` names them.
 pub const DEVICE_FUNCTIONS: [&str; 3] =

@@ -103,6 +103,13 @@ pub const SERVER_ID: &str = "SELECT server_id FROM tandem_scopes WHERE scope = :
 /// `last_sync` of `:scope`.
 pub const LAST_SYNC: &str = "SELECT last_sync FROM tandem_scopes WHERE scope = :scope";
 
+/// The last verify's report (JSON text), or NULL.
+pub const LAST_VERIFY: &str = "SELECT last_verify FROM tandem_scopes WHERE scope = :scope";
+
+/// Records a verify's report (JSON text), stamped with the time.
+pub const SET_LAST_VERIFY: &str =
+    "UPDATE tandem_scopes SET last_verify = json_set(:report, '$.at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) WHERE scope = :scope";
+
 pub const INSERT_SCOPE: &str =
     "INSERT INTO tandem_scopes (scope, schema, client_id, replica_id) VALUES (:scope, :schema, :client_id, :replica_id)";
 

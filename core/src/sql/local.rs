@@ -113,7 +113,7 @@ pub const RENAMED_COLUMNS: [(&str, &str, &str); 2] = [("tandem_log_", "seq", "ta
 
 /// Columns files made by an earlier Tandem lack, with their definitions:
 /// [`METADATA`] creates them in new files, opening an older file adds them.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     // The file's own id: every file is a replica of its partition.
     ("tandem_scopes", "replica_id", "TEXT"),
     // The id of the upload in flight, kept until its answer is recorded.
@@ -127,6 +127,8 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     // The id of the server (and database) the file syncs the scope with:
     // its watermark and versions mean nothing to another.
     ("tandem_scopes", "server_id", "TEXT"),
+    // The last `sync_verify`'s report (JSON), for `sync_status`.
+    ("tandem_scopes", "last_verify", "TEXT"),
 ];
 
 /// `CREATE TABLE` for a table of the server's schema, with SQLite storage
@@ -502,6 +504,12 @@ fn key_match(table: &TableSchema, first: usize) -> String {
 /// A row by key (`?1..`): every synced column.
 pub fn read_row(table: &TableSchema) -> String {
     format!("SELECT {} FROM {} WHERE {}", column_list(None, &table.column_names()), user_table(table), key_match(table, 1))
+}
+
+/// Every row of a table, its synced columns in schema order (a verify
+/// hashes them all).
+pub fn all_rows(table: &TableSchema) -> String {
+    format!("SELECT {} FROM {}", column_list(None, &table.column_names()), user_table(table))
 }
 
 /// A row's server version by key (`?1..`).

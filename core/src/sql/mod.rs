@@ -24,6 +24,7 @@ pub mod pull;
 pub mod query;
 pub mod registry;
 pub mod tracking;
+pub mod verify;
 
 use crate::ident::quote_ident;
 use crate::schema::{Schema, TableSchema};

@@ -72,7 +72,7 @@ fn window(stamp: &str, incremental: bool, w: &Bound) -> String {
 
 /// `(a."k1", a."k2") > ($6::text::bigint, $7::text::text)`, optionally led
 /// by the stamp (`(a.tandem_stamp, a."k1") > ($6::text::xid8, ...)`).
-fn after_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[String], with_stamp: bool, binds: &mut Binds) -> String {
+pub(crate) fn after_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[String], with_stamp: bool, binds: &mut Binds) -> String {
     let keys = scope.table(t).key_columns();
     let mut names: Vec<String> = keys.iter().map(|c| format!("{alias}.{}", quote_ident(&c.name))).collect();
     let mut types: Vec<String> = keys.iter().map(|c| c.pg_type.clone()).collect();

@@ -90,16 +90,12 @@ pub(crate) struct Upload<'a> {
 }
 
 pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
-    crate::cluster::ensure_here(spi)?;
-    privileges::require_known_scope(spi, scope_name, options.token.as_deref())?;
-    let stored = registry::load_scope(spi, scope_name)?;
-    let scope = stored.scope();
     if changeset.origin.is_empty() {
         return Err(Error::Malformed { what: "changeset", reason: "\"origin\" is empty: it names the uploading client".into() });
     }
     let claimed = options.client_id.as_deref().or(if options.token.is_some() { None } else { Some(changeset.origin.as_str()) });
-    let owner = privileges::caller_owns(spi, scope_name)?;
-    let identity = registry::resolve_identity(spi, scope_name, owner, claimed, options.token.as_deref(), options.params.as_ref())?;
+    let (stored, identity) = registry::device_caller(spi, scope_name, claimed, options.token.as_deref(), options.params.as_ref())?;
+    let scope = stored.scope();
     let client_id = identity.client_id.clone().unwrap_or_else(|| changeset.origin.clone());
     if client_id != changeset.origin {
         return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });

@@ -1,0 +1,188 @@
+//! `sync_verify`: a file proves it holds its partition, finds exactly the
+//! rows where it does not (on either side, however they drifted), and
+//! repairs only those, never an unsent local change and never another
+//! tenant's row.
+
+use serde_json::{json, Value};
+use tandem_local::verify::{Options, VerifyReport};
+use tandem_local::Store;
+use tandem_tests::gateway::Setup;
+use tandem_tests::local::{assert_converged, local, local_value, Scenario};
+
+const SCHEMA: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, score float8, balance numeric(12,2),
+                        seen timestamptz, photo bytea);
+INSERT INTO customers
+SELECT i, 1 + i % 2, 'customer ' || i, i / 7.0, i * 1.25, '2024-05-01 12:00+02'::timestamptz + i * interval '1 minute', '\x00ff'
+FROM generate_series(1, 1200) i;
+-- Values whose text differs between the two sides: a float PostgreSQL
+-- prints as 1e+20, and a negative zero SQLite cannot keep.
+UPDATE customers SET score = 1e20 WHERE id = 2;
+UPDATE customers SET score = '-0' WHERE id = 4;
+SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn verify(s: &Scenario, file: &Store, token: &str, repair: bool) -> VerifyReport {
+    let options = Options { token: Some(token.to_string()), ca_cert: None, repair };
+    file.verify(&s.db.url, s.scope, &options).unwrap_or_else(|e| panic!("verify failed: {e}"))
+}
+
+fn keys(values: &[Value]) -> Vec<i64> {
+    values.iter().map(|k| k[0].as_i64().expect("an integer key")).collect()
+}
+
+/// Writes to the server that Tandem's triggers do not see (a restore with
+/// --disable-triggers, a session in replica mode): drift nobody reported.
+fn silently(s: &Scenario, sql: &str) {
+    s.server().batch_execute(&format!("BEGIN; SET LOCAL session_replication_role = replica; {sql}; COMMIT")).unwrap();
+}
+
+#[test]
+fn drift_on_either_side_is_found_row_by_row_and_repaired() {
+    let s = Scenario::new("verify_drift", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("device.db");
+    s.sync_as(&file, &token);
+
+    let clean = verify(&s, &file, &token, false);
+    assert!(clean.equal, "{clean:?}");
+    assert_eq!(clean.rows_checked, 600, "tenant 1's rows");
+    assert_eq!(clean.tables[0].pending, 0);
+
+    // The server drifts: a row changed, one added, one removed, all in
+    // tenant 1; and tenant 2 drifts too, which this file must not see.
+    silently(
+        &s,
+        "UPDATE customers SET name = 'changed unseen' WHERE id = 10; \
+         INSERT INTO customers (id, tenant_id, name) VALUES (5001, 1, 'added unseen'); \
+         DELETE FROM customers WHERE id = 12; \
+         UPDATE customers SET name = 'other tenant' WHERE id = 11; \
+         INSERT INTO customers (id, tenant_id, name) VALUES (5002, 2, 'other tenant')",
+    );
+    // The file drifts: edits whose log entries are gone (a tool that
+    // dropped the triggers), and one real unsent change.
+    local(
+        &file,
+        "UPDATE customers SET name = 'edited unlogged' WHERE id = 20; DELETE FROM customers WHERE id = 22; \
+         INSERT INTO customers (id, tenant_id, name) VALUES (6001, 1, 'ghost'); DELETE FROM tandem_log_1; \
+         UPDATE customers SET name = 'unsent' WHERE id = 24",
+    );
+
+    let found = verify(&s, &file, &token, false);
+    assert!(!found.equal);
+    let t = &found.tables[0];
+    assert_eq!(keys(&t.missing), vec![22, 5001], "rows the server holds and the file lacks: {t:?}");
+    assert_eq!(keys(&t.extra), vec![12, 6001], "rows the file holds and the server does not: {t:?}");
+    assert_eq!(keys(&t.different), vec![10, 20], "rows both hold differently: {t:?}");
+    assert_eq!(t.pending, 1, "the unsent change is left out");
+    assert!(t.ranges_differ >= 1 && t.ranges_differ <= 6, "{t:?}");
+    assert_eq!(found.repaired, None, "nothing is written without repair");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 10").as_deref(), Some("customer 10"));
+
+    let repaired = verify(&s, &file, &token, true);
+    assert_eq!(repaired.repaired, Some(6));
+    let again = verify(&s, &file, &token, false);
+    assert!(again.equal, "{again:?}");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 24").as_deref(), Some("unsent"), "the unsent change stays");
+    assert_eq!(local_value(&file, "SELECT count(*) FROM customers WHERE id IN (11, 5002)").as_deref(), None);
+    assert_eq!(file.connection().query_row("SELECT count(*) FROM customers WHERE tenant_id = 2", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+
+    // The unsent change goes up as usual, and the server's repaired rows
+    // are the file's to edit like any other: the row the server held
+    // untracked was adopted, so the edit is judged against its version.
+    local(&file, "UPDATE customers SET name = 'after repair' WHERE id = 5001");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pushed, 2, "{report:?}");
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 24", &[]).unwrap().get(0);
+    assert_eq!(name, "unsent");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    let status: Value = serde_json::from_str(&local_value(&file, "SELECT sync_status('crm')").unwrap()).unwrap();
+    assert_eq!(status["last_verify"]["equal"], json!(true), "{status}");
+    assert!(status["last_verify"]["at"].is_string(), "{status}");
+}
+
+#[test]
+fn what_changed_since_the_last_sync_is_pending_not_drift() {
+    let s = Scenario::new("verify_pending", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("device.db");
+    s.sync_as(&file, &token);
+    s.server()
+        .batch_execute(
+            "UPDATE customers SET name = 'new' WHERE id = 30; DELETE FROM customers WHERE id = 32; \
+             INSERT INTO customers (id, tenant_id) VALUES (7001, 1); UPDATE customers SET tenant_id = 2 WHERE id = 34",
+        )
+        .unwrap();
+    // A transaction still open when verify runs: what it wrote is not
+    // seen yet, so its row compares as it was.
+    let mut open = s.server();
+    let mut tx = open.transaction().unwrap();
+    tx.execute("UPDATE customers SET name = 'in flight' WHERE id = 36", &[]).unwrap();
+    let report = verify(&s, &file, &token, true);
+    assert!(report.equal, "{report:?}");
+    assert_eq!(report.tables[0].pending, 4, "an update, a delete, an insert and a row that left: {report:?}");
+    assert_eq!(report.repaired, None);
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 30").as_deref(), Some("customer 30"), "left to the sync");
+    tx.commit().unwrap();
+    s.sync_as(&file, &token);
+    let report = verify(&s, &file, &token, false);
+    assert!(report.equal && report.tables[0].pending == 0, "{report:?}");
+}
+
+#[test]
+fn a_device_reaches_only_its_partition_and_bad_requests_are_refused() {
+    let s = Scenario::new("verify_tenants", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("device.db");
+    let report = s.sync_as(&file, &token);
+    let since = report.watermark.expect("a watermark");
+    let mut server = s.server();
+    let call = |server: &mut postgres::Client, options: Value| {
+        server
+            .query_one("SELECT sync_verify('crm', $1)::text", &[&options])
+            .map(|row| serde_json::from_str::<Value>(&row.get::<_, String>(0)).unwrap())
+    };
+    // Another tenant's keys asked for by name are not sent.
+    let fetched = call(
+        &mut server,
+        json!({"token": token, "since": since, "step": "fetch",
+               "tables": [{"name": "public.customers", "buckets": 1, "keys": [[1], [3], [2]]}]}),
+    )
+    .unwrap();
+    let rows = &fetched["changeset"]["tables"][0]["rows"];
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "only tenant 1's row 2: {fetched}");
+    assert_eq!(rows[0]["values"][0], json!(2));
+    // A token's parameters cannot be widened.
+    let widened = call(&mut server, json!({"token": token, "since": since, "params": {"tenant": [1, 2]}}));
+    assert!(widened.is_err(), "{widened:?}");
+    for (options, says) in [
+        (json!({"token": token}), "complete watermark"),
+        (json!({"token": token, "since": "5:9:/-/u0/null"}), "complete watermark"),
+        (json!({"token": token, "since": since, "tables": [{"name": "public.customers", "buckets": 3}]}), "power of two"),
+        (json!({"token": token, "since": since, "step": "rows", "tables": [{"name": "public.customers"}]}), "buckets"),
+        (json!({"token": token, "since": since, "tables": [{"name": "public.nope", "buckets": 1}]}), "not a table"),
+        (json!({"token": token, "since": since, "surprise": 1}), "unknown field"),
+    ] {
+        let error = call(&mut server, options.clone()).expect_err(&options.to_string());
+        assert!(tandem_tests::describe(&error).contains(says), "{options}: {}", tandem_tests::describe(&error));
+    }
+    let wrong = call(&mut server, json!({"token": "tdm_nobody_secret", "since": since}));
+    assert!(wrong.is_err());
+}
+
+#[test]
+fn a_device_verifies_and_repairs_through_the_gateway() {
+    let setup = Setup::new("verify_gateway");
+    let token = setup.s.register(json!({"tenant": 1}));
+    let file = setup.s.store("device.db");
+    setup.sync(&file, &token);
+    silently(&setup.s, "UPDATE customers SET name = 'unseen' WHERE id = 4");
+    let options = Options { token: Some(token.clone()), ca_cert: Some(setup.certs.ca.to_string_lossy().into_owned()), repair: true };
+    let report = file.verify(&setup.url(), "crm", &options).unwrap_or_else(|e| panic!("verify through the gateway: {e}"));
+    assert_eq!(keys(&report.tables[0].different), vec![4], "{report:?}");
+    assert_eq!(report.repaired, Some(1));
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 4").as_deref(), Some("unseen"));
+    let report = file.verify(&setup.url(), "crm", &options).unwrap();
+    assert!(report.equal, "{report:?}");
+}
