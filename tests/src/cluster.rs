@@ -79,6 +79,41 @@ impl Cluster {
         cluster
     }
 
+    /// As [`Cluster::start`] (trusting TCP from this machine), with the
+    /// next transaction id `before` ids short of 2^32: transactions then
+    /// cross the 32-bit boundary into epoch 1, as a long-lived server's
+    /// do. Every row initdb made is frozen first (rows of an older id than
+    /// the oldest the reset declares would look like the future), and the
+    /// commit log segment of the new id is made (pg_resetwal's own advice).
+    pub fn start_near_wraparound(label: &str, before: u64) -> Cluster {
+        let cluster = Cluster::start(label, &[], "", "host all all 127.0.0.1/32 trust");
+        let mut admin = cluster.admin();
+        admin.batch_execute("UPDATE pg_database SET datallowconn = true WHERE datname = 'template0'").expect("open template0");
+        drop(admin);
+        let socket = cluster.dir.to_string_lossy().into_owned();
+        let port = cluster.port.to_string();
+        run(&cluster.bin.join("vacuumdb"), &["-h", &socket, "-p", &port, "-U", "postgres", "--all", "--freeze", "-q"]);
+        let data = cluster.dir.join("data");
+        let data_dir = data.to_string_lossy().into_owned();
+        run(&cluster.bin.join("pg_ctl"), &["-D", &data_dir, "-w", "stop"]);
+        let next = (1u64 << 32) - before;
+        let segment = data.join("pg_xact").join(format!("{:04X}", next / 1_048_576));
+        std::fs::write(&segment, vec![0u8; 32 * 8192]).expect("a commit log segment");
+        if as_root() {
+            Command::new("chown").args(["postgres:postgres"]).arg(&segment).status().expect("chown");
+        }
+        let xid = next.to_string();
+        run(&cluster.bin.join("pg_resetwal"), &["-x", &xid, "-u", &xid, "-D", &data_dir]);
+        let log = cluster.dir.join("log").to_string_lossy().into_owned();
+        run(&cluster.bin.join("pg_ctl"), &["-D", &data_dir, "-l", &log, "-w", "start"]);
+        cluster
+    }
+
+    /// The URL of database `name` over TCP, as `postgres`.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
     /// A superuser connection over the cluster's socket.
     pub fn admin(&self) -> Client {
         let dsn = format!("host={} port={} user=postgres dbname=postgres", self.dir.display(), self.port);

@@ -4,7 +4,8 @@
 //! Cases: initial download PostgreSQL -> SQLite (against COPY into a SQLite
 //! bulk insert), incremental round, upload (against a set-based INSERT ... ON
 //! CONFLICT), write overhead of tracking on each side, the client's peak
-//! memory, a 10,000-row first sync, and through the gateway: the download
+//! memory, a 10,000-row first sync, a verify of the whole file (clean, and
+//! with ten drifted rows repaired), and through the gateway: the download
 //! beside the direct one and live latency; with `--watchers N`, N devices
 //! kept live by one gateway through a burst of commits.
 
@@ -13,6 +14,7 @@ mod gateway;
 mod overhead;
 mod scratch;
 mod upload;
+mod verify;
 mod watchers;
 
 use std::time::{Duration, Instant};
@@ -82,6 +84,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     let through = gateway::run(&scratch, args.rows)?;
     step(args.json, "incremental rounds of 100 changes");
     let incremental = download::incremental(&scratch, &download.file)?;
+    step(args.json, "verify of the whole file: unchanged, then ten rows drifted on the server and repaired");
+    let verified = verify::run(&scratch, &download.file)?;
     step(args.json, "a tenant's first sync of half the rows, straight after provisioning");
     let filtered = download::filtered(&scratch)?;
     step(args.json, "upload: INSERT ... ON CONFLICT baseline, then tandem sync");
@@ -107,6 +111,11 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "download_ratio": download.rows_per_s / download.baseline_rows_per_s,
         "filtered_download_rows_per_s": filtered,
         "incremental_ms": incremental,
+        "verify_ms": verified.ms,
+        "verify_bytes": verified.bytes,
+        "verify_rows_bytes": verified.rows_bytes,
+        "verify_repair_ms": verified.repair_ms,
+        "verify_repair_bytes": verified.repair_bytes,
         "upload_rows": changes,
         "upload_rows_per_s": upload.rows_per_s,
         "upload_baseline_rows_per_s": upload.baseline_rows_per_s,
@@ -180,6 +189,19 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     );
     println!("  {:<46} {:>10.0} r/s", "a tenant's first sync, half the rows (filtered)", filtered);
     println!("  {:<46} {:>13.1}ms", "incremental round, 100 changed rows (median)", incremental);
+    println!(
+        "  {:<46} {:>13.1}ms  ({} KB exchanged; the rows as JSON: {} MB)",
+        "verify of the whole file, nothing differs",
+        verified.ms,
+        verified.bytes.div_ceil(1024),
+        verified.rows_bytes >> 20
+    );
+    println!(
+        "  {:<46} {:>13.1}ms  ({} KB exchanged)",
+        "verify --repair, 10 rows drifted on the server",
+        verified.repair_ms,
+        verified.repair_bytes.div_ceil(1024)
+    );
     println!(
         "  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)",
         "server write overhead (tracked / untracked)",

@@ -71,19 +71,23 @@ pub fn partition_rows(
         first_value.get_or_insert(col);
     }
     let mut conditions = Vec::new();
+    let mut join = columns_equal("tr", key, "r", key);
     if let Some(position) = position {
         conditions.push(after_key(scope, t, "r", position, false, &mut binds));
+        // On tracking too, inside the join (a WHERE on it would drop the
+        // untracked rows): else each batch's merge join reads tracking
+        // from its start, and a walk costs the square of the table.
+        join = format!("{join} AND {}", after_key(scope, t, "tr", position, false, &mut binds));
     }
     if let Some(filter) = row_filter(scope, t, "r", &mut binds, values) {
         conditions.push(filter);
     }
     let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
     let sql = format!(
-        "SELECT {} FROM {} r LEFT JOIN {} tr ON {}{filter} ORDER BY {} LIMIT {limit}",
+        "SELECT {} FROM {} r LEFT JOIN {} tr ON {join}{filter} ORDER BY {} LIMIT {limit}",
         columns.sql(),
         table.table_name().quoted(),
         scope.track(t),
-        columns_equal("tr", key, "r", key),
         column_list(Some("r"), key),
     );
     let decoder =
@@ -106,7 +110,11 @@ mod tests {
         let q = partition_rows(&scope, 0, "5:9:", Some(&position), 100, &values);
         assert!(q.sql.contains("FROM \"public\".\"orders\" r LEFT JOIN \"tandem\".\"track_1\" tr ON tr.\"id\" = r.\"id\""), "{}", q.sql);
         assert!(q.sql.contains("(tr.tandem_stamp IS NULL OR pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) "), "{}", q.sql);
-        assert!(q.sql.contains("(r.\"id\") > ($3::text::"), "{}", q.sql);
+        assert!(
+            q.sql.contains("ON tr.\"id\" = r.\"id\" AND (tr.\"id\") > ($4::text::bigint) WHERE (r.\"id\") > ($3::text::bigint)"),
+            "{}",
+            q.sql
+        );
         assert!(q.sql.contains("r.\"tenant_id\" = ANY("), "{}", q.sql);
         assert!(q.sql.ends_with("ORDER BY r.\"id\" LIMIT $2"), "{}", q.sql);
         let row = q.decode(&[None, Some("true"), Some("10"), Some("1")]).unwrap();
