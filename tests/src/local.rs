@@ -188,9 +188,13 @@ pub fn assert_converged(server: &mut Client, conn: &Connection, scope: &str, par
     let expected = server_dump(server, scope, params);
     let actual = local_dump(conn, scope);
     for (table, rows) in &expected {
-        let local = actual.get(table).cloned().unwrap_or_default();
-        let missing: Vec<&String> = rows.iter().filter(|r| !local.contains(r)).collect();
-        let extra: Vec<&String> = local.iter().filter(|r| !rows.contains(r)).collect();
+        let local: std::collections::HashSet<&String> = actual.get(table).into_iter().flatten().collect();
+        let server: std::collections::HashSet<&String> = rows.iter().collect();
+        let mut missing: Vec<&String> = rows.iter().filter(|r| !local.contains(r)).collect();
+        let mut extra: Vec<&String> = local.iter().copied().filter(|r| !server.contains(r)).collect();
+        missing.truncate(20);
+        extra.sort();
+        extra.truncate(20);
         assert!(
             missing.is_empty() && extra.is_empty(),
             "{table} differs for {params}: missing locally {missing:?}, extra locally {extra:?}"
