@@ -12,7 +12,7 @@ AS_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 export TANDEM_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
-.PHONY: all deps apt pgrx postgres install sqlite-ext demo test test-extension test-workspace lint bench clean
+.PHONY: all deps apt pgrx postgres install sqlite-ext demo test test-extension test-workspace lint bench reliability clean
 
 all: test
 
@@ -86,6 +86,12 @@ lint: apt
 	cargo fmt --all --check
 	cargo fmt --manifest-path sqlite-ext/Cargo.toml --check
 	cargo clippy -q --all-targets -- -D warnings
+
+# The fault suite at full length: 1000 faults (kills, terminated sessions,
+# gateway kills, PostgreSQL crashes) while both sides write; `make test`
+# runs 50 of them. Prints one JSON line of figures (docs/reliability.md).
+reliability: install
+	TANDEM_FAULTS=1000 cargo test --release -p tandem-cli --test faults -- --nocapture
 
 bench: install
 	cargo run --release -p tandem-cli -- bench $(BENCH_ARGS)

@@ -250,14 +250,19 @@ impl Push<'_> {
         let mut snapshots = changes::PendingSnapshots::new(conn);
         // Halved while the server refuses batches as too large.
         let mut max_rows = self.max_rows;
+        // An upload id left by an earlier round: its answer was lost, and
+        // rows it carried may be on the server although the file holds no
+        // version of them.
+        let answer_lost = meta::require(conn, self.scope)?.upload_id.is_some();
         for _ in 0..PUSH_ROUNDS {
             let mut state = meta::require(conn, self.scope)?;
             if let Some(schema) = within {
                 state = state.narrowed_to(schema);
             }
             let max_bytes = self.options.max_bytes.unwrap_or(DEFAULT_MAX_BYTES) as usize;
-            let batch = changes::select(conn, &state, max_rows, max_bytes, Some(&mut snapshots))?;
+            let batch = changes::select(conn, &state, max_rows, max_bytes, answer_lost, Some(&mut snapshots))?;
             if batch.is_empty() {
+                meta::uploads_answered(conn, self.scope)?;
                 break;
             }
             if !batch.too_large.is_empty() {

@@ -26,7 +26,8 @@ use tandem_core::types::local_to_json;
 pub struct Batch {
     pub changeset: Changeset,
     /// Highest counter covered per table (sent or not: a row inserted and
-    /// deleted before it was ever sent has nothing to tell the server).
+    /// deleted before it was ever sent has nothing to tell the server,
+    /// unless an upload's answer was lost, see `moves::changes`).
     pub positions: BTreeMap<String, i64>,
     /// Highest counter of each of those tables when the batch was read. A
     /// key in the batch has no change between its position and this (the
@@ -103,18 +104,21 @@ impl Drop for PendingSnapshots<'_> {
 /// Reads at most `max_rows` pending changes, oldest first, in one snapshot.
 /// `snapshots` serve an upload of many batches; without, each read groups
 /// the log itself.
+/// `answer_lost`: an earlier upload's answer was lost, so a delete of a
+/// row the file holds no server version of is sent (see `moves::changes`).
 pub fn select(
     conn: &Connection,
     state: &ScopeState,
     max_rows: u64,
     max_bytes: usize,
+    answer_lost: bool,
     mut snapshots: Option<&mut PendingSnapshots<'_>>,
 ) -> Result<Batch> {
-    let batch = read_batch(conn, state, max_rows, max_bytes, snapshots.as_deref_mut(), true)?;
+    let batch = read_batch(conn, state, max_rows, max_bytes, answer_lost, snapshots.as_deref_mut(), true)?;
     // Deletes that wait for their children must not wait for a batch that
     // never comes: with nothing else to send, they go.
     if batch.is_empty() {
-        return read_batch(conn, state, max_rows, max_bytes, snapshots, false);
+        return read_batch(conn, state, max_rows, max_bytes, answer_lost, snapshots, false);
     }
     Ok(batch)
 }
@@ -124,6 +128,7 @@ fn read_batch(
     state: &ScopeState,
     max_rows: u64,
     max_bytes: usize,
+    answer_lost: bool,
     mut snapshots: Option<&mut PendingSnapshots<'_>>,
     deletes_wait: bool,
 ) -> Result<Batch> {
@@ -175,7 +180,7 @@ fn read_batch(
             }
             let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
             let lookup = moves::Lookup { conn, table, id: t.id, snapshot: source == PendingSource::Snapshot };
-            let mut changes = moves::changes(entries, &lookup)?;
+            let mut changes = moves::changes(entries, &lookup, answer_lost)?;
             // Where this table's part of the batch ends early, if it does.
             let mut cut = None;
             // A delete waits for a batch that also holds every change of the
@@ -289,6 +294,6 @@ pub fn select_changes(conn: &Connection, scope: &str, since: Option<&str>, optio
         ));
     }
     let state = meta::require(conn, scope)?;
-    let batch = select(conn, &state, options.max_rows(), options.max_bytes(), None)?;
+    let batch = select(conn, &state, options.max_rows(), options.max_bytes(), state.upload_id.is_some(), None)?;
     crate::error::to_json(&batch.changeset)
 }

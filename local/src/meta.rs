@@ -239,9 +239,10 @@ pub fn set_watermark(conn: &Connection, scope: &str, watermark: Option<&str>) ->
     Ok(())
 }
 
-/// The id of the next upload: the one in flight, if its answer was never
-/// recorded (so the server knows the retry), else a new one, kept in the
-/// file before the upload is sent.
+/// The id of the next upload: the one in use, if the round that made it
+/// has not ended (an answer lost, or a batch before this one), so the
+/// server knows the retry; else a new one, kept in the file before the
+/// upload is sent.
 pub fn upload_id(conn: &Connection, state: &ScopeState) -> Result<String> {
     if let Some(id) = &state.upload_id {
         return Ok(id.clone());
@@ -251,8 +252,9 @@ pub fn upload_id(conn: &Connection, state: &ScopeState) -> Result<String> {
     Ok(id)
 }
 
-/// Records an upload's answer: the upload is no longer in flight, and its
-/// version joins those whose rows the next pull need not send back.
+/// Records an upload's answer: its version joins those whose rows the
+/// next pull need not send back. The upload id stays until the round's
+/// upload ends ([`uploads_answered`]).
 pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Option<&str>) -> Result<()> {
     let mut echoes = state.echoes.clone();
     if let Some(version) = version {
@@ -261,7 +263,18 @@ pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Opti
         }
     }
     let echoes = serde_json::to_string(&echoes).map_err(|e| LocalError::Invalid(e.to_string()))?;
-    conn.execute(sql::UPLOAD_ANSWERED, named_params! {":scope": state.scope, ":echoes": echoes})?;
+    conn.execute(sql::SET_ECHOES, named_params! {":scope": state.scope, ":echoes": echoes})?;
+    Ok(())
+}
+
+/// A round's upload ended with every batch answered: the next round's
+/// uploads take a new id. Until then every batch of the round carries the
+/// id of the first: after an answer was lost, the rows that upload wrote
+/// stay the file's own for the server in every later batch of the round,
+/// not only in the one that retries it (a row the lost upload wrote and
+/// the file changed again travels in a later batch).
+pub fn uploads_answered(conn: &Connection, scope: &str) -> Result<()> {
+    conn.execute(sql::UPLOADS_ANSWERED, named_params! {":scope": scope})?;
     Ok(())
 }
 

@@ -81,7 +81,13 @@ enum Target {
 /// counter order): moves paired, everything else as it is. Each comes with
 /// the counter of the entry it stands at (a move at its old key's), in
 /// counter order: a batch cut before a change covers the entries before it.
-pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>) -> Result<Vec<(i64, RowChange)>> {
+///
+/// A delete of a row the file has no server version of is left out (the
+/// row was never sent), unless `answer_lost`: an upload of the file may
+/// have reached the server without its answer, carrying the row; the
+/// delete then goes, and the server takes it as the file's own (or has
+/// nothing to delete).
+pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) -> Result<Vec<(i64, RowChange)>> {
     let position: HashMap<String, usize> = entries.iter().enumerate().map(|(i, e)| (key_text(&e.key), i)).collect();
     let mut moved: HashMap<usize, Target> = HashMap::new();
     for (i, entry) in entries.iter().enumerate() {
@@ -154,7 +160,7 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>) -> Result<Vec<(i64, R
                         moved_from: None,
                     },
                 )),
-                None if entry.base.is_some() => out.push((
+                None if entry.base.is_some() || answer_lost => out.push((
                     entry.seq,
                     RowChange {
                         op: Op::Delete,

@@ -102,8 +102,14 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             let t = state.table_index(&applied.table)?;
             let table = &state.schema.tables[t];
             if !deletes.is_empty() && deletes.contains(&(t, rows::key_text(&applied.key))) {
-                // The server deleted it: rows filtered through it go too.
-                rows::delete_with_children(conn, state, t, &applied.key)?;
+                if is_newer(t, &applied.key) {
+                    // Written again since the batch was read: the new row
+                    // stays, and goes up next, built on the server's delete.
+                    rows::write_base(conn, table, state.tables[t].id, &applied.key, &applied.version)?;
+                } else {
+                    // The server deleted it: rows filtered through it go too.
+                    rows::delete_with_children(conn, state, t, &applied.key)?;
+                }
             } else {
                 let mut key = applied.key.clone();
                 if let Some(row) = &applied.row {

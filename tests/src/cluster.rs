@@ -109,6 +109,15 @@ impl Cluster {
         cluster
     }
 
+    /// Crashes the server (`pg_ctl stop -m immediate`: no checkpoint, as
+    /// a power cut or a killed postmaster) and starts it again.
+    pub fn crash_and_restart(&self) {
+        let data = self.dir.join("data").to_string_lossy().into_owned();
+        run(&self.bin.join("pg_ctl"), &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        let log = self.dir.join("log").to_string_lossy().into_owned();
+        run(&self.bin.join("pg_ctl"), &["-D", &data, "-l", &log, "-w", "start"]);
+    }
+
     /// The URL of database `name` over TCP, as `postgres`.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)

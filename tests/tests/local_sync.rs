@@ -260,6 +260,35 @@ fn a_pull_never_overwrites_an_unsent_change() {
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
 
+/// Found by the fault suite: answers lost twice in a row (a gateway
+/// finishes each upload after the device was killed). A row the first
+/// attempt wrote, left out of the second (the device did not change it
+/// again in between), then edited or deleted: the edit was taken for a
+/// conflict with the device's own write (server wins: the edit lost), and
+/// the delete was left out of the upload (no base: "never sent"), so the
+/// row came back.
+#[test]
+fn edits_after_answers_lost_twice_are_the_devices_own_and_deletes_are_sent() {
+    let s = setup("lost_twice");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "INSERT INTO customers VALUES (40, 1, 'Forty', NULL), (41, 1, 'Forty-one', NULL), (42, 1, 'Forty-two', NULL)");
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+    local(&file, "UPDATE customers SET name = 'Ada again' WHERE id = 1");
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+
+    local(&file, "UPDATE customers SET name = 'Forty, edited' WHERE id = 40; DELETE FROM customers WHERE id = 41");
+    let report = s.sync(&file, json!({}));
+    assert!(report.conflicts.is_empty(), "the device's own rows: {report:?}");
+    let mut server = s.server();
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 40").as_deref(), Some("Forty, edited"));
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 41"), None, "the delete reached the server");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 41"), 0, "and the row did not come back");
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
 #[test]
 fn a_connection_lost_between_steps_loses_nothing_and_applies_nothing_twice() {
     let s = setup("dropped");
@@ -466,6 +495,29 @@ fn a_local_write_during_an_upload_outlives_the_servers_answer() {
     );
     let mut server = s.server();
     assert_eq!(server_value(&mut server, "SELECT total::text FROM orders WHERE id = 10").as_deref(), Some("20.00"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Found by the fault suite: a row deleted, the delete sent, and the row
+/// written again before the server's answer was recorded. Recording that
+/// the server applied the delete removed the new row from the file, and
+/// its change then looked like an insert never sent: silently lost.
+#[test]
+fn a_row_written_again_while_its_delete_is_in_flight_survives() {
+    let s = setup("delete_in_flight");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "DELETE FROM customers WHERE id = 4");
+    let mut meddling = Interfering {
+        write_after_apply: Some((s.files.path("a.db"), "INSERT INTO customers VALUES (4, 1, 'Alan again', NULL)")),
+        ..Interfering::new(&s.db.url)
+    };
+    file.sync_with(&mut meddling, "crm", &SyncOptions::default()).unwrap();
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 4").as_deref(), Some("Alan again"), "the new row stays");
+    let report = s.sync(&file, json!({}));
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    let mut server = s.server();
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 4").as_deref(), Some("Alan again"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
 

@@ -401,7 +401,8 @@ impl Decode for ClassifiedRow {
 #[derive(Clone, Copy, Debug)]
 pub struct Uploader<'a> {
     pub replica: &'a str,
-    pub retried_version: Option<&'a str>,
+    /// This upload retries one whose answer was lost (same id).
+    pub retrying: bool,
 }
 
 /// Classifies the staged rows `idx` of table `t` against the server: the
@@ -423,7 +424,7 @@ pub fn classify(
     let table = scope.table(t);
     let mut binds = Binds::new();
     let replica = binds.bind(uploader.replica);
-    let retried = binds.bind(uploader.retried_version.map(str::to_string));
+    let retrying = binds.bind(Param::Bool(uploader.retrying));
     let server_in = row_filter(scope, t, "r", &mut binds, values).unwrap_or_else(|| "true".into());
     let new_in = staged_filter(scope, staged, t, "s", &mut binds, values, 0).unwrap_or_else(|| "true".into());
     let first_key = quote_ident(&table.primary_key[0]);
@@ -434,7 +435,9 @@ pub fn classify(
         version: columns.push("version", format!("({})::text", tracked.version)),
         own: columns.push(
             "own",
-            format!("coalesce({} = {replica}::text AND ({}) = {retried}::text::xid8, false)::text", tracked.origin, tracked.version),
+            // A row an unanswered attempt left exactly as sent (any attempt of
+            // the id: answers may be lost several times in a row).
+            format!("coalesce({} = {replica}::text AND {retrying}::bool, false)::text", tracked.origin),
         ),
         exists: columns.push("exists", format!("(r.{first_key} IS NOT NULL)::text")),
         xmin: columns.push("xmin", "r.xmin::text"),
@@ -939,13 +942,13 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
         let staged = vec![Some(vec![0, 1]), Some(vec![0, 1]), None];
-        let uploader = Uploader { replica: "r1", retried_version: None };
+        let uploader = Uploader { replica: "r1", retrying: false };
         let query = classify(&scope, &staged, 1, StageKey::Sent, uploader, &values, &[0, 1]);
         let sql = &query.sql;
         assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($3::text[]::integer[]))"), "{sql}");
         assert!(sql.contains("LEFT JOIN \"tandem\".\"track_2\" tr ON tr.\"order_id\" = s.c0 AND tr.\"line\" = s.c1"), "{sql}");
         assert!(sql.contains("WHERE s.idx = ANY($4::int4[])"), "the row list is bound last: {sql}");
-        assert_eq!(query.params, [Param::from("r1"), Param::Text(None), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]);
+        assert_eq!(query.params, [Param::from("r1"), Param::Bool(false), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]);
         assert_eq!(query.width, 9);
         let row =
             [Some("1"), Some("812"), Some("false"), Some("true"), Some("900"), Some("true"), Some("false"), Some("false"), Some("true")];
@@ -1009,7 +1012,7 @@ mod tests {
         assert!(moved.sql.contains("SET \"id\" = s.c0, \"tenant_id\" = s.c1 FROM"), "the key is written too: {}", moved.sql);
         assert!(moved.sql.contains("AND r.\"id\" = s.f0 AND r.xmin"), "the row at the old key: {}", moved.sql);
         let from =
-            classify(&scope, &staged, 0, StageKey::MovedFrom, Uploader { replica: "r", retried_version: None }, &FilterValues::new(), &[4]);
+            classify(&scope, &staged, 0, StageKey::MovedFrom, Uploader { replica: "r", retrying: false }, &FilterValues::new(), &[4]);
         assert!(from.sql.contains("LEFT JOIN \"public\".\"orders\" r ON r.\"id\" = s.f0"), "{}", from.sql);
         assert!(create_stage(&scope, 0, &[0, 1], &[plain("bigint"), plain("integer")], true)
             .sql

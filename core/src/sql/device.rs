@@ -120,8 +120,8 @@ pub const SET_WATERMARK: &str =
 
 pub const SET_UPLOAD_ID: &str = "UPDATE tandem_scopes SET upload_id = :upload_id WHERE scope = :scope";
 
-/// An upload answered: none in flight, and the versions to skip.
-pub const UPLOAD_ANSWERED: &str = "UPDATE tandem_scopes SET upload_id = NULL, echoes = :echoes WHERE scope = :scope";
+/// A round's upload finished (every batch answered): no upload id in use.
+pub const UPLOADS_ANSWERED: &str = "UPDATE tandem_scopes SET upload_id = NULL WHERE scope = :scope";
 
 pub const SET_ECHOES: &str = "UPDATE tandem_scopes SET echoes = :echoes WHERE scope = :scope";
 
@@ -221,7 +221,7 @@ mod tests {
             SCOPE_EXISTS,
             INSERT_SCOPE,
             SET_WATERMARK,
-            UPLOAD_ANSWERED,
+            UPLOADS_ANSWERED,
             SET_REPLICA,
             TABLE_STATE,
             SET_ACKED,

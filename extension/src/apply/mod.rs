@@ -128,7 +128,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     let touched: Vec<usize> = plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).collect();
     let filters = bind_params(&scope, &params, touched)?;
     let staged = plan::staged_columns(&scope, &plans);
-    let uploader = sql::Uploader { replica: &replica, retried_version: retry.version.as_deref() };
+    let uploader = sql::Uploader { replica: &replica, retrying: retry.version.is_some() };
     let upload =
         Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, uploader, retried: &retry.applied, filters: &filters };
 
