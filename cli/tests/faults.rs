@@ -7,8 +7,10 @@
 //! server transactions stay open across pulls, so commits land out of xid
 //! order. After the faults stop and a quiet sync, each file must equal its
 //! partition on the server, `sync_verify` must agree, no device's last
-//! write of its own rows may be missing on the server, and no conflict may
-//! be logged where only one side wrote, nor logged twice.
+//! write of its own rows may be missing on the server, its last write of a
+//! row both sides write must have been applied (a user's audit trigger saw
+//! it) or logged as a lost conflict, and no conflict may be logged where
+//! only one side wrote, nor logged twice.
 //!
 //! `TANDEM_FAULTS` sets how many faults (default 50, the CI slice; `make
 //! reliability` runs 1000). It prints one JSON line of figures.
@@ -38,12 +40,24 @@ CREATE TABLE items (id bigint PRIMARY KEY, tenant int NOT NULL, val text NOT NUL
 INSERT INTO items SELECT t * 100000 + i, t, 'seed' FROM generate_series(1, 2) t, generate_series(0, 299) i;
 INSERT INTO items SELECT t * 100000 + 50000 + i, t, 'seed' FROM generate_series(1, 2) t, generate_series(0, 39) i;
 SELECT sync_provision('faults', '{"tables": [{"name": "items", "filter": {"tenant": "tenant"}}]}');
+-- Every value the server ever stored (a user's trigger, as any schema may
+-- have): a device's write that was applied, even if overwritten later.
+CREATE TABLE audit (id bigint NOT NULL, val text NOT NULL);
+CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO audit SELECT id, val FROM changed; RETURN NULL; END $$;
+CREATE TRIGGER audit_insert AFTER INSERT ON items REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION audit();
+CREATE TRIGGER audit_update AFTER UPDATE ON items REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION audit();
 CREATE ROLE tandem_faults_gateway LOGIN;
 GRANT EXECUTE ON FUNCTION sync_schema, sync_select_changes_json, sync_apply_changes_json, sync_verify TO tandem_faults_gateway;
 "#;
 
 /// Rows only a device writes: its own range, `base + 0..200`.
 const OWN_KEYS: i64 = 200;
+
+/// Connections writing each file at once (with the sync's, they wait on
+/// each other's locks); with three files, nine writers on the device side
+/// beside eight PostgreSQL sessions.
+const LOCAL_WRITERS: i64 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -65,6 +79,8 @@ struct Device {
     expected: Arc<Mutex<BTreeMap<i64, Option<String>>>>,
     /// Each write of the device's own keys, for a lost one's story.
     history: Arc<Mutex<BTreeMap<i64, Vec<String>>>>,
+    /// The device's last write of each shared row.
+    shared: Written,
 }
 
 struct Gateway {
@@ -163,7 +179,7 @@ fn server_writer(url: String, writer: usize, stop: Arc<AtomicBool>, writes: Arc<
 type Written = Arc<Mutex<BTreeMap<i64, Option<String>>>>;
 type History = Arc<Mutex<BTreeMap<i64, Vec<String>>>>;
 
-fn local_writer(device: (PathBuf, i32, i64), writer: usize, stop: Arc<AtomicBool>, expected: Written, history: History) {
+fn local_writer(device: (PathBuf, i32, i64), writer: usize, stop: Arc<AtomicBool>, expected: Written, history: History, shared: Written) {
     let (path, tenant, base) = device;
     let conn = rusqlite::Connection::open(&path).expect("open the file");
     conn.busy_timeout(Duration::from_secs(30)).unwrap();
@@ -175,14 +191,19 @@ fn local_writer(device: (PathBuf, i32, i64), writer: usize, stop: Arc<AtomicBool
         let value = format!("device{base}-{writer}-{n}");
         if rng.random_bool(0.25) {
             let id = i64::from(tenant) * 100_000 + 50_000 + rng.random_range(0..40);
-            let _ = conn.execute(
+            // Under the lock, so the last write recorded is the file's last.
+            let mut shared = shared.lock().unwrap();
+            let written = conn.execute(
                 "INSERT INTO items VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET val = excluded.val",
                 rusqlite::params![id, tenant, value],
             );
+            if written.is_ok() {
+                shared.insert(id, Some(value));
+            }
         } else {
             // Writers of one file split its keys, so each key's last write
             // is known.
-            let id = base + (rng.random_range(0..OWN_KEYS / 2) * 2 + writer as i64 % 2);
+            let id = base + (rng.random_range(0..OWN_KEYS / LOCAL_WRITERS) * LOCAL_WRITERS + writer as i64);
             let written = if rng.random_bool(0.2) {
                 conn.execute("DELETE FROM items WHERE id = ?1", [id]).map(|_| None)
             } else {
@@ -239,6 +260,7 @@ fn syncs_under_faults_converge_with_nothing_lost() {
             through_gateway,
             expected: Arc::new(Mutex::new(BTreeMap::new())),
             history: Arc::new(Mutex::new(BTreeMap::new())),
+            shared: Arc::new(Mutex::new(BTreeMap::new())),
         });
     }
     let remote = |device: &Device, gateway: &Gateway| -> String {
@@ -262,10 +284,10 @@ fn syncs_under_faults_converge_with_nothing_lost() {
         writers.push(thread::spawn(move || server_writer(url, writer, stop, writes)));
     }
     for device in &devices {
-        for writer in 0..2 {
+        for writer in 0..LOCAL_WRITERS as usize {
             let target = (device.path.clone(), device.tenant, device.base);
-            let (stop, expected, history) = (stop.clone(), device.expected.clone(), device.history.clone());
-            writers.push(thread::spawn(move || local_writer(target, writer, stop, expected, history)));
+            let (stop, expected, history, shared) = (stop.clone(), device.expected.clone(), device.history.clone(), device.shared.clone());
+            writers.push(thread::spawn(move || local_writer(target, writer, stop, expected, history, shared)));
         }
     }
 
@@ -364,6 +386,25 @@ fn syncs_under_faults_converge_with_nothing_lost() {
             }
         }
     }
+    // A device's last write of a shared row was applied (the audit holds
+    // it) or lost a conflict (the log holds it): never dropped unseen.
+    let mut unaccounted = Vec::new();
+    for device in &devices {
+        for (id, value) in device.shared.lock().unwrap().iter() {
+            let Some(value) = value else { continue };
+            let seen: i64 = admin
+                .query_one(
+                    "SELECT (SELECT count(*) FROM audit WHERE id = $1 AND val = $2) \
+                          + (SELECT count(*) FROM tandem.conflicts WHERE key->>0 = $1::text AND client_row->>'val' = $2)",
+                    &[id, value],
+                )
+                .unwrap()
+                .get(0);
+            if seen == 0 {
+                unaccounted.push(json!({"device": device.name, "id": id, "wrote": value}));
+            }
+        }
+    }
     let own_ranges: Vec<(i64, i64)> = devices.iter().map(|d| (d.base, d.base + OWN_KEYS)).collect();
     let invented: i64 = own_ranges
         .iter()
@@ -385,10 +426,12 @@ fn syncs_under_faults_converge_with_nothing_lost() {
         "{}",
         json!({"faults": faults, "by_kind": by_kind, "server_writes": server_writes.load(Ordering::Relaxed),
                "device_keys_written": local_writes, "rows_compared": rows_compared, "lost": lost.len(),
+               "shared_writes_unaccounted": unaccounted.len(),
                "conflicts": conflicts, "conflicts_where_one_side_wrote": invented, "duplicate_conflicts": duplicates,
                "seconds": started.elapsed().as_secs()})
     );
     assert!(lost.is_empty(), "device writes missing on the server: {}", Value::Array(lost));
+    assert!(unaccounted.is_empty(), "device writes neither applied nor in a conflict log: {}", Value::Array(unaccounted));
     assert_eq!(invented, 0, "conflicts logged for rows only their device writes");
     assert_eq!(duplicates, 0, "a conflict logged twice");
 }

@@ -16,6 +16,7 @@ use tandem_core::sql::{device as sql, local};
 use tandem_core::types::{describe_local, local_to_json};
 use tandem_core::verify::{
     bucket_count, compare_rows, key_text, Buckets, RowDigest, Step, TableAnswer, TableAsk, TableReport, VerifyAnswer, VerifyOptions,
+    MAX_PENDING,
 };
 use tandem_core::watermark::Watermark;
 
@@ -106,6 +107,13 @@ pub fn verify(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: 
             continue;
         }
         let local_pending = local_pending(conn, &state, t)?;
+        if local_pending.len() > MAX_PENDING {
+            return Err(LocalError::Invalid(format!(
+                "{} rows of {} have changes not sent yet: sync the file, then verify it",
+                local_pending.len(),
+                table.name
+            )));
+        }
         let rows: i64 = conn.query_row(&sql::count_rows(&local::user_table(table)), [], |r| r.get("rows"))?;
         tables.push(Checked {
             table,
