@@ -59,17 +59,25 @@ fn print_report(report: &VerifyReport) {
         report.took_ms
     );
     for t in &report.tables {
-        let shown = |keys: &[Value]| keys.iter().take(5).map(Value::to_string).collect::<Vec<_>>().join(" ");
+        // "3 missing: [7] [9] [12]", the first five keys.
+        let shown = |what: &str, keys: &[Value]| {
+            let mut text = format!("{} {what}", keys.len());
+            if !keys.is_empty() {
+                text.push_str(": ");
+                text.push_str(&keys.iter().take(5).map(Value::to_string).collect::<Vec<_>>().join(" "));
+                if keys.len() > 5 {
+                    text.push_str(" ...");
+                }
+            }
+            text
+        };
         if t.differs() {
             println!(
-                "  {}: {} missing {}, {} extra {}, {} different {} ({} of {} ranges differ)",
+                "  {}: {}; {}; {} ({} of {} ranges differ)",
                 t.table,
-                t.missing.len(),
-                shown(&t.missing),
-                t.extra.len(),
-                shown(&t.extra),
-                t.different.len(),
-                shown(&t.different),
+                shown("missing", &t.missing),
+                shown("extra", &t.extra),
+                shown("different", &t.different),
                 t.ranges_differ,
                 t.buckets
             );
@@ -79,7 +87,13 @@ fn print_report(report: &VerifyReport) {
         }
     }
     match report.repaired {
-        Some(n) => println!("repaired {n} row(s); rows with unsent changes were kept and go up with the next sync"),
+        Some(n) if report.kept_local > 0 => {
+            println!(
+                "repaired {n} row(s); {} row(s) changed in the file meanwhile were kept and go up with the next sync",
+                report.kept_local
+            )
+        }
+        Some(n) => println!("repaired {n} row(s)"),
         None if !report.equal => println!("run it again with --repair to fix exactly these rows"),
         None => {}
     }

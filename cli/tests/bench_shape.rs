@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 23] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
@@ -27,6 +27,9 @@ const KEYS: [&str; 20] = [
     "watchers_converge_s",
     "watchers_gateway_rss_mb",
     "add_column_round_ms",
+    "verify_ms",
+    "verify_bytes",
+    "verify_repair_ms",
 ];
 
 #[test]
@@ -48,6 +51,9 @@ fn bench_json_has_every_figure() {
     // one session waits for all of them.
     assert_eq!((report["watchers"].as_u64(), report["watchers_converged"].as_bool()), (Some(5), Some(true)), "{report}");
     assert_eq!(report["watchers_listen_sessions"], 1, "{report}");
+    // An unchanged file's verify moves less than its rows do.
+    let (verify, rows) = (report["verify_bytes"].as_f64().unwrap_or_default(), report["verify_rows_bytes"].as_f64().unwrap_or_default());
+    assert!(verify < rows, "verify moved {verify} bytes for {rows} bytes of rows");
     // The round after ADD COLUMN ... DEFAULT moved the 100 changed rows only.
     assert_eq!(report["add_column_rows_pulled"], 100, "{report}");
 }

@@ -231,6 +231,38 @@ pub struct TableAsk {
     pub keys: Vec<Vec<Value>>,
 }
 
+impl TableAsk {
+    /// Checks the keys and buckets asked for against table `table`: each
+    /// key of its primary key's length and types, each bucket within the
+    /// count. An error names what is wrong.
+    pub fn check(&self, table: &TableSchema) -> Result<()> {
+        let count = self.buckets.unwrap_or(DEFAULT_BUCKETS);
+        if let Some(bucket) = self.only.iter().find(|&&b| b >= count) {
+            return Err(Error::InvalidOptions(format!("bucket {bucket} of {}: there are {count} (0 to {})", self.name, count - 1)));
+        }
+        let columns = table.key_columns();
+        for key in self.exclude.iter().chain(&self.keys) {
+            if key.len() != columns.len() {
+                return Err(Error::InvalidOptions(format!(
+                    "key {} of {}: the primary key has {} column(s)",
+                    key_text(key),
+                    self.name,
+                    columns.len()
+                )));
+            }
+            for (column, value) in columns.iter().zip(key) {
+                if value.is_null() {
+                    return Err(Error::InvalidOptions(format!("key {} of {}: a key holds no NULL", key_text(key), self.name)));
+                }
+                crate::types::json_to_pg_text(column.ty, value).map_err(|reason| {
+                    Error::InvalidOptions(format!("key {} of {}, column {}: {reason}", key_text(key), self.name, column.name))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The server's answer to one step.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

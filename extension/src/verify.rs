@@ -134,12 +134,12 @@ fn chosen_tables<'o>(scope: &Scope<'_>, options: &'o VerifyOptions) -> Result<Ve
     }
     let mut out = Vec::new();
     for ask in &options.tables {
-        let t = scope
-            .schema
-            .tables
-            .iter()
-            .position(|table| table.name == ask.name && table.direction.downloads())
-            .ok_or_else(|| Error::InvalidOptions(format!("\"{}\" is not a table this scope sends to devices", ask.name)))?;
+        let table = scope.schema.table(&ask.name)?;
+        if !table.direction.downloads() {
+            return Err(Error::InvalidOptions(format!("\"{}\" is upload_only: the scope sends none of its rows to devices", ask.name)));
+        }
+        ask.check(table)?;
+        let t = scope.schema.position(table);
         if out.iter().any(|(seen, _)| *seen == t) {
             return Err(Error::InvalidOptions(format!("table \"{}\" is named twice", ask.name)));
         }

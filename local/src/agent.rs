@@ -424,6 +424,9 @@ fn round(
         report.provisioned = true;
     }
     let mut state = meta::require(conn, scope)?;
+    if crate::log_reset::mend(conn, &state)? > 0 {
+        state = meta::require(conn, scope)?;
+    }
     let mut rebound = check_server(conn, &state, remote.server_id(), &remote.moved_from(), options.rebind)?;
     if let Some(token) = &options.token {
         let id = token_client_id(token)

@@ -31,6 +31,7 @@ pub mod functions;
 mod http_events;
 pub mod http_remote;
 mod lock;
+mod log_reset;
 pub mod meta;
 mod moves;
 pub mod provision;

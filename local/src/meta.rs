@@ -328,6 +328,12 @@ pub fn set_acked(conn: &Connection, id: i64, seq: i64) -> Result<()> {
     Ok(())
 }
 
+/// Counts nothing of table `id`'s log as acknowledged any more.
+pub fn reset_acked(conn: &Connection, id: i64) -> Result<()> {
+    conn.execute(sql::RESET_ACKED, named_params! {":id": id})?;
+    Ok(())
+}
+
 /// A fresh client id: a random UUID (version 4).
 pub fn new_client_id() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -11,6 +11,7 @@ use rusqlite::{named_params, Connection};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tandem_core::changeset::{Changeset, Op, RowChange, TableChanges, FORMAT};
+use tandem_core::identity::token_client_id;
 use tandem_core::schema::TableSchema;
 use tandem_core::sql::{device as sql, local};
 use tandem_core::types::{describe_local, local_to_json};
@@ -63,6 +64,10 @@ pub struct VerifyReport {
     /// Rows written or removed by the repair (`repair` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired: Option<u64>,
+    /// Rows the repair left as the file has them: they changed in the file
+    /// meanwhile, and go up with the next sync.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kept_local: u64,
     /// Bytes of requests and answers exchanged with the server.
     pub bytes_moved: u64,
     pub took_ms: u64,
@@ -84,6 +89,23 @@ pub fn verify(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: 
     let started = Instant::now();
     let _lock = crate::lock::SyncLock::acquire(conn)?;
     meta::ensure(conn)?;
+    let state = meta::load(conn, scope)?.ok_or_else(|| {
+        LocalError::Invalid(format!("this file does not sync scope \"{scope}\": sync it first (tandem sync), then verify"))
+    })?;
+    if let Some(token) = &options.token {
+        // The token's partition is what the file is compared with: another
+        // client's would "repair" the file into another tenant's rows.
+        let id = token_client_id(token)
+            .ok_or_else(|| LocalError::Invalid("the token is not one sync_register_client issued (tdm_<client>_<secret>)".into()))?;
+        if id != state.client_id {
+            return Err(LocalError::Invalid(format!(
+                "this file syncs scope \"{scope}\" as client {}; the token is for client {id}: verify the file with its own \
+                 token (a file that should sync as the new client takes it with tandem sync --rebind first)",
+                state.client_id
+            )));
+        }
+    }
+    crate::log_reset::mend(conn, &state)?;
     let state = meta::require(conn, scope)?;
     let since = ready(&state)?;
     let server_schema = remote.schema(scope, options.token.as_deref())?;
@@ -99,7 +121,10 @@ pub fn verify(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: 
             )));
         }
     }
-    let mut exchange = Exchange { remote, scope, token: options.token.as_deref(), since: &since, bytes: 0 };
+    // Without a token, the scope's owner verifies as the client the file
+    // is, with its parameters (as its syncs do).
+    let owner = options.token.is_none().then(|| (state.client_id.clone(), state.params.clone()));
+    let mut exchange = Exchange { remote, scope, token: options.token.as_deref(), owner, since: &since, bytes: 0 };
 
     let mut tables = Vec::new();
     for (t, table) in state.schema.tables.iter().enumerate() {
@@ -166,7 +191,9 @@ pub fn verify(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: 
 
     let mut report = VerifyReport { scope: scope.to_string(), ..VerifyReport::default() };
     if options.repair && tables.iter().any(|c| c.report.differs()) {
-        report.repaired = Some(repair(conn, &state, &mut exchange, &tables)?);
+        let applied = repair(conn, &state, &mut exchange, &tables)?;
+        report.repaired = Some(applied.applied);
+        report.kept_local = applied.skipped.len() as u64;
     }
     report.equal = tables.iter().all(|c| !c.report.differs());
     report.rows_checked = tables.iter().map(|c| c.report.rows_checked).sum();
@@ -270,7 +297,7 @@ fn local_digests(conn: &Connection, checked: &Checked<'_>, only: &HashSet<u32>) 
 /// Pulls the rows that are missing or different, as of the watermark, and
 /// removes the rows the server does not hold, in one transaction of the
 /// file's apply (which keeps every row with an unsent change).
-fn repair(conn: &Connection, state: &ScopeState, exchange: &mut Exchange<'_>, tables: &[Checked<'_>]) -> Result<u64> {
+fn repair(conn: &Connection, state: &ScopeState, exchange: &mut Exchange<'_>, tables: &[Checked<'_>]) -> Result<apply::Applied> {
     let asks: Vec<TableAsk> = tables
         .iter()
         .filter(|c| !c.report.missing.is_empty() || !c.report.different.is_empty())
@@ -294,8 +321,11 @@ fn repair(conn: &Connection, state: &ScopeState, exchange: &mut Exchange<'_>, ta
             .collect();
         changeset.tables.push(TableChanges { name: checked.table.name.clone(), columns: checked.table.column_names(), rows });
     }
-    let applied = apply::apply(conn, state, changeset)?;
-    Ok(applied.applied)
+    apply::apply(conn, state, changeset)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn keys_of<'a>(keys: impl Iterator<Item = &'a Value>) -> Vec<Vec<Value>> {
@@ -307,6 +337,8 @@ struct Exchange<'r> {
     remote: &'r mut dyn Remote,
     scope: &'r str,
     token: Option<&'r str>,
+    /// Without a token: the file's client id and parameters.
+    owner: Option<(String, Option<tandem_core::options::Params>)>,
     since: &'r str,
     bytes: u64,
 }
@@ -315,10 +347,11 @@ impl Exchange<'_> {
     fn call(&mut self, step: Step, tables: Vec<TableAsk>) -> Result<VerifyAnswer> {
         let options = VerifyOptions {
             token: self.token.map(str::to_string),
+            client_id: self.owner.as_ref().map(|(id, _)| id.clone()),
+            params: self.owner.as_ref().and_then(|(_, params)| params.clone()),
             since: Some(self.since.to_string()),
             step,
             tables,
-            ..VerifyOptions::default()
         };
         self.bytes += serde_json::to_string(&options).map(|s| s.len() as u64).unwrap_or(0);
         let text = self.remote.verify(self.scope, &options)?;

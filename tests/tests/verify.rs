@@ -161,8 +161,21 @@ fn a_device_reaches_only_its_partition_and_bad_requests_are_refused() {
         (json!({"token": token, "since": "5:9:/-/u0/null"}), "complete watermark"),
         (json!({"token": token, "since": since, "tables": [{"name": "public.customers", "buckets": 3}]}), "power of two"),
         (json!({"token": token, "since": since, "step": "rows", "tables": [{"name": "public.customers"}]}), "buckets"),
-        (json!({"token": token, "since": since, "tables": [{"name": "public.nope", "buckets": 1}]}), "not a table"),
+        (json!({"token": token, "since": since, "tables": [{"name": "public.nope", "buckets": 1}]}), "is not part of scope"),
+        (
+            json!({"token": token, "since": since, "step": "rows", "tables": [{"name": "customers", "buckets": 4, "only": [7]}]}),
+            "there are 4",
+        ),
+        (
+            json!({"token": token, "since": since, "step": "fetch", "tables": [{"name": "customers", "buckets": 1, "keys": [[1, 2]]}]}),
+            "1 column",
+        ),
+        (
+            json!({"token": token, "since": since, "step": "fetch", "tables": [{"name": "customers", "buckets": 1, "keys": [[{"x": 1}]]}]}),
+            "column id",
+        ),
         (json!({"token": token, "since": since, "surprise": 1}), "unknown field"),
+        (json!({"token": token, "since": since, "tables": [{"name": "customers", "exclude": [[null]]}]}), "no NULL"),
     ] {
         let error = call(&mut server, options.clone()).expect_err(&options.to_string());
         assert!(tandem_tests::describe(&error).contains(says), "{options}: {}", tandem_tests::describe(&error));
@@ -185,4 +198,69 @@ fn a_device_verifies_and_repairs_through_the_gateway() {
     assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 4").as_deref(), Some("unseen"));
     let report = file.verify(&setup.url(), "crm", &options).unwrap();
     assert!(report.equal, "{report:?}");
+}
+
+/// Found by an attack: a file verified with another client's token was
+/// compared with that client's partition, and `--repair` filled it with
+/// another tenant's rows.
+#[test]
+fn a_file_is_verified_only_with_its_own_clients_token() {
+    let s = Scenario::new("verify_other_token", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let other = s.register(json!({"tenant": 2}));
+    let file = s.store("device.db");
+    s.sync_as(&file, &token);
+    let options = Options { token: Some(other), ca_cert: None, repair: true };
+    let error = file.verify(&s.db.url, s.scope, &options).expect_err("another client's token");
+    assert!(error.to_string().contains("the token is for client"), "{error}");
+    assert_eq!(file.connection().query_row("SELECT count(*) FROM customers WHERE tenant_id = 2", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    let missing = Scenario::new("verify_no_scope", SCHEMA, "crm");
+    let empty = missing.store("empty.db");
+    let error = empty.verify(&missing.db.url, "crm", &Options::default()).expect_err("a file that never synced");
+    assert!(error.to_string().contains("sync it first"), "{error}");
+}
+
+/// Found by an attack: a change log emptied behind Tandem's back counts
+/// from 1 again, below the acknowledged counter, so the file's next edits
+/// passed for sent: never uploaded, then overwritten by a repair.
+#[test]
+fn edits_after_the_log_was_emptied_behind_tandems_back_still_go_up() {
+    let s = Scenario::new("verify_log_reset", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("device.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE customers SET name = 'one' WHERE id = 2; UPDATE customers SET name = 'two' WHERE id = 4");
+    s.sync_as(&file, &token);
+    local(&file, "DELETE FROM tandem_log_1; UPDATE customers SET name = 'after the reset' WHERE id = 6");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pushed, 1, "{report:?}");
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 6", &[]).unwrap().get(0);
+    assert_eq!(name, "after the reset");
+    assert!(verify(&s, &file, &token, true).equal);
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 6").as_deref(), Some("after the reset"));
+}
+
+/// Found by an attack: a row deleted as usual and then inserted again with
+/// triggers off was repaired into the verifying file only, and never
+/// reached another device: tracking still held it as deleted.
+#[test]
+fn a_row_tracking_holds_as_deleted_is_adopted_by_a_repair() {
+    let s = Scenario::new("verify_tombstone", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let first = s.store("first.db");
+    let second = s.store("second.db");
+    s.sync_as(&first, &token);
+    s.sync_as(&second, &token);
+    s.server().batch_execute("DELETE FROM customers WHERE id = 8").unwrap();
+    s.sync_as(&first, &token);
+    s.sync_as(&second, &token);
+    silently(&s, "INSERT INTO customers (id, tenant_id, name) VALUES (8, 1, 'back unseen')");
+    let report = verify(&s, &first, &token, true);
+    assert_eq!((keys(&report.tables[0].missing), report.repaired), (vec![8], Some(1)), "{report:?}");
+    s.sync_as(&second, &token);
+    assert_eq!(local_value(&second, "SELECT name FROM customers WHERE id = 8").as_deref(), Some("back unseen"), "the other device gets it");
+    local(&first, "UPDATE customers SET name = 'edited' WHERE id = 8");
+    let edit = s.sync_as(&first, &token);
+    assert!(edit.conflicts.is_empty(), "{edit:?}");
+    assert!(verify(&s, &second, &token, false).tables[0].pending <= 1);
 }

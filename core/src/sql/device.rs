@@ -165,6 +165,10 @@ pub const RENAME_TRACKED_TABLE: &str = "UPDATE tandem_tables SET name = :name WH
 
 pub const SET_ACKED: &str = "UPDATE tandem_tables SET acked_seq = max(acked_seq, :seq) WHERE id = :id";
 
+/// Nothing of table `id`'s log counts as acknowledged (see `tandem-local`'s
+/// `log_reset`).
+pub const RESET_ACKED: &str = "UPDATE tandem_tables SET acked_seq = 0 WHERE id = :id";
+
 pub const DELETE_TABLE: &str = "DELETE FROM tandem_tables WHERE id = :id";
 
 pub const DELETE_SCOPE_TABLES: &str = "DELETE FROM tandem_tables WHERE scope = :scope";

@@ -549,6 +549,14 @@ pub fn prune_log(id: i64) -> String {
     format!("DELETE FROM {} WHERE tandem_seq <= ?1", log_table(id))
 }
 
+/// Whether table `id`'s log holds a change at or below the acknowledged
+/// counter `?1`: never so in Tandem's own bookkeeping (acknowledged entries
+/// go, and only a keyless marker may stand at the counter), so the log was
+/// emptied by someone else and counting started again from 1.
+pub fn counted_again(table: &TableSchema, id: i64) -> String {
+    format!("SELECT EXISTS (SELECT 1 FROM {} WHERE tandem_seq <= ?1 AND {} IS NOT NULL)", log_table(id), quote_ident(&table.primary_key[0]))
+}
+
 /// Keeps the change counter from going below `?1` (the highest it had
 /// reached): SQLite gives a new row the highest rowid plus one, so after
 /// deletions a row with no key marks where counting resumes. A counter must

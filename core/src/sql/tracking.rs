@@ -369,14 +369,18 @@ pub fn log_partition_rows(scope: &Scope<'_>, t: usize, quoted_partition: &str, j
     }
 }
 
-/// Logs as changes the rows of table `t` that tracking never saw (written
-/// with Tandem's triggers off: a session in replica mode, a restore with
-/// `--disable-triggers`). A verify that found one adopts them: from then
+/// Logs as changes the rows of table `t` that tracking never saw, or holds
+/// as deleted (written with Tandem's triggers off: a session in replica
+/// mode, a restore with `--disable-triggers`). A verify that found one adopts them: from then
 /// on they are pulled and judged like any row, under a version of their
 /// own. Run outside any trigger.
 pub fn adopt_untracked(scope: &Scope<'_>, t: usize) -> String {
     let key = &scope.table(t).primary_key;
-    let untracked = format!(" WHERE NOT EXISTS (SELECT 1 FROM {} tr WHERE {})", scope.track(t), columns_equal("tr", key, "u", key));
+    let untracked = format!(
+        " WHERE NOT EXISTS (SELECT 1 FROM {} tr WHERE {} AND NOT tr.tandem_deleted)",
+        scope.track(t),
+        columns_equal("tr", key, "u", key)
+    );
     log(scope, t, DIRECT, &scope.table(t).table_name().quoted(), "u", LogKind::Change, &untracked)
 }
 

@@ -16,7 +16,8 @@ use crate::sql::{column_list, columns_equal, Scope};
 /// A row [`partition_rows`] read, as text in place.
 #[derive(Clone, Copy, Debug)]
 pub struct PartitionRow<'a> {
-    /// The row's version; `None` for a row tracking never saw.
+    /// The row's version; `None` for a row tracking never saw (or holds
+    /// as deleted).
     pub version: Option<&'a str>,
     /// Settled as of the watermark: its last change is one the watermark
     /// sees, or this transaction's own (a verify that adopted it), or
@@ -57,11 +58,13 @@ pub fn partition_rows(
     let since = binds.bind(since);
     let limit = binds.bind(limit);
     let mut columns = Columns::new();
-    let version = columns.push("version", "tr.tandem_version::text");
+    // A row tracking holds as deleted was written again with triggers off:
+    // as untracked as one tracking never saw.
+    let version = columns.push("version", "(CASE WHEN tr.tandem_deleted THEN NULL ELSE tr.tandem_version END)::text");
     let settled = columns.push(
         "settled",
         format!(
-            "(tr.tandem_stamp IS NULL OR pg_visible_in_snapshot(tr.tandem_stamp, {since}::text::pg_snapshot) \
+            "(tr.tandem_stamp IS NULL OR tr.tandem_deleted OR pg_visible_in_snapshot(tr.tandem_stamp, {since}::text::pg_snapshot) \
              OR tr.tandem_stamp IS NOT DISTINCT FROM pg_current_xact_id_if_assigned())::text"
         ),
     );
@@ -109,7 +112,13 @@ mod tests {
         let position = ["10".to_string()];
         let q = partition_rows(&scope, 0, "5:9:", Some(&position), 100, &values);
         assert!(q.sql.contains("FROM \"public\".\"orders\" r LEFT JOIN \"tandem\".\"track_1\" tr ON tr.\"id\" = r.\"id\""), "{}", q.sql);
-        assert!(q.sql.contains("(tr.tandem_stamp IS NULL OR pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) "), "{}", q.sql);
+        assert!(
+            q.sql.contains(
+                "(tr.tandem_stamp IS NULL OR tr.tandem_deleted OR pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) "
+            ),
+            "{}",
+            q.sql
+        );
         assert!(
             q.sql.contains("ON tr.\"id\" = r.\"id\" AND (tr.\"id\") > ($4::text::bigint) WHERE (r.\"id\") > ($3::text::bigint)"),
             "{}",
