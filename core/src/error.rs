@@ -109,7 +109,7 @@ pub enum Error {
     #[error("invalid watermark \"{0}\": pass a watermark returned by sync_select_changes, or NULL for everything")]
     InvalidWatermark(String),
 
-    #[error("the watermark is older than what scope \"{0}\" keeps (a sync_cleanup purged what it needs, or the scope was provisioned anew): pull again from NULL (sync_run does this by itself, keeping the file's unsent changes)")]
+    #[error("the watermark is older than what scope \"{0}\" keeps (a sync_cleanup purged what it needs, or the scope was provisioned anew), or comes from a history this database no longer has (a backup restored over it): pull again from NULL (sync_run does this by itself, keeping the file's unsent changes)")]
     WatermarkTooOld(String),
 
     #[error("scope \"{scope}\" is at schema version {now}, and this pull was asked for version {asked}: the scope changed during the sync; sync again (sync_run does this by itself, taking the new schema first)")]
