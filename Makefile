@@ -9,7 +9,6 @@ APT_PACKAGES := postgresql-server-dev-15 libclang-dev clang sudo libssl-dev pkg-
 # refuses to run as root, so it belongs to the postgres user.
 PGRX_PGDATA := $(CURDIR)/target/pgrx-pgdata
 AS_ROOT := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PGRX_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo --sudo)
 export TANDEM_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 .PHONY: all deps apt pgrx postgres install sqlite-ext demo test test-extension test-workspace lint bench reliability clean
@@ -49,8 +48,16 @@ postgres:
 # Puts the extension into the running PostgreSQL: CREATE EXTENSION tandem.
 # Earlier releases' install scripts go beside the upgrade scripts (pgrx
 # copies only the latter), so an old database can be made and upgraded.
+# Built into target/ first, then put in place by install(1), which
+# replaces a file rather than writing over it: a running session keeps the
+# library it loaded (cargo pgrx install wrote over it in place, and a
+# gateway's sessions crashed on code that changed under them; found by an
+# attack while the extension was reinstalled).
+PACKAGE := target/release/tandem-pg15
 install: deps
-	cd extension && cargo pgrx install --release --pg-config $(PG_CONFIG) $(PGRX_SUDO)
+	cd extension && cargo pgrx package --pg-config $(PG_CONFIG)
+	$(AS_ROOT) install -m 755 $(PACKAGE)$$($(PG_CONFIG) --pkglibdir)/tandem.so $$($(PG_CONFIG) --pkglibdir)/
+	$(AS_ROOT) install -m 644 $(PACKAGE)$$($(PG_CONFIG) --sharedir)/extension/tandem* $$($(PG_CONFIG) --sharedir)/extension/
 	$(AS_ROOT) install -m 644 extension/sql/tandem--*.sql $$($(PG_CONFIG) --sharedir)/extension/
 
 # The loadable SQLite extension: target/release/libtandem_sqlite.so, where

@@ -36,7 +36,8 @@ pub fn run(scratch: &Scratch, file: &Path) -> Result<Verify, CliError> {
     server
         .batch_execute(
             "BEGIN; SET LOCAL session_replication_role = replica; \
-             UPDATE bench SET body = 'drifted' WHERE id IN (SELECT 1 + g * 997 FROM generate_series(0, 9) g); COMMIT",
+             UPDATE bench SET body = 'drifted' \
+             WHERE id IN (SELECT 1 + g * ((SELECT max(id) FROM bench) / 10) FROM generate_series(0, 9) g); COMMIT",
         )
         .map_err(|e| CliError::database("change rows with triggers off", &e))?;
     let repair = Options { repair: true, ..Options::default() };
