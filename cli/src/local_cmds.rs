@@ -82,9 +82,18 @@ fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::
                 Ok(rusqlite::types::ValueRef::Null) | Err(_) => Value::Null,
                 Ok(rusqlite::types::ValueRef::Integer(n)) => Value::from(n),
                 // JSON has no infinities: they print as text, as a changeset carries them.
-                Ok(rusqlite::types::ValueRef::Real(f)) => serde_json::Number::from_f64(f)
-                    .map(Value::Number)
-                    .unwrap_or_else(|| Value::String(if f.is_nan() { "NaN" } else if f > 0.0 { "Infinity" } else { "-Infinity" }.into())),
+                Ok(rusqlite::types::ValueRef::Real(f)) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or_else(|| {
+                    Value::String(
+                        if f.is_nan() {
+                            "NaN"
+                        } else if f > 0.0 {
+                            "Infinity"
+                        } else {
+                            "-Infinity"
+                        }
+                        .into(),
+                    )
+                }),
                 Ok(rusqlite::types::ValueRef::Text(t)) => Value::String(String::from_utf8_lossy(t).into_owned()),
                 Ok(rusqlite::types::ValueRef::Blob(b)) => {
                     Value::String(format!("x'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
