@@ -75,6 +75,7 @@ pub struct VerifyReport {
 
 /// A table being verified: its place in the schema and the keys left out.
 struct Checked<'s> {
+    t: usize,
     table: &'s TableSchema,
     /// Key texts of rows with an unsent local change, or that the server
     /// changed since the watermark.
@@ -141,6 +142,7 @@ pub fn verify(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: 
         }
         let rows: i64 = conn.query_row(&sql::count_rows(&local::user_table(table)), [], |r| r.get("rows"))?;
         tables.push(Checked {
+            t,
             table,
             skipped: local_pending.iter().map(|k| key_text(k)).collect(),
             local_pending,
@@ -156,6 +158,7 @@ pub fn verify(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: 
     for (i, theirs) in matched(&tables, &answer)?.into_iter().enumerate() {
         let checked = &mut tables[i];
         skip_pending(checked, theirs);
+        skip_written_since(conn, &state, checked)?;
         let ours = local_buckets(conn, checked)?;
         checked.report.rows_checked = theirs.rows;
         checked.report.buckets = checked.buckets;
@@ -177,6 +180,7 @@ pub fn verify(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: 
                 .get(checked.table.name.as_str())
                 .ok_or_else(|| RemoteError::Protocol(format!("the verify answer lacks table {}", checked.table.name)))?;
             skip_pending(checked, theirs);
+            skip_written_since(conn, &state, checked)?;
             let only: HashSet<u32> = only.iter().copied().collect();
             let ours = local_digests(conn, checked, &only)?;
             let server: HashMap<String, (Vec<Value>, String)> = theirs
@@ -249,6 +253,16 @@ fn matched<'a>(tables: &[Checked<'_>], answer: &'a VerifyAnswer) -> Result<Vec<&
 fn skip_pending(checked: &mut Checked<'_>, answer: &TableAnswer) {
     checked.skipped.extend(answer.pending.iter().map(|k| key_text(k)));
     checked.report.pending = checked.skipped.len() as u64;
+}
+
+/// Leaves out the keys the file's programs changed since the check began
+/// too (only a sync, which the lock keeps out, would send them): the
+/// server's side holds them as they were.
+fn skip_written_since(conn: &Connection, state: &ScopeState, checked: &mut Checked<'_>) -> Result<()> {
+    let written = rows::pending(conn, checked.table, state.tables[checked.t].id, state.tables[checked.t].acked_seq)?;
+    checked.skipped.extend(written);
+    checked.report.pending = checked.skipped.len() as u64;
+    Ok(())
 }
 
 /// Reads every row of a table as the server would hash it; `each` gets

@@ -212,12 +212,22 @@ pub struct Interfering {
     pub drop_after_selects: Option<usize>,
     /// SQL another connection runs on this file after the first apply.
     pub write_after_apply: Option<(std::path::PathBuf, &'static str)>,
+    /// SQL another connection runs on this file after the first verify
+    /// step's answer, before the file reads its own rows.
+    pub write_after_verify: Option<(std::path::PathBuf, &'static str)>,
 }
 
 impl Interfering {
     pub fn new(url: &str) -> Interfering {
         let inner = PostgresRemote::connect(url, None).unwrap();
-        Interfering { inner, drop_after_apply: false, drop_after_select: false, drop_after_selects: None, write_after_apply: None }
+        Interfering {
+            inner,
+            drop_after_apply: false,
+            drop_after_select: false,
+            drop_after_selects: None,
+            write_after_apply: None,
+            write_after_verify: None,
+        }
     }
 }
 
@@ -229,7 +239,11 @@ impl Remote for Interfering {
         self.inner.server_id()
     }
     fn verify(&mut self, scope: &str, options: &tandem_core::verify::VerifyOptions) -> Result<String, RemoteError> {
-        self.inner.verify(scope, options)
+        let answer = self.inner.verify(scope, options)?;
+        if let Some((file, sql)) = self.write_after_verify.take() {
+            Connection::open(file).and_then(|c| c.execute_batch(sql)).expect("the other program's write");
+        }
+        Ok(answer)
     }
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
         let changeset = self.inner.select_changes(scope, since, options)?;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tandem_local::verify::{Options, VerifyReport};
 use tandem_local::Store;
 use tandem_tests::gateway::Setup;
-use tandem_tests::local::{assert_converged, local, local_value, Scenario};
+use tandem_tests::local::{assert_converged, local, local_value, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, score float8, balance numeric(12,2),
@@ -263,4 +263,25 @@ fn a_row_tracking_holds_as_deleted_is_adopted_by_a_repair() {
     let edit = s.sync_as(&first, &token);
     assert!(edit.conflicts.is_empty(), "{edit:?}");
     assert!(verify(&s, &second, &token, false).tables[0].pending <= 1);
+}
+
+/// A program that writes the file while a verify runs (the sync lock
+/// keeps syncs out, not the file's other writers): the row it changed is
+/// the next sync's, not drift, and a repair keeps it.
+#[test]
+fn a_write_to_the_file_during_a_verify_is_pending_not_drift() {
+    let s = Scenario::new("verify_concurrent_write", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("device.db");
+    s.sync_as(&file, &token);
+    let mut meddling = Interfering {
+        write_after_verify: Some((s.files.path("device.db"), "UPDATE customers SET name = 'written meanwhile' WHERE id = 2")),
+        ..Interfering::new(&s.db.url)
+    };
+    let options = Options { token: Some(token.clone()), ca_cert: None, repair: true };
+    let report = tandem_local::verify::verify(file.connection(), &mut meddling, "crm", &options).unwrap();
+    assert!(report.equal && report.repaired.is_none(), "{report:?}");
+    assert_eq!(report.tables[0].pending, 1, "{report:?}");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("written meanwhile"));
+    assert_eq!(s.sync_as(&file, &token).pushed, 1);
 }
