@@ -55,9 +55,10 @@ SELECT sync_select_changes('conf', NULL, '{"max_rows": 2}')->'has_more';
 -- A client's upload meets the server's version of each row.
 SELECT sync_apply_changes('conf', '{"format": 1, "scope": "conf", "origin": "laptop", "tables": [{"name": "public.notes", "columns": ["id", "title"], "rows": [{"op": "upsert", "base": "1", "seq": 1, "values": [1, "from the laptop"]}]}]}', '{"upload_id": "laptop-1"}')->'conflicts';
 SELECT kind, decision, client_row->>'title', server_row->>'title' FROM tandem.conflicts;
--- The same upload sent again (its answer lost) is acknowledged, not
--- applied or reported twice: it carries the same upload id.
-SELECT sync_apply_changes('conf', '{"format": 1, "scope": "conf", "origin": "laptop", "tables": [{"name": "public.notes", "columns": ["id", "title"], "rows": [{"op": "upsert", "base": "1", "seq": 1, "values": [1, "from the laptop"]}]}]}', '{"upload_id": "laptop-1"}')->'current';
+-- The same upload sent again (its answer lost) is not applied again: it
+-- carries the same upload id. Its conflict is reported again, for the
+-- client's own log, and logged here once.
+SELECT sync_apply_changes('conf', '{"format": 1, "scope": "conf", "origin": "laptop", "tables": [{"name": "public.notes", "columns": ["id", "title"], "rows": [{"op": "upsert", "base": "1", "seq": 1, "values": [1, "from the laptop"]}]}]}', '{"upload_id": "laptop-1"}')->'conflicts'->0->>'decision';
 SELECT count(*) FROM tandem.conflicts;
 -- Clients are registered with the parameters they are bound to.
 SELECT jsonb_object_keys(sync_register_client('conf', '{}')) ORDER BY 1;

@@ -18,6 +18,13 @@ pub enum ConflictKind {
 }
 
 impl ConflictKind {
+    /// The kind [`ConflictKind::as_str`] names (as the conflict log keeps it).
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::BothUpdated, Self::LocalDeletedServerUpdated, Self::LocalUpdatedServerDeleted, Self::BothInserted, Self::ConstraintViolated]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ConflictKind::BothUpdated => "both_updated",
@@ -39,6 +46,11 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The decision [`Decision::as_str`] names (as the conflict log keeps it).
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::ServerWins, Self::ClientWins, Self::Merged].into_iter().find(|d| d.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::ServerWins => "server_wins",

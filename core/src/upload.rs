@@ -107,6 +107,18 @@ pub struct UploadRow<V> {
     /// A key change not written: the server's row at the key it moved
     /// from, after the apply (the uploader restores it).
     pub origin_after: Option<RowState>,
+    /// A change an earlier upload of it settled as a conflict, whose answer
+    /// was lost: reported again, so the uploader's own log gets it.
+    pub logged: Option<LoggedConflict>,
+}
+
+/// A conflict as `tandem.conflicts` keeps it, for a retried change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedConflict {
+    pub kind: ConflictKind,
+    pub decision: Decision,
+    pub server_row: Option<Map<String, Value>>,
+    pub reason: Option<String>,
 }
 
 impl<V> UploadRow<V> {
@@ -120,6 +132,7 @@ impl<V> UploadRow<V> {
             before: None,
             after: None,
             origin_after: None,
+            logged: None,
         }
     }
 
@@ -296,6 +309,22 @@ pub fn build_result<'a, V: 'a>(tables: impl IntoIterator<Item = ReportedTable<'a
                     });
                 }
                 Outcome::Apply | Outcome::Undecided | Outcome::Refused { .. } => {}
+                Outcome::AlreadyApplied if row.logged.is_some() => {
+                    if let Some(logged) = &row.logged {
+                        result.conflicts.push(ConflictReport {
+                            table: table.name.to_string(),
+                            key,
+                            kind: logged.kind,
+                            decision: logged.decision,
+                            server_row: logged.server_row.clone(),
+                            client_row: row.client_row(table.columns),
+                            row: after.row,
+                            version: after.version,
+                            reason: logged.reason.clone(),
+                            moved_from: None,
+                        })
+                    }
+                }
                 Outcome::AlreadyApplied | Outcome::Converged => {
                     result.current.push(CurrentRow { table: table.name.to_string(), key, row: after.row, version: after.version })
                 }

@@ -498,6 +498,28 @@ fn a_local_write_during_an_upload_outlives_the_servers_answer() {
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
 
+/// Found by an attack: a conflict settled by an upload whose answer was
+/// lost was in the server's log only; the retry acknowledged the change
+/// and the file took the server's row with no entry in its own log.
+#[test]
+fn a_conflict_settled_by_an_upload_whose_answer_was_lost_reaches_the_files_log() {
+    let s = setup("lost_conflict");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "UPDATE customers SET name = 'device' WHERE id = 1; UPDATE customers SET name = 'device too' WHERE id = 2");
+    s.server().batch_execute("UPDATE customers SET name = 'server' WHERE id = 1").unwrap();
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_conflicts WHERE client_row LIKE '%\"device\"%'"), 1);
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("server"));
+    let logged: i64 = s.server().query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(logged, 1, "logged once on the server");
+    let again = s.sync(&file, json!({}));
+    assert!(again.conflicts.is_empty() && again.pushed == 0, "{again:?}");
+}
+
 /// Found by the fault suite: a row deleted, the delete sent, and the row
 /// written again before the server's answer was recorded. Recording that
 /// the server applied the delete removed the new row from the file, and

@@ -488,6 +488,64 @@ pub fn conflict_count(name: &str) -> Query<IntDecoder> {
     int_query("count(*)", from, binds)
 }
 
+/// A conflict as the log keeps it, for a retried change (JSON as text).
+#[derive(Debug)]
+pub struct LoggedRow {
+    pub key: String,
+    pub kind: String,
+    pub decision: String,
+    pub server_row: Option<String>,
+    pub client_row: Option<String>,
+    pub reason: Option<String>,
+}
+
+pub struct LoggedDecoder {
+    key: Col,
+    kind: Col,
+    decision: Col,
+    server_row: Col,
+    client_row: Col,
+    reason: Col,
+}
+
+impl Decode for LoggedDecoder {
+    type Row<'a> = LoggedRow;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<LoggedRow, DecodeError> {
+        Ok(LoggedRow {
+            key: owned(&f, self.key)?,
+            kind: owned(&f, self.kind)?,
+            decision: owned(&f, self.decision)?,
+            server_row: f.owned(self.server_row),
+            client_row: f.owned(self.client_row),
+            reason: f.owned(self.reason),
+        })
+    }
+}
+
+/// Conflicts logged in scope `name` for client `client_id`'s changes of
+/// table `table` at keys `keys` (JSON text), oldest first.
+pub fn logged_conflicts(name: &str, client_id: &str, table: &str, keys: Vec<String>) -> Query<LoggedDecoder> {
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let decoder = LoggedDecoder {
+        key: columns.push("key", "key::text"),
+        kind: columns.push("kind", "kind"),
+        decision: columns.push("decision", "decision"),
+        server_row: columns.push("server_row", "server_row::text"),
+        client_row: columns.push("client_row", "client_row::text"),
+        reason: columns.push("reason", "reason"),
+    };
+    let sql = format!(
+        "SELECT {} FROM tandem.conflicts WHERE scope = {} AND client_id = {} AND table_name = {} AND key = ANY({}::text[]::jsonb[]) ORDER BY id",
+        columns.sql(),
+        binds.bind(name),
+        binds.bind(client_id),
+        binds.bind(table),
+        binds.bind(keys),
+    );
+    Query::new(sql, binds, &columns, decoder)
+}
+
 /// The current snapshot: the watermark a pull now would give.
 pub fn current_snapshot() -> Query<TextDecoder> {
     text_query("pg_current_snapshot()::text", String::new(), Binds::new())

@@ -156,6 +156,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
                     let retried = AppliedChange::of(table_id, &row.change).is_some_and(|c| upload.retried.contains(&c));
                     row.decide(retried);
                 }
+                record::find_logged(spi, scope_name, &client_id, plan)?;
                 let conflicts: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].unsettled()).collect();
                 upload.fetch_before(spi, plan, &conflicts)?;
                 for i in conflicts {
@@ -191,7 +192,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
             Ok(build_result(plans.iter().map(TablePlan::reported), &version))
         })
     })?;
-    record::log_conflicts(spi, scope_name, &client_id, &result.conflicts)?;
+    record::log_conflicts(spi, scope_name, &client_id, &plans, &result.conflicts)?;
     registry::record_client(spi, scope_name, &client_id, &identity.params)?;
     registry::record_replica(spi, &replica, &client_id, None)?;
     if let Some(upload_id) = &options.upload_id {

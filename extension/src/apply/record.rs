@@ -6,8 +6,11 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 use tandem_core::apply_result::{ApplyResult, ConflictReport};
+use tandem_core::conflict::{ConflictKind, Decision};
+use tandem_core::sql::registry as sql;
 use tandem_core::sql::Scope;
 use tandem_core::upload::AppliedChange;
+use tandem_core::upload::{LoggedConflict, Outcome};
 use tandem_core::{Error, Result};
 
 use crate::registry;
@@ -57,13 +60,57 @@ pub fn record_upload(
     registry::record_upload(spi, replica, upload_id, version, &applied)
 }
 
-/// Every conflict goes to `tandem.conflicts` with both rows and the
-/// decision: the losing version is never lost.
-pub fn log_conflicts(spi: &mut Spi<'_>, scope: &str, client_id: &str, conflicts: &[ConflictReport]) -> Result<()> {
-    if conflicts.is_empty() {
+/// For changes a retry finds already handled: the conflict an earlier
+/// attempt settled and logged for exactly that change, if it did, so the
+/// answer reports it again (the first answer, with the report, was lost;
+/// the uploader's own log would never get it).
+pub fn find_logged(spi: &Spi<'_>, scope: &str, client_id: &str, plan: &mut TablePlan<'_>) -> Result<()> {
+    let retried: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].outcome == Outcome::AlreadyApplied).collect();
+    if retried.is_empty() {
         return Ok(());
     }
-    let rows: Vec<Value> = conflicts
+    let keys: Vec<String> = retried.iter().map(|&i| Value::Array(plan.rows[i].change.key.clone()).to_string()).collect();
+    let mut logged = Vec::new();
+    spi::each(spi, sql::logged_conflicts(scope, client_id, &plan.table.name, keys), |row| {
+        logged.push(row);
+        Ok(())
+    })?;
+    let parse = |text: Option<&str>| -> Option<Value> { text.and_then(|t| serde_json::from_str(t).ok()) };
+    for i in retried {
+        let row = &mut plan.rows[i];
+        let sent = row.client_row(&plan.column_names).map(Value::Object);
+        let key = Value::Array(row.change.key.clone());
+        // The latest entry for this very change: same key, same row sent.
+        let found = logged.iter().rev().find(|l| parse(Some(&l.key)).as_ref() == Some(&key) && parse(l.client_row.as_deref()) == sent);
+        if let Some(l) = found {
+            if let (Some(kind), Some(decision)) = (ConflictKind::parse(&l.kind), Decision::parse(&l.decision)) {
+                let server_row = parse(l.server_row.as_deref()).and_then(|v| v.as_object().cloned());
+                row.logged = Some(LoggedConflict { kind, decision, server_row, reason: l.reason.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every conflict goes to `tandem.conflicts` with both rows and the
+/// decision: the losing version is never lost. One an earlier attempt of
+/// the upload logged, reported again, is not logged twice.
+pub fn log_conflicts(spi: &mut Spi<'_>, scope: &str, client_id: &str, plans: &[TablePlan<'_>], conflicts: &[ConflictReport]) -> Result<()> {
+    let again: HashSet<(&str, String)> = plans
+        .iter()
+        .flat_map(|p| {
+            p.rows
+                .iter()
+                .filter(|r| r.logged.is_some() && r.outcome == Outcome::AlreadyApplied)
+                .map(move |r| (p.table.name.as_str(), Value::Array(r.change.key.clone()).to_string()))
+        })
+        .collect();
+    let fresh: Vec<&ConflictReport> =
+        conflicts.iter().filter(|c| !again.contains(&(c.table.as_str(), Value::Array(c.key.clone()).to_string()))).collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = fresh
         .iter()
         .map(|c| {
             json!({
