@@ -2,10 +2,12 @@
 //! schema, identity, parameters and watermark, and each table's tracking id
 //! and acknowledged change counter.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::{named_params, Connection, OptionalExtension};
 use serde_json::Value;
 use tandem_core::options::Params;
-use tandem_core::schema::Schema;
+use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::sql::device as sql;
 use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
 
@@ -161,26 +163,34 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
         Ok(Value::Object(map)) => Some(map.into_iter().collect()),
         _ => None,
     });
+    // Every table's state and tracking objects in two reads: a round loads
+    // the scope several times, and a wide scope has many tables.
+    let missing = |table: &TableSchema, object: &str| LocalError::TrackingMissing {
+        scope: scope.to_string(),
+        table: table.name.clone(),
+        object: object.to_string(),
+    };
+    let mut states: HashMap<String, TableState> = conn
+        .prepare_cached(sql::TABLE_STATES)?
+        .query_map(named_params! {":scope": scope}, |r| {
+            Ok((r.get("name")?, TableState { id: r.get("id")?, acked_seq: r.get("acked_seq")? }))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
     let mut tables = Vec::with_capacity(schema.tables.len());
     for table in &schema.tables {
-        let missing =
-            |object: &str| LocalError::TrackingMissing { scope: scope.to_string(), table: table.name.clone(), object: object.to_string() };
-        let state = conn
-            .query_row(sql::TABLE_STATE, named_params! {":scope": scope, ":name": table.name}, |r| {
-                Ok(TableState { id: r.get("id")?, acked_seq: r.get("acked_seq")? })
-            })
-            .optional()?
-            .ok_or_else(|| missing("its row in tandem_tables"))?;
-        let objects = tracking_objects(state.id);
-        let names = serde_json::to_string(&objects).map_err(|e| LocalError::Invalid(e.to_string()))?;
-        let present: Vec<String> = conn
-            .prepare_cached(sql::PRESENT_OBJECTS)?
-            .query_map(named_params! {":names": names}, |r| r.get("name"))?
-            .collect::<rusqlite::Result<_>>()?;
-        if let Some(gone) = objects.iter().find(|o| !present.contains(o)) {
-            return Err(missing(gone));
-        }
+        let state = states.remove(&table.name).ok_or_else(|| missing(table, "its row in tandem_tables"))?;
         tables.push(state);
+    }
+    let objects: Vec<String> = tables.iter().flat_map(|t| tracking_objects(t.id)).collect();
+    let names = serde_json::to_string(&objects).map_err(|e| LocalError::Invalid(e.to_string()))?;
+    let present: HashSet<String> = conn
+        .prepare_cached(sql::PRESENT_OBJECTS)?
+        .query_map(named_params! {":names": names}, |r| r.get("name"))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (table, state) in schema.tables.iter().zip(&tables) {
+        if let Some(gone) = tracking_objects(state.id).into_iter().find(|o| !present.contains(o)) {
+            return Err(missing(table, &gone));
+        }
     }
     Ok(Some(ScopeState { scope: scope.to_string(), schema, client_id, params, watermark, replica_id, upload_id, echoes, resync, tables }))
 }

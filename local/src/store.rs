@@ -19,6 +19,9 @@ pub struct Store {
     encrypted: bool,
 }
 
+/// Statements a file's connection keeps prepared.
+const STATEMENT_CACHE: usize = 512;
+
 impl Store {
     /// Opens (or creates) an unencrypted file.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
@@ -60,6 +63,9 @@ impl Store {
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "cache_size", -65536)?;
+        // A round prepares a few statements per table of its scope, several
+        // times: a wide scope needs more than rusqlite's default of 16.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         meta::ensure(&conn)?;
         functions::register(&conn)?;
         Ok(Store { conn, path, encrypted: key.is_some() })

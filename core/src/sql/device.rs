@@ -155,6 +155,9 @@ pub const TRACKED_TABLES: &str = "SELECT name, id FROM tandem_tables WHERE scope
 /// `id` and `acked_seq` of table `:name` of `:scope`.
 pub const TABLE_STATE: &str = "SELECT id, acked_seq FROM tandem_tables WHERE scope = :scope AND name = :name";
 
+/// `name`, `id` and `acked_seq` of every tracked table of `:scope`.
+pub const TABLE_STATES: &str = "SELECT name, id, acked_seq FROM tandem_tables WHERE scope = :scope";
+
 /// `scope` of another scope that tracks a table named `:name`.
 pub const TABLE_IN_OTHER_SCOPE: &str = "SELECT scope FROM tandem_tables WHERE name = :name AND scope <> :scope";
 
@@ -228,6 +231,7 @@ mod tests {
             UPLOADS_ANSWERED,
             SET_REPLICA,
             TABLE_STATE,
+            TABLE_STATES,
             SET_ACKED,
             INSERT_REJECTED,
             KEEP_UNFOLLOWED,

@@ -435,6 +435,24 @@ pub fn drop_pending_snapshot(id: i64) -> String {
     format!("DROP TABLE IF EXISTS {}", snapshot_table(id))
 }
 
+/// The positions (in `ids`' order, as `t`) of the tables whose log holds
+/// an entry after their acknowledged counter, bound as `?1`, `?2`, ... in
+/// the same order: a round reads only those tables' logs. At most
+/// [`PROBES_PER_STATEMENT`] ids (SQLite's limit on a compound SELECT is 500).
+pub fn tables_with_entries(ids: &[i64]) -> String {
+    if ids.is_empty() {
+        return "SELECT 0 AS t WHERE 0".to_string();
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| format!("SELECT {i} AS t WHERE EXISTS (SELECT 1 FROM {} WHERE tandem_seq > ?{})", log_table(*id), i + 1))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+/// Tables one [`tables_with_entries`] statement probes at most.
+pub const PROBES_PER_STATEMENT: usize = 400;
+
 /// How many log entries follow `?1` (a range of the rowid: cheap).
 pub fn entries_after(id: i64) -> String {
     format!("SELECT count(*) FROM {} WHERE tandem_seq > ?1", log_table(id))
