@@ -16,20 +16,16 @@ pub fn fold(spi: &mut Spi<'_>, scope: &Scope<'_>, tables: impl IntoIterator<Item
     if tables.is_empty() {
         return Ok(());
     }
-    let checks: Vec<String> = tables.iter().map(|&t| format!("EXISTS (SELECT 1 FROM {})", scope.log(t))).collect();
-    let pending =
-        spi::query(
-            spi,
-            &format!("SELECT ARRAY[{}]", checks.join(", ")),
-            &[],
-            |row| Ok(spi::get::<Vec<bool>>(row, 1)?.unwrap_or_default()),
-        )?;
-    let pending = pending.into_iter().next().unwrap_or_default();
-    for (i, &t) in tables.iter().enumerate() {
-        // An answer missing for a table (never expected) folds it anyway.
-        if pending.get(i).copied().unwrap_or(true) {
-            spi::exec(spi, &tracking::fold(scope, t), &[])?;
-        }
+    let mut pending = Vec::new();
+    spi::each_kept(spi, tracking::pending_logs(scope, &tables), |t| {
+        pending.push(t);
+        Ok(())
+    })?;
+    // In the scope's order, whatever order the probes came back in: two
+    // calls folding the same tables take their locks in the same order.
+    pending.sort_unstable();
+    for t in pending {
+        spi::exec(spi, &tracking::fold(scope, t), &[])?;
     }
     Ok(())
 }

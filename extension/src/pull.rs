@@ -114,6 +114,18 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
             let mut budget_used: u64 = 0;
             let until = window.until.to_string();
             let since_text = window.since.as_ref().map(|s| s.to_string());
+            // An incremental window reads only the tables where something
+            // was stamped in it: a round on a wide scope costs what changed.
+            let mut active = vec![true; scope.schema.tables.len()];
+            if let Some(since) = &window.since {
+                active.fill(false);
+                spi::each_kept(spi, pull::changed_tables(&scope, &downloading, since.xmin), |t| {
+                    if let Some(slot) = active.get_mut(t) {
+                        *slot = true;
+                    }
+                    Ok(())
+                })?;
+            }
             loop {
                 if window.phase == Phase::Deletes && window.since.is_none() {
                     break;
@@ -128,8 +140,9 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
                         Phase::Deletes => break,
                     }
                 }
-                if !scope.table(window.table).direction.downloads() {
+                if !scope.table(window.table).direction.downloads() || !active[window.table] {
                     window.table += 1;
+                    window.after = None;
                     continue;
                 }
                 let remaining = max_rows.saturating_sub(budget_used);

@@ -4,7 +4,7 @@
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 use tandem_core::sql::query::{Decode, NoRows, Param, Query};
 use tandem_core::{Error, Result};
 
@@ -176,6 +176,48 @@ fn datums(params: Vec<Param>) -> Vec<DatumWithOid<'static>> {
             Param::Int4Array(values) => values.into(),
         })
         .collect()
+}
+
+thread_local! {
+    /// Plans kept for the backend's life, by statement text (see [`each_kept`]).
+    static KEPT_PLANS: std::cell::RefCell<std::collections::HashMap<String, OwnedPreparedStatement>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// A kept plan runs as planned once, whatever its parameters' values.
+const GENERIC_PLAN: [(&str, &str); 1] = [("plan_cache_mode", "force_generic_plan")];
+
+/// Plans kept at most; past it the cache starts again (a backend serving
+/// many scopes keeps those it uses).
+const MAX_KEPT_PLANS: usize = 256;
+
+/// [`each_mut`] through a plan this backend keeps: for the small probes
+/// every sync call runs over each table of a scope (which logs hold
+/// anything, which tables changed), whose planning cost many times their
+/// run on a wide scope. PostgreSQL plans such a statement again when a
+/// table it reads changes; its text names every table qualified.
+pub fn each_kept<D: Decode>(spi: &mut Spi<'_>, query: Query<D>, mut each: impl FnMut(D::Row<'_>) -> Result<()>) -> Result<usize> {
+    let (sql, params, reader) = query.split();
+    let args = datums(params);
+    // Its generic plan, planned once: PostgreSQL would otherwise plan it
+    // again for each call's values, the very cost a kept plan saves. The
+    // rows are read before the setting is put back (which runs SPI too).
+    with_settings(spi, &GENERIC_PLAN, |spi| {
+        KEPT_PLANS.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            if !kept.contains_key(&sql) {
+                if kept.len() >= MAX_KEPT_PLANS {
+                    kept.clear();
+                }
+                let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+                let plan = spi.prepare_mut(sql.as_str(), &types).map_err(|e| spi_error(&sql, e))?.keep();
+                kept.insert(sql.clone(), plan);
+            }
+            let plan = kept.get(&sql).ok_or_else(|| Error::Internal("a kept plan went missing".into()))?;
+            let table = spi.update(plan, None, &args).map_err(|e| spi_error(&sql, e))?;
+            each_text_row(table, &sql, |fields| each(reader.decode(fields)?))
+        })
+    })
 }
 
 /// Runs a generated statement that may write and hands each decoded row to

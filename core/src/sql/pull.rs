@@ -8,7 +8,7 @@
 
 use crate::ident::quote_ident;
 use crate::sql::partition::{part_match, row_filter, FilterValues};
-use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Query};
+use crate::sql::query::{table_probes, Binds, Col, Columns, Decode, DecodeError, Fields, Query, TableIndex};
 use crate::sql::{column_list, columns_equal, Scope};
 
 /// What every pull query binds: the snapshot the pull ends at, the one it
@@ -242,6 +242,28 @@ pub fn deletes(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
         bound.limit,
     );
     let decoder = DeleteRow { version, first_key: first_key.expect("a table has a key"), keys: key.len() };
+    Query::new(sql, binds, &columns, decoder)
+}
+
+/// Which of `tables` may have a tracked change or an exit in an
+/// incremental window that starts at xid `since_xmin` (its snapshot's
+/// xmin): the newest stamp of each, one step into each stamp index
+/// whatever the xmin (the plan is kept: see `each_kept`), so a round on a
+/// wide scope reads only the tables where something happened. The probe is coarser than
+/// the window (a stamp at or after the xmin may still be one the window
+/// saw, or come after its end), never finer: a table it leaves out has
+/// nothing [`upserts`] or [`deletes`] would return.
+pub fn changed_tables(scope: &Scope<'_>, tables: &[usize], since_xmin: u64) -> Query<TableIndex> {
+    let mut binds = Binds::new();
+    let xmin = binds.bind(since_xmin.to_string());
+    let (sql, columns, decoder) = table_probes(tables, |t| {
+        format!(
+            "(SELECT max(tandem_stamp) FROM {}) >= {xmin}::text::xid8 \
+             OR (SELECT max(tandem_stamp) FROM {}) >= {xmin}::text::xid8",
+            scope.track(t),
+            scope.exits(t),
+        )
+    });
     Query::new(sql, binds, &columns, decoder)
 }
 

@@ -283,6 +283,28 @@ impl Query<NoRows> {
     }
 }
 
+/// Reads a scope table's index, as text, from a probe's one column (see
+/// `tracking::pending_logs`, `pull::changed_tables`).
+pub struct TableIndex(pub Col);
+
+impl Decode for TableIndex {
+    type Row<'a> = usize;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<usize, DecodeError> {
+        usize::try_from(f.int(self.0)?).map_err(|_| DecodeError("a negative table index".into()))
+    }
+}
+
+/// One probe per table, each returning the table's index when `condition`
+/// (given the table's index) holds: `SELECT '3'::text AS t WHERE ... UNION
+/// ALL ...`. No tables: no rows.
+pub fn table_probes(tables: &[usize], condition: impl Fn(usize) -> String) -> (String, Columns, TableIndex) {
+    let mut columns = Columns::new();
+    let decoder = TableIndex(columns.push("t", "t"));
+    let probes: Vec<String> = tables.iter().map(|&t| format!("SELECT '{t}'::text AS t WHERE {}", condition(t))).collect();
+    let sql = if probes.is_empty() { "SELECT '0'::text AS t WHERE false".to_string() } else { probes.join(" UNION ALL ") };
+    (sql, columns, decoder)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

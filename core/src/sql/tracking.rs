@@ -43,6 +43,7 @@
 use crate::ident::{quote_ident, quote_literal};
 use crate::setup::Filter;
 use crate::sql::partition::part_expr;
+use crate::sql::query::{table_probes, Binds, Query, TableIndex};
 use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
 
 /// What a trigger of a tracked table tracks; each has a function and a
@@ -587,6 +588,13 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
         out += &line(log(scope, child, IN_TRIGGER, &children, "c", LogKind::Restamp, ""));
     }
     out
+}
+
+/// Which of `tables` have anything in their log: a sync call folds only
+/// those, so a wide scope with few changes runs few statements.
+pub fn pending_logs(scope: &Scope<'_>, tables: &[usize]) -> Query<TableIndex> {
+    let (sql, columns, decoder) = table_probes(tables, |t| format!("EXISTS (SELECT 1 FROM {})", scope.log(t)));
+    Query::new(sql, Binds::new(), &columns, decoder)
 }
 
 /// Moves the log of table `t` into tracking: per key, the stamp of the
