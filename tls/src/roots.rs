@@ -1,7 +1,7 @@
 //! Root certificates: a PEM file the user names, and the system's.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -32,9 +32,22 @@ pub(crate) fn add_file(roots: &mut RootCertStore, path: &Path) -> Result<(), Tls
 
 /// Adds the system's roots (those it can parse); returns how many.
 pub(crate) fn add_system(roots: &mut RootCertStore) -> usize {
-    let found = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    added
+    let system = system_roots();
+    roots.roots.extend(system.roots.iter().cloned());
+    system.len()
+}
+
+/// The system's roots, read once per process: reading and decoding its PEM
+/// files took a third of a device's CPU for a sync round through the
+/// gateway, paid again by every connection. Roots the system gains later
+/// are seen by the next process.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        roots
+    })
 }
 
 /// An HTTPS client's TLS: the server's certificate must chain to `ca_cert`
