@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 23] = [
+const KEYS: [&str; 30] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
@@ -30,12 +30,19 @@ const KEYS: [&str; 23] = [
     "verify_ms",
     "verify_bytes",
     "verify_repair_ms",
+    "tables",
+    "idle_round_ms",
+    "one_change_round_ms",
+    "one_table_idle_round_ms",
+    "held_idle_round_ms",
+    "clients_p50_ms",
+    "clients_p99_ms",
 ];
 
 #[test]
 fn bench_json_has_every_figure() {
     let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["bench", "--rows", "2000", "--watchers", "5", "--json"])
+        .args(["bench", "--rows", "2000", "--watchers", "5", "--tables", "5", "--clients", "3", "--clients-seconds", "3", "--json"])
         .env("TANDEM_DATABASE_URL", tandem_tests::server_url())
         .output()
         .expect("run tandem bench");
@@ -54,6 +61,10 @@ fn bench_json_has_every_figure() {
     // An unchanged file's verify moves less than its rows do.
     let (verify, rows) = (report["verify_bytes"].as_f64().unwrap_or_default(), report["verify_rows_bytes"].as_f64().unwrap_or_default());
     assert!(verify < rows, "verify moved {verify} bytes for {rows} bytes of rows");
+    // Three clients syncing every second: every file ends equal to its
+    // partition, and no round failed.
+    assert_eq!((report["clients"].as_u64(), report["clients_converged"].as_bool()), (Some(3), Some(true)), "{report}");
+    assert_eq!(report["clients_failed_rounds"], 0, "{report}");
     // The round after ADD COLUMN ... DEFAULT moved the 100 changed rows only.
     assert_eq!(report["add_column_rows_pulled"], 100, "{report}");
 }

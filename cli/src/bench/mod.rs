@@ -7,12 +7,18 @@
 //! memory, a 10,000-row first sync, a verify of the whole file (clean, and
 //! with ten drifted rows repaired), and through the gateway: the download
 //! beside the direct one and live latency; with `--watchers N`, N devices
-//! kept live by one gateway through a burst of commits.
+//! kept live by one gateway through a burst of commits; with `--tables N`
+//! (50 by default), idle and one-change rounds of an N-table scope; with
+//! `--clients N`, N devices each syncing every second through one gateway
+//! under a steady stream of server writes.
 
+mod clients;
 mod download;
 mod gateway;
+mod gateway_process;
 mod overhead;
 mod scratch;
+mod tables;
 mod upload;
 mod verify;
 mod watchers;
@@ -41,6 +47,17 @@ pub struct Args {
     /// burst of commits reaching them all (0: skip the case).
     #[arg(long, value_name = "N", default_value_t = 0)]
     watchers: u64,
+    /// Tables of the wide scope whose idle and one-change rounds are timed
+    /// beside a one-table scope's (0: skip the case).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    tables: u64,
+    /// Also run this many clients, each syncing every second through one
+    /// gateway while the server takes 500 writes a second (0: skip).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    clients: u64,
+    /// How long the `--clients` case runs.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    clients_seconds: f64,
 }
 
 /// Rows a case moves (the upload and overhead cases use at most this many).
@@ -74,6 +91,9 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     if args.rows < 1000 {
         return Err(CliError::Invalid("--rows must be at least 1000".into()));
     }
+    if !(args.clients_seconds.is_finite() && args.clients_seconds > 0.0) {
+        return Err(CliError::Invalid("--clients-seconds must be a number of seconds above 0".into()));
+    }
     let scratch = Scratch::create(&args.database, args.rows)?;
     step(args.json, &format!("seeded {} rows in {:.1} s", args.rows, scratch.seed_s));
     let changes = CHANGES.min(args.rows / 2);
@@ -97,6 +117,18 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     let seed = download::seed_10k(&scratch)?;
     step(args.json, "ALTER TABLE ... ADD COLUMN ... DEFAULT on the synced table, then a round with 100 changed rows");
     let added = download::add_column(&scratch, &download.file)?;
+    let wide = if args.tables > 0 {
+        step(args.json, &format!("rounds of a {}-table scope, idle and with one row changed, beside a one-table scope", args.tables));
+        Some(tables::run(&scratch, args.tables)?)
+    } else {
+        None
+    };
+    let fleet = if args.clients > 0 {
+        step(args.json, &format!("{} clients syncing every second through one gateway, for {:.0} s", args.clients, args.clients_seconds));
+        Some(clients::run(&scratch, args.clients, args.clients_seconds, args.json)?)
+    } else {
+        None
+    };
     let watched = if args.watchers > 0 {
         step(args.json, &format!("{} devices watching through one gateway", args.watchers));
         Some(watchers::run(&scratch, args.watchers, args.json)?)
@@ -142,6 +174,29 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "live_p50_ms": through.live_p50_ms,
         "live_p99_ms": through.live_p99_ms,
     });
+    if let Some(w) = &wide {
+        report["tables"] = json!(w.tables);
+        report["idle_round_ms"] = json!(w.idle_round_ms);
+        report["one_change_round_ms"] = json!(w.one_change_round_ms);
+        report["one_table_idle_round_ms"] = json!(w.one_table_idle_round_ms);
+        report["connect_ms"] = json!(w.connect_ms);
+        report["held_idle_round_ms"] = json!(w.held_idle_round_ms);
+        report["held_one_change_round_ms"] = json!(w.held_one_change_round_ms);
+    }
+    if let Some(c) = &fleet {
+        report["clients"] = json!(c.clients);
+        report["clients_seconds"] = json!(c.seconds);
+        report["clients_rounds"] = json!(c.rounds);
+        report["clients_failed_rounds"] = json!(c.failed_rounds);
+        report["clients_p50_ms"] = json!(c.p50_ms);
+        report["clients_p99_ms"] = json!(c.p99_ms);
+        report["clients_writes_per_s"] = json!(c.writes_per_s);
+        report["clients_server_cpu_ms_per_round"] = json!(c.server_cpu_ms_per_round);
+        report["clients_gateway_cpu_ms_per_round"] = json!(c.gateway_cpu_ms_per_round);
+        report["clients_server_cores"] = json!(c.server_cores);
+        report["clients_server_cpu_ms_per_write"] = json!(c.server_cpu_ms_per_write);
+        report["clients_converged"] = json!(c.converged);
+    }
     if let Some(w) = &watched {
         report["watchers"] = json!(w.watchers);
         report["watchers_live_s"] = json!(w.live_s);
@@ -223,6 +278,29 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "  {:<46} {:>13.1}ms  ({} rows pulled; the ALTER {:.0} ms)",
         "round after ADD COLUMN .. DEFAULT, 100 changed", added.round_ms, added.pulled, added.alter_ms
     );
+    if let Some(w) = &wide {
+        println!("  a {}-table scope, {} rows a table, filtered by tenant:", w.tables, tables::ROWS_PER_TABLE);
+        println!("  {:<46} {:>13.1}ms  (a one-table scope: {:.1} ms)", "  idle round (median)", w.idle_round_ms, w.one_table_idle_round_ms);
+        println!("  {:<46} {:>13.1}ms", "  round with one row changed (median)", w.one_change_round_ms);
+        println!("  {:<46} {:>13.1}ms", "  of a round: opening the connection", w.connect_ms);
+        println!(
+            "  {:<46} {:>13.1}ms  (one row changed: {:.1} ms)",
+            "  idle round over a connection kept open", w.held_idle_round_ms, w.held_one_change_round_ms
+        );
+    }
+    if let Some(c) = &fleet {
+        println!("  {} clients, a round each every second through one gateway, {:.0} server writes/s:", c.clients, c.writes_per_s);
+        println!("  {:<46} {:>13.1}ms  (p99 {:.1} ms; {} rounds, {} failed)", "  round p50", c.p50_ms, c.p99_ms, c.rounds, c.failed_rounds);
+        println!(
+            "  {:<46} {:>13.1}ms  (gateway {:.1} ms; a write {:.2} ms; {:.2} cores in all)",
+            "  server CPU per round, writes left out",
+            c.server_cpu_ms_per_round,
+            c.gateway_cpu_ms_per_round,
+            c.server_cpu_ms_per_write,
+            c.server_cores
+        );
+        println!("  {:<46} {:>14}", "  every file equals its partition", c.converged);
+    }
     if let Some(w) = &watched {
         println!("  {} devices watching through one gateway:", w.watchers);
         println!("  {:<46} {:>13.2} s", "  all files made, from the first start", w.live_s);

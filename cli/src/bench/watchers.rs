@@ -4,8 +4,6 @@
 //! one per tenant, and the time until every file holds its tenant's commit
 //! and nothing else.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,6 +12,7 @@ use serde_json::json;
 use tandem_local::{Store, SyncOptions};
 
 use super::gateway::{register_with, GatewayRole};
+use super::gateway_process::GatewayProcess;
 use super::{step, Scratch};
 use crate::error::CliError;
 
@@ -40,66 +39,6 @@ pub struct Figures {
     /// peak over the whole case.
     pub gateway_rss_mb: f64,
     pub gateway_peak_rss_mb: f64,
-}
-
-/// `tandem serve` as a child process, stopped (SIGTERM) when dropped.
-struct GatewayProcess {
-    child: Child,
-    url: String,
-}
-
-impl GatewayProcess {
-    fn start(database_url: &str) -> Result<Self, CliError> {
-        let exe = std::env::current_exe().map_err(|e| CliError::Invalid(format!("cannot find the tandem binary: {e}")))?;
-        let mut child = Command::new(exe)
-            .args(["serve", "--database", database_url, "--listen", "127.0.0.1:0", "--shutdown-grace", "5"])
-            .env("RUST_LOG", "warn,tandem_server=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| CliError::Invalid(format!("cannot start tandem serve: {e}")))?;
-        let stderr = child.stderr.take().ok_or_else(|| CliError::Invalid("tandem serve has no log".into()))?;
-        let mut lines = BufReader::new(stderr).lines();
-        let mut log = String::new();
-        let url = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.kill();
-                return Err(CliError::Invalid(format!("tandem serve ended before serving:\n{log}")));
-            };
-            log.push_str(&line);
-            log.push('\n');
-            if let Some((_, rest)) = line.split_once("serving devices at ") {
-                break rest.split_whitespace().next().unwrap_or_default().to_string();
-            }
-        };
-        // Keeps reading the log, so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-        Ok(GatewayProcess { child, url })
-    }
-
-    /// Resident and peak resident memory (VmRSS, VmHWM), in MB.
-    fn memory_mb(&self) -> Result<(f64, f64), CliError> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .map_err(|e| CliError::Invalid(format!("cannot read the gateway's memory: {e}")))?;
-        let field = |name: &str| -> f64 {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kb| kb.parse::<f64>().ok())
-                .map_or(f64::NAN, |kb| kb / 1024.0)
-        };
-        Ok((field("VmRSS:"), field("VmHWM:")))
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        // SAFETY: signals the child this value started and still owns.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
 }
 
 /// The value of the row `id` in `path`'s file, if the file has it.
