@@ -16,6 +16,7 @@
 
 use std::cell::Cell;
 
+use pgrx::pg_sys;
 use tandem_core::sql::tracking;
 use tandem_core::Result;
 
@@ -23,9 +24,20 @@ use crate::registry;
 use crate::spi::{self, Spi};
 
 thread_local! {
-    /// Whether this backend checked already: a live database does not
-    /// change clusters.
-    static CHECKED: Cell<bool> = const { Cell::new(false) };
+    /// The extension this backend checked already, by its oid: a live
+    /// database does not change clusters, but a `DROP EXTENSION` and
+    /// `CREATE EXTENSION` in it makes a new, empty `tandem.server`, whose
+    /// row the next call must write again.
+    static CHECKED: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
+}
+
+/// The oid of the extension as it is now (an index lookup in
+/// `pg_extension`, no SPI query).
+fn extension_oid() -> Option<pg_sys::Oid> {
+    // SAFETY: a catalog lookup by name in a transaction, which every
+    // caller runs in; `missing_ok` makes a missing extension `InvalidOid`.
+    let oid = unsafe { pg_sys::get_extension_oid(c"tandem".as_ptr(), true) };
+    (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
 /// What `tandem.server` says of the cluster, against the running one.
@@ -60,11 +72,12 @@ fn look(spi: &mut Spi<'_>, lock: bool) -> Result<Found> {
 /// transaction ids (see the module's comment), making the server's row
 /// when there is none yet.
 pub fn ensure_here(spi: &mut Spi<'_>) -> Result<()> {
-    if CHECKED.get() {
+    let extension = extension_oid();
+    if extension.is_some() && CHECKED.get() == extension {
         return Ok(());
     }
     if matches!(look(spi, false)?, Found::Same) {
-        CHECKED.set(true);
+        CHECKED.set(extension);
         return Ok(());
     }
     // Written in this call's transaction, which may yet roll back: the

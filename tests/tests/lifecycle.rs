@@ -109,6 +109,27 @@ fn a_scope_deprovisioned_and_provisioned_again_takes_its_devices_back() {
 }
 
 #[test]
+fn a_session_that_synced_before_the_extension_was_made_anew_syncs_after() {
+    let s = Scenario::new("recreated", CUSTOMERS, "s");
+    // One session throughout, as a gateway's pooled connection would be.
+    let mut session = s.server();
+    let pull = "SELECT sync_select_changes('s', NULL, '{\"params\": {\"tenant\": 1}}')";
+    let before = query_json(&mut session, pull, &[]);
+    assert_eq!(before["tables"][0]["rows"].as_array().map(Vec::len), Some(5), "{before}");
+    session
+        .batch_execute(
+            r#"DROP EXTENSION tandem CASCADE;
+               CREATE EXTENSION tandem;
+               SELECT sync_provision('s', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');"#,
+        )
+        .unwrap();
+    let after = query_json(&mut session, pull, &[]);
+    assert_eq!(after["tables"][0]["rows"].as_array().map(Vec::len), Some(5), "{after}");
+    let servers: i64 = session.query_one("SELECT count(*) FROM tandem.server", &[]).unwrap().get(0);
+    assert_eq!(servers, 1);
+}
+
+#[test]
 fn a_resync_cut_short_keeps_the_rows_the_file_changed_meanwhile() {
     let s = Scenario::new(
         "resync_cut",
