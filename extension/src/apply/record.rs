@@ -70,19 +70,21 @@ pub fn find_logged(spi: &Spi<'_>, scope: &str, client_id: &str, plan: &mut Table
         return Ok(());
     }
     let keys: Vec<String> = retried.iter().map(|&i| Value::Array(plan.rows[i].change.key.clone()).to_string()).collect();
+    // Each logged entry's key and sent row parsed once, not once per
+    // retried row it is compared with.
+    let parse = |text: Option<&str>| -> Option<Value> { text.and_then(|t| serde_json::from_str(t).ok()) };
     let mut logged = Vec::new();
     spi::each(spi, sql::logged_conflicts(scope, client_id, &plan.table.name, keys), |row| {
-        logged.push(row);
+        logged.push((parse(Some(&row.key)), parse(row.client_row.as_deref()), row));
         Ok(())
     })?;
-    let parse = |text: Option<&str>| -> Option<Value> { text.and_then(|t| serde_json::from_str(t).ok()) };
     for i in retried {
         let row = &mut plan.rows[i];
         let sent = row.client_row(&plan.column_names).map(Value::Object);
-        let key = Value::Array(row.change.key.clone());
+        let key = Some(Value::Array(row.change.key.clone()));
         // The latest entry for this very change: same key, same row sent.
-        let found = logged.iter().rev().find(|l| parse(Some(&l.key)).as_ref() == Some(&key) && parse(l.client_row.as_deref()) == sent);
-        if let Some(l) = found {
+        let found = logged.iter().rev().find(|(k, c, _)| *k == key && *c == sent);
+        if let Some((_, _, l)) = found {
             if let (Some(kind), Some(decision)) = (ConflictKind::parse(&l.kind), Decision::parse(&l.decision)) {
                 let server_row = parse(l.server_row.as_deref()).and_then(|v| v.as_object().cloned());
                 row.logged = Some(LoggedConflict { kind, decision, server_row, reason: l.reason.clone() });
