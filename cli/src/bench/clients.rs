@@ -14,7 +14,8 @@ use serde_json::json;
 use tandem_local::{Store, SyncOptions};
 
 use super::gateway::{register_with, GatewayRole};
-use super::gateway_process::{cpu_seconds, GatewayProcess};
+use super::gateway_process::GatewayProcess;
+use super::process_stat::{cpu_seconds, ProcessStat};
 use super::{step, Scratch};
 use crate::error::CliError;
 
@@ -58,11 +59,9 @@ fn server_cpu_seconds(server: &mut postgres::Client) -> Option<f64> {
     let mut total = cpu_seconds(pid, true)?;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let parent = std::fs::read_to_string(format!("/proc/{child}/stat")).ok().and_then(|stat| {
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()))
-        });
-        if parent == Some(pid) {
-            total += cpu_seconds(child, false).unwrap_or(0.0);
+        let Some(stat) = ProcessStat::read(child) else { continue };
+        if stat.parent() == Some(pid) {
+            total += stat.cpu_seconds(false).unwrap_or(0.0);
         }
     }
     Some(total)

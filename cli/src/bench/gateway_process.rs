@@ -66,26 +66,9 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// CPU seconds (user and system) `/proc/<pid>/stat` counts for a process,
-/// with those of its children that ended when `children`.
-pub fn cpu_seconds(pid: u32, children: bool) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    // utime, stime, cutime, cstime are fields 14-17 of the line: 11-14 here.
-    let mut ticks = field(11)? + field(12)?;
-    if children {
-        ticks += field(13)? + field(14)?;
-    }
-    // SAFETY: sysconf only reads a configuration value.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / per_second)
-}
-
 impl GatewayProcess {
     /// The gateway's CPU seconds so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        cpu_seconds(self.child.id(), true)
+        super::process_stat::cpu_seconds(self.child.id(), true)
     }
 }

@@ -17,6 +17,7 @@ mod download;
 mod gateway;
 mod gateway_process;
 mod overhead;
+mod process_stat;
 mod scratch;
 mod tables;
 mod upload;

@@ -3,7 +3,7 @@
 //! not how many tables the scope has.
 
 use serde_json::json;
-use tandem_local::{remote, Store, SyncOptions};
+use tandem_local::{remote, Store, SyncOptions, SyncReport};
 
 use super::{median, timed, Scratch};
 use crate::error::CliError;
@@ -82,12 +82,8 @@ pub fn run(scratch: &Scratch, n: u64) -> Result<Tables, CliError> {
 
     // Each round opens its connection, as `tandem sync` does; the time to
     // open one is measured apart.
-    let round = |store: &Store, scope: &str, options: &SyncOptions, pulled: u64| -> Result<f64, CliError> {
-        let (report, took) = timed(|| Ok(store.sync(&scratch.url, scope, options)?))?;
-        if report.pulled != pulled || report.pushed != 0 {
-            return Err(CliError::Invalid(format!("a round of {scope} pulled {} rows, not {pulled}", report.pulled)));
-        }
-        Ok(took.as_secs_f64() * 1000.0)
+    let round = |store: &Store, scope: &str, options: &SyncOptions, pulled: u64| {
+        round_ms(scope, pulled, || Ok(store.sync(&scratch.url, scope, options)?))
     };
     let mut idle = Vec::new();
     let mut narrow_idle = Vec::new();
@@ -106,13 +102,7 @@ pub fn run(scratch: &Scratch, n: u64) -> Result<Tables, CliError> {
         connect.push(took.as_secs_f64() * 1000.0);
     }
     let mut held = remote::open(&scratch.url, None).map_err(tandem_local::LocalError::from)?;
-    let mut held_round = |pulled: u64| -> Result<f64, CliError> {
-        let (report, took) = timed(|| Ok(wide.sync_with(held.as_mut(), "wide", &wide_options)?))?;
-        if report.pulled != pulled || report.pushed != 0 {
-            return Err(CliError::Invalid(format!("a round of wide pulled {} rows, not {pulled}", report.pulled)));
-        }
-        Ok(took.as_secs_f64() * 1000.0)
-    };
+    let mut held_round = |pulled: u64| round_ms("wide", pulled, || Ok(wide.sync_with(held.as_mut(), "wide", &wide_options)?));
     let mut held_idle = Vec::new();
     let mut held_one = Vec::new();
     for r in 0..ROUNDS as u64 {
@@ -132,4 +122,17 @@ pub fn run(scratch: &Scratch, n: u64) -> Result<Tables, CliError> {
         held_idle_round_ms: median(held_idle),
         held_one_change_round_ms: median(held_one),
     })
+}
+
+/// Runs one round, in milliseconds, checking it pulled `pulled` rows and
+/// pushed none: a round that did other work measures something else.
+fn round_ms(scope: &str, pulled: u64, run: impl FnOnce() -> Result<SyncReport, CliError>) -> Result<f64, CliError> {
+    let (report, took) = timed(run)?;
+    if report.pulled != pulled || report.pushed != 0 {
+        return Err(CliError::Invalid(format!(
+            "a round of {scope} pulled {} rows and pushed {}, not {pulled} and 0",
+            report.pulled, report.pushed
+        )));
+    }
+    Ok(took.as_secs_f64() * 1000.0)
 }
