@@ -123,15 +123,16 @@ pub fn select(
     Ok(batch)
 }
 
-/// Per table of the scope, whether its log holds an entry it has not had
+/// Per table of the scope, whether its log holds a change it has not had
 /// acknowledged: probed in few statements, so a round on a wide scope with
 /// few changes reads few logs.
-fn tables_waiting(conn: &Connection, state: &ScopeState) -> Result<Vec<bool>> {
+pub fn tables_waiting(conn: &Connection, state: &ScopeState) -> Result<Vec<bool>> {
     let mut waiting = vec![false; state.tables.len()];
-    for (chunk, tables) in state.tables.chunks(local::PROBES_PER_STATEMENT).enumerate() {
-        let ids: Vec<i64> = tables.iter().map(|t| t.id).collect();
-        let acked: Vec<i64> = tables.iter().map(|t| t.acked_seq).collect();
-        let mut statement = conn.prepare_cached(&local::tables_with_entries(&ids))?;
+    let tables: Vec<(&TableSchema, &meta::TableState)> = state.schema.tables.iter().zip(&state.tables).collect();
+    for (chunk, tables) in tables.chunks(local::PROBES_PER_STATEMENT).enumerate() {
+        let probed: Vec<(&TableSchema, i64)> = tables.iter().map(|(table, t)| (*table, t.id)).collect();
+        let acked: Vec<i64> = tables.iter().map(|(_, t)| t.acked_seq).collect();
+        let mut statement = conn.prepare_cached(&local::tables_with_entries(&probed))?;
         let mut rows = statement.query(rusqlite::params_from_iter(acked))?;
         while let Some(row) = rows.next()? {
             let t: i64 = row.get(0)?;

@@ -192,7 +192,13 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             let t = state.table_index(name)?;
             let id = state.tables[t].id;
             meta::set_acked(conn, id, *top)?;
-            rows::delete_log_entries(conn, id, &local::prune_log(id), vec![rusqlite::types::Value::Integer(*top)])?;
+            rows::delete_log_entries(
+                conn,
+                &state.schema.tables[t],
+                id,
+                &local::prune_log(id),
+                vec![rusqlite::types::Value::Integer(*top)],
+            )?;
         }
         meta::record_upload_answer(conn, state, result.version.as_deref())?;
         Ok(recorded)
@@ -233,7 +239,7 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
             if key_ok {
                 let mut values = vec![rusqlite::types::Value::Integer(acked)];
                 values.extend(rows::key_params(table, &rejection.key)?);
-                rows::delete_log_entries(conn, id, &local::forget_key(table, id), values)?;
+                rows::delete_log_entries(conn, table, id, &local::forget_key(table, id), values)?;
                 take(conn, state, t, &rejection.key, rejection.row.as_ref(), rejection.version.as_deref())?;
             } else {
                 // A key the server cannot even read: no row of the server can
@@ -246,7 +252,7 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
                 if let Ok(from) = rows::key_params(table, &moved.key) {
                     let mut values = vec![rusqlite::types::Value::Integer(acked)];
                     values.extend(from);
-                    rows::delete_log_entries(conn, id, &local::forget_key(table, id), values)?;
+                    rows::delete_log_entries(conn, table, id, &local::forget_key(table, id), values)?;
                     take(conn, state, t, &moved.key, moved.row.as_ref(), moved.version.as_deref())?;
                 }
             }
@@ -279,6 +285,7 @@ fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, raw: V
     let acked = rusqlite::types::Value::Integer(state.tables[t].acked_seq);
     rows::delete_log_entries(
         conn,
+        table,
         state.tables[t].id,
         &local::forget_key(table, state.tables[t].id),
         std::iter::once(acked).chain(raw.iter().cloned()).collect(),

@@ -219,11 +219,14 @@ pub fn top_seq(conn: &Connection, id: i64) -> Result<i64> {
     Ok(conn.prepare_cached(&local::top_seq(id))?.query_row([], |r| r.get(0))?)
 }
 
-/// Deletes log entries (`sql` binds `?1` and maybe a key) without letting
-/// the change counter go back (see `tandem_core::sql::local::keep_counter`).
-pub fn delete_log_entries(conn: &Connection, id: i64, sql: &str, params: Vec<SqlValue>) -> Result<()> {
+/// Deletes log entries of `table` (tracking id `id`; `sql` binds `?1` and
+/// maybe a key) without letting the change counter go back (see
+/// `tandem_core::sql::local::keep_counter`), and with one counter mark at
+/// most where no change follows it.
+pub fn delete_log_entries(conn: &Connection, table: &TableSchema, id: i64, sql: &str, params: Vec<SqlValue>) -> Result<()> {
     let top = top_seq(conn, id)?;
     conn.prepare_cached(sql)?.execute(params_from_iter(params))?;
     conn.prepare_cached(&local::keep_counter(id))?.execute([top])?;
+    conn.prepare_cached(&local::drop_stale_mark(table, id))?.execute([])?;
     Ok(())
 }

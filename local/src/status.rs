@@ -10,16 +10,21 @@ use crate::meta;
 
 /// Changes of `table` not sent yet.
 fn pending_in(conn: &Connection, table: &TableSchema, t: &meta::TableState) -> Result<u64> {
-    let count: i64 =
-        conn.query_row(&sql::count_rows(&format!("({})", local::all_pending(table, t.id))), [t.acked_seq], |r| r.get("rows"))?;
+    let count: i64 = conn
+        .prepare_cached(&sql::count_rows(&format!("({})", local::all_pending(table, t.id))))?
+        .query_row([t.acked_seq], |r| r.get("rows"))?;
     Ok(count.max(0) as u64)
 }
 
 /// Changes of the scope not sent yet: what a round's upload has ahead.
+/// Only the tables with a change waiting are counted (one probe for all).
 pub fn pending(conn: &Connection, state: &meta::ScopeState) -> Result<u64> {
+    let waiting = crate::changes::tables_waiting(conn, state)?;
     let mut total = 0;
-    for (table, t) in state.schema.tables.iter().zip(&state.tables) {
-        total += pending_in(conn, table, t)?;
+    for ((table, t), waiting) in state.schema.tables.iter().zip(&state.tables).zip(waiting) {
+        if waiting {
+            total += pending_in(conn, table, t)?;
+        }
     }
     Ok(total)
 }
@@ -56,10 +61,10 @@ pub fn status(conn: &Connection, scope: &str) -> Result<Value> {
 pub fn cleanup(conn: &Connection, scope: &str) -> Result<Value> {
     let state = meta::require(conn, scope)?;
     let mut removed = 0;
-    for t in &state.tables {
+    for (table, t) in state.schema.tables.iter().zip(&state.tables) {
         let log_rows = sql::count_rows(&local::log_table(t.id));
         let before: i64 = conn.query_row(&log_rows, [], |r| r.get("rows"))?;
-        crate::rows::delete_log_entries(conn, t.id, &local::prune_log(t.id), vec![rusqlite::types::Value::Integer(t.acked_seq)])?;
+        crate::rows::delete_log_entries(conn, table, t.id, &local::prune_log(t.id), vec![rusqlite::types::Value::Integer(t.acked_seq)])?;
         let after: i64 = conn.query_row(&log_rows, [], |r| r.get("rows"))?;
         removed += before.saturating_sub(after);
     }

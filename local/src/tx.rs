@@ -51,14 +51,14 @@ pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result
 pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     atomically(conn, |conn| {
         let mut before = Vec::with_capacity(state.tables.len());
-        for table in &state.tables {
-            before.push((table.id, crate::rows::top_seq(conn, table.id)?));
+        for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+            before.push((table, t.id, crate::rows::top_seq(conn, t.id)?));
         }
         conn.execute(local::BEGIN_SYNC_WRITES, [])?;
         let value = body(conn)?;
         conn.execute(local::END_SYNC_WRITES, [])?;
-        for (id, top) in before {
-            crate::rows::delete_log_entries(conn, id, &local::drop_log_after(id), vec![rusqlite::types::Value::Integer(top)])?;
+        for (table, id, top) in before {
+            crate::rows::delete_log_entries(conn, table, id, &local::drop_log_after(id), vec![rusqlite::types::Value::Integer(top)])?;
         }
         Ok(value)
     })

@@ -650,3 +650,35 @@ fn a_file_whose_tracking_was_dropped_says_what_to_do() {
     assert!(report.conflicts.iter().all(|c| c.key == vec![json!(1)]), "rows equal to the server's are no conflict: {report:?}");
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// Found profiling a wide scope: each round that brought rows left a
+/// keyless counter mark in the table's log above the acknowledged
+/// counter, so a device that only pulls grew its logs by a row a round,
+/// and every later round read every such table's log for changes to send.
+/// Now a table's log holds one mark at most, and a round that sends
+/// nothing leaves nothing to send.
+#[test]
+fn a_device_that_only_pulls_keeps_one_counter_mark_and_nothing_to_send() {
+    let s = setup("pull_only_marks");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let mut server = s.server();
+    for round in 0..5 {
+        server.execute("UPDATE customers SET name = name || '.' WHERE id = 1", &[]).unwrap();
+        let report = s.sync(&file, json!({}));
+        assert_eq!((report.pulled, report.pushed), (1, 0), "round {round}");
+    }
+    let id = local_count(&file, "SELECT id FROM tandem_tables WHERE name = 'public.customers'");
+    let log = local_count(&file, &format!("SELECT count(*) FROM tandem_log_{id}"));
+    assert!(log <= 1, "the log of a table the device never wrote holds {log} rows");
+    let status: String = file.connection().query_row("SELECT sync_status('crm')", [], |r| r.get(0)).unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert!(status["tables"].as_array().unwrap().iter().all(|t| t["pending"] == json!(0)), "{status}");
+    // The counter still never goes back: a local write after the pulls is
+    // sent, and the server's answer does not undo it.
+    local(&file, "UPDATE customers SET name = 'Ada (device)' WHERE id = 1");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.pushed, 1);
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada (device)"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}

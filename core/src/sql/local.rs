@@ -341,14 +341,23 @@ pub fn drop_tracking(id: i64) -> Vec<String> {
     out
 }
 
+/// `LIMIT ?n`, written so that SQLite keeps the statement's plan when a new
+/// value is bound: it reads a bare parameter there while preparing, and
+/// prepares the statement again on every new binding (a round on a wide
+/// scope spent a fifth of its time doing so).
+fn limit(param: usize) -> String {
+    format!("LIMIT CAST(?{param} AS INTEGER)")
+}
+
 /// Keys with local changes after `?1`, each with its latest counter, oldest
 /// first, at most `?2`: the key columns, then `seq`.
 pub fn pending_keys(table: &TableSchema, id: i64) -> String {
     let keys = column_list(None, &table.primary_key);
     format!(
-        "SELECT {keys}, max(tandem_seq) FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL GROUP BY {keys} ORDER BY max(tandem_seq) LIMIT ?2",
+        "SELECT {keys}, max(tandem_seq) FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL GROUP BY {keys} ORDER BY max(tandem_seq) {}",
         log_table(id),
-        quote_ident(&table.primary_key[0])
+        quote_ident(&table.primary_key[0]),
+        limit(2)
     )
 }
 
@@ -374,11 +383,16 @@ pub fn pending_rows(table: &TableSchema, id: i64, source: PendingSource) -> Stri
     let latest = match source {
         PendingSource::Log => format!(
             "SELECT {keys}, max(tandem_seq) AS tandem_seq, {moved_to} FROM {log} WHERE tandem_seq > ?1 AND {first} IS NOT NULL \
-             GROUP BY {keys} ORDER BY max(tandem_seq) LIMIT ?2",
-            log = log_table(id)
+             GROUP BY {keys} ORDER BY max(tandem_seq) {limit}",
+            log = log_table(id),
+            limit = limit(2)
         ),
         PendingSource::Snapshot => {
-            format!("SELECT {keys}, tandem_seq, {moved_to} FROM {} WHERE tandem_seq > ?1 ORDER BY tandem_seq LIMIT ?2", snapshot_table(id))
+            format!(
+                "SELECT {keys}, tandem_seq, {moved_to} FROM {} WHERE tandem_seq > ?1 ORDER BY tandem_seq {}",
+                snapshot_table(id),
+                limit(2)
+            )
         }
     };
     format!(
@@ -435,17 +449,27 @@ pub fn drop_pending_snapshot(id: i64) -> String {
     format!("DROP TABLE IF EXISTS {}", snapshot_table(id))
 }
 
-/// The positions (in `ids`' order, as `t`) of the tables whose log holds
-/// an entry after their acknowledged counter, bound as `?1`, `?2`, ... in
-/// the same order: a round reads only those tables' logs. At most
-/// [`PROBES_PER_STATEMENT`] ids (SQLite's limit on a compound SELECT is 500).
-pub fn tables_with_entries(ids: &[i64]) -> String {
-    if ids.is_empty() {
+/// The positions (in `tables`' order, as `t`) of the tables (each with its
+/// tracking id) whose log holds a change after their acknowledged counter,
+/// bound as `?1`, `?2`, ... in the same order: a round reads only those
+/// tables' logs. A keyless counter mark is no change. At most
+/// [`PROBES_PER_STATEMENT`] tables (SQLite's limit on a compound SELECT is
+/// 500).
+pub fn tables_with_entries(tables: &[(&TableSchema, i64)]) -> String {
+    if tables.is_empty() {
         return "SELECT 0 AS t WHERE 0".to_string();
     }
-    ids.iter()
+    tables
+        .iter()
         .enumerate()
-        .map(|(i, id)| format!("SELECT {i} AS t WHERE EXISTS (SELECT 1 FROM {} WHERE tandem_seq > ?{})", log_table(*id), i + 1))
+        .map(|(i, (table, id))| {
+            format!(
+                "SELECT {i} AS t WHERE EXISTS (SELECT 1 FROM {} WHERE tandem_seq > ?{} AND {} IS NOT NULL)",
+                log_table(*id),
+                i + 1,
+                quote_ident(&table.primary_key[0])
+            )
+        })
         .collect::<Vec<_>>()
         .join(" UNION ALL ")
 }
@@ -583,6 +607,19 @@ pub fn counted_again(table: &TableSchema, id: i64) -> String {
 pub fn keep_counter(id: i64) -> String {
     let log = log_table(id);
     format!("INSERT INTO {log} (tandem_seq) SELECT ?1 WHERE ?1 > 0 AND NOT EXISTS (SELECT 1 FROM {log} WHERE tandem_seq >= ?1)")
+}
+
+/// Drops the counter mark just below the log's top entry, if that is one:
+/// the top holds the counter, so the mark is of no use. Run after each
+/// [`keep_counter`], it keeps a log that only sync writes (a device that
+/// only pulls) at one mark instead of one more each round.
+pub fn drop_stale_mark(table: &TableSchema, id: i64) -> String {
+    let log = log_table(id);
+    format!(
+        "DELETE FROM {log} WHERE tandem_seq = (SELECT max(tandem_seq) FROM {log} WHERE tandem_seq < (SELECT max(tandem_seq) FROM {log})) \
+         AND {} IS NULL",
+        quote_ident(&table.primary_key[0])
+    )
 }
 
 fn sweep_table(id: i64) -> String {
