@@ -58,6 +58,10 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
         let value = body(conn)?;
         conn.execute(local::END_SYNC_WRITES, [])?;
         for (table, id, top) in before {
+            // A log the sync did not write to has nothing to take out.
+            if crate::rows::top_seq(conn, id)? == top {
+                continue;
+            }
             crate::rows::delete_log_entries(conn, table, id, &local::drop_log_after(id), vec![rusqlite::types::Value::Integer(top)])?;
         }
         Ok(value)
