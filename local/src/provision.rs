@@ -119,10 +119,17 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             for statement in local::triggers(table, id) {
                 conn.execute(&statement, [])?;
             }
+            if key_takes_null(conn, table)? {
+                for statement in local::refuse_keyless(table, id) {
+                    conn.execute(&statement, [])?;
+                }
+            }
             fill_defaults(conn, table, id)?;
             if existed && known.is_none() && !came_back {
                 // Rows the file held before it synced this table are local
-                // changes: they go up on the first sync.
+                // changes: they go up on the first sync, but for those
+                // without a whole key, which cannot.
+                keep_keyless(conn, scope, table)?;
                 conn.execute(&local::log_all_rows(table, id), [])?;
             }
         }
@@ -295,6 +302,41 @@ fn set_aside_copy(conn: &Connection, scope: &str, version: i64, table: &TableSch
         sql::KEEP_UNFOLLOWED,
         named_params! {":scope": scope, ":table_name": table.name, ":key": "[]", ":row": Option::<String>::None, ":reason": reason},
     )?;
+    Ok(())
+}
+
+/// Whether the file's table takes NULL in a key column: one it held before
+/// it synced it, made without NOT NULL there. A one-column INTEGER key is
+/// the rowid, never NULL.
+fn key_takes_null(conn: &Connection, table: &TableSchema) -> Result<bool> {
+    let local_name = table.table_name().local_name();
+    if matches!(local_key(conn, &local_name)?.as_slice(), [(_, ty)] if ty == "INTEGER") {
+        return Ok(false);
+    }
+    Ok(conn.query_row(sql::KEY_TAKES_NULL, named_params! {":table": local_name}, |r| r.get("takes_null"))?)
+}
+
+/// Keeps in `tandem_rejected` (kind `no_key`) the rows of a table the file
+/// held before it synced it that lack a whole key: the server cannot take
+/// them, and they would otherwise go unsent without a word. Given a key,
+/// a row is sent as any other change.
+fn keep_keyless(conn: &Connection, scope: &str, table: &TableSchema) -> Result<()> {
+    for row in rows::read_keyless(conn, table)? {
+        let key: Vec<Value> = table.primary_key.iter().map(|k| row.get(k).cloned().unwrap_or(Value::Null)).collect();
+        let reason = format!(
+            "the file held this row of {} before it synced the table, without a value in every key column ({}): the server \
+             cannot take it; give it a key and it is sent",
+            table.name,
+            table.primary_key.join(", ")
+        );
+        conn.execute(
+            sql::INSERT_REJECTED,
+            named_params! {
+                ":scope": scope, ":table_name": table.name, ":key": rows::key_text(&key),
+                ":row": Value::Object(row).to_string(), ":kind": "no_key", ":reason": reason,
+            },
+        )?;
+    }
     Ok(())
 }
 

@@ -73,17 +73,22 @@ pub fn read(conn: &Connection, table: &TableSchema, key: &[Value]) -> Result<Opt
 /// order), as JSON values in column order, or `None`.
 pub fn read_by(conn: &Connection, table: &TableSchema, key: Vec<SqlValue>) -> Result<Option<Vec<Value>>> {
     let mut statement = conn.prepare_cached(&local::read_row(table))?;
-    let row = statement
-        .query_row(params_from_iter(key), |row| {
-            table
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, column)| Ok(describe_local(column.ty, &from_sql(row.get_ref(i)?))))
-                .collect::<rusqlite::Result<Vec<Value>>>()
-        })
-        .optional()?;
-    Ok(row)
+    Ok(statement.query_row(params_from_iter(key), |row| read_values(table, row)).optional()?)
+}
+
+/// A result row of every synced column, in schema order, as JSON values.
+fn read_values(table: &TableSchema, row: &rusqlite::Row<'_>) -> rusqlite::Result<Vec<Value>> {
+    table.columns.iter().enumerate().map(|(i, column)| Ok(describe_local(column.ty, &from_sql(row.get_ref(i)?)))).collect()
+}
+
+/// The rows whose key holds a NULL, as JSON objects (see
+/// `local::refuse_keyless`).
+pub fn read_keyless(conn: &Connection, table: &TableSchema) -> Result<Vec<Map<String, Value>>> {
+    let rows = conn
+        .prepare(&local::keyless_rows(table))?
+        .query_map([], |row| Ok(table.column_names().into_iter().zip(read_values(table, row)?).collect()))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }
 
 /// The current row as a JSON object, or `None`.

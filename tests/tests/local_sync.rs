@@ -682,3 +682,47 @@ fn a_device_that_only_pulls_keeps_one_counter_mark_and_nothing_to_send() {
     assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada (device)"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// A table the file held before it synced may take NULL in a key column
+/// (SQLite allows it in a key that is not `INTEGER PRIMARY KEY`). No such
+/// row can reach the server, and the log reads an entry without a key as
+/// a counter mark, so such a row went nowhere without a word. Now the
+/// rows the file held so are kept in `tandem_rejected`, and a write of one
+/// more is refused where it is made.
+#[test]
+fn a_row_without_a_key_in_a_table_the_file_held_is_said_not_dropped() {
+    let s = setup("keyless_rows");
+    let path = s.files.path("a.db");
+    {
+        let plain = Connection::open(&path).unwrap();
+        plain
+            .execute_batch(
+                r#"CREATE TABLE "Order Lines" ("Order Id" INTEGER, "Line No" INTEGER, "SKU" TEXT, PRIMARY KEY ("Order Id", "Line No"));
+                   INSERT INTO "Order Lines" VALUES (10, 7, 'kept'), (10, NULL, 'no line number');"#,
+            )
+            .unwrap();
+    }
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let mut server = s.server();
+    assert_eq!(
+        server_value(&mut server, r#"SELECT "SKU" FROM "Order Lines" WHERE "Order Id" = 10 AND "Line No" = 7"#).as_deref(),
+        Some("kept")
+    );
+    let kept =
+        local_count(&file, r#"SELECT count(*) FROM tandem_rejected WHERE table_name LIKE '%Order Lines%' AND row LIKE '%no line number%'"#);
+    assert_eq!(kept, 1, "the row without a key is not said anywhere");
+    let refused = file.connection().execute(r#"INSERT INTO "Order Lines" VALUES (11, NULL, 'another')"#, []);
+    let message = refused.expect_err("a row without a key was taken").to_string();
+    assert!(message.contains("Line No"), "{message}");
+    let refused = file.connection().execute(r#"UPDATE "Order Lines" SET "Line No" = NULL WHERE "Line No" = 7"#, []);
+    assert!(refused.is_err(), "a key set to NULL was taken");
+    // The row that had none is sent once it is given one.
+    local(&file, r#"UPDATE "Order Lines" SET "Line No" = 8 WHERE "Line No" IS NULL"#);
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.pushed, 1, "{report:?}");
+    assert_eq!(
+        server_value(&mut server, r#"SELECT "SKU" FROM "Order Lines" WHERE "Order Id" = 10 AND "Line No" = 8"#).as_deref(),
+        Some("no line number")
+    );
+}

@@ -31,6 +31,11 @@ pub const COLUMN_DEFAULTS: &str = "SELECT name, dflt_value AS declared FROM prag
 /// of the table named `:table`, in key order.
 pub const KEY_COLUMNS: &str = "SELECT name, upper(type) AS ty FROM pragma_table_info(:table) WHERE pk > 0 ORDER BY pk";
 
+/// `takes_null`: whether a primary key column of the table named `:table`
+/// takes NULL (SQLite lets one that is not declared NOT NULL, except an
+/// `INTEGER PRIMARY KEY`, which the caller tells apart by its type).
+pub const KEY_TAKES_NULL: &str = "SELECT count(*) > 0 AS takes_null FROM pragma_table_info(:table) WHERE pk > 0 AND NOT \"notnull\"";
+
 /// `present`: whether the file has a table named `:name`.
 pub const TABLE_EXISTS: &str = "SELECT count(*) > 0 AS present FROM sqlite_master WHERE type = 'table' AND name = :name";
 

@@ -13,7 +13,7 @@
 //! - triggers append every change to the log; sync removes the entries its
 //!   own writes made before its transaction commits.
 
-use crate::ident::{quote_ident, TableName};
+use crate::ident::{quote_ident, quote_literal, TableName};
 use crate::schema::TableSchema;
 use crate::sql::{column_list, Dialect};
 
@@ -223,7 +223,7 @@ fn trigger(id: i64, event: &str) -> String {
     quote_ident(&format!("tandem_{id}_{event}"))
 }
 
-const EVENTS: [&str; 4] = ["insert", "update", "key", "delete"];
+const EVENTS: [&str; 6] = ["insert", "update", "key", "delete", "keyless_insert", "keyless_update"];
 
 /// Drops the tracking triggers of table `id`.
 pub fn drop_triggers(id: i64) -> Vec<String> {
@@ -264,6 +264,39 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
         row_key(table, "OLD")
     ));
     out
+}
+
+/// Triggers that refuse a row without a whole key where it is written: a
+/// table the file held before it synced it may take NULL in a key column
+/// (SQLite allows it), no such row can reach the server, and the log
+/// would take its entry for a counter mark (see [`is_change`]). Only for
+/// such tables: those Tandem makes declare their keys NOT NULL.
+pub fn refuse_keyless(table: &TableSchema, id: i64) -> Vec<String> {
+    let t = user_table(table);
+    let keys = column_list(None, &table.primary_key);
+    let keyless = table.primary_key.iter().map(|k| format!("NEW.{} IS NULL", quote_ident(k))).collect::<Vec<_>>().join(" OR ");
+    let message = quote_literal(&format!(
+        "tandem: {} needs a value in every key column ({}): the server cannot take a row without one",
+        table.name,
+        table.primary_key.join(", ")
+    ));
+    vec![
+        format!(
+            "CREATE TRIGGER {} BEFORE INSERT ON {t} WHEN {keyless} BEGIN SELECT RAISE(ABORT, {message}); END",
+            trigger(id, "keyless_insert")
+        ),
+        format!(
+            "CREATE TRIGGER {} BEFORE UPDATE OF {keys} ON {t} WHEN {keyless} BEGIN SELECT RAISE(ABORT, {message}); END",
+            trigger(id, "keyless_update")
+        ),
+    ]
+}
+
+/// The rows of a table whose key holds a NULL, every synced column (see
+/// [`refuse_keyless`]).
+pub fn keyless_rows(table: &TableSchema) -> String {
+    let keyless = table.primary_key.iter().map(|k| format!("{} IS NULL", quote_ident(k))).collect::<Vec<_>>().join(" OR ");
+    format!("SELECT {} FROM {} WHERE {keyless}", column_list(None, &table.column_names()), user_table(table))
 }
 
 /// A trigger row's key columns (`NEW."id", NEW."k"`), `row` being `NEW`
@@ -341,6 +374,20 @@ pub fn drop_tracking(id: i64) -> Vec<String> {
     out
 }
 
+/// A log entry that is a change of a key the server can take: a whole
+/// key. Counter marks (see [`keep_counter`]) have no key at all; a row
+/// without a whole key (possible only in a table the file held before it
+/// synced it, see [`refuse_keyless`]) never existed for the server, so a
+/// move away from such a key is no change either (the new key's entry is).
+fn is_change(table: &TableSchema) -> String {
+    table.primary_key.iter().map(|k| format!("{} IS NOT NULL", quote_ident(k))).collect::<Vec<_>>().join(" AND ")
+}
+
+/// A keyless counter mark.
+fn is_mark(table: &TableSchema) -> String {
+    table.primary_key.iter().map(|k| format!("{} IS NULL", quote_ident(k))).collect::<Vec<_>>().join(" AND ")
+}
+
 /// `LIMIT ?n`, written so that SQLite keeps the statement's plan when a new
 /// value is bound: it reads a bare parameter there while preparing, and
 /// prepares the statement again on every new binding (a round on a wide
@@ -354,9 +401,9 @@ fn limit(param: usize) -> String {
 pub fn pending_keys(table: &TableSchema, id: i64) -> String {
     let keys = column_list(None, &table.primary_key);
     format!(
-        "SELECT {keys}, max(tandem_seq) FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL GROUP BY {keys} ORDER BY max(tandem_seq) {}",
+        "SELECT {keys}, max(tandem_seq) FROM {} WHERE tandem_seq > ?1 AND {} GROUP BY {keys} ORDER BY max(tandem_seq) {}",
         log_table(id),
-        quote_ident(&table.primary_key[0]),
+        is_change(table),
         limit(2)
     )
 }
@@ -382,9 +429,10 @@ pub fn pending_rows(table: &TableSchema, id: i64, source: PendingSource) -> Stri
     // latest entry's `tandem_to_*`.
     let latest = match source {
         PendingSource::Log => format!(
-            "SELECT {keys}, max(tandem_seq) AS tandem_seq, {moved_to} FROM {log} WHERE tandem_seq > ?1 AND {first} IS NOT NULL \
+            "SELECT {keys}, max(tandem_seq) AS tandem_seq, {moved_to} FROM {log} WHERE tandem_seq > ?1 AND {change} \
              GROUP BY {keys} ORDER BY max(tandem_seq) {limit}",
             log = log_table(id),
+            change = is_change(table),
             limit = limit(2)
         ),
         PendingSource::Snapshot => {
@@ -429,11 +477,11 @@ pub fn pending_snapshot(table: &TableSchema, id: i64) -> [String; 3] {
     [
         drop_pending_snapshot(id),
         format!(
-            "CREATE TEMP TABLE {} AS SELECT {keys}, max(tandem_seq) AS tandem_seq, {} FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL GROUP BY {keys}",
+            "CREATE TEMP TABLE {} AS SELECT {keys}, max(tandem_seq) AS tandem_seq, {} FROM {} WHERE tandem_seq > ?1 AND {} GROUP BY {keys}",
             name("tandem_pending", id),
             moved_to_columns(table).join(", "),
             log_table(id),
-            quote_ident(&table.primary_key[0])
+            is_change(table)
         ),
         format!(
             "CREATE INDEX temp.{} ON {} (tandem_seq); CREATE UNIQUE INDEX temp.{} ON {} ({keys})",
@@ -464,10 +512,10 @@ pub fn tables_with_entries(tables: &[(&TableSchema, i64)]) -> String {
         .enumerate()
         .map(|(i, (table, id))| {
             format!(
-                "SELECT {i} AS t WHERE EXISTS (SELECT 1 FROM {} WHERE tandem_seq > ?{} AND {} IS NOT NULL)",
+                "SELECT {i} AS t WHERE EXISTS (SELECT 1 FROM {} WHERE tandem_seq > ?{} AND {})",
                 log_table(*id),
                 i + 1,
-                quote_ident(&table.primary_key[0])
+                is_change(table)
             )
         })
         .collect::<Vec<_>>()
@@ -485,7 +533,7 @@ pub fn entries_after(id: i64) -> String {
 /// How many changes of keys follow `?1` (the log's keyless counter marks
 /// left out).
 pub fn changes_after(table: &TableSchema, id: i64) -> String {
-    format!("SELECT count(*) FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL", log_table(id), quote_ident(&table.primary_key[0]))
+    format!("SELECT count(*) FROM {} WHERE tandem_seq > ?1 AND {}", log_table(id), is_change(table))
 }
 
 /// Whether a key has a local change after `?1` (key values from `?2`).
@@ -501,10 +549,10 @@ pub fn logged_key(table: &TableSchema, id: i64) -> String {
 /// Every key with a change after `?1`.
 pub fn all_pending(table: &TableSchema, id: i64) -> String {
     format!(
-        "SELECT DISTINCT {} FROM {} WHERE tandem_seq > ?1 AND {} IS NOT NULL",
+        "SELECT DISTINCT {} FROM {} WHERE tandem_seq > ?1 AND {}",
         column_list(None, &table.primary_key),
         log_table(id),
-        quote_ident(&table.primary_key[0])
+        is_change(table)
     )
 }
 
@@ -596,7 +644,7 @@ pub fn prune_log(id: i64) -> String {
 /// go, and only a keyless marker may stand at the counter), so the log was
 /// emptied by someone else and counting started again from 1.
 pub fn counted_again(table: &TableSchema, id: i64) -> String {
-    format!("SELECT EXISTS (SELECT 1 FROM {} WHERE tandem_seq <= ?1 AND {} IS NOT NULL)", log_table(id), quote_ident(&table.primary_key[0]))
+    format!("SELECT EXISTS (SELECT 1 FROM {} WHERE tandem_seq <= ?1 AND {})", log_table(id), is_change(table))
 }
 
 /// Keeps the change counter from going below `?1` (the highest it had
@@ -617,8 +665,8 @@ pub fn drop_stale_mark(table: &TableSchema, id: i64) -> String {
     let log = log_table(id);
     format!(
         "DELETE FROM {log} WHERE tandem_seq = (SELECT max(tandem_seq) FROM {log} WHERE tandem_seq < (SELECT max(tandem_seq) FROM {log})) \
-         AND {} IS NULL",
-        quote_ident(&table.primary_key[0])
+         AND {}",
+        is_mark(table)
     )
 }
 
@@ -728,7 +776,7 @@ mod tests {
     #[test]
     fn triggers_log_keys_in_plain_sql() {
         let statements = triggers(&items(), 3);
-        assert_eq!(statements.len(), 8);
+        assert_eq!(statements.len(), 10, "six drops (the keyless guards too), four triggers");
         let key = crate::sql::statements::the(&statements, "CREATE TRIGGER \"tandem_3_key\"");
         assert_eq!(
             key,
