@@ -418,7 +418,7 @@ fn round(
 
     let server_schema = remote.schema(scope, options.token.as_deref())?;
     let local = meta::load(conn, scope)?;
-    let schema_changed = local.as_ref().is_some_and(|s| s.schema != server_schema);
+    let schema_changed = local.as_ref().is_some_and(|s| *s.schema != server_schema);
     if local.is_none() {
         provision::provision(conn, scope, &server_schema)?;
         report.provisioned = true;

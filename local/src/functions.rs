@@ -65,7 +65,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("sync_schema", 1, flags, |ctx| {
         call(ctx, |conn, ctx| {
             let state = crate::meta::require(conn, &text_arg(ctx, 0, "scope")?)?;
-            to_json(&state.schema).map(Some)
+            to_json(&*state.schema).map(Some)
         })
     })?;
     for arity in [2, 3] {

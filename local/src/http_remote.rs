@@ -23,7 +23,7 @@ use tandem_core::Error as CoreError;
 
 use crate::error::RemoteError;
 use crate::http_events::EventStream;
-use crate::remote::{schema_answer, Remote};
+use crate::remote::{LastSchema, Remote};
 
 /// Uploads at least this large go up compressed.
 const COMPRESS_FROM: usize = 1024;
@@ -38,6 +38,7 @@ pub struct HttpRemote {
     shown: String,
     server_id: Option<String>,
     moved_from: Vec<String>,
+    last_schema: LastSchema,
     /// The event stream a watch waits on, and its scope.
     events: Option<(String, EventStream)>,
 }
@@ -103,7 +104,7 @@ impl HttpRemote {
             .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RemoteError::Config(format!("HTTP client setup: {e}")))?;
-        Ok(HttpRemote { client, base, shown, server_id: None, moved_from: Vec::new(), events: None })
+        Ok(HttpRemote { client, base, shown, server_id: None, moved_from: Vec::new(), last_schema: LastSchema::default(), events: None })
     }
 
     fn endpoint(&self, scope: &str, call: &str) -> Result<Url, RemoteError> {
@@ -250,7 +251,7 @@ fn without_token(options: &impl serde::Serialize) -> Result<Map<String, Value>, 
 impl Remote for HttpRemote {
     fn schema(&mut self, scope: &str, token: Option<&str>) -> Result<Schema, RemoteError> {
         let request = self.client.get(self.endpoint(scope, "schema")?);
-        let answer = schema_answer(&self.send(scope, token, request)?)?;
+        let answer = self.last_schema.read(self.send(scope, token, request)?)?;
         self.server_id = answer.server_id;
         self.moved_from = answer.moved_from;
         Ok(answer.schema)

@@ -26,6 +26,7 @@
 pub mod agent;
 pub mod apply;
 pub mod changes;
+mod checked;
 pub mod error;
 pub mod functions;
 mod http_events;

@@ -2,7 +2,8 @@
 //! schema, identity, parameters and watermark, and each table's tracking id
 //! and acknowledged change counter.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{named_params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -11,11 +12,30 @@ use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::sql::device as sql;
 use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
 
+use crate::checked;
 use crate::error::{LocalError, Result};
 
 /// Creates Tandem's tables if the file does not have them yet, and adds
 /// what a file made by an earlier Tandem lacks.
 pub fn ensure(conn: &Connection) -> Result<()> {
+    if !checked::is_current(conn, LAYOUT)? {
+        upgrade(conn)?;
+        checked::note(conn, LAYOUT)?;
+    }
+    // A file from before replicas: its scopes get their ids now.
+    let unnamed: Vec<String> =
+        conn.prepare_cached(sql::SCOPES_WITHOUT_REPLICA)?.query_map([], |r| r.get("scope"))?.collect::<rusqlite::Result<_>>()?;
+    for scope in unnamed {
+        new_replica(conn, &scope)?;
+    }
+    Ok(())
+}
+
+/// What [`ensure`] notes as checked (see `crate::checked`).
+const LAYOUT: &str = "layout";
+
+/// Tandem's tables, and what an earlier Tandem's file lacks.
+fn upgrade(conn: &Connection) -> Result<()> {
     conn.execute_batch(METADATA)?;
     conn.execute_batch(sql::DROP_UNUSED)?;
     for (table, column, definition) in ADDED_COLUMNS {
@@ -35,14 +55,7 @@ pub fn ensure(conn: &Connection) -> Result<()> {
             }
         }
     }
-    log_moves(conn)?;
-    // A file from before replicas: its scopes get their ids now.
-    let unnamed: Vec<String> =
-        conn.prepare(sql::SCOPES_WITHOUT_REPLICA)?.query_map([], |r| r.get("scope"))?.collect::<rusqlite::Result<_>>()?;
-    for scope in unnamed {
-        new_replica(conn, &scope)?;
-    }
-    Ok(())
+    log_moves(conn)
 }
 
 /// The columns of a table of the file (none when it has no such table).
@@ -77,7 +90,8 @@ fn log_moves(conn: &Connection) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct ScopeState {
     pub scope: String,
-    pub schema: Schema,
+    /// Shared: loads of an unchanged scope parse it once.
+    pub schema: Arc<Schema>,
     /// This file's identity toward the server for this scope.
     pub client_id: String,
     /// The filter parameters this file syncs with (bound on first sync).
@@ -111,7 +125,8 @@ impl ScopeState {
     pub fn narrowed_to(mut self, schema: &Schema) -> ScopeState {
         let mut tables = Vec::new();
         let mut states = Vec::new();
-        for (mut table, state) in self.schema.tables.into_iter().zip(self.tables) {
+        let mut narrowed = Schema::clone(&self.schema);
+        for (mut table, state) in std::mem::take(&mut narrowed.tables).into_iter().zip(self.tables) {
             // A table made again with another primary key is another table.
             let Some(server) = schema.tables.iter().find(|t| t.same_table(&table)) else {
                 continue;
@@ -120,7 +135,8 @@ impl ScopeState {
             tables.push(table);
             states.push(state);
         }
-        self.schema.tables = tables;
+        narrowed.tables = tables;
+        self.schema = Arc::new(narrowed);
         self.tables = states;
         self
     }
@@ -132,12 +148,13 @@ impl ScopeState {
 }
 
 pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
-    let has_metadata: bool = conn.query_row(sql::HAS_METADATA, [], |r| r.get("present"))?;
+    let has_metadata: bool = conn.prepare_cached(sql::HAS_METADATA)?.query_row([], |r| r.get("present"))?;
     if !has_metadata {
         return Ok(None);
     }
     let row = conn
-        .query_row(sql::LOAD_SCOPE, named_params! {":scope": scope}, |r| {
+        .prepare_cached(sql::LOAD_SCOPE)?
+        .query_row(named_params! {":scope": scope}, |r| {
             Ok(StoredRow {
                 schema: r.get("schema")?,
                 client_id: r.get("client_id")?,
@@ -157,8 +174,7 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| LocalError::Invalid(format!("the recorded upload versions of scope \"{scope}\" are unreadable: {e}")))?,
     };
-    let schema: Schema = serde_json::from_str(&schema)
-        .map_err(|e| LocalError::Invalid(format!("the stored schema of scope \"{scope}\" is unreadable: {e}")))?;
+    let schema = parsed_schema(scope, schema)?;
     let params = params.and_then(|p| match serde_json::from_str::<Value>(&p) {
         Ok(Value::Object(map)) => Some(map.into_iter().collect()),
         _ => None,
@@ -181,18 +197,43 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
         let state = states.remove(&table.name).ok_or_else(|| missing(table, "its row in tandem_tables"))?;
         tables.push(state);
     }
-    let objects: Vec<String> = tables.iter().flat_map(|t| tracking_objects(t.id)).collect();
-    let names = serde_json::to_string(&objects).map_err(|e| LocalError::Invalid(e.to_string()))?;
-    let present: HashSet<String> = conn
-        .prepare_cached(sql::PRESENT_OBJECTS)?
-        .query_map(named_params! {":names": names}, |r| r.get("name"))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (table, state) in schema.tables.iter().zip(&tables) {
-        if let Some(gone) = tracking_objects(state.id).into_iter().find(|o| !present.contains(o)) {
-            return Err(missing(table, &gone));
+    let checked = format!("tracking of {scope}: {}", tables.iter().map(|t| t.id.to_string()).collect::<Vec<_>>().join(","));
+    if !checked::is_current(conn, &checked)? {
+        let objects: Vec<String> = tables.iter().flat_map(|t| tracking_objects(t.id)).collect();
+        let names = serde_json::to_string(&objects).map_err(|e| LocalError::Invalid(e.to_string()))?;
+        let present: HashSet<String> = conn
+            .prepare_cached(sql::PRESENT_OBJECTS)?
+            .query_map(named_params! {":names": names}, |r| r.get("name"))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (table, state) in schema.tables.iter().zip(&tables) {
+            if let Some(gone) = tracking_objects(state.id).into_iter().find(|o| !present.contains(o)) {
+                return Err(missing(table, &gone));
+            }
         }
+        checked::note(conn, &checked)?;
     }
     Ok(Some(ScopeState { scope: scope.to_string(), schema, client_id, params, watermark, replica_id, upload_id, echoes, resync, tables }))
+}
+
+/// Schemas parsed, by scope, with the text each was parsed from: a round
+/// loads its scope's state several times, and parsing a wide scope's
+/// schema each time cost more than the rest of the load. A text compared
+/// is far cheaper than a text parsed.
+static PARSED: Mutex<BTreeMap<String, (String, Arc<Schema>)>> = Mutex::new(BTreeMap::new());
+
+fn parsed_schema(scope: &str, text: String) -> Result<Arc<Schema>> {
+    let mut parsed = PARSED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((seen, schema)) = parsed.get(scope) {
+        if *seen == text {
+            return Ok(Arc::clone(schema));
+        }
+    }
+    let schema: Arc<Schema> = Arc::new(
+        serde_json::from_str(&text)
+            .map_err(|e| LocalError::Invalid(format!("the stored schema of scope \"{scope}\" is unreadable: {e}")))?,
+    );
+    parsed.insert(scope.to_string(), (text, Arc::clone(&schema)));
+    Ok(schema)
 }
 
 /// A `tandem_scopes` row as stored.

@@ -110,7 +110,7 @@ pub fn verify(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: 
     let state = meta::require(conn, scope)?;
     let since = ready(&state)?;
     let server_schema = remote.schema(scope, options.token.as_deref())?;
-    if server_schema != state.schema {
+    if server_schema != *state.schema {
         return Err(LocalError::Invalid(format!(
             "the server's schema of scope \"{scope}\" changed since this file's last sync: sync it, then verify"
         )));

@@ -13,8 +13,22 @@ use crate::ident::quote_ident;
 
 // -- the file's schema of bookkeeping ---------------------------------------
 
-/// `present`: whether the file has Tandem's tables at all.
-pub const HAS_METADATA: &str = "SELECT count(*) > 0 AS present FROM sqlite_master WHERE type = 'table' AND name = 'tandem_scopes'";
+/// `present`: whether the file has Tandem's tables at all (a lookup in
+/// SQLite's schema, not a scan of `sqlite_master`).
+pub const HAS_METADATA: &str = "SELECT count(*) > 0 AS present FROM pragma_table_info('tandem_scopes')";
+
+/// `schema_version`: moved by every change of the file's tables, indexes
+/// or triggers, by any connection.
+pub const SCHEMA_VERSION: &str = "PRAGMA main.schema_version";
+
+/// What this connection checked of the file's layout, at which schema
+/// version: a temporary table, so it lives and dies with the connection.
+pub const CREATE_CHECKED: &str = "CREATE TEMP TABLE IF NOT EXISTS tandem_checked (what TEXT PRIMARY KEY, schema_version INTEGER NOT NULL)";
+
+/// `schema_version` at which `:what` was last checked.
+pub const CHECKED_AT: &str = "SELECT schema_version FROM temp.tandem_checked WHERE what = :what";
+
+pub const SET_CHECKED: &str = "INSERT OR REPLACE INTO temp.tandem_checked (what, schema_version) VALUES (:what, :schema_version)";
 
 /// A table an earlier Tandem kept and nothing reads.
 pub const DROP_UNUSED: &str = "DROP TABLE IF EXISTS tandem_applying";
@@ -222,6 +236,8 @@ mod tests {
     fn placeholders_are_named() {
         for sql in [
             HAS_METADATA,
+            CHECKED_AT,
+            SET_CHECKED,
             COLUMN_NAMES,
             COLUMN_DEFAULTS,
             KEY_COLUMNS,
