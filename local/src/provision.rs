@@ -69,7 +69,8 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 conn.query_row(sql::TABLE_STATE, named_params! {":scope": scope, ":name": table.name}, |r| r.get("id")).optional()?;
             let key: Vec<(String, String)> = table.key_columns().iter().map(|c| (c.name.clone(), c.ty.sqlite_decl().to_string())).collect();
             if existed && known.is_none() && local_key(conn, &local_name)? != key {
-                set_aside_copy(conn, scope, schema.version, table)?;
+                let remade = before.as_ref().is_some_and(|b| b.tables.iter().any(|t| t.name == table.name));
+                set_aside_copy(conn, scope, schema.version, table, remade)?;
                 existed = false;
             }
             conn.execute(&local::create_table(table), [])?;
@@ -280,7 +281,7 @@ fn local_key(conn: &Connection, local_name: &str) -> Result<Vec<(String, String)
 /// table of that name) under another name, with a note in
 /// `tandem_rejected`, so the server's table is received into a new one:
 /// nothing the file held is lost, and nothing of it is sent.
-fn set_aside_copy(conn: &Connection, scope: &str, version: i64, table: &TableSchema) -> Result<()> {
+fn set_aside_copy(conn: &Connection, scope: &str, version: i64, table: &TableSchema, remade: bool) -> Result<()> {
     let local_name = table.table_name().local_name();
     let mut aside = format!("{local_name}_before_v{version}");
     let mut n = 1;
@@ -292,10 +293,13 @@ fn set_aside_copy(conn: &Connection, scope: &str, version: i64, table: &TableSch
     for statement in local::forget_left(&table.table_name()) {
         conn.execute(&statement, [])?;
     }
+    let why = match remade {
+        true => "the table was made again on the server",
+        false => "the file held a table of that name before it synced it",
+    };
     let reason = format!(
-        "the file's table {local_name} has another primary key than {} (schema version {version}: the table was made again on \
-         the server): the file's copy, with whatever it holds that was not sent, is kept as table {aside}, and the server's \
-         table is received anew",
+        "the file's table {local_name} has another primary key than {} (schema version {version}: {why}): the file's copy, \
+         with whatever it holds that was not sent, is kept as table {aside}, and the server's table is received anew",
         table.name
     );
     conn.execute(

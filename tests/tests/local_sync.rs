@@ -752,3 +752,22 @@ fn tracking_dropped_by_another_program_is_found_by_a_connection_that_checked_it(
     let error = file.sync(&s.db.url, "crm", &SyncOptions::default()).unwrap_err().to_string();
     assert!(error.contains(&format!("tandem_{id}_insert")) && error.contains("sync_deprovision"), "{error}");
 }
+
+/// A table the file held before its first sync, with another primary key
+/// than the server's, is kept aside under another name; the note says so,
+/// not that the server made the table again.
+#[test]
+fn a_table_the_file_held_with_another_key_is_kept_aside_and_said_as_such() {
+    let s = setup("held_other_key");
+    let path = s.files.path("a.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE customers (id TEXT PRIMARY KEY, tenant_id INTEGER, name TEXT, email TEXT); INSERT INTO customers VALUES ('x', 1, 'mine', NULL);")
+        .unwrap();
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let note = local_value(&file, "SELECT reason FROM tandem_rejected WHERE key = '[]'").unwrap_or_default();
+    assert!(note.contains("customers_before_v") && note.contains("before it synced it") && !note.contains("made again"), "{note}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers_before_v1 WHERE name = 'mine'"), 1);
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}

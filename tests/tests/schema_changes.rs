@@ -817,7 +817,7 @@ fn a_table_made_again_with_another_primary_key_is_received_anew_beside_the_old_c
             local_value(file, "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'notes_before_v*'").expect("the old copy");
         assert_eq!(local_count(file, &format!("SELECT count(*) FROM \"{aside}\"")), 3);
         let note = local_value(file, "SELECT reason FROM tandem_rejected WHERE key = '[]'").unwrap_or_default();
-        assert!(note.contains(&aside), "{note}");
+        assert!(note.contains(&aside) && note.contains("made again on the server"), "{note}");
     }
     // The unsent change went nowhere but is kept.
     assert_eq!(local_count(&busy, "SELECT count(*) FROM tandem_rejected WHERE key = '[2]' AND kind = 'schema_changed'"), 1);
