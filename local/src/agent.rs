@@ -424,6 +424,7 @@ fn round(
         report.provisioned = true;
     }
     let mut state = meta::require(conn, scope)?;
+    provision::refresh_replace_guards(conn, &state)?;
     if crate::log_reset::mend(conn, &state)? > 0 {
         state = meta::require(conn, scope)?;
     }

@@ -39,7 +39,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             };
             let kept = schema.tables.iter().find(|t| t.name == name);
             if kept.is_none_or(remade) {
-                drop_fill_triggers(conn, id)?;
+                drop_other_triggers(conn, id)?;
                 for statement in local::drop_tracking(id) {
                     conn.execute(&statement, [])?;
                 }
@@ -126,6 +126,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 }
             }
             fill_defaults(conn, table, id)?;
+            guard_replaced(conn, table, id)?;
             if existed && known.is_none() && !came_back {
                 // Rows the file held before it synced this table are local
                 // changes: they go up on the first sync, but for those
@@ -216,7 +217,7 @@ pub fn deprovision(conn: &Connection, scope: &str) -> Result<()> {
     }
     atomically(conn, |conn| {
         for (_, id) in meta::tracked_tables(conn, scope)? {
-            drop_fill_triggers(conn, id)?;
+            drop_other_triggers(conn, id)?;
             for statement in local::drop_tracking(id) {
                 conn.execute(&statement, [])?;
             }
@@ -257,14 +258,67 @@ fn fill_defaults(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> 
 }
 
 fn drop_fill_triggers(conn: &Connection, id: i64) -> Result<()> {
+    drop_triggers_named(conn, &local::fill_trigger_prefix(id))
+}
+
+/// Drops every trigger of table `id` not named in `local::triggers`: those
+/// that fill defaults and those that log rows a REPLACE takes out.
+fn drop_other_triggers(conn: &Connection, id: i64) -> Result<()> {
+    drop_fill_triggers(conn, id)?;
+    drop_triggers_named(conn, &local::replaced_trigger_prefix(id))
+}
+
+fn drop_triggers_named(conn: &Connection, prefix: &str) -> Result<()> {
     let names: Vec<String> = conn
         .prepare(sql::TRIGGERS_NAMED)?
-        .query_map(named_params! {":prefix": local::fill_trigger_prefix(id)}, |r| r.get("name"))?
+        .query_map(named_params! {":prefix": prefix}, |r| r.get("name"))?
         .collect::<rusqlite::Result<_>>()?;
     for name in names {
         conn.execute(&sql::drop_trigger(&name), [])?;
     }
     Ok(())
+}
+
+/// Makes again the triggers that log the rows SQLite's REPLACE takes out
+/// on each unique index of the table other than its key (see
+/// `local::log_replaced`), for the indexes the file's table has now. An
+/// index on an expression is left out (it cannot be matched column by
+/// column).
+fn guard_replaced(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
+    drop_triggers_named(conn, &local::replaced_trigger_prefix(id))?;
+    let local_name = table.table_name().local_name();
+    let indexes: Vec<String> = conn
+        .prepare(sql::UNIQUE_INDEXES)?
+        .query_map(named_params! {":table": local_name}, |r| r.get("name"))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (n, index) in indexes.iter().enumerate() {
+        let columns: Vec<Option<String>> = conn
+            .prepare(sql::INDEX_COLUMNS)?
+            .query_map(named_params! {":index": index}, |r| r.get("name"))?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(columns) = columns.into_iter().collect::<Option<Vec<String>>>() else { continue };
+        for statement in local::log_replaced(table, id, n, &columns) {
+            conn.execute(&statement, [])?;
+        }
+    }
+    Ok(())
+}
+
+/// Follows the unique indexes a program added to (or dropped from) the
+/// scope's tables since the last round: [`guard_replaced`] for each table,
+/// once per change of the file's schema.
+pub fn refresh_replace_guards(conn: &Connection, state: &meta::ScopeState) -> Result<()> {
+    let what = format!("REPLACE guards of {}", state.scope);
+    if crate::checked::is_current(conn, &what)? {
+        return Ok(());
+    }
+    atomically(conn, |conn| {
+        for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+            guard_replaced(conn, table, t.id)?;
+        }
+        Ok(())
+    })?;
+    crate::checked::note(conn, &what)
 }
 
 /// The primary key of a table of the file, in key order: each column's

@@ -771,3 +771,35 @@ fn a_table_the_file_held_with_another_key_is_kept_aside_and_said_as_such() {
     assert_eq!(local_count(&file, "SELECT count(*) FROM customers_before_v1 WHERE name = 'mine'"), 1);
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// SQLite's REPLACE takes out a row that holds the same value in a unique
+/// column other than the key, and fires no delete trigger for it (unless
+/// the connection turned `recursive_triggers` on): that delete went
+/// unsent, and the server kept the row for good. Now a unique index the
+/// file's table has (here one a program added after the first sync) gets
+/// triggers that log the rows such a write takes out.
+#[test]
+fn a_row_taken_out_by_replace_on_a_unique_column_is_deleted_on_the_server() {
+    let s = setup("replace_unique");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    // The server's names need not be unique; the program's own index says
+    // the device's are.
+    local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name); INSERT INTO customers VALUES (60, 1, 'Zed', NULL)");
+    s.sync(&file, json!({}));
+    let plain = Connection::open(s.files.path("a.db")).unwrap();
+    plain
+        .execute_batch(
+            "INSERT OR REPLACE INTO customers VALUES (50, 1, 'Alan', NULL); \
+             UPDATE OR REPLACE customers SET name = 'Zed' WHERE id = 50;",
+        )
+        .unwrap();
+    drop(plain);
+    s.sync(&file, json!({}));
+    let mut server = s.server();
+    assert_eq!(
+        server_value(&mut server, "SELECT string_agg(id || ':' || name, ',' ORDER BY id) FROM customers WHERE tenant_id = 1").as_deref(),
+        Some("1:Ada,2:Grace,50:Zed")
+    );
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}

@@ -62,6 +62,14 @@ pub const TABLE_NAME_TAKEN: &str =
 /// file has.
 pub const PRESENT_OBJECTS: &str = "SELECT name FROM sqlite_master WHERE name IN (SELECT value FROM json_each(:names))";
 
+/// `name` of each unique index of the table named `:table` other than its
+/// primary key's.
+pub const UNIQUE_INDEXES: &str = "SELECT name FROM pragma_index_list(:table) WHERE \"unique\" AND origin <> 'pk' ORDER BY name";
+
+/// `name` of each column of index `:index` in index order (NULL for an
+/// expression).
+pub const INDEX_COLUMNS: &str = "SELECT name FROM pragma_index_info(:index) ORDER BY seqno";
+
 /// `name` of each trigger whose name starts with `:prefix`.
 pub const TRIGGERS_NAMED: &str = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, length(:prefix)) = :prefix";
 
@@ -245,6 +253,8 @@ mod tests {
             TABLE_NAME_TAKEN,
             PRESENT_OBJECTS,
             TRIGGERS_NAMED,
+            UNIQUE_INDEXES,
+            INDEX_COLUMNS,
             LOAD_SCOPE,
             SCOPE_EXISTS,
             INSERT_SCOPE,

@@ -292,6 +292,36 @@ pub fn refuse_keyless(table: &TableSchema, id: i64) -> Vec<String> {
     ]
 }
 
+/// The name prefix of table `id`'s triggers that log the rows a REPLACE
+/// takes out (see [`log_replaced`]).
+pub fn replaced_trigger_prefix(id: i64) -> String {
+    format!("tandem_{id}_replaced_")
+}
+
+/// Triggers that log the rows a write is about to take out by SQLite's
+/// REPLACE conflict resolution on unique index `n` over `columns` (not the
+/// key): SQLite deletes them without firing delete triggers (unless the
+/// connection turned `recursive_triggers` on), so their deletes would
+/// never be sent. A row logged so whose write then fails or is ignored is
+/// sent unchanged, which the server takes as it is. Sync's own writes are
+/// left out, as by the fill triggers.
+pub fn log_replaced(table: &TableSchema, id: i64, n: usize, columns: &[String]) -> Vec<String> {
+    let t = user_table(table);
+    let log = log_table(id);
+    let keys = column_list(None, &table.primary_key);
+    let collides = columns.iter().map(|c| format!("{0} = NEW.{0}", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
+    let other = table.primary_key.iter().map(|k| format!("{0} IS NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+    let body = format!(
+        "WHEN NOT EXISTS (SELECT 1 FROM tandem_sync_writing) BEGIN INSERT INTO {log} ({keys}) SELECT {keys} FROM {t} \
+         WHERE {collides} AND NOT ({other}); END"
+    );
+    let name = |event: &str| quote_ident(&format!("{}{n}_{event}", replaced_trigger_prefix(id)));
+    vec![
+        format!("CREATE TRIGGER {} BEFORE INSERT ON {t} {body}", name("insert")),
+        format!("CREATE TRIGGER {} BEFORE UPDATE OF {} ON {t} {body}", name("update"), column_list(None, columns)),
+    ]
+}
+
 /// The rows of a table whose key holds a NULL, every synced column (see
 /// [`refuse_keyless`]).
 pub fn keyless_rows(table: &TableSchema) -> String {
