@@ -269,37 +269,59 @@ fn drop_other_triggers(conn: &Connection, id: i64) -> Result<()> {
 }
 
 fn drop_triggers_named(conn: &Connection, prefix: &str) -> Result<()> {
-    let names: Vec<String> = conn
-        .prepare(sql::TRIGGERS_NAMED)?
-        .query_map(named_params! {":prefix": prefix}, |r| r.get("name"))?
-        .collect::<rusqlite::Result<_>>()?;
-    for name in names {
+    for (name, _) in triggers_named(conn, prefix)? {
         conn.execute(&sql::drop_trigger(&name), [])?;
     }
     Ok(())
 }
 
-/// Makes again the triggers that log the rows SQLite's REPLACE takes out
-/// on each unique index of the table other than its key (see
-/// `local::log_replaced`), for the indexes the file's table has now. An
+/// The file's triggers whose names start with `prefix`: each name with the
+/// statement that made it, as SQLite keeps it.
+fn triggers_named(conn: &Connection, prefix: &str) -> Result<Vec<(String, String)>> {
+    Ok(conn
+        .prepare_cached(sql::TRIGGERS_NAMED)?
+        .query_map(named_params! {":prefix": prefix}, |r| Ok((r.get("name")?, r.get("sql")?)))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Makes the triggers that log the rows SQLite's REPLACE takes out on each
+/// unique index of the table other than its key (see
+/// `local::log_replaced`) match the indexes the file's table has now. An
 /// index on an expression is left out (it cannot be matched column by
-/// column).
+/// column). Triggers already as they should be are left alone: any DDL
+/// moves the file's schema version, and with it every check a connection
+/// noted (see `checked`).
 fn guard_replaced(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
-    drop_triggers_named(conn, &local::replaced_trigger_prefix(id))?;
+    let prefix = local::replaced_trigger_prefix(id);
     let local_name = table.table_name().local_name();
     let indexes: Vec<String> = conn
-        .prepare(sql::UNIQUE_INDEXES)?
+        .prepare_cached(sql::UNIQUE_INDEXES)?
         .query_map(named_params! {":table": local_name}, |r| r.get("name"))?
         .collect::<rusqlite::Result<_>>()?;
+    let mut wanted = Vec::new();
     for (n, index) in indexes.iter().enumerate() {
         let columns: Vec<Option<String>> = conn
-            .prepare(sql::INDEX_COLUMNS)?
+            .prepare_cached(sql::INDEX_COLUMNS)?
             .query_map(named_params! {":index": index}, |r| r.get("name"))?
             .collect::<rusqlite::Result<_>>()?;
         let Some(columns) = columns.into_iter().collect::<Option<Vec<String>>>() else { continue };
-        for statement in local::log_replaced(table, id, n, &columns) {
-            conn.execute(&statement, [])?;
-        }
+        wanted.extend(local::log_replaced(table, id, n, &columns));
+    }
+    let mut held: Vec<String> = triggers_named(conn, &prefix)?.into_iter().map(|(_, made)| made).collect();
+    held.sort();
+    let mut sorted = wanted.clone();
+    sorted.sort();
+    if held == sorted {
+        return Ok(());
+    }
+    drop_triggers_named(conn, &prefix)?;
+    for statement in &wanted {
+        conn.execute(statement, [])?;
+    }
+    // An index that came since the guards were last made may have had a
+    // REPLACE take rows out unseen: their deletes are logged now.
+    if !wanted.is_empty() {
+        conn.execute(&local::log_vanished(table, id), [])?;
     }
     Ok(())
 }

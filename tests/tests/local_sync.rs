@@ -803,3 +803,48 @@ fn a_row_taken_out_by_replace_on_a_unique_column_is_deleted_on_the_server() {
     );
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// The REPLACE guards are looked at again once the file's schema moved,
+/// and left alone when they are as they should be: making them again
+/// would move the schema version itself, and every connection would then
+/// check the file's layout and tracking once more on its next round.
+#[test]
+fn a_round_after_another_programs_ddl_leaves_the_files_schema_alone() {
+    let s = setup("guards_kept");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name)");
+    s.sync(&file, json!({}));
+    local(&file, "CREATE TABLE notes (body TEXT)");
+    let before = local_count(&file, "PRAGMA schema_version");
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, "PRAGMA schema_version"), before, "the round changed a table or trigger of the file");
+    // The guard is still there and still works.
+    local(&file, "INSERT OR REPLACE INTO customers VALUES (50, 1, 'Alan', NULL)");
+    s.sync(&file, json!({}));
+    let mut server = s.server();
+    assert_eq!(
+        server_value(&mut server, "SELECT string_agg(id || ':' || name, ',' ORDER BY id) FROM customers WHERE tenant_id = 1").as_deref(),
+        Some("1:Ada,2:Grace,50:Alan")
+    );
+}
+
+/// A REPLACE on a unique index a program made since the last round (its
+/// triggers come at the start of the next): the row it took out is found
+/// then, a key the file's base versions hold without a row, and its
+/// delete is sent.
+#[test]
+fn a_row_taken_out_by_replace_on_a_new_index_before_any_round_is_deleted_on_the_server() {
+    let s = setup("replace_new_index");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name); INSERT OR REPLACE INTO customers VALUES (50, 1, 'Alan', NULL)");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.pushed, 2, "{report:?}");
+    let mut server = s.server();
+    assert_eq!(
+        server_value(&mut server, "SELECT string_agg(id || ':' || name, ',' ORDER BY id) FROM customers WHERE tenant_id = 1").as_deref(),
+        Some("1:Ada,2:Grace,50:Alan")
+    );
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}

@@ -70,8 +70,10 @@ pub const UNIQUE_INDEXES: &str = "SELECT name FROM pragma_index_list(:table) WHE
 /// expression).
 pub const INDEX_COLUMNS: &str = "SELECT name FROM pragma_index_info(:index) ORDER BY seqno";
 
-/// `name` of each trigger whose name starts with `:prefix`.
-pub const TRIGGERS_NAMED: &str = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, length(:prefix)) = :prefix";
+/// `name` and `sql` (the statement that made it, as written) of each
+/// trigger whose name starts with `:prefix`.
+pub const TRIGGERS_NAMED: &str =
+    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, length(:prefix)) = :prefix";
 
 /// Adds an earlier Tandem's missing column to a bookkeeping table.
 pub fn add_bookkeeping_column(table: &str, column: &str, definition: &str) -> String {

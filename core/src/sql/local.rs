@@ -175,7 +175,7 @@ pub fn fill_default(table: &TableSchema, id: i64, column: usize) -> Option<Strin
     let c = &table.columns[column];
     let default = c.default.as_deref()?;
     let quoted = quote_ident(&c.name);
-    let key = table.primary_key.iter().map(|k| format!("{0} = NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+    let key = each(&table.primary_key, AND, |k| format!("{k} = NEW.{k}"));
     Some(format!(
         "CREATE TRIGGER {} AFTER INSERT ON {t} WHEN NEW.{quoted} IS NULL AND NOT EXISTS (SELECT 1 FROM tandem_sync_writing) \
          BEGIN UPDATE {t} SET {quoted} = {default} WHERE {key}; END",
@@ -239,7 +239,7 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
     let t = user_table(table);
     let log = log_table(id);
     let keys = column_list(None, &table.primary_key);
-    let key_changed = table.primary_key.iter().map(|k| format!("OLD.{0} IS NOT NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" OR ");
+    let key_changed = each(&table.primary_key, OR, |k| format!("OLD.{k} IS NOT NEW.{k}"));
     let mut out = drop_triggers(id);
     out.push(format!(
         "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN INSERT INTO {log} ({keys}) VALUES ({}); END",
@@ -274,7 +274,7 @@ pub fn triggers(table: &TableSchema, id: i64) -> Vec<String> {
 pub fn refuse_keyless(table: &TableSchema, id: i64) -> Vec<String> {
     let t = user_table(table);
     let keys = column_list(None, &table.primary_key);
-    let keyless = table.primary_key.iter().map(|k| format!("NEW.{} IS NULL", quote_ident(k))).collect::<Vec<_>>().join(" OR ");
+    let keyless = each(&table.primary_key, OR, |k| format!("NEW.{k} IS NULL"));
     let message = quote_literal(&format!(
         "tandem: {} needs a value in every key column ({}): the server cannot take a row without one",
         table.name,
@@ -309,8 +309,8 @@ pub fn log_replaced(table: &TableSchema, id: i64, n: usize, columns: &[String]) 
     let t = user_table(table);
     let log = log_table(id);
     let keys = column_list(None, &table.primary_key);
-    let collides = columns.iter().map(|c| format!("{0} = NEW.{0}", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
-    let other = table.primary_key.iter().map(|k| format!("{0} IS NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+    let collides = each(columns, AND, |c| format!("{c} = NEW.{c}"));
+    let other = each(&table.primary_key, AND, |k| format!("{k} IS NEW.{k}"));
     let body = format!(
         "WHEN NOT EXISTS (SELECT 1 FROM tandem_sync_writing) BEGIN INSERT INTO {log} ({keys}) SELECT {keys} FROM {t} \
          WHERE {collides} AND NOT ({other}); END"
@@ -322,17 +322,46 @@ pub fn log_replaced(table: &TableSchema, id: i64, n: usize, columns: &[String]) 
     ]
 }
 
+/// Logs the delete of each row the file's base versions hold a key of but
+/// the table no longer has, and whose delete the log does not hold: rows a
+/// REPLACE took out on a unique index before [`log_replaced`] watched it.
+/// At rest a base key without a row is a local delete not yet
+/// acknowledged, which the log holds already (a second entry of a key is
+/// harmless: an upload reads each key's latest).
+pub fn log_vanished(table: &TableSchema, id: i64) -> String {
+    let keys = column_list(None, &table.primary_key);
+    format!(
+        "INSERT INTO {log} ({keys}) SELECT {b_keys} FROM {base} b WHERE NOT EXISTS (SELECT 1 FROM {user} r WHERE {in_table}) \
+         AND NOT EXISTS (SELECT 1 FROM {log} l WHERE {in_log})",
+        log = log_table(id),
+        base = base_table(id),
+        user = user_table(table),
+        b_keys = column_list(Some("b"), &table.primary_key),
+        in_table = crate::sql::columns_equal("r", &table.primary_key, "b", &table.primary_key),
+        in_log = crate::sql::columns_equal("l", &table.primary_key, "b", &table.primary_key),
+    )
+}
+
 /// The rows of a table whose key holds a NULL, every synced column (see
 /// [`refuse_keyless`]).
 pub fn keyless_rows(table: &TableSchema) -> String {
-    let keyless = table.primary_key.iter().map(|k| format!("{} IS NULL", quote_ident(k))).collect::<Vec<_>>().join(" OR ");
+    let keyless = each(&table.primary_key, OR, |k| format!("{k} IS NULL"));
     format!("SELECT {} FROM {} WHERE {keyless}", column_list(None, &table.column_names()), user_table(table))
 }
 
 /// A trigger row's key columns (`NEW."id", NEW."k"`), `row` being `NEW`
 /// or `OLD`.
 fn row_key(table: &TableSchema, row: &str) -> String {
-    table.primary_key.iter().map(|k| format!("{row}.{}", quote_ident(k))).collect::<Vec<_>>().join(", ")
+    each(&table.primary_key, ", ", |k| format!("{row}.{k}"))
+}
+
+const AND: &str = " AND ";
+const OR: &str = " OR ";
+
+/// Each of `columns`, quoted, put in `form`, joined by `join`: the shape
+/// of every condition over a key or an index here.
+fn each(columns: &[String], join: &str, form: impl Fn(&str) -> String) -> String {
+    columns.iter().map(|c| form(&quote_ident(c))).collect::<Vec<_>>().join(join)
 }
 
 /// What of a table that left its scope the file notes: the keys written
@@ -410,12 +439,12 @@ pub fn drop_tracking(id: i64) -> Vec<String> {
 /// synced it, see [`refuse_keyless`]) never existed for the server, so a
 /// move away from such a key is no change either (the new key's entry is).
 fn is_change(table: &TableSchema) -> String {
-    table.primary_key.iter().map(|k| format!("{} IS NOT NULL", quote_ident(k))).collect::<Vec<_>>().join(" AND ")
+    each(&table.primary_key, AND, |k| format!("{k} IS NOT NULL"))
 }
 
 /// A keyless counter mark.
 fn is_mark(table: &TableSchema) -> String {
-    table.primary_key.iter().map(|k| format!("{} IS NULL", quote_ident(k))).collect::<Vec<_>>().join(" AND ")
+    each(&table.primary_key, AND, |k| format!("{k} IS NULL"))
 }
 
 /// `LIMIT ?n`, written so that SQLite keeps the statement's plan when a new
