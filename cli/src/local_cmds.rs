@@ -318,6 +318,12 @@ pub fn print_report(report: &SyncReport) {
     if report.kept_local > 0 {
         println!("  {} server change(s) wait behind unsent local changes", report.kept_local);
     }
+    if report.not_stored > 0 {
+        println!(
+            "  {} server row(s) this file's own constraints refuse wait aside (tandem_rejected, kind not_stored; tried again each sync)",
+            report.not_stored
+        );
+    }
 }
 
 #[derive(clap::Args)]

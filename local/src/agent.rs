@@ -128,6 +128,11 @@ pub struct SyncReport {
     pub pulled: u64,
     /// Server changes not written because the row has an unsent change.
     pub kept_local: u64,
+    /// Server rows the file's own constraints refuse (a unique index, a
+    /// CHECK or a trigger the server does not have), kept aside in
+    /// `tandem_rejected` (kind `not_stored`) after this round and tried
+    /// again each round.
+    pub not_stored: u64,
     /// The file pulled again from NULL: its watermark was older than the
     /// server's last cleanup (see `crate::resync`).
     pub resynced: bool,
@@ -152,6 +157,7 @@ impl SyncReport {
         self.rejected.extend(round.rejected);
         self.pulled += round.pulled;
         self.kept_local += round.kept_local;
+        self.not_stored = round.not_stored;
         self.resynced |= round.resynced;
         self.removed += round.removed;
         if round.watermark.is_some() {
@@ -585,6 +591,10 @@ fn exchange(
     if state.resync && matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Complete(_)))) {
         report.removed = resync::finish(conn, &state)?;
     }
+    // Server rows the file refused earlier: one may fit now.
+    let retried = crate::not_stored::retry(conn, &meta::require(conn, scope)?)?;
+    report.pulled += retried.taken;
+    report.not_stored = retried.still;
     if let Some(error) = push_failed {
         return Err(LocalError::UploadFailed { pulled: report.pulled, error });
     }

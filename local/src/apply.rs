@@ -3,14 +3,15 @@
 //! that change goes up next and meets the server's policy there.
 
 use rusqlite::{params_from_iter, Connection, ToSql};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tandem_core::changeset::{Changeset, Op};
 use tandem_core::sql::{local, upsert_row, Dialect};
 use tandem_core::types::json_to_local;
-use tandem_core::validate::check_changeset;
+use tandem_core::validate::{check_changeset, CheckedRow, CheckedTable};
 
-use crate::error::Result;
+use crate::error::{LocalError, Result};
 use crate::meta::{self, ScopeState};
+use crate::not_stored::{self, ServerRow};
 use crate::rows;
 use crate::tx::applying;
 use crate::values::Bound;
@@ -27,6 +28,9 @@ pub struct Applied {
     pub cascaded: u64,
     /// Rows kept because they have an unsent local change.
     pub skipped: Vec<Value>,
+    /// Rows the file's own constraints refused, kept aside (see
+    /// `not_stored`).
+    pub not_stored: u64,
     pub watermark: Option<String>,
 }
 
@@ -87,7 +91,22 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                 }
                 match row.op {
                     Op::Upsert => {
-                        upsert.execute(params_from_iter(row.values.iter().map(Bound)))?;
+                        let written = match upsert.execute(params_from_iter(row.values.iter().map(Bound))) {
+                            Ok(0) => Err(LocalError::RowIgnored { table: table.schema.name.clone() }),
+                            Ok(_) => Ok(()),
+                            Err(error) => Err(error.into()),
+                        };
+                        if let Err(error) = written {
+                            // The file's own constraint: the row waits
+                            // aside, the batch goes on (a failed statement
+                            // is undone by itself).
+                            let refusal = not_stored::as_refusal(conn, table.schema, error)?;
+                            let object = server_object(table, row);
+                            let server = ServerRow { t, key: &row.key, row: &object, version: row.version.as_deref() };
+                            not_stored::keep(conn, state, &server, &refusal)?;
+                            result.not_stored += 1;
+                            continue;
+                        }
                         let key: Vec<Bound<'_>> = key_positions.iter().map(|&p| Bound(&row.values[p])).collect();
                         let mut params: Vec<&dyn ToSql> = key.iter().map(|k| k as &dyn ToSql).collect();
                         match &row.version {
@@ -115,11 +134,18 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                 conn.execute(&statement, [])?;
             }
         }
+        not_stored::settle(conn, state)?;
         if let Some(watermark) = &watermark {
             meta::set_pulled(conn, state, watermark)?;
         }
         Ok(result)
     })
+}
+
+/// A changeset row as the JSON object of its columns, as the server sent
+/// them.
+fn server_object<V>(table: &CheckedTable<'_, V>, row: &CheckedRow<V>) -> Map<String, Value> {
+    table.columns.iter().zip(&row.raw).map(|(&c, value)| (table.schema.columns[c].name.clone(), value.clone())).collect()
 }
 
 /// The SQL function.

@@ -40,6 +40,15 @@ pub enum LocalError {
     #[error("another sync of {path} is still running after {waited} s: run one sync of a file at a time")]
     Busy { path: String, waited: u64 },
 
+    /// A trigger of the file's own dropped a server row without a word
+    /// (`RAISE(IGNORE)`): the row is kept aside like a refused one.
+    #[error("a trigger of this file ignored the server's row of {table} (RAISE(IGNORE))")]
+    RowIgnored { table: String },
+
+    /// A trigger of the file's own undid sync's whole transaction.
+    #[error("a trigger of this file rolled back sync's transaction (RAISE(ROLLBACK)) while it stored the server's row of {table} ({reason}): nothing of the batch was stored, and every sync will stop there. Make the trigger refuse the row with RAISE(ABORT) instead: the row is then kept aside in tandem_rejected and the rest is stored")]
+    RolledBack { table: String, reason: String },
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -35,6 +35,7 @@ mod lock;
 mod log_reset;
 pub mod meta;
 mod moves;
+mod not_stored;
 pub mod provision;
 pub mod record;
 pub mod remote;

@@ -300,11 +300,14 @@ fn guard_replaced(conn: &Connection, table: &TableSchema, id: i64) -> Result<()>
         .collect::<rusqlite::Result<_>>()?;
     let mut wanted = Vec::new();
     for (n, index) in indexes.iter().enumerate() {
-        let columns: Vec<Option<String>> = conn
+        let columns: Vec<Option<local::IndexColumn>> = conn
             .prepare_cached(sql::INDEX_COLUMNS)?
-            .query_map(named_params! {":index": index}, |r| r.get("name"))?
+            .query_map(named_params! {":index": index, ":table": local_name}, |r| {
+                let Some(name) = r.get::<_, Option<String>>("name")? else { return Ok(None) };
+                Ok(Some(local::IndexColumn { name, collation: r.get("coll")?, generated: r.get("generated")? }))
+            })?
             .collect::<rusqlite::Result<_>>()?;
-        let Some(columns) = columns.into_iter().collect::<Option<Vec<String>>>() else { continue };
+        let Some(columns) = columns.into_iter().collect::<Option<Vec<_>>>() else { continue };
         wanted.extend(local::log_replaced(table, id, n, &columns));
     }
     let mut held: Vec<String> = triggers_named(conn, &prefix)?.into_iter().map(|(_, made)| made).collect();

@@ -16,6 +16,7 @@ use tandem_core::Rejection;
 use crate::changes::Batch;
 use crate::error::Result;
 use crate::meta::{self, ScopeState};
+use crate::not_stored::{self, ServerRow};
 use crate::rows;
 use crate::tx::applying;
 
@@ -42,7 +43,14 @@ fn take(
     let id = state.tables[t].id;
     match row {
         Some(row) => {
-            let key = rows::write_server_row(conn, table, id, key, row)?;
+            let written = rows::server_key(table, key, row);
+            if let Some(refusal) = not_stored::refusal_of(conn, table, |conn| rows::write_server_row(conn, table, id, key, row).map(drop))?
+            {
+                let server = ServerRow { t, key: &written, row, version };
+                not_stored::keep(conn, state, &server, &refusal)?;
+                return server_has(conn, state, t, &written);
+            }
+            let key = written;
             match version {
                 Some(version) => rows::write_base(conn, table, id, &key, version)?,
                 None => rows::delete_base(conn, table, id, &key)?,
@@ -112,16 +120,27 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 }
             } else {
                 let mut key = applied.key.clone();
+                let mut refused = None;
                 if let Some(row) = &applied.row {
                     if !is_newer(t, &applied.key) {
                         // Stored differently from what was sent (a cast, a
                         // default, a trigger, a key in another form): take
                         // the server's form.
-                        key = rows::write_server_row(conn, table, state.tables[t].id, &applied.key, row)?;
+                        let id = state.tables[t].id;
+                        refused = not_stored::refusal_of(conn, table, |conn| {
+                            key = rows::write_server_row(conn, table, id, &applied.key, row)?;
+                            Ok(())
+                        })?;
                     }
                 }
                 rows::write_base(conn, table, state.tables[t].id, &key, &applied.version)?;
                 server_has(conn, state, t, &key)?;
+                if let (Some(refusal), Some(row)) = (refused, &applied.row) {
+                    // The file keeps the row as it sent it, on the server's
+                    // version; the server's form waits aside.
+                    let server = ServerRow { t, key: &rows::server_key(table, &key, row), row, version: Some(&applied.version) };
+                    not_stored::keep(conn, state, &server, &refusal)?;
+                }
             }
             recorded.applied += 1;
         }
@@ -150,13 +169,20 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 match (&conflict.version, &conflict.row) {
                     (Some(version), Some(row)) => {
                         let id = state.tables[t].id;
-                        let key = if is_newer(t, &conflict.key) {
-                            conflict.key.clone()
-                        } else {
-                            rows::write_server_row(conn, table, id, &conflict.key, row)?
-                        };
+                        let mut key = conflict.key.clone();
+                        let mut refused = None;
+                        if !is_newer(t, &conflict.key) {
+                            refused = not_stored::refusal_of(conn, table, |conn| {
+                                key = rows::write_server_row(conn, table, id, &conflict.key, row)?;
+                                Ok(())
+                            })?;
+                        }
                         rows::write_base(conn, table, id, &key, version)?;
                         server_has(conn, state, t, &key)?;
+                        if let Some(refusal) = refused {
+                            let server = ServerRow { t, key: &rows::server_key(table, &key, row), row, version: Some(version) };
+                            not_stored::keep(conn, state, &server, &refusal)?;
+                        }
                     }
                     _ => {
                         rows::delete_with_children(conn, state, t, &conflict.key)?;
@@ -200,6 +226,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 vec![rusqlite::types::Value::Integer(*top)],
             )?;
         }
+        not_stored::settle(conn, state)?;
         meta::record_upload_answer(conn, state, result.version.as_deref())?;
         Ok(recorded)
     })
@@ -257,7 +284,7 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
                 }
             }
         }
-        Ok(())
+        not_stored::settle(conn, state)
     })
 }
 

@@ -26,6 +26,7 @@ pub fn begin(conn: &Connection, state: &ScopeState) -> Result<()> {
                 conn.execute(&statement, [])?;
             }
         }
+        crate::not_stored::forget_tables(conn, state, 0..state.schema.tables.len())?;
         conn.execute(sql::BEGIN_RESYNC_FROM_START, named_params! {":scope": state.scope})?;
         Ok(())
     })
@@ -48,6 +49,7 @@ pub fn begin_tables(conn: &Connection, state: &ScopeState, refiltered: &[usize])
                 conn.execute(&local::keep_sweep(table, tracked.id), [])?;
             }
         }
+        crate::not_stored::forget_tables(conn, state, refiltered.iter().copied())?;
         conn.execute(sql::BEGIN_RESYNC, named_params! {":scope": state.scope})?;
         Ok(())
     })

@@ -155,7 +155,10 @@ pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String,
     let update = update_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key);
     if conn.prepare_cached(&update)?.execute(params_from_iter(values.iter()))? == 0 {
         let statement = upsert_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key, None);
-        conn.prepare_cached(&statement)?.execute(params_from_iter(values))?;
+        if conn.prepare_cached(&statement)?.execute(params_from_iter(values))? == 0 {
+            // A trigger of the file's own dropped it (`RAISE(IGNORE)`).
+            return Err(LocalError::RowIgnored { table: table.name.clone() });
+        }
     }
     Ok(())
 }
@@ -166,8 +169,8 @@ pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String,
 /// in lower case), the file's row moves to the server's key: the file never
 /// keeps both.
 pub fn write_server_row(conn: &Connection, table: &TableSchema, id: i64, key: &[Value], row: &Map<String, Value>) -> Result<Vec<Value>> {
-    let server_key: Vec<Value> = table.primary_key.iter().map(|k| row.get(k).cloned().unwrap_or(Value::Null)).collect();
-    if server_key.iter().all(|v| !v.is_null()) && server_key != key {
+    let server_key = server_key(table, key, row);
+    if server_key != key {
         conn.prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
             .execute(params_from_iter(key_params(table, key)?))?;
         delete_base(conn, table, id, key)?;
@@ -176,6 +179,16 @@ pub fn write_server_row(conn: &Connection, table: &TableSchema, id: i64, key: &[
     }
     write_object(conn, table, row)?;
     Ok(key.to_vec())
+}
+
+/// The key the server holds a row under: the row's own key columns when
+/// it has them all, else the key as sent.
+pub fn server_key(table: &TableSchema, key: &[Value], row: &Map<String, Value>) -> Vec<Value> {
+    let own: Vec<Value> = table.primary_key.iter().map(|k| row.get(k).cloned().unwrap_or(Value::Null)).collect();
+    match own.iter().all(|v| !v.is_null()) {
+        true => own,
+        false => key.to_vec(),
+    }
 }
 
 /// Keys of a table with local changes after `after`.
@@ -188,6 +201,13 @@ pub fn pending(conn: &Connection, table: &TableSchema, id: i64, after: i64) -> R
     Ok(keys)
 }
 
+/// Whether key `key` has a local change after `after`.
+pub fn has_pending(conn: &Connection, table: &TableSchema, id: i64, after: i64, key: &[Value]) -> Result<bool> {
+    let mut values = vec![SqlValue::Integer(after)];
+    values.extend(key_params(table, key)?);
+    Ok(conn.prepare_cached(&local::has_pending(table, id))?.query_row(params_from_iter(values), |_| Ok(())).optional()?.is_some())
+}
+
 /// Deletes a row, and the rows of tables filtered `via` it that hang off
 /// it (a child belongs to whoever holds its parent), except rows with an
 /// unsent local change. Returns how many rows went.
@@ -198,6 +218,11 @@ pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key
         .prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
         .execute(params_from_iter(key_params(table, key)?))?;
     delete_base(conn, table, id, key)?;
+    // A row of this key kept aside (see `not_stored`) is gone on the
+    // server too.
+    conn.prepare_cached(tandem_core::sql::device::FORGET_NOT_STORED_KEY)?.execute(rusqlite::named_params! {
+        ":scope": state.scope, ":table_name": table.name, ":key": key_text(key),
+    })?;
     let mut total = removed;
     for (c, child) in state.schema.tables.iter().enumerate() {
         let Some(Filter::Via { parent, on }) = &child.filter else { continue };

@@ -43,6 +43,11 @@ fn tenant(n: i64) -> Value {
     json!({"params": {"tenant": n}})
 }
 
+/// `id:name` of each customer of tenant 1 on the server, by id.
+fn tenant_one_customers(server: &mut Client) -> Option<String> {
+    server_value(server, "SELECT string_agg(id || ':' || name, ',' ORDER BY id) FROM customers WHERE tenant_id = 1")
+}
+
 fn server_value(server: &mut Client, sql: &str) -> Option<String> {
     server.query(sql, &[]).unwrap().first().and_then(|r| r.get::<_, Option<String>>(0))
 }
@@ -797,10 +802,7 @@ fn a_row_taken_out_by_replace_on_a_unique_column_is_deleted_on_the_server() {
     drop(plain);
     s.sync(&file, json!({}));
     let mut server = s.server();
-    assert_eq!(
-        server_value(&mut server, "SELECT string_agg(id || ':' || name, ',' ORDER BY id) FROM customers WHERE tenant_id = 1").as_deref(),
-        Some("1:Ada,2:Grace,50:Zed")
-    );
+    assert_eq!(tenant_one_customers(&mut server).as_deref(), Some("1:Ada,2:Grace,50:Zed"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
 
@@ -823,10 +825,60 @@ fn a_round_after_another_programs_ddl_leaves_the_files_schema_alone() {
     local(&file, "INSERT OR REPLACE INTO customers VALUES (50, 1, 'Alan', NULL)");
     s.sync(&file, json!({}));
     let mut server = s.server();
-    assert_eq!(
-        server_value(&mut server, "SELECT string_agg(id || ':' || name, ',' ORDER BY id) FROM customers WHERE tenant_id = 1").as_deref(),
-        Some("1:Ada,2:Grace,50:Alan")
-    );
+    assert_eq!(tenant_one_customers(&mut server).as_deref(), Some("1:Ada,2:Grace,50:Alan"));
+}
+
+/// A constraint only the file has (a program's unique index the server
+/// lacks) refusing a row the server sends: the row is kept aside, said in
+/// `tandem_rejected` (kind `not_stored`), the rest of the pull applies and
+/// later rounds go on; once the file can take the row, a round takes it.
+/// Before, the whole pull failed on that row, every round, for good.
+#[test]
+fn a_server_row_the_files_own_index_refuses_is_kept_aside_and_taken_later() {
+    let s = setup("not_stored_pull");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name)");
+    let mut server = s.server();
+    server.batch_execute("UPDATE customers SET name = 'Ada' WHERE id = 2; UPDATE orders SET total = 99 WHERE id = 10").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_value(&file, "SELECT CAST(total AS TEXT) FROM orders WHERE id = 10").as_deref(), Some("99.00"));
+    let said = "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored' AND key = '[2]' AND reason LIKE '%UNIQUE%'";
+    assert_eq!(local_count(&file, said), 1, "the refused row is not said");
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, said), 1, "said once, however many rounds");
+    // The program makes room: the next round takes the server's row.
+    local(&file, "UPDATE customers SET name = 'Ada L' WHERE id = 1");
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored'"), 0);
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// The same when the row comes back in the server's answer to an upload:
+/// a delete the server refused (other rows reference the row) restores the
+/// row, and the file's own unique index already holds its value in the row
+/// a REPLACE wrote. Before, every later round failed on it.
+#[test]
+fn a_restored_row_the_files_own_index_refuses_does_not_stall_the_device() {
+    let s = setup("not_stored_answer");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name)");
+    s.sync(&file, json!({}));
+    // Customer 1 has orders: the server refuses its delete.
+    local(&file, "INSERT OR REPLACE INTO customers VALUES (50, 1, 'Ada', NULL)");
+    s.sync(&file, json!({}));
+    let said = "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored' AND key = '[1]'";
+    assert_eq!(local_count(&file, said), 1, "the row the file could not take back is not said");
+    local(&file, "UPDATE customers SET name = 'Zed' WHERE id = 2");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.pushed, 1, "{report:?}");
+    let mut server = s.server();
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Zed"));
+    local(&file, "DELETE FROM customers WHERE id = 50");
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, said), 0);
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
 
 /// A REPLACE on a unique index a program made since the last round (its
@@ -842,9 +894,112 @@ fn a_row_taken_out_by_replace_on_a_new_index_before_any_round_is_deleted_on_the_
     let report = s.sync(&file, json!({}));
     assert_eq!(report.pushed, 2, "{report:?}");
     let mut server = s.server();
-    assert_eq!(
-        server_value(&mut server, "SELECT string_agg(id || ':' || name, ',' ORDER BY id) FROM customers WHERE tenant_id = 1").as_deref(),
-        Some("1:Ada,2:Grace,50:Alan")
-    );
+    assert_eq!(tenant_one_customers(&mut server).as_deref(), Some("1:Ada,2:Grace,50:Alan"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Found by an attack: a unique index that compares by another collation
+/// than the column's (`COLLATE NOCASE`) takes out rows its guard, comparing
+/// by the column's, did not see.
+#[test]
+fn a_row_taken_out_by_replace_on_a_nocase_index_is_deleted_on_the_server() {
+    let customers = replace_after_index(
+        "replace_nocase",
+        "CREATE UNIQUE INDEX customers_name ON customers (name COLLATE NOCASE)",
+        "INSERT OR REPLACE INTO customers VALUES (60, 1, 'ALAN', NULL)",
+    );
+    assert_eq!(customers.as_deref(), Some("1:Ada,2:Grace,60:ALAN"));
+}
+
+/// A file of tenant 1 whose program made `index` and synced since, then
+/// wrote `write` (a REPLACE that takes a row out) and synced again: the
+/// server's customers of tenant 1, once the file and the server agree.
+fn replace_after_index(label: &str, index: &str, write: &str) -> Option<String> {
+    let s = setup(label);
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, index);
+    s.sync(&file, json!({}));
+    local(&file, write);
+    s.sync(&file, json!({}));
+    let mut server = s.server();
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+    tenant_one_customers(&mut server)
+}
+
+/// Found by an attack: a trigger of the file's own that drops a server row
+/// (`RAISE(IGNORE)`) left the row's base version written with no row, which
+/// the next check for rows a REPLACE took out read as a local delete, and
+/// the server's row was deleted. The row is kept aside instead.
+#[test]
+fn a_server_row_a_trigger_of_the_file_ignores_is_kept_aside_and_never_deleted() {
+    let s = setup("not_stored_ignored");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "CREATE TRIGGER no_zed BEFORE INSERT ON customers WHEN NEW.name = 'Zed' BEGIN SELECT RAISE(IGNORE); END");
+    let mut server = s.server();
+    server.batch_execute("INSERT INTO customers VALUES (30, 1, 'Zed', NULL)").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored' AND key = '[30]'"), 1);
+    local(&file, "CREATE UNIQUE INDEX customers_email ON customers (email)");
+    s.sync(&file, json!({}));
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 30").as_deref(), Some("Zed"));
+    local(&file, "DROP TRIGGER no_zed");
+    s.sync(&file, json!({}));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Found by an attack: a trigger of the file's own that rolls back sync's
+/// whole transaction (`RAISE(ROLLBACK)`) left the rest of the batch written
+/// outside any transaction, the watermark with it. The round now stops
+/// with what to do, nothing of the batch stored.
+#[test]
+fn a_trigger_that_rolls_back_syncs_transaction_stops_the_round_with_nothing_half_stored() {
+    let s = setup("not_stored_rollback");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let watermark = local_value(&file, "SELECT watermark FROM tandem_scopes");
+    local(&file, "CREATE TRIGGER no_zed BEFORE INSERT ON customers WHEN NEW.name = 'Zed' BEGIN SELECT RAISE(ROLLBACK, 'no Zed'); END");
+    let mut server = s.server();
+    server.batch_execute("UPDATE customers SET name = 'Ada 2' WHERE id = 1; INSERT INTO customers VALUES (30, 1, 'Zed', NULL)").unwrap();
+    let error = file.sync(&s.db.url, "crm", &SyncOptions::default()).unwrap_err().to_string();
+    assert!(error.contains("RAISE(ABORT)"), "{error}");
+    assert_eq!(local_value(&file, "SELECT watermark FROM tandem_scopes"), watermark);
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"));
+    local(&file, "DROP TRIGGER no_zed");
+    s.sync(&file, json!({}));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Found by an attack: a resync receives every row anew, so a row kept
+/// aside that the server deleted meanwhile does not come; its entry stayed
+/// and the next retry brought the deleted row back.
+#[test]
+fn a_resync_forgets_kept_rows_the_server_deleted() {
+    let s = setup("not_stored_resync");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name)");
+    let mut server = s.server();
+    server.batch_execute("INSERT INTO customers VALUES (30, 1, 'Ada', NULL)").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored'"), 1);
+    server.batch_execute("DELETE FROM customers WHERE id = 30").unwrap();
+    local(&file, "DROP INDEX customers_name");
+    s.sync(&file, json!({"reinit": true}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 30"), 0);
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Found by an attack: an `UPDATE` never names a generated column, so the
+/// guard of a unique index on one (`UPDATE OF` its columns) never fired.
+#[test]
+fn a_row_taken_out_by_update_or_replace_on_a_generated_column_index_is_deleted_on_the_server() {
+    let customers = replace_after_index(
+        "replace_generated",
+        "ALTER TABLE customers ADD COLUMN lname TEXT GENERATED ALWAYS AS (lower(name)) VIRTUAL; \
+         CREATE UNIQUE INDEX customers_lname ON customers (lname)",
+        "UPDATE OR REPLACE customers SET name = 'ALAN' WHERE id = 2",
+    );
+    assert_eq!(customers.as_deref(), Some("1:Ada,2:ALAN"));
 }

@@ -66,9 +66,11 @@ pub const PRESENT_OBJECTS: &str = "SELECT name FROM sqlite_master WHERE name IN 
 /// primary key's.
 pub const UNIQUE_INDEXES: &str = "SELECT name FROM pragma_index_list(:table) WHERE \"unique\" AND origin <> 'pk' ORDER BY name";
 
-/// `name` of each column of index `:index` in index order (NULL for an
-/// expression).
-pub const INDEX_COLUMNS: &str = "SELECT name FROM pragma_index_info(:index) ORDER BY seqno";
+/// Each column of index `:index` of table `:table`, in index order: its
+/// `name` (NULL for an expression), the collation the index compares it
+/// by (`coll`), and whether it is a generated column (`generated`).
+pub const INDEX_COLUMNS: &str = "SELECT i.name AS name, i.coll AS coll, coalesce(c.hidden IN (2, 3), 0) AS generated \
+     FROM pragma_index_xinfo(:index) i LEFT JOIN pragma_table_xinfo(:table) c ON c.name = i.name WHERE i.key ORDER BY i.seqno";
 
 /// `name` and `sql` (the statement that made it, as written) of each
 /// trigger whose name starts with `:prefix`.
@@ -236,6 +238,30 @@ pub const KEEP_UNFOLLOWED: &str = "INSERT INTO tandem_rejected (scope, table_nam
      SELECT :scope, :table_name, :key, :row, 'schema_changed', :reason WHERE NOT EXISTS (SELECT 1 FROM tandem_rejected \
      WHERE scope = :scope AND table_name = :table_name AND key = :key AND kind = 'schema_changed' AND reason = :reason)";
 
+/// A server row the file's own constraints refused (kind `not_stored`):
+/// the row as the server sent it, its version, and the base version the
+/// file held for the key then (a later server state of the key moves it).
+pub const KEEP_NOT_STORED: &str = "INSERT INTO tandem_rejected (scope, table_name, key, row, kind, reason, version, base) \
+     VALUES (:scope, :table_name, :key, :row, 'not_stored', :reason, :version, :base)";
+
+/// An earlier kept row of the same key goes when another is kept.
+pub const FORGET_NOT_STORED_KEY: &str =
+    "DELETE FROM tandem_rejected WHERE scope = :scope AND table_name = :table_name AND key = :key AND kind = 'not_stored'";
+
+/// `id, table_name, key, row, version, base` of each server row `:scope`
+/// keeps aside, oldest first.
+pub const NOT_STORED: &str = "SELECT id, table_name, key, row, version, base FROM tandem_rejected \
+     WHERE scope = :scope AND kind = 'not_stored' ORDER BY id";
+
+pub const FORGET_NOT_STORED: &str = "DELETE FROM tandem_rejected WHERE id = :id";
+
+/// A resync receives the table's rows anew: what it kept aside goes (a
+/// row refused again is kept again).
+pub const FORGET_NOT_STORED_TABLE: &str =
+    "DELETE FROM tandem_rejected WHERE scope = :scope AND table_name = :table_name AND kind = 'not_stored'";
+
+pub const SET_NOT_STORED_REASON: &str = "UPDATE tandem_rejected SET reason = :reason WHERE id = :id";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +294,12 @@ mod tests {
             SET_ACKED,
             INSERT_REJECTED,
             KEEP_UNFOLLOWED,
+            KEEP_NOT_STORED,
+            FORGET_NOT_STORED_KEY,
+            NOT_STORED,
+            FORGET_NOT_STORED,
+            FORGET_NOT_STORED_TABLE,
+            SET_NOT_STORED_REASON,
         ] {
             assert!(!sql.contains('?') && !sql.contains('$'), "{sql}");
         }

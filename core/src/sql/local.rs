@@ -94,8 +94,11 @@ CREATE TABLE IF NOT EXISTS tandem_rejected (
     row TEXT,
     kind TEXT NOT NULL,
     reason TEXT NOT NULL,
-    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    version TEXT,
+    base TEXT
 );
+CREATE INDEX IF NOT EXISTS tandem_rejected_key ON tandem_rejected (scope, table_name, key);
 -- A row while sync itself writes rows from the server (inside its own
 -- transaction only, so no other connection ever sees it): the triggers
 -- that fill a column's default leave those rows as the server sent them.
@@ -113,7 +116,7 @@ pub const RENAMED_COLUMNS: [(&str, &str, &str); 2] = [("tandem_log_", "seq", "ta
 
 /// Columns files made by an earlier Tandem lack, with their definitions:
 /// [`METADATA`] creates them in new files, opening an older file adds them.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
     // The file's own id: every file is a replica of its partition.
     ("tandem_scopes", "replica_id", "TEXT"),
     // The id of the upload in flight, kept until its answer is recorded.
@@ -129,6 +132,10 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ("tandem_scopes", "server_id", "TEXT"),
     // The last `sync_verify`'s report (JSON), for `sync_status`.
     ("tandem_scopes", "last_verify", "TEXT"),
+    // A server row the file could not store (kind `not_stored`): its
+    // version, and the file's base version of the key when it came.
+    ("tandem_rejected", "version", "TEXT"),
+    ("tandem_rejected", "base", "TEXT"),
 ];
 
 /// `CREATE TABLE` for a table of the server's schema, with SQLite storage
@@ -298,27 +305,49 @@ pub fn replaced_trigger_prefix(id: i64) -> String {
     format!("tandem_{id}_replaced_")
 }
 
+/// A column of a unique index, as the index compares it.
+#[derive(Debug, Clone)]
+pub struct IndexColumn {
+    pub name: String,
+    /// The collation the index compares it by (`BINARY`, `NOCASE`, ...).
+    pub collation: String,
+    /// A generated column: no `UPDATE OF` names it, so the update trigger
+    /// of its index fires on every update.
+    pub generated: bool,
+}
+
 /// Triggers that log the rows a write is about to take out by SQLite's
 /// REPLACE conflict resolution on unique index `n` over `columns` (not the
 /// key): SQLite deletes them without firing delete triggers (unless the
 /// connection turned `recursive_triggers` on), so their deletes would
-/// never be sent. A row logged so whose write then fails or is ignored is
-/// sent unchanged, which the server takes as it is. Sync's own writes are
-/// left out, as by the fill triggers.
-pub fn log_replaced(table: &TableSchema, id: i64, n: usize, columns: &[String]) -> Vec<String> {
+/// never be sent. Values are compared as the index compares them (its
+/// collation). A row logged so whose write then fails is not logged (the
+/// failed statement is undone whole); one whose write is ignored (`OR
+/// IGNORE`) is sent unchanged. Sync's own writes are left out, as by the
+/// fill triggers.
+pub fn log_replaced(table: &TableSchema, id: i64, n: usize, columns: &[IndexColumn]) -> Vec<String> {
     let t = user_table(table);
     let log = log_table(id);
     let keys = column_list(None, &table.primary_key);
-    let collides = each(columns, AND, |c| format!("{c} = NEW.{c}"));
+    let collides = columns
+        .iter()
+        .map(|c| format!("{0} = NEW.{0} COLLATE {1}", quote_ident(&c.name), quote_ident(&c.collation)))
+        .collect::<Vec<_>>()
+        .join(AND);
     let other = each(&table.primary_key, AND, |k| format!("{k} IS NEW.{k}"));
     let body = format!(
         "WHEN NOT EXISTS (SELECT 1 FROM tandem_sync_writing) BEGIN INSERT INTO {log} ({keys}) SELECT {keys} FROM {t} \
          WHERE {collides} AND NOT ({other}); END"
     );
     let name = |event: &str| quote_ident(&format!("{}{n}_{event}", replaced_trigger_prefix(id)));
+    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    let update = match columns.iter().any(|c| c.generated) {
+        true => "UPDATE".to_string(),
+        false => format!("UPDATE OF {}", column_list(None, &names)),
+    };
     vec![
         format!("CREATE TRIGGER {} BEFORE INSERT ON {t} {body}", name("insert")),
-        format!("CREATE TRIGGER {} BEFORE UPDATE OF {} ON {t} {body}", name("update"), column_list(None, columns)),
+        format!("CREATE TRIGGER {} BEFORE {update} ON {t} {body}", name("update")),
     ]
 }
 
