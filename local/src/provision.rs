@@ -318,6 +318,9 @@ fn guard_replaced(conn: &Connection, table: &TableSchema, id: i64) -> Result<()>
         return Ok(());
     }
     drop_triggers_named(conn, &prefix)?;
+    if !wanted.is_empty() {
+        conn.execute(&local::create_replaced(table, id), [])?;
+    }
     for statement in &wanted {
         conn.execute(statement, [])?;
     }
@@ -344,6 +347,31 @@ pub fn refresh_replace_guards(conn: &Connection, state: &meta::ScopeState) -> Re
         Ok(())
     })?;
     crate::checked::note(conn, &what)
+}
+
+/// Logs the deletes of the rows a REPLACE took out since the last round
+/// (noted by the guards of [`guard_replaced`]); a round runs it before it
+/// reads what to send.
+pub fn flush_replaced(conn: &Connection, state: &meta::ScopeState) -> Result<()> {
+    let noted: Vec<String> = conn
+        .prepare_cached(sql::TABLES_NAMED)?
+        .query_map(named_params! {":prefix": "tandem_replaced_"}, |r| r.get("name"))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+        if !noted.contains(&local::replaced_table_name(t.id)) {
+            continue;
+        }
+        let any: bool = conn.prepare_cached(&local::has_replaced(t.id))?.query_row([], |r| r.get(0))?;
+        if any {
+            atomically(conn, |conn| {
+                for statement in local::flush_replaced(table, t.id) {
+                    conn.execute(&statement, [])?;
+                }
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The primary key of a table of the file, in key order: each column's

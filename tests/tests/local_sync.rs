@@ -1003,3 +1003,24 @@ fn a_row_taken_out_by_update_or_replace_on_a_generated_column_index_is_deleted_o
     );
     assert_eq!(customers.as_deref(), Some("1:Ada,2:ALAN"));
 }
+
+/// Found by an attack: the REPLACE guard logged the row an `INSERT OR
+/// IGNORE` collided with, though the write left it as it was; the row went
+/// up unchanged on its old base version, and under `client_wins` it undid
+/// the server's newer edit. Noted rows are logged only once they are gone.
+#[test]
+fn a_row_an_insert_or_ignore_leaves_is_not_sent() {
+    let s = setup("ignore_not_sent");
+    set_policy(&s, "client_wins");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name)");
+    s.sync(&file, json!({}));
+    let mut server = s.server();
+    server.batch_execute("UPDATE customers SET email = 'alan@server.test' WHERE id = 4").unwrap();
+    local(&file, "INSERT OR IGNORE INTO customers VALUES (70, 1, 'Alan', NULL)");
+    let report = s.sync(&file, json!({}));
+    assert_eq!((report.pushed, report.conflicts.len()), (0, 0), "{report:?}");
+    assert_eq!(server_value(&mut server, "SELECT email FROM customers WHERE id = 4").as_deref(), Some("alan@server.test"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}

@@ -77,6 +77,9 @@ pub const INDEX_COLUMNS: &str = "SELECT i.name AS name, i.coll AS coll, coalesce
 pub const TRIGGERS_NAMED: &str =
     "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, length(:prefix)) = :prefix";
 
+/// `name` of each table whose name starts with `:prefix`.
+pub const TABLES_NAMED: &str = "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(:prefix)) = :prefix";
+
 /// Adds an earlier Tandem's missing column to a bookkeeping table.
 pub fn add_bookkeeping_column(table: &str, column: &str, definition: &str) -> String {
     format!("ALTER TABLE {} ADD COLUMN {} {definition}", quote_ident(table), quote_ident(column))
@@ -281,6 +284,7 @@ mod tests {
             TABLE_NAME_TAKEN,
             PRESENT_OBJECTS,
             TRIGGERS_NAMED,
+            TABLES_NAMED,
             UNIQUE_INDEXES,
             INDEX_COLUMNS,
             LOAD_SCOPE,

@@ -316,18 +316,19 @@ pub struct IndexColumn {
     pub generated: bool,
 }
 
-/// Triggers that log the rows a write is about to take out by SQLite's
-/// REPLACE conflict resolution on unique index `n` over `columns` (not the
-/// key): SQLite deletes them without firing delete triggers (unless the
+/// Triggers that note the rows a write may take out by SQLite's REPLACE
+/// conflict resolution on unique index `n` over `columns` (not the key):
+/// SQLite deletes them without firing delete triggers (unless the
 /// connection turned `recursive_triggers` on), so their deletes would
 /// never be sent. Values are compared as the index compares them (its
-/// collation). A row logged so whose write then fails is not logged (the
-/// failed statement is undone whole); one whose write is ignored (`OR
-/// IGNORE`) is sent unchanged. Sync's own writes are left out, as by the
-/// fill triggers.
+/// collation). A BEFORE trigger cannot know whether the write will take
+/// the rows out (`OR IGNORE` leaves them, and so does a partial index's
+/// `WHERE`), so it notes their keys in `tandem_replaced_<id>`, and the
+/// next round logs the delete of each noted row that is gone (see
+/// [`flush_replaced`]); a write that fails takes its notes with it. Sync's
+/// own writes are left out, as by the fill triggers.
 pub fn log_replaced(table: &TableSchema, id: i64, n: usize, columns: &[IndexColumn]) -> Vec<String> {
     let t = user_table(table);
-    let log = log_table(id);
     let keys = column_list(None, &table.primary_key);
     let collides = columns
         .iter()
@@ -336,8 +337,9 @@ pub fn log_replaced(table: &TableSchema, id: i64, n: usize, columns: &[IndexColu
         .join(AND);
     let other = each(&table.primary_key, AND, |k| format!("{k} IS NEW.{k}"));
     let body = format!(
-        "WHEN NOT EXISTS (SELECT 1 FROM tandem_sync_writing) BEGIN INSERT INTO {log} ({keys}) SELECT {keys} FROM {t} \
-         WHERE {collides} AND NOT ({other}); END"
+        "WHEN NOT EXISTS (SELECT 1 FROM tandem_sync_writing) BEGIN INSERT INTO {} ({keys}) SELECT {keys} FROM {t} \
+         WHERE {collides} AND NOT ({other}); END",
+        replaced_table(id)
     );
     let name = |event: &str| quote_ident(&format!("{}{n}_{event}", replaced_trigger_prefix(id)));
     let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
@@ -348,6 +350,46 @@ pub fn log_replaced(table: &TableSchema, id: i64, n: usize, columns: &[IndexColu
     vec![
         format!("CREATE TRIGGER {} BEFORE INSERT ON {t} {body}", name("insert")),
         format!("CREATE TRIGGER {} BEFORE {update} ON {t} {body}", name("update")),
+    ]
+}
+
+/// Where the REPLACE guards of table `id` note the keys of rows a write
+/// may take out (see [`log_replaced`]).
+pub fn replaced_table(id: i64) -> String {
+    quote_ident(&replaced_table_name(id))
+}
+
+/// [`replaced_table`] as SQLite's catalog holds it.
+pub fn replaced_table_name(id: i64) -> String {
+    format!("tandem_replaced_{id}")
+}
+
+/// Makes [`replaced_table`] (keys may repeat: it is read whole and emptied).
+pub fn create_replaced(table: &TableSchema, id: i64) -> String {
+    let key_defs: Vec<String> = table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
+    format!("CREATE TABLE IF NOT EXISTS {} ({})", replaced_table(id), key_defs.join(", "))
+}
+
+/// Whether the REPLACE guards of table `id` noted a key.
+pub fn has_replaced(id: i64) -> String {
+    format!("SELECT EXISTS (SELECT 1 FROM {})", replaced_table(id))
+}
+
+/// Logs the delete of each row the guards noted that the table no longer
+/// has (a REPLACE took it out), then forgets the notes. A noted row still
+/// there was not taken out: it is no change.
+pub fn flush_replaced(table: &TableSchema, id: i64) -> [String; 2] {
+    let keys = column_list(None, &table.primary_key);
+    [
+        format!(
+            "INSERT INTO {log} ({keys}) SELECT DISTINCT {c_keys} FROM {noted} c WHERE NOT EXISTS (SELECT 1 FROM {user} r WHERE {same})",
+            log = log_table(id),
+            noted = replaced_table(id),
+            user = user_table(table),
+            c_keys = column_list(Some("c"), &table.primary_key),
+            same = crate::sql::columns_equal("r", &table.primary_key, "c", &table.primary_key),
+        ),
+        format!("DELETE FROM {}", replaced_table(id)),
     ]
 }
 
@@ -458,6 +500,7 @@ pub fn drop_tracking(id: i64) -> Vec<String> {
     let mut out = drop_triggers(id);
     out.push(format!("DROP TABLE IF EXISTS {}", log_table(id)));
     out.push(format!("DROP TABLE IF EXISTS {}", base_table(id)));
+    out.push(format!("DROP TABLE IF EXISTS {}", replaced_table(id)));
     out.push(drop_sweep(id));
     out
 }
