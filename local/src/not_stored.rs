@@ -58,7 +58,14 @@ pub fn refusal_of(conn: &Connection, table: &TableSchema, write: impl FnOnce(&Co
 /// Keeps a refused server row aside (one per key: a newer one replaces it).
 pub fn keep(conn: &Connection, state: &ScopeState, server: &ServerRow<'_>, error: &LocalError) -> Result<()> {
     let table = &state.schema.tables[server.t];
-    let base = rows::read_base(conn, table, state.tables[server.t].id, server.key)?;
+    let id = state.tables[server.t].id;
+    if rows::read_local(conn, table, server.key)?.is_none() {
+        // The file holds no row of the key: it holds no base version of it
+        // either, or the key would read as a delete the file made (see
+        // `local::log_vanished`) and be sent.
+        rows::delete_base(conn, table, id, server.key)?;
+    }
+    let base = rows::read_base(conn, table, id, server.key)?;
     let key = rows::key_text(server.key);
     conn.prepare_cached(sql::FORGET_NOT_STORED_KEY)?
         .execute(named_params! {":scope": state.scope, ":table_name": table.name, ":key": key})?;

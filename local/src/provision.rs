@@ -310,6 +310,10 @@ fn guard_replaced(conn: &Connection, table: &TableSchema, id: i64) -> Result<()>
         let Some(columns) = columns.into_iter().collect::<Option<Vec<_>>>() else { continue };
         wanted.extend(local::log_replaced(table, id, n, &columns));
     }
+    if !wanted.is_empty() {
+        // Its notes are Tandem's alone: one dropped by hand is made again.
+        conn.execute(&local::create_replaced(table, id), [])?;
+    }
     let mut held: Vec<String> = triggers_named(conn, &prefix)?.into_iter().map(|(_, made)| made).collect();
     held.sort();
     let mut sorted = wanted.clone();
@@ -318,9 +322,6 @@ fn guard_replaced(conn: &Connection, table: &TableSchema, id: i64) -> Result<()>
         return Ok(());
     }
     drop_triggers_named(conn, &prefix)?;
-    if !wanted.is_empty() {
-        conn.execute(&local::create_replaced(table, id), [])?;
-    }
     for statement in &wanted {
         conn.execute(statement, [])?;
     }

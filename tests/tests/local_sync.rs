@@ -1004,18 +1004,25 @@ fn a_row_taken_out_by_update_or_replace_on_a_generated_column_index_is_deleted_o
     assert_eq!(customers.as_deref(), Some("1:Ada,2:ALAN"));
 }
 
+/// A scope under `client_wins` and a file of tenant 1 whose program made a
+/// unique index on customers' names, synced since.
+fn client_wins_with_name_index(label: &str) -> (Scenario, Store) {
+    let s = setup(label);
+    set_policy(&s, "client_wins");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name)");
+    s.sync(&file, json!({}));
+    (s, file)
+}
+
 /// Found by an attack: the REPLACE guard logged the row an `INSERT OR
 /// IGNORE` collided with, though the write left it as it was; the row went
 /// up unchanged on its old base version, and under `client_wins` it undid
 /// the server's newer edit. Noted rows are logged only once they are gone.
 #[test]
 fn a_row_an_insert_or_ignore_leaves_is_not_sent() {
-    let s = setup("ignore_not_sent");
-    set_policy(&s, "client_wins");
-    let file = s.store("a.db");
-    s.sync(&file, tenant(1));
-    local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name)");
-    s.sync(&file, json!({}));
+    let (s, file) = client_wins_with_name_index("ignore_not_sent");
     let mut server = s.server();
     server.batch_execute("UPDATE customers SET email = 'alan@server.test' WHERE id = 4").unwrap();
     local(&file, "INSERT OR IGNORE INTO customers VALUES (70, 1, 'Alan', NULL)");
@@ -1023,4 +1030,24 @@ fn a_row_an_insert_or_ignore_leaves_is_not_sent() {
     assert_eq!((report.pushed, report.conflicts.len()), (0, 0), "{report:?}");
     assert_eq!(server_value(&mut server, "SELECT email FROM customers WHERE id = 4").as_deref(), Some("alan@server.test"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Found by an attack: a row the server restored (its delete refused) and
+/// the file refused to take back left the file a base version with no row
+/// and no log entry, which the check made when an index comes reads as a
+/// delete a REPLACE made: an unrelated new index sent the settled delete
+/// again, and under `client_wins` it deleted the server's row.
+#[test]
+fn a_kept_row_is_not_sent_as_a_delete_when_another_index_comes() {
+    let (s, file) = client_wins_with_name_index("not_stored_no_resend");
+    // Customer 1 has orders: the server refuses its delete and sends it back.
+    local(&file, "INSERT OR REPLACE INTO customers VALUES (50, 1, 'Ada', NULL)");
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored' AND key = '[1]'"), 1);
+    let mut server = s.server();
+    server.batch_execute("DELETE FROM orders WHERE customer_id = 1").unwrap();
+    local(&file, "CREATE UNIQUE INDEX customers_name_id ON customers (name, id)");
+    let report = s.sync(&file, json!({}));
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"));
 }
