@@ -432,6 +432,7 @@ fn round(
     let mut state = meta::require(conn, scope)?;
     provision::refresh_replace_guards(conn, &state)?;
     provision::flush_replaced(conn, &state)?;
+    crate::keyless::settle(conn, &state)?;
     if crate::log_reset::mend(conn, &state)? > 0 {
         state = meta::require(conn, scope)?;
     }

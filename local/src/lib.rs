@@ -31,6 +31,7 @@ pub mod error;
 pub mod functions;
 mod http_events;
 pub mod http_remote;
+mod keyless;
 mod lock;
 mod log_reset;
 pub mod meta;

@@ -124,7 +124,7 @@ pub fn settle(conn: &Connection, state: &ScopeState) -> Result<()> {
             Err(_) => None,
         };
         if now.is_none_or(|now| now != kept.base) {
-            conn.prepare_cached(sql::FORGET_NOT_STORED)?.execute(named_params! {":id": kept.id})?;
+            conn.prepare_cached(sql::FORGET_REJECTED)?.execute(named_params! {":id": kept.id})?;
         }
     }
     Ok(())
@@ -150,7 +150,7 @@ pub fn retry(conn: &Connection, state: &ScopeState) -> Result<Retried> {
         let mut retried = Retried::default();
         for kept in rows {
             let Ok(t) = state.table_index(&kept.table) else {
-                conn.prepare_cached(sql::FORGET_NOT_STORED)?.execute(named_params! {":id": kept.id})?;
+                conn.prepare_cached(sql::FORGET_REJECTED)?.execute(named_params! {":id": kept.id})?;
                 continue;
             };
             let table = &state.schema.tables[t];
@@ -165,7 +165,7 @@ pub fn retry(conn: &Connection, state: &ScopeState) -> Result<Retried> {
                         Some(version) => rows::write_base(conn, table, id, &kept.key, version)?,
                         None => rows::delete_base(conn, table, id, &kept.key)?,
                     }
-                    conn.prepare_cached(sql::FORGET_NOT_STORED)?.execute(named_params! {":id": kept.id})?;
+                    conn.prepare_cached(sql::FORGET_REJECTED)?.execute(named_params! {":id": kept.id})?;
                     retried.taken += 1;
                 }
                 Some(refusal) => {

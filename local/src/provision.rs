@@ -131,7 +131,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 // Rows the file held before it synced this table are local
                 // changes: they go up on the first sync, but for those
                 // without a whole key, which cannot.
-                keep_keyless(conn, scope, table)?;
+                crate::keyless::keep(conn, scope, table)?;
                 conn.execute(&local::log_all_rows(table, id), [])?;
             }
         }
@@ -426,30 +426,6 @@ fn key_takes_null(conn: &Connection, table: &TableSchema) -> Result<bool> {
         return Ok(false);
     }
     Ok(conn.query_row(sql::KEY_TAKES_NULL, named_params! {":table": local_name}, |r| r.get("takes_null"))?)
-}
-
-/// Keeps in `tandem_rejected` (kind `no_key`) the rows of a table the file
-/// held before it synced it that lack a whole key: the server cannot take
-/// them, and they would otherwise go unsent without a word. Given a key,
-/// a row is sent as any other change.
-fn keep_keyless(conn: &Connection, scope: &str, table: &TableSchema) -> Result<()> {
-    for row in rows::read_keyless(conn, table)? {
-        let key: Vec<Value> = table.primary_key.iter().map(|k| row.get(k).cloned().unwrap_or(Value::Null)).collect();
-        let reason = format!(
-            "the file held this row of {} before it synced the table, without a value in every key column ({}): the server \
-             cannot take it; give it a key and it is sent",
-            table.name,
-            table.primary_key.join(", ")
-        );
-        conn.execute(
-            sql::INSERT_REJECTED,
-            named_params! {
-                ":scope": scope, ":table_name": table.name, ":key": rows::key_text(&key),
-                ":row": Value::Object(row).to_string(), ":kind": "no_key", ":reason": reason,
-            },
-        )?;
-    }
-    Ok(())
 }
 
 fn table_exists(conn: &Connection, local_name: &str) -> Result<bool> {

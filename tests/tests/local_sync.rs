@@ -738,6 +738,8 @@ fn a_row_without_a_key_in_a_table_the_file_held_is_said_not_dropped() {
         server_value(&mut server, r#"SELECT "SKU" FROM "Order Lines" WHERE "Order Id" = 10 AND "Line No" = 8"#).as_deref(),
         Some("no line number")
     );
+    // Its record goes once the row has a key: sync_status's count drops.
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE kind = 'no_key'"), 0);
 }
 
 /// A round remembers, per connection, that the file's tracking was whole

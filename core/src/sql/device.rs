@@ -256,7 +256,12 @@ pub const FORGET_NOT_STORED_KEY: &str =
 pub const NOT_STORED: &str = "SELECT id, table_name, key, row, version, base FROM tandem_rejected \
      WHERE scope = :scope AND kind = 'not_stored' ORDER BY id";
 
-pub const FORGET_NOT_STORED: &str = "DELETE FROM tandem_rejected WHERE id = :id";
+/// One entry of `tandem_rejected`, by id.
+pub const FORGET_REJECTED: &str = "DELETE FROM tandem_rejected WHERE id = :id";
+
+/// `id, table_name, row` of each row of `:scope` kept for want of a whole
+/// key (kind `no_key`).
+pub const NO_KEY_ROWS: &str = "SELECT id, table_name, row FROM tandem_rejected WHERE scope = :scope AND kind = 'no_key'";
 
 /// A resync receives the table's rows anew: what it kept aside goes (a
 /// row refused again is kept again).
@@ -301,7 +306,8 @@ mod tests {
             KEEP_NOT_STORED,
             FORGET_NOT_STORED_KEY,
             NOT_STORED,
-            FORGET_NOT_STORED,
+            FORGET_REJECTED,
+            NO_KEY_ROWS,
             FORGET_NOT_STORED_TABLE,
             SET_NOT_STORED_REASON,
         ] {
