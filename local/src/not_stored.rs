@@ -66,9 +66,8 @@ pub fn keep(conn: &Connection, state: &ScopeState, server: &ServerRow<'_>, error
         rows::delete_base(conn, table, id, server.key)?;
     }
     let base = rows::read_base(conn, table, id, server.key)?;
+    forget(conn, &state.scope, table, server.key)?;
     let key = rows::key_text(server.key);
-    conn.prepare_cached(sql::FORGET_NOT_STORED_KEY)?
-        .execute(named_params! {":scope": state.scope, ":table_name": table.name, ":key": key})?;
     conn.prepare_cached(sql::KEEP_NOT_STORED)?.execute(named_params! {
         ":scope": state.scope,
         ":table_name": table.name,
@@ -78,6 +77,14 @@ pub fn keep(conn: &Connection, state: &ScopeState, server: &ServerRow<'_>, error
         ":version": server.version,
         ":base": base,
     })?;
+    Ok(())
+}
+
+/// Forgets the row of `key` kept aside, if any: a newer one replaces it,
+/// or the server deleted the row.
+pub fn forget(conn: &Connection, scope: &str, table: &TableSchema, key: &[Value]) -> Result<()> {
+    conn.prepare_cached(sql::FORGET_NOT_STORED_KEY)?
+        .execute(named_params! {":scope": scope, ":table_name": table.name, ":key": rows::key_text(key)})?;
     Ok(())
 }
 

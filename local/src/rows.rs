@@ -218,11 +218,8 @@ pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key
         .prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
         .execute(params_from_iter(key_params(table, key)?))?;
     delete_base(conn, table, id, key)?;
-    // A row of this key kept aside (see `not_stored`) is gone on the
-    // server too.
-    conn.prepare_cached(tandem_core::sql::device::FORGET_NOT_STORED_KEY)?.execute(rusqlite::named_params! {
-        ":scope": state.scope, ":table_name": table.name, ":key": key_text(key),
-    })?;
+    // A row of this key kept aside is gone on the server too.
+    crate::not_stored::forget(conn, &state.scope, table, key)?;
     let mut total = removed;
     for (c, child) in state.schema.tables.iter().enumerate() {
         let Some(Filter::Via { parent, on }) = &child.filter else { continue };
