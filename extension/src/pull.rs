@@ -91,8 +91,9 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
                 .flatten();
             let mut window = start_window(spi, scope_name, since, own.as_deref())?;
             // After the window's end is taken: every change it covers has
-            // committed, so the fold sees it (or waits for a fold that moves it).
-            fold::fold(spi, &scope, downloading.iter().copied())?;
+            // committed, so the fold sees it; a table another call is
+            // folding is read through its log instead (`busy`).
+            let busy = fold::fold_unless_busy(spi, &scope, downloading.iter().copied())?;
             if let (Some(since), Some(purged)) = (&window.since, &stored.purged_before) {
                 if purged.parse::<u64>().is_ok_and(|purged| since.xmin < purged) {
                     return Err(Error::WatermarkTooOld(scope_name.to_string()));
@@ -125,6 +126,9 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
                     }
                     Ok(())
                 })?;
+                for &t in &busy {
+                    active[t] = true;
+                }
             }
             loop {
                 if window.phase == Phase::Deletes && window.since.is_none() {
@@ -158,7 +162,9 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
                     echoes: &echoes,
                     limit: remaining.min(i64::MAX as u64) as i64,
                 };
-                let (read, last_key, full) = read_batch(spi, &scope, &window, &fixed, &bound, &mut writer, options.max_bytes())?;
+                let through_log = busy.contains(&window.table);
+                let (read, last_key, full) =
+                    read_batch(spi, &scope, &window, &fixed, &bound, through_log, &mut writer, options.max_bytes())?;
                 budget_used += read as u64;
                 if read as u64 == remaining || full {
                     window.after = last_key;
@@ -262,13 +268,16 @@ fn position_texts(scope: &Scope<'_>, t: usize, after: &[Value], stamped: bool) -
 /// Reads one batch of table `window.table` into the changeset; returns how
 /// many rows it read (the batch size counts rows read, so the next batch
 /// starts after them), the position after the last one, and whether the
-/// changeset reached `max_bytes` (the batch ends there).
+/// changeset reached `max_bytes` (the batch ends there). `through_log`:
+/// another call is folding the table (see `fold::fold_unless_busy`).
+#[allow(clippy::too_many_arguments)]
 fn read_batch(
     spi: &Spi<'_>,
     scope: &Scope<'_>,
     window: &Window,
     fixed: &pull::Window<'_>,
     filters: &FilterValues,
+    through_log: bool,
     writer: &mut ChangesetWriter,
     max_bytes: usize,
 ) -> Result<(usize, Option<Vec<Value>>, bool)> {
@@ -294,7 +303,7 @@ fn read_batch(
         Ok(writer.len() >= max_bytes)
     };
     let result = match window.phase {
-        Phase::Upserts => spi::each(spi, pull::upserts(scope, t, fixed, position.as_deref(), filters), |row| {
+        Phase::Upserts => spi::each(spi, pull::upserts(scope, t, fixed, position.as_deref(), filters, through_log), |row| {
             if full {
                 return Ok(());
             }

@@ -49,6 +49,65 @@ fn a_transaction_that_commits_late_is_not_missed() {
     assert!(third.is_empty(), "nothing is sent twice: {third:?}");
 }
 
+/// A pull does not queue behind another call's fold: while one call holds
+/// the fold of a table (its transaction still open), another client's pull
+/// reads the table's changes through its log at once. Whether the holder
+/// then commits or rolls back, nothing is lost or sent twice.
+#[test]
+fn a_pull_reads_past_a_fold_another_call_holds_open() {
+    for end in ["COMMIT", "ROLLBACK"] {
+        let db = TestDb::new("busy_fold");
+        setup(&db);
+        let mut puller = db.connect();
+        let (_, start) = pull_all(&mut puller, "s", None, &json!({}));
+        let mut writer = db.connect();
+        writer
+            .batch_execute("UPDATE items SET v = 7 WHERE id = 3; DELETE FROM items WHERE id = 4; INSERT INTO items VALUES (500, 5, 5)")
+            .unwrap();
+        let mut holder = db.connect();
+        holder.batch_execute("BEGIN; SELECT sync_status('s')").unwrap(); // folds the log, and holds it until it ends
+        let left: i64 = holder.query_one("SELECT count(*) FROM tandem.log_1", &[]).unwrap().get(0);
+        assert_eq!(left, 0, "the holder folded the log");
+        // Written after the holder's fold: still in the log, unlocked.
+        writer.batch_execute("UPDATE items SET v = 8 WHERE id = 5; UPDATE items SET v = 9 WHERE id = 500").unwrap();
+        puller.batch_execute("SET lock_timeout = '3s'").unwrap();
+        let (rows, after) = pull_all(&mut puller, "s", Some(&start), &json!({}));
+        let mut got: Vec<String> = rows
+            .iter()
+            .map(|(_, row)| format!("{} {}", row["op"], if row["op"] == "upsert" { &row["values"] } else { &row["key"] }))
+            .collect();
+        got.sort();
+        assert_eq!(got, ["\"delete\" [4]", "\"upsert\" [3,7,0]", "\"upsert\" [5,8,0]", "\"upsert\" [500,9,5]"], "{end}: {rows:?}");
+        holder.batch_execute(end).unwrap();
+        let (again, after_again) = pull_all(&mut puller, "s", Some(&after), &json!({}));
+        assert!(again.is_empty(), "{end}: nothing is sent twice: {again:?}");
+        writer.batch_execute("UPDATE items SET v = 10 WHERE id = 3").unwrap();
+        let (later, _) = pull_all(&mut puller, "s", Some(&after_again), &json!({}));
+        assert_eq!(later.len(), 1, "{end}: {later:?}");
+        assert_eq!(later[0].1["values"], json!([3, 10, 0]), "{end}");
+    }
+}
+
+/// Behind a bulk write's fold a pull waits instead: reading 40,000 keys
+/// through the log would cost every waiting pull about what the one fold
+/// costs. Once the fold commits, the pull has every row.
+#[test]
+fn a_pull_waits_for_the_fold_of_a_bulk_write() {
+    let db = TestDb::new("bulk_fold");
+    setup(&db);
+    let mut puller = db.connect();
+    let (_, start) = pull_all(&mut puller, "s", None, &json!({}));
+    db.connect().batch_execute("INSERT INTO items SELECT g, 1, 1 FROM generate_series(1001, 41000) g").unwrap();
+    let mut holder = db.connect();
+    holder.batch_execute("BEGIN; SELECT sync_status('s')").unwrap();
+    puller.batch_execute("SET lock_timeout = '300ms'").unwrap();
+    let waited = puller.query_one("SELECT sync_select_changes('s', $1, '{}')::text", &[&start]).expect_err("the pull waits for the fold");
+    assert_eq!(waited.code(), Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{waited}");
+    holder.batch_execute("COMMIT").unwrap();
+    let (rows, _) = pull_all(&mut puller, "s", Some(&start), &json!({"max_rows": 100000}));
+    assert_eq!(rows.len(), 40_000);
+}
+
 /// Several writers commit in every order (some hold their transaction open
 /// across pulls, some roll back) while three clients pull in batches of
 /// different sizes. At the end each client's copy equals the table, row for
@@ -114,6 +173,23 @@ fn every_committed_change_arrives_under_concurrent_writers() {
         })
         .collect();
 
+    // A caller holds the log's fold open for a while, again and again, so
+    // pulls often read the table through the log instead.
+    let holder = {
+        let url = db.url.clone();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut rng = rand::rng();
+            while !stop.load(Ordering::Relaxed) {
+                client.batch_execute("BEGIN; SELECT sync_status('s')").unwrap();
+                thread::sleep(Duration::from_millis(rng.random_range(5..40)));
+                client.batch_execute(if rng.random_range(0..4) == 0 { "ROLLBACK" } else { "COMMIT" }).unwrap();
+                thread::sleep(Duration::from_millis(rng.random_range(0..20)));
+            }
+        })
+    };
+
     // Three clients pull at the same time, each at its own pace; each pull
     // folds the change log, so the folds race each other and the writers.
     let apply = |changes: Vec<(String, Value)>, copy: &mut BTreeMap<i64, Value>| {
@@ -152,6 +228,7 @@ fn every_committed_change_arrives_under_concurrent_writers() {
     thread::sleep(Duration::from_secs(6));
     stop.store(true, Ordering::Relaxed);
     let commits: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    holder.join().unwrap();
     let mut pulls = 0;
     let mut table = BTreeMap::new();
     for puller in pullers {

@@ -14,7 +14,7 @@
 use crate::ident::quote_ident;
 use crate::setup::Filter;
 use crate::sql::partition::{row_filter, row_filter_with, FilterValues};
-use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, NoRows, Param, Query};
+use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Flag, NoRows, Param, Query};
 use crate::sql::tracking::tracked_state;
 use crate::sql::{column_list, Scope};
 use crate::types::{json_to_pg_text, pg_text_to_json, LogicalType};
@@ -74,16 +74,6 @@ pub fn stage_exists(scope: &Scope<'_>, t: usize) -> Query<Flag> {
     let mut columns = Columns::new();
     let flag = columns.push("exists", format!("(to_regclass({}) IS NOT NULL)::text", binds.bind(scope.stage(t))));
     Query::new(format!("SELECT {}", columns.sql()), binds, &columns, Flag(flag))
-}
-
-/// A single boolean.
-pub struct Flag(Col);
-
-impl Decode for Flag {
-    type Row<'a> = bool;
-    fn decode<'a>(&self, fields: Fields<'a>) -> Result<bool, DecodeError> {
-        fields.bool(self.0)
-    }
 }
 
 /// `ANALYZE` of the stage of table `t`, for the columns the apply's

@@ -9,7 +9,7 @@
 use crate::ident::quote_ident;
 use crate::sql::partition::{part_match, row_filter, FilterValues};
 use crate::sql::query::{table_probes, Binds, Col, Columns, Decode, DecodeError, Fields, Query, TableIndex};
-use crate::sql::{column_list, columns_equal, Scope};
+use crate::sql::{column_list, columns_equal, tracking, Scope};
 
 /// What every pull query binds: the snapshot the pull ends at, the one it
 /// starts from (`None`: everything), the caller's own transaction if it has
@@ -134,7 +134,18 @@ impl Decode for UpsertRow {
 /// incremental pull walks the `(tandem_stamp, key)` index from
 /// where it stopped. Either way each batch costs what it returns, not what
 /// came before it.
-pub fn upserts(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[String]>, values: &FilterValues) -> Query<UpsertRow> {
+///
+/// `through_log`: another call is folding the table's log, so its tracking
+/// is read with the log laid over it ([`tracking::folded_track`]) instead
+/// of waiting for that call to commit.
+pub fn upserts(
+    scope: &Scope<'_>,
+    t: usize,
+    w: &Window<'_>,
+    position: Option<&[String]>,
+    values: &FilterValues,
+    through_log: bool,
+) -> Query<UpsertRow> {
     let table = scope.table(t);
     let key = &table.primary_key;
     let incremental = w.since.is_some();
@@ -169,10 +180,13 @@ pub fn upserts(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
         conditions.push(filter);
     }
     let order = if incremental { format!("tr.tandem_stamp, {}", column_list(Some("tr"), key)) } else { column_list(Some("tr"), key) };
+    let (with, track) = match through_log {
+        true => (format!("WITH {} ", tracking::log_entries(scope, t)), tracking::folded_track(scope, t)),
+        false => (String::new(), scope.track(t)),
+    };
     let sql = format!(
-        "SELECT {} FROM {} tr JOIN {} r ON {} WHERE {} ORDER BY {order} LIMIT {}",
+        "{with}SELECT {} FROM {track} tr JOIN {} r ON {} WHERE {} ORDER BY {order} LIMIT {}",
         columns.sql(),
-        scope.track(t),
         table.table_name().quoted(),
         columns_equal("r", key, "tr", key),
         conditions.join(" AND "),
@@ -282,7 +296,7 @@ mod tests {
         let schema = crm();
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
-        let q = upserts(&scope, 2, &window(None), None, &FilterValues::new());
+        let q = upserts(&scope, 2, &window(None), None, &FilterValues::new(), false);
         assert!(q.sql.starts_with("SELECT tr.tandem_version::text AS \"version\", coalesce((pg_visible_in_snapshot(tr.tandem_stamp, $1::text::pg_snapshot) OR tr.tandem_stamp = $3::text::xid8), false)::text AS \"in_window\", "), "{}", q.sql);
         assert!(!q.sql.contains("pg_snapshot_xmin($2"), "{}", q.sql);
         assert!(q.sql.ends_with("ORDER BY tr.\"code\" LIMIT $6"), "{}", q.sql);
@@ -299,7 +313,7 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
         let position = ["812".to_string(), "10".to_string(), "2".to_string()];
-        let q = upserts(&scope, 1, &window(Some("5:9:")), Some(&position), &values);
+        let q = upserts(&scope, 1, &window(Some("5:9:")), Some(&position), &values, false);
         assert!(q.sql.contains("tr.tandem_stamp >= pg_snapshot_xmin($2::text::pg_snapshot)"), "{}", q.sql);
         assert!(
             q.sql.contains("NOT coalesce(tr.tandem_origin = $4::text AND tr.tandem_version = ANY($5::text[]::xid8[]), false)"),
@@ -317,6 +331,21 @@ mod tests {
         assert_eq!(q.params[9], Param::from(vec!["1".to_string()]));
         let row = q.decode(&[Some("7"), Some("true"), Some("10"), Some("3"), Some("815")]).unwrap();
         assert_eq!(row.stamp, Some("815"));
+    }
+
+    #[test]
+    fn a_pull_past_another_calls_fold_reads_tracking_with_the_log_laid_over_it() {
+        let schema = crm();
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
+        let q = upserts(&scope, 1, &window(Some("5:9:")), None, &values, true);
+        assert!(q.sql.starts_with("WITH tandem_entries AS (SELECT e.tandem_seq, e.tandem_stamp, e.tandem_kind, "), "{}", q.sql);
+        assert!(q.sql.contains("FROM \"tandem\".\"log_2\" e CROSS JOIN LATERAL unnest("), "{}", q.sql);
+        assert!(q.sql.contains("FROM \"tandem\".\"track_2\" t0 WHERE NOT EXISTS (SELECT 1 FROM tandem_entries x WHERE "), "{}", q.sql);
+        assert!(q.sql.contains("UNION ALL"), "{}", q.sql);
+        assert!(q.sql.contains(") tr JOIN \"public\".\"items\" r ON "), "{}", q.sql);
+        assert_eq!(q.sql.matches("$").count(), upserts(&scope, 1, &window(Some("5:9:")), None, &values, false).sql.matches("$").count());
     }
 
     #[test]

@@ -294,6 +294,16 @@ impl Decode for TableIndex {
     }
 }
 
+/// A single boolean.
+pub struct Flag(pub(crate) Col);
+
+impl Decode for Flag {
+    type Row<'a> = bool;
+    fn decode<'a>(&self, fields: Fields<'a>) -> Result<bool, DecodeError> {
+        fields.bool(self.0)
+    }
+}
+
 /// One probe per table, each returning the table's index when `condition`
 /// (given the table's index) holds: `SELECT '3'::text AS t WHERE ... UNION
 /// ALL ...`. No tables: no rows.

@@ -15,9 +15,11 @@
 //! to `tandem.log_<id>`, which has no index, holding the changed keys as
 //! arrays; a user's write pays for that one insert instead of a second,
 //! indexed update of every row it changed.
-//! Every sync call first folds the log into tracking ([`fold`]); apply
-//! reads tracking and the log together ([`TrackedState`]), so a change
-//! committed between the fold and the read is not missed.
+//! Every sync call first folds the log into tracking ([`fold`]), one call
+//! at a time per table ([`lock_fold`]); apply reads tracking and the log
+//! together ([`TrackedState`]), so a change committed between the fold and
+//! the read is not missed, and a pull that finds the table being folded
+//! reads it through the log ([`folded_track`]) instead of waiting.
 //!
 //! Entries of one key are folded in the order of `tandem_seq`, taken from a
 //! sequence when the statement's trigger runs. Two writes of one row are
@@ -43,7 +45,7 @@
 use crate::ident::{quote_ident, quote_literal};
 use crate::setup::Filter;
 use crate::sql::partition::part_expr;
-use crate::sql::query::{table_probes, Binds, Query, TableIndex};
+use crate::sql::query::{table_probes, Binds, Columns, Flag, Query, TableIndex};
 use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
 
 /// What a trigger of a tracked table tracks; each has a function and a
@@ -597,11 +599,97 @@ pub fn pending_logs(scope: &Scope<'_>, tables: &[usize]) -> Query<TableIndex> {
     Query::new(sql, Binds::new(), &columns, decoder)
 }
 
+/// Whether a call waits for the fold of a table another call is folding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FoldLock {
+    /// Wait: the caller writes tracking afterwards (an apply, provisioning)
+    /// or reads it whole (status, verify).
+    Wait,
+    /// Do not wait: a pull reads the table through [`folded_track`] instead.
+    Try,
+}
+
+/// Takes the right to fold table `t` until the transaction ends: folds of
+/// one table run one at a time, each seeing everything the one before it
+/// committed. [`FoldLock::Try`] answers whether it got it;
+/// [`FoldLock::Wait`] always does.
+pub fn lock_fold(scope: &Scope<'_>, t: usize, lock: FoldLock) -> Query<Flag> {
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let key = format!("pg_catalog.hashtext('tandem.fold'), pg_catalog.hashtext({})", binds.bind(scope.log(t)));
+    let got = match lock {
+        FoldLock::Try => format!("pg_catalog.pg_try_advisory_xact_lock({key})::text"),
+        // The function returns void: one row once it has the lock.
+        FoldLock::Wait => format!("(SELECT true FROM pg_catalog.pg_advisory_xact_lock({key}))::text"),
+    };
+    let flag = columns.push("got", got);
+    Query::new(format!("SELECT {}", columns.sql()), binds, &columns, Flag(flag))
+}
+
+/// Largest change log (bytes, with its out-of-line key arrays) a pull reads
+/// through rather than waiting for the call folding it: every pull that
+/// reads a log through pays for the whole of it, so past a bulk write's
+/// size (32K bigint keys) waiting for the one fold costs less.
+pub const READ_THROUGH_BYTES: i64 = 256 << 10;
+
+/// Whether the log of table `t` is small enough to read through
+/// ([`READ_THROUGH_BYTES`]).
+pub fn log_is_small(scope: &Scope<'_>, t: usize) -> Query<Flag> {
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let small = columns.push(
+        "small",
+        format!(
+            "(pg_catalog.pg_total_relation_size({}::text::regclass) <= {})::text",
+            binds.bind(scope.log(t)),
+            binds.bind(READ_THROUGH_BYTES)
+        ),
+    );
+    Query::new(format!("SELECT {}", columns.sql()), binds, &columns, Flag(small))
+}
+
+/// The `WITH` item naming the log's entries of table `t`, for
+/// [`folded_track`] (a `WITH` query is read once however often it is
+/// named).
+pub fn log_entries(scope: &Scope<'_>, t: usize) -> String {
+    format!("tandem_entries AS ({})", entries(scope, t, &scope.log(t)))
+}
+
+/// Tracking of table `t` as a fold would leave it now, with the same
+/// columns: keys the log holds nothing for as tracking has them, the others
+/// as [`fold`] computes them. A pull reads it when another call holds the
+/// fold of `t` ([`lock_fold`]) instead of waiting for that call to end:
+/// the entries being folded are still in the log for the pull's snapshot,
+/// and their keys' tracking rows still as before. Needs [`log_entries`] in
+/// the statement's `WITH`.
+pub fn folded_track(scope: &Scope<'_>, t: usize) -> String {
+    let key = &scope.table(t).primary_key;
+    let keys = column_list(None, key);
+    format!(
+        "(SELECT {t_keys}, t0.tandem_stamp, t0.tandem_version, t0.tandem_deleted, t0.tandem_origin FROM {track} t0 \
+         WHERE NOT EXISTS (SELECT 1 FROM tandem_entries x WHERE {x_is_t0}) \
+         UNION ALL \
+         SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, o.tandem_version, '0'::xid8), \
+         CASE WHEN c.tandem_kind IS NULL THEN coalesce(o.tandem_deleted, false) ELSE c.tandem_kind = '{delete}' END, \
+         CASE WHEN c.tandem_kind IS NULL THEN o.tandem_origin END \
+         FROM (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp FROM tandem_entries ORDER BY {keys}, tandem_seq DESC) l \
+         LEFT JOIN ({changed}) c ON {c_is_l} LEFT JOIN {track} o ON {o_is_l})",
+        t_keys = column_list(Some("t0"), key),
+        track = scope.track(t),
+        x_is_t0 = columns_equal("x", key, "t0", key),
+        l_keys = column_list(Some("l"), key),
+        delete = LogKind::Delete.code(),
+        changed = latest_changes(scope, t, "tandem_entries"),
+        c_is_l = columns_equal("c", key, "l", key),
+        o_is_l = columns_equal("o", key, "l", key),
+    )
+}
+
 /// Moves the log of table `t` into tracking: per key, the stamp of the
 /// latest entry, and the version and tombstone of the latest entry that was
 /// a change or a delete, which also clears the origin (a restamp-only key
-/// keeps those). Run by every sync call before it reads tracking;
-/// concurrent folds wait on each other's entries, never skip them.
+/// keeps those). Run by every sync call before it reads tracking, by the
+/// one call holding [`lock_fold`] of the table.
 pub fn fold(scope: &Scope<'_>, t: usize) -> String {
     let key = &scope.table(t).primary_key;
     let keys = column_list(None, key);
