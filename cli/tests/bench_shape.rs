@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 30] = [
+const KEYS: [&str; 34] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
@@ -35,8 +35,12 @@ const KEYS: [&str; 30] = [
     "one_change_round_ms",
     "one_table_idle_round_ms",
     "held_idle_round_ms",
+    "gateway_idle_round_ms",
+    "gateway_one_change_round_ms",
     "clients_p50_ms",
     "clients_p99_ms",
+    "clients_first_p50_ms",
+    "clients_first_p99_ms",
 ];
 
 #[test]

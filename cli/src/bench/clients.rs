@@ -4,9 +4,15 @@
 //! writes a second spread over their partitions. Reports the rounds' p50
 //! and p99, the server's and the gateway's CPU per round, and whether every
 //! file ends equal to its partition.
+//!
+//! Each device first opens its file and makes one round, all N starting
+//! within one second (a gateway restarted under its devices, or a fleet
+//! launched at once): those first rounds, which also check the file and
+//! open the gateway's pool, are reported on their own. The timed run, with
+//! the writes, starts once every device has made its first.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
@@ -34,6 +40,10 @@ pub struct Figures {
     pub failed_rounds: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The devices' first rounds, all started within one second before the
+    /// timed run (no server writes yet).
+    pub first_p50_ms: f64,
+    pub first_p99_ms: f64,
     /// Server writes made, a second (the target is `WRITES_PER_SECOND`).
     pub writes_per_s: f64,
     /// PostgreSQL's CPU (all its processes) per round, less what the
@@ -136,7 +146,7 @@ pub fn run(scratch: &Scratch, clients: u64, seconds: f64, json: bool) -> Result<
         (0..count).map(|tenant| register_with(&mut server, "fleet", &json!({ "tenant": tenant }))).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<_> = (0..count).map(|tenant| scratch.file(&format!("client-{tenant}.db"))).collect();
     let role = GatewayRole::create(scratch)?;
-    let gateway = GatewayProcess::start(&scratch.url.replacen("://postgres@", &format!("://{}@", role.name), 1))?;
+    let gateway = GatewayProcess::start(&role.url())?;
     let options: Vec<SyncOptions> = tokens.iter().map(|t| SyncOptions { token: Some(t.clone()), ..SyncOptions::default() }).collect();
     for (path, options) in paths.iter().zip(&options) {
         Store::open(path)?.sync(&gateway.url, "fleet", options)?;
@@ -154,27 +164,34 @@ pub fn run(scratch: &Scratch, clients: u64, seconds: f64, json: bool) -> Result<
     let stop = AtomicBool::new(false);
     let failed = AtomicU64::new(0);
     let times = Mutex::new(Vec::<f64>::new());
-    let server_before = server_cpu_seconds(&mut server);
-    let gateway_before = gateway.cpu_seconds();
-    let started = Instant::now();
+    let first_times = Mutex::new(Vec::<f64>::new());
+    // Every device past its first round, and the main thread; then the
+    // main thread notes the timed run's start and lets them go.
+    let warmed = Barrier::new(count + 1);
+    let go = Barrier::new(count + 1);
+    let steady = OnceLock::<Instant>::new();
+    let herd = Instant::now();
+    let mut cpu_before = (None, None);
+    let mut started = herd;
     let writes = std::thread::scope(|threads| -> Result<u64, CliError> {
         let mut running = Vec::with_capacity(count);
         for (i, (path, options)) in paths.iter().zip(&options).enumerate() {
-            let (url, stop, failed, times) = (&gateway.url, &stop, &failed, &times);
+            let (url, stop, failed, times, first_times, warmed, go, steady) =
+                (&gateway.url, &stop, &failed, &times, &first_times, &warmed, &go, &steady);
             let client = std::thread::Builder::new()
                 .stack_size(512 * 1024)
                 .spawn_scoped(threads, move || -> Result<(), CliError> {
-                    let store = Store::open(path)?;
-                    // Spread over the first second, then once a second each.
-                    let mut next = started + PERIOD.mul_f64(i as f64 / count as f64);
-                    while !stop.load(Ordering::Relaxed) {
+                    // Spread over a second, both the first rounds and the
+                    // timed ones (once a second each).
+                    let offset = PERIOD.mul_f64(i as f64 / count as f64);
+                    let timed_round = |store: &Store, next: &mut Instant, into: &Mutex<Vec<f64>>| -> Result<(), CliError> {
                         if let Some(wait) = next.checked_duration_since(Instant::now()) {
                             std::thread::sleep(wait);
                         }
-                        next += PERIOD;
+                        *next += PERIOD;
                         let round = Instant::now();
                         match store.sync(url, "fleet", options) {
-                            Ok(_) => times
+                            Ok(_) => into
                                 .lock()
                                 .map_err(|_| CliError::Invalid("a client panicked".into()))?
                                 .push(round.elapsed().as_secs_f64() * 1000.0),
@@ -182,12 +199,32 @@ pub fn run(scratch: &Scratch, clients: u64, seconds: f64, json: bool) -> Result<
                                 failed.fetch_add(1, Ordering::Relaxed);
                             }
                         }
+                        Ok(())
+                    };
+                    let store = Store::open(path).map_err(CliError::from);
+                    let first = match &store {
+                        Ok(store) => timed_round(store, &mut (herd + offset), first_times),
+                        Err(_) => Ok(()),
+                    };
+                    // Reached whatever happened, so no device holds the
+                    // others (and the main thread) back.
+                    warmed.wait();
+                    go.wait();
+                    let (store, ()) = (store?, first?);
+                    let mut next = *steady.get().ok_or_else(|| CliError::Invalid("the timed run has no start".into()))? + offset;
+                    while !stop.load(Ordering::Relaxed) {
+                        timed_round(&store, &mut next, times)?;
                     }
                     Ok(())
                 })
                 .map_err(|e| CliError::Invalid(format!("cannot start a client thread: {e}")))?;
             running.push(client);
         }
+        warmed.wait();
+        cpu_before = (server_cpu_seconds(&mut server), gateway.cpu_seconds());
+        started = Instant::now();
+        let _ = steady.set(started);
+        go.wait();
         let written = writer.run(seconds);
         stop.store(true, Ordering::Relaxed);
         for client in running {
@@ -196,12 +233,18 @@ pub fn run(scratch: &Scratch, clients: u64, seconds: f64, json: bool) -> Result<
         written
     })?;
     let elapsed = started.elapsed().as_secs_f64();
+    let (server_before, gateway_before) = cpu_before;
     let server_cpu = server_before.zip(server_cpu_seconds(&mut server)).map_or(f64::NAN, |(before, after)| after - before);
     let gateway_cpu = gateway_before.zip(gateway.cpu_seconds()).map_or(f64::NAN, |(before, after)| after - before);
-    let mut times = times.into_inner().map_err(|_| CliError::Invalid("a client panicked".into()))?;
-    times.sort_by(|a, b| a.total_cmp(b));
-    let percentile =
-        |p: f64| times.get(((times.len() as f64 * p) as usize).min(times.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let sorted = |times: Mutex<Vec<f64>>| -> Result<Vec<f64>, CliError> {
+        let mut times = times.into_inner().map_err(|_| CliError::Invalid("a client panicked".into()))?;
+        times.sort_by(|a, b| a.total_cmp(b));
+        Ok(times)
+    };
+    let (times, first_times) = (sorted(times)?, sorted(first_times)?);
+    let percentile = |times: &[f64], p: f64| {
+        times.get(((times.len() as f64 * p) as usize).min(times.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
+    };
     let rounds = times.len() as u64;
 
     // Quiet: one more round each, then every file against its partition.
@@ -220,8 +263,10 @@ pub fn run(scratch: &Scratch, clients: u64, seconds: f64, json: bool) -> Result<
         seconds: elapsed,
         rounds,
         failed_rounds: failed.load(Ordering::Relaxed),
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
+        p50_ms: percentile(&times, 0.50),
+        p99_ms: percentile(&times, 0.99),
+        first_p50_ms: percentile(&first_times, 0.50),
+        first_p99_ms: percentile(&first_times, 0.99),
         writes_per_s: writes as f64 / elapsed,
         server_cpu_ms_per_round: per_round(rounds_cpu),
         server_cores: server_cpu / elapsed,

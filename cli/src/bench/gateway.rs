@@ -45,6 +45,11 @@ impl<'s> GatewayRole<'s> {
             .map_err(|e| CliError::database("the gateway's role", &e))?;
         Ok(GatewayRole { scratch, name })
     }
+
+    /// The bench database's URL, logging in as this role.
+    pub fn url(&self) -> String {
+        self.scratch.url.replacen("://postgres@", &format!("://{}@", self.name), 1)
+    }
 }
 
 impl Drop for GatewayRole<'_> {

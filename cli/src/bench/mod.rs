@@ -183,6 +183,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         report["connect_ms"] = json!(w.connect_ms);
         report["held_idle_round_ms"] = json!(w.held_idle_round_ms);
         report["held_one_change_round_ms"] = json!(w.held_one_change_round_ms);
+        report["gateway_idle_round_ms"] = json!(w.gateway_idle_round_ms);
+        report["gateway_one_change_round_ms"] = json!(w.gateway_one_change_round_ms);
     }
     if let Some(c) = &fleet {
         report["clients"] = json!(c.clients);
@@ -191,6 +193,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         report["clients_failed_rounds"] = json!(c.failed_rounds);
         report["clients_p50_ms"] = json!(c.p50_ms);
         report["clients_p99_ms"] = json!(c.p99_ms);
+        report["clients_first_p50_ms"] = json!(c.first_p50_ms);
+        report["clients_first_p99_ms"] = json!(c.first_p99_ms);
         report["clients_writes_per_s"] = json!(c.writes_per_s);
         report["clients_server_cpu_ms_per_round"] = json!(c.server_cpu_ms_per_round);
         report["clients_gateway_cpu_ms_per_round"] = json!(c.gateway_cpu_ms_per_round);
@@ -288,10 +292,18 @@ pub fn run(args: &Args) -> Result<(), CliError> {
             "  {:<46} {:>13.1}ms  (one row changed: {:.1} ms)",
             "  idle round over a connection kept open", w.held_idle_round_ms, w.held_one_change_round_ms
         );
+        println!(
+            "  {:<46} {:>13.1}ms  (one row changed: {:.1} ms)",
+            "  idle round through the gateway", w.gateway_idle_round_ms, w.gateway_one_change_round_ms
+        );
     }
     if let Some(c) = &fleet {
         println!("  {} clients, a round each every second through one gateway, {:.0} server writes/s:", c.clients, c.writes_per_s);
         println!("  {:<46} {:>13.1}ms  (p99 {:.1} ms; {} rounds, {} failed)", "  round p50", c.p50_ms, c.p99_ms, c.rounds, c.failed_rounds);
+        println!(
+            "  {:<46} {:>13.1}ms  (p99 {:.1} ms; all started within a second, before the run)",
+            "  a device's first round p50", c.first_p50_ms, c.first_p99_ms
+        );
         println!(
             "  {:<46} {:>13.1}ms  (gateway {:.1} ms; a write {:.2} ms; {:.2} cores in all)",
             "  server CPU per round, writes left out",

@@ -5,6 +5,8 @@
 use serde_json::json;
 use tandem_local::{remote, Store, SyncOptions, SyncReport};
 
+use super::gateway::GatewayRole;
+use super::gateway_process::GatewayProcess;
 use super::{median, timed, Scratch};
 use crate::error::CliError;
 
@@ -29,7 +31,17 @@ pub struct Tables {
     /// has the scope's tables and plans at hand.
     pub held_idle_round_ms: f64,
     pub held_one_change_round_ms: f64,
+    /// The idle and one-change rounds through the gateway (`tandem serve`
+    /// over plain HTTP on loopback), each a new HTTP client as `tandem
+    /// sync --url` makes: what a device sees in a deployment, where the
+    /// gateway's pooled sessions stay open.
+    pub gateway_idle_round_ms: f64,
+    pub gateway_one_change_round_ms: f64,
 }
+
+/// Untimed rounds through the gateway first, so its pool's sessions have
+/// opened the scope's relations (a gateway serving devices has).
+const WARM_ROUNDS: usize = 3;
 
 fn table_name(i: u64) -> String {
     format!("wide_{i}")
@@ -92,27 +104,23 @@ pub fn run(scratch: &Scratch, n: u64) -> Result<Tables, CliError> {
     for r in 0..ROUNDS as u64 {
         idle.push(round(&wide, "wide", &wide_options, 0)?);
         narrow_idle.push(round(&narrow, "narrow", &narrow_options, 0)?);
-        // Tenant 1's row 10 * r + 1 of a table spread over the scope.
-        let table = &wide_tables[((r * 7) % n) as usize];
-        server
-            .execute(&format!("UPDATE {table} SET body = body || 'x' WHERE id = $1"), &[&(10 * r as i64 + 1)])
-            .map_err(|e| CliError::database("change one row", &e))?;
+        change_one_row(&mut server, &wide_tables, r, 0, 'x')?;
         one.push(round(&wide, "wide", &wide_options, 1)?);
         let (_, took) = timed(|| Ok(remote::open(&scratch.url, None).map_err(tandem_local::LocalError::from)?))?;
         connect.push(took.as_secs_f64() * 1000.0);
     }
     let mut held = remote::open(&scratch.url, None).map_err(tandem_local::LocalError::from)?;
     let mut held_round = |pulled: u64| round_ms("wide", pulled, || Ok(wide.sync_with(held.as_mut(), "wide", &wide_options)?));
-    let mut held_idle = Vec::new();
-    let mut held_one = Vec::new();
-    for r in 0..ROUNDS as u64 {
-        held_idle.push(held_round(0)?);
-        let table = &wide_tables[((r * 11 + 3) % n) as usize];
-        server
-            .execute(&format!("UPDATE {table} SET body = body || 'y' WHERE id = $1"), &[&(10 * r as i64 + 1)])
-            .map_err(|e| CliError::database("change one row", &e))?;
-        held_one.push(held_round(1)?);
+    let (held_idle, held_one) = idle_and_one_change(&mut server, &wide_tables, 3, 'y', &mut held_round)?;
+    let role = GatewayRole::create(scratch)?;
+    let gateway = GatewayProcess::start(&role.url())?;
+    let mut through = |pulled: u64| round_ms("wide", pulled, || Ok(wide.sync(&gateway.url, "wide", &wide_options)?));
+    for _ in 0..WARM_ROUNDS {
+        through(0)?;
     }
+    let (gateway_idle, gateway_one) = idle_and_one_change(&mut server, &wide_tables, 5, 'z', &mut through)?;
+    drop(gateway);
+    drop(role);
     Ok(Tables {
         tables: n,
         idle_round_ms: median(idle),
@@ -121,7 +129,39 @@ pub fn run(scratch: &Scratch, n: u64) -> Result<Tables, CliError> {
         connect_ms: median(connect),
         held_idle_round_ms: median(held_idle),
         held_one_change_round_ms: median(held_one),
+        gateway_idle_round_ms: median(gateway_idle),
+        gateway_one_change_round_ms: median(gateway_one),
     })
+}
+
+/// Tenant 1's row `10 * r + 1` of table `7 * r + offset` (wrapping), so
+/// the rounds' changes spread over the scope; `mark` tells a case's edits
+/// apart.
+fn change_one_row(server: &mut postgres::Client, tables: &[String], r: u64, offset: u64, mark: char) -> Result<(), CliError> {
+    let table = &tables[((r * 7 + offset) % tables.len() as u64) as usize];
+    let id = 10 * r as i64 + 1;
+    server
+        .execute(&format!("UPDATE {table} SET body = body || '{mark}' WHERE id = $1"), &[&id])
+        .map_err(|e| CliError::database("change one row", &e))?;
+    Ok(())
+}
+
+/// [`ROUNDS`] pairs of an idle round and a round bringing one changed
+/// row, timed by `round` (given the rows it should pull).
+fn idle_and_one_change(
+    server: &mut postgres::Client,
+    tables: &[String],
+    offset: u64,
+    mark: char,
+    round: &mut dyn FnMut(u64) -> Result<f64, CliError>,
+) -> Result<(Vec<f64>, Vec<f64>), CliError> {
+    let (mut idle, mut one) = (Vec::new(), Vec::new());
+    for r in 0..ROUNDS as u64 {
+        idle.push(round(0)?);
+        change_one_row(server, tables, r, offset, mark)?;
+        one.push(round(1)?);
+    }
+    Ok((idle, one))
 }
 
 /// Runs one round, in milliseconds, checking it pulled `pulled` rows and

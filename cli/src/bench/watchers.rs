@@ -97,7 +97,7 @@ pub fn run(scratch: &Scratch, watchers: u64, json: bool) -> Result<Figures, CliE
     let paths: Vec<_> = (0..count).map(|tenant| scratch.file(&format!("watcher-{tenant}.db"))).collect();
 
     let role = GatewayRole::create(scratch)?;
-    let gateway = GatewayProcess::start(&scratch.url.replacen("://postgres@", &format!("://{}@", role.name), 1))?;
+    let gateway = GatewayProcess::start(&role.url())?;
     let stop = AtomicBool::new(false);
     let figures = std::thread::scope(|threads| -> Result<Figures, CliError> {
         let started = Instant::now();
