@@ -371,3 +371,61 @@ fn three_tenants_two_clients_each_converge_after_random_edits() {
         assert_eq!(tenants_in(store).iter().filter(|t| **t != *tenant).count(), 0);
     }
 }
+
+/// A `via` child given another parent inside a tenant, whose new parent
+/// then leaves that tenant, all between two pulls: the tenant's devices
+/// hold the child under its old parent, so removing the moved parent's
+/// children would not remove it. The server says so: each child of a
+/// parent that leaves a partition exits it too.
+#[test]
+fn a_child_moved_to_a_parent_that_then_leaves_the_tenant_is_deleted_there() {
+    let db = tandem_tests::TestDb::new("via_reparent");
+    let mut server = db.connect();
+    server
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, tenant int NOT NULL);
+             CREATE TABLE items (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders (id), q int);
+             INSERT INTO orders VALUES (1, 1), (2, 1), (3, 1);
+             INSERT INTO items VALUES (10, 1, 0), (20, 3, 0);
+             SELECT sync_provision('s', '{\"tables\": [{\"name\": \"orders\", \"filter\": {\"tenant\": \"tenant\"}},
+               {\"name\": \"items\", \"filter\": {\"via\": \"orders\", \"on\": {\"order_id\": \"id\"}}}]}');",
+        )
+        .unwrap();
+    let one = json!({"params": {"tenant": 1}});
+    let two = json!({"params": {"tenant": 2}});
+    let (_, one_at) = tandem_tests::pull_all(&mut server, "s", None, &one);
+    let (_, two_at) = tandem_tests::pull_all(&mut server, "s", None, &two);
+    server
+        .batch_execute(
+            "UPDATE items SET order_id = 2 WHERE id = 10;
+             UPDATE orders SET tenant = 2 WHERE id = 2;
+             UPDATE orders SET tenant = 2 WHERE id = 3;",
+        )
+        .unwrap();
+    let described = |rows: Vec<(String, Value)>| -> Vec<String> {
+        let mut out: Vec<String> = rows
+            .iter()
+            .map(|(table, row)| {
+                format!(
+                    "{table} {} {}",
+                    row["op"].as_str().unwrap_or("?"),
+                    if row["op"] == "upsert" { &row["values"] } else { &row["key"] }
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let (left, _) = tandem_tests::pull_all(&mut server, "s", Some(&one_at), &one);
+    assert_eq!(
+        described(left),
+        ["public.items delete [10]", "public.items delete [20]", "public.orders delete [2]", "public.orders delete [3]"],
+        "tenant 1 is told to drop both orders and both items"
+    );
+    let (came, _) = tandem_tests::pull_all(&mut server, "s", Some(&two_at), &two);
+    assert_eq!(
+        described(came),
+        ["public.items upsert [10,2,0]", "public.items upsert [20,3,0]", "public.orders upsert [2,2]", "public.orders upsert [3,2]"],
+        "tenant 2 gets them, and no delete"
+    );
+}

@@ -482,6 +482,11 @@ fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
 
 /// Records that rows of `source` left their partition.
 fn exit(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, filter: &str) -> String {
+    exit_from(scope, t, stamp, source, alias, &part_expr(scope, t, alias, 0), filter)
+}
+
+/// [`exit`] from the partition `part` says (an expression over `alias`).
+fn exit_from(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, part: &str, filter: &str) -> String {
     let key = &scope.table(t).primary_key;
     format!(
         "INSERT INTO {exits} ({keys}, tandem_part, tandem_stamp) \
@@ -489,7 +494,6 @@ fn exit(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, fi
         exits = scope.exits(t),
         keys = column_list(None, key),
         src_keys = column_list(Some(alias), key),
-        part = part_expr(scope, t, alias, 0),
         version = stamp.version,
     )
 }
@@ -572,9 +576,11 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
         return String::new();
     }
     let key = &scope.table(t).primary_key;
+    // With the partition each parent left: its children exit from there.
     let moved = format!(
-        "SELECT {} FROM tandem_old o JOIN tandem_new n ON {} WHERE {} IS DISTINCT FROM {}",
+        "SELECT {}, {} AS tandem_left FROM tandem_old o JOIN tandem_new n ON {} WHERE {} IS DISTINCT FROM {}",
         column_list(Some("o"), key),
+        part_expr(scope, t, "o", 0),
         columns_equal("n", key, "o", key),
         part_expr(scope, t, "o", 0),
         part_expr(scope, t, "n", 0),
@@ -599,6 +605,11 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
         out += &format!("  _seq := nextval('{LOG_SEQUENCE}');\n");
         let children = format!("(SELECT DISTINCT {} FROM ({moved}) m{joins})", column_list(Some("d0"), child_key));
         out += &planned_each_time(log(scope, child, DYNAMIC, &children, "c", LogKind::Restamp, ""));
+        // The partition left deletes them: a device there may not know a
+        // child is the moved parent's (it was given another parent in the
+        // same window), so it would not remove it with the parent.
+        let left = format!("(SELECT DISTINCT {}, m.tandem_left FROM ({moved}) m{joins})", column_list(Some("d0"), child_key));
+        out += &planned_each_time(exit_from(scope, child, DYNAMIC, &left, "c", "c.tandem_left", ""));
     }
     out
 }
@@ -843,7 +854,9 @@ mod tests {
         // Joins of the transition tables are planned each time, for their size.
         assert!(update.contains("  EXECUTE 'INSERT INTO \"tandem\".\"exit_7\""), "{update}");
         let joins: Vec<&str> = update.lines().filter(|l| l.contains("tandem_old o JOIN tandem_new n")).collect();
-        assert!(joins.len() == 3 && joins.iter().all(|l| l.starts_with("  EXECUTE '")), "{update}");
+        assert!(joins.len() == 4 && joins.iter().all(|l| l.starts_with("  EXECUTE '")), "{update}");
+        // The children exit the partition their parent left.
+        assert!(update.contains("EXECUTE 'INSERT INTO \"tandem\".\"exit_8\" (\"order_id\", \"line\", tandem_part, tandem_stamp) SELECT c.\"order_id\", c.\"line\", c.tandem_left, $2 FROM (SELECT DISTINCT d0.\"order_id\", d0.\"line\", m.tandem_left FROM"), "{update}");
         assert!(update.contains("JOIN \"public\".\"items\" d0 ON d0.\"order_id\" = m.\"id\" FOR NO KEY UPDATE OF d0"), "{update}");
         // an unfiltered table has no partition to leave: only vanished keys exit
         let currencies = triggers(&scope, 2);
