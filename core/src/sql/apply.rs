@@ -71,9 +71,8 @@ pub fn drop_stage(scope: &Scope<'_>, t: usize) -> Query<NoRows> {
 /// Whether a stage is left from an earlier apply in this transaction.
 pub fn stage_exists(scope: &Scope<'_>, t: usize) -> Query<Flag> {
     let mut binds = Binds::new();
-    let mut columns = Columns::new();
-    let flag = columns.push("exists", format!("(to_regclass({}) IS NOT NULL)::text", binds.bind(scope.stage(t))));
-    Query::new(format!("SELECT {}", columns.sql()), binds, &columns, Flag(flag))
+    let exists = format!("(to_regclass({}) IS NOT NULL)::text", binds.bind(scope.stage(t)));
+    Flag::select("exists", exists, binds)
 }
 
 /// `ANALYZE` of the stage of table `t`, for the columns the apply's

@@ -295,7 +295,17 @@ impl Decode for TableIndex {
 }
 
 /// A single boolean.
-pub struct Flag(pub(crate) Col);
+pub struct Flag(Col);
+
+impl Flag {
+    /// `SELECT (expression)` as the one boolean `name` (the expression
+    /// gives `'true'` or `'false'` text), with the values `binds` holds.
+    pub fn select(name: &str, expression: String, binds: Binds) -> Query<Flag> {
+        let mut columns = Columns::new();
+        let flag = Flag(columns.push(name, expression));
+        Query::new(format!("SELECT {}", columns.sql()), binds, &columns, flag)
+    }
+}
 
 impl Decode for Flag {
     type Row<'a> = bool;

@@ -45,7 +45,7 @@
 use crate::ident::{quote_ident, quote_literal};
 use crate::setup::Filter;
 use crate::sql::partition::part_expr;
-use crate::sql::query::{table_probes, Binds, Columns, Flag, Query, TableIndex};
+use crate::sql::query::{table_probes, Binds, Flag, Query, TableIndex};
 use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
 
 /// What a trigger of a tracked table tracks; each has a function and a
@@ -469,15 +469,24 @@ fn entries(scope: &Scope<'_>, t: usize, source: &str) -> String {
 }
 
 /// Per key of `entries` (rows shaped as [`entries`] returns them), the
-/// latest change or delete: the key, `tandem_stamp` (its version) and
-/// `tandem_kind`. Restamps move no version.
-fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
+/// latest entry: the one with the highest `tandem_seq` (see the module's
+/// comment); the key and `tandem_stamp`, then `also`, of the entries that
+/// pass `only`.
+fn latest_of(scope: &Scope<'_>, t: usize, entries: &str, also: &str, only: &str) -> String {
     let keys = column_list(None, &scope.table(t).primary_key);
-    format!(
-        "SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp, tandem_kind FROM {entries} \
-         WHERE tandem_kind <> '{restamp}' ORDER BY {keys}, tandem_seq DESC",
-        restamp = LogKind::Restamp.code()
-    )
+    format!("SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp{also} FROM {entries}{only} ORDER BY {keys}, tandem_seq DESC")
+}
+
+/// Per key of `entries`, the latest entry of any kind: its `tandem_stamp`
+/// is the key's stamp.
+fn latest_entries(scope: &Scope<'_>, t: usize, entries: &str) -> String {
+    latest_of(scope, t, entries, "", "")
+}
+
+/// Per key of `entries`, the latest change or delete: the key,
+/// `tandem_stamp` (its version) and `tandem_kind`. Restamps move no version.
+fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
+    latest_of(scope, t, entries, ", tandem_kind", &format!(" WHERE tandem_kind <> '{}'", LogKind::Restamp.code()))
 }
 
 /// Records that rows of `source` left their partition.
@@ -637,15 +646,13 @@ pub enum FoldLock {
 /// [`FoldLock::Wait`] always does.
 pub fn lock_fold(scope: &Scope<'_>, t: usize, lock: FoldLock) -> Query<Flag> {
     let mut binds = Binds::new();
-    let mut columns = Columns::new();
     let key = format!("pg_catalog.hashtext('tandem.fold'), pg_catalog.hashtext({})", binds.bind(scope.log(t)));
     let got = match lock {
         FoldLock::Try => format!("pg_catalog.pg_try_advisory_xact_lock({key})::text"),
         // The function returns void: one row once it has the lock.
         FoldLock::Wait => format!("(SELECT true FROM pg_catalog.pg_advisory_xact_lock({key}))::text"),
     };
-    let flag = columns.push("got", got);
-    Query::new(format!("SELECT {}", columns.sql()), binds, &columns, Flag(flag))
+    Flag::select("got", got, binds)
 }
 
 /// Largest change log (bytes, with its out-of-line key arrays) a pull reads
@@ -658,16 +665,12 @@ pub const READ_THROUGH_BYTES: i64 = 256 << 10;
 /// ([`READ_THROUGH_BYTES`]).
 pub fn log_is_small(scope: &Scope<'_>, t: usize) -> Query<Flag> {
     let mut binds = Binds::new();
-    let mut columns = Columns::new();
-    let small = columns.push(
-        "small",
-        format!(
-            "(pg_catalog.pg_total_relation_size({}::text::regclass) <= {})::text",
-            binds.bind(scope.log(t)),
-            binds.bind(READ_THROUGH_BYTES)
-        ),
+    let small = format!(
+        "(pg_catalog.pg_total_relation_size({}::text::regclass) <= {})::text",
+        binds.bind(scope.log(t)),
+        binds.bind(READ_THROUGH_BYTES)
     );
-    Query::new(format!("SELECT {}", columns.sql()), binds, &columns, Flag(small))
+    Flag::select("small", small, binds)
 }
 
 /// The `WITH` item naming the log's entries of table `t`, for
@@ -686,7 +689,6 @@ pub fn log_entries(scope: &Scope<'_>, t: usize) -> String {
 /// the statement's `WITH`.
 pub fn folded_track(scope: &Scope<'_>, t: usize) -> String {
     let key = &scope.table(t).primary_key;
-    let keys = column_list(None, key);
     format!(
         "(SELECT {t_keys}, t0.tandem_stamp, t0.tandem_version, t0.tandem_deleted, t0.tandem_origin FROM {track} t0 \
          WHERE NOT EXISTS (SELECT 1 FROM tandem_entries x WHERE {x_is_t0}) \
@@ -694,13 +696,14 @@ pub fn folded_track(scope: &Scope<'_>, t: usize) -> String {
          SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, o.tandem_version, '0'::xid8), \
          CASE WHEN c.tandem_kind IS NULL THEN coalesce(o.tandem_deleted, false) ELSE c.tandem_kind = '{delete}' END, \
          CASE WHEN c.tandem_kind IS NULL THEN o.tandem_origin END \
-         FROM (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp FROM tandem_entries ORDER BY {keys}, tandem_seq DESC) l \
+         FROM ({latest}) l \
          LEFT JOIN ({changed}) c ON {c_is_l} LEFT JOIN {track} o ON {o_is_l})",
         t_keys = column_list(Some("t0"), key),
         track = scope.track(t),
         x_is_t0 = columns_equal("x", key, "t0", key),
         l_keys = column_list(Some("l"), key),
         delete = LogKind::Delete.code(),
+        latest = latest_entries(scope, t, "tandem_entries"),
         changed = latest_changes(scope, t, "tandem_entries"),
         c_is_l = columns_equal("c", key, "l", key),
         o_is_l = columns_equal("o", key, "l", key),
@@ -718,7 +721,7 @@ pub fn fold(scope: &Scope<'_>, t: usize) -> String {
     format!(
         "WITH moved AS (DELETE FROM {log} RETURNING *), \
          entries AS ({entries}), \
-         latest AS (SELECT DISTINCT ON ({keys}) {keys}, tandem_stamp FROM entries ORDER BY {keys}, tandem_seq DESC), \
+         latest AS ({latest}), \
          changed AS ({changed}) \
          INSERT INTO {track} AS tr ({keys}, tandem_stamp, tandem_version, tandem_deleted, tandem_origin) \
          SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, '0'::xid8), coalesce(c.tandem_kind = '{delete}', false), NULL \
@@ -729,6 +732,7 @@ pub fn fold(scope: &Scope<'_>, t: usize) -> String {
          tandem_origin = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_origin END",
         log = scope.log(t),
         entries = entries(scope, t, "moved"),
+        latest = latest_entries(scope, t, "entries"),
         changed = latest_changes(scope, t, "entries"),
         track = scope.track(t),
         l_keys = column_list(Some("l"), key),
