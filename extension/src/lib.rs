@@ -12,6 +12,7 @@ mod ddl;
 mod fold;
 mod json_text;
 mod partitions;
+mod plan_cache;
 mod privileges;
 mod provision;
 mod pull;

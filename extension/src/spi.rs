@@ -4,9 +4,11 @@
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
+use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
 use tandem_core::sql::query::{Decode, NoRows, Param, Query};
 use tandem_core::{Error, Result};
+
+use crate::plan_cache::{self, Admit};
 
 /// The SPI connection every sync function works through (`spi` in
 /// signatures; a sync *client* is a device, never this).
@@ -88,19 +90,23 @@ pub fn with_users_path<T>(spi: &mut Spi<'_>, path: &str, body: impl FnOnce(&mut 
     }
 }
 
+/// Settings every sync call runs with. The literals Tandem writes into the
+/// SQL it generates (names of the owner's tables in trigger bodies) mean
+/// what they say only with standard strings; and the plans it keeps (see
+/// [`plan_cache`]) are chosen as PostgreSQL chooses by default, whatever
+/// plan mode the caller set. A caller must not change either.
+const CALL_SETTINGS: [(&str, &str); 2] = [("standard_conforming_strings", "on"), ("plan_cache_mode", "auto")];
+
 /// Connects to SPI for a sync function's body, with `search_path` pinned
-/// (see [`PINNED_PATH`]) and standard strings on, both put back when the
-/// body ends.
+/// (see [`PINNED_PATH`]) and [`CALL_SETTINGS`], all put back when the body
+/// ends.
 pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     pgrx::spi::Spi::connect_mut(|spi| {
         let caller = one::<String>(spi, "SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
         set_path(spi, PINNED_PATH)?;
         crate::version::require_matching(spi)?;
         let pushed = Pushed::new(&CALLER_PATHS, caller.clone());
-        // The literals Tandem writes into the SQL it generates (names of
-        // the owner's tables in trigger bodies) mean what they say only
-        // with standard strings; a caller must not turn them off.
-        let result = with_settings(spi, &[("standard_conforming_strings", "on")], body);
+        let result = with_settings(spi, &CALL_SETTINGS, body);
         drop(pushed);
         set_path(spi, &caller)?;
         result
@@ -178,46 +184,45 @@ fn datums(params: Vec<Param>) -> Vec<DatumWithOid<'static>> {
         .collect()
 }
 
-thread_local! {
-    /// Plans kept for the backend's life, by statement text (see [`each_kept`]).
-    static KEPT_PLANS: std::cell::RefCell<std::collections::HashMap<String, OwnedPreparedStatement>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
-}
-
 /// A kept plan runs as planned once, whatever its parameters' values.
 const GENERIC_PLAN: [(&str, &str); 1] = [("plan_cache_mode", "force_generic_plan")];
 
-/// Plans kept at most; past it the cache starts again (a backend serving
-/// many scopes keeps those it uses).
-const MAX_KEPT_PLANS: usize = 256;
-
-/// [`each_mut`] through a plan this backend keeps: for the small probes
+/// [`each_mut`] with one generic plan, planned once: for the small probes
 /// every sync call runs over each table of a scope (which logs hold
 /// anything, which tables changed), whose planning cost many times their
-/// run on a wide scope. PostgreSQL plans such a statement again when a
-/// table it reads changes; its text names every table qualified.
+/// run on a wide scope, and which PostgreSQL would otherwise plan again for
+/// each call's values.
 pub fn each_kept<D: Decode>(spi: &mut Spi<'_>, query: Query<D>, mut each: impl FnMut(D::Row<'_>) -> Result<()>) -> Result<usize> {
     let (sql, params, reader) = query.split();
     let args = datums(params);
-    // Its generic plan, planned once: PostgreSQL would otherwise plan it
-    // again for each call's values, the very cost a kept plan saves. The
-    // rows are read before the setting is put back (which runs SPI too).
     with_settings(spi, &GENERIC_PLAN, |spi| {
-        KEPT_PLANS.with(|kept| {
-            let mut kept = kept.borrow_mut();
-            if !kept.contains_key(&sql) {
-                if kept.len() >= MAX_KEPT_PLANS {
-                    kept.clear();
-                }
-                let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
-                let plan = spi.prepare_mut(sql.as_str(), &types).map_err(|e| spi_error(&sql, e))?.keep();
-                kept.insert(sql.clone(), plan);
-            }
-            let plan = kept.get(&sql).ok_or_else(|| Error::Internal("a kept plan went missing".into()))?;
-            let table = spi.update(plan, None, &args).map_err(|e| spi_error(&sql, e))?;
-            each_text_row(table, &sql, |fields| each(reader.decode(fields)?))
-        })
+        let table = update_as(spi, &sql, &args, Admit::Now)?;
+        each_text_row(table, &sql, |fields| each(reader.decode(fields)?))
     })
+}
+
+/// Runs `sql` through the plan this backend keeps for it, if it keeps one
+/// (see [`plan_cache`]), as a statement that may write.
+fn update<'c>(spi: &mut Spi<'c>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<SpiTupleTable<'c>> {
+    update_as(spi, sql, args, Admit::Repeated)
+}
+
+fn update_as<'c>(spi: &mut Spi<'c>, sql: &str, args: &[DatumWithOid<'_>], admit: Admit) -> Result<SpiTupleTable<'c>> {
+    let ran = match plan_cache::plan_for(spi, sql, args, admit).map_err(|e| spi_error(sql, e))? {
+        Some(plan) => spi.update(&*plan, None, args),
+        None => spi.update(sql, None, args),
+    };
+    ran.map_err(|e| spi_error(sql, e))
+}
+
+/// [`update`] of a read-only statement (sharing the calling statement's
+/// snapshot while the transaction has not written).
+fn read<'c>(spi: &Spi<'c>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<SpiTupleTable<'c>> {
+    let ran = match plan_cache::plan_for(spi, sql, args, Admit::Repeated).map_err(|e| spi_error(sql, e))? {
+        Some(plan) => spi.select(&*plan, None, args),
+        None => spi.select(sql, None, args),
+    };
+    ran.map_err(|e| spi_error(sql, e))
 }
 
 /// Runs a generated statement that may write and hands each decoded row to
@@ -285,8 +290,7 @@ pub fn run(spi: &mut Spi<'_>, query: Query<NoRows>) -> Result<u64> {
 
 /// Runs a statement that may write.
 pub fn exec(spi: &mut Spi<'_>, sql: &str, args: &[DatumWithOid<'_>]) -> Result<u64> {
-    let table = spi.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
-    Ok(table.len() as u64)
+    Ok(update(spi, sql, args)?.len() as u64)
 }
 
 /// Runs a query and maps each row.
@@ -296,7 +300,7 @@ pub fn query<T>(
     args: &[DatumWithOid<'_>],
     map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    map_rows(spi.update(sql, None, args).map_err(|e| spi_error(sql, e))?, map)
+    map_rows(update(spi, sql, args)?, map)
 }
 
 /// Runs a read-only query (sharing the calling statement's snapshot while
@@ -307,7 +311,7 @@ pub fn select<T>(
     args: &[DatumWithOid<'_>],
     map: impl FnMut(&SpiHeapTupleData<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    map_rows(spi.select(sql, None, args).map_err(|e| spi_error(sql, e))?, map)
+    map_rows(read(spi, sql, args)?, map)
 }
 
 /// Runs a read-only query whose columns are all `text` and hands each row
@@ -317,8 +321,7 @@ pub fn select<T>(
 /// (half of the server's time in a 1M-row download); here a row costs one.
 /// `each` must not run SPI itself: the slices point into this result.
 pub fn text_rows(spi: &Spi<'_>, sql: &str, args: &[DatumWithOid<'_>], each: impl FnMut(&[Option<&str>]) -> Result<()>) -> Result<usize> {
-    let table = spi.select(sql, None, args).map_err(|e| spi_error(sql, e))?;
-    each_text_row(table, sql, each)
+    each_text_row(read(spi, sql, args)?, sql, each)
 }
 
 /// [`text_rows`] of a statement that may write (`... RETURNING`).
@@ -328,8 +331,7 @@ pub fn text_rows_mut(
     args: &[DatumWithOid<'_>],
     each: impl FnMut(&[Option<&str>]) -> Result<()>,
 ) -> Result<usize> {
-    let table = spi.update(sql, None, args).map_err(|e| spi_error(sql, e))?;
-    each_text_row(table, sql, each)
+    each_text_row(update(spi, sql, args)?, sql, each)
 }
 
 /// Walks the result the last SPI call left, which `table` holds.
@@ -451,7 +453,9 @@ pub fn with_apply_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>)
 /// Runs `body` with `settings`, then puts back what they were.
 fn with_settings<T>(spi: &mut Spi<'_>, settings: &[(&str, &str)], body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     let saved = set_settings(spi, settings)?;
+    let planned_under = plan_cache::Settings::new(settings);
     let result = body(spi);
+    drop(planned_under);
     restore_settings(spi, saved)?;
     result
 }
