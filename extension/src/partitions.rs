@@ -125,12 +125,16 @@ pub fn follow(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, log_new: boo
 /// Drops the triggers of tracking id `id` from every partition carrying
 /// them (the table's own are dropped with its tracking).
 pub fn drop_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<()> {
-    for partition in carrying_triggers(spi, id, root)? {
-        for statement in tracking::drop_triggers(&partition.quoted, id) {
-            spi::exec(spi, &statement, &[])?;
+    // Quietly: a partition has no key trigger, and `DROP TRIGGER IF
+    // EXISTS` would say so for each.
+    spi::quietly(spi, |spi| {
+        for partition in carrying_triggers(spi, id, root)? {
+            for statement in tracking::drop_triggers(&partition.quoted, id) {
+                spi::exec(spi, &statement, &[])?;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Whether relation `relid` carries Tandem's triggers of tracking id `id`
