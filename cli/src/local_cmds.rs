@@ -54,29 +54,55 @@ pub fn sql(args: &SqlArgs) -> Result<(), CliError> {
     // by batch); a script runs whole or not at all.
     let rest = first.expanded_sql().and_then(|text| args.sql.find(&text).map(|at| &args.sql[at + text.len()..]));
     let single = rest.is_some_and(|rest| rest.trim_matches(|c: char| c.is_whitespace() || c == ';').is_empty());
+    let mut out = Output::default();
     if single {
-        return print_rows(&mut first, args.json).map_err(invalid);
+        return print_rows(&mut first, args.json, &mut out);
     }
     conn.execute_batch("BEGIN").map_err(invalid)?;
-    let result = print_rows(&mut first, args.json).and_then(|()| {
-        while let Some(mut statement) = batch.next()? {
-            print_rows(&mut statement, args.json)?;
+    let result = print_rows(&mut first, args.json, &mut out).and_then(|()| {
+        while let Some(mut statement) = batch.next().map_err(invalid)? {
+            print_rows(&mut statement, args.json, &mut out)?;
         }
         Ok(())
     });
     drop(first);
     conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" }).map_err(invalid)?;
-    result.map_err(invalid)
+    result
+}
+
+/// Standard output, for rows. A reader that stops early (`| head`) closes
+/// it: the statements still run to their end, without printing more.
+#[derive(Default)]
+struct Output {
+    closed: bool,
+}
+
+impl Output {
+    fn line(&mut self, text: &str) -> Result<(), CliError> {
+        use std::io::Write;
+        if self.closed {
+            return Ok(());
+        }
+        match writeln!(std::io::stdout().lock(), "{text}") {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(CliError::Invalid(format!("cannot write the rows to standard output: {e}"))),
+            Ok(()) => Ok(()),
+        }
+    }
 }
 
 /// Runs one statement and prints its rows, if it returns any: in text, a
 /// header of column names first; in JSON, one object per row.
-fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::Result<()> {
+fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool, out: &mut Output) -> Result<(), CliError> {
+    let invalid = |e: rusqlite::Error| CliError::Invalid(format!("SQL: {e}"));
     let columns = statement.column_count();
     let names: Vec<String> = statement.column_names().into_iter().map(str::to_string).collect();
-    let mut rows = statement.query([])?;
+    let mut rows = statement.query([]).map_err(invalid)?;
     let mut header = !json && columns > 0;
-    while let Some(row) = rows.next()? {
+    while let Some(row) = rows.next().map_err(invalid)? {
         let cells: Vec<Value> = (0..columns)
             .map(|i| match row.get_ref(i) {
                 Ok(rusqlite::types::ValueRef::Null) | Err(_) => Value::Null,
@@ -101,10 +127,10 @@ fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::
             })
             .collect();
         if json {
-            println!("{}", Value::Object(names.iter().cloned().zip(cells).collect()));
+            out.line(&Value::Object(names.iter().cloned().zip(cells).collect()).to_string())?;
         } else {
             if header {
-                println!("{}", names.join(" | "));
+                out.line(&names.join(" | "))?;
                 header = false;
             }
             let shown: Vec<String> = cells
@@ -115,7 +141,7 @@ fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool) -> rusqlite::
                     other => other.to_string(),
                 })
                 .collect();
-            println!("{}", shown.join(" | "));
+            out.line(&shown.join(" | "))?;
         }
     }
     Ok(())

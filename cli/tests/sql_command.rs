@@ -75,3 +75,29 @@ fn the_cli_says_what_to_do_instead_of_guessing() {
     assert!(!rekey.status.success() && String::from_utf8_lossy(&rekey.stderr).contains("does not exist"));
     assert!(!missing.exists());
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly_and_the_script_still_runs() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let files = Files::new("sql_cmd_pipe");
+    let file = files.path("a.db");
+    let made = sql(&file, "CREATE TABLE n (i INTEGER PRIMARY KEY); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 200000) INSERT INTO n SELECT i FROM c");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // `tandem sql ... | head -1`: the reader takes one line and goes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["sql", "--local"])
+        .arg(&file)
+        .arg("SELECT i FROM n; CREATE TABLE after_rows (x)")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tandem sql");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("one line");
+    assert_eq!(first.trim(), "i");
+    let ended = child.wait_with_output().expect("tandem sql ends");
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert!(ended.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", ended.status);
+    assert_eq!(stdout(&sql(&file, "SELECT count(*) AS n FROM sqlite_master WHERE name = 'after_rows'")), "n\n1");
+}
