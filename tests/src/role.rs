@@ -36,6 +36,11 @@ impl Role {
     pub fn url(&self, s: &Scenario) -> String {
         with_database(&server_url(), &s.db.name).replacen("postgres@", &format!("{}@", self.name), 1)
     }
+
+    /// A connection to the test database as this role.
+    pub fn connect(&self, s: &Scenario) -> Client {
+        Client::connect(&self.url(s), NoTls).unwrap_or_else(|e| panic!("connect as {}: {e}", self.name))
+    }
 }
 
 impl Drop for Role {

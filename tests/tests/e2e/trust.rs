@@ -5,54 +5,18 @@
 //! scope's; a planted function never runs inside a sync call; and a refusal
 //! says no more about another tenant's rows than any refusal.
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 use serde_json::{json, Value};
-use tandem_core::dsn::with_database;
 use tandem_local::SyncOptions;
 use tandem_tests::local::{local, local_count, Scenario};
-use tandem_tests::{describe, json as query_json, server_url};
+use tandem_tests::role::Role;
+use tandem_tests::{describe, json as query_json};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
 INSERT INTO customers VALUES (1, 1, 'Ada'), (2, 1, 'Bob'), (3, 2, 'Cy'), (4, 2, 'Dee');
 SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
 "#;
-
-/// A login role made for one test, with what a device role needs today,
-/// dropped at the end.
-struct Role {
-    name: String,
-    admin_url: String,
-}
-
-impl Role {
-    fn new(s: &Scenario, label: &str, grants: &str) -> Role {
-        // Roles are the cluster's, shared by tests running at once.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let name = format!("tandem_{label}_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        let mut server = s.server();
-        server
-            .batch_execute(&format!("DROP ROLE IF EXISTS {name}; CREATE ROLE {name} LOGIN; {}", grants.replace("{role}", &name)))
-            .unwrap();
-        Role { name, admin_url: s.db.url.clone() }
-    }
-
-    fn url(&self, s: &Scenario) -> String {
-        with_database(&server_url(), &s.db.name).replacen("postgres@", &format!("{}@", self.name), 1)
-    }
-
-    fn connect(&self, s: &Scenario) -> Client {
-        Client::connect(&self.url(s), NoTls).unwrap_or_else(|e| panic!("connect as {}: {e}", self.name))
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = Client::connect(&self.admin_url, NoTls) {
-            let _ = admin.batch_execute(&format!("DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}", self.name));
-        }
-    }
-}
 
 /// All a device's role holds (docs/deploy.md).
 const DEVICE_GRANTS: &str = "GRANT EXECUTE ON FUNCTION sync_schema, sync_select_changes, sync_select_changes_json, \
