@@ -115,9 +115,7 @@ pub fn follow(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, log_new: boo
         for statement in tracking::log_partition_rows(tracked, index, &gone.quoted, false) {
             spi::exec(spi, &statement, &[])?;
         }
-        for statement in tracking::drop_triggers(&gone.quoted, id) {
-            spi::exec(spi, &statement, &[])?;
-        }
+        drop_relation_triggers(spi, &gone.quoted, id)?;
     }
     Ok(())
 }
@@ -125,16 +123,26 @@ pub fn follow(spi: &mut Spi<'_>, tracked: &Scope<'_>, index: usize, log_new: boo
 /// Drops the triggers of tracking id `id` from every partition carrying
 /// them (the table's own are dropped with its tracking).
 pub fn drop_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<()> {
-    // Quietly: a partition has no key trigger, and `DROP TRIGGER IF
-    // EXISTS` would say so for each.
-    spi::quietly(spi, |spi| {
-        for partition in carrying_triggers(spi, id, root)? {
-            for statement in tracking::drop_triggers(&partition.quoted, id) {
-                spi::exec(spi, &statement, &[])?;
-            }
-        }
-        Ok(())
-    })
+    for partition in carrying_triggers(spi, id, root)? {
+        drop_relation_triggers(spi, &partition.quoted, id)?;
+    }
+    Ok(())
+}
+
+/// Drops the triggers of tracking id `id` that relation `quoted` carries,
+/// as `pg_trigger` lists them: a partition or a partitioned table never
+/// had the key trigger, and `DROP TRIGGER IF EXISTS` would say so.
+pub fn drop_relation_triggers(spi: &mut Spi<'_>, quoted: &str, id: i64) -> Result<()> {
+    let carried = spi::query(
+        spi,
+        "SELECT g.tgname::text FROM pg_catalog.pg_trigger g WHERE g.tgrelid = pg_catalog.to_regclass($1) AND g.tgname = ANY($2)",
+        &[quoted.into(), tracking::trigger_names(id).into()],
+        |row| spi::required_text(row, 1),
+    )?;
+    for name in carried {
+        spi::exec(spi, &tracking::drop_trigger(quoted, &name), &[])?;
+    }
+    Ok(())
 }
 
 /// Whether relation `relid` carries Tandem's triggers of tracking id `id`

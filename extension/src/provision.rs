@@ -396,11 +396,7 @@ pub fn deprovision(spi: &mut Spi<'_>, scope: &str, asker: Asker) -> Result<()> {
 }
 
 fn drop_table_tracking(spi: &mut Spi<'_>, table: &TableName, id: i64) -> Result<()> {
-    let exists = spi::one::<bool>(spi, "SELECT to_regclass($1) IS NOT NULL", &[table.quoted().into()])?.unwrap_or(false);
-    if exists {
-        // Quietly: a partitioned table has no key trigger.
-        spi::quietly(spi, |spi| tracking::drop_triggers(&table.quoted(), id).iter().try_for_each(|s| spi::exec(spi, s, &[]).map(drop)))?;
-    }
+    partitions::drop_relation_triggers(spi, &table.quoted(), id)?;
     partitions::drop_triggers(spi, id, None)?;
     for statement in tracking::drop_tracking(id) {
         spi::exec(spi, &statement, &[])?;

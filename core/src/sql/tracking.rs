@@ -127,7 +127,11 @@ fn function_name(event: Event, id: i64) -> String {
 }
 
 fn trigger_name(event: Event, id: i64) -> String {
-    quote_ident(&format!("tandem_{id}_{}", event.name()))
+    quote_ident(&unquoted_trigger_name(id, event.name()))
+}
+
+fn unquoted_trigger_name(id: i64, what: &str) -> String {
+    format!("tandem_{id}_{what}")
 }
 
 /// The channel a commit that changed a scope's tables notifies, with the
@@ -136,7 +140,7 @@ fn trigger_name(event: Event, id: i64) -> String {
 pub const NOTIFY_CHANNEL: &str = "tandem";
 
 fn notify_trigger_name(id: i64) -> String {
-    quote_ident(&format!("tandem_{id}_notify"))
+    quote_ident(&unquoted_trigger_name(id, "notify"))
 }
 
 /// The statement trigger that notifies [`NOTIFY_CHANNEL`] after any write
@@ -246,15 +250,17 @@ pub fn restamp_moved(scope: &Scope<'_>, t: usize) -> Vec<String> {
     ]
 }
 
-/// Drops a table's (or a partition's) triggers (skip them when the table
-/// itself is gone).
-pub fn drop_triggers(quoted_table: &str, id: i64) -> Vec<String> {
-    Event::ALL
-        .iter()
-        .map(|&event| trigger_name(event, id))
-        .chain([notify_trigger_name(id)])
-        .map(|name| format!("DROP TRIGGER IF EXISTS {name} ON {quoted_table}"))
-        .collect()
+/// The names of the triggers tracking id `id` may put on a relation,
+/// unquoted: a plain table carries all of them, a partition or a
+/// partitioned table all but the key trigger, so a caller drops the ones
+/// `pg_trigger` lists, with [`drop_trigger`].
+pub fn trigger_names(id: i64) -> Vec<String> {
+    Event::ALL.iter().map(|event| event.name()).chain(["notify"]).map(|what| unquoted_trigger_name(id, what)).collect()
+}
+
+/// Drops trigger `name` (one of [`trigger_names`]) from a relation.
+pub fn drop_trigger(quoted_table: &str, name: &str) -> String {
+    format!("DROP TRIGGER {} ON {quoted_table}", quote_ident(name))
 }
 
 /// Drops a table's trigger functions and tracking tables; the user table
@@ -933,7 +939,10 @@ mod tests {
         );
         let notify = the(&statements, "CREATE OR REPLACE TRIGGER \"tandem_9_notify\"");
         assert!(notify.ends_with("FOR EACH STATEMENT EXECUTE FUNCTION \"tandem\".notify_change('crm')"), "{notify}");
-        assert_eq!(drop_triggers("\"public\".\"currencies\"", 9).len(), 6);
+        for name in trigger_names(9) {
+            assert!(statements.iter().any(|s| s.starts_with(&format!("CREATE OR REPLACE TRIGGER \"{name}\" "))), "{name}");
+        }
+        assert_eq!(drop_trigger("\"public\".\"currencies\"", "tandem_9_key"), "DROP TRIGGER \"tandem_9_key\" ON \"public\".\"currencies\"");
         assert_eq!(drop_tracking(9).len(), 6);
     }
 }
