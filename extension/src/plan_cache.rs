@@ -49,7 +49,8 @@ struct Kept {
 thread_local! {
     static KEPT: RefCell<HashMap<u64, Kept>> = RefCell::new(HashMap::new());
     static SEEN: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
-    /// The settings of each [`Settings`] in force, innermost last.
+    /// For each [`Settings`] in force, innermost last, the hash of its
+    /// settings and of the entry before it: the last one stands for all.
     static IN_FORCE: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -60,9 +61,12 @@ pub struct Settings(());
 
 impl Settings {
     pub fn new(settings: &[(&str, &str)]) -> Settings {
-        let mut hasher = DefaultHasher::new();
-        settings.hash(&mut hasher);
-        IN_FORCE.with(|stack| stack.borrow_mut().push(hasher.finish()));
+        IN_FORCE.with(|stack| {
+            let mut stack = stack.borrow_mut();
+            let mut hasher = DefaultHasher::new();
+            (stack.last(), settings).hash(&mut hasher);
+            stack.push(hasher.finish());
+        });
         Settings(())
     }
 }
@@ -102,17 +106,17 @@ pub fn plan_for(
     if !plannable(sql) || (admit == Admit::Repeated && args.is_empty()) {
         return Ok(None);
     }
-    let types: Vec<pg_sys::Oid> = args.iter().map(DatumWithOid::oid).collect();
-    let settings = IN_FORCE.with(|stack| {
-        let mut hasher = DefaultHasher::new();
-        stack.borrow().hash(&mut hasher);
-        hasher.finish()
-    });
+    let types = || args.iter().map(DatumWithOid::oid);
+    let settings = IN_FORCE.with(|stack| stack.borrow().last().copied().unwrap_or(0));
     let mut hasher = DefaultHasher::new();
-    (sql, &types, settings).hash(&mut hasher);
+    (sql, settings).hash(&mut hasher);
+    types().for_each(|oid| oid.hash(&mut hasher));
     let key = hasher.finish();
     let found = KEPT.with(|kept| {
-        kept.borrow().get(&key).filter(|k| k.sql == sql && k.types == types && k.settings == settings).map(|k| Rc::clone(&k.plan))
+        kept.borrow()
+            .get(&key)
+            .filter(|k| k.sql == sql && k.types.iter().copied().eq(types()) && k.settings == settings)
+            .map(|k| Rc::clone(&k.plan))
     });
     if found.is_some() {
         return Ok(found);
@@ -128,7 +132,7 @@ pub fn plan_for(
     if !seen_before {
         return Ok(None);
     }
-    let oids: Vec<PgOid> = types.iter().map(|&oid| PgOid::from(oid)).collect();
+    let oids: Vec<PgOid> = types().map(PgOid::from).collect();
     // Not `prepare_mut`: a plan runs read-only exactly when the same text
     // would (pgrx's `select` on a transaction that has not written).
     let plan = Rc::new(spi.prepare(sql, &oids)?.keep());
@@ -137,7 +141,7 @@ pub fn plan_for(
         if kept.len() >= MAX_KEPT {
             kept.clear();
         }
-        kept.insert(key, Kept { sql: sql.to_string(), types, settings, plan: Rc::clone(&plan) });
+        kept.insert(key, Kept { sql: sql.to_string(), types: types().collect(), settings, plan: Rc::clone(&plan) });
     });
     Ok(Some(plan))
 }
