@@ -63,6 +63,11 @@ pub struct Rejection {
     pub moved_from: Option<crate::apply_result::MovedFrom>,
 }
 
+/// SQLSTATE `lock_not_available`: a sync call gave up waiting for a lock
+/// another session holds (the extension caps the wait; design.md,
+/// "Security"). Nothing of the call was kept, and the next round may pass.
+pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("\"{0}\" is not a valid table name: write it as table, schema.table or schema.\"Quoted Name\"")]

@@ -106,11 +106,36 @@ pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
         set_path(spi, PINNED_PATH)?;
         crate::version::require_matching(spi)?;
         let pushed = Pushed::new(&CALLER_PATHS, caller.clone());
-        let result = with_settings(spi, &CALL_SETTINGS, body);
+        let result = with_lock_wait(spi, |spi| with_settings(spi, &CALL_SETTINGS, body));
         drop(pushed);
         set_path(spi, &caller)?;
         result
     })
+}
+
+/// The longest a sync call waits for a lock another session holds: a
+/// transaction left open after writing the rows an upload writes, or any
+/// role that can connect holding the advisory lock of a table's fold
+/// (its key is in design.md). Past it the call fails with SQLSTATE 55P03
+/// (`lock_not_available`) and keeps nothing, so no device's sync waits for
+/// good on someone else's session. A caller's shorter `lock_timeout` stands.
+const LONGEST_LOCK_WAIT: &str = "30s";
+
+/// Runs `body` with `lock_timeout` at most [`LONGEST_LOCK_WAIT`], then puts
+/// back the caller's.
+fn with_lock_wait<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    let caller = one::<String>(
+        spi,
+        "SELECT pg_catalog.current_setting('lock_timeout'), pg_catalog.set_config('lock_timeout', \
+         CASE WHEN pg_catalog.current_setting('lock_timeout')::interval BETWEEN interval '1 ms' AND $1::interval \
+         THEN pg_catalog.current_setting('lock_timeout') ELSE $1 END, true)",
+        &[LONGEST_LOCK_WAIT.into()],
+    )?;
+    let result = body(spi);
+    if let Some(caller) = caller {
+        exec(spi, "SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[caller.into()])?;
+    }
+    result
 }
 
 /// Runs `body`, whose statements run the users' own code (their tables'

@@ -91,6 +91,15 @@ pub enum RemoteError {
     #[error("the server says: {0}")]
     SchemaMoved(String),
 
+    /// The server gave up waiting for a lock another session holds
+    /// (SQLSTATE 55P03): nothing of the call was kept.
+    #[error(
+        "the server gave up waiting for a lock another session holds, and kept nothing of this call: sync again; if it \
+         keeps happening, look on the server for a session left open in a transaction, or one holding Tandem's locks \
+         (pg_locks, pg_stat_activity). The server says: {0}"
+    )]
+    LockWait(String),
+
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
 

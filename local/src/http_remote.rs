@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tandem_core::apply_result::ApplyResult;
 use tandem_core::dsn::redacted;
+use tandem_core::error::LOCK_NOT_AVAILABLE;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
 use tandem_core::verify::VerifyOptions;
@@ -211,6 +212,9 @@ impl HttpRemote {
         if detail.as_deref().is_some_and(CoreError::schema_moved_from_detail) {
             return RemoteError::SchemaMoved(error.message);
         }
+        if sqlstate == LOCK_NOT_AVAILABLE {
+            return RemoteError::LockWait(error.message);
+        }
         match status {
             StatusCode::NOT_FOUND if sqlstate == "42704" && error.message.starts_with("unknown scope") => {
                 RemoteError::UnknownScope(scope.to_string())
@@ -347,6 +351,14 @@ mod tests {
         assert!(error.contains("https://") && error.contains("localhost"), "{error}");
         let error = HttpRemote::connect("https://u:pw@gw.example.com", None).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(error.contains("without a user") && !error.contains("pw"), "{error}");
+    }
+
+    #[test]
+    fn a_lock_the_server_gave_up_on_is_said_as_such() {
+        let remote = HttpRemote::connect("http://127.0.0.1:1", None).unwrap();
+        let body = r#"{"error": {"sqlstate": "55P03", "message": "canceling statement due to lock timeout", "detail": null}}"#;
+        let error = remote.error("crm", StatusCode::SERVICE_UNAVAILABLE, body);
+        assert!(matches!(error, RemoteError::LockWait(_)), "{error}");
     }
 
     #[test]

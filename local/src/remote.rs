@@ -11,6 +11,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls};
 use tandem_core::apply_result::ApplyResult;
 use tandem_core::dsn::redacted;
+use tandem_core::error::LOCK_NOT_AVAILABLE;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
 use tandem_core::sql::calls;
@@ -162,6 +163,9 @@ impl PostgresRemote {
         }
         if db.detail().is_some_and(CoreError::schema_moved_from_detail) {
             return RemoteError::SchemaMoved(db.message().to_string());
+        }
+        if sqlstate == LOCK_NOT_AVAILABLE {
+            return RemoteError::LockWait(db.message().to_string());
         }
         RemoteError::Server { sqlstate, message: db.message().to_string() }
     }

@@ -6,6 +6,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection, StringRejection};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+use tandem_core::error::LOCK_NOT_AVAILABLE;
 
 /// An answer other than success.
 #[derive(Debug)]
@@ -84,6 +85,9 @@ pub fn status_for(sqlstate: &str, message: &str, detail: Option<&str>) -> Status
         "28000" | "28P01" => StatusCode::UNAUTHORIZED,
         "42501" => StatusCode::FORBIDDEN,
         "42704" => StatusCode::NOT_FOUND,
+        // Gave up waiting for another session's lock: nothing was kept,
+        // and the device may try again.
+        LOCK_NOT_AVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
         s if s.starts_with("22") || s.starts_with("42") => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -153,5 +157,6 @@ mod tests {
         assert_eq!(status_for("22P02", "1 row(s) refused", Some(r#"{"rejected": []}"#)), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(status_for("XX000", "internal", None), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(status_for("40001", "could not serialize", None), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_for("55P03", "canceling statement due to lock timeout", None), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -22,6 +22,7 @@ mod live;
 mod loadable_extension;
 mod local_sync;
 mod local_types;
+mod lock_waits;
 mod names;
 mod notifications;
 mod partitions;
