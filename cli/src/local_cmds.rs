@@ -341,6 +341,13 @@ pub fn print_report(report: &SyncReport) {
     for r in &report.rejected {
         println!("  refused {} {}: {} (kept in tandem_rejected)", r.table, Value::Array(r.key.clone()), r.reason);
     }
+    if report.resynced {
+        println!(
+            "  pulled this file's partition again (asked for, a new client, or a server that could not vouch for the file's \
+             watermark: restored or moved); {} row(s) the server no longer has were removed from the file",
+            report.removed
+        );
+    }
     if report.kept_local > 0 {
         println!("  {} server change(s) wait behind unsent local changes", report.kept_local);
     }

@@ -13,7 +13,7 @@ use tandem_core::{Error, Result};
 use crate::fold;
 use crate::json_text::JsonbText;
 use crate::privileges;
-use crate::registry;
+use crate::registry::{self, Issued};
 use crate::report::{self, required, run};
 use crate::spi::{self, Spi};
 
@@ -64,15 +64,21 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
     }
     let client_id = identity.client_id.as_deref();
     let replica = options.replica.as_deref().or(client_id);
-    // A watermark beyond the last one this replica was given comes from a
-    // history the server no longer has (a dump restored over the
-    // database, a point-in-time recovery): what it pulled then may be
-    // gone, and transactions may reuse its ids. It pulls again.
+    // A watermark beyond the last one this replica was given, or from a
+    // replica the server never heard of, comes from a history the server
+    // no longer has (a dump restored over the database, a point-in-time
+    // recovery): what it pulled then may be gone, and transactions may
+    // reuse its ids. It pulls again.
     if let (Some(since), Some(replica)) = (since, replica) {
-        if let Some(issued) = registry::issued_to(spi, replica)? {
-            if Watermark::parse(since)?.frontier() > Watermark::parse(&issued)?.frontier() {
-                return Err(Error::WatermarkTooOld(scope_name.to_string()));
-            }
+        let since = Watermark::parse(since)?;
+        let beyond = match registry::issued_to(spi, replica)? {
+            // (A pull without a client records no replica.)
+            Issued::Unknown => client_id.is_some(),
+            Issued::Unrecorded => false,
+            Issued::Watermark(issued) => since.frontier() > Watermark::parse(&issued)?.frontier(),
+        };
+        if beyond {
+            return Err(Error::WatermarkTooOld(scope_name.to_string()));
         }
     }
     let echoes = options.echoes.clone().unwrap_or_default();

@@ -231,9 +231,24 @@ fn refuse_other_clients_id(spi: &Spi<'_>, replica_id: &str, client_id: &str) -> 
     }
 }
 
-/// The watermark replica `replica_id`'s last pull was given, if any.
-pub fn issued_to(spi: &Spi<'_>, replica_id: &str) -> Result<Option<String>> {
-    Ok(spi::first(spi, sql::replica(replica_id))?.and_then(|row| row.last_issued))
+/// What the server has given a replica's pulls, as far as it knows.
+pub enum Issued {
+    /// It never heard of the replica: a dump from before its first sync
+    /// was restored over the database (or its client was removed).
+    Unknown,
+    /// It knows the replica but kept no watermark for it (it never pulled,
+    /// or its last pull predates release 0.2.0's record).
+    Unrecorded,
+    /// The watermark its last pull was given.
+    Watermark(String),
+}
+
+/// What replica `replica_id`'s pulls were given.
+pub fn issued_to(spi: &Spi<'_>, replica_id: &str) -> Result<Issued> {
+    Ok(match spi::first(spi, sql::replica(replica_id))? {
+        None => Issued::Unknown,
+        Some(row) => row.last_issued.map_or(Issued::Unrecorded, Issued::Watermark),
+    })
 }
 
 /// The replica `replica_id`, if it ever synced. A replica belongs to the

@@ -155,3 +155,30 @@ fn a_dump_restored_over_the_same_database_makes_the_devices_that_pulled_since_pu
     assert!(report.resynced, "{report:?}");
     assert_converged(&mut server, file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_dump_restored_over_the_same_database_makes_a_device_first_seen_after_the_dump_pull_again() {
+    let schema = r#"
+        CREATE TABLE notes (id int PRIMARY KEY, tenant_id int NOT NULL, body text);
+        INSERT INTO notes VALUES (1, 1, 'one'), (2, 2, 'two');
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("restored_unknown", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let dump = s.files.path("before.dump");
+    let dump = dump.to_str().expect("a UTF-8 path");
+    run("pg_dump", &["--format=custom", "--file", dump, "--dbname", &s.db.url]);
+
+    // A file syncs first after the dump, and pulls what the restore undoes.
+    let file = s.store("late.db");
+    s.sync_as(&file, &token);
+    s.server().batch_execute("UPDATE notes SET body = 'after the dump' WHERE id = 1; INSERT INTO notes VALUES (5, 1, 'five')").unwrap();
+    assert_eq!(s.sync_as(&file, &token).pulled, 2);
+
+    // The restored server never heard of this file: it cannot vouch for
+    // the watermark, so the file pulls its partition again.
+    run("pg_restore", &["--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--dbname", &s.db.url, dump]);
+    let report = s.sync_as(&file, &token);
+    assert!(report.resynced, "{report:?}");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
