@@ -11,7 +11,8 @@
 //! the data as it is then: its kept plan would be generic for good, and
 //! the fold, for one, reads a log that a bulk write takes from a few rows
 //! to millions between two calls. Probes that cost the same at any size
-//! are kept at once ([`Admit::Now`]).
+//! are kept at once ([`Admit::Now`]). Nothing is kept inside an apply's
+//! work on its batch ([`Unkept`]).
 //!
 //! PostgreSQL's plan cache then does what it does for any prepared
 //! statement: it analyses the statement again when a table it reads
@@ -21,7 +22,7 @@
 //! work ([`Settings`]) are part of a plan's key, so a plan made with index
 //! probes forced is never used without them, nor the reverse.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -52,6 +53,8 @@ thread_local! {
     /// For each [`Settings`] in force, innermost last, the hash of its
     /// settings and of the entry before it: the last one stands for all.
     static IN_FORCE: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// How many [`Unkept`] are alive: while any is, nothing is kept.
+    static UNKEPT: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Settings in force while it lives: plans made under them are kept apart.
@@ -74,6 +77,26 @@ impl Settings {
 impl Drop for Settings {
     fn drop(&mut self) {
         IN_FORCE.with(|stack| stack.borrow_mut().pop());
+    }
+}
+
+/// While it lives, statements run as text and no plan is kept or used:
+/// an apply's statements read a batch's staged rows, whose count differs
+/// from batch to batch, and the generic plan PostgreSQL settles on after
+/// five runs fits one batch, not the next (uploads ran at two thirds of
+/// their speed with the apply's plans kept; docs/benchmarks.md).
+pub struct Unkept(());
+
+impl Unkept {
+    pub fn new() -> Unkept {
+        UNKEPT.with(|n| n.set(n.get() + 1));
+        Unkept(())
+    }
+}
+
+impl Drop for Unkept {
+    fn drop(&mut self) {
+        UNKEPT.with(|n| n.set(n.get() - 1));
     }
 }
 
@@ -103,7 +126,7 @@ pub fn plan_for(
     args: &[DatumWithOid<'_>],
     admit: Admit,
 ) -> Result<Option<Rc<OwnedPreparedStatement>>, pgrx::spi::SpiError> {
-    if !plannable(sql) || (admit == Admit::Repeated && args.is_empty()) {
+    if !plannable(sql) || (admit == Admit::Repeated && args.is_empty()) || UNKEPT.with(|n| n.get() > 0) {
         return Ok(None);
     }
     let types = || args.iter().map(DatumWithOid::oid);

@@ -470,8 +470,10 @@ pub fn with_index_probes<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -
 /// those plans (JIT) costs more than it saves.
 const APPLY_SETTINGS: [(&str, &str); 1] = [("jit", "off")];
 
-/// Text settings plus the planner settings of an apply.
+/// Text settings plus the planner settings of an apply, its statements
+/// planned for each batch (see [`plan_cache::Unkept`]).
 pub fn with_apply_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    let _unkept = plan_cache::Unkept::new();
     with_settings(spi, &APPLY_SETTINGS, |spi| with_text_settings(spi, body))
 }
 
