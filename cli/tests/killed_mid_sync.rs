@@ -38,7 +38,11 @@ fn syncs_killed_at_random_points_converge() {
         .unwrap();
     let mut rng = rand::rng();
     let mut kills = 0;
-    for round in 0..12 {
+    // A kill lands at a random point below `latest`; a sync that finishes
+    // first shortens the range, so a faster host still gets killed mid-way.
+    let mut latest = 400u64;
+    let mut round = 0;
+    while round < 12 || (kills < 6 && round < 60) {
         if round == 4 {
             // Once the file holds the scope, it also has changes to upload.
             let store = Store::open(&path).unwrap();
@@ -51,14 +55,17 @@ fn syncs_killed_at_random_points_converge() {
                 )
                 .unwrap();
         }
-        server.execute("UPDATE items SET n = n + 1 WHERE id % 11 = $1", &[&(round as i64)]).unwrap();
+        server.execute("UPDATE items SET n = n + 1 WHERE id % 11 = $1", &[&(round as i64 % 11)]).unwrap();
         let mut child = sync_command(&db, &path).spawn().expect("run tandem sync");
-        thread::sleep(Duration::from_millis(rng.random_range(30..400)));
+        thread::sleep(Duration::from_millis(rng.random_range(latest / 10..latest)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;
+        } else {
+            latest = (latest * 2 / 3).max(20);
         }
         child.wait().unwrap();
+        round += 1;
     }
     assert!(kills >= 6, "the syncs finished too fast to be killed mid-way ({kills} kills)");
     let output = sync_command(&db, &path).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
