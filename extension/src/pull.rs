@@ -65,7 +65,8 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
     let client_id = identity.client_id.as_deref();
     let replica = options.replica.as_deref().or(client_id);
     // A watermark beyond the last one this replica was given, or from a
-    // replica the server never heard of, comes from a history the server
+    // replica this history never gave one (it never heard of it, or only
+    // from its uploads), comes from a history the server
     // no longer has (a dump restored over the database, a point-in-time
     // recovery): what it pulled then may be gone, and transactions may
     // reuse its ids. It pulls again.
@@ -73,7 +74,7 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
         let since = Watermark::parse(since)?;
         let beyond = match registry::issued_to(spi, replica)? {
             // (A pull without a client records no replica.)
-            Issued::Unknown => client_id.is_some(),
+            Issued::Unknown | Issued::NeverPulled => client_id.is_some(),
             Issued::Unrecorded => false,
             Issued::Watermark(issued) => since.frontier() > Watermark::parse(&issued)?.frontier(),
         };

@@ -236,8 +236,12 @@ pub enum Issued {
     /// It never heard of the replica: a dump from before its first sync
     /// was restored over the database (or its client was removed).
     Unknown,
-    /// It knows the replica but kept no watermark for it (it never pulled,
-    /// or its last pull predates release 0.2.0's record).
+    /// It knows the replica from uploads only: this history never gave
+    /// it a watermark. (An upload comes before its round's pull, so a
+    /// file the restored server never heard of is recorded by its upload
+    /// first.)
+    NeverPulled,
+    /// It pulled, but before release 0.2.0, which records the watermark.
     Unrecorded,
     /// The watermark its last pull was given.
     Watermark(String),
@@ -247,7 +251,11 @@ pub enum Issued {
 pub fn issued_to(spi: &Spi<'_>, replica_id: &str) -> Result<Issued> {
     Ok(match spi::first(spi, sql::replica(replica_id))? {
         None => Issued::Unknown,
-        Some(row) => row.last_issued.map_or(Issued::Unrecorded, Issued::Watermark),
+        Some(row) => match (row.last_issued, row.last_since) {
+            (Some(issued), _) => Issued::Watermark(issued),
+            (None, Some(_)) => Issued::Unrecorded,
+            (None, None) => Issued::NeverPulled,
+        },
     })
 }
 

@@ -368,13 +368,15 @@ pub fn client_list(scope: &str) -> Query<TextDecoder> {
 }
 
 /// One file of a client as stored: its last upload's id, transaction and
-/// what it applied (JSON), and the watermark its last pull was given.
+/// what it applied (JSON), and, from its last pull, the watermark it
+/// pulled from (`None` when it never pulled) and the one it was given.
 #[derive(Debug)]
 pub struct ReplicaRow {
     pub client_id: String,
     pub last_upload: Option<String>,
     pub last_version: Option<String>,
     pub last_applied: Option<String>,
+    pub last_since: Option<String>,
     pub last_issued: Option<String>,
 }
 
@@ -383,6 +385,7 @@ pub struct ReplicaDecoder {
     last_upload: Col,
     last_version: Col,
     last_applied: Col,
+    last_since: Col,
     last_issued: Col,
 }
 
@@ -394,6 +397,7 @@ impl Decode for ReplicaDecoder {
             last_upload: f.owned(self.last_upload),
             last_version: f.owned(self.last_version),
             last_applied: f.owned(self.last_applied),
+            last_since: f.owned(self.last_since),
             last_issued: f.owned(self.last_issued),
         })
     }
@@ -407,6 +411,7 @@ pub fn replica(replica_id: &str) -> Query<ReplicaDecoder> {
         last_upload: columns.push("last_upload", "last_upload"),
         last_version: columns.push("last_version", "last_version::text"),
         last_applied: columns.push("last_applied", "last_applied::text"),
+        last_since: columns.push("last_since", "last_since"),
         last_issued: columns.push("last_issued", "last_issued::text"),
     };
     let sql = format!("SELECT {} FROM tandem.replicas WHERE replica_id = {}", columns.sql(), binds.bind(replica_id));
@@ -627,10 +632,13 @@ mod tests {
     #[test]
     fn rows_are_read_by_their_columns() {
         let query = replica("r");
-        let row = [Some("c"), None, Some("7"), Some("[]"), Some("w")];
+        let row = [Some("c"), None, Some("7"), Some("[]"), Some("s"), Some("w")];
         let read = query.decode(&row).unwrap();
-        assert_eq!((read.client_id.as_str(), read.last_version.as_deref(), read.last_issued.as_deref()), ("c", Some("7"), Some("w")));
+        assert_eq!(
+            (read.client_id.as_str(), read.last_version.as_deref(), read.last_since.as_deref(), read.last_issued.as_deref()),
+            ("c", Some("7"), Some("s"), Some("w"))
+        );
         assert!(query.decode(&[Some("c")]).is_err(), "a short row is an error");
-        assert!(query.decode(&[None, None, None, None, None]).is_err(), "a replica has a client");
+        assert!(query.decode(&[None, None, None, None, None, None]).is_err(), "a replica has a client");
     }
 }

@@ -10,8 +10,8 @@
 use std::process::Command;
 
 use serde_json::json;
-use tandem_local::SyncOptions;
-use tandem_tests::local::{assert_converged, Scenario};
+use tandem_local::{Store, SyncOptions};
+use tandem_tests::local::{assert_converged, local, Scenario};
 use tandem_tests::TestDb;
 
 const PAYMENTS: &str = r#"
@@ -156,29 +156,62 @@ fn a_dump_restored_over_the_same_database_makes_the_devices_that_pulled_since_pu
     assert_converged(&mut server, file.connection(), "s", &json!({"tenant": 1}));
 }
 
+/// A file whose first sync came after a dump of the server, holding what
+/// the dump's restore over the same database will undo (an update and an
+/// insert it pulled).
+struct FirstSeenAfterTheDump {
+    s: Scenario,
+    token: String,
+    file: Store,
+    dump: String,
+}
+
+impl FirstSeenAfterTheDump {
+    fn new(name: &str) -> Self {
+        let schema = r#"
+            CREATE TABLE notes (id int PRIMARY KEY, tenant_id int NOT NULL, body text);
+            INSERT INTO notes VALUES (1, 1, 'one'), (2, 2, 'two'), (3, 1, 'three');
+            SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+        "#;
+        let s = Scenario::new(name, schema, "s");
+        let token = s.register(json!({"tenant": 1}));
+        let dump = s.files.path("before.dump").to_str().expect("a UTF-8 path").to_string();
+        run("pg_dump", &["--format=custom", "--file", &dump, "--dbname", &s.db.url]);
+        let file = s.store("late.db");
+        s.sync_as(&file, &token);
+        s.server().batch_execute("UPDATE notes SET body = 'after the dump' WHERE id = 1; INSERT INTO notes VALUES (5, 1, 'five')").unwrap();
+        assert_eq!(s.sync_as(&file, &token).pulled, 2);
+        FirstSeenAfterTheDump { s, token, file, dump }
+    }
+
+    fn restore(&self) {
+        run("pg_restore", &["--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--dbname", &self.s.db.url, &self.dump]);
+    }
+}
+
 #[test]
 fn a_dump_restored_over_the_same_database_makes_a_device_first_seen_after_the_dump_pull_again() {
-    let schema = r#"
-        CREATE TABLE notes (id int PRIMARY KEY, tenant_id int NOT NULL, body text);
-        INSERT INTO notes VALUES (1, 1, 'one'), (2, 2, 'two');
-        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
-    "#;
-    let s = Scenario::new("restored_unknown", schema, "s");
-    let token = s.register(json!({"tenant": 1}));
-    let dump = s.files.path("before.dump");
-    let dump = dump.to_str().expect("a UTF-8 path");
-    run("pg_dump", &["--format=custom", "--file", dump, "--dbname", &s.db.url]);
-
-    // A file syncs first after the dump, and pulls what the restore undoes.
-    let file = s.store("late.db");
-    s.sync_as(&file, &token);
-    s.server().batch_execute("UPDATE notes SET body = 'after the dump' WHERE id = 1; INSERT INTO notes VALUES (5, 1, 'five')").unwrap();
-    assert_eq!(s.sync_as(&file, &token).pulled, 2);
-
+    let late = FirstSeenAfterTheDump::new("restored_unknown");
     // The restored server never heard of this file: it cannot vouch for
     // the watermark, so the file pulls its partition again.
-    run("pg_restore", &["--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--dbname", &s.db.url, dump]);
-    let report = s.sync_as(&file, &token);
+    late.restore();
+    let report = late.s.sync_as(&late.file, &late.token);
     assert!(report.resynced, "{report:?}");
-    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    assert_converged(&mut late.s.server(), late.file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_device_first_seen_after_the_dump_pulls_again_even_with_an_edit_to_send() {
+    let late = FirstSeenAfterTheDump::new("restored_unsent");
+    // The file edits a row before its first sync after the restore: the
+    // round's upload, which comes first, must not make the server vouch
+    // for the file's watermark.
+    late.restore();
+    local(&late.file, "UPDATE notes SET body = 'edited after the restore' WHERE id = 3");
+    let report = late.s.sync_as(&late.file, &late.token);
+    assert!(report.resynced, "{report:?}");
+    assert_eq!(report.pushed, 1, "{report:?}");
+    let body: String = late.s.server().query_one("SELECT body FROM notes WHERE id = 3", &[]).unwrap().get(0);
+    assert_eq!(body, "edited after the restore", "the unsent edit arrived");
+    assert_converged(&mut late.s.server(), late.file.connection(), "s", &json!({"tenant": 1}));
 }
