@@ -112,13 +112,32 @@ pub enum RemoteError {
 
 impl RemoteError {
     /// True when the same request may succeed if sent again (connection lost,
-    /// serialization failure).
+    /// serialization failure, a lock another session held for a while).
     pub fn is_transient(&self) -> bool {
         match self {
-            RemoteError::Unreachable { .. } => true,
+            RemoteError::Unreachable { .. } | RemoteError::LockWait(_) => true,
             RemoteError::Server { sqlstate, .. } => sqlstate.starts_with("40") || sqlstate.starts_with("08"),
             _ => false,
         }
+    }
+}
+
+impl RemoteError {
+    /// What a server's error tells a round, from the SQLSTATE, message and
+    /// detail either transport carries: rows it refused, a watermark or
+    /// schema to take again, a lock it gave up on. `None` for the rest,
+    /// which each transport maps by itself.
+    pub fn from_server(sqlstate: &str, message: &str, detail: Option<&str>) -> Option<RemoteError> {
+        if let Some(rejected) = detail.and_then(tandem_core::Error::rejections_from_detail) {
+            return Some(RemoteError::Rejected(rejected));
+        }
+        if detail.is_some_and(tandem_core::Error::resync_from_detail) {
+            return Some(RemoteError::WatermarkTooOld(message.to_string()));
+        }
+        if detail.is_some_and(tandem_core::Error::schema_moved_from_detail) {
+            return Some(RemoteError::SchemaMoved(message.to_string()));
+        }
+        (sqlstate == tandem_core::error::LOCK_NOT_AVAILABLE).then(|| RemoteError::LockWait(message.to_string()))
     }
 }
 

@@ -16,11 +16,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tandem_core::apply_result::ApplyResult;
 use tandem_core::dsn::redacted;
-use tandem_core::error::LOCK_NOT_AVAILABLE;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
 use tandem_core::verify::VerifyOptions;
-use tandem_core::Error as CoreError;
 
 use crate::error::RemoteError;
 use crate::http_events::EventStream;
@@ -203,17 +201,8 @@ impl HttpRemote {
             None => None,
         };
         let sqlstate = error.sqlstate.unwrap_or_default();
-        if let Some(rejected) = detail.as_deref().and_then(CoreError::rejections_from_detail) {
-            return RemoteError::Rejected(rejected);
-        }
-        if detail.as_deref().is_some_and(CoreError::resync_from_detail) {
-            return RemoteError::WatermarkTooOld(error.message);
-        }
-        if detail.as_deref().is_some_and(CoreError::schema_moved_from_detail) {
-            return RemoteError::SchemaMoved(error.message);
-        }
-        if sqlstate == LOCK_NOT_AVAILABLE {
-            return RemoteError::LockWait(error.message);
+        if let Some(known) = RemoteError::from_server(&sqlstate, &error.message, detail.as_deref()) {
+            return known;
         }
         match status {
             StatusCode::NOT_FOUND if sqlstate == "42704" && error.message.starts_with("unknown scope") => {

@@ -11,12 +11,10 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls};
 use tandem_core::apply_result::ApplyResult;
 use tandem_core::dsn::redacted;
-use tandem_core::error::LOCK_NOT_AVAILABLE;
 use tandem_core::options::{ApplyOptions, SelectOptions};
 use tandem_core::schema::Schema;
 use tandem_core::sql::calls;
 use tandem_core::verify::VerifyOptions;
-use tandem_core::Error as CoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::RemoteError;
@@ -155,19 +153,8 @@ impl PostgresRemote {
         if sqlstate == "42704" && db.message().starts_with("unknown scope") {
             return RemoteError::UnknownScope(scope.to_string());
         }
-        if let Some(rejected) = db.detail().and_then(CoreError::rejections_from_detail) {
-            return RemoteError::Rejected(rejected);
-        }
-        if db.detail().is_some_and(CoreError::resync_from_detail) {
-            return RemoteError::WatermarkTooOld(db.message().to_string());
-        }
-        if db.detail().is_some_and(CoreError::schema_moved_from_detail) {
-            return RemoteError::SchemaMoved(db.message().to_string());
-        }
-        if sqlstate == LOCK_NOT_AVAILABLE {
-            return RemoteError::LockWait(db.message().to_string());
-        }
-        RemoteError::Server { sqlstate, message: db.message().to_string() }
+        RemoteError::from_server(&sqlstate, db.message(), db.detail())
+            .unwrap_or_else(|| RemoteError::Server { sqlstate, message: db.message().to_string() })
     }
 
     fn one_text(&mut self, scope: &str, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<String, RemoteError> {

@@ -1,9 +1,10 @@
 //! Keeping a file live (`tandem sync --watch`, `sync_run`'s `watch`):
 //! round after round, each started as soon as the server says the scope
 //! saw a commit ([`Remote::wait_for_change`]) or the file has unsent
-//! changes (its pending count, looked at every 250 ms). A lost network
-//! never ends a watch: it waits (0.5 s doubling to 30 s, with jitter),
-//! reconnects and goes on; any other error ends it.
+//! changes (its pending count, looked at every 250 ms). A lost network,
+//! or a lock another session holds for a while, never ends a watch: it
+//! waits (0.5 s doubling to 30 s, with jitter), reconnects and goes on;
+//! any other error ends it.
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,8 @@ pub enum WatchStep<'a> {
     Round(&'a SyncReport),
     /// Waiting for a change on either side.
     Waiting,
-    /// The network failed; the watch tries again after `retry_in`.
+    /// The network failed (or a lock was held too long); the watch tries
+    /// again after `retry_in`.
     Retrying { error: &'a LocalError, retry_in: Duration },
 }
 
