@@ -64,25 +64,12 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
     }
     let client_id = identity.client_id.as_deref();
     let replica = options.replica.as_deref().or(client_id);
-    // A watermark beyond the last one this replica was given, or from a
-    // replica this history never gave one (it never heard of it, or only
-    // from its uploads), comes from a history the server
-    // no longer has (a dump restored over the database, a point-in-time
-    // recovery): what it pulled then may be gone, and transactions may
-    // reuse its ids. It pulls again.
+    let echoes = options.echoes.clone().unwrap_or_default();
     if let (Some(since), Some(replica)) = (since, replica) {
-        let since = Watermark::parse(since)?;
-        let beyond = match registry::issued_to(spi, replica)? {
-            // (A pull without a client records no replica.)
-            Issued::Unknown | Issued::NeverPulled => client_id.is_some(),
-            Issued::Unrecorded => false,
-            Issued::Watermark(issued) => since.frontier() > Watermark::parse(&issued)?.frontier(),
-        };
-        if beyond {
+        if from_a_lost_history(spi, replica, client_id.is_some(), since, &echoes)? {
             return Err(Error::WatermarkTooOld(scope_name.to_string()));
         }
     }
-    let echoes = options.echoes.clone().unwrap_or_default();
     let params = identity.filter_params(&scope, options.params.is_some());
     let downloading: Vec<usize> = (0..scope.schema.tables.len()).filter(|&t| scope.table(t).direction.downloads()).collect();
     let bound = bind_params(&scope, &params, downloading.iter().copied())?;
@@ -215,6 +202,38 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
         registry::record_replica(spi, replica.unwrap_or(id), id, Some(registry::Pulled { needs, issued }))?;
     }
     Ok(changeset)
+}
+
+/// Whether a replica's pull holds what the server's history never gave
+/// it, so that history is gone (a dump restored over the database, a
+/// point-in-time recovery): what the replica pulled or sent since may be
+/// undone, and transactions may reuse its ids. It pulls again. That is a
+/// watermark beyond the last one its pulls were given, or from a replica
+/// no pull of it is on record for, or an answer to an upload newer than
+/// its last one on record (its upload was answered, its pull failed).
+/// A pull without a client records nothing, and is checked only against
+/// what its replica's record holds.
+fn from_a_lost_history(spi: &Spi<'_>, replica: &str, has_client: bool, since: &str, echoes: &[String]) -> Result<bool> {
+    let since = Watermark::parse(since)?;
+    let history = registry::history_of(spi, replica)?;
+    let beyond = match history.issued {
+        Issued::Unknown | Issued::NeverPulled => has_client,
+        Issued::Unrecorded => false,
+        Issued::Watermark(issued) => since.frontier() > Watermark::parse(&issued)?.frontier(),
+    };
+    if beyond || echoes.is_empty() || !has_client {
+        return Ok(beyond);
+    }
+    let Some(last) = history.last_upload_version else { return Ok(true) };
+    let xid = |text: &str| text.parse::<u64>();
+    let last = xid(&last).map_err(|e| Error::Internal(format!("replica {replica}'s last upload version {last}: {e}")))?;
+    let mut answered_beyond = false;
+    for echo in echoes {
+        let echo =
+            xid(echo).map_err(|_| Error::InvalidOptions(format!("echoes: \"{echo}\" is not a version returned by sync_apply_changes")))?;
+        answered_beyond |= echo > last;
+    }
+    Ok(answered_beyond)
 }
 
 /// A guess at a full batch's size (the widest table's rows at about 24

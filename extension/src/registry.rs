@@ -247,14 +247,25 @@ pub enum Issued {
     Watermark(String),
 }
 
-/// What replica `replica_id`'s pulls were given.
-pub fn issued_to(spi: &Spi<'_>, replica_id: &str) -> Result<Issued> {
+/// What the server's history holds of a replica: what its pulls were
+/// given, and the transaction of its last upload (every answer the
+/// replica got came from that one or an earlier one).
+pub struct History {
+    pub issued: Issued,
+    pub last_upload_version: Option<String>,
+}
+
+/// What the server's history holds of replica `replica_id`.
+pub fn history_of(spi: &Spi<'_>, replica_id: &str) -> Result<History> {
     Ok(match spi::first(spi, sql::replica(replica_id))? {
-        None => Issued::Unknown,
-        Some(row) => match (row.last_issued, row.last_since) {
-            (Some(issued), _) => Issued::Watermark(issued),
-            (None, Some(_)) => Issued::Unrecorded,
-            (None, None) => Issued::NeverPulled,
+        None => History { issued: Issued::Unknown, last_upload_version: None },
+        Some(row) => History {
+            issued: match (row.last_issued, row.last_since) {
+                (Some(issued), _) => Issued::Watermark(issued),
+                (None, Some(_)) => Issued::Unrecorded,
+                (None, None) => Issued::NeverPulled,
+            },
+            last_upload_version: row.last_version,
         },
     })
 }
@@ -300,9 +311,10 @@ pub fn record_replica(spi: &mut Spi<'_>, replica_id: &str, client_id: &str, pull
     }
 }
 
-/// Records what upload `upload_id` of a replica applied, so a retry of it
-/// is acknowledged instead of applied twice.
-pub fn record_upload(spi: &mut Spi<'_>, replica_id: &str, upload_id: &str, version: &str, applied: &str) -> Result<()> {
+/// Records a replica's upload: its transaction (every answer the replica
+/// holds is from it or an earlier one) and, with its id, what it applied,
+/// so a retry of it is acknowledged instead of applied twice.
+pub fn record_upload(spi: &mut Spi<'_>, replica_id: &str, upload_id: Option<&str>, version: &str, applied: Option<&str>) -> Result<()> {
     spi::run(spi, sql::record_upload(replica_id, upload_id, version, applied))?;
     Ok(())
 }

@@ -438,15 +438,17 @@ pub fn record_replica(replica_id: &str, client_id: &str, needs: Option<&str>, is
     Query::exec(sql, binds)
 }
 
-/// Records what upload `upload_id` of a replica applied (`applied`, JSON)
-/// in transaction `version`.
-pub fn record_upload(replica_id: &str, upload_id: &str, version: &str, applied: &str) -> Query<NoRows> {
+/// Records a replica's upload in transaction `version`: with its id,
+/// what it applied (`applied`, JSON), so a retry is acknowledged; without
+/// one, only its transaction (no retry of it, or of one before it, is
+/// known then).
+pub fn record_upload(replica_id: &str, upload_id: Option<&str>, version: &str, applied: Option<&str>) -> Query<NoRows> {
     let mut binds = Binds::new();
     let sql = format!(
         "UPDATE tandem.replicas SET last_upload = {}, last_version = {}::xid8, last_applied = {} WHERE replica_id = {}",
-        binds.bind(upload_id),
+        binds.bind(upload_id.map(str::to_string)),
         binds.bind(version),
-        binds.bind(applied),
+        binds.bind(applied.map(str::to_string)),
         binds.bind(replica_id),
     );
     Query::exec(sql, binds)

@@ -195,9 +195,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     record::log_conflicts(spi, scope_name, &client_id, &plans, &result.conflicts)?;
     registry::record_client(spi, scope_name, &client_id, &identity.params)?;
     registry::record_replica(spi, &replica, &client_id, None)?;
-    if let Some(upload_id) = &options.upload_id {
-        record::record_upload(spi, &scope, &replica, upload_id, &result, &plans)?;
-    }
+    record::record_upload(spi, &scope, &replica, options.upload_id.as_deref(), &result, &plans)?;
     Ok(result)
 }
 

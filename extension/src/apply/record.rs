@@ -44,20 +44,26 @@ pub fn retry_of(spi: &Spi<'_>, replica: &str, client_id: &str, upload_id: Option
     Ok(Retry { version: stored.last_version, applied: applied.into_iter().collect() })
 }
 
-/// Records what this upload applied, under its id.
+/// Records this upload's transaction and, when it has an id, what it
+/// applied under that id.
 pub fn record_upload(
     spi: &mut Spi<'_>,
     scope: &Scope<'_>,
     replica: &str,
-    upload_id: &str,
+    upload_id: Option<&str>,
     result: &ApplyResult,
     plans: &[TablePlan<'_>],
 ) -> Result<()> {
-    let applied: Vec<AppliedChange> =
-        plans.iter().flat_map(|p| p.rows.iter().filter_map(move |r| AppliedChange::of(scope.id(p.t), &r.change))).collect();
-    let applied = serde_json::to_string(&applied).map_err(|e| Error::Internal(e.to_string()))?;
+    let applied = match upload_id {
+        None => None,
+        Some(_) => {
+            let applied: Vec<AppliedChange> =
+                plans.iter().flat_map(|p| p.rows.iter().filter_map(move |r| AppliedChange::of(scope.id(p.t), &r.change))).collect();
+            Some(serde_json::to_string(&applied).map_err(|e| Error::Internal(e.to_string()))?)
+        }
+    };
     let version = result.version.as_deref().ok_or_else(|| Error::Internal("an applied upload has no transaction id".into()))?;
-    registry::record_upload(spi, replica, upload_id, version, &applied)
+    registry::record_upload(spi, replica, upload_id, version, applied.as_deref())
 }
 
 /// For changes a retry finds already handled: the conflict an earlier

@@ -215,3 +215,40 @@ fn a_device_first_seen_after_the_dump_pulls_again_even_with_an_edit_to_send() {
     assert_eq!(body, "edited after the restore", "the unsent edit arrived");
     assert_converged(&mut late.s.server(), late.file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_device_whose_upload_after_the_dump_was_answered_but_not_pulled_pulls_again() {
+    let schema = r#"
+        CREATE TABLE notes (id int PRIMARY KEY, tenant_id int NOT NULL, body text);
+        INSERT INTO notes VALUES (1, 1, 'one'), (2, 2, 'two');
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("restored_answered", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("device.db");
+    s.sync_as(&file, &token);
+    let dump = s.files.path("before.dump").to_str().expect("a UTF-8 path").to_string();
+    run("pg_dump", &["--format=custom", "--file", &dump, "--dbname", &s.db.url]);
+
+    // After the dump, the file's upload is applied and answered, but its
+    // pull fails (here the file's own trigger refuses the server's row):
+    // its watermark stays the one the dump's record gave it.
+    local(
+        &file,
+        "INSERT INTO notes VALUES (8, 1, 'sent after the dump');
+         CREATE TRIGGER refuse_pull BEFORE INSERT ON notes WHEN NEW.body = 'from the server' BEGIN SELECT RAISE(ROLLBACK, 'not now'); END;",
+    );
+    s.server().batch_execute("INSERT INTO notes VALUES (9, 1, 'from the server')").unwrap();
+    let failed = file.sync(&s.db.url, "s", &SyncOptions { token: Some(token.clone()), ..SyncOptions::default() });
+    assert!(failed.is_err(), "the pull fails: {failed:?}");
+    let on_server: i64 = s.server().query_one("SELECT count(*) FROM notes WHERE id = 8", &[]).unwrap().get(0);
+    assert_eq!(on_server, 1, "the upload was applied");
+
+    // The restore undoes that upload; the file's answer for it names a
+    // transaction the restored server has no record of.
+    run("pg_restore", &["--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--dbname", &s.db.url, &dump]);
+    local(&file, "DROP TRIGGER refuse_pull");
+    let report = s.sync_as(&file, &token);
+    assert!(report.resynced, "{report:?}");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
