@@ -20,6 +20,11 @@ use crate::{meta, status};
 /// whether it should stop).
 pub const POLL: Duration = Duration::from_millis(250);
 
+/// The longest a watch waits without a round: what no notification
+/// announces (a dump restored over the server, a write made with Tandem's
+/// notify trigger disabled) reaches the file within this.
+pub const QUIET_ROUND: Duration = Duration::from_secs(60);
+
 /// What a watch is doing, for showing it.
 #[derive(Debug)]
 pub enum WatchStep<'a> {
@@ -60,9 +65,9 @@ enum Woken {
     Stop,
 }
 
-/// Waits for a change on either side. `baseline` is the file's unsent
-/// count after the round: changes that did not go up (the server held
-/// them back) wake no one until the count moves.
+/// Waits for a change on either side, at most [`QUIET_ROUND`]. `baseline`
+/// is the file's unsent count after the round: changes that did not go
+/// up (the server held them back) wake no one until the count moves.
 fn wait(
     conn: &Connection,
     remote: &mut dyn Remote,
@@ -71,9 +76,13 @@ fn wait(
     baseline: u64,
     stop: &dyn Fn() -> bool,
 ) -> Result<Woken> {
+    let started = Instant::now();
     loop {
         if stop() {
             return Ok(Woken::Stop);
+        }
+        if started.elapsed() >= QUIET_ROUND {
+            return Ok(Woken::Change);
         }
         let now = pending(conn, scope)?;
         if now > 0 && now != baseline {

@@ -129,6 +129,33 @@ fn a_device_watching_postgres_directly_sees_a_server_commit_at_once() {
 }
 
 #[test]
+fn a_watch_brings_what_no_notification_announced_within_a_quiet_round() {
+    let setup = Setup::new("live_quiet");
+    let token = setup.s.register(json!({"tenant": 1}));
+    let path = setup.s.files.path("quiet.db");
+    let options = SyncOptions { token: Some(token), ..Default::default() };
+    let mut watcher = Watcher::start(path.clone(), setup.s.db.url.clone(), options);
+    watcher.until_waiting();
+    // A write no notification announces (as a dump restored over the
+    // server does not): the scope's notify trigger is off for it.
+    let id: i64 = setup.s.server().query_one("SELECT id FROM tandem.scope_tables WHERE scope = 'crm'", &[]).unwrap().get(0);
+    commit(
+        &setup,
+        &format!(
+            "BEGIN; ALTER TABLE customers DISABLE TRIGGER tandem_{id}_notify;
+             UPDATE customers SET name = 'unannounced' WHERE id = 2;
+             ALTER TABLE customers ENABLE TRIGGER tandem_{id}_notify; COMMIT;"
+        ),
+    );
+    std::thread::sleep(PROMPT);
+    assert_eq!(name_in(&path, 2).as_deref(), Some("customer 2"), "nothing woke the watch");
+    time_until(tandem_local::watch::QUIET_ROUND + PROMPT, "the unannounced write in the watching file", || {
+        name_in(&path, 2).as_deref() == Some("unannounced")
+    });
+    watcher.finish().unwrap();
+}
+
+#[test]
 fn a_local_write_in_a_watching_file_goes_up_without_a_server_change() {
     let setup = Setup::new("live_local");
     let token = setup.s.register(json!({"tenant": 1}));
