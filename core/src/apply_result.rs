@@ -22,6 +22,8 @@ pub struct ApplyResult {
     pub conflicts: Vec<ConflictReport>,
     /// Changes the server had already applied from an earlier upload of the
     /// same change (same client, same `seq`): the row as the server has it.
+    /// Also rows this upload wrote that the server's own code took out of
+    /// the uploader's partition (`row` null: it drops its copy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub current: Vec<CurrentRow>,
 }

@@ -100,6 +100,10 @@ pub struct UploadRow<V> {
     /// The row as the server stores it after the apply, when that differs
     /// from what was sent (a default, a cast, a trigger): the uploader takes it.
     pub stored: Option<Map<String, Value>>,
+    /// Written, but the row as stored is outside the uploader's partition
+    /// (a server trigger handed it to another tenant, or moved its
+    /// parent): the uploader drops its copy and is told nothing of it.
+    pub left_partition: bool,
     /// The server's row before the apply (conflicts only).
     pub before: Option<RowState>,
     /// The server's row after the apply, for rows not written as sent.
@@ -129,6 +133,7 @@ impl<V> UploadRow<V> {
             outcome: Outcome::Undecided,
             written: false,
             stored: None,
+            left_partition: false,
             before: None,
             after: None,
             origin_after: None,
@@ -299,6 +304,10 @@ pub fn build_result<'a, V: 'a>(tables: impl IntoIterator<Item = ReportedTable<'a
             let key = row.change.key.clone();
             let after = row.after.clone().unwrap_or_default();
             match &row.outcome {
+                Outcome::Apply if row.written && row.left_partition => {
+                    result.applied += 1;
+                    result.current.push(CurrentRow { table: table.name.to_string(), key, row: None, version: None });
+                }
                 Outcome::Apply if row.written => {
                     result.applied += 1;
                     result.versions.push(AppliedRow {

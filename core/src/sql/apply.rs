@@ -513,25 +513,55 @@ impl TableValues {
 pub struct ServerRowOf {
     idx: Col,
     version: Col,
+    visible: Option<Col>,
     values: TableValues,
 }
 
 impl Decode for ServerRowOf {
     type Row<'a> = (usize, RowState);
     fn decode<'a>(&self, f: Fields<'a>) -> Result<(usize, RowState), DecodeError> {
-        Ok((f.index(self.idx)?, RowState { version: f.owned(self.version), row: Some(self.values.object(&f)) }))
+        let idx = f.index(self.idx)?;
+        if let Some(visible) = self.visible {
+            if !f.bool(visible)? {
+                return Ok((idx, RowState::default()));
+            }
+        }
+        Ok((idx, RowState { version: f.owned(self.version), row: Some(self.values.object(&f)) }))
     }
 }
 
+/// Whether row `alias` is in the partition `filters` bind, as a text
+/// column (none when table `t` is not filtered).
+fn visible_column(
+    scope: &Scope<'_>,
+    t: usize,
+    alias: &str,
+    binds: &mut Binds,
+    filters: &FilterValues,
+    columns: &mut Columns,
+) -> Option<Col> {
+    let filter = row_filter(scope, t, alias, binds, filters)?;
+    Some(columns.push("visible", format!("coalesce(({filter}), false)::text")))
+}
+
 /// The server's current rows for staged rows `idx` (by `key`): the version
-/// and every synced column.
-pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, key: StageKey, idx: &[usize]) -> Query<ServerRowOf> {
+/// and every synced column. With `visible_to`, a row outside that
+/// partition reads as no row (the uploader must not see it).
+pub fn server_rows(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    key: StageKey,
+    idx: &[usize],
+    visible_to: Option<&FilterValues>,
+) -> Query<ServerRowOf> {
     let table = scope.table(t);
     let tracked = tracked_state(scope, t, |alias| keyed_equal(scope, staged, t, key, alias, "s"));
     let mut binds = Binds::new();
     let mut columns = Columns::new();
     let idx_col = columns.push("idx", "s.idx::text");
     let version = columns.push("version", format!("({})::text", tracked.version));
+    let visible = visible_to.and_then(|filters| visible_column(scope, t, "r", &mut binds, filters, &mut columns));
     let values = TableValues::select(scope, t, "r", &mut columns);
     let sql = format!(
         "SELECT {} FROM {} s JOIN {} r ON {} {} WHERE s.idx = ANY({}::int4[])",
@@ -542,7 +572,7 @@ pub fn server_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, key: StageKe
         tracked.join,
         binds.bind(indexes(idx)),
     );
-    Query::new(sql, binds, &columns, ServerRowOf { idx: idx_col, version, values })
+    Query::new(sql, binds, &columns, ServerRowOf { idx: idx_col, version, visible, values })
 }
 
 /// Reads a row's version and columns.
@@ -804,32 +834,39 @@ pub fn delete_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize
 pub struct FinalRow {
     pub idx: usize,
     pub row: Option<Map<String, Value>>,
+    /// The row is in the uploader's partition (false when it is not, or
+    /// is gone).
+    pub visible: bool,
 }
 
 /// Reads [`final_rows`].
 pub struct FinalRowOf {
     idx: Col,
     exists: Col,
+    visible: Option<Col>,
     values: TableValues,
 }
 
 impl Decode for FinalRowOf {
     type Row<'a> = FinalRow;
     fn decode<'a>(&self, f: Fields<'a>) -> Result<FinalRow, DecodeError> {
-        Ok(FinalRow { idx: f.index(self.idx)?, row: f.bool(self.exists)?.then(|| self.values.object(&f)) })
+        let exists = f.bool(self.exists)?;
+        let visible = exists && self.visible.map_or(Ok(true), |c| f.bool(c))?;
+        Ok(FinalRow { idx: f.index(self.idx)?, row: exists.then(|| self.values.object(&f)), visible })
     }
 }
 
 /// Rows `idx` as the apply leaves them, after every trigger and cascade of
 /// its writes, in their changeset form: only a row left exactly as sent is
 /// the uploader's echo; any other is the server's to send back.
-pub fn final_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize]) -> Query<FinalRowOf> {
+pub fn final_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], filters: &FilterValues) -> Query<FinalRowOf> {
     let table = scope.table(t);
     let first_key = quote_ident(&table.primary_key[0]);
     let mut binds = Binds::new();
     let mut columns = Columns::new();
     let idx_col = columns.push("idx", "s.idx::text");
     let exists = columns.push("exists", format!("(r.{first_key} IS NOT NULL)::text"));
+    let visible = visible_column(scope, t, "r", &mut binds, filters, &mut columns);
     let values = TableValues::select(scope, t, "r", &mut columns);
     let sql = format!(
         "SELECT {} FROM {} s LEFT JOIN {} r ON {} WHERE s.idx = ANY({}::int4[])",
@@ -839,7 +876,7 @@ pub fn final_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize]
         staged_key_equal(scope, staged, t, "r", "s"),
         binds.bind(indexes(idx)),
     );
-    Query::new(sql, binds, &columns, FinalRowOf { idx: idx_col, exists, values })
+    Query::new(sql, binds, &columns, FinalRowOf { idx: idx_col, exists, visible, values })
 }
 
 /// Marks rows `idx` (written exactly as sent, their log folded) as the
@@ -968,12 +1005,17 @@ mod tests {
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
         let staged = vec![Some(vec![0, 1]), None, None];
-        let query = final_rows(&scope, &staged, 0, &[0, 1]);
+        let tenant: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
+        let query = final_rows(&scope, &staged, 0, &[0, 1], &tenant);
         assert!(query.sql.contains("LEFT JOIN \"public\".\"orders\" r ON r.\"id\" = s.c0"), "{}", query.sql);
-        let gone = query.decode(&[Some("1"), Some("false"), None, None]).unwrap();
-        assert_eq!(gone.row, None);
-        let kept = query.decode(&[Some("0"), Some("true"), Some("10"), Some("1")]).unwrap();
+        assert!(query.sql.contains("coalesce((r.\"tenant_id\" = ANY($1::text[]::integer[])), false)::text"), "{}", query.sql);
+        let gone = query.decode(&[Some("1"), Some("false"), Some("false"), None, None]).unwrap();
+        assert_eq!((gone.row, gone.visible), (None, false));
+        let kept = query.decode(&[Some("0"), Some("true"), Some("true"), Some("10"), Some("1")]).unwrap();
+        assert!(kept.visible);
         assert_eq!(kept.row.unwrap()["tenant_id"], serde_json::json!(1));
+        let handed_over = query.decode(&[Some("0"), Some("true"), Some("false"), Some("10"), Some("2")]).unwrap();
+        assert!(!handed_over.visible, "a row another tenant's now is not the uploader's");
         let echoes = mark_echoes(&scope, &staged, 0, &[0], "r1");
         assert!(echoes.sql.contains("CASE WHEN m.tandem_version = pg_current_xact_id() THEN $1::text"), "{}", echoes.sql);
         assert!(echoes.sql.ends_with("AND m.\"id\" = s.c0"), "{}", echoes.sql);

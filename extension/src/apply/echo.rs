@@ -3,7 +3,9 @@
 //! writes set off, is the uploader's echo (marked with its replica, so a
 //! pull does not send it back); any other row the upload caused to change,
 //! in this table or another, keeps no mark and goes back to it. A written
-//! row the server stores differently is also returned in the answer.
+//! row the server stores differently is also returned in the answer; one
+//! the server's code took out of the uploader's partition is answered as
+//! gone, never with its values.
 
 use tandem_core::changeset::Op;
 use tandem_core::sql::apply as sql;
@@ -33,9 +35,12 @@ impl Upload<'_> {
             }
             let mut upserted = Vec::new();
             let mut deleted = Vec::new();
-            for left in spi::all(spi, sql::final_rows(self.scope, self.staged, plan.t, &written))? {
+            for left in spi::all(spi, sql::final_rows(self.scope, self.staged, plan.t, &written, self.filters))? {
                 let row = &mut plan.rows[left.idx];
                 match (row.change.op, left.row) {
+                    // The server's code took it out of the uploader's
+                    // partition: not its echo, and not its to see.
+                    (Op::Upsert, Some(_)) if !left.visible => row.left_partition = true,
                     (Op::Upsert, Some(stored)) if row.sent_exactly(plan.table, &plan.columns, &stored) => upserted.push(left.idx),
                     (Op::Upsert, stored) => row.stored = stored,
                     (Op::Delete, None) => deleted.push(left.idx),

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tandem_core::conflict::{parse_resolution, Decision, Resolution};
 use tandem_core::options::Policy;
 use tandem_core::sql::apply::{self as sql, StageKey};
+use tandem_core::sql::partition::FilterValues;
 use tandem_core::upload::{Outcome, RowState, Settlement};
 use tandem_core::{Error, Rejection, Result};
 
@@ -18,13 +19,22 @@ use super::Upload;
 
 impl Upload<'_> {
     /// The server's current rows for rows `idx` (at `key`), by idx; a row
-    /// that is gone reports its tombstone's version.
-    fn server_rows(&self, spi: &mut Spi<'_>, plan: &TablePlan<'_>, key: StageKey, idx: &[usize]) -> Result<HashMap<usize, RowState>> {
+    /// that is gone reports its tombstone's version. With `visible_to`
+    /// (after the writes), a row the server's code took out of that
+    /// partition reads as none: the uploader drops its copy.
+    fn server_rows(
+        &self,
+        spi: &mut Spi<'_>,
+        plan: &TablePlan<'_>,
+        key: StageKey,
+        idx: &[usize],
+        visible_to: Option<&FilterValues>,
+    ) -> Result<HashMap<usize, RowState>> {
         let mut out: HashMap<usize, RowState> = idx.iter().map(|&i| (i, RowState::default())).collect();
         if idx.is_empty() {
             return Ok(out);
         }
-        for (i, state) in spi::all(spi, sql::server_rows(self.scope, self.staged, plan.t, key, idx))? {
+        for (i, state) in spi::all(spi, sql::server_rows(self.scope, self.staged, plan.t, key, idx, visible_to))? {
             out.insert(i, state);
         }
         for (i, version) in spi::all(spi, sql::tombstones(self.scope, self.staged, plan.t, key, idx))? {
@@ -42,7 +52,7 @@ impl Upload<'_> {
     pub fn fetch_before(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
         let (moves, rows): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| plan.rows[i].is_move());
         for (key, idx) in [(StageKey::Sent, rows), (StageKey::MovedFrom, moves)] {
-            for (i, state) in self.server_rows(spi, plan, key, &idx)? {
+            for (i, state) in self.server_rows(spi, plan, key, &idx, None)? {
                 plan.rows[i].before = Some(state);
             }
         }
@@ -53,11 +63,11 @@ impl Upload<'_> {
     /// written as sent): the uploader takes them, and for a key change not
     /// written, restores the row at its old key.
     pub fn fetch_after(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
-        for (i, state) in self.server_rows(spi, plan, StageKey::Sent, idx)? {
+        for (i, state) in self.server_rows(spi, plan, StageKey::Sent, idx, Some(self.filters))? {
             plan.rows[i].after = Some(state);
         }
         let moves: Vec<usize> = idx.iter().copied().filter(|&i| plan.rows[i].is_move() && !plan.rows[i].written).collect();
-        for (i, state) in self.server_rows(spi, plan, StageKey::MovedFrom, &moves)? {
+        for (i, state) in self.server_rows(spi, plan, StageKey::MovedFrom, &moves, Some(self.filters))? {
             plan.rows[i].origin_after = Some(state);
         }
         Ok(())

@@ -111,3 +111,47 @@ fn a_device_is_spared_only_its_own_rows_exactly_as_it_sent_them() {
     let report = s.sync_as(&device, &token);
     assert_eq!((report.pushed, report.pulled), (1, 0), "the device's own write is not sent back to it: {report:?}");
 }
+
+#[test]
+fn a_row_a_server_trigger_moves_to_another_tenant_leaves_the_uploaders_file() {
+    let schema = r#"
+        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
+        CREATE TABLE tags (id bigint PRIMARY KEY, note_id bigint NOT NULL REFERENCES notes ON DELETE CASCADE, tag text);
+        -- The server hands some notes to tenant 2 as they are written.
+        CREATE FUNCTION hand_over() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.body LIKE 'hand over%' THEN NEW.tenant_id := 2; NEW.body := 'tenant 2: ' || NEW.body; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER hand_over BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION hand_over();
+        INSERT INTO notes VALUES (1, 1, 'kept'), (2, 2, 'theirs');
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}},
+                                               {"name": "tags", "filter": {"via": "notes", "on": {"note_id": "id"}}}],
+                                    "policy": "client_wins"}');
+    "#;
+    let s = Scenario::new("handed_over", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+    s.server().batch_execute("UPDATE notes SET body = 'edited on the server' WHERE id = 1").unwrap();
+
+    // A new note (with a tag under it) the trigger hands over, and an edit
+    // of note 1 that conflicts with the server's (client_wins) and that the
+    // trigger hands over too.
+    local(
+        &file,
+        "INSERT INTO notes VALUES (3, 1, 'hand over this one');
+         INSERT INTO tags VALUES (30, 3, 'under it');
+         UPDATE notes SET body = 'hand over the edit' WHERE id = 1;",
+    );
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty(), "{report:?}");
+    for conflict in &report.conflicts {
+        assert!(conflict.row.is_none(), "a conflict's answer carries no row of another tenant: {conflict:?}");
+    }
+    assert_eq!(local_count(&file, "SELECT count(*) FROM notes WHERE tenant_id = 2 OR body LIKE 'tenant 2%'"), 0, "no row of tenant 2");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tags"), 0, "the tag went with its note");
+    let conflicts_row: i64 = local_count(&file, "SELECT count(*) FROM tandem_conflicts WHERE row LIKE '%tenant 2%'");
+    assert_eq!(conflicts_row, 0, "the file's conflict log holds no row of tenant 2");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
