@@ -161,6 +161,18 @@ impl LocalError {
         }
     }
 
+    /// True when the server's Tandem functions are missing: not installed,
+    /// or, for a file that synced a moment ago, dropped and made again by
+    /// a restore or an upgrade under way.
+    pub fn is_extension_missing(&self) -> bool {
+        let missing = |error: &RemoteError| matches!(error, RemoteError::ExtensionMissing { .. });
+        match self {
+            LocalError::Remote(error) => missing(error),
+            LocalError::UploadFailed { error, .. } | LocalError::OldSchemaUploadFailed(error) => missing(error),
+            _ => false,
+        }
+    }
+
     /// True when the server's schema changed while the round ran (an
     /// `ALTER TABLE` between the round's reading of the schema and a
     /// batch): a batch names a column or table the round's schema lacks,

@@ -2,7 +2,8 @@
 //! round after round, each started as soon as the server says the scope
 //! saw a commit ([`Remote::wait_for_change`]) or the file has unsent
 //! changes (its pending count, looked at every 250 ms). A lost network,
-//! or a lock another session holds for a while, never ends a watch: it
+//! a lock another session holds for a while, or (once a round passed) the
+//! extension being made again by a restore, never ends a watch: it
 //! waits (0.5 s doubling to 30 s, with jitter), reconnects and goes on;
 //! any other error ends it.
 
@@ -114,17 +115,22 @@ pub fn run(
     let mut backoff = Backoff::new();
     let mut after_last: Option<u64> = None;
     let mut options = options.clone();
+    // Once a round passed, missing functions are a restore or an upgrade
+    // under way (the extension dropped and made again), waited out like a
+    // lost network; before, a server without Tandem ends the watch.
+    let mut synced = false;
     loop {
         let lost = match agent::run_observed(conn, remote, scope, &options, &mut |step| observe(WatchStep::Batch(step))) {
             Ok(report) => {
                 // A reinit is the first round's; a round that failed
                 // after beginning it goes on with it by itself.
                 options.reinit = false;
+                synced = true;
                 observe(WatchStep::Round(&report));
                 total.add(report);
                 None
             }
-            Err(error) if error.is_transient() => Some(error),
+            Err(error) if error.is_transient() || (synced && error.is_extension_missing()) => Some(error),
             Err(error) => return Err(error),
         };
         let lost = match lost {

@@ -156,6 +156,29 @@ fn a_watch_brings_what_no_notification_announced_within_a_quiet_round() {
 }
 
 #[test]
+fn a_watch_waits_out_the_extension_being_made_again() {
+    let setup = Setup::new("live_remade");
+    let token = setup.s.register(json!({"tenant": 1}));
+    let path = setup.s.files.path("remade.db");
+    let mut watcher = Watcher::start(path.clone(), setup.s.db.url.clone(), SyncOptions { token: Some(token), ..Default::default() });
+    watcher.until_waiting();
+    // While a restore drops the extension and makes it again, its
+    // functions are missing for a moment: a round then fails as if the
+    // extension were not installed.
+    commit(&setup, "ALTER FUNCTION sync_schema(text, jsonb) RENAME TO sync_schema_away");
+    commit(&setup, "UPDATE customers SET name = 'during the restore' WHERE id = 2");
+    std::thread::sleep(PROMPT);
+    commit(&setup, "ALTER FUNCTION sync_schema_away(text, jsonb) RENAME TO sync_schema");
+    time_until(Duration::from_secs(20), "the change in the watching file once the extension is back", || {
+        if watcher.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+            panic!("the watch ended: {:?}", watcher.ended());
+        }
+        name_in(&path, 2).as_deref() == Some("during the restore")
+    });
+    watcher.finish().unwrap();
+}
+
+#[test]
 fn a_local_write_in_a_watching_file_goes_up_without_a_server_change() {
     let setup = Setup::new("live_local");
     let token = setup.s.register(json!({"tenant": 1}));
