@@ -120,9 +120,7 @@ impl RemoteError {
             _ => false,
         }
     }
-}
 
-impl RemoteError {
     /// What a server's error tells a round, from the SQLSTATE, message and
     /// detail either transport carries: rows it refused, a watermark or
     /// schema to take again, a lock it gave up on. `None` for the rest,
@@ -150,27 +148,26 @@ impl From<tandem_tls::TlsError> for RemoteError {
 }
 
 impl LocalError {
+    /// The server's error a round failed on, whichever step it came from.
+    fn remote(&self) -> Option<&RemoteError> {
+        match self {
+            LocalError::Remote(error) | LocalError::UploadFailed { error, .. } | LocalError::OldSchemaUploadFailed(error) => Some(error),
+            _ => None,
+        }
+    }
+
     /// True when a round failed for want of the network (or a retryable
     /// server error), so the same round may succeed later: a watch backs
     /// off and goes on instead of ending.
     pub fn is_transient(&self) -> bool {
-        match self {
-            LocalError::Remote(error) => error.is_transient(),
-            LocalError::UploadFailed { error, .. } | LocalError::OldSchemaUploadFailed(error) => error.is_transient(),
-            _ => false,
-        }
+        self.remote().is_some_and(RemoteError::is_transient)
     }
 
     /// True when the server's Tandem functions are missing: not installed,
     /// or, for a file that synced a moment ago, dropped and made again by
     /// a restore or an upgrade under way.
     pub fn is_extension_missing(&self) -> bool {
-        let missing = |error: &RemoteError| matches!(error, RemoteError::ExtensionMissing { .. });
-        match self {
-            LocalError::Remote(error) => missing(error),
-            LocalError::UploadFailed { error, .. } | LocalError::OldSchemaUploadFailed(error) => missing(error),
-            _ => false,
-        }
+        matches!(self.remote(), Some(RemoteError::ExtensionMissing { .. }))
     }
 
     /// True when the server's schema changed while the round ran (an
@@ -179,14 +176,10 @@ impl LocalError {
     /// or the server no longer has one the round sent. The next round
     /// reads the new schema and goes on.
     pub fn is_schema_race(&self) -> bool {
-        let server_lacks =
-            |error: &RemoteError| matches!(error, RemoteError::Server { sqlstate, .. } if sqlstate == "42703" || sqlstate == "42P01");
         match self {
             LocalError::Core(tandem_core::Error::UnknownColumn { .. } | tandem_core::Error::UnknownTable { .. }) => true,
             LocalError::Remote(RemoteError::SchemaMoved(_)) => true,
-            LocalError::Remote(error) => server_lacks(error),
-            LocalError::UploadFailed { error, .. } | LocalError::OldSchemaUploadFailed(error) => server_lacks(error),
-            _ => false,
+            _ => matches!(self.remote(), Some(RemoteError::Server { sqlstate, .. }) if sqlstate == "42703" || sqlstate == "42P01"),
         }
     }
 }

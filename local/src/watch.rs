@@ -115,22 +115,22 @@ pub fn run(
     let mut backoff = Backoff::new();
     let mut after_last: Option<u64> = None;
     let mut options = options.clone();
-    // Once a round passed, missing functions are a restore or an upgrade
-    // under way (the extension dropped and made again), waited out like a
-    // lost network; before, a server without Tandem ends the watch.
-    let mut synced = false;
     loop {
         let lost = match agent::run_observed(conn, remote, scope, &options, &mut |step| observe(WatchStep::Batch(step))) {
             Ok(report) => {
                 // A reinit is the first round's; a round that failed
                 // after beginning it goes on with it by itself.
                 options.reinit = false;
-                synced = true;
                 observe(WatchStep::Round(&report));
                 total.add(report);
                 None
             }
-            Err(error) if error.is_transient() || (synced && error.is_extension_missing()) => Some(error),
+            Err(error) if error.is_transient() => Some(error),
+            // Once a round passed, missing functions are a restore or an
+            // upgrade under way (the extension dropped and made again),
+            // waited out like a lost network; before, a server without
+            // Tandem ends the watch.
+            Err(error) if error.is_extension_missing() && total.rounds > Some(0) => Some(error),
             Err(error) => return Err(error),
         };
         let lost = match lost {

@@ -53,11 +53,16 @@ impl Watcher {
     /// Waits until the watch has finished its rounds and waits for changes.
     fn until_waiting(&mut self) {
         time_until(Duration::from_secs(20), "the watch coming to wait", || {
-            if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
-                panic!("the watch ended: {:?}", self.ended());
-            }
+            self.still_going();
             self.waiting.load(Ordering::Relaxed)
         });
+    }
+
+    /// Panics with what the watch returned if it ended by itself.
+    fn still_going(&mut self) {
+        if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+            panic!("the watch ended: {:?}", self.ended());
+        }
     }
 
     /// What the watch returned, once it ended by itself.
@@ -128,14 +133,20 @@ fn a_device_watching_postgres_directly_sees_a_server_commit_at_once() {
     server_commit_reaches_the_file(&setup, setup.s.db.url.clone(), "postgres");
 }
 
+/// A file of tenant 1 watching postgres directly, come to wait after its
+/// first round.
+fn watching_directly(setup: &Setup, label: &str) -> (std::path::PathBuf, Watcher) {
+    let token = setup.s.register(json!({"tenant": 1}));
+    let path = setup.s.files.path(&format!("{label}.db"));
+    let mut watcher = Watcher::start(path.clone(), setup.s.db.url.clone(), SyncOptions { token: Some(token), ..Default::default() });
+    watcher.until_waiting();
+    (path, watcher)
+}
+
 #[test]
 fn a_watch_brings_what_no_notification_announced_within_a_quiet_round() {
     let setup = Setup::new("live_quiet");
-    let token = setup.s.register(json!({"tenant": 1}));
-    let path = setup.s.files.path("quiet.db");
-    let options = SyncOptions { token: Some(token), ..Default::default() };
-    let mut watcher = Watcher::start(path.clone(), setup.s.db.url.clone(), options);
-    watcher.until_waiting();
+    let (path, watcher) = watching_directly(&setup, "quiet");
     // A write no notification announces (as a dump restored over the
     // server does not): the scope's notify trigger is off for it.
     let id: i64 = setup.s.server().query_one("SELECT id FROM tandem.scope_tables WHERE scope = 'crm'", &[]).unwrap().get(0);
@@ -158,10 +169,7 @@ fn a_watch_brings_what_no_notification_announced_within_a_quiet_round() {
 #[test]
 fn a_watch_waits_out_the_extension_being_made_again() {
     let setup = Setup::new("live_remade");
-    let token = setup.s.register(json!({"tenant": 1}));
-    let path = setup.s.files.path("remade.db");
-    let mut watcher = Watcher::start(path.clone(), setup.s.db.url.clone(), SyncOptions { token: Some(token), ..Default::default() });
-    watcher.until_waiting();
+    let (path, mut watcher) = watching_directly(&setup, "remade");
     // While a restore drops the extension and makes it again, its
     // functions are missing for a moment: a round then fails as if the
     // extension were not installed.
@@ -170,9 +178,7 @@ fn a_watch_waits_out_the_extension_being_made_again() {
     std::thread::sleep(PROMPT);
     commit(&setup, "ALTER FUNCTION sync_schema_away(text, jsonb) RENAME TO sync_schema");
     time_until(Duration::from_secs(20), "the change in the watching file once the extension is back", || {
-        if watcher.thread.as_ref().is_some_and(JoinHandle::is_finished) {
-            panic!("the watch ended: {:?}", watcher.ended());
-        }
+        watcher.still_going();
         name_in(&path, 2).as_deref() == Some("during the restore")
     });
     watcher.finish().unwrap();
