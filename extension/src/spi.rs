@@ -544,6 +544,14 @@ impl From<PgError> for Error {
 /// subtransaction back and returns the error instead of aborting the whole
 /// transaction.
 pub fn in_subtransaction<T>(body: impl FnOnce() -> T) -> std::result::Result<T, PgError> {
+    in_subtransaction_kept_if(body, |_| true)
+}
+
+/// [`in_subtransaction`], kept only when `keep` accepts what `body`
+/// returned: otherwise its writes are rolled back and what it returned is
+/// still handed back, so what comes next reads the database as it was
+/// before `body` (a failed apply's refused rows, not a trigger's work).
+pub fn in_subtransaction_kept_if<T>(body: impl FnOnce() -> T, keep: impl FnOnce(&T) -> bool) -> std::result::Result<T, PgError> {
     // SAFETY: this is PostgreSQL's own pattern for trapping an error in C
     // (as PL/pgSQL's exception blocks do): the memory context and resource
     // owner are saved before BeginInternalSubTransaction and put back after
@@ -570,20 +578,14 @@ pub fn in_subtransaction<T>(body: impl FnOnce() -> T) -> std::result::Result<T, 
                 })
             })
             .execute();
-        match outcome {
-            Ok(value) => {
-                pg_sys::ReleaseCurrentSubTransaction();
-                pg_sys::MemoryContextSwitchTo(old_context);
-                pg_sys::CurrentResourceOwner = old_owner;
-                Ok(value)
-            }
-            Err(error) => {
-                pg_sys::MemoryContextSwitchTo(old_context);
-                pg_sys::RollbackAndReleaseCurrentSubTransaction();
-                pg_sys::MemoryContextSwitchTo(old_context);
-                pg_sys::CurrentResourceOwner = old_owner;
-                Err(error)
-            }
+        if matches!(&outcome, Ok(value) if keep(value)) {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::MemoryContextSwitchTo(old_context);
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
         }
+        pg_sys::MemoryContextSwitchTo(old_context);
+        pg_sys::CurrentResourceOwner = old_owner;
+        outcome
     }
 }

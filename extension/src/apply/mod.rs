@@ -166,17 +166,23 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
             // Deferred constraints are checked as each row is written, so a row
             // that breaks one is that row's outcome, not a failed commit.
             spi::exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[])?;
-            // The writes fire the tables' own triggers: with the caller's path.
-            spi::as_users_code(spi, |spi| {
-                for plan in plans.iter_mut() {
-                    upload.write_table(spi, plan, Op::Upsert)?;
-                }
-                for plan in plans.iter_mut().rev() {
-                    upload.write_table(spi, plan, Op::Delete)?;
-                }
-                Ok(())
-            })?;
-            // A row the server's own rules refused while it was written.
+            // The writes fire the tables' own triggers: with the caller's
+            // path. When the server's own rules refused a row while it was
+            // written, they are undone before the refused rows are looked
+            // up: the client takes each as the failed upload leaves it, not
+            // as a trigger of the undone attempt had made it.
+            let writes = |spi: &mut Spi<'_>, plans: &mut [TablePlan<'_>]| -> Result<bool> {
+                spi::as_users_code(spi, |spi| {
+                    for plan in plans.iter_mut() {
+                        upload.write_table(spi, plan, Op::Upsert)?;
+                    }
+                    for plan in plans.iter_mut().rev() {
+                        upload.write_table(spi, plan, Op::Delete)?;
+                    }
+                    Ok(plans.iter().any(TablePlan::has_refusals))
+                })
+            };
+            spi::in_subtransaction_kept_if(|| writes(spi, &mut plans), |refused| matches!(refused, Ok(false)))??;
             upload.fail_on_refusals(spi, &plans, &rejections)?;
             if let Some(work_mem) = work_mem {
                 spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
@@ -228,6 +234,10 @@ fn raise_work_mem(spi: &mut Spi<'_>) -> Result<Option<String>> {
 }
 
 impl TablePlan<'_> {
+    fn has_refusals(&self) -> bool {
+        self.rows.iter().any(|row| matches!(row.outcome, Outcome::Refused { .. }))
+    }
+
     fn reported(&self) -> ReportedTable<'_, Option<String>> {
         ReportedTable { name: &self.table.name, columns: &self.column_names, rows: &self.rows }
     }

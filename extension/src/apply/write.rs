@@ -35,10 +35,12 @@ enum RowFault {
     Declined,
 }
 
-/// This transaction's id as a row's `xmin` shows it.
-fn own_xid(spi: &mut Spi<'_>) -> Result<String> {
-    spi::one::<String>(spi, "SELECT pg_current_xact_id()::xid::text", &[])?
-        .ok_or_else(|| tandem_core::Error::Internal("the apply has no transaction id".into()))
+/// Whether a row's `xmin` is this transaction's: its own id or, since
+/// every write attempt runs in a subtransaction, one of theirs.
+fn written_by_this_transaction(xmin: &str) -> bool {
+    // SAFETY: a lookup in this backend's transaction state, inside the
+    // apply's transaction; it reads no shared memory and cannot error.
+    xmin.parse::<u32>().is_ok_and(|xid| unsafe { pgrx::pg_sys::TransactionIdIsCurrentTransactionId(xid.into()) })
 }
 
 impl RowFault {
@@ -86,7 +88,6 @@ impl Upload<'_> {
             let before: Vec<(bool, Option<String>)> =
                 missed.iter().map(|&i| (plan.rows[i].server.exists, plan.rows[i].server.xmin.clone())).collect();
             self.classify(spi, plan, &missed)?;
-            let own = own_xid(spi)?;
             let mut conflicts = Vec::new();
             let filtered = plan.table.filter.is_some();
             for (&i, (existed, xmin_before)) in missed.iter().zip(before) {
@@ -107,7 +108,7 @@ impl Upload<'_> {
                     row.violates("a trigger on the server declined the write; the server's row stays".into());
                     continue;
                 }
-                if row.server.exists && xmin == Some(own.as_str()) {
+                if row.server.exists && xmin.is_some_and(written_by_this_transaction) {
                     // Changed by this apply itself (a trigger of an earlier
                     // write): the change is its own, so write again, once;
                     // a trigger that changes the row instead of each write

@@ -4,7 +4,7 @@
 //! that claims to be the device.
 
 use serde_json::json;
-use tandem_tests::local::{assert_converged, local, local_count, Scenario};
+use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, rev int NOT NULL DEFAULT 0);
@@ -153,5 +153,72 @@ fn a_row_a_server_trigger_moves_to_another_tenant_leaves_the_uploaders_file() {
     assert_eq!(local_count(&file, "SELECT count(*) FROM tags"), 0, "the tag went with its note");
     let conflicts_row: i64 = local_count(&file, "SELECT count(*) FROM tandem_conflicts WHERE row LIKE '%tenant 2%'");
     assert_eq!(conflicts_row, 0, "the file's conflict log holds no row of tenant 2");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_refused_row_the_failed_attempt_moved_away_stays_in_the_uploaders_file() {
+    // A server trigger that hands the row to tenant 2 from inside the
+    // device's write, and skips the write itself: the write is refused, the
+    // attempt rolled back, and the row is still tenant 1's.
+    let schema = r#"
+        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
+        CREATE FUNCTION give_away() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.body = 'give away' AND pg_trigger_depth() = 1 THEN
+            UPDATE notes SET tenant_id = 2 WHERE id = NEW.id;
+            RETURN NULL;
+          END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER give_away BEFORE UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION give_away();
+        INSERT INTO notes VALUES (1, 1, 'kept'), (2, 1, 'also kept');
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("refused_moved", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+
+    local(&file, "UPDATE notes SET body = 'give away' WHERE id = 1; UPDATE notes SET body = 'edited' WHERE id = 2;");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.rejected.len(), 1, "the given-away edit is refused: {report:?}");
+    let server_tenant = s.server().query_one("SELECT tenant_id FROM notes WHERE id = 1", &[]).unwrap().get::<_, i32>(0);
+    assert_eq!(server_tenant, 1, "the failed attempt was rolled back");
+    assert_eq!(local_value(&file, "SELECT body FROM notes WHERE id = 1").as_deref(), Some("kept"), "the file takes the server's row");
+    assert_eq!(local_value(&file, "SELECT body FROM notes WHERE id = 2").as_deref(), Some("edited"), "the rest is sent");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_row_the_uploads_own_earlier_write_changed_is_written_as_sent() {
+    // The server marks a note's tags when the note is edited; the device
+    // edits a note and one of its tags in one upload. The tag's write meets
+    // the upload's own change of it, and is written as sent.
+    let schema = r#"
+        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
+        CREATE TABLE tags (id bigint PRIMARY KEY, note_id bigint NOT NULL REFERENCES notes, tag text);
+        CREATE FUNCTION mark_tags() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          UPDATE tags SET tag = tag || ' (note edited)' WHERE note_id = NEW.id;
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER mark_tags AFTER UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION mark_tags();
+        INSERT INTO notes VALUES (1, 1, 'note');
+        INSERT INTO tags VALUES (10, 1, 'tag'), (11, 1, 'other');
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}},
+                                               {"name": "tags", "filter": {"via": "notes", "on": {"note_id": "id"}}}]}');
+    "#;
+    let s = Scenario::new("own_earlier_write", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+
+    local(&file, "UPDATE notes SET body = 'edited' WHERE id = 1; UPDATE tags SET tag = 'retagged' WHERE id = 10;");
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty(), "the upload's own change is no conflict: {report:?}");
+    let tag: String = s.server().query_one("SELECT tag FROM tags WHERE id = 10", &[]).unwrap().get(0);
+    assert_eq!(tag, "retagged", "the device's edit is written");
+    assert_eq!(local_value(&file, "SELECT tag FROM tags WHERE id = 11").as_deref(), Some("other (note edited)"));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
