@@ -100,10 +100,12 @@ pub struct UploadRow<V> {
     /// The row as the server stores it after the apply, when that differs
     /// from what was sent (a default, a cast, a trigger): the uploader takes it.
     pub stored: Option<Map<String, Value>>,
-    /// Written, but the row as stored is outside the uploader's partition
-    /// (a server trigger handed it to another tenant, or moved its
-    /// parent): the uploader drops its copy and is told nothing of it.
-    pub left_partition: bool,
+    /// Written, but not at its key in the uploader's partition after the
+    /// apply: a server trigger handed it to another tenant (or moved its
+    /// parent), stored it at a key of its own, or removed it. The uploader
+    /// drops its copy and is told nothing of the row; one still its own
+    /// comes with the pull.
+    pub answered_gone: bool,
     /// The server's row before the apply (conflicts only).
     pub before: Option<RowState>,
     /// The server's row after the apply, for rows not written as sent.
@@ -133,7 +135,7 @@ impl<V> UploadRow<V> {
             outcome: Outcome::Undecided,
             written: false,
             stored: None,
-            left_partition: false,
+            answered_gone: false,
             before: None,
             after: None,
             origin_after: None,
@@ -304,7 +306,7 @@ pub fn build_result<'a, V: 'a>(tables: impl IntoIterator<Item = ReportedTable<'a
             let key = row.change.key.clone();
             let after = row.after.clone().unwrap_or_default();
             match &row.outcome {
-                Outcome::Apply if row.written && row.left_partition => {
+                Outcome::Apply if row.written && row.answered_gone => {
                     result.applied += 1;
                     result.current.push(CurrentRow { table: table.name.to_string(), key, row: None, version: None });
                 }

@@ -779,7 +779,14 @@ fn update_where(
 /// Inserts rows `idx` unless their key (or another unique value) is taken
 /// by now; returns the idx of each row written. With `strict`, a taken
 /// value is an error (to learn which constraint).
-pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, types: &[StageType], idx: &[usize], strict: bool) -> Query<WrittenRow> {
+pub fn insert_rows(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    types: &[StageType],
+    idx: &[usize],
+    strict: bool,
+) -> Query<InsertedRow> {
     let table = scope.table(t);
     let uploaded = staged[t].as_deref().unwrap_or_default();
     let names: Vec<&str> = uploaded.iter().map(|&c| table.columns[c].name.as_str()).collect();
@@ -792,15 +799,15 @@ pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, types: &[Sta
         .collect();
     let mut binds = Binds::new();
     let mut columns = Columns::new();
-    let decoder = WrittenRow::select(&mut columns);
+    let decoder = InsertedRow { idx: columns.push("idx", "s.idx::text") };
+    let rows = binds.bind(indexes(idx));
     let sql = format!(
-        "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} s WHERE s.idx = ANY({}::int4[]) \
-         {}RETURNING {}) SELECT {} FROM {} s JOIN written w ON {}",
+        "WITH written AS (INSERT INTO {} ({}) SELECT {} FROM {} s WHERE s.idx = ANY({rows}::int4[]) \
+         {}RETURNING {}) SELECT {} FROM written w LEFT JOIN {} s ON {} AND s.idx = ANY({rows}::int4[])",
         table.table_name().quoted(),
         column_list(None, &names),
         values.join(", "),
         scope.stage(t),
-        binds.bind(indexes(idx)),
         if strict { "" } else { "ON CONFLICT DO NOTHING " },
         column_list(None, &table.primary_key),
         columns.sql(),
@@ -808,6 +815,19 @@ pub fn insert_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, types: &[Sta
         staged_key_equal(scope, staged, t, "w", "s"),
     );
     Query::new(sql, binds, &columns, decoder)
+}
+
+/// Reads the idx of an inserted row: `None` when no row of the insert has
+/// its key (a server trigger stored a row at a key of its own).
+pub struct InsertedRow {
+    idx: Col,
+}
+
+impl Decode for InsertedRow {
+    type Row<'a> = Option<usize>;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<Option<usize>, DecodeError> {
+        f.text(self.idx).map(|_| f.index(self.idx)).transpose()
+    }
 }
 
 /// Deletes rows `idx` whose `xmin` is still the one classified; returns the

@@ -4,8 +4,8 @@
 //! pull does not send it back); any other row the upload caused to change,
 //! in this table or another, keeps no mark and goes back to it. A written
 //! row the server stores differently is also returned in the answer; one
-//! the server's code took out of the uploader's partition is answered as
-//! gone, never with its values.
+//! the server's code took out of the uploader's partition, or away from its
+//! key, is answered as gone, never with its values.
 
 use tandem_core::changeset::Op;
 use tandem_core::sql::apply as sql;
@@ -40,9 +40,12 @@ impl Upload<'_> {
                 match (row.change.op, left.row) {
                     // The server's code took it out of the uploader's
                     // partition: not its echo, and not its to see.
-                    (Op::Upsert, Some(_)) if !left.visible => row.left_partition = true,
+                    (Op::Upsert, Some(_)) if !left.visible => row.answered_gone = true,
                     (Op::Upsert, Some(stored)) if row.sent_exactly(plan.table, &plan.columns, &stored) => upserted.push(left.idx),
-                    (Op::Upsert, stored) => row.stored = stored,
+                    (Op::Upsert, Some(stored)) => row.stored = Some(stored),
+                    // Not at its key any more: a trigger stored it at a
+                    // key of its own (a pull brings it there), or removed it.
+                    (Op::Upsert, None) => row.answered_gone = true,
                     (Op::Delete, None) => deleted.push(left.idx),
                     (Op::Delete, Some(_)) => {}
                 }

@@ -62,6 +62,25 @@ impl RowFault {
     }
 }
 
+/// What one write attempt wrote.
+struct Attempt {
+    written: Vec<usize>,
+    /// An inserted row is at a key none of the attempt's rows has: a
+    /// trigger gave it one of its own.
+    rekeyed: bool,
+}
+
+impl Attempt {
+    /// The rows written: for an attempt of one row stored at another key,
+    /// that row.
+    fn rows(self, idx: &[usize]) -> Vec<usize> {
+        match idx {
+            [i] if self.rekeyed => vec![*i],
+            _ => self.written,
+        }
+    }
+}
+
 impl Upload<'_> {
     /// Writes the rows of `plan` whose op is `op` and that apply as sent (or
     /// won their conflict), classifying again rows that changed underneath.
@@ -150,6 +169,7 @@ impl Upload<'_> {
         let strict = sql::insert_rows(self.scope, self.staged, plan.t, &plan.types, &[i], true);
         let row = &mut plan.rows[i];
         match spi::in_subtransaction(|| spi::all(spi, strict)) {
+            // Stored, at its key or at one a trigger gave it.
             Ok(Ok(done)) if !done.is_empty() => row.written = true,
             Ok(Err(error)) => return Err(error),
             Ok(Ok(_)) => row.violates("a trigger on the server declined the insert".into()),
@@ -165,7 +185,7 @@ impl Upload<'_> {
     /// One write attempt for `idx`, set-based; when a constraint fails, row
     /// by row, each failing row becoming a `constraint_violated` conflict.
     fn write_rows(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, op: Op, idx: &[usize]) -> Result<Vec<usize>> {
-        let attempt = |spi: &mut Spi<'_>, plan: &TablePlan<'_>, rows: &[usize]| -> Result<Vec<usize>> {
+        let attempt = |spi: &mut Spi<'_>, plan: &TablePlan<'_>, rows: &[usize]| -> Result<Attempt> {
             let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.rows[i].server.exists);
             // Key changes whose old row is there: one UPDATE of the key.
             let (moves, live): (Vec<usize>, Vec<usize>) = live.iter().partition(|&&i| plan.rows[i].is_move());
@@ -186,31 +206,52 @@ impl Upload<'_> {
                 // batch made an upload's cost grow with the table.
                 written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
             }
+            let mut rekeyed = false;
             if !new.is_empty() && op == Op::Upsert {
-                written.extend(spi::all(spi, sql::insert_rows(self.scope, self.staged, plan.t, &plan.types, &new, false))?);
-            }
-            Ok(written)
-        };
-        match spi::in_subtransaction(|| attempt(spi, plan, idx)) {
-            Ok(result) => result,
-            Err(error) if RowFault::of(&error).is_some() => {
-                let mut written = Vec::new();
-                for &i in idx {
-                    match spi::in_subtransaction(|| attempt(spi, plan, &[i])) {
-                        Ok(result) => written.extend(result?),
-                        Err(error) => match RowFault::of(&error) {
-                            Some(RowFault::Constraint) => plan.rows[i].violates(error.message.clone()),
-                            Some(RowFault::Declined) => {
-                                plan.rows[i].outcome = Outcome::Refused { kind: RejectionKind::Declined, reason: error.message.clone() }
-                            }
-                            None => return Err(error.into()),
-                        },
+                for inserted in spi::all(spi, sql::insert_rows(self.scope, self.staged, plan.t, &plan.types, &new, false))? {
+                    match inserted {
+                        Some(i) => written.push(i),
+                        None => rekeyed = true,
                     }
                 }
-                Ok(written)
             }
+            Ok(Attempt { written, rekeyed })
+        };
+        // A row a trigger stored at a key of its own cannot be told from
+        // the others of its statement: those go row by row, so each row is
+        // known written (and never inserted a second time).
+        let ambiguous = |done: &Result<Attempt>| idx.len() > 1 && matches!(done, Ok(a) if a.rekeyed);
+        match spi::in_subtransaction_kept_if(|| attempt(spi, plan, idx), |done| !ambiguous(done)) {
+            Ok(done) if ambiguous(&done) => self.write_each(spi, plan, idx, attempt),
+            Ok(done) => done.map(|d| d.rows(idx)),
+            Err(error) if RowFault::of(&error).is_some() => self.write_each(spi, plan, idx, attempt),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// [`Self::write_rows`]' attempt for each row of `idx` on its own, each
+    /// failing row becoming its conflict or refusal.
+    fn write_each(
+        &self,
+        spi: &mut Spi<'_>,
+        plan: &mut TablePlan<'_>,
+        idx: &[usize],
+        attempt: impl Fn(&mut Spi<'_>, &TablePlan<'_>, &[usize]) -> Result<Attempt>,
+    ) -> Result<Vec<usize>> {
+        let mut written = Vec::new();
+        for &i in idx {
+            match spi::in_subtransaction(|| attempt(spi, plan, &[i])) {
+                Ok(result) => written.extend(result?.rows(&[i])),
+                Err(error) => match RowFault::of(&error) {
+                    Some(RowFault::Constraint) => plan.rows[i].violates(error.message.clone()),
+                    Some(RowFault::Declined) => {
+                        plan.rows[i].outcome = Outcome::Refused { kind: RejectionKind::Declined, reason: error.message.clone() }
+                    }
+                    None => return Err(error.into()),
+                },
+            }
+        }
+        Ok(written)
     }
 
     /// Writes the rows resolvers returned; they go to every client, the

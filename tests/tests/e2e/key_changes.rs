@@ -199,3 +199,29 @@ fn a_key_change_onto_another_tenants_key_tells_nothing_of_it() {
     assert_eq!(local_value(&file, "SELECT name FROM accounts WHERE code = 'a1'").as_deref(), Some("Acme"));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn an_insert_a_server_trigger_stores_at_another_key_is_stored_once_and_reaches_the_file_there() {
+    // The server assigns its own ids: whatever key a device sends, a
+    // trigger replaces it.
+    let schema = r#"
+        CREATE TABLE items (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+        CREATE SEQUENCE server_ids START 1000;
+        CREATE FUNCTION assign_id() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN NEW.id := nextval('server_ids'); RETURN NEW; END $$;
+        CREATE TRIGGER assign_id BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION assign_id();
+        SELECT sync_provision('s', '{"tables": [{"name": "items", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("server_keys", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+
+    local(&file, "INSERT INTO items VALUES (1, 1, 'first'), (2, 1, 'second')");
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "nothing was refused or lost: {report:?}");
+    let names: Vec<String> = s.server().query("SELECT name FROM items ORDER BY name", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["first", "second"], "each insert is stored once");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM items WHERE id < 1000"), 0, "the file holds no row at a key the server never had");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
