@@ -132,6 +132,9 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     let upload =
         Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, uploader, retried: &retry.applied, filters: &filters };
 
+    for plan in plans.iter_mut() {
+        record::find_logged(spi, scope_name, &client_id, scope.id(plan.t), &retry.applied, plan)?;
+    }
     // The users' code the writes run (triggers, checks, the resolver) runs
     // with the scope owner's rights, never the extension's.
     let result = privileges::as_scope_owner(spi, scope_name, |spi| {
@@ -156,7 +159,6 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
                     let retried = AppliedChange::of(table_id, &row.change).is_some_and(|c| upload.retried.contains(&c));
                     row.decide(retried);
                 }
-                record::find_logged(spi, scope_name, &client_id, plan)?;
                 let conflicts: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].unsettled()).collect();
                 upload.fetch_before(spi, plan, &conflicts)?;
                 for i in conflicts {

@@ -66,12 +66,22 @@ pub fn record_upload(
     registry::record_upload(spi, replica, upload_id, version, applied.as_deref())
 }
 
-/// For changes a retry finds already handled: the conflict an earlier
-/// attempt settled and logged for exactly that change, if it did, so the
-/// answer reports it again (the first answer, with the report, was lost;
-/// the uploader's own log would never get it).
-pub fn find_logged(spi: &Spi<'_>, scope: &str, client_id: &str, plan: &mut TablePlan<'_>) -> Result<()> {
-    let retried: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].outcome == Outcome::AlreadyApplied).collect();
+/// For changes the upload this one retries applied already: the conflict
+/// that earlier attempt settled and logged for exactly that change, if it
+/// did, so the answer reports it again (the first answer, with the report,
+/// was lost; the uploader's own log would never get it). Read with the
+/// extension's rights, before the apply takes the scope owner's: the owner
+/// may not read the conflict log of every scope.
+pub fn find_logged(
+    spi: &Spi<'_>,
+    scope: &str,
+    client_id: &str,
+    table_id: i64,
+    applied: &HashSet<AppliedChange>,
+    plan: &mut TablePlan<'_>,
+) -> Result<()> {
+    let retried: Vec<usize> =
+        (0..plan.rows.len()).filter(|&i| AppliedChange::of(table_id, &plan.rows[i].change).is_some_and(|c| applied.contains(&c))).collect();
     if retried.is_empty() {
         return Ok(());
     }

@@ -671,3 +671,33 @@ fn a_table_owners_code_never_gains_the_rights_of_the_scopes_owner() {
     let superuser: bool = s.server().query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&owner.name]).unwrap().get(0);
     assert!(!superuser);
 }
+
+#[test]
+fn a_retried_upload_is_acknowledged_when_the_scope_owner_is_no_superuser() {
+    // The answer to an upload is lost and the device sends it again: the
+    // retry reads what the first attempt logged, which the scope's owner
+    // (whose rights the apply's user code runs with) may not read.
+    let s = Scenario::new("owner_retry", "SELECT 1", "crm");
+    let operator = Role::new(&s, "retried", &format!("{OPERATOR_GRANTS} GRANT CREATE ON SCHEMA public TO {{role}};"));
+    operator
+        .connect(&s)
+        .batch_execute(&SCHEMA.replace("INSERT INTO customers VALUES (1, 1, 'Ada'), (2, 1, 'Bob'), (3, 2, 'Cy'), (4, 2, 'Dee');", ""))
+        .unwrap();
+    let token = query_json(&mut operator.connect(&s), r#"SELECT sync_register_client('crm', '{"tenant": 1}')"#, &[])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = tandem_core::identity::token_client_id(&token).unwrap().to_string();
+    let device = Role::new(&s, "retrier", DEVICE_GRANTS);
+    let mut conn = device.connect(&s);
+    let changeset = upload(&client, json!([{"op": "upsert", "values": [5, 1, "Eve"], "seq": 1}]));
+    let options = json!({"token": token, "upload_id": "lost-answer"});
+    let first = query_json(&mut conn, "SELECT sync_apply_changes('crm', $1, $2)", &[&changeset, &options]);
+    assert_eq!(first["applied"], 1, "{first}");
+    let again = conn.query_one("SELECT sync_apply_changes('crm', $1, $2)::text", &[&changeset, &options]);
+    let again: Value =
+        serde_json::from_str(&again.map_err(|e| describe(&e)).unwrap_or_else(|e| panic!("the retry failed: {e}")).get::<_, String>(0))
+            .unwrap();
+    assert_eq!((again["applied"].clone(), again["conflicts"].clone()), (json!(0), json!([])), "acknowledged, not applied twice: {again}");
+    assert_eq!(again["current"][0]["key"], json!([5]), "{again}");
+}
