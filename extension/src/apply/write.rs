@@ -127,14 +127,14 @@ impl Upload<'_> {
                     row.violates("a trigger on the server declined the write; the server's row stays".into());
                     continue;
                 }
-                if row.server.exists && xmin.is_some_and(written_by_this_transaction) {
-                    // Changed by this apply itself (a trigger of an earlier
-                    // write): the change is its own, so write again, once;
-                    // a trigger that changes the row instead of each write
-                    // declines it.
-                    if !tried_on_own_change.insert(i) {
-                        row.violates("a trigger on the server changed the row instead of writing it; the server's row stays".into());
-                    }
+                // Changed by this apply itself (a trigger of an earlier
+                // write): the server's code made the row something other
+                // than what the device's change was made on, so the change
+                // meets it as any conflict, settled by the policy and
+                // logged; a trigger that changes the row again instead of
+                // each write declines it (a soft delete under client_wins).
+                if row.server.exists && xmin.is_some_and(written_by_this_transaction) && !tried_on_own_change.insert(i) {
+                    row.violates("a trigger on the server changed the row instead of writing it; the server's row stays".into());
                     continue;
                 }
                 row.decide(false);

@@ -191,21 +191,23 @@ fn a_refused_row_the_failed_attempt_moved_away_stays_in_the_uploaders_file() {
 }
 
 #[test]
-fn a_row_the_uploads_own_earlier_write_changed_is_written_as_sent() {
-    // The server marks a note's tags when the note is edited; the device
-    // edits a note and one of its tags in one upload. The tag's write meets
-    // the upload's own change of it, and is written as sent.
+fn a_row_the_uploads_own_earlier_write_changed_meets_the_devices_edit_as_a_logged_conflict() {
+    // The server copies a note's status to its tags when the note is
+    // edited; the device closes a note and edits one of its tags in one
+    // upload. The tag the device edited is no longer what its edit was made
+    // on: a conflict, settled by the policy and logged, never a silent
+    // overwrite of either side.
     let schema = r#"
-        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
-        CREATE TABLE tags (id bigint PRIMARY KEY, note_id bigint NOT NULL REFERENCES notes, tag text);
-        CREATE FUNCTION mark_tags() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, status text);
+        CREATE TABLE tags (id bigint PRIMARY KEY, note_id bigint NOT NULL REFERENCES notes, status text, tag text);
+        CREATE FUNCTION copy_status() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-          UPDATE tags SET tag = tag || ' (note edited)' WHERE note_id = NEW.id;
+          UPDATE tags SET status = NEW.status WHERE note_id = NEW.id;
           RETURN NULL;
         END $$;
-        CREATE TRIGGER mark_tags AFTER UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION mark_tags();
-        INSERT INTO notes VALUES (1, 1, 'note');
-        INSERT INTO tags VALUES (10, 1, 'tag'), (11, 1, 'other');
+        CREATE TRIGGER copy_status AFTER UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION copy_status();
+        INSERT INTO notes VALUES (1, 1, 'open');
+        INSERT INTO tags VALUES (10, 1, 'open', 'tag'), (11, 1, 'open', 'other');
         SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}},
                                                {"name": "tags", "filter": {"via": "notes", "on": {"note_id": "id"}}}]}');
     "#;
@@ -214,11 +216,16 @@ fn a_row_the_uploads_own_earlier_write_changed_is_written_as_sent() {
     let file = s.store("tenant1.db");
     s.sync_as(&file, &token);
 
-    local(&file, "UPDATE notes SET body = 'edited' WHERE id = 1; UPDATE tags SET tag = 'retagged' WHERE id = 10;");
+    local(&file, "UPDATE notes SET status = 'closed' WHERE id = 1; UPDATE tags SET tag = 'retagged' WHERE id = 10;");
     let report = s.sync_as(&file, &token);
-    assert!(report.conflicts.is_empty(), "the upload's own change is no conflict: {report:?}");
-    let tag: String = s.server().query_one("SELECT tag FROM tags WHERE id = 10", &[]).unwrap().get(0);
-    assert_eq!(tag, "retagged", "the device's edit is written");
-    assert_eq!(local_value(&file, "SELECT tag FROM tags WHERE id = 11").as_deref(), Some("other (note edited)"));
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    let conflict = &report.conflicts[0];
+    assert_eq!((conflict.table.as_str(), &conflict.key), ("public.tags", &vec![json!(10)]), "{conflict:?}");
+    assert_eq!(conflict.client_row.as_ref().map(|r| r["tag"].clone()), Some(json!("retagged")), "the device's edit is logged");
+    let (status, tag): (String, String) =
+        s.server().query_one("SELECT status, tag FROM tags WHERE id = 10", &[]).map(|r| (r.get(0), r.get(1))).unwrap();
+    assert_eq!((status.as_str(), tag.as_str()), ("closed", "tag"), "server_wins: the trigger's change stays");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_conflicts WHERE client_row LIKE '%retagged%'"), 1);
+    assert_eq!(local_value(&file, "SELECT status FROM tags WHERE id = 11").as_deref(), Some("closed"));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }

@@ -119,6 +119,31 @@ fn a_row_the_servers_own_rules_decline_costs_only_that_row() {
 }
 
 #[test]
+fn a_soft_delete_under_client_wins_ends_as_the_servers_row_instead_of_failing_every_sync() {
+    // The device's delete wins its conflict each time it is written, and
+    // each time the server's trigger turns it into an update instead.
+    let schema = DECLINING.replace(
+        r#"[{"name": "notes", "filter": {"tenant_id": "tenant"}}]}"#,
+        r#"[{"name": "notes", "filter": {"tenant_id": "tenant"}}], "policy": "client_wins"}"#,
+    );
+    assert!(schema.contains("client_wins"));
+    let s = Scenario::new("soft_delete_wins", &schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let device = s.store("device.db");
+    s.sync_as(&device, &token);
+    local(&device, "DELETE FROM notes WHERE id = 1; UPDATE notes SET body = 'fine, edited' WHERE id = 4");
+    let report = s.sync_as(&device, &token);
+    assert_eq!(report.pushed, 1, "{report:?}");
+    assert!(report.conflicts.iter().any(|c| c.key == vec![json!(1)]), "the declined delete is logged: {report:?}");
+    assert_eq!(
+        local_count(&device, "SELECT count(*) FROM notes WHERE id = 1 AND deleted_at IS NOT NULL"),
+        1,
+        "the soft delete reached the device"
+    );
+    assert_converged(&mut s.server(), device.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
 fn an_upload_the_server_fails_does_not_hold_back_the_pull() {
     let schema = r#"
 CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
