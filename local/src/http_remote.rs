@@ -215,7 +215,9 @@ impl HttpRemote {
                     error.message
                 ),
             },
-            StatusCode::FORBIDDEN => RemoteError::Refused { url, reason: error.message },
+            // The gateway's own refusal; a call's error (a privilege the
+            // server's code lacked) reads as it does over a direct connection.
+            StatusCode::FORBIDDEN if sqlstate.is_empty() => RemoteError::Refused { url, reason: error.message },
             StatusCode::PAYLOAD_TOO_LARGE => RemoteError::TooLarge(error.message),
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
                 RemoteError::Unreachable { url, reason: error.message }
@@ -348,6 +350,15 @@ mod tests {
         let body = r#"{"error": {"sqlstate": "55P03", "message": "canceling statement due to lock timeout", "detail": null}}"#;
         let error = remote.error("crm", StatusCode::SERVICE_UNAVAILABLE, body);
         assert!(matches!(error, RemoteError::LockWait(_)), "{error}");
+    }
+
+    #[test]
+    fn a_privilege_error_of_a_call_is_the_servers_not_a_refused_connection() {
+        let remote = HttpRemote::connect("http://127.0.0.1:1", None).unwrap();
+        let body = r#"{"error": {"sqlstate": "42501", "message": "permission denied for table orders", "detail": null}}"#;
+        let error = remote.error("crm", StatusCode::FORBIDDEN, body);
+        assert!(matches!(&error, RemoteError::Server { sqlstate, .. } if sqlstate == "42501"), "{error}");
+        assert!(!error.to_string().contains("refused the connection"), "{error}");
     }
 
     #[test]
