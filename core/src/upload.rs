@@ -162,6 +162,24 @@ impl<V> UploadRow<V> {
         };
     }
 
+    /// After [`Self::decide`], for a change of a key that an earlier
+    /// attempt of this upload wrote (its answer was lost) where the server
+    /// keeps no trace of that key, neither row nor tombstone: a server
+    /// trigger stored that write at a key of its own, which the device never
+    /// learned. Written at the device's key, the change would store the row
+    /// a second time (or delete nothing), so it is settled as the server's
+    /// and logged; the server's row comes with the pull.
+    pub fn settle_if_written_elsewhere(&mut self, earlier_attempt_wrote_key: bool) {
+        let untraced = !self.server.exists && self.server.version.is_none() && self.change.moved_from.is_none();
+        if earlier_attempt_wrote_key && untraced && self.outcome != Outcome::AlreadyApplied {
+            self.violates(
+                "an earlier upload of this key, whose answer was lost, left no row at it on the server (a trigger stored \
+                 it at a key of its own, or declined it); the server's rows come with the pull"
+                    .into(),
+            );
+        }
+    }
+
     /// A conflict not settled yet.
     pub fn unsettled(&self) -> bool {
         matches!(self.outcome, Outcome::Conflict { settlement: None, .. })

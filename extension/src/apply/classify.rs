@@ -5,7 +5,7 @@ use tandem_core::changeset::Op;
 use tandem_core::error::RejectionKind;
 use tandem_core::sql::apply::{self as sql, StageKey};
 use tandem_core::sql::Scope;
-use tandem_core::upload::{Outcome, UploadRow};
+use tandem_core::upload::{AppliedChange, Outcome, UploadRow};
 use tandem_core::{Error, Result};
 
 use crate::spi::{self, Spi};
@@ -19,7 +19,34 @@ impl Upload<'_> {
     pub fn classify(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, idx: &[usize]) -> Result<()> {
         let (moves, rows): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| plan.rows[i].is_move());
         self.classify_by(spi, plan, StageKey::Sent, &rows)?;
+        let moves = self.moved_already(spi, plan, moves)?;
         self.classify_by(spi, plan, StageKey::MovedFrom, &moves)
+    }
+
+    /// Of the key changes `moves`, those still to make. A retry's key
+    /// change that an earlier attempt made already (the row at its new key
+    /// is exactly as that attempt left it, its answer lost) and that the
+    /// device changed since is an edit of the row at its new key now: it
+    /// is classified there, as one, instead of meeting the old key's
+    /// tombstone as a conflict. The very change the attempt carried is
+    /// acknowledged as any retried change.
+    fn moved_already(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, moves: Vec<usize>) -> Result<Vec<usize>> {
+        if !self.uploader.retrying || moves.is_empty() {
+            return Ok(moves);
+        }
+        let table_id = self.scope.id(plan.t);
+        let (changed, same): (Vec<usize>, Vec<usize>) =
+            moves.into_iter().partition(|&i| !AppliedChange::of(table_id, &plan.rows[i].change).is_some_and(|c| self.retried.contains(&c)));
+        self.classify_by(spi, plan, StageKey::Sent, &changed)?;
+        let mut still = same;
+        for i in changed {
+            if plan.rows[i].server.last_writer_is_client {
+                plan.rows[i].change.moved_from = None;
+            } else {
+                still.push(i);
+            }
+        }
+        Ok(still)
     }
 
     fn classify_by(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, key: StageKey, idx: &[usize]) -> Result<()> {

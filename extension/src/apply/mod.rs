@@ -153,11 +153,17 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
                 classify::refuse_outside_partition(&scope, plan);
             }
             upload.fail_on_refusals(spi, &plans, &rejections)?;
+            // Keys an earlier attempt of this upload wrote, by table.
+            let carried: std::collections::HashSet<(i64, &str)> = upload.retried.iter().map(|c| (c.0, c.1.as_str())).collect();
             for plan in plans.iter_mut() {
                 let table_id = scope.id(plan.t);
                 for row in plan.rows.iter_mut() {
                     let retried = AppliedChange::of(table_id, &row.change).is_some_and(|c| upload.retried.contains(&c));
                     row.decide(retried);
+                    if !carried.is_empty() {
+                        let key = serde_json::Value::Array(row.change.key.clone()).to_string();
+                        row.settle_if_written_elsewhere(carried.contains(&(table_id, key.as_str())));
+                    }
                 }
                 let conflicts: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].unsettled()).collect();
                 upload.fetch_before(spi, plan, &conflicts)?;

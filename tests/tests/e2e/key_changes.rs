@@ -225,3 +225,55 @@ fn an_insert_a_server_trigger_stores_at_another_key_is_stored_once_and_reaches_t
     assert_eq!(local_count(&file, "SELECT count(*) FROM items WHERE id < 1000"), 0, "the file holds no row at a key the server never had");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn rows_a_server_trigger_re_keyed_under_a_lost_answer_are_never_stored_twice_and_later_changes_are_logged() {
+    let schema = r#"
+        CREATE TABLE items (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+        CREATE SEQUENCE server_ids START 1000;
+        CREATE FUNCTION assign_id() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN NEW.id := nextval('server_ids'); RETURN NEW; END $$;
+        CREATE TRIGGER assign_id BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION assign_id();
+        SELECT sync_provision('s', '{"tables": [{"name": "items", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("server_keys_lost", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+    local(&file, "INSERT INTO items VALUES (1, 1, 'first'), (2, 1, 'second')");
+    // The server stores both (at 1000 and 1001); the answer never arrives.
+    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    // The device, not knowing the server's keys, edits one and deletes the other.
+    local(&file, "UPDATE items SET name = 'first, edited' WHERE id = 1; DELETE FROM items WHERE id = 2");
+    let report = s.sync_as(&file, &token);
+    let names: Vec<String> = s.server().query("SELECT name FROM items ORDER BY name", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["first", "second"], "each insert stored once, nothing at the device's keys: {report:?}");
+    let mut logged: Vec<i64> = report.conflicts.iter().map(|c| c.key[0].as_i64().unwrap_or_default()).collect();
+    logged.sort();
+    assert_eq!(logged, [1, 2], "both later changes are logged, not lost in silence: {report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_conflicts WHERE client_row LIKE '%first, edited%'"), 1);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM items WHERE id < 1000"), 0);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn an_edit_of_a_moved_row_whose_answer_was_lost_applies_on_the_moved_row() {
+    let s = Scenario::new("key_retry_edit", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE accounts SET code = 'a2' WHERE code = 'a1'");
+    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    // The server moved the row; the device, not knowing, edits it again.
+    local(&file, "UPDATE accounts SET name = 'Acme, renamed' WHERE code = 'a2'");
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty() && report.rejected.is_empty(), "the device's own move, then its edit: {report:?}");
+    let name = s.server().query_one("SELECT name FROM accounts WHERE code = 'a2'", &[]).unwrap().get::<_, String>(0);
+    assert_eq!(name, "Acme, renamed");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM accounts WHERE tenant_id = 1"), 1);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
