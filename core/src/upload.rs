@@ -162,6 +162,18 @@ impl<V> UploadRow<V> {
         };
     }
 
+    /// Before [`Self::decide`], for a change of a key the lost attempt this
+    /// upload retries wrote (`lost_attempt`: that attempt's transaction):
+    /// when the server's row was last changed by that transaction, it is
+    /// the replica's own write even where the server's code stored it
+    /// other than sent (a trigger's stamp: no echo mark), so the device's
+    /// later change builds on it instead of meeting it as a conflict.
+    pub fn own_if_written_by(&mut self, lost_attempt: Option<&str>) {
+        if lost_attempt.is_some() && self.server.exists && self.server.version.as_deref() == lost_attempt {
+            self.server.last_writer_is_client = true;
+        }
+    }
+
     /// After [`Self::decide`], for a change of a key that an earlier
     /// attempt of this upload wrote (its answer was lost) where the server
     /// keeps no trace of that key, neither row nor tombstone: a server

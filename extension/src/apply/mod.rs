@@ -159,11 +159,13 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
                 let table_id = scope.id(plan.t);
                 for row in plan.rows.iter_mut() {
                     let retried = AppliedChange::of(table_id, &row.change).is_some_and(|c| upload.retried.contains(&c));
-                    row.decide(retried);
-                    if !carried.is_empty() {
-                        let key = serde_json::Value::Array(row.change.key.clone()).to_string();
-                        row.settle_if_written_elsewhere(carried.contains(&(table_id, key.as_str())));
+                    let carried_key = !carried.is_empty()
+                        && carried.contains(&(table_id, serde_json::Value::Array(row.change.key.clone()).to_string().as_str()));
+                    if carried_key {
+                        row.own_if_written_by(retry.version.as_deref());
                     }
+                    row.decide(retried);
+                    row.settle_if_written_elsewhere(carried_key);
                 }
                 let conflicts: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].unsettled()).collect();
                 upload.fetch_before(spi, plan, &conflicts)?;

@@ -229,3 +229,31 @@ fn a_row_the_uploads_own_earlier_write_changed_meets_the_devices_edit_as_a_logge
     assert_eq!(local_value(&file, "SELECT status FROM tags WHERE id = 11").as_deref(), Some("closed"));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn an_edit_after_a_lost_answer_builds_on_the_row_as_the_servers_trigger_stored_it() {
+    // The server stamps and normalises every write; the answer to the
+    // upload that wrote the rows is lost, and the device edits them again.
+    let schema = r#"
+        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text, touched int NOT NULL DEFAULT 0);
+        CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN NEW.body := upper(NEW.body); NEW.touched := NEW.touched + 1; RETURN NEW; END $$;
+        CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION stamp();
+        INSERT INTO notes VALUES (1, 1, 'old', 0);
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("lost_stamped", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+    local(&file, "INSERT INTO notes VALUES (2, 1, 'new', 0); UPDATE notes SET body = 'edited' WHERE id = 1");
+    let options = tandem_local::SyncOptions { token: Some(token.clone()), ..Default::default() };
+    let mut dropping = tandem_tests::local::Interfering { drop_after_apply: true, ..tandem_tests::local::Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    local(&file, "UPDATE notes SET body = 'new, edited' WHERE id = 2; UPDATE notes SET body = 'edited again' WHERE id = 1");
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty(), "the device's own writes, not another writer's: {report:?}");
+    let bodies: Vec<String> = s.server().query("SELECT body FROM notes ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(bodies, ["EDITED AGAIN", "NEW, EDITED"]);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
