@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 use tandem_core::apply_result::{ApplyResult, ConflictReport};
+use tandem_core::changeset::Op;
 use tandem_core::conflict::{ConflictKind, Decision};
 use tandem_core::sql::registry as sql;
 use tandem_core::sql::Scope;
@@ -57,8 +58,14 @@ pub fn record_upload(
     let applied = match upload_id {
         None => None,
         Some(_) => {
-            let applied: Vec<AppliedChange> =
-                plans.iter().flat_map(|p| p.rows.iter().filter_map(move |r| AppliedChange::of(scope.id(p.t), &r.change))).collect();
+            // A delete of a row the server never had (a file sends those
+            // after a lost answer) leaves nothing to acknowledge, and is no
+            // write of its key: a later insert of the key is new.
+            let wrote = |r: &&tandem_core::upload::UploadRow<Option<String>>| r.change.op != Op::Delete || r.server.exists;
+            let applied: Vec<AppliedChange> = plans
+                .iter()
+                .flat_map(|p| p.rows.iter().filter(wrote).filter_map(move |r| AppliedChange::of(scope.id(p.t), &r.change)))
+                .collect();
             Some(serde_json::to_string(&applied).map_err(|e| Error::Internal(e.to_string()))?)
         }
     };

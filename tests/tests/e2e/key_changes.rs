@@ -277,3 +277,26 @@ fn an_edit_of_a_moved_row_whose_answer_was_lost_applies_on_the_moved_row() {
     assert_eq!(server_count(&s, "SELECT count(*) FROM accounts WHERE tenant_id = 1"), 1);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_key_inserted_again_after_a_lost_delete_of_nothing_is_inserted() {
+    // Answers lost twice: the second upload carries a delete of a row the
+    // server never had (the file could not know), and the device then
+    // inserts that key again.
+    let s = Scenario::new("lost_delete_nothing", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
+    local(&file, "INSERT INTO customers VALUES (10, 1, 'Ten')");
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    local(&file, "INSERT INTO customers VALUES (50, 1, 'Fifty'); DELETE FROM customers WHERE id = 50");
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    local(&file, "INSERT INTO customers VALUES (50, 1, 'Fifty again')");
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM customers WHERE id = 50 AND name = 'Fifty again'"), 1);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
