@@ -9,6 +9,8 @@
 //! it conflicts, written, and reported ([`build_result`]). Everything a
 //! step learns about a row is kept on its [`UploadRow`].
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::apply_result::{AppliedRow, ApplyResult, ConflictReport, CurrentRow, MovedFrom};
@@ -277,6 +279,13 @@ impl AppliedChange {
         let seq = row.seq?;
         Some(AppliedChange(table_id, Value::Array(row.key.clone()).to_string(), seq, change_hash(row)))
     }
+
+    /// Whether `applied` (what the upload being retried carried) holds
+    /// change `row` of table `table_id`; nothing is hashed when it is empty,
+    /// as it is for every upload that retries none.
+    pub fn carried<V>(applied: &HashSet<AppliedChange>, table_id: i64, row: &CheckedRow<V>) -> bool {
+        !applied.is_empty() && Self::of(table_id, row).is_some_and(|c| applied.contains(&c))
+    }
 }
 
 /// A stable 64-bit FNV-1a hash of a change's op and values, as hex: a
@@ -446,6 +455,10 @@ mod tests {
         other.raw[1] = json!("b");
         assert_ne!(AppliedChange::of(3, &sent), AppliedChange::of(3, &other), "same counter, other values: a new change");
         assert_eq!(AppliedChange::of(3, &change(Op::Upsert, None, None)), None);
+        let carried: HashSet<AppliedChange> = AppliedChange::of(3, &sent).into_iter().collect();
+        assert!(AppliedChange::carried(&carried, 3, &again));
+        assert!(!AppliedChange::carried(&carried, 3, &other) && !AppliedChange::carried(&carried, 4, &again));
+        assert!(!AppliedChange::carried(&HashSet::new(), 3, &sent));
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl Upload<'_> {
         }
         let table_id = self.scope.id(plan.t);
         let (changed, same): (Vec<usize>, Vec<usize>) =
-            moves.into_iter().partition(|&i| !AppliedChange::of(table_id, &plan.rows[i].change).is_some_and(|c| self.retried.contains(&c)));
+            moves.into_iter().partition(|&i| !AppliedChange::carried(self.retried, table_id, &plan.rows[i].change));
         self.classify_by(spi, plan, StageKey::Sent, &changed)?;
         let mut still = same;
         for i in changed {

@@ -158,7 +158,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
             for plan in plans.iter_mut() {
                 let table_id = scope.id(plan.t);
                 for row in plan.rows.iter_mut() {
-                    let retried = AppliedChange::of(table_id, &row.change).is_some_and(|c| upload.retried.contains(&c));
+                    let retried = AppliedChange::carried(upload.retried, table_id, &row.change);
                     let carried_key = !carried.is_empty()
                         && carried.contains(&(table_id, serde_json::Value::Array(row.change.key.clone()).to_string().as_str()));
                     if carried_key {

@@ -87,8 +87,7 @@ pub fn find_logged(
     applied: &HashSet<AppliedChange>,
     plan: &mut TablePlan<'_>,
 ) -> Result<()> {
-    let retried: Vec<usize> =
-        (0..plan.rows.len()).filter(|&i| AppliedChange::of(table_id, &plan.rows[i].change).is_some_and(|c| applied.contains(&c))).collect();
+    let retried: Vec<usize> = (0..plan.rows.len()).filter(|&i| AppliedChange::carried(applied, table_id, &plan.rows[i].change)).collect();
     if retried.is_empty() {
         return Ok(());
     }

@@ -200,19 +200,20 @@ fn a_key_change_onto_another_tenants_key_tells_nothing_of_it() {
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
 
+/// The server assigns its own ids: whatever key a device sends, a trigger
+/// replaces it.
+const SERVER_KEYS: &str = r#"
+CREATE TABLE items (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+CREATE SEQUENCE server_ids START 1000;
+CREATE FUNCTION assign_id() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.id := nextval('server_ids'); RETURN NEW; END $$;
+CREATE TRIGGER assign_id BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION assign_id();
+SELECT sync_provision('s', '{"tables": [{"name": "items", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
 #[test]
 fn an_insert_a_server_trigger_stores_at_another_key_is_stored_once_and_reaches_the_file_there() {
-    // The server assigns its own ids: whatever key a device sends, a
-    // trigger replaces it.
-    let schema = r#"
-        CREATE TABLE items (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
-        CREATE SEQUENCE server_ids START 1000;
-        CREATE FUNCTION assign_id() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN NEW.id := nextval('server_ids'); RETURN NEW; END $$;
-        CREATE TRIGGER assign_id BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION assign_id();
-        SELECT sync_provision('s', '{"tables": [{"name": "items", "filter": {"tenant_id": "tenant"}}]}');
-    "#;
-    let s = Scenario::new("server_keys", schema, "s");
+    let s = Scenario::new("server_keys", SERVER_KEYS, "s");
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("tenant1.db");
     s.sync_as(&file, &token);
@@ -228,15 +229,7 @@ fn an_insert_a_server_trigger_stores_at_another_key_is_stored_once_and_reaches_t
 
 #[test]
 fn rows_a_server_trigger_re_keyed_under_a_lost_answer_are_never_stored_twice_and_later_changes_are_logged() {
-    let schema = r#"
-        CREATE TABLE items (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
-        CREATE SEQUENCE server_ids START 1000;
-        CREATE FUNCTION assign_id() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN NEW.id := nextval('server_ids'); RETURN NEW; END $$;
-        CREATE TRIGGER assign_id BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION assign_id();
-        SELECT sync_provision('s', '{"tables": [{"name": "items", "filter": {"tenant_id": "tenant"}}]}');
-    "#;
-    let s = Scenario::new("server_keys_lost", schema, "s");
+    let s = Scenario::new("server_keys_lost", SERVER_KEYS, "s");
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("tenant1.db");
     s.sync_as(&file, &token);
