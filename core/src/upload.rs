@@ -176,6 +176,18 @@ impl<V> UploadRow<V> {
         }
     }
 
+    /// After the apply, for a change an earlier attempt of this upload
+    /// applied (`lost_attempt`: that attempt's transaction): whether the
+    /// server's row is still as that attempt left it (an upsert's row, a
+    /// delete's tombstone, last written by it).
+    fn still_as_written_by(&self, lost_attempt: Option<&str>) -> bool {
+        let Some(after) = &self.after else { return false };
+        lost_attempt.is_some()
+            && after.version.as_deref() == lost_attempt
+            && after.row.is_some() == (self.change.op == Op::Upsert)
+            && self.logged.is_none()
+    }
+
     /// After [`Self::decide`], for a change of a key that an earlier
     /// attempt of this upload wrote (its answer was lost) where the server
     /// keeps no trace of that key, neither row nor tombstone: a server
@@ -337,8 +349,13 @@ pub struct ReportedTable<'a, V> {
 
 /// The answer to an upload: the version of every row written as sent, how
 /// each conflict ended, and the server's rows the uploader must take.
-/// `version` is the apply's own transaction.
-pub fn build_result<'a, V: 'a>(tables: impl IntoIterator<Item = ReportedTable<'a, V>>, version: &str) -> ApplyResult {
+/// `version` is the apply's own transaction; `lost_attempt`, the
+/// transaction of the earlier attempt this upload retries, if any.
+pub fn build_result<'a, V: 'a>(
+    tables: impl IntoIterator<Item = ReportedTable<'a, V>>,
+    version: &str,
+    lost_attempt: Option<&str>,
+) -> ApplyResult {
     let mut result = ApplyResult { version: Some(version.to_string()), ..ApplyResult::default() };
     for table in tables {
         for row in table.rows {
@@ -374,6 +391,18 @@ pub fn build_result<'a, V: 'a>(tables: impl IntoIterator<Item = ReportedTable<'a
                             moved_from: None,
                         })
                     }
+                }
+                // Still as the lost attempt left it: answered as that
+                // attempt's answer was, with its version, so the uploader
+                // builds a change it made since on that write (a key it
+                // moved on from there goes up as a move, not a delete).
+                Outcome::AlreadyApplied if row.still_as_written_by(lost_attempt) => {
+                    result.versions.push(AppliedRow {
+                        table: table.name.to_string(),
+                        key,
+                        version: after.version.unwrap_or_default(),
+                        row: after.row,
+                    });
                 }
                 Outcome::AlreadyApplied | Outcome::Converged => {
                     result.current.push(CurrentRow { table: table.name.to_string(), key, row: after.row, version: after.version })
@@ -496,6 +525,30 @@ mod tests {
     }
 
     #[test]
+    fn a_retried_change_still_as_its_lost_attempt_left_it_is_answered_with_that_attempts_version() {
+        let columns = vec!["id".to_string(), "name".to_string()];
+        let stored = json!({"id": 1, "name": "a"}).as_object().cloned();
+        let retried = |op: Op, version: &str, row: Option<Map<String, Value>>| {
+            let mut retried = UploadRow::new(change(op, Some("3"), Some(1)));
+            retried.outcome = Outcome::AlreadyApplied;
+            retried.after = Some(RowState { version: Some(version.into()), row });
+            retried
+        };
+        // Left by the lost attempt (700): its upsert, its delete's tombstone.
+        // Changed since by another writer (800): the row as it is now.
+        let rows = [retried(Op::Upsert, "700", stored.clone()), retried(Op::Delete, "700", None), retried(Op::Upsert, "800", stored)];
+        let result = build_result([ReportedTable { name: "public.t", columns: &columns, rows: &rows }], "900", Some("700"));
+        let versions: Vec<&str> = result.versions.iter().map(|v| v.version.as_str()).collect();
+        assert_eq!(versions, ["700", "700"]);
+        assert_eq!(result.current.len(), 1);
+        assert_eq!(result.current[0].version.as_deref(), Some("800"));
+        assert_eq!(result.applied, 0, "nothing written by the retry");
+        // Not a retry: every acknowledged row is told as it is now.
+        let result = build_result([ReportedTable { name: "public.t", columns: &columns, rows: &rows }], "900", None);
+        assert_eq!((result.versions.len(), result.current.len()), (0, 3));
+    }
+
+    #[test]
     fn the_result_reports_each_row_by_its_outcome() {
         let columns = vec!["id".to_string(), "name".to_string()];
         let mut applied = UploadRow::new(change(Op::Upsert, None, Some(1)));
@@ -511,7 +564,7 @@ mod tests {
         let mut again = UploadRow::new(change(Op::Upsert, Some("3"), Some(1)));
         again.outcome = Outcome::AlreadyApplied;
         let rows = [applied, lost, again];
-        let result = build_result([ReportedTable { name: "public.t", columns: &columns, rows: &rows }], "900");
+        let result = build_result([ReportedTable { name: "public.t", columns: &columns, rows: &rows }], "900", None);
         assert_eq!(result.applied, 1);
         assert_eq!(result.versions[0].version, "900");
         assert_eq!(result.conflicts.len(), 1);

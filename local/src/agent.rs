@@ -253,22 +253,30 @@ impl Push<'_> {
         report: &mut SyncReport,
         observe: &mut dyn FnMut(Step),
     ) -> Result<Option<RemoteError>> {
+        // The batch whose answer was lost goes first, exactly as it went.
+        match self.resend(conn, remote, report, observe)? {
+            Resent::Answered | Resent::Dropped => {}
+            Resent::Failed(unreachable @ RemoteError::Unreachable { .. }) => return Err(unreachable.into()),
+            // Nothing newer goes before it.
+            Resent::Failed(error) => return Ok(Some(error)),
+        }
         let mut snapshots = changes::PendingSnapshots::new(conn);
         // Halved while the server refuses batches as too large.
         let mut max_rows = self.max_rows;
-        // An upload id left by an earlier round: its answer was lost, and
-        // rows it carried may be on the server although the file holds no
-        // version of them.
-        let answer_lost = meta::require(conn, self.scope)?.upload_id.is_some();
         for _ in 0..PUSH_ROUNDS {
             let mut state = meta::require(conn, self.scope)?;
+            // An upload id left with no batch kept (an earlier Tandem lost
+            // the answer): rows that upload carried may be on the server
+            // although the file holds no version of them.
+            let answer_lost = state.upload_id.is_some();
             if let Some(schema) = within {
                 state = state.narrowed_to(schema);
             }
             let max_bytes = self.options.max_bytes.unwrap_or(DEFAULT_MAX_BYTES) as usize;
             let batch = changes::select(conn, &state, max_rows, max_bytes, answer_lost, Some(&mut snapshots))?;
             if batch.is_empty() {
-                meta::uploads_answered(conn, self.scope)?;
+                // An id an earlier Tandem left is done with too.
+                meta::clear_in_flight(conn, self.scope)?;
                 break;
             }
             if !batch.too_large.is_empty() {
@@ -278,21 +286,16 @@ impl Push<'_> {
                 report.rejected.extend(batch.too_large);
                 continue;
             }
-            // The id is kept only once the batch is read: a file that holds
-            // it (the same file after a lost answer, or a backup of it)
-            // holds what was sent under it.
-            let apply_options = ApplyOptions {
-                client_id: Some(state.client_id.clone()),
-                token: self.options.token.clone(),
-                params: self.params_sent.clone(),
-                policy: None,
-                replica: Some(state.replica_id.clone()),
-                upload_id: Some(meta::upload_id(conn, &state)?),
-            };
-            let text = serde_json::to_string(&batch.changeset).map_err(|e| LocalError::Invalid(e.to_string()))?;
-            match remote.apply_changes(self.scope, &text, &apply_options) {
+            let in_flight = changes::InFlight::new(&batch)?;
+            let apply_options = self.apply_options(&state, meta::send(conn, &state, &in_flight)?);
+            let answer = remote.apply_changes(self.scope, in_flight.text(), &apply_options);
+            if answer.as_ref().is_err_and(RemoteError::refused_batch) {
+                meta::clear_in_flight(conn, self.scope)?;
+            }
+            match answer {
                 Ok(result) => {
-                    record::upload(conn, &state, &batch, &result)?;
+                    let recorded = record::upload(conn, &state, &batch, &result)?;
+                    report.conflicts.extend(recorded.settled);
                     max_rows = self.max_rows;
                     observe(Step::Pushed(batch.changeset.row_count() as u64));
                     report.pushed += result.applied;
@@ -319,6 +322,58 @@ impl Push<'_> {
         }
         Ok(None)
     }
+
+    /// What every upload of the round is sent with.
+    fn apply_options(&self, state: &ScopeState, upload_id: String) -> ApplyOptions {
+        ApplyOptions {
+            client_id: Some(state.client_id.clone()),
+            token: self.options.token.clone(),
+            params: self.params_sent.clone(),
+            policy: None,
+            replica: Some(state.replica_id.clone()),
+            upload_id: Some(upload_id),
+        }
+    }
+
+    /// Sends the batch whose answer was lost again, as it was and under
+    /// the same id, and records the answer: the server answers for what
+    /// its first attempt wrote, if that attempt committed.
+    fn resend(&self, conn: &Connection, remote: &mut dyn Remote, report: &mut SyncReport, observe: &mut dyn FnMut(Step)) -> Result<Resent> {
+        let Some((upload_id, in_flight)) = meta::in_flight(conn, self.scope)? else { return Ok(Resent::Dropped) };
+        let state = meta::require(conn, self.scope)?;
+        let Some(batch) = in_flight.batch(&state) else {
+            meta::clear_in_flight(conn, self.scope)?;
+            return Ok(Resent::Dropped);
+        };
+        match remote.apply_changes(self.scope, in_flight.text(), &self.apply_options(&state, upload_id)) {
+            Ok(result) => {
+                let recorded = record::upload(conn, &state, &batch, &result)?;
+                report.conflicts.extend(recorded.settled);
+                observe(Step::Pushed(batch.changeset.row_count() as u64));
+                report.pushed += result.applied;
+                report.conflicts.extend(result.conflicts);
+                Ok(Resent::Answered)
+            }
+            Err(error) if !error.refused_batch() => Ok(Resent::Failed(error)),
+            Err(_) => {
+                meta::clear_in_flight(conn, self.scope)?;
+                Ok(Resent::Dropped)
+            }
+        }
+    }
+}
+
+/// What became of the batch in flight, sent again at the start of an upload.
+enum Resent {
+    /// Its answer is recorded.
+    Answered,
+    /// There was none, or it cannot go again: the server refuses it now, or
+    /// the file's schema no longer fits it. Its changes go up with the
+    /// newer ones, as the file holds them.
+    Dropped,
+    /// The server could not answer this time: it stays in flight, and
+    /// nothing newer goes before it.
+    Failed(RemoteError),
 }
 
 /// The refusal of the one row of `changeset` the server found too large to

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tandem_core::changeset::{Changeset, Op, TableChanges, FORMAT};
 use tandem_core::error::RejectionKind;
 use tandem_core::options::SelectOptions;
@@ -41,6 +43,46 @@ pub struct Batch {
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.positions.is_empty() && self.too_large.is_empty()
+    }
+}
+
+/// A batch as the file keeps it from just before it is sent until its
+/// answer is recorded: after a lost answer the next round sends exactly
+/// this again, so the server answers what its first attempt did (the file
+/// learns the versions of what that attempt wrote) before anything newer
+/// goes up. A newer change built on guesses of that answer could undo it:
+/// a key moved A→B, lost, then moved on, went up as a delete of B.
+#[derive(Serialize, Deserialize)]
+pub struct InFlight {
+    positions: BTreeMap<String, i64>,
+    read_tops: BTreeMap<String, i64>,
+    /// The changeset's text as sent.
+    changeset: Box<RawValue>,
+}
+
+impl InFlight {
+    pub fn new(batch: &Batch) -> Result<InFlight> {
+        let text = serde_json::to_string(&batch.changeset).map_err(|e| LocalError::Invalid(e.to_string()))?;
+        Ok(InFlight {
+            positions: batch.positions.clone(),
+            read_tops: batch.read_tops.clone(),
+            changeset: RawValue::from_string(text).map_err(|e| LocalError::Invalid(e.to_string()))?,
+        })
+    }
+
+    /// The changeset's text, byte for byte as sent the first time.
+    pub fn text(&self) -> &str {
+        self.changeset.get()
+    }
+
+    /// The batch again, for recording its answer; `None` when the file's
+    /// schema no longer has one of its tables (the batch cannot be
+    /// recorded against it, and goes as newer batches do).
+    pub fn batch(&self, state: &ScopeState) -> Option<Batch> {
+        let changeset: Changeset = serde_json::from_str(self.text()).ok()?;
+        let known = |name: &String| state.table_index(name).is_ok();
+        let fits = self.positions.keys().chain(self.read_tops.keys()).all(known) && changeset.tables.iter().all(|t| known(&t.name));
+        fits.then(|| Batch { changeset, positions: self.positions.clone(), read_tops: self.read_tops.clone(), too_large: Vec::new() })
     }
 }
 

@@ -121,6 +121,20 @@ impl RemoteError {
         }
     }
 
+    /// True when the server certainly kept nothing of an upload and would
+    /// refuse the same batch again: its rows (refused, too large) or its
+    /// shape (a schema that moved, an error the apply raised over the
+    /// data or the definitions). Anything else, a lost connection, a
+    /// session ended by the server or an unreadable answer, may have come
+    /// after the commit: the batch stays in flight and goes again as it was.
+    pub fn refused_batch(&self) -> bool {
+        match self {
+            RemoteError::Rejected(_) | RemoteError::TooLarge(_) | RemoteError::SchemaMoved(_) => true,
+            RemoteError::Server { sqlstate, .. } => ["22", "23", "42", "P0"].iter().any(|class| sqlstate.starts_with(class)),
+            _ => false,
+        }
+    }
+
     /// What a server's error tells a round, from the SQLSTATE, message and
     /// detail either transport carries: rows it refused, a watermark or
     /// schema to take again, a lock it gave up on. `None` for the rest,

@@ -12,6 +12,7 @@ use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::sql::device as sql;
 use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
 
+use crate::changes::InFlight;
 use crate::checked;
 use crate::error::{LocalError, Result};
 
@@ -290,22 +291,39 @@ pub fn set_watermark(conn: &Connection, scope: &str, watermark: Option<&str>) ->
     Ok(())
 }
 
-/// The id of the next upload: the one in use, if the round that made it
-/// has not ended (an answer lost, or a batch before this one), so the
-/// server knows the retry; else a new one, kept in the file before the
-/// upload is sent.
-pub fn upload_id(conn: &Connection, state: &ScopeState) -> Result<String> {
-    if let Some(id) = &state.upload_id {
-        return Ok(id.clone());
-    }
-    let id = new_client_id();
-    conn.execute(sql::SET_UPLOAD_ID, named_params! {":scope": state.scope, ":upload_id": id})?;
+/// Keeps `batch` as the one in flight, before it is sent, and returns the
+/// id to send it under: a new one, so that the server takes an upload
+/// under an id it knows for a retry of exactly that batch. A file an
+/// earlier Tandem left with the id of an upload whose answer was lost (and
+/// no batch kept) sends its next batch under that id. A file that holds
+/// the id (the same file after a lost answer, or a backup of it) holds
+/// what was sent under it.
+pub fn send(conn: &Connection, state: &ScopeState, batch: &InFlight) -> Result<String> {
+    let id = state.upload_id.clone().unwrap_or_else(new_client_id);
+    let kept = serde_json::to_string(batch).map_err(|e| LocalError::Invalid(e.to_string()))?;
+    conn.execute(sql::SET_IN_FLIGHT, named_params! {":scope": state.scope, ":upload_id": id, ":batch": kept})?;
     Ok(id)
 }
 
+/// The batch sent and not answered, with the id it went under: its
+/// answer was lost (or it never reached the server).
+pub fn in_flight(conn: &Connection, scope: &str) -> Result<Option<(String, InFlight)>> {
+    let (id, kept): (Option<String>, Option<String>) =
+        conn.prepare_cached(sql::IN_FLIGHT)?.query_row(named_params! {":scope": scope}, |r| Ok((r.get("upload_id")?, r.get("batch")?)))?;
+    let (Some(id), Some(kept)) = (id, kept) else { return Ok(None) };
+    // A batch the file cannot read back goes as newer batches do.
+    Ok(serde_json::from_str(&kept).ok().map(|batch| (id, batch)))
+}
+
+/// The batch in flight needs no second sending (answered, or refused):
+/// the next one goes under a new id.
+pub fn clear_in_flight(conn: &Connection, scope: &str) -> Result<()> {
+    conn.execute(sql::CLEAR_IN_FLIGHT, named_params! {":scope": scope})?;
+    Ok(())
+}
+
 /// Records an upload's answer: its version joins those whose rows the
-/// next pull need not send back. The upload id stays until the round's
-/// upload ends ([`uploads_answered`]).
+/// next pull need not send back, and the batch is no longer in flight.
 pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Option<&str>) -> Result<()> {
     let mut echoes = state.echoes.clone();
     if let Some(version) = version {
@@ -315,18 +333,7 @@ pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Opti
     }
     let echoes = serde_json::to_string(&echoes).map_err(|e| LocalError::Invalid(e.to_string()))?;
     conn.execute(sql::SET_ECHOES, named_params! {":scope": state.scope, ":echoes": echoes})?;
-    Ok(())
-}
-
-/// A round's upload ended with every batch answered: the next round's
-/// uploads take a new id. Until then every batch of the round carries the
-/// id of the first: after an answer was lost, the rows that upload wrote
-/// stay the file's own for the server in every later batch of the round,
-/// not only in the one that retries it (a row the lost upload wrote and
-/// the file changed again travels in a later batch).
-pub fn uploads_answered(conn: &Connection, scope: &str) -> Result<()> {
-    conn.execute(sql::UPLOADS_ANSWERED, named_params! {":scope": scope})?;
-    Ok(())
+    clear_in_flight(conn, &state.scope)
 }
 
 /// Stores a pull's watermark; a complete one also forgets the upload

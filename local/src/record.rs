@@ -5,11 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{named_params, params, params_from_iter, Connection};
+use rusqlite::{named_params, params_from_iter, Connection};
 use serde_json::{Map, Value};
-use tandem_core::apply_result::ApplyResult;
+use tandem_core::apply_result::{ApplyResult, ConflictReport};
 use tandem_core::changeset::Op;
-use tandem_core::conflict::Decision;
+use tandem_core::conflict::{ConflictKind, Decision};
 use tandem_core::sql::{device, local};
 use tandem_core::Rejection;
 
@@ -21,12 +21,14 @@ use crate::rows;
 use crate::tx::applying;
 
 /// What recording did, for the sync report.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Recorded {
     pub applied: u64,
     pub conflicts: u64,
     /// Server rows taken over local ones (conflicts lost, re-uploads).
     pub taken: u64,
+    /// Conflicts the file settled itself (see [`settle_stored_elsewhere`]).
+    pub settled: Vec<ConflictReport>,
 }
 
 /// Takes the server's state of a row: write it, or delete it when `row` is
@@ -91,17 +93,25 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
         // Results name rows by table and key; deletes need their children
         // removed too, so they are told apart from upserts.
         let mut deletes: HashSet<(usize, String)> = HashSet::new();
+        // Upserts that moved no key, by their key.
+        let mut inserts: HashSet<(usize, String)> = HashSet::new();
         // Key changes: the old key of each, which the file no longer holds.
         let mut moves: Vec<(usize, Vec<Value>)> = Vec::new();
         for table in &batch.changeset.tables {
             let t = state.table_index(&table.name)?;
+            let schema = &state.schema.tables[t];
             for row in &table.rows {
                 match (&row.key, &row.moved_from) {
                     (Some(key), _) if row.op == Op::Delete => {
                         deletes.insert((t, rows::key_text(key)));
                     }
                     (_, Some(from)) => moves.push((t, from.clone())),
-                    _ => {}
+                    (_, None) => {
+                        if let Some(values) = &row.values {
+                            let key: Vec<Value> = schema.key_indexes().iter().filter_map(|&k| values.get(k).cloned()).collect();
+                            inserts.insert((t, rows::key_text(&key)));
+                        }
+                    }
                 }
             }
         }
@@ -147,22 +157,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
         for conflict in &result.conflicts {
             let t = state.table_index(&conflict.table)?;
             recorded.conflicts += 1;
-            conn.execute(
-                "INSERT INTO tandem_conflicts (scope, table_name, key, kind, decision, server_row, client_row, row, reason, client_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    state.scope,
-                    conflict.table,
-                    Value::Array(conflict.key.clone()).to_string(),
-                    conflict.kind.as_str(),
-                    conflict.decision.as_str(),
-                    conflict.server_row.as_ref().map(|r| Value::Object(r.clone()).to_string()),
-                    conflict.client_row.as_ref().map(|r| Value::Object(r.clone()).to_string()),
-                    conflict.row.as_ref().map(|r| Value::Object(r.clone()).to_string()),
-                    conflict.reason,
-                    state.client_id,
-                ],
-            )?;
+            log_conflict(conn, state, conflict)?;
             if conflict.decision == Decision::ClientWins {
                 // The server took this file's row: it is the new base.
                 let table = &state.schema.tables[t];
@@ -201,9 +196,12 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 }
             }
         }
-        // The old keys of key changes the server made are gone from it too.
+        // The old keys of key changes the server made are gone from it too,
+        // even where the file wrote the key again since (a row moved back,
+        // or a new one): that row is new to the server, and a move onto it
+        // goes up as a move.
         for (t, from) in &moves {
-            if !restored.contains(&(*t, rows::key_text(from))) && !is_newer(*t, from) {
+            if !restored.contains(&(*t, rows::key_text(from))) {
                 rows::delete_base(conn, &state.schema.tables[*t], state.tables[*t].id, from)?;
             }
         }
@@ -212,6 +210,8 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             if !is_newer(t, &current.key) {
                 take(conn, state, t, &current.key, current.row.as_ref(), current.version.as_deref())?;
                 recorded.taken += 1;
+            } else if current.row.is_none() && current.version.is_none() && inserts.contains(&(t, rows::key_text(&current.key))) {
+                recorded.settled.push(settle_stored_elsewhere(conn, state, t, &current.key)?);
             }
         }
         for (name, top) in &batch.positions {
@@ -230,6 +230,63 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
         meta::record_upload_answer(conn, state, result.version.as_deref())?;
         Ok(recorded)
     })
+}
+
+/// Logs a conflict in the file's `tandem_conflicts`.
+fn log_conflict(conn: &Connection, state: &ScopeState, conflict: &ConflictReport) -> Result<()> {
+    let object = |row: &Option<Map<String, Value>>| row.as_ref().map(|r| Value::Object(r.clone()).to_string());
+    conn.execute(
+        device::INSERT_CONFLICT,
+        named_params! {
+            ":scope": state.scope,
+            ":table_name": conflict.table,
+            ":key": Value::Array(conflict.key.clone()).to_string(),
+            ":kind": conflict.kind.as_str(),
+            ":decision": conflict.decision.as_str(),
+            ":server_row": object(&conflict.server_row),
+            ":client_row": object(&conflict.client_row),
+            ":row": object(&conflict.row),
+            ":reason": conflict.reason,
+            ":client_id": state.client_id,
+        },
+    )?;
+    Ok(())
+}
+
+/// A row the batch sent, which the server stored at a key of its own (a
+/// trigger) or declined, and which the file changed again since it sent
+/// it: the file never learns where the server put it, so its later change
+/// has no row to go to (sent at its key, it would store the row a second
+/// time, or delete nothing). The change is settled as the server's and
+/// logged with the file's row; the file drops its copy, and the server's
+/// row comes with the pull.
+fn settle_stored_elsewhere(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<ConflictReport> {
+    let table = &state.schema.tables[t];
+    let (id, acked) = (state.tables[t].id, state.tables[t].acked_seq);
+    let client_row = rows::read_by(conn, table, rows::key_params(table, key)?)?
+        .map(|values| table.column_names().into_iter().zip(values).collect::<Map<String, Value>>());
+    let conflict = ConflictReport {
+        table: table.name.clone(),
+        key: key.to_vec(),
+        kind: ConflictKind::ConstraintViolated,
+        decision: Decision::ServerWins,
+        server_row: None,
+        client_row,
+        row: None,
+        version: None,
+        reason: Some(
+            "the server stored the row this file sent at a key of its own (a trigger), or declined it, before this later \
+             change of it was sent; the server's rows come with the pull"
+                .into(),
+        ),
+        moved_from: None,
+    };
+    log_conflict(conn, state, &conflict)?;
+    let mut values = vec![rusqlite::types::Value::Integer(acked)];
+    values.extend(rows::key_params(table, key)?);
+    rows::delete_log_entries(conn, table, id, &local::forget_key(table, id), values)?;
+    rows::delete_with_children(conn, state, t, key)?;
+    Ok(conflict)
 }
 
 /// Moves refused changes into `tandem_rejected` (with the local row as it

@@ -152,10 +152,16 @@ pub const SET_SCHEMA: &str = "UPDATE tandem_scopes SET schema = :schema WHERE sc
 pub const SET_WATERMARK: &str =
     "UPDATE tandem_scopes SET watermark = :watermark, last_sync = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE scope = :scope";
 
-pub const SET_UPLOAD_ID: &str = "UPDATE tandem_scopes SET upload_id = :upload_id WHERE scope = :scope";
+/// A batch about to be sent (`:batch`, see `tandem-local`'s `InFlight`)
+/// and the id it goes under: kept until its answer is recorded.
+pub const SET_IN_FLIGHT: &str = "UPDATE tandem_scopes SET upload_id = :upload_id, in_flight = :batch WHERE scope = :scope";
 
-/// A round's upload finished (every batch answered): no upload id in use.
-pub const UPLOADS_ANSWERED: &str = "UPDATE tandem_scopes SET upload_id = NULL WHERE scope = :scope";
+/// `upload_id` and `batch`: the batch sent and not answered, if any.
+pub const IN_FLIGHT: &str = "SELECT upload_id, in_flight AS batch FROM tandem_scopes WHERE scope = :scope";
+
+/// The batch in flight was answered (or will never be sent again): the
+/// next batch goes under a new id.
+pub const CLEAR_IN_FLIGHT: &str = "UPDATE tandem_scopes SET upload_id = NULL, in_flight = NULL WHERE scope = :scope";
 
 pub const SET_ECHOES: &str = "UPDATE tandem_scopes SET echoes = :echoes WHERE scope = :scope";
 
@@ -166,7 +172,7 @@ pub const SET_SERVER_ID: &str = "UPDATE tandem_scopes SET server_id = :server_id
 pub const SET_CLIENT_ID: &str = "UPDATE tandem_scopes SET client_id = :client_id WHERE scope = :scope";
 
 /// A new replica id; the upload in flight, if any, is forgotten.
-pub const SET_REPLICA: &str = "UPDATE tandem_scopes SET replica_id = :replica_id, upload_id = NULL WHERE scope = :scope";
+pub const SET_REPLICA: &str = "UPDATE tandem_scopes SET replica_id = :replica_id, upload_id = NULL, in_flight = NULL WHERE scope = :scope";
 
 /// A resync from no watermark begins (see `tandem-local`'s `resync`).
 pub const BEGIN_RESYNC_FROM_START: &str = "UPDATE tandem_scopes SET resync = 1, watermark = NULL, echoes = NULL WHERE scope = :scope";
@@ -229,6 +235,12 @@ pub const COUNT_CONFLICTS: &str = "SELECT count(*) AS rows FROM tandem_conflicts
 
 /// `rows`: changes set aside for `:scope`.
 pub const COUNT_REJECTED: &str = "SELECT count(*) AS rows FROM tandem_rejected WHERE scope = :scope";
+
+/// A conflict of one of the file's changes, as the server (or the file)
+/// settled it.
+pub const INSERT_CONFLICT: &str = "INSERT INTO tandem_conflicts \
+     (scope, table_name, key, kind, decision, server_row, client_row, row, reason, client_id) \
+     VALUES (:scope, :table_name, :key, :kind, :decision, :server_row, :client_row, :row, :reason, :client_id)";
 
 /// A change the server refused or the file could not send, with the row
 /// as the file held it (`:row`, NULL for a delete) and why.
@@ -296,12 +308,15 @@ mod tests {
             SCOPE_EXISTS,
             INSERT_SCOPE,
             SET_WATERMARK,
-            UPLOADS_ANSWERED,
+            SET_IN_FLIGHT,
+            IN_FLIGHT,
+            CLEAR_IN_FLIGHT,
             SET_REPLICA,
             TABLE_STATE,
             TABLE_STATES,
             SET_ACKED,
             INSERT_REJECTED,
+            INSERT_CONFLICT,
             KEEP_UNFOLLOWED,
             KEEP_NOT_STORED,
             FORGET_NOT_STORED_KEY,

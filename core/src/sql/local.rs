@@ -116,11 +116,14 @@ pub const RENAMED_COLUMNS: [(&str, &str, &str); 2] = [("tandem_log_", "seq", "ta
 
 /// Columns files made by an earlier Tandem lack, with their definitions:
 /// [`METADATA`] creates them in new files, opening an older file adds them.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
     // The file's own id: every file is a replica of its partition.
     ("tandem_scopes", "replica_id", "TEXT"),
     // The id of the upload in flight, kept until its answer is recorded.
     ("tandem_scopes", "upload_id", "TEXT"),
+    // The batch sent under it and not answered yet (JSON): after a lost
+    // answer it is sent again as it was, before anything newer.
+    ("tandem_scopes", "in_flight", "TEXT"),
     // Versions of its recorded uploads its watermark does not cover yet
     // (a JSON array): rows they left as sent are not sent back to it.
     ("tandem_scopes", "echoes", "TEXT"),

@@ -205,7 +205,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
                 let not_applied: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].outcome != Outcome::Apply).collect();
                 upload.fetch_after(spi, plan, &not_applied)?;
             }
-            Ok(build_result(plans.iter().map(TablePlan::reported), &version))
+            Ok(build_result(plans.iter().map(TablePlan::reported), &version, retry.version.as_deref()))
         })
     })?;
     record::log_conflicts(spi, scope_name, &client_id, &plans, &result.conflicts)?;

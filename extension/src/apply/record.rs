@@ -60,8 +60,12 @@ pub fn record_upload(
         Some(_) => {
             // A delete of a row the server never had (a file sends those
             // after a lost answer) leaves nothing to acknowledge, and is no
-            // write of its key: a later insert of the key is new.
-            let wrote = |r: &&tandem_core::upload::UploadRow<Option<String>>| r.change.op != Op::Delete || r.server.exists;
+            // write of its key: a later insert of the key is new. A change
+            // the retried upload applied stays known for the next retry
+            // (a delete finds its row gone then: it deleted it).
+            let wrote = |r: &&tandem_core::upload::UploadRow<Option<String>>| {
+                r.change.op != Op::Delete || r.server.exists || r.outcome == Outcome::AlreadyApplied
+            };
             let applied: Vec<AppliedChange> = plans
                 .iter()
                 .flat_map(|p| p.rows.iter().filter(wrote).filter_map(move |r| AppliedChange::of(scope.id(p.t), &r.change)))

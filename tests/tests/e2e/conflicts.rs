@@ -129,8 +129,9 @@ fn an_upload_sent_twice_has_no_second_effect() {
     let second = apply(&mut again, &changeset, json!({"upload_id": "u1"}));
     assert_eq!(second["applied"], 0, "{second}");
     assert_eq!(second["conflicts"], json!([]));
-    assert_eq!(second["current"][0]["row"]["title"], "edited once");
-    assert_eq!(second["current"][0]["version"], json!(version));
+    // Answered as the first attempt's answer was: its version, and the row.
+    assert_eq!(second["versions"][0]["row"]["title"], "edited once");
+    assert_eq!(second["versions"][0]["version"], json!(version));
     server.batch_execute("SELECT sync_status('s')").unwrap();
     let row = server.query_one("SELECT tandem_stamp::text, tandem_version::text FROM tandem.track_1 WHERE id = 3", &[]).unwrap();
     assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), (stamp, version), "not written again");

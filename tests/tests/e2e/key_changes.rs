@@ -4,7 +4,7 @@
 //! row at the old key back. Never a delete that lands without its insert.
 
 use serde_json::json;
-use tandem_local::SyncOptions;
+use tandem_local::{Store, SyncOptions};
 use tandem_tests::local::{assert_converged, local, local_count, local_value, Interfering, Scenario};
 
 const ACCOUNTS: &str = r#"
@@ -292,4 +292,106 @@ fn a_key_inserted_again_after_a_lost_delete_of_nothing_is_inserted() {
     assert!(report.conflicts.is_empty(), "{report:?}");
     assert_eq!(server_count(&s, "SELECT count(*) FROM customers WHERE id = 50 AND name = 'Fifty again'"), 1);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+/// A synced file of tenant 1 whose account a1 (with two invoices that
+/// follow it on the server, by `ON UPDATE CASCADE`, and go with it by `ON
+/// DELETE CASCADE`) moved to a2 on the device, not sent yet.
+fn account_moved_on_the_device(name: &str) -> (Scenario, String, Store) {
+    let schema = ACCOUNTS.replace("ON UPDATE CASCADE", "ON UPDATE CASCADE ON DELETE CASCADE");
+    let s = Scenario::new(name, &schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE accounts SET code = 'a2' WHERE code = 'a1'");
+    (s, token, file)
+}
+
+/// The account is at `end` on the server, its invoices with it, nothing
+/// was deleted or logged on the way, and the file agrees.
+fn assert_account_moved_to(s: &Scenario, file: &Store, end: &str) {
+    let codes: Vec<String> =
+        s.server().query("SELECT code FROM accounts WHERE tenant_id = 1", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(codes, [end], "moved, not deleted");
+    assert_eq!(server_count(s, &format!("SELECT count(*) FROM invoices WHERE account = '{end}'")), 2, "the cascades ran");
+    assert_eq!(server_count(s, "SELECT count(*) FROM tandem.conflicts"), 0);
+    assert_eq!(local_count(file, &format!("SELECT count(*) FROM invoices WHERE account = '{end}'")), 2);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+/// A→B whose answer was lost `losses` times in a row (the upload, then
+/// each retry), then `second` on the device: the row ends at `end`.
+fn key_changed_again_after_lost_answers(name: &str, losses: usize, second: &str, end: &str) {
+    let (s, token, file) = account_moved_on_the_device(name);
+    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
+    for _ in 0..losses {
+        let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+        file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    }
+    local(&file, second);
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty() && report.rejected.is_empty(), "the device's own moves: {report:?}");
+    assert_account_moved_to(&s, &file, end);
+}
+
+#[test]
+fn a_key_changed_back_after_a_lost_answer_is_moved_back() {
+    key_changed_again_after_lost_answers("key_lost_back", 1, "UPDATE accounts SET code = 'a1' WHERE code = 'a2'", "a1");
+}
+
+#[test]
+fn a_key_changed_on_after_a_lost_answer_is_moved_on() {
+    key_changed_again_after_lost_answers("key_lost_on", 1, "UPDATE accounts SET code = 'a3' WHERE code = 'a2'", "a3");
+}
+
+#[test]
+fn a_key_changed_again_after_two_lost_answers_is_moved_on() {
+    key_changed_again_after_lost_answers("key_lost_twice", 2, "UPDATE accounts SET code = 'a3' WHERE code = 'a2'", "a3");
+}
+
+#[test]
+fn a_key_moved_back_while_its_move_was_in_flight_is_moved_back() {
+    let (s, token, file) = account_moved_on_the_device("key_back_in_flight");
+    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
+    // The app moves the row back while the upload of its move is on the
+    // wire; the answer arrives.
+    let mut racing = Interfering {
+        write_after_apply: Some((s.files.path("a.db"), "UPDATE accounts SET code = 'a1' WHERE code = 'a2'")),
+        ..Interfering::new(&s.db.url)
+    };
+    file.sync_with(&mut racing, "s", &options).unwrap();
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty() && report.rejected.is_empty(), "{report:?}");
+    assert_account_moved_to(&s, &file, "a1");
+}
+
+/// A delete whose answer was lost `losses` times in a row (the upload,
+/// then each retry), then the key inserted again on the device.
+fn key_inserted_again_after_a_lost_delete(name: &str, losses: usize) {
+    let s = Scenario::new(name, ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
+    local(&file, "DELETE FROM customers WHERE id = 1");
+    for _ in 0..losses {
+        let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+        file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    }
+    local(&file, "INSERT INTO customers VALUES (1, 1, 'Ada again')");
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty(), "the device's own delete, then its insert: {report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM customers WHERE id = 1 AND name = 'Ada again'"), 1);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_key_inserted_again_after_its_lost_delete_is_inserted() {
+    key_inserted_again_after_a_lost_delete("lost_delete_again", 1);
+}
+
+#[test]
+fn a_key_inserted_again_after_its_delete_was_answered_twice_in_vain_is_inserted() {
+    // The retry's record keeps the delete, although its row is gone then.
+    key_inserted_again_after_a_lost_delete("lost_delete_twice", 2);
 }

@@ -699,5 +699,5 @@ fn a_retried_upload_is_acknowledged_when_the_scope_owner_is_no_superuser() {
         serde_json::from_str(&again.map_err(|e| describe(&e)).unwrap_or_else(|e| panic!("the retry failed: {e}")).get::<_, String>(0))
             .unwrap();
     assert_eq!((again["applied"].clone(), again["conflicts"].clone()), (json!(0), json!([])), "acknowledged, not applied twice: {again}");
-    assert_eq!(again["current"][0]["key"], json!([5]), "{again}");
+    assert_eq!(again["versions"][0]["key"], json!([5]), "{again}");
 }
