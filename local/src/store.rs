@@ -15,7 +15,8 @@ use crate::{functions, meta};
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    /// Opened with a key (SQLCipher).
+    /// Opened with a key (SQLCipher); read only where re-keying is built.
+    #[cfg_attr(not(feature = "sqlcipher"), allow(dead_code))]
     encrypted: bool,
 }
 

@@ -525,6 +525,29 @@ fn a_conflict_settled_by_an_upload_whose_answer_was_lost_reaches_the_files_log()
     assert!(again.conflicts.is_empty() && again.pushed == 0, "{again:?}");
 }
 
+/// The same, when the device changed the row again before the retry:
+/// the lost batch goes again as it was, so its conflict comes back to the
+/// file, and the later edit meets the server's row as a conflict of its own.
+#[test]
+fn a_conflict_settled_by_a_lost_upload_reaches_the_files_log_when_the_row_changed_since() {
+    let s = setup("lost_conflict_edited");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "UPDATE customers SET name = 'device' WHERE id = 1");
+    s.server().batch_execute("UPDATE customers SET name = 'server' WHERE id = 1").unwrap();
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+    local(&file, "UPDATE customers SET name = 'device, later' WHERE id = 1");
+    let report = s.sync(&file, json!({}));
+    let lost: Vec<_> = report.conflicts.iter().map(|c| c.client_row.as_ref().map(|r| r["name"].clone())).collect();
+    assert_eq!(lost, [Some(json!("device")), Some(json!("device, later"))], "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_conflicts WHERE client_row LIKE '%\"device\"%'"), 1);
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("server"));
+    let logged: i64 = s.server().query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(logged, 2, "each lost edit logged once on the server");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
+
 /// Found by the fault suite: a row deleted, the delete sent, and the row
 /// written again before the server's answer was recorded. Recording that
 /// the server applied the delete removed the new row from the file, and
