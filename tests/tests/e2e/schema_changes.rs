@@ -6,7 +6,8 @@
 //! not follow in place is refused with the way to make it.
 
 use serde_json::json;
-use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
+use tandem_local::SyncOptions;
+use tandem_tests::local::{assert_converged, local, local_count, local_value, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
@@ -862,4 +863,31 @@ fn a_table_is_not_renamed_to_a_name_a_table_of_its_scope_had() {
     let error = ddl_error(&s, "ALTER TABLE customers RENAME TO notes");
     assert!(error.contains("notes") && error.contains("never used"), "{error}");
     s.server().batch_execute("ALTER TABLE customers RENAME TO clients").unwrap();
+}
+
+#[test]
+fn a_batch_whose_answer_was_lost_before_a_column_was_dropped_holds_nothing_back() {
+    let s = Scenario::new("ddl_drop_in_flight", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.server().batch_execute("ALTER TABLE customers ADD COLUMN flag int").unwrap();
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE customers SET flag = 7, name = 'sent, answer lost' WHERE id = 2");
+    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
+    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut dropping, "crm", &options).unwrap_err();
+    // The server's schema moves on before the device syncs again; the
+    // device keeps editing.
+    s.server().batch_execute("ALTER TABLE customers DROP COLUMN flag").unwrap();
+    local(&file, "UPDATE customers SET name = 'edited since' WHERE id = 4");
+    let report = s.sync_as(&file, &token);
+    assert!(report.provisioned, "{report:?}");
+    let names: Vec<String> =
+        s.server().query("SELECT name FROM customers WHERE id IN (2, 4) ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["sent, answer lost", "edited since"]);
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    // Nothing is left in flight: the next round sends nothing.
+    let again = s.sync_as(&file, &token);
+    assert_eq!((again.pushed, again.conflicts.len()), (0, 0), "{again:?}");
 }
