@@ -6,13 +6,14 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 34] = [
+const KEYS: [&str; 35] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
     "download_ratio",
     "filtered_download_rows_per_s",
     "incremental_ms",
+    "incremental_held_ms",
     "upload_rows_per_s",
     "upload_ratio",
     "upload_apply_ratio",

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use rusqlite::{params, Connection};
-use tandem_local::{Store, SyncOptions};
+use tandem_local::{PostgresRemote, Store, SyncOptions, SyncReport};
 
 use super::{median, per_second, timed, Scratch};
 use crate::error::CliError;
@@ -115,20 +115,37 @@ pub fn download(file: &std::path::Path, rows: u64, remote: &str, more: &[&str]) 
     Ok(took)
 }
 
-/// Median time of a sync round that brings 100 rows changed on the server.
-pub fn incremental(scratch: &Scratch, file: &PathBuf) -> Result<f64, CliError> {
-    let mut server = scratch.connect()?;
+/// Median times of a sync round that brings 100 rows changed on the
+/// server: over a new connection per round (as a `tandem sync` process
+/// makes one), and over one connection held across rounds (as the
+/// gateway's pool, or a device that keeps its connection, has one).
+pub struct Incremental {
+    pub new_connection_ms: f64,
+    pub held_connection_ms: f64,
+}
+
+pub fn incremental(scratch: &Scratch, file: &PathBuf) -> Result<Incremental, CliError> {
     let store = Store::open(file)?;
+    let new_connection_ms = incremental_rounds(scratch, &mut || Ok(store.sync(&scratch.url, "bench", &SyncOptions::default())?))?;
+    let mut held = PostgresRemote::connect(&scratch.url, None).map_err(tandem_local::LocalError::from)?;
+    let held_connection_ms = incremental_rounds(scratch, &mut || Ok(store.sync_with(&mut held, "bench", &SyncOptions::default())?))?;
+    Ok(Incremental { new_connection_ms, held_connection_ms })
+}
+
+/// Seven rounds of `round` after 100 rows changed on the server each; the
+/// median time.
+fn incremental_rounds(scratch: &Scratch, round: &mut dyn FnMut() -> Result<SyncReport, CliError>) -> Result<f64, CliError> {
+    let mut server = scratch.connect()?;
     let rows: i64 = server.query_one("SELECT max(id) FROM bench", &[]).map_err(|e| CliError::database("count", &e))?.get(0);
     let mut times = Vec::new();
-    for round in 0..7i64 {
+    for round_number in 0..7i64 {
         server
             .execute(
                 "UPDATE bench SET amount = amount + 1 WHERE id IN (SELECT 1 + (g * 7919 + $2::int8 * 104729) % $1::int8 FROM generate_series(1, 100) g)",
-                &[&rows, &round],
+                &[&rows, &round_number],
             )
             .map_err(|e| CliError::database("change 100 rows", &e))?;
-        let (report, took) = timed(|| Ok(store.sync(&scratch.url, "bench", &SyncOptions::default())?))?;
+        let (report, took) = timed(&mut *round)?;
         if report.pulled != 100 {
             return Err(CliError::Invalid(format!("an incremental round pulled {} rows, not 100", report.pulled)));
         }
