@@ -94,7 +94,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
         // removed too, so they are told apart from upserts.
         let mut deletes: HashSet<(usize, String)> = HashSet::new();
         // Upserts that moved no key, by their key.
-        let mut inserts: HashSet<(usize, String)> = HashSet::new();
+        let mut upserts: HashSet<(usize, String)> = HashSet::new();
         // Key changes: the old key of each, which the file no longer holds.
         let mut moves: Vec<(usize, Vec<Value>)> = Vec::new();
         for table in &batch.changeset.tables {
@@ -109,7 +109,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                     (_, None) => {
                         if let Some(values) = &row.values {
                             let key: Vec<Value> = schema.key_indexes().iter().filter_map(|&k| values.get(k).cloned()).collect();
-                            inserts.insert((t, rows::key_text(&key)));
+                            upserts.insert((t, rows::key_text(&key)));
                         }
                     }
                 }
@@ -210,7 +210,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             if !is_newer(t, &current.key) {
                 take(conn, state, t, &current.key, current.row.as_ref(), current.version.as_deref())?;
                 recorded.taken += 1;
-            } else if current.row.is_none() && current.version.is_none() && inserts.contains(&(t, rows::key_text(&current.key))) {
+            } else if current.row.is_none() && current.version.is_none() && upserts.contains(&(t, rows::key_text(&current.key))) {
                 recorded.settled.push(settle_stored_elsewhere(conn, state, t, &current.key)?);
             }
         }
@@ -254,8 +254,8 @@ fn log_conflict(conn: &Connection, state: &ScopeState, conflict: &ConflictReport
 }
 
 /// A row the batch sent, which the server stored at a key of its own (a
-/// trigger) or declined, and which the file changed again since it sent
-/// it: the file never learns where the server put it, so its later change
+/// trigger), declined, or no longer holds in the file's partition, and
+/// which the file changed again since it sent it: the file never learns where the server put it, so its later change
 /// has no row to go to (sent at its key, it would store the row a second
 /// time, or delete nothing). The change is settled as the server's and
 /// logged with the file's row; the file drops its copy, and the server's
@@ -275,8 +275,9 @@ fn settle_stored_elsewhere(conn: &Connection, state: &ScopeState, t: usize, key:
         row: None,
         version: None,
         reason: Some(
-            "the server stored the row this file sent at a key of its own (a trigger), or declined it, before this later \
-             change of it was sent; the server's rows come with the pull"
+            "the server holds no row at this key for this file since its earlier upload of it (a trigger stored the row at \
+             a key of its own, declined it, or handed it to another partition), so this later change of it has no row to \
+             go to; the server's rows come with the pull"
                 .into(),
         ),
         moved_from: None,
