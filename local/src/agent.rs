@@ -254,29 +254,27 @@ impl Push<'_> {
         observe: &mut dyn FnMut(Step),
     ) -> Result<Option<RemoteError>> {
         // The batch whose answer was lost goes first, exactly as it went.
-        match self.resend(conn, remote, report, observe)? {
-            Resent::Answered | Resent::Dropped => {}
+        let continuing = match self.resend(conn, remote, report, observe)? {
+            Resent::Answered | Resent::Nothing => None,
+            Resent::CannotGo(upload_id) => Some(upload_id),
             Resent::Failed(unreachable @ RemoteError::Unreachable { .. }) => return Err(unreachable.into()),
             // Nothing newer goes before it.
             Resent::Failed(error) => return Ok(Some(error)),
-        }
+        };
         let mut snapshots = changes::PendingSnapshots::new(conn);
         // Halved while the server refuses batches as too large.
         let mut max_rows = self.max_rows;
         for _ in 0..PUSH_ROUNDS {
             let mut state = meta::require(conn, self.scope)?;
-            // An upload id left with no batch kept (an earlier Tandem lost
-            // the answer): rows that upload carried may be on the server
-            // although the file holds no version of them.
-            let answer_lost = state.upload_id.is_some();
+            // Rows the lost upload carried may be on the server although the
+            // file holds no version of them.
+            let answer_lost = continuing.is_some();
             if let Some(schema) = within {
                 state = state.narrowed_to(schema);
             }
             let max_bytes = self.options.max_bytes.unwrap_or(DEFAULT_MAX_BYTES) as usize;
             let batch = changes::select(conn, &state, max_rows, max_bytes, answer_lost, Some(&mut snapshots))?;
             if batch.is_empty() {
-                // An id an earlier Tandem left is done with too.
-                meta::clear_in_flight(conn, self.scope)?;
                 break;
             }
             if !batch.too_large.is_empty() {
@@ -287,7 +285,7 @@ impl Push<'_> {
                 continue;
             }
             let in_flight = changes::InFlight::new(&batch)?;
-            let apply_options = self.apply_options(&state, meta::send(conn, &state, &in_flight)?);
+            let apply_options = self.apply_options(&state, meta::send(conn, &state, &in_flight, continuing.as_deref())?);
             let answer = remote.apply_changes(self.scope, in_flight.text(), &apply_options);
             if answer.as_ref().is_err_and(RemoteError::refused_batch) {
                 meta::clear_in_flight(conn, self.scope)?;
@@ -339,13 +337,13 @@ impl Push<'_> {
     /// the same id, and records the answer: the server answers for what
     /// its first attempt wrote, if that attempt committed.
     fn resend(&self, conn: &Connection, remote: &mut dyn Remote, report: &mut SyncReport, observe: &mut dyn FnMut(Step)) -> Result<Resent> {
-        let Some((upload_id, in_flight)) = meta::in_flight(conn, self.scope)? else { return Ok(Resent::Dropped) };
+        let Some((upload_id, in_flight)) = meta::in_flight(conn, self.scope)? else { return Ok(Resent::Nothing) };
         let state = meta::require(conn, self.scope)?;
-        let Some(batch) = in_flight.batch(&state) else {
+        let Some((in_flight, batch)) = in_flight.and_then(|kept| kept.batch(&state).map(|batch| (kept, batch))) else {
             meta::clear_in_flight(conn, self.scope)?;
-            return Ok(Resent::Dropped);
+            return Ok(Resent::CannotGo(upload_id));
         };
-        match remote.apply_changes(self.scope, in_flight.text(), &self.apply_options(&state, upload_id)) {
+        match remote.apply_changes(self.scope, in_flight.text(), &self.apply_options(&state, upload_id.clone())) {
             Ok(result) => {
                 let recorded = record::upload(conn, &state, &batch, &result)?;
                 report.conflicts.extend(recorded.settled);
@@ -357,7 +355,7 @@ impl Push<'_> {
             Err(error) if !error.refused_batch() => Ok(Resent::Failed(error)),
             Err(_) => {
                 meta::clear_in_flight(conn, self.scope)?;
-                Ok(Resent::Dropped)
+                Ok(Resent::CannotGo(upload_id))
             }
         }
     }
@@ -367,10 +365,15 @@ impl Push<'_> {
 enum Resent {
     /// Its answer is recorded.
     Answered,
-    /// There was none, or it cannot go again: the server refuses it now, or
-    /// the file's schema no longer fits it. Its changes go up with the
-    /// newer ones, as the file holds them.
-    Dropped,
+    /// There was none.
+    Nothing,
+    /// It cannot go again as it was: the server refuses it now (a schema
+    /// that moved, say), the file's schema no longer fits it, or an
+    /// earlier Tandem kept only its id. The server may have applied it all
+    /// the same, so this round's batches go under its id: the server takes
+    /// the rows that attempt wrote for the file's own (design.md, Retries),
+    /// and the file's changes go up as it holds them.
+    CannotGo(String),
     /// The server could not answer this time: it stays in flight, and
     /// nothing newer goes before it.
     Failed(RemoteError),

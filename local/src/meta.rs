@@ -292,27 +292,26 @@ pub fn set_watermark(conn: &Connection, scope: &str, watermark: Option<&str>) ->
 }
 
 /// Keeps `batch` as the one in flight, before it is sent, and returns the
-/// id to send it under: a new one, so that the server takes an upload
-/// under an id it knows for a retry of exactly that batch. A file an
-/// earlier Tandem left with the id of an upload whose answer was lost (and
-/// no batch kept) sends its next batch under that id. A file that holds
-/// the id (the same file after a lost answer, or a backup of it) holds
-/// what was sent under it.
-pub fn send(conn: &Connection, state: &ScopeState, batch: &InFlight) -> Result<String> {
-    let id = state.upload_id.clone().unwrap_or_else(new_client_id);
+/// id to send it under: `continuing` (the id of a lost upload whose batch
+/// cannot go again, see `agent::Resent::CannotGo`), else a new one, so
+/// that the server takes an upload under an id it knows for a retry of
+/// exactly that batch. A file that holds the id (the same file after a
+/// lost answer, or a backup of it) holds what was sent under it.
+pub fn send(conn: &Connection, state: &ScopeState, batch: &InFlight, continuing: Option<&str>) -> Result<String> {
+    let id = continuing.map_or_else(new_client_id, str::to_string);
     let kept = serde_json::to_string(batch).map_err(|e| LocalError::Invalid(e.to_string()))?;
     conn.execute(sql::SET_IN_FLIGHT, named_params! {":scope": state.scope, ":upload_id": id, ":batch": kept})?;
     Ok(id)
 }
 
-/// The batch sent and not answered, with the id it went under: its
-/// answer was lost (or it never reached the server).
-pub fn in_flight(conn: &Connection, scope: &str) -> Result<Option<(String, InFlight)>> {
+/// The id of the upload sent and not answered, with its batch when the
+/// file kept it (an earlier Tandem kept only the id, and a batch the file
+/// cannot read back is as good as none): its answer was lost, or it never
+/// reached the server.
+pub fn in_flight(conn: &Connection, scope: &str) -> Result<Option<(String, Option<InFlight>)>> {
     let (id, kept): (Option<String>, Option<String>) =
         conn.prepare_cached(sql::IN_FLIGHT)?.query_row(named_params! {":scope": scope}, |r| Ok((r.get("upload_id")?, r.get("batch")?)))?;
-    let (Some(id), Some(kept)) = (id, kept) else { return Ok(None) };
-    // A batch the file cannot read back goes as newer batches do.
-    Ok(serde_json::from_str(&kept).ok().map(|batch| (id, batch)))
+    Ok(id.map(|id| (id, kept.and_then(|kept| serde_json::from_str(&kept).ok()))))
 }
 
 /// The batch in flight needs no second sending (answered, or refused):

@@ -442,17 +442,11 @@ pub fn record_replica(replica_id: &str, client_id: &str, needs: Option<&str>, is
 /// what it applied (`applied`, JSON), so a retry is acknowledged; without
 /// one, only its transaction (no retry of it, or of one before it, is
 /// known then).
-///
-/// A retry (the id of the replica's last upload) keeps that upload's
-/// transaction: the rows it wrote carry it, and a retry of the retry (an
-/// answer lost twice) must still know them for the replica's own.
 pub fn record_upload(replica_id: &str, upload_id: Option<&str>, version: &str, applied: Option<&str>) -> Query<NoRows> {
     let mut binds = Binds::new();
-    let id = binds.bind(upload_id.map(str::to_string));
     let sql = format!(
-        "UPDATE tandem.replicas SET last_upload = {id}, \
-         last_version = CASE WHEN last_upload = {id} THEN last_version ELSE {}::xid8 END, last_applied = {} \
-         WHERE replica_id = {}",
+        "UPDATE tandem.replicas SET last_upload = {}, last_version = {}::xid8, last_applied = {} WHERE replica_id = {}",
+        binds.bind(upload_id.map(str::to_string)),
         binds.bind(version),
         binds.bind(applied.map(str::to_string)),
         binds.bind(replica_id),

@@ -199,8 +199,17 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
             }
             spi::as_users_code(spi, |spi| plans.iter().try_for_each(|plan| upload.write_merged(spi, plan)))?;
             upload.mark_echoes(spi, &mut plans)?;
-            let version = spi::one::<String>(spi, "SELECT pg_current_xact_id()::text", &[])?
-                .ok_or_else(|| Error::Internal("the apply has no transaction id".into()))?;
+            // A retry that wrote nothing (its batch sent again as it was)
+            // answers with the version of the attempt it retries: that is
+            // the upload the replica's record keeps, and a file's echoes may
+            // not run past its record (a pull would take the file for a
+            // restored one and send its partition again).
+            let wrote = plans.iter().any(|plan| plan.rows.iter().any(|row| row.written));
+            let version = match (&retry.version, wrote) {
+                (Some(lost_attempt), false) => lost_attempt.clone(),
+                _ => spi::one::<String>(spi, "SELECT pg_current_xact_id()::text", &[])?
+                    .ok_or_else(|| Error::Internal("the apply has no transaction id".into()))?,
+            };
             for plan in plans.iter_mut() {
                 let not_applied: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].outcome != Outcome::Apply).collect();
                 upload.fetch_after(spi, plan, &not_applied)?;

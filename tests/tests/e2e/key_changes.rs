@@ -331,6 +331,7 @@ fn key_changed_again_after_lost_answers(name: &str, losses: usize, second: &str,
     local(&file, second);
     let report = s.sync_as(&file, &token);
     assert!(report.conflicts.is_empty() && report.rejected.is_empty(), "the device's own moves: {report:?}");
+    assert!(!report.resynced, "a retry's answer gives the file no reason to pull its partition again: {report:?}");
     assert_account_moved_to(&s, &file, end);
 }
 
@@ -378,6 +379,9 @@ fn key_inserted_again_after_a_lost_delete(name: &str, losses: usize) {
         let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
         file.sync_with(&mut dropping, "s", &options).unwrap_err();
     }
+    // A round that only retries, then one with the newer change.
+    let retried = s.sync_as(&file, &token);
+    assert!(!retried.resynced, "a retry's answer gives the file no reason to pull its partition again: {retried:?}");
     local(&file, "INSERT INTO customers VALUES (1, 1, 'Ada again')");
     let report = s.sync_as(&file, &token);
     assert!(report.conflicts.is_empty(), "the device's own delete, then its insert: {report:?}");
