@@ -325,7 +325,7 @@ fn read_batch(
 }
 
 /// The key of an upsert, from its values.
-fn key_of(table: &TableSchema, change: &tandem_core::changeset::RowChange) -> Vec<serde_json::Value> {
+pub fn key_of(table: &TableSchema, change: &tandem_core::changeset::RowChange) -> Vec<serde_json::Value> {
     let values = change.values.as_deref().unwrap_or_default();
     table.key_indexes().iter().filter_map(|&k| values.get(k).cloned()).collect()
 }

@@ -13,7 +13,7 @@ use tandem_core::conflict::{ConflictKind, Decision};
 use tandem_core::sql::{device, local};
 use tandem_core::Rejection;
 
-use crate::changes::Batch;
+use crate::changes::{self, Batch};
 use crate::error::Result;
 use crate::meta::{self, ScopeState};
 use crate::not_stored::{self, ServerRow};
@@ -99,19 +99,16 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
         let mut moves: Vec<(usize, Vec<Value>)> = Vec::new();
         for table in &batch.changeset.tables {
             let t = state.table_index(&table.name)?;
-            let schema = &state.schema.tables[t];
             for row in &table.rows {
                 match (&row.key, &row.moved_from) {
                     (Some(key), _) if row.op == Op::Delete => {
                         deletes.insert((t, rows::key_text(key)));
                     }
                     (_, Some(from)) => moves.push((t, from.clone())),
-                    (_, None) => {
-                        if let Some(values) = &row.values {
-                            let key: Vec<Value> = schema.key_indexes().iter().filter_map(|&k| values.get(k).cloned()).collect();
-                            upserts.insert((t, rows::key_text(&key)));
-                        }
+                    (_, None) if row.values.is_some() => {
+                        upserts.insert((t, rows::key_text(&changes::key_of(&state.schema.tables[t], row))));
                     }
+                    _ => {}
                 }
             }
         }

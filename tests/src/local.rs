@@ -88,6 +88,20 @@ impl Scenario {
     pub fn sync_as(&self, store: &Store, token: &str) -> SyncReport {
         self.sync(store, json!({"token": token}))
     }
+
+    /// A [`Scenario::sync`] whose upload the server applies and whose
+    /// answer never arrives (the connection drops right after the apply):
+    /// the file is left as a sync killed at that moment leaves it.
+    pub fn sync_answer_lost(&self, store: &Store, options: Value) {
+        let options: SyncOptions = serde_json::from_value(options).expect("sync options");
+        let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&self.db.url) };
+        store.sync_with(&mut dropping, self.scope, &options).expect_err("the answer is lost");
+    }
+
+    /// [`Scenario::sync_answer_lost`] as the client that holds `token`.
+    pub fn sync_as_answer_lost(&self, store: &Store, token: &str) {
+        self.sync_answer_lost(store, json!({"token": token}))
+    }
 }
 
 /// Runs SQL on a local file (a script of several statements is fine).

@@ -247,9 +247,7 @@ fn an_edit_after_a_lost_answer_builds_on_the_row_as_the_servers_trigger_stored_i
     let file = s.store("tenant1.db");
     s.sync_as(&file, &token);
     local(&file, "INSERT INTO notes VALUES (2, 1, 'new', 0); UPDATE notes SET body = 'edited' WHERE id = 1");
-    let options = tandem_local::SyncOptions { token: Some(token.clone()), ..Default::default() };
-    let mut dropping = tandem_tests::local::Interfering { drop_after_apply: true, ..tandem_tests::local::Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    s.sync_as_answer_lost(&file, &token);
     local(&file, "UPDATE notes SET body = 'new, edited' WHERE id = 2; UPDATE notes SET body = 'edited again' WHERE id = 1");
     let report = s.sync_as(&file, &token);
     assert!(report.conflicts.is_empty(), "the device's own writes, not another writer's: {report:?}");

@@ -129,9 +129,7 @@ fn a_key_change_whose_answer_was_lost_is_not_applied_twice() {
     let file = s.store("a.db");
     s.sync_as(&file, &token);
     local(&file, "UPDATE accounts SET code = 'a2' WHERE code = 'a1'");
-    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    s.sync_as_answer_lost(&file, &token);
     let report = s.sync_as(&file, &token);
     assert!(report.conflicts.is_empty() && report.rejected.is_empty(), "{report:?}");
     assert_eq!(server_count(&s, "SELECT count(*) FROM accounts WHERE tenant_id = 1"), 1);
@@ -235,9 +233,7 @@ fn rows_a_server_trigger_re_keyed_under_a_lost_answer_are_never_stored_twice_and
     s.sync_as(&file, &token);
     local(&file, "INSERT INTO items VALUES (1, 1, 'first'), (2, 1, 'second')");
     // The server stores both (at 1000 and 1001); the answer never arrives.
-    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    s.sync_as_answer_lost(&file, &token);
     // The device, not knowing the server's keys, edits one and deletes the other.
     local(&file, "UPDATE items SET name = 'first, edited' WHERE id = 1; DELETE FROM items WHERE id = 2");
     let report = s.sync_as(&file, &token);
@@ -258,9 +254,7 @@ fn an_edit_of_a_moved_row_whose_answer_was_lost_applies_on_the_moved_row() {
     let file = s.store("a.db");
     s.sync_as(&file, &token);
     local(&file, "UPDATE accounts SET code = 'a2' WHERE code = 'a1'");
-    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    s.sync_as_answer_lost(&file, &token);
     // The server moved the row; the device, not knowing, edits it again.
     local(&file, "UPDATE accounts SET name = 'Acme, renamed' WHERE code = 'a2'");
     let report = s.sync_as(&file, &token);
@@ -280,13 +274,10 @@ fn a_key_inserted_again_after_a_lost_delete_of_nothing_is_inserted() {
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("a.db");
     s.sync_as(&file, &token);
-    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
     local(&file, "INSERT INTO customers VALUES (10, 1, 'Ten')");
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    s.sync_as_answer_lost(&file, &token);
     local(&file, "INSERT INTO customers VALUES (50, 1, 'Fifty'); DELETE FROM customers WHERE id = 50");
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "s", &options).unwrap_err();
+    s.sync_as_answer_lost(&file, &token);
     local(&file, "INSERT INTO customers VALUES (50, 1, 'Fifty again')");
     let report = s.sync_as(&file, &token);
     assert!(report.conflicts.is_empty(), "{report:?}");
@@ -323,10 +314,8 @@ fn assert_account_moved_to(s: &Scenario, file: &Store, end: &str) {
 /// each retry), then `second` on the device: the row ends at `end`.
 fn key_changed_again_after_lost_answers(name: &str, losses: usize, second: &str, end: &str) {
     let (s, token, file) = account_moved_on_the_device(name);
-    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
     for _ in 0..losses {
-        let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-        file.sync_with(&mut dropping, "s", &options).unwrap_err();
+        s.sync_as_answer_lost(&file, &token);
     }
     local(&file, second);
     let report = s.sync_as(&file, &token);
@@ -373,11 +362,9 @@ fn key_inserted_again_after_a_lost_delete(name: &str, losses: usize) {
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("a.db");
     s.sync_as(&file, &token);
-    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
     local(&file, "DELETE FROM customers WHERE id = 1");
     for _ in 0..losses {
-        let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-        file.sync_with(&mut dropping, "s", &options).unwrap_err();
+        s.sync_as_answer_lost(&file, &token);
     }
     // A round that only retries, then one with the newer change.
     let retried = s.sync_as(&file, &token);

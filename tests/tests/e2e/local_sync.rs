@@ -278,11 +278,9 @@ fn edits_after_answers_lost_twice_are_the_devices_own_and_deletes_are_sent() {
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     local(&file, "INSERT INTO customers VALUES (40, 1, 'Forty', NULL), (41, 1, 'Forty-one', NULL), (42, 1, 'Forty-two', NULL)");
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+    s.sync_answer_lost(&file, json!({}));
     local(&file, "UPDATE customers SET name = 'Ada again' WHERE id = 1");
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+    s.sync_answer_lost(&file, json!({}));
 
     local(&file, "UPDATE customers SET name = 'Forty, edited' WHERE id = 40; DELETE FROM customers WHERE id = 41");
     let report = s.sync(&file, json!({}));
@@ -513,8 +511,7 @@ fn a_conflict_settled_by_an_upload_whose_answer_was_lost_reaches_the_files_log()
     s.sync(&file, tenant(1));
     local(&file, "UPDATE customers SET name = 'device' WHERE id = 1; UPDATE customers SET name = 'device too' WHERE id = 2");
     s.server().batch_execute("UPDATE customers SET name = 'server' WHERE id = 1").unwrap();
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+    s.sync_answer_lost(&file, json!({}));
     let report = s.sync(&file, json!({}));
     assert_eq!(report.conflicts.len(), 1, "{report:?}");
     assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_conflicts WHERE client_row LIKE '%\"device\"%'"), 1);
@@ -535,8 +532,7 @@ fn a_conflict_settled_by_a_lost_upload_reaches_the_files_log_when_the_row_change
     s.sync(&file, tenant(1));
     local(&file, "UPDATE customers SET name = 'device' WHERE id = 1");
     s.server().batch_execute("UPDATE customers SET name = 'server' WHERE id = 1").unwrap();
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "crm", &SyncOptions::default()).unwrap_err();
+    s.sync_answer_lost(&file, json!({}));
     local(&file, "UPDATE customers SET name = 'device, later' WHERE id = 1");
     let report = s.sync(&file, json!({}));
     let lost: Vec<_> = report.conflicts.iter().map(|c| c.client_row.as_ref().map(|r| r["name"].clone())).collect();

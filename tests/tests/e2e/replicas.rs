@@ -7,8 +7,7 @@ use std::path::Path;
 
 use serde_json::json;
 use tandem_local::Store;
-use tandem_local::SyncOptions;
-use tandem_tests::local::{assert_converged, local, Interfering, Scenario};
+use tandem_tests::local::{assert_converged, local, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, code varchar(5), d date);
@@ -161,9 +160,7 @@ fn a_backup_taken_with_an_upload_in_flight_retries_only_that_upload() {
         let device = Store::open(&path).unwrap();
         s.sync_as(&device, &token);
         local(&device, "UPDATE customers SET name = 'in flight' WHERE id = 2");
-        let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-        let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
-        device.sync_with(&mut dropping, "crm", &options).unwrap_err();
+        s.sync_as_answer_lost(&device, &token);
     }
     assert_eq!(server_name(&s, 2).as_deref(), Some("in flight"), "the server applied it; the answer was lost");
     copy(&path, &backup);

@@ -6,8 +6,7 @@
 //! not follow in place is refused with the way to make it.
 
 use serde_json::json;
-use tandem_local::SyncOptions;
-use tandem_tests::local::{assert_converged, local, local_count, local_value, Interfering, Scenario};
+use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
@@ -873,9 +872,7 @@ fn a_batch_whose_answer_was_lost_before_a_column_was_dropped_holds_nothing_back(
     s.server().batch_execute("ALTER TABLE customers ADD COLUMN flag int").unwrap();
     s.sync_as(&file, &token);
     local(&file, "UPDATE customers SET flag = 7, name = 'sent, answer lost' WHERE id = 2");
-    let options = SyncOptions { token: Some(token.clone()), ..SyncOptions::default() };
-    let mut dropping = Interfering { drop_after_apply: true, ..Interfering::new(&s.db.url) };
-    file.sync_with(&mut dropping, "crm", &options).unwrap_err();
+    s.sync_as_answer_lost(&file, &token);
     // The server's schema moves on before the device syncs again; the
     // device keeps editing, the row it sent too.
     s.server().batch_execute("ALTER TABLE customers DROP COLUMN flag").unwrap();
