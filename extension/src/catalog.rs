@@ -7,6 +7,7 @@ use tandem_core::sql::apply::StageType;
 use tandem_core::sql::Scope;
 use tandem_core::{Error, Result};
 
+use crate::guc;
 use crate::spi::{self, Spi};
 
 /// Looks up `name`. Types are formatted with only `pg_catalog` on the
@@ -26,8 +27,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
     if kind != "r" && kind != "p" {
         return Err(Error::InvalidSetup(format!("{name} is not a table (views and other relations cannot be synced)")));
     }
-    let previous_path: Option<String> =
-        spi::one(spi, "SELECT pg_catalog.current_setting('search_path'), pg_catalog.set_config('search_path', 'pg_catalog', true)", &[])?;
+    let previous_path = guc::swap_local("search_path", "pg_catalog")?;
     // Defaults print with only pg_catalog on the path too: a user's
     // function in one comes out schema-qualified.
     let columns = spi::query(
@@ -55,7 +55,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
             })
         },
     );
-    spi::exec(spi, "SELECT set_config('search_path', $1, true)", &[previous_path.unwrap_or_default().into()])?;
+    guc::set_local("search_path", &previous_path)?;
     let columns = columns?;
     let primary_key = spi::query(
         spi,
@@ -131,8 +131,7 @@ pub fn table_oid(spi: &mut Spi<'_>, name: &TableName) -> Result<i64> {
 /// means `char(1)`), the stage's type, the domain and whether storing may
 /// round or cut.
 pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Result<Vec<StageType>> {
-    let previous_path: Option<String> =
-        spi::one(spi, "SELECT current_setting('search_path'), set_config('search_path', 'pg_catalog', true)", &[])?;
+    let previous_path = guc::swap_local("search_path", "pg_catalog")?;
     let found = spi::query(
         spi,
         "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
@@ -169,7 +168,7 @@ pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Res
             ))
         },
     );
-    spi::exec(spi, "SELECT set_config('search_path', $1, true)", &[previous_path.unwrap_or_default().into()])?;
+    guc::set_local("search_path", &previous_path)?;
     let found = found?;
     columns
         .iter()

@@ -10,6 +10,7 @@ mod clients;
 mod cluster;
 mod ddl;
 mod fold;
+mod guc;
 mod json_text;
 mod partitions;
 mod plan_cache;

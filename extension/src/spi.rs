@@ -8,6 +8,7 @@ use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
 use tandem_core::sql::query::{Decode, NoRows, Param, Query};
 use tandem_core::{Error, Result};
 
+use crate::guc;
 use crate::plan_cache::{self, Admit};
 
 /// The SPI connection every sync function works through (`spi` in
@@ -102,8 +103,7 @@ const CALL_SETTINGS: [(&str, &str); 2] = [("standard_conforming_strings", "on"),
 /// ends.
 pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     pgrx::spi::Spi::connect_mut(|spi| {
-        let caller = one::<String>(spi, "SELECT pg_catalog.current_setting('search_path')", &[])?.unwrap_or_default();
-        set_path(spi, PINNED_PATH)?;
+        let caller = guc::swap_local("search_path", PINNED_PATH)?;
         crate::version::require_matching(spi)?;
         let pushed = Pushed::new(&CALLER_PATHS, caller.clone());
         let result = with_lock_wait(spi, |spi| with_settings(spi, &CALL_SETTINGS, body));
@@ -120,21 +120,17 @@ pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
 /// (`lock_not_available`) and keeps nothing, so no device's sync waits for
 /// good on someone else's session. A caller's shorter `lock_timeout` stands.
 const LONGEST_LOCK_WAIT: &str = "30s";
+const LONGEST_LOCK_WAIT_MS: i64 = 30_000;
 
 /// Runs `body` with `lock_timeout` at most [`LONGEST_LOCK_WAIT`], then puts
 /// back the caller's.
 fn with_lock_wait<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
-    let caller = one::<String>(
-        spi,
-        "SELECT pg_catalog.current_setting('lock_timeout'), pg_catalog.set_config('lock_timeout', \
-         CASE WHEN pg_catalog.current_setting('lock_timeout')::interval BETWEEN interval '1 ms' AND $1::interval \
-         THEN pg_catalog.current_setting('lock_timeout') ELSE $1 END, true)",
-        &[LONGEST_LOCK_WAIT.into()],
-    )?;
-    let result = body(spi);
-    if let Some(caller) = caller {
-        exec(spi, "SELECT pg_catalog.set_config('lock_timeout', $1, true)", &[caller.into()])?;
+    let caller = guc::get("lock_timeout")?;
+    if !(1..=LONGEST_LOCK_WAIT_MS).contains(&guc::lock_timeout_ms()) {
+        guc::set_local("lock_timeout", LONGEST_LOCK_WAIT)?;
     }
+    let result = body(spi);
+    guc::set_local("lock_timeout", &caller)?;
     result
 }
 
@@ -160,15 +156,9 @@ pub fn as_users_code<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Re
 /// Runs `body` without NOTICEs (`DROP ... IF EXISTS` of an object that is
 /// not there says so): the caller's `client_min_messages` is put back.
 pub fn quietly<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
-    let previous = one::<String>(
-        spi,
-        "SELECT pg_catalog.current_setting('client_min_messages'), pg_catalog.set_config('client_min_messages', 'warning', true)",
-        &[],
-    )?;
+    let previous = guc::swap_local("client_min_messages", "warning")?;
     let result = body(spi);
-    if let Some(previous) = previous {
-        exec(spi, "SELECT pg_catalog.set_config('client_min_messages', $1, true)", &[previous.into()])?;
-    }
+    guc::set_local("client_min_messages", &previous)?;
     result
 }
 
@@ -184,9 +174,8 @@ fn users_path(caller: &str) -> String {
     path.join(", ")
 }
 
-fn set_path(spi: &mut Spi<'_>, path: &str) -> Result<()> {
-    exec(spi, "SELECT pg_catalog.set_config('search_path', $1, true)", &[path.into()])?;
-    Ok(())
+fn set_path(_spi: &mut Spi<'_>, path: &str) -> Result<()> {
+    guc::set_local("search_path", path)
 }
 
 fn spi_error(sql: &str, error: impl std::fmt::Display) -> Error {
@@ -479,35 +468,21 @@ pub fn with_apply_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>)
 
 /// Runs `body` with `settings`, then puts back what they were.
 fn with_settings<T>(spi: &mut Spi<'_>, settings: &[(&str, &str)], body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
-    let saved = set_settings(spi, settings)?;
+    let saved = set_settings(settings)?;
     let planned_under = plan_cache::Settings::new(settings);
     let result = body(spi);
     drop(planned_under);
-    restore_settings(spi, saved)?;
+    restore_settings(saved)?;
     result
 }
 
-/// Sets `settings` for the transaction (set_config runs in a read-only
-/// query too) and returns what they were.
-fn set_settings<'a>(spi: &Spi<'_>, settings: &[(&'a str, &str)]) -> Result<Vec<(&'a str, String)>> {
-    let mut saved = Vec::with_capacity(settings.len());
-    for &(name, value) in settings {
-        let previous = select(
-            spi,
-            "SELECT pg_catalog.current_setting($1), pg_catalog.set_config($1, $2, true)",
-            &[name.into(), value.into()],
-            |row| text(row, 1),
-        )?;
-        saved.push((name, previous.into_iter().next().flatten().unwrap_or_default()));
-    }
-    Ok(saved)
+/// Sets `settings` for the transaction and returns what they were.
+fn set_settings<'a>(settings: &[(&'a str, &str)]) -> Result<Vec<(&'a str, String)>> {
+    settings.iter().map(|&(name, value)| Ok((name, guc::swap_local(name, value)?))).collect()
 }
 
-fn restore_settings(spi: &Spi<'_>, saved: Vec<(&str, String)>) -> Result<()> {
-    for (name, value) in saved {
-        select(spi, "SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.as_str().into()], |_| Ok(()))?;
-    }
-    Ok(())
+fn restore_settings(saved: Vec<(&str, String)>) -> Result<()> {
+    saved.into_iter().try_for_each(|(name, value)| guc::set_local(name, &value))
 }
 
 /// The five-character SQLSTATE of an error code (inverse of `MAKE_SQLSTATE`).

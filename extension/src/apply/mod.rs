@@ -139,7 +139,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     // with the scope owner's rights, never the extension's.
     let result = privileges::as_scope_owner(spi, scope_name, |spi| {
         spi::with_apply_settings(spi, |spi| {
-            let work_mem = raise_work_mem(spi)?;
+            let work_mem = raise_work_mem()?;
             for plan in plans.iter_mut() {
                 stage::stage(spi, &scope, plan)?;
             }
@@ -194,9 +194,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
             };
             spi::in_subtransaction_kept_if(|| writes(spi, &mut plans), |refused| matches!(refused, Ok(false)))??;
             upload.fail_on_refusals(spi, &plans, &rejections)?;
-            if let Some(work_mem) = work_mem {
-                spi::exec(spi, "SELECT set_config('work_mem', $1, true)", &[work_mem.as_str().into()])?;
-            }
+            crate::guc::set_local("work_mem", &work_mem)?;
             spi::as_users_code(spi, |spi| plans.iter().try_for_each(|plan| upload.write_merged(spi, plan)))?;
             upload.mark_echoes(spi, &mut plans)?;
             // A retry that wrote nothing (its batch sent again as it was)
@@ -242,14 +240,14 @@ impl Upload<'_> {
 }
 
 /// Room to sort and hash a large upload in memory; returns the setting to
-/// put back, if it was raised.
-fn raise_work_mem(spi: &mut Spi<'_>) -> Result<Option<String>> {
-    spi::one::<String>(
-        spi,
-        "SELECT current_setting('work_mem'), CASE WHEN pg_size_bytes(current_setting('work_mem')) < 64 * 1024 * 1024 \
-         THEN set_config('work_mem', '64MB', true) END",
-        &[],
-    )
+/// put back.
+fn raise_work_mem() -> Result<String> {
+    let previous = crate::guc::get("work_mem")?;
+    // SAFETY: a backend global PostgreSQL keeps in step with the setting (kB).
+    if unsafe { pgrx::pg_sys::work_mem } < 64 * 1024 {
+        crate::guc::set_local("work_mem", "64MB")?;
+    }
+    Ok(previous)
 }
 
 impl TablePlan<'_> {
