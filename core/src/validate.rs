@@ -88,7 +88,9 @@ pub fn check_changeset<'s, V>(
             Some(i) => i,
             None => {
                 tables.push(CheckedTable { schema: table, columns, rows: Vec::with_capacity(changes.rows.len()) });
-                seen_keys.push(HashSet::new());
+                // Sized for the batch: growing it row by row rehashed every
+                // key again at each doubling.
+                seen_keys.push(HashSet::with_capacity(changes.rows.len()));
                 tables.len() - 1
             }
         };
