@@ -9,6 +9,7 @@
 //! devices do not queue behind each other's folds. Behind a bulk write's
 //! log it waits, as reading through it would cost each pull a fold.
 
+use tandem_core::sql::query::{Binds, NoRows, Query};
 use tandem_core::sql::tracking::{self, FoldLock};
 use tandem_core::sql::Scope;
 use tandem_core::{Error, Result};
@@ -20,16 +21,37 @@ use crate::spi::{self, Spi};
 /// anything, so a sync call on a wide scope with few changes runs few
 /// statements.
 pub fn fold(spi: &mut Spi<'_>, scope: &Scope<'_>, tables: impl IntoIterator<Item = usize>) -> Result<()> {
-    fold_with(spi, scope, tables, FoldLock::Wait).map(|_| ())
+    fold_with(spi, scope, tables, FoldLock::Wait, |t| plain(scope, t)).map(|_| ())
+}
+
+/// [`fold`], each table's log with the statement `fold_of` makes for it
+/// (an apply marks its echoes as it folds).
+pub fn fold_each(
+    spi: &mut Spi<'_>,
+    scope: &Scope<'_>,
+    tables: impl IntoIterator<Item = usize>,
+    fold_of: impl Fn(usize) -> Query<NoRows>,
+) -> Result<()> {
+    fold_with(spi, scope, tables, FoldLock::Wait, fold_of).map(|_| ())
+}
+
+fn plain(scope: &Scope<'_>, t: usize) -> Query<NoRows> {
+    Query::exec(tracking::fold(scope, t), Binds::new())
 }
 
 /// Folds the logs of `tables` that no other call is folding; returns the
 /// others, which the caller reads through `tracking::folded_track`.
 pub fn fold_unless_busy(spi: &mut Spi<'_>, scope: &Scope<'_>, tables: impl IntoIterator<Item = usize>) -> Result<Vec<usize>> {
-    fold_with(spi, scope, tables, FoldLock::Try)
+    fold_with(spi, scope, tables, FoldLock::Try, |t| plain(scope, t))
 }
 
-fn fold_with(spi: &mut Spi<'_>, scope: &Scope<'_>, tables: impl IntoIterator<Item = usize>, lock: FoldLock) -> Result<Vec<usize>> {
+fn fold_with(
+    spi: &mut Spi<'_>,
+    scope: &Scope<'_>,
+    tables: impl IntoIterator<Item = usize>,
+    lock: FoldLock,
+    fold_of: impl Fn(usize) -> Query<NoRows>,
+) -> Result<Vec<usize>> {
     let tables: Vec<usize> = tables.into_iter().collect();
     let mut busy = Vec::new();
     if tables.is_empty() {
@@ -52,7 +74,7 @@ fn fold_with(spi: &mut Spi<'_>, scope: &Scope<'_>, tables: impl IntoIterator<Ite
         }
         match (got, lock) {
             (true, _) => {
-                spi::exec(spi, &tracking::fold(scope, t), &[])?;
+                spi::run(spi, fold_of(t))?;
             }
             (false, FoldLock::Try) => busy.push(t),
             (false, FoldLock::Wait) => return Err(Error::Internal(format!("waiting for the fold of {} did not take it", scope.log(t)))),

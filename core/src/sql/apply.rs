@@ -15,7 +15,7 @@ use crate::ident::quote_ident;
 use crate::setup::Filter;
 use crate::sql::partition::{row_filter, row_filter_with, FilterValues};
 use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Flag, NoRows, Param, Query};
-use crate::sql::tracking::tracked_state;
+use crate::sql::tracking::{self, tracked_state};
 use crate::sql::{column_list, Scope};
 use crate::types::{json_to_pg_text, pg_text_to_json, LogicalType};
 use crate::upload::{RowState, ServerState};
@@ -899,11 +899,21 @@ pub fn final_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize]
     Query::new(sql, binds, &columns, FinalRowOf { idx: idx_col, exists, visible, values })
 }
 
-/// Marks rows `idx` (written exactly as sent, their log folded) as the
-/// uploading replica's echo: their tracking, whose version is this
-/// transaction's.
-pub fn mark_echoes(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], replica: &str) -> Query<NoRows> {
-    mark_origin(scope.track(t), "tandem_version", scope, staged, t, idx, replica)
+/// Folds table `t`'s log (see [`tracking::fold`]), marking rows `idx`
+/// (written exactly as sent) as the uploading replica's echo as it goes:
+/// their tracking, whose version is this transaction's.
+pub fn fold_marking_echoes(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], replica: &str) -> Query<NoRows> {
+    let mut binds = Binds::new();
+    let keys: Vec<String> = scope
+        .table(t)
+        .primary_key
+        .iter()
+        .map(|k| format!("s.{} AS {}", staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into()), quote_ident(k)))
+        .collect();
+    let keys =
+        format!("SELECT DISTINCT {} FROM {} s WHERE s.idx = ANY({}::int4[])", keys.join(", "), scope.stage(t), binds.bind(indexes(idx)));
+    let replica = binds.bind(replica);
+    Query::exec(tracking::fold_marking(scope, t, Some(tracking::EchoKeys { keys: &keys, replica: &replica })), binds)
 }
 
 /// Marks the exits of rows `idx` (deleted as sent) as the uploading
@@ -1036,9 +1046,18 @@ mod tests {
         assert_eq!(kept.row.unwrap()["tenant_id"], serde_json::json!(1));
         let handed_over = query.decode(&[Some("0"), Some("true"), Some("false"), Some("10"), Some("2")]).unwrap();
         assert!(!handed_over.visible, "a row another tenant's now is not the uploader's");
-        let echoes = mark_echoes(&scope, &staged, 0, &[0], "r1");
-        assert!(echoes.sql.contains("CASE WHEN m.tandem_version = pg_current_xact_id() THEN $1::text"), "{}", echoes.sql);
-        assert!(echoes.sql.ends_with("AND m.\"id\" = s.c0"), "{}", echoes.sql);
+        let echoes = fold_marking_echoes(&scope, &staged, 0, &[0], "r1");
+        assert!(
+            echoes.sql.contains("LEFT JOIN (SELECT DISTINCT s.c0 AS \"id\" FROM pg_temp.\"tandem_stage_1\" s WHERE s.idx = ANY($1::int4[])) e ON e.\"id\" = l.\"id\""),
+            "{}",
+            echoes.sql
+        );
+        assert!(
+            echoes.sql.contains("CASE WHEN c.tandem_stamp = pg_current_xact_id() AND e.\"id\" IS NOT NULL THEN $2::text END"),
+            "{}",
+            echoes.sql
+        );
+        assert_eq!(echoes.params[1], Param::Text(Some("r1".into())));
         assert!(mark_deleted_echoes(&scope, &staged, 0, &[0], "r1").sql.contains("WHEN m.tandem_stamp = pg_current_xact_id()"));
     }
 

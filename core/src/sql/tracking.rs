@@ -722,20 +722,47 @@ pub fn folded_track(scope: &Scope<'_>, t: usize) -> String {
 /// keeps those). Run by every sync call before it reads tracking, by the
 /// one call holding [`lock_fold`] of the table.
 pub fn fold(scope: &Scope<'_>, t: usize) -> String {
+    fold_marking(scope, t, None)
+}
+
+/// Keys whose change by this transaction a fold marks as one replica's
+/// echo (see [`fold_marking`]).
+pub struct EchoKeys<'a> {
+    /// A query of the keys, its columns named as the table's key columns.
+    pub keys: &'a str,
+    /// The replica's id, as SQL (a placeholder).
+    pub replica: &'a str,
+}
+
+/// [`fold`], also setting the origin of `echoes`' keys whose latest change
+/// is this transaction's: an apply marks the rows it left exactly as sent
+/// while it folds their log, instead of updating their tracking again.
+pub fn fold_marking(scope: &Scope<'_>, t: usize, echoes: Option<EchoKeys<'_>>) -> String {
     let key = &scope.table(t).primary_key;
     let keys = column_list(None, key);
+    let (echo_join, origin) = match echoes {
+        None => (String::new(), "NULL".to_string()),
+        Some(echoes) => (
+            format!(" LEFT JOIN ({}) e ON {}", echoes.keys, columns_equal("e", key, "l", key)),
+            format!(
+                "CASE WHEN c.tandem_stamp = pg_current_xact_id() AND e.{} IS NOT NULL THEN {}::text END",
+                quote_ident(&key[0]),
+                echoes.replica
+            ),
+        ),
+    };
     format!(
         "WITH moved AS (DELETE FROM {log} RETURNING *), \
          entries AS ({entries}), \
          latest AS ({latest}), \
          changed AS ({changed}) \
          INSERT INTO {track} AS tr ({keys}, tandem_stamp, tandem_version, tandem_deleted, tandem_origin) \
-         SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, '0'::xid8), coalesce(c.tandem_kind = '{delete}', false), NULL \
-         FROM latest l LEFT JOIN changed c ON {same} \
+         SELECT {l_keys}, l.tandem_stamp, coalesce(c.tandem_stamp, '0'::xid8), coalesce(c.tandem_kind = '{delete}', false), {origin} \
+         FROM latest l LEFT JOIN changed c ON {same}{echo_join} \
          ON CONFLICT ({keys}) DO UPDATE SET tandem_stamp = excluded.tandem_stamp, \
          tandem_version = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_version ELSE excluded.tandem_version END, \
          tandem_deleted = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_deleted ELSE excluded.tandem_deleted END, \
-         tandem_origin = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_origin END",
+         tandem_origin = CASE WHEN excluded.tandem_version = '0'::xid8 THEN tr.tandem_origin ELSE excluded.tandem_origin END",
         log = scope.log(t),
         entries = entries(scope, t, "moved"),
         latest = latest_entries(scope, t, "entries"),

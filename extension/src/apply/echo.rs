@@ -18,47 +18,65 @@ use super::plan::TablePlan;
 use super::Upload;
 
 impl Upload<'_> {
-    /// After every write of the apply: folds the logs its writes filled,
-    /// then marks the rows left exactly as sent. Rows are looked up by key,
-    /// so the cost follows the upload, not the table.
+    /// After every write of the apply: finds the rows left exactly as sent,
+    /// then folds the logs its writes filled, marking those rows as it
+    /// goes. Rows are looked up by key, so the cost follows the upload, not
+    /// the table.
     pub fn mark_echoes(&self, spi: &mut Spi<'_>, plans: &mut [TablePlan<'_>]) -> Result<()> {
-        let written: Vec<usize> = plans.iter().filter(|p| p.rows.iter().any(|r| r.written)).map(|p| p.t).collect();
-        fold::fold(spi, self.scope, written)?;
-        spi::with_index_probes(spi, |spi| self.mark_written(spi, plans))
-    }
-
-    fn mark_written(&self, spi: &mut Spi<'_>, plans: &mut [TablePlan<'_>]) -> Result<()> {
-        for plan in plans.iter_mut() {
-            let written: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].written).collect();
-            if written.is_empty() {
-                continue;
-            }
-            let mut upserted = Vec::new();
-            let mut deleted = Vec::new();
-            for left in spi::all(spi, sql::final_rows(self.scope, self.staged, plan.t, &written, self.filters))? {
-                let row = &mut plan.rows[left.idx];
-                match (row.change.op, left.row) {
-                    // The server's code took it out of the uploader's
-                    // partition: not its echo, and not its to see.
-                    (Op::Upsert, Some(_)) if !left.visible => row.answered_gone = true,
-                    (Op::Upsert, Some(stored)) if row.sent_exactly(plan.table, &plan.columns, &stored) => upserted.push(left.idx),
-                    (Op::Upsert, Some(stored)) => row.stored = Some(stored),
-                    // Not at its key any more: a trigger stored it at a
-                    // key of its own (a pull brings it there), or removed it.
-                    (Op::Upsert, None) => row.answered_gone = true,
-                    (Op::Delete, None) => deleted.push(left.idx),
-                    (Op::Delete, Some(_)) => {}
+        let mut echoes = Vec::new();
+        spi::with_index_probes(spi, |spi| {
+            for plan in plans.iter_mut() {
+                if let Some(echo) = self.find_echoes(spi, plan)? {
+                    echoes.push(echo);
                 }
             }
-            let replica = self.uploader.replica;
-            if !upserted.is_empty() {
-                spi::run(spi, sql::mark_echoes(self.scope, self.staged, plan.t, &upserted, replica))?;
+            Ok(())
+        })?;
+        let replica = self.uploader.replica;
+        fold::fold_each(spi, self.scope, echoes.iter().map(|e| e.t), |t| {
+            let echo = echoes.iter().find(|e| e.t == t);
+            let marked: Vec<usize> = echo.map(|e| e.upserted.iter().chain(&e.deleted).copied().collect()).unwrap_or_default();
+            sql::fold_marking_echoes(self.scope, self.staged, t, &marked, replica)
+        })?;
+        spi::with_index_probes(spi, |spi| {
+            for echo in echoes.iter().filter(|e| !e.deleted.is_empty()) {
+                spi::run(spi, sql::mark_deleted_echoes(self.scope, self.staged, echo.t, &echo.deleted, replica))?;
             }
-            if !deleted.is_empty() {
-                spi::run(spi, sql::mark_echoes(self.scope, self.staged, plan.t, &deleted, replica))?;
-                spi::run(spi, sql::mark_deleted_echoes(self.scope, self.staged, plan.t, &deleted, replica))?;
+            Ok(())
+        })
+    }
+
+    /// The written rows of `plan`'s table left exactly as sent; the others
+    /// are noted on their rows (stored otherwise, or gone).
+    fn find_echoes(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>) -> Result<Option<Echoes>> {
+        let written: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].written).collect();
+        if written.is_empty() {
+            return Ok(None);
+        }
+        let mut echoes = Echoes { t: plan.t, upserted: Vec::new(), deleted: Vec::new() };
+        for left in spi::all(spi, sql::final_rows(self.scope, self.staged, plan.t, &written, self.filters))? {
+            let row = &mut plan.rows[left.idx];
+            match (row.change.op, left.row) {
+                // The server's code took it out of the uploader's
+                // partition: not its echo, and not its to see.
+                (Op::Upsert, Some(_)) if !left.visible => row.answered_gone = true,
+                (Op::Upsert, Some(stored)) if row.sent_exactly(plan.table, &plan.columns, &stored) => echoes.upserted.push(left.idx),
+                (Op::Upsert, Some(stored)) => row.stored = Some(stored),
+                // Not at its key any more: a trigger stored it at a
+                // key of its own (a pull brings it there), or removed it.
+                (Op::Upsert, None) => row.answered_gone = true,
+                (Op::Delete, None) => echoes.deleted.push(left.idx),
+                (Op::Delete, Some(_)) => {}
             }
         }
-        Ok(())
+        Ok(Some(echoes))
     }
+}
+
+/// One table's rows an apply left exactly as sent, by their index in the
+/// stage.
+struct Echoes {
+    t: usize,
+    upserted: Vec<usize>,
+    deleted: Vec<usize>,
 }
