@@ -78,6 +78,29 @@ BEGIN
     END LOOP;
 END $notify$;
 
+-- The key trigger of a table that is not partitioned fires for every
+-- UPDATE, not only for those naming a key column: a BEFORE UPDATE trigger
+-- of the table's own may change the key of a row whose statement set other
+-- columns, and 0.1.0's `AFTER UPDATE OF <key>` left that row's old key
+-- live in tracking. Its condition (a key column changed) stays.
+DO $key$
+DECLARE
+    _trigger record;
+BEGIN
+    FOR _trigger IN
+        SELECT g.tgname, g.tgrelid::regclass AS relation, g.tgfoid::regproc AS fn,
+               (SELECT pg_catalog.string_agg(pg_catalog.format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', a.attname), ' OR ' ORDER BY k.n)
+                FROM pg_catalog.unnest(g.tgattr::int2[]) WITH ORDINALITY AS k(attnum, n)
+                JOIN pg_catalog.pg_attribute a ON a.attrelid = g.tgrelid AND a.attnum = k.attnum) AS changed
+        FROM tandem.scope_tables t
+        JOIN pg_catalog.pg_trigger g ON g.tgrelid = t.relid::oid AND g.tgname = pg_catalog.format('tandem_%s_key', t.id)
+        WHERE pg_catalog.array_length(g.tgattr::int2[], 1) > 0
+    LOOP
+        EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s()',
+            _trigger.tgname, _trigger.relation, _trigger.changed, _trigger.fn);
+    END LOOP;
+END $key$;
+
 -- Columns of tracked tables: after an ALTER TABLE of a table a scope
 -- tracks, the scope follows it (a new schema version devices pick up), or
 -- the ALTER TABLE is refused when devices could not follow it

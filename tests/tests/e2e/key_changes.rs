@@ -386,3 +386,65 @@ fn a_key_inserted_again_after_its_delete_was_answered_twice_in_vain_is_inserted(
     // The retry's record keeps the delete, although its row is gone then.
     key_inserted_again_after_a_lost_delete("lost_delete_twice", 2);
 }
+
+/// The server re-keys a row when its name is set to `rekey:...`, in a
+/// BEFORE UPDATE trigger: the statement that set off the move names no key
+/// column. `notes` has no filter, so its update trigger keeps no old rows.
+const REKEYED_BY_TRIGGER: &str = r#"
+CREATE TABLE items (id text PRIMARY KEY, tenant_id int NOT NULL, name text);
+CREATE TABLE notes (id text PRIMARY KEY, body text);
+CREATE FUNCTION rekey() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id NOT LIKE '%-srv' AND (to_jsonb(NEW) ->> 'name' LIKE 'rekey:%' OR to_jsonb(NEW) ->> 'body' LIKE 'rekey:%') THEN
+        NEW.id := NEW.id || '-srv';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER rekey BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION rekey();
+CREATE TRIGGER rekey BEFORE UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION rekey();
+INSERT INTO items VALUES ('k1', 1, 'one'), ('k2', 1, 'two');
+INSERT INTO notes VALUES ('n1', 'one'), ('n2', 'two');
+SELECT sync_provision('s', '{"tables": [{"name": "items", "filter": {"tenant_id": "tenant"}}, {"name": "notes"}]}');
+"#;
+
+fn keys(file: &Store, table: &str) -> Vec<String> {
+    let conn = file.connection();
+    let mut statement = conn.prepare(&format!("SELECT id FROM {table} ORDER BY id")).unwrap();
+    let rows = statement.query_map([], |r| r.get::<_, String>(0)).unwrap();
+    rows.map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn a_row_a_server_trigger_re_keys_on_a_devices_edit_leaves_its_old_key_on_every_device() {
+    let s = Scenario::new("rekey_on_edit", REKEYED_BY_TRIGGER, "s");
+    let token_a = s.register(json!({"tenant": 1}));
+    let token_b = s.register(json!({"tenant": 1}));
+    let (a, b) = (s.store("a.db"), s.store("b.db"));
+    s.sync_as(&a, &token_a);
+    s.sync_as(&b, &token_b);
+    // Device A edits a value only; the server's trigger moves each row.
+    local(&a, "UPDATE items SET name = 'rekey:z' WHERE id = 'k2'; UPDATE notes SET body = 'rekey:z' WHERE id = 'n2'");
+    let report = s.sync_as(&a, &token_a);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    s.sync_as(&b, &token_b);
+    for file in [&a, &b] {
+        assert_eq!(keys(file, "items"), ["k1", "k2-srv"], "the old key is gone from every device");
+        assert_eq!(keys(file, "notes"), ["n1", "n2-srv"], "the old key is gone from every device");
+        assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    }
+}
+
+#[test]
+fn a_row_a_server_trigger_re_keys_on_the_servers_own_edit_leaves_its_old_key_on_the_device() {
+    let s = Scenario::new("rekey_on_server", REKEYED_BY_TRIGGER, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server()
+        .batch_execute("UPDATE items SET name = 'rekey:y' WHERE id = 'k1'; UPDATE notes SET body = 'rekey:y' WHERE id = 'n1'")
+        .unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "items"), ["k1-srv", "k2"]);
+    assert_eq!(keys(&file, "notes"), ["n1-srv", "n2"]);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

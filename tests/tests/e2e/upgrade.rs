@@ -145,9 +145,21 @@ fn an_update_either_way_keeps_scopes_clients_and_pending_changes_and_matches_a_f
     let owner_text: String = server.query_one("SELECT owner FROM tandem.scopes", &[]).unwrap().get(0);
     assert_eq!(owner_text, owner.0, "0.1.0 kept the owner by name");
 
+    // 0.1.0 provisioned a key trigger that fired only for statements
+    // naming a key column.
+    server
+        .batch_execute(
+            "DO $$ DECLARE _id bigint := (SELECT id FROM tandem.scope_tables WHERE relid::oid = 'customers'::regclass::oid); BEGIN \
+             EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE OF id ON customers FOR EACH ROW \
+             WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION tandem.%I()', 'tandem_' || _id || '_key', 'on_key_' || _id); END $$",
+        )
+        .unwrap();
+    assert_eq!(key_triggers_naming_columns(&mut server), 1);
+
     // And forward again.
     server.batch_execute("ALTER EXTENSION tandem UPDATE").unwrap();
     assert_eq!(version(&mut server).0, current);
+    assert_eq!(key_triggers_naming_columns(&mut server), 0, "a key changed by a BEFORE trigger of the table's own is seen");
     assert_same_objects(&mut server, &mut TestDb::new("upgrade_fresh").connect());
     assert_eq!(notifying(&mut server), notifying_at_first, "the scope's tables notify their commits again");
     let owner_role: String = server.query_one("SELECT owner::text FROM tandem.scopes", &[]).unwrap().get(0);
@@ -165,6 +177,11 @@ fn an_update_either_way_keeps_scopes_clients_and_pending_changes_and_matches_a_f
     s.sync_as(&other, &later);
     assert_converged(&mut server, other.connection(), "crm", &json!({"tenant": 2}));
     assert_eq!(query_json(&mut server, "SELECT sync_clients('crm')", &[]).as_array().unwrap().len(), 2);
+}
+
+/// Key triggers that fire only for statements naming a key column.
+fn key_triggers_naming_columns(client: &mut Client) -> i64 {
+    client.query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tandem_%_key' AND tgattr::text <> ''", &[]).unwrap().get(0)
 }
 
 /// Relations whose writes notify `LISTEN tandem`.
