@@ -27,12 +27,12 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
     if kind != "r" && kind != "p" {
         return Err(Error::InvalidSetup(format!("{name} is not a table (views and other relations cannot be synced)")));
     }
-    let previous_path = guc::swap_local("search_path", "pg_catalog")?;
     // Defaults print with only pg_catalog on the path too: a user's
     // function in one comes out schema-qualified.
-    let columns = spi::query(
-        spi,
-        "SELECT a.attname::text, \
+    let columns = guc::with_local("search_path", "pg_catalog", || {
+        spi::query(
+            spi,
+            "SELECT a.attname::text, \
                 CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END::text, \
                 format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, a.attgenerated <> '', \
                 pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, \
@@ -41,22 +41,21 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
          LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
          LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-        &[oid.into()],
-        |row| {
-            Ok(CatalogColumn {
-                name: spi::required_text(row, 1)?,
-                typname: spi::required_text(row, 2)?,
-                pg_type: spi::required_text(row, 3)?,
-                nullable: spi::get::<bool>(row, 4)?.unwrap_or(true),
-                generated: spi::get::<bool>(row, 5)?.unwrap_or(false),
-                default: spi::text(row, 6)?,
-                identity: spi::text(row, 7)?.and_then(|i| i.chars().next()),
-                sequence: spi::text(row, 8)?,
-            })
-        },
-    );
-    guc::set_local("search_path", &previous_path)?;
-    let columns = columns?;
+            &[oid.into()],
+            |row| {
+                Ok(CatalogColumn {
+                    name: spi::required_text(row, 1)?,
+                    typname: spi::required_text(row, 2)?,
+                    pg_type: spi::required_text(row, 3)?,
+                    nullable: spi::get::<bool>(row, 4)?.unwrap_or(true),
+                    generated: spi::get::<bool>(row, 5)?.unwrap_or(false),
+                    default: spi::text(row, 6)?,
+                    identity: spi::text(row, 7)?.and_then(|i| i.chars().next()),
+                    sequence: spi::text(row, 8)?,
+                })
+            },
+        )
+    })?;
     let primary_key = spi::query(
         spi,
         "SELECT a.attname::text FROM pg_catalog.pg_index i \
@@ -64,7 +63,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
          WHERE i.indrelid = $1::int8::oid AND i.indisprimary ORDER BY k.ord",
         &[oid.into()],
-        |row| Ok(spi::required_text(row, 1)?),
+        |row| spi::required_text(row, 1),
     )?;
     // Foreign keys declared on the table or on any of its partitions, to
     // the table (or the partitioned table) they reference.
@@ -131,10 +130,10 @@ pub fn table_oid(spi: &mut Spi<'_>, name: &TableName) -> Result<i64> {
 /// means `char(1)`), the stage's type, the domain and whether storing may
 /// round or cut.
 pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Result<Vec<StageType>> {
-    let previous_path = guc::swap_local("search_path", "pg_catalog")?;
-    let found = spi::query(
-        spi,
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+    let found = guc::with_local("search_path", "pg_catalog", || {
+        spi::query(
+            spi,
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
                 CASE WHEN b.typname = 'bpchar' THEN 'bpchar' WHEN b.typname = '_bpchar' THEN 'bpchar[]' \
                      ELSE format_type(b.oid, NULL) END, \
                 CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) \
@@ -149,27 +148,26 @@ pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Res
          JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
          LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-        &[name.quoted().into()],
-        |row| {
-            let text = |n| -> Result<String> {
-                spi::text(row, n)?.ok_or_else(|| Error::Internal(format!("the catalog lacks a column type of {name}")))
-            };
-            Ok((
-                text(1)?,
-                StageType {
-                    declared: text(2)?,
-                    input: text(3)?,
-                    stored: text(4)?,
-                    domain: spi::text(row, 5)?,
-                    rounds: spi::get::<bool>(row, 6)?.unwrap_or(false),
-                    fills: spi::text(row, 7)?,
-                    sequenced: spi::get::<bool>(row, 8)?.unwrap_or(false),
-                },
-            ))
-        },
-    );
-    guc::set_local("search_path", &previous_path)?;
-    let found = found?;
+            &[name.quoted().into()],
+            |row| {
+                let text = |n| -> Result<String> {
+                    spi::text(row, n)?.ok_or_else(|| Error::Internal(format!("the catalog lacks a column type of {name}")))
+                };
+                Ok((
+                    text(1)?,
+                    StageType {
+                        declared: text(2)?,
+                        input: text(3)?,
+                        stored: text(4)?,
+                        domain: spi::text(row, 5)?,
+                        rounds: spi::get::<bool>(row, 6)?.unwrap_or(false),
+                        fills: spi::text(row, 7)?,
+                        sequenced: spi::get::<bool>(row, 8)?.unwrap_or(false),
+                    },
+                ))
+            },
+        )
+    })?;
     columns
         .iter()
         .map(|column| {

@@ -59,6 +59,16 @@ pub fn swap_local(name: &str, value: &str) -> Result<String> {
     Ok(previous)
 }
 
+/// Runs `body` with `name` set to `value` for it, then puts back what it
+/// was, also when `body` failed (the caller may go on, in a subtransaction
+/// that caught the error).
+pub fn with_local<T>(name: &str, value: &str, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    let previous = swap_local(name, value)?;
+    let result = body();
+    set_local(name, &previous)?;
+    result
+}
+
 /// The caller's `lock_timeout` in milliseconds (0: none).
 pub fn lock_timeout_ms() -> i64 {
     // SAFETY: a backend global PostgreSQL keeps in step with the setting.

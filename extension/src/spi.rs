@@ -83,9 +83,9 @@ pub fn with_users_path<T>(spi: &mut Spi<'_>, path: &str, body: impl FnOnce(&mut 
     match outer {
         None => as_users_code(spi, body),
         Some(outer) => {
-            set_path(spi, &users_path(path))?;
+            guc::set_local("search_path", &users_path(path))?;
             let result = body(spi);
-            set_path(spi, &users_path(&outer))?;
+            guc::set_local("search_path", &users_path(&outer))?;
             result
         }
     }
@@ -108,7 +108,7 @@ pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
         let pushed = Pushed::new(&CALLER_PATHS, caller.clone());
         let result = with_lock_wait(spi, |spi| with_settings(spi, &CALL_SETTINGS, body));
         drop(pushed);
-        set_path(spi, &caller)?;
+        guc::set_local("search_path", &caller)?;
         result
     })
 }
@@ -145,21 +145,18 @@ pub fn as_users_code<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Re
     if IN_USERS_CODE.get() {
         return body(spi);
     }
-    set_path(spi, &users_path(&users))?;
+    guc::set_local("search_path", &users_path(&users))?;
     let marked = InUsersCode::new();
     let result = body(spi);
     drop(marked);
-    set_path(spi, PINNED_PATH)?;
+    guc::set_local("search_path", PINNED_PATH)?;
     result
 }
 
 /// Runs `body` without NOTICEs (`DROP ... IF EXISTS` of an object that is
 /// not there says so): the caller's `client_min_messages` is put back.
 pub fn quietly<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
-    let previous = guc::swap_local("client_min_messages", "warning")?;
-    let result = body(spi);
-    guc::set_local("client_min_messages", &previous)?;
-    result
+    guc::with_local("client_min_messages", "warning", || body(spi))
 }
 
 /// `pg_catalog`, the owner's schemas, then `pg_temp` (see [`as_users_code`]).
@@ -172,10 +169,6 @@ fn users_path(caller: &str) -> String {
     path.extend(caller.split(',').map(str::trim).filter(|e| !e.is_empty() && !temporary(e) && *e != "pg_catalog"));
     path.push("pg_temp");
     path.join(", ")
-}
-
-fn set_path(_spi: &mut Spi<'_>, path: &str) -> Result<()> {
-    guc::set_local("search_path", path)
 }
 
 fn spi_error(sql: &str, error: impl std::fmt::Display) -> Error {
@@ -397,7 +390,6 @@ fn each_text_row(table: SpiTupleTable<'_>, sql: &str, mut each: impl FnMut(&[Opt
             each(&fields)?;
         }
     }
-    drop(table);
     Ok(rows)
 }
 
