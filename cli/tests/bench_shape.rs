@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 35] = [
+const KEYS: [&str; 37] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
@@ -20,6 +20,8 @@ const KEYS: [&str; 35] = [
     "upload_tracked_ratio",
     "server_write_overhead",
     "local_write_overhead",
+    "local_trigger_floor_insert",
+    "local_trigger_floor_update",
     "peak_rss_mb",
     "gateway_download_ratio",
     "live_p50_ms",
