@@ -407,15 +407,13 @@ INSERT INTO notes VALUES ('n1', 'one'), ('n2', 'two');
 SELECT sync_provision('s', '{"tables": [{"name": "items", "filter": {"tenant_id": "tenant"}}, {"name": "notes"}]}');
 "#;
 
-fn keys(file: &Store, table: &str) -> Vec<String> {
-    let conn = file.connection();
-    let mut statement = conn.prepare(&format!("SELECT id FROM {table} ORDER BY id")).unwrap();
-    let rows = statement.query_map([], |r| r.get::<_, String>(0)).unwrap();
-    rows.map(|r| r.unwrap()).collect()
+/// The keys of a file's table, in order, joined by commas.
+fn keys(file: &Store, table: &str) -> Option<String> {
+    local_value(file, &format!("SELECT group_concat(id, ',') FROM (SELECT id FROM {table} ORDER BY id)"))
 }
 
 #[test]
-fn a_row_a_server_trigger_re_keys_on_a_devices_edit_leaves_its_old_key_on_every_device() {
+fn a_row_a_server_trigger_re_keys_on_a_devices_edit_moves_on_every_device() {
     let s = Scenario::new("rekey_on_edit", REKEYED_BY_TRIGGER, "s");
     let token_a = s.register(json!({"tenant": 1}));
     let token_b = s.register(json!({"tenant": 1}));
@@ -428,14 +426,14 @@ fn a_row_a_server_trigger_re_keys_on_a_devices_edit_leaves_its_old_key_on_every_
     assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
     s.sync_as(&b, &token_b);
     for file in [&a, &b] {
-        assert_eq!(keys(file, "items"), ["k1", "k2-srv"], "the old key is gone from every device");
-        assert_eq!(keys(file, "notes"), ["n1", "n2-srv"], "the old key is gone from every device");
+        assert_eq!(keys(file, "items").as_deref(), Some("k1,k2-srv"), "the old key is gone from every device");
+        assert_eq!(keys(file, "notes").as_deref(), Some("n1,n2-srv"), "the old key is gone from every device");
         assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
     }
 }
 
 #[test]
-fn a_row_a_server_trigger_re_keys_on_the_servers_own_edit_leaves_its_old_key_on_the_device() {
+fn a_row_a_server_trigger_re_keys_on_the_servers_own_edit_moves_on_the_device() {
     let s = Scenario::new("rekey_on_server", REKEYED_BY_TRIGGER, "s");
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("a.db");
@@ -444,7 +442,7 @@ fn a_row_a_server_trigger_re_keys_on_the_servers_own_edit_leaves_its_old_key_on_
         .batch_execute("UPDATE items SET name = 'rekey:y' WHERE id = 'k1'; UPDATE notes SET body = 'rekey:y' WHERE id = 'n1'")
         .unwrap();
     s.sync_as(&file, &token);
-    assert_eq!(keys(&file, "items"), ["k1-srv", "k2"]);
-    assert_eq!(keys(&file, "notes"), ["n1-srv", "n2"]);
+    assert_eq!(keys(&file, "items").as_deref(), Some("k1-srv,k2"));
+    assert_eq!(keys(&file, "notes").as_deref(), Some("n1-srv,n2"));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
