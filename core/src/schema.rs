@@ -160,6 +160,13 @@ impl TableSchema {
         self.key_indexes().into_iter().map(|i| &self.columns[i]).collect()
     }
 
+    /// The key columns whose text may change while PostgreSQL holds the
+    /// value equal (see [`LogicalType::key_may_be_respelled`]): where a
+    /// key's text matters as well as its value.
+    pub fn respellable_key(&self) -> Vec<String> {
+        self.key_columns().into_iter().filter(|c| c.ty.key_may_be_respelled()).map(|c| c.name.clone()).collect()
+    }
+
     pub fn column_names(&self) -> Vec<String> {
         self.columns.iter().map(|c| c.name.clone()).collect()
     }

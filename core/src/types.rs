@@ -61,6 +61,17 @@ impl LogicalType {
         }
     }
 
+    /// Whether a key of this type can change its text without changing its
+    /// value as PostgreSQL compares it: numeric's scale (`1.5`, `1.50`),
+    /// text's case under citext or a nondeterministic collation, jsonb's
+    /// numbers, and whatever `other` holds. A device compares keys as text,
+    /// so such a change must tell it to drop the old text. Floats are not:
+    /// `-0` and `0` print apart, but a device stores them as REAL, which
+    /// holds them equal as well.
+    pub fn key_may_be_respelled(self) -> bool {
+        matches!(self, LogicalType::Numeric | LogicalType::Text | LogicalType::Jsonb | LogicalType::Other)
+    }
+
     /// The declared column type in SQLite. TEXT (not NUMERIC) for numeric, so
     /// SQLite's type affinity never turns exact digits into a float.
     pub fn sqlite_decl(self) -> &'static str {

@@ -186,6 +186,15 @@ BEGIN
         JOIN pg_class r ON r.relnamespace = c.objid
         JOIN tandem.scope_tables s ON s.relid = r.oid
         WHERE c.classid = 'pg_namespace'::regclass
+        UNION
+        -- A table made to inherit from a tracked one (CREATE TABLE ...
+        -- INHERITS, ALTER TABLE ... INHERIT): refused, as provisioning
+        -- refuses a table with such children.
+        SELECT s.relid FROM pg_event_trigger_ddl_commands() c
+        JOIN pg_inherits i ON i.inhrelid = c.objid
+        JOIN pg_class p ON p.oid = i.inhparent AND p.relkind = 'r'
+        JOIN tandem.scope_tables s ON s.relid = i.inhparent
+        WHERE c.classid = 'pg_class'::regclass
     LOOP
         PERFORM tandem.follow_columns(_table::int8);
     END LOOP;
@@ -221,7 +230,7 @@ END $$;
 
 CREATE EVENT TRIGGER tandem_table_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED', 'DROP DOMAIN', 'DROP TYPE', 'ALTER TYPE')
     EXECUTE FUNCTION tandem.on_tracked_drop();
-CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
+CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE TABLE')
     EXECUTE FUNCTION tandem.on_table_alter();
 CREATE EVENT TRIGGER tandem_partitions ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE SCHEMA')
     EXECUTE FUNCTION tandem.on_table_change();

@@ -82,22 +82,40 @@ END $notify$;
 -- UPDATE, not only for those naming a key column: a BEFORE UPDATE trigger
 -- of the table's own may change the key of a row whose statement set other
 -- columns, and 0.1.0's `AFTER UPDATE OF <key>` left that row's old key
--- live in tracking. Its condition (a key column changed) stays.
+-- live in tracking. It also fires when a key keeps its value but changes
+-- its text (numeric `1.5` to `1.50`, a citext's case), which devices hold
+-- as another key; a partitioned table gains a key trigger for that alone
+-- where its key has such a column (core/src/sql/tracking.rs, `key_changed`).
 DO $key$
 DECLARE
-    _trigger record;
+    _table record;
+    _when text;
 BEGIN
-    FOR _trigger IN
-        SELECT g.tgname, g.tgrelid::regclass AS relation, g.tgfoid::regproc AS fn,
-               (SELECT pg_catalog.string_agg(pg_catalog.format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', a.attname), ' OR ' ORDER BY k.n)
-                FROM pg_catalog.unnest(g.tgattr::int2[]) WITH ORDINALITY AS k(attnum, n)
-                JOIN pg_catalog.pg_attribute a ON a.attrelid = g.tgrelid AND a.attnum = k.attnum) AS changed
+    FOR _table IN
+        SELECT t.id, t.relid::regclass AS relation, coalesce((d.def ->> 'partitioned')::boolean, false) AS partitioned,
+               (SELECT pg_catalog.string_agg(pg_catalog.format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', k.name), ' OR ' ORDER BY k.n)
+                FROM pg_catalog.jsonb_array_elements_text(d.def -> 'primary_key') WITH ORDINALITY AS k(name, n)) AS value,
+               (SELECT pg_catalog.format('ROW(%s) IS DISTINCT FROM ROW(%s)',
+                       pg_catalog.string_agg(pg_catalog.format('(OLD.%I::text COLLATE "C")', k.name), ', ' ORDER BY k.n),
+                       pg_catalog.string_agg(pg_catalog.format('(NEW.%I::text COLLATE "C")', k.name), ', ' ORDER BY k.n))
+                FROM pg_catalog.jsonb_array_elements_text(d.def -> 'primary_key') WITH ORDINALITY AS k(name, n)
+                WHERE EXISTS (SELECT FROM pg_catalog.jsonb_array_elements(d.def -> 'columns') c
+                              WHERE c ->> 'name' = k.name AND c ->> 'type' IN ('numeric', 'text', 'jsonb', 'other'))
+                HAVING pg_catalog.count(*) > 0) AS text
         FROM tandem.scope_tables t
-        JOIN pg_catalog.pg_trigger g ON g.tgrelid = t.relid::oid AND g.tgname = pg_catalog.format('tandem_%s_key', t.id)
-        WHERE pg_catalog.array_length(g.tgattr::int2[], 1) > 0
+        JOIN tandem.scopes s ON s.name = t.scope
+        CROSS JOIN LATERAL (SELECT x AS def FROM pg_catalog.jsonb_array_elements(s.schema -> 'tables') x WHERE x ->> 'name' = t.name) d
+        WHERE pg_catalog.to_regprocedure(pg_catalog.format('tandem.%I()', 'on_key_' || t.id)) IS NOT NULL
     LOOP
-        EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s()',
-            _trigger.tgname, _trigger.relation, _trigger.changed, _trigger.fn);
+        _when := CASE
+            WHEN NOT _table.partitioned AND _table.text IS NULL THEN _table.value
+            WHEN NOT _table.partitioned THEN _table.value || ' OR ' || _table.text
+            WHEN _table.text IS NOT NULL THEN 'NOT (' || _table.value || ') AND ' || _table.text
+        END;
+        IF _when IS NOT NULL THEN
+            EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION tandem.%I()',
+                'tandem_' || _table.id || '_key', _table.relation, _when, 'on_key_' || _table.id);
+        END IF;
     END LOOP;
 END $key$;
 
@@ -120,6 +138,15 @@ BEGIN
         JOIN pg_class r ON r.relnamespace = c.objid
         JOIN tandem.scope_tables s ON s.relid = r.oid
         WHERE c.classid = 'pg_namespace'::regclass
+        UNION
+        -- A table made to inherit from a tracked one (CREATE TABLE ...
+        -- INHERITS, ALTER TABLE ... INHERIT): refused, as provisioning
+        -- refuses a table with such children.
+        SELECT s.relid FROM pg_event_trigger_ddl_commands() c
+        JOIN pg_inherits i ON i.inhrelid = c.objid
+        JOIN pg_class p ON p.oid = i.inhparent AND p.relkind = 'r'
+        JOIN tandem.scope_tables s ON s.relid = i.inhparent
+        WHERE c.classid = 'pg_class'::regclass
     LOOP
         PERFORM tandem.follow_columns(_table::int8);
     END LOOP;
@@ -134,7 +161,7 @@ AS 'MODULE_PATHNAME', 'follow_columns_wrapper';
 REVOKE ALL ON FUNCTION tandem.follow_columns(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tandem.on_table_alter() FROM PUBLIC;
 
-CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
+CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE TABLE')
     EXECUTE FUNCTION tandem.on_table_alter();
 
 -- Tracked tables dropped: they leave their scopes, with the tables whose

@@ -130,12 +130,14 @@ pub fn drop_triggers(spi: &mut Spi<'_>, id: i64, root: Option<i64>) -> Result<()
 }
 
 /// Drops the triggers of tracking id `id` that relation `quoted` carries,
-/// as `pg_trigger` lists them: a partition or a partitioned table never
-/// had the key trigger, and `DROP TRIGGER IF EXISTS` would say so.
+/// as `pg_trigger` lists them: a partition or a partitioned table may lack
+/// the key trigger, and `DROP TRIGGER IF EXISTS` would say so. A
+/// partition's copy of its table's key trigger goes with the table's.
 pub fn drop_relation_triggers(spi: &mut Spi<'_>, quoted: &str, id: i64) -> Result<()> {
     let carried = spi::query(
         spi,
-        "SELECT g.tgname::text FROM pg_catalog.pg_trigger g WHERE g.tgrelid = pg_catalog.to_regclass($1) AND g.tgname = ANY($2)",
+        "SELECT g.tgname::text FROM pg_catalog.pg_trigger g WHERE g.tgrelid = pg_catalog.to_regclass($1) AND g.tgname = ANY($2) \
+         AND g.tgparentid = 0",
         &[quoted.into(), tracking::trigger_names(id).into()],
         |row| spi::required_text(row, 1),
     )?;

@@ -117,6 +117,23 @@ pub fn columns_equal<S: AsRef<str>>(left: &str, left_cols: &[S], right: &str, ri
         .join(" AND ")
 }
 
+/// The text of `alias.column`, compared byte for byte: what tells two
+/// spellings of one key apart where `=` holds them equal (`1.5`, `1.50`;
+/// `abc`, `ABC` under citext or a nondeterministic collation).
+pub fn spelling(alias: &str, column: &str) -> String {
+    format!("({alias}.{}::text COLLATE \"C\")", quote_ident(column))
+}
+
+/// `(spelling(l, a), ...) IS DISTINCT FROM (spelling(r, a), ...)` over
+/// `columns`: `None` when there are none (every key text is its value).
+pub fn spelled_apart<S: AsRef<str>>(left: &str, right: &str, columns: &[S]) -> Option<String> {
+    if columns.is_empty() {
+        return None;
+    }
+    let side = |alias: &str| columns.iter().map(|c| spelling(alias, c.as_ref())).collect::<Vec<_>>().join(", ");
+    Some(format!("ROW({}) IS DISTINCT FROM ROW({})", side(left), side(right)))
+}
+
 /// `INSERT ... ON CONFLICT (key) DO UPDATE` of one row from bound parameters
 /// `1..=columns.len()` (both dialects read this the same way).
 pub fn upsert_row(dialect: Dialect, table: &str, columns: &[String], key: &[String], casts: Option<&[String]>) -> String {

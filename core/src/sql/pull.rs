@@ -9,7 +9,7 @@
 use crate::ident::quote_ident;
 use crate::sql::partition::{part_match, row_filter, FilterValues};
 use crate::sql::query::{table_probes, Binds, Col, Columns, Decode, DecodeError, Fields, Query, TableIndex};
-use crate::sql::{column_list, columns_equal, tracking, Scope};
+use crate::sql::{column_list, columns_equal, spelled_apart, spelling, tracking, Scope};
 
 /// What every pull query binds: the snapshot the pull ends at, the one it
 /// starts from (`None`: everything), the caller's own transaction if it has
@@ -82,6 +82,29 @@ pub(crate) fn after_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[St
     }
     let values: Vec<String> = types.iter().zip(position).map(|(ty, value)| format!("{}::text::{ty}", binds.bind(value.as_str()))).collect();
     format!("({}) > ({})", names.join(", "), values.join(", "))
+}
+
+/// [`after_key`] for rows ordered by key, then by the text of its
+/// respellable columns: a page may end between two texts of one key.
+fn after_spelled_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[String], binds: &mut Binds) -> String {
+    let table = scope.table(t);
+    let respellable = table.respellable_key();
+    let after = after_key(scope, t, alias, position, false, binds);
+    if respellable.is_empty() {
+        return after;
+    }
+    let keys = table.key_columns();
+    let mut equal = Vec::new();
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    for (column, value) in keys.iter().zip(position) {
+        let placeholder = binds.bind(value.as_str());
+        equal.push(format!("{alias}.{} = {placeholder}::text::{}", quote_ident(&column.name), column.pg_type));
+        if respellable.contains(&column.name) {
+            mine.push(spelling(alias, &column.name));
+            theirs.push(format!("({placeholder}::text COLLATE \"C\")"));
+        }
+    }
+    format!("({after} OR ({} AND ROW({}) > ROW({})))", equal.join(" AND "), mine.join(", "), theirs.join(", "))
 }
 
 /// How many values a resumed query's position has: the key columns, led by
@@ -229,15 +252,21 @@ pub fn deletes(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
     let bound = w.bind(&mut binds);
     let mut conditions = vec![window("e.tandem_stamp", true, &bound), not_an_echo("e", "tandem_stamp", &bound)];
     if let Some(position) = position {
-        conditions.push(after_key(scope, t, "e", position, false, &mut binds));
+        conditions.push(after_spelled_key(scope, t, "e", position, &mut binds));
     }
     if let Some(matches) = part_match(scope, t, "e.tandem_part", &mut binds, values) {
         conditions.push(matches);
     }
-    let still_here = match row_filter(scope, t, "r", &mut binds, values) {
-        Some(filter) => format!("{} AND {filter}", columns_equal("r", key, "e", key)),
-        None => columns_equal("r", key, "e", key),
-    };
+    // A key the table holds again in another text (`1.50` for `1.5`) is
+    // still a delete of the old text, which a device holds as another key.
+    let respellable = table.respellable_key();
+    let mut still_here = columns_equal("r", key, "e", key);
+    if let Some(apart) = spelled_apart("r", "e", &respellable) {
+        still_here += &format!(" AND NOT {apart}");
+    }
+    if let Some(filter) = row_filter(scope, t, "r", &mut binds, values) {
+        still_here += &format!(" AND {filter}");
+    }
     conditions.push(format!("NOT EXISTS (SELECT 1 FROM {} r WHERE {still_here})", table.table_name().quoted()));
     let mut columns = Columns::new();
     let version = columns.push("version", "max(e.tandem_stamp)::text");
@@ -246,13 +275,17 @@ pub fn deletes(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
         let col = columns.push(&format!("k{i}"), format!("e.{}::text", quote_ident(k)));
         first_key.get_or_insert(col);
     }
+    // One delete per text of a key: a key may have left in two (`1.5`,
+    // then `1.50`), each a row on some device.
+    let mut groups = column_list(Some("e"), key);
+    for column in &respellable {
+        groups += &format!(", {}", spelling("e", column));
+    }
     let sql = format!(
-        "SELECT {} FROM {} e WHERE {} GROUP BY {} ORDER BY {} LIMIT {}",
+        "SELECT {} FROM {} e WHERE {} GROUP BY {groups} ORDER BY {groups} LIMIT {}",
         columns.sql(),
         scope.exits(t),
         conditions.join(" AND "),
-        column_list(Some("e"), key),
-        column_list(Some("e"), key),
         bound.limit,
     );
     let decoder = DeleteRow { version, first_key: first_key.expect("a table has a key"), keys: key.len() };

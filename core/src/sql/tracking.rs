@@ -41,12 +41,19 @@
 //! row to another partition as a delete and an insert, without row-level
 //! update triggers; the update trigger of a partitioned table therefore
 //! finds changed keys itself, as old keys missing from the new rows.
+//!
+//! A key may also change its text and keep its value as `=` compares it
+//! (numeric `1.5` to `1.50`, a citext's case). Tracking holds the one row;
+//! a device, which compares keys as text, would hold both. The key trigger
+//! fires for that too (on a partitioned table, for that alone), and the old
+//! text's exit is sent as a delete since the table holds no row of that
+//! text (`pull::deletes`).
 
 use crate::ident::{quote_ident, quote_literal};
 use crate::setup::Filter;
 use crate::sql::partition::part_expr;
 use crate::sql::query::{table_probes, Binds, Flag, Query, TableIndex};
-use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
+use crate::sql::{column_list, columns_equal, spelled_apart, Scope, TRACKING_SCHEMA};
 
 /// What a trigger of a tracked table tracks; each has a function and a
 /// trigger named after it.
@@ -54,7 +61,8 @@ use crate::sql::{column_list, columns_equal, Scope, TRACKING_SCHEMA};
 enum Event {
     Insert,
     Update,
-    /// A row-level update of a key column (tables that are not partitioned).
+    /// A row-level update of a key: its value (tables that are not
+    /// partitioned) or only its text (see `key_changed`).
     Key,
     Delete,
     Truncate,
@@ -315,7 +323,7 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
              BEGIN\n{body}  RETURN NULL;\nEND\n$tandem$",
             function_name(event, id)
         ));
-        if event == Event::Key && table.partitioned {
+        if event == Event::Key && key_changed(table).is_none() {
             // Its update trigger finds changed keys (a scope provisioned
             // before may still have the row trigger).
             out.push(format!("DROP TRIGGER IF EXISTS {} ON {user_table}", trigger_name(event, id)));
@@ -351,10 +359,7 @@ fn create_trigger(scope: &Scope<'_>, t: usize, event: Event, quoted_relation: &s
         // Fires only for rows whose key changed: other rows pay a
         // comparison. Not `UPDATE OF <key>`: that skips statements naming
         // no key column, whose key a BEFORE trigger may still change.
-        Event::Key => format!(
-            "AFTER UPDATE ON {{t}} FOR EACH ROW WHEN ({})",
-            table.primary_key.iter().map(|k| format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(k))).collect::<Vec<_>>().join(" OR ")
-        ),
+        Event::Key => format!("AFTER UPDATE ON {{t}} FOR EACH ROW WHEN ({})", key_changed(table).unwrap_or_else(|| "false".into())),
         Event::Delete => "AFTER DELETE ON {t} REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT".to_string(),
         Event::Truncate => "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT".to_string(),
     }
@@ -364,6 +369,25 @@ fn create_trigger(scope: &Scope<'_>, t: usize, event: Event, quoted_relation: &s
         trigger_name(event, scope.id(t)),
         function_name(event, scope.id(t))
     )
+}
+
+/// When the key trigger fires: the key changed, as `=` compares it or in
+/// its text (`1.5` to `1.50`), which a device holding the old text must
+/// hear of. A partitioned table's update trigger finds keys that changed
+/// as `=` compares them (a row may move partition, which fires no row
+/// trigger), so there it fires only for a changed text, which never moves
+/// a row (the partition key is part of the primary key).
+/// `None`: the table has no key trigger (partitioned, every key text its
+/// value).
+fn key_changed(table: &crate::schema::TableSchema) -> Option<String> {
+    let value = table.primary_key.iter().map(|k| format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(k))).collect::<Vec<_>>();
+    let text = spelled_apart("OLD", "NEW", &table.respellable_key());
+    match (table.partitioned, text) {
+        (false, None) => Some(value.join(" OR ")),
+        (false, Some(text)) => Some(format!("{} OR {text}", value.join(" OR "))),
+        (true, Some(text)) => Some(format!("NOT ({}) AND {text}", value.join(" OR "))),
+        (true, None) => None,
+    }
 }
 
 /// Logs every row a relation holds itself (`ONLY`): as changes when a

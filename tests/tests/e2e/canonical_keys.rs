@@ -3,7 +3,7 @@
 //! and one row, never two; equal keys in one upload are refused, not merged.
 
 use serde_json::json;
-use tandem_tests::local::{assert_converged, local, local_count, Scenario};
+use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE events (at timestamptz PRIMARY KEY, tenant_id int NOT NULL, what text);
@@ -62,4 +62,90 @@ fn keys_equal_for_postgresql_in_one_upload_are_refused_not_merged() {
     assert_eq!(labels.len(), 1);
     assert_eq!(local_count(&file, "SELECT count(*) FROM prices WHERE amount = 7"), 1, "the file holds what the server holds");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+/// Keys PostgreSQL holds equal in another text: a numeric's scale, a
+/// citext's case, a nondeterministic collation's case; a filtered table,
+/// an unfiltered one and a partitioned one.
+const RESPELLED: &str = r#"
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE COLLATION IF NOT EXISTS tandem_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE prices (amount numeric PRIMARY KEY, tenant_id int NOT NULL, label text);
+CREATE TABLE tags (name citext PRIMARY KEY, note text);
+CREATE TABLE codes (code text COLLATE tandem_ci PRIMARY KEY, tenant_id int NOT NULL, note text);
+CREATE TABLE sizes (size numeric, tenant_id int NOT NULL, label text, PRIMARY KEY (size, tenant_id)) PARTITION BY LIST (tenant_id);
+CREATE TABLE sizes_1 PARTITION OF sizes FOR VALUES IN (1);
+CREATE TABLE sizes_2 PARTITION OF sizes FOR VALUES IN (2);
+CREATE FUNCTION two_places() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.label LIKE 'round:%' THEN
+        NEW.amount := round(NEW.amount, 2);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER two_places BEFORE UPDATE ON prices FOR EACH ROW EXECUTE FUNCTION two_places();
+INSERT INTO prices VALUES (1.5, 1, 'one and a half'), (2.5, 1, 'two and a half'), (7, 2, 'other tenant');
+INSERT INTO tags VALUES ('red', 'colour');
+INSERT INTO codes VALUES ('abc', 1, 'letters');
+INSERT INTO sizes VALUES (9.5, 1, 'nine and a half');
+SELECT sync_provision('s', '{"tables": [
+  {"name": "prices", "filter": {"tenant_id": "tenant"}},
+  {"name": "tags"},
+  {"name": "codes", "filter": {"tenant_id": "tenant"}},
+  {"name": "sizes", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+/// The keys of a file's table in order, as the file holds them.
+fn keys(file: &tandem_local::Store, table: &str, key: &str) -> String {
+    local_value(file, &format!("SELECT group_concat({key}, ',') FROM (SELECT {key} FROM {table} ORDER BY {key})")).unwrap_or_default()
+}
+
+#[test]
+fn a_key_the_server_respells_leaves_its_old_text_on_no_device() {
+    let s = Scenario::new("respelled", RESPELLED, "s");
+    let token_a = s.register(json!({"tenant": 1}));
+    let token_b = s.register(json!({"tenant": 1}));
+    let (a, b) = (s.store("a.db"), s.store("b.db"));
+    s.sync_as(&a, &token_a);
+    s.sync_as(&b, &token_b);
+    s.server()
+        .batch_execute(
+            "UPDATE prices SET amount = 1.50 WHERE amount = 1.5;
+             UPDATE tags SET name = 'RED';
+             UPDATE codes SET code = 'ABC';
+             UPDATE sizes SET size = 9.50;",
+        )
+        .unwrap();
+    // Device A edits a value; the server's trigger re-spells the key.
+    local(&a, "UPDATE prices SET label = 'round: two and a half' WHERE amount = '2.5'");
+    let report = s.sync_as(&a, &token_a);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    s.sync_as(&b, &token_b);
+    for file in [&a, &b] {
+        assert_eq!(keys(file, "prices", "amount"), "1.50,2.50", "one row per key, in the server's text");
+        assert_eq!(keys(file, "tags", "name"), "RED");
+        assert_eq!(keys(file, "codes", "code"), "ABC");
+        assert_eq!(keys(file, "sizes", "size"), "9.50");
+        assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    }
+    // A device writes the key in another text: one row everywhere.
+    local(&a, "UPDATE prices SET amount = '2.5' WHERE amount = '2.50'; UPDATE tags SET name = 'Red'");
+    let report = s.sync_as(&a, &token_a);
+    assert!(report.rejected.is_empty(), "{report:?}");
+    s.sync_as(&b, &token_b);
+    for file in [&a, &b] {
+        assert_eq!(local_count(file, "SELECT count(*) FROM prices"), 2, "1.50 and one text of 2.5");
+        assert_eq!(local_count(file, "SELECT count(*) FROM tags"), 1);
+        assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    }
+    assert_eq!(keys(&a, "prices", "amount"), keys(&b, "prices", "amount"));
+    // Deleting the row on a device deletes the server's row, and nothing else.
+    local(&b, "DELETE FROM prices WHERE amount = '1.50'");
+    let report = s.sync_as(&b, &token_b);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    s.sync_as(&a, &token_a);
+    let left: i64 = s.server().query_one("SELECT count(*) FROM prices", &[]).unwrap().get(0);
+    assert_eq!(left, 2, "2.5 and the other tenant's row stay");
+    assert_eq!(local_count(&a, "SELECT count(*) FROM prices WHERE amount IN ('2.5', '2.50')"), 1);
+    assert_eq!(local_count(&a, "SELECT count(*) FROM prices"), 1);
 }

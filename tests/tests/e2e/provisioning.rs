@@ -52,6 +52,12 @@ fn what_devices_could_never_write_is_refused_when_the_scope_is_provisioned() {
             json!({"tables": [{"name": "orders"}]}),
             "DEFERRABLE unique constraint",
         ),
+        (
+            "CREATE TABLE events (id int PRIMARY KEY, what text);
+          CREATE TABLE events_old (PRIMARY KEY (id)) INHERITS (events);",
+            json!({"tables": [{"name": "events"}]}),
+            "inherit from it",
+        ),
     ];
     for (schema, setup, needle) in cases {
         let db = TestDb::new("refused_setup");
@@ -67,6 +73,25 @@ fn what_devices_could_never_write_is_refused_when_the_scope_is_provisioned() {
              SELECT sync_provision('s', '{\"tables\": [{\"name\": \"orders\", \"direction\": \"download_only\"}]}');",
         )
         .unwrap();
+}
+
+#[test]
+fn a_table_made_to_inherit_from_a_tracked_one_is_refused() {
+    let db = TestDb::new("inherits_later");
+    let mut client = db.connect();
+    client
+        .batch_execute(
+            "CREATE TABLE events (id int PRIMARY KEY, what text);
+             CREATE TABLE archive (id int PRIMARY KEY, what text);
+             SELECT sync_provision('s', '{\"tables\": [{\"name\": \"events\"}]}');",
+        )
+        .unwrap();
+    for ddl in ["CREATE TABLE events_old (PRIMARY KEY (id)) INHERITS (events)", "ALTER TABLE archive INHERIT events"] {
+        let error = describe(&client.batch_execute(ddl).unwrap_err());
+        assert!(error.contains("inherit from it") && error.contains("scope \"s\""), "{ddl}: {error}");
+    }
+    let children: i64 = client.query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass", &[]).unwrap().get(0);
+    assert_eq!(children, 0, "nothing was made to inherit");
 }
 
 const DEFAULTS: &str = r#"

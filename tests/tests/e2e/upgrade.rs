@@ -109,19 +109,27 @@ fn an_update_either_way_keeps_scopes_clients_and_pending_changes_and_matches_a_f
            CREATE TABLE visits (id int, tenant_id int NOT NULL, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
            CREATE TABLE visits_2024 PARTITION OF visits FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
            INSERT INTO visits VALUES (1, 1, '2024-02-01');
+           CREATE TABLE prices (amount numeric PRIMARY KEY, label text);
+           CREATE TABLE sizes (size numeric, at date, PRIMARY KEY (size, at)) PARTITION BY RANGE (at);
+           CREATE TABLE sizes_2024 PARTITION OF sizes FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
            ALTER TABLE customers OWNER TO "{0}";
            ALTER TABLE visits OWNER TO "{0}";
            ALTER TABLE visits_2024 OWNER TO "{0}";
+           ALTER TABLE prices OWNER TO "{0}";
+           ALTER TABLE sizes OWNER TO "{0}";
+           ALTER TABLE sizes_2024 OWNER TO "{0}";
            SET ROLE "{0}";
            SELECT sync_provision('crm', '{{"tables": [{{"name": "customers", "filter": {{"tenant_id": "tenant"}}}},
-                                                      {{"name": "visits", "filter": {{"tenant_id": "tenant"}}}}]}}');
+                                                      {{"name": "visits", "filter": {{"tenant_id": "tenant"}}}},
+                                                      {{"name": "prices"}}, {{"name": "sizes"}}]}}');
            RESET ROLE;"#,
         owner.0
     );
     let s = Scenario::new("upgrade", &schema, "crm");
     let mut server = s.server();
     let notifying_at_first = notifying(&mut server);
-    assert_eq!(notifying_at_first, 3, "the table, the partitioned table and its partition");
+    assert_eq!(notifying_at_first, 6, "the tables, the partitioned tables and their partitions");
+    let key_triggers_at_first = key_triggers(&mut server);
     let (current, default) = version(&mut server);
     assert_eq!(current, default);
     assert_ne!(current, PREVIOUS);
@@ -146,20 +154,28 @@ fn an_update_either_way_keeps_scopes_clients_and_pending_changes_and_matches_a_f
     assert_eq!(owner_text, owner.0, "0.1.0 kept the owner by name");
 
     // 0.1.0 provisioned a key trigger that fired only for statements
-    // naming a key column.
+    // naming a key column, and only when its value changed; a partitioned
+    // table had none.
     server
         .batch_execute(
-            "DO $$ DECLARE _id bigint := (SELECT id FROM tandem.scope_tables WHERE relid::oid = 'customers'::regclass::oid); BEGIN \
-             EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE OF id ON customers FOR EACH ROW \
-             WHEN (OLD.id IS DISTINCT FROM NEW.id) EXECUTE FUNCTION tandem.%I()', 'tandem_' || _id || '_key', 'on_key_' || _id); END $$",
+            "DO $$ DECLARE _id bigint; _table text; BEGIN \
+             FOREACH _table IN ARRAY ARRAY['customers.id', 'prices.amount'] LOOP \
+             _id := (SELECT id FROM tandem.scope_tables WHERE relid::oid = split_part(_table, '.', 1)::regclass::oid); \
+             EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE OF %3$I ON %2$I FOR EACH ROW \
+             WHEN (OLD.%3$I IS DISTINCT FROM NEW.%3$I) EXECUTE FUNCTION tandem.%4$I()', 'tandem_' || _id || '_key', \
+             split_part(_table, '.', 1), split_part(_table, '.', 2), 'on_key_' || _id); END LOOP; \
+             _id := (SELECT id FROM tandem.scope_tables WHERE relid::oid = 'sizes'::regclass::oid); \
+             EXECUTE format('DROP TRIGGER %I ON sizes', 'tandem_' || _id || '_key'); END $$",
         )
         .unwrap();
-    assert_eq!(key_triggers_naming_columns(&mut server), 1);
+    assert_ne!(key_triggers(&mut server), key_triggers_at_first);
+    assert_eq!(key_triggers_naming_columns(&mut server), 2);
 
     // And forward again.
     server.batch_execute("ALTER EXTENSION tandem UPDATE").unwrap();
     assert_eq!(version(&mut server).0, current);
     assert_eq!(key_triggers_naming_columns(&mut server), 0, "a key changed by a BEFORE trigger of the table's own is seen");
+    assert_eq!(key_triggers(&mut server), key_triggers_at_first, "as provisioning makes them: a key's new text is seen too");
     assert_same_objects(&mut server, &mut TestDb::new("upgrade_fresh").connect());
     assert_eq!(notifying(&mut server), notifying_at_first, "the scope's tables notify their commits again");
     let owner_role: String = server.query_one("SELECT owner::text FROM tandem.scopes", &[]).unwrap().get(0);
@@ -182,6 +198,12 @@ fn an_update_either_way_keeps_scopes_clients_and_pending_changes_and_matches_a_f
 /// Key triggers that fire only for statements naming a key column.
 fn key_triggers_naming_columns(client: &mut Client) -> i64 {
     client.query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tandem_%_key' AND tgattr::text <> ''", &[]).unwrap().get(0)
+}
+
+/// The key triggers of the scope's tables, as `pg_get_triggerdef` prints them.
+fn key_triggers(client: &mut Client) -> Vec<String> {
+    let sql = "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname LIKE 'tandem_%_key' AND tgparentid = 0 ORDER BY 1";
+    client.query(sql, &[]).unwrap().iter().map(|row| row.get(0)).collect()
 }
 
 /// Relations whose writes notify `LISTEN tandem`.
