@@ -27,11 +27,15 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
     if kind != "r" && kind != "p" {
         return Err(Error::InvalidSetup(format!("{name} is not a table (views and other relations cannot be synced)")));
     }
+    // A table others inherit from holds their rows too, and a write to one
+    // of them fires only that table's triggers.
     let inherited =
         spi::one::<bool>(spi, "SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::int8::oid)", &[oid.into()])?;
     if kind == "r" && inherited == Some(true) {
         return Err(Error::InvalidSetup(format!(
-            "{name} has tables that inherit from it (INHERITS): a write to one of them fires only its own triggers, and              {name}'s rows include theirs, so Tandem cannot track {name}; make it a partitioned table, or sync each              table on its own with no inheritance between them"
+            "{name} has tables that inherit from it (INHERITS): its rows include theirs, and a write to one of them \
+             fires only its own triggers, so Tandem cannot track {name}; make it a partitioned table, or sync each \
+             table on its own with no inheritance between them"
         )));
     }
     // Defaults print with only pg_catalog on the path too: a user's
