@@ -71,6 +71,10 @@ pub enum RemoteError {
     #[error("the tandem extension is not installed in the server's database at {url}: run CREATE EXTENSION tandem there (make install puts it on the server)")]
     ExtensionMissing { url: String },
 
+    /// Installed, in a schema the connection's role does not look in.
+    #[error("the tandem extension is installed in schema \"{schema}\" of the server's database at {url}, but this connection's search_path ({search_path}) leaves that schema out: add it to the role's search_path (ALTER ROLE <role> SET search_path = ..., \"{schema}\")")]
+    ExtensionOffPath { url: String, schema: String, search_path: String },
+
     #[error("the server has no scope \"{0}\": create it there with sync_provision")]
     UnknownScope(String),
 

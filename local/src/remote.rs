@@ -142,19 +142,38 @@ impl PostgresRemote {
         }
     }
 
-    fn error(&self, scope: &str, error: postgres::Error) -> RemoteError {
+    fn error(&mut self, scope: &str, error: postgres::Error) -> RemoteError {
         let Some(db) = error.as_db_error() else {
             return RemoteError::Unreachable { url: self.url.clone(), reason: error.to_string() };
         };
         let sqlstate = db.code().code().to_string();
         if sqlstate == "42883" && db.message().contains("sync_") {
-            return RemoteError::ExtensionMissing { url: self.url.clone() };
+            return self.missing_functions();
         }
         if sqlstate == "42704" && db.message().starts_with("unknown scope") {
             return RemoteError::UnknownScope(scope.to_string());
         }
         RemoteError::from_server(&sqlstate, db.message(), db.detail())
             .unwrap_or_else(|| RemoteError::Server { sqlstate, message: db.message().to_string() })
+    }
+
+    /// Why the `sync_*` functions were not found: the extension is not
+    /// in the database, or it is in a schema the session's `search_path`
+    /// leaves out (a role whose path hides `public`).
+    fn missing_functions(&mut self) -> RemoteError {
+        let url = self.url.clone();
+        let found = self.client.query_opt(
+            "SELECT n.nspname::text, pg_catalog.current_setting('search_path') FROM pg_catalog.pg_extension e \
+             JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'tandem'",
+            &[],
+        );
+        match found {
+            Ok(Some(row)) => match (row.try_get::<_, String>(0), row.try_get::<_, String>(1)) {
+                (Ok(schema), Ok(search_path)) => RemoteError::ExtensionOffPath { url, schema, search_path },
+                _ => RemoteError::ExtensionMissing { url },
+            },
+            _ => RemoteError::ExtensionMissing { url },
+        }
     }
 
     fn one_text(&mut self, scope: &str, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<String, RemoteError> {

@@ -701,3 +701,15 @@ fn a_retried_upload_is_acknowledged_when_the_scope_owner_is_no_superuser() {
     assert_eq!((again["applied"].clone(), again["conflicts"].clone()), (json!(0), json!([])), "acknowledged, not applied twice: {again}");
     assert_eq!(again["versions"][0]["key"], json!([5]), "{again}");
 }
+
+#[test]
+fn a_device_role_whose_search_path_leaves_out_the_extension_is_told_so() {
+    let s = Scenario::new("off_path", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let device = Role::new(&s, "device", &format!("{DEVICE_GRANTS} ALTER ROLE {{role}} SET search_path = pg_catalog;"));
+    let file = s.store("a.db");
+    let error = file.sync(&device.url(&s), "crm", &options(&token)).unwrap_err();
+    assert!(!error.is_extension_missing(), "{error}");
+    let text = error.to_string();
+    assert!(text.contains("installed in schema \"public\"") && text.contains("search_path (pg_catalog)"), "{text}");
+}
