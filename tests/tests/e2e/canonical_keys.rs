@@ -149,3 +149,19 @@ fn a_key_the_server_respells_leaves_its_old_text_on_no_device() {
     assert_eq!(local_count(&a, "SELECT count(*) FROM prices WHERE amount IN ('2.5', '2.50')"), 1);
     assert_eq!(local_count(&a, "SELECT count(*) FROM prices"), 1);
 }
+
+#[test]
+fn an_edit_of_a_key_the_server_respelled_meanwhile_is_a_conflict_on_one_row() {
+    let s = Scenario::new("respelled_edit", RESPELLED, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server().batch_execute("UPDATE prices SET amount = 1.50 WHERE amount = 1.5; UPDATE tags SET name = 'RED'").unwrap();
+    local(&file, "UPDATE prices SET label = 'edited offline' WHERE amount = '1.5'; UPDATE tags SET note = 'edited offline'");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.conflicts.len(), 2, "the server changed both rows since the file's base: {report:?}");
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "prices", "amount"), "1.50,2.5");
+    assert_eq!(keys(&file, "tags", "name"), "RED");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
