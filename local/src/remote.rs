@@ -162,9 +162,12 @@ impl PostgresRemote {
     /// leaves out (a role whose path hides `public`).
     fn missing_functions(&mut self) -> RemoteError {
         let url = self.url.clone();
+        // On the path, the functions are missing for a moment (a restore or
+        // an upgrade under way): the extension counts as missing.
         let found = self.client.query_opt(
             "SELECT n.nspname::text, pg_catalog.current_setting('search_path') FROM pg_catalog.pg_extension e \
-             JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'tandem'",
+             JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+             WHERE e.extname = 'tandem' AND n.nspname <> ALL (pg_catalog.current_schemas(true))",
             &[],
         );
         match found {
