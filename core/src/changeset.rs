@@ -67,6 +67,11 @@ pub struct RowChange {
     /// or not at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<Vec<Value>>,
+    /// Server deletes only, to a device that asked (`respellings`): the
+    /// server still holds the key under another text of an equal value
+    /// (`1.50` for `1.5`), so rows filtered `via` the deleted text stay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub respelled: bool,
 }
 
 impl RowChange {
@@ -205,9 +210,13 @@ impl ChangesetWriter {
         &mut self.out
     }
 
-    /// Starts a delete row; the caller writes the key values.
-    pub fn begin_delete(&mut self, version: &str) -> &mut String {
+    /// Starts a delete row (`respelled`: see [`RowChange::respelled`]); the
+    /// caller writes the key values.
+    pub fn begin_delete(&mut self, version: &str, respelled: bool) -> &mut String {
         self.begin_row("delete", version);
+        if respelled {
+            self.out.push_str(",\"respelled\":true");
+        }
         self.out.push_str(",\"key\":[");
         &mut self.out
     }
@@ -267,6 +276,7 @@ mod tests {
             values: Some(vec![json!(1), json!("x".repeat(1000)), Value::Null]),
             key: None,
             moved_from: Some(vec![json!(2)]),
+            respelled: false,
         };
         assert_eq!(row.approx_json_len(), 64 + 21 + 1003 + 6 + 21);
         let error = crate::Error::RowTooLarge { table: "public.notes".into(), key: "[1]".into(), bytes: 600 << 20 };
@@ -293,7 +303,7 @@ mod tests {
         w.begin_table("public.customers", &["id".into(), "name".into()]);
         w.begin_upsert("812").push_str("7,\"Ada\"");
         w.end_row();
-        w.begin_delete("815").push('9');
+        w.begin_delete("815", false).push('9');
         w.end_row();
         w.begin_table("public.empty", &["id".into()]);
         let text = w.finish("900:905:", true);

@@ -68,6 +68,12 @@ pub struct SelectOptions {
     /// (a filter) the caller has not taken yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<i64>,
+    /// The caller takes deletes marked `respelled` (see
+    /// `changeset::RowChange::respelled`); a device asks once the server's
+    /// `sync_schema` says it sends them, so neither side meets a field it
+    /// does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respellings: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -36,6 +36,9 @@ pub struct CheckedRow<V> {
     pub seq: Option<i64>,
     /// A key change: the key the row had, as JSON and converted.
     pub moved_from: Option<MovedKey<V>>,
+    /// A server delete of a key it holds under another text (see
+    /// `changeset::RowChange::respelled`).
+    pub respelled: bool,
 }
 
 /// The key an upserted row had before the change that moved it.
@@ -113,6 +116,9 @@ pub fn check_changeset<'s, V>(
             check_version_text(&row.version, "version", &table.name, n)?;
             let (raw, described) = match row.op {
                 Op::Upsert => {
+                    if row.respelled {
+                        return Err(malformed(format!("upsert row {n} of {} carries \"respelled\", which only a delete may", table.name)));
+                    }
                     if row.key.is_some() {
                         return Err(malformed(format!("upsert row {n} of {} carries \"key\"; the key is in \"values\"", table.name)));
                     }
@@ -226,6 +232,7 @@ pub fn check_changeset<'s, V>(
                     version: row.version,
                     seq: row.seq,
                     moved_from,
+                    respelled: row.respelled,
                 }),
             }
         }

@@ -66,6 +66,9 @@ fn sync_schema(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")
             let mut value = serde_json::to_value(&schema).map_err(|e| Error::Internal(format!("schema of {scope}: {e}")))?;
             let (server_id, moved_from) = registry::server_id(spi)?;
             value["server_id"] = Value::from(server_id);
+            // Deletes may say a key changed its text only (design.md,
+            // "Keys as PostgreSQL compares them"), to a device that asks.
+            value["respellings"] = Value::from(true);
             if !moved_from.is_empty() {
                 value["moved_from"] = Value::from(moved_from);
             }

@@ -156,9 +156,12 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
                     echoes: &echoes,
                     limit: remaining.min(i64::MAX as u64) as i64,
                 };
-                let through_log = busy.contains(&window.table);
-                let (read, last_key, full) =
-                    read_batch(spi, &scope, &window, &fixed, &bound, through_log, &mut writer, options.max_bytes())?;
+                let how = HowToRead {
+                    through_log: busy.contains(&window.table),
+                    respellings: options.respellings == Some(true),
+                    max_bytes: options.max_bytes(),
+                };
+                let (read, last_key, full) = read_batch(spi, &scope, &window, &fixed, &bound, &how, &mut writer)?;
                 budget_used += read as u64;
                 if read as u64 == remaining || full {
                     window.after = last_key;
@@ -291,22 +294,31 @@ fn position_texts(scope: &Scope<'_>, t: usize, after: &[Value], stamped: bool) -
     Ok(texts)
 }
 
+/// How [`read_batch`] reads a table.
+#[derive(Clone, Copy)]
+struct HowToRead {
+    /// Another call is folding the table (see `fold::fold_unless_busy`).
+    through_log: bool,
+    /// The caller takes deletes marked `respelled`.
+    respellings: bool,
+    /// Changeset bytes after which the batch ends.
+    max_bytes: usize,
+}
+
 /// Reads one batch of table `window.table` into the changeset; returns how
 /// many rows it read (the batch size counts rows read, so the next batch
 /// starts after them), the position after the last one, and whether the
-/// changeset reached `max_bytes` (the batch ends there). `through_log`:
-/// another call is folding the table (see `fold::fold_unless_busy`).
-#[allow(clippy::too_many_arguments)]
+/// changeset reached `max_bytes` (the batch ends there).
 fn read_batch(
     spi: &Spi<'_>,
     scope: &Scope<'_>,
     window: &Window,
     fixed: &pull::Window<'_>,
     filters: &FilterValues,
-    through_log: bool,
+    how: &HowToRead,
     writer: &mut ChangesetWriter,
-    max_bytes: usize,
 ) -> Result<(usize, Option<Vec<Value>>, bool)> {
+    let HowToRead { through_log, respellings, max_bytes } = *how;
     let t = window.table;
     let table = scope.table(t);
     let stamped = window.phase == Phase::Upserts && window.since.is_some();
@@ -361,7 +373,7 @@ fn read_batch(
             }
             Ok(())
         }),
-        Phase::Deletes => spi::each(spi, pull::deletes(scope, t, fixed, position.as_deref(), filters), |row| {
+        Phase::Deletes => spi::each(spi, pull::deletes(scope, t, fixed, position.as_deref(), filters, respellings), |row| {
             if full {
                 return Ok(());
             }
@@ -371,7 +383,7 @@ fn read_batch(
                 writer.begin_table(&table.name, &names);
                 started = true;
             }
-            let out = writer.begin_delete(row.version);
+            let out = writer.begin_delete(row.version, row.respelled);
             for (i, (column, value)) in key_columns.iter().zip(row.key).enumerate() {
                 if i > 0 {
                     out.push(',');

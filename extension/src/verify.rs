@@ -215,6 +215,7 @@ fn walk_table(
                         values: Some(values),
                         key: None,
                         moved_from: None,
+                        respelled: false,
                     });
                 }
                 Step::Rows | Step::Fetch => {}
@@ -233,7 +234,7 @@ fn walk_table(
     loop {
         let mut read = 0;
         let mut last = None;
-        spi::each(spi, pull::deletes(scope, t, &gone, position.as_deref(), bound), |row| {
+        spi::each(spi, pull::deletes(scope, t, &gone, position.as_deref(), bound, false), |row| {
             read += 1;
             text.clear();
             text.push('[');

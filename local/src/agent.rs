@@ -632,6 +632,7 @@ fn exchange(
         replica: Some(state.replica_id.clone()),
         echoes: Some(state.echoes.clone()),
         schema_version: Some(state.schema.version),
+        respellings: remote.respellings().then_some(true),
     };
     let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
     for _pass in 0..if resuming { 2 } else { 1 } {

@@ -118,14 +118,17 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                         };
                         result.applied += 1;
                     }
-                    Op::Delete => deletes.push((t, row.key.clone())),
+                    Op::Delete => deletes.push((t, row.key.clone(), row.respelled)),
                 }
             }
         }
         // Children before parents.
-        deletes.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
-        for (t, key) in deletes {
-            let removed = rows::delete_with_children(conn, state, t, &key)? as u64;
+        deletes.sort_by_key(|(t, _, _)| std::cmp::Reverse(*t));
+        for (t, key, respelled) in deletes {
+            let removed = match respelled {
+                true => rows::delete_alone(conn, state, t, &key)?,
+                false => rows::delete_with_children(conn, state, t, &key)?,
+            } as u64;
             result.applied += 1;
             result.cascaded += removed.saturating_sub(1);
         }

@@ -37,6 +37,7 @@ pub struct HttpRemote {
     shown: String,
     server_id: Option<String>,
     moved_from: Vec<String>,
+    respellings: bool,
     last_schema: LastSchema,
     /// The event stream a watch waits on, and its scope.
     events: Option<(String, EventStream)>,
@@ -103,7 +104,16 @@ impl HttpRemote {
             .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RemoteError::Config(format!("HTTP client setup: {e}")))?;
-        Ok(HttpRemote { client, base, shown, server_id: None, moved_from: Vec::new(), last_schema: LastSchema::default(), events: None })
+        Ok(HttpRemote {
+            client,
+            base,
+            shown,
+            server_id: None,
+            moved_from: Vec::new(),
+            respellings: false,
+            last_schema: LastSchema::default(),
+            events: None,
+        })
     }
 
     fn endpoint(&self, scope: &str, call: &str) -> Result<Url, RemoteError> {
@@ -249,6 +259,7 @@ impl Remote for HttpRemote {
         let answer = self.last_schema.read(self.send(scope, token, request)?)?;
         self.server_id = answer.server_id;
         self.moved_from = answer.moved_from;
+        self.respellings = answer.respellings;
         Ok(answer.schema)
     }
 
@@ -258,6 +269,10 @@ impl Remote for HttpRemote {
 
     fn moved_from(&self) -> Vec<String> {
         self.moved_from.clone()
+    }
+
+    fn respellings(&self) -> bool {
+        self.respellings
     }
 
     /// Waits on the gateway's event stream, opened by the first wait (its

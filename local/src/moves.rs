@@ -144,6 +144,7 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) ->
                         values: to.values,
                         key: None,
                         moved_from: Some(entry.key),
+                        respelled: false,
                     },
                 ));
             }
@@ -158,6 +159,7 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) ->
                         values: Some(values),
                         key: None,
                         moved_from: None,
+                        respelled: false,
                     },
                 )),
                 None if entry.base.is_some() || answer_lost => out.push((
@@ -170,6 +172,7 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) ->
                         values: None,
                         key: Some(entry.key),
                         moved_from: None,
+                        respelled: false,
                     },
                 )),
                 None => {}

@@ -42,6 +42,12 @@ pub trait Remote: Send {
     fn moved_from(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Whether the server marks a delete whose key it still holds under
+    /// another text (as the last `schema` call said): only then may a pull
+    /// ask for the mark, which an older server would refuse as unknown.
+    fn respellings(&self) -> bool {
+        false
+    }
     /// Waits up to `timeout` for the server to say that `scope` saw a
     /// commit: `true` means pull now. It may also say `true` when it cannot
     /// know (a connection just made may have missed one); a transport that
@@ -71,6 +77,7 @@ pub struct PostgresRemote {
     url: String,
     server_id: Option<String>,
     moved_from: Vec<String>,
+    respellings: bool,
     last_schema: LastSchema,
     config: Config,
     tls: TlsSettings,
@@ -116,6 +123,7 @@ impl PostgresRemote {
             url: shown,
             server_id: None,
             moved_from: Vec::new(),
+            respellings: false,
             last_schema: LastSchema::default(),
             config,
             tls,
@@ -250,6 +258,7 @@ pub(crate) struct SchemaAnswer {
     pub schema: Schema,
     pub server_id: Option<String>,
     pub moved_from: Vec<String>,
+    pub respellings: bool,
 }
 
 /// The last `sync_schema` answer a transport read, with its text: a round
@@ -276,16 +285,17 @@ impl LastSchema {
 fn schema_answer(text: &str) -> Result<SchemaAnswer, RemoteError> {
     let unreadable = |e: serde_json::Error| RemoteError::Protocol(format!("unreadable schema: {e}"));
     let mut value: serde_json::Value = serde_json::from_str(text).map_err(unreadable)?;
-    let (server_id, moved_from) = match value.as_object_mut() {
-        Some(o) => (o.remove("server_id"), o.remove("moved_from")),
-        None => (None, None),
+    let (server_id, moved_from, respellings) = match value.as_object_mut() {
+        Some(o) => (o.remove("server_id"), o.remove("moved_from"), o.remove("respellings")),
+        None => (None, None, None),
     };
     let moved_from = match moved_from {
         Some(ids) => serde_json::from_value(ids).map_err(unreadable)?,
         None => Vec::new(),
     };
     let server_id = server_id.and_then(|v| v.as_str().map(str::to_string));
-    Ok(SchemaAnswer { schema: serde_json::from_value(value).map_err(unreadable)?, server_id, moved_from })
+    let respellings = respellings.and_then(|v| v.as_bool()).unwrap_or(false);
+    Ok(SchemaAnswer { schema: serde_json::from_value(value).map_err(unreadable)?, server_id, moved_from, respellings })
 }
 
 fn options_text(options: &impl serde::Serialize) -> Result<String, RemoteError> {
@@ -299,6 +309,7 @@ impl Remote for PostgresRemote {
         let answer = self.last_schema.read(text)?;
         self.server_id = answer.server_id;
         self.moved_from = answer.moved_from;
+        self.respellings = answer.respellings;
         Ok(answer.schema)
     }
 
@@ -308,6 +319,10 @@ impl Remote for PostgresRemote {
 
     fn moved_from(&self) -> Vec<String> {
         self.moved_from.clone()
+    }
+
+    fn respellings(&self) -> bool {
+        self.respellings
     }
 
     /// `LISTEN tandem` on a connection of its own (any role that may

@@ -213,14 +213,7 @@ pub fn has_pending(conn: &Connection, table: &TableSchema, id: i64, after: i64, 
 /// unsent local change. Returns how many rows went.
 pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<usize> {
     let table = &state.schema.tables[t];
-    let id = state.tables[t].id;
-    let removed = conn
-        .prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
-        .execute(params_from_iter(key_params(table, key)?))?;
-    delete_base(conn, table, id, key)?;
-    // A row of this key kept aside is gone on the server too.
-    crate::not_stored::forget(conn, &state.scope, table, key)?;
-    let mut total = removed;
+    let mut total = delete_alone(conn, state, t, key)?;
     for (c, child) in state.schema.tables.iter().enumerate() {
         let Some(Filter::Via { parent, on }) = &child.filter else { continue };
         if *parent != table.name {
@@ -239,6 +232,21 @@ pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key
         }
     }
     Ok(total)
+}
+
+/// Deletes a row, its base version and anything of its key kept aside,
+/// leaving the rows filtered `via` it: for a key the server holds under
+/// another text now (`1.50` for `1.5`), whose rows still belong to the
+/// partition. Returns how many rows went.
+pub fn delete_alone(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<usize> {
+    let table = &state.schema.tables[t];
+    let removed = conn
+        .prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
+        .execute(params_from_iter(key_params(table, key)?))?;
+    delete_base(conn, table, state.tables[t].id, key)?;
+    // A row of this key kept aside is gone on the server too.
+    crate::not_stored::forget(conn, &state.scope, table, key)?;
+    Ok(removed)
 }
 
 /// The highest change counter handed out for table `id` (0 for none).

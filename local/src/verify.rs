@@ -331,7 +331,16 @@ fn repair(conn: &Connection, state: &ScopeState, exchange: &mut Exchange<'_>, ta
     for checked in tables.iter().filter(|c| !c.report.extra.is_empty()) {
         let rows = keys_of(checked.report.extra.iter())
             .into_iter()
-            .map(|key| RowChange { op: Op::Delete, version: None, base: None, seq: None, values: None, key: Some(key), moved_from: None })
+            .map(|key| RowChange {
+                op: Op::Delete,
+                version: None,
+                base: None,
+                seq: None,
+                values: None,
+                key: Some(key),
+                moved_from: None,
+                respelled: false,
+            })
             .collect();
         changeset.tables.push(TableChanges { name: checked.table.name.clone(), columns: checked.table.column_names(), rows });
     }

@@ -252,6 +252,9 @@ impl Remote for Interfering {
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }
+    fn respellings(&self) -> bool {
+        self.inner.respellings()
+    }
     fn verify(&mut self, scope: &str, options: &tandem_core::verify::VerifyOptions) -> Result<String, RemoteError> {
         let answer = self.inner.verify(scope, options)?;
         if let Some((file, sql)) = self.write_after_verify.take() {

@@ -43,6 +43,9 @@ impl Remote for TimedApply {
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }
+    fn respellings(&self) -> bool {
+        self.inner.respellings()
+    }
     fn verify(&mut self, scope: &str, options: &tandem_core::verify::VerifyOptions) -> Result<String, RemoteError> {
         self.inner.verify(scope, options)
     }

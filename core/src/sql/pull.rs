@@ -226,6 +226,8 @@ pub struct PulledDelete<'a> {
     pub version: &'a str,
     /// The key columns, in primary key order.
     pub key: &'a [Option<&'a str>],
+    /// The partition holds the key under another text (asked for only).
+    pub respelled: bool,
 }
 
 /// Reads [`deletes`]' rows.
@@ -233,19 +235,36 @@ pub struct DeleteRow {
     version: Col,
     first_key: Col,
     keys: usize,
+    respelled: Option<Col>,
 }
 
 impl Decode for DeleteRow {
     type Row<'a> = PulledDelete<'a>;
     fn decode<'a>(&self, f: Fields<'a>) -> Result<PulledDelete<'a>, DecodeError> {
-        Ok(PulledDelete { version: f.required(self.version)?, key: f.slice(self.first_key, self.keys) })
+        Ok(PulledDelete {
+            version: f.required(self.version)?,
+            key: f.slice(self.first_key, self.keys),
+            respelled: match self.respelled {
+                Some(col) => f.bool(col)?,
+                None => false,
+            },
+        })
     }
 }
 
 /// Keys of table `t` that left the client's partition in the window (deleted,
 /// or moved away) and are not in it now: the stamp of the exit, then the key
-/// columns. Only for incremental pulls.
-pub fn deletes(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[String]>, values: &FilterValues) -> Query<DeleteRow> {
+/// columns, then (`respellings`, for a key that may change its text) whether
+/// the partition holds the key under another text. Only for incremental
+/// pulls.
+pub fn deletes(
+    scope: &Scope<'_>,
+    t: usize,
+    w: &Window<'_>,
+    position: Option<&[String]>,
+    values: &FilterValues,
+    respellings: bool,
+) -> Query<DeleteRow> {
     let table = scope.table(t);
     let key = &table.primary_key;
     let mut binds = Binds::new();
@@ -275,6 +294,13 @@ pub fn deletes(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
         let col = columns.push(&format!("k{i}"), format!("e.{}::text", quote_ident(k)));
         first_key.get_or_insert(col);
     }
+    let respelled = (respellings && !respellable.is_empty()).then(|| {
+        let mut held = columns_equal("h", key, "e", key);
+        if let Some(filter) = row_filter(scope, t, "h", &mut binds, values) {
+            held += &format!(" AND {filter}");
+        }
+        columns.push("respelled", format!("EXISTS (SELECT 1 FROM {} h WHERE {held})::text", table.table_name().quoted()))
+    });
     // One delete per text of a key: a key may have left in two (`1.5`,
     // then `1.50`), each a row on some device.
     let mut groups = column_list(Some("e"), key);
@@ -288,7 +314,7 @@ pub fn deletes(scope: &Scope<'_>, t: usize, w: &Window<'_>, position: Option<&[S
         conditions.join(" AND "),
         bound.limit,
     );
-    let decoder = DeleteRow { version, first_key: first_key.expect("a table has a key"), keys: key.len() };
+    let decoder = DeleteRow { version, first_key: first_key.expect("a table has a key"), keys: key.len(), respelled };
     Query::new(sql, binds, &columns, decoder)
 }
 
@@ -387,10 +413,45 @@ mod tests {
         let ids = [1, 2, 3];
         let scope = Scope::new(&schema, &ids);
         let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
-        let q = deletes(&scope, 0, &window(Some("5:9:")), None, &values);
+        let q = deletes(&scope, 0, &window(Some("5:9:")), None, &values, false);
         assert!(q.sql.contains("(e.tandem_part->>'tenant')::integer = ANY($7::text[]::integer[])"), "{}", q.sql);
         assert!(q.sql.contains("NOT EXISTS (SELECT 1 FROM \"public\".\"orders\" r WHERE r.\"id\" = e.\"id\" AND r.\"tenant_id\" = ANY($7::text[]::integer[]))"), "{}", q.sql);
         assert_eq!(q.params.len(), 7, "the tenant is bound once");
         assert_eq!(q.decode(&[Some("9"), Some("10")]).unwrap().key, &[Some("10")]);
+        assert!(!q.sql.contains("COLLATE"), "an integer key's text is its value: {}", q.sql);
+        let asked = deletes(&scope, 0, &window(Some("5:9:")), None, &values, true);
+        assert_eq!(asked.sql, q.sql, "nothing to mark where a key cannot change its text");
+    }
+
+    #[test]
+    fn deletes_of_a_key_that_may_change_its_text_go_per_text_and_say_so_when_asked() {
+        let mut schema = crm();
+        schema.tables[2].columns[0].ty = crate::types::LogicalType::Text;
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        let plain = deletes(&scope, 2, &window(Some("5:9:")), Some(&["EUR".to_string()]), &FilterValues::new(), false);
+        let spelled = "(e.\"code\"::text COLLATE \"C\")";
+        assert!(
+            plain.sql.contains(&format!(
+                "r.\"code\" = e.\"code\" AND NOT ROW((r.\"code\"::text COLLATE \"C\")) IS DISTINCT FROM ROW({spelled})"
+            )),
+            "{}",
+            plain.sql
+        );
+        assert!(plain.sql.contains(&format!("GROUP BY e.\"code\", {spelled} ORDER BY e.\"code\", {spelled}")), "{}", plain.sql);
+        assert!(
+            plain.sql.contains(&format!("OR (e.\"code\" = $8::text::text AND ROW({spelled}) > ROW(($8::text COLLATE \"C\")))")),
+            "{}",
+            plain.sql
+        );
+        assert!(!plain.sql.contains("respelled"), "{}", plain.sql);
+        assert!(!plain.decode(&[Some("9"), Some("eur")]).unwrap().respelled);
+        let asked = deletes(&scope, 2, &window(Some("5:9:")), None, &FilterValues::new(), true);
+        assert!(
+            asked.sql.contains("EXISTS (SELECT 1 FROM \"public\".\"currencies\" h WHERE h.\"code\" = e.\"code\")::text AS \"respelled\""),
+            "{}",
+            asked.sql
+        );
+        assert!(asked.decode(&[Some("9"), Some("eur"), Some("true")]).unwrap().respelled);
     }
 }

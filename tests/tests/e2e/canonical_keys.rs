@@ -165,3 +165,35 @@ fn an_edit_of_a_key_the_server_respelled_meanwhile_is_a_conflict_on_one_row() {
     assert_eq!(keys(&file, "tags", "name"), "RED");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// Rows filtered `via` a parent whose key changes its text, with no
+/// `ON UPDATE CASCADE` to give them the new text.
+const RESPELLED_PARENT: &str = r#"
+CREATE TABLE amounts (amount numeric PRIMARY KEY, tenant_id int NOT NULL);
+CREATE TABLE lines (id int PRIMARY KEY, amount numeric NOT NULL REFERENCES amounts (amount), body text);
+INSERT INTO amounts VALUES (1.5, 1), (2.5, 1);
+INSERT INTO lines VALUES (1, 1.5, 'under 1.5'), (2, 2.5, 'under 2.5');
+SELECT sync_provision('s', '{"tables": [
+  {"name": "amounts", "filter": {"tenant_id": "tenant"}},
+  {"name": "lines", "filter": {"via": "amounts", "on": {"amount": "amount"}}}]}');
+"#;
+
+#[test]
+fn rows_under_a_parent_whose_key_the_server_respells_stay_on_the_device() {
+    let s = Scenario::new("respelled_parent", RESPELLED_PARENT, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM lines"), 2);
+    s.server().batch_execute("UPDATE amounts SET amount = 1.50 WHERE amount = 1.5").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "amounts", "amount"), "1.50,2.5");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM lines"), 2, "the server still holds both lines in the partition");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    // A parent deleted for good still takes its lines with it.
+    s.server().batch_execute("DELETE FROM lines WHERE id = 2; DELETE FROM amounts WHERE amount = 2.5").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "amounts", "amount"), "1.50");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM lines"), 1);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

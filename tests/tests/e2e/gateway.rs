@@ -408,6 +408,9 @@ impl Remote for KillAfter {
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }
+    fn respellings(&self) -> bool {
+        self.inner.respellings()
+    }
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
         if self.pulls == 0 {
             self.kill();

@@ -344,6 +344,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\"')", "malformed changeset"),
         ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"other\", \"origin\": \"s\", \"tables\": []}')", "for scope \"other\""),
         ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\", \"origin\": \"s\", \"tables\": [{\"name\": \"customers\", \"columns\": [\"id\", \"tenant_id\", \"name\"], \"rows\": [{\"op\": \"upsert\", \"version\": \"5\", \"values\": [77, 1, \"fine\"]}, {\"op\": \"upsert\", \"version\": \"5\", \"values\": [\"x\", 1, \"bad\"]}]}]}')", "1 row(s) refused, nothing applied"),
+        ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\", \"origin\": \"s\", \"tables\": [{\"name\": \"customers\", \"columns\": [\"id\", \"tenant_id\", \"name\"], \"rows\": [{\"op\": \"upsert\", \"version\": \"5\", \"respelled\": true, \"values\": [78, 1, \"x\"]}]}]}')", "carries \"respelled\""),
         ("SELECT sync_apply_changes('nope', '{\"format\": 1, \"scope\": \"nope\", \"origin\": \"s\", \"tables\": []}')", "unknown scope \"nope\""),
         ("SELECT sync_select_changes('crm', 'yesterday')", "since must be NULL"),
         ("SELECT sync_run('postgres://localhost:1/none', 'crm', '{\"parms\": {}}')", "unknown field `parms`"),

@@ -319,6 +319,9 @@ impl tandem_local::Remote for AlteredMidRound {
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }
+    fn respellings(&self) -> bool {
+        self.inner.respellings()
+    }
     fn select_changes(
         &mut self,
         scope: &str,

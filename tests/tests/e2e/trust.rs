@@ -713,3 +713,14 @@ fn a_device_role_whose_search_path_leaves_out_the_extension_is_told_so() {
     let text = error.to_string();
     assert!(text.contains("installed in schema \"public\"") && text.contains("search_path (pg_catalog)"), "{text}");
 }
+
+#[test]
+fn only_a_servers_delete_may_say_its_key_changed_its_text() {
+    let s = Scenario::new("respelled_upload", SCHEMA, "crm");
+    let mut server = s.server();
+    let forged = upload("dev", json!([{"op": "delete", "respelled": true, "seq": 1, "key": [1]}]));
+    let error = error_of(&mut server, "SELECT sync_apply_changes('crm', $1, $2)", &[&forged, &json!({"params": {"tenant": 1}})]);
+    assert!(error.starts_with("22P02") && error.contains("respelled"), "{error}");
+    let left: i64 = server.query_one("SELECT count(*) FROM customers WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(left, 1, "nothing applied");
+}
