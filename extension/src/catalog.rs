@@ -27,17 +27,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
     if kind != "r" && kind != "p" {
         return Err(Error::InvalidSetup(format!("{name} is not a table (views and other relations cannot be synced)")));
     }
-    // A table others inherit from holds their rows too, and a write to one
-    // of them fires only that table's triggers.
-    let inherited =
-        spi::one::<bool>(spi, "SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::int8::oid)", &[oid.into()])?;
-    if kind == "r" && inherited == Some(true) {
-        return Err(Error::InvalidSetup(format!(
-            "{name} has tables that inherit from it (INHERITS): its rows include theirs, and a write to one of them \
-             fires only its own triggers, so Tandem cannot track {name}; make it a partitioned table, or sync each \
-             table on its own with no inheritance between them"
-        )));
-    }
+    refuse_inheritance(spi, name, oid, &kind)?;
     // Defaults print with only pg_catalog on the path too: a user's
     // function in one comes out schema-qualified.
     let columns = guc::with_local("search_path", "pg_catalog", || {
@@ -78,6 +68,7 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
     )?;
     // Foreign keys declared on the table or on any of its partitions, to
     // the table (or the partitioned table) they reference.
+    refuse_array_key(spi, name, oid)?;
     let references = spi::query(
         spi,
         "SELECT DISTINCT n.nspname::text, c.relname::text FROM pg_catalog.pg_constraint k \
@@ -103,6 +94,62 @@ pub fn read_table(spi: &mut Spi<'_>, name: &TableName) -> Result<CatalogTable> {
         &[oid.into()],
     )?;
     Ok(CatalogTable { name: name.clone(), columns, primary_key, references, ancestors, partitioned: kind == "p", deferrable_unique })
+}
+
+/// Refuses a table in an inheritance tree (`INHERITS`; partitions are
+/// another matter): a write to a child fires only the child's triggers,
+/// while the parent's rows include the child's, and a write through the
+/// parent fires none of the child's.
+fn refuse_inheritance(spi: &mut Spi<'_>, name: &TableName, oid: i64, kind: &str) -> Result<()> {
+    let found = spi::query(
+        spi,
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = $1::int8::oid), \
+                (SELECT format('%I.%I', n.nspname, p.relname) FROM pg_catalog.pg_inherits i \
+                 JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace \
+                 WHERE i.inhrelid = $1::int8::oid AND NOT c.relispartition ORDER BY i.inhseqno LIMIT 1)",
+        &[oid.into()],
+        |row| Ok((spi::get::<bool>(row, 1)?.unwrap_or(false), spi::text(row, 2)?)),
+    )?;
+    let Some((has_children, parent)) = found.into_iter().next() else { return Ok(()) };
+    if kind == "r" && has_children {
+        return Err(Error::InvalidSetup(format!(
+            "{name} has tables that inherit from it (INHERITS): its rows include theirs, and a write to one of them \
+             fires only its own triggers, so Tandem cannot track {name}; make it a partitioned table, or sync each \
+             table on its own with no inheritance between them"
+        )));
+    }
+    if let Some(parent) = parent {
+        return Err(Error::InvalidSetup(format!(
+            "{name} inherits from {parent} (INHERITS): a write through {parent} fires none of {name}'s triggers, so \
+             Tandem cannot track {name}; make {parent} a partitioned table, or sync tables with no inheritance \
+             between them"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an array in the primary key: a statement's keys are logged as
+/// one array per key column, which cannot hold arrays of different
+/// lengths.
+fn refuse_array_key(spi: &mut Spi<'_>, name: &TableName, oid: i64) -> Result<()> {
+    let array = spi::one::<String>(
+        spi,
+        "SELECT format('%I (%s)', a.attname, format_type(a.atttypid, a.atttypmod)) FROM pg_catalog.pg_index i \
+         CROSS JOIN LATERAL unnest(i.indkey::int2[]) AS k(attnum) \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+         JOIN pg_catalog.pg_type t ON t.oid = a.atttypid LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
+         WHERE i.indrelid = $1::int8::oid AND i.indisprimary AND (t.typcategory = 'A' OR bt.typcategory = 'A') \
+         ORDER BY k.attnum LIMIT 1",
+        &[oid.into()],
+    )?;
+    match array {
+        Some(column) => Err(Error::InvalidSetup(format!(
+            "primary key column {column} of {name} is an array, which Tandem cannot track as a key; key the table \
+             by a scalar column (a uuid, or a text made from the array)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The scope's tables (positions in `scope`), parents before children by
