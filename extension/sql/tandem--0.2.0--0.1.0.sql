@@ -30,6 +30,23 @@ BEGIN
 END $notify$;
 DROP FUNCTION tandem.notify_change();
 
+-- 0.1.0 puts no key trigger on a partitioned table (0.2.0 does where a key
+-- may change its text), and would try to drop its partitions' copies
+-- one by one, which PostgreSQL refuses.
+DO $key$
+DECLARE
+    _trigger record;
+BEGIN
+    FOR _trigger IN
+        SELECT g.tgname, g.tgrelid::regclass AS relation FROM tandem.scope_tables t
+        JOIN pg_catalog.pg_trigger g ON g.tgrelid = t.relid::oid AND g.tgname = pg_catalog.format('tandem_%s_key', t.id)
+        JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid
+        WHERE c.relkind = 'p'
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', _trigger.tgname, _trigger.relation);
+    END LOOP;
+END $key$;
+
 ALTER TABLE tandem.replicas DROP COLUMN last_issued;
 ALTER TABLE tandem.server DROP COLUMN moved_from, DROP COLUMN database_oid, DROP COLUMN system_identifier;
 -- 0.1.0 makes its row with the extension.
