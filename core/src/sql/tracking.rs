@@ -994,4 +994,26 @@ mod tests {
         assert_eq!(drop_trigger("\"public\".\"currencies\"", "tandem_9_key"), "DROP TRIGGER \"tandem_9_key\" ON \"public\".\"currencies\"");
         assert_eq!(drop_tracking(9).len(), 6);
     }
+
+    #[test]
+    fn a_key_that_may_change_its_text_is_watched_in_its_text_too() {
+        let mut schema = crm();
+        schema.tables[2].columns[0].ty = crate::types::LogicalType::Text;
+        let ids = [7, 8, 9];
+        let text = "ROW((OLD.\"code\"::text COLLATE \"C\")) IS DISTINCT FROM ROW((NEW.\"code\"::text COLLATE \"C\"))";
+        let statements = triggers(&Scope::new(&schema, &ids), 2);
+        let key = the(&statements, "CREATE OR REPLACE TRIGGER \"tandem_9_key\"");
+        assert!(key.contains(&format!("WHEN (OLD.\"code\" IS DISTINCT FROM NEW.\"code\" OR {text})")), "{key}");
+        // A partitioned table: only for a changed text, which never moves
+        // a row; its update trigger finds changed values.
+        schema.tables[2].partitioned = true;
+        let statements = triggers(&Scope::new(&schema, &ids), 2);
+        let key = the(&statements, "CREATE OR REPLACE TRIGGER \"tandem_9_key\"");
+        assert!(key.contains(&format!("WHEN (NOT (OLD.\"code\" IS DISTINCT FROM NEW.\"code\") AND {text})")), "{key}");
+        // Integer keys: a partitioned table has no key trigger at all.
+        schema.tables[2].columns[0].ty = crate::types::LogicalType::Int8;
+        let statements = triggers(&Scope::new(&schema, &ids), 2);
+        assert!(!statements.iter().any(|s| s.starts_with("CREATE OR REPLACE TRIGGER \"tandem_9_key\"")));
+        the(&statements, "DROP TRIGGER IF EXISTS \"tandem_9_key\"");
+    }
 }
