@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn changes_devices_cannot_follow_in_place_are_refused_with_the_way_round() {
-        let schema = |tables| Schema { scope: "s".into(), version: 1, tables, former_names: Vec::new() };
+        let schema = |tables| Schema { scope: "s".into(), version: 1, tables, former_names: Vec::new(), operators: Default::default() };
         let old = schema(vec![table(vec![column("id", LogicalType::Int8, "bigint", false, None)])]);
         let mut rekeyed = old.clone();
         rekeyed.tables[0].primary_key = vec!["id".into(), "other".into()];
@@ -385,7 +385,7 @@ mod tests {
         };
         let by = |column: &str| Some(Filter::Columns([(column.to_string(), "tenant".to_string())].into()));
         let via = |parent: &str| Some(Filter::Via { parent: parent.into(), on: [("id".to_string(), "id".to_string())].into() });
-        let schema = |tables| Schema { scope: "s".into(), version: 1, tables, former_names: Vec::new() };
+        let schema = |tables| Schema { scope: "s".into(), version: 1, tables, former_names: Vec::new(), operators: Default::default() };
         let old = schema(vec![
             named("public.c", by("tenant_id"), Direction::Bidirectional),
             named("public.o", via("public.c"), Direction::Bidirectional),
@@ -447,7 +447,13 @@ mod tests {
         let mut orders = table(vec![id()]);
         orders.name = "public.orders".into();
         orders.filter = Some(Filter::Via { parent: "public.t".into(), on: [("id".to_string(), "id".to_string())].into() });
-        let mut schema = Schema { scope: "s".into(), version: 1, tables: vec![table(vec![id()]), orders], former_names: Vec::new() };
+        let mut schema = Schema {
+            scope: "s".into(),
+            version: 1,
+            tables: vec![table(vec![id()]), orders],
+            former_names: Vec::new(),
+            operators: Default::default(),
+        };
         rename(&mut schema, &[("public.t".into(), "public.u".into())]);
         rename(&mut schema, &[("public.u".into(), "public.v".into())]);
         assert_eq!(

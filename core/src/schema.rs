@@ -27,6 +27,13 @@ pub struct Schema {
     /// the table it held under it, so such a rename is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub former_names: Vec<String>,
+    /// The schema of the `=` of each declared type that brings its own
+    /// (`public.citext`): Tandem's statements run with only `pg_catalog` on
+    /// the path, where `citext = citext` would compare the texts. The
+    /// server fills it from its catalog as it loads a scope
+    /// ([`Schema::qualified_types`]); it is neither stored nor sent.
+    #[serde(skip)]
+    pub operators: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,6 +133,27 @@ impl Schema {
 
     pub fn position(&self, table: &TableSchema) -> usize {
         self.tables.iter().position(|t| t.name == table.name).unwrap_or(usize::MAX)
+    }
+
+    /// Declared types named with their schema (`public.citext`): the
+    /// types that may bring their own `=` (see [`Schema::operators`]).
+    pub fn qualified_types(&self) -> Vec<String> {
+        let mut types: Vec<String> =
+            self.tables.iter().flat_map(|t| &t.columns).map(|c| c.pg_type.clone()).filter(|t| t.contains('.')).collect();
+        types.sort();
+        types.dedup();
+        types
+    }
+
+    /// The operator telling whether a value of column `left` equals one of
+    /// `right` as PostgreSQL's `=` of their type does, whatever the search
+    /// path: `OPERATOR("public".=)` for two `citext` columns, else `=`.
+    pub fn equality(&self, left: Option<&Column>, right: Option<&Column>) -> String {
+        let operator = |c: Option<&Column>| c.and_then(|c| self.operators.get(&c.pg_type));
+        match (operator(left), operator(right)) {
+            (Some(l), Some(r)) if l == r => format!("OPERATOR({}.=)", crate::ident::quote_ident(l)),
+            _ => "=".to_string(),
+        }
     }
 
     /// Same tables and columns, ignoring the version number.
@@ -339,7 +367,7 @@ pub fn build_schema(
     check_via_cycles(&tables)?;
     let order = parents_first(&names, &parents);
     let tables = order.into_iter().map(|i| tables[i].clone()).collect();
-    let schema = Schema { scope: scope.to_string(), version, tables, former_names: Vec::new() };
+    let schema = Schema { scope: scope.to_string(), version, tables, former_names: Vec::new(), operators: Default::default() };
     check_local_names(&schema)?;
     Ok(schema)
 }

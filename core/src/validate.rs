@@ -290,6 +290,7 @@ mod tests {
             scope: "crm".into(),
             version: 1,
             former_names: Vec::new(),
+            operators: Default::default(),
             tables: vec![TableSchema {
                 name: "public.orders".into(),
                 columns: vec![

@@ -165,6 +165,7 @@ pub fn provision(spi: &mut Spi<'_>, scope: &str, setup_value: &Value, asker: Ask
         Ok(table)
     })?;
     generated.dedup();
+    registry::fill_operators(spi, &mut schema)?;
     // Columns kept keep their fill; gained ones get theirs, or their
     // table's rows go out again (restamped below).
     let mut resend: Vec<String> = Vec::new();

@@ -37,12 +37,28 @@ fn parse_schema(text: &str) -> Result<Schema> {
     serde_json::from_str(text).map_err(|e| Error::Internal(format!("stored schema is unreadable: {e}")))
 }
 
+/// Finds the `=` of the scope's types that bring their own (see
+/// `Schema::operators`): one catalog read, and none for a scope of
+/// PostgreSQL's own types.
+pub fn fill_operators(spi: &Spi<'_>, schema: &mut Schema) -> Result<()> {
+    let types = schema.qualified_types();
+    if types.is_empty() {
+        return Ok(());
+    }
+    spi::each(spi, sql::operators(types), |row| {
+        schema.operators.insert(row.pg_type, row.schema);
+        Ok(())
+    })?;
+    Ok(())
+}
+
 /// Loads a scope, or `None` when it does not exist. Reads only.
 pub fn find_scope(spi: &Spi<'_>, name: &str) -> Result<Option<StoredScope>> {
     let Some(sql::ScopeRow { schema, purged_before, tracked_since, ids }) = spi::first(spi, sql::scope(name))? else {
         return Ok(None);
     };
-    let schema = parse_schema(&schema)?;
+    let mut schema = parse_schema(&schema)?;
+    fill_operators(spi, &mut schema)?;
     let ids: serde_json::Map<String, Value> =
         serde_json::from_str(&ids).map_err(|e| Error::Internal(format!("the tables of scope {name} are unreadable: {e}")))?;
     let ids = schema

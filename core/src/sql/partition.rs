@@ -105,9 +105,24 @@ fn column_type(scope: &Scope<'_>, table: usize, column: &str) -> String {
     scope.table(table).columns.iter().find(|c| c.name == column).map(|c| c.pg_type.clone()).unwrap_or_else(|| "text".into())
 }
 
-fn via_join(parent_alias: &str, on: &BTreeMap<String, String>, child_alias: &str, child_column: &dyn Fn(&str) -> String) -> String {
+/// The condition tying row `child_alias` of table `child` (filtered `via`
+/// table `parent`, on `on`) to its parent row `parent_alias`, with the
+/// `=` of the key's type: a child holding `'abc'` under a `citext` parent
+/// `'ABC'` is that parent's, as PostgreSQL says.
+pub fn via_join(
+    scope: &Scope<'_>,
+    (child, parent): (usize, usize),
+    parent_alias: &str,
+    on: &BTreeMap<String, String>,
+    child_alias: &str,
+    child_column: &dyn Fn(&str) -> String,
+) -> String {
+    let column = |t: usize, name: &str| scope.table(t).columns.iter().find(|c| c.name == name);
     on.iter()
-        .map(|(child_col, parent_col)| format!("{parent_alias}.{} = {child_alias}.{}", quote_ident(parent_col), child_column(child_col)))
+        .map(|(child_col, parent_col)| {
+            let equals = scope.schema.equality(column(parent, parent_col), column(child, child_col));
+            format!("{parent_alias}.{} {equals} {child_alias}.{}", quote_ident(parent_col), child_column(child_col))
+        })
         .collect::<Vec<_>>()
         .join(" AND ")
 }
@@ -147,7 +162,8 @@ pub fn row_filter_with(
             let parent_table = scope.table(parent_index).table_name().quoted();
             let inner =
                 row_filter_with(scope, parent_index, &p, &|c| quote_ident(c), binds, values, depth + 1).unwrap_or_else(|| "true".into());
-            Some(format!("EXISTS (SELECT 1 FROM {parent_table} {p} WHERE {} AND {inner})", via_join(&p, on, alias, column)))
+            let join = via_join(scope, (table, parent_index), &p, on, alias, column);
+            Some(format!("EXISTS (SELECT 1 FROM {parent_table} {p} WHERE {join} AND {inner})"))
         }
     }
 }
@@ -168,7 +184,7 @@ pub fn part_expr(scope: &Scope<'_>, table: usize, alias: &str, depth: usize) -> 
             let Some(parent_index) = scope.index_of(parent) else { return "NULL::jsonb".into() };
             let p = format!("p{}", depth + 1);
             let parent_table = scope.table(parent_index).table_name().quoted();
-            let join = via_join(&p, on, alias, &|c| quote_ident(c));
+            let join = via_join(scope, (table, parent_index), &p, on, alias, &|c| quote_ident(c));
             let inner = part_expr(scope, parent_index, &p, depth + 1);
             format!(
                 "coalesce((SELECT {inner} FROM {parent_table} {p} WHERE {join}), \
@@ -228,6 +244,7 @@ pub(crate) mod tests {
             scope: "crm".into(),
             version: 1,
             former_names: Vec::new(),
+            operators: Default::default(),
             tables: vec![
                 table(
                     "public.orders",
@@ -273,6 +290,28 @@ pub(crate) mod tests {
         let misspelt: Params = [("tenant".to_string(), serde_json::json!(3)), ("tenat".to_string(), serde_json::json!(3))].into();
         let err = bind_params(&scope, &misspelt, [0]).unwrap_err().to_string();
         assert!(err.contains("uses parameter \"tenat\"") && err.contains("\"tenant\""), "{err}");
+    }
+
+    #[test]
+    fn a_child_matches_its_parent_with_the_equality_of_their_type() {
+        let mut schema = crm();
+        schema.tables[0].columns[0].pg_type = "public.citext".into();
+        schema.tables[1].columns[0].pg_type = "public.citext".into();
+        let values: FilterValues = [("tenant".to_string(), vec!["3".to_string()])].into();
+        let ids = [1, 2, 3];
+        let plain = row_filter(&Scope::new(&schema, &ids), 1, "t", &mut Binds::new(), &values).unwrap();
+        assert!(plain.contains("p1.\"id\" = t.\"order_id\""), "a type whose `=` is not known compares as written: {plain}");
+        assert_eq!(schema.qualified_types(), ["public.citext"]);
+        schema.operators.insert("public.citext".into(), "public".into());
+        let scope = Scope::new(&schema, &ids);
+        let via = row_filter(&scope, 1, "t", &mut Binds::new(), &values).unwrap();
+        assert!(via.contains("p1.\"id\" OPERATOR(\"public\".=) t.\"order_id\""), "{via}");
+        assert!(part_expr(&scope, 1, "o", 0).contains("p1.\"id\" OPERATOR(\"public\".=) o.\"order_id\""));
+        // Columns of other types compare with PostgreSQL's own `=`.
+        schema.tables[1].columns[0].pg_type = "text".into();
+        let scope = Scope::new(&schema, &ids);
+        let mixed = row_filter(&scope, 1, "t", &mut Binds::new(), &values).unwrap();
+        assert!(mixed.contains("p1.\"id\" = t.\"order_id\""), "{mixed}");
     }
 
     #[test]

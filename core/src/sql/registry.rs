@@ -216,6 +216,50 @@ pub fn first_missing(objects: Vec<String>) -> Query<TextDecoder> {
     text_query("o.n", from, binds)
 }
 
+/// A declared type whose `=` is not PostgreSQL's own, with the schema
+/// holding it (see `Schema::operators`).
+#[derive(Debug)]
+pub struct OperatorRow {
+    pub pg_type: String,
+    pub schema: String,
+}
+
+pub struct OperatorDecoder {
+    pg_type: Col,
+    schema: Col,
+}
+
+impl Decode for OperatorDecoder {
+    type Row<'a> = OperatorRow;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<OperatorRow, DecodeError> {
+        Ok(OperatorRow { pg_type: owned(&f, self.pg_type)?, schema: owned(&f, self.schema)? })
+    }
+}
+
+/// Of `types` (declared types), those whose equality, the `=` of their
+/// default btree operator class (what a primary key and a foreign key
+/// compare with), lives outside `pg_catalog`: `citext`'s. A domain answers
+/// for its base type; a type no longer there answers nothing.
+pub fn operators(types: Vec<String>) -> Query<OperatorDecoder> {
+    let mut binds = Binds::new();
+    let mut columns = Columns::new();
+    let decoder = OperatorDecoder { pg_type: columns.push("pg_type", "t.name"), schema: columns.push("schema", "n.nspname::text") };
+    let sql = format!(
+        "SELECT {} FROM unnest({}::text[]) AS t(name) \
+         JOIN pg_catalog.pg_type ty ON ty.oid = pg_catalog.to_regtype(t.name) \
+         JOIN pg_catalog.pg_opclass c ON c.opcdefault AND c.opcintype = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END \
+              AND c.opcmethod = (SELECT oid FROM pg_catalog.pg_am WHERE amname = 'btree') \
+         JOIN pg_catalog.pg_amop a ON a.amopfamily = c.opcfamily AND a.amopstrategy = 3 \
+              AND a.amoplefttype = c.opcintype AND a.amoprighttype = c.opcintype \
+         JOIN pg_catalog.pg_operator o ON o.oid = a.amopopr \
+         JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
+         WHERE n.nspname <> 'pg_catalog'",
+        columns.sql(),
+        binds.bind(types),
+    );
+    Query::new(sql, binds, &columns, decoder)
+}
+
 /// The server's id and the ids it had before a restore into another
 /// cluster (a JSON array).
 #[derive(Debug)]

@@ -51,7 +51,7 @@
 
 use crate::ident::{quote_ident, quote_literal};
 use crate::setup::Filter;
-use crate::sql::partition::part_expr;
+use crate::sql::partition::{part_expr, via_join};
 use crate::sql::query::{table_probes, Binds, Flag, Query, TableIndex};
 use crate::sql::{column_list, columns_equal, spelled_apart, Scope, TRACKING_SCHEMA};
 
@@ -542,7 +542,16 @@ fn insert_body(scope: &Scope<'_>, t: usize) -> String {
 }
 
 fn delete_body(scope: &Scope<'_>, t: usize) -> String {
-    line(exit(scope, t, IN_TRIGGER, "tandem_old", "o", "")) + &line(log(scope, t, IN_TRIGGER, "tandem_old", "o", LogKind::Delete, ""))
+    let mut body =
+        line(exit(scope, t, IN_TRIGGER, "tandem_old", "o", "")) + &line(log(scope, t, IN_TRIGGER, "tandem_old", "o", LogKind::Delete, ""));
+    // Rows under a deleted parent that stay (no foreign key, or one that
+    // sets no null) leave its partition.
+    if scope.table(t).filter.is_some() {
+        let key = &scope.table(t).primary_key;
+        let deleted = format!("SELECT {}, {} AS tandem_left FROM tandem_old o", column_list(Some("o"), key), part_expr(scope, t, "o", 0));
+        body += &children_exit(scope, t, &deleted);
+    }
+    body
 }
 
 /// A truncated table's rows are deleted. Truncating a partitioned table
@@ -608,8 +617,7 @@ fn update_body(scope: &Scope<'_>, t: usize) -> String {
 
 /// When rows of table `t` move to another partition, rows of tables filtered
 /// `via` it (at any depth) move with them: they become due for sending, so
-/// the new partition receives them. (The old partition removes them itself:
-/// a client deletes the children of a parent row that leaves it.)
+/// the new partition receives them, and they exit the partition left.
 fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
     if scope.table(t).filter.is_none() {
         return String::new();
@@ -626,17 +634,7 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
     );
     let mut out = String::new();
     for (child, path) in descendants(scope, t) {
-        // path: child first, each with the `on` map to the next table up.
-        let mut joins = String::new();
-        let mut below = "m".to_string();
-        for (depth, (index, on)) in path.iter().enumerate().rev() {
-            let alias = format!("d{depth}");
-            let table = scope.table(*index).table_name().quoted();
-            let condition: Vec<String> =
-                on.iter().map(|(c, p)| format!("{alias}.{} = {below}.{}", quote_ident(c), quote_ident(p))).collect();
-            joins += &format!(" JOIN {table} {alias} ON {}", condition.join(" AND "));
-            below = alias;
-        }
+        let joins = descendant_joins(scope, t, &path);
         let child_key = &scope.table(child).primary_key;
         // The child rows are locked before their entries take a sequence
         // number, so a concurrent write of a child is ordered with this one.
@@ -644,13 +642,40 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
         out += &format!("  _seq := nextval('{LOG_SEQUENCE}');\n");
         let children = format!("(SELECT DISTINCT {} FROM ({moved}) m{joins})", column_list(Some("d0"), child_key));
         out += &planned_each_time(log(scope, child, DYNAMIC, &children, "c", LogKind::Restamp, ""));
-        // The partition left deletes them: a device there may not know a
-        // child is the moved parent's (it was given another parent in the
-        // same window), so it would not remove it with the parent.
-        let left = format!("(SELECT DISTINCT {}, m.tandem_left FROM ({moved}) m{joins})", column_list(Some("d0"), child_key));
+    }
+    out + &children_exit(scope, t, &moved)
+}
+
+/// Rows of tables filtered `via` table `t` (at any depth) under the parents
+/// of `parents` (their keys and `tandem_left`, the partition each left)
+/// exit from that partition. A device there removes a parent's children
+/// itself, but only those it can tell are the parent's: not a child given
+/// another parent in the same window, nor one holding the parent's key in
+/// another text PostgreSQL holds equal (`'abc'` under a `citext` `'ABC'`).
+fn children_exit(scope: &Scope<'_>, t: usize, parents: &str) -> String {
+    let mut out = String::new();
+    for (child, path) in descendants(scope, t) {
+        let joins = descendant_joins(scope, t, &path);
+        let child_key = &scope.table(child).primary_key;
+        let left = format!("(SELECT DISTINCT {}, m.tandem_left FROM ({parents}) m{joins})", column_list(Some("d0"), child_key));
         out += &planned_each_time(exit_from(scope, child, DYNAMIC, &left, "c", "c.tandem_left", ""));
     }
     out
+}
+
+/// The joins from rows `m` of table `t` down `path` (child first, as
+/// [`descendants`] gives it) to the descendant's rows, aliased `d0`.
+fn descendant_joins(scope: &Scope<'_>, t: usize, path: &ViaPath) -> String {
+    let mut joins = String::new();
+    let mut above = (t, "m".to_string());
+    for (depth, (index, on)) in path.iter().enumerate().rev() {
+        let alias = format!("d{depth}");
+        let table = scope.table(*index).table_name().quoted();
+        let condition = via_join(scope, (*index, above.0), &above.1, on, &alias, &|c| quote_ident(c));
+        joins += &format!(" JOIN {table} {alias} ON {condition}");
+        above = (*index, alias);
+    }
+    joins
 }
 
 /// Which of `tables` have anything in their log: a sync call folds only
@@ -918,7 +943,13 @@ mod tests {
         assert!(joins.len() == 4 && joins.iter().all(|l| l.starts_with("  EXECUTE '")), "{update}");
         // The children exit the partition their parent left.
         assert!(update.contains("EXECUTE 'INSERT INTO \"tandem\".\"exit_8\" (\"order_id\", \"line\", tandem_part, tandem_stamp) SELECT c.\"order_id\", c.\"line\", c.tandem_left, $2 FROM (SELECT DISTINCT d0.\"order_id\", d0.\"line\", m.tandem_left FROM"), "{update}");
-        assert!(update.contains("JOIN \"public\".\"items\" d0 ON d0.\"order_id\" = m.\"id\" FOR NO KEY UPDATE OF d0"), "{update}");
+        assert!(update.contains("JOIN \"public\".\"items\" d0 ON m.\"id\" = d0.\"order_id\" FOR NO KEY UPDATE OF d0"), "{update}");
+        // Children left under a deleted parent exit its partition too.
+        let delete = the(&orders, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_delete_7\"");
+        assert!(
+            delete.contains("EXECUTE 'INSERT INTO \"tandem\".\"exit_8\" (\"order_id\", \"line\", tandem_part, tandem_stamp) SELECT c.\"order_id\", c.\"line\", c.tandem_left, $2 FROM (SELECT DISTINCT d0.\"order_id\", d0.\"line\", m.tandem_left FROM (SELECT o.\"id\", jsonb_build_object(''tenant'', o.\"tenant_id\") AS tandem_left FROM tandem_old o) m JOIN \"public\".\"items\" d0 ON m.\"id\" = d0.\"order_id\") c'"),
+            "{delete}"
+        );
         // an unfiltered table has no partition to leave: only vanished keys exit
         let currencies = triggers(&scope, 2);
         let update = the(&currencies, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_update_9\"");

@@ -197,3 +197,43 @@ fn rows_under_a_parent_whose_key_the_server_respells_stay_on_the_device() {
     assert_eq!(local_count(&file, "SELECT count(*) FROM lines"), 1);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// Rows filtered `via` a parent whose key they hold in another text
+/// PostgreSQL compares equal (`citext`): inserted so, not re-spelled.
+const OTHER_TEXT_PARENT: &str = r#"
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TABLE codes (code citext PRIMARY KEY, tenant_id int NOT NULL);
+CREATE TABLE uses (id int PRIMARY KEY, code citext REFERENCES codes (code), body text);
+CREATE TABLE notes (id int PRIMARY KEY, use_id int REFERENCES uses (id), body text);
+CREATE TABLE dels (id int PRIMARY KEY, code citext, body text);
+INSERT INTO codes VALUES ('XY', 1), ('DEL', 1), ('KEEP', 1);
+INSERT INTO uses VALUES (1, 'XY', 'same text'), (2, 'xY', 'other text'), (3, 'keep', 'stays');
+INSERT INTO notes VALUES (1, 2, 'under use 2');
+INSERT INTO dels VALUES (1, 'del', 'under DEL, no foreign key');
+SELECT sync_provision('s', '{"tables": [
+  {"name": "codes", "filter": {"tenant_id": "tenant"}},
+  {"name": "uses", "filter": {"via": "codes", "on": {"code": "code"}}},
+  {"name": "notes", "filter": {"via": "uses", "on": {"use_id": "id"}}},
+  {"name": "dels", "filter": {"via": "codes", "on": {"code": "code"}}}]}');
+"#;
+
+#[test]
+fn rows_under_a_parent_in_another_text_follow_it_when_it_moves_or_goes() {
+    let s = Scenario::new("other_text_parent", OTHER_TEXT_PARENT, "s");
+    let (token_1, token_2) = (s.register(json!({"tenant": 1})), s.register(json!({"tenant": 2})));
+    let (one, two) = (s.store("one.db"), s.store("two.db"));
+    s.sync_as(&one, &token_1);
+    s.sync_as(&two, &token_2);
+    assert_eq!(local_count(&one, "SELECT count(*) FROM uses"), 3);
+    assert_eq!(local_count(&one, "SELECT count(*) FROM dels"), 1);
+    s.server().batch_execute("UPDATE codes SET tenant_id = 2 WHERE code = 'XY'; DELETE FROM codes WHERE code = 'DEL'").unwrap();
+    s.sync_as(&one, &token_1);
+    s.sync_as(&two, &token_2);
+    assert_eq!(keys(&one, "uses", "id"), "3", "the moved parent's rows left tenant 1's device, in either text");
+    assert_eq!(local_count(&one, "SELECT count(*) FROM notes"), 0, "and the rows under them");
+    assert_eq!(local_count(&one, "SELECT count(*) FROM dels"), 0, "the deleted parent's row went, in either text");
+    assert_eq!(keys(&two, "uses", "id"), "1,2", "tenant 2's device has them all");
+    assert_eq!(local_count(&two, "SELECT count(*) FROM notes"), 1);
+    assert_converged(&mut s.server(), one.connection(), "s", &json!({"tenant": 1}));
+    assert_converged(&mut s.server(), two.connection(), "s", &json!({"tenant": 2}));
+}
