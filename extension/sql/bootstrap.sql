@@ -188,12 +188,21 @@ BEGIN
         WHERE c.classid = 'pg_namespace'::regclass
         UNION
         -- A table made to inherit from a tracked one (CREATE TABLE ...
-        -- INHERITS, ALTER TABLE ... INHERIT): refused, as provisioning
-        -- refuses a table with such children.
+        -- INHERITS, ALTER TABLE ... INHERIT, and their FOREIGN TABLE
+        -- forms): refused, as provisioning refuses a table with such
+        -- children.
         SELECT s.relid FROM pg_event_trigger_ddl_commands() c
         JOIN pg_inherits i ON i.inhrelid = c.objid
         JOIN pg_class p ON p.oid = i.inhparent AND p.relkind = 'r'
         JOIN tandem.scope_tables s ON s.relid = i.inhparent
+        WHERE c.classid = 'pg_class'::regclass
+        UNION
+        -- A tracked table made a partition of another (ALTER TABLE ...
+        -- ATTACH PARTITION): refused, as provisioning refuses a partition;
+        -- writes through its new root would fire none of its triggers.
+        SELECT s.relid FROM pg_event_trigger_ddl_commands() c
+        JOIN pg_inherits i ON i.inhparent = c.objid
+        JOIN tandem.scope_tables s ON s.relid = i.inhrelid
         WHERE c.classid = 'pg_class'::regclass
     LOOP
         PERFORM tandem.follow_columns(_table::int8);
@@ -230,7 +239,8 @@ END $$;
 
 CREATE EVENT TRIGGER tandem_table_drops ON sql_drop WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED', 'DROP DOMAIN', 'DROP TYPE', 'ALTER TYPE')
     EXECUTE FUNCTION tandem.on_tracked_drop();
-CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE TABLE')
+CREATE EVENT TRIGGER tandem_columns ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE TABLE', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION tandem.on_table_alter();
 CREATE EVENT TRIGGER tandem_partitions ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE SCHEMA')
     EXECUTE FUNCTION tandem.on_table_change();

@@ -140,12 +140,21 @@ BEGIN
         WHERE c.classid = 'pg_namespace'::regclass
         UNION
         -- A table made to inherit from a tracked one (CREATE TABLE ...
-        -- INHERITS, ALTER TABLE ... INHERIT): refused, as provisioning
-        -- refuses a table with such children.
+        -- INHERITS, ALTER TABLE ... INHERIT, and their FOREIGN TABLE
+        -- forms): refused, as provisioning refuses a table with such
+        -- children.
         SELECT s.relid FROM pg_event_trigger_ddl_commands() c
         JOIN pg_inherits i ON i.inhrelid = c.objid
         JOIN pg_class p ON p.oid = i.inhparent AND p.relkind = 'r'
         JOIN tandem.scope_tables s ON s.relid = i.inhparent
+        WHERE c.classid = 'pg_class'::regclass
+        UNION
+        -- A tracked table made a partition of another (ALTER TABLE ...
+        -- ATTACH PARTITION): refused, as provisioning refuses a partition;
+        -- writes through its new root would fire none of its triggers.
+        SELECT s.relid FROM pg_event_trigger_ddl_commands() c
+        JOIN pg_inherits i ON i.inhparent = c.objid
+        JOIN tandem.scope_tables s ON s.relid = i.inhrelid
         WHERE c.classid = 'pg_class'::regclass
     LOOP
         PERFORM tandem.follow_columns(_table::int8);
@@ -161,7 +170,8 @@ AS 'MODULE_PATHNAME', 'follow_columns_wrapper';
 REVOKE ALL ON FUNCTION tandem.follow_columns(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tandem.on_table_alter() FROM PUBLIC;
 
-CREATE EVENT TRIGGER tandem_columns ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE TABLE')
+CREATE EVENT TRIGGER tandem_columns ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'CREATE TABLE', 'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION tandem.on_table_alter();
 
 -- Tracked tables dropped: they leave their scopes, with the tables whose

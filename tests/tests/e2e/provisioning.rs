@@ -109,8 +109,43 @@ fn inheritance_made_after_provisioning_is_refused_either_way() {
     // Nor may the tracked table be made to inherit from another.
     let error = describe(&client.batch_execute("ALTER TABLE events INHERIT archive").unwrap_err());
     assert!(error.contains("inherits from public.archive") && error.contains("scope \"s\""), "{error}");
-    let links: i64 = client.query_one("SELECT count(*) FROM pg_inherits", &[]).unwrap().get(0);
+    // Nor made a partition of another table, whose writes fire none of its
+    // statement triggers.
+    client
+        .batch_execute(
+            "CREATE TABLE root (id int, what text) PARTITION BY RANGE (id);
+             CREATE TABLE tracked_root (id int, what text, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+             CREATE TABLE tracked_part PARTITION OF tracked_root FOR VALUES FROM (0) TO (100);
+             SELECT sync_provision('t', '{\"tables\": [{\"name\": \"tracked_root\"}]}');",
+        )
+        .unwrap();
+    for ddl in [
+        "ALTER TABLE root ATTACH PARTITION events FOR VALUES FROM (0) TO (100)",
+        "ALTER TABLE root ATTACH PARTITION tracked_root FOR VALUES FROM (0) TO (100)",
+    ] {
+        let error = describe(&client.batch_execute(ddl).unwrap_err());
+        assert!(error.contains("partition of public.root"), "{ddl}: {error}");
+    }
+    // Nor may a foreign table inherit from it.
+    client.batch_execute("CREATE FOREIGN DATA WRAPPER nowhere; CREATE SERVER nowhere FOREIGN DATA WRAPPER nowhere").unwrap();
+    for ddl in [
+        "CREATE FOREIGN TABLE events_far () INHERITS (events) SERVER nowhere",
+        "CREATE FOREIGN TABLE far (id int NOT NULL, what text) SERVER nowhere; ALTER FOREIGN TABLE far INHERIT events",
+    ] {
+        let error = describe(&client.batch_execute(ddl).unwrap_err());
+        assert!(error.contains("inherit from it") && error.contains("scope \"s\""), "{ddl}: {error}");
+    }
+    let links: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE c.relkind <> 'I' AND c.relkind <> 'i' AND i.inhparent <> 'tracked_root'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(links, 0, "nothing was made to inherit");
+    // A new partition of a tracked partitioned table is still welcome.
+    client.batch_execute("CREATE TABLE more (id int PRIMARY KEY, what text); ALTER TABLE tracked_root ATTACH PARTITION more FOR VALUES FROM (100) TO (200)").unwrap();
 }
 
 const DEFAULTS: &str = r#"
