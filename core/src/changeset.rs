@@ -70,8 +70,9 @@ pub struct RowChange {
     /// Server deletes only, to a device that asked (`respellings`): the
     /// server still holds the key under another text of an equal value
     /// (`1.50` for `1.5`), so rows filtered `via` the deleted text stay.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub respelled: bool,
+    /// Kept as sent (`false` too): an upload carrying it at all is malformed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respelled: Option<bool>,
 }
 
 impl RowChange {
@@ -276,7 +277,7 @@ mod tests {
             values: Some(vec![json!(1), json!("x".repeat(1000)), Value::Null]),
             key: None,
             moved_from: Some(vec![json!(2)]),
-            respelled: false,
+            respelled: None,
         };
         assert_eq!(row.approx_json_len(), 64 + 21 + 1003 + 6 + 21);
         let error = crate::Error::RowTooLarge { table: "public.notes".into(), key: "[1]".into(), bytes: 600 << 20 };

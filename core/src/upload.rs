@@ -444,7 +444,7 @@ mod tests {
             version: None,
             seq,
             moved_from: None,
-            respelled: false,
+            respelled: None,
         }
     }
 

@@ -37,8 +37,8 @@ pub struct CheckedRow<V> {
     /// A key change: the key the row had, as JSON and converted.
     pub moved_from: Option<MovedKey<V>>,
     /// A server delete of a key it holds under another text (see
-    /// `changeset::RowChange::respelled`).
-    pub respelled: bool,
+    /// `changeset::RowChange::respelled`), as sent.
+    pub respelled: Option<bool>,
 }
 
 /// The key an upserted row had before the change that moved it.
@@ -116,7 +116,7 @@ pub fn check_changeset<'s, V>(
             check_version_text(&row.version, "version", &table.name, n)?;
             let (raw, described) = match row.op {
                 Op::Upsert => {
-                    if row.respelled {
+                    if row.respelled.is_some() {
                         return Err(malformed(format!("upsert row {n} of {} carries \"respelled\", which only a delete may", table.name)));
                     }
                     if row.key.is_some() {

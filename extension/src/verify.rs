@@ -215,7 +215,7 @@ fn walk_table(
                         values: Some(values),
                         key: None,
                         moved_from: None,
-                        respelled: false,
+                        respelled: None,
                     });
                 }
                 Step::Rows | Step::Fetch => {}

@@ -118,7 +118,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                         };
                         result.applied += 1;
                     }
-                    Op::Delete => deletes.push((t, row.key.clone(), row.respelled)),
+                    Op::Delete => deletes.push((t, row.key.clone(), row.respelled == Some(true))),
                 }
             }
         }

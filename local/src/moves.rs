@@ -144,7 +144,7 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) ->
                         values: to.values,
                         key: None,
                         moved_from: Some(entry.key),
-                        respelled: false,
+                        respelled: None,
                     },
                 ));
             }
@@ -159,7 +159,7 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) ->
                         values: Some(values),
                         key: None,
                         moved_from: None,
-                        respelled: false,
+                        respelled: None,
                     },
                 )),
                 None if entry.base.is_some() || answer_lost => out.push((
@@ -172,7 +172,7 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) ->
                         values: None,
                         key: Some(entry.key),
                         moved_from: None,
-                        respelled: false,
+                        respelled: None,
                     },
                 )),
                 None => {}

@@ -339,7 +339,7 @@ fn repair(conn: &Connection, state: &ScopeState, exchange: &mut Exchange<'_>, ta
                 values: None,
                 key: Some(key),
                 moved_from: None,
-                respelled: false,
+                respelled: None,
             })
             .collect();
         changeset.tables.push(TableChanges { name: checked.table.name.clone(), columns: checked.table.column_names(), rows });

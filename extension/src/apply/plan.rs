@@ -36,7 +36,7 @@ pub struct TablePlan<'s> {
 /// Checks `changeset` and plans each table with rows, parents first.
 pub fn plan<'s>(scope: &Scope<'s>, schema: &'s Schema, changeset: Changeset) -> Result<(Vec<TablePlan<'s>>, Vec<Rejection>)> {
     let (checked, rejections) = check_changeset(schema, changeset, json_to_pg_text)?;
-    if checked.iter().any(|t| t.rows.iter().any(|r| r.respelled)) {
+    if checked.iter().any(|t| t.rows.iter().any(|r| r.respelled.is_some())) {
         return Err(Error::Malformed {
             what: "changeset",
             reason: "an upload carries no \"respelled\" (only a server's deletes do)".into(),
