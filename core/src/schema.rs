@@ -156,6 +156,17 @@ impl Schema {
         }
     }
 
+    /// Operator `op` (`=`, `>`) of column `column`'s type, by its schema
+    /// where the type brings its own (see [`Schema::operators`]): what
+    /// compares as its primary key orders and finds rows, whatever the
+    /// search path.
+    pub fn operator(&self, column: &Column, op: &str) -> String {
+        match self.operators.get(&column.pg_type) {
+            Some(schema) => format!("OPERATOR({}.{op})", crate::ident::quote_ident(schema)),
+            None => op.to_string(),
+        }
+    }
+
     /// Same tables and columns, ignoring the version number.
     pub fn same_shape(&self, other: &Schema) -> bool {
         self.scope == other.scope && self.tables == other.tables

@@ -49,15 +49,15 @@ pub enum StageKey {
 fn keyed_equal(scope: &Scope<'_>, staged: Staged<'_>, t: usize, key: StageKey, alias: &str, stage_alias: &str) -> String {
     scope
         .table(t)
-        .primary_key
+        .key_columns()
         .iter()
         .enumerate()
-        .map(|(i, k)| {
+        .map(|(i, column)| {
             let c = match key {
-                StageKey::Sent => staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into()),
+                StageKey::Sent => staged_column(scope, staged, t, &column.name).unwrap_or_else(|| "NULL".into()),
                 StageKey::MovedFrom => format!("f{i}"),
             };
-            format!("{alias}.{} = {stage_alias}.{c}", quote_ident(k))
+            format!("{alias}.{} {} {stage_alias}.{c}", quote_ident(&column.name), scope.schema.operator(column, "="))
         })
         .collect::<Vec<_>>()
         .join(" AND ")
@@ -333,7 +333,9 @@ fn staged_filter(
                 .iter()
                 .map(|(c, p)| {
                     let parent_col = staged_column(scope, staged, parent_index, p).unwrap_or_else(|| "NULL".into());
-                    format!("{sp}.{parent_col} = {alias}.{}", column(c))
+                    let find = |t: usize, name: &str| scope.table(t).columns.iter().find(|x| x.name == name);
+                    let equals = scope.schema.equality(find(parent_index, p), find(t, c));
+                    format!("{sp}.{parent_col} {equals} {alias}.{}", column(c))
                 })
                 .collect();
             let inner = staged_filter(scope, staged, parent_index, &sp, binds, values, depth + 1).unwrap_or_else(|| "true".into());
@@ -597,12 +599,13 @@ pub fn visible_row(scope: &Scope<'_>, t: usize, key: &[Value], values: &FilterVa
     let mut conditions = Vec::new();
     for (column, value) in table.key_columns().iter().zip(key) {
         let text = json_to_pg_text(column.ty, value).ok()??;
-        conditions.push(format!("r.{} = {}::text::{}", quote_ident(&column.name), binds.bind(text), column.pg_type));
+        let equals = scope.schema.operator(column, "=");
+        conditions.push(format!("r.{} {equals} {}::text::{}", quote_ident(&column.name), binds.bind(text), column.pg_type));
     }
     if let Some(filter) = row_filter(scope, t, "r", &mut binds, values) {
         conditions.push(filter);
     }
-    let tracked = tracked_state(scope, t, |alias| crate::sql::columns_equal(alias, &table.primary_key, "r", &table.primary_key));
+    let tracked = tracked_state(scope, t, |alias| crate::sql::keys_equal(scope, t, alias, "r"));
     let mut columns = Columns::new();
     let version = columns.push("version", format!("({})::text", tracked.version));
     let row_values = TableValues::select(scope, t, "r", &mut columns);
@@ -625,7 +628,7 @@ pub fn move_key(scope: &Scope<'_>, t: usize, from: &[Value], to: &[Value]) -> Op
         let old = json_to_pg_text(column.ty, old).ok()??;
         let new = json_to_pg_text(column.ty, new).ok()??;
         sets.push(format!("{name} = {}::text::{}", binds.bind(new), column.pg_type));
-        conditions.push(format!("{name} = {}::text::{}", binds.bind(old), column.pg_type));
+        conditions.push(format!("{name} {} {}::text::{}", scope.schema.operator(column, "="), binds.bind(old), column.pg_type));
     }
     let sql = format!("UPDATE {} SET {} WHERE {}", table.table_name().quoted(), sets.join(", "), conditions.join(" AND "));
     Some(Query::exec(sql, binds))

@@ -117,6 +117,23 @@ pub fn columns_equal<S: AsRef<str>>(left: &str, left_cols: &[S], right: &str, ri
         .join(" AND ")
 }
 
+/// `l."a" = r."a" AND ...` over table `t`'s primary key, each with the
+/// `=` of its type ([`crate::schema::Schema::operator`]): Tandem's
+/// statements run with only `pg_catalog` on the path, where `citext =
+/// citext` would compare texts, and find rows through no index.
+pub fn keys_equal(scope: &Scope<'_>, t: usize, left: &str, right: &str) -> String {
+    scope
+        .table(t)
+        .key_columns()
+        .iter()
+        .map(|c| {
+            let name = quote_ident(&c.name);
+            format!("{left}.{name} {} {right}.{name}", scope.schema.operator(c, "="))
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
 /// The text of `alias.column`, compared byte for byte: what tells two
 /// spellings of one key apart where `=` holds them equal (`1.5`, `1.50`;
 /// `abc`, `ABC` under citext or a nondeterministic collation).

@@ -9,7 +9,7 @@
 use crate::ident::quote_ident;
 use crate::sql::partition::{part_match, row_filter, FilterValues};
 use crate::sql::query::{table_probes, Binds, Col, Columns, Decode, DecodeError, Fields, Query, TableIndex};
-use crate::sql::{column_list, columns_equal, spelled_apart, spelling, tracking, Scope};
+use crate::sql::{column_list, keys_equal, spelled_apart, spelling, tracking, Scope};
 
 /// What every pull query binds: the snapshot the pull ends at, the one it
 /// starts from (`None`: everything), the caller's own transaction if it has
@@ -74,14 +74,37 @@ fn window(stamp: &str, incremental: bool, w: &Bound) -> String {
 /// by the stamp (`(a.tandem_stamp, a."k1") > ($6::text::xid8, ...)`).
 pub(crate) fn after_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[String], with_stamp: bool, binds: &mut Binds) -> String {
     let keys = scope.table(t).key_columns();
-    let mut names: Vec<String> = keys.iter().map(|c| format!("{alias}.{}", quote_ident(&c.name))).collect();
-    let mut types: Vec<String> = keys.iter().map(|c| c.pg_type.clone()).collect();
+    // Each column with its `=` and `>`: its type's own (`citext`'s), by
+    // schema, which order as `ORDER BY` does whatever the search path.
+    let mut columns: Vec<(String, String, [String; 2])> = keys
+        .iter()
+        .map(|c| {
+            let operators = [scope.schema.operator(c, "="), scope.schema.operator(c, ">")];
+            (format!("{alias}.{}", quote_ident(&c.name)), c.pg_type.clone(), operators)
+        })
+        .collect();
     if with_stamp {
-        names.insert(0, format!("{alias}.tandem_stamp"));
-        types.insert(0, "xid8".into());
+        columns.insert(0, (format!("{alias}.tandem_stamp"), "xid8".into(), ["=".into(), ">".into()]));
     }
-    let values: Vec<String> = types.iter().zip(position).map(|(ty, value)| format!("{}::text::{ty}", binds.bind(value.as_str()))).collect();
-    format!("({}) > ({})", names.join(", "), values.join(", "))
+    let values: Vec<String> =
+        columns.iter().zip(position).map(|((_, ty, _), value)| format!("{}::text::{ty}", binds.bind(value.as_str()))).collect();
+    if columns.iter().all(|(_, _, [_, greater])| greater == ">") {
+        let names: Vec<&str> = columns.iter().map(|(name, _, _)| name.as_str()).collect();
+        return format!("({}) > ({})", names.join(", "), values.join(", "));
+    }
+    // A row comparison takes one operator name for every column: spelled
+    // out, column by column (an index serves a one-column key still).
+    let mut alternatives = Vec::new();
+    for (i, ((name, _, [_, greater]), value)) in columns.iter().zip(&values).enumerate() {
+        let mut terms: Vec<String> =
+            columns[..i].iter().zip(&values).map(|((name, _, [equal, _]), value)| format!("{name} {equal} {value}")).collect();
+        terms.push(format!("{name} {greater} {value}"));
+        alternatives.push(terms.join(" AND "));
+    }
+    match alternatives.len() {
+        1 => alternatives.remove(0),
+        _ => format!("(({}))", alternatives.join(") OR (")),
+    }
 }
 
 /// [`after_key`] for rows ordered by key, then by the text of its
@@ -98,7 +121,8 @@ fn after_spelled_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[Strin
     let (mut mine, mut theirs) = (Vec::new(), Vec::new());
     for (column, value) in keys.iter().zip(position) {
         let placeholder = binds.bind(value.as_str());
-        equal.push(format!("{alias}.{} = {placeholder}::text::{}", quote_ident(&column.name), column.pg_type));
+        let equals = scope.schema.operator(column, "=");
+        equal.push(format!("{alias}.{} {equals} {placeholder}::text::{}", quote_ident(&column.name), column.pg_type));
         if respellable.contains(&column.name) {
             mine.push(spelling(alias, &column.name));
             theirs.push(format!("({placeholder}::text COLLATE \"C\")"));
@@ -211,7 +235,7 @@ pub fn upserts(
         "{with}SELECT {} FROM {track} tr JOIN {} r ON {} WHERE {} ORDER BY {order} LIMIT {}",
         columns.sql(),
         table.table_name().quoted(),
-        columns_equal("r", key, "tr", key),
+        keys_equal(scope, t, "r", "tr"),
         conditions.join(" AND "),
         bound.limit,
     );
@@ -279,7 +303,7 @@ pub fn deletes(
     // A key the table holds again in another text (`1.50` for `1.5`) is
     // still a delete of the old text, which a device holds as another key.
     let respellable = table.respellable_key();
-    let mut still_here = columns_equal("r", key, "e", key);
+    let mut still_here = keys_equal(scope, t, "r", "e");
     if let Some(apart) = spelled_apart("r", "e", &respellable) {
         still_here += &format!(" AND NOT {apart}");
     }
@@ -295,7 +319,7 @@ pub fn deletes(
         first_key.get_or_insert(col);
     }
     let respelled = (respellings && !respellable.is_empty()).then(|| {
-        let mut held = columns_equal("h", key, "e", key);
+        let mut held = keys_equal(scope, t, "h", "e");
         if let Some(filter) = row_filter(scope, t, "h", &mut binds, values) {
             held += &format!(" AND {filter}");
         }
@@ -421,6 +445,33 @@ mod tests {
         assert!(!q.sql.contains("COLLATE"), "an integer key's text is its value: {}", q.sql);
         let asked = deletes(&scope, 0, &window(Some("5:9:")), None, &values, true);
         assert_eq!(asked.sql, q.sql, "nothing to mark where a key cannot change its text");
+    }
+
+    #[test]
+    fn pages_resume_with_the_order_of_the_keys_type() {
+        let mut schema = crm();
+        schema.tables[1].columns[0].pg_type = "ext.citext".into();
+        schema.operators.insert("ext.citext".into(), "ext".into());
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        let position = ["b1".to_string(), "3".to_string()];
+        let after = after_key(&scope, 1, "r", &position, false, &mut Binds::new());
+        assert_eq!(
+            after,
+            "((r.\"order_id\" OPERATOR(\"ext\".>) $1::text::ext.citext) OR (r.\"order_id\" OPERATOR(\"ext\".=) $1::text::ext.citext AND r.\"line\" > $2::text::integer))"
+        );
+        // One column keeps a form an index serves.
+        schema.tables[1].primary_key = vec!["order_id".into()];
+        let scope = Scope::new(&schema, &ids);
+        assert_eq!(
+            after_key(&scope, 1, "r", &position[..1], false, &mut Binds::new()),
+            "r.\"order_id\" OPERATOR(\"ext\".>) $1::text::ext.citext"
+        );
+        // PostgreSQL's own types keep the row comparison.
+        assert_eq!(
+            after_key(&scope, 0, "r", &position, true, &mut Binds::new()),
+            "(r.tandem_stamp, r.\"id\") > ($1::text::xid8, $2::text::bigint)"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ use crate::ident::{quote_ident, quote_literal};
 use crate::setup::Filter;
 use crate::sql::partition::{part_expr, via_join};
 use crate::sql::query::{table_probes, Binds, Flag, Query, TableIndex};
-use crate::sql::{column_list, columns_equal, spelled_apart, Scope, TRACKING_SCHEMA};
+use crate::sql::{column_list, keys_equal, spelled_apart, Scope, TRACKING_SCHEMA};
 
 /// What a trigger of a tracked table tracks; each has a function and a
 /// trigger named after it.
@@ -323,7 +323,7 @@ pub fn triggers(scope: &Scope<'_>, t: usize) -> Vec<String> {
              BEGIN\n{body}  RETURN NULL;\nEND\n$tandem$",
             function_name(event, id)
         ));
-        if event == Event::Key && key_changed(table).is_none() {
+        if event == Event::Key && key_changed(scope, t).is_none() {
             // Its update trigger finds changed keys (a scope provisioned
             // before may still have the row trigger).
             out.push(format!("DROP TRIGGER IF EXISTS {} ON {user_table}", trigger_name(event, id)));
@@ -359,7 +359,9 @@ fn create_trigger(scope: &Scope<'_>, t: usize, event: Event, quoted_relation: &s
         // Fires only for rows whose key changed: other rows pay a
         // comparison. Not `UPDATE OF <key>`: that skips statements naming
         // no key column, whose key a BEFORE trigger may still change.
-        Event::Key => format!("AFTER UPDATE ON {{t}} FOR EACH ROW WHEN ({})", key_changed(table).unwrap_or_else(|| "false".into())),
+        Event::Key => {
+            format!("AFTER UPDATE ON {{t}} FOR EACH ROW WHEN ({})", key_changed(scope, t).unwrap_or_else(|| "false".into()))
+        }
         Event::Delete => "AFTER DELETE ON {t} REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT".to_string(),
         Event::Truncate => "BEFORE TRUNCATE ON {t} FOR EACH STATEMENT".to_string(),
     }
@@ -379,8 +381,18 @@ fn create_trigger(scope: &Scope<'_>, t: usize, event: Event, quoted_relation: &s
 /// a row (the partition key is part of the primary key).
 /// `None`: the table has no key trigger (partitioned, every key text its
 /// value).
-fn key_changed(table: &crate::schema::TableSchema) -> Option<String> {
-    let value = table.primary_key.iter().map(|k| format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(k))).collect::<Vec<_>>();
+fn key_changed(scope: &Scope<'_>, t: usize) -> Option<String> {
+    let table = scope.table(t);
+    // A type with its own `=` (`citext`) is compared with it by name: a
+    // key column is never NULL.
+    let value = table
+        .key_columns()
+        .iter()
+        .map(|c| match scope.schema.operator(c, "=") {
+            plain if plain == "=" => format!("OLD.{0} IS DISTINCT FROM NEW.{0}", quote_ident(&c.name)),
+            own => format!("NOT (OLD.{0} {own} NEW.{0})", quote_ident(&c.name)),
+        })
+        .collect::<Vec<_>>();
     let text = spelled_apart("OLD", "NEW", &table.respellable_key());
     match (table.partitioned, text) {
         (false, None) => Some(value.join(" OR ")),
@@ -408,11 +420,10 @@ pub fn log_partition_rows(scope: &Scope<'_>, t: usize, quoted_partition: &str, j
 /// on they are pulled and judged like any row, under a version of their
 /// own. Run outside any trigger.
 pub fn adopt_untracked(scope: &Scope<'_>, t: usize) -> String {
-    let key = &scope.table(t).primary_key;
     let untracked = format!(
         " WHERE NOT EXISTS (SELECT 1 FROM {} tr WHERE {} AND NOT tr.tandem_deleted)",
         scope.track(t),
-        columns_equal("tr", key, "u", key)
+        keys_equal(scope, t, "tr", "u")
     );
     log(scope, t, DIRECT, &scope.table(t).table_name().quoted(), "u", LogKind::Change, &untracked)
 }
@@ -420,12 +431,11 @@ pub fn adopt_untracked(scope: &Scope<'_>, t: usize) -> String {
 /// Live keys of table `t` that tracking holds but the table does not:
 /// rows that vanished without a trigger seeing them (a dropped partition).
 pub fn vanished_rows(scope: &Scope<'_>, t: usize) -> String {
-    let key = &scope.table(t).primary_key;
     format!(
         "SELECT count(*) FROM {track} tr WHERE NOT tr.tandem_deleted AND NOT EXISTS (SELECT 1 FROM {table} u WHERE {same})",
         track = scope.track(t),
         table = scope.table(t).table_name().quoted(),
-        same = columns_equal("u", key, "tr", key),
+        same = keys_equal(scope, t, "u", "tr"),
     )
 }
 
@@ -584,8 +594,7 @@ fn key_body(scope: &Scope<'_>, t: usize) -> String {
 
 fn update_body(scope: &Scope<'_>, t: usize) -> String {
     let table = scope.table(t);
-    let key = &table.primary_key;
-    let same_key = columns_equal("n", key, "o", key);
+    let same_key = keys_equal(scope, t, "n", "o");
     let mut body = String::new();
     // Rows whose filter values changed left their partition.
     if table.filter.is_some() {
@@ -628,7 +637,7 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
         "SELECT {}, {} AS tandem_left FROM tandem_old o JOIN tandem_new n ON {} WHERE {} IS DISTINCT FROM {}",
         column_list(Some("o"), key),
         part_expr(scope, t, "o", 0),
-        columns_equal("n", key, "o", key),
+        keys_equal(scope, t, "n", "o"),
         part_expr(scope, t, "o", 0),
         part_expr(scope, t, "n", 0),
     );
@@ -755,13 +764,13 @@ pub fn folded_track(scope: &Scope<'_>, t: usize) -> String {
          LEFT JOIN ({changed}) c ON {c_is_l} LEFT JOIN {track} o ON {o_is_l})",
         t_keys = column_list(Some("t0"), key),
         track = scope.track(t),
-        x_is_t0 = columns_equal("x", key, "t0", key),
+        x_is_t0 = keys_equal(scope, t, "x", "t0"),
         l_keys = column_list(Some("l"), key),
         delete = LogKind::Delete.code(),
         latest = latest_entries(scope, t, "tandem_entries"),
         changed = latest_changes(scope, t, "tandem_entries"),
-        c_is_l = columns_equal("c", key, "l", key),
-        o_is_l = columns_equal("o", key, "l", key),
+        c_is_l = keys_equal(scope, t, "c", "l"),
+        o_is_l = keys_equal(scope, t, "o", "l"),
     )
 }
 
@@ -792,7 +801,7 @@ pub fn fold_marking(scope: &Scope<'_>, t: usize, echoes: Option<EchoKeys<'_>>) -
     let (echo_join, origin) = match echoes {
         None => (String::new(), "NULL".to_string()),
         Some(echoes) => (
-            format!(" LEFT JOIN ({}) e ON {}", echoes.keys, columns_equal("e", key, "l", key)),
+            format!(" LEFT JOIN ({}) e ON {}", echoes.keys, keys_equal(scope, t, "e", "l")),
             format!(
                 "CASE WHEN c.tandem_stamp = pg_current_xact_id() AND e.{} IS NOT NULL THEN {}::text END",
                 quote_ident(&key[0]),
@@ -818,7 +827,7 @@ pub fn fold_marking(scope: &Scope<'_>, t: usize, echoes: Option<EchoKeys<'_>>) -
         changed = latest_changes(scope, t, "entries"),
         track = scope.track(t),
         l_keys = column_list(Some("l"), key),
-        same = columns_equal("c", key, "l", key),
+        same = keys_equal(scope, t, "c", "l"),
         delete = LogKind::Delete.code(),
     )
 }
@@ -1041,6 +1050,16 @@ mod tests {
         let statements = triggers(&Scope::new(&schema, &ids), 2);
         let key = the(&statements, "CREATE OR REPLACE TRIGGER \"tandem_9_key\"");
         assert!(key.contains(&format!("WHEN (NOT (OLD.\"code\" IS DISTINCT FROM NEW.\"code\") AND {text})")), "{key}");
+        // A type with its own `=` (citext) is compared with it, by schema:
+        // under `pg_catalog` alone, `=` would compare its texts.
+        schema.tables[2].columns[0].pg_type = "ext.citext".into();
+        schema.operators.insert("ext.citext".into(), "ext".into());
+        let statements = triggers(&Scope::new(&schema, &ids), 2);
+        let key = the(&statements, "CREATE OR REPLACE TRIGGER \"tandem_9_key\"");
+        assert!(key.contains(&format!("WHEN (NOT (NOT (OLD.\"code\" OPERATOR(\"ext\".=) NEW.\"code\")) AND {text})")), "{key}");
+        let update = the(&statements, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_update_9\"");
+        assert!(update.contains("WHERE n.\"code\" OPERATOR(\"ext\".=) o.\"code\""), "{update}");
+        schema.tables[2].columns[0].pg_type = "text".into();
         // Integer keys: a partitioned table has no key trigger at all.
         schema.tables[2].columns[0].ty = crate::types::LogicalType::Int8;
         let statements = triggers(&Scope::new(&schema, &ids), 2);

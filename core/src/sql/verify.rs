@@ -11,7 +11,7 @@ use crate::ident::quote_ident;
 use crate::sql::partition::{row_filter, FilterValues};
 use crate::sql::pull::after_key;
 use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Query};
-use crate::sql::{column_list, columns_equal, Scope};
+use crate::sql::{column_list, keys_equal, Scope};
 
 /// A row [`partition_rows`] read, as text in place.
 #[derive(Clone, Copy, Debug)]
@@ -74,7 +74,7 @@ pub fn partition_rows(
         first_value.get_or_insert(col);
     }
     let mut conditions = Vec::new();
-    let mut join = columns_equal("tr", key, "r", key);
+    let mut join = keys_equal(scope, t, "tr", "r");
     if let Some(position) = position {
         conditions.push(after_key(scope, t, "r", position, false, &mut binds));
         // On tracking too, inside the join (a WHERE on it would drop the

@@ -237,3 +237,53 @@ fn rows_under_a_parent_in_another_text_follow_it_when_it_moves_or_goes() {
     assert_converged(&mut s.server(), one.connection(), "s", &json!({"tenant": 1}));
     assert_converged(&mut s.server(), two.connection(), "s", &json!({"tenant": 2}));
 }
+
+/// A key type whose operators live in a schema off the owner's path:
+/// `citext` in schema `ext`, which orders `b1` before `C2` where text
+/// orders `C2` first. Pages of a pull resume after a key; the resume must
+/// compare as the page's order does.
+const OFF_PATH_TYPE: &str = r#"
+CREATE SCHEMA ext;
+CREATE EXTENSION citext SCHEMA ext;
+CREATE TABLE words (code ext.citext PRIMARY KEY, tenant_id int NOT NULL, n int NOT NULL);
+CREATE TABLE uses (id int PRIMARY KEY, code ext.citext NOT NULL, n int NOT NULL);
+INSERT INTO words SELECT CASE WHEN g % 2 = 0 THEN upper(chr(97 + g % 26)) ELSE chr(97 + g % 26) END || g, 1, g
+FROM generate_series(1, 200) g;
+INSERT INTO uses SELECT n, lower(code), n FROM words;
+CREATE TABLE parts (code ext.citext, tenant_id int, n int, PRIMARY KEY (code, tenant_id)) PARTITION BY LIST (tenant_id);
+CREATE TABLE parts_1 PARTITION OF parts FOR VALUES IN (1);
+CREATE TABLE parts_2 PARTITION OF parts FOR VALUES IN (2);
+INSERT INTO parts SELECT code, t, n FROM words CROSS JOIN (VALUES (1), (2)) AS x(t) WHERE n <= 60;
+SELECT sync_provision('s', '{"tables": [
+  {"name": "words", "filter": {"tenant_id": "tenant"}},
+  {"name": "uses", "filter": {"via": "words", "on": {"code": "code"}}},
+  {"name": "parts", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+#[test]
+fn pages_of_a_key_type_with_its_own_order_miss_no_row() {
+    let s = Scenario::new("off_path_order", OFF_PATH_TYPE, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync(&file, json!({"token": token, "max_rows": 7}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM words"), 200, "every page's rows");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM uses"), 200, "rows under a parent in another text are the parent's");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM parts"), 60, "a composite key's pages");
+    // A partitioned table's key changes its case: one row per key, in the new text.
+    s.server().batch_execute("UPDATE parts SET code = lower(code) WHERE n % 2 = 0").unwrap();
+    s.sync(&file, json!({"token": token, "max_rows": 7}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM parts"), 60);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM parts WHERE code = lower(code)"), 60);
+    // Changes come in pages too, and deletes.
+    s.server().batch_execute("UPDATE words SET n = n + 1000; DELETE FROM uses WHERE id % 3 = 0").unwrap();
+    s.sync(&file, json!({"token": token, "max_rows": 7}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM words WHERE n > 1000"), 200);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM uses"), 134);
+    // An edit of each row goes up and is applied to the row it names.
+    local(&file, "UPDATE words SET n = n + 1000");
+    let report = s.sync(&file, json!({"token": token, "max_rows": 7}));
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    let edited: i64 = s.server().query_one("SELECT count(*) FROM words WHERE n > 2000", &[]).unwrap().get(0);
+    assert_eq!(edited, 200);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
