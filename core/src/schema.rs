@@ -135,11 +135,22 @@ impl Schema {
         self.tables.iter().position(|t| t.name == table.name).unwrap_or(usize::MAX)
     }
 
-    /// Declared types named with their schema (`public.citext`): the
-    /// types that may bring their own `=` (see [`Schema::operators`]).
+    /// Declared types of the columns Tandem compares (keys, and the
+    /// columns a `via` filter ties to a parent's key) that are named with
+    /// their schema (`public.citext`): the types that may bring their own
+    /// `=` (see [`Schema::operators`]). An enum's column elsewhere costs no
+    /// lookup.
     pub fn qualified_types(&self) -> Vec<String> {
-        let mut types: Vec<String> =
-            self.tables.iter().flat_map(|t| &t.columns).map(|c| c.pg_type.clone()).filter(|t| t.contains('.')).collect();
+        let compared = |t: &TableSchema, c: &Column| {
+            t.primary_key.contains(&c.name) || matches!(&t.filter, Some(Filter::Via { on, .. }) if on.contains_key(&c.name))
+        };
+        let mut types: Vec<String> = self
+            .tables
+            .iter()
+            .flat_map(|t| t.columns.iter().filter(move |c| compared(t, c)))
+            .map(|c| c.pg_type.clone())
+            .filter(|t| t.contains('.'))
+            .collect();
         types.sort();
         types.dedup();
         types

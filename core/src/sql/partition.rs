@@ -301,7 +301,8 @@ pub(crate) mod tests {
         let ids = [1, 2, 3];
         let plain = row_filter(&Scope::new(&schema, &ids), 1, "t", &mut Binds::new(), &values).unwrap();
         assert!(plain.contains("p1.\"id\" = t.\"order_id\""), "a type whose `=` is not known compares as written: {plain}");
-        assert_eq!(schema.qualified_types(), ["public.citext"]);
+        schema.tables[0].columns[1].pg_type = "public.mood".into();
+        assert_eq!(schema.qualified_types(), ["public.citext"], "only compared columns' types are looked up");
         schema.operators.insert("public.citext".into(), "public".into());
         let scope = Scope::new(&schema, &ids);
         let via = row_filter(&scope, 1, "t", &mut Binds::new(), &values).unwrap();

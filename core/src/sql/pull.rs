@@ -8,7 +8,7 @@
 
 use crate::ident::quote_ident;
 use crate::sql::partition::{part_match, row_filter, FilterValues};
-use crate::sql::query::{table_probes, Binds, Col, Columns, Decode, DecodeError, Fields, Query, TableIndex};
+use crate::sql::query::{table_probes, Binds, Col, Columns, Decode, DecodeError, Fields, Param, Query, TableIndex};
 use crate::sql::{column_list, keys_equal, spelled_apart, spelling, tracking, Scope};
 
 /// What every pull query binds: the snapshot the pull ends at, the one it
@@ -86,8 +86,12 @@ pub(crate) fn after_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[St
     if with_stamp {
         columns.insert(0, (format!("{alias}.tandem_stamp"), "xid8".into(), ["=".into(), ">".into()]));
     }
-    let values: Vec<String> =
-        columns.iter().zip(position).map(|((_, ty, _), value)| format!("{}::text::{ty}", binds.bind(value.as_str()))).collect();
+    let values: Vec<String> = columns
+        .iter()
+        .zip(position)
+        .enumerate()
+        .map(|(i, ((_, ty, _), value))| format!("{}::text::{ty}", position_value(binds, i, value)))
+        .collect();
     if columns.iter().all(|(_, _, [_, greater])| greater == ">") {
         let names: Vec<&str> = columns.iter().map(|(name, _, _)| name.as_str()).collect();
         return format!("({}) > ({})", names.join(", "), values.join(", "));
@@ -107,6 +111,13 @@ pub(crate) fn after_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[St
     }
 }
 
+/// The placeholder of the `i`-th value of a resumed query's position,
+/// bound once however many conditions of the query compare with it. (The
+/// name holds a space, which no filter parameter's may.)
+fn position_value(binds: &mut Binds, i: usize, value: &str) -> String {
+    binds.bind_named(&format!(" position {i}"), || Param::from(value))
+}
+
 /// [`after_key`] for rows ordered by key, then by the text of its
 /// respellable columns: a page may end between two texts of one key.
 fn after_spelled_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[String], binds: &mut Binds) -> String {
@@ -119,8 +130,8 @@ fn after_spelled_key(scope: &Scope<'_>, t: usize, alias: &str, position: &[Strin
     let keys = table.key_columns();
     let mut equal = Vec::new();
     let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-    for (column, value) in keys.iter().zip(position) {
-        let placeholder = binds.bind(value.as_str());
+    for (i, (column, value)) in keys.iter().zip(position).enumerate() {
+        let placeholder = position_value(binds, i, value);
         let equals = scope.schema.operator(column, "=");
         equal.push(format!("{alias}.{} {equals} {placeholder}::text::{}", quote_ident(&column.name), column.pg_type));
         if respellable.contains(&column.name) {
@@ -491,10 +502,13 @@ mod tests {
         );
         assert!(plain.sql.contains(&format!("GROUP BY e.\"code\", {spelled} ORDER BY e.\"code\", {spelled}")), "{}", plain.sql);
         assert!(
-            plain.sql.contains(&format!("OR (e.\"code\" = $8::text::text AND ROW({spelled}) > ROW(($8::text COLLATE \"C\")))")),
+            plain.sql.contains(&format!(
+                "((e.\"code\") > ($7::text::text) OR (e.\"code\" = $7::text::text AND ROW({spelled}) > ROW(($7::text COLLATE \"C\")))"
+            )),
             "{}",
             plain.sql
         );
+        assert_eq!(plain.params.len(), 7, "the position is bound once");
         assert!(!plain.sql.contains("respelled"), "{}", plain.sql);
         assert!(!plain.decode(&[Some("9"), Some("eur")]).unwrap().respelled);
         let asked = deletes(&scope, 2, &window(Some("5:9:")), None, &FilterValues::new(), true);

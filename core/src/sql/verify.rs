@@ -120,7 +120,7 @@ mod tests {
             q.sql
         );
         assert!(
-            q.sql.contains("ON tr.\"id\" = r.\"id\" AND (tr.\"id\") > ($4::text::bigint) WHERE (r.\"id\") > ($3::text::bigint)"),
+            q.sql.contains("ON tr.\"id\" = r.\"id\" AND (tr.\"id\") > ($3::text::bigint) WHERE (r.\"id\") > ($3::text::bigint)"),
             "{}",
             q.sql
         );
