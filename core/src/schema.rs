@@ -135,14 +135,19 @@ impl Schema {
         self.tables.iter().position(|t| t.name == table.name).unwrap_or(usize::MAX)
     }
 
-    /// Declared types of the columns Tandem compares (keys, and the
-    /// columns a `via` filter ties to a parent's key) that are named with
+    /// Declared types of the columns Tandem compares (keys, filter
+    /// columns, and the columns a `via` filter ties to a parent's key) that are named with
     /// their schema (`public.citext`): the types that may bring their own
     /// `=` (see [`Schema::operators`]). An enum's column elsewhere costs no
     /// lookup.
     pub fn qualified_types(&self) -> Vec<String> {
         let compared = |t: &TableSchema, c: &Column| {
-            t.primary_key.contains(&c.name) || matches!(&t.filter, Some(Filter::Via { on, .. }) if on.contains_key(&c.name))
+            t.primary_key.contains(&c.name)
+                || match &t.filter {
+                    Some(Filter::Via { on, .. }) => on.contains_key(&c.name),
+                    Some(Filter::Columns(map)) => map.contains_key(&c.name),
+                    None => false,
+                }
         };
         let mut types: Vec<String> = self
             .tables

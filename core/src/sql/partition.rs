@@ -105,6 +105,15 @@ fn column_type(scope: &Scope<'_>, table: usize, column: &str) -> String {
     scope.table(table).columns.iter().find(|c| c.name == column).map(|c| c.pg_type.clone()).unwrap_or_else(|| "text".into())
 }
 
+/// The `=` a filter column's values compare with: its type's own, by
+/// schema (`citext`'s), as keys compare (see `Schema::operator`).
+fn filter_equality(scope: &Scope<'_>, table: usize, column: &str) -> String {
+    match scope.table(table).columns.iter().find(|c| c.name == column) {
+        Some(c) => scope.schema.operator(c, "="),
+        None => "=".to_string(),
+    }
+}
+
 /// The condition tying row `child_alias` of table `child` (filtered `via`
 /// table `parent`, on `on`) to its parent row `parent_alias`, with the
 /// `=` of the key's type: a child holding `'abc'` under a `citext` parent
@@ -151,7 +160,8 @@ pub fn row_filter_with(
             map.iter()
                 .map(|(col, name)| {
                     let ty = column_type(scope, table, col);
-                    format!("{alias}.{} = ANY({}::text[]::{ty}[])", column(col), param(binds, values, name))
+                    let equals = filter_equality(scope, table, col);
+                    format!("{alias}.{} {equals} ANY({}::text[]::{ty}[])", column(col), param(binds, values, name))
                 })
                 .collect::<Vec<_>>()
                 .join(" AND "),
@@ -203,7 +213,8 @@ pub fn part_match(scope: &Scope<'_>, table: usize, part: &str, binds: &mut Binds
         map.iter()
             .map(|(col, name)| {
                 let ty = column_type(scope, root, col);
-                format!("({part}->>{})::{ty} = ANY({}::text[]::{ty}[])", quote_literal(name), param(binds, values, name))
+                let equals = filter_equality(scope, root, col);
+                format!("({part}->>{})::{ty} {equals} ANY({}::text[]::{ty}[])", quote_literal(name), param(binds, values, name))
             })
             .collect::<Vec<_>>()
             .join(" AND "),
@@ -301,13 +312,23 @@ pub(crate) mod tests {
         let ids = [1, 2, 3];
         let plain = row_filter(&Scope::new(&schema, &ids), 1, "t", &mut Binds::new(), &values).unwrap();
         assert!(plain.contains("p1.\"id\" = t.\"order_id\""), "a type whose `=` is not known compares as written: {plain}");
-        schema.tables[0].columns[1].pg_type = "public.mood".into();
+        let mut mood = schema.tables[0].columns[1].clone();
+        (mood.name, mood.pg_type) = ("mood".into(), "public.mood".into());
+        schema.tables[0].columns.push(mood);
         assert_eq!(schema.qualified_types(), ["public.citext"], "only compared columns' types are looked up");
         schema.operators.insert("public.citext".into(), "public".into());
         let scope = Scope::new(&schema, &ids);
         let via = row_filter(&scope, 1, "t", &mut Binds::new(), &values).unwrap();
         assert!(via.contains("p1.\"id\" OPERATOR(\"public\".=) t.\"order_id\""), "{via}");
         assert!(part_expr(&scope, 1, "o", 0).contains("p1.\"id\" OPERATOR(\"public\".=) o.\"order_id\""));
+        // A filter column's values compare with its type's `=` too.
+        schema.tables[0].columns[1].pg_type = "public.citext".into();
+        let scope = Scope::new(&schema, &ids);
+        let direct = row_filter(&scope, 0, "t", &mut Binds::new(), &values).unwrap();
+        assert_eq!(direct, "t.\"tenant_id\" OPERATOR(\"public\".=) ANY($1::text[]::public.citext[])");
+        let exited = part_match(&scope, 1, "e.tandem_part", &mut Binds::new(), &values).unwrap();
+        assert_eq!(exited, "(e.tandem_part->>'tenant')::public.citext OPERATOR(\"public\".=) ANY($1::text[]::public.citext[])");
+        schema.tables[0].columns[1].pg_type = "integer".into();
         // Columns of other types compare with PostgreSQL's own `=`.
         schema.tables[1].columns[0].pg_type = "text".into();
         let scope = Scope::new(&schema, &ids);

@@ -287,3 +287,26 @@ fn pages_of_a_key_type_with_its_own_order_miss_no_row() {
     assert_eq!(edited, 200);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_filter_column_of_such_a_type_compares_as_its_type_does() {
+    let schema = r#"
+CREATE SCHEMA ext;
+CREATE EXTENSION citext SCHEMA ext;
+CREATE TABLE notes (id int PRIMARY KEY, org ext.citext NOT NULL, body text);
+INSERT INTO notes VALUES (1, 'ACME', 'upper'), (2, 'acme', 'lower'), (3, 'other', 'not ours');
+SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"org": "org"}}]}');
+"#;
+    let s = Scenario::new("off_path_filter", schema, "s");
+    let token = s.register(json!({"org": "Acme"}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "notes", "id"), "1,2", "the partition as citext draws it");
+    s.server().batch_execute("UPDATE notes SET org = 'other' WHERE id = 1").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "notes", "id"), "2", "a row that left it leaves the file");
+    local(&file, "INSERT INTO notes VALUES (4, 'aCmE', 'written on the device')");
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty(), "{report:?}");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"org": "Acme"}));
+}
