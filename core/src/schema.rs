@@ -211,6 +211,11 @@ impl TableSchema {
         self.primary_key.iter().filter_map(|k| self.column_index(k)).collect()
     }
 
+    /// The column named `name`, if the table syncs it.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
     pub fn key_columns(&self) -> Vec<&Column> {
         self.key_indexes().into_iter().map(|i| &self.columns[i]).collect()
     }

@@ -13,7 +13,7 @@
 
 use crate::ident::quote_ident;
 use crate::setup::Filter;
-use crate::sql::partition::{row_filter, row_filter_with, FilterValues};
+use crate::sql::partition::{row_filter, row_filter_with, via_equality, FilterValues};
 use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Flag, NoRows, Param, Query};
 use crate::sql::tracking::{self, tracked_state};
 use crate::sql::{column_list, Scope};
@@ -333,8 +333,7 @@ fn staged_filter(
                 .iter()
                 .map(|(c, p)| {
                     let parent_col = staged_column(scope, staged, parent_index, p).unwrap_or_else(|| "NULL".into());
-                    let find = |t: usize, name: &str| scope.table(t).columns.iter().find(|x| x.name == name);
-                    let equals = scope.schema.equality(find(parent_index, p), find(t, c));
+                    let equals = via_equality(scope, (t, parent_index), c, p);
                     format!("{sp}.{parent_col} {equals} {alias}.{}", column(c))
                 })
                 .collect();

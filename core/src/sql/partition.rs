@@ -108,10 +108,16 @@ fn column_type(scope: &Scope<'_>, table: usize, column: &str) -> String {
 /// The `=` a filter column's values compare with: its type's own, by
 /// schema (`citext`'s), as keys compare (see `Schema::operator`).
 fn filter_equality(scope: &Scope<'_>, table: usize, column: &str) -> String {
-    match scope.table(table).columns.iter().find(|c| c.name == column) {
+    match scope.table(table).column(column) {
         Some(c) => scope.schema.operator(c, "="),
         None => "=".to_string(),
     }
+}
+
+/// The `=` comparing column `child_col` of table `child` with its `via`
+/// parent's key column `parent_col`: their type's own where both have it.
+pub fn via_equality(scope: &Scope<'_>, (child, parent): (usize, usize), child_col: &str, parent_col: &str) -> String {
+    scope.schema.equality(scope.table(parent).column(parent_col), scope.table(child).column(child_col))
 }
 
 /// The condition tying row `child_alias` of table `child` (filtered `via`
@@ -126,10 +132,9 @@ pub fn via_join(
     child_alias: &str,
     child_column: &dyn Fn(&str) -> String,
 ) -> String {
-    let column = |t: usize, name: &str| scope.table(t).columns.iter().find(|c| c.name == name);
     on.iter()
         .map(|(child_col, parent_col)| {
-            let equals = scope.schema.equality(column(parent, parent_col), column(child, child_col));
+            let equals = via_equality(scope, (child, parent), child_col, parent_col);
             format!("{parent_alias}.{} {equals} {child_alias}.{}", quote_ident(parent_col), child_column(child_col))
         })
         .collect::<Vec<_>>()
