@@ -16,7 +16,8 @@ use crate::error::CliError;
 /// The local file and its key, shared by the commands that open one.
 #[derive(clap::Args, Clone)]
 pub struct LocalFile {
-    /// The local SQLite file (created if missing).
+    /// The local SQLite file (`sql` and `sync` create it when missing;
+    /// `verify` and `rekey` need it to exist).
     #[arg(long = "local", value_name = "FILE")]
     pub path: PathBuf,
     /// Encryption key of the file (SQLCipher).

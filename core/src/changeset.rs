@@ -71,8 +71,18 @@ pub struct RowChange {
     /// server still holds the key under another text of an equal value
     /// (`1.50` for `1.5`), so rows filtered `via` the deleted text stay.
     /// Kept as sent (`false` too): an upload carrying it at all is malformed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `null` is no boolean, so a changeset saying it is refused as well.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present_bool")]
     pub respelled: Option<bool>,
+}
+
+/// `respelled`, when present, must be a boolean: `null` is not read as
+/// absent.
+fn present_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<bool>, D::Error> {
+    match Option::<bool>::deserialize(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom("\"respelled\" is null; a server's delete says true or false, and an upload leaves it out")),
+    }
 }
 
 impl RowChange {

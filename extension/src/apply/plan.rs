@@ -42,6 +42,12 @@ pub fn plan<'s>(scope: &Scope<'s>, schema: &'s Schema, changeset: Changeset) -> 
             reason: "an upload carries no \"respelled\" (only a server's deletes do)".into(),
         });
     }
+    if checked.iter().any(|t| t.rows.iter().any(|r| r.version.is_some())) {
+        return Err(Error::Malformed {
+            what: "changeset",
+            reason: "an upload's rows carry no \"version\" (only a server's do; a change made on a server row names it as \"base\")".into(),
+        });
+    }
     let mut plans = Vec::new();
     for table in checked {
         let t = scope.index_of(&table.schema.name).ok_or_else(|| Error::Internal("table outside scope".into()))?;

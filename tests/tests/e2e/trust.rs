@@ -718,11 +718,20 @@ fn a_device_role_whose_search_path_leaves_out_the_extension_is_told_so() {
 fn only_a_servers_delete_may_say_its_key_changed_its_text() {
     let s = Scenario::new("respelled_upload", SCHEMA, "crm");
     let mut server = s.server();
-    // Either value: the field is the server's to send.
-    for respelled in [true, false] {
+    // Any value, null too: the field is the server's to send.
+    for respelled in [json!(true), json!(false), json!(null)] {
         let forged = upload("dev", json!([{"op": "delete", "respelled": respelled, "seq": 1, "key": [1]}]));
         let error = error_of(&mut server, "SELECT sync_apply_changes('crm', $1, $2)", &[&forged, &json!({"params": {"tenant": 1}})]);
         assert!(error.starts_with("22P02") && error.contains("respelled"), "{respelled}: {error}");
+    }
+    // So is a row's version.
+    for row in [
+        json!({"op": "delete", "version": "7", "seq": 1, "key": [1]}),
+        json!({"op": "upsert", "version": "7", "seq": 1, "values": [1, 1, "x"]}),
+    ] {
+        let forged = upload("dev", json!([row]));
+        let error = error_of(&mut server, "SELECT sync_apply_changes('crm', $1, $2)", &[&forged, &json!({"params": {"tenant": 1}})]);
+        assert!(error.starts_with("22P02") && error.contains("\"version\""), "{row}: {error}");
     }
     let left: i64 = server.query_one("SELECT count(*) FROM customers WHERE id = 1", &[]).unwrap().get(0);
     assert_eq!(left, 1, "nothing applied");
