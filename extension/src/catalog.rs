@@ -201,10 +201,13 @@ pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Res
                 CASE WHEN a.attidentity <> '' \
                      THEN format('nextval(%L::regclass)', pg_get_serial_sequence(a.attrelid::regclass::text, a.attname::text)) \
                      WHEN a.attnotnull OR pg_get_expr(d.adbin, d.adrelid) LIKE '%nextval(%' THEN pg_get_expr(d.adbin, d.adrelid) END, \
-                a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE '%nextval(%', false) \
+                a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE '%nextval(%', false), \
+                CASE WHEN a.attcollation <> b.typcollation THEN format('%I.%I', cn.nspname, co.collname) END \
          FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
          JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
          LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+         LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation \
+         LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace \
          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
             &[name.quoted().into()],
             |row| {
@@ -221,6 +224,7 @@ pub fn stage_types(spi: &mut Spi<'_>, name: &TableName, columns: &[&str]) -> Res
                         rounds: spi::get::<bool>(row, 6)?.unwrap_or(false),
                         fills: spi::text(row, 7)?,
                         sequenced: spi::get::<bool>(row, 8)?.unwrap_or(false),
+                        collation: spi::text(row, 9)?,
                     },
                 ))
             },

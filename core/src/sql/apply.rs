@@ -127,6 +127,11 @@ pub struct StageType {
     /// set a value the server's row does not hold (the server's next value
     /// would collide with it).
     pub sequenced: bool,
+    /// The column's collation (quoted, schema-qualified) where it is not
+    /// its stored type's: the stage's column takes it, so staged keys
+    /// compare as the table's do (`'ka'` and `'KA'` under a case-blind
+    /// collation are one key).
+    pub collation: Option<String>,
 }
 
 impl StageType {
@@ -145,6 +150,14 @@ impl StageType {
     fn changes(&self, text: &str) -> String {
         format!("{text}::{0} IS DISTINCT FROM ({text}::{0})::{1}", self.input, self.declared)
     }
+
+    /// The stage column's definition: its stored type and collation.
+    fn definition(&self) -> String {
+        match &self.collation {
+            None => self.stored.clone(),
+            Some(collation) => format!("{} COLLATE {collation}", self.stored),
+        }
+    }
 }
 
 /// Creates the (empty) stage of table `t`: `idx`, `op`, `base`, one column
@@ -153,10 +166,10 @@ impl StageType {
 /// f1, ...`), and `tandem_inexact`, the first column whose value storing
 /// would change.
 pub fn create_stage(scope: &Scope<'_>, t: usize, columns: &[usize], types: &[StageType], moves: bool) -> Query<NoRows> {
-    let mut defs: Vec<String> = types.iter().enumerate().map(|(i, ty)| format!("c{i} {}, ", ty.stored)).collect();
+    let mut defs: Vec<String> = types.iter().enumerate().map(|(i, ty)| format!("c{i} {}, ", ty.definition())).collect();
     if moves {
         for (i, ty) in key_types(scope, t, columns, types).into_iter().enumerate() {
-            defs.push(format!("f{i} {}, ", ty.stored));
+            defs.push(format!("f{i} {}, ", ty.definition()));
         }
     }
     let sql = format!(
@@ -957,7 +970,16 @@ mod tests {
     use crate::sql::partition::tests::crm;
 
     fn plain(ty: &str) -> StageType {
-        StageType { declared: ty.into(), input: ty.into(), stored: ty.into(), domain: None, rounds: false, fills: None, sequenced: false }
+        StageType {
+            declared: ty.into(),
+            input: ty.into(),
+            stored: ty.into(),
+            domain: None,
+            rounds: false,
+            fills: None,
+            sequenced: false,
+            collation: None,
+        }
     }
 
     #[test]
@@ -1089,6 +1111,11 @@ mod tests {
         assert!(create_stage(&scope, 0, &[0, 1], &[plain("bigint"), plain("integer")], true)
             .sql
             .contains("c1 integer, f0 bigint, tandem_inexact"));
+        // A collated key compares as the table's column does, as sent and as it was.
+        let collated = StageType { collation: Some("\"public\".\"ci\"".into()), ..plain("text") };
+        assert!(create_stage(&scope, 0, &[0, 1], &[collated, plain("integer")], true)
+            .sql
+            .contains("(idx int4, op text, base xid8, c0 text COLLATE \"public\".\"ci\", c1 integer, f0 text COLLATE \"public\".\"ci\", tandem_inexact"));
         assert!(delete_rows(&scope, &staged, 0, &[4], seen).sql.contains("r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"));
         let types = [plain("bigint"), StageType { fills: Some("0".into()), ..plain("integer") }];
         let insert = insert_rows(&scope, &staged, 0, &types, &[5], false);

@@ -548,7 +548,9 @@ fn exit_from(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &st
 }
 
 fn insert_body(scope: &Scope<'_>, t: usize) -> String {
-    line(log(scope, t, IN_TRIGGER, "tandem_new", "n", LogKind::Change, ""))
+    let key = &scope.table(t).primary_key;
+    let arrived = format!("SELECT {} FROM tandem_new n", column_list(Some("n"), key));
+    line(log(scope, t, IN_TRIGGER, "tandem_new", "n", LogKind::Change, "")) + &restamp_descendants(scope, t, &arrived, true)
 }
 
 fn delete_body(scope: &Scope<'_>, t: usize) -> String {
@@ -621,6 +623,14 @@ fn update_body(scope: &Scope<'_>, t: usize) -> String {
     }
     body += &line(log(scope, t, IN_TRIGGER, "tandem_new", "n", LogKind::Change, ""));
     body += &follow_parents(scope, t);
+    // A key changed onto rows already under it takes them in.
+    if table.filter.is_some() {
+        let arrived = format!(
+            "SELECT {} FROM tandem_new n WHERE NOT EXISTS (SELECT 1 FROM tandem_old o WHERE {same_key})",
+            column_list(Some("n"), &table.primary_key)
+        );
+        body += &restamp_descendants(scope, t, &arrived, true);
+    }
     body
 }
 
@@ -641,18 +651,63 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
         part_expr(scope, t, "o", 0),
         part_expr(scope, t, "n", 0),
     );
+    restamp_descendants(scope, t, &moved, false) + &children_exit(scope, t, &moved)
+}
+
+/// Rows of tables filtered `via` table `t` (at any depth) under the parents
+/// of `parents` (their keys) become due for sending. `arrived`: the
+/// parents are new to their keys (inserted, or a key changed onto them),
+/// so only rows that were there before them are found, and none can be
+/// under a child table whose foreign key to `t` (on the `via` columns,
+/// valid, checked at each statement) held them off: that table is skipped
+/// without a look, which spares an insert a scan of a child table with no
+/// index on those columns.
+fn restamp_descendants(scope: &Scope<'_>, t: usize, parents: &str, arrived: bool) -> String {
     let mut out = String::new();
     for (child, path) in descendants(scope, t) {
         let joins = descendant_joins(scope, t, &path);
         let child_key = &scope.table(child).primary_key;
         // The child rows are locked before their entries take a sequence
         // number, so a concurrent write of a child is ordered with this one.
-        out += &planned_each_time(format!("SELECT 1 FROM ({moved}) m{joins} FOR NO KEY UPDATE OF d0"));
-        out += &format!("  _seq := nextval('{LOG_SEQUENCE}');\n");
-        let children = format!("(SELECT DISTINCT {} FROM ({moved}) m{joins})", column_list(Some("d0"), child_key));
-        out += &planned_each_time(log(scope, child, DYNAMIC, &children, "c", LogKind::Restamp, ""));
+        let mut restamp = planned_each_time(format!("SELECT 1 FROM ({parents}) m{joins} FOR NO KEY UPDATE OF d0"));
+        restamp += &format!("  _seq := nextval('{LOG_SEQUENCE}');\n");
+        let children = format!("(SELECT DISTINCT {} FROM ({parents}) m{joins})", column_list(Some("d0"), child_key));
+        restamp += &planned_each_time(log(scope, child, DYNAMIC, &children, "c", LogKind::Restamp, ""));
+        out += &match path.last() {
+            Some((first, on)) if arrived => format!("  IF NOT {} THEN\n{restamp}  END IF;\n", held_off(scope, (*first, t), on)),
+            _ => restamp,
+        };
     }
-    out + &children_exit(scope, t, &moved)
+    out
+}
+
+/// True when a foreign key of table `child` on its `via` columns `on` to
+/// table `parent` keeps every child row under a parent row: valid, and
+/// checked at each statement's end (not deferrable), so no statement after
+/// one that leaves a child without its parent can start. Read at each
+/// statement from the catalog: a key dropped or added later counts.
+fn held_off(scope: &Scope<'_>, (child, parent): (usize, usize), on: &std::collections::BTreeMap<String, String>) -> String {
+    let attnum = |relation: &str, name: &str| {
+        format!("(SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = k.{relation} AND attname = {})", quote_literal(name))
+    };
+    let pairs: Vec<String> = on
+        .iter()
+        .map(|(c, p)| {
+            format!(
+                " AND EXISTS (SELECT 1 FROM unnest(k.conkey, k.confkey) AS u(c, p) WHERE u.c = {} AND u.p = {})",
+                attnum("conrelid", c),
+                attnum("confrelid", p)
+            )
+        })
+        .collect();
+    format!(
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contype = 'f' AND k.convalidated AND NOT k.condeferrable \
+         AND k.conrelid = to_regclass({child}) AND k.confrelid = to_regclass({parent}) AND cardinality(k.conkey) = {n}{pairs})",
+        child = quote_literal(&scope.table(child).table_name().quoted()),
+        parent = quote_literal(&scope.table(parent).table_name().quoted()),
+        n = on.len(),
+        pairs = pairs.concat(),
+    )
 }
 
 /// Rows of tables filtered `via` table `t` (at any depth) under the parents
@@ -959,6 +1014,12 @@ mod tests {
             delete.contains("EXECUTE 'INSERT INTO \"tandem\".\"exit_8\" (\"order_id\", \"line\", tandem_part, tandem_stamp) SELECT c.\"order_id\", c.\"line\", c.tandem_left, $2 FROM (SELECT DISTINCT d0.\"order_id\", d0.\"line\", m.tandem_left FROM (SELECT o.\"id\", jsonb_build_object(''tenant'', o.\"tenant_id\") AS tandem_left FROM tandem_old o) m JOIN \"public\".\"items\" d0 ON m.\"id\" = d0.\"order_id\") c'"),
             "{delete}"
         );
+        // A parent that arrives (inserted, or a key changed onto the rows)
+        // takes in rows already there, unless a foreign key held them off.
+        let insert = the(&orders, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_insert_7\"");
+        assert!(insert.contains("  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contype = 'f' AND k.convalidated AND NOT k.condeferrable AND k.conrelid = to_regclass('\"public\".\"items\"') AND k.confrelid = to_regclass('\"public\".\"orders\"') AND cardinality(k.conkey) = 1 AND EXISTS (SELECT 1 FROM unnest(k.conkey, k.confkey) AS u(c, p) WHERE u.c = (SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = k.conrelid AND attname = 'order_id') AND u.p = (SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = k.confrelid AND attname = 'id'))) THEN\n"), "{insert}");
+        assert!(insert.contains("FROM (SELECT DISTINCT d0.\"order_id\", d0.\"line\" FROM (SELECT n.\"id\" FROM tandem_new n) m JOIN \"public\".\"items\" d0 ON m.\"id\" = d0.\"order_id\") c HAVING count(*) > 0'"), "{insert}");
+        assert!(update.contains("(SELECT n.\"id\" FROM tandem_new n WHERE NOT EXISTS (SELECT 1 FROM tandem_old o WHERE n.\"id\" = o.\"id\")) m JOIN \"public\".\"items\" d0"), "{update}");
         // an unfiltered table has no partition to leave: only vanished keys exit
         let currencies = triggers(&scope, 2);
         let update = the(&currencies, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_update_9\"");

@@ -310,3 +310,104 @@ SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"org": "org
     assert!(report.rejected.is_empty(), "{report:?}");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"org": "Acme"}));
 }
+
+/// Keys under a nondeterministic collation: PostgreSQL holds `'ka'` and
+/// `'KA'` equal, so an upload's two rows under them are one row, and a
+/// child names its parent in either text.
+const COLLATED: &str = r#"
+CREATE COLLATION IF NOT EXISTS tandem_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE codes (code text COLLATE tandem_ci PRIMARY KEY, tenant_id int NOT NULL, note text);
+CREATE TABLE uses (id text COLLATE tandem_ci PRIMARY KEY, code text COLLATE tandem_ci, body text);
+INSERT INTO codes VALUES ('OLD', 1, 'on the server');
+SELECT sync_provision('s', '{"tables": [
+  {"name": "codes", "filter": {"tenant_id": "tenant"}},
+  {"name": "uses", "filter": {"via": "codes", "on": {"code": "code"}}}]}');
+"#;
+
+#[test]
+fn keys_a_collation_holds_equal_in_one_upload_are_refused_not_merged() {
+    let s = Scenario::new("collated_keys", COLLATED, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "INSERT INTO codes VALUES ('ka', 1, 'first'), ('KA', 1, 'second')");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.pushed, 1, "{report:?}");
+    assert_eq!(report.rejected.len(), 1, "the second row's key is the first's: {report:?}");
+    assert!(report.rejected[0].reason.contains("equal"), "{report:?}");
+    let notes: Vec<String> = s.server().query("SELECT note FROM codes WHERE code = 'ka'", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(notes, ["first"]);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM codes WHERE lower(code) = 'ka'"), 1, "the file holds what the server holds");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn a_child_names_its_parent_of_the_same_upload_as_the_collation_compares() {
+    let s = Scenario::new("collated_child", COLLATED, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(
+        &file,
+        "INSERT INTO codes VALUES ('NEW', 1, 'new parent');
+         INSERT INTO uses VALUES ('u1', 'new', 'under NEW, in lower case'), ('u2', 'old', 'under OLD, in lower case')",
+    );
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty(), "{report:?}");
+    assert_eq!(report.pushed, 3, "{report:?}");
+    let on_server: i64 = s.server().query_one("SELECT count(*) FROM uses", &[]).unwrap().get(0);
+    assert_eq!(on_server, 2);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+/// Rows the server holds under a `via` parent that does not exist yet (no
+/// foreign key): they are in no partition until the parent comes.
+const LATE_PARENT: &str = r#"
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TABLE codes (code citext PRIMARY KEY, tenant_id int NOT NULL);
+CREATE TABLE uses (id int PRIMARY KEY, code citext, body text);
+CREATE TABLE notes (id int PRIMARY KEY, use_id int, body text);
+INSERT INTO codes VALUES ('HERE', 1), ('ELSE', 1);
+INSERT INTO uses VALUES (1, 'here', 'under HERE'), (2, 'x', 'waits for X'), (3, 'Gone', 'under GONE');
+INSERT INTO notes VALUES (1, 2, 'under use 2'), (3, 3, 'under use 3');
+CREATE TABLE tags (id int PRIMARY KEY, code citext, body text);
+INSERT INTO tags VALUES (1, 'Y', 'waits for y');
+ALTER TABLE tags ADD FOREIGN KEY (code) REFERENCES codes NOT VALID;
+SELECT sync_provision('s', '{"tables": [
+  {"name": "codes", "filter": {"tenant_id": "tenant"}},
+  {"name": "uses", "filter": {"via": "codes", "on": {"code": "code"}}},
+  {"name": "notes", "filter": {"via": "uses", "on": {"use_id": "id"}}},
+  {"name": "tags", "filter": {"via": "codes", "on": {"code": "code"}}}]}');
+"#;
+
+#[test]
+fn rows_waiting_for_their_parent_reach_devices_when_it_comes() {
+    let s = Scenario::new("late_parent", LATE_PARENT, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "uses", "id"), "1");
+    s.server().batch_execute("INSERT INTO codes VALUES ('X', 1)").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "uses", "id"), "1,2", "the rows under the new parent, in another text too");
+    assert_eq!(keys(&file, "notes", "id"), "1", "and the rows under them");
+    // Gone, and back in another text: the rows that stayed follow it.
+    s.server().batch_execute("DELETE FROM codes WHERE code = 'X'").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "uses", "id"), "1");
+    s.server().batch_execute("INSERT INTO codes VALUES ('x', 1)").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "uses", "id"), "1,2");
+    assert_eq!(keys(&file, "notes", "id"), "1");
+    // A parent whose key changes onto waiting rows takes them in.
+    s.server().batch_execute("UPDATE codes SET code = 'gone' WHERE code = 'ELSE'").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "uses", "id"), "1,2,3");
+    assert_eq!(keys(&file, "notes", "id"), "1,3");
+    // A foreign key made NOT VALID over rows without a parent holds none off.
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tags"), 0);
+    s.server().batch_execute("INSERT INTO codes VALUES ('y', 1)").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "tags", "id"), "1");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
