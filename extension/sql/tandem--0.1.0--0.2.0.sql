@@ -127,6 +127,7 @@ CREATE FUNCTION tandem.on_table_alter() RETURNS event_trigger LANGUAGE plpgsql S
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _table oid;
+    _off text;
 BEGIN
     FOR _table IN
         SELECT DISTINCT s.relid FROM pg_event_trigger_ddl_commands() c
@@ -158,6 +159,22 @@ BEGIN
         WHERE c.classid = 'pg_class'::regclass
     LOOP
         PERFORM tandem.follow_columns(_table::int8);
+    END LOOP;
+    -- Tandem's triggers disabled (DISABLE TRIGGER ALL or USER, ENABLE
+    -- REPLICA TRIGGER), on a tracked table or one of its partitions: not
+    -- refused (pg_restore --disable-triggers does it), but said, since the
+    -- writes made meanwhile reach no device by themselves.
+    FOR _off IN
+        SELECT DISTINCT format('%I.%I', n.nspname, r.relname) FROM pg_event_trigger_ddl_commands() c
+        JOIN pg_class r ON r.oid = c.objid
+        JOIN pg_namespace n ON n.oid = r.relnamespace
+        JOIN pg_trigger t ON t.tgrelid = r.oid AND t.tgenabled IN ('D', 'R')
+        JOIN pg_proc f ON f.oid = t.tgfoid AND f.pronamespace = 'tandem'::regnamespace
+        WHERE c.classid = 'pg_class'::regclass
+        ORDER BY 1
+    LOOP
+        RAISE WARNING 'Tandem''s triggers on % are disabled: writes to it reach no device', _off
+            USING HINT = format('ALTER TABLE %s ENABLE TRIGGER ALL; the writes made meanwhile reach a device only through tandem verify --repair', _off);
     END LOOP;
 END $$;
 

@@ -356,3 +356,41 @@ fn a_foreign_key_added_after_provisioning_orders_the_apply() {
     let report = s.sync_as(&file, &token);
     assert_eq!((report.pushed, report.conflicts.len()), (2, 0), "{report:?}");
 }
+
+#[test]
+fn disabling_tandems_triggers_is_said_to_lose_devices_the_writes() {
+    let db = TestDb::new("disabled_triggers");
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let heard = notices.clone();
+    let mut config: postgres::Config = db.url.parse().unwrap();
+    config.notice_callback(move |notice| heard.lock().unwrap().push(notice.message().to_string()));
+    let mut client = config.connect(postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int, tenant_id int NOT NULL, PRIMARY KEY (id, tenant_id)) PARTITION BY LIST (tenant_id);
+             CREATE TABLE t_1 PARTITION OF t FOR VALUES IN (1);
+             CREATE TABLE u (id int PRIMARY KEY);
+             CREATE FUNCTION mine() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+             CREATE TRIGGER mine BEFORE INSERT ON u FOR EACH ROW EXECUTE FUNCTION mine();
+             SELECT sync_provision('s', '{\"tables\": [{\"name\": \"t\", \"filter\": {\"tenant_id\": \"tenant\"}}, {\"name\": \"u\"}]}');",
+        )
+        .unwrap();
+    notices.lock().unwrap().clear();
+    // The user's own trigger, by name: nothing to say.
+    client.batch_execute("ALTER TABLE u DISABLE TRIGGER mine; ALTER TABLE u ENABLE TRIGGER mine").unwrap();
+    assert_eq!(*notices.lock().unwrap(), Vec::<String>::new());
+    let insert: String = client
+        .query_one("SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'u'::regclass AND tgname LIKE 'tandem%insert'", &[])
+        .unwrap()
+        .get(0);
+    for (statement, table) in [
+        ("ALTER TABLE u DISABLE TRIGGER USER".to_string(), "public.u"),
+        ("ALTER TABLE t_1 DISABLE TRIGGER ALL".to_string(), "public.t_1"),
+        (format!("ALTER TABLE u ENABLE REPLICA TRIGGER {insert}"), "public.u"),
+    ] {
+        client.batch_execute(&statement).unwrap();
+        let heard = std::mem::take(&mut *notices.lock().unwrap());
+        assert!(heard.iter().any(|n| n.contains(table) && n.contains("reach no device")), "{statement}: {heard:?}");
+        client.batch_execute("ALTER TABLE u ENABLE TRIGGER ALL; ALTER TABLE t_1 ENABLE TRIGGER ALL").unwrap();
+    }
+}
