@@ -484,7 +484,11 @@ fn same_as_sent(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> String {
     let mut equal: Vec<String> = uploaded
         .iter()
         .enumerate()
-        .map(|(i, &c)| format!("r.{}::text IS NOT DISTINCT FROM s.c{i}::text", quote_ident(&table.columns[c].name)))
+        .map(|(i, &c)| {
+            // Byte for byte: a value in another case is an edit, also
+            // where the column's collation holds the two equal.
+            format!("(r.{}::text COLLATE \"C\") IS NOT DISTINCT FROM (s.c{i}::text COLLATE \"C\")", quote_ident(&table.columns[c].name))
+        })
         .collect();
     if equal.is_empty() {
         equal.push("true".into());

@@ -15,7 +15,7 @@ use crate::schema::Column;
 use crate::setup::Filter;
 use crate::sql::query::{Binds, Param};
 use crate::sql::Scope;
-use crate::types::json_to_pg_text;
+use crate::types::{json_to_pg_text, LogicalType};
 
 /// The values each filter parameter is bound to, as text (a scalar is a
 /// list of one), checked against the type of the column it filters.
@@ -214,12 +214,25 @@ pub fn part_expr(scope: &Scope<'_>, table: usize, alias: &str, depth: usize) -> 
 /// was the client's partition; `None` for unfiltered tables.
 pub fn part_match(scope: &Scope<'_>, table: usize, part: &str, binds: &mut Binds, values: &FilterValues) -> Option<String> {
     let (root, map) = root_filter(scope, table)?;
+    let root_table = scope.table(root);
     Some(
         map.iter()
             .map(|(col, name)| {
                 let ty = column_type(scope, root, col);
                 let equals = filter_equality(scope, root, col);
-                format!("({part}->>{})::{ty} {equals} ANY({}::text[]::{ty}[])", quote_literal(name), param(binds, values, name))
+                let cast = format!("({part}->>{})::{ty}", quote_literal(name));
+                let recorded = match root_table.column(col).map(|c| c.ty) {
+                    // Beside the column in a UNION, the value takes the
+                    // column's collation too, which no cast gives: `'ACME'`
+                    // left the partition of `"acme"` under a case-blind one.
+                    Some(LogicalType::Text | LogicalType::Other) => format!(
+                        "(SELECT x.v FROM (SELECT t.{} FROM {} t WHERE false UNION ALL SELECT {cast}) AS x(v))",
+                        quote_ident(col),
+                        root_table.table_name().quoted(),
+                    ),
+                    _ => cast,
+                };
+                format!("{recorded} {equals} ANY({}::text[]::{ty}[])", param(binds, values, name))
             })
             .collect::<Vec<_>>()
             .join(" AND "),
@@ -231,7 +244,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::schema::{Column, Schema, TableSchema};
     use crate::setup::Direction;
-    use crate::types::LogicalType;
 
     pub(crate) fn crm() -> Schema {
         let col = |name: &str, pg: &str| Column {

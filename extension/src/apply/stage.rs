@@ -47,7 +47,7 @@ pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> 
         plan.rows[i].outcome = Outcome::Refused {
             kind: RejectionKind::InvalidValue,
             reason: "its key is equal, as PostgreSQL compares it, to an earlier row's of this upload (3 and 3.0, one instant \
-                     in two time zones): send one row per key"
+                     in two time zones, 'ab' and 'AB' under citext or a case-blind collation): send one row per key"
                 .into(),
         };
     }

@@ -411,3 +411,81 @@ fn rows_waiting_for_their_parent_reach_devices_when_it_comes() {
     assert_eq!(keys(&file, "tags", "id"), "1");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// A filter column under a case-blind collation: `'ACME'` is in the
+/// partition of `"acme"`, in whatever case a row holds it.
+const COLLATED_FILTER: &str = r#"
+CREATE COLLATION IF NOT EXISTS tandem_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE org (id text PRIMARY KEY, tenant text COLLATE tandem_ci NOT NULL, name text COLLATE tandem_ci);
+CREATE TABLE item (id int PRIMARY KEY, org text, v text);
+INSERT INTO org VALUES ('O1', 'ACME', 'one'), ('O9', 'Acme', 'nine');
+INSERT INTO item VALUES (1, 'O1', 'under O1');
+SELECT sync_provision('s', '{"tables": [
+  {"name": "org", "filter": {"tenant": "tenant"}},
+  {"name": "item", "filter": {"via": "org", "on": {"org": "id"}}}]}');
+"#;
+
+#[test]
+fn rows_leave_a_partition_they_were_in_under_the_filter_columns_collation() {
+    let s = Scenario::new("collated_filter", COLLATED_FILTER, "s");
+    let (acme, other) = (s.register(json!({"tenant": "acme"})), s.register(json!({"tenant": "other"})));
+    let (a, o) = (s.store("acme.db"), s.store("other.db"));
+    s.sync_as(&a, &acme);
+    s.sync_as(&o, &other);
+    assert_eq!(keys(&a, "org", "id"), "O1,O9");
+    s.server().batch_execute("UPDATE org SET tenant = 'other' WHERE id = 'O1'; DELETE FROM org WHERE id = 'O9'").unwrap();
+    s.sync_as(&a, &acme);
+    s.sync_as(&o, &other);
+    assert_eq!(local_count(&a, "SELECT count(*) FROM org"), 0, "the moved row and the deleted one left acme's device");
+    assert_eq!(local_count(&a, "SELECT count(*) FROM item"), 0, "and the row under the moved one");
+    assert_eq!(keys(&o, "org", "id"), "O1");
+    assert_eq!(keys(&o, "item", "id"), "1");
+    // A device's edit that changes only the case of a value is an edit.
+    local(&o, "UPDATE org SET name = 'ONE' WHERE id = 'O1'");
+    let report = s.sync_as(&o, &other);
+    assert_eq!(report.pushed, 1, "{report:?}");
+    let name: String = s.server().query_one("SELECT name FROM org WHERE id = 'O1'", &[]).unwrap().get(0);
+    assert_eq!(name, "ONE");
+    assert_eq!(local_value(&o, "SELECT name FROM org").as_deref(), Some("ONE"));
+    assert_converged(&mut s.server(), a.connection(), "s", &json!({"tenant": "acme"}));
+    assert_converged(&mut s.server(), o.connection(), "s", &json!({"tenant": "other"}));
+}
+
+/// Keys and `via` columns under a case-blind collation, two levels deep:
+/// each row holds its parent's key in another case.
+const COLLATED_TREE: &str = r#"
+CREATE COLLATION IF NOT EXISTS tandem_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE p (id text COLLATE tandem_ci PRIMARY KEY, tenant int NOT NULL);
+CREATE TABLE c (id text COLLATE tandem_ci PRIMARY KEY, pid text COLLATE tandem_ci);
+CREATE TABLE g (id int PRIMARY KEY, cid text COLLATE tandem_ci);
+INSERT INTO p VALUES ('P2', 1), ('P3', 1);
+INSERT INTO c VALUES ('C2', 'p2'), ('C3', 'p3');
+INSERT INTO g VALUES (2, 'c2'), (3, 'c3');
+SELECT sync_provision('s', '{"tables": [
+  {"name": "p", "filter": {"tenant": "tenant"}},
+  {"name": "c", "filter": {"via": "p", "on": {"pid": "id"}}},
+  {"name": "g", "filter": {"via": "c", "on": {"cid": "id"}}}]}');
+"#;
+
+#[test]
+fn rows_under_a_parent_whose_key_changes_leave_devices_in_any_case() {
+    let s = Scenario::new("collated_tree", COLLATED_TREE, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "g", "id"), "2,3");
+    s.server().batch_execute("UPDATE p SET id = 'PZ' WHERE id = 'P2'").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "p", "id"), "P3,PZ");
+    assert_eq!(keys(&file, "c", "id"), "C3", "the rows under the old key are in no partition now");
+    assert_eq!(keys(&file, "g", "id"), "3");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    // A device changing only a key's case changes it on the server.
+    local(&file, "UPDATE p SET id = 'p3' WHERE id = 'P3'");
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    let ids: Vec<String> = s.server().query("SELECT id FROM p ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, ["p3", "PZ"]);
+    assert_eq!(keys(&file, "p", "id"), "PZ,p3");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

@@ -277,3 +277,55 @@ fn a_write_in_flight_during_provisioning_is_not_lost() {
     let (rows, _) = pull_all(&mut db.connect(), "s", None, &json!({}));
     assert_eq!(rows.len(), 201, "the row committed during provisioning is pulled");
 }
+
+/// A parent moving to another tenant while rows are written under it in
+/// other transactions: with a foreign key to it, and without one.
+const MOVING_PARENT: &str = r#"
+CREATE TABLE codes (code text PRIMARY KEY, tenant_id int NOT NULL);
+CREATE TABLE uses (id int PRIMARY KEY, code text REFERENCES codes, body text);
+CREATE TABLE notes (id int PRIMARY KEY, use_id int, body text);
+INSERT INTO codes VALUES ('P', 1), ('Q', 2);
+INSERT INTO uses VALUES (1, 'P', 'there before');
+SELECT sync_provision('s', '{"tables": [
+  {"name": "codes", "filter": {"tenant_id": "tenant"}},
+  {"name": "uses", "filter": {"via": "codes", "on": {"code": "code"}}},
+  {"name": "notes", "filter": {"via": "uses", "on": {"use_id": "id"}}}]}');
+"#;
+
+#[test]
+fn a_row_written_under_a_parent_while_it_moves_follows_it() {
+    use tandem_tests::local::{local_value, Scenario};
+    let s = Scenario::new("moving_parent", MOVING_PARENT, "s");
+    let (token_1, token_2) = (s.register(json!({"tenant": 1})), s.register(json!({"tenant": 2})));
+    let (one, two) = (s.store("one.db"), s.store("two.db"));
+    s.sync_as(&one, &token_1);
+    s.sync_as(&two, &token_2);
+    // The move's statement has run, its transaction is open.
+    let mut mover = s.server();
+    mover.batch_execute("BEGIN; UPDATE codes SET tenant_id = 2 WHERE code = 'P'").unwrap();
+    // Rows under P, in other transactions: one with the foreign key, one without.
+    let writer = {
+        let mut conn = s.server();
+        thread::spawn(move || {
+            conn.batch_execute(
+                "INSERT INTO uses VALUES (10, 'P', 'written while P moves'); INSERT INTO notes VALUES (10, 1, 'under use 1')",
+            )
+            .unwrap()
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    // Devices sync while the move is open: each sees P where it was.
+    s.sync_as(&one, &token_1);
+    s.sync_as(&two, &token_2);
+    mover.batch_execute("COMMIT").unwrap();
+    writer.join().unwrap();
+    s.sync_as(&one, &token_1);
+    s.sync_as(&two, &token_2);
+    let ids = |file: &tandem_local::Store, table: &str| {
+        local_value(file, &format!("SELECT group_concat(id, ',') FROM (SELECT id FROM {table} ORDER BY id)")).unwrap_or_default()
+    };
+    assert_eq!(ids(&two, "uses"), "1,10", "the rows under P reach its new tenant");
+    assert_eq!(ids(&two, "notes"), "10");
+    assert_eq!(ids(&one, "uses"), "", "and leave the old one");
+    assert_eq!(ids(&one, "notes"), "");
+}
