@@ -13,7 +13,7 @@
 
 use crate::ident::quote_ident;
 use crate::setup::Filter;
-use crate::sql::partition::{row_filter, row_filter_with, via_equality, FilterValues};
+use crate::sql::partition::{row_filter, row_filter_with, via_equality, via_join, FilterValues};
 use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Flag, NoRows, Param, Query};
 use crate::sql::tracking::{self, tracked_state};
 use crate::sql::{column_list, Scope};
@@ -249,6 +249,49 @@ impl Decode for IdxOnly {
     fn decode<'a>(&self, f: Fields<'a>) -> Result<usize, DecodeError> {
         f.index(self.0)
     }
+}
+
+/// Locks `FOR KEY SHARE` the server's `via` parent rows of table `t`'s
+/// staged rows: those the uploaded rows name, and those of the server's
+/// rows at their keys (old keys too, with `moves`). A parent that moves
+/// to another partition locks itself and the rows under it `FOR UPDATE`
+/// (`tracking`), so this waits for an open move to commit, and
+/// classification, a statement later, sees where the rows went; or the
+/// move waits for this upload and then takes its rows along. `None` for a
+/// table not filtered `via` a parent.
+pub fn lock_parents(scope: &Scope<'_>, staged: Staged<'_>, t: usize, moves: bool) -> Option<Query<NoRows>> {
+    let table = scope.table(t);
+    let Some(Filter::Via { parent, on }) = &table.filter else { return None };
+    let p = scope.index_of(parent)?;
+    let named = |source: &dyn Fn(&str) -> String| -> String {
+        on.keys().map(|c| format!("{} AS {}", source(c), quote_ident(c))).collect::<Vec<_>>().join(", ")
+    };
+    let sent = named(&|c| staged_column(scope, staged, t, c).map(|c| format!("s.{c}")).unwrap_or_else(|| "NULL".into()));
+    let held = named(&|c| format!("r.{}", quote_ident(c)));
+    let mut branches = vec![
+        format!("SELECT {sent} FROM {} s WHERE s.op = 'upsert'", scope.stage(t)),
+        format!(
+            "SELECT {held} FROM {} s JOIN {} r ON {}",
+            scope.stage(t),
+            table.table_name().quoted(),
+            keyed_equal(scope, staged, t, StageKey::Sent, "r", "s")
+        ),
+    ];
+    if moves {
+        branches.push(format!(
+            "SELECT {held} FROM {} s JOIN {} r ON {}",
+            scope.stage(t),
+            table.table_name().quoted(),
+            keyed_equal(scope, staged, t, StageKey::MovedFrom, "r", "s")
+        ));
+    }
+    let sql = format!(
+        "SELECT 1 FROM ({}) k JOIN {} p ON {} FOR KEY SHARE OF p",
+        branches.join(" UNION ALL "),
+        scope.table(p).table_name().quoted(),
+        via_join(scope, (t, p), "p", on, "k", &|c| quote_ident(c)),
+    );
+    Some(Query::exec(sql, Binds::new()))
 }
 
 /// Staged rows whose key PostgreSQL holds equal to an earlier row's of the
@@ -1020,6 +1063,23 @@ mod tests {
     }
 
     #[test]
+    fn rows_under_a_parent_lock_it_before_they_are_classified() {
+        let schema = crm();
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        let staged = vec![Some(vec![0, 1]), Some(vec![0, 1]), None];
+        assert!(lock_parents(&scope, &staged, 0, false).is_none(), "a table filtered by its own columns locks nothing");
+        let lock = lock_parents(&scope, &staged, 1, true).unwrap().sql;
+        assert_eq!(
+            lock,
+            "SELECT 1 FROM (SELECT s.c0 AS \"order_id\" FROM pg_temp.\"tandem_stage_2\" s WHERE s.op = 'upsert' \
+             UNION ALL SELECT r.\"order_id\" AS \"order_id\" FROM pg_temp.\"tandem_stage_2\" s JOIN \"public\".\"items\" r ON r.\"order_id\" = s.c0 AND r.\"line\" = s.c1 \
+             UNION ALL SELECT r.\"order_id\" AS \"order_id\" FROM pg_temp.\"tandem_stage_2\" s JOIN \"public\".\"items\" r ON r.\"order_id\" = s.f0 AND r.\"line\" = s.f1) k \
+             JOIN \"public\".\"orders\" p ON p.\"id\" = k.\"order_id\" FOR KEY SHARE OF p"
+        );
+    }
+
+    #[test]
     fn a_child_may_come_with_its_parent() {
         let schema = crm();
         let ids = [1, 2, 3];
@@ -1030,7 +1090,7 @@ mod tests {
         let query = classify(&scope, &staged, 1, StageKey::Sent, uploader, &values, &[0, 1]);
         let sql = &query.sql;
         assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($3::text[]::integer[]))"), "{sql}");
-        assert!(sql.contains("LEFT JOIN \"tandem\".\"track_2\" tr ON tr.\"order_id\" = s.c0 AND tr.\"line\" = s.c1"), "{sql}");
+        assert!(sql.contains("LEFT JOIN LATERAL (SELECT t1.* FROM \"tandem\".\"track_2\" t1 WHERE t1.\"order_id\" = s.c0 AND t1.\"line\" = s.c1 ORDER BY t1.tandem_deleted, t1.tandem_stamp DESC LIMIT 1) tr ON true"), "{sql}");
         assert!(sql.contains("WHERE s.idx = ANY($4::int4[])"), "the row list is bound last: {sql}");
         assert_eq!(query.params, [Param::from("r1"), Param::Bool(false), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]);
         assert_eq!(query.width, 9);

@@ -976,11 +976,16 @@ pub struct TrackedState {
 pub fn tracked_state(scope: &Scope<'_>, t: usize, key_equal: impl Fn(&str) -> String) -> TrackedState {
     let first = quote_ident(&scope.table(t).primary_key[0]);
     TrackedState {
+        // One tracking row per key, the live one first: under a
+        // nondeterministic collation tracking may hold a tombstone of the
+        // key's old text (`'K'`) beside the live row (`'k'`), both equal
+        // to the row's key.
         join: format!(
-            "LEFT JOIN {track} tr ON {tr_on} LEFT JOIN ({latest}) lg ON {lg_on}",
+            "LEFT JOIN LATERAL (SELECT t1.* FROM {track} t1 WHERE {tr_on} ORDER BY t1.tandem_deleted, t1.tandem_stamp DESC LIMIT 1) tr ON true \
+             LEFT JOIN ({latest}) lg ON {lg_on}",
             track = scope.track(t),
             latest = latest_changes(scope, t, &format!("({}) x", entries(scope, t, &scope.log(t)))),
-            tr_on = key_equal("tr"),
+            tr_on = key_equal("t1"),
             lg_on = key_equal("lg"),
         ),
         version: "coalesce(lg.tandem_stamp, tr.tandem_version)".into(),
@@ -1063,7 +1068,12 @@ mod tests {
         assert!(sql.contains("WHERE tandem_kind <> 'r'"), "restamps do not change the version: {sql}");
         assert!(sql.contains("INSERT INTO \"tandem\".\"track_8\" AS tr"), "{sql}");
         let state = tracked_state(&scope, 1, |alias| format!("{alias}.x = s.x"));
-        assert!(state.join.contains("LEFT JOIN \"tandem\".\"track_8\" tr ON tr.x = s.x"), "{}", state.join);
+        // One tracking row per key, the live one first.
+        assert!(
+            state.join.contains("LEFT JOIN LATERAL (SELECT t1.* FROM \"tandem\".\"track_8\" t1 WHERE t1.x = s.x ORDER BY t1.tandem_deleted, t1.tandem_stamp DESC LIMIT 1) tr ON true"),
+            "{}",
+            state.join
+        );
         assert!(state.join.ends_with(") lg ON lg.x = s.x"), "{}", state.join);
     }
 

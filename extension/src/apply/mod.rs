@@ -143,6 +143,14 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
             for plan in plans.iter_mut() {
                 stage::stage(spi, &scope, plan)?;
             }
+            // Rows under a parent that another transaction is moving wait
+            // for it, so they are classified where the move left them.
+            for plan in plans.iter() {
+                let moves = plan.rows.iter().any(|r| r.is_move());
+                if let Some(lock) = sql::lock_parents(&scope, &staged, plan.t, moves) {
+                    spi::run(spi, lock)?;
+                }
+            }
             // Classifying reads the logs too (what committed since the last
             // fold), joined row by row; folding just before keeps them short.
             fold::fold(spi, &scope, 0..scope.schema.tables.len())?;

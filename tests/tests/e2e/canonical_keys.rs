@@ -489,3 +489,31 @@ fn rows_under_a_parent_whose_key_changes_leave_devices_in_any_case() {
     assert_eq!(keys(&file, "p", "id"), "PZ,p3");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_key_respelled_under_a_collation_leaves_one_row_to_classify_an_edit_against() {
+    let schema = r#"
+CREATE COLLATION IF NOT EXISTS tandem_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE p (id text COLLATE tandem_ci PRIMARY KEY, tenant int NOT NULL, note text);
+INSERT INTO p VALUES ('K', 1, 'k'), ('J', 1, 'j');
+SELECT sync_provision('s', '{"tables": [{"name": "p", "filter": {"tenant": "tenant"}}]}');
+"#;
+    let s = Scenario::new("collated_tombstone", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    // The server re-spells one key, the device the other; then each is edited.
+    s.server().batch_execute("UPDATE p SET id = 'k' WHERE id = 'K'").unwrap();
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE p SET id = 'j' WHERE id = 'J'");
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    local(&file, "UPDATE p SET note = 'edited'");
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    assert_eq!(report.pushed, 2, "{report:?}");
+    let rows: Vec<String> =
+        s.server().query("SELECT id || ':' || note FROM p ORDER BY id COLLATE \"C\"", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(rows, ["j:edited", "k:edited"]);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

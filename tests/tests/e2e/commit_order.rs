@@ -329,3 +329,27 @@ fn a_row_written_under_a_parent_while_it_moves_follows_it() {
     assert_eq!(ids(&one, "uses"), "", "and leave the old one");
     assert_eq!(ids(&one, "notes"), "");
 }
+
+#[test]
+fn an_upload_under_a_parent_that_moves_meanwhile_is_refused_not_written_into_the_new_tenant() {
+    use tandem_tests::local::{local, Scenario};
+    let s = Scenario::new("upload_moving_parent", MOVING_PARENT, "s");
+    let token_1 = s.register(json!({"tenant": 1}));
+    let one = s.store("one.db");
+    s.sync_as(&one, &token_1);
+    local(&one, "UPDATE uses SET body = 'edited on the device' WHERE id = 1; INSERT INTO uses VALUES (11, 'P', 'new on the device')");
+    // The move's statement has run (its locks held), its transaction is open.
+    let mut mover = s.server();
+    mover.batch_execute("BEGIN; UPDATE codes SET tenant_id = 2 WHERE code = 'P'").unwrap();
+    let committer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        mover.batch_execute("COMMIT").unwrap();
+    });
+    let report = s.sync_as(&one, &token_1);
+    committer.join().unwrap();
+    let rows: Vec<String> =
+        s.server().query("SELECT id || ':' || coalesce(body, '') FROM uses ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(rows, ["1:there before"], "nothing written under P once it is tenant 2's: {report:?}");
+    assert_eq!(report.rejected.len(), 2, "both refused, kept on the device: {report:?}");
+    assert!(report.rejected.iter().all(|r| r.kind.as_str() == "outside_partition"), "{report:?}");
+}
