@@ -54,6 +54,7 @@ use crate::setup::Filter;
 use crate::sql::partition::{part_expr, via_join};
 use crate::sql::query::{table_probes, Binds, Flag, Query, TableIndex};
 use crate::sql::{column_list, keys_equal, spelled_apart, Scope, TRACKING_SCHEMA};
+use crate::types::LogicalType;
 
 /// What a trigger of a tracked table tracks; each has a function and a
 /// trigger named after it.
@@ -974,18 +975,26 @@ pub struct TrackedState {
 }
 
 pub fn tracked_state(scope: &Scope<'_>, t: usize, key_equal: impl Fn(&str) -> String) -> TrackedState {
-    let first = quote_ident(&scope.table(t).primary_key[0]);
+    let table = scope.table(t);
+    let first = quote_ident(&table.primary_key[0]);
+    // One tracking row per key, the live one first, where a key may have
+    // several: under a nondeterministic collation tracking may hold a
+    // tombstone of a text key's old text (`'K'`) beside the live row
+    // (`'k'`), both equal to the row's key. Other keys join plainly.
+    let texts = table.key_columns().iter().any(|c| matches!(c.ty, LogicalType::Text | LogicalType::Other));
+    let tracking = if texts {
+        format!(
+            "LEFT JOIN LATERAL (SELECT t1.* FROM {} t1 WHERE {} ORDER BY t1.tandem_deleted, t1.tandem_stamp DESC LIMIT 1) tr ON true",
+            scope.track(t),
+            key_equal("t1")
+        )
+    } else {
+        format!("LEFT JOIN {} tr ON {}", scope.track(t), key_equal("tr"))
+    };
     TrackedState {
-        // One tracking row per key, the live one first: under a
-        // nondeterministic collation tracking may hold a tombstone of the
-        // key's old text (`'K'`) beside the live row (`'k'`), both equal
-        // to the row's key.
         join: format!(
-            "LEFT JOIN LATERAL (SELECT t1.* FROM {track} t1 WHERE {tr_on} ORDER BY t1.tandem_deleted, t1.tandem_stamp DESC LIMIT 1) tr ON true \
-             LEFT JOIN ({latest}) lg ON {lg_on}",
-            track = scope.track(t),
+            "{tracking} LEFT JOIN ({latest}) lg ON {lg_on}",
             latest = latest_changes(scope, t, &format!("({}) x", entries(scope, t, &scope.log(t)))),
-            tr_on = key_equal("t1"),
             lg_on = key_equal("lg"),
         ),
         version: "coalesce(lg.tandem_stamp, tr.tandem_version)".into(),
@@ -1068,7 +1077,11 @@ mod tests {
         assert!(sql.contains("WHERE tandem_kind <> 'r'"), "restamps do not change the version: {sql}");
         assert!(sql.contains("INSERT INTO \"tandem\".\"track_8\" AS tr"), "{sql}");
         let state = tracked_state(&scope, 1, |alias| format!("{alias}.x = s.x"));
-        // One tracking row per key, the live one first.
+        assert!(state.join.contains("LEFT JOIN \"tandem\".\"track_8\" tr ON tr.x = s.x"), "{}", state.join);
+        // A text key takes one tracking row per key, the live one first.
+        let mut texts = crm();
+        texts.tables[1].columns[0].ty = LogicalType::Text;
+        let state = tracked_state(&Scope::new(&texts, &ids), 1, |alias| format!("{alias}.x = s.x"));
         assert!(
             state.join.contains("LEFT JOIN LATERAL (SELECT t1.* FROM \"tandem\".\"track_8\" t1 WHERE t1.x = s.x ORDER BY t1.tandem_deleted, t1.tandem_stamp DESC LIMIT 1) tr ON true"),
             "{}",
