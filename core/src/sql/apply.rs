@@ -294,19 +294,45 @@ pub fn lock_parents(scope: &Scope<'_>, staged: Staged<'_>, t: usize, moves: bool
     Some(Query::exec(sql, Binds::new()))
 }
 
+/// A staged row whose key PostgreSQL holds equal to an earlier row's of
+/// the same upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepeatedKey {
+    pub idx: usize,
+    /// The first row of that key is a delete: a device deleted a row and
+    /// inserted it again under another text of its key (`'Sku-1'`, then
+    /// `'SKU-1'` under a case-blind collation).
+    pub after_delete: bool,
+}
+
+/// Reads [`repeated_keys`]' rows.
+pub struct RepeatedKeyRow {
+    idx: Col,
+    after_delete: Col,
+}
+
+impl Decode for RepeatedKeyRow {
+    type Row<'a> = RepeatedKey;
+    fn decode<'a>(&self, f: Fields<'a>) -> Result<RepeatedKey, DecodeError> {
+        Ok(RepeatedKey { idx: f.index(self.idx)?, after_delete: f.bool(self.after_delete)? })
+    }
+}
+
 /// Staged rows whose key PostgreSQL holds equal to an earlier row's of the
 /// same upload (`3` and `3.0` in a numeric key, one instant in two time
 /// zones): each but the first.
-pub fn repeated_keys(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> Query<IdxOnly> {
+pub fn repeated_keys(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> Query<RepeatedKeyRow> {
     let keys: Vec<String> =
         scope.table(t).primary_key.iter().map(|k| staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into())).collect();
     let mut columns = Columns::new();
-    let decoder = IdxOnly(columns.push("idx", "idx::text"));
+    let decoder =
+        RepeatedKeyRow { idx: columns.push("idx", "idx::text"), after_delete: columns.push("after_delete", "(first = 'delete')::text") };
     let sql = format!(
-        "SELECT {} FROM (SELECT idx, row_number() OVER (PARTITION BY {} ORDER BY idx) AS n FROM {}) d WHERE n > 1",
+        "SELECT {} FROM (SELECT idx, row_number() OVER w AS n, first_value(op) OVER w AS first FROM {} \
+         WINDOW w AS (PARTITION BY {} ORDER BY idx)) d WHERE n > 1",
         columns.sql(),
+        scope.stage(t),
         keys.join(", "),
-        scope.stage(t)
     );
     Query::new(sql, Binds::new(), &columns, decoder)
 }

@@ -43,13 +43,15 @@ pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> 
     let staged = Some(plan.columns.clone());
     let mut staged_columns = vec![None; scope.schema.tables.len()];
     staged_columns[plan.t] = staged;
-    for i in spi::all(spi, sql::repeated_keys(scope, &staged_columns, plan.t))? {
-        plan.rows[i].outcome = Outcome::Refused {
-            kind: RejectionKind::InvalidValue,
-            reason: "its key is equal, as PostgreSQL compares it, to an earlier row's of this upload (3 and 3.0, one instant \
-                     in two time zones, 'ab' and 'AB' under citext or a case-blind collation): send one row per key"
-                .into(),
+    for repeated in spi::all(spi, sql::repeated_keys(scope, &staged_columns, plan.t))? {
+        let reason = if repeated.after_delete {
+            "its key is equal, as PostgreSQL compares it, to the key of a row this upload deletes ('ab' deleted and 'AB' \
+             inserted, under citext or a case-blind collation): neither is applied; to change a key's text, UPDATE the row"
+        } else {
+            "its key is equal, as PostgreSQL compares it, to an earlier row's of this upload (3 and 3.0, one instant in two \
+             time zones, 'ab' and 'AB' under citext or a case-blind collation): send one row per key"
         };
+        plan.rows[repeated.idx].outcome = Outcome::Refused { kind: RejectionKind::InvalidValue, reason: reason.into() };
     }
     for (column, ty) in types.iter().enumerate() {
         if !ty.sequenced {

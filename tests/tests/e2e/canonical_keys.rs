@@ -517,3 +517,26 @@ SELECT sync_provision('s', '{"tables": [{"name": "p", "filter": {"tenant": "tena
     assert_eq!(rows, ["j:edited", "k:edited"]);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_row_deleted_and_inserted_again_in_another_case_is_refused_saying_to_update_it() {
+    let s = Scenario::new("collated_reinsert", COLLATED, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "DELETE FROM codes WHERE code = 'OLD'; INSERT INTO codes VALUES ('old', 1, 'again')");
+    let report = s.sync_as(&file, &token);
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert!(report.rejected[0].reason.contains("UPDATE the row"), "{report:?}");
+    let on_server = |s: &Scenario| -> Vec<String> {
+        s.server().query("SELECT code || ':' || note FROM codes", &[]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    assert_eq!(on_server(&s), ["OLD:on the server"], "neither half of the pair is applied");
+    assert_eq!(keys(&file, "codes", "code"), "OLD", "the file holds what the server holds");
+    // Done as the message says, the change goes through.
+    local(&file, "UPDATE codes SET code = 'old', note = 'again' WHERE code = 'OLD'");
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    assert_eq!(on_server(&s), ["old:again"]);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
