@@ -13,7 +13,7 @@
 
 use crate::ident::quote_ident;
 use crate::setup::Filter;
-use crate::sql::partition::{row_filter, row_filter_with, via_equality, via_join, FilterValues};
+use crate::sql::partition::{lock_via_parents, row_filter, row_filter_with, via_equality, FilterValues};
 use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Flag, NoRows, Param, Query};
 use crate::sql::tracking::{self, tracked_state};
 use crate::sql::{column_list, Scope};
@@ -261,8 +261,7 @@ impl Decode for IdxOnly {
 /// table not filtered `via` a parent.
 pub fn lock_parents(scope: &Scope<'_>, staged: Staged<'_>, t: usize, moves: bool) -> Option<Query<NoRows>> {
     let table = scope.table(t);
-    let Some(Filter::Via { parent, on }) = &table.filter else { return None };
-    let p = scope.index_of(parent)?;
+    let Some(Filter::Via { on, .. }) = &table.filter else { return None };
     let named = |source: &dyn Fn(&str) -> String| -> String {
         on.keys().map(|c| format!("{} AS {}", source(c), quote_ident(c))).collect::<Vec<_>>().join(", ")
     };
@@ -285,12 +284,7 @@ pub fn lock_parents(scope: &Scope<'_>, staged: Staged<'_>, t: usize, moves: bool
             keyed_equal(scope, staged, t, StageKey::MovedFrom, "r", "s")
         ));
     }
-    let sql = format!(
-        "SELECT 1 FROM ({}) k JOIN {} p ON {} FOR KEY SHARE OF p",
-        branches.join(" UNION ALL "),
-        scope.table(p).table_name().quoted(),
-        via_join(scope, (t, p), "p", on, "k", &|c| quote_ident(c)),
-    );
+    let sql = lock_via_parents(scope, t, &format!("({})", branches.join(" UNION ALL ")))?;
     Some(Query::exec(sql, Binds::new()))
 }
 

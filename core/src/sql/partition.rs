@@ -141,6 +141,21 @@ pub fn via_join(
         .join(" AND ")
 }
 
+/// A statement locking `FOR KEY SHARE`, as a foreign key's check does, the
+/// `via` parent rows of `rows` (a relation of rows of table `t`, its `on`
+/// columns named as in the table): a trigger's new rows, an upload's. A
+/// parent moving partition locks itself `FOR UPDATE` (`tracking`), so the
+/// two are ordered. `None` for a table not filtered `via` a parent.
+pub fn lock_via_parents(scope: &Scope<'_>, t: usize, rows: &str) -> Option<String> {
+    let Some(Filter::Via { parent, on }) = &scope.table(t).filter else { return None };
+    let p = scope.index_of(parent)?;
+    Some(format!(
+        "SELECT 1 FROM {rows} k JOIN {} p ON {} FOR KEY SHARE OF p",
+        scope.table(p).table_name().quoted(),
+        via_join(scope, (t, p), "p", on, "k", &|c| quote_ident(c)),
+    ))
+}
+
 /// A condition that is true when the row `alias` of `table` (columns named
 /// as in the table) is in the client's partition; `None` when the table has
 /// no filter (every client holds every row).

@@ -51,7 +51,7 @@
 
 use crate::ident::{quote_ident, quote_literal};
 use crate::setup::Filter;
-use crate::sql::partition::{part_expr, via_join};
+use crate::sql::partition::{lock_via_parents, part_expr, via_join};
 use crate::sql::query::{table_probes, Binds, Flag, Query, TableIndex};
 use crate::sql::{column_list, keys_equal, spelled_apart, Scope, TRACKING_SCHEMA};
 use crate::types::LogicalType;
@@ -600,6 +600,8 @@ fn key_body(scope: &Scope<'_>, t: usize) -> String {
 fn update_body(scope: &Scope<'_>, t: usize) -> String {
     let table = scope.table(t);
     let same_key = keys_equal(scope, t, "n", "o");
+    // Old rows whose key no new row holds: the key changed to another value.
+    let gone = format!(" WHERE NOT EXISTS (SELECT 1 FROM tandem_new n WHERE {same_key})");
     let mut body = String::new();
     // Rows whose filter values changed left their partition.
     if table.filter.is_some() {
@@ -620,7 +622,6 @@ fn update_body(scope: &Scope<'_>, t: usize) -> String {
     // the old key is gone. Its entries share the statement's sequence
     // number with the new keys', which are other keys.
     if table.partitioned {
-        let gone = format!(" WHERE NOT EXISTS (SELECT 1 FROM tandem_new n WHERE {same_key})");
         body += &planned_each_time(exit(scope, t, DYNAMIC, "tandem_old", "o", &gone));
         body += &planned_each_time(log(scope, t, DYNAMIC, "tandem_old", "o", LogKind::Delete, &gone));
     }
@@ -628,13 +629,13 @@ fn update_body(scope: &Scope<'_>, t: usize) -> String {
     // partition, as under a deleted parent: a device drops the rows it
     // finds under the old key's text, not those holding it in another
     // text PostgreSQL holds equal.
-    if table.filter.is_some() && !descendants(scope, t).is_empty() {
-        let gone = format!(
-            "SELECT {}, {} AS tandem_left FROM tandem_old o WHERE NOT EXISTS (SELECT 1 FROM tandem_new n WHERE {same_key})",
+    if table.filter.is_some() {
+        let parents = format!(
+            "SELECT {}, {} AS tandem_left FROM tandem_old o{gone}",
             column_list(Some("o"), &table.primary_key),
             part_expr(scope, t, "o", 0)
         );
-        body += &when_any(&gone, children_exit(scope, t, &gone));
+        body += &when_any(&parents, children_exit(scope, t, &parents));
     }
     body += &line(log(scope, t, IN_TRIGGER, "tandem_new", "n", LogKind::Change, ""));
     if let Some(Filter::Via { on, .. }) = &table.filter {
@@ -717,12 +718,7 @@ fn follow_parents(scope: &Scope<'_>, t: usize) -> String {
 /// these are written after the move.
 fn lock_parents(scope: &Scope<'_>, t: usize, rows: &str) -> String {
     let Some(Filter::Via { parent, on }) = &scope.table(t).filter else { return String::new() };
-    let Some(p) = scope.index_of(parent) else { return String::new() };
-    let join = via_join(scope, (t, p), "p", on, "n", &|c| quote_ident(c));
-    let lock = format!(
-        "SELECT 1 FROM {} p WHERE EXISTS (SELECT 1 FROM {rows} n WHERE {join}) FOR KEY SHARE OF p",
-        scope.table(p).table_name().quoted()
-    );
+    let (Some(p), Some(lock)) = (scope.index_of(parent), lock_via_parents(scope, t, rows)) else { return String::new() };
     format!("  IF NOT {} THEN\n{}  END IF;\n", held_off(scope, (t, p), on), planned_each_time(lock))
 }
 
@@ -735,10 +731,13 @@ fn lock_parents(scope: &Scope<'_>, t: usize, rows: &str) -> String {
 /// without a look, which spares an insert a scan of a child table with no
 /// index on those columns.
 fn restamp_descendants(scope: &Scope<'_>, t: usize, parents: &str, arrived: bool) -> String {
-    let mut out = String::new();
-    for (child, path) in descendants(scope, t) {
-        let joins = descendant_joins(scope, t, &path);
-        let child_key = &scope.table(child).primary_key;
+    // Restamps of the tables under each child table of `t`, in the order
+    // `descendants` gives them (a child, then the tables under it).
+    let mut by_child: Vec<(usize, &std::collections::BTreeMap<String, String>, String)> = Vec::new();
+    let paths = descendants(scope, t);
+    for (child, path) in &paths {
+        let joins = descendant_joins(scope, t, path);
+        let child_key = &scope.table(*child).primary_key;
         // The child rows are locked before their entries take a sequence
         // number, so a concurrent write of a child is ordered with this one.
         // `FOR UPDATE`: rows being written under these in other
@@ -747,13 +746,20 @@ fn restamp_descendants(scope: &Scope<'_>, t: usize, parents: &str, arrived: bool
         let mut restamp = planned_each_time(format!("SELECT 1 FROM ({parents}) m{joins} FOR UPDATE OF d0"));
         restamp += &format!("  _seq := nextval('{LOG_SEQUENCE}');\n");
         let children = format!("(SELECT DISTINCT {} FROM ({parents}) m{joins})", column_list(Some("d0"), child_key));
-        restamp += &planned_each_time(log(scope, child, DYNAMIC, &children, "c", LogKind::Restamp, ""));
-        out += &match path.last() {
-            Some((first, on)) if arrived => format!("  IF NOT {} THEN\n{restamp}  END IF;\n", held_off(scope, (*first, t), on)),
-            _ => restamp,
-        };
+        restamp += &planned_each_time(log(scope, *child, DYNAMIC, &children, "c", LogKind::Restamp, ""));
+        let Some((first, on)) = path.last() else { continue };
+        match by_child.last_mut() {
+            Some((last, _, body)) if last == first => *body += &restamp,
+            _ => by_child.push((*first, on, restamp)),
+        }
     }
-    out
+    by_child
+        .into_iter()
+        .map(|(first, on, restamp)| match arrived {
+            true => format!("  IF NOT {} THEN\n{restamp}  END IF;\n", held_off(scope, (first, t), on)),
+            false => restamp,
+        })
+        .collect()
 }
 
 /// True when a foreign key of table `child` on its `via` columns `on` to
@@ -1114,9 +1120,14 @@ mod tests {
         // as a foreign key's check would.
         let items = triggers(&scope, 1);
         let insert = the(&items, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_insert_8\"");
-        assert!(insert.contains("EXECUTE 'SELECT 1 FROM \"public\".\"orders\" p WHERE EXISTS (SELECT 1 FROM tandem_new n WHERE p.\"id\" = n.\"order_id\") FOR KEY SHARE OF p'"), "{insert}");
+        assert!(
+            insert.contains(
+                "EXECUTE 'SELECT 1 FROM tandem_new k JOIN \"public\".\"orders\" p ON p.\"id\" = k.\"order_id\" FOR KEY SHARE OF p'"
+            ),
+            "{insert}"
+        );
         let update_items = the(&items, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_update_8\"");
-        assert!(update_items.contains("FROM (SELECT n.* FROM tandem_new n WHERE NOT EXISTS (SELECT 1 FROM tandem_old o WHERE n.\"order_id\" = o.\"order_id\" AND n.\"line\" = o.\"line\" AND o.\"order_id\" IS NOT DISTINCT FROM n.\"order_id\")) n WHERE p.\"id\" = n.\"order_id\") FOR KEY SHARE OF p"), "{update_items}");
+        assert!(update_items.contains("SELECT 1 FROM (SELECT n.* FROM tandem_new n WHERE NOT EXISTS (SELECT 1 FROM tandem_old o WHERE n.\"order_id\" = o.\"order_id\" AND n.\"line\" = o.\"line\" AND o.\"order_id\" IS NOT DISTINCT FROM n.\"order_id\")) k JOIN \"public\".\"orders\" p ON p.\"id\" = k.\"order_id\" FOR KEY SHARE OF p"), "{update_items}");
         // Children left under a deleted parent exit its partition too.
         let delete = the(&orders, "CREATE OR REPLACE FUNCTION \"tandem\".\"on_delete_7\"");
         assert!(
