@@ -61,6 +61,15 @@ impl TestDb {
     pub fn connect(&self) -> Client {
         Client::connect(&self.url, NoTls).expect("connect to test database")
     }
+
+    /// A connection, and the messages (NOTICE, WARNING) the server sends it.
+    pub fn connect_hearing(&self) -> (Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let heard = notices.clone();
+        let mut config: postgres::Config = self.url.parse().expect("a test database's URL");
+        config.notice_callback(move |notice| heard.lock().unwrap().push(notice.message().to_string()));
+        (config.connect(NoTls).expect("connect to test database"), notices)
+    }
 }
 
 impl Drop for TestDb {

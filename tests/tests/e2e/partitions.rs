@@ -138,11 +138,8 @@ fn partitions_created_attached_detached_and_dropped_later_are_followed() {
     assert_converged(&mut server, other_file.connection(), "s", &json!({"tenant": 2}));
     // Removing the scope takes the triggers from every partition, without
     // a word about the key trigger partitions never had.
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let heard = notices.clone();
-    let mut config: postgres::Config = s.db.url.parse().unwrap();
-    config.notice_callback(move |notice| heard.lock().unwrap().push(notice.message().to_string()));
-    config.connect(postgres::NoTls).unwrap().batch_execute("SELECT sync_deprovision('s')").unwrap();
+    let (mut client, notices) = s.db.connect_hearing();
+    client.batch_execute("SELECT sync_deprovision('s')").unwrap();
     assert_eq!(*notices.lock().unwrap(), Vec::<String>::new());
     let left: i64 = server.query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tandem%'", &[]).unwrap().get(0);
     assert_eq!(left, 0);

@@ -243,11 +243,7 @@ SELECT sync_provision('b', '{"tables": [{"name": "shared"}]}');
 #[test]
 fn a_generated_column_left_out_is_said_when_the_scope_is_provisioned() {
     let db = TestDb::new("generated");
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let heard = notices.clone();
-    let mut config: postgres::Config = db.url.parse().unwrap();
-    config.notice_callback(move |notice| heard.lock().unwrap().push(notice.message().to_string()));
-    let mut client = config.connect(postgres::NoTls).unwrap();
+    let (mut client, notices) = db.connect_hearing();
     client
         .batch_execute(
             "CREATE TABLE t (id int PRIMARY KEY, a int, b int GENERATED ALWAYS AS (a * 2) STORED);
@@ -360,11 +356,7 @@ fn a_foreign_key_added_after_provisioning_orders_the_apply() {
 #[test]
 fn disabling_tandems_triggers_is_said_to_lose_devices_the_writes() {
     let db = TestDb::new("disabled_triggers");
-    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let heard = notices.clone();
-    let mut config: postgres::Config = db.url.parse().unwrap();
-    config.notice_callback(move |notice| heard.lock().unwrap().push(notice.message().to_string()));
-    let mut client = config.connect(postgres::NoTls).unwrap();
+    let (mut client, notices) = db.connect_hearing();
     client
         .batch_execute(
             "CREATE TABLE t (id int, tenant_id int NOT NULL, PRIMARY KEY (id, tenant_id)) PARTITION BY LIST (tenant_id);
