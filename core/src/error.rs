@@ -174,6 +174,15 @@ pub enum Error {
              .bytes >> 20, crate::options::MAX_ROW_BYTES >> 20)]
     RowTooLarge { table: String, key: String, bytes: usize },
 
+    /// Under `session_replication_role = replica` neither Tandem's triggers
+    /// nor foreign keys fire: an upload's rows would be written, untracked
+    /// and unchecked, and reach no other device.
+    #[error(
+        "this session runs with session_replication_role = replica, in which Tandem's triggers and foreign keys do not fire: \
+             the upload's rows would reach no other device. RESET session_replication_role (or SET it to origin) and send it again"
+    )]
+    ReplicaRole,
+
     #[error("{0}")]
     Internal(String),
 }
@@ -226,6 +235,7 @@ impl Error {
             Error::TrackingMissing { .. } => "55000",
             Error::PartitionHoldsRows { .. } => "2BP01", // dependent_objects_still_exist
             Error::RowTooLarge { .. } => "54000",        // program_limit_exceeded
+            Error::ReplicaRole => "55000",
             Error::Internal(_) => "XX000",
         }
     }

@@ -90,6 +90,9 @@ pub(crate) struct Upload<'a> {
 }
 
 pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
+    if crate::guc::get("session_replication_role")? == "replica" {
+        return Err(Error::ReplicaRole);
+    }
     if changeset.origin.is_empty() {
         return Err(Error::Malformed { what: "changeset", reason: "\"origin\" is empty: it names the uploading client".into() });
     }

@@ -736,3 +736,23 @@ fn only_a_servers_delete_may_say_its_key_changed_its_text() {
     let left: i64 = server.query_one("SELECT count(*) FROM customers WHERE id = 1", &[]).unwrap().get(0);
     assert_eq!(left, 1, "nothing applied");
 }
+
+#[test]
+fn an_upload_under_session_replication_role_replica_is_refused_not_left_untracked() {
+    let s = Scenario::new("replica_role", SCHEMA, "crm");
+    let mut server = s.server();
+    let row = upload("dev", json!([{"op": "upsert", "seq": 1, "values": [5, 1, "Eve"]}]));
+    let tenant = json!({"params": {"tenant": 1}});
+    // Tandem's triggers, and foreign keys, do not fire in this mode: the
+    // row would be written and reach no device.
+    server.batch_execute("SET session_replication_role = replica").unwrap();
+    let error = error_of(&mut server, "SELECT sync_apply_changes('crm', $1, $2)", &[&row, &tenant]);
+    assert!(error.starts_with("55000") && error.contains("session_replication_role"), "{error}");
+    let written: i64 = server.query_one("SELECT count(*) FROM customers WHERE id = 5", &[]).unwrap().get(0);
+    assert_eq!(written, 0, "nothing applied");
+    server.batch_execute("RESET session_replication_role").unwrap();
+    query_json(&mut server, "SELECT sync_apply_changes('crm', $1, $2)", &[&row, &tenant]);
+    let pulled = query_json(&mut server, "SELECT sync_select_changes('crm', NULL, $1)", &[&tenant]);
+    let ids: Vec<i64> = pulled["tables"][0]["rows"].as_array().unwrap().iter().map(|r| r["values"][0].as_i64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 5], "sent again, it is tracked and reaches devices");
+}
