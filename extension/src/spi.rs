@@ -428,10 +428,20 @@ pub fn one<T: IntoDatum + FromDatum>(spi: &mut Spi<'_>, sql: &str, args: &[Datum
 }
 
 /// Settings that make PostgreSQL's text output of values what
-/// `tandem_core::types` reads, and its input of timestamps without an offset
-/// UTC. Set for the duration of `body`, then put back.
-const TEXT_SETTINGS: [(&str, &str); 5] =
-    [("DateStyle", "ISO, YMD"), ("TimeZone", "UTC"), ("extra_float_digits", "1"), ("bytea_output", "hex"), ("IntervalStyle", "postgres")];
+/// `tandem_core::types` reads, and its input of them what was sent: an
+/// unquoted NULL in an array is NULL (not the text `NULL`, as under
+/// `array_nulls = off`), XML content need not be one document, and a
+/// timestamp without an offset is UTC. Set for the duration of `body`,
+/// then put back.
+const TEXT_SETTINGS: [(&str, &str); 7] = [
+    ("DateStyle", "ISO, YMD"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+    ("IntervalStyle", "postgres"),
+    ("array_nulls", "on"),
+    ("xmloption", "content"),
+];
 
 pub fn with_text_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     with_settings(spi, &TEXT_SETTINGS, body)

@@ -7,6 +7,7 @@
 mod apply_reads;
 mod batches;
 mod bulk_writes;
+mod caller_settings;
 mod canonical_keys;
 mod commit_order;
 mod conflicts;

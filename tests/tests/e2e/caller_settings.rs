@@ -1,0 +1,55 @@
+//! Settings a caller's session may hold change neither what an upload
+//! stores nor what a pull sends: each sync call runs with the ones that
+//! decide how values are read and written pinned, and puts the caller's
+//! back.
+
+use serde_json::{json, Value};
+use tandem_tests::json as query_json;
+use tandem_tests::local::Scenario;
+
+const SCHEMA: &str = r#"
+CREATE TABLE things (id int PRIMARY KEY, tags text[], doc xml, day date, at timestamptz, span interval, ratio float8, raw bytea);
+SELECT sync_provision('s', '{"tables": [{"name": "things"}]}');
+"#;
+
+/// Every setting PostgreSQL reads or writes these types' text with, at a
+/// value other than its default.
+const CALLERS: &str = "SET array_nulls = off; SET xmloption = document; SET DateStyle = 'SQL, DMY'; \
+     SET TimeZone = 'Asia/Tokyo'; SET IntervalStyle = 'sql_standard'; SET extra_float_digits = -3; SET bytea_output = 'escape';";
+
+fn rows_of(pulled: &Value) -> Value {
+    pulled["tables"][0]["rows"].clone()
+}
+
+#[test]
+fn a_callers_settings_change_neither_what_an_upload_stores_nor_what_a_pull_sends() {
+    let s = Scenario::new("caller_settings", SCHEMA, "s");
+    let mut caller = s.server();
+    caller.batch_execute(CALLERS).unwrap();
+    let values =
+        json!([1, "{a,NULL,\"NULL\"}", "a<b/>", "2026-12-05", "2026-12-05T10:00:00Z", "-1 days +02:03:04", 0.1234567890123, "AP8="]);
+    let upload = json!({"format": 1, "scope": "s", "origin": "dev",
+        "tables": [{"name": "things", "columns": ["id", "tags", "doc", "day", "at", "span", "ratio", "raw"],
+                    "rows": [{"op": "upsert", "seq": 1, "values": values}]}]});
+    let answer = query_json(&mut caller, "SELECT sync_apply_changes('s', $1)", &[&upload]);
+    assert_eq!(answer["applied"], 1, "{answer}");
+    assert!(answer["versions"][0].get("row").is_none(), "stored as sent, so nothing comes back: {answer}");
+
+    let mut plain = s.server();
+    let stored = plain
+        .query_one(
+            "SELECT tags[2] IS NULL, tags[3], at = '2026-12-05 10:00:00+00', span = '-1 days +02:03:04', raw = '\\x00ff' FROM things",
+            &[],
+        )
+        .unwrap();
+    assert!(stored.get::<_, bool>(0), "an unquoted NULL in an array is NULL, not the text 'NULL'");
+    assert_eq!(stored.get::<_, String>(1), "NULL", "a quoted one is the text");
+    assert!(stored.get::<_, bool>(2) && stored.get::<_, bool>(3) && stored.get::<_, bool>(4));
+
+    let theirs = query_json(&mut caller, "SELECT sync_select_changes('s', NULL)", &[]);
+    let ours = query_json(&mut plain, "SELECT sync_select_changes('s', NULL)", &[]);
+    assert_eq!(rows_of(&theirs), rows_of(&ours), "a pull sends the same text whatever the caller set");
+    assert_eq!(rows_of(&ours)[0]["values"], values, "and it is the text sent");
+    let kept: String = caller.query_one("SELECT current_setting('array_nulls') || current_setting('xmloption')", &[]).unwrap().get(0);
+    assert_eq!(kept, "offdocument", "the caller's settings are put back");
+}
