@@ -49,6 +49,12 @@ pub enum LocalError {
     #[error("a trigger of this file rolled back sync's transaction (RAISE(ROLLBACK)) while it stored the server's row of {table} ({reason}): nothing of the batch was stored, and every sync will stop there. Make the trigger refuse the row with RAISE(ABORT) instead: the row is then kept aside in tandem_rejected and the rest is stored")]
     RolledBack { table: String, reason: String },
 
+    /// The connection writes without a rollback journal: SQLite then
+    /// undoes no failed statement or transaction, so a sync that stopped
+    /// half-way would leave half its writes.
+    #[error("this connection runs with PRAGMA journal_mode = OFF, under which SQLite cannot undo a failed write, so a sync could leave half of a batch stored: set PRAGMA journal_mode = WAL (or DELETE) on it and sync again")]
+    NoJournal,
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 
 use tandem_core::sql::local;
 
-use crate::error::Result;
+use crate::error::{LocalError, Result};
 use crate::meta::ScopeState;
 
 /// Runs `body` atomically: everything or nothing. At top level it takes
@@ -13,8 +13,13 @@ use crate::meta::ScopeState;
 /// timeout: a transaction that reads first and writes after another
 /// connection committed fails at once with "database is locked" (SQLite
 /// cannot wait that out), which would end a watch whenever the app
-/// writes. Inside a caller's transaction, a savepoint.
+/// writes. Inside a caller's transaction, a savepoint. Refused on a
+/// connection without a rollback journal, where neither could be undone.
 pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if journal.eq_ignore_ascii_case("off") {
+        return Err(LocalError::NoJournal);
+    }
     if conn.is_autocommit() {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         return match body(conn) {

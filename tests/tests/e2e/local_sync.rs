@@ -1073,3 +1073,28 @@ fn a_kept_row_is_not_sent_as_a_delete_when_another_index_comes() {
     assert!(report.conflicts.is_empty(), "{report:?}");
     assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"));
 }
+
+#[test]
+fn a_connection_without_a_rollback_journal_is_refused_before_sync_writes_anything() {
+    let s = setup("journal_off");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    s.server().batch_execute("INSERT INTO customers VALUES (90, 1, 'New')").unwrap();
+    let conn = file.connection();
+    local(&file, "UPDATE customers SET name = 'Local' WHERE id = 1");
+    // A program's own setting on the connection it syncs with: SQLite
+    // then undoes no failed statement or transaction.
+    let mode: String = conn.query_row("PRAGMA journal_mode = OFF", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "off");
+    let before = local_dump(conn, "crm");
+    let sync = format!("SELECT sync_run('{}', 'crm', '{{\"params\": {{\"tenant\": 1}}}}')", s.db.url);
+    let error = conn.query_row(&sync, [], |r| r.get::<_, String>(0)).unwrap_err().to_string();
+    assert!(error.contains("journal_mode = OFF") && error.contains("WAL"), "{error}");
+    assert_eq!(local_dump(conn, "crm"), before, "nothing written");
+    let mut server = s.server();
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"), "nothing sent");
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+    s.sync(&file, tenant(1));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 90"), 1);
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Local"));
+}
