@@ -138,7 +138,7 @@ pub enum Error {
     #[error("role \"{role}\" may not track {table}: a scope's tables must be owned by the role that provisions it (or a role it is a member of)")]
     NotTableOwner { role: String, table: String },
 
-    #[error("scope \"{scope}\" runs its owner's code (triggers, checks, casts), which never runs in a session a superuser opened, even after SET ROLE: connect as its owner (\"{owner}\") or as a device role")]
+    #[error("scope \"{scope}\" runs its owner's code (triggers, checks, casts), which never runs in a session a superuser opened, even after SET ROLE or SET SESSION AUTHORIZATION: connect as its owner (\"{owner}\") or as a device role")]
     SuperuserSession { scope: String, owner: String },
 
     #[error("no client \"{client}\" in scope \"{scope}\": sync_clients lists the scope's clients")]
@@ -182,6 +182,15 @@ pub enum Error {
              the upload's rows would reach no other device. RESET session_replication_role (or SET it to origin) and send it again"
     )]
     ReplicaRole,
+
+    /// Tandem reads and writes a scope's tables as their owner, whom row
+    /// security leaves alone unless the table forces it.
+    #[error(
+        "{table} has FORCE ROW LEVEL SECURITY, so its policies bind its owner, whose rights a sync runs with: a pull would leave out rows \
+             the device's partition holds, and an upload would miss them. Run ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY \
+             (each device still gets only its partition, by the scope's filter), or sync another table"
+    )]
+    ForcedRowSecurity { table: String },
 
     #[error("{0}")]
     Internal(String),
@@ -236,6 +245,7 @@ impl Error {
             Error::PartitionHoldsRows { .. } => "2BP01", // dependent_objects_still_exist
             Error::RowTooLarge { .. } => "54000",        // program_limit_exceeded
             Error::ReplicaRole => "55000",
+            Error::ForcedRowSecurity { .. } => "55000",
             Error::Internal(_) => "XX000",
         }
     }

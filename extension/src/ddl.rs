@@ -54,6 +54,10 @@ mod tandem {
                                 .ok_or_else(|| Error::UnknownScope(scope.clone()))?;
                         let setup: Value = serde_json::from_str(&setup).map_err(|e| Error::Internal(format!("setup of {scope}: {e}")))?;
                         provision(spi, &scope, &setup, Asker::Ddl).map_err(|error| {
+                            // Said as it is: the change itself is what to undo.
+                            if let Error::ForcedRowSecurity { .. } = error {
+                                return error;
+                            }
                             let text = match &error {
                                 Error::MissingTable(_) => format!("{error}: a table of a scope keeps its name and schema"),
                                 _ => error.to_string(),

@@ -54,6 +54,25 @@ pub fn caller_oid() -> i64 {
     i64::from(owner.unwrap_or(outer).to_u32())
 }
 
+/// Runs `body` as the caller ([`caller_oid`]) rather than as the
+/// extension's owner, whose rights a sync function has: for what the
+/// caller's own transaction left to run.
+pub fn as_caller<T>(body: impl FnOnce() -> Result<T>) -> Result<T> {
+    let caller = u32::try_from(caller_oid()).map(pg_sys::Oid::from).map_err(|_| Error::Internal("caller's role oid".into()))?;
+    let mut previous = pg_sys::Oid::INVALID;
+    let mut context = 0;
+    // SAFETY: backend globals, put back below; an ERROR's abort puts them
+    // back itself.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut previous, &mut context);
+        pg_sys::SetUserIdAndSecContext(caller, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    let result = body();
+    // SAFETY: as above.
+    unsafe { pg_sys::SetUserIdAndSecContext(previous, context) };
+    result
+}
+
 /// The caller's role name, for messages.
 pub fn caller_name(spi: &mut Spi<'_>) -> Result<String> {
     spi::one::<String>(spi, "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = $1::int8::oid", &[caller_oid().into()])?
@@ -173,18 +192,21 @@ pub fn require_table_owner(spi: &mut Spi<'_>, table: &str) -> Result<()> {
 pub fn require_owned_alike(spi: &mut Spi<'_>, scope_owner: i64, tables: &[String]) -> Result<()> {
     let found = spi::select(
         spi,
-        "SELECT p.relid::regclass::text, pg_catalog.pg_get_userbyid(c.relowner)::text, pg_catalog.pg_get_userbyid($2::int8::oid)::text \
+        "SELECT p.relid::regclass::text, pg_catalog.pg_get_userbyid(c.relowner)::text, pg_catalog.pg_get_userbyid($2::int8::oid)::text, \
+                c.relforcerowsecurity \
          FROM pg_catalog.unnest($1::text[]) t(name) \
          CROSS JOIN LATERAL (SELECT pg_catalog.to_regclass(t.name) AS relid \
                              UNION SELECT r.relid FROM pg_catalog.pg_partition_tree(pg_catalog.to_regclass(t.name)) r) p \
          JOIN pg_catalog.pg_class c ON c.oid = p.relid \
-         WHERE NOT pg_catalog.pg_has_role(c.relowner, $2::int8::oid, 'USAGE') LIMIT 1",
+         WHERE NOT pg_catalog.pg_has_role(c.relowner, $2::int8::oid, 'USAGE') OR c.relforcerowsecurity \
+         ORDER BY c.relforcerowsecurity DESC LIMIT 1",
         &[tables.to_vec().into(), scope_owner.into()],
-        |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?, spi::required_text(row, 3)?)),
+        |row| Ok((spi::required_text(row, 1)?, spi::required_text(row, 2)?, spi::required_text(row, 3)?, spi::required::<bool>(row, 4)?)),
     )?;
     match found.into_iter().next() {
         None => Ok(()),
-        Some((table, owner, scope_owner)) => Err(Error::InvalidSetup(format!(
+        Some((table, _, _, true)) => Err(Error::ForcedRowSecurity { table }),
+        Some((table, owner, scope_owner, false)) => Err(Error::InvalidSetup(format!(
             "{table} belongs to role {owner}, whose triggers, defaults and checks a sync would run with the rights of role \
              {scope_owner}, the scope's owner, which {owner} does not have: provision the scope as {owner}, in a session of its \
              own, or give the table to {scope_owner} (ALTER TABLE ... OWNER TO)"
@@ -224,13 +246,17 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     // role the session SET: what it could leave behind there (a deferred
     // trigger, a temporary object that shadows a catalog) would later run
     // as the superuser once the session resets its role.
-    // SAFETY: reads a backend global that is always set inside a transaction.
-    let session = i64::from(unsafe { pg_sys::GetSessionUserId() }.to_u32());
+    // The session's role and the role it logged in as: SET SESSION
+    // AUTHORIZATION moves the first, never the second.
+    // SAFETY: read backend globals that are always set inside a transaction.
+    let (session, login) =
+        unsafe { (i64::from(pg_sys::GetSessionUserId().to_u32()), i64::from(pg_sys::GetAuthenticatedUserId().to_u32())) };
     let refused = spi::one::<bool>(
         spi,
-        "SELECT (o.rolsuper OR l.rolsuper) AND NOT s.rolsuper FROM pg_catalog.pg_roles o, pg_catalog.pg_roles l, pg_catalog.pg_roles s \
-         WHERE o.oid = $1::int8::oid AND s.oid = $2::int8::oid AND l.oid = $3::int8::oid",
-        &[caller_oid().into(), owner.into(), session.into()],
+        "SELECT (o.rolsuper OR l.rolsuper OR a.rolsuper) AND NOT s.rolsuper \
+         FROM pg_catalog.pg_roles o, pg_catalog.pg_roles l, pg_catalog.pg_roles s, pg_catalog.pg_roles a \
+         WHERE o.oid = $1::int8::oid AND s.oid = $2::int8::oid AND l.oid = $3::int8::oid AND a.oid = $4::int8::oid",
+        &[caller_oid().into(), owner.into(), session.into(), login.into()],
     )?;
     if refused == Some(true) {
         return Err(Error::SuperuserSession { scope: scope.to_string(), owner: owner_name(spi, owner)? });

@@ -103,6 +103,13 @@ const CALL_SETTINGS: [(&str, &str); 2] = [("standard_conforming_strings", "on"),
 /// ends.
 pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     pgrx::spi::Spi::connect_mut(|spi| {
+        // The caller's transaction may hold deferred checks (a constraint
+        // trigger on a table of its own, temporary ones too): they run
+        // here, as the caller and under its settings, as they would at its
+        // commit. Later in the call they would run with the rights of the
+        // extension's owner, or of the scope's, whose code sets its own
+        // checks immediate at the end (see `privileges::as_scope_owner`).
+        crate::privileges::as_caller(|| exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[]))?;
         let caller = guc::swap_local("search_path", PINNED_PATH)?;
         crate::version::require_matching(spi)?;
         let pushed = Pushed::new(&CALLER_PATHS, caller.clone());
@@ -430,10 +437,11 @@ pub fn one<T: IntoDatum + FromDatum>(spi: &mut Spi<'_>, sql: &str, args: &[Datum
 /// Settings that make PostgreSQL's text output of values what
 /// `tandem_core::types` reads, and its input of them what was sent: an
 /// unquoted NULL in an array is NULL (not the text `NULL`, as under
-/// `array_nulls = off`), XML content need not be one document, and a
-/// timestamp without an offset is UTC. Set for the duration of `body`,
+/// `array_nulls = off`), XML content need not be one document, a
+/// timestamp without an offset is UTC, and a zone's abbreviation means
+/// what PostgreSQL's default set says. Set for the duration of `body`,
 /// then put back.
-const TEXT_SETTINGS: [(&str, &str); 7] = [
+const TEXT_SETTINGS: [(&str, &str); 8] = [
     ("DateStyle", "ISO, YMD"),
     ("TimeZone", "UTC"),
     ("extra_float_digits", "1"),
@@ -441,6 +449,7 @@ const TEXT_SETTINGS: [(&str, &str); 7] = [
     ("IntervalStyle", "postgres"),
     ("array_nulls", "on"),
     ("xmloption", "content"),
+    ("timezone_abbreviations", "Default"),
 ];
 
 pub fn with_text_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {

@@ -8,14 +8,15 @@ use tandem_tests::json as query_json;
 use tandem_tests::local::Scenario;
 
 const SCHEMA: &str = r#"
-CREATE TABLE things (id int PRIMARY KEY, tags text[], doc xml, day date, at timestamptz, span interval, ratio float8, raw bytea);
+CREATE TABLE things (id int PRIMARY KEY, tags text[], doc xml, day date, at timestamptz, span interval, ratio float8, raw bytea, tt timetz);
 SELECT sync_provision('s', '{"tables": [{"name": "things"}]}');
 "#;
 
 /// Every setting PostgreSQL reads or writes these types' text with, at a
 /// value other than its default.
 const CALLERS: &str = "SET array_nulls = off; SET xmloption = document; SET DateStyle = 'SQL, DMY'; \
-     SET TimeZone = 'Asia/Tokyo'; SET IntervalStyle = 'sql_standard'; SET extra_float_digits = -3; SET bytea_output = 'escape';";
+     SET TimeZone = 'Asia/Tokyo'; SET IntervalStyle = 'sql_standard'; SET extra_float_digits = -3; SET bytea_output = 'escape'; \
+     SET timezone_abbreviations = 'India';";
 
 fn rows_of(pulled: &Value) -> Value {
     pulled["tables"][0]["rows"].clone()
@@ -26,10 +27,19 @@ fn a_callers_settings_change_neither_what_an_upload_stores_nor_what_a_pull_sends
     let s = Scenario::new("caller_settings", SCHEMA, "s");
     let mut caller = s.server();
     caller.batch_execute(CALLERS).unwrap();
-    let values =
-        json!([1, "{a,NULL,\"NULL\"}", "a<b/>", "2026-12-05", "2026-12-05T10:00:00Z", "-1 days +02:03:04", 0.1234567890123, "AP8="]);
+    let values = json!([
+        1,
+        "{a,NULL,\"NULL\"}",
+        "a<b/>",
+        "2026-12-05",
+        "2026-12-05T10:00:00Z",
+        "-1 days +02:03:04",
+        0.1234567890123,
+        "AP8=",
+        "12:00:00+05:30"
+    ]);
     let upload = json!({"format": 1, "scope": "s", "origin": "dev",
-        "tables": [{"name": "things", "columns": ["id", "tags", "doc", "day", "at", "span", "ratio", "raw"],
+        "tables": [{"name": "things", "columns": ["id", "tags", "doc", "day", "at", "span", "ratio", "raw", "tt"],
                     "rows": [{"op": "upsert", "seq": 1, "values": values}]}]});
     let answer = query_json(&mut caller, "SELECT sync_apply_changes('s', $1)", &[&upload]);
     assert_eq!(answer["applied"], 1, "{answer}");
@@ -50,6 +60,13 @@ fn a_callers_settings_change_neither_what_an_upload_stores_nor_what_a_pull_sends
     let ours = query_json(&mut plain, "SELECT sync_select_changes('s', NULL)", &[]);
     assert_eq!(rows_of(&theirs), rows_of(&ours), "a pull sends the same text whatever the caller set");
     assert_eq!(rows_of(&ours)[0]["values"], values, "and it is the text sent");
+    // A zone's abbreviation means what it means in the default set (IST:
+    // Israel), not in the caller's (India).
+    let abbreviated = json!({"format": 1, "scope": "s", "origin": "dev",
+        "tables": [{"name": "things", "columns": ["id", "tt"], "rows": [{"op": "upsert", "seq": 2, "values": [2, "12:00:00 IST"]}]}]});
+    query_json(&mut caller, "SELECT sync_apply_changes('s', $1)", &[&abbreviated]);
+    let offset: String = plain.query_one("SELECT tt::text FROM things WHERE id = 2", &[]).unwrap().get(0);
+    assert_eq!(offset, "12:00:00+02");
     let kept: String = caller.query_one("SELECT current_setting('array_nulls') || current_setting('xmloption')", &[]).unwrap().get(0);
     assert_eq!(kept, "offdocument", "the caller's settings are put back");
 }

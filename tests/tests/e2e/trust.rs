@@ -547,6 +547,12 @@ fn another_roles_code_finds_no_way_in_through_a_scope_it_does_not_own() {
     as_owner.batch_execute(&format!("SET ROLE {}", owner.name)).unwrap();
     let error = error_of(&mut as_owner, "SELECT sync_status('parts')", &[]);
     assert!(error.starts_with("42501"), "{error}");
+    // Nor after SET SESSION AUTHORIZATION, which moves the session's role
+    // and not the role it logged in as.
+    let mut as_owner = s.server();
+    as_owner.batch_execute(&format!("SET SESSION AUTHORIZATION {}", owner.name)).unwrap();
+    let error = error_of(&mut as_owner, "SELECT sync_status('parts')", &[]);
+    assert!(error.starts_with("42501") && error.contains("SET SESSION AUTHORIZATION"), "{error}");
     query_json(&mut owner.connect(&s), "SELECT sync_status('parts')", &[]);
 
     // Another role's SECURITY DEFINER code, run by the owner's trigger
@@ -755,4 +761,69 @@ fn an_upload_under_session_replication_role_replica_is_refused_not_left_untracke
     let pulled = query_json(&mut server, "SELECT sync_select_changes('crm', NULL, $1)", &[&tenant]);
     let ids: Vec<i64> = pulled["tables"][0]["rows"].as_array().unwrap().iter().map(|r| r["values"][0].as_i64().unwrap()).collect();
     assert_eq!(ids, [1, 2, 5], "sent again, it is tracked and reaches devices");
+}
+
+#[test]
+fn a_callers_deferred_trigger_never_runs_with_the_scope_owners_rights() {
+    let s = Scenario::new("deferred_bait", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let device = Role::new(&s, "device", DEVICE_GRANTS);
+    let mut conn = device.connect(&s);
+    // Any role may make temporary objects: a constraint trigger whose
+    // check waits for the end of the transaction, here inside a sync call.
+    conn.batch_execute(
+        "CREATE FUNCTION pg_temp.bait() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN UPDATE public.customers SET name = 'taken' WHERE id = 3; RETURN NULL; END $$;
+         CREATE TEMP TABLE bait (x int);
+         CREATE CONSTRAINT TRIGGER bait AFTER INSERT ON pg_temp.bait DEFERRABLE INITIALLY DEFERRED
+           FOR EACH ROW EXECUTE FUNCTION pg_temp.bait();",
+    )
+    .unwrap();
+    for call in ["SELECT sync_select_changes('crm', NULL, $1)::text", "SELECT sync_schema('crm', $1)::text"] {
+        let mut tx = conn.transaction().unwrap();
+        tx.batch_execute("INSERT INTO pg_temp.bait VALUES (1)").unwrap();
+        let outcome = tx.query_one(call, &[&json!({"token": token})]).and_then(|_| tx.commit());
+        let error = describe(&outcome.unwrap_err());
+        assert!(error.starts_with("42501") && error.contains("customers"), "{call}: it runs as the device, which may not: {error}");
+    }
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 3", &[]).unwrap().get(0);
+    assert_eq!(name, "Cy", "another tenant's row is untouched");
+}
+
+#[test]
+fn a_table_whose_policies_bind_its_owner_is_refused_not_synced_in_part() {
+    let s = Scenario::new("forced_rls", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let mut server = s.server();
+    // FORCE makes the owner, whose rights a sync runs with, subject to the
+    // policies: a pull would hide rows, and a delete would miss them.
+    server
+        .batch_execute(
+            "ALTER TABLE customers ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY only_named ON customers USING (name = current_setting('app.name', true));",
+        )
+        .unwrap();
+    let error = error_of(&mut server, "ALTER TABLE customers FORCE ROW LEVEL SECURITY", &[]);
+    assert!(error.starts_with("55000") && error.contains("NO FORCE ROW LEVEL SECURITY"), "{error}");
+    // Forced while the extension was not looking (a restored dump, an
+    // earlier Tandem), every call refuses.
+    server
+        .batch_execute("ALTER EVENT TRIGGER tandem_columns DISABLE; ALTER TABLE customers FORCE ROW LEVEL SECURITY; ALTER EVENT TRIGGER tandem_columns ENABLE;")
+        .unwrap();
+    let client = tandem_core::identity::token_client_id(&token).unwrap().to_string();
+    let delete = upload(&client, json!([{"op": "delete", "seq": 1, "key": [1]}]));
+    for (sql, second) in
+        [("SELECT sync_select_changes('crm', NULL, $1)", None), ("SELECT sync_apply_changes('crm', $2, $1)", Some(&delete))]
+    {
+        let options = json!({"token": token});
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = match second {
+            Some(row) => vec![&options, row],
+            None => vec![&options],
+        };
+        let error = error_of(&mut server, sql, &params);
+        assert!(error.starts_with("55000") && error.contains("NO FORCE ROW LEVEL SECURITY"), "{sql}: {error}");
+    }
+    server.batch_execute("ALTER TABLE customers NO FORCE ROW LEVEL SECURITY").unwrap();
+    let pulled = query_json(&mut server, "SELECT sync_select_changes('crm', NULL, $1)", &[&json!({"token": token})]);
+    assert_eq!(pulled["tables"][0]["rows"].as_array().unwrap().len(), 2, "the owner reads the partition whole");
 }
