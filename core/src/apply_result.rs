@@ -38,6 +38,13 @@ pub struct AppliedRow {
     /// takes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row: Option<Map<String, Value>>,
+    /// A delete applied as part of another row's change of the key's text
+    /// (the upload inserted the key again under another text, equal as
+    /// PostgreSQL compares it): the uploader drops that row alone and
+    /// keeps the rows filtered `via` it, which the server still holds
+    /// under the key's new text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respelled: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -99,6 +99,13 @@ pub struct ApplyOptions {
     /// a file restored from a backup or copied never passes for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_id: Option<String>,
+    /// The uploader takes an answer's `respelled` (see
+    /// `apply_result::AppliedRow::respelled`): only then does the server
+    /// apply a delete and an insert of one key under two texts as one
+    /// change of the key's text (refused otherwise). Sent, as for pulls,
+    /// once the server's `sync_schema` says `respellings`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respellings: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -118,6 +118,12 @@ pub struct UploadRow<V> {
     /// A change an earlier upload of it settled as a conflict, whose answer
     /// was lost: reported again, so the uploader's own log gets it.
     pub logged: Option<LoggedConflict>,
+    /// The key of a delete of the same upload this row took in: the
+    /// device deleted a row and inserted it again under another text of
+    /// its key, equal as PostgreSQL compares it (`'Sku-1'`, then
+    /// `'SKU-1'`), which the server applies as one change of the key's
+    /// text. Where the row is written, the delete is answered as done.
+    pub absorbed_delete: Option<Vec<Value>>,
 }
 
 /// A conflict as `tandem.conflicts` keeps it, for a retried change.
@@ -142,7 +148,27 @@ impl<V> UploadRow<V> {
             after: None,
             origin_after: None,
             logged: None,
+            absorbed_delete: None,
         }
+    }
+
+    /// Whether this row may take in `delete` (see [`absorb`](Self::absorb)):
+    /// only an insert (no base, no key change) takes in a delete, once.
+    pub fn takes_in(&self, delete: &UploadRow<V>) -> bool {
+        let fresh_insert = self.change.op == Op::Upsert && self.change.base.is_none() && self.change.moved_from.is_none();
+        fresh_insert && delete.change.op == Op::Delete && self.absorbed_delete.is_none()
+    }
+
+    /// Takes in `delete`, an earlier or later row of the same upload whose
+    /// key PostgreSQL holds equal to this insert's (see
+    /// [`absorbed_delete`](Self::absorbed_delete)), when [`takes_in`](Self::takes_in)
+    /// says so: this row becomes the change of the key's text, from the
+    /// deleted key and on its base.
+    pub fn absorb(&mut self, delete: UploadRow<V>) {
+        let CheckedRow { key, values, base, .. } = delete.change;
+        self.absorbed_delete = Some(key.clone());
+        self.change.base = base;
+        self.change.moved_from = Some(crate::validate::MovedKey { key, values });
     }
 
     /// Decides what this row does: nothing when the upload it retries
@@ -365,6 +391,7 @@ pub fn build_result<'a, V: 'a>(
                 Outcome::Apply if row.written && row.answered_gone => {
                     result.applied += 1;
                     result.current.push(CurrentRow { table: table.name.to_string(), key, row: None, version: None });
+                    answer_absorbed(&mut result, table.name, row, version);
                 }
                 Outcome::Apply if row.written => {
                     result.applied += 1;
@@ -373,7 +400,9 @@ pub fn build_result<'a, V: 'a>(
                         key,
                         version: version.to_string(),
                         row: row.stored.clone(),
+                        respelled: None,
                     });
+                    answer_absorbed(&mut result, table.name, row, version);
                 }
                 Outcome::Apply | Outcome::Undecided | Outcome::Refused { .. } => {}
                 Outcome::AlreadyApplied if row.logged.is_some() => {
@@ -397,33 +426,56 @@ pub fn build_result<'a, V: 'a>(
                 // builds a change it made since on that write (a key it
                 // moved on from there goes up as a move, not a delete).
                 Outcome::AlreadyApplied if row.still_as_written_by(lost_attempt) => {
+                    let written = after.version.unwrap_or_default();
+                    answer_absorbed(&mut result, table.name, row, &written);
                     result.versions.push(AppliedRow {
                         table: table.name.to_string(),
                         key,
-                        version: after.version.unwrap_or_default(),
+                        version: written,
                         row: after.row,
+                        respelled: None,
                     });
                 }
                 Outcome::AlreadyApplied | Outcome::Converged => {
                     result.current.push(CurrentRow { table: table.name.to_string(), key, row: after.row, version: after.version })
                 }
-                Outcome::Conflict { kind, settlement: Some(settlement) } => result.conflicts.push(ConflictReport {
-                    table: table.name.to_string(),
-                    key,
-                    kind: *kind,
-                    decision: settlement.decision,
-                    server_row: row.before.as_ref().and_then(|b| b.row.clone()),
-                    client_row: row.client_row(table.columns),
-                    row: after.row,
-                    version: after.version,
-                    reason: settlement.reason.clone(),
-                    moved_from: if settlement.decision == Decision::ServerWins { row.moved_from_after() } else { None },
-                }),
+                Outcome::Conflict { kind, settlement: Some(settlement) } => {
+                    if row.written && settlement.decision != Decision::ServerWins {
+                        answer_absorbed(&mut result, table.name, row, version);
+                    }
+                    result.conflicts.push(ConflictReport {
+                        table: table.name.to_string(),
+                        key,
+                        kind: *kind,
+                        decision: settlement.decision,
+                        server_row: row.before.as_ref().and_then(|b| b.row.clone()),
+                        client_row: row.client_row(table.columns),
+                        row: after.row,
+                        version: after.version,
+                        reason: settlement.reason.clone(),
+                        moved_from: if settlement.decision == Decision::ServerWins { row.moved_from_after() } else { None },
+                    })
+                }
                 Outcome::Conflict { settlement: None, .. } => {}
             }
         }
     }
     result
+}
+
+/// The delete a written row took in (see [`UploadRow::absorbed_delete`])
+/// is answered as applied: the uploader forgets the old key's copy.
+fn answer_absorbed<V>(result: &mut ApplyResult, table: &str, row: &UploadRow<V>, version: &str) {
+    if let Some(key) = &row.absorbed_delete {
+        result.applied += 1;
+        result.versions.push(AppliedRow {
+            table: table.to_string(),
+            key: key.clone(),
+            version: version.to_string(),
+            row: None,
+            respelled: Some(true),
+        });
+    }
 }
 
 #[cfg(test)]
@@ -572,5 +624,40 @@ mod tests {
         assert_eq!(result.conflicts[0].client_row, json!({"id": 1, "name": "a"}).as_object().cloned());
         assert_eq!(result.conflicts[0].version.as_deref(), Some("5"));
         assert_eq!(result.current.len(), 1);
+    }
+
+    #[test]
+    fn an_insert_that_took_in_a_delete_answers_for_both_keys_only_when_written() {
+        let columns = vec!["id".to_string(), "name".to_string()];
+        let mut delete = UploadRow::new(change(Op::Delete, Some("4"), Some(1)));
+        delete.change.key = vec![json!("ab")];
+        let insert = UploadRow::new(change(Op::Upsert, None, Some(2)));
+        assert!(!delete.takes_in(&insert), "a delete takes in nothing");
+        assert!(insert.takes_in(&delete));
+        let mut insert = insert;
+        insert.absorb(delete);
+        assert_eq!(insert.change.base.as_deref(), Some("4"), "on the delete's base");
+        assert_eq!(insert.change.moved_from.as_ref().map(|m| m.key.clone()), Some(vec![json!("ab")]));
+        let again = UploadRow::new(change(Op::Delete, None, Some(3)));
+        assert!(!insert.takes_in(&again), "one delete at most, and no key change");
+
+        insert.outcome = Outcome::Apply;
+        insert.written = true;
+        let rows = [insert];
+        let result = build_result([ReportedTable { name: "public.t", columns: &columns, rows: &rows }], "900", None);
+        assert_eq!(result.applied, 2);
+        let keys: Vec<(Value, Option<bool>)> = result.versions.iter().map(|v| (Value::Array(v.key.clone()), v.respelled)).collect();
+        assert_eq!(keys, [(json!([1]), None), (json!(["ab"]), Some(true))]);
+
+        let [mut lost] = rows;
+        lost.written = false;
+        lost.outcome = Outcome::Conflict {
+            kind: ConflictKind::BothUpdated,
+            settlement: Some(Settlement { decision: Decision::ServerWins, merged: None, reason: None }),
+        };
+        let rows = [lost];
+        let result = build_result([ReportedTable { name: "public.t", columns: &columns, rows: &rows }], "900", None);
+        assert!(result.versions.is_empty(), "the delete goes with the key change's outcome");
+        assert_eq!(result.conflicts[0].moved_from.as_ref().map(|m| m.key.clone()), Some(vec![json!("ab")]));
     }
 }

@@ -285,7 +285,8 @@ impl Push<'_> {
                 continue;
             }
             let in_flight = changes::InFlight::new(&batch)?;
-            let apply_options = self.apply_options(&state, meta::send(conn, &state, &in_flight, continuing.as_deref())?);
+            let upload_id = meta::send(conn, &state, &in_flight, continuing.as_deref())?;
+            let apply_options = self.apply_options(&state, upload_id, remote.respellings());
             let answer = remote.apply_changes(self.scope, in_flight.text(), &apply_options);
             if answer.as_ref().is_err_and(RemoteError::refused_batch) {
                 meta::clear_in_flight(conn, self.scope)?;
@@ -322,8 +323,9 @@ impl Push<'_> {
     }
 
     /// What every upload of the round is sent with.
-    fn apply_options(&self, state: &ScopeState, upload_id: String) -> ApplyOptions {
+    fn apply_options(&self, state: &ScopeState, upload_id: String, respellings: bool) -> ApplyOptions {
         ApplyOptions {
+            respellings: respellings.then_some(true),
             client_id: Some(state.client_id.clone()),
             token: self.options.token.clone(),
             params: self.params_sent.clone(),
@@ -343,7 +345,7 @@ impl Push<'_> {
             meta::clear_in_flight(conn, self.scope)?;
             return Ok(Resent::CannotGo(upload_id));
         };
-        match remote.apply_changes(self.scope, in_flight.text(), &self.apply_options(&state, upload_id.clone())) {
+        match remote.apply_changes(self.scope, in_flight.text(), &self.apply_options(&state, upload_id.clone(), remote.respellings())) {
             Ok(result) => {
                 let recorded = record::upload(conn, &state, &batch, &result)?;
                 report.conflicts.extend(recorded.settled);

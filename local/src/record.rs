@@ -121,6 +121,10 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                     // Written again since the batch was read: the new row
                     // stays, and goes up next, built on the server's delete.
                     rows::write_base(conn, table, state.tables[t].id, &applied.key, &applied.version)?;
+                } else if applied.respelled == Some(true) {
+                    // Part of the key's change of text: the rows under it
+                    // stay, under the new text on the server.
+                    rows::delete_alone(conn, state, t, &applied.key)?;
                 } else {
                     // The server deleted it: rows filtered through it go too.
                     rows::delete_with_children(conn, state, t, &applied.key)?;

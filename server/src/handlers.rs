@@ -3,7 +3,7 @@
 //! - `GET /v1/scopes/{scope}/schema`: `sync_schema`;
 //! - `POST /v1/scopes/{scope}/changes`, body `{"since": ..., <select options>}`:
 //!   `sync_select_changes_json`, answered with the changeset text as written;
-//! - `POST /v1/scopes/{scope}/apply?replica=..&upload_id=..`, body the
+//! - `POST /v1/scopes/{scope}/apply?replica=..&upload_id=..&respellings=true`, body the
 //!   changeset: `sync_apply_changes_json`;
 //! - `POST /v1/scopes/{scope}/verify`, body the verify options: `sync_verify`.
 //!
@@ -85,10 +85,21 @@ pub async fn apply(
 ) -> Result<impl IntoResponse, ApiError> {
     state.relay.schema(&scope, &with_token(Map::new(), &token)?).await?;
     let TextBody(changeset) = TextBody::from_request(request, &state).await?;
-    let options = with_token(query.into_iter().map(|(k, v)| (k, Value::String(v))).collect(), &token)?;
+    let options = with_token(query.into_iter().map(|(k, v)| (k.clone(), query_value(&k, v))).collect(), &token)?;
     let result = state.relay.apply_changes(&scope, &changeset, &options).await?;
     moved(Direction::Up, &changeset);
     Ok(json_text(result))
+}
+
+/// A query parameter as the apply option it is: `respellings` a boolean
+/// (`true` or `false`; anything else goes as sent, for the extension to
+/// refuse), the others text.
+fn query_value(key: &str, value: String) -> Value {
+    match (key, value.as_str()) {
+        ("respellings", "true") => Value::Bool(true),
+        ("respellings", "false") => Value::Bool(false),
+        _ => Value::String(value),
+    }
 }
 
 /// One step of a device's verify; like an upload's, the body is read only

@@ -293,6 +293,8 @@ pub fn lock_parents(scope: &Scope<'_>, staged: Staged<'_>, t: usize, moves: bool
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RepeatedKey {
     pub idx: usize,
+    /// The first row of that key.
+    pub first: usize,
     /// The first row of that key is a delete: a device deleted a row and
     /// inserted it again under another text of its key (`'Sku-1'`, then
     /// `'SKU-1'` under a case-blind collation).
@@ -302,13 +304,14 @@ pub struct RepeatedKey {
 /// Reads [`repeated_keys`]' rows.
 pub struct RepeatedKeyRow {
     idx: Col,
+    first: Col,
     after_delete: Col,
 }
 
 impl Decode for RepeatedKeyRow {
     type Row<'a> = RepeatedKey;
     fn decode<'a>(&self, f: Fields<'a>) -> Result<RepeatedKey, DecodeError> {
-        Ok(RepeatedKey { idx: f.index(self.idx)?, after_delete: f.bool(self.after_delete)? })
+        Ok(RepeatedKey { idx: f.index(self.idx)?, first: f.index(self.first)?, after_delete: f.bool(self.after_delete)? })
     }
 }
 
@@ -319,10 +322,14 @@ pub fn repeated_keys(scope: &Scope<'_>, staged: Staged<'_>, t: usize) -> Query<R
     let keys: Vec<String> =
         scope.table(t).primary_key.iter().map(|k| staged_column(scope, staged, t, k).unwrap_or_else(|| "NULL".into())).collect();
     let mut columns = Columns::new();
-    let decoder =
-        RepeatedKeyRow { idx: columns.push("idx", "idx::text"), after_delete: columns.push("after_delete", "(first = 'delete')::text") };
+    let decoder = RepeatedKeyRow {
+        idx: columns.push("idx", "idx::text"),
+        first: columns.push("first", "first_idx::text"),
+        after_delete: columns.push("after_delete", "(first = 'delete')::text"),
+    };
     let sql = format!(
-        "SELECT {} FROM (SELECT idx, row_number() OVER w AS n, first_value(op) OVER w AS first FROM {} \
+        "SELECT {} FROM (SELECT idx, row_number() OVER w AS n, first_value(op) OVER w AS first, \
+         first_value(idx) OVER w AS first_idx FROM {} \
          WINDOW w AS (PARTITION BY {} ORDER BY idx)) d WHERE n > 1",
         columns.sql(),
         scope.stage(t),

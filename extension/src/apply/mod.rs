@@ -144,7 +144,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
         spi::with_apply_settings(spi, |spi| {
             let work_mem = raise_work_mem()?;
             for plan in plans.iter_mut() {
-                stage::stage(spi, &scope, plan)?;
+                stage::stage(spi, &scope, plan, options.respellings == Some(true))?;
             }
             // Rows under a parent that another transaction is moving wait
             // for it, so they are classified where the move left them.

@@ -18,7 +18,7 @@ use super::plan::TablePlan;
 
 /// Stages the rows of `plan` (a delete stages its key, other columns NULL),
 /// refusing each row with a value the server would not store as sent.
-pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> Result<()> {
+pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>, respellings: bool) -> Result<()> {
     let names: Vec<&str> = plan.column_names.iter().map(String::as_str).collect();
     let types = catalog::stage_types(spi, &plan.table.table_name(), &names)?;
     plan.types = types.clone();
@@ -43,7 +43,14 @@ pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> 
     let staged = Some(plan.columns.clone());
     let mut staged_columns = vec![None; scope.schema.tables.len()];
     staged_columns[plan.t] = staged;
-    for repeated in spi::all(spi, sql::repeated_keys(scope, &staged_columns, plan.t))? {
+    let repeated = spi::all(spi, sql::repeated_keys(scope, &staged_columns, plan.t))?;
+    // Only for an uploader that takes the answer's `respelled`: another
+    // would drop the rows filtered through the old key's row with it.
+    if respellings && absorb_deletes(plan, &repeated) {
+        // Staged again with the pairs as key changes: one more pass.
+        return stage(spi, scope, plan, respellings);
+    }
+    for repeated in repeated {
         let reason = if repeated.after_delete {
             "its key is equal, as PostgreSQL compares it, to the key of a row this upload deletes ('ab' deleted and 'AB' \
              inserted, under citext or a case-blind collation): neither is applied; to change a key's text, UPDATE the row"
@@ -73,6 +80,44 @@ pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>) -> 
     // enough; those of every column cost ten times as much.
     spi::run(spi, sql::analyze_stage(scope, plan.t, &plan.columns))?;
     Ok(())
+}
+
+/// Takes each delete into the insert of the same upload whose key
+/// PostgreSQL holds equal to it (a device deleted `'Sku-1'` and inserted
+/// `'SKU-1'` under a case-blind collation), where the two are alone under
+/// that key and neither is refused: applied as one change of the key's
+/// text, nothing of either is lost. Returns whether any pair was taken in.
+fn absorb_deletes(plan: &mut TablePlan<'_>, repeated: &[sql::RepeatedKey]) -> bool {
+    let alone = |r: &sql::RepeatedKey| repeated.iter().filter(|o| o.first == r.first).count() == 1;
+    let open = |row: &tandem_core::upload::UploadRow<Option<String>>| !matches!(row.outcome, Outcome::Refused { .. });
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for r in repeated.iter().filter(|r| alone(r)) {
+        let (first, second) = (&plan.rows[r.first], &plan.rows[r.idx]);
+        if !open(first) || !open(second) {
+            continue;
+        }
+        match (first.change.op, second.change.op) {
+            (Op::Delete, Op::Upsert) => pairs.push((r.first, r.idx)),
+            (Op::Upsert, Op::Delete) => pairs.push((r.idx, r.first)),
+            _ => {}
+        }
+    }
+    if pairs.is_empty() {
+        return false;
+    }
+    let mut rows: Vec<Option<_>> = std::mem::take(&mut plan.rows).into_iter().map(Some).collect();
+    let mut absorbed = false;
+    for (delete, insert) in pairs {
+        let fits = matches!((&rows[insert], &rows[delete]), (Some(row), Some(taken)) if row.takes_in(taken));
+        if let (true, Some(taken)) = (fits, rows[delete].take()) {
+            if let Some(row) = rows[insert].as_mut() {
+                row.absorb(taken);
+                absorbed = true;
+            }
+        }
+    }
+    plan.rows = rows.into_iter().flatten().collect();
+    absorbed
 }
 
 /// Stages rows `idx` in one statement; when a value fails it, halves the

@@ -519,24 +519,69 @@ SELECT sync_provision('s', '{"tables": [{"name": "p", "filter": {"tenant": "tena
 }
 
 #[test]
-fn a_row_deleted_and_inserted_again_in_another_case_is_refused_saying_to_update_it() {
+fn a_row_deleted_and_inserted_again_in_another_case_changes_its_keys_text() {
     let s = Scenario::new("collated_reinsert", COLLATED, "s");
+    s.server().batch_execute("INSERT INTO uses VALUES ('u1', 'OLD', 'under OLD')").unwrap();
     let token = s.register(json!({"tenant": 1}));
     let file = s.store("a.db");
     s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "uses", "id"), "u1");
+    // What an app does that has no UPDATE of a key: the pair is one
+    // change of the key's text, as PostgreSQL compares it.
     local(&file, "DELETE FROM codes WHERE code = 'OLD'; INSERT INTO codes VALUES ('old', 1, 'again')");
     let report = s.sync_as(&file, &token);
-    assert_eq!(report.rejected.len(), 1, "{report:?}");
-    assert!(report.rejected[0].reason.contains("UPDATE the row"), "{report:?}");
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
     let on_server = |s: &Scenario| -> Vec<String> {
         s.server().query("SELECT code || ':' || note FROM codes", &[]).unwrap().iter().map(|r| r.get(0)).collect()
     };
-    assert_eq!(on_server(&s), ["OLD:on the server"], "neither half of the pair is applied");
-    assert_eq!(keys(&file, "codes", "code"), "OLD", "the file holds what the server holds");
-    // Done as the message says, the change goes through.
-    local(&file, "UPDATE codes SET code = 'old', note = 'again' WHERE code = 'OLD'");
+    assert_eq!(on_server(&s), ["old:again"]);
+    let uses: i64 = s.server().query_one("SELECT count(*) FROM uses", &[]).unwrap().get(0);
+    assert_eq!(uses, 1, "the row under it stays");
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "codes", "code"), "old");
+    assert_eq!(keys(&file, "uses", "id"), "u1", "and the file keeps it, or gets it back");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+
+    // The answer lost and the upload sent again: acknowledged, once.
+    local(&file, "DELETE FROM codes WHERE code = 'old'; INSERT INTO codes VALUES ('OLD', 1, 'third')");
+    s.sync_as_answer_lost(&file, &token);
     let report = s.sync_as(&file, &token);
     assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
-    assert_eq!(on_server(&s), ["old:again"]);
+    assert_eq!(on_server(&s), ["OLD:third"]);
+    assert_eq!(keys(&file, "uses", "id"), "u1");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+
+    // Changed on the server since the file's copy: a conflict of the one
+    // change, settled by the policy (the server's by default), and logged.
+    s.server().batch_execute("UPDATE codes SET note = 'server edit'").unwrap();
+    local(&file, "DELETE FROM codes WHERE code = 'OLD'; INSERT INTO codes VALUES ('Old', 1, 'mine')");
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty(), "{report:?}");
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(on_server(&s), ["OLD:server edit"]);
+    s.sync_as(&file, &token);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+#[test]
+fn the_pair_is_one_change_only_for_an_uploader_that_takes_its_answer() {
+    let s = Scenario::new("collated_pair_answer", COLLATED, "s");
+    let mut server = s.server();
+    let version: String = server.query_one("SELECT tandem_version::text FROM tandem.track_1", &[]).unwrap().get(0);
+    let pair = json!({"format": 1, "scope": "s", "origin": "dev", "tables": [{"name": "codes", "columns": ["code", "tenant_id", "note"],
+        "rows": [{"op": "delete", "seq": 1, "base": version, "key": ["OLD"]},
+                 {"op": "upsert", "seq": 2, "values": ["Old", 1, "again"]}]}]});
+    // An uploader that would drop the rows under the old key with it
+    // (it does not ask for respellings) is refused, as before.
+    let plain = json!({"params": {"tenant": 1}});
+    let refused = server.query_one("SELECT sync_apply_changes('s', $1, $2)", &[&pair, &plain]).unwrap_err();
+    assert!(tandem_tests::describe(&refused).contains("UPDATE the row"), "{refused}");
+    let asking = json!({"params": {"tenant": 1}, "respellings": true});
+    let answer = tandem_tests::json(&mut server, "SELECT sync_apply_changes('s', $1, $2)", &[&pair, &asking]);
+    let versions = answer["versions"].as_array().unwrap();
+    let old = versions.iter().find(|v| v["key"] == json!(["OLD"])).unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(old["respelled"], json!(true), "{answer}");
+    assert!(versions.iter().any(|v| v["key"] == json!(["Old"]) && v.get("respelled").is_none()), "{answer}");
+    let rows: Vec<String> = server.query("SELECT code || ':' || note FROM codes", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(rows, ["Old:again"]);
 }
