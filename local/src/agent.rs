@@ -448,6 +448,12 @@ pub fn run_observed(
     options: &SyncOptions,
     observe: &mut dyn FnMut(Step),
 ) -> Result<SyncReport> {
+    // What the server takes it cannot give back: a write the program
+    // rolled back after a round had sent it would reach every device.
+    if !conn.is_autocommit() {
+        return Err(LocalError::InTransaction);
+    }
+    crate::tx::refuse_shadows(conn)?;
     // A schema that changed under a round starts it again, with the new
     // schema (what the first attempt stored stays: each batch is atomic).
     let mut attempts = 0;

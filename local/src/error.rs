@@ -49,6 +49,17 @@ pub enum LocalError {
     #[error("a trigger of this file rolled back sync's transaction (RAISE(ROLLBACK)) while it stored the server's row of {table} ({reason}): nothing of the batch was stored, and every sync will stop there. Make the trigger refuse the row with RAISE(ABORT) instead: the row is then kept aside in tandem_rejected and the rest is stored")]
     RolledBack { table: String, reason: String },
 
+    /// Sync's statements name the file's tables unqualified, as the
+    /// program's own do: a temporary one of the same name would take
+    /// their reads and writes.
+    #[error("this connection has a temporary table or view \"{name}\", which hides the file's table of that name from sync (its reads and writes would go to the temporary one): DROP TABLE temp.\"{name}\" (or DROP VIEW), or sync from another connection")]
+    Shadowed { name: String },
+
+    /// A round sends the file's changes, which the server keeps whatever
+    /// the program's transaction does next.
+    #[error("sync_run was called inside an open transaction (BEGIN or SAVEPOINT) of this connection: the server would keep changes the transaction may still roll back. Commit or roll back first, then sync")]
+    InTransaction,
+
     /// The connection writes without a rollback journal: SQLite then
     /// undoes no failed statement or transaction, so a sync that stopped
     /// half-way would leave half its writes.

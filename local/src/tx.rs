@@ -1,9 +1,8 @@
 //! Transactions that work both at top level and inside a caller's
 //! transaction (or a SQL function call): savepoints.
 
-use rusqlite::Connection;
-
-use tandem_core::sql::local;
+use rusqlite::{Connection, OptionalExtension};
+use tandem_core::sql::{device, local};
 
 use crate::error::{LocalError, Result};
 use crate::meta::ScopeState;
@@ -20,6 +19,7 @@ pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result
     if journal.eq_ignore_ascii_case("off") {
         return Err(LocalError::NoJournal);
     }
+    refuse_shadows(conn)?;
     if conn.is_autocommit() {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         return match body(conn) {
@@ -46,6 +46,16 @@ pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result
             let _ = conn.execute_batch("ROLLBACK TO tandem; RELEASE tandem");
             Err(error)
         }
+    }
+}
+
+/// Refuses a connection with a temporary table or view that hides one of
+/// the file's (see [`LocalError::Shadowed`]).
+pub fn refuse_shadows(conn: &Connection) -> Result<()> {
+    let shadow: Option<String> = conn.prepare_cached(device::SHADOWED)?.query_row([], |r| r.get(0)).optional()?;
+    match shadow {
+        Some(name) => Err(LocalError::Shadowed { name }),
+        None => Ok(()),
     }
 }
 

@@ -1074,6 +1074,13 @@ fn a_kept_row_is_not_sent_as_a_delete_when_another_index_comes() {
     assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"));
 }
 
+/// What `sync_run` fails with, called for tenant 1 on the file's own
+/// connection as a program calls it.
+fn sync_run_error(s: &Scenario, file: &Store) -> String {
+    let sync = format!("SELECT sync_run('{}', 'crm', '{{\"params\": {{\"tenant\": 1}}}}')", s.db.url);
+    file.connection().query_row(&sync, [], |r| r.get::<_, String>(0)).unwrap_err().to_string()
+}
+
 #[test]
 fn a_connection_without_a_rollback_journal_is_refused_before_sync_writes_anything() {
     let s = setup("journal_off");
@@ -1087,8 +1094,7 @@ fn a_connection_without_a_rollback_journal_is_refused_before_sync_writes_anythin
     let mode: String = conn.query_row("PRAGMA journal_mode = OFF", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "off");
     let before = local_dump(conn, "crm");
-    let sync = format!("SELECT sync_run('{}', 'crm', '{{\"params\": {{\"tenant\": 1}}}}')", s.db.url);
-    let error = conn.query_row(&sync, [], |r| r.get::<_, String>(0)).unwrap_err().to_string();
+    let error = sync_run_error(&s, &file);
     assert!(error.contains("journal_mode = OFF") && error.contains("WAL"), "{error}");
     assert_eq!(local_dump(conn, "crm"), before, "nothing written");
     let mut server = s.server();
@@ -1097,4 +1103,50 @@ fn a_connection_without_a_rollback_journal_is_refused_before_sync_writes_anythin
     s.sync(&file, tenant(1));
     assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 90"), 1);
     assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Local"));
+}
+
+#[test]
+fn a_sync_inside_the_programs_open_transaction_is_refused_and_sends_nothing() {
+    let s = setup("sync_in_transaction");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let conn = file.connection();
+    let mut server = s.server();
+    // What the server takes it cannot give back: a write the program then
+    // rolls back would reach every device.
+    for (open, undo) in [("BEGIN", "ROLLBACK"), ("SAVEPOINT program", "ROLLBACK TO program; RELEASE program")] {
+        conn.execute_batch(&format!("{open}; UPDATE customers SET name = 'never committed' WHERE id = 1;")).unwrap();
+        let error = sync_run_error(&s, &file);
+        assert!(error.contains("open transaction"), "{open}: {error}");
+        conn.execute_batch(undo).unwrap();
+        assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"), "{open}");
+    }
+    s.sync(&file, tenant(1));
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"));
+}
+
+#[test]
+fn a_temporary_table_that_hides_a_synced_one_is_refused_before_anything_is_sent() {
+    let s = setup("temp_shadow");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let conn = file.connection();
+    local(&file, "UPDATE main.customers SET name = 'Local' WHERE id = 1");
+    let mut server = s.server();
+    server.batch_execute("UPDATE customers SET name = 'Server' WHERE id = 2").unwrap();
+    // An unqualified name finds a connection's temporary table first.
+    for shadow in [
+        "CREATE TEMP TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER, name TEXT, email TEXT)",
+        "CREATE TEMP TABLE tandem_log_1 (x)",
+    ] {
+        conn.execute_batch(shadow).unwrap();
+        let error = sync_run_error(&s, &file);
+        assert!(error.contains("temporary") && error.contains("DROP TABLE temp."), "{shadow}: {error}");
+        assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"), "nothing sent");
+        conn.execute_batch("DROP TABLE IF EXISTS temp.customers; DROP TABLE IF EXISTS temp.tandem_log_1").unwrap();
+    }
+    s.sync(&file, tenant(1));
+    assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Local"));
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Server"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
