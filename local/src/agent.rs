@@ -453,7 +453,7 @@ pub fn run_observed(
     if !conn.is_autocommit() {
         return Err(LocalError::InTransaction);
     }
-    crate::tx::refuse_shadows(conn)?;
+    crate::tx::refuse_unsafe_connection(conn)?;
     // A schema that changed under a round starts it again, with the new
     // schema (what the first attempt stored stays: each batch is atomic).
     let mut attempts = 0;

@@ -55,6 +55,9 @@ pub enum LocalError {
     #[error("this connection has a temporary table or view \"{name}\", which hides the file's table of that name from sync (its reads and writes would go to the temporary one): DROP TABLE temp.\"{name}\" (or DROP VIEW), or sync from another connection")]
     Shadowed { name: String },
 
+    #[error("this connection runs with PRAGMA query_only = ON, and sync writes the file (the server's rows, the answers to its uploads): set PRAGMA query_only = OFF on it, or sync from another connection")]
+    QueryOnly,
+
     /// A round sends the file's changes, which the server keeps whatever
     /// the program's transaction does next.
     #[error("sync_run was called inside an open transaction (BEGIN or SAVEPOINT) of this connection: the server would keep changes the transaction may still roll back. Commit or roll back first, then sync")]

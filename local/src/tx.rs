@@ -1,7 +1,7 @@
 //! Transactions that work both at top level and inside a caller's
 //! transaction (or a SQL function call): savepoints.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use tandem_core::sql::{device, local};
 
 use crate::error::{LocalError, Result};
@@ -15,11 +15,7 @@ use crate::meta::ScopeState;
 /// writes. Inside a caller's transaction, a savepoint. Refused on a
 /// connection without a rollback journal, where neither could be undone.
 pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
-    if journal.eq_ignore_ascii_case("off") {
-        return Err(LocalError::NoJournal);
-    }
-    refuse_shadows(conn)?;
+    refuse_unsafe_connection(conn)?;
     if conn.is_autocommit() {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         return match body(conn) {
@@ -49,11 +45,16 @@ pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result
     }
 }
 
-/// Refuses a connection with a temporary table or view that hides one of
-/// the file's (see [`LocalError::Shadowed`]).
-pub fn refuse_shadows(conn: &Connection) -> Result<()> {
-    let shadow: Option<String> = conn.prepare_cached(device::SHADOWED)?.query_row([], |r| r.get(0)).optional()?;
-    match shadow {
+/// Refuses a connection sync cannot work under: without a rollback
+/// journal, read-only, or with a temporary table or view that hides one of
+/// the file's (see [`LocalError`]).
+pub fn refuse_unsafe_connection(conn: &Connection) -> Result<()> {
+    let (journal, query_only, shadowed): (String, bool, Option<String>) = conn
+        .prepare_cached(device::CONNECTION)?
+        .query_row([], |r| Ok((r.get("journal_mode")?, r.get("query_only")?, r.get("shadowed")?)))?;
+    match shadowed {
+        _ if journal.eq_ignore_ascii_case("off") => Err(LocalError::NoJournal),
+        _ if query_only => Err(LocalError::QueryOnly),
         Some(name) => Err(LocalError::Shadowed { name }),
         None => Ok(()),
     }

@@ -23,11 +23,15 @@ pub const SCHEMA_VERSION: &str = "PRAGMA main.schema_version";
 
 /// What this connection checked of the file's layout, at which schema
 /// version: a temporary table, so it lives and dies with the connection.
-/// A temporary table or view of the connection under the name of a table
-/// or view of the file: an unqualified name finds it first.
-pub const SHADOWED: &str = "SELECT t.name FROM temp.sqlite_master t WHERE t.type IN ('table', 'view') \
-     AND EXISTS (SELECT 1 FROM main.sqlite_master m WHERE m.type IN ('table', 'view') AND m.name = t.name COLLATE NOCASE) \
-     ORDER BY t.name LIMIT 1";
+/// What of the connection sync cannot work under, read once per
+/// transaction: its journal mode, whether it is read-only, and a temporary
+/// table or view under the name of one of the file's (an unqualified name
+/// finds it first), if any.
+pub const CONNECTION: &str = "SELECT (SELECT journal_mode FROM pragma_journal_mode()) AS journal_mode, \
+     (SELECT query_only FROM pragma_query_only()) AS query_only, \
+     (SELECT t.name FROM temp.sqlite_master t WHERE t.type IN ('table', 'view') \
+      AND EXISTS (SELECT 1 FROM main.sqlite_master m WHERE m.type IN ('table', 'view') AND m.name = t.name COLLATE NOCASE) \
+      ORDER BY t.name LIMIT 1) AS shadowed";
 
 pub const CREATE_CHECKED: &str = "CREATE TEMP TABLE IF NOT EXISTS tandem_checked (what TEXT PRIMARY KEY, schema_version INTEGER NOT NULL)";
 

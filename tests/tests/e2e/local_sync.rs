@@ -1100,6 +1100,11 @@ fn a_connection_without_a_rollback_journal_is_refused_before_sync_writes_anythin
     let mut server = s.server();
     assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"), "nothing sent");
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+    // Nor can it write a file the connection holds read-only.
+    conn.execute_batch("PRAGMA query_only = ON").unwrap();
+    let error = sync_run_error(&s, &file);
+    assert!(error.contains("PRAGMA query_only = OFF"), "{error}");
+    conn.execute_batch("PRAGMA query_only = OFF").unwrap();
     s.sync(&file, tenant(1));
     assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 90"), 1);
     assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Local"));
