@@ -13,7 +13,8 @@ use crate::meta::ScopeState;
 /// connection committed fails at once with "database is locked" (SQLite
 /// cannot wait that out), which would end a watch whenever the app
 /// writes. Inside a caller's transaction, a savepoint. Refused on a
-/// connection without a rollback journal, where neither could be undone.
+/// connection sync cannot work under ([`refuse_unsafe_connection`]): one
+/// without a rollback journal could undo neither.
 pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     refuse_unsafe_connection(conn)?;
     if conn.is_autocommit() {

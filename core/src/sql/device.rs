@@ -21,8 +21,6 @@ pub const HAS_METADATA: &str = "SELECT count(*) > 0 AS present FROM pragma_table
 /// or triggers, by any connection.
 pub const SCHEMA_VERSION: &str = "PRAGMA main.schema_version";
 
-/// What this connection checked of the file's layout, at which schema
-/// version: a temporary table, so it lives and dies with the connection.
 /// What of the connection sync cannot work under, read once per
 /// transaction: its journal mode, whether it is read-only, and a temporary
 /// table or view under the name of one of the file's (an unqualified name
@@ -33,6 +31,8 @@ pub const CONNECTION: &str = "SELECT (SELECT journal_mode FROM pragma_journal_mo
       AND EXISTS (SELECT 1 FROM main.sqlite_master m WHERE m.type IN ('table', 'view') AND m.name = t.name COLLATE NOCASE) \
       ORDER BY t.name LIMIT 1) AS shadowed";
 
+/// What this connection checked of the file's layout, at which schema
+/// version: a temporary table, so it lives and dies with the connection.
 pub const CREATE_CHECKED: &str = "CREATE TEMP TABLE IF NOT EXISTS tandem_checked (what TEXT PRIMARY KEY, schema_version INTEGER NOT NULL)";
 
 /// `schema_version` at which `:what` was last checked.
