@@ -183,6 +183,13 @@ pub enum Error {
     )]
     ReplicaRole,
 
+    /// A trigger of the caller's transaction deferred the checks again
+    /// while they fired as the caller: the next would fire inside the call,
+    /// with other rights.
+    #[error("this transaction still holds deferred checks after they ran as the caller (a trigger set the constraints DEFERRED again and queued another): \
+             a sync call would run them with the rights of its own code. Commit or roll back first, then sync in a transaction of its own")]
+    DeferredAgain,
+
     /// Tandem reads and writes a scope's tables as their owner, whom row
     /// security leaves alone unless the table forces it.
     #[error(
@@ -246,6 +253,7 @@ impl Error {
             Error::RowTooLarge { .. } => "54000",        // program_limit_exceeded
             Error::ReplicaRole => "55000",
             Error::ForcedRowSecurity { .. } => "55000",
+            Error::DeferredAgain => "55000",
             Error::Internal(_) => "XX000",
         }
     }

@@ -110,6 +110,7 @@ pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
         // extension's owner, or of the scope's, whose code sets its own
         // checks immediate at the end (see `privileges::as_scope_owner`).
         crate::privileges::as_caller(|| exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[]))?;
+        refuse_deferred_again(spi)?;
         let caller = guc::swap_local("search_path", PINNED_PATH)?;
         crate::version::require_matching(spi)?;
         let pushed = Pushed::new(&CALLER_PATHS, caller.clone());
@@ -118,6 +119,26 @@ pub fn connect<T>(body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
         guc::set_local("search_path", &caller)?;
         result
     })
+}
+
+/// Refuses a call whose transaction still holds deferred checks after
+/// they fired as the caller: a trigger that deferred the checks again
+/// while it ran (`SET CONSTRAINTS ... DEFERRED`) and queued another would
+/// have it fire later in the call, with the rights of the extension's
+/// owner or the scope's. Only a deferrable trigger can wait.
+fn refuse_deferred_again(spi: &mut Spi<'_>) -> Result<()> {
+    let deferrable =
+        query(spi, "SELECT DISTINCT tgrelid::int8 FROM pg_catalog.pg_trigger WHERE tgdeferrable = $1", &[true.into()], |row| {
+            required::<i64>(row, 1)
+        })?;
+    for relid in deferrable {
+        let oid = u32::try_from(relid).map(pg_sys::Oid::from).map_err(|_| Error::Internal(format!("relation oid {relid}")))?;
+        // SAFETY: reads the transaction's queue of trigger events.
+        if unsafe { pg_sys::AfterTriggerPendingOnRel(oid) } {
+            return Err(Error::DeferredAgain);
+        }
+    }
+    Ok(())
 }
 
 /// The longest a sync call waits for a lock another session holds: a

@@ -827,3 +827,43 @@ fn a_table_whose_policies_bind_its_owner_is_refused_not_synced_in_part() {
     let pulled = query_json(&mut server, "SELECT sync_select_changes('crm', NULL, $1)", &[&json!({"token": token})]);
     assert_eq!(pulled["tables"][0]["rows"].as_array().unwrap().len(), 2, "the owner reads the partition whole");
 }
+
+#[test]
+fn a_deferred_trigger_that_defers_itself_again_is_refused_not_run_with_other_rights() {
+    let s = Scenario::new("deferred_again", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let device = Role::new(&s, "device", DEVICE_GRANTS);
+    let mut conn = device.connect(&s);
+    // Fired as the device, it defers the checks again and queues one more,
+    // which a later SET CONSTRAINTS in the call would fire with its rights.
+    conn.batch_execute(&format!(
+        "CREATE FUNCTION pg_temp.bait() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF current_user <> '{0}' THEN UPDATE public.customers SET name = 'taken' WHERE id = 3; END IF;
+             IF NEW.x < 3 THEN SET CONSTRAINTS ALL DEFERRED; INSERT INTO pg_temp.bait VALUES (NEW.x + 1); END IF;
+             RETURN NULL;
+           END $$;
+         CREATE TEMP TABLE bait (x int);
+         CREATE CONSTRAINT TRIGGER bait AFTER INSERT ON pg_temp.bait DEFERRABLE INITIALLY DEFERRED
+           FOR EACH ROW EXECUTE FUNCTION pg_temp.bait();",
+        device.name
+    ))
+    .unwrap();
+    let client = tandem_core::identity::token_client_id(&token).unwrap().to_string();
+    let nothing = upload(&client, json!([]));
+    for (call, second) in
+        [("SELECT sync_select_changes('crm', NULL, $1)::text", None), ("SELECT sync_apply_changes('crm', $2, $1)::text", Some(&nothing))]
+    {
+        let mut tx = conn.transaction().unwrap();
+        tx.batch_execute("INSERT INTO pg_temp.bait VALUES (1)").unwrap();
+        let options = json!({"token": token});
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = match second {
+            Some(row) => vec![&options, row],
+            None => vec![&options],
+        };
+        let error = describe(&tx.query_one(call, &params).unwrap_err());
+        assert!(error.starts_with("55000") && error.contains("deferred"), "{call}: {error}");
+    }
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 3", &[]).unwrap().get(0);
+    assert_eq!(name, "Cy", "another tenant's row is untouched");
+}
