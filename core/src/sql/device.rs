@@ -41,7 +41,7 @@ pub const CHECKED_AT: &str = "SELECT schema_version FROM temp.tandem_checked WHE
 pub const SET_CHECKED: &str = "INSERT OR REPLACE INTO temp.tandem_checked (what, schema_version) VALUES (:what, :schema_version)";
 
 /// A table an earlier Tandem kept and nothing reads.
-pub const DROP_UNUSED: &str = "DROP TABLE IF EXISTS tandem_applying";
+pub const DROP_UNUSED: &str = "DROP TABLE IF EXISTS main.tandem_applying";
 
 /// `name` of each column of the table named `:table` (none when there is
 /// no such table).
@@ -108,7 +108,7 @@ pub fn rename_table(from: &str, to: &str) -> String {
 }
 
 pub fn drop_trigger(name: &str) -> String {
-    format!("DROP TRIGGER IF EXISTS {}", quote_ident(name))
+    super::local::drop_in_main("TRIGGER", &quote_ident(name))
 }
 
 /// Empties a table of the file (its rows are about to be received anew).

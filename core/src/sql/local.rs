@@ -235,9 +235,16 @@ fn trigger(id: i64, event: &str) -> String {
 
 const EVENTS: [&str; 6] = ["insert", "update", "key", "delete", "keyless_insert", "keyless_update"];
 
+/// `DROP <kind> IF EXISTS` of Tandem's object `name` in the file itself:
+/// unqualified, SQLite would look for it in every attached database too,
+/// and drop a program's table of that name there when the file has none.
+pub fn drop_in_main(kind: &str, name: &str) -> String {
+    format!("DROP {kind} IF EXISTS main.{name}")
+}
+
 /// Drops the tracking triggers of table `id`.
 pub fn drop_triggers(id: i64) -> Vec<String> {
-    EVENTS.iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", trigger(id, e))).collect()
+    EVENTS.iter().map(|e| drop_in_main("TRIGGER", &trigger(id, e))).collect()
 }
 
 /// The tracking triggers, replaced whole on every provisioning. They log
@@ -493,17 +500,17 @@ pub fn written_keys(table: &TableSchema) -> String {
 
 /// Stops noting the keys written to a table that left its scope.
 pub fn forget_left(table: &TableName) -> Vec<String> {
-    let mut out: Vec<String> = LEFT_EVENTS.iter().map(|e| format!("DROP TRIGGER IF EXISTS {}", left_name(table, e))).collect();
-    out.push(format!("DROP TABLE IF EXISTS {}", left_name(table, "")));
+    let mut out: Vec<String> = LEFT_EVENTS.iter().map(|e| drop_in_main("TRIGGER", &left_name(table, e))).collect();
+    out.push(drop_in_main("TABLE", &left_name(table, "")));
     out
 }
 
 /// Drops triggers and tracking of table `id`; the user table stays.
 pub fn drop_tracking(id: i64) -> Vec<String> {
     let mut out = drop_triggers(id);
-    out.push(format!("DROP TABLE IF EXISTS {}", log_table(id)));
-    out.push(format!("DROP TABLE IF EXISTS {}", base_table(id)));
-    out.push(format!("DROP TABLE IF EXISTS {}", replaced_table(id)));
+    out.push(drop_in_main("TABLE", &log_table(id)));
+    out.push(drop_in_main("TABLE", &base_table(id)));
+    out.push(drop_in_main("TABLE", &replaced_table(id)));
     out.push(drop_sweep(id));
     out
 }
@@ -845,7 +852,7 @@ pub fn swept_keys(table: &TableSchema, id: i64) -> String {
 }
 
 pub fn drop_sweep(id: i64) -> String {
-    format!("DROP TABLE IF EXISTS {}", sweep_table(id))
+    drop_in_main("TABLE", &sweep_table(id))
 }
 
 /// Keys of `child` rows whose `on` columns equal `?1..` (the parent's key in

@@ -1155,3 +1155,22 @@ fn a_temporary_table_that_hides_a_synced_one_is_refused_before_anything_is_sent(
     assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Server"));
     assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+#[test]
+fn a_program_table_in_an_attached_database_is_never_taken_for_tandems() {
+    let s = setup("attached_names");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    let aux = s.files.path("aux.db");
+    // A name Tandem uses in the file, in a database the program attached:
+    // unqualified, SQLite looks for it there when the file has none.
+    local(
+        &file,
+        &format!(
+            "ATTACH '{}' AS aux; CREATE TABLE aux.tandem_sweep_1 (k TEXT); INSERT INTO aux.tandem_sweep_1 VALUES ('keep');",
+            aux.display()
+        ),
+    );
+    s.sync(&file, json!({"params": {"tenant": 1}, "reinit": true}));
+    assert_eq!(local_value(&file, "SELECT k FROM aux.tandem_sweep_1").as_deref(), Some("keep"));
+}
