@@ -980,15 +980,14 @@ pub struct TrackedState {
     pub origin: String,
 }
 
-pub fn tracked_state(scope: &Scope<'_>, t: usize, key_equal: impl Fn(&str) -> String) -> TrackedState {
-    let table = scope.table(t);
-    let first = quote_ident(&table.primary_key[0]);
-    // One tracking row per key, the live one first, where a key may have
-    // several: under a nondeterministic collation tracking may hold a
-    // tombstone of a text key's old text (`'K'`) beside the live row
-    // (`'k'`), both equal to the row's key. Other keys join plainly.
-    let texts = table.key_columns().iter().any(|c| matches!(c.ty, LogicalType::Text | LogicalType::Other));
-    let tracking = if texts {
+/// `LEFT JOIN` of table `t`'s tracking as `tr`, one row per key, the live
+/// one first, where a key may have several: under a nondeterministic
+/// collation tracking may hold a tombstone of a text key's old text (`'K'`)
+/// beside the live row (`'k'`), both equal to the row's key. Other keys
+/// join plainly. `key_equal` gives the join's condition for an alias.
+pub fn one_tracking_row(scope: &Scope<'_>, t: usize, key_equal: impl FnOnce(&str) -> String) -> String {
+    let texts = scope.table(t).key_columns().iter().any(|c| matches!(c.ty, LogicalType::Text | LogicalType::Other));
+    if texts {
         format!(
             "LEFT JOIN LATERAL (SELECT t1.* FROM {} t1 WHERE {} ORDER BY t1.tandem_deleted, t1.tandem_stamp DESC LIMIT 1) tr ON true",
             scope.track(t),
@@ -996,7 +995,13 @@ pub fn tracked_state(scope: &Scope<'_>, t: usize, key_equal: impl Fn(&str) -> St
         )
     } else {
         format!("LEFT JOIN {} tr ON {}", scope.track(t), key_equal("tr"))
-    };
+    }
+}
+
+pub fn tracked_state(scope: &Scope<'_>, t: usize, key_equal: impl Fn(&str) -> String) -> TrackedState {
+    let table = scope.table(t);
+    let first = quote_ident(&table.primary_key[0]);
+    let tracking = one_tracking_row(scope, t, &key_equal);
     TrackedState {
         join: format!(
             "{tracking} LEFT JOIN ({latest}) lg ON {lg_on}",

@@ -11,6 +11,7 @@ use crate::ident::quote_ident;
 use crate::sql::partition::{row_filter, FilterValues};
 use crate::sql::pull::after_key;
 use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Query};
+use crate::sql::tracking::one_tracking_row;
 use crate::sql::{column_list, keys_equal, Scope};
 
 /// A row [`partition_rows`] read, as text in place.
@@ -74,23 +75,30 @@ pub fn partition_rows(
         first_value.get_or_insert(col);
     }
     let mut conditions = Vec::new();
-    let mut join = keys_equal(scope, t, "tr", "r");
     if let Some(position) = position {
         conditions.push(after_key(scope, t, "r", position, false, &mut binds));
-        // On tracking too, inside the join (a WHERE on it would drop the
-        // untracked rows): else each batch's merge join reads tracking
-        // from its start, and a walk costs the square of the table.
-        join = format!("{join} AND {}", after_key(scope, t, "tr", position, false, &mut binds));
     }
+    // One tracking row per key (a key respelled under a collation leaves a
+    // tombstone of its old text beside the live row).
+    let tracking = one_tracking_row(scope, t, |alias| {
+        let equal = keys_equal(scope, t, alias, "r");
+        match position {
+            // On tracking too, inside the join (a WHERE on it would drop
+            // the untracked rows): else each batch's merge join reads
+            // tracking from its start, and a walk costs the square of the
+            // table.
+            Some(position) => format!("{equal} AND {}", after_key(scope, t, alias, position, false, &mut binds)),
+            None => equal,
+        }
+    });
     if let Some(filter) = row_filter(scope, t, "r", &mut binds, values) {
         conditions.push(filter);
     }
     let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
     let sql = format!(
-        "SELECT {} FROM {} r LEFT JOIN {} tr ON {join}{filter} ORDER BY {} LIMIT {limit}",
+        "SELECT {} FROM {} r {tracking}{filter} ORDER BY {} LIMIT {limit}",
         columns.sql(),
         table.table_name().quoted(),
-        scope.track(t),
         column_list(Some("r"), key),
     );
     let decoder =

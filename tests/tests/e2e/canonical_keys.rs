@@ -585,3 +585,20 @@ fn the_pair_is_one_change_only_for_an_uploader_that_takes_its_answer() {
     let rows: Vec<String> = server.query("SELECT code || ':' || note FROM codes", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(rows, ["Old:again"]);
 }
+
+#[test]
+fn a_verify_repairs_a_key_the_server_respelled() {
+    let s = Scenario::new("collated_verify", COLLATED, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server().batch_execute("UPDATE codes SET code = 'old' WHERE code = 'OLD'").unwrap();
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "codes", "code"), "old");
+    // Drift nobody reported: a write with Tandem's triggers off.
+    s.server().batch_execute("BEGIN; SET LOCAL session_replication_role = replica; UPDATE codes SET note = 'drifted'; COMMIT").unwrap();
+    let options = tandem_local::verify::Options { token: Some(token.clone()), ca_cert: None, repair: true };
+    let report = file.verify(&s.db.url, "s", &options).unwrap_or_else(|e| panic!("verify failed: {e}"));
+    assert_eq!(report.repaired, Some(1), "{report:?}");
+    assert_eq!(local_value(&file, "SELECT note FROM codes").as_deref(), Some("drifted"));
+}
