@@ -88,6 +88,8 @@ struct Checked<'s> {
 /// The SQL function: `sync_verify(remote, scope[, options])`.
 pub fn verify(conn: &Connection, remote: &mut dyn Remote, scope: &str, options: &Options) -> Result<VerifyReport> {
     let started = Instant::now();
+    // A temporary table under a synced one's name would be what it reads.
+    crate::tx::refuse_unsafe_connection(conn)?;
     let _lock = crate::lock::SyncLock::acquire(conn)?;
     meta::ensure(conn)?;
     let state = meta::load(conn, scope)?.ok_or_else(|| {

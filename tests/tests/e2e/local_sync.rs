@@ -1147,6 +1147,10 @@ fn a_temporary_table_that_hides_a_synced_one_is_refused_before_anything_is_sent(
         conn.execute_batch(shadow).unwrap();
         let error = sync_run_error(&s, &file);
         assert!(error.contains("temporary") && error.contains("DROP TABLE temp."), "{shadow}: {error}");
+        // A verify would compare the temporary table with the server's.
+        let verify = format!("SELECT sync_verify('{}', 'crm', '{{}}')", s.db.url);
+        let error = conn.query_row(&verify, [], |r| r.get::<_, String>(0)).unwrap_err().to_string();
+        assert!(error.contains("temporary"), "{shadow}: {error}");
         assert_eq!(server_value(&mut server, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"), "nothing sent");
         conn.execute_batch("DROP TABLE IF EXISTS temp.customers; DROP TABLE IF EXISTS temp.tandem_log_1").unwrap();
     }
