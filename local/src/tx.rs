@@ -53,9 +53,13 @@ pub fn refuse_unsafe_connection(conn: &Connection) -> Result<()> {
     let (journal, query_only, shadowed): (String, bool, Option<String>) = conn
         .prepare_cached(device::CONNECTION)?
         .query_row([], |r| Ok((r.get("journal_mode")?, r.get("query_only")?, r.get("shadowed")?)))?;
+    if journal.eq_ignore_ascii_case("off") {
+        return Err(LocalError::NoJournal);
+    }
+    if query_only {
+        return Err(LocalError::QueryOnly);
+    }
     match shadowed {
-        _ if journal.eq_ignore_ascii_case("off") => Err(LocalError::NoJournal),
-        _ if query_only => Err(LocalError::QueryOnly),
         Some(name) => Err(LocalError::Shadowed { name }),
         None => Ok(()),
     }

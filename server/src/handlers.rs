@@ -85,7 +85,7 @@ pub async fn apply(
 ) -> Result<impl IntoResponse, ApiError> {
     state.relay.schema(&scope, &with_token(Map::new(), &token)?).await?;
     let TextBody(changeset) = TextBody::from_request(request, &state).await?;
-    let options = with_token(query.into_iter().map(|(k, v)| (k.clone(), query_value(&k, v))).collect(), &token)?;
+    let options = with_token(query.into_iter().map(|(k, v)| query_value(k, v)).collect(), &token)?;
     let result = state.relay.apply_changes(&scope, &changeset, &options).await?;
     moved(Direction::Up, &changeset);
     Ok(json_text(result))
@@ -94,12 +94,13 @@ pub async fn apply(
 /// A query parameter as the apply option it is: `respellings` a boolean
 /// (`true` or `false`; anything else goes as sent, for the extension to
 /// refuse), the others text.
-fn query_value(key: &str, value: String) -> Value {
-    match (key, value.as_str()) {
+fn query_value(key: String, value: String) -> (String, Value) {
+    let value = match (key.as_str(), value.as_str()) {
         ("respellings", "true") => Value::Bool(true),
         ("respellings", "false") => Value::Bool(false),
         _ => Value::String(value),
-    }
+    };
+    (key, value)
 }
 
 /// One step of a device's verify; like an upload's, the body is read only

@@ -90,34 +90,26 @@ pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>, res
 fn absorb_deletes(plan: &mut TablePlan<'_>, repeated: &[sql::RepeatedKey]) -> bool {
     let alone = |r: &sql::RepeatedKey| repeated.iter().filter(|o| o.first == r.first).count() == 1;
     let open = |row: &tandem_core::upload::UploadRow<Option<String>>| !matches!(row.outcome, Outcome::Refused { .. });
+    // (delete, insert) positions; each pair is a key of its own.
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     for r in repeated.iter().filter(|r| alone(r)) {
-        let (first, second) = (&plan.rows[r.first], &plan.rows[r.idx]);
-        if !open(first) || !open(second) {
-            continue;
-        }
-        match (first.change.op, second.change.op) {
-            (Op::Delete, Op::Upsert) => pairs.push((r.first, r.idx)),
-            (Op::Upsert, Op::Delete) => pairs.push((r.idx, r.first)),
-            _ => {}
+        let (delete, insert) = if plan.rows[r.first].change.op == Op::Delete { (r.first, r.idx) } else { (r.idx, r.first) };
+        let (taken, row) = (&plan.rows[delete], &plan.rows[insert]);
+        if open(taken) && open(row) && row.takes_in(taken) {
+            pairs.push((delete, insert));
         }
     }
     if pairs.is_empty() {
         return false;
     }
     let mut rows: Vec<Option<_>> = std::mem::take(&mut plan.rows).into_iter().map(Some).collect();
-    let mut absorbed = false;
     for (delete, insert) in pairs {
-        let fits = matches!((&rows[insert], &rows[delete]), (Some(row), Some(taken)) if row.takes_in(taken));
-        if let (true, Some(taken)) = (fits, rows[delete].take()) {
-            if let Some(row) = rows[insert].as_mut() {
-                row.absorb(taken);
-                absorbed = true;
-            }
+        if let (Some(taken), Some(row)) = (rows[delete].take(), rows[insert].as_mut()) {
+            row.absorb(taken);
         }
     }
     plan.rows = rows.into_iter().flatten().collect();
-    absorbed
+    true
 }
 
 /// Stages rows `idx` in one statement; when a value fails it, halves the
