@@ -13,6 +13,7 @@ use tandem_core::types::{describe_local, json_to_local};
 
 use crate::error::{LocalError, Result};
 use crate::meta::ScopeState;
+use crate::sync_writes;
 use crate::values::{from_sql, to_sql};
 
 /// A key as text, to compare keys from the server with keys read locally.
@@ -150,6 +151,7 @@ pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String,
             values.push(to_sql(local));
         }
     }
+    sync_writes::note(table, &server_key(table, &[], object));
     // A row the file holds is updated: the columns it is not given (those
     // of a newer schema than the one it is written under) may be NOT NULL.
     let update = update_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key);
@@ -171,6 +173,7 @@ pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String,
 pub fn write_server_row(conn: &Connection, table: &TableSchema, id: i64, key: &[Value], row: &Map<String, Value>) -> Result<Vec<Value>> {
     let server_key = server_key(table, key, row);
     if server_key != key {
+        sync_writes::note(table, key);
         conn.prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
             .execute(params_from_iter(key_params(table, key)?))?;
         delete_base(conn, table, id, key)?;
@@ -213,7 +216,9 @@ pub fn has_pending(conn: &Connection, table: &TableSchema, id: i64, after: i64, 
 /// unsent local change. Returns how many rows went.
 pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<usize> {
     let table = &state.schema.tables[t];
-    let mut total = delete_alone(conn, state, t, key)?;
+    // Children first: a foreign key of the file's own with an action would
+    // otherwise take them with the parent, unnoted (see `sync_writes`).
+    let mut total = 0;
     for (c, child) in state.schema.tables.iter().enumerate() {
         let Some(Filter::Via { parent, on }) = &child.filter else { continue };
         if *parent != table.name {
@@ -231,7 +236,7 @@ pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key
             }
         }
     }
-    Ok(total)
+    Ok(total + delete_alone(conn, state, t, key)?)
 }
 
 /// Deletes a row, its base version and anything of its key kept aside,
@@ -240,6 +245,7 @@ pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key
 /// partition. Returns how many rows went.
 pub fn delete_alone(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<usize> {
     let table = &state.schema.tables[t];
+    sync_writes::note(table, key);
     let removed = conn
         .prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
         .execute(params_from_iter(key_params(table, key)?))?;

@@ -6,6 +6,7 @@ use tandem_core::sql::{device, local};
 
 use crate::error::{LocalError, Result};
 use crate::meta::ScopeState;
+use crate::sync_writes::{self, Noting};
 
 /// Runs `body` atomically: everything or nothing. At top level it takes
 /// SQLite's write lock first, waiting out other writers for the busy
@@ -67,8 +68,9 @@ pub fn refuse_unsafe_connection(conn: &Connection) -> Result<()> {
 
 /// Runs `body` atomically as sync: writes that come from the server are not
 /// local changes, so the log entries they make are removed again before the
-/// transaction commits. The first write takes SQLite's write lock, so no
-/// other connection can log a change in between.
+/// transaction commits; those the file made of its own meanwhile stay (see
+/// [`sync_writes`]). The first write takes SQLite's write lock, so no other
+/// connection can log a change in between.
 pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     atomically(conn, |conn| {
         let mut before = Vec::with_capacity(state.tables.len());
@@ -76,14 +78,16 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
             before.push((table, t.id, crate::rows::top_seq(conn, t.id)?));
         }
         conn.execute(local::BEGIN_SYNC_WRITES, [])?;
+        let noting = Noting::begin();
         let value = body(conn)?;
+        let noted = noting.end();
         conn.execute(local::END_SYNC_WRITES, [])?;
         for (table, id, top) in before {
             // A log the sync did not write to has nothing to take out.
             if crate::rows::top_seq(conn, id)? == top {
                 continue;
             }
-            crate::rows::delete_log_entries(conn, table, id, &local::drop_log_after(id), vec![rusqlite::types::Value::Integer(top)])?;
+            sync_writes::take_out(conn, table, id, top, &noted)?;
         }
         Ok(value)
     })

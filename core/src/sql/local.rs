@@ -775,6 +775,48 @@ pub fn drop_log_after(id: i64) -> String {
     format!("DELETE FROM {} WHERE tandem_seq > ?1", log_table(id))
 }
 
+/// Log entries after `?1` with their keys (counter marks left out): what a
+/// sync's transaction logged, read back to tell its own writes from those
+/// the file made meanwhile. Decode with the counter first, then the key.
+pub fn logged_after(table: &TableSchema, id: i64) -> String {
+    format!(
+        "SELECT tandem_seq, {} FROM {} WHERE tandem_seq > ?1 AND {}",
+        column_list(None, &table.primary_key),
+        log_table(id),
+        is_change(table)
+    )
+}
+
+/// Drops log entries after `?1` except those whose counters the JSON array
+/// `?2` lists: the file's own changes among a sync's writes.
+pub fn drop_log_after_except(id: i64) -> String {
+    format!("DELETE FROM {} WHERE tandem_seq > ?1 AND tandem_seq NOT IN (SELECT value FROM json_each(?2))", log_table(id))
+}
+
+/// Whether the file holds a row of key `?1..`.
+pub fn has_row(table: &TableSchema) -> String {
+    format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {})", user_table(table), key_match(table, 1))
+}
+
+/// Whether SQLite carries out foreign key actions on this connection and
+/// table `?1` has a key with one (`CASCADE`, `SET NULL`, `SET DEFAULT`):
+/// its rows may then change because sync wrote another.
+pub const FOREIGN_KEY_ACTIONS: &str = "SELECT (SELECT foreign_keys FROM pragma_foreign_keys) \
+     AND EXISTS (SELECT 1 FROM pragma_foreign_key_list(?1) \
+                 WHERE on_delete NOT IN ('NO ACTION', 'RESTRICT') OR on_update NOT IN ('NO ACTION', 'RESTRICT'))";
+
+/// The file's triggers other than Tandem's, by name and text: a table one
+/// of them names may be written while sync writes another.
+pub const PROGRAM_TRIGGERS: &str = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' \
+     UNION ALL SELECT name, sql FROM sqlite_temp_master WHERE type = 'trigger'";
+
+/// Whether trigger `name` is one of Tandem's (`tandem_<table id>_...`).
+pub fn is_tandems_trigger(name: &str) -> bool {
+    name.strip_prefix("tandem_")
+        .and_then(|rest| rest.split_once('_'))
+        .is_some_and(|(id, _)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Drops acknowledged log entries (`tandem_seq <= ?1`).
 pub fn prune_log(id: i64) -> String {
     format!("DELETE FROM {} WHERE tandem_seq <= ?1", log_table(id))

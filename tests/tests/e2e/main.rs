@@ -29,6 +29,7 @@ mod notifications;
 mod partitions;
 mod pgbench;
 mod poison;
+mod program_triggers;
 mod provisioning;
 mod replicas;
 mod restore;
