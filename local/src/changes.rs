@@ -290,6 +290,28 @@ fn read_batch(
                 }
                 bytes += size;
             }
+            // A delete and an insert of one key in two texts (`'Sku-1'` and
+            // `'SKU-1'` under a case-blind collation) are one change of
+            // its text only within one batch: alone, the delete would take
+            // the server's rows under the key with it. So where this
+            // table's part ends before an insert, it ends before its first
+            // delete instead, unless that comes first (a pair further apart
+            // than a batch still goes up in two).
+            let limited = cut.is_some() || read >= remaining;
+            if let Some(first) = changes.iter().take(cut.unwrap_or(usize::MAX)).position(|(_, c)| c.op == Op::Delete) {
+                if limited && first > 0 {
+                    let end = match cut {
+                        Some(cut) => changes[cut].0 - 1,
+                        None => top,
+                    };
+                    let insert_after: bool =
+                        conn.prepare_cached(&local::insert_after(table, t.id))?.query_row([end, max_rows as i64], |r| r.get(0))?;
+                    if insert_after {
+                        cut = Some(first);
+                        remaining = 0;
+                    }
+                }
+            }
             if let Some(cut) = cut {
                 let before = changes[cut].0;
                 changes.truncate(cut);

@@ -793,6 +793,22 @@ pub fn drop_log_after_except(id: i64) -> String {
     format!("DELETE FROM {} WHERE tandem_seq > ?1 AND tandem_seq NOT IN (SELECT value FROM json_each(?2))", log_table(id))
 }
 
+/// Whether one of the `?2` log entries of table `id` after `?1` is of a
+/// key the server has no row of in the file's view (no base version): an
+/// insert.
+pub fn insert_after(table: &TableSchema, id: i64) -> String {
+    let keys = column_list(None, &table.primary_key);
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM (SELECT {keys} FROM {log} WHERE tandem_seq > ?1 AND {change} ORDER BY tandem_seq {limit}) l \
+         WHERE NOT EXISTS (SELECT 1 FROM {base} b WHERE {same}))",
+        log = log_table(id),
+        change = is_change(table),
+        limit = limit(2),
+        base = base_table(id),
+        same = crate::sql::columns_equal("b", &table.primary_key, "l", &table.primary_key),
+    )
+}
+
 /// Whether the file holds a row of key `?1..`.
 pub fn has_row(table: &TableSchema) -> String {
     format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {})", user_table(table), key_match(table, 1))

@@ -563,6 +563,46 @@ fn a_row_deleted_and_inserted_again_in_another_case_changes_its_keys_text() {
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
 
+/// [`COLLATED`] with a foreign key that takes the rows under a code with it.
+const COLLATED_CASCADE: &str = r#"
+CREATE COLLATION IF NOT EXISTS tandem_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE codes (code text COLLATE tandem_ci PRIMARY KEY, tenant_id int NOT NULL, note text);
+CREATE TABLE uses (id text COLLATE tandem_ci PRIMARY KEY, code text COLLATE tandem_ci REFERENCES codes ON DELETE CASCADE, body text);
+INSERT INTO codes VALUES ('OLD', 1, 'on the server');
+INSERT INTO uses VALUES ('u1', 'OLD', 'under OLD');
+SELECT sync_provision('s', '{"tables": [
+  {"name": "codes", "filter": {"tenant_id": "tenant"}},
+  {"name": "uses", "filter": {"via": "codes", "on": {"code": "code"}}}]}');
+"#;
+
+/// A batch boundary between the delete and the insert of a pair sent them
+/// as two changes: the delete alone took the row under the key on the
+/// server, by its foreign key's `ON DELETE CASCADE`, and every device lost
+/// it. A table's part of a batch now ends before its first delete when
+/// inserts of the table are left for a later batch.
+#[test]
+fn a_pair_a_batch_boundary_would_split_goes_up_as_one_change() {
+    let s = Scenario::new("collated_pair_batches", COLLATED_CASCADE, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "uses", "id"), "u1");
+    local(
+        &file,
+        "INSERT INTO codes VALUES ('a1', 1, 'x'); DELETE FROM codes WHERE code = 'OLD'; \
+         INSERT INTO codes VALUES ('a2', 1, 'y'); INSERT INTO codes VALUES ('old', 1, 'again')",
+    );
+    let report = s.sync(&file, json!({"token": token, "max_rows": 3}));
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    assert_eq!(report.pushed, 4, "{report:?}");
+    let uses: i64 = s.server().query_one("SELECT count(*) FROM uses", &[]).unwrap().get(0);
+    assert_eq!(uses, 1, "the row under the key stays");
+    s.sync_as(&file, &token);
+    assert_eq!(keys(&file, "codes", "code"), "a1,a2,old");
+    assert_eq!(keys(&file, "uses", "id"), "u1");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
 #[test]
 fn the_pair_is_one_change_only_for_an_uploader_that_takes_its_answer() {
     let s = Scenario::new("collated_pair_answer", COLLATED, "s");
