@@ -114,7 +114,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                             continue;
                         }
                         if !silenced.contains(&t) {
-                            sync_writes::note(table.schema, &row.key);
+                            sync_writes::note(conn, table.schema, id, &row.key)?;
                         }
                         let key: Vec<Bound<'_>> = key_positions.iter().map(|&p| Bound(&row.values[p])).collect();
                         let mut params: Vec<&dyn ToSql> = key.iter().map(|k| k as &dyn ToSql).collect();

@@ -140,7 +140,7 @@ pub fn delete_base(conn: &Connection, table: &TableSchema, id: i64, key: &[Value
 
 /// Writes a row given as a JSON object of columns (the server's state of a
 /// row): columns it lacks keep their local value.
-pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String, Value>) -> Result<()> {
+pub fn write_object(conn: &Connection, table: &TableSchema, id: i64, object: &Map<String, Value>) -> Result<()> {
     let mut columns = Vec::new();
     let mut values = Vec::new();
     for column in &table.columns {
@@ -151,7 +151,6 @@ pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String,
             values.push(to_sql(local));
         }
     }
-    sync_writes::note(table, &server_key(table, &[], object));
     // A row the file holds is updated: the columns it is not given (those
     // of a newer schema than the one it is written under) may be NOT NULL.
     let update = update_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key);
@@ -162,7 +161,7 @@ pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String,
             return Err(LocalError::RowIgnored { table: table.name.clone() });
         }
     }
-    Ok(())
+    sync_writes::note(conn, table, id, &server_key(table, &[], object))
 }
 
 /// Writes the server's form of a row the file holds under `key` (as it was
@@ -173,14 +172,14 @@ pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String,
 pub fn write_server_row(conn: &Connection, table: &TableSchema, id: i64, key: &[Value], row: &Map<String, Value>) -> Result<Vec<Value>> {
     let server_key = server_key(table, key, row);
     if server_key != key {
-        sync_writes::note(table, key);
         conn.prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
             .execute(params_from_iter(key_params(table, key)?))?;
+        sync_writes::note(conn, table, id, key)?;
         delete_base(conn, table, id, key)?;
-        write_object(conn, table, row)?;
+        write_object(conn, table, id, row)?;
         return Ok(server_key);
     }
-    write_object(conn, table, row)?;
+    write_object(conn, table, id, row)?;
     Ok(key.to_vec())
 }
 
@@ -245,10 +244,10 @@ pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key
 /// partition. Returns how many rows went.
 pub fn delete_alone(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<usize> {
     let table = &state.schema.tables[t];
-    sync_writes::note(table, key);
     let removed = conn
         .prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
         .execute(params_from_iter(key_params(table, key)?))?;
+    sync_writes::note(conn, table, state.tables[t].id, key)?;
     delete_base(conn, table, state.tables[t].id, key)?;
     // A row of this key kept aside is gone on the server too.
     crate::not_stored::forget(conn, &state.scope, table, key)?;

@@ -1,11 +1,16 @@
 //! Telling sync's own writes from the file's in one sync transaction.
 //!
 //! The tracking triggers log every write, sync's too; `applying` takes
-//! sync's entries out again before it commits. Sync notes the rows it
-//! writes (by table and key) as it writes them, so an entry of another row
-//! is the file's own: a program's trigger that keeps an order's total as
-//! its lines come in, say. Such an entry stays and goes up with the next
-//! upload. Two kinds of entry are still taken for sync's, as before:
+//! sync's entries out again before it commits. Sync notes each row it
+//! writes, with the log's top counter right after the write: the entries of
+//! that row up to there are the write's own (a trigger of the file's that
+//! touches the row being written included: uploading that would have
+//! every device touch and send back each row the others sent). Any other
+//! entry is the file's change, and goes up with the next upload: one of a
+//! row sync did not write, or one of a row sync wrote that a later
+//! statement changed again (a program's trigger that keeps an order's total
+//! as the server's lines come in, the order pulled in the same batch).
+//! Two kinds of entry are still taken for sync's, as before:
 //! - a row that is gone: a foreign key's `CASCADE` or a `REPLACE` may have
 //!   taken it because sync removed a row that only left the partition, and
 //!   a delete sent for it would remove the server's row;
@@ -14,7 +19,7 @@
 //!   (`SET NULL` on a row whose parent only left).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection};
@@ -30,31 +35,42 @@ thread_local! {
     static NOTED: RefCell<Option<Noted>> = const { RefCell::new(None) };
 }
 
-/// The keys sync wrote, by table name (keys as [`rows::key_text`] spells
-/// them).
+/// The rows sync wrote, by table name and key (as [`rows::key_text`]
+/// spells it), each with the log's top counter after sync last wrote it.
 #[derive(Debug, Default)]
-pub struct Noted(HashMap<String, HashSet<String>>);
+pub struct Noted(HashMap<String, HashMap<String, i64>>);
 
 impl Noted {
-    fn has(&self, table: &TableSchema, key: &[Value]) -> bool {
-        self.0.get(&table.name).is_some_and(|keys| keys.contains(&rows::key_text(key)))
+    /// Whether log entry `seq` of `key` is one of sync's writes' own.
+    fn is_syncs(&self, table: &TableSchema, key: &[Value], seq: i64) -> bool {
+        self.0.get(&table.name).and_then(|keys| keys.get(&rows::key_text(key))).is_some_and(|&top| seq <= top)
     }
 
     fn merge(&mut self, other: Noted) {
         for (table, keys) in other.0 {
-            self.0.entry(table).or_default().extend(keys);
+            let mine = self.0.entry(table).or_default();
+            for (key, top) in keys {
+                let at = mine.entry(key).or_default();
+                *at = (*at).max(top);
+            }
         }
     }
 }
 
-/// Notes that sync writes the row of `key` in `table`. Outside an
-/// `applying` transaction there is nothing to note.
-pub fn note(table: &TableSchema, key: &[Value]) {
+/// Notes that sync just wrote the row of `key` in `table` (tracking id
+/// `id`). Outside an `applying` transaction there is nothing to note.
+pub fn note(conn: &Connection, table: &TableSchema, id: i64, key: &[Value]) -> Result<()> {
+    let noting = NOTED.with(|noted| noted.borrow().is_some());
+    if !noting {
+        return Ok(());
+    }
+    let top = rows::top_seq(conn, id)?;
     NOTED.with(|noted| {
         if let Some(noted) = noted.borrow_mut().as_mut() {
-            noted.0.entry(table.name.clone()).or_default().insert(rows::key_text(key));
+            noted.0.entry(table.name.clone()).or_default().insert(rows::key_text(key), top);
         }
     });
+    Ok(())
 }
 
 /// Noting for the length of one `applying` transaction. One inside another
@@ -109,7 +125,7 @@ fn files_own_entries(conn: &Connection, table: &TableSchema, id: i64, top: i64, 
     let mut entries = conn.prepare_cached(&local::logged_after(table, id))?;
     let unnoted: Vec<(i64, Vec<Value>)> = entries
         .query_map([top], |row| Ok((row.get(0)?, rows::read_key_at(table, row, 1)?)))?
-        .filter(|entry| !entry.as_ref().is_ok_and(|(_, key)| noted.has(table, key)))
+        .filter(|entry| !entry.as_ref().is_ok_and(|(seq, key)| noted.is_syncs(table, key, *seq)))
         .collect::<rusqlite::Result<_>>()?;
     if unnoted.is_empty() || foreign_key_actions(conn, table)? {
         return Ok(Vec::new());
