@@ -195,6 +195,9 @@ fn read_batch(
     mut snapshots: Option<&mut PendingSnapshots<'_>>,
     deletes_wait: bool,
 ) -> Result<Batch> {
+    // Room for a delete and the insert after it, at least (see the pairs
+    // below).
+    let max_rows = max_rows.max(2);
     atomically(conn, |conn| {
         let mut tables = Vec::new();
         let mut positions = BTreeMap::new();
@@ -294,12 +297,13 @@ fn read_batch(
             // `'SKU-1'` under a case-blind collation) are one change of
             // its text only within one batch: alone, the delete would take
             // the server's rows under the key with it. So where this
-            // table's part ends before an insert, it ends before its first
-            // delete instead, unless that comes first (a pair further apart
-            // than a batch still goes up in two).
+            // table's part ends before an insert, it ends before its last
+            // delete instead (the batch before this table, when that delete
+            // comes first); a delete that starts a batch goes as it is (a
+            // pair further apart than a batch still goes up in two).
             let limited = cut.is_some() || read >= remaining;
-            if let Some(first) = changes.iter().take(cut.unwrap_or(usize::MAX)).position(|(_, c)| c.op == Op::Delete) {
-                if limited && first > 0 {
+            if let Some(last) = changes.iter().take(cut.unwrap_or(usize::MAX)).rposition(|(_, c)| c.op == Op::Delete) {
+                if limited && (last > 0 || !tables.is_empty()) {
                     let end = match cut {
                         Some(cut) => changes[cut].0 - 1,
                         None => top,
@@ -307,7 +311,7 @@ fn read_batch(
                     let insert_after: bool =
                         conn.prepare_cached(&local::insert_after(table, t.id))?.query_row([end, max_rows as i64], |r| r.get(0))?;
                     if insert_after {
-                        cut = Some(first);
+                        cut = Some(last);
                         remaining = 0;
                     }
                 }

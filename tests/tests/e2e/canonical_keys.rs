@@ -601,6 +601,31 @@ fn a_pair_a_batch_boundary_would_split_goes_up_as_one_change() {
     assert_eq!(keys(&file, "codes", "code"), "a1,a2,old");
     assert_eq!(keys(&file, "uses", "id"), "u1");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+
+    // Helper 53: pairs one after another, each with a row under it, in
+    // batches of one to three rows. A batch ended after a pair's delete.
+    s.server()
+        .batch_execute(
+            "INSERT INTO codes SELECT 'Key' || i, 1, 'v' FROM generate_series(1, 8) i; \
+             INSERT INTO uses SELECT 'c' || i, 'Key' || i, 'child' FROM generate_series(1, 8) i",
+        )
+        .unwrap();
+    s.sync_as(&file, &token);
+    for max_rows in [1, 2, 3] {
+        let respelled: Vec<String> = (1..=8)
+            .map(|i| {
+                let again = if (i + max_rows) % 2 == 0 { format!("KEY{i}") } else { format!("key{i}") };
+                format!("DELETE FROM codes WHERE code = 'Key{i}' OR code = 'key{i}' OR code = 'KEY{i}'; INSERT INTO codes VALUES ('{again}', 1, 're');")
+            })
+            .collect();
+        local(&file, &respelled.concat());
+        let report = s.sync(&file, json!({"token": token, "max_rows": max_rows}));
+        assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "max_rows {max_rows}: {report:?}");
+        let uses: i64 = s.server().query_one("SELECT count(*) FROM uses WHERE id <> 'u1'", &[]).unwrap().get(0);
+        assert_eq!(uses, 8, "max_rows {max_rows}: the rows under the keys stay");
+        s.sync_as(&file, &token);
+        assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    }
 }
 
 #[test]
