@@ -443,12 +443,20 @@ pub fn build_result<'a, V: 'a>(
                     if row.written && settlement.decision != Decision::ServerWins {
                         answer_absorbed(&mut result, table.name, row, version);
                     }
+                    // A change the server refused was not read before (a
+                    // delete carries no row): the row it kept is the one
+                    // there now.
+                    let before = row.before.as_ref().and_then(|b| b.row.clone());
+                    let server_row = match kind {
+                        ConflictKind::ConstraintViolated => before.or_else(|| after.row.clone()),
+                        _ => before,
+                    };
                     result.conflicts.push(ConflictReport {
                         table: table.name.to_string(),
                         key,
                         kind: *kind,
                         decision: settlement.decision,
-                        server_row: row.before.as_ref().and_then(|b| b.row.clone()),
+                        server_row,
                         client_row: row.client_row(table.columns),
                         row: after.row,
                         version: after.version,

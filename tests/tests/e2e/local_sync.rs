@@ -173,6 +173,29 @@ fn every_conflict_is_settled_by_each_policy_and_logged() {
     }
 }
 
+/// A delete the server's foreign key refuses is a conflict the server wins:
+/// its log and the device's show the row the server kept (it was logged
+/// without one: a delete carries no row, and none was read before it).
+#[test]
+fn a_refused_delete_is_logged_with_the_row_the_server_kept() {
+    let s = setup("refused_delete");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(&file, "DELETE FROM customers WHERE id = 1");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    let conflict = &report.conflicts[0];
+    assert_eq!(conflict.kind.as_str(), "constraint_violated");
+    assert_eq!(conflict.server_row.as_ref().and_then(|r| r.get("name")), Some(&json!("Ada")), "{conflict:?}");
+    let mut server = s.server();
+    let logged = server_value(&mut server, "SELECT server_row->>'name' FROM tandem.conflicts WHERE kind = 'constraint_violated'");
+    assert_eq!(logged.as_deref(), Some("Ada"));
+    let kept = local_value(&file, "SELECT server_row FROM tandem_conflicts");
+    assert!(kept.is_some_and(|row| row.contains("Ada")), "the file's log holds the server's row");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"));
+    assert_converged(&mut server, file.connection(), "crm", &json!({"tenant": 1}));
+}
+
 #[test]
 fn a_unique_violation_becomes_a_conflict_and_the_rest_applies() {
     let s = setup("unique");
