@@ -264,6 +264,7 @@ impl Push<'_> {
         let mut snapshots = changes::PendingSnapshots::new(conn);
         // Halved while the server refuses batches as too large.
         let mut max_rows = self.max_rows;
+        let mut halved = false;
         for _ in 0..PUSH_ROUNDS {
             let mut state = meta::require(conn, self.scope)?;
             // Rows the lost upload carried may be on the server although the
@@ -273,7 +274,8 @@ impl Push<'_> {
                 state = state.narrowed_to(schema);
             }
             let max_bytes = self.options.max_bytes.unwrap_or(DEFAULT_MAX_BYTES) as usize;
-            let batch = changes::select(conn, &state, max_rows, max_bytes, answer_lost, Some(&mut snapshots))?;
+            let room = changes::Room { max_rows, max_bytes, pairs: !halved };
+            let batch = changes::select(conn, &state, room, answer_lost, Some(&mut snapshots))?;
             if batch.is_empty() {
                 break;
             }
@@ -296,6 +298,7 @@ impl Push<'_> {
                     let recorded = record::upload(conn, &state, &batch, &result)?;
                     report.conflicts.extend(recorded.settled);
                     max_rows = self.max_rows;
+                    halved = false;
                     observe(Step::Pushed(batch.changeset.row_count() as u64));
                     report.pushed += result.applied;
                     report.conflicts.extend(result.conflicts);
@@ -313,7 +316,10 @@ impl Push<'_> {
                         snapshots.invalidate();
                         report.rejected.push(rejection);
                     }
-                    None => max_rows = (batch.changeset.row_count() as u64 / 2).max(1),
+                    None => {
+                        max_rows = (batch.changeset.row_count() as u64 / 2).max(1);
+                        halved = true;
+                    }
                 },
                 Err(unreachable @ RemoteError::Unreachable { .. }) => return Err(unreachable.into()),
                 Err(other) => return Ok(Some(other)),

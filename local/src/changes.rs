@@ -151,18 +151,28 @@ impl Drop for PendingSnapshots<'_> {
 pub fn select(
     conn: &Connection,
     state: &ScopeState,
-    max_rows: u64,
-    max_bytes: usize,
+    room: Room,
     answer_lost: bool,
     mut snapshots: Option<&mut PendingSnapshots<'_>>,
 ) -> Result<Batch> {
-    let batch = read_batch(conn, state, max_rows, max_bytes, answer_lost, snapshots.as_deref_mut(), true)?;
+    let batch = read_batch(conn, state, room, answer_lost, snapshots.as_deref_mut(), true)?;
     // Deletes that wait for their children must not wait for a batch that
     // never comes: with nothing else to send, they go.
     if batch.is_empty() {
-        return read_batch(conn, state, max_rows, max_bytes, answer_lost, snapshots, false);
+        return read_batch(conn, state, room, answer_lost, snapshots, false);
     }
     Ok(batch)
+}
+
+/// How much one upload batch may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Room {
+    pub max_rows: u64,
+    pub max_bytes: usize,
+    /// Two rows at least, so that a delete and an insert of one key in two
+    /// texts go together (see `read_batch`); off while batches are halved
+    /// to find the one row the server takes in no request.
+    pub pairs: bool,
 }
 
 /// Per table of the scope, whether its log holds a change it has not had
@@ -189,15 +199,18 @@ pub fn tables_waiting(conn: &Connection, state: &ScopeState) -> Result<Vec<bool>
 fn read_batch(
     conn: &Connection,
     state: &ScopeState,
-    max_rows: u64,
-    max_bytes: usize,
+    room: Room,
     answer_lost: bool,
     mut snapshots: Option<&mut PendingSnapshots<'_>>,
     deletes_wait: bool,
 ) -> Result<Batch> {
     // Room for a delete and the insert after it, at least (see the pairs
     // below).
-    let max_rows = max_rows.max(2);
+    let max_rows = match room.pairs {
+        true => room.max_rows.max(2),
+        false => room.max_rows,
+    };
+    let max_bytes = room.max_bytes;
     atomically(conn, |conn| {
         let mut tables = Vec::new();
         let mut positions = BTreeMap::new();
@@ -387,6 +400,7 @@ pub fn select_changes(conn: &Connection, scope: &str, since: Option<&str>, optio
         ));
     }
     let state = meta::require(conn, scope)?;
-    let batch = select(conn, &state, options.max_rows(), options.max_bytes(), state.upload_id.is_some(), None)?;
+    let room = Room { max_rows: options.max_rows(), max_bytes: options.max_bytes(), pairs: true };
+    let batch = select(conn, &state, room, state.upload_id.is_some(), None)?;
     crate::error::to_json(&batch.changeset)
 }
