@@ -13,7 +13,6 @@ use crate::error::{LocalError, Result};
 use crate::meta::{self, ScopeState};
 use crate::not_stored::{self, ServerRow};
 use crate::rows;
-use crate::sync_writes;
 use crate::tx::applying;
 use crate::values::Bound;
 
@@ -54,16 +53,13 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
         // For a large batch, the tracking triggers go for the length of this
         // transaction (no other connection can write meanwhile): logging
         // every row, then removing those entries again, would double the
-        // cost of the writes. Not for a table a trigger of the file's own
-        // names: what that trigger writes there is the file's change.
+        // cost of the writes. Not a table with unsent changes: a row of it
+        // the file's own foreign key takes must be seen to go (see
+        // `tx::applying`).
         let mut silenced = Vec::new();
-        let programs_triggers = match tables.iter().any(|t| t.rows.len() >= SILENCE_TRIGGERS_FROM) {
-            true => sync_writes::programs_triggers(conn)?,
-            false => Vec::new(),
-        };
         for table in &tables {
-            if table.rows.len() >= SILENCE_TRIGGERS_FROM && !sync_writes::named_by_programs_trigger(&programs_triggers, table.schema) {
-                let t = state.schema.position(table.schema);
+            let t = state.schema.position(table.schema);
+            if table.rows.len() >= SILENCE_TRIGGERS_FROM && !rows::has_changes(conn, table.schema, &state.tables[t])? {
                 for statement in local::drop_triggers(state.tables[t].id) {
                     conn.execute(&statement, [])?;
                 }
@@ -112,9 +108,6 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                             not_stored::keep(conn, state, &server, &refusal)?;
                             result.not_stored += 1;
                             continue;
-                        }
-                        if !silenced.contains(&t) {
-                            sync_writes::note(conn, table.schema, id, &row.key)?;
                         }
                         let key: Vec<Bound<'_>> = key_positions.iter().map(|&p| Bound(&row.values[p])).collect();
                         let mut params: Vec<&dyn ToSql> = key.iter().map(|k| k as &dyn ToSql).collect();

@@ -44,7 +44,6 @@ mod resync;
 pub mod rows;
 pub mod status;
 pub mod store;
-mod sync_writes;
 mod tx;
 mod unfollowed;
 mod values;

@@ -364,25 +364,24 @@ fn as_stored(key: &[Value]) -> Vec<rusqlite::types::Value> {
         .collect()
 }
 
-/// Removes the row and the log entries of a key whose values do not fit the
-/// key's types (written by another program straight into SQLite). The row
-/// goes first: the entry its delete logs cannot be noted as sync's (such a
-/// key has no form of the server's) and goes with the others.
+/// Removes the log entries and the row of a key whose values do not fit the
+/// key's types (written by another program straight into SQLite).
 fn forget_unreadable_key(conn: &Connection, state: &ScopeState, t: usize, raw: Vec<rusqlite::types::Value>) -> Result<()> {
     let table = &state.schema.tables[t];
-    conn.prepare_cached(&tandem_core::sql::delete_row(
-        tandem_core::sql::Dialect::Sqlite,
-        &local::user_table(table),
-        &table.primary_key,
-        None,
-    ))?
-    .execute(params_from_iter(raw.iter()))?;
     let acked = rusqlite::types::Value::Integer(state.tables[t].acked_seq);
     rows::delete_log_entries(
         conn,
         table,
         state.tables[t].id,
         &local::forget_key(table, state.tables[t].id),
-        std::iter::once(acked).chain(raw).collect(),
-    )
+        std::iter::once(acked).chain(raw.iter().cloned()).collect(),
+    )?;
+    conn.prepare_cached(&tandem_core::sql::delete_row(
+        tandem_core::sql::Dialect::Sqlite,
+        &local::user_table(table),
+        &table.primary_key,
+        None,
+    ))?
+    .execute(params_from_iter(raw))?;
+    Ok(())
 }

@@ -13,7 +13,6 @@ use tandem_core::types::{describe_local, json_to_local};
 
 use crate::error::{LocalError, Result};
 use crate::meta::ScopeState;
-use crate::sync_writes;
 use crate::values::{from_sql, to_sql};
 
 /// A key as text, to compare keys from the server with keys read locally.
@@ -140,7 +139,7 @@ pub fn delete_base(conn: &Connection, table: &TableSchema, id: i64, key: &[Value
 
 /// Writes a row given as a JSON object of columns (the server's state of a
 /// row): columns it lacks keep their local value.
-pub fn write_object(conn: &Connection, table: &TableSchema, id: i64, object: &Map<String, Value>) -> Result<()> {
+pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String, Value>) -> Result<()> {
     let mut columns = Vec::new();
     let mut values = Vec::new();
     for column in &table.columns {
@@ -161,7 +160,7 @@ pub fn write_object(conn: &Connection, table: &TableSchema, id: i64, object: &Ma
             return Err(LocalError::RowIgnored { table: table.name.clone() });
         }
     }
-    sync_writes::note(conn, table, id, &server_key(table, &[], object))
+    Ok(())
 }
 
 /// Writes the server's form of a row the file holds under `key` (as it was
@@ -174,12 +173,11 @@ pub fn write_server_row(conn: &Connection, table: &TableSchema, id: i64, key: &[
     if server_key != key {
         conn.prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
             .execute(params_from_iter(key_params(table, key)?))?;
-        sync_writes::note(conn, table, id, key)?;
         delete_base(conn, table, id, key)?;
-        write_object(conn, table, id, row)?;
+        write_object(conn, table, row)?;
         return Ok(server_key);
     }
-    write_object(conn, table, id, row)?;
+    write_object(conn, table, row)?;
     Ok(key.to_vec())
 }
 
@@ -215,8 +213,8 @@ pub fn has_pending(conn: &Connection, table: &TableSchema, id: i64, after: i64, 
 /// unsent local change. Returns how many rows went.
 pub fn delete_with_children(conn: &Connection, state: &ScopeState, t: usize, key: &[Value]) -> Result<usize> {
     let table = &state.schema.tables[t];
-    // Children first: a foreign key of the file's own with an action would
-    // otherwise take them with the parent, unnoted (see `sync_writes`).
+    // Children first: a foreign key of the file's own would refuse the
+    // parent's delete while they stand, or take them itself.
     let mut total = 0;
     for (c, child) in state.schema.tables.iter().enumerate() {
         let Some(Filter::Via { parent, on }) = &child.filter else { continue };
@@ -247,7 +245,6 @@ pub fn delete_alone(conn: &Connection, state: &ScopeState, t: usize, key: &[Valu
     let removed = conn
         .prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
         .execute(params_from_iter(key_params(table, key)?))?;
-    sync_writes::note(conn, table, state.tables[t].id, key)?;
     delete_base(conn, table, state.tables[t].id, key)?;
     // A row of this key kept aside is gone on the server too.
     crate::not_stored::forget(conn, &state.scope, table, key)?;
@@ -269,4 +266,10 @@ pub fn delete_log_entries(conn: &Connection, table: &TableSchema, id: i64, sql: 
     conn.prepare_cached(&local::keep_counter(id))?.execute([top])?;
     conn.prepare_cached(&local::drop_stale_mark(table, id))?.execute([])?;
     Ok(())
+}
+
+/// Whether table `t` has a local change not acknowledged yet.
+pub fn has_changes(conn: &Connection, table: &TableSchema, t: &crate::meta::TableState) -> Result<bool> {
+    let entries: i64 = conn.prepare_cached(&local::changes_after(table, t.id))?.query_row([t.acked_seq], |r| r.get(0))?;
+    Ok(entries > 0)
 }

@@ -6,7 +6,6 @@ use tandem_core::sql::{device, local};
 
 use crate::error::{LocalError, Result};
 use crate::meta::ScopeState;
-use crate::sync_writes::{self, Noting};
 
 /// Runs `body` atomically: everything or nothing. At top level it takes
 /// SQLite's write lock first, waiting out other writers for the busy
@@ -68,9 +67,13 @@ pub fn refuse_unsafe_connection(conn: &Connection) -> Result<()> {
 
 /// Runs `body` atomically as sync: writes that come from the server are not
 /// local changes, so the log entries they make are removed again before the
-/// transaction commits; those the file made of its own meanwhile stay (see
-/// [`sync_writes`]). The first write takes SQLite's write lock, so no other
-/// connection can log a change in between.
+/// transaction commits, with those of what the file's own triggers and
+/// foreign keys did because of them (each device would count a synced row
+/// into its own totals again, and send them round between devices for
+/// ever). A row the file removed so loses its unsent change too, which
+/// would otherwise go up as a delete of the server's row. The first write
+/// takes SQLite's write lock, so no other connection can log a change in
+/// between.
 pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     atomically(conn, |conn| {
         let mut before = Vec::with_capacity(state.tables.len());
@@ -78,16 +81,15 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
             before.push((table, t.id, crate::rows::top_seq(conn, t.id)?));
         }
         conn.execute(local::BEGIN_SYNC_WRITES, [])?;
-        let noting = Noting::begin();
         let value = body(conn)?;
-        let noted = noting.end();
         conn.execute(local::END_SYNC_WRITES, [])?;
-        for (table, id, top) in before {
+        for ((table, id, top), t) in before.into_iter().zip(&state.tables) {
             // A log the sync did not write to has nothing to take out.
             if crate::rows::top_seq(conn, id)? == top {
                 continue;
             }
-            sync_writes::take_out(conn, table, id, top, &noted)?;
+            conn.prepare_cached(&local::forget_removed(table, id))?.execute([t.acked_seq, top])?;
+            crate::rows::delete_log_entries(conn, table, id, &local::drop_log_after(id), vec![rusqlite::types::Value::Integer(top)])?;
         }
         Ok(value)
     })

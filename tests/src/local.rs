@@ -226,6 +226,9 @@ pub struct Interfering {
     pub drop_after_selects: Option<usize>,
     /// SQL another connection runs on this file after the first apply.
     pub write_after_apply: Option<(std::path::PathBuf, &'static str)>,
+    /// SQL another connection runs on this file once the first pull batch
+    /// arrived, before the file stores it.
+    pub write_after_select: Option<(std::path::PathBuf, &'static str)>,
     /// SQL another connection runs on this file after the first verify
     /// step's answer, before the file reads its own rows.
     pub write_after_verify: Option<(std::path::PathBuf, &'static str)>,
@@ -240,6 +243,7 @@ impl Interfering {
             drop_after_select: false,
             drop_after_selects: None,
             write_after_apply: None,
+            write_after_select: None,
             write_after_verify: None,
         }
     }
@@ -264,6 +268,9 @@ impl Remote for Interfering {
     }
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
         let changeset = self.inner.select_changes(scope, since, options)?;
+        if let Some((file, sql)) = self.write_after_select.take() {
+            Connection::open(file).and_then(|c| c.execute_batch(sql)).expect("the other program's write");
+        }
         if let Some(left) = self.drop_after_selects.as_mut() {
             if *left == 0 {
                 return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped mid-pull".into() });

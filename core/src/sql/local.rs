@@ -775,24 +775,6 @@ pub fn drop_log_after(id: i64) -> String {
     format!("DELETE FROM {} WHERE tandem_seq > ?1", log_table(id))
 }
 
-/// Log entries after `?1` with their keys (counter marks left out): what a
-/// sync's transaction logged, read back to tell its own writes from those
-/// the file made meanwhile. Decode with the counter first, then the key.
-pub fn logged_after(table: &TableSchema, id: i64) -> String {
-    format!(
-        "SELECT tandem_seq, {} FROM {} WHERE tandem_seq > ?1 AND {}",
-        column_list(None, &table.primary_key),
-        log_table(id),
-        is_change(table)
-    )
-}
-
-/// Drops log entries after `?1` except those whose counters the JSON array
-/// `?2` lists: the file's own changes among a sync's writes.
-pub fn drop_log_after_except(id: i64) -> String {
-    format!("DELETE FROM {} WHERE tandem_seq > ?1 AND tandem_seq NOT IN (SELECT value FROM json_each(?2))", log_table(id))
-}
-
 /// Whether one of the `?2` log entries of table `id` after `?1` is of a
 /// key the server has no row of in the file's view (no base version): an
 /// insert.
@@ -809,28 +791,21 @@ pub fn insert_after(table: &TableSchema, id: i64) -> String {
     )
 }
 
-/// Whether the file holds a row of key `?1..`.
-pub fn has_row(table: &TableSchema) -> String {
-    format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {})", user_table(table), key_match(table, 1))
-}
-
-/// Whether SQLite carries out foreign key actions on this connection and
-/// table `?1` has a key with one (`CASCADE`, `SET NULL`, `SET DEFAULT`):
-/// its rows may then change because sync wrote another.
-pub const FOREIGN_KEY_ACTIONS: &str = "SELECT (SELECT foreign_keys FROM pragma_foreign_keys) \
-     AND EXISTS (SELECT 1 FROM pragma_foreign_key_list(?1) \
-                 WHERE on_delete NOT IN ('NO ACTION', 'RESTRICT') OR on_update NOT IN ('NO ACTION', 'RESTRICT'))";
-
-/// The file's triggers other than Tandem's, by name and text: a table one
-/// of them names may be written while sync writes another.
-pub const PROGRAM_TRIGGERS: &str = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' \
-     UNION ALL SELECT name, sql FROM sqlite_temp_master WHERE type = 'trigger'";
-
-/// Whether trigger `name` is one of Tandem's (`tandem_<table id>_...`).
-pub fn is_tandems_trigger(name: &str) -> bool {
-    name.strip_prefix("tandem_")
-        .and_then(|rest| rest.split_once('_'))
-        .is_some_and(|(id, _)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+/// Drops the unsent entries (`?1 < seq <= ?2`) of rows sync's transaction
+/// logged after `?2` and that are gone: the file removed them itself while
+/// sync wrote (its own foreign key's `CASCADE`, a trigger of its own; sync
+/// never removes a row with an unsent change). Left, such an entry would go
+/// up as a delete of the server's row.
+pub fn forget_removed(table: &TableSchema, id: i64) -> String {
+    let keys = column_list(None, &table.primary_key);
+    format!(
+        "DELETE FROM {log} WHERE tandem_seq > ?1 AND tandem_seq <= ?2 AND ({keys}) IN \
+         (SELECT {keys} FROM {log} l WHERE l.tandem_seq > ?2 AND {change} AND NOT EXISTS (SELECT 1 FROM {user} r WHERE {same}))",
+        log = log_table(id),
+        change = each(&table.primary_key, AND, |k| format!("l.{k} IS NOT NULL")),
+        user = user_table(table),
+        same = crate::sql::columns_equal("r", &table.primary_key, "l", &table.primary_key),
+    )
 }
 
 /// Drops acknowledged log entries (`tandem_seq <= ?1`).

@@ -1,12 +1,14 @@
 //! What the file does of its own while sync stores the server's rows: a
-//! program's trigger that writes another synced row makes a local change,
-//! and it goes up like any other; a row the file's own foreign key takes
-//! with a row that only left the device's partition is no delete of the
-//! server's, and never goes up as one.
+//! program's trigger that keeps a total, or writes another synced row,
+//! runs on every device that stores the row, so what it writes stays on
+//! that device (sent, it would be counted once per device, and go round
+//! between devices for ever). A row the file's own foreign key takes with
+//! a row that only left the device's partition is no delete of the
+//! server's, and never goes up as one, an unsent change of it included.
 
 use rusqlite::Connection;
 use serde_json::{json, Value};
-use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
+use tandem_tests::local::{local, local_count, local_value, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text NOT NULL);
@@ -30,78 +32,66 @@ fn server_value(s: &Scenario, sql: &str) -> Option<String> {
     s.server().query(sql, &[]).unwrap().first().and_then(|r| r.get::<_, Option<String>>(0))
 }
 
-/// The program keeps each order's total as its lines come in. A line the
-/// server sends makes the trigger change the order: that change is the
-/// device's and reaches the server, also for an order pulled in the same
-/// batch. It used to be taken out of the log with sync's own entries, and
-/// never went up. A trigger that touches the very row sync writes, as
-/// sync writes it, stays the device's own: sent, it would come back to
-/// every device, be touched and sent again.
+/// Helper 54: each device keeps an order's total as its lines come in. The
+/// order comes with the total its first device counted, and the line with
+/// it; a second device's trigger counts the line again. Sent, that made the
+/// server's total twice the lines', and once more per device. A trigger
+/// that bumps the other rows when one changes sent the devices round for
+/// ever.
 #[test]
-fn a_write_the_programs_trigger_makes_while_sync_stores_a_row_goes_up() {
+fn what_the_files_own_triggers_write_while_sync_stores_rows_stays_on_the_device() {
     let s = Scenario::new("program_trigger", SCHEMA, "shop");
-    let file = s.store("a.db");
-    s.sync(&file, tenant(1));
-    local(
-        &file,
-        r#"CREATE TRIGGER program_line_total AFTER INSERT ON "Order Lines"
-           BEGIN UPDATE orders SET total = total + 1 WHERE id = NEW."Order Id"; END;
-           CREATE TRIGGER program_seen AFTER INSERT ON customers
-           BEGIN UPDATE customers SET name = name || ' (seen)' WHERE id = NEW.id; END"#,
-    );
-    s.server()
-        .batch_execute(
-            r#"INSERT INTO "Order Lines" VALUES (10, 3, 'server line');
-               INSERT INTO customers VALUES (5, 1, 'Eve');
-               INSERT INTO orders VALUES (12, 1, 5, 1.00);
-               INSERT INTO "Order Lines" VALUES (12, 1, 'first line of a new order')"#,
-        )
-        .unwrap();
-    s.sync(&file, json!({}));
-    assert_eq!(local_value(&file, "SELECT group_concat(total, ',') FROM orders WHERE id IN (10, 12)").as_deref(), Some("11.0,2.0"));
-    let report = s.sync(&file, json!({}));
-    assert_eq!(report.pushed, 2, "{report:?}");
-    assert_eq!(
-        server_value(&s, "SELECT string_agg(total::text, ',' ORDER BY id) FROM orders WHERE id IN (10, 12)").as_deref(),
-        Some("11.00,2.00")
-    );
-    assert_eq!(server_value(&s, "SELECT name FROM customers WHERE id = 5").as_deref(), Some("Eve"));
-    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 5").as_deref(), Some("Eve (seen)"));
+    let (a, b) = (s.store("a.db"), s.store("b.db"));
+    s.sync(&a, tenant(1));
+    s.sync(&b, tenant(1));
+    let totals = r#"CREATE TRIGGER program_line_total AFTER INSERT ON "Order Lines"
+                    BEGIN UPDATE orders SET total = total + 1 WHERE id = NEW."Order Id"; END;
+                    CREATE TRIGGER program_bump AFTER UPDATE OF name ON customers
+                    BEGIN UPDATE customers SET name = name || '+' WHERE id <> NEW.id AND tenant_id = NEW.tenant_id; END"#;
+    local(&a, totals);
+    local(&b, totals);
+    local(&a, r#"INSERT INTO orders VALUES (12, 1, 1, 0); INSERT INTO "Order Lines" VALUES (12, 1, 'one line')"#);
+    assert_eq!(local_value(&a, "SELECT total FROM orders WHERE id = 12").as_deref(), Some("1"));
+    s.server().batch_execute("UPDATE customers SET name = 'Ada (server)' WHERE id = 1").unwrap();
+    for round in 0..3 {
+        for file in [&a, &b] {
+            let report = s.sync(file, json!({}));
+            assert!(round == 0 || report.pushed == 0, "round {round}: {report:?}");
+        }
+    }
+    assert_eq!(server_value(&s, "SELECT total::text FROM orders WHERE id = 12").as_deref(), Some("1.00"), "one line, counted once");
+    assert_eq!(server_value(&s, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("Grace"));
+    assert_eq!(local_value(&b, "SELECT total FROM orders WHERE id = 12").as_deref(), Some("2.0"), "the device's own count stays its own");
 }
 
-/// A pulled batch of 1000 rows or more of one table drops that table's
-/// tracking triggers for its transaction; a program's trigger that writes
-/// into such a table then wrote unlogged. Here each order the server sends
-/// gets a line of the program's own.
+/// Helper 54: a device's trigger that zeroes an order's lines when the
+/// order goes also ran when the order only moved to another tenant, and
+/// its update went up, over rows that tenant still held.
 #[test]
-fn a_programs_write_into_a_table_of_a_large_batch_goes_up() {
-    let s = Scenario::new("program_trigger_bulk", SCHEMA, "shop");
+fn a_trigger_on_a_row_that_left_the_partition_changes_nothing_on_the_server() {
+    let s = Scenario::new("program_trigger_left", SCHEMA, "shop");
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     local(
         &file,
-        r#"CREATE TRIGGER program_first_line AFTER INSERT ON orders
-           BEGIN INSERT INTO "Order Lines" VALUES (NEW.id, 0, 'opened on the device'); END"#,
+        r#"CREATE TRIGGER program_orphans AFTER DELETE ON orders
+           BEGIN UPDATE customers SET name = 'no orders' WHERE id = OLD.customer_id; END"#,
     );
-    s.server()
-        .batch_execute(
-            r#"INSERT INTO orders SELECT i, 1, 1, 1.00 FROM generate_series(1000, 2199) i;
-               INSERT INTO "Order Lines" SELECT i, 1, 'server line' FROM generate_series(1000, 2199) i;"#,
-        )
-        .unwrap();
+    s.server().batch_execute("UPDATE orders SET tenant_id = 2 WHERE id = 10").unwrap();
     s.sync(&file, json!({}));
-    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Line No" = 0"#), 1200);
     let report = s.sync(&file, json!({}));
-    assert_eq!(report.pushed, 1200, "{report:?}");
-    assert_eq!(server_value(&s, r#"SELECT count(*)::text FROM "Order Lines" WHERE "Line No" = 0"#).as_deref(), Some("1200"));
-    assert_converged(&mut s.server(), file.connection(), "shop", &json!({"tenant": 1}));
+    assert_eq!(report.pushed, 0, "{report:?}");
+    assert_eq!(server_value(&s, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada"));
 }
 
 /// The file held its tables before it synced, with foreign keys whose
 /// actions SQLite carries out (`PRAGMA foreign_keys = ON`). An order and a
 /// customer that move to another tenant leave this device, and the file's
-/// own keys take or change rows with them. The server still holds those
-/// rows as they were: none of that may go up.
+/// own keys take rows with them: the order's lines, and the other order of
+/// the customer, which the server still holds for this tenant. None of
+/// that may go up. Helper 54: nor may a change of such a row the device
+/// had not sent yet, which went up as a delete (the row gone) and took the
+/// order from the server.
 #[test]
 fn what_the_files_foreign_keys_do_to_rows_that_left_the_partition_stays_on_the_device() {
     let s = Scenario::new("program_foreign_keys", SCHEMA, "shop");
@@ -111,7 +101,7 @@ fn what_the_files_foreign_keys_do_to_rows_that_left_the_partition_stays_on_the_d
         .execute_batch(
             r#"CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
                CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
-                                    customer_id INTEGER REFERENCES customers ON DELETE SET NULL, total NUMERIC);
+                                    customer_id INTEGER REFERENCES customers ON DELETE CASCADE, total NUMERIC);
                CREATE TABLE "Order Lines" ("Order Id" INTEGER REFERENCES orders (id) ON DELETE CASCADE, "Line No" INTEGER,
                                            "SKU" TEXT, PRIMARY KEY ("Order Id", "Line No"));"#,
         )
@@ -121,11 +111,25 @@ fn what_the_files_foreign_keys_do_to_rows_that_left_the_partition_stays_on_the_d
     s.sync(&file, tenant(1));
     assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines""#), 3);
     s.server().batch_execute("UPDATE orders SET tenant_id = 2 WHERE id = 10; UPDATE customers SET tenant_id = 2 WHERE id = 2").unwrap();
-    s.sync(&file, json!({}));
-    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 10"#), 0);
-    assert_eq!(local_value(&file, "SELECT customer_id FROM orders WHERE id = 11"), None, "the file's own key set it NULL");
+    // An edit the program makes while the round pulls: still unsent when
+    // the pull takes its row.
+    let mut interfering = Interfering {
+        write_after_select: Some((path.clone(), "UPDATE orders SET total = 99 WHERE id = 11")),
+        ..Interfering::new(&s.db.url)
+    };
+    let options = serde_json::from_value(json!({})).unwrap();
+    file.sync_with(&mut interfering, "shop", &options).unwrap();
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines""#), 0);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders"), 0, "the file's own key took order 11 with its customer");
     let report = s.sync(&file, json!({}));
     assert_eq!(report.pushed, 0, "{report:?}");
-    assert_eq!(server_value(&s, r#"SELECT count(*)::text FROM "Order Lines" WHERE "Order Id" = 10"#).as_deref(), Some("2"));
-    assert_eq!(server_value(&s, "SELECT customer_id::text FROM orders WHERE id = 11").as_deref(), Some("2"));
+    assert_eq!(
+        server_value(&s, r#"SELECT string_agg("Order Id" || ':' || "SKU", ',' ORDER BY "Order Id", "Line No") FROM "Order Lines""#)
+            .as_deref(),
+        Some("10:A,10:B,11:C")
+    );
+    assert_eq!(
+        server_value(&s, "SELECT tenant_id || ':' || customer_id || ':' || total FROM orders WHERE id = 11").as_deref(),
+        Some("1:2:11.50")
+    );
 }
