@@ -183,6 +183,16 @@ pub enum Error {
     )]
     ReplicaRole,
 
+    /// A pull records the client's call and folds the change log, and an
+    /// upload writes rows: neither can run in a read-only transaction, and
+    /// PostgreSQL's own refusal names an INSERT the caller never wrote.
+    #[error(
+        "{function} writes (it records the client's call and the tracking of changed rows), so it cannot run in a read-only \
+         transaction: call it in a read-write one (SET default_transaction_read_only = off, or BEGIN READ WRITE) on the primary, \
+         not on a standby"
+    )]
+    ReadOnly { function: &'static str },
+
     /// A trigger of the caller's transaction deferred the checks again
     /// while they fired as the caller: the next would fire inside the call,
     /// with other rights.
@@ -252,6 +262,7 @@ impl Error {
             Error::PartitionHoldsRows { .. } => "2BP01", // dependent_objects_still_exist
             Error::RowTooLarge { .. } => "54000",        // program_limit_exceeded
             Error::ReplicaRole => "55000",
+            Error::ReadOnly { .. } => "25006", // read_only_sql_transaction
             Error::ForcedRowSecurity { .. } => "55000",
             Error::DeferredAgain => "55000",
             Error::Internal(_) => "XX000",

@@ -29,6 +29,15 @@ pub fn get(name: &str) -> Result<String> {
     }
 }
 
+/// Refuses `function` in a read-only transaction (a standby's included),
+/// before it writes anything (see [`Error::ReadOnly`]).
+pub fn refuse_read_only(function: &'static str) -> Result<()> {
+    match get("transaction_read_only")?.as_str() {
+        "on" => Err(Error::ReadOnly { function }),
+        _ => Ok(()),
+    }
+}
+
 /// Sets `name` for the transaction, as `set_config(name, value, true)`
 /// does: with the current role's rights, undone by the transaction's end.
 pub fn set_local(name: &str, value: &str) -> Result<()> {

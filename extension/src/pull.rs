@@ -56,6 +56,7 @@ struct Window {
 }
 
 pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, options: &SelectOptions) -> Result<String> {
+    crate::guc::refuse_read_only("sync_select_changes")?;
     let (stored, identity) =
         registry::device_caller(spi, scope_name, options.client_id.as_deref(), options.token.as_deref(), options.params.as_ref())?;
     let scope = stored.scope();

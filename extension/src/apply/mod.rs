@@ -93,6 +93,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
     if crate::guc::get("session_replication_role")? == "replica" {
         return Err(Error::ReplicaRole);
     }
+    crate::guc::refuse_read_only("sync_apply_changes")?;
     if changeset.origin.is_empty() {
         return Err(Error::Malformed { what: "changeset", reason: "\"origin\" is empty: it names the uploading client".into() });
     }

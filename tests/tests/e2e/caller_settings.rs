@@ -70,3 +70,29 @@ fn a_callers_settings_change_neither_what_an_upload_stores_nor_what_a_pull_sends
     let kept: String = caller.query_one("SELECT current_setting('array_nulls') || current_setting('xmloption')", &[]).unwrap().get(0);
     assert_eq!(kept, "offdocument", "the caller's settings are put back");
 }
+
+/// A pull records the client's call and folds the change log, and an
+/// upload writes: in a read-only transaction (`default_transaction_read_only`
+/// on, say) each said only PostgreSQL's "cannot execute INSERT in a
+/// read-only transaction". Now the refusal says what to change.
+#[test]
+fn a_call_in_a_read_only_transaction_says_what_to_change() {
+    let s = Scenario::new("caller_read_only", SCHEMA, "s");
+    let token = s.register(json!({}));
+    let mut caller = s.server();
+    caller.batch_execute("INSERT INTO things (id) VALUES (1); SET default_transaction_read_only = on").unwrap();
+    let options = json!({"token": token});
+    let upload = json!({"format": 1, "scope": "s", "origin": "dev", "tables": []});
+    for (call, params) in [
+        ("SELECT sync_select_changes('s', NULL, $1)::text", vec![&options as &(dyn postgres::types::ToSql + Sync)]),
+        ("SELECT sync_apply_changes('s', $2, $1)::text", vec![&options, &upload]),
+    ] {
+        let error = caller.query_one(call, &params).expect_err("a read-only transaction was written in");
+        let db = error.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), "25006", "{call}: {db:?}");
+        assert!(db.message().contains("read-only") && db.message().contains("default_transaction_read_only"), "{call}: {}", db.message());
+    }
+    caller.batch_execute("SET default_transaction_read_only = off").unwrap();
+    let pulled = query_json(&mut caller, "SELECT sync_select_changes('s', NULL, $1)", &[&options]);
+    assert_eq!(rows_of(&pulled).as_array().map(Vec::len), Some(1));
+}
