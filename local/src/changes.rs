@@ -299,7 +299,16 @@ fn read_batch(
                     remaining = 0;
                     break;
                 }
-                if bytes + size > max_bytes && (bytes > 0 || i > 0) {
+                // A delete alone at a batch's start takes the insert after
+                // it along, over the bound: apart, they may not be a pair
+                // (see below).
+                let pair = room.pairs
+                    && i == 1
+                    && tables.is_empty()
+                    && changes[0].1.op == Op::Delete
+                    && change.op == Op::Upsert
+                    && change.base.is_none();
+                if bytes + size > max_bytes && (bytes > 0 || i > 0) && !pair {
                     cut = Some(i);
                     remaining = 0;
                     break;

@@ -611,18 +611,22 @@ fn a_pair_a_batch_boundary_would_split_goes_up_as_one_change() {
         )
         .unwrap();
     s.sync_as(&file, &token);
-    for max_rows in [1, 2, 3] {
+    // Helper 54: a batch bounded by bytes ended after the delete too.
+    let bounds = [json!({"max_rows": 1}), json!({"max_rows": 2}), json!({"max_rows": 3}), json!({"max_bytes": 1})];
+    for (n, bound) in bounds.iter().enumerate() {
         let respelled: Vec<String> = (1..=8)
             .map(|i| {
-                let again = if (i + max_rows) % 2 == 0 { format!("KEY{i}") } else { format!("key{i}") };
+                let again = if (i + n) % 2 == 0 { format!("KEY{i}") } else { format!("key{i}") };
                 format!("DELETE FROM codes WHERE code = 'Key{i}' OR code = 'key{i}' OR code = 'KEY{i}'; INSERT INTO codes VALUES ('{again}', 1, 're');")
             })
             .collect();
         local(&file, &respelled.concat());
-        let report = s.sync(&file, json!({"token": token, "max_rows": max_rows}));
-        assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "max_rows {max_rows}: {report:?}");
+        let mut options = bound.clone();
+        options["token"] = json!(token);
+        let report = s.sync(&file, options);
+        assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{bound}: {report:?}");
         let uses: i64 = s.server().query_one("SELECT count(*) FROM uses WHERE id <> 'u1'", &[]).unwrap().get(0);
-        assert_eq!(uses, 8, "max_rows {max_rows}: the rows under the keys stay");
+        assert_eq!(uses, 8, "{bound}: the rows under the keys stay");
         s.sync_as(&file, &token);
         assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
     }
