@@ -321,8 +321,9 @@ fn read_batch(
             // the server's rows under the key with it. So where this
             // table's part ends before an insert, it ends before its last
             // delete instead (the batch before this table, when that delete
-            // comes first); a delete that starts a batch goes as it is (a
-            // pair further apart than a batch still goes up in two).
+            // comes first); a delete that starts a batch keeps the insert
+            // right after it (the bytes' bound above). A pair further apart
+            // than a batch still goes up in two.
             let limited = cut.is_some() || read >= remaining;
             if let Some(last) = changes.iter().take(cut.unwrap_or(usize::MAX)).rposition(|(_, c)| c.op == Op::Delete) {
                 if limited && (last > 0 || !tables.is_empty()) {

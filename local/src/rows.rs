@@ -270,6 +270,5 @@ pub fn delete_log_entries(conn: &Connection, table: &TableSchema, id: i64, sql: 
 
 /// Whether table `t` has a local change not acknowledged yet.
 pub fn has_changes(conn: &Connection, table: &TableSchema, t: &crate::meta::TableState) -> Result<bool> {
-    let entries: i64 = conn.prepare_cached(&local::changes_after(table, t.id))?.query_row([t.acked_seq], |r| r.get(0))?;
-    Ok(entries > 0)
+    Ok(conn.prepare_cached(&local::any_change_after(table, t.id))?.query_row([t.acked_seq], |r| r.get(0))?)
 }

@@ -677,6 +677,11 @@ pub fn changes_after(table: &TableSchema, id: i64) -> String {
     format!("SELECT count(*) FROM {} WHERE tandem_seq > ?1 AND {}", log_table(id), is_change(table))
 }
 
+/// Whether the log holds a change after `?1`.
+pub fn any_change_after(table: &TableSchema, id: i64) -> String {
+    format!("SELECT EXISTS (SELECT 1 FROM {} WHERE tandem_seq > ?1 AND {})", log_table(id), is_change(table))
+}
+
 /// Whether a key has a local change after `?1` (key values from `?2`).
 pub fn has_pending(table: &TableSchema, id: i64) -> String {
     format!("SELECT 1 FROM {} WHERE tandem_seq > ?1 AND {} LIMIT 1", log_table(id), key_match(table, 2))
