@@ -226,44 +226,34 @@ fn read_batch(
             if !waiting[index] {
                 continue;
             }
-            let key_count = table.primary_key.len();
-            let source = match snapshots.as_deref_mut() {
-                Some(snapshots) => snapshots.source(table, t.id, t.acked_seq, remaining)?,
-                None => PendingSource::Log,
-            };
-            let mut statement = conn.prepare_cached(&local::pending_rows(table, t.id, source))?;
-            let mut rows = statement.query(rusqlite::params![t.acked_seq, remaining as i64])?;
-            let mut entries = Vec::new();
-            let mut top = 0;
-            while let Some(row) = rows.next()? {
-                let seq: i64 = row.get(key_count)?;
-                top = top.max(seq);
-                let exists: bool = row.get(key_count + 2)?;
-                let values = match exists {
-                    true => Some(
-                        (0..table.columns.len())
-                            .map(|i| Ok(changeset_value(table, i, from_sql(row.get_ref(key_count + 3 + i)?))))
-                            .collect::<rusqlite::Result<Vec<_>>>()?,
-                    ),
-                    false => None,
+            // A batch that would open with deletes whose inserts all lie
+            // beyond it reads on, up to twice its rows, for them (see the
+            // pairs below).
+            let mut limit = remaining;
+            let (mut changes, seqs, mut top) = loop {
+                let source = match snapshots.as_deref_mut() {
+                    Some(snapshots) => snapshots.source(table, t.id, t.acked_seq, limit)?,
+                    None => PendingSource::Log,
                 };
-                let moved_to = rows::read_key_at(table, row, key_count + 3 + table.columns.len())?;
-                entries.push(moves::Pending {
-                    key: rows::read_key(table, row)?,
-                    seq,
-                    base: row.get(key_count + 1)?,
-                    values,
-                    moved_to: moved_to.iter().all(|v| !v.is_null()).then_some(moved_to),
-                });
-            }
-            drop(rows);
-            let mut read = entries.len() as u64;
+                let (entries, top) = read_pending(conn, table, t, source, limit)?;
+                let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+                let lookup = moves::Lookup { conn, table, id: t.id, snapshot: source == PendingSource::Snapshot };
+                let changes = moves::changes(entries, &lookup, answer_lost)?;
+                let opens_apart = room.pairs
+                    && limit == remaining
+                    && tables.is_empty()
+                    && seqs.len() as u64 >= limit
+                    && changes.first().is_some_and(|(_, c)| c.op == Op::Delete);
+                if opens_apart && insert_after(conn, table, t.id, top, max_rows)? {
+                    limit = remaining * 2;
+                    continue;
+                }
+                break (changes, seqs, top);
+            };
+            let mut read = seqs.len() as u64;
             if read == 0 {
                 continue;
             }
-            let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
-            let lookup = moves::Lookup { conn, table, id: t.id, snapshot: source == PendingSource::Snapshot };
-            let mut changes = moves::changes(entries, &lookup, answer_lost)?;
             // Where this table's part of the batch ends early, if it does.
             let mut cut = None;
             // A delete waits for a batch that also holds every change of the
@@ -319,22 +309,26 @@ fn read_batch(
             // `'SKU-1'` under a case-blind collation) are one change of
             // its text only within one batch: alone, the delete would take
             // the server's rows under the key with it. So where this
-            // table's part ends before an insert, it ends before its last
-            // delete instead (the batch before this table, when that delete
-            // comes first); a delete that starts a batch keeps the insert
-            // right after it (the bytes' bound above). A pair further apart
-            // than a batch still goes up in two.
-            let limited = cut.is_some() || read >= remaining;
-            if let Some(last) = changes.iter().take(cut.unwrap_or(usize::MAX)).rposition(|(_, c)| c.op == Op::Delete) {
-                if limited && (last > 0 || !tables.is_empty()) {
-                    let end = match cut {
-                        Some(cut) => changes[cut].0 - 1,
-                        None => top,
-                    };
-                    let insert_after: bool =
-                        conn.prepare_cached(&local::insert_after(table, t.id))?.query_row([end, max_rows as i64], |r| r.get(0))?;
-                    if insert_after {
-                        cut = Some(last);
+            // table's part ends while an insert of it follows, it ends
+            // before its first delete, or the batch ends before the table
+            // when that delete comes first. A batch that opens with it has
+            // read on (above) and ends where each delete has had an insert
+            // after it, if anywhere; such a pair further apart goes up in
+            // two.
+            let limited = cut.is_some() || read >= limit;
+            let end_at = cut.unwrap_or(changes.len());
+            if let Some(first) = changes[..end_at].iter().position(|(_, c)| c.op == Op::Delete).filter(|_| room.pairs && limited) {
+                let end = match cut {
+                    Some(cut) => changes[cut].0 - 1,
+                    None => top,
+                };
+                let ends = match first {
+                    0 if tables.is_empty() => Some(closed_prefix(&changes[..end_at])).filter(|&closed| closed > 0),
+                    first => Some(first),
+                };
+                if let Some(ends) = ends.filter(|&ends| ends < end_at) {
+                    if insert_after(conn, table, t.id, end, max_rows)? {
+                        cut = Some(ends);
                         remaining = 0;
                     }
                 }
@@ -371,6 +365,70 @@ fn read_batch(
             too_large,
         })
     })
+}
+
+/// Table `t`'s pending changes after its acknowledged counter, oldest
+/// first, at most `limit` keys, and the highest counter read.
+fn read_pending(
+    conn: &Connection,
+    table: &TableSchema,
+    t: &meta::TableState,
+    source: PendingSource,
+    limit: u64,
+) -> Result<(Vec<moves::Pending>, i64)> {
+    let key_count = table.primary_key.len();
+    let mut statement = conn.prepare_cached(&local::pending_rows(table, t.id, source))?;
+    let mut rows = statement.query(rusqlite::params![t.acked_seq, limit as i64])?;
+    let mut entries = Vec::new();
+    let mut top = 0;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(key_count)?;
+        top = top.max(seq);
+        let exists: bool = row.get(key_count + 2)?;
+        let values = match exists {
+            true => Some(
+                (0..table.columns.len())
+                    .map(|i| Ok(changeset_value(table, i, from_sql(row.get_ref(key_count + 3 + i)?))))
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            ),
+            false => None,
+        };
+        let moved_to = rows::read_key_at(table, row, key_count + 3 + table.columns.len())?;
+        entries.push(moves::Pending {
+            key: rows::read_key(table, row)?,
+            seq,
+            base: row.get(key_count + 1)?,
+            values,
+            moved_to: moved_to.iter().all(|v| !v.is_null()).then_some(moved_to),
+        });
+    }
+    Ok((entries, top))
+}
+
+/// How many of `changes` (oldest first) form the longest start in which
+/// each delete has had an insert (a key new to the server) after it: where
+/// a batch may end without parting a delete from the insert that may
+/// give its key another text.
+fn closed_prefix(changes: &[(i64, tandem_core::changeset::RowChange)]) -> usize {
+    let mut open = 0usize;
+    let mut closed = 0;
+    for (i, (_, change)) in changes.iter().enumerate() {
+        match change.op {
+            Op::Delete => open += 1,
+            Op::Upsert if change.base.is_none() => open = open.saturating_sub(1),
+            Op::Upsert => {}
+        }
+        if open == 0 {
+            closed = i + 1;
+        }
+    }
+    closed
+}
+
+/// Whether an insert of table `id` is among its `window` log entries after
+/// `end`.
+fn insert_after(conn: &Connection, table: &TableSchema, id: i64, end: i64, window: u64) -> Result<bool> {
+    Ok(conn.prepare_cached(&local::insert_after(table, id))?.query_row([end, window as i64], |r| r.get(0))?)
 }
 
 /// The key of an upsert, from its values.
