@@ -58,19 +58,42 @@ pub fn caller_oid() -> i64 {
 /// extension's owner, whose rights a sync function has: for what the
 /// caller's own transaction left to run.
 pub fn as_caller<T>(body: impl FnOnce() -> Result<T>) -> Result<T> {
-    let caller = u32::try_from(caller_oid()).map(pg_sys::Oid::from).map_err(|_| Error::Internal("caller's role oid".into()))?;
-    let mut previous = pg_sys::Oid::INVALID;
-    let mut context = 0;
-    // SAFETY: backend globals, put back below; an ERROR's abort puts them
-    // back itself.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut previous, &mut context);
-        pg_sys::SetUserIdAndSecContext(caller, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    let _caller = AsUser::switch(role_oid(caller_oid())?);
+    body()
+}
+
+/// The current user set to a role for as long as this lives (as a
+/// `SECURITY DEFINER` function's is), put back when it goes.
+struct AsUser {
+    previous: pg_sys::Oid,
+    context: i32,
+}
+
+/// A role's oid as PostgreSQL's functions take it.
+fn role_oid(role: i64) -> Result<pg_sys::Oid> {
+    u32::try_from(role).map(pg_sys::Oid::from).map_err(|_| Error::Internal(format!("role oid {role}")))
+}
+
+impl AsUser {
+    fn switch(role: pg_sys::Oid) -> AsUser {
+        let mut previous = pg_sys::Oid::INVALID;
+        let mut context = 0;
+        // SAFETY: the user id and security context are backend globals
+        // these functions read and set; `drop` puts them back on every way
+        // out, and an ERROR's abort puts them back itself.
+        unsafe {
+            pg_sys::GetUserIdAndSecContext(&mut previous, &mut context);
+            pg_sys::SetUserIdAndSecContext(role, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+        }
+        AsUser { previous, context }
     }
-    let result = body();
-    // SAFETY: as above.
-    unsafe { pg_sys::SetUserIdAndSecContext(previous, context) };
-    result
+}
+
+impl Drop for AsUser {
+    fn drop(&mut self) {
+        // SAFETY: as in `switch`.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.previous, self.context) };
+    }
 }
 
 /// The caller's role name, for messages.
@@ -262,30 +285,21 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
         return Err(Error::SuperuserSession { scope: scope.to_string(), owner: owner_name(spi, owner)? });
     }
     require_owned_alike(spi, owner, &tables)?;
-    let owner = u32::try_from(owner).map(pg_sys::Oid::from).map_err(|_| Error::Internal(format!("role oid {owner}")))?;
-    let mut previous = pg_sys::Oid::INVALID;
-    let mut context = 0;
-    // SAFETY: the user id and security context are backend globals these
-    // functions read and set; `Restore` puts them back on every way out of
-    // `body`, and an ERROR's abort puts them back itself. The GUC nest
-    // level makes every setting the owner's code changes (even with a
-    // plain, session-wide SET) go back when it returns, as PostgreSQL does
-    // around ANALYZE and index builds; an ERROR's abort undoes them too.
-    let level = unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut previous, &mut context);
-        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
-        pg_sys::NewGUCNestLevel()
-    };
-    struct Restore(pg_sys::Oid, i32);
-    impl Drop for Restore {
+    let owner = role_oid(owner)?;
+    let as_owner = AsUser::switch(owner);
+    // SAFETY: the GUC nest level makes every setting the owner's code
+    // changes (even with a plain, session-wide SET) go back when it
+    // returns, as PostgreSQL does around ANALYZE and index builds; an
+    // ERROR's abort undoes them too.
+    let level = unsafe { pg_sys::NewGUCNestLevel() };
+    struct Owning;
+    impl Drop for Owning {
         fn drop(&mut self) {
             OWNERS.with(|owners| owners.borrow_mut().pop());
-            // SAFETY: as above.
-            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
         }
     }
     OWNERS.with(|owners| owners.borrow_mut().push(owner));
-    let restore = Restore(previous, context);
+    let owning = Owning;
     let result = spi::with_users_path(spi, &path, |spi| {
         let result = body(spi)?;
         // Constraint triggers the owner's code deferred fire now, as the
@@ -295,7 +309,8 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     });
     // SAFETY: as above; reached only when `body` returned.
     unsafe { pg_sys::AtEOXact_GUC(false, level) };
-    drop(restore);
+    drop(owning);
+    drop(as_owner);
     result
 }
 

@@ -78,18 +78,18 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
     atomically(conn, |conn| {
         let mut before = Vec::with_capacity(state.tables.len());
         for (table, t) in state.schema.tables.iter().zip(&state.tables) {
-            before.push((table, t.id, crate::rows::top_seq(conn, t.id)?));
+            before.push((table, t, crate::rows::top_seq(conn, t.id)?));
         }
         conn.execute(local::BEGIN_SYNC_WRITES, [])?;
         let value = body(conn)?;
         conn.execute(local::END_SYNC_WRITES, [])?;
-        for ((table, id, top), t) in before.into_iter().zip(&state.tables) {
+        for (table, t, top) in before {
             // A log the sync did not write to has nothing to take out.
-            if crate::rows::top_seq(conn, id)? == top {
+            if crate::rows::top_seq(conn, t.id)? == top {
                 continue;
             }
-            conn.prepare_cached(&local::forget_removed(table, id))?.execute([t.acked_seq, top])?;
-            crate::rows::delete_log_entries(conn, table, id, &local::drop_log_after(id), vec![rusqlite::types::Value::Integer(top)])?;
+            conn.prepare_cached(&local::forget_removed(table, t.id))?.execute([t.acked_seq, top])?;
+            crate::rows::delete_log_entries(conn, table, t.id, &local::drop_log_after(t.id), vec![rusqlite::types::Value::Integer(top)])?;
         }
         Ok(value)
     })
