@@ -81,6 +81,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             let mut base = conn.prepare_cached(&local::write_base(table.schema, id))?;
             let mut drop_base = conn.prepare_cached(&local::delete_base(table.schema, id))?;
             let key_positions = table.key_positions();
+            conn.prepare_cached(local::WRITING_TABLE)?.execute([id])?;
             for row in &table.rows {
                 // A pull from NULL replacing the file's server state: the
                 // server has this row (kept or not, it is no delete missed).
@@ -123,6 +124,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                     Op::Delete => deletes.push((t, row.key.clone(), row.respelled == Some(true))),
                 }
             }
+            // What the file's own keys and triggers do from here on is its
+            // own (see `local_only`).
+            conn.prepare_cached(local::WRITING_TABLE)?.execute([rusqlite::types::Null])?;
         }
         // Children before parents.
         deletes.sort_by_key(|(t, _, _)| std::cmp::Reverse(*t));
@@ -138,6 +142,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             for statement in local::triggers(&state.schema.tables[t], state.tables[t].id) {
                 conn.execute(&statement, [])?;
             }
+            // Logged nothing meanwhile, but may have had rows changed by
+            // the file's own keys and triggers (see `local_only`).
+            crate::local_only::settle(conn, &state.schema.tables[t], state.tables[t].id)?;
         }
         not_stored::settle(conn, state)?;
         if let Some(watermark) = &watermark {

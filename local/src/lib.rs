@@ -32,6 +32,7 @@ pub mod functions;
 mod http_events;
 pub mod http_remote;
 mod keyless;
+mod local_only;
 mod lock;
 mod log_reset;
 pub mod meta;

@@ -56,7 +56,7 @@ fn upgrade(conn: &Connection) -> Result<()> {
             }
         }
     }
-    log_moves(conn)
+    upgrade_tracking(conn)
 }
 
 /// The columns of a table of the file (none when it has no such table).
@@ -67,9 +67,12 @@ pub fn column_names(conn: &Connection, table: &str) -> Result<Vec<String>> {
         .collect::<rusqlite::Result<_>>()?)
 }
 
-/// Logs of a file made before key changes were logged as moves gain the
-/// columns for the new key, and their triggers are made again to fill them.
-fn log_moves(conn: &Connection) -> Result<()> {
+/// Tracking an earlier Tandem made gains what it lacks: the table that
+/// notes what the file changes on its own while sync writes (see
+/// `local_only`), and, in a file made before key changes were logged as
+/// moves, the log's columns for the new key, with its triggers made again
+/// to fill them.
+fn upgrade_tracking(conn: &Connection) -> Result<()> {
     let scopes: Vec<(String, String)> =
         conn.prepare(sql::ALL_SCOPES)?.query_map([], |r| Ok((r.get("scope")?, r.get("schema")?)))?.collect::<rusqlite::Result<_>>()?;
     for (scope, schema) in scopes {
@@ -77,6 +80,9 @@ fn log_moves(conn: &Connection) -> Result<()> {
         for (name, id) in tracked_tables(conn, &scope)? {
             let Some(table) = schema.tables.iter().find(|t| t.name == name) else { continue };
             let columns = column_names(conn, &local::log_table_name(id))?;
+            if !columns.is_empty() && crate::local_only::untracked(conn, table, id)? {
+                crate::local_only::track(conn, table, id)?;
+            }
             if columns.is_empty() || columns.iter().any(|c| c == "tandem_to_1") {
                 continue;
             }

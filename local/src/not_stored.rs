@@ -166,7 +166,7 @@ pub fn retry(conn: &Connection, state: &ScopeState) -> Result<Retried> {
                 retried.still += 1;
                 continue;
             }
-            match refusal_of(conn, table, |conn| rows::write_object(conn, table, &kept.row))? {
+            match refusal_of(conn, table, |conn| rows::write_object(conn, table, id, &kept.row))? {
                 None => {
                     match &kept.version {
                         Some(version) => rows::write_base(conn, table, id, &kept.key, version)?,

@@ -77,6 +77,9 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             if existed {
                 let synced_before = before.as_ref().and_then(|b| b.tables.iter().find(|t| t.name == table.name));
                 if let Some(synced_before) = synced_before {
+                    if let Some(id) = known {
+                        crate::local_only::untrack(conn, id)?;
+                    }
                     for stale in stale_columns(&meta::column_names(conn, &local_name)?, synced_before, table) {
                         // A user's index or constraint on it keeps it: it
                         // stays, unsynced, as before.
@@ -120,6 +123,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
             for statement in local::triggers(table, id) {
                 conn.execute(&statement, [])?;
             }
+            crate::local_only::track(conn, table, id)?;
             if key_takes_null(conn, table)? {
                 for statement in local::refuse_keyless(table, id) {
                     conn.execute(&statement, [])?;

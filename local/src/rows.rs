@@ -139,7 +139,11 @@ pub fn delete_base(conn: &Connection, table: &TableSchema, id: i64, key: &[Value
 
 /// Writes a row given as a JSON object of columns (the server's state of a
 /// row): columns it lacks keep their local value.
-pub fn write_object(conn: &Connection, table: &TableSchema, object: &Map<String, Value>) -> Result<()> {
+pub fn write_object(conn: &Connection, table: &TableSchema, id: i64, object: &Map<String, Value>) -> Result<()> {
+    crate::local_only::writing(conn, id, || write_columns(conn, table, object))
+}
+
+fn write_columns(conn: &Connection, table: &TableSchema, object: &Map<String, Value>) -> Result<()> {
     let mut columns = Vec::new();
     let mut values = Vec::new();
     for column in &table.columns {
@@ -174,10 +178,10 @@ pub fn write_server_row(conn: &Connection, table: &TableSchema, id: i64, key: &[
         conn.prepare_cached(&delete_row(Dialect::Sqlite, &local::user_table(table), &table.primary_key, None))?
             .execute(params_from_iter(key_params(table, key)?))?;
         delete_base(conn, table, id, key)?;
-        write_object(conn, table, row)?;
+        write_object(conn, table, id, row)?;
         return Ok(server_key);
     }
-    write_object(conn, table, row)?;
+    write_object(conn, table, id, row)?;
     Ok(key.to_vec())
 }
 

@@ -71,7 +71,9 @@ pub fn refuse_unsafe_connection(conn: &Connection) -> Result<()> {
 /// foreign keys did because of them (each device would count a synced row
 /// into its own totals again, and send them round between devices for
 /// ever). A row the file removed so loses its unsent change too, which
-/// would otherwise go up as a delete of the server's row. The first write
+/// would otherwise go up as a delete of the server's row; one it changed
+/// so keeps the server's values of what changed for its uploads (see
+/// `local_only`). The first write
 /// takes SQLite's write lock, so no other connection can log a change in
 /// between.
 pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -84,10 +86,13 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
         let value = body(conn)?;
         conn.execute(local::END_SYNC_WRITES, [])?;
         for (table, t, top) in before {
-            // A log the sync did not write to has nothing to take out.
+            // A log the sync did not write to has nothing to take out, and
+            // the file changed no row of it on its own (a table whose
+            // triggers a large batch silenced is settled there).
             if crate::rows::top_seq(conn, t.id)? == top {
                 continue;
             }
+            crate::local_only::settle(conn, table, t.id)?;
             conn.prepare_cached(&local::forget_removed(table, t.id))?.execute([t.acked_seq, top])?;
             crate::rows::delete_log_entries(conn, table, t.id, &local::drop_log_after(t.id), vec![rusqlite::types::Value::Integer(top)])?;
         }

@@ -102,11 +102,16 @@ CREATE INDEX IF NOT EXISTS tandem_rejected_key ON tandem_rejected (scope, table_
 -- A row while sync itself writes rows from the server (inside its own
 -- transaction only, so no other connection ever sees it): the triggers
 -- that fill a column's default leave those rows as the server sent them.
-CREATE TABLE IF NOT EXISTS tandem_sync_writing (id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS tandem_sync_writing (id INTEGER PRIMARY KEY, writing INTEGER);
 ";
 
 /// Marks the transaction as sync's own writes (see `tandem_sync_writing`).
 pub const BEGIN_SYNC_WRITES: &str = "INSERT OR IGNORE INTO tandem_sync_writing (id) VALUES (1)";
+/// Names the table (by its tracking id, `?1`) sync writes rows of itself
+/// from now on, NULL when none: what the file's own triggers and foreign
+/// keys change meanwhile in another table is noted (see
+/// [`local_only_triggers`]), sync's own writes are not.
+pub const WRITING_TABLE: &str = "UPDATE tandem_sync_writing SET writing = ?1";
 /// Ends [`BEGIN_SYNC_WRITES`] before the transaction commits.
 pub const END_SYNC_WRITES: &str = "DELETE FROM tandem_sync_writing";
 
@@ -116,7 +121,7 @@ pub const RENAMED_COLUMNS: [(&str, &str, &str); 2] = [("tandem_log_", "seq", "ta
 
 /// Columns files made by an earlier Tandem lack, with their definitions:
 /// [`METADATA`] creates them in new files, opening an older file adds them.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 10] = [
     // The file's own id: every file is a replica of its partition.
     ("tandem_scopes", "replica_id", "TEXT"),
     // The id of the upload in flight, kept until its answer is recorded.
@@ -139,6 +144,8 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
     // version, and the file's base version of the key when it came.
     ("tandem_rejected", "version", "TEXT"),
     ("tandem_rejected", "base", "TEXT"),
+    // The table sync writes rows of itself (see `WRITING_TABLE`).
+    ("tandem_sync_writing", "writing", "INTEGER"),
 ];
 
 /// `CREATE TABLE` for a table of the server's schema, with SQLite storage
@@ -505,12 +512,181 @@ pub fn forget_left(table: &TableName) -> Vec<String> {
     out
 }
 
+/// Where table `id` keeps, per row, the values the server holds of the
+/// columns the file changed on its own while sync wrote (its own foreign
+/// key's `SET NULL`, a trigger of its own): what stays on the device (see
+/// `tandem_local`'s `applying`) must not go up with the row's next local
+/// edit, which sends the whole row. Two entries per row: `tandem_left` 0
+/// holds the values to send (the row before the file changed it), 1 the
+/// values the file left; an upload sends the first for each column that
+/// still holds the second. Value columns are named `tandem_v_<column>`
+/// and have no type, so each keeps the value as the row held it.
+pub fn local_only_table(id: i64) -> String {
+    quote_ident(&local_only_table_name(id))
+}
+
+/// [`local_only_table`] as SQLite's catalog holds it.
+pub fn local_only_table_name(id: i64) -> String {
+    format!("tandem_local_only_{id}")
+}
+
+/// Whether a table has columns besides its key: one without has nothing
+/// the file could change in a row it keeps, and no [`local_only_table`].
+pub fn has_values(table: &TableSchema) -> bool {
+    table.columns.len() > table.primary_key.len()
+}
+
+fn value_columns(table: &TableSchema) -> impl Iterator<Item = &str> {
+    table.columns.iter().map(|c| c.name.as_str()).filter(|c| !table.primary_key.iter().any(|k| k == c))
+}
+
+/// The prefix of the value columns' names in [`local_only_table`].
+pub const LOCAL_ONLY_VALUE_PREFIX: &str = "tandem_v_";
+
+/// The name of a column's value in [`local_only_table`].
+pub fn local_only_column(column: &str) -> String {
+    format!("{LOCAL_ONLY_VALUE_PREFIX}{column}")
+}
+
+/// Makes [`local_only_table`] of a table with [`has_values`]; columns the
+/// server's schema gained since come with [`add_local_only_column`].
+pub fn create_local_only(table: &TableSchema, id: i64) -> String {
+    let key_defs: Vec<String> = table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
+    let values: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}, tandem_left INTEGER NOT NULL, tandem_fresh INTEGER NOT NULL DEFAULT 0, {}, \
+         PRIMARY KEY ({}, tandem_left)) WITHOUT ROWID",
+        local_only_table(id),
+        key_defs.join(", "),
+        values.join(", "),
+        column_list(None, &table.primary_key)
+    )
+}
+
+/// Adds value column `name` ([`local_only_column`]) to
+/// [`local_only_table`] (its entries hold NULL in it on both sides:
+/// nothing of it to restore).
+pub fn add_local_only_column(id: i64, name: &str) -> String {
+    format!("ALTER TABLE {} ADD COLUMN {}", local_only_table(id), quote_ident(name))
+}
+
+/// Drops value column `name` from [`local_only_table`].
+pub fn drop_local_only_column(id: i64, name: &str) -> String {
+    format!("ALTER TABLE {} DROP COLUMN {}", local_only_table(id), quote_ident(name))
+}
+
+fn local_only_trigger(id: i64, event: &str) -> String {
+    quote_ident(&format!("tandem_{id}_local_only_{event}"))
+}
+
+/// Drops the triggers that fill [`local_only_table`].
+pub fn drop_local_only_triggers(id: i64) -> Vec<String> {
+    ["update", "delete", "moved"].iter().map(|e| drop_in_main("TRIGGER", &local_only_trigger(id, e))).collect()
+}
+
+/// The triggers that fill [`local_only_table`], made again whole. While
+/// sync writes, an update the file makes on its own (not one of sync's,
+/// see [`WRITING_TABLE`]) notes the row as it was. An entry from an
+/// earlier round is first brought up to date: a column the program
+/// changed since holds the program's value to send. Sync's own update of a
+/// row replaces what was noted of it (the row is the server's again), and
+/// a row deleted or moved to another key takes its entries along, whoever
+/// does it. They stay while a large batch silences the log's triggers.
+pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
+    let t = user_table(table);
+    let lo = local_only_table(id);
+    let keys = column_list(None, &table.primary_key);
+    let at = |row: &str| each(&table.primary_key, AND, |k| format!("{k} = {row}.{k}"));
+    let values: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).collect();
+    let olds: Vec<String> = value_columns(table).map(|c| format!("OLD.{}", quote_ident(c))).collect();
+    let left =
+        format!("(SELECT {{v}} FROM {lo} a WHERE {} AND a.tandem_left = 1)", each(&table.primary_key, AND, |k| format!("a.{k} = OLD.{k}")));
+    let catch_up: Vec<String> = values
+        .iter()
+        .zip(&olds)
+        .map(|(v, old)| format!("{v} = CASE WHEN {old} IS {} THEN {v} ELSE {old} END", left.replace("{v}", &format!("a.{v}"))))
+        .collect();
+    let mut out = drop_local_only_triggers(id);
+    let direct = format!("EXISTS (SELECT 1 FROM tandem_sync_writing WHERE writing = {id})");
+    // One trigger, whose condition is all a program's own update pays.
+    out.push(format!(
+        "CREATE TRIGGER {} AFTER UPDATE ON {t} WHEN EXISTS (SELECT 1 FROM tandem_sync_writing) BEGIN \
+         DELETE FROM {lo} WHERE {} AND {direct}; \
+         UPDATE {lo} SET {}, tandem_fresh = 1 WHERE {} AND tandem_left = 0 AND tandem_fresh = 0 AND NOT {direct}; \
+         INSERT OR IGNORE INTO {lo} ({keys}, tandem_left, tandem_fresh, {}) SELECT {}, 0, 1, {} WHERE NOT {direct}; END",
+        local_only_trigger(id, "update"),
+        at("NEW"),
+        catch_up.join(", "),
+        at("OLD"),
+        values.join(", "),
+        row_key(table, "OLD"),
+        olds.join(", "),
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN DELETE FROM {lo} WHERE {}; END",
+        local_only_trigger(id, "delete"),
+        at("OLD")
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {} BEGIN DELETE FROM {lo} WHERE {}; END",
+        local_only_trigger(id, "moved"),
+        each(&table.primary_key, OR, |k| format!("OLD.{k} IS NOT NEW.{k}")),
+        at("OLD")
+    ));
+    out
+}
+
+/// Whether sync's transaction noted a row in [`local_only_table`].
+pub fn local_only_noted(id: i64) -> String {
+    format!("SELECT EXISTS (SELECT 1 FROM {} WHERE tandem_fresh = 1)", local_only_table(id))
+}
+
+/// Settles what sync's transaction noted in [`local_only_table`]: entries
+/// of rows gone go; the others get the values the file left; an entry
+/// whose sides are equal has nothing to restore.
+pub fn settle_local_only(table: &TableSchema, id: i64) -> [String; 4] {
+    let lo = local_only_table(id);
+    let keys = column_list(None, &table.primary_key);
+    let values: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).collect();
+    let same = |l: &str, r: &str| crate::sql::columns_equal(l, &table.primary_key, r, &table.primary_key);
+    let r_values: Vec<String> = value_columns(table).map(|c| format!("r.{}", quote_ident(c))).collect();
+    let equal: Vec<String> = values.iter().map(|v| format!("s.{v} IS a.{v}")).collect();
+    [
+        format!(
+            "DELETE FROM {lo} WHERE NOT EXISTS (SELECT 1 FROM {user} r WHERE {at_row}) \
+             OR (tandem_left = 1 AND NOT EXISTS (SELECT 1 FROM {lo} s WHERE {at_send} AND s.tandem_left = 0))",
+            user = user_table(table),
+            at_row = same("r", &lo),
+            at_send = same("s", &lo),
+        ),
+        format!(
+            "INSERT OR REPLACE INTO {lo} ({keys}, tandem_left, tandem_fresh, {}) SELECT {}, 1, 0, {} FROM {lo} s JOIN {user} r ON {} \
+             WHERE s.tandem_left = 0 AND s.tandem_fresh = 1",
+            values.join(", "),
+            column_list(Some("r"), &table.primary_key),
+            r_values.join(", "),
+            same("r", "s"),
+            user = user_table(table),
+        ),
+        format!(
+            "DELETE FROM {lo} WHERE ({keys}) IN (SELECT {} FROM {lo} s JOIN {lo} a ON {} AND a.tandem_left = 1 \
+             WHERE s.tandem_left = 0 AND s.tandem_fresh = 1 AND {})",
+            column_list(Some("s"), &table.primary_key),
+            same("a", "s"),
+            equal.join(AND),
+        ),
+        format!("UPDATE {lo} SET tandem_fresh = 0 WHERE tandem_fresh = 1"),
+    ]
+}
+
 /// Drops triggers and tracking of table `id`; the user table stays.
 pub fn drop_tracking(id: i64) -> Vec<String> {
     let mut out = drop_triggers(id);
     out.push(drop_in_main("TABLE", &log_table(id)));
     out.push(drop_in_main("TABLE", &base_table(id)));
     out.push(drop_in_main("TABLE", &replaced_table(id)));
+    out.extend(drop_local_only_triggers(id));
+    out.push(drop_in_main("TABLE", &local_only_table(id)));
     out.push(drop_sweep(id));
     out
 }
@@ -584,12 +760,38 @@ pub fn pending_rows(table: &TableSchema, id: i64, source: PendingSource) -> Stri
             )
         }
     };
+    // A column the file changed on its own while sync wrote, and that
+    // still holds what the file left, goes up as the server holds it (see
+    // [`local_only_table`]).
+    let (values, local_only) = match has_values(table) {
+        true => (
+            table
+                .columns
+                .iter()
+                .map(|c| match table.primary_key.contains(&c.name) {
+                    true => format!("r.{}", quote_ident(&c.name)),
+                    false => format!(
+                        "CASE WHEN r.{0} IS a.{1} THEN s.{1} ELSE r.{0} END",
+                        quote_ident(&c.name),
+                        quote_ident(&local_only_column(&c.name))
+                    ),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            format!(
+                " LEFT JOIN {lo} s ON {} AND s.tandem_left = 0 LEFT JOIN {lo} a ON {} AND a.tandem_left = 1",
+                crate::sql::columns_equal("s", &table.primary_key, "l", &table.primary_key),
+                crate::sql::columns_equal("a", &table.primary_key, "s", &table.primary_key),
+                lo = local_only_table(id),
+            ),
+        ),
+        false => (column_list(Some("r"), &table.column_names()), String::new()),
+    };
     format!(
-        "SELECT {}, l.tandem_seq, b.tandem_version, r.{first} IS NOT NULL, {}, {} \
+        "SELECT {}, l.tandem_seq, b.tandem_version, r.{first} IS NOT NULL, {values}, {} \
          FROM ({latest}) l \
-         LEFT JOIN {base} b ON {} LEFT JOIN {user} r ON {} ORDER BY l.tandem_seq",
+         LEFT JOIN {base} b ON {} LEFT JOIN {user} r ON {}{local_only} ORDER BY l.tandem_seq",
         column_list(Some("l"), &table.primary_key),
-        column_list(Some("r"), &table.column_names()),
         column_list(Some("l"), &moved_to_columns(table)),
         crate::sql::columns_equal("b", &table.primary_key, "l", &table.primary_key),
         crate::sql::columns_equal("r", &table.primary_key, "l", &table.primary_key),

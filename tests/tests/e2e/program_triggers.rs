@@ -28,6 +28,24 @@ fn tenant(n: i64) -> Value {
     json!({"params": {"tenant": n}})
 }
 
+/// A file that held the tables before it synced them, with foreign keys
+/// whose actions SQLite carries out once `PRAGMA foreign_keys` is on: an
+/// order's customer with `on_delete`, its lines with `CASCADE`.
+fn held_before(s: &Scenario, on_delete: &str) -> std::path::PathBuf {
+    let path = s.files.path("a.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!(
+            r#"CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
+               CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
+                                    customer_id INTEGER REFERENCES customers ON DELETE {on_delete}, total NUMERIC);
+               CREATE TABLE "Order Lines" ("Order Id" INTEGER REFERENCES orders (id) ON DELETE CASCADE, "Line No" INTEGER,
+                                           "SKU" TEXT, PRIMARY KEY ("Order Id", "Line No"));"#
+        ))
+        .unwrap();
+    path
+}
+
 fn server_value(s: &Scenario, sql: &str) -> Option<String> {
     s.server().query(sql, &[]).unwrap().first().and_then(|r| r.get::<_, Option<String>>(0))
 }
@@ -95,17 +113,7 @@ fn a_trigger_on_a_row_that_left_the_partition_changes_nothing_on_the_server() {
 #[test]
 fn what_the_files_foreign_keys_do_to_rows_that_left_the_partition_stays_on_the_device() {
     let s = Scenario::new("program_foreign_keys", SCHEMA, "shop");
-    let path = s.files.path("a.db");
-    Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            r#"CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
-               CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
-                                    customer_id INTEGER REFERENCES customers ON DELETE CASCADE, total NUMERIC);
-               CREATE TABLE "Order Lines" ("Order Id" INTEGER REFERENCES orders (id) ON DELETE CASCADE, "Line No" INTEGER,
-                                           "SKU" TEXT, PRIMARY KEY ("Order Id", "Line No"));"#,
-        )
-        .unwrap();
+    let path = held_before(&s, "CASCADE");
     let file = s.store("a.db");
     local(&file, "PRAGMA foreign_keys = ON");
     s.sync(&file, tenant(1));
@@ -132,4 +140,67 @@ fn what_the_files_foreign_keys_do_to_rows_that_left_the_partition_stays_on_the_d
         server_value(&s, "SELECT tenant_id || ':' || customer_id || ':' || total FROM orders WHERE id = 11").as_deref(),
         Some("1:2:11.50")
     );
+}
+
+/// Helper 55 (F1): an upload sends the whole row, so what the file's own
+/// key or trigger changed in a row while sync stored the server's went up
+/// with the row's next local edit: the order's customer, set NULL on the
+/// device when the customer only moved to another tenant, was wiped on
+/// the server by an edit of the order's total. The server keeps its values
+/// of what the file changed on its own, through every later edit, until
+/// the device edits that column itself or the server's row comes again.
+#[test]
+fn what_the_files_own_key_changed_in_a_row_stays_local_through_later_edits() {
+    let s = Scenario::new("program_set_null", SCHEMA, "shop");
+    held_before(&s, "SET NULL");
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.sync(&file, tenant(1));
+    s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 2").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_value(&file, "SELECT coalesce(customer_id, 'none') FROM orders WHERE id = 11").as_deref(), Some("none"));
+    let order = |s: &Scenario| server_value(s, "SELECT customer_id || ':' || total FROM orders WHERE id = 11");
+    local(&file, "UPDATE orders SET total = 12.5 WHERE id = 11");
+    s.sync(&file, json!({}));
+    assert_eq!(order(&s).as_deref(), Some("2:12.50"), "the edit of the total goes up, the customer stays the server's");
+    local(&file, "UPDATE orders SET total = 13 WHERE id = 11");
+    s.sync(&file, json!({}));
+    assert_eq!(order(&s).as_deref(), Some("2:13.00"), "and so after the first edit was acknowledged");
+    local(&file, "UPDATE orders SET customer_id = 1 WHERE id = 11");
+    s.sync(&file, json!({}));
+    assert_eq!(order(&s).as_deref(), Some("1:13.00"), "the device's own choice of customer goes up");
+    // Once more from the server's side: the server's row comes again and
+    // replaces what the file had noted.
+    s.server().batch_execute("UPDATE customers SET tenant_id = 1 WHERE id = 2; UPDATE orders SET customer_id = 2 WHERE id = 10").unwrap();
+    s.sync(&file, json!({}));
+    s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 2").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_value(&file, "SELECT coalesce(customer_id, 'none') FROM orders WHERE id = 10").as_deref(), Some("none"));
+    s.server().batch_execute("UPDATE orders SET customer_id = 1, total = 20 WHERE id = 10").unwrap();
+    s.sync(&file, json!({}));
+    local(&file, "UPDATE orders SET total = 21 WHERE id = 10");
+    s.sync(&file, json!({}));
+    assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("1:21.00"));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_conflicts"), 0);
+}
+
+/// A total the file's own trigger keeps as the server's lines come in
+/// stays the device's own when the program edits the order afterwards:
+/// the server keeps its total.
+#[test]
+fn a_total_the_files_trigger_kept_during_sync_stays_local_through_an_edit() {
+    let s = Scenario::new("program_total_edit", SCHEMA, "shop");
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    local(
+        &file,
+        r#"CREATE TRIGGER program_line_total AFTER INSERT ON "Order Lines"
+           BEGIN UPDATE orders SET total = total + 1 WHERE id = NEW."Order Id"; END"#,
+    );
+    s.server().batch_execute(r#"INSERT INTO "Order Lines" VALUES (10, 3, 'C')"#).unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_value(&file, "SELECT total FROM orders WHERE id = 10").as_deref(), Some("11.0"));
+    local(&file, "UPDATE orders SET customer_id = 2 WHERE id = 10");
+    s.sync(&file, json!({}));
+    assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("2:10.00"));
 }

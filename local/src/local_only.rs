@@ -1,0 +1,79 @@
+//! What the file changes on its own in rows it keeps while sync writes
+//! (its own foreign key's `SET NULL`, a program's trigger): that stays on
+//! the device (see `tx::applying`), so an upload, which sends whole rows,
+//! sends the server's values of such columns instead, until the program
+//! writes the column itself or the server's row comes again (see
+//! `tandem_core::sql::local::local_only_table`).
+
+use rusqlite::Connection;
+use tandem_core::schema::TableSchema;
+use tandem_core::sql::local;
+
+use crate::error::Result;
+
+/// Makes the table and triggers that note such values for table `id`
+/// (again, whole: on every provisioning, and for a file an earlier Tandem
+/// made), or drops them from a table with nothing but its key. Its
+/// triggers name every synced column: they go before a column that left
+/// the schema is dropped (see [`untrack`]).
+pub fn track(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
+    for statement in local::drop_local_only_triggers(id) {
+        conn.execute(&statement, [])?;
+    }
+    if !local::has_values(table) {
+        conn.execute(&local::drop_in_main("TABLE", &local::local_only_table(id)), [])?;
+        return Ok(());
+    }
+    conn.execute(&local::create_local_only(table, id), [])?;
+    let wanted: Vec<String> =
+        table.columns.iter().filter(|c| !table.primary_key.contains(&c.name)).map(|c| local::local_only_column(&c.name)).collect();
+    let present = crate::meta::column_names(conn, &local::local_only_table_name(id))?;
+    // A column that left the schema takes what was noted of it: if it
+    // comes back, it is another column.
+    for stale in present.iter().filter(|c| c.starts_with(local::LOCAL_ONLY_VALUE_PREFIX) && !wanted.contains(c)) {
+        conn.execute(&local::drop_local_only_column(id, stale), [])?;
+    }
+    for name in wanted.iter().filter(|c| !present.contains(c)) {
+        conn.execute(&local::add_local_only_column(id, name), [])?;
+    }
+    for statement in local::local_only_triggers(table, id) {
+        conn.execute(&statement, [])?;
+    }
+    Ok(())
+}
+
+/// Whether the file made by an earlier Tandem lacks the table (its
+/// triggers are then missing too).
+pub fn untracked(conn: &Connection, table: &TableSchema, id: i64) -> Result<bool> {
+    Ok(local::has_values(table) && crate::meta::column_names(conn, &local::local_only_table_name(id))?.is_empty())
+}
+
+/// Settles what sync's transaction noted of table `id`, if it noted
+/// anything.
+pub fn settle(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
+    if !local::has_values(table) || !conn.prepare_cached(&local::local_only_noted(id))?.query_row([], |r| r.get::<_, bool>(0))? {
+        return Ok(());
+    }
+    for statement in local::settle_local_only(table, id) {
+        conn.prepare_cached(&statement)?.execute([])?;
+    }
+    Ok(())
+}
+
+/// Runs `write`, sync's own write of rows of table `id`: they are the
+/// server's, not the file's own changes.
+pub fn writing<T>(conn: &Connection, id: i64, write: impl FnOnce() -> Result<T>) -> Result<T> {
+    conn.prepare_cached(local::WRITING_TABLE)?.execute([id])?;
+    let value = write();
+    conn.prepare_cached(local::WRITING_TABLE)?.execute([rusqlite::types::Null])?;
+    value
+}
+
+/// Drops the triggers of table `id` that name its columns, before a column
+/// that left the schema is dropped; [`track`] makes them again.
+pub fn untrack(conn: &Connection, id: i64) -> Result<()> {
+    for statement in local::drop_local_only_triggers(id) {
+        conn.execute(&statement, [])?;
+    }
+    Ok(())
+}
