@@ -56,14 +56,25 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
         // cost of the writes. Not a table with unsent changes: a row of it
         // the file's own foreign key takes must be seen to go (see
         // `tx::applying`).
+        // So do the triggers that note what the file changes on its own
+        // (an update trigger slows SQLite's upsert even where it inserts),
+        // when nothing is noted that sync's writes would have to replace;
+        // they are back before sync deletes rows, whose removal takes rows
+        // of the file's own keys with it.
         let mut silenced = Vec::new();
+        let mut unnoted = Vec::new();
         for table in &tables {
             let t = state.schema.position(table.schema);
+            let id = state.tables[t].id;
             if table.rows.len() >= SILENCE_TRIGGERS_FROM && !rows::has_changes(conn, table.schema, &state.tables[t])? {
-                for statement in local::drop_triggers(state.tables[t].id) {
+                for statement in local::drop_triggers(id) {
                     conn.execute(&statement, [])?;
                 }
                 silenced.push(t);
+                if !crate::local_only::any(conn, table.schema, id)? {
+                    crate::local_only::untrack(conn, id)?;
+                    unnoted.push(t);
+                }
             }
         }
         for table in &tables {
@@ -127,6 +138,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             // What the file's own keys and triggers do from here on is its
             // own (see `local_only`).
             conn.prepare_cached(local::WRITING_TABLE)?.execute([rusqlite::types::Null])?;
+        }
+        for &t in &unnoted {
+            crate::local_only::track_again(conn, &state.schema.tables[t], state.tables[t].id)?;
         }
         // Children before parents.
         deletes.sort_by_key(|(t, _, _)| std::cmp::Reverse(*t));

@@ -22,6 +22,9 @@ pub fn track(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
     }
     if !local::has_values(table) {
         conn.execute(&local::drop_in_main("TABLE", &local::local_only_table(id)), [])?;
+        for statement in local::local_only_triggers(table, id) {
+            conn.execute(&statement, [])?;
+        }
         return Ok(());
     }
     conn.execute(&local::create_local_only(table, id), [])?;
@@ -42,10 +45,31 @@ pub fn track(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// Whether the file made by an earlier Tandem lacks the table (its
-/// triggers are then missing too).
-pub fn untracked(conn: &Connection, table: &TableSchema, id: i64) -> Result<bool> {
-    Ok(local::has_values(table) && crate::meta::column_names(conn, &local::local_only_table_name(id))?.is_empty())
+/// Whether the file, made by an earlier Tandem, lacks this tracking.
+pub fn untracked(conn: &Connection, id: i64) -> Result<bool> {
+    let name = local::local_only_trigger_name(id, "delete");
+    let found = conn
+        .prepare_cached(tandem_core::sql::device::TRIGGERS_NAMED)?
+        .query_map(rusqlite::named_params! {":prefix": name}, |r| r.get::<_, String>("name"))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(!found.contains(&name))
+}
+
+/// Whether table `id` notes anything.
+pub fn any(conn: &Connection, table: &TableSchema, id: i64) -> Result<bool> {
+    Ok(local::has_values(table) && conn.prepare_cached(&local::local_only_any(id))?.query_row([], |r| r.get(0))?)
+}
+
+/// Brings what table `id` notes up to date with what the program wrote
+/// since (see `local::fold_local_only`): after an upload.
+pub fn fold(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
+    if !any(conn, table, id)? {
+        return Ok(());
+    }
+    for statement in local::fold_local_only(table, id) {
+        conn.prepare_cached(&statement)?.execute([])?;
+    }
+    Ok(())
 }
 
 /// Settles what sync's transaction noted of table `id`, if it noted
@@ -69,8 +93,18 @@ pub fn writing<T>(conn: &Connection, id: i64, write: impl FnOnce() -> Result<T>)
     value
 }
 
-/// Drops the triggers of table `id` that name its columns, before a column
-/// that left the schema is dropped; [`track`] makes them again.
+/// Makes the triggers [`untrack`] dropped again, the table being as it
+/// was.
+pub fn track_again(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
+    for statement in local::local_only_triggers(table, id) {
+        conn.execute(&statement, [])?;
+    }
+    Ok(())
+}
+
+/// Drops the triggers of table `id` that name its columns: before a
+/// column that left the schema is dropped ([`track`] makes them again),
+/// and for a large batch ([`track_again`]).
 pub fn untrack(conn: &Connection, id: i64) -> Result<()> {
     for statement in local::drop_local_only_triggers(id) {
         conn.execute(&statement, [])?;

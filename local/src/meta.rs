@@ -80,7 +80,7 @@ fn upgrade_tracking(conn: &Connection) -> Result<()> {
         for (name, id) in tracked_tables(conn, &scope)? {
             let Some(table) = schema.tables.iter().find(|t| t.name == name) else { continue };
             let columns = column_names(conn, &local::log_table_name(id))?;
-            if !columns.is_empty() && crate::local_only::untracked(conn, table, id)? {
+            if !columns.is_empty() && crate::local_only::untracked(conn, id)? {
                 crate::local_only::track(conn, table, id)?;
             }
             if columns.is_empty() || columns.iter().any(|c| c == "tandem_to_1") {

@@ -84,6 +84,9 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
         let mut newer: HashMap<usize, HashSet<String>> = HashMap::new();
         for (name, read_top) in &batch.read_tops {
             let t = state.table_index(name)?;
+            // What the upload sent of the program's own values is the
+            // server's now (see `local_only`).
+            crate::local_only::fold(conn, &state.schema.tables[t], state.tables[t].id)?;
             let keys = rows::pending(conn, &state.schema.tables[t], state.tables[t].id, *read_top)?;
             if !keys.is_empty() {
                 newer.insert(t, keys);

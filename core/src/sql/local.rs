@@ -576,7 +576,13 @@ pub fn drop_local_only_column(id: i64, name: &str) -> String {
 }
 
 fn local_only_trigger(id: i64, event: &str) -> String {
-    quote_ident(&format!("tandem_{id}_local_only_{event}"))
+    quote_ident(&local_only_trigger_name(id, event))
+}
+
+/// A trigger of [`local_only_triggers`] as SQLite's catalog holds it
+/// (`update`, `delete`, `moved`); every table has the `delete` one.
+pub fn local_only_trigger_name(id: i64, event: &str) -> String {
+    format!("tandem_{id}_local_only_{event}")
 }
 
 /// Drops the triggers that fill [`local_only_table`].
@@ -607,6 +613,16 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
         .map(|(v, old)| format!("{v} = CASE WHEN {old} IS {} THEN {v} ELSE {old} END", left.replace("{v}", &format!("a.{v}"))))
         .collect();
     let mut out = drop_local_only_triggers(id);
+    // A row the file removes on its own while sync writes loses its base
+    // version too: a base key without a row is a local delete to the
+    // round that looks for rows a `REPLACE` took out (see
+    // [`log_vanished`]), which would send it up. Sync's own deletes drop
+    // the base themselves.
+    let unbased = format!("DELETE FROM {} WHERE {} AND EXISTS (SELECT 1 FROM tandem_sync_writing);", base_table(id), at("OLD"));
+    if !has_values(table) {
+        out.push(format!("CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN {unbased} END", local_only_trigger(id, "delete")));
+        return out;
+    }
     let direct = format!("EXISTS (SELECT 1 FROM tandem_sync_writing WHERE writing = {id})");
     // One trigger, whose condition is all a program's own update pays.
     out.push(format!(
@@ -623,17 +639,61 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
         olds.join(", "),
     ));
     out.push(format!(
-        "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN DELETE FROM {lo} WHERE {}; END",
+        "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN DELETE FROM {lo} WHERE {}; {unbased} END",
         local_only_trigger(id, "delete"),
         at("OLD")
     ));
+    // The new key too: `UPDATE OR REPLACE` onto a noted key takes that
+    // row out without a delete trigger.
     out.push(format!(
-        "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {} BEGIN DELETE FROM {lo} WHERE {}; END",
+        "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {} BEGIN DELETE FROM {lo} WHERE {}; DELETE FROM {lo} WHERE {}; END",
         local_only_trigger(id, "moved"),
         each(&table.primary_key, OR, |k| format!("OLD.{k} IS NOT NEW.{k}")),
-        at("OLD")
+        at("OLD"),
+        at("NEW")
     ));
     out
+}
+
+/// Whether [`local_only_table`] notes anything.
+pub fn local_only_any(id: i64) -> String {
+    format!("SELECT EXISTS (SELECT 1 FROM {})", local_only_table(id))
+}
+
+/// Brings [`local_only_table`] up to date with what the program wrote
+/// since: a column holding another value than the file left is the
+/// program's, and its value is what to send from now on, whatever the
+/// program writes next (the server got it, or gets it with the next
+/// upload). Without this, a column the program set and then set back to
+/// the value the file left would send the value from before again.
+pub fn fold_local_only(table: &TableSchema, id: i64) -> [String; 3] {
+    let lo = local_only_table(id);
+    let same = |l: &str, r: &str| crate::sql::columns_equal(l, &table.primary_key, r, &table.primary_key);
+    let user = user_table(table);
+    let current = |c: &str| format!("(SELECT r.{} FROM {user} r WHERE {})", quote_ident(c), same("r", &lo));
+    let sent: Vec<String> = value_columns(table)
+        .map(|c| {
+            let v = quote_ident(&local_only_column(c));
+            format!(
+                "{v} = CASE WHEN {now} IS NOT (SELECT a.{v} FROM {lo} a WHERE {at} AND a.tandem_left = 1) THEN {now} ELSE {v} END",
+                now = current(c),
+                at = same("a", &lo)
+            )
+        })
+        .collect();
+    let left: Vec<String> = value_columns(table).map(|c| format!("{} = {}", quote_ident(&local_only_column(c)), current(c))).collect();
+    let equal: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).map(|v| format!("s.{v} IS a.{v}")).collect();
+    [
+        format!("UPDATE {lo} SET {} WHERE tandem_left = 0", sent.join(", ")),
+        format!("UPDATE {lo} SET {} WHERE tandem_left = 1", left.join(", ")),
+        format!(
+            "DELETE FROM {lo} WHERE ({}) IN (SELECT {} FROM {lo} s JOIN {lo} a ON {} AND a.tandem_left = 1 WHERE s.tandem_left = 0 AND {})",
+            column_list(None, &table.primary_key),
+            column_list(Some("s"), &table.primary_key),
+            same("a", "s"),
+            equal.join(AND)
+        ),
+    ]
 }
 
 /// Whether sync's transaction noted a row in [`local_only_table`].

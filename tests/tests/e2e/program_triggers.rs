@@ -204,3 +204,61 @@ fn a_total_the_files_trigger_kept_during_sync_stays_local_through_an_edit() {
     s.sync(&file, json!({}));
     assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("2:10.00"));
 }
+
+/// Helper 56: rows the file's own `CASCADE` removed kept their base
+/// versions, which read as local deletes once the program made a unique
+/// index on the table (the round looks for rows a `REPLACE` took out on
+/// a new index): both orders went from the server.
+#[test]
+fn rows_the_files_own_key_removed_never_go_up_as_deletes_later() {
+    let s = Scenario::new("program_cascade_index", SCHEMA, "shop");
+    held_before(&s, "CASCADE");
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.sync(&file, tenant(1));
+    s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 1").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders"), 1, "order 10 went with its customer");
+    local(&file, "CREATE UNIQUE INDEX program_totals ON orders (total)");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.pushed, 0, "{report:?}");
+    assert_eq!(server_value(&s, "SELECT string_agg(id::text, ',' ORDER BY id) FROM orders").as_deref(), Some("10,11"));
+}
+
+/// Helper 56: once the program's own value of such a column went up, the
+/// value from before is no longer the server's. The program setting the
+/// column back to what the file once left (NULL) sent the old customer,
+/// another tenant's by then, over the server's newer one.
+#[test]
+fn the_programs_own_value_once_sent_replaces_the_value_from_before() {
+    let s = Scenario::new(
+        "program_set_back",
+        r#"CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text NOT NULL);
+           CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL, customer_id bigint REFERENCES customers, note text);
+           INSERT INTO customers VALUES (1, 1, 'Ada'), (2, 1, 'Grace');
+           INSERT INTO orders VALUES (10, 1, 1, 'a');
+           SELECT sync_provision('shop', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}},
+                                                       {"name": "orders", "filter": {"tenant_id": "tenant"}}]}');"#,
+        "shop",
+    );
+    Connection::open(s.files.path("a.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
+             CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
+                                  customer_id INTEGER REFERENCES customers ON DELETE SET NULL, note TEXT);",
+        )
+        .unwrap();
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.sync(&file, tenant(1));
+    s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 1").unwrap();
+    s.sync(&file, json!({}));
+    let order = |s: &Scenario| server_value(s, "SELECT coalesce(customer_id::text, 'none') || ':' || note FROM orders WHERE id = 10");
+    local(&file, "UPDATE orders SET customer_id = 2 WHERE id = 10");
+    s.sync(&file, json!({}));
+    assert_eq!(order(&s).as_deref(), Some("2:a"));
+    local(&file, "UPDATE orders SET customer_id = NULL, note = 'b' WHERE id = 10");
+    s.sync(&file, json!({}));
+    assert_eq!(order(&s).as_deref(), Some("none:b"), "not customer 1, now another tenant's");
+}
