@@ -116,7 +116,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                             // is undone by itself).
                             let refusal = not_stored::as_refusal(conn, table.schema, error)?;
                             let object = server_object(table, row);
-                            let server = ServerRow { t, key: &row.key, row: &object, version: row.version.as_deref() };
+                            let server = ServerRow { t, key: &row.key, row: Some(&object), version: row.version.as_deref() };
                             not_stored::keep(conn, state, &server, &refusal)?;
                             result.not_stored += 1;
                             continue;
@@ -145,12 +145,26 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
         // Children before parents.
         deletes.sort_by_key(|(t, _, _)| std::cmp::Reverse(*t));
         for (t, key, respelled) in deletes {
-            let removed = match respelled {
-                true => rows::delete_alone(conn, state, t, &key)?,
-                false => rows::delete_with_children(conn, state, t, &key)?,
-            } as u64;
+            let table = &state.schema.tables[t];
+            let mut removed = 0;
+            // A foreign key of the file's own refuses the delete while a row
+            // kept for its unsent change refers to it: the delete waits
+            // aside and the batch goes on.
+            let refusal = not_stored::refusal_of(conn, table, |conn| {
+                removed = match respelled {
+                    true => rows::delete_alone(conn, state, t, &key)?,
+                    false => rows::delete_with_children(conn, state, t, &key)?,
+                };
+                Ok(())
+            })?;
+            if let Some(refusal) = refusal {
+                let server = ServerRow { t, key: &key, row: None, version: None };
+                not_stored::keep(conn, state, &server, &refusal)?;
+                result.not_stored += 1;
+                continue;
+            }
             result.applied += 1;
-            result.cascaded += removed.saturating_sub(1);
+            result.cascaded += (removed as u64).saturating_sub(1);
         }
         for t in silenced {
             for statement in local::triggers(&state.schema.tables[t], state.tables[t].id) {

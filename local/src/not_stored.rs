@@ -1,6 +1,8 @@
 //! Server rows the file's own constraints refuse: a unique index, a CHECK
 //! or a trigger a program added to a synced table, which the server does
-//! not have. Such a row is kept aside in `tandem_rejected` (kind
+//! not have; or a server's delete that a foreign key of the file's own
+//! refuses while a row with an unsent change still refers to the row.
+//! Such a row (or delete) is kept aside in `tandem_rejected` (kind
 //! `not_stored`) with its version, the rest of the batch is stored, and
 //! each round tries the row again, so one row never stalls a device and
 //! none is lost: once the program makes room (or the server sends a newer
@@ -41,7 +43,8 @@ pub struct ServerRow<'a> {
     pub t: usize,
     /// The key as the server sent it.
     pub key: &'a [Value],
-    pub row: &'a Map<String, Value>,
+    /// `None`: the server deleted the row.
+    pub row: Option<&'a Map<String, Value>>,
     pub version: Option<&'a str>,
 }
 
@@ -72,7 +75,7 @@ pub fn keep(conn: &Connection, state: &ScopeState, server: &ServerRow<'_>, error
         ":scope": state.scope,
         ":table_name": table.name,
         ":key": key,
-        ":row": Value::Object(server.row.clone()).to_string(),
+        ":row": server.row.map(|row| Value::Object(row.clone()).to_string()),
         ":reason": reason(error),
         ":version": server.version,
         ":base": base,
@@ -100,7 +103,8 @@ struct Kept {
     id: i64,
     table: String,
     key: Vec<Value>,
-    row: Map<String, Value>,
+    /// `None`: a delete.
+    row: Option<Map<String, Value>>,
     version: Option<String>,
     base: Option<String>,
 }
@@ -108,13 +112,23 @@ struct Kept {
 fn kept(conn: &Connection, scope: &str) -> Result<Vec<Kept>> {
     let mut statement = conn.prepare_cached(sql::NOT_STORED)?;
     let rows = statement.query_map(named_params! {":scope": scope}, |r| {
-        Ok((r.get("id")?, r.get("table_name")?, r.get::<_, String>("key")?, r.get::<_, String>("row")?, r.get("version")?, r.get("base")?))
+        Ok((
+            r.get("id")?,
+            r.get("table_name")?,
+            r.get::<_, String>("key")?,
+            r.get::<_, Option<String>>("row")?,
+            r.get("version")?,
+            r.get("base")?,
+        ))
     })?;
     let mut out = Vec::new();
     for row in rows {
         let (id, table, key, row, version, base) = row?;
         let key = serde_json::from_str(&key).map_err(|e| LocalError::Invalid(format!("tandem_rejected row {id}: its key: {e}")))?;
-        let row = serde_json::from_str(&row).map_err(|e| LocalError::Invalid(format!("tandem_rejected row {id}: its row: {e}")))?;
+        let row = row
+            .map(|row| serde_json::from_str(&row))
+            .transpose()
+            .map_err(|e| LocalError::Invalid(format!("tandem_rejected row {id}: its row: {e}")))?;
         out.push(Kept { id, table, key, row, version, base });
     }
     Ok(out)
@@ -166,11 +180,17 @@ pub fn retry(conn: &Connection, state: &ScopeState) -> Result<Retried> {
                 retried.still += 1;
                 continue;
             }
-            match refusal_of(conn, table, |conn| rows::write_object(conn, table, id, &kept.row))? {
+            let taken = refusal_of(conn, table, |conn| match &kept.row {
+                Some(row) => rows::write_object(conn, table, id, row),
+                None => rows::delete_with_children(conn, state, t, &kept.key).map(drop),
+            })?;
+            match taken {
                 None => {
-                    match &kept.version {
-                        Some(version) => rows::write_base(conn, table, id, &kept.key, version)?,
-                        None => rows::delete_base(conn, table, id, &kept.key)?,
+                    match (&kept.row, &kept.version) {
+                        (Some(_), Some(version)) => rows::write_base(conn, table, id, &kept.key, version)?,
+                        (Some(_), None) => rows::delete_base(conn, table, id, &kept.key)?,
+                        // The delete took the base version with the row.
+                        (None, _) => {}
                     }
                     conn.prepare_cached(sql::FORGET_REJECTED)?.execute(named_params! {":id": kept.id})?;
                     retried.taken += 1;

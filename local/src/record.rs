@@ -48,7 +48,7 @@ fn take(
             let written = rows::server_key(table, key, row);
             if let Some(refusal) = not_stored::refusal_of(conn, table, |conn| rows::write_server_row(conn, table, id, key, row).map(drop))?
             {
-                let server = ServerRow { t, key: &written, row, version };
+                let server = ServerRow { t, key: &written, row: Some(row), version };
                 not_stored::keep(conn, state, &server, &refusal)?;
                 return server_has(conn, state, t, &written);
             }
@@ -152,7 +152,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 if let (Some(refusal), Some(row)) = (refused, &applied.row) {
                     // The file keeps the row as it sent it, on the server's
                     // version; the server's form waits aside.
-                    let server = ServerRow { t, key: &rows::server_key(table, &key, row), row, version: Some(&applied.version) };
+                    let server = ServerRow { t, key: &rows::server_key(table, &key, row), row: Some(row), version: Some(&applied.version) };
                     not_stored::keep(conn, state, &server, &refusal)?;
                 }
             }
@@ -179,7 +179,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                         rows::write_base(conn, table, id, &key, version)?;
                         server_has(conn, state, t, &key)?;
                         if let Some(refusal) = refused {
-                            let server = ServerRow { t, key: &rows::server_key(table, &key, row), row, version: Some(version) };
+                            let server = ServerRow { t, key: &rows::server_key(table, &key, row), row: Some(row), version: Some(version) };
                             not_stored::keep(conn, state, &server, &refusal)?;
                         }
                     }

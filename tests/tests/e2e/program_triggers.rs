@@ -262,3 +262,46 @@ fn the_programs_own_value_once_sent_replaces_the_value_from_before() {
     s.sync(&file, json!({}));
     assert_eq!(order(&s).as_deref(), Some("none:b"), "not customer 1, now another tenant's");
 }
+
+/// Helper 55 (F3): an order that moves to another tenant leaves the
+/// device with its lines, but a line with an unsent edit stays (its
+/// change goes up first). The file's own key from the line to the order,
+/// without an action, then refused the order's delete, and the whole pull
+/// failed. The delete now waits aside, as a server row the file refuses
+/// does, and the rest of the batch is stored; once the line's change has
+/// been answered, the order goes too.
+#[test]
+fn a_delete_the_files_own_key_refuses_waits_aside_and_the_batch_goes_on() {
+    let s = Scenario::new("program_key_refuses_delete", SCHEMA, "shop");
+    let path = s.files.path("a.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            r#"CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
+               CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, customer_id INTEGER, total NUMERIC);
+               CREATE TABLE "Order Lines" ("Order Id" INTEGER REFERENCES orders (id), "Line No" INTEGER,
+                                           "SKU" TEXT, PRIMARY KEY ("Order Id", "Line No"));"#,
+        )
+        .unwrap();
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.sync(&file, tenant(1));
+    s.server().batch_execute("UPDATE orders SET tenant_id = 2 WHERE id = 10; UPDATE customers SET name = 'Ada B' WHERE id = 1").unwrap();
+    let mut interfering = Interfering {
+        write_after_select: Some((path.clone(), r#"UPDATE "Order Lines" SET "SKU" = 'edited' WHERE "Order Id" = 10 AND "Line No" = 1"#)),
+        ..Interfering::new(&s.db.url)
+    };
+    let options = serde_json::from_value(json!({})).unwrap();
+    file.sync_with(&mut interfering, "shop", &options).unwrap();
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada B"), "the rest of the batch");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored' AND key = '[10]'"), 1);
+    s.sync(&file, json!({}));
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 10"), 0, "the order went once its line had");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored'"), 0);
+    assert_eq!(
+        server_value(&s, r#"SELECT string_agg("Order Id" || ':' || "SKU", ',' ORDER BY "Order Id", "Line No") FROM "Order Lines""#)
+            .as_deref(),
+        Some("10:A,10:B,11:C")
+    );
+}
