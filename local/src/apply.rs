@@ -58,9 +58,10 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
         // `tx::applying`).
         // So do the triggers that note what the file changes on its own
         // (an update trigger slows SQLite's upsert even where it inserts),
-        // when nothing is noted that sync's writes would have to replace;
-        // they are back before sync deletes rows, whose removal takes rows
-        // of the file's own keys with it.
+        // when nothing is noted that sync's writes would have to replace,
+        // but only while the table's own rows are written: what the file's
+        // keys do to its other rows while sync writes another table, or
+        // deletes rows, is noted.
         let mut silenced = Vec::new();
         let mut unnoted = Vec::new();
         for table in &tables {
@@ -72,7 +73,6 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                 }
                 silenced.push(t);
                 if !crate::local_only::any(conn, table.schema, id)? {
-                    crate::local_only::untrack(conn, id)?;
                     unnoted.push(t);
                 }
             }
@@ -92,6 +92,10 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             let mut base = conn.prepare_cached(&local::write_base(table.schema, id))?;
             let mut drop_base = conn.prepare_cached(&local::delete_base(table.schema, id))?;
             let key_positions = table.key_positions();
+            let unnoting = unnoted.contains(&t);
+            if unnoting {
+                crate::local_only::untrack(conn, id)?;
+            }
             conn.prepare_cached(local::WRITING_TABLE)?.execute([id])?;
             for row in &table.rows {
                 // A pull from NULL replacing the file's server state: the
@@ -138,9 +142,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             // What the file's own keys and triggers do from here on is its
             // own (see `local_only`).
             conn.prepare_cached(local::WRITING_TABLE)?.execute([rusqlite::types::Null])?;
-        }
-        for &t in &unnoted {
-            crate::local_only::track_again(conn, &state.schema.tables[t], state.tables[t].id)?;
+            if unnoting {
+                crate::local_only::track_again(conn, table.schema, id)?;
+            }
         }
         // Children before parents.
         deletes.sort_by_key(|(t, _, _)| std::cmp::Reverse(*t));

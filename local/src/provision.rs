@@ -81,8 +81,10 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                         crate::local_only::untrack(conn, id)?;
                     }
                     for stale in stale_columns(&meta::column_names(conn, &local_name)?, synced_before, table) {
-                        // A user's index or constraint on it keeps it: it
-                        // stays, unsynced, as before.
+                        // A user's index or constraint on it keeps it (a
+                        // foreign key too, which SQLite would drop with a
+                        // column it is declared beside): it stays,
+                        // unsynced, as before.
                         // Any other failure is an error.
                         drop_stale_column(conn, &local_name, &stale)?;
                     }
@@ -440,6 +442,9 @@ fn table_exists(conn: &Connection, local_name: &str) -> Result<bool> {
 /// constraint depends on stays, unsynced, as before (SQLite refuses the
 /// drop, and nothing else about the column changes).
 fn drop_stale_column(conn: &Connection, local_name: &str, column: &str) -> Result<()> {
+    if conn.query_row(sql::IN_FOREIGN_KEY, named_params! {":table": local_name, ":column": column}, |r| r.get::<_, bool>("held"))? {
+        return Ok(());
+    }
     match conn.execute(&sql::drop_column(local_name, column), []) {
         Ok(_) => Ok(()),
         Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::Unknown => Ok(()),

@@ -99,6 +99,11 @@ pub fn rename_column(table: &str, from: &str, to: &str) -> String {
     format!("ALTER TABLE {} RENAME COLUMN {} TO {}", quote_ident(table), quote_ident(from), quote_ident(to))
 }
 
+/// Whether a foreign key of the table's (declared with the column or on
+/// the table) starts from column `:column`: SQLite drops a column with
+/// the key declared beside it, and the program's key with it.
+pub const IN_FOREIGN_KEY: &str = "SELECT EXISTS (SELECT 1 FROM pragma_foreign_key_list(:table) WHERE \"from\" = :column) AS held";
+
 pub fn drop_column(table: &str, column: &str) -> String {
     format!("ALTER TABLE {} DROP COLUMN {}", quote_ident(table), quote_ident(column))
 }
@@ -311,6 +316,7 @@ mod tests {
             TABLE_NAME_TAKEN,
             PRESENT_OBJECTS,
             TRIGGERS_NAMED,
+            IN_FOREIGN_KEY,
             TABLES_NAMED,
             UNIQUE_INDEXES,
             INDEX_COLUMNS,

@@ -580,7 +580,7 @@ fn local_only_trigger(id: i64, event: &str) -> String {
 }
 
 /// A trigger of [`local_only_triggers`] as SQLite's catalog holds it
-/// (`update`, `delete`, `moved`); every table has the `delete` one.
+/// (`update`, `delete`, `moved`); every table has `delete` and `moved`.
 pub fn local_only_trigger_name(id: i64, event: &str) -> String {
     format!("tandem_{id}_local_only_{event}")
 }
@@ -619,8 +619,16 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
     // [`log_vanished`]), which would send it up. Sync's own deletes drop
     // the base themselves.
     let unbased = format!("DELETE FROM {} WHERE {} AND EXISTS (SELECT 1 FROM tandem_sync_writing);", base_table(id), at("OLD"));
+    // So does the old key of a row whose key the file changes on its own
+    // (`ON UPDATE CASCADE` into a key column); sync never changes a key
+    // by an update.
+    let key_changed = each(&table.primary_key, OR, |k| format!("OLD.{k} IS NOT NEW.{k}"));
     if !has_values(table) {
         out.push(format!("CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN {unbased} END", local_only_trigger(id, "delete")));
+        out.push(format!(
+            "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {key_changed} BEGIN {unbased} END",
+            local_only_trigger(id, "moved")
+        ));
         return out;
     }
     let direct = format!("EXISTS (SELECT 1 FROM tandem_sync_writing WHERE writing = {id})");
@@ -646,9 +654,9 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
     // The new key too: `UPDATE OR REPLACE` onto a noted key takes that
     // row out without a delete trigger.
     out.push(format!(
-        "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {} BEGIN DELETE FROM {lo} WHERE {}; DELETE FROM {lo} WHERE {}; END",
+        "CREATE TRIGGER {} AFTER UPDATE OF {keys} ON {t} WHEN {key_changed} BEGIN DELETE FROM {lo} WHERE {}; \
+         DELETE FROM {lo} WHERE {}; {unbased} END",
         local_only_trigger(id, "moved"),
-        each(&table.primary_key, OR, |k| format!("OLD.{k} IS NOT NEW.{k}")),
         at("OLD"),
         at("NEW")
     ));

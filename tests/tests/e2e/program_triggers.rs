@@ -305,3 +305,83 @@ fn a_delete_the_files_own_key_refuses_waits_aside_and_the_batch_goes_on() {
         Some("10:A,10:B,11:C")
     );
 }
+
+/// Customers known by a code their orders and tags refer to, in a file
+/// whose own keys follow a code when it changes (`ON UPDATE CASCADE`):
+/// in a tag, the code is part of the key.
+const CODES: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, code text UNIQUE NOT NULL);
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL, cust_code text, note text);
+CREATE TABLE tags (code text, tag text, tenant_id int NOT NULL, info text, PRIMARY KEY (code, tag));
+INSERT INTO customers SELECT g, 1, 'C' || g FROM generate_series(1, 1200) g;
+INSERT INTO orders SELECT g, 1, 'C' || g, 'o' FROM generate_series(1, 1200) g;
+INSERT INTO orders VALUES (5000, 1, 'C1', 'o5000');
+INSERT INTO tags VALUES ('C2', 'y', 1, 'i2');
+SELECT sync_provision('shop', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}},
+                                            {"name": "orders", "filter": {"tenant_id": "tenant"}},
+                                            {"name": "tags", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+fn coded_file(s: &Scenario) -> tandem_local::Store {
+    Connection::open(s.files.path("a.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, code TEXT UNIQUE NOT NULL);
+             CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
+                                  cust_code TEXT REFERENCES customers (code) ON UPDATE CASCADE, note TEXT);
+             CREATE TABLE tags (code TEXT REFERENCES customers (code) ON UPDATE CASCADE, tag TEXT, tenant_id INTEGER NOT NULL,
+                                info TEXT, PRIMARY KEY (code, tag));",
+        )
+        .unwrap();
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.sync(&file, tenant(1));
+    file
+}
+
+/// Helper 57: a pulled batch of 1000 rows or more of a table turned that
+/// table's noting off for the whole batch, also while sync wrote another
+/// table: what the file's own key did to the table's other rows then
+/// went up with their next edit.
+#[test]
+fn a_large_batch_of_a_table_still_notes_what_the_file_does_to_its_other_rows() {
+    let s = Scenario::new("program_large_batch", CODES, "shop");
+    let file = coded_file(&s);
+    s.server()
+        .batch_execute("UPDATE customers SET code = 'D1' WHERE id = 1; UPDATE orders SET note = 'o2' WHERE id BETWEEN 2 AND 1200")
+        .unwrap();
+    s.sync(&file, json!({"max_rows": 5000}));
+    assert_eq!(local_value(&file, "SELECT cust_code FROM orders WHERE id = 5000").as_deref(), Some("D1"));
+    local(&file, "UPDATE orders SET note = 'edited' WHERE id = 5000");
+    s.sync(&file, json!({}));
+    assert_eq!(server_value(&s, "SELECT cust_code || ':' || note FROM orders WHERE id = 5000").as_deref(), Some("C1:edited"));
+}
+
+/// Helper 57: a key the file's own key changed while sync wrote left the
+/// base version of the old key behind, which read as a local delete once
+/// the program made a unique index on the table: the server lost the tag.
+#[test]
+fn a_key_the_files_own_key_changed_never_goes_up_as_a_delete_later() {
+    let s = Scenario::new("program_key_cascade", CODES, "shop");
+    let file = coded_file(&s);
+    s.server().batch_execute("UPDATE customers SET code = 'BB' WHERE id = 2").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_value(&file, "SELECT code FROM tags").as_deref(), Some("BB"));
+    local(&file, "CREATE UNIQUE INDEX program_tags ON tags (tag, info)");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.pushed, 0, "{report:?}");
+    assert_eq!(server_value(&s, "SELECT code || ':' || tag FROM tags").as_deref(), Some("C2:y"));
+}
+
+/// Helper 57: a column the server renames leaves the file's schema, and
+/// the file dropped it even where a foreign key of the program's own held
+/// it, which SQLite allows for a key declared with the column.
+#[test]
+fn a_column_the_files_own_key_holds_stays_when_the_server_renames_it() {
+    let s = Scenario::new("program_key_rename", CODES, "shop");
+    let file = coded_file(&s);
+    s.server().batch_execute("ALTER TABLE orders RENAME COLUMN cust_code TO customer_code").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM pragma_foreign_key_list('orders') WHERE \"from\" = 'cust_code'"), 1);
+    assert_eq!(local_value(&file, "SELECT customer_code FROM orders WHERE id = 5000").as_deref(), Some("C1"));
+}
