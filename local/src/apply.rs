@@ -62,6 +62,15 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
         // but only while the table's own rows are written: what the file's
         // keys do to its other rows while sync writes another table, or
         // deletes rows, is noted.
+        // Keys with unsent changes, read before anything is written: what
+        // the file's own keys log while sync writes (`ON UPDATE CASCADE`
+        // into a key column) is no unsent change, and the server's rows of
+        // those keys must be stored (helper 58).
+        let mut waiting = Vec::with_capacity(tables.len());
+        for table in &tables {
+            let t = state.schema.position(table.schema);
+            waiting.push(rows::pending(conn, table.schema, state.tables[t].id, state.tables[t].acked_seq)?);
+        }
         let mut silenced = Vec::new();
         let mut unnoted = Vec::new();
         for table in &tables {
@@ -77,10 +86,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                 }
             }
         }
-        for table in &tables {
+        for (table, waiting) in tables.iter().zip(&waiting) {
             let t = state.schema.position(table.schema);
             let id = state.tables[t].id;
-            let waiting = rows::pending(conn, table.schema, id, state.tables[t].acked_seq)?;
             let columns: Vec<String> = table.columns.iter().map(|&c| table.schema.columns[c].name.clone()).collect();
             let mut upsert = conn.prepare_cached(&upsert_row(
                 Dialect::Sqlite,
@@ -122,6 +130,13 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
                             let object = server_object(table, row);
                             let server = ServerRow { t, key: &row.key, row: Some(&object), version: row.version.as_deref() };
                             not_stored::keep(conn, state, &server, &refusal)?;
+                            // The file's row keeps what it has; an upload
+                            // of it sends the server's values of what it
+                            // could not take (helper 58: a renamed
+                            // column's value wiped by NULL).
+                            let values: Vec<Bound<'_>> = row.values.iter().map(Bound).collect();
+                            let key: Vec<Bound<'_>> = key_positions.iter().map(|&p| Bound(&row.values[p])).collect();
+                            crate::local_only::note_refused(conn, table.schema, id, &columns, &values, &key)?;
                             result.not_stored += 1;
                             continue;
                         }

@@ -5,7 +5,7 @@
 //! writes the column itself or the server's row comes again (see
 //! `tandem_core::sql::local::local_only_table`).
 
-use rusqlite::Connection;
+use rusqlite::{params_from_iter, Connection, ToSql};
 use tandem_core::schema::TableSchema;
 use tandem_core::sql::local;
 
@@ -108,6 +108,30 @@ pub fn track_again(conn: &Connection, table: &TableSchema, id: i64) -> Result<()
 pub fn untrack(conn: &Connection, id: i64) -> Result<()> {
     for statement in local::drop_local_only_triggers(id) {
         conn.execute(&statement, [])?;
+    }
+    Ok(())
+}
+
+/// Notes a row of table `id` whose server state the file refused (its
+/// own constraint): the server's `values` (of `columns`) as the values to
+/// send, the row as the file holds it as what the file left. The row's
+/// next upload then sends the server's values of what the file could not
+/// take (a value its own key refuses, a column the row got after the
+/// server's row was refused) with the program's own edits.
+pub fn note_refused(
+    conn: &Connection,
+    table: &TableSchema,
+    id: i64,
+    columns: &[String],
+    values: &[impl ToSql],
+    key: &[impl ToSql],
+) -> Result<()> {
+    if !local::has_values(table) {
+        return Ok(());
+    }
+    let params: Vec<&dyn ToSql> = values.iter().map(|v| v as &dyn ToSql).chain(key.iter().map(|k| k as &dyn ToSql)).collect();
+    for statement in local::note_server_row(table, id, columns) {
+        conn.prepare_cached(&statement)?.execute(params_from_iter(params.iter()))?;
     }
     Ok(())
 }

@@ -663,6 +663,40 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
     out
 }
 
+/// Notes the row of key `?n+1..` (`n` the length of `columns`) as one
+/// whose server state the file refused: the values to send are the
+/// server's (`?1..?n`, of `columns`; the row's own where the server's row
+/// lacks the column), the values the file left are the row's.
+pub fn note_server_row(table: &TableSchema, id: i64, columns: &[String]) -> [String; 2] {
+    let lo = local_only_table(id);
+    let keys = column_list(None, &table.primary_key);
+    let values: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).collect();
+    let server: Vec<String> = value_columns(table)
+        .map(|c| match columns.iter().position(|s| s == c) {
+            Some(i) => format!("?{}", i + 1),
+            None => format!("r.{}", quote_ident(c)),
+        })
+        .collect();
+    let r_values: Vec<String> = value_columns(table).map(|c| format!("r.{}", quote_ident(c))).collect();
+    let at_key = table
+        .primary_key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("r.{} = ?{}", quote_ident(k), columns.len() + i + 1))
+        .collect::<Vec<_>>()
+        .join(AND);
+    let note = |left: u8, from: &[String]| {
+        format!(
+            "INSERT OR REPLACE INTO {lo} ({keys}, tandem_left, tandem_fresh, {}) SELECT {}, {left}, 0, {} FROM {} r WHERE {at_key}",
+            values.join(", "),
+            column_list(Some("r"), &table.primary_key),
+            from.join(", "),
+            user_table(table),
+        )
+    };
+    [note(0, &server), note(1, &r_values)]
+}
+
 /// Whether [`local_only_table`] notes anything.
 pub fn local_only_any(id: i64) -> String {
     format!("SELECT EXISTS (SELECT 1 FROM {})", local_only_table(id))

@@ -385,3 +385,43 @@ fn a_column_the_files_own_key_holds_stays_when_the_server_renames_it() {
     assert_eq!(local_count(&file, "SELECT count(*) FROM pragma_foreign_key_list('orders') WHERE \"from\" = 'cust_code'"), 1);
     assert_eq!(local_value(&file, "SELECT customer_code FROM orders WHERE id = 5000").as_deref(), Some("C1"));
 }
+
+/// Helper 58: the server changes a customer's code and its tags' with
+/// it; the file's own key changes the tags' keys first, and its log of
+/// that read as unsent changes of the new keys, so the server's rows of
+/// them were skipped and the tags had no base version: a local delete of
+/// one then never went up.
+#[test]
+fn server_rows_at_keys_the_files_own_key_moved_rows_to_are_stored() {
+    let s = Scenario::new("program_key_follows", CODES, "shop");
+    let file = coded_file(&s);
+    s.server().batch_execute("UPDATE customers SET code = 'BB' WHERE id = 2; UPDATE tags SET code = 'BB' WHERE code = 'C2'").unwrap();
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.kept_local, 0, "{report:?}");
+    local(&file, "DELETE FROM tags WHERE code = 'BB'");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.pushed, 1, "{report:?}");
+    assert_eq!(server_value(&s, "SELECT count(*)::text FROM tags").as_deref(), Some("0"));
+}
+
+/// Helper 58: a row the file could not store again when the server sent
+/// it for a schema change (the file's own key refuses the server's
+/// customer) kept NULL in the column the server renamed, on a base
+/// version the server's row still had: the row's next edit wiped the
+/// server's value. Such a row's next upload now meets the server's row as
+/// a conflict.
+#[test]
+fn a_row_the_file_could_not_take_again_never_overwrites_what_it_lacks() {
+    let s = Scenario::new("program_refused_rename", SCHEMA, "shop");
+    held_before(&s, "SET NULL");
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.sync(&file, tenant(1));
+    s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 1").unwrap();
+    s.sync(&file, json!({}));
+    s.server().batch_execute("ALTER TABLE orders RENAME COLUMN total TO amount; ALTER TABLE orders ADD COLUMN extra text").unwrap();
+    s.sync(&file, json!({}));
+    local(&file, "UPDATE orders SET extra = 'edited' WHERE id = 10");
+    s.sync(&file, json!({}));
+    assert_eq!(server_value(&s, "SELECT amount::text FROM orders WHERE id = 10").as_deref(), Some("10.00"));
+}
