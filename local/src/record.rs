@@ -60,7 +60,13 @@ fn take(
             server_has(conn, state, t, &key)?;
         }
         None => {
-            rows::delete_with_children(conn, state, t, key)?;
+            // A delete the file's own constraint refuses waits aside, as in
+            // a pull: refused here, it failed every round from then on
+            // (helper 59).
+            let refusal = not_stored::refusal_of(conn, table, |conn| rows::delete_with_children(conn, state, t, key).map(drop))?;
+            if let Some(refusal) = refusal {
+                not_stored::keep(conn, state, &ServerRow { t, key, row: None, version }, &refusal)?;
+            }
         }
     }
     Ok(())

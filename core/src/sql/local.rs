@@ -520,7 +520,10 @@ pub fn forget_left(table: &TableName) -> Vec<String> {
 /// holds the values to send (the row before the file changed it), 1 the
 /// values the file left; an upload sends the first for each column that
 /// still holds the second. Value columns are named `tandem_v_<column>`
-/// and have no type, so each keeps the value as the row held it.
+/// and have no type, so each keeps the value as the row held it; values
+/// are compared byte for byte (`COLLATE BINARY`), whatever the column's
+/// collation (under `NOCASE` the program's `'A'` over `'a'` would read as
+/// no edit).
 pub fn local_only_table(id: i64) -> String {
     quote_ident(&local_only_table_name(id))
 }
@@ -610,7 +613,9 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
     let catch_up: Vec<String> = values
         .iter()
         .zip(&olds)
-        .map(|(v, old)| format!("{v} = CASE WHEN {old} IS {} THEN {v} ELSE {old} END", left.replace("{v}", &format!("a.{v}"))))
+        .map(|(v, old)| {
+            format!("{v} = CASE WHEN {old} IS {} COLLATE BINARY THEN {v} ELSE {old} END", left.replace("{v}", &format!("a.{v}")))
+        })
         .collect();
     let mut out = drop_local_only_triggers(id);
     // A row the file removes on its own while sync writes loses its base
@@ -717,7 +722,7 @@ pub fn fold_local_only(table: &TableSchema, id: i64) -> [String; 3] {
         .map(|c| {
             let v = quote_ident(&local_only_column(c));
             format!(
-                "{v} = CASE WHEN {now} IS NOT (SELECT a.{v} FROM {lo} a WHERE {at} AND a.tandem_left = 1) THEN {now} ELSE {v} END",
+                "{v} = CASE WHEN {now} IS NOT (SELECT a.{v} FROM {lo} a WHERE {at} AND a.tandem_left = 1) COLLATE BINARY THEN {now} ELSE {v} END",
                 now = current(c),
                 at = same("a", &lo)
             )
@@ -873,7 +878,7 @@ pub fn pending_rows(table: &TableSchema, id: i64, source: PendingSource) -> Stri
                 .map(|c| match table.primary_key.contains(&c.name) {
                     true => format!("r.{}", quote_ident(&c.name)),
                     false => format!(
-                        "CASE WHEN r.{0} IS a.{1} THEN s.{1} ELSE r.{0} END",
+                        "CASE WHEN r.{0} IS a.{1} COLLATE BINARY THEN s.{1} ELSE r.{0} END",
                         quote_ident(&c.name),
                         quote_ident(&local_only_column(&c.name))
                     ),

@@ -425,3 +425,60 @@ fn a_row_the_file_could_not_take_again_never_overwrites_what_it_lacks() {
     s.sync(&file, json!({}));
     assert_eq!(server_value(&s, "SELECT amount::text FROM orders WHERE id = 10").as_deref(), Some("10.00"));
 }
+
+/// Customers whose names the file compares without case, and a program's
+/// trigger that refuses names the server sends in capitals.
+fn nocase_file(s: &Scenario) -> tandem_local::Store {
+    Connection::open(s.files.path("a.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL COLLATE NOCASE);
+             CREATE TRIGGER program_no_shouting BEFORE UPDATE ON customers WHEN NEW.name = upper(NEW.name) COLLATE BINARY
+             BEGIN SELECT RAISE(ABORT, 'no shouting'); END;
+             CREATE TRIGGER program_keep BEFORE DELETE ON customers WHEN OLD.id = 2 BEGIN SELECT RAISE(ABORT, 'keep Grace'); END;",
+        )
+        .unwrap();
+    let file = s.store("a.db");
+    s.sync(&file, tenant(1));
+    file
+}
+
+const CUSTOMERS_CLIENT_WINS: &str = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text NOT NULL);
+INSERT INTO customers VALUES (1, 1, 'Ada'), (2, 1, 'Grace'), (3, 1, 'Edsger');
+SELECT sync_provision('shop', '{"policy": "client_wins", "tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+
+/// Helper 59: what a row holds against what the file left was compared
+/// under the column's collation, so under `NOCASE` the program's `ada`
+/// over `Ada` read as no edit, and the server's refused value went up in
+/// its place.
+#[test]
+fn an_edit_that_only_changes_case_goes_up_under_a_nocase_column() {
+    let s = Scenario::new("program_nocase", CUSTOMERS_CLIENT_WINS, "shop");
+    let file = nocase_file(&s);
+    s.server().batch_execute("UPDATE customers SET name = 'ADA' WHERE id = 1").unwrap();
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.not_stored, 1, "{report:?}");
+    local(&file, "UPDATE customers SET name = 'ada' WHERE id = 1");
+    s.sync(&file, json!({}));
+    assert_eq!(server_value(&s, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("ada"));
+}
+
+/// Helper 59: the server's delete of a row the file's own trigger keeps,
+/// in the answer to an upload, failed every round from then on: neither
+/// later edits went up nor the server's came down.
+#[test]
+fn a_refused_delete_in_an_uploads_answer_waits_aside_and_sync_goes_on() {
+    let s = Scenario::new("program_refused_answer", CUSTOMERS_CLIENT_WINS.replace("client_wins", "server_wins").as_str(), "shop");
+    let file = nocase_file(&s);
+    s.server().batch_execute("DELETE FROM customers WHERE id = 2").unwrap();
+    local(&file, "UPDATE customers SET name = 'Grace H' WHERE id = 2");
+    s.sync(&file, json!({}));
+    s.server().batch_execute("UPDATE customers SET name = 'Edsger D' WHERE id = 3").unwrap();
+    local(&file, "UPDATE customers SET name = 'Ada L' WHERE id = 1");
+    s.sync(&file, json!({}));
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 3").as_deref(), Some("Edsger D"));
+    assert_eq!(server_value(&s, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada L"));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored' AND key = '[2]'"), 1);
+}
