@@ -73,9 +73,8 @@ pub fn refuse_unsafe_connection(conn: &Connection) -> Result<()> {
 /// ever). A row the file removed so loses its unsent change too, which
 /// would otherwise go up as a delete of the server's row; one it changed
 /// so keeps the server's values of what changed for its uploads (see
-/// `local_only`). The first write
-/// takes SQLite's write lock, so no other connection can log a change in
-/// between.
+/// `local_only`). The first write takes SQLite's write lock, so no other
+/// connection can log a change in between.
 pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     atomically(conn, |conn| {
         let mut before = Vec::with_capacity(state.tables.len());
