@@ -102,7 +102,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             let key_positions = table.key_positions();
             let unnoting = unnoted.contains(&t);
             if unnoting {
-                crate::local_only::untrack(conn, id)?;
+                crate::local_only::drop_triggers(conn, id)?;
             }
             conn.prepare_cached(local::WRITING_TABLE)?.execute([id])?;
             for row in &table.rows {
@@ -158,7 +158,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             // own (see `local_only`).
             conn.prepare_cached(local::WRITING_TABLE)?.execute([rusqlite::types::Null])?;
             if unnoting {
-                crate::local_only::track_again(conn, table.schema, id)?;
+                crate::local_only::make_triggers(conn, table.schema, id)?;
             }
         }
         // Children before parents.

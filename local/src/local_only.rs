@@ -15,17 +15,14 @@ use crate::error::Result;
 /// (again, whole: on every provisioning, and for a file an earlier Tandem
 /// made), or drops them from a table with nothing but its key. Its
 /// triggers name every synced column: they go before a column that left
-/// the schema is dropped (see [`untrack`]).
+/// the schema is dropped (see [`drop_triggers`]).
 pub fn track(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
     for statement in local::drop_local_only_triggers(id) {
         conn.execute(&statement, [])?;
     }
     if !local::has_values(table) {
         conn.execute(&local::drop_in_main("TABLE", &local::local_only_table(id)), [])?;
-        for statement in local::local_only_triggers(table, id) {
-            conn.execute(&statement, [])?;
-        }
-        return Ok(());
+        return make_triggers(conn, table, id);
     }
     conn.execute(&local::create_local_only(table, id), [])?;
     let wanted: Vec<String> =
@@ -39,10 +36,7 @@ pub fn track(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
     for name in wanted.iter().filter(|c| !present.contains(c)) {
         conn.execute(&local::add_local_only_column(id, name), [])?;
     }
-    for statement in local::local_only_triggers(table, id) {
-        conn.execute(&statement, [])?;
-    }
-    Ok(())
+    make_triggers(conn, table, id)
 }
 
 /// Whether the file, made by an earlier Tandem, lacks this tracking.
@@ -93,19 +87,19 @@ pub fn writing<T>(conn: &Connection, id: i64, write: impl FnOnce() -> Result<T>)
     value
 }
 
-/// Makes the triggers [`untrack`] dropped again, the table being as it
-/// was.
-pub fn track_again(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
+/// Makes the triggers of table `id` (again, whole), its table being as
+/// the schema has it: after [`drop_triggers`].
+pub fn make_triggers(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
     for statement in local::local_only_triggers(table, id) {
         conn.execute(&statement, [])?;
     }
     Ok(())
 }
 
-/// Drops the triggers of table `id` that name its columns: before a
+/// Drops the triggers of table `id`, which name its columns: before a
 /// column that left the schema is dropped ([`track`] makes them again),
-/// and for a large batch ([`track_again`]).
-pub fn untrack(conn: &Connection, id: i64) -> Result<()> {
+/// and while a large batch stores the table's rows ([`make_triggers`]).
+pub fn drop_triggers(conn: &Connection, id: i64) -> Result<()> {
     for statement in local::drop_local_only_triggers(id) {
         conn.execute(&statement, [])?;
     }

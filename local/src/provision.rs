@@ -78,7 +78,7 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 let synced_before = before.as_ref().and_then(|b| b.tables.iter().find(|t| t.name == table.name));
                 if let Some(synced_before) = synced_before {
                     if let Some(id) = known {
-                        crate::local_only::untrack(conn, id)?;
+                        crate::local_only::drop_triggers(conn, id)?;
                     }
                     for stale in stale_columns(&meta::column_names(conn, &local_name)?, synced_before, table) {
                         // A user's index or constraint on it keeps it (a
