@@ -3,6 +3,7 @@
 //! full round trip with edits on every side and a real conflict, and a
 //! report of what moved and how the conflict ended.
 
+use crate::stdout::say;
 use std::path::{Path, PathBuf};
 
 use postgres::{Client, NoTls};
@@ -51,11 +52,11 @@ SELECT sync_provision('crm', '{\"tables\": [
 ";
 
 fn step(text: &str) {
-    println!("\n== {text}");
+    say!("\n== {text}");
 }
 
 fn show(name: &str, report: &SyncReport) {
-    println!(
+    say!(
         "   {name}: {} change(s) up, {} down, {} conflict(s){}",
         report.pushed,
         report.pulled,
@@ -63,7 +64,7 @@ fn show(name: &str, report: &SyncReport) {
         if report.provisioned { ", tables created from the server's schema" } else { "" }
     );
     for c in &report.conflicts {
-        println!(
+        say!(
             "   conflict on {} {}: {} -> {}; kept: {}, logged: {}",
             c.table,
             Value::Array(c.key.clone()),
@@ -142,7 +143,7 @@ fn demo(url: &str, args: &Args) -> Result<(), CliError> {
     server.batch_execute("CREATE EXTENSION tandem").map_err(|_| CliError::ExtensionMissing { url: redacted(&args.database) })?;
     step(&format!("server {}: two tenants' customers, orders and items, and shared currencies", redacted(url)));
     server.batch_execute(SCHEMA).map_err(|e| CliError::database("seed the demo", &e))?;
-    println!("   scope \"crm\": customers and orders filtered by tenant, items through their order, currencies download-only");
+    say!("   scope \"crm\": customers and orders filtered by tenant, items through their order, currencies download-only");
 
     let temporary = args.dir.is_none();
     let dir = match &args.dir {
@@ -154,7 +155,7 @@ fn demo(url: &str, args: &Args) -> Result<(), CliError> {
     if temporary && !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
-        println!("\nfiles kept in {} (globex.db is encrypted with key {GLOBEX_KEY:?})", dir.display());
+        say!("\nfiles kept in {} (globex.db is encrypted with key {GLOBEX_KEY:?})", dir.display());
     }
     result
 }
@@ -190,9 +191,9 @@ fn round_trip(server: &mut Client, url: &str, dir: &Path) -> Result<(), CliError
          INSERT INTO orders VALUES (12, 1, 2, 7.25, '2024-06-01T08:00:00Z');
          INSERT INTO order_items VALUES (12, 1, 'NANOSECOND-WIRE', 10);",
     )?;
-    println!("   acme.db:   renames customer 1, adds order 12 with an item");
+    say!("   acme.db:   renames customer 1, adds order 12 with an item");
     globex.connection().execute_batch("DELETE FROM order_items WHERE order_id = 20 AND line = 2;")?;
-    println!("   globex.db: removes an item of order 20");
+    say!("   globex.db: removes an item of order 20");
     server
         .batch_execute(
             "UPDATE customers SET name = 'Augusta Ada Lovelace' WHERE id = 1;
@@ -200,7 +201,7 @@ fn round_trip(server: &mut Client, url: &str, dir: &Path) -> Result<(), CliError
              INSERT INTO customers VALUES (4, 2, 'Ken Thompson', 'ken@globex.test');",
         )
         .map_err(|e| CliError::database("edit on the server", &e))?;
-    println!("   server:    renames customer 1 too, changes the USD rate, adds a Globex customer");
+    say!("   server:    renames customer 1 too, changes the USD rate, adds a Globex customer");
 
     step("second sync: changes cross both ways; the server's policy settles the conflict");
     let a = acme.sync(url, "crm", &acme_token)?;
@@ -215,7 +216,7 @@ fn round_trip(server: &mut Client, url: &str, dir: &Path) -> Result<(), CliError
         .query("SELECT table_name, key::text, kind, decision, client_row->>'name', server_row->>'name' FROM tandem.conflicts", &[])
         .map_err(|e| CliError::database("read the conflict log", &e))?
     {
-        println!(
+        say!(
             "   {} {}: {} -> {}; device wrote {:?}, server had {:?}",
             row.get::<_, String>(0),
             row.get::<_, String>(1),
@@ -228,9 +229,9 @@ fn round_trip(server: &mut Client, url: &str, dir: &Path) -> Result<(), CliError
 
     step("check: each file holds exactly its tenant's rows as the server has them");
     check_tenant(&acme, server, 1, "acme.db")?;
-    println!("   acme.db   = tenant 1 on the server");
+    say!("   acme.db   = tenant 1 on the server");
     check_tenant(&globex, server, 2, "globex.db")?;
-    println!("   globex.db = tenant 2 on the server (no Acme row in it)");
-    println!("\ndone: {down} row(s) down, {up} change(s) up, 1 conflict settled by server_wins and logged");
+    say!("   globex.db = tenant 2 on the server (no Acme row in it)");
+    say!("\ndone: {down} row(s) down, {up} change(s) up, 1 conflict settled by server_wins and logged");
     Ok(())
 }

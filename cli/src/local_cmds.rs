@@ -1,5 +1,6 @@
 //! `tandem sql`, `tandem sync` and `tandem rekey`: work on a local file.
 
+use crate::stdout::say;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -258,7 +259,7 @@ fn sync_file(args: &SyncArgs) -> Result<(), CliError> {
     if args.json {
         let mut shown = serde_json::to_value(&report).map_err(|e| CliError::Invalid(format!("the report: {e}")))?;
         shown["version"] = Value::from(REPORT_VERSION);
-        println!("{shown}");
+        say!("{shown}");
     } else {
         print_report(&report);
     }
@@ -326,7 +327,7 @@ fn watch(store: &Store, args: &SyncArgs, options: &SyncOptions) -> Result<SyncRe
 }
 
 pub fn print_report(report: &SyncReport) {
-    println!(
+    say!(
         "synced scope {}{}: {} change(s) up, {} down, {} conflict(s), {} refused{}",
         report.scope,
         report.rounds.map(|n| format!(" in {n} round(s)")).unwrap_or_default(),
@@ -337,23 +338,23 @@ pub fn print_report(report: &SyncReport) {
         if report.provisioned { format!(", schema v{} provisioned", report.schema_version) } else { String::new() }
     );
     for c in &report.conflicts {
-        println!("  conflict {} {}: {} -> {}", c.table, Value::Array(c.key.clone()), c.kind.as_str(), c.decision.as_str());
+        say!("  conflict {} {}: {} -> {}", c.table, Value::Array(c.key.clone()), c.kind.as_str(), c.decision.as_str());
     }
     for r in &report.rejected {
-        println!("  refused {} {}: {} (kept in tandem_rejected)", r.table, Value::Array(r.key.clone()), r.reason);
+        say!("  refused {} {}: {} (kept in tandem_rejected)", r.table, Value::Array(r.key.clone()), r.reason);
     }
     if report.resynced {
-        println!(
+        say!(
             "  pulled this file's partition again (asked for, a new client, or a server that could not vouch for the file's \
              watermark: restored or moved); {} row(s) the server no longer has were removed from the file",
             report.removed
         );
     }
     if report.kept_local > 0 {
-        println!("  {} server change(s) wait behind unsent local changes", report.kept_local);
+        say!("  {} server change(s) wait behind unsent local changes", report.kept_local);
     }
     if report.not_stored > 0 {
-        println!(
+        say!(
             "  {} server row(s) this file's own constraints refuse wait aside (tandem_rejected, kind not_stored; tried again each sync)",
             report.not_stored
         );
@@ -375,7 +376,7 @@ pub fn rekey(args: &RekeyArgs) -> Result<(), CliError> {
     }
     let store = args.file.open()?;
     store.rekey(&args.new_key)?;
-    println!("{} is encrypted with the new key", args.file.path.display());
+    say!("{} is encrypted with the new key", args.file.path.display());
     Ok(())
 }
 

@@ -6,8 +6,10 @@ mod error;
 mod local_cmds;
 mod progress;
 mod serve;
+mod stdout;
 mod verify_cmd;
 
+use crate::stdout::say;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if json => {
             let shown = serde_json::json!({"version": local_cmds::REPORT_VERSION, "error": {"message": error.to_string()}});
-            println!("{shown}");
+            say!("{shown}");
             ExitCode::FAILURE
         }
         Err(error) => {

@@ -1,6 +1,7 @@
 //! `tandem verify`: checks a local file against its partition on the
 //! server, and with `--repair` fixes exactly the rows that differ.
 
+use crate::stdout::say;
 use serde_json::Value;
 use tandem_local::verify::{Options, VerifyReport};
 
@@ -42,7 +43,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     if args.json {
         let mut shown = serde_json::to_value(&report).map_err(|e| CliError::Invalid(format!("the report: {e}")))?;
         shown["version"] = Value::from(REPORT_VERSION);
-        println!("{shown}");
+        say!("{shown}");
     } else {
         print_report(&report);
     }
@@ -51,7 +52,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 
 fn print_report(report: &VerifyReport) {
     let verdict = if report.equal { "holds its partition exactly" } else { "differs from its partition" };
-    println!(
+    say!(
         "scope {}: the file {verdict} ({} row(s) checked, {} KB exchanged, {} ms)",
         report.scope,
         report.rows_checked,
@@ -72,7 +73,7 @@ fn print_report(report: &VerifyReport) {
             text
         };
         if t.differs() {
-            println!(
+            say!(
                 "  {}: {}; {}; {} ({} of {} ranges differ)",
                 t.table,
                 shown("missing", &t.missing),
@@ -83,18 +84,15 @@ fn print_report(report: &VerifyReport) {
             );
         }
         if t.pending > 0 {
-            println!("  {}: {} row(s) changed since the last sync, left for the next one", t.table, t.pending);
+            say!("  {}: {} row(s) changed since the last sync, left for the next one", t.table, t.pending);
         }
     }
     match report.repaired {
         Some(n) if report.kept_local > 0 => {
-            println!(
-                "repaired {n} row(s); {} row(s) changed in the file meanwhile were kept and go up with the next sync",
-                report.kept_local
-            )
+            say!("repaired {n} row(s); {} row(s) changed in the file meanwhile were kept and go up with the next sync", report.kept_local)
         }
-        Some(n) => println!("repaired {n} row(s)"),
-        None if !report.equal => println!("run it again with --repair to fix exactly these rows"),
+        Some(n) => say!("repaired {n} row(s)"),
+        None if !report.equal => say!("run it again with --repair to fix exactly these rows"),
         None => {}
     }
 }

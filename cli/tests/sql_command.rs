@@ -101,3 +101,25 @@ fn a_reader_that_stops_early_ends_the_output_quietly_and_the_script_still_runs()
     assert!(ended.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", ended.status);
     assert_eq!(stdout(&sql(&file, "SELECT count(*) AS n FROM sqlite_master WHERE name = 'after_rows'")), "n\n1");
 }
+
+/// Helper 59: a reader that stops reading (`tandem sync --json | head -c
+/// 100`) made the command panic on the broken pipe, with a backtrace on
+/// stderr and status 101. It now ends with its own status, as `tandem
+/// sql` does with rows.
+#[test]
+fn a_reader_that_stops_reading_leaves_the_commands_own_status() {
+    let files = Files::new("cli_pipe");
+    let file = files.path("a.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["sync", "--json", "--scope", "crm", "--remote", "postgres://nobody@127.0.0.1:1/db", "--local"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tandem sync");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for tandem sync");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(1), "the failed sync's own status: {stderr}");
+}

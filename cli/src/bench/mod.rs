@@ -24,6 +24,7 @@ mod upload;
 mod verify;
 mod watchers;
 
+use crate::stdout::say;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -216,106 +217,115 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         report["watchers_gateway_peak_rss_mb"] = json!(w.gateway_peak_rss_mb);
     }
     if args.json {
-        println!("{report}");
+        say!("{report}");
         return Ok(());
     }
     let n = args.rows;
-    println!("tandem bench: {n} rows (bigint key, int tenant, ~40-char text, numeric(12,2), timestamptz)");
-    println!("  {:<46} {:>14} {:>14} {:>7}", "case", "tandem", "baseline", "ratio");
-    println!(
+    say!("tandem bench: {n} rows (bigint key, int tenant, ~40-char text, numeric(12,2), timestamptz)");
+    say!("  {:<46} {:>14} {:>14} {:>7}", "case", "tandem", "baseline", "ratio");
+    say!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
         "download PostgreSQL -> SQLite file (vs COPY)",
         download.rows_per_s,
         download.baseline_rows_per_s,
         report["download_ratio"].as_f64().unwrap_or_default()
     );
-    println!(
+    say!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
         format!("upload {changes} changes (vs INSERT..ON CONFLICT)"),
         upload.rows_per_s,
         upload.baseline_rows_per_s,
         report["upload_ratio"].as_f64().unwrap_or_default()
     );
-    println!(
+    say!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
         "  of which the server's apply calls",
         upload.apply_rows_per_s,
         upload.baseline_rows_per_s,
         report["upload_apply_ratio"].as_f64().unwrap_or_default()
     );
-    println!(
+    say!(
         "  {:<46} {:>10.0} r/s {:>10.0} r/s {:>7.2}",
         "  floor: the same upsert tracked, with its fold",
         upload.tracked_rows_per_s,
         upload.baseline_rows_per_s,
         report["upload_tracked_ratio"].as_f64().unwrap_or_default()
     );
-    println!("  {:<46} {:>10.0} r/s", "a tenant's first sync, half the rows (filtered)", filtered);
-    println!("  {:<46} {:>13.1}ms", "incremental round, 100 changed rows (median)", incremental.new_connection_ms);
-    println!("  {:<46} {:>13.1}ms", "  the same over a connection held across rounds", incremental.held_connection_ms);
-    println!(
+    say!("  {:<46} {:>10.0} r/s", "a tenant's first sync, half the rows (filtered)", filtered);
+    say!("  {:<46} {:>13.1}ms", "incremental round, 100 changed rows (median)", incremental.new_connection_ms);
+    say!("  {:<46} {:>13.1}ms", "  the same over a connection held across rounds", incremental.held_connection_ms);
+    say!(
         "  {:<46} {:>13.1}ms  ({} KB exchanged; the rows as JSON: {} MB)",
         "verify of the whole file, nothing differs",
         verified.ms,
         verified.bytes.div_ceil(1024),
         verified.rows_bytes >> 20
     );
-    println!(
+    say!(
         "  {:<46} {:>13.1}ms  ({} KB exchanged)",
         "verify --repair, 10 rows drifted on the server",
         verified.repair_ms,
         verified.repair_bytes.div_ceil(1024)
     );
-    println!(
+    say!(
         "  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)",
         "server write overhead (tracked / untracked)",
         server.worst(),
         server.insert,
         server.update
     );
-    println!(
+    say!(
         "  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)",
         "local write overhead (tracked / untracked)",
         local.tracked.worst(),
         local.tracked.insert,
         local.tracked.update
     );
-    println!(
+    say!(
         "  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)",
         "  of it, any trigger (one that never runs)",
         local.trigger_floor.worst(),
         local.trigger_floor.insert,
         local.trigger_floor.update
     );
-    println!("  {:<46} {:>12.0} MB", "client peak RSS during the download", download.peak_rss_mb);
-    println!("  {:<46} {:>13.2} s", "first sync of 10,000 rows", seed);
-    println!("  {:<46} {:>13.2} s", "provision (stamp existing rows)", scratch.provision_s);
-    println!(
+    say!("  {:<46} {:>12.0} MB", "client peak RSS during the download", download.peak_rss_mb);
+    say!("  {:<46} {:>13.2} s", "first sync of 10,000 rows", seed);
+    say!("  {:<46} {:>13.2} s", "provision (stamp existing rows)", scratch.provision_s);
+    say!(
         "  {:<46} {:>13.1}ms  ({} rows pulled; the ALTER {:.0} ms)",
-        "round after ADD COLUMN .. DEFAULT, 100 changed", added.round_ms, added.pulled, added.alter_ms
+        "round after ADD COLUMN .. DEFAULT, 100 changed",
+        added.round_ms,
+        added.pulled,
+        added.alter_ms
     );
     if let Some(w) = &wide {
-        println!("  a {}-table scope, {} rows a table, filtered by tenant:", w.tables, tables::ROWS_PER_TABLE);
-        println!("  {:<46} {:>13.1}ms  (a one-table scope: {:.1} ms)", "  idle round (median)", w.idle_round_ms, w.one_table_idle_round_ms);
-        println!("  {:<46} {:>13.1}ms", "  round with one row changed (median)", w.one_change_round_ms);
-        println!("  {:<46} {:>13.1}ms", "  of a round: opening the connection", w.connect_ms);
-        println!(
+        say!("  a {}-table scope, {} rows a table, filtered by tenant:", w.tables, tables::ROWS_PER_TABLE);
+        say!("  {:<46} {:>13.1}ms  (a one-table scope: {:.1} ms)", "  idle round (median)", w.idle_round_ms, w.one_table_idle_round_ms);
+        say!("  {:<46} {:>13.1}ms", "  round with one row changed (median)", w.one_change_round_ms);
+        say!("  {:<46} {:>13.1}ms", "  of a round: opening the connection", w.connect_ms);
+        say!(
             "  {:<46} {:>13.1}ms  (one row changed: {:.1} ms)",
-            "  idle round over a connection kept open", w.held_idle_round_ms, w.held_one_change_round_ms
+            "  idle round over a connection kept open",
+            w.held_idle_round_ms,
+            w.held_one_change_round_ms
         );
-        println!(
+        say!(
             "  {:<46} {:>13.1}ms  (one row changed: {:.1} ms)",
-            "  idle round through the gateway", w.gateway_idle_round_ms, w.gateway_one_change_round_ms
+            "  idle round through the gateway",
+            w.gateway_idle_round_ms,
+            w.gateway_one_change_round_ms
         );
     }
     if let Some(c) = &fleet {
-        println!("  {} clients, a round each every second through one gateway, {:.0} server writes/s:", c.clients, c.writes_per_s);
-        println!("  {:<46} {:>13.1}ms  (p99 {:.1} ms; {} rounds, {} failed)", "  round p50", c.p50_ms, c.p99_ms, c.rounds, c.failed_rounds);
-        println!(
+        say!("  {} clients, a round each every second through one gateway, {:.0} server writes/s:", c.clients, c.writes_per_s);
+        say!("  {:<46} {:>13.1}ms  (p99 {:.1} ms; {} rounds, {} failed)", "  round p50", c.p50_ms, c.p99_ms, c.rounds, c.failed_rounds);
+        say!(
             "  {:<46} {:>13.1}ms  (p99 {:.1} ms; all started within a second, before the run)",
-            "  a device's first round p50", c.first_p50_ms, c.first_p99_ms
+            "  a device's first round p50",
+            c.first_p50_ms,
+            c.first_p99_ms
         );
-        println!(
+        say!(
             "  {:<46} {:>13.1}ms  (gateway {:.1} ms; a write {:.2} ms; {:.2} cores in all)",
             "  server CPU per round, writes left out",
             c.server_cpu_ms_per_round,
@@ -323,14 +333,14 @@ pub fn run(args: &Args) -> Result<(), CliError> {
             c.server_cpu_ms_per_write,
             c.server_cores
         );
-        println!("  {:<46} {:>14}", "  every file equals its partition", c.converged);
+        say!("  {:<46} {:>14}", "  every file equals its partition", c.converged);
     }
     if let Some(w) = &watched {
-        println!("  {} devices watching through one gateway:", w.watchers);
-        println!("  {:<46} {:>13.2} s", "  all files made, from the first start", w.live_s);
-        println!("  {:<46} {:>13.2} s  (converged: {})", "  a commit per tenant, until all files hold it", w.converge_s, w.converged);
-        println!("  {:<46} {:>14}  ({} LISTEN)", "  gateway's PostgreSQL sessions while waiting", w.gateway_sessions, w.listen_sessions);
-        println!("  {:<46} {:>12.0} MB  (peak {:.0} MB)", "  gateway RSS while all wait", w.gateway_rss_mb, w.gateway_peak_rss_mb);
+        say!("  {} devices watching through one gateway:", w.watchers);
+        say!("  {:<46} {:>13.2} s", "  all files made, from the first start", w.live_s);
+        say!("  {:<46} {:>13.2} s  (converged: {})", "  a commit per tenant, until all files hold it", w.converge_s, w.converged);
+        say!("  {:<46} {:>14}  ({} LISTEN)", "  gateway's PostgreSQL sessions while waiting", w.gateway_sessions, w.listen_sessions);
+        say!("  {:<46} {:>12.0} MB  (peak {:.0} MB)", "  gateway RSS while all wait", w.gateway_rss_mb, w.gateway_peak_rss_mb);
     }
     Ok(())
 }
