@@ -69,6 +69,12 @@ pub enum LocalError {
     #[error("this connection runs with PRAGMA journal_mode = OFF, under which SQLite cannot undo a failed write, so a sync could leave half of a batch stored: set PRAGMA journal_mode = WAL (or DELETE) on it and sync again")]
     NoJournal,
 
+    /// SQLite checks a deferred foreign key only at commit, where no
+    /// single row of the batch can be set aside: the whole batch fails,
+    /// each round, until the row that refers to it goes.
+    #[error("a foreign key of this file's own, from {table} to {parent}, declared DEFERRABLE INITIALLY DEFERRED, refuses what the server sent (a row {table} refers to is gone or moved): SQLite checks it only at commit, so the whole batch was undone. Declare the key without DEFERRABLE (then the refused row waits aside and the rest is stored), or remove the {table} row that refers to it")]
+    DeferredForeignKey { table: String, parent: String },
+
     #[error("{0}")]
     Invalid(String),
 }

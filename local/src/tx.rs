@@ -23,8 +23,15 @@ pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result
             Ok(value) => match conn.execute_batch("COMMIT") {
                 Ok(()) => Ok(value),
                 Err(error) => {
+                    let deferred = match &error {
+                        rusqlite::Error::SqliteFailure(e, _) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                            deferred_foreign_key(conn)
+                        }
+                        _ => None,
+                    };
+                    let error = deferred.unwrap_or_else(|| error.into());
                     let _ = conn.execute_batch("ROLLBACK");
-                    Err(error.into())
+                    Err(error)
                 }
             },
             Err(error) => {
@@ -44,6 +51,16 @@ pub fn atomically<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result
             Err(error)
         }
     }
+}
+
+/// What refused the commit, when a deferred foreign key of the file's own
+/// did: named, with what to do, instead of SQLite's bare "FOREIGN KEY
+/// constraint failed" (helper 58).
+fn deferred_foreign_key(conn: &Connection) -> Option<LocalError> {
+    conn.query_row(device::FOREIGN_KEY_VIOLATION, [], |r| {
+        Ok(LocalError::DeferredForeignKey { table: r.get("table")?, parent: r.get("parent")? })
+    })
+    .ok()
 }
 
 /// Refuses a connection sync cannot work under: without a rollback

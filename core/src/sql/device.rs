@@ -104,6 +104,10 @@ pub fn rename_column(table: &str, from: &str, to: &str) -> String {
 /// the key declared beside it, and the program's key with it.
 pub const IN_FOREIGN_KEY: &str = "SELECT EXISTS (SELECT 1 FROM pragma_foreign_key_list(:table) WHERE \"from\" = :column) AS held";
 
+/// The first row a foreign key of the file's own refuses (its table and
+/// the table it refers to): what a deferred key found at commit.
+pub const FOREIGN_KEY_VIOLATION: &str = "SELECT \"table\", parent FROM pragma_foreign_key_check LIMIT 1";
+
 pub fn drop_column(table: &str, column: &str) -> String {
     format!("ALTER TABLE {} DROP COLUMN {}", quote_ident(table), quote_ident(column))
 }
@@ -317,6 +321,7 @@ mod tests {
             PRESENT_OBJECTS,
             TRIGGERS_NAMED,
             IN_FOREIGN_KEY,
+            FOREIGN_KEY_VIOLATION,
             TABLES_NAMED,
             UNIQUE_INDEXES,
             INDEX_COLUMNS,

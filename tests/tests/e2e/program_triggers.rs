@@ -482,3 +482,28 @@ fn a_refused_delete_in_an_uploads_answer_waits_aside_and_sync_goes_on() {
     assert_eq!(server_value(&s, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada L"));
     assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE kind = 'not_stored' AND key = '[2]'"), 1);
 }
+
+/// Helper 58: a deferred foreign key of the file's own that refuses the
+/// server's delete fails the batch at commit, every round, and SQLite
+/// says only "FOREIGN KEY constraint failed". The error now names the key
+/// and says what to do.
+#[test]
+fn a_deferred_key_that_refuses_a_batch_is_named_with_what_to_do() {
+    let s = Scenario::new("program_deferred_key", SCHEMA, "shop");
+    Connection::open(s.files.path("a.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
+             CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
+                                  customer_id INTEGER REFERENCES customers DEFERRABLE INITIALLY DEFERRED, total NUMERIC);",
+        )
+        .unwrap();
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.sync(&file, tenant(1));
+    s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 1").unwrap();
+    let options = serde_json::from_value(json!({})).unwrap();
+    let error = file.sync(&s.db.url, "shop", &options).unwrap_err().to_string();
+    assert!(error.contains("from orders to customers") && error.contains("DEFERRABLE"), "{error}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 1"), 1, "the batch was undone whole");
+}
