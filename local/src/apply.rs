@@ -50,18 +50,6 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
     applying(conn, state, |conn| {
         let mut result = Applied { watermark: watermark.clone(), ..Applied::default() };
         let mut deletes = Vec::new();
-        // For a large batch, the tracking triggers go for the length of this
-        // transaction (no other connection can write meanwhile): logging
-        // every row, then removing those entries again, would double the
-        // cost of the writes. Not a table with unsent changes: a row of it
-        // the file's own foreign key takes must be seen to go (see
-        // `tx::applying`).
-        // So do the triggers that note what the file changes on its own
-        // (an update trigger slows SQLite's upsert even where it inserts),
-        // when nothing is noted that sync's writes would have to replace,
-        // but only while the table's own rows are written: what the file's
-        // keys do to its other rows while sync writes another table, or
-        // deletes rows, is noted.
         // Keys with unsent changes, read before anything is written: what
         // the file's own keys log while sync writes (`ON UPDATE CASCADE`
         // into a key column) is no unsent change, and the server's rows of
@@ -71,6 +59,17 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             let t = state.schema.position(table.schema);
             waiting.push(rows::pending(conn, table.schema, state.tables[t].id, state.tables[t].acked_seq)?);
         }
+        // For a large batch, the tracking triggers go for the length of this
+        // transaction (no other connection can write meanwhile): logging
+        // every row, then removing those entries again, would double the
+        // cost of the writes. Not a table with unsent changes: a row of it
+        // the file's own foreign key takes must be seen to go (see
+        // `tx::applying`). So do the triggers that note what the file
+        // changes on its own (an update trigger slows SQLite's upsert even
+        // where it inserts), when nothing is noted that sync's writes would
+        // have to replace, but only while the table's own rows are written:
+        // what the file's keys do to its other rows while sync writes
+        // another table, or deletes rows, is noted.
         let mut silenced = Vec::new();
         let mut unnoted = Vec::new();
         for table in &tables {
@@ -104,59 +103,59 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
             if unnoting {
                 crate::local_only::drop_triggers(conn, id)?;
             }
-            conn.prepare_cached(local::WRITING_TABLE)?.execute([id])?;
-            for row in &table.rows {
-                // A pull from NULL replacing the file's server state: the
-                // server has this row (kept or not, it is no delete missed).
-                if state.resync && row.op == Op::Upsert {
-                    crate::resync::cross_off(conn, state, t, &row.key)?;
-                }
-                if !waiting.is_empty() && waiting.contains(&rows::key_text(&row.key)) {
-                    result.skipped.push(json!({"table": table.schema.name, "key": row.key}));
-                    continue;
-                }
-                match row.op {
-                    Op::Upsert => {
-                        let written = match upsert.execute(params_from_iter(row.values.iter().map(Bound))) {
-                            Ok(0) => Err(LocalError::RowIgnored { table: table.schema.name.clone() }),
-                            Ok(_) => Ok(()),
-                            Err(error) => Err(error.into()),
-                        };
-                        if let Err(error) = written {
-                            // The file's own constraint: the row waits
-                            // aside, the batch goes on (a failed statement
-                            // is undone by itself).
-                            let refusal = not_stored::as_refusal(conn, table.schema, error)?;
-                            let object = server_object(table, row);
-                            let server = ServerRow { t, key: &row.key, row: Some(&object), version: row.version.as_deref() };
-                            not_stored::keep(conn, state, &server, &refusal)?;
-                            // The file's row keeps what it has; an upload
-                            // of it sends the server's values of what it
-                            // could not take (helper 58: a renamed
-                            // column's value wiped by NULL).
-                            let values: Vec<Bound<'_>> = row.values.iter().map(Bound).collect();
-                            let key: Vec<Bound<'_>> = key_positions.iter().map(|&p| Bound(&row.values[p])).collect();
-                            crate::local_only::note_refused(conn, table.schema, id, &columns, &values, &key)?;
-                            result.not_stored += 1;
-                            continue;
-                        }
-                        let key: Vec<Bound<'_>> = key_positions.iter().map(|&p| Bound(&row.values[p])).collect();
-                        let mut params: Vec<&dyn ToSql> = key.iter().map(|k| k as &dyn ToSql).collect();
-                        match &row.version {
-                            Some(version) => {
-                                params.push(version);
-                                base.execute(params.as_slice())?
-                            }
-                            None => drop_base.execute(params.as_slice())?,
-                        };
-                        result.applied += 1;
+            // Sync's own writes: what the file's own keys and triggers do
+            // meanwhile to other tables is its own (see `local_only`).
+            crate::local_only::writing(conn, id, || {
+                for row in &table.rows {
+                    // A pull from NULL replacing the file's server state: the
+                    // server has this row (kept or not, it is no delete missed).
+                    if state.resync && row.op == Op::Upsert {
+                        crate::resync::cross_off(conn, state, t, &row.key)?;
                     }
-                    Op::Delete => deletes.push((t, row.key.clone(), row.respelled == Some(true))),
+                    if !waiting.is_empty() && waiting.contains(&rows::key_text(&row.key)) {
+                        result.skipped.push(json!({"table": table.schema.name, "key": row.key}));
+                        continue;
+                    }
+                    match row.op {
+                        Op::Upsert => {
+                            let key: Vec<Bound<'_>> = key_positions.iter().map(|&p| Bound(&row.values[p])).collect();
+                            let written = match upsert.execute(params_from_iter(row.values.iter().map(Bound))) {
+                                Ok(0) => Err(LocalError::RowIgnored { table: table.schema.name.clone() }),
+                                Ok(_) => Ok(()),
+                                Err(error) => Err(error.into()),
+                            };
+                            if let Err(error) = written {
+                                // The file's own constraint: the row waits
+                                // aside, the batch goes on (a failed statement
+                                // is undone by itself).
+                                let refusal = not_stored::as_refusal(conn, table.schema, error)?;
+                                let object = server_object(table, row);
+                                let server = ServerRow { t, key: &row.key, row: Some(&object), version: row.version.as_deref() };
+                                not_stored::keep(conn, state, &server, &refusal)?;
+                                // The file's row keeps what it has; an upload
+                                // of it sends the server's values of what it
+                                // could not take (helper 58: a renamed
+                                // column's value wiped by NULL).
+                                let values: Vec<Bound<'_>> = row.values.iter().map(Bound).collect();
+                                crate::local_only::note_refused(conn, table.schema, id, &columns, &values, &key)?;
+                                result.not_stored += 1;
+                                continue;
+                            }
+                            let mut params: Vec<&dyn ToSql> = key.iter().map(|k| k as &dyn ToSql).collect();
+                            match &row.version {
+                                Some(version) => {
+                                    params.push(version);
+                                    base.execute(params.as_slice())?
+                                }
+                                None => drop_base.execute(params.as_slice())?,
+                            };
+                            result.applied += 1;
+                        }
+                        Op::Delete => deletes.push((t, row.key.clone(), row.respelled == Some(true))),
+                    }
                 }
-            }
-            // What the file's own keys and triggers do from here on is its
-            // own (see `local_only`).
-            conn.prepare_cached(local::WRITING_TABLE)?.execute([rusqlite::types::Null])?;
+                Ok(())
+            })?;
             if unnoting {
                 crate::local_only::make_triggers(conn, table.schema, id)?;
             }

@@ -17,16 +17,13 @@ use crate::error::Result;
 /// triggers name every synced column: they go before a column that left
 /// the schema is dropped (see [`drop_triggers`]).
 pub fn track(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
-    for statement in local::drop_local_only_triggers(id) {
-        conn.execute(&statement, [])?;
-    }
+    drop_triggers(conn, id)?;
     if !local::has_values(table) {
         conn.execute(&local::drop_in_main("TABLE", &local::local_only_table(id)), [])?;
         return make_triggers(conn, table, id);
     }
     conn.execute(&local::create_local_only(table, id), [])?;
-    let wanted: Vec<String> =
-        table.columns.iter().filter(|c| !table.primary_key.contains(&c.name)).map(|c| local::local_only_column(&c.name)).collect();
+    let wanted = local::local_only_columns(table);
     let present = crate::meta::column_names(conn, &local::local_only_table_name(id))?;
     // A column that left the schema takes what was noted of it: if it
     // comes back, it is another column.

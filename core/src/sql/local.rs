@@ -543,6 +543,33 @@ fn value_columns(table: &TableSchema) -> impl Iterator<Item = &str> {
     table.columns.iter().map(|c| c.name.as_str()).filter(|c| !table.primary_key.iter().any(|k| k == c))
 }
 
+/// The value columns [`local_only_table`] has for `table`, by name
+/// ([`local_only_column`]), unquoted.
+pub fn local_only_columns(table: &TableSchema) -> Vec<String> {
+    value_columns(table).map(local_only_column).collect()
+}
+
+/// [`local_only_columns`], quoted.
+fn noted(table: &TableSchema) -> Vec<String> {
+    value_columns(table).map(|c| quote_ident(&local_only_column(c))).collect()
+}
+
+/// Drops both entries of each row whose values to send equal what the
+/// file left (nothing to restore), of the rows `condition` (over `s`, the
+/// entry to send) names too.
+fn forget_equal(table: &TableSchema, id: i64, condition: &str) -> String {
+    let lo = local_only_table(id);
+    let equal: Vec<String> = noted(table).iter().map(|v| format!("s.{v} IS a.{v}")).collect();
+    format!(
+        "DELETE FROM {lo} WHERE ({}) IN (SELECT {} FROM {lo} s JOIN {lo} a ON {} AND a.tandem_left = 1 \
+         WHERE s.tandem_left = 0 AND {condition} AND {})",
+        column_list(None, &table.primary_key),
+        column_list(Some("s"), &table.primary_key),
+        crate::sql::columns_equal("a", &table.primary_key, "s", &table.primary_key),
+        equal.join(AND)
+    )
+}
+
 /// The prefix of the value columns' names in [`local_only_table`].
 pub const LOCAL_ONLY_VALUE_PREFIX: &str = "tandem_v_";
 
@@ -555,7 +582,7 @@ pub fn local_only_column(column: &str) -> String {
 /// server's schema gained since come with [`add_local_only_column`].
 pub fn create_local_only(table: &TableSchema, id: i64) -> String {
     let key_defs: Vec<String> = table.key_columns().iter().map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sqlite_decl())).collect();
-    let values: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).collect();
+    let values = noted(table);
     format!(
         "CREATE TABLE IF NOT EXISTS {} ({}, tandem_left INTEGER NOT NULL, tandem_fresh INTEGER NOT NULL DEFAULT 0, {}, \
          PRIMARY KEY ({}, tandem_left)) WITHOUT ROWID",
@@ -606,7 +633,7 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
     let lo = local_only_table(id);
     let keys = column_list(None, &table.primary_key);
     let at = |row: &str| each(&table.primary_key, AND, |k| format!("{k} = {row}.{k}"));
-    let values: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).collect();
+    let values = noted(table);
     let olds: Vec<String> = value_columns(table).map(|c| format!("OLD.{}", quote_ident(c))).collect();
     let left =
         format!("(SELECT {{v}} FROM {lo} a WHERE {} AND a.tandem_left = 1)", each(&table.primary_key, AND, |k| format!("a.{k} = OLD.{k}")));
@@ -675,7 +702,7 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
 pub fn note_server_row(table: &TableSchema, id: i64, columns: &[String]) -> [String; 2] {
     let lo = local_only_table(id);
     let keys = column_list(None, &table.primary_key);
-    let values: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).collect();
+    let values = noted(table);
     let server: Vec<String> = value_columns(table)
         .map(|c| match columns.iter().position(|s| s == c) {
             Some(i) => format!("?{}", i + 1),
@@ -729,17 +756,10 @@ pub fn fold_local_only(table: &TableSchema, id: i64) -> [String; 3] {
         })
         .collect();
     let left: Vec<String> = value_columns(table).map(|c| format!("{} = {}", quote_ident(&local_only_column(c)), current(c))).collect();
-    let equal: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).map(|v| format!("s.{v} IS a.{v}")).collect();
     [
         format!("UPDATE {lo} SET {} WHERE tandem_left = 0", sent.join(", ")),
         format!("UPDATE {lo} SET {} WHERE tandem_left = 1", left.join(", ")),
-        format!(
-            "DELETE FROM {lo} WHERE ({}) IN (SELECT {} FROM {lo} s JOIN {lo} a ON {} AND a.tandem_left = 1 WHERE s.tandem_left = 0 AND {})",
-            column_list(None, &table.primary_key),
-            column_list(Some("s"), &table.primary_key),
-            same("a", "s"),
-            equal.join(AND)
-        ),
+        forget_equal(table, id, "TRUE"),
     ]
 }
 
@@ -754,10 +774,9 @@ pub fn local_only_noted(id: i64) -> String {
 pub fn settle_local_only(table: &TableSchema, id: i64) -> [String; 4] {
     let lo = local_only_table(id);
     let keys = column_list(None, &table.primary_key);
-    let values: Vec<String> = value_columns(table).map(|c| quote_ident(&local_only_column(c))).collect();
+    let values = noted(table);
     let same = |l: &str, r: &str| crate::sql::columns_equal(l, &table.primary_key, r, &table.primary_key);
     let r_values: Vec<String> = value_columns(table).map(|c| format!("r.{}", quote_ident(c))).collect();
-    let equal: Vec<String> = values.iter().map(|v| format!("s.{v} IS a.{v}")).collect();
     [
         format!(
             "DELETE FROM {lo} WHERE NOT EXISTS (SELECT 1 FROM {user} r WHERE {at_row}) \
@@ -775,13 +794,7 @@ pub fn settle_local_only(table: &TableSchema, id: i64) -> [String; 4] {
             same("r", "s"),
             user = user_table(table),
         ),
-        format!(
-            "DELETE FROM {lo} WHERE ({keys}) IN (SELECT {} FROM {lo} s JOIN {lo} a ON {} AND a.tandem_left = 1 \
-             WHERE s.tandem_left = 0 AND s.tandem_fresh = 1 AND {})",
-            column_list(Some("s"), &table.primary_key),
-            same("a", "s"),
-            equal.join(AND),
-        ),
+        forget_equal(table, id, "s.tandem_fresh = 1"),
         format!("UPDATE {lo} SET tandem_fresh = 0 WHERE tandem_fresh = 1"),
     ]
 }
