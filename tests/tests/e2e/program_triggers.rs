@@ -8,6 +8,7 @@
 
 use rusqlite::Connection;
 use serde_json::{json, Value};
+use tandem_local::Store;
 use tandem_tests::local::{local, local_count, local_value, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
@@ -28,22 +29,27 @@ fn tenant(n: i64) -> Value {
     json!({"params": {"tenant": n}})
 }
 
-/// A file that held the tables before it synced them, with foreign keys
-/// whose actions SQLite carries out once `PRAGMA foreign_keys` is on: an
-/// order's customer with `on_delete`, its lines with `CASCADE`.
-fn held_before(s: &Scenario, on_delete: &str) -> std::path::PathBuf {
-    let path = s.files.path("a.db");
-    Connection::open(&path)
-        .unwrap()
-        .execute_batch(&format!(
-            r#"CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
-               CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
-                                    customer_id INTEGER REFERENCES customers ON DELETE {on_delete}, total NUMERIC);
-               CREATE TABLE "Order Lines" ("Order Id" INTEGER REFERENCES orders (id) ON DELETE CASCADE, "Line No" INTEGER,
-                                           "SKU" TEXT, PRIMARY KEY ("Order Id", "Line No"));"#
-        ))
-        .unwrap();
-    path
+/// A file that held its tables (`tables`, SQLite's DDL) before it synced
+/// them, with the actions of its foreign keys carried out (`PRAGMA
+/// foreign_keys`), synced once as tenant 1.
+fn held_before(s: &Scenario, tables: &str) -> Store {
+    Connection::open(s.files.path("a.db")).unwrap().execute_batch(tables).unwrap();
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.sync(&file, tenant(1));
+    file
+}
+
+/// The shop's tables as a program made them: an order's customer with
+/// `on_delete`, its lines with `CASCADE`.
+fn shop_tables(on_delete: &str) -> String {
+    format!(
+        r#"CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
+           CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
+                                customer_id INTEGER REFERENCES customers ON DELETE {on_delete}, total NUMERIC);
+           CREATE TABLE "Order Lines" ("Order Id" INTEGER REFERENCES orders (id) ON DELETE CASCADE, "Line No" INTEGER,
+                                       "SKU" TEXT, PRIMARY KEY ("Order Id", "Line No"));"#
+    )
 }
 
 fn server_value(s: &Scenario, sql: &str) -> Option<String> {
@@ -113,10 +119,8 @@ fn a_trigger_on_a_row_that_left_the_partition_changes_nothing_on_the_server() {
 #[test]
 fn what_the_files_foreign_keys_do_to_rows_that_left_the_partition_stays_on_the_device() {
     let s = Scenario::new("program_foreign_keys", SCHEMA, "shop");
-    let path = held_before(&s, "CASCADE");
-    let file = s.store("a.db");
-    local(&file, "PRAGMA foreign_keys = ON");
-    s.sync(&file, tenant(1));
+    let path = s.files.path("a.db");
+    let file = held_before(&s, &shop_tables("CASCADE"));
     assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines""#), 3);
     s.server().batch_execute("UPDATE orders SET tenant_id = 2 WHERE id = 10; UPDATE customers SET tenant_id = 2 WHERE id = 2").unwrap();
     // An edit the program makes while the round pulls: still unsent when
@@ -152,10 +156,7 @@ fn what_the_files_foreign_keys_do_to_rows_that_left_the_partition_stays_on_the_d
 #[test]
 fn what_the_files_own_key_changed_in_a_row_stays_local_through_later_edits() {
     let s = Scenario::new("program_set_null", SCHEMA, "shop");
-    held_before(&s, "SET NULL");
-    let file = s.store("a.db");
-    local(&file, "PRAGMA foreign_keys = ON");
-    s.sync(&file, tenant(1));
+    let file = held_before(&s, &shop_tables("SET NULL"));
     s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 2").unwrap();
     s.sync(&file, json!({}));
     assert_eq!(local_value(&file, "SELECT coalesce(customer_id, 'none') FROM orders WHERE id = 11").as_deref(), Some("none"));
@@ -212,10 +213,7 @@ fn a_total_the_files_trigger_kept_during_sync_stays_local_through_an_edit() {
 #[test]
 fn rows_the_files_own_key_removed_never_go_up_as_deletes_later() {
     let s = Scenario::new("program_cascade_index", SCHEMA, "shop");
-    held_before(&s, "CASCADE");
-    let file = s.store("a.db");
-    local(&file, "PRAGMA foreign_keys = ON");
-    s.sync(&file, tenant(1));
+    let file = held_before(&s, &shop_tables("CASCADE"));
     s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 1").unwrap();
     s.sync(&file, json!({}));
     assert_eq!(local_count(&file, "SELECT count(*) FROM orders"), 1, "order 10 went with its customer");
@@ -241,17 +239,12 @@ fn the_programs_own_value_once_sent_replaces_the_value_from_before() {
                                                        {"name": "orders", "filter": {"tenant_id": "tenant"}}]}');"#,
         "shop",
     );
-    Connection::open(s.files.path("a.db"))
-        .unwrap()
-        .execute_batch(
-            "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
+    let file = held_before(
+        &s,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
              CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
                                   customer_id INTEGER REFERENCES customers ON DELETE SET NULL, note TEXT);",
-        )
-        .unwrap();
-    let file = s.store("a.db");
-    local(&file, "PRAGMA foreign_keys = ON");
-    s.sync(&file, tenant(1));
+    );
     s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 1").unwrap();
     s.sync(&file, json!({}));
     let order = |s: &Scenario| server_value(s, "SELECT coalesce(customer_id::text, 'none') || ':' || note FROM orders WHERE id = 10");
@@ -274,18 +267,13 @@ fn the_programs_own_value_once_sent_replaces_the_value_from_before() {
 fn a_delete_the_files_own_key_refuses_waits_aside_and_the_batch_goes_on() {
     let s = Scenario::new("program_key_refuses_delete", SCHEMA, "shop");
     let path = s.files.path("a.db");
-    Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            r#"CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
+    let file = held_before(
+        &s,
+        r#"CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
                CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, customer_id INTEGER, total NUMERIC);
                CREATE TABLE "Order Lines" ("Order Id" INTEGER REFERENCES orders (id), "Line No" INTEGER,
                                            "SKU" TEXT, PRIMARY KEY ("Order Id", "Line No"));"#,
-        )
-        .unwrap();
-    let file = s.store("a.db");
-    local(&file, "PRAGMA foreign_keys = ON");
-    s.sync(&file, tenant(1));
+    );
     s.server().batch_execute("UPDATE orders SET tenant_id = 2 WHERE id = 10; UPDATE customers SET name = 'Ada B' WHERE id = 1").unwrap();
     let mut interfering = Interfering {
         write_after_select: Some((path.clone(), r#"UPDATE "Order Lines" SET "SKU" = 'edited' WHERE "Order Id" = 10 AND "Line No" = 1"#)),
@@ -322,21 +310,15 @@ SELECT sync_provision('shop', '{"tables": [{"name": "customers", "filter": {"ten
                                             {"name": "tags", "filter": {"tenant_id": "tenant"}}]}');
 "#;
 
-fn coded_file(s: &Scenario) -> tandem_local::Store {
-    Connection::open(s.files.path("a.db"))
-        .unwrap()
-        .execute_batch(
-            "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, code TEXT UNIQUE NOT NULL);
+fn coded_file(s: &Scenario) -> Store {
+    held_before(
+        s,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, code TEXT UNIQUE NOT NULL);
              CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
                                   cust_code TEXT REFERENCES customers (code) ON UPDATE CASCADE, note TEXT);
              CREATE TABLE tags (code TEXT REFERENCES customers (code) ON UPDATE CASCADE, tag TEXT, tenant_id INTEGER NOT NULL,
                                 info TEXT, PRIMARY KEY (code, tag));",
-        )
-        .unwrap();
-    let file = s.store("a.db");
-    local(&file, "PRAGMA foreign_keys = ON");
-    s.sync(&file, tenant(1));
-    file
+    )
 }
 
 /// Helper 57: a pulled batch of 1000 rows or more of a table turned that
@@ -413,10 +395,7 @@ fn server_rows_at_keys_the_files_own_key_moved_rows_to_are_stored() {
 #[test]
 fn a_row_the_file_could_not_take_again_never_overwrites_what_it_lacks() {
     let s = Scenario::new("program_refused_rename", SCHEMA, "shop");
-    held_before(&s, "SET NULL");
-    let file = s.store("a.db");
-    local(&file, "PRAGMA foreign_keys = ON");
-    s.sync(&file, tenant(1));
+    let file = held_before(&s, &shop_tables("SET NULL"));
     s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 1").unwrap();
     s.sync(&file, json!({}));
     s.server().batch_execute("ALTER TABLE orders RENAME COLUMN total TO amount; ALTER TABLE orders ADD COLUMN extra text").unwrap();
@@ -428,19 +407,14 @@ fn a_row_the_file_could_not_take_again_never_overwrites_what_it_lacks() {
 
 /// Customers whose names the file compares without case, and a program's
 /// trigger that refuses names the server sends in capitals.
-fn nocase_file(s: &Scenario) -> tandem_local::Store {
-    Connection::open(s.files.path("a.db"))
-        .unwrap()
-        .execute_batch(
-            "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL COLLATE NOCASE);
+fn nocase_file(s: &Scenario) -> Store {
+    held_before(
+        s,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL COLLATE NOCASE);
              CREATE TRIGGER program_no_shouting BEFORE UPDATE ON customers WHEN NEW.name = upper(NEW.name) COLLATE BINARY
              BEGIN SELECT RAISE(ABORT, 'no shouting'); END;
              CREATE TRIGGER program_keep BEFORE DELETE ON customers WHEN OLD.id = 2 BEGIN SELECT RAISE(ABORT, 'keep Grace'); END;",
-        )
-        .unwrap();
-    let file = s.store("a.db");
-    s.sync(&file, tenant(1));
-    file
+    )
 }
 
 const CUSTOMERS_CLIENT_WINS: &str = r#"
@@ -490,17 +464,12 @@ fn a_refused_delete_in_an_uploads_answer_waits_aside_and_sync_goes_on() {
 #[test]
 fn a_deferred_key_that_refuses_a_batch_is_named_with_what_to_do() {
     let s = Scenario::new("program_deferred_key", SCHEMA, "shop");
-    Connection::open(s.files.path("a.db"))
-        .unwrap()
-        .execute_batch(
-            "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
+    let file = held_before(
+        &s,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
              CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
                                   customer_id INTEGER REFERENCES customers DEFERRABLE INITIALLY DEFERRED, total NUMERIC);",
-        )
-        .unwrap();
-    let file = s.store("a.db");
-    local(&file, "PRAGMA foreign_keys = ON");
-    s.sync(&file, tenant(1));
+    );
     s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 1").unwrap();
     let options = serde_json::from_value(json!({})).unwrap();
     let error = file.sync(&s.db.url, "shop", &options).unwrap_err().to_string();
