@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const KEYS: [&str; 37] = [
+const KEYS: [&str; 39] = [
     "rows",
     "download_rows_per_s",
     "baseline_rows_per_s",
@@ -22,6 +22,8 @@ const KEYS: [&str; 37] = [
     "local_write_overhead",
     "local_trigger_floor_insert",
     "local_trigger_floor_update",
+    "local_row_insert_overhead",
+    "local_row_update_overhead",
     "peak_rss_mb",
     "gateway_download_ratio",
     "live_p50_ms",

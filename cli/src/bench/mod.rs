@@ -167,6 +167,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "local_update_overhead": local.tracked.update,
         "local_trigger_floor_insert": local.trigger_floor.insert,
         "local_trigger_floor_update": local.trigger_floor.update,
+        "local_row_insert_overhead": local.by_row.insert,
+        "local_row_update_overhead": local.by_row.update,
         "peak_rss_mb": download.peak_rss_mb,
         "seed_10k_s": seed,
         "provision_s": scratch.provision_s,
@@ -287,6 +289,13 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         local.trigger_floor.worst(),
         local.trigger_floor.insert,
         local.trigger_floor.update
+    );
+    say!(
+        "  {:<46} {:>14.2}x  (insert {:.2}x, update {:.2}x)",
+        "  one statement a row, as a program writes",
+        local.by_row.worst(),
+        local.by_row.insert,
+        local.by_row.update
     );
     say!("  {:<46} {:>12.0} MB", "client peak RSS during the download", download.peak_rss_mb);
     say!("  {:<46} {:>13.2} s", "first sync of 10,000 rows", seed);

@@ -1,5 +1,6 @@
 //! What change tracking costs the application's own writes: the same bulk
-//! INSERT and UPDATE on a tracked table and on an untracked copy.
+//! INSERT and UPDATE on a tracked table and on an untracked copy, and the
+//! same rows written one statement each, as a program writes them.
 
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ pub struct Overhead {
 pub struct LocalOverhead {
     pub tracked: Overhead,
     pub trigger_floor: Overhead,
+    /// One prepared single-row statement per row, in one transaction:
+    /// neither the staging nor the second pass above applies, and each
+    /// statement's own cost is in both sides of the ratio.
+    pub by_row: Overhead,
 }
 
 impl Overhead {
@@ -79,13 +84,32 @@ pub fn server(scratch: &Scratch, rows: u64, changes: u64) -> Result<Overhead, Cl
 /// Time of `sql` including the checkpoint of what it wrote: each run pays
 /// for its own pages, whichever run SQLite's automatic checkpoint hits.
 fn written_out(conn: &rusqlite::Connection, sql: &str) -> Result<Duration, CliError> {
+    written_out_by(conn, || Ok(conn.execute_batch(sql)?))
+}
+
+/// [`written_out`] of what `write` does.
+fn written_out_by(conn: &rusqlite::Connection, write: impl FnOnce() -> Result<(), CliError>) -> Result<Duration, CliError> {
     let checkpoint = |conn: &rusqlite::Connection| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     checkpoint(conn)?;
     Ok(timed(|| {
-        conn.execute_batch(sql)?;
+        write()?;
         Ok(checkpoint(conn)?)
     })?
     .1)
+}
+
+/// Runs `statement` once per key of `keys` in one transaction.
+fn one_by_one(conn: &rusqlite::Connection, statement: &str, keys: std::ops::Range<i64>) -> Result<Duration, CliError> {
+    written_out_by(conn, || {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut write = tx.prepare(statement)?;
+            for key in keys {
+                write.execute([key])?;
+            }
+        }
+        Ok(tx.commit()?)
+    })
 }
 
 /// The tables the local figures compare, by their index in each run.
@@ -127,5 +151,23 @@ pub fn local(scratch: &Scratch, changes: u64) -> Result<LocalOverhead, CliError>
         written_out(conn, &format!("BEGIN; UPDATE {table} SET amount = printf('%.2f', amount + 1) WHERE id <= {changes}; COMMIT;"))
     })?;
     let against_plain = |t: usize| Overhead { insert: ratio(insert[t], insert[1]), update: ratio(update[t], update[1]) };
-    Ok(LocalOverhead { tracked: against_plain(0), trigger_floor: against_plain(2) })
+    // Past every key the bulk inserts wrote.
+    let first = 1 + rounds[0] * changes as i64;
+    let mut row_rounds = [0i64; 2];
+    let (row_insert, plain_row_insert) = best_of(|tracked| {
+        let t = usize::from(!tracked);
+        let start = first + row_rounds[t] * changes as i64;
+        row_rounds[t] += 1;
+        let statement = format!("INSERT INTO {} VALUES (?1, ?1 % 10, 'row ' || ?1, '1.00', '2024-01-01T00:00:00Z')", LOCAL_TABLES[t]);
+        one_by_one(conn, &statement, start..start + changes as i64)
+    })?;
+    let (row_update, plain_row_update) = best_of(|tracked| {
+        let statement = format!("UPDATE {} SET amount = printf('%.2f', amount + 1) WHERE id = ?1", LOCAL_TABLES[usize::from(!tracked)]);
+        one_by_one(conn, &statement, 1..1 + changes as i64)
+    })?;
+    Ok(LocalOverhead {
+        tracked: against_plain(0),
+        trigger_floor: against_plain(2),
+        by_row: Overhead { insert: ratio(row_insert, plain_row_insert), update: ratio(row_update, plain_row_update) },
+    })
 }
