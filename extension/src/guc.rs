@@ -29,6 +29,76 @@ pub fn get(name: &str) -> Result<String> {
     }
 }
 
+/// The value a new session of this database starts with, when no caller
+/// can have chosen it: PostgreSQL's configuration, or an `ALTER SYSTEM`,
+/// `ALTER ROLE ALL` or `ALTER DATABASE ... SET`. `None` when the session's
+/// role (which may set its own) or its connection's options set it.
+pub fn configured(name: &str) -> Result<Option<String>> {
+    let c_name = c_string(name, name)?;
+    // SAFETY: reads PostgreSQL's table of settings, which lives as long as
+    // the backend; the reset value is PostgreSQL's own string, copied out.
+    unsafe {
+        let all = pg_sys::get_guc_variables();
+        let count = usize::try_from(pg_sys::GetNumConfigOptions()).unwrap_or(0);
+        for i in 0..count {
+            let variable = *all.add(i);
+            if variable.is_null() || !CStr::from_ptr((*variable).name).to_bytes().eq_ignore_ascii_case(c_name.as_bytes()) {
+                continue;
+            }
+            if (*variable).reset_source > pg_sys::GucSource::PGC_S_DATABASE {
+                return Ok(None);
+            }
+            let value = pg_sys::GetConfigOptionResetString(c_name.as_ptr());
+            return Ok((!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Puts every setting the running session changed (`SET`, `SET LOCAL`,
+/// `set_config`) back to what the session started with, for the current
+/// GUC nest level, except `kept` (what sync pins itself): the owner's
+/// code then computes with nothing a caller chose (a custom `app.user`
+/// an audit trigger reads, `default_text_search_config`,
+/// `transform_null_equals`).
+pub fn reset_session_changes(kept: &[&str]) -> Result<()> {
+    let mut changed = Vec::new();
+    // SAFETY: reads PostgreSQL's table of settings, which lives as long as
+    // the backend; names are copied out before anything is set.
+    unsafe {
+        let all = pg_sys::get_guc_variables();
+        let count = usize::try_from(pg_sys::GetNumConfigOptions()).unwrap_or(0);
+        for i in 0..count {
+            let variable = *all.add(i);
+            if variable.is_null()
+                || (*variable).source != pg_sys::GucSource::PGC_S_SESSION
+                || (*variable).context != pg_sys::GucContext::PGC_USERSET
+                || (*variable).flags as u32 & pg_sys::GUC_NO_RESET_ALL != 0
+            {
+                continue;
+            }
+            let name = CStr::from_ptr((*variable).name).to_owned();
+            if !kept.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(name.as_bytes())) {
+                changed.push(name);
+            }
+        }
+        for name in changed {
+            // A NULL value is `RESET`: the value the session started with.
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                std::ptr::null(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                0,
+                false,
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Refuses `function` in a read-only transaction (a standby's included),
 /// before it writes anything (see [`Error::ReadOnly`]).
 pub fn refuse_read_only(function: &'static str) -> Result<()> {

@@ -257,12 +257,23 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     let found = spi::select(
         spi,
         "SELECT r.oid::int8, s.search_path, \
-                array(SELECT t.relid::regclass::text FROM tandem.scope_tables t WHERE t.scope = s.name ORDER BY t.id) \
+                array(SELECT t.relid::regclass::text FROM tandem.scope_tables t WHERE t.scope = s.name ORDER BY t.id), \
+                array(SELECT c FROM pg_catalog.pg_db_role_setting d, pg_catalog.unnest(d.setconfig) c \
+                      WHERE d.setrole IN (0::oid, s.owner) \
+                        AND d.setdatabase IN (0::oid, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())) \
+                      ORDER BY d.setrole <> 0::oid DESC, d.setdatabase <> 0::oid DESC) \
          FROM tandem.scopes s JOIN pg_catalog.pg_roles r ON r.oid = s.owner WHERE s.name = $1",
         &[scope.into()],
-        |row| Ok((spi::required::<i64>(row, 1)?, spi::required_text(row, 2)?, spi::required::<Vec<String>>(row, 3)?)),
+        |row| {
+            Ok((
+                spi::required::<i64>(row, 1)?,
+                spi::required_text(row, 2)?,
+                spi::required::<Vec<String>>(row, 3)?,
+                spi::required::<Vec<String>>(row, 4)?,
+            ))
+        },
     )?;
-    let Some((owner, path, tables)) = found.into_iter().next() else {
+    let Some((owner, path, tables, configured)) = found.into_iter().next() else {
         return Err(Error::Internal(format!("the owner of scope \"{scope}\" is no role: provision it again as its owner")));
     };
     // A non-superuser's code never runs in a superuser's session, whatever
@@ -285,6 +296,7 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
         return Err(Error::SuperuserSession { scope: scope.to_string(), owner: owner_name(spi, owner)? });
     }
     require_owned_alike(spi, owner, &tables)?;
+    let owners_text = spi::owners_text_settings(spi, &configured)?;
     let owner = role_oid(owner)?;
     let as_owner = AsUser::switch(owner);
     // SAFETY: the GUC nest level makes every setting the owner's code
@@ -292,6 +304,8 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     // returns, as PostgreSQL does around ANALYZE and index builds; an
     // ERROR's abort undoes them too.
     let level = unsafe { pg_sys::NewGUCNestLevel() };
+    // Nothing the caller's session set reaches the owner's code.
+    crate::guc::reset_session_changes(&spi::PINNED_BY_CALL)?;
     struct Owning;
     impl Drop for Owning {
         fn drop(&mut self) {
@@ -300,12 +314,16 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     }
     OWNERS.with(|owners| owners.borrow_mut().push(owner));
     let owning = Owning;
-    let result = spi::with_users_path(spi, &path, |spi| {
-        let result = body(spi)?;
-        // Constraint triggers the owner's code deferred fire now, as the
-        // owner, not at commit as the caller.
-        spi::exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[])?;
-        Ok(result)
+    // Its writes run with the owner's own text settings (see
+    // `spi::with_owners_text_settings`).
+    let result = spi::with_owners_settings(owners_text, || {
+        spi::with_users_path(spi, &path, |spi| {
+            let result = body(spi)?;
+            // Constraint triggers the owner's code deferred fire now, as the
+            // owner, not at commit as the caller.
+            spi::exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[])?;
+            Ok(result)
+        })
     });
     // SAFETY: as above; reached only when `body` returned.
     unsafe { pg_sys::AtEOXact_GUC(false, level) };

@@ -30,21 +30,24 @@ thread_local! {
     static USER_PATHS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Statements run with the users' path now (inside [`as_users_code`]).
     static IN_USERS_CODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The text settings of the scopes' owners, innermost last (see
+    /// [`with_owners_text_settings`]).
+    static OWNER_TEXT: std::cell::RefCell<Vec<Vec<(&'static str, String)>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// An entry on one of the stacks above for as long as it lives: a
 /// PostgreSQL error unwinds through it, and an entry left behind would
 /// outlive the call in this backend.
-struct Pushed(&'static std::thread::LocalKey<std::cell::RefCell<Vec<String>>>);
+struct Pushed<T: 'static>(&'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>);
 
-impl Pushed {
-    fn new(stack: &'static std::thread::LocalKey<std::cell::RefCell<Vec<String>>>, value: String) -> Pushed {
+impl<T> Pushed<T> {
+    fn new(stack: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>, value: T) -> Pushed<T> {
         stack.with(|entries| entries.borrow_mut().push(value));
         Pushed(stack)
     }
 }
 
-impl Drop for Pushed {
+impl<T> Drop for Pushed<T> {
     fn drop(&mut self) {
         self.0.with(|entries| entries.borrow_mut().pop());
     }
@@ -97,6 +100,12 @@ pub fn with_users_path<T>(spi: &mut Spi<'_>, path: &str, body: impl FnOnce(&mut 
 /// [`plan_cache`]) are chosen as PostgreSQL chooses by default, whatever
 /// plan mode the caller set. A caller must not change either.
 const CALL_SETTINGS: [(&str, &str); 2] = [("standard_conforming_strings", "on"), ("plan_cache_mode", "auto")];
+
+/// What a sync call pins before a scope's owner's code runs, kept when
+/// that code starts from the session's own settings (see
+/// [`guc::reset_session_changes`]).
+pub const PINNED_BY_CALL: [&str; 5] =
+    ["search_path", "standard_conforming_strings", "plan_cache_mode", "lock_timeout", "client_min_messages"];
 
 /// Connects to SPI for a sync function's body, with `search_path` pinned
 /// (see [`PINNED_PATH`]) and [`CALL_SETTINGS`], all put back when the body
@@ -475,6 +484,76 @@ const TEXT_SETTINGS: [(&str, &str); 8] = [
 
 pub fn with_text_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     with_settings(spi, &TEXT_SETTINGS, body)
+}
+
+/// What a new session of a scope's owner would start with for each of
+/// [`TEXT_SETTINGS`] (see [`with_owners_text_settings`]): `configured`
+/// holds the owner's and the database's `ALTER ... SET` entries
+/// (`name=value`), the owner's own first; a setting none of them names is
+/// PostgreSQL's configured one. Where the calling session's role or
+/// connection set it as the session started, that is read from the
+/// configuration files (the extension's owner may; the caller never
+/// reaches this), and where they name none either, sync's own value.
+pub fn owners_text_settings(spi: &mut Spi<'_>, configured: &[String]) -> Result<Vec<(&'static str, String)>> {
+    let entry = |entries: &[String], name: &str| {
+        entries.iter().find_map(|entry| {
+            let (key, value) = entry.split_once('=')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.to_string())
+        })
+    };
+    let mut files: Option<Vec<String>> = None;
+    let mut settings = Vec::with_capacity(TEXT_SETTINGS.len());
+    for &(name, ours) in &TEXT_SETTINGS {
+        let value = match entry(configured, name) {
+            Some(value) => value,
+            None => match guc::configured(name)? {
+                Some(value) => value,
+                None => {
+                    if files.is_none() {
+                        files = Some(configuration_files(spi)?);
+                    }
+                    entry(files.as_deref().unwrap_or_default(), name).unwrap_or_else(|| ours.to_string())
+                }
+            },
+        };
+        settings.push((name, value));
+    }
+    Ok(settings)
+}
+
+/// The settings PostgreSQL's configuration files hold (`name=value`), the
+/// last one read first; none when the running role may not read them.
+fn configuration_files(spi: &mut Spi<'_>) -> Result<Vec<String>> {
+    Ok(one::<Vec<String>>(
+        spi,
+        "SELECT CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'MEMBER') \
+                THEN array(SELECT name || '=' || setting FROM pg_catalog.pg_file_settings \
+                           WHERE error IS NULL AND setting IS NOT NULL ORDER BY seqno DESC) END",
+        &[],
+    )?
+    .unwrap_or_default())
+}
+
+/// Runs `body` with the owner's text settings ([`owners_text_settings`])
+/// known to [`with_owners_text_settings`].
+pub fn with_owners_settings<T>(settings: Vec<(&'static str, String)>, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    let _owners = Pushed::new(&OWNER_TEXT, settings);
+    body()
+}
+
+/// Runs `body`, statements that write the users' tables and so run their
+/// triggers and column defaults (`current_date`, `to_char`, a timestamp
+/// cast to text), with the owner's text settings: the database's zone and
+/// date style, as in the owner's and the app's own sessions, and nothing a
+/// caller's session set. Those statements read and write no value as
+/// text; sync's own settings ([`TEXT_SETTINGS`]) hold again after them.
+pub fn with_owners_text_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
+    let Some(owners) = OWNER_TEXT.with(|stack| stack.borrow().last().cloned()) else { return body(spi) };
+    let settings: Vec<(&str, &str)> = owners.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let ours = set_settings(&settings)?;
+    let result = body(spi);
+    restore_settings(ours)?;
+    result
 }
 
 /// Plans that look rows up by key, one index probe per row. A batch is

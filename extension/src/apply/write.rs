@@ -168,7 +168,7 @@ impl Upload<'_> {
     fn insert_strictly(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, i: usize) -> Result<()> {
         let strict = sql::insert_rows(self.scope, self.staged, plan.t, &plan.types, &[i], true);
         let row = &mut plan.rows[i];
-        match spi::in_subtransaction(|| spi::all(spi, strict)) {
+        match spi::in_subtransaction(|| spi::with_owners_text_settings(spi, |spi| spi::all(spi, strict))) {
             // Stored, at its key or at one a trigger gave it.
             Ok(Ok(done)) if !done.is_empty() => row.written = true,
             Ok(Err(error)) => return Err(error),
@@ -185,37 +185,10 @@ impl Upload<'_> {
     /// One write attempt for `idx`, set-based; when a constraint fails, row
     /// by row, each failing row becoming a `constraint_violated` conflict.
     fn write_rows(&self, spi: &mut Spi<'_>, plan: &mut TablePlan<'_>, op: Op, idx: &[usize]) -> Result<Vec<usize>> {
+        // The statements run the users' triggers and defaults, with the
+        // owner's text settings (see `spi::with_owners_text_settings`).
         let attempt = |spi: &mut Spi<'_>, plan: &TablePlan<'_>, rows: &[usize]| -> Result<Attempt> {
-            let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.rows[i].server.exists);
-            // Key changes whose old row is there: one UPDATE of the key.
-            let (moves, live): (Vec<usize>, Vec<usize>) = live.iter().partition(|&&i| plan.rows[i].is_move());
-            let mut written = Vec::with_capacity(rows.len());
-            if !moves.is_empty() && op == Op::Upsert {
-                let seen: Vec<(usize, Option<&str>)> = moves.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
-                let statement = sql::move_rows(self.scope, self.staged, plan.t, &moves, SeenXmins::new(&seen));
-                written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
-            }
-            if !live.is_empty() {
-                let seen: Vec<(usize, Option<&str>)> = live.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
-                let seen = SeenXmins::new(&seen);
-                let statement = match op {
-                    Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t, &live, seen),
-                    Op::Delete => sql::delete_rows(self.scope, self.staged, plan.t, &live, seen),
-                };
-                // By key, row by row: a hash of the whole user table per
-                // batch made an upload's cost grow with the table.
-                written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
-            }
-            let mut rekeyed = false;
-            if !new.is_empty() && op == Op::Upsert {
-                for inserted in spi::all(spi, sql::insert_rows(self.scope, self.staged, plan.t, &plan.types, &new, false))? {
-                    match inserted {
-                        Some(i) => written.push(i),
-                        None => rekeyed = true,
-                    }
-                }
-            }
-            Ok(Attempt { written, rekeyed })
+            spi::with_owners_text_settings(spi, |spi| self.attempt(spi, plan, op, rows))
         };
         // A row a trigger stored at a key of its own cannot be told from
         // the others of its statement: those go row by row, so each row is
@@ -227,6 +200,42 @@ impl Upload<'_> {
             Err(error) if RowFault::of(&error).is_some() => self.write_each(spi, plan, idx, attempt),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The statements of one [`Self::write_rows`] attempt for `rows`: one
+    /// UPDATE of the key for moves, one UPDATE or DELETE of the rows that
+    /// are there, one INSERT of the rest.
+    fn attempt(&self, spi: &mut Spi<'_>, plan: &TablePlan<'_>, op: Op, rows: &[usize]) -> Result<Attempt> {
+        let (live, new): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| plan.rows[i].server.exists);
+        // Key changes whose old row is there: one UPDATE of the key.
+        let (moves, live): (Vec<usize>, Vec<usize>) = live.iter().partition(|&&i| plan.rows[i].is_move());
+        let mut written = Vec::with_capacity(rows.len());
+        if !moves.is_empty() && op == Op::Upsert {
+            let seen: Vec<(usize, Option<&str>)> = moves.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
+            let statement = sql::move_rows(self.scope, self.staged, plan.t, &moves, SeenXmins::new(&seen));
+            written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
+        }
+        if !live.is_empty() {
+            let seen: Vec<(usize, Option<&str>)> = live.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
+            let seen = SeenXmins::new(&seen);
+            let statement = match op {
+                Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t, &live, seen),
+                Op::Delete => sql::delete_rows(self.scope, self.staged, plan.t, &live, seen),
+            };
+            // By key, row by row: a hash of the whole user table per
+            // batch made an upload's cost grow with the table.
+            written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
+        }
+        let mut rekeyed = false;
+        if !new.is_empty() && op == Op::Upsert {
+            for inserted in spi::all(spi, sql::insert_rows(self.scope, self.staged, plan.t, &plan.types, &new, false))? {
+                match inserted {
+                    Some(i) => written.push(i),
+                    None => rekeyed = true,
+                }
+            }
+        }
+        Ok(Attempt { written, rekeyed })
     }
 
     /// [`Self::write_rows`]' attempt for each row of `idx` on its own, each

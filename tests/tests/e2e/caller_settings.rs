@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 use tandem_tests::json as query_json;
 use tandem_tests::local::Scenario;
+use tandem_tests::role::Role;
 
 const SCHEMA: &str = r#"
 CREATE TABLE things (id int PRIMARY KEY, tags text[], doc xml, day date, at timestamptz, span interval, ratio float8, raw bytea, tt timetz);
@@ -95,4 +96,89 @@ fn a_call_in_a_read_only_transaction_says_what_to_change() {
     caller.batch_execute("SET default_transaction_read_only = off").unwrap();
     let pulled = query_json(&mut caller, "SELECT sync_select_changes('s', NULL, $1)", &[&options]);
     assert_eq!(rows_of(&pulled).as_array().map(Vec::len), Some(1));
+}
+
+const OWN_SETTINGS: &str = r#"
+CREATE TABLE notes (id int PRIMARY KEY, body text, zone text NOT NULL DEFAULT current_setting('TimeZone'), seen text, stamped timestamptz, others text);
+CREATE FUNCTION notes_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.seen := current_setting('TimeZone') || ' / ' || current_setting('DateStyle') || ' / ' || to_char(date '2026-12-05', 'FMDay');
+  NEW.stamped := timestamptz '2026-12-05 10:00:00+00';
+  NEW.others := coalesce(current_setting('app.uid', true), '') || ' / ' || current_setting('default_text_search_config')
+    || ' / ' || current_setting('transform_null_equals');
+  RETURN NEW;
+END $$;
+CREATE TRIGGER notes_seen BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION notes_seen();
+SELECT sync_provision('s', '{"tables": [{"name": "notes"}]}');
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', current_database(), 'Asia/Tokyo');
+             EXECUTE format('ALTER DATABASE %I SET DateStyle = %L', current_database(), 'SQL, DMY');
+             EXECUTE format('ALTER ROLE %I IN DATABASE %I SET TimeZone = %L', current_user, current_database(), 'Europe/Paris'); END $$;
+"#;
+
+/// The server's own triggers and column defaults that an upload's writes
+/// run compute with the database's and the owner's settings (its zone, its
+/// date style), as they do in a session of the owner's, not with the ones
+/// sync reads and writes values under nor with what the caller's session
+/// set; what goes back to the device is still in sync's own text.
+#[test]
+fn the_servers_triggers_and_defaults_run_with_the_databases_own_settings() {
+    let s = Scenario::new("own_settings", OWN_SETTINGS, "s");
+    let mut session = s.server();
+    let configured: String = session.query_one("SELECT current_setting('default_text_search_config')", &[]).unwrap().get(0);
+    session
+        .batch_execute(
+            "SET TimeZone = 'America/New_York'; SET DateStyle = 'German'; SET app.uid = 'admin'; \
+             SET default_text_search_config = 'simple'; SET transform_null_equals = on",
+        )
+        .unwrap();
+    let upload = json!({"format": 1, "scope": "s", "origin": "dev",
+        "tables": [{"name": "notes", "columns": ["id", "body", "zone", "seen", "stamped", "others"],
+                    "rows": [{"op": "upsert", "seq": 1, "values": [1, "a", null, null, null, null]}]}]});
+    let answer = query_json(&mut session, "SELECT sync_apply_changes('s', $1)", &[&upload]);
+    assert_eq!(answer["applied"], 1, "{answer}");
+    let stored = session.query_one("SELECT zone, seen, others FROM notes WHERE id = 1", &[]).unwrap();
+    assert_eq!(stored.get::<_, String>(0), "Europe/Paris", "the column's default ran in the owner's zone in this database");
+    assert_eq!(
+        stored.get::<_, String>(1),
+        "Europe/Paris / SQL, DMY / Saturday",
+        "the trigger ran with the owner's and the database's settings"
+    );
+    assert_eq!(stored.get::<_, String>(2), format!(" / {configured} / off"), "nothing else the caller set reached the trigger");
+    let kept: String = session.query_one("SELECT current_setting('app.uid') || current_setting('TimeZone')", &[]).unwrap().get(0);
+    assert_eq!(kept, "adminAmerica/New_York", "the caller's settings are put back");
+    let row = &answer["versions"][0]["row"];
+    assert_eq!(row["stamped"], "2026-12-05T10:00:00Z", "what the trigger made goes back in sync's own text: {answer}");
+    assert_eq!(row["zone"], "Europe/Paris", "{answer}");
+}
+
+const ROLE_SETTINGS: &str = r#"
+CREATE TABLE marks (id int PRIMARY KEY, seen text);
+CREATE FUNCTION marks_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.seen := current_setting('TimeZone') || ' / ' || current_setting('DateStyle'); RETURN NEW; END $$;
+CREATE TRIGGER marks_seen BEFORE INSERT OR UPDATE ON marks FOR EACH ROW EXECUTE FUNCTION marks_seen();
+SELECT sync_provision('s', '{"tables": [{"name": "marks"}]}');
+"#;
+
+/// A device's role may give itself settings (`ALTER ROLE ... SET`), which
+/// its sessions start with: the server's triggers still compute with what
+/// PostgreSQL's configuration gives (helper 61).
+#[test]
+fn a_device_roles_own_settings_do_not_reach_the_servers_triggers() {
+    let s = Scenario::new("role_settings", ROLE_SETTINGS, "s");
+    let token = s.register(json!({}));
+    let device = Role::new(
+        &s,
+        "device",
+        "GRANT EXECUTE ON FUNCTION sync_schema, sync_select_changes, sync_select_changes_json, sync_apply_changes, \
+         sync_apply_changes_json TO {role}; ALTER ROLE {role} SET DateStyle = 'German'; ALTER ROLE {role} SET TimeZone = 'Asia/Tokyo';",
+    );
+    let configured: String =
+        s.server().query_one("SELECT current_setting('TimeZone') || ' / ' || current_setting('DateStyle')", &[]).unwrap().get(0);
+    let file = s.store("a.db");
+    let options: tandem_local::SyncOptions = serde_json::from_value(json!({ "token": token })).unwrap();
+    file.sync(&device.url(&s), "s", &options).unwrap();
+    file.connection().execute("INSERT INTO marks (id) VALUES (1)", []).unwrap();
+    file.sync(&device.url(&s), "s", &options).unwrap();
+    let seen: String = s.server().query_one("SELECT seen FROM marks WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(seen, configured, "the trigger computed with the configured settings, not the device role's");
 }
