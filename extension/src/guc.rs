@@ -55,6 +55,25 @@ pub fn configured(name: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// Whether any role may set `name`: an unknown one (a custom setting, made
+/// when set) or a user setting, not one only a superuser may change.
+pub fn user_settable(name: &str) -> Result<bool> {
+    let c_name = c_string(name, name)?;
+    // SAFETY: reads PostgreSQL's table of settings, which lives as long as
+    // the backend.
+    unsafe {
+        let all = pg_sys::get_guc_variables();
+        let count = usize::try_from(pg_sys::GetNumConfigOptions()).unwrap_or(0);
+        for i in 0..count {
+            let variable = *all.add(i);
+            if !variable.is_null() && CStr::from_ptr((*variable).name).to_bytes().eq_ignore_ascii_case(c_name.as_bytes()) {
+                return Ok((*variable).context == pg_sys::GucContext::PGC_USERSET);
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// Puts every setting the running session changed (`SET`, `SET LOCAL`,
 /// `set_config`) back to what the session started with, for the current
 /// GUC nest level, except `kept` (what sync pins itself): the owner's

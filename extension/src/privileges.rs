@@ -306,6 +306,7 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     let level = unsafe { pg_sys::NewGUCNestLevel() };
     // Nothing the caller's session set reaches the owner's code.
     crate::guc::reset_session_changes(&spi::PINNED_BY_CALL)?;
+    spi::apply_owners_settings(&configured)?;
     struct Owning;
     impl Drop for Owning {
         fn drop(&mut self) {

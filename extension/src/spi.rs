@@ -486,6 +486,30 @@ pub fn with_text_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) 
     with_settings(spi, &TEXT_SETTINGS, body)
 }
 
+/// Settings besides [`TEXT_SETTINGS`] that change what code computes, set
+/// to the owner's own values for its code (see [`apply_owners_settings`]).
+const COMPUTING_SETTINGS: [&str; 4] = ["default_text_search_config", "transform_null_equals", "xmlbinary", "quote_all_identifiers"];
+
+/// Sets, for the owner's code, what the owner's and the database's `ALTER
+/// ... SET` entries (`configured`, the owner's own first) give a custom
+/// setting (`app.user`, which an audit trigger reads) or one of
+/// [`COMPUTING_SETTINGS`]: as a new session of the owner starts, whatever
+/// the caller's connection or role set. Other settings (memory, timeouts,
+/// logging) stay as the session has them.
+pub fn apply_owners_settings(configured: &[String]) -> Result<()> {
+    let mut done: Vec<String> = Vec::new();
+    for (name, value) in configured.iter().filter_map(|entry| entry.split_once('=')) {
+        let name = name.trim().to_ascii_lowercase();
+        let applies = name.contains('.') || COMPUTING_SETTINGS.contains(&name.as_str());
+        if !applies || done.contains(&name) || !guc::user_settable(&name)? {
+            continue;
+        }
+        guc::set_local(&name, value)?;
+        done.push(name);
+    }
+    Ok(())
+}
+
 /// What a new session of a scope's owner would start with for each of
 /// [`TEXT_SETTINGS`] (see [`with_owners_text_settings`]): `configured`
 /// holds the owner's and the database's `ALTER ... SET` entries

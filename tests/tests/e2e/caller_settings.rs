@@ -154,14 +154,17 @@ fn the_servers_triggers_and_defaults_run_with_the_databases_own_settings() {
 const ROLE_SETTINGS: &str = r#"
 CREATE TABLE marks (id int PRIMARY KEY, seen text);
 CREATE FUNCTION marks_seen() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN NEW.seen := current_setting('TimeZone') || ' / ' || current_setting('DateStyle'); RETURN NEW; END $$;
+BEGIN NEW.seen := current_setting('TimeZone') || ' / ' || current_setting('DateStyle') || ' / ' || coalesce(current_setting('app.audit', true), '-');
+      RETURN NEW; END $$;
 CREATE TRIGGER marks_seen BEFORE INSERT OR UPDATE ON marks FOR EACH ROW EXECUTE FUNCTION marks_seen();
 SELECT sync_provision('s', '{"tables": [{"name": "marks"}]}');
+DO $$ BEGIN EXECUTE format('ALTER ROLE %I IN DATABASE %I SET app.audit = %L', current_user, current_database(), 'owner'); END $$;
 "#;
 
 /// A device's role may give itself settings (`ALTER ROLE ... SET`), which
 /// its sessions start with: the server's triggers still compute with what
-/// PostgreSQL's configuration gives (helper 61).
+/// PostgreSQL's configuration gives (helper 61), and read the custom
+/// settings the owner gave itself (helper 62).
 #[test]
 fn a_device_roles_own_settings_do_not_reach_the_servers_triggers() {
     let s = Scenario::new("role_settings", ROLE_SETTINGS, "s");
@@ -170,7 +173,8 @@ fn a_device_roles_own_settings_do_not_reach_the_servers_triggers() {
         &s,
         "device",
         "GRANT EXECUTE ON FUNCTION sync_schema, sync_select_changes, sync_select_changes_json, sync_apply_changes, \
-         sync_apply_changes_json TO {role}; ALTER ROLE {role} SET DateStyle = 'German'; ALTER ROLE {role} SET TimeZone = 'Asia/Tokyo';",
+         sync_apply_changes_json TO {role}; ALTER ROLE {role} SET DateStyle = 'German'; ALTER ROLE {role} SET TimeZone = 'Asia/Tokyo'; \
+         ALTER ROLE {role} SET app.audit = 'device';",
     );
     let configured: String =
         s.server().query_one("SELECT current_setting('TimeZone') || ' / ' || current_setting('DateStyle')", &[]).unwrap().get(0);
@@ -180,5 +184,5 @@ fn a_device_roles_own_settings_do_not_reach_the_servers_triggers() {
     file.connection().execute("INSERT INTO marks (id) VALUES (1)", []).unwrap();
     file.sync(&device.url(&s), "s", &options).unwrap();
     let seen: String = s.server().query_one("SELECT seen FROM marks WHERE id = 1", &[]).unwrap().get(0);
-    assert_eq!(seen, configured, "the trigger computed with the configured settings, not the device role's");
+    assert_eq!(seen, format!("{configured} / owner"), "the trigger computed with the configured settings, not the device role's");
 }
