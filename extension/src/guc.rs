@@ -29,49 +29,66 @@ pub fn get(name: &str) -> Result<String> {
     }
 }
 
+/// What sync reads of one setting, copied out of PostgreSQL's table.
+struct Variable {
+    name: CString,
+    reset_source: pg_sys::GucSource::Type,
+    context: pg_sys::GucContext::Type,
+}
+
+/// Visits PostgreSQL's table of settings, custom ones the backend made
+/// included, until `visit` returns something.
+fn scan<T>(mut visit: impl FnMut(&CStr, &pg_sys::config_generic) -> Option<T>) -> Option<T> {
+    // SAFETY: PostgreSQL's table of settings lives as long as the backend,
+    // and nothing is set while it is read.
+    unsafe {
+        let all = pg_sys::get_guc_variables();
+        let count = usize::try_from(pg_sys::GetNumConfigOptions()).unwrap_or(0);
+        for i in 0..count {
+            let variable = *all.add(i);
+            if variable.is_null() {
+                continue;
+            }
+            if let Some(found) = visit(CStr::from_ptr((*variable).name), &*variable) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// The setting `name`, if the backend knows it.
+fn variable(name: &str) -> Option<Variable> {
+    scan(|found, v| {
+        found.to_bytes().eq_ignore_ascii_case(name.as_bytes()).then(|| Variable {
+            name: found.to_owned(),
+            reset_source: v.reset_source,
+            context: v.context,
+        })
+    })
+}
+
 /// The value a new session of this database starts with, when no caller
 /// can have chosen it: PostgreSQL's configuration, or an `ALTER SYSTEM`,
 /// `ALTER ROLE ALL` or `ALTER DATABASE ... SET`. `None` when the session's
 /// role (which may set its own) or its connection's options set it.
 pub fn configured(name: &str) -> Result<Option<String>> {
-    let c_name = c_string(name, name)?;
-    // SAFETY: reads PostgreSQL's table of settings, which lives as long as
-    // the backend; the reset value is PostgreSQL's own string, copied out.
-    unsafe {
-        let all = pg_sys::get_guc_variables();
-        let count = usize::try_from(pg_sys::GetNumConfigOptions()).unwrap_or(0);
-        for i in 0..count {
-            let variable = *all.add(i);
-            if variable.is_null() || !CStr::from_ptr((*variable).name).to_bytes().eq_ignore_ascii_case(c_name.as_bytes()) {
-                continue;
-            }
-            if (*variable).reset_source > pg_sys::GucSource::PGC_S_DATABASE {
-                return Ok(None);
-            }
-            let value = pg_sys::GetConfigOptionResetString(c_name.as_ptr());
-            return Ok((!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned()));
-        }
+    let Some(found) = variable(name) else { return Ok(None) };
+    if found.reset_source > pg_sys::GucSource::PGC_S_DATABASE {
+        return Ok(None);
     }
-    Ok(None)
+    // SAFETY: a known setting's name; the reset value is PostgreSQL's own
+    // string, copied out.
+    unsafe {
+        let value = pg_sys::GetConfigOptionResetString(found.name.as_ptr());
+        Ok((!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned()))
+    }
 }
 
 /// Whether any role may set `name`: an unknown one (a custom setting, made
 /// when set) or a user setting, not one only a superuser may change.
-pub fn user_settable(name: &str) -> Result<bool> {
-    let c_name = c_string(name, name)?;
-    // SAFETY: reads PostgreSQL's table of settings, which lives as long as
-    // the backend.
-    unsafe {
-        let all = pg_sys::get_guc_variables();
-        let count = usize::try_from(pg_sys::GetNumConfigOptions()).unwrap_or(0);
-        for i in 0..count {
-            let variable = *all.add(i);
-            if !variable.is_null() && CStr::from_ptr((*variable).name).to_bytes().eq_ignore_ascii_case(c_name.as_bytes()) {
-                return Ok((*variable).context == pg_sys::GucContext::PGC_USERSET);
-            }
-        }
-    }
-    Ok(true)
+pub fn user_settable(name: &str) -> bool {
+    variable(name).is_none_or(|v| v.context == pg_sys::GucContext::PGC_USERSET)
 }
 
 /// Puts every setting the running session changed (`SET`, `SET LOCAL`,
@@ -81,28 +98,21 @@ pub fn user_settable(name: &str) -> Result<bool> {
 /// an audit trigger reads, `default_text_search_config`,
 /// `transform_null_equals`).
 pub fn reset_session_changes(kept: &[&str]) -> Result<()> {
-    let mut changed = Vec::new();
-    // SAFETY: reads PostgreSQL's table of settings, which lives as long as
-    // the backend; names are copied out before anything is set.
-    unsafe {
-        let all = pg_sys::get_guc_variables();
-        let count = usize::try_from(pg_sys::GetNumConfigOptions()).unwrap_or(0);
-        for i in 0..count {
-            let variable = *all.add(i);
-            if variable.is_null()
-                || (*variable).source != pg_sys::GucSource::PGC_S_SESSION
-                || (*variable).context != pg_sys::GucContext::PGC_USERSET
-                || (*variable).flags as u32 & pg_sys::GUC_NO_RESET_ALL != 0
-            {
-                continue;
-            }
-            let name = CStr::from_ptr((*variable).name).to_owned();
-            if !kept.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(name.as_bytes())) {
-                changed.push(name);
-            }
+    let mut changed: Vec<CString> = Vec::new();
+    scan::<()>(|name, v| {
+        let reset = v.source == pg_sys::GucSource::PGC_S_SESSION
+            && v.context == pg_sys::GucContext::PGC_USERSET
+            && v.flags as u32 & pg_sys::GUC_NO_RESET_ALL == 0
+            && !kept.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(name.to_bytes()));
+        if reset {
+            changed.push(name.to_owned());
         }
-        for name in changed {
-            // A NULL value is `RESET`: the value the session started with.
+        None
+    });
+    for name in changed {
+        // SAFETY: a known setting's name; a NULL value is `RESET`: the
+        // value the session started with.
+        unsafe {
             pg_sys::set_config_option(
                 name.as_ptr(),
                 std::ptr::null(),

@@ -501,7 +501,7 @@ pub fn apply_owners_settings(configured: &[String]) -> Result<()> {
     for (name, value) in configured.iter().filter_map(|entry| entry.split_once('=')) {
         let name = name.trim().to_ascii_lowercase();
         let applies = name.contains('.') || COMPUTING_SETTINGS.contains(&name.as_str());
-        if !applies || done.contains(&name) || !guc::user_settable(&name)? {
+        if !applies || done.contains(&name) || !guc::user_settable(&name) {
             continue;
         }
         guc::set_local(&name, value)?;
