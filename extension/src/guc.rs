@@ -33,7 +33,6 @@ pub fn get(name: &str) -> Result<String> {
 struct Variable {
     name: CString,
     reset_source: pg_sys::GucSource::Type,
-    context: pg_sys::GucContext::Type,
 }
 
 /// Visits PostgreSQL's table of settings, custom ones the backend made
@@ -60,11 +59,7 @@ fn scan<T>(mut visit: impl FnMut(&CStr, &pg_sys::config_generic) -> Option<T>) -
 /// The setting `name`, if the backend knows it.
 fn variable(name: &str) -> Option<Variable> {
     scan(|found, v| {
-        found.to_bytes().eq_ignore_ascii_case(name.as_bytes()).then(|| Variable {
-            name: found.to_owned(),
-            reset_source: v.reset_source,
-            context: v.context,
-        })
+        found.to_bytes().eq_ignore_ascii_case(name.as_bytes()).then(|| Variable { name: found.to_owned(), reset_source: v.reset_source })
     })
 }
 
@@ -85,10 +80,25 @@ pub fn configured(name: &str) -> Result<Option<String>> {
     }
 }
 
-/// Whether any role may set `name`: an unknown one (a custom setting, made
-/// when set) or a user setting, not one only a superuser may change.
-pub fn user_settable(name: &str) -> bool {
-    variable(name).is_none_or(|v| v.context == pg_sys::GucContext::PGC_USERSET)
+/// Settings whose value at the session's start came from the session's
+/// own role (`ALTER ROLE ... SET`, which a role may give itself) or its
+/// connection's options: the caller's choice.
+pub fn set_at_start_by_caller() -> Vec<String> {
+    let mut names = Vec::new();
+    scan::<()>(|name, v| {
+        if (pg_sys::GucSource::PGC_S_USER..=pg_sys::GucSource::PGC_S_CLIENT).contains(&v.reset_source) {
+            names.push(name.to_string_lossy().into_owned());
+        }
+        None
+    });
+    names
+}
+
+/// Sets `name` for the transaction as [`set_local`] does, leaving it as
+/// it is when PostgreSQL refuses the value (as a session's start leaves a
+/// role's setting it refuses, with a warning).
+pub fn set_local_if_valid(name: &str, value: &str) -> Result<()> {
+    set_local_at(name, value, pg_sys::DEBUG1 as i32)
 }
 
 /// Puts every setting the running session changed (`SET`, `SET LOCAL`,
@@ -140,10 +150,16 @@ pub fn refuse_read_only(function: &'static str) -> Result<()> {
 /// Sets `name` for the transaction, as `set_config(name, value, true)`
 /// does: with the current role's rights, undone by the transaction's end.
 pub fn set_local(name: &str, value: &str) -> Result<()> {
+    set_local_at(name, value, 0)
+}
+
+/// [`set_local`], a refused value raised at `elevel` (0: as an ERROR).
+fn set_local_at(name: &str, value: &str, elevel: i32) -> Result<()> {
     let c_name = c_string(name, name)?;
     let c_value = c_string(name, value)?;
     // SAFETY: the arguments set_config_by_name passes; an invalid value
-    // raises an ERROR, which aborts the call.
+    // raises an ERROR, which aborts the call, or below ERROR is reported at
+    // `elevel` and left unset.
     unsafe {
         let context = if pg_sys::superuser() { pg_sys::GucContext::PGC_SUSET } else { pg_sys::GucContext::PGC_USERSET };
         pg_sys::set_config_option(
@@ -153,7 +169,7 @@ pub fn set_local(name: &str, value: &str) -> Result<()> {
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_LOCAL,
             true,
-            0,
+            elevel,
             false,
         );
     }

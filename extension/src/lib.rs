@@ -12,6 +12,7 @@ mod ddl;
 mod fold;
 mod guc;
 mod json_text;
+mod owner_settings;
 mod partitions;
 mod plan_cache;
 mod privileges;

@@ -7,6 +7,7 @@
 use pgrx::prelude::*;
 use tandem_core::{Error, Result};
 
+use crate::owner_settings::OwnerSettings;
 use crate::spi::{self, Spi};
 
 extension_sql!(
@@ -296,17 +297,16 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
         return Err(Error::SuperuserSession { scope: scope.to_string(), owner: owner_name(spi, owner)? });
     }
     require_owned_alike(spi, owner, &tables)?;
-    let owners_text = spi::owners_text_settings(spi, &configured)?;
+    let settings = OwnerSettings::read(spi, &configured)?;
     let owner = role_oid(owner)?;
-    let as_owner = AsUser::switch(owner);
     // SAFETY: the GUC nest level makes every setting the owner's code
     // changes (even with a plain, session-wide SET) go back when it
     // returns, as PostgreSQL does around ANALYZE and index builds; an
     // ERROR's abort undoes them too.
     let level = unsafe { pg_sys::NewGUCNestLevel() };
     // Nothing the caller's session set reaches the owner's code.
-    crate::guc::reset_session_changes(&spi::PINNED_BY_CALL)?;
-    spi::apply_owners_settings(&configured)?;
+    settings.start()?;
+    let as_owner = AsUser::switch(owner);
     struct Owning;
     impl Drop for Owning {
         fn drop(&mut self) {
@@ -317,7 +317,7 @@ pub fn as_scope_owner<T>(spi: &mut Spi<'_>, scope: &str, body: impl FnOnce(&mut 
     let owning = Owning;
     // Its writes run with the owner's own text settings (see
     // `spi::with_owners_text_settings`).
-    let result = spi::with_owners_settings(owners_text, || {
+    let result = spi::with_owners_settings(settings.text, || {
         spi::with_users_path(spi, &path, |spi| {
             let result = body(spi)?;
             // Constraint triggers the owner's code deferred fire now, as the

@@ -103,7 +103,7 @@ const CALL_SETTINGS: [(&str, &str); 2] = [("standard_conforming_strings", "on"),
 
 /// What a sync call pins before a scope's owner's code runs, kept when
 /// that code starts from the session's own settings (see
-/// [`guc::reset_session_changes`]).
+/// `owner_settings::OwnerSettings::start`).
 pub const PINNED_BY_CALL: [&str; 5] =
     ["search_path", "standard_conforming_strings", "plan_cache_mode", "lock_timeout", "client_min_messages"];
 
@@ -471,7 +471,7 @@ pub fn one<T: IntoDatum + FromDatum>(spi: &mut Spi<'_>, sql: &str, args: &[Datum
 /// timestamp without an offset is UTC, and a zone's abbreviation means
 /// what PostgreSQL's default set says. Set for the duration of `body`,
 /// then put back.
-const TEXT_SETTINGS: [(&str, &str); 8] = [
+pub(crate) const TEXT_SETTINGS: [(&str, &str); 8] = [
     ("DateStyle", "ISO, YMD"),
     ("TimeZone", "UTC"),
     ("extra_float_digits", "1"),
@@ -486,80 +486,8 @@ pub fn with_text_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) 
     with_settings(spi, &TEXT_SETTINGS, body)
 }
 
-/// Settings besides [`TEXT_SETTINGS`] that change what code computes, set
-/// to the owner's own values for its code (see [`apply_owners_settings`]).
-const COMPUTING_SETTINGS: [&str; 4] = ["default_text_search_config", "transform_null_equals", "xmlbinary", "quote_all_identifiers"];
-
-/// Sets, for the owner's code, what the owner's and the database's `ALTER
-/// ... SET` entries (`configured`, the owner's own first) give a custom
-/// setting (`app.user`, which an audit trigger reads) or one of
-/// [`COMPUTING_SETTINGS`]: as a new session of the owner starts, whatever
-/// the caller's connection or role set. Other settings (memory, timeouts,
-/// logging) stay as the session has them.
-pub fn apply_owners_settings(configured: &[String]) -> Result<()> {
-    let mut done: Vec<String> = Vec::new();
-    for (name, value) in configured.iter().filter_map(|entry| entry.split_once('=')) {
-        let name = name.trim().to_ascii_lowercase();
-        let applies = name.contains('.') || COMPUTING_SETTINGS.contains(&name.as_str());
-        if !applies || done.contains(&name) || !guc::user_settable(&name) {
-            continue;
-        }
-        guc::set_local(&name, value)?;
-        done.push(name);
-    }
-    Ok(())
-}
-
-/// What a new session of a scope's owner would start with for each of
-/// [`TEXT_SETTINGS`] (see [`with_owners_text_settings`]): `configured`
-/// holds the owner's and the database's `ALTER ... SET` entries
-/// (`name=value`), the owner's own first; a setting none of them names is
-/// PostgreSQL's configured one. Where the calling session's role or
-/// connection set it as the session started, that is read from the
-/// configuration files (the extension's owner may; the caller never
-/// reaches this), and where they name none either, sync's own value.
-pub fn owners_text_settings(spi: &mut Spi<'_>, configured: &[String]) -> Result<Vec<(&'static str, String)>> {
-    let entry = |entries: &[String], name: &str| {
-        entries.iter().find_map(|entry| {
-            let (key, value) = entry.split_once('=')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.to_string())
-        })
-    };
-    let mut files: Option<Vec<String>> = None;
-    let mut settings = Vec::with_capacity(TEXT_SETTINGS.len());
-    for &(name, ours) in &TEXT_SETTINGS {
-        let value = match entry(configured, name) {
-            Some(value) => value,
-            None => match guc::configured(name)? {
-                Some(value) => value,
-                None => {
-                    if files.is_none() {
-                        files = Some(configuration_files(spi)?);
-                    }
-                    entry(files.as_deref().unwrap_or_default(), name).unwrap_or_else(|| ours.to_string())
-                }
-            },
-        };
-        settings.push((name, value));
-    }
-    Ok(settings)
-}
-
-/// The settings PostgreSQL's configuration files hold (`name=value`), the
-/// last one read first; none when the running role may not read them.
-fn configuration_files(spi: &mut Spi<'_>) -> Result<Vec<String>> {
-    Ok(one::<Vec<String>>(
-        spi,
-        "SELECT CASE WHEN pg_catalog.pg_has_role('pg_read_all_settings', 'MEMBER') \
-                THEN array(SELECT name || '=' || setting FROM pg_catalog.pg_file_settings \
-                           WHERE error IS NULL AND setting IS NOT NULL ORDER BY seqno DESC) END",
-        &[],
-    )?
-    .unwrap_or_default())
-}
-
-/// Runs `body` with the owner's text settings ([`owners_text_settings`])
-/// known to [`with_owners_text_settings`].
+/// Runs `body` with the owner's text settings (see
+/// `owner_settings::OwnerSettings`) known to [`with_owners_text_settings`].
 pub fn with_owners_settings<T>(settings: Vec<(&'static str, String)>, body: impl FnOnce() -> Result<T>) -> Result<T> {
     let _owners = Pushed::new(&OWNER_TEXT, settings);
     body()

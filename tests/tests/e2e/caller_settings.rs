@@ -154,17 +154,19 @@ fn the_servers_triggers_and_defaults_run_with_the_databases_own_settings() {
 const ROLE_SETTINGS: &str = r#"
 CREATE TABLE marks (id int PRIMARY KEY, seen text);
 CREATE FUNCTION marks_seen() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN NEW.seen := current_setting('TimeZone') || ' / ' || current_setting('DateStyle') || ' / ' || coalesce(current_setting('app.audit', true), '-');
+BEGIN NEW.seen := current_setting('TimeZone') || ' / ' || current_setting('DateStyle') || ' / ' || coalesce(current_setting('app.audit', true), '-')
+        || ' / ' || coalesce(current_setting('app.other', true), '-');
       RETURN NEW; END $$;
 CREATE TRIGGER marks_seen BEFORE INSERT OR UPDATE ON marks FOR EACH ROW EXECUTE FUNCTION marks_seen();
 SELECT sync_provision('s', '{"tables": [{"name": "marks"}]}');
 DO $$ BEGIN EXECUTE format('ALTER ROLE %I IN DATABASE %I SET app.audit = %L', current_user, current_database(), 'owner'); END $$;
 "#;
 
-/// A device's role may give itself settings (`ALTER ROLE ... SET`), which
-/// its sessions start with: the server's triggers still compute with what
-/// PostgreSQL's configuration gives (helper 61), and read the custom
-/// settings the owner gave itself (helper 62).
+/// A device's role may give itself settings (`ALTER ROLE ... SET`), and
+/// its connection options more, which its sessions start with: the
+/// server's triggers still compute with what PostgreSQL's configuration
+/// gives (helper 61), read the custom settings the owner gave itself
+/// (helper 62), and none the device made up (helper 63).
 #[test]
 fn a_device_roles_own_settings_do_not_reach_the_servers_triggers() {
     let s = Scenario::new("role_settings", ROLE_SETTINGS, "s");
@@ -182,7 +184,9 @@ fn a_device_roles_own_settings_do_not_reach_the_servers_triggers() {
     let options: tandem_local::SyncOptions = serde_json::from_value(json!({ "token": token })).unwrap();
     file.sync(&device.url(&s), "s", &options).unwrap();
     file.connection().execute("INSERT INTO marks (id) VALUES (1)", []).unwrap();
-    file.sync(&device.url(&s), "s", &options).unwrap();
+    // A custom setting the owner does not set, from the device's connection.
+    let url = format!("{}?options=-c%20app.other%3Devil", device.url(&s));
+    file.sync(&url, "s", &options).unwrap();
     let seen: String = s.server().query_one("SELECT seen FROM marks WHERE id = 1", &[]).unwrap().get(0);
-    assert_eq!(seen, format!("{configured} / owner"), "the trigger computed with the configured settings, not the device role's");
+    assert_eq!(seen, format!("{configured} / owner / "), "the trigger computed with the configured settings, not the device's");
 }
