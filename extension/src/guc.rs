@@ -103,17 +103,17 @@ pub fn set_local_if_valid(name: &str, value: &str) -> Result<()> {
 
 /// Puts every setting the running session changed (`SET`, `SET LOCAL`,
 /// `set_config`) back to what the session started with, for the current
-/// GUC nest level, except `kept` (what sync pins itself): the owner's
-/// code then computes with nothing a caller chose (a custom `app.user`
-/// an audit trigger reads, `default_text_search_config`,
+/// GUC nest level, except those `kept` names (what sync pins itself): the
+/// owner's code then computes with nothing a caller chose (a custom
+/// `app.user` an audit trigger reads, `default_text_search_config`,
 /// `transform_null_equals`).
-pub fn reset_session_changes(kept: &[&str]) -> Result<()> {
+pub fn reset_session_changes(kept: impl Fn(&str) -> bool) -> Result<()> {
     let mut changed: Vec<CString> = Vec::new();
     scan::<()>(|name, v| {
         let reset = v.source == pg_sys::GucSource::PGC_S_SESSION
             && v.context == pg_sys::GucContext::PGC_USERSET
             && v.flags as u32 & pg_sys::GUC_NO_RESET_ALL == 0
-            && !kept.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(name.to_bytes()));
+            && !kept(&name.to_string_lossy());
         if reset {
             changed.push(name.to_owned());
         }

@@ -76,7 +76,7 @@ impl OwnerSettings {
     /// superuser's `ALTER ROLE ... SET` at the owner's session start; one
     /// PostgreSQL refuses is left as it is, as there.
     pub fn start(&self) -> Result<()> {
-        guc::reset_session_changes(&spi::PINNED_BY_CALL)?;
+        guc::reset_session_changes(spi::pinned_by_call)?;
         for (name, value) in &self.others {
             guc::set_local_if_valid(name, value)?;
         }

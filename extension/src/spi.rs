@@ -101,11 +101,17 @@ pub fn with_users_path<T>(spi: &mut Spi<'_>, path: &str, body: impl FnOnce(&mut 
 /// plan mode the caller set. A caller must not change either.
 const CALL_SETTINGS: [(&str, &str); 2] = [("standard_conforming_strings", "on"), ("plan_cache_mode", "auto")];
 
-/// What a sync call pins before a scope's owner's code runs, kept when
-/// that code starts from the session's own settings (see
+/// Whether a sync call pins `name` itself before a scope's owner's code
+/// runs ([`connect`]'s path, [`CALL_SETTINGS`], the lock wait, [`quietly`]):
+/// kept when that code starts from the session's own settings (see
 /// `owner_settings::OwnerSettings::start`).
-pub const PINNED_BY_CALL: [&str; 5] =
-    ["search_path", "standard_conforming_strings", "plan_cache_mode", "lock_timeout", "client_min_messages"];
+pub fn pinned_by_call(name: &str) -> bool {
+    CALL_SETTINGS
+        .iter()
+        .map(|&(pinned, _)| pinned)
+        .chain(["search_path", "lock_timeout", "client_min_messages"])
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
 
 /// Connects to SPI for a sync function's body, with `search_path` pinned
 /// (see [`PINNED_PATH`]) and [`CALL_SETTINGS`], all put back when the body
@@ -502,10 +508,7 @@ pub fn with_owners_settings<T>(settings: Vec<(&'static str, String)>, body: impl
 pub fn with_owners_text_settings<T>(spi: &mut Spi<'_>, body: impl FnOnce(&mut Spi<'_>) -> Result<T>) -> Result<T> {
     let Some(owners) = OWNER_TEXT.with(|stack| stack.borrow().last().cloned()) else { return body(spi) };
     let settings: Vec<(&str, &str)> = owners.iter().map(|(name, value)| (*name, value.as_str())).collect();
-    let ours = set_settings(&settings)?;
-    let result = body(spi);
-    restore_settings(ours)?;
-    result
+    with_settings(spi, &settings, body)
 }
 
 /// Plans that look rows up by key, one index probe per row. A batch is
