@@ -105,24 +105,65 @@ impl RowChange {
 impl Changeset {
     /// Parses changeset text, with errors that point at the problem.
     pub fn parse(text: &str) -> Result<Self> {
-        let changeset: Changeset = serde_json::from_str(text).map_err(|e| Error::Malformed { what: "changeset", reason: e.to_string() })?;
-        if changeset.format != FORMAT {
-            return Err(Error::UnsupportedFormat(changeset.format));
-        }
-        Ok(changeset)
-    }
-
-    pub fn from_value(value: Value) -> Result<Self> {
-        let changeset: Changeset =
-            serde_json::from_value(value).map_err(|e| Error::Malformed { what: "changeset", reason: e.to_string() })?;
-        if changeset.format != FORMAT {
-            return Err(Error::UnsupportedFormat(changeset.format));
-        }
+        let changeset: Changeset = serde_json::from_str(text).map_err(malformed)?;
+        supported(changeset.format)?;
         Ok(changeset)
     }
 
     pub fn row_count(&self) -> usize {
         self.tables.iter().map(|t| t.rows.len()).sum()
+    }
+}
+
+/// The changeset's `origin`, read from the start of its text: what the
+/// server checks the caller against before it has the scope's schema to
+/// read the rows with (`validate::check_changeset` then reads the whole
+/// changeset, and refuses whatever is wrong with it). The server's writer,
+/// the device's and jsonb put `origin` before `tables`, so the rows are not
+/// read twice; anywhere else, they are skipped to find it.
+pub fn origin(text: &str) -> Result<String> {
+    struct Peek<'a>(&'a mut Option<String>);
+
+    /// Stops the reading once `origin` is known.
+    const FOUND: &str = "\u{0}origin found";
+
+    impl<'de> serde::de::Visitor<'de> for Peek<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a changeset object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "origin" {
+                    *self.0 = Some(map.next_value()?);
+                    return Err(serde::de::Error::custom(FOUND));
+                }
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut found = None;
+    let read = serde::Deserializer::deserialize_map(&mut serde_json::Deserializer::from_str(text), Peek(&mut found));
+    match (read, found) {
+        (_, Some(origin)) => Ok(origin),
+        (Err(error), None) => Err(malformed(error)),
+        (Ok(()), None) => Err(Error::Malformed { what: "changeset", reason: "missing field `origin`".into() }),
+    }
+}
+
+fn malformed(error: serde_json::Error) -> Error {
+    Error::Malformed { what: "changeset", reason: error.to_string() }
+}
+
+/// Refuses a changeset of a format this build does not read.
+pub fn supported(format: u32) -> Result<()> {
+    match format {
+        FORMAT => Ok(()),
+        other => Err(Error::UnsupportedFormat(other)),
     }
 }
 
@@ -295,6 +336,18 @@ mod tests {
         assert!(error
             .to_string()
             .starts_with("row [1] of public.notes is 600 MB as changeset JSON, more than Tandem moves in one message (512 MB)"));
+    }
+
+    #[test]
+    fn the_origin_is_read_from_the_start() {
+        let writer = ChangesetWriter::new("crm", "dev-1").finish("1:1:", false);
+        assert_eq!(origin(&writer).unwrap(), "dev-1");
+        // After the tables, and escaped: found all the same.
+        let late = r#"{"format": 1, "scope": "crm", "tables": [{"name": "t", "columns": ["a"], "rows": [{"op": "delete", "key": ["origin"]}]}], "origin": "dev\u002d2"}"#;
+        assert_eq!(origin(late).unwrap(), "dev-2");
+        assert!(origin(r#"{"format": 1, "scope": "crm", "tables": []}"#).unwrap_err().to_string().contains("missing field `origin`"));
+        assert!(origin("{\"format\": ").is_err());
+        assert!(origin(r#"{"origin": 5}"#).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod dsn;
 pub mod error;
 pub mod ident;
 pub mod identity;
+pub mod json;
 pub mod migration;
 pub mod options;
 pub mod schema;

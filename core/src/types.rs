@@ -12,6 +12,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::json::Json;
+
 /// Column types Tandem distinguishes. Anything else (arrays, enums, ranges,
 /// intervals, ...) travels as `other`: PostgreSQL's text form, cast back with
 /// the column's declared type.
@@ -147,13 +149,18 @@ pub fn pg_text_to_json(ty: LogicalType, text: Option<&str>) -> Value {
 /// PostgreSQL's input function for the column's type reads (`None` for NULL).
 /// The error says what was expected.
 pub fn json_to_pg_text(ty: LogicalType, value: &Value) -> Result<Option<String>, String> {
+    to_pg_text(ty, &Json::of(value))
+}
+
+/// [`json_to_pg_text`] of a value as the changeset's parser hands it over.
+pub fn to_pg_text(ty: LogicalType, value: &Json<'_>) -> Result<Option<String>, String> {
     if value.is_null() {
         return Ok(None);
     }
     let text = match ty {
         LogicalType::Int2 | LogicalType::Int4 | LogicalType::Int8 => integer(ty, value)?.to_string(),
         LogicalType::Bool => match value {
-            Value::Bool(b) => if *b { "true" } else { "false" }.to_string(),
+            Json::Bool(b) => if *b { "true" } else { "false" }.to_string(),
             _ => return Err(expected("true or false", value)),
         },
         LogicalType::Float4 | LogicalType::Float8 => float_text(value)?,
@@ -166,22 +173,35 @@ pub fn json_to_pg_text(ty: LogicalType, value: &Value) -> Result<Option<String>,
 
 /// Checks a changeset value and gives what SQLite stores for it.
 pub fn json_to_local(ty: LogicalType, value: &Value) -> Result<LocalValue, String> {
+    to_local(ty, &Json::of(value))
+}
+
+/// [`json_to_local`] of a value as the changeset's parser hands it over.
+pub fn to_local(ty: LogicalType, value: &Json<'_>) -> Result<LocalValue, String> {
     if value.is_null() {
         return Ok(LocalValue::Null);
     }
     Ok(match ty {
         LogicalType::Int2 | LogicalType::Int4 | LogicalType::Int8 => LocalValue::Integer(integer(ty, value)?),
         LogicalType::Bool => match value {
-            Value::Bool(b) => LocalValue::Integer(i64::from(*b)),
+            Json::Bool(b) => LocalValue::Integer(i64::from(*b)),
             _ => return Err(expected("true or false", value)),
         },
         LogicalType::Float4 | LogicalType::Float8 => match value {
-            Value::Number(n) => LocalValue::Real(n.as_f64().ok_or_else(|| expected("a number", value))?),
-            Value::String(s) if s == "Infinity" => LocalValue::Real(f64::INFINITY),
-            Value::String(s) if s == "-Infinity" => LocalValue::Real(f64::NEG_INFINITY),
+            Json::Number(n) => {
+                let f = n.as_f64().ok_or_else(|| expected("a number", value))?;
+                // The server's float4 refuses what a REAL would hold.
+                let single = f as f32;
+                if ty == LogicalType::Float4 && (single.is_infinite() || (single == 0.0 && f != 0.0)) {
+                    return Err(expected("a number within float4's range", value));
+                }
+                LocalValue::Real(f)
+            }
+            Json::Str(s) if s == "Infinity" => LocalValue::Real(f64::INFINITY),
+            Json::Str(s) if s == "-Infinity" => LocalValue::Real(f64::NEG_INFINITY),
             // SQLite turns a NaN REAL into NULL, so NaN is kept as text.
-            Value::String(s) if s == "NaN" => LocalValue::Text("NaN".into()),
-            Value::String(s) if s == "-0" => LocalValue::Real(-0.0),
+            Json::Str(s) if s == "NaN" => LocalValue::Text("NaN".into()),
+            Json::Str(s) if s == "-0" => LocalValue::Real(-0.0),
             _ => return Err(expected(FLOAT_EXPECTED, value)),
         },
         LogicalType::Numeric => LocalValue::Text(numeric_text(value)?),
@@ -253,49 +273,56 @@ fn float_json(f: f64) -> Value {
     }
 }
 
-fn expected(what: &str, value: &Value) -> String {
+fn value_as_i64(value: &Json<'_>) -> Option<i64> {
+    match value {
+        Json::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+fn expected(what: &str, value: &Json<'_>) -> String {
     format!("expected {what}, got {}", crate::error::shorten(&value.to_string(), 60))
 }
 
-fn integer(ty: LogicalType, value: &Value) -> Result<i64, String> {
+fn integer(ty: LogicalType, value: &Json<'_>) -> Result<i64, String> {
     let (what, min, max) = match ty {
         LogicalType::Int2 => ("an integer from -32768 to 32767", i16::MIN as i64, i16::MAX as i64),
         LogicalType::Int4 => ("a 32-bit integer", i32::MIN as i64, i32::MAX as i64),
         _ => ("a 64-bit integer", i64::MIN, i64::MAX),
     };
-    match value.as_i64() {
+    match value_as_i64(value) {
         Some(i) if (min..=max).contains(&i) => Ok(i),
         _ => Err(expected(what, value)),
     }
 }
 
-fn float_text(value: &Value) -> Result<String, String> {
+fn float_text(value: &Json<'_>) -> Result<String, String> {
     match value {
-        Value::Number(n) if n.as_f64().is_some() => Ok(n.to_string()),
-        Value::String(s) if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity" | "-0") => Ok(s.clone()),
+        Json::Number(n) if n.as_f64().is_some() => Ok(n.to_string()),
+        Json::Str(s) if matches!(s.as_ref(), "NaN" | "Infinity" | "-Infinity" | "-0") => Ok(s.to_string()),
         _ => Err(expected(FLOAT_EXPECTED, value)),
     }
 }
 
 /// Numeric travels as a string so every digit survives; a JSON integer is
 /// accepted too, a JSON fraction is not (it may already have lost digits).
-fn numeric_text(value: &Value) -> Result<String, String> {
+fn numeric_text(value: &Json<'_>) -> Result<String, String> {
     match value {
-        Value::String(s) if is_decimal(s) || matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") => Ok(s.clone()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Json::Str(s) if is_decimal(s) || matches!(s.as_ref(), "NaN" | "Infinity" | "-Infinity") => Ok(s.to_string()),
+        Json::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
         _ => Err(expected("a decimal number in a string, like \"12.50\"", value)),
     }
 }
 
-fn bytea(value: &Value) -> Result<Vec<u8>, String> {
+fn bytea(value: &Json<'_>) -> Result<Vec<u8>, String> {
     match value {
-        Value::String(s) => BASE64.decode(s).map_err(|_| expected("base64 bytes", value)),
+        Json::Str(s) => BASE64.decode(s.as_bytes()).map_err(|_| expected("base64 bytes", value)),
         _ => Err(expected("base64 bytes in a string", value)),
     }
 }
 
-fn checked_string(ty: LogicalType, value: &Value) -> Result<&str, String> {
-    let Value::String(s) = value else {
+fn checked_string<'v>(ty: LogicalType, value: &'v Json<'_>) -> Result<&'v str, String> {
+    let Json::Str(s) = value else {
         let what = match ty {
             LogicalType::Json | LogicalType::Jsonb => "a string holding JSON text",
             _ => "a string",
@@ -311,7 +338,7 @@ fn checked_string(ty: LogicalType, value: &Value) -> Result<&str, String> {
         _ => !s.contains('\0'),
     };
     if ok {
-        Ok(s)
+        Ok(s.as_ref())
     } else {
         let what = match ty {
             LogicalType::Uuid => "a UUID like \"0b7e1f7a-5d1c-4b2e-9a55-6f1f0c2d9e11\"",
@@ -401,20 +428,33 @@ fn is_uuid(s: &str) -> bool {
     hex.len() == 32 && hex.iter().all(|c| c.is_ascii_hexdigit()) && s.len() <= 36 + 4
 }
 
+/// The number `n` leading ASCII digits spell, and the rest. Every value
+/// of a timestamp column is read so: by hand, not by `str::parse`.
 fn digits(s: &str, n: usize) -> Option<(u32, &str)> {
-    if s.len() < n || !s.as_bytes()[..n].iter().all(u8::is_ascii_digit) {
-        return None;
+    let head = s.as_bytes().get(..n)?;
+    let mut value = 0u32;
+    for &b in head {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u32::from(b - b'0');
     }
-    Some((s[..n].parse().ok()?, &s[n..]))
+    Some((value, &s[n..]))
 }
 
-fn strip_era(s: &str) -> &str {
-    s.strip_suffix(" BC").unwrap_or(s)
+/// A date's text without its era, and whether it is BC.
+fn era(s: &str) -> (&str, bool) {
+    match s.strip_suffix(" BC") {
+        Some(body) => (body, true),
+        None => (s, false),
+    }
 }
 
 /// A date's year has four digits or more: PostgreSQL's dates reach year
-/// 5874897 (`10000-01-01` is a date too).
-fn date_prefix(s: &str) -> Option<&str> {
+/// 5874897 (`10000-01-01` is a date too). The day must be one its month
+/// has (`2024-02-30` is no date), by the proleptic Gregorian calendar
+/// PostgreSQL counts in, where 1 BC is a leap year.
+fn date_prefix(s: &str, bc: bool) -> Option<&str> {
     let year_digits = s.bytes().take_while(u8::is_ascii_digit).count();
     if !(4..=7).contains(&year_digits) {
         return None;
@@ -424,7 +464,16 @@ fn date_prefix(s: &str) -> Option<&str> {
     let (month, rest) = digits(rest, 2)?;
     let rest = rest.strip_prefix('-')?;
     let (day, rest) = digits(rest, 2)?;
-    (year >= 1 && (1..=12).contains(&month) && (1..=31).contains(&day)).then_some(rest)
+    let astronomical = if bc { 1 - i64::from(year) } else { i64::from(year) };
+    let leap = astronomical % 4 == 0 && (astronomical % 100 != 0 || astronomical % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    (year >= 1 && (1..=days).contains(&day)).then_some(rest)
 }
 
 fn time_prefix(s: &str) -> Option<&str> {
@@ -467,7 +516,8 @@ fn is_infinity(s: &str) -> bool {
 }
 
 fn is_date(s: &str) -> bool {
-    is_infinity(s) || date_prefix(strip_era(s)).is_some_and(str::is_empty)
+    let (body, bc) = era(s);
+    is_infinity(s) || date_prefix(body, bc).is_some_and(str::is_empty)
 }
 
 fn is_time(s: &str) -> bool {
@@ -478,7 +528,8 @@ fn is_timestamp(s: &str) -> bool {
     if is_infinity(s) {
         return true;
     }
-    let Some(rest) = date_prefix(strip_era(s)) else { return false };
+    let (body, bc) = era(s);
+    let Some(rest) = date_prefix(body, bc) else { return false };
     let Some(rest) = rest.strip_prefix('T').or_else(|| rest.strip_prefix(' ')) else {
         return rest.is_empty();
     };
@@ -644,6 +695,32 @@ mod tests {
             assert!(json_to_local(ty, &json!(text)).is_ok(), "{text}");
         }
         assert!(json_to_pg_text(LogicalType::Date, &json!("999-01-01")).is_err());
+        // Days the month has, leap years as PostgreSQL counts them (1 BC
+        // and 5 BC are leap years, 1900 is not).
+        for (text, ok) in [
+            ("2024-02-29", true),
+            ("2000-02-29", true),
+            ("1900-02-29", false),
+            ("2023-02-29", false),
+            ("2024-04-31", false),
+            ("2024-02-30", false),
+            ("0001-02-29 BC", true),
+            ("0005-02-29 BC", true),
+            ("0004-02-29 BC", false),
+        ] {
+            assert_eq!(json_to_local(LogicalType::Date, &json!(text)).is_ok(), ok, "{text}");
+            let timestamp = match text.strip_suffix(" BC") {
+                Some(date) => json!(format!("{date}T00:00:00Z BC")),
+                None => json!(format!("{text}T00:00:00Z")),
+            };
+            assert_eq!(json_to_pg_text(LogicalType::Timestamptz, &timestamp).is_ok(), ok, "{timestamp}");
+        }
+        // What PostgreSQL's real refuses, a file's REAL would hold.
+        for value in [json!(1e39), json!(-1e39), json!(1e-50)] {
+            assert!(json_to_local(LogicalType::Float4, &value).is_err(), "{value}");
+            assert!(json_to_local(LogicalType::Float8, &value).is_ok(), "{value}");
+        }
+        assert!(json_to_local(LogicalType::Float4, &json!(3.4028235e38)).is_ok());
     }
 
     #[test]

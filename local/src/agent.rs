@@ -200,10 +200,9 @@ fn pull(
             }
         });
         for batch in receiver {
-            let changeset = Changeset::parse(&batch?)?;
-            let has_more = changeset.has_more;
             let state = meta::require(conn, scope)?;
-            let applied = apply::apply(conn, &state, changeset)?;
+            let applied = apply::apply(conn, &state, &batch?)?;
+            let has_more = applied.has_more;
             observe(Step::Pulled(applied.applied));
             report.pulled += applied.applied;
             report.kept_local += applied.skipped.len() as u64;

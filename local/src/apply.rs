@@ -4,10 +4,10 @@
 
 use rusqlite::{params_from_iter, Connection, ToSql};
 use serde_json::{json, Map, Value};
-use tandem_core::changeset::{Changeset, Op};
+use tandem_core::changeset::Op;
 use tandem_core::sql::{local, upsert_row, Dialect};
-use tandem_core::types::json_to_local;
-use tandem_core::validate::{check_changeset, CheckedRow, CheckedTable};
+use tandem_core::types::{describe_local, to_local, LocalValue};
+use tandem_core::validate::{check_changeset, CheckedRow, CheckedTable, Raw, Sender};
 
 use crate::error::{LocalError, Result};
 use crate::meta::{self, ScopeState};
@@ -32,23 +32,25 @@ pub struct Applied {
     /// `not_stored`).
     pub not_stored: u64,
     pub watermark: Option<String>,
+    /// More changes wait in the same pull.
+    #[serde(skip)]
+    pub has_more: bool,
 }
 
-pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Result<Applied> {
-    let watermark = changeset.watermark.clone();
-    let (tables, rejections) = check_changeset(&state.schema, changeset, json_to_local)?;
-    if tables.iter().any(|t| t.rows.iter().any(|r| r.moved_from.is_some())) {
-        return Err(tandem_core::Error::Malformed {
-            what: "changeset",
-            reason: "a server's changeset carries no \"moved_from\" (it sends a key change as a delete and an upsert)".into(),
-        }
-        .into());
+/// Checks server changeset `text` against the scope and stores it.
+pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applied> {
+    let checked = check_changeset(&state.schema, text, Sender::Server, to_local, Raw::Dropped)?;
+    let (tables, rejections, watermark) = (checked.tables, checked.rejections, checked.watermark);
+    // Stored as the next pull's position: a watermark the server would
+    // refuse would fail every pull after this one.
+    if let Some(watermark) = &watermark {
+        tandem_core::watermark::Watermark::parse(watermark)?;
     }
     if !rejections.is_empty() {
         return Err(tandem_core::Error::Rejected(rejections).into());
     }
     applying(conn, state, |conn| {
-        let mut result = Applied { watermark: watermark.clone(), ..Applied::default() };
+        let mut result = Applied { watermark: watermark.clone(), has_more: checked.has_more, ..Applied::default() };
         let mut deletes = Vec::new();
         // Keys with unsent changes, read before anything is written: what
         // the file's own keys log while sync writes (`ON UPDATE CASCADE`
@@ -200,15 +202,23 @@ pub fn apply(conn: &Connection, state: &ScopeState, changeset: Changeset) -> Res
     })
 }
 
-/// A changeset row as the JSON object of its columns, as the server sent
-/// them.
-fn server_object<V>(table: &CheckedTable<'_, V>, row: &CheckedRow<V>) -> Map<String, Value> {
-    table.columns.iter().zip(&row.raw).map(|(&c, value)| (table.schema.columns[c].name.clone(), value.clone())).collect()
+/// A changeset row as the JSON object of its columns: the server's values,
+/// as they read back from what the file stores (the same value the server
+/// sent, in the form the file's uploads give it).
+fn server_object(table: &CheckedTable<'_, LocalValue>, row: &CheckedRow<LocalValue>) -> Map<String, Value> {
+    table
+        .columns
+        .iter()
+        .zip(&row.values)
+        .map(|(&c, value)| {
+            let column = &table.schema.columns[c];
+            (column.name.clone(), describe_local(column.ty, value))
+        })
+        .collect()
 }
 
 /// The SQL function.
 pub fn apply_changes(conn: &Connection, scope: &str, changeset: &str) -> Result<String> {
-    let changeset = Changeset::parse(changeset)?;
     let state = meta::require(conn, scope)?;
     let result = apply(conn, &state, changeset)?;
     crate::error::to_json(&result)

@@ -346,7 +346,7 @@ fn repair(conn: &Connection, state: &ScopeState, exchange: &mut Exchange<'_>, ta
             .collect();
         changeset.tables.push(TableChanges { name: checked.table.name.clone(), columns: checked.table.column_names(), rows });
     }
-    apply::apply(conn, state, changeset)
+    apply::apply(conn, state, &crate::error::to_json(&changeset)?)
 }
 
 fn is_zero(n: &u64) -> bool {

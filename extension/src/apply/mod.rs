@@ -31,7 +31,7 @@ mod write;
 
 use pgrx::prelude::*;
 use tandem_core::apply_result::ApplyResult;
-use tandem_core::changeset::{Changeset, Op};
+use tandem_core::changeset::Op;
 use tandem_core::options::{ApplyOptions, Policy};
 use tandem_core::sql::partition::{bind_params, FilterValues};
 use tandem_core::sql::{apply as sql, Scope};
@@ -55,9 +55,9 @@ use plan::TablePlan;
 fn sync_apply_changes(scope: Option<&str>, changeset: Option<JsonbText>, options: default!(Option<JsonbText>, "'{}'")) -> JsonbText {
     run("sync_apply_changes", || {
         let scope = required(scope, "scope")?;
-        let changeset = Changeset::parse(&required(changeset, "changeset")?.0)?;
+        let changeset = required(changeset, "changeset")?.0;
         let options = ApplyOptions::parse(report::options(options)?.as_ref())?;
-        spi::connect(|spi| apply_changes(spi, scope, changeset, &options).map(|r| JsonbText::from_value(&r)))
+        spi::connect(|spi| apply_changes(spi, scope, &changeset, &options).map(|r| JsonbText::from_value(&r)))
     })
 }
 
@@ -68,9 +68,9 @@ fn sync_apply_changes(scope: Option<&str>, changeset: Option<JsonbText>, options
 fn sync_apply_changes_json(scope: Option<&str>, changeset: Option<JsonText>, options: default!(Option<JsonbText>, "'{}'")) -> JsonText {
     run("sync_apply_changes_json", || {
         let scope = required(scope, "scope")?;
-        let changeset = Changeset::parse(&required(changeset, "changeset")?.0)?;
+        let changeset = required(changeset, "changeset")?.0;
         let options = ApplyOptions::parse(report::options(options)?.as_ref())?;
-        let result = spi::connect(|spi| apply_changes(spi, scope, changeset, &options))?;
+        let result = spi::connect(|spi| apply_changes(spi, scope, &changeset, &options))?;
         serde_json::to_string(&result).map(JsonText).map_err(|e| Error::Internal(format!("the apply's result does not serialize: {e}")))
     })
 }
@@ -89,20 +89,22 @@ pub(crate) struct Upload<'a> {
     filters: &'a FilterValues,
 }
 
-pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, options: &ApplyOptions) -> Result<ApplyResult> {
+pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &ApplyOptions) -> Result<ApplyResult> {
+    // The rows are read once the scope's schema is known (see `plan`).
+    let origin = tandem_core::changeset::origin(text)?;
     if crate::guc::get("session_replication_role")? == "replica" {
         return Err(Error::ReplicaRole);
     }
     crate::guc::refuse_read_only("sync_apply_changes")?;
-    if changeset.origin.is_empty() {
+    if origin.is_empty() {
         return Err(Error::Malformed { what: "changeset", reason: "\"origin\" is empty: it names the uploading client".into() });
     }
-    let claimed = options.client_id.as_deref().or(if options.token.is_some() { None } else { Some(changeset.origin.as_str()) });
+    let claimed = options.client_id.as_deref().or(if options.token.is_some() { None } else { Some(origin.as_str()) });
     let (stored, identity) = registry::device_caller(spi, scope_name, claimed, options.token.as_deref(), options.params.as_ref())?;
     let scope = stored.scope();
-    let client_id = identity.client_id.clone().unwrap_or_else(|| changeset.origin.clone());
-    if client_id != changeset.origin {
-        return Err(Error::IdentityMismatch { origin: changeset.origin.clone(), client: client_id });
+    let client_id = identity.client_id.clone().unwrap_or_else(|| origin.clone());
+    if client_id != origin {
+        return Err(Error::IdentityMismatch { origin: origin.clone(), client: client_id });
     }
     let params = identity.filter_params(&scope, options.params.is_some());
     let replica = options.replica.clone().unwrap_or_else(|| client_id.clone());
@@ -117,7 +119,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, changeset: Changeset, 
         &[replica.as_str().into()],
     )?;
     let retry = record::retry_of(spi, &replica, &client_id, options.upload_id.as_deref())?;
-    let (mut plans, rejections) = plan::plan(&scope, &stored.schema, changeset)?;
+    let (mut plans, rejections) = plan::plan(&scope, &stored.schema, text)?;
     // Parents first by the foreign keys the server has now (deletes go in
     // the reverse order).
     let order = catalog::parents_first(spi, &scope)?;

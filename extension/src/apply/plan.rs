@@ -2,16 +2,15 @@
 //! table, with what the table admits. Rows whose values do not fit their
 //! columns were refused by the check itself and come back as rejections.
 
-use tandem_core::changeset::Changeset;
 use tandem_core::error::{Rejection, RejectionKind};
 use tandem_core::options::Policy;
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::setup::Filter;
 use tandem_core::sql::apply::StageType;
 use tandem_core::sql::Scope;
-use tandem_core::types::json_to_pg_text;
+use tandem_core::types::to_pg_text;
 use tandem_core::upload::{Outcome, UploadRow};
-use tandem_core::validate::check_changeset;
+use tandem_core::validate::{check_changeset, Raw, Sender};
 use tandem_core::{Error, Result};
 
 /// The uploaded rows of one scope table.
@@ -33,21 +32,11 @@ pub struct TablePlan<'s> {
     pub types: Vec<StageType>,
 }
 
-/// Checks `changeset` and plans each table with rows, parents first.
-pub fn plan<'s>(scope: &Scope<'s>, schema: &'s Schema, changeset: Changeset) -> Result<(Vec<TablePlan<'s>>, Vec<Rejection>)> {
-    let (checked, rejections) = check_changeset(schema, changeset, json_to_pg_text)?;
-    if checked.iter().any(|t| t.rows.iter().any(|r| r.respelled.is_some())) {
-        return Err(Error::Malformed {
-            what: "changeset",
-            reason: "an upload carries no \"respelled\" (only a server's deletes do)".into(),
-        });
-    }
-    if checked.iter().any(|t| t.rows.iter().any(|r| r.version.is_some())) {
-        return Err(Error::Malformed {
-            what: "changeset",
-            reason: "an upload's rows carry no \"version\" (only a server's do; a change made on a server row names it as \"base\")".into(),
-        });
-    }
+/// Checks the changeset's text and plans each table with rows, parents
+/// first.
+pub fn plan<'s>(scope: &Scope<'s>, schema: &'s Schema, text: &str) -> Result<(Vec<TablePlan<'s>>, Vec<Rejection>)> {
+    let checked = check_changeset(schema, text, Sender::Device, to_pg_text, Raw::Kept)?;
+    let (checked, rejections) = (checked.tables, checked.rejections);
     let mut plans = Vec::new();
     for table in checked {
         let t = scope.index_of(&table.schema.name).ok_or_else(|| Error::Internal("table outside scope".into()))?;

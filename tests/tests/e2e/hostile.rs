@@ -154,11 +154,12 @@ proptest! {
     #[test]
     fn changeset_parsing_never_panics(changeset in hostile_changeset("client"), raw in ".{0,64}") {
         let schema: Schema = serde_json::from_value(schema_json()).unwrap();
-        if let Ok(parsed) = Changeset::from_value(changeset.clone()) {
-            let _ = tandem_core::validate::check_changeset(&schema, parsed, tandem_core::types::json_to_local);
+        use tandem_core::validate::{check_changeset, Raw, Sender};
+        for text in [changeset.to_string(), raw.clone()] {
+            let _ = check_changeset(&schema, &text, Sender::Server, tandem_core::types::to_local, Raw::Dropped);
+            let _ = check_changeset(&schema, &text, Sender::Device, tandem_core::types::to_pg_text, Raw::Kept);
+            let _ = Changeset::parse(&text);
         }
-        let _ = Changeset::parse(&changeset.to_string());
-        let _ = Changeset::parse(&raw);
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         prop_assert!(Changeset::parse(&deep).is_err());
     }

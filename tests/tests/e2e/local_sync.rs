@@ -369,6 +369,11 @@ fn bad_input_is_refused_and_changes_nothing() {
         ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\", \"origin\": \"s\", \"tables\": [{\"name\": \"customers\", \"columns\": [\"id\", \"tenant_id\", \"name\"], \"rows\": [{\"op\": \"upsert\", \"version\": \"5\", \"values\": [77, 1, \"fine\"]}, {\"op\": \"upsert\", \"version\": \"5\", \"values\": [\"x\", 1, \"bad\"]}]}]}')", "1 row(s) refused, nothing applied"),
         ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\", \"origin\": \"s\", \"tables\": [{\"name\": \"customers\", \"columns\": [\"id\", \"tenant_id\", \"name\"], \"rows\": [{\"op\": \"upsert\", \"version\": \"5\", \"respelled\": true, \"values\": [78, 1, \"x\"]}]}]}')", "carries \"respelled\""),
         ("SELECT sync_apply_changes('nope', '{\"format\": 1, \"scope\": \"nope\", \"origin\": \"s\", \"tables\": []}')", "unknown scope \"nope\""),
+        // What only an upload carries, a server's rows may not (helper 64),
+        // and a position no server gives is never stored as the next pull's.
+        ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\", \"origin\": \"s\", \"tables\": [{\"name\": \"customers\", \"columns\": [\"id\", \"tenant_id\", \"name\"], \"rows\": [{\"op\": \"upsert\", \"version\": \"5\", \"seq\": 3, \"values\": [79, 1, \"x\"]}]}]}')", "no \"base\" or \"seq\""),
+        ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\", \"origin\": \"s\", \"tables\": [{\"name\": \"customers\", \"columns\": [\"id\", \"tenant_id\", \"name\"], \"rows\": [{\"op\": \"upsert\", \"version\": \"5\", \"moved_from\": null, \"values\": [79, 1, \"x\"]}]}]}')", "carries no \"moved_from\""),
+        ("SELECT sync_apply_changes('crm', '{\"format\": 1, \"scope\": \"crm\", \"origin\": \"s\", \"tables\": [], \"watermark\": \"garbage\"}')", "invalid watermark \"garbage\""),
         ("SELECT sync_select_changes('crm', 'yesterday')", "since must be NULL"),
         ("SELECT sync_run('postgres://localhost:1/none', 'crm', '{\"parms\": {}}')", "unknown field `parms`"),
     ];

@@ -734,6 +734,8 @@ fn only_a_servers_delete_may_say_its_key_changed_its_text() {
     for row in [
         json!({"op": "delete", "version": "7", "seq": 1, "key": [1]}),
         json!({"op": "upsert", "version": "7", "seq": 1, "values": [1, 1, "x"]}),
+        // Even null (helper 64).
+        json!({"op": "upsert", "version": null, "seq": 1, "values": [1, 1, "x"]}),
     ] {
         let forged = upload("dev", json!([row]));
         let error = error_of(&mut server, "SELECT sync_apply_changes('crm', $1, $2)", &[&forged, &json!({"params": {"tenant": 1}})]);
