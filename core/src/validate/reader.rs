@@ -21,9 +21,52 @@ pub(super) struct Header {
     pub(super) has_more: bool,
 }
 
+/// The fields of each object, by name; [`Field`] reads a name as its
+/// place here, which the enums below give a name again.
 const CHANGESET_FIELDS: &[&str] = &["format", "scope", "origin", "tables", "watermark", "has_more"];
 const TABLE_FIELDS: &[&str] = &["name", "columns", "rows"];
 const ROW_FIELDS: &[&str] = &["op", "version", "base", "seq", "values", "key", "moved_from", "respelled"];
+
+#[derive(Clone, Copy)]
+enum ChangesetField {
+    Format,
+    Scope,
+    Origin,
+    Tables,
+    Watermark,
+    HasMore,
+}
+
+impl ChangesetField {
+    const ALL: [Self; 6] = [Self::Format, Self::Scope, Self::Origin, Self::Tables, Self::Watermark, Self::HasMore];
+}
+
+#[derive(Clone, Copy)]
+enum TableField {
+    Name,
+    Columns,
+    Rows,
+}
+
+impl TableField {
+    const ALL: [Self; 3] = [Self::Name, Self::Columns, Self::Rows];
+}
+
+#[derive(Clone, Copy)]
+enum RowField {
+    Op,
+    Version,
+    Base,
+    Seq,
+    Values,
+    Key,
+    MovedFrom,
+    Respelled,
+}
+
+impl RowField {
+    const ALL: [Self; 8] = [Self::Op, Self::Version, Self::Base, Self::Seq, Self::Values, Self::Key, Self::MovedFrom, Self::Respelled];
+}
 
 /// A field name as the position of its name in a list, read without
 /// allocating; unknown names are refused as serde's derive refuses them.
@@ -86,26 +129,27 @@ impl<'de, V> Visitor<'de> for ChangesetSeed<'_, '_, V> {
         let mut tables = None::<&'de RawValue>;
         let mut tables_read = false;
         while let Some(field) = map.next_key_seed(Field(CHANGESET_FIELDS))? {
-            match field {
-                0 => {
+            use ChangesetField as F;
+            match ChangesetField::ALL[field] {
+                F::Format => {
                     once(&mut format, &mut map, "format")?;
                     check_header(state, format, scope.as_deref())?;
                 }
-                1 => {
+                F::Scope => {
                     once(&mut scope, &mut map, "scope")?;
                     check_header(state, format, scope.as_deref())?;
                 }
-                2 => once(&mut origin, &mut map, "origin")?,
-                3 if tables.is_some() || tables_read => return Err(de::Error::duplicate_field("tables")),
+                F::Origin => once(&mut origin, &mut map, "origin")?,
+                F::Tables if tables.is_some() || tables_read => return Err(de::Error::duplicate_field("tables")),
                 // Read as soon as they can be checked: both the format and
                 // the scope are known.
-                3 if format.is_some() && scope.is_some() => {
+                F::Tables if format.is_some() && scope.is_some() => {
                     map.next_value_seed(TablesSeed(&mut *state))?;
                     tables_read = true;
                 }
-                3 => tables = Some(map.next_value()?),
-                4 => once(&mut watermark, &mut map, "watermark")?,
-                _ => once(&mut has_more, &mut map, "has_more")?,
+                F::Tables => tables = Some(map.next_value()?),
+                F::Watermark => once(&mut watermark, &mut map, "watermark")?,
+                F::HasMore => once(&mut has_more, &mut map, "has_more")?,
             }
         }
         let format = format.ok_or_else(|| de::Error::missing_field("format"))?;
@@ -183,11 +227,11 @@ impl<'de, V> Visitor<'de> for TableSeed<'_, '_, V> {
         let mut rows = None::<&'de RawValue>;
         let mut part = None::<Part>;
         while let Some(field) = map.next_key_seed(Field(TABLE_FIELDS))? {
-            match field {
-                0 => once(&mut name, &mut map, "name")?,
-                1 => once(&mut columns, &mut map, "columns")?,
-                _ if rows.is_some() || part.is_some() => return Err(de::Error::duplicate_field("rows")),
-                _ => match (&name, &columns) {
+            match TableField::ALL[field] {
+                TableField::Name => once(&mut name, &mut map, "name")?,
+                TableField::Columns => once(&mut columns, &mut map, "columns")?,
+                TableField::Rows if rows.is_some() || part.is_some() => return Err(de::Error::duplicate_field("rows")),
+                TableField::Rows => match (&name, &columns) {
                     (Some(name), Some(columns)) => {
                         let opened = open_part(state, name, columns)?;
                         map.next_value_seed(RowsSeed { state: &mut *state, part: &opened })?;
@@ -263,19 +307,6 @@ impl<V> Default for RowFields<V> {
     }
 }
 
-impl<V> RowFields<V> {
-    fn clear(&mut self) {
-        self.op = None;
-        self.version = None;
-        self.base = None;
-        self.seq = None;
-        self.values = None;
-        self.key = None;
-        self.moved_from = None;
-        self.respelled = None;
-    }
-}
-
 struct RowSeed<'r, 'p, 's, V> {
     convert: Convert<V>,
     raw: Raw,
@@ -300,7 +331,7 @@ impl<'de, V> Visitor<'de> for RowSeed<'_, '_, '_, V> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
         let row = self.row;
-        row.clear();
+        *row = RowFields::default();
         let convert = self.convert;
         // The JSON of the values is kept where the row is named by it.
         let values_json = match self.raw {
@@ -312,19 +343,19 @@ impl<'de, V> Visitor<'de> for RowSeed<'_, '_, '_, V> {
             E::duplicate_field(name)
         }
         while let Some(field) = map.next_key_seed(Field(ROW_FIELDS))? {
-            match field {
-                0 if row.op.is_some() => return Err(twice("op")),
-                0 => row.op = Some(map.next_value()?),
-                1 => once(&mut row.version, &mut map, "version")?,
-                2 => once(&mut row.base, &mut map, "base")?,
-                3 => once(&mut row.seq, &mut map, "seq")?,
-                4 if row.values.is_some() => return Err(twice("values")),
-                4 => row.values = Some(map.next_value_seed(cells(&self.part.upsert, values_json, ListKind::Values))?),
-                5 if row.key.is_some() => return Err(twice("key")),
-                5 => row.key = Some(map.next_value_seed(cells(&self.part.keys, JsonAt::All, ListKind::Values))?),
-                6 if row.moved_from.is_some() => return Err(twice("moved_from")),
-                6 => row.moved_from = Some(map.next_value_seed(cells(&self.part.keys, JsonAt::All, ListKind::MovedFrom))?),
-                _ => match map.next_value::<Option<bool>>()? {
+            use RowField as F;
+            match RowField::ALL[field] {
+                F::Op => once(&mut row.op, &mut map, "op")?,
+                F::Version => once(&mut row.version, &mut map, "version")?,
+                F::Base => once(&mut row.base, &mut map, "base")?,
+                F::Seq => once(&mut row.seq, &mut map, "seq")?,
+                F::Values if row.values.is_some() => return Err(twice("values")),
+                F::Values => row.values = Some(map.next_value_seed(cells(&self.part.upsert, values_json, ListKind::Values))?),
+                F::Key if row.key.is_some() => return Err(twice("key")),
+                F::Key => row.key = Some(map.next_value_seed(cells(&self.part.keys, JsonAt::All, ListKind::Values))?),
+                F::MovedFrom if row.moved_from.is_some() => return Err(twice("moved_from")),
+                F::MovedFrom => row.moved_from = Some(map.next_value_seed(cells(&self.part.keys, JsonAt::All, ListKind::MovedFrom))?),
+                F::Respelled => match map.next_value::<Option<bool>>()? {
                     _ if row.respelled.is_some() => return Err(twice("respelled")),
                     // `null` is no boolean: not read as absent.
                     None => {
