@@ -340,6 +340,10 @@ fn checked_string<'v>(ty: LogicalType, value: &'v Json<'_>) -> Result<&'v str, S
     if ok {
         Ok(s.as_ref())
     } else {
+        let dated = matches!(ty, LogicalType::Date | LogicalType::Timestamp | LogicalType::Timestamptz);
+        if dated && is_missing_day(s) {
+            return Err(expected("a day its month has (February has 29 days only in leap years)", value));
+        }
         let what = match ty {
             LogicalType::Uuid => "a UUID like \"0b7e1f7a-5d1c-4b2e-9a55-6f1f0c2d9e11\"",
             LogicalType::Date => "an ISO date like \"2024-05-01\"",
@@ -455,6 +459,18 @@ fn era(s: &str) -> (&str, bool) {
 /// has (`2024-02-30` is no date), by the proleptic Gregorian calendar
 /// PostgreSQL counts in, where 1 BC is a leap year.
 fn date_prefix(s: &str, bc: bool) -> Option<&str> {
+    date_prefix_in(s, bc, true)
+}
+
+/// Whether a date's text is well formed but names a day its month lacks
+/// (`2023-02-29`, `2024-04-31`): said so, not as a malformed date.
+fn is_missing_day(s: &str) -> bool {
+    let (body, bc) = era(s);
+    date_prefix(body, bc).is_none() && date_prefix_in(body, bc, false).is_some()
+}
+
+/// [`date_prefix`], with `calendar` false taking any day up to 31.
+fn date_prefix_in(s: &str, bc: bool, calendar: bool) -> Option<&str> {
     let year_digits = s.bytes().take_while(u8::is_ascii_digit).count();
     if !(4..=7).contains(&year_digits) {
         return None;
@@ -467,6 +483,7 @@ fn date_prefix(s: &str, bc: bool) -> Option<&str> {
     let astronomical = if bc { 1 - i64::from(year) } else { i64::from(year) };
     let leap = astronomical % 4 == 0 && (astronomical % 100 != 0 || astronomical % 400 == 0);
     let days = match month {
+        1..=12 if !calendar => 31,
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
         2 if leap => 29,
@@ -709,6 +726,10 @@ mod tests {
             ("0004-02-29 BC", false),
         ] {
             assert_eq!(json_to_local(LogicalType::Date, &json!(text)).is_ok(), ok, "{text}");
+            if !ok {
+                let reason = json_to_pg_text(LogicalType::Date, &json!(text)).unwrap_err();
+                assert!(reason.starts_with("expected a day its month has"), "{reason}");
+            }
             let timestamp = match text.strip_suffix(" BC") {
                 Some(date) => json!(format!("{date}T00:00:00Z BC")),
                 None => json!(format!("{text}T00:00:00Z")),
