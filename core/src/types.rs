@@ -292,6 +292,9 @@ fn integer(ty: LogicalType, value: &Json<'_>) -> Result<i64, String> {
     };
     match value_as_i64(value) {
         Some(i) if (min..=max).contains(&i) => Ok(i),
+        // `1e2` and `1.0` read as doubles: said so, rather than shown as
+        // a value out of range.
+        None if matches!(value, Json::Number(n) if n.is_f64()) => Err(expected(&format!("{what} written as a JSON integer"), value)),
         _ => Err(expected(what, value)),
     }
 }
@@ -751,6 +754,7 @@ mod tests {
             (LogicalType::Int4, json!(1u64 << 40)),
             (LogicalType::Int2, json!(40000)),
             (LogicalType::Int8, json!(1.5)),
+            (LogicalType::Int2, json!(1e2)),
             (LogicalType::Bool, json!(1)),
             (LogicalType::Float8, json!("nan")),
             (LogicalType::Numeric, json!(1.25)),

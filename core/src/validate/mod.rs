@@ -12,7 +12,7 @@
 mod reader;
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use serde::de::{self, DeserializeSeed};
 use serde_json::Value;
@@ -119,6 +119,7 @@ pub fn check_changeset<'s, V>(schema: &'s Schema, text: &str, sender: Sender, co
         rejections: Vec::new(),
         failure: None,
         key_text: Vec::new(),
+        seed: std::collections::hash_map::RandomState::new().hash_one(0u8),
     };
     let mut reader = serde_json::Deserializer::from_str(text);
     let header = ChangesetSeed(&mut state).deserialize(&mut reader).and_then(|header| reader.end().map(|()| header));
@@ -147,6 +148,10 @@ struct State<'s, V> {
     /// A key as JSON text, for the duplicate check (kept to spare an
     /// allocation a row).
     key_text: Vec<u8>,
+    /// The seed of the keys' hashes, new for each changeset: a sender
+    /// cannot make keys whose hashes collide, each collision costing a
+    /// scan of the table's keys.
+    seed: u64,
 }
 
 impl<V> State<'_, V> {
@@ -374,7 +379,7 @@ impl Hasher for Prehashed {
 fn check_unique<V>(state: &mut State<'_, V>, part: &Part<'_>, key: &[Value]) -> Result<()> {
     state.key_text.clear();
     serde_json::to_writer(&mut state.key_text, key).map_err(|e| Error::Internal(format!("a key does not print as JSON: {e}")))?;
-    if state.seen[part.index].insert(xxhash_rust::xxh3::xxh3_64(&state.key_text)) {
+    if state.seen[part.index].insert(xxhash_rust::xxh3::xxh3_64_with_seed(&state.key_text, state.seed)) {
         return Ok(());
     }
     let same = |other: &Vec<Value>| serde_json::to_vec(other).is_ok_and(|text| text == state.key_text);
