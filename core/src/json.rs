@@ -49,13 +49,6 @@ impl<'a> Json<'a> {
         matches!(self, Json::Null)
     }
 
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
     /// The reason an uploader gave for a value it could not read
     /// (`{"invalid": "column name holds a blob..."}`): the row is refused
     /// with it. No value of any type travels as an object, so the marker is

@@ -41,11 +41,6 @@ pub struct Applied {
 pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applied> {
     let checked = check_changeset(&state.schema, text, Sender::Server, to_local, Raw::Dropped)?;
     let (tables, rejections, watermark) = (checked.tables, checked.rejections, checked.watermark);
-    // Stored as the next pull's position: a watermark the server would
-    // refuse would fail every pull after this one.
-    if let Some(watermark) = &watermark {
-        tandem_core::watermark::Watermark::parse(watermark)?;
-    }
     if !rejections.is_empty() {
         return Err(tandem_core::Error::Rejected(rejections).into());
     }

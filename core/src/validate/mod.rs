@@ -127,6 +127,11 @@ pub fn check_changeset<'s, V>(schema: &'s Schema, text: &str, sender: Sender, co
         Ok(header) => header,
         Err(error) => return Err(state.failure.take().unwrap_or_else(|| malformed(error.to_string()))),
     };
+    // A device stores a server's watermark as its next pull's position:
+    // one the server would refuse would fail every pull after this one.
+    if let (Sender::Server, Some(watermark)) = (sender, &header.watermark) {
+        crate::watermark::Watermark::parse(watermark)?;
+    }
     let State { mut tables, rejections, .. } = state;
     tables.sort_by_key(|t| schema.position(t.schema));
     Ok(Checked { tables, rejections, origin: header.origin, watermark: header.watermark, has_more: header.has_more })
@@ -564,6 +569,11 @@ mod tests {
         }
         assert!(check_changeset(&schema, &row(r#", "seq": 3, "base": "2""#), Sender::Device, to_pg_text, Raw::Kept).is_ok());
         assert!(check_changeset(&schema, &row(r#", "version": "2""#), Sender::Server, to_pg_text, Raw::Kept).is_ok());
+        // A watermark is a server's to give, and a device keeps it.
+        let garbage = cs(json!(["id"]), json!([])).to_string().replace(r#""tables""#, r#""watermark": "garbage", "tables""#);
+        let err = check_changeset(&schema, &garbage, Sender::Server, to_pg_text, Raw::Kept).unwrap_err();
+        assert!(matches!(err, Error::InvalidWatermark(_)), "{err}");
+        assert!(check_changeset(&schema, &garbage, Sender::Device, to_pg_text, Raw::Kept).is_ok());
     }
 
     #[test]
