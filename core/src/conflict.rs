@@ -71,6 +71,9 @@ pub struct ServerRow<'a> {
     /// The last change to the row came from this same client, so the
     /// client's local state already builds on it.
     pub last_writer_is_client: bool,
+    /// The row was deleted by a change the uploader had not received when
+    /// it sent its change (see [`crate::watermark::Horizon`]).
+    pub deleted_unseen: bool,
 }
 
 /// What the version rules say of an uploaded change.
@@ -90,7 +93,11 @@ pub fn classify(op: Op, base: Option<&str>, server: &ServerRow<'_>) -> Verdict {
     match (op, server.exists) {
         (Op::Delete, false) => Verdict::Converged,
         (Op::Upsert, false) => {
-            if base.is_none() || unchanged_since_base {
+            // An insert (no base) builds on the row's absence: a delete the
+            // uploader never received took a row away it may have held (a
+            // restored backup sending its insert again).
+            let insert_on_absence = base.is_none() && !server.deleted_unseen;
+            if insert_on_absence || unchanged_since_base {
                 Verdict::Apply
             } else {
                 Verdict::Conflict(ConflictKind::LocalUpdatedServerDeleted)
@@ -146,7 +153,7 @@ mod tests {
     use serde_json::json;
 
     fn live(version: &str) -> ServerRow<'_> {
-        ServerRow { version: Some(version), exists: true, last_writer_is_client: false }
+        ServerRow { version: Some(version), exists: true, last_writer_is_client: false, deleted_unseen: false }
     }
 
     #[test]
@@ -160,7 +167,7 @@ mod tests {
 
     #[test]
     fn deleted_on_the_server() {
-        let tombstone = ServerRow { version: Some("12"), exists: false, last_writer_is_client: false };
+        let tombstone = ServerRow { version: Some("12"), exists: false, last_writer_is_client: false, deleted_unseen: false };
         assert_eq!(classify(Op::Delete, Some("10"), &tombstone), Verdict::Converged);
         assert_eq!(classify(Op::Upsert, None, &tombstone), Verdict::Apply);
         assert_eq!(classify(Op::Upsert, Some("10"), &tombstone), Verdict::Conflict(ConflictKind::LocalUpdatedServerDeleted));
@@ -171,10 +178,21 @@ mod tests {
     }
 
     #[test]
+    fn an_insert_meets_a_delete_it_never_received() {
+        let unseen = ServerRow { version: Some("12"), exists: false, last_writer_is_client: false, deleted_unseen: true };
+        assert_eq!(classify(Op::Upsert, None, &unseen), Verdict::Conflict(ConflictKind::LocalUpdatedServerDeleted));
+        assert_eq!(classify(Op::Upsert, Some("10"), &unseen), Verdict::Conflict(ConflictKind::LocalUpdatedServerDeleted));
+        assert_eq!(classify(Op::Delete, None, &unseen), Verdict::Converged);
+        // Its own delete, written by the upload this one retries.
+        let own = ServerRow { last_writer_is_client: true, ..unseen };
+        assert_eq!(classify(Op::Upsert, None, &own), Verdict::Apply);
+    }
+
+    #[test]
     fn a_clients_own_last_write_is_not_a_conflict() {
         // The client's earlier upload was applied but it never learned the new
         // version (crash); its next change builds on its own write.
-        let own = ServerRow { version: Some("15"), exists: true, last_writer_is_client: true };
+        let own = ServerRow { version: Some("15"), exists: true, last_writer_is_client: true, deleted_unseen: false };
         assert_eq!(classify(Op::Upsert, Some("10"), &own), Verdict::Apply);
         assert_eq!(classify(Op::Delete, Some("10"), &own), Verdict::Apply);
     }

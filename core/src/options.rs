@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::watermark::{Horizon, Watermark};
 
 /// Filter parameter values by name: a scalar, or a list meaning `IN`.
 pub type Params = BTreeMap<String, Value>;
@@ -106,6 +107,40 @@ pub struct ApplyOptions {
     /// once the server's `sync_schema` says `respellings`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub respellings: Option<bool>,
+    /// What the uploading file had pulled: an insert of a key the server
+    /// deleted beyond it meets that delete as a conflict instead of
+    /// bringing the row back (a restored backup sending an insert again).
+    /// Sent once the server's `sync_schema` says `seen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Seen>,
+}
+
+/// The `seen` of [`ApplyOptions`]: the file's watermark, and the versions
+/// of its own uploads whose answers it recorded since (its echoes).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seen {
+    pub watermark: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub echoes: Vec<String>,
+}
+
+impl Seen {
+    /// The changes the file had received, checked.
+    pub fn horizon(&self) -> Result<Horizon> {
+        let watermark = Watermark::parse(&self.watermark)
+            .map_err(|_| Error::InvalidOptions(format!("seen: \"{}\" is no watermark a pull returned", self.watermark)))?;
+        let own =
+            self.echoes
+                .iter()
+                .map(|echo| {
+                    echo.parse::<u64>().ok().filter(|_| is_xid(echo)).ok_or_else(|| {
+                        Error::InvalidOptions(format!("seen: echo \"{echo}\" is not a version returned by sync_apply_changes"))
+                    })
+                })
+                .collect::<Result<Vec<u64>>>()?;
+        Ok(Horizon::new(&watermark, own))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -214,6 +249,9 @@ impl ApplyOptions {
         if options.upload_id.as_ref().is_some_and(|r| r.is_empty() || r.len() > 100) {
             return Err(Error::InvalidOptions("upload_id must be 1 to 100 characters".into()));
         }
+        if let Some(seen) = &options.seen {
+            seen.horizon()?;
+        }
         Ok(options)
     }
 }
@@ -292,6 +330,13 @@ mod tests {
         assert!(SelectOptions::parse(Some(&json!({"echoes": ["12", "1; DROP"]}))).is_err());
         assert!(SelectOptions::parse(Some(&json!({"replica": ""}))).is_err());
         assert!(ApplyOptions::parse(Some(&json!({"upload_id": ""}))).is_err());
+        assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "garbage"}}))).is_err());
+        assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "echoes": ["11", "x"]}}))).is_err());
+        assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "other": 1}}))).is_err());
+        let seen = ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:11", "echoes": ["15"]}}))).unwrap().seen.unwrap();
+        let horizon = seen.horizon().unwrap();
+        assert!(horizon.covers(9) && horizon.covers(10) && horizon.covers(15));
+        assert!(!horizon.covers(11) && !horizon.covers(12) && !horizon.covers(14));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::conflict::{classify, ConflictKind, Decision, ServerRow, Verdict};
 use crate::error::{Rejection, RejectionKind};
 use crate::schema::TableSchema;
 use crate::validate::CheckedRow;
+use crate::watermark::Horizon;
 
 /// What the server holds for an uploaded row's key, as classification
 /// found it.
@@ -47,8 +48,17 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    fn row(&self) -> ServerRow<'_> {
-        ServerRow { version: self.version.as_deref(), exists: self.exists, last_writer_is_client: self.last_writer_is_client }
+    /// The row as the version rules see it, a tombstone judged against
+    /// what the uploader had received (`seen`; `None` when it did not say).
+    fn row(&self, seen: Option<&Horizon>) -> ServerRow<'_> {
+        let deleted_unseen = !self.exists
+            && seen.is_some_and(|seen| self.version.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| !seen.covers(v)));
+        ServerRow {
+            version: self.version.as_deref(),
+            exists: self.exists,
+            last_writer_is_client: self.last_writer_is_client,
+            deleted_unseen,
+        }
     }
 }
 
@@ -173,8 +183,9 @@ impl<V> UploadRow<V> {
 
     /// Decides what this row does: nothing when the upload it retries
     /// applied it already (`already_applied`) or when the server holds these
-    /// values already; otherwise what the versions say.
-    pub fn decide(&mut self, already_applied: bool) {
+    /// values already; otherwise what the versions say, a delete judged
+    /// against what the uploader had received (`seen`).
+    pub fn decide(&mut self, already_applied: bool, seen: Option<&Horizon>) {
         if already_applied {
             self.outcome = Outcome::AlreadyApplied;
             return;
@@ -183,7 +194,7 @@ impl<V> UploadRow<V> {
             self.outcome = Outcome::Converged;
             return;
         }
-        self.outcome = match classify(self.change.op, self.change.base.as_deref(), &self.server.row()) {
+        self.outcome = match classify(self.change.op, self.change.base.as_deref(), &self.server.row(seen)) {
             Verdict::Apply => Outcome::Apply,
             Verdict::Converged => Outcome::Converged,
             Verdict::Conflict(kind) => Outcome::Conflict { kind, settlement: None },
@@ -516,15 +527,15 @@ mod tests {
     fn a_row_is_decided_by_versions_and_by_what_its_replica_applied() {
         let mut row = UploadRow::new(change(Op::Upsert, Some("10"), Some(4)));
         row.server = live("10");
-        row.decide(true);
+        row.decide(true, None);
         assert_eq!(row.outcome, Outcome::AlreadyApplied, "applied by the upload this one retries");
-        row.decide(false);
+        row.decide(false, None);
         assert_eq!(row.outcome, Outcome::Apply);
         row.server = ServerState { same_values: true, ..live("12") };
-        row.decide(false);
+        row.decide(false, None);
         assert_eq!(row.outcome, Outcome::Converged, "the server holds these values already");
         row.server = live("12");
-        row.decide(false);
+        row.decide(false, None);
         assert_eq!(row.outcome, Outcome::Conflict { kind: ConflictKind::BothUpdated, settlement: None });
         assert!(row.unsettled() && !row.to_write(Op::Upsert));
         row.outcome = Outcome::Conflict {
@@ -534,6 +545,27 @@ mod tests {
         assert!(row.to_write(Op::Upsert) && !row.to_write(Op::Delete));
         row.violates("duplicate key".into());
         assert!(row.is_constraint_violation() && !row.to_write(Op::Upsert));
+    }
+
+    #[test]
+    fn an_insert_is_judged_against_the_deletes_its_uploader_received() {
+        let seen = Horizon::new(&crate::watermark::Watermark::parse("20:25:22").unwrap(), vec![30]);
+        let mut row = UploadRow::new(change(Op::Upsert, None, Some(1)));
+        for (tombstone, seen_by_uploader, outcome) in [
+            ("19", true, Outcome::Apply),
+            ("22", false, Outcome::Conflict { kind: ConflictKind::LocalUpdatedServerDeleted, settlement: None }),
+            ("26", false, Outcome::Conflict { kind: ConflictKind::LocalUpdatedServerDeleted, settlement: None }),
+            ("30", true, Outcome::Apply),
+        ] {
+            row.server = ServerState { version: Some(tombstone.into()), exists: false, ..ServerState::default() };
+            row.decide(false, Some(&seen));
+            assert_eq!(row.outcome, outcome, "a delete at {tombstone}, received: {seen_by_uploader}");
+            row.decide(false, None);
+            assert_eq!(row.outcome, Outcome::Apply, "an uploader that does not say what it received inserts as before");
+        }
+        row.server = ServerState::default();
+        row.decide(false, Some(&seen));
+        assert_eq!(row.outcome, Outcome::Apply, "no tombstone: a new key");
     }
 
     #[test]

@@ -72,6 +72,37 @@ impl fmt::Display for Snapshot {
     }
 }
 
+/// What a file had received of the server's changes when it sent an
+/// upload: every change its watermark covers, and its own uploads whose
+/// answers it recorded since (the echoes it would not be sent back). An
+/// insert of a key whose delete lies beyond it was made without knowing
+/// of that delete (design.md, "Conflicts are detected by version").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Horizon {
+    snapshot: Snapshot,
+    own: Vec<u64>,
+}
+
+impl Horizon {
+    /// The horizon of a file at `watermark` whose recorded uploads are
+    /// `own`. A pull cut short covers what its window began from; a first
+    /// pull cut short, what it reads up to: a row deleted before that was
+    /// never sent to the file, so the file cannot have held it.
+    pub fn new(watermark: &Watermark, own: Vec<u64>) -> Self {
+        let snapshot = match watermark {
+            Watermark::Complete(snapshot) | Watermark::Partial { since: Some(snapshot), .. } => snapshot.clone(),
+            Watermark::Partial { until, since: None, .. } => until.clone(),
+        };
+        Horizon { snapshot, own }
+    }
+
+    /// Whether the committed change of version `version` (a transaction
+    /// id) had reached the file.
+    pub fn covers(&self, version: u64) -> bool {
+        self.snapshot.sees(version) || self.own.contains(&version)
+    }
+}
+
 /// Which part of a pull a batch position is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -154,6 +185,19 @@ impl fmt::Display for Watermark {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_horizon_covers_what_a_file_received() {
+        let complete = Horizon::new(&Watermark::parse("100:110:105").unwrap(), vec![120]);
+        assert!(complete.covers(99) && complete.covers(104) && complete.covers(120));
+        assert!(!complete.covers(105) && !complete.covers(110) && !complete.covers(119));
+        // Cut short: what its window began from, or for a first pull the
+        // snapshot it reads up to.
+        let resumed = Horizon::new(&Watermark::parse(r#"200:210:/100:110:/u0/[5]"#).unwrap(), vec![]);
+        assert!(resumed.covers(104) && !resumed.covers(150));
+        let first = Horizon::new(&Watermark::parse(r#"200:210:/-/d1/null"#).unwrap(), vec![]);
+        assert!(first.covers(150) && !first.covers(210));
+    }
 
     #[test]
     fn snapshots_parse_and_print() {

@@ -69,6 +69,9 @@ fn sync_schema(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")
             // Deletes may say a key changed its text only (design.md,
             // "Keys as PostgreSQL compares them"), to a device that asks.
             value["respellings"] = Value::from(true);
+            // An upload may say what its file had received (`seen`), so an
+            // insert meets a delete it never pulled as a conflict.
+            value["seen"] = Value::from(true);
             if !moved_from.is_empty() {
                 value["moved_from"] = Value::from(moved_from);
             }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tandem_core::apply_result::ConflictReport;
 use tandem_core::changeset::Changeset;
 use tandem_core::identity::token_client_id;
-use tandem_core::options::{check_params, ApplyOptions, Params, SelectOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS};
+use tandem_core::options::{check_params, ApplyOptions, Params, Seen, SelectOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS};
 use tandem_core::schema::Schema;
 use tandem_core::watermark::Watermark;
 use tandem_core::Rejection;
@@ -24,7 +24,7 @@ use crate::error::{LocalError, RemoteError, Result};
 use crate::meta::{self, ScopeState};
 use crate::provision;
 use crate::record;
-use crate::remote::Remote;
+use crate::remote::{Capabilities, Remote};
 use crate::resync;
 
 /// The longest `watch` (a year): past it a deadline means nothing.
@@ -287,7 +287,7 @@ impl Push<'_> {
             }
             let in_flight = changes::InFlight::new(&batch)?;
             let upload_id = meta::send(conn, &state, &in_flight, continuing.as_deref())?;
-            let apply_options = self.apply_options(&state, upload_id, remote.respellings());
+            let apply_options = self.apply_options(&state, upload_id, remote.capabilities());
             let answer = remote.apply_changes(self.scope, in_flight.text(), &apply_options);
             if answer.as_ref().is_err_and(RemoteError::refused_batch) {
                 meta::clear_in_flight(conn, self.scope)?;
@@ -328,9 +328,19 @@ impl Push<'_> {
     }
 
     /// What every upload of the round is sent with.
-    fn apply_options(&self, state: &ScopeState, upload_id: String, respellings: bool) -> ApplyOptions {
+    fn apply_options(&self, state: &ScopeState, upload_id: String, server: Capabilities) -> ApplyOptions {
+        // What the file had received: an insert of a key the server deleted
+        // beyond it meets that delete (a restored backup's insert sent
+        // again). A file that never pulled says nothing, nor does one
+        // pulling afresh: its watermark no longer says what it held.
+        let seen = state
+            .watermark
+            .as_ref()
+            .filter(|_| server.seen && !state.resync)
+            .map(|watermark| Seen { watermark: watermark.clone(), echoes: state.echoes.clone() });
         ApplyOptions {
-            respellings: respellings.then_some(true),
+            respellings: server.respellings.then_some(true),
+            seen,
             client_id: Some(state.client_id.clone()),
             token: self.options.token.clone(),
             params: self.params_sent.clone(),
@@ -350,7 +360,7 @@ impl Push<'_> {
             meta::clear_in_flight(conn, self.scope)?;
             return Ok(Resent::CannotGo(upload_id));
         };
-        match remote.apply_changes(self.scope, in_flight.text(), &self.apply_options(&state, upload_id.clone(), remote.respellings())) {
+        match remote.apply_changes(self.scope, in_flight.text(), &self.apply_options(&state, upload_id.clone(), remote.capabilities())) {
             Ok(result) => {
                 let recorded = record::upload(conn, &state, &batch, &result)?;
                 report.conflicts.extend(recorded.settled);
@@ -645,7 +655,7 @@ fn exchange(
         replica: Some(state.replica_id.clone()),
         echoes: Some(state.echoes.clone()),
         schema_version: Some(state.schema.version),
-        respellings: remote.respellings().then_some(true),
+        respellings: remote.capabilities().respellings.then_some(true),
     };
     let resuming = matches!(state.watermark.as_deref().map(Watermark::parse), Some(Ok(Watermark::Partial { .. })));
     for _pass in 0..if resuming { 2 } else { 1 } {

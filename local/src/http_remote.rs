@@ -22,7 +22,7 @@ use tandem_core::verify::VerifyOptions;
 
 use crate::error::RemoteError;
 use crate::http_events::EventStream;
-use crate::remote::{LastSchema, Remote};
+use crate::remote::{Capabilities, LastSchema, Remote};
 
 /// Uploads at least this large go up compressed.
 const COMPRESS_FROM: usize = 1024;
@@ -37,7 +37,7 @@ pub struct HttpRemote {
     shown: String,
     server_id: Option<String>,
     moved_from: Vec<String>,
-    respellings: bool,
+    capabilities: Capabilities,
     last_schema: LastSchema,
     /// The event stream a watch waits on, and its scope.
     events: Option<(String, EventStream)>,
@@ -110,7 +110,7 @@ impl HttpRemote {
             shown,
             server_id: None,
             moved_from: Vec::new(),
-            respellings: false,
+            capabilities: Capabilities::default(),
             last_schema: LastSchema::default(),
             events: None,
         })
@@ -259,7 +259,7 @@ impl Remote for HttpRemote {
         let answer = self.last_schema.read(self.send(scope, token, request)?)?;
         self.server_id = answer.server_id;
         self.moved_from = answer.moved_from;
-        self.respellings = answer.respellings;
+        self.capabilities = answer.capabilities;
         Ok(answer.schema)
     }
 
@@ -271,8 +271,8 @@ impl Remote for HttpRemote {
         self.moved_from.clone()
     }
 
-    fn respellings(&self) -> bool {
-        self.respellings
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
     }
 
     /// Waits on the gateway's event stream, opened by the first wait (its

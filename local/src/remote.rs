@@ -42,11 +42,11 @@ pub trait Remote: Send {
     fn moved_from(&self) -> Vec<String> {
         Vec::new()
     }
-    /// Whether the server marks a delete whose key it still holds under
-    /// another text (as the last `schema` call said): only then may a pull
-    /// ask for the mark, which an older server would refuse as unknown.
-    fn respellings(&self) -> bool {
-        false
+    /// What the server takes beyond its first release, as the last
+    /// `schema` call said: only then may a call ask for it, which an older
+    /// server would refuse as an unknown option.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
     /// Waits up to `timeout` for the server to say that `scope` saw a
     /// commit: `true` means pull now. It may also say `true` when it cannot
@@ -77,7 +77,7 @@ pub struct PostgresRemote {
     url: String,
     server_id: Option<String>,
     moved_from: Vec<String>,
-    respellings: bool,
+    capabilities: Capabilities,
     last_schema: LastSchema,
     config: Config,
     tls: TlsSettings,
@@ -123,7 +123,7 @@ impl PostgresRemote {
             url: shown,
             server_id: None,
             moved_from: Vec::new(),
-            respellings: false,
+            capabilities: Capabilities::default(),
             last_schema: LastSchema::default(),
             config,
             tls,
@@ -258,7 +258,17 @@ pub(crate) struct SchemaAnswer {
     pub schema: Schema,
     pub server_id: Option<String>,
     pub moved_from: Vec<String>,
+    pub capabilities: Capabilities,
+}
+
+/// What a server's `sync_schema` says it takes, beyond its first release.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It marks a delete whose key it still holds under another text, for
+    /// a pull that asks (`respellings`).
     pub respellings: bool,
+    /// An upload may say what its file had received (`seen`).
+    pub seen: bool,
 }
 
 /// The last `sync_schema` answer a transport read, with its text: a round
@@ -285,17 +295,18 @@ impl LastSchema {
 fn schema_answer(text: &str) -> Result<SchemaAnswer, RemoteError> {
     let unreadable = |e: serde_json::Error| RemoteError::Protocol(format!("unreadable schema: {e}"));
     let mut value: serde_json::Value = serde_json::from_str(text).map_err(unreadable)?;
-    let (server_id, moved_from, respellings) = match value.as_object_mut() {
-        Some(o) => (o.remove("server_id"), o.remove("moved_from"), o.remove("respellings")),
-        None => (None, None, None),
+    let (server_id, moved_from, respellings, seen) = match value.as_object_mut() {
+        Some(o) => (o.remove("server_id"), o.remove("moved_from"), o.remove("respellings"), o.remove("seen")),
+        None => (None, None, None, None),
     };
     let moved_from = match moved_from {
         Some(ids) => serde_json::from_value(ids).map_err(unreadable)?,
         None => Vec::new(),
     };
     let server_id = server_id.and_then(|v| v.as_str().map(str::to_string));
-    let respellings = respellings.and_then(|v| v.as_bool()).unwrap_or(false);
-    Ok(SchemaAnswer { schema: serde_json::from_value(value).map_err(unreadable)?, server_id, moved_from, respellings })
+    let says = |flag: Option<serde_json::Value>| flag.and_then(|v| v.as_bool()).unwrap_or(false);
+    let capabilities = Capabilities { respellings: says(respellings), seen: says(seen) };
+    Ok(SchemaAnswer { schema: serde_json::from_value(value).map_err(unreadable)?, server_id, moved_from, capabilities })
 }
 
 fn options_text(options: &impl serde::Serialize) -> Result<String, RemoteError> {
@@ -309,7 +320,7 @@ impl Remote for PostgresRemote {
         let answer = self.last_schema.read(text)?;
         self.server_id = answer.server_id;
         self.moved_from = answer.moved_from;
-        self.respellings = answer.respellings;
+        self.capabilities = answer.capabilities;
         Ok(answer.schema)
     }
 
@@ -321,8 +332,8 @@ impl Remote for PostgresRemote {
         self.moved_from.clone()
     }
 
-    fn respellings(&self) -> bool {
-        self.respellings
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
     }
 
     /// `LISTEN tandem` on a connection of its own (any role that may

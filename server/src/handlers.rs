@@ -3,7 +3,7 @@
 //! - `GET /v1/scopes/{scope}/schema`: `sync_schema`;
 //! - `POST /v1/scopes/{scope}/changes`, body `{"since": ..., <select options>}`:
 //!   `sync_select_changes_json`, answered with the changeset text as written;
-//! - `POST /v1/scopes/{scope}/apply?replica=..&upload_id=..&respellings=true`, body the
+//! - `POST /v1/scopes/{scope}/apply?replica=..&upload_id=..&respellings=true&seen=..`, body the
 //!   changeset: `sync_apply_changes_json`;
 //! - `POST /v1/scopes/{scope}/verify`, body the verify options: `sync_verify`.
 //!
@@ -92,12 +92,16 @@ pub async fn apply(
 }
 
 /// A query parameter as the apply option it is: `respellings` a boolean
-/// (`true` or `false`; anything else goes as sent, for the extension to
-/// refuse), the others text.
+/// (`true` or `false`), `seen` the JSON of its object, the others text;
+/// anything else goes as sent, for the extension to refuse.
 fn query_value(key: String, value: String) -> (String, Value) {
     let value = match (key.as_str(), value.as_str()) {
         ("respellings", "true") => Value::Bool(true),
         ("respellings", "false") => Value::Bool(false),
+        ("seen", json) => match serde_json::from_str::<Value>(json) {
+            Ok(object @ Value::Object(_)) => object,
+            _ => Value::String(value),
+        },
         _ => Value::String(value),
     };
     (key, value)
@@ -116,4 +120,20 @@ pub async fn verify(
     let answer = state.relay.verify(&scope, &with_token(options, &token)?).await?;
     moved(Direction::Down, &answer);
     Ok(json_text(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn query_parameters_go_as_the_options_they_are() {
+        assert_eq!(query_value("respellings".into(), "true".into()).1, json!(true));
+        let seen = r#"{"watermark":"10:12:","echoes":["11"]}"#;
+        assert_eq!(query_value("seen".into(), seen.into()).1, json!({"watermark": "10:12:", "echoes": ["11"]}));
+        // Anything else goes as sent, for the extension to refuse.
+        assert_eq!(query_value("seen".into(), "[1]".into()).1, json!("[1]"));
+        assert_eq!(query_value("upload_id".into(), "{}".into()).1, json!("{}"));
+    }
 }

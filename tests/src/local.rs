@@ -256,8 +256,8 @@ impl Remote for Interfering {
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }
-    fn respellings(&self) -> bool {
-        self.inner.respellings()
+    fn capabilities(&self) -> tandem_local::remote::Capabilities {
+        self.inner.capabilities()
     }
     fn verify(&mut self, scope: &str, options: &tandem_core::verify::VerifyOptions) -> Result<String, RemoteError> {
         let answer = self.inner.verify(scope, options)?;

@@ -408,8 +408,8 @@ impl Remote for KillAfter {
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }
-    fn respellings(&self) -> bool {
-        self.inner.respellings()
+    fn capabilities(&self) -> tandem_local::remote::Capabilities {
+        self.inner.capabilities()
     }
     fn select_changes(&mut self, scope: &str, since: Option<&str>, options: &SelectOptions) -> Result<String, RemoteError> {
         if self.pulls == 0 {

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde_json::json;
 use tandem_local::Store;
-use tandem_tests::local::{assert_converged, local, Scenario};
+use tandem_local::SyncOptions;
+use tandem_tests::local::{assert_converged, local, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, code varchar(5), d date);
@@ -186,4 +187,86 @@ fn a_backup_taken_with_an_upload_in_flight_retries_only_that_upload() {
     assert_eq!(server_name(&s, 2).as_deref(), Some("original, later"), "server_wins: nothing overwrote it silently");
     assert_eq!(server_name(&s, 8).as_deref(), Some("restored only"));
     assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Rows a file inserted before its backup and sent after it, then deleted
+/// (by the same file, or on the server): the restored backup still holds
+/// those inserts unsent. Sent again, each meets the delete it never pulled
+/// as a conflict, logged, instead of bringing the row back silently. An
+/// insert of a key whose delete the backup had pulled, and a new key, are
+/// plain inserts.
+#[test]
+fn a_restored_backup_does_not_bring_back_rows_deleted_after_it() {
+    let s = Scenario::new("restore_deleted", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("device.db");
+    let backup = s.files.path("backup.db");
+    {
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, &token);
+        s.server().batch_execute("DELETE FROM customers WHERE id = 9").unwrap();
+        s.sync_as(&device, &token);
+        local(
+            &device,
+            "INSERT INTO customers VALUES (20, 1, 'deleted by the file', NULL, NULL), (21, 1, 'deleted on the server', NULL, NULL)",
+        );
+    }
+    copy(&path, &backup);
+    {
+        let device = Store::open(&path).unwrap();
+        assert_eq!(s.sync_as(&device, &token).pushed, 2);
+        local(&device, "DELETE FROM customers WHERE id = 20");
+        assert_eq!(s.sync_as(&device, &token).pushed, 1);
+    }
+    s.server().batch_execute("DELETE FROM customers WHERE id = 21").unwrap();
+
+    copy(&backup, &path);
+    let restored = Store::open(&path).unwrap();
+    local(&restored, "INSERT INTO customers VALUES (9, 1, 'again after its delete', NULL, NULL), (22, 1, 'new', NULL, NULL)");
+    let report = s.sync_as(&restored, &token);
+    let mut conflicts: Vec<_> = report.conflicts.iter().map(|c| (c.key.clone(), c.kind.as_str(), c.decision.as_str())).collect();
+    conflicts.sort_by_key(|c| c.0[0].as_i64());
+    assert_eq!(
+        conflicts,
+        [
+            (vec![json!(20)], "local_updated_server_deleted", "server_wins"),
+            (vec![json!(21)], "local_updated_server_deleted", "server_wins")
+        ],
+        "{report:?}"
+    );
+    assert_eq!(report.pushed, 2, "{report:?}");
+    for id in [20, 21] {
+        assert_eq!(server_name(&s, id), None, "the delete stands: the restored insert of {id} did not bring the row back");
+        assert_eq!(local_name(&restored, id), None, "the file takes the server's delete of {id}");
+    }
+    assert_eq!(server_name(&s, 9).as_deref(), Some("again after its delete"), "the backup had pulled that delete");
+    assert_eq!(server_name(&s, 22).as_deref(), Some("new"));
+    let logged: i64 = s
+        .server()
+        .query_one("SELECT count(*) FROM tandem.conflicts WHERE kind = 'local_updated_server_deleted' AND client_row IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 2, "both inserts are kept in the conflict log");
+    assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// A file's own delete is one it received, even when the pull after it
+/// failed: its insert of the key again is a plain insert.
+#[test]
+fn a_files_insert_of_a_key_it_deleted_itself_is_no_conflict_though_its_pull_failed() {
+    let s = Scenario::new("own_delete", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let device = s.store("device.db");
+    s.sync_as(&device, &token);
+    local(&device, "DELETE FROM customers WHERE id = 3");
+    let options: SyncOptions = serde_json::from_value(json!({"token": token})).unwrap();
+    let mut dropping = Interfering { drop_after_selects: Some(0), ..Interfering::new(&s.db.url) };
+    let error = device.sync_with(&mut dropping, "crm", &options).unwrap_err();
+    assert!(error.to_string().contains("connection dropped"), "{error}");
+    assert_eq!(server_name(&s, 3), None, "the delete went up; the pull after it failed");
+    local(&device, "INSERT INTO customers VALUES (3, 1, 'back again', NULL, NULL)");
+    let report = s.sync_as(&device, &token);
+    assert_eq!((report.pushed, report.conflicts.len()), (1, 0), "{report:?}");
+    assert_eq!(server_name(&s, 3).as_deref(), Some("back again"));
+    assert_converged(&mut s.server(), device.connection(), "crm", &json!({"tenant": 1}));
 }

@@ -319,8 +319,8 @@ impl tandem_local::Remote for AlteredMidRound {
     fn server_id(&self) -> Option<String> {
         self.inner.server_id()
     }
-    fn respellings(&self) -> bool {
-        self.inner.respellings()
+    fn capabilities(&self) -> tandem_local::remote::Capabilities {
+        self.inner.capabilities()
     }
     fn select_changes(
         &mut self,
