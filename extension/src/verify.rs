@@ -76,9 +76,7 @@ fn verify(spi: &mut Spi<'_>, scope_name: &str, options: &VerifyOptions) -> Resul
 
     privileges::as_scope_owner(spi, scope_name, |spi| {
         spi::with_text_settings(spi, |spi| {
-            let now_text = spi::first(spi, tandem_core::sql::registry::current_snapshot())?
-                .flatten()
-                .ok_or_else(|| Error::Internal("pg_current_snapshot() returned nothing".into()))?;
+            let now_text = current_snapshot(spi)?;
             let now = Snapshot::parse(&now_text).ok_or_else(|| Error::Internal(format!("unreadable snapshot {now_text}")))?;
             if since.xmax > now.xmax {
                 // From a history this database no longer has (see pulls).
@@ -95,7 +93,7 @@ fn verify(spi: &mut Spi<'_>, scope_name: &str, options: &VerifyOptions) -> Resul
                     keys: ask.map(|a| a.keys.iter().map(|k| key_text(k)).collect()).unwrap_or_default(),
                 };
                 let since = since.to_string();
-                let (mut table_answer, mut rows) = walk_table(spi, &scope, *t, &since, &now_text, &bound, options.step, &walk)?;
+                let (mut table_answer, mut rows) = walk_table(spi, &scope, *t, &since, &bound, options.step, &walk)?;
                 if rows.iter().any(|row| row.version.is_none()) {
                     // Rows tracking never saw: adopted now, so the file
                     // gets them with a version (its edits are then judged
@@ -103,7 +101,7 @@ fn verify(spi: &mut Spi<'_>, scope_name: &str, options: &VerifyOptions) -> Resul
                     // gets them in its next pull.
                     spi::exec(spi, &tracking::adopt_untracked(&scope, *t), &[])?;
                     fold::fold(spi, &scope, [*t])?;
-                    (table_answer, rows) = walk_table(spi, &scope, *t, &since, &now_text, &bound, options.step, &walk)?;
+                    (table_answer, rows) = walk_table(spi, &scope, *t, &since, &bound, options.step, &walk)?;
                 }
                 if !rows.is_empty() {
                     fetched.push(TableChanges { name: scope.table(*t).name.clone(), columns: scope.table(*t).column_names(), rows });
@@ -123,6 +121,13 @@ fn verify(spi: &mut Spi<'_>, scope_name: &str, options: &VerifyOptions) -> Resul
             Ok(answer)
         })
     })
+}
+
+/// The server's snapshot now, as text.
+fn current_snapshot(spi: &Spi<'_>) -> Result<String> {
+    spi::first(spi, tandem_core::sql::registry::current_snapshot())?
+        .flatten()
+        .ok_or_else(|| Error::Internal("pg_current_snapshot() returned nothing".into()))
 }
 
 /// The tables a step covers, by schema position: those asked for (each
@@ -153,11 +158,10 @@ fn chosen_tables<'o>(scope: &Scope<'_>, options: &'o VerifyOptions) -> Result<Ve
 /// the rows asked for.
 #[allow(clippy::too_many_arguments)]
 fn walk_table(
-    spi: &Spi<'_>,
+    spi: &mut Spi<'_>,
     scope: &Scope<'_>,
     t: usize,
     since: &str,
-    now: &str,
     bound: &FilterValues,
     step: Step,
     walk: &Walk<'_>,
@@ -228,8 +232,12 @@ fn walk_table(
         position = last;
     }
     // Keys that left the partition since the watermark: the file still
-    // holds them until its next pull.
-    let gone = pull::Window { until: now, since: Some(since), own_xid: None, replica: None, echoes: &[], limit: BATCH };
+    // holds them until its next pull. Those that left while the walk ran
+    // (a delete committed after the step's first fold) are in the log:
+    // folded now, and read up to now.
+    fold::fold(spi, scope, [t])?;
+    let now = current_snapshot(spi)?;
+    let gone = pull::Window { until: &now, since: Some(since), own_xid: None, replica: None, echoes: &[], limit: BATCH };
     let mut position: Option<Vec<String>> = None;
     loop {
         let mut read = 0;

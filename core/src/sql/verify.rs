@@ -11,7 +11,7 @@ use crate::ident::quote_ident;
 use crate::sql::partition::{row_filter, FilterValues};
 use crate::sql::pull::after_key;
 use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Query};
-use crate::sql::tracking::one_tracking_row;
+use crate::sql::tracking::{self, one_tracking_row};
 use crate::sql::{column_list, keys_equal, Scope};
 
 /// A row [`partition_rows`] read, as text in place.
@@ -62,11 +62,16 @@ pub fn partition_rows(
     // A row tracking holds as deleted was written again with triggers off:
     // as untracked as one tracking never saw.
     let version = columns.push("version", "(CASE WHEN tr.tandem_deleted THEN NULL ELSE tr.tandem_version END)::text");
+    // A change still in the log committed after the step folded it: the
+    // row is read as it changed, tracking as before, and it is the next
+    // pull's.
     let settled = columns.push(
         "settled",
         format!(
-            "(tr.tandem_stamp IS NULL OR tr.tandem_deleted OR pg_visible_in_snapshot(tr.tandem_stamp, {since}::text::pg_snapshot) \
-             OR tr.tandem_stamp IS NOT DISTINCT FROM pg_current_xact_id_if_assigned())::text"
+            "((tr.tandem_stamp IS NULL OR tr.tandem_deleted OR pg_visible_in_snapshot(tr.tandem_stamp, {since}::text::pg_snapshot) \
+             OR tr.tandem_stamp IS NOT DISTINCT FROM pg_current_xact_id_if_assigned()) \
+             AND lg.{} IS NULL)::text",
+            quote_ident(&key[0])
         ),
     );
     let mut first_value = None;
@@ -96,9 +101,13 @@ pub fn partition_rows(
     }
     let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
     let sql = format!(
-        "SELECT {} FROM {} r {tracking}{filter} ORDER BY {} LIMIT {limit}",
+        "WITH {} SELECT {} FROM {} r {tracking} LEFT JOIN (SELECT DISTINCT {} FROM tandem_entries) lg ON {}{filter} \
+         ORDER BY {} LIMIT {limit}",
+        tracking::log_entries(scope, t),
         columns.sql(),
         table.table_name().quoted(),
+        column_list(None, key),
+        keys_equal(scope, t, "lg", "r"),
         column_list(Some("r"), key),
     );
     let decoder =
@@ -128,10 +137,16 @@ mod tests {
             q.sql
         );
         assert!(
-            q.sql.contains("ON tr.\"id\" = r.\"id\" AND (tr.\"id\") > ($3::text::bigint) WHERE (r.\"id\") > ($3::text::bigint)"),
+            q.sql.contains(
+                "ON tr.\"id\" = r.\"id\" AND (tr.\"id\") > ($3::text::bigint) \
+                 LEFT JOIN (SELECT DISTINCT \"id\" FROM tandem_entries) lg ON lg.\"id\" = r.\"id\" WHERE (r.\"id\") > ($3::text::bigint)"
+            ),
             "{}",
             q.sql
         );
+        // A key the log still holds changed after the step's fold.
+        assert!(q.sql.starts_with("WITH tandem_entries AS ("), "{}", q.sql);
+        assert!(q.sql.contains("AND lg.\"id\" IS NULL)::text"), "{}", q.sql);
         assert!(q.sql.contains("r.\"tenant_id\" = ANY("), "{}", q.sql);
         assert!(q.sql.ends_with("ORDER BY r.\"id\" LIMIT $2"), "{}", q.sql);
         let row = q.decode(&[None, Some("true"), Some("10"), Some("1")]).unwrap();

@@ -285,3 +285,48 @@ fn a_write_to_the_file_during_a_verify_is_pending_not_drift() {
     assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 2").as_deref(), Some("written meanwhile"));
     assert_eq!(s.sync_as(&file, &token).pushed, 1);
 }
+
+/// A server commit that lands while a verify step walks the partition,
+/// after the step folded the logs: the row it changed is pending (its
+/// change is still in the log), not a row that differs; a row it deleted
+/// is pending, not one the file holds extra. The step is held between its
+/// batches by a lock its filter's domain check takes, so the commit lands
+/// exactly there.
+#[test]
+fn a_commit_during_a_verify_step_is_pending_not_a_difference() {
+    let schema = "
+        CREATE FUNCTION gate(int) RETURNS bool LANGUAGE sql
+            AS 'SELECT pg_advisory_lock_shared(4242) IS NOT NULL AND pg_advisory_unlock_shared(4242)';
+        CREATE DOMAIN tenant_id AS int CHECK (gate(VALUE));
+        CREATE TABLE big (id bigint PRIMARY KEY, tenant tenant_id NOT NULL, v text NOT NULL);
+        INSERT INTO big SELECT g, 1, 'v' || g FROM generate_series(1, 20100) g;
+        SELECT sync_provision('big', '{\"tables\": [{\"name\": \"big\", \"filter\": {\"tenant\": \"tenant\"}}]}');";
+    let s = Scenario::new("verify_during_commit", schema, "big");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("device.db");
+    let since = s.sync_as(&file, &token).watermark.expect("a watermark");
+
+    // The writer holds the gate; the step blocks in its first batch.
+    let mut writer = s.server();
+    let mut tx = writer.transaction().unwrap();
+    tx.execute("SELECT pg_advisory_xact_lock(4242)", &[]).unwrap();
+    let url = s.db.url.clone();
+    let options = json!({"token": token, "since": since, "step": "rows", "tables": [{"name": "big", "buckets": 1, "only": [0]}]});
+    let step = std::thread::spawn(move || {
+        let mut server = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let text: String = server.query_one("SELECT sync_verify('big', $1)::text", &[&options]).unwrap().get(0);
+        serde_json::from_str::<Value>(&text).unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    tx.execute("UPDATE big SET v = 'changed mid-step' WHERE id = 15000", &[]).unwrap();
+    tx.execute("DELETE FROM big WHERE id = 15001", &[]).unwrap();
+    tx.commit().unwrap();
+    let answer = step.join().unwrap();
+
+    let table = &answer["tables"][0];
+    let pending = keys(table["pending"].as_array().map_or(&[][..], Vec::as_slice));
+    let hashed: Vec<i64> = table["digests"].as_array().unwrap().iter().map(|d| d[0][0].as_i64().unwrap()).collect();
+    assert!(pending.contains(&15000) && pending.contains(&15001), "both changes are the next pull's: {pending:?}, {} hashed", hashed.len());
+    assert!(!hashed.contains(&15000), "the changed row is not compared");
+    assert_eq!(hashed.len(), 20100 - 2, "every other row is compared");
+}
