@@ -19,7 +19,6 @@ use crate::conflict::{classify, ConflictKind, Decision, ServerRow, Verdict};
 use crate::error::{Rejection, RejectionKind};
 use crate::schema::TableSchema;
 use crate::validate::CheckedRow;
-use crate::watermark::Horizon;
 
 /// What the server holds for an uploaded row's key, as classification
 /// found it.
@@ -35,6 +34,10 @@ pub struct ServerState {
     /// The uploaded values equal the server's row (an upsert of a row that
     /// exists): nothing to write, whatever the versions say.
     pub same_values: bool,
+    /// The row left the client's partition (deleted, or moved to another
+    /// tenant) by a change the uploader had not received when it sent the
+    /// upload (apply option `seen`).
+    pub deleted_unseen: bool,
     /// The row's `xmin` when classified: a write compares it, so a row
     /// changed since is classified again instead of being overwritten.
     pub xmin: Option<String>,
@@ -48,16 +51,12 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    /// The row as the version rules see it, a tombstone judged against
-    /// what the uploader had received (`seen`; `None` when it did not say).
-    fn row(&self, seen: Option<&Horizon>) -> ServerRow<'_> {
-        let deleted_unseen = !self.exists
-            && seen.is_some_and(|seen| self.version.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| !seen.covers(v)));
+    fn row(&self) -> ServerRow<'_> {
         ServerRow {
             version: self.version.as_deref(),
             exists: self.exists,
             last_writer_is_client: self.last_writer_is_client,
-            deleted_unseen,
+            deleted_unseen: self.deleted_unseen,
         }
     }
 }
@@ -183,9 +182,8 @@ impl<V> UploadRow<V> {
 
     /// Decides what this row does: nothing when the upload it retries
     /// applied it already (`already_applied`) or when the server holds these
-    /// values already; otherwise what the versions say, a delete judged
-    /// against what the uploader had received (`seen`).
-    pub fn decide(&mut self, already_applied: bool, seen: Option<&Horizon>) {
+    /// values already; otherwise what the versions say.
+    pub fn decide(&mut self, already_applied: bool) {
         if already_applied {
             self.outcome = Outcome::AlreadyApplied;
             return;
@@ -194,7 +192,7 @@ impl<V> UploadRow<V> {
             self.outcome = Outcome::Converged;
             return;
         }
-        self.outcome = match classify(self.change.op, self.change.base.as_deref(), &self.server.row(seen)) {
+        self.outcome = match classify(self.change.op, self.change.base.as_deref(), &self.server.row()) {
             Verdict::Apply => Outcome::Apply,
             Verdict::Converged => Outcome::Converged,
             Verdict::Conflict(kind) => Outcome::Conflict { kind, settlement: None },
@@ -527,15 +525,15 @@ mod tests {
     fn a_row_is_decided_by_versions_and_by_what_its_replica_applied() {
         let mut row = UploadRow::new(change(Op::Upsert, Some("10"), Some(4)));
         row.server = live("10");
-        row.decide(true, None);
+        row.decide(true);
         assert_eq!(row.outcome, Outcome::AlreadyApplied, "applied by the upload this one retries");
-        row.decide(false, None);
+        row.decide(false);
         assert_eq!(row.outcome, Outcome::Apply);
         row.server = ServerState { same_values: true, ..live("12") };
-        row.decide(false, None);
+        row.decide(false);
         assert_eq!(row.outcome, Outcome::Converged, "the server holds these values already");
         row.server = live("12");
-        row.decide(false, None);
+        row.decide(false);
         assert_eq!(row.outcome, Outcome::Conflict { kind: ConflictKind::BothUpdated, settlement: None });
         assert!(row.unsettled() && !row.to_write(Op::Upsert));
         row.outcome = Outcome::Conflict {
@@ -548,24 +546,14 @@ mod tests {
     }
 
     #[test]
-    fn an_insert_is_judged_against_the_deletes_its_uploader_received() {
-        let seen = Horizon::new(&crate::watermark::Watermark::parse("20:25:22").unwrap(), vec![30]);
+    fn an_insert_meets_a_delete_its_uploader_never_received() {
         let mut row = UploadRow::new(change(Op::Upsert, None, Some(1)));
-        for (tombstone, seen_by_uploader, outcome) in [
-            ("19", true, Outcome::Apply),
-            ("22", false, Outcome::Conflict { kind: ConflictKind::LocalUpdatedServerDeleted, settlement: None }),
-            ("26", false, Outcome::Conflict { kind: ConflictKind::LocalUpdatedServerDeleted, settlement: None }),
-            ("30", true, Outcome::Apply),
-        ] {
-            row.server = ServerState { version: Some(tombstone.into()), exists: false, ..ServerState::default() };
-            row.decide(false, Some(&seen));
-            assert_eq!(row.outcome, outcome, "a delete at {tombstone}, received: {seen_by_uploader}");
-            row.decide(false, None);
-            assert_eq!(row.outcome, Outcome::Apply, "an uploader that does not say what it received inserts as before");
-        }
-        row.server = ServerState::default();
-        row.decide(false, Some(&seen));
-        assert_eq!(row.outcome, Outcome::Apply, "no tombstone: a new key");
+        row.server = ServerState { version: Some("22".into()), exists: false, deleted_unseen: true, ..ServerState::default() };
+        row.decide(false);
+        assert_eq!(row.outcome, Outcome::Conflict { kind: ConflictKind::LocalUpdatedServerDeleted, settlement: None });
+        row.server.deleted_unseen = false;
+        row.decide(false);
+        assert_eq!(row.outcome, Outcome::Apply, "a delete it received: a new row under the key");
     }
 
     #[test]

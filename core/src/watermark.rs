@@ -101,6 +101,16 @@ impl Horizon {
     pub fn covers(&self, version: u64) -> bool {
         self.snapshot.sees(version) || self.own.contains(&version)
     }
+
+    /// The snapshot whose visible changes had reached the file.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The file's own uploads whose answers it recorded.
+    pub fn own(&self) -> &[u64] {
+        &self.own
+    }
 }
 
 /// Which part of a pull a batch position is in.

@@ -541,10 +541,10 @@ fn round(
     if rebound {
         meta::new_replica(conn, scope)?;
         report.resynced = true;
-    } else if options.reinit && local.is_some() {
-        resync::begin(conn, &state)?;
-        report.resynced = true;
     }
+    // A reinit resyncs once the file's unsent changes went up, under the
+    // watermark that says what it had received (see `apply_options`).
+    let reinit = !rebound && options.reinit && local.is_some();
     state = meta::require(conn, scope)?;
     report.client_id = state.client_id.clone();
     report.schema_version = state.schema.version;
@@ -564,7 +564,8 @@ fn round(
         (_, Some(bound)) => bound.clone(),
         (None, None) => Params::new(),
     };
-    let exchanged = exchange(conn, remote, scope, options, &params, schema_changed.then_some(&server_schema), &mut report, observe);
+    let changed_to = schema_changed.then_some(&server_schema);
+    let exchanged = exchange(conn, remote, scope, options, &params, changed_to, reinit, &mut report, observe);
     if let Err(error) = exchanged {
         // A first round the server failed before anything moved leaves the
         // file unbound, so the next one may pass other parameters (the
@@ -581,7 +582,7 @@ fn round(
 
 /// The exchange of a round, once the file is provisioned and bound: the
 /// upload made under an older schema (`changed_to`, the new one), then the
-/// upload and the pull.
+/// upload, the resync a `reinit` asks for, and the pull.
 #[allow(clippy::too_many_arguments)]
 fn exchange(
     conn: &Connection,
@@ -590,6 +591,7 @@ fn exchange(
     options: &SyncOptions,
     params: &Params,
     changed_to: Option<&Schema>,
+    reinit: bool,
     report: &mut SyncReport,
     observe: &mut dyn FnMut(Step),
 ) -> Result<()> {
@@ -638,6 +640,10 @@ fn exchange(
     // does not hold back the pull: it is reported once the pull is done.
     observe(Step::ToPush(crate::status::pending(conn, &meta::require(conn, scope)?)?));
     let push_failed = push.run(conn, remote, None, report, observe)?;
+    if reinit {
+        resync::begin(conn, &meta::require(conn, scope)?)?;
+        report.resynced = true;
+    }
     // The id is kept only once the batch is read: a file that holds it
     // (the same file after a lost answer, or a backup of it) holds what
     // was sent under it.

@@ -13,12 +13,13 @@
 
 use crate::ident::quote_ident;
 use crate::setup::Filter;
-use crate::sql::partition::{lock_via_parents, row_filter, row_filter_with, via_equality, FilterValues};
+use crate::sql::partition::{lock_via_parents, part_match, row_filter, row_filter_with, via_equality, FilterValues};
 use crate::sql::query::{Binds, Col, Columns, Decode, DecodeError, Fields, Flag, NoRows, Param, Query};
 use crate::sql::tracking::{self, tracked_state};
 use crate::sql::{column_list, Scope};
 use crate::types::{json_to_pg_text, pg_text_to_json, LogicalType};
 use crate::upload::{RowState, ServerState};
+use crate::watermark::Horizon;
 use serde_json::{Map, Value};
 
 /// For each table of the scope, the columns its upload carries (positions in
@@ -442,6 +443,7 @@ pub struct ClassifiedRow {
     idx: Col,
     version: Col,
     own: Col,
+    deleted_unseen: Col,
     exists: Col,
     xmin: Col,
     in_partition: Col,
@@ -459,6 +461,7 @@ impl Decode for ClassifiedRow {
                 version: f.owned(self.version),
                 exists: f.bool(self.exists)?,
                 last_writer_is_client: f.bool(self.own)?,
+                deleted_unseen: f.bool(self.deleted_unseen)?,
                 xmin: f.owned(self.xmin),
                 in_partition: f.bool(self.in_partition)?,
                 new_in_partition: f.bool(self.new_in_partition)?,
@@ -476,6 +479,8 @@ pub struct Uploader<'a> {
     pub replica: &'a str,
     /// This upload retries one whose answer was lost (same id).
     pub retrying: bool,
+    /// What the uploading file had received, when it said (`seen`).
+    pub seen: Option<&'a Horizon>,
 }
 
 /// Classifies the staged rows `idx` of table `t` against the server: the
@@ -511,6 +516,29 @@ pub fn classify(
             // A row an unanswered attempt left exactly as sent (any attempt of
             // the id: answers may be lost several times in a row).
             format!("coalesce({} = {replica}::text AND {retrying}::bool, false)::text", tracked.origin),
+        ),
+        // An insert of a key whose row left the client's partition (a
+        // delete, a move to another tenant) by a change the file had not
+        // received: the exits a pull would send it, not another tenant's.
+        deleted_unseen: columns.push(
+            "deleted_unseen",
+            match uploader.seen {
+                Some(seen) => {
+                    let horizon = binds.bind(seen.snapshot().to_string());
+                    let own = binds.bind(seen.own().iter().map(u64::to_string).collect::<Vec<_>>());
+                    let part = part_match(scope, t, "e.tandem_part", &mut binds, values).unwrap_or_else(|| "true".into());
+                    format!(
+                        "(CASE WHEN r.{first_key} IS NULL AND s.op = 'upsert' AND coalesce({deleted}, false) THEN EXISTS (\
+                         SELECT 1 FROM {exits} e WHERE {e_key} AND {part} \
+                         AND NOT pg_visible_in_snapshot(e.tandem_stamp, {horizon}::text::pg_snapshot) \
+                         AND NOT e.tandem_stamp = ANY({own}::text[]::xid8[])) ELSE false END)::text",
+                        deleted = tracked.deleted,
+                        exits = scope.exits(t),
+                        e_key = keyed_equal(scope, staged, t, key, "e", "s"),
+                    )
+                }
+                None => "false::text".to_string(),
+            },
         ),
         exists: columns.push("exists", format!("(r.{first_key} IS NOT NULL)::text")),
         xmin: columns.push("xmin", "r.xmin::text"),
@@ -1113,22 +1141,62 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
         let staged = vec![Some(vec![0, 1]), Some(vec![0, 1]), None];
-        let uploader = Uploader { replica: "r1", retrying: false };
+        let uploader = Uploader { replica: "r1", retrying: false, seen: None };
         let query = classify(&scope, &staged, 1, StageKey::Sent, uploader, &values, &[0, 1]);
         let sql = &query.sql;
         assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($3::text[]::integer[]))"), "{sql}");
         assert!(sql.contains("LEFT JOIN \"tandem\".\"track_2\" tr ON tr.\"order_id\" = s.c0 AND tr.\"line\" = s.c1"), "{sql}");
         assert!(sql.contains("WHERE s.idx = ANY($4::int4[])"), "the row list is bound last: {sql}");
         assert_eq!(query.params, [Param::from("r1"), Param::Bool(false), Param::from(vec!["1".to_string()]), Param::Int4Array(vec![0, 1])]);
-        assert_eq!(query.width, 9);
-        let row =
-            [Some("1"), Some("812"), Some("false"), Some("true"), Some("900"), Some("true"), Some("false"), Some("false"), Some("true")];
+        assert_eq!(query.width, 10);
+        let row = [
+            Some("1"),
+            Some("812"),
+            Some("false"),
+            Some("false"),
+            Some("true"),
+            Some("900"),
+            Some("true"),
+            Some("false"),
+            Some("false"),
+            Some("true"),
+        ];
         let classified = query.decode(&row).unwrap();
         assert_eq!(classified.idx, 1);
         assert!(classified.server.exists && classified.server.in_partition && !classified.server.new_in_partition);
+        assert!(!classified.server.deleted_unseen);
+        assert!(sql.contains("false::text AS deleted_unseen") || !sql.contains("tandem.\"exit_2\""), "no `seen`, no probe: {sql}");
         let staged = vec![None, Some(vec![0, 1]), None];
         let query = classify(&scope, &staged, 1, StageKey::Sent, uploader, &values, &[0]);
         assert!(!query.sql.contains("sp1"), "{}", query.sql);
+    }
+
+    #[test]
+    fn an_insert_is_probed_for_exits_of_the_partition_beyond_what_the_file_received() {
+        let schema = crm();
+        let ids = [1, 2, 3];
+        let scope = Scope::new(&schema, &ids);
+        let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
+        let staged = vec![Some(vec![0, 1]), None, None];
+        let seen = Horizon::new(&crate::watermark::Watermark::parse("20:25:22").unwrap(), vec![30]);
+        let uploader = Uploader { replica: "r1", retrying: false, seen: Some(&seen) };
+        let query = classify(&scope, &staged, 0, StageKey::Sent, uploader, &values, &[0]);
+        let sql = &query.sql;
+        // Only for an insert of a key tracking holds as deleted, and only
+        // an exit of the client's own partition.
+        assert!(sql.contains("CASE WHEN r.\"id\" IS NULL AND s.op = 'upsert' AND coalesce("), "{sql}");
+        assert!(
+            sql.contains("SELECT 1 FROM \"tandem\".\"exit_1\" e WHERE e.\"id\" = s.c0 AND (e.tandem_part->>'tenant')::integer = ANY("),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "NOT pg_visible_in_snapshot(e.tandem_stamp, $4::text::pg_snapshot) AND NOT e.tandem_stamp = ANY($5::text[]::xid8[])"
+            ),
+            "{sql}"
+        );
+        assert!(query.params.contains(&Param::from("20:25:22")), "{:?}", query.params);
+        assert!(query.params.contains(&Param::from(vec!["30".to_string()])), "{:?}", query.params);
     }
 
     #[test]
@@ -1196,8 +1264,15 @@ mod tests {
         let moved = move_rows(&scope, &staged, 0, &[4], seen.clone());
         assert!(moved.sql.contains("SET \"id\" = s.c0, \"tenant_id\" = s.c1 FROM"), "the key is written too: {}", moved.sql);
         assert!(moved.sql.contains("AND r.\"id\" = s.f0 AND r.xmin"), "the row at the old key: {}", moved.sql);
-        let from =
-            classify(&scope, &staged, 0, StageKey::MovedFrom, Uploader { replica: "r", retrying: false }, &FilterValues::new(), &[4]);
+        let from = classify(
+            &scope,
+            &staged,
+            0,
+            StageKey::MovedFrom,
+            Uploader { replica: "r", retrying: false, seen: None },
+            &FilterValues::new(),
+            &[4],
+        );
         assert!(from.sql.contains("LEFT JOIN \"public\".\"orders\" r ON r.\"id\" = s.f0"), "{}", from.sql);
         assert!(create_stage(&scope, 0, &[0, 1], &[plain("bigint"), plain("integer")], true)
             .sql

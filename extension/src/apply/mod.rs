@@ -36,7 +36,6 @@ use tandem_core::options::{ApplyOptions, Policy, Seen};
 use tandem_core::sql::partition::{bind_params, FilterValues};
 use tandem_core::sql::{apply as sql, Scope};
 use tandem_core::upload::{build_result, AppliedChange, Outcome, ReportedTable};
-use tandem_core::watermark::Horizon;
 use tandem_core::{Error, Result};
 
 use crate::catalog;
@@ -88,8 +87,6 @@ pub(crate) struct Upload<'a> {
     retried: &'a std::collections::HashSet<AppliedChange>,
     /// The client's filter parameters, bound as text.
     filters: &'a FilterValues,
-    /// What the uploading file had received, when it said.
-    seen: Option<&'a Horizon>,
 }
 
 pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &ApplyOptions) -> Result<ApplyResult> {
@@ -137,18 +134,10 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
     let touched: Vec<usize> = plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).collect();
     let filters = bind_params(&scope, &params, touched)?;
     let staged = plan::staged_columns(&scope, &plans);
-    let uploader = sql::Uploader { replica: &replica, retrying: retry.version.is_some() };
     let seen = options.seen.as_ref().map(Seen::horizon).transpose()?;
-    let upload = Upload {
-        scope: &scope,
-        scope_name,
-        staged: &staged,
-        client_id: &client_id,
-        uploader,
-        retried: &retry.applied,
-        filters: &filters,
-        seen: seen.as_ref(),
-    };
+    let uploader = sql::Uploader { replica: &replica, retrying: retry.version.is_some(), seen: seen.as_ref() };
+    let upload =
+        Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, uploader, retried: &retry.applied, filters: &filters };
 
     for plan in plans.iter_mut() {
         record::find_logged(spi, scope_name, &client_id, scope.id(plan.t), &retry.applied, plan)?;
@@ -190,7 +179,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
                     if carried_key {
                         row.own_if_written_by(retry.version.as_deref());
                     }
-                    row.decide(retried, upload.seen);
+                    row.decide(retried);
                     row.settle_if_written_elsewhere(carried_key);
                 }
                 let conflicts: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].unsettled()).collect();

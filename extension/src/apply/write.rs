@@ -137,7 +137,7 @@ impl Upload<'_> {
                     row.violates("a trigger on the server changed the row instead of writing it; the server's row stays".into());
                     continue;
                 }
-                row.decide(false, self.seen);
+                row.decide(false);
                 if row.unsettled() {
                     conflicts.push(i);
                 }

@@ -197,7 +197,19 @@ fn a_backup_taken_with_an_upload_in_flight_retries_only_that_upload() {
 /// plain inserts.
 #[test]
 fn a_restored_backup_does_not_bring_back_rows_deleted_after_it() {
-    let s = Scenario::new("restore_deleted", SCHEMA, "crm");
+    restored_backup_meets_the_deletes_after_it("restore_deleted", false);
+}
+
+/// The same with `--reinit`, as a user might try on a restored file: its
+/// unsent inserts go up before it pulls afresh, judged by what it had
+/// received.
+#[test]
+fn a_restored_backup_synced_with_reinit_does_not_bring_back_rows_deleted_after_it() {
+    restored_backup_meets_the_deletes_after_it("restore_deleted_reinit", true);
+}
+
+fn restored_backup_meets_the_deletes_after_it(name: &str, reinit: bool) {
+    let s = Scenario::new(name, SCHEMA, "crm");
     let token = s.register(json!({"tenant": 1}));
     let path = s.files.path("device.db");
     let backup = s.files.path("backup.db");
@@ -223,7 +235,8 @@ fn a_restored_backup_does_not_bring_back_rows_deleted_after_it() {
     copy(&backup, &path);
     let restored = Store::open(&path).unwrap();
     local(&restored, "INSERT INTO customers VALUES (9, 1, 'again after its delete', NULL, NULL), (22, 1, 'new', NULL, NULL)");
-    let report = s.sync_as(&restored, &token);
+    let report = s.sync(&restored, json!({"token": token, "reinit": reinit}));
+    assert_eq!(report.resynced, reinit);
     let mut conflicts: Vec<_> = report.conflicts.iter().map(|c| (c.key.clone(), c.kind.as_str(), c.decision.as_str())).collect();
     conflicts.sort_by_key(|c| c.0[0].as_i64());
     assert_eq!(
@@ -268,5 +281,24 @@ fn a_files_insert_of_a_key_it_deleted_itself_is_no_conflict_though_its_pull_fail
     let report = s.sync_as(&device, &token);
     assert_eq!((report.pushed, report.conflicts.len()), (1, 0), "{report:?}");
     assert_eq!(server_name(&s, 3).as_deref(), Some("back again"));
+    assert_converged(&mut s.server(), device.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Only a delete the file could have held counts: another tenant's delete
+/// of a key says nothing to this tenant's insert of it (nor, through the
+/// answer, anything of the other tenant).
+#[test]
+fn another_tenants_delete_of_a_key_leaves_an_insert_of_it_alone() {
+    let s = Scenario::new("other_tenants_delete", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let device = s.store("device.db");
+    s.sync_as(&device, &token);
+    s.server().batch_execute("INSERT INTO customers VALUES (30, 2, 'tenant 2', NULL, NULL); DELETE FROM customers WHERE id = 30").unwrap();
+    s.server().batch_execute("DELETE FROM customers WHERE id = 12").unwrap();
+    local(&device, "INSERT INTO customers VALUES (30, 1, 'mine', NULL, NULL), (12, 1, 'mine too', NULL, NULL)");
+    let report = s.sync_as(&device, &token);
+    assert_eq!((report.pushed, report.conflicts.len()), (2, 0), "{report:?}");
+    assert_eq!(server_name(&s, 30).as_deref(), Some("mine"));
+    assert_eq!(server_name(&s, 12).as_deref(), Some("mine too"));
     assert_converged(&mut s.server(), device.connection(), "crm", &json!({"tenant": 1}));
 }
