@@ -107,9 +107,10 @@ pub struct ApplyOptions {
     /// once the server's `sync_schema` says `respellings`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub respellings: Option<bool>,
-    /// What the uploading file had pulled: an insert of a key the server
-    /// deleted beyond it meets that delete as a conflict instead of
-    /// bringing the row back (a restored backup sending an insert again).
+    /// What the uploading file had received: an insert of a key whose row
+    /// left the client's partition beyond it meets that exit as a conflict
+    /// instead of bringing the row back (a restored backup sending an
+    /// insert again).
     /// Sent once the server's `sync_schema` says `seen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen: Option<Seen>,
@@ -335,8 +336,7 @@ mod tests {
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "other": 1}}))).is_err());
         let seen = ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:11", "echoes": ["15"]}}))).unwrap().seen.unwrap();
         let horizon = seen.horizon().unwrap();
-        assert!(horizon.covers(9) && horizon.covers(10) && horizon.covers(15));
-        assert!(!horizon.covers(11) && !horizon.covers(12) && !horizon.covers(14));
+        assert_eq!((horizon.snapshot().to_string(), horizon.own()), ("10:12:11".to_string(), &[15][..]));
     }
 
     #[test]

@@ -329,9 +329,9 @@ impl Push<'_> {
 
     /// What every upload of the round is sent with.
     fn apply_options(&self, state: &ScopeState, upload_id: String, server: Capabilities) -> ApplyOptions {
-        // What the file had received: an insert of a key the server deleted
-        // beyond it meets that delete (a restored backup's insert sent
-        // again). A file that never pulled says nothing, nor does one
+        // What the file had received: an insert of a key whose row left its
+        // partition beyond it meets that exit (a restored backup's insert
+        // sent again). A file that never pulled says nothing, nor does one
         // pulling afresh: its watermark no longer says what it held.
         let seen = state
             .watermark
@@ -640,13 +640,13 @@ fn exchange(
     // does not hold back the pull: it is reported once the pull is done.
     observe(Step::ToPush(crate::status::pending(conn, &meta::require(conn, scope)?)?));
     let push_failed = push.run(conn, remote, None, report, observe)?;
+    // The id is kept only once the batch is read: a file that holds it
+    // (the same file after a lost answer, or a backup of it) holds what
+    // was sent under it.
     if reinit {
         resync::begin(conn, &meta::require(conn, scope)?)?;
         report.resynced = true;
     }
-    // The id is kept only once the batch is read: a file that holds it
-    // (the same file after a lost answer, or a backup of it) holds what
-    // was sent under it.
 
     // Pull. A pull interrupted earlier resumes where it stopped; it then ends
     // at the snapshot it began with, so one more pass brings in what came
