@@ -332,6 +332,7 @@ mod tests {
         assert!(SelectOptions::parse(Some(&json!({"replica": ""}))).is_err());
         assert!(ApplyOptions::parse(Some(&json!({"upload_id": ""}))).is_err());
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "garbage"}}))).is_err());
+        assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "0:0:"}}))).is_err(), "PostgreSQL refuses it too");
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "echoes": ["11", "x"]}}))).is_err());
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "other": 1}}))).is_err());
         let seen = ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:11", "echoes": ["15"]}}))).unwrap().seen.unwrap();

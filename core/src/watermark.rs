@@ -28,7 +28,8 @@ impl Snapshot {
         let xmin = parts.next()?.parse().ok()?;
         let xmax = parts.next()?.parse().ok()?;
         let xip_text = parts.next()?;
-        if parts.next().is_some() || xmin > xmax {
+        // PostgreSQL holds no snapshot from before its first transaction.
+        if parts.next().is_some() || xmin > xmax || xmin == 0 {
             return None;
         }
         let xip =
@@ -209,7 +210,7 @@ mod tests {
         assert_eq!(s.xip, vec![102, 105]);
         assert_eq!(s.to_string(), "100:110:102,105");
         assert_eq!(Snapshot::parse("729:731:").unwrap().xip, Vec::<u64>::new());
-        for bad in ["", "1:2", "2:1:", "1:5:7", "a:b:", "1:2:3:4"] {
+        for bad in ["", "1:2", "2:1:", "1:5:7", "a:b:", "1:2:3:4", "0:0:", "0:5:"] {
             assert!(Snapshot::parse(bad).is_none(), "{bad}");
         }
     }
