@@ -236,6 +236,12 @@ impl SelectOptions {
 
 impl ApplyOptions {
     pub fn parse(value: Option<&Value>) -> Result<Self> {
+        // Serde would also take the object's fields as a list.
+        if value.and_then(|v| v.get("seen")).is_some_and(|seen| !seen.is_object()) {
+            return Err(Error::InvalidOptions(
+                "seen must be an object: {\"watermark\": the file's watermark, \"echoes\": [versions of its recorded uploads]}".into(),
+            ));
+        }
         let options: ApplyOptions = parse_options(value)?;
         if options.policy.is_some() {
             return Err(Error::InvalidOptions(
@@ -333,6 +339,10 @@ mod tests {
         assert!(ApplyOptions::parse(Some(&json!({"upload_id": ""}))).is_err());
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "garbage"}}))).is_err());
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "0:0:"}}))).is_err(), "PostgreSQL refuses it too");
+        for listed in [json!([]), json!(["10:12:", []]), json!("10:12:")] {
+            let error = ApplyOptions::parse(Some(&json!({ "seen": listed }))).unwrap_err().to_string();
+            assert!(error.contains("seen must be an object"), "{error}");
+        }
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "echoes": ["11", "x"]}}))).is_err());
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "other": 1}}))).is_err());
         let seen = ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:11", "echoes": ["15"]}}))).unwrap().seen.unwrap();
