@@ -333,9 +333,9 @@ impl Push<'_> {
         // partition beyond it meets that exit (a restored backup's insert
         // sent again). A file that never pulled says nothing, nor does one
         // pulling afresh: its watermark no longer says what it held.
-        let seen = state
-            .watermark
-            .as_ref()
+        // No more than a watermark held while a kept delete waits.
+        let seen = (state.seen_until.as_ref())
+            .or(state.watermark.as_ref())
             .filter(|_| server.seen && !state.resync)
             .map(|watermark| Seen { watermark: watermark.clone(), echoes: state.echoes.clone() });
         ApplyOptions {
@@ -640,6 +640,9 @@ fn exchange(
     // does not hold back the pull: it is reported once the pull is done.
     observe(Step::ToPush(crate::status::pending(conn, &meta::require(conn, scope)?)?));
     let push_failed = push.run(conn, remote, None, report, observe)?;
+    if push_failed.is_none() {
+        meta::release_seen(conn, scope)?;
+    }
     // The id is kept only once the batch is read: a file that holds it
     // (the same file after a lost answer, or a backup of it) holds what
     // was sent under it.

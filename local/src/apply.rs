@@ -47,6 +47,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
     applying(conn, state, |conn| {
         let mut result = Applied { watermark: watermark.clone(), has_more: checked.has_more, ..Applied::default() };
         let mut deletes = Vec::new();
+        // A server delete kept from a row with an unsent change was not
+        // taken: uploads must not say it was received (`meta::hold_seen`).
+        let mut kept_a_delete = false;
         // Keys with unsent changes, read before anything is written: what
         // the file's own keys log while sync writes (`ON UPDATE CASCADE`
         // into a key column) is no unsent change, and the server's rows of
@@ -110,6 +113,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                         crate::resync::cross_off(conn, state, t, &row.key)?;
                     }
                     if !waiting.is_empty() && waiting.contains(&rows::key_text(&row.key)) {
+                        kept_a_delete |= row.op == Op::Delete;
                         result.skipped.push(json!({"table": table.schema.name, "key": row.key}));
                         continue;
                     }
@@ -190,6 +194,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
             crate::local_only::settle(conn, &state.schema.tables[t], state.tables[t].id)?;
         }
         not_stored::settle(conn, state)?;
+        if let (true, Some(before)) = (kept_a_delete, &state.watermark) {
+            meta::hold_seen(conn, &state.scope, before)?;
+        }
         if let Some(watermark) = &watermark {
             meta::set_pulled(conn, state, watermark)?;
         }

@@ -115,6 +115,10 @@ pub struct ScopeState {
     /// A pull from NULL is replacing the file's server state (see
     /// `crate::resync`).
     pub resync: bool,
+    /// What uploads say they received instead of the watermark, while a
+    /// server delete the file kept its row beside waits for the next
+    /// upload (see [`hold_seen`]).
+    pub seen_until: Option<String>,
     /// Per table of `schema.tables`: tracking id and acknowledged counter.
     pub tables: Vec<TableState>,
 }
@@ -171,10 +175,13 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
                 upload_id: r.get("upload_id")?,
                 echoes: r.get("echoes")?,
                 resync: r.get("resync")?,
+                seen_until: r.get("seen_until")?,
             })
         })
         .optional()?;
-    let Some(StoredRow { schema, client_id, params, watermark, replica_id, upload_id, echoes, resync }) = row else { return Ok(None) };
+    let Some(StoredRow { schema, client_id, params, watermark, replica_id, upload_id, echoes, resync, seen_until }) = row else {
+        return Ok(None);
+    };
     let replica_id = replica_id.ok_or_else(|| LocalError::Invalid(format!("scope \"{scope}\" of this file has no replica id")))?;
     let echoes: Vec<String> = match echoes {
         None => Vec::new(),
@@ -219,7 +226,19 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
         }
         checked::note(conn, &checked)?;
     }
-    Ok(Some(ScopeState { scope: scope.to_string(), schema, client_id, params, watermark, replica_id, upload_id, echoes, resync, tables }))
+    Ok(Some(ScopeState {
+        scope: scope.to_string(),
+        schema,
+        client_id,
+        params,
+        watermark,
+        replica_id,
+        upload_id,
+        echoes,
+        resync,
+        seen_until,
+        tables,
+    }))
 }
 
 /// Schemas parsed, by scope, with the text each was parsed from: a round
@@ -253,6 +272,7 @@ struct StoredRow {
     upload_id: Option<String>,
     echoes: Option<String>,
     resync: bool,
+    seen_until: Option<String>,
 }
 
 /// The tracking objects of table `id`: its log, its base versions and its
@@ -339,6 +359,23 @@ pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Opti
     let echoes = serde_json::to_string(&echoes).map_err(|e| LocalError::Invalid(e.to_string()))?;
     conn.execute(sql::SET_ECHOES, named_params! {":scope": state.scope, ":echoes": echoes})?;
     clear_in_flight(conn, &state.scope)
+}
+
+/// A pull kept the file's row of a key the server deleted (the key has an
+/// unsent change): the file did not take that delete, so until its next
+/// upload goes through, uploads say they received no more than
+/// `watermark`, the one before that pull. Else an insert it sends would
+/// pass for one made knowing of the delete (design.md, "Conflicts are
+/// detected by version").
+pub fn hold_seen(conn: &Connection, scope: &str, watermark: &str) -> Result<()> {
+    conn.prepare_cached(sql::HOLD_SEEN)?.execute(named_params! {":scope": scope, ":watermark": watermark})?;
+    Ok(())
+}
+
+/// An upload went through: what a held [`hold_seen`] waited for went up.
+pub fn release_seen(conn: &Connection, scope: &str) -> Result<()> {
+    conn.prepare_cached(sql::RELEASE_SEEN)?.execute(named_params! {":scope": scope})?;
+    Ok(())
 }
 
 /// Stores a pull's watermark; a complete one also forgets the upload

@@ -224,6 +224,9 @@ pub struct Interfering {
     pub drop_after_select: bool,
     /// The connection drops after this many more pull batches were sent.
     pub drop_after_selects: Option<usize>,
+    /// The server fails every upload (as a lock timeout would), applying
+    /// nothing; the round's pull still runs.
+    pub fail_applies: bool,
     /// SQL another connection runs on this file after the first apply.
     pub write_after_apply: Option<(std::path::PathBuf, &'static str)>,
     /// SQL another connection runs on this file once the first pull batch
@@ -242,6 +245,7 @@ impl Interfering {
             drop_after_apply: false,
             drop_after_select: false,
             drop_after_selects: None,
+            fail_applies: false,
             write_after_apply: None,
             write_after_select: None,
             write_after_verify: None,
@@ -283,6 +287,9 @@ impl Remote for Interfering {
         Ok(changeset)
     }
     fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
+        if self.fail_applies {
+            return Err(RemoteError::Server { sqlstate: "55P03".into(), message: "lock timeout (a test's)".into() });
+        }
         let result = self.inner.apply_changes(scope, changeset, options)?;
         if let Some((file, sql)) = self.write_after_apply.take() {
             Connection::open(file).and_then(|c| c.execute_batch(sql)).expect("the other program's write");

@@ -302,3 +302,46 @@ fn another_tenants_delete_of_a_key_leaves_an_insert_of_it_alone() {
     assert_eq!(server_name(&s, 12).as_deref(), Some("mine too"));
     assert_converged(&mut s.server(), device.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// A restored backup whose upload the server fails, in a round whose pull
+/// then brings the delete of a row the backup still holds an unsent insert
+/// of: the pull keeps the row (the change waits) and moves the watermark
+/// past the delete, but the next upload still says it received no more
+/// than before that pull, so the insert meets the delete.
+#[test]
+fn a_restored_backups_insert_meets_the_delete_a_pull_kept_it_beside() {
+    let s = Scenario::new("restore_kept_delete", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("device.db");
+    let backup = s.files.path("backup.db");
+    {
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, &token);
+        local(&device, "INSERT INTO customers VALUES (20, 1, 'inserted before the backup', NULL, NULL)");
+    }
+    copy(&path, &backup);
+    {
+        let device = Store::open(&path).unwrap();
+        assert_eq!(s.sync_as(&device, &token).pushed, 1);
+    }
+    s.server().batch_execute("DELETE FROM customers WHERE id = 20").unwrap();
+
+    copy(&backup, &path);
+    let restored = Store::open(&path).unwrap();
+    let options: SyncOptions = serde_json::from_value(json!({"token": token})).unwrap();
+    let mut failing = Interfering { fail_applies: true, ..Interfering::new(&s.db.url) };
+    let error = restored.sync_with(&mut failing, "crm", &options).unwrap_err();
+    assert!(error.to_string().contains("lock timeout"), "{error}");
+    assert_eq!(local_name(&restored, 20).as_deref(), Some("inserted before the backup"), "kept: its change waits");
+
+    let report = s.sync_as(&restored, &token);
+    let conflicts: Vec<_> = report.conflicts.iter().map(|c| (c.key.clone(), c.kind.as_str())).collect();
+    assert_eq!(conflicts, [(vec![json!(20)], "local_updated_server_deleted")], "{report:?}");
+    assert_eq!(server_name(&s, 20), None, "the delete stands");
+    assert_eq!(local_name(&restored, 20), None);
+    assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+    // The next upload went through: later inserts say the watermark again.
+    local(&restored, "INSERT INTO customers VALUES (20, 1, 'again, knowing', NULL, NULL)");
+    assert_eq!(s.sync_as(&restored, &token).conflicts.len(), 0);
+    assert_eq!(server_name(&s, 20).as_deref(), Some("again, knowing"));
+}
