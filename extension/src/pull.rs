@@ -250,9 +250,7 @@ fn batch_bytes(scope: &Scope<'_>, max_rows: u64) -> usize {
 
 fn start_window(spi: &Spi<'_>, scope: &str, since: Option<&str>, own: Option<&str>) -> Result<Window> {
     let current = || -> Result<Snapshot> {
-        let text = spi::first(spi, tandem_core::sql::registry::current_snapshot())?
-            .flatten()
-            .ok_or_else(|| Error::Internal("pg_current_snapshot() returned nothing".into()))?;
+        let text = spi::current_snapshot(spi)?;
         let snapshot = Snapshot::parse(&text).ok_or_else(|| Error::Internal(format!("unreadable snapshot {text}")))?;
         // The caller's own uncommitted changes are included now and, being
         // marked in progress, sent again once committed.

@@ -317,6 +317,14 @@ where
     Ok(found)
 }
 
+/// The snapshot a read-only statement sees now, as text
+/// (`xmin:xmax:xip,...`).
+pub fn current_snapshot(spi: &Spi<'_>) -> Result<String> {
+    first(spi, tandem_core::sql::registry::current_snapshot())?
+        .flatten()
+        .ok_or_else(|| Error::Internal("pg_current_snapshot() returned nothing".into()))
+}
+
 /// [`first`] of a statement that may write, or must see what the
 /// transaction wrote before it.
 pub fn first_mut<D, T>(spi: &mut Spi<'_>, query: Query<D>) -> Result<Option<T>>

@@ -76,7 +76,7 @@ fn verify(spi: &mut Spi<'_>, scope_name: &str, options: &VerifyOptions) -> Resul
 
     privileges::as_scope_owner(spi, scope_name, |spi| {
         spi::with_text_settings(spi, |spi| {
-            let now_text = current_snapshot(spi)?;
+            let now_text = spi::current_snapshot(spi)?;
             let now = Snapshot::parse(&now_text).ok_or_else(|| Error::Internal(format!("unreadable snapshot {now_text}")))?;
             if since.xmax > now.xmax {
                 // From a history this database no longer has (see pulls).
@@ -121,13 +121,6 @@ fn verify(spi: &mut Spi<'_>, scope_name: &str, options: &VerifyOptions) -> Resul
             Ok(answer)
         })
     })
-}
-
-/// The server's snapshot now, as text.
-fn current_snapshot(spi: &Spi<'_>) -> Result<String> {
-    spi::first(spi, tandem_core::sql::registry::current_snapshot())?
-        .flatten()
-        .ok_or_else(|| Error::Internal("pg_current_snapshot() returned nothing".into()))
 }
 
 /// The tables a step covers, by schema position: those asked for (each
@@ -236,7 +229,7 @@ fn walk_table(
     // (a delete committed after the step's first fold) are in the log:
     // folded now, and read up to now.
     fold::fold(spi, scope, [t])?;
-    let now = current_snapshot(spi)?;
+    let now = spi::current_snapshot(spi)?;
     let gone = pull::Window { until: &now, since: Some(since), own_xid: None, replica: None, echoes: &[], limit: BATCH };
     let mut position: Option<Vec<String>> = None;
     loop {
