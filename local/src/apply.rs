@@ -2,19 +2,19 @@
 //! one transaction. A row with an unsent local change is never overwritten:
 //! that change goes up next and meets the server's policy there.
 
-use rusqlite::{params_from_iter, Connection, ToSql};
-use serde_json::{json, Map, Value};
+use rusqlite::Connection;
+use serde_json::{json, Value};
 use tandem_core::changeset::Op;
-use tandem_core::sql::{local, upsert_row, Dialect};
-use tandem_core::types::{describe_local, to_local, LocalValue};
-use tandem_core::validate::{check_changeset, CheckedRow, CheckedTable, Raw, Sender};
+use tandem_core::sql::local;
+use tandem_core::types::to_local;
+use tandem_core::validate::{check_changeset, Raw, Sender};
 
-use crate::error::{LocalError, Result};
+use crate::error::Result;
 use crate::meta::{self, ScopeState};
 use crate::not_stored::{self, ServerRow};
+use crate::row_writer::RowWriter;
 use crate::rows;
 use crate::tx::applying;
-use crate::values::Bound;
 
 /// Rows of one table in a batch from which its triggers are dropped for the
 /// batch rather than silenced row by row.
@@ -88,24 +88,14 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
         for (table, waiting) in tables.iter().zip(&waiting) {
             let t = state.schema.position(table.schema);
             let id = state.tables[t].id;
-            let columns: Vec<String> = table.columns.iter().map(|&c| table.schema.columns[c].name.clone()).collect();
-            let mut upsert = conn.prepare_cached(&upsert_row(
-                Dialect::Sqlite,
-                &local::user_table(table.schema),
-                &columns,
-                &table.schema.primary_key,
-                None,
-            ))?;
-            let mut base = conn.prepare_cached(&local::write_base(table.schema, id))?;
-            let mut drop_base = conn.prepare_cached(&local::delete_base(table.schema, id))?;
-            let key_positions = table.key_positions();
             let unnoting = unnoted.contains(&t);
             if unnoting {
                 crate::local_only::drop_triggers(conn, id)?;
             }
             // Sync's own writes: what the file's own keys and triggers do
             // meanwhile to other tables is its own (see `local_only`).
-            crate::local_only::writing(conn, id, || {
+            let written = crate::local_only::writing(conn, id, || {
+                let mut writer = RowWriter::new(conn, state, table, t, id);
                 for row in &table.rows {
                     // A pull from NULL replacing the file's server state: the
                     // server has this row (kept or not, it is no delete missed).
@@ -118,45 +108,14 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                         continue;
                     }
                     match row.op {
-                        Op::Upsert => {
-                            let key: Vec<Bound<'_>> = key_positions.iter().map(|&p| Bound(&row.values[p])).collect();
-                            let written = match upsert.execute(params_from_iter(row.values.iter().map(Bound))) {
-                                Ok(0) => Err(LocalError::RowIgnored { table: table.schema.name.clone() }),
-                                Ok(_) => Ok(()),
-                                Err(error) => Err(error.into()),
-                            };
-                            if let Err(error) = written {
-                                // The file's own constraint: the row waits
-                                // aside, the batch goes on (a failed statement
-                                // is undone by itself).
-                                let refusal = not_stored::as_refusal(conn, table.schema, error)?;
-                                let object = server_object(table, row);
-                                let server = ServerRow { t, key: &row.key, row: Some(&object), version: row.version.as_deref() };
-                                not_stored::keep(conn, state, &server, &refusal)?;
-                                // The file's row keeps what it has; an upload
-                                // of it sends the server's values of what it
-                                // could not take (helper 58: a renamed
-                                // column's value wiped by NULL).
-                                let values: Vec<Bound<'_>> = row.values.iter().map(Bound).collect();
-                                crate::local_only::note_refused(conn, table.schema, id, &columns, &values, &key)?;
-                                result.not_stored += 1;
-                                continue;
-                            }
-                            let mut params: Vec<&dyn ToSql> = key.iter().map(|k| k as &dyn ToSql).collect();
-                            match &row.version {
-                                Some(version) => {
-                                    params.push(version);
-                                    base.execute(params.as_slice())?
-                                }
-                                None => drop_base.execute(params.as_slice())?,
-                            };
-                            result.applied += 1;
-                        }
+                        Op::Upsert => writer.upsert(row)?,
                         Op::Delete => deletes.push((t, row.key.clone(), row.respelled == Some(true))),
                     }
                 }
-                Ok(())
+                writer.finish()
             })?;
+            result.applied += written.applied;
+            result.not_stored += written.not_stored;
             if unnoting {
                 crate::local_only::make_triggers(conn, table.schema, id)?;
             }
@@ -202,21 +161,6 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
         }
         Ok(result)
     })
-}
-
-/// A changeset row as the JSON object of its columns: the server's values,
-/// as they read back from what the file stores (the same value the server
-/// sent, in the form the file's uploads give it).
-fn server_object(table: &CheckedTable<'_, LocalValue>, row: &CheckedRow<LocalValue>) -> Map<String, Value> {
-    table
-        .columns
-        .iter()
-        .zip(&row.values)
-        .map(|(&c, value)| {
-            let column = &table.schema.columns[c];
-            (column.name.clone(), describe_local(column.ty, value))
-        })
-        .collect()
 }
 
 /// The SQL function.

@@ -42,6 +42,7 @@ pub mod provision;
 pub mod record;
 pub mod remote;
 mod resync;
+mod row_writer;
 pub mod rows;
 pub mod status;
 pub mod store;

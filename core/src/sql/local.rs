@@ -1081,13 +1081,24 @@ pub fn read_base(table: &TableSchema, id: i64) -> String {
 
 /// Records a row's server version: key in `?1..`, version last.
 pub fn write_base(table: &TableSchema, id: i64) -> String {
+    write_bases(table, id, 1)
+}
+
+/// [`write_base`] of `rows` rows in one statement, each row's key and
+/// version after the row before it's.
+pub fn write_bases(table: &TableSchema, id: i64, rows: usize) -> String {
     let keys = column_list(None, &table.primary_key);
-    let n = table.primary_key.len();
-    let params: Vec<String> = (1..=n + 1).map(|i| Dialect::Sqlite.param(i)).collect();
+    let width = table.primary_key.len() + 1;
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=width).map(|i| Dialect::Sqlite.param(r * width + i)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
     format!(
-        "INSERT INTO {} ({keys}, tandem_version) VALUES ({}) ON CONFLICT ({keys}) DO UPDATE SET tandem_version = excluded.tandem_version",
+        "INSERT INTO {} ({keys}, tandem_version) VALUES {} ON CONFLICT ({keys}) DO UPDATE SET tandem_version = excluded.tandem_version",
         base_table(id),
-        params.join(", ")
+        tuples.join(", ")
     )
 }
 
@@ -1300,5 +1311,6 @@ mod tests {
              ON CONFLICT (\"order_id\", \"line\") DO UPDATE SET tandem_version = excluded.tandem_version"
         );
         assert!(read_row(&items()).ends_with("WHERE \"order_id\" = ?1 AND \"line\" = ?2"));
+        assert!(write_bases(&items(), 3, 2).contains("VALUES (?1, ?2, ?3), (?4, ?5, ?6) ON CONFLICT"));
     }
 }

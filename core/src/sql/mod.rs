@@ -154,18 +154,31 @@ pub fn spelled_apart<S: AsRef<str>>(left: &str, right: &str, columns: &[S]) -> O
 /// `INSERT ... ON CONFLICT (key) DO UPDATE` of one row from bound parameters
 /// `1..=columns.len()` (both dialects read this the same way).
 pub fn upsert_row(dialect: Dialect, table: &str, columns: &[String], key: &[String], casts: Option<&[String]>) -> String {
-    let values: Vec<String> = (1..=columns.len())
-        .map(|n| match casts {
-            Some(types) => format!("{}::text::{}", dialect.param(n), types[n - 1]),
-            None => dialect.param(n),
+    upsert_rows(dialect, table, columns, key, casts, 1)
+}
+
+/// [`upsert_row`] of `rows` rows in one statement, row `r`'s columns in
+/// parameters `r * columns.len() + 1..`: a download writes its rows in
+/// groups, one statement each, instead of a statement a row.
+pub fn upsert_rows(dialect: Dialect, table: &str, columns: &[String], key: &[String], casts: Option<&[String]>, rows: usize) -> String {
+    let width = columns.len();
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let values: Vec<String> = (1..=width)
+                .map(|n| match casts {
+                    Some(types) => format!("{}::text::{}", dialect.param(r * width + n), types[n - 1]),
+                    None => dialect.param(r * width + n),
+                })
+                .collect();
+            format!("({})", values.join(", "))
         })
         .collect();
     let updates: Vec<String> = columns.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote_ident(c))).collect();
     let action = if updates.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", updates.join(", ")) };
     format!(
-        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+        "INSERT INTO {table} ({}) VALUES {} ON CONFLICT ({}) DO {action}",
         column_list(None, columns),
-        values.join(", "),
+        tuples.join(", "),
         column_list(None, key)
     )
 }
@@ -222,6 +235,16 @@ mod tests {
             "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1::text::bigint"
         );
         assert!(upsert_row(Dialect::Sqlite, "\"t\"", &key, &key, None).ends_with("DO NOTHING"));
+    }
+
+    #[test]
+    fn a_group_of_rows_numbers_its_parameters_row_after_row() {
+        let cols = vec!["id".to_string(), "name".to_string()];
+        let key = vec!["id".to_string()];
+        assert_eq!(
+            upsert_rows(Dialect::Sqlite, "\"t\"", &cols, &key, None, 3),
+            "INSERT INTO \"t\" (\"id\", \"name\") VALUES (?1, ?2), (?3, ?4), (?5, ?6) ON CONFLICT (\"id\") DO UPDATE SET \"name\" = excluded.\"name\""
+        );
     }
 }
 

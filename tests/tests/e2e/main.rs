@@ -14,6 +14,7 @@ mod conflicts;
 mod conformance;
 mod echoes;
 mod gateway;
+mod grouped_writes;
 mod hostile;
 mod incremental_plan;
 mod kept_plans;
