@@ -1,6 +1,7 @@
 //! `tandem sql`, `tandem sync` and `tandem rekey`: work on a local file.
 
 use crate::stdout::say;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -298,6 +299,16 @@ fn watch(store: &Store, args: &SyncArgs, options: &SyncOptions) -> Result<SyncRe
     let mut progress = (!args.json).then(|| Progress::new("watching"));
     let (mut up, mut down) = (0, 0);
     let report = store.watch(&args.server.remote, &args.server.scope, options, &|| stop.load(Ordering::Relaxed), &mut |step| {
+        // A watch that waits out a failure says so each time, also where
+        // no terminal shows progress (a service's log): a device whose
+        // changes cannot go up must not wait in silence.
+        if let WatchStep::Retrying { error, retry_in } = &step {
+            let line = format!("{error}; trying again in {:.1} s", retry_in.as_secs_f64());
+            match progress.as_ref().filter(|_| std::io::stderr().is_terminal()) {
+                Some(p) => p.say(&line),
+                None => eprintln!("tandem sync --watch: {line}"),
+            }
+        }
         let Some(p) = progress.as_mut() else { return };
         match step {
             WatchStep::Batch(Step::ToPush(_)) => p.show(up + down, "syncing"),
@@ -315,9 +326,7 @@ fn watch(store: &Store, args: &SyncArgs, options: &SyncOptions) -> Result<SyncRe
                 }
             }
             WatchStep::Waiting => p.show(up + down, "waiting for a change on the server or in the file"),
-            WatchStep::Retrying { error, retry_in } => {
-                p.show(up + down, &format!("{error}; trying again in {:.1} s", retry_in.as_secs_f64()))
-            }
+            WatchStep::Retrying { retry_in, .. } => p.show(up + down, &format!("trying again in {:.1} s", retry_in.as_secs_f64())),
         }
     })?;
     if let Some(p) = progress {

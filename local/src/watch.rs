@@ -2,10 +2,10 @@
 //! round after round, each started as soon as the server says the scope
 //! saw a commit ([`Remote::wait_for_change`]) or the file has unsent
 //! changes (its pending count, looked at every 250 ms). A lost network,
-//! a lock another session holds for a while, or (once a round passed) the
-//! extension being made again by a restore, never ends a watch: it
-//! waits (0.5 s doubling to 30 s, with jitter), reconnects and goes on;
-//! any other error ends it.
+//! a lock another session holds for a while, an upload the server failed
+//! (its pull ran), or (once a round passed) the extension being made again
+//! by a restore, never ends a watch: it waits (0.5 s doubling to 30 s,
+//! with jitter), reconnects and goes on; any other error ends it.
 
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,14 @@ pub fn run(
                 None
             }
             Err(error) if error.is_transient() => Some(error),
+            // The server failed the upload (a full disk, a privilege taken
+            // away): the pull ran, the changes wait in the file, and the
+            // next round tries them again. Ending here would stop the
+            // device's sync both ways until someone restarts it.
+            Err(LocalError::UploadFailed { pulled, error }) => {
+                total.pulled += pulled;
+                Some(LocalError::UploadFailed { pulled, error })
+            }
             // Once a round passed, missing functions are a restore or an
             // upgrade under way (the extension dropped and made again),
             // waited out like a lost network; before, a server without

@@ -184,6 +184,40 @@ fn a_watch_waits_out_the_extension_being_made_again() {
     watcher.finish().unwrap();
 }
 
+/// An upload the server fails (here a trigger of its own reporting a
+/// full disk) ends no watch: the watch still pulls what the server
+/// commits, says why the upload failed, and tries it again with backoff
+/// until it goes up. Before, the watch ended at the first such failure
+/// (helper 69), and a device stopped syncing until restarted.
+#[test]
+fn an_upload_the_server_fails_never_ends_a_watch_and_goes_up_once_it_can() {
+    let setup = Setup::new("live_upload_fails");
+    commit(
+        &setup,
+        "CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$; \
+         CREATE TRIGGER full_disk BEFORE INSERT ON customers FOR EACH ROW WHEN (NEW.name = 'blocked') EXECUTE FUNCTION full_disk()",
+    );
+    let (path, mut watcher) = watching_directly(&setup, "fails");
+    local(&Store::open(&path).unwrap(), "INSERT INTO customers VALUES (901, 1, 'blocked')");
+    std::thread::sleep(PROMPT);
+    watcher.still_going();
+    // The pull goes on meanwhile.
+    commit(&setup, "UPDATE customers SET name = 'while uploads fail' WHERE id = 2");
+    time_until(Duration::from_secs(20), "the server's commit in the file while its upload fails", || {
+        watcher.still_going();
+        name_in(&path, 2).as_deref() == Some("while uploads fail")
+    });
+    assert!(!setup.server_rows().iter().any(|(id, _, _)| *id == 901));
+    commit(&setup, "DROP TRIGGER full_disk ON customers");
+    time_until(Duration::from_secs(40), "the file's row on the server once it can go", || {
+        watcher.still_going();
+        setup.server_rows().contains(&(901, 1, Some("blocked".into())))
+    });
+    let report = watcher.finish().unwrap();
+    assert_eq!(report.pushed, 1, "{report:?}");
+}
+
 #[test]
 fn a_local_write_in_a_watching_file_goes_up_without_a_server_change() {
     let setup = Setup::new("live_local");
