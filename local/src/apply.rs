@@ -69,9 +69,12 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
         // where it inserts), when nothing is noted that sync's writes would
         // have to replace, but only while the table's own rows are written:
         // what the file's keys do to its other rows while sync writes
-        // another table, or deletes rows, is noted.
+        // another table, or deletes rows, is noted. Not in a file with
+        // triggers of its own: one may remove a row of the table while
+        // sync writes it, and must take its base version along.
         let mut silenced = Vec::new();
         let mut unnoted = Vec::new();
+        let own_triggers = crate::local_only::file_has_triggers(conn)?;
         for table in &tables {
             let t = state.schema.position(table.schema);
             let id = state.tables[t].id;
@@ -80,7 +83,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                     conn.execute(&statement, [])?;
                 }
                 silenced.push(t);
-                if !crate::local_only::any(conn, table.schema, id)? {
+                if !own_triggers && !crate::local_only::any(conn, table.schema, id)? {
                     unnoted.push(t);
                 }
             }

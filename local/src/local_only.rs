@@ -46,6 +46,13 @@ pub fn untracked(conn: &Connection, id: i64) -> Result<bool> {
     Ok(!found.contains(&name))
 }
 
+/// Whether the file has triggers of its own: one may remove a row while
+/// sync writes another, and only these triggers take that row's base
+/// version with it (helper 70).
+pub fn file_has_triggers(conn: &Connection) -> Result<bool> {
+    Ok(conn.prepare_cached(tandem_core::sql::device::OWN_TRIGGERS)?.query_row([], |r| r.get("present"))?)
+}
+
 /// Whether table `id` notes anything.
 pub fn any(conn: &Connection, table: &TableSchema, id: i64) -> Result<bool> {
     Ok(local::has_values(table) && conn.prepare_cached(&local::local_only_any(id))?.query_row([], |r| r.get(0))?)

@@ -153,12 +153,12 @@ impl<'c, 't> RowWriter<'c, 't> {
     }
 
     /// Whether the file took every row of `group` (false: one was ignored).
+    /// The base versions go first: a trigger of the file's own that
+    /// removes a row of the group while a later one is written (a delete,
+    /// a key change) takes its base version with it, as it would had the
+    /// row been written alone (helper 70: written after, the base version
+    /// stayed with no row, and went up as the file's delete).
     fn try_group(&self, group: &[&CheckedRow<LocalValue>]) -> Result<bool> {
-        let mut upsert = self.conn.prepare_cached(&self.sql.upsert_group)?;
-        let written = upsert.execute(params_from_iter(group.iter().flat_map(|row| row.values.iter().map(Bound))))?;
-        if written != group.len() {
-            return Ok(false);
-        }
         let versions: Option<Vec<&String>> = group.iter().map(|row| row.version.as_ref()).collect();
         match versions {
             Some(versions) => {
@@ -176,7 +176,9 @@ impl<'c, 't> RowWriter<'c, 't> {
                 }
             }
         }
-        Ok(true)
+        let mut upsert = self.conn.prepare_cached(&self.sql.upsert_group)?;
+        let written = upsert.execute(params_from_iter(group.iter().flat_map(|row| row.values.iter().map(Bound))))?;
+        Ok(written == group.len())
     }
 
     fn write_one(&mut self, row: &CheckedRow<LocalValue>) -> Result<()> {

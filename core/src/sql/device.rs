@@ -87,6 +87,11 @@ pub const INDEX_COLUMNS: &str = "SELECT i.name AS name, i.coll AS coll, coalesce
 pub const TRIGGERS_NAMED: &str =
     "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, length(:prefix)) = :prefix";
 
+/// `present`: whether the file has a trigger of its own, one Tandem did
+/// not make (all of Tandem's are named `tandem_<id>_...`).
+pub const OWN_TRIGGERS: &str =
+    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, 7) <> 'tandem_') AS present";
+
 /// `name` of each table whose name starts with `:prefix`.
 pub const TABLES_NAMED: &str = "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(:prefix)) = :prefix";
 
@@ -327,6 +332,7 @@ mod tests {
             TABLE_NAME_TAKEN,
             PRESENT_OBJECTS,
             TRIGGERS_NAMED,
+            OWN_TRIGGERS,
             IN_FOREIGN_KEY,
             FOREIGN_KEY_VIOLATION,
             TABLES_NAMED,

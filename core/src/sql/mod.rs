@@ -44,6 +44,25 @@ impl Dialect {
             Dialect::Sqlite => format!("?{n}"),
         }
     }
+
+    /// How sync writes rows into a user table. In SQLite, never by the
+    /// table's own `ON CONFLICT REPLACE`: that would remove another row
+    /// silently (and leave its base version behind, read later as the
+    /// file's delete of it); the row is refused instead (helper 70).
+    fn insert_into(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "INSERT INTO",
+            Dialect::Sqlite => "INSERT OR ABORT INTO",
+        }
+    }
+
+    /// [`Dialect::insert_into`] for an `UPDATE`.
+    fn update(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "UPDATE",
+            Dialect::Sqlite => "UPDATE OR ABORT",
+        }
+    }
 }
 
 /// Schema of the server's tracking objects.
@@ -176,7 +195,8 @@ pub fn upsert_rows(dialect: Dialect, table: &str, columns: &[String], key: &[Str
     let updates: Vec<String> = columns.iter().filter(|c| !key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote_ident(c))).collect();
     let action = if updates.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", updates.join(", ")) };
     format!(
-        "INSERT INTO {table} ({}) VALUES {} ON CONFLICT ({}) DO {action}",
+        "{} {table} ({}) VALUES {} ON CONFLICT ({}) DO {action}",
+        dialect.insert_into(),
         column_list(None, columns),
         tuples.join(", "),
         column_list(None, key)
@@ -194,7 +214,7 @@ pub fn update_row(dialect: Dialect, table: &str, columns: &[String], key: &[Stri
         sets.push(format!("{0} = {0}", quote_ident(&key[0])));
     }
     let conditions: Vec<String> = key.iter().map(|k| format!("{} = {}", quote_ident(k), param(k))).collect();
-    format!("UPDATE {table} SET {} WHERE {}", sets.join(", "), conditions.join(" AND "))
+    format!("{} {table} SET {} WHERE {}", dialect.update(), sets.join(", "), conditions.join(" AND "))
 }
 
 /// `DELETE` of one row by its key from bound parameters `1..=key.len()`.
@@ -218,8 +238,8 @@ mod tests {
     fn an_update_binds_its_columns_in_order_and_finds_the_row_by_those_of_the_key() {
         let cols = vec!["name".to_string(), "id".to_string()];
         let key = vec!["id".to_string()];
-        assert_eq!(update_row(Dialect::Sqlite, "\"t\"", &cols, &key), "UPDATE \"t\" SET \"name\" = ?1 WHERE \"id\" = ?2");
-        assert_eq!(update_row(Dialect::Sqlite, "\"t\"", &key, &key), "UPDATE \"t\" SET \"id\" = \"id\" WHERE \"id\" = ?1");
+        assert_eq!(update_row(Dialect::Sqlite, "\"t\"", &cols, &key), "UPDATE OR ABORT \"t\" SET \"name\" = ?1 WHERE \"id\" = ?2");
+        assert_eq!(update_row(Dialect::Sqlite, "\"t\"", &key, &key), "UPDATE OR ABORT \"t\" SET \"id\" = \"id\" WHERE \"id\" = ?1");
     }
 
     #[test]
@@ -228,7 +248,7 @@ mod tests {
         let key = vec!["id".to_string()];
         assert_eq!(
             upsert_row(Dialect::Sqlite, "\"t\"", &cols, &key, None),
-            "INSERT INTO \"t\" (\"id\", \"Full Name\") VALUES (?1, ?2) ON CONFLICT (\"id\") DO UPDATE SET \"Full Name\" = excluded.\"Full Name\""
+            "INSERT OR ABORT INTO \"t\" (\"id\", \"Full Name\") VALUES (?1, ?2) ON CONFLICT (\"id\") DO UPDATE SET \"Full Name\" = excluded.\"Full Name\""
         );
         assert_eq!(
             delete_row(Dialect::Postgres, "\"s\".\"t\"", &key, Some(&["bigint".to_string()])),
@@ -243,7 +263,7 @@ mod tests {
         let key = vec!["id".to_string()];
         assert_eq!(
             upsert_rows(Dialect::Sqlite, "\"t\"", &cols, &key, None, 3),
-            "INSERT INTO \"t\" (\"id\", \"name\") VALUES (?1, ?2), (?3, ?4), (?5, ?6) ON CONFLICT (\"id\") DO UPDATE SET \"name\" = excluded.\"name\""
+            "INSERT OR ABORT INTO \"t\" (\"id\", \"name\") VALUES (?1, ?2), (?3, ?4), (?5, ?6) ON CONFLICT (\"id\") DO UPDATE SET \"name\" = excluded.\"name\""
         );
     }
 }

@@ -123,3 +123,67 @@ fn a_trigger_that_rolls_back_syncs_transaction_inside_a_group_stops_the_round_wi
     s.sync(&file, json!({}));
     assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// Rows of the file's table with no row beside their base version: a
+/// later round reads each as the file's delete of it.
+fn bases_without_rows(file: &tandem_local::Store) -> i64 {
+    let id = local_count(file, "SELECT id FROM tandem_tables WHERE scope = 'crm'");
+    local_count(file, &format!("SELECT count(*) FROM tandem_base_{id} b WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.id = b.id)"))
+}
+
+/// A file that held `customers` before it synced, made by `sql`.
+fn file_with(s: &Scenario, sql: &str) -> tandem_local::Store {
+    let file = s.store("a.db");
+    local(&file, sql);
+    file
+}
+
+/// Helper 70 (HIGH): a trigger of the file's own that removes a row (a
+/// delete, a key change) while sync writes a later row of the same group
+/// left the removed row's base version written after it, with no row: a
+/// later round (here after a new unique index) sent it as the file's
+/// delete, and the server lost the row. The row is the file's own change
+/// and stays on the device, as when it came in an earlier group.
+#[test]
+fn a_row_the_files_trigger_removes_within_a_group_never_goes_up_as_a_delete() {
+    for (rows, trigger) in [
+        (250, "CREATE TRIGGER drop_149 AFTER INSERT ON customers WHEN NEW.id = 1150 BEGIN DELETE FROM customers WHERE id = 1149; END"),
+        (1500, "CREATE TRIGGER drop_149 AFTER INSERT ON customers WHEN NEW.id = 1150 BEGIN DELETE FROM customers WHERE id = 1149; END"),
+        (250, "CREATE TRIGGER move_149 AFTER INSERT ON customers WHEN NEW.id = 1150 BEGIN UPDATE customers SET id = 9149 WHERE id = 1149; END"),
+    ] {
+        let s = Scenario::new(&format!("grouped_removed_{rows}"), SCHEMA, "crm");
+        let file = file_with(&s, &format!("CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL); {trigger}"));
+        add_customers(&s, rows);
+        s.sync(&file, tenant(1));
+        assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 1149"), 0);
+        assert_eq!(bases_without_rows(&file), 0, "{trigger}");
+        local(&file, "CREATE UNIQUE INDEX customers_name ON customers (name)");
+        s.sync(&file, json!({}));
+        let kept: i64 = s.server().query_one("SELECT count(*) FROM customers WHERE id = 1149", &[]).unwrap().get(0);
+        assert_eq!(kept, 1, "the server lost the row the file's trigger removed: {trigger}");
+    }
+}
+
+/// Helper 70 (HIGH): a column the file declares `UNIQUE ON CONFLICT
+/// REPLACE` made sync's write of a server row silently remove another row
+/// of the same value, its base version left behind: a later round deleted
+/// that row on the server. Sync's writes now never replace: the server row
+/// waits aside as any the file refuses, and the file's row stays.
+#[test]
+fn a_replace_constraint_of_the_file_never_removes_a_row_for_a_server_row() {
+    for rows in [5, 250] {
+        let s = Scenario::new(&format!("grouped_replace_{rows}"), SCHEMA, "crm");
+        let file = file_with(&s, "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL UNIQUE ON CONFLICT REPLACE)");
+        add_customers(&s, rows);
+        s.server().batch_execute("UPDATE customers SET name = 'Ada' WHERE id = 1003").unwrap();
+        let report = s.sync(&file, tenant(1));
+        assert_eq!(report.not_stored, 1, "{report:?}");
+        assert_eq!(not_stored_keys(&file), vec!["[1003]"]);
+        assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 1 AND name = 'Ada'"), 1);
+        assert_eq!(bases_without_rows(&file), 0);
+        local(&file, "CREATE UNIQUE INDEX customers_tenant ON customers (id, tenant_id)");
+        s.sync(&file, json!({}));
+        let server: i64 = s.server().query_one("SELECT count(*) FROM customers WHERE tenant_id = 1", &[]).unwrap().get(0);
+        assert_eq!(server, 1 + rows, "the server lost rows");
+    }
+}
