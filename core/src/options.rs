@@ -124,6 +124,22 @@ pub struct Seen {
     pub watermark: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub echoes: Vec<String>,
+    /// Keys whose delete a pull brought while the file held an unsent
+    /// change of them: the watermark covers those deletes, but the file
+    /// did not take them, so an insert of such a key meets its exit
+    /// whatever the watermark says. Sent once `sync_schema` says
+    /// `seen_kept`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptKey>,
+}
+
+/// A key of [`Seen::kept`]: the table as the scope names it and the key
+/// as the file's uploads send it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeptKey {
+    pub table: String,
+    pub key: Vec<Value>,
 }
 
 impl Seen {
@@ -141,6 +157,12 @@ impl Seen {
                 })
                 .collect::<Result<Vec<u64>>>()?;
         Ok(Horizon::new(&watermark, own))
+    }
+
+    /// Whether the file kept `key` of `table` beside a delete it did not
+    /// take (see [`Seen::kept`]).
+    pub fn kept(&self, table: &str, key: &[Value]) -> bool {
+        self.kept.iter().any(|k| k.table == table && k.key == key)
     }
 }
 
@@ -345,6 +367,14 @@ mod tests {
         }
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "echoes": ["11", "x"]}}))).is_err());
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "other": 1}}))).is_err());
+        // Kept keys: a table and a key each, found by both.
+        let kept = json!({"seen": {"watermark": "10:12:", "kept": [{"table": "public.items", "key": [20, "a"]}]}});
+        let kept = ApplyOptions::parse(Some(&kept)).unwrap().seen.unwrap();
+        assert!(kept.kept("public.items", &[json!(20), json!("a")]));
+        assert!(!kept.kept("public.items", &[json!(21), json!("a")]) && !kept.kept("public.other", &[json!(20), json!("a")]));
+        for bad in [json!(5), json!([{"table": "t"}]), json!([{"table": "t", "key": 1}]), json!([{"table": "t", "key": [1], "x": 1}])] {
+            assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "kept": bad}}))).is_err(), "{bad}");
+        }
         let seen = ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:11", "echoes": ["15"]}}))).unwrap().seen.unwrap();
         let horizon = seen.horizon().unwrap();
         assert_eq!((horizon.snapshot().to_string(), horizon.own()), ("10:12:11".to_string(), &[15][..]));

@@ -333,11 +333,19 @@ impl Push<'_> {
         // partition beyond it meets that exit (a restored backup's insert
         // sent again). A file that never pulled says nothing, nor does one
         // pulling afresh: its watermark no longer says what it held.
-        // No more than a watermark held while a kept delete waits.
-        let seen = (state.seen_until.as_ref())
-            .or(state.watermark.as_ref())
-            .filter(|_| server.seen && !state.resync)
-            .map(|watermark| Seen { watermark: watermark.clone(), echoes: state.echoes.clone() });
+        // While a kept delete waits, its key is named (`seen.kept`); a
+        // server that takes no names hears no more than the watermark held
+        // before it, for every key.
+        let held_whole = !server.seen_kept || (state.seen_until.is_some() && state.kept_deletes.is_none());
+        let (watermark, kept) = match held_whole {
+            true => (state.seen_until.as_ref().or(state.watermark.as_ref()), Vec::new()),
+            false => (state.watermark.as_ref(), state.kept_deletes.clone().unwrap_or_default()),
+        };
+        let seen = watermark.filter(|_| server.seen && !state.resync).map(|watermark| Seen {
+            watermark: watermark.clone(),
+            echoes: state.echoes.clone(),
+            kept,
+        });
         ApplyOptions {
             respellings: server.respellings.then_some(true),
             seen,

@@ -5,6 +5,7 @@
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use tandem_core::changeset::Op;
+use tandem_core::options::KeptKey;
 use tandem_core::sql::local;
 use tandem_core::types::to_local;
 use tandem_core::validate::{check_changeset, Raw, Sender};
@@ -47,9 +48,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
     applying(conn, state, |conn| {
         let mut result = Applied { watermark: watermark.clone(), has_more: checked.has_more, ..Applied::default() };
         let mut deletes = Vec::new();
-        // A server delete kept from a row with an unsent change was not
-        // taken: uploads must not say it was received (`meta::hold_seen`).
-        let mut kept_a_delete = false;
+        // Server deletes kept from rows with unsent changes were not
+        // taken: uploads must not say they were received (`meta::hold_seen`).
+        let mut kept_deletes = Vec::new();
         // Keys with unsent changes, read before anything is written: what
         // the file's own keys log while sync writes (`ON UPDATE CASCADE`
         // into a key column) is no unsent change, and the server's rows of
@@ -106,7 +107,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                         crate::resync::cross_off(conn, state, t, &row.key)?;
                     }
                     if !waiting.is_empty() && waiting.contains(&rows::key_text(&row.key)) {
-                        kept_a_delete |= row.op == Op::Delete;
+                        if row.op == Op::Delete {
+                            kept_deletes.push(KeptKey { table: table.schema.name.clone(), key: row.key.clone() });
+                        }
                         result.skipped.push(json!({"table": table.schema.name, "key": row.key}));
                         continue;
                     }
@@ -156,8 +159,8 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
             crate::local_only::settle(conn, &state.schema.tables[t], state.tables[t].id)?;
         }
         not_stored::settle(conn, state)?;
-        if let (true, Some(before)) = (kept_a_delete, &state.watermark) {
-            meta::hold_seen(conn, &state.scope, before)?;
+        if let (false, Some(before)) = (kept_deletes.is_empty(), &state.watermark) {
+            meta::hold_seen(conn, &state.scope, before, kept_deletes)?;
         }
         if let Some(watermark) = &watermark {
             meta::set_pulled(conn, state, watermark)?;

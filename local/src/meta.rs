@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{named_params, Connection, OptionalExtension};
 use serde_json::Value;
-use tandem_core::options::Params;
+use tandem_core::options::{KeptKey, Params};
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::sql::device as sql;
 use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
@@ -119,6 +119,9 @@ pub struct ScopeState {
     /// server delete the file kept its row beside waits for the next
     /// upload (see [`hold_seen`]).
     pub seen_until: Option<String>,
+    /// The keys of the rows kept beside those deletes, while held; `None`
+    /// for a hold an earlier Tandem made without them.
+    pub kept_deletes: Option<Vec<KeptKey>>,
     /// Per table of `schema.tables`: tracking id and acknowledged counter.
     pub tables: Vec<TableState>,
 }
@@ -176,10 +179,12 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
                 echoes: r.get("echoes")?,
                 resync: r.get("resync")?,
                 seen_until: r.get("seen_until")?,
+                kept_deletes: r.get("kept_deletes")?,
             })
         })
         .optional()?;
-    let Some(StoredRow { schema, client_id, params, watermark, replica_id, upload_id, echoes, resync, seen_until }) = row else {
+    let Some(StoredRow { schema, client_id, params, watermark, replica_id, upload_id, echoes, resync, seen_until, kept_deletes }) = row
+    else {
         return Ok(None);
     };
     let replica_id = replica_id.ok_or_else(|| LocalError::Invalid(format!("scope \"{scope}\" of this file has no replica id")))?;
@@ -188,6 +193,7 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| LocalError::Invalid(format!("the recorded upload versions of scope \"{scope}\" are unreadable: {e}")))?,
     };
+    let kept_deletes = kept_deletes.as_deref().map(|text| read_kept(scope, text)).transpose()?;
     let schema = parsed_schema(scope, schema)?;
     let params = params.and_then(|p| match serde_json::from_str::<Value>(&p) {
         Ok(Value::Object(map)) => Some(map.into_iter().collect()),
@@ -237,6 +243,7 @@ pub fn load(conn: &Connection, scope: &str) -> Result<Option<ScopeState>> {
         echoes,
         resync,
         seen_until,
+        kept_deletes,
         tables,
     }))
 }
@@ -273,6 +280,7 @@ struct StoredRow {
     echoes: Option<String>,
     resync: bool,
     seen_until: Option<String>,
+    kept_deletes: Option<String>,
 }
 
 /// The tracking objects of table `id`: its log, its base versions and its
@@ -361,15 +369,35 @@ pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Opti
     clear_in_flight(conn, &state.scope)
 }
 
-/// A pull kept the file's row of a key the server deleted (the key has an
-/// unsent change): the file did not take that delete, so until its next
-/// upload goes through, uploads say they received no more than
-/// `watermark`, the one before that pull. Else an insert it sends would
-/// pass for one made knowing of the delete (design.md, "Conflicts are
-/// detected by version").
-pub fn hold_seen(conn: &Connection, scope: &str, watermark: &str) -> Result<()> {
-    conn.prepare_cached(sql::HOLD_SEEN)?.execute(named_params! {":scope": scope, ":watermark": watermark})?;
+/// A pull kept the file's row of keys the server deleted (each has an
+/// unsent change): the file did not take those deletes, so until its next
+/// upload goes through, an insert it sends of such a key must meet the
+/// delete (design.md, "Conflicts are detected by version"). Recorded
+/// both ways: the keys, for a server that takes `seen.kept`, and
+/// `watermark`, the one before that pull, which uploads say instead of
+/// theirs to a server that does not.
+pub fn hold_seen(conn: &Connection, scope: &str, watermark: &str, kept: Vec<KeptKey>) -> Result<()> {
+    let (held, recorded): (Option<String>, Option<String>) =
+        conn.prepare_cached(sql::HELD_SEEN)?.query_row(named_params! {":scope": scope}, |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let kept = match (held, recorded) {
+        // Held by an earlier Tandem, without its keys: stays whole.
+        (Some(_), None) => None,
+        (_, recorded) => {
+            let mut all = recorded.as_deref().map(|text| read_kept(scope, text)).transpose()?.unwrap_or_default();
+            for key in kept {
+                if !all.contains(&key) {
+                    all.push(key);
+                }
+            }
+            Some(serde_json::to_string(&all).map_err(|e| LocalError::Invalid(e.to_string()))?)
+        }
+    };
+    conn.prepare_cached(sql::HOLD_SEEN)?.execute(named_params! {":scope": scope, ":watermark": watermark, ":kept": kept})?;
     Ok(())
+}
+
+fn read_kept(scope: &str, text: &str) -> Result<Vec<KeptKey>> {
+    serde_json::from_str(text).map_err(|e| LocalError::Invalid(format!("the kept deletes of scope \"{scope}\" are unreadable: {e}")))
 }
 
 /// An upload went through: what a held [`hold_seen`] waited for went up.

@@ -269,6 +269,9 @@ pub struct Capabilities {
     pub respellings: bool,
     /// An upload may say what its file had received (`seen`).
     pub seen: bool,
+    /// ... and which keys it kept beside deletes it did not take
+    /// (`seen.kept`).
+    pub seen_kept: bool,
 }
 
 /// The last `sync_schema` answer a transport read, with its text: a round
@@ -295,9 +298,9 @@ impl LastSchema {
 fn schema_answer(text: &str) -> Result<SchemaAnswer, RemoteError> {
     let unreadable = |e: serde_json::Error| RemoteError::Protocol(format!("unreadable schema: {e}"));
     let mut value: serde_json::Value = serde_json::from_str(text).map_err(unreadable)?;
-    let (server_id, moved_from, respellings, seen) = match value.as_object_mut() {
-        Some(o) => (o.remove("server_id"), o.remove("moved_from"), o.remove("respellings"), o.remove("seen")),
-        None => (None, None, None, None),
+    let (server_id, moved_from, respellings, seen, seen_kept) = match value.as_object_mut() {
+        Some(o) => (o.remove("server_id"), o.remove("moved_from"), o.remove("respellings"), o.remove("seen"), o.remove("seen_kept")),
+        None => (None, None, None, None, None),
     };
     let moved_from = match moved_from {
         Some(ids) => serde_json::from_value(ids).map_err(unreadable)?,
@@ -305,7 +308,7 @@ fn schema_answer(text: &str) -> Result<SchemaAnswer, RemoteError> {
     };
     let server_id = server_id.and_then(|v| v.as_str().map(str::to_string));
     let says = |flag: Option<serde_json::Value>| flag.and_then(|v| v.as_bool()).unwrap_or(false);
-    let capabilities = Capabilities { respellings: says(respellings), seen: says(seen) };
+    let capabilities = Capabilities { respellings: says(respellings), seen: says(seen), seen_kept: says(seen_kept) };
     Ok(SchemaAnswer { schema: serde_json::from_value(value).map_err(unreadable)?, server_id, moved_from, capabilities })
 }
 

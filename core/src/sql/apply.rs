@@ -481,6 +481,9 @@ pub struct Uploader<'a> {
     pub retrying: bool,
     /// What the uploading file had received, when it said (`seen`).
     pub seen: Option<&'a Horizon>,
+    /// Staged rows of keys the file kept beside a delete it did not take
+    /// (`seen.kept`): their inserts meet their exit whatever the horizon.
+    pub kept: &'a [usize],
 }
 
 /// Classifies the staged rows `idx` of table `t` against the server: the
@@ -527,10 +530,17 @@ pub fn classify(
                     let horizon = binds.bind(seen.snapshot().to_string());
                     let own = binds.bind(seen.own().iter().map(u64::to_string).collect::<Vec<_>>());
                     let part = part_match(scope, t, "e.tandem_part", &mut binds, values).unwrap_or_else(|| "true".into());
+                    let unseen = format!("NOT pg_visible_in_snapshot(e.tandem_stamp, {horizon}::text::pg_snapshot)");
+                    let unseen = match uploader.kept {
+                        [] => unseen,
+                        kept => {
+                            let kept = binds.bind(kept.iter().map(|&i| i as i32).collect::<Vec<i32>>());
+                            format!("({unseen} OR s.idx = ANY({kept}::int4[]))")
+                        }
+                    };
                     format!(
                         "(CASE WHEN r.{first_key} IS NULL AND s.op = 'upsert' AND coalesce({deleted}, false) THEN EXISTS (\
-                         SELECT 1 FROM {exits} e WHERE {e_key} AND {part} \
-                         AND NOT pg_visible_in_snapshot(e.tandem_stamp, {horizon}::text::pg_snapshot) \
+                         SELECT 1 FROM {exits} e WHERE {e_key} AND {part} AND {unseen} \
                          AND NOT e.tandem_stamp = ANY({own}::text[]::xid8[])) ELSE false END)::text",
                         deleted = tracked.deleted,
                         exits = scope.exits(t),
@@ -1141,7 +1151,7 @@ mod tests {
         let scope = Scope::new(&schema, &ids);
         let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
         let staged = vec![Some(vec![0, 1]), Some(vec![0, 1]), None];
-        let uploader = Uploader { replica: "r1", retrying: false, seen: None };
+        let uploader = Uploader { replica: "r1", retrying: false, seen: None, kept: &[] };
         let query = classify(&scope, &staged, 1, StageKey::Sent, uploader, &values, &[0, 1]);
         let sql = &query.sql;
         assert!(sql.contains("EXISTS (SELECT 1 FROM pg_temp.\"tandem_stage_1\" sp1 WHERE sp1.op = 'upsert' AND sp1.c0 = s.c0 AND sp1.c1 = ANY($3::text[]::integer[]))"), "{sql}");
@@ -1179,7 +1189,7 @@ mod tests {
         let values: FilterValues = [("tenant".to_string(), vec!["1".to_string()])].into();
         let staged = vec![Some(vec![0, 1]), None, None];
         let seen = Horizon::new(&crate::watermark::Watermark::parse("20:25:22").unwrap(), vec![30]);
-        let uploader = Uploader { replica: "r1", retrying: false, seen: Some(&seen) };
+        let uploader = Uploader { replica: "r1", retrying: false, seen: Some(&seen), kept: &[] };
         let query = classify(&scope, &staged, 0, StageKey::Sent, uploader, &values, &[0]);
         let sql = &query.sql;
         // Only for an insert of a key tracking holds as deleted, and only
@@ -1197,6 +1207,18 @@ mod tests {
         );
         assert!(query.params.contains(&Param::from("20:25:22")), "{:?}", query.params);
         assert!(query.params.contains(&Param::from(vec!["30".to_string()])), "{:?}", query.params);
+        // Rows of keys the file kept beside a delete meet any exit of
+        // theirs, whatever the horizon; the others as before.
+        let kept = Uploader { kept: &[0, 2], ..uploader };
+        let query = classify(&scope, &staged, 0, StageKey::Sent, kept, &values, &[0, 1, 2]);
+        assert!(
+            query.sql.contains(
+                "(NOT pg_visible_in_snapshot(e.tandem_stamp, $4::text::pg_snapshot) OR s.idx = ANY($6::int4[])) AND NOT e.tandem_stamp = ANY($5::text[]::xid8[])"
+            ),
+            "{}",
+            query.sql
+        );
+        assert!(query.params.contains(&Param::Int4Array(vec![0, 2])), "{:?}", query.params);
     }
 
     #[test]
@@ -1269,7 +1291,7 @@ mod tests {
             &staged,
             0,
             StageKey::MovedFrom,
-            Uploader { replica: "r", retrying: false, seen: None },
+            Uploader { replica: "r", retrying: false, seen: None, kept: &[] },
             &FilterValues::new(),
             &[4],
         );

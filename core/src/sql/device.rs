@@ -139,16 +139,21 @@ pub fn count_rows(source: &str) -> String {
 // -- tandem_scopes -----------------------------------------------------------
 
 /// A scope's row: `schema`, `client_id`, `params`, `watermark`,
-/// `replica_id`, `upload_id`, `echoes`, `resync`, `seen_until`.
+/// `replica_id`, `upload_id`, `echoes`, `resync`, `seen_until`,
+/// `kept_deletes`.
 pub const LOAD_SCOPE: &str = "SELECT schema, client_id, params, watermark, replica_id, upload_id, echoes, \
-     coalesce(resync, 0) AS resync, seen_until FROM tandem_scopes WHERE scope = :scope";
+     coalesce(resync, 0) AS resync, seen_until, kept_deletes FROM tandem_scopes WHERE scope = :scope";
+
+/// The scope's hold as it stands: `seen_until`, `kept_deletes`.
+pub const HELD_SEEN: &str = "SELECT seen_until, kept_deletes FROM tandem_scopes WHERE scope = :scope";
 
 /// Holds what uploads say they received at `:watermark`, unless held
-/// already (at an earlier one).
-pub const HOLD_SEEN: &str = "UPDATE tandem_scopes SET seen_until = coalesce(seen_until, :watermark) WHERE scope = :scope";
+/// already (at an earlier one), with the keys kept (`:kept`, JSON).
+pub const HOLD_SEEN: &str =
+    "UPDATE tandem_scopes SET seen_until = coalesce(seen_until, :watermark), kept_deletes = :kept WHERE scope = :scope";
 
 /// Lets uploads say the watermark again.
-pub const RELEASE_SEEN: &str = "UPDATE tandem_scopes SET seen_until = NULL WHERE scope = :scope";
+pub const RELEASE_SEEN: &str = "UPDATE tandem_scopes SET seen_until = NULL, kept_deletes = NULL WHERE scope = :scope";
 
 /// `present`: whether the file provisioned `:scope`.
 pub const SCOPE_EXISTS: &str = "SELECT count(*) > 0 AS present FROM tandem_scopes WHERE scope = :scope";

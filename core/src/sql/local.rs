@@ -121,7 +121,7 @@ pub const RENAMED_COLUMNS: [(&str, &str, &str); 2] = [("tandem_log_", "seq", "ta
 
 /// Columns files made by an earlier Tandem lack, with their definitions:
 /// [`METADATA`] creates them in new files, opening an older file adds them.
-pub const ADDED_COLUMNS: [(&str, &str, &str); 11] = [
+pub const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
     // The file's own id: every file is a replica of its partition.
     ("tandem_scopes", "replica_id", "TEXT"),
     // The id of the upload in flight, kept until its answer is recorded.
@@ -144,6 +144,11 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 11] = [
     // server delete (an unsent change of the key): until the next upload
     // goes through, uploads say they received no more than it.
     ("tandem_scopes", "seen_until", "TEXT"),
+    // The keys of those kept rows (JSON, `seen.kept`): a server that
+    // knows them judges only their inserts by the delete, every other key
+    // by the watermark. NULL with `seen_until` set: a hold an earlier
+    // Tandem made, which stays whole.
+    ("tandem_scopes", "kept_deletes", "TEXT"),
     // A server row the file could not store (kind `not_stored`): its
     // version, and the file's base version of the key when it came.
     ("tandem_rejected", "version", "TEXT"),

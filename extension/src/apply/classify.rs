@@ -53,7 +53,13 @@ impl Upload<'_> {
         if idx.is_empty() {
             return Ok(());
         }
-        let query = sql::classify(self.scope, self.staged, plan.t, key, self.uploader, self.filters, idx);
+        let table = &self.scope.schema.tables[plan.t].name;
+        let kept: Vec<usize> = match self.kept {
+            Some(seen) if !seen.kept.is_empty() => idx.iter().copied().filter(|&i| seen.kept(table, &plan.rows[i].change.key)).collect(),
+            _ => Vec::new(),
+        };
+        let uploader = sql::Uploader { kept: &kept, ..self.uploader };
+        let query = sql::classify(self.scope, self.staged, plan.t, key, uploader, self.filters, idx);
         let found = spi::with_index_probes(spi, |spi| spi::all(spi, query))?;
         let mut seen = 0;
         for classified in found {

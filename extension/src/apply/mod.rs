@@ -84,6 +84,9 @@ pub(crate) struct Upload<'a> {
     client_id: &'a str,
     /// The uploading file, and the upload this one retries, if it does.
     uploader: sql::Uploader<'a>,
+    /// What the file said it had received, for the keys it kept beside a
+    /// delete it did not take (`seen.kept`).
+    kept: Option<&'a Seen>,
     retried: &'a std::collections::HashSet<AppliedChange>,
     /// The client's filter parameters, bound as text.
     filters: &'a FilterValues,
@@ -135,9 +138,17 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
     let filters = bind_params(&scope, &params, touched)?;
     let staged = plan::staged_columns(&scope, &plans);
     let seen = options.seen.as_ref().map(Seen::horizon).transpose()?;
-    let uploader = sql::Uploader { replica: &replica, retrying: retry.version.is_some(), seen: seen.as_ref() };
-    let upload =
-        Upload { scope: &scope, scope_name, staged: &staged, client_id: &client_id, uploader, retried: &retry.applied, filters: &filters };
+    let uploader = sql::Uploader { replica: &replica, retrying: retry.version.is_some(), seen: seen.as_ref(), kept: &[] };
+    let upload = Upload {
+        scope: &scope,
+        scope_name,
+        staged: &staged,
+        client_id: &client_id,
+        uploader,
+        kept: options.seen.as_ref(),
+        retried: &retry.applied,
+        filters: &filters,
+    };
 
     for plan in plans.iter_mut() {
         record::find_logged(spi, scope_name, &client_id, scope.id(plan.t), &retry.applied, plan)?;

@@ -173,7 +173,10 @@ fn a_row_the_files_trigger_removes_within_a_group_never_goes_up_as_a_delete() {
 fn a_replace_constraint_of_the_file_never_removes_a_row_for_a_server_row() {
     for rows in [5, 250] {
         let s = Scenario::new(&format!("grouped_replace_{rows}"), SCHEMA, "crm");
-        let file = file_with(&s, "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL UNIQUE ON CONFLICT REPLACE)");
+        let file = file_with(
+            &s,
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL UNIQUE ON CONFLICT REPLACE)",
+        );
         add_customers(&s, rows);
         s.server().batch_execute("UPDATE customers SET name = 'Ada' WHERE id = 1003").unwrap();
         let report = s.sync(&file, tenant(1));

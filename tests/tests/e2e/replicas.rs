@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::json;
 use tandem_local::Store;
 use tandem_local::SyncOptions;
-use tandem_tests::local::{assert_converged, local, Interfering, Scenario};
+use tandem_tests::local::{assert_converged, local, local_count, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, code varchar(5), d date);
@@ -301,6 +301,81 @@ fn another_tenants_delete_of_a_key_leaves_an_insert_of_it_alone() {
     assert_eq!(server_name(&s, 30).as_deref(), Some("mine"));
     assert_eq!(server_name(&s, 12).as_deref(), Some("mine too"));
     assert_converged(&mut s.server(), device.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// Helper 69 (MEDIUM): while a kept delete waited, uploads said the
+/// watermark from before its pull for every key, so a delete the file did
+/// take in that pull still counted as not received, and the file's insert
+/// of that key again met it as a conflict (under `server_wins`, the row
+/// went to the conflict log). The upload now names the kept keys
+/// (`seen.kept`) and says its watermark: only the kept row meets its
+/// delete.
+#[test]
+fn a_delete_taken_beside_a_kept_one_lets_the_file_insert_its_key_again() {
+    let (s, restored, report) = kept_beside("restore_kept_beside", false);
+    let conflicts: Vec<_> = report.conflicts.iter().map(|c| (c.key.clone(), c.kind.as_str())).collect();
+    assert_eq!(conflicts, [(vec![json!(20)], "local_updated_server_deleted")], "{report:?}");
+    assert_eq!(server_name(&s, 20), None, "the delete stands");
+    assert_eq!(server_name(&s, 21).as_deref(), Some("made again, knowing"));
+    assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+    let held = local_count(&restored, "SELECT count(*) FROM tandem_scopes WHERE seen_until IS NOT NULL OR kept_deletes IS NOT NULL");
+    assert_eq!(held, 0, "released once the upload went through");
+}
+
+/// A hold an earlier Tandem made names no keys: it stays whole (every
+/// insert meets what came after its watermark), so the kept row still
+/// meets its delete.
+#[test]
+fn a_hold_without_its_keys_stays_whole() {
+    let (s, restored, report) = kept_beside("restore_kept_whole", true);
+    let mut conflicts: Vec<_> = report.conflicts.iter().map(|c| c.key.clone()).collect();
+    conflicts.sort_by_key(|k| k[0].as_i64());
+    assert_eq!(conflicts, [vec![json!(20)], vec![json!(21)]], "{report:?}");
+    assert_eq!(server_name(&s, 20), None, "the delete stands");
+    assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+}
+
+/// A restored backup holding an unsent insert of 20, whose first round's
+/// upload fails while its pull brings the server's deletes of 20 (kept
+/// beside the insert) and 21 (taken); the program then inserts 21 again
+/// and the next round runs. With `unnamed`, the hold's keys are forgotten
+/// first, as a hold made by an earlier Tandem.
+fn kept_beside(label: &str, unnamed: bool) -> (Scenario, Store, tandem_local::SyncReport) {
+    let s = Scenario::new(label, SCHEMA, "crm");
+    s.server().batch_execute("INSERT INTO customers VALUES (21, 1, 'on the server', NULL, NULL)").unwrap();
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("device.db");
+    let backup = s.files.path("backup.db");
+    {
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, &token);
+        local(&device, "INSERT INTO customers VALUES (20, 1, 'inserted before the backup', NULL, NULL)");
+    }
+    copy(&path, &backup);
+    {
+        let device = Store::open(&path).unwrap();
+        assert_eq!(s.sync_as(&device, &token).pushed, 1);
+    }
+    s.server().batch_execute("DELETE FROM customers WHERE id IN (20, 21)").unwrap();
+
+    copy(&backup, &path);
+    let restored = Store::open(&path).unwrap();
+    let options: SyncOptions = serde_json::from_value(json!({"token": token})).unwrap();
+    let mut failing = Interfering { fail_applies: true, ..Interfering::new(&s.db.url) };
+    restored.sync_with(&mut failing, "crm", &options).unwrap_err();
+    assert_eq!(local_name(&restored, 20).as_deref(), Some("inserted before the backup"), "kept: its change waits");
+    assert_eq!(local_name(&restored, 21), None, "taken");
+    assert_eq!(
+        local_count(&restored, "SELECT count(*) FROM tandem_scopes WHERE kept_deletes = '[{\"table\":\"public.customers\",\"key\":[20]}]'"),
+        1
+    );
+    if unnamed {
+        local(&restored, "UPDATE tandem_scopes SET kept_deletes = NULL");
+    }
+    // Knowing 21 is gone, the program makes it again.
+    local(&restored, "INSERT INTO customers VALUES (21, 1, 'made again, knowing', NULL, NULL)");
+    let report = s.sync_as(&restored, &token);
+    (s, restored, report)
 }
 
 /// A restored backup whose upload the server fails, in a round whose pull
