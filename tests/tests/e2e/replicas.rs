@@ -344,26 +344,7 @@ fn kept_beside(label: &str, unnamed: bool) -> (Scenario, Store, tandem_local::Sy
     let s = Scenario::new(label, SCHEMA, "crm");
     s.server().batch_execute("INSERT INTO customers VALUES (21, 1, 'on the server', NULL, NULL)").unwrap();
     let token = s.register(json!({"tenant": 1}));
-    let path = s.files.path("device.db");
-    let backup = s.files.path("backup.db");
-    {
-        let device = Store::open(&path).unwrap();
-        s.sync_as(&device, &token);
-        local(&device, "INSERT INTO customers VALUES (20, 1, 'inserted before the backup', NULL, NULL)");
-    }
-    copy(&path, &backup);
-    {
-        let device = Store::open(&path).unwrap();
-        assert_eq!(s.sync_as(&device, &token).pushed, 1);
-    }
-    s.server().batch_execute("DELETE FROM customers WHERE id IN (20, 21)").unwrap();
-
-    copy(&backup, &path);
-    let restored = Store::open(&path).unwrap();
-    let options: SyncOptions = serde_json::from_value(json!({"token": token})).unwrap();
-    let mut failing = Interfering { fail_applies: true, ..Interfering::new(&s.db.url) };
-    restored.sync_with(&mut failing, "crm", &options).unwrap_err();
-    assert_eq!(local_name(&restored, 20).as_deref(), Some("inserted before the backup"), "kept: its change waits");
+    let restored = restored_beside_deletes(&s, &token, "DELETE FROM customers WHERE id IN (20, 21)");
     assert_eq!(local_name(&restored, 21), None, "taken");
     assert_eq!(
         local_count(&restored, "SELECT count(*) FROM tandem_scopes WHERE kept_deletes = '[{\"table\":\"public.customers\",\"key\":[20]}]'"),
@@ -378,6 +359,35 @@ fn kept_beside(label: &str, unnamed: bool) -> (Scenario, Store, tandem_local::Sy
     (s, restored, report)
 }
 
+/// A backup of a device taken while it held an unsent insert of 20, which
+/// the device then sent; the server runs `deletes`; the backup, restored,
+/// syncs once with every upload failing (as a lock timeout would), so its
+/// pull keeps 20 beside its delete.
+fn restored_beside_deletes(s: &Scenario, token: &str, deletes: &str) -> Store {
+    let path = s.files.path("device.db");
+    let backup = s.files.path("backup.db");
+    {
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, token);
+        local(&device, "INSERT INTO customers VALUES (20, 1, 'inserted before the backup', NULL, NULL)");
+    }
+    copy(&path, &backup);
+    {
+        let device = Store::open(&path).unwrap();
+        assert_eq!(s.sync_as(&device, token).pushed, 1);
+    }
+    s.server().batch_execute(deletes).unwrap();
+
+    copy(&backup, &path);
+    let restored = Store::open(&path).unwrap();
+    let options: SyncOptions = serde_json::from_value(json!({"token": token})).unwrap();
+    let mut failing = Interfering { fail_applies: true, ..Interfering::new(&s.db.url) };
+    let error = restored.sync_with(&mut failing, "crm", &options).unwrap_err();
+    assert!(error.to_string().contains("lock timeout"), "{error}");
+    assert_eq!(local_name(&restored, 20).as_deref(), Some("inserted before the backup"), "kept: its change waits");
+    restored
+}
+
 /// A restored backup whose upload the server fails, in a round whose pull
 /// then brings the delete of a row the backup still holds an unsent insert
 /// of: the pull keeps the row (the change waits) and moves the watermark
@@ -387,27 +397,7 @@ fn kept_beside(label: &str, unnamed: bool) -> (Scenario, Store, tandem_local::Sy
 fn a_restored_backups_insert_meets_the_delete_a_pull_kept_it_beside() {
     let s = Scenario::new("restore_kept_delete", SCHEMA, "crm");
     let token = s.register(json!({"tenant": 1}));
-    let path = s.files.path("device.db");
-    let backup = s.files.path("backup.db");
-    {
-        let device = Store::open(&path).unwrap();
-        s.sync_as(&device, &token);
-        local(&device, "INSERT INTO customers VALUES (20, 1, 'inserted before the backup', NULL, NULL)");
-    }
-    copy(&path, &backup);
-    {
-        let device = Store::open(&path).unwrap();
-        assert_eq!(s.sync_as(&device, &token).pushed, 1);
-    }
-    s.server().batch_execute("DELETE FROM customers WHERE id = 20").unwrap();
-
-    copy(&backup, &path);
-    let restored = Store::open(&path).unwrap();
-    let options: SyncOptions = serde_json::from_value(json!({"token": token})).unwrap();
-    let mut failing = Interfering { fail_applies: true, ..Interfering::new(&s.db.url) };
-    let error = restored.sync_with(&mut failing, "crm", &options).unwrap_err();
-    assert!(error.to_string().contains("lock timeout"), "{error}");
-    assert_eq!(local_name(&restored, 20).as_deref(), Some("inserted before the backup"), "kept: its change waits");
+    let restored = restored_beside_deletes(&s, &token, "DELETE FROM customers WHERE id = 20");
 
     let report = s.sync_as(&restored, &token);
     let conflicts: Vec<_> = report.conflicts.iter().map(|c| (c.key.clone(), c.kind.as_str())).collect();
