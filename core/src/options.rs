@@ -126,11 +126,17 @@ pub struct Seen {
     pub echoes: Vec<String>,
     /// Keys whose delete a pull brought while the file held an unsent
     /// change of them: the watermark covers those deletes, but the file
-    /// did not take them, so an insert of such a key meets its exit
-    /// whatever the watermark says. Sent once `sync_schema` says
-    /// `seen_kept`.
+    /// kept its row, so an insert of such a key meets its delete whatever
+    /// the watermark says. Sent once `sync_schema` says `seen_kept`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<KeptKey>,
+    /// Versions of deletes a pull brought that reached no row of the file
+    /// while it held unsent changes of the table: one of those may hold
+    /// the key in another text of the same value (`B0EE...` for the
+    /// server's `b0ee...`), so an insert of a key they deleted meets them
+    /// whatever the watermark says. Sent with `kept`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmatched: Vec<String>,
 }
 
 /// A key of [`Seen::kept`]: the table as the scope names it and the key
@@ -142,21 +148,53 @@ pub struct KeptKey {
     pub key: Vec<Value>,
 }
 
+/// The deletes a file's pulls brought and it did not take, held until
+/// its next upload goes through: what it sends as [`Seen::kept`] and
+/// [`Seen::unmatched`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotTaken {
+    #[serde(default)]
+    pub kept: Vec<KeptKey>,
+    #[serde(default)]
+    pub unmatched: Vec<String>,
+}
+
+impl NotTaken {
+    /// Adds what `other` holds that this does not.
+    pub fn merge(&mut self, other: NotTaken) {
+        for key in other.kept {
+            if !self.kept.contains(&key) {
+                self.kept.push(key);
+            }
+        }
+        for version in other.unmatched {
+            if !self.unmatched.contains(&version) {
+                self.unmatched.push(version);
+            }
+        }
+    }
+}
+
 impl Seen {
     /// The changes the file had received, checked.
     pub fn horizon(&self) -> Result<Horizon> {
         let watermark = Watermark::parse(&self.watermark)
             .map_err(|_| Error::InvalidOptions(format!("seen: \"{}\" is no watermark a pull returned", self.watermark)))?;
-        let own =
-            self.echoes
+        let versions = |listed: &[String], what: &str| {
+            listed
                 .iter()
-                .map(|echo| {
-                    echo.parse::<u64>().ok().filter(|_| is_xid(echo)).ok_or_else(|| {
-                        Error::InvalidOptions(format!("seen: echo \"{echo}\" is not a version returned by sync_apply_changes"))
-                    })
+                .map(|v| {
+                    v.parse::<u64>()
+                        .ok()
+                        .filter(|_| is_xid(v))
+                        .ok_or_else(|| Error::InvalidOptions(format!("seen: {what} \"{v}\" is not a version Tandem returned")))
                 })
-                .collect::<Result<Vec<u64>>>()?;
-        Ok(Horizon::new(&watermark, own))
+                .collect::<Result<Vec<u64>>>()
+        };
+        let own = versions(&self.echoes, "echo")?;
+        let unmatched = versions(&self.unmatched, "unmatched delete")?;
+        Ok(Horizon::new(&watermark, own).with_unmatched(unmatched))
     }
 
     /// Whether the file kept `key` of `table` beside a delete it did not
@@ -261,7 +299,9 @@ impl ApplyOptions {
         // Serde would also take the object's fields as a list.
         if value.and_then(|v| v.get("seen")).is_some_and(|seen| !seen.is_object()) {
             return Err(Error::InvalidOptions(
-                "seen must be an object: {\"watermark\": the file's watermark, \"echoes\": [versions of its recorded uploads]}".into(),
+                "seen must be an object: {\"watermark\": the file's watermark, \"echoes\": [versions of its recorded uploads], \
+                 \"kept\": [{\"table\", \"key\"} of rows a pull kept beside their deletes], \"unmatched\": [versions of deletes that reached no row]}"
+                    .into(),
             ));
         }
         let options: ApplyOptions = parse_options(value)?;
@@ -367,13 +407,18 @@ mod tests {
         }
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "echoes": ["11", "x"]}}))).is_err());
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "other": 1}}))).is_err());
-        // Kept keys: a table and a key each, found by both.
-        let kept = json!({"seen": {"watermark": "10:12:", "kept": [{"table": "public.items", "key": [20, "a"]}]}});
+        // Kept keys: a table and a key each, found by both; unmatched
+        // deletes: versions, as echoes are.
+        let kept = json!({"seen": {"watermark": "10:12:", "kept": [{"table": "public.items", "key": [20, "a"]}], "unmatched": ["11"]}});
         let kept = ApplyOptions::parse(Some(&kept)).unwrap().seen.unwrap();
         assert!(kept.kept("public.items", &[json!(20), json!("a")]));
         assert!(!kept.kept("public.items", &[json!(21), json!("a")]) && !kept.kept("public.other", &[json!(20), json!("a")]));
+        assert_eq!(kept.horizon().unwrap().unmatched(), [11]);
         for bad in [json!(5), json!([{"table": "t"}]), json!([{"table": "t", "key": 1}]), json!([{"table": "t", "key": [1], "x": 1}])] {
             assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "kept": bad}}))).is_err(), "{bad}");
+        }
+        for bad in [json!(5), json!(["x"]), json!([11])] {
+            assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "unmatched": bad}}))).is_err(), "{bad}");
         }
         let seen = ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:11", "echoes": ["15"]}}))).unwrap().seen.unwrap();
         let horizon = seen.horizon().unwrap();

@@ -83,6 +83,7 @@ impl fmt::Display for Snapshot {
 pub struct Horizon {
     snapshot: Snapshot,
     own: Vec<u64>,
+    unmatched: Vec<u64>,
 }
 
 impl Horizon {
@@ -95,7 +96,13 @@ impl Horizon {
             Watermark::Complete(snapshot) | Watermark::Partial { since: Some(snapshot), .. } => snapshot.clone(),
             Watermark::Partial { until, since: None, .. } => until.clone(),
         };
-        Horizon { snapshot, own }
+        Horizon { snapshot, own, unmatched: Vec::new() }
+    }
+
+    /// The horizon, less the deletes that reached no row of the file
+    /// though the snapshot covers them (see `options::Seen::unmatched`).
+    pub fn with_unmatched(self, unmatched: Vec<u64>) -> Self {
+        Horizon { unmatched, ..self }
     }
 
     /// The snapshot whose visible changes had reached the file.
@@ -106,6 +113,11 @@ impl Horizon {
     /// The file's own uploads whose answers it recorded.
     pub fn own(&self) -> &[u64] {
         &self.own
+    }
+
+    /// Deletes the snapshot covers that reached no row of the file.
+    pub fn unmatched(&self) -> &[u64] {
+        &self.unmatched
     }
 }
 

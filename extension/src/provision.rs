@@ -72,8 +72,8 @@ fn sync_schema(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")
             // An upload may say what its file had received (`seen`), so an
             // insert meets a delete it never pulled as a conflict.
             value["seen"] = Value::from(true);
-            // ... and which keys it kept beside a delete it did not take
-            // (`seen.kept`), instead of an older watermark for every key.
+            // ... and which deletes it did not take (`seen.kept`), instead
+            // of an older watermark for every key.
             value["seen_kept"] = Value::from(true);
             if !moved_from.is_empty() {
                 value["moved_from"] = Value::from(moved_from);

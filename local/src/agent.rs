@@ -13,7 +13,7 @@ use serde_json::Value;
 use tandem_core::apply_result::ConflictReport;
 use tandem_core::changeset::Changeset;
 use tandem_core::identity::token_client_id;
-use tandem_core::options::{check_params, ApplyOptions, Params, Seen, SelectOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS};
+use tandem_core::options::{check_params, ApplyOptions, NotTaken, Params, Seen, SelectOptions, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS};
 use tandem_core::schema::Schema;
 use tandem_core::watermark::Watermark;
 use tandem_core::Rejection;
@@ -333,18 +333,19 @@ impl Push<'_> {
         // partition beyond it meets that exit (a restored backup's insert
         // sent again). A file that never pulled says nothing, nor does one
         // pulling afresh: its watermark no longer says what it held.
-        // While a kept delete waits, its key is named (`seen.kept`); a
-        // server that takes no names hears no more than the watermark held
-        // before it, for every key.
+        // While deletes the file did not take wait, they are named
+        // (`seen.kept`); a server that takes no names hears no more than
+        // the watermark before them, for every key.
         let held_whole = !server.seen_kept || (state.seen_until.is_some() && state.kept_deletes.is_none());
-        let (watermark, kept) = match held_whole {
-            true => (state.seen_until.as_ref().or(state.watermark.as_ref()), Vec::new()),
+        let (watermark, not_taken) = match held_whole {
+            true => (state.seen_until.as_ref().or(state.watermark.as_ref()), NotTaken::default()),
             false => (state.watermark.as_ref(), state.kept_deletes.clone().unwrap_or_default()),
         };
         let seen = watermark.filter(|_| server.seen && !state.resync).map(|watermark| Seen {
             watermark: watermark.clone(),
             echoes: state.echoes.clone(),
-            kept,
+            kept: not_taken.kept,
+            unmatched: not_taken.unmatched,
         });
         ApplyOptions {
             respellings: server.respellings.then_some(true),

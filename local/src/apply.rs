@@ -5,7 +5,7 @@
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use tandem_core::changeset::Op;
-use tandem_core::options::KeptKey;
+use tandem_core::options::{KeptKey, NotTaken};
 use tandem_core::sql::local;
 use tandem_core::types::to_local;
 use tandem_core::validate::{check_changeset, Raw, Sender};
@@ -48,9 +48,11 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
     applying(conn, state, |conn| {
         let mut result = Applied { watermark: watermark.clone(), has_more: checked.has_more, ..Applied::default() };
         let mut deletes = Vec::new();
-        // Server deletes kept from rows with unsent changes were not
-        // taken: uploads must not say they were received (`meta::hold_seen`).
-        let mut kept_deletes = Vec::new();
+        // Server deletes the file did not take (`None` once one cannot be
+        // named): uploads must not say they were received
+        // (`meta::hold_seen`).
+        let mut not_taken: Option<NotTaken> = Some(NotTaken::default());
+        let mut held_back = false;
         // Keys with unsent changes, read before anything is written: what
         // the file's own keys log while sync writes (`ON UPDATE CASCADE`
         // into a key column) is no unsent change, and the server's rows of
@@ -108,14 +110,17 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                     }
                     if !waiting.is_empty() && waiting.contains(&rows::key_text(&row.key)) {
                         if row.op == Op::Delete {
-                            kept_deletes.push(KeptKey { table: table.schema.name.clone(), key: row.key.clone() });
+                            if let Some(not_taken) = not_taken.as_mut() {
+                                not_taken.kept.push(KeptKey { table: table.schema.name.clone(), key: row.key.clone() });
+                            }
+                            held_back = true;
                         }
                         result.skipped.push(json!({"table": table.schema.name, "key": row.key}));
                         continue;
                     }
                     match row.op {
                         Op::Upsert => writer.upsert(row)?,
-                        Op::Delete => deletes.push((t, row.key.clone(), row.respelled == Some(true))),
+                        Op::Delete => deletes.push((t, row.key.clone(), row.respelled == Some(true), &row.version, !waiting.is_empty())),
                     }
                 }
                 writer.finish()
@@ -127,8 +132,8 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
             }
         }
         // Children before parents.
-        deletes.sort_by_key(|(t, _, _)| std::cmp::Reverse(*t));
-        for (t, key, respelled) in deletes {
+        deletes.sort_by_key(|(t, _, _, _, _)| std::cmp::Reverse(*t));
+        for (t, key, respelled, version, pending) in deletes {
             let table = &state.schema.tables[t];
             let mut removed = 0;
             // A foreign key of the file's own refuses the delete while a row
@@ -147,6 +152,17 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                 result.not_stored += 1;
                 continue;
             }
+            // No row of the key in the server's text while changes wait:
+            // one of them may hold the key in another spelling of the same
+            // value (`B0EE...` for the server's `b0ee...`), which this
+            // delete did not reach (helper 71).
+            if removed == 0 && pending && !respelled {
+                match (not_taken.as_mut(), version) {
+                    (Some(not_taken), Some(version)) => not_taken.unmatched.push(version.clone()),
+                    _ => not_taken = None,
+                }
+                held_back = true;
+            }
             result.applied += 1;
             result.cascaded += (removed as u64).saturating_sub(1);
         }
@@ -159,8 +175,8 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
             crate::local_only::settle(conn, &state.schema.tables[t], state.tables[t].id)?;
         }
         not_stored::settle(conn, state)?;
-        if let (false, Some(before)) = (kept_deletes.is_empty(), &state.watermark) {
-            meta::hold_seen(conn, &state.scope, before, kept_deletes)?;
+        if let (true, Some(before)) = (held_back, &state.watermark) {
+            meta::hold_seen(conn, &state.scope, before, not_taken)?;
         }
         if let Some(watermark) = &watermark {
             meta::set_pulled(conn, state, watermark)?;

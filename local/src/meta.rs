@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{named_params, Connection, OptionalExtension};
 use serde_json::Value;
-use tandem_core::options::{KeptKey, Params};
+use tandem_core::options::{NotTaken, Params};
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::sql::device as sql;
 use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
@@ -119,9 +119,10 @@ pub struct ScopeState {
     /// server delete the file kept its row beside waits for the next
     /// upload (see [`hold_seen`]).
     pub seen_until: Option<String>,
-    /// The keys of the rows kept beside those deletes, while held; `None`
-    /// for a hold an earlier Tandem made without them.
-    pub kept_deletes: Option<Vec<KeptKey>>,
+    /// Those deletes, named, while held; `None` for a hold that could not
+    /// name them all (one came without a version, or an earlier Tandem
+    /// made it).
+    pub kept_deletes: Option<NotTaken>,
     /// Per table of `schema.tables`: tracking id and acknowledged counter.
     pub tables: Vec<TableState>,
 }
@@ -369,34 +370,33 @@ pub fn record_upload_answer(conn: &Connection, state: &ScopeState, version: Opti
     clear_in_flight(conn, &state.scope)
 }
 
-/// A pull kept the file's row of keys the server deleted (each has an
-/// unsent change): the file did not take those deletes, so until its next
-/// upload goes through, an insert it sends of such a key must meet the
-/// delete (design.md, "Conflicts are detected by version"). Recorded
-/// both ways: the keys, for a server that takes `seen.kept`, and
-/// `watermark`, the one before that pull, which uploads say instead of
-/// theirs to a server that does not.
-pub fn hold_seen(conn: &Connection, scope: &str, watermark: &str, kept: Vec<KeptKey>) -> Result<()> {
+/// A pull brought server deletes the file did not take: of rows it kept
+/// for their unsent changes, or of keys it held no row of in that text
+/// while it held unsent changes (another spelling of a key it holds).
+/// Until its next upload goes through, an insert of such a key must meet
+/// the delete (design.md, "Conflicts are detected by version"). Recorded
+/// both ways: the deletes' versions, for a server that takes
+/// `seen.kept` (`None`: one came without a version, and the hold stays
+/// whole), and `watermark`, the one before that pull, which uploads say
+/// instead of theirs to a server that does not.
+pub fn hold_seen(conn: &Connection, scope: &str, watermark: &str, not_taken: Option<NotTaken>) -> Result<()> {
     let (held, recorded): (Option<String>, Option<String>) =
         conn.prepare_cached(sql::HELD_SEEN)?.query_row(named_params! {":scope": scope}, |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let kept = match (held, recorded) {
-        // Held by an earlier Tandem, without its keys: stays whole.
-        (Some(_), None) => None,
-        (_, recorded) => {
+    let named = match (held, recorded, not_taken) {
+        // Held already without naming its deletes, or these cannot all be
+        // named: the hold is whole.
+        (Some(_), None, _) | (_, _, None) => None,
+        (_, recorded, Some(not_taken)) => {
             let mut all = recorded.as_deref().map(|text| read_kept(scope, text)).transpose()?.unwrap_or_default();
-            for key in kept {
-                if !all.contains(&key) {
-                    all.push(key);
-                }
-            }
+            all.merge(not_taken);
             Some(serde_json::to_string(&all).map_err(|e| LocalError::Invalid(e.to_string()))?)
         }
     };
-    conn.prepare_cached(sql::HOLD_SEEN)?.execute(named_params! {":scope": scope, ":watermark": watermark, ":kept": kept})?;
+    conn.prepare_cached(sql::HOLD_SEEN)?.execute(named_params! {":scope": scope, ":watermark": watermark, ":kept": named})?;
     Ok(())
 }
 
-fn read_kept(scope: &str, text: &str) -> Result<Vec<KeptKey>> {
+fn read_kept(scope: &str, text: &str) -> Result<NotTaken> {
     serde_json::from_str(text).map_err(|e| LocalError::Invalid(format!("the kept deletes of scope \"{scope}\" are unreadable: {e}")))
 }
 

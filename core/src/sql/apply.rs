@@ -531,12 +531,20 @@ pub fn classify(
                     let own = binds.bind(seen.own().iter().map(u64::to_string).collect::<Vec<_>>());
                     let part = part_match(scope, t, "e.tandem_part", &mut binds, values).unwrap_or_else(|| "true".into());
                     let unseen = format!("NOT pg_visible_in_snapshot(e.tandem_stamp, {horizon}::text::pg_snapshot)");
-                    let unseen = match uploader.kept {
-                        [] => unseen,
-                        kept => {
-                            let kept = binds.bind(kept.iter().map(|&i| i as i32).collect::<Vec<i32>>());
-                            format!("({unseen} OR s.idx = ANY({kept}::int4[]))")
-                        }
+                    // Deletes the snapshot covers that the file did not take:
+                    // of the rows it kept, and those that reached no row.
+                    let mut not_taken = Vec::new();
+                    if !uploader.kept.is_empty() {
+                        let kept = binds.bind(uploader.kept.iter().map(|&i| i as i32).collect::<Vec<i32>>());
+                        not_taken.push(format!("s.idx = ANY({kept}::int4[])"));
+                    }
+                    if !seen.unmatched().is_empty() {
+                        let unmatched = binds.bind(seen.unmatched().iter().map(u64::to_string).collect::<Vec<_>>());
+                        not_taken.push(format!("e.tandem_stamp = ANY({unmatched}::text[]::xid8[])"));
+                    }
+                    let unseen = match not_taken.is_empty() {
+                        true => unseen,
+                        false => format!("({unseen} OR {})", not_taken.join(" OR ")),
                     };
                     format!(
                         "(CASE WHEN r.{first_key} IS NULL AND s.op = 'upsert' AND coalesce({deleted}, false) THEN EXISTS (\
@@ -1207,18 +1215,20 @@ mod tests {
         );
         assert!(query.params.contains(&Param::from("20:25:22")), "{:?}", query.params);
         assert!(query.params.contains(&Param::from(vec!["30".to_string()])), "{:?}", query.params);
-        // Rows of keys the file kept beside a delete meet any exit of
-        // theirs, whatever the horizon; the others as before.
-        let kept = Uploader { kept: &[0, 2], ..uploader };
-        let query = classify(&scope, &staged, 0, StageKey::Sent, kept, &values, &[0, 1, 2]);
+        // Deletes the file did not take count whatever the snapshot: of
+        // the rows it kept, and those that reached no row.
+        let unmatched = seen.clone().with_unmatched(vec![40, 41]);
+        let uploader = Uploader { seen: Some(&unmatched), kept: &[0, 2], ..uploader };
+        let query = classify(&scope, &staged, 0, StageKey::Sent, uploader, &values, &[0, 1, 2]);
         assert!(
             query.sql.contains(
-                "(NOT pg_visible_in_snapshot(e.tandem_stamp, $4::text::pg_snapshot) OR s.idx = ANY($6::int4[])) AND NOT e.tandem_stamp = ANY($5::text[]::xid8[])"
+                "(NOT pg_visible_in_snapshot(e.tandem_stamp, $4::text::pg_snapshot) OR s.idx = ANY($6::int4[]) OR e.tandem_stamp = ANY($7::text[]::xid8[])) AND NOT e.tandem_stamp = ANY($5::text[]::xid8[])"
             ),
             "{}",
             query.sql
         );
         assert!(query.params.contains(&Param::Int4Array(vec![0, 2])), "{:?}", query.params);
+        assert!(query.params.contains(&Param::from(vec!["40".to_string(), "41".to_string()])), "{:?}", query.params);
     }
 
     #[test]

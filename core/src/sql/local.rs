@@ -144,10 +144,10 @@ pub const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
     // server delete (an unsent change of the key): until the next upload
     // goes through, uploads say they received no more than it.
     ("tandem_scopes", "seen_until", "TEXT"),
-    // The keys of those kept rows (JSON, `seen.kept`): a server that
-    // knows them judges only their inserts by the delete, every other key
-    // by the watermark. NULL with `seen_until` set: a hold an earlier
-    // Tandem made, which stays whole.
+    // The versions of the deletes the file did not take (JSON,
+    // `seen.kept`): a server that knows them judges inserts of their keys
+    // by them, every other key by the watermark. NULL with `seen_until`
+    // set: a hold that could not name them, which stays whole.
     ("tandem_scopes", "kept_deletes", "TEXT"),
     // A server row the file could not store (kind `not_stored`): its
     // version, and the file's base version of the key when it came.

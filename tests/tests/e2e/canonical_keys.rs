@@ -46,6 +46,58 @@ fn a_key_in_another_form_of_the_same_value_becomes_the_servers_form() {
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
 
+/// Helper 71 (HIGH): a device holds an unsent insert of a key in another
+/// text than the server's (an upper-case uuid, another zone, another
+/// scale); the server inserts the key meanwhile and deletes it. The
+/// round's upload fails, its pull brings the delete, which in the
+/// server's text reaches no row of the file, and the watermark moves past
+/// it: the next upload inserted the row back with no conflict. The pull
+/// now names such a delete (`seen.kept`) while changes wait, and the
+/// insert meets it, as it does when nothing fails.
+#[test]
+fn a_delete_in_another_text_of_a_key_the_file_holds_is_met_after_a_failed_upload() {
+    let s = Scenario::new("canonical_kept", SCHEMA, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(
+        &file,
+        "INSERT INTO things VALUES ('D0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', 1, 'offline');
+         INSERT INTO events VALUES ('2025-06-01 12:00:00+02:00', 1, 'offline');
+         INSERT INTO prices VALUES ('4.50', 1, 'offline');",
+    );
+    s.server()
+        .batch_execute(
+            "INSERT INTO things VALUES ('d0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1, 'server');
+             INSERT INTO events VALUES ('2025-06-01 10:00:00+00', 1, 'server');
+             INSERT INTO prices VALUES (4.5, 1, 'server');
+             DELETE FROM things; DELETE FROM events WHERE what = 'server' AND at > '2025-04-01'; DELETE FROM prices WHERE amount = 4.5;",
+        )
+        .unwrap();
+    let options: tandem_local::SyncOptions = serde_json::from_value(json!({"token": token})).unwrap();
+    let mut failing = tandem_tests::local::Interfering { fail_applies: true, ..tandem_tests::local::Interfering::new(&s.db.url) };
+    file.sync_with(&mut failing, "s", &options).unwrap_err();
+    let report = s.sync_as(&file, &token);
+    let mut conflicts: Vec<String> = report.conflicts.iter().map(|c| format!("{} {}", c.table, c.kind.as_str())).collect();
+    conflicts.sort();
+    assert_eq!(
+        conflicts,
+        [
+            "public.events local_updated_server_deleted",
+            "public.prices local_updated_server_deleted",
+            "public.things local_updated_server_deleted"
+        ],
+        "{report:?}"
+    );
+    let back: i64 = s
+        .server()
+        .query_one("SELECT (SELECT count(*) FROM things) + (SELECT count(*) FROM prices WHERE amount = 4.5)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(back, 0, "a deleted row came back");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
 #[test]
 fn keys_equal_for_postgresql_in_one_upload_are_refused_not_merged() {
     let s = Scenario::new("equal_keys", SCHEMA, "s");
