@@ -120,7 +120,13 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                     }
                     match row.op {
                         Op::Upsert => writer.upsert(row)?,
-                        Op::Delete => deletes.push((t, row.key.clone(), row.respelled == Some(true), &row.version, !waiting.is_empty())),
+                        Op::Delete => deletes.push(ServerDelete {
+                            t,
+                            key: row.key.clone(),
+                            respelled: row.respelled == Some(true),
+                            version: &row.version,
+                            changes_wait: !waiting.is_empty(),
+                        }),
                     }
                 }
                 writer.finish()
@@ -132,8 +138,8 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
             }
         }
         // Children before parents.
-        deletes.sort_by_key(|(t, _, _, _, _)| std::cmp::Reverse(*t));
-        for (t, key, respelled, version, pending) in deletes {
+        deletes.sort_by_key(|d| std::cmp::Reverse(d.t));
+        for ServerDelete { t, key, respelled, version, changes_wait } in deletes {
             let table = &state.schema.tables[t];
             let mut removed = 0;
             // A foreign key of the file's own refuses the delete while a row
@@ -156,7 +162,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
             // one of them may hold the key in another spelling of the same
             // value (`B0EE...` for the server's `b0ee...`), which this
             // delete did not reach (helper 71).
-            if removed == 0 && pending && !respelled {
+            if removed == 0 && changes_wait && !respelled {
                 match (not_taken.as_mut(), version) {
                     (Some(not_taken), Some(version)) => not_taken.unmatched.push(version.clone()),
                     _ => not_taken = None,
@@ -183,6 +189,20 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
         }
         Ok(result)
     })
+}
+
+/// A server delete of a batch, written after its upserts (children
+/// before parents).
+struct ServerDelete<'a> {
+    /// The table's position in the scope.
+    t: usize,
+    key: Vec<Value>,
+    /// The server still holds the key in another text (design.md, "Keys
+    /// as PostgreSQL compares them").
+    respelled: bool,
+    version: &'a Option<String>,
+    /// The table holds unsent changes of the file's.
+    changes_wait: bool,
 }
 
 /// The SQL function.

@@ -10,6 +10,7 @@
 //! alone. Rows are written in the batch's order either way, so what the
 //! file's own triggers see is the same.
 
+use rusqlite::limits::Limit;
 use rusqlite::{params_from_iter, Connection, ToSql};
 use serde_json::{Map, Value};
 use tandem_core::sql::{local, upsert_rows, Dialect};
@@ -21,14 +22,11 @@ use crate::meta::ScopeState;
 use crate::not_stored::{self, ServerRow};
 use crate::values::Bound;
 
-/// Rows written by one statement. SQLite binds at most 32,766 parameters
-/// a statement; a table too wide for a whole group is written row by row.
+/// Rows written by one statement. A table too wide for a whole group
+/// within the parameters SQLite binds a statement (32,766 since 3.32,
+/// 999 before: the loadable extension runs in whatever SQLite loads it)
+/// is written row by row.
 pub const GROUP: usize = 100;
-const MAX_PARAMETERS: usize = 32_766;
-
-const SAVEPOINT: &str = "SAVEPOINT tandem_row_group";
-const RELEASE: &str = "RELEASE tandem_row_group";
-const UNDO: &str = "ROLLBACK TO tandem_row_group";
 
 struct Statements {
     upsert_group: String,
@@ -65,7 +63,8 @@ pub struct RowWriter<'c, 't> {
 impl<'c, 't> RowWriter<'c, 't> {
     pub fn new(conn: &'c Connection, state: &'c ScopeState, table: &'c CheckedTable<'t, LocalValue>, t: usize, id: i64) -> Self {
         let columns: Vec<String> = table.columns.iter().map(|&c| table.schema.columns[c].name.clone()).collect();
-        let grouped = columns.len() * GROUP <= MAX_PARAMETERS;
+        let parameters = conn.limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER).map_or(0, |n| usize::try_from(n).unwrap_or(0));
+        let grouped = columns.len() * GROUP <= parameters;
         let schema = table.schema;
         let upsert = |rows| upsert_rows(Dialect::Sqlite, &local::user_table(schema), &columns, &schema.primary_key, None, rows);
         let sql = Statements {
@@ -117,10 +116,10 @@ impl<'c, 't> RowWriter<'c, 't> {
 
     fn write_group(&mut self, group: &[&CheckedRow<LocalValue>]) -> Result<()> {
         let conn = self.conn;
-        conn.prepare_cached(SAVEPOINT)?.execute([])?;
+        conn.prepare_cached(local::GROUP_SAVEPOINT)?.execute([])?;
         match self.try_group(group) {
             Ok(true) => {
-                conn.prepare_cached(RELEASE)?.execute([])?;
+                conn.prepare_cached(local::GROUP_RELEASE)?.execute([])?;
                 self.written.applied += group.len() as u64;
                 Ok(())
             }
@@ -137,8 +136,8 @@ impl<'c, 't> RowWriter<'c, 't> {
                 // Undone whole, whatever failed: written again row by row,
                 // each row's refusal (or the error) comes from its own
                 // statement.
-                conn.prepare_cached(UNDO)?.execute([])?;
-                conn.prepare_cached(RELEASE)?.execute([])?;
+                conn.prepare_cached(local::GROUP_UNDO)?.execute([])?;
+                conn.prepare_cached(local::GROUP_RELEASE)?.execute([])?;
                 if let Err(error) = outcome {
                     if !refusable(&error) {
                         return Err(error);

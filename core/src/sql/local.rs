@@ -1084,6 +1084,14 @@ pub fn read_base(table: &TableSchema, id: i64) -> String {
     format!("SELECT tandem_version FROM {} WHERE {}", base_table(id), key_match(table, 1))
 }
 
+/// Around a group of a pull's rows written in one statement: a group the
+/// file does not take whole is undone and written row by row.
+pub const GROUP_SAVEPOINT: &str = "SAVEPOINT tandem_row_group";
+/// Keeps what the group wrote.
+pub const GROUP_RELEASE: &str = "RELEASE tandem_row_group";
+/// Undoes the group (then [`GROUP_RELEASE`]).
+pub const GROUP_UNDO: &str = "ROLLBACK TO tandem_row_group";
+
 /// Records a row's server version: key in `?1..`, version last.
 pub fn write_base(table: &TableSchema, id: i64) -> String {
     write_bases(table, id, 1)
