@@ -4,7 +4,7 @@
 //! SIGTERM then ends the watch with its report.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -30,18 +30,15 @@ fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_watch_whose_upload_fails_says_so_and_keeps_going() {
-    let db = TestDb::new("watch_cmd");
-    let files = Files::new("watch_cmd");
+/// A file of tenant 1 with an insert the server's trigger fails, and a
+/// `tandem sync --watch` of it, its stderr lines on the receiver.
+fn watching_a_failing_upload(db: &TestDb, files: &Files) -> (Child, mpsc::Receiver<String>) {
     let path = files.path("a.db");
-    let mut server = db.connect();
-    server.batch_execute(SCHEMA).unwrap();
+    db.connect().batch_execute(SCHEMA).unwrap();
     let options: SyncOptions = serde_json::from_value(json!({"params": {"tenant": 1}})).unwrap();
     let store = Store::open(&path).unwrap();
     store.sync(&db.url, "crm", &options).unwrap();
     store.connection().execute("INSERT INTO customers VALUES (901, 1, 'blocked')", []).unwrap();
-
     let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["sync", "--watch", "--json", "--scope", "crm", "--param", "tenant=1", "--remote", &db.url, "--local"])
         .arg(&path)
@@ -58,26 +55,61 @@ fn a_watch_whose_upload_fails_says_so_and_keeps_going() {
             }
         }
     });
+    (child, said)
+}
+
+/// The next `count` lines on `said` that say the watch tries again.
+fn retries(said: &mpsc::Receiver<String>, count: usize) -> Vec<String> {
     let mut told = Vec::new();
-    while told.len() < 2 {
+    while told.len() < count {
         match said.recv_timeout(Duration::from_secs(20)) {
             Ok(line) if line.contains("trying again") => told.push(line),
             Ok(_) => {}
             Err(e) => panic!("no retry said on stderr ({e}); said so far: {told:?}"),
         }
     }
-    assert!(told[0].contains("could not extend file") && told[0].contains("53100"), "{told:?}");
-    assert_eq!(child.try_wait().unwrap(), None, "the watch ended");
+    told
+}
 
-    server.batch_execute("DROP TRIGGER full_disk ON customers").unwrap();
-    wait_for("the file's row on the server", Duration::from_secs(40), || {
-        server.query("SELECT 1 FROM customers WHERE id = 901", &[]).unwrap().len() == 1
-    });
+/// Ends the watch as a service manager does; its output.
+fn stop(child: Child) -> std::process::Output {
     let stopped = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
     assert!(stopped.success());
     let output = child.wait_with_output().expect("the watch ends");
     assert!(output.status.success(), "{:?}", output.status);
+    output
+}
+
+#[test]
+fn a_watch_whose_upload_fails_says_so_and_keeps_going() {
+    let db = TestDb::new("watch_cmd");
+    let files = Files::new("watch_cmd");
+    let (mut child, said) = watching_a_failing_upload(&db, &files);
+    let told = retries(&said, 2);
+    assert!(told[0].contains("could not extend file") && told[0].contains("53100"), "{told:?}");
+    assert_eq!(child.try_wait().unwrap(), None, "the watch ended");
+
+    let mut server = db.connect();
+    server.batch_execute("DROP TRIGGER full_disk ON customers").unwrap();
+    wait_for("the file's row on the server", Duration::from_secs(40), || {
+        server.query("SELECT 1 FROM customers WHERE id = 901", &[]).unwrap().len() == 1
+    });
+    let output = stop(child);
     let report: Value = serde_json::from_slice(&output.stdout).expect("the report as JSON");
     let report = report.get("report").unwrap_or(&report);
     assert_eq!(report["pushed"], 1, "{report}");
+}
+
+/// Helper 71: a watch stopped while its upload still failed printed its
+/// report ("synced ... 0 change(s) up") and nothing of the change left
+/// behind. It now says how many changes wait.
+#[test]
+fn a_watch_stopped_with_changes_unsent_says_so() {
+    let db = TestDb::new("watch_cmd_unsent");
+    let files = Files::new("watch_cmd_unsent");
+    let (child, said) = watching_a_failing_upload(&db, &files);
+    retries(&said, 1);
+    stop(child);
+    let rest: Vec<String> = said.iter().collect();
+    assert!(rest.iter().any(|line| line.contains("1 change(s) of this file not sent yet")), "{rest:?}");
 }
