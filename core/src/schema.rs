@@ -227,6 +227,13 @@ impl TableSchema {
         self.key_columns().into_iter().filter(|c| c.ty.key_may_be_respelled()).map(|c| c.name.clone()).collect()
     }
 
+    /// Whether the file may hold a key of this table in other text than
+    /// the server's for the same value (see
+    /// [`LogicalType::key_may_be_spelled_apart`]).
+    pub fn key_may_be_spelled_apart(&self) -> bool {
+        self.key_columns().iter().any(|c| c.ty.key_may_be_spelled_apart())
+    }
+
     pub fn column_names(&self) -> Vec<String> {
         self.columns.iter().map(|c| c.name.clone()).collect()
     }

@@ -74,6 +74,23 @@ impl LogicalType {
         matches!(self, LogicalType::Numeric | LogicalType::Text | LogicalType::Jsonb | LogicalType::Other)
     }
 
+    /// Whether a device may hold a key value of this type in other text
+    /// than the server's for the same value (an upper-case uuid, another
+    /// zone, another scale, another case under citext): only integers,
+    /// floats, booleans and bytes compare on the device as on the server.
+    pub fn key_may_be_spelled_apart(self) -> bool {
+        !matches!(
+            self,
+            LogicalType::Int2
+                | LogicalType::Int4
+                | LogicalType::Int8
+                | LogicalType::Bool
+                | LogicalType::Float4
+                | LogicalType::Float8
+                | LogicalType::Bytea
+        )
+    }
+
     /// The declared column type in SQLite. TEXT (not NUMERIC) for numeric, so
     /// SQLite's type affinity never turns exact digits into a float.
     pub fn sqlite_decl(self) -> &'static str {

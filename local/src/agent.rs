@@ -589,6 +589,20 @@ fn round(
     Ok(report)
 }
 
+/// Begins a pull from NULL. After an upload that failed, the changes
+/// that wait did not go up before it: a pull from NULL brings no deletes
+/// to name, and its watermark covers every delete since the file's, so
+/// uploads say the file's watermark from before it, for every key, until
+/// one goes through (helper 72: a `--reinit` whose upload failed brought
+/// a deleted row back).
+fn resync_after(conn: &Connection, scope: &str, push_failed: bool) -> Result<()> {
+    let state = meta::require(conn, scope)?;
+    if let (true, Some(watermark)) = (push_failed, &state.watermark) {
+        meta::hold_seen(conn, scope, watermark, None)?;
+    }
+    resync::begin(conn, &state)
+}
+
 /// The exchange of a round, once the file is provisioned and bound: the
 /// upload made under an older schema (`changed_to`, the new one), then the
 /// upload, the resync a `reinit` asks for, and the pull.
@@ -656,7 +670,7 @@ fn exchange(
     // (the same file after a lost answer, or a backup of it) holds what
     // was sent under it.
     if reinit {
-        resync::begin(conn, &meta::require(conn, scope)?)?;
+        resync_after(conn, scope, push_failed.is_some())?;
         report.resynced = true;
     }
 
@@ -682,7 +696,7 @@ fn exchange(
             Err(LocalError::Remote(RemoteError::WatermarkTooOld(_))) => {
                 // The deletes this file missed are purged: it starts over
                 // from NULL, keeping its unsent changes.
-                resync::begin(conn, &meta::require(conn, scope)?)?;
+                resync_after(conn, scope, push_failed.is_some())?;
                 report.resynced = true;
                 pull(conn, remote, scope, None, &select_options, report, observe)?;
             }

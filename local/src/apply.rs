@@ -158,11 +158,14 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                 result.not_stored += 1;
                 continue;
             }
-            // No row of the key in the server's text while changes wait:
-            // one of them may hold the key in another spelling of the same
-            // value (`B0EE...` for the server's `b0ee...`), which this
-            // delete did not reach (helper 71).
-            if removed == 0 && changes_wait && !respelled {
+            // While changes wait, a key the file may hold in other text
+            // than the server's (`B0EE...` for the server's `b0ee...`):
+            // this delete, in the server's text, reached no row of the
+            // file (helper 71), or only the server's row, stored beside
+            // the file's own spelling in an earlier round whose upload
+            // failed (helper 72). Either way one of the changes may be an
+            // insert of the value it deleted.
+            if changes_wait && !respelled && table.key_may_be_spelled_apart() {
                 match (not_taken.as_mut(), version) {
                     (Some(not_taken), Some(version)) => not_taken.unmatched.push(version.clone()),
                     _ => not_taken = None,

@@ -3,6 +3,7 @@
 //! and one row, never two; equal keys in one upload are refused, not merged.
 
 use serde_json::json;
+use tandem_local::Store;
 use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
 
 const SCHEMA: &str = r#"
@@ -96,6 +97,41 @@ fn a_delete_in_another_text_of_a_key_the_file_holds_is_met_after_a_failed_upload
         .get(0);
     assert_eq!(back, 0, "a deleted row came back");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+/// Helper 72 (HIGH): a restored backup holds an unsent insert of an
+/// upper-case uuid the server holds in lower case. Its first round's upload
+/// fails and its pull stores the server's row beside the file's spelling;
+/// the server then deletes the row, and the next failed round's delete
+/// reaches that copy. Nothing was held, and the insert brought the row
+/// back. Every delete of a key the file may spell apart is now named while
+/// changes wait.
+#[test]
+fn a_delete_of_the_servers_copy_beside_the_files_spelling_is_met_after_failed_rounds() {
+    let s = Scenario::new("canonical_copy", SCHEMA, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("a.db");
+    let backup = s.files.path("backup.db");
+    {
+        let file = Store::open(&path).unwrap();
+        s.sync_as(&file, &token);
+        local(&file, "INSERT INTO things VALUES ('EEE00000-0000-0000-0000-000000000001', 1, 'z')");
+    }
+    std::fs::copy(&path, &backup).unwrap();
+    s.sync_as(&Store::open(&path).unwrap(), &token);
+    let restored = Store::open(&backup).unwrap();
+    let options: tandem_local::SyncOptions = serde_json::from_value(json!({"token": token})).unwrap();
+    let failing = || tandem_tests::local::Interfering { fail_applies: true, ..tandem_tests::local::Interfering::new(&s.db.url) };
+    restored.sync_with(&mut failing(), "s", &options).unwrap_err();
+    assert_eq!(local_count(&restored, "SELECT count(*) FROM things"), 2, "the server's copy beside the file's spelling");
+    s.server().batch_execute("DELETE FROM things").unwrap();
+    restored.sync_with(&mut failing(), "s", &options).unwrap_err();
+    let report = s.sync_as(&restored, &token);
+    let conflicts: Vec<&str> = report.conflicts.iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(conflicts, ["local_updated_server_deleted"], "{report:?}");
+    let back: i64 = s.server().query_one("SELECT count(*) FROM things", &[]).unwrap().get(0);
+    assert_eq!(back, 0, "a deleted row came back");
+    assert_converged(&mut s.server(), restored.connection(), "s", &json!({"tenant": 1}));
 }
 
 #[test]

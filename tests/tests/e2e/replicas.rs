@@ -335,6 +335,37 @@ fn a_hold_without_its_keys_stays_whole() {
     assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
 }
 
+/// Helper 72 (HIGH): `--reinit` in a round whose upload fails pulls from
+/// NULL, which brings no deletes to hold, and its watermark covers the
+/// delete of a row the restored backup holds an unsent insert of: the
+/// next upload brought the row back. Uploads now say the watermark from
+/// before that round until one goes through.
+#[test]
+fn a_reinit_whose_upload_failed_still_meets_a_delete() {
+    let s = Scenario::new("restore_reinit_failed", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("device.db");
+    let backup = s.files.path("backup.db");
+    {
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, &token);
+        local(&device, "INSERT INTO customers VALUES (20, 1, 'inserted before the backup', NULL, NULL)");
+    }
+    copy(&path, &backup);
+    assert_eq!(s.sync_as(&Store::open(&path).unwrap(), &token).pushed, 1);
+    s.server().batch_execute("DELETE FROM customers WHERE id = 20").unwrap();
+    copy(&backup, &path);
+    let restored = Store::open(&path).unwrap();
+    let options: SyncOptions = serde_json::from_value(json!({"token": token, "reinit": true})).unwrap();
+    let mut failing = Interfering { fail_applies: true, ..Interfering::new(&s.db.url) };
+    restored.sync_with(&mut failing, "crm", &options).unwrap_err();
+    let report = s.sync_as(&restored, &token);
+    let conflicts: Vec<_> = report.conflicts.iter().map(|c| (c.key.clone(), c.kind.as_str())).collect();
+    assert_eq!(conflicts, [(vec![json!(20)], "local_updated_server_deleted")], "{report:?}");
+    assert_eq!(server_name(&s, 20), None, "the delete stands");
+    assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+}
+
 /// A restored backup holding an unsent insert of 20, whose first round's
 /// upload fails while its pull brings the server's deletes of 20 (kept
 /// beside the insert) and 21 (taken); the program then inserts 21 again
