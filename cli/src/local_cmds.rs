@@ -334,10 +334,8 @@ fn watch(store: &Store, args: &SyncArgs, options: &SyncOptions) -> Result<SyncRe
     }
     // Changes a failed upload left: said, so a watch that stops is never
     // taken for one that sent everything.
-    let unsent = tandem_local::status::status(store.connection(), &args.server.scope)
-        .ok()
-        .and_then(|status| status["tables"].as_array().map(|tables| tables.iter().filter_map(|t| t["pending"].as_i64()).sum::<i64>()))
-        .unwrap_or(0);
+    let conn = store.connection();
+    let unsent = tandem_local::status::pending(conn, &tandem_local::meta::require(conn, &args.server.scope)?)?;
     if unsent > 0 {
         eprintln!("tandem sync --watch: {unsent} change(s) of this file not sent yet; they go with its next sync");
     }

@@ -77,7 +77,8 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
         // sync writes it, and must take its base version along.
         let mut silenced = Vec::new();
         let mut unnoted = Vec::new();
-        let own_triggers = crate::local_only::file_has_triggers(conn)?;
+        // Asked once, and only for a batch large enough to silence.
+        let mut own_triggers = None;
         for table in &tables {
             let t = state.schema.position(table.schema);
             let id = state.tables[t].id;
@@ -86,7 +87,11 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                     conn.execute(&statement, [])?;
                 }
                 silenced.push(t);
-                if !own_triggers && !crate::local_only::any(conn, table.schema, id)? {
+                let has_own = match own_triggers {
+                    Some(known) => known,
+                    None => *own_triggers.insert(crate::local_only::file_has_triggers(conn)?),
+                };
+                if !has_own && !crate::local_only::any(conn, table.schema, id)? {
                     unnoted.push(t);
                 }
             }

@@ -344,21 +344,7 @@ fn a_hold_without_its_keys_stays_whole() {
 fn a_reinit_whose_upload_failed_still_meets_a_delete() {
     let s = Scenario::new("restore_reinit_failed", SCHEMA, "crm");
     let token = s.register(json!({"tenant": 1}));
-    let path = s.files.path("device.db");
-    let backup = s.files.path("backup.db");
-    {
-        let device = Store::open(&path).unwrap();
-        s.sync_as(&device, &token);
-        local(&device, "INSERT INTO customers VALUES (20, 1, 'inserted before the backup', NULL, NULL)");
-    }
-    copy(&path, &backup);
-    assert_eq!(s.sync_as(&Store::open(&path).unwrap(), &token).pushed, 1);
-    s.server().batch_execute("DELETE FROM customers WHERE id = 20").unwrap();
-    copy(&backup, &path);
-    let restored = Store::open(&path).unwrap();
-    let options: SyncOptions = serde_json::from_value(json!({"token": token, "reinit": true})).unwrap();
-    let mut failing = Interfering { fail_applies: true, ..Interfering::new(&s.db.url) };
-    restored.sync_with(&mut failing, "crm", &options).unwrap_err();
+    let restored = restored_beside_deletes(&s, &token, "DELETE FROM customers WHERE id = 20", true);
     let report = s.sync_as(&restored, &token);
     let conflicts: Vec<_> = report.conflicts.iter().map(|c| (c.key.clone(), c.kind.as_str())).collect();
     assert_eq!(conflicts, [(vec![json!(20)], "local_updated_server_deleted")], "{report:?}");
@@ -375,7 +361,7 @@ fn kept_beside(label: &str, unnamed: bool) -> (Scenario, Store, tandem_local::Sy
     let s = Scenario::new(label, SCHEMA, "crm");
     s.server().batch_execute("INSERT INTO customers VALUES (21, 1, 'on the server', NULL, NULL)").unwrap();
     let token = s.register(json!({"tenant": 1}));
-    let restored = restored_beside_deletes(&s, &token, "DELETE FROM customers WHERE id IN (20, 21)");
+    let restored = restored_beside_deletes(&s, &token, "DELETE FROM customers WHERE id IN (20, 21)", false);
     assert_eq!(local_name(&restored, 21), None, "taken");
     let named =
         "SELECT json_array_length(kept_deletes, '$.kept') || ',' || json_array_length(kept_deletes, '$.unmatched') FROM tandem_scopes";
@@ -392,8 +378,9 @@ fn kept_beside(label: &str, unnamed: bool) -> (Scenario, Store, tandem_local::Sy
 /// A backup of a device taken while it held an unsent insert of 20, which
 /// the device then sent; the server runs `deletes`; the backup, restored,
 /// syncs once with every upload failing (as a lock timeout would), so its
-/// pull keeps 20 beside its delete.
-fn restored_beside_deletes(s: &Scenario, token: &str, deletes: &str) -> Store {
+/// pull keeps 20 beside its delete (with `reinit`, that round pulls
+/// afresh, which brings no delete).
+fn restored_beside_deletes(s: &Scenario, token: &str, deletes: &str, reinit: bool) -> Store {
     let path = s.files.path("device.db");
     let backup = s.files.path("backup.db");
     {
@@ -410,7 +397,7 @@ fn restored_beside_deletes(s: &Scenario, token: &str, deletes: &str) -> Store {
 
     copy(&backup, &path);
     let restored = Store::open(&path).unwrap();
-    let options: SyncOptions = serde_json::from_value(json!({"token": token})).unwrap();
+    let options: SyncOptions = serde_json::from_value(json!({"token": token, "reinit": reinit})).unwrap();
     let mut failing = Interfering { fail_applies: true, ..Interfering::new(&s.db.url) };
     let error = restored.sync_with(&mut failing, "crm", &options).unwrap_err();
     assert!(error.to_string().contains("lock timeout"), "{error}");
@@ -427,7 +414,7 @@ fn restored_beside_deletes(s: &Scenario, token: &str, deletes: &str) -> Store {
 fn a_restored_backups_insert_meets_the_delete_a_pull_kept_it_beside() {
     let s = Scenario::new("restore_kept_delete", SCHEMA, "crm");
     let token = s.register(json!({"tenant": 1}));
-    let restored = restored_beside_deletes(&s, &token, "DELETE FROM customers WHERE id = 20");
+    let restored = restored_beside_deletes(&s, &token, "DELETE FROM customers WHERE id = 20", false);
 
     let report = s.sync_as(&restored, &token);
     let conflicts: Vec<_> = report.conflicts.iter().map(|c| (c.key.clone(), c.kind.as_str())).collect();
