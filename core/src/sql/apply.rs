@@ -780,12 +780,30 @@ impl Decode for IdxVersion {
 }
 
 /// Tombstone versions for staged rows `idx` (by `key`) the server deleted.
-pub fn tombstones(scope: &Scope<'_>, staged: Staged<'_>, t: usize, key: StageKey, idx: &[usize]) -> Query<IdxVersion> {
+/// In a filtered table, the version is that of the key's latest exit from
+/// the client's partition (`values`), as a pull would send it: the
+/// tombstone's own may be another tenant's, where the row moved there
+/// first. A key that never left that partition has none.
+pub fn tombstones(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    key: StageKey,
+    idx: &[usize],
+    values: &FilterValues,
+) -> Query<IdxVersion> {
     let tracked = tracked_state(scope, t, |alias| keyed_equal(scope, staged, t, key, alias, "s"));
     let mut binds = Binds::new();
+    let version = match part_match(scope, t, "e.tandem_part", &mut binds, values) {
+        Some(part) => format!(
+            "(SELECT e.tandem_stamp FROM {} e WHERE {} AND {part} ORDER BY e.tandem_stamp DESC LIMIT 1)::text",
+            scope.exits(t),
+            keyed_equal(scope, staged, t, key, "e", "s"),
+        ),
+        None => format!("({})::text", tracked.version),
+    };
     let mut columns = Columns::new();
-    let decoder =
-        IdxVersion { idx: columns.push("idx", "s.idx::text"), version: columns.push("version", format!("({})::text", tracked.version)) };
+    let decoder = IdxVersion { idx: columns.push("idx", "s.idx::text"), version: columns.push("version", version) };
     let sql = format!(
         "SELECT {} FROM {} s {} WHERE s.idx = ANY({}::int4[]) AND {}",
         columns.sql(),

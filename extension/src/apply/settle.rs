@@ -37,7 +37,7 @@ impl Upload<'_> {
         for (i, state) in spi::all(spi, sql::server_rows(self.scope, self.staged, plan.t, key, idx, visible_to))? {
             out.insert(i, state);
         }
-        for (i, version) in spi::all(spi, sql::tombstones(self.scope, self.staged, plan.t, key, idx))? {
+        for (i, version) in spi::all(spi, sql::tombstones(self.scope, self.staged, plan.t, key, idx, self.filters))? {
             if let Some(state) = out.get_mut(&i) {
                 if state.row.is_none() {
                     state.version = version;

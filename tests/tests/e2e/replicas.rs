@@ -427,3 +427,45 @@ fn a_restored_backups_insert_meets_the_delete_a_pull_kept_it_beside() {
     assert_eq!(s.sync_as(&restored, &token).conflicts.len(), 0);
     assert_eq!(server_name(&s, 20).as_deref(), Some("again, knowing"));
 }
+
+/// Helper 72 (HIGH, metadata): a restored backup's insert of a row that
+/// left the partition (moved to tenant 2) and that tenant 2 then deleted
+/// met the move as a conflict, but the answer's `version` was tenant 2's
+/// delete, a transaction of another tenant. It is now the move: the
+/// partition's own exit of the key, as a pull would have sent it.
+#[test]
+fn a_conflict_with_a_row_gone_to_another_tenant_reports_the_partitions_own_exit() {
+    let s = Scenario::new("restore_exit_version", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("device.db");
+    let backup = s.files.path("backup.db");
+    {
+        let device = Store::open(&path).unwrap();
+        s.sync_as(&device, &token);
+        local(&device, "INSERT INTO customers VALUES (20, 1, 'inserted before the backup', NULL, NULL)");
+    }
+    copy(&path, &backup);
+    {
+        let device = Store::open(&path).unwrap();
+        assert_eq!(s.sync_as(&device, &token).pushed, 1);
+    }
+    let xid_of = |sql: &str| -> String {
+        let mut server = s.server();
+        let mut tx = server.transaction().unwrap();
+        tx.batch_execute(sql).unwrap();
+        let xid: String = tx.query_one("SELECT pg_current_xact_id()::text", &[]).unwrap().get(0);
+        tx.commit().unwrap();
+        xid
+    };
+    let moved = xid_of("UPDATE customers SET tenant_id = 2 WHERE id = 20");
+    let deleted = xid_of("DELETE FROM customers WHERE id = 20");
+    assert_ne!(moved, deleted);
+
+    copy(&backup, &path);
+    let restored = Store::open(&path).unwrap();
+    let report = s.sync_as(&restored, &token);
+    let conflicts: Vec<_> = report.conflicts.iter().map(|c| (c.key.clone(), c.kind.as_str(), c.version.clone())).collect();
+    assert_eq!(conflicts, [(vec![json!(20)], "local_updated_server_deleted", Some(moved))], "{report:?}");
+    assert_eq!(server_name(&s, 20), None, "the delete stands");
+    assert_converged(&mut s.server(), restored.connection(), "crm", &json!({"tenant": 1}));
+}
