@@ -100,7 +100,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
             let t = state.schema.position(table.schema);
             let id = state.tables[t].id;
             let unnoting = unnoted.contains(&t);
+            let mut was_noting = false;
             if unnoting {
+                was_noting = crate::local_only::stop_noting(conn, id)?;
                 crate::local_only::drop_triggers(conn, id)?;
             }
             // Sync's own writes: what the file's own keys and triggers do
@@ -140,6 +142,9 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
             result.not_stored += written.not_stored;
             if unnoting {
                 crate::local_only::make_triggers(conn, table.schema, id)?;
+                if was_noting {
+                    crate::local_only::note_again(conn, table.schema, id)?;
+                }
             }
         }
         // Children before parents.

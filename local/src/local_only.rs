@@ -10,6 +10,7 @@ use tandem_core::schema::TableSchema;
 use tandem_core::sql::local;
 
 use crate::error::Result;
+use crate::meta::ScopeState;
 
 /// Makes the table and triggers that note such values for table `id`
 /// (again, whole: on every provisioning, and for a file an earlier Tandem
@@ -36,14 +37,15 @@ pub fn track(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
     make_triggers(conn, table, id)
 }
 
-/// Whether the file, made by an earlier Tandem, lacks this tracking.
+/// Whether the file, made by an earlier Tandem, lacks this tracking, or
+/// keeps in the file the trigger that now lives on sync's connection
+/// alone ([`begin_noting`]).
 pub fn untracked(conn: &Connection, id: i64) -> Result<bool> {
-    let name = local::local_only_trigger_name(id, "delete");
     let found = conn
         .prepare_cached(tandem_core::sql::device::TRIGGERS_NAMED)?
-        .query_map(rusqlite::named_params! {":prefix": name}, |r| r.get::<_, String>("name"))?
+        .query_map(rusqlite::named_params! {":prefix": local::local_only_trigger_name(id, "")}, |r| r.get::<_, String>("name"))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(!found.contains(&name))
+    Ok(!found.contains(&local::local_only_trigger_name(id, "delete")) || found.contains(&local::local_only_trigger_name(id, "update")))
 }
 
 /// Whether the file has triggers of its own: one may remove a row while
@@ -51,6 +53,56 @@ pub fn untracked(conn: &Connection, id: i64) -> Result<bool> {
 /// version with it (helper 70).
 pub fn file_has_triggers(conn: &Connection) -> Result<bool> {
     Ok(conn.prepare_cached(tandem_core::sql::device::OWN_TRIGGERS)?.query_row([], |r| r.get("present"))?)
+}
+
+/// Makes, for sync's transaction, the triggers that note what the file
+/// changes on its own while sync writes ([`local::local_only_noting`]):
+/// for every table, where the file has triggers of its own or foreign
+/// keys that act (they may change rows while sync writes), and else for
+/// the tables that note something already (sync's own write of such a
+/// row replaces its entry).
+pub fn begin_noting(conn: &Connection, state: &ScopeState) -> Result<()> {
+    let mut acting = None;
+    for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+        let Some(noting) = local::local_only_noting(table, t.id) else { continue };
+        let acts = match acting {
+            Some(known) => known,
+            None => *acting.insert(conn.prepare_cached(tandem_core::sql::device::OWN_ACTIONS)?.query_row([], |r| r.get("present"))?),
+        };
+        if acts || any(conn, table, t.id)? {
+            conn.prepare_cached(&noting)?.execute([])?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops what [`begin_noting`] made, before sync's transaction ends.
+pub fn end_noting(conn: &Connection, state: &ScopeState) -> Result<()> {
+    for (table, t) in state.schema.tables.iter().zip(&state.tables) {
+        if local::has_values(table) {
+            stop_noting(conn, t.id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops table `id`'s trigger of [`begin_noting`]; whether it had one.
+pub fn stop_noting(conn: &Connection, id: i64) -> Result<bool> {
+    let present: bool =
+        conn.prepare_cached(local::LOCAL_ONLY_NOTING)?.query_row([local::local_only_noting_name(id)], |r| r.get("present"))?;
+    if present {
+        conn.execute(&local::stop_local_only_noting(id), [])?;
+    }
+    Ok(present)
+}
+
+/// Makes table `id`'s trigger of [`begin_noting`] again, after
+/// [`stop_noting`] found it.
+pub fn note_again(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
+    if let Some(noting) = local::local_only_noting(table, id) {
+        conn.execute(&noting, [])?;
+    }
+    Ok(())
 }
 
 /// Whether table `id` notes anything.

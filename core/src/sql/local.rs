@@ -619,40 +619,45 @@ fn local_only_trigger(id: i64, event: &str) -> String {
 }
 
 /// A trigger of [`local_only_triggers`] as SQLite's catalog holds it
-/// (`update`, `delete`, `moved`); every table has `delete` and `moved`.
+/// (`delete`, `moved`; `update` in a file an earlier Tandem made, and
+/// `noting`, [`local_only_noting`]'s name in `temp`).
 pub fn local_only_trigger_name(id: i64, event: &str) -> String {
     format!("tandem_{id}_local_only_{event}")
 }
 
-/// Drops the triggers that fill [`local_only_table`].
+/// Drops the triggers that fill [`local_only_table`]: the file's (`update`
+/// only in a file an earlier Tandem made) and this connection's
+/// [`local_only_noting`].
 pub fn drop_local_only_triggers(id: i64) -> Vec<String> {
-    ["update", "delete", "moved"].iter().map(|e| drop_in_main("TRIGGER", &local_only_trigger(id, e))).collect()
+    let mut out: Vec<String> = ["update", "delete", "moved"].iter().map(|e| drop_in_main("TRIGGER", &local_only_trigger(id, e))).collect();
+    out.push(stop_local_only_noting(id));
+    out
 }
 
-/// The triggers that fill [`local_only_table`], made again whole. While
-/// sync writes, an update the file makes on its own (not one of sync's,
-/// see [`WRITING_TABLE`]) notes the row as it was. An entry from an
-/// earlier round is first brought up to date: a column the program
-/// changed since holds the program's value to send. Sync's own update of a
-/// row replaces what was noted of it (the row is the server's again), and
-/// a row deleted or moved to another key takes its entries along, whoever
-/// does it. They stay while a large batch silences the log's triggers.
+/// [`local_only_noting`]'s name, in `temp`.
+pub fn local_only_noting_name(id: i64) -> String {
+    local_only_trigger_name(id, "noting")
+}
+
+/// Drops this connection's [`local_only_noting`] of table `id`, if any.
+pub fn stop_local_only_noting(id: i64) -> String {
+    format!("DROP TRIGGER IF EXISTS temp.{}", quote_ident(&local_only_noting_name(id)))
+}
+
+/// `present`: whether this connection has [`local_only_noting`] of table
+/// `?1` (its name).
+pub const LOCAL_ONLY_NOTING: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_temp_master WHERE type = 'trigger' AND name = ?1) AS present";
+
+/// The file's triggers that keep [`local_only_table`] in step, made again
+/// whole: a row deleted or moved to another key takes its entries along,
+/// whoever does it, and (while sync writes) its base version. They stay
+/// while a large batch silences the log's triggers. What the file changes
+/// on its own while sync writes is noted by [`local_only_noting`].
 pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
     let t = user_table(table);
     let lo = local_only_table(id);
     let keys = column_list(None, &table.primary_key);
     let at = |row: &str| each(&table.primary_key, AND, |k| format!("{k} = {row}.{k}"));
-    let values = noted(table);
-    let olds: Vec<String> = value_columns(table).map(|c| format!("OLD.{}", quote_ident(c))).collect();
-    let left =
-        format!("(SELECT {{v}} FROM {lo} a WHERE {} AND a.tandem_left = 1)", each(&table.primary_key, AND, |k| format!("a.{k} = OLD.{k}")));
-    let catch_up: Vec<String> = values
-        .iter()
-        .zip(&olds)
-        .map(|(v, old)| {
-            format!("{v} = CASE WHEN {old} IS {} COLLATE BINARY THEN {v} ELSE {old} END", left.replace("{v}", &format!("a.{v}")))
-        })
-        .collect();
     let mut out = drop_local_only_triggers(id);
     // A row the file removes on its own while sync writes loses its base
     // version too: a base key without a row is a local delete to the
@@ -672,21 +677,6 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
         ));
         return out;
     }
-    let direct = format!("EXISTS (SELECT 1 FROM tandem_sync_writing WHERE writing = {id})");
-    // One trigger, whose condition is all a program's own update pays.
-    out.push(format!(
-        "CREATE TRIGGER {} AFTER UPDATE ON {t} WHEN EXISTS (SELECT 1 FROM tandem_sync_writing) BEGIN \
-         DELETE FROM {lo} WHERE {} AND {direct}; \
-         UPDATE {lo} SET {}, tandem_fresh = 1 WHERE {} AND tandem_left = 0 AND tandem_fresh = 0 AND NOT {direct}; \
-         INSERT OR IGNORE INTO {lo} ({keys}, tandem_left, tandem_fresh, {}) SELECT {}, 0, 1, {} WHERE NOT {direct}; END",
-        local_only_trigger(id, "update"),
-        at("NEW"),
-        catch_up.join(", "),
-        at("OLD"),
-        values.join(", "),
-        row_key(table, "OLD"),
-        olds.join(", "),
-    ));
     out.push(format!(
         "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN DELETE FROM {lo} WHERE {}; {unbased} END",
         local_only_trigger(id, "delete"),
@@ -702,6 +692,49 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
         at("NEW")
     ));
     out
+}
+
+/// The trigger that notes, while sync writes, an update the file makes on
+/// its own (not one of sync's, see [`WRITING_TABLE`]): the row as it was.
+/// An entry from an earlier round is first brought up to date: a column
+/// the program changed since holds the program's value to send. Sync's own
+/// update of a row replaces what was noted of it (the row is the server's
+/// again). A `TEMP` trigger that sync's transaction makes and drops
+/// (`None` for a table with nothing but its key): only that transaction
+/// writes while sync writes, so a program's own updates never pay for it.
+pub fn local_only_noting(table: &TableSchema, id: i64) -> Option<String> {
+    if !has_values(table) {
+        return None;
+    }
+    let lo = local_only_table(id);
+    let keys = column_list(None, &table.primary_key);
+    let at = |row: &str| each(&table.primary_key, AND, |k| format!("{k} = {row}.{k}"));
+    let values = noted(table);
+    let olds: Vec<String> = value_columns(table).map(|c| format!("OLD.{}", quote_ident(c))).collect();
+    let left =
+        format!("(SELECT {{v}} FROM {lo} a WHERE {} AND a.tandem_left = 1)", each(&table.primary_key, AND, |k| format!("a.{k} = OLD.{k}")));
+    let catch_up: Vec<String> = values
+        .iter()
+        .zip(&olds)
+        .map(|(v, old)| {
+            format!("{v} = CASE WHEN {old} IS {} COLLATE BINARY THEN {v} ELSE {old} END", left.replace("{v}", &format!("a.{v}")))
+        })
+        .collect();
+    let direct = format!("EXISTS (SELECT 1 FROM tandem_sync_writing WHERE writing = {id})");
+    Some(format!(
+        "CREATE TEMP TRIGGER IF NOT EXISTS {} AFTER UPDATE ON main.{} WHEN EXISTS (SELECT 1 FROM tandem_sync_writing) BEGIN \
+         DELETE FROM {lo} WHERE {} AND {direct}; \
+         UPDATE {lo} SET {}, tandem_fresh = 1 WHERE {} AND tandem_left = 0 AND tandem_fresh = 0 AND NOT {direct}; \
+         INSERT OR IGNORE INTO {lo} ({keys}, tandem_left, tandem_fresh, {}) SELECT {}, 0, 1, {} WHERE NOT {direct}; END",
+        quote_ident(&local_only_noting_name(id)),
+        user_table(table),
+        at("NEW"),
+        catch_up.join(", "),
+        at("OLD"),
+        values.join(", "),
+        row_key(table, "OLD"),
+        olds.join(", "),
+    ))
 }
 
 /// Notes the row of key `?n+1..` (`n` the length of `columns`) as one

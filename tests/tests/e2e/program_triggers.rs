@@ -185,12 +185,10 @@ fn what_the_files_own_key_changed_in_a_row_stays_local_through_later_edits() {
     assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_conflicts"), 0);
 }
 
-/// A total the file's own trigger keeps as the server's lines come in
-/// stays the device's own when the program edits the order afterwards:
-/// the server keeps its total.
-#[test]
-fn a_total_the_files_trigger_kept_during_sync_stays_local_through_an_edit() {
-    let s = Scenario::new("program_total_edit", SCHEMA, "shop");
+/// A file of tenant 1 whose own trigger counts an order's lines into its
+/// total, after a round that brought order 10 a line (its total 11 on the
+/// device, 10 on the server).
+fn counting_lines(s: &Scenario) -> Store {
     let file = s.store("a.db");
     s.sync(&file, tenant(1));
     local(
@@ -201,6 +199,16 @@ fn a_total_the_files_trigger_kept_during_sync_stays_local_through_an_edit() {
     s.server().batch_execute(r#"INSERT INTO "Order Lines" VALUES (10, 3, 'C')"#).unwrap();
     s.sync(&file, json!({}));
     assert_eq!(local_value(&file, "SELECT total FROM orders WHERE id = 10").as_deref(), Some("11.0"));
+    file
+}
+
+/// A total the file's own trigger keeps as the server's lines come in
+/// stays the device's own when the program edits the order afterwards:
+/// the server keeps its total.
+#[test]
+fn a_total_the_files_trigger_kept_during_sync_stays_local_through_an_edit() {
+    let s = Scenario::new("program_total_edit", SCHEMA, "shop");
+    let file = counting_lines(&s);
     local(&file, "UPDATE orders SET customer_id = 2 WHERE id = 10");
     s.sync(&file, json!({}));
     assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("2:10.00"));
@@ -475,4 +483,55 @@ fn a_deferred_key_that_refuses_a_batch_is_named_with_what_to_do() {
     let error = file.sync(&s.db.url, "shop", &options).unwrap_err().to_string();
     assert!(error.contains("from orders to customers") && error.contains("DEFERRABLE"), "{error}");
     assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 1"), 1, "the batch was undone whole");
+}
+
+/// The triggers on a synced table when sync is not writing: the log's
+/// alone fire on a program's UPDATE of a value. What notes the file's own
+/// changes while sync writes lives on sync's connection for that
+/// transaction only, so every other update of a device skips it; a file
+/// an earlier Tandem made loses its copy in the file.
+#[test]
+fn a_programs_update_fires_the_logs_trigger_alone() {
+    let s = Scenario::new("program_update_triggers", SCHEMA, "shop");
+    let file = held_before(&s, &shop_tables("SET NULL"));
+    let id = local_count(&file, "SELECT id FROM tandem_tables WHERE name = 'public.orders'");
+    let on_update = "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'orders' \
+         AND sql LIKE '%AFTER UPDATE ON%' UNION ALL SELECT name FROM sqlite_temp_master WHERE type = 'trigger' ORDER BY name)";
+    assert_eq!(local_value(&file, on_update), Some(format!("tandem_{id}_update")));
+    // As an earlier Tandem left it.
+    local(&file, &format!("CREATE TRIGGER tandem_{id}_local_only_update AFTER UPDATE ON orders WHEN 0 BEGIN SELECT 1; END"));
+    drop(file);
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.server().batch_execute("UPDATE customers SET tenant_id = 2 WHERE id = 2").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_value(&file, on_update), Some(format!("tandem_{id}_update")));
+    // Noting still works: the customer the file's own key set NULL stays
+    // the server's through an edit.
+    local(&file, "UPDATE orders SET total = 12.5 WHERE id = 11");
+    s.sync(&file, json!({}));
+    assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 11").as_deref(), Some("2:12.50"));
+}
+
+/// What the file's own trigger changed while sync wrote is noted; once
+/// the program drops that trigger, the file has nothing of its own that
+/// acts, yet sync's transaction still notes while it writes the table
+/// (it holds a note), so the server's next row of the order replaces the
+/// note. Left, the note would send the server's old total back over its
+/// newer one with the program's next edit.
+#[test]
+fn the_servers_next_row_replaces_a_note_after_the_program_drops_its_trigger() {
+    let s = Scenario::new("program_note_replaced", SCHEMA, "shop");
+    let file = counting_lines(&s);
+    let id = local_count(&file, "SELECT id FROM tandem_tables WHERE name = 'public.orders'");
+    let noted = format!("SELECT count(*) FROM tandem_local_only_{id}");
+    assert_eq!(local_count(&file, &noted), 2, "the total, noted");
+    local(&file, "DROP TRIGGER program_line_total");
+    s.server().batch_execute("UPDATE orders SET total = 50 WHERE id = 10").unwrap();
+    s.sync(&file, json!({}));
+    assert_eq!(local_value(&file, "SELECT total FROM orders WHERE id = 10").as_deref(), Some("50.00"));
+    assert_eq!(local_count(&file, &noted), 0, "replaced by the server's row");
+    local(&file, "UPDATE orders SET customer_id = 2 WHERE id = 10");
+    s.sync(&file, json!({}));
+    assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("2:50.00"));
 }
