@@ -746,6 +746,39 @@ pub fn visible_row(scope: &Scope<'_>, t: usize, key: &[Value], values: &FilterVa
     Some(Query::new(sql, binds, &columns, VisibleRow { version, values: row_values }))
 }
 
+/// A resolver's row of table `t` (`values`: a column's index and its
+/// text, NULL as `None`, the key's columns among them): the `UPDATE` of
+/// the row at its key, and the `INSERT` for when none is there. Never one
+/// upsert: its `INSERT` would run the server's BEFORE INSERT triggers on
+/// the row, and then its BEFORE UPDATE triggers on what they left, so a
+/// trigger that is not idempotent would change the row twice.
+pub fn merged_writes(scope: &Scope<'_>, t: usize, values: &[(usize, Option<String>)]) -> [Query<NoRows>; 2] {
+    let table = scope.table(t);
+    let quoted = table.table_name().quoted();
+    let mut update = Binds::new();
+    let mut sets = Vec::new();
+    let mut keys = Vec::new();
+    for (c, text) in values {
+        let column = &table.columns[*c];
+        let value = format!("{}::text::{}", update.bind(text.clone()), column.pg_type);
+        match table.primary_key.contains(&column.name) {
+            true => keys.push(format!("{} {} {value}", quote_ident(&column.name), scope.schema.operator(column, "="))),
+            false => sets.push(format!("{} = {value}", quote_ident(&column.name))),
+        }
+    }
+    if sets.is_empty() {
+        sets.push(format!("{0} = {0}", quote_ident(&table.primary_key[0])));
+    }
+    let mut insert = Binds::new();
+    let names: Vec<String> = values.iter().map(|(c, _)| table.columns[*c].name.clone()).collect();
+    let inserted: Vec<String> =
+        values.iter().map(|(c, text)| format!("{}::text::{}", insert.bind(text.clone()), table.columns[*c].pg_type)).collect();
+    [
+        Query::exec(format!("UPDATE {quoted} SET {} WHERE {}", sets.join(", "), keys.join(" AND ")), update),
+        Query::exec(format!("INSERT INTO {quoted} ({}) VALUES ({})", column_list(None, &names), inserted.join(", ")), insert),
+    ]
+}
+
 /// Moves the row at key `from` to key `to` (changeset JSON, primary key
 /// order): a resolver's row for a key change lands on the moved row, so
 /// the server's cascades run. `None` when a key is not a value of its

@@ -5,11 +5,9 @@
 
 use std::collections::HashSet;
 
-use pgrx::datum::DatumWithOid;
 use tandem_core::changeset::Op;
 use tandem_core::error::RejectionKind;
 use tandem_core::sql::apply::{self as sql, SeenXmins};
-use tandem_core::sql::{upsert_row, Dialect};
 use tandem_core::types::json_to_pg_text;
 use tandem_core::upload::{merged_row, Outcome};
 use tandem_core::{Error, Result};
@@ -275,16 +273,12 @@ impl Upload<'_> {
             let server_row = row.before.as_ref().and_then(|b| b.row.as_ref());
             let merged =
                 merged_row(table, &row.change.key, server_row, row.client_row(&plan.column_names), merged).map_err(resolver_error)?;
-            let mut columns = Vec::new();
-            let mut casts = Vec::new();
-            let mut values: Vec<DatumWithOid<'_>> = Vec::new();
-            for column in &table.columns {
+            let mut values = Vec::new();
+            for (c, column) in table.columns.iter().enumerate() {
                 let Some(value) = merged.get(&column.name) else { continue };
                 let text =
                     json_to_pg_text(column.ty, value).map_err(|reason| resolver_error(format!("column {}: {reason}", column.name)))?;
-                columns.push(column.name.clone());
-                casts.push(column.pg_type.clone());
-                values.push(text.into());
+                values.push((c, text));
             }
             // A key change: the row at the old key moves first, so the
             // resolver's row replaces it rather than joining it.
@@ -293,8 +287,10 @@ impl Upload<'_> {
                     spi::run(spi, statement)?;
                 }
             }
-            let statement = upsert_row(Dialect::Postgres, &table.table_name().quoted(), &columns, &table.primary_key, Some(&casts));
-            spi::exec(spi, &statement, &values)?;
+            let [update, insert] = sql::merged_writes(self.scope, plan.t, &values);
+            if spi::run(spi, update)? == 0 {
+                spi::run(spi, insert)?;
+            }
         }
         Ok(())
     }

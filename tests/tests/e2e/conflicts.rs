@@ -256,3 +256,33 @@ fn a_retry_sent_while_its_first_attempt_still_runs_builds_on_it() {
     let logged: i64 = server.query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
     assert_eq!(logged, 0);
 }
+
+/// Helper 73 (MEDIUM): a resolver's row was written as an upsert, so the
+/// server's BEFORE INSERT trigger ran on it and then its BEFORE UPDATE
+/// trigger on what that left: a trigger that is not idempotent (one that
+/// appends) changed the row twice. A row the server holds is now updated,
+/// as any write of an existing row, and its triggers run once.
+#[test]
+fn a_resolvers_row_runs_the_servers_triggers_once() {
+    let db = TestDb::new("merged_triggers");
+    let mut server = setup(&db);
+    server
+        .batch_execute(
+            "CREATE FUNCTION mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.body := coalesce(NEW.body, '') || '+'; RETURN NEW; END $$;
+             CREATE TRIGGER mark BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION mark();",
+        )
+        .unwrap();
+    let mut a = db.connect();
+    let mut b = db.connect();
+    let base = versions(&mut a)[&7].clone();
+    set_policy(&mut server, "public.keep_both");
+    apply(&mut a, &edit("A", 7, &base, 1, "from A"), json!({}));
+    let body: String = server.query_one("SELECT body FROM notes WHERE id = 7", &[]).unwrap().get(0);
+    assert_eq!(body, "+", "a plain update runs the trigger once");
+    let answer = apply(&mut b, &edit("B", 7, &base, 1, "from B"), json!({}));
+    assert_eq!(answer["conflicts"][0]["decision"], "merged", "{answer}");
+    let (title, body): (String, String) =
+        server.query_one("SELECT title, body FROM notes WHERE id = 7", &[]).map(|r| (r.get(0), r.get(1))).unwrap();
+    assert_eq!((title.as_str(), body.as_str()), ("from A | from B", "++"), "the resolver's row ran the trigger once more");
+    assert_eq!(answer["conflicts"][0]["row"]["body"], "++", "{answer}");
+}
