@@ -1,6 +1,8 @@
 //! Classification: what the server holds for each staged row (version,
 //! existence, last writer, partition), and the rows the partition refuses.
 
+use std::collections::HashSet;
+
 use tandem_core::changeset::Op;
 use tandem_core::error::RejectionKind;
 use tandem_core::sql::apply::{self as sql, StageKey};
@@ -78,13 +80,18 @@ impl Upload<'_> {
 }
 
 /// Refuses rows of a filtered table that are, or would be, in another
-/// client's partition.
-pub fn refuse_outside_partition(scope: &Scope<'_>, plan: &mut TablePlan<'_>) {
+/// client's partition. Not a change the upload being retried applied
+/// already (`retried`): the server's code may have moved its row away
+/// since (a trigger handing it to another tenant), and it is answered as
+/// done, as the lost answer would have (helper 73), with no row of the
+/// other tenant.
+pub fn refuse_outside_partition(scope: &Scope<'_>, plan: &mut TablePlan<'_>, retried: &HashSet<AppliedChange>) {
     if scope.table(plan.t).filter.is_none() {
         return;
     }
+    let table_id = scope.id(plan.t);
     for row in plan.rows.iter_mut() {
-        if matches!(row.outcome, Outcome::Refused { .. }) {
+        if matches!(row.outcome, Outcome::Refused { .. }) || AppliedChange::carried(retried, table_id, &row.change) {
             continue;
         }
         refuse_if_outside(row);

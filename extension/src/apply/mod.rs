@@ -176,7 +176,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
                 let staged: Vec<usize> =
                     (0..plan.rows.len()).filter(|&i| !matches!(plan.rows[i].outcome, Outcome::Refused { .. })).collect();
                 upload.classify(spi, plan, &staged)?;
-                classify::refuse_outside_partition(&scope, plan);
+                classify::refuse_outside_partition(&scope, plan, upload.retried);
             }
             upload.fail_on_refusals(spi, &plans, &rejections)?;
             // Keys an earlier attempt of this upload wrote, by table.

@@ -255,3 +255,39 @@ fn an_edit_after_a_lost_answer_builds_on_the_row_as_the_servers_trigger_stored_i
     assert_eq!(bodies, ["EDITED AGAIN", "NEW, EDITED"]);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// Helper 73 (MEDIUM): a row the server's trigger handed to another
+/// tenant, whose answer was lost: the retry found it outside the
+/// partition and refused it (the whole upload, sent directly), so the
+/// device kept it aside as refused though the server had taken it. The
+/// retry now answers it as done and gone, as the first attempt would have.
+#[test]
+fn a_row_a_server_trigger_moved_away_is_done_when_the_answer_was_lost() {
+    let schema = r#"
+        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
+        CREATE FUNCTION hand_over() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.body LIKE 'hand over%' THEN NEW.tenant_id := 2; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER hand_over BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION hand_over();
+        INSERT INTO notes VALUES (1, 1, 'kept'), (2, 1, 'also kept');
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("handed_over_lost", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+    local(&file, "INSERT INTO notes VALUES (3, 1, 'hand over this one'); UPDATE notes SET body = 'hand over the edit' WHERE id = 1");
+    s.sync_as_answer_lost(&file, &token);
+    // Tenant 2 edits one of them meanwhile.
+    s.server().batch_execute("UPDATE notes SET body = 'hand over, edited by tenant 2' WHERE id = 3").unwrap();
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected"), 0, "nothing kept aside as refused");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM notes WHERE id IN (1, 3)"), 0, "both left the file");
+    let held: Vec<String> =
+        s.server().query("SELECT id || ':' || tenant_id FROM notes ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(held, ["1:2", "2:1", "3:2"]);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
