@@ -92,11 +92,12 @@ fn cleanup(spi: &mut Spi<'_>, scope_name: &str, options: &CleanupOptions) -> Res
                 horizon = horizon.min(snapshot.xmin);
                 holding += 1;
             }
-            // A replica that has never finished a pull may need anything.
-            None => {
-                horizon = 0;
-                holding += 1;
-            }
+            // No pull on record (its uploads made it): its first pull from
+            // a watermark is refused as too old, and it pulls afresh, so it
+            // needs nothing kept. Holding everything back for it let one
+            // token's uploads under made-up replica ids stop every cleanup
+            // (helper 74).
+            None => {}
         }
     }
     let mut removed_tombstones = 0;

@@ -26,14 +26,16 @@ mod tests {
     fn cleanup_keeps_what_active_replicas_need() {
         crm();
         run("DELETE FROM public.currencies WHERE code = 'USD'");
-        // A replica that has not finished a pull holds everything back.
+        // A replica with no pull on record (its uploads made it) holds
+        // nothing back: its first pull from a watermark is refused.
         run("INSERT INTO tandem.clients (client_id, scope, params, last_seen) VALUES ('slow', 'crm', '{\"tenant\": 1}', now())");
         run("INSERT INTO tandem.replicas (replica_id, client_id, last_seen) VALUES ('slow file', 'slow', now())");
         let kept = json("SELECT sync_cleanup('crm')");
-        assert_eq!(kept["tombstones_removed"], 0, "{kept}");
-        // Once replicas have moved past them, tombstones go.
+        assert_eq!((kept["active_replicas"].clone(), kept["purged_before"].is_string()), (json!(0), true), "{kept}");
+        // One that pulled holds back what came after its last pull's start.
         run("UPDATE tandem.replicas SET last_since = pg_current_snapshot()::text");
         let purged = json("SELECT sync_cleanup('crm')");
+        assert_eq!(purged["active_replicas"], 1, "{purged}");
         assert_eq!(purged["tombstones_removed"], 0, "this transaction's own changes are not yet past every snapshot");
         run("UPDATE tandem.replicas SET last_seen = now() - interval '90 days'");
         let purged = json(r#"SELECT sync_cleanup('crm', '{"inactive_after_days": 30}')"#);

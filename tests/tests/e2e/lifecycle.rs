@@ -263,3 +263,36 @@ fn a_reinit_brings_a_drifted_copy_back_and_keeps_its_unsent_changes() {
     let again = s.sync_as(&file, &token);
     assert!(!again.resynced && again.pulled == 0, "{again:?}");
 }
+
+/// Helper 74 (MEDIUM): every call under a new replica id made a replica,
+/// and one that had never pulled held everything back, so one token's
+/// uploads under made-up ids stopped every cleanup of the scope. A
+/// replica the server has no pull of holds nothing back: its first pull
+/// from a watermark is refused as too old (the server has no record of
+/// it) and it pulls afresh, keeping its unsent changes.
+#[test]
+fn replicas_made_up_by_one_token_do_not_stop_cleanup() {
+    let s = Scenario::new("cleanup_made_up_replicas", CUSTOMERS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let device = s.store("device.db");
+    s.sync_as(&device, &token);
+    s.sync_as(&device, &token);
+    let client = local_value(&device, "SELECT client_id FROM tandem_scopes").unwrap();
+    let mut server = s.server();
+    for n in 0..20 {
+        let options = json!({"token": token, "replica": format!("made-up-{n}")});
+        let changes = json!({"format": 1, "scope": "s", "origin": client, "tables": []});
+        query_json(&mut server, "SELECT sync_apply_changes('s', $1, $2)", &[&changes, &options]);
+    }
+    let cleaned = query_json(&mut server, r#"SELECT sync_cleanup('s', '{"inactive_after_days": 1}')"#, &[]);
+    let replicas: i64 = server.query_one("SELECT count(*) FROM tandem.replicas WHERE last_since IS NULL", &[]).unwrap().get(0);
+    assert_eq!(replicas, 20, "{cleaned}");
+    assert!(cleaned["purged_before"].is_string(), "{cleaned}");
+    assert_eq!(purged_before(&s).as_deref(), cleaned["purged_before"].as_str());
+    // Neither the device nor a made-up replica finishing its pull is
+    // sent back to the start by it.
+    s.server().batch_execute("DELETE FROM customers WHERE id = 5").unwrap();
+    let report = s.sync_as(&device, &token);
+    assert!(!report.resynced && report.pulled == 1, "{report:?}");
+    assert_converged(&mut s.server(), device.connection(), "s", &json!({"tenant": 1}));
+}
