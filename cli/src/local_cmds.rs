@@ -155,8 +155,9 @@ fn print_rows(statement: &mut rusqlite::Statement<'_>, json: bool, out: &mut Out
 #[derive(clap::Args)]
 pub struct ServerArgs {
     /// The server: postgres://user@host:port/database[?sslmode=verify-full]
-    /// (the password from PGPASSWORD, or in the URL), or a gateway's
-    /// https:// URL.
+    /// (the password from PGPASSWORD, or in the URL; PGSSLMODE and
+    /// PGSSLROOTCERT where the URL has no sslmode or sslrootcert), or a
+    /// gateway's https:// URL.
     #[arg(long, env = "TANDEM_REMOTE", hide_env_values = true)]
     pub remote: String,
     /// The scope.

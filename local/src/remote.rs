@@ -105,7 +105,7 @@ impl PostgresRemote {
     /// `ca_cert` is a root certificate file, as `sslrootcert`.
     pub fn connect(url: &str, ca_cert: Option<&Path>) -> Result<Self, RemoteError> {
         let shown = redacted(url);
-        let (rest, tls) = TlsSettings::from_url(url, ca_cert)?;
+        let (rest, tls) = TlsSettings::from_url_or_env(url, ca_cert)?;
         let mut config: Config = rest.parse().map_err(|e| RemoteError::Config(format!("{shown} is not a PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));

@@ -26,7 +26,7 @@ pub struct Settings {
 pub fn settings(url: &str) -> Result<Settings, ServeError> {
     let shown = redacted(url);
     let failed = |reason: String| ServeError::Database { url: shown.clone(), reason };
-    let (rest, tls) = TlsSettings::from_url(url, None).map_err(|e| failed(e.to_string()))?;
+    let (rest, tls) = TlsSettings::from_url_or_env(url, None).map_err(|e| failed(e.to_string()))?;
     let mut config: tokio_postgres::Config = rest.parse().map_err(|e| failed(format!("not a PostgreSQL URL: {e}")))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));

@@ -4,8 +4,9 @@
 //! the root) and `verify-full` (and names the host). With a root
 //! certificate at hand, `prefer` and `require` check the chain too, as
 //! libpq does; without one they take any certificate. The root is
-//! `--ca-cert`, else `sslrootcert` in the URL, else `~/.postgresql/root.crt`;
-//! the verifying modes fall back to the system's roots.
+//! `--ca-cert`, else `sslrootcert` in the URL, else `PGSSLROOTCERT`, else
+//! `~/.postgresql/root.crt`; the verifying modes fall back to the system's
+//! roots. A URL without `sslmode` takes `PGSSLMODE` when it is set.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +53,13 @@ impl SslMode {
     }
 }
 
+/// libpq's environment variables for TLS, read where the URL is silent.
+#[derive(Debug, Default)]
+struct LibpqTls {
+    mode: Option<String>,
+    root_cert: Option<PathBuf>,
+}
+
 /// What a URL asks of TLS, taken out of it: the `postgres` crate reads
 /// neither the verifying modes nor a root certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +73,19 @@ impl TlsSettings {
     /// `sslmode` and `sslrootcert`) and the TLS settings; `ca_cert` (the
     /// CLI's `--ca-cert`) stands for `sslrootcert` and wins over it.
     pub fn from_url(url: &str, ca_cert: Option<&Path>) -> Result<(String, TlsSettings), TlsError> {
+        Self::from_url_and(url, ca_cert, &LibpqTls::default())
+    }
+
+    /// [`from_url`](Self::from_url), with libpq's `PGSSLMODE` and
+    /// `PGSSLROOTCERT` where the URL is silent: an operator used to libpq
+    /// who sets them expects them to hold, and the URL's `prefer` would
+    /// connect without checking the certificate (helper 74).
+    pub fn from_url_or_env(url: &str, ca_cert: Option<&Path>) -> Result<(String, TlsSettings), TlsError> {
+        let env = LibpqTls { mode: std::env::var("PGSSLMODE").ok(), root_cert: std::env::var_os("PGSSLROOTCERT").map(PathBuf::from) };
+        Self::from_url_and(url, ca_cert, &env)
+    }
+
+    fn from_url_and(url: &str, ca_cert: Option<&Path>, env: &LibpqTls) -> Result<(String, TlsSettings), TlsError> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut mode = None;
         let mut root_cert = None;
@@ -81,8 +102,14 @@ impl TlsSettings {
                 _ => kept.push(pair),
             }
         }
-        let root_cert = ca_cert.map(Path::to_path_buf).or(root_cert);
-        let mode = mode.unwrap_or(SslMode::Prefer);
+        let root_cert = ca_cert.map(Path::to_path_buf).or(root_cert).or_else(|| env.root_cert.clone());
+        let mode = match (mode, env.mode.as_deref().filter(|m| !m.is_empty())) {
+            (Some(mode), _) => mode,
+            (None, Some(value)) => SslMode::parse(value).ok_or_else(|| {
+                TlsError::Config(format!("PGSSLMODE={value} is not one of disable, prefer, require, verify-ca, verify-full"))
+            })?,
+            (None, None) => SslMode::Prefer,
+        };
         let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
         Ok((rest, TlsSettings { mode, root_cert }))
     }
@@ -190,6 +217,20 @@ mod tests {
         assert_eq!(tls.root_cert, Some(PathBuf::from("b.pem")), "--ca-cert wins");
         let error = TlsSettings::from_url("postgres://u@h/db?sslmode=allow", None).unwrap_err().to_string();
         assert!(error.contains("verify-full"), "{error}");
+    }
+
+    #[test]
+    fn libpqs_environment_holds_where_the_url_is_silent() {
+        let env = LibpqTls { mode: Some("verify-full".into()), root_cert: Some("env.pem".into()) };
+        let (_, tls) = TlsSettings::from_url_and("postgres://u@h/db", None, &env).unwrap();
+        assert_eq!(tls, TlsSettings { mode: SslMode::VerifyFull, root_cert: Some("env.pem".into()) });
+        let (_, tls) = TlsSettings::from_url_and("postgres://u@h/db?sslmode=prefer&sslrootcert=url.pem", None, &env).unwrap();
+        assert_eq!(tls, TlsSettings { mode: SslMode::Prefer, root_cert: Some("url.pem".into()) }, "the URL wins");
+        let (_, tls) = TlsSettings::from_url_and("postgres://u@h/db", Some(Path::new("cli.pem")), &env).unwrap();
+        assert_eq!(tls.root_cert, Some(PathBuf::from("cli.pem")), "--ca-cert wins");
+        let bad = LibpqTls { mode: Some("allow".into()), root_cert: None };
+        let error = TlsSettings::from_url_and("postgres://u@h/db", None, &bad).unwrap_err().to_string();
+        assert!(error.contains("PGSSLMODE=allow"), "{error}");
     }
 
     #[test]
