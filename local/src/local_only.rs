@@ -60,28 +60,31 @@ pub fn file_has_triggers(conn: &Connection) -> Result<bool> {
 /// for every table, where the file has triggers of its own or foreign
 /// keys that act (they may change rows while sync writes), and else for
 /// the tables that note something already (sync's own write of such a
-/// row replaces its entry).
-pub fn begin_noting(conn: &Connection, state: &ScopeState) -> Result<()> {
+/// row replaces its entry). Returns the tables noting, for [`end_noting`].
+pub fn begin_noting(conn: &Connection, state: &ScopeState) -> Result<Vec<i64>> {
     let mut acting = None;
+    let mut noting = Vec::new();
     for (table, t) in state.schema.tables.iter().zip(&state.tables) {
-        let Some(noting) = local::local_only_noting(table, t.id) else { continue };
+        let Some(trigger) = local::local_only_noting(table, t.id) else { continue };
         let acts = match acting {
             Some(known) => known,
-            None => *acting.insert(conn.prepare_cached(tandem_core::sql::device::OWN_ACTIONS)?.query_row([], |r| r.get("present"))?),
+            None => *acting.insert(
+                file_has_triggers(conn)?
+                    || conn.prepare_cached(tandem_core::sql::device::ACTING_FOREIGN_KEYS)?.query_row([], |r| r.get("present"))?,
+            ),
         };
         if acts || any(conn, table, t.id)? {
-            conn.prepare_cached(&noting)?.execute([])?;
+            conn.prepare_cached(&trigger)?.execute([])?;
+            noting.push(t.id);
         }
     }
-    Ok(())
+    Ok(noting)
 }
 
 /// Drops what [`begin_noting`] made, before sync's transaction ends.
-pub fn end_noting(conn: &Connection, state: &ScopeState) -> Result<()> {
-    for (table, t) in state.schema.tables.iter().zip(&state.tables) {
-        if local::has_values(table) {
-            stop_noting(conn, t.id)?;
-        }
+pub fn end_noting(conn: &Connection, noting: &[i64]) -> Result<()> {
+    for &id in noting {
+        conn.execute(&local::stop_local_only_noting(id), [])?;
     }
     Ok(())
 }

@@ -99,9 +99,9 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
             before.push((table, t, crate::rows::top_seq(conn, t.id)?));
         }
         conn.execute(local::BEGIN_SYNC_WRITES, [])?;
-        crate::local_only::begin_noting(conn, state)?;
+        let noting = crate::local_only::begin_noting(conn, state)?;
         let value = body(conn)?;
-        crate::local_only::end_noting(conn, state)?;
+        crate::local_only::end_noting(conn, &noting)?;
         conn.execute(local::END_SYNC_WRITES, [])?;
         for (table, t, top) in before {
             // A log the sync did not write to has nothing to take out, and

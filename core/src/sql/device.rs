@@ -93,13 +93,11 @@ pub const TRIGGERS_NAMED: &str =
 pub const OWN_TRIGGERS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, 7) <> 'tandem_') \
      OR EXISTS (SELECT 1 FROM sqlite_temp_master WHERE type = 'trigger' AND substr(name, 1, 7) <> 'tandem_') AS present";
 
-/// `present`: whether the file has what may change its rows on its own
-/// while sync writes: a trigger of its own ([`OWN_TRIGGERS`]), or a
-/// foreign key that acts (`CASCADE`, `SET NULL`, `SET DEFAULT`).
-pub const OWN_ACTIONS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND substr(name, 1, 7) <> 'tandem_') \
-     OR EXISTS (SELECT 1 FROM sqlite_temp_master WHERE type = 'trigger' AND substr(name, 1, 7) <> 'tandem_') \
-     OR EXISTS (SELECT 1 FROM sqlite_master m, pragma_foreign_key_list(m.name) f WHERE m.type = 'table' \
-     AND (f.on_update NOT IN ('NO ACTION', 'RESTRICT') OR f.on_delete NOT IN ('NO ACTION', 'RESTRICT'))) AS present";
+/// `present`: whether a table of the file has a foreign key that acts
+/// (`CASCADE`, `SET NULL`, `SET DEFAULT`): it may change rows on its own
+/// while sync writes, as a trigger of the file's own may.
+pub const ACTING_FOREIGN_KEYS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
+     WHERE m.type = 'table' AND (f.on_update NOT IN ('NO ACTION', 'RESTRICT') OR f.on_delete NOT IN ('NO ACTION', 'RESTRICT'))) AS present";
 
 /// `name` of each table whose name starts with `:prefix`.
 pub const TABLES_NAMED: &str = "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(:prefix)) = :prefix";
@@ -347,7 +345,7 @@ mod tests {
             PRESENT_OBJECTS,
             TRIGGERS_NAMED,
             OWN_TRIGGERS,
-            OWN_ACTIONS,
+            ACTING_FOREIGN_KEYS,
             IN_FOREIGN_KEY,
             FOREIGN_KEY_VIOLATION,
             TABLES_NAMED,
