@@ -373,12 +373,8 @@ impl Push<'_> {
             Ok(result) => {
                 let recorded = record::upload(conn, &state, &batch, &result)?;
                 report.conflicts.extend(recorded.settled);
-                let sent = batch.changeset.row_count() as u64;
-                observe(Step::Pushed(sent));
-                // The lost attempt wrote what this answer acknowledges
-                // without counting it in `applied`: every change but those
-                // settled as conflicts went up (helper 75).
-                report.pushed += result.applied.max(sent.saturating_sub(result.conflicts.len() as u64));
+                observe(Step::Pushed(batch.changeset.row_count() as u64));
+                report.pushed += result.applied;
                 report.conflicts.extend(result.conflicts);
                 Ok(Resent::Answered)
             }

@@ -194,12 +194,6 @@ impl<'c, 't> RowWriter<'c, 't> {
             let refusal = not_stored::as_refusal(self.conn, schema, error)?;
             let object = self.server_object(row);
             let server = ServerRow { t: self.t, key: &row.key, row: Some(&object), version: row.version.as_deref() };
-            // The file's row, with the server's values of what it could
-            // not take noted below, is on the refused row's version: the
-            // program's next edit goes up on it, not as a conflict with it
-            // (helper 75). A key the file holds no row of keeps no base
-            // (`keep` drops it).
-            self.write_base(row)?;
             not_stored::keep(self.conn, self.state, &server, &refusal)?;
             // The file's row keeps what it has; an upload of it sends the
             // server's values of what it could not take (helper 58: a

@@ -535,29 +535,3 @@ fn the_servers_next_row_replaces_a_note_after_the_program_drops_its_trigger() {
     s.sync(&file, json!({}));
     assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("2:50.00"));
 }
-
-/// Helper 75 (MEDIUM): a server row the file's own `CHECK` refused left
-/// the file's row on its old base version, while its note held the
-/// refused row's values to send. The program's next edit of another
-/// column went up as those values on the old base: a conflict the server
-/// won, and the edit lived only in the conflict log. The file's row is
-/// now on the refused row's version, whose values its upload sends.
-#[test]
-fn an_edit_of_a_row_whose_server_state_the_file_refused_goes_up_without_a_conflict() {
-    let s = Scenario::new("program_check_then_edit", SCHEMA, "shop");
-    let file = held_before(
-        &s,
-        "CREATE TABLE customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, name TEXT NOT NULL);
-         CREATE TABLE orders (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, customer_id INTEGER,
-                              total NUMERIC CHECK (total < 1000));",
-    );
-    s.server().batch_execute("UPDATE orders SET total = 5000 WHERE id = 10").unwrap();
-    let report = s.sync(&file, json!({}));
-    assert_eq!(report.not_stored, 1, "{report:?}");
-    local(&file, "UPDATE orders SET customer_id = 2 WHERE id = 10");
-    let report = s.sync(&file, json!({}));
-    assert!(report.conflicts.is_empty(), "{report:?}");
-    assert_eq!(report.pushed, 1, "{report:?}");
-    assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("2:5000.00"));
-    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_conflicts"), 0);
-}
