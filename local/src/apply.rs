@@ -102,7 +102,7 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
             let unnoting = unnoted.contains(&t);
             let mut was_noting = false;
             if unnoting {
-                was_noting = crate::local_only::stop_noting(conn, id)?;
+                was_noting = crate::local_only::is_noting(conn, id)?;
                 crate::local_only::drop_triggers(conn, id)?;
             }
             // Sync's own writes: what the file's own keys and triggers do

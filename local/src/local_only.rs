@@ -89,18 +89,14 @@ pub fn end_noting(conn: &Connection, noting: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Drops table `id`'s trigger of [`begin_noting`]; whether it had one.
-pub fn stop_noting(conn: &Connection, id: i64) -> Result<bool> {
-    let present: bool =
-        conn.prepare_cached(local::LOCAL_ONLY_NOTING)?.query_row([local::local_only_noting_name(id)], |r| r.get("present"))?;
-    if present {
-        conn.execute(&local::stop_local_only_noting(id), [])?;
-    }
-    Ok(present)
+/// Whether this connection has table `id`'s trigger of [`begin_noting`]
+/// ([`drop_triggers`] drops it with the file's).
+pub fn is_noting(conn: &Connection, id: i64) -> Result<bool> {
+    Ok(conn.prepare_cached(local::LOCAL_ONLY_NOTING)?.query_row([local::local_only_noting_name(id)], |r| r.get("present"))?)
 }
 
 /// Makes table `id`'s trigger of [`begin_noting`] again, after
-/// [`stop_noting`] found it.
+/// [`drop_triggers`] dropped it.
 pub fn note_again(conn: &Connection, table: &TableSchema, id: i64) -> Result<()> {
     if let Some(noting) = local::local_only_noting(table, id) {
         conn.execute(&noting, [])?;

@@ -66,7 +66,7 @@ impl<'c, 't> RowWriter<'c, 't> {
         let parameters = conn.limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER).map_or(0, |n| usize::try_from(n).unwrap_or(0));
         let grouped = columns.len() * GROUP <= parameters;
         let schema = table.schema;
-        let upsert = |rows| upsert_rows(Dialect::Sqlite, &local::user_table(schema), &columns, &schema.primary_key, None, rows);
+        let upsert = |rows| upsert_rows(Dialect::Sqlite, &local::user_table(schema), &columns, &schema.primary_key, rows);
         let sql = Statements {
             upsert_group: upsert(GROUP),
             upsert_row: upsert(1),

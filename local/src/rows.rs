@@ -158,7 +158,7 @@ fn write_columns(conn: &Connection, table: &TableSchema, object: &Map<String, Va
     // of a newer schema than the one it is written under) may be NOT NULL.
     let update = update_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key);
     if conn.prepare_cached(&update)?.execute(params_from_iter(values.iter()))? == 0 {
-        let statement = upsert_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key, None);
+        let statement = upsert_row(Dialect::Sqlite, &local::user_table(table), &columns, &table.primary_key);
         if conn.prepare_cached(&statement)?.execute(params_from_iter(values))? == 0 {
             // A trigger of the file's own dropped it (`RAISE(IGNORE)`).
             return Err(LocalError::RowIgnored { table: table.name.clone() });

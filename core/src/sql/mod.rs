@@ -172,23 +172,18 @@ pub fn spelled_apart<S: AsRef<str>>(left: &str, right: &str, columns: &[S]) -> O
 
 /// `INSERT ... ON CONFLICT (key) DO UPDATE` of one row from bound parameters
 /// `1..=columns.len()` (both dialects read this the same way).
-pub fn upsert_row(dialect: Dialect, table: &str, columns: &[String], key: &[String], casts: Option<&[String]>) -> String {
-    upsert_rows(dialect, table, columns, key, casts, 1)
+pub fn upsert_row(dialect: Dialect, table: &str, columns: &[String], key: &[String]) -> String {
+    upsert_rows(dialect, table, columns, key, 1)
 }
 
 /// [`upsert_row`] of `rows` rows in one statement, row `r`'s columns in
 /// parameters `r * columns.len() + 1..`: a download writes its rows in
 /// groups, one statement each, instead of a statement a row.
-pub fn upsert_rows(dialect: Dialect, table: &str, columns: &[String], key: &[String], casts: Option<&[String]>, rows: usize) -> String {
+pub fn upsert_rows(dialect: Dialect, table: &str, columns: &[String], key: &[String], rows: usize) -> String {
     let width = columns.len();
     let tuples: Vec<String> = (0..rows)
         .map(|r| {
-            let values: Vec<String> = (1..=width)
-                .map(|n| match casts {
-                    Some(types) => format!("{}::text::{}", dialect.param(r * width + n), types[n - 1]),
-                    None => dialect.param(r * width + n),
-                })
-                .collect();
+            let values: Vec<String> = (1..=width).map(|n| dialect.param(r * width + n)).collect();
             format!("({})", values.join(", "))
         })
         .collect();
@@ -247,14 +242,14 @@ mod tests {
         let cols = vec!["id".to_string(), "Full Name".to_string()];
         let key = vec!["id".to_string()];
         assert_eq!(
-            upsert_row(Dialect::Sqlite, "\"t\"", &cols, &key, None),
+            upsert_row(Dialect::Sqlite, "\"t\"", &cols, &key),
             "INSERT OR ABORT INTO \"t\" (\"id\", \"Full Name\") VALUES (?1, ?2) ON CONFLICT (\"id\") DO UPDATE SET \"Full Name\" = excluded.\"Full Name\""
         );
         assert_eq!(
             delete_row(Dialect::Postgres, "\"s\".\"t\"", &key, Some(&["bigint".to_string()])),
             "DELETE FROM \"s\".\"t\" WHERE \"id\" = $1::text::bigint"
         );
-        assert!(upsert_row(Dialect::Sqlite, "\"t\"", &key, &key, None).ends_with("DO NOTHING"));
+        assert!(upsert_row(Dialect::Sqlite, "\"t\"", &key, &key).ends_with("DO NOTHING"));
     }
 
     #[test]
@@ -262,7 +257,7 @@ mod tests {
         let cols = vec!["id".to_string(), "name".to_string()];
         let key = vec!["id".to_string()];
         assert_eq!(
-            upsert_rows(Dialect::Sqlite, "\"t\"", &cols, &key, None, 3),
+            upsert_rows(Dialect::Sqlite, "\"t\"", &cols, &key, 3),
             "INSERT OR ABORT INTO \"t\" (\"id\", \"name\") VALUES (?1, ?2), (?3, ?4), (?5, ?6) ON CONFLICT (\"id\") DO UPDATE SET \"name\" = excluded.\"name\""
         );
     }
