@@ -111,6 +111,27 @@ fn tandem_serve_refuses_plain_http_off_loopback() {
     assert_eq!(output.status.code(), Some(2), "--tls-cert needs --tls-key");
 }
 
+/// A certificate every client would refuse stops `tandem serve` at start,
+/// saying why and what to make instead, not at each device's handshake.
+#[test]
+fn tandem_serve_refuses_a_certificate_clients_would_refuse() {
+    let files = tandem_tests::local::Files::new("serve_certificate");
+    for (kind, says) in [("ca", "is a CA certificate"), ("expired", "expired")] {
+        let (cert, key) = tandem_tests::certificates::unusable_in_files(&files.dir, kind);
+        let output = tandem()
+            .args(["serve", "--database", "postgres://nobody@127.0.0.1:1/none", "--listen", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .output()
+            .expect("run tandem serve");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{kind}: {stderr}");
+        assert!(stderr.contains(says) && stderr.contains("deploy.md"), "{kind}: {stderr}");
+    }
+}
+
 #[test]
 fn tandem_serve_refuses_to_connect_as_a_superuser() {
     let s = Scenario::new("serve_superuser", SCHEMA, "crm");

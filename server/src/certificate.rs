@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::ServerConfig;
 
 use crate::config::TlsFiles;
@@ -23,9 +23,10 @@ pub fn load(files: &TlsFiles) -> Result<RustlsConfig, ServeError> {
         .map_err(|e| unusable(&files.cert, e))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| unusable(&files.cert, e))?;
-    if chain.is_empty() {
+    let Some(leaf) = chain.first() else {
         return Err(unusable(&files.cert, "no certificate in the file (PEM, leaf first)"));
-    }
+    };
+    refuse_what_clients_refuse(leaf).map_err(|reason| unusable(&files.cert, reason))?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| unusable(&files.key, e))?;
     let mut config = ServerConfig::builder_with_provider(tandem_tls::provider())
         .with_safe_default_protocol_versions()
@@ -35,4 +36,40 @@ pub fn load(files: &TlsFiles) -> Result<RustlsConfig, ServeError> {
         .map_err(|e| unusable(&files.key, format!("{e} (is it the certificate's key?)")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(RustlsConfig::from_config(Arc::new(config)))
+}
+
+/// The leaf's own faults that make every client refuse the handshake (a
+/// CA certificate offered as the server's, an expired one, one not for
+/// servers), said once at start instead of as each device's TLS error.
+/// Whom it chains to is the clients' to check: no root is given here, so
+/// "unknown issuer" is what a good leaf gets.
+fn refuse_what_clients_refuse(leaf: &CertificateDer<'_>) -> Result<(), String> {
+    const SEE: &str = "see docs/deploy.md, \"The HTTPS gateway\"";
+    let parsed = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("the first certificate cannot be read: {e}"))?;
+    let checked = parsed.verify_for_usage(&[], &[], &[], UnixTime::now(), webpki::KeyUsage::server_auth(), None, None);
+    match checked {
+        Err(webpki::Error::CaUsedAsEndEntity) => Err(format!(
+            "it is a CA certificate (basicConstraints CA:TRUE, as a bare `openssl req -x509` makes), which Tandem's clients \
+             refuse as a server's: use a leaf certificate (CA:FALSE) signed by it, or a self-signed one made CA:FALSE; {SEE}"
+        )),
+        Err(webpki::Error::CertExpired { not_after, .. }) => {
+            Err(format!("it expired on {}, and every client refuses it: renew it; {SEE}", utc(not_after)))
+        }
+        Err(webpki::Error::CertNotValidYet { not_before, .. }) => Err(format!(
+            "it is not valid before {} (is this host's clock right?), and clients refuse it until then; {SEE}",
+            utc(not_before)
+        )),
+        Err(webpki::Error::RequiredEkuNotFoundContext(_)) => {
+            Err(format!("its extended key usage leaves out serverAuth, and clients refuse it: make one for TLS servers; {SEE}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn utc(at: UnixTime) -> String {
+    i64::try_from(at.as_secs())
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{} s after 1970", at.as_secs()))
 }

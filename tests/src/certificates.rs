@@ -46,3 +46,25 @@ pub fn in_files(dir: &Path, name: &str) -> Files {
     std::fs::write(&files.key, pems.key).unwrap();
     files
 }
+
+/// A certificate and key no client should take from a server, in PEM
+/// files of `dir`: `"ca"`, a self-signed CA certificate (what a bare
+/// `openssl req -x509` makes), or `"expired"`, a leaf that expired in 2020.
+pub fn unusable_in_files(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    match kind {
+        "ca" => params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained),
+        "expired" => {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        other => panic!("no unusable certificate of kind {other}"),
+    }
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (dir.join(format!("{kind}-cert.pem")), dir.join(format!("{kind}-key.pem")));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (cert_file, key_file)
+}
