@@ -231,6 +231,27 @@ fn each_kind_of_refusal_has_its_status() {
     assert!(report.resynced, "{report:?}");
 }
 
+/// A refusal made before the body is read (a bad token, none at all)
+/// reaches an HTTP/2 client as its answer while the client is still
+/// sending: the stream ends after the answer, not cancelled before it,
+/// so the device or operator reads why instead of a reset stream.
+#[test]
+fn an_early_refusal_of_a_large_upload_reaches_an_http2_client_whole() {
+    let setup = Setup::new("gw_early_refusal");
+    let one = setup.s.register(json!({"tenant": 1}));
+    let me = token_client_id(&one).unwrap().to_string();
+    let forged = format!("tdm_{me}_{}", "0".repeat(64));
+    let http = setup.http();
+    let apply = setup.endpoint("/v1/scopes/crm/apply");
+    // Far past the 64 KiB a client may send before the gateway reads any.
+    let large = upload(&me, json!([{"op": "upsert", "seq": 1, "values": [1, 1, "x".repeat(1 << 20)]}]));
+    let response = http.post(&apply).bearer_auth(&forged).body(large.clone()).send().expect("an answer, not a reset stream");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    refusal(response, StatusCode::UNAUTHORIZED);
+    let response = http.post(&apply).body(large).send().expect("an answer, not a reset stream");
+    refusal(response, StatusCode::UNAUTHORIZED);
+}
+
 #[test]
 fn bodies_travel_compressed_both_ways() {
     let setup = Setup::new("gw_compression");
