@@ -355,21 +355,35 @@ impl Decode for IdxColumn {
 /// Staged rows that set column `column` (staged position), whose values a
 /// sequence makes, to a value the server's row does not hold: a device
 /// cannot know which values the sequence hands out next, and a value it
-/// picks could collide with one, or use the sequence up.
-pub fn sequenced_values(scope: &Scope<'_>, staged: Staged<'_>, t: usize, column: usize) -> Query<IdxOnly> {
+/// picks could collide with one, or use the sequence up. The server's own
+/// value is no pick: the row's at its key, or at the old key of a key
+/// change (`moves`: the stage has the old keys); and a row the device had
+/// from the server (a base) that the server no longer holds is left to
+/// classify, as the conflict it is.
+pub fn sequenced_values(scope: &Scope<'_>, staged: Staged<'_>, t: usize, column: usize, moves: bool) -> Query<IdxOnly> {
     let table = scope.table(t);
     let name = staged[t].as_deref().and_then(|cols| cols.get(column)).map(|&c| quote_ident(&table.columns[c].name));
+    let name = name.unwrap_or_else(|| "NULL".into());
+    let first_key = quote_ident(&table.primary_key[0]);
     let binds = Binds::new();
     let mut columns = Columns::new();
     let decoder = IdxOnly(columns.push("idx", "s.idx::text"));
+    let (from_join, from_holds, from_gone) = if moves {
+        (
+            format!(" LEFT JOIN {} f ON {}", table.table_name().quoted(), keyed_equal(scope, staged, t, StageKey::MovedFrom, "f", "s")),
+            format!(" AND f.{name} IS DISTINCT FROM s.c{column}"),
+            format!(" AND f.{first_key} IS NULL"),
+        )
+    } else {
+        Default::default()
+    };
     let sql = format!(
-        "SELECT {} FROM {} s LEFT JOIN {} r ON {} WHERE s.op = 'upsert' AND s.c{column} IS NOT NULL \
-         AND r.{} IS DISTINCT FROM s.c{column}",
+        "SELECT {} FROM {} s LEFT JOIN {} r ON {}{from_join} WHERE s.op = 'upsert' AND s.c{column} IS NOT NULL \
+         AND r.{name} IS DISTINCT FROM s.c{column}{from_holds} AND NOT (s.base IS NOT NULL AND r.{first_key} IS NULL{from_gone})",
         columns.sql(),
         scope.stage(t),
         table.table_name().quoted(),
         staged_key_equal(scope, staged, t, "r", "s"),
-        name.unwrap_or_else(|| "NULL".into()),
     );
     Query::new(sql, binds, &columns, decoder)
 }

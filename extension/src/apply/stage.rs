@@ -64,7 +64,7 @@ pub fn stage(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>, res
         if !ty.sequenced {
             continue;
         }
-        for i in spi::all(spi, sql::sequenced_values(scope, &staged_columns, plan.t, column))? {
+        for i in spi::all(spi, sql::sequenced_values(scope, &staged_columns, plan.t, column, moves))? {
             plan.rows[i].outcome = Outcome::Refused {
                 kind: RejectionKind::InvalidValue,
                 reason: format!(

@@ -214,6 +214,33 @@ SELECT sync_provision('s', '{"tables": [{"name": "tickets", "filter": {"tenant_i
     assert_eq!(local_count(&file, "SELECT count(*) FROM tickets WHERE number > 1000000"), 0);
 }
 
+/// The number a row got from the server's sequence is the server's own:
+/// a key change of the row carries it, and an edit of a row the server
+/// deleted meanwhile is a conflict, not a device picking a number
+/// (helper 78).
+#[test]
+fn a_rows_own_sequence_number_goes_with_its_key_change_and_its_late_edit() {
+    let schema = r#"
+CREATE TABLE tickets (id int PRIMARY KEY, tenant_id int NOT NULL, title text, number bigserial UNIQUE);
+INSERT INTO tickets (id, tenant_id, title) VALUES (1, 1, 'one'), (2, 1, 'two');
+SELECT sync_provision('s', '{"tables": [{"name": "tickets", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+    let s = Scenario::new("sequence_own", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE tickets SET id = 11 WHERE id = 1; UPDATE tickets SET title = 'edited late' WHERE id = 2");
+    s.server().batch_execute("DELETE FROM tickets WHERE id = 2").unwrap();
+    let report = s.sync_as(&file, &token);
+    assert!(report.rejected.is_empty(), "{report:?}");
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(report.conflicts[0].kind, tandem_core::conflict::ConflictKind::LocalUpdatedServerDeleted, "{report:?}");
+    let moved = s.server().query("SELECT id, number FROM tickets ORDER BY id", &[]).unwrap();
+    let moved: Vec<(i32, i64)> = moved.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(moved, vec![(11, 1)], "the row moved with its own number");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
 #[test]
 fn a_table_in_two_scopes_syncs_on_the_server_and_a_file_takes_one_of_them() {
     let schema = r#"
