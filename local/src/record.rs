@@ -335,7 +335,16 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
                 let mut values = vec![rusqlite::types::Value::Integer(acked)];
                 values.extend(rows::key_params(table, &rejection.key)?);
                 rows::delete_log_entries(conn, table, id, &local::forget_key(table, id), values)?;
-                take(conn, state, t, &rejection.key, rejection.row.as_ref(), rejection.version.as_deref())?;
+                // A refused key change with nothing of the server's at the
+                // new key goes back by an update: what the file's own keys
+                // moved with the row goes back with it, not deleted with it.
+                let moved_back = match (&rejection.moved_from, &rejection.row) {
+                    (Some(moved), None) => move_back(conn, state, t, &rejection.key, &moved.key)?,
+                    _ => false,
+                };
+                if !moved_back {
+                    take(conn, state, t, &rejection.key, rejection.row.as_ref(), rejection.version.as_deref())?;
+                }
             } else {
                 // A key the server cannot even read: no row of the server can
                 // be it. Drop the local changes of that key by its stored form.
@@ -354,6 +363,22 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
         }
         not_stored::settle(conn, state)
     })
+}
+
+/// Moves the row at `key` back to `from` (see [`local::move_back`]) where
+/// the file holds no row at `from`; returns whether it did.
+fn move_back(conn: &Connection, state: &ScopeState, t: usize, key: &[Value], from: &[Value]) -> Result<bool> {
+    let table = &state.schema.tables[t];
+    let Ok(from) = rows::key_params(table, from) else { return Ok(false) };
+    if rows::read_by(conn, table, from.clone())?.is_some() {
+        return Ok(false);
+    }
+    let mut values = from;
+    values.extend(rows::key_params(table, key)?);
+    let moved = crate::local_only::writing(conn, state.tables[t].id, || {
+        Ok(conn.prepare_cached(&local::move_back(table))?.execute(params_from_iter(values))?)
+    })?;
+    Ok(moved == 1)
 }
 
 /// A key as the file stores it when its values do not fit the key's types

@@ -111,6 +111,7 @@ pub fn applying<T>(conn: &Connection, state: &ScopeState, body: impl FnOnce(&Con
                 continue;
             }
             crate::local_only::settle(conn, table, t.id)?;
+            conn.prepare_cached(&local::unmoved(table, t.id))?.execute([t.acked_seq, top])?;
             conn.prepare_cached(&local::forget_removed(table, t.id))?.execute([t.acked_seq, top])?;
             crate::rows::delete_log_entries(conn, table, t.id, &local::drop_log_after(t.id), vec![rusqlite::types::Value::Integer(top)])?;
         }

@@ -666,8 +666,9 @@ pub fn local_only_triggers(table: &TableSchema, id: i64) -> Vec<String> {
     // the base themselves.
     let unbased = format!("DELETE FROM {} WHERE {} AND EXISTS (SELECT 1 FROM tandem_sync_writing);", base_table(id), at("OLD"));
     // So does the old key of a row whose key the file changes on its own
-    // (`ON UPDATE CASCADE` into a key column); sync never changes a key
-    // by an update.
+    // (`ON UPDATE CASCADE` into a key column); sync changes a key by an
+    // update only to undo a refused key change, at a key without a base
+    // (see [`move_back`]).
     let key_changed = each(&table.primary_key, OR, |k| format!("OLD.{k} IS NOT NEW.{k}"));
     if !has_values(table) {
         out.push(format!("CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN {unbased} END", local_only_trigger(id, "delete")));
@@ -1176,6 +1177,41 @@ pub fn insert_after(table: &TableSchema, id: i64) -> String {
         limit = limit(2),
         base = base_table(id),
         same = crate::sql::columns_equal("b", &table.primary_key, "l", &table.primary_key),
+    )
+}
+
+/// Moves the row at key `?k+1..` back to key `?1..?k` (`k` key columns):
+/// a key change the server refused, undone by an update so that what the
+/// file's own keys moved with the row (`ON UPDATE CASCADE`) goes back too.
+pub fn move_back(table: &TableSchema) -> String {
+    let width = table.primary_key.len();
+    let sets = table.primary_key.iter().enumerate().map(|(i, k)| format!("{} = {}", quote_ident(k), Dialect::Sqlite.param(1 + i)));
+    format!("UPDATE {} SET {} WHERE {}", user_table(table), sets.collect::<Vec<_>>().join(", "), key_match(table, 1 + width))
+}
+
+/// Makes the unsent key changes (`?1 < seq <= ?2`) whose row the file
+/// moved back to the old key while sync wrote (its own `ON UPDATE CASCADE`
+/// following a refused key change that sync undid, see [`move_back`])
+/// changes of the row at that key again. Left, such an entry reads as a
+/// row moved and then deleted, and would go up as a delete of the
+/// server's row (helper 78).
+pub fn unmoved(table: &TableSchema, id: i64) -> String {
+    let log = log_table(id);
+    let keys = &table.primary_key;
+    let to = moved_to_columns(table);
+    let clear: Vec<String> = to.iter().map(|c| format!("{} = NULL", quote_ident(c))).collect();
+    format!(
+        "UPDATE {log} SET {} WHERE tandem_seq > ?1 AND tandem_seq <= ?2 AND {}.{} IS NOT NULL \
+         AND EXISTS (SELECT 1 FROM {log} l WHERE l.tandem_seq > ?2 AND {} AND {}) \
+         AND NOT EXISTS (SELECT 1 FROM {user} r WHERE {}) AND EXISTS (SELECT 1 FROM {user} r WHERE {})",
+        clear.join(", "),
+        log,
+        quote_ident(&to[0]),
+        crate::sql::columns_equal("l", keys, &log, &to),
+        crate::sql::columns_equal("l", &to, &log, keys),
+        crate::sql::columns_equal("r", keys, &log, &to),
+        crate::sql::columns_equal("r", keys, &log, keys),
+        user = user_table(table),
     )
 }
 

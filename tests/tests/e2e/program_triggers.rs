@@ -535,3 +535,48 @@ fn the_servers_next_row_replaces_a_note_after_the_program_drops_its_trigger() {
     s.sync(&file, json!({}));
     assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("2:50.00"));
 }
+
+/// Helper 78: a key change the server refused, whose rows the file's own
+/// `ON UPDATE CASCADE` had moved along (an order's lines), put the order
+/// back and took the lines with it; their moves then went up as deletes,
+/// and the server's lines were gone for every device. The lines go back
+/// with their order, and nothing of the server's is lost.
+#[test]
+fn the_rows_a_refused_key_change_took_along_go_back_with_it() {
+    let s = Scenario::new("program_refused_move", SCHEMA, "shop");
+    let tables = shop_tables("CASCADE")
+        .replace("REFERENCES orders (id) ON DELETE CASCADE", "REFERENCES orders (id) ON UPDATE CASCADE ON DELETE CASCADE");
+    let file = held_before(&s, &tables);
+    // numeric(12,2) would round 1.005: the order's change is refused.
+    local(&file, "UPDATE orders SET id = 12, total = 1.005 WHERE id = 10");
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 12"#), 2, "the file's key moved the lines");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    let lines = |s: &Scenario| {
+        server_value(s, r#"SELECT string_agg("Order Id" || ':' || "SKU", ',' ORDER BY "Order Id", "Line No") FROM "Order Lines""#)
+    };
+    assert_eq!(lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
+    let report = s.sync(&file, json!({}));
+    assert_eq!((report.pushed, report.rejected.len()), (0, 0), "{report:?}");
+    assert_eq!(lines(&s).as_deref(), Some("10:A,10:B,11:C"));
+    assert_eq!(
+        local_value(&file, r#"SELECT group_concat("Order Id" || ':' || "SKU", ',') FROM (SELECT * FROM "Order Lines" ORDER BY 1, 2)"#)
+            .as_deref(),
+        Some("10:A,10:B,11:C"),
+        "the lines are back under their order"
+    );
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected"), 1, "the refused change is kept");
+    // The program moves the line itself (no action of the file's key): the
+    // line's move is refused on its own (its order is not at the new key)
+    // and comes back too.
+    local(
+        &file,
+        r#"PRAGMA foreign_keys = OFF; UPDATE orders SET id = 13, total = 1.005 WHERE id = 11; UPDATE "Order Lines" SET "Order Id" = 13 WHERE "Order Id" = 11"#,
+    );
+    s.sync(&file, json!({}));
+    let report = s.sync(&file, json!({}));
+    assert_eq!((report.pushed, report.rejected.len()), (0, 0), "{report:?}");
+    assert_eq!(lines(&s).as_deref(), Some("10:A,10:B,11:C"));
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 11"#), 1, "the line is back");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected"), 3, "both refused changes are kept");
+}
