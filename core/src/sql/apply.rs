@@ -916,9 +916,16 @@ impl WrittenRow {
 
 /// Updates existing rows `idx` whose `xmin` is still the one classified;
 /// returns the idx of each row written.
-pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], seen: SeenXmins) -> Query<WrittenRow> {
+pub fn update_rows(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    types: &[StageType],
+    idx: &[usize],
+    seen: SeenXmins,
+) -> Query<WrittenRow> {
     let table = scope.table(t);
-    let mut sets = set_uploaded(scope, staged, t, false);
+    let mut sets = set_uploaded(scope, staged, t, types, false);
     if sets.is_empty() {
         // Only key columns were sent: still a write, so the row's version moves.
         let k = quote_ident(&table.primary_key[0]);
@@ -931,13 +938,23 @@ pub fn update_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize
 /// classified: one `UPDATE` of every uploaded column, the key included, so
 /// the server's `ON UPDATE` cascades and triggers run. Returns the idx of
 /// each row written; a new key another row holds fails the statement.
-pub fn move_rows(scope: &Scope<'_>, staged: Staged<'_>, t: usize, idx: &[usize], seen: SeenXmins) -> Query<WrittenRow> {
-    let sets = set_uploaded(scope, staged, t, true);
+pub fn move_rows(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    types: &[StageType],
+    idx: &[usize],
+    seen: SeenXmins,
+) -> Query<WrittenRow> {
+    let sets = set_uploaded(scope, staged, t, types, true);
     update_where(scope, staged, t, StageKey::MovedFrom, &sets, idx, seen)
 }
 
 /// `"col" = s.cN` for each uploaded column (key columns only `with_key`).
-fn set_uploaded(scope: &Scope<'_>, staged: Staged<'_>, t: usize, with_key: bool) -> Vec<String> {
+/// A NULL sent for a NOT NULL column only the server fills in keeps the
+/// row's value: a device holds it NULL until the server's comes, and a
+/// program writing the row again whole (`INSERT OR REPLACE`) leaves it so.
+fn set_uploaded(scope: &Scope<'_>, staged: Staged<'_>, t: usize, types: &[StageType], with_key: bool) -> Vec<String> {
     let table = scope.table(t);
     staged[t]
         .as_deref()
@@ -945,7 +962,13 @@ fn set_uploaded(scope: &Scope<'_>, staged: Staged<'_>, t: usize, with_key: bool)
         .iter()
         .enumerate()
         .filter(|(_, &c)| with_key || !table.primary_key.contains(&table.columns[c].name))
-        .map(|(i, &c)| format!("{} = s.c{i}", quote_ident(&table.columns[c].name)))
+        .map(|(i, &c)| {
+            let name = quote_ident(&table.columns[c].name);
+            match types.get(i).and_then(|ty| ty.fills.as_ref()) {
+                Some(_) => format!("{name} = coalesce(s.c{i}, r.{name})"),
+                None => format!("{name} = s.c{i}"),
+            }
+        })
         .collect()
 }
 
@@ -1349,7 +1372,7 @@ mod tests {
         let staged = vec![Some(vec![0, 1]), None, None];
         let seen = SeenXmins::new(&[(4, Some("77")), (6, None)]);
         assert_eq!(seen, SeenXmins { first: 4, xmins: vec!["77".into(), "0".into(), "0".into()] });
-        let update = update_rows(&scope, &staged, 0, &[4, 6], seen.clone());
+        let update = update_rows(&scope, &staged, 0, &[], &[4, 6], seen.clone());
         assert!(update.sql.starts_with("UPDATE \"public\".\"orders\" AS r SET \"tenant_id\" = s.c1 FROM"), "{}", update.sql);
         assert!(
             update.sql.contains("WHERE s.idx = ANY($1::int4[]) AND r.\"id\" = s.c0 AND r.xmin = ($2::text[]::xid[])[s.idx - $3::int4 + 1]"),
@@ -1358,7 +1381,7 @@ mod tests {
         );
         assert_eq!(update.params[2], Param::Int4(4));
         assert_eq!(update.decode(&[Some("4")]).unwrap(), 4);
-        let moved = move_rows(&scope, &staged, 0, &[4], seen.clone());
+        let moved = move_rows(&scope, &staged, 0, &[], &[4], seen.clone());
         assert!(moved.sql.contains("SET \"id\" = s.c0, \"tenant_id\" = s.c1 FROM"), "the key is written too: {}", moved.sql);
         assert!(moved.sql.contains("AND r.\"id\" = s.f0 AND r.xmin"), "the row at the old key: {}", moved.sql);
         let from = classify(

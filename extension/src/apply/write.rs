@@ -210,14 +210,14 @@ impl Upload<'_> {
         let mut written = Vec::with_capacity(rows.len());
         if !moves.is_empty() && op == Op::Upsert {
             let seen: Vec<(usize, Option<&str>)> = moves.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
-            let statement = sql::move_rows(self.scope, self.staged, plan.t, &moves, SeenXmins::new(&seen));
+            let statement = sql::move_rows(self.scope, self.staged, plan.t, &plan.types, &moves, SeenXmins::new(&seen));
             written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
         }
         if !live.is_empty() {
             let seen: Vec<(usize, Option<&str>)> = live.iter().map(|&i| (i, plan.rows[i].server.xmin.as_deref())).collect();
             let seen = SeenXmins::new(&seen);
             let statement = match op {
-                Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t, &live, seen),
+                Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t, &plan.types, &live, seen),
                 Op::Delete => sql::delete_rows(self.scope, self.staged, plan.t, &live, seen),
             };
             // By key, row by row: a hash of the whole user table per

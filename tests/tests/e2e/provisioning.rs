@@ -214,21 +214,28 @@ SELECT sync_provision('s', '{"tables": [{"name": "tickets", "filter": {"tenant_i
     assert_eq!(local_count(&file, "SELECT count(*) FROM tickets WHERE number > 1000000"), 0);
 }
 
+/// Tickets 1 and 2 of tenant 1, numbered by the server's sequence, and a
+/// file synced with them.
+fn numbered_tickets(label: &str) -> (Scenario, String, tandem_local::Store) {
+    let schema = r#"
+CREATE TABLE tickets (id int PRIMARY KEY, tenant_id int NOT NULL, title text, number bigserial UNIQUE);
+INSERT INTO tickets (id, tenant_id, title) VALUES (1, 1, 'one'), (2, 1, 'two');
+SELECT sync_provision('s', '{"tables": [{"name": "tickets", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+    let s = Scenario::new(label, schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    (s, token, file)
+}
+
 /// The number a row got from the server's sequence is the server's own:
 /// a key change of the row carries it, and an edit of a row the server
 /// deleted meanwhile is a conflict, not a device picking a number
 /// (helper 78).
 #[test]
 fn a_rows_own_sequence_number_goes_with_its_key_change_and_its_late_edit() {
-    let schema = r#"
-CREATE TABLE tickets (id int PRIMARY KEY, tenant_id int NOT NULL, title text, number bigserial UNIQUE);
-INSERT INTO tickets (id, tenant_id, title) VALUES (1, 1, 'one'), (2, 1, 'two');
-SELECT sync_provision('s', '{"tables": [{"name": "tickets", "filter": {"tenant_id": "tenant"}}]}');
-"#;
-    let s = Scenario::new("sequence_own", schema, "s");
-    let token = s.register(json!({"tenant": 1}));
-    let file = s.store("a.db");
-    s.sync_as(&file, &token);
+    let (s, token, file) = numbered_tickets("sequence_own");
     local(&file, "UPDATE tickets SET id = 11 WHERE id = 1; UPDATE tickets SET title = 'edited late' WHERE id = 2");
     s.server().batch_execute("DELETE FROM tickets WHERE id = 2").unwrap();
     let report = s.sync_as(&file, &token);
@@ -238,6 +245,32 @@ SELECT sync_provision('s', '{"tables": [{"name": "tickets", "filter": {"tenant_i
     let moved = s.server().query("SELECT id, number FROM tickets ORDER BY id", &[]).unwrap();
     let moved: Vec<(i32, i64)> = moved.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(moved, vec![(11, 1)], "the row moved with its own number");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+/// A row a program writes again whole (`INSERT OR REPLACE`, or a delete
+/// and an insert of its key) leaves a column only the server fills NULL:
+/// that keeps the server's value, as it does for a new row, instead of
+/// failing NOT NULL and losing the edit to a conflict (helper 78).
+#[test]
+fn a_row_written_again_whole_keeps_what_only_the_server_fills_in() {
+    let (s, token, file) = numbered_tickets("server_fills_again");
+    local(
+        &file,
+        "INSERT OR REPLACE INTO tickets (id, tenant_id, title) VALUES (1, 1, 'replaced');
+         DELETE FROM tickets WHERE id = 2; INSERT INTO tickets (id, tenant_id, title) VALUES (2, 1, 'again');",
+    );
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty() && report.rejected.is_empty(), "{report:?}");
+    let after: Vec<(i32, i64, String)> = s
+        .server()
+        .query("SELECT id, number, title FROM tickets ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(after, [(1, 1, "replaced".to_string()), (2, 2, "again".to_string())], "the edits go up, the numbers stay");
+    s.sync_as(&file, &token);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
 
