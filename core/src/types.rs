@@ -357,6 +357,13 @@ fn checked_string<'v>(ty: LogicalType, value: &'v Json<'_>) -> Result<&'v str, S
         LogicalType::Json | LogicalType::Jsonb => serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok(),
         _ => !s.contains('\0'),
     };
+    let timed = matches!(ty, LogicalType::Time | LogicalType::Timestamp | LogicalType::Timestamptz);
+    if ok && timed && finer_than_microseconds(s) {
+        return Err(expected(
+            "at most six decimal places of seconds (PostgreSQL keeps microseconds, and would round a finer digit)",
+            value,
+        ));
+    }
     if ok {
         Ok(s.as_ref())
     } else {
@@ -561,6 +568,12 @@ fn is_time(s: &str) -> bool {
     time_prefix(s).is_some_and(str::is_empty)
 }
 
+/// Whether a time's seconds carry a digit other than 0 past the sixth
+/// decimal place, which PostgreSQL would round away.
+fn finer_than_microseconds(s: &str) -> bool {
+    s.split_once('.').is_some_and(|(_, fraction)| fraction.bytes().take_while(u8::is_ascii_digit).skip(6).any(|b| b != b'0'))
+}
+
 fn is_timestamp(s: &str) -> bool {
     if is_infinity(s) {
         return true;
@@ -755,6 +768,21 @@ mod tests {
                 None => json!(format!("{text}T00:00:00Z")),
             };
             assert_eq!(json_to_pg_text(LogicalType::Timestamptz, &timestamp).is_ok(), ok, "{timestamp}");
+        }
+        // PostgreSQL keeps microseconds: a finer digit would be rounded
+        // (helper 78); zeros past them are the same instant.
+        for (ty, text, ok) in [
+            (LogicalType::Timestamptz, "2000-01-01T00:00:00.1234567Z", false),
+            (LogicalType::Timestamp, "2000-01-01T00:00:00.0000001", false),
+            (LogicalType::Time, "13:45:00.1234565", false),
+            (LogicalType::Timestamptz, "2000-01-01T00:00:00.1234560000Z", true),
+            (LogicalType::Timestamptz, "2000-01-01T00:00:00.123456Z", true),
+        ] {
+            let checked = json_to_pg_text(ty, &json!(text));
+            assert_eq!(checked.is_ok(), ok, "{text}: {checked:?}");
+            if let Err(reason) = checked {
+                assert!(reason.contains("microseconds"), "{reason}");
+            }
         }
         // What PostgreSQL's real refuses, a file's REAL would hold.
         for value in [json!(1e39), json!(-1e39), json!(1e-50)] {
