@@ -79,6 +79,11 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 if let Some(synced_before) = synced_before {
                     if let Some(id) = known {
                         crate::local_only::drop_triggers(conn, id)?;
+                        // A trigger filling a dropped column's default
+                        // names it, and SQLite would refuse the drop for
+                        // it: `fill_defaults` makes those still wanted
+                        // again below.
+                        drop_fill_triggers(conn, id)?;
                     }
                     for stale in stale_columns(&meta::column_names(conn, &local_name)?, synced_before, table) {
                         // A user's index or constraint on it keeps it (a

@@ -894,3 +894,40 @@ fn a_batch_whose_answer_was_lost_before_a_column_was_dropped_holds_nothing_back(
     let again = s.sync_as(&file, &token);
     assert_eq!((again.pushed, again.conflicts.len()), (0, 0), "{again:?}");
 }
+
+/// Guards helper 77: a column added with a default computed per row (the
+/// time, a random uuid, a sequence) is one the file fills by a trigger,
+/// and that trigger must not keep the column in the file once the server
+/// drops it (SQLite refuses to drop a column a trigger names). It left
+/// every file made before with the column, and later local edits of it
+/// went nowhere without a word.
+#[test]
+fn a_dropped_column_with_a_computed_default_leaves_the_file_too() {
+    let s = Scenario::new("ddl_drop_computed_default", SCHEMA, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    s.server()
+        .batch_execute(
+            "CREATE SEQUENCE stamp_numbers; ALTER TABLE customers ADD COLUMN ts timestamptz DEFAULT now(), \
+             ADD COLUMN code uuid DEFAULT gen_random_uuid(), ADD COLUMN n bigint DEFAULT nextval('stamp_numbers')",
+        )
+        .unwrap();
+    assert!(s.sync_as(&file, &token).provisioned);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM pragma_table_info('customers') WHERE name IN ('ts', 'code', 'n')"), 3);
+
+    s.server().batch_execute("ALTER TABLE customers DROP COLUMN ts, DROP COLUMN code, DROP COLUMN n").unwrap();
+    let report = s.sync_as(&file, &token);
+    assert!(report.provisioned && report.rejected.is_empty(), "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM pragma_table_info('customers') WHERE name IN ('ts', 'code', 'n')"), 0);
+
+    // The other columns sync both ways, and an insert is as before.
+    s.server().batch_execute("UPDATE customers SET name = 'from the server' WHERE id = 4").unwrap();
+    local(&file, "UPDATE customers SET name = 'from the device' WHERE id = 6; INSERT INTO customers (id, tenant_id) VALUES (300, 1)");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.pulled), (2, 1), "{report:?}");
+    assert_eq!(local_value(&file, "SELECT name FROM customers WHERE id = 4").as_deref(), Some("from the server"));
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 6", &[]).unwrap().get(0);
+    assert_eq!(name, "from the device");
+    assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+}
