@@ -388,6 +388,45 @@ pub fn sequenced_values(scope: &Scope<'_>, staged: Staged<'_>, t: usize, column:
     Query::new(sql, binds, &columns, decoder)
 }
 
+/// The tables among `tables` where the delete statement just run removed,
+/// beside the rows the upload deletes itself (staged deletes of table
+/// `t`), a row the uploader had not received: one whose version `horizon`
+/// does not cover and that none of its own uploads wrote. That is a row
+/// the server's `ON DELETE CASCADE` (or a trigger) took with a row the
+/// device deleted, added or changed there by another writer after the
+/// device last pulled; deleting on would lose it without a trace
+/// (helper 77). `mark` is a `tandem_seq` taken before the statement.
+pub fn unseen_removals(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    t: usize,
+    tables: &[usize],
+    horizon: &Horizon,
+    mark: i64,
+) -> Query<crate::sql::query::TableIndex> {
+    let mut binds = Binds::new();
+    let mark = format!("{}::int8", binds.bind(mark));
+    let snapshot = binds.bind(horizon.snapshot().to_string());
+    let own = binds.bind(horizon.own().iter().map(u64::to_string).collect::<Vec<_>>());
+    let (sql, columns, decoder) = crate::sql::query::table_probes(tables, |u| {
+        let intended = match u == t {
+            true => format!(
+                " AND NOT EXISTS (SELECT 1 FROM {} s WHERE s.op = 'delete' AND {})",
+                scope.stage(t),
+                staged_key_equal(scope, staged, t, "r", "s")
+            ),
+            false => String::new(),
+        };
+        format!(
+            "EXISTS (SELECT 1 FROM ({}) r WHERE r.tandem_before IS NOT NULL AND r.tandem_before <> '0'::xid8 \
+             AND NOT pg_visible_in_snapshot(r.tandem_before, {snapshot}::text::pg_snapshot) \
+             AND NOT r.tandem_before = ANY({own}::text[]::xid8[]){intended})",
+            tracking::removed_after(scope, u, &mark)
+        )
+    });
+    Query::new(sql, binds, &columns, decoder)
+}
+
 /// Staged rows with a value storing would change, each with that column.
 pub fn inexact_rows(scope: &Scope<'_>, t: usize) -> Query<IdxColumn> {
     let mut columns = Columns::new();

@@ -530,6 +530,30 @@ fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
     latest_of(scope, t, entries, ", tandem_kind", &format!(" WHERE tandem_kind <> '{}'", LogKind::Restamp.code()))
 }
 
+/// This transaction's deletes of table `t` logged after `mark` (an SQL
+/// expression of a `tandem_seq`), as rows `d` of the key columns and
+/// `tandem_before`: the version the row had, its latest change by another
+/// transaction the log still holds, else tracking's (NULL for a row never
+/// changed since the table was tracked).
+pub fn removed_after(scope: &Scope<'_>, t: usize, mark: &str) -> String {
+    let key = &scope.table(t).primary_key;
+    format!(
+        "SELECT {d_keys}, coalesce(\
+         (SELECT x.tandem_stamp FROM ({logged}) x WHERE {x_is_d} AND x.tandem_stamp <> pg_current_xact_id() \
+         AND x.tandem_kind <> '{restamp}' ORDER BY x.tandem_seq DESC LIMIT 1), \
+         (SELECT tr.tandem_version FROM {track} tr WHERE {tr_is_d} ORDER BY tr.tandem_deleted, tr.tandem_stamp DESC LIMIT 1)\
+         ) AS tandem_before FROM ({logged}) d \
+         WHERE d.tandem_seq > {mark} AND d.tandem_stamp = pg_current_xact_id() AND d.tandem_kind = '{delete}'",
+        d_keys = column_list(Some("d"), key),
+        logged = entries(scope, t, &scope.log(t)),
+        x_is_d = keys_equal(scope, t, "x", "d"),
+        tr_is_d = keys_equal(scope, t, "tr", "d"),
+        track = scope.track(t),
+        restamp = LogKind::Restamp.code(),
+        delete = LogKind::Delete.code(),
+    )
+}
+
 /// Records that rows of `source` left their partition.
 fn exit(scope: &Scope<'_>, t: usize, stamp: Stamp, source: &str, alias: &str, filter: &str) -> String {
     exit_from(scope, t, stamp, source, alias, &part_expr(scope, t, alias, 0), filter)

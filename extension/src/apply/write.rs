@@ -10,6 +10,7 @@ use tandem_core::error::RejectionKind;
 use tandem_core::sql::apply::{self as sql, SeenXmins};
 use tandem_core::types::json_to_pg_text;
 use tandem_core::upload::{merged_row, Outcome};
+use tandem_core::watermark::Horizon;
 use tandem_core::{Error, Result};
 
 use crate::spi::{self, PgError, Spi};
@@ -220,9 +221,16 @@ impl Upload<'_> {
                 Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t, &plan.types, &live, seen),
                 Op::Delete => sql::delete_rows(self.scope, self.staged, plan.t, &live, seen),
             };
+            let mark = match (op, self.uploader.seen) {
+                (Op::Delete, Some(_)) => spi::one::<i64>(spi, "SELECT nextval('tandem.log_seq')", &[])?,
+                _ => None,
+            };
             // By key, row by row: a hash of the whole user table per
             // batch made an upload's cost grow with the table.
             written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
+            if let (Some(mark), Some(horizon)) = (mark, self.uploader.seen) {
+                self.refuse_unseen_removals(spi, plan, horizon, mark)?;
+            }
         }
         let mut rekeyed = false;
         if !new.is_empty() && op == Op::Upsert {
@@ -234,6 +242,33 @@ impl Upload<'_> {
             }
         }
         Ok(Attempt { written, rekeyed })
+    }
+
+    /// Fails the attempt, as a constraint would, when its deletes took
+    /// rows the uploader had not received (see [`sql::unseen_removals`]):
+    /// rolled back, the rows go one by one, and each delete that takes
+    /// such a row is a `constraint_violated` conflict the server wins. The
+    /// device gets the row back, and the rows under it with its pull.
+    fn refuse_unseen_removals(&self, spi: &mut Spi<'_>, plan: &TablePlan<'_>, horizon: &Horizon, mark: i64) -> Result<()> {
+        let scope = self.scope;
+        let tables: Vec<usize> = (0..scope.schema.tables.len()).filter(|&u| scope.table(u).direction.downloads()).collect();
+        let hit = spi::all(spi, sql::unseen_removals(scope, self.staged, plan.t, &tables, horizon, mark))?;
+        if hit.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = hit.iter().map(|&u| scope.table(u).name.as_str()).collect();
+        pgrx::ereport!(
+            pgrx::PgLogLevel::ERROR,
+            pgrx::PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
+            format!(
+                "deleting this row would also delete rows of {} that this device never received (the server's ON DELETE \
+                 CASCADE or a trigger; another writer added or changed them since this device last pulled): the server keeps \
+                 the row; the device takes it back with those rows, and may delete it again",
+                names.join(", ")
+            )
+        );
+        // (An ERROR does not return: the attempt's subtransaction catches it.)
+        Ok(())
     }
 
     /// [`Self::write_rows`]' attempt for each row of `idx` on its own, each

@@ -286,3 +286,46 @@ fn a_resolvers_row_runs_the_servers_triggers_once() {
     assert_eq!((title.as_str(), body.as_str()), ("from A | from B", "++"), "the resolver's row ran the trigger once more");
     assert_eq!(answer["conflicts"][0]["row"]["body"], "++", "{answer}");
 }
+
+/// Helper 77: a device deleted a customer it had seen with no orders;
+/// meanwhile another device added an order under it. The delete went up on
+/// the customer's unchanged version, and the server's `ON DELETE CASCADE`
+/// took the other device's order, logged nowhere. Such a delete is a
+/// conflict the server wins: the customer stays with its order, and the
+/// device takes both back. A delete whose cascade takes only rows the
+/// device had received goes on as before.
+#[test]
+fn a_delete_whose_cascade_would_take_rows_the_device_never_received_is_a_conflict() {
+    let schema = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL, customer_id bigint REFERENCES customers ON DELETE CASCADE, total int);
+INSERT INTO customers VALUES (1, 1, 'Ada'), (2, 1, 'Grace');
+INSERT INTO orders VALUES (20, 1, 2, 5);
+SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}},
+                                          {"name": "orders", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+    let s = tandem_tests::local::Scenario::new("cascade_unseen", schema, "crm");
+    let (a, b) = (s.store("a.db"), s.store("b.db"));
+    s.sync(&a, json!({"params": {"tenant": 1}}));
+    s.sync(&b, json!({"params": {"tenant": 1}}));
+    tandem_tests::local::local(&a, "DELETE FROM customers WHERE id = 1; DELETE FROM customers WHERE id = 2");
+    tandem_tests::local::local(&b, "INSERT INTO orders VALUES (10, 1, 1, 7)");
+    s.sync(&b, json!({"params": {"tenant": 1}}));
+    let report = s.sync(&a, json!({"params": {"tenant": 1}}));
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    let conflict = &report.conflicts[0];
+    assert_eq!((conflict.table.as_str(), conflict.key.clone()), ("public.customers", vec![json!(1)]), "{report:?}");
+    assert_eq!(conflict.decision, tandem_core::conflict::Decision::ServerWins);
+    assert!(conflict.reason.as_deref().is_some_and(|r| r.contains("never received")), "{conflict:?}");
+    let server = |sql: &str| s.server().query_one(sql, &[]).unwrap().get::<_, Option<String>>(0);
+    assert_eq!(server("SELECT string_agg(id::text, ',' ORDER BY id) FROM customers").as_deref(), Some("1"), "customer 2 went");
+    assert_eq!(server("SELECT string_agg(id::text, ',' ORDER BY id) FROM orders").as_deref(), Some("10"), "with the order A had");
+    let logged: i64 = s.server().query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(logged, 1);
+    s.sync(&a, json!({"params": {"tenant": 1}}));
+    for file in [&a, &b] {
+        s.sync(file, json!({"params": {"tenant": 1}}));
+        tandem_tests::local::assert_converged(&mut s.server(), file.connection(), "crm", &json!({"tenant": 1}));
+    }
+    assert_eq!(tandem_tests::local::local_count(&a, "SELECT count(*) FROM orders WHERE id = 10"), 1, "A has the order back");
+}
