@@ -1218,13 +1218,19 @@ pub fn unmoved(table: &TableSchema, id: i64) -> String {
 /// Drops the unsent entries (`?1 < seq <= ?2`) of rows sync's transaction
 /// logged after `?2` and that are gone: the file removed them itself while
 /// sync wrote (its own foreign key's `CASCADE`, a trigger of its own; sync
-/// never removes a row with an unsent change). Left, such an entry would go
-/// up as a delete of the server's row.
+/// never removes a row with an unsent change but for a refused change it
+/// sets aside, whose rows the file's own keys may take along). Left, such
+/// an entry would go up as a delete of the server's row; a key change
+/// onto such a row (its new key gone) as a delete of the row at its old
+/// key (helper 80).
 pub fn forget_removed(table: &TableSchema, id: i64) -> String {
     let keys = column_list(None, &table.primary_key);
+    let to = column_list(None, &moved_to_columns(table));
     format!(
-        "DELETE FROM {log} WHERE tandem_seq > ?1 AND tandem_seq <= ?2 AND ({keys}) IN \
-         (SELECT {keys} FROM {log} l WHERE l.tandem_seq > ?2 AND {change} AND NOT EXISTS (SELECT 1 FROM {user} r WHERE {same}))",
+        "WITH removed AS (SELECT {keys} FROM {log} l WHERE l.tandem_seq > ?2 AND {change} \
+         AND NOT EXISTS (SELECT 1 FROM {user} r WHERE {same})) \
+         DELETE FROM {log} WHERE tandem_seq > ?1 AND tandem_seq <= ?2 \
+         AND (({keys}) IN (SELECT * FROM removed) OR ({to}) IN (SELECT * FROM removed))",
         log = log_table(id),
         change = each(&table.primary_key, AND, |k| format!("l.{k} IS NOT NULL")),
         user = user_table(table),

@@ -159,3 +159,29 @@ fn a_local_value_of_the_wrong_kind_is_refused_on_the_device_never_converted() {
     let report = store.sync(&db.url, "s", &SyncOptions::default()).unwrap();
     assert!(report.rejected.is_empty() && report.pushed == 0, "nothing is left to refuse: {report:?}");
 }
+
+/// Helper 78: a time finer than microseconds went up and came back
+/// rounded, where a value storing would round is refused by its column.
+/// Zeros past the sixth decimal place are the same instant, and go up.
+#[test]
+fn a_time_finer_than_microseconds_is_refused_not_rounded() {
+    let schema = r#"
+CREATE TABLE events (id int PRIMARY KEY, at timestamptz, during time);
+SELECT sync_provision('s', '{"tables": [{"name": "events"}]}');
+"#;
+    let s = tandem_tests::local::Scenario::new("finer_than_microseconds", schema, "s");
+    let file = s.store("a.db");
+    s.sync(&file, serde_json::json!({}));
+    tandem_tests::local::local(
+        &file,
+        "INSERT INTO events VALUES (1, '2024-02-02T10:00:00.0000009Z', NULL), (2, NULL, '01:02:03.4567891'),
+                                   (3, '2024-02-02T10:00:00.1234560000Z', '01:02:03.4560000')",
+    );
+    let report = s.sync(&file, serde_json::json!({}));
+    let mut refused: Vec<String> = report.rejected.iter().map(|r| r.key[0].to_string()).collect();
+    refused.sort();
+    assert_eq!(refused, ["1", "2"], "{report:?}");
+    assert!(report.rejected.iter().all(|r| r.reason.contains("microseconds")), "{report:?}");
+    let kept: String = s.server().query_one("SELECT string_agg(id || ' ' || at || ' ' || during, ';') FROM events", &[]).unwrap().get(0);
+    assert_eq!(kept, "3 2024-02-02 10:00:00.123456+00 01:02:03.456");
+}

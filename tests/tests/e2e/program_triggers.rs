@@ -536,6 +536,17 @@ fn the_servers_next_row_replaces_a_note_after_the_program_drops_its_trigger() {
     assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("2:50.00"));
 }
 
+/// [`shop_tables`] whose lines follow their order's key (`ON UPDATE
+/// CASCADE`).
+fn shop_tables_moving_lines() -> String {
+    shop_tables("CASCADE").replace("REFERENCES orders (id) ON DELETE CASCADE", "REFERENCES orders (id) ON UPDATE CASCADE ON DELETE CASCADE")
+}
+
+/// The server's order lines, `order:SKU` in key order.
+fn server_lines(s: &Scenario) -> Option<String> {
+    server_value(s, r#"SELECT string_agg("Order Id" || ':' || "SKU", ',' ORDER BY "Order Id", "Line No") FROM "Order Lines""#)
+}
+
 /// Helper 78: a key change the server refused, whose rows the file's own
 /// `ON UPDATE CASCADE` had moved along (an order's lines), put the order
 /// back and took the lines with it; their moves then went up as deletes,
@@ -544,21 +555,16 @@ fn the_servers_next_row_replaces_a_note_after_the_program_drops_its_trigger() {
 #[test]
 fn the_rows_a_refused_key_change_took_along_go_back_with_it() {
     let s = Scenario::new("program_refused_move", SCHEMA, "shop");
-    let tables = shop_tables("CASCADE")
-        .replace("REFERENCES orders (id) ON DELETE CASCADE", "REFERENCES orders (id) ON UPDATE CASCADE ON DELETE CASCADE");
-    let file = held_before(&s, &tables);
+    let file = held_before(&s, &shop_tables_moving_lines());
     // numeric(12,2) would round 1.005: the order's change is refused.
     local(&file, "UPDATE orders SET id = 12, total = 1.005 WHERE id = 10");
     assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 12"#), 2, "the file's key moved the lines");
     let report = s.sync(&file, json!({}));
     assert_eq!(report.rejected.len(), 1, "{report:?}");
-    let lines = |s: &Scenario| {
-        server_value(s, r#"SELECT string_agg("Order Id" || ':' || "SKU", ',' ORDER BY "Order Id", "Line No") FROM "Order Lines""#)
-    };
-    assert_eq!(lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
     let report = s.sync(&file, json!({}));
     assert_eq!((report.pushed, report.rejected.len()), (0, 0), "{report:?}");
-    assert_eq!(lines(&s).as_deref(), Some("10:A,10:B,11:C"));
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"));
     assert_eq!(
         local_value(&file, r#"SELECT group_concat("Order Id" || ':' || "SKU", ',') FROM (SELECT * FROM "Order Lines" ORDER BY 1, 2)"#)
             .as_deref(),
@@ -576,7 +582,25 @@ fn the_rows_a_refused_key_change_took_along_go_back_with_it() {
     s.sync(&file, json!({}));
     let report = s.sync(&file, json!({}));
     assert_eq!((report.pushed, report.rejected.len()), (0, 0), "{report:?}");
-    assert_eq!(lines(&s).as_deref(), Some("10:A,10:B,11:C"));
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"));
     assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 11"#), 1, "the line is back");
     assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected"), 3, "both refused changes are kept");
+}
+
+/// Helper 80: as above, with the old key taken again by the program before
+/// the sync (the order moved, a new order 10 written): the moved order
+/// cannot go back, and its row goes. The lines the file's own key had
+/// moved with it went with that row; their moves, read as moved and then
+/// deleted, deleted the server's lines. They are no change of the server's
+/// rows now: nothing of the server's is deleted.
+#[test]
+fn the_rows_a_refused_key_change_took_along_are_not_deleted_when_its_old_key_is_taken_again() {
+    let s = Scenario::new("program_refused_move_taken", SCHEMA, "shop");
+    let file = held_before(&s, &shop_tables_moving_lines());
+    local(&file, "UPDATE orders SET id = 12, total = 1.005 WHERE id = 10; INSERT INTO orders VALUES (10, 1, 1, 3)");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
+    s.sync(&file, json!({}));
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"));
 }
