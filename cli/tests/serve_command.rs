@@ -116,7 +116,7 @@ fn tandem_serve_refuses_plain_http_off_loopback() {
 #[test]
 fn tandem_serve_refuses_a_certificate_clients_would_refuse() {
     let files = tandem_tests::local::Files::new("serve_certificate");
-    for (kind, says) in [("ca", "is a CA certificate"), ("expired", "expired")] {
+    for (kind, says) in [("ca", "first certificate is a CA's"), ("expired", "expired")] {
         let (cert, key) = tandem_tests::certificates::unusable_in_files(&files.dir, kind);
         let output = tandem()
             .args(["serve", "--database", "postgres://nobody@127.0.0.1:1/none", "--listen", "127.0.0.1:0"])

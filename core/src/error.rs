@@ -126,7 +126,7 @@ pub enum Error {
     #[error("parameter problem: {0}")]
     Params(String),
 
-    #[error("invalid token for scope \"{0}\": the token is unknown, revoked or replaced; use the token sync_register_client (or sync_rotate_token) issued, or register the client again")]
+    #[error("invalid token for scope \"{0}\": the token is unknown, revoked or replaced; use the token sync_register_client (or sync_rotate_token) issued, or register the client again (a file that synced as the revoked client then syncs as the new one with `tandem sync --rebind`, its unsent changes kept)")]
     InvalidToken(String),
 
     #[error("scope \"{0}\" takes devices by token: call it with the token sync_register_client issued (option \"token\"); only the scope's owner may name a client or pass parameters")]

@@ -45,12 +45,18 @@ pub fn load(files: &TlsFiles) -> Result<RustlsConfig, ServeError> {
 /// "unknown issuer" is what a good leaf gets.
 fn refuse_what_clients_refuse(leaf: &CertificateDer<'_>) -> Result<(), String> {
     const SEE: &str = "see docs/deploy.md, \"The HTTPS gateway\"";
-    let parsed = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("the first certificate cannot be read: {e}"))?;
+    let parsed = webpki::EndEntityCert::try_from(leaf).map_err(|e| match e {
+        webpki::Error::UnsupportedCertVersion => {
+            format!("the first certificate is not X.509 v3, the only version clients take: make it with extensions; {SEE}")
+        }
+        other => format!("the first certificate cannot be read ({other}); {SEE}"),
+    })?;
     let checked = parsed.verify_for_usage(&[], &[], &[], UnixTime::now(), webpki::KeyUsage::server_auth(), None, None);
     match checked {
         Err(webpki::Error::CaUsedAsEndEntity) => Err(format!(
-            "it is a CA certificate (basicConstraints CA:TRUE, as a bare `openssl req -x509` makes), which Tandem's clients \
-             refuse as a server's: use a leaf certificate (CA:FALSE) signed by it, or a self-signed one made CA:FALSE; {SEE}"
+            "its first certificate is a CA's (basicConstraints CA:TRUE, as a bare `openssl req -x509` makes), which Tandem's \
+             clients refuse as a server's: put the server's own certificate first (leaf, then intermediates), a leaf (CA:FALSE) \
+             signed by the CA or a self-signed one made CA:FALSE; {SEE}"
         )),
         Err(webpki::Error::CertExpired { not_after, .. }) => {
             Err(format!("it expired on {}, and every client refuses it: renew it; {SEE}", utc(not_after)))
