@@ -391,38 +391,54 @@ pub fn sequenced_values(scope: &Scope<'_>, staged: Staged<'_>, t: usize, column:
 /// The tables among `tables` where the delete statement just run removed,
 /// beside the rows the upload deletes itself (staged deletes of table
 /// `t`), a row the uploader had not received: one whose version `horizon`
-/// does not cover and that none of its own uploads wrote. That is a row
-/// the server's `ON DELETE CASCADE` (or a trigger) took with a row the
-/// device deleted, added or changed there by another writer after the
-/// device last pulled; deleting on would lose it without a trace
-/// (helper 77). `mark` is a `tandem_seq` taken before the statement.
+/// does not cover and that none of its own uploads wrote, or one outside
+/// the uploader's partition (`values`; its exit says where it was). That
+/// is a row the server's `ON DELETE CASCADE` (or a trigger) took with a
+/// row the device deleted: added or changed there by another writer after
+/// the device last pulled (helper 77), or another tenant's row under this
+/// tenant's (helper 81). Deleting on would lose it without a trace. `mark`
+/// is a `tandem_seq` taken before the statement.
 pub fn unseen_removals(
     scope: &Scope<'_>,
     staged: Staged<'_>,
     t: usize,
     tables: &[usize],
     horizon: &Horizon,
+    values: &FilterValues,
     mark: i64,
 ) -> Query<crate::sql::query::TableIndex> {
     let mut binds = Binds::new();
     let mark = format!("{}::int8", binds.bind(mark));
     let snapshot = binds.bind(horizon.snapshot().to_string());
     let own = binds.bind(horizon.own().iter().map(u64::to_string).collect::<Vec<_>>());
-    let (sql, columns, decoder) = crate::sql::query::table_probes(tables, |u| {
-        let intended = match u == t {
+    let mut conditions = Vec::with_capacity(tables.len());
+    for &u in tables {
+        let unintended = match u == t {
             true => format!(
-                " AND NOT EXISTS (SELECT 1 FROM {} s WHERE s.op = 'delete' AND {})",
+                "NOT EXISTS (SELECT 1 FROM {} s WHERE s.op = 'delete' AND {})",
                 scope.stage(t),
-                staged_key_equal(scope, staged, t, "r", "s")
+                staged_key_equal(scope, staged, t, "d", "s")
             ),
-            false => String::new(),
+            false => "true".to_string(),
         };
-        format!(
-            "EXISTS (SELECT 1 FROM ({}) r WHERE r.tandem_before IS NOT NULL AND r.tandem_before <> '0'::xid8 \
+        let elsewhere = match part_match(scope, u, "e.tandem_part", &mut binds, values) {
+            Some(mine) => format!(
+                " OR EXISTS (SELECT 1 FROM {} e WHERE {} AND e.tandem_stamp = pg_current_xact_id() AND NOT coalesce({mine}, false))",
+                scope.exits(u),
+                crate::sql::keys_equal(scope, u, "e", "r"),
+            ),
+            None => String::new(),
+        };
+        conditions.push(format!(
+            "EXISTS (SELECT 1 FROM ({}) r WHERE (r.tandem_before IS NOT NULL AND r.tandem_before <> '0'::xid8 \
              AND NOT pg_visible_in_snapshot(r.tandem_before, {snapshot}::text::pg_snapshot) \
-             AND NOT r.tandem_before = ANY({own}::text[]::xid8[]){intended})",
-            tracking::removed_after(scope, u, &mark)
-        )
+             AND NOT r.tandem_before = ANY({own}::text[]::xid8[])){elsewhere})",
+            tracking::removed_after(scope, u, &mark, &unintended)
+        ));
+    }
+    let (sql, columns, decoder) = crate::sql::query::table_probes(tables, |u| {
+        let at = tables.iter().position(|&x| x == u).unwrap_or_default();
+        conditions[at].clone()
     });
     Query::new(sql, binds, &columns, decoder)
 }

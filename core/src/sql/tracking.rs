@@ -531,20 +531,24 @@ fn latest_changes(scope: &Scope<'_>, t: usize, entries: &str) -> String {
 }
 
 /// This transaction's deletes of table `t` logged after `mark` (an SQL
-/// expression of a `tandem_seq`), as rows `d` of the key columns and
-/// `tandem_before`: the version the row had, its latest change by another
-/// transaction the log still holds, else tracking's (NULL for a row never
-/// changed since the table was tracked).
-pub fn removed_after(scope: &Scope<'_>, t: usize, mark: &str) -> String {
+/// expression of a `tandem_seq`) that pass `only` (a condition over `d`,
+/// the deleted key), as rows `d` of the key columns and `tandem_before`:
+/// the version the row had, its latest change by another transaction the
+/// log still holds, else tracking's (NULL for a row never changed since the
+/// table was tracked). The versions are looked up only for the keys that
+/// pass.
+pub fn removed_after(scope: &Scope<'_>, t: usize, mark: &str, only: &str) -> String {
     let key = &scope.table(t).primary_key;
     format!(
         "SELECT {d_keys}, coalesce(\
          (SELECT x.tandem_stamp FROM ({logged}) x WHERE {x_is_d} AND x.tandem_stamp <> pg_current_xact_id() \
          AND x.tandem_kind <> '{restamp}' ORDER BY x.tandem_seq DESC LIMIT 1), \
          (SELECT tr.tandem_version FROM {track} tr WHERE {tr_is_d} ORDER BY tr.tandem_deleted, tr.tandem_stamp DESC LIMIT 1)\
-         ) AS tandem_before FROM ({logged}) d \
-         WHERE d.tandem_seq > {mark} AND d.tandem_stamp = pg_current_xact_id() AND d.tandem_kind = '{delete}'",
+         ) AS tandem_before \
+         FROM (SELECT {e_keys} FROM ({logged}) d WHERE d.tandem_seq > {mark} AND d.tandem_stamp = pg_current_xact_id() \
+         AND d.tandem_kind = '{delete}' AND {only} OFFSET 0) d",
         d_keys = column_list(Some("d"), key),
+        e_keys = column_list(Some("d"), key),
         logged = entries(scope, t, &scope.log(t)),
         x_is_d = keys_equal(scope, t, "x", "d"),
         tr_is_d = keys_equal(scope, t, "tr", "d"),

@@ -134,7 +134,14 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
     }
     // Parameters of every table the upload touches, refused rows included
     // (their server rows are looked up for the client to take).
-    let touched: Vec<usize> = plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).collect();
+    // With `seen`, of every table a device holds too: a delete's cascade
+    // is checked against the uploader's partition (see `write`).
+    let held: Vec<usize> = match options.seen {
+        Some(_) => (0..scope.schema.tables.len()).filter(|&u| scope.table(u).direction.downloads()).collect(),
+        None => Vec::new(),
+    };
+    let touched: Vec<usize> =
+        plans.iter().map(|p| p.t).chain(rejections.iter().filter_map(|r| scope.index_of(&r.table))).chain(held).collect();
     let filters = bind_params(&scope, &params, touched)?;
     let staged = plan::staged_columns(&scope, &plans);
     let seen = options.seen.as_ref().map(Seen::horizon).transpose()?;

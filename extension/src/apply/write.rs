@@ -252,7 +252,7 @@ impl Upload<'_> {
     fn refuse_unseen_removals(&self, spi: &mut Spi<'_>, plan: &TablePlan<'_>, horizon: &Horizon, mark: i64) -> Result<()> {
         let scope = self.scope;
         let tables: Vec<usize> = (0..scope.schema.tables.len()).filter(|&u| scope.table(u).direction.downloads()).collect();
-        let hit = spi::all(spi, sql::unseen_removals(scope, self.staged, plan.t, &tables, horizon, mark))?;
+        let hit = spi::all(spi, sql::unseen_removals(scope, self.staged, plan.t, &tables, horizon, self.filters, mark))?;
         if hit.is_empty() {
             return Ok(());
         }
@@ -262,8 +262,8 @@ impl Upload<'_> {
             pgrx::PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
             format!(
                 "deleting this row would also delete rows of {} that this device never received (the server's ON DELETE \
-                 CASCADE or a trigger; another writer added or changed them since this device last pulled): the server keeps \
-                 the row; the device takes it back with those rows, and may delete it again",
+                 CASCADE or a trigger; another writer added or changed them since this device last pulled, or they are outside \
+                 its partition): the server keeps the row; the device takes it back, and may delete it again",
                 names.join(", ")
             )
         );

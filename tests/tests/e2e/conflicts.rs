@@ -329,3 +329,30 @@ SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tena
     }
     assert_eq!(tandem_tests::local::local_count(&a, "SELECT count(*) FROM orders WHERE id = 10"), 1, "A has the order back");
 }
+
+/// Helper 81: another tenant's row under this tenant's (an order of tenant
+/// 2 for a customer of tenant 1, which the schema allows) is never the
+/// deleting device's to receive, whenever it came: the customer's delete
+/// would take it, and is a conflict the server wins instead.
+#[test]
+fn a_delete_whose_cascade_would_take_another_tenants_row_is_a_conflict() {
+    let schema = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL, customer_id bigint REFERENCES customers ON DELETE CASCADE, total int);
+INSERT INTO customers VALUES (1, 1, 'Ada');
+INSERT INTO orders VALUES (10, 2, 1, 7);
+SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}},
+                                          {"name": "orders", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+    let s = tandem_tests::local::Scenario::new("cascade_other_tenant", schema, "crm");
+    let a = s.store("a.db");
+    s.sync(&a, json!({"params": {"tenant": 1}}));
+    tandem_tests::local::local(&a, "DELETE FROM customers WHERE id = 1");
+    let report = s.sync(&a, json!({"params": {"tenant": 1}}));
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert!(report.conflicts[0].reason.as_deref().is_some_and(|r| r.contains("outside its partition")), "{report:?}");
+    let orders: i64 = s.server().query_one("SELECT count(*) FROM orders", &[]).unwrap().get(0);
+    assert_eq!(orders, 1, "tenant 2's order stays");
+    s.sync(&a, json!({"params": {"tenant": 1}}));
+    tandem_tests::local::assert_converged(&mut s.server(), a.connection(), "crm", &json!({"tenant": 1}));
+}
