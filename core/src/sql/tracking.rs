@@ -545,10 +545,9 @@ pub fn removed_after(scope: &Scope<'_>, t: usize, mark: &str, only: &str) -> Str
          AND x.tandem_kind <> '{restamp}' ORDER BY x.tandem_seq DESC LIMIT 1), \
          (SELECT tr.tandem_version FROM {track} tr WHERE {tr_is_d} ORDER BY tr.tandem_deleted, tr.tandem_stamp DESC LIMIT 1)\
          ) AS tandem_before \
-         FROM (SELECT {e_keys} FROM ({logged}) d WHERE d.tandem_seq > {mark} AND d.tandem_stamp = pg_current_xact_id() \
+         FROM (SELECT {d_keys} FROM ({logged}) d WHERE d.tandem_seq > {mark} AND d.tandem_stamp = pg_current_xact_id() \
          AND d.tandem_kind = '{delete}' AND {only} OFFSET 0) d",
         d_keys = column_list(Some("d"), key),
-        e_keys = column_list(Some("d"), key),
         logged = entries(scope, t, &scope.log(t)),
         x_is_d = keys_equal(scope, t, "x", "d"),
         tr_is_d = keys_equal(scope, t, "tr", "d"),
