@@ -177,6 +177,47 @@ pub fn parents_first(spi: &mut Spi<'_>, scope: &Scope<'_>) -> Result<Vec<usize>>
     Ok(tandem_core::schema::parents_first(&names, &parents))
 }
 
+/// The foreign keys the server has now between the scope's tables (on a
+/// table or any of its partitions) onto the parent's primary key, each
+/// child's columns in the order of that key.
+pub fn foreign_keys(spi: &mut Spi<'_>, scope: &Scope<'_>) -> Result<Vec<crate::apply::ForeignKey>> {
+    let quoted: Vec<String> = scope.schema.tables.iter().map(|t| t.table_name().quoted()).collect();
+    let found = spi::query(
+        spi,
+        "WITH scope AS (SELECT t.i, to_regclass(t.name) AS rel FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i)) \
+         SELECT DISTINCT c.i::int8, p.i::int8, \
+                array(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, o) \
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.o), \
+                array(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, o) \
+                      JOIN pg_catalog.pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.o) \
+         FROM pg_catalog.pg_constraint k \
+         JOIN scope c ON c.rel = coalesce(pg_catalog.pg_partition_root(k.conrelid), k.conrelid) \
+         JOIN scope p ON p.rel = coalesce(pg_catalog.pg_partition_root(k.confrelid), k.confrelid) \
+         WHERE k.contype = 'f'",
+        &[quoted.into()],
+        |row| {
+            Ok((
+                spi::required::<i64>(row, 1)?,
+                spi::required::<i64>(row, 2)?,
+                spi::required::<Vec<String>>(row, 3)?,
+                spi::required::<Vec<String>>(row, 4)?,
+            ))
+        },
+    )?;
+    let mut keys = Vec::new();
+    for (child, parent, child_columns, parent_columns) in found {
+        let (child, parent) = (child as usize - 1, parent as usize - 1);
+        let primary_key = &scope.table(parent).primary_key;
+        let columns: Option<Vec<String>> =
+            primary_key.iter().map(|k| parent_columns.iter().position(|c| c == k).and_then(|i| child_columns.get(i).cloned())).collect();
+        match columns {
+            Some(columns) if parent_columns.len() == primary_key.len() => keys.push(crate::apply::ForeignKey { child, parent, columns }),
+            _ => {}
+        }
+    }
+    Ok(keys)
+}
+
 /// The table's oid, for recording which relation a scope table is.
 pub fn table_oid(spi: &mut Spi<'_>, name: &TableName) -> Result<i64> {
     spi::one::<i64>(spi, "SELECT to_regclass($1)::oid::int8", &[name.quoted().into()])?.ok_or_else(|| Error::MissingTable(name.to_string()))

@@ -23,6 +23,7 @@
 
 mod classify;
 mod echo;
+mod parents;
 mod plan;
 mod record;
 mod settle;
@@ -46,6 +47,7 @@ use crate::registry;
 use crate::report::{self, required, run};
 use crate::spi::{self, Spi};
 
+pub use parents::ForeignKey;
 use plan::TablePlan;
 
 /// Applies a changeset from a client in one transaction and returns the new
@@ -214,10 +216,19 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
             // written, they are undone before the refused rows are looked
             // up: the client takes each as the failed upload leaves it, not
             // as a trigger of the undone attempt had made it.
+            // Rows under a parent whose key change does not apply stay with
+            // it (see `parents`); the server's foreign keys say which.
+            let moving = plans.iter().any(|plan| plan.rows.iter().any(|row| row.is_move()));
+            let foreign_keys = if moving { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
             let writes = |spi: &mut Spi<'_>, plans: &mut [TablePlan<'_>]| -> Result<bool> {
                 spi::as_users_code(spi, |spi| {
+                    let mut unmoved = parents::Unmoved::new();
                     for plan in plans.iter_mut() {
+                        parents::hold_to_unmoved(plan, &foreign_keys, &unmoved);
                         upload.write_table(spi, plan, Op::Upsert)?;
+                        if moving {
+                            unmoved.insert(plan.t, parents::unmoved_keys(plan));
+                        }
                     }
                     for plan in plans.iter_mut().rev() {
                         upload.write_table(spi, plan, Op::Delete)?;

@@ -547,6 +547,20 @@ fn server_lines(s: &Scenario) -> Option<String> {
     server_value(s, r#"SELECT string_agg("Order Id" || ':' || "SKU", ',' ORDER BY "Order Id", "Line No") FROM "Order Lines""#)
 }
 
+/// A round after a key change that did not apply sends nothing more, and
+/// the order lines are where they were, on the server and in the file.
+fn assert_lines_back(s: &Scenario, file: &Store) {
+    let report = s.sync(file, json!({}));
+    assert_eq!((report.pushed, report.rejected.len()), (0, 0), "{report:?}");
+    assert_eq!(server_lines(s).as_deref(), Some("10:A,10:B,11:C"));
+    assert_eq!(
+        local_value(file, r#"SELECT group_concat("Order Id" || ':' || "SKU", ',') FROM (SELECT * FROM "Order Lines" ORDER BY 1, 2)"#)
+            .as_deref(),
+        Some("10:A,10:B,11:C"),
+        "the lines are back under their order"
+    );
+}
+
 /// Helper 78: a key change the server refused, whose rows the file's own
 /// `ON UPDATE CASCADE` had moved along (an order's lines), put the order
 /// back and took the lines with it; their moves then went up as deletes,
@@ -562,15 +576,7 @@ fn the_rows_a_refused_key_change_took_along_go_back_with_it() {
     let report = s.sync(&file, json!({}));
     assert_eq!(report.rejected.len(), 1, "{report:?}");
     assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
-    let report = s.sync(&file, json!({}));
-    assert_eq!((report.pushed, report.rejected.len()), (0, 0), "{report:?}");
-    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"));
-    assert_eq!(
-        local_value(&file, r#"SELECT group_concat("Order Id" || ':' || "SKU", ',') FROM (SELECT * FROM "Order Lines" ORDER BY 1, 2)"#)
-            .as_deref(),
-        Some("10:A,10:B,11:C"),
-        "the lines are back under their order"
-    );
+    assert_lines_back(&s, &file);
     assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected"), 1, "the refused change is kept");
     // The program moves the line itself (no action of the file's key): the
     // line's move is refused on its own (its order is not at the new key)
@@ -603,4 +609,22 @@ fn the_rows_a_refused_key_change_took_along_are_not_deleted_when_its_old_key_is_
     assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
     s.sync(&file, json!({}));
     assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"));
+}
+
+/// Helper 80 (F2): a key change the server settled against (its new key
+/// taken by an order the device had not received) left the lines the
+/// file's own key had moved with it to go up on their own, and they moved
+/// under the server's other order, all devices following. A row whose
+/// parent key it takes is the new key of a parent's change that did not
+/// apply is held to it: a conflict the server wins, and the lines stay
+/// under their order.
+#[test]
+fn the_rows_a_key_change_took_along_stay_when_the_server_settles_against_it() {
+    let s = Scenario::new("program_move_lost", SCHEMA, "shop");
+    let file = held_before(&s, &shop_tables_moving_lines());
+    s.server().batch_execute("INSERT INTO orders VALUES (12, 1, 1, 1.00)").unwrap();
+    local(&file, "UPDATE orders SET id = 12 WHERE id = 10");
+    let report = s.sync(&file, json!({}));
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
+    assert_lines_back(&s, &file);
 }

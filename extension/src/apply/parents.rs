@@ -1,0 +1,61 @@
+//! Rows held to their parent's key change. A device's own `ON UPDATE
+//! CASCADE` sends the rows under a parent whose key it changed as changes
+//! of their own; when the parent's change does not apply (its new key is
+//! another row's on the server, a conflict the server wins), those rows
+//! would still apply, under the server's other row at that key (helper
+//! 80). A row whose parent key (by a foreign key the server declares
+//! between scope tables) takes the new key of such a change is a conflict
+//! the server wins instead.
+
+use std::collections::{HashMap, HashSet};
+
+use tandem_core::changeset::Op;
+
+use super::plan::TablePlan;
+
+/// A foreign key between two scope tables onto the parent's primary key.
+pub struct ForeignKey {
+    pub child: usize,
+    pub parent: usize,
+    /// The child's columns, in the order of the parent's primary key.
+    pub columns: Vec<String>,
+}
+
+/// New keys (each value as sent, in primary key order) of key changes,
+/// by the table whose rows they are.
+pub type Unmoved = HashMap<usize, HashSet<Vec<Option<String>>>>;
+
+/// The new keys of `plan`'s key changes that were not written.
+pub fn unmoved_keys(plan: &TablePlan<'_>) -> HashSet<Vec<Option<String>>> {
+    let Some(at) = positions(plan, &plan.table.primary_key) else { return HashSet::new() };
+    plan.rows
+        .iter()
+        .filter(|row| row.is_move() && row.change.op == Op::Upsert && !row.written)
+        .map(|row| at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect())
+        .collect()
+}
+
+/// Makes each row of `plan` about to be written whose parent key is the
+/// new key of a parent's key change that did not apply a conflict the
+/// server wins.
+pub fn hold_to_unmoved(plan: &mut TablePlan<'_>, keys: &[ForeignKey], unmoved: &Unmoved) {
+    for key in keys.iter().filter(|k| k.child == plan.t) {
+        let Some(new_keys) = unmoved.get(&key.parent).filter(|keys| !keys.is_empty()) else { continue };
+        let Some(at) = positions(plan, &key.columns) else { continue };
+        for row in plan.rows.iter_mut().filter(|row| row.to_write(Op::Upsert)) {
+            let parent: Vec<Option<String>> = at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect();
+            if new_keys.contains(&parent) {
+                row.violates(
+                    "its parent key is the new key of its parent's key change in this upload, which did not apply (the \
+                     server holds another row at that key): it stays under its parent's old key, as the parent does"
+                        .into(),
+                );
+            }
+        }
+    }
+}
+
+/// The positions of `columns` among the uploaded ones, when all are.
+fn positions(plan: &TablePlan<'_>, columns: &[String]) -> Option<Vec<usize>> {
+    columns.iter().map(|c| plan.column_names.iter().position(|n| n == c)).collect()
+}
