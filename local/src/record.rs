@@ -375,7 +375,8 @@ fn move_back(conn: &Connection, state: &ScopeState, t: usize, key: &[Value], fro
     }
     let mut values = from;
     values.extend(rows::key_params(table, key)?);
-    let moved = crate::local_only::writing(conn, state.tables[t].id, || {
+    // What the file's own keys take back with it is sync's own writing too.
+    let moved = crate::local_only::writing(conn, local::EVERY_TABLE, || {
         Ok(conn.prepare_cached(&local::move_back(table))?.execute(params_from_iter(values))?)
     })?;
     Ok(moved == 1)

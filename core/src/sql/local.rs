@@ -112,6 +112,11 @@ pub const BEGIN_SYNC_WRITES: &str = "INSERT OR IGNORE INTO tandem_sync_writing (
 /// keys change meanwhile in another table is noted (see
 /// [`local_only_triggers`]), sync's own writes are not.
 pub const WRITING_TABLE: &str = "UPDATE tandem_sync_writing SET writing = ?1";
+/// The [`WRITING_TABLE`] of a write whose effects in every table are
+/// sync's own: undoing a refused key change (see [`move_back`]), whose
+/// rows the file's own `ON UPDATE CASCADE` takes back to the server's
+/// values, which are not the file's own changes (helper 83).
+pub const EVERY_TABLE: i64 = -1;
 /// Ends [`BEGIN_SYNC_WRITES`] before the transaction commits.
 pub const END_SYNC_WRITES: &str = "DELETE FROM tandem_sync_writing";
 
@@ -721,7 +726,7 @@ pub fn local_only_noting(table: &TableSchema, id: i64) -> Option<String> {
             format!("{v} = CASE WHEN {old} IS {} COLLATE BINARY THEN {v} ELSE {old} END", left.replace("{v}", &format!("a.{v}")))
         })
         .collect();
-    let direct = format!("EXISTS (SELECT 1 FROM tandem_sync_writing WHERE writing = {id})");
+    let direct = format!("EXISTS (SELECT 1 FROM tandem_sync_writing WHERE writing IN ({id}, {EVERY_TABLE}))");
     Some(format!(
         "CREATE TEMP TRIGGER IF NOT EXISTS {} AFTER UPDATE ON main.{} WHEN EXISTS (SELECT 1 FROM tandem_sync_writing) BEGIN \
          DELETE FROM {lo} WHERE {} AND {direct}; \

@@ -25,12 +25,14 @@ pub struct ForeignKey {
 /// by the table whose rows they are.
 pub type Unmoved = HashMap<usize, HashSet<Vec<Option<String>>>>;
 
-/// The new keys of `plan`'s key changes that were not written.
+/// The new keys of `plan`'s key changes that did not apply: not written,
+/// and the server's row still at the old key as last classified (a row
+/// the server's own cascade moved there is no such change).
 pub fn unmoved_keys(plan: &TablePlan<'_>) -> HashSet<Vec<Option<String>>> {
     let Some(at) = positions(plan, &plan.table.primary_key) else { return HashSet::new() };
     plan.rows
         .iter()
-        .filter(|row| row.is_move() && row.change.op == Op::Upsert && !row.written)
+        .filter(|row| row.is_move() && row.change.op == Op::Upsert && !row.written && row.server.exists)
         .map(|row| at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect())
         .collect()
 }
@@ -46,8 +48,8 @@ pub fn hold_to_unmoved(plan: &mut TablePlan<'_>, keys: &[ForeignKey], unmoved: &
             let parent: Vec<Option<String>> = at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect();
             if new_keys.contains(&parent) {
                 row.violates(
-                    "its parent key is the new key of its parent's key change in this upload, which did not apply (the \
-                     server holds another row at that key): it stays under its parent's old key, as the parent does"
+                    "its parent key is the new key of its parent's key change in this upload, which did not apply: it \
+                     stays under its parent's old key, as the parent does"
                         .into(),
                 );
             }

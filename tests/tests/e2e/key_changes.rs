@@ -446,3 +446,41 @@ fn a_row_a_server_trigger_re_keys_on_the_servers_own_edit_moves_on_the_device() 
     assert_eq!(keys(&file, "notes").as_deref(), Some("n1-srv,n2"));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// Helper 83: a parent's key change that applied, its children moved by
+/// the server's own `ON UPDATE CASCADE` before the device's moves of them
+/// came, was taken for one that did not: the grandchild under a moved
+/// child was held back as a conflict ("did not apply"). Rows held to a
+/// parent's change are those whose parent still holds the old key.
+#[test]
+fn rows_under_a_parent_whose_key_change_applied_are_not_held_back() {
+    let schema = r#"
+CREATE TABLE p (id int PRIMARY KEY, tenant_id int NOT NULL);
+CREATE TABLE c (pid int REFERENCES p ON UPDATE CASCADE, n int, tenant_id int NOT NULL, PRIMARY KEY (pid, n));
+CREATE TABLE g (id int PRIMARY KEY, tenant_id int NOT NULL, pid int, n int, v text, FOREIGN KEY (pid, n) REFERENCES c ON UPDATE CASCADE);
+INSERT INTO p VALUES (8, 1); INSERT INTO c VALUES (8, 1, 1); INSERT INTO g VALUES (200, 1, 8, 1, 'g');
+SELECT sync_provision('s', '{"tables": [{"name": "p", "filter": {"tenant_id": "tenant"}},
+    {"name": "c", "filter": {"tenant_id": "tenant"}}, {"name": "g", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+    let s = Scenario::new("key_move_applied_children", schema, "s");
+    rusqlite::Connection::open(s.files.path("a.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE p (id INTEGER NOT NULL PRIMARY KEY, tenant_id INTEGER NOT NULL);
+             CREATE TABLE c (pid INTEGER NOT NULL REFERENCES p ON UPDATE CASCADE, n INTEGER NOT NULL, tenant_id INTEGER NOT NULL,
+                             PRIMARY KEY (pid, n));
+             CREATE TABLE g (id INTEGER NOT NULL PRIMARY KEY, tenant_id INTEGER NOT NULL, pid INTEGER, n INTEGER, v TEXT,
+                             FOREIGN KEY (pid, n) REFERENCES c ON UPDATE CASCADE);",
+        )
+        .unwrap();
+    let file = s.store("a.db");
+    local(&file, "PRAGMA foreign_keys = ON");
+    s.sync(&file, json!({"params": {"tenant": 1}}));
+    local(&file, "UPDATE p SET id = 18 WHERE id = 8");
+    assert_eq!(local_count(&file, "SELECT pid FROM g WHERE id = 200"), 18, "the file's keys moved the grandchild");
+    let report = s.sync(&file, json!({"params": {"tenant": 1}}));
+    assert!(report.conflicts.iter().all(|c| c.reason.as_deref().is_none_or(|r| !r.contains("did not apply"))), "{report:?}");
+    assert_eq!(server_count(&s, "SELECT pid::int8 FROM g WHERE id = 200"), 18);
+    s.sync(&file, json!({"params": {"tenant": 1}}));
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

@@ -628,3 +628,25 @@ fn the_rows_a_key_change_took_along_stay_when_the_server_settles_against_it() {
     assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
     assert_lines_back(&s, &file);
 }
+
+/// Helper 83: a customer's key change onto another tenant's key is refused
+/// and goes back; the file's own `ON UPDATE CASCADE` takes the order's
+/// customer back with it. That was noted as the file's own change while
+/// sync wrote, so the order went up with the other tenant's customer,
+/// which could then delete it by its own cascade. Undoing a refused change
+/// is sync's own write, in every table it reaches.
+#[test]
+fn a_refused_key_change_onto_another_tenants_key_leaves_the_rows_under_it_alone() {
+    let s = Scenario::new("program_refused_move_tenant", SCHEMA, "shop");
+    s.server().batch_execute("INSERT INTO customers VALUES (3, 2, 'Other')").unwrap();
+    let tables = shop_tables("CASCADE")
+        .replace("REFERENCES customers ON DELETE CASCADE", "REFERENCES customers ON UPDATE CASCADE ON DELETE CASCADE");
+    let file = held_before(&s, &tables);
+    local(&file, "UPDATE customers SET id = 3 WHERE id = 1");
+    assert_eq!(local_count(&file, "SELECT customer_id FROM orders WHERE id = 10"), 3);
+    let report = s.sync(&file, json!({}));
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    s.sync(&file, json!({}));
+    assert_eq!(server_value(&s, "SELECT customer_id::text FROM orders WHERE id = 10").as_deref(), Some("1"), "{report:?}");
+    assert_eq!(local_count(&file, "SELECT customer_id FROM orders WHERE id = 10"), 1);
+}
