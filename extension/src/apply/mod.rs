@@ -211,15 +211,15 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
             // Deferred constraints are checked as each row is written, so a row
             // that breaks one is that row's outcome, not a failed commit.
             spi::exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[])?;
+            // Rows under a parent whose key change does not apply stay with
+            // it (see `parents`); the server's foreign keys say which.
+            let moving = plans.iter().any(|plan| plan.rows.iter().any(|row| row.is_move()));
+            let foreign_keys = if moving { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
             // The writes fire the tables' own triggers: with the caller's
             // path. When the server's own rules refused a row while it was
             // written, they are undone before the refused rows are looked
             // up: the client takes each as the failed upload leaves it, not
             // as a trigger of the undone attempt had made it.
-            // Rows under a parent whose key change does not apply stay with
-            // it (see `parents`); the server's foreign keys say which.
-            let moving = plans.iter().any(|plan| plan.rows.iter().any(|row| row.is_move()));
-            let foreign_keys = if moving { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
             let writes = |spi: &mut Spi<'_>, plans: &mut [TablePlan<'_>]| -> Result<bool> {
                 spi::as_users_code(spi, |spi| {
                     let mut unmoved = parents::Unmoved::new();
