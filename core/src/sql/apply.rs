@@ -443,6 +443,38 @@ pub fn unseen_removals(
     Query::new(sql, binds, &columns, decoder)
 }
 
+/// Staged upserts of table `c` whose server row holds, in `columns` (a
+/// foreign key onto a parent's primary key, in that key's order), one of
+/// `keys` (a parent's old keys, each value as sent), and whose upload
+/// sets those columns to something else: rows that came with a parent's
+/// key change the server refused (the file's own `ON UPDATE SET NULL` or
+/// `CASCADE` made them so), to be refused with it (helper 84).
+pub fn tied_to(scope: &Scope<'_>, staged: Staged<'_>, c: usize, columns: &[String], keys: &[Vec<Option<String>>]) -> Query<IdxOnly> {
+    let table = scope.table(c);
+    let uploaded = staged[c].as_deref().unwrap_or_default();
+    let at: Vec<Option<usize>> = columns.iter().map(|name| uploaded.iter().position(|&u| table.columns[u].name == *name)).collect();
+    let mut binds = Binds::new();
+    let mut out = Columns::new();
+    let decoder = IdxOnly(out.push("idx", "s.idx::text"));
+    let held: Vec<String> = columns.iter().map(|name| format!("r.{}::text", quote_ident(name))).collect();
+    let arrays: Vec<String> = (0..columns.len())
+        .map(|k| format!("{}::text[]", binds.bind(keys.iter().map(|key| key.get(k).cloned().flatten()).collect::<Vec<_>>())))
+        .collect();
+    let changed: Vec<String> =
+        columns.iter().zip(&at).filter_map(|(name, at)| at.map(|i| format!("r.{} IS DISTINCT FROM s.c{i}", quote_ident(name)))).collect();
+    let changed = if changed.is_empty() { "false".to_string() } else { changed.join(" OR ") };
+    let sql = format!(
+        "SELECT {} FROM {} s JOIN {} r ON {} WHERE s.op = 'upsert' AND ({}) IN (SELECT * FROM unnest({})) AND ({changed})",
+        out.sql(),
+        scope.stage(c),
+        table.table_name().quoted(),
+        staged_key_equal(scope, staged, c, "r", "s"),
+        held.join(", "),
+        arrays.join(", "),
+    );
+    Query::new(sql, binds, &out, decoder)
+}
+
 /// Staged rows with a value storing would change, each with that column.
 pub fn inexact_rows(scope: &Scope<'_>, t: usize) -> Query<IdxColumn> {
     let mut columns = Columns::new();

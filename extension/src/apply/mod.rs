@@ -187,6 +187,11 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
                 upload.classify(spi, plan, &staged)?;
                 classify::refuse_outside_partition(&scope, plan, upload.retried);
             }
+            // Rows under a parent whose key change does not apply stay with
+            // it (see `parents`); the server's foreign keys say which.
+            let moving = plans.iter().any(|plan| plan.rows.iter().any(|row| row.is_move()));
+            let foreign_keys = if moving { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
+            parents::refuse_with_refused_moves(spi, &scope, &staged, &mut plans, &foreign_keys)?;
             upload.fail_on_refusals(spi, &plans, &rejections)?;
             // Keys an earlier attempt of this upload wrote, by table.
             let carried: std::collections::HashSet<(i64, &str)> = upload.retried.iter().map(|c| (c.0, c.1.as_str())).collect();
@@ -211,10 +216,6 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
             // Deferred constraints are checked as each row is written, so a row
             // that breaks one is that row's outcome, not a failed commit.
             spi::exec(spi, "SET CONSTRAINTS ALL IMMEDIATE", &[])?;
-            // Rows under a parent whose key change does not apply stay with
-            // it (see `parents`); the server's foreign keys say which.
-            let moving = plans.iter().any(|plan| plan.rows.iter().any(|row| row.is_move()));
-            let foreign_keys = if moving { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
             // The writes fire the tables' own triggers: with the caller's
             // path. When the server's own rules refused a row while it was
             // written, they are undone before the refused rows are looked

@@ -5,11 +5,20 @@
 //! would still apply, under the server's other row at that key (helper
 //! 80). A row whose parent key (by a foreign key the server declares
 //! between scope tables) takes the new key of such a change is a conflict
-//! the server wins instead.
+//! the server wins instead. A row the upload takes away from the old key
+//! of a parent's key change the server refused (the file's own `ON UPDATE
+//! SET NULL` emptied it) is refused with that change (helper 84).
 
 use std::collections::{HashMap, HashSet};
 
 use tandem_core::changeset::Op;
+use tandem_core::error::RejectionKind;
+use tandem_core::sql::apply::{self as sql, Staged};
+use tandem_core::sql::Scope;
+use tandem_core::upload::Outcome;
+use tandem_core::Result;
+
+use crate::spi::{self, Spi};
 
 use super::plan::TablePlan;
 
@@ -60,4 +69,42 @@ pub fn hold_to_unmoved(plan: &mut TablePlan<'_>, keys: &[ForeignKey], unmoved: &
 /// The positions of `columns` among the uploaded ones, when all are.
 fn positions(plan: &TablePlan<'_>, columns: &[String]) -> Option<Vec<usize>> {
     columns.iter().map(|c| plan.column_names.iter().position(|n| n == c)).collect()
+}
+
+/// Refuses, with each key change of the upload the server refused, the
+/// rows the server's foreign keys tie to its old key that the upload
+/// takes away from it (see [`sql::tied_to`]): set aside on the device,
+/// they take the server's row back with their parent.
+pub fn refuse_with_refused_moves(
+    spi: &mut Spi<'_>,
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    plans: &mut [TablePlan<'_>],
+    keys: &[ForeignKey],
+) -> Result<()> {
+    for key in keys {
+        let old: Vec<Vec<Option<String>>> = plans
+            .iter()
+            .filter(|plan| plan.t == key.parent)
+            .flat_map(|plan| plan.rows.iter())
+            .filter(|row| matches!(row.outcome, Outcome::Refused { .. }))
+            .filter_map(|row| row.change.moved_from.as_ref().map(|moved| moved.values.clone()))
+            .collect();
+        if old.is_empty() {
+            continue;
+        }
+        let Some(child) = plans.iter_mut().find(|plan| plan.t == key.child) else { continue };
+        for i in spi::all(spi, sql::tied_to(scope, staged, key.child, &key.columns, &old))? {
+            let Some(row) = child.rows.get_mut(i) else { continue };
+            if !matches!(row.outcome, Outcome::Refused { .. }) {
+                row.outcome = Outcome::Refused {
+                    kind: RejectionKind::Declined,
+                    reason: "it came with its parent's key change in this upload, which the server refused: it stays as the \
+                             server holds it, under its parent's old key"
+                        .into(),
+                };
+            }
+        }
+    }
+    Ok(())
 }

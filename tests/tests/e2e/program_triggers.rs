@@ -633,20 +633,28 @@ fn the_rows_a_key_change_took_along_stay_when_the_server_settles_against_it() {
 /// and goes back; the file's own `ON UPDATE CASCADE` takes the order's
 /// customer back with it. That was noted as the file's own change while
 /// sync wrote, so the order went up with the other tenant's customer,
-/// which could then delete it by its own cascade. Undoing a refused change
-/// is sync's own write, in every table it reaches.
+/// which could then delete it by its own cascade. Helper 84: with the
+/// file's key `ON UPDATE SET NULL`, the order's customer, emptied when the
+/// program moved the customer, kept no trace of it, so undoing the move
+/// could not put it back, and the emptied customer went up as the
+/// program's change. The order came with the refused change and is
+/// refused with it: it takes the server's row back.
 #[test]
-fn a_refused_key_change_onto_another_tenants_key_leaves_the_rows_under_it_alone() {
-    let s = Scenario::new("program_refused_move_tenant", SCHEMA, "shop");
-    s.server().batch_execute("INSERT INTO customers VALUES (3, 2, 'Other')").unwrap();
-    let tables = shop_tables("CASCADE")
-        .replace("REFERENCES customers ON DELETE CASCADE", "REFERENCES customers ON UPDATE CASCADE ON DELETE CASCADE");
-    let file = held_before(&s, &tables);
-    local(&file, "UPDATE customers SET id = 3 WHERE id = 1");
-    assert_eq!(local_count(&file, "SELECT customer_id FROM orders WHERE id = 10"), 3);
-    let report = s.sync(&file, json!({}));
-    assert_eq!(report.rejected.len(), 1, "{report:?}");
-    s.sync(&file, json!({}));
-    assert_eq!(server_value(&s, "SELECT customer_id::text FROM orders WHERE id = 10").as_deref(), Some("1"), "{report:?}");
-    assert_eq!(local_count(&file, "SELECT customer_id FROM orders WHERE id = 10"), 1);
+fn a_row_a_refused_key_change_reached_is_refused_with_it() {
+    for action in ["CASCADE", "SET NULL"] {
+        let s = Scenario::new("program_refused_move_tenant", SCHEMA, "shop");
+        s.server().batch_execute("INSERT INTO customers VALUES (3, 2, 'Other')").unwrap();
+        let tables = shop_tables("CASCADE")
+            .replace("REFERENCES customers ON DELETE CASCADE", &format!("REFERENCES customers ON UPDATE {action} ON DELETE CASCADE"));
+        let file = held_before(&s, &tables);
+        local(&file, "UPDATE customers SET id = 3 WHERE id = 1");
+        assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 10 AND customer_id IS NOT 1"), 1, "{action}");
+        let report = s.sync(&file, json!({}));
+        let refused: Vec<&str> = report.rejected.iter().map(|r| r.table.as_str()).collect();
+        assert_eq!(refused, ["public.customers", "public.orders"], "{action}: {report:?}");
+        let report = s.sync(&file, json!({}));
+        assert_eq!((report.pushed, report.rejected.len()), (0, 0), "{action}: {report:?}");
+        assert_eq!(server_value(&s, "SELECT customer_id::text FROM orders WHERE id = 10").as_deref(), Some("1"), "{action}");
+        assert_eq!(local_count(&file, "SELECT customer_id FROM orders WHERE id = 10"), 1, "{action}: the order's customer is back");
+    }
 }
