@@ -443,34 +443,52 @@ pub fn unseen_removals(
     Query::new(sql, binds, &columns, decoder)
 }
 
+/// A parent's key change: its old key and its new key, each value as
+/// sent, in primary key order.
+pub type KeyChange = (Vec<Option<String>>, Vec<Option<String>>);
+
 /// Staged upserts of table `c` whose server row holds, in `columns` (a
-/// foreign key onto a parent's primary key, in that key's order), one of
-/// `keys` (a parent's old keys, each value as sent), and whose upload
-/// sets those columns to something else: rows that came with a parent's
-/// key change the server refused (the file's own `ON UPDATE SET NULL` or
-/// `CASCADE` made them so), to be refused with it (helper 84).
-pub fn tied_to(scope: &Scope<'_>, staged: Staged<'_>, c: usize, columns: &[String], keys: &[Vec<Option<String>>]) -> Query<IdxOnly> {
+/// foreign key onto a parent's primary key, in that key's order), the old
+/// key of one of `moves` (a parent's key changes, old and new key, each
+/// value as sent), and whose upload follows that change there: to its new
+/// key (the file's own `ON UPDATE CASCADE`) or to NULL (`SET NULL`). Rows
+/// that came with a key change the server refused, to be refused with it
+/// (helper 84); a row the program pointed at another parent is its own.
+pub fn tied_to(scope: &Scope<'_>, staged: Staged<'_>, c: usize, columns: &[String], moves: &[KeyChange]) -> Query<IdxOnly> {
     let table = scope.table(c);
     let uploaded = staged[c].as_deref().unwrap_or_default();
-    let at: Vec<Option<usize>> = columns.iter().map(|name| uploaded.iter().position(|&u| table.columns[u].name == *name)).collect();
+    let at: Option<Vec<usize>> = columns.iter().map(|name| uploaded.iter().position(|&u| table.columns[u].name == *name)).collect();
     let mut binds = Binds::new();
     let mut out = Columns::new();
     let decoder = IdxOnly(out.push("idx", "s.idx::text"));
+    let mut array =
+        |pick: &dyn Fn(&KeyChange) -> Option<String>| format!("{}::text[]", binds.bind(moves.iter().map(pick).collect::<Vec<_>>()));
+    let olds: Vec<String> = (0..columns.len()).map(|k| array(&|m| m.0.get(k).cloned().flatten())).collect();
+    let news: Vec<String> = (0..columns.len()).map(|k| array(&|m| m.1.get(k).cloned().flatten())).collect();
     let held: Vec<String> = columns.iter().map(|name| format!("r.{}::text", quote_ident(name))).collect();
-    let arrays: Vec<String> = (0..columns.len())
-        .map(|k| format!("{}::text[]", binds.bind(keys.iter().map(|key| key.get(k).cloned().flatten()).collect::<Vec<_>>())))
-        .collect();
-    let changed: Vec<String> =
-        columns.iter().zip(&at).filter_map(|(name, at)| at.map(|i| format!("r.{} IS DISTINCT FROM s.c{i}", quote_ident(name)))).collect();
-    let changed = if changed.is_empty() { "false".to_string() } else { changed.join(" OR ") };
+    let follows = match &at {
+        Some(at) => {
+            let sent: Vec<String> = at.iter().map(|i| format!("s.c{i}::text")).collect();
+            let emptied: Vec<String> = at.iter().map(|i| format!("s.c{i} IS NULL")).collect();
+            format!(
+                "(({}, {}) IN (SELECT * FROM unnest({}, {})) OR (({}) IN (SELECT * FROM unnest({})) AND {}))",
+                held.join(", "),
+                sent.join(", "),
+                olds.join(", "),
+                news.join(", "),
+                held.join(", "),
+                olds.join(", "),
+                emptied.join(" AND "),
+            )
+        }
+        None => "false".to_string(),
+    };
     let sql = format!(
-        "SELECT {} FROM {} s JOIN {} r ON {} WHERE s.op = 'upsert' AND ({}) IN (SELECT * FROM unnest({})) AND ({changed})",
+        "SELECT {} FROM {} s JOIN {} r ON {} WHERE s.op = 'upsert' AND {follows}",
         out.sql(),
         scope.stage(c),
         table.table_name().quoted(),
         staged_key_equal(scope, staged, c, "r", "s"),
-        held.join(", "),
-        arrays.join(", "),
     );
     Query::new(sql, binds, &out, decoder)
 }

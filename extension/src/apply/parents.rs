@@ -83,18 +83,21 @@ pub fn refuse_with_refused_moves(
     keys: &[ForeignKey],
 ) -> Result<()> {
     for key in keys {
-        let old: Vec<Vec<Option<String>>> = plans
-            .iter()
-            .filter(|plan| plan.t == key.parent)
-            .flat_map(|plan| plan.rows.iter())
-            .filter(|row| matches!(row.outcome, Outcome::Refused { .. }))
-            .filter_map(|row| row.change.moved_from.as_ref().map(|moved| moved.values.clone()))
-            .collect();
-        if old.is_empty() {
+        let mut moves: Vec<sql::KeyChange> = Vec::new();
+        for plan in plans.iter().filter(|plan| plan.t == key.parent) {
+            let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
+            for row in plan.rows.iter().filter(|row| matches!(row.outcome, Outcome::Refused { .. })) {
+                if let Some(moved) = &row.change.moved_from {
+                    let new = at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect();
+                    moves.push((moved.values.clone(), new));
+                }
+            }
+        }
+        if moves.is_empty() {
             continue;
         }
         let Some(child) = plans.iter_mut().find(|plan| plan.t == key.child) else { continue };
-        for i in spi::all(spi, sql::tied_to(scope, staged, key.child, &key.columns, &old))? {
+        for i in spi::all(spi, sql::tied_to(scope, staged, key.child, &key.columns, &moves))? {
             let Some(row) = child.rows.get_mut(i) else { continue };
             if !matches!(row.outcome, Outcome::Refused { .. }) {
                 row.outcome = Outcome::Refused {

@@ -643,11 +643,12 @@ fn the_rows_a_key_change_took_along_stay_when_the_server_settles_against_it() {
 fn a_row_a_refused_key_change_reached_is_refused_with_it() {
     for action in ["CASCADE", "SET NULL"] {
         let s = Scenario::new("program_refused_move_tenant", SCHEMA, "shop");
-        s.server().batch_execute("INSERT INTO customers VALUES (3, 2, 'Other')").unwrap();
+        s.server().batch_execute("INSERT INTO customers VALUES (3, 2, 'Other'); INSERT INTO orders VALUES (12, 1, 1, 1)").unwrap();
         let tables = shop_tables("CASCADE")
             .replace("REFERENCES customers ON DELETE CASCADE", &format!("REFERENCES customers ON UPDATE {action} ON DELETE CASCADE"));
         let file = held_before(&s, &tables);
-        local(&file, "UPDATE customers SET id = 3 WHERE id = 1");
+        // Order 12 the program points at another customer itself: its own.
+        local(&file, "UPDATE orders SET customer_id = 2 WHERE id = 12; UPDATE customers SET id = 3 WHERE id = 1");
         assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 10 AND customer_id IS NOT 1"), 1, "{action}");
         let report = s.sync(&file, json!({}));
         let refused: Vec<&str> = report.rejected.iter().map(|r| r.table.as_str()).collect();
@@ -656,5 +657,6 @@ fn a_row_a_refused_key_change_reached_is_refused_with_it() {
         assert_eq!((report.pushed, report.rejected.len()), (0, 0), "{action}: {report:?}");
         assert_eq!(server_value(&s, "SELECT customer_id::text FROM orders WHERE id = 10").as_deref(), Some("1"), "{action}");
         assert_eq!(local_count(&file, "SELECT customer_id FROM orders WHERE id = 10"), 1, "{action}: the order's customer is back");
+        assert_eq!(server_value(&s, "SELECT customer_id::text FROM orders WHERE id = 12").as_deref(), Some("2"), "{action}");
     }
 }
