@@ -389,58 +389,89 @@ pub fn sequenced_values(scope: &Scope<'_>, staged: Staged<'_>, t: usize, column:
 }
 
 /// The tables among `tables` where the delete statement just run removed,
-/// beside the rows the upload deletes itself (staged deletes of table
-/// `t`), a row the uploader had not received: one whose version `horizon`
-/// does not cover and that none of its own uploads wrote, or one outside
-/// the uploader's partition (`values`; its exit says where it was). That
-/// is a row the server's `ON DELETE CASCADE` (or a trigger) took with a
-/// row the device deleted: added or changed there by another writer after
-/// the device last pulled (helper 77), or another tenant's row under this
-/// tenant's (helper 81). Deleting on would lose it without a trace. `mark`
-/// is a `tandem_seq` taken before the statement.
+/// beside the rows the upload deletes itself (the staged deletes `deleting`
+/// of table `t`, those it writes), a row the uploader had not received: one
+/// outside the uploader's partition (`values`; its exit says where it
+/// was), or, with `horizon` (the upload said what its file received), one
+/// whose version the horizon does not cover and that none of its own
+/// uploads wrote. That is a row the server's `ON DELETE CASCADE` (or a
+/// trigger) took with a row the device deleted: another tenant's row under
+/// this tenant's (helper 81), checked whatever the uploader says (helper
+/// 88), or one added or changed by another writer after the device last
+/// pulled (helper 77); or a row of the same table whose own delete lost
+/// its conflict (helper 87). Deleting on would lose it without a trace.
+/// `mark` is a `tandem_seq` taken before the statement. `None` when no
+/// table can hold such a row.
+#[allow(clippy::too_many_arguments)]
 pub fn unseen_removals(
     scope: &Scope<'_>,
     staged: Staged<'_>,
     t: usize,
     tables: &[usize],
-    horizon: &Horizon,
+    horizon: Option<&Horizon>,
     values: &FilterValues,
     mark: i64,
-) -> Query<crate::sql::query::TableIndex> {
+    deleting: &[usize],
+) -> Option<Query<crate::sql::query::TableIndex>> {
     let mut binds = Binds::new();
     let mark = format!("{}::int8", binds.bind(mark));
-    let snapshot = binds.bind(horizon.snapshot().to_string());
-    let own = binds.bind(horizon.own().iter().map(u64::to_string).collect::<Vec<_>>());
-    let mut conditions = Vec::with_capacity(tables.len());
+    let unseen = horizon.map(|horizon| {
+        let snapshot = binds.bind(horizon.snapshot().to_string());
+        let own = binds.bind(horizon.own().iter().map(u64::to_string).collect::<Vec<_>>());
+        format!(
+            "(r.tandem_before IS NOT NULL AND r.tandem_before <> '0'::xid8 \
+             AND NOT pg_visible_in_snapshot(r.tandem_before, {snapshot}::text::pg_snapshot) \
+             AND NOT r.tandem_before = ANY({own}::text[]::xid8[]))"
+        )
+    });
+    let mut checks: Vec<(usize, String)> = Vec::with_capacity(tables.len());
     for &u in tables {
+        let elsewhere = part_match(scope, u, "e.tandem_part", &mut binds, values).map(|mine| {
+            format!(
+                "EXISTS (SELECT 1 FROM {} e WHERE {} AND e.tandem_stamp = pg_current_xact_id() AND NOT coalesce({mine}, false))",
+                scope.exits(u),
+                crate::sql::keys_equal(scope, u, "e", "r"),
+            )
+        });
+        // Of the table's own rows, one the upload deletes and does not
+        // write: its delete lost its conflict.
+        let lost = (u == t).then(|| {
+            format!(
+                "EXISTS (SELECT 1 FROM {} s WHERE s.op = 'delete' AND {})",
+                scope.stage(t),
+                staged_key_equal(scope, staged, t, "r", "s")
+            )
+        });
+        let unreceived: Vec<String> = unseen.iter().cloned().chain(elsewhere).chain(lost).collect();
+        if unreceived.is_empty() {
+            continue;
+        }
         let unintended = match u == t {
             true => format!(
-                "NOT EXISTS (SELECT 1 FROM {} s WHERE s.op = 'delete' AND {})",
+                "NOT EXISTS (SELECT 1 FROM {} s WHERE s.op = 'delete' AND s.idx = ANY({}::int4[]) AND {})",
                 scope.stage(t),
+                binds.bind(indexes(deleting)),
                 staged_key_equal(scope, staged, t, "d", "s")
             ),
             false => "true".to_string(),
         };
-        let elsewhere = match part_match(scope, u, "e.tandem_part", &mut binds, values) {
-            Some(mine) => format!(
-                " OR EXISTS (SELECT 1 FROM {} e WHERE {} AND e.tandem_stamp = pg_current_xact_id() AND NOT coalesce({mine}, false))",
-                scope.exits(u),
-                crate::sql::keys_equal(scope, u, "e", "r"),
+        checks.push((
+            u,
+            format!(
+                "EXISTS (SELECT 1 FROM ({}) r WHERE {})",
+                tracking::removed_after(scope, u, &mark, &unintended),
+                unreceived.join(" OR ")
             ),
-            None => String::new(),
-        };
-        conditions.push(format!(
-            "EXISTS (SELECT 1 FROM ({}) r WHERE (r.tandem_before IS NOT NULL AND r.tandem_before <> '0'::xid8 \
-             AND NOT pg_visible_in_snapshot(r.tandem_before, {snapshot}::text::pg_snapshot) \
-             AND NOT r.tandem_before = ANY({own}::text[]::xid8[])){elsewhere})",
-            tracking::removed_after(scope, u, &mark, &unintended)
         ));
     }
-    let (sql, columns, decoder) = crate::sql::query::table_probes(tables, |u| {
-        let at = tables.iter().position(|&x| x == u).unwrap_or_default();
-        conditions[at].clone()
+    if checks.is_empty() {
+        return None;
+    }
+    let checked: Vec<usize> = checks.iter().map(|(u, _)| *u).collect();
+    let (sql, columns, decoder) = crate::sql::query::table_probes(&checked, |u| {
+        checks.iter().find(|(v, _)| *v == u).map(|(_, condition)| condition.clone()).unwrap_or_else(|| "false".into())
     });
-    Query::new(sql, binds, &columns, decoder)
+    Some(Query::new(sql, binds, &columns, decoder))
 }
 
 /// A parent's key change: its old key and its new key, each value as

@@ -10,7 +10,6 @@ use tandem_core::error::RejectionKind;
 use tandem_core::sql::apply::{self as sql, SeenXmins};
 use tandem_core::types::json_to_pg_text;
 use tandem_core::upload::{merged_row, Outcome};
-use tandem_core::watermark::Horizon;
 use tandem_core::{Error, Result};
 
 use crate::spi::{self, PgError, Spi};
@@ -221,15 +220,15 @@ impl Upload<'_> {
                 Op::Upsert => sql::update_rows(self.scope, self.staged, plan.t, &plan.types, &live, seen),
                 Op::Delete => sql::delete_rows(self.scope, self.staged, plan.t, &live, seen),
             };
-            let mark = match (op, self.uploader.seen) {
-                (Op::Delete, Some(_)) => spi::one::<i64>(spi, "SELECT nextval('tandem.log_seq')", &[])?,
-                _ => None,
+            let mark = match op {
+                Op::Delete => spi::one::<i64>(spi, "SELECT nextval('tandem.log_seq')", &[])?,
+                Op::Upsert => None,
             };
             // By key, row by row: a hash of the whole user table per
             // batch made an upload's cost grow with the table.
             written.extend(spi::with_index_probes(spi, |spi| spi::all(spi, statement))?);
-            if let (Some(mark), Some(horizon)) = (mark, self.uploader.seen) {
-                self.refuse_unseen_removals(spi, plan, horizon, mark)?;
+            if let Some(mark) = mark {
+                self.refuse_unseen_removals(spi, plan, mark)?;
             }
         }
         let mut rekeyed = false;
@@ -249,10 +248,13 @@ impl Upload<'_> {
     /// rolled back, the rows go one by one, and each delete that takes
     /// such a row is a `constraint_violated` conflict the server wins. The
     /// device gets the row back, and the rows under it with its pull.
-    fn refuse_unseen_removals(&self, spi: &mut Spi<'_>, plan: &TablePlan<'_>, horizon: &Horizon, mark: i64) -> Result<()> {
+    fn refuse_unseen_removals(&self, spi: &mut Spi<'_>, plan: &TablePlan<'_>, mark: i64) -> Result<()> {
         let scope = self.scope;
         let tables: Vec<usize> = (0..scope.schema.tables.len()).filter(|&u| scope.table(u).direction.downloads()).collect();
-        let hit = spi::all(spi, sql::unseen_removals(scope, self.staged, plan.t, &tables, horizon, self.filters, mark))?;
+        let deleting: Vec<usize> = (0..plan.rows.len()).filter(|&i| plan.rows[i].to_write(Op::Delete)).collect();
+        let check = sql::unseen_removals(scope, self.staged, plan.t, &tables, self.uploader.seen, self.filters, mark, &deleting);
+        let Some(check) = check else { return Ok(()) };
+        let hit = spi::all(spi, check)?;
         if hit.is_empty() {
             return Ok(());
         }

@@ -356,3 +356,71 @@ SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tena
     s.sync(&a, json!({"params": {"tenant": 1}}));
     tandem_tests::local::assert_converged(&mut s.server(), a.connection(), "crm", &json!({"tenant": 1}));
 }
+
+/// The same check for a client that leaves `seen` out (it is optional,
+/// and a hostile device would): another tenant's rows are never the
+/// uploader's to remove, whatever it says it received (helper 88).
+#[test]
+fn a_delete_without_seen_cannot_cascade_into_another_tenants_rows() {
+    let schema = r#"
+CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL, customer_id bigint REFERENCES customers ON DELETE CASCADE, total int);
+INSERT INTO customers VALUES (1, 1, 'Ada');
+INSERT INTO orders VALUES (10, 2, 1, 7), (11, 1, 1, 8);
+SELECT sync_provision('crm', '{"tables": [{"name": "customers", "filter": {"tenant_id": "tenant"}},
+                                          {"name": "orders", "filter": {"tenant_id": "tenant"}}]}');
+"#;
+    let s = tandem_tests::local::Scenario::new("cascade_other_tenant_unseen", schema, "crm");
+    let token = s.register(json!({"tenant": 1}));
+    let a = s.store("a.db");
+    s.sync_as(&a, &token);
+    let origin: String = a.connection().query_row("SELECT client_id FROM tandem_scopes", [], |r| r.get(0)).unwrap();
+    let base: String = a.connection().query_row("SELECT tandem_version FROM tandem_base_1 WHERE id = 1", [], |r| r.get(0)).unwrap();
+    let delete = json!({"format": 1, "scope": "crm", "origin": origin, "tables": [{"name": "customers",
+        "columns": ["id", "tenant_id", "name"], "rows": [{"op": "delete", "seq": 1, "base": base, "key": [1]}]}]});
+    let mut server = s.server();
+    let result: Value = server.query_one("SELECT sync_apply_changes('crm', $1, $2)", &[&delete, &json!({"token": token})]).unwrap().get(0);
+    assert_eq!(result["conflicts"].as_array().map(Vec::len), Some(1), "{result}");
+    assert!(result["conflicts"][0]["reason"].as_str().is_some_and(|r| r.contains("outside its partition")), "{result}");
+    let orders: i64 = server.query_one("SELECT count(*) FROM orders", &[]).unwrap().get(0);
+    assert_eq!(orders, 2, "tenant 2's order stays, and so does the customer with tenant 1's own");
+}
+
+/// A parent and its child in one table, both deleted in one upload, the
+/// child edited on the server meanwhile: the child's delete loses its
+/// conflict, so the parent's delete must not take it by the server's
+/// cascade either (helper 87).
+#[test]
+fn a_delete_whose_cascade_would_take_a_row_whose_own_delete_lost_is_a_conflict() {
+    let schema = r#"
+CREATE TABLE tasks (id bigint PRIMARY KEY, parent_id bigint REFERENCES tasks ON DELETE CASCADE, title text);
+INSERT INTO tasks VALUES (1, NULL, 'parent'), (2, 1, 'child');
+SELECT sync_provision('pm', '{"tables": [{"name": "tasks"}]}');
+"#;
+    let s = tandem_tests::local::Scenario::new("self_cascade_lost_delete", schema, "pm");
+    let a = s.store("a.db");
+    s.sync(&a, json!({}));
+    tandem_tests::local::local(&a, "DELETE FROM tasks WHERE id IN (2, 1)");
+    s.server().batch_execute("UPDATE tasks SET title = 'child, edited' WHERE id = 2").unwrap();
+    let report = s.sync(&a, json!({}));
+    assert_eq!(report.conflicts.len(), 2, "{report:?}");
+    let titles: Vec<String> = s.server().query("SELECT title FROM tasks ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(titles, ["parent", "child, edited"], "the server keeps the edit its log says won");
+    s.sync(&a, json!({}));
+    tandem_tests::local::assert_converged(&mut s.server(), a.connection(), "pm", &json!({}));
+
+    // The same upload without `seen`, as a caller of the SQL API may send.
+    let origin: String = a.connection().query_row("SELECT client_id FROM tandem_scopes", [], |r| r.get(0)).unwrap();
+    let base = |id: i64| -> String {
+        a.connection().query_row("SELECT tandem_version FROM tandem_base_1 WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+    };
+    let delete = json!({"format": 1, "scope": "pm", "origin": origin, "tables": [{"name": "tasks", "columns": ["id", "parent_id", "title"],
+        "rows": [{"op": "delete", "seq": 1, "base": base(1), "key": [1]}, {"op": "delete", "seq": 2, "base": base(2), "key": [2]}]}]});
+    let mut server = s.server();
+    server.batch_execute("UPDATE tasks SET title = 'child, edited again' WHERE id = 2").unwrap();
+    let result: Value =
+        server.query_one("SELECT sync_apply_changes('pm', $1, $2)", &[&delete, &json!({"client_id": origin})]).unwrap().get(0);
+    assert_eq!(result["conflicts"].as_array().map(Vec::len), Some(2), "{result}");
+    let rows: i64 = server.query_one("SELECT count(*) FROM tasks", &[]).unwrap().get(0);
+    assert_eq!(rows, 2, "{result}");
+}
