@@ -524,6 +524,33 @@ pub fn tied_to(scope: &Scope<'_>, staged: Staged<'_>, c: usize, columns: &[Strin
     Query::new(sql, binds, &out, decoder)
 }
 
+/// Sets, in the staged rows `idx` of table `c`, the uploaded columns at
+/// `positions` (a foreign key onto a parent's primary key, in that key's
+/// order; their stage types in `types`) to `key` (each value as sent): rows
+/// that followed a parent's key change that did not apply go in under the
+/// parent's old key, where the server keeps the parent (helper 89).
+pub fn repoint(
+    scope: &Scope<'_>,
+    c: usize,
+    types: &[StageType],
+    positions: &[usize],
+    idx: &[usize],
+    key: &[Option<String>],
+) -> Query<NoRows> {
+    let mut binds = Binds::new();
+    let sets: Vec<String> = positions
+        .iter()
+        .zip(key)
+        .map(|(&p, value)| {
+            let text = format!("{}::text", binds.bind(value.clone()));
+            let staged = types.get(p).map(|ty| ty.value(&text)).unwrap_or(text);
+            format!("c{p} = {staged}")
+        })
+        .collect();
+    let sql = format!("UPDATE {} SET {} WHERE idx = ANY({}::int4[])", scope.stage(c), sets.join(", "), binds.bind(indexes(idx)));
+    Query::exec(sql, binds)
+}
+
 /// Staged rows with a value storing would change, each with that column.
 pub fn inexact_rows(scope: &Scope<'_>, t: usize) -> Query<IdxColumn> {
     let mut columns = Columns::new();

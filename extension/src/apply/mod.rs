@@ -225,7 +225,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
                 spi::as_users_code(spi, |spi| {
                     let mut unmoved = parents::Unmoved::new();
                     for plan in plans.iter_mut() {
-                        parents::hold_to_unmoved(plan, &foreign_keys, &unmoved);
+                        parents::hold_to_unmoved(spi, &scope, plan, &foreign_keys, &unmoved)?;
                         upload.write_table(spi, plan, Op::Upsert)?;
                         if moving {
                             unmoved.insert(plan.t, parents::unmoved_keys(plan));

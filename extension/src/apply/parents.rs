@@ -3,13 +3,16 @@
 //! of their own; when the parent's change does not apply (its new key is
 //! another row's on the server, a conflict the server wins), those rows
 //! would still apply, under the server's other row at that key (helper
-//! 80). A row whose parent key (by a foreign key the server declares
-//! between scope tables) takes the new key of such a change is a conflict
-//! the server wins instead. A row the upload takes away from the old key
+//! 80), or fail the server's foreign key and, new, leave the file (helper
+//! 89). A row whose parent key (by a foreign key the server declares
+//! between scope tables) takes the new key of such a change goes in under
+//! the old key instead, where the server keeps the parent, with the rest of
+//! its change; where that foreign key is part of the row's own key, it is
+//! a conflict the server wins. A row the upload takes away from the old key
 //! of a parent's key change the server refused (the file's own `ON UPDATE
 //! SET NULL` emptied it) is refused with that change (helper 84).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use tandem_core::changeset::Op;
 use tandem_core::error::RejectionKind;
@@ -30,40 +33,60 @@ pub struct ForeignKey {
     pub columns: Vec<String>,
 }
 
-/// New keys (each value as sent, in primary key order) of key changes,
-/// by the table whose rows they are.
-pub type Unmoved = HashMap<usize, HashSet<Vec<Option<String>>>>;
+/// Key changes that did not apply, by the table whose rows they are: each
+/// new key with its old one (each value as sent, in primary key order).
+pub type Unmoved = HashMap<usize, HashMap<Vec<Option<String>>, Vec<Option<String>>>>;
 
-/// The new keys of `plan`'s key changes that did not apply: not written,
-/// and the server's row still at the old key as last classified (a row
-/// the server's own cascade moved there is no such change).
-pub fn unmoved_keys(plan: &TablePlan<'_>) -> HashSet<Vec<Option<String>>> {
-    let Some(at) = positions(plan, &plan.table.primary_key) else { return HashSet::new() };
+/// The key changes of `plan` that did not apply (not written, and the
+/// server's row still at the old key as last classified: a row the
+/// server's own cascade moved there is no such change), new key to old.
+pub fn unmoved_keys(plan: &TablePlan<'_>) -> HashMap<Vec<Option<String>>, Vec<Option<String>>> {
+    let Some(at) = positions(plan, &plan.table.primary_key) else { return HashMap::new() };
     plan.rows
         .iter()
         .filter(|row| row.is_move() && row.change.op == Op::Upsert && !row.written && row.server.exists)
-        .map(|row| at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect())
+        .filter_map(|row| {
+            let old = row.change.moved_from.as_ref()?.values.clone();
+            Some((at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect(), old))
+        })
         .collect()
 }
 
-/// Makes each row of `plan` about to be written whose parent key is the
-/// new key of a parent's key change that did not apply a conflict the
-/// server wins.
-pub fn hold_to_unmoved(plan: &mut TablePlan<'_>, keys: &[ForeignKey], unmoved: &Unmoved) {
+/// Puts each row of `plan` about to be written whose parent key is the
+/// new key of a parent's key change that did not apply under that
+/// change's old key (in the stage: the row as sent stays the device's,
+/// and the row as stored comes back to it); a conflict the server wins
+/// where the parent key is part of the row's own key.
+pub fn hold_to_unmoved(
+    spi: &mut Spi<'_>,
+    scope: &Scope<'_>,
+    plan: &mut TablePlan<'_>,
+    keys: &[ForeignKey],
+    unmoved: &Unmoved,
+) -> Result<()> {
     for key in keys.iter().filter(|k| k.child == plan.t) {
-        let Some(new_keys) = unmoved.get(&key.parent).filter(|keys| !keys.is_empty()) else { continue };
+        let Some(changes) = unmoved.get(&key.parent).filter(|changes| !changes.is_empty()) else { continue };
         let Some(at) = positions(plan, &key.columns) else { continue };
-        for row in plan.rows.iter_mut().filter(|row| row.to_write(Op::Upsert)) {
+        let in_own_key = key.columns.iter().any(|c| plan.table.primary_key.contains(c));
+        let mut repointed: BTreeMap<&Vec<Option<String>>, Vec<usize>> = BTreeMap::new();
+        for (i, row) in plan.rows.iter_mut().enumerate().filter(|(_, row)| row.to_write(Op::Upsert)) {
             let parent: Vec<Option<String>> = at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect();
-            if new_keys.contains(&parent) {
+            let Some(old) = changes.get(&parent) else { continue };
+            if in_own_key {
                 row.violates(
-                    "its parent key is the new key of its parent's key change in this upload, which did not apply: it \
-                     stays under its parent's old key, as the parent does"
+                    "its key holds the new key of its parent's key change in this upload, which did not apply: it stays \
+                     under its parent's old key, as the parent does"
                         .into(),
                 );
+            } else {
+                repointed.entry(old).or_default().push(i);
             }
         }
+        for (old, idx) in repointed {
+            spi::run(spi, sql::repoint(scope, plan.t, &plan.types, &at, &idx, old))?;
+        }
     }
+    Ok(())
 }
 
 /// The positions of `columns` among the uploaded ones, when all are.

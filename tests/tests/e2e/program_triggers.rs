@@ -660,3 +660,81 @@ fn a_row_a_refused_key_change_reached_is_refused_with_it() {
         assert_eq!(server_value(&s, "SELECT customer_id::text FROM orders WHERE id = 12").as_deref(), Some("2"), "{action}");
     }
 }
+
+/// Helper 89: a new order with a line, its key then changed by the program
+/// (the file's own key moves the line along), sent a row a batch: the line
+/// must not reach the server before the order it belongs to, nor be lost
+/// for it.
+#[test]
+fn a_new_row_moved_before_it_was_sent_goes_before_the_rows_under_it() {
+    let s = Scenario::new("program_new_moved_batches", SCHEMA, "shop");
+    let file = held_before(&s, &shop_tables_moving_lines());
+    local(
+        &file,
+        r#"INSERT INTO orders VALUES (20, 1, 1, 5); INSERT INTO "Order Lines" VALUES (20, 1, 'X');
+           UPDATE orders SET id = 21 WHERE id = 20; UPDATE "Order Lines" SET "SKU" = 'Y' WHERE "Order Id" = 21"#,
+    );
+    let mut all = Vec::new();
+    for _ in 0..6 {
+        let report = s.sync(&file, json!({"params": {"tenant": 1}, "max_rows": 1}));
+        all.push(format!("{report:?}"));
+    }
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C,21:Y"), "{all:#?}");
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 21 AND "SKU" = 'Y'"#), 1, "{all:#?}");
+}
+
+/// Helper 89: a new order under a customer whose key the program changed
+/// after (the file's own key moves the order along), sent a row a batch:
+/// the order's first change comes before the customer's, but it holds the
+/// customer's new key, which the server does not have until the
+/// customer's change is sent.
+#[test]
+fn a_new_row_under_a_parent_moved_after_it_is_not_lost_to_its_foreign_key() {
+    let s = Scenario::new("program_parent_moved_after", SCHEMA, "shop");
+    let file = held_before(
+        &s,
+        &shop_tables("CASCADE").replace("REFERENCES customers ON DELETE", "REFERENCES customers ON UPDATE CASCADE ON DELETE"),
+    );
+    local(&file, "INSERT INTO customers VALUES (3, 1, 'Edsger')");
+    s.sync(&file, tenant(1));
+    local(&file, "INSERT INTO orders VALUES (30, 1, 3, 5); UPDATE customers SET id = 4 WHERE id = 3");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 30 AND customer_id = 4"), 1);
+    let mut all = Vec::new();
+    for _ in 0..6 {
+        let report = s.sync(&file, json!({"params": {"tenant": 1}, "max_rows": 1}));
+        all.push(format!("{report:?}"));
+    }
+    assert_eq!(server_value(&s, "SELECT customer_id::text FROM orders WHERE id = 30").as_deref(), Some("4"), "{all:#?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 30 AND customer_id = 4"), 1, "{all:#?}");
+}
+
+/// Helper 89: a new order under a customer whose key the program changed
+/// (the file's own key moves the order along), the customer changed on the
+/// server meanwhile: the key change is a conflict the server wins, and the
+/// customer stays at its old key. The new order is the program's and
+/// nobody else's: it goes in under the customer where the server keeps
+/// it, not out of the file; an order the program edited keeps its edit.
+#[test]
+fn a_new_row_under_a_parent_whose_key_change_lost_stays_under_the_parent() {
+    let s = Scenario::new("program_parent_move_lost", SCHEMA, "shop");
+    let file = held_before(
+        &s,
+        &shop_tables("CASCADE").replace("REFERENCES customers ON DELETE", "REFERENCES customers ON UPDATE CASCADE ON DELETE"),
+    );
+    local(&file, "INSERT INTO customers VALUES (3, 1, 'Edsger'); INSERT INTO orders VALUES (31, 1, 3, 1)");
+    s.sync(&file, tenant(1));
+    local(
+        &file,
+        "INSERT INTO orders VALUES (30, 1, 3, 5); UPDATE customers SET id = 4 WHERE id = 3; UPDATE orders SET total = 9 WHERE id = 31",
+    );
+    s.server().batch_execute("UPDATE customers SET name = 'Edsger W.' WHERE id = 3").unwrap();
+    let report = s.sync(&file, tenant(1));
+    assert_eq!(report.conflicts.len(), 1, "only the key change meets the server's edit: {report:?}");
+    assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 30").as_deref(), Some("3:5.00"), "{report:?}");
+    assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 31").as_deref(), Some("3:9.00"), "{report:?}");
+    s.sync(&file, tenant(1));
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 30 AND customer_id = 3"), 1, "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 3 AND name = 'Edsger W.'"), 1, "{report:?}");
+    let quiet = s.sync(&file, tenant(1));
+    assert_eq!((quiet.pushed, quiet.pulled, quiet.conflicts.len()), (0, 0, 0), "{quiet:?}");
+}
