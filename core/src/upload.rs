@@ -133,6 +133,12 @@ pub struct UploadRow<V> {
     /// `'SKU-1'`), which the server applies as one change of the key's
     /// text. Where the row is written, the delete is answered as done.
     pub absorbed_delete: Option<Vec<Value>>,
+    /// The row's parent key (outside its own key) is the new key of a
+    /// parent's key change this upload wrote, which the server's own
+    /// cascade carried to the row: that change of the row is the upload's
+    /// own, not another writer's, and the row's own change goes on over it
+    /// (helper 89).
+    pub follows_own_move: bool,
 }
 
 /// A conflict as `tandem.conflicts` keeps it, for a retried change.
@@ -158,6 +164,7 @@ impl<V> UploadRow<V> {
             origin_after: None,
             logged: None,
             absorbed_delete: None,
+            follows_own_move: false,
         }
     }
 

@@ -224,11 +224,14 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
             let writes = |spi: &mut Spi<'_>, plans: &mut [TablePlan<'_>]| -> Result<bool> {
                 spi::as_users_code(spi, |spi| {
                     let mut unmoved = parents::Unmoved::new();
+                    let mut moved = std::collections::HashMap::new();
                     for plan in plans.iter_mut() {
                         parents::hold_to_unmoved(spi, &scope, plan, &foreign_keys, &unmoved)?;
+                        parents::follow_moved(plan, &foreign_keys, &moved);
                         upload.write_table(spi, plan, Op::Upsert)?;
                         if moving {
                             unmoved.insert(plan.t, parents::unmoved_keys(plan));
+                            moved.insert(plan.t, parents::moved_keys(plan));
                         }
                     }
                     for plan in plans.iter_mut().rev() {

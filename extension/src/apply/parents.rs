@@ -12,7 +12,7 @@
 //! of a parent's key change the server refused (the file's own `ON UPDATE
 //! SET NULL` emptied it) is refused with that change (helper 84).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tandem_core::changeset::Op;
 use tandem_core::error::RejectionKind;
@@ -87,6 +87,38 @@ pub fn hold_to_unmoved(
         }
     }
     Ok(())
+}
+
+/// The new keys of `plan`'s key changes that were written (each value as
+/// sent, in primary key order).
+pub fn moved_keys(plan: &TablePlan<'_>) -> HashSet<Vec<Option<String>>> {
+    let Some(at) = positions(plan, &plan.table.primary_key) else { return HashSet::new() };
+    plan.rows
+        .iter()
+        .filter(|row| row.is_move() && row.change.op == Op::Upsert && row.written)
+        .map(|row| at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect())
+        .collect()
+}
+
+/// Marks each row of `plan` about to be written whose parent key (outside
+/// its own key) is the new key of a parent's key change this upload wrote
+/// (`moved`, by the parent's table): the server's own cascade moved it
+/// there, and the row's change goes on over that (see
+/// `UploadRow::follows_own_move`).
+pub fn follow_moved(plan: &mut TablePlan<'_>, keys: &[ForeignKey], moved: &HashMap<usize, HashSet<Vec<Option<String>>>>) {
+    for key in keys.iter().filter(|k| k.child == plan.t) {
+        let Some(new_keys) = moved.get(&key.parent).filter(|keys| !keys.is_empty()) else { continue };
+        if key.columns.iter().any(|c| plan.table.primary_key.contains(c)) {
+            continue;
+        }
+        let Some(at) = positions(plan, &key.columns) else { continue };
+        for row in plan.rows.iter_mut().filter(|row| row.to_write(Op::Upsert) && !row.is_move()) {
+            let parent: Vec<Option<String>> = at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect();
+            if new_keys.contains(&parent) {
+                row.follows_own_move = true;
+            }
+        }
+    }
 }
 
 /// The positions of `columns` among the uploaded ones, when all are.

@@ -131,7 +131,14 @@ impl Upload<'_> {
                 // meets it as any conflict, settled by the policy and
                 // logged; a trigger that changes the row again instead of
                 // each write declines it (a soft delete under client_wins).
-                if row.server.exists && xmin.is_some_and(written_by_this_transaction) && !tried_on_own_change.insert(i) {
+                let own_change = row.server.exists && xmin.is_some_and(written_by_this_transaction);
+                // The server's cascade of a parent's key change this upload
+                // wrote moved the row: its change goes on over that, once.
+                if own_change && row.follows_own_move && tried_on_own_change.insert(i) {
+                    row.outcome = Outcome::Apply;
+                    continue;
+                }
+                if own_change && !tried_on_own_change.insert(i) {
                     row.violates("a trigger on the server changed the row instead of writing it; the server's row stays".into());
                     continue;
                 }

@@ -738,3 +738,28 @@ fn a_new_row_under_a_parent_whose_key_change_lost_stays_under_the_parent() {
     let quiet = s.sync(&file, tenant(1));
     assert_eq!((quiet.pushed, quiet.pulled, quiet.conflicts.len()), (0, 0, 0), "{quiet:?}");
 }
+
+/// Helper 89: the program changes a customer's key (the file's own key
+/// moves its orders along) and edits one of those orders. The server's own
+/// `ON UPDATE CASCADE` moves the order when the customer's change applies:
+/// that change of the order is the upload's own, not another writer's, so
+/// the order's edit goes on instead of meeting it as a conflict.
+#[test]
+fn an_edit_of_a_row_a_parents_key_change_moved_is_no_conflict_with_that_change() {
+    let schema = SCHEMA.replace("customer_id bigint REFERENCES customers,", "customer_id bigint REFERENCES customers ON UPDATE CASCADE,");
+    let s = Scenario::new("program_parent_moved_child_edited", &schema, "shop");
+    let file = held_before(
+        &s,
+        &shop_tables("CASCADE").replace("REFERENCES customers ON DELETE", "REFERENCES customers ON UPDATE CASCADE ON DELETE"),
+    );
+    local(&file, "INSERT INTO customers VALUES (3, 1, 'Edsger'); INSERT INTO orders VALUES (31, 1, 3, 1), (32, 1, 3, 2)");
+    s.sync(&file, tenant(1));
+    local(&file, "UPDATE customers SET id = 4 WHERE id = 3; UPDATE orders SET total = 9 WHERE id = 31");
+    let report = s.sync(&file, tenant(1));
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    let orders = server_value(&s, "SELECT string_agg(id || ':' || customer_id || ':' || total, ',' ORDER BY id) FROM orders WHERE id > 30");
+    assert_eq!(orders.as_deref(), Some("31:4:9.00,32:4:2.00"), "{report:?}");
+    let quiet = s.sync(&file, tenant(1));
+    assert_eq!((quiet.pushed, quiet.conflicts.len()), (0, 0), "{quiet:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE customer_id = 4 AND total IN (9, 2)"), 2);
+}
