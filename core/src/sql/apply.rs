@@ -524,6 +524,62 @@ pub fn tied_to(scope: &Scope<'_>, staged: Staged<'_>, c: usize, columns: &[Strin
     Query::new(sql, binds, &out, decoder)
 }
 
+/// Staged upserts of table `c` whose foreign key `columns` (onto table
+/// `p`'s primary key, in that key's order) takes a value the server's row
+/// does not hold, naming a parent row outside the uploader's partition
+/// (`values`) that the upload does not bring itself. No device of the
+/// partition can see that row; pointing at it would tie another tenant's
+/// row to this one's (a delete of it refused for this row's sake; helper
+/// 88). `None` for an unfiltered parent, or a key the upload leaves out.
+pub fn references_outside(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    c: usize,
+    columns: &[String],
+    p: usize,
+    values: &FilterValues,
+) -> Option<Query<IdxOnly>> {
+    let mut binds = Binds::new();
+    let mine = row_filter(scope, p, "pr", &mut binds, values)?;
+    let sent: Vec<String> =
+        columns.iter().map(|name| staged_column(scope, staged, c, name).map(|at| format!("s.{at}"))).collect::<Option<_>>()?;
+    let parent = scope.table(p);
+    let named = |alias: &str| -> Vec<String> {
+        parent.primary_key.iter().zip(&sent).map(|(k, v)| format!("{alias}.{} = {v}", quote_ident(k))).collect()
+    };
+    let held: Vec<String> = columns.iter().map(|name| format!("r.{}", quote_ident(name))).collect();
+    let brought = match staged[p].is_some() {
+        true => {
+            let staged_parent: Vec<String> = parent
+                .primary_key
+                .iter()
+                .zip(&sent)
+                .filter_map(|(k, v)| staged_column(scope, staged, p, k).map(|at| format!("sp.{at} = {v}")))
+                .collect();
+            format!(" AND NOT EXISTS (SELECT 1 FROM {} sp WHERE sp.op = 'upsert' AND {})", scope.stage(p), staged_parent.join(" AND "))
+        }
+        false => String::new(),
+    };
+    let first_key = quote_ident(&scope.table(c).primary_key[0]);
+    let mut out = Columns::new();
+    let decoder = IdxOnly(out.push("idx", "s.idx::text"));
+    let sql = format!(
+        "SELECT {} FROM {} s LEFT JOIN {} r ON {} WHERE s.op = 'upsert' AND {} \
+         AND (r.{first_key} IS NULL OR ({}) IS DISTINCT FROM ({})) \
+         AND EXISTS (SELECT 1 FROM {} pr WHERE {} AND NOT coalesce({mine}, false)){brought}",
+        out.sql(),
+        scope.stage(c),
+        scope.table(c).table_name().quoted(),
+        staged_key_equal(scope, staged, c, "r", "s"),
+        sent.iter().map(|v| format!("{v} IS NOT NULL")).collect::<Vec<_>>().join(" AND "),
+        held.join(", "),
+        sent.join(", "),
+        parent.table_name().quoted(),
+        named("pr").join(" AND "),
+    );
+    Some(Query::new(sql, binds, &out, decoder))
+}
+
 /// Sets, in the staged rows `idx` of table `c`, the uploaded columns at
 /// `positions` (a foreign key onto a parent's primary key, in that key's
 /// order; their stage types in `types`) to `key` (each value as sent): rows

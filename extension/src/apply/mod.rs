@@ -26,6 +26,7 @@ mod echo;
 mod parents;
 mod plan;
 mod record;
+mod references;
 mod settle;
 mod stage;
 mod write;
@@ -188,9 +189,13 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
                 classify::refuse_outside_partition(&scope, plan, upload.retried);
             }
             // Rows under a parent whose key change does not apply stay with
-            // it (see `parents`); the server's foreign keys say which.
+            // it (see `parents`), and rows may not point into another
+            // partition (see `references`): the server's foreign keys say
+            // which.
             let moving = plans.iter().any(|plan| plan.rows.iter().any(|row| row.is_move()));
-            let foreign_keys = if moving { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
+            let filtered = scope.schema.tables.iter().any(|table| table.filter.is_some());
+            let foreign_keys = if moving || filtered { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
+            references::refuse_references_outside(spi, &scope, &staged, &mut plans, &foreign_keys, &filters)?;
             parents::refuse_with_refused_moves(spi, &scope, &staged, &mut plans, &foreign_keys)?;
             upload.fail_on_refusals(spi, &plans, &rejections)?;
             // Keys an earlier attempt of this upload wrote, by table.

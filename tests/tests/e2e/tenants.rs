@@ -198,6 +198,16 @@ fn crafted_uploads_are_refused_and_change_nothing() {
             "outside the client's partition",
         ),
         (
+            // Its own order, under another tenant's customer (helper 88).
+            upload(
+                "orders",
+                json!(["id", "tenant_id", "customer_id", "total"]),
+                json!([{"op": "upsert", "seq": 1, "values": [1999, 1, 201, "1.00"]}]),
+            ),
+            "42501",
+            "names a row of public.customers outside the client's partition",
+        ),
+        (
             upload(
                 "order_items",
                 json!(["order_id", "line", "sku"]),
