@@ -229,6 +229,9 @@ impl HttpRemote {
             // server's code lacked) reads as it does over a direct connection.
             StatusCode::FORBIDDEN if sqlstate.is_empty() => RemoteError::Refused { url, reason: error.message },
             StatusCode::PAYLOAD_TOO_LARGE => RemoteError::TooLarge(error.message),
+            // A deadlock or serialization failure (503): the call's own
+            // error, as over a direct connection; the next try goes through.
+            _ if sqlstate.starts_with("40") => RemoteError::Server { sqlstate, message: error.message },
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
                 RemoteError::Unreachable { url, reason: error.message }
             }
@@ -365,6 +368,14 @@ mod tests {
         let body = r#"{"error": {"sqlstate": "55P03", "message": "canceling statement due to lock timeout", "detail": null}}"#;
         let error = remote.error("crm", StatusCode::SERVICE_UNAVAILABLE, body);
         assert!(matches!(error, RemoteError::LockWait(_)), "{error}");
+    }
+
+    #[test]
+    fn a_deadlock_is_the_servers_error_not_an_unreachable_gateway() {
+        let remote = HttpRemote::connect("http://127.0.0.1:1", None).unwrap();
+        let body = r#"{"error": {"sqlstate": "40P01", "message": "deadlock detected", "detail": null}}"#;
+        let error = remote.error("crm", StatusCode::SERVICE_UNAVAILABLE, body);
+        assert!(matches!(&error, RemoteError::Server { sqlstate, .. } if sqlstate == "40P01"), "{error}");
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub fn status_for(sqlstate: &str, message: &str, detail: Option<&str>) -> Status
         // Gave up waiting for another session's lock: nothing was kept,
         // and the device may try again.
         LOCK_NOT_AVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+        // A deadlock or serialization failure with other writers (their
+        // triggers and the upload's): rolled back whole, and the next try
+        // goes through (helper 86).
+        s if s.starts_with("40") => StatusCode::SERVICE_UNAVAILABLE,
         s if s.starts_with("22") || s.starts_with("42") => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -156,7 +160,8 @@ mod tests {
         assert_eq!(status_for("42501", "1 row(s) refused", Some(r#"{"rejected": []}"#)), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(status_for("22P02", "1 row(s) refused", Some(r#"{"rejected": []}"#)), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(status_for("XX000", "internal", None), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(status_for("40001", "could not serialize", None), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_for("40001", "could not serialize", None), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_for("40P01", "deadlock detected", None), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_for("55P03", "canceling statement due to lock timeout", None), StatusCode::SERVICE_UNAVAILABLE);
     }
 }
