@@ -194,7 +194,17 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                     }
                 }
             } else if !is_newer(t, &conflict.key) {
-                take(conn, state, t, &conflict.key, conflict.row.as_ref(), conflict.version.as_deref())?;
+                // A key change the server settled against, with nothing of
+                // the server's at its new key, goes back by an update: what
+                // the file's own keys moved with it goes back with it, not
+                // deleted with it (helpers 90 and 91).
+                let moved_back = match (&conflict.moved_from, &conflict.row) {
+                    (Some(moved), None) => move_back(conn, state, t, &conflict.key, &moved.key)?,
+                    _ => false,
+                };
+                if !moved_back {
+                    take(conn, state, t, &conflict.key, conflict.row.as_ref(), conflict.version.as_deref())?;
+                }
                 recorded.taken += 1;
             }
             // A key change the server did not make: the row at its old key
