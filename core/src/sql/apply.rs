@@ -524,9 +524,42 @@ pub fn tied_to(scope: &Scope<'_>, staged: Staged<'_>, c: usize, columns: &[Strin
     Query::new(sql, binds, &out, decoder)
 }
 
+/// Staged deletes of table `c` whose server row holds, in `columns` (a
+/// foreign key onto a parent's primary key, in that key's order), one of
+/// `parents` (keys, each value as sent): rows under a parent whose own
+/// delete in the upload lost its conflict, which the file's own `ON DELETE
+/// CASCADE` deleted with it (helper 91).
+pub fn deleted_under(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    c: usize,
+    columns: &[String],
+    parents: &[Vec<Option<String>>],
+) -> Query<IdxOnly> {
+    let table = scope.table(c);
+    let mut binds = Binds::new();
+    let mut out = Columns::new();
+    let decoder = IdxOnly(out.push("idx", "s.idx::text"));
+    let arrays: Vec<String> = (0..columns.len())
+        .map(|k| format!("{}::text[]", binds.bind(parents.iter().map(|key| key.get(k).cloned().flatten()).collect::<Vec<_>>())))
+        .collect();
+    let held: Vec<String> = columns.iter().map(|name| format!("r.{}::text", quote_ident(name))).collect();
+    let sql = format!(
+        "SELECT {} FROM {} s JOIN {} r ON {} WHERE s.op = 'delete' AND ({}) IN (SELECT * FROM unnest({}))",
+        out.sql(),
+        scope.stage(c),
+        table.table_name().quoted(),
+        staged_key_equal(scope, staged, c, "r", "s"),
+        held.join(", "),
+        arrays.join(", "),
+    );
+    Query::new(sql, binds, &out, decoder)
+}
+
 /// Staged upserts of table `c` whose foreign key `columns` (onto table
 /// `p`'s primary key, in that key's order) takes a value the server's row
-/// does not hold, naming a parent row outside the uploader's partition
+/// does not hold (at its key, or, with `moves`, at a key change's old key:
+/// helper 90), naming a parent row outside the uploader's partition
 /// (`values`) that the upload does not bring itself. No device of the
 /// partition can see that row; pointing at it would tie another tenant's
 /// row to this one's (a delete of it refused for this row's sake; helper
@@ -538,6 +571,7 @@ pub fn references_outside(
     columns: &[String],
     p: usize,
     values: &FilterValues,
+    moves: bool,
 ) -> Option<Query<IdxOnly>> {
     let mut binds = Binds::new();
     let mine = row_filter(scope, p, "pr", &mut binds, values)?;
@@ -547,7 +581,6 @@ pub fn references_outside(
     let named = |alias: &str| -> Vec<String> {
         parent.primary_key.iter().zip(&sent).map(|(k, v)| format!("{alias}.{} = {v}", quote_ident(k))).collect()
     };
-    let held: Vec<String> = columns.iter().map(|name| format!("r.{}", quote_ident(name))).collect();
     let brought = match staged[p].is_some() {
         true => {
             let staged_parent: Vec<String> = parent
@@ -560,20 +593,30 @@ pub fn references_outside(
         }
         false => String::new(),
     };
+    let child = scope.table(c).table_name().quoted();
     let first_key = quote_ident(&scope.table(c).primary_key[0]);
+    let holds = |alias: &str| {
+        let held: Vec<String> = columns.iter().map(|name| format!("{alias}.{}", quote_ident(name))).collect();
+        format!("({alias}.{first_key} IS NOT NULL AND ({}) IS NOT DISTINCT FROM ({}))", held.join(", "), sent.join(", "))
+    };
+    let (from_join, from_holds) = match moves {
+        true => (
+            format!(" LEFT JOIN {child} f ON {}", keyed_equal(scope, staged, c, StageKey::MovedFrom, "f", "s")),
+            format!(" OR {}", holds("f")),
+        ),
+        false => Default::default(),
+    };
     let mut out = Columns::new();
     let decoder = IdxOnly(out.push("idx", "s.idx::text"));
     let sql = format!(
-        "SELECT {} FROM {} s LEFT JOIN {} r ON {} WHERE s.op = 'upsert' AND {} \
-         AND (r.{first_key} IS NULL OR ({}) IS DISTINCT FROM ({})) \
+        "SELECT {} FROM {} s LEFT JOIN {child} r ON {}{from_join} WHERE s.op = 'upsert' AND {} \
+         AND NOT ({}{from_holds}) \
          AND EXISTS (SELECT 1 FROM {} pr WHERE {} AND NOT coalesce({mine}, false)){brought}",
         out.sql(),
         scope.stage(c),
-        scope.table(c).table_name().quoted(),
         staged_key_equal(scope, staged, c, "r", "s"),
         sent.iter().map(|v| format!("{v} IS NOT NULL")).collect::<Vec<_>>().join(" AND "),
-        held.join(", "),
-        sent.join(", "),
+        holds("r"),
         parent.table_name().quoted(),
         named("pr").join(" AND "),
     );

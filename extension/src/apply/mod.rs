@@ -194,7 +194,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
             // which.
             let moving = plans.iter().any(|plan| plan.rows.iter().any(|row| row.is_move()));
             let filtered = scope.schema.tables.iter().any(|table| table.filter.is_some());
-            let foreign_keys = if moving || filtered { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
+            let mut foreign_keys = if moving || filtered { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
             references::refuse_references_outside(spi, &scope, &staged, &mut plans, &foreign_keys, &filters)?;
             parents::refuse_with_refused_moves(spi, &scope, &staged, &mut plans, &foreign_keys)?;
             upload.fail_on_refusals(spi, &plans, &rejections)?;
@@ -217,6 +217,15 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
                 for i in conflicts {
                     upload.settle(spi, plan, i)?;
                 }
+            }
+            // Rows deleted with a parent whose delete does not apply stay
+            // with it (see `parents`).
+            let kept_parent = plans.iter().any(|plan| plan.rows.iter().any(parents::is_kept_delete));
+            if kept_parent {
+                if !(moving || filtered) {
+                    foreign_keys = catalog::foreign_keys(spi, &scope)?;
+                }
+                parents::hold_to_kept_parents(spi, &scope, &staged, &mut plans, &foreign_keys)?;
             }
             // Deferred constraints are checked as each row is written, so a row
             // that breaks one is that row's outcome, not a failed commit.

@@ -112,13 +112,76 @@ pub fn follow_moved(plan: &mut TablePlan<'_>, keys: &[ForeignKey], moved: &HashM
             continue;
         }
         let Some(at) = positions(plan, &key.columns) else { continue };
-        for row in plan.rows.iter_mut().filter(|row| row.to_write(Op::Upsert) && !row.is_move()) {
+        // A row's own key change too (helper 90): its old row is the one
+        // the cascade moved.
+        for row in plan.rows.iter_mut().filter(|row| row.to_write(Op::Upsert)) {
             let parent: Vec<Option<String>> = at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect();
             if new_keys.contains(&parent) {
                 row.follows_own_move = true;
             }
         }
     }
+}
+
+/// Makes each delete of the upload whose server row lies, by one of
+/// `keys`, under a parent whose own delete in the upload is not written
+/// (it lost its conflict) a conflict the server wins: the file's own `ON
+/// DELETE CASCADE` sent it with the parent, and the server keeps the
+/// parent (helper 91). Down every level: a row held makes the rows under
+/// it held too.
+pub fn hold_to_kept_parents(
+    spi: &mut Spi<'_>,
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    plans: &mut [TablePlan<'_>],
+    keys: &[ForeignKey],
+) -> Result<()> {
+    for _ in 0..=keys.len() {
+        if !hold_under_kept(spi, scope, staged, plans, keys)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One pass of [`hold_to_kept_parents`]; whether it held a row.
+fn hold_under_kept(
+    spi: &mut Spi<'_>,
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    plans: &mut [TablePlan<'_>],
+    keys: &[ForeignKey],
+) -> Result<bool> {
+    let mut held = false;
+    for key in keys {
+        let mut kept: Vec<Vec<Option<String>>> = Vec::new();
+        for plan in plans.iter().filter(|plan| plan.t == key.parent) {
+            let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
+            for row in plan.rows.iter().filter(|row| is_kept_delete(row)) {
+                kept.push(at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect());
+            }
+        }
+        if kept.is_empty() {
+            continue;
+        }
+        let Some(child) = plans.iter_mut().find(|plan| plan.t == key.child) else { continue };
+        if !child.rows.iter().any(|row| row.to_write(Op::Delete)) {
+            continue;
+        }
+        for i in spi::all(spi, sql::deleted_under(scope, staged, key.child, &key.columns, &kept))? {
+            let Some(row) = child.rows.get_mut(i) else { continue };
+            if row.to_write(Op::Delete) {
+                row.violates("its parent's delete in this upload did not apply: it stays with its parent".into());
+                held = true;
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// A delete that lost its conflict: the server keeps the row.
+pub fn is_kept_delete(row: &tandem_core::upload::UploadRow<Option<String>>) -> bool {
+    row.change.op == Op::Delete && matches!(row.outcome, Outcome::Conflict { .. }) && !row.to_write(Op::Delete)
 }
 
 /// The positions of `columns` among the uploaded ones, when all are.

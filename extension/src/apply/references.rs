@@ -35,7 +35,8 @@ pub fn refuse_references_outside(
         if !plan.rows.iter().any(|row| row.change.op == Op::Upsert) {
             continue;
         }
-        let Some(query) = sql::references_outside(scope, staged, key.child, &key.columns, key.parent, values) else { continue };
+        let moves = plan.rows.iter().any(|row| row.is_move());
+        let Some(query) = sql::references_outside(scope, staged, key.child, &key.columns, key.parent, values, moves) else { continue };
         for i in spi::all(spi, query)? {
             let Some(row) = plan.rows.get_mut(i) else { continue };
             if !matches!(row.outcome, Outcome::Refused { .. }) {

@@ -763,3 +763,67 @@ fn an_edit_of_a_row_a_parents_key_change_moved_is_no_conflict_with_that_change()
     assert_eq!((quiet.pushed, quiet.conflicts.len()), (0, 0), "{quiet:?}");
     assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE customer_id = 4 AND total IN (9, 2)"), 2);
 }
+
+/// Helpers 90 and 91: a customer's key change that loses its conflict (the
+/// customer changed on the server meanwhile) goes back by an update, so
+/// the file's own keys take its orders back with it; taking the server's
+/// row instead deleted the customer at its new key, and the file's own
+/// `ON DELETE CASCADE` took the orders and their lines with it, the
+/// program's edit of an order sent in a later batch included.
+#[test]
+fn a_key_change_that_loses_its_conflict_takes_the_rows_under_it_back() {
+    let s = Scenario::new("program_lost_move_children", SCHEMA, "shop");
+    let file = held_before(
+        &s,
+        &shop_tables("CASCADE").replace("REFERENCES customers ON DELETE", "REFERENCES customers ON UPDATE CASCADE ON DELETE"),
+    );
+    local(&file, "UPDATE customers SET id = 5 WHERE id = 1; UPDATE orders SET total = 3 WHERE id = 10");
+    s.server().batch_execute("UPDATE customers SET name = 'Ada L.' WHERE id = 1").unwrap();
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        all.push(format!("{:?}", s.sync(&file, json!({"params": {"tenant": 1}, "max_rows": 1}))));
+    }
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 10"#), 2, "{all:#?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 10 AND customer_id = 1"), 1, "{all:#?}");
+    assert_eq!(server_value(&s, "SELECT customer_id || ':' || total FROM orders WHERE id = 10").as_deref(), Some("1:3.00"), "{all:#?}");
+    assert_eq!(server_value(&s, "SELECT name FROM customers WHERE id = 1").as_deref(), Some("Ada L."), "{all:#?}");
+}
+
+/// Helper 90: as above, with the order's own key changed too: the order's
+/// key change is made on the row the customer's change moved, and goes on.
+#[test]
+fn a_key_change_of_a_row_a_parents_key_change_moved_is_no_conflict_with_that_change() {
+    let schema = SCHEMA.replace("customer_id bigint REFERENCES customers,", "customer_id bigint REFERENCES customers ON UPDATE CASCADE,");
+    let s = Scenario::new("program_parent_moved_child_moved", &schema, "shop");
+    let file = held_before(
+        &s,
+        &shop_tables("CASCADE").replace("REFERENCES customers ON DELETE", "REFERENCES customers ON UPDATE CASCADE ON DELETE"),
+    );
+    local(&file, "INSERT INTO customers VALUES (3, 1, 'Edsger'); INSERT INTO orders VALUES (31, 1, 3, 1)");
+    s.sync(&file, tenant(1));
+    local(&file, "UPDATE customers SET id = 4 WHERE id = 3; UPDATE orders SET id = 33, total = 9 WHERE id = 31");
+    let report = s.sync(&file, tenant(1));
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    let orders = server_value(&s, "SELECT string_agg(id || ':' || customer_id || ':' || total, ',' ORDER BY id) FROM orders WHERE id > 30");
+    assert_eq!(orders.as_deref(), Some("33:4:9.00"), "{report:?}");
+}
+
+/// Helper 91: the program deletes a customer, and the file's own `ON DELETE
+/// CASCADE` its orders and their lines; the customer changed on the server
+/// meanwhile, so its delete is a conflict the server wins. The orders and
+/// lines went up as deletes of their own: they stay with the customer the
+/// server keeps, and the file takes them back.
+#[test]
+fn rows_deleted_with_a_parent_whose_delete_lost_stay_with_it() {
+    let s = Scenario::new("program_lost_delete_children", SCHEMA, "shop");
+    let file = held_before(&s, &shop_tables("CASCADE"));
+    local(&file, "DELETE FROM customers WHERE id = 1");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 10"), 0, "the file's own key took the order");
+    s.server().batch_execute("UPDATE customers SET name = 'Ada L.' WHERE id = 1").unwrap();
+    let report = s.sync(&file, tenant(1));
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
+    assert_eq!(server_value(&s, "SELECT count(*)::text FROM orders WHERE customer_id = 1").as_deref(), Some("1"), "{report:?}");
+    s.sync(&file, tenant(1));
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 10"#), 2, "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 1 AND name = 'Ada L.'"), 1, "{report:?}");
+}

@@ -439,3 +439,20 @@ fn a_child_moved_to_a_parent_that_then_leaves_the_tenant_is_deleted_there() {
         "tenant 2 gets them, and no delete"
     );
 }
+
+/// Helper 90: a row the server holds under another tenant's parent (its
+/// own code wrote it there) keeps that parent through a key change the
+/// device makes: it names no row the server's row did not already name.
+#[test]
+fn a_key_change_keeps_a_parent_the_server_gave_the_row() {
+    let s = setup("server_made_reference_moved");
+    s.server().batch_execute("INSERT INTO orders VALUES (1990, 1, 201, 1)").unwrap();
+    let token = s.register(json!({"tenant": 1}));
+    let a = s.store("a.db");
+    s.sync_as(&a, &token);
+    tandem_tests::local::local(&a, "UPDATE orders SET id = 1991, total = 2 WHERE id = 1990");
+    let report = s.sync_as(&a, &token);
+    assert!(report.rejected.is_empty() && report.conflicts.is_empty(), "{report:?}");
+    let moved: String = s.server().query_one("SELECT customer_id || ':' || total FROM orders WHERE id = 1991", &[]).unwrap().get(0);
+    assert_eq!(moved, "201:2.00");
+}
