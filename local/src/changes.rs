@@ -219,6 +219,8 @@ fn read_batch(
         let mut bytes = 0usize;
         let mut too_large = Vec::new();
         let waiting = tables_waiting(conn, state)?;
+        // An earlier table's deletes wait for a later batch.
+        let mut deletes_held = false;
         for (index, (table, t)) in state.schema.tables.iter().zip(&state.tables).enumerate() {
             if remaining == 0 {
                 break;
@@ -260,9 +262,14 @@ fn read_batch(
             // tables after this one (its children come later in the schema):
             // the server deletes children first within an upload, but a
             // child whose delete is still in the file would refuse it.
+            // And the deletes of those later tables wait with it: sent
+            // first, a child the file's own `ON DELETE CASCADE` deleted with
+            // a parent whose delete then loses its conflict would be gone
+            // from the server while the parent stays (helper 92).
             if let Some(first) = changes.iter().position(|(_, c)| c.op == Op::Delete).filter(|_| deletes_wait) {
-                if !later_changes_fit(conn, state, index, remaining.saturating_sub(read))? {
+                if deletes_held || !later_changes_fit(conn, state, index, remaining.saturating_sub(read))? {
                     cut = Some(first);
+                    deletes_held = true;
                 }
             }
             // Bytes bound the batch as rows do; a batch holds at least one row.
