@@ -314,11 +314,16 @@ fn settle_stored_elsewhere(conn: &Connection, state: &ScopeState, t: usize, key:
 /// was), forgets them, and takes the server's state of those rows.
 pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]) -> Result<()> {
     applying(conn, state, |conn| {
+        // Every refused row is kept as the file holds it before any is
+        // undone: taking the server's state of one (a new parent removed,
+        // with the rows under it by the file's own `ON DELETE CASCADE`)
+        // would otherwise take a later one's row before it is kept
+        // (helper 92).
+        let mut kept = Vec::with_capacity(rejections.len());
         for rejection in rejections {
             let t = state.table_index(&rejection.table)?;
             let table = &state.schema.tables[t];
-            let (id, acked) = (state.tables[t].id, state.tables[t].acked_seq);
-            let key_ok = rows::key_params(table, &rejection.key).is_ok();
+            let id = state.tables[t].id;
             // A key the server cannot read comes back in its form (or as a
             // marker): the change's log entry holds it as the file does.
             let stored_key = match rows::key_params(table, &rejection.key) {
@@ -341,7 +346,12 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
                     ":reason": rejection.reason,
                 },
             )?;
-            if key_ok {
+            kept.push((t, stored_key));
+        }
+        for (rejection, (t, stored_key)) in rejections.iter().zip(kept) {
+            let table = &state.schema.tables[t];
+            let (id, acked) = (state.tables[t].id, state.tables[t].acked_seq);
+            if rows::key_params(table, &rejection.key).is_ok() {
                 let mut values = vec![rusqlite::types::Value::Integer(acked)];
                 values.extend(rows::key_params(table, &rejection.key)?);
                 rows::delete_log_entries(conn, table, id, &local::forget_key(table, id), values)?;

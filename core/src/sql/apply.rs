@@ -524,6 +524,48 @@ pub fn tied_to(scope: &Scope<'_>, staged: Staged<'_>, c: usize, columns: &[Strin
     Query::new(sql, binds, &out, decoder)
 }
 
+/// `keys` (each `width` values as text) bound column by column, as
+/// `text[]` arrays to `unnest` side by side.
+fn key_arrays(binds: &mut Binds, width: usize, keys: &[Vec<Option<String>>]) -> Vec<String> {
+    (0..width)
+        .map(|k| format!("{}::text[]", binds.bind(keys.iter().map(|key| key.get(k).cloned().flatten()).collect::<Vec<_>>())))
+        .collect()
+}
+
+/// Staged upserts of table `c` whose foreign key `columns` (onto table
+/// `p`'s primary key, in that key's order) names one of `parents` (keys,
+/// each value as PostgreSQL reads it) that the server does not hold: rows
+/// under a new parent the server refused in the same upload, which would
+/// fail the foreign key once the rest is sent again without it.
+pub fn under_refused(
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    c: usize,
+    columns: &[String],
+    p: usize,
+    parents: &[Vec<Option<String>>],
+) -> Option<Query<IdxOnly>> {
+    let sent: Vec<String> =
+        columns.iter().map(|name| staged_column(scope, staged, c, name).map(|at| format!("s.{at}"))).collect::<Option<_>>()?;
+    let parent = scope.table(p);
+    let mut binds = Binds::new();
+    let mut out = Columns::new();
+    let decoder = IdxOnly(out.push("idx", "s.idx::text"));
+    let arrays = key_arrays(&mut binds, columns.len(), parents);
+    let held: Vec<String> = parent.primary_key.iter().zip(&sent).map(|(k, v)| format!("pr.{} = {v}", quote_ident(k))).collect();
+    let sql = format!(
+        "SELECT {} FROM {} s WHERE s.op = 'upsert' AND ({}) IN (SELECT * FROM unnest({})) \
+         AND NOT EXISTS (SELECT 1 FROM {} pr WHERE {})",
+        out.sql(),
+        scope.stage(c),
+        sent.iter().map(|v| format!("{v}::text")).collect::<Vec<_>>().join(", "),
+        arrays.join(", "),
+        parent.table_name().quoted(),
+        held.join(" AND "),
+    );
+    Some(Query::new(sql, binds, &out, decoder))
+}
+
 /// Staged deletes of table `c` whose server row holds, in `columns` (a
 /// foreign key onto a parent's primary key, in that key's order), one of
 /// `parents` (keys, each value as sent): rows under a parent whose own
@@ -540,9 +582,7 @@ pub fn deleted_under(
     let mut binds = Binds::new();
     let mut out = Columns::new();
     let decoder = IdxOnly(out.push("idx", "s.idx::text"));
-    let arrays: Vec<String> = (0..columns.len())
-        .map(|k| format!("{}::text[]", binds.bind(parents.iter().map(|key| key.get(k).cloned().flatten()).collect::<Vec<_>>())))
-        .collect();
+    let arrays = key_arrays(&mut binds, columns.len(), parents);
     let held: Vec<String> = columns.iter().map(|name| format!("r.{}::text", quote_ident(name))).collect();
     let sql = format!(
         "SELECT {} FROM {} s JOIN {} r ON {} WHERE s.op = 'delete' AND ({}) IN (SELECT * FROM unnest({}))",

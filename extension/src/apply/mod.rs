@@ -194,9 +194,11 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
             // which.
             let moving = plans.iter().any(|plan| plan.rows.iter().any(|row| row.is_move()));
             let filtered = scope.schema.tables.iter().any(|table| table.filter.is_some());
-            let mut foreign_keys = if moving || filtered { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
+            let refusing = !rejections.is_empty() || plans.iter().any(TablePlan::has_refusals);
+            let mut foreign_keys = if moving || filtered || refusing { catalog::foreign_keys(spi, &scope)? } else { Vec::new() };
             references::refuse_references_outside(spi, &scope, &staged, &mut plans, &foreign_keys, &filters)?;
             parents::refuse_with_refused_moves(spi, &scope, &staged, &mut plans, &foreign_keys)?;
+            parents::refuse_under_refused(spi, &scope, &staged, &mut plans, &foreign_keys, &rejections)?;
             upload.fail_on_refusals(spi, &plans, &rejections)?;
             // Keys an earlier attempt of this upload wrote, by table.
             let carried: std::collections::HashSet<(i64, &str)> = upload.retried.iter().map(|c| (c.0, c.1.as_str())).collect();
@@ -222,7 +224,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
             // with it (see `parents`).
             let kept_parent = plans.iter().any(|plan| plan.rows.iter().any(parents::is_kept_delete));
             if kept_parent {
-                if !(moving || filtered) {
+                if !(moving || filtered || refusing) {
                     foreign_keys = catalog::foreign_keys(spi, &scope)?;
                 }
                 parents::hold_to_kept_parents(spi, &scope, &staged, &mut plans, &foreign_keys)?;

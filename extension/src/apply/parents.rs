@@ -123,6 +123,66 @@ pub fn follow_moved(plan: &mut TablePlan<'_>, keys: &[ForeignKey], moved: &HashM
     }
 }
 
+/// Refuses, with each new row the server refused (`refused`, or a refusal
+/// of `plans`), the upserts of the upload whose foreign key names it and
+/// that the server has no parent for: sent again without their parent,
+/// each would fail the foreign key and leave the file as a conflict. Set
+/// aside with it, they come back when it does.
+pub fn refuse_under_refused(
+    spi: &mut Spi<'_>,
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    plans: &mut [TablePlan<'_>],
+    keys: &[ForeignKey],
+    refused: &[tandem_core::Rejection],
+) -> Result<()> {
+    for _ in 0..=keys.len() {
+        let mut more = false;
+        for key in keys {
+            let parent = scope.table(key.parent);
+            let mut parents: Vec<Vec<Option<String>>> = refused
+                .iter()
+                .filter(|r| r.table == parent.name)
+                .filter_map(|r| {
+                    parent
+                        .primary_key
+                        .iter()
+                        .zip(&r.key)
+                        .map(|(k, v)| parent.column(k).and_then(|c| tandem_core::types::json_to_pg_text(c.ty, v).ok()))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .collect();
+            for plan in plans.iter().filter(|plan| plan.t == key.parent) {
+                let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
+                for row in plan.rows.iter().filter(|row| row.change.op == Op::Upsert && matches!(row.outcome, Outcome::Refused { .. })) {
+                    parents.push(at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect());
+                }
+            }
+            if parents.is_empty() {
+                continue;
+            }
+            let Some(query) = sql::under_refused(scope, staged, key.child, &key.columns, key.parent, &parents) else { continue };
+            let Some(child) = plans.iter_mut().find(|plan| plan.t == key.child) else { continue };
+            for i in spi::all(spi, query)? {
+                let Some(row) = child.rows.get_mut(i) else { continue };
+                // A row that followed a refused key change goes back with
+                // it on the device (see `refuse_with_refused_moves`).
+                if !matches!(row.outcome, Outcome::Refused { .. }) && !row.is_move() {
+                    row.outcome = Outcome::Refused {
+                        kind: RejectionKind::Declined,
+                        reason: "its parent in this upload was refused: it waits with it".into(),
+                    };
+                    more = true;
+                }
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Makes each delete of the upload whose server row lies, by one of
 /// `keys`, under a parent whose own delete in the upload is not written
 /// (it lost its conflict) a conflict the server wins: the file's own `ON

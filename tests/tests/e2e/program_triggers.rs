@@ -827,3 +827,40 @@ fn rows_deleted_with_a_parent_whose_delete_lost_stay_with_it() {
     assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 10"#), 2, "{report:?}");
     assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 1 AND name = 'Ada L.'"), 1, "{report:?}");
 }
+
+/// A new order the server refuses (numeric(12,2) would round 1.005), with
+/// a line under it: sent again without the order, the line would fail the
+/// server's foreign key and leave the file as a conflict. It is refused
+/// with its order, and both wait in `tandem_rejected`.
+#[test]
+fn a_row_under_a_new_parent_the_server_refused_waits_with_it() {
+    let s = Scenario::new("program_refused_new_parent", SCHEMA, "shop");
+    let file = held_before(&s, &shop_tables("CASCADE"));
+    local(&file, r#"INSERT INTO orders VALUES (40, 1, 1, 1.005); INSERT INTO "Order Lines" VALUES (40, 1, 'X')"#);
+    let report = s.sync(&file, tenant(1));
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    assert_eq!(report.rejected.len(), 2, "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM tandem_rejected WHERE row IS NOT NULL"), 2, "each kept with its row: {report:?}");
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{report:?}");
+    let quiet = s.sync(&file, tenant(1));
+    assert_eq!((quiet.pushed, quiet.rejected.len(), quiet.conflicts.len()), (0, 0, 0), "{quiet:?}");
+}
+
+/// Helper 92: as above, with another change ahead of the deletes, so that
+/// the customer's delete and the rows the file's own key deleted with it
+/// fit one batch only if the rows' deletes wait for the customer's: sent
+/// first, they were gone from the server before its delete lost.
+#[test]
+fn rows_deleted_with_a_parent_wait_for_its_batch() {
+    let s = Scenario::new("program_lost_delete_batches", SCHEMA, "shop");
+    let file = held_before(&s, &shop_tables("CASCADE"));
+    local(&file, "UPDATE orders SET total = 7 WHERE id = 11; DELETE FROM customers WHERE id = 1");
+    s.server().batch_execute("UPDATE customers SET name = 'Ada L.' WHERE id = 1").unwrap();
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        all.push(format!("{:?}", s.sync(&file, json!({"params": {"tenant": 1}, "max_rows": 4}))));
+    }
+    assert_eq!(server_lines(&s).as_deref(), Some("10:A,10:B,11:C"), "{all:#?}");
+    assert_eq!(server_value(&s, "SELECT total::text FROM orders WHERE id = 11").as_deref(), Some("7.00"), "{all:#?}");
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 10"#), 2, "{all:#?}");
+}
