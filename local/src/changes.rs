@@ -262,14 +262,18 @@ fn read_batch(
             // tables after this one (its children come later in the schema):
             // the server deletes children first within an upload, but a
             // child whose delete is still in the file would refuse it.
-            // And the deletes of those later tables wait with it: sent
-            // first, a child the file's own `ON DELETE CASCADE` deleted with
-            // a parent whose delete then loses its conflict would be gone
-            // from the server while the parent stays (helper 92).
+            // And the deletes of those later tables wait with it where a
+            // batch of their own can hold them all: sent first, a child the
+            // file's own `ON DELETE CASCADE` deleted with a parent whose
+            // delete then loses its conflict would be gone from the server
+            // while the parent stays (helper 92). A family larger than a
+            // batch goes children first, as it must.
             if let Some(first) = changes.iter().position(|(_, c)| c.op == Op::Delete).filter(|_| deletes_wait) {
-                if deletes_held || !later_changes_fit(conn, state, index, remaining.saturating_sub(read))? {
+                if deletes_held {
                     cut = Some(first);
-                    deletes_held = true;
+                } else if !later_changes_fit(conn, state, index, remaining.saturating_sub(read))? {
+                    cut = Some(first);
+                    deletes_held = later_changes_fit(conn, state, index, max_rows.saturating_sub(read))?;
                 }
             }
             // Bytes bound the batch as rows do; a batch holds at least one row.
