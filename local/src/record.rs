@@ -346,9 +346,18 @@ pub fn set_aside(conn: &Connection, state: &ScopeState, rejections: &[Rejection]
                     ":reason": rejection.reason,
                 },
             )?;
-            kept.push((t, stored_key));
+            kept.push((rejection, t, stored_key));
         }
-        for (rejection, (t, stored_key)) in rejections.iter().zip(kept) {
+        // Rows that come back (the server's row, a key change moved back)
+        // first, parents before children; rows that go (new rows the
+        // server does not hold) after, children before parents: removing
+        // a refused new parent first would take, by the file's own `ON
+        // DELETE CASCADE`, a row the program moved under it that is coming
+        // back to its old parent, and the unsent changes of the rows under
+        // that one (helper 94).
+        let comes_back = |rejection: &Rejection| rejection.row.is_some() || rejection.moved_from.is_some();
+        let (back, going): (Vec<_>, Vec<_>) = kept.into_iter().partition(|(rejection, _, _)| comes_back(rejection));
+        for (rejection, t, stored_key) in back.into_iter().chain(going.into_iter().rev()) {
             let table = &state.schema.tables[t];
             let (id, acked) = (state.tables[t].id, state.tables[t].acked_seq);
             if rows::key_params(table, &rejection.key).is_ok() {

@@ -864,3 +864,24 @@ fn rows_deleted_with_a_parent_wait_for_its_batch() {
     assert_eq!(server_value(&s, "SELECT string_agg(name, ',' ORDER BY id) FROM customers").as_deref(), Some("Ada!,Grace!"), "{all:#?}");
     assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 10"#), 2, "{all:#?}");
 }
+
+/// Helper 94: the program moves an order under a new customer the server
+/// refuses (a tenant id past `int`) and edits one of the order's lines.
+/// The order is refused with its customer and comes back under its old
+/// one; removing the refused customer first took it, and its lines with
+/// their edit, by the file's own `ON DELETE CASCADE`.
+#[test]
+fn a_row_moved_under_a_refused_new_parent_comes_back_with_the_rows_under_it() {
+    let s = Scenario::new("program_moved_under_refused", SCHEMA, "shop");
+    let file = held_before(&s, &shop_tables("CASCADE"));
+    local(
+        &file,
+        r#"INSERT INTO customers VALUES (8, 3000000000, 'Big'); UPDATE orders SET customer_id = 8 WHERE id = 10;
+           UPDATE "Order Lines" SET "SKU" = 'Z' WHERE "Order Id" = 10 AND "Line No" = 1"#,
+    );
+    let report = s.sync(&file, tenant(1));
+    assert_eq!(report.rejected.len(), 2, "{report:?}");
+    assert_eq!(server_lines(&s).as_deref(), Some("10:Z,10:B,11:C"), "{report:?}");
+    assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 10"#), 2, "{report:?}");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 10 AND customer_id = 1"), 1, "{report:?}");
+}
