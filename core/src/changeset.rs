@@ -41,6 +41,16 @@ pub enum Op {
     Delete,
 }
 
+impl Op {
+    /// As a changeset spells it, and as a stage's `op` column holds it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RowChange {

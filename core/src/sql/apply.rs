@@ -11,6 +11,7 @@
 //! (primary key order; NULL for other rows): a key change is classified
 //! against the row at its old key, and written as one `UPDATE` of it.
 
+use crate::changeset::Op;
 use crate::ident::quote_ident;
 use crate::setup::Filter;
 use crate::sql::partition::{lock_via_parents, part_match, row_filter, row_filter_with, via_equality, FilterValues};
@@ -566,17 +567,20 @@ pub fn under_refused(
     Some(Query::new(sql, binds, &out, decoder))
 }
 
-/// Staged deletes of table `c` whose server row holds, in `columns` (a
-/// foreign key onto a parent's primary key, in that key's order), one of
-/// `parents` (keys, each value as sent): rows under a parent whose own
-/// delete in the upload lost its conflict, which the file's own `ON DELETE
-/// CASCADE` deleted with it (helper 91).
-pub fn deleted_under(
+/// Staged rows of table `c` whose op is `op` and whose server row holds,
+/// in `columns` (a foreign key onto a parent's primary key, in that key's
+/// order), one of `parents` (keys, each value as sent): deletes under a
+/// parent whose own delete in the upload lost its conflict, which the
+/// file's own `ON DELETE CASCADE` deleted with it (helper 91); upserts of
+/// rows the server's own cascade just moved under a parent's new key
+/// (helper 95).
+pub fn staged_under(
     scope: &Scope<'_>,
     staged: Staged<'_>,
     c: usize,
     columns: &[String],
     parents: &[Vec<Option<String>>],
+    op: Op,
 ) -> Query<IdxOnly> {
     let table = scope.table(c);
     let mut binds = Binds::new();
@@ -585,11 +589,12 @@ pub fn deleted_under(
     let arrays = key_arrays(&mut binds, columns.len(), parents);
     let held: Vec<String> = columns.iter().map(|name| format!("r.{}::text", quote_ident(name))).collect();
     let sql = format!(
-        "SELECT {} FROM {} s JOIN {} r ON {} WHERE s.op = 'delete' AND ({}) IN (SELECT * FROM unnest({}))",
+        "SELECT {} FROM {} s JOIN {} r ON {} WHERE s.op = '{}' AND ({}) IN (SELECT * FROM unnest({}))",
         out.sql(),
         scope.stage(c),
         table.table_name().quoted(),
         staged_key_equal(scope, staged, c, "r", "s"),
+        op.as_str(),
         held.join(", "),
         arrays.join(", "),
     );

@@ -101,15 +101,29 @@ pub fn moved_keys(plan: &TablePlan<'_>) -> HashSet<Vec<Option<String>>> {
 }
 
 /// Marks each row of `plan` about to be written whose parent key (outside
-/// its own key) is the new key of a parent's key change this upload wrote
-/// (`moved`, by the parent's table): the server's own cascade moved it
-/// there, and the row's change goes on over that (see
-/// `UploadRow::follows_own_move`).
-pub fn follow_moved(plan: &mut TablePlan<'_>, keys: &[ForeignKey], moved: &HashMap<usize, HashSet<Vec<Option<String>>>>) {
+/// its own key) is, as sent or on the server, the new key of a parent's
+/// key change this upload wrote (`moved`, by the parent's table): the
+/// server's own cascade moved it there, and the row's change goes on over
+/// that (see `UploadRow::follows_own_move`), the program's move of it to
+/// another parent too (helper 95).
+pub fn follow_moved(
+    spi: &mut Spi<'_>,
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    plan: &mut TablePlan<'_>,
+    keys: &[ForeignKey],
+    moved: &HashMap<usize, HashSet<Vec<Option<String>>>>,
+) -> Result<()> {
     for key in keys.iter().filter(|k| k.child == plan.t) {
         let Some(new_keys) = moved.get(&key.parent).filter(|keys| !keys.is_empty()) else { continue };
         if key.columns.iter().any(|c| plan.table.primary_key.contains(c)) {
             continue;
+        }
+        let parents: Vec<Vec<Option<String>>> = new_keys.iter().cloned().collect();
+        for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &parents, Op::Upsert))? {
+            if let Some(row) = plan.rows.get_mut(i).filter(|row| row.to_write(Op::Upsert)) {
+                row.follows_own_move = true;
+            }
         }
         let Some(at) = positions(plan, &key.columns) else { continue };
         // A row's own key change too (helper 90): its old row is the one
@@ -121,6 +135,7 @@ pub fn follow_moved(plan: &mut TablePlan<'_>, keys: &[ForeignKey], moved: &HashM
             }
         }
     }
+    Ok(())
 }
 
 /// Refuses, with each new row the server refused (`refused`, or a refusal
@@ -228,7 +243,7 @@ fn hold_under_kept(
         if !child.rows.iter().any(|row| row.to_write(Op::Delete)) {
             continue;
         }
-        for i in spi::all(spi, sql::deleted_under(scope, staged, key.child, &key.columns, &kept))? {
+        for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &kept, Op::Delete))? {
             let Some(row) = child.rows.get_mut(i) else { continue };
             if row.to_write(Op::Delete) {
                 row.violates("its parent's delete in this upload did not apply: it stays with its parent".into());

@@ -183,7 +183,7 @@ fn stage_rows(plan: &TablePlan<'_>, idx: &[usize]) -> StageRows {
         let change = &plan.rows[i].change;
         rows.idx.push(i as i32);
         rows.bases.push(change.base.clone());
-        rows.ops.push(Some(if change.op == Op::Upsert { "upsert" } else { "delete" }.to_string()));
+        rows.ops.push(Some(change.op.as_str().to_string()));
         for (column, text) in rows.columns.iter_mut().zip(row_texts(plan, i)) {
             column.push(text);
         }

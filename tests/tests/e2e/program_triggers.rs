@@ -885,3 +885,24 @@ fn a_row_moved_under_a_refused_new_parent_comes_back_with_the_rows_under_it() {
     assert_eq!(local_count(&file, r#"SELECT count(*) FROM "Order Lines" WHERE "Order Id" = 10"#), 2, "{report:?}");
     assert_eq!(local_count(&file, "SELECT count(*) FROM orders WHERE id = 10 AND customer_id = 1"), 1, "{report:?}");
 }
+
+/// Helper 95: the program changes a customer's key and, in the same round,
+/// moves one of its orders to another customer. The server's own cascade
+/// moves the order under the new key first; the program's move of it is
+/// its own change over that, not a conflict.
+#[test]
+fn a_row_moved_to_another_parent_as_its_old_parents_key_changes_goes_there() {
+    let schema = SCHEMA.replace("customer_id bigint REFERENCES customers,", "customer_id bigint REFERENCES customers ON UPDATE CASCADE,");
+    let s = Scenario::new("program_parent_moved_child_repointed", &schema, "shop");
+    let file = held_before(
+        &s,
+        &shop_tables("CASCADE").replace("REFERENCES customers ON DELETE", "REFERENCES customers ON UPDATE CASCADE ON DELETE"),
+    );
+    local(&file, "INSERT INTO customers VALUES (3, 1, 'Edsger'); INSERT INTO orders VALUES (31, 1, 3, 1), (32, 1, 3, 2)");
+    s.sync(&file, tenant(1));
+    local(&file, "UPDATE customers SET id = 4 WHERE id = 3; UPDATE orders SET customer_id = 2 WHERE id = 31");
+    let report = s.sync(&file, tenant(1));
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    let orders = server_value(&s, "SELECT string_agg(id || ':' || customer_id, ',' ORDER BY id) FROM orders WHERE id > 30");
+    assert_eq!(orders.as_deref(), Some("31:2,32:4"), "{report:?}");
+}
