@@ -18,7 +18,7 @@ use tandem_core::changeset::Op;
 use tandem_core::error::RejectionKind;
 use tandem_core::sql::apply::{self as sql, Staged};
 use tandem_core::sql::Scope;
-use tandem_core::upload::Outcome;
+use tandem_core::upload::{Outcome, UploadRow};
 use tandem_core::Result;
 
 use crate::spi::{self, Spi};
@@ -47,7 +47,7 @@ pub fn unmoved_keys(plan: &TablePlan<'_>) -> HashMap<Vec<Option<String>>, Vec<Op
         .filter(|row| row.is_move() && row.change.op == Op::Upsert && !row.written && row.server.exists)
         .filter_map(|row| {
             let old = row.change.moved_from.as_ref()?.values.clone();
-            Some((at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect(), old))
+            Some((values_at(row, &at), old))
         })
         .collect()
 }
@@ -70,7 +70,7 @@ pub fn hold_to_unmoved(
         let in_own_key = key.columns.iter().any(|c| plan.table.primary_key.contains(c));
         let mut repointed: BTreeMap<&Vec<Option<String>>, Vec<usize>> = BTreeMap::new();
         for (i, row) in plan.rows.iter_mut().enumerate().filter(|(_, row)| row.to_write(Op::Upsert)) {
-            let parent: Vec<Option<String>> = at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect();
+            let parent: Vec<Option<String>> = values_at(row, &at);
             let Some(old) = changes.get(&parent) else { continue };
             if in_own_key {
                 row.violates(
@@ -93,11 +93,7 @@ pub fn hold_to_unmoved(
 /// sent, in primary key order).
 pub fn moved_keys(plan: &TablePlan<'_>) -> HashSet<Vec<Option<String>>> {
     let Some(at) = positions(plan, &plan.table.primary_key) else { return HashSet::new() };
-    plan.rows
-        .iter()
-        .filter(|row| row.is_move() && row.change.op == Op::Upsert && row.written)
-        .map(|row| at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect())
-        .collect()
+    plan.rows.iter().filter(|row| row.is_move() && row.change.op == Op::Upsert && row.written).map(|row| values_at(row, &at)).collect()
 }
 
 /// Marks each row of `plan` about to be written whose parent key (outside
@@ -129,7 +125,7 @@ pub fn follow_moved(
         // A row's own key change too (helper 90): its old row is the one
         // the cascade moved.
         for row in plan.rows.iter_mut().filter(|row| row.to_write(Op::Upsert)) {
-            let parent: Vec<Option<String>> = at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect();
+            let parent: Vec<Option<String>> = values_at(row, &at);
             if new_keys.contains(&parent) {
                 row.follows_own_move = true;
             }
@@ -151,51 +147,58 @@ pub fn refuse_under_refused(
     keys: &[ForeignKey],
     refused: &[tandem_core::Rejection],
 ) -> Result<()> {
-    for _ in 0..=keys.len() {
-        let mut more = false;
-        for key in keys {
-            let parent = scope.table(key.parent);
-            let mut parents: Vec<Vec<Option<String>>> = refused
-                .iter()
-                .filter(|r| r.table == parent.name)
-                .filter_map(|r| {
-                    parent
-                        .primary_key
-                        .iter()
-                        .zip(&r.key)
-                        .map(|(k, v)| parent.column(k).and_then(|c| tandem_core::types::json_to_pg_text(c.ty, v).ok()))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .collect();
-            for plan in plans.iter().filter(|plan| plan.t == key.parent) {
-                let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
-                for row in plan.rows.iter().filter(|row| row.change.op == Op::Upsert && matches!(row.outcome, Outcome::Refused { .. })) {
-                    parents.push(at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect());
-                }
-            }
-            if parents.is_empty() {
-                continue;
-            }
-            let Some(query) = sql::under_refused(scope, staged, key.child, &key.columns, key.parent, &parents) else { continue };
-            let Some(child) = plans.iter_mut().find(|plan| plan.t == key.child) else { continue };
-            for i in spi::all(spi, query)? {
-                let Some(row) = child.rows.get_mut(i) else { continue };
-                // A row that followed a refused key change goes back with
-                // it on the device (see `refuse_with_refused_moves`).
-                if !matches!(row.outcome, Outcome::Refused { .. }) && !row.is_move() {
-                    row.outcome = Outcome::Refused {
-                        kind: RejectionKind::Declined,
-                        reason: "its parent in this upload was refused: it waits with it".into(),
-                    };
-                    more = true;
-                }
+    until_settled(keys.len(), || refuse_under_refused_once(spi, scope, staged, plans, keys, refused))
+}
+
+/// One pass of [`refuse_under_refused`]; whether it refused a row.
+fn refuse_under_refused_once(
+    spi: &mut Spi<'_>,
+    scope: &Scope<'_>,
+    staged: Staged<'_>,
+    plans: &mut [TablePlan<'_>],
+    keys: &[ForeignKey],
+    refused: &[tandem_core::Rejection],
+) -> Result<bool> {
+    let mut more = false;
+    for key in keys {
+        let parent = scope.table(key.parent);
+        let mut parents: Vec<Vec<Option<String>>> = refused
+            .iter()
+            .filter(|r| r.table == parent.name)
+            .filter_map(|r| {
+                parent
+                    .primary_key
+                    .iter()
+                    .zip(&r.key)
+                    .map(|(k, v)| parent.column(k).and_then(|c| tandem_core::types::json_to_pg_text(c.ty, v).ok()))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .collect();
+        for plan in plans.iter().filter(|plan| plan.t == key.parent) {
+            let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
+            for row in plan.rows.iter().filter(|row| row.change.op == Op::Upsert && matches!(row.outcome, Outcome::Refused { .. })) {
+                parents.push(values_at(row, &at));
             }
         }
-        if !more {
-            break;
+        if parents.is_empty() {
+            continue;
+        }
+        let Some(query) = sql::under_refused(scope, staged, key.child, &key.columns, key.parent, &parents) else { continue };
+        let Some(child) = plans.iter_mut().find(|plan| plan.t == key.child) else { continue };
+        for i in spi::all(spi, query)? {
+            let Some(row) = child.rows.get_mut(i) else { continue };
+            // A row that followed a refused key change goes back with
+            // it on the device (see `refuse_with_refused_moves`).
+            if !matches!(row.outcome, Outcome::Refused { .. }) && !row.is_move() {
+                row.outcome = Outcome::Refused {
+                    kind: RejectionKind::Declined,
+                    reason: "its parent in this upload was refused: it waits with it".into(),
+                };
+                more = true;
+            }
         }
     }
-    Ok(())
+    Ok(more)
 }
 
 /// Makes each delete of the upload whose server row lies, by one of
@@ -211,12 +214,7 @@ pub fn hold_to_kept_parents(
     plans: &mut [TablePlan<'_>],
     keys: &[ForeignKey],
 ) -> Result<()> {
-    for _ in 0..=keys.len() {
-        if !hold_under_kept(spi, scope, staged, plans, keys)? {
-            break;
-        }
-    }
-    Ok(())
+    until_settled(keys.len(), || hold_under_kept(spi, scope, staged, plans, keys))
 }
 
 /// One pass of [`hold_to_kept_parents`]; whether it held a row.
@@ -233,7 +231,7 @@ fn hold_under_kept(
         for plan in plans.iter().filter(|plan| plan.t == key.parent) {
             let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
             for row in plan.rows.iter().filter(|row| is_kept_delete(row)) {
-                kept.push(at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect());
+                kept.push(values_at(row, &at));
             }
         }
         if kept.is_empty() {
@@ -259,6 +257,22 @@ pub fn is_kept_delete(row: &tandem_core::upload::UploadRow<Option<String>>) -> b
     row.change.op == Op::Delete && matches!(row.outcome, Outcome::Conflict { .. }) && !row.to_write(Op::Delete)
 }
 
+/// A row's values at the uploaded positions `at` (a key, in its order).
+fn values_at(row: &UploadRow<Option<String>>, at: &[usize]) -> Vec<Option<String>> {
+    at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect()
+}
+
+/// Runs `pass` until it changes nothing, at most `limit + 1` times: a row
+/// held or refused may hold or refuse the rows under it, one level a pass.
+fn until_settled(limit: usize, mut pass: impl FnMut() -> Result<bool>) -> Result<()> {
+    for _ in 0..=limit {
+        if !pass()? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// The positions of `columns` among the uploaded ones, when all are.
 fn positions(plan: &TablePlan<'_>, columns: &[String]) -> Option<Vec<usize>> {
     columns.iter().map(|c| plan.column_names.iter().position(|n| n == c)).collect()
@@ -281,7 +295,7 @@ pub fn refuse_with_refused_moves(
             let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
             for row in plan.rows.iter().filter(|row| matches!(row.outcome, Outcome::Refused { .. })) {
                 if let Some(moved) = &row.change.moved_from {
-                    let new = at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect();
+                    let new = values_at(row, &at);
                     moves.push((moved.values.clone(), new));
                 }
             }
