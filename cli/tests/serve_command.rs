@@ -222,3 +222,53 @@ fn a_watch_that_made_its_file_and_then_fails_leaves_the_file_and_its_unsent_rows
     assert!(file.exists(), "the file the watch made is still there");
     assert_eq!(rows_in(&file, "SELECT count(*) FROM customers"), 21, "with its rows and the unsent one");
 }
+
+/// Helper 98: a log reader that goes away (`tandem serve 2>&1 | head -1`,
+/// a log shipper restarted) left every request without an answer and
+/// SIGTERM without effect. The gateway goes on serving and stops.
+#[test]
+fn tandem_serve_outlives_its_log_reader() {
+    let s = Scenario::new("cli_serve_log_gone", SCHEMA, "crm");
+    let role = Role::new(&s, "cli_gw_log", GATEWAY_GRANTS);
+    let token = s.register(json!({"tenant": 1}));
+    let mut gateway = tandem()
+        .args(["serve", "--database", &role.url(&s), "--listen", "127.0.0.1:0", "--shutdown-grace", "5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tandem serve");
+    let mut lines = BufReader::new(gateway.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a first log line").unwrap();
+    let url = first.split_once("serving devices at ").map(|(_, rest)| rest.split_whitespace().next().unwrap().to_string());
+    let url = url.unwrap_or_else(|| panic!("the first line names the address: {first}"));
+    drop(lines);
+    // Stopped however the test ends.
+    struct Stopped(Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut gateway = Stopped(gateway);
+    let file = s.files.path("a.db");
+    let output = tandem()
+        .args(["sync", "--local"])
+        .arg(&file)
+        .args(["--remote", &url, "--scope", "crm", "--json"])
+        .env("TANDEM_TOKEN", &token)
+        .output()
+        .expect("run tandem sync");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(json_of(&output)["pulled"].as_u64(), Some(20));
+    // SAFETY: signals a child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(gateway.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = gateway.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "tandem serve did not stop on SIGTERM once its log reader was gone");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
