@@ -93,6 +93,10 @@ pub fn status_for(sqlstate: &str, message: &str, detail: Option<&str>) -> Status
         // goes through (helper 86).
         s if s.starts_with("40") => StatusCode::SERVICE_UNAVAILABLE,
         s if s.starts_with("22") || s.starts_with("42") => StatusCode::BAD_REQUEST,
+        // A body nested deeper than PostgreSQL's JSON parser goes (stack
+        // depth): the request's fault, not one to page the operator for
+        // (helper 98).
+        "54001" => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -162,6 +166,7 @@ mod tests {
         assert_eq!(status_for("XX000", "internal", None), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(status_for("40001", "could not serialize", None), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_for("40P01", "deadlock detected", None), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_for("54001", "stack depth limit exceeded", None), StatusCode::BAD_REQUEST);
         assert_eq!(status_for("55P03", "canceling statement due to lock timeout", None), StatusCode::SERVICE_UNAVAILABLE);
     }
 }
