@@ -52,6 +52,21 @@ const OPTIONS_BODY_BYTES: usize = 64 << 10;
 /// A request body that sends nothing for this long is cut.
 const BODY_IDLE: Duration = Duration::from_secs(30);
 
+/// The decompression layer's 415 (an encoding it does not read) as the
+/// JSON error every other refusal is (helper 98: an empty body).
+async fn explain_unread_encoding(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let bodiless = !response.headers().contains_key(axum::http::header::CONTENT_TYPE);
+    if response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE || !bodiless {
+        return response;
+    }
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "the request body's Content-Encoding is not one this gateway reads: send it as gzip, zstd or unencoded",
+    )
+    .into_response()
+}
+
 /// The router; bodies larger than `max_body_bytes` once decompressed get 413.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
@@ -68,6 +83,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         // Inside decompression: the limit is on what the gateway holds.
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
+        // Its refusal of an encoding it does not read has no body.
+        .layer(middleware::map_response(explain_unread_encoding))
         // Outside decompression: a body that stops coming is cut.
         .layer(RequestBodyTimeoutLayer::new(BODY_IDLE))
         // The fastest levels: changesets are repetitive JSON, which they

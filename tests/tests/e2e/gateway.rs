@@ -307,6 +307,9 @@ fn bodies_travel_compressed_both_ways() {
         .send()
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // With the JSON error every refusal has (helper 98: an empty body).
+    let error: Value = serde_json::from_slice(&response.bytes().unwrap()).expect("a JSON error");
+    assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("gzip, zstd")), "{error}");
 
     // Not asked: not compressed.
     let response = http.post(&changes).bearer_auth(&one).header("content-type", "application/json").body(pull).send().unwrap();
