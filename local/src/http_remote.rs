@@ -187,6 +187,10 @@ impl HttpRemote {
                 reason: format!("TLS failed: {text} (check the gateway's certificate against --ca-cert, option \"ca_cert\")"),
             };
         }
+        // A TLS listener's first bytes read as no HTTP version at all.
+        if self.base.scheme() == "http" && text.contains("invalid HTTP version") {
+            return RemoteError::Refused { url, reason: format!("{text}: the gateway there speaks TLS; use an https:// URL") };
+        }
         let host = self.base.host_str().unwrap_or_default();
         let port = self.base.port_or_known_default().map(|p| p.to_string()).unwrap_or_default();
         RemoteError::Unreachable { url, reason: format!("{text} (is the gateway running and listening at host {host} port {port}?)") }

@@ -331,6 +331,10 @@ fn the_client_refuses_a_gateway_its_ca_did_not_sign() {
     let options = SyncOptions { token: Some(one), ..Default::default() };
     let error = file.sync(&setup.url(), "crm", &options).unwrap_err().to_string();
     assert!(error.contains("TLS failed"), "{error}");
+    // Plain HTTP to its TLS port: told to use https (helper 98).
+    let plain = setup.url().replacen("https://", "http://", 1);
+    let error = file.sync(&plain, "crm", &options).unwrap_err().to_string();
+    assert!(error.contains("use an https:// URL"), "{error}");
 }
 
 #[test]
