@@ -56,7 +56,7 @@ impl Relay {
     /// Whether a pooled connection answers and its role may execute what
     /// devices call; `Err` says what to fix.
     pub async fn check(&self) -> Result<(), String> {
-        let client = self.pool.get().await.map_err(|e| format!("no connection: {e}"))?;
+        let client = self.pool.get().await.map_err(|e| no_connection(&e))?;
         let row = client
             .query_one(
                 "SELECT current_user::text, ARRAY(SELECT f FROM unnest($1::text[]) f \
@@ -91,5 +91,24 @@ impl Relay {
                 missing.join(", ")
             ))
         }
+    }
+}
+
+/// Why the gateway cannot reach PostgreSQL, with every cause the error
+/// carries (a TLS failure names its reason only there), and what to check.
+fn no_connection(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("no connection: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    let tls = ["TLS", "tls", "certificate", "handshake"].iter().any(|sign| text.contains(sign));
+    match tls {
+        true => format!("{text} (check sslrootcert in --database against the server's certificate, and that the server has ssl = on)"),
+        false => text,
     }
 }
