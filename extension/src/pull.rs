@@ -201,7 +201,7 @@ pub fn select_changes(spi: &mut Spi<'_>, scope_name: &str, since: Option<&str>, 
         }
     }
     if let Some(id) = client_id {
-        registry::record_client(spi, scope_name, id, &identity.params)?;
+        registry::record_client(spi, scope_name, id, &identity)?;
         let (needs, issued) = &needs;
         registry::record_replica(spi, replica.unwrap_or(id), id, Some(registry::Pulled { needs, issued }))?;
     }

@@ -119,6 +119,9 @@ pub fn find_client(spi: &Spi<'_>, client_id: &str) -> Result<Option<StoredClient
 pub struct Identity {
     pub client_id: Option<String>,
     pub params: Params,
+    /// Resolved by a token: its registration must still be there when the
+    /// call records the visit (see [`record_client`]).
+    pub by_token: bool,
 }
 
 impl Identity {
@@ -190,11 +193,11 @@ pub fn resolve_identity(
         }
         None => match client_id {
             Some(id) => find_client(spi, id)?.map(|stored| (id.to_string(), stored)),
-            None => return Ok(Identity { client_id: None, params: given.cloned().unwrap_or_default() }),
+            None => return Ok(Identity { client_id: None, params: given.cloned().unwrap_or_default(), by_token: false }),
         },
     };
     let Some((id, stored)) = stored else {
-        return Ok(Identity { client_id: client_id.map(str::to_string), params: given.cloned().unwrap_or_default() });
+        return Ok(Identity { client_id: client_id.map(str::to_string), params: given.cloned().unwrap_or_default(), by_token: false });
     };
     if stored.scope != scope {
         return Err(Error::Params(format!("client \"{id}\" belongs to scope \"{}\", not \"{scope}\"", stored.scope)));
@@ -205,13 +208,23 @@ pub fn resolve_identity(
             Value::Object(stored.params.clone().into_iter().collect()),
             Value::Object(given.clone().into_iter().collect()),
         ))),
-        _ => Ok(Identity { client_id: Some(id), params: stored.params }),
+        _ => Ok(Identity { client_id: Some(id), params: stored.params, by_token: token.is_some() }),
     }
 }
 
-/// Records a client's visit, binding a new client id to `params`.
-pub fn record_client(spi: &mut Spi<'_>, scope: &str, client_id: &str, params: &Params) -> Result<()> {
-    let params_text = Value::Object(params.clone().into_iter().collect()).to_string();
+/// Records a client's visit, binding a new client id to `params`. A
+/// caller that came with a token visits its registration only: a revoke
+/// that committed while the call ran removed it, and the call fails as
+/// the revoked token would (rolled back; the device keeps what it sent)
+/// instead of making the client again (helper 98).
+pub fn record_client(spi: &mut Spi<'_>, scope: &str, client_id: &str, identity: &Identity) -> Result<()> {
+    if identity.by_token {
+        return match spi::run(spi, sql::visit_registered_client(client_id, scope))? {
+            1 => Ok(()),
+            _ => Err(Error::InvalidToken(scope.to_string())),
+        };
+    }
+    let params_text = Value::Object(identity.params.clone().into_iter().collect()).to_string();
     let recorded = spi::run(spi, sql::record_client(client_id, scope, params_text))?;
     if recorded == 1 {
         Ok(())

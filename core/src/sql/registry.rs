@@ -376,6 +376,18 @@ pub fn record_client(client_id: &str, scope: &str, params: String) -> Query<NoRo
     Query::exec(sql, binds)
 }
 
+/// Records the visit of a registered client (one that came with its
+/// token); changes no row once the client was revoked.
+pub fn visit_registered_client(client_id: &str, scope: &str) -> Query<NoRows> {
+    let mut binds = Binds::new();
+    let sql = format!(
+        "UPDATE tandem.clients SET last_seen = now() WHERE client_id = {} AND scope = {} AND token_hash IS NOT NULL",
+        binds.bind(client_id),
+        binds.bind(scope)
+    );
+    Query::exec(sql, binds)
+}
+
 pub fn revoke_client(scope: &str, client_id: &str) -> Query<NoRows> {
     let mut binds = Binds::new();
     let sql = format!("DELETE FROM tandem.clients WHERE scope = {} AND client_id = {}", binds.bind(scope), binds.bind(client_id));

@@ -280,7 +280,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
         })
     })?;
     record::log_conflicts(spi, scope_name, &client_id, &plans, &result.conflicts)?;
-    registry::record_client(spi, scope_name, &client_id, &identity.params)?;
+    registry::record_client(spi, scope_name, &client_id, &identity)?;
     registry::record_replica(spi, &replica, &client_id, None)?;
     record::record_upload(spi, &scope, &replica, options.upload_id.as_deref(), &result, &plans)?;
     Ok(result)

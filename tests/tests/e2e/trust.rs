@@ -386,6 +386,40 @@ fn a_rotated_token_keeps_the_devices_unsent_changes_and_a_revoked_one_is_refused
     assert_eq!(name, "after revocation", "{report:?}");
 }
 
+/// Helper 98 (MEDIUM): a client revoked while its upload ran; the upload
+/// committed after the revoke and recorded the client's visit, which made
+/// the client again (unregistered, so `sync_rotate_token` would have given
+/// it a new token). A call under way when its client is revoked now fails
+/// as a revoked token does, and the file keeps what it sent.
+#[test]
+fn a_client_revoked_while_its_upload_runs_stays_revoked_and_keeps_its_changes() {
+    let s = Scenario::new("revoked_mid_upload", SCHEMA, "crm");
+    s.server()
+        .batch_execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$              BEGIN IF NEW.name = 'slow' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$;              CREATE TRIGGER slow BEFORE UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION slow();",
+        )
+        .unwrap();
+    let token = s.register(json!({"tenant": 1}));
+    let client = tandem_core::identity::token_client_id(&token).unwrap().to_string();
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE customers SET name = 'slow' WHERE id = 1");
+    let (url, path, uploading) = (s.db.url.clone(), s.files.path("a.db"), token.clone());
+    let upload = std::thread::spawn(move || {
+        let file = tandem_local::Store::open(&path).unwrap();
+        file.sync(&url, "crm", &options(&uploading)).map(|report| format!("{report:?}")).map_err(|e| e.to_string())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let revoked: bool = s.server().query_one("SELECT sync_revoke_client('crm', $1)", &[&client]).unwrap().get(0);
+    assert!(revoked);
+    let error = upload.join().unwrap().expect_err("the upload under way fails once its client is revoked");
+    assert!(error.contains("invalid token"), "{error}");
+    assert_eq!(query_json(&mut s.server(), "SELECT sync_clients('crm')", &[]), json!([]), "the client stays revoked");
+    let name: String = s.server().query_one("SELECT name FROM customers WHERE id = 1", &[]).unwrap().get(0);
+    assert_eq!(name, "Ada", "nothing of the revoked client's upload is kept");
+    assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE id = 1 AND name = 'slow'"), 1, "the file keeps its edit");
+}
+
 #[test]
 fn a_file_pointed_at_another_database_refuses_unless_rebound() {
     let s = Scenario::new("moved", SCHEMA, "crm");
