@@ -227,6 +227,10 @@ pub struct Interfering {
     /// The server fails every upload (as a lock timeout would), applying
     /// nothing; the round's pull still runs.
     pub fail_applies: bool,
+    /// The server applies the first upload and its answer is lost to a
+    /// server error (its session terminated as it answered): the round's
+    /// pull still runs.
+    pub fail_after_apply: bool,
     /// SQL another connection runs on this file after the first apply.
     pub write_after_apply: Option<(std::path::PathBuf, &'static str)>,
     /// SQL another connection runs on this file once the first pull batch
@@ -246,6 +250,7 @@ impl Interfering {
             drop_after_select: false,
             drop_after_selects: None,
             fail_applies: false,
+            fail_after_apply: false,
             write_after_apply: None,
             write_after_select: None,
             write_after_verify: None,
@@ -293,6 +298,9 @@ impl Remote for Interfering {
         let result = self.inner.apply_changes(scope, changeset, options)?;
         if let Some((file, sql)) = self.write_after_apply.take() {
             Connection::open(file).and_then(|c| c.execute_batch(sql)).expect("the other program's write");
+        }
+        if std::mem::take(&mut self.fail_after_apply) {
+            return Err(RemoteError::Server { sqlstate: "57P01".into(), message: "terminating connection (a test's)".into() });
         }
         if self.drop_after_apply {
             return Err(RemoteError::Unreachable { url: "test".into(), reason: "connection dropped after the server applied".into() });

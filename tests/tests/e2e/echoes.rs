@@ -4,7 +4,7 @@
 //! that claims to be the device.
 
 use serde_json::json;
-use tandem_tests::local::{assert_converged, local, local_count, local_value, Scenario};
+use tandem_tests::local::{assert_converged, local, local_count, local_value, Interfering, Scenario};
 
 const SCHEMA: &str = r#"
 CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text, rev int NOT NULL DEFAULT 0);
@@ -289,5 +289,44 @@ fn a_row_a_server_trigger_moved_away_is_done_when_the_answer_was_lost() {
     let held: Vec<String> =
         s.server().query("SELECT id || ':' || tenant_id FROM notes ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(held, ["1:2", "2:1", "3:2"]);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+/// A device's own delete whose answer a server error lost (its session
+/// ended as it answered) comes back with the round's pull while the
+/// device writes the key again, so the file keeps its row beside it. The
+/// retry's answer gives the file that delete's version, and its insert
+/// goes up as its own: no conflict, whatever older deletes of the key the
+/// server holds.
+#[test]
+fn a_devices_own_delete_whose_answer_was_lost_stays_its_own() {
+    let schema = r#"
+        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("own_delete_lost", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let path = s.files.path("tenant1.db");
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+    for sql in ["INSERT INTO notes VALUES (1, 1, 'first')", "DELETE FROM notes WHERE id = 1", "INSERT INTO notes VALUES (1, 1, 'second')"] {
+        local(&file, sql);
+        s.sync_as(&file, &token);
+    }
+    s.sync_as(&file, &token);
+    local(&file, "DELETE FROM notes WHERE id = 1");
+    let mut interfering = Interfering {
+        fail_after_apply: true,
+        write_after_select: Some((path.clone(), "INSERT INTO notes VALUES (1, 1, 'third')")),
+        ..Interfering::new(&s.db.url)
+    };
+    let options = serde_json::from_value(json!({"token": token})).unwrap();
+    file.sync_with(&mut interfering, "s", &options).expect_err("the answer was lost");
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty(), "the device's own deletes are no other writer's: {report:?}");
+    let logged: i64 = s.server().query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(logged, 0, "no conflict logged on the server");
+    let body: Option<String> = s.server().query_opt("SELECT body FROM notes WHERE id = 1", &[]).unwrap().map(|r| r.get(0));
+    assert_eq!(body.as_deref(), Some("third"));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
