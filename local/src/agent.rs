@@ -589,6 +589,16 @@ fn round(
     Ok(report)
 }
 
+/// The echoes a pull leaves out: none while the file pulls afresh, which
+/// takes its own rows back too (the sweep crosses them off); the file may
+/// keep them meanwhile for its uploads (see `resync::begin`).
+fn pulled_echoes(state: &ScopeState) -> Vec<String> {
+    match state.resync {
+        true => Vec::new(),
+        false => state.echoes.clone(),
+    }
+}
+
 /// Begins a pull from NULL. After an upload that failed, the changes
 /// that wait did not go up before it: a pull from NULL brings no deletes
 /// to name, and its watermark covers every delete since the file's, so
@@ -678,14 +688,14 @@ fn exchange(
     // at the snapshot it began with, so one more pass brings in what came
     // since.
     let state = meta::require(conn, scope)?;
-    let select_options = SelectOptions {
+    let mut select_options = SelectOptions {
         client_id: Some(state.client_id.clone()),
         token: options.token.clone(),
         params: params_sent,
         max_rows: Some(max_rows),
         max_bytes: options.max_bytes,
         replica: Some(state.replica_id.clone()),
-        echoes: Some(state.echoes.clone()),
+        echoes: Some(pulled_echoes(&state)),
         schema_version: Some(state.schema.version),
         respellings: remote.capabilities().respellings.then_some(true),
     };
@@ -698,6 +708,7 @@ fn exchange(
                 // from NULL, keeping its unsent changes.
                 resync_after(conn, scope, push_failed.is_some())?;
                 report.resynced = true;
+                select_options.echoes = Some(pulled_echoes(&meta::require(conn, scope)?));
                 pull(conn, remote, scope, None, &select_options, report, observe)?;
             }
             other => other?,

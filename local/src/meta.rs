@@ -407,11 +407,16 @@ pub fn release_seen(conn: &Connection, scope: &str) -> Result<()> {
 }
 
 /// Stores a pull's watermark; a complete one also forgets the upload
-/// versions it covers (their rows are behind it now).
+/// versions it covers (their rows are behind it now). While uploads say
+/// an older watermark ([`hold_seen`]), only those that one covers: the
+/// file's own writes after it stay its own to the server, or its insert
+/// of a key it deleted meets that delete as another writer's.
 pub fn set_pulled(conn: &Connection, state: &ScopeState, watermark: &str) -> Result<()> {
     set_watermark(conn, &state.scope, Some(watermark))?;
-    if let Ok(tandem_core::watermark::Watermark::Complete(snapshot)) = tandem_core::watermark::Watermark::parse(watermark) {
-        let current = require(conn, &state.scope)?.echoes;
+    let current = require(conn, &state.scope)?;
+    let said = current.seen_until.as_deref().unwrap_or(watermark);
+    if let Ok(tandem_core::watermark::Watermark::Complete(snapshot)) = tandem_core::watermark::Watermark::parse(said) {
+        let current = current.echoes;
         let left: Vec<&String> = current.iter().filter(|v| !v.parse::<u64>().is_ok_and(|xid| snapshot.sees(xid))).collect();
         let echoes = serde_json::to_string(&left).map_err(|e| LocalError::Invalid(e.to_string()))?;
         conn.execute(sql::SET_ECHOES, named_params! {":scope": state.scope, ":echoes": echoes})?;

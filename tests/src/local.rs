@@ -231,6 +231,9 @@ pub struct Interfering {
     /// server error (its session terminated as it answered): the round's
     /// pull still runs.
     pub fail_after_apply: bool,
+    /// The server takes this many uploads, then fails the rest as
+    /// `fail_applies` does.
+    pub fail_applies_after: Option<usize>,
     /// SQL another connection runs on this file after the first apply.
     pub write_after_apply: Option<(std::path::PathBuf, &'static str)>,
     /// SQL another connection runs on this file once the first pull batch
@@ -251,6 +254,7 @@ impl Interfering {
             drop_after_selects: None,
             fail_applies: false,
             fail_after_apply: false,
+            fail_applies_after: None,
             write_after_apply: None,
             write_after_select: None,
             write_after_verify: None,
@@ -292,6 +296,12 @@ impl Remote for Interfering {
         Ok(changeset)
     }
     fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
+        if let Some(left) = self.fail_applies_after.as_mut() {
+            if *left == 0 {
+                self.fail_applies = true;
+            }
+            *left = left.saturating_sub(1);
+        }
         if self.fail_applies {
             return Err(RemoteError::Server { sqlstate: "55P03".into(), message: "lock timeout (a test's)".into() });
         }

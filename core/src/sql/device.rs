@@ -218,7 +218,10 @@ pub const SET_CLIENT_ID: &str = "UPDATE tandem_scopes SET client_id = :client_id
 pub const SET_REPLICA: &str = "UPDATE tandem_scopes SET replica_id = :replica_id, upload_id = NULL, in_flight = NULL WHERE scope = :scope";
 
 /// A resync from no watermark begins (see `tandem-local`'s `resync`).
-pub const BEGIN_RESYNC_FROM_START: &str = "UPDATE tandem_scopes SET resync = 1, watermark = NULL, echoes = NULL WHERE scope = :scope";
+/// Echoes stay while uploads say a watermark from before the resync
+/// (`seen_until`): the file's own writes after it are still its own.
+pub const BEGIN_RESYNC_FROM_START: &str =
+    "UPDATE tandem_scopes SET resync = 1, watermark = NULL, echoes = CASE WHEN seen_until IS NULL THEN NULL ELSE echoes END WHERE scope = :scope";
 
 /// A resync of some tables begins, from the current watermark.
 pub const BEGIN_RESYNC: &str = "UPDATE tandem_scopes SET resync = 1, echoes = NULL WHERE scope = :scope";

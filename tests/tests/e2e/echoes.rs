@@ -330,3 +330,38 @@ fn a_devices_own_delete_whose_answer_was_lost_stays_its_own() {
     assert_eq!(body.as_deref(), Some("third"));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// A round whose upload failed part way and that pulled afresh
+/// (`--reinit`) holds its uploads to the watermark from before that pull
+/// until one goes through. The device's own delete, answered in the
+/// round's first batch, is then not covered by that watermark: it must
+/// stay one of the file's own (the pull from NULL forgot its version), or
+/// the device's insert of the key again meets it as another writer's.
+#[test]
+fn a_devices_own_delete_stays_its_own_while_its_uploads_say_an_older_watermark() {
+    let schema = r#"
+        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new("own_delete_held", schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+    local(&file, "INSERT INTO notes VALUES (1, 1, 'first'), (2, 1, 'second'), (3, 1, 'third')");
+    s.sync_as(&file, &token);
+    // Two batches (two rows at least to one): the first goes through, the
+    // second fails.
+    local(&file, "DELETE FROM notes WHERE id = 1; DELETE FROM notes WHERE id = 2; DELETE FROM notes WHERE id = 3");
+    let mut interfering = Interfering { fail_applies_after: Some(1), ..Interfering::new(&s.db.url) };
+    let options = serde_json::from_value(json!({"token": token, "max_rows": 1, "reinit": true})).unwrap();
+    file.sync_with(&mut interfering, "s", &options).expect_err("the second batch failed");
+    local(&file, "INSERT INTO notes VALUES (1, 1, 'again')");
+    let report = s.sync_as(&file, &token);
+    assert!(report.conflicts.is_empty(), "the device's own delete is no other writer's: {report:?}");
+    let logged: i64 = s.server().query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
+    assert_eq!(logged, 0, "no conflict logged on the server");
+    let rows: Vec<String> =
+        s.server().query("SELECT id || ':' || body FROM notes ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(rows, ["1:again"]);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
