@@ -80,7 +80,7 @@ fn tandem_serve_relays_tandem_sync_and_stops_on_sigterm() {
     assert_eq!(output.status.code(), Some(1));
     let error = json_of(&output);
     assert_eq!(error["version"], 1);
-    assert!(error["error"]["message"].as_str().unwrap().contains("check the token"), "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("sync_rotate_token"), "{error}");
 
     // SIGTERM: a graceful stop, exit status 0.
     // SAFETY: signals a child process this test started and still owns.

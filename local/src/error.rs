@@ -87,7 +87,7 @@ pub enum RemoteError {
 
     /// The server was reached and said no (authentication, TLS, database):
     /// trying again will not help.
-    #[error("the server at {url} refused the connection: {reason}")]
+    #[error("the server at {url} refused: {reason}")]
     Refused { url: String, reason: String },
 
     /// The URL or a file it names is wrong: fix it before trying again.

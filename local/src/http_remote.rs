@@ -172,7 +172,14 @@ impl HttpRemote {
             source = cause.source();
         }
         chain.dedup();
-        let text = chain.join(": ");
+        let mut text = chain.join(": ");
+        // The request's query (an upload's options, its list of past
+        // uploads) buries the reason at the end of a kilobyte (helper 99).
+        if let Some(sent) = error.url().filter(|sent| sent.query().is_some()) {
+            let mut bare = sent.clone();
+            bare.set_query(None);
+            text = text.replace(sent.as_str(), bare.as_str());
+        }
         let url = self.shown.clone();
         // A connection cut (the gateway died, a proxy closed it) also
         // speaks of TLS, as rustls notices the missing close_notify: that
@@ -222,6 +229,9 @@ impl HttpRemote {
             StatusCode::NOT_FOUND if sqlstate == "42704" && error.message.starts_with("unknown scope") => {
                 RemoteError::UnknownScope(scope.to_string())
             }
+            // The server's own word on a token says what to do; the
+            // gateway's (no token, or not a token's form) gets the hint.
+            StatusCode::UNAUTHORIZED if !sqlstate.is_empty() => RemoteError::Refused { url, reason: error.message },
             StatusCode::UNAUTHORIZED => RemoteError::Refused {
                 url,
                 reason: format!(
@@ -375,6 +385,16 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_gateway_is_told_without_the_requests_query() {
+        let mut remote = HttpRemote::connect("http://127.0.0.1:1", None).unwrap();
+        let seen = tandem_core::options::Seen { watermark: "10:10:".into(), echoes: vec!["12345".into(); 50], ..Default::default() };
+        let options = ApplyOptions { seen: Some(seen), upload_id: Some("u".into()), token: Some("tdm_c_s".into()), ..Default::default() };
+        let error = remote.apply_changes("crm", r#"{"origin": "c", "tables": []}"#, &options).unwrap_err().to_string();
+        assert!(error.contains("/v1/scopes/crm/apply") && !error.contains("12345"), "{error}");
+        assert!(error.contains("is the gateway running"), "{error}");
+    }
+
+    #[test]
     fn a_deadlock_is_the_servers_error_not_an_unreachable_gateway() {
         let remote = HttpRemote::connect("http://127.0.0.1:1", None).unwrap();
         let body = r#"{"error": {"sqlstate": "40P01", "message": "deadlock detected", "detail": null}}"#;
@@ -388,7 +408,7 @@ mod tests {
         let body = r#"{"error": {"sqlstate": "42501", "message": "permission denied for table orders", "detail": null}}"#;
         let error = remote.error("crm", StatusCode::FORBIDDEN, body);
         assert!(matches!(&error, RemoteError::Server { sqlstate, .. } if sqlstate == "42501"), "{error}");
-        assert!(!error.to_string().contains("refused the connection"), "{error}");
+        assert!(!error.to_string().contains("refused:"), "{error}");
     }
 
     #[test]

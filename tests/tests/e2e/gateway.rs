@@ -134,10 +134,11 @@ fn requests_without_a_good_token_are_refused_and_change_nothing() {
     assert_eq!(error["sqlstate"], "42501", "{error}");
     assert_eq!(setup.server_rows(), before, "nothing changed");
 
-    // Through the client: the same refusals, saying to check the token.
+    // Through the client: the same refusals, saying what to do, once.
     let file = setup.s.store("revoked.db");
     let error = file.sync(&setup.url(), "crm", &setup.options(&revoked)).unwrap_err().to_string();
-    assert!(error.contains("refused") && error.contains("check the token"), "{error}");
+    assert!(error.contains("refused: invalid token") && error.contains("sync_rotate_token"), "{error}");
+    assert_eq!(error.matches("sync_rotate_token").count(), 1, "one hint: {error}");
     let error = file.sync(&setup.url(), "crm", &SyncOptions { ca_cert: setup.options(&one).ca_cert, ..Default::default() });
     assert!(error.unwrap_err().to_string().contains("--token"), "no token");
 }
