@@ -108,7 +108,7 @@ pub enum RemoteError {
     #[error("the server refused {} row(s)", .0.len())]
     Rejected(Vec<Rejection>),
 
-    #[error("the server says: {message} (SQLSTATE {sqlstate})")]
+    #[error("the server says: {message} (SQLSTATE {sqlstate}){}", retry_hint(sqlstate))]
     Server { sqlstate: String, message: String },
 
     /// The file's watermark is older than the server's last cleanup: only
@@ -180,6 +180,16 @@ impl RemoteError {
             return Some(RemoteError::SchemaMoved(message.to_string()));
         }
         (sqlstate == tandem_core::error::LOCK_NOT_AVAILABLE).then(|| RemoteError::LockWait(message.to_string()))
+    }
+}
+
+/// What to do after a server error the next try gets past: a deadlock or
+/// serialization failure (class 40) with another session's writes, which
+/// rolled the call back whole (helper 99: a bare "deadlock detected").
+fn retry_hint(sqlstate: &str) -> &'static str {
+    match sqlstate.starts_with("40") {
+        true => ": the call crossed another session's work and was undone whole; nothing is lost, sync again",
+        false => "",
     }
 }
 

@@ -400,6 +400,7 @@ mod tests {
         let body = r#"{"error": {"sqlstate": "40P01", "message": "deadlock detected", "detail": null}}"#;
         let error = remote.error("crm", StatusCode::SERVICE_UNAVAILABLE, body);
         assert!(matches!(&error, RemoteError::Server { sqlstate, .. } if sqlstate == "40P01"), "{error}");
+        assert!(error.to_string().ends_with("nothing is lost, sync again"), "says what to do: {error}");
     }
 
     #[test]
