@@ -413,11 +413,10 @@ pub fn release_seen(conn: &Connection, scope: &str) -> Result<()> {
 /// of a key it deleted meets that delete as another writer's.
 pub fn set_pulled(conn: &Connection, state: &ScopeState, watermark: &str) -> Result<()> {
     set_watermark(conn, &state.scope, Some(watermark))?;
-    let current = require(conn, &state.scope)?;
-    let said = current.seen_until.as_deref().unwrap_or(watermark);
+    let now = require(conn, &state.scope)?;
+    let said = now.seen_until.as_deref().unwrap_or(watermark);
     if let Ok(tandem_core::watermark::Watermark::Complete(snapshot)) = tandem_core::watermark::Watermark::parse(said) {
-        let current = current.echoes;
-        let left: Vec<&String> = current.iter().filter(|v| !v.parse::<u64>().is_ok_and(|xid| snapshot.sees(xid))).collect();
+        let left: Vec<&String> = now.echoes.iter().filter(|v| !v.parse::<u64>().is_ok_and(|xid| snapshot.sees(xid))).collect();
         let echoes = serde_json::to_string(&left).map_err(|e| LocalError::Invalid(e.to_string()))?;
         conn.execute(sql::SET_ECHOES, named_params! {":scope": state.scope, ":echoes": echoes})?;
     }
