@@ -316,9 +316,44 @@ pub fn shorten(text: &str, max: usize) -> String {
     format!("{}...", &text[..cut])
 }
 
+/// `error` with each of its causes, joined by ": ", leaving out a cause
+/// whose text the line holds already: a connection's failure names its
+/// reason (a TLS one, say) only in a cause.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_causes_names_each_cause_once() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+            }
+        }
+        let tls = Layer("invalid peer certificate: UnknownIssuer", None);
+        let error = Layer("pool: handshake failed", Some(Box::new(Layer("handshake failed", Some(Box::new(tls))))));
+        assert_eq!(with_causes(&error), "pool: handshake failed: invalid peer certificate: UnknownIssuer");
+    }
 
     #[test]
     fn a_rejection_kind_is_named_as_serialized() {

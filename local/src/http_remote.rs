@@ -165,14 +165,7 @@ impl HttpRemote {
 
     /// A request that got no answer: TLS refused, or nobody listening.
     fn transport_error(&self, error: &reqwest::Error) -> RemoteError {
-        let mut chain = vec![error.to_string()];
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            chain.push(cause.to_string());
-            source = cause.source();
-        }
-        chain.dedup();
-        let mut text = chain.join(": ");
+        let mut text = tandem_core::error::with_causes(error);
         // The request's query (an upload's options, its list of past
         // uploads) buries the reason at the end of a kilobyte (helper 99).
         if let Some(sent) = error.url().filter(|sent| sent.query().is_some()) {

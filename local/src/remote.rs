@@ -213,13 +213,7 @@ fn connect_error(url: &str, config: &Config, tls: &TlsSettings, error: &postgres
         };
         return RemoteError::Refused { url, reason };
     }
-    let mut chain = vec![error.to_string()];
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        chain.push(cause.to_string());
-        source = cause.source();
-    }
-    let text = chain.join(": ");
+    let text = tandem_core::error::with_causes(error);
     if text.contains("password missing") {
         return RemoteError::Refused {
             url,

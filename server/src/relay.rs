@@ -97,15 +97,7 @@ impl Relay {
 /// Why the gateway cannot reach PostgreSQL, with every cause the error
 /// carries (a TLS failure names its reason only there), and what to check.
 fn no_connection(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = format!("no connection: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
+    let text = format!("no connection: {}", tandem_core::error::with_causes(error));
     let tls = ["TLS", "tls", "certificate", "handshake"].iter().any(|sign| text.contains(sign));
     match tls {
         true => format!("{text} (check sslrootcert in --database against the server's certificate, and that the server has ssl = on)"),
