@@ -174,12 +174,7 @@ fn refuse_under_refused_once(
                     .collect::<Option<Vec<_>>>()
             })
             .collect();
-        for plan in plans.iter().filter(|plan| plan.t == key.parent) {
-            let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
-            for row in plan.rows.iter().filter(|row| row.change.op == Op::Upsert && matches!(row.outcome, Outcome::Refused { .. })) {
-                parents.push(values_at(row, &at));
-            }
-        }
+        parents.extend(keys_where(plans, key.parent, |row| row.change.op == Op::Upsert && matches!(row.outcome, Outcome::Refused { .. })));
         if parents.is_empty() {
             continue;
         }
@@ -227,13 +222,7 @@ fn hold_under_kept(
 ) -> Result<bool> {
     let mut held = false;
     for key in keys {
-        let mut kept: Vec<Vec<Option<String>>> = Vec::new();
-        for plan in plans.iter().filter(|plan| plan.t == key.parent) {
-            let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
-            for row in plan.rows.iter().filter(|row| is_kept_delete(row)) {
-                kept.push(values_at(row, &at));
-            }
-        }
+        let kept = keys_where(plans, key.parent, is_kept_delete);
         if kept.is_empty() {
             continue;
         }
@@ -260,6 +249,17 @@ pub fn is_kept_delete(row: &tandem_core::upload::UploadRow<Option<String>>) -> b
 /// A row's values at the uploaded positions `at` (a key, in its order).
 fn values_at(row: &UploadRow<Option<String>>, at: &[usize]) -> Vec<Option<String>> {
     at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect()
+}
+
+/// The primary keys (each value as sent) of the rows of table `t` that
+/// `pick` takes.
+fn keys_where(plans: &[TablePlan<'_>], t: usize, pick: impl Fn(&UploadRow<Option<String>>) -> bool) -> Vec<Vec<Option<String>>> {
+    let mut keys = Vec::new();
+    for plan in plans.iter().filter(|plan| plan.t == t) {
+        let Some(at) = positions(plan, &plan.table.primary_key) else { continue };
+        keys.extend(plan.rows.iter().filter(|row| pick(row)).map(|row| values_at(row, &at)));
+    }
+    keys
 }
 
 /// Runs `pass` until it changes nothing, at most `limit + 1` times: a row
