@@ -20,13 +20,18 @@ fn tandem() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tandem"))
 }
 
-/// A `tandem serve` process and the URL its log says it serves at.
-fn serve(database: &str) -> (Child, String, std::thread::JoinHandle<String>) {
-    let mut child = tandem()
+/// `tandem serve` on a free port, its log on a pipe.
+fn spawn_serve(database: &str) -> Child {
+    tandem()
         .args(["serve", "--database", database, "--listen", "127.0.0.1:0", "--shutdown-grace", "5"])
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run tandem serve");
+        .expect("run tandem serve")
+}
+
+/// A `tandem serve` process and the URL its log says it serves at.
+fn serve(database: &str) -> (Child, String, std::thread::JoinHandle<String>) {
+    let mut child = spawn_serve(database);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = String::new();
     let url = loop {
@@ -48,6 +53,35 @@ fn serve(database: &str) -> (Child, String, std::thread::JoinHandle<String>) {
     (child, url, rest)
 }
 
+/// One `tandem sync --json` of `file` through the gateway at `url`.
+fn sync(file: &std::path::Path, url: &str, token: &str) -> Output {
+    tandem()
+        .args(["sync", "--local"])
+        .arg(file)
+        .args(["--remote", url, "--scope", "crm", "--json"])
+        .env("TANDEM_TOKEN", token)
+        .output()
+        .expect("run tandem sync")
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: signals a child process the test started and still owns.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+}
+
+/// `child`'s exit status once SIGTERM stopped it, within 10 s.
+fn stopped_by_sigterm(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    sigterm(child);
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn json_of(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
@@ -62,37 +96,19 @@ fn tandem_serve_relays_tandem_sync_and_stops_on_sigterm() {
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let file = s.files.path("a.db");
 
-    let sync = |token: &str| {
-        tandem()
-            .args(["sync", "--local"])
-            .arg(&file)
-            .args(["--remote", &url, "--scope", "crm", "--json"])
-            .env("TANDEM_TOKEN", token)
-            .output()
-            .expect("run tandem sync")
-    };
-    let output = sync(&token);
+    let output = sync(&file, &url, &token);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report = json_of(&output);
     assert_eq!((report["version"].as_u64(), report["scope"].as_str(), report["pulled"].as_u64()), (Some(1), Some("crm"), Some(20)));
     let forged = format!("tdm_{}_{}", tandem_core::identity::token_client_id(&token).unwrap(), "0".repeat(64));
-    let output = sync(&forged);
+    let output = sync(&file, &url, &forged);
     assert_eq!(output.status.code(), Some(1));
     let error = json_of(&output);
     assert_eq!(error["version"], 1);
     assert!(error["error"]["message"].as_str().unwrap().contains("sync_rotate_token"), "{error}");
 
     // SIGTERM: a graceful stop, exit status 0.
-    // SAFETY: signals a child process this test started and still owns.
-    assert_eq!(unsafe { libc::kill(gateway.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = gateway.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "tandem serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = stopped_by_sigterm(&mut gateway, "tandem serve did not stop on SIGTERM");
     let log = log.join().unwrap();
     assert!(status.success(), "{status}: {log}");
     assert!(log.contains("stopping") && log.contains("stopped"), "{log}");
@@ -193,15 +209,13 @@ fn tandem_sync_watch_stays_live_and_stops_on_sigterm_with_its_report() {
     }
 
     // SIGTERM ends the watch after the round under way, with its report.
-    // SAFETY: signals a child process this test started and still owns.
-    assert_eq!(unsafe { libc::kill(watcher.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    sigterm(&watcher);
     let output = watcher.wait_with_output().unwrap();
     assert!(output.status.success(), "{}: {}", output.status, String::from_utf8_lossy(&output.stderr));
     let report = json_of(&output);
     assert_eq!((report["scope"].as_str(), report["pushed"].as_u64()), (Some("crm"), Some(1)), "{report}");
     assert!(report["pulled"].as_u64() >= Some(21) && report["rounds"].as_u64() >= Some(3), "{report}");
-    // SAFETY: as above.
-    unsafe { libc::kill(gateway.id() as libc::pid_t, libc::SIGTERM) };
+    sigterm(&gateway);
     gateway.wait().unwrap();
 }
 
@@ -231,11 +245,7 @@ fn tandem_serve_outlives_its_log_reader() {
     let s = Scenario::new("cli_serve_log_gone", SCHEMA, "crm");
     let role = Role::new(&s, "cli_gw_log", GATEWAY_GRANTS);
     let token = s.register(json!({"tenant": 1}));
-    let mut gateway = tandem()
-        .args(["serve", "--database", &role.url(&s), "--listen", "127.0.0.1:0", "--shutdown-grace", "5"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tandem serve");
+    let mut gateway = spawn_serve(&role.url(&s));
     let mut lines = BufReader::new(gateway.stderr.take().unwrap()).lines();
     let first = lines.next().expect("a first log line").unwrap();
     let url = first.split_once("serving devices at ").map(|(_, rest)| rest.split_whitespace().next().unwrap().to_string());
@@ -251,24 +261,9 @@ fn tandem_serve_outlives_its_log_reader() {
     }
     let mut gateway = Stopped(gateway);
     let file = s.files.path("a.db");
-    let output = tandem()
-        .args(["sync", "--local"])
-        .arg(&file)
-        .args(["--remote", &url, "--scope", "crm", "--json"])
-        .env("TANDEM_TOKEN", &token)
-        .output()
-        .expect("run tandem sync");
+    let output = sync(&file, &url, &token);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(json_of(&output)["pulled"].as_u64(), Some(20));
-    // SAFETY: signals a child process this test started and still owns.
-    assert_eq!(unsafe { libc::kill(gateway.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = gateway.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "tandem serve did not stop on SIGTERM once its log reader was gone");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = stopped_by_sigterm(&mut gateway.0, "tandem serve did not stop on SIGTERM once its log reader was gone");
     assert!(status.success(), "{status}");
 }

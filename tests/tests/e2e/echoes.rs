@@ -292,6 +292,20 @@ fn a_row_a_server_trigger_moved_away_is_done_when_the_answer_was_lost() {
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
 
+/// A scope of one table of notes filtered by tenant, and a file of tenant
+/// 1 that synced it once.
+fn tenant_notes(label: &str) -> (Scenario, String, tandem_local::Store) {
+    let schema = r#"
+        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+    "#;
+    let s = Scenario::new(label, schema, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("tenant1.db");
+    s.sync_as(&file, &token);
+    (s, token, file)
+}
+
 /// A device's own delete whose answer a server error lost (its session
 /// ended as it answered) comes back with the round's pull while the
 /// device writes the key again, so the file keeps its row beside it. The
@@ -300,15 +314,8 @@ fn a_row_a_server_trigger_moved_away_is_done_when_the_answer_was_lost() {
 /// server holds.
 #[test]
 fn a_devices_own_delete_whose_answer_was_lost_stays_its_own() {
-    let schema = r#"
-        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
-        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
-    "#;
-    let s = Scenario::new("own_delete_lost", schema, "s");
-    let token = s.register(json!({"tenant": 1}));
+    let (s, token, file) = tenant_notes("own_delete_lost");
     let path = s.files.path("tenant1.db");
-    let file = s.store("tenant1.db");
-    s.sync_as(&file, &token);
     for sql in ["INSERT INTO notes VALUES (1, 1, 'first')", "DELETE FROM notes WHERE id = 1", "INSERT INTO notes VALUES (1, 1, 'second')"] {
         local(&file, sql);
         s.sync_as(&file, &token);
@@ -339,14 +346,7 @@ fn a_devices_own_delete_whose_answer_was_lost_stays_its_own() {
 /// the device's insert of the key again meets it as another writer's.
 #[test]
 fn a_devices_own_delete_stays_its_own_while_its_uploads_say_an_older_watermark() {
-    let schema = r#"
-        CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id int NOT NULL, body text);
-        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
-    "#;
-    let s = Scenario::new("own_delete_held", schema, "s");
-    let token = s.register(json!({"tenant": 1}));
-    let file = s.store("tenant1.db");
-    s.sync_as(&file, &token);
+    let (s, token, file) = tenant_notes("own_delete_held");
     local(&file, "INSERT INTO notes VALUES (1, 1, 'first'), (2, 1, 'second'), (3, 1, 'third')");
     s.sync_as(&file, &token);
     // Two batches (two rows at least to one): the first goes through, the
