@@ -13,7 +13,9 @@
 //! only one side wrote, nor logged twice.
 //!
 //! `TANDEM_FAULTS` sets how many faults (default 50, the CI slice; `make
-//! reliability` runs 1000). It prints one JSON line of figures.
+//! reliability` runs 1000). It prints one JSON line of figures. A failure
+//! keeps the scratch cluster, whose log holds every statement with its
+//! parameters (each upload's changeset and options), and the files.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpStream;
@@ -237,7 +239,11 @@ fn sync_child(device: &Device, remote: &str) -> Child {
 fn syncs_under_faults_converge_with_nothing_lost() {
     let faults: usize = std::env::var("TANDEM_FAULTS").ok().and_then(|n| n.parse().ok()).unwrap_or(50);
     let started = Instant::now();
-    let cluster = Cluster::start("faults", &[], "max_connections = 100", "host all all 127.0.0.1/32 trust");
+    // Every statement is logged, with its parameters (each upload's
+    // changeset and options): a failure's cluster is kept, and its log
+    // tells what each device sent and when.
+    let conf = "max_connections = 100\nlog_statement = 'all'\nlog_line_prefix = '%m [%p] %a '";
+    let cluster = Cluster::start("faults", &[], conf, "host all all 127.0.0.1/32 trust");
     let url = cluster.url("postgres");
     cluster.admin().batch_execute(SCHEMA).unwrap();
     let mut gateway = Gateway::start(&url.replacen("postgres@", "tandem_faults_gateway@", 1), free_port());

@@ -139,13 +139,19 @@ pub struct Seen {
     pub unmatched: Vec<String>,
 }
 
-/// A key of [`Seen::kept`]: the table as the scope names it and the key
-/// as the file's uploads send it.
+/// A key of [`Seen::kept`]: the table as the scope names it, the key as
+/// the file's uploads send it, and the version of the delete the pull
+/// brought (sent once `sync_schema` says `kept_versions`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeptKey {
     pub table: String,
     pub key: Vec<Value>,
+    /// Only that exit of the key counts: an older one, which the file
+    /// received long ago, is no delete it did not take. Without it (a
+    /// hold an earlier Tandem recorded), any exit that is not an echo does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// The deletes a file's pulls brought and it did not take, held until
@@ -194,13 +200,16 @@ impl Seen {
         };
         let own = versions(&self.echoes, "echo")?;
         let unmatched = versions(&self.unmatched, "unmatched delete")?;
+        let kept: Vec<String> = self.kept.iter().filter_map(|k| k.version.clone()).collect();
+        versions(&kept, "kept delete")?;
         Ok(Horizon::new(&watermark, own).with_unmatched(unmatched))
     }
 
-    /// Whether the file kept `key` of `table` beside a delete it did not
-    /// take (see [`Seen::kept`]).
-    pub fn kept(&self, table: &str, key: &[Value]) -> bool {
-        self.kept.iter().any(|k| k.table == table && k.key == key)
+    /// The deletes of `key` of `table` the file kept its row beside and
+    /// did not take (see [`Seen::kept`]), by version (`None`: any exit);
+    /// empty when it kept none.
+    pub fn kept(&self, table: &str, key: &[Value]) -> Vec<Option<&str>> {
+        self.kept.iter().filter(|k| k.table == table && k.key == key).map(|k| k.version.as_deref()).collect()
     }
 }
 
@@ -409,11 +418,18 @@ mod tests {
         assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "other": 1}}))).is_err());
         // Kept keys: a table and a key each, found by both; unmatched
         // deletes: versions, as echoes are.
-        let kept = json!({"seen": {"watermark": "10:12:", "kept": [{"table": "public.items", "key": [20, "a"]}], "unmatched": ["11"]}});
+        let kept = json!({"seen": {"watermark": "10:12:", "kept": [{"table": "public.items", "key": [20, "a"]},
+                                                                  {"table": "public.items", "key": [20, "a"], "version": "11"}],
+                                   "unmatched": ["11"]}});
         let kept = ApplyOptions::parse(Some(&kept)).unwrap().seen.unwrap();
-        assert!(kept.kept("public.items", &[json!(20), json!("a")]));
-        assert!(!kept.kept("public.items", &[json!(21), json!("a")]) && !kept.kept("public.other", &[json!(20), json!("a")]));
+        assert_eq!(kept.kept("public.items", &[json!(20), json!("a")]), [None, Some("11")]);
+        assert!(
+            kept.kept("public.items", &[json!(21), json!("a")]).is_empty()
+                && kept.kept("public.other", &[json!(20), json!("a")]).is_empty()
+        );
         assert_eq!(kept.horizon().unwrap().unmatched(), [11]);
+        let bad_version = json!({"seen": {"watermark": "10:12:", "kept": [{"table": "t", "key": [1], "version": "1; DROP"}]}});
+        assert!(ApplyOptions::parse(Some(&bad_version)).is_err(), "a kept delete's version is checked as echoes are");
         for bad in [json!(5), json!([{"table": "t"}]), json!([{"table": "t", "key": 1}]), json!([{"table": "t", "key": [1], "x": 1}])] {
             assert!(ApplyOptions::parse(Some(&json!({"seen": {"watermark": "10:12:", "kept": bad}}))).is_err(), "{bad}");
         }

@@ -75,6 +75,8 @@ fn sync_schema(scope: Option<&str>, options: default!(Option<JsonbText>, "'{}'")
             // ... and which deletes it did not take (`seen.kept`), instead
             // of an older watermark for every key.
             value["seen_kept"] = Value::from(true);
+            // ... each by the version of the delete it did not take.
+            value["kept_versions"] = Value::from(true);
             if !moved_from.is_empty() {
                 value["moved_from"] = Value::from(moved_from);
             }

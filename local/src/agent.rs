@@ -337,10 +337,14 @@ impl Push<'_> {
         // (`seen.kept`); a server that takes no names hears no more than
         // the watermark before them, for every key.
         let held_whole = !server.seen_kept || (state.seen_until.is_some() && state.kept_deletes.is_none());
-        let (watermark, not_taken) = match held_whole {
+        let (watermark, mut not_taken) = match held_whole {
             true => (state.seen_until.as_ref().or(state.watermark.as_ref()), NotTaken::default()),
             false => (state.watermark.as_ref(), state.kept_deletes.clone().unwrap_or_default()),
         };
+        if !server.kept_versions {
+            // It counts any exit of a kept key, as before.
+            not_taken.kept.iter_mut().for_each(|k| k.version = None);
+        }
         let seen = watermark.filter(|_| server.seen && !state.resync).map(|watermark| Seen {
             watermark: watermark.clone(),
             echoes: state.echoes.clone(),

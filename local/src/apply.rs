@@ -116,9 +116,17 @@ pub fn apply(conn: &Connection, state: &ScopeState, text: &str) -> Result<Applie
                         crate::resync::cross_off(conn, state, t, &row.key)?;
                     }
                     if !waiting.is_empty() && waiting.contains(&rows::key_text(&row.key)) {
-                        if row.op == Op::Delete {
+                        // A delete of a key whose row the file no longer
+                        // holds (its own delete waits to go up) leaves it
+                        // as it is: taken, with nothing kept beside it.
+                        // Not where the file may hold the key in another
+                        // text.
+                        if row.op == Op::Delete
+                            && (table.schema.key_may_be_spelled_apart() || rows::read(conn, table.schema, &row.key)?.is_some())
+                        {
                             if let Some(not_taken) = not_taken.as_mut() {
-                                not_taken.kept.push(KeptKey { table: table.schema.name.clone(), key: row.key.clone() });
+                                let version = row.version.clone();
+                                not_taken.kept.push(KeptKey { table: table.schema.name.clone(), key: row.key.clone(), version });
                             }
                             held_back = true;
                         }

@@ -264,8 +264,10 @@ pub struct Capabilities {
     /// An upload may say what its file had received (`seen`).
     pub seen: bool,
     /// ... and which keys it kept beside deletes it did not take
-    /// (`seen.kept`).
+    /// (`seen.kept`),
     pub seen_kept: bool,
+    /// ... each with the version of that delete.
+    pub kept_versions: bool,
 }
 
 /// The last `sync_schema` answer a transport read, with its text: a round
@@ -292,17 +294,17 @@ impl LastSchema {
 fn schema_answer(text: &str) -> Result<SchemaAnswer, RemoteError> {
     let unreadable = |e: serde_json::Error| RemoteError::Protocol(format!("unreadable schema: {e}"));
     let mut value: serde_json::Value = serde_json::from_str(text).map_err(unreadable)?;
-    let (server_id, moved_from, respellings, seen, seen_kept) = match value.as_object_mut() {
-        Some(o) => (o.remove("server_id"), o.remove("moved_from"), o.remove("respellings"), o.remove("seen"), o.remove("seen_kept")),
-        None => (None, None, None, None, None),
-    };
+    let mut take = |name: &str| value.as_object_mut().and_then(|o| o.remove(name));
+    let (server_id, moved_from) = (take("server_id"), take("moved_from"));
+    let (respellings, seen, seen_kept, kept_versions) = (take("respellings"), take("seen"), take("seen_kept"), take("kept_versions"));
     let moved_from = match moved_from {
         Some(ids) => serde_json::from_value(ids).map_err(unreadable)?,
         None => Vec::new(),
     };
     let server_id = server_id.and_then(|v| v.as_str().map(str::to_string));
     let says = |flag: Option<serde_json::Value>| flag.and_then(|v| v.as_bool()).unwrap_or(false);
-    let capabilities = Capabilities { respellings: says(respellings), seen: says(seen), seen_kept: says(seen_kept) };
+    let capabilities =
+        Capabilities { respellings: says(respellings), seen: says(seen), seen_kept: says(seen_kept), kept_versions: says(kept_versions) };
     Ok(SchemaAnswer { schema: serde_json::from_value(value).map_err(unreadable)?, server_id, moved_from, capabilities })
 }
 

@@ -134,6 +134,12 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let data = self.dir.join("data");
         let _ = command(&self.bin.join("pg_ctl"), &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"]).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // A failed test leaves the cluster (its log included) for a
+        // post-mortem.
+        if std::thread::panicking() {
+            eprintln!("the scratch cluster is kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

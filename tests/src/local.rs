@@ -38,7 +38,12 @@ impl Files {
 
 impl Drop for Files {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // A failed test leaves its files for a post-mortem.
+        if std::thread::panicking() {
+            eprintln!("the test's files are kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

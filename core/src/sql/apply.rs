@@ -803,8 +803,9 @@ pub struct Uploader<'a> {
     /// What the uploading file had received, when it said (`seen`).
     pub seen: Option<&'a Horizon>,
     /// Staged rows of keys the file kept beside a delete it did not take
-    /// (`seen.kept`): their inserts meet their exit whatever the horizon.
-    pub kept: &'a [usize],
+    /// (`seen.kept`), each with that delete's version (`None`: any exit):
+    /// their inserts meet it whatever the horizon.
+    pub kept: &'a [(usize, Option<String>)],
 }
 
 /// Classifies the staged rows `idx` of table `t` against the server: the
@@ -856,8 +857,12 @@ pub fn classify(
                     // of the rows it kept, and those that reached no row.
                     let mut not_taken = Vec::new();
                     if !uploader.kept.is_empty() {
-                        let kept = binds.bind(uploader.kept.iter().map(|&i| i as i32).collect::<Vec<i32>>());
-                        not_taken.push(format!("s.idx = ANY({kept}::int4[])"));
+                        let rows = binds.bind(uploader.kept.iter().map(|(i, _)| *i as i32).collect::<Vec<i32>>());
+                        let versions = binds.bind(Param::TextArray(uploader.kept.iter().map(|(_, v)| v.clone()).collect()));
+                        not_taken.push(format!(
+                            "EXISTS (SELECT 1 FROM unnest({rows}::int4[], {versions}::text[]) k(idx, version) \
+                             WHERE k.idx = s.idx AND (k.version IS NULL OR k.version::xid8 = e.tandem_stamp))"
+                        ));
                     }
                     if !seen.unmatched().is_empty() {
                         let unmatched = binds.bind(seen.unmatched().iter().map(u64::to_string).collect::<Vec<_>>());
@@ -1613,16 +1618,23 @@ mod tests {
         // Deletes the file did not take count whatever the snapshot: of
         // the rows it kept, and those that reached no row.
         let unmatched = seen.clone().with_unmatched(vec![40, 41]);
-        let uploader = Uploader { seen: Some(&unmatched), kept: &[0, 2], ..uploader };
+        // A kept row meets the delete it was kept beside (any exit, for a
+        // hold that names none), not an older exit the file received.
+        let kept = [(0, Some("35".to_string())), (2, None)];
+        let uploader = Uploader { seen: Some(&unmatched), kept: &kept, ..uploader };
         let query = classify(&scope, &staged, 0, StageKey::Sent, uploader, &values, &[0, 1, 2]);
         assert!(
             query.sql.contains(
-                "(NOT pg_visible_in_snapshot(e.tandem_stamp, $4::text::pg_snapshot) OR s.idx = ANY($6::int4[]) OR e.tandem_stamp = ANY($7::text[]::xid8[])) AND NOT e.tandem_stamp = ANY($5::text[]::xid8[])"
+                "(NOT pg_visible_in_snapshot(e.tandem_stamp, $4::text::pg_snapshot) \
+                 OR EXISTS (SELECT 1 FROM unnest($6::int4[], $7::text[]) k(idx, version) \
+                 WHERE k.idx = s.idx AND (k.version IS NULL OR k.version::xid8 = e.tandem_stamp)) \
+                 OR e.tandem_stamp = ANY($8::text[]::xid8[])) AND NOT e.tandem_stamp = ANY($5::text[]::xid8[])"
             ),
             "{}",
             query.sql
         );
         assert!(query.params.contains(&Param::Int4Array(vec![0, 2])), "{:?}", query.params);
+        assert!(query.params.contains(&Param::TextArray(vec![Some("35".into()), None])), "{:?}", query.params);
         assert!(query.params.contains(&Param::from(vec!["40".to_string(), "41".to_string()])), "{:?}", query.params);
     }
 

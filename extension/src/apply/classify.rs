@@ -56,8 +56,11 @@ impl Upload<'_> {
             return Ok(());
         }
         let table = &self.scope.schema.tables[plan.t].name;
-        let kept: Vec<usize> = match self.kept {
-            Some(seen) if !seen.kept.is_empty() => idx.iter().copied().filter(|&i| seen.kept(table, &plan.rows[i].change.key)).collect(),
+        let kept: Vec<(usize, Option<String>)> = match self.kept {
+            Some(seen) if !seen.kept.is_empty() => idx
+                .iter()
+                .flat_map(|&i| seen.kept(table, &plan.rows[i].change.key).into_iter().map(move |version| (i, version.map(str::to_string))))
+                .collect(),
             _ => Vec::new(),
         };
         let uploader = sql::Uploader { kept: &kept, ..self.uploader };

@@ -365,3 +365,85 @@ fn a_devices_own_delete_stays_its_own_while_its_uploads_say_an_older_watermark()
     assert_eq!(rows, ["1:again"]);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// Notes 1 and 2 of tenant 1, where note 1 was deleted and inserted again
+/// long ago: the server keeps that old delete, which the file received
+/// and whose echo it forgot.
+fn notes_with_an_old_delete(label: &str) -> (Scenario, String, tandem_local::Store) {
+    let (s, token, file) = tenant_notes(label);
+    for sql in [
+        "INSERT INTO notes VALUES (1, 1, 'first')",
+        "DELETE FROM notes WHERE id = 1",
+        "INSERT INTO notes VALUES (1, 1, 'second'), (2, 1, 'other'), (3, 1, 'more')",
+    ] {
+        local(&file, sql);
+        s.sync_as(&file, &token);
+    }
+    s.sync_as(&file, &token);
+    (s, token, file)
+}
+
+/// Asserts that no conflict was logged and the server holds `rows`
+/// (`id:body`), as the file does.
+fn no_conflict_and_rows(s: &Scenario, file: &tandem_local::Store, report: &tandem_local::SyncReport, rows: &[&str]) {
+    assert!(report.conflicts.is_empty(), "the device's own deletes are no other writer's: {report:?}");
+    let logged: Vec<String> =
+        s.server().query("SELECT kind || ' ' || key::text FROM tandem.conflicts", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(logged.is_empty(), "no conflict logged on the server: {logged:?}");
+    let held: Vec<String> =
+        s.server().query("SELECT id || ':' || body FROM notes ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(held, rows);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+/// The fault suite's path: a device's own delete whose answer was lost
+/// comes back with the round's pull while the file holds no row of the
+/// key (the delete waits to go again). Nothing is kept beside it, so the
+/// file takes it. Its retry goes through in a round whose later batch
+/// fails, and the device's insert of the key again then goes up as a
+/// plain insert: it does not meet the key's old delete, long received, as
+/// another writer's.
+#[test]
+fn a_devices_own_delete_back_while_it_waits_to_go_again_is_taken() {
+    let (s, token, file) = notes_with_an_old_delete("own_delete_back");
+    let options: tandem_local::SyncOptions = serde_json::from_value(json!({"token": token, "max_rows": 1})).unwrap();
+    local(&file, "DELETE FROM notes WHERE id = 1");
+    let mut lost = Interfering { fail_after_apply: true, ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut lost, "s", &options).expect_err("the answer was lost");
+    local(&file, "UPDATE notes SET body = 'edited' WHERE id = 2; UPDATE notes SET body = 'edited' WHERE id = 3");
+    let mut failing = Interfering { fail_applies_after: Some(1), ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut failing, "s", &options).expect_err("the batch after the retry failed");
+    local(&file, "INSERT INTO notes VALUES (1, 1, 'again')");
+    let report = s.sync_as(&file, &token);
+    no_conflict_and_rows(&s, &file, &report, &["1:again", "2:edited", "3:edited"]);
+}
+
+/// As above, with the device writing the key again before the pull, so
+/// the file keeps its row beside its own delete (`seen.kept`). It deletes
+/// and inserts the key again while that hold lasts: the insert meets only
+/// the delete the file kept its row beside, which is its own, and not the
+/// key's old delete, long received.
+#[test]
+fn a_kept_key_meets_only_the_delete_it_was_kept_beside() {
+    let (s, token, file) = notes_with_an_old_delete("kept_beside");
+    let path = s.files.path("tenant1.db");
+    let options: tandem_local::SyncOptions = serde_json::from_value(json!({"token": token, "max_rows": 1})).unwrap();
+    local(&file, "DELETE FROM notes WHERE id = 1");
+    let mut lost = Interfering {
+        fail_after_apply: true,
+        write_after_select: Some((path, "INSERT INTO notes VALUES (1, 1, 'third')")),
+        ..Interfering::new(&s.db.url)
+    };
+    file.sync_with(&mut lost, "s", &options).expect_err("the answer was lost");
+    let mut failing = Interfering { fail_applies_after: Some(1), ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut failing, "s", &options).expect_err("the batch after the retry failed");
+    local(
+        &file,
+        "DELETE FROM notes WHERE id = 1; UPDATE notes SET body = 'edited' WHERE id = 2; UPDATE notes SET body = 'edited' WHERE id = 3",
+    );
+    let mut failing = Interfering { fail_applies_after: Some(2), ..Interfering::new(&s.db.url) };
+    file.sync_with(&mut failing, "s", &options).expect_err("the last batch failed");
+    local(&file, "INSERT INTO notes VALUES (1, 1, 'fourth')");
+    let report = s.sync_as(&file, &token);
+    no_conflict_and_rows(&s, &file, &report, &["1:fourth", "2:edited", "3:edited"]);
+}
