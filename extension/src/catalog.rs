@@ -185,7 +185,7 @@ pub fn foreign_keys(spi: &mut Spi<'_>, scope: &Scope<'_>) -> Result<Vec<crate::a
     let found = spi::query(
         spi,
         "WITH scope AS (SELECT t.i, to_regclass(t.name) AS rel FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i)) \
-         SELECT DISTINCT c.i::int8, p.i::int8, \
+         SELECT DISTINCT c.i::int8, p.i::int8, k.confupdtype = 'c', \
                 array(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, o) \
                       JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.o), \
                 array(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, o) \
@@ -199,19 +199,22 @@ pub fn foreign_keys(spi: &mut Spi<'_>, scope: &Scope<'_>) -> Result<Vec<crate::a
             Ok((
                 spi::required::<i64>(row, 1)?,
                 spi::required::<i64>(row, 2)?,
-                spi::required::<Vec<String>>(row, 3)?,
+                spi::required::<bool>(row, 3)?,
                 spi::required::<Vec<String>>(row, 4)?,
+                spi::required::<Vec<String>>(row, 5)?,
             ))
         },
     )?;
     let mut keys = Vec::new();
-    for (child, parent, child_columns, parent_columns) in found {
+    for (child, parent, cascades_updates, child_columns, parent_columns) in found {
         let (child, parent) = (child as usize - 1, parent as usize - 1);
         let primary_key = &scope.table(parent).primary_key;
         let columns: Option<Vec<String>> =
             primary_key.iter().map(|k| parent_columns.iter().position(|c| c == k).and_then(|i| child_columns.get(i).cloned())).collect();
         match columns {
-            Some(columns) if parent_columns.len() == primary_key.len() => keys.push(crate::apply::ForeignKey { child, parent, columns }),
+            Some(columns) if parent_columns.len() == primary_key.len() => {
+                keys.push(crate::apply::ForeignKey { child, parent, columns, cascades_updates })
+            }
             _ => {}
         }
     }

@@ -682,17 +682,64 @@ pub fn repoint(
     key: &[Option<String>],
 ) -> Query<NoRows> {
     let mut binds = Binds::new();
-    let sets: Vec<String> = positions
+    let sets = staged_values(types, positions, key, &mut binds).into_iter().map(|(p, value)| format!("c{p} = {value}"));
+    let sql = format!(
+        "UPDATE {} SET {} WHERE idx = ANY({}::int4[])",
+        scope.stage(c),
+        sets.collect::<Vec<_>>().join(", "),
+        binds.bind(indexes(idx))
+    );
+    Query::exec(sql, binds)
+}
+
+/// As [`repoint`], for rows sent under the old key `from` of a key change
+/// of parent table `p` this upload made: they go in under its new key
+/// `to`, where the server's `ON UPDATE CASCADE` would have moved them had
+/// they been on the server (helper 100). Not where the server holds a
+/// parent at `from` again (one the upload inserted there).
+#[allow(clippy::too_many_arguments)]
+pub fn follow_parent(
+    scope: &Scope<'_>,
+    c: usize,
+    p: usize,
+    types: &[StageType],
+    positions: &[usize],
+    idx: &[usize],
+    from: &[Option<String>],
+    to: &[Option<String>],
+) -> Query<NoRows> {
+    let mut binds = Binds::new();
+    let sets: Vec<String> =
+        staged_values(types, positions, to, &mut binds).into_iter().map(|(p, value)| format!("c{p} = {value}")).collect();
+    let parent = scope.table(p);
+    let held: Vec<String> = parent
+        .primary_key
+        .iter()
+        .zip(staged_values(types, positions, from, &mut binds))
+        .map(|(column, (_, value))| format!("pr.{} = {value}", quote_ident(column)))
+        .collect();
+    let sql = format!(
+        "UPDATE {} SET {} WHERE idx = ANY({}::int4[]) AND NOT EXISTS (SELECT 1 FROM {} pr WHERE {})",
+        scope.stage(c),
+        sets.join(", "),
+        binds.bind(indexes(idx)),
+        parent.table_name().quoted(),
+        held.join(" AND "),
+    );
+    Query::exec(sql, binds)
+}
+
+/// Each of `key` (values as sent) as the stage column at its position in
+/// `positions` holds it.
+fn staged_values(types: &[StageType], positions: &[usize], key: &[Option<String>], binds: &mut Binds) -> Vec<(usize, String)> {
+    positions
         .iter()
         .zip(key)
         .map(|(&p, value)| {
             let text = format!("{}::text", binds.bind(value.clone()));
-            let staged = types.get(p).map(|ty| ty.value(&text)).unwrap_or(text);
-            format!("c{p} = {staged}")
+            (p, types.get(p).map(|ty| ty.value(&text)).unwrap_or(text))
         })
-        .collect();
-    let sql = format!("UPDATE {} SET {} WHERE idx = ANY({}::int4[])", scope.stage(c), sets.join(", "), binds.bind(indexes(idx)));
-    Query::exec(sql, binds)
+        .collect()
 }
 
 /// Staged rows with a value storing would change, each with that column.

@@ -243,6 +243,7 @@ pub fn apply_changes(spi: &mut Spi<'_>, scope_name: &str, text: &str, options: &
                     let mut moved = std::collections::HashMap::new();
                     for plan in plans.iter_mut() {
                         parents::hold_to_unmoved(spi, &scope, plan, &foreign_keys, &unmoved)?;
+                        parents::follow_to_moved(spi, &scope, plan, &foreign_keys, &moved)?;
                         parents::follow_moved(spi, &scope, &staged, plan, &foreign_keys, &moved)?;
                         upload.write_table(spi, plan, Op::Upsert)?;
                         if moving {

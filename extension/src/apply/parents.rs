@@ -31,6 +31,8 @@ pub struct ForeignKey {
     pub parent: usize,
     /// The child's columns, in the order of the parent's primary key.
     pub columns: Vec<String>,
+    /// `ON UPDATE CASCADE`: a parent's key change takes its rows along.
+    pub cascades_updates: bool,
 }
 
 /// Key changes that did not apply, by the table whose rows they are: each
@@ -89,11 +91,47 @@ pub fn hold_to_unmoved(
     Ok(())
 }
 
-/// The new keys of `plan`'s key changes that were written (each value as
-/// sent, in primary key order).
-pub fn moved_keys(plan: &TablePlan<'_>) -> HashSet<Vec<Option<String>>> {
-    let Some(at) = positions(plan, &plan.table.primary_key) else { return HashSet::new() };
-    plan.rows.iter().filter(|row| row.is_move() && row.change.op == Op::Upsert && row.written).map(|row| values_at(row, &at)).collect()
+/// Key changes that were written, by the table whose rows they are: each
+/// old key with its new one (each value as sent, in primary key order).
+pub type Moved = HashMap<usize, HashMap<Vec<Option<String>>, Vec<Option<String>>>>;
+
+/// The key changes of `plan` that were written, old key to new.
+pub fn moved_keys(plan: &TablePlan<'_>) -> HashMap<Vec<Option<String>>, Vec<Option<String>>> {
+    let Some(at) = positions(plan, &plan.table.primary_key) else { return HashMap::new() };
+    plan.rows
+        .iter()
+        .filter(|row| row.is_move() && row.change.op == Op::Upsert && row.written)
+        .filter_map(|row| Some((row.change.moved_from.as_ref()?.values.clone(), values_at(row, &at))))
+        .collect()
+}
+
+/// Puts each row of `plan` about to be written whose parent key, by a
+/// foreign key that cascades updates (outside the row's own key), is the
+/// old key of a parent's key change this upload wrote under that change's
+/// new key (in the stage): the server's cascade would have moved it there
+/// had it been on the server, as the file's own would have where it has
+/// one. A file without one sends its rows under the old key, and each was
+/// a conflict the server won (helper 100). Not where the server holds a
+/// parent at the old key again.
+pub fn follow_to_moved(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &TablePlan<'_>, keys: &[ForeignKey], moved: &Moved) -> Result<()> {
+    for key in keys.iter().filter(|k| k.child == plan.t && k.cascades_updates) {
+        let Some(changes) = moved.get(&key.parent).filter(|changes| !changes.is_empty()) else { continue };
+        if key.columns.iter().any(|c| plan.table.primary_key.contains(c)) {
+            continue;
+        }
+        let Some(at) = positions(plan, &key.columns) else { continue };
+        let mut following: BTreeMap<&Vec<Option<String>>, Vec<usize>> = BTreeMap::new();
+        for (i, row) in plan.rows.iter().enumerate().filter(|(_, row)| row.to_write(Op::Upsert)) {
+            if let Some((old, _)) = changes.get_key_value(&values_at(row, &at)) {
+                following.entry(old).or_default().push(i);
+            }
+        }
+        for (old, idx) in following {
+            let new = &changes[old];
+            spi::run(spi, sql::follow_parent(scope, plan.t, key.parent, &plan.types, &at, &idx, old, new))?;
+        }
+    }
+    Ok(())
 }
 
 /// Marks each row of `plan` about to be written whose parent key (outside
@@ -108,14 +146,15 @@ pub fn follow_moved(
     staged: Staged<'_>,
     plan: &mut TablePlan<'_>,
     keys: &[ForeignKey],
-    moved: &HashMap<usize, HashSet<Vec<Option<String>>>>,
+    moved: &Moved,
 ) -> Result<()> {
     for key in keys.iter().filter(|k| k.child == plan.t) {
-        let Some(new_keys) = moved.get(&key.parent).filter(|keys| !keys.is_empty()) else { continue };
+        let Some(changes) = moved.get(&key.parent).filter(|changes| !changes.is_empty()) else { continue };
         if key.columns.iter().any(|c| plan.table.primary_key.contains(c)) {
             continue;
         }
-        let parents: Vec<Vec<Option<String>>> = new_keys.iter().cloned().collect();
+        let new_keys: HashSet<&Vec<Option<String>>> = changes.values().collect();
+        let parents: Vec<Vec<Option<String>>> = new_keys.iter().map(|&k| k.clone()).collect();
         for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &parents, Op::Upsert))? {
             if let Some(row) = plan.rows.get_mut(i).filter(|row| row.to_write(Op::Upsert)) {
                 row.follows_own_move = true;

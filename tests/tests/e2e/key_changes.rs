@@ -50,6 +50,49 @@ fn a_key_change_moves_the_servers_row_so_its_cascades_run() {
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
 
+/// A file without a foreign key of its own keeps its rows under the old
+/// key of a parent whose key it changed: an edit of one of them, and a
+/// new one, go up under the old key. The server's `ON UPDATE CASCADE`
+/// would have moved them with the parent had they been there: they go in
+/// under the new key, their edits with them, and come back to the device
+/// so (helper 100: each was a conflict the server won, the edit kept only
+/// in the logs and the new row gone from the file).
+#[test]
+fn rows_under_the_old_key_of_a_parents_key_change_follow_it() {
+    let s = Scenario::new("key_follow", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(
+        &file,
+        "UPDATE invoices SET amount = 99 WHERE id = 1; INSERT INTO invoices VALUES (3, 1, 'a1', 30); \
+         UPDATE accounts SET code = 'a2' WHERE code = 'a1'",
+    );
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.conflicts.len(), report.rejected.len()), (0, 0), "{report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM tandem.conflicts"), 0);
+    let invoices: Vec<String> = s
+        .server()
+        .query("SELECT id || ':' || account || ':' || amount FROM invoices WHERE tenant_id = 1 ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(invoices, ["1:a2:99", "2:a2:20", "3:a2:30"]);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM invoices WHERE account = 'a2'"), 3, "the device has them under the new key");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    // A parent inserted again at the old key keeps the rows sent under it.
+    local(
+        &file,
+        "UPDATE accounts SET code = 'a3' WHERE code = 'a2'; INSERT INTO accounts VALUES ('a2', 1, 'New'); \
+                   UPDATE invoices SET amount = 21 WHERE id = 2",
+    );
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.conflicts.len(), report.rejected.len()), (0, 0), "{report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM invoices WHERE account = 'a2' AND id = 2 AND amount = 21"), 1);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
 #[test]
 fn a_key_changed_twice_is_one_move() {
     let s = Scenario::new("key_twice", ACCOUNTS, "s");
