@@ -276,6 +276,22 @@ fn read_batch(
                     deletes_held = later_changes_fit(conn, state, index, max_rows.saturating_sub(read))?;
                 }
             }
+            // A key change waits, as a delete does, for a batch that also
+            // holds every change of the tables after this one (the rows
+            // under it come later in the schema), where one can: sent in
+            // an earlier batch, the server's cascade moves those rows
+            // first, and an edit of one meets that as another writer's
+            // change (helper 101). The batch ends before it.
+            let search = &changes[..cut.unwrap_or(changes.len())];
+            if let Some(first) = search.iter().position(|(_, c)| c.moved_from.is_some()).filter(|_| deletes_wait) {
+                let before = seqs.iter().filter(|&&seq| seq < changes[first].0).count() as u64;
+                let opens_batch = before == 0 && tables.is_empty();
+                let fits = |room: u64| family_fits(conn, state, index, before, room);
+                if !opens_batch && !fits(remaining.saturating_sub(before))? && fits(max_rows)? {
+                    cut = Some(first);
+                    remaining = 0;
+                }
+            }
             // Bytes bound the batch as rows do; a batch holds at least one row.
             for (i, (_, change)) in changes.iter().enumerate().take(cut.unwrap_or(usize::MAX)) {
                 let size = change.approx_json_len();
@@ -460,6 +476,15 @@ fn later_changes_fit(conn: &Connection, state: &ScopeState, index: usize, room: 
         }
     }
     Ok(true)
+}
+
+/// Whether table `index`'s pending changes after its first `before`,
+/// with every change of the tables after it, fit `room` rows.
+fn family_fits(conn: &Connection, state: &ScopeState, index: usize, before: u64, room: u64) -> Result<bool> {
+    let (table, t) = (&state.schema.tables[index], &state.tables[index]);
+    let entries: i64 = conn.prepare_cached(&local::changes_after(table, t.id))?.query_row([t.acked_seq], |row| row.get(0))?;
+    let family = (entries.max(0) as u64).saturating_sub(before);
+    Ok(family <= room && later_changes_fit(conn, state, index, room - family)?)
 }
 
 /// A local value as an upload sends it. A value the file holds in a form

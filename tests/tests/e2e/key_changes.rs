@@ -32,6 +32,12 @@ fn server_count(s: &Scenario, sql: &str) -> i64 {
     s.server().query_one(sql, &[]).unwrap().get(0)
 }
 
+/// Tenant 1's invoices on the server, as `id:account:amount`.
+fn tenant_invoices(s: &Scenario) -> Vec<String> {
+    let sql = "SELECT id || ':' || account || ':' || amount FROM invoices WHERE tenant_id = 1 ORDER BY id";
+    s.server().query(sql, &[]).unwrap().iter().map(|r| r.get(0)).collect()
+}
+
 #[test]
 fn a_key_change_moves_the_servers_row_so_its_cascades_run() {
     let s = Scenario::new("key_move", ACCOUNTS, "s");
@@ -71,13 +77,7 @@ fn rows_under_the_old_key_of_a_parents_key_change_follow_it() {
     let report = s.sync_as(&file, &token);
     assert_eq!((report.conflicts.len(), report.rejected.len()), (0, 0), "{report:?}");
     assert_eq!(server_count(&s, "SELECT count(*) FROM tandem.conflicts"), 0);
-    let invoices: Vec<String> = s
-        .server()
-        .query("SELECT id || ':' || account || ':' || amount FROM invoices WHERE tenant_id = 1 ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let invoices = tenant_invoices(&s);
     assert_eq!(invoices, ["1:a2:99", "2:a2:20", "3:a2:30"]);
     assert_eq!(local_count(&file, "SELECT count(*) FROM invoices WHERE account = 'a2'"), 3, "the device has them under the new key");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
@@ -90,6 +90,31 @@ fn rows_under_the_old_key_of_a_parents_key_change_follow_it() {
     let report = s.sync_as(&file, &token);
     assert_eq!((report.conflicts.len(), report.rejected.len()), (0, 0), "{report:?}");
     assert_eq!(server_count(&s, "SELECT count(*) FROM invoices WHERE account = 'a2' AND id = 2 AND amount = 21"), 1);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
+
+/// A round of more changes than a batch holds: a parent's key change
+/// waits for a batch that also holds the changes of the tables after it
+/// (the rows under it), where those fit in one. Sent in an earlier batch,
+/// the server's cascade would move those rows first, and each edit would
+/// meet it as another writer's change (helper 101: each was a conflict
+/// the server won).
+#[test]
+fn a_parents_key_change_goes_up_with_the_rows_under_it() {
+    let s = Scenario::new("key_with_rows", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(
+        &file,
+        "INSERT INTO accounts VALUES ('c1', 1, 'Other'); UPDATE accounts SET code = 'a2' WHERE code = 'a1'; \
+         UPDATE invoices SET amount = 99 WHERE id = 1; UPDATE invoices SET amount = 98, account = 'a2' WHERE id = 2",
+    );
+    let report = s.sync(&file, json!({"token": token, "max_rows": 4}));
+    assert_eq!((report.conflicts.len(), report.rejected.len()), (0, 0), "{report:?}");
+    assert_eq!(server_count(&s, "SELECT count(*) FROM tandem.conflicts"), 0);
+    let invoices = tenant_invoices(&s);
+    assert_eq!(invoices, ["1:a2:99", "2:a2:98"]);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
 
