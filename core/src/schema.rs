@@ -423,7 +423,7 @@ pub fn check_local_names(schema: &Schema) -> Result<()> {
         if let Some((_, other)) = seen.iter().find(|(name, _)| *name == folded) {
             return Err(Error::InvalidSetup(format!(
                 "tables {other} and {} have the same name in a SQLite file (\"{local}\": SQLite ignores case and has no schemas): \
-                 rename one, or sync them in different scopes",
+                 rename one, or sync them in different scopes, into different files",
                 table.name
             )));
         }

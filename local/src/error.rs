@@ -22,6 +22,12 @@ pub enum LocalError {
     #[error("table {table} is already synced by scope \"{other}\"; a table belongs to one scope")]
     TableInOtherScope { table: String, other: String },
 
+    #[error(
+        "table {table} would share the file's table \"{local}\" with table {other_table} of scope \"{other}\" (SQLite ignores \
+         case and has no schemas): sync scope \"{other}\" and this one into another file each"
+    )]
+    LocalNameInOtherScope { table: String, local: String, other_table: String, other: String },
+
     #[error(transparent)]
     Remote(#[from] RemoteError),
 

@@ -56,14 +56,13 @@ pub fn provision(conn: &Connection, scope: &str, schema: &Schema) -> Result<Sche
                 }
             }
         }
+        let others: Vec<(String, String)> = conn
+            .prepare(sql::TABLES_OF_OTHER_SCOPES)?
+            .query_map(named_params! {":scope": scope}, |r| Ok((r.get("scope")?, r.get("name")?)))?
+            .collect::<rusqlite::Result<_>>()?;
         for table in &schema.tables {
             let local_name = table.table_name().local_name();
-            let other: Option<String> = conn
-                .query_row(sql::TABLE_IN_OTHER_SCOPE, named_params! {":name": table.name, ":scope": scope}, |r| r.get("scope"))
-                .optional()?;
-            if let Some(other) = other {
-                return Err(LocalError::TableInOtherScope { table: table.name.clone(), other });
-            }
+            refuse_shared_table(table, &local_name, &others)?;
             let mut existed = table_exists(conn, &local_name)?;
             let known: Option<i64> =
                 conn.query_row(sql::TABLE_STATE, named_params! {":scope": scope, ":name": table.name}, |r| r.get("id")).optional()?;
@@ -501,4 +500,28 @@ fn stale_columns(present: &[String], before: &tandem_core::schema::TableSchema, 
         .filter(|p| (synced_before(p) && !synced_now(p)) || (!synced_before(p) && added_now(p)))
         .cloned()
         .collect()
+}
+
+/// Refuses a table another scope of the file syncs, or whose name meets
+/// another scope's table's in SQLite (`items.x` of schema `items` and
+/// `public."items.x"`; `Notes` and `notes`): the two would share one
+/// table of the file, each scope sending the other's rows to its own
+/// server table (helper 103). The server refuses such names within one
+/// scope.
+fn refuse_shared_table(table: &TableSchema, local_name: &str, others: &[(String, String)]) -> Result<()> {
+    for (other, name) in others {
+        if *name == table.name {
+            return Err(LocalError::TableInOtherScope { table: table.name.clone(), other: other.clone() });
+        }
+        let meets = TableName::parse(name).is_ok_and(|theirs| theirs.local_name().eq_ignore_ascii_case(local_name));
+        if meets {
+            return Err(LocalError::LocalNameInOtherScope {
+                table: table.name.clone(),
+                local: local_name.to_string(),
+                other_table: name.clone(),
+                other: other.clone(),
+            });
+        }
+    }
+    Ok(())
 }

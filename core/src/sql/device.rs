@@ -245,7 +245,8 @@ pub const TABLE_STATE: &str = "SELECT id, acked_seq FROM tandem_tables WHERE sco
 pub const TABLE_STATES: &str = "SELECT name, id, acked_seq FROM tandem_tables WHERE scope = :scope";
 
 /// `scope` of another scope that tracks a table named `:name`.
-pub const TABLE_IN_OTHER_SCOPE: &str = "SELECT scope FROM tandem_tables WHERE name = :name AND scope <> :scope";
+/// The tables other scopes of the file sync, by scope.
+pub const TABLES_OF_OTHER_SCOPES: &str = "SELECT scope, name FROM tandem_tables WHERE scope <> :scope";
 
 /// A new tracked table; its id is the insert's rowid.
 pub const INSERT_TABLE: &str = "INSERT INTO tandem_tables (scope, name) VALUES (:scope, :name)";
