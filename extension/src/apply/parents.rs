@@ -10,7 +10,10 @@
 //! its change; where that foreign key is part of the row's own key, it is
 //! a conflict the server wins. A row the upload takes away from the old key
 //! of a parent's key change the server refused (the file's own `ON UPDATE
-//! SET NULL` emptied it) is refused with that change (helper 84).
+//! SET NULL` emptied it) is refused with that change (helper 84). And a
+//! row sent under the old key of a parent's key change that applied (a
+//! file without foreign keys) follows it to the new key, where the
+//! server's key cascades (helper 100).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -25,6 +28,9 @@ use crate::spi::{self, Spi};
 
 use super::plan::TablePlan;
 
+/// A key's values as sent, in primary key order.
+type Key = Vec<Option<String>>;
+
 /// A foreign key between two scope tables onto the parent's primary key.
 pub struct ForeignKey {
     pub child: usize,
@@ -37,12 +43,12 @@ pub struct ForeignKey {
 
 /// Key changes that did not apply, by the table whose rows they are: each
 /// new key with its old one (each value as sent, in primary key order).
-pub type Unmoved = HashMap<usize, HashMap<Vec<Option<String>>, Vec<Option<String>>>>;
+pub type Unmoved = HashMap<usize, HashMap<Key, Key>>;
 
 /// The key changes of `plan` that did not apply (not written, and the
 /// server's row still at the old key as last classified: a row the
 /// server's own cascade moved there is no such change), new key to old.
-pub fn unmoved_keys(plan: &TablePlan<'_>) -> HashMap<Vec<Option<String>>, Vec<Option<String>>> {
+pub fn unmoved_keys(plan: &TablePlan<'_>) -> HashMap<Key, Key> {
     let Some(at) = positions(plan, &plan.table.primary_key) else { return HashMap::new() };
     plan.rows
         .iter()
@@ -70,9 +76,9 @@ pub fn hold_to_unmoved(
         let Some(changes) = unmoved.get(&key.parent).filter(|changes| !changes.is_empty()) else { continue };
         let Some(at) = positions(plan, &key.columns) else { continue };
         let in_own_key = key.columns.iter().any(|c| plan.table.primary_key.contains(c));
-        let mut repointed: BTreeMap<&Vec<Option<String>>, Vec<usize>> = BTreeMap::new();
+        let mut repointed: BTreeMap<&Key, Vec<usize>> = BTreeMap::new();
         for (i, row) in plan.rows.iter_mut().enumerate().filter(|(_, row)| row.to_write(Op::Upsert)) {
-            let parent: Vec<Option<String>> = values_at(row, &at);
+            let parent: Key = values_at(row, &at);
             let Some(old) = changes.get(&parent) else { continue };
             if in_own_key {
                 row.violates(
@@ -93,10 +99,10 @@ pub fn hold_to_unmoved(
 
 /// Key changes that were written, by the table whose rows they are: each
 /// old key with its new one (each value as sent, in primary key order).
-pub type Moved = HashMap<usize, HashMap<Vec<Option<String>>, Vec<Option<String>>>>;
+pub type Moved = HashMap<usize, HashMap<Key, Key>>;
 
 /// The key changes of `plan` that were written, old key to new.
-pub fn moved_keys(plan: &TablePlan<'_>) -> HashMap<Vec<Option<String>>, Vec<Option<String>>> {
+pub fn moved_keys(plan: &TablePlan<'_>) -> HashMap<Key, Key> {
     let Some(at) = positions(plan, &plan.table.primary_key) else { return HashMap::new() };
     plan.rows
         .iter()
@@ -120,14 +126,13 @@ pub fn follow_to_moved(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &TablePlan<'_
             continue;
         }
         let Some(at) = positions(plan, &key.columns) else { continue };
-        let mut following: BTreeMap<&Vec<Option<String>>, Vec<usize>> = BTreeMap::new();
+        let mut following: BTreeMap<(&Key, &Key), Vec<usize>> = BTreeMap::new();
         for (i, row) in plan.rows.iter().enumerate().filter(|(_, row)| row.to_write(Op::Upsert)) {
-            if let Some((old, _)) = changes.get_key_value(&values_at(row, &at)) {
-                following.entry(old).or_default().push(i);
+            if let Some(change) = changes.get_key_value(&values_at(row, &at)) {
+                following.entry(change).or_default().push(i);
             }
         }
-        for (old, idx) in following {
-            let new = &changes[old];
+        for ((old, new), idx) in following {
             spi::run(spi, sql::follow_parent(scope, plan.t, key.parent, &plan.types, &at, &idx, old, new))?;
         }
     }
@@ -153,8 +158,8 @@ pub fn follow_moved(
         if key.columns.iter().any(|c| plan.table.primary_key.contains(c)) {
             continue;
         }
-        let new_keys: HashSet<&Vec<Option<String>>> = changes.values().collect();
-        let parents: Vec<Vec<Option<String>>> = new_keys.iter().map(|&k| k.clone()).collect();
+        let new_keys: HashSet<&Key> = changes.values().collect();
+        let parents: Vec<Key> = new_keys.iter().map(|&k| k.clone()).collect();
         for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &parents, Op::Upsert))? {
             if let Some(row) = plan.rows.get_mut(i).filter(|row| row.to_write(Op::Upsert)) {
                 row.follows_own_move = true;
@@ -164,7 +169,7 @@ pub fn follow_moved(
         // A row's own key change too (helper 90): its old row is the one
         // the cascade moved.
         for row in plan.rows.iter_mut().filter(|row| row.to_write(Op::Upsert)) {
-            let parent: Vec<Option<String>> = values_at(row, &at);
+            let parent: Key = values_at(row, &at);
             if new_keys.contains(&parent) {
                 row.follows_own_move = true;
             }
@@ -201,7 +206,7 @@ fn refuse_under_refused_once(
     let mut more = false;
     for key in keys {
         let parent = scope.table(key.parent);
-        let mut parents: Vec<Vec<Option<String>>> = refused
+        let mut parents: Vec<Key> = refused
             .iter()
             .filter(|r| r.table == parent.name)
             .filter_map(|r| {
@@ -286,13 +291,13 @@ pub fn is_kept_delete(row: &tandem_core::upload::UploadRow<Option<String>>) -> b
 }
 
 /// A row's values at the uploaded positions `at` (a key, in its order).
-fn values_at(row: &UploadRow<Option<String>>, at: &[usize]) -> Vec<Option<String>> {
+fn values_at(row: &UploadRow<Option<String>>, at: &[usize]) -> Key {
     at.iter().map(|&p| row.change.values.get(p).cloned().flatten()).collect()
 }
 
 /// The primary keys (each value as sent) of the rows of table `t` that
 /// `pick` takes.
-fn keys_where(plans: &[TablePlan<'_>], t: usize, pick: impl Fn(&UploadRow<Option<String>>) -> bool) -> Vec<Vec<Option<String>>> {
+fn keys_where(plans: &[TablePlan<'_>], t: usize, pick: impl Fn(&UploadRow<Option<String>>) -> bool) -> Vec<Key> {
     let mut keys = Vec::new();
     for plan in plans.iter().filter(|plan| plan.t == t) {
         let Some(at) = positions(plan, &plan.table.primary_key) else { continue };

@@ -314,13 +314,8 @@ fn tenant_notes(label: &str) -> (Scenario, String, tandem_local::Store) {
 /// server holds.
 #[test]
 fn a_devices_own_delete_whose_answer_was_lost_stays_its_own() {
-    let (s, token, file) = tenant_notes("own_delete_lost");
+    let (s, token, file) = notes_with_an_old_delete("own_delete_lost");
     let path = s.files.path("tenant1.db");
-    for sql in ["INSERT INTO notes VALUES (1, 1, 'first')", "DELETE FROM notes WHERE id = 1", "INSERT INTO notes VALUES (1, 1, 'second')"] {
-        local(&file, sql);
-        s.sync_as(&file, &token);
-    }
-    s.sync_as(&file, &token);
     local(&file, "DELETE FROM notes WHERE id = 1");
     let mut interfering = Interfering {
         fail_after_apply: true,
@@ -330,12 +325,7 @@ fn a_devices_own_delete_whose_answer_was_lost_stays_its_own() {
     let options = serde_json::from_value(json!({"token": token})).unwrap();
     file.sync_with(&mut interfering, "s", &options).expect_err("the answer was lost");
     let report = s.sync_as(&file, &token);
-    assert!(report.conflicts.is_empty(), "the device's own deletes are no other writer's: {report:?}");
-    let logged: i64 = s.server().query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
-    assert_eq!(logged, 0, "no conflict logged on the server");
-    let body: Option<String> = s.server().query_opt("SELECT body FROM notes WHERE id = 1", &[]).unwrap().map(|r| r.get(0));
-    assert_eq!(body.as_deref(), Some("third"));
-    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    no_conflict_and_rows(&s, &file, &report, &["1:third", "2:other", "3:more"]);
 }
 
 /// A round whose upload failed part way and that pulled afresh
@@ -357,16 +347,10 @@ fn a_devices_own_delete_stays_its_own_while_its_uploads_say_an_older_watermark()
     file.sync_with(&mut interfering, "s", &options).expect_err("the second batch failed");
     local(&file, "INSERT INTO notes VALUES (1, 1, 'again')");
     let report = s.sync_as(&file, &token);
-    assert!(report.conflicts.is_empty(), "the device's own delete is no other writer's: {report:?}");
-    let logged: i64 = s.server().query_one("SELECT count(*) FROM tandem.conflicts", &[]).unwrap().get(0);
-    assert_eq!(logged, 0, "no conflict logged on the server");
-    let rows: Vec<String> =
-        s.server().query("SELECT id || ':' || body FROM notes ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(rows, ["1:again"]);
-    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+    no_conflict_and_rows(&s, &file, &report, &["1:again"]);
 }
 
-/// Notes 1 and 2 of tenant 1, where note 1 was deleted and inserted again
+/// Notes 1 to 3 of tenant 1, where note 1 was deleted and inserted again
 /// long ago: the server keeps that old delete, which the file received
 /// and whose echo it forgot.
 fn notes_with_an_old_delete(label: &str) -> (Scenario, String, tandem_local::Store) {
