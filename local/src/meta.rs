@@ -10,7 +10,7 @@ use serde_json::Value;
 use tandem_core::options::{NotTaken, Params};
 use tandem_core::schema::{Schema, TableSchema};
 use tandem_core::sql::device as sql;
-use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, RENAMED_COLUMNS};
+use tandem_core::sql::local::{self, ADDED_COLUMNS, METADATA, METADATA_MARKS, RENAMED_COLUMNS};
 
 use crate::changes::InFlight;
 use crate::checked;
@@ -37,6 +37,17 @@ const LAYOUT: &str = "layout";
 
 /// Tandem's tables, and what an earlier Tandem's file lacks.
 fn upgrade(conn: &Connection) -> Result<()> {
+    // A program's own table under one of these names is left as it is:
+    // Tandem would add its columns to it, then fail on it.
+    for (table, column) in METADATA_MARKS {
+        let columns = column_names(conn, table)?;
+        if !columns.is_empty() && !columns.iter().any(|c| c == column) {
+            return Err(LocalError::Invalid(format!(
+                "the file holds a table {table} that Tandem did not make (it has no column {column}): names starting with \
+                 tandem_ are Tandem's; rename that table, or sync into another file"
+            )));
+        }
+    }
     conn.execute_batch(METADATA)?;
     conn.execute_batch(sql::DROP_UNUSED)?;
     for (table, column, definition) in ADDED_COLUMNS {

@@ -44,6 +44,17 @@ pub fn user_table(table: &TableSchema) -> String {
     quote_ident(&table.table_name().local_name())
 }
 
+/// A column each of [`METADATA`]'s tables has had since Tandem first made
+/// it: a table of that name without it is a program's own.
+pub const METADATA_MARKS: [(&str, &str); 6] = [
+    ("tandem_scopes", "client_id"),
+    ("tandem_tables", "acked_seq"),
+    ("tandem_conflicts", "decision"),
+    ("tandem_left_tables", "name"),
+    ("tandem_rejected", "reason"),
+    ("tandem_sync_writing", "writing"),
+];
+
 /// Tandem's own tables in a local file.
 pub const METADATA: &str = "
 CREATE TABLE IF NOT EXISTS tandem_scopes (

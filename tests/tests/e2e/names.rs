@@ -58,3 +58,20 @@ SELECT sync_provision('s', '{"tables": [{"name": "ledger"}]}');
     assert_eq!(report.pushed, 2, "{report:?}");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({}));
 }
+
+/// A program's own table under a name of Tandem's bookkeeping
+/// (`tandem_scopes`) is refused when the file is opened, before anything
+/// is written to it (helper 103: Tandem added its columns to the
+/// program's table, then failed on it).
+#[test]
+fn a_programs_own_table_named_like_tandems_bookkeeping_is_left_alone() {
+    let files = tandem_tests::local::Files::new("squatted");
+    let path = files.path("app.db");
+    let program = rusqlite::Connection::open(&path).unwrap();
+    program.execute_batch("CREATE TABLE tandem_scopes (z TEXT); INSERT INTO tandem_scopes VALUES ('evil');").unwrap();
+    let error = tandem_local::Store::open(&path).err().expect("refused").to_string();
+    assert!(error.contains("tandem_scopes") && error.contains("rename"), "{error}");
+    let columns: i64 = program.query_row("SELECT count(*) FROM pragma_table_info('tandem_scopes')", [], |r| r.get(0)).unwrap();
+    let tables: i64 = program.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).unwrap();
+    assert_eq!((columns, tables), (1, 1), "the program's table is as it made it, and nothing was added beside it");
+}
