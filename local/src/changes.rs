@@ -232,15 +232,15 @@ fn read_batch(
             // beyond it reads on, up to twice its rows, for them (see the
             // pairs below).
             let mut limit = remaining;
-            let (mut changes, seqs, mut top, ends_before) = loop {
+            let (mut changes, seqs, mut top) = loop {
                 let source = match snapshots.as_deref_mut() {
                     Some(snapshots) => snapshots.source(table, t.id, t.acked_seq, limit)?,
                     None => PendingSource::Log,
                 };
                 let (entries, top) = read_pending(conn, table, t, source, limit)?;
                 let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
-                let lookup = moves::Lookup { conn, table, id: t.id, acked: t.acked_seq, snapshot: source == PendingSource::Snapshot };
-                let moves::Paired { changes, ends_before } = moves::changes(entries, &lookup, answer_lost)?;
+                let lookup = moves::Lookup { conn, table, id: t.id, snapshot: source == PendingSource::Snapshot };
+                let changes = moves::changes(entries, &lookup, answer_lost)?;
                 let opens_apart = room.pairs
                     && limit == remaining
                     && tables.is_empty()
@@ -250,19 +250,14 @@ fn read_batch(
                     limit = remaining * 2;
                     continue;
                 }
-                break (changes, seqs, top, ends_before);
+                break (changes, seqs, top);
             };
             let mut read = seqs.len() as u64;
             if read == 0 {
                 continue;
             }
-            // Where this table's part of the batch ends early, if it does:
-            // before a row moved onto a key whose own row moves on in this
-            // batch (see `moves::changes`), and the batch with it.
-            let mut cut = ends_before.and_then(|at| changes.iter().position(|(seq, _)| *seq >= at));
-            if cut.is_some() {
-                remaining = 0;
-            }
+            // Where this table's part of the batch ends early, if it does.
+            let mut cut = None;
             // A delete waits for a batch that also holds every change of the
             // tables after this one (its children come later in the schema):
             // the server deletes children first within an upload, but a
@@ -273,8 +268,7 @@ fn read_batch(
             // delete then loses its conflict would be gone from the server
             // while the parent stays (helper 92). A family larger than a
             // batch goes children first, as it must.
-            let before_cut = &changes[..cut.unwrap_or(changes.len())];
-            if let Some(first) = before_cut.iter().position(|(_, c)| c.op == Op::Delete).filter(|_| deletes_wait) {
+            if let Some(first) = changes.iter().position(|(_, c)| c.op == Op::Delete).filter(|_| deletes_wait) {
                 if deletes_held {
                     cut = Some(first);
                 } else if !later_changes_fit(conn, state, index, remaining.saturating_sub(read))? {

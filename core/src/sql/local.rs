@@ -1058,18 +1058,6 @@ pub fn changes_after(table: &TableSchema, id: i64) -> String {
     format!("SELECT count(*) FROM {} WHERE tandem_seq > ?1 AND {}", log_table(id), is_change(table))
 }
 
-/// The key the row a key held first moved to, by that key's earliest key
-/// change after `?1` (key values from `?2`): `tandem_to_*`, then that
-/// entry's counter.
-pub fn first_moved_to(table: &TableSchema, id: i64) -> String {
-    format!(
-        "SELECT {}, tandem_seq FROM {} WHERE tandem_seq > ?1 AND {} AND tandem_to_1 IS NOT NULL ORDER BY tandem_seq LIMIT 1",
-        moved_to_columns(table).join(", "),
-        log_table(id),
-        key_match(table, 2)
-    )
-}
-
 /// Whether the log holds a change after `?1`.
 pub fn any_change_after(table: &TableSchema, id: i64) -> String {
     format!("SELECT EXISTS (SELECT 1 FROM {} WHERE tandem_seq > ?1 AND {})", log_table(id), is_change(table))

@@ -118,46 +118,6 @@ fn a_parents_key_change_goes_up_with_the_rows_under_it() {
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
 
-/// A key the server knows, vacated by one key change and taken by
-/// another in the same round (4 to 104, then 3 to 4), in a file without
-/// foreign keys: both go up as moves, the one that vacates the key
-/// first, so the server's cascades take each row's orders along (helper
-/// 102: the second went as a delete of 3, whose `ON DELETE CASCADE`
-/// removed 3's orders on both sides, with no conflict logged).
-#[test]
-fn a_key_vacated_and_taken_in_one_round_moves_both_rows() {
-    let schema = r#"
-CREATE TABLE customers (id bigint PRIMARY KEY, tenant_id int NOT NULL, name text);
-CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id int NOT NULL,
-                     customer_id bigint REFERENCES customers ON UPDATE CASCADE ON DELETE CASCADE, note text);
-INSERT INTO customers VALUES (3, 1, 'three'), (4, 1, 'four');
-INSERT INTO orders VALUES (7, 1, 3, 'of three'), (10, 1, 4, 'of four');
-SELECT sync_provision('s', '{"tables": [
-    {"name": "customers", "filter": {"tenant_id": "tenant"}},
-    {"name": "orders", "filter": {"tenant_id": "tenant"}}]}');
-"#;
-    let s = Scenario::new("key_vacated", schema, "s");
-    let token = s.register(json!({"tenant": 1}));
-    let file = s.store("a.db");
-    s.sync_as(&file, &token);
-    local(&file, "UPDATE customers SET id = 104 WHERE id = 4; UPDATE customers SET id = 4 WHERE id = 3");
-    let report = s.sync_as(&file, &token);
-    assert_eq!((report.conflicts.len(), report.rejected.len()), (0, 0), "{report:?}");
-    let rows: Vec<String> = s
-        .server()
-        .query(
-            "SELECT c.id || ':' || c.name || ':' || coalesce(string_agg(o.note, ',' ORDER BY o.id), '') \
-             FROM customers c LEFT JOIN orders o ON o.customer_id = c.id GROUP BY c.id, c.name ORDER BY c.id",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(rows, ["4:three:of three", "104:four:of four"], "each customer keeps its orders");
-    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
-}
-
 #[test]
 fn a_key_changed_twice_is_one_move() {
     let s = Scenario::new("key_twice", ACCOUNTS, "s");
