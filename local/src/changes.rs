@@ -469,8 +469,7 @@ pub fn key_of(table: &TableSchema, change: &tandem_core::changeset::RowChange) -
 fn later_changes_fit(conn: &Connection, state: &ScopeState, index: usize, room: u64) -> Result<bool> {
     let mut pending = 0u64;
     for (table, t) in state.schema.tables.iter().zip(&state.tables).skip(index + 1) {
-        let entries: i64 = conn.prepare_cached(&local::changes_after(table, t.id))?.query_row([t.acked_seq], |row| row.get(0))?;
-        pending += entries.max(0) as u64;
+        pending += pending_entries(conn, table, t)?;
         if pending > room {
             return Ok(false);
         }
@@ -481,10 +480,14 @@ fn later_changes_fit(conn: &Connection, state: &ScopeState, index: usize, room: 
 /// Whether table `index`'s pending changes after its first `before`,
 /// with every change of the tables after it, fit `room` rows.
 fn family_fits(conn: &Connection, state: &ScopeState, index: usize, before: u64, room: u64) -> Result<bool> {
-    let (table, t) = (&state.schema.tables[index], &state.tables[index]);
-    let entries: i64 = conn.prepare_cached(&local::changes_after(table, t.id))?.query_row([t.acked_seq], |row| row.get(0))?;
-    let family = (entries.max(0) as u64).saturating_sub(before);
+    let family = pending_entries(conn, &state.schema.tables[index], &state.tables[index])?.saturating_sub(before);
     Ok(family <= room && later_changes_fit(conn, state, index, room - family)?)
+}
+
+/// How many log entries of table `t` wait for the server's acknowledgement.
+fn pending_entries(conn: &Connection, table: &TableSchema, t: &meta::TableState) -> Result<u64> {
+    let entries: i64 = conn.prepare_cached(&local::changes_after(table, t.id))?.query_row([t.acked_seq], |row| row.get(0))?;
+    Ok(entries.max(0) as u64)
 }
 
 /// A local value as an upload sends it. A value the file holds in a form
