@@ -160,9 +160,12 @@ pub fn follow_moved(
         }
         let new_keys: HashSet<&Key> = changes.values().collect();
         let parents: Vec<Key> = new_keys.iter().map(|&k| k.clone()).collect();
-        for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &parents, Op::Upsert))? {
-            if let Some(row) = plan.rows.get_mut(i).filter(|row| row.to_write(Op::Upsert)) {
-                row.follows_own_move = true;
+        // A delete too: the cascade changed the row it was made on.
+        for op in [Op::Upsert, Op::Delete] {
+            for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &parents, op))? {
+                if let Some(row) = plan.rows.get_mut(i).filter(|row| row.to_write(op)) {
+                    row.follows_own_move = true;
+                }
             }
         }
         let Some(at) = positions(plan, &key.columns) else { continue };

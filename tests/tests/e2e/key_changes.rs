@@ -552,3 +552,21 @@ SELECT sync_provision('s', '{"tables": [{"name": "p", "filter": {"tenant_id": "t
     s.sync(&file, json!({"params": {"tenant": 1}}));
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// Helper 105: a row under a parent whose key the device changed, deleted
+/// in the same round. The server's cascade moves it with the parent in
+/// the same upload; the delete goes on over that, as an edit does (it was
+/// a conflict the server won, and the row came back).
+#[test]
+fn a_row_deleted_under_a_parent_whose_key_changed_is_deleted() {
+    let s = Scenario::new("key_move_child_deleted", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE accounts SET code = 'a2' WHERE code = 'a1'; DELETE FROM invoices WHERE id = 1");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.conflicts.len(), report.rejected.len()), (0, 0), "{report:?}");
+    assert_eq!(tenant_invoices(&s), ["2:a2:20"]);
+    assert_eq!(local_count(&file, "SELECT count(*) FROM invoices"), 1);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
