@@ -5,6 +5,7 @@
 //! crash, a dropped connection) and running again converges: nothing is
 //! lost and nothing applied twice.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use rusqlite::Connection;
@@ -264,6 +265,9 @@ impl Push<'_> {
         // Halved while the server refuses batches as too large.
         let mut max_rows = self.max_rows;
         let mut halved = false;
+        // Keys left by changes sent ahead this upload (see
+        // `changes::vacating`).
+        let mut vacated = HashSet::new();
         for _ in 0..PUSH_ROUNDS {
             let mut state = meta::require(conn, self.scope)?;
             // Rows the lost upload carried may be on the server although the
@@ -274,7 +278,17 @@ impl Push<'_> {
             }
             let max_bytes = self.options.max_bytes.unwrap_or(DEFAULT_MAX_BYTES) as usize;
             let room = changes::Room { max_rows, max_bytes, pairs: !halved };
-            let batch = changes::select(conn, &state, room, answer_lost, Some(&mut snapshots))?;
+            // What left a key another row's key change took goes first,
+            // alone.
+            let vacating = match answer_lost {
+                false => changes::vacating(conn, &state, max_rows, &mut vacated)?,
+                true => None,
+            };
+            let ahead = vacating.is_some();
+            let batch = match vacating {
+                Some(batch) => batch,
+                None => changes::select(conn, &state, room, answer_lost, Some(&mut snapshots), &vacated)?,
+            };
             if batch.is_empty() {
                 break;
             }
@@ -302,6 +316,10 @@ impl Push<'_> {
                     report.pushed += result.applied;
                     report.conflicts.extend(result.conflicts);
                 }
+                // A change sent ahead that the server refuses, or finds too
+                // large, goes again with the round's others, as the latest
+                // entries say: it is refused there.
+                Err(RemoteError::Rejected(_) | RemoteError::TooLarge(_)) if ahead => {}
                 Err(RemoteError::Rejected(rejections)) => {
                     record::set_aside(conn, &state, &rejections)?;
                     snapshots.invalidate();

@@ -2,12 +2,12 @@
 //! acknowledged by the server, each with the server version it was made on
 //! (`base`) and its change counter (`seq`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tandem_core::changeset::{Changeset, Op, TableChanges, FORMAT};
+use tandem_core::changeset::{Changeset, Op, RowChange, TableChanges, FORMAT};
 use tandem_core::error::RejectionKind;
 use tandem_core::options::SelectOptions;
 use tandem_core::options::MAX_ROW_BYTES;
@@ -42,7 +42,13 @@ pub struct Batch {
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.positions.is_empty() && self.too_large.is_empty()
+        self.positions.is_empty() && self.too_large.is_empty() && self.changeset.tables.is_empty()
+    }
+
+    /// A batch of moves sent ahead of the round's other changes (see
+    /// [`vacating`]): it acknowledges no log entry.
+    pub fn is_ahead(&self) -> bool {
+        self.positions.is_empty() && !self.changeset.tables.is_empty()
     }
 }
 
@@ -148,20 +154,70 @@ impl Drop for PendingSnapshots<'_> {
 /// the log itself.
 /// `answer_lost`: an earlier upload's answer was lost, so a delete of a
 /// row the file holds no server version of is sent (see `moves::changes`).
+/// `ahead`: the keys, by table index, whose moves went ahead this upload
+/// (see [`vacating`]).
 pub fn select(
     conn: &Connection,
     state: &ScopeState,
     room: Room,
     answer_lost: bool,
     mut snapshots: Option<&mut PendingSnapshots<'_>>,
+    ahead: &HashSet<(usize, String)>,
 ) -> Result<Batch> {
-    let batch = read_batch(conn, state, room, answer_lost, snapshots.as_deref_mut(), true)?;
+    let batch = read_batch(conn, state, room, answer_lost, snapshots.as_deref_mut(), true, ahead)?;
     // Deletes that wait for their children must not wait for a batch that
     // never comes: with nothing else to send, they go.
     if batch.is_empty() {
-        return read_batch(conn, state, room, answer_lost, snapshots, false);
+        return read_batch(conn, state, room, answer_lost, snapshots, false, ahead);
     }
     Ok(batch)
+}
+
+/// A batch of the changes that go ahead of the round's others (see
+/// `moves::vacating`: what left a key another row's key change took), of
+/// the first table that has any, or `None`. It acknowledges no log entry:
+/// each change's entries go up again with the round's later batches, built
+/// on the versions its answer gives (the key left, new to the server then,
+/// pairs with the row that took it). Its answer overwrites no row the log
+/// holds a change of since its first (`read_tops`): the row at the key
+/// left is another row. `tried` holds the keys left by changes sent this
+/// upload, which are not sent again: where one lost its conflict or was
+/// refused, the move onto its key goes as a move all the same (see
+/// `moves::Lookup::ahead`).
+pub fn vacating(conn: &Connection, state: &ScopeState, max_rows: u64, tried: &mut HashSet<(usize, String)>) -> Result<Option<Batch>> {
+    let waiting = tables_waiting(conn, state)?;
+    for (index, (table, t)) in state.schema.tables.iter().zip(&state.tables).enumerate() {
+        if !waiting[index] || table.primary_key.is_empty() {
+            continue;
+        }
+        let skip: HashSet<String> = tried.iter().filter(|(i, _)| *i == index).map(|(_, key)| key.clone()).collect();
+        let moves = moves::vacating(conn, table, t.id, t.acked_seq, max_rows.max(1), &skip)?;
+        if moves.is_empty() {
+            continue;
+        }
+        let first = moves.iter().map(|m| m.seq).min().unwrap_or(t.acked_seq + 1);
+        let rows: Vec<RowChange> = moves.into_iter().map(|m| m.change).collect();
+        for row in &rows {
+            if let Some(left) = row.moved_from.as_ref().or(row.key.as_ref()) {
+                tried.insert((index, rows::key_text(left)));
+            }
+        }
+        let positions = BTreeMap::new();
+        return Ok(Some(Batch {
+            changeset: Changeset {
+                format: FORMAT,
+                scope: state.scope.clone(),
+                origin: state.client_id.clone(),
+                tables: vec![TableChanges { name: table.name.clone(), columns: table.column_names(), rows }],
+                watermark: Some(crate::error::to_json(&positions)?),
+                has_more: true,
+            },
+            positions,
+            read_tops: BTreeMap::from([(table.name.clone(), first - 1)]),
+            too_large: Vec::new(),
+        }));
+    }
+    Ok(None)
 }
 
 /// How much one upload batch may hold.
@@ -203,6 +259,7 @@ fn read_batch(
     answer_lost: bool,
     mut snapshots: Option<&mut PendingSnapshots<'_>>,
     deletes_wait: bool,
+    ahead: &HashSet<(usize, String)>,
 ) -> Result<Batch> {
     // Room for a delete and the insert after it, at least (see the pairs
     // below).
@@ -232,6 +289,7 @@ fn read_batch(
             // beyond it reads on, up to twice its rows, for them (see the
             // pairs below).
             let mut limit = remaining;
+            let ahead: HashSet<String> = ahead.iter().filter(|(i, _)| *i == index).map(|(_, key)| key.clone()).collect();
             let (mut changes, seqs, mut top) = loop {
                 let source = match snapshots.as_deref_mut() {
                     Some(snapshots) => snapshots.source(table, t.id, t.acked_seq, limit)?,
@@ -239,7 +297,7 @@ fn read_batch(
                 };
                 let (entries, top) = read_pending(conn, table, t, source, limit)?;
                 let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
-                let lookup = moves::Lookup { conn, table, id: t.id, snapshot: source == PendingSource::Snapshot };
+                let lookup = moves::Lookup { conn, table, id: t.id, snapshot: source == PendingSource::Snapshot, ahead: &ahead };
                 let changes = moves::changes(entries, &lookup, answer_lost)?;
                 let opens_apart = room.pairs
                     && limit == remaining
@@ -508,6 +566,6 @@ pub fn select_changes(conn: &Connection, scope: &str, since: Option<&str>, optio
     }
     let state = meta::require(conn, scope)?;
     let room = Room { max_rows: options.max_rows(), max_bytes: options.max_bytes(), pairs: true };
-    let batch = select(conn, &state, room, state.upload_id.is_some(), None)?;
+    let batch = select(conn, &state, room, state.upload_id.is_some(), None, &HashSet::new())?;
     crate::error::to_json(&batch.changeset)
 }

@@ -38,6 +38,7 @@ mod log_reset;
 pub mod meta;
 mod moves;
 mod not_stored;
+mod own_keys;
 pub mod provision;
 pub mod record;
 pub mod remote;

@@ -8,9 +8,16 @@
 //! knows (it has a base version) to a row that still exists and that the
 //! server has never seen. Anything else goes as before: the old key
 //! deleted, the new key upserted.
+//!
+//! A key the server knows that its row left (a key change, a delete) and
+//! another row's key change took (4 to 104, then 3 to 4) cannot be paired
+//! from the latest entries: key 4's is the row that came. What left it
+//! goes first, alone ([`vacating`]); then 4 is new to the server, and 3 to
+//! 4 pairs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
 use tandem_core::changeset::{Op, RowChange};
@@ -43,6 +50,11 @@ pub struct Lookup<'a> {
     /// The batch reads a snapshot of all pending keys; otherwise it holds
     /// every pending key already.
     pub snapshot: bool,
+    /// Keys left by changes sent ahead this upload ([`vacating`]): a move
+    /// onto one pairs even where the server still holds the key (that
+    /// change lost its conflict, or was refused), so the server refuses it
+    /// as a move instead of taking a delete of its old key.
+    pub ahead: &'a HashSet<String>,
 }
 
 impl Lookup<'_> {
@@ -200,7 +212,7 @@ fn follow(entries: &[Pending], position: &HashMap<String, usize>, from: &Pending
             Target::InBatch(j) => &entries[*j],
             Target::Past(pending) => pending,
         };
-        if found.base.is_some() {
+        if found.base.is_some() && !lookup.ahead.contains(&key_text(&found.key)) {
             return Ok(None);
         }
         if found.values.is_some() {
@@ -209,4 +221,115 @@ fn follow(entries: &[Pending], position: &HashMap<String, usize>, from: &Pending
         next = found.moved_to.clone();
     }
     Ok(None)
+}
+
+/// A change of a key that goes up ahead of the round's other changes (see
+/// the module comment), with the first log entry that left the key.
+#[derive(Debug)]
+pub struct Vacating {
+    pub seq: i64,
+    pub change: RowChange,
+}
+
+/// For up to `limit` keys of table `id` the server knows that another
+/// row's key change after `acked` took, what left each before: a key
+/// change, sent as a move to where that row is now (followed by the log's
+/// key changes in counter order, it must end on a row the server has never
+/// seen), or a delete (the row was deleted, before or after it moved).
+/// `skip` names keys not to try again (sent this upload). A row that ends
+/// on a key the server knows waits: that key's own change goes first.
+pub fn vacating(conn: &Connection, table: &TableSchema, id: i64, acked: i64, limit: u64, skip: &HashSet<String>) -> Result<Vec<Vacating>> {
+    let keys = table.primary_key.len();
+    let mut taken = Vec::new();
+    {
+        let mut statement = conn.prepare_cached(&local::vacated_keys(table, id))?;
+        let mut rows =
+            statement.query(rusqlite::params![acked, (limit as i64).saturating_add(skip.len() as i64).saturating_add(CANDIDATES)])?;
+        while let Some(row) = rows.next()? {
+            let key = rows::read_key(table, row)?;
+            if !skip.contains(&key_text(&key)) {
+                taken.push((key, row.get::<_, i64>(keys)?, row.get::<_, String>(keys + 1)?));
+            }
+        }
+    }
+    let mut claimed = HashSet::new();
+    let mut out = Vec::new();
+    for (key, taken_at, base) in taken {
+        if out.len() as u64 >= limit {
+            break;
+        }
+        let change = |seq: i64, values: Option<Vec<Value>>| {
+            let (op, key, moved_from) = match values {
+                Some(_) => (Op::Upsert, None, Some(key.clone())),
+                None => (Op::Delete, Some(key.clone()), None),
+            };
+            let change =
+                RowChange { op, version: None, base: Some(base.clone()), seq: Some(seq), values, key, moved_from, respelled: None };
+            Vacating { seq, change }
+        };
+        match next_move(conn, table, id, &key, acked)?.filter(|(_, seq)| *seq < taken_at) {
+            Some((to, seq)) => {
+                let Some(at) = where_it_went(conn, table, id, to, seq)? else { continue };
+                if rows::read_base(conn, table, id, &at)?.is_some() || !claimed.insert(key_text(&at)) {
+                    continue;
+                }
+                // The file's own foreign keys moved the rows under it: they
+                // go up with the latest entries, in one batch.
+                if crate::own_keys::moved_along(conn, table, &at)? {
+                    continue;
+                }
+                let values = rows::read_local(conn, table, &at)?
+                    .map(|row| row.into_iter().enumerate().map(|(i, v)| changeset_value(table, i, v)).collect());
+                out.push(change(seq, values));
+            }
+            None => {
+                let first: Option<i64> = conn
+                    .prepare_cached(&local::first_entry(table, id))?
+                    .query_row(params_from_iter(with_counter(table, acked, &key)?), |row| row.get(0))?;
+                if let Some(seq) = first.filter(|&seq| seq < taken_at) {
+                    out.push(change(seq, None));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Keys read past `limit` for [`vacating`]: a key whose row must wait
+/// for another key's change takes no room.
+const CANDIDATES: i64 = 1000;
+
+/// `counter` then the key's values, as statements on one key after a
+/// counter take them.
+fn with_counter(table: &TableSchema, counter: i64, key: &[Value]) -> Result<Vec<SqlValue>> {
+    let mut params = vec![SqlValue::Integer(counter)];
+    params.extend(rows::key_params(table, key)?);
+    Ok(params)
+}
+
+/// The first key change of `key` after counter `after`: where it moved the
+/// row, and its counter.
+fn next_move(conn: &Connection, table: &TableSchema, id: i64, key: &[Value], after: i64) -> Result<Option<(Vec<Value>, i64)>> {
+    let keys = table.primary_key.len();
+    Ok(conn
+        .prepare_cached(&local::next_move(table, id))?
+        .query_row(params_from_iter(with_counter(table, after, key)?), |row| {
+            Ok((rows::read_key_at(table, row, 0)?, row.get::<_, i64>(keys)?))
+        })
+        .optional()?)
+}
+
+/// The key a row that moved to `to` (by the log entry at `seq`) holds now:
+/// each later key change of the key it is on takes it on.
+fn where_it_went(conn: &Connection, table: &TableSchema, id: i64, mut to: Vec<Value>, mut seq: i64) -> Result<Option<Vec<Value>>> {
+    loop {
+        if to.iter().any(Value::is_null) {
+            return Ok(None);
+        }
+        match next_move(conn, table, id, &to, seq)? {
+            // Counters only grow: the walk ends.
+            Some((next, at)) => (to, seq) = (next, at),
+            None => return Ok(Some(to)),
+        }
+    }
 }

@@ -193,6 +193,14 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                         rows::delete_with_children(conn, state, t, &conflict.key)?;
                     }
                 }
+            } else if batch.is_ahead() && conflict.moved_from.is_some() {
+                // A move sent ahead that the server settled against: the
+                // row at its new key goes (the conflict logs it). The row
+                // the file holds at its old key is another's, moved there
+                // since: its move goes up next, and the server answers it
+                // too (see `moves::Lookup::ahead`).
+                rows::delete_alone(conn, state, t, &conflict.key)?;
+                recorded.taken += 1;
             } else if !is_newer(t, &conflict.key) {
                 // A key change the server settled against, with nothing of
                 // the server's at its new key, goes back by an update: what

@@ -99,6 +99,21 @@ pub const OWN_TRIGGERS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE
 pub const ACTING_FOREIGN_KEYS: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
      WHERE m.type = 'table' AND (f.on_update NOT IN ('NO ACTION', 'RESTRICT') OR f.on_delete NOT IN ('NO ACTION', 'RESTRICT'))) AS present";
 
+/// The file's own foreign keys onto table `:table` that act when its key
+/// changes (`ON UPDATE CASCADE`, `SET NULL`, `SET DEFAULT`), a row per
+/// column: the referring table, the key's id there, then the referring
+/// and referred columns (`to` NULL: the primary key's, in its order).
+pub const KEYS_ACTING_ON_UPDATE: &str = "SELECT m.name AS child, f.id AS id, f.\"from\" AS from_column, f.\"to\" AS to_column \
+     FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
+     WHERE m.type = 'table' AND f.\"table\" = :table COLLATE NOCASE AND f.on_update NOT IN ('NO ACTION', 'RESTRICT') \
+     ORDER BY m.name, f.id, f.seq";
+
+/// Whether table `child` holds a row whose `columns` are `?1..`.
+pub fn any_referring(child: &str, columns: &[String]) -> String {
+    let matched: Vec<String> = columns.iter().enumerate().map(|(i, c)| format!("{} = ?{}", quote_ident(c), i + 1)).collect();
+    format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {})", quote_ident(child), matched.join(" AND "))
+}
+
 /// `name` of each table whose name starts with `:prefix`.
 pub const TABLES_NAMED: &str = "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(:prefix)) = :prefix";
 

@@ -986,6 +986,54 @@ pub fn snapshot_moved_to(table: &TableSchema, id: i64) -> String {
     format!("SELECT {} FROM {} WHERE {}", moved_to_columns(table).join(", "), snapshot_table(id), key_match(table, 1))
 }
 
+/// The first key change of one key (`?2..`) after counter `?1`: the key
+/// it moved the row to (`tandem_to_*`), then its counter. Following a row
+/// from key to key by these, in counter order, finds where it went even
+/// where a key it passed was taken again since (see [`vacated_keys`]).
+pub fn next_move(table: &TableSchema, id: i64) -> String {
+    let moved_to = moved_to_columns(table);
+    format!(
+        "SELECT {}, tandem_seq FROM {} WHERE tandem_seq > ?1 AND {} AND {} ORDER BY tandem_seq LIMIT 1",
+        moved_to.join(", "),
+        log_table(id),
+        key_match(table, 2),
+        each(&moved_to, AND, |c| format!("{c} IS NOT NULL")),
+    )
+}
+
+/// Keys the server knows (they have a base version) that another row's
+/// key change after `?1` took after the key had an entry of its own (the
+/// key was left), oldest first, at most `?2`: the key columns, the counter
+/// of the first such change, then the base version. What left each key
+/// (a key change, a delete) cannot be told from the latest entries, where
+/// the key's entry is the row that came (see `moves::vacating`).
+pub fn vacated_keys(table: &TableSchema, id: i64) -> String {
+    let moved_to = moved_to_columns(table);
+    // `alias`'s key is the key `m` moved a row to.
+    let taken = |alias: &str| {
+        table.primary_key.iter().zip(&moved_to).map(|(k, to)| format!("{alias}.{} = m.{to}", quote_ident(k))).collect::<Vec<_>>().join(AND)
+    };
+    let to = moved_to.iter().map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "SELECT {to}, min(m.tandem_seq), b.tandem_version FROM {log} m JOIN {base} b ON {} \
+         WHERE m.tandem_seq > ?1 AND {} \
+         AND EXISTS (SELECT 1 FROM {log} e WHERE e.tandem_seq > ?1 AND e.tandem_seq < m.tandem_seq AND {}) \
+         GROUP BY {to} ORDER BY min(m.tandem_seq) {}",
+        taken("b"),
+        each(&moved_to, AND, |c| format!("m.{c} IS NOT NULL")),
+        taken("e"),
+        limit(2),
+        log = log_table(id),
+        base = base_table(id),
+    )
+}
+
+/// The first log entry of one key (`?2..`) after `?1`: its counter, NULL
+/// for none.
+pub fn first_entry(table: &TableSchema, id: i64) -> String {
+    format!("SELECT min(tandem_seq) FROM {} WHERE tandem_seq > ?1 AND {}", log_table(id), key_match(table, 2))
+}
+
 fn snapshot_table(id: i64) -> String {
     format!("temp.{}", name("tandem_pending", id))
 }

@@ -40,5 +40,6 @@ mod tls;
 mod trust;
 mod types;
 mod upgrade;
+mod vacated_keys;
 mod verify;
 mod xid_epoch;
