@@ -266,8 +266,12 @@ impl Push<'_> {
         let mut max_rows = self.max_rows;
         let mut halved = false;
         // Keys left by changes sent ahead this upload (see
-        // `changes::vacating`).
+        // `changes::vacating`), and the logs' tops when the logs last had
+        // none to send: the round's other batches make none, so the logs
+        // are read for them again only once a write of the program's
+        // added an entry.
         let mut vacated = HashSet::new();
+        let mut none_ahead_at: Option<Vec<i64>> = None;
         for _ in 0..PUSH_ROUNDS {
             let mut state = meta::require(conn, self.scope)?;
             // Rows the lost upload carried may be on the server although the
@@ -280,11 +284,13 @@ impl Push<'_> {
             let room = changes::Room { max_rows, max_bytes, pairs: !halved };
             // What left a key another row's key change took goes first,
             // alone.
-            let vacating = match answer_lost {
+            let tops = changes::log_tops(conn, &state)?;
+            let vacating = match answer_lost || none_ahead_at.as_ref() == Some(&tops) {
                 false => changes::vacating(conn, &state, max_rows, &mut vacated)?,
                 true => None,
             };
             let ahead = vacating.is_some();
+            none_ahead_at = (!ahead).then_some(tops);
             let batch = match vacating {
                 Some(batch) => batch,
                 None => changes::select(conn, &state, room, answer_lost, Some(&mut snapshots), &vacated)?,

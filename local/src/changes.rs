@@ -220,6 +220,12 @@ pub fn vacating(conn: &Connection, state: &ScopeState, max_rows: u64, tried: &mu
     Ok(None)
 }
 
+/// The top counter of each table's log: any write of the program's, or of
+/// sync's own that logs, moves one.
+pub fn log_tops(conn: &Connection, state: &ScopeState) -> Result<Vec<i64>> {
+    state.tables.iter().map(|t| rows::top_seq(conn, t.id)).collect()
+}
+
 /// How much one upload batch may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Room {
