@@ -23,10 +23,12 @@ use serde_json::Value;
 use tandem_core::changeset::{Op, RowChange};
 use tandem_core::schema::TableSchema;
 use tandem_core::sql::local;
+use tandem_core::types::LocalValue;
 
 use crate::changes::changeset_value;
 use crate::error::Result;
 use crate::rows::{self, key_text};
+use crate::values::from_sql;
 
 /// One key's latest pending change, as an upload reads it.
 #[derive(Debug)]
@@ -267,19 +269,30 @@ pub fn vacating(conn: &Connection, table: &TableSchema, id: i64, acked: i64, lim
                 RowChange { op, version: None, base: Some(base.clone()), seq: Some(seq), values, key, moved_from, respelled: None };
             Vacating { seq, change }
         };
-        match next_move(conn, table, id, &key, acked)?.filter(|(_, seq)| *seq < taken_at) {
-            Some((to, seq)) => {
-                let Some(at) = where_it_went(conn, table, id, to, seq)? else { continue };
-                if rows::read_base(conn, table, id, &at)?.is_some() || !claimed.insert(key_text(&at)) {
+        match next_move(conn, table, id, &key, acked)?.filter(|hop| hop.seq < taken_at) {
+            Some(first) => {
+                let seq = first.seq;
+                let Some(hops) = walk(conn, table, id, first)? else { continue };
+                let Some(to) = destination(conn, table, id, &key, &hops)? else { continue };
+                if !claimed.insert(key_text(&to.key)) {
                     continue;
                 }
+                let Some(at) = hops.last() else { continue };
                 // The file's own foreign keys moved the rows under it: they
                 // go up with the latest entries, in one batch.
-                if crate::own_keys::moved_along(conn, table, &at)? {
+                if crate::own_keys::moved_along(conn, table, &at.key)? {
                     continue;
                 }
-                let values = rows::read_local(conn, table, &at)?
-                    .map(|row| row.into_iter().enumerate().map(|(i, v)| changeset_value(table, i, v)).collect());
+                let values = rows::read_local(conn, table, &at.key)?.map(|row| {
+                    let mut row: Vec<Value> = row.into_iter().enumerate().map(|(i, v)| changeset_value(table, i, v)).collect();
+                    // At a key it passed through: its values there.
+                    for (k, raw) in table.key_indexes().iter().zip(&to.raw) {
+                        if let Some(slot) = row.get_mut(*k) {
+                            *slot = changeset_value(table, *k, raw.clone());
+                        }
+                    }
+                    row
+                });
                 out.push(change(seq, values));
             }
             None => {
@@ -295,6 +308,29 @@ pub fn vacating(conn: &Connection, table: &TableSchema, id: i64, acked: i64, lim
     Ok(out)
 }
 
+/// Where the row that left `left` (by `hops`, the keys it went through,
+/// the last where it is now) goes ahead: its key now, where the server
+/// has never seen it; else the last key it passed through that the server
+/// has never seen and no row holds (two rows swapping keys through a
+/// temporary one: the first goes there on the server too, freeing its
+/// key for the second); else nowhere yet (a key the server knows holds it
+/// and its own change goes first).
+fn destination<'h>(conn: &Connection, table: &TableSchema, id: i64, left: &[Value], hops: &'h [Hop]) -> Result<Option<&'h Hop>> {
+    let Some((at, passed)) = hops.split_last() else { return Ok(None) };
+    if rows::read_base(conn, table, id, &at.key)?.is_none() {
+        return Ok(Some(at));
+    }
+    for hop in passed.iter().rev() {
+        let free = hop.key.as_slice() != left
+            && rows::read_base(conn, table, id, &hop.key)?.is_none()
+            && rows::read_local(conn, table, &hop.key)?.is_none();
+        if free {
+            return Ok(Some(hop));
+        }
+    }
+    Ok(None)
+}
+
 /// Keys read past `limit` for [`vacating`]: a key whose row must wait
 /// for another key's change takes no room.
 const CANDIDATES: i64 = 1000;
@@ -307,29 +343,44 @@ fn with_counter(table: &TableSchema, counter: i64, key: &[Value]) -> Result<Vec<
     Ok(params)
 }
 
+/// A key a row moved to, by the log entry at `seq`.
+struct Hop {
+    key: Vec<Value>,
+    /// The key as the file holds it, for a row's values at it.
+    raw: Vec<LocalValue>,
+    seq: i64,
+}
+
 /// The first key change of `key` after counter `after`: where it moved the
 /// row, and its counter.
-fn next_move(conn: &Connection, table: &TableSchema, id: i64, key: &[Value], after: i64) -> Result<Option<(Vec<Value>, i64)>> {
+fn next_move(conn: &Connection, table: &TableSchema, id: i64, key: &[Value], after: i64) -> Result<Option<Hop>> {
     let keys = table.primary_key.len();
     Ok(conn
         .prepare_cached(&local::next_move(table, id))?
         .query_row(params_from_iter(with_counter(table, after, key)?), |row| {
-            Ok((rows::read_key_at(table, row, 0)?, row.get::<_, i64>(keys)?))
+            Ok(Hop {
+                key: rows::read_key_at(table, row, 0)?,
+                raw: (0..keys).map(|i| Ok(from_sql(row.get_ref(i)?))).collect::<rusqlite::Result<_>>()?,
+                seq: row.get(keys)?,
+            })
         })
         .optional()?)
 }
 
-/// The key a row that moved to `to` (by the log entry at `seq`) holds now:
-/// each later key change of the key it is on takes it on.
-fn where_it_went(conn: &Connection, table: &TableSchema, id: i64, mut to: Vec<Value>, mut seq: i64) -> Result<Option<Vec<Value>>> {
+/// The keys a row went through from `first` on, by each later key change
+/// of the key it was on, the last where it is now; `None` where a key has
+/// no whole value.
+fn walk(conn: &Connection, table: &TableSchema, id: i64, first: Hop) -> Result<Option<Vec<Hop>>> {
+    let mut hops = vec![first];
     loop {
-        if to.iter().any(Value::is_null) {
+        let Some(hop) = hops.last() else { return Ok(None) };
+        if hop.key.iter().any(Value::is_null) {
             return Ok(None);
         }
-        match next_move(conn, table, id, &to, seq)? {
-            // Counters only grow: the walk ends.
-            Some((next, at)) => (to, seq) = (next, at),
-            None => return Ok(Some(to)),
+        // Counters only grow: the walk ends.
+        match next_move(conn, table, id, &hop.key, hop.seq)? {
+            Some(next) => hops.push(next),
+            None => return Ok(Some(hops)),
         }
     }
 }

@@ -237,3 +237,30 @@ fn a_file_whose_own_keys_are_not_enforced_moves_the_rows_on_the_server() {
     assert_eq!(customers_with_orders(&s), ["4:three:of three", "5:five:of five", "104:four:of four"]);
     converged(&s, &file);
 }
+
+/// Helper 104: rows swap keys through a temporary one (3 to 1000, 4 to
+/// 3, 1000 to 4), or pass them round a cycle. The first goes to the
+/// temporary key on the server too, so each moves, and each customer keeps
+/// its orders (before, the keys' values were swapped and the orders stayed
+/// under the numbers, each now another customer's).
+#[test]
+fn rows_swapping_keys_through_a_temporary_one_keep_their_rows() {
+    let swap = "UPDATE customers SET id = 1000 WHERE id = 3; UPDATE customers SET id = 3 WHERE id = 4; \
+                UPDATE customers SET id = 4 WHERE id = 1000";
+    let cycle = "UPDATE customers SET id = 1000 WHERE id = 3; UPDATE customers SET id = 3 WHERE id = 4; \
+                 UPDATE customers SET id = 4 WHERE id = 5; UPDATE customers SET id = 5 WHERE id = 1000";
+    let cases = [
+        (swap, ["3:four:of four", "4:three:of three", "5:five:of five"]),
+        (cycle, ["3:four:of four", "4:five:of five", "5:three:of three"]),
+    ];
+    for (round, expected) in cases {
+        for max_rows in [1, 100] {
+            let options = json!({"params": {"tenant": 1}, "max_rows": max_rows});
+            let (s, file) = synced(&format!("key_swap_{max_rows}"), OwnKeys::None, &options);
+            local(&file, round);
+            sync_clean(&s, &file, options);
+            assert_eq!(customers_with_orders(&s), expected, "{round} (max_rows {max_rows})");
+            converged(&s, &file);
+        }
+    }
+}
