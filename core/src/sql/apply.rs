@@ -567,20 +567,20 @@ pub fn under_refused(
     Some(Query::new(sql, binds, &out, decoder))
 }
 
-/// Staged rows of table `c` whose op is `op` and whose server row holds,
-/// in `columns` (a foreign key onto a parent's primary key, in that key's
-/// order), one of `parents` (keys, each value as sent): deletes under a
-/// parent whose own delete in the upload lost its conflict, which the
-/// file's own `ON DELETE CASCADE` deleted with it (helper 91); upserts of
-/// rows the server's own cascade just moved under a parent's new key
-/// (helper 95).
+/// Staged rows of table `c` whose op is `op` and whose server row (looked
+/// up by `key`) holds, in `columns` (a foreign key onto a parent's primary
+/// key, in that key's order), one of `parents` (keys, each value as sent):
+/// deletes under a parent whose own delete in the upload lost its
+/// conflict, which the file's own `ON DELETE CASCADE` deleted with it
+/// (helper 91); changes of rows the server's own cascade just moved under
+/// a parent's new key (helper 95), key changes by their old key.
 pub fn staged_under(
     scope: &Scope<'_>,
     staged: Staged<'_>,
     c: usize,
     columns: &[String],
     parents: &[Vec<Option<String>>],
-    op: Op,
+    (op, key): (Op, StageKey),
 ) -> Query<IdxOnly> {
     let table = scope.table(c);
     let mut binds = Binds::new();
@@ -593,7 +593,7 @@ pub fn staged_under(
         out.sql(),
         scope.stage(c),
         table.table_name().quoted(),
-        staged_key_equal(scope, staged, c, "r", "s"),
+        keyed_equal(scope, staged, c, key, "r", "s"),
         op.as_str(),
         held.join(", "),
         arrays.join(", "),

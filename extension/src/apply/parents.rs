@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tandem_core::changeset::Op;
 use tandem_core::error::RejectionKind;
-use tandem_core::sql::apply::{self as sql, Staged};
+use tandem_core::sql::apply::{self as sql, StageKey, Staged};
 use tandem_core::sql::Scope;
 use tandem_core::upload::{Outcome, UploadRow};
 use tandem_core::Result;
@@ -160,9 +160,15 @@ pub fn follow_moved(
         }
         let new_keys: HashSet<&Key> = changes.values().collect();
         let parents: Vec<Key> = new_keys.iter().map(|&k| k.clone()).collect();
-        // A delete too: the cascade changed the row it was made on.
-        for op in [Op::Upsert, Op::Delete] {
-            for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &parents, op))? {
+        // A delete too, and a key change by its old key (the stage holds
+        // old keys where the table has key changes): the cascade changed
+        // the row each was made on.
+        let mut lookups = vec![(Op::Upsert, StageKey::Sent), (Op::Delete, StageKey::Sent)];
+        if plan.rows.iter().any(|row| row.is_move()) {
+            lookups.push((Op::Upsert, StageKey::MovedFrom));
+        }
+        for (op, at) in lookups {
+            for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &parents, (op, at)))? {
                 if let Some(row) = plan.rows.get_mut(i).filter(|row| row.to_write(op)) {
                     row.follows_own_move = true;
                 }
@@ -277,7 +283,7 @@ fn hold_under_kept(
         if !child.rows.iter().any(|row| row.to_write(Op::Delete)) {
             continue;
         }
-        for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &kept, Op::Delete))? {
+        for i in spi::all(spi, sql::staged_under(scope, staged, key.child, &key.columns, &kept, (Op::Delete, StageKey::Sent)))? {
             let Some(row) = child.rows.get_mut(i) else { continue };
             if row.to_write(Op::Delete) {
                 row.violates("its parent's delete in this upload did not apply: it stays with its parent".into());

@@ -570,3 +570,21 @@ fn a_row_deleted_under_a_parent_whose_key_changed_is_deleted() {
     assert_eq!(local_count(&file, "SELECT count(*) FROM invoices"), 1);
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// Helper 106: in a file without foreign keys of its own, a row's key
+/// change under a parent whose key changed in the same round: the row is
+/// sent under the parent's old key, goes in under the new one, and its
+/// own move goes on over the server's cascade of it (it was a conflict
+/// the server won, and the row's move was lost).
+#[test]
+fn a_rows_key_change_under_a_parent_whose_key_changed_goes_in_under_the_new_key() {
+    let s = Scenario::new("key_move_child_move", ACCOUNTS, "s");
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    local(&file, "UPDATE accounts SET code = 'a2' WHERE code = 'a1'; UPDATE invoices SET id = 10 WHERE id = 1");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.conflicts.len(), report.rejected.len()), (0, 0), "{report:?}");
+    assert_eq!(tenant_invoices(&s), ["2:a2:20", "10:a2:10"]);
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}

@@ -264,3 +264,18 @@ fn rows_swapping_keys_through_a_temporary_one_keep_their_rows() {
         }
     }
 }
+
+/// Helper 106: the key change of an order of the row that took the key
+/// goes with that row's move, in one batch.
+#[test]
+fn a_key_change_of_a_row_under_the_row_that_took_the_key_goes_with_it() {
+    let (s, file) = synced("key_vacated_child_move", OwnKeys::None, &tenant());
+    local(
+        &file,
+        "UPDATE customers SET id = 104 WHERE id = 4; UPDATE customers SET id = 4 WHERE id = 3; UPDATE orders SET id = 70 WHERE id = 7",
+    );
+    sync_clean(&s, &file, tenant());
+    assert_eq!(customers_with_orders(&s), ["4:three:of three", "5:five:of five", "104:four:of four"]);
+    assert_eq!(s.server().query_one("SELECT count(*) FROM orders WHERE id = 70", &[]).unwrap().get::<_, i64>(0), 1);
+    converged(&s, &file);
+}
