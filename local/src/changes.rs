@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tandem_core::changeset::{Changeset, Op, RowChange, TableChanges, FORMAT};
+use tandem_core::changeset::{Changeset, Op, TableChanges, FORMAT};
 use tandem_core::error::RejectionKind;
 use tandem_core::options::SelectOptions;
 use tandem_core::options::MAX_ROW_BYTES;
@@ -45,10 +45,28 @@ impl Batch {
         self.positions.is_empty() && self.too_large.is_empty() && self.changeset.tables.is_empty()
     }
 
-    /// A batch of moves sent ahead of the round's other changes (see
+    /// A batch of changes sent ahead of the round's others (see
     /// [`vacating`]): it acknowledges no log entry.
     pub fn is_ahead(&self) -> bool {
         self.positions.is_empty() && !self.changeset.tables.is_empty()
+    }
+
+    /// The keys a batch sent ahead left (moved from, or deleted), by table
+    /// index: the file holds another row at each, or will.
+    pub fn left_keys(&self, state: &ScopeState) -> Result<HashSet<(usize, String)>> {
+        let mut left = HashSet::new();
+        if !self.is_ahead() {
+            return Ok(left);
+        }
+        for table in &self.changeset.tables {
+            let t = state.table_index(&table.name)?;
+            for row in &table.rows {
+                if let Some(key) = row.moved_from.as_ref().or(row.key.as_ref()) {
+                    left.insert((t, rows::key_text(key)));
+                }
+            }
+        }
+        Ok(left)
     }
 }
 
@@ -178,9 +196,9 @@ pub fn select(
 /// the first table that has any, or `None`. It acknowledges no log entry:
 /// each change's entries go up again with the round's later batches, built
 /// on the versions its answer gives (the key left, new to the server then,
-/// pairs with the row that took it). Its answer overwrites no row the log
-/// holds a change of since its first (`read_tops`): the row at the key
-/// left is another row. `tried` holds the keys left by changes sent this
+/// pairs with the row that took it). Its answer writes no row at a key it
+/// left (see [`Batch::left_keys`]): the file holds another row there.
+/// `tried` holds the keys left by changes sent this
 /// upload, which are not sent again: where one lost its conflict or was
 /// refused, the move onto its key goes as a move all the same (see
 /// `moves::Lookup::ahead`).
@@ -191,19 +209,12 @@ pub fn vacating(conn: &Connection, state: &ScopeState, max_rows: u64, tried: &mu
             continue;
         }
         let skip: HashSet<String> = tried.iter().filter(|(i, _)| *i == index).map(|(_, key)| key.clone()).collect();
-        let moves = moves::vacating(conn, table, t.id, t.acked_seq, max_rows.max(1), &skip)?;
-        if moves.is_empty() {
+        let rows = moves::vacating(conn, table, t.id, t.acked_seq, max_rows.max(1), &skip)?;
+        if rows.is_empty() {
             continue;
         }
-        let first = moves.iter().map(|m| m.seq).min().unwrap_or(t.acked_seq + 1);
-        let rows: Vec<RowChange> = moves.into_iter().map(|m| m.change).collect();
-        for row in &rows {
-            if let Some(left) = row.moved_from.as_ref().or(row.key.as_ref()) {
-                tried.insert((index, rows::key_text(left)));
-            }
-        }
         let positions = BTreeMap::new();
-        return Ok(Some(Batch {
+        let batch = Batch {
             changeset: Changeset {
                 format: FORMAT,
                 scope: state.scope.clone(),
@@ -213,9 +224,11 @@ pub fn vacating(conn: &Connection, state: &ScopeState, max_rows: u64, tried: &mu
                 has_more: true,
             },
             positions,
-            read_tops: BTreeMap::from([(table.name.clone(), first - 1)]),
+            read_tops: BTreeMap::from([(table.name.clone(), rows::top_seq(conn, t.id)?)]),
             too_large: Vec::new(),
-        }));
+        };
+        tried.extend(batch.left_keys(state)?);
+        return Ok(Some(batch));
     }
     Ok(None)
 }

@@ -225,14 +225,6 @@ fn follow(entries: &[Pending], position: &HashMap<String, usize>, from: &Pending
     Ok(None)
 }
 
-/// A change of a key that goes up ahead of the round's other changes (see
-/// the module comment), with the first log entry that left the key.
-#[derive(Debug)]
-pub struct Vacating {
-    pub seq: i64,
-    pub change: RowChange,
-}
-
 /// For up to `limit` keys of table `id` the server knows that another
 /// row's key change after `acked` took, what left each before: a key
 /// change, sent as a move to where that row is now (followed by the log's
@@ -240,7 +232,7 @@ pub struct Vacating {
 /// seen), or a delete (the row was deleted, before or after it moved).
 /// `skip` names keys not to try again (sent this upload). A row that ends
 /// on a key the server knows waits: that key's own change goes first.
-pub fn vacating(conn: &Connection, table: &TableSchema, id: i64, acked: i64, limit: u64, skip: &HashSet<String>) -> Result<Vec<Vacating>> {
+pub fn vacating(conn: &Connection, table: &TableSchema, id: i64, acked: i64, limit: u64, skip: &HashSet<String>) -> Result<Vec<RowChange>> {
     let keys = table.primary_key.len();
     let mut taken = Vec::new();
     {
@@ -265,9 +257,7 @@ pub fn vacating(conn: &Connection, table: &TableSchema, id: i64, acked: i64, lim
                 Some(_) => (Op::Upsert, None, Some(key.clone())),
                 None => (Op::Delete, Some(key.clone()), None),
             };
-            let change =
-                RowChange { op, version: None, base: Some(base.clone()), seq: Some(seq), values, key, moved_from, respelled: None };
-            Vacating { seq, change }
+            RowChange { op, version: None, base: Some(base.clone()), seq: Some(seq), values, key, moved_from, respelled: None }
         };
         match next_move(conn, table, id, &key, acked)?.filter(|hop| hop.seq < taken_at) {
             Some(first) => {

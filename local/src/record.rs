@@ -99,6 +99,10 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             }
         }
         let is_newer = |t: usize, key: &[Value]| newer.get(&t).is_some_and(|set| set.contains(&rows::key_text(key)));
+        // A batch sent ahead left keys that another row holds in the file
+        // now (see `changes::vacating`): the answer writes no row there.
+        let left = batch.left_keys(state)?;
+        let held = |t: usize, key: &[Value]| is_newer(t, key) || left.contains(&(t, rows::key_text(key)));
         // Results name rows by table and key; deletes need their children
         // removed too, so they are told apart from upserts.
         let mut deletes: HashSet<(usize, String)> = HashSet::new();
@@ -126,7 +130,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             let t = state.table_index(&applied.table)?;
             let table = &state.schema.tables[t];
             if !deletes.is_empty() && deletes.contains(&(t, rows::key_text(&applied.key))) {
-                if is_newer(t, &applied.key) {
+                if held(t, &applied.key) {
                     // Written again since the batch was read: the new row
                     // stays, and goes up next, built on the server's delete.
                     rows::write_base(conn, table, state.tables[t].id, &applied.key, &applied.version)?;
@@ -189,6 +193,12 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                             not_stored::keep(conn, state, &server, &refusal)?;
                         }
                     }
+                    // Deleted on the server; where the file holds another
+                    // row at the key, that row goes up next, on the delete.
+                    _ if held(t, &conflict.key) => match &conflict.version {
+                        Some(version) => rows::write_base(conn, table, state.tables[t].id, &conflict.key, version)?,
+                        None => rows::delete_base(conn, table, state.tables[t].id, &conflict.key)?,
+                    },
                     _ => {
                         rows::delete_with_children(conn, state, t, &conflict.key)?;
                     }
@@ -201,7 +211,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
                 // too (see `moves::Lookup::ahead`).
                 rows::delete_alone(conn, state, t, &conflict.key)?;
                 recorded.taken += 1;
-            } else if !is_newer(t, &conflict.key) {
+            } else if !held(t, &conflict.key) {
                 // A key change the server settled against, with nothing of
                 // the server's at its new key, goes back by an update: what
                 // the file's own keys moved with it goes back with it, not
@@ -219,7 +229,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
             // comes back.
             if let Some(moved) = &conflict.moved_from {
                 restored.insert((t, rows::key_text(&moved.key)));
-                if !is_newer(t, &moved.key) {
+                if !held(t, &moved.key) {
                     take(conn, state, t, &moved.key, moved.row.as_ref(), moved.version.as_deref())?;
                 }
             }
@@ -235,7 +245,7 @@ pub fn upload(conn: &Connection, state: &ScopeState, batch: &Batch, result: &App
         }
         for current in &result.current {
             let t = state.table_index(&current.table)?;
-            if !is_newer(t, &current.key) {
+            if !held(t, &current.key) {
                 take(conn, state, t, &current.key, current.row.as_ref(), current.version.as_deref())?;
                 recorded.taken += 1;
             } else if current.row.is_none() && current.version.is_none() && upserts.contains(&(t, rows::key_text(&current.key))) {

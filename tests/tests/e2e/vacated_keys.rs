@@ -279,3 +279,22 @@ fn a_key_change_of_a_row_under_the_row_that_took_the_key_goes_with_it() {
     assert_eq!(s.server().query_one("SELECT count(*) FROM orders WHERE id = 70", &[]).unwrap().get::<_, i64>(0), 1);
     converged(&s, &file);
 }
+
+/// Helper 106: a server trigger stores the move sent ahead at a key of its
+/// own (104 becomes 105). The file takes the row there, and nothing goes
+/// up again at 104 (it went up again as an insert, a second row).
+#[test]
+fn a_move_sent_ahead_that_a_server_trigger_stores_elsewhere_is_taken_there() {
+    let (s, file) = synced("key_vacated_trigger", OwnKeys::None, &tenant());
+    s.server()
+        .batch_execute(
+            "CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF NEW.id >= 100 AND OLD.id <> NEW.id THEN NEW.id := NEW.id + 1; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER bump BEFORE UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION bump();",
+        )
+        .unwrap();
+    local(&file, "UPDATE customers SET id = 104 WHERE id = 4; UPDATE customers SET id = 4 WHERE id = 3");
+    sync_clean(&s, &file, tenant());
+    assert_eq!(customers_with_orders(&s), ["4:three:of three", "5:five:of five", "105:four:of four"]);
+    converged(&s, &file);
+}
