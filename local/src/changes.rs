@@ -198,10 +198,9 @@ pub fn select(
 /// on the versions its answer gives (the key left, new to the server then,
 /// pairs with the row that took it). Its answer writes no row at a key it
 /// left (see [`Batch::left_keys`]): the file holds another row there.
-/// `tried` holds the keys left by changes sent this
-/// upload, which are not sent again: where one lost its conflict or was
-/// refused, the move onto its key goes as a move all the same (see
-/// `moves::Lookup::ahead`).
+/// `tried` holds the keys left by changes sent this upload, which are not
+/// sent again: where one lost its conflict or was refused, the move onto
+/// its key goes as a move all the same (see `moves::Lookup::ahead`).
 pub fn vacating(conn: &Connection, state: &ScopeState, max_rows: u64, tried: &mut HashSet<(usize, String)>) -> Result<Option<Batch>> {
     let waiting = tables_waiting(conn, state)?;
     for (index, (table, t)) in state.schema.tables.iter().zip(&state.tables).enumerate() {
