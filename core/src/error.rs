@@ -67,6 +67,9 @@ pub struct Rejection {
 /// another session holds (the extension caps the wait; design.md,
 /// "Security"). Nothing of the call was kept, and the next round may pass.
 pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// SQLSTATE `object_in_use`: another session holds the object (a
+/// concurrent DDL); the next round may pass.
+pub const OBJECT_IN_USE: &str = "55006";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

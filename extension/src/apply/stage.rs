@@ -134,10 +134,11 @@ fn fill(spi: &mut Spi<'_>, scope: &Scope<'_>, plan: &mut TablePlan<'_>, types: &
 }
 
 /// A value's fault (data exceptions, a domain's check or NOT NULL, the
-/// syntax errors some types' input raises, such as tsvector's), as opposed
-/// to the server's (out of memory, a lost connection).
+/// syntax errors some types' input raises, such as tsvector's, a limit a
+/// value exceeds, such as a jsonb nested past the parser's stack: helper
+/// 107), as opposed to the server's (out of memory, a lost connection).
 fn refuses_a_value(error: &PgError) -> bool {
-    error.sqlstate.starts_with("22") || error.sqlstate.starts_with("23") || error.sqlstate == "42601"
+    ["22", "23", "54"].iter().any(|class| error.sqlstate.starts_with(class)) || error.sqlstate == "42601"
 }
 
 /// `column <name>: <why>` for the first value of row `i` its column refuses.

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use tandem_core::changeset::Op;
-use tandem_core::error::RejectionKind;
+use tandem_core::error::{RejectionKind, LOCK_NOT_AVAILABLE, OBJECT_IN_USE};
 use tandem_core::sql::apply::{self as sql, SeenXmins};
 use tandem_core::types::json_to_pg_text;
 use tandem_core::upload::{merged_row, Outcome};
@@ -43,17 +43,23 @@ fn written_by_this_transaction(xmin: &str) -> bool {
 
 impl RowFault {
     /// `None` for errors that are not the row's but the server's (a lost
-    /// connection, a serialization failure, a lock or resource that ran
-    /// out, a cancel): those fail the apply. Any other
-    /// error a row's write raises is the row's: a constraint (class 23), or
-    /// the server's rules (a trigger's exception with any code, a row
-    /// security policy, a value a type or index cannot take).
+    /// connection, a serialization failure, a lock not granted in time or
+    /// an object in use, a resource that ran out, a cancel): those fail the
+    /// apply, and pass. Any other error a row's write raises is the row's:
+    /// a constraint (class 23), or the server's rules (a trigger's
+    /// exception with any code, `object_not_in_prerequisite_state` too,
+    /// which failed every upload of the row until the trigger changed:
+    /// helper 107; a row security policy, a value a type or index cannot
+    /// take).
     fn of(error: &PgError) -> Option<Self> {
+        if [LOCK_NOT_AVAILABLE, OBJECT_IN_USE].contains(&error.sqlstate.as_str()) {
+            return None;
+        }
         match error.sqlstate.get(..2) {
             Some("23") => Some(RowFault::Constraint),
             // (A trigger's own SQLSTATE outside PostgreSQL's list reaches
             // Tandem as XX000: the row's too.)
-            Some("08" | "25" | "40" | "53" | "55" | "57" | "58" | "F0" | "HV") => None,
+            Some("08" | "25" | "40" | "53" | "57" | "58" | "F0" | "HV") => None,
             Some(_) => Some(RowFault::Declined),
             None => None,
         }

@@ -271,3 +271,40 @@ fn a_row_the_server_refuses_with_any_error_of_its_own_costs_only_that_row() {
     assert_eq!((again.pushed, again.rejected.len()), (0, 0), "{again:?}");
     assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
 }
+
+/// Helper 107: a trigger refusing a row with a code of class 55 (`object
+/// not in prerequisite state`), and a jsonb value nested past what the
+/// server's parser takes (`stack depth limit exceeded`, class 54): each
+/// failed the whole upload, held and sent again every round, so nothing
+/// of the file went up again. Each costs only its row now; a lock not
+/// granted in time still fails the upload (it is the server's, and passes).
+#[test]
+fn a_row_refused_for_the_servers_state_or_its_limits_costs_only_that_row() {
+    let s = Scenario::new(
+        "poison_state_and_limits",
+        r#"
+        CREATE TABLE notes (id int PRIMARY KEY, tenant_id int NOT NULL, v text, j jsonb);
+        CREATE FUNCTION guard() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.v = 'not yet' THEN RAISE EXCEPTION 'prerequisite' USING ERRCODE = 'object_not_in_prerequisite_state'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER guard BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION guard();
+        SELECT sync_provision('s', '{"tables": [{"name": "notes", "filter": {"tenant_id": "tenant"}}]}');
+        "#,
+        "s",
+    );
+    let token = s.register(json!({"tenant": 1}));
+    let file = s.store("a.db");
+    s.sync_as(&file, &token);
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    file.connection().execute("INSERT INTO notes VALUES (2, 1, 'deep', ?1)", [&deep]).unwrap();
+    local(&file, "INSERT INTO notes VALUES (3, 1, 'not yet', NULL), (4, 1, 'fine', '{\"a\": 1}')");
+    let report = s.sync_as(&file, &token);
+    assert_eq!((report.pushed, report.rejected.len()), (1, 2), "{report:?}");
+    let again = s.sync_as(&file, &token);
+    assert_eq!((again.pushed, again.rejected.len()), (0, 0), "{again:?}");
+    local(&file, "INSERT INTO notes VALUES (5, 1, 'later', NULL)");
+    assert_eq!(s.sync_as(&file, &token).pushed, 1, "later changes go up");
+    assert_converged(&mut s.server(), file.connection(), "s", &json!({"tenant": 1}));
+}
