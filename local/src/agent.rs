@@ -563,7 +563,7 @@ fn round(
             if synced && !options.rebind {
                 return Err(LocalError::Invalid(format!(
                     "this file syncs scope \"{scope}\" as client {}; the token is for client {id}: use another file, or pass \
-                     --rebind (option \"rebind\") to sync this file as the new client (after its old one was revoked): it pulls \
+                     --rebind (option \"rebind\") to sync this file as the new client (its old one, if still registered, keeps its rights until revoked): it pulls \
                      the scope again and sends its unsent changes",
                     state.client_id
                 )));
