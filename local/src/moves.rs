@@ -112,9 +112,11 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) ->
             moved.insert(i, target);
         }
     }
-    // Two rows that ended on one key (it was moved on, and another row
-    // moved onto it): the latest entries cannot tell which is which, so
-    // neither is paired.
+    // Two rows that ended on one key (one was deleted there, or moved on,
+    // and the other moved onto it): the latest entries cannot tell which
+    // is there now, the log's key changes in counter order can. The others
+    // go as deletes (helper 105's fault-suite run: both did, and the
+    // server's cascade took the rows under the one there now).
     let mut claims: HashMap<String, Vec<usize>> = HashMap::new();
     for (&i, target) in &moved {
         let key = match target {
@@ -124,8 +126,16 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) ->
         claims.entry(key_text(key)).or_default().push(i);
     }
     for claimants in claims.values().filter(|c| c.len() > 1) {
+        let mut holders = Vec::new();
+        for &i in claimants {
+            if still_there(lookup, &entries[i])? {
+                holders.push(i);
+            }
+        }
         for i in claimants {
-            moved.remove(i);
+            if holders.as_slice() != [*i] {
+                moved.remove(i);
+            }
         }
     }
     let mut absorbed = vec![false; entries.len()];
@@ -196,6 +206,18 @@ pub fn changes(entries: Vec<Pending>, lookup: &Lookup<'_>, answer_lost: bool) ->
     Ok(out)
 }
 
+/// Whether the row that `left` its key (its latest entry, a key change) is
+/// where the log's key changes, followed in counter order, take it, with
+/// no other row's key change onto that key since.
+fn still_there(lookup: &Lookup<'_>, left: &Pending) -> Result<bool> {
+    let Some(to) = left.moved_to.clone() else { return Ok(false) };
+    let Some(hops) = walk(lookup.conn, lookup.table, lookup.id, Hop { key: to, raw: Vec::new(), seq: left.seq })? else { return Ok(false) };
+    match hops.last() {
+        Some(at) => Ok(!taken_after(lookup.conn, lookup.table, lookup.id, at)?),
+        None => Ok(false),
+    }
+}
+
 /// Follows a row that left its key through later moves to where it is
 /// now; `None` when it ends deleted, or on a key the server knows.
 fn follow(entries: &[Pending], position: &HashMap<String, usize>, from: &Pending, lookup: &Lookup<'_>) -> Result<Option<Target>> {
@@ -263,11 +285,18 @@ pub fn vacating(conn: &Connection, table: &TableSchema, id: i64, acked: i64, lim
             Some(first) => {
                 let seq = first.seq;
                 let Some(hops) = walk(conn, table, id, first)? else { continue };
+                // Another row's key change took the key the row went to
+                // since: the row was deleted there (fault suite: it went up
+                // as a move onto the row there now, that other one's).
+                let Some(at) = hops.last() else { continue };
+                if taken_after(conn, table, id, at)? {
+                    out.push(change(seq, None));
+                    continue;
+                }
                 let Some(to) = destination(conn, table, id, &key, &hops)? else { continue };
                 if !claimed.insert(key_text(&to.key)) {
                     continue;
                 }
-                let Some(at) = hops.last() else { continue };
                 // The file's own foreign keys moved the rows under it: they
                 // go up with the latest entries, in one batch.
                 if crate::own_keys::moved_along(conn, table, &at.key)? {
@@ -339,6 +368,14 @@ struct Hop {
     /// The key as the file holds it, for a row's values at it.
     raw: Vec<LocalValue>,
     seq: i64,
+}
+
+/// Whether another row's key change took `hop`'s key after the row got
+/// there.
+fn taken_after(conn: &Connection, table: &TableSchema, id: i64, hop: &Hop) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(&local::taken_after(table, id))?
+        .query_row(params_from_iter(with_counter(table, hop.seq, &hop.key)?), |row| row.get(0))?)
 }
 
 /// The first key change of `key` after counter `after`: where it moved the

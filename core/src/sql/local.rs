@@ -1028,6 +1028,15 @@ pub fn vacated_keys(table: &TableSchema, id: i64) -> String {
     )
 }
 
+/// Whether another row's key change after `?1` took key `?2..`: the row
+/// that was there by then was gone (deleted, where no key change of its
+/// own left the key).
+pub fn taken_after(table: &TableSchema, id: i64) -> String {
+    let matched: Vec<String> =
+        moved_to_columns(table).iter().enumerate().map(|(i, c)| format!("{c} = {}", Dialect::Sqlite.param(i + 2))).collect();
+    format!("SELECT EXISTS (SELECT 1 FROM {} WHERE tandem_seq > ?1 AND {})", log_table(id), matched.join(AND))
+}
+
 /// The first log entry of one key (`?2..`) after `?1`: its counter, NULL
 /// for none.
 pub fn first_entry(table: &TableSchema, id: i64) -> String {

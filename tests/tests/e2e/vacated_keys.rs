@@ -298,3 +298,43 @@ fn a_move_sent_ahead_that_a_server_trigger_stores_elsewhere_is_taken_there() {
     assert_eq!(customers_with_orders(&s), ["4:three:of three", "5:five:of five", "105:four:of four"]);
     converged(&s, &file);
 }
+
+/// Two rows moved onto one key in turn, the first deleted there in
+/// between (3 to 100, 100 deleted, 5 to 100): the latest entries cannot
+/// tell them apart, and both went as deletes, the server's cascade taking
+/// 5's orders too. The log's key changes in order tell which row is there.
+#[test]
+fn of_two_rows_moved_onto_one_key_the_one_there_now_moves() {
+    let (s, file) = synced("key_taken_twice", OwnKeys::None, &tenant());
+    local(
+        &file,
+        "UPDATE customers SET id = 100 WHERE id = 3; DELETE FROM customers WHERE id = 100; UPDATE customers SET id = 100 WHERE id = 5",
+    );
+    sync_clean(&s, &file, tenant());
+    assert_eq!(customers_with_orders(&s), ["4:four:of four", "100:five:of five"]);
+    converged(&s, &file);
+}
+
+/// The fault suite: a row moved onto a key the server knows and its own
+/// row had left, was deleted there, and another row's key change took the
+/// key again (4 to 104, 3 to 4, 4 deleted, 5 to 4). 3's row went up as a
+/// move onto the row at 4 now, 5's; it goes as the delete it was, also
+/// where its own key is taken too (a new row moved to 3), and it goes
+/// ahead.
+#[test]
+fn a_row_that_left_a_key_and_was_deleted_where_it_went_goes_as_a_delete() {
+    let chain = "UPDATE customers SET id = 104 WHERE id = 4; UPDATE customers SET id = 4 WHERE id = 3; \
+                 DELETE FROM customers WHERE id = 4; UPDATE customers SET id = 4 WHERE id = 5";
+    let taken_too = format!("{chain}; INSERT INTO customers VALUES (200, 1, 'new'); UPDATE customers SET id = 3 WHERE id = 200");
+    let cases = [
+        (chain.to_string(), vec!["4:five:of five", "104:four:of four"]),
+        (taken_too, vec!["3:new:", "4:five:of five", "104:four:of four"]),
+    ];
+    for (round, expected) in cases {
+        let (s, file) = synced("key_vacated_gone", OwnKeys::None, &tenant());
+        local(&file, &round);
+        sync_clean(&s, &file, tenant());
+        assert_eq!(customers_with_orders(&s), expected, "{round}");
+        converged(&s, &file);
+    }
+}
