@@ -205,7 +205,27 @@ fn local_writer(device: (PathBuf, i32, i64), writer: usize, stop: Arc<AtomicBool
         } else {
             // Writers of one file split its keys, so each key's last write
             // is known.
-            let id = base + (rng.random_range(0..OWN_KEYS / LOCAL_WRITERS) * LOCAL_WRITERS + writer as i64);
+            let own_key =
+                |rng: &mut rand::rngs::ThreadRng| base + (rng.random_range(0..OWN_KEYS / LOCAL_WRITERS) * LOCAL_WRITERS + writer as i64);
+            let id = own_key(&mut rng);
+            if rng.random_bool(0.15) {
+                // A key change onto a free key of the writer's: between two
+                // syncs, one often takes a key another left (the moves
+                // that go ahead of a round's other changes).
+                let to = own_key(&mut rng);
+                let moved =
+                    conn.execute("UPDATE items SET id = ?2 WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM items WHERE id = ?2)", [id, to]);
+                if to != id && matches!(moved, Ok(1)) {
+                    let mut expected = expected.lock().unwrap();
+                    let value = expected.insert(id, None).flatten();
+                    let mut history = history.lock().unwrap();
+                    history.entry(id).or_default().push(format!("moved to {to} at {:?}", started.elapsed()));
+                    history.entry(to).or_default().push(format!("{value:?} moved from {id} at {:?}", started.elapsed()));
+                    expected.insert(to, value);
+                }
+                thread::sleep(Duration::from_millis(rng.random_range(2..20)));
+                continue;
+            }
             let written = if rng.random_bool(0.2) {
                 conn.execute("DELETE FROM items WHERE id = ?1", [id]).map(|_| None)
             } else {
