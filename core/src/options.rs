@@ -77,6 +77,11 @@ pub struct SelectOptions {
     pub respellings: Option<bool>,
 }
 
+/// The content type of an upload sent to the gateway with its options in
+/// the body, as `{"options": {...}, "changeset": {...}}`, instead of in the
+/// query: a device's `seen` can outgrow what a URL may hold.
+pub const APPLY_ENVELOPE: &str = "application/vnd.tandem.apply+json";
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyOptions {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tandem_core::apply_result::ApplyResult;
 use tandem_core::dsn::redacted;
-use tandem_core::options::{ApplyOptions, SelectOptions};
+use tandem_core::options::{ApplyOptions, SelectOptions, APPLY_ENVELOPE};
 use tandem_core::schema::Schema;
 use tandem_core::verify::VerifyOptions;
 
@@ -26,6 +26,11 @@ use crate::remote::{Capabilities, LastSchema, Remote};
 
 /// Uploads at least this large go up compressed.
 const COMPRESS_FROM: usize = 1024;
+/// An upload's options longer than this go in its body (`APPLY_ENVELOPE`):
+/// proxies refuse URLs past a few kilobytes, and the HTTP client past 64 KB
+/// (the fault suite: a device's `seen` with thousands of deletes it did not
+/// take failed every upload before it left).
+const QUERY_BYTES: usize = 4096;
 
 /// Options the token carries: never sent beside it.
 const FROM_THE_TOKEN: [&str; 3] = ["token", "client_id", "params"];
@@ -334,22 +339,33 @@ impl Remote for HttpRemote {
     }
 
     fn apply_changes(&mut self, scope: &str, changeset: &str, options: &ApplyOptions) -> Result<ApplyResult, RemoteError> {
-        let query: Vec<(String, String)> = without_token(options)?
-            .into_iter()
+        let token = options.token.as_deref();
+        let options = without_token(options)?;
+        let query: Vec<(String, String)> = options
+            .iter()
             .filter_map(|(key, value)| match value {
-                Value::String(text) => Some((key, text)),
+                Value::String(text) => Some((key.clone(), text.clone())),
                 Value::Null => None,
-                other => Some((key, other.to_string())),
+                other => Some((key.clone(), other.to_string())),
             })
             .collect();
-        let mut request = self.client.post(self.endpoint(scope, "apply")?).query(&query).header(CONTENT_TYPE, "application/json");
-        request = if changeset.len() >= COMPRESS_FROM {
-            let compressed = zstd::bulk::compress(changeset.as_bytes(), 3).map_err(|e| RemoteError::Protocol(format!("zstd: {e}")))?;
+        // Percent-encoding may triple a query's text.
+        let query_bytes: usize = query.iter().map(|(key, value)| key.len() + 3 * value.len() + 2).sum();
+        let endpoint = self.endpoint(scope, "apply")?;
+        let (mut request, body) = match query_bytes > QUERY_BYTES {
+            false => (self.client.post(endpoint).query(&query).header(CONTENT_TYPE, "application/json"), changeset.to_string()),
+            true => (
+                self.client.post(endpoint).header(CONTENT_TYPE, APPLY_ENVELOPE),
+                format!("{{\"options\":{},\"changeset\":{changeset}}}", Value::Object(options)),
+            ),
+        };
+        request = if body.len() >= COMPRESS_FROM {
+            let compressed = zstd::bulk::compress(body.as_bytes(), 3).map_err(|e| RemoteError::Protocol(format!("zstd: {e}")))?;
             request.header(CONTENT_ENCODING, "zstd").body(compressed)
         } else {
-            request.body(changeset.to_string())
+            request.body(body)
         };
-        let text = self.send(scope, options.token.as_deref(), request)?;
+        let text = self.send(scope, token, request)?;
         serde_json::from_str(&text).map_err(|e| RemoteError::Protocol(format!("unreadable apply result: {e}")))
     }
 }

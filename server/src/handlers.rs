@@ -4,7 +4,8 @@
 //! - `POST /v1/scopes/{scope}/changes`, body `{"since": ..., <select options>}`:
 //!   `sync_select_changes_json`, answered with the changeset text as written;
 //! - `POST /v1/scopes/{scope}/apply?replica=..&upload_id=..&respellings=true&seen=..`, body the
-//!   changeset: `sync_apply_changes_json`;
+//!   changeset (or, as `APPLY_ENVELOPE`, `{"options": {...}, "changeset": {...}}`):
+//!   `sync_apply_changes_json`;
 //! - `POST /v1/scopes/{scope}/verify`, body the verify options: `sync_verify`.
 //!
 //! Each takes the device's bearer token, which the extension resolves.
@@ -15,6 +16,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use serde_json::{Map, Value};
+use tandem_core::options::APPLY_ENVELOPE;
 
 use crate::api_error::ApiError;
 use crate::auth::DeviceToken;
@@ -84,11 +86,35 @@ pub async fn apply(
     request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
     state.relay.schema(&scope, &with_token(Map::new(), &token)?).await?;
-    let TextBody(changeset) = TextBody::from_request(request, &state).await?;
-    let options = with_token(query.into_iter().map(|(k, v)| query_value(k, v)).collect(), &token)?;
-    let result = state.relay.apply_changes(&scope, &changeset, &options).await?;
-    moved(Direction::Up, &changeset);
+    let enveloped = request.headers().get(CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(APPLY_ENVELOPE.as_bytes()));
+    let TextBody(body) = TextBody::from_request(request, &state).await?;
+    let mut options: Map<String, Value> = query.into_iter().map(|(k, v)| query_value(k, v)).collect();
+    let changeset = match enveloped {
+        false => body.as_str(),
+        true => {
+            let envelope: Envelope<'_> = serde_json::from_str(&body).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "an upload sent as {APPLY_ENVELOPE} is {{\"options\": {{...}}, \"changeset\": {{...}}}}: {e}"
+                ))
+            })?;
+            options.extend(envelope.options);
+            envelope.changeset.get()
+        }
+    };
+    let options = with_token(options, &token)?;
+    let result = state.relay.apply_changes(&scope, changeset, &options).await?;
+    moved(Direction::Up, changeset);
     Ok(json_text(result))
+}
+
+/// An upload with its options in the body (`APPLY_ENVELOPE`): a device's
+/// options can outgrow a URL. The changeset goes on as the text it is.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    options: Map<String, Value>,
+    #[serde(borrow)]
+    changeset: &'a serde_json::value::RawValue,
 }
 
 /// A query parameter as the apply option it is: `respellings` a boolean

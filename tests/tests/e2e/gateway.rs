@@ -662,3 +662,28 @@ fn twenty_clients_syncing_at_once_through_one_gateway_each_end_with_exactly_thei
         assert_eq!(local_count(&file, "SELECT count(*) FROM customers WHERE name LIKE 'from device %'"), 2, "both devices of the tenant");
     }
 }
+
+/// The fault suite: a device holding thousands of deletes it did not take
+/// (`seen.kept`) sent them in the upload's query, past what a URL may hold:
+/// every upload failed before it left ("not a valid Uri"), for good. Long
+/// options go in the body now.
+#[test]
+fn an_upload_whose_options_outgrow_a_url_still_goes_up() {
+    let setup = Setup::new("gw_long_options");
+    let one = setup.s.register(json!({"tenant": 1}));
+    let me = token_client_id(&one).unwrap().to_string();
+    let kept: Vec<Value> = (0..5000).map(|i| json!({"table": "public.customers", "key": [1_000_000 + i], "version": "100"})).collect();
+    let seen = serde_json::from_value(json!({"watermark": "100:100:", "kept": kept})).unwrap();
+    let options = ApplyOptions {
+        token: Some(one.clone()),
+        replica: Some("r1".into()),
+        upload_id: Some("u-long".into()),
+        seen: Some(seen),
+        ..ApplyOptions::default()
+    };
+    let mut remote = HttpRemote::connect(&setup.url(), Some(&setup.certs.ca)).unwrap();
+    let row = upload(&me, json!([{"op": "upsert", "seq": 1, "values": [301, 1, "long"]}]));
+    let result = remote.apply_changes("crm", &row, &options).unwrap();
+    assert_eq!(result.applied, 1);
+    assert!(setup.server_rows().contains(&(301, 1, Some("long".into()))));
+}
