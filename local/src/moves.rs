@@ -251,7 +251,8 @@ fn follow(entries: &[Pending], position: &HashMap<String, usize>, from: &Pending
 /// row's key change after `acked` took, what left each before: a key
 /// change, sent as a move to where that row is now (followed by the log's
 /// key changes in counter order, it must end on a row the server has never
-/// seen), or a delete (the row was deleted, before or after it moved).
+/// seen), or a delete (the row was deleted, before or after it moved, or
+/// another row's key change took the key it went to since).
 /// `skip` names keys not to try again (sent this upload). A row that ends
 /// on a key the server knows waits: that key's own change goes first.
 pub fn vacating(conn: &Connection, table: &TableSchema, id: i64, acked: i64, limit: u64, skip: &HashSet<String>) -> Result<Vec<RowChange>> {
