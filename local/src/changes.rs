@@ -207,7 +207,7 @@ pub fn vacating(conn: &Connection, state: &ScopeState, max_rows: u64, tried: &mu
         if !waiting[index] || table.primary_key.is_empty() {
             continue;
         }
-        let skip: HashSet<String> = tried.iter().filter(|(i, _)| *i == index).map(|(_, key)| key.clone()).collect();
+        let skip = keys_of_table(tried, index);
         let rows = moves::vacating(conn, table, t.id, t.acked_seq, max_rows.max(1), &skip)?;
         if rows.is_empty() {
             continue;
@@ -230,6 +230,12 @@ pub fn vacating(conn: &Connection, state: &ScopeState, max_rows: u64, tried: &mu
         return Ok(Some(batch));
     }
     Ok(None)
+}
+
+/// The keys of table `index` among keys held by table index (see
+/// [`vacating`]).
+fn keys_of_table(keys: &HashSet<(usize, String)>, index: usize) -> HashSet<String> {
+    keys.iter().filter(|(i, _)| *i == index).map(|(_, key)| key.clone()).collect()
 }
 
 /// The top counter of each table's log: any write of the program's, or of
@@ -307,7 +313,7 @@ fn read_batch(
             // beyond it reads on, up to twice its rows, for them (see the
             // pairs below).
             let mut limit = remaining;
-            let ahead: HashSet<String> = ahead.iter().filter(|(i, _)| *i == index).map(|(_, key)| key.clone()).collect();
+            let ahead = keys_of_table(ahead, index);
             let (mut changes, seqs, mut top) = loop {
                 let source = match snapshots.as_deref_mut() {
                     Some(snapshots) => snapshots.source(table, t.id, t.acked_seq, limit)?,
